@@ -1,0 +1,168 @@
+/*
+ * Password masking for conninfo strings; see mask.h.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "mask.h"
+#include "util.h"
+
+#define MASK "****"
+
+static bool is_secret_key(const char *key, size_t n)
+{
+	return (n == 8 && strncmp(key, "password", 8) == 0) ||
+	       (n == 11 && strncmp(key, "sslpassword", 11) == 0);
+}
+
+/* Growing output string; failure is sticky and reported at the end. */
+struct out {
+	char *s;
+	size_t len, cap;
+	bool failed;
+};
+
+static void out_add(struct out *o, const char *p, size_t n)
+{
+	if (o->failed)
+		return;
+	if (o->len + n + 1 > o->cap) {
+		size_t cap = MAX(o->cap * 2, o->len + n + 64);
+		char *s = realloc(o->s, cap);
+		if (!s) {
+			o->failed = true;
+			return;
+		}
+		o->s = s;
+		o->cap = cap;
+	}
+	memcpy(o->s + o->len, p, n);
+	o->len += n;
+	o->s[o->len] = '\0';
+}
+
+static void out_str(struct out *o, const char *s)
+{
+	out_add(o, s, strlen(s));
+}
+
+static char *out_done(struct out *o)
+{
+	if (o->failed || !o->s) {
+		free(o->s);
+		return o->failed ? NULL : strdup("");
+	}
+	return o->s;
+}
+
+static char *mask_uri(const char *s, size_t scheme_len)
+{
+	const char *start = s + scheme_len, *at = strrchr(start, '@');
+	const char *q, *p;
+	struct out o = { 0 };
+
+	out_add(&o, s, scheme_len);
+	p = start;
+	if (at) {
+		const char *colon = memchr(start, ':', (size_t)(at - start));
+		if (colon) {
+			out_add(&o, start, (size_t)(colon - start) + 1);
+			out_str(&o, MASK);
+			p = at;
+		}
+	}
+	q = strchr(p, '?');
+	if (!q) {
+		out_str(&o, p);
+		return out_done(&o);
+	}
+	out_add(&o, p, (size_t)(q - p) + 1);
+	/* Query parameters: key=value pairs separated by '&'. */
+	for (p = q + 1; *p;) {
+		const char *amp = strchr(p, '&');
+		const char *end = amp ? amp : p + strlen(p);
+		const char *eq = memchr(p, '=', (size_t)(end - p));
+		if (eq && is_secret_key(p, (size_t)(eq - p))) {
+			out_add(&o, p, (size_t)(eq - p) + 1);
+			out_str(&o, MASK);
+		} else {
+			out_add(&o, p, (size_t)(end - p));
+		}
+		if (!amp)
+			break;
+		out_str(&o, "&");
+		p = amp + 1;
+	}
+	return out_done(&o);
+}
+
+static char *mask_keyvalue(const char *s)
+{
+	struct out o = { 0 };
+	const char *p = s;
+
+	while (*p) {
+		const char *key, *ws = p;
+		size_t klen;
+		bool secret;
+
+		while (isspace((unsigned char)*p))
+			p++;
+		out_add(&o, ws, (size_t)(p - ws));
+		if (!*p)
+			break;
+		key = p;
+		while (*p && *p != '=' && !isspace((unsigned char)*p))
+			p++;
+		klen = (size_t)(p - key);
+		secret = is_secret_key(key, klen);
+		ws = p;
+		while (isspace((unsigned char)*p))
+			p++;
+		if (*p != '=') {
+			/* Not key=value: what follows might be anything. */
+			out_add(&o, key, klen);
+			if (*p)
+				out_str(&o, " " MASK);
+			break;
+		}
+		p++;
+		while (isspace((unsigned char)*p))
+			p++;
+		out_add(&o, key, (size_t)(ws - key));
+		out_add(&o, ws, (size_t)(p - ws));
+		const char *val = p;
+		if (*p == '\'') {
+			for (p++; *p && *p != '\''; p++)
+				if (*p == '\\' && p[1])
+					p++;
+			if (*p)
+				p++;
+		} else {
+			while (*p && !isspace((unsigned char)*p))
+				p++;
+		}
+		if (secret)
+			out_str(&o, MASK);
+		else
+			out_add(&o, val, (size_t)(p - val));
+	}
+	return out_done(&o);
+}
+
+char *mask_conninfo(const char *s)
+{
+	static const char *const schemes[] = { "postgresql://", "postgres://" };
+
+	if (!s)
+		return strdup("(none)");
+	for (size_t i = 0; i < ARRAY_SIZE(schemes); i++) {
+		size_t n = strlen(schemes[i]);
+		if (strncmp(s, schemes[i], n) == 0)
+			return mask_uri(s, n);
+	}
+	if (strchr(s, '='))
+		return mask_keyvalue(s);
+	return strdup(*s ? MASK : "");
+}

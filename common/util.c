@@ -1,0 +1,40 @@
+/*
+ * Small helpers shared by every part of dbswap; see util.h.
+ */
+#include <stdlib.h>
+#include <sys/random.h>
+
+#include "util.h"
+
+void *zalloc(size_t size)
+{
+	return calloc(1, size);
+}
+
+char *xstrdup(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+void free_secret(char *s)
+{
+	if (!s)
+		return;
+	/* explicit_bzero is not optimised away like a plain memset. */
+	explicit_bzero(s, strlen(s));
+	free(s);
+}
+
+int64_t backoff_ms(unsigned attempt, int64_t first, int64_t max)
+{
+	int64_t base = first;
+	uint32_t r = 0;
+
+	while (attempt-- > 0 && base < max)
+		base *= 2;
+	if (base > max)
+		base = max;
+	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
+		r = (uint32_t)now_us();
+	return base / 2 + (int64_t)(r % (uint32_t)(base / 2 + 1));
+}

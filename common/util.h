@@ -1,0 +1,73 @@
+/*
+ * Small helpers shared by the agent, libdbswap and the tests.
+ *
+ * Error rule for all internal code (common/, ipc/, agent/, client-lib/):
+ * a function that can fail returns a negative errno value (-EINVAL, -ENOMEM,
+ * ...) and 0 or a positive count on success.  errno itself is never the
+ * channel.  Cleanup uses goto labels named after what they undo.
+ */
+#ifndef DBSWAP_UTIL_H
+#define DBSWAP_UTIL_H
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+
+#define UNUSED __attribute__((unused))
+#define PRINTF(f, a) __attribute__((format(printf, f, a)))
+
+static inline bool streq(const char *a, const char *b)
+{
+	return strcmp(a, b) == 0;
+}
+
+/* Returns -errno of the last failed libc call, never 0. */
+static inline int neg_errno(void)
+{
+	return errno > 0 ? -errno : -EIO;
+}
+
+/* Monotonic clock in milliseconds, for deadlines and timers. */
+static inline int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Monotonic clock in microseconds, for measurements. */
+static inline int64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Wall clock in seconds since the epoch, for status output. */
+static inline int64_t wall_s(void)
+{
+	return (int64_t)time(NULL);
+}
+
+/* malloc that zeroes; aborts nothing, returns NULL on failure. */
+void *zalloc(size_t size);
+
+/* strdup that keeps NULL as NULL. */
+char *xstrdup(const char *s);
+
+/* Overwrites a string's bytes before freeing it: for anything that may hold
+ * a secret (conninfo, env file text). */
+void free_secret(char *s);
+
+/* Exponential backoff with full jitter: a delay in [base/2, base] where base
+ * is min(first << attempt, max).  attempt counts from 0. */
+int64_t backoff_ms(unsigned attempt, int64_t first, int64_t max);
+
+#endif

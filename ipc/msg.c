@@ -1,0 +1,485 @@
+/*
+ * Message decoding and validation, and msgpack body writing; see msg.h.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "common/util.h"
+#include "msg.h"
+
+static const char *const ipc_type_names[IPC_TYPE_COUNT] = {
+	[IPC_HELLO] = "hello",	 [IPC_SUBSCRIBE] = "subscribe",
+	[IPC_UPDATE] = "update", [IPC_ACK] = "ack",
+	[IPC_STATUS] = "status", [IPC_RELOAD] = "reload",
+	[IPC_ERROR] = "error",	 [IPC_OK] = "ok",
+};
+
+const char *ipc_type_name(enum ipc_type type)
+{
+	if (type <= IPC_INVALID || type >= IPC_TYPE_COUNT)
+		return "invalid";
+	return ipc_type_names[type];
+}
+
+enum ipc_type ipc_type_from_name(const char *name)
+{
+	for (int t = IPC_INVALID + 1; t < IPC_TYPE_COUNT; t++)
+		if (streq(name, ipc_type_names[t]))
+			return (enum ipc_type)t;
+	return IPC_INVALID;
+}
+
+/* msgpack structure walk (see ipc_msgpack_check) */
+
+static int be(const uint8_t **p, const uint8_t *end, unsigned n, uint64_t *v)
+{
+	if ((size_t)(end - *p) < n)
+		return -EPROTO;
+	*v = 0;
+	for (unsigned i = 0; i < n; i++)
+		*v = *v << 8 | (*p)[i];
+	*p += n;
+	return 0;
+}
+
+static int ipc_walk(const uint8_t **pp, const uint8_t *end, unsigned depth)
+{
+	const uint8_t *p = *pp;
+	uint64_t n = 0, skip = 0;
+	int container = 0; /* 1 array, 2 map */
+	uint8_t b;
+
+	if (p >= end)
+		return -EPROTO;
+	b = *p++;
+	if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
+		skip = 0;
+	} else if (b <= 0x8f) {
+		container = 2, n = b & 0x0f;
+	} else if (b <= 0x9f) {
+		container = 1, n = b & 0x0f;
+	} else if (b <= 0xbf) {
+		skip = b & 0x1f;
+	} else {
+		int r = 0;
+		switch (b) {
+		case 0xc4: case 0xd9: r = be(&p, end, 1, &skip); break;
+		case 0xc5: case 0xda: r = be(&p, end, 2, &skip); break;
+		case 0xc6: case 0xdb: r = be(&p, end, 4, &skip); break;
+		case 0xc7: r = be(&p, end, 1, &skip), skip++; break;
+		case 0xc8: r = be(&p, end, 2, &skip), skip++; break;
+		case 0xc9: r = be(&p, end, 4, &skip), skip++; break;
+		case 0xcc: case 0xd0: skip = 1; break;
+		case 0xcd: case 0xd1: skip = 2; break;
+		case 0xca: case 0xce: case 0xd2: skip = 4; break;
+		case 0xcb: case 0xcf: case 0xd3: skip = 8; break;
+		case 0xd4: skip = 2; break;
+		case 0xd5: skip = 3; break;
+		case 0xd6: skip = 5; break;
+		case 0xd7: skip = 9; break;
+		case 0xd8: skip = 17; break;
+		case 0xdc: container = 1, r = be(&p, end, 2, &n); break;
+		case 0xdd: container = 1, r = be(&p, end, 4, &n); break;
+		case 0xde: container = 2, r = be(&p, end, 2, &n); break;
+		case 0xdf: container = 2, r = be(&p, end, 4, &n); break;
+		default: return -EPROTO; /* 0xc1 is never used */
+		}
+		if (r < 0)
+			return r;
+	}
+	if (container) {
+		if (depth >= IPC_DEPTH_MAX)
+			return -EPROTO;
+		if (container == 2)
+			n *= 2;
+		/* Every element takes at least one byte. */
+		if (n > (uint64_t)(end - p))
+			return -EPROTO;
+		for (uint64_t i = 0; i < n; i++) {
+			int r = ipc_walk(&p, end, depth + 1);
+			if (r < 0)
+				return r;
+		}
+	} else {
+		if (skip > (uint64_t)(end - p))
+			return -EPROTO;
+		p += skip;
+	}
+	*pp = p;
+	return 0;
+}
+
+int ipc_msgpack_check(const uint8_t *buf, size_t len)
+{
+	const uint8_t *p = buf, *end = buf + len;
+	int r = ipc_walk(&p, end, 0);
+
+	if (r < 0)
+		return r;
+	return p == end ? 0 : -EPROTO;
+}
+
+/* decoding */
+
+enum ipc_field {
+	F_ID, F_VERSION, F_PID, F_GENERATION, F_VALID, F_NAME, F_TARGET,
+	F_CONNINFO, F_REASON, F_CODE, F_MESSAGE, F_TARGETS,
+};
+
+#define BIT(f) (1u << (f))
+
+/* Fields each message type must carry (besides "type"). */
+static const unsigned ipc_required[IPC_TYPE_COUNT] = {
+	[IPC_HELLO] = BIT(F_VERSION) | BIT(F_NAME) | BIT(F_PID),
+	[IPC_SUBSCRIBE] = BIT(F_TARGETS),
+	[IPC_UPDATE] = BIT(F_TARGET) | BIT(F_GENERATION) | BIT(F_CONNINFO),
+	[IPC_ACK] = BIT(F_TARGET) | BIT(F_GENERATION),
+	[IPC_ERROR] = BIT(F_CODE) | BIT(F_MESSAGE),
+};
+
+static const struct {
+	const char *key;
+	enum ipc_field field;
+} ipc_keys[] = {
+	{ "id", F_ID },		    { "version", F_VERSION },
+	{ "pid", F_PID },	    { "generation", F_GENERATION },
+	{ "valid", F_VALID },	    { "name", F_NAME },
+	{ "target", F_TARGET },	    { "conninfo", F_CONNINFO },
+	{ "reason", F_REASON },	    { "code", F_CODE },
+	{ "message", F_MESSAGE },   { "targets", F_TARGETS },
+};
+
+PRINTF(3, 4)
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+	return -EPROTO;
+}
+
+static bool key_is(const msgpack_object *k, const char *s)
+{
+	size_t n = strlen(s);
+	return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n &&
+	       memcmp(k->via.str.ptr, s, n) == 0;
+}
+
+const msgpack_object *ipc_map_get(const msgpack_object *map, const char *key)
+{
+	if (!map || map->type != MSGPACK_OBJECT_MAP)
+		return NULL;
+	for (uint32_t i = 0; i < map->via.map.size; i++)
+		if (key_is(&map->via.map.ptr[i].key, key))
+			return &map->via.map.ptr[i].val;
+	return NULL;
+}
+
+/* Copies a msgpack str into a NUL-terminated string, refusing NUL bytes and
+ * strings over max. */
+static int copy_str(const msgpack_object *o, size_t max, char **out)
+{
+	char *s;
+
+	if (o->type != MSGPACK_OBJECT_STR)
+		return -EPROTO;
+	if (o->via.str.size > max ||
+	    memchr(o->via.str.ptr, '\0', o->via.str.size))
+		return -EPROTO;
+	s = malloc(o->via.str.size + 1);
+	if (!s)
+		return -ENOMEM;
+	memcpy(s, o->via.str.ptr, o->via.str.size);
+	s[o->via.str.size] = '\0';
+	*out = s;
+	return 0;
+}
+
+static int get_u64(const msgpack_object *o, uint64_t *v)
+{
+	if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+		return -EPROTO;
+	*v = o->via.u64;
+	return 0;
+}
+
+static int get_i64(const msgpack_object *o, int64_t *v)
+{
+	if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+		*v = o->via.i64;
+		return 0;
+	}
+	if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
+	    o->via.u64 > INT64_MAX)
+		return -EPROTO;
+	*v = (int64_t)o->via.u64;
+	return 0;
+}
+
+static int decode_targets(struct ipc_msg *m, const msgpack_object *o)
+{
+	if (o->type != MSGPACK_OBJECT_ARRAY ||
+	    o->via.array.size > IPC_SUBSCRIBE_MAX)
+		return -EPROTO;
+	m->targets = calloc(o->via.array.size + 1, sizeof(char *));
+	if (!m->targets)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < o->via.array.size; i++) {
+		int r = copy_str(&o->via.array.ptr[i], IPC_NAME_MAX,
+				 &m->targets[i]);
+		if (r < 0)
+			return r;
+		m->n_targets++;
+	}
+	return 0;
+}
+
+static int decode_field(struct ipc_msg *m, enum ipc_field f,
+			const msgpack_object *v)
+{
+	/* nil stands for an absent optional string */
+	if (v->type == MSGPACK_OBJECT_NIL && f != F_TARGETS && f >= F_NAME)
+		return 0;
+	switch (f) {
+	case F_ID:
+		m->has_id = true;
+		return get_u64(v, &m->id);
+	case F_VERSION:
+		m->has_version = true;
+		return get_u64(v, &m->version);
+	case F_PID:
+		m->has_pid = true;
+		return get_i64(v, &m->pid);
+	case F_GENERATION:
+		m->has_generation = true;
+		return get_u64(v, &m->generation);
+	case F_VALID:
+		if (v->type != MSGPACK_OBJECT_BOOLEAN)
+			return -EPROTO;
+		m->has_valid = true;
+		m->valid = v->via.boolean;
+		return 0;
+	case F_NAME:
+		return copy_str(v, IPC_NAME_MAX, &m->name);
+	case F_TARGET:
+		return copy_str(v, IPC_NAME_MAX, &m->target);
+	case F_CONNINFO:
+		return copy_str(v, IPC_FRAME_MAX, &m->conninfo);
+	case F_REASON:
+		return copy_str(v, IPC_NAME_MAX, &m->reason);
+	case F_CODE:
+		return copy_str(v, IPC_NAME_MAX, &m->code);
+	case F_MESSAGE:
+		return copy_str(v, IPC_FRAME_MAX, &m->message);
+	case F_TARGETS:
+		return decode_targets(m, v);
+	}
+	return -EPROTO;
+}
+
+int ipc_msg_decode(struct ipc_msg *m, const uint8_t *body, size_t len,
+		   char *err, size_t errlen)
+{
+	const msgpack_object *root, *type = NULL;
+	unsigned seen = 0;
+	size_t off = 0;
+	char *copy;
+
+	*m = (struct ipc_msg){ 0 };
+	if (len > IPC_FRAME_MAX)
+		return fail(err, errlen, "frame of %zu bytes is over the limit",
+			    len);
+	if (ipc_msgpack_check(body, len) < 0)
+		return fail(err, errlen, "frame is not one msgpack object");
+	/* Decode from a private copy: the tree points into it and must stay
+	 * valid as long as m does. */
+	copy = malloc(len ? len : 1);
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, body, len);
+	m->body = copy;
+	m->body_len = len;
+	msgpack_unpacked_init(&m->root);
+	m->has_root = true;
+	if (msgpack_unpack_next(&m->root, copy, len, &off) !=
+		    MSGPACK_UNPACK_SUCCESS ||
+	    off != len)
+		return fail(err, errlen, "frame is not one msgpack object");
+	root = &m->root.data;
+	if (root->type != MSGPACK_OBJECT_MAP)
+		return fail(err, errlen, "message is not a map");
+
+	for (uint32_t i = 0; i < root->via.map.size; i++) {
+		const msgpack_object *k = &root->via.map.ptr[i].key;
+		const msgpack_object *v = &root->via.map.ptr[i].val;
+		int r;
+
+		if (k->type != MSGPACK_OBJECT_STR)
+			return fail(err, errlen, "message has a key that is "
+						 "not a string");
+		if (key_is(k, "type")) {
+			if (type)
+				return fail(err, errlen,
+					    "field \"type\" appears twice");
+			type = v;
+			continue;
+		}
+		for (size_t j = 0; j < ARRAY_SIZE(ipc_keys); j++) {
+			if (!key_is(k, ipc_keys[j].key))
+				continue;
+			if (seen & BIT(ipc_keys[j].field))
+				return fail(err, errlen,
+					    "field \"%s\" appears twice",
+					    ipc_keys[j].key);
+			seen |= BIT(ipc_keys[j].field);
+			r = decode_field(m, ipc_keys[j].field, v);
+			if (r == -ENOMEM)
+				return r;
+			if (r < 0)
+				return fail(err, errlen,
+					    "field \"%s\" has the wrong type, "
+					    "size or content",
+					    ipc_keys[j].key);
+			break;
+		}
+		/* Unknown keys are ignored: newer peers may add fields. */
+	}
+	if (!type)
+		return fail(err, errlen, "message has no \"type\" field");
+	if (copy_str(type, IPC_NAME_MAX, &m->type_name) < 0)
+		return fail(err, errlen, "field \"type\" is not a short string");
+	m->type = ipc_type_from_name(m->type_name);
+	if (m->type == IPC_INVALID)
+		return 0;
+	for (size_t j = 0; j < ARRAY_SIZE(ipc_keys); j++) {
+		unsigned bit = BIT(ipc_keys[j].field);
+		if ((ipc_required[m->type] & bit) && !(seen & bit))
+			return fail(err, errlen,
+				    "%s message lacks field \"%s\"",
+				    m->type_name, ipc_keys[j].key);
+	}
+	/* A nil conninfo counts as missing in an update. */
+	if (m->type == IPC_UPDATE && !m->conninfo)
+		return fail(err, errlen, "update message lacks a conninfo");
+	if ((m->type == IPC_UPDATE || m->type == IPC_ACK) && !m->target)
+		return fail(err, errlen, "%s message lacks a target",
+			    m->type_name);
+	if (m->type == IPC_HELLO && !m->name)
+		return fail(err, errlen, "hello message lacks a name");
+	if (m->type == IPC_ERROR && (!m->code || !m->message))
+		return fail(err, errlen, "error message lacks code or message");
+	return 0;
+}
+
+void ipc_msg_fini(struct ipc_msg *m)
+{
+	free(m->type_name);
+	free(m->name);
+	free(m->target);
+	free_secret(m->conninfo);
+	free(m->reason);
+	free(m->code);
+	free(m->message);
+	for (size_t i = 0; i < m->n_targets; i++)
+		free(m->targets[i]);
+	free(m->targets);
+	if (m->has_root)
+		msgpack_unpacked_destroy(&m->root);
+	if (m->body)
+		explicit_bzero(m->body, m->body_len);
+	free(m->body);
+	*m = (struct ipc_msg){ 0 };
+}
+
+/* writing */
+
+static int ipc_writer_write(void *data, const char *buf, size_t len)
+{
+	struct ipc_writer *w = data;
+
+	if (w->failed)
+		return -1;
+	if (w->len + len > w->cap) {
+		size_t cap = w->cap ? w->cap : 256;
+		char *nbuf;
+		while (cap < w->len + len)
+			cap *= 2;
+		nbuf = malloc(cap);
+		if (!nbuf) {
+			w->failed = true;
+			return -1;
+		}
+		if (w->buf) {
+			memcpy(nbuf, w->buf, w->len);
+			explicit_bzero(w->buf, w->cap);
+			free(w->buf);
+		}
+		w->buf = nbuf;
+		w->cap = cap;
+	}
+	memcpy(w->buf + w->len, buf, len);
+	w->len += len;
+	return 0;
+}
+
+void ipc_writer_init(struct ipc_writer *w, enum ipc_type type, size_t n)
+{
+	*w = (struct ipc_writer){ 0 };
+	msgpack_packer_init(&w->pk, w, ipc_writer_write);
+	msgpack_pack_map(&w->pk, n);
+	ipc_pack_kv_str(w, "type", ipc_type_name(type));
+}
+
+void ipc_writer_fini(struct ipc_writer *w)
+{
+	if (w->buf)
+		explicit_bzero(w->buf, w->cap);
+	free(w->buf);
+	*w = (struct ipc_writer){ 0 };
+}
+
+void ipc_pack_str(struct ipc_writer *w, const char *s)
+{
+	if (!s) {
+		msgpack_pack_nil(&w->pk);
+		return;
+	}
+	size_t n = strlen(s);
+	msgpack_pack_str(&w->pk, n);
+	msgpack_pack_str_body(&w->pk, s, n);
+}
+
+void ipc_pack_key(struct ipc_writer *w, const char *key)
+{
+	ipc_pack_str(w, key);
+}
+
+void ipc_pack_kv_str(struct ipc_writer *w, const char *key, const char *s)
+{
+	ipc_pack_key(w, key);
+	ipc_pack_str(w, s);
+}
+
+void ipc_pack_kv_u64(struct ipc_writer *w, const char *key, uint64_t v)
+{
+	ipc_pack_key(w, key);
+	msgpack_pack_uint64(&w->pk, v);
+}
+
+void ipc_pack_kv_i64(struct ipc_writer *w, const char *key, int64_t v)
+{
+	ipc_pack_key(w, key);
+	msgpack_pack_int64(&w->pk, v);
+}
+
+void ipc_pack_kv_bool(struct ipc_writer *w, const char *key, bool v)
+{
+	ipc_pack_key(w, key);
+	if (v)
+		msgpack_pack_true(&w->pk);
+	else
+		msgpack_pack_false(&w->pk);
+}

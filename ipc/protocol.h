@@ -1,0 +1,70 @@
+/*
+ * The dbswap wire protocol: constants shared by dbswapd and its clients.
+ * ipc/PROTOCOL.md is the specification; this header must agree with it.
+ *
+ * Frame: a 4-byte big-endian body length, then the body, one msgpack map
+ * with a "type" key naming the message.  Types travel as strings so that
+ * clients in any language can read a capture; the enum below is the C view.
+ *
+ * Bump IPC_PROTOCOL_VERSION if the meaning of an existing field or message
+ * changes.  Adding a message type or an optional field is not a bump:
+ * receivers ignore fields they do not know.  Retired type numbers and names
+ * are never reused: keep them here, commented out.
+ */
+#ifndef DBSWAP_IPC_PROTOCOL_H
+#define DBSWAP_IPC_PROTOCOL_H
+
+#define IPC_PROTOCOL_VERSION 1
+
+/* Length prefix of every frame. */
+#define IPC_FRAME_HEADER 4
+
+/* Largest frame body accepted or sent.  A status reply for a host with
+ * dozens of targets fits in a few KiB; 64 KiB leaves room while keeping what
+ * one peer can make the other buffer small.  A peer announcing more is
+ * disconnected before anything is allocated. */
+#define IPC_FRAME_MAX 65536
+
+/* Longest target name, client name, error code: env variable names and
+ * program names are far shorter; this bounds status and log lines. */
+#define IPC_NAME_MAX 255
+
+/* Most targets one subscribe may name: a host with more databases than
+ * this per process is not a case we know of. */
+#define IPC_SUBSCRIBE_MAX 64
+
+/* Deepest msgpack nesting accepted: our messages need 4 (status reply ->
+ * targets -> target -> lagging list -> entry); anything deeper is hostile. */
+#define IPC_DEPTH_MAX 6
+
+/* Output queued for one peer before it counts as stuck and is dropped: a
+ * few hundred updates, far more than a live peer ever lags. */
+#define IPC_QUEUE_MAX (1024 * 1024)
+
+/* Default socket path, for clients given none. */
+#define IPC_DEFAULT_SOCKET "/run/dbswap/dbswap.sock"
+
+enum ipc_type {
+	IPC_INVALID = 0,
+	IPC_HELLO = 1,     /* both ways: handshake */
+	IPC_SUBSCRIBE = 2, /* client: follow targets */
+	IPC_UPDATE = 3,    /* agent: a target's current value */
+	IPC_ACK = 4,       /* client: pool now uses a generation */
+	IPC_STATUS = 5,    /* both ways: request and reply */
+	IPC_RELOAD = 6,    /* client: re-read every env file */
+	IPC_ERROR = 7,     /* both ways: code and message */
+	IPC_OK = 8,        /* agent: a request succeeded */
+	IPC_TYPE_COUNT
+};
+
+/* Error codes (the "code" field of an error message). */
+#define IPC_ERR_PROTOCOL "protocol"             /* malformed; peer dropped */
+#define IPC_ERR_VERSION "version"               /* unsupported version */
+#define IPC_ERR_HELLO_REQUIRED "hello-required" /* request before hello */
+#define IPC_ERR_UNKNOWN_TYPE "unknown-type"     /* type not known here */
+#define IPC_ERR_UNKNOWN_TARGET "unknown-target" /* agent has no such target */
+#define IPC_ERR_NOT_SUBSCRIBED "not-subscribed" /* ack without subscribe */
+#define IPC_ERR_LIMIT "limit"                   /* a named limit was hit */
+#define IPC_ERR_INTERNAL "internal"             /* the agent failed */
+
+#endif
