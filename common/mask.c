@@ -4,16 +4,48 @@
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 
 #include "mask.h"
 #include "util.h"
 
 #define MASK "****"
 
+/* Case does not matter here: a key libpq would refuse as unknown was still
+ * meant as a password by whoever wrote it. */
 static bool is_secret_key(const char *key, size_t n)
 {
-	return (n == 8 && strncmp(key, "password", 8) == 0) ||
-	       (n == 11 && strncmp(key, "sslpassword", 11) == 0);
+	return (n == 8 && strncasecmp(key, "password", 8) == 0) ||
+	       (n == 11 && strncasecmp(key, "sslpassword", 11) == 0);
+}
+
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c = (char)tolower((unsigned char)c);
+	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* libpq percent-decodes URI query keys: "pass%77ord" is a password. */
+static bool is_secret_query_key(const char *key, size_t n)
+{
+	char dec[sizeof("sslpassword")];
+	size_t len = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		char c = key[i];
+		if (c == '%' && i + 2 < n &&
+		    hex_digit(key[i + 1]) >= 0 && hex_digit(key[i + 2]) >= 0) {
+			c = (char)(hex_digit(key[i + 1]) << 4 |
+				   hex_digit(key[i + 2]));
+			i += 2;
+		}
+		if (len == sizeof(dec))
+			return false;
+		dec[len++] = c;
+	}
+	return is_secret_key(dec, len);
 }
 
 /* Growing output string; failure is sticky and reported at the end. */
@@ -56,19 +88,54 @@ static char *out_done(struct out *o)
 	return o->s;
 }
 
+/* Query parameters: key=value pairs separated by '&'. */
+static void mask_query(struct out *o, const char *p)
+{
+	while (*p) {
+		const char *amp = strchr(p, '&');
+		const char *end = amp ? amp : p + strlen(p);
+		const char *eq = memchr(p, '=', (size_t)(end - p));
+		if (eq && is_secret_query_key(p, (size_t)(eq - p))) {
+			out_add(o, p, (size_t)(eq - p) + 1);
+			out_str(o, MASK);
+		} else {
+			out_add(o, p, (size_t)(end - p));
+		}
+		if (!amp)
+			break;
+		out_str(o, "&");
+		p = amp + 1;
+	}
+}
+
 static char *mask_uri(const char *s, size_t scheme_len)
 {
 	const char *start = s + scheme_len, *at = strrchr(start, '@');
+	const char *query = strchr(start, '?');
 	const char *q, *p;
 	struct out o = { 0 };
 
 	out_add(&o, s, scheme_len);
 	p = start;
 	if (at) {
+		/* The last '@' ends user:password even when the password holds
+		 * '@', ':' or '/'.  A ':' past the '?' is in the query. */
 		const char *colon = memchr(start, ':', (size_t)(at - start));
-		if (colon) {
+		if (colon && (!query || colon < query)) {
 			out_add(&o, start, (size_t)(colon - start) + 1);
 			out_str(&o, MASK);
+			if (query && query < at) {
+				/* That '@' sits in a query value (legal there)
+				 * or the password holds a '?': what follows it
+				 * up to the next '&' may be a secret's tail. */
+				const char *amp = strchr(at, '&');
+				out_str(&o, "@" MASK);
+				if (amp) {
+					out_str(&o, "&");
+					mask_query(&o, amp + 1);
+				}
+				return out_done(&o);
+			}
 			p = at;
 		}
 	}
@@ -78,22 +145,7 @@ static char *mask_uri(const char *s, size_t scheme_len)
 		return out_done(&o);
 	}
 	out_add(&o, p, (size_t)(q - p) + 1);
-	/* Query parameters: key=value pairs separated by '&'. */
-	for (p = q + 1; *p;) {
-		const char *amp = strchr(p, '&');
-		const char *end = amp ? amp : p + strlen(p);
-		const char *eq = memchr(p, '=', (size_t)(end - p));
-		if (eq && is_secret_key(p, (size_t)(eq - p))) {
-			out_add(&o, p, (size_t)(eq - p) + 1);
-			out_str(&o, MASK);
-		} else {
-			out_add(&o, p, (size_t)(end - p));
-		}
-		if (!amp)
-			break;
-		out_str(&o, "&");
-		p = amp + 1;
-	}
+	mask_query(&o, q + 1);
 	return out_done(&o);
 }
 
@@ -121,10 +173,9 @@ static char *mask_keyvalue(const char *s)
 		while (isspace((unsigned char)*p))
 			p++;
 		if (*p != '=') {
-			/* Not key=value: what follows might be anything. */
-			out_add(&o, key, klen);
-			if (*p)
-				out_str(&o, " " MASK);
+			/* Not key=value: this word and what follows might be
+			 * anything, a password split at a space included. */
+			out_str(&o, MASK);
 			break;
 		}
 		p++;
@@ -140,8 +191,10 @@ static char *mask_keyvalue(const char *s)
 			if (*p)
 				p++;
 		} else {
-			while (*p && !isspace((unsigned char)*p))
-				p++;
+			/* libpq takes "\ " as a space inside the value. */
+			for (; *p && !isspace((unsigned char)*p); p++)
+				if (*p == '\\' && p[1])
+					p++;
 		}
 		if (secret)
 			out_str(&o, MASK);
@@ -159,7 +212,8 @@ char *mask_conninfo(const char *s)
 		return strdup("(none)");
 	for (size_t i = 0; i < ARRAY_SIZE(schemes); i++) {
 		size_t n = strlen(schemes[i]);
-		if (strncmp(s, schemes[i], n) == 0)
+		/* Any case: a URI libpq refuses may still carry a password. */
+		if (strncasecmp(s, schemes[i], n) == 0)
 			return mask_uri(s, n);
 	}
 	if (strchr(s, '='))

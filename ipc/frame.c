@@ -79,8 +79,11 @@ int ipc_reader_fill(struct ipc_reader *r, int fd)
 	ret = ipc_reader_reserve(r, want);
 	if (ret < 0)
 		return ret;
+	/* A full buffer holds a whole frame (the reserve above made room for
+	 * the current one): the caller has not drained ipc_reader_next() yet.
+	 * Nothing is oversized, so do not make the caller drop the peer. */
 	if (r->len == r->cap)
-		return -EMSGSIZE;
+		return -EAGAIN;
 	n = recv(fd, r->buf + r->len, r->cap - r->len, MSG_DONTWAIT);
 	if (n < 0)
 		return errno == EINTR ? -EAGAIN : neg_errno();

@@ -312,10 +312,10 @@ int ipc_msg_decode(struct ipc_msg *m, const uint8_t *body, size_t len,
 	if (root->type != MSGPACK_OBJECT_MAP)
 		return fail(err, errlen, "message is not a map");
 
+	/* The type first: it decides how some keys read ("targets" is a
+	 * list of names in a subscribe, a tree in a status reply). */
 	for (uint32_t i = 0; i < root->via.map.size; i++) {
 		const msgpack_object *k = &root->via.map.ptr[i].key;
-		const msgpack_object *v = &root->via.map.ptr[i].val;
-		int r;
 
 		if (k->type != MSGPACK_OBJECT_STR)
 			return fail(err, errlen, "message has a key that is "
@@ -324,12 +324,28 @@ int ipc_msg_decode(struct ipc_msg *m, const uint8_t *body, size_t len,
 			if (type)
 				return fail(err, errlen,
 					    "field \"type\" appears twice");
-			type = v;
-			continue;
+			type = &root->via.map.ptr[i].val;
 		}
+	}
+	if (!type)
+		return fail(err, errlen, "message has no \"type\" field");
+	if (copy_str(type, IPC_NAME_MAX, &m->type_name) < 0)
+		return fail(err, errlen, "field \"type\" is not a short string");
+	m->type = ipc_type_from_name(m->type_name);
+
+	for (uint32_t i = 0; i < root->via.map.size; i++) {
+		const msgpack_object *k = &root->via.map.ptr[i].key;
+		const msgpack_object *v = &root->via.map.ptr[i].val;
+		int r;
+
 		for (size_t j = 0; j < ARRAY_SIZE(ipc_keys); j++) {
 			if (!key_is(k, ipc_keys[j].key))
 				continue;
+			/* Anywhere but in a subscribe, "targets" is read
+			 * from the tree (status reply). */
+			if (ipc_keys[j].field == F_TARGETS &&
+			    m->type != IPC_SUBSCRIBE)
+				break;
 			if (seen & BIT(ipc_keys[j].field))
 				return fail(err, errlen,
 					    "field \"%s\" appears twice",
@@ -347,11 +363,6 @@ int ipc_msg_decode(struct ipc_msg *m, const uint8_t *body, size_t len,
 		}
 		/* Unknown keys are ignored: newer peers may add fields. */
 	}
-	if (!type)
-		return fail(err, errlen, "message has no \"type\" field");
-	if (copy_str(type, IPC_NAME_MAX, &m->type_name) < 0)
-		return fail(err, errlen, "field \"type\" is not a short string");
-	m->type = ipc_type_from_name(m->type_name);
 	if (m->type == IPC_INVALID)
 		return 0;
 	for (size_t j = 0; j < ARRAY_SIZE(ipc_keys); j++) {

@@ -1,0 +1,36 @@
+/*
+ * The agent's state, shared by its modules: the event loop, the layered
+ * env files and their watcher, the targets, and the client server.
+ */
+#ifndef DBSWAP_AGENT_H
+#define DBSWAP_AGENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "layers.h"
+
+struct loop;
+struct watcher;
+struct server;
+struct target;
+
+struct agent {
+	struct loop *loop;
+	struct watcher *watcher;
+	struct layers layers;
+	struct target **targets;
+	size_t n_targets;
+	struct server *server;
+	int64_t started_ms;
+};
+
+/* Re-reads every env file now and re-evaluates the targets. */
+void agent_reload(struct agent *a);
+
+/* Re-evaluates every target from the current layers. */
+void agent_update_targets(struct agent *a);
+
+struct target *agent_find_target(struct agent *a, const char *name);
+
+#endif

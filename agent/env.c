@@ -1,0 +1,538 @@
+/*
+ * .env file parser; the syntax is described in env.h.
+ *
+ * A hand-written scanner over the text, one definition at a time.  The
+ * value being built lives in one growing buffer that is wiped whenever
+ * bytes leave it, because values are secrets.  Error messages are fixed
+ * strings (at most they name one escape character), never value text.
+ */
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/util.h"
+#include "env.h"
+
+#define ENV_EOF (-1)
+
+struct env_buf {
+	char *p;
+	size_t len;
+	size_t cap; /* always > len once allocated, for the final NUL */
+};
+
+struct env_parser {
+	const char *text;
+	size_t len;
+	size_t pos;
+	unsigned line;     /* line of pos */
+	size_t line_start; /* offset where that line begins */
+	env_lookup_fn *lookup;
+	void *data;
+	struct env_file *out;
+	size_t cap; /* entries allocated in out */
+	size_t total; /* bytes of all values so far */
+	struct env_error *err;
+	struct env_buf val;          /* the value being built */
+	unsigned val_line, val_col; /* where it starts, for "too long" */
+};
+
+static bool env_blank(int c)
+{
+	return c == ' ' || c == '\t';
+}
+
+static bool env_name_start(int c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
+}
+
+static bool env_name_char(int c)
+{
+	return env_name_start(c) || (c >= '0' && c <= '9');
+}
+
+PRINTF(4, 5)
+static int env_fail(struct env_parser *p, unsigned line, unsigned col, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!p->err)
+		return -EINVAL;
+	p->err->line = line;
+	p->err->column = col;
+	va_start(ap, fmt);
+	vsnprintf(p->err->message, sizeof(p->err->message), fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+/* The byte at pos, with "\r\n" read as one '\n', or ENV_EOF. */
+static int env_peek(const struct env_parser *p)
+{
+	if (p->pos >= p->len)
+		return ENV_EOF;
+	if (p->text[p->pos] == '\r' && p->pos + 1 < p->len && p->text[p->pos + 1] == '\n')
+		return '\n';
+	return (unsigned char)p->text[p->pos];
+}
+
+/* True when the raw bytes at pos are s; s holds no newline. */
+static bool env_looking_at(const struct env_parser *p, const char *s)
+{
+	size_t n = strlen(s);
+
+	return p->len - p->pos >= n && memcmp(p->text + p->pos, s, n) == 0;
+}
+
+static void env_next(struct env_parser *p)
+{
+	int c = env_peek(p);
+
+	if (c == ENV_EOF)
+		return;
+	p->pos += c == '\n' && p->text[p->pos] == '\r' ? 2 : 1;
+	if (c == '\n') {
+		p->line++;
+		p->line_start = p->pos;
+	}
+}
+
+static unsigned env_col(const struct env_parser *p)
+{
+	return (unsigned)(p->pos - p->line_start + 1);
+}
+
+static void env_skip_blanks(struct env_parser *p)
+{
+	while (env_blank(env_peek(p)))
+		env_next(p);
+}
+
+/* Skips to the end of the line and past its line break. */
+static void env_skip_line(struct env_parser *p)
+{
+	int c;
+
+	while ((c = env_peek(p)) != ENV_EOF && c != '\n')
+		env_next(p);
+	env_next(p);
+}
+
+static void env_buf_wipe(struct env_buf *b)
+{
+	if (b->p)
+		explicit_bzero(b->p, b->cap);
+	free(b->p);
+	*b = (struct env_buf){ 0 };
+}
+
+static void env_buf_truncate(struct env_buf *b, size_t len)
+{
+	if (len < b->len)
+		explicit_bzero(b->p + len, b->len - len);
+	b->len = len;
+}
+
+/* Appends to the value being built, enforcing ENV_VALUE_MAX. */
+static int env_put(struct env_parser *p, const char *s, size_t n)
+{
+	struct env_buf *b = &p->val;
+	size_t cap = b->cap ? b->cap : 64;
+	char *np;
+
+	if (n > ENV_VALUE_MAX - b->len)
+		return env_fail(p, p->val_line, p->val_col, "value too long after expansion");
+	if (b->len + n >= b->cap) {
+		while (cap <= b->len + n)
+			cap *= 2;
+		/* Not realloc: the old block holds a secret and must be wiped. */
+		np = malloc(cap);
+		if (!np)
+			return -ENOMEM;
+		if (b->p) {
+			memcpy(np, b->p, b->len);
+			explicit_bzero(b->p, b->cap);
+			free(b->p);
+		}
+		b->p = np;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	return 0;
+}
+
+/* Appends the current character and moves past it. */
+static int env_put_next(struct env_parser *p)
+{
+	char c = (char)env_peek(p);
+
+	env_next(p);
+	return env_put(p, &c, 1);
+}
+
+/* The value name has for expansion: this file first, then lower layers. */
+static const char *env_value_of(const struct env_parser *p, const char *name)
+{
+	const char *v = env_file_get(p->out, name);
+
+	if (!v && p->lookup)
+		v = p->lookup(name, p->data);
+	return v;
+}
+
+/* Handles a backslash inside double quotes; pos is at the backslash. */
+static int env_escape(struct env_parser *p)
+{
+	unsigned line = p->line, col = env_col(p);
+	int c;
+	char out;
+
+	env_next(p);
+	c = env_peek(p);
+	switch (c) {
+	case ENV_EOF:
+		return 0; /* the caller reports what is left unterminated */
+	case 'n':
+		out = '\n';
+		break;
+	case 't':
+		out = '\t';
+		break;
+	case '"':
+	case '\\':
+	case '$':
+		out = (char)c;
+		break;
+	case '\n':
+		return env_fail(p, line, col, "unknown escape: backslash at end of line");
+	default:
+		/* Naming one character of a value is the price of a useful
+		 * message; the value itself is never shown. */
+		if (c > ' ' && c < 0x7f)
+			return env_fail(p, line, col, "unknown escape \\%c", c);
+		return env_fail(p, line, col, "unknown escape: backslash before byte 0x%02x", c);
+	}
+	env_next(p);
+	return env_put(p, &out, 1);
+}
+
+/* True when c means a ${ can no longer be closed: the end of the text, the
+ * end of the line outside quotes, or the closing double quote. */
+static bool env_brace_ends(int c, bool dq)
+{
+	return c == ENV_EOF || (!dq && c == '\n') || (dq && c == '"');
+}
+
+/* Expands the ${...} at pos into the value.  dq says whether it sits in
+ * double quotes; depth counts the ${ around it. */
+static int env_expand(struct env_parser *p, bool dq, unsigned depth)
+{
+	unsigned line = p->line, col = env_col(p);
+	const char *value;
+	size_t start, mark;
+	char *name;
+	int c, r;
+
+	if (depth >= ENV_NEST_MAX)
+		return env_fail(p, line, col, "${ nested too deeply");
+	env_next(p);
+	env_next(p);
+	c = env_peek(p);
+	if (env_brace_ends(c, dq))
+		return env_fail(p, line, col, "unterminated ${");
+	if (!env_name_start(c))
+		return env_fail(p, p->line, env_col(p), "invalid variable name in ${");
+	start = p->pos;
+	while (env_name_char(env_peek(p)))
+		env_next(p);
+	c = env_peek(p);
+	if (env_brace_ends(c, dq))
+		return env_fail(p, line, col, "unterminated ${");
+	if (c != '}' && !env_looking_at(p, ":-"))
+		return env_fail(p, p->line, env_col(p), "expected '}' or ':-' after name in ${");
+
+	name = strndup(p->text + start, p->pos - start);
+	if (!name)
+		return -ENOMEM;
+	value = env_value_of(p, name);
+	free(name);
+	if (c == '}') {
+		env_next(p);
+		return value ? env_put(p, value, strlen(value)) : 0;
+	}
+
+	env_next(p);
+	env_next(p);
+	/* Parse the default even when it is not used, to find its end and
+	 * report its errors; drop it afterwards if the name is set. */
+	mark = p->val.len;
+	while ((c = env_peek(p)) != '}') {
+		if (env_brace_ends(c, dq))
+			return env_fail(p, line, col, "unterminated ${");
+		if (env_looking_at(p, "${"))
+			r = env_expand(p, dq, depth + 1);
+		else if (dq && c == '\\')
+			r = env_escape(p);
+		else
+			r = env_put_next(p);
+		if (r < 0)
+			return r;
+	}
+	env_next(p);
+	if (value && *value) {
+		env_buf_truncate(&p->val, mark);
+		return env_put(p, value, strlen(value));
+	}
+	return 0;
+}
+
+static int env_single_quoted(struct env_parser *p)
+{
+	unsigned line = p->line, col = env_col(p);
+	int c, r;
+
+	env_next(p);
+	while ((c = env_peek(p)) != '\'') {
+		if (c == ENV_EOF || c == '\n')
+			return env_fail(p, line, col, "unterminated single quote");
+		r = env_put_next(p);
+		if (r < 0)
+			return r;
+	}
+	env_next(p);
+	return 0;
+}
+
+static int env_double_quoted(struct env_parser *p)
+{
+	unsigned line = p->line, col = env_col(p);
+	int c, r;
+
+	env_next(p);
+	while ((c = env_peek(p)) != '"') {
+		if (c == ENV_EOF)
+			return env_fail(p, line, col, "unterminated double quote");
+		if (c == '\\')
+			r = env_escape(p);
+		else if (env_looking_at(p, "${"))
+			r = env_expand(p, true, 0);
+		else
+			r = env_put_next(p);
+		if (r < 0)
+			return r;
+	}
+	env_next(p);
+	return 0;
+}
+
+static int env_unquoted(struct env_parser *p)
+{
+	size_t keep = 0; /* value length without trailing literal blanks */
+	int c, r;
+
+	while ((c = env_peek(p)) != ENV_EOF && c != '\n') {
+		/* pos > 0: at least the '=' comes before any value. */
+		if (c == '#' && env_blank(p->text[p->pos - 1]))
+			break;
+		if (env_looking_at(p, "${"))
+			r = env_expand(p, false, 0);
+		else
+			r = env_put_next(p);
+		if (r < 0)
+			return r;
+		if (!env_blank(c))
+			keep = p->val.len;
+	}
+	env_buf_truncate(&p->val, keep);
+	return 0;
+}
+
+/* After a closing quote: blanks, an optional comment, the line break. */
+static int env_after_quote(struct env_parser *p)
+{
+	int c;
+
+	env_skip_blanks(p);
+	c = env_peek(p);
+	if (c != ENV_EOF && c != '\n' && c != '#')
+		return env_fail(p, p->line, env_col(p), "unexpected text after closing quote");
+	return 0;
+}
+
+/* Reads a name at pos; *start and *n locate it in the text. */
+static int env_name(struct env_parser *p, size_t *start, size_t *n)
+{
+	if (!env_name_start(env_peek(p)))
+		return env_fail(p, p->line, env_col(p), "invalid variable name");
+	*start = p->pos;
+	while (env_name_char(env_peek(p)))
+		env_next(p);
+	*n = p->pos - *start;
+	return 0;
+}
+
+/* Moves the finished value into a new entry. */
+static int env_add(struct env_parser *p, size_t name_start, size_t name_len, unsigned line)
+{
+	struct env_file *f = p->out;
+	struct env_entry *entries;
+	char *name, *value;
+	size_t cap;
+
+	if (p->val.len > ENV_TOTAL_MAX - p->total)
+		return env_fail(p, line, 1, "file too large after expansion");
+	name = strndup(p->text + name_start, name_len);
+	if (!name)
+		return -ENOMEM;
+	if (f->n == p->cap) {
+		cap = p->cap ? p->cap * 2 : 16;
+		entries = realloc(f->entries, cap * sizeof(*entries));
+		if (!entries)
+			goto err_name;
+		f->entries = entries;
+		p->cap = cap;
+	}
+	if (p->val.p) {
+		value = p->val.p;
+		value[p->val.len] = '\0';
+	} else {
+		value = strdup("");
+		if (!value)
+			goto err_name;
+	}
+	p->total += p->val.len;
+	p->val = (struct env_buf){ 0 };
+	f->entries[f->n++] = (struct env_entry){ name, value, line };
+	return 0;
+
+err_name:
+	free(name);
+	return -ENOMEM;
+}
+
+/* Parses one line, or several when a double-quoted value spans lines. */
+static int env_parse_line(struct env_parser *p)
+{
+	unsigned line;
+	size_t start, n;
+	int c, r;
+
+	env_skip_blanks(p);
+	c = env_peek(p);
+	if (c == '#' || c == '\n' || c == ENV_EOF) {
+		env_skip_line(p);
+		return 0;
+	}
+
+	line = p->line;
+	r = env_name(p, &start, &n);
+	if (r < 0)
+		return r;
+	if (n == 6 && memcmp(p->text + start, "export", 6) == 0 && env_blank(env_peek(p))) {
+		env_skip_blanks(p);
+		/* "export =1" and "export " alone keep export as the name. */
+		if (env_name_start(env_peek(p))) {
+			r = env_name(p, &start, &n);
+			if (r < 0)
+				return r;
+		}
+	}
+	c = env_peek(p);
+	if (c != '=' && !env_blank(c) && c != '\n' && c != ENV_EOF)
+		return env_fail(p, p->line, env_col(p), "invalid variable name");
+	env_skip_blanks(p);
+	if (env_peek(p) != '=')
+		return env_fail(p, p->line, env_col(p), "expected '=' after name");
+	env_next(p);
+	env_skip_blanks(p);
+
+	p->val_line = p->line;
+	p->val_col = env_col(p);
+	c = env_peek(p);
+	if (c == '\'')
+		r = env_single_quoted(p);
+	else if (c == '"')
+		r = env_double_quoted(p);
+	else
+		r = env_unquoted(p);
+	if (r == 0 && (c == '\'' || c == '"'))
+		r = env_after_quote(p);
+	if (r < 0)
+		return r;
+	env_skip_line(p); /* a comment, if any, and the line break */
+	return env_add(p, start, n, line);
+}
+
+/* A NUL byte is an error wherever it is, even in a comment. */
+static int env_check_nul(struct env_parser *p)
+{
+	const char *nul = memchr(p->text, '\0', p->len);
+	const char *s, *line_start = p->text;
+	unsigned line = 1;
+
+	if (!nul)
+		return 0;
+	for (s = p->text; s < nul; s++) {
+		if (*s == '\n') {
+			line++;
+			line_start = s + 1;
+		}
+	}
+	return env_fail(p, line, (unsigned)(nul - line_start + 1), "NUL byte");
+}
+
+int env_parse(const char *text, size_t len, env_lookup_fn *lookup, void *data,
+	      struct env_file *out, struct env_error *err)
+{
+	struct env_parser p = {
+		.text = text,
+		.len = len,
+		.line = 1,
+		.lookup = lookup,
+		.data = data,
+		.out = out,
+		.err = err,
+	};
+	int r;
+
+	*out = (struct env_file){ 0 };
+	if (err)
+		*err = (struct env_error){ 0 };
+	r = env_check_nul(&p);
+	while (r == 0 && p.pos < p.len)
+		r = env_parse_line(&p);
+	env_buf_wipe(&p.val);
+	if (r < 0) {
+		if (r == -ENOMEM)
+			env_fail(&p, p.line, env_col(&p), "out of memory");
+		env_file_fini(out);
+	}
+	return r;
+}
+
+void env_file_fini(struct env_file *f)
+{
+	size_t i;
+
+	for (i = 0; i < f->n; i++) {
+		free(f->entries[i].name);
+		free_secret(f->entries[i].value);
+	}
+	free(f->entries);
+	*f = (struct env_file){ 0 };
+}
+
+const char *env_file_get(const struct env_file *f, const char *name)
+{
+	size_t i;
+
+	for (i = f->n; i > 0; i--) {
+		if (streq(f->entries[i - 1].name, name))
+			return f->entries[i - 1].value;
+	}
+	return NULL;
+}

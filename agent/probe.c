@@ -1,0 +1,363 @@
+/*
+ * Non-blocking validation of a conninfo; see probe.h.
+ *
+ * libpq may open a new socket for each address it tries, and a new socket
+ * can reuse the old descriptor number, so the probe re-registers its fd
+ * with the loop after every PQconnectPoll() step.
+ */
+#include <ctype.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "common/loop.h"
+#include "common/util.h"
+#include "probe.h"
+
+enum probe_phase { PROBE_CONNECT, PROBE_QUERY };
+
+struct probe {
+	struct loop *loop;
+	PGconn *conn;
+	struct loop_source *src;
+	struct loop_timer *timer;
+	enum probe_phase phase;
+	bool got_row;
+	int64_t started_us;
+	int timeout_ms;
+	char *secrets[3]; /* text that must not appear in error messages */
+	probe_done_fn *fn;
+	void *data;
+};
+
+static void probe_free(struct probe *p)
+{
+	if (!p)
+		return;
+	loop_remove_fd(p->src);
+	loop_timer_free(p->timer);
+	if (p->conn)
+		PQfinish(p->conn);
+	for (size_t i = 0; i < ARRAY_SIZE(p->secrets); i++)
+		free_secret(p->secrets[i]);
+	free(p);
+}
+
+void probe_cancel(struct probe *p)
+{
+	probe_free(p);
+}
+
+/* Replaces every double-quoted token of msg that overlaps a secret with
+ * ****, and every bare occurrence of a secret too.  libpq quotes option
+ * values in its messages, and a mis-parsed URI can put part of a password
+ * into the port or host field. */
+static void probe_scrub(char *msg, size_t size, char *const *secrets,
+			size_t n)
+{
+	char out[1024];
+	size_t o = 0;
+
+	for (const char *p = msg; *p && o + 5 < sizeof(out);) {
+		const char *end;
+		if (*p == '"' && (end = strchr(p + 1, '"'))) {
+			size_t len = (size_t)(end - p - 1);
+			bool secret = false;
+			for (size_t i = 0; i < n && len > 0; i++) {
+				const char *s = secrets[i];
+				if (!s || !*s)
+					continue;
+				char tok[256];
+				if (len < sizeof(tok)) {
+					memcpy(tok, p + 1, len);
+					tok[len] = '\0';
+					secret = strstr(s, tok) || strstr(tok, s);
+				} else {
+					secret = true;
+				}
+				if (secret)
+					break;
+			}
+			if (secret) {
+				memcpy(out + o, "\"****\"", 6);
+				o += 6;
+				p = end + 1;
+				continue;
+			}
+		}
+		bool bare = false;
+		for (size_t i = 0; i < n; i++) {
+			size_t sl = secrets[i] ? strlen(secrets[i]) : 0;
+			if (sl > 0 && strncmp(p, secrets[i], sl) == 0) {
+				memcpy(out + o, "****", 4);
+				o += 4;
+				p += sl;
+				bare = true;
+				break;
+			}
+		}
+		if (!bare)
+			out[o++] = *p++;
+	}
+	out[o] = '\0';
+	snprintf(msg, size, "%s", out);
+}
+
+/* The password part of a URI's userinfo: after the first ':' following
+ * "://", up to the last '@'. */
+static char *uri_password_region(const char *conninfo)
+{
+	const char *s = strstr(conninfo, "://"), *at, *colon;
+
+	if (!s || (strncmp(conninfo, "postgres", 8) != 0))
+		return NULL;
+	s += 3;
+	at = strrchr(s, '@');
+	if (!at)
+		return NULL;
+	colon = memchr(s, ':', (size_t)(at - s));
+	if (!colon || colon + 1 >= at)
+		return NULL;
+	return strndup(colon + 1, (size_t)(at - colon - 1));
+}
+
+/* Turns libpq's verbose multi-line message into one line, picking out the
+ * SQLSTATE ("FATAL:  28P01: ...") and dropping LOCATION lines. */
+static void probe_format(struct probe *p, const char *raw,
+			 struct probe_result *res, char *buf, size_t size)
+{
+	size_t o = 0;
+
+	for (const char *line = raw; line && *line;) {
+		const char *nl = strchr(line, '\n');
+		size_t len = nl ? (size_t)(nl - line) : strlen(line);
+		if (len > 0 && strncmp(line, "LOCATION:", 9) != 0) {
+			if (o > 0 && o + 2 < size) {
+				memcpy(buf + o, "; ", 2);
+				o += 2;
+			}
+			for (size_t i = 0; i < len && o + 1 < size; i++) {
+				/* collapse "FATAL:  " double spaces */
+				if (line[i] == ' ' && o > 0 && buf[o - 1] == ' ')
+					continue;
+				buf[o++] = line[i];
+			}
+		}
+		line = nl ? nl + 1 : NULL;
+	}
+	buf[o] = '\0';
+	while (o > 0 && (buf[o - 1] == ' ' || buf[o - 1] == ';'))
+		buf[--o] = '\0';
+
+	for (const char *s = buf; (s = strstr(s, ": ")); s += 2) {
+		const char *c = s + 2;
+		size_t n = 0;
+		while (n < 5 && (isdigit((unsigned char)c[n]) ||
+				 isupper((unsigned char)c[n])))
+			n++;
+		if (n == 5 && c[5] == ':' &&
+		    (isdigit((unsigned char)c[0]) || isdigit((unsigned char)c[1]))) {
+			memcpy(res->sqlstate, c, 5);
+			res->sqlstate[5] = '\0';
+			break;
+		}
+	}
+	probe_scrub(buf, size, p->secrets, ARRAY_SIZE(p->secrets));
+}
+
+static void probe_finish(struct probe *p, const char *error)
+{
+	struct probe_result res = { .ok = error == NULL };
+	char buf[1024];
+
+	res.elapsed_us = now_us() - p->started_us;
+	if (error) {
+		probe_format(p, error, &res, buf, sizeof(buf));
+		res.error = buf;
+		res.auth_failed = streq(res.sqlstate, "28P01") ||
+				  streq(res.sqlstate, "28000") ||
+				  (p->conn && PQconnectionNeedsPassword(p->conn));
+	}
+	probe_done_fn *fn = p->fn;
+	void *data = p->data;
+	/* Free first: the callback may start a new probe at once. */
+	probe_free(p);
+	fn(&res, data);
+}
+
+static void probe_fail_conn(struct probe *p)
+{
+	char msg[1024];
+
+	snprintf(msg, sizeof(msg), "%s", PQerrorMessage(p->conn));
+	probe_finish(p, msg);
+}
+
+static void probe_event(struct loop_source *s, uint32_t events, void *data);
+
+static int probe_watch(struct probe *p, uint32_t events)
+{
+	int fd = PQsocket(p->conn);
+
+	loop_remove_fd(p->src);
+	p->src = NULL;
+	if (fd < 0)
+		return -EBADF;
+	return loop_add_fd(p->loop, fd, events, probe_event, p, &p->src);
+}
+
+/* Returns true when the probe finished (and was freed). */
+static bool probe_query_step(struct probe *p, uint32_t events)
+{
+	PGresult *res;
+
+	if (events & EPOLLOUT) {
+		int r = PQflush(p->conn);
+		if (r < 0 || (r == 0 && probe_watch(p, EPOLLIN) < 0)) {
+			probe_fail_conn(p);
+			return true;
+		}
+	}
+	if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+		return false;
+	if (!PQconsumeInput(p->conn)) {
+		probe_fail_conn(p);
+		return true;
+	}
+	while (!PQisBusy(p->conn)) {
+		res = PQgetResult(p->conn);
+		if (!res) {
+			probe_finish(p, p->got_row ? NULL
+						   : "SELECT 1 returned no row");
+			return true;
+		}
+		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+			char msg[1024];
+			snprintf(msg, sizeof(msg), "SELECT 1 failed: %s",
+				 PQresultErrorMessage(res));
+			PQclear(res);
+			probe_finish(p, msg);
+			return true;
+		}
+		p->got_row = PQntuples(res) == 1;
+		PQclear(res);
+	}
+	return false;
+}
+
+static void probe_connect_step(struct probe *p)
+{
+	int r;
+
+	switch (PQconnectPoll(p->conn)) {
+	case PGRES_POLLING_READING:
+		r = probe_watch(p, EPOLLIN);
+		break;
+	case PGRES_POLLING_WRITING:
+		r = probe_watch(p, EPOLLOUT);
+		break;
+	case PGRES_POLLING_OK:
+		p->phase = PROBE_QUERY;
+		if (PQsetnonblocking(p->conn, 1) < 0 ||
+		    !PQsendQuery(p->conn, "SELECT 1")) {
+			r = -EIO;
+			break;
+		}
+		r = PQflush(p->conn);
+		if (r >= 0)
+			r = probe_watch(p, r ? EPOLLIN | EPOLLOUT : EPOLLIN);
+		break;
+	default:
+		r = -EIO;
+		break;
+	}
+	if (r < 0)
+		probe_fail_conn(p);
+}
+
+static void probe_event(struct loop_source *s, uint32_t events, void *data)
+{
+	struct probe *p = data;
+
+	if (p->phase == PROBE_CONNECT)
+		probe_connect_step(p);
+	else
+		(void)probe_query_step(p, events);
+}
+
+static void probe_timeout(struct loop_timer *t, void *data)
+{
+	struct probe *p = data;
+	char msg[128];
+
+	snprintf(msg, sizeof(msg), "no answer within %d ms while %s",
+		 p->timeout_ms,
+		 p->phase == PROBE_CONNECT ? "connecting" : "running SELECT 1");
+	probe_finish(p, msg);
+}
+
+int probe_start(struct loop *loop, const char *conninfo, int timeout_ms,
+		probe_done_fn *fn, void *data, struct probe **out)
+{
+	static const char *const keys[] = { "dbname",
+					    "fallback_application_name",
+					    NULL };
+	const char *vals[] = { conninfo, "dbswapd", NULL };
+	PQconninfoOption *opts;
+	struct probe *p;
+	char *errmsg = NULL;
+
+	*out = NULL;
+	p = zalloc(sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->loop = loop;
+	p->fn = fn;
+	p->data = data;
+	p->timeout_ms = timeout_ms;
+	p->started_us = now_us();
+
+	/* libpq's own parse errors quote the offending text, which may be a
+	 * password: report parse failures in our own words. */
+	opts = PQconninfoParse(conninfo, &errmsg);
+	PQfreemem(errmsg);
+	if (!opts) {
+		probe_finish(p, "not a valid libpq connection string or URI");
+		return 0;
+	}
+	for (PQconninfoOption *o = opts; o->keyword; o++) {
+		if (o->val && streq(o->keyword, "password"))
+			p->secrets[0] = strdup(o->val);
+		if (o->val && streq(o->keyword, "sslpassword"))
+			p->secrets[1] = strdup(o->val);
+		if (o->val)
+			explicit_bzero(o->val, strlen(o->val));
+	}
+	PQconninfoFree(opts);
+	p->secrets[2] = uri_password_region(conninfo);
+
+	p->timer = loop_timer_new(loop, probe_timeout, p);
+	if (!p->timer) {
+		probe_free(p);
+		return -ENOMEM;
+	}
+	loop_timer_arm_in(p->timer, timeout_ms);
+	p->conn = PQconnectStartParams(keys, vals, 1);
+	if (!p->conn) {
+		probe_free(p);
+		return -ENOMEM;
+	}
+	/* Verbose errors carry the SQLSTATE, which tells an authentication
+	 * failure from an outage. */
+	PQsetErrorVerbosity(p->conn, PQERRORS_VERBOSE);
+	if (PQstatus(p->conn) == CONNECTION_BAD) {
+		probe_fail_conn(p);
+		return 0;
+	}
+	if (probe_watch(p, EPOLLOUT) < 0) {
+		probe_fail_conn(p);
+		return 0;
+	}
+	*out = p;
+	return 0;
+}

@@ -1,0 +1,702 @@
+/*
+ * Clients of the agent: accept, read frames, dispatch, write; see server.h
+ * and ipc/PROTOCOL.md.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "common/log.h"
+#include "common/loop.h"
+#include "common/mask.h"
+#include "ipc/frame.h"
+#include "ipc/msg.h"
+#include "layers.h"
+#include "server.h"
+#include "target.h"
+
+/* How long accept() pauses after running out of descriptors. */
+#define SERVER_ACCEPT_BACKOFF_MS 100
+/* Clients listed per target in a status reply's "lagging" list: enough to
+ * name the stragglers, bounded so the reply stays within a frame. */
+#define SERVER_LAGGING_MAX 16
+
+struct subscription {
+	struct target *target;
+	uint64_t acked; /* last generation acked, 0 for none */
+};
+
+struct client {
+	struct server *server;
+	struct client *prev, *next;
+	int fd;
+	struct loop_source *src;
+	struct ipc_reader in;
+	struct ipc_queue out;
+	bool want_out;
+	struct ucred cred;
+	bool hello;
+	char *name;
+	struct subscription *subs;
+	size_t n_subs;
+};
+
+struct server {
+	struct agent *agent;
+	int fd;
+	bool owns_path;
+	char *path;
+	struct loop_source *src;
+	struct loop_timer *accept_pause;
+	struct client *clients;
+	unsigned n_clients;
+};
+
+static void client_free(struct client *c)
+{
+	struct server *s = c->server;
+
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		s->clients = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	s->n_clients--;
+	loop_remove_fd(c->src);
+	close(c->fd);
+	ipc_reader_fini(&c->in);
+	ipc_queue_fini(&c->out);
+	free(c->subs);
+	free(c->name);
+	free(c);
+}
+
+/* How a client is named in log lines. */
+#define CLIENT_FMT "client pid %d uid %u (%s)"
+#define CLIENT_ARGS(c) (int)(c)->cred.pid, (unsigned)(c)->cred.uid, \
+	((c)->name ? (c)->name : "no hello yet")
+
+static void client_drop(struct client *c, const char *why)
+{
+	log_info(CLIENT_FMT " disconnected: %s", CLIENT_ARGS(c), why);
+	client_free(c);
+}
+
+/* Writes what the socket takes and keeps EPOLLOUT interest only while
+ * output is queued.  Returns 0, or a negative errno after dropping c. */
+static int client_flush(struct client *c)
+{
+	int r = ipc_queue_flush(&c->out, c->fd);
+	bool want = r == 1;
+
+	if (r < 0) {
+		client_drop(c, strerror(-r));
+		return r;
+	}
+	if (want != c->want_out) {
+		c->want_out = want;
+		loop_mod_fd(c->src, EPOLLIN | EPOLLRDHUP | (want ? EPOLLOUT : 0));
+	}
+	return 0;
+}
+
+/* Queues and sends one message.  Returns 0, or a negative errno after
+ * dropping c (a stuck peer, or out of memory). */
+static int client_send(struct client *c, struct ipc_writer *w)
+{
+	int r = w->failed ? -ENOMEM : ipc_queue_push(&c->out, w->buf, w->len);
+
+	ipc_writer_fini(w);
+	if (r == -ENOBUFS) {
+		client_drop(c, "not reading its messages (output queue full)");
+		return r;
+	}
+	if (r < 0) {
+		client_drop(c, strerror(-r));
+		return r;
+	}
+	return client_flush(c);
+}
+
+static void writer_begin(struct ipc_writer *w, enum ipc_type type, size_t n,
+			 const struct ipc_msg *req)
+{
+	bool id = req && req->has_id;
+
+	ipc_writer_init(w, type, n + 1 + id);
+	if (id)
+		ipc_pack_kv_u64(w, "id", req->id);
+}
+
+PRINTF(4, 5)
+static int client_error(struct client *c, const struct ipc_msg *req,
+			const char *code, const char *fmt, ...)
+{
+	struct ipc_writer w;
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	writer_begin(&w, IPC_ERROR, 2, req);
+	ipc_pack_kv_str(&w, "code", code);
+	ipc_pack_kv_str(&w, "message", msg);
+	return client_send(c, &w);
+}
+
+/* A protocol violation: say why, then hang up. */
+static void client_violation(struct client *c, const char *why)
+{
+	log_warning(CLIENT_FMT ": protocol violation: %s", CLIENT_ARGS(c), why);
+	if (client_error(c, NULL, IPC_ERR_PROTOCOL, "%s", why) < 0)
+		return;
+	client_drop(c, "protocol violation");
+}
+
+static struct subscription *client_sub(struct client *c,
+				       const struct target *t)
+{
+	for (size_t i = 0; i < c->n_subs; i++)
+		if (c->subs[i].target == t)
+			return &c->subs[i];
+	return NULL;
+}
+
+static int client_send_update(struct client *c, struct target *t)
+{
+	struct ipc_writer w;
+
+	ipc_writer_init(&w, IPC_UPDATE, 5);
+	ipc_pack_kv_str(&w, "target", t->name);
+	ipc_pack_kv_u64(&w, "generation", t->generation);
+	ipc_pack_kv_str(&w, "conninfo", t->conninfo);
+	ipc_pack_kv_str(&w, "reason", "rotation");
+	return client_send(c, &w);
+}
+
+static int client_ok(struct client *c, const struct ipc_msg *req)
+{
+	struct ipc_writer w;
+
+	writer_begin(&w, IPC_OK, 0, req);
+	return client_send(c, &w);
+}
+
+static void handle_hello(struct client *c, const struct ipc_msg *m)
+{
+	struct ipc_writer w;
+
+	if (c->hello) {
+		client_violation(c, "hello sent twice");
+		return;
+	}
+	if (m->version != IPC_PROTOCOL_VERSION) {
+		log_warning(CLIENT_FMT " speaks protocol version %llu, not %d",
+			    CLIENT_ARGS(c), (unsigned long long)m->version,
+			    IPC_PROTOCOL_VERSION);
+		if (client_error(c, m, IPC_ERR_VERSION,
+				 "protocol version %llu is not supported; this "
+				 "agent speaks version %d",
+				 (unsigned long long)m->version,
+				 IPC_PROTOCOL_VERSION) == 0)
+			client_drop(c, "unsupported protocol version");
+		return;
+	}
+	c->hello = true;
+	c->name = strdup(m->name);
+	log_debug(CLIENT_FMT " said hello", CLIENT_ARGS(c));
+	writer_begin(&w, IPC_HELLO, 3, m);
+	ipc_pack_kv_u64(&w, "version", IPC_PROTOCOL_VERSION);
+	ipc_pack_kv_str(&w, "name", "dbswapd " DBSWAP_VERSION);
+	ipc_pack_kv_i64(&w, "pid", getpid());
+	client_send(c, &w);
+}
+
+static void handle_subscribe(struct client *c, const struct ipc_msg *m)
+{
+	struct agent *a = c->server->agent;
+	struct target *list[IPC_SUBSCRIBE_MAX];
+	size_t n_new = 0;
+
+	/* All or nothing: check every name before subscribing to any. */
+	for (size_t i = 0; i < m->n_targets; i++) {
+		struct target *t = agent_find_target(a, m->targets[i]);
+		if (!t) {
+			client_error(c, m, IPC_ERR_UNKNOWN_TARGET,
+				     "no target named \"%s\" in this agent",
+				     m->targets[i]);
+			return;
+		}
+		if (!client_sub(c, t))
+			list[n_new++] = t;
+	}
+	if (c->n_subs + n_new > IPC_SUBSCRIBE_MAX) {
+		client_error(c, m, IPC_ERR_LIMIT,
+			     "at most %d subscriptions per client",
+			     IPC_SUBSCRIBE_MAX);
+		return;
+	}
+	struct subscription *subs =
+		realloc(c->subs, (c->n_subs + n_new + 1) * sizeof(*subs));
+	if (!subs) {
+		client_error(c, m, IPC_ERR_INTERNAL, "out of memory");
+		return;
+	}
+	c->subs = subs;
+	for (size_t i = 0; i < n_new; i++) {
+		c->subs[c->n_subs++] = (struct subscription){ list[i], 0 };
+		log_info(CLIENT_FMT " subscribed to %s", CLIENT_ARGS(c),
+			 list[i]->name);
+	}
+	/* Current values first, then ok: a client that saw ok is up to
+	 * date. */
+	for (size_t i = 0; i < m->n_targets; i++) {
+		struct target *t = agent_find_target(a, m->targets[i]);
+		if (t->conninfo && client_send_update(c, t) < 0)
+			return;
+	}
+	client_ok(c, m);
+}
+
+static void handle_ack(struct client *c, const struct ipc_msg *m)
+{
+	struct target *t = agent_find_target(c->server->agent, m->target);
+	struct subscription *sub = t ? client_sub(c, t) : NULL;
+
+	if (!sub) {
+		client_error(c, m, IPC_ERR_NOT_SUBSCRIBED,
+			     "ack for \"%s\", which this client is not "
+			     "subscribed to",
+			     m->target);
+		return;
+	}
+	if (m->generation > t->generation) {
+		client_error(c, m, IPC_ERR_PROTOCOL,
+			     "ack for generation %llu of %s, which is only at "
+			     "%llu",
+			     (unsigned long long)m->generation, t->name,
+			     (unsigned long long)t->generation);
+		return;
+	}
+	if (m->generation > sub->acked)
+		sub->acked = m->generation;
+	log_debug(CLIENT_FMT " acked %s generation %llu", CLIENT_ARGS(c),
+		  t->name, (unsigned long long)m->generation);
+}
+
+void server_count(struct server *s, const struct target *t,
+		  unsigned *subscribers, unsigned *acked)
+{
+	*subscribers = *acked = 0;
+	for (struct client *c = s->clients; c; c = c->next) {
+		struct subscription *sub = client_sub(c, t);
+		if (!sub)
+			continue;
+		(*subscribers)++;
+		if (t->generation > 0 && sub->acked == t->generation)
+			(*acked)++;
+	}
+}
+
+unsigned server_clients(const struct server *s)
+{
+	return s->n_clients;
+}
+
+static void pack_target(struct ipc_writer *w, struct server *s,
+			struct target *t)
+{
+	unsigned subscribers, acked, n_lag = 0;
+	char *masked = t->conninfo ? mask_conninfo(t->conninfo) : NULL;
+
+	server_count(s, t, &subscribers, &acked);
+	msgpack_pack_map(&w->pk, 10);
+	ipc_pack_kv_str(w, "name", t->name);
+	ipc_pack_kv_u64(w, "generation", t->generation);
+	ipc_pack_kv_bool(w, "valid", t->conninfo != NULL);
+	ipc_pack_kv_str(w, "conninfo", masked);
+	ipc_pack_kv_str(w, "state", target_state_name(t->state));
+	ipc_pack_kv_str(w, "error", t->error);
+	ipc_pack_key(w, "changed");
+	if (t->changed_wall)
+		msgpack_pack_int64(&w->pk, t->changed_wall);
+	else
+		msgpack_pack_nil(&w->pk);
+	ipc_pack_kv_u64(w, "subscribers", subscribers);
+	ipc_pack_kv_u64(w, "acked", acked);
+	free(masked);
+
+	ipc_pack_key(w, "lagging");
+	n_lag = MIN(subscribers - acked, SERVER_LAGGING_MAX);
+	msgpack_pack_array(&w->pk, n_lag);
+	for (struct client *c = s->clients; c && n_lag > 0; c = c->next) {
+		struct subscription *sub = client_sub(c, t);
+		if (!sub || sub->acked == t->generation)
+			continue;
+		msgpack_pack_map(&w->pk, 4);
+		ipc_pack_kv_i64(w, "pid", c->cred.pid);
+		ipc_pack_kv_u64(w, "uid", c->cred.uid);
+		ipc_pack_kv_str(w, "name", c->name);
+		ipc_pack_kv_u64(w, "acked", sub->acked);
+		n_lag--;
+	}
+}
+
+static void pack_layer(struct ipc_writer *w, const struct layer *f)
+{
+	static const char *const names[] = {
+		[LAYER_OK] = "ok", [LAYER_ERROR] = "error",
+		[LAYER_MISSING] = "missing",
+	};
+
+	msgpack_pack_map(&w->pk, 4);
+	ipc_pack_kv_str(w, "path", f->path);
+	ipc_pack_kv_str(w, "state", names[f->state]);
+	ipc_pack_kv_str(w, "error", f->error);
+	ipc_pack_kv_u64(w, "entries", f->parsed.n);
+}
+
+static void handle_status(struct client *c, const struct ipc_msg *m)
+{
+	struct server *s = c->server;
+	struct agent *a = s->agent;
+	struct ipc_writer w;
+
+	writer_begin(&w, IPC_STATUS, 3, m);
+	ipc_pack_key(&w, "agent");
+	msgpack_pack_map(&w.pk, 4);
+	ipc_pack_kv_str(&w, "version", DBSWAP_VERSION);
+	ipc_pack_kv_i64(&w, "pid", getpid());
+	ipc_pack_kv_i64(&w, "uptime_ms", now_ms() - a->started_ms);
+	ipc_pack_kv_u64(&w, "clients", s->n_clients);
+	ipc_pack_key(&w, "targets");
+	msgpack_pack_array(&w.pk, a->n_targets);
+	for (size_t i = 0; i < a->n_targets; i++)
+		pack_target(&w, s, a->targets[i]);
+	ipc_pack_key(&w, "files");
+	msgpack_pack_array(&w.pk, a->layers.n_files);
+	for (size_t i = 0; i < a->layers.n_files; i++)
+		pack_layer(&w, &a->layers.files[i]);
+	if (!w.failed && w.len > IPC_FRAME_MAX) {
+		ipc_writer_fini(&w);
+		client_error(c, m, IPC_ERR_LIMIT,
+			     "status reply would exceed the frame limit");
+		return;
+	}
+	client_send(c, &w);
+}
+
+/* The one place every message from a client is checked and acted on.
+ * Returns false when the client was dropped. */
+static void client_dispatch(struct client *c, const uint8_t *body, size_t len)
+{
+	struct ipc_msg m;
+	char err[256];
+	int r = ipc_msg_decode(&m, body, len, err, sizeof(err));
+
+	if (r == -ENOMEM) {
+		client_error(c, NULL, IPC_ERR_INTERNAL, "out of memory");
+		goto out;
+	}
+	if (r < 0) {
+		client_violation(c, err);
+		goto out;
+	}
+	if (!c->hello && m.type != IPC_HELLO) {
+		client_violation(c, "the first message must be hello");
+		goto out;
+	}
+	switch (m.type) {
+	case IPC_HELLO:
+		handle_hello(c, &m);
+		break;
+	case IPC_SUBSCRIBE:
+		handle_subscribe(c, &m);
+		break;
+	case IPC_ACK:
+		handle_ack(c, &m);
+		break;
+	case IPC_STATUS:
+		handle_status(c, &m);
+		break;
+	case IPC_RELOAD:
+		log_info(CLIENT_FMT " asked for a reload", CLIENT_ARGS(c));
+		agent_reload(c->server->agent);
+		client_ok(c, &m);
+		break;
+	case IPC_INVALID:
+		client_error(c, &m, IPC_ERR_UNKNOWN_TYPE,
+			     "unknown message type \"%s\"", m.type_name);
+		break;
+	case IPC_UPDATE:
+	case IPC_ERROR:
+	case IPC_OK:
+	case IPC_TYPE_COUNT:
+		client_violation(c, "message type not accepted by the agent");
+		break;
+	}
+out:
+	ipc_msg_fini(&m);
+}
+
+/* True when c is still in the server's list (not dropped). */
+static bool client_alive(struct server *s, struct client *c)
+{
+	for (struct client *x = s->clients; x; x = x->next)
+		if (x == c)
+			return true;
+	return false;
+}
+
+static void client_event(struct loop_source *src, uint32_t events, void *data)
+{
+	struct client *c = data;
+	struct server *s = c->server;
+
+	if (events & EPOLLOUT) {
+		if (client_flush(c) < 0)
+			return;
+	}
+	if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)))
+		return;
+	for (;;) {
+		const uint8_t *body;
+		size_t len;
+		int r;
+
+		/* Drain complete frames before reading more. */
+		while ((r = ipc_reader_next(&c->in, &body, &len)) == 1) {
+			client_dispatch(c, body, len);
+			if (!client_alive(s, c))
+				return;
+		}
+		if (r == -EMSGSIZE) {
+			client_violation(c, "frame over the 65536 byte limit");
+			return;
+		}
+		r = ipc_reader_fill(&c->in, c->fd);
+		if (r == -EAGAIN)
+			return;
+		if (r == 0) {
+			client_drop(c, c->in.len ? "closed mid-frame"
+						 : "closed the connection");
+			return;
+		}
+		if (r == -EMSGSIZE) {
+			client_violation(c, "frame over the 65536 byte limit");
+			return;
+		}
+		if (r < 0) {
+			client_drop(c, strerror(-r));
+			return;
+		}
+	}
+}
+
+static void server_accept(struct loop_source *src, uint32_t events,
+			  void *data)
+{
+	struct server *s = data;
+
+	for (;;) {
+		socklen_t len = sizeof(struct ucred);
+		struct client *c;
+		int fd = accept4(s->fd, NULL, NULL,
+				 SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno == EMFILE || errno == ENFILE) {
+				/* Out of descriptors: pause accepting rather
+				 * than spin on a readable listener. */
+				log_warning("cannot accept clients: %s; pausing "
+					    "%d ms", strerror(errno),
+					    SERVER_ACCEPT_BACKOFF_MS);
+				loop_mod_fd(s->src, 0);
+				loop_timer_arm_in(s->accept_pause,
+						  SERVER_ACCEPT_BACKOFF_MS);
+			} else if (errno != EAGAIN && errno != EINTR &&
+				   errno != ECONNABORTED) {
+				log_error("accept on %s: %s", s->path,
+					  strerror(errno));
+			}
+			return;
+		}
+		c = zalloc(sizeof(*c));
+		if (!c) {
+			close(fd);
+			return;
+		}
+		c->server = s;
+		c->fd = fd;
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0)
+			c->cred = (struct ucred){ .pid = 0, .uid = (uid_t)-1,
+						  .gid = (gid_t)-1 };
+		if (loop_add_fd(s->agent->loop, fd, EPOLLIN | EPOLLRDHUP,
+				client_event, c, &c->src) < 0) {
+			close(fd);
+			free(c);
+			continue;
+		}
+		c->next = s->clients;
+		if (s->clients)
+			s->clients->prev = c;
+		s->clients = c;
+		s->n_clients++;
+		log_debug(CLIENT_FMT " connected", CLIENT_ARGS(c));
+	}
+}
+
+static void server_accept_resume(struct loop_timer *t, void *data)
+{
+	struct server *s = data;
+
+	loop_mod_fd(s->src, EPOLLIN);
+}
+
+void server_publish(struct server *s, struct target *t)
+{
+	struct client *c, *next;
+
+	if (!s)
+		return;
+	for (c = s->clients; c; c = next) {
+		next = c->next; /* sending may drop c */
+		if (client_sub(c, t))
+			client_send_update(c, t);
+	}
+}
+
+/* Binds path, replacing a stale socket file left by a dead agent but
+ * refusing to steal the path from a live one. */
+static int server_bind(struct server *s, const char *path, mode_t mode)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	struct stat st;
+	int fd, r;
+
+	if (strlen(path) >= sizeof(addr.sun_path)) {
+		log_error("socket path %s is too long", path);
+		return -ENAMETOOLONG;
+	}
+	strcpy(addr.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return neg_errno();
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			log_error("%s exists and is not a socket", path);
+			r = -EEXIST;
+			goto err_fd;
+		}
+		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		r = probe < 0 ? -1 :
+			connect(probe, (struct sockaddr *)&addr, sizeof(addr));
+		if (probe >= 0)
+			close(probe);
+		if (r == 0) {
+			log_error("another agent is listening on %s", path);
+			r = -EADDRINUSE;
+			goto err_fd;
+		}
+		unlink(path);
+	}
+	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		r = neg_errno();
+		log_error("cannot bind %s: %s", path, strerror(-r));
+		goto err_fd;
+	}
+	if (chmod(path, mode) < 0) {
+		r = neg_errno();
+		log_error("cannot chmod %s: %s", path, strerror(-r));
+		goto err_path;
+	}
+	if (listen(fd, SOMAXCONN) < 0) {
+		r = neg_errno();
+		log_error("cannot listen on %s: %s", path, strerror(-r));
+		goto err_path;
+	}
+	s->fd = fd;
+	s->owns_path = true;
+	return 0;
+
+err_path:
+	unlink(path);
+err_fd:
+	close(fd);
+	return r;
+}
+
+int server_new(struct agent *a, const struct server_config *cfg,
+	       struct server **out)
+{
+	struct server *s = zalloc(sizeof(*s));
+	int n, r;
+
+	if (!s)
+		return -ENOMEM;
+	s->agent = a;
+	s->fd = -1;
+	s->path = strdup(cfg->socket_path);
+	s->accept_pause = loop_timer_new(a->loop, server_accept_resume, s);
+	if (!s->path || !s->accept_pause) {
+		r = -ENOMEM;
+		goto err_server;
+	}
+	n = sd_listen_fds(1);
+	if (n > 1) {
+		log_error("systemd passed %d sockets; expected one", n);
+		r = -EINVAL;
+		goto err_server;
+	}
+	if (n == 1) {
+		if (sd_is_socket_unix(SD_LISTEN_FDS_START, SOCK_STREAM, 1, NULL,
+				      0) <= 0) {
+			log_error("the socket systemd passed is not a listening "
+				  "Unix stream socket");
+			r = -EINVAL;
+			goto err_server;
+		}
+		s->fd = SD_LISTEN_FDS_START;
+		(void)!fcntl(s->fd, F_SETFL, O_NONBLOCK);
+		log_info("listening on the socket passed by systemd");
+	} else {
+		r = server_bind(s, cfg->socket_path, cfg->socket_mode);
+		if (r < 0)
+			goto err_server;
+		log_info("listening on %s", s->path);
+	}
+	r = loop_add_fd(a->loop, s->fd, EPOLLIN, server_accept, s, &s->src);
+	if (r < 0)
+		goto err_server;
+	*out = s;
+	return 0;
+
+err_server:
+	server_free(s);
+	return r;
+}
+
+void server_free(struct server *s)
+{
+	if (!s)
+		return;
+	while (s->clients)
+		client_free(s->clients);
+	loop_remove_fd(s->src);
+	loop_timer_free(s->accept_pause);
+	if (s->fd >= 0)
+		close(s->fd);
+	if (s->owns_path)
+		unlink(s->path);
+	free(s->path);
+	free(s);
+}

@@ -1,0 +1,68 @@
+/*
+ * A target: one env variable whose value is a libpq connection string, and
+ * the value of it the agent has published.
+ *
+ * A new value from the env files becomes the candidate; a probe validates
+ * it; only a value that passed is published, with the target's generation
+ * raised by one.  A candidate that fails stays unpublished, the published
+ * value stays in force, and the probe is retried with exponential backoff
+ * (the password may change on the server a moment after the file).  An
+ * authentication failure is retried at most TARGET_AUTH_RETRIES times, so
+ * the agent never hammers a role into a lock-out; a new value or a reload
+ * starts over.
+ */
+#ifndef DBSWAP_AGENT_TARGET_H
+#define DBSWAP_AGENT_TARGET_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct agent;
+struct probe;
+struct loop_timer;
+
+/* Bound on one validation: connect and SELECT 1. */
+#define TARGET_PROBE_TIMEOUT_MS 5000
+/* Retry backoff for a failed candidate: 100 ms doubling to 30 s. */
+#define TARGET_RETRY_FIRST_MS 100
+#define TARGET_RETRY_MAX_MS 30000
+/* Attempts (the first included) for a candidate the server rejects as an
+ * authentication failure. */
+#define TARGET_AUTH_RETRIES 6
+
+enum target_state {
+	TARGET_UNSET,      /* no env layer defines it */
+	TARGET_VALIDATING, /* a candidate is being probed */
+	TARGET_OK,         /* the published value is the current one */
+	TARGET_FAILED,     /* the candidate failed; retrying or given up */
+};
+
+struct target {
+	struct agent *agent;
+	char *name;
+
+	char *conninfo;       /* published value (secret), NULL before any */
+	uint64_t generation;  /* 0 before the first publish */
+	int64_t changed_wall; /* when it was published (unix seconds) */
+
+	char *candidate;      /* latest value from the files, if unpublished */
+	enum target_state state;
+	char *error;          /* last failure, masked */
+	struct probe *probe;
+	struct loop_timer *retry;
+	unsigned attempts;
+	int64_t validated_us; /* duration of the last successful probe */
+};
+
+int target_new(struct agent *a, const char *name, struct target **out);
+void target_free(struct target *t);
+
+/* Feeds the target its current value from the layers (NULL: undefined). */
+void target_set_value(struct target *t, const char *value);
+
+/* Forgets a failed candidate's backoff and probes it again now. */
+void target_retry_now(struct target *t);
+
+const char *target_state_name(enum target_state state);
+
+#endif

@@ -1,0 +1,840 @@
+/*
+ * libdbswap's connection to the agent: handshake, subscriptions, updates,
+ * acks, reconnection with backoff, and the optional background thread.
+ *
+ * All state sits behind one mutex.  Callbacks are collected while it is
+ * held and run after it is released, so a callback may call dbswap_ack()
+ * or dbswap_subscribe().
+ *
+ * The fd given to the app is an epoll fd holding the agent socket (when
+ * connected) and a timerfd for reconnection, so it never changes.
+ */
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "common/mask.h"
+#include "common/util.h"
+#include "ipc/frame.h"
+#include "ipc/msg.h"
+
+#define DBSWAP_EXPORT __attribute__((visibility("default")))
+
+/* Reconnection backoff: the first retry comes quickly, because an agent
+ * restarting under systemd is back within milliseconds; then it doubles. */
+#define CLIENT_RETRY_FIRST_MS 20
+#define CLIENT_RETRY_MAX_MS 2000
+
+struct sub {
+	char *target;
+	dbswap_update_fn *cb;
+	void *userdata;
+	char *conninfo;     /* last value delivered (secret) */
+	uint64_t delivered; /* its generation, in the agent's numbering */
+	bool acked;         /* the app acked the delivered value */
+};
+
+struct dbswap_update {
+	const char *target;
+	const char *conninfo;
+	const char *reason;
+	uint64_t generation;
+};
+
+struct pending {
+	struct pending *next;
+	dbswap_update_fn *cb;
+	void *userdata;
+	char *target, *conninfo, *reason;
+	uint64_t generation;
+};
+
+struct dbswap_client {
+	pthread_mutex_t lock;
+	char *path;
+	char *name;
+	int epfd, sock, timerfd, stopfd;
+	bool hello_done;
+	bool want_out;
+	struct ipc_reader in;
+	struct ipc_queue out;
+	struct sub *subs;
+	size_t n_subs;
+	unsigned attempts;
+	bool was_connected, warned_down;
+	uint64_t next_id;
+	uint64_t hello_id;
+
+	/* client_call's reply slot */
+	uint64_t want_id;
+	struct ipc_msg *reply;
+	bool got_reply;
+
+	dbswap_log_fn *log;
+	void *log_userdata;
+
+	pthread_t thread;
+	bool thread_started;
+
+	struct pending *pending, **pending_tail;
+};
+
+static void default_log(int priority, const char *line, void *userdata)
+{
+	fprintf(stderr, "libdbswap: %s\n", line);
+}
+
+PRINTF(3, 4)
+static void client_log(dbswap_client *c, int priority, const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+
+	if (!c->log)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	c->log(priority, line, c->log_userdata);
+}
+
+static struct sub *client_sub(dbswap_client *c, const char *target)
+{
+	for (size_t i = 0; i < c->n_subs; i++)
+		if (streq(c->subs[i].target, target))
+			return &c->subs[i];
+	return NULL;
+}
+
+static void client_set_out(dbswap_client *c, bool want)
+{
+	struct epoll_event ev = {
+		.events = EPOLLIN | (want ? EPOLLOUT : 0),
+		.data.fd = c->sock,
+	};
+
+	if (want == c->want_out || c->sock < 0)
+		return;
+	c->want_out = want;
+	epoll_ctl(c->epfd, EPOLL_CTL_MOD, c->sock, &ev);
+}
+
+static void client_arm_retry(dbswap_client *c)
+{
+	int64_t ms = backoff_ms(c->attempts++, CLIENT_RETRY_FIRST_MS,
+				CLIENT_RETRY_MAX_MS);
+	struct itimerspec its = {
+		.it_value = { .tv_sec = ms / 1000,
+			      .tv_nsec = (ms % 1000) * 1000000 },
+	};
+
+	timerfd_settime(c->timerfd, 0, &its, NULL);
+}
+
+static void client_disconnect(dbswap_client *c, const char *why)
+{
+	if (c->sock < 0)
+		return;
+	epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->sock, NULL);
+	close(c->sock);
+	c->sock = -1;
+	c->want_out = false;
+	c->hello_done = false;
+	ipc_reader_fini(&c->in);
+	ipc_queue_fini(&c->out);
+	client_log(c, LOG_WARNING,
+		   "lost the agent at %s (%s); keeping the last values and "
+		   "reconnecting",
+		   c->path, why);
+	c->warned_down = true;
+	c->attempts = 0;
+	client_arm_retry(c);
+}
+
+/* Queues a message and writes what the socket takes.  Returns 0 or a
+ * negative errno (the connection was then closed). */
+static int client_send(dbswap_client *c, struct ipc_writer *w)
+{
+	int r;
+
+	if (c->sock < 0) {
+		ipc_writer_fini(w);
+		return -ENOTCONN;
+	}
+	r = w->failed ? -ENOMEM : ipc_queue_push(&c->out, w->buf, w->len);
+	ipc_writer_fini(w);
+	if (r < 0) {
+		client_disconnect(c, strerror(-r));
+		return r;
+	}
+	r = ipc_queue_flush(&c->out, c->sock);
+	if (r < 0) {
+		client_disconnect(c, strerror(-r));
+		return r;
+	}
+	client_set_out(c, r == 1);
+	return 0;
+}
+
+static int client_send_subscribe(dbswap_client *c, struct sub *only)
+{
+	size_t n = only ? 1 : c->n_subs;
+	struct ipc_writer w;
+
+	if (n == 0)
+		return 0;
+	ipc_writer_init(&w, IPC_SUBSCRIBE, 3);
+	ipc_pack_kv_u64(&w, "id", ++c->next_id);
+	ipc_pack_key(&w, "targets");
+	msgpack_pack_array(&w.pk, n);
+	for (size_t i = 0; i < n; i++)
+		ipc_pack_str(&w, only ? only->target : c->subs[i].target);
+	return client_send(c, &w);
+}
+
+static int client_send_ack(dbswap_client *c, const char *target,
+			   uint64_t generation)
+{
+	struct ipc_writer w;
+
+	ipc_writer_init(&w, IPC_ACK, 3);
+	ipc_pack_kv_str(&w, "target", target);
+	ipc_pack_kv_u64(&w, "generation", generation);
+	return client_send(c, &w);
+}
+
+/* Opens the socket and queues hello and the subscriptions.  Returns 0 or
+ * a negative errno (and the caller decides about retrying). */
+static int client_try_connect(dbswap_client *c)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	struct epoll_event ev = { .events = EPOLLIN };
+	struct ipc_writer w;
+	int fd, r;
+
+	if (c->sock >= 0)
+		return 0;
+	strcpy(addr.sun_path, c->path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return neg_errno();
+	if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		r = neg_errno();
+		close(fd);
+		return r;
+	}
+	ev.data.fd = fd;
+	if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		r = neg_errno();
+		close(fd);
+		return r;
+	}
+	c->sock = fd;
+	c->want_out = false;
+	c->hello_id = ++c->next_id;
+	ipc_writer_init(&w, IPC_HELLO, 5);
+	ipc_pack_kv_u64(&w, "id", c->hello_id);
+	ipc_pack_kv_u64(&w, "version", IPC_PROTOCOL_VERSION);
+	ipc_pack_kv_str(&w, "name", c->name);
+	ipc_pack_kv_i64(&w, "pid", getpid());
+	r = client_send(c, &w);
+	if (r < 0)
+		return r;
+	return client_send_subscribe(c, NULL);
+}
+
+static void client_reconnect(dbswap_client *c)
+{
+	int r = client_try_connect(c);
+
+	if (r == 0)
+		return;
+	if (!c->warned_down) {
+		client_log(c, LOG_WARNING,
+			   "cannot reach the agent at %s: %s; retrying",
+			   c->path, strerror(-r));
+		c->warned_down = true;
+	}
+	client_arm_retry(c);
+}
+
+static int client_queue_update(dbswap_client *c, struct sub *s,
+			       const struct ipc_msg *m)
+{
+	struct pending *p;
+
+	/* The same value again, already in use by the app: it is the agent
+	 * restarting with new numbering.  Ack it quietly. */
+	if (s->conninfo && s->acked && streq(s->conninfo, m->conninfo)) {
+		s->delivered = m->generation;
+		return client_send_ack(c, s->target, m->generation);
+	}
+	p = zalloc(sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->cb = s->cb;
+	p->userdata = s->userdata;
+	p->generation = m->generation;
+	p->target = strdup(s->target);
+	p->conninfo = strdup(m->conninfo);
+	p->reason = strdup(m->reason ? m->reason : "rotation");
+	free_secret(s->conninfo);
+	s->conninfo = strdup(m->conninfo);
+	if (!p->target || !p->conninfo || !p->reason || !s->conninfo) {
+		free(p->target);
+		free_secret(p->conninfo);
+		free(p->reason);
+		free(p);
+		return -ENOMEM;
+	}
+	s->delivered = m->generation;
+	s->acked = false;
+	*c->pending_tail = p;
+	c->pending_tail = &p->next;
+	return 0;
+}
+
+/* Acts on one message from the agent.  Returns 0, or a negative errno
+ * after which the connection is dropped. */
+static int client_handle(dbswap_client *c, const uint8_t *body, size_t len)
+{
+	struct ipc_msg m;
+	char err[256];
+	int r = ipc_msg_decode(&m, body, len, err, sizeof(err));
+
+	if (r < 0) {
+		ipc_msg_fini(&m);
+		if (r == -EPROTO)
+			client_log(c, LOG_ERR, "bad message from the agent: %s",
+				   err);
+		return r;
+	}
+	if (m.has_id && c->reply && m.id == c->want_id) {
+		*c->reply = m; /* moved, not copied */
+		c->reply = NULL;
+		c->got_reply = true;
+		if (m.type == IPC_HELLO)
+			c->hello_done = true;
+		return 0;
+	}
+	switch (m.type) {
+	case IPC_HELLO:
+		c->hello_done = true;
+		c->attempts = 0;
+		if (c->warned_down)
+			client_log(c, LOG_NOTICE, "connected to the agent at %s",
+				   c->path);
+		c->warned_down = false;
+		c->was_connected = true;
+		break;
+	case IPC_UPDATE: {
+		struct sub *s = client_sub(c, m.target);
+		if (s)
+			r = client_queue_update(c, s, &m);
+		break;
+	}
+	case IPC_ERROR:
+		client_log(c, LOG_ERR, "the agent at %s says: %s: %s", c->path,
+			   m.code, m.message);
+		if (m.has_id && m.id == c->hello_id)
+			r = -EPROTO;
+		break;
+	default:
+		break; /* ok replies, and types newer than this library */
+	}
+	ipc_msg_fini(&m);
+	return r;
+}
+
+static void client_io(dbswap_client *c, uint32_t events)
+{
+	const uint8_t *body;
+	size_t len;
+	int r;
+
+	if (events & EPOLLOUT) {
+		r = ipc_queue_flush(&c->out, c->sock);
+		if (r < 0) {
+			client_disconnect(c, strerror(-r));
+			return;
+		}
+		client_set_out(c, r == 1);
+	}
+	if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+		return;
+	for (;;) {
+		while ((r = ipc_reader_next(&c->in, &body, &len)) == 1) {
+			r = client_handle(c, body, len);
+			if (r < 0) {
+				client_disconnect(c, strerror(-r));
+				return;
+			}
+			if (c->sock < 0)
+				return;
+		}
+		if (r < 0) {
+			client_disconnect(c, "frame over the size limit");
+			return;
+		}
+		r = ipc_reader_fill(&c->in, c->sock);
+		if (r == -EAGAIN)
+			return;
+		if (r <= 0) {
+			client_disconnect(c, r == 0 ? "connection closed"
+						    : strerror(-r));
+			return;
+		}
+	}
+}
+
+/* Handles what epoll has, without blocking.  Called with the lock held. */
+static void client_process(dbswap_client *c)
+{
+	struct epoll_event evs[4];
+	int n = epoll_wait(c->epfd, evs, ARRAY_SIZE(evs), 0);
+
+	for (int i = 0; i < n; i++) {
+		if (evs[i].data.fd == c->timerfd) {
+			uint64_t expirations;
+			if (read(c->timerfd, &expirations,
+				 sizeof(expirations)) > 0)
+				client_reconnect(c);
+		} else if (evs[i].data.fd == c->sock) {
+			client_io(c, evs[i].events);
+		}
+	}
+}
+
+/* Runs the callbacks collected while locked.  Called without the lock. */
+static int client_run_pending(dbswap_client *c)
+{
+	struct pending *p;
+	int n = 0;
+
+	pthread_mutex_lock(&c->lock);
+	p = c->pending;
+	c->pending = NULL;
+	c->pending_tail = &c->pending;
+	pthread_mutex_unlock(&c->lock);
+
+	while (p) {
+		struct pending *next = p->next;
+		struct dbswap_update u = {
+			.target = p->target,
+			.conninfo = p->conninfo,
+			.reason = p->reason,
+			.generation = p->generation,
+		};
+		if (p->cb) {
+			p->cb(&u, p->userdata);
+			n++;
+		}
+		free(p->target);
+		free_secret(p->conninfo);
+		free(p->reason);
+		free(p);
+		p = next;
+	}
+	return n;
+}
+
+DBSWAP_EXPORT
+int dbswap_client_dispatch(dbswap_client *c)
+{
+	pthread_mutex_lock(&c->lock);
+	client_process(c);
+	pthread_mutex_unlock(&c->lock);
+	return client_run_pending(c);
+}
+
+DBSWAP_EXPORT
+dbswap_client *dbswap_client_new(const char *socket_path)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	const char *name = program_invocation_short_name;
+	dbswap_client *c;
+
+	if (!socket_path || !*socket_path)
+		socket_path = secure_getenv("DBSWAP_SOCKET");
+	if (!socket_path || !*socket_path)
+		socket_path = DBSWAP_DEFAULT_SOCKET;
+	if (strlen(socket_path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+		errno = ENAMETOOLONG;
+		return NULL;
+	}
+	c = zalloc(sizeof(*c));
+	if (!c)
+		return NULL;
+	pthread_mutex_init(&c->lock, NULL);
+	c->sock = c->timerfd = c->stopfd = -1;
+	c->pending_tail = &c->pending;
+	c->log = default_log;
+	c->path = strdup(socket_path);
+	c->name = strdup(name && *name ? name : "libdbswap");
+	c->epfd = epoll_create1(EPOLL_CLOEXEC);
+	c->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	c->stopfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (!c->path || !c->name || c->epfd < 0 || c->timerfd < 0 ||
+	    c->stopfd < 0)
+		goto err_client;
+	ev.data.fd = c->timerfd;
+	if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->timerfd, &ev) < 0)
+		goto err_client;
+	/* Connect from the first dispatch, not here: the app may still set
+	 * its name and subscriptions. */
+	struct itimerspec its = { .it_value = { .tv_nsec = 1 } };
+	timerfd_settime(c->timerfd, 0, &its, NULL);
+	return c;
+
+err_client:
+	{
+		int e = errno ? errno : ENOMEM;
+		dbswap_client_free(c);
+		errno = e;
+	}
+	return NULL;
+}
+
+DBSWAP_EXPORT
+void dbswap_client_free(dbswap_client *c)
+{
+	if (!c)
+		return;
+	if (c->thread_started) {
+		uint64_t one = 1;
+		(void)!write(c->stopfd, &one, sizeof(one));
+		pthread_join(c->thread, NULL);
+	}
+	if (c->sock >= 0)
+		close(c->sock);
+	if (c->epfd >= 0)
+		close(c->epfd);
+	if (c->timerfd >= 0)
+		close(c->timerfd);
+	if (c->stopfd >= 0)
+		close(c->stopfd);
+	ipc_reader_fini(&c->in);
+	ipc_queue_fini(&c->out);
+	for (size_t i = 0; i < c->n_subs; i++) {
+		free(c->subs[i].target);
+		free_secret(c->subs[i].conninfo);
+	}
+	free(c->subs);
+	while (c->pending) {
+		struct pending *p = c->pending;
+		c->pending = p->next;
+		free(p->target);
+		free_secret(p->conninfo);
+		free(p->reason);
+		free(p);
+	}
+	free(c->path);
+	free(c->name);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+DBSWAP_EXPORT
+int dbswap_client_set_name(dbswap_client *c, const char *name)
+{
+	char *copy = strndup(name, IPC_NAME_MAX);
+
+	if (!copy)
+		return -ENOMEM;
+	pthread_mutex_lock(&c->lock);
+	free(c->name);
+	c->name = copy;
+	pthread_mutex_unlock(&c->lock);
+	return 0;
+}
+
+DBSWAP_EXPORT
+void dbswap_client_set_log(dbswap_client *c, dbswap_log_fn *fn,
+			   void *userdata)
+{
+	pthread_mutex_lock(&c->lock);
+	c->log = fn;
+	c->log_userdata = userdata;
+	pthread_mutex_unlock(&c->lock);
+}
+
+DBSWAP_EXPORT
+int dbswap_client_fd(dbswap_client *c)
+{
+	return c->epfd;
+}
+
+DBSWAP_EXPORT
+int dbswap_client_connected(dbswap_client *c)
+{
+	int r;
+
+	pthread_mutex_lock(&c->lock);
+	r = c->sock >= 0 && c->hello_done;
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+static void *client_thread(void *data)
+{
+	dbswap_client *c = data;
+	struct pollfd fds[2] = {
+		{ .fd = c->epfd, .events = POLLIN },
+		{ .fd = c->stopfd, .events = POLLIN },
+	};
+
+	for (;;) {
+		if (poll(fds, 2, -1) < 0 && errno != EINTR)
+			break;
+		if (fds[1].revents)
+			break;
+		if (fds[0].revents)
+			dbswap_client_dispatch(c);
+	}
+	return NULL;
+}
+
+DBSWAP_EXPORT
+int dbswap_client_start(dbswap_client *c)
+{
+	int r;
+
+	pthread_mutex_lock(&c->lock);
+	if (c->thread_started) {
+		pthread_mutex_unlock(&c->lock);
+		return -EALREADY;
+	}
+	r = -pthread_create(&c->thread, NULL, client_thread, c);
+	c->thread_started = r == 0;
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+static bool valid_target_name(const char *s)
+{
+	if (!s || !*s || strlen(s) > IPC_NAME_MAX)
+		return false;
+	for (const char *p = s; *p; p++) {
+		bool ok = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+			  *p == '_' || (p > s && *p >= '0' && *p <= '9');
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+DBSWAP_EXPORT
+int dbswap_subscribe(dbswap_client *c, const char *target,
+		     dbswap_update_fn *callback, void *userdata)
+{
+	struct sub *s;
+	int r = 0;
+
+	if (!valid_target_name(target))
+		return -EINVAL;
+	pthread_mutex_lock(&c->lock);
+	s = client_sub(c, target);
+	if (s) {
+		s->cb = callback;
+		s->userdata = userdata;
+		goto out;
+	}
+	if (c->n_subs >= IPC_SUBSCRIBE_MAX) {
+		r = -E2BIG;
+		goto out;
+	}
+	s = realloc(c->subs, (c->n_subs + 1) * sizeof(*s));
+	if (!s) {
+		r = -ENOMEM;
+		goto out;
+	}
+	c->subs = s;
+	s = &c->subs[c->n_subs];
+	*s = (struct sub){ .cb = callback, .userdata = userdata };
+	s->target = strdup(target);
+	if (!s->target) {
+		r = -ENOMEM;
+		goto out;
+	}
+	c->n_subs++;
+	if (c->sock >= 0)
+		client_send_subscribe(c, s);
+out:
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+DBSWAP_EXPORT
+int dbswap_ack(dbswap_client *c, const char *target, uint64_t generation)
+{
+	struct sub *s;
+	int r = 0;
+
+	pthread_mutex_lock(&c->lock);
+	s = client_sub(c, target);
+	if (!s) {
+		r = -ENOENT;
+		goto out;
+	}
+	/* An ack for a generation newer than delivered belongs to an agent
+	 * that has since restarted; the current one numbers afresh. */
+	if (generation > s->delivered)
+		goto out;
+	if (generation == s->delivered)
+		s->acked = true;
+	if (c->sock >= 0)
+		r = client_send_ack(c, target, generation);
+	if (r == -ENOTCONN)
+		r = 0;
+out:
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+DBSWAP_EXPORT
+const char *dbswap_update_target(const dbswap_update *u)
+{
+	return u->target;
+}
+
+DBSWAP_EXPORT
+const char *dbswap_update_conninfo(const dbswap_update *u)
+{
+	return u->conninfo;
+}
+
+DBSWAP_EXPORT
+uint64_t dbswap_update_generation(const dbswap_update *u)
+{
+	return u->generation;
+}
+
+DBSWAP_EXPORT
+const char *dbswap_update_reason(const dbswap_update *u)
+{
+	return u->reason;
+}
+
+DBSWAP_EXPORT
+char *dbswap_mask_conninfo(const char *conninfo)
+{
+	char *s = mask_conninfo(conninfo);
+
+	if (!s)
+		errno = ENOMEM;
+	return s;
+}
+
+/* private interface (client.h) */
+
+const char *client_socket_path(dbswap_client *c)
+{
+	return c->path;
+}
+
+uint64_t client_next_id(dbswap_client *c)
+{
+	uint64_t id;
+
+	pthread_mutex_lock(&c->lock);
+	id = ++c->next_id;
+	pthread_mutex_unlock(&c->lock);
+	return id;
+}
+
+/* Waits until done(c) holds or the deadline passes, dispatching. */
+static int client_wait(dbswap_client *c, int64_t deadline,
+		       bool (*done)(dbswap_client *))
+{
+	for (;;) {
+		struct pollfd pfd = { .fd = c->epfd, .events = POLLIN };
+		int64_t left = deadline - now_ms();
+		bool ok;
+
+		pthread_mutex_lock(&c->lock);
+		client_process(c);
+		ok = done(c);
+		bool connected = c->sock >= 0;
+		pthread_mutex_unlock(&c->lock);
+		client_run_pending(c);
+		if (ok)
+			return 0;
+		if (!connected)
+			return -ECONNRESET;
+		if (left <= 0)
+			return -ETIMEDOUT;
+		poll(&pfd, 1, (int)MIN(left, 1000));
+	}
+}
+
+static bool hello_done(dbswap_client *c)
+{
+	return c->hello_done;
+}
+
+static bool reply_done(dbswap_client *c)
+{
+	return c->got_reply;
+}
+
+int client_connect_now(dbswap_client *c, int timeout_ms, char *err,
+		       size_t errlen)
+{
+	int r;
+
+	pthread_mutex_lock(&c->lock);
+	struct itimerspec off = { 0 };
+	timerfd_settime(c->timerfd, 0, &off, NULL);
+	r = client_try_connect(c);
+	pthread_mutex_unlock(&c->lock);
+	if (r < 0) {
+		snprintf(err, errlen, "cannot connect to the agent at %s: %s",
+			 c->path, strerror(-r));
+		return r;
+	}
+	r = client_wait(c, now_ms() + timeout_ms, hello_done);
+	if (r == -ETIMEDOUT)
+		snprintf(err, errlen, "the agent at %s did not answer within "
+				      "%d ms", c->path, timeout_ms);
+	else if (r < 0)
+		snprintf(err, errlen, "the agent at %s refused the connection "
+				      "(see the message above)", c->path);
+	return r;
+}
+
+int client_call(dbswap_client *c, struct ipc_writer *w, uint64_t id,
+		int timeout_ms, struct ipc_msg *reply, char *err,
+		size_t errlen)
+{
+	int r;
+
+	*reply = (struct ipc_msg){ 0 };
+	pthread_mutex_lock(&c->lock);
+	c->want_id = id;
+	c->reply = reply;
+	c->got_reply = false;
+	r = client_send(c, w);
+	pthread_mutex_unlock(&c->lock);
+	if (r == 0)
+		r = client_wait(c, now_ms() + timeout_ms, reply_done);
+	pthread_mutex_lock(&c->lock);
+	c->reply = NULL;
+	pthread_mutex_unlock(&c->lock);
+	if (r == -ETIMEDOUT)
+		snprintf(err, errlen, "the agent at %s did not answer within "
+				      "%d ms", c->path, timeout_ms);
+	else if (r < 0)
+		snprintf(err, errlen, "lost the connection to the agent at %s",
+			 c->path);
+	return r;
+}

@@ -1,0 +1,1469 @@
+"""
+Integration-test harness for dbswap: everything a test needs to drive the
+real binaries against a real PostgreSQL.
+
+  PgCluster   a throwaway PostgreSQL cluster (initdb + pg_ctl, scram auth)
+  Agent       dbswapd, found through $DBSWAPD (set by meson)
+  Client      the wire protocol written again in Python, from the
+              specification: it also proves a non-C client can speak it
+  Subscriber  the libdbswap test subscriber, found through
+              $DBSWAP_TEST_SUBSCRIBER
+  write_*     the ways programs replace a file, which the agent must survive
+  k8s_*       the Kubernetes AtomicWriter layout (..data symlink swaps)
+
+Everything this module starts is cleaned up on every path out: by the
+context managers and close() methods, then by an atexit hook and a SIGTERM
+handler, and last by a watchdog process in its own session that notices
+when this process dies (even by SIGKILL) and stops what it left behind.
+
+Timeouts are in seconds and are multiplied by $DBSWAP_TEST_TIMEOUT_SCALE
+(default 1), for slow runs such as valgrind.  $DBSWAP_TEST_WRAPPER, when
+set, is split like a shell command and put in front of the C binaries
+(e.g. "valgrind -q --error-exitcode=99").
+
+Secrets never go into a command line: psql gets passwords through its
+environment and SQL through stdin.
+
+Only the Python standard library and msgpack (Debian's python3-msgpack).
+"""
+
+import atexit
+import collections
+import functools
+import glob
+import json
+import os
+import pwd
+import random
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+import msgpack
+
+__all__ = [
+    'FRAME_MAX', 'PROTOCOL_VERSION', 'TIMEOUT_SCALE',
+    'HarnessError', 'ProtocolError', 'ConnectionClosed', 'ProcessError',
+    'PgError',
+    'PgCluster', 'Agent', 'Client', 'Subscriber',
+    'target_status', 'file_status', 'wait_for', 'cleanup_all',
+    'can_connect', 'parse_conninfo', 'encode_frame', 'frame_bytes',
+    'write_inplace', 'write_truncate', 'write_rename',
+    'write_delete_recreate', 'write_slow', 'k8s_setup', 'k8s_update',
+]
+
+# Must agree with ipc/protocol.h.
+PROTOCOL_VERSION = 1  # IPC_PROTOCOL_VERSION
+FRAME_HEADER = 4      # IPC_FRAME_HEADER
+FRAME_MAX = 65536     # IPC_FRAME_MAX: largest body either side accepts
+
+DEFAULT_TIMEOUT = 5.0
+
+
+def _scale_from_env():
+    try:
+        scale = float(os.environ.get('DBSWAP_TEST_TIMEOUT_SCALE') or 1)
+    except ValueError:
+        scale = 1.0
+    return scale if scale > 0 else 1.0
+
+
+TIMEOUT_SCALE = _scale_from_env()
+
+
+def _deadline(timeout):
+    return time.monotonic() + timeout * TIMEOUT_SCALE
+
+
+def _left(deadline):
+    return deadline - time.monotonic()
+
+
+class HarnessError(Exception):
+    """Base of the errors this module raises (besides TimeoutError)."""
+
+
+class ProtocolError(HarnessError):
+    """The peer sent something the protocol does not allow."""
+
+
+class ConnectionClosed(HarnessError):
+    """The peer closed the connection."""
+
+
+class ProcessError(HarnessError):
+    """A process failed to start or exited when it should not have."""
+
+
+class PgError(HarnessError):
+    """initdb, pg_ctl or psql failed."""
+
+
+# --------------------------------------------------------------------------
+# Cleanup: a registry of live resources, atexit, SIGTERM, and a watchdog.
+
+_lock = threading.RLock()
+_live = {}  # key -> close callable, in creation order
+_keys = iter(range(1, 1 << 62))
+
+
+def _register(close):
+    with _lock:
+        key = next(_keys)
+        _live[key] = close
+        return key
+
+
+def _unregister(key):
+    with _lock:
+        _live.pop(key, None)
+
+
+def cleanup_all():
+    """Closes everything still open, newest first.  Safe to call twice."""
+    with _lock:
+        items = list(_live.items())
+    for key, close in reversed(items):
+        try:
+            close()
+        except Exception as e:  # keep going: the rest must go too
+            print(f'harness: cleanup failed: {e!r}', file=sys.stderr)
+        _unregister(key)
+
+
+# The watchdog outlives this process: it reads a list of things to clean
+# from a pipe, and when the pipe reaches EOF (this process exited, maybe
+# killed) it cleans whatever is still listed.  It runs in its own session so
+# that a signal to our process group does not take it down with us.
+_WATCHDOG_SRC = r'''
+import json, os, shutil, signal, subprocess, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+def starttime(pid):
+    try:
+        with open('/proc/%d/stat' % pid) as f:
+            return int(f.read().rpartition(')')[2].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+def kill_pid(m):
+    if starttime(m['pid']) == m['start']:
+        os.kill(m['pid'], signal.SIGKILL)
+
+def stop_pg(m):
+    kw = {}
+    if m.get('uid') is not None:
+        kw = dict(user=m['uid'], group=m['gid'], extra_groups=[])
+    try:
+        subprocess.run([m['pg_ctl'], '-D', m['datadir'], '-m', 'immediate',
+                        '-w', '-t', '20', 'stop'], cwd='/',
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=30, **kw)
+    except Exception:
+        pass
+    try:
+        with open(os.path.join(m['datadir'], 'postmaster.pid')) as f:
+            pid = int(f.readline())
+        os.kill(pid, signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
+
+def rm_dir(m):
+    shutil.rmtree(m['path'], ignore_errors=True)
+
+live = {}
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get('op') == 'add':
+        live[m['key']] = m
+    elif m.get('op') == 'del':
+        live.pop(m['key'], None)
+for m in reversed(list(live.values())):
+    try:
+        {'pid': kill_pid, 'pg': stop_pg, 'dir': rm_dir}[m['kind']](m)
+    except Exception:
+        pass
+'''
+
+_watchdog = None
+
+
+def _watchdog_send(msg):
+    global _watchdog
+    with _lock:
+        if _watchdog is None:
+            if msg['op'] != 'add':
+                return
+            _watchdog = subprocess.Popen(
+                [sys.executable, '-I', '-c', _WATCHDOG_SRC],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, cwd='/', start_new_session=True)
+        try:
+            _watchdog.stdin.write(json.dumps(msg).encode() + b'\n')
+            _watchdog.stdin.flush()
+        except (OSError, ValueError):
+            pass  # watchdog gone: the other safety nets remain
+
+
+def _watch(kind, **fields):
+    """Lists something for the watchdog; returns a key for _unwatch()."""
+    key = next(_keys)
+    _watchdog_send(dict(op='add', key=key, kind=kind, **fields))
+    return key
+
+
+def _unwatch(key):
+    if key is not None:
+        _watchdog_send(dict(op='del', key=key))
+
+
+def _proc_starttime(pid):
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return int(f.read().rpartition(')')[2].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _watch_pid(pid):
+    return _watch('pid', pid=pid, start=_proc_starttime(pid))
+
+
+def _at_exit():
+    global _watchdog
+    cleanup_all()
+    with _lock:
+        w, _watchdog = _watchdog, None
+    if w is not None:
+        try:
+            w.stdin.close()  # EOF: the watchdog cleans nothing and exits
+            w.wait(timeout=10)
+        except Exception:
+            pass
+
+
+atexit.register(_at_exit)
+
+
+def _on_sigterm(signum, frame):
+    # Raising here would be caught by unittest's bare except and the run
+    # would go on; clean up, then die of the signal as if unhandled.
+    try:
+        _at_exit()
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+if threading.current_thread() is threading.main_thread():
+    try:
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:
+        pass
+
+
+def _mkdtemp(prefix):
+    path = tempfile.mkdtemp(prefix=prefix)
+    return path, _watch('dir', path=path)
+
+
+def _rmtree(path, watch_key):
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+    _unwatch(watch_key)
+
+
+def _read_text(path):
+    try:
+        with open(path, 'rb') as f:
+            return f.read().decode('utf-8', 'replace')
+    except FileNotFoundError:
+        return ''
+
+
+def _tail(text, n=40):
+    return '\n'.join(text.splitlines()[-n:])
+
+
+def _wrapper():
+    w = os.environ.get('DBSWAP_TEST_WRAPPER')
+    return shlex.split(w) if w else []
+
+
+def _binary(binary, envvar):
+    if binary is None:
+        binary = os.environ.get(envvar)
+        if not binary:
+            raise HarnessError(f'${envvar} is not set (meson test sets it)')
+    return [binary] if isinstance(binary, str) else list(binary)
+
+
+def _stop_process(proc, timeout):
+    """SIGTERM, wait, SIGKILL.  Returns the exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout * TIMEOUT_SCALE)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
+
+
+# --------------------------------------------------------------------------
+# PostgreSQL
+
+@functools.lru_cache(maxsize=None)
+def _pg_bindir():
+    try:
+        out = subprocess.run(['pg_config', '--bindir'], capture_output=True,
+                             text=True, timeout=10)
+        d = out.stdout.strip()
+        if out.returncode == 0 and os.path.exists(os.path.join(d, 'initdb')):
+            return d
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    found = sorted(glob.glob('/usr/lib/postgresql/*/bin/initdb'),
+                   key=lambda p: int(p.split('/')[-3]))
+    if not found:
+        raise PgError('no PostgreSQL server binaries (pg_config --bindir)')
+    return os.path.dirname(found[-1])
+
+
+def _pg_bin(name):
+    return os.path.join(_pg_bindir(), name)
+
+
+@functools.lru_cache(maxsize=None)
+def _psql():
+    p = _pg_bin('psql')
+    return p if os.path.exists(p) else '/usr/bin/psql'
+
+
+def _pg_clean_env():
+    """Our environment without PG* variables, which would change what psql
+    and the server do."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith('PG')}
+    env['PGPASSFILE'] = '/nonexistent/dbswap-test-pgpass'
+    env['PGSERVICEFILE'] = '/nonexistent/dbswap-test-pgservice'
+    return env
+
+
+def _free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def quote_ident(name):
+    if '\0' in name:
+        raise ValueError('NUL in identifier')
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value):
+    if '\0' in value:
+        raise ValueError('NUL in literal')
+    return "'" + value.replace("'", "''") + "'"
+
+
+# libpq connection keywords and the variables psql reads them from.
+_PG_ENV = {
+    'host': 'PGHOST', 'hostaddr': 'PGHOSTADDR', 'port': 'PGPORT',
+    'dbname': 'PGDATABASE', 'user': 'PGUSER', 'password': 'PGPASSWORD',
+    'passfile': 'PGPASSFILE', 'channel_binding': 'PGCHANNELBINDING',
+    'connect_timeout': 'PGCONNECT_TIMEOUT', 'options': 'PGOPTIONS',
+    'application_name': 'PGAPPNAME', 'sslmode': 'PGSSLMODE',
+    'sslcert': 'PGSSLCERT', 'sslkey': 'PGSSLKEY',
+    'sslrootcert': 'PGSSLROOTCERT', 'sslcrl': 'PGSSLCRL',
+    'requirepeer': 'PGREQUIREPEER', 'gssencmode': 'PGGSSENCMODE',
+    'target_session_attrs': 'PGTARGETSESSIONATTRS',
+    'client_encoding': 'PGCLIENTENCODING', 'service': 'PGSERVICE',
+    'krbsrvname': 'PGKRBSRVNAME', 'gsslib': 'PGGSSLIB',
+    'sslcompression': 'PGSSLCOMPRESSION', 'sslsni': 'PGSSLSNI',
+    'ssl_min_protocol_version': 'PGSSLMINPROTOCOLVERSION',
+    'ssl_max_protocol_version': 'PGSSLMAXPROTOCOLVERSION',
+}
+
+
+def _parse_kv(s):
+    """libpq key=value syntax: values bare or single-quoted, backslash
+    escapes in both."""
+    out, i, n = {}, 0, len(s)
+    while True:
+        while i < n and s[i].isspace():
+            i += 1
+        if i >= n:
+            return out
+        j = i
+        while j < n and s[j] != '=' and not s[j].isspace():
+            j += 1
+        key = s[i:j]
+        while j < n and s[j].isspace():
+            j += 1
+        if not key or j >= n or s[j] != '=':
+            raise ValueError(f'conninfo: missing "=" after {key!r}')
+        j += 1
+        while j < n and s[j].isspace():
+            j += 1
+        val = []
+        if j < n and s[j] == "'":
+            j += 1
+            while True:
+                if j >= n:
+                    raise ValueError('conninfo: unterminated quoted string')
+                c = s[j]
+                if c == '\\' and j + 1 < n:
+                    val.append(s[j + 1])
+                    j += 2
+                elif c == "'":
+                    j += 1
+                    break
+                else:
+                    val.append(c)
+                    j += 1
+        else:
+            while j < n and not s[j].isspace():
+                if s[j] == '\\' and j + 1 < n:
+                    j += 1
+                val.append(s[j])
+                j += 1
+        out[key] = ''.join(val)
+        i = j
+
+
+def _parse_url(s):
+    rest = s.split('://', 1)[1]
+    rest, _, query = rest.partition('?')
+    netloc, slash, path = rest.partition('/')
+    out = {}
+    if '@' in netloc:
+        userinfo, _, netloc = netloc.rpartition('@')
+        user, colon, password = userinfo.partition(':')
+        if user:
+            out['user'] = urllib.parse.unquote(user)
+        if colon:
+            out['password'] = urllib.parse.unquote(password)
+    hosts, ports = [], []
+    for hp in netloc.split(',') if netloc else []:
+        if hp.startswith('['):
+            host, _, port = hp[1:].partition(']')
+            port = port[1:] if port.startswith(':') else ''
+        else:
+            host, _, port = hp.partition(':')
+        hosts.append(urllib.parse.unquote(host))
+        ports.append(port)
+    if any(hosts):
+        out['host'] = ','.join(hosts)
+    if any(ports):
+        out['port'] = ','.join(ports)
+    if slash and path:
+        out['dbname'] = urllib.parse.unquote(path)
+    for k, v in urllib.parse.parse_qsl(query, keep_blank_values=True):
+        out[k] = v
+    return out
+
+
+def parse_conninfo(conninfo):
+    """A libpq conninfo (URL or key=value) as a dict of keywords."""
+    if conninfo.startswith(('postgresql://', 'postgres://')):
+        return _parse_url(conninfo)
+    return _parse_kv(conninfo)
+
+
+def _conninfo_env(conninfo):
+    env = _pg_clean_env()
+    for k, v in parse_conninfo(conninfo).items():
+        if k not in _PG_ENV:
+            raise ValueError(f'conninfo keyword {k!r} unknown to the harness')
+        env[_PG_ENV[k]] = v
+    return env
+
+
+_last_connect_error = None
+
+
+def can_connect(conninfo, timeout=DEFAULT_TIMEOUT):
+    """True when psql can log in with conninfo and run a query.  The
+    conninfo goes to psql through PG* variables, never argv.  On False the
+    reason is in harness.last_connect_error()."""
+    global _last_connect_error
+    env = _conninfo_env(conninfo)
+    env.setdefault('PGCONNECT_TIMEOUT', str(max(2, int(timeout))))
+    try:
+        r = subprocess.run([_psql(), '-X', '-w', '-q', '-A', '-t',
+                            '-c', 'select 1'], env=env, capture_output=True,
+                           text=True, stdin=subprocess.DEVNULL,
+                           timeout=timeout * TIMEOUT_SCALE + 5)
+    except subprocess.TimeoutExpired:
+        _last_connect_error = 'psql timed out'
+        return False
+    ok = r.returncode == 0 and r.stdout.strip() == '1'
+    _last_connect_error = None if ok else r.stderr.strip()
+    return ok
+
+
+def last_connect_error():
+    """psql's stderr from the last can_connect() that returned False."""
+    return _last_connect_error
+
+
+class PgCluster:
+    """A PostgreSQL cluster in a temp dir, listening on 127.0.0.1 at a free
+    port and on a unix socket in sockdir, password (scram) auth everywhere.
+
+    Use as a context manager, or call close().  Attributes: dir, datadir,
+    sockdir, host, port, superuser, superuser_password, postmaster_pid.
+    """
+
+    host = '127.0.0.1'
+    superuser = 'postgres'
+
+    def __init__(self, settings=None, start_attempts=5):
+        """settings: extra server settings ({'log_connections': 'on'})."""
+        self.settings = dict(settings or {})
+        self.dir = None
+        self.port = None
+        self.postmaster_pid = None
+        self.superuser_password = secrets.token_urlsafe(24)
+        self._dir_key = self._pg_key = None
+        self._running = False
+        self._key = _register(self.close)
+        self._run_as = {}
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam('postgres')
+            self._run_as = dict(user=pw.pw_uid, group=pw.pw_gid,
+                                extra_groups=[])
+        try:
+            self._setup(start_attempts)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _chown(self, path):
+        if self._run_as:
+            os.chown(path, self._run_as['user'], self._run_as['group'])
+
+    def _server_cmd(self, argv, timeout=60):
+        env = _pg_clean_env()
+        env['LC_ALL'] = 'C'
+        try:
+            r = subprocess.run(argv, cwd=self.dir, env=env,
+                               stdin=subprocess.DEVNULL, capture_output=True,
+                               text=True, timeout=timeout, **self._run_as)
+        except subprocess.TimeoutExpired as e:
+            raise PgError(f'{os.path.basename(argv[0])} timed out') from e
+        return r
+
+    def _setup(self, attempts):
+        self.dir, self._dir_key = _mkdtemp('dbswap-pg-')
+        os.chmod(self.dir, 0o755)  # lets non-root clients reach sockdir
+        self._chown(self.dir)
+        self.datadir = os.path.join(self.dir, 'data')
+        self.sockdir = os.path.join(self.dir, 'sock')
+        self.logfile = os.path.join(self.dir, 'postgres.log')
+        os.mkdir(self.sockdir, 0o755)
+        self._chown(self.sockdir)
+
+        pwfile = os.path.join(self.dir, 'pwfile')
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, 'w') as f:
+            f.write(self.superuser_password + '\n')
+        self._chown(pwfile)
+        r = self._server_cmd([_pg_bin('initdb'), '-A', 'scram-sha-256',
+                              '--pwfile=' + pwfile, '-U', self.superuser,
+                              '--no-sync', '--no-instructions', '-E', 'UTF8',
+                              '--locale=C', '-D', self.datadir])
+        os.unlink(pwfile)
+        if r.returncode != 0:
+            raise PgError(f'initdb failed:\n{r.stdout}{r.stderr}')
+
+        run_as = self._run_as
+        self._pg_key = _watch('pg', pg_ctl=_pg_bin('pg_ctl'),
+                              datadir=self.datadir, uid=run_as.get('user'),
+                              gid=run_as.get('group'))
+        err = None
+        for _ in range(attempts):
+            self.port = _free_port()
+            try:
+                self.start()
+                return
+            except PgError as e:
+                err = e  # most likely the port was taken meanwhile
+        raise err
+
+    def start(self):
+        """Starts the server (again) on self.port; waits until it accepts
+        connections."""
+        if self._running:
+            return
+        opts = {'listen_addresses': self.host, 'fsync': 'off',
+                'max_connections': '200', 'full_page_writes': 'off',
+                'synchronous_commit': 'off'}
+        opts.update(self.settings)
+        o = f'-p {self.port} -k {shlex.quote(self.sockdir)}'
+        for k, v in opts.items():
+            o += ' -c ' + shlex.quote(f'{k}={v}')
+        r = self._server_cmd([_pg_bin('pg_ctl'), '-w', '-t', '30',
+                              '-D', self.datadir, '-l', self.logfile,
+                              '-o', o, 'start'])
+        if r.returncode != 0:
+            raise PgError(f'pg_ctl start failed on port {self.port}:\n'
+                          f'{r.stdout}{r.stderr}\n{_tail(self.log(), 15)}')
+        self._running = True
+        with open(os.path.join(self.datadir, 'postmaster.pid')) as f:
+            self.postmaster_pid = int(f.readline())
+
+    def stop(self, mode='immediate'):
+        """Stops the server (mode: smart, fast or immediate)."""
+        if not self._running:
+            return
+        r = self._server_cmd([_pg_bin('pg_ctl'), '-w', '-t', '30',
+                              '-D', self.datadir, '-m', mode, 'stop'])
+        if r.returncode != 0:
+            raise PgError(f'pg_ctl stop failed:\n{r.stdout}{r.stderr}')
+        self._running = False
+
+    @property
+    def running(self):
+        return self._running
+
+    def close(self):
+        """Stops the server and removes the directory.  Idempotent."""
+        try:
+            if self._running:
+                try:
+                    self.stop('immediate')
+                except Exception:
+                    pass
+                pid = self.postmaster_pid
+                if pid and _proc_starttime(pid) is not None:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                self._running = False
+            _unwatch(self._pg_key)
+            self._pg_key = None
+            _rmtree(self.dir, self._dir_key)
+            self._dir_key = None
+        finally:
+            _unregister(self._key)
+
+    def log(self):
+        """The server log so far."""
+        return _read_text(self.logfile) if self.dir else ''
+
+    def sql(self, query, dbname='postgres', timeout=30):
+        """Runs query as the superuser over the unix socket (SQL on stdin,
+        password in the environment).  Returns stdout stripped, in psql's
+        unaligned tuples-only format; raises PgError on failure."""
+        env = _pg_clean_env()
+        env.update(PGHOST=self.sockdir, PGPORT=str(self.port),
+                   PGUSER=self.superuser, PGDATABASE=dbname,
+                   PGPASSWORD=self.superuser_password)
+        try:
+            r = subprocess.run([_psql(), '-X', '-w', '-q', '-A', '-t',
+                                '-v', 'ON_ERROR_STOP=1', '-f', '-'],
+                               input=query, env=env, capture_output=True,
+                               text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            raise PgError('psql timed out') from e
+        if r.returncode != 0:
+            raise PgError(f'psql failed ({r.returncode}): {r.stderr.strip()}')
+        return r.stdout.strip()
+
+    def create_role(self, name, password, login=True):
+        pw = 'NULL' if password is None else quote_literal(password)
+        self.sql(f'CREATE ROLE {quote_ident(name)} '
+                 f'{"LOGIN" if login else "NOLOGIN"} PASSWORD {pw}')
+
+    def set_password(self, name, password):
+        pw = 'NULL' if password is None else quote_literal(password)
+        self.sql(f'ALTER ROLE {quote_ident(name)} PASSWORD {pw}')
+
+    def create_database(self, name, owner=None):
+        own = f' OWNER {quote_ident(owner)}' if owner else ''
+        self.sql(f'CREATE DATABASE {quote_ident(name)}{own}')
+
+    def sessions(self, user):
+        """Number of backends logged in as user."""
+        return int(self.sql('SELECT count(*) FROM pg_stat_activity '
+                            f'WHERE usename = {quote_literal(user)}'))
+
+    def terminate_sessions(self, user):
+        """Ends every session of user; returns how many there were."""
+        return int(self.sql(
+            'SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity '
+            f'WHERE usename = {quote_literal(user)}') or 0)
+
+    def url(self, user, password, dbname='postgres'):
+        q = functools.partial(urllib.parse.quote, safe='')
+        return (f'postgresql://{q(user)}:{q(password)}@{self.host}:'
+                f'{self.port}/{q(dbname)}')
+
+    def keyvalue(self, user, password, dbname='postgres'):
+        """The same as url(), in key=value syntax."""
+        def q(v):
+            return "'" + v.replace('\\', '\\\\').replace("'", "\\'") + "'"
+        return (f'host={self.host} port={self.port} user={q(user)} '
+                f'password={q(password)} dbname={q(dbname)}')
+
+    def can_connect(self, conninfo, timeout=DEFAULT_TIMEOUT):
+        """See the module-level can_connect()."""
+        return can_connect(conninfo, timeout)
+
+
+# --------------------------------------------------------------------------
+# The wire protocol
+
+def frame_bytes(body):
+    """Header + body, without any check: for sending broken frames."""
+    return struct.pack('>I', len(body)) + body
+
+
+def encode_frame(obj):
+    """One msgpack frame; ProtocolError when the body is over FRAME_MAX."""
+    body = msgpack.packb(obj, use_bin_type=True)
+    if len(body) > FRAME_MAX:
+        raise ProtocolError(f'frame body of {len(body)} bytes is over '
+                            f'{FRAME_MAX}')
+    return frame_bytes(body)
+
+
+def _decode_body(body):
+    try:
+        msg = msgpack.unpackb(body, raw=False)
+    except Exception as e:
+        raise ProtocolError(f'bad msgpack body: {e}') from e
+    if not isinstance(msg, dict) or not isinstance(msg.get('type'), str):
+        raise ProtocolError(f'body is not a map with a "type": {msg!r:.200}')
+    return msg
+
+
+class Client:
+    """A protocol client over a unix stream socket.  Every blocking call
+    takes a timeout (default 5 s) and raises TimeoutError rather than hang.
+    Messages read while waiting for something else (updates that arrive
+    before a reply) are queued and handed out by later calls."""
+
+    def __init__(self, path, timeout=DEFAULT_TIMEOUT):
+        self.path = path
+        self.timeout = timeout
+        self._buf = bytearray()
+        self._queue = collections.deque()
+        self._next_id = 1
+        self._broken = None  # the error that made the stream unusable
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.sock.settimeout(timeout * TIMEOUT_SCALE)
+            self.sock.connect(path)
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self.sock.close()
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    # -- sending
+
+    def send_raw(self, data, timeout=None):
+        """Sends bytes as they are."""
+        self.sock.settimeout((timeout or self.timeout) * TIMEOUT_SCALE)
+        try:
+            self.sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError) as e:
+            raise ConnectionClosed(f'peer closed: {e}') from e
+
+    def send(self, msg, timeout=None):
+        """Sends one message (a dict) with no reply expected."""
+        self.send_raw(encode_frame(msg), timeout)
+
+    # -- receiving
+
+    def _fill(self, deadline):
+        left = _left(deadline)
+        if left <= 0:
+            raise TimeoutError('timed out waiting for the agent')
+        self.sock.settimeout(left)
+        try:
+            data = self.sock.recv(65536)
+        except socket.timeout:
+            raise TimeoutError('timed out waiting for the agent') from None
+        except ConnectionResetError:
+            data = b''
+        if not data:
+            self._broken = ConnectionClosed('peer closed the connection')
+            raise self._broken
+        self._buf += data
+
+    def _read_frame(self, deadline):
+        if self._broken:
+            raise self._broken
+        while len(self._buf) < FRAME_HEADER:
+            self._fill(deadline)
+        (n,) = struct.unpack('>I', self._buf[:FRAME_HEADER])
+        if n > FRAME_MAX:
+            # Refused on the header alone, like the C reader: nothing is
+            # read or kept for such a frame, and the stream is dead.
+            self._broken = ProtocolError(
+                f'peer announced a {n}-byte frame, over the {FRAME_MAX} limit')
+            self.sock.close()
+            raise self._broken
+        while len(self._buf) < FRAME_HEADER + n:
+            self._fill(deadline)
+        body = bytes(self._buf[FRAME_HEADER:FRAME_HEADER + n])
+        del self._buf[:FRAME_HEADER + n]
+        return _decode_body(body)
+
+    def _wait(self, match, timeout, what):
+        for i, m in enumerate(self._queue):
+            if match(m):
+                del self._queue[i]
+                return m
+        deadline = _deadline(self.timeout if timeout is None else timeout)
+        while True:
+            try:
+                m = self._read_frame(deadline)
+            except TimeoutError:
+                raise TimeoutError(f'timed out waiting for {what}; queued: '
+                                   f'{list(self._queue)!r:.500}') from None
+            except ConnectionClosed as e:
+                raise ConnectionClosed(f'{e} while waiting for {what}; '
+                                       f'queued: {list(self._queue)!r:.500}'
+                                       ) from None
+            if match(m):
+                return m
+            self._queue.append(m)
+
+    def recv(self, timeout=None):
+        """The next message of any type (queued ones first)."""
+        if self._queue:
+            return self._queue.popleft()
+        return self._wait(lambda m: True, timeout, 'a message')
+
+    def pending(self):
+        """Messages read but not yet handed out, without blocking."""
+        return list(self._queue)
+
+    def wait_closed(self, timeout=None):
+        """Waits for the peer to close; returns the messages that came
+        first (queued ones included).  TimeoutError if it stays open."""
+        got = list(self._queue)
+        self._queue.clear()
+        deadline = _deadline(self.timeout if timeout is None else timeout)
+        while True:
+            try:
+                got.append(self._read_frame(deadline))
+            except ConnectionClosed:
+                return got
+            except TimeoutError:
+                raise TimeoutError(f'peer did not close; got {got!r:.500}'
+                                   ) from None
+
+    # -- requests
+
+    def request(self, msg, timeout=None):
+        """Sends msg with a fresh "id"; returns the reply with that id."""
+        msg = dict(msg)
+        rid = msg['id'] = self._next_id
+        self._next_id += 1
+        self.send(msg, timeout)
+        return self._wait(lambda m: m.get('id') == rid, timeout,
+                          f'the reply to {msg.get("type")} id {rid}')
+
+    def hello(self, name='pytest', pid=None, version=PROTOCOL_VERSION,
+              timeout=None, **extra):
+        """Sends hello; returns the agent's hello or error reply."""
+        msg = {'type': 'hello', 'version': version, 'name': name,
+               'pid': os.getpid() if pid is None else pid}
+        msg.update(extra)
+        self.send(msg, timeout)
+        return self._wait(lambda m: m['type'] in ('hello', 'error'), timeout,
+                          'the hello reply')
+
+    def subscribe(self, targets, timeout=None):
+        """Subscribes; returns the ok/error reply.  The initial updates sent
+        before it are queued for next_update()."""
+        if isinstance(targets, str):
+            targets = [targets]
+        return self.request({'type': 'subscribe', 'targets': list(targets)},
+                            timeout)
+
+    def next_update(self, timeout=None, target=None):
+        """The next update (for target, if given); TimeoutError if none."""
+        return self._wait(lambda m: m['type'] == 'update' and
+                          (target is None or m.get('target') == target),
+                          timeout, f'an update for {target or "any target"}')
+
+    def expect_no_update(self, within=0.3, target=None):
+        """Fails if an update (for target) arrives within `within` s."""
+        try:
+            u = self.next_update(within, target)
+        except TimeoutError:
+            return
+        raise AssertionError(f'unexpected update: {_masked(u)}')
+
+    def ack(self, target, generation, timeout=None):
+        self.send({'type': 'ack', 'target': target,
+                   'generation': generation}, timeout)
+
+    def status(self, timeout=None):
+        return self.request({'type': 'status'}, timeout)
+
+    def reload(self, timeout=None):
+        return self.request({'type': 'reload'}, timeout)
+
+
+def _masked(update):
+    u = dict(update)
+    if 'conninfo' in u:
+        u['conninfo'] = '(hidden)'
+    return u
+
+
+def _status(source, timeout):
+    if isinstance(source, dict):
+        st = source
+    elif isinstance(source, Client):
+        st = source.status(timeout)
+    elif isinstance(source, Agent):
+        with source.client(timeout=timeout) as c:
+            st = c.status(timeout)
+    else:
+        raise TypeError(f'expected a Client, Agent or status dict: {source!r}')
+    if st.get('type') != 'status':
+        raise HarnessError(f'status request failed: {st!r}')
+    return st
+
+
+def target_status(source, name, timeout=None):
+    """The status entry of target name, from a Client, an Agent (a new
+    connection each call) or a status reply.  KeyError if absent."""
+    for t in _status(source, timeout).get('targets', []):
+        if t.get('name') == name:
+            return t
+    raise KeyError(f'no target {name!r} in status')
+
+
+def file_status(source, path, timeout=None):
+    """The status entry of an env file (compared by realpath too)."""
+    files = _status(source, timeout).get('files', [])
+    for f in files:
+        if f.get('path') == path:
+            return f
+    for f in files:
+        if os.path.realpath(f.get('path', '')) == os.path.realpath(path):
+            return f
+    raise KeyError(f'no file {path!r} in status')
+
+
+def wait_for(predicate, timeout=DEFAULT_TIMEOUT, interval=0.01,
+             what='condition'):
+    """Polls predicate() until it returns something true, and returns that.
+    An exception from predicate counts as "not yet" (the last one is shown).
+    Raises AssertionError naming `what` on timeout."""
+    deadline = _deadline(timeout)
+    last_exc = None
+    while True:
+        try:
+            v = predicate()
+            if v:
+                return v
+        except Exception as e:
+            last_exc = e
+        if _left(deadline) <= 0:
+            msg = f'timed out after {timeout * TIMEOUT_SCALE:g} s ' \
+                  f'waiting for {what}'
+            if last_exc is not None:
+                msg += f' (last error: {last_exc!r})'
+            raise AssertionError(msg) from last_exc
+        time.sleep(interval)
+
+
+# --------------------------------------------------------------------------
+# Processes
+
+def _search_from(pattern, text, start):
+    return re.compile(pattern, re.M).search(text, start)
+
+
+class Agent:
+    """dbswapd, run as
+    dbswapd --socket SOCK --env FILE... [--target NAME...] [args...]
+    with stdout and stderr in files of a temp dir (kept across restarts).
+
+    wait_log() searches from a cursor that each match moves past, so a
+    sequence of waits follows the log in order; since=0 searches it all,
+    mark() moves the cursor to the end."""
+
+    def __init__(self, env_files=(), targets=(), args=(), env=None, sock=None,
+                 binary=None, start=True, timeout=DEFAULT_TIMEOUT):
+        self.binary = _binary(binary, 'DBSWAPD')
+        self.env_files = [env_files] if isinstance(env_files, str) \
+            else list(env_files)
+        self.targets = [targets] if isinstance(targets, str) else list(targets)
+        self.args = list(args)
+        self.env = dict(os.environ)
+        self.env.update(env or {})
+        self.proc = None
+        self.returncode = None
+        self._cursor = 0
+        self._pid_key = None
+        self.dir = self._dir_key = None
+        self._key = _register(self.close)
+        self.dir, self._dir_key = _mkdtemp('dbswap-agent-')
+        self.sock = sock or os.path.join(self.dir, 'dbswapd.sock')
+        self.stdout_path = os.path.join(self.dir, 'stdout')
+        self.stderr_path = os.path.join(self.dir, 'stderr')
+        if start:
+            try:
+                self.start(timeout)
+            except BaseException:
+                self.close()
+                raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    @property
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def argv(self):
+        argv = _wrapper() + self.binary + ['--socket', self.sock]
+        for f in self.env_files:
+            argv += ['--env', f]
+        for t in self.targets:
+            argv += ['--target', t]
+        return argv + self.args
+
+    def start(self, timeout=DEFAULT_TIMEOUT):
+        """Starts the agent; returns once its socket accepts a connection."""
+        if self.running:
+            raise HarnessError('agent already running')
+        with open(self.stdout_path, 'ab') as out, \
+                open(self.stderr_path, 'ab') as err:
+            self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
+                                         stdout=out, stderr=err, env=self.env)
+        self.returncode = None
+        self._pid_key = _watch_pid(self.proc.pid)
+        deadline = _deadline(timeout)
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                self._reap()
+                raise ProcessError(f'dbswapd exited with status {rc} before '
+                                   f'listening; stderr:\n{_tail(self.log())}')
+            if os.path.exists(self.sock):
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    s.settimeout(1)
+                    s.connect(self.sock)
+                    return
+                except OSError:
+                    pass  # not listening yet, or a stale socket file
+                finally:
+                    s.close()
+            if _left(deadline) <= 0:
+                self.kill()
+                raise ProcessError(f'dbswapd did not listen on {self.sock} '
+                                   f'within {timeout} s; stderr:\n'
+                                   f'{_tail(self.log())}')
+            time.sleep(0.01)
+
+    def _reap(self):
+        self.returncode = self.proc.wait()
+        _unwatch(self._pid_key)
+        self._pid_key = None
+        return self.returncode
+
+    def stop(self, timeout=DEFAULT_TIMEOUT):
+        """SIGTERM, then SIGKILL after timeout.  Returns the exit status
+        (negative: killed by that signal)."""
+        if self.proc is None:
+            return None
+        _stop_process(self.proc, timeout)
+        return self._reap()
+
+    def kill(self):
+        """SIGKILL; returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.kill()
+        return self._reap()
+
+    def restart(self, timeout=DEFAULT_TIMEOUT, kill=False):
+        """Stops (or kills) the agent and starts it again, same arguments."""
+        self.kill() if kill else self.stop(timeout)
+        self.start(timeout)
+
+    def send_signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def close(self):
+        """Stops the agent and removes its temp dir.  Idempotent."""
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                self.stop()
+            elif self.proc is not None:
+                self._reap()
+            _rmtree(self.dir, self._dir_key)
+            self._dir_key = None
+        finally:
+            _unregister(self._key)
+
+    def log(self):
+        """The agent's stderr so far (all runs)."""
+        return _read_text(self.stderr_path)
+
+    def stdout(self):
+        return _read_text(self.stdout_path)
+
+    def mark(self):
+        """Makes later wait_log() calls ignore everything logged so far."""
+        self._cursor = len(self.log())
+        return self._cursor
+
+    def wait_log(self, regex, timeout=DEFAULT_TIMEOUT, since=None):
+        """Waits for a line matching regex (re.M) in the log; returns the
+        match.  TimeoutError if none comes; ProcessError if the agent has
+        exited and the log does not have it."""
+        start = self._cursor if since is None else since
+        deadline = _deadline(timeout)
+        while True:
+            dead = self.proc is None or self.proc.poll() is not None
+            text = self.log()
+            m = _search_from(regex, text, start)
+            if m:
+                if since is None:
+                    self._cursor = m.end()
+                return m
+            if dead:
+                raise ProcessError(f'dbswapd is not running and its log has '
+                                   f'no {regex!r}; log:\n{_tail(text)}')
+            if _left(deadline) <= 0:
+                raise TimeoutError(f'no {regex!r} in the dbswapd log within '
+                                   f'{timeout} s; log:\n{_tail(text)}')
+            time.sleep(0.01)
+
+    def client(self, hello=True, timeout=DEFAULT_TIMEOUT, name='pytest'):
+        """A Client connected to this agent, after a successful hello."""
+        c = Client(self.sock, timeout=timeout or DEFAULT_TIMEOUT)
+        if hello:
+            try:
+                r = c.hello(name=name)
+                if r.get('type') != 'hello':
+                    raise HarnessError(f'hello refused: {r!r}')
+            except BaseException:
+                c.close()
+                raise
+        return c
+
+
+class Subscriber:
+    """The libdbswap test subscriber: subscriber --socket SOCK TARGET.
+    Its stdout lines are collected by a thread.  wait_line() searches from
+    a cursor that each match moves past (since=0: all lines)."""
+
+    _UPDATE = re.compile(r'^update (\S+) (\d+) ?(.*)$')
+    _CONNECT = re.compile(r'^connect (\d+) (ok|fail) ?(.*)$')
+
+    def __init__(self, sock, target, args=(), env=None, binary=None):
+        self.target = target
+        self._lines = []
+        self._cond = threading.Condition()
+        self._eof = False
+        self._cursor = 0
+        self._pid_key = None
+        self.proc = None
+        self.returncode = None
+        self._key = _register(self.close)
+        try:
+            self.dir, self._dir_key = _mkdtemp('dbswap-sub-')
+            self.stderr_path = os.path.join(self.dir, 'stderr')
+            full_env = dict(os.environ)
+            full_env.update(env or {})
+            argv = _wrapper() + _binary(binary, 'DBSWAP_TEST_SUBSCRIBER') + \
+                ['--socket', sock] + list(args) + [target]
+            with open(self.stderr_path, 'ab') as err:
+                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                             stdout=subprocess.PIPE,
+                                             stderr=err, env=full_env)
+            self._pid_key = _watch_pid(self.proc.pid)
+            self._thread = threading.Thread(target=self._reader, daemon=True,
+                                            name=f'subscriber-{target}')
+            self._thread.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def _reader(self):
+        for raw in iter(self.proc.stdout.readline, b''):
+            line = raw.decode('utf-8', 'replace').rstrip('\n')
+            with self._cond:
+                self._lines.append(line)
+                self._cond.notify_all()
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    def lines(self):
+        with self._cond:
+            return list(self._lines)
+
+    def stderr(self):
+        return _read_text(self.stderr_path)
+
+    def mark(self):
+        with self._cond:
+            self._cursor = len(self._lines)
+            return self._cursor
+
+    def wait_line(self, regex, timeout=DEFAULT_TIMEOUT, since=None):
+        """Waits for a stdout line matching regex; returns the match.
+        TimeoutError if none comes, ProcessError if stdout ends first."""
+        pat = re.compile(regex)
+        deadline = _deadline(timeout)
+        with self._cond:
+            i = self._cursor if since is None else since
+            while True:
+                while i < len(self._lines):
+                    m = pat.search(self._lines[i])
+                    i += 1
+                    if m:
+                        if since is None:
+                            self._cursor = i
+                        return m
+                if self._eof:
+                    raise ProcessError(
+                        f'subscriber ended without {regex!r}; lines: '
+                        f'{self._lines[-20:]!r}; stderr:\n'
+                        f'{_tail(self.stderr())}')
+                left = _left(deadline)
+                if left <= 0:
+                    raise TimeoutError(
+                        f'subscriber printed no {regex!r} within {timeout} s;'
+                        f' lines: {self._lines[-20:]!r}; stderr:\n'
+                        f'{_tail(self.stderr())}')
+                self._cond.wait(left)
+
+    def updates(self):
+        """[(generation, conninfo)] for every update line so far."""
+        return [(int(m.group(2)), m.group(3)) for m in
+                map(self._UPDATE.match, self.lines()) if m]
+
+    def connects(self):
+        """[(generation, ok, message)] for every connect line so far."""
+        return [(int(m.group(1)), m.group(2) == 'ok', m.group(3)) for m in
+                map(self._CONNECT.match, self.lines()) if m]
+
+    def stop(self, timeout=DEFAULT_TIMEOUT):
+        """SIGTERM, then SIGKILL after timeout; returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.returncode is None:
+            _stop_process(self.proc, timeout)
+            self.returncode = self.proc.wait()
+            _unwatch(self._pid_key)
+            self._pid_key = None
+            self._thread.join(timeout)
+            self.proc.stdout.close()
+        return self.returncode
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        return self.stop()
+
+    def close(self):
+        try:
+            self.stop()
+            _rmtree(getattr(self, 'dir', None), getattr(self, '_dir_key', None))
+            self._dir_key = None
+        finally:
+            _unregister(self._key)
+
+
+# --------------------------------------------------------------------------
+# Writing files the ways real programs do
+
+def _bytes(text):
+    return text.encode() if isinstance(text, str) else bytes(text)
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def write_inplace(path, text, mode=0o600):
+    """Overwrites in place: open without O_TRUNC, write, ftruncate to the
+    new length.  A reader may briefly see new bytes over the old tail."""
+    data = _bytes(text)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, mode)
+    try:
+        _write_all(fd, data)
+        os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)
+
+
+def write_truncate(path, text, mode=0o600):
+    """open(path, 'w'): truncate to empty, then write."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        _write_all(fd, _bytes(text))
+    finally:
+        os.close(fd)
+
+
+def write_rename(path, text, mode=0o600):
+    """Atomic replace: a temp file in the same dir, fsync, rename over."""
+    d, base = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f'.{base}.', dir=d)
+    try:
+        os.fchmod(fd, mode)
+        _write_all(fd, _bytes(text))
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.rename(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_delete_recreate(path, text, mode=0o600, gap=0.0):
+    """unlink, (sleep gap), then create anew: a new inode."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    if gap:
+        time.sleep(gap)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        _write_all(fd, _bytes(text))
+    finally:
+        os.close(fd)
+
+
+def write_slow(path, text, mode=0o600, delay=0.05):
+    """Truncate, write the first half, flush, sleep, write the rest: a
+    reader in between sees a half-written file."""
+    data = _bytes(text)
+    half = len(data) // 2
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        _write_all(fd, data[:half])
+        time.sleep(delay)
+        _write_all(fd, data[half:])
+    finally:
+        os.close(fd)
+
+
+def _k8s_write(d, files, mode):
+    data_link = os.path.join(d, '..data')
+    old = os.readlink(data_link) if os.path.islink(data_link) else None
+    old_names = set(os.listdir(os.path.join(d, old))) if old else set()
+    for name in files:
+        if not name or '/' in name or name.startswith('..'):
+            raise ValueError(f'bad k8s file name {name!r}')
+    # ..2026_04_01_12_00_00.123456789, as Go's os.MkdirTemp names it
+    stamp = time.strftime('..%Y_%m_%d_%H_%M_%S.', time.gmtime())
+    while True:
+        ts = stamp + str(random.randrange(10 ** 8, 10 ** 9))
+        try:
+            os.mkdir(os.path.join(d, ts), 0o755)
+            break
+        except FileExistsError:
+            continue
+    for name, text in files.items():
+        write_truncate(os.path.join(d, ts, name), text, mode)
+    tmp = os.path.join(d, '..data_tmp')
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(ts, tmp)
+    os.rename(tmp, data_link)
+    for name in files:
+        link = os.path.join(d, name)
+        if not os.path.lexists(link):
+            os.symlink(os.path.join('..data', name), link)
+    for name in old_names - set(files):
+        os.unlink(os.path.join(d, name))
+    if old:
+        shutil.rmtree(os.path.join(d, old))
+    return os.path.join(d, ts)
+
+
+def k8s_setup(d, files, mode=0o644):
+    """A fresh Kubernetes AtomicWriter volume in d: files {name: text} in
+    ..<timestamp>/, ..data -> ..<timestamp>, name -> ..data/name.
+    Returns the timestamped dir."""
+    os.makedirs(d, exist_ok=True)
+    if os.path.lexists(os.path.join(d, '..data')):
+        raise HarnessError(f'{d} already has a ..data link')
+    return _k8s_write(d, files, mode)
+
+
+def k8s_update(d, files, mode=0o644):
+    """An AtomicWriter update: a new timestamped dir, ..data_tmp renamed
+    over ..data, links for new names, links of dropped names removed, the
+    old dir removed.  Returns the new timestamped dir."""
+    if not os.path.islink(os.path.join(d, '..data')):
+        raise HarnessError(f'{d} has no ..data link: call k8s_setup first')
+    return _k8s_write(d, files, mode)

@@ -1,0 +1,612 @@
+/*
+ * Unit tests for the .env parser (agent/env.c).
+ *
+ * Usage: test-env [CORPUS_DIR]
+ * With a directory, also parses every good-*.env in it (must succeed) and
+ * every bad-*.env (must fail).  A bad file whose first line is
+ * "# error: LINE:COLUMN" must fail at exactly that place.
+ * Exits 0 when every check passed.
+ */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/env.h"
+#include "common/util.h"
+
+static int failures;
+
+/* Unlike assert(), survives NDEBUG. */
+#define CHECK(cond)                                                              \
+	do {                                                                     \
+		if (!(cond)) {                                                   \
+			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, \
+				__LINE__, #cond);                                \
+			failures++;                                              \
+		}                                                                \
+	} while (0)
+
+/* The lower layers seen by every test: a fixed fake environment. */
+static const char *fake_lookup(const char *name, void *data)
+{
+	static const char *const vars[][2] = {
+		{ "HOME", "/home/test" },
+		{ "PGHOST", "db.internal" },
+		{ "EMPTY", "" },
+		{ "SHADOWED", "from-env" },
+	};
+	size_t i;
+
+	(void)data;
+	for (i = 0; i < ARRAY_SIZE(vars); i++) {
+		if (streq(vars[i][0], name))
+			return vars[i][1];
+	}
+	return NULL;
+}
+
+static int parse(const char *text, struct env_file *f, struct env_error *err)
+{
+	return env_parse(text, strlen(text), fake_lookup, NULL, f, err);
+}
+
+/* text must parse, and name must then have value (NULL: be undefined). */
+#define EXPECT_VALUE(text, name, value) expect_value(__LINE__, text, name, value)
+static void expect_value(int at, const char *text, const char *name, const char *value)
+{
+	struct env_file f;
+	struct env_error err;
+	const char *got;
+	int r = parse(text, &f, &err);
+
+	if (r != 0) {
+		fprintf(stderr, "%s:%d: parse failed (%d) at %u:%u: %s\n", __FILE__, at, r,
+			err.line, err.column, err.message);
+		failures++;
+		return;
+	}
+	got = env_file_get(&f, name);
+	if (value ? !got || !streq(got, value) : got != NULL) {
+		fprintf(stderr, "%s:%d: %s is \"%s\", expected \"%s\"\n", __FILE__, at, name,
+			got ? got : "(unset)", value ? value : "(unset)");
+		failures++;
+	}
+	env_file_fini(&f);
+}
+
+/* text must fail with a message containing msg at line:column. */
+#define EXPECT_ERROR(text, line, column, msg) expect_error(__LINE__, text, strlen(text), line, column, msg)
+static void expect_error(int at, const char *text, size_t len, unsigned line, unsigned column,
+			 const char *msg)
+{
+	struct env_file f;
+	struct env_error err;
+	int r = env_parse(text, len, fake_lookup, NULL, &f, &err);
+
+	if (r != -EINVAL || f.n != 0 || f.entries != NULL) {
+		fprintf(stderr, "%s:%d: expected -EINVAL and an empty result, got %d\n", __FILE__, at, r);
+		failures++;
+		env_file_fini(&f);
+		return;
+	}
+	if (err.line != line || err.column != column || !strstr(err.message, msg)) {
+		fprintf(stderr, "%s:%d: got %u:%u \"%s\", expected %u:%u \"%s\"\n", __FILE__, at,
+			err.line, err.column, err.message, line, column, msg);
+		failures++;
+	}
+}
+
+static void test_basic(void)
+{
+	struct env_file f;
+	int r;
+
+	r = parse("A=1\nexport B=two\n\n  C = 3 \nD=\nA=again\n", &f, NULL);
+	CHECK(r == 0);
+	CHECK(f.n == 5);
+	if (r == 0 && f.n == 5) {
+		CHECK(streq(f.entries[0].name, "A") && streq(f.entries[0].value, "1"));
+		CHECK(f.entries[0].line == 1);
+		CHECK(streq(f.entries[1].name, "B") && streq(f.entries[1].value, "two"));
+		CHECK(streq(f.entries[2].name, "C") && streq(f.entries[2].value, "3"));
+		CHECK(f.entries[2].line == 4);
+		CHECK(streq(f.entries[3].name, "D") && streq(f.entries[3].value, ""));
+		CHECK(f.entries[4].line == 6);
+		CHECK(streq(env_file_get(&f, "A"), "again"));
+		CHECK(env_file_get(&f, "HOME") == NULL); /* lookup is not the file */
+		CHECK(env_file_get(&f, "a") == NULL);    /* case matters */
+	}
+	env_file_fini(&f);
+	CHECK(f.n == 0 && f.entries == NULL);
+	env_file_fini(&f); /* twice is harmless */
+
+	CHECK(parse("", &f, NULL) == 0 && f.n == 0);
+	CHECK(parse("\n\n   \n\t\n", &f, NULL) == 0 && f.n == 0);
+	CHECK(env_parse("A=1", 3, NULL, NULL, &f, NULL) == 0 && f.n == 1);
+	env_file_fini(&f);
+	/* len is honoured: the bytes after it are not read. */
+	CHECK(env_parse("A=12345", 4, NULL, NULL, &f, NULL) == 0);
+	CHECK(f.n == 1 && streq(env_file_get(&f, "A"), "12"));
+	env_file_fini(&f);
+
+	EXPECT_VALUE("_a_9Z=x", "_a_9Z", "x");
+	EXPECT_VALUE("A\t=\tx\t", "A", "x");
+	EXPECT_VALUE("A=  lead and trail  \t ", "A", "lead and trail");
+	EXPECT_VALUE("A=", "A", "");
+	EXPECT_VALUE("A=   ", "A", "");
+	EXPECT_VALUE("A=x\n", "A", "x");
+	EXPECT_VALUE("A=a=b=c", "A", "a=b=c");
+	EXPECT_VALUE("A=it's \"fine\"", "A", "it's \"fine\"");
+	EXPECT_VALUE("A=back\\slash\\n", "A", "back\\slash\\n");
+}
+
+static void test_export(void)
+{
+	EXPECT_VALUE("export A=1", "A", "1");
+	EXPECT_VALUE("export\tA=1", "A", "1");
+	EXPECT_VALUE("  export  \t A = 1", "A", "1");
+	EXPECT_VALUE("exportA=1", "exportA", "1");
+	EXPECT_VALUE("export=1", "export", "1");
+	EXPECT_VALUE("export =1", "export", "1");
+	EXPECT_ERROR("export A\n", 1, 9, "expected '=' after name");
+	EXPECT_ERROR("export\n", 1, 7, "expected '=' after name");
+	EXPECT_ERROR("export  \n", 1, 9, "expected '=' after name");
+	EXPECT_ERROR("export 1A=x\n", 1, 8, "invalid variable name");
+}
+
+static void test_names(void)
+{
+	EXPECT_ERROR("1A=x", 1, 1, "invalid variable name");
+	EXPECT_ERROR("A=1\n  -A=x", 2, 3, "invalid variable name");
+	EXPECT_ERROR("FOO-BAR=x", 1, 4, "invalid variable name");
+	EXPECT_ERROR("FOO.BAR=x", 1, 4, "invalid variable name");
+	EXPECT_ERROR("=x", 1, 1, "invalid variable name");
+	EXPECT_ERROR("A", 1, 2, "expected '=' after name");
+	EXPECT_ERROR("A\n", 1, 2, "expected '=' after name");
+	EXPECT_ERROR("A B=x", 1, 3, "expected '=' after name");
+	EXPECT_ERROR("A:x", 1, 2, "invalid variable name");
+	EXPECT_ERROR("ok=1\nnot a definition\n", 2, 5, "expected '=' after name");
+	EXPECT_ERROR("\xc3\xa9=x", 1, 1, "invalid variable name");
+}
+
+static void test_comments(void)
+{
+	struct env_file f;
+
+	CHECK(parse("# A=1\n   # B=2\n\t#\n#", &f, NULL) == 0 && f.n == 0);
+	EXPECT_VALUE("A=x # comment", "A", "x");
+	EXPECT_VALUE("A=x\t# comment", "A", "x");
+	EXPECT_VALUE("A=x#y", "A", "x#y");
+	EXPECT_VALUE("A=#x", "A", "#x");
+	EXPECT_VALUE("A= #only a comment", "A", "");
+	EXPECT_VALUE("A=x #", "A", "x");
+	EXPECT_VALUE("A=a # b # c", "A", "a");
+	EXPECT_VALUE("A=postgresql://u:p#x@h/db", "A", "postgresql://u:p#x@h/db");
+	EXPECT_VALUE("A=x ## y", "A", "x");
+	/* Comments may say anything, even things that are errors elsewhere. */
+	EXPECT_VALUE("# \"unterminated '${ \\q\nA=1", "A", "1");
+	EXPECT_VALUE("A=1 # \"unterminated '${ \\q", "A", "1");
+}
+
+static void test_crlf(void)
+{
+	struct env_file f;
+
+	CHECK(parse("A=1\r\nB = two \r\n\r\n# c\r\nC='q'\r\nD=\"x\"  # c\r\n", &f, NULL) == 0);
+	CHECK(f.n == 4);
+	if (f.n == 4) {
+		CHECK(streq(env_file_get(&f, "A"), "1"));
+		CHECK(streq(env_file_get(&f, "B"), "two"));
+		CHECK(streq(env_file_get(&f, "C"), "q"));
+		CHECK(streq(env_file_get(&f, "D"), "x"));
+		CHECK(f.entries[2].line == 5);
+	}
+	env_file_fini(&f);
+	EXPECT_VALUE("A=\"one\r\ntwo\"\r\n", "A", "one\ntwo");
+	EXPECT_VALUE("A=${B:-x}\r\n", "A", "x");
+	/* A lone \r is not a line break. */
+	EXPECT_VALUE("A=a\rb\n", "A", "a\rb");
+	EXPECT_ERROR("A=1\r\nB\r\n", 2, 2, "expected '=' after name");
+	EXPECT_ERROR("A='x\r\n'", 1, 3, "unterminated single quote");
+}
+
+static void test_single_quotes(void)
+{
+	EXPECT_VALUE("A='literal ${B} \\n $x \" #'", "A", "literal ${B} \\n $x \" #");
+	EXPECT_VALUE("A=''", "A", "");
+	EXPECT_VALUE("A='  spaced  '", "A", "  spaced  ");
+	EXPECT_VALUE("A='x'  ", "A", "x");
+	EXPECT_VALUE("A='x' # comment", "A", "x");
+	EXPECT_VALUE("A='x'#comment", "A", "x");
+	EXPECT_VALUE("A = \t'x'\nB=2", "B", "2");
+	EXPECT_ERROR("A='x", 1, 3, "unterminated single quote");
+	EXPECT_ERROR("B=1\nA =  'x\ny'", 2, 6, "unterminated single quote");
+	EXPECT_ERROR("A='x'y", 1, 6, "unexpected text after closing quote");
+	EXPECT_ERROR("A='x' y", 1, 7, "unexpected text after closing quote");
+	EXPECT_ERROR("A='x''y'", 1, 6, "unexpected text after closing quote");
+}
+
+static void test_double_quotes(void)
+{
+	struct env_file f;
+
+	EXPECT_VALUE("A=\"a\\nb\\tc\\\"d\\\\e\\$f\"", "A", "a\nb\tc\"d\\e$f");
+	EXPECT_VALUE("A=\"\"", "A", "");
+	EXPECT_VALUE("A=\" # not a comment \"", "A", " # not a comment ");
+	EXPECT_VALUE("A=\"it's\"", "A", "it's");
+	EXPECT_VALUE("A=\"x\" # comment", "A", "x");
+	EXPECT_VALUE("A=\"\\${HOME}\"", "A", "${HOME}");
+	EXPECT_VALUE("A=\"$HOME pa$s $\"", "A", "$HOME pa$s $");
+
+	CHECK(parse("A=\"line 1\n  line 2\n\"\nB=after\n", &f, NULL) == 0);
+	CHECK(f.n == 2);
+	if (f.n == 2) {
+		CHECK(streq(f.entries[0].value, "line 1\n  line 2\n"));
+		CHECK(f.entries[0].line == 1);
+		CHECK(f.entries[1].line == 4); /* line counting goes on after */
+	}
+	env_file_fini(&f);
+
+	EXPECT_ERROR("A=\"x", 1, 3, "unterminated double quote");
+	EXPECT_ERROR("X=1\nA = \"x\n\ny", 2, 5, "unterminated double quote");
+	EXPECT_ERROR("A=\"x\\", 1, 3, "unterminated double quote");
+	EXPECT_ERROR("A=\"ab\\q\"", 1, 6, "unknown escape \\q");
+	EXPECT_ERROR("A=\"\\'\"", 1, 4, "unknown escape \\'");
+	EXPECT_ERROR("A=\"a\\\nb\"", 1, 5, "backslash at end of line");
+	EXPECT_ERROR("A=\"a\\\x01\"", 1, 5, "byte 0x01");
+	EXPECT_ERROR("A=\"x\nyz\"w", 2, 4, "unexpected text after closing quote");
+	EXPECT_ERROR("A=\"x\" \"y\"", 1, 7, "unexpected text after closing quote");
+}
+
+static void test_expansion(void)
+{
+	struct env_file f;
+
+	EXPECT_VALUE("A=x\nB=${A}y", "B", "xy");
+	EXPECT_VALUE("A=x\nA=z\nB=${A}", "B", "z");     /* latest earlier */
+	EXPECT_VALUE("B=${A}\nA=x", "B", "");          /* not later ones */
+	EXPECT_VALUE("A=${HOME}/.cache", "A", "/home/test/.cache");
+	EXPECT_VALUE("A=\"${HOME}/.cache\"", "A", "/home/test/.cache");
+	EXPECT_VALUE("A=${NOPE}", "A", "");
+	EXPECT_VALUE("SHADOWED=\nA=[${SHADOWED}]", "A", "[]"); /* file wins, even empty */
+	EXPECT_VALUE("A=[${SHADOWED}]", "A", "[from-env]");
+	EXPECT_VALUE("HOME=${HOME}/sub", "HOME", "/home/test/sub"); /* self */
+	EXPECT_VALUE("A=${HOME}${PGHOST}", "A", "/home/test" "db.internal");
+	EXPECT_VALUE("A='x y '\nB=${A}", "B", "x y "); /* expansions are not trimmed */
+	EXPECT_VALUE("A=\"\nx\"\nB=${A}", "B", "\nx");
+	/* A bare $ is literal. */
+	EXPECT_VALUE("A=pa$s", "A", "pa$s");
+	EXPECT_VALUE("A=$", "A", "$");
+	EXPECT_VALUE("A=$$ ${HOME}$", "A", "$$ /home/test$");
+	EXPECT_VALUE("A=$HOME", "A", "$HOME");
+	EXPECT_VALUE("A=$}{", "A", "$}{");
+	EXPECT_VALUE("A=\\${HOME}", "A", "\\/home/test"); /* no escapes unquoted */
+
+	/* Defaults. */
+	EXPECT_VALUE("A=${NOPE:-dflt}", "A", "dflt");
+	EXPECT_VALUE("A=${EMPTY:-dflt}", "A", "dflt");
+	EXPECT_VALUE("E=\nA=${E:-dflt}", "A", "dflt");
+	EXPECT_VALUE("A=${HOME:-dflt}", "A", "/home/test");
+	EXPECT_VALUE("A=${NOPE:-}", "A", "");
+	EXPECT_VALUE("A=${NOPE:-a b # c $ '\"}", "A", "a b # c $ '\"");
+	EXPECT_VALUE("A=\"${NOPE:-a\\tb\\\\}\"", "A", "a\tb\\");
+	EXPECT_VALUE("A=\"${NOPE:-a\nb}\"", "A", "a\nb");
+	EXPECT_VALUE("A=${NOPE:-${PGHOST}}:5432", "A", "db.internal:5432");
+	EXPECT_VALUE("A=${NOPE:-${NADA:-deep}}", "A", "deep");
+	EXPECT_VALUE("A=${HOME:-${NADA:-deep}}", "A", "/home/test");
+	EXPECT_VALUE("A=\"${NOPE:-${NADA:-x\\\"y}}\"", "A", "x\"y");
+	EXPECT_VALUE("A=x${NOPE:-  }y", "A", "x  y");
+	EXPECT_VALUE("A=${NOPE:-  }", "A", "  "); /* not trimmed: not literal */
+	/* ENV_NEST_MAX levels are fine, one more is not. */
+	EXPECT_VALUE("A=${N:-${N:-${N:-${N:-${N:-${N:-${N:-${N:-x}}}}}}}}", "A", "x");
+	EXPECT_ERROR("A=${N:-${N:-${N:-${N:-${N:-${N:-${N:-${N:-${N:-x}}}}}}}}}", 1, 43,
+		     "nested too deeply");
+
+	/* Expanded values are copies: later redefinitions do not change them. */
+	CHECK(parse("A=1\nB=${A}\nA=2", &f, NULL) == 0);
+	CHECK(f.n == 3 && streq(env_file_get(&f, "B"), "1"));
+	env_file_fini(&f);
+
+	EXPECT_ERROR("A=${", 1, 3, "unterminated ${");
+	EXPECT_ERROR("A=x${HOME\nB=1", 1, 4, "unterminated ${");
+	EXPECT_ERROR("A=${NOPE:-abc\n}", 1, 3, "unterminated ${");
+	EXPECT_ERROR("A=${NOPE:-${X}", 1, 3, "unterminated ${");
+	EXPECT_ERROR("A=${NOPE:-${X", 1, 11, "unterminated ${");
+	EXPECT_ERROR("A=\"${HOME\"", 1, 4, "unterminated ${");
+	EXPECT_ERROR("A=\"${NOPE:-x\"}\"", 1, 4, "unterminated ${");
+	EXPECT_ERROR("A=\"${NOPE:-x\n", 1, 4, "unterminated ${");
+	EXPECT_ERROR("A=${}", 1, 5, "invalid variable name");
+	EXPECT_ERROR("A=${1A}", 1, 5, "invalid variable name");
+	EXPECT_ERROR("A=${ A}", 1, 5, "invalid variable name");
+	EXPECT_ERROR("A=${A-B}", 1, 6, "expected '}' or ':-'");
+	EXPECT_ERROR("A=${A:=x}", 1, 6, "expected '}' or ':-'");
+	EXPECT_ERROR("A=${A }", 1, 6, "expected '}' or ':-'");
+	EXPECT_ERROR("A=\"${NOPE:-\\q}\"", 1, 12, "unknown escape \\q");
+	/* The default is checked even when it is not used. */
+	EXPECT_ERROR("A=${HOME:-${1}}", 1, 13, "invalid variable name");
+	/* Single-quoted values are not expanded, so nothing to check there. */
+	EXPECT_VALUE("A='${'", "A", "${");
+}
+
+/* Test memory: failing to get it ends the test. */
+static char *grow(char *p, size_t size)
+{
+	p = realloc(p, size);
+	if (!p)
+		abort();
+	return p;
+}
+
+/* A value of exactly n bytes, built by expansion: X holds 1024 bytes. */
+static char *text_of_size(size_t n)
+{
+	size_t cap = 2048 + n / 1024 * 8 + 64, len;
+	char *t = grow(NULL, cap);
+
+	memcpy(t, "X=", 2);
+	memset(t + 2, 'x', 1024);
+	len = 1026;
+	len += (size_t)sprintf(t + len, "\nV=");
+	for (; n >= 1024; n -= 1024)
+		len += (size_t)sprintf(t + len, "${X}");
+	memset(t + len, 'y', n);
+	t[len + n] = '\0';
+	return t;
+}
+
+static void test_limits(void)
+{
+	struct env_file f;
+	struct env_error err;
+	char line[64];
+	char *t;
+	size_t len;
+	int i, r;
+
+	t = text_of_size(ENV_VALUE_MAX);
+	CHECK(parse(t, &f, NULL) == 0);
+	CHECK(f.n == 2 && strlen(env_file_get(&f, "V")) == ENV_VALUE_MAX);
+	env_file_fini(&f);
+	free(t);
+
+	t = text_of_size(ENV_VALUE_MAX + 1);
+	CHECK(parse(t, &f, &err) == -EINVAL);
+	CHECK(err.line == 2 && err.column == 3);
+	CHECK(strstr(err.message, "value too long after expansion"));
+	free(t);
+
+	/* Literal text counts too. */
+	t = text_of_size(0);
+	len = strlen(t);
+	t = grow(t, len + ENV_VALUE_MAX + 2);
+	memset(t + len, 'z', ENV_VALUE_MAX + 1);
+	t[len + ENV_VALUE_MAX + 1] = '\0';
+	CHECK(parse(t, &f, &err) == -EINVAL && strstr(err.message, "too long"));
+	free(t);
+
+	/* The doubling attack stops at the limit, long before it hurts. */
+	t = grow(NULL, 64 * 32);
+	len = (size_t)sprintf(t, "V0=xxxxxxxxxxxxxxxx\n");
+	for (i = 1; i < 40; i++)
+		len += (size_t)sprintf(t + len, "V%d=${V%d}${V%d}\n", i, i - 1, i - 1);
+	CHECK(parse(t, &f, &err) == -EINVAL);
+	/* V12 is 16 << 12 = 65536 bytes, V13 on line 14 one too many. */
+	CHECK(err.line == 14 && err.column == 5);
+	CHECK(strstr(err.message, "value too long after expansion"));
+	free(t);
+
+	/* Many lines that each expand to the limit: the file total stops them. */
+	t = text_of_size(ENV_VALUE_MAX);
+	len = strlen(t);
+	t = grow(t, len + 20 * 32);
+	for (i = 0; i < 20; i++) {
+		snprintf(line, sizeof(line), "\nW%d=${V}", i);
+		strcpy(t + len, line);
+		len += strlen(line);
+	}
+	r = parse(t, &f, &err);
+	CHECK(r == -EINVAL && strstr(err.message, "file too large after expansion"));
+	/* 1 KiB + 65536 * 16 > 1 MiB: X and V then W0..W14 on lines 3..17. */
+	CHECK(err.line == 17);
+	free(t);
+}
+
+static void test_nul(void)
+{
+	static const char text[] = "A=1\nB=x\0y\n";
+	static const char in_comment[] = "# \0\nA=1\n";
+
+	expect_error(__LINE__, text, sizeof(text) - 1, 2, 4, "NUL byte");
+	expect_error(__LINE__, in_comment, sizeof(in_comment) - 1, 1, 3, "NUL byte");
+	expect_error(__LINE__, "\0", 1, 1, 1, "NUL byte");
+}
+
+/* Error messages never show value text, whatever the error. */
+static void test_no_secrets_in_errors(void)
+{
+	static const char *const bad[] = {
+		"A=\"secretvalue",
+		"A=\"secretvalue\\q\"",
+		"A='secretvalue",
+		"A='secretvalue\n'",
+		"A='secretvalue'secretvalue",
+		"A=\"secretvalue\"secretvalue",
+		"A=secretvalue${",
+		"A=secretvalue${secretvalue",
+		"A=secretvalue${secretvalue:-secretvalue",
+		"A=secretvalue${secretvalue-x}",
+		"A=\"secretvalue${NOPE:-secretvalue\"",
+		"A=secretvalue${1secretvalue}",
+		"A=secretvalue\nsecretvalue",
+		"A=secretvalue\nB secretvalue",
+		"A=secretvalue\nB-secretvalue=1",
+	};
+	struct env_file f;
+	struct env_error err;
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(bad); i++) {
+		if (parse(bad[i], &f, &err) != -EINVAL) {
+			fprintf(stderr, "no-secrets case %zu: parse did not fail\n", i);
+			failures++;
+			env_file_fini(&f);
+			continue;
+		}
+		if (strstr(err.message, "secret") || err.message[0] == '\0') {
+			fprintf(stderr, "no-secrets case %zu: message \"%s\"\n", i, err.message);
+			failures++;
+		}
+	}
+}
+
+static void test_null_args(void)
+{
+	struct env_file f;
+
+	CHECK(env_parse("A=${HOME:-x}", 12, NULL, NULL, &f, NULL) == 0);
+	CHECK(f.n == 1 && streq(env_file_get(&f, "A"), "x"));
+	env_file_fini(&f);
+	CHECK(env_parse("A='", 3, NULL, NULL, &f, NULL) == -EINVAL);
+	CHECK(f.n == 0 && f.entries == NULL);
+}
+
+/* Many entries: the array grows and lookups see all of them. */
+static void test_many(void)
+{
+	struct env_file f;
+	char *t = grow(NULL, 1000 * 32);
+	size_t len = 0;
+	int i;
+
+	for (i = 0; i < 1000; i++)
+		len += (size_t)sprintf(t + len, "V%d=${V%d:-0}+\n", i, i > 0 ? i - 1 : 0);
+	CHECK(parse(t, &f, NULL) == 0);
+	CHECK(f.n == 1000);
+	CHECK(f.n == 1000 && f.entries[999].line == 1000);
+	CHECK(f.n == 1000 && strlen(env_file_get(&f, "V999")) == 1001);
+	env_file_fini(&f);
+	free(t);
+}
+
+static char *read_file(const char *path, size_t *len)
+{
+	FILE *fp = fopen(path, "rb");
+	char *buf = NULL;
+	long n;
+
+	if (!fp)
+		return NULL;
+	if (fseek(fp, 0, SEEK_END) == 0 && (n = ftell(fp)) >= 0 && fseek(fp, 0, SEEK_SET) == 0) {
+		buf = malloc((size_t)n + 1);
+		if (buf && fread(buf, 1, (size_t)n, fp) != (size_t)n) {
+			free(buf);
+			buf = NULL;
+		}
+		if (buf) {
+			buf[n] = '\0';
+			*len = (size_t)n;
+		}
+	}
+	fclose(fp);
+	return buf;
+}
+
+static bool has_suffix(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+
+	return n >= m && streq(s + n - m, suffix);
+}
+
+static void corpus_file(const char *dir, const char *name, bool good)
+{
+	char path[4096];
+	struct env_file f;
+	struct env_error err;
+	unsigned line, column;
+	size_t len;
+	char *text;
+	int r;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	text = read_file(path, &len);
+	if (!text) {
+		fprintf(stderr, "%s: cannot read\n", path);
+		failures++;
+		return;
+	}
+	r = env_parse(text, len, fake_lookup, NULL, &f, &err);
+	if (good && r != 0) {
+		fprintf(stderr, "%s:%u:%u: %s (expected to parse)\n", path, err.line, err.column,
+			err.message);
+		failures++;
+	} else if (!good && r != -EINVAL) {
+		fprintf(stderr, "%s: parsed (%d), expected a syntax error\n", path, r);
+		failures++;
+	} else if (!good && sscanf(text, "# error: %u:%u", &line, &column) == 2 &&
+		   (line != err.line || column != err.column)) {
+		fprintf(stderr, "%s: error at %u:%u (%s), expected %u:%u\n", path, err.line,
+			err.column, err.message, line, column);
+		failures++;
+	}
+	env_file_fini(&f);
+	free(text);
+}
+
+static void test_corpus(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int good = 0, bad = 0;
+
+	if (!d) {
+		fprintf(stderr, "%s: cannot open corpus directory\n", dir);
+		failures++;
+		return;
+	}
+	while ((de = readdir(d))) {
+		if (!has_suffix(de->d_name, ".env"))
+			continue;
+		if (strncmp(de->d_name, "good-", 5) == 0) {
+			corpus_file(dir, de->d_name, true);
+			good++;
+		} else if (strncmp(de->d_name, "bad-", 4) == 0) {
+			corpus_file(dir, de->d_name, false);
+			bad++;
+		}
+	}
+	closedir(d);
+	/* An empty or wrong directory must not pass silently. */
+	if (good == 0 || bad == 0) {
+		fprintf(stderr, "%s: %d good and %d bad files, expected some of each\n", dir, good,
+			bad);
+		failures++;
+	}
+	printf("corpus: %d good, %d bad files\n", good, bad);
+}
+
+int main(int argc, char **argv)
+{
+	test_basic();
+	test_export();
+	test_names();
+	test_comments();
+	test_crlf();
+	test_single_quotes();
+	test_double_quotes();
+	test_expansion();
+	test_limits();
+	test_nul();
+	test_no_secrets_in_errors();
+	test_null_args();
+	test_many();
+	if (argc > 1)
+		test_corpus(argv[1]);
+	if (failures) {
+		fprintf(stderr, "test-env: %d check(s) failed\n", failures);
+		return 1;
+	}
+	printf("test-env: all checks passed\n");
+	return 0;
+}

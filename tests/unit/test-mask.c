@@ -1,0 +1,274 @@
+/*
+ * Unit tests for mask_conninfo(): URIs and key=value strings, well formed
+ * and not, must come out with no trace of a password.
+ *
+ * Secrets in the generated cases are built from the marker "QX" around
+ * every special character, so a leak of any fragment shows as "QX" in the
+ * output.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/mask.h"
+#include "common/util.h"
+#include "tests/unit/check.h"
+
+/* Masks in and checks the result against want (NULL: any output) and that
+ * no secret fragment survives. */
+static void check_mask_at(const char *file, int line, const char *in,
+			  const char *want, const char *const *secrets)
+{
+	char *out = mask_conninfo(in);
+
+	if (!out) {
+		fprintf(stderr, "%s:%d: mask_conninfo(\"%s\") returned NULL\n",
+			file, line, in);
+		check_failed++;
+		return;
+	}
+	if (want && strcmp(out, want) != 0) {
+		fprintf(stderr, "%s:%d: mask_conninfo(\"%s\")\n  got  \"%s\"\n"
+				"  want \"%s\"\n",
+			file, line, in, out, want);
+		check_failed++;
+	}
+	for (; secrets && *secrets; secrets++) {
+		if (strstr(out, *secrets)) {
+			fprintf(stderr, "%s:%d: mask_conninfo(\"%s\") = \"%s\" "
+					"leaks \"%s\"\n",
+				file, line, in, out, *secrets);
+			check_failed++;
+		}
+	}
+	free(out);
+}
+
+#define SECRETS(...) ((const char *const[]){ __VA_ARGS__, NULL })
+#define CHECK_MASK(in, want, ...)                                     \
+	check_mask_at(__FILE__, __LINE__, in, want, SECRETS(__VA_ARGS__))
+
+static void test_null_and_empty(void)
+{
+	char *out = mask_conninfo(NULL);
+
+	CHECK_STR(out, "(none)");
+	free(out);
+	out = mask_conninfo("");
+	CHECK_STR(out, "");
+	free(out);
+}
+
+static void test_uri(void)
+{
+	CHECK_MASK("postgresql://app:s3cret@db/x", "postgresql://app:****@db/x",
+		   "s3cret");
+	CHECK_MASK("postgres://app:s3cret@db/x", "postgres://app:****@db/x",
+		   "s3cret");
+	/* No password: nothing to hide, nothing changed. */
+	CHECK_MASK("postgresql://app@db/x", "postgresql://app@db/x", "****");
+	CHECK_MASK("postgresql://db:5432/x", "postgresql://db:5432/x", "****");
+	CHECK_MASK("postgres://", "postgres://", "****");
+	CHECK_MASK("postgresql://app:@db/x", "postgresql://app:****@db/x",
+		   "app:@");
+	/* Multi-host with ports. */
+	CHECK_MASK("postgresql://app:s3cret@h1:5432,h2:5433/x"
+		   "?target_session_attrs=read-write",
+		   "postgresql://app:****@h1:5432,h2:5433/x"
+		   "?target_session_attrs=read-write",
+		   "s3cret");
+	/* A password holding '@', ':' and '/' (not legal in a URI, but
+	 * pasted anyway): everything up to the last '@' goes. */
+	CHECK_MASK("postgresql://app:p@ss:w/rd@db:5432/x",
+		   "postgresql://app:****@db:5432/x", "p@ss", "ss:w", "w/rd",
+		   "rd@");
+	/* Percent-encoded. */
+	CHECK_MASK("postgresql://app:p%40ss%3Aw%2Frd@db/x",
+		   "postgresql://app:****@db/x", "p%40", "%2Frd", "ss%3A");
+	/* Query parameters. */
+	CHECK_MASK("postgresql://app@db/x?password=s3cret",
+		   "postgresql://app@db/x?password=****", "s3cret");
+	CHECK_MASK("postgresql://db/x?sslmode=require&sslpassword=k3y"
+		   "&application_name=a",
+		   "postgresql://db/x?sslmode=require&sslpassword=****"
+		   "&application_name=a",
+		   "k3y");
+	CHECK_MASK("postgresql://app:s3cret@db/x?sslpassword=k3y",
+		   "postgresql://app:****@db/x?sslpassword=****", "s3cret",
+		   "k3y");
+	CHECK_MASK("postgresql://db/x?password=a&password=b3b",
+		   "postgresql://db/x?password=****&password=****", "b3b");
+	CHECK_MASK("postgresql://db/x?password=", "postgresql://db/x?password=****",
+		   "password=&");
+	/* '@' and ':' are legal in a query value. */
+	CHECK_MASK("postgresql://app@db/x?application_name=a:b&password=p@ss",
+		   "postgresql://app@db/x?application_name=a:b&password=****",
+		   "p@ss", "@ss");
+	CHECK_MASK("postgresql://db:5432/x?password=s@cret", NULL, "s@cret",
+		   "cret");
+	CHECK_MASK("postgresql://app@db/x?password=a:b@c3c", NULL, "a:b",
+		   "c3c", "=a");
+	CHECK_MASK("postgresql://app:s3cret@db/x?application_name=me@host",
+		   NULL, "s3cret");
+	/* libpq decodes query keys: an encoded "password" is one. */
+	CHECK_MASK("postgresql://db/x?pass%77ord=s3cret", NULL, "s3cret");
+	CHECK_MASK("postgresql://db/x?%73slpassword=s3cret", NULL, "s3cret");
+	/* Scheme in capitals: not a URI to libpq, still not to be shown. */
+	CHECK_MASK("POSTGRESQL://app:s3cret@db/x?sslmode=require", NULL,
+		   "s3cret");
+	CHECK_MASK("Postgres://app:s3cret@db/x", NULL, "s3cret");
+}
+
+static void test_keyvalue(void)
+{
+	CHECK_MASK("host=db password='s e c' user=app",
+		   "host=db password=**** user=app", "s e c", "'s", "c'");
+	CHECK_MASK("host=db password=s3cret user=app",
+		   "host=db password=**** user=app", "s3cret");
+	CHECK_MASK("password=s3cret", "password=****", "s3cret");
+	CHECK_MASK("password = s3cret host=db", "password = **** host=db",
+		   "s3cret");
+	CHECK_MASK("  host=db\tpassword=\ts3cret  ",
+		   "  host=db\tpassword=\t****  ", "s3cret");
+	CHECK_MASK("sslpassword=k3y host=db sslmode=require",
+		   "sslpassword=**** host=db sslmode=require", "k3y");
+	CHECK_MASK("host=db password=", "host=db password=****", "QX");
+	CHECK_MASK("host=db password='' user=app",
+		   "host=db password=**** user=app", "''");
+	/* Escaped quote and backslash inside quotes. */
+	CHECK_MASK("host=db password='it\\'s s3\\\\cret' user=app",
+		   "host=db password=**** user=app", "s3", "cret", "it",
+		   "\\");
+	/* Escaped space in an unquoted value (libpq accepts it). */
+	CHECK_MASK("host=db password=s3\\ cret user=app",
+		   "host=db password=**** user=app", "s3", "cret");
+	/* Unterminated quote: the rest of the string is the value. */
+	CHECK_MASK("host=db password='s3 cret user=app",
+		   "host=db password=****", "s3", "cret", "user=app");
+	CHECK_MASK("host=db password='s3cret\\'", "host=db password=****",
+		   "s3cret");
+	/* Not key=value after the first pair: unclear shape, masked. */
+	CHECK_MASK("host=db s3cret", NULL, "s3cret");
+	CHECK_MASK("password=my s3cret phrase", NULL, "s3cret", "phrase");
+	CHECK_MASK("host=db user=app s3cret more", NULL, "s3cret", "more");
+	/* Keys are not secret, only their values. */
+	CHECK_MASK("host=db port=5432 dbname=x", "host=db port=5432 dbname=x",
+		   "****");
+	CHECK_MASK("passwordx=y", "passwordx=y", "****");
+}
+
+static void test_garbage(void)
+{
+	/* Neither a URI nor key=value: maybe a bare password. */
+	CHECK_MASK("s3cret", "****", "s3cret");
+	CHECK_MASK("my s3cret pw", "****", "s3cret");
+	CHECK_MASK("postgresql:/app:s3cret@db", "****", "s3cret");
+	CHECK_MASK("'s3cret'", "****", "s3cret");
+}
+
+/* Secrets full of separators, in every place a password may sit. */
+static void test_generated(void)
+{
+	static const char *const uri_secrets[] = {
+		"QX@QX", "QX:QX", "QX/QX", "QX@QX:QX/QX", "QX?QX", "QX?QX@QX",
+		"QX%40QX", "QX&QX", "QX=QX", "QX#QX", "QX'QX", "QX QX",
+	};
+	static const char *const uri_templates[] = {
+		"postgresql://app:%s@db/x",
+		"postgres://app:%s@db:5432/x",
+		"postgresql://app:%s@h1:5432,h2:5433/x?sslmode=require",
+		"postgresql://app:%s@db/x?application_name=me@host&a=b",
+		"postgresql://app:%s@db/x?sslmode=require&sslpassword=QXQX",
+		"postgresql://u@ser:%s@db/x",
+	};
+	static const char *const query_secrets[] = {
+		"QX@QX", "QX:QX", "QX/QX", "QX?QX", "QX%26QX", "QX=QX",
+		"QX'QX", "QX@QX:QX?QX",
+	};
+	static const char *const query_templates[] = {
+		"postgresql://db/x?password=%s",
+		"postgresql://app@db/x?password=%s&sslmode=require",
+		"postgresql://db:5432/x?sslmode=require&password=%s",
+		"postgresql://app@db:5432/x?application_name=a:b&sslpassword=%s",
+		"postgresql://app@db:5432/x?application_name=a@b&password=%s",
+		"postgresql://db/x?pass%%77ord=%s",
+	};
+	static const char *const kv_secrets[] = {
+		"QX QX", "QX'QX", "QX\\QX", "QX=QX", "QX\tQX QX", "QX''QX",
+		"QX\\'QX",
+	};
+	char buf[512], quoted[128];
+
+	for (size_t t = 0; t < ARRAY_SIZE(uri_templates); t++) {
+		for (size_t s = 0; s < ARRAY_SIZE(uri_secrets); s++) {
+			snprintf(buf, sizeof(buf), uri_templates[t],
+				 uri_secrets[s]);
+			CHECK_MASK(buf, NULL, "QX");
+		}
+	}
+	for (size_t t = 0; t < ARRAY_SIZE(query_templates); t++) {
+		for (size_t s = 0; s < ARRAY_SIZE(query_secrets); s++) {
+			snprintf(buf, sizeof(buf), query_templates[t],
+				 query_secrets[s]);
+			CHECK_MASK(buf, NULL, "QX");
+		}
+	}
+	for (size_t s = 0; s < ARRAY_SIZE(kv_secrets); s++) {
+		/* Quote the way libpq reads it: backslash before ' and \. */
+		size_t n = 0;
+		for (const char *p = kv_secrets[s]; *p; p++) {
+			if (*p == '\'' || *p == '\\')
+				quoted[n++] = '\\';
+			quoted[n++] = *p;
+		}
+		quoted[n] = '\0';
+		snprintf(buf, sizeof(buf), "host=db password='%s' user=app",
+			 quoted);
+		CHECK_MASK(buf, "host=db password=**** user=app", "QX");
+		snprintf(buf, sizeof(buf), "password = '%s'", quoted);
+		CHECK_MASK(buf, "password = ****", "QX");
+		snprintf(buf, sizeof(buf), "sslpassword='%s' host=db", quoted);
+		CHECK_MASK(buf, "sslpassword=**** host=db", "QX");
+		/* Unterminated: the rest of the string must go too. */
+		snprintf(buf, sizeof(buf), "host=db password='%s", quoted);
+		CHECK_MASK(buf, "host=db password=****", "QX");
+	}
+}
+
+static void test_long(void)
+{
+	/* Long enough to make the output buffer grow several times. */
+	size_t n = 100000;
+	char *in = malloc(n + 64), *out;
+
+	if (!in)
+		return;
+	strcpy(in, "host=db password='");
+	size_t len = strlen(in);
+	memset(in + len, 'S', n);
+	strcpy(in + len + n, "' user=app");
+	out = mask_conninfo(in);
+	CHECK_STR(out, "host=db password=**** user=app");
+	free(out);
+
+	strcpy(in, "postgresql://app:");
+	len = strlen(in);
+	memset(in + len, 'S', n);
+	strcpy(in + len + n, "@db/x");
+	out = mask_conninfo(in);
+	CHECK_STR(out, "postgresql://app:****@db/x");
+	free(out);
+	free(in);
+}
+
+int main(void)
+{
+	check_watchdog(30);
+	RUN(test_null_and_empty);
+	RUN(test_uri);
+	RUN(test_keyvalue);
+	RUN(test_garbage);
+	RUN(test_generated);
+	RUN(test_long);
+	return check_exit();
+}
