@@ -227,15 +227,42 @@ static bool env_brace_ends(int c, bool dq)
 	return c == ENV_EOF || (!dq && c == '\n') || (dq && c == '"');
 }
 
+static int env_expand(struct env_parser *p, bool dq, unsigned depth);
+
+/* Parses the default of a ${NAME:-default} into the value; pos is at the
+ * ":-".  line and col locate the "${" for errors. */
+static int env_default(struct env_parser *p, bool dq, unsigned depth, unsigned line,
+		       unsigned col)
+{
+	int c, r;
+
+	env_next(p);
+	env_next(p);
+	while ((c = env_peek(p)) != '}') {
+		if (env_brace_ends(c, dq))
+			return env_fail(p, line, col, "unterminated ${");
+		if (env_looking_at(p, "${"))
+			r = env_expand(p, dq, depth + 1);
+		else if (dq && c == '\\')
+			r = env_escape(p);
+		else
+			r = env_put_next(p);
+		if (r < 0)
+			return r;
+	}
+	env_next(p);
+	return 0;
+}
+
 /* Expands the ${...} at pos into the value.  dq says whether it sits in
  * double quotes; depth counts the ${ around it. */
 static int env_expand(struct env_parser *p, bool dq, unsigned depth)
 {
 	unsigned line = p->line, col = env_col(p);
+	size_t start, mark = p->val.len;
 	const char *value;
-	size_t start, mark;
 	char *name;
-	int c, r;
+	int c, r = 0;
 
 	if (depth >= ENV_NEST_MAX)
 		return env_fail(p, line, col, "${ nested too deeply");
@@ -258,32 +285,19 @@ static int env_expand(struct env_parser *p, bool dq, unsigned depth)
 	name = strndup(p->text + start, p->pos - start);
 	if (!name)
 		return -ENOMEM;
-	value = env_value_of(p, name);
-	free(name);
-	if (c == '}') {
+	/* The default is parsed even when it is not used, to find its end
+	 * and report its errors; it is dropped below if the name is set. */
+	if (c == ':')
+		r = env_default(p, dq, depth, line, col);
+	else
 		env_next(p);
-		return value ? env_put(p, value, strlen(value)) : 0;
-	}
-
-	env_next(p);
-	env_next(p);
-	/* Parse the default even when it is not used, to find its end and
-	 * report its errors; drop it afterwards if the name is set. */
-	mark = p->val.len;
-	while ((c = env_peek(p)) != '}') {
-		if (env_brace_ends(c, dq))
-			return env_fail(p, line, col, "unterminated ${");
-		if (env_looking_at(p, "${"))
-			r = env_expand(p, dq, depth + 1);
-		else if (dq && c == '\\')
-			r = env_escape(p);
-		else
-			r = env_put_next(p);
-		if (r < 0)
-			return r;
-	}
-	env_next(p);
-	if (value && *value) {
+	/* Looked up only now: the default may have called lookup, which
+	 * can invalidate an earlier result. */
+	value = r == 0 ? env_value_of(p, name) : NULL;
+	free(name);
+	if (r < 0)
+		return r;
+	if (value && (c == '}' || *value)) {
 		env_buf_truncate(&p->val, mark);
 		return env_put(p, value, strlen(value));
 	}
@@ -470,10 +484,12 @@ static int env_parse_line(struct env_parser *p)
 /* A NUL byte is an error wherever it is, even in a comment. */
 static int env_check_nul(struct env_parser *p)
 {
-	const char *nul = memchr(p->text, '\0', p->len);
-	const char *s, *line_start = p->text;
+	const char *nul, *s, *line_start = p->text;
 	unsigned line = 1;
 
+	if (p->len == 0) /* text may then be NULL, which memchr must not see */
+		return 0;
+	nul = memchr(p->text, '\0', p->len);
 	if (!nul)
 		return 0;
 	for (s = p->text; s < nul; s++) {

@@ -96,8 +96,8 @@ struct env_error {
 	char message[200];     /* never contains value text */
 };
 
-/* Parses len bytes of text.  lookup may be NULL (nothing is defined below
- * this file); err may be NULL.
+/* Parses len bytes of text; text may be NULL when len is 0.  lookup may be
+ * NULL (nothing is defined below this file); err may be NULL.
  * Returns 0 and fills *out, which the caller must env_file_fini().
  * Returns -EINVAL on a syntax error and fills *err, or -ENOMEM; either way
  * *out is left empty and needs no fini. */

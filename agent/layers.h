@@ -17,9 +17,11 @@
 
 #include "env.h"
 
-/* Largest env file read.  Real ones are a few KiB; this bounds memory when
- * a file is replaced by something that is not an env file. */
-#define LAYERS_FILE_MAX (1024 * 1024)
+/* Largest env file read.  Real ones are a few KiB; this bounds memory and
+ * parse time (expansion lookups are linear in the entries before them, so
+ * a hostile file costs quadratic time: 256 KiB parses in well under a
+ * second) when a file is replaced by something that is not an env file. */
+#define LAYERS_FILE_MAX (256 * 1024)
 
 enum layer_state {
 	LAYER_OK,      /* the current text parsed */

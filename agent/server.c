@@ -154,12 +154,18 @@ static int client_error(struct client *c, const struct ipc_msg *req,
 }
 
 /* A protocol violation: say why, then hang up. */
-static void client_violation(struct client *c, const char *why)
+static void client_violation_code(struct client *c, const char *code,
+				  const char *why)
 {
 	log_warning(CLIENT_FMT ": protocol violation: %s", CLIENT_ARGS(c), why);
-	if (client_error(c, NULL, IPC_ERR_PROTOCOL, "%s", why) < 0)
+	if (client_error(c, NULL, code, "%s", why) < 0)
 		return;
 	client_drop(c, "protocol violation");
+}
+
+static void client_violation(struct client *c, const char *why)
+{
+	client_violation_code(c, IPC_ERR_PROTOCOL, why);
 }
 
 static struct subscription *client_sub(struct client *c,
@@ -412,7 +418,8 @@ static void client_dispatch(struct client *c, const uint8_t *body, size_t len)
 		goto out;
 	}
 	if (!c->hello && m.type != IPC_HELLO) {
-		client_violation(c, "the first message must be hello");
+		client_violation_code(c, IPC_ERR_HELLO_REQUIRED,
+				      "the first message must be hello");
 		goto out;
 	}
 	switch (m.type) {

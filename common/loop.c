@@ -19,6 +19,7 @@ struct loop_source {
 	bool dead;
 	loop_fd_fn *fn;
 	void *data;
+	struct loop_source *prev, *next; /* registered sources */
 	struct loop_source *next_dead;
 };
 
@@ -27,6 +28,7 @@ struct loop_timer {
 	loop_timer_fn *fn;
 	void *data;
 	int64_t deadline; /* -1 when disarmed */
+	uint64_t armed_round; /* loop->round when last armed */
 	struct loop_timer *prev, *next;
 };
 
@@ -34,6 +36,8 @@ struct loop {
 	int epfd;
 	bool quit;
 	struct loop_timer *timers;
+	uint64_t round; /* counts loop_fire_timers() runs */
+	struct loop_source *sources;
 	struct loop_source *dead; /* removed during dispatch, freed after */
 	unsigned n_sources;
 };
@@ -67,6 +71,8 @@ void loop_free(struct loop *loop)
 {
 	if (!loop)
 		return;
+	while (loop->sources)
+		loop_remove_fd(loop->sources);
 	loop_free_dead(loop);
 	while (loop->timers)
 		loop_timer_free(loop->timers);
@@ -93,6 +99,10 @@ int loop_add_fd(struct loop *loop, int fd, uint32_t events, loop_fd_fn *fn,
 		return r;
 	}
 	loop->n_sources++;
+	s->next = loop->sources;
+	if (loop->sources)
+		loop->sources->prev = s;
+	loop->sources = s;
 	if (out)
 		*out = s;
 	return 0;
@@ -120,6 +130,12 @@ void loop_remove_fd(struct loop_source *s)
 	s->dead = true;
 	s->fd = -1;
 	s->loop->n_sources--;
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		s->loop->sources = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
 	/* Events for s may still sit in the current batch: free it later. */
 	s->next_dead = s->loop->dead;
 	s->loop->dead = s;
@@ -146,6 +162,7 @@ struct loop_timer *loop_timer_new(struct loop *loop, loop_timer_fn *fn,
 void loop_timer_arm(struct loop_timer *t, int64_t deadline_ms)
 {
 	t->deadline = deadline_ms < 0 ? 0 : deadline_ms;
+	t->armed_round = t->loop->round;
 }
 
 void loop_timer_arm_in(struct loop_timer *t, int64_t delay_ms)
@@ -195,17 +212,24 @@ static int loop_next_timeout(struct loop *loop)
 static void loop_fire_timers(struct loop *loop)
 {
 	int64_t now = now_ms();
-	struct loop_timer *t;
+	/* Timers armed from here on carry this round's number and wait for
+	 * the next round: one re-armed for "now" or the past never spins. */
+	uint64_t round = ++loop->round;
 
-	/* A callback may free or arm any timer: rescan after each one.  A timer
-	 * re-armed for "now" waits for the next round, never spins here. */
-again:
-	for (t = loop->timers; t; t = t->next) {
-		if (t->deadline >= 0 && t->deadline <= now) {
-			t->deadline = -1;
-			t->fn(t, t->data);
-			goto again;
-		}
+	for (;;) {
+		struct loop_timer *due = NULL;
+
+		/* A callback may free or arm any timer: rescan after each
+		 * one.  Earliest deadline first. */
+		for (struct loop_timer *t = loop->timers; t; t = t->next)
+			if (t->deadline >= 0 && t->deadline <= now &&
+			    t->armed_round != round &&
+			    (!due || t->deadline < due->deadline))
+				due = t;
+		if (!due)
+			return;
+		due->deadline = -1;
+		due->fn(due, due->data);
 	}
 }
 

@@ -112,8 +112,14 @@ static int ipc_walk(const uint8_t **pp, const uint8_t *end, unsigned depth)
 
 int ipc_msgpack_check(const uint8_t *buf, size_t len)
 {
-	const uint8_t *p = buf, *end = buf + len;
-	int r = ipc_walk(&p, end, 0);
+	const uint8_t *p, *end;
+	int r;
+
+	if (len == 0) /* no object; and buf may be NULL */
+		return -EPROTO;
+	p = buf;
+	end = buf + len;
+	r = ipc_walk(&p, end, 0);
 
 	if (r < 0)
 		return r;
@@ -176,6 +182,95 @@ const msgpack_object *ipc_map_get(const msgpack_object *map, const char *key)
 		if (key_is(&map->via.map.ptr[i].key, key))
 			return &map->via.map.ptr[i].val;
 	return NULL;
+}
+
+static int str_cmp(const msgpack_object *x, const msgpack_object *y)
+{
+	if (x->via.str.size != y->via.str.size)
+		return x->via.str.size < y->via.str.size ? -1 : 1;
+	if (!x->via.str.size)
+		return 0;
+	return memcmp(x->via.str.ptr, y->via.str.ptr, x->via.str.size);
+}
+
+static int key_cmp(const void *a, const void *b)
+{
+	return str_cmp(*(const msgpack_object *const *)a,
+		       *(const msgpack_object *const *)b);
+}
+
+/* Whether a map of string keys names one twice.  Small maps (all our
+ * messages) are compared pairwise; large ones are sorted, so a hostile
+ * frame of thousands of keys costs n log n, not n^2. */
+static int map_has_duplicate(const msgpack_object *o)
+{
+	uint32_t n = o->via.map.size;
+	const msgpack_object **keys;
+	bool dup = false;
+
+	if (n <= 32) {
+		for (uint32_t i = 0; i < n; i++)
+			for (uint32_t j = i + 1; j < n; j++)
+				if (str_cmp(&o->via.map.ptr[i].key,
+					    &o->via.map.ptr[j].key) == 0)
+					return 1;
+		return 0;
+	}
+	keys = malloc(n * sizeof(*keys));
+	if (!keys)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < n; i++)
+		keys[i] = &o->via.map.ptr[i].key;
+	qsort(keys, n, sizeof(*keys), key_cmp);
+	for (uint32_t i = 1; i < n && !dup; i++)
+		dup = str_cmp(keys[i - 1], keys[i]) == 0;
+	free(keys);
+	return dup;
+}
+
+/* The rules for every map and string in a body, nested or not, known field
+ * or not (PROTOCOL.md): keys are strings, no key twice in one map, no NUL
+ * in a string.  Returns 0, -EPROTO with *why set, or -ENOMEM.  Recursion
+ * is bounded by IPC_DEPTH_MAX (ipc_msgpack_check ran first). */
+static int ipc_check_tree(const msgpack_object *o, const char **why)
+{
+	int r;
+
+	switch (o->type) {
+	case MSGPACK_OBJECT_STR:
+		if (o->via.str.size &&
+		    memchr(o->via.str.ptr, '\0', o->via.str.size)) {
+			*why = "a string holds a NUL byte";
+			return -EPROTO;
+		}
+		return 0;
+	case MSGPACK_OBJECT_ARRAY:
+		for (uint32_t i = 0; i < o->via.array.size; i++)
+			if ((r = ipc_check_tree(&o->via.array.ptr[i], why)) < 0)
+				return r;
+		return 0;
+	case MSGPACK_OBJECT_MAP:
+		for (uint32_t i = 0; i < o->via.map.size; i++) {
+			const msgpack_object_kv *kv = &o->via.map.ptr[i];
+			if (kv->key.type != MSGPACK_OBJECT_STR) {
+				*why = "a map has a key that is not a string";
+				return -EPROTO;
+			}
+			if ((r = ipc_check_tree(&kv->key, why)) < 0 ||
+			    (r = ipc_check_tree(&kv->val, why)) < 0)
+				return r;
+		}
+		r = map_has_duplicate(o);
+		if (r < 0)
+			return r;
+		if (r) {
+			*why = "a map has the same key twice";
+			return -EPROTO;
+		}
+		return 0;
+	default:
+		return 0;
+	}
 }
 
 /* Copies a msgpack str into a NUL-terminated string, refusing NUL bytes and
@@ -284,9 +379,11 @@ int ipc_msg_decode(struct ipc_msg *m, const uint8_t *body, size_t len,
 		   char *err, size_t errlen)
 {
 	const msgpack_object *root, *type = NULL;
+	const char *why = NULL;
 	unsigned seen = 0;
 	size_t off = 0;
 	char *copy;
+	int r;
 
 	*m = (struct ipc_msg){ 0 };
 	if (len > IPC_FRAME_MAX)
@@ -311,22 +408,16 @@ int ipc_msg_decode(struct ipc_msg *m, const uint8_t *body, size_t len,
 	root = &m->root.data;
 	if (root->type != MSGPACK_OBJECT_MAP)
 		return fail(err, errlen, "message is not a map");
+	r = ipc_check_tree(root, &why);
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0)
+		return fail(err, errlen, "message is malformed: %s", why);
 
 	/* The type first: it decides how some keys read ("targets" is a
-	 * list of names in a subscribe, a tree in a status reply). */
-	for (uint32_t i = 0; i < root->via.map.size; i++) {
-		const msgpack_object *k = &root->via.map.ptr[i].key;
-
-		if (k->type != MSGPACK_OBJECT_STR)
-			return fail(err, errlen, "message has a key that is "
-						 "not a string");
-		if (key_is(k, "type")) {
-			if (type)
-				return fail(err, errlen,
-					    "field \"type\" appears twice");
-			type = &root->via.map.ptr[i].val;
-		}
-	}
+	 * list of names in a subscribe, a tree in a status reply).  Keys are
+	 * strings and unique by now (ipc_check_tree). */
+	type = ipc_map_get(root, "type");
 	if (!type)
 		return fail(err, errlen, "message has no \"type\" field");
 	if (copy_str(type, IPC_NAME_MAX, &m->type_name) < 0)
@@ -336,7 +427,6 @@ int ipc_msg_decode(struct ipc_msg *m, const uint8_t *body, size_t len,
 	for (uint32_t i = 0; i < root->via.map.size; i++) {
 		const msgpack_object *k = &root->via.map.ptr[i].key;
 		const msgpack_object *v = &root->via.map.ptr[i].val;
-		int r;
 
 		for (size_t j = 0; j < ARRAY_SIZE(ipc_keys); j++) {
 			if (!key_is(k, ipc_keys[j].key))
@@ -346,10 +436,6 @@ int ipc_msg_decode(struct ipc_msg *m, const uint8_t *body, size_t len,
 			if (ipc_keys[j].field == F_TARGETS &&
 			    m->type != IPC_SUBSCRIBE)
 				break;
-			if (seen & BIT(ipc_keys[j].field))
-				return fail(err, errlen,
-					    "field \"%s\" appears twice",
-					    ipc_keys[j].key);
 			seen |= BIT(ipc_keys[j].field);
 			r = decode_field(m, ipc_keys[j].field, v);
 			if (r == -ENOMEM)

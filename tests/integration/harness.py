@@ -57,7 +57,8 @@ __all__ = [
     'PgError',
     'PgCluster', 'Agent', 'Client', 'Subscriber',
     'target_status', 'file_status', 'wait_for', 'cleanup_all',
-    'can_connect', 'parse_conninfo', 'encode_frame', 'frame_bytes',
+    'can_connect', 'last_connect_error', 'parse_conninfo', 'quote_ident',
+    'quote_literal', 'encode_frame', 'frame_bytes',
     'write_inplace', 'write_truncate', 'write_rename',
     'write_delete_recreate', 'write_slow', 'k8s_setup', 'k8s_update',
 ]
@@ -246,6 +247,7 @@ def _watch_pid(pid):
 def _at_exit():
     global _watchdog
     cleanup_all()
+    _drop_template()
     with _lock:
         w, _watchdog = _watchdog, None
     if w is not None:
@@ -522,6 +524,81 @@ def last_connect_error():
     return _last_connect_error
 
 
+def _server_user():
+    """subprocess arguments that run a server binary as postgres when we are
+    root (the server refuses to run as root); none otherwise."""
+    if os.geteuid() != 0:
+        return {}
+    pw = pwd.getpwnam('postgres')
+    return dict(user=pw.pw_uid, group=pw.pw_gid, extra_groups=[])
+
+
+def _chown_server(path):
+    run_as = _server_user()
+    if run_as:
+        os.chown(path, run_as['user'], run_as['group'])
+
+
+def _server_cmd(argv, cwd, timeout=60):
+    env = _pg_clean_env()
+    env['LC_ALL'] = 'C'
+    try:
+        return subprocess.run(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=timeout,
+                              **_server_user())
+    except subprocess.TimeoutExpired as e:
+        raise PgError(f'{os.path.basename(argv[0])} timed out') from e
+
+
+def _initdb(parent, password):
+    """initdb into parent/data, superuser postgres with password."""
+    pwfile = os.path.join(parent, 'pwfile')
+    fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, 'w') as f:
+        f.write(password + '\n')
+    _chown_server(pwfile)
+    try:
+        r = _server_cmd([_pg_bin('initdb'), '-A', 'scram-sha-256',
+                         '--pwfile=' + pwfile, '-U', PgCluster.superuser,
+                         '--no-sync', '--no-instructions', '-E', 'UTF8',
+                         '--locale=C', '-D', os.path.join(parent, 'data')],
+                        cwd=parent)
+    finally:
+        os.unlink(pwfile)
+    if r.returncode != 0:
+        raise PgError(f'initdb failed:\n{r.stdout}{r.stderr}')
+
+
+# initdb takes about a second; copying its result a fraction of that.  One
+# template per process, made on first use, removed at exit.
+_template = None  # (dir, superuser password, watchdog key)
+_template_lock = threading.Lock()
+
+
+def _pg_template():
+    global _template
+    with _template_lock:
+        if _template is None:
+            d, key = _mkdtemp('dbswap-pgtpl-')
+            try:
+                _chown_server(d)
+                password = secrets.token_urlsafe(24)
+                _initdb(d, password)
+            except BaseException:
+                _rmtree(d, key)
+                raise
+            _template = (d, password, key)
+        return _template[:2]
+
+
+def _drop_template():
+    global _template
+    with _template_lock:
+        if _template is not None:
+            _rmtree(_template[0], _template[2])
+            _template = None
+
+
 class PgCluster:
     """A PostgreSQL cluster in a temp dir, listening on 127.0.0.1 at a free
     port and on a unix socket in sockdir, password (scram) auth everywhere.
@@ -533,23 +610,20 @@ class PgCluster:
     host = '127.0.0.1'
     superuser = 'postgres'
 
-    def __init__(self, settings=None, start_attempts=5):
-        """settings: extra server settings ({'log_connections': 'on'})."""
+    def __init__(self, settings=None, start_attempts=5, template=True):
+        """settings: extra server settings ({'log_connections': 'on'}).
+        template: copy a data dir initdb'd once per process (the superuser
+        password is then shared by this process's clusters) rather than
+        run initdb again."""
         self.settings = dict(settings or {})
         self.dir = None
         self.port = None
         self.postmaster_pid = None
-        self.superuser_password = secrets.token_urlsafe(24)
         self._dir_key = self._pg_key = None
         self._running = False
         self._key = _register(self.close)
-        self._run_as = {}
-        if os.geteuid() == 0:
-            pw = pwd.getpwnam('postgres')
-            self._run_as = dict(user=pw.pw_uid, group=pw.pw_gid,
-                                extra_groups=[])
         try:
-            self._setup(start_attempts)
+            self._setup(start_attempts, template)
         except BaseException:
             self.close()
             raise
@@ -560,45 +634,30 @@ class PgCluster:
     def __exit__(self, *exc):
         self.close()
 
-    def _chown(self, path):
-        if self._run_as:
-            os.chown(path, self._run_as['user'], self._run_as['group'])
-
     def _server_cmd(self, argv, timeout=60):
-        env = _pg_clean_env()
-        env['LC_ALL'] = 'C'
-        try:
-            r = subprocess.run(argv, cwd=self.dir, env=env,
-                               stdin=subprocess.DEVNULL, capture_output=True,
-                               text=True, timeout=timeout, **self._run_as)
-        except subprocess.TimeoutExpired as e:
-            raise PgError(f'{os.path.basename(argv[0])} timed out') from e
-        return r
+        return _server_cmd(argv, self.dir, timeout)
 
-    def _setup(self, attempts):
+    def _setup(self, attempts, template):
         self.dir, self._dir_key = _mkdtemp('dbswap-pg-')
         os.chmod(self.dir, 0o755)  # lets non-root clients reach sockdir
-        self._chown(self.dir)
+        _chown_server(self.dir)
         self.datadir = os.path.join(self.dir, 'data')
         self.sockdir = os.path.join(self.dir, 'sock')
         self.logfile = os.path.join(self.dir, 'postgres.log')
         os.mkdir(self.sockdir, 0o755)
-        self._chown(self.sockdir)
+        _chown_server(self.sockdir)
 
-        pwfile = os.path.join(self.dir, 'pwfile')
-        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, 'w') as f:
-            f.write(self.superuser_password + '\n')
-        self._chown(pwfile)
-        r = self._server_cmd([_pg_bin('initdb'), '-A', 'scram-sha-256',
-                              '--pwfile=' + pwfile, '-U', self.superuser,
-                              '--no-sync', '--no-instructions', '-E', 'UTF8',
-                              '--locale=C', '-D', self.datadir])
-        os.unlink(pwfile)
-        if r.returncode != 0:
-            raise PgError(f'initdb failed:\n{r.stdout}{r.stderr}')
+        if template:
+            tpl, self.superuser_password = _pg_template()
+            r = self._server_cmd(['cp', '-a', os.path.join(tpl, 'data'),
+                                  self.datadir])
+            if r.returncode != 0:
+                raise PgError(f'copying the template failed: {r.stderr}')
+        else:
+            self.superuser_password = secrets.token_urlsafe(24)
+            _initdb(self.dir, self.superuser_password)
 
-        run_as = self._run_as
+        run_as = _server_user()
         self._pg_key = _watch('pg', pg_ctl=_pg_bin('pg_ctl'),
                               datadir=self.datadir, uid=run_as.get('user'),
                               gid=run_as.get('group'))
@@ -651,17 +710,15 @@ class PgCluster:
     def close(self):
         """Stops the server and removes the directory.  Idempotent."""
         try:
-            if self._running:
+            datadir = getattr(self, 'datadir', None)
+            if self._running or (datadir and os.path.exists(
+                    os.path.join(datadir, 'postmaster.pid'))):
+                self._running = True  # a start that timed out may have run
                 try:
                     self.stop('immediate')
                 except Exception:
                     pass
-                pid = self.postmaster_pid
-                if pid and _proc_starttime(pid) is not None:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except OSError:
-                        pass
+                self._kill_stuck_postmaster(datadir)
                 self._running = False
             _unwatch(self._pg_key)
             self._pg_key = None
@@ -669,6 +726,20 @@ class PgCluster:
             self._dir_key = None
         finally:
             _unregister(self._key)
+
+    @staticmethod
+    def _kill_stuck_postmaster(datadir):
+        # A postmaster that survived pg_ctl stop still has its pid file;
+        # kill it only if that pid really is a postgres on this datadir.
+        try:
+            with open(os.path.join(datadir, 'postmaster.pid')) as f:
+                pid = int(f.readline())
+            with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                if os.fsencode(datadir) not in f.read():
+                    return
+            os.kill(pid, signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
 
     def log(self):
         """The server log so far."""
@@ -751,9 +822,21 @@ def encode_frame(obj):
     return frame_bytes(body)
 
 
+def _strict_map(pairs):
+    # PROTOCOL.md: keys are strings and appear once per map.
+    out = {}
+    for k, v in pairs:
+        if not isinstance(k, str):
+            raise ValueError(f'map key {k!r} is not a string')
+        if k in out:
+            raise ValueError(f'duplicate map key {k!r}')
+        out[k] = v
+    return out
+
+
 def _decode_body(body):
     try:
-        msg = msgpack.unpackb(body, raw=False)
+        msg = msgpack.unpackb(body, raw=False, object_pairs_hook=_strict_map)
     except Exception as e:
         raise ProtocolError(f'bad msgpack body: {e}') from e
     if not isinstance(msg, dict) or not isinstance(msg.get('type'), str):
@@ -1043,6 +1126,9 @@ class Agent:
         self._key = _register(self.close)
         self.dir, self._dir_key = _mkdtemp('dbswap-agent-')
         self.sock = sock or os.path.join(self.dir, 'dbswapd.sock')
+        if len(os.fsencode(self.sock)) >= 108:  # sizeof(sun_path)
+            self.close()
+            raise HarnessError(f'socket path too long: {self.sock}')
         self.stdout_path = os.path.join(self.dir, 'stdout')
         self.stderr_path = os.path.join(self.dir, 'stderr')
         if start:
@@ -1388,7 +1474,9 @@ def write_rename(path, text, mode=0o600):
 
 
 def write_delete_recreate(path, text, mode=0o600, gap=0.0):
-    """unlink, (sleep gap), then create anew: a new inode."""
+    """unlink, (sleep gap), then create anew: a new file, though it may
+    well get the freed inode number back (ext4 and tmpfs reuse it at once),
+    so st_ino alone cannot tell that the file was replaced."""
     try:
         os.unlink(path)
     except FileNotFoundError:

@@ -44,7 +44,8 @@ static int check_failed;
 	do {                                                               \
 		const char *check_a_ = (a), *check_b_ = (b);               \
 		if (!(check_a_ == check_b_ ||                              \
-		      (check_a_ && check_b_ && strcmp(check_a_, check_b_) == 0))) { \
+		      (check_a_ && check_b_ &&                             \
+		       strcmp(check_a_, check_b_) == 0))) {                \
 			fprintf(stderr,                                    \
 				"%s:%d: CHECK failed: %s == %s "           \
 				"(\"%s\" != \"%s\")\n",                    \

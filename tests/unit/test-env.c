@@ -76,7 +76,8 @@ static void expect_value(int at, const char *text, const char *name, const char 
 }
 
 /* text must fail with a message containing msg at line:column. */
-#define EXPECT_ERROR(text, line, column, msg) expect_error(__LINE__, text, strlen(text), line, column, msg)
+#define EXPECT_ERROR(text, line, column, msg) \
+	expect_error(__LINE__, text, strlen(text), line, column, msg)
 static void expect_error(int at, const char *text, size_t len, unsigned line, unsigned column,
 			 const char *msg)
 {
@@ -460,6 +461,26 @@ static void test_no_secrets_in_errors(void)
 	}
 }
 
+/* A lookup whose result lives in one buffer that the next call reuses,
+ * as env.h allows. */
+static const char *reusing_lookup(const char *name, void *data)
+{
+	static char buf[64];
+
+	(void)data;
+	snprintf(buf, sizeof(buf), "v:%s", name);
+	return buf;
+}
+
+static void test_lookup_result_reused(void)
+{
+	struct env_file f;
+
+	CHECK(env_parse("A=${X:-${Y}}", 12, reusing_lookup, NULL, &f, NULL) == 0);
+	CHECK(f.n == 1 && streq(env_file_get(&f, "A"), "v:X"));
+	env_file_fini(&f);
+}
+
 static void test_null_args(void)
 {
 	struct env_file f;
@@ -469,6 +490,7 @@ static void test_null_args(void)
 	env_file_fini(&f);
 	CHECK(env_parse("A='", 3, NULL, NULL, &f, NULL) == -EINVAL);
 	CHECK(f.n == 0 && f.entries == NULL);
+	CHECK(env_parse(NULL, 0, NULL, NULL, &f, NULL) == 0 && f.n == 0);
 }
 
 /* Many entries: the array grows and lookups see all of them. */
@@ -599,6 +621,7 @@ int main(int argc, char **argv)
 	test_limits();
 	test_nul();
 	test_no_secrets_in_errors();
+	test_lookup_result_reused();
 	test_null_args();
 	test_many();
 	if (argc > 1)

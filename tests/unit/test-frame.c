@@ -4,7 +4,6 @@
  * split byte by byte, the size limit exactly and one byte past it (on both
  * sides), the queue bound, end of stream, and a peer that stops reading.
  */
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,7 +214,8 @@ static void test_stream(void)
 	 * is smaller than what is sent. */
 	for (int round = 0; round < 100000 && got < total; round++) {
 		while (sent < total && ipc_queue_pending(&q) < 200000) {
-			CHECK_INT(push_pattern(&q, sent, size_for(sent)), ==, 0);
+			CHECK_INT(push_pattern(&q, sent, size_for(sent)), ==,
+				  0);
 			sent++;
 		}
 		int f = ipc_queue_flush(&q, sv[0]);

@@ -98,7 +98,8 @@ static void test_uri(void)
 		   "k3y");
 	CHECK_MASK("postgresql://db/x?password=a&password=b3b",
 		   "postgresql://db/x?password=****&password=****", "b3b");
-	CHECK_MASK("postgresql://db/x?password=", "postgresql://db/x?password=****",
+	CHECK_MASK("postgresql://db/x?password=",
+		   "postgresql://db/x?password=****",
 		   "password=&");
 	/* '@' and ':' are legal in a query value. */
 	CHECK_MASK("postgresql://app@db/x?application_name=a:b&password=p@ss",
@@ -113,6 +114,14 @@ static void test_uri(void)
 	/* libpq decodes query keys: an encoded "password" is one. */
 	CHECK_MASK("postgresql://db/x?pass%77ord=s3cret", NULL, "s3cret");
 	CHECK_MASK("postgresql://db/x?%73slpassword=s3cret", NULL, "s3cret");
+	CHECK_MASK("postgresql://db/x?passw%6Frd=s3cret&a=b",
+		   "postgresql://db/x?passw%6Frd=****&a=b", "s3cret");
+	CHECK_MASK("postgresql://db/x?passw%6frd=s3cret", NULL, "s3cret");
+	/* Not a valid escape: the key stays as written, not a password. */
+	CHECK_MASK("postgresql://db/x?passw%6=x", "postgresql://db/x?passw%6=x",
+		   "****");
+	/* Keys in capitals: libpq refuses them, they still were meant. */
+	CHECK_MASK("postgresql://db/x?Password=s3cret", NULL, "s3cret");
 	/* Scheme in capitals: not a URI to libpq, still not to be shown. */
 	CHECK_MASK("POSTGRESQL://app:s3cret@db/x?sslmode=require", NULL,
 		   "s3cret");
@@ -155,6 +164,8 @@ static void test_keyvalue(void)
 	CHECK_MASK("host=db port=5432 dbname=x", "host=db port=5432 dbname=x",
 		   "****");
 	CHECK_MASK("passwordx=y", "passwordx=y", "****");
+	CHECK_MASK("PASSWORD=s3cret host=db", "PASSWORD=**** host=db",
+		   "s3cret");
 }
 
 static void test_garbage(void)
@@ -164,6 +175,17 @@ static void test_garbage(void)
 	CHECK_MASK("my s3cret pw", "****", "s3cret");
 	CHECK_MASK("postgresql:/app:s3cret@db", "****", "s3cret");
 	CHECK_MASK("'s3cret'", "****", "s3cret");
+}
+
+/* Copies tmpl into buf with its "%s" replaced by secret (no printf: the
+ * templates are data). */
+static void fill(char *buf, size_t size, const char *tmpl, const char *secret)
+{
+	const char *hole = strstr(tmpl, "%s");
+	size_t pre = hole ? (size_t)(hole - tmpl) : strlen(tmpl);
+
+	snprintf(buf, size, "%.*s%s%s", (int)pre, tmpl, hole ? secret : "",
+		 hole ? hole + 2 : "");
 }
 
 /* Secrets full of separators, in every place a password may sit. */
@@ -189,9 +211,9 @@ static void test_generated(void)
 		"postgresql://db/x?password=%s",
 		"postgresql://app@db/x?password=%s&sslmode=require",
 		"postgresql://db:5432/x?sslmode=require&password=%s",
-		"postgresql://app@db:5432/x?application_name=a:b&sslpassword=%s",
+		"postgresql://app@db/x?application_name=a:b&sslpassword=%s",
 		"postgresql://app@db:5432/x?application_name=a@b&password=%s",
-		"postgresql://db/x?pass%%77ord=%s",
+		"postgresql://db/x?pass%77ord=%s",
 	};
 	static const char *const kv_secrets[] = {
 		"QX QX", "QX'QX", "QX\\QX", "QX=QX", "QX\tQX QX", "QX''QX",
@@ -201,15 +223,15 @@ static void test_generated(void)
 
 	for (size_t t = 0; t < ARRAY_SIZE(uri_templates); t++) {
 		for (size_t s = 0; s < ARRAY_SIZE(uri_secrets); s++) {
-			snprintf(buf, sizeof(buf), uri_templates[t],
-				 uri_secrets[s]);
+			fill(buf, sizeof(buf), uri_templates[t],
+			     uri_secrets[s]);
 			CHECK_MASK(buf, NULL, "QX");
 		}
 	}
 	for (size_t t = 0; t < ARRAY_SIZE(query_templates); t++) {
 		for (size_t s = 0; s < ARRAY_SIZE(query_secrets); s++) {
-			snprintf(buf, sizeof(buf), query_templates[t],
-				 query_secrets[s]);
+			fill(buf, sizeof(buf), query_templates[t],
+			     query_secrets[s]);
 			CHECK_MASK(buf, NULL, "QX");
 		}
 	}
