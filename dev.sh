@@ -3,6 +3,7 @@
 #
 #   ./dev.sh demo   install what is missing, build, run the live demo
 #   ./dev.sh test   install what is missing, build, run every test
+#   ./dev.sh bench  build, run the benchmarks (they print tables)
 #
 # Installing needs root or sudo; everything else runs as the caller.  The
 # build goes to ./build (override with BUILDDIR).  Extra arguments after
@@ -55,13 +56,22 @@ demo)
 	PYTHONPATH=tests/integration PYTHONDONTWRITEBYTECODE=1 \
 		exec /usr/bin/python3 tests/demo.py "$@"
 	;;
+bench)
+	install_deps
+	build
+	DBSWAPD="$BUILDDIR/agent/dbswapd" \
+	DBSWAP_TEST_SUBSCRIBER="$BUILDDIR/tests/subscriber" \
+	DBSWAP_CONNECT_FLOOR="$BUILDDIR/tests/connect-floor" \
+	PYTHONPATH=tests/integration PYTHONDONTWRITEBYTECODE=1 \
+		exec /usr/bin/python3 tests/bench/rotation.py "$@"
+	;;
 test)
 	install_deps
 	build
 	exec meson test -C "$BUILDDIR" --print-errorlogs "$@"
 	;;
 *)
-	echo "usage: ./dev.sh demo | ./dev.sh test [meson test args]" >&2
+	echo "usage: ./dev.sh demo | test [meson test args] | bench" >&2
 	exit 2
 	;;
 esac

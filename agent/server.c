@@ -59,6 +59,8 @@ struct server {
 	unsigned n_clients;
 };
 
+static void server_check_acked(struct server *s, struct target *t);
+
 static void client_free(struct client *c)
 {
 	struct server *s = c->server;
@@ -74,6 +76,9 @@ static void client_free(struct client *c)
 	close(c->fd);
 	ipc_reader_fini(&c->in);
 	ipc_queue_fini(&c->out);
+	/* The last straggler leaving may complete a rotation. */
+	for (size_t i = 0; i < c->n_subs; i++)
+		server_check_acked(s, c->subs[i].target);
 	free(c->subs);
 	free(c->name);
 	free(c);
@@ -297,6 +302,25 @@ static void handle_ack(struct client *c, const struct ipc_msg *m)
 		sub->acked = m->generation;
 	log_debug(CLIENT_FMT " acked %s generation %llu", CLIENT_ARGS(c),
 		  t->name, (unsigned long long)m->generation);
+	server_check_acked(c->server, t);
+}
+
+/* Logs, once per generation, that every subscriber uses it: from then on no
+ * app on this host holds the previous value. */
+static void server_check_acked(struct server *s, struct target *t)
+{
+	unsigned subscribers, acked;
+
+	if (t->generation == 0 || t->all_acked == t->generation)
+		return;
+	server_count(s, t, &subscribers, &acked);
+	if (subscribers == 0 || acked < subscribers)
+		return;
+	t->all_acked = t->generation;
+	log_info("%s: generation %llu acked by all %u subscriber(s), %.1f ms "
+		 "after it was published",
+		 t->name, (unsigned long long)t->generation, subscribers,
+		 (now_us() - t->published_us) / 1000.0);
 }
 
 void server_count(struct server *s, const struct target *t,

@@ -95,6 +95,7 @@ static void target_publish(struct target *t, long long elapsed_us)
 	t->state = TARGET_OK;
 	t->attempts = 0;
 	t->validated_us = elapsed_us;
+	t->published_us = now_us();
 	target_set_error(t, NULL);
 	masked = mask_conninfo(t->conninfo);
 	log_info("%s: generation %llu published: %s (validated in %.1f ms)",

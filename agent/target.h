@@ -52,6 +52,8 @@ struct target {
 	struct loop_timer *retry;
 	unsigned attempts;
 	int64_t validated_us; /* duration of the last successful probe */
+	int64_t published_us; /* now_us() at the last publish */
+	uint64_t all_acked;   /* last generation every subscriber acked */
 };
 
 int target_new(struct agent *a, const char *name, struct target **out);

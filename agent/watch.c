@@ -64,16 +64,30 @@ struct watcher {
 	struct watch_file *files;
 };
 
-/* Notes an event for f: the report is (re)scheduled WATCH_SETTLE_MS from
- * now, but never later than WATCH_HOLD_MAX_MS after the first unreported
- * event, so a stream of events less than WATCH_SETTLE_MS apart cannot
- * postpone it forever. */
-static void watch_touch(struct watch_file *f, int64_t now)
+/* Notes an event for f: the report is (re)scheduled settle_ms from now,
+ * but never later than WATCH_HOLD_MAX_MS after the first unreported event,
+ * so a stream of events less than settle_ms apart cannot postpone it
+ * forever. */
+static void watch_touch(struct watch_file *f, int64_t now, int settle_ms)
 {
 	if (f->first_ms < 0)
 		f->first_ms = now;
-	loop_timer_arm(f->settle, MIN(now + WATCH_SETTLE_MS,
+	loop_timer_arm(f->settle, MIN(now + settle_ms,
 				      f->first_ms + WATCH_HOLD_MAX_MS));
+}
+
+/* How long to wait for more after ev on name: less when the event itself
+ * says a whole new version is in place (a writer closed the file, a file
+ * or the Kubernetes ..data link was renamed in). */
+static int watch_settle_ms(const struct watch_file *f, const char *name,
+			   uint32_t mask)
+{
+	if (name && (mask & IN_CLOSE_WRITE) && streq(name, f->base))
+		return WATCH_SETTLE_DONE_MS;
+	if (name && (mask & IN_MOVED_TO) &&
+	    (streq(name, f->base) || streq(name, "..data")))
+		return WATCH_SETTLE_DONE_MS;
+	return WATCH_SETTLE_MS;
 }
 
 static void watch_touch_dir(struct watch_dir *d, bool gone)
@@ -85,7 +99,7 @@ static void watch_touch_dir(struct watch_dir *d, bool gone)
 			continue;
 		if (gone)
 			f->writing = false;
-		watch_touch(f, now);
+		watch_touch(f, now, WATCH_SETTLE_MS);
 	}
 }
 
@@ -199,7 +213,7 @@ static void watch_handle_event(struct watcher *w,
 		/* Events were lost: every file may have changed. */
 		log_warning("watch: inotify queue overflow, rereading all");
 		for (struct watch_file *f = w->files; f; f = f->next)
-			watch_touch(f, now);
+			watch_touch(f, now, WATCH_SETTLE_MS);
 		return;
 	}
 	for (struct watch_file *f = w->files; f; f = f->next) {
@@ -207,7 +221,7 @@ static void watch_handle_event(struct watcher *w,
 			continue;
 		if (name && streq(name, f->base))
 			watch_track_writer(f, ev->mask);
-		watch_touch(f, now);
+		watch_touch(f, now, watch_settle_ms(f, name, ev->mask));
 	}
 	if (ev->mask & (IN_IGNORED | IN_MOVE_SELF)) {
 		for (struct watch_dir *d = w->dirs; d; d = d->next) {
@@ -430,7 +444,7 @@ int watcher_add(struct watcher *w, const char *path, watch_fn *fn, void *data)
 	/* A missing directory is reported once, so the caller sees the file
 	 * missing; its return is reported again. */
 	if (f->dir->wd < 0)
-		watch_touch(f, now_ms());
+		watch_touch(f, now_ms(), WATCH_SETTLE_MS);
 	return 0;
 
 err_timer:
@@ -450,5 +464,5 @@ void watcher_trigger_all(struct watcher *w)
 	int64_t now = now_ms();
 
 	for (struct watch_file *f = w->files; f; f = f->next)
-		watch_touch(f, now);
+		watch_touch(f, now, WATCH_SETTLE_MS);
 }

@@ -15,8 +15,9 @@
  * `..data_tmp`, `..<timestamp>`), when it is about the directory itself, or
  * on a queue overflow (then every file is concerned).
  *
- * Settling: an event re-arms the file's timer to WATCH_SETTLE_MS from now;
- * when it fires the callback runs once.  While the file is open for writing
+ * Settling: an event re-arms the file's timer to WATCH_SETTLE_MS from now
+ * (WATCH_SETTLE_DONE_MS when the event itself completes a write); when it
+ * fires the callback runs once.  While the file is open for writing
  * (IN_MODIFY or the creation of a regular file seen, IN_CLOSE_WRITE not yet
  * seen) the report is held, for at most WATCH_HOLD_MAX_MS after the first
  * unreported event, so a writer that keeps the file open forever cannot
@@ -53,6 +54,12 @@
  * within a millisecond), short next to the ~21 ms a validating connect
  * costs, so settling adds little to an update's latency. */
 #define WATCH_SETTLE_MS 5
+
+/* Quiet time after an event that itself completes a write: IN_CLOSE_WRITE
+ * on the file, IN_MOVED_TO of the file or of Kubernetes' ..data.  The new
+ * version is whole; the millisecond only merges what the same writer does
+ * right after (a second close, the removal of an old ..data target). */
+#define WATCH_SETTLE_DONE_MS 1
 
 /* Longest a report waits for a writer to close the file, counted from the
  * first unreported event.  A writer that keeps the file open (or whose
