@@ -235,20 +235,25 @@ static void handle_hello(struct client *c, const struct ipc_msg *m)
 static void handle_subscribe(struct client *c, const struct ipc_msg *m)
 {
 	struct agent *a = c->server->agent;
-	struct target *list[IPC_SUBSCRIBE_MAX];
-	size_t n_new = 0;
+	struct target *req[IPC_SUBSCRIBE_MAX]; /* named targets, once each */
+	size_t n_req = 0, n_new = 0;
 
 	/* All or nothing: check every name before subscribing to any. */
 	for (size_t i = 0; i < m->n_targets; i++) {
 		struct target *t = agent_find_target(a, m->targets[i]);
+		bool dup = false;
 		if (!t) {
 			client_error(c, m, IPC_ERR_UNKNOWN_TARGET,
 				     "no target named \"%s\" in this agent",
 				     m->targets[i]);
 			return;
 		}
-		if (!client_sub(c, t))
-			list[n_new++] = t;
+		for (size_t j = 0; j < n_req && !dup; j++)
+			dup = req[j] == t;
+		if (dup)
+			continue;
+		req[n_req++] = t;
+		n_new += client_sub(c, t) == NULL;
 	}
 	if (c->n_subs + n_new > IPC_SUBSCRIBE_MAX) {
 		client_error(c, m, IPC_ERR_LIMIT,
@@ -263,18 +268,18 @@ static void handle_subscribe(struct client *c, const struct ipc_msg *m)
 		return;
 	}
 	c->subs = subs;
-	for (size_t i = 0; i < n_new; i++) {
-		c->subs[c->n_subs++] = (struct subscription){ list[i], 0 };
+	for (size_t i = 0; i < n_req; i++) {
+		if (client_sub(c, req[i]))
+			continue;
+		c->subs[c->n_subs++] = (struct subscription){ req[i], 0 };
 		log_info(CLIENT_FMT " subscribed to %s", CLIENT_ARGS(c),
-			 list[i]->name);
+			 req[i]->name);
 	}
 	/* Current values first, then ok: a client that saw ok is up to
 	 * date. */
-	for (size_t i = 0; i < m->n_targets; i++) {
-		struct target *t = agent_find_target(a, m->targets[i]);
-		if (t->conninfo && client_send_update(c, t) < 0)
+	for (size_t i = 0; i < n_req; i++)
+		if (req[i]->conninfo && client_send_update(c, req[i]) < 0)
 			return;
-	}
 	client_ok(c, m);
 }
 

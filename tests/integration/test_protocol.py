@@ -139,6 +139,17 @@ class Protocol(ClusterTest):
         self.assertEqual(first['reason'], 'rotation')
         self.assertEqual((second['type'], second['id']), ('ok', 42))
 
+    def test_same_target_twice_counts_once(self):
+        c = self.hello()
+        c.send({'type': 'subscribe', 'id': 5,
+                'targets': ['DATABASE_URL', 'DATABASE_URL']})
+        self.assertEqual(c.recv(timeout=5)['type'], 'update')
+        self.assertEqual(c.recv(timeout=5)['type'], 'ok')
+        r = c.subscribe(['DATABASE_URL'])
+        self.assertEqual(r['type'], 'ok')
+        self.assertEqual(h.target_status(self.agent, 'DATABASE_URL')
+                         ['subscribers'], 1)
+
     def test_status_shape(self):
         c = self.hello()
         st = c.status()
