@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "env.h"
+#include "common/env.h"
 
 /* Largest env file read.  Real ones are a few KiB; this bounds memory and
  * parse time (expansion lookups are linear in the entries before them, so

@@ -1,5 +1,5 @@
 /*
- * Unit tests for the .env parser (agent/env.c).
+ * Unit tests for the .env parser (common/env.c).
  *
  * Usage: test-env [CORPUS_DIR]
  * With a directory, also parses every good-*.env in it (must succeed) and
@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "agent/env.h"
+#include "common/env.h"
 #include "common/util.h"
 
 static int failures;
