@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "keys.h"
 #include "layers.h"
 
 struct loop;
@@ -18,7 +19,13 @@ struct target;
 struct agent {
 	struct loop *loop;
 	struct watcher *watcher;
+	struct keys keys;
 	struct layers layers;
+	/* Counts evaluations of the env files (each file change, each
+	 * reload): status reports which evaluation read a file and which set
+	 * a target's value, so `dbswapctl set --wait` can tell what its write
+	 * caused. */
+	uint64_t eval_seq;
 	struct target **targets;
 	size_t n_targets;
 	struct server *server;

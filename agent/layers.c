@@ -2,18 +2,22 @@
  * The layered environment; see layers.h.
  */
 #include <fcntl.h>
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/crypto.h"
 #include "common/log.h"
+#include "keys.h"
 #include "layers.h"
 
 struct lower {
 	const struct layers *l;
-	size_t below; /* files [0, below) are visible */
+	size_t below;        /* files [0, below) are visible */
+	unsigned decrypted;  /* enc: values opened during this parse */
 };
 
 static const char *lookup_below(const char *name, void *data)
@@ -28,9 +32,41 @@ static const char *lookup_below(const char *name, void *data)
 	return getenv(name);
 }
 
-int layers_init(struct layers *l, char *const *paths, size_t n)
+static int decode_value(const char *name, const char *value, char **out,
+			char *msg, size_t msglen, void *data)
 {
-	*l = (struct layers){ 0 };
+	struct lower *lw = data;
+	const struct keys *k = lw->l->keys;
+	int r;
+
+	r = crypt_open_value(k ? k->held : NULL, k ? k->n_held : 0, value,
+			     out, msg, msglen);
+	if (r == 0)
+		lw->decrypted++;
+	return r;
+}
+
+static int layer_parse(const struct layers *l, size_t i, const char *text,
+		       size_t len, struct env_file *out, struct env_error *err,
+		       unsigned *decrypted)
+{
+	struct lower lw = { .l = l, .below = i };
+	struct env_parse_opts opts = {
+		.lookup = lookup_below,
+		.decode = decode_value,
+		.data = &lw,
+	};
+	int r = env_parse_with(text, len, &opts, out, err);
+
+	if (decrypted)
+		*decrypted = lw.decrypted;
+	return r;
+}
+
+int layers_init(struct layers *l, char *const *paths, size_t n,
+		struct keys *keys)
+{
+	*l = (struct layers){ .keys = keys };
 	l->files = calloc(n ? n : 1, sizeof(*l->files));
 	if (!l->files)
 		return -ENOMEM;
@@ -44,11 +80,16 @@ int layers_init(struct layers *l, char *const *paths, size_t n)
 	return 0;
 }
 
+/* Text is kept in sodium memory: guarded, locked where the limits allow,
+ * wiped when freed. */
+static void text_free(char *text, size_t len)
+{
+	crypt_free_plain((uint8_t *)text, len);
+}
+
 static void layer_set_text(struct layer *f, char *text, size_t len)
 {
-	if (f->text)
-		explicit_bzero(f->text, f->text_len);
-	free(f->text);
+	text_free(f->text, f->text_len);
 	f->text = text;
 	f->text_len = len;
 }
@@ -69,7 +110,7 @@ void layers_fini(struct layers *l)
 PRINTF(2, 3)
 static void layer_fail(struct layer *f, const char *fmt, ...)
 {
-	char buf[512];
+	char buf[768];
 	va_list ap;
 
 	va_start(ap, fmt);
@@ -81,15 +122,16 @@ static void layer_fail(struct layer *f, const char *fmt, ...)
 		    f->ever_good ? "; keeping its last good values" : "");
 }
 
-/* Reads the whole file.  Returns 0, or a negative errno with a message
- * left in the layer. */
-static int layer_read(struct layer *f, char **text, size_t *len)
+/* Reads the whole file into a malloc'ed buffer and notes what was read.
+ * Returns 0, or a negative errno with the reason left in the layer. */
+static int layer_read(struct layer *f, uint8_t **bytes, size_t *len)
 {
 	struct stat st;
 	size_t got = 0;
-	char *buf;
+	uint8_t *buf;
 	int fd, r;
 
+	f->identity[0] = '\0';
 	fd = open(f->path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (fd < 0) {
 		r = neg_errno();
@@ -109,6 +151,11 @@ static int layer_read(struct layer *f, char **text, size_t *len)
 		layer_fail(f, "%s: not a regular file", f->path);
 		goto err_fd;
 	}
+	snprintf(f->identity, sizeof(f->identity), "%llu:%llu:%lld:%lld",
+		 (unsigned long long)st.st_dev, (unsigned long long)st.st_ino,
+		 (long long)st.st_size,
+		 (long long)st.st_mtim.tv_sec * 1000000000LL +
+			 st.st_mtim.tv_nsec);
 	if (st.st_size > LAYERS_FILE_MAX) {
 		r = -EFBIG;
 		layer_fail(f, "%s: file of %lld bytes is over the %d byte limit",
@@ -142,7 +189,7 @@ static int layer_read(struct layer *f, char **text, size_t *len)
 		}
 	}
 	close(fd);
-	*text = buf;
+	*bytes = buf;
 	*len = got;
 	return 0;
 
@@ -154,58 +201,103 @@ err_fd:
 	return r;
 }
 
+/* Turns what was read into plaintext in sodium memory, decrypting a sealed
+ * file.  Consumes bytes.  Returns 0, or a negative errno with the reason
+ * left in the layer. */
+static int layer_plaintext(struct layers *l, struct layer *f, uint8_t *bytes,
+			   size_t len, char **text, size_t *text_len,
+			   bool *sealed)
+{
+	const struct keys *k = l->keys;
+	char err[512];
+	uint8_t *plain;
+	size_t plain_len;
+	int r;
+
+	*sealed = crypt_is_sealed_file(bytes, len);
+	if (*sealed) {
+		r = crypt_open_file(k ? k->held : NULL, k ? k->n_held : 0,
+				    bytes, len, &plain, &plain_len, err,
+				    sizeof(err));
+		if (r < 0 && r != -ENOMEM)
+			layer_fail(f, "%s: encrypted file: %s", f->path, err);
+	} else {
+		/* A copy, so that all kept text is in one kind of memory. */
+		plain_len = len;
+		plain = sodium_malloc(len + 1);
+		r = plain ? 0 : -ENOMEM;
+		if (plain) {
+			memcpy(plain, bytes, len);
+			plain[len] = '\0';
+		}
+	}
+	explicit_bzero(bytes, len);
+	free(bytes);
+	if (r < 0)
+		return r;
+	*text = (char *)plain;
+	*text_len = plain_len;
+	return 0;
+}
+
 /* Re-parses files [from, n) from their kept text over the layers below.
- * Kept text parsed before, and syntax does not depend on other layers, so
- * only memory can fail here. */
+ * Kept text parsed before; only memory or a key that went away can fail
+ * here, and then the file keeps its previous parse. */
 static int layers_reparse(struct layers *l, size_t from)
 {
 	for (size_t i = from; i < l->n_files; i++) {
 		struct layer *f = &l->files[i];
-		struct lower lw = { l, i };
 		struct env_file parsed;
 		struct env_error err;
 		int r;
 
 		if (!f->text)
 			continue;
-		r = env_parse(f->text, f->text_len, lookup_below, &lw, &parsed,
-			      &err);
+		r = layer_parse(l, i, f->text, f->text_len, &parsed, &err,
+				NULL);
+		if (r == -ENOMEM)
+			return r;
 		if (r < 0)
-			return r == -EINVAL ? -EIO : r;
+			continue;
 		env_file_fini(&f->parsed);
 		f->parsed = parsed;
 	}
 	return 0;
 }
 
-int layers_reload(struct layers *l, size_t i)
+int layers_reload(struct layers *l, size_t i, uint64_t seq)
 {
 	struct layer *f = &l->files[i];
-	struct lower lw = { l, i };
 	struct env_file parsed;
 	struct env_error err;
-	size_t len;
+	unsigned decrypted;
+	uint8_t *bytes;
+	size_t len, text_len;
+	bool sealed;
 	char *text;
 	int r;
 
-	r = layer_read(f, &text, &len);
+	f->read_seq = seq;
+	r = layer_read(f, &bytes, &len);
+	if (r == 0)
+		r = layer_plaintext(l, f, bytes, len, &text, &text_len, &sealed);
 	if (r == -ENOMEM)
 		return r;
 	if (r < 0)
 		return 0;
-	if (f->text && len == f->text_len && memcmp(text, f->text, len) == 0) {
-		/* Same bytes as the good version: any earlier error is over. */
-		explicit_bzero(text, len);
-		free(text);
+	if (f->text && text_len == f->text_len &&
+	    memcmp(text, f->text, text_len) == 0) {
+		/* The same text as the good version (a sealed file's bytes
+		 * differ at each sealing): any earlier error is over. */
+		text_free(text, text_len);
 		f->state = LAYER_OK;
 		free(f->error);
 		f->error = NULL;
 		return 0;
 	}
-	r = env_parse(text, len, lookup_below, &lw, &parsed, &err);
+	r = layer_parse(l, i, text, text_len, &parsed, &err, &decrypted);
 	if (r < 0) {
-		explicit_bzero(text, len);
-		free(text);
+		text_free(text, text_len);
 		if (r == -ENOMEM)
 			return r;
 		f->state = LAYER_ERROR;
@@ -213,10 +305,11 @@ int layers_reload(struct layers *l, size_t i)
 			   err.message);
 		return 0;
 	}
-	layer_set_text(f, text, len);
+	layer_set_text(f, text, text_len);
 	env_file_fini(&f->parsed);
 	f->parsed = parsed;
 	f->state = LAYER_OK;
+	f->crypt = sealed ? LAYER_SEALED : decrypted ? LAYER_VALUES : LAYER_PLAIN;
 	f->ever_good = true;
 	free(f->error);
 	f->error = NULL;
@@ -226,7 +319,7 @@ int layers_reload(struct layers *l, size_t i)
 
 const char *layers_get(const struct layers *l, const char *name)
 {
-	struct lower lw = { l, l->n_files };
+	struct lower lw = { .l = l, .below = l->n_files };
 
 	return lookup_below(name, &lw);
 }

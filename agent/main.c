@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "common/crypto.h"
 #include "common/log.h"
 #include "common/loop.h"
 #include "ipc/protocol.h"
@@ -31,6 +32,8 @@ struct options {
 	size_t n_envs;
 	char **targets;
 	size_t n_targets;
+	char **keys;
+	size_t n_keys;
 	bool verbose;
 };
 
@@ -47,6 +50,10 @@ static void usage(FILE *f)
 		"later wins\n"
 		"  -t, --target NAME     variable holding a conninfo; repeat "
 		"(default %s)\n"
+		"  -k, --key FILE        secret key for encrypted files; repeat "
+		"to rotate\n"
+		"                        (default $CREDENTIALS_DIRECTORY/"
+		"dbswap.key)\n"
 		"  -v, --verbose         log debug messages\n"
 		"  -V, --version         print the version\n"
 		"  -h, --help            print this help\n",
@@ -72,6 +79,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{ "socket-mode", required_argument, NULL, 'm' },
 		{ "env", required_argument, NULL, 'e' },
 		{ "target", required_argument, NULL, 't' },
+		{ "key", required_argument, NULL, 'k' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
@@ -81,7 +89,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 
 	o->socket_path = IPC_DEFAULT_SOCKET;
 	o->socket_mode = 0660;
-	while ((c = getopt_long(argc, argv, "s:e:t:vVh", longopts, NULL)) !=
+	while ((c = getopt_long(argc, argv, "s:e:t:k:vVh", longopts, NULL)) !=
 	       -1) {
 		char *end;
 		switch (c) {
@@ -102,6 +110,10 @@ static int parse_args(int argc, char **argv, struct options *o)
 			break;
 		case 't':
 			if (push(&o->targets, &o->n_targets, optarg) < 0)
+				return -1;
+			break;
+		case 'k':
+			if (push(&o->keys, &o->n_keys, optarg) < 0)
 				return -1;
 			break;
 		case 'v':
@@ -150,11 +162,12 @@ static void agent_file_changed(const char *path, void *data)
 	struct agent *a = data;
 	bool changed = false;
 
+	a->eval_seq++;
 	/* Several --env options may name the same file. */
 	for (size_t i = 0; i < a->layers.n_files; i++) {
 		if (!streq(a->layers.files[i].path, path))
 			continue;
-		int r = layers_reload(&a->layers, i);
+		int r = layers_reload(&a->layers, i, a->eval_seq);
 		if (r < 0)
 			log_error("%s: %s", path, strerror(-r));
 		changed |= r > 0;
@@ -165,8 +178,13 @@ static void agent_file_changed(const char *path, void *data)
 
 void agent_reload(struct agent *a)
 {
+	int r = keys_load(&a->keys);
+
+	if (r == -ENOMEM)
+		log_error("keys: out of memory");
+	a->eval_seq++;
 	for (size_t i = 0; i < a->layers.n_files; i++) {
-		int r = layers_reload(&a->layers, i);
+		r = layers_reload(&a->layers, i, a->eval_seq);
 		if (r < 0)
 			log_error("%s: %s", a->layers.files[i].path,
 				  strerror(-r));
@@ -210,7 +228,18 @@ static int agent_init(struct agent *a, const struct options *o)
 	r = loop_new(&a->loop);
 	if (r < 0)
 		return r;
-	r = layers_init(&a->layers, o->envs, o->n_envs);
+	r = crypt_init();
+	if (r < 0) {
+		log_error("libsodium failed to initialise");
+		return r;
+	}
+	r = keys_init(&a->keys, o->keys, o->n_keys);
+	if (r < 0)
+		return r;
+	r = keys_load(&a->keys);
+	if (r < 0)
+		return r;
+	r = layers_init(&a->layers, o->envs, o->n_envs, &a->keys);
 	if (r < 0)
 		return r;
 	r = watcher_new(a->loop, &a->watcher);
@@ -238,8 +267,9 @@ static int agent_init(struct agent *a, const struct options *o)
 	r = server_new(a, &scfg, &a->server);
 	if (r < 0)
 		return r;
+	a->eval_seq++;
 	for (size_t i = 0; i < a->layers.n_files; i++) {
-		r = layers_reload(&a->layers, i);
+		r = layers_reload(&a->layers, i, a->eval_seq);
 		if (r < 0)
 			return r;
 	}
@@ -255,6 +285,7 @@ static void agent_fini(struct agent *a)
 	free(a->targets);
 	watcher_free(a->watcher);
 	layers_fini(&a->layers);
+	keys_fini(&a->keys);
 	loop_free(a->loop);
 }
 
@@ -302,5 +333,6 @@ out:
 		close(sfd);
 	free(o.envs);
 	free(o.targets);
+	free(o.keys);
 	return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "common/crypto.h"
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/mask.h"
@@ -354,7 +355,7 @@ static void pack_target(struct ipc_writer *w, struct server *s,
 	char *masked = t->conninfo ? mask_conninfo(t->conninfo) : NULL;
 
 	server_count(s, t, &subscribers, &acked);
-	msgpack_pack_map(&w->pk, 10);
+	msgpack_pack_map(&w->pk, 14);
 	ipc_pack_kv_str(w, "name", t->name);
 	ipc_pack_kv_u64(w, "generation", t->generation);
 	ipc_pack_kv_bool(w, "valid", t->conninfo != NULL);
@@ -368,6 +369,10 @@ static void pack_target(struct ipc_writer *w, struct server *s,
 		msgpack_pack_nil(&w->pk);
 	ipc_pack_kv_u64(w, "subscribers", subscribers);
 	ipc_pack_kv_u64(w, "acked", acked);
+	ipc_pack_kv_u64(w, "attempts", t->attempts);
+	ipc_pack_kv_bool(w, "gave_up", t->gave_up);
+	ipc_pack_kv_u64(w, "value_seq", t->value_seq);
+	ipc_pack_kv_u64(w, "published_seq", t->published_seq);
 	free(masked);
 
 	ipc_pack_key(w, "lagging");
@@ -392,12 +397,31 @@ static void pack_layer(struct ipc_writer *w, const struct layer *f)
 		[LAYER_OK] = "ok", [LAYER_ERROR] = "error",
 		[LAYER_MISSING] = "missing",
 	};
+	static const char *const crypts[] = {
+		[LAYER_PLAIN] = "none", [LAYER_SEALED] = "file",
+		[LAYER_VALUES] = "values",
+	};
 
-	msgpack_pack_map(&w->pk, 4);
+	msgpack_pack_map(&w->pk, 7);
 	ipc_pack_kv_str(w, "path", f->path);
 	ipc_pack_kv_str(w, "state", names[f->state]);
 	ipc_pack_kv_str(w, "error", f->error);
 	ipc_pack_kv_u64(w, "entries", f->parsed.n);
+	ipc_pack_kv_str(w, "encryption", f->ever_good ? crypts[f->crypt] : NULL);
+	ipc_pack_kv_str(w, "identity", f->identity[0] ? f->identity : NULL);
+	ipc_pack_kv_u64(w, "seq", f->read_seq);
+}
+
+static void pack_key(struct ipc_writer *w, const struct key_slot *k)
+{
+	char id[2 * CRYPT_KEY_ID_LEN + 1];
+
+	if (k->key)
+		crypt_id_hex(crypt_key_id(k->key), id);
+	msgpack_pack_map(&w->pk, 3);
+	ipc_pack_kv_str(w, "path", k->path);
+	ipc_pack_kv_str(w, "id", k->key ? id : NULL);
+	ipc_pack_kv_str(w, "error", k->error);
 }
 
 static void handle_status(struct client *c, const struct ipc_msg *m)
@@ -406,7 +430,7 @@ static void handle_status(struct client *c, const struct ipc_msg *m)
 	struct agent *a = s->agent;
 	struct ipc_writer w;
 
-	writer_begin(&w, IPC_STATUS, 3, m);
+	writer_begin(&w, IPC_STATUS, 4, m);
 	ipc_pack_key(&w, "agent");
 	msgpack_pack_map(&w.pk, 4);
 	ipc_pack_kv_str(&w, "version", DBSWAP_VERSION);
@@ -421,6 +445,10 @@ static void handle_status(struct client *c, const struct ipc_msg *m)
 	msgpack_pack_array(&w.pk, a->layers.n_files);
 	for (size_t i = 0; i < a->layers.n_files; i++)
 		pack_layer(&w, &a->layers.files[i]);
+	ipc_pack_key(&w, "keys");
+	msgpack_pack_array(&w.pk, a->keys.n_slots);
+	for (size_t i = 0; i < a->keys.n_slots; i++)
+		pack_key(&w, &a->keys.slots[i]);
 	if (!w.failed && w.len > IPC_FRAME_MAX) {
 		ipc_writer_fini(&w);
 		client_error(c, m, IPC_ERR_LIMIT,

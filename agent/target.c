@@ -81,6 +81,7 @@ static void target_drop_candidate(struct target *t)
 	free_secret(t->candidate);
 	t->candidate = NULL;
 	t->attempts = 0;
+	t->gave_up = false;
 }
 
 static void target_publish(struct target *t, long long elapsed_us)
@@ -91,6 +92,7 @@ static void target_publish(struct target *t, long long elapsed_us)
 	t->conninfo = t->candidate;
 	t->candidate = NULL;
 	t->generation++;
+	t->published_seq = t->value_seq;
 	t->changed_wall = wall_s();
 	t->state = TARGET_OK;
 	t->attempts = 0;
@@ -123,6 +125,7 @@ static void target_probe_done(const struct probe_result *res, void *data)
 			 masked ? masked : "?", res->error);
 	free(masked);
 	if (res->auth_failed && t->attempts >= TARGET_AUTH_RETRIES) {
+		t->gave_up = true;
 		log_error("%s: %s; gave up after %u attempts so as not to lock "
 			  "the role out; generation %llu stays in force until "
 			  "the value changes or a reload",
@@ -168,6 +171,7 @@ void target_retry_now(struct target *t)
 		return;
 	loop_timer_disarm(t->retry);
 	t->attempts = 0;
+	t->gave_up = false;
 	target_start_probe(t);
 }
 
@@ -178,6 +182,7 @@ void target_set_value(struct target *t, const char *value)
 		if (t->state == TARGET_UNSET)
 			return;
 		t->state = TARGET_UNSET;
+		t->value_seq = t->agent->eval_seq;
 		if (t->conninfo) {
 			target_set_error(t, "%s is no longer defined; generation "
 					    "%llu stays in force",
@@ -201,6 +206,7 @@ void target_set_value(struct target *t, const char *value)
 	if (t->candidate && streq(value, t->candidate))
 		return;
 	target_drop_candidate(t);
+	t->value_seq = t->agent->eval_seq;
 	t->candidate = strdup(value);
 	if (!t->candidate) {
 		log_error("%s: out of memory", t->name);

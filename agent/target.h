@@ -51,6 +51,9 @@ struct target {
 	struct probe *probe;
 	struct loop_timer *retry;
 	unsigned attempts;
+	bool gave_up;         /* auth failures: no retry until a change */
+	uint64_t value_seq;   /* evaluation that set the candidate or unset */
+	uint64_t published_seq; /* evaluation that set the published value */
 	int64_t validated_us; /* duration of the last successful probe */
 	int64_t published_us; /* now_us() at the last publish */
 	uint64_t all_acked;   /* last generation every subscriber acked */

@@ -4,9 +4,12 @@
  *   dbswapctl [--socket PATH] status [--json]
  *   dbswapctl [--socket PATH] watch TARGET [--show-secret] [--count N]
  *   dbswapctl [--socket PATH] reload
+ *   dbswapctl [--socket PATH] set FILE NAME=VALUE... [options] [--wait[=S]]
+ *   dbswapctl keygen --out KEYFILE | pubkey KEYFILE
+ *   dbswapctl encrypt --pubkey KEY | decrypt --key KEYFILE
  *
- * Exit status: 0 success, 1 the agent refused or failed, 2 usage error,
- * 3 the agent cannot be reached.
+ * This file holds main, the agent commands and the shared helpers
+ * (ctl.h); ctl-keys.c and ctl-set.c hold the rest.  Exit codes: ctl.h.
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -14,18 +17,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "client.h"
+#include <sys/prctl.h>
+#include <unistd.h>
+
 #include "common/mask.h"
 #include "common/util.h"
-#include "ipc/msg.h"
-
-#define CALL_TIMEOUT_MS 5000
-
-enum {
-	EXIT_REFUSED = 1,
-	EXIT_USAGE = 2,
-	EXIT_UNREACHABLE = 3,
-};
+#include "ctl.h"
 
 static void usage(FILE *f)
 {
@@ -38,12 +35,27 @@ static void usage(FILE *f)
 		"                         print each update of TARGET and ack "
 		"it\n"
 		"  reload                 make the agent re-read its env files "
-		"now\n\n"
-		"The socket is --socket, else $DBSWAP_SOCKET, else %s.\n",
+		"now\n"
+		"  set FILE NAME=VALUE... [--pubkey KEY] [--key KEYFILE]\n"
+		"      [--encrypt-values] [--wait[=SECONDS]]\n"
+		"                         change entries of an env file "
+		"atomically; VALUE - reads\n"
+		"                         a line from stdin; --wait until every "
+		"subscriber acked\n"
+		"  keygen --out KEYFILE   make a secret key, print its public "
+		"key\n"
+		"  pubkey KEYFILE         print a secret key's public key\n"
+		"  encrypt --pubkey KEY   seal stdin (a whole env file) to "
+		"stdout\n"
+		"  decrypt --key KEYFILE  open a sealed file from stdin to "
+		"stdout\n\n"
+		"The socket is --socket, else $DBSWAP_SOCKET, else %s.\n"
+		"Exit: 0 ok, 1 refused or failed, 2 usage, 3 agent unreachable, "
+		"4 value rejected,\n5 timed out waiting for acks.\n",
 		DBSWAP_DEFAULT_SOCKET);
 }
 
-static dbswap_client *connect_agent(const char *path, const char *name)
+dbswap_client *ctl_connect(const char *path, const char *name)
 {
 	char err[512];
 	dbswap_client *c = dbswap_client_new(path);
@@ -53,7 +65,7 @@ static dbswap_client *connect_agent(const char *path, const char *name)
 		exit(EXIT_UNREACHABLE);
 	}
 	dbswap_client_set_name(c, name);
-	if (client_connect_now(c, CALL_TIMEOUT_MS, err, sizeof(err)) < 0) {
+	if (client_connect_now(c, CTL_CALL_TIMEOUT_MS, err, sizeof(err)) < 0) {
 		fprintf(stderr, "dbswapctl: %s\n", err);
 		dbswap_client_free(c);
 		exit(EXIT_UNREACHABLE);
@@ -61,9 +73,7 @@ static dbswap_client *connect_agent(const char *path, const char *name)
 	return c;
 }
 
-/* Sends a request with no fields and returns its reply, exiting on
- * failure. */
-static void call(dbswap_client *c, enum ipc_type type, struct ipc_msg *reply)
+void ctl_call(dbswap_client *c, enum ipc_type type, struct ipc_msg *reply)
 {
 	uint64_t id = client_next_id(c);
 	struct ipc_writer w;
@@ -71,7 +81,8 @@ static void call(dbswap_client *c, enum ipc_type type, struct ipc_msg *reply)
 
 	ipc_writer_init(&w, type, 2);
 	ipc_pack_kv_u64(&w, "id", id);
-	if (client_call(c, &w, id, CALL_TIMEOUT_MS, reply, err, sizeof(err)) <
+	if (client_call(c, &w, id, CTL_CALL_TIMEOUT_MS, reply, err,
+			sizeof(err)) <
 	    0) {
 		fprintf(stderr, "dbswapctl: %s\n", err);
 		exit(EXIT_UNREACHABLE);
@@ -178,8 +189,8 @@ static void json_value(const msgpack_object *o, int depth)
 
 /* Reading the status tree */
 
-static const char *get_str(const msgpack_object *map, const char *key,
-			   char *buf, size_t size)
+const char *ctl_str(const msgpack_object *map, const char *key, char *buf,
+		    size_t size)
 {
 	const msgpack_object *o = ipc_map_get(map, key);
 
@@ -189,7 +200,7 @@ static const char *get_str(const msgpack_object *map, const char *key,
 	return buf;
 }
 
-static long long get_int(const msgpack_object *map, const char *key)
+long long ctl_int(const msgpack_object *map, const char *key)
 {
 	const msgpack_object *o = ipc_map_get(map, key);
 
@@ -204,8 +215,7 @@ static long long get_int(const msgpack_object *map, const char *key)
 	return -1;
 }
 
-static const msgpack_object *get_array(const msgpack_object *map,
-				       const char *key)
+const msgpack_object *ctl_array(const msgpack_object *map, const char *key)
 {
 	const msgpack_object *o = ipc_map_get(map, key);
 
@@ -215,39 +225,39 @@ static const msgpack_object *get_array(const msgpack_object *map,
 static void print_status(const msgpack_object *root)
 {
 	const msgpack_object *agent = ipc_map_get(root, "agent");
-	const msgpack_object *targets = get_array(root, "targets");
-	const msgpack_object *files = get_array(root, "files");
+	const msgpack_object *targets = ctl_array(root, "targets");
+	const msgpack_object *files = ctl_array(root, "files");
 	char a[256], b[1024];
-	long long up = get_int(agent, "uptime_ms") / 1000;
+	long long up = ctl_int(agent, "uptime_ms") / 1000;
 
 	printf("agent: dbswapd %s, pid %lld, up %lldh%02lldm%02llds, %lld "
 	       "client(s)\n",
-	       get_str(agent, "version", a, sizeof(a)) ? a : "?",
-	       get_int(agent, "pid"), up / 3600, up / 60 % 60, up % 60,
-	       get_int(agent, "clients"));
+	       ctl_str(agent, "version", a, sizeof(a)) ? a : "?",
+	       ctl_int(agent, "pid"), up / 3600, up / 60 % 60, up % 60,
+	       ctl_int(agent, "clients"));
 	for (uint32_t i = 0; targets && i < targets->via.array.size; i++) {
 		const msgpack_object *t = &targets->via.array.ptr[i];
-		const msgpack_object *lag = get_array(t, "lagging");
+		const msgpack_object *lag = ctl_array(t, "lagging");
 
-		printf("\n%s\n", get_str(t, "name", a, sizeof(a)) ? a : "?");
-		printf("  generation:  %lld (%s)\n", get_int(t, "generation"),
-		       get_int(t, "valid") == 1 ? "valid" : "no value yet");
+		printf("\n%s\n", ctl_str(t, "name", a, sizeof(a)) ? a : "?");
+		printf("  generation:  %lld (%s)\n", ctl_int(t, "generation"),
+		       ctl_int(t, "valid") == 1 ? "valid" : "no value yet");
 		printf("  state:       %s\n",
-		       get_str(t, "state", a, sizeof(a)) ? a : "?");
+		       ctl_str(t, "state", a, sizeof(a)) ? a : "?");
 		printf("  conninfo:    %s\n",
-		       get_str(t, "conninfo", b, sizeof(b)) ? b : "(none)");
+		       ctl_str(t, "conninfo", b, sizeof(b)) ? b : "(none)");
 		printf("  subscribers: %lld, %lld acked the current "
 		       "generation\n",
-		       get_int(t, "subscribers"), get_int(t, "acked"));
+		       ctl_int(t, "subscribers"), ctl_int(t, "acked"));
 		for (uint32_t j = 0; lag && j < lag->via.array.size; j++) {
 			const msgpack_object *l = &lag->via.array.ptr[j];
 			printf("    waiting for pid %lld (%s), at generation "
 			       "%lld\n",
-			       get_int(l, "pid"),
-			       get_str(l, "name", a, sizeof(a)) ? a : "?",
-			       get_int(l, "acked"));
+			       ctl_int(l, "pid"),
+			       ctl_str(l, "name", a, sizeof(a)) ? a : "?",
+			       ctl_int(l, "acked"));
 		}
-		if (get_str(t, "error", b, sizeof(b)))
+		if (ctl_str(t, "error", b, sizeof(b)))
 			printf("  last error:  %s\n", b);
 	}
 	if (files && files->via.array.size > 0)
@@ -255,12 +265,12 @@ static void print_status(const msgpack_object *root)
 	for (uint32_t i = 0; files && i < files->via.array.size; i++) {
 		const msgpack_object *f = &files->via.array.ptr[i];
 		printf("  %s: %s",
-		       get_str(f, "path", b, sizeof(b)) ? b : "?",
-		       get_str(f, "state", a, sizeof(a)) ? a : "?");
-		if (get_str(f, "error", b, sizeof(b)))
+		       ctl_str(f, "path", b, sizeof(b)) ? b : "?",
+		       ctl_str(f, "state", a, sizeof(a)) ? a : "?");
+		if (ctl_str(f, "error", b, sizeof(b)))
 			printf(" (%s)", b);
 		else
-			printf(" (%lld entries)", get_int(f, "entries"));
+			printf(" (%lld entries)", ctl_int(f, "entries"));
 		putchar('\n');
 	}
 }
@@ -280,8 +290,8 @@ static int cmd_status(const char *socket, int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	c = connect_agent(socket, "dbswapctl status");
-	call(c, IPC_STATUS, &reply);
+	c = ctl_connect(socket, "dbswapctl status");
+	ctl_call(c, IPC_STATUS, &reply);
 	if (json) {
 		json_value(&reply.root.data, 0);
 		putchar('\n');
@@ -303,8 +313,8 @@ static int cmd_reload(const char *socket, int argc, char **argv)
 			argv[0]);
 		return EXIT_USAGE;
 	}
-	c = connect_agent(socket, "dbswapctl reload");
-	call(c, IPC_RELOAD, &reply);
+	c = ctl_connect(socket, "dbswapctl reload");
+	ctl_call(c, IPC_RELOAD, &reply);
 	ipc_msg_fini(&reply);
 	dbswap_client_free(c);
 	printf("reloaded\n");
@@ -342,10 +352,10 @@ static bool has_target(dbswap_client *c, const char *name)
 	char buf[IPC_NAME_MAX + 1];
 	bool found = false;
 
-	call(c, IPC_STATUS, &reply);
-	targets = get_array(&reply.root.data, "targets");
+	ctl_call(c, IPC_STATUS, &reply);
+	targets = ctl_array(&reply.root.data, "targets");
 	for (uint32_t i = 0; targets && i < targets->via.array.size; i++) {
-		const char *t = get_str(&targets->via.array.ptr[i], "name", buf,
+		const char *t = ctl_str(&targets->via.array.ptr[i], "name", buf,
 					sizeof(buf));
 		if (t && streq(t, name))
 			found = true;
@@ -356,7 +366,7 @@ static bool has_target(dbswap_client *c, const char *name)
 		for (uint32_t i = 0; targets && i < targets->via.array.size;
 		     i++)
 			fprintf(stderr, " %s",
-				get_str(&targets->via.array.ptr[i], "name", buf,
+				ctl_str(&targets->via.array.ptr[i], "name", buf,
 					sizeof(buf)));
 		fputc('\n', stderr);
 	}
@@ -387,7 +397,7 @@ static int cmd_watch(const char *socket, int argc, char **argv)
 		fprintf(stderr, "dbswapctl watch: which TARGET?\n");
 		return EXIT_USAGE;
 	}
-	w.client = connect_agent(socket, "dbswapctl watch");
+	w.client = ctl_connect(socket, "dbswapctl watch");
 	if (!has_target(w.client, target)) {
 		dbswap_client_free(w.client);
 		return EXIT_REFUSED;
@@ -414,6 +424,72 @@ static int cmd_watch(const char *socket, int argc, char **argv)
 	return w.count == 0 ? EXIT_SUCCESS : EXIT_REFUSED;
 }
 
+int ctl_read_all(int fd, size_t max, uint8_t **out, size_t *out_len)
+{
+	size_t len = 0, cap = 4096;
+	uint8_t *buf = malloc(cap + 1);
+
+	if (!buf)
+		return -ENOMEM;
+	for (;;) {
+		ssize_t n;
+		if (len == cap) {
+			/* Grow by copy so no stale secret copy stays behind. */
+			uint8_t *bigger;
+			if (cap > max)
+				break;
+			bigger = malloc(cap * 2 + 1);
+			if (!bigger) {
+				explicit_bzero(buf, len);
+				free(buf);
+				return -ENOMEM;
+			}
+			memcpy(bigger, buf, len);
+			explicit_bzero(buf, len);
+			free(buf);
+			buf = bigger;
+			cap *= 2;
+		}
+		n = read(fd, buf + len, cap - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int r = neg_errno();
+			explicit_bzero(buf, len);
+			free(buf);
+			return r;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	if (len > max) {
+		explicit_bzero(buf, len);
+		free(buf);
+		return -EFBIG;
+	}
+	buf[len] = '\0';
+	*out = buf;
+	*out_len = len;
+	return 0;
+}
+
+int ctl_write_all(int fd, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return neg_errno();
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -424,6 +500,9 @@ int main(int argc, char **argv)
 	};
 	const char *socket = NULL;
 	int c;
+
+	/* dbswapctl handles keys and values: no core dumps of it. */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 
 	/* Options before the command only; the command parses its own. */
 	while ((c = getopt_long(argc, argv, "+s:Vh", longopts, NULL)) != -1) {
@@ -455,6 +534,16 @@ int main(int argc, char **argv)
 		return cmd_watch(socket, n, args);
 	if (streq(cmd, "reload"))
 		return cmd_reload(socket, n, args);
+	if (streq(cmd, "set"))
+		return cmd_set(socket, n, args);
+	if (streq(cmd, "keygen"))
+		return cmd_keygen(n, args);
+	if (streq(cmd, "pubkey"))
+		return cmd_pubkey(n, args);
+	if (streq(cmd, "encrypt"))
+		return cmd_encrypt(n, args);
+	if (streq(cmd, "decrypt"))
+		return cmd_decrypt(n, args);
 	fprintf(stderr, "dbswapctl: unknown command %s\n", cmd);
 	usage(stderr);
 	return EXIT_USAGE;

@@ -4,7 +4,12 @@
  * A hand-written scanner over the text, one definition at a time.  The
  * value being built lives in one growing buffer that is wiped whenever
  * bytes leave it, because values are secrets.  Error messages are fixed
- * strings (at most they name one escape character), never value text.
+ * strings (at most they name one escape character, or the variable whose
+ * value failed to decode), never value text.
+ *
+ * Each entry also records where its value's raw text is (value_off,
+ * value_end, end_line), so that an editor (envedit.c) can replace exactly
+ * those bytes.
  */
 #include <stdarg.h>
 #include <stdbool.h>
@@ -30,6 +35,7 @@ struct env_parser {
 	unsigned line;     /* line of pos */
 	size_t line_start; /* offset where that line begins */
 	env_lookup_fn *lookup;
+	env_decode_fn *decode;
 	void *data;
 	struct env_file *out;
 	size_t cap; /* entries allocated in out */
@@ -37,6 +43,8 @@ struct env_parser {
 	struct env_error *err;
 	struct env_buf val;          /* the value being built */
 	unsigned val_line, val_col; /* where it starts, for "too long" */
+	size_t val_off, val_end;     /* its raw text, for env_entry */
+	unsigned end_line;           /* line of val_end */
 };
 
 static bool env_blank(int c)
@@ -348,6 +356,7 @@ static int env_unquoted(struct env_parser *p)
 	size_t keep = 0; /* value length without trailing literal blanks */
 	int c, r;
 
+	p->val_end = p->pos;
 	while ((c = env_peek(p)) != ENV_EOF && c != '\n') {
 		/* pos > 0: at least the '=' comes before any value. */
 		if (c == '#' && env_blank(p->text[p->pos - 1]))
@@ -358,10 +367,14 @@ static int env_unquoted(struct env_parser *p)
 			r = env_put_next(p);
 		if (r < 0)
 			return r;
-		if (!env_blank(c))
+		if (!env_blank(c)) {
 			keep = p->val.len;
+			p->val_end = p->pos;
+		}
 	}
 	env_buf_truncate(&p->val, keep);
+	/* An unquoted value never crosses a line break. */
+	p->end_line = p->line;
 	return 0;
 }
 
@@ -389,6 +402,45 @@ static int env_name(struct env_parser *p, size_t *start, size_t *n)
 	return 0;
 }
 
+/* Longest part of a variable name that goes into an error message: enough
+ * to recognise it, short enough to leave room for the reason. */
+#define ENV_MSG_NAME_MAX 64
+
+/* Hands the finished value to the decode callback when it asks for one and
+ * puts the result in its place. */
+static int env_decode(struct env_parser *p, const char *name)
+{
+	size_t plen = strlen(ENV_ENC_PREFIX), n;
+	char msg[ENV_DECODE_MSG_MAX];
+	char *dec = NULL;
+	const char *cut;
+	int r, w;
+
+	if (!p->decode || p->val.len < plen || memcmp(p->val.p, ENV_ENC_PREFIX, plen) != 0)
+		return 0;
+	/* Names are not secret, but may be long: show the first part. */
+	w = (int)MIN(strlen(name), (size_t)ENV_MSG_NAME_MAX);
+	cut = strlen(name) > ENV_MSG_NAME_MAX ? "..." : "";
+	p->val.p[p->val.len] = '\0'; /* cap > len: there is room */
+	msg[0] = '\0';
+	r = p->decode(name, p->val.p, &dec, msg, sizeof(msg), p->data);
+	msg[sizeof(msg) - 1] = '\0'; /* in case the callback did not */
+	if (r == -ENOMEM)
+		return -ENOMEM;
+	if (r < 0 || !dec)
+		return env_fail(p, p->val_line, p->val_col, "%.*s%s: %s", w, name, cut,
+				r < 0 && msg[0] ? msg : "cannot decode value");
+	n = strlen(dec);
+	if (n > ENV_VALUE_MAX) {
+		free_secret(dec);
+		return env_fail(p, p->val_line, p->val_col, "%.*s%s: value too long after decoding",
+				w, name, cut);
+	}
+	env_buf_wipe(&p->val);
+	p->val = (struct env_buf){ .p = dec, .len = n, .cap = n + 1 };
+	return 0;
+}
+
 /* Moves the finished value into a new entry. */
 static int env_add(struct env_parser *p, size_t name_start, size_t name_len, unsigned line)
 {
@@ -396,12 +448,19 @@ static int env_add(struct env_parser *p, size_t name_start, size_t name_len, uns
 	struct env_entry *entries;
 	char *name, *value;
 	size_t cap;
+	int r;
 
-	if (p->val.len > ENV_TOTAL_MAX - p->total)
-		return env_fail(p, line, 1, "file too large after expansion");
 	name = strndup(p->text + name_start, name_len);
 	if (!name)
 		return -ENOMEM;
+	r = env_decode(p, name);
+	if (r < 0)
+		goto err_name;
+	if (p->val.len > ENV_TOTAL_MAX - p->total) {
+		r = env_fail(p, line, 1, "file too large after expansion");
+		goto err_name;
+	}
+	r = -ENOMEM;
 	if (f->n == p->cap) {
 		cap = p->cap ? p->cap * 2 : 16;
 		entries = realloc(f->entries, cap * sizeof(*entries));
@@ -420,12 +479,19 @@ static int env_add(struct env_parser *p, size_t name_start, size_t name_len, uns
 	}
 	p->total += p->val.len;
 	p->val = (struct env_buf){ 0 };
-	f->entries[f->n++] = (struct env_entry){ name, value, line };
+	f->entries[f->n++] = (struct env_entry){
+		.name = name,
+		.value = value,
+		.line = line,
+		.value_off = p->val_off,
+		.value_end = p->val_end,
+		.end_line = p->end_line,
+	};
 	return 0;
 
 err_name:
 	free(name);
-	return -ENOMEM;
+	return r;
 }
 
 /* Parses one line, or several when a double-quoted value spans lines. */
@@ -466,6 +532,7 @@ static int env_parse_line(struct env_parser *p)
 
 	p->val_line = p->line;
 	p->val_col = env_col(p);
+	p->val_off = p->pos;
 	c = env_peek(p);
 	if (c == '\'')
 		r = env_single_quoted(p);
@@ -473,8 +540,11 @@ static int env_parse_line(struct env_parser *p)
 		r = env_double_quoted(p);
 	else
 		r = env_unquoted(p);
-	if (r == 0 && (c == '\'' || c == '"'))
+	if (r == 0 && (c == '\'' || c == '"')) {
+		p->val_end = p->pos; /* just past the closing quote */
+		p->end_line = p->line;
 		r = env_after_quote(p);
+	}
 	if (r < 0)
 		return r;
 	env_skip_line(p); /* a comment, if any, and the line break */
@@ -504,12 +574,21 @@ static int env_check_nul(struct env_parser *p)
 int env_parse(const char *text, size_t len, env_lookup_fn *lookup, void *data,
 	      struct env_file *out, struct env_error *err)
 {
+	struct env_parse_opts opts = { .lookup = lookup, .data = data };
+
+	return env_parse_with(text, len, &opts, out, err);
+}
+
+int env_parse_with(const char *text, size_t len, const struct env_parse_opts *opts,
+		   struct env_file *out, struct env_error *err)
+{
 	struct env_parser p = {
 		.text = text,
 		.len = len,
 		.line = 1,
-		.lookup = lookup,
-		.data = data,
+		.lookup = opts ? opts->lookup : NULL,
+		.decode = opts ? opts->decode : NULL,
+		.data = opts ? opts->data : NULL,
 		.out = out,
 		.err = err,
 	};

@@ -55,6 +55,14 @@
  *
  *   A NUL byte anywhere is an error.  Any error rejects the whole file.
  *   Errors carry a 1-based line and column; the column counts bytes.
+ *
+ * ENCRYPTED VALUES
+ *
+ *   A value that, after expansion, starts with "enc:" (ENV_ENC_PREFIX) may
+ *   be handed to a decode callback (env_parse_with()) when its definition is
+ *   complete, before it is stored: the stored value and every later ${NAME}
+ *   see what the callback returns.  Without a callback such values are kept
+ *   as they are, which is what an editor wants (see envedit.h).
  */
 #ifndef DBSWAP_AGENT_ENV_H
 #define DBSWAP_AGENT_ENV_H
@@ -69,14 +77,34 @@
  * small lines that each expand to ENV_VALUE_MAX can make us allocate. */
 #define ENV_TOTAL_MAX (1024 * 1024)
 
+/* Largest env file the agent reads, and dbswapctl writes.  Real ones are
+ * a few KiB; this bounds memory and parse time (expansion looks up earlier
+ * entries one by one, so a hostile file costs quadratic time: 256 KiB parses
+ * in well under a second) when a file is replaced by something that is not
+ * an env file. */
+#define ENV_FILE_MAX (256 * 1024)
+
 /* Deepest ${A:-${B:-...}} nesting: real files use one or two levels. */
 #define ENV_NEST_MAX 8
+
+/* Values that start with this are passed to the decode callback. */
+#define ENV_ENC_PREFIX "enc:"
 
 /* One parsed definition. */
 struct env_entry {
 	char *name;
 	char *value; /* secret */
 	unsigned line; /* where the name is */
+	/* Where the value's raw text is in the input, as byte offsets: from
+	 * value_off (after '=' and the blanks after it; at the opening quote of
+	 * a quoted value) to value_end (just past the last byte of the value:
+	 * past the closing quote, or for an unquoted value before its trailing
+	 * blanks and before a " # comment").  An empty unquoted value has
+	 * value_off == value_end.  Replacing these bytes with other value text
+	 * changes this definition and nothing else. */
+	size_t value_off, value_end;
+	unsigned end_line; /* line of value_end; > line only for a
+			    * double-quoted value that spans lines */
 };
 
 /* Definitions in file order; duplicates are all kept, and the later one
@@ -93,7 +121,29 @@ typedef const char *env_lookup_fn(const char *name, void *data);
 
 struct env_error {
 	unsigned line, column; /* 1-based; column in bytes */
-	char message[200];     /* never contains value text */
+	char message[256];     /* never contains value text */
+};
+
+/* Longest reason a decode callback can leave in msg, NUL included: leaves
+ * room in env_error.message for the variable name in front of it. */
+#define ENV_DECODE_MSG_MAX 160
+
+/* Called for each definition whose value, after expansion, starts with
+ * ENV_ENC_PREFIX; name and value are NUL-terminated.  Returns 0 with *out
+ * set to the replacement value (malloc'ed and NUL-terminated; the parser
+ * takes it over and wipes it when it frees it), or a negative errno with a
+ * reason in msg (msglen bytes, at most ENV_DECODE_MSG_MAX; never any secret
+ * in it).  On failure *out is ignored: nothing is handed over.  Called on
+ * the parsing thread, synchronously, in file order. */
+typedef int env_decode_fn(const char *name, const char *value, char **out, char *msg,
+			  size_t msglen, void *data);
+
+/* Callbacks for env_parse_with(); any of them may be NULL.  data is passed
+ * to both. */
+struct env_parse_opts {
+	env_lookup_fn *lookup; /* NULL: nothing is defined below this file */
+	env_decode_fn *decode; /* NULL: "enc:" values are kept as they are */
+	void *data;
 };
 
 /* Parses len bytes of text; text may be NULL when len is 0.  lookup may be
@@ -103,6 +153,15 @@ struct env_error {
  * *out is left empty and needs no fini. */
 int env_parse(const char *text, size_t len, env_lookup_fn *lookup, void *data,
 	      struct env_file *out, struct env_error *err);
+
+/* env_parse() with a decode callback; opts may be NULL (no callbacks).
+ * A decode failure rejects the whole file with -EINVAL, err at the line and
+ * column where the value starts and message "NAME: <reason from msg>" (a
+ * long name is cut short); -ENOMEM from the callback is returned as
+ * -ENOMEM.  A decoded value longer than ENV_VALUE_MAX is an error too, and
+ * decoded lengths are what count towards ENV_TOTAL_MAX. */
+int env_parse_with(const char *text, size_t len, const struct env_parse_opts *opts,
+		   struct env_file *out, struct env_error *err);
 
 /* Frees everything, wiping values first, and leaves *f empty. */
 void env_file_fini(struct env_file *f);

@@ -158,10 +158,14 @@ class Protocol(ClusterTest):
         t = st['targets'][0]
         self.assertEqual(set(t), {'name', 'generation', 'valid', 'conninfo',
                                   'state', 'error', 'changed', 'subscribers',
-                                  'acked', 'lagging'})
+                                  'acked', 'lagging', 'attempts', 'gave_up',
+                                  'value_seq', 'published_seq'})
         f = st['files'][0]
-        self.assertEqual(set(f), {'path', 'state', 'error', 'entries'})
-        self.assertEqual(f['entries'], 1)
+        self.assertEqual(set(f), {'path', 'state', 'error', 'entries',
+                                  'encryption', 'identity', 'seq'})
+        self.assertEqual((f['entries'], f['encryption']), (1, 'none'))
+        self.assertEqual(t['published_seq'], f['seq'])
+        self.assertEqual(st['keys'], [])
 
     def test_peer_credentials_in_status(self):
         c = self.hello()

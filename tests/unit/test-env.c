@@ -511,6 +511,265 @@ static void test_many(void)
 	free(t);
 }
 
+/* Entry i of text must be name, with raw value text raw on lines
+ * line..end_line.  raw is compared with the bytes [value_off, value_end). */
+#define EXPECT_SPAN(text, i, name, raw, line, end_line) \
+	expect_span(__LINE__, text, i, name, raw, line, end_line)
+static void expect_span(int at, const char *text, size_t i, const char *name, const char *raw,
+			unsigned line, unsigned end_line)
+{
+	struct env_file f;
+	struct env_error err;
+	const struct env_entry *e;
+	int r = parse(text, &f, &err);
+
+	if (r != 0 || f.n <= i) {
+		fprintf(stderr, "%s:%d: parse failed (%d) or too few entries (%zu)\n", __FILE__, at,
+			r, f.n);
+		failures++;
+		env_file_fini(&f);
+		return;
+	}
+	e = &f.entries[i];
+	if (!streq(e->name, name) || e->line != line || e->end_line != end_line ||
+	    e->value_off > e->value_end || e->value_end > strlen(text) ||
+	    e->value_end - e->value_off != strlen(raw) ||
+	    memcmp(text + e->value_off, raw, strlen(raw)) != 0) {
+		fprintf(stderr,
+			"%s:%d: entry %zu: %s lines %u..%u [%zu, %zu), expected %s lines %u..%u "
+			"\"%s\"\n",
+			__FILE__, at, i, e->name, e->line, e->end_line, e->value_off, e->value_end,
+			name, line, end_line, raw);
+		failures++;
+	}
+	env_file_fini(&f);
+}
+
+static void test_value_offsets(void)
+{
+	static const char multi[] = "A=\"line 1\n  line 2\n\"  # c\nB=after";
+	static const char crlf[] = "A=1\r\nB = two \r\n\r\nC=\"a\r\nb\" # c\r\nD=\r\nE='q'\r\n";
+	struct env_file f;
+
+	/* Unquoted: blanks around the value and comments stay outside. */
+	EXPECT_SPAN("A=1\n", 0, "A", "1", 1, 1);
+	EXPECT_SPAN("A=1", 0, "A", "1", 1, 1);
+	EXPECT_SPAN("A=  lead and trail  \t \n", 0, "A", "lead and trail", 1, 1);
+	EXPECT_SPAN("A\t=\tx\t", 0, "A", "x", 1, 1);
+	EXPECT_SPAN("A=x # comment", 0, "A", "x", 1, 1);
+	EXPECT_SPAN("A=x\t# comment", 0, "A", "x", 1, 1);
+	EXPECT_SPAN("A=a # b # c", 0, "A", "a", 1, 1);
+	EXPECT_SPAN("A=x#y # z", 0, "A", "x#y", 1, 1);
+	EXPECT_SPAN("A=postgresql://u:p#x@h/db\n", 0, "A", "postgresql://u:p#x@h/db", 1, 1);
+	EXPECT_SPAN("A=it's \"fine\"  ", 0, "A", "it's \"fine\"", 1, 1);
+	EXPECT_SPAN("A=${NOPE:-  }  # c", 0, "A", "${NOPE:-  }", 1, 1);
+	EXPECT_SPAN("A=x${HOME}y\n", 0, "A", "x${HOME}y", 1, 1);
+	EXPECT_SPAN("A=a\rb\n", 0, "A", "a\rb", 1, 1); /* a lone \r is value */
+	/* Quoted: from the opening quote to just past the closing one. */
+	EXPECT_SPAN("A='q'", 0, "A", "'q'", 1, 1);
+	EXPECT_SPAN("A = \t'x y' # c\n", 0, "A", "'x y'", 1, 1);
+	EXPECT_SPAN("A='x'#c", 0, "A", "'x'", 1, 1);
+	EXPECT_SPAN("A=''\n", 0, "A", "''", 1, 1);
+	EXPECT_SPAN("A=\"x\\\"y\"  \n", 0, "A", "\"x\\\"y\"", 1, 1);
+	EXPECT_SPAN("A=\"${NOPE:-a}\"", 0, "A", "\"${NOPE:-a}\"", 1, 1);
+	EXPECT_SPAN(multi, 0, "A", "\"line 1\n  line 2\n\"", 1, 3);
+	EXPECT_SPAN(multi, 1, "B", "after", 4, 4);
+	/* export and leading blanks are before value_off. */
+	EXPECT_SPAN("  export  \t A = v # c", 0, "A", "v", 1, 1);
+	EXPECT_SPAN("export A='v'\n", 0, "A", "'v'", 1, 1);
+	EXPECT_SPAN("export =v", 0, "export", "v", 1, 1);
+	/* Later lines: offsets count from the start of the text. */
+	EXPECT_SPAN("# c\n\nX=1\n  Y = 22 # c\n", 1, "Y", "22", 4, 4);
+	/* CRLF: the \r is part of the line break, not the value. */
+	EXPECT_SPAN(crlf, 0, "A", "1", 1, 1);
+	EXPECT_SPAN(crlf, 1, "B", "two", 2, 2);
+	EXPECT_SPAN(crlf, 2, "C", "\"a\r\nb\"", 4, 5);
+	EXPECT_SPAN(crlf, 3, "D", "", 6, 6);
+	EXPECT_SPAN(crlf, 4, "E", "'q'", 7, 7);
+	EXPECT_SPAN("A=x \r\n", 0, "A", "x", 1, 1);
+
+	/* Empty unquoted values: value_off == value_end, after the blanks. */
+	CHECK(parse("A=", &f, NULL) == 0);
+	CHECK(f.n == 1 && f.entries[0].value_off == 2 && f.entries[0].value_end == 2);
+	env_file_fini(&f);
+	CHECK(parse("A=   \nB=1", &f, NULL) == 0);
+	CHECK(f.n == 2 && f.entries[0].value_off == 5 && f.entries[0].value_end == 5);
+	CHECK(f.n == 2 && f.entries[1].value_off == 8 && f.entries[1].value_end == 9);
+	env_file_fini(&f);
+	CHECK(parse("A=  # only a comment", &f, NULL) == 0);
+	CHECK(f.n == 1 && f.entries[0].value_off == 4 && f.entries[0].value_end == 4);
+	env_file_fini(&f);
+	CHECK(parse("A=\r\n", &f, NULL) == 0);
+	CHECK(f.n == 1 && f.entries[0].value_off == 2 && f.entries[0].value_end == 2);
+	env_file_fini(&f);
+	/* A value ending at the end of the text. */
+	CHECK(env_parse("A=12345", 4, NULL, NULL, &f, NULL) == 0);
+	CHECK(f.n == 1 && f.entries[0].value_off == 2 && f.entries[0].value_end == 4);
+	env_file_fini(&f);
+}
+
+/* The decode callback used by the tests: "enc:v1:X" decodes to "<X>",
+ * "enc:v1:bad" fails, "enc:v1:nomem" runs out of memory; anything else
+ * after "enc:" is an unknown format.  data counts the calls. */
+static int test_decode(const char *name, const char *value, char **out, char *msg,
+		       size_t msglen, void *data)
+{
+	unsigned *calls = data;
+	size_t n;
+
+	(*calls)++;
+	if (strncmp(value, "enc:", 4) != 0) {
+		snprintf(msg, msglen, "called for a value without enc:");
+		return -EPROTO;
+	}
+	if (strncmp(value, "enc:v1:", 7) != 0) {
+		snprintf(msg, msglen, "unknown format");
+		return -EINVAL;
+	}
+	if (streq(value + 7, "bad")) {
+		snprintf(msg, msglen, "authentication failed");
+		return -EBADMSG;
+	}
+	if (streq(value + 7, "nomem"))
+		return -ENOMEM;
+	if (streq(value + 7, "null"))
+		return 0; /* a broken decoder: success without a value */
+	if (streq(value + 7, "huge")) {
+		*out = malloc(ENV_VALUE_MAX + 2);
+		if (!*out)
+			abort();
+		memset(*out, 'h', ENV_VALUE_MAX + 1);
+		(*out)[ENV_VALUE_MAX + 1] = '\0';
+		return 0;
+	}
+	if (streq(value + 7, "max")) {
+		*out = malloc(ENV_VALUE_MAX + 1);
+		if (!*out)
+			abort();
+		memset(*out, 'm', ENV_VALUE_MAX);
+		(*out)[ENV_VALUE_MAX] = '\0';
+		return 0;
+	}
+	if (streq(value + 7, "quiet"))
+		return -EIO; /* no reason given */
+	n = strlen(value + 7);
+	*out = malloc(n + 3);
+	if (!*out)
+		return -ENOMEM;
+	(*out)[0] = '<';
+	memcpy(*out + 1, value + 7, n);
+	(*out)[n + 1] = '>';
+	(*out)[n + 2] = '\0';
+	(void)name;
+	return 0;
+}
+
+static const char *decode_lookup(const char *name, void *data)
+{
+	(void)data;
+	if (streq(name, "PFX"))
+		return "enc:v1:";
+	return fake_lookup(name, data);
+}
+
+static int parse_decoded(const char *text, unsigned *calls, struct env_file *f,
+			 struct env_error *err)
+{
+	struct env_parse_opts opts = { decode_lookup, test_decode, calls };
+
+	*calls = 0;
+	return env_parse_with(text, strlen(text), &opts, f, err);
+}
+
+static void test_decode_hook(void)
+{
+	struct env_file f;
+	struct env_error err;
+	unsigned calls;
+	char name[200], text[300];
+	char *big;
+	size_t len;
+	int i, r;
+
+	/* Decoded values replace the stored ones, and expansion sees them. */
+	r = parse_decoded("A=enc:v1:abc\nB=${A}x\nC=\"${A}\"\nD='enc:v1:q' # c\n", &calls, &f,
+			  &err);
+	CHECK(r == 0 && calls == 2 && f.n == 4);
+	if (r == 0 && f.n == 4) {
+		CHECK(streq(env_file_get(&f, "A"), "<abc>"));
+		CHECK(streq(env_file_get(&f, "B"), "<abc>x"));
+		CHECK(streq(env_file_get(&f, "C"), "<abc>"));
+		CHECK(streq(env_file_get(&f, "D"), "<q>"));
+		/* The offsets still point at the raw (encrypted) text. */
+		CHECK(f.entries[0].value_off == 2 && f.entries[0].value_end == 12);
+	}
+	env_file_fini(&f);
+
+	/* Only values that start with "enc:" after expansion. */
+	r = parse_decoded("A=xenc:v1:a\nB=ENC:v1:a\nC=enc\nD=enc;x\nE=\nF=' enc:v1:a'\n"
+			  "G=${PFX}z\nH=\"${NOPE:-enc:v1:}y\"\n",
+			  &calls, &f, &err);
+	CHECK(r == 0 && calls == 2);
+	CHECK(r == 0 && streq(env_file_get(&f, "A"), "xenc:v1:a"));
+	CHECK(r == 0 && streq(env_file_get(&f, "C"), "enc"));
+	CHECK(r == 0 && streq(env_file_get(&f, "F"), " enc:v1:a"));
+	CHECK(r == 0 && streq(env_file_get(&f, "G"), "<z>"));
+	CHECK(r == 0 && streq(env_file_get(&f, "H"), "<y>"));
+	env_file_fini(&f);
+
+	/* Without a decoder the values stay as they are. */
+	CHECK(env_parse_with("A=enc:v1:abc\nB=${A}", 19, NULL, &f, NULL) == 0);
+	CHECK(f.n == 2 && streq(env_file_get(&f, "B"), "enc:v1:abc"));
+	env_file_fini(&f);
+
+	/* A failure rejects the file at the start of the value, naming the
+	 * variable and the reason, never the value. */
+	r = parse_decoded("A=enc:v1:ok\nB=1\nSECRET_KEY =  \"enc:v1:bad\"  # c\nC=enc:v1:x\n",
+			  &calls, &f, &err);
+	CHECK(r == -EINVAL && f.n == 0 && f.entries == NULL);
+	CHECK(err.line == 3 && err.column == 15);
+	CHECK(streq(err.message, "SECRET_KEY: authentication failed"));
+	CHECK(calls == 2); /* stopped there */
+	r = parse_decoded("\n  export X=enc:v9:zz", &calls, &f, &err);
+	CHECK(r == -EINVAL && err.line == 2 && err.column == 12);
+	CHECK(streq(err.message, "X: unknown format"));
+	r = parse_decoded("X=enc:v1:quiet", &calls, &f, &err);
+	CHECK(r == -EINVAL && streq(err.message, "X: cannot decode value"));
+	r = parse_decoded("X=enc:v1:null", &calls, &f, &err);
+	CHECK(r == -EINVAL && streq(err.message, "X: cannot decode value"));
+	r = parse_decoded("A=1\nX=enc:v1:huge", &calls, &f, &err);
+	CHECK(r == -EINVAL && err.line == 2 && err.column == 3);
+	CHECK(streq(err.message, "X: value too long after decoding"));
+	/* -ENOMEM stays -ENOMEM. */
+	r = parse_decoded("A=enc:v1:ok\nX=enc:v1:nomem", &calls, &f, &err);
+	CHECK(r == -ENOMEM && f.n == 0);
+
+	/* A long name is cut short; the reason still fits. */
+	memset(name, 'N', sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	snprintf(text, sizeof(text), "%s=enc:v1:bad", name);
+	r = parse_decoded(text, &calls, &f, &err);
+	CHECK(r == -EINVAL && strlen(err.message) < sizeof(err.message) - 1);
+	CHECK(strncmp(err.message, name, 64) == 0 && strncmp(err.message + 64, "...: ", 5) == 0);
+	CHECK(strstr(err.message, "authentication failed") != NULL);
+
+	/* A decoded value of exactly ENV_VALUE_MAX is fine, and decoded
+	 * lengths are what count towards ENV_TOTAL_MAX: 16 of them fill it,
+	 * the 17th (on line 17) is one too many. */
+	big = grow(NULL, 17 * 32);
+	len = 0;
+	for (i = 0; i < 17; i++)
+		len += (size_t)sprintf(big + len, "V%d=enc:v1:max\n", i);
+	r = parse_decoded(big, &calls, &f, &err);
+	CHECK(r == -EINVAL && err.line == 17 && calls == 17);
+	CHECK(strstr(err.message, "file too large after expansion") != NULL);
+	big[len - strlen("V16=enc:v1:max\n")] = '\0'; /* drop the last line */
+	r = parse_decoded(big, &calls, &f, &err);
+	CHECK(r == 0 && f.n == 16 && strlen(env_file_get(&f, "V15")) == ENV_VALUE_MAX);
+	env_file_fini(&f);
+	free(big);
+}
+
 static char *read_file(const char *path, size_t *len)
 {
 	FILE *fp = fopen(path, "rb");
@@ -624,6 +883,8 @@ int main(int argc, char **argv)
 	test_lookup_result_reused();
 	test_null_args();
 	test_many();
+	test_value_offsets();
+	test_decode_hook();
 	if (argc > 1)
 		test_corpus(argv[1]);
 	if (failures) {

@@ -1,0 +1,94 @@
+/*
+ * The agent's secret keys; see keys.h.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "common/crypto.h"
+#include "common/log.h"
+#include "keys.h"
+
+static int keys_add_slot(struct keys *k, const char *path)
+{
+	struct key_slot *slots =
+		realloc(k->slots, (k->n_slots + 1) * sizeof(*slots));
+
+	if (!slots)
+		return -ENOMEM;
+	k->slots = slots;
+	slots[k->n_slots] = (struct key_slot){ .path = strdup(path) };
+	if (!slots[k->n_slots].path)
+		return -ENOMEM;
+	k->n_slots++;
+	return 0;
+}
+
+int keys_init(struct keys *k, char *const *paths, size_t n)
+{
+	const char *creds = getenv("CREDENTIALS_DIRECTORY");
+	int r;
+
+	*k = (struct keys){ 0 };
+	for (size_t i = 0; i < n; i++) {
+		r = keys_add_slot(k, paths[i]);
+		if (r < 0)
+			return r;
+	}
+	if (n == 0 && creds && *creds) {
+		char path[4096];
+		snprintf(path, sizeof(path), "%s/%s", creds, KEYS_CREDENTIAL);
+		if (access(path, F_OK) == 0)
+			return keys_add_slot(k, path);
+	}
+	return 0;
+}
+
+void keys_fini(struct keys *k)
+{
+	for (size_t i = 0; i < k->n_slots; i++) {
+		crypt_key_free(k->slots[i].key);
+		free(k->slots[i].path);
+		free(k->slots[i].error);
+	}
+	free(k->slots);
+	free(k->held);
+	*k = (struct keys){ 0 };
+}
+
+int keys_load(struct keys *k)
+{
+	struct crypt_key **held;
+	int failed = 0;
+
+	for (size_t i = 0; i < k->n_slots; i++) {
+		struct key_slot *s = &k->slots[i];
+		struct crypt_key *key;
+		char err[512], id[2 * CRYPT_KEY_ID_LEN + 1];
+
+		free(s->error);
+		s->error = NULL;
+		if (crypt_key_load(s->path, &key, err, sizeof(err)) < 0) {
+			failed++;
+			s->error = strdup(err);
+			log_error("%s%s", err,
+				  s->key ? "; the key loaded before stays in use"
+					 : "");
+			continue;
+		}
+		crypt_id_hex(crypt_key_id(key), id);
+		log_info("key %s loaded from %s", id, s->path);
+		crypt_key_free(s->key);
+		s->key = key;
+	}
+	held = calloc(k->n_slots + 1, sizeof(*held));
+	if (!held)
+		return -ENOMEM;
+	free(k->held);
+	k->held = held;
+	k->n_held = 0;
+	for (size_t i = 0; i < k->n_slots; i++)
+		if (k->slots[i].key)
+			k->held[k->n_held++] = k->slots[i].key;
+	return failed;
+}

@@ -1,0 +1,691 @@
+/*
+ * dbswapctl set: change entries of an env file, atomically and durably,
+ * keeping the rest of the file as it was; with --wait, follow the change
+ * through the agent until every subscriber has acked it.
+ *
+ *   dbswapctl set FILE NAME=VALUE... [--pubkey KEY] [--key KEYFILE]
+ *                 [--encrypt-values] [--wait[=SECONDS]]
+ *
+ * NAME=- reads the value from stdin (one line; without echo on a
+ * terminal), so it stays out of argv and shell history.
+ *
+ * Encryption follows the file: a sealed file is opened with --key,
+ * changed, and sealed again (to --pubkey, else to the key's own public
+ * key); a value that was enc:v1: is encrypted again (to --pubkey or
+ * --key's public key), and --encrypt-values encrypts every value set.
+ *
+ * How --wait knows what its write caused: it notes the identity (device,
+ * inode, size, mtime) of the file it renamed into place, finds the env
+ * file the agent read with that identity and the evaluation number of that
+ * read, and follows the targets whose value that evaluation set.
+ */
+#include <fcntl.h>
+#include <libgen.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "common/crypto.h"
+#include "common/env.h"
+#include "common/envedit.h"
+#include "common/util.h"
+#include "ctl.h"
+
+/* Default and longest wait for --wait. */
+#define SET_WAIT_DEFAULT_S 30
+/* Status polling while waiting: small next to a ~20 ms rotation. */
+#define SET_POLL_MS 5
+/* Failed validations after which --wait calls a value rejected (the agent
+ * itself keeps retrying with backoff). */
+#define SET_REJECT_ATTEMPTS 3
+/* How long --wait looks for its write among the agent's files before it
+ * concludes that the agent does not watch the file at all. */
+#define SET_FIND_FILE_MS 2000
+
+struct set_opts {
+	const char *file;
+	struct envedit_change *changes;
+	char **owned; /* values read from stdin or encrypted here */
+	size_t n;
+	const char *pubkey;
+	const char *key;
+	bool encrypt_values;
+	bool wait;
+	int wait_s;
+};
+
+static void set_opts_fini(struct set_opts *o)
+{
+	for (size_t i = 0; i < o->n; i++)
+		free_secret(o->owned[i]);
+	free(o->owned);
+	free(o->changes);
+}
+
+/* Reads one line from stdin for name, without echo on a terminal. */
+static char *read_secret_line(const char *name)
+{
+	struct termios old, quiet;
+	bool tty = isatty(STDIN_FILENO) &&
+		   tcgetattr(STDIN_FILENO, &old) == 0;
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+
+	if (tty) {
+		fprintf(stderr, "value for %s: ", name);
+		quiet = old;
+		quiet.c_lflag &= ~(tcflag_t)ECHO;
+		tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+	}
+	n = getline(&line, &cap, stdin);
+	if (tty) {
+		tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+		fputc('\n', stderr);
+	}
+	if (n < 0) {
+		free(line);
+		return NULL;
+	}
+	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+		line[--n] = '\0';
+	return line;
+}
+
+static int parse_set_args(int argc, char **argv, struct set_opts *o)
+{
+	o->wait_s = SET_WAIT_DEFAULT_S;
+	o->changes = calloc((size_t)argc + 1, sizeof(*o->changes));
+	o->owned = calloc((size_t)argc + 1, sizeof(*o->owned));
+	if (!o->changes || !o->owned)
+		return -ENOMEM;
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+		if (streq(a, "--pubkey") && i + 1 < argc) {
+			o->pubkey = argv[++i];
+		} else if (strncmp(a, "--pubkey=", 9) == 0) {
+			o->pubkey = a + 9;
+		} else if (streq(a, "--key") && i + 1 < argc) {
+			o->key = argv[++i];
+		} else if (strncmp(a, "--key=", 6) == 0) {
+			o->key = a + 6;
+		} else if (streq(a, "--encrypt-values")) {
+			o->encrypt_values = true;
+		} else if (streq(a, "--wait")) {
+			o->wait = true;
+		} else if (strncmp(a, "--wait=", 7) == 0) {
+			char *end;
+			o->wait = true;
+			o->wait_s = (int)strtol(a + 7, &end, 10);
+			if (*end || o->wait_s <= 0) {
+				fprintf(stderr, "dbswapctl set: --wait=%s: not "
+						"a number of seconds\n", a + 7);
+				return -EINVAL;
+			}
+		} else if (a[0] == '-' && a[1] == '-') {
+			fprintf(stderr, "dbswapctl set: unknown option %s\n", a);
+			return -EINVAL;
+		} else if (!o->file) {
+			o->file = a;
+		} else {
+			const char *eq = strchr(a, '=');
+			char *name;
+			if (!eq || eq == a) {
+				fprintf(stderr, "dbswapctl set: %s: expected "
+						"NAME=VALUE\n", a);
+				return -EINVAL;
+			}
+			name = strndup(a, (size_t)(eq - a));
+			if (!name)
+				return -ENOMEM;
+			/* names live in argv; keep a copy just for the cut */
+			o->changes[o->n].name = name;
+			if (streq(eq + 1, "-")) {
+				o->owned[o->n] = read_secret_line(name);
+				if (!o->owned[o->n]) {
+					fprintf(stderr, "dbswapctl set: no value "
+							"for %s on stdin\n",
+						name);
+					free(name);
+					return -EINVAL;
+				}
+				o->changes[o->n].value = o->owned[o->n];
+			} else {
+				o->changes[o->n].value = eq + 1;
+			}
+			o->n++;
+		}
+	}
+	if (!o->file || o->n == 0) {
+		fprintf(stderr, "dbswapctl set: usage: set FILE NAME=VALUE...\n");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Where the new version goes: through a symlink to its target, so that
+ * the link itself stays. */
+static char *set_target_path(const char *file)
+{
+	char *real = realpath(file, NULL);
+
+	return real ? real : strdup(file);
+}
+
+/* Writes data as the new content of path: a temp file in the same
+ * directory with the original's mode and owner, fsync, rename over path,
+ * fsync of the directory.  Fills identity (see layers.h) on success.
+ * Returns 0, or a negative errno with a message in err; path is then
+ * unchanged. */
+static int write_atomic(const char *path, const void *data, size_t len,
+			const struct stat *orig, char *identity, size_t idlen,
+			char *err, size_t errlen)
+{
+	char *dcopy = strdup(path), *bcopy = strdup(path);
+	char tmp[4096];
+	struct stat st;
+	int dfd = -1, fd = -1, r;
+
+	if (!dcopy || !bcopy) {
+		r = -ENOMEM;
+		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	const char *dir = dirname(dcopy), *base = basename(bcopy);
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0) {
+		r = neg_errno();
+		snprintf(err, errlen, "cannot open directory %s: %s", dir,
+			 strerror(-r));
+		goto out;
+	}
+	for (int attempt = 0; attempt < 16 && fd < 0; attempt++) {
+		uint32_t rnd = 0;
+		(void)!getrandom(&rnd, sizeof(rnd), 0);
+		snprintf(tmp, sizeof(tmp), ".%s.dbswap-%08x", base, rnd);
+		fd = openat(dfd, tmp,
+			    O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+			    0600);
+		if (fd < 0 && errno != EEXIST)
+			break;
+	}
+	if (fd < 0) {
+		r = neg_errno();
+		snprintf(err, errlen, "cannot create a temp file in %s: %s",
+			 dir, strerror(-r));
+		goto out;
+	}
+	if (orig && fchown(fd, orig->st_uid, orig->st_gid) < 0 &&
+	    (orig->st_uid != geteuid() || orig->st_gid != getegid())) {
+		r = neg_errno();
+		snprintf(err, errlen, "cannot give the new %s its owner "
+				      "%u:%u: %s",
+			 path, (unsigned)orig->st_uid, (unsigned)orig->st_gid,
+			 strerror(-r));
+		goto err_tmp;
+	}
+	if (fchmod(fd, orig ? orig->st_mode & 07777 : 0600) < 0 ||
+	    (r = ctl_write_all(fd, data, len)) < 0 || fsync(fd) < 0 ||
+	    fstat(fd, &st) < 0) {
+		r = neg_errno();
+		snprintf(err, errlen, "cannot write %s: %s", path, strerror(-r));
+		goto err_tmp;
+	}
+	if (close(fd) < 0) {
+		fd = -1;
+		r = neg_errno();
+		snprintf(err, errlen, "cannot write %s: %s", path, strerror(-r));
+		goto err_tmp;
+	}
+	fd = -1;
+	if (renameat(dfd, tmp, dfd, base) < 0) {
+		r = neg_errno();
+		snprintf(err, errlen, "cannot rename into %s: %s", path,
+			 strerror(-r));
+		goto err_tmp;
+	}
+	/* The rename is durable once the directory is on disk. */
+	if (fsync(dfd) < 0) {
+		r = neg_errno();
+		snprintf(err, errlen, "%s was replaced, but syncing %s failed: "
+				      "%s", path, dir, strerror(-r));
+		goto out;
+	}
+	snprintf(identity, idlen, "%llu:%llu:%lld:%lld",
+		 (unsigned long long)st.st_dev, (unsigned long long)st.st_ino,
+		 (long long)st.st_size,
+		 (long long)st.st_mtim.tv_sec * 1000000000LL +
+			 st.st_mtim.tv_nsec);
+	r = 0;
+	goto out;
+
+err_tmp:
+	if (fd >= 0)
+		close(fd);
+	fd = -1;
+	unlinkat(dfd, tmp, 0);
+out:
+	if (fd >= 0)
+		close(fd);
+	if (dfd >= 0)
+		close(dfd);
+	free(dcopy);
+	free(bcopy);
+	return r;
+}
+
+/* Reads the current file (empty when it does not exist yet). */
+static int read_current(const char *path, uint8_t **buf, size_t *len,
+			struct stat *st, bool *exists)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC), r;
+
+	*exists = fd >= 0;
+	if (fd < 0) {
+		if (errno != ENOENT) {
+			r = neg_errno();
+			fprintf(stderr, "dbswapctl set: %s: %s\n", path,
+				strerror(-r));
+			return r;
+		}
+		*buf = (uint8_t *)strdup("");
+		*len = 0;
+		return *buf ? 0 : -ENOMEM;
+	}
+	if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode)) {
+		fprintf(stderr, "dbswapctl set: %s: not a regular file\n", path);
+		close(fd);
+		return -EINVAL;
+	}
+	r = ctl_read_all(fd, ENV_FILE_MAX, buf, len);
+	close(fd);
+	if (r < 0)
+		fprintf(stderr, "dbswapctl set: %s: %s\n", path,
+			r == -EFBIG ? "over the env file size limit"
+				    : strerror(-r));
+	return r;
+}
+
+/* Encrypts each change that needs it: all with --encrypt-values, else
+ * those whose current definition is an enc: value. */
+static int encrypt_changes(struct set_opts *o, const char *text, size_t len,
+			   const uint8_t *pk)
+{
+	struct env_file cur = { 0 };
+	struct env_error err;
+
+	/* The current text parsed without decryption: enc: stays as is. */
+	if (env_parse(text, len, NULL, NULL, &cur, &err) < 0) {
+		fprintf(stderr, "dbswapctl set: %s:%u:%u: %s\n", o->file,
+			err.line, err.column, err.message);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < o->n; i++) {
+		const char *old = env_file_get(&cur, o->changes[i].name);
+		char *sealed;
+		if (!o->encrypt_values && !(old && crypt_is_sealed_value(old)))
+			continue;
+		if (!pk) {
+			fprintf(stderr, "dbswapctl set: %s is encrypted in %s; "
+					"give --pubkey (or --key) to encrypt its "
+					"new value\n",
+				o->changes[i].name, o->file);
+			env_file_fini(&cur);
+			return -EINVAL;
+		}
+		if (crypt_seal_value(pk, o->changes[i].value, &sealed) < 0) {
+			env_file_fini(&cur);
+			return -ENOMEM;
+		}
+		free_secret(o->owned[i]);
+		o->owned[i] = sealed;
+		o->changes[i].value = sealed;
+	}
+	env_file_fini(&cur);
+	return 0;
+}
+
+/* Status polling for --wait. */
+
+struct tracked {
+	char name[IPC_NAME_MAX + 1];
+	long long generation; /* published for our write; -1 before */
+	long long shown_acked, shown_subs;
+	bool done;
+};
+
+static void status_now(dbswap_client *c, struct ipc_msg *reply)
+{
+	ctl_call(c, IPC_STATUS, reply);
+}
+
+/* Finds the env file the agent read with our identity; returns its read
+ * sequence, or -1 while not yet.  Exits when the agent rejected it. */
+static long long find_read(const msgpack_object *st, const char *identity,
+			   const char *file)
+{
+	const msgpack_object *files = ctl_array(st, "files");
+	char buf[128], err[1024];
+
+	for (uint32_t i = 0; files && i < files->via.array.size; i++) {
+		const msgpack_object *f = &files->via.array.ptr[i];
+		if (!ctl_str(f, "identity", buf, sizeof(buf)) ||
+		    !streq(buf, identity))
+			continue;
+		if (ctl_str(f, "state", buf, sizeof(buf)) &&
+		    !streq(buf, "ok")) {
+			fprintf(stderr, "dbswapctl set: the agent rejected %s: "
+					"%s\n",
+				file,
+				ctl_str(f, "error", err, sizeof(err))
+					? err
+					: buf);
+			exit(EXIT_REJECTED);
+		}
+		return ctl_int(f, "seq");
+	}
+	return -1;
+}
+
+/* Whether the agent watches file at all, by resolved path. */
+static bool agent_watches(const msgpack_object *st, const char *file)
+{
+	const msgpack_object *files = ctl_array(st, "files");
+	char *want = realpath(file, NULL), buf[4096];
+	bool found = false;
+
+	for (uint32_t i = 0; files && i < files->via.array.size && !found;
+	     i++) {
+		char *real;
+		if (!ctl_str(&files->via.array.ptr[i], "path", buf, sizeof(buf)))
+			continue;
+		real = realpath(buf, NULL);
+		found = want && real && streq(want, real);
+		free(real);
+	}
+	free(want);
+	return found;
+}
+
+static const msgpack_object *find_target(const msgpack_object *st,
+					 const char *name)
+{
+	const msgpack_object *targets = ctl_array(st, "targets");
+	char buf[IPC_NAME_MAX + 1];
+
+	for (uint32_t i = 0; targets && i < targets->via.array.size; i++)
+		if (ctl_str(&targets->via.array.ptr[i], "name", buf,
+			    sizeof(buf)) &&
+		    streq(buf, name))
+			return &targets->via.array.ptr[i];
+	return NULL;
+}
+
+/* Prints who has not acked, for the timeout message. */
+static void print_lagging(const msgpack_object *t)
+{
+	const msgpack_object *lag = ctl_array(t, "lagging");
+	char name[IPC_NAME_MAX + 1];
+
+	for (uint32_t j = 0; lag && j < lag->via.array.size; j++) {
+		const msgpack_object *l = &lag->via.array.ptr[j];
+		fprintf(stderr, "%s pid %lld (%s)", j ? "," : "",
+			ctl_int(l, "pid"),
+			ctl_str(l, "name", name, sizeof(name)) ? name : "?");
+	}
+}
+
+/* One look at a tracked target.  Returns true when it is done; exits when
+ * the agent rejected its new value. */
+static bool follow_target(struct tracked *tr, const msgpack_object *t,
+			  long long seq)
+{
+	char state[32], err[1024];
+	long long subs, acked, gen;
+
+	ctl_str(t, "state", state, sizeof(state));
+	if (ctl_int(t, "published_seq") >= seq) {
+		gen = ctl_int(t, "generation");
+		if (tr->generation < 0) {
+			tr->generation = gen;
+			printf("%s: validated, generation %lld published\n",
+			       tr->name, gen);
+		}
+		subs = ctl_int(t, "subscribers");
+		acked = gen >= tr->generation ? ctl_int(t, "acked") : 0;
+		if (acked != tr->shown_acked || subs != tr->shown_subs) {
+			printf("%s: %lld of %lld subscriber(s) acked generation "
+			       "%lld\n",
+			       tr->name, acked, subs, gen);
+			tr->shown_acked = acked;
+			tr->shown_subs = subs;
+		}
+		fflush(stdout);
+		return acked >= subs;
+	}
+	if (streq(state, "unset")) {
+		fprintf(stderr, "dbswapctl set: the agent rejected the change: "
+				"%s is no longer defined\n", tr->name);
+		exit(EXIT_REJECTED);
+	}
+	if (streq(state, "failed") &&
+	    (ctl_int(t, "gave_up") == 1 ||
+	     ctl_int(t, "attempts") >= SET_REJECT_ATTEMPTS)) {
+		fprintf(stderr, "dbswapctl set: the agent rejected the new value "
+				"of %s: %s\n",
+			tr->name,
+			ctl_str(t, "error", err, sizeof(err)) ? err : state);
+		exit(EXIT_REJECTED);
+	}
+	return false;
+}
+
+static int wait_rotation(const char *socket, const struct set_opts *o,
+			 const char *identity)
+{
+	dbswap_client *c = ctl_connect(socket, "dbswapctl set --wait");
+	int64_t start = now_ms(), deadline = start + o->wait_s * 1000LL;
+	struct tracked tracked[IPC_SUBSCRIBE_MAX];
+	size_t n_tracked = 0;
+	long long seq = -1;
+	struct ipc_msg st;
+
+	for (;;) {
+		bool all_done = true;
+
+		status_now(c, &st);
+		const msgpack_object *root = &st.root.data;
+		if (seq < 0) {
+			seq = find_read(root, identity, o->file);
+			if (seq < 0 && now_ms() - start > SET_FIND_FILE_MS &&
+			    !agent_watches(root, o->file)) {
+				fprintf(stderr, "dbswapctl set: the agent at %s "
+						"does not watch %s\n",
+					client_socket_path(c), o->file);
+				exit(EXIT_REFUSED);
+			}
+			if (seq >= 0) {
+				/* The targets this read set a value of. */
+				const msgpack_object *ts =
+					ctl_array(root, "targets");
+				for (uint32_t i = 0;
+				     ts && i < ts->via.array.size &&
+				     n_tracked < IPC_SUBSCRIBE_MAX;
+				     i++) {
+					const msgpack_object *t =
+						&ts->via.array.ptr[i];
+					struct tracked *tr =
+						&tracked[n_tracked];
+					if (ctl_int(t, "value_seq") != seq)
+						continue;
+					*tr = (struct tracked){
+						.generation = -1,
+						.shown_acked = -1,
+						.shown_subs = -1,
+					};
+					ctl_str(t, "name", tr->name,
+						sizeof(tr->name));
+					n_tracked++;
+				}
+				printf("the agent read %s: %zu target(s) "
+				       "changed\n",
+				       o->file, n_tracked);
+			}
+		}
+		if (seq < 0)
+			all_done = false;
+		for (size_t i = 0; i < n_tracked; i++) {
+			const msgpack_object *t = find_target(root,
+							      tracked[i].name);
+			if (!tracked[i].done && t)
+				tracked[i].done =
+					follow_target(&tracked[i], t, seq);
+			all_done &= tracked[i].done;
+		}
+		if (all_done) {
+			ipc_msg_fini(&st);
+			dbswap_client_free(c);
+			printf("done: every subscriber uses the new value%s\n",
+			       n_tracked ? "; the old credentials can be "
+					   "revoked"
+					 : "");
+			return EXIT_SUCCESS;
+		}
+		if (now_ms() >= deadline) {
+			fprintf(stderr, "dbswapctl set: timed out after %d s:",
+				o->wait_s);
+			if (seq < 0)
+				fprintf(stderr, " the agent has not read %s\n",
+					o->file);
+			for (size_t i = 0; i < n_tracked; i++) {
+				const msgpack_object *t = find_target(
+					root, tracked[i].name);
+				if (tracked[i].done || !t)
+					continue;
+				if (tracked[i].generation < 0) {
+					fprintf(stderr, " %s not validated yet",
+						tracked[i].name);
+					continue;
+				}
+				fprintf(stderr, " %s generation %lld acked by "
+						"%lld of %lld; waiting for",
+					tracked[i].name, tracked[i].generation,
+					tracked[i].shown_acked,
+					tracked[i].shown_subs);
+				print_lagging(t);
+			}
+			fputc('\n', stderr);
+			ipc_msg_fini(&st);
+			dbswap_client_free(c);
+			return EXIT_TIMEOUT;
+		}
+		ipc_msg_fini(&st);
+		poll(NULL, 0, SET_POLL_MS);
+	}
+}
+
+int cmd_set(const char *socket, int argc, char **argv)
+{
+	struct set_opts o = { 0 };
+	struct crypt_key *key = NULL;
+	uint8_t pk_buf[32], *pk = NULL, *cur = NULL, *out = NULL;
+	uint8_t *plain = NULL;
+	size_t cur_len = 0, plain_len = 0, out_len = 0;
+	char *path = NULL, *edited = NULL, identity[96], err[1024];
+	size_t edited_len = 0;
+	struct env_error perr;
+	struct stat st;
+	bool exists, sealed;
+	int ret = EXIT_REFUSED;
+
+	if (parse_set_args(argc, argv, &o) < 0) {
+		ret = EXIT_USAGE;
+		goto out;
+	}
+	if (crypt_init() < 0)
+		goto out;
+	if (o.pubkey) {
+		if (ctl_pubkey_arg(o.pubkey, pk_buf) < 0) {
+			ret = EXIT_USAGE;
+			goto out;
+		}
+		pk = pk_buf;
+	}
+	if (o.key) {
+		if (ctl_key_arg(o.key, &key) < 0)
+			goto out;
+		if (!pk) {
+			memcpy(pk_buf, crypt_key_public(key), 32);
+			pk = pk_buf;
+		}
+	}
+	path = set_target_path(o.file);
+	if (!path || read_current(path, &cur, &cur_len, &st, &exists) < 0)
+		goto out;
+
+	sealed = crypt_is_sealed_file(cur, cur_len);
+	if (sealed) {
+		if (!key) {
+			fprintf(stderr, "dbswapctl set: %s is encrypted as a "
+					"whole; changing it needs the secret key "
+					"(--key), or keep the file in plaintext "
+					"with encrypted values (--encrypt-values), "
+					"which needs only the public key\n",
+				o.file);
+			goto out;
+		}
+		if (crypt_open_file(&key, 1, cur, cur_len, &plain, &plain_len,
+				    err, sizeof(err)) < 0) {
+			fprintf(stderr, "dbswapctl set: %s: %s\n", o.file, err);
+			goto out;
+		}
+	}
+	const char *text = sealed ? (const char *)plain : (const char *)cur;
+	size_t text_len = sealed ? plain_len : cur_len;
+
+	if (encrypt_changes(&o, text, text_len, pk) < 0)
+		goto out;
+	if (envedit_apply(text, text_len, o.changes, o.n, &edited, &edited_len,
+			  &perr) < 0) {
+		fprintf(stderr, "dbswapctl set: %s:%u:%u: %s\n", o.file,
+			perr.line, perr.column, perr.message);
+		goto out;
+	}
+	if (sealed) {
+		if (crypt_seal_file(pk, (const uint8_t *)edited, edited_len,
+				    &out, &out_len) < 0)
+			goto out;
+	}
+	if (write_atomic(path, sealed ? (const char *)out : edited,
+			 sealed ? out_len : edited_len, exists ? &st : NULL,
+			 identity, sizeof(identity), err, sizeof(err)) < 0) {
+		fprintf(stderr, "dbswapctl set: %s; %s is unchanged\n", err,
+			o.file);
+		goto out;
+	}
+	printf("wrote %s:", o.file);
+	for (size_t i = 0; i < o.n; i++)
+		printf(" %s", o.changes[i].name);
+	printf("%s\n", sealed ? " (sealed)" : "");
+	fflush(stdout);
+	ret = o.wait ? wait_rotation(socket, &o, identity) : EXIT_SUCCESS;
+out:
+	for (size_t i = 0; i < o.n; i++)
+		free((char *)o.changes[i].name);
+	set_opts_fini(&o);
+	crypt_key_free(key);
+	crypt_free_plain(plain, plain_len);
+	if (cur)
+		explicit_bzero(cur, cur_len);
+	free(cur);
+	if (edited)
+		explicit_bzero(edited, edited_len);
+	free(edited);
+	free(out);
+	free(path);
+	return ret;
+}
