@@ -271,14 +271,20 @@ int layers_reload(struct layers *l, size_t i, uint64_t seq)
 	struct env_file parsed;
 	struct env_error err;
 	unsigned decrypted;
-	uint8_t *bytes;
-	size_t len, text_len;
+	uint8_t *bytes = NULL;
+	size_t len = 0, text_len;
 	bool sealed;
 	char *text;
 	int r;
 
-	f->read_seq = seq;
+	char before[sizeof(f->identity)];
+
+	memcpy(before, f->identity, sizeof(before));
 	r = layer_read(f, &bytes, &len);
+	/* The evaluation that first saw this version: re-reading the same
+	 * version later (a reload) must not hide what that one changed. */
+	if (!streq(before, f->identity) || f->read_seq == 0)
+		f->read_seq = seq;
 	if (r == 0)
 		r = layer_plaintext(l, f, bytes, len, &text, &text_len, &sealed);
 	if (r == -ENOMEM)

@@ -53,7 +53,7 @@ struct layer {
 
 	/* The version last read, good or not, for `dbswapctl set --wait`:
 	 * "dev:inode:size:mtime_ns" of what the path named, and the agent's
-	 * evaluation sequence number at that read. */
+	 * evaluation sequence number when that version was first read. */
 	char identity[96];
 	uint64_t read_seq;
 };

@@ -176,6 +176,16 @@ class Encrypted(ClusterTest):
         self.assertEqual(r.returncode, 4, r.stderr)
         self.assertIn(b'password authentication failed', r.stderr)
         self.assertNotIn(bad.encode(), r.stderr + r.stdout)
+        # a reload between the write and --wait's look does not hide what
+        # the write changed (the read that first saw the file counts)
+        new = fresh_password()
+        self.cluster.set_password(self.role, new)
+        self.set(agent, f'DATABASE_URL={self.url(new)}')
+        ctl('--socket', agent.sock, 'reload')
+        ident = h.file_status(agent, self.env_path)['identity']
+        seq = h.file_status(agent, self.env_path)['seq']
+        self.assertEqual(self.status(agent)['value_seq'], seq, ident)
+        sub.wait_line(r'^update DATABASE_URL 2 ')
         # a change that touches no target returns at once
         self.set(agent, f'DATABASE_URL={self.url()}')
         r = self.set(agent, 'UNRELATED=1', '--wait')
