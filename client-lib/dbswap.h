@@ -30,6 +30,7 @@
 #ifndef DBSWAP_H
 #define DBSWAP_H
 
+#include <libpq-fe.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -131,6 +132,114 @@ int dbswap_subscribe(dbswap_client *client, const char *target,
  */
 int dbswap_ack(dbswap_client *client, const char *target,
 	       uint64_t generation);
+
+/*
+ * CONNECTION POOL
+ *
+ * A pool of libpq connections to one target, shared by all threads of the
+ * app, that follows the agent by itself: on a new value it opens
+ * connections with it first (in its own thread, never in an acquiring
+ * one), then switches: from then on every acquire gets a connection on the
+ * new value.  Idle old connections are closed at once, busy ones when they
+ * are released; one still busy at the drain deadline has its socket shut
+ * down (its query fails; it is closed on release).  When no connection on
+ * the old value remains, the pool acks the generation, so `dbswapctl set
+ * --wait` returns only when the old password is out of use.  While a
+ * switch is under way the pool may hold up to twice max_size connections.
+ *
+ * If the new value does not connect from this process, the pool keeps
+ * serving on the old one, retries with exponential backoff and jitter, and
+ * tells the agent (a nack, shown in `dbswapctl status`).  An
+ * authentication failure first asks the agent for its current value (the
+ * password may have changed again); a value refused 5 times is not
+ * tried again, so that the role is never locked out.
+ *
+ * Without an agent (no socket), the pool uses the target's value from the
+ * process environment ($DATABASE_URL) and says so once in the log; a value
+ * from an agent that appears later takes over.
+ *
+ * The pool runs one maintenance thread, and starts the client's background
+ * thread (dbswap_client_start()) if it is not running: a client that backs
+ * a pool must not be dispatched by the app, and its target must not also be
+ * followed with dbswap_subscribe().
+ *
+ * All pool functions are thread-safe, except dbswap_pool_free(), which
+ * must not race with the others on the same pool.
+ */
+typedef struct dbswap_pool dbswap_pool;
+
+/*
+ * Settings.  A field left at 0 takes the value from the env files (sent by
+ * the agent, live) if there is one, else the default.  The env names for
+ * target DATABASE_URL are DATABASE_POOL_MAX, DATABASE_POOL_MIN,
+ * DATABASE_POOL_TIMEOUT (acquire timeout) and DATABASE_POOL_IDLE_TIMEOUT,
+ * in milliseconds; for another target, its name without a trailing _URL,
+ * then _POOL_MAX and so on.
+ */
+typedef struct dbswap_pool_config {
+	int min_size;           /* kept open even when idle; default 1 */
+	int max_size;           /* at most this many; default 10 */
+	int acquire_timeout_ms; /* an acquire waits this long; default 5000 */
+	int idle_timeout_ms;    /* idle beyond min closed after; default
+				 * 300000; -1 never */
+	int max_lifetime_ms;    /* closed when released after; default
+				 * 1800000; -1 never */
+	int connect_timeout_ms; /* one connection attempt; default 5000 */
+	int drain_timeout_ms;   /* old busy ones shut down after; default
+				 * 30000 */
+	int check_on_borrow;    /* 1: a round trip before an idle connection is
+				 * handed out; default 0 */
+} dbswap_pool_config;
+
+/* Counters and gauges, for monitoring. */
+typedef struct dbswap_pool_stats {
+	uint64_t generation; /* the value acquires get now; 0 before any */
+	int size;            /* connections open, all generations */
+	int idle;            /* on the current value, ready to hand out */
+	int in_use;          /* handed out, all generations */
+	int old;             /* on an old value, draining */
+	int waiting;         /* threads blocked in acquire */
+	uint64_t acquired, timeouts, opened, closed, failed_connects;
+	uint64_t switches;   /* values switched to */
+	dbswap_pool_config config; /* in force, defaults filled in */
+} dbswap_pool_stats;
+
+/*
+ * Creates a pool for target on client; config NULL means all defaults.
+ * Opens min_size connections in the background as soon as a value is
+ * known.  Does not block.  Returns NULL with errno set (EINVAL: bad target
+ * or config; EBUSY: the target is already followed on this client; ENOMEM).
+ */
+dbswap_pool *dbswap_pool_new(dbswap_client *client, const char *target,
+			     const dbswap_pool_config *config);
+
+/*
+ * Closes every connection (busy ones too: call it when no thread uses the
+ * pool any more), stops the maintenance thread, frees the pool.  NULL is a
+ * no-op.
+ */
+void dbswap_pool_free(dbswap_pool *pool);
+
+/*
+ * Hands out a ready connection on the current value, blocking at most
+ * timeout_ms (-1: the pool's acquire timeout).  Returns NULL with errno
+ * set: ETIMEDOUT (pool exhausted, or no connection could be opened in
+ * time; the pool's log says which), ENOENT (no value known for the target
+ * yet), ECANCELED (the pool is being freed).
+ */
+PGconn *dbswap_pool_acquire(dbswap_pool *pool, int timeout_ms);
+
+/*
+ * Gives a connection back.  A connection left in a transaction is rolled
+ * back first; a broken one (PQstatus bad, or a rollback that fails), one
+ * on an old value, or one past its lifetime is closed instead, and
+ * replaced in the background as needed.  Never blocks beyond that
+ * rollback.
+ */
+void dbswap_pool_release(dbswap_pool *pool, PGconn *conn);
+
+/* Fills *stats.  Never blocks beyond the pool's lock. */
+void dbswap_pool_stats_get(dbswap_pool *pool, dbswap_pool_stats *stats);
 
 /*
  * Returns a copy of conninfo with its passwords replaced by ****, for
