@@ -35,7 +35,8 @@ struct agent {
 /* Re-reads every env file now and re-evaluates the targets. */
 void agent_reload(struct agent *a);
 
-/* Re-evaluates every target from the current layers. */
+/* Re-evaluates every target, its value and its pool settings, from the
+ * current layers. */
 void agent_update_targets(struct agent *a);
 
 struct target *agent_find_target(struct agent *a, const char *name);

@@ -154,6 +154,9 @@ void agent_update_targets(struct agent *a)
 	for (size_t i = 0; i < a->n_targets; i++) {
 		struct target *t = a->targets[i];
 		target_set_value(t, layers_get(&a->layers, t->name));
+		/* The pool settings come from the same layers and change
+		 * with them, but need no validation round trip. */
+		target_update_settings(t);
 	}
 }
 

@@ -29,9 +29,17 @@
  * name the stragglers, bounded so the reply stays within a frame. */
 #define SERVER_LAGGING_MAX 16
 
+/* The longest each nack message may be in a status reply, tried in turn
+ * until the reply fits in a frame: 16 lagging clients with full messages
+ * on each of a few targets would not, and status must keep working when
+ * many apps fail to switch, which is when it is needed. */
+static const size_t server_nack_shown[] = { IPC_NACK_MESSAGE_MAX, 128, 16 };
+
 struct subscription {
 	struct target *target;
-	uint64_t acked; /* last generation acked, 0 for none */
+	uint64_t acked;  /* last generation acked, 0 for none */
+	uint64_t nacked; /* last generation nacked and not acked since, or 0 */
+	char *nack_msg;  /* its message, from the client: untrusted text */
 };
 
 struct client {
@@ -78,8 +86,10 @@ static void client_free(struct client *c)
 	ipc_reader_fini(&c->in);
 	ipc_queue_fini(&c->out);
 	/* The last straggler leaving may complete a rotation. */
-	for (size_t i = 0; i < c->n_subs; i++)
+	for (size_t i = 0; i < c->n_subs; i++) {
 		server_check_acked(s, c->subs[i].target);
+		free(c->subs[i].nack_msg);
+	}
 	free(c->subs);
 	free(c->name);
 	free(c);
@@ -195,6 +205,23 @@ static int client_send_update(struct client *c, struct target *t)
 	return client_send(c, &w);
 }
 
+/* The pool settings in force for t; absent ones are left out. */
+static int client_send_settings(struct client *c, struct target *t)
+{
+	struct ipc_writer w;
+	size_t n = 0;
+
+	for (int i = 0; i < SETTING_COUNT; i++)
+		n += t->settings.set[i];
+	ipc_writer_init(&w, IPC_SETTINGS, 2 + n);
+	ipc_pack_kv_str(&w, "target", t->name);
+	for (int i = 0; i < SETTING_COUNT; i++)
+		if (t->settings.set[i])
+			ipc_pack_kv_u64(&w, target_setting_key(i),
+					t->settings.value[i]);
+	return client_send(c, &w);
+}
+
 static int client_ok(struct client *c, const struct ipc_msg *req)
 {
 	struct ipc_writer w;
@@ -272,15 +299,20 @@ static void handle_subscribe(struct client *c, const struct ipc_msg *m)
 	for (size_t i = 0; i < n_req; i++) {
 		if (client_sub(c, req[i]))
 			continue;
-		c->subs[c->n_subs++] = (struct subscription){ req[i], 0 };
+		c->subs[c->n_subs++] = (struct subscription){ .target = req[i] };
 		log_info(CLIENT_FMT " subscribed to %s", CLIENT_ARGS(c),
 			 req[i]->name);
 	}
-	/* Current values first, then ok: a client that saw ok is up to
-	 * date. */
-	for (size_t i = 0; i < n_req; i++)
+	/* Current values and settings first, then ok: a client that saw ok
+	 * is up to date.  Settings follow their target's update, so a pool
+	 * that opens connections on the update already knows its size. */
+	for (size_t i = 0; i < n_req; i++) {
 		if (req[i]->conninfo && client_send_update(c, req[i]) < 0)
 			return;
+		if (target_has_settings(req[i]) &&
+		    client_send_settings(c, req[i]) < 0)
+			return;
+	}
 	client_ok(c, m);
 }
 
@@ -308,7 +340,81 @@ static void handle_ack(struct client *c, const struct ipc_msg *m)
 		sub->acked = m->generation;
 	log_debug(CLIENT_FMT " acked %s generation %llu", CLIENT_ARGS(c),
 		  t->name, (unsigned long long)m->generation);
+	/* Using that generation or a newer one: whatever failed is over. */
+	if (sub->nacked && m->generation >= sub->nacked) {
+		log_info(CLIENT_FMT " now uses %s generation %llu, past its "
+			 "nack of generation %llu",
+			 CLIENT_ARGS(c), t->name,
+			 (unsigned long long)m->generation,
+			 (unsigned long long)sub->nacked);
+		sub->nacked = 0;
+		free(sub->nack_msg);
+		sub->nack_msg = NULL;
+	}
 	server_check_acked(c->server, t);
+}
+
+/* A copy of a client's text fit for one log line: control characters
+ * (a newline could forge a line of its own) become '?'. */
+static void log_safe(char *dst, size_t size, const char *src)
+{
+	size_t i;
+
+	for (i = 0; i + 1 < size && src[i]; i++) {
+		unsigned char ch = (unsigned char)src[i];
+		dst[i] = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
+	}
+	dst[i] = '\0';
+}
+
+static void handle_nack(struct client *c, const struct ipc_msg *m)
+{
+	struct target *t = agent_find_target(c->server->agent, m->target);
+	struct subscription *sub = t ? client_sub(c, t) : NULL;
+	char line[IPC_NACK_MESSAGE_MAX + 1];
+	char *msg;
+
+	if (!sub) {
+		client_error(c, m, IPC_ERR_NOT_SUBSCRIBED,
+			     "nack for \"%s\", which this client is not "
+			     "subscribed to",
+			     m->target);
+		return;
+	}
+	if (m->generation == 0 || m->generation > t->generation) {
+		client_error(c, m, IPC_ERR_PROTOCOL,
+			     "nack for generation %llu of %s, which is at %llu",
+			     (unsigned long long)m->generation, t->name,
+			     (unsigned long long)t->generation);
+		return;
+	}
+	/* Already acked, or older than the nack on record: the client's
+	 * later word stands. */
+	if (m->generation <= sub->acked || m->generation < sub->nacked) {
+		log_debug(CLIENT_FMT " nacked %s generation %llu, older than "
+			  "its ack %llu or nack %llu: ignored",
+			  CLIENT_ARGS(c), t->name,
+			  (unsigned long long)m->generation,
+			  (unsigned long long)sub->acked,
+			  (unsigned long long)sub->nacked);
+		return;
+	}
+	msg = strdup(m->message);
+	if (!msg) {
+		client_error(c, m, IPC_ERR_INTERNAL, "out of memory");
+		return;
+	}
+	free(sub->nack_msg);
+	sub->nack_msg = msg;
+	/* A client retrying with backoff nacks the same generation again
+	 * and again: one line per generation, the newest message kept. */
+	if (m->generation == sub->nacked)
+		return;
+	sub->nacked = m->generation;
+	log_safe(line, sizeof(line), msg);
+	log_warning(CLIENT_FMT " cannot switch to %s generation %llu: %s",
+		    CLIENT_ARGS(c), t->name, (unsigned long long)m->generation,
+		    line);
 }
 
 /* Logs, once per generation, that every subscriber uses it: from then on no
@@ -348,14 +454,32 @@ unsigned server_clients(const struct server *s)
 	return s->n_clients;
 }
 
+/* Packs s, shortened to at most max bytes plus "..." if longer; cut on
+ * a UTF-8 character boundary so that the result stays valid text. */
+static void pack_str_max(struct ipc_writer *w, const char *s, size_t max)
+{
+	size_t n = strlen(s);
+
+	if (n <= max) {
+		ipc_pack_str(w, s);
+		return;
+	}
+	n = max;
+	while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+		n--;
+	msgpack_pack_str(&w->pk, n + 3);
+	msgpack_pack_str_body(&w->pk, s, n);
+	msgpack_pack_str_body(&w->pk, "...", 3);
+}
+
 static void pack_target(struct ipc_writer *w, struct server *s,
-			struct target *t)
+			struct target *t, size_t nack_max)
 {
 	unsigned subscribers, acked, n_lag = 0;
 	char *masked = t->conninfo ? mask_conninfo(t->conninfo) : NULL;
 
 	server_count(s, t, &subscribers, &acked);
-	msgpack_pack_map(&w->pk, 14);
+	msgpack_pack_map(&w->pk, 16);
 	ipc_pack_kv_str(w, "name", t->name);
 	ipc_pack_kv_u64(w, "generation", t->generation);
 	ipc_pack_kv_bool(w, "valid", t->conninfo != NULL);
@@ -375,6 +499,17 @@ static void pack_target(struct ipc_writer *w, struct server *s,
 	ipc_pack_kv_u64(w, "published_seq", t->published_seq);
 	free(masked);
 
+	ipc_pack_key(w, "settings");
+	msgpack_pack_map(&w->pk, SETTING_COUNT);
+	for (int i = 0; i < SETTING_COUNT; i++) {
+		ipc_pack_key(w, target_setting_key(i));
+		if (t->settings.set[i])
+			msgpack_pack_uint64(&w->pk, t->settings.value[i]);
+		else
+			msgpack_pack_nil(&w->pk);
+	}
+	ipc_pack_kv_str(w, "settings_error", t->settings_error);
+
 	ipc_pack_key(w, "lagging");
 	n_lag = MIN(subscribers - acked, SERVER_LAGGING_MAX);
 	msgpack_pack_array(&w->pk, n_lag);
@@ -382,11 +517,19 @@ static void pack_target(struct ipc_writer *w, struct server *s,
 		struct subscription *sub = client_sub(c, t);
 		if (!sub || sub->acked == t->generation)
 			continue;
-		msgpack_pack_map(&w->pk, 4);
+		msgpack_pack_map(&w->pk, 6);
 		ipc_pack_kv_i64(w, "pid", c->cred.pid);
 		ipc_pack_kv_u64(w, "uid", c->cred.uid);
 		ipc_pack_kv_str(w, "name", c->name);
 		ipc_pack_kv_u64(w, "acked", sub->acked);
+		ipc_pack_kv_u64(w, "nacked", sub->nacked);
+		/* Only a nack of the current generation is the reason this
+		 * client lags; an older one is history. */
+		ipc_pack_key(w, "error");
+		if (sub->nacked && sub->nacked == t->generation)
+			pack_str_max(w, sub->nack_msg, nack_max);
+		else
+			msgpack_pack_nil(&w->pk);
 		n_lag--;
 	}
 }
@@ -424,38 +567,47 @@ static void pack_key(struct ipc_writer *w, const struct key_slot *k)
 	ipc_pack_kv_str(w, "error", k->error);
 }
 
+/* Writes the status reply, nack messages cut to nack_max bytes. */
+static void pack_status(struct ipc_writer *w, struct server *s,
+			const struct ipc_msg *m, size_t nack_max)
+{
+	struct agent *a = s->agent;
+
+	writer_begin(w, IPC_STATUS, 4, m);
+	ipc_pack_key(w, "agent");
+	msgpack_pack_map(&w->pk, 4);
+	ipc_pack_kv_str(w, "version", DBSWAP_VERSION);
+	ipc_pack_kv_i64(w, "pid", getpid());
+	ipc_pack_kv_i64(w, "uptime_ms", now_ms() - a->started_ms);
+	ipc_pack_kv_u64(w, "clients", s->n_clients);
+	ipc_pack_key(w, "targets");
+	msgpack_pack_array(&w->pk, a->n_targets);
+	for (size_t i = 0; i < a->n_targets; i++)
+		pack_target(w, s, a->targets[i], nack_max);
+	ipc_pack_key(w, "files");
+	msgpack_pack_array(&w->pk, a->layers.n_files);
+	for (size_t i = 0; i < a->layers.n_files; i++)
+		pack_layer(w, &a->layers.files[i]);
+	ipc_pack_key(w, "keys");
+	msgpack_pack_array(&w->pk, a->keys.n_slots);
+	for (size_t i = 0; i < a->keys.n_slots; i++)
+		pack_key(w, &a->keys.slots[i]);
+}
+
 static void handle_status(struct client *c, const struct ipc_msg *m)
 {
-	struct server *s = c->server;
-	struct agent *a = s->agent;
 	struct ipc_writer w;
 
-	writer_begin(&w, IPC_STATUS, 4, m);
-	ipc_pack_key(&w, "agent");
-	msgpack_pack_map(&w.pk, 4);
-	ipc_pack_kv_str(&w, "version", DBSWAP_VERSION);
-	ipc_pack_kv_i64(&w, "pid", getpid());
-	ipc_pack_kv_i64(&w, "uptime_ms", now_ms() - a->started_ms);
-	ipc_pack_kv_u64(&w, "clients", s->n_clients);
-	ipc_pack_key(&w, "targets");
-	msgpack_pack_array(&w.pk, a->n_targets);
-	for (size_t i = 0; i < a->n_targets; i++)
-		pack_target(&w, s, a->targets[i]);
-	ipc_pack_key(&w, "files");
-	msgpack_pack_array(&w.pk, a->layers.n_files);
-	for (size_t i = 0; i < a->layers.n_files; i++)
-		pack_layer(&w, &a->layers.files[i]);
-	ipc_pack_key(&w, "keys");
-	msgpack_pack_array(&w.pk, a->keys.n_slots);
-	for (size_t i = 0; i < a->keys.n_slots; i++)
-		pack_key(&w, &a->keys.slots[i]);
-	if (!w.failed && w.len > IPC_FRAME_MAX) {
+	for (size_t i = 0; i < ARRAY_SIZE(server_nack_shown); i++) {
+		pack_status(&w, c->server, m, server_nack_shown[i]);
+		if (w.failed || w.len <= IPC_FRAME_MAX) {
+			client_send(c, &w);
+			return;
+		}
 		ipc_writer_fini(&w);
-		client_error(c, m, IPC_ERR_LIMIT,
-			     "status reply would exceed the frame limit");
-		return;
 	}
-	client_send(c, &w);
+	client_error(c, m, IPC_ERR_LIMIT,
+		     "status reply would exceed the frame limit");
 }
 
 /* The one place every message from a client is checked and acted on.
@@ -489,6 +641,9 @@ static void client_dispatch(struct client *c, const uint8_t *body, size_t len)
 	case IPC_ACK:
 		handle_ack(c, &m);
 		break;
+	case IPC_NACK:
+		handle_nack(c, &m);
+		break;
 	case IPC_STATUS:
 		handle_status(c, &m);
 		break;
@@ -504,6 +659,7 @@ static void client_dispatch(struct client *c, const uint8_t *body, size_t len)
 	case IPC_UPDATE:
 	case IPC_ERROR:
 	case IPC_OK:
+	case IPC_SETTINGS:
 	case IPC_TYPE_COUNT:
 		client_violation(c, "message type not accepted by the agent");
 		break;
@@ -637,6 +793,21 @@ void server_publish(struct server *s, struct target *t)
 		if (client_sub(c, t))
 			client_send_update(c, t);
 	}
+}
+
+unsigned server_send_settings(struct server *s, struct target *t)
+{
+	struct client *c, *next;
+	unsigned n = 0;
+
+	if (!s)
+		return 0;
+	for (c = s->clients; c; c = next) {
+		next = c->next; /* sending may drop c */
+		if (client_sub(c, t) && client_send_settings(c, t) == 0)
+			n++;
+	}
+	return n;
 }
 
 /* Binds path, replacing a stale socket file left by a dead agent but

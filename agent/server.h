@@ -30,6 +30,10 @@ void server_free(struct server *s);
 /* Sends t's current value to every subscriber of t. */
 void server_publish(struct server *s, struct target *t);
 
+/* Sends t's pool settings in force to every subscriber of t; returns how
+ * many it was sent to. */
+unsigned server_send_settings(struct server *s, struct target *t);
+
 /* Subscribers of t, and how many of them acked its current generation. */
 void server_count(struct server *s, const struct target *t,
 		  unsigned *subscribers, unsigned *acked);

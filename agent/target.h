@@ -30,6 +30,29 @@ struct loop_timer;
  * authentication failure. */
 #define TARGET_AUTH_RETRIES 6
 
+/*
+ * Pool settings for the apps that follow a target, read from the env
+ * layers as PREFIX_POOL_MAX, PREFIX_POOL_MIN, PREFIX_POOL_TIMEOUT and
+ * PREFIX_POOL_IDLE_TIMEOUT, where PREFIX is the target's name without one
+ * trailing "_URL" (DATABASE_URL: DATABASE_POOL_MAX).  They are not
+ * secret and not validated against the server: a set is checked as a
+ * whole (each a decimal number within its bounds, min <= max), and a set
+ * with any bad value is refused whole, the last good set staying in force.
+ * Settings have no generations and no acks: subscribers get each new set.
+ */
+enum target_setting {
+	SETTING_POOL_MAX,          /* 1..IPC_POOL_SIZE_MAX */
+	SETTING_POOL_MIN,          /* 0..IPC_POOL_SIZE_MAX, <= max */
+	SETTING_POOL_TIMEOUT,      /* ms, 0..IPC_POOL_TIMEOUT_MAX_MS */
+	SETTING_POOL_IDLE_TIMEOUT, /* ms, 0..IPC_POOL_TIMEOUT_MAX_MS */
+	SETTING_COUNT
+};
+
+struct target_settings {
+	bool set[SETTING_COUNT]; /* false: no layer defines it (or empty) */
+	uint64_t value[SETTING_COUNT];
+};
+
 enum target_state {
 	TARGET_UNSET,      /* no env layer defines it */
 	TARGET_VALIDATING, /* a candidate is being probed */
@@ -57,6 +80,10 @@ struct target {
 	int64_t validated_us; /* duration of the last successful probe */
 	int64_t published_us; /* now_us() at the last publish */
 	uint64_t all_acked;   /* last generation every subscriber acked */
+
+	char *setting_vars[SETTING_COUNT]; /* env names, DATABASE_POOL_MAX.. */
+	struct target_settings settings;   /* last good set, in force */
+	char *settings_error; /* why the newest env values were refused */
 };
 
 int target_new(struct agent *a, const char *name, struct target **out);
@@ -69,5 +96,17 @@ void target_set_value(struct target *t, const char *value);
 void target_retry_now(struct target *t);
 
 const char *target_state_name(enum target_state state);
+
+/* Re-reads the pool settings from the layers.  A valid set that differs
+ * from the one in force replaces it and goes to every subscriber; an
+ * invalid one is logged and kept in settings_error for status. */
+void target_update_settings(struct target *t);
+
+/* Whether any pool setting is in force. */
+bool target_has_settings(const struct target *t);
+
+/* The wire name of a setting, as in the settings message and status
+ * ("pool_max", ...). */
+const char *target_setting_key(enum target_setting s);
 
 #endif

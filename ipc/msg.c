@@ -13,6 +13,7 @@ static const char *const ipc_type_names[IPC_TYPE_COUNT] = {
 	[IPC_UPDATE] = "update", [IPC_ACK] = "ack",
 	[IPC_STATUS] = "status", [IPC_RELOAD] = "reload",
 	[IPC_ERROR] = "error",	 [IPC_OK] = "ok",
+	[IPC_NACK] = "nack",	 [IPC_SETTINGS] = "settings",
 };
 
 const char *ipc_type_name(enum ipc_type type)
@@ -128,10 +129,18 @@ int ipc_msgpack_check(const uint8_t *buf, size_t len)
 
 /* decoding */
 
+/* The string fields, F_NAME to F_MESSAGE, stay contiguous: nil reads as
+ * an absent optional string for exactly those (field_is_str). */
 enum ipc_field {
 	F_ID, F_VERSION, F_PID, F_GENERATION, F_VALID, F_NAME, F_TARGET,
-	F_CONNINFO, F_REASON, F_CODE, F_MESSAGE, F_TARGETS,
+	F_CONNINFO, F_REASON, F_CODE, F_MESSAGE, F_TARGETS, F_POOL_MAX,
+	F_POOL_MIN, F_POOL_TIMEOUT_MS, F_POOL_IDLE_TIMEOUT_MS,
 };
+
+static bool field_is_str(enum ipc_field f)
+{
+	return f >= F_NAME && f <= F_MESSAGE;
+}
 
 #define BIT(f) (1u << (f))
 
@@ -142,6 +151,8 @@ static const unsigned ipc_required[IPC_TYPE_COUNT] = {
 	[IPC_UPDATE] = BIT(F_TARGET) | BIT(F_GENERATION) | BIT(F_CONNINFO),
 	[IPC_ACK] = BIT(F_TARGET) | BIT(F_GENERATION),
 	[IPC_ERROR] = BIT(F_CODE) | BIT(F_MESSAGE),
+	[IPC_NACK] = BIT(F_TARGET) | BIT(F_GENERATION) | BIT(F_MESSAGE),
+	[IPC_SETTINGS] = BIT(F_TARGET),
 };
 
 static const struct {
@@ -154,6 +165,9 @@ static const struct {
 	{ "target", F_TARGET },	    { "conninfo", F_CONNINFO },
 	{ "reason", F_REASON },	    { "code", F_CODE },
 	{ "message", F_MESSAGE },   { "targets", F_TARGETS },
+	{ "pool_max", F_POOL_MAX }, { "pool_min", F_POOL_MIN },
+	{ "pool_timeout_ms", F_POOL_TIMEOUT_MS },
+	{ "pool_idle_timeout_ms", F_POOL_IDLE_TIMEOUT_MS },
 };
 
 PRINTF(3, 4)
@@ -314,6 +328,21 @@ static int get_i64(const msgpack_object *o, int64_t *v)
 	return 0;
 }
 
+/* A uint within [min, max]: the bounds a pool setting has on the wire
+ * (protocol.h), so that a client can size its pool from it unchecked. */
+static int get_u64_in(const msgpack_object *o, uint64_t min, uint64_t max,
+		      bool *has, uint64_t *v)
+{
+	int r = get_u64(o, v);
+
+	if (r < 0)
+		return r;
+	if (*v < min || *v > max)
+		return -EPROTO;
+	*has = true;
+	return 0;
+}
+
 static int decode_targets(struct ipc_msg *m, const msgpack_object *o)
 {
 	if (o->type != MSGPACK_OBJECT_ARRAY ||
@@ -336,7 +365,7 @@ static int decode_field(struct ipc_msg *m, enum ipc_field f,
 			const msgpack_object *v)
 {
 	/* nil stands for an absent optional string */
-	if (v->type == MSGPACK_OBJECT_NIL && f != F_TARGETS && f >= F_NAME)
+	if (v->type == MSGPACK_OBJECT_NIL && field_is_str(f))
 		return 0;
 	switch (f) {
 	case F_ID:
@@ -368,9 +397,26 @@ static int decode_field(struct ipc_msg *m, enum ipc_field f,
 	case F_CODE:
 		return copy_str(v, IPC_NAME_MAX, &m->code);
 	case F_MESSAGE:
-		return copy_str(v, IPC_FRAME_MAX, &m->message);
+		/* A nack's text comes from a client and lands in the log and
+		 * in status: bounded.  An error's is bounded by the frame. */
+		return copy_str(v, m->type == IPC_NACK ? IPC_NACK_MESSAGE_MAX
+						       : IPC_FRAME_MAX,
+				&m->message);
 	case F_TARGETS:
 		return decode_targets(m, v);
+	case F_POOL_MAX:
+		return get_u64_in(v, 1, IPC_POOL_SIZE_MAX, &m->has_pool_max,
+				  &m->pool_max);
+	case F_POOL_MIN:
+		return get_u64_in(v, 0, IPC_POOL_SIZE_MAX, &m->has_pool_min,
+				  &m->pool_min);
+	case F_POOL_TIMEOUT_MS:
+		return get_u64_in(v, 0, IPC_POOL_TIMEOUT_MAX_MS,
+				  &m->has_pool_timeout_ms, &m->pool_timeout_ms);
+	case F_POOL_IDLE_TIMEOUT_MS:
+		return get_u64_in(v, 0, IPC_POOL_TIMEOUT_MAX_MS,
+				  &m->has_pool_idle_timeout_ms,
+				  &m->pool_idle_timeout_ms);
 	}
 	return -EPROTO;
 }
@@ -458,16 +504,27 @@ int ipc_msg_decode(struct ipc_msg *m, const uint8_t *body, size_t len,
 				    "%s message lacks field \"%s\"",
 				    m->type_name, ipc_keys[j].key);
 	}
-	/* A nil conninfo counts as missing in an update. */
+	/* A nil required string counts as missing. */
 	if (m->type == IPC_UPDATE && !m->conninfo)
 		return fail(err, errlen, "update message lacks a conninfo");
-	if ((m->type == IPC_UPDATE || m->type == IPC_ACK) && !m->target)
+	if ((ipc_required[m->type] & BIT(F_TARGET)) && !m->target)
 		return fail(err, errlen, "%s message lacks a target",
 			    m->type_name);
 	if (m->type == IPC_HELLO && !m->name)
 		return fail(err, errlen, "hello message lacks a name");
 	if (m->type == IPC_ERROR && (!m->code || !m->message))
 		return fail(err, errlen, "error message lacks code or message");
+	if (m->type == IPC_NACK && !m->message)
+		return fail(err, errlen, "nack message lacks a message");
+	/* Each setting is within its bounds already; together they must
+	 * make a pool that can exist. */
+	if (m->type == IPC_SETTINGS && m->has_pool_min && m->has_pool_max &&
+	    m->pool_min > m->pool_max)
+		return fail(err, errlen,
+			    "settings message has pool_min %llu over pool_max "
+			    "%llu",
+			    (unsigned long long)m->pool_min,
+			    (unsigned long long)m->pool_max);
 	return 0;
 }
 

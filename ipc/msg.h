@@ -31,12 +31,24 @@ struct ipc_msg {
 	bool has_valid;
 	bool valid;
 
+	/* settings: each pool setting present or absent (absent: the app's
+	 * own or default value).  Decoded values are within the bounds of
+	 * protocol.h, and pool_min <= pool_max when both are present. */
+	bool has_pool_max;
+	uint64_t pool_max;
+	bool has_pool_min;
+	uint64_t pool_min;
+	bool has_pool_timeout_ms;
+	uint64_t pool_timeout_ms;
+	bool has_pool_idle_timeout_ms;
+	uint64_t pool_idle_timeout_ms;
+
 	char *name;     /* hello: client or agent name */
-	char *target;   /* update, ack */
+	char *target;   /* update, ack, nack, settings */
 	char *conninfo; /* update: the secret value (wiped on fini) */
 	char *reason;   /* update: why the value changed */
 	char *code;     /* error */
-	char *message;  /* error */
+	char *message;  /* error; nack (at most IPC_NACK_MESSAGE_MAX bytes) */
 	char **targets; /* subscribe */
 	size_t n_targets;
 

@@ -41,6 +41,19 @@
  * few hundred updates, far more than a live peer ever lags. */
 #define IPC_QUEUE_MAX (1024 * 1024)
 
+/* Longest nack message: one libpq error line and some context.  The text
+ * comes from a client and ends up in the agent's log and in every status
+ * reply (up to SERVER_LAGGING_MAX of them per target), so it is bounded
+ * far below a frame. */
+#define IPC_NACK_MESSAGE_MAX 1024
+
+/* Bounds of the pool settings in a settings message (the agent enforces
+ * the same on the env values it reads).  10000 connections from one
+ * process is beyond any PostgreSQL's max_connections; 86400000 ms is a
+ * day, longer than any sane acquire or idle timeout. */
+#define IPC_POOL_SIZE_MAX 10000
+#define IPC_POOL_TIMEOUT_MAX_MS 86400000
+
 /* Default socket path, for clients given none. */
 #define IPC_DEFAULT_SOCKET "/run/dbswap/dbswap.sock"
 
@@ -54,6 +67,8 @@ enum ipc_type {
 	IPC_RELOAD = 6,    /* client: re-read every env file */
 	IPC_ERROR = 7,     /* both ways: code and message */
 	IPC_OK = 8,        /* agent: a request succeeded */
+	IPC_NACK = 9,      /* client: cannot switch to a generation */
+	IPC_SETTINGS = 10, /* agent: a target's pool settings */
 	IPC_TYPE_COUNT
 };
 

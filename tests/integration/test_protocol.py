@@ -1,7 +1,9 @@
 """The wire protocol as ipc/PROTOCOL.md specifies it, spoken by the Python
-client against the real agent: limits, violations and error codes."""
+client against the real agent: limits, violations and error codes, nacks
+and pool settings."""
 
 import os
+import re
 
 import msgpack
 
@@ -159,7 +161,10 @@ class Protocol(ClusterTest):
         self.assertEqual(set(t), {'name', 'generation', 'valid', 'conninfo',
                                   'state', 'error', 'changed', 'subscribers',
                                   'acked', 'lagging', 'attempts', 'gave_up',
-                                  'value_seq', 'published_seq'})
+                                  'value_seq', 'published_seq', 'settings',
+                                  'settings_error'})
+        self.assertEqual(t['settings'], NO_SETTINGS)
+        self.assertIsNone(t['settings_error'])
         f = st['files'][0]
         self.assertEqual(set(f), {'path', 'state', 'error', 'entries',
                                   'encryption', 'identity', 'seq'})
@@ -176,6 +181,270 @@ class Protocol(ClusterTest):
         self.assertEqual(lag[0]['name'], 'proto-test')
         self.assertEqual(lag[0]['pid'], os.getpid())
         self.assertEqual(lag[0]['uid'], os.getuid())
+        self.assertEqual(set(lag[0]), {'pid', 'uid', 'name', 'acked',
+                                       'nacked', 'error'})
+        self.assertEqual((lag[0]['acked'], lag[0]['nacked'], lag[0]['error']),
+                         (0, 0, None))
+
+    # -- nack
+
+    def subscribed(self, name='proto-test'):
+        """A client subscribed to DATABASE_URL; returns it and the
+        generation of the update it got."""
+        c = self.raw()
+        self.assertEqual(c.hello(name=name)['type'], 'hello')
+        self.assertEqual(c.subscribe(['DATABASE_URL'])['type'], 'ok')
+        return c, c.next_update()['generation']
+
+    def nack(self, c, generation, message, target='DATABASE_URL'):
+        c.send({'type': 'nack', 'target': target, 'generation': generation,
+                'message': message})
+
+    @staticmethod
+    def lag_of(c):
+        """c's own entry in DATABASE_URL's lagging list, or None; asked
+        on c, so that everything c sent before is processed."""
+        t = h.target_status(c, 'DATABASE_URL')
+        mine = [x for x in t['lagging'] if x['pid'] == os.getpid()]
+        return mine[0] if mine else None
+
+    def test_nack_shows_in_status_until_acked(self):
+        c, gen = self.subscribed()
+        why = ('connection to server at "10.0.0.5", port 5432 failed: '
+               'FATAL: password authentication failed for user "app"')
+        self.nack(c, gen, why)
+        lag = self.lag_of(c)
+        self.assertEqual((lag['acked'], lag['nacked'], lag['error']),
+                         (0, gen, why))
+        self.agent.wait_log(r'client pid %d uid %d \(proto-test\) cannot '
+                            r'switch to DATABASE_URL generation %d: '
+                            % (os.getpid(), os.getuid(), gen) +
+                            re.escape(why) + '$')
+
+        # A retry of the same generation: the newest message is shown, and
+        # the log keeps its one line per generation.
+        self.nack(c, gen, 'timeout expired\nsecond line')
+        lag = self.lag_of(c)
+        self.assertEqual(lag['error'], 'timeout expired\nsecond line')
+        self.assertEqual(self.agent.log().count(
+            f'cannot switch to DATABASE_URL generation {gen}:'), 1)
+
+        # A new generation: the old nack is history, not the reason.
+        self.rotate()
+        self.assertEqual(c.next_update()['generation'], gen + 1)
+        lag = self.lag_of(c)
+        self.assertEqual((lag['acked'], lag['nacked'], lag['error']),
+                         (0, gen, None))
+
+        # Its own nack, with a newline: one log line all the same, the
+        # status shows the text as sent.
+        self.nack(c, gen + 1, 'line one\nline two')
+        self.agent.wait_log(r'generation %d: line one\?line two$'
+                            % (gen + 1))
+        lag = self.lag_of(c)
+        self.assertEqual((lag['nacked'], lag['error']),
+                         (gen + 1, 'line one\nline two'))
+
+        # An ack of that generation clears it; a nack of it afterwards is
+        # stale and ignored.
+        c.ack('DATABASE_URL', gen + 1)
+        self.assertIsNone(self.lag_of(c))
+        self.nack(c, gen + 1, 'stale-nack-7f3a')
+        self.rotate()
+        self.assertEqual(c.next_update()['generation'], gen + 2)
+        lag = self.lag_of(c)
+        self.assertEqual((lag['acked'], lag['nacked'], lag['error']),
+                         (gen + 1, 0, None))
+        self.assertNotIn('stale-nack-7f3a', self.agent.log())
+
+    def test_nack_errors(self):
+        c = self.hello()
+        self.nack(c, 1, 'x')
+        r = c.recv(timeout=5)
+        self.assertEqual((r['type'], r['code']), ('error', 'not-subscribed'))
+        self.assertEqual(c.subscribe(['DATABASE_URL'])['type'], 'ok')
+        gen = c.next_update()['generation']
+        # A generation the target has not reached, or 0: a protocol error,
+        # but the connection stays, as for an ack.
+        for bad in (gen + 1, 0):
+            self.nack(c, bad, 'x')
+            r = c.recv(timeout=5)
+            self.assertEqual((r['type'], r['code']), ('error', 'protocol'))
+            self.assertIn('DATABASE_URL', r['message'])
+        self.assertIsNone(self.lag_of(c)['error'])
+        # The message limit: 1024 bytes taken as they are, 1025 a
+        # violation.
+        self.nack(c, gen, 'm' * 1024)
+        self.assertEqual(self.lag_of(c)['error'], 'm' * 1024)
+        self.nack(c, gen, 'm' * 1025)
+        self.assert_dropped_with(c, 'protocol')
+
+    def test_nack_message_required(self):
+        c, gen = self.subscribed()
+        c.send({'type': 'nack', 'target': 'DATABASE_URL', 'generation': gen})
+        self.assert_dropped_with(c, 'protocol')
+
+    def test_settings_from_a_client_is_a_violation(self):
+        c = self.hello()
+        c.send({'type': 'settings', 'target': 'DATABASE_URL', 'pool_max': 3})
+        self.assert_dropped_with(c, 'protocol')
+
+    def test_status_fits_with_many_long_nacks(self):
+        """16 clients nacking 4 targets with the longest messages: the
+        status reply would pass the frame limit, so the messages in it are
+        shortened (on a character boundary) instead of status failing."""
+        names = [f'T{i}_URL' for i in range(4)]
+        self.write_env(''.join(f'{n}={self.url()}\n' for n in names))
+        agent = self.start_agent(targets=names)
+        h.wait_for(lambda: all(h.target_status(agent, n)['valid']
+                               for n in names), what='four published values')
+        why = 'x' + 'é' * 511  # 1023 bytes; a cut at 128 splits an é
+        self.assertEqual(len(why.encode()), 1023)
+        clients = []
+        for i in range(16):
+            c = agent.client(name=f'app{i}')
+            self.addCleanup(c.close)
+            self.assertEqual(c.subscribe(names)['type'], 'ok')
+            for n in names:
+                self.nack(c, c.next_update(target=n)['generation'], why, n)
+            clients.append(c)
+        st = clients[-1].status()
+        self.assertEqual(st['type'], 'status')
+        for t in st['targets']:
+            self.assertEqual(len(t['lagging']), 16)
+            for lag in t['lagging']:
+                self.assertEqual(lag['nacked'], 1)
+                self.assertTrue(lag['error'].endswith('...'), lag['error'])
+                self.assertTrue(why.startswith(lag['error'][:-3]))
+                self.assertLessEqual(len(lag['error'].encode()), 1024)
+
+    # -- pool settings
+
+    def write_settings(self, **pool):
+        """The env file with the current URL and DATABASE_POOL_* lines."""
+        self.write_env(f'DATABASE_URL={self.url()}\n' + ''.join(
+            f'DATABASE_POOL_{k.upper()}={v}\n' for k, v in pool.items()))
+
+    def wait_settings(self, source, settings=None, error=None):
+        """Waits until DATABASE_URL's status shows these settings (given
+        as a dict of the wire keys set) and settings_error (None, or a
+        string it must contain); returns the target's status."""
+        want = dict(NO_SETTINGS, **(settings or {}))
+
+        def check():
+            t = h.target_status(source, 'DATABASE_URL')
+            e = t['settings_error']
+            ok = (e is None) if error is None else (e is not None and
+                                                    error in e)
+            return ok and t['settings'] == want and t
+        return h.wait_for(check, what=f'settings {want} error {error!r}')
+
+    def test_settings_sent_on_subscribe_after_update_before_ok(self):
+        self.write_settings(max=7, min=2, timeout=5000, idle_timeout=60000)
+        self.wait_settings(self.agent, GOOD)
+        c = self.hello()
+        c.send({'type': 'subscribe', 'targets': ['DATABASE_URL'], 'id': 42})
+        got = [c.recv(timeout=5) for _ in range(3)]
+        self.assertEqual([m['type'] for m in got],
+                         ['update', 'settings', 'ok'])
+        self.assertEqual(got[1], dict(GOOD, type='settings',
+                                      target='DATABASE_URL'))
+        self.assertEqual(got[2]['id'], 42)
+        self.assertEqual(h.target_status(c, 'DATABASE_URL')['generation'],
+                         got[0]['generation'])
+
+    def test_settings_change_is_pushed_without_a_generation(self):
+        self.write_settings(max=7, min=2, timeout=5000, idle_timeout=60000)
+        self.wait_settings(self.agent, GOOD)
+        c, gen = self.subscribed()  # the ok is read, the settings queued
+        c.ack('DATABASE_URL', gen)
+        self.assertEqual(c.recv(timeout=5)['type'], 'settings')
+
+        self.write_settings(max=9, min=2, timeout=5000, idle_timeout=60000)
+        m = c.recv(timeout=5)
+        self.assertEqual(m, dict(GOOD, pool_max=9, type='settings',
+                                 target='DATABASE_URL'))
+        self.agent.wait_log(r'DATABASE_URL: pool settings now pool_max 9')
+        t = h.target_status(c, 'DATABASE_URL')
+        self.assertEqual((t['generation'], t['acked'], t['lagging']),
+                         (gen, 1, []))
+        c.expect_no_update()
+
+        # One setting gone: left out of the message.
+        self.write_settings(max=9)
+        m = c.recv(timeout=5)
+        self.assertEqual(m, {'type': 'settings', 'target': 'DATABASE_URL',
+                             'pool_max': 9})
+        # None left: the message says so with the target alone.
+        self.write_settings()
+        m = c.recv(timeout=5)
+        self.assertEqual(m, {'type': 'settings', 'target': 'DATABASE_URL'})
+        self.wait_settings(c, {})
+        # The same file again (a reload) sends nothing.
+        self.assertEqual(c.reload()['type'], 'ok')
+        self.assertEqual(c.pending(), [])
+
+    def test_invalid_settings_keep_the_last_good(self):
+        self.write_settings(max=7, min=2, timeout=5000, idle_timeout=60000)
+        self.wait_settings(self.agent, GOOD)
+        c, gen = self.subscribed()
+        self.assertEqual(c.recv(timeout=5)['type'], 'settings')
+
+        self.write_settings(max='lots', min=2, timeout=5000,
+                            idle_timeout=60000)
+        t = self.wait_settings(c, GOOD, error='DATABASE_POOL_MAX: not a '
+                               'whole number from 1 to 10000')
+        self.assertNotIn('lots', t['settings_error'])
+        self.agent.wait_log(r'DATABASE_URL: pool settings refused: '
+                            r'DATABASE_POOL_MAX: not a whole number from 1 '
+                            r'to 10000; the previous settings stay in force')
+        # Status was asked on c after the agent read the file: a settings
+        # message would have come before the reply.
+        self.assertEqual(c.pending(), [])
+
+        self.write_settings(max=8, min=9, timeout=5000, idle_timeout=60000)
+        t = self.wait_settings(c, GOOD, error='DATABASE_POOL_MIN: 9 is more '
+                               'than DATABASE_POOL_MAX (8)')
+        self.assertEqual(c.pending(), [])
+
+        for bad in ('-3', '+3', ' 3', '3 ms', '0x10', '1e3', '86400001'):
+            # A different error first, so that each wait sees a new read.
+            self.write_settings(max='lots')
+            self.wait_settings(c, GOOD, error='DATABASE_POOL_MAX:')
+            self.write_env(f'DATABASE_URL={self.url()}\n'
+                           f'DATABASE_POOL_TIMEOUT="{bad}"\n')
+            t = self.wait_settings(c, GOOD, error='DATABASE_POOL_TIMEOUT: '
+                                   'not a whole number of milliseconds from '
+                                   '0 to 86400000')
+            self.assertNotIn('POOL_MAX', t['settings_error'])
+        self.assertEqual(c.pending(), [])
+
+        # Fixed: the error goes, the new set is sent.
+        self.write_settings(max=8, min=3)
+        m = c.recv(timeout=5)
+        self.assertEqual(m, {'type': 'settings', 'target': 'DATABASE_URL',
+                             'pool_max': 8, 'pool_min': 3})
+        self.wait_settings(c, {'pool_max': 8, 'pool_min': 3})
+        self.assertEqual(h.target_status(c, 'DATABASE_URL')['generation'],
+                         gen)
+
+    def test_settings_prefix_from_the_target_name(self):
+        """REPORTS_URL reads REPORTS_POOL_*; PGCONN, not ending in _URL,
+        reads PGCONN_POOL_*."""
+        self.write_env(f'REPORTS_URL={self.url()}\nPGCONN={self.url()}\n'
+                       'REPORTS_POOL_MAX=4\nREPORTS_URL_POOL_MAX=5\n'
+                       'PGCONN_POOL_MIN=0\nPG_POOL_MIN=1\n')
+        agent = self.start_agent(targets=['REPORTS_URL', 'PGCONN'])
+        reports = h.target_status(agent, 'REPORTS_URL')['settings']
+        pgconn = h.target_status(agent, 'PGCONN')['settings']
+        self.assertEqual(reports, dict(NO_SETTINGS, pool_max=4))
+        self.assertEqual(pgconn, dict(NO_SETTINGS, pool_min=0))
+
+
+NO_SETTINGS = {'pool_max': None, 'pool_min': None, 'pool_timeout_ms': None,
+               'pool_idle_timeout_ms': None}
+GOOD = {'pool_max': 7, 'pool_min': 2, 'pool_timeout_ms': 5000,
+        'pool_idle_timeout_ms': 60000}
 
 
 if __name__ == '__main__':

@@ -272,6 +272,161 @@ static void test_ack_error_ok_reload(void)
 	ipc_writer_fini(&w);
 }
 
+static void test_nack(void)
+{
+	struct ipc_writer w;
+	struct ipc_msg m;
+	char err[256] = "";
+	char *max = repeat('m', IPC_NACK_MESSAGE_MAX);
+	char *over = repeat('m', IPC_NACK_MESSAGE_MAX + 1);
+
+	ipc_writer_init(&w, IPC_NACK, 5);
+	ipc_pack_kv_str(&w, "target", "DATABASE_URL");
+	ipc_pack_kv_u64(&w, "generation", 7);
+	ipc_pack_kv_str(&w, "message", "password authentication failed");
+	ipc_pack_kv_u64(&w, "id", 4);
+	CHECK_INT(decode(&m, &w, err, sizeof(err)), ==, 0);
+	CHECK_INT(m.type, ==, IPC_NACK);
+	CHECK_STR(m.type_name, "nack");
+	CHECK_STR(m.target, "DATABASE_URL");
+	CHECK(m.has_generation && m.generation == 7);
+	CHECK_STR(m.message, "password authentication failed");
+	CHECK(m.has_id && m.id == 4);
+	ipc_msg_fini(&m);
+	ipc_writer_fini(&w);
+
+	/* The message: IPC_NACK_MESSAGE_MAX bytes accepted, one more
+	 * refused, whatever they are. */
+	ipc_writer_init(&w, IPC_NACK, 4);
+	ipc_pack_kv_str(&w, "target", "T");
+	ipc_pack_kv_u64(&w, "generation", 1);
+	ipc_pack_kv_str(&w, "message", max);
+	CHECK_INT(decode(&m, &w, err, sizeof(err)), ==, 0);
+	CHECK_STR(m.message, max);
+	ipc_msg_fini(&m);
+	ipc_writer_fini(&w);
+
+	ipc_writer_init(&w, IPC_NACK, 4);
+	ipc_pack_kv_str(&w, "target", "T");
+	ipc_pack_kv_u64(&w, "generation", 1);
+	ipc_pack_kv_str(&w, "message", over);
+	err[0] = '\0';
+	CHECK_INT(decode(&m, &w, err, sizeof(err)), ==, -EPROTO);
+	CHECK(strstr(err, "message") != NULL);
+	ipc_msg_fini(&m);
+	EXPECT_PROTO_W(&w);
+	ipc_writer_fini(&w);
+
+	/* The bound is the nack's: an error message may be longer. */
+	ipc_writer_init(&w, IPC_ERROR, 3);
+	ipc_pack_kv_str(&w, "code", "c");
+	ipc_pack_kv_str(&w, "message", over);
+	CHECK_INT(decode(&m, &w, err, sizeof(err)), ==, 0);
+	ipc_msg_fini(&m);
+	ipc_writer_fini(&w);
+
+	/* Empty is a message; a NUL in it is not. */
+	ipc_writer_init(&w, IPC_NACK, 4);
+	ipc_pack_kv_str(&w, "target", "T");
+	ipc_pack_kv_u64(&w, "generation", 1);
+	ipc_pack_kv_str(&w, "message", "");
+	CHECK_INT(decode(&m, &w, err, sizeof(err)), ==, 0);
+	CHECK_STR(m.message, "");
+	ipc_msg_fini(&m);
+	ipc_writer_fini(&w);
+
+	ipc_writer_init(&w, IPC_NACK, 4);
+	ipc_pack_kv_str(&w, "target", "T");
+	ipc_pack_kv_u64(&w, "generation", 1);
+	ipc_pack_key(&w, "message");
+	pack_strn(&w, "bad\0line", 8);
+	EXPECT_PROTO_W(&w);
+	ipc_writer_fini(&w);
+
+	free(max);
+	free(over);
+}
+
+/* Writes a settings message for target T with the settings given (a
+ * negative value leaves the field out). */
+static void write_settings(struct ipc_writer *w, int64_t max, int64_t min,
+			   int64_t timeout, int64_t idle)
+{
+	ipc_writer_init(w, IPC_SETTINGS, 2 + (max >= 0) + (min >= 0) +
+						 (timeout >= 0) + (idle >= 0));
+	ipc_pack_kv_str(w, "target", "T");
+	if (max >= 0)
+		ipc_pack_kv_u64(w, "pool_max", (uint64_t)max);
+	if (min >= 0)
+		ipc_pack_kv_u64(w, "pool_min", (uint64_t)min);
+	if (timeout >= 0)
+		ipc_pack_kv_u64(w, "pool_timeout_ms", (uint64_t)timeout);
+	if (idle >= 0)
+		ipc_pack_kv_u64(w, "pool_idle_timeout_ms", (uint64_t)idle);
+}
+
+static void test_settings(void)
+{
+	static const struct {
+		int64_t max, min, timeout, idle;
+		bool ok;
+	} cases[] = {
+		{ 1, 0, 0, 0, true },
+		{ IPC_POOL_SIZE_MAX, IPC_POOL_SIZE_MAX, IPC_POOL_TIMEOUT_MAX_MS,
+		  IPC_POOL_TIMEOUT_MAX_MS, true },
+		{ 7, 7, -1, -1, true },		/* min == max */
+		{ -1, IPC_POOL_SIZE_MAX, -1, -1, true }, /* min alone */
+		{ 0, -1, -1, -1, false },	/* a pool of none */
+		{ IPC_POOL_SIZE_MAX + 1, -1, -1, -1, false },
+		{ -1, IPC_POOL_SIZE_MAX + 1, -1, -1, false },
+		{ 7, 8, -1, -1, false },	/* min over max */
+		{ -1, -1, IPC_POOL_TIMEOUT_MAX_MS + 1, -1, false },
+		{ -1, -1, -1, IPC_POOL_TIMEOUT_MAX_MS + 1, false },
+		{ -1, -1, -1, INT64_MAX, false },
+	};
+	struct ipc_writer w;
+	struct ipc_msg m;
+	char err[256] = "";
+
+	write_settings(&w, 7, 2, 5000, 60000);
+	CHECK_INT(decode(&m, &w, err, sizeof(err)), ==, 0);
+	CHECK_INT(m.type, ==, IPC_SETTINGS);
+	CHECK_STR(m.type_name, "settings");
+	CHECK_STR(m.target, "T");
+	CHECK(m.has_pool_max && m.pool_max == 7);
+	CHECK(m.has_pool_min && m.pool_min == 2);
+	CHECK(m.has_pool_timeout_ms && m.pool_timeout_ms == 5000);
+	CHECK(m.has_pool_idle_timeout_ms && m.pool_idle_timeout_ms == 60000);
+	CHECK(!m.has_generation && !m.conninfo);
+	ipc_msg_fini(&m);
+	ipc_writer_fini(&w);
+
+	/* None set: the agent's way to say "back to the app's own". */
+	write_settings(&w, -1, -1, -1, -1);
+	CHECK_INT(decode(&m, &w, err, sizeof(err)), ==, 0);
+	CHECK_INT(m.type, ==, IPC_SETTINGS);
+	CHECK(!m.has_pool_max && !m.has_pool_min && !m.has_pool_timeout_ms &&
+	      !m.has_pool_idle_timeout_ms);
+	ipc_msg_fini(&m);
+	ipc_writer_fini(&w);
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		write_settings(&w, cases[i].max, cases[i].min,
+			       cases[i].timeout, cases[i].idle);
+		if (cases[i].ok) {
+			int r = decode(&m, &w, err, sizeof(err));
+			if (r != 0)
+				fprintf(stderr, "  settings case %zu: %s\n", i,
+					err);
+			CHECK_INT(r, ==, 0);
+			ipc_msg_fini(&m);
+		} else {
+			EXPECT_PROTO_W(&w);
+		}
+		ipc_writer_fini(&w);
+	}
+}
+
 /* A status reply as the agent writes it: nested maps and lists, read back
  * as a tree.  Its top-level "targets" is a list of maps, not of names. */
 static void test_status(void)
@@ -435,6 +590,8 @@ static const int required[IPC_TYPE_COUNT][4] = {
 	[IPC_RELOAD] = { -1 },
 	[IPC_ERROR] = { 7, 8, -1 },
 	[IPC_OK] = { -1 },
+	[IPC_NACK] = { 4, 5, 8, -1 },
+	[IPC_SETTINGS] = { 4, -1 },
 };
 
 static void pack_field(struct ipc_writer *w, const struct field *f, bool nil)
@@ -610,6 +767,15 @@ static void test_wrong_types(void)
 		{ "reason", { 0x05 }, 1 },
 		{ "code", { 0xc2 }, 1 },
 		{ "message", { 0x90 }, 1 },
+		{ "pool_max", { 0xa1, '7' }, 2 },
+		{ "pool_max", { 0xff }, 1 },		/* -1 */
+		{ "pool_max", { 0xc0 }, 1 },
+		{ "pool_min", { 0xc3 }, 1 },
+		{ "pool_min", { 0xca, 0x3f, 0x80, 0, 0 }, 5 }, /* 1.0f */
+		{ "pool_timeout_ms", { 0xa1, '1' }, 2 },
+		{ "pool_timeout_ms", { 0xd0, 0x80 }, 2 }, /* -128 */
+		{ "pool_idle_timeout_ms", { 0x90 }, 1 },
+		{ "pool_idle_timeout_ms", { 0xc0 }, 1 },
 	};
 	static const struct {
 		uint8_t bytes[12];
@@ -1339,6 +1505,8 @@ int main(void)
 	RUN(test_subscribe);
 	RUN(test_update);
 	RUN(test_ack_error_ok_reload);
+	RUN(test_nack);
+	RUN(test_settings);
 	RUN(test_status);
 	RUN(test_type_names);
 	RUN(test_unknown);
