@@ -3,7 +3,9 @@
 #
 #   ./dev.sh demo   install what is missing, build, run the live demo
 #   ./dev.sh test   install what is missing, build, run every test
-#   ./dev.sh bench  build, run the benchmarks (they print tables)
+#   ./dev.sh bench [rotation|pool]
+#                   build, run a benchmark (default rotation; it prints
+#                   tables)
 #
 # Installing needs root or sudo; everything else runs as the caller.  The
 # build goes to ./build (override with BUILDDIR).  Extra arguments after
@@ -57,13 +59,21 @@ demo)
 		exec /usr/bin/python3 tests/demo.py "$@"
 	;;
 bench)
+	which=${1:-rotation}
+	[ $# -gt 0 ] && shift
+	case "$which" in
+	rotation | pool) ;;
+	*) echo "usage: ./dev.sh bench [rotation|pool]" >&2; exit 2 ;;
+	esac
 	install_deps
 	build
 	DBSWAPD="$BUILDDIR/agent/dbswapd" \
 	DBSWAP_TEST_SUBSCRIBER="$BUILDDIR/tests/subscriber" \
 	DBSWAP_CONNECT_FLOOR="$BUILDDIR/tests/connect-floor" \
+	DBSWAP_POOL_LOAD="$BUILDDIR/tests/pool-load" \
+	DBSWAP_POOL_BENCH="$BUILDDIR/tests/pool-bench" \
 	PYTHONPATH=tests/integration PYTHONDONTWRITEBYTECODE=1 \
-		exec /usr/bin/python3 tests/bench/rotation.py "$@"
+		exec /usr/bin/python3 "tests/bench/$which.py" "$@"
 	;;
 test)
 	install_deps
@@ -71,7 +81,7 @@ test)
 	exec meson test -C "$BUILDDIR" --print-errorlogs "$@"
 	;;
 *)
-	echo "usage: ./dev.sh demo | test [meson test args] | bench" >&2
+	echo "usage: ./dev.sh demo | test [meson test args] | bench [rotation|pool]" >&2
 	exit 2
 	;;
 esac

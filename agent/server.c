@@ -435,6 +435,13 @@ static void server_check_acked(struct server *s, struct target *t)
 		 (now_us() - t->published_us) / 1000.0);
 }
 
+/* Whether a subscriber has yet to ack t's current value; before the first
+ * value nobody lags (and nobody has acked). */
+static bool sub_lags(const struct target *t, const struct subscription *sub)
+{
+	return t->generation > 0 && sub->acked != t->generation;
+}
+
 void server_count(struct server *s, const struct target *t,
 		  unsigned *subscribers, unsigned *acked)
 {
@@ -444,7 +451,7 @@ void server_count(struct server *s, const struct target *t,
 		if (!sub)
 			continue;
 		(*subscribers)++;
-		if (t->generation > 0 && sub->acked == t->generation)
+		if (t->generation > 0 && !sub_lags(t, sub))
 			(*acked)++;
 	}
 }
@@ -511,11 +518,17 @@ static void pack_target(struct ipc_writer *w, struct server *s,
 	ipc_pack_kv_str(w, "settings_error", t->settings_error);
 
 	ipc_pack_key(w, "lagging");
-	n_lag = MIN(subscribers - acked, SERVER_LAGGING_MAX);
+	/* Counted with the same predicate as packed below: the array header
+	 * must announce exactly the entries that follow. */
+	for (struct client *c = s->clients; c; c = c->next) {
+		struct subscription *sub = client_sub(c, t);
+		n_lag += sub && sub_lags(t, sub);
+	}
+	n_lag = MIN(n_lag, SERVER_LAGGING_MAX);
 	msgpack_pack_array(&w->pk, n_lag);
 	for (struct client *c = s->clients; c && n_lag > 0; c = c->next) {
 		struct subscription *sub = client_sub(c, t);
-		if (!sub || sub->acked == t->generation)
+		if (!sub || !sub_lags(t, sub))
 			continue;
 		msgpack_pack_map(&w->pk, 6);
 		ipc_pack_kv_i64(w, "pid", c->cred.pid);

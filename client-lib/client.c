@@ -39,6 +39,8 @@ struct sub {
 	char *target;
 	dbswap_update_fn *cb;
 	void *userdata;
+	client_settings_fn *settings_cb; /* the pool's, for settings */
+	bool pool;                       /* followed by a pool */
 	char *conninfo;     /* last value delivered (secret) */
 	uint64_t delivered; /* its generation, in the agent's numbering */
 	bool acked;         /* the app acked the delivered value */
@@ -51,16 +53,22 @@ struct dbswap_update {
 	uint64_t generation;
 };
 
+/* A callback to run once the lock is released.  The callback itself is
+ * looked up again at run time, so that one unsubscribed meanwhile is not
+ * called. */
 struct pending {
 	struct pending *next;
-	dbswap_update_fn *cb;
-	void *userdata;
+	bool is_settings;
 	char *target, *conninfo, *reason;
 	uint64_t generation;
+	struct client_settings settings;
 };
 
 struct dbswap_client {
 	pthread_mutex_t lock;
+	/* Held while callbacks run: client_unsubscribe() takes it to know
+	 * that no callback of the target is still running. */
+	pthread_mutex_t cb_lock;
 	char *path;
 	char *name;
 	int epfd, sock, timerfd, stopfd;
@@ -72,6 +80,7 @@ struct dbswap_client {
 	size_t n_subs;
 	unsigned attempts;
 	bool was_connected, warned_down;
+	int last_error; /* of the last connection attempt; 0 once connected */
 	uint64_t next_id;
 	uint64_t hello_id;
 
@@ -257,6 +266,7 @@ static void client_reconnect(dbswap_client *c)
 {
 	int r = client_try_connect(c);
 
+	c->last_error = r;
 	if (r == 0)
 		return;
 	if (!c->warned_down) {
@@ -266,6 +276,14 @@ static void client_reconnect(dbswap_client *c)
 		c->warned_down = true;
 	}
 	client_arm_retry(c);
+}
+
+static void pending_free(struct pending *p)
+{
+	free(p->target);
+	free_secret(p->conninfo);
+	free(p->reason);
+	free(p);
 }
 
 static int client_queue_update(dbswap_client *c, struct sub *s,
@@ -282,8 +300,6 @@ static int client_queue_update(dbswap_client *c, struct sub *s,
 	p = zalloc(sizeof(*p));
 	if (!p)
 		return -ENOMEM;
-	p->cb = s->cb;
-	p->userdata = s->userdata;
 	p->generation = m->generation;
 	p->target = strdup(s->target);
 	p->conninfo = strdup(m->conninfo);
@@ -291,14 +307,36 @@ static int client_queue_update(dbswap_client *c, struct sub *s,
 	free_secret(s->conninfo);
 	s->conninfo = strdup(m->conninfo);
 	if (!p->target || !p->conninfo || !p->reason || !s->conninfo) {
-		free(p->target);
-		free_secret(p->conninfo);
-		free(p->reason);
-		free(p);
+		pending_free(p);
 		return -ENOMEM;
 	}
 	s->delivered = m->generation;
 	s->acked = false;
+	*c->pending_tail = p;
+	c->pending_tail = &p->next;
+	return 0;
+}
+
+static int client_queue_settings(dbswap_client *c, struct sub *s,
+				 const struct ipc_msg *m)
+{
+	struct pending *p = zalloc(sizeof(*p));
+
+	if (!p || !(p->target = strdup(s->target))) {
+		free(p);
+		return -ENOMEM;
+	}
+	p->is_settings = true;
+	p->settings = (struct client_settings){
+		.pool_max = m->has_pool_max ? (int64_t)m->pool_max : -1,
+		.pool_min = m->has_pool_min ? (int64_t)m->pool_min : -1,
+		.pool_timeout_ms = m->has_pool_timeout_ms
+					   ? (int64_t)m->pool_timeout_ms
+					   : -1,
+		.pool_idle_timeout_ms = m->has_pool_idle_timeout_ms
+						? (int64_t)m->pool_idle_timeout_ms
+						: -1,
+	};
 	*c->pending_tail = p;
 	c->pending_tail = &p->next;
 	return 0;
@@ -331,6 +369,7 @@ static int client_handle(dbswap_client *c, const uint8_t *body, size_t len)
 	case IPC_HELLO:
 		c->hello_done = true;
 		c->attempts = 0;
+		c->last_error = 0;
 		if (c->warned_down)
 			client_log(c, LOG_NOTICE, "connected to the agent at %s",
 				   c->path);
@@ -341,6 +380,12 @@ static int client_handle(dbswap_client *c, const uint8_t *body, size_t len)
 		struct sub *s = client_sub(c, m.target);
 		if (s)
 			r = client_queue_update(c, s, &m);
+		break;
+	}
+	case IPC_SETTINGS: {
+		struct sub *s = client_sub(c, m.target);
+		if (s && s->settings_cb)
+			r = client_queue_settings(c, s, &m);
 		break;
 	}
 	case IPC_ERROR:
@@ -421,6 +466,7 @@ static int client_run_pending(dbswap_client *c)
 	struct pending *p;
 	int n = 0;
 
+	pthread_mutex_lock(&c->cb_lock);
 	pthread_mutex_lock(&c->lock);
 	p = c->pending;
 	c->pending = NULL;
@@ -435,26 +481,53 @@ static int client_run_pending(dbswap_client *c)
 			.reason = p->reason,
 			.generation = p->generation,
 		};
-		if (p->cb) {
-			p->cb(&u, p->userdata);
+		dbswap_update_fn *cb = NULL;
+		client_settings_fn *scb = NULL;
+		void *data = NULL;
+
+		pthread_mutex_lock(&c->lock);
+		struct sub *s = client_sub(c, p->target);
+		if (s) {
+			cb = s->cb;
+			scb = s->settings_cb;
+			data = s->userdata;
+		}
+		pthread_mutex_unlock(&c->lock);
+		if (p->is_settings && scb) {
+			scb(&p->settings, data);
+			n++;
+		} else if (!p->is_settings && cb) {
+			cb(&u, data);
 			n++;
 		}
-		free(p->target);
-		free_secret(p->conninfo);
-		free(p->reason);
-		free(p);
+		pending_free(p);
 		p = next;
 	}
+	pthread_mutex_unlock(&c->cb_lock);
 	return n;
 }
 
-DBSWAP_EXPORT
-int dbswap_client_dispatch(dbswap_client *c)
+static int client_dispatch(dbswap_client *c)
 {
 	pthread_mutex_lock(&c->lock);
 	client_process(c);
 	pthread_mutex_unlock(&c->lock);
 	return client_run_pending(c);
+}
+
+DBSWAP_EXPORT
+int dbswap_client_dispatch(dbswap_client *c)
+{
+	bool busy;
+
+	pthread_mutex_lock(&c->lock);
+	busy = c->thread_started;
+	pthread_mutex_unlock(&c->lock);
+	/* The background thread dispatches; a second dispatcher would race
+	 * it for the same messages. */
+	if (busy)
+		return -EBUSY;
+	return client_dispatch(c);
 }
 
 DBSWAP_EXPORT
@@ -476,7 +549,9 @@ dbswap_client *dbswap_client_new(const char *socket_path)
 	if (!c)
 		return NULL;
 	pthread_mutex_init(&c->lock, NULL);
+	pthread_mutex_init(&c->cb_lock, NULL);
 	c->sock = c->timerfd = c->stopfd = -1;
+	c->last_error = -EINPROGRESS;
 	c->pending_tail = &c->pending;
 	c->log = default_log;
 	c->path = strdup(socket_path);
@@ -533,13 +608,11 @@ void dbswap_client_free(dbswap_client *c)
 	while (c->pending) {
 		struct pending *p = c->pending;
 		c->pending = p->next;
-		free(p->target);
-		free_secret(p->conninfo);
-		free(p->reason);
-		free(p);
+		pending_free(p);
 	}
 	free(c->path);
 	free(c->name);
+	pthread_mutex_destroy(&c->cb_lock);
 	pthread_mutex_destroy(&c->lock);
 	free(c);
 }
@@ -599,7 +672,7 @@ static void *client_thread(void *data)
 		if (fds[1].revents)
 			break;
 		if (fds[0].revents)
-			dbswap_client_dispatch(c);
+			client_dispatch(c);
 	}
 	return NULL;
 }
@@ -633,6 +706,31 @@ static bool valid_target_name(const char *s)
 	return true;
 }
 
+/* Adds a subscription for target and tells the agent if connected.
+ * Called with the lock held.  Returns 0, -E2BIG or -ENOMEM. */
+static int client_add_sub(dbswap_client *c, const char *target,
+			  struct sub **out)
+{
+	struct sub *s;
+
+	if (c->n_subs >= IPC_SUBSCRIBE_MAX)
+		return -E2BIG;
+	s = realloc(c->subs, (c->n_subs + 1) * sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	c->subs = s;
+	s = &c->subs[c->n_subs];
+	*s = (struct sub){ .target = strdup(target) };
+	if (!s->target)
+		return -ENOMEM;
+	c->n_subs++;
+	if (c->sock >= 0)
+		client_send_subscribe(c, s);
+	/* sending may have dropped the connection, never the array */
+	*out = &c->subs[c->n_subs - 1];
+	return 0;
+}
+
 DBSWAP_EXPORT
 int dbswap_subscribe(dbswap_client *c, const char *target,
 		     dbswap_update_fn *callback, void *userdata)
@@ -644,32 +742,18 @@ int dbswap_subscribe(dbswap_client *c, const char *target,
 		return -EINVAL;
 	pthread_mutex_lock(&c->lock);
 	s = client_sub(c, target);
-	if (s) {
+	if (s && s->pool) {
+		r = -EBUSY;
+	} else if (s) {
 		s->cb = callback;
 		s->userdata = userdata;
-		goto out;
+	} else {
+		r = client_add_sub(c, target, &s);
+		if (r == 0) {
+			s->cb = callback;
+			s->userdata = userdata;
+		}
 	}
-	if (c->n_subs >= IPC_SUBSCRIBE_MAX) {
-		r = -E2BIG;
-		goto out;
-	}
-	s = realloc(c->subs, (c->n_subs + 1) * sizeof(*s));
-	if (!s) {
-		r = -ENOMEM;
-		goto out;
-	}
-	c->subs = s;
-	s = &c->subs[c->n_subs];
-	*s = (struct sub){ .cb = callback, .userdata = userdata };
-	s->target = strdup(target);
-	if (!s->target) {
-		r = -ENOMEM;
-		goto out;
-	}
-	c->n_subs++;
-	if (c->sock >= 0)
-		client_send_subscribe(c, s);
-out:
 	pthread_mutex_unlock(&c->lock);
 	return r;
 }
@@ -837,4 +921,103 @@ int client_call(dbswap_client *c, struct ipc_writer *w, uint64_t id,
 		snprintf(err, errlen, "lost the connection to the agent at %s",
 			 c->path);
 	return r;
+}
+
+int client_subscribe_pool(dbswap_client *c, const char *target,
+			  dbswap_update_fn *cb, client_settings_fn *settings_cb,
+			  void *data)
+{
+	struct sub *s;
+	int r;
+
+	if (!valid_target_name(target))
+		return -EINVAL;
+	pthread_mutex_lock(&c->lock);
+	if (client_sub(c, target)) {
+		r = -EBUSY;
+	} else {
+		r = client_add_sub(c, target, &s);
+		if (r == 0) {
+			s->cb = cb;
+			s->settings_cb = settings_cb;
+			s->userdata = data;
+			s->pool = true;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+void client_unsubscribe(dbswap_client *c, const char *target)
+{
+	pthread_mutex_lock(&c->lock);
+	for (size_t i = 0; i < c->n_subs; i++) {
+		if (!streq(c->subs[i].target, target))
+			continue;
+		free(c->subs[i].target);
+		free_secret(c->subs[i].conninfo);
+		memmove(&c->subs[i], &c->subs[i + 1],
+			(c->n_subs - i - 1) * sizeof(*c->subs));
+		c->n_subs--;
+		break;
+	}
+	pthread_mutex_unlock(&c->lock);
+	/* A callback of the target that started before may still run:
+	 * wait for it.  Later ones find no subscription. */
+	pthread_mutex_lock(&c->cb_lock);
+	pthread_mutex_unlock(&c->cb_lock);
+}
+
+int client_nack(dbswap_client *c, const char *target, uint64_t generation,
+		const char *message)
+{
+	struct ipc_writer w;
+	int r = 0;
+
+	pthread_mutex_lock(&c->lock);
+	if (c->sock >= 0) {
+		ipc_writer_init(&w, IPC_NACK, 4);
+		ipc_pack_kv_str(&w, "target", target);
+		ipc_pack_kv_u64(&w, "generation", generation);
+		ipc_pack_kv_str(&w, "message", message);
+		r = client_send(c, &w);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return r == -ENOTCONN ? 0 : r;
+}
+
+int client_refresh(dbswap_client *c, const char *target)
+{
+	struct sub *s;
+	int r = 0;
+
+	pthread_mutex_lock(&c->lock);
+	s = client_sub(c, target);
+	if (s && c->sock >= 0)
+		r = client_send_subscribe(c, s);
+	pthread_mutex_unlock(&c->lock);
+	return r == -ENOTCONN ? 0 : r;
+}
+
+int client_agent_error(dbswap_client *c)
+{
+	int r;
+
+	pthread_mutex_lock(&c->lock);
+	r = c->sock >= 0 && c->hello_done ? 0 : c->last_error;
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+void client_log_line(dbswap_client *c, int priority, const char *line)
+{
+	dbswap_log_fn *fn;
+	void *data;
+
+	pthread_mutex_lock(&c->lock);
+	fn = c->log;
+	data = c->log_userdata;
+	pthread_mutex_unlock(&c->lock);
+	if (fn)
+		fn(priority, line, data);
 }

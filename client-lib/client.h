@@ -7,6 +7,7 @@
 #define DBSWAP_CLIENT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "dbswap.h"
 #include "ipc/msg.h"
@@ -30,5 +31,43 @@ int client_call(dbswap_client *c, struct ipc_writer *w, uint64_t id,
 
 /* The socket path in use. */
 const char *client_socket_path(dbswap_client *c);
+
+/* Interface for the pool (pool.c). */
+
+/* Pool settings sent by the agent; -1 where not set. */
+struct client_settings {
+	int64_t pool_max, pool_min, pool_timeout_ms, pool_idle_timeout_ms;
+};
+typedef void client_settings_fn(const struct client_settings *settings,
+				void *data);
+
+/* Follows target for a pool: cb gets updates, settings_cb settings, both
+ * with data.  Returns 0, -EBUSY if the target is already followed, or a
+ * negative errno.  dbswap_subscribe() on the target then fails with
+ * -EBUSY. */
+int client_subscribe_pool(dbswap_client *c, const char *target,
+			  dbswap_update_fn *cb, client_settings_fn *settings_cb,
+			  void *data);
+
+/* Stops following target; when it returns, no callback of it runs or will
+ * run.  Must not be called from a callback. */
+void client_unsubscribe(dbswap_client *c, const char *target);
+
+/* Tells the agent that generation of target cannot be used here, and why.
+ * Returns 0 (also when disconnected: nothing to tell then) or a negative
+ * errno. */
+int client_nack(dbswap_client *c, const char *target, uint64_t generation,
+		const char *message);
+
+/* Asks the agent for target's current value again (it answers with an
+ * update).  0 or a negative errno. */
+int client_refresh(dbswap_client *c, const char *target);
+
+/* Passes one line to the app's log function (dbswap_client_set_log). */
+void client_log_line(dbswap_client *c, int priority, const char *line);
+
+/* 0 when connected to the agent; else the negative errno of the last
+ * connection attempt (-ENOENT: no socket), -EINPROGRESS before the first. */
+int client_agent_error(dbswap_client *c);
 
 #endif

@@ -222,6 +222,31 @@ const msgpack_object *ctl_array(const msgpack_object *map, const char *key)
 	return o && o->type == MSGPACK_OBJECT_ARRAY ? o : NULL;
 }
 
+/* The pool settings from the env files, if any, and why the newest were
+ * refused. */
+static void print_settings(const msgpack_object *t)
+{
+	static const char *const keys[] = { "pool_max", "pool_min",
+					     "pool_timeout_ms",
+					     "pool_idle_timeout_ms" };
+	const msgpack_object *set = ipc_map_get(t, "settings");
+	char err[512];
+	bool any = false;
+
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+		long long v = ctl_int(set, keys[i]);
+		if (v < 0)
+			continue;
+		printf("%s%s=%lld", any ? ", " : "  pool:        ", keys[i], v);
+		any = true;
+	}
+	if (any)
+		putchar('\n');
+	if (ctl_str(t, "settings_error", err, sizeof(err)))
+		printf("  settings:    refused, the last good ones stay: %s\n",
+		       err);
+}
+
 static void print_status(const msgpack_object *root)
 {
 	const msgpack_object *agent = ipc_map_get(root, "agent");
@@ -252,11 +277,15 @@ static void print_status(const msgpack_object *root)
 		for (uint32_t j = 0; lag && j < lag->via.array.size; j++) {
 			const msgpack_object *l = &lag->via.array.ptr[j];
 			printf("    waiting for pid %lld (%s), at generation "
-			       "%lld\n",
+			       "%lld",
 			       ctl_int(l, "pid"),
 			       ctl_str(l, "name", a, sizeof(a)) ? a : "?",
 			       ctl_int(l, "acked"));
+			if (ctl_str(l, "error", b, sizeof(b)))
+				printf("; it cannot switch: %s", b);
+			putchar('\n');
 		}
+		print_settings(t);
 		if (ctl_str(t, "error", b, sizeof(b)))
 			printf("  last error:  %s\n", b);
 	}

@@ -152,6 +152,20 @@ class Protocol(ClusterTest):
         self.assertEqual(h.target_status(self.agent, 'DATABASE_URL')
                          ['subscribers'], 1)
 
+    def test_status_with_subscribers_before_any_value(self):
+        """A target with subscribers but no value yet: nobody lags, and the
+        reply is well-formed (its lagging array once announced entries it
+        did not hold)."""
+        agent = self.start_agent(env_files=[self.env_path],
+                                 targets=['OTHER_URL'])
+        c = h.Client(agent.sock)
+        self.addCleanup(c.close)
+        c.hello(name='early')
+        self.assertEqual(c.subscribe(['OTHER_URL'])['type'], 'ok')
+        t = h.target_status(agent, 'OTHER_URL')
+        self.assertEqual((t['generation'], t['subscribers'], t['acked'],
+                          t['lagging']), (0, 1, 0, []))
+
     def test_status_shape(self):
         c = self.hello()
         st = c.status()

@@ -1,0 +1,1015 @@
+/*
+ * The connection pool of libdbswap; see the POOL section of dbswap.h.
+ *
+ * Threads: app threads call acquire and release; the client's thread runs
+ * the update and settings callbacks; the pool's own thread (pool_main)
+ * opens connections, switches values, closes idle and old connections,
+ * enforces the drain deadline, and acks.  All state sits behind one mutex;
+ * blocking libpq calls (connect steps, ROLLBACK, PQfinish) run outside it.
+ *
+ * Values: `cur` is what acquires get.  A new value from the agent becomes
+ * `next`; the pool thread opens connections with it (non-blocking, several
+ * at once) without handing them out; when enough are ready it switches:
+ * `next` becomes `cur`, idle connections of the old value are closed, busy
+ * ones are marked old and closed on release.  With no old connection left,
+ * the generation is acked.
+ */
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "common/mask.h"
+#include "common/util.h"
+
+#define DBSWAP_EXPORT __attribute__((visibility("default")))
+
+/* Defaults, chosen for a small web app: a warm connection, room for a
+ * burst, and timeouts a request can live with. */
+#define POOL_DEFAULT_MIN 1
+#define POOL_DEFAULT_MAX 10
+#define POOL_DEFAULT_ACQUIRE_MS 5000
+#define POOL_DEFAULT_IDLE_MS 300000
+#define POOL_DEFAULT_LIFETIME_MS 1800000
+#define POOL_DEFAULT_CONNECT_MS 5000
+#define POOL_DEFAULT_DRAIN_MS 30000
+
+/* Retry of a value that fails to connect here: 100 ms doubling to 30 s,
+ * with jitter; an authentication failure is tried at most this often. */
+#define POOL_RETRY_FIRST_MS 100
+#define POOL_RETRY_MAX_MS 30000
+#define POOL_AUTH_TRIES 5
+
+/* How long to wait for an agent before using the environment's value:
+ * long enough for a local agent to answer, short for a developer. */
+#define POOL_AGENT_GRACE_MS 200
+
+/* Most connection attempts in flight at once. */
+#define POOL_CONNECTING_MAX 16
+
+struct pconn {
+	struct pconn *next;
+	PGconn *conn;
+	uint64_t value;     /* which value (pool->serial numbering) */
+	int64_t created_ms;
+	int64_t idle_since;
+	bool in_use;
+};
+
+/* A value: a conninfo and the agent's generation for it.  serial numbers
+ * values within the pool, so that an agent restart renumbering generations
+ * cannot confuse old and new connections. */
+struct value {
+	char *conninfo; /* secret */
+	uint64_t generation;
+	uint64_t serial;
+};
+
+struct connecting {
+	PGconn *conn;
+	uint64_t value;
+	int64_t deadline;
+	PostgresPollingStatusType want;
+};
+
+struct dbswap_pool {
+	pthread_mutex_t lock;
+	pthread_cond_t changed; /* a connection came back, or the value */
+	dbswap_client *client;
+	char *target;
+
+	dbswap_pool_config app;  /* as given (0: not set) */
+	struct client_settings env; /* from the agent */
+	dbswap_pool_config cfg;  /* in force */
+
+	struct value cur, next;
+	uint64_t serials;
+	bool from_env;        /* cur came from the environment */
+	bool warned_no_agent; /* said so once */
+	int64_t created_ms;
+
+	/* the switch to next */
+	unsigned next_failures, next_auth_failures;
+	int64_t next_retry_at;
+	int64_t next_deadline; /* switch with what is ready by then */
+	bool next_given_up;
+	char next_error[512];
+
+	struct pconn *conns; /* every open connection */
+	/* Idle connections of the current value, a stack: the most recently
+	 * released on top, so that acquires get warm ones and the rest age
+	 * out by the idle timeout.  Room for every open connection is kept
+	 * reserved, so pushing never fails. */
+	struct pconn **idle;
+	int idle_cap;
+	int n_open, n_idle, n_in_use, n_old, n_ready_next;
+	struct connecting connecting[POOL_CONNECTING_MAX];
+	int n_connecting;
+	int waiting;
+	int64_t drain_deadline;
+	uint64_t acked; /* serial of the value last acked */
+	char connect_error[512]; /* last failure for cur, for timeouts */
+	unsigned cur_failures;   /* in a row, for the backoff below */
+	int64_t cur_retry_at;
+
+	uint64_t acquired, timeouts, opened, closed, failed_connects,
+		switches;
+
+	pthread_t thread;
+	int wakefd;
+	bool stopping;
+};
+
+static void pool_log(dbswap_pool *p, int priority, const char *fmt, ...)
+	PRINTF(3, 4);
+
+static void pool_log(dbswap_pool *p, int priority, const char *fmt, ...)
+{
+	char line[768];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	/* The client's log function, so apps see one stream. */
+	client_log_line(p->client, priority, line);
+}
+
+static void pool_wake(dbswap_pool *p)
+{
+	uint64_t one = 1;
+
+	(void)!write(p->wakefd, &one, sizeof(one));
+}
+
+static int pick(int app, int64_t env, int def)
+{
+	if (app != 0)
+		return app;
+	if (env >= 0)
+		return (int)MIN(env, INT32_MAX);
+	return def;
+}
+
+/* The settings in force: the app's, else the env files', else defaults.
+ * Called with the lock held. */
+static void pool_configure(dbswap_pool *p)
+{
+	dbswap_pool_config *c = &p->cfg;
+
+	c->max_size = pick(p->app.max_size, p->env.pool_max, POOL_DEFAULT_MAX);
+	c->min_size = pick(p->app.min_size, p->env.pool_min, POOL_DEFAULT_MIN);
+	c->min_size = MIN(c->min_size, c->max_size);
+	c->acquire_timeout_ms = pick(p->app.acquire_timeout_ms,
+				     p->env.pool_timeout_ms,
+				     POOL_DEFAULT_ACQUIRE_MS);
+	c->idle_timeout_ms = pick(p->app.idle_timeout_ms,
+				  p->env.pool_idle_timeout_ms,
+				  POOL_DEFAULT_IDLE_MS);
+	c->max_lifetime_ms = pick(p->app.max_lifetime_ms, -1,
+				  POOL_DEFAULT_LIFETIME_MS);
+	c->connect_timeout_ms = pick(p->app.connect_timeout_ms, -1,
+				     POOL_DEFAULT_CONNECT_MS);
+	c->drain_timeout_ms = pick(p->app.drain_timeout_ms, -1,
+				   POOL_DEFAULT_DRAIN_MS);
+	c->check_on_borrow = p->app.check_on_borrow > 0;
+}
+
+static void value_clear(struct value *v)
+{
+	free_secret(v->conninfo);
+	*v = (struct value){ 0 };
+}
+
+static void idle_push(dbswap_pool *p, struct pconn *pc)
+{
+	p->idle[p->n_idle++] = pc;
+}
+
+static void idle_remove(dbswap_pool *p, struct pconn *pc)
+{
+	for (int i = p->n_idle; i-- > 0;) {
+		if (p->idle[i] != pc)
+			continue;
+		memmove(&p->idle[i], &p->idle[i + 1],
+			(size_t)(p->n_idle - i - 1) * sizeof(*p->idle));
+		p->n_idle--;
+		return;
+	}
+}
+
+/* Keeps room on the idle stack for one more open connection. */
+static int idle_reserve(dbswap_pool *p)
+{
+	struct pconn **idle;
+	int cap;
+
+	if (p->n_open + 1 <= p->idle_cap)
+		return 0;
+	cap = MAX(16, p->idle_cap * 2);
+	idle = realloc(p->idle, (size_t)cap * sizeof(*idle));
+	if (!idle)
+		return -ENOMEM;
+	p->idle = idle;
+	p->idle_cap = cap;
+	return 0;
+}
+
+/* Unlinks pc from the pool's lists and counts.  The caller closes the
+ * connection, outside the lock. */
+static void pool_unlink(dbswap_pool *p, struct pconn *pc)
+{
+	for (struct pconn **pp = &p->conns; *pp; pp = &(*pp)->next) {
+		if (*pp != pc)
+			continue;
+		*pp = pc->next;
+		break;
+	}
+	p->n_open--;
+	if (pc->in_use)
+		p->n_in_use--;
+	if (pc->value == p->cur.serial && !pc->in_use)
+		idle_remove(p, pc);
+	else if (p->next.serial && pc->value == p->next.serial)
+		p->n_ready_next--;
+	else if (pc->value != p->cur.serial)
+		p->n_old--;
+	p->closed++;
+}
+
+/* Recounts idle, old and ready-next after the value changed.  Locked. */
+static void pool_recount(dbswap_pool *p)
+{
+	p->n_idle = p->n_old = p->n_ready_next = 0;
+	for (struct pconn *pc = p->conns; pc; pc = pc->next) {
+		if (pc->value == p->cur.serial) {
+			if (!pc->in_use)
+				idle_push(p, pc);
+		} else if (p->next.serial && pc->value == p->next.serial)
+			p->n_ready_next++;
+		else
+			p->n_old++;
+	}
+}
+
+/* Closes a list of connections, outside the lock. */
+static void close_list(struct pconn *list)
+{
+	while (list) {
+		struct pconn *next = list->next;
+		PQfinish(list->conn);
+		free(list);
+		list = next;
+	}
+}
+
+static bool sqlstate_auth(const char *msg)
+{
+	/* libpq's verbose messages carry "FATAL:  28P01: ..." */
+	return msg && (strstr(msg, "28P01") || strstr(msg, "28000"));
+}
+
+/* One line from libpq's multi-line message, without the LOCATION. */
+static void one_line(const char *in, char *out, size_t size)
+{
+	size_t o = 0;
+
+	for (const char *s = in; s && *s && o + 1 < size; s++) {
+		if (*s == '\n') {
+			if (strncmp(s + 1, "LOCATION:", 9) == 0)
+				break;
+			if (s[1] && o + 3 < size) {
+				out[o++] = ';';
+				out[o++] = ' ';
+			}
+			continue;
+		}
+		out[o++] = *s;
+	}
+	out[o] = '\0';
+}
+
+static void pool_connect_failed(dbswap_pool *p, uint64_t value,
+				const char *why);
+
+/* Starts a connection attempt for value v.  Locked; returns 0 or -errno. */
+static int pool_start_connect(dbswap_pool *p, const struct value *v)
+{
+	static const char *const keys[] = { "dbname",
+					    "fallback_application_name",
+					    NULL };
+	const char *vals[] = { v->conninfo, "libdbswap", NULL };
+	struct connecting *cn;
+	PGconn *conn;
+
+	if (p->n_connecting >= POOL_CONNECTING_MAX)
+		return -EBUSY;
+	conn = PQconnectStartParams(keys, vals, 1);
+	if (!conn)
+		return -ENOMEM;
+	PQsetErrorVerbosity(conn, PQERRORS_VERBOSE);
+	if (PQstatus(conn) == CONNECTION_BAD) {
+		/* Failed before any I/O (a bad option value, say). */
+		pool_connect_failed(p, v->serial, PQerrorMessage(conn));
+		PQfinish(conn);
+		return -EINVAL;
+	}
+	cn = &p->connecting[p->n_connecting++];
+	*cn = (struct connecting){
+		.conn = conn,
+		.value = v->serial,
+		.deadline = now_ms() + p->cfg.connect_timeout_ms,
+		.want = PGRES_POLLING_WRITING,
+	};
+	return 0;
+}
+
+/* Records a failed attempt for the value it was for.  Locked. */
+static void pool_connect_failed(dbswap_pool *p, uint64_t value,
+				const char *why)
+{
+	char line[512];
+
+	one_line(why, line, sizeof(line));
+	p->failed_connects++;
+	if (p->next.serial && value == p->next.serial && p->next_given_up) {
+		/* Attempts that were in flight when it was given up. */
+		return;
+	} else if (p->next.serial && value == p->next.serial) {
+		bool auth = sqlstate_auth(why);
+		int64_t delay;
+
+		p->next_failures++;
+		snprintf(p->next_error, sizeof(p->next_error), "%s", line);
+		if (auth && ++p->next_auth_failures >= POOL_AUTH_TRIES) {
+			p->next_given_up = true;
+			pool_log(p, LOG_ERR, "%s generation %llu: refused %u "
+					     "times (%s); not trying it again, "
+					     "so as not to lock the role out; "
+					     "staying on the current value",
+				 p->target,
+				 (unsigned long long)p->next.generation,
+				 p->next_auth_failures, line);
+		} else {
+			delay = backoff_ms(p->next_failures - 1,
+					   POOL_RETRY_FIRST_MS,
+					   POOL_RETRY_MAX_MS);
+			p->next_retry_at = now_ms() + delay;
+			pool_log(p, LOG_WARNING, "%s generation %llu does not "
+						 "connect from here: %s; "
+						 "staying on the current value, "
+						 "retry in %lld ms",
+				 p->target,
+				 (unsigned long long)p->next.generation, line,
+				 (long long)delay);
+		}
+		/* Tell the agent (shown in status), once per failure. */
+		char msg[640];
+		snprintf(msg, sizeof(msg), "cannot connect with generation "
+					   "%llu from pid %d: %s",
+			 (unsigned long long)p->next.generation, (int)getpid(),
+			 line);
+		client_nack(p->client, p->target, p->next.generation, msg);
+		/* The password may have changed again since: ask. */
+		if (auth && !p->next_given_up)
+			client_refresh(p->client, p->target);
+	} else if (value == p->cur.serial) {
+		int64_t delay = backoff_ms(p->cur_failures++,
+					   POOL_RETRY_FIRST_MS,
+					   POOL_RETRY_MAX_MS);
+		p->cur_retry_at = now_ms() + delay;
+		snprintf(p->connect_error, sizeof(p->connect_error), "%s", line);
+		pool_log(p, LOG_WARNING, "%s: cannot open a connection: %s; "
+					 "retry in %lld ms",
+			 p->target, line, (long long)delay);
+	}
+}
+
+/* Adds a connection that finished connecting.  Locked. */
+static void pool_add_ready(dbswap_pool *p, PGconn *conn, uint64_t value)
+{
+	struct pconn *pc = zalloc(sizeof(*pc));
+	bool wanted = value == p->cur.serial ||
+		      (p->next.serial && value == p->next.serial);
+
+	if (!pc || !wanted || idle_reserve(p) < 0) {
+		/* For a value given up meanwhile: close it. */
+		free(pc);
+		PQfinish(conn);
+		return;
+	}
+	pc->conn = conn;
+	pc->value = value;
+	pc->created_ms = pc->idle_since = now_ms();
+	pc->next = p->conns;
+	p->conns = pc;
+	p->n_open++;
+	p->opened++;
+	if (value == p->cur.serial) {
+		idle_push(p, pc);
+		p->connect_error[0] = '\0';
+		p->cur_failures = 0;
+		p->cur_retry_at = 0;
+		pthread_cond_signal(&p->changed);
+	} else {
+		p->n_ready_next++;
+	}
+}
+
+/* Makes next the current value.  Locked; old idle connections go to
+ * *to_close. */
+static void pool_switch(dbswap_pool *p, struct pconn **to_close)
+{
+	uint64_t old = p->cur.serial;
+
+	value_clear(&p->cur);
+	p->cur = p->next;
+	p->next = (struct value){ 0 };
+	p->from_env = false;
+	p->switches++;
+	p->drain_deadline = now_ms() + p->cfg.drain_timeout_ms;
+	/* Idle connections of any older value go now. */
+	for (struct pconn **pp = &p->conns; *pp;) {
+		struct pconn *pc = *pp;
+		if (pc->value != p->cur.serial && !pc->in_use) {
+			*pp = pc->next;
+			p->n_open--;
+			p->closed++;
+			pc->next = *to_close;
+			*to_close = pc;
+			continue;
+		}
+		pp = &pc->next;
+	}
+	pool_recount(p);
+	pthread_cond_broadcast(&p->changed);
+	pool_log(p, LOG_INFO, "%s: switched to generation %llu; %d busy "
+			      "connection(s) on the old value close when "
+			      "released",
+		 p->target, (unsigned long long)p->cur.generation, p->n_old);
+	(void)old;
+}
+
+/* Decides what to open, close and switch.  Locked.  Returns the next time
+ * it needs to run (ms, now_ms() clock) or -1. */
+static int64_t pool_plan(dbswap_pool *p, struct pconn **to_close)
+{
+	int64_t now = now_ms(), next_run = -1;
+	int want, have;
+
+#define RUN_AT(t) (next_run = next_run < 0 ? (t) : MIN(next_run, (t)))
+
+	/* No value yet: the environment's, once the agent is clearly not
+	 * there. */
+	if (!p->cur.conninfo && !p->next.conninfo) {
+		int err = client_agent_error(p->client);
+		const char *env = getenv(p->target);
+		if (err != 0 && err != -EINPROGRESS && env && *env &&
+		    now - p->created_ms >= POOL_AGENT_GRACE_MS) {
+			p->cur.conninfo = strdup(env);
+			p->cur.serial = ++p->serials;
+			p->from_env = true;
+			if (!p->warned_no_agent)
+				pool_log(p, LOG_NOTICE,
+					 "no agent at %s (%s); using $%s from "
+					 "the environment",
+					 client_socket_path(p->client),
+					 strerror(-err), p->target);
+			p->warned_no_agent = true;
+		} else if (now - p->created_ms < POOL_AGENT_GRACE_MS) {
+			RUN_AT(p->created_ms + POOL_AGENT_GRACE_MS);
+		}
+	}
+
+	/* Switching: open as many with the new value as are open now. */
+	if (p->next.conninfo && !p->next_given_up) {
+		int open_cur = p->n_open - p->n_old - p->n_ready_next;
+		int inflight = 0;
+		want = MAX(MAX(open_cur, p->cfg.min_size), 1);
+		want = MIN(want, p->cfg.max_size);
+		for (int i = 0; i < p->n_connecting; i++)
+			inflight += p->connecting[i].value == p->next.serial;
+		if (p->n_ready_next >= want ||
+		    (p->n_ready_next > 0 && now >= p->next_deadline)) {
+			pool_switch(p, to_close);
+		} else if (now >= p->next_retry_at) {
+			if (p->next_deadline == 0)
+				p->next_deadline =
+					now + p->cfg.connect_timeout_ms;
+			while (p->n_ready_next + inflight < want &&
+			       pool_start_connect(p, &p->next) == 0)
+				inflight++;
+			RUN_AT(p->next_deadline);
+		} else {
+			RUN_AT(p->next_retry_at);
+		}
+	}
+
+	/* The current value: keep min open, and one more per waiter. */
+	if (p->cur.conninfo) {
+		int inflight = 0;
+		for (int i = 0; i < p->n_connecting; i++)
+			inflight += p->connecting[i].value == p->cur.serial;
+		have = p->n_open - p->n_old - p->n_ready_next + inflight;
+		want = MAX(p->cfg.min_size,
+			   p->n_in_use + p->waiting - p->n_old);
+		want = MIN(want, p->cfg.max_size);
+		if (now < p->cur_retry_at)
+			RUN_AT(p->cur_retry_at);
+		else
+			while (have < want &&
+			       pool_start_connect(p, &p->cur) == 0)
+				have++;
+	}
+
+	/* Idle beyond min, past their lifetime while idle, or of a value
+	 * that is neither current nor coming (a switch abandoned). */
+	for (struct pconn **pp = &p->conns; *pp;) {
+		struct pconn *pc = *pp;
+		bool idle = pc->value == p->cur.serial && !pc->in_use;
+		bool stale = !pc->in_use && pc->value != p->cur.serial &&
+			     !(p->next.serial && pc->value == p->next.serial);
+		int64_t idle_end = pc->idle_since + p->cfg.idle_timeout_ms;
+		int64_t life_end = pc->created_ms + p->cfg.max_lifetime_ms;
+		bool expired = idle && ((p->cfg.idle_timeout_ms >= 0 &&
+					 now >= idle_end &&
+					 p->n_open - p->n_old >
+						 p->cfg.min_size) ||
+					(p->cfg.max_lifetime_ms >= 0 &&
+					 now >= life_end));
+		if (expired || stale) {
+			*pp = pc->next;
+			p->n_open--;
+			if (expired)
+				idle_remove(p, pc);
+			else
+				p->n_old--;
+			p->closed++;
+			pc->next = *to_close;
+			*to_close = pc;
+			continue;
+		}
+		if (idle && p->cfg.idle_timeout_ms >= 0)
+			RUN_AT(idle_end);
+		if (idle && p->cfg.max_lifetime_ms >= 0)
+			RUN_AT(life_end);
+		pp = &pc->next;
+	}
+
+	/* The drain deadline: old connections still busy lose their socket,
+	 * so that their query fails now and they are closed on release.
+	 * shutdown, never close: the thread using it still holds the fd. */
+	if (p->n_old > 0) {
+		if (now >= p->drain_deadline) {
+			int n = 0;
+			for (struct pconn *pc = p->conns; pc; pc = pc->next) {
+				if (pc->value == p->cur.serial || !pc->in_use)
+					continue;
+				if (PQsocket(pc->conn) >= 0 &&
+				    shutdown(PQsocket(pc->conn), SHUT_RDWR) == 0)
+					n++;
+			}
+			if (n > 0)
+				pool_log(p, LOG_WARNING,
+					 "%s: %d connection(s) on an old value "
+					 "still in use after the %d ms drain "
+					 "deadline; shut down",
+					 p->target, n, p->cfg.drain_timeout_ms);
+			p->drain_deadline = now + p->cfg.drain_timeout_ms;
+		}
+		RUN_AT(p->drain_deadline);
+	}
+
+	/* Nothing of an older value left: the switch is complete. */
+	if (p->cur.conninfo && !p->from_env && p->n_old == 0 &&
+	    p->acked != p->cur.serial && p->cur.generation > 0) {
+		p->acked = p->cur.serial;
+		dbswap_ack(p->client, p->target, p->cur.generation);
+	}
+	for (int i = 0; i < p->n_connecting; i++)
+		RUN_AT(p->connecting[i].deadline);
+	return next_run;
+#undef RUN_AT
+}
+
+/* Advances connection attempts whose sockets are ready (or all, when
+ * fds is NULL).  Locked; libpq's steps do not block. */
+static void pool_step_connects(dbswap_pool *p, const struct pollfd *fds,
+			       int nfds)
+{
+	int64_t now = now_ms();
+
+	for (int i = 0; i < p->n_connecting;) {
+		struct connecting *cn = &p->connecting[i];
+		bool ready = !fds;
+		PostgresPollingStatusType st;
+
+		for (int j = 0; fds && j < nfds; j++)
+			if (fds[j].fd == PQsocket(cn->conn) && fds[j].revents)
+				ready = true;
+		if (now >= cn->deadline) {
+			char msg[128];
+			snprintf(msg, sizeof(msg), "no connection within %d ms",
+				 p->cfg.connect_timeout_ms);
+			pool_connect_failed(p, cn->value, msg);
+			PQfinish(cn->conn);
+			*cn = p->connecting[--p->n_connecting];
+			continue;
+		}
+		if (!ready || PQstatus(cn->conn) == CONNECTION_BAD) {
+			if (PQstatus(cn->conn) != CONNECTION_BAD) {
+				i++;
+				continue;
+			}
+			st = PGRES_POLLING_FAILED;
+		} else {
+			st = PQconnectPoll(cn->conn);
+		}
+		if (st == PGRES_POLLING_OK) {
+			pool_add_ready(p, cn->conn, cn->value);
+		} else if (st == PGRES_POLLING_FAILED) {
+			pool_connect_failed(p, cn->value,
+					    PQerrorMessage(cn->conn));
+			PQfinish(cn->conn);
+		} else {
+			cn->want = st;
+			i++;
+			continue;
+		}
+		*cn = p->connecting[--p->n_connecting];
+	}
+}
+
+static void *pool_main(void *data)
+{
+	dbswap_pool *p = data;
+	struct pollfd fds[POOL_CONNECTING_MAX + 1];
+
+	pthread_mutex_lock(&p->lock);
+	while (!p->stopping) {
+		struct pconn *to_close = NULL;
+		int64_t next = pool_plan(p, &to_close), timeout;
+		int nfds = 1;
+
+		fds[0] = (struct pollfd){ .fd = p->wakefd, .events = POLLIN };
+		for (int i = 0; i < p->n_connecting; i++) {
+			struct connecting *cn = &p->connecting[i];
+			fds[nfds++] = (struct pollfd){
+				.fd = PQsocket(cn->conn),
+				.events = cn->want == PGRES_POLLING_READING
+						  ? POLLIN
+						  : POLLOUT,
+			};
+		}
+		timeout = next < 0 ? -1 : MAX(next - now_ms(), 0);
+		pthread_mutex_unlock(&p->lock);
+		close_list(to_close);
+		poll(fds, (nfds_t)nfds, (int)MIN(timeout, 60000));
+		if (fds[0].revents) {
+			uint64_t n;
+			(void)!read(p->wakefd, &n, sizeof(n));
+		}
+		pthread_mutex_lock(&p->lock);
+		pool_step_connects(p, fds + 1, nfds - 1);
+	}
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
+/* Callbacks from the client's thread */
+
+static void pool_on_update(const dbswap_update *u, void *data)
+{
+	dbswap_pool *p = data;
+	const char *conninfo = dbswap_update_conninfo(u);
+	uint64_t gen = dbswap_update_generation(u);
+
+	pthread_mutex_lock(&p->lock);
+	if (p->cur.conninfo && streq(p->cur.conninfo, conninfo)) {
+		/* The value in use, renumbered (an agent restart): keep the
+		 * connections, ack the new number. */
+		p->cur.generation = gen;
+		if (p->from_env) {
+			p->from_env = false;
+			pool_log(p, LOG_NOTICE, "%s: the agent is here; it has "
+						"the same value as the "
+						"environment", p->target);
+		}
+		p->acked = 0;
+		if (p->next.conninfo) {
+			/* Back to the current value: drop the pending one. */
+			value_clear(&p->next);
+			pool_recount(p);
+		}
+	} else if (p->next.conninfo && streq(p->next.conninfo, conninfo)) {
+		p->next.generation = gen;
+	} else {
+		value_clear(&p->next);
+		p->next.conninfo = strdup(conninfo);
+		p->next.generation = gen;
+		p->next.serial = ++p->serials;
+		p->next_failures = p->next_auth_failures = 0;
+		p->next_given_up = false;
+		p->next_retry_at = 0;
+		p->next_deadline = 0;
+		p->next_error[0] = '\0';
+		pool_recount(p);
+		if (!p->next.conninfo)
+			pool_log(p, LOG_ERR, "%s: out of memory", p->target);
+		if (p->from_env)
+			pool_log(p, LOG_NOTICE, "%s: the agent is here; "
+						"switching from the "
+						"environment's value to "
+						"generation %llu",
+				 p->target, (unsigned long long)gen);
+	}
+	pthread_mutex_unlock(&p->lock);
+	pool_wake(p);
+}
+
+static void pool_on_settings(const struct client_settings *s, void *data)
+{
+	dbswap_pool *p = data;
+
+	pthread_mutex_lock(&p->lock);
+	p->env = *s;
+	pool_configure(p);
+	pthread_cond_broadcast(&p->changed);
+	pthread_mutex_unlock(&p->lock);
+	pool_wake(p);
+}
+
+/* API */
+
+static bool config_valid(const dbswap_pool_config *c)
+{
+	return c->min_size >= 0 && c->max_size >= 0 &&
+	       (c->max_size == 0 || c->min_size <= c->max_size) &&
+	       c->acquire_timeout_ms >= -1 && c->idle_timeout_ms >= -1 &&
+	       c->max_lifetime_ms >= -1 && c->connect_timeout_ms >= 0 &&
+	       c->drain_timeout_ms >= 0;
+}
+
+DBSWAP_EXPORT
+dbswap_pool *dbswap_pool_new(dbswap_client *client, const char *target,
+			     const dbswap_pool_config *config)
+{
+	dbswap_pool *p;
+	int r;
+
+	if (!client || !target || (config && !config_valid(config))) {
+		errno = EINVAL;
+		return NULL;
+	}
+	p = zalloc(sizeof(*p));
+	if (!p)
+		return NULL;
+	/* Critical sections are a few pointer moves: spin a little before
+	 * sleeping, as the holder is likely running on another core. */
+	pthread_mutexattr_t ma;
+	pthread_mutexattr_init(&ma);
+	pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+	pthread_mutex_init(&p->lock, &ma);
+	pthread_mutexattr_destroy(&ma);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&p->changed, &ca);
+	pthread_condattr_destroy(&ca);
+	p->client = client;
+	p->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	p->target = strdup(target);
+	p->env = (struct client_settings){ -1, -1, -1, -1 };
+	p->created_ms = now_ms();
+	if (config)
+		p->app = *config;
+	pool_configure(p);
+	if (p->wakefd < 0 || !p->target) {
+		r = p->wakefd < 0 ? errno : ENOMEM;
+		goto err_pool;
+	}
+	r = -client_subscribe_pool(client, target, pool_on_update,
+				   pool_on_settings, p);
+	if (r != 0)
+		goto err_pool;
+	r = -dbswap_client_start(client);
+	if (r != 0 && r != EALREADY)
+		goto err_sub;
+	r = pthread_create(&p->thread, NULL, pool_main, p);
+	if (r != 0)
+		goto err_sub;
+	return p;
+
+err_sub:
+	client_unsubscribe(client, target);
+err_pool:
+	if (p->wakefd >= 0)
+		close(p->wakefd);
+	free(p->target);
+	pthread_cond_destroy(&p->changed);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+	errno = r;
+	return NULL;
+}
+
+DBSWAP_EXPORT
+void dbswap_pool_free(dbswap_pool *p)
+{
+	struct pconn *all;
+
+	if (!p)
+		return;
+	/* No callback may run on a freed pool. */
+	client_unsubscribe(p->client, p->target);
+	pthread_mutex_lock(&p->lock);
+	p->stopping = true;
+	pthread_cond_broadcast(&p->changed);
+	pthread_mutex_unlock(&p->lock);
+	pool_wake(p);
+	pthread_join(p->thread, NULL);
+
+	for (int i = 0; i < p->n_connecting; i++)
+		PQfinish(p->connecting[i].conn);
+	all = p->conns;
+	p->conns = NULL;
+	close_list(all);
+	value_clear(&p->cur);
+	value_clear(&p->next);
+	free(p->idle);
+	close(p->wakefd);
+	free(p->target);
+	pthread_cond_destroy(&p->changed);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+}
+
+/* Takes an idle connection of the current value.  Locked. */
+static struct pconn *pool_take_idle(dbswap_pool *p)
+{
+	struct pconn *pc;
+
+	if (p->n_idle == 0)
+		return NULL;
+	pc = p->idle[--p->n_idle];
+	pc->in_use = true;
+	p->n_in_use++;
+	return pc;
+}
+
+/* A round trip on a connection about to be handed out. */
+static bool conn_alive(PGconn *conn)
+{
+	PGresult *res = PQexec(conn, "");
+	bool ok = res && PQresultStatus(res) == PGRES_EMPTY_QUERY;
+
+	PQclear(res);
+	return ok && PQstatus(conn) == CONNECTION_OK;
+}
+
+DBSWAP_EXPORT
+PGconn *dbswap_pool_acquire(dbswap_pool *p, int timeout_ms)
+{
+	struct timespec until;
+	struct pconn *pc;
+	int64_t deadline;
+	bool known;
+
+	pthread_mutex_lock(&p->lock);
+	if (timeout_ms < 0)
+		timeout_ms = p->cfg.acquire_timeout_ms;
+	deadline = now_ms() + timeout_ms;
+	until = (struct timespec){ .tv_sec = deadline / 1000,
+				   .tv_nsec = (deadline % 1000) * 1000000 };
+	while (!p->stopping) {
+		pc = pool_take_idle(p);
+		if (pc && p->cfg.check_on_borrow) {
+			pthread_mutex_unlock(&p->lock);
+			bool alive = conn_alive(pc->conn);
+			pthread_mutex_lock(&p->lock);
+			if (!alive) {
+				pool_unlink(p, pc);
+				pthread_mutex_unlock(&p->lock);
+				PQfinish(pc->conn);
+				free(pc);
+				pthread_mutex_lock(&p->lock);
+				continue;
+			}
+		}
+		if (pc) {
+			p->acquired++;
+			pthread_mutex_unlock(&p->lock);
+			return pc->conn;
+		}
+		if (now_ms() >= deadline)
+			break;
+		/* Counted before the wake, so the pool thread opens one
+		 * more for us. */
+		p->waiting++;
+		pool_wake(p);
+		pthread_cond_timedwait(&p->changed, &p->lock, &until);
+		p->waiting--;
+	}
+	if (p->stopping) {
+		pthread_mutex_unlock(&p->lock);
+		errno = ECANCELED;
+		return NULL;
+	}
+	p->timeouts++;
+	known = p->cur.conninfo != NULL;
+	if (known)
+		pool_log(p, LOG_WARNING,
+			 "%s: acquire timed out after %d ms: %s", p->target,
+			 timeout_ms,
+			 p->connect_error[0]
+				 ? p->connect_error
+				 : "pool exhausted (all connections in use)");
+	pthread_mutex_unlock(&p->lock);
+	errno = known ? ETIMEDOUT : ENOENT;
+	return NULL;
+}
+
+DBSWAP_EXPORT
+void dbswap_pool_release(dbswap_pool *p, PGconn *conn)
+{
+	struct pconn *pc = NULL;
+	bool broken, keep;
+
+	if (!conn)
+		return;
+	/* Outside the lock: a rollback is a round trip. */
+	switch (PQtransactionStatus(conn)) {
+	case PQTRANS_IDLE:
+		broken = false;
+		break;
+	case PQTRANS_INTRANS:
+	case PQTRANS_INERROR: {
+		PGresult *res = PQexec(conn, "ROLLBACK");
+		broken = PQresultStatus(res) != PGRES_COMMAND_OK;
+		PQclear(res);
+		break;
+	}
+	default: /* active (results not read) or unknown: start afresh */
+		broken = true;
+	}
+	broken |= PQstatus(conn) != CONNECTION_OK;
+
+	pthread_mutex_lock(&p->lock);
+	for (pc = p->conns; pc && pc->conn != conn; pc = pc->next)
+		;
+	if (!pc) {
+		pthread_mutex_unlock(&p->lock);
+		pool_log(p, LOG_ERR, "%s: release of a connection this pool "
+				     "does not know; closing it", p->target);
+		PQfinish(conn);
+		return;
+	}
+	keep = !broken && !p->stopping && pc->value == p->cur.serial &&
+	       (p->cfg.max_lifetime_ms < 0 ||
+		now_ms() < pc->created_ms + p->cfg.max_lifetime_ms);
+	if (keep) {
+		pc->in_use = false;
+		pc->idle_since = now_ms();
+		p->n_in_use--;
+		idle_push(p, pc);
+		if (p->waiting > 0)
+			pthread_cond_signal(&p->changed);
+		pthread_mutex_unlock(&p->lock);
+		return;
+	}
+	pool_unlink(p, pc);
+	pthread_mutex_unlock(&p->lock);
+	/* The pool thread replaces it as needed, and acks when the last
+	 * old one is gone. */
+	pool_wake(p);
+	PQfinish(conn);
+	free(pc);
+}
+
+DBSWAP_EXPORT
+void dbswap_pool_stats_get(dbswap_pool *p, dbswap_pool_stats *s)
+{
+	pthread_mutex_lock(&p->lock);
+	*s = (dbswap_pool_stats){
+		.generation = p->cur.generation,
+		.size = p->n_open,
+		.idle = p->n_idle,
+		.in_use = p->n_in_use,
+		.old = p->n_old,
+		.waiting = p->waiting,
+		.acquired = p->acquired,
+		.timeouts = p->timeouts,
+		.opened = p->opened,
+		.closed = p->closed,
+		.failed_connects = p->failed_connects,
+		.switches = p->switches,
+		.config = p->cfg,
+	};
+	pthread_mutex_unlock(&p->lock);
+}

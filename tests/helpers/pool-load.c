@@ -1,0 +1,488 @@
+/*
+ * Load generator for the libdbswap connection pool, driven by the
+ * integration tests (tests/integration/test_pool.py).  Public API only.
+ *
+ *   pool-load --socket PATH --target NAME --threads N [--seconds S]
+ *             [--max M] [--min M] [--drain-ms D] [--acquire-ms A]
+ *             [--hold MS] [--pause-ms MS] [--tx] [--name NAME]
+ *
+ * Makes a client and a pool (0 or absent settings: the pool's defaults),
+ * waits for the first connection (at most 10 s), then runs N threads that
+ * loop: acquire (waiting at most A ms, default 10000), run SELECT 1 or,
+ * with --tx, every other iteration BEGIN; SELECT pg_backend_pid(); COMMIT,
+ * check the result, keep the connection MS more ms (--hold), release,
+ * sleep --pause-ms.  A failed acquire or query is a failure; the first 20
+ * are described on stderr with the thread's number.
+ *
+ * Threads that query back to back on a small machine starve everything
+ * else, new PostgreSQL backends included (the agent's validations, the
+ * pool's own new connections, other tests run in parallel): the tests
+ * pause a little between iterations.
+ *
+ * Every 500 ms a progress line goes to stdout, flushed:
+ *   {"t": 1.5, "queries": n, "failures": n, "generation": g, "size": s,
+ *    "old": o}
+ * After SIGTERM, SIGINT or S seconds the threads finish their iteration,
+ * SELECT current_user runs on a freshly acquired connection, and one last
+ * line follows:
+ *   {"queries": n, "failures": n, "generation": g, "stats": {...every
+ *    dbswap_pool_stats field, config included...},
+ *    "current_user_at_end": "app"}
+ *
+ * Exit status: 0 when nothing failed, 1 after a failure (or a set-up
+ * error), 2 for bad usage.
+ */
+#include <dbswap.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define PROGRESS_MS 500
+#define READY_TIMEOUT_MS 10000
+/* Enough to see what went wrong without flooding the test's log. */
+#define FAILURES_SHOWN 20
+
+static struct {
+	const char *socket, *target, *name;
+	int threads, seconds, acquire_ms, hold_ms, pause_ms;
+	bool tx;
+	dbswap_pool_config config;
+} opt = {
+	.name = "pool-load",
+	.acquire_ms = 10000,
+};
+
+static dbswap_pool *pool;
+static atomic_bool stop;
+static atomic_uint_fast64_t queries, failures;
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+static const char *errno_name(int e)
+{
+	switch (e) {
+	case ETIMEDOUT:
+		return "ETIMEDOUT";
+	case ENOENT:
+		return "ENOENT";
+	case ECANCELED:
+		return "ECANCELED";
+	case ENOMEM:
+		return "ENOMEM";
+	default:
+		return "errno";
+	}
+}
+
+/* Copies a libpq message into buf as one line. */
+static void one_line(char *buf, size_t len, const char *what,
+		     const char *msg)
+{
+	snprintf(buf, len, "%s: %s", what, msg && *msg ? msg : "(no message)");
+	for (char *p = buf; *p; p++)
+		if (*p == '\n' || *p == '\r')
+			*p = ' ';
+	for (size_t n = strlen(buf); n > 0 && buf[n - 1] == ' ';)
+		buf[--n] = '\0';
+}
+
+static void fail(int thread, const char *msg)
+{
+	if (atomic_fetch_add(&failures, 1) < FAILURES_SHOWN)
+		fprintf(stderr, "pool-load: thread %d: %s\n", thread, msg);
+}
+
+/* Runs sql, expecting status.  Returns the result, or NULL with err
+ * filled in. */
+static PGresult *exec_expect(PGconn *conn, const char *sql,
+			     ExecStatusType status, char *err, size_t len)
+{
+	PGresult *res = PQexec(conn, sql);
+
+	if (PQresultStatus(res) == status)
+		return res;
+	one_line(err, len, sql,
+		 res ? PQresultErrorMessage(res) : PQerrorMessage(conn));
+	PQclear(res);
+	return NULL;
+}
+
+static int run_select(PGconn *conn, char *err, size_t len)
+{
+	PGresult *res = exec_expect(conn, "SELECT 1", PGRES_TUPLES_OK, err, len);
+	int r = 0;
+
+	if (!res)
+		return -1;
+	if (PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 0), "1")) {
+		snprintf(err, len, "SELECT 1: unexpected result");
+		r = -1;
+	}
+	PQclear(res);
+	return r;
+}
+
+/* A short transaction; a failure leaves it open for the pool's release
+ * to roll back. */
+static int run_tx(PGconn *conn, char *err, size_t len)
+{
+	PGresult *res;
+	int pid;
+
+	res = exec_expect(conn, "BEGIN", PGRES_COMMAND_OK, err, len);
+	if (!res)
+		return -1;
+	PQclear(res);
+	res = exec_expect(conn, "SELECT pg_backend_pid()", PGRES_TUPLES_OK,
+			  err, len);
+	if (!res)
+		return -1;
+	pid = PQntuples(res) == 1 ? atoi(PQgetvalue(res, 0, 0)) : 0;
+	PQclear(res);
+	if (pid != PQbackendPID(conn)) {
+		snprintf(err, len, "SELECT pg_backend_pid(): got %d, the "
+			 "connection says %d", pid, PQbackendPID(conn));
+		return -1;
+	}
+	res = exec_expect(conn, "COMMIT", PGRES_COMMAND_OK, err, len);
+	if (!res)
+		return -1;
+	PQclear(res);
+	return 0;
+}
+
+static void describe_acquire_error(char *buf, size_t len, int e,
+				   int64_t waited)
+{
+	snprintf(buf, len, "acquire failed after %" PRId64 " ms: %s (%s)%s",
+		 waited, errno_name(e), strerror(e),
+		 e == ETIMEDOUT ? ": pool exhausted, or no connection "
+				  "opened in time" : "");
+}
+
+static void *worker_run(void *data)
+{
+	int id = (int)(intptr_t)data;
+	char err[512];
+
+	for (unsigned long i = 0; !atomic_load(&stop); i++) {
+		int64_t t0 = now_ms();
+		PGconn *conn = dbswap_pool_acquire(pool, opt.acquire_ms);
+		int r;
+
+		if (!conn) {
+			int e = errno;
+			describe_acquire_error(err, sizeof(err), e,
+					       now_ms() - t0);
+			fail(id, err);
+			/* An error that comes at once must not spin. */
+			if (e != ETIMEDOUT)
+				sleep_ms(10);
+			continue;
+		}
+		if (opt.tx && i % 2 == 1)
+			r = run_tx(conn, err, sizeof(err));
+		else
+			r = run_select(conn, err, sizeof(err));
+		if (opt.hold_ms > 0)
+			sleep_ms(opt.hold_ms);
+		dbswap_pool_release(pool, conn);
+		if (r < 0)
+			fail(id, err);
+		else
+			atomic_fetch_add(&queries, 1);
+		if (opt.pause_ms > 0)
+			sleep_ms(opt.pause_ms);
+	}
+	return NULL;
+}
+
+/* The first acquire: the pool may know no value yet (ENOENT). */
+static int wait_ready(void)
+{
+	int64_t deadline = now_ms() + READY_TIMEOUT_MS;
+	char err[256];
+
+	for (;;) {
+		int64_t t0 = now_ms(), left = deadline - t0;
+		PGconn *conn = dbswap_pool_acquire(pool, (int)(left > 0 ? left
+								    : 0));
+		int e = errno;
+
+		if (conn) {
+			dbswap_pool_release(pool, conn);
+			return 0;
+		}
+		if (e != ENOENT || now_ms() >= deadline) {
+			describe_acquire_error(err, sizeof(err), e,
+					       now_ms() - t0);
+			fprintf(stderr, "pool-load: no first connection within "
+				"%d ms: %s\n", READY_TIMEOUT_MS, err);
+			return -1;
+		}
+		sleep_ms(10);
+	}
+}
+
+/* SELECT current_user on a freshly acquired connection, into buf. */
+static int current_user(char *buf, size_t len)
+{
+	char err[512];
+	PGconn *conn = dbswap_pool_acquire(pool, opt.acquire_ms);
+	PGresult *res;
+
+	if (!conn) {
+		describe_acquire_error(err, sizeof(err), errno, 0);
+		fprintf(stderr, "pool-load: current_user: %s\n", err);
+		return -1;
+	}
+	res = exec_expect(conn, "SELECT current_user", PGRES_TUPLES_OK, err,
+			  sizeof(err));
+	if (res)
+		snprintf(buf, len, "%s", PQgetvalue(res, 0, 0));
+	else
+		fprintf(stderr, "pool-load: %s\n", err);
+	PQclear(res);
+	dbswap_pool_release(pool, conn);
+	return res ? 0 : -1;
+}
+
+static void print_json_string(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			printf("\\%c", c);
+		else if (c < 0x20)
+			printf("\\u%04x", c);
+		else
+			putchar(c);
+	}
+	putchar('"');
+}
+
+static void print_stats(const dbswap_pool_stats *s)
+{
+	const dbswap_pool_config *c = &s->config;
+
+	printf("{\"generation\": %" PRIu64 ", \"size\": %d, \"idle\": %d, "
+	       "\"in_use\": %d, \"old\": %d, \"waiting\": %d, "
+	       "\"acquired\": %" PRIu64 ", \"timeouts\": %" PRIu64 ", "
+	       "\"opened\": %" PRIu64 ", \"closed\": %" PRIu64 ", "
+	       "\"failed_connects\": %" PRIu64 ", \"switches\": %" PRIu64 ", ",
+	       s->generation, s->size, s->idle, s->in_use, s->old, s->waiting,
+	       s->acquired, s->timeouts, s->opened, s->closed,
+	       s->failed_connects, s->switches);
+	printf("\"config\": {\"min_size\": %d, \"max_size\": %d, "
+	       "\"acquire_timeout_ms\": %d, \"idle_timeout_ms\": %d, "
+	       "\"max_lifetime_ms\": %d, \"connect_timeout_ms\": %d, "
+	       "\"drain_timeout_ms\": %d, \"check_on_borrow\": %d}}",
+	       c->min_size, c->max_size, c->acquire_timeout_ms,
+	       c->idle_timeout_ms, c->max_lifetime_ms, c->connect_timeout_ms,
+	       c->drain_timeout_ms, c->check_on_borrow);
+}
+
+static void print_progress(double t)
+{
+	dbswap_pool_stats s;
+
+	dbswap_pool_stats_get(pool, &s);
+	printf("{\"t\": %.1f, \"queries\": %" PRIuFAST64 ", \"failures\": %"
+	       PRIuFAST64 ", \"generation\": %" PRIu64 ", \"size\": %d, "
+	       "\"old\": %d}\n", t, atomic_load(&queries),
+	       atomic_load(&failures), s.generation, s.size, s.old);
+	fflush(stdout);
+}
+
+/* Progress lines until a signal or the end of --seconds. */
+static void wait_for_end(const sigset_t *signals)
+{
+	int64_t start = now_ms(), next = start + PROGRESS_MS;
+	int64_t end = opt.seconds > 0 ? start + (int64_t)opt.seconds * 1000
+				      : INT64_MAX;
+
+	for (;;) {
+		int64_t now = now_ms(), until = next < end ? next : end;
+		struct timespec ts;
+
+		if (now >= end)
+			return;
+		if (now >= next) {
+			print_progress((double)(now - start) / 1000);
+			next += PROGRESS_MS;
+			continue;
+		}
+		ts.tv_sec = (until - now) / 1000;
+		ts.tv_nsec = (long)((until - now) % 1000) * 1000000;
+		if (sigtimedwait(signals, NULL, &ts) >= 0)
+			return;
+	}
+}
+
+static int parse_int(const char *name, const char *value, int min)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(value, &end, 10);
+	if (errno || end == value || *end || v < min || v > 86400000) {
+		fprintf(stderr, "pool-load: %s wants a whole number >= %d, "
+			"not \"%s\"\n", name, min, value);
+		exit(2);
+	}
+	return (int)v;
+}
+
+static void parse_args(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (!strcmp(a, "--tx")) {
+			opt.tx = true;
+			continue;
+		}
+		if (!v || strncmp(a, "--", 2)) {
+			fprintf(stderr, "pool-load: unknown option or missing "
+				"value: %s\n", a);
+			exit(2);
+		}
+		i++;
+		if (!strcmp(a, "--socket"))
+			opt.socket = v;
+		else if (!strcmp(a, "--target"))
+			opt.target = v;
+		else if (!strcmp(a, "--name"))
+			opt.name = v;
+		else if (!strcmp(a, "--threads"))
+			opt.threads = parse_int(a, v, 1);
+		else if (!strcmp(a, "--seconds"))
+			opt.seconds = parse_int(a, v, 1);
+		else if (!strcmp(a, "--max"))
+			opt.config.max_size = parse_int(a, v, 1);
+		else if (!strcmp(a, "--min"))
+			opt.config.min_size = parse_int(a, v, 0);
+		else if (!strcmp(a, "--drain-ms"))
+			opt.config.drain_timeout_ms = parse_int(a, v, 1);
+		else if (!strcmp(a, "--acquire-ms"))
+			opt.acquire_ms = opt.config.acquire_timeout_ms =
+				parse_int(a, v, 1);
+		else if (!strcmp(a, "--hold"))
+			opt.hold_ms = parse_int(a, v, 0);
+		else if (!strcmp(a, "--pause-ms"))
+			opt.pause_ms = parse_int(a, v, 0);
+		else {
+			fprintf(stderr, "pool-load: unknown option %s\n", a);
+			exit(2);
+		}
+	}
+	if (!opt.socket || !opt.target || !opt.threads) {
+		fprintf(stderr, "usage: pool-load --socket PATH --target NAME "
+			"--threads N [--seconds S] [--max M] [--min M] "
+			"[--drain-ms D] [--acquire-ms A] [--hold MS] "
+			"[--pause-ms MS] [--tx] [--name NAME]\n");
+		exit(2);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	pthread_t *threads;
+	dbswap_client *client;
+	dbswap_pool_stats stats;
+	sigset_t signals;
+	char user[256] = "";
+	bool started;
+	int i, r, status = 1;
+
+	parse_args(argc, argv);
+	/* Blocked before any thread starts, the library's included, so that
+	 * only sigtimedwait() below takes them. */
+	sigemptyset(&signals);
+	sigaddset(&signals, SIGTERM);
+	sigaddset(&signals, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &signals, NULL);
+
+	threads = calloc((size_t)opt.threads, sizeof(*threads));
+	if (!threads) {
+		perror("pool-load: calloc");
+		return 1;
+	}
+	client = dbswap_client_new(opt.socket);
+	if (!client) {
+		perror("pool-load: dbswap_client_new");
+		goto err_threads;
+	}
+	dbswap_client_set_name(client, opt.name);
+	pool = dbswap_pool_new(client, opt.target, &opt.config);
+	if (!pool) {
+		fprintf(stderr, "pool-load: dbswap_pool_new(%s): %s\n",
+			opt.target, strerror(errno));
+		goto err_client;
+	}
+	if (wait_ready() < 0)
+		goto err_pool;
+
+	for (i = 0; i < opt.threads; i++) {
+		r = pthread_create(&threads[i], NULL, worker_run,
+				   (void *)(intptr_t)i);
+		if (r) {
+			fprintf(stderr, "pool-load: pthread_create: %s\n",
+				strerror(r));
+			break;
+		}
+	}
+	started = i == opt.threads;
+	if (started)
+		wait_for_end(&signals);
+	atomic_store(&stop, true);
+	while (i-- > 0)
+		pthread_join(threads[i], NULL);
+
+	r = current_user(user, sizeof(user));
+	dbswap_pool_stats_get(pool, &stats);
+	printf("{\"queries\": %" PRIuFAST64 ", \"failures\": %" PRIuFAST64
+	       ", \"generation\": %" PRIu64 ", \"stats\": ",
+	       atomic_load(&queries), atomic_load(&failures), stats.generation);
+	print_stats(&stats);
+	printf(", \"current_user_at_end\": ");
+	if (r == 0)
+		print_json_string(user);
+	else
+		printf("null");
+	printf("}\n");
+	fflush(stdout);
+	if (started && r == 0 && atomic_load(&failures) == 0)
+		status = 0;
+err_pool:
+	dbswap_pool_free(pool);
+err_client:
+	dbswap_client_free(client);
+err_threads:
+	free(threads);
+	return status;
+}
