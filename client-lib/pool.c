@@ -13,9 +13,22 @@
  * `next` becomes `cur`, idle connections of the old value are closed, busy
  * ones are marked old and closed on release.  With no old connection left,
  * the generation is acked.
+ *
+ * The fast path: a thread that releases a connection parks it in a
+ * thread-local slot (one atomic store), and its next acquire takes it back
+ * (one compare-and-swap), without the mutex: with many threads on few
+ * cores, a thread preempted while holding the mutex would stall all the
+ * others.  A parked connection still counts as in use for the locked
+ * bookkeeping; other threads steal parked connections when the idle stack
+ * is empty, a switch steals those on the old value, and the pool thread
+ * takes back any parked longer than POOL_PARK_MAX_MS.  Each connection
+ * lifetime has a unique tag and connection structs are recycled, never
+ * freed before the pool, so a stale thread-local slot can only fail its
+ * compare-and-swap.
  */
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,14 +66,34 @@
 /* Most connection attempts in flight at once. */
 #define POOL_CONNECTING_MAX 16
 
+/* A connection parked by a thread this long goes back to the shared idle
+ * stack, where the idle timeout applies. */
+#define POOL_PARK_MAX_MS 1000
+
 struct pconn {
 	struct pconn *next;
 	PGconn *conn;
 	uint64_t value;     /* which value (pool->serial numbering) */
 	int64_t created_ms;
 	int64_t idle_since;
-	bool in_use;
+	bool in_use;        /* handed out or parked */
+	/* tag << 1 | parked; the tag is new for each connection the struct
+	 * holds */
+	_Atomic uint64_t word;
+	_Atomic int64_t parked_since;
 };
+
+/* The thread's parked or last acquired connection. */
+struct park_slot {
+	uint64_t pool_id;
+	struct pconn *pc;
+	PGconn *conn;
+	uint64_t tag;
+};
+static _Thread_local struct park_slot park_slot;
+
+/* Tells pools apart in thread-local slots, even at a reused address. */
+static _Atomic uint64_t pool_ids;
 
 /* A value: a conninfo and the agent's generation for it.  serial numbers
  * values within the pool, so that an agent restart renumbering generations
@@ -79,6 +112,7 @@ struct connecting {
 };
 
 struct dbswap_pool {
+	uint64_t id;
 	pthread_mutex_t lock;
 	pthread_cond_t changed; /* a connection came back, or the value */
 	dbswap_client *client;
@@ -102,6 +136,10 @@ struct dbswap_pool {
 	char next_error[512];
 
 	struct pconn *conns; /* every open connection */
+	struct pconn *spare; /* structs of closed connections, for reuse */
+	uint64_t tags;
+	_Atomic uint64_t cur_serial; /* cur.serial, for the fast path */
+	_Atomic int n_parked;
 	/* Idle connections of the current value, a stack: the most recently
 	 * released on top, so that acquires get warm ones and the rest age
 	 * out by the idle timeout.  Room for every open connection is kept
@@ -111,19 +149,19 @@ struct dbswap_pool {
 	int n_open, n_idle, n_in_use, n_old, n_ready_next;
 	struct connecting connecting[POOL_CONNECTING_MAX];
 	int n_connecting;
-	int waiting;
+	_Atomic int waiting;
 	int64_t drain_deadline;
 	uint64_t acked; /* serial of the value last acked */
 	char connect_error[512]; /* last failure for cur, for timeouts */
 	unsigned cur_failures;   /* in a row, for the backoff below */
 	int64_t cur_retry_at;
 
-	uint64_t acquired, timeouts, opened, closed, failed_connects,
-		switches;
+	_Atomic uint64_t acquired;
+	uint64_t timeouts, opened, closed, failed_connects, switches;
 
 	pthread_t thread;
 	int wakefd;
-	bool stopping;
+	_Atomic bool stopping;
 };
 
 static void pool_log(dbswap_pool *p, int priority, const char *fmt, ...)
@@ -258,15 +296,36 @@ static void pool_recount(dbswap_pool *p)
 	}
 }
 
-/* Closes a list of connections, outside the lock. */
-static void close_list(struct pconn *list)
+/* Closes a list of connections outside the lock, then keeps their structs
+ * for reuse (a thread-local slot may still point at one). */
+static void close_list(dbswap_pool *p, struct pconn *list)
 {
-	while (list) {
-		struct pconn *next = list->next;
-		PQfinish(list->conn);
-		free(list);
-		list = next;
+	struct pconn *last = NULL;
+
+	if (!list)
+		return;
+	for (struct pconn *pc = list; pc; pc = pc->next) {
+		PQfinish(pc->conn);
+		pc->conn = NULL;
+		atomic_store(&pc->word, 0);
+		last = pc;
 	}
+	pthread_mutex_lock(&p->lock);
+	last->next = p->spare;
+	p->spare = list;
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* Takes a parked connection back from whoever parked it; false if it was
+ * not parked (any more).  A success hands over the parker's ownership. */
+static bool pc_unpark(dbswap_pool *p, struct pconn *pc)
+{
+	uint64_t w = atomic_load(&pc->word);
+
+	if (!(w & 1) || !atomic_compare_exchange_strong(&pc->word, &w, w & ~1ULL))
+		return false;
+	atomic_fetch_sub(&p->n_parked, 1);
+	return true;
 }
 
 static bool sqlstate_auth(const char *msg)
@@ -394,16 +453,25 @@ static void pool_connect_failed(dbswap_pool *p, uint64_t value,
 /* Adds a connection that finished connecting.  Locked. */
 static void pool_add_ready(dbswap_pool *p, PGconn *conn, uint64_t value)
 {
-	struct pconn *pc = zalloc(sizeof(*pc));
 	bool wanted = value == p->cur.serial ||
 		      (p->next.serial && value == p->next.serial);
+	struct pconn *pc = p->spare;
 
+	if (pc)
+		p->spare = pc->next;
+	else
+		pc = zalloc(sizeof(*pc));
 	if (!pc || !wanted || idle_reserve(p) < 0) {
 		/* For a value given up meanwhile: close it. */
-		free(pc);
+		if (pc) {
+			pc->next = p->spare;
+			p->spare = pc;
+		}
 		PQfinish(conn);
 		return;
 	}
+	pc->in_use = false;
+	atomic_store(&pc->word, ++p->tags << 1);
 	pc->conn = conn;
 	pc->value = value;
 	pc->created_ms = pc->idle_since = now_ms();
@@ -431,12 +499,18 @@ static void pool_switch(dbswap_pool *p, struct pconn **to_close)
 	value_clear(&p->cur);
 	p->cur = p->next;
 	p->next = (struct value){ 0 };
+	atomic_store(&p->cur_serial, p->cur.serial);
 	p->from_env = false;
 	p->switches++;
 	p->drain_deadline = now_ms() + p->cfg.drain_timeout_ms;
-	/* Idle connections of any older value go now. */
+	/* Idle connections of any older value go now, parked ones too. */
 	for (struct pconn **pp = &p->conns; *pp;) {
 		struct pconn *pc = *pp;
+		if (pc->value != p->cur.serial && pc->in_use &&
+		    pc_unpark(p, pc)) {
+			pc->in_use = false;
+			p->n_in_use--;
+		}
 		if (pc->value != p->cur.serial && !pc->in_use) {
 			*pp = pc->next;
 			p->n_open--;
@@ -474,6 +548,7 @@ static int64_t pool_plan(dbswap_pool *p, struct pconn **to_close)
 		    now - p->created_ms >= POOL_AGENT_GRACE_MS) {
 			p->cur.conninfo = strdup(env);
 			p->cur.serial = ++p->serials;
+			atomic_store(&p->cur_serial, p->cur.serial);
 			p->from_env = true;
 			if (!p->warned_no_agent)
 				pool_log(p, LOG_NOTICE,
@@ -526,6 +601,27 @@ static int64_t pool_plan(dbswap_pool *p, struct pconn **to_close)
 			while (have < want &&
 			       pool_start_connect(p, &p->cur) == 0)
 				have++;
+	}
+
+	/* Parked too long: back to the shared stack, where the idle timeout
+	 * applies (or closed below, if of an old value). */
+	if (atomic_load(&p->n_parked) > 0) {
+		for (struct pconn *pc = p->conns; pc; pc = pc->next) {
+			int64_t since = atomic_load(&pc->parked_since);
+			if (!pc->in_use || !(atomic_load(&pc->word) & 1))
+				continue;
+			if (now - since < POOL_PARK_MAX_MS) {
+				RUN_AT(since + POOL_PARK_MAX_MS);
+				continue;
+			}
+			if (!pc_unpark(p, pc))
+				continue;
+			pc->in_use = false;
+			pc->idle_since = since;
+			p->n_in_use--;
+			if (pc->value == p->cur.serial)
+				idle_push(p, pc);
+		}
 	}
 
 	/* Idle beyond min, past their lifetime while idle, or of a value
@@ -669,7 +765,7 @@ static void *pool_main(void *data)
 		}
 		timeout = next < 0 ? -1 : MAX(next - now_ms(), 0);
 		pthread_mutex_unlock(&p->lock);
-		close_list(to_close);
+		close_list(p, to_close);
 		poll(fds, (nfds_t)nfds, (int)MIN(timeout, 60000));
 		if (fds[0].revents) {
 			uint64_t n;
@@ -787,6 +883,7 @@ dbswap_pool *dbswap_pool_new(dbswap_client *client, const char *target,
 	p->target = strdup(target);
 	p->env = (struct client_settings){ -1, -1, -1, -1 };
 	p->created_ms = now_ms();
+	p->id = atomic_fetch_add(&pool_ids, 1) + 1;
 	if (config)
 		p->app = *config;
 	pool_configure(p);
@@ -839,7 +936,12 @@ void dbswap_pool_free(dbswap_pool *p)
 		PQfinish(p->connecting[i].conn);
 	all = p->conns;
 	p->conns = NULL;
-	close_list(all);
+	close_list(p, all);
+	while (p->spare) {
+		struct pconn *pc = p->spare;
+		p->spare = pc->next;
+		free(pc);
+	}
 	value_clear(&p->cur);
 	value_clear(&p->next);
 	free(p->idle);
@@ -850,17 +952,35 @@ void dbswap_pool_free(dbswap_pool *p)
 	free(p);
 }
 
-/* Takes an idle connection of the current value.  Locked. */
-static struct pconn *pool_take_idle(dbswap_pool *p)
+/* Takes an idle connection of the current value, else steals a parked
+ * one.  Locked.  An old parked connection met on the way is unlinked, left
+ * in *to_close, and *again set: look again. */
+static struct pconn *pool_take_idle(dbswap_pool *p, struct pconn **to_close,
+				    bool *again)
 {
 	struct pconn *pc;
 
-	if (p->n_idle == 0)
+	*again = false;
+	if (p->n_idle > 0) {
+		pc = p->idle[--p->n_idle];
+		pc->in_use = true;
+		p->n_in_use++;
+		return pc;
+	}
+	if (atomic_load(&p->n_parked) == 0)
 		return NULL;
-	pc = p->idle[--p->n_idle];
-	pc->in_use = true;
-	p->n_in_use++;
-	return pc;
+	for (pc = p->conns; pc; pc = pc->next) {
+		if (!pc->in_use || !pc_unpark(p, pc))
+			continue;
+		if (pc->value == p->cur.serial)
+			return pc; /* still in use, now ours */
+		pool_unlink(p, pc);
+		pc->next = *to_close;
+		*to_close = pc;
+		*again = true;
+		return NULL;
+	}
+	return NULL;
 }
 
 /* A round trip on a connection about to be handed out. */
@@ -873,51 +993,104 @@ static bool conn_alive(PGconn *conn)
 	return ok && PQstatus(conn) == CONNECTION_OK;
 }
 
+static void park_slot_set(dbswap_pool *p, struct pconn *pc)
+{
+	park_slot = (struct park_slot){
+		.pool_id = p->id,
+		.pc = pc,
+		.conn = pc->conn,
+		.tag = atomic_load(&pc->word) >> 1,
+	};
+}
+
+/* The fast path: the connection this thread parked, if it is still there
+ * and on the current value. */
+static PGconn *pool_acquire_parked(dbswap_pool *p)
+{
+	struct park_slot *ps = &park_slot;
+	uint64_t w;
+
+	if (ps->pool_id != p->id || !ps->pc || p->app.check_on_borrow > 0 ||
+	    atomic_load(&p->stopping))
+		return NULL;
+	w = ps->tag << 1 | 1;
+	if (!atomic_compare_exchange_strong(&ps->pc->word, &w, ps->tag << 1))
+		return NULL;
+	atomic_fetch_sub(&p->n_parked, 1);
+	if (ps->pc->value != atomic_load(&p->cur_serial)) {
+		/* Parked just before a switch: close it the slow way. */
+		dbswap_pool_release(p, ps->conn);
+		return NULL;
+	}
+	atomic_fetch_add_explicit(&p->acquired, 1, memory_order_relaxed);
+	return ps->conn;
+}
+
 DBSWAP_EXPORT
 PGconn *dbswap_pool_acquire(dbswap_pool *p, int timeout_ms)
 {
+	struct pconn *pc, *to_close = NULL;
 	struct timespec until;
-	struct pconn *pc;
 	int64_t deadline;
-	bool known;
+	PGconn *conn;
+	bool known, again;
 
+	conn = pool_acquire_parked(p);
+	if (conn)
+		return conn;
 	pthread_mutex_lock(&p->lock);
 	if (timeout_ms < 0)
 		timeout_ms = p->cfg.acquire_timeout_ms;
 	deadline = now_ms() + timeout_ms;
 	until = (struct timespec){ .tv_sec = deadline / 1000,
 				   .tv_nsec = (deadline % 1000) * 1000000 };
-	while (!p->stopping) {
-		pc = pool_take_idle(p);
+	while (!atomic_load(&p->stopping)) {
+		pc = pool_take_idle(p, &to_close, &again);
+		if (again)
+			continue;
 		if (pc && p->cfg.check_on_borrow) {
 			pthread_mutex_unlock(&p->lock);
 			bool alive = conn_alive(pc->conn);
 			pthread_mutex_lock(&p->lock);
 			if (!alive) {
 				pool_unlink(p, pc);
-				pthread_mutex_unlock(&p->lock);
-				PQfinish(pc->conn);
-				free(pc);
-				pthread_mutex_lock(&p->lock);
+				pc->next = to_close;
+				to_close = pc;
 				continue;
 			}
 		}
 		if (pc) {
-			p->acquired++;
+			atomic_fetch_add_explicit(&p->acquired, 1,
+						  memory_order_relaxed);
+			park_slot_set(p, pc);
 			pthread_mutex_unlock(&p->lock);
+			close_list(p, to_close);
+			pool_wake(p); /* an old one may have gone: ack */
 			return pc->conn;
 		}
 		if (now_ms() >= deadline)
 			break;
-		/* Counted before the wake, so the pool thread opens one
-		 * more for us. */
-		p->waiting++;
-		pool_wake(p);
+		/* Announce the wait before the last look: a thread parking a
+		 * connection checks for waiters after parking it, so one of
+		 * the two sees the other. */
+		atomic_fetch_add(&p->waiting, 1);
+		pc = pool_take_idle(p, &to_close, &again);
+		if (pc || again) {
+			atomic_fetch_sub(&p->waiting, 1);
+			if (pc) {
+				pc->in_use = false; /* handed out above */
+				p->n_in_use--;
+				idle_push(p, pc);
+			}
+			continue;
+		}
+		pool_wake(p); /* the pool thread opens one more for us */
 		pthread_cond_timedwait(&p->changed, &p->lock, &until);
-		p->waiting--;
+		atomic_fetch_sub(&p->waiting, 1);
 	}
-	if (p->stopping) {
+	if (atomic_load(&p->stopping)) {
 		pthread_mutex_unlock(&p->lock);
+		close_list(p, to_close);
 		errno = ECANCELED;
 		return NULL;
 	}
@@ -931,8 +1104,37 @@ PGconn *dbswap_pool_acquire(dbswap_pool *p, int timeout_ms)
 				 ? p->connect_error
 				 : "pool exhausted (all connections in use)");
 	pthread_mutex_unlock(&p->lock);
+	close_list(p, to_close);
 	errno = known ? ETIMEDOUT : ENOENT;
 	return NULL;
+}
+
+/* The fast path: park a healthy connection of the current value in this
+ * thread's slot.  Returns false when the slow path must run. */
+static bool pool_release_parked(dbswap_pool *p, PGconn *conn)
+{
+	struct park_slot *ps = &park_slot;
+	struct pconn *pc = ps->pc;
+
+	if (ps->pool_id != p->id || ps->conn != conn || !pc ||
+	    p->app.check_on_borrow > 0 || atomic_load(&p->stopping) ||
+	    atomic_load(&p->waiting) > 0 ||
+	    pc->value != atomic_load(&p->cur_serial))
+		return false;
+	/* pc is ours until parked: its fields are stable. */
+	if (p->cfg.max_lifetime_ms >= 0 &&
+	    now_ms() >= pc->created_ms + p->cfg.max_lifetime_ms)
+		return false;
+	atomic_store(&pc->parked_since, now_ms());
+	atomic_fetch_add(&p->n_parked, 1);
+	atomic_store(&pc->word, ps->tag << 1 | 1);
+	if (atomic_load(&p->waiting) > 0) {
+		/* A waiter arrived meanwhile: it will find the parked one. */
+		pthread_mutex_lock(&p->lock);
+		pthread_cond_broadcast(&p->changed);
+		pthread_mutex_unlock(&p->lock);
+	}
+	return true;
 }
 
 DBSWAP_EXPORT
@@ -959,6 +1161,8 @@ void dbswap_pool_release(dbswap_pool *p, PGconn *conn)
 		broken = true;
 	}
 	broken |= PQstatus(conn) != CONNECTION_OK;
+	if (!broken && pool_release_parked(p, conn))
+		return;
 
 	pthread_mutex_lock(&p->lock);
 	for (pc = p->conns; pc && pc->conn != conn; pc = pc->next)
@@ -970,7 +1174,8 @@ void dbswap_pool_release(dbswap_pool *p, PGconn *conn)
 		PQfinish(conn);
 		return;
 	}
-	keep = !broken && !p->stopping && pc->value == p->cur.serial &&
+	keep = !broken && !atomic_load(&p->stopping) &&
+	       pc->value == p->cur.serial &&
 	       (p->cfg.max_lifetime_ms < 0 ||
 		now_ms() < pc->created_ms + p->cfg.max_lifetime_ms);
 	if (keep) {
@@ -978,7 +1183,7 @@ void dbswap_pool_release(dbswap_pool *p, PGconn *conn)
 		pc->idle_since = now_ms();
 		p->n_in_use--;
 		idle_push(p, pc);
-		if (p->waiting > 0)
+		if (atomic_load(&p->waiting) > 0)
 			pthread_cond_signal(&p->changed);
 		pthread_mutex_unlock(&p->lock);
 		return;
@@ -988,8 +1193,8 @@ void dbswap_pool_release(dbswap_pool *p, PGconn *conn)
 	/* The pool thread replaces it as needed, and acks when the last
 	 * old one is gone. */
 	pool_wake(p);
-	PQfinish(conn);
-	free(pc);
+	pc->next = NULL;
+	close_list(p, pc);
 }
 
 DBSWAP_EXPORT
@@ -999,11 +1204,11 @@ void dbswap_pool_stats_get(dbswap_pool *p, dbswap_pool_stats *s)
 	*s = (dbswap_pool_stats){
 		.generation = p->cur.generation,
 		.size = p->n_open,
-		.idle = p->n_idle,
-		.in_use = p->n_in_use,
+		.idle = p->n_idle + atomic_load(&p->n_parked),
+		.in_use = p->n_in_use - atomic_load(&p->n_parked),
 		.old = p->n_old,
 		.waiting = p->waiting,
-		.acquired = p->acquired,
+		.acquired = atomic_load(&p->acquired),
 		.timeouts = p->timeouts,
 		.opened = p->opened,
 		.closed = p->closed,
