@@ -463,19 +463,15 @@ int ctl_read_all(int fd, size_t max, uint8_t **out, size_t *out_len)
 	for (;;) {
 		ssize_t n;
 		if (len == cap) {
-			/* Grow by copy so no stale secret copy stays behind. */
 			uint8_t *bigger;
 			if (cap > max)
 				break;
-			bigger = malloc(cap * 2 + 1);
+			bigger = secret_grow(buf, len, cap + 1, cap * 2 + 1);
 			if (!bigger) {
 				explicit_bzero(buf, len);
 				free(buf);
 				return -ENOMEM;
 			}
-			memcpy(bigger, buf, len);
-			explicit_bzero(buf, len);
-			free(buf);
 			buf = bigger;
 			cap *= 2;
 		}

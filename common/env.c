@@ -156,15 +156,9 @@ static int env_put(struct env_parser *p, const char *s, size_t n)
 	if (b->len + n >= b->cap) {
 		while (cap <= b->len + n)
 			cap *= 2;
-		/* Not realloc: the old block holds a secret and must be wiped. */
-		np = malloc(cap);
+		np = secret_grow(b->p, b->len, b->cap, cap);
 		if (!np)
 			return -ENOMEM;
-		if (b->p) {
-			memcpy(np, b->p, b->len);
-			explicit_bzero(b->p, b->cap);
-			free(b->p);
-		}
 		b->p = np;
 		b->cap = cap;
 	}

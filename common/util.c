@@ -11,6 +11,20 @@ void *zalloc(size_t size)
 	return calloc(1, size);
 }
 
+void *secret_grow(void *old, size_t used, size_t old_cap, size_t new_cap)
+{
+	void *p = malloc(new_cap);
+
+	if (!p)
+		return NULL;
+	if (old) {
+		memcpy(p, old, used);
+		explicit_bzero(old, old_cap);
+		free(old);
+	}
+	return p;
+}
+
 char *xstrdup(const char *s)
 {
 	return s ? strdup(s) : NULL;

@@ -59,6 +59,12 @@ static inline int64_t wall_s(void)
 /* malloc that zeroes; aborts nothing, returns NULL on failure. */
 void *zalloc(size_t size);
 
+/* Moves a buffer that may hold secrets to a new block of new_cap bytes:
+ * copies the first used bytes, then wipes and frees the old block of
+ * old_cap bytes (realloc could leave a copy of the secret behind).  old may
+ * be NULL.  Returns the new block, or NULL with the old one untouched. */
+void *secret_grow(void *old, size_t used, size_t old_cap, size_t new_cap);
+
 /* strdup that keeps NULL as NULL. */
 char *xstrdup(const char *s);
 

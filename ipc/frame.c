@@ -35,15 +35,9 @@ static int ipc_reader_reserve(struct ipc_reader *r, size_t want)
 	cap = MIN(cap, (size_t)IPC_FRAME_HEADER + IPC_FRAME_MAX);
 	if (cap < want)
 		return -EMSGSIZE;
-	/* Not realloc: the old block may hold secrets and must be wiped. */
-	buf = malloc(cap);
+	buf = secret_grow(r->buf, r->len, r->cap, cap);
 	if (!buf)
 		return -ENOMEM;
-	if (r->buf) {
-		memcpy(buf, r->buf, r->len);
-		explicit_bzero(r->buf, r->cap);
-		free(r->buf);
-	}
 	r->buf = buf;
 	r->cap = cap;
 	return 0;
@@ -142,14 +136,9 @@ int ipc_queue_push(struct ipc_queue *q, const void *body, size_t len)
 		uint8_t *buf;
 		while (cap < q->len + IPC_FRAME_HEADER + len)
 			cap *= 2;
-		buf = malloc(cap);
+		buf = secret_grow(q->buf, q->len, q->cap, cap);
 		if (!buf)
 			return -ENOMEM;
-		if (q->buf) {
-			memcpy(buf, q->buf, q->len);
-			explicit_bzero(q->buf, q->cap);
-			free(q->buf);
-		}
 		q->buf = buf;
 		q->cap = cap;
 	}

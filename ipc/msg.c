@@ -561,15 +561,10 @@ static int ipc_writer_write(void *data, const char *buf, size_t len)
 		char *nbuf;
 		while (cap < w->len + len)
 			cap *= 2;
-		nbuf = malloc(cap);
+		nbuf = secret_grow(w->buf, w->len, w->cap, cap);
 		if (!nbuf) {
 			w->failed = true;
 			return -1;
-		}
-		if (w->buf) {
-			memcpy(nbuf, w->buf, w->len);
-			explicit_bzero(w->buf, w->cap);
-			free(w->buf);
 		}
 		w->buf = nbuf;
 		w->cap = cap;
