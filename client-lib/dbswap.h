@@ -24,8 +24,11 @@
  *
  * Threads: every function may be called from any thread, except that
  * dbswap_client_dispatch() must not run in two threads at once (nor at all
- * once dbswap_client_start() succeeded), and dbswap_client_free() must not
- * be called from a callback.  Callbacks run in the thread that dispatches.
+ * once dbswap_client_start() succeeded: it then returns -EBUSY).
+ * Callbacks run in the thread that dispatches.  An update callback may call
+ * dbswap_ack() and dbswap_subscribe(), nothing else of the library; the
+ * log function may call nothing of it (it can run with the library's locks
+ * held).
  */
 #ifndef DBSWAP_H
 #define DBSWAP_H
@@ -145,7 +148,9 @@ int dbswap_ack(dbswap_client *client, const char *target,
  * down (its query fails; it is closed on release).  When no connection on
  * the old value remains, the pool acks the generation, so `dbswapctl set
  * --wait` returns only when the old password is out of use.  While a
- * switch is under way the pool may hold up to twice max_size connections.
+ * switch is under way the pool holds more than max_size connections: the
+ * old busy ones and the new ones (and, when rotations follow each other
+ * faster than connections open, those of the next value too).
  *
  * If the new value does not connect from this process, the pool keeps
  * serving on the old one, retries with exponential backoff and jitter, and
@@ -216,7 +221,7 @@ dbswap_pool *dbswap_pool_new(dbswap_client *client, const char *target,
 /*
  * Closes every connection (busy ones too: call it when no thread uses the
  * pool any more), stops the maintenance thread, frees the pool.  NULL is a
- * no-op.
+ * no-op.  Not from a callback or the log function.
  */
 void dbswap_pool_free(dbswap_pool *pool);
 
@@ -225,7 +230,8 @@ void dbswap_pool_free(dbswap_pool *pool);
  * timeout_ms (-1: the pool's acquire timeout).  Returns NULL with errno
  * set: ETIMEDOUT (pool exhausted, or no connection could be opened in
  * time; the pool's log says which), ENOENT (no value known for the target
- * yet), ECANCELED (the pool is being freed).
+ * yet), ECANCELED (the pool is being freed).  A timeout of 0 does not wait
+ * but still makes the pool open one more connection, within max_size.
  */
 PGconn *dbswap_pool_acquire(dbswap_pool *pool, int timeout_ms);
 

@@ -104,8 +104,12 @@ struct value {
 	uint64_t serial;
 };
 
+/* A connection attempt.  Only the pool thread touches these, so it runs
+ * libpq's steps (which may block in a host name lookup) without the
+ * lock. */
 struct connecting {
-	PGconn *conn;
+	char *conninfo; /* until started (secret) */
+	PGconn *conn;   /* NULL until started */
 	uint64_t value;
 	int64_t deadline;
 	PostgresPollingStatusType want;
@@ -150,6 +154,7 @@ struct dbswap_pool {
 	struct connecting connecting[POOL_CONNECTING_MAX];
 	int n_connecting;
 	_Atomic int waiting;
+	int demand; /* acquires that failed since the last plan */
 	int64_t drain_deadline;
 	uint64_t acked; /* serial of the value last acked */
 	char connect_error[512]; /* last failure for cur, for timeouts */
@@ -357,36 +362,57 @@ static void one_line(const char *in, char *out, size_t size)
 static void pool_connect_failed(dbswap_pool *p, uint64_t value,
 				const char *why);
 
-/* Starts a connection attempt for value v.  Locked; returns 0 or -errno. */
+/* Queues a connection attempt for value v; the pool thread starts it once
+ * the lock is released.  Locked; returns 0, -EBUSY or -ENOMEM. */
 static int pool_start_connect(dbswap_pool *p, const struct value *v)
 {
-	static const char *const keys[] = { "dbname",
-					    "fallback_application_name",
-					    NULL };
-	const char *vals[] = { v->conninfo, "libdbswap", NULL };
 	struct connecting *cn;
-	PGconn *conn;
+	char *conninfo;
 
 	if (p->n_connecting >= POOL_CONNECTING_MAX)
 		return -EBUSY;
-	conn = PQconnectStartParams(keys, vals, 1);
-	if (!conn)
+	conninfo = strdup(v->conninfo);
+	if (!conninfo)
 		return -ENOMEM;
-	PQsetErrorVerbosity(conn, PQERRORS_VERBOSE);
-	if (PQstatus(conn) == CONNECTION_BAD) {
-		/* Failed before any I/O (a bad option value, say). */
-		pool_connect_failed(p, v->serial, PQerrorMessage(conn));
-		PQfinish(conn);
-		return -EINVAL;
-	}
 	cn = &p->connecting[p->n_connecting++];
 	*cn = (struct connecting){
-		.conn = conn,
+		.conninfo = conninfo,
 		.value = v->serial,
 		.deadline = now_ms() + p->cfg.connect_timeout_ms,
 		.want = PGRES_POLLING_WRITING,
 	};
 	return 0;
+}
+
+/* The unlocked part of the pool thread's round: starts queued attempts and
+ * advances those whose socket is ready (fds NULL: none polled yet). */
+static void connecting_advance(struct connecting *cn, int n,
+			       const struct pollfd *fds, const int *slot,
+			       int nfds)
+{
+	static const char *const keys[] = { "dbname",
+					    "fallback_application_name",
+					    NULL };
+
+	for (int j = 0; fds && j < nfds; j++) {
+		struct connecting *c = &cn[slot[j]];
+		if (fds[j].revents && c->conn &&
+		    c->want != PGRES_POLLING_FAILED &&
+		    c->want != PGRES_POLLING_OK)
+			c->want = PQconnectPoll(c->conn);
+	}
+	for (int i = 0; i < n; i++) {
+		const char *vals[] = { cn[i].conninfo, "libdbswap", NULL };
+		if (cn[i].conn || !cn[i].conninfo)
+			continue;
+		cn[i].conn = PQconnectStartParams(keys, vals, 1);
+		free_secret(cn[i].conninfo);
+		cn[i].conninfo = NULL;
+		if (cn[i].conn)
+			PQsetErrorVerbosity(cn[i].conn, PQERRORS_VERBOSE);
+		if (!cn[i].conn || PQstatus(cn[i].conn) == CONNECTION_BAD)
+			cn[i].want = PGRES_POLLING_FAILED;
+	}
 }
 
 /* Records a failed attempt for the value it was for.  Locked. */
@@ -450,8 +476,9 @@ static void pool_connect_failed(dbswap_pool *p, uint64_t value,
 	}
 }
 
-/* Adds a connection that finished connecting.  Locked. */
-static void pool_add_ready(dbswap_pool *p, PGconn *conn, uint64_t value)
+/* Adds a connection that finished connecting.  Locked.  Returns false
+ * when it is not wanted (any more): the caller closes it, unlocked. */
+static bool pool_add_ready(dbswap_pool *p, PGconn *conn, uint64_t value)
 {
 	bool wanted = value == p->cur.serial ||
 		      (p->next.serial && value == p->next.serial);
@@ -467,8 +494,7 @@ static void pool_add_ready(dbswap_pool *p, PGconn *conn, uint64_t value)
 			pc->next = p->spare;
 			p->spare = pc;
 		}
-		PQfinish(conn);
-		return;
+		return false;
 	}
 	pc->in_use = false;
 	atomic_store(&pc->word, ++p->tags << 1);
@@ -488,6 +514,7 @@ static void pool_add_ready(dbswap_pool *p, PGconn *conn, uint64_t value)
 	} else {
 		p->n_ready_next++;
 	}
+	return true;
 }
 
 /* Makes next the current value.  Locked; old idle connections go to
@@ -574,10 +601,14 @@ static int64_t pool_plan(dbswap_pool *p, struct pconn **to_close)
 		    (p->n_ready_next > 0 && now >= p->next_deadline)) {
 			pool_switch(p, to_close);
 		} else if (now >= p->next_retry_at) {
-			if (p->next_deadline == 0)
+			/* Each round of attempts gets its own deadline. */
+			if (inflight == 0)
 				p->next_deadline =
 					now + p->cfg.connect_timeout_ms;
+			/* Leave room for the current value's attempts: it must
+			 * keep serving while the new one hangs. */
 			while (p->n_ready_next + inflight < want &&
+			       p->n_connecting < POOL_CONNECTING_MAX / 2 &&
 			       pool_start_connect(p, &p->next) == 0)
 				inflight++;
 			RUN_AT(p->next_deadline);
@@ -593,7 +624,8 @@ static int64_t pool_plan(dbswap_pool *p, struct pconn **to_close)
 			inflight += p->connecting[i].value == p->cur.serial;
 		have = p->n_open - p->n_old - p->n_ready_next + inflight;
 		want = MAX(p->cfg.min_size,
-			   p->n_in_use + p->waiting - p->n_old);
+			   p->n_in_use + p->waiting + p->demand - p->n_old);
+		p->demand = 0;
 		want = MIN(want, p->cfg.max_size);
 		if (now < p->cur_retry_at)
 			RUN_AT(p->cur_retry_at);
@@ -629,8 +661,9 @@ static int64_t pool_plan(dbswap_pool *p, struct pconn **to_close)
 	for (struct pconn **pp = &p->conns; *pp;) {
 		struct pconn *pc = *pp;
 		bool idle = pc->value == p->cur.serial && !pc->in_use;
+		bool is_next = p->next.serial && pc->value == p->next.serial;
 		bool stale = !pc->in_use && pc->value != p->cur.serial &&
-			     !(p->next.serial && pc->value == p->next.serial);
+			     (!is_next || p->next_given_up);
 		int64_t idle_end = pc->idle_since + p->cfg.idle_timeout_ms;
 		int64_t life_end = pc->created_ms + p->cfg.max_lifetime_ms;
 		bool expired = idle && ((p->cfg.idle_timeout_ms >= 0 &&
@@ -644,6 +677,8 @@ static int64_t pool_plan(dbswap_pool *p, struct pconn **to_close)
 			p->n_open--;
 			if (expired)
 				idle_remove(p, pc);
+			else if (is_next)
+				p->n_ready_next--;
 			else
 				p->n_old--;
 			p->closed++;
@@ -694,85 +729,95 @@ static int64_t pool_plan(dbswap_pool *p, struct pconn **to_close)
 #undef RUN_AT
 }
 
-/* Advances connection attempts whose sockets are ready (or all, when
- * fds is NULL).  Locked; libpq's steps do not block. */
-static void pool_step_connects(dbswap_pool *p, const struct pollfd *fds,
-			       int nfds)
+/* Takes the results of the unlocked steps: ready connections join the
+ * pool, failed and expired attempts are recorded.  Locked.  Connections to
+ * close are left in finish[] (room for POOL_CONNECTING_MAX). */
+static int pool_collect_connects(dbswap_pool *p, PGconn **finish)
 {
 	int64_t now = now_ms();
+	int n_finish = 0;
 
 	for (int i = 0; i < p->n_connecting;) {
 		struct connecting *cn = &p->connecting[i];
-		bool ready = !fds;
-		PostgresPollingStatusType st;
 
-		for (int j = 0; fds && j < nfds; j++)
-			if (fds[j].fd == PQsocket(cn->conn) && fds[j].revents)
-				ready = true;
-		if (now >= cn->deadline) {
+		if (!cn->conn && cn->conninfo) { /* not started yet */
+			i++;
+			continue;
+		}
+		if (cn->want == PGRES_POLLING_OK) {
+			if (!pool_add_ready(p, cn->conn, cn->value))
+				finish[n_finish++] = cn->conn;
+		} else if (cn->want == PGRES_POLLING_FAILED) {
+			pool_connect_failed(p, cn->value,
+					    cn->conn ? PQerrorMessage(cn->conn)
+						     : "out of memory");
+			if (cn->conn)
+				finish[n_finish++] = cn->conn;
+		} else if (now >= cn->deadline) {
 			char msg[128];
 			snprintf(msg, sizeof(msg), "no connection within %d ms",
 				 p->cfg.connect_timeout_ms);
 			pool_connect_failed(p, cn->value, msg);
-			PQfinish(cn->conn);
-			*cn = p->connecting[--p->n_connecting];
-			continue;
-		}
-		if (!ready || PQstatus(cn->conn) == CONNECTION_BAD) {
-			if (PQstatus(cn->conn) != CONNECTION_BAD) {
-				i++;
-				continue;
-			}
-			st = PGRES_POLLING_FAILED;
+			finish[n_finish++] = cn->conn;
 		} else {
-			st = PQconnectPoll(cn->conn);
-		}
-		if (st == PGRES_POLLING_OK) {
-			pool_add_ready(p, cn->conn, cn->value);
-		} else if (st == PGRES_POLLING_FAILED) {
-			pool_connect_failed(p, cn->value,
-					    PQerrorMessage(cn->conn));
-			PQfinish(cn->conn);
-		} else {
-			cn->want = st;
 			i++;
 			continue;
 		}
 		*cn = p->connecting[--p->n_connecting];
 	}
+	return n_finish;
 }
 
 static void *pool_main(void *data)
 {
 	dbswap_pool *p = data;
 	struct pollfd fds[POOL_CONNECTING_MAX + 1];
+	int slot[POOL_CONNECTING_MAX];
+	PGconn *finish[POOL_CONNECTING_MAX];
 
 	pthread_mutex_lock(&p->lock);
-	while (!p->stopping) {
+	while (!atomic_load(&p->stopping)) {
 		struct pconn *to_close = NULL;
 		int64_t next = pool_plan(p, &to_close), timeout;
-		int nfds = 1;
+		int nfds = 0, n_finish, n = p->n_connecting;
 
+		pthread_mutex_unlock(&p->lock);
+		close_list(p, to_close);
+		/* Start queued attempts; libpq may block here, unlocked. */
+		connecting_advance(p->connecting, n, NULL, NULL, 0);
 		fds[0] = (struct pollfd){ .fd = p->wakefd, .events = POLLIN };
-		for (int i = 0; i < p->n_connecting; i++) {
+		for (int i = 0; i < n; i++) {
 			struct connecting *cn = &p->connecting[i];
-			fds[nfds++] = (struct pollfd){
+			if (!cn->conn || cn->want == PGRES_POLLING_FAILED ||
+			    cn->want == PGRES_POLLING_OK)
+				continue;
+			slot[nfds] = i;
+			fds[1 + nfds++] = (struct pollfd){
 				.fd = PQsocket(cn->conn),
 				.events = cn->want == PGRES_POLLING_READING
 						  ? POLLIN
 						  : POLLOUT,
 			};
 		}
+		/* An attempt that failed at its start needs no waiting. */
 		timeout = next < 0 ? -1 : MAX(next - now_ms(), 0);
-		pthread_mutex_unlock(&p->lock);
-		close_list(p, to_close);
-		poll(fds, (nfds_t)nfds, (int)MIN(timeout, 60000));
+		for (int i = 0; i < n; i++)
+			if (p->connecting[i].want == PGRES_POLLING_FAILED)
+				timeout = 0;
+		poll(fds, (nfds_t)nfds + 1, (int)MIN(timeout, 60000));
 		if (fds[0].revents) {
-			uint64_t n;
-			(void)!read(p->wakefd, &n, sizeof(n));
+			uint64_t count;
+			(void)!read(p->wakefd, &count, sizeof(count));
 		}
+		connecting_advance(p->connecting, n, fds + 1, slot, nfds);
 		pthread_mutex_lock(&p->lock);
-		pool_step_connects(p, fds + 1, nfds - 1);
+		n_finish = pool_collect_connects(p, finish);
+		if (n_finish > 0) {
+			pthread_mutex_unlock(&p->lock);
+			for (int i = 0; i < n_finish; i++)
+				PQfinish(finish[i]);
+			pthread_mutex_lock(&p->lock);
+		}
 	}
 	pthread_mutex_unlock(&p->lock);
 	return NULL;
@@ -847,7 +892,7 @@ static bool config_valid(const dbswap_pool_config *c)
 {
 	return c->min_size >= 0 && c->max_size >= 0 &&
 	       (c->max_size == 0 || c->min_size <= c->max_size) &&
-	       c->acquire_timeout_ms >= -1 && c->idle_timeout_ms >= -1 &&
+	       c->acquire_timeout_ms >= 0 && c->idle_timeout_ms >= -1 &&
 	       c->max_lifetime_ms >= -1 && c->connect_timeout_ms >= 0 &&
 	       c->drain_timeout_ms >= 0;
 }
@@ -905,6 +950,8 @@ dbswap_pool *dbswap_pool_new(dbswap_client *client, const char *target,
 
 err_sub:
 	client_unsubscribe(client, target);
+	value_clear(&p->cur);
+	value_clear(&p->next);
 err_pool:
 	if (p->wakefd >= 0)
 		close(p->wakefd);
@@ -932,8 +979,11 @@ void dbswap_pool_free(dbswap_pool *p)
 	pool_wake(p);
 	pthread_join(p->thread, NULL);
 
-	for (int i = 0; i < p->n_connecting; i++)
-		PQfinish(p->connecting[i].conn);
+	for (int i = 0; i < p->n_connecting; i++) {
+		if (p->connecting[i].conn)
+			PQfinish(p->connecting[i].conn);
+		free_secret(p->connecting[i].conninfo);
+	}
 	all = p->conns;
 	p->conns = NULL;
 	close_list(p, all);
@@ -1052,7 +1102,8 @@ PGconn *dbswap_pool_acquire(dbswap_pool *p, int timeout_ms)
 			pthread_mutex_unlock(&p->lock);
 			bool alive = conn_alive(pc->conn);
 			pthread_mutex_lock(&p->lock);
-			if (!alive) {
+			/* A switch may have come while the lock was dropped. */
+			if (!alive || pc->value != p->cur.serial) {
 				pool_unlink(p, pc);
 				pc->next = to_close;
 				to_close = pc;
@@ -1091,20 +1142,26 @@ PGconn *dbswap_pool_acquire(dbswap_pool *p, int timeout_ms)
 	if (atomic_load(&p->stopping)) {
 		pthread_mutex_unlock(&p->lock);
 		close_list(p, to_close);
+		pool_wake(p);
 		errno = ECANCELED;
 		return NULL;
 	}
 	p->timeouts++;
-	known = p->cur.conninfo != NULL;
+	p->demand++; /* an acquire that did not wait still asks for one */
+	known = p->cur.conninfo || p->next.conninfo;
 	if (known)
 		pool_log(p, LOG_WARNING,
 			 "%s: acquire timed out after %d ms: %s", p->target,
 			 timeout_ms,
-			 p->connect_error[0]
-				 ? p->connect_error
+			 p->connect_error[0] ? p->connect_error
+			 : !p->cur.conninfo && p->next_error[0]
+				 ? p->next_error
+			 : !p->cur.conninfo
+				 ? "the first connection is not open yet"
 				 : "pool exhausted (all connections in use)");
 	pthread_mutex_unlock(&p->lock);
 	close_list(p, to_close);
+	pool_wake(p);
 	errno = known ? ETIMEDOUT : ENOENT;
 	return NULL;
 }
@@ -1127,7 +1184,19 @@ static bool pool_release_parked(dbswap_pool *p, PGconn *conn)
 		return false;
 	atomic_store(&pc->parked_since, now_ms());
 	atomic_fetch_add(&p->n_parked, 1);
-	atomic_store(&pc->word, ps->tag << 1 | 1);
+	/* A compare-and-swap, not a store: the slot may be stale (this
+	 * thread got conn from another thread, at the address of a closed
+	 * one); then the slow path finds the right struct. */
+	uint64_t w = ps->tag << 1;
+	if (!atomic_compare_exchange_strong(&pc->word, &w, ps->tag << 1 | 1)) {
+		atomic_fetch_sub(&p->n_parked, 1);
+		return false;
+	}
+	/* A switch between the check above and the park: wake the pool
+	 * thread, which takes it back and acks without waiting for the drain
+	 * deadline. */
+	if (pc->value != atomic_load(&p->cur_serial))
+		pool_wake(p);
 	if (atomic_load(&p->waiting) > 0) {
 		/* A waiter arrived meanwhile: it will find the parked one. */
 		pthread_mutex_lock(&p->lock);
