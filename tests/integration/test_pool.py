@@ -479,6 +479,31 @@ class Pool(ClusterTest):
         self.check_summary(rc, s, load, 3)
         self.assertGreaterEqual(s['stats']['failed_connects'], 1)
 
+    def test_without_an_agent_the_environment_is_used(self):
+        """No socket: the pool serves from $DATABASE_URL and says so once;
+        an agent that appears later takes over (same value: the pool keeps
+        its connections and acks)."""
+        self.budget(40)
+        sock = os.path.join(self.tmp, 'agent.sock')
+        load = PoolLoad(sock, args=('--threads', 2, '--seconds', 6) + PAUSE,
+                        env={TARGET: self.url()})
+        self.addCleanup(load.close)
+        load.wait_progress(lambda p: p['queries'] > 0, timeout=10,
+                           what='queries before an agent exists')
+        self.write_url(self.password)
+        agent = h.Agent(env_files=[self.env_path], sock=sock)
+        self.addCleanup(agent.close)
+        self.wait_published(agent, 1)
+        h.wait_for(lambda: h.target_status(agent, TARGET)['acked'] == 1,
+                   timeout=10, what='the pool to ack the agent\'s value')
+        rc, s = load.wait_exit(timeout=20)
+        self.assertEqual(rc, 0, load.describe())
+        self.assertEqual(s['failures'], 0)
+        self.assertEqual(s['generation'], 1)
+        err = load.stderr()
+        self.assertEqual(err.count(f'using ${TARGET} from the environment'),
+                         1, err)
+
     def test_exhausted_pool_times_out_acquires(self):
         """4 threads, 2 connections, each held 500 ms: the other threads'
         200 ms acquires time out, and pool-load still ends on time."""
