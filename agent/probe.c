@@ -5,12 +5,12 @@
  * can reuse the old descriptor number, so the probe re-registers its fd
  * with the loop after every PQconnectPoll() step.
  */
-#include <ctype.h>
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "common/loop.h"
+#include "common/pqerr.h"
 #include "common/util.h"
 #include "probe.h"
 
@@ -121,50 +121,6 @@ static char *uri_password_region(const char *conninfo)
 	return strndup(colon + 1, (size_t)(at - colon - 1));
 }
 
-/* Turns libpq's verbose multi-line message into one line, picking out the
- * SQLSTATE ("FATAL:  28P01: ...") and dropping LOCATION lines. */
-static void probe_format(struct probe *p, const char *raw,
-			 struct probe_result *res, char *buf, size_t size)
-{
-	size_t o = 0;
-
-	for (const char *line = raw; line && *line;) {
-		const char *nl = strchr(line, '\n');
-		size_t len = nl ? (size_t)(nl - line) : strlen(line);
-		if (len > 0 && strncmp(line, "LOCATION:", 9) != 0) {
-			if (o > 0 && o + 2 < size) {
-				memcpy(buf + o, "; ", 2);
-				o += 2;
-			}
-			for (size_t i = 0; i < len && o + 1 < size; i++) {
-				/* collapse "FATAL:  " double spaces */
-				if (line[i] == ' ' && o > 0 && buf[o - 1] == ' ')
-					continue;
-				buf[o++] = line[i];
-			}
-		}
-		line = nl ? nl + 1 : NULL;
-	}
-	buf[o] = '\0';
-	while (o > 0 && (buf[o - 1] == ' ' || buf[o - 1] == ';'))
-		buf[--o] = '\0';
-
-	for (const char *s = buf; (s = strstr(s, ": ")); s += 2) {
-		const char *c = s + 2;
-		size_t n = 0;
-		while (n < 5 && (isdigit((unsigned char)c[n]) ||
-				 isupper((unsigned char)c[n])))
-			n++;
-		if (n == 5 && c[5] == ':' &&
-		    (isdigit((unsigned char)c[0]) || isdigit((unsigned char)c[1]))) {
-			memcpy(res->sqlstate, c, 5);
-			res->sqlstate[5] = '\0';
-			break;
-		}
-	}
-	probe_scrub(buf, size, p->secrets, ARRAY_SIZE(p->secrets));
-}
-
 static void probe_finish(struct probe *p, const char *error)
 {
 	struct probe_result res = { .ok = error == NULL };
@@ -172,10 +128,10 @@ static void probe_finish(struct probe *p, const char *error)
 
 	res.elapsed_us = now_us() - p->started_us;
 	if (error) {
-		probe_format(p, error, &res, buf, sizeof(buf));
+		pqerr_line(error, buf, sizeof(buf), res.sqlstate);
+		probe_scrub(buf, sizeof(buf), p->secrets, ARRAY_SIZE(p->secrets));
 		res.error = buf;
-		res.auth_failed = streq(res.sqlstate, "28P01") ||
-				  streq(res.sqlstate, "28000") ||
+		res.auth_failed = pqerr_is_auth(res.sqlstate) ||
 				  (p->conn && PQconnectionNeedsPassword(p->conn));
 	}
 	probe_done_fn *fn = p->fn;

@@ -38,7 +38,7 @@
 #include <unistd.h>
 
 #include "client.h"
-#include "common/mask.h"
+#include "common/pqerr.h"
 #include "common/util.h"
 
 #define DBSWAP_EXPORT __attribute__((visibility("default")))
@@ -333,32 +333,6 @@ static bool pc_unpark(dbswap_pool *p, struct pconn *pc)
 	return true;
 }
 
-static bool sqlstate_auth(const char *msg)
-{
-	/* libpq's verbose messages carry "FATAL:  28P01: ..." */
-	return msg && (strstr(msg, "28P01") || strstr(msg, "28000"));
-}
-
-/* One line from libpq's multi-line message, without the LOCATION. */
-static void one_line(const char *in, char *out, size_t size)
-{
-	size_t o = 0;
-
-	for (const char *s = in; s && *s && o + 1 < size; s++) {
-		if (*s == '\n') {
-			if (strncmp(s + 1, "LOCATION:", 9) == 0)
-				break;
-			if (s[1] && o + 3 < size) {
-				out[o++] = ';';
-				out[o++] = ' ';
-			}
-			continue;
-		}
-		out[o++] = *s;
-	}
-	out[o] = '\0';
-}
-
 static void pool_connect_failed(dbswap_pool *p, uint64_t value,
 				const char *why);
 
@@ -419,15 +393,15 @@ static void connecting_advance(struct connecting *cn, int n,
 static void pool_connect_failed(dbswap_pool *p, uint64_t value,
 				const char *why)
 {
-	char line[512];
+	char line[512], sqlstate[6];
 
-	one_line(why, line, sizeof(line));
+	pqerr_line(why, line, sizeof(line), sqlstate);
 	p->failed_connects++;
 	if (p->next.serial && value == p->next.serial && p->next_given_up) {
 		/* Attempts that were in flight when it was given up. */
 		return;
 	} else if (p->next.serial && value == p->next.serial) {
-		bool auth = sqlstate_auth(why);
+		bool auth = pqerr_is_auth(sqlstate);
 		int64_t delay;
 
 		p->next_failures++;
