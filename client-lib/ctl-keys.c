@@ -158,7 +158,7 @@ int cmd_encrypt(int argc, char **argv)
 		fprintf(stderr, "dbswapctl encrypt: %s\n", strerror(-r));
 		return EXIT_REFUSED;
 	}
-	r = ctl_write_all(STDOUT_FILENO, sealed, sealed_len);
+	r = fd_write_all(STDOUT_FILENO, sealed, sealed_len);
 	free(sealed);
 	if (r < 0) {
 		fprintf(stderr, "dbswapctl encrypt: standard output: %s\n",
@@ -206,7 +206,7 @@ int cmd_decrypt(int argc, char **argv)
 		fprintf(stderr, "dbswapctl decrypt: standard input: %s\n", err);
 		return EXIT_REFUSED;
 	}
-	r = ctl_write_all(STDOUT_FILENO, plain, plain_len);
+	r = fd_write_all(STDOUT_FILENO, plain, plain_len);
 	crypt_free_plain(plain, plain_len);
 	return r < 0 ? EXIT_REFUSED : EXIT_SUCCESS;
 }

@@ -229,7 +229,7 @@ static int write_atomic(const char *path, const void *data, size_t len,
 		goto err_tmp;
 	}
 	if (fchmod(fd, orig ? orig->st_mode & 07777 : 0600) < 0 ||
-	    (r = ctl_write_all(fd, data, len)) < 0 || fsync(fd) < 0 ||
+	    (r = fd_write_all(fd, data, len)) < 0 || fsync(fd) < 0 ||
 	    fstat(fd, &st) < 0) {
 		r = neg_errno();
 		snprintf(err, errlen, "cannot write %s: %s", path, strerror(-r));

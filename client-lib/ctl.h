@@ -41,9 +41,6 @@ const msgpack_object *ctl_array(const msgpack_object *map, const char *key);
  * Returns 0, -EFBIG over max, or a negative errno. */
 int ctl_read_all(int fd, size_t max, uint8_t **buf, size_t *len);
 
-/* Writes all of buf to fd; 0 or a negative errno. */
-int ctl_write_all(int fd, const void *buf, size_t len);
-
 struct crypt_key;
 
 /* --pubkey's argument: the key text or a file holding it.  0 or -EINVAL

@@ -499,22 +499,6 @@ int ctl_read_all(int fd, size_t max, uint8_t **out, size_t *out_len)
 	return 0;
 }
 
-int ctl_write_all(int fd, const void *buf, size_t len)
-{
-	const uint8_t *p = buf;
-
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return neg_errno();
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {

@@ -329,21 +329,6 @@ err_fd:
 	return r;
 }
 
-static int write_all(int fd, const char *buf, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, buf, len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return neg_errno();
-		buf += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* Makes the new directory entry durable.  Best effort: some file systems
  * refuse fsync on a directory, and the key file itself is already synced. */
 static void fsync_dir_of(const char *path)
@@ -416,7 +401,7 @@ int crypt_key_save(const struct crypt_key *k, const char *path, char *err,
 			strerror(-r));
 		goto err_file;
 	}
-	r = write_all(fd, text, len);
+	r = fd_write_all(fd, text, len);
 	if (r < 0) {
 		set_err(err, errlen, "key file %s: write: %s", path,
 			strerror(-r));

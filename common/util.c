@@ -3,6 +3,7 @@
  */
 #include <stdlib.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include "util.h"
 
@@ -23,6 +24,22 @@ void *secret_grow(void *old, size_t used, size_t old_cap, size_t new_cap)
 		free(old);
 	}
 	return p;
+}
+
+int fd_write_all(int fd, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return neg_errno();
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
 }
 
 char *xstrdup(const char *s)

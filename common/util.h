@@ -65,6 +65,10 @@ void *zalloc(size_t size);
  * be NULL.  Returns the new block, or NULL with the old one untouched. */
 void *secret_grow(void *old, size_t used, size_t old_cap, size_t new_cap);
 
+/* Writes all len bytes to fd, retrying on EINTR and short writes.  Returns
+ * 0 or a negative errno. */
+int fd_write_all(int fd, const void *buf, size_t len);
+
 /* strdup that keeps NULL as NULL. */
 char *xstrdup(const char *s);
 
