@@ -151,11 +151,7 @@ static int layer_read(struct layer *f, uint8_t **bytes, size_t *len)
 		layer_fail(f, "%s: not a regular file", f->path);
 		goto err_fd;
 	}
-	snprintf(f->identity, sizeof(f->identity), "%llu:%llu:%lld:%lld",
-		 (unsigned long long)st.st_dev, (unsigned long long)st.st_ino,
-		 (long long)st.st_size,
-		 (long long)st.st_mtim.tv_sec * 1000000000LL +
-			 st.st_mtim.tv_nsec);
+	file_identity(&st, f->identity);
 	if (st.st_size > LAYERS_FILE_MAX) {
 		r = -EFBIG;
 		layer_fail(f, "%s: file of %lld bytes is over the %d byte limit",

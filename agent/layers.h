@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "common/env.h"
+#include "common/util.h"
 
 /* Largest env file read: the format's limit. */
 #define LAYERS_FILE_MAX ENV_FILE_MAX
@@ -54,7 +55,7 @@ struct layer {
 	/* The version last read, good or not, for `dbswapctl set --wait`:
 	 * "dev:inode:size:mtime_ns" of what the path named, and the agent's
 	 * evaluation sequence number when that version was first read. */
-	char identity[96];
+	char identity[FILE_IDENTITY_MAX];
 	uint64_t read_seq;
 };
 

@@ -178,11 +178,12 @@ static char *set_target_path(const char *file)
 
 /* Writes data as the new content of path: a temp file in the same
  * directory with the original's mode and owner, fsync, rename over path,
- * fsync of the directory.  Fills identity (see layers.h) on success.
+ * fsync of the directory.  Fills identity (file_identity()) on success.
  * Returns 0, or a negative errno with a message in err; path is then
  * unchanged. */
 static int write_atomic(const char *path, const void *data, size_t len,
-			const struct stat *orig, char *identity, size_t idlen,
+			const struct stat *orig,
+			char identity[FILE_IDENTITY_MAX],
 			char *err, size_t errlen)
 {
 	char *dcopy = strdup(path), *bcopy = strdup(path);
@@ -255,11 +256,7 @@ static int write_atomic(const char *path, const void *data, size_t len,
 				      "%s", path, dir, strerror(-r));
 		goto out;
 	}
-	snprintf(identity, idlen, "%llu:%llu:%lld:%lld",
-		 (unsigned long long)st.st_dev, (unsigned long long)st.st_ino,
-		 (long long)st.st_size,
-		 (long long)st.st_mtim.tv_sec * 1000000000LL +
-			 st.st_mtim.tv_nsec);
+	file_identity(&st, identity);
 	r = 0;
 	goto out;
 
@@ -595,7 +592,8 @@ int cmd_set(const char *socket, int argc, char **argv)
 	uint8_t pk_buf[32], *pk = NULL, *cur = NULL, *out = NULL;
 	uint8_t *plain = NULL;
 	size_t cur_len = 0, plain_len = 0, out_len = 0;
-	char *path = NULL, *edited = NULL, identity[96], err[1024];
+	char *path = NULL, *edited = NULL, identity[FILE_IDENTITY_MAX];
+	char err[1024];
 	size_t edited_len = 0;
 	struct env_error perr;
 	struct stat st;
@@ -662,7 +660,7 @@ int cmd_set(const char *socket, int argc, char **argv)
 	}
 	if (write_atomic(path, sealed ? (const char *)out : edited,
 			 sealed ? out_len : edited_len, exists ? &st : NULL,
-			 identity, sizeof(identity), err, sizeof(err)) < 0) {
+			 identity, err, sizeof(err)) < 0) {
 		fprintf(stderr, "dbswapctl set: %s; %s is unchanged\n", err,
 			o.file);
 		goto out;

@@ -1,7 +1,9 @@
 /*
  * Small helpers shared by every part of dbswap; see util.h.
  */
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/random.h>
 #include <unistd.h>
 
@@ -40,6 +42,15 @@ int fd_write_all(int fd, const void *buf, size_t len)
 		len -= (size_t)n;
 	}
 	return 0;
+}
+
+void file_identity(const struct stat *st, char out[FILE_IDENTITY_MAX])
+{
+	snprintf(out, FILE_IDENTITY_MAX, "%llu:%llu:%lld:%lld",
+		 (unsigned long long)st->st_dev,
+		 (unsigned long long)st->st_ino, (long long)st->st_size,
+		 (long long)st->st_mtim.tv_sec * 1000000000LL +
+			 st->st_mtim.tv_nsec);
 }
 
 char *xstrdup(const char *s)

@@ -65,6 +65,16 @@ void *zalloc(size_t size);
  * be NULL.  Returns the new block, or NULL with the old one untouched. */
 void *secret_grow(void *old, size_t used, size_t old_cap, size_t new_cap);
 
+struct stat;
+
+/* Room for a file identity, NUL included. */
+#define FILE_IDENTITY_MAX 96
+
+/* Writes what st describes as "device:inode:size:mtime_ns", the identity of
+ * a file version in the agent's status (PROTOCOL.md).  The agent and
+ * `dbswapctl set --wait` both use this, so the two strings compare. */
+void file_identity(const struct stat *st, char out[FILE_IDENTITY_MAX]);
+
 /* Writes all len bytes to fd, retrying on EINTR and short writes.  Returns
  * 0 or a negative errno. */
 int fd_write_all(int fd, const void *buf, size_t len);
