@@ -11,6 +11,7 @@
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -70,6 +71,32 @@ static inline void check_watchdog(unsigned seconds)
 {
 	signal(SIGALRM, SIG_DFL);
 	alarm(seconds);
+}
+
+/* Reads a whole file into malloc'ed memory, NUL-terminated; NULL on
+ * failure.  For test inputs: corpus files, files a test wrote. */
+static inline char *check_read_file(const char *path, size_t *len)
+{
+	FILE *fp = fopen(path, "rb");
+	char *buf = NULL;
+	long n;
+
+	if (!fp)
+		return NULL;
+	if (fseek(fp, 0, SEEK_END) == 0 && (n = ftell(fp)) >= 0 &&
+	    fseek(fp, 0, SEEK_SET) == 0) {
+		buf = malloc((size_t)n + 1);
+		if (buf && fread(buf, 1, (size_t)n, fp) != (size_t)n) {
+			free(buf);
+			buf = NULL;
+		}
+		if (buf) {
+			buf[n] = '\0';
+			*len = (size_t)n;
+		}
+	}
+	fclose(fp);
+	return buf;
 }
 
 static inline int check_exit(void)

@@ -54,30 +54,6 @@ static int write_file(const char *path, const void *data, size_t len,
 	return close(fd);
 }
 
-/* Reads a whole small file; NULL on failure.  NUL-terminated. */
-static char *read_file(const char *path, size_t *len)
-{
-	char *buf = malloc(65536);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t n;
-
-	if (!buf || fd < 0) {
-		free(buf);
-		if (fd >= 0)
-			close(fd);
-		return NULL;
-	}
-	n = read(fd, buf, 65535);
-	close(fd);
-	if (n < 0) {
-		free(buf);
-		return NULL;
-	}
-	buf[n] = '\0';
-	*len = (size_t)n;
-	return buf;
-}
-
 /* err must not contain secret (a plaintext, a key text). */
 #define CHECK_NO_LEAK(err, secret)                                        \
 	do {                                                              \
@@ -109,7 +85,7 @@ static void key_hex(const struct crypt_key *k, char hex[17])
 static bool saved_secret_b64(const char *path, char out[45])
 {
 	size_t len;
-	char *text = read_file(path, &len);
+	char *text = check_read_file(path, &len);
 	char *p;
 	bool ok = false;
 
@@ -167,7 +143,7 @@ static void test_key_round_trip(void)
 		 "# dbswap secret key (X25519). Keep it secret.\n"
 		 "# public key: %s\n",
 		 pub);
-	text = read_file(path, &len);
+	text = check_read_file(path, &len);
 	CHECK(text != NULL);
 	if (text) {
 		CHECK_INT(len, ==, strlen(want) + 45);

@@ -14,18 +14,7 @@
 
 #include "common/env.h"
 #include "common/util.h"
-
-static int failures;
-
-/* Unlike assert(), survives NDEBUG. */
-#define CHECK(cond)                                                              \
-	do {                                                                     \
-		if (!(cond)) {                                                   \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, \
-				__LINE__, #cond);                                \
-			failures++;                                              \
-		}                                                                \
-	} while (0)
+#include "tests/unit/check.h"
 
 /* The lower layers seen by every test: a fixed fake environment. */
 static const char *fake_lookup(const char *name, void *data)
@@ -63,14 +52,14 @@ static void expect_value(int at, const char *text, const char *name, const char 
 	if (r != 0) {
 		fprintf(stderr, "%s:%d: parse failed (%d) at %u:%u: %s\n", __FILE__, at, r,
 			err.line, err.column, err.message);
-		failures++;
+		check_failed++;
 		return;
 	}
 	got = env_file_get(&f, name);
 	if (value ? !got || !streq(got, value) : got != NULL) {
 		fprintf(stderr, "%s:%d: %s is \"%s\", expected \"%s\"\n", __FILE__, at, name,
 			got ? got : "(unset)", value ? value : "(unset)");
-		failures++;
+		check_failed++;
 	}
 	env_file_fini(&f);
 }
@@ -87,14 +76,14 @@ static void expect_error(int at, const char *text, size_t len, unsigned line, un
 
 	if (r != -EINVAL || f.n != 0 || f.entries != NULL) {
 		fprintf(stderr, "%s:%d: expected -EINVAL and an empty result, got %d\n", __FILE__, at, r);
-		failures++;
+		check_failed++;
 		env_file_fini(&f);
 		return;
 	}
 	if (err.line != line || err.column != column || !strstr(err.message, msg)) {
 		fprintf(stderr, "%s:%d: got %u:%u \"%s\", expected %u:%u \"%s\"\n", __FILE__, at,
 			err.line, err.column, err.message, line, column, msg);
-		failures++;
+		check_failed++;
 	}
 }
 
@@ -450,13 +439,13 @@ static void test_no_secrets_in_errors(void)
 	for (i = 0; i < ARRAY_SIZE(bad); i++) {
 		if (parse(bad[i], &f, &err) != -EINVAL) {
 			fprintf(stderr, "no-secrets case %zu: parse did not fail\n", i);
-			failures++;
+			check_failed++;
 			env_file_fini(&f);
 			continue;
 		}
 		if (strstr(err.message, "secret") || err.message[0] == '\0') {
 			fprintf(stderr, "no-secrets case %zu: message \"%s\"\n", i, err.message);
-			failures++;
+			check_failed++;
 		}
 	}
 }
@@ -526,7 +515,7 @@ static void expect_span(int at, const char *text, size_t i, const char *name, co
 	if (r != 0 || f.n <= i) {
 		fprintf(stderr, "%s:%d: parse failed (%d) or too few entries (%zu)\n", __FILE__, at,
 			r, f.n);
-		failures++;
+		check_failed++;
 		env_file_fini(&f);
 		return;
 	}
@@ -540,7 +529,7 @@ static void expect_span(int at, const char *text, size_t i, const char *name, co
 			"\"%s\"\n",
 			__FILE__, at, i, e->name, e->line, e->end_line, e->value_off, e->value_end,
 			name, line, end_line, raw);
-		failures++;
+		check_failed++;
 	}
 	env_file_fini(&f);
 }
@@ -770,29 +759,6 @@ static void test_decode_hook(void)
 	free(big);
 }
 
-static char *read_file(const char *path, size_t *len)
-{
-	FILE *fp = fopen(path, "rb");
-	char *buf = NULL;
-	long n;
-
-	if (!fp)
-		return NULL;
-	if (fseek(fp, 0, SEEK_END) == 0 && (n = ftell(fp)) >= 0 && fseek(fp, 0, SEEK_SET) == 0) {
-		buf = malloc((size_t)n + 1);
-		if (buf && fread(buf, 1, (size_t)n, fp) != (size_t)n) {
-			free(buf);
-			buf = NULL;
-		}
-		if (buf) {
-			buf[n] = '\0';
-			*len = (size_t)n;
-		}
-	}
-	fclose(fp);
-	return buf;
-}
-
 static bool has_suffix(const char *s, const char *suffix)
 {
 	size_t n = strlen(s), m = strlen(suffix);
@@ -811,25 +777,25 @@ static void corpus_file(const char *dir, const char *name, bool good)
 	int r;
 
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	text = read_file(path, &len);
+	text = check_read_file(path, &len);
 	if (!text) {
 		fprintf(stderr, "%s: cannot read\n", path);
-		failures++;
+		check_failed++;
 		return;
 	}
 	r = env_parse(text, len, fake_lookup, NULL, &f, &err);
 	if (good && r != 0) {
 		fprintf(stderr, "%s:%u:%u: %s (expected to parse)\n", path, err.line, err.column,
 			err.message);
-		failures++;
+		check_failed++;
 	} else if (!good && r != -EINVAL) {
 		fprintf(stderr, "%s: parsed (%d), expected a syntax error\n", path, r);
-		failures++;
+		check_failed++;
 	} else if (!good && sscanf(text, "# error: %u:%u", &line, &column) == 2 &&
 		   (line != err.line || column != err.column)) {
 		fprintf(stderr, "%s: error at %u:%u (%s), expected %u:%u\n", path, err.line,
 			err.column, err.message, line, column);
-		failures++;
+		check_failed++;
 	}
 	env_file_fini(&f);
 	free(text);
@@ -843,7 +809,7 @@ static void test_corpus(const char *dir)
 
 	if (!d) {
 		fprintf(stderr, "%s: cannot open corpus directory\n", dir);
-		failures++;
+		check_failed++;
 		return;
 	}
 	while ((de = readdir(d))) {
@@ -862,7 +828,7 @@ static void test_corpus(const char *dir)
 	if (good == 0 || bad == 0) {
 		fprintf(stderr, "%s: %d good and %d bad files, expected some of each\n", dir, good,
 			bad);
-		failures++;
+		check_failed++;
 	}
 	printf("corpus: %d good, %d bad files\n", good, bad);
 }
@@ -887,10 +853,7 @@ int main(int argc, char **argv)
 	test_decode_hook();
 	if (argc > 1)
 		test_corpus(argv[1]);
-	if (failures) {
-		fprintf(stderr, "test-env: %d check(s) failed\n", failures);
-		return 1;
-	}
-	printf("test-env: all checks passed\n");
-	return 0;
+	if (!check_failed)
+		printf("test-env: all checks passed\n");
+	return check_exit();
 }

@@ -471,29 +471,6 @@ static void test_roundtrip_apply(void)
 	CHECK_INT(bad, ==, 0);
 }
 
-static char *read_file(const char *path, size_t *len)
-{
-	FILE *fp = fopen(path, "rb");
-	char *buf = NULL;
-	long n;
-
-	if (!fp)
-		return NULL;
-	if (fseek(fp, 0, SEEK_END) == 0 && (n = ftell(fp)) >= 0 && fseek(fp, 0, SEEK_SET) == 0) {
-		buf = malloc((size_t)n + 1);
-		if (buf && fread(buf, 1, (size_t)n, fp) != (size_t)n) {
-			free(buf);
-			buf = NULL;
-		}
-		if (buf) {
-			buf[n] = '\0';
-			*len = (size_t)n;
-		}
-	}
-	fclose(fp);
-	return buf;
-}
-
 /* Sets each variable of a corpus file in turn: only its last definition's
  * value text may change, and every other value must stay the same. */
 static void corpus_file(const char *path)
@@ -506,7 +483,7 @@ static void corpus_file(const char *path)
 	char *text, *out;
 	int r;
 
-	text = read_file(path, &len);
+	text = check_read_file(path, &len);
 	if (!text) {
 		fprintf(stderr, "%s: cannot read\n", path);
 		check_failed++;
