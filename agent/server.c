@@ -665,6 +665,9 @@ static void client_dispatch(struct client *c, const uint8_t *body, size_t len)
 		agent_reload(c->server->agent);
 		client_ok(c, &m);
 		break;
+	case IPC_FAILOVER:
+	case IPC_FAILBACK:
+	case IPC_RECONNECT:
 	case IPC_INVALID:
 		client_error(c, &m, IPC_ERR_UNKNOWN_TYPE,
 			     "unknown message type \"%s\"", m.type_name);

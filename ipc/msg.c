@@ -14,6 +14,8 @@ static const char *const ipc_type_names[IPC_TYPE_COUNT] = {
 	[IPC_STATUS] = "status", [IPC_RELOAD] = "reload",
 	[IPC_ERROR] = "error",	 [IPC_OK] = "ok",
 	[IPC_NACK] = "nack",	 [IPC_SETTINGS] = "settings",
+	[IPC_FAILOVER] = "failover", [IPC_FAILBACK] = "failback",
+	[IPC_RECONNECT] = "reconnect",
 };
 
 const char *ipc_type_name(enum ipc_type type)
@@ -133,8 +135,9 @@ int ipc_msgpack_check(const uint8_t *buf, size_t len)
  * an absent optional string for exactly those (field_is_str). */
 enum ipc_field {
 	F_ID, F_VERSION, F_PID, F_GENERATION, F_VALID, F_NAME, F_TARGET,
-	F_CONNINFO, F_REASON, F_CODE, F_MESSAGE, F_TARGETS, F_POOL_MAX,
-	F_POOL_MIN, F_POOL_TIMEOUT_MS, F_POOL_IDLE_TIMEOUT_MS,
+	F_CONNINFO, F_REASON, F_SERVER, F_CODE, F_MESSAGE, F_TARGETS,
+	F_POOL_MAX, F_POOL_MIN, F_POOL_TIMEOUT_MS, F_POOL_IDLE_TIMEOUT_MS,
+	F_STANDBY,
 };
 
 static bool field_is_str(enum ipc_field f)
@@ -153,6 +156,8 @@ static const unsigned ipc_required[IPC_TYPE_COUNT] = {
 	[IPC_ERROR] = BIT(F_CODE) | BIT(F_MESSAGE),
 	[IPC_NACK] = BIT(F_TARGET) | BIT(F_GENERATION) | BIT(F_MESSAGE),
 	[IPC_SETTINGS] = BIT(F_TARGET),
+	[IPC_FAILOVER] = BIT(F_TARGET),
+	[IPC_FAILBACK] = BIT(F_TARGET),
 };
 
 static const struct {
@@ -163,7 +168,8 @@ static const struct {
 	{ "pid", F_PID },	    { "generation", F_GENERATION },
 	{ "valid", F_VALID },	    { "name", F_NAME },
 	{ "target", F_TARGET },	    { "conninfo", F_CONNINFO },
-	{ "reason", F_REASON },	    { "code", F_CODE },
+	{ "reason", F_REASON },	    { "server", F_SERVER },
+	{ "standby", F_STANDBY },   { "code", F_CODE },
 	{ "message", F_MESSAGE },   { "targets", F_TARGETS },
 	{ "pool_max", F_POOL_MAX }, { "pool_min", F_POOL_MIN },
 	{ "pool_timeout_ms", F_POOL_TIMEOUT_MS },
@@ -386,6 +392,11 @@ static int decode_field(struct ipc_msg *m, enum ipc_field f,
 		m->has_valid = true;
 		m->valid = v->via.boolean;
 		return 0;
+	case F_STANDBY:
+		if (v->type != MSGPACK_OBJECT_BOOLEAN)
+			return -EPROTO;
+		m->standby = v->via.boolean;
+		return 0;
 	case F_NAME:
 		return copy_str(v, IPC_NAME_MAX, &m->name);
 	case F_TARGET:
@@ -394,6 +405,8 @@ static int decode_field(struct ipc_msg *m, enum ipc_field f,
 		return copy_str(v, IPC_FRAME_MAX, &m->conninfo);
 	case F_REASON:
 		return copy_str(v, IPC_NAME_MAX, &m->reason);
+	case F_SERVER:
+		return copy_str(v, IPC_NAME_MAX, &m->server);
 	case F_CODE:
 		return copy_str(v, IPC_NAME_MAX, &m->code);
 	case F_MESSAGE:
@@ -535,6 +548,7 @@ void ipc_msg_fini(struct ipc_msg *m)
 	free(m->target);
 	free_secret(m->conninfo);
 	free(m->reason);
+	free(m->server);
 	free(m->code);
 	free(m->message);
 	for (size_t i = 0; i < m->n_targets; i++)

@@ -44,9 +44,12 @@ struct ipc_msg {
 	uint64_t pool_idle_timeout_ms;
 
 	char *name;     /* hello: client or agent name */
-	char *target;   /* update, ack, nack, settings */
+	char *target;   /* update, ack, nack, settings, failover, failback,
+			 * reconnect (optional there) */
 	char *conninfo; /* update: the secret value (wiped on fini) */
 	char *reason;   /* update: why the value changed */
+	char *server;   /* update: "primary", "secondary" or "none" */
+	bool standby;   /* update: the server is in recovery (read-only) */
 	char *code;     /* error */
 	char *message;  /* error; nack (at most IPC_NACK_MESSAGE_MAX bytes) */
 	char **targets; /* subscribe */

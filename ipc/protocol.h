@@ -69,6 +69,9 @@ enum ipc_type {
 	IPC_OK = 8,        /* agent: a request succeeded */
 	IPC_NACK = 9,      /* client: cannot switch to a generation */
 	IPC_SETTINGS = 10, /* agent: a target's pool settings */
+	IPC_FAILOVER = 11, /* client: switch a target to its secondary */
+	IPC_FAILBACK = 12, /* client: switch a target back to its primary */
+	IPC_RECONNECT = 13, /* client: re-open monitors, recycle pools */
 	IPC_TYPE_COUNT
 };
 
@@ -80,6 +83,7 @@ enum ipc_type {
 #define IPC_ERR_UNKNOWN_TARGET "unknown-target" /* agent has no such target */
 #define IPC_ERR_NOT_SUBSCRIBED "not-subscribed" /* ack without subscribe */
 #define IPC_ERR_LIMIT "limit"                   /* a named limit was hit */
+#define IPC_ERR_REFUSED "refused"               /* cannot do that now */
 #define IPC_ERR_INTERNAL "internal"             /* the agent failed */
 
 #endif

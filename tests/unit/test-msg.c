@@ -187,18 +187,22 @@ static void test_update(void)
 	struct ipc_msg m;
 	char err[128] = "";
 
-	ipc_writer_init(&w, IPC_UPDATE, 6);
+	ipc_writer_init(&w, IPC_UPDATE, 8);
 	ipc_pack_kv_str(&w, "target", "DATABASE_URL");
 	ipc_pack_kv_u64(&w, "generation", 17);
 	ipc_pack_kv_str(&w, "conninfo", CONNINFO);
-	ipc_pack_kv_str(&w, "reason", "rotation");
+	ipc_pack_kv_str(&w, "reason", "failover");
 	ipc_pack_kv_bool(&w, "valid", true);
+	ipc_pack_kv_str(&w, "server", "secondary");
+	ipc_pack_kv_bool(&w, "standby", true);
 	CHECK_INT(decode(&m, &w, err, sizeof(err)), ==, 0);
 	CHECK_INT(m.type, ==, IPC_UPDATE);
 	CHECK_STR(m.target, "DATABASE_URL");
 	CHECK(m.has_generation && m.generation == 17);
 	CHECK_STR(m.conninfo, CONNINFO);
-	CHECK_STR(m.reason, "rotation");
+	CHECK_STR(m.reason, "failover");
+	CHECK_STR(m.server, "secondary");
+	CHECK(m.standby);
 	CHECK(m.has_valid && m.valid);
 	ipc_msg_fini(&m);
 	ipc_writer_fini(&w);
@@ -213,6 +217,7 @@ static void test_update(void)
 	CHECK_INT(decode(&m, &w, err, sizeof(err)), ==, 0);
 	CHECK_STR(m.conninfo, "");
 	CHECK(m.reason == NULL);
+	CHECK(m.server == NULL && !m.standby);
 	CHECK(m.has_valid && !m.valid);
 	CHECK(m.has_generation && m.generation == 0);
 	ipc_msg_fini(&m);
@@ -592,6 +597,9 @@ static const int required[IPC_TYPE_COUNT][4] = {
 	[IPC_OK] = { -1 },
 	[IPC_NACK] = { 4, 5, 8, -1 },
 	[IPC_SETTINGS] = { 4, -1 },
+	[IPC_FAILOVER] = { 4, -1 },
+	[IPC_FAILBACK] = { 4, -1 },
+	[IPC_RECONNECT] = { -1 },
 };
 
 static void pack_field(struct ipc_writer *w, const struct field *f, bool nil)
@@ -765,6 +773,9 @@ static void test_wrong_types(void)
 		{ "conninfo", { 0xc4, 0x01, 'x' }, 3 },
 		{ "conninfo", { 0x91, 0xa1, 'x' }, 3 },
 		{ "reason", { 0x05 }, 1 },
+		{ "server", { 0xc3 }, 1 },
+		{ "standby", { 0xa1, 't' }, 2 },
+		{ "standby", { 0x01 }, 1 },
 		{ "code", { 0xc2 }, 1 },
 		{ "message", { 0x90 }, 1 },
 		{ "pool_max", { 0xa1, '7' }, 2 },
