@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "health.h"
 #include "keys.h"
 #include "layers.h"
 
@@ -30,6 +31,10 @@ struct agent {
 	size_t n_targets;
 	struct server *server;
 	int64_t started_ms;
+	/* Failover settings in force for every target (failover.h), and why
+	 * the newest values in the files were refused. */
+	struct health_config failover;
+	char *failover_error;
 };
 
 /* Re-reads every env file now and re-evaluates the targets. */

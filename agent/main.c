@@ -18,6 +18,7 @@
 #include "common/crypto.h"
 #include "common/log.h"
 #include "common/loop.h"
+#include "failover.h"
 #include "ipc/protocol.h"
 #include "server.h"
 #include "target.h"
@@ -151,9 +152,11 @@ struct target *agent_find_target(struct agent *a, const char *name)
 
 void agent_update_targets(struct agent *a)
 {
+	/* First: new timeouts apply to the validations started below. */
+	failover_update_settings(a);
 	for (size_t i = 0; i < a->n_targets; i++) {
 		struct target *t = a->targets[i];
-		target_set_value(t, layers_get(&a->layers, t->name));
+		target_set_values(t);
 		/* The pool settings come from the same layers and change
 		 * with them, but need no validation round trip. */
 		target_update_settings(t);
@@ -228,6 +231,7 @@ static int agent_init(struct agent *a, const struct options *o)
 	int r;
 
 	a->started_ms = now_ms();
+	failover_config_init(a);
 	r = loop_new(&a->loop);
 	if (r < 0)
 		return r;
@@ -286,6 +290,7 @@ static void agent_fini(struct agent *a)
 	for (size_t i = 0; i < a->n_targets; i++)
 		target_free(a->targets[i]);
 	free(a->targets);
+	free(a->failover_error);
 	watcher_free(a->watcher);
 	layers_fini(&a->layers);
 	keys_fini(&a->keys);

@@ -14,7 +14,7 @@
 #include "common/util.h"
 #include "probe.h"
 
-enum probe_phase { PROBE_CONNECT, PROBE_QUERY };
+enum probe_phase { PHASE_CONNECT, PHASE_QUERY };
 
 struct probe {
 	struct loop *loop;
@@ -22,7 +22,7 @@ struct probe {
 	struct loop_source *src;
 	struct loop_timer *timer;
 	enum probe_phase phase;
-	bool got_row;
+	bool got_row, in_recovery, keep;
 	int64_t started_us;
 	int timeout_ms;
 	char *secrets[3]; /* text that must not appear in error messages */
@@ -127,6 +127,12 @@ static void probe_finish(struct probe *p, const char *error)
 	char buf[1024];
 
 	res.elapsed_us = now_us() - p->started_us;
+	res.in_recovery = p->in_recovery;
+	if (!error && p->keep) {
+		/* Handed over: the fd leaves the loop with the probe. */
+		res.conn = p->conn;
+		p->conn = NULL;
+	}
 	if (error) {
 		pqerr_line(error, buf, sizeof(buf), res.sqlstate);
 		probe_scrub(buf, sizeof(buf), p->secrets, ARRAY_SIZE(p->secrets));
@@ -184,21 +190,37 @@ static bool probe_query_step(struct probe *p, uint32_t events)
 		res = PQgetResult(p->conn);
 		if (!res) {
 			probe_finish(p, p->got_row ? NULL
-						   : "SELECT 1 returned no row");
+						   : PROBE_QUERY
+						   " returned no row");
 			return true;
 		}
 		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 			char msg[1024];
-			snprintf(msg, sizeof(msg), "SELECT 1 failed: %s",
+			snprintf(msg, sizeof(msg), PROBE_QUERY " failed: %s",
 				 PQresultErrorMessage(res));
 			PQclear(res);
 			probe_finish(p, msg);
 			return true;
 		}
-		p->got_row = PQntuples(res) == 1;
+		p->got_row = PQntuples(res) == 1 && PQnfields(res) == 1;
+		p->in_recovery = p->got_row && streq(PQgetvalue(res, 0, 0), "t");
 		PQclear(res);
 	}
 	return false;
+}
+
+static int probe_send_query(struct probe *p)
+{
+	int r;
+
+	p->phase = PHASE_QUERY;
+	if (PQsetnonblocking(p->conn, 1) < 0 ||
+	    !PQsendQuery(p->conn, PROBE_QUERY))
+		return -EIO;
+	r = PQflush(p->conn);
+	if (r < 0)
+		return -EIO;
+	return probe_watch(p, r ? EPOLLIN | EPOLLOUT : EPOLLIN);
 }
 
 static void probe_connect_step(struct probe *p)
@@ -213,15 +235,7 @@ static void probe_connect_step(struct probe *p)
 		r = probe_watch(p, EPOLLOUT);
 		break;
 	case PGRES_POLLING_OK:
-		p->phase = PROBE_QUERY;
-		if (PQsetnonblocking(p->conn, 1) < 0 ||
-		    !PQsendQuery(p->conn, "SELECT 1")) {
-			r = -EIO;
-			break;
-		}
-		r = PQflush(p->conn);
-		if (r >= 0)
-			r = probe_watch(p, r ? EPOLLIN | EPOLLOUT : EPOLLIN);
+		r = probe_send_query(p);
 		break;
 	default:
 		r = -EIO;
@@ -235,7 +249,7 @@ static void probe_event(struct loop_source *s, uint32_t events, void *data)
 {
 	struct probe *p = data;
 
-	if (p->phase == PROBE_CONNECT)
+	if (p->phase == PHASE_CONNECT)
 		probe_connect_step(p);
 	else
 		(void)probe_query_step(p, events);
@@ -248,39 +262,32 @@ static void probe_timeout(struct loop_timer *t, void *data)
 
 	snprintf(msg, sizeof(msg), "no answer within %d ms while %s",
 		 p->timeout_ms,
-		 p->phase == PROBE_CONNECT ? "connecting" : "running SELECT 1");
+		 p->phase == PHASE_CONNECT ? "connecting"
+					   : "running " PROBE_QUERY);
 	probe_finish(p, msg);
 }
 
-int probe_start(struct loop *loop, const char *conninfo, int timeout_ms,
-		probe_done_fn *fn, void *data, struct probe **out)
+/* Server messages outside a query (a FATAL before a shutdown, warnings)
+ * would go to stderr by default: the probe reports errors itself. */
+static void probe_notice(void *arg, const char *message)
 {
-	static const char *const keys[] = { "dbname",
-					    "fallback_application_name",
-					    NULL };
-	const char *vals[] = { conninfo, "dbswapd", NULL };
-	PQconninfoOption *opts;
-	struct probe *p;
-	char *errmsg = NULL;
+	(void)arg;
+	(void)message;
+}
 
-	*out = NULL;
-	p = zalloc(sizeof(*p));
-	if (!p)
-		return -ENOMEM;
-	p->loop = loop;
-	p->fn = fn;
-	p->data = data;
-	p->timeout_ms = timeout_ms;
-	p->started_us = now_us();
+/* Remembers the passwords in conninfo, to scrub them from libpq's
+ * messages.  Returns false when conninfo does not parse. */
+static bool probe_note_secrets(struct probe *p, const char *conninfo)
+{
+	PQconninfoOption *opts;
+	char *errmsg = NULL;
 
 	/* libpq's own parse errors quote the offending text, which may be a
 	 * password: report parse failures in our own words. */
 	opts = PQconninfoParse(conninfo, &errmsg);
 	PQfreemem(errmsg);
-	if (!opts) {
-		probe_finish(p, "not a valid libpq connection string or URI");
-		return 0;
-	}
+	if (!opts)
+		return false;
 	for (PQconninfoOption *o = opts; o->keyword; o++) {
 		if (o->val && streq(o->keyword, "password"))
 			p->secrets[0] = strdup(o->val);
@@ -291,18 +298,77 @@ int probe_start(struct loop *loop, const char *conninfo, int timeout_ms,
 	}
 	PQconninfoFree(opts);
 	p->secrets[2] = uri_password_region(conninfo);
+	return true;
+}
 
+/* Starts connecting.  A monitor connection gets TCP keepalives and a TCP
+ * user timeout sized to keepalive_ms, so that a server host that vanishes
+ * is noticed while the connection idles between checks; they come after
+ * the conninfo and win over its own (libpq ignores them on Unix
+ * sockets). */
+static PGconn *probe_connect(const char *conninfo, int keepalive_ms)
+{
+	char idle[16], interval[16], user_timeout[16];
+	const char *keys[] = { "dbname", "fallback_application_name",
+			       "keepalives", "keepalives_idle",
+			       "keepalives_interval", "keepalives_count",
+			       "tcp_user_timeout", NULL };
+	const char *vals[] = { conninfo, "dbswapd", "1", idle, interval, "3",
+			       user_timeout, NULL };
+
+	snprintf(idle, sizeof(idle), "%d", MAX(keepalive_ms / 1000, 1));
+	snprintf(interval, sizeof(interval), "%d",
+		 MAX(keepalive_ms / 3000, 1));
+	snprintf(user_timeout, sizeof(user_timeout), "%d", keepalive_ms);
+	if (keepalive_ms <= 0)
+		keys[2] = NULL;
+	return PQconnectStartParams(keys, vals, 1);
+}
+
+int probe_start(struct loop *loop, const struct probe_opts *o,
+		probe_done_fn *fn, void *data, struct probe **out)
+{
+	struct probe *p;
+
+	*out = NULL;
+	p = zalloc(sizeof(*p));
+	if (!p) {
+		if (o->conn)
+			PQfinish(o->conn);
+		return -ENOMEM;
+	}
+	p->loop = loop;
+	p->fn = fn;
+	p->data = data;
+	p->timeout_ms = o->timeout_ms;
+	p->keep = o->keep;
+	p->started_us = now_us();
+	p->conn = o->conn;
+
+	if (!p->conn && !probe_note_secrets(p, o->conninfo)) {
+		probe_finish(p, "not a valid libpq connection string or URI");
+		return 0;
+	}
 	p->timer = loop_timer_new(loop, probe_timeout, p);
 	if (!p->timer) {
 		probe_free(p);
 		return -ENOMEM;
 	}
-	loop_timer_arm_in(p->timer, timeout_ms);
-	p->conn = PQconnectStartParams(keys, vals, 1);
+	loop_timer_arm_in(p->timer, o->timeout_ms);
+	if (p->conn) {
+		if (probe_send_query(p) < 0) {
+			probe_fail_conn(p);
+			return 0;
+		}
+		*out = p;
+		return 0;
+	}
+	p->conn = probe_connect(o->conninfo, o->keepalive_ms);
 	if (!p->conn) {
 		probe_free(p);
 		return -ENOMEM;
 	}
+	PQsetNoticeProcessor(p->conn, probe_notice, NULL);
 	/* Verbose errors carry the SQLSTATE, which tells an authentication
 	 * failure from an outage. */
 	PQsetErrorVerbosity(p->conn, PQERRORS_VERBOSE);

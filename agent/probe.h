@@ -1,8 +1,9 @@
 /*
- * A probe validates one conninfo for real: parse it, connect, run
- * SELECT 1, disconnect.  It runs inside the agent's event loop with
- * libpq's non-blocking API, bounded by a deadline, so a slow or dead server
- * never freezes the agent.
+ * A probe checks one server for real: parse the conninfo, connect, run
+ * PROBE_QUERY, then disconnect or hand the connection over (the health
+ * monitor keeps it and probes it again later).  It runs inside the agent's
+ * event loop with libpq's non-blocking API, bounded by a deadline, so a
+ * slow, dead or hung server never freezes the agent.
  *
  * One caveat of libpq: PQconnectStart resolves host names with a blocking
  * getaddrinfo().  Use IP addresses or local names (/etc/hosts) for servers
@@ -12,26 +13,43 @@
 #define DBSWAP_AGENT_PROBE_H
 
 #include <stdbool.h>
+#include <libpq-fe.h>
 
 struct loop;
 struct probe;
 
+/* The query every probe runs: any role may call it, it costs one round
+ * trip, and it tells a primary from a standby. */
+#define PROBE_QUERY "SELECT pg_is_in_recovery()"
+
+struct probe_opts {
+	const char *conninfo; /* connect with this, or */
+	PGconn *conn;         /* run the query on this open connection (the
+			       * probe takes it over) */
+	int timeout_ms;       /* bounds the whole probe */
+	bool keep;            /* on success, hand the connection over */
+	int keepalive_ms;     /* > 0: TCP keepalives and tcp_user_timeout
+			       * sized to this, for a long-lived connection */
+};
+
 struct probe_result {
 	bool ok;
 	bool auth_failed;     /* SQLSTATE 28P01/28000: do not hammer */
+	bool in_recovery;     /* the server is a standby (when ok) */
 	char sqlstate[6];     /* "" when unknown */
 	const char *error;    /* one line, no secret; NULL when ok */
 	long long elapsed_us; /* from start to result */
+	PGconn *conn;         /* with keep and ok: the callback owns it */
 };
 
 /* Called exactly once per started probe, unless it was cancelled.  The
  * probe is freed after the callback returns. */
 typedef void probe_done_fn(const struct probe_result *res, void *data);
 
-/* Starts validating conninfo within timeout_ms.  Returns 0 with *out set,
- * or a negative errno.  A conninfo that does not even parse is reported
+/* Starts a probe.  Returns 0 with *out set, or a negative errno (o->conn
+ * is then closed).  A conninfo that does not even parse is reported
  * through fn before this returns (with *out NULL). */
-int probe_start(struct loop *loop, const char *conninfo, int timeout_ms,
+int probe_start(struct loop *loop, const struct probe_opts *o,
 		probe_done_fn *fn, void *data, struct probe **out);
 
 /* Abandons a probe: no callback, connection closed. */

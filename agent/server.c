@@ -14,6 +14,8 @@
 
 #include "agent.h"
 #include "common/crypto.h"
+#include "failover.h"
+#include "health.h"
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/mask.h"
@@ -45,6 +47,7 @@ struct subscription {
 struct client {
 	struct server *server;
 	struct client *prev, *next;
+	uint64_t serial; /* names it in replies that come later */
 	int fd;
 	struct loop_source *src;
 	struct ipc_reader in;
@@ -66,6 +69,7 @@ struct server {
 	struct loop_timer *accept_pause;
 	struct client *clients;
 	unsigned n_clients;
+	uint64_t serials;
 };
 
 static void server_check_acked(struct server *s, struct target *t);
@@ -197,11 +201,13 @@ static int client_send_update(struct client *c, struct target *t)
 {
 	struct ipc_writer w;
 
-	ipc_writer_init(&w, IPC_UPDATE, 5);
+	ipc_writer_init(&w, IPC_UPDATE, 7);
 	ipc_pack_kv_str(&w, "target", t->name);
 	ipc_pack_kv_u64(&w, "generation", t->generation);
 	ipc_pack_kv_str(&w, "conninfo", t->conninfo);
-	ipc_pack_kv_str(&w, "reason", "rotation");
+	ipc_pack_kv_str(&w, "reason", t->reason ? t->reason : "rotation");
+	ipc_pack_kv_str(&w, "server", target_role_name(t->current));
+	ipc_pack_kv_bool(&w, "standby", t->standby);
 	return client_send(c, &w);
 }
 
@@ -228,6 +234,84 @@ static int client_ok(struct client *c, const struct ipc_msg *req)
 
 	writer_begin(&w, IPC_OK, 0, req);
 	return client_send(c, &w);
+}
+
+/* ok with the generation a request published (0: none). */
+static int client_ok_generation(struct client *c, bool has_id, uint64_t id,
+				uint64_t generation)
+{
+	struct ipc_writer w;
+
+	ipc_writer_init(&w, IPC_OK, 1 + has_id + (generation > 0));
+	if (has_id)
+		ipc_pack_kv_u64(&w, "id", id);
+	if (generation > 0)
+		ipc_pack_kv_u64(&w, "generation", generation);
+	return client_send(c, &w);
+}
+
+void server_reply(struct server *s, const struct target_request *req,
+		  const char *error, uint64_t generation)
+{
+	struct client *c;
+	struct ipc_writer w;
+
+	for (c = s->clients; c && c->serial != req->client; c = c->next)
+		;
+	if (!c)
+		return;
+	if (!error) {
+		client_ok_generation(c, req->has_id, req->id, generation);
+		return;
+	}
+	ipc_writer_init(&w, IPC_ERROR, 3 + req->has_id);
+	if (req->has_id)
+		ipc_pack_kv_u64(&w, "id", req->id);
+	ipc_pack_kv_str(&w, "code", IPC_ERR_REFUSED);
+	ipc_pack_kv_str(&w, "message", error);
+	client_send(c, &w);
+}
+
+/* failover, failback: answered by failover.c once the switch is done. */
+static void handle_switch(struct client *c, const struct ipc_msg *m,
+			  enum target_role role)
+{
+	struct target *t = agent_find_target(c->server->agent, m->target);
+	struct target_request req = {
+		.client = c->serial,
+		.has_id = m->has_id,
+		.id = m->id,
+	};
+
+	if (!t) {
+		client_error(c, m, IPC_ERR_UNKNOWN_TARGET,
+			     "no target named \"%s\" in this agent", m->target);
+		return;
+	}
+	log_info(CLIENT_FMT " asked for %s of %s", CLIENT_ARGS(c),
+		 role == ROLE_SECONDARY ? "failover" : "failback", t->name);
+	failover_request(t, role, &req);
+}
+
+static void handle_reconnect(struct client *c, const struct ipc_msg *m)
+{
+	struct agent *a = c->server->agent;
+	struct target *t = NULL;
+	uint64_t generation = 0;
+
+	if (m->target && !(t = agent_find_target(a, m->target))) {
+		client_error(c, m, IPC_ERR_UNKNOWN_TARGET,
+			     "no target named \"%s\" in this agent", m->target);
+		return;
+	}
+	log_info(CLIENT_FMT " asked to reconnect %s", CLIENT_ARGS(c),
+		 t ? t->name : "every target");
+	if (t)
+		generation = failover_reconnect(t);
+	else
+		for (size_t i = 0; i < a->n_targets; i++)
+			failover_reconnect(a->targets[i]);
+	client_ok_generation(c, m->has_id, m->id, generation);
 }
 
 static void handle_hello(struct client *c, const struct ipc_msg *m)
@@ -479,20 +563,92 @@ static void pack_str_max(struct ipc_writer *w, const char *s, size_t max)
 	msgpack_pack_str_body(&w->pk, "...", 3);
 }
 
+/* nil for 0: timestamps and durations not known yet. */
+static void pack_kv_i64_or_nil(struct ipc_writer *w, const char *key,
+			       int64_t v, bool known)
+{
+	ipc_pack_key(w, key);
+	if (known)
+		msgpack_pack_int64(&w->pk, v);
+	else
+		msgpack_pack_nil(&w->pk);
+}
+
+static void pack_failover(struct ipc_writer *w, const struct target *t)
+{
+	const struct health *watched = failover_watched(t);
+	char hint[320], when[32];
+	struct tm tm;
+	time_t at = (time_t)t->last_failover_wall;
+
+	snprintf(hint, sizeof(hint), "set %s to enable failover",
+		 t->src[ROLE_SECONDARY].var);
+	if (at)
+		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ",
+			 gmtime_r(&at, &tm));
+	msgpack_pack_map(&w->pk, 11);
+	ipc_pack_kv_bool(w, "enabled", failover_enabled(t));
+	ipc_pack_kv_str(w, "hint", failover_enabled(t) ? NULL : hint);
+	ipc_pack_kv_str(w, "current", target_role_name(t->current));
+	ipc_pack_kv_bool(w, "standby", t->standby);
+	ipc_pack_kv_bool(w, "failover_available", failover_available(t));
+	ipc_pack_kv_bool(w, "held", t->held);
+	ipc_pack_kv_u64(w, "failure_count", watched ? watched->failures : 0);
+	ipc_pack_kv_u64(w, "failovers", t->failovers);
+	ipc_pack_kv_str(w, "last_failover", at ? when : NULL);
+	pack_kv_i64_or_nil(w, "seconds_since_failover",
+			   wall_s() - t->last_failover_wall, at != 0);
+	ipc_pack_kv_str(w, "last_error", t->failover_error);
+}
+
+static void pack_server(struct ipc_writer *w, const struct source *src)
+{
+	const struct health *h = src->health;
+	char *masked = src->value ? mask_conninfo(src->value) : NULL;
+
+	msgpack_pack_map(&w->pk, 17);
+	ipc_pack_kv_str(w, "role", target_role_name(src->role));
+	ipc_pack_kv_str(w, "var", src->var);
+	ipc_pack_kv_str(w, "conninfo", masked);
+	ipc_pack_kv_str(w, "state", target_state_name(src->state));
+	ipc_pack_kv_str(w, "error", src->error);
+	ipc_pack_kv_u64(w, "attempts", src->attempts);
+	ipc_pack_kv_bool(w, "gave_up", src->gave_up);
+	ipc_pack_kv_u64(w, "value_seq", src->value_seq);
+	ipc_pack_kv_u64(w, "accepted_seq", src->accepted_seq);
+	ipc_pack_kv_str(w, "health", h ? health_state_name(h->state) : "off");
+	ipc_pack_kv_u64(w, "failures", h ? h->failures : 0);
+	ipc_pack_kv_u64(w, "checks", h ? h->checks : 0);
+	pack_kv_i64_or_nil(w, "rtt_us", h ? h->rtt_us : 0, h && h->rtt_us >= 0);
+	ipc_pack_key(w, "in_recovery");
+	if (h && h->in_recovery >= 0)
+		h->in_recovery ? msgpack_pack_true(&w->pk)
+			       : msgpack_pack_false(&w->pk);
+	else
+		msgpack_pack_nil(&w->pk);
+	pack_kv_i64_or_nil(w, "last_check", h ? h->last_check_wall : 0,
+			   h && h->last_check_wall);
+	pack_kv_i64_or_nil(w, "down_since", h ? h->down_since_wall : 0,
+			   h && h->down_since_wall);
+	ipc_pack_kv_str(w, "health_error", h ? h->error : NULL);
+	free(masked);
+}
+
 static void pack_target(struct ipc_writer *w, struct server *s,
 			struct target *t, size_t nack_max)
 {
+	const struct source *p = &t->src[ROLE_PRIMARY];
 	unsigned subscribers, acked, n_lag = 0;
 	char *masked = t->conninfo ? mask_conninfo(t->conninfo) : NULL;
 
 	server_count(s, t, &subscribers, &acked);
-	msgpack_pack_map(&w->pk, 16);
+	msgpack_pack_map(&w->pk, 18);
 	ipc_pack_kv_str(w, "name", t->name);
 	ipc_pack_kv_u64(w, "generation", t->generation);
 	ipc_pack_kv_bool(w, "valid", t->conninfo != NULL);
 	ipc_pack_kv_str(w, "conninfo", masked);
-	ipc_pack_kv_str(w, "state", target_state_name(t->state));
-	ipc_pack_kv_str(w, "error", t->error);
+	ipc_pack_kv_str(w, "state", target_state_name(p->state));
+	ipc_pack_kv_str(w, "error", p->error);
 	ipc_pack_key(w, "changed");
 	if (t->changed_wall)
 		msgpack_pack_int64(&w->pk, t->changed_wall);
@@ -500,11 +656,22 @@ static void pack_target(struct ipc_writer *w, struct server *s,
 		msgpack_pack_nil(&w->pk);
 	ipc_pack_kv_u64(w, "subscribers", subscribers);
 	ipc_pack_kv_u64(w, "acked", acked);
-	ipc_pack_kv_u64(w, "attempts", t->attempts);
-	ipc_pack_kv_bool(w, "gave_up", t->gave_up);
-	ipc_pack_kv_u64(w, "value_seq", t->value_seq);
+	ipc_pack_kv_u64(w, "attempts", p->attempts);
+	ipc_pack_kv_bool(w, "gave_up", p->gave_up);
+	ipc_pack_kv_u64(w, "value_seq", p->value_seq);
 	ipc_pack_kv_u64(w, "published_seq", t->published_seq);
 	free(masked);
+
+	ipc_pack_key(w, "failover");
+	pack_failover(w, t);
+	ipc_pack_key(w, "servers");
+	/* The secondary while configured, or while its value is kept after
+	 * it was taken out of the files. */
+	bool secondary = failover_enabled(t) || t->src[ROLE_SECONDARY].value;
+	msgpack_pack_array(&w->pk, 1 + secondary);
+	pack_server(w, p);
+	if (secondary)
+		pack_server(w, &t->src[ROLE_SECONDARY]);
 
 	ipc_pack_key(w, "settings");
 	msgpack_pack_map(&w->pk, SETTING_COUNT);
@@ -588,11 +755,21 @@ static void pack_status(struct ipc_writer *w, struct server *s,
 
 	writer_begin(w, IPC_STATUS, 4, m);
 	ipc_pack_key(w, "agent");
-	msgpack_pack_map(&w->pk, 4);
+	msgpack_pack_map(&w->pk, 6);
 	ipc_pack_kv_str(w, "version", DBSWAP_VERSION);
 	ipc_pack_kv_i64(w, "pid", getpid());
 	ipc_pack_kv_i64(w, "uptime_ms", now_ms() - a->started_ms);
 	ipc_pack_kv_u64(w, "clients", s->n_clients);
+	ipc_pack_key(w, "failover_settings");
+	msgpack_pack_map(&w->pk, 4);
+	ipc_pack_kv_u64(w, "health_check_interval_ms",
+			(uint64_t)a->failover.interval_ms);
+	ipc_pack_kv_u64(w, "connection_timeout_ms",
+			(uint64_t)a->failover.timeout_ms);
+	ipc_pack_kv_u64(w, "failure_threshold", a->failover.threshold);
+	ipc_pack_kv_u64(w, "primary_retry_interval_ms",
+			(uint64_t)a->failover.retry_ms);
+	ipc_pack_kv_str(w, "failover_settings_error", a->failover_error);
 	ipc_pack_key(w, "targets");
 	msgpack_pack_array(&w->pk, a->n_targets);
 	for (size_t i = 0; i < a->n_targets; i++)
@@ -666,8 +843,14 @@ static void client_dispatch(struct client *c, const uint8_t *body, size_t len)
 		client_ok(c, &m);
 		break;
 	case IPC_FAILOVER:
+		handle_switch(c, &m, ROLE_SECONDARY);
+		break;
 	case IPC_FAILBACK:
+		handle_switch(c, &m, ROLE_PRIMARY);
+		break;
 	case IPC_RECONNECT:
+		handle_reconnect(c, &m);
+		break;
 	case IPC_INVALID:
 		client_error(c, &m, IPC_ERR_UNKNOWN_TYPE,
 			     "unknown message type \"%s\"", m.type_name);
@@ -772,6 +955,7 @@ static void server_accept(struct loop_source *src, uint32_t events,
 			return;
 		}
 		c->server = s;
+		c->serial = ++s->serials;
 		c->fd = fd;
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0)
 			c->cred = (struct ucred){ .pid = 0, .uid = (uid_t)-1,

@@ -9,11 +9,13 @@
 #ifndef DBSWAP_AGENT_SERVER_H
 #define DBSWAP_AGENT_SERVER_H
 
+#include <stdint.h>
 #include <sys/types.h>
 
 struct agent;
 struct server;
 struct target;
+struct target_request;
 
 struct server_config {
 	const char *socket_path; /* bind here unless systemd passed a socket */
@@ -39,5 +41,11 @@ void server_count(struct server *s, const struct target *t,
 		  unsigned *subscribers, unsigned *acked);
 
 unsigned server_clients(const struct server *s);
+
+/* Answers a request that waited (failover, failback): error NULL sends
+ * ok, with generation if not 0; else an error with code refused and that
+ * message.  Nothing happens if the client has gone. */
+void server_reply(struct server *s, const struct target_request *req,
+		  const char *error, uint64_t generation);
 
 #endif

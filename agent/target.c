@@ -7,6 +7,8 @@
 
 #include "agent.h"
 #include "common/log.h"
+#include "failover.h"
+#include "health.h"
 #include "common/loop.h"
 #include "common/mask.h"
 #include "ipc/protocol.h"
@@ -52,7 +54,17 @@ const char *target_setting_key(enum target_setting s)
 	return target_setting_defs[s].key;
 }
 
-static void target_retry_fire(struct loop_timer *timer, void *data);
+const char *target_role_name(enum target_role role)
+{
+	switch (role) {
+	case ROLE_PRIMARY: return "primary";
+	case ROLE_SECONDARY: return "secondary";
+	case ROLE_COUNT: break;
+	}
+	return "none";
+}
+
+static void source_retry_fire(struct loop_timer *timer, void *data);
 
 /* The env names of t's settings: the target's name less one trailing
  * "_URL" (DATABASE_URL reads DATABASE_POOL_MAX, the name apps and pool
@@ -77,6 +89,35 @@ static int target_setting_vars(struct target *t)
 	return 0;
 }
 
+static int source_init(struct target *t, enum target_role role)
+{
+	struct source *src = &t->src[role];
+	size_t n = strlen(t->name);
+
+	src->target = t;
+	src->role = role;
+	src->state = TARGET_UNSET;
+	src->retry = loop_timer_new(t->agent->loop, source_retry_fire, src);
+	src->var = malloc(n + sizeof("_SECONDARY"));
+	if (!src->retry || !src->var)
+		return -ENOMEM;
+	memcpy(src->var, t->name, n + 1);
+	if (role == ROLE_SECONDARY)
+		memcpy(src->var + n, "_SECONDARY", sizeof("_SECONDARY"));
+	return 0;
+}
+
+static void source_fini(struct source *src)
+{
+	probe_cancel(src->probe);
+	loop_timer_free(src->retry);
+	health_free(src->health);
+	free_secret(src->value);
+	free_secret(src->candidate);
+	free(src->error);
+	free(src->var);
+}
+
 int target_new(struct agent *a, const char *name, struct target **out)
 {
 	struct target *t = zalloc(sizeof(*t));
@@ -85,12 +126,19 @@ int target_new(struct agent *a, const char *name, struct target **out)
 	if (!t)
 		return -ENOMEM;
 	t->agent = a;
-	t->state = TARGET_UNSET;
+	t->current = ROLE_NONE;
 	t->name = strdup(name);
-	t->retry = loop_timer_new(a->loop, target_retry_fire, t);
-	if (!t->name || !t->retry)
+	if (!t->name)
 		goto err_target;
+	for (int i = 0; i < ROLE_COUNT; i++) {
+		r = source_init(t, (enum target_role)i);
+		if (r < 0)
+			goto err_target;
+	}
 	r = target_setting_vars(t);
+	if (r < 0)
+		goto err_target;
+	r = failover_init(t);
 	if (r < 0)
 		goto err_target;
 	*out = t;
@@ -105,11 +153,10 @@ void target_free(struct target *t)
 {
 	if (!t)
 		return;
-	probe_cancel(t->probe);
-	loop_timer_free(t->retry);
+	failover_fini(t);
+	for (int i = 0; i < ROLE_COUNT; i++)
+		source_fini(&t->src[i]);
 	free_secret(t->conninfo);
-	free_secret(t->candidate);
-	free(t->error);
 	free(t->settings_error);
 	for (int i = 0; i < SETTING_COUNT; i++)
 		free(t->setting_vars[i]);
@@ -118,206 +165,241 @@ void target_free(struct target *t)
 }
 
 PRINTF(2, 3)
-static void target_set_error(struct target *t, const char *fmt, ...)
+static void source_set_error(struct source *src, const char *fmt, ...)
 {
 	char buf[1024];
 	va_list ap;
 
-	free(t->error);
-	t->error = NULL;
+	free(src->error);
+	src->error = NULL;
 	if (!fmt)
 		return;
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	t->error = strdup(buf);
+	src->error = strdup(buf);
 }
 
-static void target_drop_candidate(struct target *t)
+static void source_drop_candidate(struct source *src)
 {
-	probe_cancel(t->probe);
-	t->probe = NULL;
-	loop_timer_disarm(t->retry);
-	free_secret(t->candidate);
-	t->candidate = NULL;
-	t->attempts = 0;
-	t->gave_up = false;
+	probe_cancel(src->probe);
+	src->probe = NULL;
+	loop_timer_disarm(src->retry);
+	free_secret(src->candidate);
+	src->candidate = NULL;
+	src->attempts = 0;
+	src->gave_up = false;
 }
 
-static void target_publish(struct target *t, long long elapsed_us)
+void target_publish(struct target *t, enum target_role role,
+		    const char *reason, bool standby)
 {
+	const struct source *src = role == ROLE_NONE ? NULL : &t->src[role];
 	char *masked;
 
-	free_secret(t->conninfo);
-	t->conninfo = t->candidate;
-	t->candidate = NULL;
+	if (src) {
+		char *copy = strdup(src->value);
+		if (!copy) {
+			log_error("%s: out of memory", t->name);
+			return;
+		}
+		free_secret(t->conninfo);
+		t->conninfo = copy;
+		t->published_seq = src->accepted_seq;
+	}
+	/* Without a server the last value stays in conninfo: the protocol
+	 * needs one, and a client that ignores "server" keeps trying it,
+	 * which is what it did before. */
 	t->generation++;
-	t->published_seq = t->value_seq;
+	t->current = role;
+	t->standby = src && standby;
+	t->reason = reason;
 	t->changed_wall = wall_s();
-	t->state = TARGET_OK;
-	t->attempts = 0;
-	t->validated_us = elapsed_us;
 	t->published_us = now_us();
-	target_set_error(t, NULL);
 	masked = mask_conninfo(t->conninfo);
-	log_info("%s: generation %llu published: %s (validated in %.1f ms)",
-		 t->name, (unsigned long long)t->generation,
-		 masked ? masked : "?", elapsed_us / 1000.0);
+	if (!src)
+		log_warning("%s: generation %llu published: no server is "
+			    "available", t->name,
+			    (unsigned long long)t->generation);
+	else
+		log_info("%s: generation %llu published (%s): %s %s%s", t->name,
+			 (unsigned long long)t->generation, reason,
+			 target_role_name(role), masked ? masked : "?",
+			 t->standby ? " (in recovery: read-only)" : "");
 	free(masked);
 	server_publish(t->agent->server, t);
+	/* Which servers are monitored, and how, depends on the one in
+	 * use. */
+	failover_changed(t);
 }
 
-static void target_probe_done(const struct probe_result *res, void *data)
+/* The newest value of src passed validation: it is now in force. */
+static void source_accept(struct source *src, const struct probe_result *res)
 {
-	struct target *t = data;
+	struct target *t = src->target;
+	char *masked = mask_conninfo(src->candidate);
+
+	free_secret(src->value);
+	src->value = src->candidate;
+	src->candidate = NULL;
+	src->value_standby = res->in_recovery;
+	src->accepted_seq = src->value_seq;
+	src->state = TARGET_OK;
+	src->attempts = 0;
+	src->validated_us = res->elapsed_us;
+	src->switch_failed = false;
+	source_set_error(src, NULL);
+	log_info("%s: %s value validated in %.1f ms: %s", t->name, src->var,
+		 res->elapsed_us / 1000.0, masked ? masked : "?");
+	free(masked);
+	if (src->health && health_set_conninfo(src->health, src->value) < 0)
+		log_error("%s: out of memory", t->name);
+	if (t->current == src->role)
+		target_publish(t, src->role, "rotation", res->in_recovery);
+	else
+		failover_changed(t);
+}
+
+static void source_probe_done(const struct probe_result *res, void *data)
+{
+	struct source *src = data;
+	struct target *t = src->target;
 	char *masked;
 	int64_t delay;
 
-	t->probe = NULL;
+	src->probe = NULL;
 	if (res->ok) {
-		target_publish(t, res->elapsed_us);
+		source_accept(src, res);
 		return;
 	}
-	t->state = TARGET_FAILED;
-	t->attempts++;
-	masked = mask_conninfo(t->candidate);
-	target_set_error(t, "new value %s failed validation: %s",
+	src->state = TARGET_FAILED;
+	src->attempts++;
+	masked = mask_conninfo(src->candidate);
+	source_set_error(src, "new value %s failed validation: %s",
 			 masked ? masked : "?", res->error);
 	free(masked);
-	if (res->auth_failed && t->attempts >= TARGET_AUTH_RETRIES) {
-		t->gave_up = true;
-		log_error("%s: %s; gave up after %u attempts so as not to lock "
-			  "the role out; generation %llu stays in force until "
-			  "the value changes or a reload",
-			  t->name, t->error, t->attempts,
-			  (unsigned long long)t->generation);
+	/* A first value that fails may leave the other server to serve. */
+	failover_changed(t);
+	if (res->auth_failed && src->attempts >= TARGET_AUTH_RETRIES) {
+		src->gave_up = true;
+		log_error("%s: %s: %s; gave up after %u attempts so as not to "
+			  "lock the role out; %s until the value changes or a "
+			  "reload",
+			  t->name, src->var, src->error, src->attempts,
+			  src->value ? "the value in force stays"
+				     : "nothing in force");
 		return;
 	}
-	delay = backoff_ms(t->attempts - 1, TARGET_RETRY_FIRST_MS,
+	delay = backoff_ms(src->attempts - 1, TARGET_RETRY_FIRST_MS,
 			   TARGET_RETRY_MAX_MS);
-	log_warning("%s: %s; %s; retry in %lld ms", t->name, t->error,
-		    t->conninfo ? "the published value stays in force"
-				: "nothing published yet",
+	log_warning("%s: %s: %s; %s; retry in %lld ms", t->name, src->var,
+		    src->error,
+		    src->value ? "the value in force stays" : "nothing in force",
 		    (long long)delay);
-	loop_timer_arm_in(t->retry, delay);
+	loop_timer_arm_in(src->retry, delay);
 }
 
-static void target_start_probe(struct target *t)
+static void source_start_probe(struct source *src)
 {
+	struct agent *a = src->target->agent;
+	struct probe_opts o = {
+		.conninfo = src->candidate,
+		.timeout_ms = (int)a->failover.timeout_ms,
+	};
 	int r;
 
-	t->state = TARGET_VALIDATING;
-	r = probe_start(t->agent->loop, t->candidate, TARGET_PROBE_TIMEOUT_MS,
-			target_probe_done, t, &t->probe);
+	src->state = TARGET_VALIDATING;
+	r = probe_start(a->loop, &o, source_probe_done, src, &src->probe);
 	if (r < 0) {
-		log_error("%s: cannot start validation: %s", t->name,
+		log_error("%s: cannot start validation: %s", src->var,
 			  strerror(-r));
-		t->state = TARGET_FAILED;
-		loop_timer_arm_in(t->retry, TARGET_RETRY_MAX_MS);
+		src->state = TARGET_FAILED;
+		loop_timer_arm_in(src->retry, TARGET_RETRY_MAX_MS);
 	}
 }
 
-static void target_retry_fire(struct loop_timer *timer, void *data)
+static void source_retry_fire(struct loop_timer *timer, void *data)
 {
-	struct target *t = data;
+	struct source *src = data;
 
-	if (t->candidate && !t->probe)
-		target_start_probe(t);
+	if (src->candidate && !src->probe)
+		source_start_probe(src);
 }
 
 void target_retry_now(struct target *t)
 {
-	if (!t->candidate || t->probe)
-		return;
-	loop_timer_disarm(t->retry);
-	t->attempts = 0;
-	t->gave_up = false;
-	target_start_probe(t);
+	for (int i = 0; i < ROLE_COUNT; i++) {
+		struct source *src = &t->src[i];
+		if (!src->candidate || src->probe)
+			continue;
+		loop_timer_disarm(src->retry);
+		src->attempts = 0;
+		src->gave_up = false;
+		source_start_probe(src);
+	}
 }
 
-void target_set_value(struct target *t, const char *value)
+static void source_set_value(struct source *src, const char *value)
 {
-	if (!value || !*value) {
-		target_drop_candidate(t);
-		if (t->state == TARGET_UNSET)
+	struct target *t = src->target;
+	bool was_defined = src->defined;
+
+	src->defined = value && *value;
+	if (!src->defined) {
+		source_drop_candidate(src);
+		if (src->state == TARGET_UNSET)
 			return;
-		t->state = TARGET_UNSET;
-		t->value_seq = t->agent->eval_seq;
-		if (t->conninfo) {
-			target_set_error(t, "%s is no longer defined; generation "
-					    "%llu stays in force",
-					 t->name,
-					 (unsigned long long)t->generation);
-			log_warning("%s", t->error);
+		src->state = TARGET_UNSET;
+		src->value_seq = t->agent->eval_seq;
+		if (src->role == ROLE_SECONDARY) {
+			/* Taking the secondary out turns failover off. */
+			source_set_error(src, NULL);
+			if (was_defined)
+				log_info("%s: %s is no longer defined; failover "
+					 "is off", t->name, src->var);
+			failover_changed(t);
+		} else if (src->value) {
+			source_set_error(src, "%s is no longer defined; the "
+					      "value in force stays",
+					 src->var);
+			log_warning("%s: %s", t->name, src->error);
 		} else {
-			target_set_error(t, "%s is not defined in any env file "
-					    "or the environment",
-					 t->name);
+			source_set_error(src, "%s is not defined in any env "
+					      "file or the environment",
+					 src->var);
 		}
 		return;
 	}
-	if (t->conninfo && streq(value, t->conninfo)) {
-		/* Back to the published value: a pending candidate is moot. */
-		target_drop_candidate(t);
-		t->state = TARGET_OK;
-		target_set_error(t, NULL);
+	if (!was_defined && src->role == ROLE_SECONDARY)
+		failover_changed(t);
+	if (src->value && streq(value, src->value)) {
+		/* Back to the value in force: a pending candidate is moot. */
+		source_drop_candidate(src);
+		src->state = TARGET_OK;
+		source_set_error(src, NULL);
 		return;
 	}
-	if (t->candidate && streq(value, t->candidate))
+	if (src->candidate && streq(value, src->candidate))
 		return;
-	target_drop_candidate(t);
-	t->value_seq = t->agent->eval_seq;
-	t->candidate = strdup(value);
-	if (!t->candidate) {
-		log_error("%s: out of memory", t->name);
+	source_drop_candidate(src);
+	src->value_seq = t->agent->eval_seq;
+	src->candidate = strdup(value);
+	if (!src->candidate) {
+		log_error("%s: out of memory", src->var);
 		return;
 	}
-	target_start_probe(t);
+	source_start_probe(src);
+}
+
+void target_set_values(struct target *t)
+{
+	const struct layers *l = &t->agent->layers;
+
+	for (int i = 0; i < ROLE_COUNT; i++)
+		source_set_value(&t->src[i], layers_get(l, t->src[i].var));
 }
 
 /* pool settings */
-
-/* A decimal number with no sign, blank or other character, within
- * [min, max].  Returns 0 or -EINVAL. */
-static int target_parse_setting(const char *s, uint64_t min, uint64_t max,
-				uint64_t *out)
-{
-	uint64_t v = 0;
-
-	if (!*s)
-		return -EINVAL;
-	for (; *s; s++) {
-		if (*s < '0' || *s > '9')
-			return -EINVAL;
-		v = v * 10 + (uint64_t)(*s - '0');
-		/* max is far below UINT64_MAX / 10: no overflow before this. */
-		if (v > max)
-			return -EINVAL;
-	}
-	if (v < min)
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
-
-/* Appends "; "-separated reasons to a bounded buffer (a long one is cut,
- * not lost: the first reasons are the ones that count). */
-PRINTF(3, 4)
-static void reasons_add(char *buf, size_t size, const char *fmt, ...)
-{
-	size_t len = strlen(buf);
-	va_list ap;
-
-	if (len && len + 2 < size) {
-		memcpy(buf + len, "; ", 3);
-		len += 2;
-	}
-	if (len + 1 >= size)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(buf + len, size - len, fmt, ap);
-	va_end(ap);
-}
 
 static bool settings_equal(const struct target_settings *x,
 			   const struct target_settings *y)
@@ -356,10 +438,10 @@ static void target_read_settings(struct target *t,
 		/* Empty like unset, as for targets: NAME= clears it. */
 		if (!v || !*v)
 			continue;
-		if (target_parse_setting(v, target_setting_defs[i].min,
+		if (parse_uint(v, target_setting_defs[i].min,
 					 target_setting_defs[i].max,
 					 &next->value[i]) < 0) {
-			reasons_add(why, whylen,
+			append_reason(why, whylen,
 				    "%s: not a whole number%s from %llu to %llu",
 				    t->setting_vars[i],
 				    target_setting_defs[i].unit,
@@ -371,7 +453,7 @@ static void target_read_settings(struct target *t,
 	}
 	if (next->set[SETTING_POOL_MIN] && next->set[SETTING_POOL_MAX] &&
 	    next->value[SETTING_POOL_MIN] > next->value[SETTING_POOL_MAX])
-		reasons_add(why, whylen, "%s: %llu is more than %s (%llu)",
+		append_reason(why, whylen, "%s: %llu is more than %s (%llu)",
 			    t->setting_vars[SETTING_POOL_MIN],
 			    (unsigned long long)next->value[SETTING_POOL_MIN],
 			    t->setting_vars[SETTING_POOL_MAX],
@@ -409,7 +491,7 @@ void target_update_settings(struct target *t)
 	for (int i = 0; i < SETTING_COUNT; i++) {
 		if (!next.set[i])
 			continue;
-		reasons_add(desc, sizeof(desc), "%s %llu",
+		append_reason(desc, sizeof(desc), "%s %llu",
 			    target_setting_defs[i].key,
 			    (unsigned long long)next.value[i]);
 	}

@@ -4,7 +4,9 @@
  *
  * A new value from the env files becomes the candidate; a probe validates
  * it; only a value that passed is published, with the target's generation
- * raised by one.  A candidate that fails stays unpublished, the published
+ * raised by one.  A target may have a second server, the secondary
+ * (NAME_SECONDARY), validated the same way; which of the two is published
+ * is failover.c's decision.  A candidate that fails stays unpublished, the published
  * value stays in force, and the probe is retried with exponential backoff
  * (the password may change on the server a moment after the file).  An
  * authentication failure is retried at most TARGET_AUTH_RETRIES times, so
@@ -21,8 +23,6 @@ struct agent;
 struct probe;
 struct loop_timer;
 
-/* Bound on one validation: connect and SELECT 1. */
-#define TARGET_PROBE_TIMEOUT_MS 5000
 /* Retry backoff for a failed candidate: 100 ms doubling to 30 s. */
 #define TARGET_RETRY_FIRST_MS 100
 #define TARGET_RETRY_MAX_MS 30000
@@ -60,15 +60,27 @@ enum target_state {
 	TARGET_FAILED,     /* the candidate failed; retrying or given up */
 };
 
-struct target {
-	struct agent *agent;
-	char *name;
+/* The servers of a target: the primary is the target's own variable
+ * (DATABASE_URL), the secondary NAME_SECONDARY. */
+enum target_role { ROLE_PRIMARY, ROLE_SECONDARY, ROLE_COUNT };
+#define ROLE_NONE ROLE_COUNT /* no server: nothing published, or none up */
 
-	char *conninfo;       /* published value (secret), NULL before any */
-	uint64_t generation;  /* 0 before the first publish */
-	int64_t changed_wall; /* when it was published (unix seconds) */
+/*
+ * One server's value: the newest from the files (candidate), validated
+ * before it replaces the one in force (value).  Validation, backoff and
+ * give-up work the same for both servers.
+ */
+struct source {
+	struct target *target;
+	enum target_role role;
+	char *var;            /* env name */
+	bool defined;         /* some layer defines var (non-empty) */
 
-	char *candidate;      /* latest value from the files, if unpublished */
+	char *value;          /* validated, in force (secret); NULL before */
+	bool value_standby;   /* in recovery when it was validated */
+	uint64_t accepted_seq; /* evaluation that set value */
+
+	char *candidate;      /* newest from the files, if not in force */
 	enum target_state state;
 	char *error;          /* last failure, masked */
 	struct probe *probe;
@@ -76,10 +88,48 @@ struct target {
 	unsigned attempts;
 	bool gave_up;         /* auth failures: no retry until a change */
 	uint64_t value_seq;   /* evaluation that set the candidate or unset */
-	uint64_t published_seq; /* evaluation that set the published value */
 	int64_t validated_us; /* duration of the last successful probe */
+
+	struct health *health; /* while failover is on and value is set */
+	bool switch_failed;   /* a switch to it failed since its last good
+			       * check */
+};
+
+/* A request (failover, failback) answered when its switch is done. */
+struct target_request {
+	bool pending;
+	uint64_t client;      /* server.c's serial of the client */
+	bool has_id;
+	uint64_t id;
+};
+
+struct target {
+	struct agent *agent;
+	char *name;
+	struct source src[ROLE_COUNT];
+
+	/* What subscribers got last. */
+	char *conninfo;       /* published value (secret), NULL before any */
+	uint64_t generation;  /* 0 before the first publish */
+	enum target_role current; /* the server conninfo is for, or none */
+	bool standby;         /* that server was in recovery */
+	const char *reason;   /* of the last publish (static string) */
+	int64_t changed_wall; /* when it was published (unix seconds) */
+	uint64_t published_seq; /* evaluation that set the published value */
 	int64_t published_us; /* now_us() at the last publish */
 	uint64_t all_acked;   /* last generation every subscriber acked */
+
+	/* Failover (failover.c). */
+	struct loop_timer *evaluate; /* decisions run from the loop */
+	struct probe *switch_probe;  /* validating the server to switch to */
+	enum target_role switch_to;
+	const char *switch_reason;
+	int64_t switch_started_us;
+	bool held;            /* manual failover: no automatic failback */
+	uint64_t failovers;   /* switches away from the primary */
+	int64_t last_failover_wall;
+	char *failover_error; /* last failed check or switch, masked */
+	struct target_request request;
 
 	char *setting_vars[SETTING_COUNT]; /* env names, DATABASE_POOL_MAX.. */
 	struct target_settings settings;   /* last good set, in force */
@@ -89,11 +139,20 @@ struct target {
 int target_new(struct agent *a, const char *name, struct target **out);
 void target_free(struct target *t);
 
-/* Feeds the target its current value from the layers (NULL: undefined). */
-void target_set_value(struct target *t, const char *value);
+/* Feeds the target its current values from the layers: the primary's and
+ * the secondary's. */
+void target_set_values(struct target *t);
 
-/* Forgets a failed candidate's backoff and probes it again now. */
+/* Forgets failed candidates' backoff and probes them again now. */
 void target_retry_now(struct target *t);
+
+/* Publishes src[role]'s value (or, for ROLE_NONE, that no server is
+ * available) as a new generation, with reason; standby says whether that
+ * server is in recovery. */
+void target_publish(struct target *t, enum target_role role,
+		    const char *reason, bool standby);
+
+const char *target_role_name(enum target_role role);
 
 const char *target_state_name(enum target_state state);
 

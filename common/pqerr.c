@@ -20,10 +20,13 @@ void pqerr_line(const char *raw, char *out, size_t size, char sqlstate[6])
 				o += 2;
 			}
 			for (size_t i = 0; i < len && o + 1 < size; i++) {
-				/* collapse "FATAL:  " double spaces */
-				if (line[i] == ' ' && o > 0 && out[o - 1] == ' ')
+				/* A tab indents libpq's hints: a blank, and
+				 * "FATAL:  " double blanks collapse. */
+				char ch = line[i] == '\t' ? ' ' : line[i];
+				if (ch == ' ' && (o == 0 || out[o - 1] == ' ' ||
+						  out[o - 1] == ';'))
 					continue;
-				out[o++] = line[i];
+				out[o++] = ch;
 			}
 		}
 		line = nl ? nl + 1 : NULL;

@@ -86,6 +86,14 @@ char *xstrdup(const char *s);
  * a secret (conninfo, env file text). */
 void free_secret(char *s);
 
+/* Reads a decimal number with no sign, blank or other character, within
+ * [min, max] (max far below UINT64_MAX / 10).  Returns 0 or -EINVAL. */
+int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+
+/* Appends a "; "-separated reason to the string in buf (size bytes).  A
+ * long list is cut, not lost: the first reasons are the ones that count. */
+void append_reason(char *buf, size_t size, const char *fmt, ...) PRINTF(3, 4);
+
 /* Exponential backoff with full jitter: a delay in [base/2, base] where base
  * is min(first << attempt, max).  attempt counts from 0. */
 int64_t backoff_ms(unsigned attempt, int64_t first, int64_t max);

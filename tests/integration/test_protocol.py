@@ -170,15 +170,45 @@ class Protocol(ClusterTest):
         c = self.hello()
         st = c.status()
         self.assertEqual(set(st['agent']),
-                         {'version', 'pid', 'uptime_ms', 'clients'})
+                         {'version', 'pid', 'uptime_ms', 'clients',
+                          'failover_settings', 'failover_settings_error'})
+        self.assertEqual(st['agent']['failover_settings'],
+                         {'health_check_interval_ms': 30000,
+                          'connection_timeout_ms': 5000,
+                          'failure_threshold': 3,
+                          'primary_retry_interval_ms': 120000})
+        self.assertIsNone(st['agent']['failover_settings_error'])
         t = st['targets'][0]
         self.assertEqual(set(t), {'name', 'generation', 'valid', 'conninfo',
                                   'state', 'error', 'changed', 'subscribers',
                                   'acked', 'lagging', 'attempts', 'gave_up',
                                   'value_seq', 'published_seq', 'settings',
-                                  'settings_error'})
+                                  'settings_error', 'failover', 'servers'})
         self.assertEqual(t['settings'], NO_SETTINGS)
         self.assertIsNone(t['settings_error'])
+        # No secondary: failover off, and status says how to turn it on.
+        fo = t['failover']
+        self.assertEqual(set(fo), {'enabled', 'hint', 'current', 'standby',
+                                   'failover_available', 'held',
+                                   'failure_count', 'failovers',
+                                   'last_failover', 'seconds_since_failover',
+                                   'last_error'})
+        self.assertEqual((fo['enabled'], fo['current'], fo['failovers']),
+                         (False, 'primary', 0))
+        self.assertIn('DATABASE_URL_SECONDARY', fo['hint'])
+        self.assertEqual(len(t['servers']), 1)
+        srv = t['servers'][0]
+        self.assertEqual(set(srv), {'role', 'var', 'conninfo', 'state',
+                                    'error', 'attempts', 'gave_up',
+                                    'value_seq', 'accepted_seq', 'health',
+                                    'failures', 'checks', 'rtt_us',
+                                    'in_recovery', 'last_check', 'down_since',
+                                    'health_error'})
+        self.assertEqual((srv['role'], srv['var'], srv['health'],
+                          srv['state']),
+                         ('primary', 'DATABASE_URL', 'off', 'ok'))
+        self.assertEqual(srv['conninfo'], t['conninfo'])
+        self.assertEqual(srv['accepted_seq'], t['published_seq'])
         f = st['files'][0]
         self.assertEqual(set(f), {'path', 'state', 'error', 'entries',
                                   'encryption', 'identity', 'seq'})

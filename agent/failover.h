@@ -1,0 +1,69 @@
+/*
+ * Failover: which of a target's two servers its subscribers use.
+ *
+ * With a secondary configured (NAME_SECONDARY), each server with a
+ * validated value has a health monitor (health.h).  When the server in
+ * use goes down, the other is validated with a new connection and
+ * published (reason "failover"); if it is down too, subscribers are told
+ * that no server is available ("unavailable").  While on the secondary,
+ * the primary is retried every DB_PRIMARY_RETRY_INTERVAL and taken back
+ * ("failback") once it has passed DB_FAILURE_THRESHOLD checks in a row and
+ * is not in recovery.  dbswapctl failover and failback switch by hand
+ * ("manual"); a manual failover holds the target on the secondary.
+ *
+ * Every decision runs from a zero-delay timer (failover_changed()), never
+ * inside the callbacks that report a change, so that monitors can be
+ * created and freed while deciding.
+ */
+#ifndef DBSWAP_AGENT_FAILOVER_H
+#define DBSWAP_AGENT_FAILOVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "target.h"
+
+struct agent;
+
+/* The failover settings' env names and defaults. */
+#define FAILOVER_DEFAULT_INTERVAL_MS 30000
+#define FAILOVER_DEFAULT_TIMEOUT_MS 5000
+#define FAILOVER_DEFAULT_THRESHOLD 3
+#define FAILOVER_DEFAULT_RETRY_MS 120000
+
+/* Sets a->failover to the defaults. */
+void failover_config_init(struct agent *a);
+
+/* Re-reads DB_HEALTH_CHECK_INTERVAL, DB_CONNECTION_TIMEOUT,
+ * DB_FAILURE_THRESHOLD and DB_PRIMARY_RETRY_INTERVAL from the layers.  A
+ * valid set that differs replaces the one in force at once; an invalid
+ * one is refused whole (logged, and kept in a->failover_error). */
+void failover_update_settings(struct agent *a);
+
+int failover_init(struct target *t);
+void failover_fini(struct target *t);
+
+/* Something that failover depends on changed for t: decide soon. */
+void failover_changed(struct target *t);
+
+/* dbswapctl failover (role secondary) or failback (role primary): answers
+ * req through the server when the switch is done or refused. */
+void failover_request(struct target *t, enum target_role role,
+		      const struct target_request *req);
+
+/* dbswapctl reconnect: re-opens t's monitor connections and publishes its
+ * value again (reason "reconnect").  Returns the generation published, or
+ * 0 when there was nothing to publish. */
+uint64_t failover_reconnect(struct target *t);
+
+/* A secondary is configured. */
+bool failover_enabled(const struct target *t);
+
+/* The server not in use could be switched to now. */
+bool failover_available(const struct target *t);
+
+/* The health whose failures status counts: the server in use, or the
+ * primary when there is none.  NULL when not monitored. */
+const struct health *failover_watched(const struct target *t);
+
+#endif

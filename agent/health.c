@@ -1,0 +1,433 @@
+/*
+ * Server health: the monitor connection and the checks; see health.h.
+ *
+ * Each check in flight has a slot in checks[]; a slot is its probe's
+ * callback data, so the callback knows which one finished.  The owner's
+ * callback runs last in every path and must not free the health (target.c
+ * defers all its decisions to a timer).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "common/log.h"
+#include "common/loop.h"
+#include "common/mask.h"
+#include "common/pqerr.h"
+#include "common/util.h"
+#include "health.h"
+#include "probe.h"
+
+struct health_check {
+	struct health *h;
+	struct probe *probe;
+	bool busy;
+	bool on_conn; /* runs on the monitor connection */
+};
+
+/* The slots live beside the public struct, which health.h keeps free of
+ * probe internals. */
+struct health_private {
+	struct health pub;
+	struct health_check checks[HEALTH_INFLIGHT_MAX];
+};
+
+#define PRIV(h) ((struct health_private *)(h))
+
+const char *health_state_name(enum health_state state)
+{
+	switch (state) {
+	case HEALTH_UNKNOWN: return "unknown";
+	case HEALTH_UP: return "up";
+	case HEALTH_SUSPECT: return "suspect";
+	case HEALTH_DOWN: return "down";
+	case HEALTH_RECOVERING: return "recovering";
+	}
+	return "unknown";
+}
+
+static unsigned health_inflight(struct health *h)
+{
+	unsigned n = 0;
+
+	for (int i = 0; i < HEALTH_INFLIGHT_MAX; i++)
+		n += PRIV(h)->checks[i].busy;
+	return n;
+}
+
+static void health_cancel_checks(struct health *h)
+{
+	for (int i = 0; i < HEALTH_INFLIGHT_MAX; i++) {
+		struct health_check *c = &PRIV(h)->checks[i];
+		if (!c->busy)
+			continue;
+		probe_cancel(c->probe);
+		c->probe = NULL;
+		c->busy = false;
+	}
+}
+
+static void health_drop_conn(struct health *h)
+{
+	loop_remove_fd(h->src);
+	h->src = NULL;
+	if (h->conn)
+		PQfinish(h->conn);
+	h->conn = NULL;
+}
+
+static void health_check_done(const struct probe_result *res, void *data);
+static void health_idle_event(struct loop_source *s, uint32_t events,
+			      void *data);
+
+static void health_start_check(struct health *h)
+{
+	struct probe_opts o = {
+		.conninfo = h->conninfo,
+		.timeout_ms = (int)h->cfg->timeout_ms,
+		.keep = true,
+		.keepalive_ms = (int)h->cfg->timeout_ms,
+	};
+	struct health_check *c = NULL;
+	int r;
+
+	for (int i = 0; i < HEALTH_INFLIGHT_MAX && !c; i++)
+		if (!PRIV(h)->checks[i].busy)
+			c = &PRIV(h)->checks[i];
+	if (!c)
+		return;
+	h->last_start_ms = now_ms();
+	if (h->state == HEALTH_DOWN)
+		h->down_attempts++;
+	c->on_conn = h->conn != NULL;
+	if (c->on_conn) {
+		/* The probe takes the idle connection over for the check. */
+		loop_remove_fd(h->src);
+		h->src = NULL;
+		o.conn = h->conn;
+		h->conn = NULL;
+	}
+	c->busy = true;
+	/* The probe may finish before it returns (the callback then clears
+	 * the slot, and may even reuse it): c is not touched after. */
+	r = probe_start(h->loop, &o, health_check_done, c, &c->probe);
+	if (r < 0) {
+		c->busy = false;
+		log_error("%s: cannot start a check: %s", h->label,
+			  strerror(-r));
+	}
+}
+
+static int64_t health_down_delay(const struct health *h)
+{
+	int64_t d = HEALTH_CONFIRM_MS;
+
+	if (h->down_retry_ms > 0)
+		return h->down_retry_ms;
+	for (unsigned i = 1; i < h->down_attempts && d < h->cfg->interval_ms; i++)
+		d *= 2;
+	return MIN(d, h->cfg->interval_ms);
+}
+
+/* When the next check is due (now_ms() clock), or -1 while the checks in
+ * flight must finish first. */
+static int64_t health_next(struct health *h)
+{
+	int64_t confirm = MIN(HEALTH_CONFIRM_MS, h->cfg->interval_ms);
+	unsigned n = health_inflight(h);
+
+	switch (h->state) {
+	case HEALTH_UNKNOWN:
+		return n > 0 ? -1 : h->last_start_ms + confirm;
+	case HEALTH_UP:
+	case HEALTH_RECOVERING:
+		return n > 0 ? -1 : h->last_start_ms + h->cfg->interval_ms;
+	case HEALTH_SUSPECT:
+		/* Enough in flight to reach the threshold: wait for them. */
+		if (h->failures + n >= h->cfg->threshold ||
+		    n >= HEALTH_INFLIGHT_MAX)
+			return -1;
+		return h->last_start_ms + confirm;
+	case HEALTH_DOWN:
+		break;
+	}
+	return n > 0 ? -1 : h->last_start_ms + health_down_delay(h);
+}
+
+/* Starts the checks that are due and arms the timer for the next one.
+ * Each start moves last_start_ms to now, so this ends within a few
+ * rounds. */
+static void health_plan(struct health *h)
+{
+	loop_timer_disarm(h->timer);
+	for (int i = 0; i <= HEALTH_INFLIGHT_MAX; i++) {
+		int64_t at = health_next(h);
+		if (at < 0)
+			return;
+		if (at > now_ms()) {
+			loop_timer_arm(h->timer, at);
+			return;
+		}
+		health_start_check(h);
+	}
+}
+
+static void health_timer_fire(struct loop_timer *t, void *data)
+{
+	health_plan(data);
+}
+
+static void health_passed(struct health *h, const struct probe_result *res)
+{
+	unsigned failed = h->failures;
+
+	h->rtt_us = res->elapsed_us;
+	h->in_recovery = res->in_recovery;
+	h->failures = 0;
+	h->successes++;
+	h->down_attempts = 0;
+	h->auth_failed = false;
+	switch (h->state) {
+	case HEALTH_UNKNOWN:
+		h->state = HEALTH_UP;
+		log_info("%s: up (%s, check took %.1f ms)", h->label,
+			 res->in_recovery ? "in recovery: a standby"
+					  : "not in recovery",
+			 res->elapsed_us / 1000.0);
+		break;
+	case HEALTH_UP:
+		break;
+	case HEALTH_SUSPECT:
+		h->state = HEALTH_UP;
+		log_info("%s: answers again after %u failed check(s)", h->label,
+			 failed);
+		break;
+	case HEALTH_DOWN:
+	case HEALTH_RECOVERING:
+		if (h->successes < h->cfg->threshold) {
+			if (h->state == HEALTH_DOWN)
+				log_info("%s: answers again; up after %u more "
+					 "good check(s), %lld ms apart",
+					 h->label,
+					 h->cfg->threshold - h->successes,
+					 (long long)h->cfg->interval_ms);
+			h->state = HEALTH_RECOVERING;
+			break;
+		}
+		h->state = HEALTH_UP;
+		log_info("%s: back after %lld s (%u good checks in a row)",
+			 h->label,
+			 (long long)((now_us() - h->down_since_us) / 1000000),
+			 h->successes);
+		h->down_since_wall = 0;
+		break;
+	}
+}
+
+void health_fail(struct health *h, const char *why, bool auth)
+{
+	free(h->error);
+	h->error = strdup(why);
+	h->auth_failed = auth;
+	h->successes = 0;
+	if (h->failures++ == 0)
+		h->first_failure_us = now_us();
+	switch (h->state) {
+	case HEALTH_UNKNOWN:
+	case HEALTH_UP:
+	case HEALTH_SUSPECT:
+		if (h->failures < h->cfg->threshold) {
+			h->state = HEALTH_SUSPECT;
+			log_warning("%s: check failed (%u of %u): %s", h->label,
+				    h->failures, h->cfg->threshold, why);
+			break;
+		}
+		h->state = HEALTH_DOWN;
+		h->down_since_us = now_us();
+		h->down_since_wall = wall_s();
+		h->down_attempts = 0;
+		log_error("%s: down after %u failed check(s) in %lld ms: %s",
+			  h->label, h->failures,
+			  (long long)((now_us() - h->first_failure_us) / 1000),
+			  why);
+		break;
+	case HEALTH_RECOVERING:
+		h->state = HEALTH_DOWN;
+		log_warning("%s: failed again while recovering: %s", h->label,
+			    why);
+		break;
+	case HEALTH_DOWN:
+		log_debug("%s: still down: %s", h->label, why);
+		break;
+	}
+}
+
+static void health_watch_conn(struct health *h, PGconn *conn)
+{
+	if (h->conn || loop_add_fd(h->loop, PQsocket(conn), EPOLLIN | EPOLLRDHUP,
+				   health_idle_event, h, &h->src) < 0) {
+		PQfinish(conn);
+		return;
+	}
+	h->conn = conn;
+}
+
+static void health_check_done(const struct probe_result *res, void *data)
+{
+	struct health_check *c = data;
+	struct health *h = c->h;
+
+	c->busy = false;
+	c->probe = NULL;
+	h->checks++;
+	h->last_check_wall = wall_s();
+	if (res->ok) {
+		/* The others in flight are moot now. */
+		health_cancel_checks(h);
+		health_passed(h, res);
+		health_watch_conn(h, res->conn);
+	} else {
+		health_fail(h, res->error, res->auth_failed);
+	}
+	health_plan(h);
+	h->fn(h, h->data);
+}
+
+/* The idle monitor connection became readable: a notice, or the server
+ * going away. */
+static void health_idle_event(struct loop_source *s, uint32_t events,
+			      void *data)
+{
+	struct health *h = data;
+	char line[512], sqlstate[6];
+	PGnotify *n;
+
+	if (PQconsumeInput(h->conn) && PQstatus(h->conn) == CONNECTION_OK) {
+		while ((n = PQnotifies(h->conn)))
+			PQfreemem(n);
+		return;
+	}
+	pqerr_line(PQerrorMessage(h->conn), line, sizeof(line), sqlstate);
+	health_drop_conn(h);
+	log_warning("%s: monitor connection lost (%s); checking now", h->label,
+		    line);
+	/* Only a failure of this fresh check counts. */
+	if (health_inflight(h) == 0)
+		health_start_check(h);
+}
+
+/* "NAME: role masked-conninfo", the start of every log line. */
+static int health_set_label(struct health *h)
+{
+	char *masked = mask_conninfo(h->conninfo), *label;
+	size_t n;
+
+	if (!masked)
+		return -ENOMEM;
+	n = strlen(h->name) + strlen(h->role) + strlen(masked) + 4;
+	label = malloc(n);
+	if (label) {
+		snprintf(label, n, "%s: %s %s", h->name, h->role, masked);
+		free(h->label);
+		h->label = label;
+	}
+	free(masked);
+	return label ? 0 : -ENOMEM;
+}
+
+int health_new(struct loop *loop, const struct health_config *cfg,
+	       const char *name, const char *role, const char *conninfo,
+	       bool start_down, health_fn *fn, void *data,
+	       struct health **out)
+{
+	struct health_private *hp = zalloc(sizeof(*hp));
+	struct health *h = &hp->pub;
+
+	if (!hp)
+		return -ENOMEM;
+	for (int i = 0; i < HEALTH_INFLIGHT_MAX; i++)
+		hp->checks[i].h = h;
+	h->loop = loop;
+	h->cfg = cfg;
+	h->fn = fn;
+	h->data = data;
+	h->rtt_us = -1;
+	h->in_recovery = -1;
+	h->role = role;
+	h->name = strdup(name);
+	h->conninfo = strdup(conninfo);
+	h->timer = loop_timer_new(loop, health_timer_fire, h);
+	if (!h->name || !h->conninfo || !h->timer || health_set_label(h) < 0) {
+		health_free(h);
+		return -ENOMEM;
+	}
+	if (start_down) {
+		h->state = HEALTH_DOWN;
+		h->failures = cfg->threshold;
+		h->down_since_us = h->first_failure_us = now_us();
+		h->down_since_wall = wall_s();
+	}
+	*out = h;
+	/* The first check: at once for an unknown server, after the down
+	 * delay for one known to have failed. */
+	h->last_start_ms = start_down ? now_ms() : 0;
+	health_plan(h);
+	return 0;
+}
+
+void health_free(struct health *h)
+{
+	if (!h)
+		return;
+	health_cancel_checks(h);
+	health_drop_conn(h);
+	loop_timer_free(h->timer);
+	free_secret(h->conninfo);
+	free(h->label);
+	free(h->name);
+	free(h->error);
+	free(PRIV(h));
+}
+
+int health_set_conninfo(struct health *h, const char *conninfo)
+{
+	char *copy;
+
+	if (streq(conninfo, h->conninfo))
+		return 0;
+	copy = strdup(conninfo);
+	if (!copy)
+		return -ENOMEM;
+	free_secret(h->conninfo);
+	h->conninfo = copy;
+	if (health_set_label(h) < 0)
+		return -ENOMEM;
+	health_reconnect(h);
+	return 0;
+}
+
+void health_reconnect(struct health *h)
+{
+	health_cancel_checks(h);
+	health_drop_conn(h);
+	/* Due now, whatever the state. */
+	h->last_start_ms = 0;
+	health_start_check(h);
+	health_plan(h);
+}
+
+void health_set_down_retry(struct health *h, int64_t ms)
+{
+	if (h->down_retry_ms == ms)
+		return;
+	/* From the slow primary retry to backoff: the server is needed
+	 * now, so the backoff starts over. */
+	if (ms == 0)
+		h->down_attempts = 0;
+	h->down_retry_ms = ms;
+	health_plan(h);
+}
+
+void health_reschedule(struct health *h)
+{
+	health_plan(h);
+}

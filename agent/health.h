@@ -1,0 +1,134 @@
+/*
+ * The health of one database server, for failover: a monitor connection
+ * kept open in the agent's event loop, checks on it, and the count of
+ * consecutive failures and successes that turns into a state.
+ *
+ * A check is PROBE_QUERY (SELECT pg_is_in_recovery()) bounded by the
+ * connection timeout: on the idle monitor connection every check
+ * interval, or on a fresh connection when there is none.  A server that
+ * dies closes the monitor connection, which the loop sees at once: a
+ * fresh check runs immediately, and only its failure counts (a single
+ * dropped connection is not an outage).  After a failure, checks repeat
+ * every HEALTH_CONFIRM_MS on fresh connections, several in flight when
+ * they hang, until the server answers or reaches the failure threshold:
+ * then it is down.  A down server is retried at the owner's pace; once it
+ * answers it must pass `threshold` checks in a row, one check interval
+ * apart, to be up again.
+ *
+ * The owner (target.c) hears of every finished check through its callback
+ * and decides what to switch; this module only observes.
+ */
+#ifndef DBSWAP_AGENT_HEALTH_H
+#define DBSWAP_AGENT_HEALTH_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct loop;
+struct loop_source;
+struct loop_timer;
+
+/* Pause between the checks that confirm a failure: short, so that a dead
+ * server is left in about threshold x this, not threshold x the check
+ * interval; long enough that a server restarting in a few hundred ms is
+ * not given up on after one refused connection. */
+#define HEALTH_CONFIRM_MS 250
+
+/* Checks in flight at once while confirming a failure (they overlap only
+ * when each hangs until the connection timeout). */
+#define HEALTH_INFLIGHT_MAX 4
+
+/* The settings every server's health follows (from the env files:
+ * DB_HEALTH_CHECK_INTERVAL and so on; see agent.h). */
+struct health_config {
+	int64_t interval_ms;
+	int64_t timeout_ms;
+	unsigned threshold;
+	int64_t retry_ms;
+};
+
+enum health_state {
+	HEALTH_UNKNOWN,    /* not checked yet */
+	HEALTH_UP,         /* the last check passed */
+	HEALTH_SUSPECT,    /* failed checks, fewer than the threshold */
+	HEALTH_DOWN,       /* threshold failed checks in a row */
+	HEALTH_RECOVERING, /* was down, now passing checks, not enough yet */
+};
+
+struct health;
+
+/* Called after every finished check, and after health_fail(). */
+typedef void health_fn(struct health *h, void *data);
+
+struct health {
+	/* Read by the owner and status. */
+	enum health_state state;
+	unsigned failures;    /* in a row */
+	unsigned successes;   /* in a row */
+	uint64_t checks;      /* finished, since start */
+	int64_t rtt_us;       /* of the last good check; -1 before any */
+	int in_recovery;      /* -1 unknown, else what the last good check said */
+	bool auth_failed;     /* the last failure was an authentication error */
+	int64_t last_check_wall;   /* unix seconds; 0 before any */
+	int64_t down_since_wall;   /* unix seconds, while down or recovering */
+	int64_t first_failure_us;  /* now_us() of the first failure in a row */
+	int64_t down_since_us;     /* now_us() when it went down */
+	char *error;          /* the last failure, masked; NULL before any */
+
+	/* Private. */
+	struct loop *loop;
+	const struct health_config *cfg;
+	char *name;           /* the target's */
+	const char *role;     /* "primary" or "secondary" (static) */
+	char *label;          /* "DATABASE_URL: primary postgresql://...:****@..." */
+	char *conninfo;       /* secret */
+	PGconn *conn;         /* the idle monitor connection */
+	struct loop_source *src;
+	struct loop_timer *timer;
+	int64_t last_start_ms;
+	unsigned down_attempts;
+	int64_t down_retry_ms; /* 0: backoff up to the check interval */
+	health_fn *fn;
+	void *data;
+};
+
+/* Starts watching the server at conninfo (a check runs at once).  role
+ * (a static string) names it in log lines after name: "DATABASE_URL",
+ * "primary".  A server
+ * known to have failed starts down (it must then pass threshold checks to
+ * be up).  Returns 0 or -ENOMEM. */
+int health_new(struct loop *loop, const struct health_config *cfg,
+	       const char *name, const char *role, const char *conninfo,
+	       bool start_down, health_fn *fn, void *data,
+	       struct health **out);
+void health_free(struct health *h);
+
+/* A new value for the server (a rotation): the monitor connection is
+ * re-opened with it, the counts stay.  Returns 0 or -ENOMEM. */
+int health_set_conninfo(struct health *h, const char *conninfo);
+
+/* Drops the monitor connection and checks again now. */
+void health_reconnect(struct health *h);
+
+/* How often to retry while down; 0: backoff from HEALTH_CONFIRM_MS up to
+ * the check interval. */
+void health_set_down_retry(struct health *h, int64_t ms);
+
+/* The settings changed: re-plans the next check. */
+void health_reschedule(struct health *h);
+
+/* Counts a failure seen by the owner (a switch to this server failed its
+ * validation), as if a check had failed with why. */
+void health_fail(struct health *h, const char *why, bool auth);
+
+/* "up", "suspect", ... as in status. */
+const char *health_state_name(enum health_state state);
+
+/* A check passed last and none failed since. */
+static inline bool health_answers(const struct health *h)
+{
+	return h && h->failures == 0 && h->successes > 0;
+}
+
+#endif
