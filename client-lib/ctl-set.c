@@ -17,7 +17,15 @@
  * How --wait knows what its write caused: it notes the identity (device,
  * inode, size, mtime) of the file it renamed into place, finds the env
  * file the agent read with that identity and the evaluation number of that
- * read, and follows the targets whose value that evaluation set.
+ * read, and follows the values that evaluation set: each server entry of a
+ * target (its primary, DATABASE_URL, and secondary, DATABASE_URL_SECONDARY)
+ * whose value_seq is that number, or the target itself for an agent
+ * without failover.  A value for the server in use goes out as a new
+ * generation and is followed until every subscriber acked it; one for the
+ * other server is done once validated, since no app uses it yet.
+ *
+ * Waiting for acks (ctl_wait_acks and friends) is shared with failover,
+ * failback and reconnect --wait.
  */
 #include <fcntl.h>
 #include <libgen.h>
@@ -35,8 +43,6 @@
 #include "common/util.h"
 #include "ctl.h"
 
-/* Default and longest wait for --wait. */
-#define SET_WAIT_DEFAULT_S 30
 /* Status polling while waiting: small next to a ~20 ms rotation. */
 #define SET_POLL_MS 5
 /* Failed validations after which --wait calls a value rejected (the agent
@@ -45,6 +51,8 @@
 /* How long --wait looks for its write among the agent's files before it
  * concludes that the agent does not watch the file at all. */
 #define SET_FIND_FILE_MS 2000
+/* Server entries per target: a primary and a secondary (PROTOCOL.md). */
+#define SET_SERVERS_MAX 2
 
 struct set_opts {
 	const char *file;
@@ -98,7 +106,9 @@ static char *read_secret_line(const char *name)
 
 static int parse_set_args(int argc, char **argv, struct set_opts *o)
 {
-	o->wait_s = SET_WAIT_DEFAULT_S;
+	int r;
+
+	o->wait_s = CTL_WAIT_DEFAULT_S;
 	o->changes = calloc((size_t)argc + 1, sizeof(*o->changes));
 	o->owned = calloc((size_t)argc + 1, sizeof(*o->owned));
 	if (!o->changes || !o->owned)
@@ -115,17 +125,10 @@ static int parse_set_args(int argc, char **argv, struct set_opts *o)
 			o->key = a + 6;
 		} else if (streq(a, "--encrypt-values")) {
 			o->encrypt_values = true;
-		} else if (streq(a, "--wait")) {
-			o->wait = true;
-		} else if (strncmp(a, "--wait=", 7) == 0) {
-			char *end;
-			o->wait = true;
-			o->wait_s = (int)strtol(a + 7, &end, 10);
-			if (*end || o->wait_s <= 0) {
-				fprintf(stderr, "dbswapctl set: --wait=%s: not "
-						"a number of seconds\n", a + 7);
-				return -EINVAL;
-			}
+		} else if ((r = ctl_wait_arg("set", a, &o->wait,
+					     &o->wait_s)) != 0) {
+			if (r < 0)
+				return r;
 		} else if (a[0] == '-' && a[1] == '-') {
 			fprintf(stderr, "dbswapctl set: unknown option %s\n", a);
 			return -EINVAL;
@@ -346,12 +349,148 @@ static int encrypt_changes(struct set_opts *o, const char *text, size_t len,
 	return 0;
 }
 
-/* Status polling for --wait. */
+/* --wait, for set and the switch commands */
+
+int ctl_wait_arg(const char *cmd, const char *arg, bool *wait, int *wait_s)
+{
+	char *end;
+	long v;
+
+	if (streq(arg, "--wait")) {
+		*wait = true;
+		return 1;
+	}
+	if (strncmp(arg, "--wait=", 7) != 0)
+		return 0;
+	errno = 0;
+	v = strtol(arg + 7, &end, 10);
+	/* A day is beyond any rotation; the bound keeps the ms product sane. */
+	if (*end || end == arg + 7 || v <= 0 || v > 86400 || errno) {
+		fprintf(stderr, "dbswapctl %s: --wait=%s: not a number of "
+				"seconds\n", cmd, arg + 7);
+		return -EINVAL;
+	}
+	*wait = true;
+	*wait_s = (int)v;
+	return 1;
+}
+
+/* Waiting for acks */
+
+const msgpack_object *ctl_find_target(const msgpack_object *st,
+				      const char *name)
+{
+	const msgpack_object *targets = ctl_array(st, "targets");
+	char buf[IPC_NAME_MAX + 1];
+
+	for (uint32_t i = 0; targets && i < targets->via.array.size; i++)
+		if (ctl_str(&targets->via.array.ptr[i], "name", buf,
+			    sizeof(buf)) &&
+		    streq(buf, name))
+			return &targets->via.array.ptr[i];
+	return NULL;
+}
+
+void ctl_acks_init(struct ctl_acks *a, const char *target,
+		   long long generation)
+{
+	*a = (struct ctl_acks){
+		.generation = generation,
+		.shown_acked = -1,
+		.shown_subs = -1,
+	};
+	snprintf(a->target, sizeof(a->target), "%s", target);
+}
+
+bool ctl_acks_follow(struct ctl_acks *a, const msgpack_object *t)
+{
+	long long gen = ctl_int(t, "generation");
+	long long subs = ctl_int(t, "subscribers");
+	/* acked counts the current generation: an older one counts none */
+	long long acked = gen >= a->generation ? ctl_int(t, "acked") : 0;
+
+	if (acked != a->shown_acked || subs != a->shown_subs) {
+		printf("%s: %lld of %lld subscriber(s) acked generation %lld\n",
+		       a->target, acked, subs, gen);
+		a->shown_acked = acked;
+		a->shown_subs = subs;
+	}
+	fflush(stdout);
+	return acked >= subs;
+}
+
+void ctl_acks_report(const struct ctl_acks *a, const msgpack_object *t)
+{
+	const msgpack_object *lag = ctl_array(t, "lagging");
+	char name[IPC_NAME_MAX + 1];
+
+	fprintf(stderr, " %s generation %lld acked by %lld of %lld; waiting "
+			"for",
+		a->target, a->generation, a->shown_acked, a->shown_subs);
+	for (uint32_t j = 0; lag && j < lag->via.array.size; j++) {
+		const msgpack_object *l = &lag->via.array.ptr[j];
+		fprintf(stderr, "%s pid %lld (%s)", j ? "," : "",
+			ctl_int(l, "pid"),
+			ctl_str(l, "name", name, sizeof(name)) ? name : "?");
+	}
+}
+
+int ctl_wait_acks(dbswap_client *c, const char *cmd, const char *target,
+		  long long generation, int wait_s)
+{
+	int64_t deadline = now_ms() + wait_s * 1000LL;
+	struct ctl_acks a;
+	struct ipc_msg st;
+	int ret;
+
+	ctl_acks_init(&a, target, generation);
+	for (;;) {
+		ctl_call(c, IPC_STATUS, &st);
+		const msgpack_object *t = ctl_find_target(&st.root.data, target);
+		if (!t) {
+			fprintf(stderr, "dbswapctl %s: the agent no longer has "
+					"a target %s\n", cmd, target);
+			ret = EXIT_REFUSED;
+			break;
+		}
+		if (ctl_acks_follow(&a, t)) {
+			printf("done: every subscriber uses generation %lld or "
+			       "newer\n", generation);
+			ret = EXIT_SUCCESS;
+			break;
+		}
+		if (now_ms() >= deadline) {
+			fprintf(stderr, "dbswapctl %s: timed out after %d s:",
+				cmd, wait_s);
+			ctl_acks_report(&a, t);
+			fputc('\n', stderr);
+			ret = EXIT_TIMEOUT;
+			break;
+		}
+		ipc_msg_fini(&st);
+		poll(NULL, 0, SET_POLL_MS);
+	}
+	ipc_msg_fini(&st);
+	return ret;
+}
+
+/* Following a write with set --wait */
+
+/* A server entry of a target whose newest value our write set. */
+struct tracked_server {
+	char var[IPC_NAME_MAX + 1]; /* its env variable, the entry's key */
+	bool validated;
+	bool standby; /* validated for the server not in use: nothing to ack */
+};
 
 struct tracked {
-	char name[IPC_NAME_MAX + 1];
-	long long generation; /* published for our write; -1 before */
-	long long shown_acked, shown_subs;
+	/* .target is the target's name; .generation is the one published
+	 * for our write, -1 before */
+	struct ctl_acks acks;
+	/* none for an agent without failover: the target's own fields are
+	 * followed then */
+	struct tracked_server servers[SET_SERVERS_MAX];
+	size_t n_servers;
 	bool done;
 };
 
@@ -408,77 +547,194 @@ static bool agent_watches(const msgpack_object *st, const char *file)
 	return found;
 }
 
-static const msgpack_object *find_target(const msgpack_object *st,
-					 const char *name)
+static const msgpack_object *find_server(const msgpack_object *t,
+					 const char *var)
 {
-	const msgpack_object *targets = ctl_array(st, "targets");
+	const msgpack_object *servers = ctl_array(t, "servers");
 	char buf[IPC_NAME_MAX + 1];
 
-	for (uint32_t i = 0; targets && i < targets->via.array.size; i++)
-		if (ctl_str(&targets->via.array.ptr[i], "name", buf,
+	for (uint32_t i = 0; servers && i < servers->via.array.size; i++)
+		if (ctl_str(&servers->via.array.ptr[i], "var", buf,
 			    sizeof(buf)) &&
-		    streq(buf, name))
-			return &targets->via.array.ptr[i];
+		    streq(buf, var))
+			return &servers->via.array.ptr[i];
 	return NULL;
 }
 
-/* Prints who has not acked, for the timeout message. */
-static void print_lagging(const msgpack_object *t)
-{
-	const msgpack_object *lag = ctl_array(t, "lagging");
-	char name[IPC_NAME_MAX + 1];
-
-	for (uint32_t j = 0; lag && j < lag->via.array.size; j++) {
-		const msgpack_object *l = &lag->via.array.ptr[j];
-		fprintf(stderr, "%s pid %lld (%s)", j ? "," : "",
-			ctl_int(l, "pid"),
-			ctl_str(l, "name", name, sizeof(name)) ? name : "?");
-	}
-}
-
-/* One look at a tracked target.  Returns true when it is done; exits when
- * the agent rejected its new value. */
-static bool follow_target(struct tracked *tr, const msgpack_object *t,
-			  long long seq)
+/* Exits when the newest value of v (a target, or one of its server
+ * entries: the fields are the same) is rejected: undefined, given up on,
+ * or failed often enough that waiting longer is pointless. */
+static void check_rejected(const msgpack_object *v, const char *var)
 {
 	char state[32], err[1024];
-	long long subs, acked, gen;
 
-	ctl_str(t, "state", state, sizeof(state));
-	if (ctl_int(t, "published_seq") >= seq) {
-		gen = ctl_int(t, "generation");
-		if (tr->generation < 0) {
-			tr->generation = gen;
-			printf("%s: validated, generation %lld published\n",
-			       tr->name, gen);
-		}
-		subs = ctl_int(t, "subscribers");
-		acked = gen >= tr->generation ? ctl_int(t, "acked") : 0;
-		if (acked != tr->shown_acked || subs != tr->shown_subs) {
-			printf("%s: %lld of %lld subscriber(s) acked generation "
-			       "%lld\n",
-			       tr->name, acked, subs, gen);
-			tr->shown_acked = acked;
-			tr->shown_subs = subs;
-		}
-		fflush(stdout);
-		return acked >= subs;
-	}
+	if (!ctl_str(v, "state", state, sizeof(state)))
+		state[0] = '\0';
 	if (streq(state, "unset")) {
 		fprintf(stderr, "dbswapctl set: the agent rejected the change: "
-				"%s is no longer defined\n", tr->name);
+				"%s is no longer defined\n", var);
 		exit(EXIT_REJECTED);
 	}
 	if (streq(state, "failed") &&
-	    (ctl_int(t, "gave_up") == 1 ||
-	     ctl_int(t, "attempts") >= SET_REJECT_ATTEMPTS)) {
+	    (ctl_int(v, "gave_up") == 1 ||
+	     ctl_int(v, "attempts") >= SET_REJECT_ATTEMPTS)) {
 		fprintf(stderr, "dbswapctl set: the agent rejected the new value "
 				"of %s: %s\n",
-			tr->name,
-			ctl_str(t, "error", err, sizeof(err)) ? err : state);
+			var, ctl_str(v, "error", err, sizeof(err)) ? err : state);
 		exit(EXIT_REJECTED);
 	}
-	return false;
+}
+
+/* Whether the server entry s is not the one the target's value is
+ * published for.  With no server in use (or an unknown answer) a
+ * validated value may still go out, so it is not called a standby. */
+static bool server_is_standby(const msgpack_object *t, const msgpack_object *s,
+			      char *current, size_t size)
+{
+	const msgpack_object *fo = ipc_map_get(t, "failover");
+	char role[32];
+
+	if (!ctl_str(fo, "current", current, size) ||
+	    !ctl_str(s, "role", role, sizeof(role)))
+		return false;
+	return (streq(current, "primary") || streq(current, "secondary")) &&
+	       !streq(role, current);
+}
+
+/* Prints the publication of our write once, then follows its acks. */
+static bool follow_published(struct tracked *tr, const msgpack_object *t,
+			     const char *var)
+{
+	if (tr->acks.generation < 0) {
+		tr->acks.generation = ctl_int(t, "generation");
+		printf("%s: validated, generation %lld published\n", var,
+		       tr->acks.generation);
+	}
+	return ctl_acks_follow(&tr->acks, t);
+}
+
+/* One look at a tracked target.  Returns true when it is done; exits when
+ * the agent rejected a new value of it. */
+static bool follow_target(struct tracked *tr, const msgpack_object *t,
+			  long long seq)
+{
+	const char *in_use = NULL;
+	bool pending = false;
+
+	/* published: only the acks are left, whatever the files do now */
+	if (tr->acks.generation >= 0)
+		return ctl_acks_follow(&tr->acks, t);
+	if (tr->n_servers == 0) {
+		/* an agent without failover: the target's own fields */
+		if (ctl_int(t, "published_seq") >= seq)
+			return follow_published(tr, t, tr->acks.target);
+		check_rejected(t, tr->acks.target);
+		return false;
+	}
+	for (size_t i = 0; i < tr->n_servers; i++) {
+		struct tracked_server *ts = &tr->servers[i];
+		const msgpack_object *s = find_server(t, ts->var);
+		char current[32];
+
+		if (ts->standby)
+			continue;
+		if (!s) {
+			/* the entry went away: its variable is undefined */
+			fprintf(stderr, "dbswapctl set: the agent rejected the "
+					"change: %s is no longer defined\n",
+				ts->var);
+			exit(EXIT_REJECTED);
+		}
+		if (!ts->validated && ctl_int(s, "accepted_seq") < seq) {
+			check_rejected(s, ts->var);
+			pending = true;
+			continue;
+		}
+		ts->validated = true;
+		/* Looked at until published: a switch meanwhile can make the
+		 * server in use a standby, and the value then never goes
+		 * out. */
+		if (server_is_standby(t, s, current, sizeof(current))) {
+			ts->standby = true;
+			printf("%s: validated; standby value (the target is on "
+			       "the %s), nothing to ack\n",
+			       ts->var, current);
+			fflush(stdout);
+			continue;
+		}
+		in_use = ts->var;
+	}
+	if (pending)
+		return false;
+	if (!in_use)
+		return true;
+	if (ctl_int(t, "published_seq") < seq)
+		return false;
+	return follow_published(tr, t, in_use);
+}
+
+/* The targets the read seq set a value of, into tracked; returns how
+ * many. */
+static size_t track_changes(const msgpack_object *root, long long seq,
+			    struct tracked *tracked, size_t max)
+{
+	const msgpack_object *ts = ctl_array(root, "targets");
+	size_t n = 0;
+	char name[IPC_NAME_MAX + 1];
+
+	for (uint32_t i = 0; ts && i < ts->via.array.size && n < max; i++) {
+		const msgpack_object *t = &ts->via.array.ptr[i];
+		const msgpack_object *servers = ctl_array(t, "servers");
+		struct tracked *tr = &tracked[n];
+
+		if (!ctl_str(t, "name", name, sizeof(name)))
+			continue;
+		*tr = (struct tracked){ 0 };
+		ctl_acks_init(&tr->acks, name, -1);
+		if (!servers) {
+			/* an older agent: the target's value alone */
+			if (ctl_int(t, "value_seq") == seq)
+				n++;
+			continue;
+		}
+		for (uint32_t j = 0; j < servers->via.array.size &&
+				     tr->n_servers < SET_SERVERS_MAX;
+		     j++) {
+			const msgpack_object *s = &servers->via.array.ptr[j];
+			struct tracked_server *sv = &tr->servers[tr->n_servers];
+			if (ctl_int(s, "value_seq") != seq ||
+			    !ctl_str(s, "var", sv->var, sizeof(sv->var)))
+				continue;
+			tr->n_servers++;
+		}
+		if (tr->n_servers > 0)
+			n++;
+	}
+	return n;
+}
+
+/* The timeout message's part about one target that is not done. */
+static void report_target(const struct tracked *tr, const msgpack_object *t)
+{
+	bool pending = false;
+
+	if (tr->n_servers == 0 && tr->acks.generation < 0) {
+		fprintf(stderr, " %s not validated yet", tr->acks.target);
+		return;
+	}
+	for (size_t i = 0; i < tr->n_servers; i++) {
+		if (tr->servers[i].validated)
+			continue;
+		fprintf(stderr, " %s not validated yet", tr->servers[i].var);
+		pending = true;
+	}
+	if (pending)
+		return;
+	if (tr->acks.generation < 0)
+		fprintf(stderr, " %s validated, not published yet",
+			tr->acks.target);
+	else
+		ctl_acks_report(&tr->acks, t);
 }
 
 static int wait_rotation(const char *socket, const struct set_opts *o,
@@ -506,50 +762,40 @@ static int wait_rotation(const char *socket, const struct set_opts *o,
 				exit(EXIT_REFUSED);
 			}
 			if (seq >= 0) {
-				/* The targets this read set a value of. */
-				const msgpack_object *ts =
-					ctl_array(root, "targets");
-				for (uint32_t i = 0;
-				     ts && i < ts->via.array.size &&
-				     n_tracked < IPC_SUBSCRIBE_MAX;
-				     i++) {
-					const msgpack_object *t =
-						&ts->via.array.ptr[i];
-					struct tracked *tr =
-						&tracked[n_tracked];
-					if (ctl_int(t, "value_seq") != seq)
-						continue;
-					*tr = (struct tracked){
-						.generation = -1,
-						.shown_acked = -1,
-						.shown_subs = -1,
-					};
-					ctl_str(t, "name", tr->name,
-						sizeof(tr->name));
-					n_tracked++;
-				}
+				n_tracked = track_changes(root, seq, tracked,
+							  ARRAY_SIZE(tracked));
 				printf("the agent read %s: %zu target(s) "
 				       "changed\n",
 				       o->file, n_tracked);
+				fflush(stdout);
 			}
 		}
 		if (seq < 0)
 			all_done = false;
 		for (size_t i = 0; i < n_tracked; i++) {
-			const msgpack_object *t = find_target(root,
-							      tracked[i].name);
+			const msgpack_object *t =
+				ctl_find_target(root, tracked[i].acks.target);
 			if (!tracked[i].done && t)
 				tracked[i].done =
 					follow_target(&tracked[i], t, seq);
 			all_done &= tracked[i].done;
 		}
 		if (all_done) {
+			bool published = n_tracked == 0;
+			for (size_t i = 0; i < n_tracked; i++)
+				published |= tracked[i].acks.generation >= 0;
 			ipc_msg_fini(&st);
 			dbswap_client_free(c);
-			printf("done: every subscriber uses the new value%s\n",
-			       n_tracked ? "; the old credentials can be "
-					   "revoked"
-					 : "");
+			if (published)
+				printf("done: every subscriber uses the new "
+				       "value%s\n",
+				       n_tracked ? "; the old credentials can "
+						   "be revoked"
+						 : "");
+			else
+				printf("done: the new value is validated and "
+				       "ready for a switch of server; no "
+				       "subscriber uses it now\n");
 			return EXIT_SUCCESS;
 		}
 		if (now_ms() >= deadline) {
@@ -559,21 +805,11 @@ static int wait_rotation(const char *socket, const struct set_opts *o,
 				fprintf(stderr, " the agent has not read %s\n",
 					o->file);
 			for (size_t i = 0; i < n_tracked; i++) {
-				const msgpack_object *t = find_target(
-					root, tracked[i].name);
+				const msgpack_object *t = ctl_find_target(
+					root, tracked[i].acks.target);
 				if (tracked[i].done || !t)
 					continue;
-				if (tracked[i].generation < 0) {
-					fprintf(stderr, " %s not validated yet",
-						tracked[i].name);
-					continue;
-				}
-				fprintf(stderr, " %s generation %lld acked by "
-						"%lld of %lld; waiting for",
-					tracked[i].name, tracked[i].generation,
-					tracked[i].shown_acked,
-					tracked[i].shown_subs);
-				print_lagging(t);
+				report_target(&tracked[i], t);
 			}
 			fputc('\n', stderr);
 			ipc_msg_fini(&st);

@@ -1,6 +1,7 @@
 /*
  * dbswapctl's shared pieces: exit codes, talking to the agent, reading the
- * status tree, and reading secrets without leaving copies around.
+ * status tree, waiting for acks, and reading secrets without leaving copies
+ * around.
  */
 #ifndef DBSWAP_CTL_H
 #define DBSWAP_CTL_H
@@ -17,12 +18,18 @@ enum {
 	EXIT_REFUSED = 1,     /* the agent refused, or the command failed */
 	EXIT_USAGE = 2,       /* bad arguments */
 	EXIT_UNREACHABLE = 3, /* no agent at the socket */
-	EXIT_REJECTED = 4,    /* set --wait: the agent rejected the value */
-	EXIT_TIMEOUT = 5,     /* set --wait: not every subscriber acked */
+	EXIT_REJECTED = 4,    /* set --wait: the agent rejected the value;
+			       * failover, failback: the agent refused */
+	EXIT_TIMEOUT = 5,     /* --wait: not every subscriber acked */
 };
 
 /* How long a single request to the agent may take. */
 #define CTL_CALL_TIMEOUT_MS 5000
+
+/* How long --wait waits for acks unless told (set, failover, failback,
+ * reconnect): apps switch in milliseconds, a slow one drains within
+ * seconds; more than this means someone must look. */
+#define CTL_WAIT_DEFAULT_S 30
 
 /* Connects and says hello; exits with EXIT_UNREACHABLE on failure. */
 dbswap_client *ctl_connect(const char *socket, const char *name);
@@ -36,6 +43,39 @@ const char *ctl_str(const msgpack_object *map, const char *key, char *buf,
 		    size_t size);
 long long ctl_int(const msgpack_object *map, const char *key);
 const msgpack_object *ctl_array(const msgpack_object *map, const char *key);
+
+/* The status reply's target of that name, or NULL. */
+const msgpack_object *ctl_find_target(const msgpack_object *status,
+				      const char *name);
+
+/* Parses --wait and --wait=SECONDS for cmd (named in messages).  Returns 1
+ * when arg is one of them (wait and wait_s set), 0 when it is not, -EINVAL
+ * after printing why. */
+int ctl_wait_arg(const char *cmd, const char *arg, bool *wait, int *wait_s);
+
+/* Following one published generation of a target until every subscriber
+ * acked it or a newer one, printing a line whenever the count changes. */
+struct ctl_acks {
+	char target[IPC_NAME_MAX + 1];
+	long long generation; /* the one to be acked; -1 while unknown */
+	long long shown_acked, shown_subs; /* as last printed; -1 for none */
+};
+
+void ctl_acks_init(struct ctl_acks *a, const char *target,
+		   long long generation);
+/* One look at the status entry t of the target: true when every
+ * subscriber acked. */
+bool ctl_acks_follow(struct ctl_acks *a, const msgpack_object *t);
+/* For a timeout message on stderr: " T generation G acked by A of S;
+ * waiting for pid P (name), ...". */
+void ctl_acks_report(const struct ctl_acks *a, const msgpack_object *t);
+
+/* Polls status until every subscriber of target acked generation (or a
+ * newer one), printing progress, at most wait_s seconds.  Returns
+ * EXIT_SUCCESS, EXIT_TIMEOUT after naming who lags, or EXIT_REFUSED if the
+ * target is gone; exits if the agent cannot be reached. */
+int ctl_wait_acks(dbswap_client *c, const char *cmd, const char *target,
+		  long long generation, int wait_s);
 
 /* Reads all of fd, at most max bytes, into malloc'ed memory (NUL added).
  * Returns 0, -EFBIG over max, or a negative errno. */

@@ -5,6 +5,8 @@
  *   dbswapctl [--socket PATH] watch TARGET [--show-secret] [--count N]
  *   dbswapctl [--socket PATH] reload
  *   dbswapctl [--socket PATH] set FILE NAME=VALUE... [options] [--wait[=S]]
+ *   dbswapctl [--socket PATH] failover|failback TARGET [--wait[=S]]
+ *   dbswapctl [--socket PATH] reconnect [TARGET] [--wait[=S]]
  *   dbswapctl keygen --out KEYFILE | pubkey KEYFILE
  *   dbswapctl encrypt --pubkey KEY | decrypt --key KEYFILE
  *
@@ -16,6 +18,7 @@
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -36,6 +39,21 @@ static void usage(FILE *f)
 		"it\n"
 		"  reload                 make the agent re-read its env files "
 		"now\n"
+		"  failover TARGET [--wait[=SECONDS]]\n"
+		"                         switch TARGET to its secondary now "
+		"(a drill); it stays\n"
+		"                         there until failback; --wait until "
+		"every subscriber acked\n"
+		"  failback TARGET [--wait[=SECONDS]]\n"
+		"                         switch TARGET back to its primary "
+		"now\n"
+		"  reconnect [TARGET] [--wait[=SECONDS]]\n"
+		"                         re-open the agent's monitor "
+		"connections and publish the\n"
+		"                         value again so that apps replace "
+		"every connection;\n"
+		"                         --wait (with a TARGET) until every "
+		"subscriber acked\n"
 		"  set FILE NAME=VALUE... [--pubkey KEY] [--key KEYFILE]\n"
 		"      [--encrypt-values] [--wait[=SECONDS]]\n"
 		"                         change entries of an env file "
@@ -50,9 +68,11 @@ static void usage(FILE *f)
 		"  decrypt --key KEYFILE  open a sealed file from stdin to "
 		"stdout\n\n"
 		"The socket is --socket, else $DBSWAP_SOCKET, else %s.\n"
+		"--wait waits %d seconds unless told.\n"
 		"Exit: 0 ok, 1 refused or failed, 2 usage, 3 agent unreachable, "
-		"4 value rejected,\n5 timed out waiting for acks.\n",
-		DBSWAP_DEFAULT_SOCKET);
+		"4 value rejected\nor switch refused, 5 timed out waiting for "
+		"acks.\n",
+		DBSWAP_DEFAULT_SOCKET, CTL_WAIT_DEFAULT_S);
 }
 
 dbswap_client *ctl_connect(const char *path, const char *name)
@@ -73,20 +93,30 @@ dbswap_client *ctl_connect(const char *path, const char *name)
 	return c;
 }
 
-void ctl_call(dbswap_client *c, enum ipc_type type, struct ipc_msg *reply)
+/* Sends a request with a target (none when NULL) and returns the reply,
+ * an error reply included; exits if the agent cannot be reached or does
+ * not answer within timeout_ms. */
+static void ctl_request(dbswap_client *c, enum ipc_type type,
+			const char *target, int timeout_ms,
+			struct ipc_msg *reply)
 {
 	uint64_t id = client_next_id(c);
 	struct ipc_writer w;
 	char err[512];
 
-	ipc_writer_init(&w, type, 2);
+	ipc_writer_init(&w, type, target ? 3 : 2);
 	ipc_pack_kv_u64(&w, "id", id);
-	if (client_call(c, &w, id, CTL_CALL_TIMEOUT_MS, reply, err,
-			sizeof(err)) <
-	    0) {
+	if (target)
+		ipc_pack_kv_str(&w, "target", target);
+	if (client_call(c, &w, id, timeout_ms, reply, err, sizeof(err)) < 0) {
 		fprintf(stderr, "dbswapctl: %s\n", err);
 		exit(EXIT_UNREACHABLE);
 	}
+}
+
+void ctl_call(dbswap_client *c, enum ipc_type type, struct ipc_msg *reply)
+{
+	ctl_request(c, type, NULL, CTL_CALL_TIMEOUT_MS, reply);
 	if (reply->type == IPC_ERROR) {
 		fprintf(stderr, "dbswapctl: the agent refused %s: %s: %s\n",
 			ipc_type_name(type), reply->code, reply->message);
@@ -247,6 +277,174 @@ static void print_settings(const msgpack_object *t)
 		       err);
 }
 
+/* An age at a glance: "45s", "3m25s", "2h03m", "4d02h". */
+static const char *fmt_age(long long s, char *buf, size_t size)
+{
+	if (s < 0)
+		s = 0;
+	if (s < 60)
+		snprintf(buf, size, "%llds", s);
+	else if (s < 3600)
+		snprintf(buf, size, "%lldm%02llds", s / 60, s % 60);
+	else if (s < 86400)
+		snprintf(buf, size, "%lldh%02lldm", s / 3600, s / 60 % 60);
+	else
+		snprintf(buf, size, "%lldd%02lldh", s / 86400, s / 3600 % 24);
+	return buf;
+}
+
+/* Unix seconds as RFC 3339 in UTC, the form of last_failover. */
+static const char *fmt_time(long long t, char *buf, size_t size)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (!gmtime_r(&tt, &tm) ||
+	    strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(buf, size, "%lld", t);
+	return buf;
+}
+
+/* The agent's failover settings in force (names as in status --json),
+ * and why the newest ones were refused. */
+static void print_failover_settings(const msgpack_object *agent)
+{
+	static const char *const keys[] = { "health_check_interval_ms",
+					     "connection_timeout_ms",
+					     "failure_threshold",
+					     "primary_retry_interval_ms" };
+	const msgpack_object *set = ipc_map_get(agent, "failover_settings");
+	char err[1024];
+	bool any = false;
+
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+		long long v = ctl_int(set, keys[i]);
+		if (v < 0)
+			continue;
+		printf("%s%s=%lld", any ? ", " : "  failover:    ", keys[i], v);
+		any = true;
+	}
+	if (any)
+		putchar('\n');
+	if (ctl_str(agent, "failover_settings_error", err, sizeof(err)))
+		printf("  failover:    settings refused, the last good ones "
+		       "stay: %s\n",
+		       err);
+}
+
+/* One line per server of a target: health, then its value, then what is
+ * wrong with either. */
+static void print_server(const msgpack_object *s)
+{
+	char role[32], health[32], var[IPC_NAME_MAX + 1], state[32];
+	char a[64], b[1024];
+	long long failures = ctl_int(s, "failures");
+	long long since = ctl_int(s, "down_since");
+	long long rtt = ctl_int(s, "rtt_us");
+	long long recovery = ctl_int(s, "in_recovery");
+	bool up;
+
+	if (!ctl_str(s, "role", role, sizeof(role)))
+		snprintf(role, sizeof(role), "?");
+	if (!ctl_str(s, "health", health, sizeof(health)))
+		snprintf(health, sizeof(health), "?");
+	if (!ctl_str(s, "var", var, sizeof(var)))
+		snprintf(var, sizeof(var), "%s", role);
+	up = streq(health, "up") || streq(health, "suspect");
+
+	printf("    %s:%*s%s", role, (int)(10 - MIN(strlen(role), 10)), "",
+	       health);
+	if (since >= 0)
+		printf(" since %s", fmt_time(since, a, sizeof(a)));
+	if (failures > 0)
+		printf(", %lld failed check(s)", failures);
+	/* what the last good check saw, stale once the server is down */
+	if (up && rtt >= 0)
+		printf(", rtt %.1f ms", (double)rtt / 1000.0);
+	if (up && recovery == 1)
+		printf(", in recovery");
+	else if (up && recovery == 0)
+		printf(", read-write");
+	printf(", %s", ctl_str(s, "conninfo", b, sizeof(b))
+			       ? b
+			       : "no validated value");
+	if (!streq(health, "up") && ctl_str(s, "health_error", b, sizeof(b)))
+		printf("; last check: %s", b);
+	if (!ctl_str(s, "state", state, sizeof(state)) || streq(state, "ok")) {
+		putchar('\n');
+		return;
+	}
+	if (streq(state, "unset")) {
+		printf("; %s is not defined\n", var);
+		return;
+	}
+	if (streq(state, "validating")) {
+		printf("; a new value of %s is being validated\n", var);
+		return;
+	}
+	printf("; the new value of %s %s (%lld attempt(s)%s)", var, state,
+	       ctl_int(s, "attempts"),
+	       ctl_int(s, "gave_up") == 1 ? ", gave up" : "");
+	if (ctl_str(s, "error", b, sizeof(b)))
+		printf(": %s", b);
+	putchar('\n');
+}
+
+/* Where the target's value comes from, whether it could switch, and the
+ * health of its servers.  Nothing for an agent without failover. */
+static void print_failover(const msgpack_object *t)
+{
+	const msgpack_object *fo = ipc_map_get(t, "failover");
+	const msgpack_object *servers = ctl_array(t, "servers");
+	char cur[32], a[64], b[1024];
+	long long ago;
+	bool none;
+
+	if (!fo || fo->type != MSGPACK_OBJECT_MAP)
+		return;
+	if (ctl_int(fo, "enabled") != 1) {
+		if (ctl_str(fo, "hint", b, sizeof(b)))
+			printf("  failover:    disabled (%s)\n", b);
+		else
+			printf("  failover:    disabled\n");
+		return;
+	}
+	if (!ctl_str(fo, "current", cur, sizeof(cur)))
+		snprintf(cur, sizeof(cur), "none");
+	none = !streq(cur, "primary") && !streq(cur, "secondary");
+	if (none)
+		printf("  failover:    %s",
+		       ctl_int(t, "generation") > 0 ? "no server available"
+						    : "nothing published yet");
+	else
+		printf("  failover:    on the %s%s", cur,
+		       ctl_int(fo, "standby") == 1 ? " (standby: read-only)"
+						   : "");
+	if (ctl_int(fo, "held") == 1)
+		printf(", held by a manual failover (no automatic failback)");
+	if (!none)
+		printf("; the %s %s",
+		       streq(cur, "primary") ? "secondary" : "primary",
+		       ctl_int(fo, "failover_available") == 1
+			       ? "can take over"
+			       : "cannot take over now");
+	printf("\n               %lld failed check(s) of the %s, %lld "
+	       "failover(s)",
+	       ctl_int(fo, "failure_count"), none ? "primary" : cur,
+	       ctl_int(fo, "failovers"));
+	if (ctl_str(fo, "last_failover", a, sizeof(a))) {
+		printf(", the last at %s", a);
+		ago = ctl_int(fo, "seconds_since_failover");
+		if (ago >= 0)
+			printf(" (%s ago)", fmt_age(ago, a, sizeof(a)));
+	}
+	putchar('\n');
+	if (ctl_str(fo, "last_error", b, sizeof(b)))
+		printf("               last failure: %s\n", b);
+	for (uint32_t i = 0; servers && i < servers->via.array.size; i++)
+		print_server(&servers->via.array.ptr[i]);
+}
+
 static void print_status(const msgpack_object *root)
 {
 	const msgpack_object *agent = ipc_map_get(root, "agent");
@@ -260,6 +458,7 @@ static void print_status(const msgpack_object *root)
 	       ctl_str(agent, "version", a, sizeof(a)) ? a : "?",
 	       ctl_int(agent, "pid"), up / 3600, up / 60 % 60, up % 60,
 	       ctl_int(agent, "clients"));
+	print_failover_settings(agent);
 	for (uint32_t i = 0; targets && i < targets->via.array.size; i++) {
 		const msgpack_object *t = &targets->via.array.ptr[i];
 		const msgpack_object *lag = ctl_array(t, "lagging");
@@ -288,6 +487,7 @@ static void print_status(const msgpack_object *root)
 		print_settings(t);
 		if (ctl_str(t, "error", b, sizeof(b)))
 			printf("  last error:  %s\n", b);
+		print_failover(t);
 	}
 	if (files && files->via.array.size > 0)
 		printf("\nfiles\n");
@@ -350,6 +550,194 @@ static int cmd_reload(const char *socket, int argc, char **argv)
 	return EXIT_SUCCESS;
 }
 
+/* True if the agent has a target of that name; lists them otherwise, in
+ * a message from "dbswapctl cmd". */
+static bool has_target(dbswap_client *c, const char *cmd, const char *name)
+{
+	const msgpack_object *targets;
+	struct ipc_msg reply;
+	char buf[IPC_NAME_MAX + 1];
+	bool found = false;
+
+	ctl_call(c, IPC_STATUS, &reply);
+	targets = ctl_array(&reply.root.data, "targets");
+	for (uint32_t i = 0; targets && i < targets->via.array.size; i++) {
+		const char *t = ctl_str(&targets->via.array.ptr[i], "name", buf,
+					sizeof(buf));
+		if (t && streq(t, name))
+			found = true;
+	}
+	if (!found) {
+		fprintf(stderr, "dbswapctl %s: the agent has no target %s; "
+				"it has:", cmd, name);
+		for (uint32_t i = 0; targets && i < targets->via.array.size;
+		     i++)
+			fprintf(stderr, " %s",
+				ctl_str(&targets->via.array.ptr[i], "name", buf,
+					sizeof(buf)));
+		fputc('\n', stderr);
+	}
+	ipc_msg_fini(&reply);
+	return found;
+}
+
+/* How long failover and failback may take to answer: the agent first
+ * validates the other server with a new connection, bounded by its
+ * connection_timeout_ms (a few seconds); a minute is beyond any sane one. */
+#define CTL_SWITCH_TIMEOUT_MS 60000
+
+/* The arguments of failover, failback and reconnect. */
+struct switch_args {
+	const char *target;
+	bool wait;
+	int wait_s;
+};
+
+static int parse_switch_args(const char *cmd, int argc, char **argv,
+			     struct switch_args *a)
+{
+	int r;
+
+	*a = (struct switch_args){ .wait_s = CTL_WAIT_DEFAULT_S };
+	for (int i = 0; i < argc; i++) {
+		if ((r = ctl_wait_arg(cmd, argv[i], &a->wait, &a->wait_s)) != 0) {
+			if (r < 0)
+				return r;
+		} else if (argv[i][0] != '-' && !a->target) {
+			a->target = argv[i];
+		} else {
+			fprintf(stderr, "dbswapctl %s: unknown argument %s\n",
+				cmd, argv[i]);
+			return -EINVAL;
+		}
+	}
+	/* The agent drops a peer that sends a longer name: say it here. */
+	if (a->target && strlen(a->target) > IPC_NAME_MAX) {
+		fprintf(stderr, "dbswapctl %s: a target name has at most %d "
+				"bytes\n", cmd, IPC_NAME_MAX);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Explains an error reply to a failover, failback or reconnect request
+ * and returns the exit code. */
+static int switch_error(dbswap_client *c, const char *cmd,
+			const char *target, const struct ipc_msg *reply)
+{
+	if (streq(reply->code, IPC_ERR_REFUSED)) {
+		fprintf(stderr, "dbswapctl %s: %s: %s\n", cmd,
+			target ? target : "all targets", reply->message);
+		return EXIT_REJECTED;
+	}
+	if (streq(reply->code, IPC_ERR_UNKNOWN_TARGET) && target) {
+		/* lists the targets there are, unless one just appeared */
+		if (has_target(c, cmd, target))
+			fprintf(stderr, "dbswapctl %s: %s: %s\n", cmd, target,
+				reply->message);
+		return EXIT_REFUSED;
+	}
+	if (streq(reply->code, IPC_ERR_UNKNOWN_TYPE)) {
+		fprintf(stderr, "dbswapctl %s: the agent does not know this "
+				"request (a dbswapd older than dbswapctl %s?): "
+				"%s\n",
+			cmd, DBSWAP_VERSION, reply->message);
+		return EXIT_REFUSED;
+	}
+	fprintf(stderr, "dbswapctl %s: the agent refused %s: %s: %s\n", cmd,
+		cmd, reply->code, reply->message);
+	return EXIT_REFUSED;
+}
+
+/* failover and failback: to switches to "secondary" or "primary". */
+static int cmd_switch(const char *socket, enum ipc_type type, const char *to,
+		      int argc, char **argv)
+{
+	const char *cmd = ipc_type_name(type);
+	char name[64];
+	struct switch_args a;
+	struct ipc_msg reply;
+	dbswap_client *c;
+	int ret;
+
+	if (parse_switch_args(cmd, argc, argv, &a) < 0)
+		return EXIT_USAGE;
+	if (!a.target) {
+		fprintf(stderr, "dbswapctl %s: which TARGET?\n", cmd);
+		return EXIT_USAGE;
+	}
+	snprintf(name, sizeof(name), "dbswapctl %s", cmd);
+	c = ctl_connect(socket, name);
+	ctl_request(c, type, a.target, CTL_SWITCH_TIMEOUT_MS, &reply);
+	if (reply.type == IPC_ERROR) {
+		ret = switch_error(c, cmd, a.target, &reply);
+		goto out;
+	}
+	if (!reply.has_generation) {
+		/* nothing published, so nothing for --wait to follow */
+		printf("%s: already on the %s\n", a.target, to);
+		ret = EXIT_SUCCESS;
+		goto out;
+	}
+	printf("%s: switched to the %s, generation %" PRIu64 "\n", a.target,
+	       to, reply.generation);
+	fflush(stdout);
+	ret = a.wait ? ctl_wait_acks(c, cmd, a.target,
+				     (long long)reply.generation, a.wait_s)
+		     : EXIT_SUCCESS;
+out:
+	ipc_msg_fini(&reply);
+	dbswap_client_free(c);
+	return ret;
+}
+
+static int cmd_reconnect(const char *socket, int argc, char **argv)
+{
+	struct switch_args a;
+	struct ipc_msg reply;
+	dbswap_client *c;
+	int ret;
+
+	if (parse_switch_args("reconnect", argc, argv, &a) < 0)
+		return EXIT_USAGE;
+	if (a.wait && !a.target) {
+		/* each target publishes its own generation; the ok names
+		 * none of them */
+		fprintf(stderr, "dbswapctl reconnect: --wait needs a TARGET\n");
+		return EXIT_USAGE;
+	}
+	c = ctl_connect(socket, "dbswapctl reconnect");
+	ctl_request(c, IPC_RECONNECT, a.target, CTL_CALL_TIMEOUT_MS, &reply);
+	if (reply.type == IPC_ERROR) {
+		ret = switch_error(c, "reconnect", a.target, &reply);
+		goto out;
+	}
+	ret = EXIT_SUCCESS;
+	if (!a.target) {
+		printf("monitor connections re-opened; every target with a "
+		       "server in use publishes its value again (reason "
+		       "reconnect)\n");
+		goto out;
+	}
+	if (!reply.has_generation) {
+		printf("monitor connections re-opened; %s: no server in use, "
+		       "nothing published\n",
+		       a.target);
+		goto out;
+	}
+	printf("monitor connections re-opened; %s: generation %" PRIu64
+	       " published (reason reconnect)\n",
+	       a.target, reply.generation);
+	fflush(stdout);
+	if (a.wait)
+		ret = ctl_wait_acks(c, "reconnect", a.target,
+				    (long long)reply.generation, a.wait_s);
+out:
+	ipc_msg_fini(&reply);
+	dbswap_client_free(c);
+	return ret;
+}
+
 struct watch {
 	dbswap_client *client;
 	bool show_secret;
@@ -371,36 +759,6 @@ static void watch_update(const dbswap_update *u, void *data)
 		   dbswap_update_generation(u));
 	if (w->count > 0)
 		w->count--;
-}
-
-/* True if the agent has a target of that name; lists them otherwise. */
-static bool has_target(dbswap_client *c, const char *name)
-{
-	const msgpack_object *targets;
-	struct ipc_msg reply;
-	char buf[IPC_NAME_MAX + 1];
-	bool found = false;
-
-	ctl_call(c, IPC_STATUS, &reply);
-	targets = ctl_array(&reply.root.data, "targets");
-	for (uint32_t i = 0; targets && i < targets->via.array.size; i++) {
-		const char *t = ctl_str(&targets->via.array.ptr[i], "name", buf,
-					sizeof(buf));
-		if (t && streq(t, name))
-			found = true;
-	}
-	if (!found) {
-		fprintf(stderr, "dbswapctl watch: the agent has no target %s; "
-				"it has:", name);
-		for (uint32_t i = 0; targets && i < targets->via.array.size;
-		     i++)
-			fprintf(stderr, " %s",
-				ctl_str(&targets->via.array.ptr[i], "name", buf,
-					sizeof(buf)));
-		fputc('\n', stderr);
-	}
-	ipc_msg_fini(&reply);
-	return found;
 }
 
 static int cmd_watch(const char *socket, int argc, char **argv)
@@ -427,7 +785,7 @@ static int cmd_watch(const char *socket, int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	w.client = ctl_connect(socket, "dbswapctl watch");
-	if (!has_target(w.client, target)) {
+	if (!has_target(w.client, "watch", target)) {
 		dbswap_client_free(w.client);
 		return EXIT_REFUSED;
 	}
@@ -545,6 +903,12 @@ int main(int argc, char **argv)
 		return cmd_reload(socket, n, args);
 	if (streq(cmd, "set"))
 		return cmd_set(socket, n, args);
+	if (streq(cmd, "failover"))
+		return cmd_switch(socket, IPC_FAILOVER, "secondary", n, args);
+	if (streq(cmd, "failback"))
+		return cmd_switch(socket, IPC_FAILBACK, "primary", n, args);
+	if (streq(cmd, "reconnect"))
+		return cmd_reconnect(socket, n, args);
 	if (streq(cmd, "keygen"))
 		return cmd_keygen(n, args);
 	if (streq(cmd, "pubkey"))
