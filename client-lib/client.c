@@ -42,6 +42,8 @@ struct sub {
 	client_settings_fn *settings_cb; /* the pool's, for settings */
 	bool pool;                       /* followed by a pool */
 	char *conninfo;     /* last value delivered (secret) */
+	char *server;       /* and the server it is for */
+	bool standby;       /* and whether that is in recovery */
 	uint64_t delivered; /* its generation, in the agent's numbering */
 	bool acked;         /* the app acked the delivered value */
 };
@@ -50,6 +52,8 @@ struct dbswap_update {
 	const char *target;
 	const char *conninfo;
 	const char *reason;
+	const char *server;
+	bool standby;
 	uint64_t generation;
 };
 
@@ -59,7 +63,8 @@ struct dbswap_update {
 struct pending {
 	struct pending *next;
 	bool is_settings;
-	char *target, *conninfo, *reason;
+	char *target, *conninfo, *reason, *server;
+	bool standby;
 	uint64_t generation;
 	struct client_settings settings;
 };
@@ -283,17 +288,27 @@ static void pending_free(struct pending *p)
 	free(p->target);
 	free_secret(p->conninfo);
 	free(p->reason);
+	free(p->server);
 	free(p);
 }
 
 static int client_queue_update(dbswap_client *c, struct sub *s,
 			       const struct ipc_msg *m)
 {
+	const char *reason = m->reason ? m->reason : "rotation";
+	const char *server = m->server ? m->server : "primary";
+	/* A reconnect repeats the value on purpose: the app must replace its
+	 * connections.  Only a new one does, though: the agent sends the
+	 * current generation again whenever the client subscribes again. */
+	bool renew = streq(reason, "reconnect") &&
+		     m->generation != s->delivered;
 	struct pending *p;
 
-	/* The same value again, already in use by the app: it is the agent
-	 * restarting with new numbering.  Ack it quietly. */
-	if (s->conninfo && s->acked && streq(s->conninfo, m->conninfo)) {
+	/* The same value for the same server again, already in use by the
+	 * app: it is the agent restarting with new numbering, or sending it
+	 * again after a reconnection.  Ack it quietly. */
+	if (s->conninfo && s->acked && streq(s->conninfo, m->conninfo) &&
+	    streq(s->server, server) && s->standby == m->standby && !renew) {
 		s->delivered = m->generation;
 		return client_send_ack(c, s->target, m->generation);
 	}
@@ -301,15 +316,26 @@ static int client_queue_update(dbswap_client *c, struct sub *s,
 	if (!p)
 		return -ENOMEM;
 	p->generation = m->generation;
+	p->standby = m->standby;
 	p->target = strdup(s->target);
 	p->conninfo = strdup(m->conninfo);
-	p->reason = strdup(m->reason ? m->reason : "rotation");
+	p->reason = strdup(reason);
+	p->server = strdup(server);
 	free_secret(s->conninfo);
+	free(s->server);
 	s->conninfo = strdup(m->conninfo);
-	if (!p->target || !p->conninfo || !p->reason || !s->conninfo) {
+	s->server = strdup(server);
+	if (!p->target || !p->conninfo || !p->reason || !p->server ||
+	    !s->conninfo || !s->server) {
+		/* Forget the value, so that it is not taken for one the app
+		 * has when the agent sends it again. */
+		free_secret(s->conninfo);
+		free(s->server);
+		s->conninfo = s->server = NULL;
 		pending_free(p);
 		return -ENOMEM;
 	}
+	s->standby = m->standby;
 	s->delivered = m->generation;
 	s->acked = false;
 	*c->pending_tail = p;
@@ -479,6 +505,8 @@ static int client_run_pending(dbswap_client *c)
 			.target = p->target,
 			.conninfo = p->conninfo,
 			.reason = p->reason,
+			.server = p->server,
+			.standby = p->standby,
 			.generation = p->generation,
 		};
 		dbswap_update_fn *cb = NULL;
@@ -603,6 +631,7 @@ void dbswap_client_free(dbswap_client *c)
 	for (size_t i = 0; i < c->n_subs; i++) {
 		free(c->subs[i].target);
 		free_secret(c->subs[i].conninfo);
+		free(c->subs[i].server);
 	}
 	free(c->subs);
 	while (c->pending) {
@@ -810,6 +839,18 @@ const char *dbswap_update_reason(const dbswap_update *u)
 }
 
 DBSWAP_EXPORT
+const char *dbswap_update_server(const dbswap_update *u)
+{
+	return u->server;
+}
+
+DBSWAP_EXPORT
+int dbswap_update_standby(const dbswap_update *u)
+{
+	return u->standby;
+}
+
+DBSWAP_EXPORT
 char *dbswap_mask_conninfo(const char *conninfo)
 {
 	char *s = mask_conninfo(conninfo);
@@ -956,6 +997,7 @@ void client_unsubscribe(dbswap_client *c, const char *target)
 			continue;
 		free(c->subs[i].target);
 		free_secret(c->subs[i].conninfo);
+		free(c->subs[i].server);
 		memmove(&c->subs[i], &c->subs[i + 1],
 			(c->n_subs - i - 1) * sizeof(*c->subs));
 		c->n_subs--;

@@ -16,7 +16,8 @@
  * When the agent goes away the client keeps the last values, reconnects
  * with backoff, subscribes again and is brought up to date.  The app sees
  * no error for an agent restart; callbacks run only for values that
- * changed.
+ * changed (conninfo, server or standby state), and for a "reconnect",
+ * which asks for the same value to be applied again.
  *
  * Errors: functions returning int return 0 (or a count) on success and a
  * negative errno value on failure.  Functions returning a pointer return
@@ -105,15 +106,44 @@ int dbswap_client_start(dbswap_client *client);
 int dbswap_client_connected(dbswap_client *client);
 
 /*
- * One published value, valid only during the callback.
+ * One published value, valid only during the callback (the strings
+ * returned below too).
  */
 const char *dbswap_update_target(const dbswap_update *update);
 /* The libpq connection string or URI; a secret. */
 const char *dbswap_update_conninfo(const dbswap_update *update);
 /* Goes up by one with each value the agent publishes for the target. */
 uint64_t dbswap_update_generation(const dbswap_update *update);
-/* Why it changed: "rotation" for now; more reasons may come. */
+/*
+ * Why it changed, and what to do with connections on older values:
+ *   "rotation"    a new value for the server in use (also the first one):
+ *                 close old connections when they are released
+ *   "failover"    the server in use went down (or read-only); the value is
+ *                 the other server's: old connections are dead or hung,
+ *                 drop them now
+ *   "failback"    back to the primary, or to a server after none was
+ *                 available: close old ones when released
+ *   "manual"      a switch asked for with `dbswapctl failover` or
+ *                 `failback`, both servers up: close old ones when released
+ *   "unavailable" no server answers (dbswap_update_server() is "none"):
+ *                 drop old connections now, fail requests fast until the
+ *                 next update
+ *   "reconnect"   `dbswapctl reconnect`: the same value again; replace every
+ *                 connection
+ * Treat a reason this list does not know like "rotation".
+ */
 const char *dbswap_update_reason(const dbswap_update *update);
+/*
+ * The server the value is for: "primary", "secondary", or "none": no
+ * server is available, and the conninfo (the value last in force) must not
+ * be used to connect.  An agent that does not say gives "primary".
+ */
+const char *dbswap_update_server(const dbswap_update *update);
+/*
+ * Returns 1 when the server is a standby in recovery: it is read-only,
+ * writes fail.  Else 0.
+ */
+int dbswap_update_standby(const dbswap_update *update);
 
 typedef void dbswap_update_fn(const dbswap_update *update, void *userdata);
 
@@ -151,6 +181,19 @@ int dbswap_ack(dbswap_client *client, const char *target,
  * switch is under way the pool holds more than max_size connections: the
  * old busy ones and the new ones (and, when rotations follow each other
  * faster than connections open, those of the next value too).
+ *
+ * A failover (an update with reason "failover" or "unavailable", see
+ * dbswap_update_reason()) breaks before it makes, as the old server is
+ * dead or hung: the new value is in force at once, idle old connections
+ * are closed, and busy ones have their socket shut down at once (a query
+ * blocked on the old server fails now; the connection is closed on
+ * release).  Acquires then wait for connections on the new server, which
+ * the pool opens in the background.  While the agent reports no server
+ * available (server "none"), the pool opens nothing and acquires fail at
+ * once with EHOSTDOWN; the next value is switched to at once.  A
+ * "reconnect" replaces every connection as a rotation does, though the
+ * value is the same.  Any of these is acked, like a rotation, when no
+ * connection on an older value remains.
  *
  * If the new value does not connect from this process, the pool keeps
  * serving on the old one, retries with exponential backoff and jitter, and
@@ -230,8 +273,10 @@ void dbswap_pool_free(dbswap_pool *pool);
  * timeout_ms (-1: the pool's acquire timeout).  Returns NULL with errno
  * set: ETIMEDOUT (pool exhausted, or no connection could be opened in
  * time; the pool's log says which), ENOENT (no value known for the target
- * yet), ECANCELED (the pool is being freed).  A timeout of 0 does not wait
- * but still makes the pool open one more connection, within max_size.
+ * yet), EHOSTDOWN (the agent reports no database server available: fails
+ * at once, without waiting, until it reports one again), ECANCELED (the
+ * pool is being freed).  A timeout of 0 does not wait but still makes the
+ * pool open one more connection, within max_size.
  */
 PGconn *dbswap_pool_acquire(dbswap_pool *pool, int timeout_ms);
 

@@ -14,6 +14,16 @@
  * ones are marked old and closed on release.  With no old connection left,
  * the generation is acked.
  *
+ * Failover (reason "failover" or "unavailable") breaks before it makes:
+ * the old server is dead or hung, so waiting for connections to the new
+ * one would only prolong the outage.  The new value becomes `cur` at once,
+ * idle and parked old connections are closed, busy ones have their socket
+ * shut down so that a thread blocked in a query returns now; acquires wait
+ * for the pool thread to open connections on the new value.  A value for
+ * server "none" is `cur` but marked unavailable: nothing is opened and
+ * acquires fail at once with EHOSTDOWN, until the next value, which is
+ * switched to at once too (there is nothing to keep serving meanwhile).
+ *
  * The fast path: a thread that releases a connection parks it in a
  * thread-local slot (one atomic store), and its next acquire takes it back
  * (one compare-and-swap), without the mutex: with many threads on few
@@ -95,11 +105,14 @@ static _Thread_local struct park_slot park_slot;
 /* Tells pools apart in thread-local slots, even at a reused address. */
 static _Atomic uint64_t pool_ids;
 
-/* A value: a conninfo and the agent's generation for it.  serial numbers
- * values within the pool, so that an agent restart renumbering generations
- * cannot confuse old and new connections. */
+/* A value: a conninfo, the server it is for, and the agent's generation
+ * for it.  serial numbers values within the pool, so that an agent restart
+ * renumbering generations cannot confuse old and new connections. */
 struct value {
 	char *conninfo; /* secret */
+	char *server;   /* "primary", "secondary", "none"; NULL: primary */
+	bool standby;
+	bool unavailable; /* server "none": do not connect */
 	uint64_t generation;
 	uint64_t serial;
 };
@@ -141,6 +154,8 @@ struct dbswap_pool {
 
 	struct pconn *conns; /* every open connection */
 	struct pconn *spare; /* structs of closed connections, for reuse */
+	struct pconn *dead;  /* unlinked by a failover, for the pool thread
+			      * to close */
 	uint64_t tags;
 	_Atomic uint64_t cur_serial; /* cur.serial, for the fast path */
 	_Atomic int n_parked;
@@ -227,7 +242,18 @@ static void pool_configure(dbswap_pool *p)
 static void value_clear(struct value *v)
 {
 	free_secret(v->conninfo);
+	free(v->server);
 	*v = (struct value){ 0 };
+}
+
+/* Whether v is that value for that server.  The environment's value has no
+ * server: it is taken for the primary's. */
+static bool value_is(const struct value *v, const char *conninfo,
+		     const char *server, bool standby)
+{
+	return v->conninfo && streq(v->conninfo, conninfo) &&
+	       streq(v->server ? v->server : "primary", server) &&
+	       v->standby == standby;
 }
 
 static void idle_push(dbswap_pool *p, struct pconn *pc)
@@ -492,10 +518,13 @@ static bool pool_add_ready(dbswap_pool *p, PGconn *conn, uint64_t value)
 }
 
 /* Makes next the current value.  Locked; old idle connections go to
- * *to_close. */
-static void pool_switch(dbswap_pool *p, struct pconn **to_close)
+ * *to_close.  With now (a failover), old busy ones do not drain: their
+ * socket is shut down, so that a query blocked on a dead or hung server
+ * fails at once; they are closed on release.  Returns how many were shut
+ * down. */
+static int pool_switch(dbswap_pool *p, struct pconn **to_close, bool now)
 {
-	uint64_t old = p->cur.serial;
+	int n_shut = 0;
 
 	value_clear(&p->cur);
 	p->cur = p->next;
@@ -504,7 +533,14 @@ static void pool_switch(dbswap_pool *p, struct pconn **to_close)
 	p->from_env = false;
 	p->switches++;
 	p->drain_deadline = now_ms() + p->cfg.drain_timeout_ms;
-	/* Idle connections of any older value go now, parked ones too. */
+	/* The old value's failures say nothing about this one: its first
+	 * connections must not wait for the old one's backoff. */
+	p->connect_error[0] = '\0';
+	p->cur_failures = 0;
+	p->cur_retry_at = 0;
+	/* Idle connections of any older value go now, parked ones too.  A
+	 * thread that parks one after this finds cur_serial changed and
+	 * never takes it back. */
 	for (struct pconn **pp = &p->conns; *pp;) {
 		struct pconn *pc = *pp;
 		if (pc->value != p->cur.serial && pc->in_use &&
@@ -520,15 +556,56 @@ static void pool_switch(dbswap_pool *p, struct pconn **to_close)
 			*to_close = pc;
 			continue;
 		}
+		/* shutdown, never close: the thread using it holds the fd. */
+		if (now && pc->value != p->cur.serial &&
+		    PQsocket(pc->conn) >= 0 &&
+		    shutdown(PQsocket(pc->conn), SHUT_RDWR) == 0)
+			n_shut++;
 		pp = &pc->next;
 	}
 	pool_recount(p);
 	pthread_cond_broadcast(&p->changed);
-	pool_log(p, LOG_INFO, "%s: switched to generation %llu; %d busy "
-			      "connection(s) on the old value close when "
-			      "released",
-		 p->target, (unsigned long long)p->cur.generation, p->n_old);
-	(void)old;
+	if (!now)
+		pool_log(p, LOG_INFO, "%s: switched to generation %llu%s; %d "
+				      "busy connection(s) on the old value "
+				      "close when released",
+			 p->target, (unsigned long long)p->cur.generation,
+			 p->cur.standby ? " (a read-only standby)" : "",
+			 p->n_old);
+	return n_shut;
+}
+
+/* Switches to next at once (a failover, or a server back after none was
+ * available).  Locked; old idle connections are left for the pool thread
+ * to close. */
+static void pool_failover(dbswap_pool *p, const char *reason)
+{
+	bool was_unavailable = p->cur.unavailable;
+	int n_shut = pool_switch(p, &p->dead, true);
+	const char *server = p->cur.server ? p->cur.server : "primary";
+	unsigned long long gen = p->cur.generation;
+
+	if (p->cur.unavailable)
+		pool_log(p, LOG_ERR, "%s: no database server is available "
+				     "(the agent reports the primary and the "
+				     "secondary down); acquires fail at once "
+				     "until one is back",
+			 p->target);
+	else if (was_unavailable)
+		pool_log(p, LOG_NOTICE, "%s: a database server is back: the "
+					"%s%s (generation %llu, %s); opening "
+					"connections",
+			 p->target, server,
+			 p->cur.standby ? ", a read-only standby" : "", gen,
+			 reason);
+	else
+		pool_log(p, LOG_WARNING, "%s: %s to the %s%s (generation "
+					 "%llu): %d busy connection(s) on the "
+					 "old server shut down; acquires wait "
+					 "for new connections",
+			 p->target, reason, server,
+			 p->cur.standby ? ", a read-only standby" : "", gen,
+			 n_shut);
 }
 
 /* Decides what to open, close and switch.  Locked.  Returns the next time
@@ -539,6 +616,10 @@ static int64_t pool_plan(dbswap_pool *p, struct pconn **to_close)
 	int want, have;
 
 #define RUN_AT(t) (next_run = next_run < 0 ? (t) : MIN(next_run, (t)))
+
+	/* Idle connections a failover took out, closed by this thread. */
+	*to_close = p->dead;
+	p->dead = NULL;
 
 	/* No value yet: the environment's, once the agent is clearly not
 	 * there. */
@@ -573,7 +654,7 @@ static int64_t pool_plan(dbswap_pool *p, struct pconn **to_close)
 			inflight += p->connecting[i].value == p->next.serial;
 		if (p->n_ready_next >= want ||
 		    (p->n_ready_next > 0 && now >= p->next_deadline)) {
-			pool_switch(p, to_close);
+			pool_switch(p, to_close, false);
 		} else if (now >= p->next_retry_at) {
 			/* Each round of attempts gets its own deadline. */
 			if (inflight == 0)
@@ -591,8 +672,9 @@ static int64_t pool_plan(dbswap_pool *p, struct pconn **to_close)
 		}
 	}
 
-	/* The current value: keep min open, and one more per waiter. */
-	if (p->cur.conninfo) {
+	/* The current value: keep min open, and one more per waiter.  None
+	 * while no server is available. */
+	if (p->cur.conninfo && !p->cur.unavailable) {
 		int inflight = 0;
 		for (int i = 0; i < p->n_connecting; i++)
 			inflight += p->connecting[i].value == p->cur.serial;
@@ -610,13 +692,15 @@ static int64_t pool_plan(dbswap_pool *p, struct pconn **to_close)
 	}
 
 	/* Parked too long: back to the shared stack, where the idle timeout
-	 * applies (or closed below, if of an old value). */
+	 * applies.  Parked on an old value (across a switch): closed below
+	 * now, so that the ack does not wait. */
 	if (atomic_load(&p->n_parked) > 0) {
 		for (struct pconn *pc = p->conns; pc; pc = pc->next) {
 			int64_t since = atomic_load(&pc->parked_since);
 			if (!pc->in_use || !(atomic_load(&pc->word) & 1))
 				continue;
-			if (now - since < POOL_PARK_MAX_MS) {
+			if (pc->value == p->cur.serial &&
+			    now - since < POOL_PARK_MAX_MS) {
 				RUN_AT(since + POOL_PARK_MAX_MS);
 				continue;
 			}
@@ -713,12 +797,19 @@ static int pool_collect_connects(dbswap_pool *p, PGconn **finish)
 
 	for (int i = 0; i < p->n_connecting;) {
 		struct connecting *cn = &p->connecting[i];
+		bool wanted = cn->value == p->cur.serial ||
+			      (p->next.serial && cn->value == p->next.serial);
 
-		if (!cn->conn && cn->conninfo) { /* not started yet */
+		if (!wanted) {
+			/* For a value left behind (a failover): one to a dead
+			 * server would hold its slot until the deadline. */
+			free_secret(cn->conninfo);
+			if (cn->conn)
+				finish[n_finish++] = cn->conn;
+		} else if (!cn->conn && cn->conninfo) { /* not started yet */
 			i++;
 			continue;
-		}
-		if (cn->want == PGRES_POLLING_OK) {
+		} else if (cn->want == PGRES_POLLING_OK) {
 			if (!pool_add_ready(p, cn->conn, cn->value))
 				finish[n_finish++] = cn->conn;
 		} else if (cn->want == PGRES_POLLING_FAILED) {
@@ -799,14 +890,42 @@ static void *pool_main(void *data)
 
 /* Callbacks from the client's thread */
 
+/* Makes a new value the one to switch to.  Locked. */
+static void pool_set_next(dbswap_pool *p, const char *conninfo,
+			  const char *server, bool standby, uint64_t gen)
+{
+	value_clear(&p->next);
+	p->next.conninfo = strdup(conninfo);
+	p->next.server = strdup(server);
+	p->next.standby = standby;
+	p->next.unavailable = streq(server, "none");
+	p->next.generation = gen;
+	p->next.serial = ++p->serials;
+	p->next_failures = p->next_auth_failures = 0;
+	p->next_given_up = false;
+	p->next_retry_at = 0;
+	p->next_deadline = 0;
+	p->next_error[0] = '\0';
+	if (!p->next.conninfo || !p->next.server) {
+		value_clear(&p->next);
+		pool_log(p, LOG_ERR, "%s: out of memory", p->target);
+	}
+	pool_recount(p);
+}
+
 static void pool_on_update(const dbswap_update *u, void *data)
 {
 	dbswap_pool *p = data;
 	const char *conninfo = dbswap_update_conninfo(u);
+	const char *reason = dbswap_update_reason(u);
+	const char *server = dbswap_update_server(u);
+	bool standby = dbswap_update_standby(u);
+	/* A reconnect is the same value on purpose: new connections. */
+	bool reconnect = streq(reason, "reconnect");
 	uint64_t gen = dbswap_update_generation(u);
 
 	pthread_mutex_lock(&p->lock);
-	if (p->cur.conninfo && streq(p->cur.conninfo, conninfo)) {
+	if (!reconnect && value_is(&p->cur, conninfo, server, standby)) {
 		/* The value in use, renumbered (an agent restart): keep the
 		 * connections, ack the new number. */
 		p->cur.generation = gen;
@@ -822,21 +941,11 @@ static void pool_on_update(const dbswap_update *u, void *data)
 			value_clear(&p->next);
 			pool_recount(p);
 		}
-	} else if (p->next.conninfo && streq(p->next.conninfo, conninfo)) {
+	} else if (!reconnect && value_is(&p->next, conninfo, server,
+					  standby)) {
 		p->next.generation = gen;
 	} else {
-		value_clear(&p->next);
-		p->next.conninfo = strdup(conninfo);
-		p->next.generation = gen;
-		p->next.serial = ++p->serials;
-		p->next_failures = p->next_auth_failures = 0;
-		p->next_given_up = false;
-		p->next_retry_at = 0;
-		p->next_deadline = 0;
-		p->next_error[0] = '\0';
-		pool_recount(p);
-		if (!p->next.conninfo)
-			pool_log(p, LOG_ERR, "%s: out of memory", p->target);
+		pool_set_next(p, conninfo, server, standby, gen);
 		if (p->from_env)
 			pool_log(p, LOG_NOTICE, "%s: the agent is here; "
 						"switching from the "
@@ -844,6 +953,13 @@ static void pool_on_update(const dbswap_update *u, void *data)
 						"generation %llu",
 				 p->target, (unsigned long long)gen);
 	}
+	/* The old server is dead or hung: waiting for connections to the
+	 * new one before switching would only prolong the outage.  With no
+	 * server in use, there is nothing to keep serving meanwhile. */
+	if (p->next.conninfo &&
+	    (streq(reason, "failover") || streq(reason, "unavailable") ||
+	     p->next.unavailable || p->cur.unavailable))
+		pool_failover(p, reason);
 	pthread_mutex_unlock(&p->lock);
 	pool_wake(p);
 }
@@ -961,6 +1077,9 @@ void dbswap_pool_free(dbswap_pool *p)
 	all = p->conns;
 	p->conns = NULL;
 	close_list(p, all);
+	all = p->dead;
+	p->dead = NULL;
+	close_list(p, all);
 	while (p->spare) {
 		struct pconn *pc = p->spare;
 		p->spare = pc->next;
@@ -1057,7 +1176,7 @@ PGconn *dbswap_pool_acquire(dbswap_pool *p, int timeout_ms)
 	struct timespec until;
 	int64_t deadline;
 	PGconn *conn;
-	bool known, again;
+	bool known, again, down = false;
 
 	conn = pool_acquire_parked(p);
 	if (conn)
@@ -1069,6 +1188,12 @@ PGconn *dbswap_pool_acquire(dbswap_pool *p, int timeout_ms)
 	until = (struct timespec){ .tv_sec = deadline / 1000,
 				   .tv_nsec = (deadline % 1000) * 1000000 };
 	while (!atomic_load(&p->stopping)) {
+		/* No server available: fail now, waiters too (the switch woke
+		 * them), rather than at the timeout. */
+		if (p->cur.unavailable) {
+			down = true;
+			break;
+		}
 		pc = pool_take_idle(p, &to_close, &again);
 		if (again)
 			continue;
@@ -1118,6 +1243,13 @@ PGconn *dbswap_pool_acquire(dbswap_pool *p, int timeout_ms)
 		close_list(p, to_close);
 		pool_wake(p);
 		errno = ECANCELED;
+		return NULL;
+	}
+	if (down) {
+		pthread_mutex_unlock(&p->lock);
+		close_list(p, to_close);
+		pool_wake(p);
+		errno = EHOSTDOWN;
 		return NULL;
 	}
 	p->timeouts++;

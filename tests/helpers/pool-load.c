@@ -12,7 +12,9 @@
  * with --tx, every other iteration BEGIN; SELECT pg_backend_pid(); COMMIT,
  * check the result, keep the connection MS more ms (--hold), release,
  * sleep --pause-ms.  A failed acquire or query is a failure; the first 20
- * are described on stderr with the thread's number.
+ * are described on stderr with the thread's number.  Acquires that fail
+ * with EHOSTDOWN (the agent reports no server available) are failures
+ * too, and also counted as "unavailable".
  *
  * Threads that query back to back on a small machine starve everything
  * else, new PostgreSQL backends included (the agent's validations, the
@@ -21,13 +23,18 @@
  *
  * Every 500 ms a progress line goes to stdout, flushed:
  *   {"t": 1.5, "queries": n, "failures": n, "generation": g, "size": s,
- *    "old": o}
- * After SIGTERM, SIGINT or S seconds the threads finish their iteration,
- * SELECT current_user runs on a freshly acquired connection, and one last
- * line follows:
+ *    "old": o, "first_failure_t": 0.7, "last_failure_t": 1.2,
+ *    "unavailable": n}
+ * t and the failure times are seconds since the threads started; a
+ * failure time is null before any failure.  After SIGTERM, SIGINT or S
+ * seconds the threads finish their iteration, SELECT current_user,
+ * current_setting('port') runs on a freshly acquired connection, and one
+ * last line follows:
  *   {"queries": n, "failures": n, "generation": g, "stats": {...every
  *    dbswap_pool_stats field, config included...},
- *    "current_user_at_end": "app"}
+ *    "current_user_at_end": "app", "port_at_end": 5432,
+ *    "first_failure_t": 0.7, "last_failure_t": 1.2, "unavailable": n}
+ * (the two "_at_end" fields null if that last query failed).
  *
  * Exit status: 0 when nothing failed, 1 after a failure (or a set-up
  * error), 2 for bad usage.
@@ -62,7 +69,11 @@ static struct {
 
 static dbswap_pool *pool;
 static atomic_bool stop;
-static atomic_uint_fast64_t queries, failures;
+static atomic_uint_fast64_t queries, failures, unavailable;
+/* When the threads started, and the first and last failure since then
+ * (ms, -1: none). */
+static int64_t start_ms;
+static atomic_int_fast64_t first_failure_ms = -1, last_failure_ms = -1;
 
 static int64_t now_ms(void)
 {
@@ -89,6 +100,8 @@ static const char *errno_name(int e)
 		return "ENOENT";
 	case ECANCELED:
 		return "ECANCELED";
+	case EHOSTDOWN:
+		return "EHOSTDOWN";
 	case ENOMEM:
 		return "ENOMEM";
 	default:
@@ -110,6 +123,10 @@ static void one_line(char *buf, size_t len, const char *what,
 
 static void fail(int thread, const char *msg)
 {
+	int_fast64_t t = now_ms() - start_ms, none = -1;
+
+	atomic_compare_exchange_strong(&first_failure_ms, &none, t);
+	atomic_store(&last_failure_ms, t);
 	if (atomic_fetch_add(&failures, 1) < FAILURES_SHOWN)
 		fprintf(stderr, "pool-load: thread %d: %s\n", thread, msg);
 }
@@ -179,7 +196,9 @@ static void describe_acquire_error(char *buf, size_t len, int e,
 	snprintf(buf, len, "acquire failed after %" PRId64 " ms: %s (%s)%s",
 		 waited, errno_name(e), strerror(e),
 		 e == ETIMEDOUT ? ": pool exhausted, or no connection "
-				  "opened in time" : "");
+				  "opened in time"
+		 : e == EHOSTDOWN ? ": no database server available"
+				  : "");
 }
 
 static void *worker_run(void *data)
@@ -194,6 +213,8 @@ static void *worker_run(void *data)
 
 		if (!conn) {
 			int e = errno;
+			if (e == EHOSTDOWN)
+				atomic_fetch_add(&unavailable, 1);
 			describe_acquire_error(err, sizeof(err), e,
 					       now_ms() - t0);
 			fail(id, err);
@@ -246,8 +267,9 @@ static int wait_ready(void)
 	}
 }
 
-/* SELECT current_user on a freshly acquired connection, into buf. */
-static int current_user(char *buf, size_t len)
+/* The role and the server's port on a freshly acquired connection: which
+ * value, and which server, the pool ended on. */
+static int user_and_port(char *user, size_t len, int *port)
 {
 	char err[512];
 	PGconn *conn = dbswap_pool_acquire(pool, opt.acquire_ms);
@@ -258,12 +280,14 @@ static int current_user(char *buf, size_t len)
 		fprintf(stderr, "pool-load: current_user: %s\n", err);
 		return -1;
 	}
-	res = exec_expect(conn, "SELECT current_user", PGRES_TUPLES_OK, err,
-			  sizeof(err));
-	if (res)
-		snprintf(buf, len, "%s", PQgetvalue(res, 0, 0));
-	else
+	res = exec_expect(conn, "SELECT current_user, current_setting('port')",
+			  PGRES_TUPLES_OK, err, sizeof(err));
+	if (res) {
+		snprintf(user, len, "%s", PQgetvalue(res, 0, 0));
+		*port = atoi(PQgetvalue(res, 0, 1));
+	} else {
 		fprintf(stderr, "pool-load: %s\n", err);
+	}
 	PQclear(res);
 	dbswap_pool_release(pool, conn);
 	return res ? 0 : -1;
@@ -305,6 +329,23 @@ static void print_stats(const dbswap_pool_stats *s)
 	       c->drain_timeout_ms, c->check_on_borrow);
 }
 
+/* The failure fields, shared by progress and final lines. */
+static void print_failure_times(void)
+{
+	int_fast64_t first = atomic_load(&first_failure_ms);
+	int_fast64_t last = atomic_load(&last_failure_ms);
+
+	/* Read between fail()'s two stores: the first is the last too. */
+	if (last < first)
+		last = first;
+	if (first < 0)
+		printf("\"first_failure_t\": null, \"last_failure_t\": null");
+	else
+		printf("\"first_failure_t\": %.3f, \"last_failure_t\": %.3f",
+		       (double)first / 1000, (double)last / 1000);
+	printf(", \"unavailable\": %" PRIuFAST64, atomic_load(&unavailable));
+}
+
 static void print_progress(double t)
 {
 	dbswap_pool_stats s;
@@ -312,15 +353,17 @@ static void print_progress(double t)
 	dbswap_pool_stats_get(pool, &s);
 	printf("{\"t\": %.1f, \"queries\": %" PRIuFAST64 ", \"failures\": %"
 	       PRIuFAST64 ", \"generation\": %" PRIu64 ", \"size\": %d, "
-	       "\"old\": %d}\n", t, atomic_load(&queries),
+	       "\"old\": %d, ", t, atomic_load(&queries),
 	       atomic_load(&failures), s.generation, s.size, s.old);
+	print_failure_times();
+	printf("}\n");
 	fflush(stdout);
 }
 
 /* Progress lines until a signal or the end of --seconds. */
 static void wait_for_end(const sigset_t *signals)
 {
-	int64_t start = now_ms(), next = start + PROGRESS_MS;
+	int64_t start = start_ms, next = start + PROGRESS_MS;
 	int64_t end = opt.seconds > 0 ? start + (int64_t)opt.seconds * 1000
 				      : INT64_MAX;
 
@@ -417,7 +460,7 @@ int main(int argc, char **argv)
 	sigset_t signals;
 	char user[256] = "";
 	bool started;
-	int i, r, status = 1;
+	int i, r, port = 0, status = 1;
 
 	parse_args(argc, argv);
 	/* Blocked before any thread starts, the library's included, so that
@@ -447,6 +490,7 @@ int main(int argc, char **argv)
 	if (wait_ready() < 0)
 		goto err_pool;
 
+	start_ms = now_ms();
 	for (i = 0; i < opt.threads; i++) {
 		r = pthread_create(&threads[i], NULL, worker_run,
 				   (void *)(intptr_t)i);
@@ -463,17 +507,20 @@ int main(int argc, char **argv)
 	while (i-- > 0)
 		pthread_join(threads[i], NULL);
 
-	r = current_user(user, sizeof(user));
+	r = user_and_port(user, sizeof(user), &port);
 	dbswap_pool_stats_get(pool, &stats);
 	printf("{\"queries\": %" PRIuFAST64 ", \"failures\": %" PRIuFAST64
 	       ", \"generation\": %" PRIu64 ", \"stats\": ",
 	       atomic_load(&queries), atomic_load(&failures), stats.generation);
 	print_stats(&stats);
 	printf(", \"current_user_at_end\": ");
-	if (r == 0)
+	if (r == 0) {
 		print_json_string(user);
-	else
-		printf("null");
+		printf(", \"port_at_end\": %d, ", port);
+	} else {
+		printf("null, \"port_at_end\": null, ");
+	}
+	print_failure_times();
 	printf("}\n");
 	fflush(stdout);
 	if (started && r == 0 && atomic_load(&failures) == 0)

@@ -7,10 +7,14 @@
  *
  * For each update it prints, flushed, one line each:
  *   update TARGET GENERATION CONNINFO     (the real value: tests need it)
+ *   server TARGET GENERATION SERVER standby=0|1 reason=REASON
  *   connect GENERATION ok                 after a libpq connection with it
  *   connect GENERATION fail MESSAGE
- * and then acks the generation.  --thread uses dbswap_client_start()
- * instead of polling dbswap_client_fd() itself.  Exits on SIGTERM.
+ *   connect GENERATION skip no server available     (server "none")
+ * and then acks the generation.  The server line is separate so that the
+ * update line keeps ending with the conninfo, which may hold blanks.
+ * --thread uses dbswap_client_start() instead of polling
+ * dbswap_client_fd() itself.  Exits on SIGTERM.
  */
 #include <dbswap.h>
 #include <errno.h>
@@ -33,13 +37,21 @@ static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
 static void on_update(const dbswap_update *u, void *data)
 {
 	const char *conninfo = dbswap_update_conninfo(u);
+	const char *server = dbswap_update_server(u);
 	uint64_t gen = dbswap_update_generation(u);
 
 	pthread_mutex_lock(&out_lock);
 	printf("update %s %" PRIu64 " %s\n", dbswap_update_target(u), gen,
 	       conninfo);
+	printf("server %s %" PRIu64 " %s standby=%d reason=%s\n",
+	       dbswap_update_target(u), gen, server, dbswap_update_standby(u),
+	       dbswap_update_reason(u));
 	fflush(stdout);
-	if (opt_connect) {
+	if (opt_connect && !strcmp(server, "none")) {
+		/* The value last in force, of a server that is down. */
+		printf("connect %" PRIu64 " skip no server available\n", gen);
+		fflush(stdout);
+	} else if (opt_connect) {
 		PGconn *conn = PQconnectdb(conninfo);
 		PGresult *res = PQstatus(conn) == CONNECTION_OK
 					? PQexec(conn, "SELECT 1")
