@@ -3,9 +3,9 @@
 #
 #   ./dev.sh demo   install what is missing, build, run the live demo
 #   ./dev.sh test   install what is missing, build, run every test
-#   ./dev.sh bench [rotation|pool]
+#   ./dev.sh bench [rotation|pool|failover] [args]
 #                   build, run a benchmark (default rotation; it prints
-#                   tables)
+#                   tables; failover takes --rounds N and --no-hang)
 #
 # Installing needs root or sudo; everything else runs as the caller.  The
 # build goes to ./build (override with BUILDDIR).  Extra arguments after
@@ -62,12 +62,13 @@ bench)
 	which=${1:-rotation}
 	[ $# -gt 0 ] && shift
 	case "$which" in
-	rotation | pool) ;;
-	*) echo "usage: ./dev.sh bench [rotation|pool]" >&2; exit 2 ;;
+	rotation | pool | failover) ;;
+	*) echo "usage: ./dev.sh bench [rotation|pool|failover]" >&2; exit 2 ;;
 	esac
 	install_deps
 	build
 	DBSWAPD="$BUILDDIR/agent/dbswapd" \
+	DBSWAPCTL="$BUILDDIR/client-lib/dbswapctl" \
 	DBSWAP_TEST_SUBSCRIBER="$BUILDDIR/tests/subscriber" \
 	DBSWAP_CONNECT_FLOOR="$BUILDDIR/tests/connect-floor" \
 	DBSWAP_POOL_LOAD="$BUILDDIR/tests/pool-load" \
@@ -81,7 +82,7 @@ test)
 	exec meson test -C "$BUILDDIR" --print-errorlogs "$@"
 	;;
 *)
-	echo "usage: ./dev.sh demo | test [meson test args] | bench [rotation|pool]" >&2
+	echo "usage: ./dev.sh demo | test [meson test args] | bench [rotation|pool|failover]" >&2
 	exit 2
 	;;
 esac

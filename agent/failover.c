@@ -312,6 +312,9 @@ static void failover_switch_done(const struct probe_result *res, void *data)
 			 reason, target_role_name(role), masked ? masked : "?",
 			 res->elapsed_us / 1000.0);
 	free(masked);
+	src->switch_failed = false;
+	if (src->health)
+		health_vouch(src->health);
 	target_publish(t, role, reason, res->in_recovery);
 	failover_reply(t, NULL, t->generation);
 }

@@ -261,6 +261,19 @@ void health_fail(struct health *h, const char *why, bool auth)
 	}
 }
 
+void health_vouch(struct health *h)
+{
+	if (h->state != HEALTH_UP && h->state != HEALTH_UNKNOWN)
+		log_info("%s: up: a switch to it validated a new connection",
+			 h->label);
+	h->state = HEALTH_UP;
+	h->failures = 0;
+	h->successes = MAX(h->successes, 1u);
+	h->down_attempts = 0;
+	h->down_since_wall = 0;
+	health_plan(h);
+}
+
 static void health_watch_conn(struct health *h, PGconn *conn)
 {
 	if (h->conn || loop_add_fd(h->loop, PQsocket(conn), EPOLLIN | EPOLLRDHUP,

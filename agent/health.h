@@ -122,6 +122,11 @@ void health_reschedule(struct health *h);
  * validation), as if a check had failed with why. */
 void health_fail(struct health *h, const char *why, bool auth);
 
+/* The owner switched to this server after a new connection to it passed:
+ * that is a good check, and the server is up from now on (a manual
+ * failback does not wait out the checks a down primary must pass). */
+void health_vouch(struct health *h);
+
 /* "up", "suspect", ... as in status. */
 const char *health_state_name(enum health_state state);
 

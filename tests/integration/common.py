@@ -1,10 +1,15 @@
 """Shared set-up of the integration tests: one PostgreSQL cluster per test
-file, a role whose password the tests rotate, and an env file to write."""
+file, a role whose password the tests rotate, and an env file to write;
+PoolLoad, which runs the pool-load helper (test_pool.py, test_failover.py,
+the benchmarks)."""
 
+import json
 import os
 import secrets
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -75,6 +80,183 @@ class ClusterTest(unittest.TestCase):
             self.fail(f'dbswapctl {" ".join(args)} exited {r.returncode}: '
                       f'{r.stderr}')
         return r
+
+
+class PoolLoad:
+    """pool-load --socket SOCK --target TARGET ARGS... (tests/helpers/
+    pool-load.c; read its header), its stdout lines (JSON) collected by a
+    thread with the monotonic time each arrived, its stderr in a file.
+    Stopped on every path out, like the harness's own processes.  Used by
+    test_pool.py, test_failover.py and the benchmarks."""
+
+    def __init__(self, sock, args=(), env=None, name='pool-load',
+                 target='DATABASE_URL'):
+        self.proc = None
+        self._lines = []
+        self._times = []  # arrival time of each line in _lines
+        self._cond = threading.Condition()
+        self._eof = False
+        self._pid_key = None
+        self._key = h._register(self.close)
+        try:
+            self.dir, self._dir_key = h._mkdtemp('dbswap-pool-load-')
+            self.stderr_path = os.path.join(self.dir, 'stderr')
+            full_env = dict(os.environ)
+            full_env.update(env or {})
+            argv = h._wrapper() + h._binary(None, 'DBSWAP_POOL_LOAD') + \
+                ['--socket', sock, '--target', target, '--name', name] + \
+                [str(a) for a in args]
+            with open(self.stderr_path, 'ab') as err:
+                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                             stdout=subprocess.PIPE,
+                                             stderr=err, env=full_env)
+            self._pid_key = h._watch_pid(self.proc.pid)
+            self._thread = threading.Thread(target=self._reader, daemon=True,
+                                            name=f'pool-load-{name}')
+            self._thread.start()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def _reader(self):
+        for raw in iter(self.proc.stdout.readline, b''):
+            line = raw.decode('utf-8', 'replace').strip()
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                msg = {'unparsed': line}
+            with self._cond:
+                self._lines.append(msg)
+                self._times.append(time.monotonic())
+                self._cond.notify_all()
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    def stderr(self):
+        return h._read_text(self.stderr_path)
+
+    def describe(self):
+        return (f'pool-load pid {self.pid}: last lines '
+                f'{self._lines[-3:]!r}; stderr:\n{h._tail(self.stderr())}')
+
+    def check_alive(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f'pool-load exited with status '
+                                 f'{self.proc.returncode}; {self.describe()}')
+
+    def progress(self):
+        """The last progress line, or None before the first."""
+        with self._cond:
+            for msg in reversed(self._lines):
+                if 't' in msg:
+                    return msg
+        return None
+
+    def wait_progress(self, predicate, timeout=10, what='progress'):
+        """Waits for a progress line for which predicate(line) is true."""
+        deadline = time.monotonic() + timeout * h.TIMEOUT_SCALE
+        with self._cond:
+            while True:
+                for msg in reversed(self._lines):
+                    if 't' in msg and predicate(msg):
+                        return msg
+                if self._eof:
+                    raise AssertionError(f'pool-load ended before {what}; '
+                                         f'{self.describe()}')
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f'no {what} from pool-load within '
+                                         f'{timeout} s; {self.describe()}')
+                self._cond.wait(left)
+
+    def wait_progress_after(self, t, timeout=10):
+        """The first progress line that arrived at monotonic time t or
+        later (waiting for it)."""
+        deadline = time.monotonic() + timeout * h.TIMEOUT_SCALE
+        with self._cond:
+            i = 0
+            while True:
+                while i < len(self._lines):
+                    if self._times[i] >= t and 't' in self._lines[i]:
+                        return self._lines[i]
+                    i += 1
+                if self._eof:
+                    raise AssertionError(f'pool-load ended before a progress'
+                                         f' line after t={t:.3f}; '
+                                         f'{self.describe()}')
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f'no progress line from pool-load '
+                                         f'within {timeout} s; '
+                                         f'{self.describe()}')
+                self._cond.wait(left)
+
+    def timeline(self):
+        """[(arrival time, progress line)] so far."""
+        with self._cond:
+            return [(t, m) for t, m in zip(self._times, self._lines)
+                    if 't' in m]
+
+    def wait_exit(self, timeout=30):
+        """Waits for pool-load to end by itself; returns (status, summary).
+        A pool-load that does not end in time is killed and fails."""
+        try:
+            self.proc.wait(timeout * h.TIMEOUT_SCALE)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f'pool-load did not end within {timeout} s;'
+                                 f' {self.describe()}') from None
+        return self._finish()
+
+    def stop(self, timeout=30):
+        """SIGTERM, then as wait_exit().  Threads may be waiting out an
+        acquire (10 s), hence the long timeout."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.wait_exit(timeout)
+
+    def _finish(self):
+        rc = self.proc.wait()
+        h._unwatch(self._pid_key)
+        self._pid_key = None
+        self._thread.join(10)
+        with self._cond:
+            final = [m for m in self._lines if 'stats' in m]
+        if not final:
+            raise AssertionError(f'pool-load (status {rc}) printed no '
+                                 f'summary; {self.describe()}')
+        return rc, final[-1]
+
+    def close(self):
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                h._stop_process(self.proc, 10)
+            if self.proc is not None:
+                self.proc.wait()
+                self.proc.stdout.close()
+            h._unwatch(self._pid_key)
+            self._pid_key = None
+            h._rmtree(getattr(self, 'dir', None),
+                      getattr(self, '_dir_key', None))
+            self._dir_key = None
+        finally:
+            h._unregister(self._key)
+
+
+def summary_field(summary, name):
+    """A field of pool-load's summary line, at its top level or in its
+    "stats"; KeyError naming what there is when it is in neither."""
+    if name in summary:
+        return summary[name]
+    if name in summary.get('stats', {}):
+        return summary['stats'][name]
+    raise KeyError(f'pool-load summary has no {name!r}: {summary!r}')
 
 
 def main():

@@ -2,12 +2,15 @@
 Integration-test harness for dbswap: everything a test needs to drive the
 real binaries against a real PostgreSQL.
 
-  PgCluster   a throwaway PostgreSQL cluster (initdb + pg_ctl, scram auth)
+  PgCluster   a throwaway PostgreSQL cluster (initdb + pg_ctl, scram auth);
+              pause() hangs it (SIGSTOP), resume() lets it go on
   Agent       dbswapd, found through $DBSWAPD (set by meson)
   Client      the wire protocol written again in Python, from the
               specification: it also proves a non-C client can speak it
   Subscriber  the libdbswap test subscriber, found through
               $DBSWAP_TEST_SUBSCRIBER
+  UpdateRecorder  a Client of its own that subscribes, records every
+              update with the time it came, and acks it at once
   write_*     the ways programs replace a file, which the agent must survive
   k8s_*       the Kubernetes AtomicWriter layout (..data symlink swaps)
 
@@ -55,7 +58,7 @@ __all__ = [
     'FRAME_MAX', 'PROTOCOL_VERSION', 'TIMEOUT_SCALE',
     'HarnessError', 'ProtocolError', 'ConnectionClosed', 'ProcessError',
     'PgError',
-    'PgCluster', 'Agent', 'Client', 'Subscriber',
+    'PgCluster', 'Agent', 'Client', 'Subscriber', 'UpdateRecorder',
     'target_status', 'file_status', 'wait_for', 'cleanup_all',
     'can_connect', 'last_connect_error', 'parse_conninfo', 'quote_ident',
     'quote_literal', 'encode_frame', 'frame_bytes',
@@ -162,7 +165,43 @@ def kill_pid(m):
     if starttime(m['pid']) == m['start']:
         os.kill(m['pid'], signal.SIGKILL)
 
+def descendants(pid):
+    children = {}
+    for d in os.listdir('/proc'):
+        if d.isdigit():
+            try:
+                with open('/proc/%s/stat' % d) as f:
+                    ppid = int(f.read().rpartition(')')[2].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for c in children.get(p, ()):
+            out.append(c)
+            todo.append(c)
+    return out
+
+def resume_pg(datadir):
+    # A cluster left paused (SIGSTOP) would never see pg_ctl's signal,
+    # and its children would stay stopped after the postmaster's SIGKILL.
+    try:
+        with open(os.path.join(datadir, 'postmaster.pid')) as f:
+            pid = int(f.readline())
+        with open('/proc/%d/cmdline' % pid, 'rb') as f:
+            if os.fsencode(datadir) not in f.read():
+                return
+    except (OSError, ValueError):
+        return
+    for p in [pid] + descendants(pid):
+        try:
+            os.kill(p, signal.SIGCONT)
+        except OSError:
+            pass
+
 def stop_pg(m):
+    resume_pg(m['datadir'])
     kw = {}
     if m.get('uid') is not None:
         kw = dict(user=m['uid'], group=m['gid'], extra_groups=[])
@@ -242,6 +281,43 @@ def _proc_starttime(pid):
 
 def _watch_pid(pid):
     return _watch('pid', pid=pid, start=_proc_starttime(pid))
+
+
+def _proc_stat_fields(pid):
+    """The fields of /proc/PID/stat after the command name (state, ppid,
+    ...), or None when the process is gone."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rpartition(')')[2].split()
+    except OSError:
+        return None
+
+
+def _proc_state(pid):
+    """The one-letter state of pid ('T' when stopped), None if gone."""
+    fields = _proc_stat_fields(pid)
+    return fields[0] if fields else None
+
+
+def _descendants(pid):
+    """The pids of pid's children, their children, and so on."""
+    children = {}
+    for d in os.listdir('/proc'):
+        if not d.isdigit():
+            continue
+        fields = _proc_stat_fields(d)
+        try:
+            ppid = int(fields[1]) if fields else None
+        except (ValueError, IndexError):
+            ppid = None
+        if ppid is not None:
+            children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), ()):
+            out.append(c)
+            todo.append(c)
+    return out
 
 
 def _at_exit():
@@ -621,6 +697,8 @@ class PgCluster:
         self.postmaster_pid = None
         self._dir_key = self._pg_key = None
         self._running = False
+        self._paused = None     # {pid: start time} of what pause() stopped
+        self._pause_key = None
         self._key = _register(self.close)
         try:
             self._setup(start_attempts, template)
@@ -694,7 +772,9 @@ class PgCluster:
             self.postmaster_pid = int(f.readline())
 
     def stop(self, mode='immediate'):
-        """Stops the server (mode: smart, fast or immediate)."""
+        """Stops the server (mode: smart, fast or immediate).  A paused
+        server is resumed first: stopped, it would not see the signal."""
+        self.resume()
         if not self._running:
             return
         r = self._server_cmd([_pg_bin('pg_ctl'), '-w', '-t', '30',
@@ -707,9 +787,102 @@ class PgCluster:
     def running(self):
         return self._running
 
+    @property
+    def paused(self):
+        return self._paused is not None
+
+    def processes(self):
+        """The postmaster's pid and those of all its descendants (the
+        backends, the checkpointer, ...); [] when it is not running."""
+        pid = self._verified_postmaster()
+        return [pid] + _descendants(pid) if pid else []
+
+    def _verified_postmaster(self):
+        # The pid file's postmaster, if it really is ours.
+        datadir = getattr(self, 'datadir', None)
+        try:
+            with open(os.path.join(datadir, 'postmaster.pid')) as f:
+                pid = int(f.readline())
+            with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                if os.fsencode(datadir) in f.read():
+                    return pid
+        except (OSError, ValueError, TypeError):
+            pass
+        return None
+
+    def pause(self, timeout=DEFAULT_TIMEOUT):
+        """Hangs the server as a frozen host would: SIGSTOP to the
+        postmaster, then to every descendant (backends included, so open
+        connections hang too), until a scan finds none left running.  The
+        kernel still accepts TCP connections on the listening socket; no
+        one answers them.  Returns once every process is stopped ('T').
+
+        resume() undoes it; it is registered with the cleanup (which runs
+        it before stop or close), stop() and close() call it, and the
+        watchdog sends SIGCONT before it stops a cluster, so no postgres
+        process stays stopped after the test whatever way it ends."""
+        if self._paused is not None:
+            return
+        pid = self._verified_postmaster()
+        if not self._running or pid is None:
+            raise HarnessError('pause: the cluster is not running')
+        self._paused = {}
+        self._pause_key = _register(self.resume)
+        deadline = _deadline(timeout)
+
+        def stop_one(p):
+            start = _proc_starttime(p)
+            if start is None:
+                return
+            self._paused[p] = start
+            try:
+                os.kill(p, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
+
+        stop_one(pid)
+        # The postmaster must be stopped before its children are listed,
+        # or it could fork a new one after the scan.
+        while True:
+            running = [p for p in self._paused
+                       if _proc_state(p) not in ('T', 't', 'Z', 'X', None)]
+            new = [p for p in _descendants(pid) if p not in self._paused]
+            for p in new:
+                stop_one(p)
+            if not running and not new:
+                return
+            if _left(deadline) <= 0:
+                raise HarnessError(f'pause: processes {running + new} did '
+                                   f'not stop within {timeout} s')
+            time.sleep(0.005)
+
+    def resume(self):
+        """SIGCONT to everything pause() stopped (a pid that has been
+        reused since is left alone) and to the postmaster's descendants.
+        Does nothing if the cluster is not paused."""
+        if self._paused is None:
+            return
+        try:
+            pid = self._verified_postmaster()
+            pids = dict(self._paused)
+            for p in _descendants(pid) if pid else ():
+                pids.setdefault(p, _proc_starttime(p))
+            for p, start in pids.items():
+                if _proc_starttime(p) == start:
+                    try:
+                        os.kill(p, signal.SIGCONT)
+                    except ProcessLookupError:
+                        pass
+        finally:
+            self._paused = None
+            key, self._pause_key = self._pause_key, None
+            if key is not None:
+                _unregister(key)
+
     def close(self):
         """Stops the server and removes the directory.  Idempotent."""
         try:
+            self.resume()
             datadir = getattr(self, 'datadir', None)
             if self._running or (datadir and os.path.exists(
                     os.path.join(datadir, 'postmaster.pid'))):
@@ -1026,6 +1199,21 @@ class Client:
     def reload(self, timeout=None):
         return self.request({'type': 'reload'}, timeout)
 
+    def failover(self, target, timeout=None):
+        """Asks for a switch to the secondary; returns ok or error."""
+        return self.request({'type': 'failover', 'target': target}, timeout)
+
+    def failback(self, target, timeout=None):
+        """Asks for a switch to the primary; returns ok or error."""
+        return self.request({'type': 'failback', 'target': target}, timeout)
+
+    def reconnect(self, target=None, timeout=None):
+        """Asks for the value to be published again; returns the reply."""
+        msg = {'type': 'reconnect'}
+        if target is not None:
+            msg['target'] = target
+        return self.request(msg, timeout)
+
 
 def _masked(update):
     u = dict(update)
@@ -1091,6 +1279,122 @@ def wait_for(predicate, timeout=DEFAULT_TIMEOUT, interval=0.01,
                 msg += f' (last error: {last_exc!r})'
             raise AssertionError(msg) from last_exc
         time.sleep(interval)
+
+
+class UpdateRecorder:
+    """A Client of its own, subscribed to targets, whose thread records
+    every update with the monotonic time it was read and, unless ack=False,
+    acks it at once: a subscriber that holds no connection and so is
+    always done with the old value.  Its updates show the fields a library
+    hides (reason, server, standby).  Closed on every path out, like the
+    processes.  Updates hold secrets: describe() masks them."""
+
+    def __init__(self, sock, targets=('DATABASE_URL',), ack=True,
+                 name='pytest-updates', timeout=DEFAULT_TIMEOUT):
+        self._cond = threading.Condition()
+        self._log = []  # [(monotonic time, update)]
+        self._error = None
+        self._closing = False
+        self._thread = None
+        self.client = None
+        self.ack = ack
+        self._key = _register(self.close)
+        try:
+            self.client = Client(sock, timeout)
+            r = self.client.hello(name=name)
+            if r.get('type') != 'hello':
+                raise HarnessError(f'hello refused: {r!r}')
+            r = self.client.subscribe(list(targets) if not
+                                      isinstance(targets, str) else targets)
+            if r.get('type') != 'ok':
+                raise HarnessError(f'subscribe refused: {r!r}')
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name='update-recorder')
+            self._thread.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _run(self):
+        while not self._closing:
+            try:
+                u = self.client.next_update(timeout=0.1 / TIMEOUT_SCALE)
+            except TimeoutError:
+                continue
+            except Exception as e:  # closed, broken: record and end
+                with self._cond:
+                    if not self._closing:
+                        self._error = e
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._log.append((time.monotonic(), u))
+                self._cond.notify_all()
+            if self.ack:
+                try:
+                    self.client.ack(u['target'], u['generation'])
+                except Exception as e:
+                    with self._cond:
+                        self._error = e
+                        self._cond.notify_all()
+                    return
+
+    def log(self):
+        """[(time, update)] so far, in order."""
+        with self._cond:
+            return list(self._log)
+
+    def updates(self):
+        return [u for _, u in self.log()]
+
+    def mark(self):
+        """An index for wait(since=...): only updates read from now on."""
+        with self._cond:
+            return len(self._log)
+
+    def describe(self, last=8):
+        with self._cond:
+            tail = [(round(t, 3), _masked(u)) for t, u in self._log[-last:]]
+            err = self._error
+        return f'updates (last {last}): {tail!r}' + \
+            (f'; recorder stopped: {err!r}' if err else '')
+
+    def wait(self, predicate=lambda u: True, timeout=DEFAULT_TIMEOUT,
+             since=0, what='an update'):
+        """Waits for an update, at index since or later, for which
+        predicate(update) is true; returns (index, time, update).
+        AssertionError naming `what` if none comes in time."""
+        deadline = _deadline(timeout)
+        with self._cond:
+            i = since
+            while True:
+                while i < len(self._log):
+                    t, u = self._log[i]
+                    if predicate(u):
+                        return i, t, u
+                    i += 1
+                left = _left(deadline)
+                if self._error is not None or left <= 0:
+                    raise AssertionError(
+                        f'no {what} within {timeout * TIMEOUT_SCALE:g} s; '
+                        f'{self.describe()}')
+                self._cond.wait(left)
+
+    def close(self):
+        try:
+            self._closing = True
+            if self._thread is not None:
+                self._thread.join(5)
+            if self.client is not None:
+                self.client.close()
+        finally:
+            _unregister(self._key)
 
 
 # --------------------------------------------------------------------------
