@@ -140,7 +140,13 @@ static int64_t health_next(struct health *h)
 		return n > 0 ? -1 : h->last_start_ms + confirm;
 	case HEALTH_UP:
 	case HEALTH_RECOVERING:
-		return n > 0 ? -1 : h->last_start_ms + h->cfg->interval_ms;
+		if (n > 0)
+			return -1;
+		/* No monitor connection (vouched for by a switch, or
+		 * lost): open one soon, it is what notices a crash. */
+		if (!h->conn)
+			return h->last_start_ms + confirm;
+		return h->last_start_ms + h->cfg->interval_ms;
 	case HEALTH_SUSPECT:
 		/* Enough in flight to reach the threshold: wait for them. */
 		if (h->failures + n >= h->cfg->threshold ||

@@ -400,6 +400,17 @@ class Detection(TwoClusters):
                           t['failover']['held']), (g0 + 2, 'primary', False),
                          brief(t))
 
+        # Back on the primary, its monitor connection is open again: a
+        # second crash is seen at once, not at the next 30 s check.
+        t0, join = self.crash(self.primary)
+        t1, t = self.wait_status(status, self.switched('secondary', g0 + 2, 1),
+                                 timeout=10, what='failover after a 2nd crash')
+        elapsed = t1 - t0
+        join()
+        self.assertLessEqual(elapsed, SWITCH_LIMIT_S * h.TIMEOUT_SCALE,
+                             f'the second crash took {elapsed:.2f} s to '
+                             f'fail over; status: {brief(t)}')
+
     def test_hung_primary_fails_over_then_back_after_sigcont(self):
         self.write_env(settings=SHORT)
         cfg = settings_of(SHORT)
