@@ -35,6 +35,23 @@ from common import PoolLoad
 TARGET = 'DATABASE_URL'
 THREADS = 4
 CONFIRM_MS = 250  # the agent's confirmation interval after a failed check
+
+
+def hang_worst(interval, timeout, threshold):
+    """Worst time from a hang to the server declared down: the hang begins
+    just after a check, the next check's query times out, then the other
+    threshold - 1 checks start on new connections CONFIRM_MS apart (the
+    first at once) and each times out too."""
+    confirms = max(threshold - 2, 0) * CONFIRM_MS + timeout if threshold > 1 \
+        else 0
+    return interval + timeout + confirms
+
+
+def hang_formula(interval, timeout, threshold):
+    if threshold <= 1:
+        return f'{interval} + {timeout} ms'
+    return (f'{interval} + {timeout} + {threshold - 2} × {CONFIRM_MS} + '
+            f'{timeout} ms')
 POLL_S = 0.002
 # The hang round's settings: short, so that it takes seconds.
 HANG_SETTINGS = {'DB_HEALTH_CHECK_INTERVAL': 300, 'DB_CONNECTION_TIMEOUT': 500,
@@ -279,12 +296,11 @@ def main():
     print(f'| this agent, crash: the monitor connection closes, a new '
           f'connection at once, then {threshold - 1} confirmations '
           f'{CONFIRM_MS} ms apart | {fmt_ms((threshold - 1) * CONFIRM_MS)} |')
-    hang_worst = interval + timeout + (threshold - 1) * CONFIRM_MS + timeout
     print(f'| this agent, hang: up to an interval to the next check, its '
-          f'timeout, then {threshold - 1} confirmations {CONFIRM_MS} ms '
-          f'apart, the last also running into the timeout '
-          f'({interval} + {timeout} + {threshold - 1} × {CONFIRM_MS} + '
-          f'{timeout} ms) | {fmt_ms(hang_worst)} |')
+          f'timeout, then {threshold - 1} confirmations on new connections '
+          f'started {CONFIRM_MS} ms apart, each running into the timeout '
+          f'({hang_formula(interval, timeout, threshold)}) | '
+          f'{fmt_ms(hang_worst(interval, timeout, threshold))} |')
     print('\n(then the secondary is validated with a new connection, '
           'published, and the pools switch: the rows above "secondary '
           'current" and "acked")')
@@ -310,8 +326,8 @@ def main():
         print('|---|---:|')
         for step, label in STEPS:
             print(f'| {label} | {fmt_ms(steps[step])} |')
-        print(f'| worst case to down: {hi} + {ht} + {hth - 1} × {CONFIRM_MS} '
-              f'+ {ht} ms | {fmt_ms(hi + 2 * ht + (hth - 1) * CONFIRM_MS)} |')
+        print(f'| worst case to down: {hang_formula(hi, ht, hth)} | '
+              f'{fmt_ms(hang_worst(hi, ht, hth))} |')
         print(f'\npool-load failures in the hang round: {failed}; '
               f'SIGCONT -> automatic failback acked: {fmt_ms(back_ms)} '
               f'(expected about retry {hr} + {hth - 1} × interval {hi} = '
