@@ -18,7 +18,7 @@ cd "$(dirname "$0")"
 DEPS="gcc meson ninja-build pkg-config
       libpq-dev libsystemd-dev libmsgpack-dev libsodium-dev
       postgresql-15 postgresql-client-15 python3 python3-msgpack
-      systemd"
+      systemd scdoc debhelper dpkg-dev fakeroot lintian"
 
 BUILDDIR=${BUILDDIR:-build}
 
