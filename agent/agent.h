@@ -15,6 +15,7 @@
 struct loop;
 struct watcher;
 struct server;
+struct systemd;
 struct target;
 
 struct agent {
@@ -35,6 +36,7 @@ struct agent {
 	 * the newest values in the files were refused. */
 	struct health_config failover;
 	char *failover_error;
+	struct systemd *systemd;
 };
 
 /* Re-reads every env file now and re-evaluates the targets. */

@@ -13,6 +13,7 @@
 #include "health.h"
 #include "probe.h"
 #include "server.h"
+#include "systemd.h"
 
 /* The settings: env name, bounds, and where each goes.  The lower bounds
  * keep a typo from turning the agent into a busy loop; the upper ones are
@@ -284,7 +285,8 @@ static void failover_switch_done(const struct probe_result *res, void *data)
 		failover_set_error(t, "switch to the %s %s failed: %s",
 				   target_role_name(role), masked ? masked : "?",
 				   why);
-		log_error("%s: %s", t->name, t->failover_error);
+		log_target(LOG_ERR, "switch-failed", t->name, 0, "%s: %s",
+			   t->name, t->failover_error);
 		src->switch_failed = true;
 		if (src->health)
 			health_fail(src->health, why, res->auth_failed);
@@ -302,13 +304,15 @@ static void failover_switch_done(const struct probe_result *res, void *data)
 	else if (role == ROLE_PRIMARY)
 		t->held = false;
 	if (outage >= 0)
-		log_info("%s: %s to the %s %s, validated in %.1f ms, %lld ms "
+		log_target(LOG_INFO, reason, t->name, t->generation + 1,
+			   "%s: %s to the %s %s, validated in %.1f ms, %lld ms "
 			 "after the %s's first failed check",
 			 t->name, reason, target_role_name(role),
 			 masked ? masked : "?", res->elapsed_us / 1000.0,
 			 outage, target_role_name(t->current));
 	else
-		log_info("%s: %s to the %s %s, validated in %.1f ms", t->name,
+		log_target(LOG_INFO, reason, t->name, t->generation + 1,
+			   "%s: %s to the %s %s, validated in %.1f ms", t->name,
 			 reason, target_role_name(role), masked ? masked : "?",
 			 res->elapsed_us / 1000.0);
 	free(masked);
@@ -375,7 +379,8 @@ static void failover_unavailable(struct target *t)
 			append_reason(why, sizeof(why), "the %s is down", role);
 	}
 	failover_set_error(t, "no server available: %s", why);
-	log_error("%s: %s", t->name, t->failover_error);
+	log_target(LOG_ERR, "unavailable", t->name, t->generation + 1,
+		   "%s: %s", t->name, t->failover_error);
 	if (t->current == ROLE_PRIMARY) {
 		t->failovers++;
 		t->last_failover_wall = wall_s();
@@ -390,6 +395,8 @@ static void failover_evaluate(struct loop_timer *timer, void *data)
 	const char *reason;
 
 	failover_sync_monitors(t);
+	/* Readiness waits for the first publish decided here. */
+	systemd_changed(t->agent);
 	if (t->switch_probe)
 		return; /* decided again when it is done */
 	if (t->generation == 0) {

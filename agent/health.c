@@ -220,7 +220,8 @@ static void health_passed(struct health *h, const struct probe_result *res)
 			break;
 		}
 		h->state = HEALTH_UP;
-		log_info("%s: back after %lld s (%u good checks in a row)",
+		log_target(LOG_INFO, "server-up", h->name, 0,
+			   "%s: back after %lld s (%u good checks in a row)",
 			 h->label,
 			 (long long)((now_us() - h->down_since_us) / 1000000),
 			 h->successes);
@@ -243,7 +244,8 @@ void health_fail(struct health *h, const char *why, bool auth)
 	case HEALTH_SUSPECT:
 		if (h->failures < h->cfg->threshold) {
 			h->state = HEALTH_SUSPECT;
-			log_warning("%s: check failed (%u of %u): %s", h->label,
+			log_target(LOG_WARNING, "check-failed", h->name, 0,
+				   "%s: check failed (%u of %u): %s", h->label,
 				    h->failures, h->cfg->threshold, why);
 			break;
 		}
@@ -251,7 +253,8 @@ void health_fail(struct health *h, const char *why, bool auth)
 		h->down_since_us = now_us();
 		h->down_since_wall = wall_s();
 		h->down_attempts = 0;
-		log_error("%s: down after %u failed check(s) in %lld ms: %s",
+		log_target(LOG_ERR, "server-down", h->name, 0,
+			   "%s: down after %u failed check(s) in %lld ms: %s",
 			  h->label, h->failures,
 			  (long long)((now_us() - h->first_failure_us) / 1000),
 			  why);
@@ -327,7 +330,8 @@ static void health_idle_event(struct loop_source *s, uint32_t events,
 	}
 	pqerr_line(PQerrorMessage(h->conn), line, sizeof(line), sqlstate);
 	health_drop_conn(h);
-	log_warning("%s: monitor connection lost (%s); checking now", h->label,
+	log_target(LOG_WARNING, "connection-lost", h->name, 0,
+		   "%s: monitor connection lost (%s); checking now", h->label,
 		    line);
 	/* Only a failure of this fresh check counts. */
 	if (health_inflight(h) == 0)

@@ -6,6 +6,7 @@
  * clients, the validation connections, timers and signals.
  */
 #include <getopt.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@
 #include "failover.h"
 #include "ipc/protocol.h"
 #include "server.h"
+#include "systemd.h"
 #include "target.h"
 #include "watch.h"
 
@@ -29,6 +31,7 @@
 struct options {
 	const char *socket_path;
 	mode_t socket_mode;
+	gid_t socket_gid;
 	char **envs;
 	size_t n_envs;
 	char **targets;
@@ -47,6 +50,9 @@ static void usage(FILE *f)
 		"  -s, --socket PATH     listen here (default %s)\n"
 		"      --socket-mode MODE  octal mode of the socket (default "
 		"0660)\n"
+		"      --socket-group GROUP  group of the socket, name or number "
+		"(default:\n"
+		"                        the agent's)\n"
 		"  -e, --env FILE        env file to watch; repeat for layers, "
 		"later wins\n"
 		"  -t, --target NAME     variable holding a conninfo; repeat "
@@ -78,6 +84,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 	static const struct option longopts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "socket-mode", required_argument, NULL, 'm' },
+		{ "socket-group", required_argument, NULL, 'g' },
 		{ "env", required_argument, NULL, 'e' },
 		{ "target", required_argument, NULL, 't' },
 		{ "key", required_argument, NULL, 'k' },
@@ -90,6 +97,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 
 	o->socket_path = IPC_DEFAULT_SOCKET;
 	o->socket_mode = 0660;
+	o->socket_gid = (gid_t)-1;
 	while ((c = getopt_long(argc, argv, "s:e:t:k:vVh", longopts, NULL)) !=
 	       -1) {
 		char *end;
@@ -105,6 +113,20 @@ static int parse_args(int argc, char **argv, struct options *o)
 				return -1;
 			}
 			break;
+		case 'g': {
+			struct group *g = getgrnam(optarg);
+			unsigned long gid = strtoul(optarg, &end, 10);
+			if (g) {
+				o->socket_gid = g->gr_gid;
+			} else if (*optarg && !*end && gid < (gid_t)-1) {
+				o->socket_gid = (gid_t)gid;
+			} else {
+				fprintf(stderr, "dbswapd: --socket-group: no "
+						"group named %s\n", optarg);
+				return -1;
+			}
+			break;
+		}
 		case 'e':
 			if (push(&o->envs, &o->n_envs, optarg) < 0)
 				return -1;
@@ -184,7 +206,10 @@ static void agent_file_changed(const char *path, void *data)
 
 void agent_reload(struct agent *a)
 {
-	int r = keys_load(&a->keys);
+	int r;
+
+	systemd_reloading(a);
+	r = keys_load(&a->keys);
 
 	if (r == -ENOMEM)
 		log_error("keys: out of memory");
@@ -199,6 +224,7 @@ void agent_reload(struct agent *a)
 	/* A reload also gives a candidate that gave up another chance. */
 	for (size_t i = 0; i < a->n_targets; i++)
 		target_retry_now(a->targets[i]);
+	systemd_reloaded(a);
 }
 
 static void agent_signal(struct loop_source *src, uint32_t events, void *data)
@@ -227,12 +253,16 @@ static int agent_init(struct agent *a, const struct options *o)
 	struct server_config scfg = {
 		.socket_path = o->socket_path,
 		.socket_mode = o->socket_mode,
+		.socket_gid = o->socket_gid,
 	};
 	int r;
 
 	a->started_ms = now_ms();
 	failover_config_init(a);
 	r = loop_new(&a->loop);
+	if (r < 0)
+		return r;
+	r = systemd_init(a);
 	if (r < 0)
 		return r;
 	r = crypt_init();
@@ -281,6 +311,7 @@ static int agent_init(struct agent *a, const struct options *o)
 			return r;
 	}
 	agent_update_targets(a);
+	systemd_changed(a);
 	return 0;
 }
 
@@ -294,6 +325,7 @@ static void agent_fini(struct agent *a)
 	watcher_free(a->watcher);
 	layers_fini(&a->layers);
 	keys_fini(&a->keys);
+	systemd_fini(a);
 	loop_free(a->loop);
 }
 
@@ -330,9 +362,8 @@ int main(int argc, char **argv)
 	r = loop_add_fd(a.loop, sfd, EPOLLIN, agent_signal, &a, NULL);
 	if (r < 0)
 		goto out;
-	sd_notify(0, "READY=1");
 	r = loop_run(a.loop);
-	sd_notify(0, "STOPPING=1");
+	systemd_stopping(&a);
 out:
 	if (r < 0)
 		log_error("exiting: %s", strerror(-r));

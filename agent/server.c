@@ -23,6 +23,7 @@
 #include "ipc/msg.h"
 #include "layers.h"
 #include "server.h"
+#include "systemd.h"
 #include "target.h"
 
 /* How long accept() pauses after running out of descriptors. */
@@ -89,6 +90,7 @@ static void client_free(struct client *c)
 	close(c->fd);
 	ipc_reader_fini(&c->in);
 	ipc_queue_fini(&c->out);
+	systemd_changed(s->agent);
 	/* The last straggler leaving may complete a rotation. */
 	for (size_t i = 0; i < c->n_subs; i++) {
 		server_check_acked(s, c->subs[i].target);
@@ -436,6 +438,7 @@ static void handle_ack(struct client *c, const struct ipc_msg *m)
 		sub->nack_msg = NULL;
 	}
 	server_check_acked(c->server, t);
+	systemd_changed(c->server->agent);
 }
 
 /* A copy of a client's text fit for one log line: control characters
@@ -513,7 +516,8 @@ static void server_check_acked(struct server *s, struct target *t)
 	if (subscribers == 0 || acked < subscribers)
 		return;
 	t->all_acked = t->generation;
-	log_info("%s: generation %llu acked by all %u subscriber(s), %.1f ms "
+	log_target(LOG_INFO, "acked", t->name, t->generation,
+		   "%s: generation %llu acked by all %u subscriber(s), %.1f ms "
 		 "after it was published",
 		 t->name, (unsigned long long)t->generation, subscribers,
 		 (now_us() - t->published_us) / 1000.0);
@@ -971,6 +975,7 @@ static void server_accept(struct loop_source *src, uint32_t events,
 			s->clients->prev = c;
 		s->clients = c;
 		s->n_clients++;
+		systemd_changed(s->agent);
 		log_debug(CLIENT_FMT " connected", CLIENT_ARGS(c));
 	}
 }
@@ -1012,7 +1017,8 @@ unsigned server_send_settings(struct server *s, struct target *t)
 
 /* Binds path, replacing a stale socket file left by a dead agent but
  * refusing to steal the path from a live one. */
-static int server_bind(struct server *s, const char *path, mode_t mode)
+static int server_bind(struct server *s, const char *path, mode_t mode,
+		       gid_t gid)
 {
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
 	struct stat st;
@@ -1048,6 +1054,14 @@ static int server_bind(struct server *s, const char *path, mode_t mode)
 		r = neg_errno();
 		log_error("cannot bind %s: %s", path, strerror(-r));
 		goto err_fd;
+	}
+	/* The group before the mode: the socket is never open to a group
+	 * it was not meant for. */
+	if (gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) < 0) {
+		r = neg_errno();
+		log_error("cannot give %s to group %u: %s", path, (unsigned)gid,
+			  strerror(-r));
+		goto err_path;
 	}
 	if (chmod(path, mode) < 0) {
 		r = neg_errno();
@@ -1104,7 +1118,8 @@ int server_new(struct agent *a, const struct server_config *cfg,
 		(void)!fcntl(s->fd, F_SETFL, O_NONBLOCK);
 		log_info("listening on the socket passed by systemd");
 	} else {
-		r = server_bind(s, cfg->socket_path, cfg->socket_mode);
+		r = server_bind(s, cfg->socket_path, cfg->socket_mode,
+				cfg->socket_gid);
 		if (r < 0)
 			goto err_server;
 		log_info("listening on %s", s->path);

@@ -20,6 +20,7 @@ struct target_request;
 struct server_config {
 	const char *socket_path; /* bind here unless systemd passed a socket */
 	mode_t socket_mode;
+	gid_t socket_gid;        /* (gid_t)-1: the agent's own */
 };
 
 /* Takes the socket from systemd (sd_listen_fds) if there is one, else

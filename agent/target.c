@@ -14,6 +14,7 @@
 #include "ipc/protocol.h"
 #include "probe.h"
 #include "server.h"
+#include "systemd.h"
 #include "target.h"
 
 const char *target_state_name(enum target_state state)
@@ -218,16 +219,19 @@ void target_publish(struct target *t, enum target_role role,
 	t->published_us = now_us();
 	masked = mask_conninfo(t->conninfo);
 	if (!src)
-		log_warning("%s: generation %llu published: no server is "
+		log_target(LOG_WARNING, reason, t->name, t->generation,
+			   "%s: generation %llu published: no server is "
 			    "available", t->name,
 			    (unsigned long long)t->generation);
 	else
-		log_info("%s: generation %llu published (%s): %s %s%s", t->name,
+		log_target(LOG_INFO, "published", t->name, t->generation,
+			   "%s: generation %llu published (%s): %s %s%s", t->name,
 			 (unsigned long long)t->generation, reason,
 			 target_role_name(role), masked ? masked : "?",
 			 t->standby ? " (in recovery: read-only)" : "");
 	free(masked);
 	server_publish(t->agent->server, t);
+	systemd_changed(t->agent);
 	/* Which servers are monitored, and how, depends on the one in
 	 * use. */
 	failover_changed(t);
@@ -249,7 +253,8 @@ static void source_accept(struct source *src, const struct probe_result *res)
 	src->validated_us = res->elapsed_us;
 	src->switch_failed = false;
 	source_set_error(src, NULL);
-	log_info("%s: %s value validated in %.1f ms: %s", t->name, src->var,
+	log_target(LOG_INFO, "validated", t->name, 0,
+		   "%s: %s value validated in %.1f ms: %s", t->name, src->var,
 		 res->elapsed_us / 1000.0, masked ? masked : "?");
 	free(masked);
 	if (src->health && health_set_conninfo(src->health, src->value) < 0)
@@ -268,6 +273,7 @@ static void source_probe_done(const struct probe_result *res, void *data)
 	int64_t delay;
 
 	src->probe = NULL;
+	systemd_changed(t->agent);
 	if (res->ok) {
 		source_accept(src, res);
 		return;
@@ -282,7 +288,8 @@ static void source_probe_done(const struct probe_result *res, void *data)
 	failover_changed(t);
 	if (res->auth_failed && src->attempts >= TARGET_AUTH_RETRIES) {
 		src->gave_up = true;
-		log_error("%s: %s: %s; gave up after %u attempts so as not to "
+		log_target(LOG_ERR, "gave-up", t->name, 0,
+			   "%s: %s: %s; gave up after %u attempts so as not to "
 			  "lock the role out; %s until the value changes or a "
 			  "reload",
 			  t->name, src->var, src->error, src->attempts,
@@ -292,7 +299,8 @@ static void source_probe_done(const struct probe_result *res, void *data)
 	}
 	delay = backoff_ms(src->attempts - 1, TARGET_RETRY_FIRST_MS,
 			   TARGET_RETRY_MAX_MS);
-	log_warning("%s: %s: %s; %s; retry in %lld ms", t->name, src->var,
+	log_target(LOG_WARNING, "rejected", t->name, 0,
+		   "%s: %s: %s; %s; retry in %lld ms", t->name, src->var,
 		    src->error,
 		    src->value ? "the value in force stays" : "nothing in force",
 		    (long long)delay);

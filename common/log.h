@@ -1,6 +1,8 @@
 /*
  * Logging for the agent and the command-line tools: one line per event on
- * stderr, prefixed with the program name and the level.
+ * stderr, prefixed with the program name and the level.  The agent may
+ * install a sink instead (the systemd journal, with structured fields):
+ * log_event() lines then carry the target, generation and event name.
  *
  * Nothing secret is ever passed to these functions: conninfo strings go
  * through mask_conninfo() first, env values are never logged.
@@ -10,16 +12,37 @@
 
 #include "util.h"
 
-enum log_level {
-	LOG_ERR = 3,
-	LOG_WARNING = 4,
-	LOG_NOTICE = 5,
-	LOG_INFO = 6,
-	LOG_DEBUG = 7,
+/* Levels are syslog's (LOG_ERR ... LOG_DEBUG), as the journal and
+ * dbswap_log_fn number them. */
+#include <syslog.h>
+
+void log_init(const char *progname, int max_level);
+void log_msg(int level, const char *fmt, ...) PRINTF(2, 3);
+
+/* What a line is about, for structured logs: a stable event name
+ * ("published", "acked", "server-down", ...), the target and generation
+ * (NULL and 0 when not about one). */
+struct log_fields {
+	const char *event;
+	const char *target;
+	uint64_t generation;
 };
 
-void log_init(const char *progname, enum log_level max_level);
-void log_msg(enum log_level level, const char *fmt, ...) PRINTF(2, 3);
+/* A line about an event; the same text as log_msg() on stderr. */
+void log_event(int level, const struct log_fields *f,
+	       const char *fmt, ...) PRINTF(3, 4);
+
+/* log_event() about a target. */
+#define log_target(level, event, target, generation, ...)                \
+	log_event(level,                                                  \
+		  &(struct log_fields){ (event), (target), (generation) }, \
+		  __VA_ARGS__)
+
+/* Where lines go instead of stderr.  The sink returns 0, or a negative
+ * errno to have the line written to stderr after all.  NULL: stderr. */
+typedef int log_sink_fn(int level, const struct log_fields *f,
+			const char *line);
+void log_set_sink(log_sink_fn *fn);
 
 #define log_error(...) log_msg(LOG_ERR, __VA_ARGS__)
 #define log_warning(...) log_msg(LOG_WARNING, __VA_ARGS__)

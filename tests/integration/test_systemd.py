@@ -1,0 +1,278 @@
+"""dbswapd under systemd, with systemd's own pieces where they run without
+PID 1: socket activation through systemd-socket-activate, the sd_notify
+protocol (a datagram socket in NOTIFY_SOCKET, played by the test), the
+watchdog, SIGHUP and SIGTERM with subscribers attached, the socket's group,
+and structured journal entries (the journal's native socket, played by the
+test when no journald runs here)."""
+
+import grp
+import os
+import shutil
+import signal
+import socket
+import stat
+import threading
+import time
+
+import harness as h
+from common import ClusterTest, fresh_password, main
+
+
+class NotifySocket:
+    """A datagram socket standing in for systemd's NOTIFY_SOCKET (or the
+    journal's): collects (monotonic time, datagram) pairs."""
+
+    def __init__(self, path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.settimeout(0.1)
+        self._msgs = []
+        self._cond = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._reader, daemon=True,
+                                        name='notify')
+        self._thread.start()
+
+    def _reader(self):
+        while not self._stop:
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self._cond:
+                self._msgs.append((time.monotonic(), data.decode()))
+                self._cond.notify_all()
+
+    def close(self):
+        self._stop = True
+        self._thread.join()
+        self.sock.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def messages(self):
+        with self._cond:
+            return list(self._msgs)
+
+    def wait(self, pred, timeout=10, what='a notify message'):
+        """The first (time, message) after none that pred accepts."""
+        deadline = time.monotonic() + timeout * h.TIMEOUT_SCALE
+        with self._cond:
+            while True:
+                for m in self._msgs:
+                    if pred(m[1]):
+                        return m
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f'no {what} within {timeout} s; got '
+                                         f'{[m for _, m in self._msgs]!r}')
+                self._cond.wait(left)
+
+
+def fields(msg):
+    """'A=1\\nB=2' -> {'A': '1', 'B': '2'} (the last of repeated keys)."""
+    return dict(line.split('=', 1) for line in msg.split('\n') if '=' in line)
+
+
+class BlackHole:
+    """A TCP port that accepts connections (the kernel's backlog) and never
+    answers: a PostgreSQL that hangs."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(('127.0.0.1', 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+
+    def close(self):
+        self.sock.close()
+
+
+class SocketActivatedAgent(h.Agent):
+    """dbswapd started by systemd-socket-activate on its first client, as
+    dbswapd.socket would: the agent must take the listening fd, not bind."""
+
+    def argv(self):
+        tool = shutil.which('systemd-socket-activate') or \
+            '/usr/bin/systemd-socket-activate'
+        return [tool, '-l', self.sock] + super().argv()
+
+
+class Systemd(ClusterTest):
+
+    def notify_socket(self):
+        ns = NotifySocket(os.path.join(self.tmp, 'notify'))
+        self.addCleanup(ns.close)
+        return ns
+
+    def test_socket_activation_starts_the_agent_on_first_connect(self):
+        self.write_url(self.password)
+        agent = SocketActivatedAgent(env_files=[self.env_path], start=False)
+        self.addCleanup(agent.close)
+        agent.start()  # returns once a connect succeeded: that one started it
+        agent.wait_log(r'listening on the socket passed by systemd')
+        self.assertNotIn('listening on ' + agent.sock, agent.log())
+        st = h.wait_for(lambda: (s := h.target_status(agent, 'DATABASE_URL'))
+                        ['generation'] == 1 and s,
+                        what='the first value published')
+        self.assertTrue(st['valid'])
+        # Subscribers are served on the inherited socket.
+        sub = self.start_subscriber(agent)
+        sub.wait_line(r'^connect 1 ok$')
+        # Stopping leaves the socket file alone: it belongs to systemd.
+        self.assertEqual(agent.stop(), 0)
+        self.assertTrue(stat.S_ISSOCK(os.lstat(agent.sock).st_mode))
+
+    def test_notify_ready_status_watchdog_reloading_stopping(self):
+        # The primary hangs: its first validation ends only at the
+        # connection timeout, and READY=1 must wait for it.
+        hole = BlackHole()
+        self.addCleanup(hole.close)
+        timeout_ms = 800
+        self.write_env(f'DATABASE_URL=postgresql://{self.role}:x@127.0.0.1:'
+                       f'{hole.port}/postgres\n'
+                       f'REPORTS_URL={self.url()}\n'
+                       f'DB_CONNECTION_TIMEOUT={timeout_ms}\n')
+        ns = self.notify_socket()
+        t0 = time.monotonic()
+        agent = self.start_agent(targets=['DATABASE_URL', 'REPORTS_URL'],
+                                 env={'NOTIFY_SOCKET': ns.path,
+                                      'WATCHDOG_USEC': '200000'})
+        t_ready, ready = ns.wait(lambda m: 'READY=1' in m.split('\n'),
+                                 what='READY=1')
+        self.assertGreaterEqual(t_ready - t0, timeout_ms / 1000 * 0.9,
+                                f'READY=1 came {t_ready - t0:.3f} s after '
+                                f'the start, before the first validation '
+                                f'could have ended')
+        st = h._status(agent, 10)
+        by_name = {t['name']: t for t in st['targets']}
+        self.assertEqual(by_name['DATABASE_URL']['state'], 'failed')
+        self.assertEqual(by_name['REPORTS_URL']['generation'], 1)
+        # The status line sums up each target.
+        status = fields(ready).get('STATUS', '')
+        self.assertIn('REPORTS_URL gen 1 primary', status)
+        self.assertIn('DATABASE_URL no value', status)
+
+        # The watchdog is pinged at half its period (100 ms).
+        time.sleep(0.6)
+        pings = [t for t, m in ns.messages() if m == 'WATCHDOG=1']
+        self.assertGreaterEqual(len(pings), 3, ns.messages())
+
+        # STATUS follows subscribers.
+        sub = self.start_subscriber(agent, target='REPORTS_URL')
+        sub.wait_line(r'^connect 1 ok$')
+        ns.wait(lambda m: 'REPORTS_URL gen 1 primary 1/1 acked' in m,
+                what='a STATUS with the subscriber')
+
+        # SIGHUP: RELOADING=1 with the time, then READY=1.
+        n = len(ns.messages())
+        os.kill(agent.pid, signal.SIGHUP)
+        agent.wait_log(r'SIGHUP: re-reading')
+        _, reloading = ns.wait(lambda m: m.startswith('RELOADING=1'),
+                               what='RELOADING=1')
+        usec = int(fields(reloading)['MONOTONIC_USEC'])
+        self.assertLess(abs(usec / 1e6 - time.monotonic()), 5)
+        later = ns.messages()[n:]
+        kinds = [m.split('\n')[0] for _, m in later if m != 'WATCHDOG=1']
+        self.assertIn('READY=1', kinds[kinds.index(
+            next(k for k in kinds if k.startswith('RELOADING=1'))):], kinds)
+
+        # SIGTERM: STOPPING=1, the last message, and a clean exit.
+        self.assertEqual(agent.stop(), 0)
+        msgs = [m for _, m in ns.messages() if m != 'WATCHDOG=1']
+        self.assertEqual(msgs[-1], 'STOPPING=1', msgs)
+        order = [m.split('\n')[0].split('=')[0] for m in msgs]
+        first = {k: order.index(k) for k in ('READY', 'RELOADING',
+                                              'STOPPING')}
+        self.assertLess(first['READY'], first['RELOADING'])
+        self.assertLess(first['RELOADING'], first['STOPPING'])
+
+    def test_sighup_retries_a_value_given_up_and_sigterm_with_subscribers(self):
+        self.write_url(self.password)
+        agent = self.start_agent()
+        subs = [self.start_subscriber(agent) for _ in range(2)]
+        for s in subs:
+            s.wait_line(r'^connect 1 ok$')
+
+        # A password the server does not know yet: given up after 6.
+        new = fresh_password()
+        self.write_url(new)
+        agent.wait_log(r'gave up after 6 attempts', timeout=30)
+        # The server learns it; only a reload tries again.
+        self.cluster.set_password(self.role, new)
+        os.kill(agent.pid, signal.SIGHUP)
+        for s in subs:
+            s.wait_line(r'^update DATABASE_URL 2 ')
+            s.wait_line(r'^connect 2 ok$')
+
+        # SIGTERM with subscribers attached: they see the agent go and keep
+        # their value; the agent exits 0 and removes its socket.
+        self.assertEqual(agent.stop(), 0)
+        self.assertFalse(os.path.exists(agent.sock))
+        for s in subs:
+            self.assertIsNone(s.proc.poll(), 'a subscriber exited')
+        self.assertRegex(agent.log(), r'SIGTERM: shutting down')
+
+    def test_socket_group_and_mode(self):
+        group = next((g for g in ('nogroup', 'postgres', 'daemon')
+                      if _group(g)), None)
+        if group is None:
+            self.skipTest('no spare group on this machine')
+        gid = _group(group).gr_gid
+        self.write_url(self.password)
+        agent = self.start_agent('--socket-group', group,
+                                 '--socket-mode', '0660')
+        st = os.lstat(agent.sock)
+        self.assertEqual((st.st_gid, stat.S_IMODE(st.st_mode)), (gid, 0o660))
+        # By number too; a group that does not exist is a usage error.
+        agent2 = self.start_agent('--socket-group', str(gid))
+        self.assertEqual(os.lstat(agent2.sock).st_gid, gid)
+        bad = h.Agent(env_files=[self.env_path], start=False,
+                      args=['--socket-group', 'no-such-group-dbswap'])
+        self.addCleanup(bad.close)
+        with self.assertRaises(h.ProcessError):
+            bad.start(timeout=5)
+        self.assertIn('no group named no-such-group-dbswap', bad.log())
+
+    def test_structured_journal_entries(self):
+        journal = '/run/systemd/journal/socket'
+        if os.path.exists(journal) or os.geteuid() != 0:
+            self.skipTest('a real journal runs here (or not root): not '
+                          'played by the test')
+        os.makedirs(os.path.dirname(journal), exist_ok=True)
+        js = NotifySocket(journal)
+        self.addCleanup(js.close)
+        self.write_url(self.password)
+        agent = h.Agent(env_files=[self.env_path], start=False)
+        self.addCleanup(agent.close)
+        # stderr is the journal stream when JOURNAL_STREAM names it.
+        open(agent.stderr_path, 'ab').close()
+        st = os.stat(agent.stderr_path)
+        agent.env['JOURNAL_STREAM'] = f'{st.st_dev}:{st.st_ino}'
+        agent.start()
+        _, entry = js.wait(lambda m: 'DBSWAP_EVENT=published' in m,
+                           what='a journal entry for the publish')
+        f = fields(entry)
+        self.assertEqual((f['DBSWAP_TARGET'], f['DBSWAP_GENERATION'],
+                          f['PRIORITY'], f['SYSLOG_IDENTIFIER']),
+                         ('DATABASE_URL', '1', '6', 'dbswapd'))
+        self.assertIn('generation 1 published', f['MESSAGE'])
+        self.assertNotIn(self.password, entry)
+        # Entries go to the journal, not to stderr.
+        self.assertNotIn('generation 1 published', agent.log())
+
+
+def _group(name):
+    try:
+        return grp.getgrnam(name)
+    except KeyError:
+        return None
+
+
+if __name__ == '__main__':
+    main()
