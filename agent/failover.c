@@ -80,7 +80,10 @@ void failover_update_settings(struct agent *a)
 		.threshold = v[2] ? (unsigned)v[2] : FAILOVER_DEFAULT_THRESHOLD,
 		.retry_ms = v[3] ? (int64_t)v[3] : FAILOVER_DEFAULT_RETRY_MS,
 	};
-	if (memcmp(&next, &a->failover, sizeof(next)) == 0)
+	if (next.interval_ms == a->failover.interval_ms &&
+	    next.timeout_ms == a->failover.timeout_ms &&
+	    next.threshold == a->failover.threshold &&
+	    next.retry_ms == a->failover.retry_ms)
 		return;
 	a->failover = next;
 	log_info("failover settings now: health check every %lld ms, "
@@ -461,6 +464,12 @@ void failover_request(struct target *t, enum target_role role,
 		 role == ROLE_SECONDARY ? "failover" : "failback");
 	if (t->current == role) {
 		t->held = role == ROLE_SECONDARY;
+		/* Held on the secondary: an automatic failback under way
+		 * must not undo that. */
+		if (t->held && t->switch_probe && t->switch_to == ROLE_PRIMARY) {
+			probe_cancel(t->switch_probe);
+			t->switch_probe = NULL;
+		}
 		server_reply(t->agent->server, req, NULL, 0);
 		return;
 	}

@@ -230,6 +230,18 @@ static void health_passed(struct health *h, const struct probe_result *res)
 	}
 }
 
+static void health_go_down(struct health *h, const char *why)
+{
+	h->state = HEALTH_DOWN;
+	h->down_since_us = now_us();
+	h->down_since_wall = wall_s();
+	h->down_attempts = 0;
+	log_target(LOG_ERR, "server-down", h->name, 0,
+		   "%s: down after %u failed check(s) in %lld ms: %s", h->label,
+		   h->failures,
+		   (long long)((now_us() - h->first_failure_us) / 1000), why);
+}
+
 void health_fail(struct health *h, const char *why, bool auth)
 {
 	free(h->error);
@@ -249,15 +261,7 @@ void health_fail(struct health *h, const char *why, bool auth)
 				    h->failures, h->cfg->threshold, why);
 			break;
 		}
-		h->state = HEALTH_DOWN;
-		h->down_since_us = now_us();
-		h->down_since_wall = wall_s();
-		h->down_attempts = 0;
-		log_target(LOG_ERR, "server-down", h->name, 0,
-			   "%s: down after %u failed check(s) in %lld ms: %s",
-			  h->label, h->failures,
-			  (long long)((now_us() - h->first_failure_us) / 1000),
-			  why);
+		health_go_down(h, why);
 		break;
 	case HEALTH_RECOVERING:
 		h->state = HEALTH_DOWN;
@@ -452,5 +456,13 @@ void health_set_down_retry(struct health *h, int64_t ms)
 
 void health_reschedule(struct health *h)
 {
+	/* A threshold lowered below the failures already counted: down now,
+	 * not never (no check would be started to cross it). */
+	if (h->state == HEALTH_SUSPECT && h->failures >= h->cfg->threshold) {
+		health_go_down(h, h->error ? h->error : "failed checks");
+		health_plan(h);
+		h->fn(h, h->data);
+		return;
+	}
 	health_plan(h);
 }

@@ -58,7 +58,8 @@ enum health_state {
 
 struct health;
 
-/* Called after every finished check, and after health_fail(). */
+/* Called after every finished check, and when a settings change makes a
+ * suspect server down (health_reschedule()). */
 typedef void health_fn(struct health *h, void *data);
 
 struct health {
@@ -115,7 +116,8 @@ void health_reconnect(struct health *h);
  * the check interval. */
 void health_set_down_retry(struct health *h, int64_t ms);
 
-/* The settings changed: re-plans the next check. */
+/* The settings changed: re-plans the next check (and calls the owner's
+ * callback if a lower threshold made the server down). */
 void health_reschedule(struct health *h);
 
 /* Counts a failure seen by the owner (a switch to this server failed its

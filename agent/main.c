@@ -337,8 +337,12 @@ int main(int argc, char **argv)
 	int sfd = -1, r;
 
 	r = parse_args(argc, argv, &o);
-	if (r != 0)
+	if (r != 0) {
+		free(o.envs);
+		free(o.targets);
+		free(o.keys);
 		return r > 0 ? EXIT_SUCCESS : 2;
+	}
 	log_init("dbswapd", o.verbose ? LOG_DEBUG : LOG_INFO);
 
 	/* Secrets live in this process: no core dumps, no ptrace by other

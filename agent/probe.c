@@ -58,7 +58,8 @@ static void probe_scrub(char *msg, size_t size, char *const *secrets,
 	char out[1024];
 	size_t o = 0;
 
-	for (const char *p = msg; *p && o + 5 < sizeof(out);) {
+	/* Room for the longest replacement, "****" in quotes, and the NUL. */
+	for (const char *p = msg; *p && o + 7 < sizeof(out);) {
 		const char *end;
 		if (*p == '"' && (end = strchr(p + 1, '"'))) {
 			size_t len = (size_t)(end - p - 1);

@@ -56,6 +56,7 @@ struct client {
 	bool want_out;
 	struct ucred cred;
 	bool hello;
+	bool dropped; /* out of service; freed when the loop comes back */
 	char *name;
 	struct subscription *subs;
 	size_t n_subs;
@@ -71,11 +72,18 @@ struct server {
 	struct client *clients;
 	unsigned n_clients;
 	uint64_t serials;
+	struct client *dead;      /* dropped, not yet freed */
+	struct loop_timer *reaper;
 };
 
 static void server_check_acked(struct server *s, struct target *t);
 
-static void client_free(struct client *c)
+/* Takes c out of service at once: unlinked, its fd closed, its acks no
+ * longer counted.  Its memory stays until the loop comes back
+ * (server_reap): a handler may still hold c after a call that dropped it
+ * (a publish or a reload sends to every subscriber, the requester too),
+ * and checks c->dropped instead of touching freed memory. */
+static void client_retire(struct client *c)
 {
 	struct server *s = c->server;
 
@@ -90,15 +98,30 @@ static void client_free(struct client *c)
 	close(c->fd);
 	ipc_reader_fini(&c->in);
 	ipc_queue_fini(&c->out);
+	c->dropped = true;
+	c->prev = NULL;
+	c->next = s->dead;
+	s->dead = c;
+	loop_timer_arm_in(s->reaper, 0);
 	systemd_changed(s->agent);
 	/* The last straggler leaving may complete a rotation. */
-	for (size_t i = 0; i < c->n_subs; i++) {
+	for (size_t i = 0; i < c->n_subs; i++)
 		server_check_acked(s, c->subs[i].target);
-		free(c->subs[i].nack_msg);
+}
+
+static void server_reap(struct loop_timer *t, void *data)
+{
+	struct server *s = data;
+
+	while (s->dead) {
+		struct client *c = s->dead;
+		s->dead = c->next;
+		for (size_t i = 0; i < c->n_subs; i++)
+			free(c->subs[i].nack_msg);
+		free(c->subs);
+		free(c->name);
+		free(c);
 	}
-	free(c->subs);
-	free(c->name);
-	free(c);
 }
 
 /* How a client is named in log lines. */
@@ -108,16 +131,23 @@ static void client_free(struct client *c)
 
 static void client_drop(struct client *c, const char *why)
 {
+	if (c->dropped)
+		return;
 	log_info(CLIENT_FMT " disconnected: %s", CLIENT_ARGS(c), why);
-	client_free(c);
+	client_retire(c);
 }
 
 /* Writes what the socket takes and keeps EPOLLOUT interest only while
  * output is queued.  Returns 0, or a negative errno after dropping c. */
 static int client_flush(struct client *c)
 {
-	int r = ipc_queue_flush(&c->out, c->fd);
-	bool want = r == 1;
+	int r;
+	bool want;
+
+	if (c->dropped)
+		return -EPIPE;
+	r = ipc_queue_flush(&c->out, c->fd);
+	want = r == 1;
 
 	if (r < 0) {
 		client_drop(c, strerror(-r));
@@ -134,7 +164,13 @@ static int client_flush(struct client *c)
  * dropping c (a stuck peer, or out of memory). */
 static int client_send(struct client *c, struct ipc_writer *w)
 {
-	int r = w->failed ? -ENOMEM : ipc_queue_push(&c->out, w->buf, w->len);
+	int r;
+
+	if (c->dropped) {
+		ipc_writer_fini(w);
+		return -EPIPE;
+	}
+	r = w->failed ? -ENOMEM : ipc_queue_push(&c->out, w->buf, w->len);
 
 	ipc_writer_fini(w);
 	if (r == -ENOBUFS) {
@@ -871,20 +907,12 @@ out:
 	ipc_msg_fini(&m);
 }
 
-/* True when c is still in the server's list (not dropped). */
-static bool client_alive(struct server *s, struct client *c)
-{
-	for (struct client *x = s->clients; x; x = x->next)
-		if (x == c)
-			return true;
-	return false;
-}
-
 static void client_event(struct loop_source *src, uint32_t events, void *data)
 {
 	struct client *c = data;
-	struct server *s = c->server;
 
+	if (c->dropped)
+		return;
 	if (events & EPOLLOUT) {
 		if (client_flush(c) < 0)
 			return;
@@ -899,7 +927,7 @@ static void client_event(struct loop_source *src, uint32_t events, void *data)
 		/* Drain complete frames before reading more. */
 		while ((r = ipc_reader_next(&c->in, &body, &len)) == 1) {
 			client_dispatch(c, body, len);
-			if (!client_alive(s, c))
+			if (c->dropped)
 				return;
 		}
 		if (r == -EMSGSIZE) {
@@ -1096,7 +1124,8 @@ int server_new(struct agent *a, const struct server_config *cfg,
 	s->fd = -1;
 	s->path = strdup(cfg->socket_path);
 	s->accept_pause = loop_timer_new(a->loop, server_accept_resume, s);
-	if (!s->path || !s->accept_pause) {
+	s->reaper = loop_timer_new(a->loop, server_reap, s);
+	if (!s->path || !s->accept_pause || !s->reaper) {
 		r = -ENOMEM;
 		goto err_server;
 	}
@@ -1140,7 +1169,9 @@ void server_free(struct server *s)
 	if (!s)
 		return;
 	while (s->clients)
-		client_free(s->clients);
+		client_retire(s->clients);
+	server_reap(s->reaper, s);
+	loop_timer_free(s->reaper);
 	loop_remove_fd(s->src);
 	loop_timer_free(s->accept_pause);
 	if (s->fd >= 0)

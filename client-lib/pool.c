@@ -138,6 +138,10 @@ struct dbswap_pool {
 	dbswap_pool_config app;  /* as given (0: not set) */
 	struct client_settings env; /* from the agent */
 	dbswap_pool_config cfg;  /* in force */
+	/* cfg.max_lifetime_ms, which only the app sets: fixed at creation,
+	 * so the lock-free release path reads it here, not from cfg, which
+	 * settings from the agent rewrite under the lock. */
+	int64_t lifetime_ms;
 
 	struct value cur, next;
 	uint64_t serials;
@@ -1022,6 +1026,7 @@ dbswap_pool *dbswap_pool_new(dbswap_client *client, const char *target,
 	if (config)
 		p->app = *config;
 	pool_configure(p);
+	p->lifetime_ms = p->cfg.max_lifetime_ms;
 	if (p->wakefd < 0 || !p->target) {
 		r = p->wakefd < 0 ? errno : ENOMEM;
 		goto err_pool;
@@ -1285,8 +1290,8 @@ static bool pool_release_parked(dbswap_pool *p, PGconn *conn)
 	    pc->value != atomic_load(&p->cur_serial))
 		return false;
 	/* pc is ours until parked: its fields are stable. */
-	if (p->cfg.max_lifetime_ms >= 0 &&
-	    now_ms() >= pc->created_ms + p->cfg.max_lifetime_ms)
+	if (p->lifetime_ms >= 0 &&
+	    now_ms() >= pc->created_ms + p->lifetime_ms)
 		return false;
 	atomic_store(&pc->parked_since, now_ms());
 	atomic_fetch_add(&p->n_parked, 1);

@@ -411,6 +411,25 @@ class Detection(TwoClusters):
                              f'the second crash took {elapsed:.2f} s to '
                              f'fail over; status: {brief(t)}')
 
+    def test_threshold_lowered_while_failing(self):
+        """A primary failing checks under a high threshold, then the
+        threshold lowered below the failures counted: it is down at once
+        (no check would ever be started to cross it otherwise)."""
+        self.write_env(settings=dict(SHORT, DB_FAILURE_THRESHOLD=100))
+        agent = self.start_agent()
+        status = self.status_client(agent)
+        t = self.wait_ready(agent, subscribers=0)
+        g0 = t['generation']
+        _, join = self.crash(self.primary)
+        join()
+        self.wait_status(status, lambda t: t['servers'][0]['failures'] >= 4,
+                         timeout=10, what='4 failed checks of the primary')
+        self.write_env(settings=dict(SHORT, DB_FAILURE_THRESHOLD=3))
+        _, t = self.wait_status(status, self.switched('secondary', g0, 0),
+                                timeout=3, what='failover once the '
+                                'threshold is below the failures')
+        self.assertEqual(t['servers'][0]['health'], 'down', brief(t))
+
     def test_hung_primary_fails_over_then_back_after_sigcont(self):
         self.write_env(settings=SHORT)
         cfg = settings_of(SHORT)

@@ -41,6 +41,24 @@ class Protocol(ClusterTest):
         self.assertEqual(r['type'], 'hello')
         return c
 
+    def test_requester_dropped_by_its_own_request(self):
+        """reconnect publishes to every subscriber, the requester too: one
+        that closed at once is dropped while its own request runs, and the
+        agent must not touch it afterwards (it replied on freed memory
+        once; ASan and valgrind runs of this suite catch a relapse)."""
+        for _ in range(5):
+            c = self.hello()
+            c.subscribe(['DATABASE_URL'])
+            gen = c.next_update()['generation']
+            c.send({'type': 'reconnect', 'target': 'DATABASE_URL', 'id': 7})
+            c.close()
+            st = h.wait_for(
+                lambda: (s := h.target_status(self.agent, 'DATABASE_URL'))
+                ['generation'] > gen and s, what='the reconnect published')
+            self.assertTrue(self.agent.running, self.agent.log())
+            self.assertTrue(st['valid'])
+        self.assertRegex(self.agent.log(), r'asked to reconnect')
+
     def assert_dropped_with(self, c, code):
         m = c.recv(timeout=5)
         self.assertEqual((m['type'], m['code']), ('error', code), m)
