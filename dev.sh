@@ -3,6 +3,7 @@
 #
 #   ./dev.sh demo   install what is missing, build, run the live demo
 #   ./dev.sh test   install what is missing, build, run every test
+#   ./dev.sh deb    install what is missing, build the .debs, lint them (./build-deb)
 #   ./dev.sh bench [rotation|pool|failover] [args]
 #                   build, run a benchmark (default rotation; it prints
 #                   tables; failover takes --rounds N and --no-hang)
@@ -80,6 +81,10 @@ test)
 	install_deps
 	build
 	exec meson test -C "$BUILDDIR" --print-errorlogs "$@"
+	;;
+deb)
+	install_deps
+	exec packaging/build-deb.sh "$@"
 	;;
 *)
 	echo "usage: ./dev.sh demo | test [meson test args] | bench [rotation|pool|failover]" >&2
