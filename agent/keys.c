@@ -38,8 +38,12 @@ int keys_init(struct keys *k, char *const *paths, size_t n)
 	if (n == 0 && creds && *creds) {
 		char path[4096];
 		snprintf(path, sizeof(path), "%s/%s", creds, KEYS_CREDENTIAL);
-		if (access(path, F_OK) == 0)
-			return keys_add_slot(k, path);
+		if (access(path, F_OK) != 0)
+			return 0;
+		r = keys_add_slot(k, path);
+		if (r == 0)
+			k->slots[k->n_slots - 1].credential = true;
+		return r;
 	}
 	return 0;
 }
@@ -65,10 +69,15 @@ int keys_load(struct keys *k)
 		struct key_slot *s = &k->slots[i];
 		struct crypt_key *key;
 		char err[512], id[2 * CRYPT_KEY_ID_LEN + 1];
+		int r;
 
 		free(s->error);
 		s->error = NULL;
-		if (crypt_key_load(s->path, &key, err, sizeof(err)) < 0) {
+		r = s->credential ? crypt_key_load_credential(s->path, &key, err,
+							      sizeof(err))
+				  : crypt_key_load(s->path, &key, err,
+						   sizeof(err));
+		if (r < 0) {
 			failed++;
 			s->error = strdup(err);
 			log_error("%s%s", err,

@@ -26,6 +26,7 @@ struct key_slot {
 	char *path;
 	struct crypt_key *key; /* last good, NULL if never loaded */
 	char *error;           /* why the last load failed, NULL if it did not */
+	bool credential;       /* from $CREDENTIALS_DIRECTORY (systemd) */
 };
 
 struct keys {

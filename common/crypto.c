@@ -244,8 +244,24 @@ err_key:
 	return r;
 }
 
+static int crypt_key_load_mode(const char *path, mode_t refused,
+			       struct crypt_key **out, char *err, size_t errlen);
+
 int crypt_key_load(const char *path, struct crypt_key **out, char *err,
 		   size_t errlen)
+{
+	return crypt_key_load_mode(path, 077, out, err, errlen);
+}
+
+int crypt_key_load_credential(const char *path, struct crypt_key **out,
+			      char *err, size_t errlen)
+{
+	return crypt_key_load_mode(path, 007, out, err, errlen);
+}
+
+/* Loads path, refusing a file with any of the refused mode bits. */
+static int crypt_key_load_mode(const char *path, mode_t refused,
+			       struct crypt_key **out, char *err, size_t errlen)
 {
 	struct stat st;
 	char *text;
@@ -282,7 +298,7 @@ int crypt_key_load(const char *path, struct crypt_key **out, char *err,
 		r = -EINVAL;
 		goto err_fd;
 	}
-	if ((st.st_mode & 077) != 0) {
+	if ((st.st_mode & refused) != 0) {
 		set_err(err, errlen,
 			"key file %s is accessible by group or others "
 			"(mode %04o); run chmod 600 %s",

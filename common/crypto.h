@@ -145,6 +145,13 @@ int crypt_key_generate(struct crypt_key **out);
 int crypt_key_load(const char *path, struct crypt_key **out, char *err,
 		   size_t errlen);
 
+/* The same for a systemd credential ($CREDENTIALS_DIRECTORY): private to
+ * the service by construction, but systemd may grant the service user
+ * read access through an ACL, which shows as group bits in the mode.  Only
+ * access by others is refused. */
+int crypt_key_load_credential(const char *path, struct crypt_key **out,
+			      char *err, size_t errlen);
+
 /* Writes k to a new file at path (format 3), mode 0600 whatever the umask,
  * then fsyncs it (and, best effort, its directory).  Never overwrites: if
  * path exists, even as a dangling symlink, returns -EEXIST ("X exists; not

@@ -252,6 +252,32 @@ class Encrypted(ClusterTest):
         keys = h._status(agent, 5)['keys']
         self.assertEqual(keys[0]['path'], os.path.join(creds, 'dbswap.key'))
 
+    def test_credential_readable_by_group_but_not_others(self):
+        """systemd may give the service user read access to a credential
+        through an ACL, which shows as group bits (0440): accepted for a
+        credential; a key readable by others never is."""
+        creds = os.path.join(self.tmp, 'creds')
+        os.mkdir(creds, 0o700)
+        path = os.path.join(creds, 'dbswap.key')
+        os.rename(self.key, path)
+        os.chmod(path, 0o440)
+        self.seal_env(f'DATABASE_URL={self.url()}\n')
+        agent = self.start_agent(env={'CREDENTIALS_DIRECTORY': creds})
+        sub = self.start_subscriber(agent)
+        sub.wait_line(r'^connect 1 ok$')
+        self.assertIsNone(h._status(agent, 5)['keys'][0]['error'])
+        agent.stop()
+        os.chmod(path, 0o444)
+        agent = self.start_agent(env={'CREDENTIALS_DIRECTORY': creds})
+        keys = h._status(agent, 5)['keys']
+        self.assertIn('accessible by group or others', keys[0]['error'])
+        # The same 0440 outside the credentials directory is refused.
+        os.chmod(path, 0o440)
+        agent.stop()
+        agent = self.start_agent('--key', path)
+        self.assertIn('accessible by group or others',
+                      h._status(agent, 5)['keys'][0]['error'])
+
 
 class Faults(Encrypted):
     """Every fault leaves the old credentials in force, with a clear error
