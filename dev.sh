@@ -87,7 +87,7 @@ deb)
 	exec packaging/build-deb.sh "$@"
 	;;
 *)
-	echo "usage: ./dev.sh demo | test [meson test args] | bench [rotation|pool|failover]" >&2
+	echo "usage: ./dev.sh demo | test [meson test args] | bench [rotation|pool|failover] | deb" >&2
 	exit 2
 	;;
 esac
