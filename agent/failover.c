@@ -1,7 +1,6 @@
 /*
  * Failover between a target's primary and secondary; see failover.h.
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -240,19 +239,6 @@ static enum target_role failover_choose(const struct target *t,
 	return ROLE_NONE;
 }
 
-PRINTF(2, 3)
-static void failover_set_error(struct target *t, const char *fmt, ...)
-{
-	char buf[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	free(t->failover_error);
-	t->failover_error = strdup(buf);
-}
-
 static void failover_reply(struct target *t, const char *error,
 			   uint64_t generation)
 {
@@ -285,7 +271,7 @@ static void failover_switch_done(const struct probe_result *res, void *data)
 	if (!res->ok || (role == ROLE_PRIMARY && res->in_recovery)) {
 		const char *why = res->ok ? "it is in recovery (a standby)"
 					  : res->error;
-		failover_set_error(t, "switch to the %s %s failed: %s",
+		set_strf(&t->failover_error, "switch to the %s %s failed: %s",
 				   target_role_name(role), masked ? masked : "?",
 				   why);
 		log_target(LOG_ERR, "switch-failed", t->name, 0, "%s: %s",
@@ -381,7 +367,7 @@ static void failover_unavailable(struct target *t)
 		else
 			append_reason(why, sizeof(why), "the %s is down", role);
 	}
-	failover_set_error(t, "no server available: %s", why);
+	set_strf(&t->failover_error, "no server available: %s", why);
 	log_target(LOG_ERR, "unavailable", t->name, t->generation + 1,
 		   "%s: %s", t->name, t->failover_error);
 	if (t->current == ROLE_PRIMARY) {

@@ -165,22 +165,6 @@ void target_free(struct target *t)
 	free(t);
 }
 
-PRINTF(2, 3)
-static void source_set_error(struct source *src, const char *fmt, ...)
-{
-	char buf[1024];
-	va_list ap;
-
-	free(src->error);
-	src->error = NULL;
-	if (!fmt)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(buf, sizeof(buf), fmt, ap);
-	va_end(ap);
-	src->error = strdup(buf);
-}
-
 static void source_drop_candidate(struct source *src)
 {
 	probe_cancel(src->probe);
@@ -252,7 +236,7 @@ static void source_accept(struct source *src, const struct probe_result *res)
 	src->attempts = 0;
 	src->validated_us = res->elapsed_us;
 	src->switch_failed = false;
-	source_set_error(src, NULL);
+	set_strf(&src->error, NULL);
 	log_target(LOG_INFO, "validated", t->name, 0,
 		   "%s: %s value validated in %.1f ms: %s", t->name, src->var,
 		 res->elapsed_us / 1000.0, masked ? masked : "?");
@@ -281,7 +265,7 @@ static void source_probe_done(const struct probe_result *res, void *data)
 	src->state = TARGET_FAILED;
 	src->attempts++;
 	masked = mask_conninfo(src->candidate);
-	source_set_error(src, "new value %s failed validation: %s",
+	set_strf(&src->error, "new value %s failed validation: %s",
 			 masked ? masked : "?", res->error);
 	free(masked);
 	/* A first value that fails may leave the other server to serve. */
@@ -361,18 +345,18 @@ static void source_set_value(struct source *src, const char *value)
 		src->value_seq = t->agent->eval_seq;
 		if (src->role == ROLE_SECONDARY) {
 			/* Taking the secondary out turns failover off. */
-			source_set_error(src, NULL);
+			set_strf(&src->error, NULL);
 			if (was_defined)
 				log_info("%s: %s is no longer defined; failover "
 					 "is off", t->name, src->var);
 			failover_changed(t);
 		} else if (src->value) {
-			source_set_error(src, "%s is no longer defined; the "
+			set_strf(&src->error, "%s is no longer defined; the "
 					      "value in force stays",
 					 src->var);
 			log_warning("%s: %s", t->name, src->error);
 		} else {
-			source_set_error(src, "%s is not defined in any env "
+			set_strf(&src->error, "%s is not defined in any env "
 					      "file or the environment",
 					 src->var);
 		}
@@ -384,7 +368,7 @@ static void source_set_value(struct source *src, const char *value)
 		/* Back to the value in force: a pending candidate is moot. */
 		source_drop_candidate(src);
 		src->state = TARGET_OK;
-		source_set_error(src, NULL);
+		set_strf(&src->error, NULL);
 		return;
 	}
 	if (src->candidate && streq(value, src->candidate))

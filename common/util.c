@@ -117,3 +117,18 @@ void append_reason(char *buf, size_t size, const char *fmt, ...)
 	vsnprintf(buf + len, size - len, fmt, ap);
 	va_end(ap);
 }
+
+void set_strf(char **dst, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+
+	free(*dst);
+	*dst = NULL;
+	if (!fmt)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	*dst = strdup(buf);
+}

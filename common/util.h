@@ -94,6 +94,11 @@ int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out);
  * long list is cut, not lost: the first reasons are the ones that count. */
 void append_reason(char *buf, size_t size, const char *fmt, ...) PRINTF(3, 4);
 
+/* Replaces the string *dst (freed) with a formatted one, or with NULL
+ * for fmt NULL: for error fields kept for status.  On ENOMEM *dst is NULL:
+ * an error text is not worth failing for. */
+void set_strf(char **dst, const char *fmt, ...) PRINTF(2, 3);
+
 /* Exponential backoff with full jitter: a delay in [base/2, base] where base
  * is min(first << attempt, max).  attempt counts from 0. */
 int64_t backoff_ms(unsigned attempt, int64_t first, int64_t max);

@@ -56,9 +56,13 @@ SETTING_FIELDS = {'DB_HEALTH_CHECK_INTERVAL': 'health_check_interval_ms',
                   'DB_CONNECTION_TIMEOUT': 'connection_timeout_ms',
                   'DB_FAILURE_THRESHOLD': 'failure_threshold',
                   'DB_PRIMARY_RETRY_INTERVAL': 'primary_retry_interval_ms'}
-# Short settings for the tests that wait for checks.
-SHORT = {'DB_HEALTH_CHECK_INTERVAL': 300, 'DB_CONNECTION_TIMEOUT': 500,
-         'DB_FAILURE_THRESHOLD': 3, 'DB_PRIMARY_RETRY_INTERVAL': 1500}
+# Short settings for the tests that wait for checks.  Under a slow
+# wrapper (valgrind: DBSWAP_TEST_TIMEOUT_SCALE) the agent's own connection
+# timeout must stretch too, or every check of a healthy server times out.
+SHORT = {'DB_HEALTH_CHECK_INTERVAL': int(300 * h.TIMEOUT_SCALE),
+         'DB_CONNECTION_TIMEOUT': int(500 * h.TIMEOUT_SCALE),
+         'DB_FAILURE_THRESHOLD': 3,
+         'DB_PRIMARY_RETRY_INTERVAL': int(1500 * h.TIMEOUT_SCALE)}
 CONFIRM_S = 0.25     # the agent's confirmation interval after a failure
 SWITCH_LIMIT_S = 2.0  # crash -> all acked on the secondary, defaults
 
