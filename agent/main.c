@@ -7,10 +7,12 @@
  */
 #include <getopt.h>
 #include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
@@ -38,6 +40,12 @@ struct options {
 	size_t n_targets;
 	char **keys;
 	size_t n_keys;
+	struct server_allow *allow;
+	size_t n_allow;
+	struct server_principal *admin;
+	size_t n_admin;
+	unsigned max_clients;
+	int hello_timeout_ms;
 	bool verbose;
 };
 
@@ -61,10 +69,147 @@ static void usage(FILE *f)
 		"to rotate\n"
 		"                        (default $CREDENTIALS_DIRECTORY/"
 		"dbswap.key)\n"
+		"      --allow TARGET=SPEC  who may subscribe to TARGET (or * for "
+		"every\n"
+		"                        target); SPEC is a comma list of "
+		"uid:N, user:NAME,\n"
+		"                        gid:N, group:NAME (primary or "
+		"supplementary group);\n"
+		"                        repeat.  Root and the agent's uid always "
+		"may.  Without\n"
+		"                        any --allow: root, the agent's uid and "
+		"the socket's group\n"
+		"      --admin SPEC      who may also send reload, reconnect, "
+		"failover, failback\n"
+		"                        (default: root and the agent's uid "
+		"only); repeat\n"
+		"      --admin-group GROUP  the same as --admin group:GROUP\n"
+		"      --max-clients N   most clients at once (default %d); one "
+		"more gets error\n"
+		"                        \"limit\" and is closed\n"
+		"      --hello-timeout MS  drop a client that sends no hello "
+		"within MS ms\n"
+		"                        (default %d)\n"
 		"  -v, --verbose         log debug messages\n"
 		"  -V, --version         print the version\n"
 		"  -h, --help            print this help\n",
-		IPC_DEFAULT_SOCKET, DEFAULT_TARGET);
+		IPC_DEFAULT_SOCKET, DEFAULT_TARGET, SERVER_CLIENTS_MAX,
+		SERVER_HELLO_TIMEOUT_MS);
+}
+
+/* A decimal number in [min, max], digits only. */
+static bool parse_ulong(const char *s, unsigned long min, unsigned long max,
+		       unsigned long *out)
+{
+	char *end;
+
+	if (*s < '0' || *s > '9')
+		return false;
+	errno = 0;
+	*out = strtoul(s, &end, 10);
+	return !errno && !*end && *out >= min && *out <= max;
+}
+
+/* Appends the principals of spec ("uid:N,user:NAME,gid:N,group:NAME") to
+ * *list.  Names are resolved now, once: never in the event loop, where a
+ * lookup may block on NSS.  Returns 0, or -1 after a message naming opt. */
+static int parse_principals(const char *opt, const char *spec,
+			    struct server_principal **list, size_t *n)
+{
+	char *copy = strdup(spec), *save = NULL, *item;
+	int r = -1;
+
+	if (!copy)
+		return -1;
+	for (item = strtok_r(copy, ",", &save); item;
+	     item = strtok_r(NULL, ",", &save)) {
+		struct server_principal p = { 0 };
+		char *val = strchr(item, ':');
+		unsigned long id;
+
+		if (!val || !val[1])
+			goto err;
+		*val++ = '\0';
+		if (streq(item, "uid") || streq(item, "gid")) {
+			if (!parse_ulong(val, 0, (uid_t)-1 - 1, &id))
+				goto err;
+			p = (struct server_principal){ streq(item, "gid"),
+						       (uint32_t)id };
+		} else if (streq(item, "user")) {
+			struct passwd *pw = getpwnam(val);
+			if (!pw) {
+				fprintf(stderr, "dbswapd: %s: no user named "
+						"%s\n", opt, val);
+				goto out;
+			}
+			p = (struct server_principal){ false, pw->pw_uid };
+		} else if (streq(item, "group")) {
+			struct group *g = getgrnam(val);
+			if (!g) {
+				fprintf(stderr, "dbswapd: %s: no group named "
+						"%s\n", opt, val);
+				goto out;
+			}
+			p = (struct server_principal){ true, g->gr_gid };
+		} else {
+			goto err;
+		}
+		struct server_principal *l =
+			realloc(*list, (*n + 1) * sizeof(**list));
+		if (!l)
+			goto out;
+		l[(*n)++] = p;
+		*list = l;
+	}
+	if (*n > 0) {
+		r = 0;
+		goto out;
+	}
+err:
+	fprintf(stderr, "dbswapd: %s: expected a comma list of uid:N, "
+			"user:NAME, gid:N, group:NAME: %s\n", opt, spec);
+out:
+	free(copy);
+	return r;
+}
+
+/* --allow TARGET=SPEC */
+static int parse_allow(char *arg, struct options *o)
+{
+	char *eq = strchr(arg, '=');
+	struct server_allow *l;
+	struct server_principal *who = NULL;
+	size_t n_who = 0;
+
+	if (!eq || eq == arg) {
+		fprintf(stderr, "dbswapd: --allow: expected TARGET=SPEC: %s\n",
+			arg);
+		return -1;
+	}
+	if (parse_principals("--allow", eq + 1, &who, &n_who) < 0) {
+		free(who);
+		return -1;
+	}
+	l = realloc(o->allow, (o->n_allow + 1) * sizeof(*l));
+	if (!l) {
+		free(who);
+		return -1;
+	}
+	*eq = '\0'; /* argv is ours to cut */
+	l[o->n_allow++] = (struct server_allow){ arg, who, n_who };
+	o->allow = l;
+	return 0;
+}
+
+static void options_fini(struct options *o)
+{
+	for (size_t i = 0; i < o->n_allow; i++)
+		free((void *)o->allow[i].who);
+	free(o->allow);
+	free(o->admin);
+	free(o->envs);
+	free(o->targets);
+	free(o->keys);
 }
 
 static int push(char ***list, size_t *n, char *item)
@@ -88,6 +233,11 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{ "env", required_argument, NULL, 'e' },
 		{ "target", required_argument, NULL, 't' },
 		{ "key", required_argument, NULL, 'k' },
+		{ "allow", required_argument, NULL, 'A' },
+		{ "admin", required_argument, NULL, 'a' },
+		{ "admin-group", required_argument, NULL, 'G' },
+		{ "max-clients", required_argument, NULL, 'M' },
+		{ "hello-timeout", required_argument, NULL, 'H' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
@@ -139,6 +289,46 @@ static int parse_args(int argc, char **argv, struct options *o)
 			if (push(&o->keys, &o->n_keys, optarg) < 0)
 				return -1;
 			break;
+		case 'A':
+			if (parse_allow(optarg, o) < 0)
+				return -1;
+			break;
+		case 'a':
+			if (parse_principals("--admin", optarg, &o->admin,
+					     &o->n_admin) < 0)
+				return -1;
+			break;
+		case 'G': {
+			char spec[320];
+			snprintf(spec, sizeof(spec), "group:%s", optarg);
+			if (strchr(optarg, ',') ||
+			    parse_principals("--admin-group", spec, &o->admin,
+					     &o->n_admin) < 0)
+				return -1;
+			break;
+		}
+		case 'M': {
+			unsigned long n;
+			if (!parse_ulong(optarg, 1, 1000000, &n)) {
+				fprintf(stderr, "dbswapd: --max-clients: not a "
+						"number from 1 to 1000000: "
+						"%s\n", optarg);
+				return -1;
+			}
+			o->max_clients = (unsigned)n;
+			break;
+		}
+		case 'H': {
+			unsigned long n;
+			if (!parse_ulong(optarg, 1, 3600000, &n)) {
+				fprintf(stderr, "dbswapd: --hello-timeout: not a "
+						"number of ms from 1 to "
+						"3600000: %s\n", optarg);
+				return -1;
+			}
+			o->hello_timeout_ms = (int)n;
+			break;
+		}
 		case 'v':
 			o->verbose = true;
 			break;
@@ -161,6 +351,18 @@ static int parse_args(int argc, char **argv, struct options *o)
 	if (o->n_targets == 0 &&
 	    push(&o->targets, &o->n_targets, DEFAULT_TARGET) < 0)
 		return -1;
+	/* A rule for a misspelt target would silently lock its apps out. */
+	for (size_t i = 0; i < o->n_allow; i++) {
+		bool known = streq(o->allow[i].target, "*");
+		for (size_t j = 0; j < o->n_targets && !known; j++)
+			known = streq(o->allow[i].target, o->targets[j]);
+		if (!known) {
+			fprintf(stderr, "dbswapd: --allow: no target named %s "
+					"(targets come from --target)\n",
+				o->allow[i].target);
+			return -1;
+		}
+	}
 	return 0;
 }
 
@@ -254,6 +456,12 @@ static int agent_init(struct agent *a, const struct options *o)
 		.socket_path = o->socket_path,
 		.socket_mode = o->socket_mode,
 		.socket_gid = o->socket_gid,
+		.allow = o->allow,
+		.n_allow = o->n_allow,
+		.admin = o->admin,
+		.n_admin = o->n_admin,
+		.max_clients = o->max_clients,
+		.hello_timeout_ms = o->hello_timeout_ms,
 	};
 	int r;
 
@@ -329,6 +537,21 @@ static void agent_fini(struct agent *a)
 	loop_free(a->loop);
 }
 
+/* Each client is a descriptor: the soft limit (1024 under systemd) would
+ * stop accept() long before the client limit.  The hard limit is ours to
+ * take; epoll has no FD_SETSIZE. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		log_warning("cannot raise the descriptor limit: %s",
+			    strerror(errno));
+}
+
 int main(int argc, char **argv)
 {
 	struct options o = { 0 };
@@ -338,12 +561,11 @@ int main(int argc, char **argv)
 
 	r = parse_args(argc, argv, &o);
 	if (r != 0) {
-		free(o.envs);
-		free(o.targets);
-		free(o.keys);
+		options_fini(&o);
 		return r > 0 ? EXIT_SUCCESS : 2;
 	}
 	log_init("dbswapd", o.verbose ? LOG_DEBUG : LOG_INFO);
+	raise_fd_limit();
 
 	/* Secrets live in this process: no core dumps, no ptrace by other
 	 * uids. */
@@ -374,8 +596,6 @@ out:
 	agent_fini(&a);
 	if (sfd >= 0)
 		close(sfd);
-	free(o.envs);
-	free(o.targets);
-	free(o.keys);
+	options_fini(&o);
 	return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -28,6 +29,16 @@
 
 /* How long accept() pauses after running out of descriptors. */
 #define SERVER_ACCEPT_BACKOFF_MS 100
+/* Groups of a peer looked at before asking for the full list: the
+ * supplementary groups of a service account are usually a handful. */
+#define SERVER_PEER_GROUPS_FIRST 32
+/* At most one log line per this interval about clients refused for the
+ * client limit: a flood of connections must not flood the log too. */
+#define SERVER_REFUSED_LOG_MS 1000
+/* Extra wait before a sweep for clients without hello, so that one sweep
+ * drops a burst of them instead of running once per client. */
+#define SERVER_HELLO_SWEEP_SLACK_MS 100
+
 /* Clients listed per target in a status reply's "lagging" list: enough to
  * name the stragglers, bounded so the reply stays within a frame. */
 #define SERVER_LAGGING_MAX 16
@@ -55,6 +66,9 @@ struct client {
 	struct ipc_queue out;
 	bool want_out;
 	struct ucred cred;
+	gid_t *groups; /* supplementary groups at connect (SO_PEERGROUPS) */
+	size_t n_groups;
+	int64_t connected_ms;
 	bool hello;
 	bool dropped; /* out of service; freed when the loop comes back */
 	char *name;
@@ -74,6 +88,18 @@ struct server {
 	uint64_t serials;
 	struct client *dead;      /* dropped, not yet freed */
 	struct loop_timer *reaper;
+	/* Access control and limits: see server.h. */
+	const struct server_allow *allow;
+	size_t n_allow;
+	const struct server_principal *admin;
+	size_t n_admin;
+	uid_t self_uid;
+	gid_t default_gid; /* the socket's group; (gid_t)-1 if unknown */
+	unsigned max_clients;
+	int hello_timeout_ms;
+	struct loop_timer *hello_sweep;
+	int64_t refused_log_ms; /* last log line about the client limit */
+	unsigned refused;       /* clients refused since that line */
 };
 
 static void server_check_acked(struct server *s, struct target *t);
@@ -119,6 +145,7 @@ static void server_reap(struct loop_timer *t, void *data)
 		for (size_t i = 0; i < c->n_subs; i++)
 			free(c->subs[i].nack_msg);
 		free(c->subs);
+		free(c->groups);
 		free(c->name);
 		free(c);
 	}
@@ -135,6 +162,62 @@ static void client_drop(struct client *c, const char *why)
 		return;
 	log_info(CLIENT_FMT " disconnected: %s", CLIENT_ARGS(c), why);
 	client_retire(c);
+}
+
+/* Whether c's uid is one of who's uids, or its primary or a supplementary
+ * group one of who's groups.  All as the kernel saw them at connect. */
+static bool client_is(const struct client *c,
+		      const struct server_principal *who, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (!who[i].group) {
+			if (c->cred.uid == who[i].id)
+				return true;
+			continue;
+		}
+		if (c->cred.gid == who[i].id)
+			return true;
+		for (size_t j = 0; j < c->n_groups; j++)
+			if (c->groups[j] == who[i].id)
+				return true;
+	}
+	return false;
+}
+
+/* Root and the agent's own uid: they can read its memory or its files
+ * anyway. */
+static bool client_is_owner(const struct client *c)
+{
+	return c->cred.uid == 0 || c->cred.uid == c->server->self_uid;
+}
+
+static bool client_may_subscribe(const struct client *c,
+				 const struct target *t)
+{
+	const struct server *s = c->server;
+
+	if (client_is_owner(c))
+		return true;
+	if (s->n_allow == 0) {
+		struct server_principal g = { .group = true,
+					      .id = s->default_gid };
+		return s->default_gid != (gid_t)-1 && client_is(c, &g, 1);
+	}
+	for (size_t i = 0; i < s->n_allow; i++) {
+		const struct server_allow *r = &s->allow[i];
+		if ((streq(r->target, "*") || streq(r->target, t->name)) &&
+		    client_is(c, r->who, r->n_who))
+			return true;
+	}
+	return false;
+}
+
+/* reload, reconnect, failover, failback: they change what every app on
+ * the host uses. */
+static bool client_is_admin(const struct client *c)
+{
+	return client_is_owner(c) ||
+	       client_is(c, c->server->admin, c->server->n_admin);
 }
 
 /* Writes what the socket takes and keeps EPOLLOUT interest only while
@@ -398,6 +481,15 @@ static void handle_subscribe(struct client *c, const struct ipc_msg *m)
 				     m->targets[i]);
 			return;
 		}
+		if (!client_may_subscribe(c, t)) {
+			log_warning(CLIENT_FMT " gid %u may not subscribe to "
+				    "%s: refused", CLIENT_ARGS(c),
+				    (unsigned)c->cred.gid, t->name);
+			client_error(c, m, IPC_ERR_FORBIDDEN,
+				     "uid %u may not subscribe to %s",
+				     (unsigned)c->cred.uid, t->name);
+			return;
+		}
 		for (size_t j = 0; j < n_req && !dup; j++)
 			dup = req[j] == t;
 		if (dup)
@@ -641,10 +733,13 @@ static void pack_failover(struct ipc_writer *w, const struct target *t)
 	ipc_pack_kv_str(w, "last_error", t->failover_error);
 }
 
-static void pack_server(struct ipc_writer *w, const struct source *src)
+/* shown: whether the asker may subscribe to the target, and so see where
+ * it points (masked); else conninfo is nil. */
+static void pack_server(struct ipc_writer *w, const struct source *src,
+			bool shown)
 {
 	const struct health *h = src->health;
-	char *masked = src->value ? mask_conninfo(src->value) : NULL;
+	char *masked = src->value && shown ? mask_conninfo(src->value) : NULL;
 
 	msgpack_pack_map(&w->pk, 17);
 	ipc_pack_kv_str(w, "role", target_role_name(src->role));
@@ -675,11 +770,11 @@ static void pack_server(struct ipc_writer *w, const struct source *src)
 }
 
 static void pack_target(struct ipc_writer *w, struct server *s,
-			struct target *t, size_t nack_max)
+			struct target *t, size_t nack_max, bool shown)
 {
 	const struct source *p = &t->src[ROLE_PRIMARY];
 	unsigned subscribers, acked, n_lag = 0;
-	char *masked = t->conninfo ? mask_conninfo(t->conninfo) : NULL;
+	char *masked = t->conninfo && shown ? mask_conninfo(t->conninfo) : NULL;
 
 	server_count(s, t, &subscribers, &acked);
 	msgpack_pack_map(&w->pk, 18);
@@ -709,9 +804,9 @@ static void pack_target(struct ipc_writer *w, struct server *s,
 	 * it was taken out of the files. */
 	bool secondary = failover_enabled(t) || t->src[ROLE_SECONDARY].value;
 	msgpack_pack_array(&w->pk, 1 + secondary);
-	pack_server(w, p);
+	pack_server(w, p, shown);
 	if (secondary)
-		pack_server(w, &t->src[ROLE_SECONDARY]);
+		pack_server(w, &t->src[ROLE_SECONDARY], shown);
 
 	ipc_pack_key(w, "settings");
 	msgpack_pack_map(&w->pk, SETTING_COUNT);
@@ -787,10 +882,11 @@ static void pack_key(struct ipc_writer *w, const struct key_slot *k)
 	ipc_pack_kv_str(w, "error", k->error);
 }
 
-/* Writes the status reply, nack messages cut to nack_max bytes. */
-static void pack_status(struct ipc_writer *w, struct server *s,
+/* Writes the status reply for c, nack messages cut to nack_max bytes. */
+static void pack_status(struct ipc_writer *w, const struct client *c,
 			const struct ipc_msg *m, size_t nack_max)
 {
+	struct server *s = c->server;
 	struct agent *a = s->agent;
 
 	writer_begin(w, IPC_STATUS, 4, m);
@@ -813,7 +909,8 @@ static void pack_status(struct ipc_writer *w, struct server *s,
 	ipc_pack_key(w, "targets");
 	msgpack_pack_array(&w->pk, a->n_targets);
 	for (size_t i = 0; i < a->n_targets; i++)
-		pack_target(w, s, a->targets[i], nack_max);
+		pack_target(w, s, a->targets[i], nack_max,
+			    client_may_subscribe(c, a->targets[i]));
 	ipc_pack_key(w, "files");
 	msgpack_pack_array(&w->pk, a->layers.n_files);
 	for (size_t i = 0; i < a->layers.n_files; i++)
@@ -829,7 +926,7 @@ static void handle_status(struct client *c, const struct ipc_msg *m)
 	struct ipc_writer w;
 
 	for (size_t i = 0; i < ARRAY_SIZE(server_nack_shown); i++) {
-		pack_status(&w, c->server, m, server_nack_shown[i]);
+		pack_status(&w, c, m, server_nack_shown[i]);
 		if (w.failed || w.len <= IPC_FRAME_MAX) {
 			client_send(c, &w);
 			return;
@@ -859,6 +956,17 @@ static void client_dispatch(struct client *c, const uint8_t *body, size_t len)
 	if (!c->hello && m.type != IPC_HELLO) {
 		client_violation_code(c, IPC_ERR_HELLO_REQUIRED,
 				      "the first message must be hello");
+		goto out;
+	}
+	if ((m.type == IPC_RELOAD || m.type == IPC_RECONNECT ||
+	     m.type == IPC_FAILOVER || m.type == IPC_FAILBACK) &&
+	    !client_is_admin(c)) {
+		log_warning(CLIENT_FMT " gid %u sent %s, which needs an "
+			    "admin: refused", CLIENT_ARGS(c),
+			    (unsigned)c->cred.gid, m.type_name);
+		client_error(c, &m, IPC_ERR_FORBIDDEN,
+			     "uid %u may not send %s", (unsigned)c->cred.uid,
+			     m.type_name);
 		goto out;
 	}
 	switch (m.type) {
@@ -953,6 +1061,98 @@ static void client_event(struct loop_source *src, uint32_t events, void *data)
 	}
 }
 
+/* The peer's supplementary groups at connect time (SO_PEERGROUPS, Linux
+ * 4.13): the kernel's copy, so neither a lookup of the user in the group
+ * database (which may block on NSS, and misses groups a process dropped or
+ * was given) nor /proc/PID/status (the pid may be reused by the time it
+ * is read).  On failure the peer keeps no supplementary group: access
+ * then fails closed. */
+static void client_get_groups(struct client *c)
+{
+	gid_t first[SERVER_PEER_GROUPS_FIRST];
+	socklen_t len = sizeof(first);
+	gid_t *g;
+
+	if (getsockopt(c->fd, SOL_SOCKET, SO_PEERGROUPS, first, &len) == 0) {
+		g = len ? malloc(len) : NULL;
+		if (!g)
+			return;
+		memcpy(g, first, len);
+	} else if (errno == ERANGE && len > sizeof(first)) {
+		g = malloc(len);
+		if (!g || getsockopt(c->fd, SOL_SOCKET, SO_PEERGROUPS, g,
+				     &len) < 0) {
+			free(g);
+			return;
+		}
+	} else {
+		return;
+	}
+	c->groups = g;
+	c->n_groups = len / sizeof(gid_t);
+}
+
+/* One client too many: an error (code limit) and close, with a log line
+ * at most every SERVER_REFUSED_LOG_MS. */
+static void server_refuse(struct server *s, int fd)
+{
+	struct ucred cred = { .pid = 0, .uid = (uid_t)-1 };
+	socklen_t len = sizeof(cred);
+	struct ipc_queue q = { 0 };
+	struct ipc_writer w;
+	char msg[128];
+	int64_t now = now_ms();
+
+	snprintf(msg, sizeof(msg), "the agent serves at most %u clients",
+		 s->max_clients);
+	ipc_writer_init(&w, IPC_ERROR, 3); /* type, code, message */
+	ipc_pack_kv_str(&w, "code", IPC_ERR_LIMIT);
+	ipc_pack_kv_str(&w, "message", msg);
+	/* A fresh socket's buffer takes this small frame whole; whatever
+	 * does not go now is not retried. */
+	if (!w.failed && ipc_queue_push(&q, w.buf, w.len) == 0)
+		(void)ipc_queue_flush(&q, fd);
+	ipc_queue_fini(&q);
+	ipc_writer_fini(&w);
+	s->refused++;
+	if (now - s->refused_log_ms >= SERVER_REFUSED_LOG_MS) {
+		(void)getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len);
+		log_warning("client pid %d uid %u refused: %u clients connected, "
+			    "the limit; %u refused since the last such line",
+			    (int)cred.pid, (unsigned)cred.uid, s->n_clients,
+			    s->refused);
+		s->refused_log_ms = now;
+		s->refused = 0;
+	}
+	close(fd);
+}
+
+/* Drops the clients that said no hello within hello_timeout_ms and arms
+ * the sweep for the next one due. */
+static void server_hello_sweep(struct loop_timer *t, void *data)
+{
+	struct server *s = data;
+	int64_t now = now_ms(), next = INT64_MAX;
+	struct client *c, *n;
+
+	for (c = s->clients; c; c = n) {
+		int64_t due = c->connected_ms + s->hello_timeout_ms;
+		n = c->next; /* dropping c unlinks it */
+		if (c->hello)
+			continue;
+		if (due > now) {
+			next = MIN(next, due);
+			continue;
+		}
+		if (client_error(c, NULL, IPC_ERR_LIMIT,
+				 "no hello within %d ms",
+				 s->hello_timeout_ms) == 0)
+			client_drop(c, "no hello in time");
+	}
+	if (next != INT64_MAX)
+		loop_timer_arm(t, next + SERVER_HELLO_SWEEP_SLACK_MS);
+}
+
 static void server_accept(struct loop_source *src, uint32_t events,
 			  void *data)
 {
@@ -981,6 +1181,10 @@ static void server_accept(struct loop_source *src, uint32_t events,
 			}
 			return;
 		}
+		if (s->n_clients >= s->max_clients) {
+			server_refuse(s, fd);
+			continue;
+		}
 		c = zalloc(sizeof(*c));
 		if (!c) {
 			close(fd);
@@ -989,15 +1193,22 @@ static void server_accept(struct loop_source *src, uint32_t events,
 		c->server = s;
 		c->serial = ++s->serials;
 		c->fd = fd;
+		c->connected_ms = now_ms();
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0)
 			c->cred = (struct ucred){ .pid = 0, .uid = (uid_t)-1,
 						  .gid = (gid_t)-1 };
+		client_get_groups(c);
 		if (loop_add_fd(s->agent->loop, fd, EPOLLIN | EPOLLRDHUP,
 				client_event, c, &c->src) < 0) {
 			close(fd);
+			free(c->groups);
 			free(c);
 			continue;
 		}
+		if (!loop_timer_armed(s->hello_sweep))
+			loop_timer_arm(s->hello_sweep,
+				       c->connected_ms + s->hello_timeout_ms +
+					       SERVER_HELLO_SWEEP_SLACK_MS);
 		c->next = s->clients;
 		if (s->clients)
 			s->clients->prev = c;
@@ -1112,6 +1323,36 @@ err_fd:
 	return r;
 }
 
+/* The group of the socket file systemd bound: the group it lets connect.
+ * fstat() on the descriptor would describe the socket's inode in sockfs,
+ * not the file, so the file is looked up by the address it is bound to.
+ * (gid_t)-1 if that fails (an abstract socket, a path not visible here):
+ * then only root and the agent's uid have access by default. */
+static gid_t server_socket_group(int fd)
+{
+	struct sockaddr_un addr;
+	socklen_t len = sizeof(addr);
+	struct stat st;
+
+	memset(&addr, 0, sizeof(addr));
+	if (getsockname(fd, (struct sockaddr *)&addr, &len) < 0 ||
+	    len <= offsetof(struct sockaddr_un, sun_path) ||
+	    addr.sun_path[0] == '\0' ||
+	    len >= sizeof(addr)) {
+		log_warning("access: cannot tell the path of the socket passed "
+			    "by systemd; only root and the agent's uid have "
+			    "access unless --allow says otherwise");
+		return (gid_t)-1;
+	}
+	if (stat(addr.sun_path, &st) < 0) {
+		log_warning("access: cannot stat %s: %s; only root and the "
+			    "agent's uid have access unless --allow says "
+			    "otherwise", addr.sun_path, strerror(errno));
+		return (gid_t)-1;
+	}
+	return st.st_gid;
+}
+
 int server_new(struct agent *a, const struct server_config *cfg,
 	       struct server **out)
 {
@@ -1125,7 +1366,18 @@ int server_new(struct agent *a, const struct server_config *cfg,
 	s->path = strdup(cfg->socket_path);
 	s->accept_pause = loop_timer_new(a->loop, server_accept_resume, s);
 	s->reaper = loop_timer_new(a->loop, server_reap, s);
-	if (!s->path || !s->accept_pause || !s->reaper) {
+	s->hello_sweep = loop_timer_new(a->loop, server_hello_sweep, s);
+	s->allow = cfg->allow;
+	s->n_allow = cfg->n_allow;
+	s->admin = cfg->admin;
+	s->n_admin = cfg->n_admin;
+	s->self_uid = geteuid();
+	s->max_clients = cfg->max_clients ? cfg->max_clients
+					  : SERVER_CLIENTS_MAX;
+	s->hello_timeout_ms = cfg->hello_timeout_ms > 0
+				      ? cfg->hello_timeout_ms
+				      : SERVER_HELLO_TIMEOUT_MS;
+	if (!s->path || !s->accept_pause || !s->reaper || !s->hello_sweep) {
 		r = -ENOMEM;
 		goto err_server;
 	}
@@ -1145,14 +1397,21 @@ int server_new(struct agent *a, const struct server_config *cfg,
 		}
 		s->fd = SD_LISTEN_FDS_START;
 		(void)!fcntl(s->fd, F_SETFL, O_NONBLOCK);
+		s->default_gid = server_socket_group(s->fd);
 		log_info("listening on the socket passed by systemd");
 	} else {
 		r = server_bind(s, cfg->socket_path, cfg->socket_mode,
 				cfg->socket_gid);
 		if (r < 0)
 			goto err_server;
+		s->default_gid = cfg->socket_gid != (gid_t)-1 ? cfg->socket_gid
+							      : getegid();
 		log_info("listening on %s", s->path);
 	}
+	if (s->n_allow == 0 && s->default_gid != (gid_t)-1)
+		log_info("access: root, uid %u and group %u may subscribe to "
+			 "every target", (unsigned)s->self_uid,
+			 (unsigned)s->default_gid);
 	r = loop_add_fd(a->loop, s->fd, EPOLLIN, server_accept, s, &s->src);
 	if (r < 0)
 		goto err_server;
@@ -1172,6 +1431,7 @@ void server_free(struct server *s)
 		client_retire(s->clients);
 	server_reap(s->reaper, s);
 	loop_timer_free(s->reaper);
+	loop_timer_free(s->hello_sweep);
 	loop_remove_fd(s->src);
 	loop_timer_free(s->accept_pause);
 	if (s->fd >= 0)

@@ -5,10 +5,19 @@
  *
  * Each client has a bounded output queue; one that stops reading is
  * dropped when the queue is full instead of blocking the loop.
+ *
+ * Access control: the peer's uid, gid and supplementary groups are taken
+ * from the socket when it connects (SO_PEERCRED, SO_PEERGROUPS), so they
+ * are the kernel's word at connect time, with no lookup in the user
+ * database and no race on the pid.  Root and the agent's own uid may do
+ * everything.  Others may subscribe to a target when a rule allows it, and
+ * send reload, reconnect, failover and failback when they are admins; see
+ * ipc/PROTOCOL.md, "Access control".
  */
 #ifndef DBSWAP_AGENT_SERVER_H
 #define DBSWAP_AGENT_SERVER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -17,10 +26,47 @@ struct server;
 struct target;
 struct target_request;
 
+/* Most clients connected at once; one more is sent an error (code limit)
+ * and closed.  Each costs a descriptor and about a KiB when idle; 4096 is
+ * far beyond the processes of one host that use a database, and keeps a
+ * local flood of connections from exhausting the agent's descriptors. */
+#define SERVER_CLIENTS_MAX 4096
+
+/* How long a client may stay connected without a hello: a real client
+ * sends it right after connect; one that does not holds a slot for
+ * nothing. */
+#define SERVER_HELLO_TIMEOUT_MS 5000
+
+/* One peer a rule names: a uid, or a gid matched against the peer's
+ * primary and supplementary groups. */
+struct server_principal {
+	bool group;
+	uint32_t id;
+};
+
+/* Peers allowed to subscribe to target ("*": every target). */
+struct server_allow {
+	const char *target;
+	const struct server_principal *who;
+	size_t n_who;
+};
+
+/* The arrays (and strings) must outlive the server. */
 struct server_config {
 	const char *socket_path; /* bind here unless systemd passed a socket */
 	mode_t socket_mode;
 	gid_t socket_gid;        /* (gid_t)-1: the agent's own */
+	/* None: root, the agent's uid and the socket's group may subscribe
+	 * to every target.  Any: root, the agent's uid and the peers of the
+	 * rules naming the target or "*", no one else. */
+	const struct server_allow *allow;
+	size_t n_allow;
+	/* Besides root and the agent's uid, who may send reload, reconnect,
+	 * failover and failback. */
+	const struct server_principal *admin;
+	size_t n_admin;
+	unsigned max_clients;  /* 0: SERVER_CLIENTS_MAX */
+	int hello_timeout_ms;  /* 0: SERVER_HELLO_TIMEOUT_MS */
 };
 
 /* Takes the socket from systemd (sd_listen_fds) if there is one, else

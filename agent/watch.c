@@ -204,16 +204,50 @@ static void watch_track_writer(struct watch_file *f, uint32_t mask)
 	}
 }
 
+void watcher_overflow(struct watcher *w)
+{
+	int64_t now = now_ms();
+
+	log_warning("watch: inotify queue overflow, rereading all");
+	/* The lost events may have said that a directory was deleted or
+	 * moved away (IN_IGNORED, IN_MOVE_SELF): look each path up again.
+	 * Adding a watch on an inode already watched returns its wd; another
+	 * wd means the path now names another directory. */
+	for (struct watch_dir *d = w->dirs; d; d = d->next) {
+		int wd;
+
+		if (d->wd < 0)
+			continue; /* its retry timer is on it */
+		wd = inotify_add_watch(w->fd, d->path, WATCH_DIR_MASK);
+		if (wd < 0 && (errno == ENOENT || errno == ENOTDIR)) {
+			inotify_rm_watch(w->fd, d->wd);
+			watch_dir_lost(d);
+		} else if (wd < 0) {
+			log_warning("watch: cannot watch directory %s again: "
+				    "%s", d->path, strerror(errno));
+		} else if (wd != d->wd) {
+			log_notice("watch: directory %s was replaced",
+				   d->path);
+			/* Its IN_IGNORED then matches no directory. */
+			inotify_rm_watch(w->fd, d->wd);
+			d->wd = wd;
+		}
+	}
+	/* Every file may have changed: each is reported once, as for an
+	 * event on it (settled, and after a writer seen open has closed it,
+	 * WATCH_HOLD_MAX_MS at most, since its IN_CLOSE_WRITE may be among
+	 * the lost events). */
+	for (struct watch_file *f = w->files; f; f = f->next)
+		watch_touch(f, now, WATCH_SETTLE_MS);
+}
+
 static void watch_handle_event(struct watcher *w,
 			       const struct inotify_event *ev, int64_t now)
 {
 	const char *name = ev->len > 0 ? ev->name : NULL;
 
 	if (ev->mask & IN_Q_OVERFLOW) {
-		/* Events were lost: every file may have changed. */
-		log_warning("watch: inotify queue overflow, rereading all");
-		for (struct watch_file *f = w->files; f; f = f->next)
-			watch_touch(f, now, WATCH_SETTLE_MS);
+		watcher_overflow(w);
 		return;
 	}
 	for (struct watch_file *f = w->files; f; f = f->next) {

@@ -99,6 +99,14 @@ void watcher_free(struct watcher *w);
  * ENOENT/ENOTDIR (-EACCES, -ENOSPC when out of inotify watches). */
 int watcher_add(struct watcher *w, const char *path, watch_fn *fn, void *data);
 
+/* What the watcher does on an inotify queue overflow (IN_Q_OVERFLOW),
+ * when any event may have been lost: looks every directory up again
+ * (one deleted, moved away or replaced meanwhile is handled as if its
+ * events had come) and calls every file's callback once, as for a change.
+ * Public so that tests can feed an overflow without filling the kernel's
+ * queue (fs.inotify.max_queued_events is system-wide). */
+void watcher_overflow(struct watcher *w);
+
 /* Calls every file's callback once (after settling, and after any writer
  * has closed the file, as for a change), e.g. on reload. */
 void watcher_trigger_all(struct watcher *w);

@@ -85,5 +85,6 @@ enum ipc_type {
 #define IPC_ERR_LIMIT "limit"                   /* a named limit was hit */
 #define IPC_ERR_REFUSED "refused"               /* cannot do that now */
 #define IPC_ERR_INTERNAL "internal"             /* the agent failed */
+#define IPC_ERR_FORBIDDEN "forbidden"           /* peer's uid/gids refused */
 
 #endif

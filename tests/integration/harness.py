@@ -378,9 +378,14 @@ def _tail(text, n=40):
     return '\n'.join(text.splitlines()[-n:])
 
 
-def _wrapper():
-    w = os.environ.get('DBSWAP_TEST_WRAPPER')
-    return shlex.split(w) if w else []
+def _wrapper(agent=False):
+    """The command the tests run binaries under: $DBSWAP_TEST_WRAPPER for
+    every binary, then $DBSWAP_TEST_AGENT_WRAPPER for dbswapd alone (so a
+    valgrind run can leave the load generators at full speed)."""
+    w = os.environ.get('DBSWAP_TEST_WRAPPER', '')
+    if agent:
+        w += ' ' + os.environ.get('DBSWAP_TEST_AGENT_WRAPPER', '')
+    return shlex.split(w)
 
 
 def _binary(binary, envvar):
@@ -1457,7 +1462,7 @@ class Agent:
         return self.proc is not None and self.proc.poll() is None
 
     def argv(self):
-        argv = _wrapper() + self.binary + ['--socket', self.sock]
+        argv = _wrapper(agent=True) + self.binary + ['--socket', self.sock]
         for f in self.env_files:
             argv += ['--env', f]
         for t in self.targets:

@@ -489,6 +489,49 @@ static void test_overflow(void)
 	watcher_free(w);
 }
 
+/* A synthetic overflow (the kernel's queue is system-wide, so it is not
+ * lowered here): every file is reported once with its content, even with
+ * no event of its own. */
+static void test_overflow_synthetic(void)
+{
+	struct seen s;
+	char dir[512];
+	struct watcher *w = case_start("overflow-synthetic", &s, dir, "A=1\n");
+
+	watcher_overflow(w);
+	wait_calls(&s, 1);
+	expect_content(&s, "A=1\n");
+	/* Twice in a row: reported again, once. */
+	watcher_overflow(w);
+	watcher_overflow(w);
+	wait_calls(&s, 2);
+	watcher_free(w);
+}
+
+/* The directory is replaced by another one, and the overflow comes
+ * before the events that say so are read: the watcher must watch the new
+ * directory, so that a later write there is seen. */
+static void test_overflow_dir_replaced(void)
+{
+	struct seen s;
+	char dir[512], old[512];
+	struct watcher *w = case_start("overflow-dir-replaced", &s, dir,
+				       "A=1\n");
+
+	CHECK(snprintf(old, sizeof(old), "%s.old", dir) < (int)sizeof(old));
+	CHECK(rename(dir, old) == 0);
+	CHECK(mkdir(dir, 0700) == 0);
+	write_file(s.path, "A=2\n", O_CREAT | O_EXCL);
+	watcher_overflow(w);
+	wait_calls(&s, 1);
+	expect_content(&s, "A=2\n");
+	/* The new directory is watched. */
+	write_file(s.path, "A=3\n", O_TRUNC);
+	wait_calls(&s, 2);
+	expect_content(&s, "A=3\n");
+	watcher_free(w);
+}
+
 static void test_bad_paths(void)
 {
 	struct watcher *w;
@@ -527,6 +570,8 @@ int main(void)
 	test_dir_moved();
 	test_dir_missing();
 	test_overflow();
+	test_overflow_synthetic();
+	test_overflow_dir_replaced();
 	test_hold_cap();
 
 	loop_free(loop);
