@@ -364,13 +364,18 @@ class Hostile(ClusterTest):
             worst = max(worst, time.monotonic() - t0)
         self.assertEqual(st['agent']['clients'], 501)
         # A few ms on a quiet machine; 200 ms is for a loaded 2-core CI.
-        self.assertLess(worst, 0.2)
+        self.assertLess(worst, 0.2 * h.TIMEOUT_SCALE)
+        print(f'500 idle clients after 1000 connect/disconnect cycles: '
+              f'status in {worst * 1000:.1f} ms at worst; VmRSS '
+              f'{vmrss_kib(agent.pid)} KiB, {idle_kib} KiB idle')
         # Each idle client costs a struct, a reader's and a queue's
         # buffers: a few KiB, so 500 stay far under the bound; a leak of
         # a frame buffer per client (64 KiB) or per cycle would not.
-        rss = vmrss_kib(agent.pid)
-        self.assertLess(rss, 2 * idle_kib + 8 * 1024,
-                        f'VmRSS {rss} KiB, idle {idle_kib} KiB')
+        # Under a wrapper (valgrind) the RSS is the wrapper's.
+        if not os.environ.get('DBSWAP_TEST_AGENT_WRAPPER'):
+            rss = vmrss_kib(agent.pid)
+            self.assertLess(rss, 2 * idle_kib + 8 * 1024,
+                            f'VmRSS {rss} KiB, idle {idle_kib} KiB')
         self.assertTrue(agent.running)
 
 
