@@ -2,11 +2,19 @@
 # Set-up for a fresh Debian 12 machine, in one command each:
 #
 #   ./dev.sh demo   install what is missing, build, run the live demo
-#   ./dev.sh test   install what is missing, build, run every test
+#   ./dev.sh test   install what is missing, build, run every test, then
+#                   every fuzz target for 30 s (FUZZ_SECONDS=N to change,
+#                   0 to skip)
 #   ./dev.sh deb    install what is missing, build the .debs, lint them (./build-deb)
 #   ./dev.sh bench [rotation|pool|failover] [args]
 #                   build, run a benchmark (default rotation; it prints
 #                   tables; failover takes --rounds N and --no-hang)
+#   ./dev.sh fuzz [SECONDS]
+#                   build the libFuzzer targets with clang, ASan and UBSan
+#                   (./build-fuzz), run each for SECONDS (default 60) from
+#                   its seed corpus in tests/fuzz/corpus (new inputs go to
+#                   a temp dir); fails on any crash, leak or sanitizer
+#                   report and prints the reproducer (./build-fuzz/artifacts)
 #
 # Installing needs root or sudo; everything else runs as the caller.  The
 # build goes to ./build (override with BUILDDIR).  Extra arguments after
@@ -19,7 +27,8 @@ cd "$(dirname "$0")"
 DEPS="gcc meson ninja-build pkg-config
       libpq-dev libsystemd-dev libmsgpack-dev libsodium-dev
       postgresql-15 postgresql-client-15 python3 python3-msgpack
-      systemd scdoc debhelper dpkg-dev fakeroot lintian"
+      systemd scdoc debhelper dpkg-dev fakeroot lintian
+      clang libclang-rt-14-dev"
 
 BUILDDIR=${BUILDDIR:-build}
 
@@ -80,14 +89,56 @@ bench)
 test)
 	install_deps
 	build
-	exec meson test -C "$BUILDDIR" --print-errorlogs "$@"
+	meson test -C "$BUILDDIR" --print-errorlogs "$@"
+	[ "${FUZZ_SECONDS:-30}" -eq 0 ] || exec "$0" fuzz "${FUZZ_SECONDS:-30}"
+	;;
+fuzz)
+	secs=${1:-60}
+	fuzzdir=build-fuzz
+	install_deps
+	if [ ! -f "$fuzzdir/build.ninja" ]; then
+		# The libraries get the coverage instrumentation too
+		# (fuzzer-no-link), or libFuzzer would fuzz them blind.  No
+		# -Werror: gcc's build enforces warnings; clang's may differ.
+		CC=clang meson setup "$fuzzdir" -Dfuzz=true \
+			-Db_sanitize=address,undefined -Db_lundef=false \
+			-Dc_args=-fsanitize=fuzzer-no-link -Dwerror=false
+	fi
+	targets="env frame crypto mask"
+	ninja -C "$fuzzdir" $(for t in $targets; do echo tests/fuzz/fuzz-$t; done)
+	work=$(mktemp -d "${TMPDIR:-/tmp}/dbswap-fuzz.XXXXXX")
+	trap 'rm -rf "$work"' EXIT
+	artifacts="$(pwd)/$fuzzdir/artifacts"
+	failed=""
+	for t in $targets; do
+		mkdir -p "$work/$t" "$artifacts/$t"
+		cp tests/fuzz/corpus/$t/* "$work/$t/"
+		echo "dev.sh: fuzz-$t for ${secs}s"
+		if ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:abort_on_error=1 \
+		   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		   "$fuzzdir/tests/fuzz/fuzz-$t" -max_len=65536 -timeout=10 \
+			-max_total_time="$secs" -print_final_stats=1 \
+			-artifact_prefix="$artifacts/$t/" \
+			"$work/$t" >"$work/$t.log" 2>&1; then
+			grep -E '^stat::number_of_executed_units' "$work/$t.log" || :
+		else
+			tail -n 60 "$work/$t.log" >&2
+			grep -o 'Test unit written to .*' "$work/$t.log" |
+				sed "s|^Test unit written to |dev.sh: reproduce: $fuzzdir/tests/fuzz/fuzz-$t |" >&2 || :
+			failed="$failed $t"
+		fi
+	done
+	if [ -n "$failed" ]; then
+		echo "dev.sh: fuzzing failed:$failed" >&2
+		exit 1
+	fi
 	;;
 deb)
 	install_deps
 	exec packaging/build-deb.sh "$@"
 	;;
 *)
-	echo "usage: ./dev.sh demo | test [meson test args] | bench [rotation|pool|failover] | deb" >&2
+	echo "usage: ./dev.sh demo | test [meson test args] | fuzz [SECONDS] | bench [rotation|pool|failover] | deb" >&2
 	exit 2
 	;;
 esac

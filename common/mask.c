@@ -119,9 +119,13 @@ static char *mask_uri(const char *s, size_t scheme_len)
 	p = start;
 	if (at) {
 		/* The last '@' ends user:password even when the password holds
-		 * '@', ':' or '/'.  A ':' past the '?' is in the query. */
+		 * '@', ':' or '/'.  A ':' past the '?' is in the query, unless
+		 * no '/' comes before it: libpq reads user info up to the '@'
+		 * without stopping at a '?' ("a?b:pw@db" is user a?b). */
 		const char *colon = memchr(start, ':', (size_t)(at - start));
-		if (colon && (!query || colon < query)) {
+		bool in_query = query && colon > query &&
+				memchr(start, '/', (size_t)(colon - start));
+		if (colon && !in_query) {
 			out_add(&o, start, (size_t)(colon - start) + 1);
 			out_str(&o, MASK);
 			if (query && query < at) {

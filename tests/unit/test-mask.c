@@ -111,6 +111,12 @@ static void test_uri(void)
 		   "c3c", "=a");
 	CHECK_MASK("postgresql://app:s3cret@db/x?application_name=me@host",
 		   NULL, "s3cret");
+	/* libpq reads user info up to the '@' without stopping at a '?':
+	 * this is user "a?b", password "s3cretpw" (found by the fuzzer). */
+	CHECK_MASK("postgresql://a?b:s3cretpw@db/x", NULL, "s3cretpw",
+		   "cretp");
+	CHECK_MASK("postgresql://a?b:pw@db/x?password=q3q", NULL, "pw@",
+		   "q3q");
 	/* libpq decodes query keys: an encoded "password" is one. */
 	CHECK_MASK("postgresql://db/x?pass%77ord=s3cret", NULL, "s3cret");
 	CHECK_MASK("postgresql://db/x?%73slpassword=s3cret", NULL, "s3cret");

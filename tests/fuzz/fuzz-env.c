@@ -1,0 +1,164 @@
+/*
+ * libFuzzer target: the env-file parser (common/env.c) used the way the
+ * agent's layers use it: one file parsed with a lookup into the layers
+ * below and a decode callback for "enc:" values, then names looked up.
+ *
+ * Besides not crashing, checks what env.h promises: a NUL byte rejects the
+ * file; on success every name is [A-Za-z_][A-Za-z0-9_]*, offsets lie inside
+ * the input, values and their sum are within ENV_VALUE_MAX and
+ * ENV_TOTAL_MAX, and env_file_get() returns the last definition; on error
+ * the position is 1-based, the message terminated and nothing is returned.
+ *
+ * The decode callback stands in for crypt_open_value() (fuzzed on its own
+ * in fuzz-crypto.c): "enc:ok:REST" decodes to REST, "enc:nomem" fails with
+ * -ENOMEM, anything else is refused.
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/env.h"
+#include "tests/fuzz/fuzz.h"
+
+/* The layers below this file: the process environment and earlier files. */
+static const char *lookup(const char *name, void *data)
+{
+	static const char *const lower[][2] = {
+		{ "HOME", "/home/app" },
+		{ "PGHOST", "db.internal" },
+		{ "DB_PASSWORD", "s3cret" },
+		{ "EMPTY", "" },
+		{ "URL", "postgresql://app:${NOT_EXPANDED}@db/x" },
+	};
+
+	(void)data;
+	FUZZ_CHECK(name != NULL);
+	for (size_t i = 0; i < sizeof(lower) / sizeof(lower[0]); i++)
+		if (strcmp(name, lower[i][0]) == 0)
+			return lower[i][1];
+	return NULL;
+}
+
+static int decode(const char *name, const char *value, char **out, char *msg,
+		  size_t msglen, void *data)
+{
+	unsigned *calls = data;
+
+	(*calls)++;
+	FUZZ_CHECK(name != NULL && value != NULL && out != NULL);
+	FUZZ_CHECK(strncmp(value, ENV_ENC_PREFIX, strlen(ENV_ENC_PREFIX)) == 0);
+	FUZZ_CHECK(msg != NULL && msglen > 0 && msglen <= ENV_DECODE_MSG_MAX);
+	if (strncmp(value, "enc:ok:", 7) == 0) {
+		*out = strdup(value + 7);
+		return *out ? 0 : -ENOMEM;
+	}
+	if (strcmp(value, "enc:nomem") == 0)
+		return -ENOMEM;
+	snprintf(msg, msglen, "not a test value");
+	return -EINVAL;
+}
+
+static bool name_ok(const char *s)
+{
+	if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') ||
+	      *s == '_'))
+		return false;
+	for (s++; *s; s++)
+		if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') ||
+		      (*s >= '0' && *s <= '9') || *s == '_'))
+			return false;
+	return true;
+}
+
+static void check_parsed(const struct env_file *f, const char *text,
+			 size_t len)
+{
+	size_t total = 0;
+	unsigned lines = 1;
+
+	for (size_t i = 0; i < len; i++)
+		lines += text[i] == '\n';
+	for (size_t i = 0; i < f->n; i++) {
+		const struct env_entry *e = &f->entries[i];
+		size_t vlen;
+
+		FUZZ_CHECK(e->name != NULL && name_ok(e->name));
+		FUZZ_CHECK(e->value != NULL);
+		vlen = strlen(e->value);
+		FUZZ_CHECK(vlen <= ENV_VALUE_MAX);
+		total += vlen;
+		FUZZ_CHECK(e->value_off <= e->value_end && e->value_end <= len);
+		FUZZ_CHECK(e->line >= 1 && e->line <= e->end_line &&
+			   e->end_line <= lines);
+	}
+	FUZZ_CHECK(total <= ENV_TOTAL_MAX);
+
+	/* env_file_get() is linear: check the first and last entries only,
+	 * or a file of many short lines would take seconds. */
+	for (size_t i = 0; i < f->n; i++) {
+		const char *want = NULL;
+
+		if (i == 64 && f->n > 128)
+			i = f->n - 64;
+		for (size_t j = f->n; j-- > 0;) {
+			if (strcmp(f->entries[j].name, f->entries[i].name) == 0) {
+				want = f->entries[j].value;
+				break;
+			}
+		}
+		FUZZ_CHECK(env_file_get(f, f->entries[i].name) == want);
+	}
+	FUZZ_CHECK(env_file_get(f, "9_NOT_A_NAME") == NULL);
+}
+
+static void check_one(const char *text, size_t len, bool with_decode)
+{
+	unsigned calls = 0;
+	struct env_parse_opts opts = {
+		.lookup = lookup,
+		.decode = with_decode ? decode : NULL,
+		.data = &calls,
+	};
+	struct env_file f = { 0 };
+	struct env_error err;
+	int r;
+
+	memset(&err, 0x55, sizeof(err));
+	if (with_decode)
+		r = env_parse_with(text, len, &opts, &f, &err);
+	else
+		r = env_parse(text, len, lookup, NULL, &f, &err);
+
+	if (r == 0) {
+		FUZZ_CHECK(memchr(text, '\0', len) == NULL);
+		check_parsed(&f, text, len);
+		env_file_fini(&f);
+		FUZZ_CHECK(f.n == 0 && f.entries == NULL);
+		return;
+	}
+	/* -ENOMEM only from the callback: the fuzzer's inputs are small. */
+	FUZZ_CHECK(r == -EINVAL || (r == -ENOMEM && calls > 0));
+	FUZZ_CHECK(f.n == 0 && f.entries == NULL);
+	if (r == -EINVAL) {
+		FUZZ_CHECK(err.line >= 1 && err.column >= 1);
+		FUZZ_CHECK(memchr(err.message, '\0', sizeof(err.message)));
+	}
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	char *text;
+
+	if (size > FUZZ_INPUT_MAX)
+		return -1;
+	/* An exact-size copy, so that ASan sees any read past the end. */
+	text = malloc(size ? size : 1);
+	if (!text)
+		return 0;
+	memcpy(text, data, size);
+	check_one(text, size, true);
+	check_one(text, size, false);
+	free(text);
+	return 0;
+}
