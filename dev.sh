@@ -2,9 +2,11 @@
 # Set-up for a fresh Debian 12 machine, in one command each:
 #
 #   ./dev.sh demo   install what is missing, build, run the live demo
-#   ./dev.sh test   install what is missing, build, run every test, then
-#                   every fuzz target for 30 s (FUZZ_SECONDS=N to change,
-#                   0 to skip)
+#   ./dev.sh test   install what is missing, build, run every test; then
+#                   the agent's suites again under valgrind and the whole
+#                   suite as an ASan+UBSan build (./build-asan), both by
+#                   tests/sanitize.sh (SANITIZE=0 to skip), then every fuzz
+#                   target for 30 s (FUZZ_SECONDS=N to change, 0 to skip)
 #   ./dev.sh deb    install what is missing, build the .debs, lint them (./build-deb)
 #   ./dev.sh bench [rotation|pool|failover] [args]
 #                   build, run a benchmark (default rotation; it prints
@@ -28,7 +30,7 @@ DEPS="gcc meson ninja-build pkg-config
       libpq-dev libsystemd-dev libmsgpack-dev libsodium-dev
       postgresql-15 postgresql-client-15 python3 python3-msgpack
       systemd scdoc debhelper dpkg-dev fakeroot lintian
-      clang libclang-rt-14-dev"
+      clang libclang-rt-14-dev valgrind"
 
 BUILDDIR=${BUILDDIR:-build}
 
@@ -90,6 +92,10 @@ test)
 	install_deps
 	build
 	meson test -C "$BUILDDIR" --print-errorlogs "$@"
+	if [ "${SANITIZE:-1}" -ne 0 ]; then
+		tests/sanitize.sh valgrind "$BUILDDIR"
+		tests/sanitize.sh asan "${BUILDDIR}-asan"
+	fi
 	[ "${FUZZ_SECONDS:-30}" -eq 0 ] || exec "$0" fuzz "${FUZZ_SECONDS:-30}"
 	;;
 fuzz)

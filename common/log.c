@@ -21,6 +21,7 @@ void log_set_sink(log_sink_fn *fn)
 	log_sink = fn;
 }
 
+PRINTF(3, 0)
 static void log_line(int level, const struct log_fields *f,
 		     const char *fmt, va_list ap)
 {
