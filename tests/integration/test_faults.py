@@ -2,6 +2,9 @@
 the reason shows in status, with passwords masked."""
 
 import os
+import subprocess
+import tempfile
+import time
 
 import harness as h
 from common import ClusterTest, fresh_password, main
@@ -94,6 +97,178 @@ class Faults(ClusterTest):
                         and s, what='state unset')
         self.assertIn('no longer defined', st['error'])
         self.assert_kept(st)
+
+    # -- faults in files and directories (issue 7)
+
+    def wait_file(self, state, path=None):
+        path = path or self.env_path
+        return h.wait_for(lambda: (s := h.file_status(self.agent, path))
+                          ['state'] == state and s, what=f'file {state}')
+
+    def test_env_file_permissions_are_not_checked(self):
+        # No mode policy for env files (README "Security" means key files,
+        # agent/keys.h; test_encryption.py covers those): a world-readable
+        # env file is read like any other.  This pins that down.
+        new = fresh_password()
+        self.cluster.set_password(self.role, new)
+        self.write_url(new, how=lambda p, t: h.write_rename(p, t, 0o666))
+        self.sub.wait_line(r'^update DATABASE_URL 2 ')
+        self.assertEqual(h.file_status(self.agent, self.env_path)['state'],
+                         'ok')
+
+    def test_directory_deleted_and_recreated(self):
+        subprocess.run(['rm', '-rf', self.tmp], check=True)
+        f = self.wait_file('missing')
+        self.assertIn(self.env_path, f['error'])
+        self.assertIn('missing', f['error'])
+        self.assert_kept(self.status())
+        time.sleep(0.3)  # a few of the watcher's retries find nothing
+        self.assert_kept(self.status())
+        new = fresh_password()
+        self.cluster.set_password(self.role, new)
+        os.mkdir(self.tmp)
+        self.write_url(new)
+        self.sub.wait_line(r'^update DATABASE_URL 2 ')
+        self.wait_file('ok')
+        st = self.status()
+        self.assertEqual(st['generation'], 2)
+        self.assertIsNone(st['error'])
+        self.assertNotIn(new, self.agent.log())
+
+    def test_disk_full_during_set(self):
+        mnt = os.path.join(self.tmp, 'small')
+        os.mkdir(mnt)
+        r = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=256k',
+                            'tmpfs', mnt], capture_output=True, text=True)
+        if r.returncode != 0:
+            self.skipTest(f'cannot mount a tmpfs: {r.stderr.strip()}')
+        # Registered before the agent: unmounted after it is stopped.
+        self.addCleanup(subprocess.run, ['umount', '-l', mnt])
+        path = os.path.join(mnt, 'app.env')
+        h.write_rename(path, f'DATABASE_URL={self.url()}\n')
+        agent = self.start_agent(env_files=[path])
+        sub = self.start_subscriber(agent)
+        sub.wait_line(r'^connect 1 ok$')
+        # Fill the file system: what is left is less than one page.
+        fd = os.open(os.path.join(mnt, 'filler'), os.O_WRONLY | os.O_CREAT)
+        try:
+            while True:
+                os.write(fd, b'\0' * 512)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        vfs = os.statvfs(mnt)
+        self.assertLess(vfs.f_bavail * vfs.f_frsize, 4096)
+        with open(path, 'rb') as f:
+            before = f.read()
+        new = fresh_password('full')
+        self.cluster.set_password(self.role, new)
+        big = self.url(new) + '?application_name=' + 'x' * 8192
+        r = subprocess.run([os.environ['DBSWAPCTL'], '--socket', agent.sock,
+                            'set', path, 'DATABASE_URL=-'],
+                           input=big + '\n', capture_output=True, text=True,
+                           timeout=10)
+        self.assertEqual(r.returncode, 1, r)
+        self.assertIn(path, r.stderr)
+        self.assertRegex(r.stderr, r'No space left on device')
+        print(f'dbswapctl set on a full disk: {r.stderr.strip()}')
+        self.assertNotIn(new, r.stdout + r.stderr)
+        with open(path, 'rb') as f:
+            self.assertEqual(f.read(), before)
+        self.assertEqual(sorted(os.listdir(mnt)), ['app.env', 'filler'])
+        time.sleep(0.2)
+        st = h.target_status(agent, 'DATABASE_URL')
+        self.assertEqual((st['generation'], st['valid']), (1, True))
+        self.assertEqual(h.file_status(agent, path)['state'], 'ok')
+        self.assertEqual(len(sub.updates()), 1)  # the first value only
+
+    def test_huge_file_refused(self):
+        rss0 = vm_rss_kib(self.agent.pid)
+        new = fresh_password('huge')
+        self.cluster.set_password(self.role, new)
+        line = '# ' + 'x' * 1021 + '\n'
+        text = f'DATABASE_URL={self.url(new)}\n' + line * (10 * 1024)
+        self.write_env(text)
+        f = self.wait_file('error')
+        self.assertIn(self.env_path, f['error'])
+        self.assertRegex(f['error'], r'over the 262144 byte limit')
+        self.assert_kept(self.status(), new)
+        # Again, in place and growing: the read is bounded too.
+        with open(self.env_path, 'a') as fh:
+            fh.write(line * 1024)
+        time.sleep(0.3)
+        self.assertEqual(h.file_status(self.agent, self.env_path)['state'],
+                         'error')
+        self.assert_kept(self.status(), new)
+        rss1 = vm_rss_kib(self.agent.pid)
+        self.assertLess(rss1, rss0 + 4096, (rss0, rss1))
+
+    def test_symlink_outside_the_directory(self):
+        """The agent follows a symlink wherever it points (no policy on
+        where), but watches only the link's directory: a change to the
+        target elsewhere is read on the next reload (or event in the
+        link's directory)."""
+        other = tempfile.mkdtemp(prefix='dbswap-test-other-')
+        self.addCleanup(subprocess.run, ['rm', '-rf', other])
+        real = os.path.join(other, 'real.env')
+        p2 = fresh_password()
+        self.cluster.set_password(self.role, p2)
+        h.write_rename(real, f'DATABASE_URL={self.url(p2)}\n')
+        tmp_link = self.env_path + '.lnk'
+        os.symlink(real, tmp_link)
+        os.rename(tmp_link, self.env_path)
+        self.sub.wait_line(r'^update DATABASE_URL 2 ')
+        self.wait_file('ok')
+        # A write to the target in its own directory goes unseen...
+        p3 = fresh_password()
+        self.cluster.set_password(self.role, p3)
+        h.write_rename(real, f'DATABASE_URL={self.url(p3)}\n')
+        time.sleep(0.5)
+        self.assertEqual(self.status()['generation'], 2)
+        self.assertEqual(len(self.sub.updates()), 2)
+        # ...until a reload.
+        self.ctl(self.agent, 'reload')
+        self.sub.wait_line(r'^update DATABASE_URL 3 ')
+        self.assertEqual(self.status()['generation'], 3)
+
+    def test_server_restarted_during_validation(self):
+        self.write_env(f'DATABASE_URL={self.url()}\n'
+                       'DB_CONNECTION_TIMEOUT=1000\n')
+        h.wait_for(lambda: h._status(self.agent, 5)['agent']
+                   ['failover_settings']['connection_timeout_ms'] == 1000, what='timeout 1 s')
+        new = fresh_password('restart')
+        self.cluster.set_password(self.role, new)
+        self.cluster.pause()
+        try:
+            self.write_env(f'DATABASE_URL={self.url(new)}\n'
+                           'DB_CONNECTION_TIMEOUT=1000\n')
+            st = h.wait_for(lambda: (s := self.status())['error'] and s,
+                            timeout=5, what='validation timed out')
+            self.assertIn('failed validation', st['error'])
+            self.assertRegex(st['error'], r'no answer within 1000 ms')
+            self.assertIn(':****@', st['error'])
+            self.assert_kept(st, new)
+            # The server is restarted (stopped while hung, then started).
+            self.cluster.stop('fast')
+            self.assert_kept(self.status(), new)
+        finally:
+            self.cluster.resume()
+            if not self.cluster.running:
+                self.cluster.start()
+        self.sub.wait_line(r'^update DATABASE_URL 2 ', timeout=20)
+        st = self.status()
+        self.assertEqual(st['generation'], 2)
+        self.assertIsNone(st['error'])
+        self.assertNotIn(new, self.agent.log())
+
+
+def vm_rss_kib(pid):
+    with open(f'/proc/{pid}/status') as f:
+        for line in f:
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1])
+    raise AssertionError(f'no VmRSS for pid {pid}')
 
 
 if __name__ == '__main__':
