@@ -97,17 +97,15 @@ static void usage(FILE *f)
 		SERVER_HELLO_TIMEOUT_MS);
 }
 
-/* A decimal number in [min, max], digits only. */
-static bool parse_ulong(const char *s, unsigned long min, unsigned long max,
-		       unsigned long *out)
+/* The number an option takes, in [min, max]; -1 after a message. */
+static int parse_number_opt(const char *opt, const char *arg, uint64_t min,
+			    uint64_t max, const char *unit, uint64_t *out)
 {
-	char *end;
-
-	if (*s < '0' || *s > '9')
-		return false;
-	errno = 0;
-	*out = strtoul(s, &end, 10);
-	return !errno && !*end && *out >= min && *out <= max;
+	if (parse_uint(arg, min, max, out) == 0)
+		return 0;
+	fprintf(stderr, "dbswapd: %s: not a number%s from %llu to %llu: %s\n",
+		opt, unit, (unsigned long long)min, (unsigned long long)max, arg);
+	return -1;
 }
 
 /* Appends the principals of spec ("uid:N,user:NAME,gid:N,group:NAME") to
@@ -125,13 +123,13 @@ static int parse_principals(const char *opt, const char *spec,
 	     item = strtok_r(NULL, ",", &save)) {
 		struct server_principal p = { 0 };
 		char *val = strchr(item, ':');
-		unsigned long id;
+		uint64_t id;
 
 		if (!val || !val[1])
 			goto err;
 		*val++ = '\0';
 		if (streq(item, "uid") || streq(item, "gid")) {
-			if (!parse_ulong(val, 0, (uid_t)-1 - 1, &id))
+			if (parse_uint(val, 0, (uid_t)-1 - 1, &id) < 0)
 				goto err;
 			p = (struct server_principal){ streq(item, "gid"),
 						       (uint32_t)id };
@@ -308,24 +306,18 @@ static int parse_args(int argc, char **argv, struct options *o)
 			break;
 		}
 		case 'M': {
-			unsigned long n;
-			if (!parse_ulong(optarg, 1, 1000000, &n)) {
-				fprintf(stderr, "dbswapd: --max-clients: not a "
-						"number from 1 to 1000000: "
-						"%s\n", optarg);
+			uint64_t n;
+			if (parse_number_opt("--max-clients", optarg, 1, 1000000,
+					     "", &n) < 0)
 				return -1;
-			}
 			o->max_clients = (unsigned)n;
 			break;
 		}
 		case 'H': {
-			unsigned long n;
-			if (!parse_ulong(optarg, 1, 3600000, &n)) {
-				fprintf(stderr, "dbswapd: --hello-timeout: not a "
-						"number of ms from 1 to "
-						"3600000: %s\n", optarg);
+			uint64_t n;
+			if (parse_number_opt("--hello-timeout", optarg, 1, 3600000,
+					     " of ms", &n) < 0)
 				return -1;
-			}
 			o->hello_timeout_ms = (int)n;
 			break;
 		}
