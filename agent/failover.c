@@ -272,8 +272,7 @@ static void failover_switch_done(const struct probe_result *res, void *data)
 		const char *why = res->ok ? "it is in recovery (a standby)"
 					  : res->error;
 		set_strf(&t->failover_error, "switch to the %s %s failed: %s",
-				   target_role_name(role), masked ? masked : "?",
-				   why);
+			 target_role_name(role), masked ? masked : "?", why);
 		log_target(LOG_ERR, "switch-failed", t->name, 0, "%s: %s",
 			   t->name, t->failover_error);
 		src->switch_failed = true;
@@ -295,15 +294,15 @@ static void failover_switch_done(const struct probe_result *res, void *data)
 	if (outage >= 0)
 		log_target(LOG_INFO, reason, t->name, t->generation + 1,
 			   "%s: %s to the %s %s, validated in %.1f ms, %lld ms "
-			 "after the %s's first failed check",
-			 t->name, reason, target_role_name(role),
-			 masked ? masked : "?", res->elapsed_us / 1000.0,
-			 outage, target_role_name(t->current));
+			   "after the %s's first failed check",
+			   t->name, reason, target_role_name(role),
+			   masked ? masked : "?", res->elapsed_us / 1000.0,
+			   outage, target_role_name(t->current));
 	else
 		log_target(LOG_INFO, reason, t->name, t->generation + 1,
 			   "%s: %s to the %s %s, validated in %.1f ms", t->name,
-			 reason, target_role_name(role), masked ? masked : "?",
-			 res->elapsed_us / 1000.0);
+			   reason, target_role_name(role), masked ? masked : "?",
+			   res->elapsed_us / 1000.0);
 	free(masked);
 	src->switch_failed = false;
 	if (src->health)

@@ -222,9 +222,9 @@ static void health_passed(struct health *h, const struct probe_result *res)
 		h->state = HEALTH_UP;
 		log_target(LOG_INFO, "server-up", h->name, 0,
 			   "%s: back after %lld s (%u good checks in a row)",
-			 h->label,
-			 (long long)((now_us() - h->down_since_us) / 1000000),
-			 h->successes);
+			   h->label,
+			   (long long)((now_us() - h->down_since_us) / 1000000),
+			   h->successes);
 		h->down_since_wall = 0;
 		break;
 	}
@@ -258,7 +258,7 @@ void health_fail(struct health *h, const char *why, bool auth)
 			h->state = HEALTH_SUSPECT;
 			log_target(LOG_WARNING, "check-failed", h->name, 0,
 				   "%s: check failed (%u of %u): %s", h->label,
-				    h->failures, h->cfg->threshold, why);
+				   h->failures, h->cfg->threshold, why);
 			break;
 		}
 		health_go_down(h, why);
@@ -336,7 +336,7 @@ static void health_idle_event(struct loop_source *s, uint32_t events,
 	health_drop_conn(h);
 	log_target(LOG_WARNING, "connection-lost", h->name, 0,
 		   "%s: monitor connection lost (%s); checking now", h->label,
-		    line);
+		   line);
 	/* Only a failure of this fresh check counts. */
 	if (health_inflight(h) == 0)
 		health_start_check(h);

@@ -646,9 +646,9 @@ static void server_check_acked(struct server *s, struct target *t)
 	t->all_acked = t->generation;
 	log_target(LOG_INFO, "acked", t->name, t->generation,
 		   "%s: generation %llu acked by all %u subscriber(s), %.1f ms "
-		 "after it was published",
-		 t->name, (unsigned long long)t->generation, subscribers,
-		 (now_us() - t->published_us) / 1000.0);
+		   "after it was published",
+		   t->name, (unsigned long long)t->generation, subscribers,
+		   (now_us() - t->published_us) / 1000.0);
 }
 
 /* Whether a subscriber has yet to ack t's current value; before the first

@@ -205,14 +205,14 @@ void target_publish(struct target *t, enum target_role role,
 	if (!src)
 		log_target(LOG_WARNING, reason, t->name, t->generation,
 			   "%s: generation %llu published: no server is "
-			    "available", t->name,
-			    (unsigned long long)t->generation);
+			   "available", t->name,
+			   (unsigned long long)t->generation);
 	else
 		log_target(LOG_INFO, "published", t->name, t->generation,
 			   "%s: generation %llu published (%s): %s %s%s", t->name,
-			 (unsigned long long)t->generation, reason,
-			 target_role_name(role), masked ? masked : "?",
-			 t->standby ? " (in recovery: read-only)" : "");
+			   (unsigned long long)t->generation, reason,
+			   target_role_name(role), masked ? masked : "?",
+			   t->standby ? " (in recovery: read-only)" : "");
 	free(masked);
 	server_publish(t->agent->server, t);
 	systemd_changed(t->agent);
@@ -239,7 +239,7 @@ static void source_accept(struct source *src, const struct probe_result *res)
 	set_strf(&src->error, NULL);
 	log_target(LOG_INFO, "validated", t->name, 0,
 		   "%s: %s value validated in %.1f ms: %s", t->name, src->var,
-		 res->elapsed_us / 1000.0, masked ? masked : "?");
+		   res->elapsed_us / 1000.0, masked ? masked : "?");
 	free(masked);
 	if (src->health && health_set_conninfo(src->health, src->value) < 0)
 		log_error("%s: out of memory", t->name);
@@ -274,20 +274,20 @@ static void source_probe_done(const struct probe_result *res, void *data)
 		src->gave_up = true;
 		log_target(LOG_ERR, "gave-up", t->name, 0,
 			   "%s: %s: %s; gave up after %u attempts so as not to "
-			  "lock the role out; %s until the value changes or a "
-			  "reload",
-			  t->name, src->var, src->error, src->attempts,
-			  src->value ? "the value in force stays"
-				     : "nothing in force");
+			   "lock the role out; %s until the value changes or a "
+			   "reload",
+			   t->name, src->var, src->error, src->attempts,
+			   src->value ? "the value in force stays"
+			   : "nothing in force");
 		return;
 	}
 	delay = backoff_ms(src->attempts - 1, TARGET_RETRY_FIRST_MS,
 			   TARGET_RETRY_MAX_MS);
 	log_target(LOG_WARNING, "rejected", t->name, 0,
 		   "%s: %s: %s; %s; retry in %lld ms", t->name, src->var,
-		    src->error,
-		    src->value ? "the value in force stays" : "nothing in force",
-		    (long long)delay);
+		   src->error,
+		   src->value ? "the value in force stays" : "nothing in force",
+		   (long long)delay);
 	loop_timer_arm_in(src->retry, delay);
 }
 
