@@ -133,7 +133,9 @@ class Systemd(ClusterTest):
         # connection timeout, and READY=1 must wait for it.
         hole = BlackHole()
         self.addCleanup(hole.close)
-        timeout_ms = 800
+        # Under valgrind (DBSWAP_TEST_TIMEOUT_SCALE) the working target's
+        # own validation must fit in it too.
+        timeout_ms = int(800 * h.TIMEOUT_SCALE)
         self.write_env(f'DATABASE_URL=postgresql://{self.role}:x@127.0.0.1:'
                        f'{hole.port}/postgres\n'
                        f'REPORTS_URL={self.url()}\n'
