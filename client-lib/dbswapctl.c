@@ -252,29 +252,40 @@ const msgpack_object *ctl_array(const msgpack_object *map, const char *key)
 	return o && o->type == MSGPACK_OBJECT_ARRAY ? o : NULL;
 }
 
-/* The pool settings from the env files, if any, and why the newest were
- * refused. */
+/* A set of numbers from the env files on one line, "label key=v, key=v"
+ * (those the agent reports as set), then why the newest were refused, if
+ * they were: a target's pool settings, the agent's failover settings. */
+static void print_number_set(const msgpack_object *parent, const char *set_key,
+			     const char *const *keys, size_t n_keys,
+			     const char *label, const char *error_key,
+			     const char *error_label)
+{
+	const msgpack_object *set = ipc_map_get(parent, set_key);
+	char err[1024];
+	bool any = false;
+
+	for (size_t i = 0; i < n_keys; i++) {
+		long long v = ctl_int(set, keys[i]);
+		if (v < 0)
+			continue;
+		printf("%s%s=%lld", any ? ", " : label, keys[i], v);
+		any = true;
+	}
+	if (any)
+		putchar('\n');
+	if (ctl_str(parent, error_key, err, sizeof(err)))
+		printf("%s%s\n", error_label, err);
+}
+
 static void print_settings(const msgpack_object *t)
 {
 	static const char *const keys[] = { "pool_max", "pool_min",
 					     "pool_timeout_ms",
 					     "pool_idle_timeout_ms" };
-	const msgpack_object *set = ipc_map_get(t, "settings");
-	char err[512];
-	bool any = false;
 
-	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
-		long long v = ctl_int(set, keys[i]);
-		if (v < 0)
-			continue;
-		printf("%s%s=%lld", any ? ", " : "  pool:        ", keys[i], v);
-		any = true;
-	}
-	if (any)
-		putchar('\n');
-	if (ctl_str(t, "settings_error", err, sizeof(err)))
-		printf("  settings:    refused, the last good ones stay: %s\n",
-		       err);
+	print_number_set(t, "settings", keys, ARRAY_SIZE(keys),
+			 "  pool:        ", "settings_error",
+			 "  settings:    refused, the last good ones stay: ");
 }
 
 /* An age at a glance: "45s", "3m25s", "2h03m", "4d02h". */
@@ -313,23 +324,11 @@ static void print_failover_settings(const msgpack_object *agent)
 					     "connection_timeout_ms",
 					     "failure_threshold",
 					     "primary_retry_interval_ms" };
-	const msgpack_object *set = ipc_map_get(agent, "failover_settings");
-	char err[1024];
-	bool any = false;
 
-	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
-		long long v = ctl_int(set, keys[i]);
-		if (v < 0)
-			continue;
-		printf("%s%s=%lld", any ? ", " : "  failover:    ", keys[i], v);
-		any = true;
-	}
-	if (any)
-		putchar('\n');
-	if (ctl_str(agent, "failover_settings_error", err, sizeof(err)))
-		printf("  failover:    settings refused, the last good ones "
-		       "stay: %s\n",
-		       err);
+	print_number_set(agent, "failover_settings", keys, ARRAY_SIZE(keys),
+			 "  failover:    ", "failover_settings_error",
+			 "  failover:    settings refused, the last good ones "
+			 "stay: ");
 }
 
 /* One line per server of a target: health, then its value, then what is
