@@ -282,7 +282,7 @@ static int client_error(struct client *c, const struct ipc_msg *req,
 			const char *code, const char *fmt, ...)
 {
 	struct ipc_writer w;
-	char msg[512];
+	char msg[1024]; /* a failed switch's reason: a masked URL and libpq's */
 	va_list ap;
 
 	va_start(ap, fmt);
@@ -349,23 +349,13 @@ static int client_send_settings(struct client *c, struct target *t)
 	return client_send(c, &w);
 }
 
-static int client_ok(struct client *c, const struct ipc_msg *req)
+/* ok, with the generation the request published (0: none). */
+static int client_ok(struct client *c, const struct ipc_msg *req,
+		     uint64_t generation)
 {
 	struct ipc_writer w;
 
-	writer_begin(&w, IPC_OK, 0, req);
-	return client_send(c, &w);
-}
-
-/* ok with the generation a request published (0: none). */
-static int client_ok_generation(struct client *c, bool has_id, uint64_t id,
-				uint64_t generation)
-{
-	struct ipc_writer w;
-
-	ipc_writer_init(&w, IPC_OK, 1 + has_id + (generation > 0));
-	if (has_id)
-		ipc_pack_kv_u64(&w, "id", id);
+	writer_begin(&w, IPC_OK, generation > 0, req);
 	if (generation > 0)
 		ipc_pack_kv_u64(&w, "generation", generation);
 	return client_send(c, &w);
@@ -374,23 +364,18 @@ static int client_ok_generation(struct client *c, bool has_id, uint64_t id,
 void server_reply(struct server *s, const struct target_request *req,
 		  const char *error, uint64_t generation)
 {
+	/* The request's id, as the replies above take it. */
+	struct ipc_msg m = { .has_id = req->has_id, .id = req->id };
 	struct client *c;
-	struct ipc_writer w;
 
 	for (c = s->clients; c && c->serial != req->client; c = c->next)
 		;
 	if (!c)
 		return;
-	if (!error) {
-		client_ok_generation(c, req->has_id, req->id, generation);
-		return;
-	}
-	ipc_writer_init(&w, IPC_ERROR, 3 + req->has_id);
-	if (req->has_id)
-		ipc_pack_kv_u64(&w, "id", req->id);
-	ipc_pack_kv_str(&w, "code", IPC_ERR_REFUSED);
-	ipc_pack_kv_str(&w, "message", error);
-	client_send(c, &w);
+	if (error)
+		client_error(c, &m, IPC_ERR_REFUSED, "%s", error);
+	else
+		client_ok(c, &m, generation);
 }
 
 /* failover, failback: answered by failover.c once the switch is done. */
@@ -432,7 +417,7 @@ static void handle_reconnect(struct client *c, const struct ipc_msg *m)
 	else
 		for (size_t i = 0; i < a->n_targets; i++)
 			failover_reconnect(a->targets[i]);
-	client_ok_generation(c, m->has_id, m->id, generation);
+	client_ok(c, m, generation);
 }
 
 static void handle_hello(struct client *c, const struct ipc_msg *m)
@@ -527,7 +512,7 @@ static void handle_subscribe(struct client *c, const struct ipc_msg *m)
 		    client_send_settings(c, req[i]) < 0)
 			return;
 	}
-	client_ok(c, m);
+	client_ok(c, m, 0);
 }
 
 static void handle_ack(struct client *c, const struct ipc_msg *m)
@@ -988,7 +973,7 @@ static void client_dispatch(struct client *c, const uint8_t *body, size_t len)
 	case IPC_RELOAD:
 		log_info(CLIENT_FMT " asked for a reload", CLIENT_ARGS(c));
 		agent_reload(c->server->agent);
-		client_ok(c, &m);
+		client_ok(c, &m, 0);
 		break;
 	case IPC_FAILOVER:
 		handle_switch(c, &m, ROLE_SECONDARY);
