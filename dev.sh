@@ -6,11 +6,15 @@
 #                   the agent's suites again under valgrind and the whole
 #                   suite as an ASan+UBSan build (./build-asan), both by
 #                   tests/sanitize.sh (SANITIZE=0 to skip), then every fuzz
-#                   target for 30 s (FUZZ_SECONDS=N to change, 0 to skip)
+#                   target for 30 s (FUZZ_SECONDS=N to change, 0 to skip),
+#                   then the benchmarks in quick mode into a temp dir, to
+#                   check that they run (BENCH=0 to skip)
 #   ./dev.sh deb    install what is missing, build the .debs, lint them (./build-deb)
-#   ./dev.sh bench [rotation|pool|failover] [args]
-#                   build, run a benchmark (default rotation; it prints
-#                   tables; failover takes --rounds N and --no-hang)
+#   ./dev.sh bench [--quick] [--out DIR] [--only SECTION,...]
+#                   build, run every benchmark with its peers (PgBouncer,
+#                   libpq multi-host, restarts), write bench/results/:
+#                   results.md, results.json, PNG plots (tests/bench/run.py;
+#                   --quick: a few minutes, the default: about 20)
 #   ./dev.sh fuzz [SECONDS]
 #                   build the libFuzzer targets with clang, ASan and UBSan
 #                   (./build-fuzz), run each for SECONDS (default 60) from
@@ -30,7 +34,7 @@ DEPS="gcc meson ninja-build pkg-config
       libpq-dev libsystemd-dev libmsgpack-dev libsodium-dev
       postgresql-15 postgresql-client-15 python3 python3-msgpack
       systemd scdoc debhelper dpkg-dev fakeroot lintian
-      clang libclang-rt-14-dev valgrind"
+      clang libclang-rt-14-dev valgrind pgbouncer gnuplot-nox"
 
 BUILDDIR=${BUILDDIR:-build}
 
@@ -58,6 +62,19 @@ build() {
 	ninja -C "$BUILDDIR"
 }
 
+bench() {
+	DBSWAPD="$BUILDDIR/agent/dbswapd" \
+	DBSWAPCTL="$BUILDDIR/client-lib/dbswapctl" \
+	DBSWAP_TEST_SUBSCRIBER="$BUILDDIR/tests/subscriber" \
+	DBSWAP_CONNECT_FLOOR="$BUILDDIR/tests/connect-floor" \
+	DBSWAP_POOL_LOAD="$BUILDDIR/tests/pool-load" \
+	DBSWAP_POOL_BENCH="$BUILDDIR/tests/pool-bench" \
+	DBSWAP_LIBPQ_LOAD="$BUILDDIR/tests/libpq-load" \
+	DBSWAP_FANOUT="$BUILDDIR/tests/fanout" \
+	PYTHONPATH=tests/bench:tests/integration PYTHONDONTWRITEBYTECODE=1 \
+		/usr/bin/python3 tests/bench/run.py "$@"
+}
+
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -71,22 +88,9 @@ demo)
 		exec /usr/bin/python3 tests/demo.py "$@"
 	;;
 bench)
-	which=${1:-rotation}
-	[ $# -gt 0 ] && shift
-	case "$which" in
-	rotation | pool | failover) ;;
-	*) echo "usage: ./dev.sh bench [rotation|pool|failover]" >&2; exit 2 ;;
-	esac
 	install_deps
 	build
-	DBSWAPD="$BUILDDIR/agent/dbswapd" \
-	DBSWAPCTL="$BUILDDIR/client-lib/dbswapctl" \
-	DBSWAP_TEST_SUBSCRIBER="$BUILDDIR/tests/subscriber" \
-	DBSWAP_CONNECT_FLOOR="$BUILDDIR/tests/connect-floor" \
-	DBSWAP_POOL_LOAD="$BUILDDIR/tests/pool-load" \
-	DBSWAP_POOL_BENCH="$BUILDDIR/tests/pool-bench" \
-	PYTHONPATH=tests/integration PYTHONDONTWRITEBYTECODE=1 \
-		exec /usr/bin/python3 "tests/bench/$which.py" "$@"
+	bench "$@"
 	;;
 test)
 	install_deps
@@ -96,7 +100,12 @@ test)
 		tests/sanitize.sh valgrind "$BUILDDIR"
 		tests/sanitize.sh asan "${BUILDDIR}-asan"
 	fi
-	[ "${FUZZ_SECONDS:-30}" -eq 0 ] || exec "$0" fuzz "${FUZZ_SECONDS:-30}"
+	[ "${FUZZ_SECONDS:-30}" -eq 0 ] || "$0" fuzz "${FUZZ_SECONDS:-30}"
+	if [ "${BENCH:-1}" -ne 0 ]; then
+		out=$(mktemp -d "${TMPDIR:-/tmp}/dbswap-bench.XXXXXX")
+		bench --quick --out "$out"
+		rm -rf "$out"
+	fi
 	;;
 fuzz)
 	secs=${1:-60}
@@ -144,7 +153,7 @@ deb)
 	exec packaging/build-deb.sh "$@"
 	;;
 *)
-	echo "usage: ./dev.sh demo | test [meson test args] | fuzz [SECONDS] | bench [rotation|pool|failover] | deb" >&2
+	echo "usage: ./dev.sh demo | test [meson test args] | fuzz [SECONDS] | bench [--quick] [--only S,...] | deb" >&2
 	exit 2
 	;;
 esac
