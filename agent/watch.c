@@ -52,6 +52,7 @@ struct watch_file {
 	void *data;
 	struct loop_timer *settle;
 	int64_t first_ms; /* first unreported event, -1 when none */
+	int64_t first_us; /* the same, finer, for the callback */
 	bool writing;	  /* open for writing: no IN_CLOSE_WRITE yet */
 	struct watch_file *next;
 };
@@ -70,8 +71,10 @@ struct watcher {
  * forever. */
 static void watch_touch(struct watch_file *f, int64_t now, int settle_ms)
 {
-	if (f->first_ms < 0)
+	if (f->first_ms < 0) {
 		f->first_ms = now;
+		f->first_us = now_us();
+	}
 	loop_timer_arm(f->settle, MIN(now + settle_ms,
 				      f->first_ms + WATCH_HOLD_MAX_MS));
 }
@@ -118,7 +121,7 @@ static void watch_settled(struct loop_timer *t, void *data)
 	f->writing = false;
 	f->first_ms = -1;
 	/* Last thing: the callback may free the watcher. */
-	f->fn(f->path, f->data);
+	f->fn(f->path, f->first_us, f->data);
 }
 
 /* Adds the inotify watch for d.  Returns 0, or a negative errno; -ENOENT

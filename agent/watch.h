@@ -77,9 +77,11 @@
 struct watcher;
 
 /* Called on the loop's thread after a settled change of path (the string
- * given to watcher_add()).  It should re-read the whole file; the file may
- * be missing.  It may call any watcher function, including watcher_free(). */
-typedef void watch_fn(const char *path, void *data);
+ * given to watcher_add()).  first_us is when the first event of the change
+ * arrived (now_us() clock): the time between is the settling.  It should
+ * re-read the whole file; the file may be missing.  It may call any watcher
+ * function, including watcher_free(). */
+typedef void watch_fn(const char *path, int64_t first_us, void *data);
 
 /* Creates a watcher whose inotify fd is registered in loop.  Returns 0 and
  * sets *out, or a negative errno (-EMFILE when out of inotify instances). */
@@ -91,8 +93,8 @@ void watcher_free(struct watcher *w);
 
 /* Watches path (a file, need not exist yet; its directory should).  path is
  * copied and kept as given (absolute or relative to the cwd at each
- * retry).  fn(path, data) is called after each settled change.  If the
- * directory is missing, fn is called once (after settling) and the
+ * retry).  fn(path, first_us, data) is called after each settled change.
+ * If the directory is missing, fn is called once (after settling) and the
  * directory is retried as described above.
  * Returns 0, -EINVAL for a path naming no file (empty, ending in '/', ".",
  * ".."), -ENOMEM, or the negative errno of inotify_add_watch() other than

@@ -49,13 +49,14 @@ struct seen {
 	bool half_written;
 };
 
-static void on_change(const char *path, void *data)
+static void on_change(const char *path, int64_t first_us, void *data)
 {
 	struct seen *s = data;
 	ssize_t n;
 	int fd;
 
 	CHECK(streq(path, s->path));
+	CHECK(first_us > 0 && first_us <= now_us());
 	CHECK(!s->half_written);
 	s->calls++;
 	s->content[0] = '\0';
