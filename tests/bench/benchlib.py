@@ -80,14 +80,15 @@ def summary(values):
 
 
 def fmt_ms(ms, digits=1):
-    """A duration given in ms, for a table: '—' for None, seconds from 10 s."""
+    """A duration given in ms, for a table: '—' for None, seconds from 10 s;
+    digits decimals below 10 ms."""
     if ms is None:
         return '—'
     if ms >= 10000:
         return f'{ms / 1000:.1f} s'
     if ms >= 100:
         return f'{ms:.0f} ms'
-    return f'{ms:.{digits}f} ms'
+    return f'{ms:.{digits if ms < 10 else 1}f} ms'
 
 
 def fmt_ratio(x, digits=2):
@@ -116,11 +117,12 @@ def _quote(s):
 
 
 def plot(png, title, xlabel, ylabel, series, logx=False, logy=False,
-         yrange=None, xrange=None, size=(900, 500), arrows=()):
+         yrange=None, xrange=None, size=(800, 450), arrows=()):
     """Draws series into the PNG file png with gnuplot (pngcairo).
 
     series: [{'title': str, 'points': [(x, y), ...],
-              'style': 'linespoints' (default), 'lines' or 'steps'}, ...]
+              'style': 'linespoints' (default), 'lines', 'dashed' or
+                       'steps'}, ...]
     yrange/xrange: (low, high), either may be None.  arrows: vertical
     lines [(x, label), ...] (e.g. the moment of a fault).  The data goes
     to png's name + '.dat' beside it, kept so the plot can be redrawn."""
@@ -137,7 +139,7 @@ def plot(png, title, xlabel, ylabel, series, logx=False, logy=False,
             f'set title {_quote(title)}',
             f'set xlabel {_quote(xlabel)}',
             f'set ylabel {_quote(ylabel)}',
-            'set grid', 'set key outside right top']
+            'set grid', 'set key inside top left opaque box']
     if logx:
         cmds.append('set logscale x')
     if logy:
@@ -155,7 +157,7 @@ def plot(png, title, xlabel, ylabel, series, logx=False, logy=False,
     for i, s in enumerate(series):
         style = s.get('style', 'linespoints')
         style = {'linespoints': 'linespoints pt 7 ps 0.6', 'lines': 'lines',
-                 'steps': 'steps'}[style]
+                 'dashed': 'lines dashtype 2', 'steps': 'steps'}[style]
         parts.append(f'{_quote(dat)} index {i} using 1:2 with {style} '
                      f'lw 2 title {_quote(s["title"])}')
     cmds.append('plot ' + ', \\\n     '.join(parts))

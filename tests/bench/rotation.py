@@ -1,42 +1,57 @@
-"""Rotation benchmark: how long from the moment a new credential is renamed
-into the env file until (a) a subscriber has the update and (b) every
-subscriber has acked it, against the floor of one SCRAM connection.
+"""Rotation latency: from the rename(2) of a new env file (plaintext, or
+sealed with the agent's key) to the last subscriber's ack, for 1 to 1,000
+subscriber processes, against the floor of one new SCRAM connection
+measured in the same run; and where the time goes.
 
-Run: ./dev.sh bench   (prints a table; numbers vary with machine load)"""
+Each row: a role of its own, dbswapd --verbose watching one env file, N-1
+subscriber processes (tests/helpers/subscriber.c --no-connect: libdbswap,
+acking each update as it arrives) plus this script's own client, which
+notes when its update arrives and acks it.  A round: ALTER ROLE on the
+server (a psql session kept open), the new file written beside the old
+one and fsynced (sealed beforehand by dbswapctl encrypt), then the clock
+starts at rename(); the script polls the agent's status every ms until
+the new generation is acked by all N.  The agent's log gives the parts:
+its first inotify event to the read, the read, decrypt and parse, the
+validation connection, publish to the last ack.  One more row has a
+libdbswap pool (pool-load, 4 connections, light load) as the subscriber:
+its ack waits for the pool's own new connections and the old ones'
+drain (this script's client is the row's second subscriber)."""
 
 import os
 import re
-import statistics
 import subprocess
-import sys
-import tempfile
 import time
 
+import benchlib as b
 import harness as h
+from test_pool import Psql
 
-ROUNDS = 20
-SUBSCRIBER_COUNTS = (1, 10, 100)
+NAME = 'rotation'
+TITLE = 'Rotation latency'
 
+TARGET = 'DATABASE_URL'
+POOL_ARGS = ('--threads', 2, '--min', 4, '--max', 4, '--pause-ms', 5)
 
-def pct(values, p):
-    s = sorted(values)
-    return s[min(len(s) - 1, int(len(s) * p / 100))]
-
-
-def floor_ms(url, n=ROUNDS):
-    r = subprocess.run([os.environ['DBSWAP_CONNECT_FLOOR'], str(n)],
-                       input=url + '\n', capture_output=True, text=True,
-                       check=True)
-    med, p95 = map(float, r.stdout.split())
-    return med, p95
+READ_RE = re.compile(r': read ([\d.]+) ms after its first event; read, '
+                     r'decrypted and parsed in ([\d.]+) ms$', re.M)
+VALIDATED_RE = re.compile(rf'{TARGET}: {TARGET} value validated in '
+                          r'([\d.]+) ms', re.M)
+ACKED_RE = re.compile(rf'{TARGET}: generation (\d+) acked by all (\d+) '
+                      r'subscriber\(s\), ([\d.]+) ms', re.M)
 
 
-def rename_in(path, text):
-    """Writes text to a temp file (fsynced), then renames it over path;
-    returns the monotonic time of the rename, where the clock starts."""
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        f.write(text)
+def connect_floor(ctx, url, n):
+    r = subprocess.run([ctx.bin('connect-floor'), str(n)], input=url + '\n',
+                       capture_output=True, text=True, check=True)
+    return [float(x) for x in r.stdout.split()]
+
+
+def rename_in(path, data):
+    """Writes data beside path (fsynced), renames it over path; returns the
+    monotonic time of the rename: where the clock starts."""
+    tmp = path + '.new'
+    with open(tmp, 'wb') as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     t0 = time.monotonic()
@@ -44,81 +59,237 @@ def rename_in(path, text):
     return t0
 
 
-def bench(pg, n_subs, tmp):
-    role = f'bench{n_subs}'
-    password = h.secrets.token_hex(8)
-    pg.create_role(role, password)
-    env = os.path.join(tmp, f'bench{n_subs}.env')
-    h.write_rename(env, f'DATABASE_URL={pg.url(role, password)}\n')
-    with h.Agent(env_files=[env]) as agent:
-        subs = [h.Subscriber(agent.sock, 'DATABASE_URL',
-                             args=['--no-connect'])
-                for _ in range(n_subs - 1)]
+class Subscribers:
+    """n subscriber processes, output discarded (it holds the conninfo)."""
+
+    def __init__(self, ctx, sock, n):
+        self.procs = []
         try:
-            with agent.client(name='bench') as probe, \
-                    agent.client(name='bench-status') as status:
-                probe.subscribe(['DATABASE_URL'])
-                u = probe.next_update()
-                probe.ack('DATABASE_URL', u['generation'])
-                h.wait_for(lambda: h.target_status(status, 'DATABASE_URL')
-                           ['acked'] == n_subs, timeout=30, what='acks')
-                delivered, acked = [], []
-                for i in range(ROUNDS):
-                    password = h.secrets.token_hex(8)
-                    pg.set_password(role, password)
-                    t0 = rename_in(env, 'DATABASE_URL='
-                                   f'{pg.url(role, password)}\n')
-                    u = probe.next_update(timeout=10)
-                    delivered.append((time.monotonic() - t0) * 1000)
-                    probe.ack('DATABASE_URL', u['generation'])
-                    while True:
-                        t = h.target_status(status, 'DATABASE_URL')
-                        if (t['generation'] == u['generation'] and
-                                t['acked'] == n_subs):
-                            break
-                        time.sleep(0.001)
-                    acked.append((time.monotonic() - t0) * 1000)
-                log = agent.log()
-                validated = [float(x) for x in re.findall(
-                    r'validated in ([\d.]+) ms', log)][1:]
-                fanout = [float(x) for x in re.findall(
-                    r'acked by all \d+ subscriber\(s\), ([\d.]+) ms', log)][1:]
+            for _ in range(n):
+                self.procs.append(subprocess.Popen(
+                    [ctx.bin('subscriber'), '--socket', sock, '--no-connect',
+                     TARGET], stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.procs = []
+
+
+class Row:
+    """One row's set-up: role, env file, agent, subscribers."""
+
+    def __init__(self, ctx, pg, psql, n, sealed, pool, key, pub):
+        self.ctx, self.pg, self.psql = ctx, pg, psql
+        self.n, self.sealed, self.pool = n, sealed, pool
+        self.pub = pub
+        self.role = f'rot_{n}_{"enc" if sealed else "plain"}' + \
+            ('_pool' if pool else '')
+        self.password = h.secrets.token_hex(8)
+        pg.create_role(self.role, self.password)
+        self.env = os.path.join(ctx.tmp, self.role + '.env')
+        rename_in(self.env, self.content(self.password))
+        args = ['--verbose'] + (['--key', key] if sealed else [])
+        self.agent = h.Agent(env_files=[self.env], args=args)
+        self.subs = self.load = None
+
+    def content(self, password):
+        text = f'{TARGET}={self.pg.url(self.role, password)}\n'.encode()
+        if not self.sealed:
+            return text
+        return subprocess.run([self.ctx.bin('dbswapctl'), 'encrypt',
+                               '--pubkey', self.pub], input=text,
+                              capture_output=True, check=True).stdout
+
+    def close(self):
+        for x in (self.subs, self.load, self.agent):
+            if x:
+                x.close()
+
+
+def measure(ctx, row, rounds):
+    """rounds rotations; returns the raw figures of the row."""
+    from common import PoolLoad
+    agent = row.agent
+    agent.wait_log(rf'{TARGET}: generation 1 published')
+    if row.pool:
+        row.load = PoolLoad(agent.sock, args=POOL_ARGS, name='bench-rotation')
+    else:
+        row.subs = Subscribers(ctx, agent.sock, row.n - 1)
+    delivered, acked = [], []
+    with agent.client(name='bench') as probe, \
+            agent.client(name='bench-status') as status:
+        probe.subscribe([TARGET])
+        u = probe.next_update()
+        probe.ack(TARGET, u['generation'])
+        h.wait_for(lambda: (t := h.target_status(status, TARGET))[
+            'subscribers'] == t['acked'] == row.n, timeout=120,
+            what=f'{row.n} subscribers acked')
+        for i in range(rounds):
+            password = h.secrets.token_hex(8)
+            row.psql.set_password(row.role, password)
+            data = row.content(password)
+            t0 = rename_in(row.env, data)
+            u = probe.next_update(timeout=30)
+            delivered.append((time.monotonic() - t0) * 1000)
+            probe.ack(TARGET, u['generation'])
+            deadline = t0 + 60
+            while True:
+                t = h.target_status(status, TARGET)
+                if t['generation'] == u['generation'] and \
+                        t['acked'] == row.n:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f'generation {u["generation"]} not '
+                                       f'acked by {row.n} within 60 s: {t}')
+                time.sleep(0.001)
+            acked.append((time.monotonic() - t0) * 1000)
+            # Let the subscribers' own work (and the pool's drain) end
+            # before the next round's clock starts.
+            time.sleep(0.02)
+    log = agent.log()
+    reads = [m for m in READ_RE.findall(log)][-rounds:]
+    validated = [float(x) for x in VALIDATED_RE.findall(log)][-rounds:]
+    fanout = [float(ms) for g, n, ms in ACKED_RE.findall(log)
+              if int(g) > 1][-rounds:]
+    if not (len(reads) == len(validated) == len(fanout) == rounds):
+        raise RuntimeError(f'{row.role}: the agent logged {len(reads)} '
+                           f'reads, {len(validated)} validations, '
+                           f'{len(fanout)} acks by all for {rounds} rounds')
+    return {
+        'subscribers': row.n, 'sealed': row.sealed, 'pool': row.pool,
+        'rounds': rounds,
+        'rename_to_all_acked_ms': acked,
+        'rename_to_update_ms': delivered,
+        'settle_ms': [float(a) for a, _ in reads],
+        'read_decrypt_parse_ms': [float(p) for _, p in reads],
+        'validation_ms': validated,
+        'publish_to_all_acked_ms': fanout,
+    }
+
+
+def run(ctx):
+    counts = ctx.pick((1, 10, 100), (1, 10, 100, 1000))
+    rounds = ctx.pick(10, 50)
+    floor_n = ctx.pick(20, 100)
+    key = os.path.join(ctx.tmp, 'agent.key')
+    pub = subprocess.run([ctx.bin('dbswapctl'), 'keygen', '--out', key],
+                         capture_output=True, text=True,
+                         check=True).stdout.strip()
+    rows = []
+    with h.PgCluster() as pg:
+        pg.create_role('floor', 'floor-pw')
+        psql = Psql(pg)
+        try:
+            floor = connect_floor(ctx, pg.url('floor', 'floor-pw'), floor_n)
+            ctx.log(f'floor: median {b.pct(floor, 50):.1f} ms')
+            plan = [(n, sealed, False) for sealed in (False, True)
+                    for n in counts] + [(2, False, True)]
+            for n, sealed, pool in plan:
+                row = Row(ctx, pg, psql, n, sealed, pool, key, pub)
+                try:
+                    rows.append(measure(ctx, row, rounds))
+                finally:
+                    row.close()
+                r = rows[-1]
+                ctx.log(f'{n} subscriber(s){" sealed" if sealed else ""}'
+                        f'{" pool" if pool else ""}: p50 '
+                        f'{b.pct(r["rename_to_all_acked_ms"], 50):.1f} ms')
+            floor += connect_floor(ctx, pg.url('floor', 'floor-pw'), floor_n)
         finally:
-            for s in subs:
-                s.close()
-    return delivered, acked, validated, fanout
+            psql.close()
+    return {'floor_ms': floor, 'rows': rows,
+            'params': {'rounds': rounds, 'subscriber_counts': list(counts),
+                       'floor_rounds': len(floor),
+                       'pool_load_args': [str(a) for a in POOL_ARGS]}}
 
 
-def main():
-    tmp = tempfile.mkdtemp(prefix='dbswap-bench-')
-    try:
-        with h.PgCluster() as pg:
-            pg.create_role('floor', 'floor-pw')
-            fmed, fp95 = floor_ms(pg.url('floor', 'floor-pw'))
-            rows = []
-            for n in SUBSCRIBER_COUNTS:
-                rows.append((n,) + bench(pg, n, tmp))
-        print(f'\nRotation latency, {ROUNDS} rotations each, loopback '
-              f'PostgreSQL 15, SCRAM-SHA-256, {os.cpu_count()} cores')
-        print(f'floor: one new connection + SELECT 1 = {fmed:.1f} ms median, '
-              f'{fp95:.1f} ms p95\n')
-        print('| subscribers | validation p50 | publish → all acked p50 '
-              '| rename → update p50 | rename → all acked p50 | p95 '
-              '| p50 / floor |')
-        print('|---:|---:|---:|---:|---:|---:|---:|')
-        for n, d, a, v, f in rows:
-            print(f'| {n} | {statistics.median(v):.1f} ms | '
-                  f'{statistics.median(f):.1f} ms | '
-                  f'{statistics.median(d):.1f} ms | '
-                  f'{statistics.median(a):.1f} ms | {pct(a, 95):.1f} ms | '
-                  f'{statistics.median(a) / fmed:.2f}× |')
-        print('\nvalidation and publish → all acked: from the agent\'s log; '
-              'the rest measured by this\nscript, whose status polling '
-              '(1 ms) adds to "all acked".')
-    finally:
-        subprocess.run(['rm', '-rf', tmp])
-    return 0
+def label(r):
+    if r['pool']:
+        return '1 libdbswap pool (4 connections, under load) + 1 process'
+    return f'{r["subscribers"]:,} subscriber process' + \
+        ('es' if r['subscribers'] > 1 else '')
 
 
-if __name__ == '__main__':
-    sys.exit(main())
+def markdown(res):
+    floor = b.pct(res['floor_ms'], 50)
+    rows = res['rows']
+    p = res['params']
+    out = [f'From the `rename(2)` of the new env file to the ack of the '
+           f'last subscriber, {p["rounds"]} rotations per row.  The floor '
+           f'is one new libpq connection with SCRAM-SHA-256 plus `SELECT 1`, '
+           f'measured {p["floor_rounds"]} times in the same run (before and '
+           f'after the rows): median **{floor:.1f} ms**, p99 '
+           f'{b.pct(res["floor_ms"], 99):.1f} ms.  The agent validates every '
+           f'new value with such a connection before publishing it, so no '
+           f'validated rotation can be faster.', '']
+    table = []
+    for r in rows:
+        a = b.summary(r['rename_to_all_acked_ms'])
+        table.append([label(r), 'sealed' if r['sealed'] else 'plaintext',
+                      b.fmt_ms(a['p50']), b.fmt_ms(a['p99']),
+                      b.fmt_ms(a['max']), b.fmt_ratio(a['p50'] / floor)])
+    out.append(b.md_table(['subscribers', 'env file', 'p50', 'p99', 'max',
+                           'p50 / floor'], table, 'llrrrr'))
+    out.append('Where the time goes (medians; the first three from the '
+               'agent\'s log, `dbswapd --verbose`):\n')
+    table = []
+    for r in rows:
+        e2e = b.pct(r['rename_to_all_acked_ms'], 50)
+        parts = [b.pct(r[k], 50) for k in
+                 ('settle_ms', 'read_decrypt_parse_ms', 'validation_ms',
+                  'publish_to_all_acked_ms')]
+        table.append([label(r), 'sealed' if r['sealed'] else 'plaintext'] +
+                     [b.fmt_ms(x, 2) for x in parts] +
+                     [b.fmt_ms(e2e - sum(parts), 2), b.fmt_ms(e2e)])
+    out.append(b.md_table(
+        ['subscribers', 'env file', 'inotify event → read',
+         'read, decrypt, parse', 'validation connect',
+         'publish → all acked', 'the rest', 'rename → all acked'],
+        table, 'llrrrrrr'))
+    out.append('"inotify event → read" is the agent\'s settling: it waits '
+               '1 ms after an event that completes a write (a rename into '
+               'place, a close after writing) for more to come.  "publish → '
+               'all acked" is the fan-out plus each subscriber\'s ack; for '
+               'the pool it includes the pool\'s own new connections (SCRAM '
+               'again, several at once) and the old ones\' drain: that '
+               'row\'s ack is the moment the old password can be revoked.  '
+               '"The rest" is the kernel\'s delivery of the inotify event, '
+               'the event loop, and this script\'s 1 ms status polling.  '
+               'Subscribers are separate processes on libdbswap; '
+               'a rotation every ~100 ms at most (each waits for the '
+               'previous to be acked).')
+    return '\n'.join(out)
+
+
+def plots(res, outdir):
+    floor = b.pct(res['floor_ms'], 50)
+    series = []
+    for sealed in (False, True):
+        rows = [r for r in res['rows'] if r['sealed'] == sealed and
+                not r['pool']]
+        kind = 'sealed' if sealed else 'plaintext'
+        for q in (50, 99):
+            series.append({'title': f'{kind}, p{q}', 'points': [
+                (r['subscribers'], b.pct(r['rename_to_all_acked_ms'], q))
+                for r in rows]})
+    ns = [r['subscribers'] for r in res['rows']]
+    series.append({'title': 'floor: one SCRAM connect (median)',
+                   'points': [(min(ns), floor), (max(ns), floor)],
+                   'style': 'dashed'})
+    png = 'rotation.png'
+    b.plot(os.path.join(outdir, png),
+           'Rotation: rename of the env file to the last ack',
+           'subscriber processes', 'ms', series, logx=True, yrange=(0, None))
+    return [(png, 'Rotation latency against the number of subscribers')]
