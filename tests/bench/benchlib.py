@@ -117,14 +117,16 @@ def _quote(s):
 
 
 def plot(png, title, xlabel, ylabel, series, logx=False, logy=False,
-         yrange=None, xrange=None, size=(800, 450), arrows=()):
+         yrange=None, xrange=None, size=(800, 450), arrows=(),
+         key='top left'):
     """Draws series into the PNG file png with gnuplot (pngcairo).
 
     series: [{'title': str, 'points': [(x, y), ...],
               'style': 'linespoints' (default), 'lines', 'dashed' or
                        'steps'}, ...]
     yrange/xrange: (low, high), either may be None.  arrows: vertical
-    lines [(x, label), ...] (e.g. the moment of a fault).  The data goes
+    lines [(x, label), ...] (e.g. the moment of a fault).  key: where the
+    legend goes inside the graph (gnuplot's words).  The data goes
     to png's name + '.dat' beside it, kept so the plot can be redrawn."""
     dat = os.path.splitext(png)[0] + '.dat'
     with open(dat, 'w') as f:
@@ -139,7 +141,7 @@ def plot(png, title, xlabel, ylabel, series, logx=False, logy=False,
             f'set title {_quote(title)}',
             f'set xlabel {_quote(xlabel)}',
             f'set ylabel {_quote(ylabel)}',
-            'set grid', 'set key inside top left opaque box']
+            'set grid', f'set key inside {key} opaque box']
     if logx:
         cmds.append('set logscale x')
     if logy:
@@ -163,3 +165,121 @@ def plot(png, title, xlabel, ylabel, series, logx=False, logy=False,
     cmds.append('plot ' + ', \\\n     '.join(parts))
     subprocess.run(['gnuplot'], input='\n'.join(cmds) + '\n', text=True,
                    check=True, capture_output=True)
+
+
+class JsonProc:
+    """A helper that prints JSON lines (libpq-load, fanout): argv run with
+    stdin_text on its stdin (a conninfo: a secret, never argv), its lines
+    collected by a thread with the monotonic time each arrived, stderr in a
+    file.  Killed on every path out (close(), also via the harness's
+    cleanup)."""
+
+    def __init__(self, argv, stdin_text='', name='helper'):
+        import json
+        import signal
+        import threading
+        import harness as h
+        self._json, self._signal, self._h = json, signal, h
+        self.name = name
+        self.lines = []  # [(arrival time, dict)]
+        self._cond = threading.Condition()
+        self._eof = False
+        self._key = h._register(self.close)
+        self.dir, self._dir_key = h._mkdtemp(f'dbswap-{name}-')
+        self.stderr_path = os.path.join(self.dir, 'stderr')
+        with open(self.stderr_path, 'ab') as err:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=err)
+        self._pid_key = h._watch_pid(self.proc.pid)
+        try:
+            self.proc.stdin.write(stdin_text.encode())
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        self._thread = threading.Thread(target=self._reader, daemon=True)
+        self._thread.start()
+
+    def _reader(self):
+        for raw in iter(self.proc.stdout.readline, b''):
+            try:
+                msg = self._json.loads(raw)
+            except ValueError:
+                msg = {'unparsed': raw.decode('utf-8', 'replace').strip()}
+            with self._cond:
+                self.lines.append((time.monotonic(), msg))
+                self._cond.notify_all()
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    def describe(self):
+        with open(self.stderr_path, errors='replace') as f:
+            err = f.read()[-2000:]
+        return (f'{self.name} (pid {self.proc.pid}): last lines '
+                f'{[m for _, m in self.lines[-3:]]!r}; stderr: {err}')
+
+    def wait(self, predicate, timeout=30, what='a line'):
+        """The first line (a dict) for which predicate is true, waiting."""
+        deadline = time.monotonic() + timeout
+        i = 0
+        with self._cond:
+            while True:
+                while i < len(self.lines):
+                    if predicate(self.lines[i][1]):
+                        return self.lines[i][1]
+                    i += 1
+                left = deadline - time.monotonic()
+                if self._eof or left <= 0:
+                    raise RuntimeError(f'no {what} from {self.describe()}')
+                self._cond.wait(left)
+
+    def stop(self, timeout=30, sig=None):
+        """Signals it (SIGTERM by default), waits for it to end; returns
+        its last line."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig or self._signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f'{self.name} did not end within {timeout} '
+                               f's; {self.describe()}') from None
+        self._thread.join(10)
+        if not self.lines:
+            raise RuntimeError(f'{self.name} printed nothing; '
+                               f'{self.describe()}')
+        return self.lines[-1][1]
+
+    def close(self):
+        h = self._h
+        try:
+            if self.proc.poll() is None:
+                h._stop_process(self.proc, 5)
+            self.proc.wait()
+            self.proc.stdout.close()
+            h._unwatch(self._pid_key)
+            h._rmtree(self.dir, self._dir_key)
+            self._dir_key = None
+        finally:
+            h._unregister(self._key)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def rate_series(lines, t0, key='queries'):
+    """Queries/s over time from progress lines [(arrival, dict)]: points
+    (seconds after t0, rate) between consecutive lines, each at the
+    interval's end.  Uses the line's own "mono" when it has one."""
+    points, prev = [], None
+    for arrival, m in lines:
+        if key not in m or m.get('final'):
+            continue
+        t = m.get('mono', arrival)
+        if prev and t > prev[0]:
+            points.append((round(t - t0, 3),
+                           round((m[key] - prev[1]) / (t - prev[0]), 1)))
+        prev = (t, m[key])
+    return points

@@ -1,40 +1,62 @@
-"""Failover benchmark: how long from a primary crash (pg_ctl stop -m
-immediate) until the agent has the secondary in use and a pool under load
-has acked it, with the agent's DEFAULT failover settings; next to the worst
-cases that follow from the settings.
+"""Failover: a primary crashed (pg_ctl stop -m immediate) and a primary
+hung (SIGSTOP of the postmaster and every backend), under load, with
+dbswap and with libpq's own multi-host failover; next to the worst case
+of a design that polls.
 
-Two throwaway PostgreSQL clusters (same role and password on both), dbswapd
-with only DATABASE_URL and DATABASE_URL_SECONDARY in its env file, and
-pool-load (tests/helpers/pool-load.c) with 4 threads on a pool of 4.  Each
-round: stop the primary -m immediate, poll the agent's status every 2 ms
-and note when the primary is first seen suspect, then down, when the
-secondary is current, and when every subscriber acked it; count pool-load's
-failures; then start the primary again and `dbswapctl failback` to reset.
+Two throwaway clusters with the same role and password.
 
-Then, unless --no-hang, one round of a different kind, labelled as such:
-short settings written into the env file (applied live), the primary hung
-with SIGSTOP (postmaster and children), and after SIGCONT the automatic
-failback timed.
+dbswap: dbswapd with DATABASE_URL and DATABASE_URL_SECONDARY and the
+DEFAULT failover settings; the app is pool-load (libdbswap pool of 4,
+4 threads of SELECT 1 and short transactions, 2 ms pause).  Each crash
+round: stop the primary, poll the agent's status every 2 ms for when the
+primary is seen suspect, then down, the secondary published, and acked by
+every subscriber; then start the primary again and `dbswapctl failback`.
+The hang rounds: short settings applied live (interval 300 ms, timeout
+500 ms), SIGSTOP, the same timeline, SIGCONT and the automatic failback;
+in full mode one more hang round with the defaults.
 
-Run: ./dev.sh bench failover [--rounds N] [--no-hang]
-(numbers vary with machine load)"""
+libpq multi-host: libpq-load (the same load on 4 plain libpq connections,
+`host=primary,secondary target_session_attrs=read-write`, reconnecting on
+error, as an app without dbswap would).  Crash: the time until every
+thread has a query through again.  Hang: how long it stays blocked (it
+never recovers by itself: the window is bounded here).
 
-import argparse
+Queries/s over time come from the load generators' progress lines (every
+100 ms)."""
+
 import os
-import shlex
 import statistics
 import subprocess
-import sys
-import tempfile
 import threading
 import time
+import urllib.parse
 
+import benchlib as b
 import harness as h
 from common import PoolLoad
 
+NAME = 'failover'
+TITLE = 'Failover'
+
 TARGET = 'DATABASE_URL'
 THREADS = 4
+PROGRESS_MS = 100
+LOAD = ('--threads', THREADS, '--tx', '--pause-ms', 2,
+        '--progress-ms', PROGRESS_MS)
 CONFIRM_MS = 250  # the agent's confirmation interval after a failed check
+POLL_S = 0.002
+SHORT = {'DB_HEALTH_CHECK_INTERVAL': 300, 'DB_CONNECTION_TIMEOUT': 500,
+         'DB_FAILURE_THRESHOLD': 3, 'DB_PRIMARY_RETRY_INTERVAL': 1500}
+SETTING_KEYS = {'DB_HEALTH_CHECK_INTERVAL': 'health_check_interval_ms',
+                'DB_CONNECTION_TIMEOUT': 'connection_timeout_ms',
+                'DB_FAILURE_THRESHOLD': 'failure_threshold',
+                'DB_PRIMARY_RETRY_INTERVAL': 'primary_retry_interval_ms'}
+POLLING = {'interval_s': 30, 'failures': 3}  # the design we compare with
+STEPS = [('suspect', 'primary seen suspect (a check failed)'),
+         ('down', 'primary seen down'),
+         ('current', 'secondary published'),
+         ('acked', 'every subscriber acked the secondary')]
+BEFORE_S, AFTER_S = 1.0, 3.0  # the plots' window around a fault
 
 
 def hang_worst(interval, timeout, threshold):
@@ -42,24 +64,9 @@ def hang_worst(interval, timeout, threshold):
     just after a check, the next check's query times out, then the other
     threshold - 1 checks start on new connections CONFIRM_MS apart (the
     first at once) and each times out too."""
-    confirms = max(threshold - 2, 0) * CONFIRM_MS + timeout if threshold > 1 \
-        else 0
+    confirms = max(threshold - 2, 0) * CONFIRM_MS + timeout \
+        if threshold > 1 else 0
     return interval + timeout + confirms
-
-
-def hang_formula(interval, timeout, threshold):
-    if threshold <= 1:
-        return f'{interval} + {timeout} ms'
-    return (f'{interval} + {timeout} + {threshold - 2} × {CONFIRM_MS} + '
-            f'{timeout} ms')
-POLL_S = 0.002
-# The hang round's settings: short, so that it takes seconds.
-HANG_SETTINGS = {'DB_HEALTH_CHECK_INTERVAL': 300, 'DB_CONNECTION_TIMEOUT': 500,
-                 'DB_FAILURE_THRESHOLD': 3, 'DB_PRIMARY_RETRY_INTERVAL': 1500}
-STEPS = [('suspect', 'primary seen suspect (a check failed)'),
-         ('down', 'primary seen down'),
-         ('current', 'secondary current (published)'),
-         ('acked', 'every subscriber acked the secondary')]
 
 
 def env_text(primary, secondary, role, password, settings=None):
@@ -75,14 +82,13 @@ def target(status):
 
 
 def wait_status(status, predicate, timeout, what):
-    """Polls status until predicate(target entry); returns (time, entry)."""
     deadline = time.monotonic() + timeout
     last = err = None
     while True:
         try:
             last = target(status)
             if predicate(last):
-                return time.monotonic(), last
+                return last
         except Exception as e:
             err = e
         if time.monotonic() > deadline:
@@ -91,19 +97,19 @@ def wait_status(status, predicate, timeout, what):
         time.sleep(0.01)
 
 
-def in_use(t, role, subscribers=1):
+def in_use(t, role):
     return (t['failover']['current'] == role and
-            t['subscribers'] == t['acked'] == subscribers)
+            t['subscribers'] == t['acked'] == 1)
 
 
 def all_up(t):
     return all(s['health'] == 'up' for s in t['servers'])
 
 
-def timeline(status, t0, until, timeout=60):
-    """Polls status every POLL_S from t0 (the fault) until until(entry);
-    returns ({step: ms after t0}, last entry).  A step not seen (polling
-    missed it) takes the time of the next one seen."""
+def timeline(status, t0, timeout):
+    """Polls status every POLL_S from t0 (the fault) until the secondary is
+    in use and acked; returns {step: ms after t0}.  A step polling missed
+    takes the time of the next one seen."""
     seen = {}
     deadline = t0 + timeout
     while True:
@@ -115,39 +121,46 @@ def timeline(status, t0, until, timeout=60):
         if health == 'down':
             seen.setdefault('down', now)
         if t['failover']['current'] == 'secondary':
-            seen.setdefault('current', now)
-            seen.setdefault('down', now)
-            seen.setdefault('suspect', now)
-        if until(t):
+            for step in ('suspect', 'down', 'current'):
+                seen.setdefault(step, now)
+        if in_use(t, 'secondary'):
             for step, _ in STEPS:
                 seen.setdefault(step, now)
-            return seen, t
+            return seen
         if time.monotonic() > deadline:
             raise RuntimeError(f'no switch within {timeout} s after the '
                                f'fault; seen {seen}; status {t!r}')
         time.sleep(POLL_S)
 
 
-def ctl(sock, *args):
-    return subprocess.run([os.environ['DBSWAPCTL'], '--socket', sock, *args],
-                          capture_output=True, text=True, timeout=30)
+def failures_between(lines, t0, t1):
+    """Failed queries counted between the progress lines around t0 and
+    t1 (arrival times)."""
+    before = [m for t, m in lines if t <= t0 and 'failures' in m]
+    after = [m for t, m in lines if t >= t1 and 'failures' in m]
+    if not before or not after:
+        raise RuntimeError('no progress lines around the fault')
+    return after[0]['failures'] - before[-1]['failures']
 
 
-def failback(sock):
-    """dbswapctl failback, retried while the just-started primary is
-    refused."""
-    for _ in range(20):
-        r = ctl(sock, 'failback', TARGET)
-        if r.returncode == 0:
-            return
-        time.sleep(0.5)
-    raise RuntimeError(f'dbswapctl failback: exit {r.returncode}: '
-                       f'{r.stderr.strip()}')
+def window(lines, t0, after_s=AFTER_S):
+    return [p for p in b.rate_series(lines, t0)
+            if -BEFORE_S <= p[0] <= after_s]
 
 
-def crash_round(primary, status, load):
-    """One round; returns ({step: ms}, pool-load failures in the round)."""
-    before = load.wait_progress(lambda p: True)['failures']
+def apply_settings(env, text, status, want):
+    h.write_rename(env, text)
+    status.reload()
+    deadline = time.monotonic() + 10
+    while h._status(status, None)['agent']['failover_settings'] != want:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f'the settings {want} were not applied')
+        time.sleep(0.05)
+
+
+def dbswap_fault(ctx, kind, primary, status, load, timeout):
+    """One fault ('crash' or 'hang') under load; returns its figures.  The
+    primary is left stopped or paused."""
     errors = []
 
     def stop():
@@ -155,192 +168,258 @@ def crash_round(primary, status, load):
             primary.stop('immediate')
         except Exception as e:
             errors.append(e)
-    th = threading.Thread(target=stop)
+    time.sleep(BEFORE_S)
     t0 = time.monotonic()
-    th.start()
+    if kind == 'crash':
+        th = threading.Thread(target=stop)
+        th.start()
+    else:
+        primary.pause()
     try:
-        steps, t = timeline(status, t0, lambda t: in_use(t, 'secondary'))
+        steps = timeline(status, t0, timeout)
     finally:
-        th.join(60)
+        if kind == 'crash':
+            th.join(60)
     if errors:
         raise errors[0]
-    after = load.wait_progress_after(t0 + steps['acked'] / 1000 + 1.0)
-    return steps, after['failures'] - before
+    end = t0 + max(steps['acked'] / 1000 + 1.0, AFTER_S)
+    load.wait_progress_after(end + PROGRESS_MS / 1000, timeout=timeout)
+    lines = load.timeline()
+    ctx.log(f'dbswap {kind}: ' + ', '.join(f'{k} {v:.0f} ms'
+                                           for k, v in steps.items()))
+    return {'steps_ms': steps, 'failures': failures_between(lines, t0, end),
+            'qps': window(lines, t0, max(AFTER_S, steps['acked'] / 1000 +
+                                         1.0))}
 
 
-def reset(primary, agent, status):
-    """The primary started again, failed back to, and seen up.  Returns
-    (seconds from the failback until then, generations published beyond
-    the failback's own: switches that undid it)."""
-    primary.start()
-    g = target(status)['generation']
-    failback(agent.sock)
-    t1 = time.monotonic()
-    t, last = wait_status(status, lambda t: in_use(t, 'primary') and
-                          all_up(t), timeout=180,
-                          what='the primary in use and up again')
-    return t - t1, last['generation'] - g - 1
-
-
-def hang_round(primary, secondary, role, password, env, agent, status,
-               load):
-    """Short settings, SIGSTOP, SIGCONT: (steps, failback ms, failures,
-    settings)."""
-    h.write_rename(env, env_text(primary, secondary, role, password,
-                                 HANG_SETTINGS))
-    status.reload()
-    want = {'health_check_interval_ms': 300, 'connection_timeout_ms': 500,
-            'failure_threshold': 3, 'primary_retry_interval_ms': 1500}
-    deadline = time.monotonic() + 10
-    while h._status(status, None)['agent']['failover_settings'] != want:
-        if time.monotonic() > deadline:
-            raise RuntimeError('the short settings were not applied')
-        time.sleep(0.05)
+def failback(ctx, agent, status):
+    """dbswapctl failback (retried while the restarted primary is
+    refused), then both servers up."""
+    for _ in range(20):
+        r = subprocess.run([ctx.bin('dbswapctl'), '--socket', agent.sock,
+                            'failback', TARGET], capture_output=True,
+                           text=True, timeout=30)
+        if r.returncode == 0:
+            break
+        time.sleep(0.5)
+    else:
+        raise RuntimeError(f'dbswapctl failback: exit {r.returncode}: '
+                           f'{r.stderr.strip()}')
     wait_status(status, lambda t: in_use(t, 'primary') and all_up(t),
-                timeout=30, what='both servers up')
-    before = load.wait_progress(lambda p: True)['failures']
-    t0 = time.monotonic()
-    primary.pause()
-    try:
-        steps, t = timeline(status, t0, lambda t: in_use(t, 'secondary'))
-        after = load.wait_progress_after(t0 + steps['acked'] / 1000 + 1.0)
-    finally:
-        t1 = time.monotonic()
-        primary.resume()
-    _, t = wait_status(status, lambda t: in_use(t, 'primary'), timeout=30,
-                       what='the automatic failback')
-    back_ms = (time.monotonic() - t1) * 1000
-    return steps, back_ms, after['failures'] - before, want
+                timeout=180, what='the primary in use and up again')
 
 
-def fmt_ms(ms):
-    return f'{ms / 1000:.2f} s' if ms >= 10000 else f'{ms:.0f} ms'
-
-
-def print_steps(rounds):
-    print('| from the fault to | median | max |')
-    print('|---|---:|---:|')
-    for step, label in STEPS:
-        values = [r[step] for r in rounds]
-        print(f'| {label} | {fmt_ms(statistics.median(values))} | '
-              f'{fmt_ms(max(values))} |')
-
-
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    ap.add_argument('--rounds', type=int, default=5)
-    ap.add_argument('--no-hang', action='store_true',
-                    help='skip the SIGSTOP round with short settings')
-    opt = ap.parse_args()
-
-    tmp = tempfile.mkdtemp(prefix='dbswap-bench-failover-')
-    try:
-        with h.PgCluster() as primary, h.PgCluster() as secondary:
-            role, password = 'bench_failover', h.secrets.token_hex(8)
-            for c in (primary, secondary):
-                c.create_role(role, password)
-            env = os.path.join(tmp, 'db.env')
-            h.write_rename(env, env_text(primary, secondary, role, password))
-            with h.Agent(env_files=[env]) as agent, \
-                    agent.client(name='bench-status') as status:
-                load_args = ('--threads', THREADS, '--max', THREADS, '--tx',
-                             '--pause-ms', 2)
-                load = PoolLoad(agent.sock, args=load_args,
-                                name='bench-failover')
+def dbswap(ctx, primary, secondary, role, password):
+    env = os.path.join(ctx.tmp, 'db.env')
+    h.write_rename(env, env_text(primary, secondary, role, password))
+    res = {'crash': [], 'hang': []}
+    with h.Agent(env_files=[env]) as agent, \
+            agent.client(name='bench-status') as status:
+        load = PoolLoad(agent.sock, args=LOAD + ('--max', THREADS),
+                        name='bench-failover')
+        try:
+            wait_status(status, lambda t: in_use(t, 'primary') and
+                        all_up(t) and len(t['servers']) == 2,
+                        timeout=30, what='both servers up')
+            res['defaults'] = h._status(status, None)['agent'][
+                'failover_settings']
+            for i in range(ctx.pick(1, 5)):
+                res['crash'].append(dbswap_fault(ctx, 'crash', primary,
+                                                 status, load, 60))
+                primary.start()
+                failback(ctx, agent, status)
+            hangs = [('short', SHORT)]
+            if not ctx.quick:
+                hangs.append(('defaults', {}))
+            for name, settings in hangs:
+                want = {SETTING_KEYS[k]: v for k, v in settings.items()}
+                apply_settings(env, env_text(primary, secondary, role,
+                                             password, settings),
+                               status, {**res['defaults'], **want})
+                wait_status(status, lambda t: in_use(t, 'primary') and
+                            all_up(t), timeout=30, what='both servers up')
                 try:
-                    wait_status(status, lambda t: in_use(t, 'primary') and
-                                all_up(t) and len(t['servers']) == 2,
-                                timeout=30, what='both servers up')
-                    settings = h._status(status, None)['agent'][
-                        'failover_settings']
-                    crashes, failures, resets = [], [], []
-                    for i in range(opt.rounds):
-                        steps, failed = crash_round(primary, status, load)
-                        crashes.append(steps)
-                        failures.append(failed)
-                        print(f'round {i + 1}: ' + ', '.join(
-                            f'{k} {v:.0f} ms' for k, v in steps.items()) +
-                            f'; {failed} pool-load failure(s)',
-                            file=sys.stderr)
-                        resets.append(reset(primary, agent, status))
-                    hang = None
-                    if not opt.no_hang:
-                        hang = hang_round(primary, secondary, role, password,
-                                          env, agent, status, load)
-                    rc, summary = load.stop()
+                    r = dbswap_fault(ctx, 'hang', primary, status, load, 120)
                 finally:
-                    load.close()
-    finally:
-        subprocess.run(['rm', '-rf', tmp])
-
-    interval = settings['health_check_interval_ms']
-    timeout = settings['connection_timeout_ms']
-    threshold = settings['failure_threshold']
-    print(f'\nFailover, loopback PostgreSQL 15 x 2, SCRAM-SHA-256, '
-          f'{os.cpu_count()} cores; pool-load {THREADS} threads on a pool of '
-          f'{THREADS}; {opt.rounds} rounds of pg_ctl stop -m immediate on '
-          f'the primary')
-    print(f'agent settings (defaults): health check interval {interval} ms, '
-          f'connection timeout {timeout} ms, failure threshold {threshold}, '
-          f'primary retry interval '
-          f'{settings["primary_retry_interval_ms"]} ms\n')
-    print_steps(crashes)
-    print(f'| pool-load failures per round (pool of {THREADS}) | '
-          f'{statistics.median(failures):g} | {max(failures)} |')
-    print('\nworst cases, computed from the settings above:\n')
-    print('| design, fault | time to declare the primary down |')
-    print('|---|---:|')
-    print(f'| polling only: a check every interval, down after {threshold} '
-          f'failed ({interval / 1000:g} s × {threshold}) | '
-          f'{fmt_ms(interval * threshold)} |')
-    print(f'| this agent, crash: the monitor connection closes, a new '
-          f'connection at once, then {threshold - 1} confirmations '
-          f'{CONFIRM_MS} ms apart | {fmt_ms((threshold - 1) * CONFIRM_MS)} |')
-    print(f'| this agent, hang: up to an interval to the next check, its '
-          f'timeout, then {threshold - 1} confirmations on new connections '
-          f'started {CONFIRM_MS} ms apart, each running into the timeout '
-          f'({hang_formula(interval, timeout, threshold)}) | '
-          f'{fmt_ms(hang_worst(interval, timeout, threshold))} |')
-    print('\n(then the secondary is validated with a new connection, '
-          'published, and the pools switch: the rows above "secondary '
-          'current" and "acked")')
-    slow = [r for r, _ in resets if r > 5]
-    undone = [n for _, n in resets if n > 0]
-    if slow or undone:
-        print(f'\nnote: in {len(slow)} of {len(resets)} resets the primary '
-              f'was in use and up only {max(r for r, _ in resets):.0f} s '
-              f'after `dbswapctl failback`; in {len(undone)} the agent '
-              f'switched again after the manual failback (it did not stay '
-              f'on the restarted primary)')
-
-    if hang:
-        steps, back_ms, failed, hs = hang
-        hi, ht, hth = (hs['health_check_interval_ms'],
-                       hs['connection_timeout_ms'], hs['failure_threshold'])
-        hr = hs['primary_retry_interval_ms']
-        print(f'\nHANG ROUND, NOT THE DEFAULTS: one round with short '
-              f'settings (interval {hi} ms, timeout {ht} ms, threshold '
-              f'{hth}, retry {hr} ms), the primary hung with SIGSTOP '
-              f'(postmaster and children), then SIGCONT\n')
-        print('| from SIGSTOP to | time |')
-        print('|---|---:|')
-        for step, label in STEPS:
-            print(f'| {label} | {fmt_ms(steps[step])} |')
-        print(f'| worst case to down: {hang_formula(hi, ht, hth)} | '
-              f'{fmt_ms(hang_worst(hi, ht, hth))} |')
-        print(f'\npool-load failures in the hang round: {failed}; '
-              f'SIGCONT -> automatic failback acked: {fmt_ms(back_ms)} '
-              f'(expected about retry {hr} + {hth - 1} × interval {hi} = '
-              f'{fmt_ms(hr + (hth - 1) * hi)} at most, plus the checks)')
-
-    print(f'\npool-load: {summary["queries"]} queries, '
-          f'{summary["failures"]} failures in all, exit status {rc}')
-    print('\ncommand: ./dev.sh bench failover, which runs '
-          'tests/bench/failover.py:\n  ' +
-          shlex.join(['pool-load', '--socket', 'SOCK', '--target', TARGET] +
-                     [str(a) for a in load_args]))
-    return 0
+                    primary.resume()
+                r['settings'] = {**res['defaults'], **want}
+                r['name'] = name
+                res['hang'].append(r)
+                failback(ctx, agent, status)
+            rc, final = load.stop()
+        finally:
+            load.close()
+    res['queries'], res['failures_total'] = final['queries'], \
+        final['failures']
+    return res
 
 
-if __name__ == '__main__':
-    sys.exit(main())
+def libpq(ctx, primary, secondary, role, password):
+    """libpq multi-host failover under the same load: a crash, then a hang
+    watched for a bounded window."""
+    q = urllib.parse.quote
+    conninfo = (f'postgresql://{q(role, safe="")}:{q(password, safe="")}@'
+                f'{primary.host}:{primary.port},{secondary.host}:'
+                f'{secondary.port}/postgres?target_session_attrs=read-write')
+    argv = [ctx.bin('libpq-load'), *[str(a) for a in LOAD],
+            '--name', 'bench-multihost']
+    res = {}
+    for kind in ('crash', 'hang'):
+        with b.JsonProc(argv, conninfo + '\n', 'libpq-load') as load:
+            load.wait(lambda m: m.get('event') == 'ready', 30, 'ready')
+            time.sleep(BEFORE_S)
+            t0 = time.monotonic()
+            if kind == 'crash':
+                primary.stop('immediate')
+                watch = ctx.pick(3.0, 5.0)
+            else:
+                primary.pause()
+                watch = ctx.pick(5.0, 20.0)
+            try:
+                time.sleep(watch)
+                final = load.stop(timeout=10)
+            finally:
+                if kind == 'crash':
+                    primary.start()
+                else:
+                    primary.resume()
+            lines = load.lines
+        before = [m for t, m in lines if t <= t0 and 'failures' in m]
+        recovered = [th['recovered_mono'] for th in final['threads']]
+        r = {'watch_s': watch, 'qps': window(lines, t0, watch),
+             'failures': final['failures'] - before[-1]['failures'],
+             'connect_failures': final['connect_failures'] -
+             before[-1]['connect_failures'],
+             'stuck': final['stuck'],
+             'longest_wait_ms': final['longest_wait_ms'],
+             'recovered_ms': (max(recovered) - t0) * 1000
+             if recovered and all(x is not None for x in recovered)
+             else None}
+        ctx.log(f'libpq multi-host {kind}: ' + ', '.join(
+            f'{k} {v}' for k, v in r.items() if k != 'qps'))
+        res[kind] = r
+    return res
+
+
+def run(ctx):
+    with h.PgCluster() as primary, h.PgCluster() as secondary:
+        role, password = 'bench_failover', h.secrets.token_hex(8)
+        for c in (primary, secondary):
+            c.create_role(role, password)
+        res = {'dbswap': dbswap(ctx, primary, secondary, role, password)}
+        res['libpq'] = libpq(ctx, primary, secondary, role, password)
+    res['polling'] = POLLING
+    res['params'] = {'threads': THREADS, 'load': [str(a) for a in LOAD],
+                     'confirm_ms': CONFIRM_MS}
+    return res
+
+
+def median_step(rounds, step):
+    return statistics.median(r['steps_ms'][step] for r in rounds)
+
+
+def markdown(res):
+    d, lq, poll = res['dbswap'], res['libpq'], res['polling']
+    s = d['defaults']
+    crash = d['crash']
+    short = [r for r in d['hang'] if r['name'] == 'short'][0]
+    dflt = [r for r in d['hang'] if r['name'] == 'defaults']
+    interval, timeout = s['health_check_interval_ms'], \
+        s['connection_timeout_ms']
+    threshold = s['failure_threshold']
+    out = [f'The same load on both: {res["params"]["threads"]} threads of '
+           f'`SELECT 1` and short transactions (2 ms pause).  dbswap: the '
+           f'agent\'s defaults (check interval {interval} ms, timeout '
+           f'{timeout} ms, threshold {threshold}), a libdbswap pool of '
+           f'{res["params"]["threads"]}; {len(crash)} crash round(s), medians '
+           f'(max).  libpq: `host=primary,secondary '
+           f'target_session_attrs=read-write`, each thread reconnecting on '
+           f'error.  Times from the fault (the launch of `pg_ctl stop -m '
+           f'immediate`, or SIGSTOP).', '']
+
+    def steps_cell(rounds, step):
+        v = [r['steps_ms'][step] for r in rounds]
+        return f'{b.fmt_ms(statistics.median(v))} ({b.fmt_ms(max(v))})'
+    rows = [[label] + [steps_cell(crash, step)] +
+            [b.fmt_ms(short['steps_ms'][step])] +
+            ([b.fmt_ms(dflt[0]['steps_ms'][step])] if dflt else [])
+            for step, label in STEPS]
+    rows.append(['failed queries'] +
+                [f'{statistics.median(r["failures"] for r in crash):g} '
+                 f'({max(r["failures"] for r in crash)})',
+                 short['failures']] +
+                ([dflt[0]['failures']] if dflt else []))
+    hs = short['settings']
+    header = ['dbswap, from the fault to', 'crash, defaults',
+              f'hang, interval {hs["health_check_interval_ms"]} ms, '
+              f'timeout {hs["connection_timeout_ms"]} ms']
+    if dflt:
+        header.append('hang, defaults')
+    out.append(b.md_table(header, rows))
+
+    def worst(i, t, n):
+        return hang_worst(i, t, n)
+    lc, lh = lq['crash'], lq['hang']
+    acked = median_step(crash, 'acked')
+    rows = [
+        ['dbswap', f'{b.fmt_ms(acked)} (acked on the secondary)',
+         f'{statistics.median(r["failures"] for r in crash):g}',
+         f'{b.fmt_ms(short["steps_ms"]["acked"])} with a 300 ms interval'
+         + (f'; {b.fmt_ms(dflt[0]["steps_ms"]["acked"])} with the defaults'
+            if dflt else '') +
+         f' (worst case {b.fmt_ms(worst(interval, timeout, threshold))})',
+         f'{short["failures"]}'],
+        ['libpq multi-host, reconnect on error',
+         b.fmt_ms(lc['recovered_ms']) if lc['recovered_ms'] is not None
+         else f'not within {lc["watch_s"]:g} s',
+         f'{lc["failures"]}',
+         b.fmt_ms(lh['recovered_ms']) if lh['recovered_ms'] is not None
+         else f'never: {lh["stuck"]} of {res["params"]["threads"]} threads '
+              f'still blocked after {lh["watch_s"]:g} s',
+         f'{lh["failures"]}'],
+        [f'polling: a check every {poll["interval_s"]} s, down after '
+         f'{poll["failures"]} failures (computed)',
+         f'up to {poll["interval_s"] * poll["failures"]} s', '—',
+         f'up to {poll["interval_s"] * poll["failures"]} s', '—'],
+    ]
+    out.append(b.md_table(['design', 'crash: queries flow again after',
+                           'failed queries', 'hang: queries flow again '
+                           'after', 'failed queries'], rows))
+    out.append(f'dbswap is slower than libpq on a crash: it confirms the '
+               f'failure ({threshold} checks, {res["params"]["confirm_ms"]} '
+               f'ms apart, on new connections) before it moves every app, '
+               f'where libpq moves each connection on its first error.  It '
+               f'is the only one that leaves a hung primary: libpq waits on '
+               f'the socket forever, and a poller waits for its checks.  '
+               f'Each of the crash\'s failed queries is one that was running '
+               f'on the primary when it died; none fails after the switch.  '
+               f'Worst case to leave a hung primary with the defaults: '
+               f'{interval} + {timeout} + {max(threshold - 2, 0)} × '
+               f'{res["params"]["confirm_ms"]} + {timeout} ms = '
+               f'{b.fmt_ms(worst(interval, timeout, threshold))}: lower '
+               f'`DB_HEALTH_CHECK_INTERVAL` where hangs matter.')
+    return '\n'.join(out)
+
+
+def plots(res, outdir):
+    d, lq = res['dbswap'], res['libpq']
+    short = [r for r in d['hang'] if r['name'] == 'short'][0]
+    out = []
+    for png, title, series, xmax in (
+            ('failover-crash.png', 'Queries/s through a primary crash',
+             [('dbswap (libdbswap pool)', d['crash'][0]['qps']),
+              ('libpq multi-host, reconnect on error', lq['crash']['qps'])],
+             AFTER_S),
+            ('failover-hang.png', 'Queries/s through a hung primary '
+             '(SIGSTOP)',
+             [('dbswap, 300 ms interval, 500 ms timeout', short['qps']),
+              ('libpq multi-host, reconnect on error', lq['hang']['qps'])],
+             lq['hang']['watch_s'])):
+        b.plot(os.path.join(outdir, png), title,
+               'seconds from the fault', 'queries/s',
+               [{'title': t, 'points': p, 'style': 'lines'}
+                for t, p in series],
+               xrange=(-BEFORE_S, xmax), yrange=(0, None),
+               arrows=[(0, 'fault')], key='bottom right')
+        out.append((png, title))
+    return out
