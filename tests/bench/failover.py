@@ -423,3 +423,26 @@ def plots(res, outdir):
                arrows=[(0, 'fault')], key='bottom right')
         out.append((png, title))
     return out
+
+
+def headline(res):
+    d, lq, poll = res['dbswap'], res['libpq'], res['polling']
+    s = d['defaults']
+    acked = median_step(d['crash'], 'acked')
+    short = [r for r in d['hang'] if r['name'] == 'short'][0]
+    worst = hang_worst(s['health_check_interval_ms'],
+                       s['connection_timeout_ms'], s['failure_threshold'])
+    polling_ms = poll['interval_s'] * poll['failures'] * 1000
+    lc = lq['crash']['recovered_ms']
+    return [
+        ['primary crashed: queries flow again after', b.fmt_ms(acked),
+         'libpq multi-host: ' + (b.fmt_ms(lc) if lc is not None else
+                                 'not recovered'),
+         b.fmt_ratio(acked / lc) if lc else '—'],
+        ['primary hung: queries flow again after',
+         f'{b.fmt_ms(short["steps_ms"]["acked"])} (300 ms checks); worst '
+         f'case with the defaults {b.fmt_ms(worst)}',
+         f'libpq multi-host: never; polling {poll["interval_s"]} s × '
+         f'{poll["failures"]}: up to {b.fmt_ms(polling_ms)}',
+         f'{b.fmt_ratio(worst / polling_ms)} (worst cases)'],
+    ]

@@ -293,3 +293,20 @@ def plots(res, outdir):
            'Rotation: rename of the env file to the last ack',
            'subscriber processes', 'ms', series, logx=True, yrange=(0, None))
     return [(png, 'Rotation latency against the number of subscribers')]
+
+
+def headline(res):
+    floor = b.pct(res['floor_ms'], 50)
+    rows = []
+    plain = [r for r in res['rows'] if not r['pool'] and not r['sealed']]
+    sealed = [r for r in res['rows'] if not r['pool'] and r['sealed']]
+    pool = [r for r in res['rows'] if r['pool']]
+    for r, kind in ((plain[0], 'plaintext'), (plain[-1], 'plaintext'),
+                    (sealed[-1], 'sealed')) + \
+            tuple((r, 'plaintext') for r in pool):
+        p50 = b.pct(r['rename_to_all_acked_ms'], 50)
+        rows.append([f'rotation, {label(r)}, {kind}: rename → all acked, '
+                     f'p50', b.fmt_ms(p50),
+                     f'one new SCRAM connection: {b.fmt_ms(floor)}',
+                     b.fmt_ratio(p50 / floor)])
+    return rows

@@ -7,7 +7,12 @@ Run: ./dev.sh bench [--quick] [--out DIR] [--only SECTION,...]
 --quick takes a few minutes (fewer rounds, shorter loads: CI runs it to
 check that the benchmarks still work, not their numbers); the default,
 full mode, takes about 20 minutes.  --only runs some sections and keeps
-the others' results from an earlier run in DIR (default bench/results)."""
+the others' results from an earlier run in DIR (default bench/results).
+
+A section may also define headline(res) -> [[what, dbswap, the other,
+ratio], ...]: the rows of the summary at the top of results.md.  A full
+run into bench/results also writes that summary into README.md, between
+the markers below, so that the README quotes the latest results."""
 
 import argparse
 import datetime
@@ -25,6 +30,8 @@ import traceback
 
 import benchlib
 
+README_START = '<!-- bench-summary: written by ./dev.sh bench -->'
+README_END = '<!-- /bench-summary -->'
 SECTIONS = ['rotation', 'queries', 'pool', 'fanout', 'footprint',
             'failover', 'peers']
 
@@ -69,17 +76,60 @@ def machine():
     }
 
 
-def render(results):
+def machine_line(results):
     m = results['machine']
+    return (f'Machine: {m["cpu"]}, {m["cores"]} cores, {m["memory_gib"]} '
+            f'GiB; Linux {m["kernel"]}; {m["os"]}; {m["postgresql"]}; '
+            f'{m["pgbouncer"]}; commit {m["commit"]}.  Every PostgreSQL is '
+            f'a throwaway cluster on loopback with SCRAM-SHA-256, started by '
+            f'the benchmark.')
+
+
+def summary(results, link=''):
+    """The headline rows of every section that has some, as a table."""
+    rows = []
+    for name in SECTIONS:
+        res = results['sections'].get(name)
+        mod = importlib.import_module(name)
+        if res is None or 'error' in res or not hasattr(mod, 'headline'):
+            continue
+        for what, ours, theirs, ratio in mod.headline(res):
+            rows.append([f'[{what}]({link}#{anchor(mod.TITLE)})', ours,
+                         theirs, ratio])
+    return benchlib.md_table(['', 'dbswap', 'the other way', 'ratio'], rows,
+                             'lrrr')
+
+
+def anchor(title):
+    """GitHub's anchor for a heading."""
+    keep = ''.join(c for c in title.lower() if c.isalnum() or c in ' -')
+    return keep.replace(' ', '-')
+
+
+def update_readme(path, results):
+    with open(path) as f:
+        text = f.read()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise RuntimeError(f'{path}: no {README_START} ... {README_END} '
+                           f'block to write the summary into')
+    block = '\n'.join([
+        README_START, '',
+        f'`{results["command"]}`, {results["finished"][:10]}, '
+        f'{results["seconds"] / 60:.0f} min.  ' + machine_line(results), '',
+        summary(results, 'bench/results/results.md').rstrip(), ''])
+    text = text[:start] + block + text[end:]
+    with open(path + '.tmp', 'w') as f:
+        f.write(text)
+    os.rename(path + '.tmp', path)
+
+
+def render(results):
     out = ['# dbswap benchmarks', '',
            f'Made by `{results["command"]}` on {results["finished"]} '
            f'({results["mode"]} mode, {results["seconds"] / 60:.1f} min).',
-           '',
-           f'Machine: {m["cpu"]}, {m["cores"]} cores, {m["memory_gib"]} GiB; '
-           f'Linux {m["kernel"]}; {m["os"]}; {m["postgresql"]}; '
-           f'{m["pgbouncer"]}; commit {m["commit"]}.  Every PostgreSQL is '
-           f'a throwaway cluster on loopback with SCRAM-SHA-256, started '
-           f'by the benchmark.  Raw figures: `results.json`.', '']
+           '', machine_line(results) + '  Raw figures: `results.json`.', '',
+           '## Summary', '', summary(results), '']
     for name in SECTIONS:
         res = results['sections'].get(name)
         if res is None:
@@ -167,6 +217,10 @@ def main():
         f.write(render(results))
     print(f'run.py: wrote {opt.out}/results.json, results.md and the plots '
           f'in {results["seconds"] / 60:.1f} min', file=sys.stderr)
+    if (not opt.quick and not failed and
+            os.path.abspath(opt.out) == os.path.abspath('bench/results')):
+        update_readme('README.md', results)
+        print('run.py: wrote the summary into README.md', file=sys.stderr)
     if failed:
         print(f'run.py: FAILED: {", ".join(failed)}', file=sys.stderr)
         return 1
