@@ -104,6 +104,23 @@ struct server {
 
 static void server_check_acked(struct server *s, struct target *t);
 
+/* Whether a subscriber has yet to ack t's current value; before the first
+ * value nobody lags (and nobody has acked). */
+static bool sub_lags(const struct target *t, const struct subscription *sub)
+{
+	return t->generation > 0 && sub->acked != t->generation;
+}
+
+/* One more subscriber acked t's current generation. */
+static void target_count_ack(struct target *t)
+{
+	if (t->acked_gen != t->generation) {
+		t->acked_gen = t->generation;
+		t->n_acked = 0;
+	}
+	t->n_acked++;
+}
+
 /* Takes c out of service at once: unlinked, its fd closed, its acks no
  * longer counted.  Its memory stays until the loop comes back
  * (server_reap): a handler may still hold c after a call that dropped it
@@ -131,8 +148,14 @@ static void client_retire(struct client *c)
 	loop_timer_arm_in(s->reaper, 0);
 	systemd_changed(s->agent);
 	/* The last straggler leaving may complete a rotation. */
-	for (size_t i = 0; i < c->n_subs; i++)
-		server_check_acked(s, c->subs[i].target);
+	for (size_t i = 0; i < c->n_subs; i++) {
+		struct target *t = c->subs[i].target;
+
+		t->n_subscribers--;
+		if (!sub_lags(t, &c->subs[i]) && t->acked_gen == t->generation)
+			t->n_acked--;
+		server_check_acked(s, t);
+	}
 }
 
 static void server_reap(struct loop_timer *t, void *data)
@@ -499,6 +522,7 @@ static void handle_subscribe(struct client *c, const struct ipc_msg *m)
 		if (client_sub(c, req[i]))
 			continue;
 		c->subs[c->n_subs++] = (struct subscription){ .target = req[i] };
+		req[i]->n_subscribers++;
 		log_info(CLIENT_FMT " subscribed to %s", CLIENT_ARGS(c),
 			 req[i]->name);
 	}
@@ -535,8 +559,11 @@ static void handle_ack(struct client *c, const struct ipc_msg *m)
 			     (unsigned long long)t->generation);
 		return;
 	}
-	if (m->generation > sub->acked)
+	if (m->generation > sub->acked) {
 		sub->acked = m->generation;
+		if (m->generation == t->generation)
+			target_count_ack(t);
+	}
 	log_debug(CLIENT_FMT " acked %s generation %llu", CLIENT_ARGS(c),
 		  t->name, (unsigned long long)m->generation);
 	/* Using that generation or a newer one: whatever failed is over. */
@@ -636,25 +663,13 @@ static void server_check_acked(struct server *s, struct target *t)
 		   (now_us() - t->published_us) / 1000.0);
 }
 
-/* Whether a subscriber has yet to ack t's current value; before the first
- * value nobody lags (and nobody has acked). */
-static bool sub_lags(const struct target *t, const struct subscription *sub)
-{
-	return t->generation > 0 && sub->acked != t->generation;
-}
-
 void server_count(struct server *s, const struct target *t,
 		  unsigned *subscribers, unsigned *acked)
 {
-	*subscribers = *acked = 0;
-	for (struct client *c = s->clients; c; c = c->next) {
-		struct subscription *sub = client_sub(c, t);
-		if (!sub)
-			continue;
-		(*subscribers)++;
-		if (t->generation > 0 && !sub_lags(t, sub))
-			(*acked)++;
-	}
+	(void)s;
+	*subscribers = t->n_subscribers;
+	*acked = t->generation > 0 && t->acked_gen == t->generation ?
+			 t->n_acked : 0;
 }
 
 unsigned server_clients(const struct server *s)

@@ -118,6 +118,11 @@ struct target {
 	uint64_t published_seq; /* evaluation that set the published value */
 	int64_t published_us; /* now_us() at the last publish */
 	uint64_t all_acked;   /* last generation every subscriber acked */
+	/* Kept by server.c as clients come, ack and go, so that an ack costs
+	 * O(1) and not a walk over every client: subscribers, and how many
+	 * of them acked generation acked_gen (a new generation resets it). */
+	unsigned n_subscribers, n_acked;
+	uint64_t acked_gen;
 
 	/* Failover (failover.c). */
 	struct loop_timer *evaluate; /* decisions run from the loop */
