@@ -1,23 +1,40 @@
 /*
  * Pool benchmark: what the libdbswap pool costs an app.  Driven by
- * tests/bench/pool.py, which runs the agent and rotates the password.
+ * tests/bench/pool.py, which runs PostgreSQL and the agent.  (The pool
+ * under password rotations is measured by tests/bench/queries.py with
+ * pool-load.)
  *
  *   pool-bench --socket PATH --target NAME [--threads N] [--seconds S]
+ *              [--rounds R] [--pair-seconds P]
  *
  * stdin: first line, the conninfo for the raw connections (a secret:
  * never in argv).  The pool gets its value from the agent.
  *
- *   (i)   acquire + release with no query, 1 thread then N threads;
- *   (ii)  a SELECT 1 loop for S seconds through the pool and on raw
- *         persistent PGconns (one per thread), 1 thread and N threads;
- *   (iii) latency of the N-thread pool loop: steady state is the (ii)
- *         run; then pool-bench prints "@rotate" on a line of its own,
- *         runs the same loop while the driver rotates, and stops when
- *         stdin says "done" (or ends).
+ *   (i)  acquire + release with no query for P seconds (default 2),
+ *        1 thread then N threads (default 8);
+ *   (ii) a SELECT 1 loop on raw persistent PGconns (one per thread) and
+ *        through the pool, alternating in R rounds (default 5) of S
+ *        seconds (default 1) each, so that drift in the machine weighs
+ *        on both alike; 1 thread, then N threads.
  *
  * The pool has min = max = N, opened before anything is measured.  A
  * pool iteration is acquire, SELECT 1, release; a raw one is SELECT 1.
- * Latencies are of whole iterations.  Results: markdown tables on stdout.
+ * Latencies are of whole iterations.
+ *
+ * Output: one JSON object on stdout, raw figures only (the driver
+ * derives rates and ratios):
+ *   {"threads": N, "rounds": R, "seconds": S, "pair_seconds": P,
+ *    "pairs": [RUN for 1 thread, RUN for N threads],
+ *    "select": [{"threads": 1, "raw": RUN, "pool": RUN,
+ *                "rounds": [{"raw": RUN, "pool": RUN}, ...]},
+ *               {"threads": N, ...}],
+ *    "pool_stats": {"generation": g, "opened": n, "closed": n,
+ *                   "timeouts": n}}
+ * where RUN is {"threads": n, "seconds": wall, "cpu_seconds": process CPU
+ * time (the pool's own threads included), "ops": n, "failures": n,
+ * "latency_us": {"p50", "p99", "max"} (null for pairs, which are not
+ * timed one by one)}; "raw" and "pool" of a "select" entry are the sums
+ * of its rounds.  Exit status 1 if anything failed, 2 for bad usage.
  */
 #include <dbswap.h>
 #include <errno.h>
@@ -33,10 +50,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PAIR_SECONDS 2
 #define READY_TIMEOUT_MS 10000
-/* A rotation phase that never hears "done" ends anyway. */
-#define ROTATE_MAX_SECONDS 120
 #define ERRORS_SHOWN 10
 
 enum mode { MODE_PAIRS, MODE_POOL, MODE_RAW };
@@ -194,16 +208,6 @@ static int read_line(char *buf, size_t len, int timeout_ms)
 	return (int)n;
 }
 
-/* Waits for "done" on stdin, its end, or ROTATE_MAX_SECONDS. */
-static void wait_done(void)
-{
-	char line[64];
-
-	while (read_line(line, sizeof(line), ROTATE_MAX_SECONDS * 1000) >= 0)
-		if (!strcmp(line, "done"))
-			return;
-}
-
 static void sleep_s(double s)
 {
 	struct timespec ts = { (time_t)s, (long)((s - (time_t)s) * 1e9) };
@@ -212,7 +216,7 @@ static void sleep_s(double s)
 		;
 }
 
-/* Runs n threads in mode for seconds (0: until "done" on stdin). */
+/* Runs n threads in mode for seconds. */
 static void run(enum mode mode, int n, PGconn **raw, double seconds,
 		struct result *res)
 {
@@ -242,10 +246,7 @@ static void run(enum mode mode, int n, PGconn **raw, double seconds,
 	pthread_barrier_wait(&start_line);
 	t0 = now_ns();
 	c0 = clock_ns(CLOCK_PROCESS_CPUTIME_ID);
-	if (seconds > 0)
-		sleep_s(seconds);
-	else
-		wait_done();
+	sleep_s(seconds);
 	atomic_store(&stop, true);
 	for (i = 0; i < n; i++)
 		pthread_join(w[i].thread, NULL);
@@ -282,33 +283,69 @@ static void result_merge(struct result *total, struct result *part)
 }
 
 /* Raw and pool loops in alternating rounds, so that drift in the machine
- * (other processes, the server's own work) weighs on both alike. */
-#define COMPARE_ROUNDS 5
-
-static void compare(int n, PGconn **raw, double seconds, struct result *r,
-		    struct result *p)
+ * (other processes, the server's own work) weighs on both alike; each
+ * round's figures kept in rr[] and pr[] (their latencies dropped), their
+ * sums in r and p. */
+static void compare(int n, PGconn **raw, int rounds, double seconds,
+		    struct result *r, struct result *p, struct result *rr,
+		    struct result *pr)
 {
 	memset(r, 0, sizeof(*r));
 	memset(p, 0, sizeof(*p));
-	for (int i = 0; i < COMPARE_ROUNDS; i++) {
+	for (int i = 0; i < rounds; i++) {
 		struct result part;
-		run(MODE_RAW, n, raw, seconds / COMPARE_ROUNDS, &part);
+
+		run(MODE_RAW, n, raw, seconds, &part);
+		rr[i] = part;
+		rr[i].lat = (struct samples){ 0 };
 		result_merge(r, &part);
-		run(MODE_POOL, n, NULL, seconds / COMPARE_ROUNDS, &part);
+		run(MODE_POOL, n, NULL, seconds, &part);
+		pr[i] = part;
+		pr[i].lat = (struct samples){ 0 };
 		result_merge(p, &part);
 	}
 }
 
-static double qps(const struct result *r)
-{
-	return r->seconds > 0 ? (double)r->ops / r->seconds : 0;
-}
-
+/* The p-th percentile (nearest rank) of sorted samples, in µs. */
 static double pct_us(const struct result *r, int p)
 {
-	if (!r->lat.n)
-		return 0;
-	return (double)r->lat.ns[(r->lat.n - 1) * (size_t)p / 100] / 1e3;
+	size_t rank = (r->lat.n * (size_t)p + 99) / 100;
+
+	return (double)r->lat.ns[rank ? rank - 1 : 0] / 1e3;
+}
+
+static void print_run(int threads, const struct result *r)
+{
+	printf("{\"threads\": %d, \"seconds\": %.6f, \"cpu_seconds\": %.6f, "
+	       "\"ops\": %" PRIu64 ", \"failures\": %" PRIu64 ", "
+	       "\"latency_us\": ",
+	       threads, r->seconds, r->cpu_seconds, r->ops, r->failures);
+	if (r->lat.n)
+		printf("{\"p50\": %.1f, \"p99\": %.1f, \"max\": %.1f}}",
+		       pct_us(r, 50), pct_us(r, 99),
+		       (double)r->lat.ns[r->lat.n - 1] / 1e3);
+	else
+		printf("null}");
+}
+
+/* One "select" entry: the sums, then every round. */
+static void print_select(int threads, int rounds, const struct result *r,
+			 const struct result *p, const struct result *rr,
+			 const struct result *pr)
+{
+	printf("{\"threads\": %d, \"raw\": ", threads);
+	print_run(threads, r);
+	printf(", \"pool\": ");
+	print_run(threads, p);
+	printf(", \"rounds\": [");
+	for (int i = 0; i < rounds; i++) {
+		printf("%s{\"raw\": ", i ? ", " : "");
+		print_run(threads, &rr[i]);
+		printf(", \"pool\": ");
+		print_run(threads, &pr[i]);
+		printf("}");
+	}
+	printf("]}");
 }
 
 /* The first acquire waits for a value; then all n at once, so that the
@@ -353,43 +390,6 @@ static PGconn **raw_connect(const char *conninfo, int n)
 	return raw;
 }
 
-/* Table (i): one thread's time per pair (what an acquire + release
- * costs a caller, waiting for a CPU included), pairs per second of all
- * threads, and CPU time of the whole process (the pool's own threads
- * included) per pair. */
-static void print_pairs(int n, const struct result *one,
-			const struct result *many)
-{
-	const struct result *r[2] = { one, many };
-	double per_thread[2], rate[2], cpu[2];
-
-	for (int i = 0; i < 2; i++) {
-		double ops = r[i]->ops ? (double)r[i]->ops : 1;
-		int threads = i ? n : 1;
-		per_thread[i] = r[i]->seconds * 1e9 * threads / ops;
-		rate[i] = (double)r[i]->ops / r[i]->seconds / 1e6;
-		cpu[i] = r[i]->cpu_seconds * 1e9 / ops;
-	}
-	printf("\n| acquire + release, no query, %d s | 1 thread | %d threads "
-	       "|\n|---|---:|---:|\n", PAIR_SECONDS, n);
-	printf("| per pair, one thread's wall time | %.0f ns | %.0f ns |\n",
-	       per_thread[0], per_thread[1]);
-	printf("| pairs per second, all threads | %.2f M | %.2f M |\n",
-	       rate[0], rate[1]);
-	printf("| process CPU time per pair | %.0f ns | %.0f ns |\n", cpu[0],
-	       cpu[1]);
-	printf("| failures | %" PRIu64 " | %" PRIu64 " |\n", one->failures,
-	       many->failures);
-}
-
-static void print_latency(const char *label, const struct result *r)
-{
-	printf("| %s | %.0f | %.0f µs | %.0f µs | %.0f µs | %" PRIu64 " |\n",
-	       label, qps(r), pct_us(r, 50), pct_us(r, 99),
-	       r->lat.n ? (double)r->lat.ns[r->lat.n - 1] / 1e3 : 0,
-	       r->failures);
-}
-
 static int parse_int(const char *name, const char *value)
 {
 	char *end;
@@ -406,12 +406,14 @@ static int parse_int(const char *name, const char *value)
 int main(int argc, char **argv)
 {
 	const char *socket_path = NULL, *target = NULL;
-	int threads = 8, seconds = 5;
-	struct result pairs1, pairsn, raw1, pool1, rawn, pooln, rot;
+	int threads = 8, seconds = 1, rounds = 5, pair_seconds = 2;
+	struct result pairs1, pairsn, raw1, pool1, rawn, pooln;
+	struct result *rr1, *pr1, *rrn, *prn;
 	dbswap_pool_config config = { 0 };
-	dbswap_pool_stats before, after;
+	dbswap_pool_stats stats;
 	dbswap_client *client;
 	char conninfo[4096];
+	uint64_t failures;
 	PGconn **raw;
 
 	for (int i = 1; i < argc; i += 2) {
@@ -429,6 +431,10 @@ int main(int argc, char **argv)
 			threads = parse_int(argv[i], v);
 		else if (!strcmp(argv[i], "--seconds"))
 			seconds = parse_int(argv[i], v);
+		else if (!strcmp(argv[i], "--rounds"))
+			rounds = parse_int(argv[i], v);
+		else if (!strcmp(argv[i], "--pair-seconds"))
+			pair_seconds = parse_int(argv[i], v);
 		else {
 			fprintf(stderr, "pool-bench: unknown option %s\n",
 				argv[i]);
@@ -437,13 +443,22 @@ int main(int argc, char **argv)
 	}
 	if (!socket_path || !target) {
 		fprintf(stderr, "usage: pool-bench --socket PATH --target NAME "
-			"[--threads N] [--seconds S] < conninfo\n");
+			"[--threads N] [--seconds S] [--rounds R] "
+			"[--pair-seconds P] < conninfo\n");
 		return 2;
 	}
 	if (read_line(conninfo, sizeof(conninfo), READY_TIMEOUT_MS) <= 0) {
 		fprintf(stderr, "pool-bench: no conninfo on stdin\n");
 		return 2;
 	}
+	rr1 = calloc((size_t)rounds * 4, sizeof(*rr1));
+	if (!rr1) {
+		perror("pool-bench: calloc");
+		return 1;
+	}
+	pr1 = rr1 + rounds;
+	rrn = pr1 + rounds;
+	prn = rrn + rounds;
 
 	client = dbswap_client_new(socket_path);
 	if (!client) {
@@ -467,45 +482,32 @@ int main(int argc, char **argv)
 	}
 
 	fprintf(stderr, "pool-bench: acquire + release, %d s each\n",
-		PAIR_SECONDS);
-	run(MODE_PAIRS, 1, NULL, PAIR_SECONDS, &pairs1);
-	run(MODE_PAIRS, threads, NULL, PAIR_SECONDS, &pairsn);
-	fprintf(stderr, "pool-bench: SELECT 1 loops, %d s each, raw and pool "
-			"alternating in %d rounds\n",
-		seconds, COMPARE_ROUNDS);
-	compare(1, raw, seconds, &raw1, &pool1);
-	compare(threads, raw, seconds, &rawn, &pooln);
+		pair_seconds);
+	run(MODE_PAIRS, 1, NULL, pair_seconds, &pairs1);
+	run(MODE_PAIRS, threads, NULL, pair_seconds, &pairsn);
+	fprintf(stderr, "pool-bench: SELECT 1 loops, raw and pool alternating "
+		"in %d rounds of %d s\n", rounds, seconds);
+	compare(1, raw, rounds, seconds, &raw1, &pool1, rr1, pr1);
+	compare(threads, raw, rounds, seconds, &rawn, &pooln, rrn, prn);
+	dbswap_pool_stats_get(pool, &stats);
 
-	dbswap_pool_stats_get(pool, &before);
-	printf("@rotate\n");
-	fflush(stdout);
-	run(MODE_POOL, threads, NULL, 0, &rot);
-	dbswap_pool_stats_get(pool, &after);
-
-	print_pairs(threads, &pairs1, &pairsn);
-	printf("\n| SELECT 1 loop, %d s each, %d alternating rounds | 1 thread "
-	       "| %d threads |\n",
-	       seconds, COMPARE_ROUNDS, threads);
-	printf("|---|---:|---:|\n");
-	printf("| raw PGconn, queries/s | %.0f | %.0f |\n", qps(&raw1),
-	       qps(&rawn));
-	printf("| through the pool, queries/s | %.0f | %.0f |\n", qps(&pool1),
-	       qps(&pooln));
-	printf("| pool / raw (target ≥ 0.97) | %.3f | %.3f |\n",
-	       qps(&raw1) > 0 ? qps(&pool1) / qps(&raw1) : 0,
-	       qps(&rawn) > 0 ? qps(&pooln) / qps(&rawn) : 0);
-	printf("\n| %d threads, acquire + SELECT 1 + release | queries/s | "
-	       "p50 | p99 | max | failures |\n", threads);
-	printf("|---|---:|---:|---:|---:|---:|\n");
-	print_latency("steady state", &pooln);
-	print_latency("during rotations", &rot);
-	printf("\nduring rotations: %.1f s, the pool switched %" PRIu64
-	       " time(s), generation %" PRIu64 " to %" PRIu64 "; "
-	       "raw loops: %" PRIu64 " failure(s)\n",
-	       rot.seconds, after.switches - before.switches, before.generation,
-	       after.generation, raw1.failures + rawn.failures);
+	printf("{\"threads\": %d, \"rounds\": %d, \"seconds\": %d, "
+	       "\"pair_seconds\": %d, \"pairs\": [",
+	       threads, rounds, seconds, pair_seconds);
+	print_run(1, &pairs1);
+	printf(", ");
+	print_run(threads, &pairsn);
+	printf("], \"select\": [");
+	print_select(1, rounds, &raw1, &pool1, rr1, pr1);
+	printf(", ");
+	print_select(threads, rounds, &rawn, &pooln, rrn, prn);
+	printf("], \"pool_stats\": {\"generation\": %" PRIu64 ", \"opened\": %"
+	       PRIu64 ", \"closed\": %" PRIu64 ", \"timeouts\": %" PRIu64 "}}\n",
+	       stats.generation, stats.opened, stats.closed, stats.timeouts);
 	fflush(stdout);
 
+	failures = pairs1.failures + pairsn.failures + raw1.failures +
+		   pool1.failures + rawn.failures + pooln.failures;
 	for (int i = 0; i < threads; i++)
 		PQfinish(raw[i]);
 	free(raw);
@@ -513,9 +515,8 @@ int main(int argc, char **argv)
 	free(rawn.lat.ns);
 	free(pool1.lat.ns);
 	free(pooln.lat.ns);
-	free(rot.lat.ns);
+	free(rr1);
 	dbswap_pool_free(pool);
 	dbswap_client_free(client);
-	return (pairs1.failures + pairsn.failures + pool1.failures +
-		pooln.failures + rot.failures) > 0 ? 1 : 0;
+	return failures > 0 ? 1 : 0;
 }

@@ -1,40 +1,55 @@
 /*
  * Load generator for the libdbswap connection pool, driven by the
- * integration tests (tests/integration/test_pool.py).  Public API only.
+ * integration tests (tests/integration/test_pool.py, test_failover.py)
+ * and the benchmarks (tests/bench/queries.py, failover.py).  Public API
+ * only.
  *
  *   pool-load --socket PATH --target NAME --threads N [--seconds S]
  *             [--max M] [--min M] [--drain-ms D] [--acquire-ms A]
  *             [--hold MS] [--pause-ms MS] [--tx] [--name NAME]
+ *             [--progress-ms MS]
  *
  * Makes a client and a pool (0 or absent settings: the pool's defaults),
- * waits for the first connection (at most 10 s), then runs N threads that
+ * waits for the first connection and then, within the same 10 s, for the
+ * pool's min_size connections to be open (not an error if they are not),
+ * then runs N threads that
  * loop: acquire (waiting at most A ms, default 10000), run SELECT 1 or,
  * with --tx, every other iteration BEGIN; SELECT pg_backend_pid(); COMMIT,
  * check the result, keep the connection MS more ms (--hold), release,
  * sleep --pause-ms.  A failed acquire or query is a failure; the first 20
  * are described on stderr with the thread's number.  Acquires that fail
  * with EHOSTDOWN (the agent reports no server available) are failures
- * too, and also counted as "unavailable".
+ * too, and also counted as "unavailable".  The latency of a successful
+ * iteration is from before the acquire to after the release (--hold
+ * included, the pause not), kept per thread in a log-bucketed histogram
+ * (within 1 %).
  *
  * Threads that query back to back on a small machine starve everything
  * else, new PostgreSQL backends included (the agent's validations, the
  * pool's own new connections, other tests run in parallel): the tests
  * pause a little between iterations.
  *
- * Every 500 ms a progress line goes to stdout, flushed:
- *   {"t": 1.5, "queries": n, "failures": n, "generation": g, "size": s,
- *    "old": o, "first_failure_t": 0.7, "last_failure_t": 1.2,
- *    "unavailable": n}
+ * Every --progress-ms (default 500) a progress line goes to stdout,
+ * flushed:
+ *   {"t": 1.5, "mono": 8123.456789, "queries": n, "failures": n,
+ *    "generation": g, "size": s, "old": o, "first_failure_t": 0.7,
+ *    "last_failure_t": 1.2, "unavailable": n}
  * t and the failure times are seconds since the threads started; a
- * failure time is null before any failure.  After SIGTERM, SIGINT or S
- * seconds the threads finish their iteration, SELECT current_user,
- * current_setting('port') runs on a freshly acquired connection, and one
- * last line follows:
- *   {"queries": n, "failures": n, "generation": g, "stats": {...every
- *    dbswap_pool_stats field, config included...},
+ * failure time is null before any failure.  mono is CLOCK_MONOTONIC in
+ * seconds (µs resolution) when the line was made: the clock of Python's
+ * time.monotonic(), so a driver can place its own events on the line's
+ * time axis.  After SIGTERM, SIGINT or S seconds the threads finish
+ * their iteration, SELECT current_user, current_setting('port') runs on a
+ * freshly acquired connection, and one last line follows (it has no "t":
+ * that is how a reader tells it from progress):
+ *   {"mono": 8130.001234, "queries": n, "failures": n, "generation": g,
+ *    "stats": {...every dbswap_pool_stats field, config included...},
  *    "current_user_at_end": "app", "port_at_end": 5432,
- *    "first_failure_t": 0.7, "last_failure_t": 1.2, "unavailable": n}
- * (the two "_at_end" fields null if that last query failed).
+ *    "first_failure_t": 0.7, "last_failure_t": 1.2, "unavailable": n,
+ *    "latency_us": {"p50": 120, "p99": 900, "max": 15000}}
+ * (the two "_at_end" fields null if that last query failed; the three
+ * latencies, whole µs over every successful iteration of the run, null
+ * if there was none; max is exact, p50 and p99 nearest rank).
  *
  * Exit status: 0 when nothing failed, 1 after a failure (or a set-up
  * error), 2 for bad usage.
@@ -57,14 +72,38 @@
 /* Enough to see what went wrong without flooding the test's log. */
 #define FAILURES_SHOWN 20
 
+/* The latency histogram: values below 2 * HIST_SUB µs have a bucket each;
+ * above, every power of two is cut into HIST_SUB buckets, so that a
+ * bucket's midpoint is within 1 / (2 * HIST_SUB) of any value in it (0.8 %).
+ * Values from 2^HIST_MAX_BITS µs (some 12 days) share the last bucket.
+ * 2240 buckets: 18 KB a thread. */
+#define HIST_SUB_BITS 6
+#define HIST_SUB (1 << HIST_SUB_BITS)
+#define HIST_MAX_BITS 40
+#define HIST_BUCKETS (2 * HIST_SUB + \
+		      (HIST_MAX_BITS - HIST_SUB_BITS - 1) * HIST_SUB)
+
+struct hist {
+	uint64_t count[HIST_BUCKETS];
+	uint64_t n, max;
+};
+
+/* A load thread: only it writes its histogram, read after the join. */
+struct worker {
+	pthread_t thread;
+	int id;
+	struct hist lat;
+};
+
 static struct {
 	const char *socket, *target, *name;
-	int threads, seconds, acquire_ms, hold_ms, pause_ms;
+	int threads, seconds, acquire_ms, hold_ms, pause_ms, progress_ms;
 	bool tx;
 	dbswap_pool_config config;
 } opt = {
 	.name = "pool-load",
 	.acquire_ms = 10000,
+	.progress_ms = PROGRESS_MS,
 };
 
 static dbswap_pool *pool;
@@ -75,12 +114,78 @@ static atomic_uint_fast64_t queries, failures, unavailable;
 static int64_t start_ms;
 static atomic_int_fast64_t first_failure_ms = -1, last_failure_ms = -1;
 
-static int64_t now_ms(void)
+static int64_t now_us(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t now_ms(void)
+{
+	return now_us() / 1000;
+}
+
+static size_t hist_index(uint64_t v)
+{
+	int e;
+
+	if (v < 2 * HIST_SUB)
+		return (size_t)v;
+	if (v >> HIST_MAX_BITS)
+		return HIST_BUCKETS - 1;
+	e = 63 - __builtin_clzll(v); /* > HIST_SUB_BITS */
+	return 2 * HIST_SUB + (size_t)(e - HIST_SUB_BITS - 1) * HIST_SUB +
+	       (size_t)((v >> (e - HIST_SUB_BITS)) - HIST_SUB);
+}
+
+/* The midpoint of bucket i. */
+static uint64_t hist_value(size_t i)
+{
+	size_t k;
+	int shift;
+
+	if (i < 2 * HIST_SUB)
+		return i;
+	k = i - 2 * HIST_SUB;
+	shift = (int)(k / HIST_SUB) + 1;
+	return ((uint64_t)(k % HIST_SUB + HIST_SUB) << shift) +
+	       ((uint64_t)1 << shift) / 2;
+}
+
+static void hist_add(struct hist *h, uint64_t v)
+{
+	h->count[hist_index(v)]++;
+	h->n++;
+	if (v > h->max)
+		h->max = v;
+}
+
+static void hist_merge(struct hist *total, const struct hist *h)
+{
+	for (size_t i = 0; i < HIST_BUCKETS; i++)
+		total->count[i] += h->count[i];
+	total->n += h->n;
+	if (h->max > total->max)
+		total->max = h->max;
+}
+
+/* The p-th percentile, nearest rank (never above the exact maximum). */
+static uint64_t hist_pct(const struct hist *h, int p)
+{
+	uint64_t rank = (h->n * (uint64_t)p + 99) / 100, seen = 0;
+
+	if (rank == 0)
+		rank = 1;
+	for (size_t i = 0; i < HIST_BUCKETS; i++) {
+		seen += h->count[i];
+		if (seen >= rank) {
+			uint64_t v = hist_value(i);
+			return v < h->max ? v : h->max;
+		}
+	}
+	return h->max;
 }
 
 static void sleep_ms(int ms)
@@ -203,11 +308,12 @@ static void describe_acquire_error(char *buf, size_t len, int e,
 
 static void *worker_run(void *data)
 {
-	int id = (int)(intptr_t)data;
+	struct worker *w = data;
+	int id = w->id;
 	char err[512];
 
 	for (unsigned long i = 0; !atomic_load(&stop); i++) {
-		int64_t t0 = now_ms();
+		int64_t t0 = now_us();
 		PGconn *conn = dbswap_pool_acquire(pool, opt.acquire_ms);
 		int r;
 
@@ -216,7 +322,7 @@ static void *worker_run(void *data)
 			if (e == EHOSTDOWN)
 				atomic_fetch_add(&unavailable, 1);
 			describe_acquire_error(err, sizeof(err), e,
-					       now_ms() - t0);
+					       (now_us() - t0) / 1000);
 			fail(id, err);
 			/* An error that comes at once must not spin. */
 			if (e != ETIMEDOUT)
@@ -230,17 +336,22 @@ static void *worker_run(void *data)
 		if (opt.hold_ms > 0)
 			sleep_ms(opt.hold_ms);
 		dbswap_pool_release(pool, conn);
-		if (r < 0)
+		if (r < 0) {
 			fail(id, err);
-		else
+		} else {
+			hist_add(&w->lat, (uint64_t)(now_us() - t0));
 			atomic_fetch_add(&queries, 1);
+		}
 		if (opt.pause_ms > 0)
 			sleep_ms(opt.pause_ms);
 	}
 	return NULL;
 }
 
-/* The first acquire: the pool may know no value yet (ENOENT). */
+/* The first acquire: the pool may know no value yet (ENOENT).  Then,
+ * until the same deadline, the pool's min_size connections, which it opens
+ * in the background, so that the threads do not start by waiting for
+ * connections (their first latencies would measure connection set-up). */
 static int wait_ready(void)
 {
 	int64_t deadline = now_ms() + READY_TIMEOUT_MS;
@@ -253,8 +364,16 @@ static int wait_ready(void)
 		int e = errno;
 
 		if (conn) {
+			dbswap_pool_stats s;
+
 			dbswap_pool_release(pool, conn);
-			return 0;
+			for (;;) {
+				dbswap_pool_stats_get(pool, &s);
+				if (s.size >= s.config.min_size ||
+				    now_ms() >= deadline)
+					return 0;
+				sleep_ms(5);
+			}
 		}
 		if (e != ENOENT || now_ms() >= deadline) {
 			describe_acquire_error(err, sizeof(err), e,
@@ -346,15 +465,22 @@ static void print_failure_times(void)
 	printf(", \"unavailable\": %" PRIuFAST64, atomic_load(&unavailable));
 }
 
-static void print_progress(double t)
+static void print_mono(int64_t us)
+{
+	printf("\"mono\": %" PRId64 ".%06" PRId64, us / 1000000, us % 1000000);
+}
+
+static void print_progress(int64_t us)
 {
 	dbswap_pool_stats s;
 
 	dbswap_pool_stats_get(pool, &s);
-	printf("{\"t\": %.1f, \"queries\": %" PRIuFAST64 ", \"failures\": %"
-	       PRIuFAST64 ", \"generation\": %" PRIu64 ", \"size\": %d, "
-	       "\"old\": %d, ", t, atomic_load(&queries),
-	       atomic_load(&failures), s.generation, s.size, s.old);
+	printf("{\"t\": %.3f, ", (double)(us - start_ms * 1000) / 1e6);
+	print_mono(us);
+	printf(", \"queries\": %" PRIuFAST64 ", \"failures\": %" PRIuFAST64
+	       ", \"generation\": %" PRIu64 ", \"size\": %d, \"old\": %d, ",
+	       atomic_load(&queries), atomic_load(&failures), s.generation,
+	       s.size, s.old);
 	print_failure_times();
 	printf("}\n");
 	fflush(stdout);
@@ -363,19 +489,20 @@ static void print_progress(double t)
 /* Progress lines until a signal or the end of --seconds. */
 static void wait_for_end(const sigset_t *signals)
 {
-	int64_t start = start_ms, next = start + PROGRESS_MS;
+	int64_t start = start_ms, next = start + opt.progress_ms;
 	int64_t end = opt.seconds > 0 ? start + (int64_t)opt.seconds * 1000
 				      : INT64_MAX;
 
 	for (;;) {
-		int64_t now = now_ms(), until = next < end ? next : end;
+		int64_t now_u = now_us(), now = now_u / 1000;
+		int64_t until = next < end ? next : end;
 		struct timespec ts;
 
 		if (now >= end)
 			return;
 		if (now >= next) {
-			print_progress((double)(now - start) / 1000);
-			next += PROGRESS_MS;
+			print_progress(now_u);
+			next += opt.progress_ms;
 			continue;
 		}
 		ts.tv_sec = (until - now) / 1000;
@@ -438,6 +565,8 @@ static void parse_args(int argc, char **argv)
 			opt.hold_ms = parse_int(a, v, 0);
 		else if (!strcmp(a, "--pause-ms"))
 			opt.pause_ms = parse_int(a, v, 0);
+		else if (!strcmp(a, "--progress-ms"))
+			opt.progress_ms = parse_int(a, v, 1);
 		else {
 			fprintf(stderr, "pool-load: unknown option %s\n", a);
 			exit(2);
@@ -447,14 +576,16 @@ static void parse_args(int argc, char **argv)
 		fprintf(stderr, "usage: pool-load --socket PATH --target NAME "
 			"--threads N [--seconds S] [--max M] [--min M] "
 			"[--drain-ms D] [--acquire-ms A] [--hold MS] "
-			"[--pause-ms MS] [--tx] [--name NAME]\n");
+			"[--pause-ms MS] [--tx] [--name NAME] "
+			"[--progress-ms MS]\n");
 		exit(2);
 	}
 }
 
 int main(int argc, char **argv)
 {
-	pthread_t *threads;
+	struct worker *workers;
+	struct hist *lat;
 	dbswap_client *client;
 	dbswap_pool_stats stats;
 	sigset_t signals;
@@ -470,10 +601,11 @@ int main(int argc, char **argv)
 	sigaddset(&signals, SIGINT);
 	pthread_sigmask(SIG_BLOCK, &signals, NULL);
 
-	threads = calloc((size_t)opt.threads, sizeof(*threads));
-	if (!threads) {
+	workers = calloc((size_t)opt.threads, sizeof(*workers));
+	lat = calloc(1, sizeof(*lat));
+	if (!workers || !lat) {
 		perror("pool-load: calloc");
-		return 1;
+		goto err_threads;
 	}
 	client = dbswap_client_new(opt.socket);
 	if (!client) {
@@ -492,8 +624,9 @@ int main(int argc, char **argv)
 
 	start_ms = now_ms();
 	for (i = 0; i < opt.threads; i++) {
-		r = pthread_create(&threads[i], NULL, worker_run,
-				   (void *)(intptr_t)i);
+		workers[i].id = i;
+		r = pthread_create(&workers[i].thread, NULL, worker_run,
+				   &workers[i]);
 		if (r) {
 			fprintf(stderr, "pool-load: pthread_create: %s\n",
 				strerror(r));
@@ -504,12 +637,16 @@ int main(int argc, char **argv)
 	if (started)
 		wait_for_end(&signals);
 	atomic_store(&stop, true);
-	while (i-- > 0)
-		pthread_join(threads[i], NULL);
+	while (i-- > 0) {
+		pthread_join(workers[i].thread, NULL);
+		hist_merge(lat, &workers[i].lat);
+	}
 
 	r = user_and_port(user, sizeof(user), &port);
 	dbswap_pool_stats_get(pool, &stats);
-	printf("{\"queries\": %" PRIuFAST64 ", \"failures\": %" PRIuFAST64
+	printf("{");
+	print_mono(now_us());
+	printf(", \"queries\": %" PRIuFAST64 ", \"failures\": %" PRIuFAST64
 	       ", \"generation\": %" PRIu64 ", \"stats\": ",
 	       atomic_load(&queries), atomic_load(&failures), stats.generation);
 	print_stats(&stats);
@@ -521,7 +658,13 @@ int main(int argc, char **argv)
 		printf("null, \"port_at_end\": null, ");
 	}
 	print_failure_times();
-	printf("}\n");
+	if (lat->n)
+		printf(", \"latency_us\": {\"p50\": %" PRIu64 ", \"p99\": %"
+		       PRIu64 ", \"max\": %" PRIu64 "}}\n", hist_pct(lat, 50),
+		       hist_pct(lat, 99), lat->max);
+	else
+		printf(", \"latency_us\": {\"p50\": null, \"p99\": null, "
+		       "\"max\": null}}\n");
 	fflush(stdout);
 	if (started && r == 0 && atomic_load(&failures) == 0)
 		status = 0;
@@ -530,6 +673,7 @@ err_pool:
 err_client:
 	dbswap_client_free(client);
 err_threads:
-	free(threads);
+	free(lat);
+	free(workers);
 	return status;
 }
