@@ -178,3 +178,19 @@ def plots(res, outdir):
                   series, xrange=(0.5, n + 0.5))
     return [(png, f'Pool / raw queries/s in each of the {n} alternating '
              f'rounds of {b["seconds"]} s')]
+
+
+def headline(res):
+    b = res['bench']
+    rows = []
+    pairs = ', '.join(_ns(p['seconds'] * p['threads'] * 1e9 / p['ops'])
+                      if p['ops'] else '—' for p in b['pairs'])
+    threads = ' / '.join(str(p['threads']) for p in b['pairs'])
+    rows.append([f'pool: acquire + release, {threads} thread(s)', pairs,
+                 '—', '—'])
+    for s in b['select']:
+        rows.append([f'`SELECT 1` through the pool, {s["threads"]} '
+                     f'thread(s), queries/s', _n(rate(s['pool'])),
+                     f'raw persistent `PGconn`: {_n(rate(s["raw"]))}',
+                     benchlib.fmt_ratio(ratio(s['pool'], s['raw']), 3)])
+    return rows

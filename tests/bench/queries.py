@@ -338,3 +338,16 @@ def plots(res, outdir):
              f'intervals, while the password changes every '
              f'{res["rotate_every_s"]:g} s ({when}), against a steady-state '
              f'run')]
+
+
+def headline(res):
+    st, ro = res['steady'], res['rotating']
+    ls, lr = st['final']['latency_us'], ro['final']['latency_us']
+    return [[f'{res["threads"]} threads through a pool while the password '
+             f'changes every {res["rotate_every_s"]:g} s: failed queries, '
+             f'queries/s, p99',
+             f'{ro["final"]["failures"]}, {qps(ro):.0f}/s, p99 '
+             f'{_us(lr["p99"])}',
+             f'steady state: {st["final"]["failures"]}, {qps(st):.0f}/s, '
+             f'p99 {_us(ls["p99"])}',
+             f'{benchlib.fmt_ratio(_ratio(qps(ro), qps(st)))} queries/s']]
