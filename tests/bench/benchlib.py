@@ -184,20 +184,27 @@ class JsonProc:
         self.lines = []  # [(arrival time, dict)]
         self._cond = threading.Condition()
         self._eof = False
+        self.proc = self._pid_key = self.dir = self._dir_key = None
         self._key = h._register(self.close)
-        self.dir, self._dir_key = h._mkdtemp(f'dbswap-{name}-')
-        self.stderr_path = os.path.join(self.dir, 'stderr')
-        with open(self.stderr_path, 'ab') as err:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, stderr=err)
-        self._pid_key = h._watch_pid(self.proc.pid)
         try:
-            self.proc.stdin.write(stdin_text.encode())
-            self.proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        self._thread = threading.Thread(target=self._reader, daemon=True)
-        self._thread.start()
+            self.dir, self._dir_key = h._mkdtemp(f'dbswap-{name}-')
+            self.stderr_path = os.path.join(self.dir, 'stderr')
+            with open(self.stderr_path, 'ab') as err:
+                self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
+                                             stdout=subprocess.PIPE,
+                                             stderr=err)
+            self._pid_key = h._watch_pid(self.proc.pid)
+            try:
+                self.proc.stdin.write(stdin_text.encode())
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            self._thread = threading.Thread(target=self._reader,
+                                            daemon=True)
+            self._thread.start()
+        except BaseException:  # nothing left behind when it cannot start
+            self.close()
+            raise
 
     def _reader(self):
         for raw in iter(self.proc.stdout.readline, b''):
@@ -211,6 +218,10 @@ class JsonProc:
         with self._cond:
             self._eof = True
             self._cond.notify_all()
+
+    def stderr(self):
+        """Its stderr so far, as text."""
+        return self._h._read_text(self.stderr_path)
 
     def describe(self):
         with open(self.stderr_path, errors='replace') as f:
@@ -233,11 +244,24 @@ class JsonProc:
                     raise RuntimeError(f'no {what} from {self.describe()}')
                 self._cond.wait(left)
 
+    def terminate(self, sig=None):
+        """Signals it (SIGTERM by default) if it is still running, without
+        waiting; returns the monotonic time just before the signal."""
+        t = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig or self._signal.SIGTERM)
+        return t
+
     def stop(self, timeout=30, sig=None):
         """Signals it (SIGTERM by default), waits for it to end; returns
         its last line."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig or self._signal.SIGTERM)
+        self.terminate(sig)
+        return self.wait_exit(timeout)
+
+    def wait_exit(self, timeout=30):
+        """Waits for it to end by itself (no signal); returns its last
+        line.  Raises, leaving it running for close(), when it does not
+        end within timeout seconds or printed nothing."""
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -252,10 +276,11 @@ class JsonProc:
     def close(self):
         h = self._h
         try:
-            if self.proc.poll() is None:
-                h._stop_process(self.proc, 5)
-            self.proc.wait()
-            self.proc.stdout.close()
+            if self.proc is not None:
+                if self.proc.poll() is None:
+                    h._stop_process(self.proc, 5)
+                self.proc.wait()
+                self.proc.stdout.close()
             h._unwatch(self._pid_key)
             h._rmtree(self.dir, self._dir_key)
             self._dir_key = None
@@ -269,16 +294,18 @@ class JsonProc:
         self.close()
 
 
-def rate_series(lines, t0, key='queries'):
+def rate_series(lines, t0, key='queries', min_interval=0):
     """Queries/s over time from progress lines [(arrival, dict)]: points
     (seconds after t0, rate) between consecutive lines, each at the
-    interval's end.  Uses the line's own "mono" when it has one."""
+    interval's end.  Uses the line's own "mono" when it has one.  An
+    interval shorter than min_interval seconds gives no point (too short
+    for a rate); the next interval starts at its end."""
     points, prev = [], None
     for arrival, m in lines:
         if key not in m or m.get('final'):
             continue
         t = m.get('mono', arrival)
-        if prev and t > prev[0]:
+        if prev and t > prev[0] and t - prev[0] >= min_interval:
             points.append((round(t - t0, 3),
                            round((m[key] - prev[1]) / (t - prev[0]), 1)))
         prev = (t, m[key])
