@@ -270,6 +270,40 @@ class Protocol(ClusterTest):
         mine = [x for x in t['lagging'] if x['pid'] == os.getpid()]
         return mine[0] if mine else None
 
+    def test_ack_counts_follow_clients(self):
+        """The agent keeps a target's subscriber and ack counts as clients
+        come, ack and go (not by walking every client): each transition
+        checked against status, and "acked by all" logged once, when the
+        last one that lagged leaves."""
+        def counts(c):
+            t = h.target_status(c, 'DATABASE_URL')
+            return t['subscribers'], t['acked']
+        a, gen = self.subscribed('a')
+        b, _ = self.subscribed('b')
+        self.assertEqual(counts(a), (2, 0))
+        a.ack('DATABASE_URL', gen)
+        a.ack('DATABASE_URL', gen)  # twice counts once
+        self.assertEqual(counts(a), (2, 1))
+        self.rotate()
+        self.assertEqual(a.next_update()['generation'], gen + 1)
+        self.assertEqual(b.next_update()['generation'], gen + 1)
+        self.assertEqual(counts(a), (2, 0))  # a new generation: none yet
+        b.ack('DATABASE_URL', gen)  # an older generation counts for none
+        self.assertEqual(counts(b), (2, 0))
+        b.ack('DATABASE_URL', gen + 1)
+        self.assertEqual(counts(b), (2, 1))
+        b.close()  # an acker leaves (seen when the agent reads its EOF)
+        h.wait_for(lambda: counts(a) == (1, 0), what='b gone')
+        c, _ = self.subscribed('c')
+        self.assertEqual(counts(c), (2, 0))
+        a.ack('DATABASE_URL', gen + 1)
+        self.assertEqual(counts(a), (2, 1))
+        mark = len(self.agent.log())
+        c.close()  # the last one lagging leaves: complete
+        self.agent.wait_log(r'DATABASE_URL: generation %d acked by all 1 '
+                            r'subscriber\(s\)' % (gen + 1), since=mark)
+        self.assertEqual(counts(a), (1, 1))
+
     def test_nack_shows_in_status_until_acked(self):
         c, gen = self.subscribed()
         why = ('connection to server at "10.0.0.5", port 5432 failed: '
