@@ -8,7 +8,10 @@
  *              [--rounds R] [--pair-seconds P]
  *
  * stdin: first line, the conninfo for the raw connections (a secret:
- * never in argv).  The pool gets its value from the agent.
+ * never in argv, never printed: one that PQconninfoParse() refuses, whose
+ * message would quote it, or a line longer than 64 KiB ends the process
+ * with status 2 and a message of our own).  The pool gets its value from
+ * the agent.
  *
  *   (i)  acquire + release with no query for P seconds (default 2),
  *        1 thread then N threads (default 8);
@@ -19,7 +22,11 @@
  *
  * The pool has min = max = N, opened before anything is measured.  A
  * pool iteration is acquire, SELECT 1, release; a raw one is SELECT 1.
- * Latencies are of whole iterations.
+ * Latencies are of whole successful iterations, kept per thread in a
+ * log-bucketed histogram (tests/helpers/loadgen.h: within 1 %, nothing
+ * allocated while timing), merged after.  A failed iteration is counted
+ * and followed by a 10 ms pause (an error that comes at once must not
+ * spin).
  *
  * Output: one JSON object on stdout, raw figures only (the driver
  * derives rates and ratios):
@@ -36,11 +43,12 @@
  * timed one by one)}; "raw" and "pool" of a "select" entry are the sums
  * of its rounds.  Exit status 1 if anything failed, 2 for bad usage.
  */
+#include "loadgen.h"
+
 #include <dbswap.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -52,26 +60,22 @@
 
 #define READY_TIMEOUT_MS 10000
 #define ERRORS_SHOWN 10
+#define FAILURE_PAUSE_S 0.01
 
 enum mode { MODE_PAIRS, MODE_POOL, MODE_RAW };
-
-struct samples {
-	uint64_t *ns;
-	size_t n, cap;
-};
 
 struct worker {
 	pthread_t thread;
 	enum mode mode;
 	PGconn *raw;
 	uint64_t ops, failures;
-	struct samples lat;
+	struct loadgen_hist lat; /* ns */
 };
 
 struct result {
 	double seconds, cpu_seconds;
 	uint64_t ops, failures;
-	struct samples lat; /* sorted */
+	struct loadgen_hist *lat; /* ns; NULL: not timed */
 };
 
 static dbswap_pool *pool;
@@ -99,20 +103,6 @@ static void show_error(const char *what, const char *msg)
 			msg[0] && msg[strlen(msg) - 1] == '\n' ? "" : "\n");
 }
 
-/* Keeps a latency; a sample that does not fit is dropped. */
-static void samples_add(struct samples *s, uint64_t ns)
-{
-	if (s->n == s->cap) {
-		size_t cap = s->cap ? 2 * s->cap : 4096;
-		uint64_t *p = realloc(s->ns, cap * sizeof(*p));
-		if (!p)
-			return;
-		s->ns = p;
-		s->cap = cap;
-	}
-	s->ns[s->n++] = ns;
-}
-
 static int select_one(PGconn *conn)
 {
 	PGresult *res = PQexec(conn, "SELECT 1");
@@ -136,6 +126,14 @@ static int pool_iteration(void)
 	r = select_one(conn);
 	dbswap_pool_release(pool, conn);
 	return r;
+}
+
+static void sleep_s(double s)
+{
+	struct timespec ts = { (time_t)s, (long)((s - (time_t)s) * 1e9) };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
 }
 
 static void *worker_run(void *data)
@@ -169,51 +167,14 @@ static void *worker_run(void *data)
 		}
 		if (r < 0) {
 			w->failures++;
+			sleep_s(FAILURE_PAUSE_S);
 			continue;
 		}
 		w->ops++;
 		if (w->mode != MODE_PAIRS)
-			samples_add(&w->lat, now_ns() - t0);
+			loadgen_hist_add(&w->lat, now_ns() - t0);
 	}
 	return NULL;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return (x > y) - (x < y);
-}
-
-/* Reads one line from stdin without stdio's buffering (later lines must
- * stay in the pipe for later calls), waiting at most timeout_ms.  Returns
- * its length, or -1 at the end of input, on a timeout or an error. */
-static int read_line(char *buf, size_t len, int timeout_ms)
-{
-	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 1000000u;
-	size_t n = 0;
-
-	while (n + 1 < len) {
-		struct pollfd pfd = { .fd = 0, .events = POLLIN };
-		int64_t left = (int64_t)(deadline - now_ns()) / 1000000;
-
-		if (left < 0 || poll(&pfd, 1, (int)left) <= 0 ||
-		    read(0, &buf[n], 1) != 1)
-			return -1;
-		if (buf[n] == '\n')
-			break;
-		n++;
-	}
-	buf[n] = '\0';
-	return (int)n;
-}
-
-static void sleep_s(double s)
-{
-	struct timespec ts = { (time_t)s, (long)((s - (time_t)s) * 1e9) };
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
 }
 
 /* Runs n threads in mode for seconds. */
@@ -255,31 +216,35 @@ static void run(enum mode mode, int n, PGconn **raw, double seconds,
 		(double)(clock_ns(CLOCK_PROCESS_CPUTIME_ID) - c0) / 1e9;
 	pthread_barrier_destroy(&start_line);
 
+	if (mode != MODE_PAIRS && !(res->lat = calloc(1, sizeof(*res->lat)))) {
+		perror("pool-bench: calloc");
+		exit(1);
+	}
 	for (i = 0; i < n; i++) {
 		res->ops += w[i].ops;
 		res->failures += w[i].failures;
-		for (size_t j = 0; j < w[i].lat.n; j++)
-			samples_add(&res->lat, w[i].lat.ns[j]);
-		free(w[i].lat.ns);
+		if (res->lat)
+			loadgen_hist_merge(res->lat, &w[i].lat);
 	}
 	free(w);
-	if (res->lat.n)
-		qsort(res->lat.ns, res->lat.n, sizeof(*res->lat.ns), cmp_u64);
 }
 
-/* Adds part to total (latencies re-sorted), and frees part. */
+/* Adds part to total, and frees part's latencies. */
 static void result_merge(struct result *total, struct result *part)
 {
 	total->seconds += part->seconds;
 	total->cpu_seconds += part->cpu_seconds;
 	total->ops += part->ops;
 	total->failures += part->failures;
-	for (size_t j = 0; j < part->lat.n; j++)
-		samples_add(&total->lat, part->lat.ns[j]);
-	free(part->lat.ns);
-	if (total->lat.n)
-		qsort(total->lat.ns, total->lat.n, sizeof(*total->lat.ns),
-		      cmp_u64);
+	if (part->lat) {
+		if (!total->lat && !(total->lat = calloc(1, sizeof(*total->lat)))) {
+			perror("pool-bench: calloc");
+			exit(1);
+		}
+		loadgen_hist_merge(total->lat, part->lat);
+		free(part->lat);
+		part->lat = NULL;
+	}
 }
 
 /* Raw and pool loops in alternating rounds, so that drift in the machine
@@ -297,21 +262,13 @@ static void compare(int n, PGconn **raw, int rounds, double seconds,
 
 		run(MODE_RAW, n, raw, seconds, &part);
 		rr[i] = part;
-		rr[i].lat = (struct samples){ 0 };
+		rr[i].lat = NULL;
 		result_merge(r, &part);
 		run(MODE_POOL, n, NULL, seconds, &part);
 		pr[i] = part;
-		pr[i].lat = (struct samples){ 0 };
+		pr[i].lat = NULL;
 		result_merge(p, &part);
 	}
-}
-
-/* The p-th percentile (nearest rank) of sorted samples, in µs. */
-static double pct_us(const struct result *r, int p)
-{
-	size_t rank = (r->lat.n * (size_t)p + 99) / 100;
-
-	return (double)r->lat.ns[rank ? rank - 1 : 0] / 1e3;
 }
 
 static void print_run(int threads, const struct result *r)
@@ -320,10 +277,11 @@ static void print_run(int threads, const struct result *r)
 	       "\"ops\": %" PRIu64 ", \"failures\": %" PRIu64 ", "
 	       "\"latency_us\": ",
 	       threads, r->seconds, r->cpu_seconds, r->ops, r->failures);
-	if (r->lat.n)
+	if (r->lat && loadgen_hist_n(r->lat))
 		printf("{\"p50\": %.1f, \"p99\": %.1f, \"max\": %.1f}}",
-		       pct_us(r, 50), pct_us(r, 99),
-		       (double)r->lat.ns[r->lat.n - 1] / 1e3);
+		       (double)loadgen_hist_pct(r->lat, 50) / 1e3,
+		       (double)loadgen_hist_pct(r->lat, 99) / 1e3,
+		       (double)loadgen_hist_max(r->lat) / 1e3);
 	else
 		printf("null}");
 }
@@ -392,15 +350,7 @@ static PGconn **raw_connect(const char *conninfo, int n)
 
 static int parse_int(const char *name, const char *value)
 {
-	char *end;
-	long v = strtol(value, &end, 10);
-
-	if (end == value || *end || v < 1 || v > 3600) {
-		fprintf(stderr, "pool-bench: %s wants a number from 1 to "
-			"3600, not \"%s\"\n", name, value);
-		exit(2);
-	}
-	return (int)v;
+	return (int)loadgen_parse_int("pool-bench", name, value, 1, 3600);
 }
 
 int main(int argc, char **argv)
@@ -412,7 +362,7 @@ int main(int argc, char **argv)
 	dbswap_pool_config config = { 0 };
 	dbswap_pool_stats stats;
 	dbswap_client *client;
-	char conninfo[4096];
+	char *conninfo;
 	uint64_t failures;
 	PGconn **raw;
 
@@ -447,10 +397,7 @@ int main(int argc, char **argv)
 			"[--pair-seconds P] < conninfo\n");
 		return 2;
 	}
-	if (read_line(conninfo, sizeof(conninfo), READY_TIMEOUT_MS) <= 0) {
-		fprintf(stderr, "pool-bench: no conninfo on stdin\n");
-		return 2;
-	}
+	conninfo = loadgen_read_conninfo("pool-bench", READY_TIMEOUT_MS);
 	rr1 = calloc((size_t)rounds * 4, sizeof(*rr1));
 	if (!rr1) {
 		perror("pool-bench: calloc");
@@ -475,7 +422,7 @@ int main(int argc, char **argv)
 	if (warm_up(threads) < 0)
 		return 1;
 	raw = raw_connect(conninfo, threads);
-	memset(conninfo, 0, sizeof(conninfo));
+	loadgen_conninfo_free(conninfo);
 	if (!raw) {
 		perror("pool-bench: calloc");
 		return 1;
@@ -511,10 +458,10 @@ int main(int argc, char **argv)
 	for (int i = 0; i < threads; i++)
 		PQfinish(raw[i]);
 	free(raw);
-	free(raw1.lat.ns);
-	free(rawn.lat.ns);
-	free(pool1.lat.ns);
-	free(pooln.lat.ns);
+	free(raw1.lat);
+	free(rawn.lat);
+	free(pool1.lat);
+	free(pooln.lat);
 	free(rr1);
 	dbswap_pool_free(pool);
 	dbswap_client_free(client);

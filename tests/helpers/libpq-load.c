@@ -7,17 +7,28 @@
  *              [--progress-ms MS] [--reconnect-ms MS] [--name NAME]
  *
  * The conninfo (key=value or URI) is the first line of stdin: it holds a
- * password, so it is never in argv and never printed.  application_name
- * falls back to NAME (default libpq-load).
+ * password, so it is never in argv and never printed: it is checked once
+ * with PQconninfoParse() before anything else, and one that does not parse
+ * (libpq's message would quote it) ends the process with status 2 and a
+ * message of our own.  application_name falls back to NAME (default
+ * libpq-load).
  *
  * Each thread opens its own PGconn (a blocking connect) and loops: SELECT 1
  * or, with --tx, every other iteration BEGIN; SELECT 1; COMMIT; checks the
- * result, then sleeps --pause-ms (default 0).  A failed iteration counts in
- * "failures"; the thread then PQfinish()es and reconnects at once, and
- * after each failed attempt (counted in "connect_failures", not
- * "failures") waits --reconnect-ms (default 10) before the next.  The first
- * 20 failures of either kind are described on stderr (libpq's message,
- * which never holds the password).
+ * result, then sleeps --pause-ms (default 0).  A failed iteration counts
+ * once in "failures"; the thread then PQfinish()es, waits --reconnect-ms
+ * (default 10; so that a server that accepts connections and fails every
+ * query is not spun on) and reconnects, waiting --reconnect-ms again after
+ * each failed attempt (counted in "connect_failures", not "failures").  The
+ * first 20 failures of either kind are described on stderr (libpq's
+ * message for a connection or a query, which does not hold the password).
+ *
+ * Latency covers one successful iteration (the statements and checking
+ * their results; the pause not) and, for the first iteration after a
+ * failure, the reconnect before it too (its failed attempts and the waits
+ * between them, not the wait just after the failure): the time the app
+ * waits for a usable connection counts, as in pool-load, where it is
+ * inside the acquire.  The first connect of each thread is not timed.
  *
  * Every --progress-ms (default 100) a line goes to stdout, flushed:
  *   {"mono": 1234.567890, "t": 1.500, "queries": n, "failures": n,
@@ -38,7 +49,8 @@
  *                 "recovered_mono": x|null}, ...],
  *    "stuck": n, "longest_wait_ms": n}
  * latency_us is over successful iterations (pause excluded), from a
- * log-bucketed histogram: p50 and p99 within about 3 %, max exact.
+ * log-bucketed histogram (tests/helpers/loadgen.h): p50 and p99 within
+ * 1 %, max exact.
  * recovered_mono is the thread's first success after its first failure.
  * A thread blocked on a hung server (SIGSTOP) must not keep the process
  * alive: the threads get at most 1 s to stop; those still inside a libpq
@@ -49,9 +61,8 @@
  * Exit status: 0 (failed queries are the measurement, not an error), 1 when
  * set-up failed, 2 for bad usage.
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
+#include "loadgen.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
@@ -68,19 +79,6 @@
 
 /* Enough to see what went wrong without flooding the driver's log. */
 #define FAILURES_SHOWN 20
-/* How long the threads get to stop before the process leaves anyway. */
-#define STOP_GRACE_US 1000000
-/* A conninfo is a line; this bounds a runaway stdin. */
-#define CONNINFO_MAX 65536
-
-/* Latency histogram: values below 2^SUB_BITS µs exactly, then 2^SUB_BITS
- * buckets per power of two (bucket width at most 1/16 of its value, so a
- * midpoint is within about 3 %), up to 2^MAX_BITS µs (a day and more). */
-#define SUB_BITS 4
-#define SUB (1 << SUB_BITS)
-#define MAX_BITS 40
-#define BUCKETS (SUB + (MAX_BITS - SUB_BITS) * SUB)
-
 static struct {
 	const char *name;
 	int threads, pause_ms, progress_ms, reconnect_ms;
@@ -100,38 +98,24 @@ struct worker {
 	atomic_int_fast64_t in_call_since;
 	atomic_int_fast64_t first_failure, recovered; /* µs; -1: none */
 	atomic_bool done;
-	atomic_uint_fast64_t max_us;
-	atomic_uint_fast64_t hist[BUCKETS];
+	struct loadgen_hist lat;
 };
 
 static char *conninfo;
 static struct worker *workers;
 static atomic_bool stop;
 static atomic_uint_fast64_t queries, failures, connect_failures, described;
-static atomic_int connected;
+static atomic_int connected, running;
 static atomic_int_fast64_t ready_us = -1;
 static int64_t start_us;
 static pthread_mutex_t stop_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t stop_cond;
 
-static int64_t now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static double mono(int64_t us)
-{
-	return (double)us / 1e6;
-}
-
 /* Sleeps ms, or less when the run stops meanwhile. */
 static void pause_ms(int ms)
 {
 	struct timespec ts;
-	int64_t until = now_us() + (int64_t)ms * 1000;
+	int64_t until = loadgen_now_us() + (int64_t)ms * 1000;
 
 	ts.tv_sec = until / 1000000;
 	ts.tv_nsec = (long)(until % 1000000) * 1000;
@@ -148,42 +132,6 @@ static void request_stop(void)
 	atomic_store(&stop, true);
 	pthread_cond_broadcast(&stop_cond);
 	pthread_mutex_unlock(&stop_lock);
-}
-
-static unsigned bucket_of(uint64_t v)
-{
-	unsigned msb;
-
-	if (v < SUB)
-		return (unsigned)v;
-	msb = 63u - (unsigned)__builtin_clzll(v);
-	if (msb >= MAX_BITS)
-		return BUCKETS - 1;
-	return SUB + (msb - SUB_BITS) * SUB +
-	       (unsigned)((v >> (msb - SUB_BITS)) & (SUB - 1));
-}
-
-/* The midpoint of a bucket's range. */
-static uint64_t bucket_value(unsigned b)
-{
-	unsigned octave, shift;
-
-	if (b < SUB)
-		return b;
-	octave = (b - SUB) / SUB;
-	shift = octave;
-	return ((uint64_t)(SUB + (b - SUB) % SUB) << shift) +
-	       ((1ull << shift) >> 1);
-}
-
-static void record(struct worker *w, uint64_t us)
-{
-	uint64_t max = atomic_load_explicit(&w->max_us, memory_order_relaxed);
-
-	atomic_fetch_add_explicit(&w->hist[bucket_of(us)], 1,
-				  memory_order_relaxed);
-	if (us > max)
-		atomic_store_explicit(&w->max_us, us, memory_order_relaxed);
 }
 
 /* libpq's message on one line, to stderr, for the first few failures. */
@@ -205,7 +153,7 @@ static void describe(const struct worker *w, const char *what,
 
 static void call_begin(struct worker *w)
 {
-	atomic_store(&w->in_call_since, now_us());
+	atomic_store(&w->in_call_since, loadgen_now_us());
 }
 
 static void call_end(struct worker *w)
@@ -286,23 +234,32 @@ static void disconnect(struct worker *w)
 static void *worker_run(void *data)
 {
 	struct worker *w = data;
+	bool failed = false;
 
 	for (unsigned long i = 0; !atomic_load(&stop); i++) {
-		int64_t t0, t1;
+		int64_t t0 = loadgen_now_us(), t1;
 		int_fast64_t none = -1;
 
+		/* After a failure the reconnect is timed with the
+		 * iteration (see the top of the file). */
 		if (!w->conn && connect_retry(w) < 0)
 			break;
-		t0 = now_us();
+		if (!failed)
+			t0 = loadgen_now_us();
 		if (iterate(w, opt.tx && i % 2 == 1) < 0) {
 			atomic_fetch_add(&failures, 1);
 			atomic_compare_exchange_strong(&w->first_failure,
-						       &none, now_us());
+						       &none, loadgen_now_us());
 			disconnect(w);
+			failed = true;
+			/* A server that takes connections and fails every
+			 * query at once must not be spun on. */
+			pause_ms(opt.reconnect_ms);
 			continue;
 		}
-		t1 = now_us();
-		record(w, (uint64_t)(t1 - t0));
+		failed = false;
+		t1 = loadgen_now_us();
+		loadgen_hist_add(&w->lat, (uint64_t)(t1 - t0));
 		atomic_fetch_add(&queries, 1);
 		if (atomic_load(&w->first_failure) >= 0) {
 			none = -1;
@@ -312,8 +269,9 @@ static void *worker_run(void *data)
 		none = -1;
 		if (atomic_compare_exchange_strong(&ready_us, &none, t1)) {
 			flockfile(stdout);
-			printf("{\"mono\": %.6f, \"event\": \"ready\"}\n",
-			       mono(t1));
+			printf("{");
+			loadgen_print_mono(t1);
+			printf(", \"event\": \"ready\"}\n");
 			fflush(stdout);
 			funlockfile(stdout);
 		}
@@ -322,47 +280,23 @@ static void *worker_run(void *data)
 	}
 	disconnect(w);
 	atomic_store(&w->done, true);
+	atomic_fetch_sub(&running, 1);
 	return NULL;
 }
 
 static void print_progress(int64_t now)
 {
 	flockfile(stdout);
-	printf("{\"mono\": %.6f, \"t\": %.3f, \"queries\": %" PRIuFAST64
+	printf("{");
+	loadgen_print_mono(now);
+	printf(", \"t\": %.3f, \"queries\": %" PRIuFAST64
 	       ", \"failures\": %" PRIuFAST64 ", \"connect_failures\": %"
-	       PRIuFAST64 ", \"connected\": %d}\n", mono(now),
-	       mono(now - start_us), atomic_load(&queries),
+	       PRIuFAST64 ", \"connected\": %d}\n",
+	       (double)(now - start_us) / 1e6, atomic_load(&queries),
 	       atomic_load(&failures), atomic_load(&connect_failures),
 	       atomic_load(&connected));
 	fflush(stdout);
 	funlockfile(stdout);
-}
-
-/* Progress lines until a signal or the end of --seconds. */
-static void wait_for_end(const sigset_t *signals)
-{
-	int64_t next = start_us + (int64_t)opt.progress_ms * 1000;
-	int64_t end = opt.seconds > 0 ? start_us + (int64_t)(opt.seconds * 1e6)
-				      : INT64_MAX;
-
-	for (;;) {
-		int64_t now = now_us(), until = next < end ? next : end;
-		struct timespec ts;
-
-		if (now >= end)
-			return;
-		if (now >= next) {
-			print_progress(now);
-			next += (int64_t)opt.progress_ms * 1000;
-			if (next <= now) /* fell behind: no burst of lines */
-				next = now + (int64_t)opt.progress_ms * 1000;
-			continue;
-		}
-		ts.tv_sec = (until - now) / 1000000;
-		ts.tv_nsec = (long)((until - now) % 1000000) * 1000;
-		if (sigtimedwait(signals, NULL, &ts) >= 0)
-			return;
-	}
 }
 
 static void print_mono_or_null(int64_t us)
@@ -370,46 +304,20 @@ static void print_mono_or_null(int64_t us)
 	if (us < 0)
 		printf("null");
 	else
-		printf("%.6f", mono(us));
-}
-
-/* The percentile p (nearest rank) of the merged histograms. */
-static uint64_t percentile(const uint64_t *hist, uint64_t n, double p,
-			   uint64_t max)
-{
-	uint64_t rank = (uint64_t)((double)n * p / 100.0 + 0.999999), seen = 0;
-
-	if (rank < 1)
-		rank = 1;
-	for (unsigned b = 0; b < BUCKETS; b++) {
-		seen += hist[b];
-		if (seen >= rank) {
-			uint64_t v = bucket_value(b);
-			return v < max ? v : max;
-		}
-	}
-	return max;
+		loadgen_print_secs(us);
 }
 
 static void print_final(void)
 {
-	static uint64_t hist[BUCKETS];
-	uint64_t n = 0, max = 0;
-	int64_t now = now_us(), longest = 0;
+	static struct loadgen_hist lat;
+	int64_t now = loadgen_now_us(), longest = 0;
 	int stuck = 0;
 
 	for (int i = 0; i < opt.threads; i++) {
 		struct worker *w = &workers[i];
 		int64_t since = atomic_load(&w->in_call_since);
 
-		for (unsigned b = 0; b < BUCKETS; b++) {
-			uint64_t c = atomic_load_explicit(
-				&w->hist[b], memory_order_relaxed);
-			hist[b] += c;
-			n += c;
-		}
-		if (atomic_load(&w->max_us) > max)
-			max = atomic_load(&w->max_us);
+		loadgen_hist_merge(&lat, &w->lat);
 		if (since > 0) {
 			if (!atomic_load(&w->done))
 				stuck++;
@@ -418,17 +326,14 @@ static void print_final(void)
 		}
 	}
 	flockfile(stdout);
-	printf("{\"mono\": %.6f, \"final\": true, \"queries\": %" PRIuFAST64
+	printf("{");
+	loadgen_print_mono(now);
+	printf(", \"final\": true, \"queries\": %" PRIuFAST64
 	       ", \"failures\": %" PRIuFAST64 ", \"connect_failures\": %"
-	       PRIuFAST64 ", \"latency_us\": ", mono(now),
+	       PRIuFAST64 ", \"latency_us\": ",
 	       atomic_load(&queries), atomic_load(&failures),
 	       atomic_load(&connect_failures));
-	if (n == 0)
-		printf("{\"p50\": null, \"p99\": null, \"max\": null}");
-	else
-		printf("{\"p50\": %" PRIu64 ", \"p99\": %" PRIu64 ", \"max\": %"
-		       PRIu64 "}", percentile(hist, n, 50, max),
-		       percentile(hist, n, 99, max), max);
+	loadgen_print_latency(&lat);
 	printf(", \"threads\": [");
 	for (int i = 0; i < opt.threads; i++) {
 		printf("%s{\"first_failure_mono\": ", i ? ", " : "");
@@ -445,17 +350,7 @@ static void print_final(void)
 
 static long parse_long(const char *name, const char *value, long min)
 {
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(value, &end, 10);
-	if (errno || end == value || *end || v < min || v > 86400000) {
-		fprintf(stderr, "libpq-load: %s wants a whole number >= %ld, "
-			"not \"%s\"\n", name, min, value);
-		exit(2);
-	}
-	return v;
+	return loadgen_parse_int("libpq-load", name, value, min, 86400000);
 }
 
 static double parse_seconds(const char *value)
@@ -523,23 +418,6 @@ static void parse_args(int argc, char **argv)
 	}
 }
 
-/* The first line of stdin, without its newline; exits 2 when empty. */
-static char *read_conninfo(void)
-{
-	char *line = NULL;
-	size_t cap = 0;
-	ssize_t n = getline(&line, &cap, stdin);
-
-	while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-		line[--n] = '\0';
-	if (n <= 0 || n > CONNINFO_MAX) {
-		fprintf(stderr, "libpq-load: no conninfo on the first line of "
-			"stdin\n");
-		exit(2);
-	}
-	return line;
-}
-
 static int init_stop_cond(void)
 {
 	pthread_condattr_t attr;
@@ -557,12 +435,10 @@ static int init_stop_cond(void)
 int main(int argc, char **argv)
 {
 	sigset_t signals;
-	int64_t deadline;
-	int i, r;
-	bool all_done;
+	int i, r, stuck;
 
 	parse_args(argc, argv);
-	conninfo = read_conninfo();
+	conninfo = loadgen_read_conninfo("libpq-load", -1);
 	if ((r = init_stop_cond())) {
 		fprintf(stderr, "libpq-load: pthread_cond_init: %s\n",
 			strerror(r));
@@ -580,13 +456,14 @@ int main(int argc, char **argv)
 		perror("libpq-load: calloc");
 		return 1;
 	}
-	start_us = now_us();
+	start_us = loadgen_now_us();
 	for (i = 0; i < opt.threads; i++) {
 		struct worker *w = &workers[i];
 
 		w->id = i;
 		atomic_init(&w->first_failure, -1);
 		atomic_init(&w->recovered, -1);
+		atomic_fetch_add(&running, 1);
 		r = pthread_create(&w->thread, NULL, worker_run, w);
 		if (r) {
 			fprintf(stderr, "libpq-load: pthread_create: %s\n",
@@ -597,27 +474,21 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
-	wait_for_end(&signals);
+	loadgen_wait_for_end(&signals, start_us,
+			     opt.seconds > 0 ? start_us +
+			     (int64_t)(opt.seconds * 1e6) : INT64_MAX,
+			     (int64_t)opt.progress_ms * 1000, print_progress);
 	request_stop();
 
 	/* A thread blocked on a hung server never comes back: wait a little,
 	 * then report and leave without it. */
-	deadline = now_us() + STOP_GRACE_US;
-	do {
-		all_done = true;
-		for (i = 0; i < opt.threads && all_done; i++)
-			all_done = atomic_load(&workers[i].done);
-		if (!all_done) {
-			struct timespec ts = { 0, 5 * 1000000 };
-			nanosleep(&ts, NULL);
-		}
-	} while (!all_done && now_us() < deadline);
+	stuck = loadgen_wait_threads(&running, LOADGEN_STOP_GRACE_US);
 	print_final();
-	if (!all_done)
-		_exit(0);
+	if (stuck)
+		loadgen_exit_stuck(0);
 	for (i = 0; i < opt.threads; i++)
 		pthread_join(workers[i].thread, NULL);
 	free(workers);
-	free(conninfo);
+	loadgen_conninfo_free(conninfo);
 	return 0;
 }

@@ -19,10 +19,16 @@
  * sleep --pause-ms.  A failed acquire or query is a failure; the first 20
  * are described on stderr with the thread's number.  Acquires that fail
  * with EHOSTDOWN (the agent reports no server available) are failures
- * too, and also counted as "unavailable".  The latency of a successful
- * iteration is from before the acquire to after the release (--hold
- * included, the pause not), kept per thread in a log-bucketed histogram
- * (within 1 %).
+ * too, and also counted as "unavailable".  An iteration counts once:
+ * in "queries" when the acquire and every statement succeeded, else in
+ * "failures" (a failed acquire is not retried within the iteration).
+ *
+ * Latency covers what the app waits for: from before the acquire to after
+ * the release, so any wait for a connection (the pool exhausted, a new
+ * connection being opened, a switch to a new value or server) counts,
+ * --hold included, the pause not.  Only successful iterations are kept,
+ * per thread in a log-bucketed histogram (tests/helpers/loadgen.h, within
+ * 1 %).
  *
  * Threads that query back to back on a small machine starve everything
  * else, new PostgreSQL backends included (the agent's validations, the
@@ -46,14 +52,23 @@
  *    "stats": {...every dbswap_pool_stats field, config included...},
  *    "current_user_at_end": "app", "port_at_end": 5432,
  *    "first_failure_t": 0.7, "last_failure_t": 1.2, "unavailable": n,
- *    "latency_us": {"p50": 120, "p99": 900, "max": 15000}}
+ *    "latency_us": {"p50": 120, "p99": 900, "max": 15000}, "stuck": 0}
  * (the two "_at_end" fields null if that last query failed; the three
  * latencies, whole µs over every successful iteration of the run, null
  * if there was none; max is exact, p50 and p99 nearest rank).
  *
- * Exit status: 0 when nothing failed, 1 after a failure (or a set-up
- * error), 2 for bad usage.
+ * A thread blocked in a query on a hung server (SIGSTOP) must not keep the
+ * process alive: after the stop the threads get at most 1 s; those still
+ * running then are "stuck", counted in the last line, and the process
+ * exits without joining them.  With stuck threads the last query gets at
+ * most --acquire-ms more (it may hang on the same server): after that the
+ * last line is printed with the "_at_end" fields null.
+ *
+ * Exit status: 0 when nothing failed, 1 after a failure, with stuck
+ * threads (or a set-up error), 2 for bad usage.
  */
+#include "loadgen.h"
+
 #include <dbswap.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -66,33 +81,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define PROGRESS_MS 500
 #define READY_TIMEOUT_MS 10000
 /* Enough to see what went wrong without flooding the test's log. */
 #define FAILURES_SHOWN 20
 
-/* The latency histogram: values below 2 * HIST_SUB µs have a bucket each;
- * above, every power of two is cut into HIST_SUB buckets, so that a
- * bucket's midpoint is within 1 / (2 * HIST_SUB) of any value in it (0.8 %).
- * Values from 2^HIST_MAX_BITS µs (some 12 days) share the last bucket.
- * 2240 buckets: 18 KB a thread. */
-#define HIST_SUB_BITS 6
-#define HIST_SUB (1 << HIST_SUB_BITS)
-#define HIST_MAX_BITS 40
-#define HIST_BUCKETS (2 * HIST_SUB + \
-		      (HIST_MAX_BITS - HIST_SUB_BITS - 1) * HIST_SUB)
-
-struct hist {
-	uint64_t count[HIST_BUCKETS];
-	uint64_t n, max;
-};
-
-/* A load thread: only it writes its histogram, read after the join. */
+/* A load thread: only it writes its histogram, read after the join, or
+ * (relaxed atomics) when it is stuck. */
 struct worker {
 	pthread_t thread;
 	int id;
-	struct hist lat;
+	struct loadgen_hist lat;
 };
 
 static struct {
@@ -109,83 +110,16 @@ static struct {
 static dbswap_pool *pool;
 static atomic_bool stop;
 static atomic_uint_fast64_t queries, failures, unavailable;
-/* When the threads started, and the first and last failure since then
- * (ms, -1: none). */
-static int64_t start_ms;
+/* Load threads not yet finished. */
+static atomic_int running;
+/* When the threads started (µs), and the first and last failure since
+ * then (ms, -1: none). */
+static int64_t start_us;
 static atomic_int_fast64_t first_failure_ms = -1, last_failure_ms = -1;
-
-static int64_t now_us(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static int64_t now_ms(void)
 {
-	return now_us() / 1000;
-}
-
-static size_t hist_index(uint64_t v)
-{
-	int e;
-
-	if (v < 2 * HIST_SUB)
-		return (size_t)v;
-	if (v >> HIST_MAX_BITS)
-		return HIST_BUCKETS - 1;
-	e = 63 - __builtin_clzll(v); /* > HIST_SUB_BITS */
-	return 2 * HIST_SUB + (size_t)(e - HIST_SUB_BITS - 1) * HIST_SUB +
-	       (size_t)((v >> (e - HIST_SUB_BITS)) - HIST_SUB);
-}
-
-/* The midpoint of bucket i. */
-static uint64_t hist_value(size_t i)
-{
-	size_t k;
-	int shift;
-
-	if (i < 2 * HIST_SUB)
-		return i;
-	k = i - 2 * HIST_SUB;
-	shift = (int)(k / HIST_SUB) + 1;
-	return ((uint64_t)(k % HIST_SUB + HIST_SUB) << shift) +
-	       ((uint64_t)1 << shift) / 2;
-}
-
-static void hist_add(struct hist *h, uint64_t v)
-{
-	h->count[hist_index(v)]++;
-	h->n++;
-	if (v > h->max)
-		h->max = v;
-}
-
-static void hist_merge(struct hist *total, const struct hist *h)
-{
-	for (size_t i = 0; i < HIST_BUCKETS; i++)
-		total->count[i] += h->count[i];
-	total->n += h->n;
-	if (h->max > total->max)
-		total->max = h->max;
-}
-
-/* The p-th percentile, nearest rank (never above the exact maximum). */
-static uint64_t hist_pct(const struct hist *h, int p)
-{
-	uint64_t rank = (h->n * (uint64_t)p + 99) / 100, seen = 0;
-
-	if (rank == 0)
-		rank = 1;
-	for (size_t i = 0; i < HIST_BUCKETS; i++) {
-		seen += h->count[i];
-		if (seen >= rank) {
-			uint64_t v = hist_value(i);
-			return v < h->max ? v : h->max;
-		}
-	}
-	return h->max;
+	return loadgen_now_us() / 1000;
 }
 
 static void sleep_ms(int ms)
@@ -228,7 +162,7 @@ static void one_line(char *buf, size_t len, const char *what,
 
 static void fail(int thread, const char *msg)
 {
-	int_fast64_t t = now_ms() - start_ms, none = -1;
+	int_fast64_t t = (loadgen_now_us() - start_us) / 1000, none = -1;
 
 	atomic_compare_exchange_strong(&first_failure_ms, &none, t);
 	atomic_store(&last_failure_ms, t);
@@ -313,7 +247,7 @@ static void *worker_run(void *data)
 	char err[512];
 
 	for (unsigned long i = 0; !atomic_load(&stop); i++) {
-		int64_t t0 = now_us();
+		int64_t t0 = loadgen_now_us();
 		PGconn *conn = dbswap_pool_acquire(pool, opt.acquire_ms);
 		int r;
 
@@ -322,7 +256,7 @@ static void *worker_run(void *data)
 			if (e == EHOSTDOWN)
 				atomic_fetch_add(&unavailable, 1);
 			describe_acquire_error(err, sizeof(err), e,
-					       (now_us() - t0) / 1000);
+					       (loadgen_now_us() - t0) / 1000);
 			fail(id, err);
 			/* An error that comes at once must not spin. */
 			if (e != ETIMEDOUT)
@@ -339,12 +273,14 @@ static void *worker_run(void *data)
 		if (r < 0) {
 			fail(id, err);
 		} else {
-			hist_add(&w->lat, (uint64_t)(now_us() - t0));
+			loadgen_hist_add(&w->lat,
+					 (uint64_t)(loadgen_now_us() - t0));
 			atomic_fetch_add(&queries, 1);
 		}
 		if (opt.pause_ms > 0)
 			sleep_ms(opt.pause_ms);
 	}
+	atomic_fetch_sub(&running, 1);
 	return NULL;
 }
 
@@ -393,6 +329,7 @@ static int user_and_port(char *user, size_t len, int *port)
 	char err[512];
 	PGconn *conn = dbswap_pool_acquire(pool, opt.acquire_ms);
 	PGresult *res;
+	int r = -1;
 
 	if (!conn) {
 		describe_acquire_error(err, sizeof(err), errno, 0);
@@ -404,12 +341,13 @@ static int user_and_port(char *user, size_t len, int *port)
 	if (res) {
 		snprintf(user, len, "%s", PQgetvalue(res, 0, 0));
 		*port = atoi(PQgetvalue(res, 0, 1));
+		r = 0;
 	} else {
 		fprintf(stderr, "pool-load: %s\n", err);
 	}
 	PQclear(res);
 	dbswap_pool_release(pool, conn);
-	return res ? 0 : -1;
+	return r;
 }
 
 static void print_json_string(const char *s)
@@ -465,18 +403,13 @@ static void print_failure_times(void)
 	printf(", \"unavailable\": %" PRIuFAST64, atomic_load(&unavailable));
 }
 
-static void print_mono(int64_t us)
-{
-	printf("\"mono\": %" PRId64 ".%06" PRId64, us / 1000000, us % 1000000);
-}
-
 static void print_progress(int64_t us)
 {
 	dbswap_pool_stats s;
 
 	dbswap_pool_stats_get(pool, &s);
-	printf("{\"t\": %.3f, ", (double)(us - start_ms * 1000) / 1e6);
-	print_mono(us);
+	printf("{\"t\": %.3f, ", (double)(us - start_us) / 1e6);
+	loadgen_print_mono(us);
 	printf(", \"queries\": %" PRIuFAST64 ", \"failures\": %" PRIuFAST64
 	       ", \"generation\": %" PRIu64 ", \"size\": %d, \"old\": %d, ",
 	       atomic_load(&queries), atomic_load(&failures), s.generation,
@@ -486,45 +419,9 @@ static void print_progress(int64_t us)
 	fflush(stdout);
 }
 
-/* Progress lines until a signal or the end of --seconds. */
-static void wait_for_end(const sigset_t *signals)
-{
-	int64_t start = start_ms, next = start + opt.progress_ms;
-	int64_t end = opt.seconds > 0 ? start + (int64_t)opt.seconds * 1000
-				      : INT64_MAX;
-
-	for (;;) {
-		int64_t now_u = now_us(), now = now_u / 1000;
-		int64_t until = next < end ? next : end;
-		struct timespec ts;
-
-		if (now >= end)
-			return;
-		if (now >= next) {
-			print_progress(now_u);
-			next += opt.progress_ms;
-			continue;
-		}
-		ts.tv_sec = (until - now) / 1000;
-		ts.tv_nsec = (long)((until - now) % 1000) * 1000000;
-		if (sigtimedwait(signals, NULL, &ts) >= 0)
-			return;
-	}
-}
-
 static int parse_int(const char *name, const char *value, int min)
 {
-	char *end;
-	long v;
-
-	errno = 0;
-	v = strtol(value, &end, 10);
-	if (errno || end == value || *end || v < min || v > 86400000) {
-		fprintf(stderr, "pool-load: %s wants a whole number >= %d, "
-			"not \"%s\"\n", name, min, value);
-		exit(2);
-	}
-	return (int)v;
+	return (int)loadgen_parse_int("pool-load", name, value, min, 86400000);
 }
 
 static void parse_args(int argc, char **argv)
@@ -582,12 +479,70 @@ static void parse_args(int argc, char **argv)
 	}
 }
 
+/* What the last line says; whoever prints it first (main, or the
+ * watchdog when the last query hangs) claims it. */
+static struct {
+	struct loadgen_hist *lat;
+	int stuck;
+	atomic_bool printed;
+} final;
+
+/* The last line; r < 0: the last query failed (user and port null).
+ * Returns false, printing nothing, when it was printed already. */
+static bool print_final(int r, const char *user, int port)
+{
+	dbswap_pool_stats stats;
+
+	if (atomic_exchange(&final.printed, true))
+		return false;
+	dbswap_pool_stats_get(pool, &stats);
+	printf("{");
+	loadgen_print_mono(loadgen_now_us());
+	printf(", \"queries\": %" PRIuFAST64 ", \"failures\": %" PRIuFAST64
+	       ", \"generation\": %" PRIu64 ", \"stats\": ",
+	       atomic_load(&queries), atomic_load(&failures), stats.generation);
+	print_stats(&stats);
+	printf(", \"current_user_at_end\": ");
+	if (r == 0) {
+		print_json_string(user);
+		printf(", \"port_at_end\": %d, ", port);
+	} else {
+		printf("null, \"port_at_end\": null, ");
+	}
+	print_failure_times();
+	printf(", \"latency_us\": ");
+	loadgen_print_latency(final.lat);
+	printf(", \"stuck\": %d}\n", final.stuck);
+	fflush(stdout);
+	return true;
+}
+
+/* With stuck threads the server may be hung, and the last query with it:
+ * it gets --acquire-ms and the grace, then the last line goes out without
+ * it. */
+static void *watchdog_run(void *data)
+{
+	struct timespec ts;
+	int64_t us = (int64_t)opt.acquire_ms * 1000 + LOADGEN_STOP_GRACE_US;
+
+	(void)data;
+	ts.tv_sec = (time_t)(us / 1000000);
+	ts.tv_nsec = (long)(us % 1000000) * 1000;
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+	if (print_final(-1, NULL, 0)) {
+		fprintf(stderr, "pool-load: the last query did not return; "
+			"leaving without it\n");
+		loadgen_exit_stuck(1);
+	}
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
 	struct worker *workers;
-	struct hist *lat;
+	struct loadgen_hist *lat;
 	dbswap_client *client;
-	dbswap_pool_stats stats;
 	sigset_t signals;
 	char user[256] = "";
 	bool started;
@@ -622,12 +577,14 @@ int main(int argc, char **argv)
 	if (wait_ready() < 0)
 		goto err_pool;
 
-	start_ms = now_ms();
+	start_us = loadgen_now_us();
 	for (i = 0; i < opt.threads; i++) {
 		workers[i].id = i;
+		atomic_fetch_add(&running, 1);
 		r = pthread_create(&workers[i].thread, NULL, worker_run,
 				   &workers[i]);
 		if (r) {
+			atomic_fetch_sub(&running, 1);
 			fprintf(stderr, "pool-load: pthread_create: %s\n",
 				strerror(r));
 			break;
@@ -635,37 +592,40 @@ int main(int argc, char **argv)
 	}
 	started = i == opt.threads;
 	if (started)
-		wait_for_end(&signals);
+		loadgen_wait_for_end(&signals, start_us,
+				     opt.seconds > 0 ? start_us +
+				     (int64_t)opt.seconds * 1000000 : INT64_MAX,
+				     (int64_t)opt.progress_ms * 1000,
+				     print_progress);
 	atomic_store(&stop, true);
+	/* A thread blocked on a hung server never comes back: wait a little,
+	 * then report and leave without it. */
+	final.stuck = loadgen_wait_threads(&running, LOADGEN_STOP_GRACE_US);
+	final.lat = lat;
+	if (final.stuck) {
+		pthread_t watchdog;
+
+		fprintf(stderr, "pool-load: %d threads still running after the "
+			"stop (stuck on a hung server?)\n", final.stuck);
+		for (int k = 0; k < i; k++)
+			loadgen_hist_merge(lat, &workers[k].lat);
+		r = pthread_create(&watchdog, NULL, watchdog_run, NULL);
+		if (r)
+			r = -1; /* no watchdog: no last query either */
+		else
+			r = user_and_port(user, sizeof(user), &port);
+		if (!print_final(r, user, port))
+			for (;;)
+				pause(); /* the watchdog prints and exits */
+		loadgen_exit_stuck(1);
+	}
 	while (i-- > 0) {
 		pthread_join(workers[i].thread, NULL);
-		hist_merge(lat, &workers[i].lat);
+		loadgen_hist_merge(lat, &workers[i].lat);
 	}
 
 	r = user_and_port(user, sizeof(user), &port);
-	dbswap_pool_stats_get(pool, &stats);
-	printf("{");
-	print_mono(now_us());
-	printf(", \"queries\": %" PRIuFAST64 ", \"failures\": %" PRIuFAST64
-	       ", \"generation\": %" PRIu64 ", \"stats\": ",
-	       atomic_load(&queries), atomic_load(&failures), stats.generation);
-	print_stats(&stats);
-	printf(", \"current_user_at_end\": ");
-	if (r == 0) {
-		print_json_string(user);
-		printf(", \"port_at_end\": %d, ", port);
-	} else {
-		printf("null, \"port_at_end\": null, ");
-	}
-	print_failure_times();
-	if (lat->n)
-		printf(", \"latency_us\": {\"p50\": %" PRIu64 ", \"p99\": %"
-		       PRIu64 ", \"max\": %" PRIu64 "}}\n", hist_pct(lat, 50),
-		       hist_pct(lat, 99), lat->max);
-	else
-		printf(", \"latency_us\": {\"p50\": null, \"p99\": null, "
-		       "\"max\": null}}\n");
-	fflush(stdout);
+	print_final(r, user, port);
 	if (started && r == 0 && atomic_load(&failures) == 0)
 		status = 0;
 err_pool:
