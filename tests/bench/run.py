@@ -2,17 +2,20 @@
 results.json (every raw figure and the machine), results.md (the tables)
 and the PNG plots into one directory.
 
-Run: ./dev.sh bench [--quick] [--out DIR] [--only SECTION,...]
+Run: ./dev.sh bench [--quick] [--out DIR] [--only SECTION,...] [--render]
 
 --quick takes a few minutes (fewer rounds, shorter loads: CI runs it to
 check that the benchmarks still work, not their numbers); the default,
-full mode, takes about 20 minutes.  --only runs some sections and keeps
-the others' results from an earlier run in DIR (default bench/results).
+full mode, about 13 minutes on 2 cores.  --only runs some sections and
+keeps the others' results from an earlier run in DIR (default
+bench/results).  --render measures nothing: it writes results.md and the
+plots again from results.json.
 
 A section may also define headline(res) -> [[what, dbswap, the other,
-ratio], ...]: the rows of the summary at the top of results.md.  A full
-run into bench/results also writes that summary into README.md, between
-the markers below, so that the README quotes the latest results."""
+ratio], ...]: the rows of the summary at the top of results.md.  When
+every section in bench/results comes from a full run, that summary is
+also written into README.md, between the markers below, so that the
+README quotes the latest results."""
 
 import argparse
 import datetime
@@ -140,8 +143,9 @@ def render(results):
         if 'error' in res:
             out.append(f'**Failed** ({res["mode"]} mode): `{res["error"]}`')
         else:
-            if res.get('mode') != results['mode']:
-                out.append(f'*From a {res["mode"]}-mode run on '
+            if res.get('command', results['command']) != \
+                    results['command']:
+                out.append(f'*Run again by `{res["command"]}` on '
                            f'{res["finished"]}.*')
                 out.append('')
             out.append(mod.markdown(res).rstrip())
@@ -152,12 +156,42 @@ def render(results):
     return '\n'.join(out)
 
 
+def write_outputs(results, out):
+    with open(os.path.join(out, 'results.md'), 'w') as f:
+        f.write(render(results))
+    sections = results['sections'].values()
+    if (all(r.get('mode') == 'full' and 'error' not in r for r in sections) and
+            os.path.abspath(out) == os.path.abspath('bench/results')):
+        update_readme('README.md', results)
+        print('run.py: wrote the summary into README.md', file=sys.stderr)
+
+
+def render_again(out):
+    """After a change to how the results are shown, not to what is
+    measured: the same figures, rendered again."""
+    with open(os.path.join(out, 'results.json')) as f:
+        results = json.load(f)
+    for name, res in results['sections'].items():
+        mod = importlib.import_module(name)
+        if 'error' not in res and hasattr(mod, 'plots'):
+            res['_plots'] = mod.plots(res, out)
+    write_outputs(results, out)
+    print(f'run.py: wrote {out}/results.md and the plots again from '
+          f'results.json', file=sys.stderr)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--quick', action='store_true')
     ap.add_argument('--out', default='bench/results')
     ap.add_argument('--only', help='comma-separated: ' + ','.join(SECTIONS))
+    ap.add_argument('--render', action='store_true',
+                    help='measure nothing: write results.md, the plots (and '
+                    'the README summary) again from DIR/results.json')
     opt = ap.parse_args()
+    if opt.render:
+        return render_again(opt.out)
     only = opt.only.split(',') if opt.only else SECTIONS
     for name in only:
         if name not in SECTIONS:
@@ -178,7 +212,9 @@ def main():
     if opt.only:
         command += ' --only ' + shlex.quote(opt.only)
     started = time.monotonic()
-    results.update(machine=machine(), mode=mode, command=command)
+    partial = bool(opt.only) and 'command' in results
+    if not partial:
+        results.update(machine=machine(), mode=mode, command=command)
     failed = []
     for name in only:
         mod = importlib.import_module(name)
@@ -200,27 +236,24 @@ def main():
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         res['mode'] = mode
+        res['command'] = command
         res['seconds'] = round(time.monotonic() - t0, 1)
         res['finished'] = datetime.datetime.now().astimezone().isoformat(
             timespec='seconds')
         results['sections'][name] = res
         ctx.log(f'done in {res["seconds"]} s' +
                 (' (FAILED)' if name in failed else ''))
-    results['seconds'] = round(time.monotonic() - started, 1)
-    results['finished'] = datetime.datetime.now().astimezone().isoformat(
-        timespec='seconds')
+    if not partial:
+        results['seconds'] = round(time.monotonic() - started, 1)
+        results['finished'] = datetime.datetime.now().astimezone().isoformat(
+            timespec='seconds')
     with open(path + '.tmp', 'w') as f:
         json.dump(results, f, indent=1, sort_keys=True)
         f.write('\n')
     os.rename(path + '.tmp', path)
-    with open(os.path.join(opt.out, 'results.md'), 'w') as f:
-        f.write(render(results))
+    write_outputs(results, opt.out)
     print(f'run.py: wrote {opt.out}/results.json, results.md and the plots '
           f'in {results["seconds"] / 60:.1f} min', file=sys.stderr)
-    if (not opt.quick and not failed and
-            os.path.abspath(opt.out) == os.path.abspath('bench/results')):
-        update_readme('README.md', results)
-        print('run.py: wrote the summary into README.md', file=sys.stderr)
     if failed:
         print(f'run.py: FAILED: {", ".join(failed)}', file=sys.stderr)
         return 1
