@@ -305,9 +305,8 @@ def headline(res):
     plain = [r for r in res['rows'] if not r['pool'] and not r['sealed']]
     sealed = [r for r in res['rows'] if not r['pool'] and r['sealed']]
     pool = [r for r in res['rows'] if r['pool']]
-    for r, kind in ((plain[0], 'plaintext'), (plain[-1], 'plaintext'),
-                    (sealed[-1], 'sealed')) + \
-            tuple((r, 'plaintext') for r in pool):
+    for r, kind in tuple((r, 'plaintext') for r in plain) + \
+            ((sealed[-1], 'sealed'),) + tuple((r, 'plaintext') for r in pool):
         p50 = b.pct(r['rename_to_all_acked_ms'], 50)
         rows.append([f'rotation, {label(r)}, {kind}: rename → all acked, '
                      f'p50', b.fmt_ms(p50),
