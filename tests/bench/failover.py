@@ -42,7 +42,8 @@ TITLE = 'Failover'
 TARGET = 'DATABASE_URL'
 THREADS = 4
 PROGRESS_MS = 100
-LOAD = ('--threads', THREADS, '--tx', '--pause-ms', 2,
+PAUSE_MS = 2
+LOAD = ('--threads', THREADS, '--tx', '--pause-ms', PAUSE_MS,
         '--progress-ms', PROGRESS_MS)
 CONFIRM_MS = 250  # the agent's confirmation interval after a failed check
 POLL_S = 0.002
@@ -307,7 +308,7 @@ def run(ctx):
         res['libpq'] = libpq(ctx, primary, secondary, role, password)
     res['polling'] = POLLING
     res['params'] = {'threads': THREADS, 'load': [str(a) for a in LOAD],
-                     'confirm_ms': CONFIRM_MS}
+                     'pause_ms': PAUSE_MS, 'confirm_ms': CONFIRM_MS}
     return res
 
 
@@ -325,7 +326,8 @@ def markdown(res):
         s['connection_timeout_ms']
     threshold = s['failure_threshold']
     out = [f'The same load on both: {res["params"]["threads"]} threads of '
-           f'`SELECT 1` and short transactions (2 ms pause).  dbswap: the '
+           f'`SELECT 1` and short transactions '
+           f'({res["params"].get("pause_ms", PAUSE_MS)} ms pause).  dbswap: the '
            f'agent\'s defaults (check interval {interval} ms, timeout '
            f'{timeout} ms, threshold {threshold}), a libdbswap pool of '
            f'{res["params"]["threads"]}; {len(crash)} crash round(s), medians '
@@ -361,7 +363,8 @@ def markdown(res):
     rows = [
         ['dbswap', f'{b.fmt_ms(acked)} (acked on the secondary)',
          f'{statistics.median(r["failures"] for r in crash):g}',
-         f'{b.fmt_ms(short["steps_ms"]["acked"])} with a 300 ms interval'
+         f'{b.fmt_ms(short["steps_ms"]["acked"])} with a '
+         f'{short["settings"]["health_check_interval_ms"]} ms interval'
          + (f'; {b.fmt_ms(dflt[0]["steps_ms"]["acked"])} with the defaults'
             if dflt else '') +
          f' (worst case {b.fmt_ms(worst(interval, timeout, threshold))})',
@@ -398,13 +401,19 @@ def markdown(res):
     return '\n'.join(out)
 
 
+def settings_label(s):
+    return (f'{b.fmt_ms(s["health_check_interval_ms"])} interval, '
+            f'{b.fmt_ms(s["connection_timeout_ms"])} timeout')
+
+
 def plots(res, outdir):
     d, lq = res['dbswap'], res['libpq']
     short = [r for r in d['hang'] if r['name'] == 'short'][0]
     dflt = [r for r in d['hang'] if r['name'] == 'defaults']
-    hang = [('dbswap, 300 ms interval, 500 ms timeout', short['qps'])]
+    hang = [(f'dbswap, {settings_label(short["settings"])}', short['qps'])]
     if dflt:
-        hang.append(('dbswap, defaults (30 s interval, 5 s timeout)',
+        hang.append((f'dbswap, defaults '
+                     f'({settings_label(dflt[0]["settings"])})',
                      dflt[0]['qps']))
     hang.append(('libpq multi-host, reconnect on error', lq['hang']['qps']))
     hang_end = max([lq['hang']['watch_s']] +
@@ -444,7 +453,8 @@ def headline(res):
                                  'not recovered'),
          b.fmt_ratio(acked / lc) if lc else '—'],
         ['primary hung: queries flow again after',
-         f'{b.fmt_ms(short["steps_ms"]["acked"])} (300 ms checks)' +
+         f'{b.fmt_ms(short["steps_ms"]["acked"])} '
+         f'({short["settings"]["health_check_interval_ms"]} ms checks)' +
          (f'; {b.fmt_ms(dflt[0]["steps_ms"]["acked"])} with the defaults'
           if dflt else '') + f' (worst case {b.fmt_ms(worst)})',
          f'libpq multi-host: never; polling {poll["interval_s"]} s × '

@@ -30,6 +30,7 @@ NAME = 'rotation'
 TITLE = 'Rotation latency'
 
 TARGET = 'DATABASE_URL'
+POLL_S = 0.001  # status polling while a rotation is under way
 POOL_ARGS = ('--threads', 2, '--min', 4, '--max', 4, '--pause-ms', 5)
 
 READ_RE = re.compile(r': read ([\d.]+) ms after its first event; read, '
@@ -153,7 +154,7 @@ def measure(ctx, row, rounds):
                 if time.monotonic() > deadline:
                     raise RuntimeError(f'generation {u["generation"]} not '
                                        f'acked by {row.n} within 60 s: {t}')
-                time.sleep(0.001)
+                time.sleep(POLL_S)
             acked.append((time.monotonic() - t0) * 1000)
             # Let the subscribers' own work (and the pool's drain) end
             # before the next round's clock starts.
@@ -266,11 +267,12 @@ def markdown(res):
                'again, several at once) and the old ones\' drain: that '
                'row\'s ack is the moment the old password can be revoked.  '
                '"The rest" is the kernel\'s delivery of the inotify event, '
-               'the event loop, and this script\'s 1 ms status polling.  '
-               'Subscribers are separate processes on libdbswap; '
-               'a rotation every ~100 ms at most (each waits for the '
-               'previous to be acked).  With many processes on few cores, '
-               '"publish → all acked" is mostly the scheduler running each '
+               f'the event loop, and this script\'s '
+               f'{POLL_S * 1000:g} ms status polling.  '
+               'Subscribers are separate processes on libdbswap; each '
+               'rotation starts after the previous one was acked.  With '
+               'many processes on few cores, "publish → all acked" is '
+               'mostly the scheduler running each '
                'process once to read its update and ack it: the Fan-out '
                'section below delivers to as many connections in one '
                'process.')
