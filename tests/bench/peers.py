@@ -40,13 +40,13 @@ import os
 import re
 import secrets
 import statistics
-import subprocess
 import time
 
 import benchlib
 import harness as h
 from common import PoolLoad
 from pgbouncer import PgBouncer
+from test_pool import Psql  # one psql session kept open
 
 NAME = 'peers'
 TITLE = 'Rotation the other ways: PgBouncer and restarts'
@@ -144,31 +144,10 @@ def pgbouncer_warnings(log, limit=5):
 # --------------------------------------------------------------------------
 # Watching the role's server connections
 
-class OldConnections:
+class OldConnections(Psql):
     """A persistent superuser psql session that counts the role's client
     backends, and among them those that started before a moment of the
     server's clock (an old-password login)."""
-
-    def __init__(self, cluster):
-        env = h._pg_clean_env()
-        env.update(PGHOST=cluster.sockdir, PGPORT=str(cluster.port),
-                   PGUSER=cluster.superuser, PGDATABASE='postgres',
-                   PGPASSWORD=cluster.superuser_password)
-        self._key = h._register(self.close)
-        self.proc = subprocess.Popen(
-            [h._psql(), '-X', '-w', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1',
-             '-f', '-'], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, env=env, text=True, bufsize=1)
-        self._pid_key = h._watch_pid(self.proc.pid)
-
-    def query(self, sql):
-        self.proc.stdin.write(sql.rstrip().rstrip(';') + ';\n')
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise h.PgError(f'the monitoring psql ended (status '
-                            f'{self.proc.poll()})')
-        return line.rstrip('\n').split('|')
 
     def count(self, role, before):
         """(old, total): client backends of role, and those among them
@@ -177,33 +156,15 @@ class OldConnections:
             'SELECT count(*) FILTER (WHERE backend_start < '
             f'{h.quote_literal(before)}::timestamptz), count(*) '
             'FROM pg_stat_activity WHERE backend_type = \'client backend\' '
-            f'AND usename = {h.quote_literal(role)}')
+            f'AND usename = {h.quote_literal(role)}')[0].split('|')
         return int(old), int(total)
 
     def alter_password(self, role, password):
         """ALTER ROLE ... PASSWORD in this session (no new login to disturb
         the load); returns the server's clock just after it, the line
-        between old-password and new-password logins.  The password goes
-        to psql's stdin, and psql -q echoes nothing of it."""
-        self.proc.stdin.write(f'ALTER ROLE {h.quote_ident(role)} PASSWORD '
-                              f'{h.quote_literal(password)};\n')
+        between old-password and new-password logins."""
+        self.set_password(role, password)
         return self.query('SELECT clock_timestamp()')[0]
-
-    def close(self):
-        try:
-            if self.proc.poll() is None:
-                self.proc.stdin.close()
-                try:
-                    self.proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-            self.proc.stdout.close()
-            h._unwatch(self._pid_key)
-        finally:
-            h._unregister(self._key)
-
-
 
 
 def steady_rate(lines, start, end):

@@ -34,17 +34,20 @@ PAUSE = ('--pause-ms', 2)
 class Psql:
     """One psql session as the superuser, SQL on its stdin: a rotation's
     ALTER ROLE costs a few ms instead of a new psql and login (some 300 ms
-    on a machine busy with pool-load)."""
+    on a machine busy with pool-load).  Stopped by the harness's cleanup
+    too, like its own processes (the benchmarks use it as well)."""
 
     def __init__(self, cluster):
         env = h._pg_clean_env()
         env.update(PGHOST=cluster.sockdir, PGPORT=str(cluster.port),
                    PGUSER=cluster.superuser, PGDATABASE='postgres',
                    PGPASSWORD=cluster.superuser_password)
+        self._key = h._register(self.close)
         self.proc = subprocess.Popen(
             [h._psql(), '-X', '-w', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1',
              '-f', '-'], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, env=env)
+        self._pid_key = h._watch_pid(self.proc.pid)
         self._lines = queue.Queue()
         self._n = 0
         threading.Thread(target=self._reader, daemon=True).start()
@@ -84,14 +87,19 @@ class Psql:
                               f'usename = {h.quote_literal(role)}')[0])
 
     def close(self):
-        if self.proc.poll() is None:
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stdout.close()
+        try:
+            if self.proc.poll() is None:
+                self.proc.stdin.close()
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            self.proc.stdout.close()
+            h._unwatch(self._pid_key)
+            self._pid_key = None
+        finally:
+            h._unregister(self._key)
 
 
 class Pool(ClusterTest):
