@@ -13,14 +13,18 @@ A section is a module of tests/bench with:
     def plots(res, outdir) -> [(file name, caption), ...]   optional
 
 run.py calls them in order and writes results.json, results.md and the
-plots.  Everything here is stdlib; the harness is tests/integration."""
+plots.  The harness (PostgreSQL clusters, the agent, helper processes)
+is tests/integration's harness.py and common.py."""
 
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
+
+from common import JsonLines
 
 
 class Ctx:
@@ -167,67 +171,10 @@ def plot(png, title, xlabel, ylabel, series, logx=False, logy=False,
                    check=True, capture_output=True)
 
 
-class JsonProc:
-    """A helper that prints JSON lines (libpq-load, fanout): argv run with
-    stdin_text on its stdin (a conninfo: a secret, never argv), its lines
-    collected by a thread with the monotonic time each arrived, stderr in a
-    file.  Killed on every path out (close(), also via the harness's
-    cleanup)."""
-
-    def __init__(self, argv, stdin_text='', name='helper'):
-        import json
-        import signal
-        import threading
-        import harness as h
-        self._json, self._signal, self._h = json, signal, h
-        self.name = name
-        self.lines = []  # [(arrival time, dict)]
-        self._cond = threading.Condition()
-        self._eof = False
-        self.proc = self._pid_key = self.dir = self._dir_key = None
-        self._key = h._register(self.close)
-        try:
-            self.dir, self._dir_key = h._mkdtemp(f'dbswap-{name}-')
-            self.stderr_path = os.path.join(self.dir, 'stderr')
-            with open(self.stderr_path, 'ab') as err:
-                self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
-                                             stdout=subprocess.PIPE,
-                                             stderr=err)
-            self._pid_key = h._watch_pid(self.proc.pid)
-            try:
-                self.proc.stdin.write(stdin_text.encode())
-                self.proc.stdin.close()
-            except BrokenPipeError:
-                pass
-            self._thread = threading.Thread(target=self._reader,
-                                            daemon=True)
-            self._thread.start()
-        except BaseException:  # nothing left behind when it cannot start
-            self.close()
-            raise
-
-    def _reader(self):
-        for raw in iter(self.proc.stdout.readline, b''):
-            try:
-                msg = self._json.loads(raw)
-            except ValueError:
-                msg = {'unparsed': raw.decode('utf-8', 'replace').strip()}
-            with self._cond:
-                self.lines.append((time.monotonic(), msg))
-                self._cond.notify_all()
-        with self._cond:
-            self._eof = True
-            self._cond.notify_all()
-
-    def stderr(self):
-        """Its stderr so far, as text."""
-        return self._h._read_text(self.stderr_path)
-
-    def describe(self):
-        with open(self.stderr_path, errors='replace') as f:
-            err = f.read()[-2000:]
-        return (f'{self.name} (pid {self.proc.pid}): last lines '
-                f'{[m for _, m in self.lines[-3:]]!r}; stderr: {err}')
+class JsonProc(JsonLines):
+    """A helper that prints JSON lines (libpq-load, fanout), as
+    common.JsonLines, with the benchmarks' way to wait for it and stop it
+    (their failures are RuntimeError)."""
 
     def wait(self, predicate, timeout=30, what='a line'):
         """The first line (a dict) for which predicate is true, waiting."""
@@ -249,7 +196,7 @@ class JsonProc:
         waiting; returns the monotonic time just before the signal."""
         t = time.monotonic()
         if self.proc.poll() is None:
-            self.proc.send_signal(sig or self._signal.SIGTERM)
+            self.proc.send_signal(sig or signal.SIGTERM)
         return t
 
     def stop(self, timeout=30, sig=None):
@@ -272,26 +219,6 @@ class JsonProc:
             raise RuntimeError(f'{self.name} printed nothing; '
                                f'{self.describe()}')
         return self.lines[-1][1]
-
-    def close(self):
-        h = self._h
-        try:
-            if self.proc is not None:
-                if self.proc.poll() is None:
-                    h._stop_process(self.proc, 5)
-                self.proc.wait()
-                self.proc.stdout.close()
-            h._unwatch(self._pid_key)
-            h._rmtree(self.dir, self._dir_key)
-            self._dir_key = None
-        finally:
-            h._unregister(self._key)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def rate_series(lines, t0, key='queries', min_interval=0):

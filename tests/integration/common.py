@@ -82,39 +82,45 @@ class ClusterTest(unittest.TestCase):
         return r
 
 
-class PoolLoad:
-    """pool-load --socket SOCK --target TARGET ARGS... (tests/helpers/
-    pool-load.c; read its header), its stdout lines (JSON) collected by a
-    thread with the monotonic time each arrived, its stderr in a file.
-    Stopped on every path out, like the harness's own processes.  Used by
-    test_pool.py, test_failover.py and the benchmarks."""
+class JsonLines:
+    """A helper process that prints JSON lines (pool-load, and the
+    benchmarks' libpq-load and fanout): argv run with stdin_text on its
+    stdin (None: /dev/null; a conninfo goes there, never in argv), env
+    added to ours, its lines collected by a thread with the monotonic time
+    each arrived (self.lines: [(time, dict)]; a line that is not JSON is
+    {'unparsed': text}), its stderr in a file of a temp dir.  Stopped on
+    every path out (close(), also by the harness's cleanup)."""
 
-    def __init__(self, sock, args=(), env=None, name='pool-load',
-                 target='DATABASE_URL'):
-        self.proc = None
-        self._lines = []
-        self._times = []  # arrival time of each line in _lines
+    STOP_TIMEOUT = 5  # close(): SIGTERM, then SIGKILL after this long
+
+    def __init__(self, argv, stdin_text=None, name='helper', env=None):
+        self.name = name
+        self.lines = []
         self._cond = threading.Condition()
         self._eof = False
-        self._pid_key = None
+        self.proc = self._pid_key = self.dir = self._dir_key = None
         self._key = h._register(self.close)
         try:
-            self.dir, self._dir_key = h._mkdtemp('dbswap-pool-load-')
+            self.dir, self._dir_key = h._mkdtemp(f'dbswap-{name}-')
             self.stderr_path = os.path.join(self.dir, 'stderr')
             full_env = dict(os.environ)
             full_env.update(env or {})
-            argv = h._wrapper() + h._binary(None, 'DBSWAP_POOL_LOAD') + \
-                ['--socket', sock, '--target', target, '--name', name] + \
-                [str(a) for a in args]
             with open(self.stderr_path, 'ab') as err:
-                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                             stdout=subprocess.PIPE,
-                                             stderr=err, env=full_env)
+                self.proc = subprocess.Popen(
+                    argv, stdout=subprocess.PIPE, stderr=err, env=full_env,
+                    stdin=subprocess.DEVNULL if stdin_text is None
+                    else subprocess.PIPE)
             self._pid_key = h._watch_pid(self.proc.pid)
+            if stdin_text is not None:
+                try:
+                    self.proc.stdin.write(stdin_text.encode())
+                    self.proc.stdin.close()
+                except BrokenPipeError:
+                    pass
             self._thread = threading.Thread(target=self._reader, daemon=True,
-                                            name=f'pool-load-{name}')
+                                            name=name)
             self._thread.start()
-        except BaseException:
+        except BaseException:  # nothing left behind when it cannot start
             self.close()
             raise
 
@@ -124,25 +130,61 @@ class PoolLoad:
 
     def _reader(self):
         for raw in iter(self.proc.stdout.readline, b''):
-            line = raw.decode('utf-8', 'replace').strip()
             try:
-                msg = json.loads(line)
+                msg = json.loads(raw)
             except ValueError:
-                msg = {'unparsed': line}
+                msg = {'unparsed': raw.decode('utf-8', 'replace').strip()}
             with self._cond:
-                self._lines.append(msg)
-                self._times.append(time.monotonic())
+                self.lines.append((time.monotonic(), msg))
                 self._cond.notify_all()
         with self._cond:
             self._eof = True
             self._cond.notify_all()
 
     def stderr(self):
+        """Its stderr so far, as text."""
         return h._read_text(self.stderr_path)
 
     def describe(self):
-        return (f'pool-load pid {self.pid}: last lines '
-                f'{self._lines[-3:]!r}; stderr:\n{h._tail(self.stderr())}')
+        return (f'{self.name} pid {self.pid}: last lines '
+                f'{[m for _, m in self.lines[-3:]]!r}; stderr:\n'
+                f'{h._tail(self.stderr())}')
+
+    def close(self):
+        try:
+            if self.proc is not None:
+                if self.proc.poll() is None:
+                    h._stop_process(self.proc, self.STOP_TIMEOUT)
+                self.proc.wait()
+                self.proc.stdout.close()
+            h._unwatch(self._pid_key)
+            self._pid_key = None
+            h._rmtree(self.dir, self._dir_key)
+            self._dir_key = None
+        finally:
+            h._unregister(self._key)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class PoolLoad(JsonLines):
+    """pool-load --socket SOCK --target TARGET ARGS... (tests/helpers/
+    pool-load.c; read its header) as JsonLines.  Its failures are the
+    tests' (AssertionError).  Used by test_pool.py, test_failover.py and
+    the benchmarks."""
+
+    STOP_TIMEOUT = 10
+
+    def __init__(self, sock, args=(), env=None, name='pool-load',
+                 target='DATABASE_URL'):
+        argv = h._wrapper() + h._binary(None, 'DBSWAP_POOL_LOAD') + \
+            ['--socket', sock, '--target', target, '--name', name] + \
+            [str(a) for a in args]
+        super().__init__(argv, None, name, env)
 
     def check_alive(self):
         if self.proc.poll() is not None:
@@ -152,7 +194,7 @@ class PoolLoad:
     def progress(self):
         """The last progress line, or None before the first."""
         with self._cond:
-            for msg in reversed(self._lines):
+            for _, msg in reversed(self.lines):
                 if 't' in msg:
                     return msg
         return None
@@ -162,7 +204,7 @@ class PoolLoad:
         deadline = time.monotonic() + timeout * h.TIMEOUT_SCALE
         with self._cond:
             while True:
-                for msg in reversed(self._lines):
+                for _, msg in reversed(self.lines):
                     if 't' in msg and predicate(msg):
                         return msg
                 if self._eof:
@@ -181,9 +223,10 @@ class PoolLoad:
         with self._cond:
             i = 0
             while True:
-                while i < len(self._lines):
-                    if self._times[i] >= t and 't' in self._lines[i]:
-                        return self._lines[i]
+                while i < len(self.lines):
+                    arrived, msg = self.lines[i]
+                    if arrived >= t and 't' in msg:
+                        return msg
                     i += 1
                 if self._eof:
                     raise AssertionError(f'pool-load ended before a progress'
@@ -199,8 +242,7 @@ class PoolLoad:
     def timeline(self):
         """[(arrival time, progress line)] so far."""
         with self._cond:
-            return [(t, m) for t, m in zip(self._times, self._lines)
-                    if 't' in m]
+            return [(t, m) for t, m in self.lines if 't' in m]
 
     def wait_exit(self, timeout=30):
         """Waits for pool-load to end by itself; returns (status, summary).
@@ -227,26 +269,11 @@ class PoolLoad:
         self._pid_key = None
         self._thread.join(10)
         with self._cond:
-            final = [m for m in self._lines if 'stats' in m]
+            final = [m for _, m in self.lines if 'stats' in m]
         if not final:
             raise AssertionError(f'pool-load (status {rc}) printed no '
                                  f'summary; {self.describe()}')
         return rc, final[-1]
-
-    def close(self):
-        try:
-            if self.proc is not None and self.proc.poll() is None:
-                h._stop_process(self.proc, 10)
-            if self.proc is not None:
-                self.proc.wait()
-                self.proc.stdout.close()
-            h._unwatch(self._pid_key)
-            self._pid_key = None
-            h._rmtree(getattr(self, 'dir', None),
-                      getattr(self, '_dir_key', None))
-            self._dir_key = None
-        finally:
-            h._unregister(self._key)
 
 
 def summary_field(summary, name):
