@@ -107,8 +107,8 @@ void layers_fini(struct layers *l)
 	*l = (struct layers){ 0 };
 }
 
-PRINTF(2, 3)
-static void layer_fail(struct layer *f, const char *fmt, ...)
+PRINTF(3, 4)
+static void layer_fail(struct layer *f, bool log, const char *fmt, ...)
 {
 	char buf[768];
 	va_list ap;
@@ -118,13 +118,36 @@ static void layer_fail(struct layer *f, const char *fmt, ...)
 	va_end(ap);
 	free(f->error);
 	f->error = strdup(buf);
-	log_warning("%s%s", buf,
-		    f->ever_good ? "; keeping its last good values" : "");
+	if (log)
+		log_warning("%s%s", buf,
+			    f->ever_good ? "; keeping its last good values"
+					 : "");
 }
 
-/* Reads the whole file into a malloc'ed buffer and notes what was read.
- * Returns 0, or a negative errno with the reason left in the layer. */
-static int layer_read(struct layer *f, uint8_t **bytes, size_t *len)
+/* Whether another process has fd's file open for writing, asked of the
+ * kernel with a read lease: 0 no (the lease is then held: drop it with
+ * layer_unlease() once read), 1 yes, -1 the kernel grants no lease here
+ * (not the file's owner and no CAP_LEASE, or a file system without
+ * leases).  Holding it only while reading delays a writer's open() by
+ * that long; the agent ignores SIGIO, which a lease break sends. */
+static int layer_lease(int fd)
+{
+	if (fcntl(fd, F_SETLEASE, F_RDLCK) == 0)
+		return 0;
+	return errno == EAGAIN ? 1 : -1;
+}
+
+static void layer_unlease(int fd)
+{
+	(void)fcntl(fd, F_SETLEASE, F_UNLCK);
+}
+
+/* Reads the whole file into a malloc'ed buffer and notes what was read;
+ * *writer says whether another process has it open for writing, as
+ * layer_lease().  Returns 0, or a negative errno with the reason in why
+ * (the layer's state set). */
+static int layer_read(struct layer *f, uint8_t **bytes, size_t *len,
+		      int *writer, char *why, size_t whylen)
 {
 	struct stat st;
 	size_t got = 0;
@@ -132,46 +155,45 @@ static int layer_read(struct layer *f, uint8_t **bytes, size_t *len)
 	int fd, r;
 
 	f->identity[0] = '\0';
-	fd = open(f->path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	*writer = -1;
+	fd = file_open_regular(f->path, &st);
 	if (fd < 0) {
-		r = neg_errno();
-		if (r == -ENOENT) {
-			f->state = LAYER_MISSING;
-			layer_fail(f, "%s: file is missing", f->path);
-		} else {
-			f->state = LAYER_ERROR;
-			layer_fail(f, "%s: cannot open: %s", f->path,
-				   strerror(-r));
-		}
-		return r;
+		f->state = fd == -ENOENT ? LAYER_MISSING : LAYER_ERROR;
+		if (fd == -ENOENT)
+			snprintf(why, whylen, "%s: file is missing", f->path);
+		else if (fd == -EISDIR || fd == -EINVAL)
+			snprintf(why, whylen, "%s: is %s, not a regular file",
+				 f->path, file_type_name(st.st_mode));
+		else
+			snprintf(why, whylen, "%s: cannot open: %s", f->path,
+				 strerror(-fd));
+		return fd;
 	}
 	f->state = LAYER_ERROR;
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		r = -EINVAL;
-		layer_fail(f, "%s: not a regular file", f->path);
-		goto err_fd;
-	}
 	file_identity(&st, f->identity);
 	if (st.st_size > LAYERS_FILE_MAX) {
 		r = -EFBIG;
-		layer_fail(f, "%s: file of %lld bytes is over the %d byte limit",
-			   f->path, (long long)st.st_size, LAYERS_FILE_MAX);
+		snprintf(why, whylen, "%s: file of %lld bytes is over the %d "
+			 "byte limit", f->path, (long long)st.st_size,
+			 LAYERS_FILE_MAX);
 		goto err_fd;
 	}
 	/* One byte more than the limit, to notice a file that grew since. */
 	buf = malloc(LAYERS_FILE_MAX + 1);
 	if (!buf) {
 		r = -ENOMEM;
+		snprintf(why, whylen, "%s: out of memory", f->path);
 		goto err_fd;
 	}
+	*writer = layer_lease(fd);
 	for (;;) {
 		ssize_t n = read(fd, buf + got, LAYERS_FILE_MAX + 1 - got);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
 			r = neg_errno();
-			layer_fail(f, "%s: cannot read: %s", f->path,
-				   strerror(-r));
+			snprintf(why, whylen, "%s: cannot read: %s", f->path,
+				 strerror(-r));
 			goto err_buf;
 		}
 		if (n == 0)
@@ -179,22 +201,91 @@ static int layer_read(struct layer *f, uint8_t **bytes, size_t *len)
 		got += (size_t)n;
 		if (got > LAYERS_FILE_MAX) {
 			r = -EFBIG;
-			layer_fail(f, "%s: file is over the %d byte limit",
-				   f->path, LAYERS_FILE_MAX);
+			snprintf(why, whylen, "%s: file is over the %d byte "
+				 "limit", f->path, LAYERS_FILE_MAX);
 			goto err_buf;
 		}
 	}
+	if (*writer == 0)
+		layer_unlease(fd);
 	close(fd);
 	*bytes = buf;
 	*len = got;
 	return 0;
 
 err_buf:
+	if (*writer == 0)
+		layer_unlease(fd);
 	explicit_bzero(buf, got);
 	free(buf);
 err_fd:
 	close(fd);
 	return r;
+}
+
+/* Whether a failed read is worth trying again without a change being
+ * seen: not for what only a change to the file or a link can fix (those
+ * are watched), only for what may pass (permissions fixed elsewhere, out
+ * of descriptors or memory, I/O errors, a path that changed mid-open). */
+static bool layer_retryable(int r)
+{
+	switch (-r) {
+	case ENOENT:
+	case ENOTDIR:
+	case ELOOP:
+	case ENAMETOOLONG:
+	case EISDIR:
+	case EINVAL:
+	case EFBIG:
+		return false;
+	}
+	return true;
+}
+
+/* A writer has the file open and what it holds is not the version in
+ * force: whether to put it off (returns true; *recheck_ms set), or to use
+ * it because the writer has had long enough and it stopped changing. */
+static bool layer_put_off(struct layer *f, const uint8_t hash[32],
+			  int64_t *recheck_ms)
+{
+	int64_t now = now_ms(), waited, stable, left;
+	bool first = f->open_since_ms == 0;
+
+	if (f->ever_good && sodium_memcmp(hash, f->good_hash, 32) == 0) {
+		f->open_since_ms = 0;
+		return false;
+	}
+	if (first) {
+		f->open_since_ms = now;
+		f->open_hash_ms = now;
+		memcpy(f->open_hash, hash, sizeof(f->open_hash));
+	} else if (sodium_memcmp(hash, f->open_hash, 32) != 0) {
+		f->open_hash_ms = now;
+		memcpy(f->open_hash, hash, sizeof(f->open_hash));
+	}
+	waited = now - f->open_since_ms;
+	stable = now - f->open_hash_ms;
+	if (waited >= LAYERS_UNCLOSED_MAX_MS &&
+	    stable >= LAYERS_UNCLOSED_STABLE_MS) {
+		log_warning("%s: still open for writing after %lld s, but "
+			    "unchanged for %lld s: reading it", f->path,
+			    (long long)(waited / 1000),
+			    (long long)(stable / 1000));
+		f->open_since_ms = 0;
+		return false;
+	}
+	f->state = LAYER_WRITING;
+	layer_fail(f, false, "%s: open for writing by another process; "
+		   "waiting for it to close (or, after %d s, for the content "
+		   "to stay unchanged for %d s)", f->path,
+		   LAYERS_UNCLOSED_MAX_MS / 1000,
+		   LAYERS_UNCLOSED_STABLE_MS / 1000);
+	if (first)
+		log_notice("%s", f->error);
+	left = MAX(LAYERS_UNCLOSED_MAX_MS - waited,
+		   LAYERS_UNCLOSED_STABLE_MS - stable);
+	*recheck_ms = MIN(LAYERS_UNCLOSED_RECHECK_MS, MAX(left, 10));
+	return true;
 }
 
 /* Turns what was read into plaintext in sodium memory, decrypting a sealed
@@ -216,7 +307,8 @@ static int layer_plaintext(struct layers *l, struct layer *f, uint8_t *bytes,
 				    bytes, len, &plain, &plain_len, err,
 				    sizeof(err));
 		if (r < 0 && r != -ENOMEM)
-			layer_fail(f, "%s: encrypted file: %s", f->path, err);
+			layer_fail(f, true, "%s: encrypted file: %s", f->path,
+				   err);
 	} else {
 		/* A copy, so that all kept text is in one kind of memory. */
 		plain_len = len;
@@ -261,28 +353,60 @@ static int layers_reparse(struct layers *l, size_t from)
 	return 0;
 }
 
-int layers_reload(struct layers *l, size_t i, uint64_t seq)
+int layers_reload(struct layers *l, size_t i, uint64_t seq, bool writer_open,
+		  int64_t *recheck_ms)
 {
 	struct layer *f = &l->files[i];
+	char before[sizeof(f->identity)], why[640];
+	uint8_t hash[32];
 	struct env_file parsed;
 	struct env_error err;
 	unsigned decrypted;
 	uint8_t *bytes = NULL;
 	size_t len = 0, text_len;
+	int writer;
 	bool sealed;
 	char *text;
 	int r;
 
-	char before[sizeof(f->identity)];
-
+	*recheck_ms = -1;
 	memcpy(before, f->identity, sizeof(before));
-	r = layer_read(f, &bytes, &len);
+	r = layer_read(f, &bytes, &len, &writer, why, sizeof(why));
 	/* The evaluation that first saw this version: re-reading the same
 	 * version later (a reload) must not hide what that one changed. */
 	if (!streq(before, f->identity) || f->read_seq == 0)
 		f->read_seq = seq;
-	if (r == 0)
-		r = layer_plaintext(l, f, bytes, len, &text, &text_len, &sealed);
+	if (r < 0 && layer_retryable(r)) {
+		int64_t delay = backoff_ms(f->read_failures, LAYERS_RETRY_FIRST_MS,
+					   LAYERS_RETRY_MAX_MS);
+		/* Logged when the reason changes, not at every retry. */
+		layer_fail(f, f->read_failures == 0 || f->read_errno != -r,
+			   "%s; retrying in %lld ms", why, (long long)delay);
+		if (f->read_failures < 32)
+			f->read_failures++;
+		f->read_errno = -r;
+		*recheck_ms = delay;
+		return r == -ENOMEM ? r : 0;
+	}
+	if (r < 0) {
+		layer_fail(f, true, "%s", why);
+		f->read_failures = 0;
+		return 0;
+	}
+	if (f->read_failures) {
+		log_notice("%s: readable again", f->path);
+		f->read_failures = 0;
+		f->read_errno = 0;
+	}
+	crypto_generichash(hash, sizeof(hash), bytes, len, NULL, 0);
+	if ((writer >= 0 ? writer == 1 : writer_open) &&
+	    layer_put_off(f, hash, recheck_ms)) {
+		explicit_bzero(bytes, len);
+		free(bytes);
+		return 0;
+	}
+	f->open_since_ms = 0;
+	r = layer_plaintext(l, f, bytes, len, &text, &text_len, &sealed);
 	if (r == -ENOMEM)
 		return r;
 	if (r < 0)
@@ -292,6 +416,7 @@ int layers_reload(struct layers *l, size_t i, uint64_t seq)
 		/* The same text as the good version (a sealed file's bytes
 		 * differ at each sealing): any earlier error is over. */
 		text_free(text, text_len);
+		memcpy(f->good_hash, hash, sizeof(hash));
 		f->state = LAYER_OK;
 		free(f->error);
 		f->error = NULL;
@@ -303,11 +428,12 @@ int layers_reload(struct layers *l, size_t i, uint64_t seq)
 		if (r == -ENOMEM)
 			return r;
 		f->state = LAYER_ERROR;
-		layer_fail(f, "%s:%u:%u: %s", f->path, err.line, err.column,
-			   err.message);
+		layer_fail(f, true, "%s:%u:%u: %s", f->path, err.line,
+			   err.column, err.message);
 		return 0;
 	}
 	layer_set_text(f, text, text_len);
+	memcpy(f->good_hash, hash, sizeof(hash));
 	env_file_fini(&f->parsed);
 	f->parsed = parsed;
 	f->state = LAYER_OK;

@@ -13,6 +13,27 @@
  * status, and the last good text stays in force.  Because ${VAR} expansion
  * reads lower layers, every file is re-parsed from its kept text whenever
  * any layer changes.
+ *
+ * Only a regular file is ever opened (common/util.h file_open_regular()):
+ * a FIFO, socket, device or directory at the path, or as a symlink's
+ * target, is an error that names its type, never a read that waits.
+ *
+ * A file still being written is not used.  Whether another process has it
+ * open for writing is asked of the kernel with a read lease (F_SETLEASE
+ * F_RDLCK fails with EAGAIN exactly then); where the kernel grants none
+ * (the agent neither owns the file nor has CAP_LEASE, or the file system
+ * has no leases) the watcher's word is taken (inotify saw a write and no
+ * close).  Content read while a writer has the file open is used only
+ * once the writer has had LAYERS_UNCLOSED_MAX_MS and the content has not
+ * changed for LAYERS_UNCLOSED_STABLE_MS: a writer that keeps a file open
+ * for good must not block updates forever, but no prefix of a value
+ * written by a slow writer (".../app" of ".../app_staging") is taken for
+ * the value meanwhile.
+ *
+ * A read that fails for a reason that may pass (EACCES fixed by a chmod
+ * on a directory, EMFILE, ENFILE, EIO, ENOMEM) is retried with backoff
+ * (LAYERS_RETRY_FIRST_MS doubling to LAYERS_RETRY_MAX_MS) for as long as
+ * the agent runs: the caller is told when to look again.
  */
 #ifndef DBSWAP_AGENT_LAYERS_H
 #define DBSWAP_AGENT_LAYERS_H
@@ -27,10 +48,26 @@
 /* Largest env file read: the format's limit. */
 #define LAYERS_FILE_MAX ENV_FILE_MAX
 
+/* How long a writer may keep a changed file open before its content may
+ * be used anyway, and for how long that content must then stay the same.
+ * Editors, scripts and deploy tools close within a second; 30 s is far
+ * beyond a slow one, and 5 s without a change says it is done. */
+#define LAYERS_UNCLOSED_MAX_MS 30000
+#define LAYERS_UNCLOSED_STABLE_MS 5000
+/* How often a file held open by a writer is read again meanwhile (its
+ * close is reported at once anyway; this bounds a close that inotify
+ * cannot tell, such as another writer's). */
+#define LAYERS_UNCLOSED_RECHECK_MS 1000
+
+/* Retries of a read that failed for a reason that may pass. */
+#define LAYERS_RETRY_FIRST_MS 100
+#define LAYERS_RETRY_MAX_MS 30000
+
 enum layer_state {
 	LAYER_OK,      /* the current text parsed */
 	LAYER_ERROR,   /* the current text was rejected; last good in force */
 	LAYER_MISSING, /* the file is gone; last good in force */
+	LAYER_WRITING, /* a writer has it open; last good in force */
 };
 
 /* How a layer's last good version was protected on disk. */
@@ -57,6 +94,19 @@ struct layer {
 	 * evaluation sequence number when that version was first read. */
 	char identity[FILE_IDENTITY_MAX];
 	uint64_t read_seq;
+
+	/* Read failures in a row that are retried, and the last one's errno
+	 * (logged once, not at every retry). */
+	unsigned read_failures;
+	int read_errno;
+	/* The raw bytes of the version in force, hashed: what a writer holds
+	 * open is compared with it without decrypting. */
+	uint8_t good_hash[32];
+	/* While a writer holds changed content open: since when, and the
+	 * hash of the content read last and since when it is so. */
+	int64_t open_since_ms; /* 0 when no writer is at work */
+	uint8_t open_hash[32];
+	int64_t open_hash_ms;
 };
 
 struct layers {
@@ -69,11 +119,15 @@ int layers_init(struct layers *l, char *const *paths, size_t n,
 		struct keys *keys);
 void layers_fini(struct layers *l);
 
-/* Re-reads file i from disk, as evaluation seq.  Returns 1 when the
- * effective environment may have changed (new good text), 0 when nothing
- * changed or the new version was rejected (see the layer's state and
- * error), or -ENOMEM. */
-int layers_reload(struct layers *l, size_t i, uint64_t seq);
+/* Re-reads file i from disk, as evaluation seq; writer_open is the
+ * watcher's word on a writer at work (watch.h), used where the kernel
+ * grants no lease.  Returns 1 when the effective environment may have
+ * changed (new good text), 0 when nothing changed or the new version was
+ * rejected or put off (see the layer's state and error), or -ENOMEM.
+ * *recheck_ms is set to when to read the file again though no change is
+ * seen (a writer at work, a read error that may pass), else to -1. */
+int layers_reload(struct layers *l, size_t i, uint64_t seq, bool writer_open,
+		  int64_t *recheck_ms);
 
 /* The effective value of name: the highest file defining it, else the
  * process environment, else NULL. */

@@ -379,7 +379,25 @@ void agent_update_targets(struct agent *a)
 	}
 }
 
-static void agent_file_changed(const char *path, int64_t first_us, void *data)
+/* Reads layer i again; asks the watcher to report it again when the
+ * layer says so (a writer at work, a read error that may pass).  Returns
+ * what layers_reload() did. */
+static int agent_read_layer(struct agent *a, size_t i, bool writer_open)
+{
+	const char *path = a->layers.files[i].path;
+	int64_t recheck_ms;
+	int r = layers_reload(&a->layers, i, a->eval_seq, writer_open,
+			      &recheck_ms);
+
+	if (r < 0)
+		log_error("%s: %s", path, strerror(-r));
+	if (recheck_ms >= 0)
+		watcher_recheck(a->watcher, path, recheck_ms);
+	return r;
+}
+
+static void agent_file_changed(const char *path,
+			       const struct watch_report *rep, void *data)
 {
 	struct agent *a = data;
 	bool changed = false;
@@ -387,18 +405,14 @@ static void agent_file_changed(const char *path, int64_t first_us, void *data)
 
 	a->eval_seq++;
 	/* Several --env options may name the same file. */
-	for (size_t i = 0; i < a->layers.n_files; i++) {
-		if (!streq(a->layers.files[i].path, path))
-			continue;
-		int r = layers_reload(&a->layers, i, a->eval_seq);
-		if (r < 0)
-			log_error("%s: %s", path, strerror(-r));
-		changed |= r > 0;
-	}
+	for (size_t i = 0; i < a->layers.n_files; i++)
+		if (streq(a->layers.files[i].path, path))
+			changed |= agent_read_layer(a, i, rep->writer_open) > 0;
 	/* Where the time of a rotation goes, before the validation (the
 	 * benchmark reads this). */
 	log_debug("%s: read %.2f ms after its first event; read, decrypted "
-		  "and parsed in %.2f ms%s", path, (read_us - first_us) / 1000.0,
+		  "and parsed in %.2f ms%s", path,
+		  (read_us - rep->first_us) / 1000.0,
 		  (now_us() - read_us) / 1000.0, changed ? "" : " (no change)");
 	if (changed)
 		agent_update_targets(a);
@@ -414,12 +428,8 @@ void agent_reload(struct agent *a)
 	if (r == -ENOMEM)
 		log_error("keys: out of memory");
 	a->eval_seq++;
-	for (size_t i = 0; i < a->layers.n_files; i++) {
-		r = layers_reload(&a->layers, i, a->eval_seq);
-		if (r < 0)
-			log_error("%s: %s", a->layers.files[i].path,
-				  strerror(-r));
-	}
+	for (size_t i = 0; i < a->layers.n_files; i++)
+		agent_read_layer(a, i, false);
 	agent_update_targets(a);
 	/* A reload also gives a candidate that gave up another chance. */
 	for (size_t i = 0; i < a->n_targets; i++)
@@ -512,7 +522,7 @@ static int agent_init(struct agent *a, const struct options *o)
 		return r;
 	a->eval_seq++;
 	for (size_t i = 0; i < a->layers.n_files; i++) {
-		r = layers_reload(&a->layers, i, a->eval_seq);
+		r = agent_read_layer(a, i, false);
 		if (r < 0)
 			return r;
 	}
@@ -569,6 +579,9 @@ int main(int argc, char **argv)
 	 * uids. */
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	signal(SIGPIPE, SIG_IGN);
+	/* A lease break (layers.c holds a read lease while reading a file)
+	 * sends SIGIO, which would kill the agent. */
+	signal(SIGIO, SIG_IGN);
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);

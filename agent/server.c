@@ -853,7 +853,7 @@ static void pack_layer(struct ipc_writer *w, const struct layer *f)
 {
 	static const char *const names[] = {
 		[LAYER_OK] = "ok", [LAYER_ERROR] = "error",
-		[LAYER_MISSING] = "missing",
+		[LAYER_MISSING] = "missing", [LAYER_WRITING] = "writing",
 	};
 	static const char *const crypts[] = {
 		[LAYER_PLAIN] = "none", [LAYER_SEALED] = "file",

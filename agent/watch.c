@@ -1,18 +1,24 @@
 /*
- * The agent's file watcher: inotify on each file's directory, a settle timer
- * per file, a retry timer per missing directory; see watch.h.
+ * The agent's file watcher: inotify on the directories a file's path
+ * resolves through, a settle timer and a retry timer per file; see
+ * watch.h.
  *
- * Files and directories are few (a handful of env files), so they are kept
- * in plain lists and every event scans them.  Two directory entries may
- * share one inotify watch descriptor when two spellings name the same
- * directory ("d" and "d/."): events are matched by wd, so both see them.
+ * Files are few (a handful of env files) and their paths short, so each
+ * file keeps a plain array of the (directory, name) pairs its path went
+ * through when it was last resolved, and every event scans them.
+ * Directories are shared by inotify watch descriptor: the kernel gives an
+ * inode one wd whatever path reached it, so two spellings of a directory
+ * ("d", "d/.", a link to it) are one entry, and its watch is removed once,
+ * when no file needs it any more.
  *
  * Callbacks only ever run from a file's settle timer, never from the
  * inotify handler, so a callback that adds files or frees the watcher
- * cannot pull the lists from under an event scan.
+ * cannot pull the lists from under an event scan.  Resolution, which adds
+ * and drops watches, runs from the timers too.
  */
 #include <fcntl.h>
-#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
@@ -36,24 +42,40 @@
 
 struct watch_dir {
 	struct watcher *w;
-	char *path;
-	int wd;	/* -1 while the directory is missing */
-	struct loop_timer *retry;
-	unsigned attempt; /* retries so far, for the backoff */
+	char *path;   /* as first reached, for messages */
+	int wd;       /* -1 once the kernel dropped the watch */
+	unsigned refs;
 	struct watch_dir *next;
+};
+
+/* A name in a directory that the file's path goes through: a symlink, or
+ * the last component resolved (the file itself, or the first one
+ * missing). */
+struct watch_link {
+	struct watch_dir *dir;
+	char *name;
 };
 
 struct watch_file {
 	struct watcher *w;
 	char *path; /* as given */
-	char *base;
-	struct watch_dir *dir;
 	watch_fn *fn;
 	void *data;
+
+	/* From the last resolution; the last link is where it ended. */
+	struct watch_link *links;
+	size_t n_links;
+	bool is_file;  /* the last link is the path's final component */
+	char *real;    /* the path of the last link, directories resolved */
+	int watch_error; /* a watch that could not be added, for the log */
+
 	struct loop_timer *settle;
+	struct loop_timer *retry;
+	unsigned retry_attempt;
 	int64_t first_ms; /* first unreported event, -1 when none */
 	int64_t first_us; /* the same, finer, for the callback */
 	bool writing;	  /* open for writing: no IN_CLOSE_WRITE yet */
+	bool recheck;	  /* the caller asked: report even while writing */
 	struct watch_file *next;
 };
 
@@ -64,6 +86,228 @@ struct watcher {
 	struct watch_dir *dirs;
 	struct watch_file *files;
 };
+
+/* The directory entry for dir_path, watching it.  Returns 0 or the
+ * negative errno of inotify_add_watch(). */
+static int watch_dir_get(struct watcher *w, const char *dir_path,
+			 struct watch_dir **out)
+{
+	struct watch_dir *d;
+	int wd = inotify_add_watch(w->fd, dir_path, WATCH_DIR_MASK);
+
+	if (wd < 0)
+		return neg_errno();
+	for (d = w->dirs; d; d = d->next) {
+		if (d->wd == wd) {
+			d->refs++;
+			*out = d;
+			return 0;
+		}
+	}
+	d = zalloc(sizeof(*d));
+	if (!d || !(d->path = strdup(dir_path))) {
+		free(d);
+		inotify_rm_watch(w->fd, wd);
+		return -ENOMEM;
+	}
+	d->w = w;
+	d->wd = wd;
+	d->refs = 1;
+	d->next = w->dirs;
+	w->dirs = d;
+	*out = d;
+	return 0;
+}
+
+static void watch_dir_put(struct watch_dir *d)
+{
+	struct watcher *w = d->w;
+
+	if (--d->refs > 0)
+		return;
+	/* Its IN_IGNORED then matches no directory. */
+	if (d->wd >= 0)
+		inotify_rm_watch(w->fd, d->wd);
+	for (struct watch_dir **p = &w->dirs; *p; p = &(*p)->next) {
+		if (*p == d) {
+			*p = d->next;
+			break;
+		}
+	}
+	free(d->path);
+	free(d);
+}
+
+static void watch_links_free(struct watch_link *links, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		watch_dir_put(links[i].dir);
+		free(links[i].name);
+	}
+	free(links);
+}
+
+/* Links being collected by a resolution. */
+struct watch_chain {
+	struct watch_link *links;
+	size_t n, cap;
+};
+
+static int watch_chain_add(struct watcher *w, struct watch_chain *c,
+			   const char *dir, const char *name, size_t name_len)
+{
+	struct watch_link *l;
+	int r;
+
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 4;
+		l = realloc(c->links, cap * sizeof(*l));
+		if (!l)
+			return -ENOMEM;
+		c->links = l;
+		c->cap = cap;
+	}
+	l = &c->links[c->n];
+	l->name = strndup(name, name_len);
+	if (!l->name)
+		return -ENOMEM;
+	r = watch_dir_get(w, dir, &l->dir);
+	if (r < 0) {
+		free(l->name);
+		return r;
+	}
+	c->n++;
+	return 0;
+}
+
+/* dir + "/" + name into out (PATH_MAX); false when too long. */
+static bool watch_join(char *out, const char *dir, const char *name,
+		       size_t name_len)
+{
+	int n = snprintf(out, PATH_MAX, "%s%s%.*s", dir,
+			 streq(dir, "/") ? "" : "/", (int)name_len, name);
+
+	return n >= 0 && n < PATH_MAX;
+}
+
+/* cur's parent, as "..": lexical, since cur holds no symlink. */
+static void watch_parent(char *cur)
+{
+	char *slash = strrchr(cur, '/');
+	const char *last = slash ? slash + 1 : cur;
+
+	if (streq(last, ".") || streq(last, "..") || streq(cur, "/")) {
+		if (!streq(cur, "/") && strlen(cur) + 3 < PATH_MAX)
+			strcat(cur, "/..");
+		return;
+	}
+	if (slash == cur)
+		cur[1] = '\0';		/* "/etc" -> "/" */
+	else if (slash)
+		*slash = '\0';		/* "/a/b" -> "/a" */
+	else
+		strcpy(cur, ".");	/* "a" -> "." */
+}
+
+/*
+ * Resolves f->path one component at a time, as the kernel would, and
+ * watches each directory holding a symlink met on the way and the one
+ * holding the last component reached: the file, or the first component
+ * missing.  The new links replace the old ones (new watches are taken
+ * before old ones are dropped, so a directory in both is never unwatched).
+ * Returns 0, or a negative errno when a directory on the way cannot be
+ * watched: what could be watched is, and the caller retries.
+ */
+static int watch_resolve(struct watch_file *f)
+{
+	struct watch_chain c = { 0 };
+	char cur[PATH_MAX], rest[PATH_MAX], next[PATH_MAX];
+	char target[PATH_MAX], *old_real = f->real;
+	size_t at = 0;
+	unsigned followed = 0;
+	bool is_file = false, was_file = f->is_file;
+	int r = 0;
+
+	strcpy(cur, f->path[0] == '/' ? "/" : ".");
+	snprintf(rest, sizeof(rest), "%s", f->path);
+	f->real = NULL;
+	for (;;) {
+		const char *comp;
+		size_t len, end;
+		bool last;
+		struct stat st;
+
+		while (rest[at] == '/')
+			at++;
+		if (!rest[at])
+			break; /* ended on a directory: nothing to read */
+		comp = rest + at;
+		len = strcspn(comp, "/");
+		at += len;
+		for (end = at; rest[end] == '/'; end++)
+			;
+		last = rest[end] == '\0';
+		if (len == 1 && comp[0] == '.')
+			continue;
+		if (len == 2 && comp[0] == '.' && comp[1] == '.') {
+			watch_parent(cur);
+			continue;
+		}
+		if (!watch_join(next, cur, comp, len)) {
+			r = -ENAMETOOLONG;
+			break;
+		}
+		bool found = lstat(next, &st) == 0;
+		if (found && !last && S_ISDIR(st.st_mode)) {
+			strcpy(cur, next);
+			continue;
+		}
+		if (!found || !S_ISLNK(st.st_mode)) {
+			/* The file itself, a missing component, or one that
+			 * is not a directory: where the path ends for us
+			 * (the read says why). */
+			r = watch_chain_add(f->w, &c, cur, comp, len);
+			is_file = last;
+			f->real = strdup(next);
+			break;
+		}
+		/* A symlink: watch it where it is, then go where it
+		 * points. */
+		r = watch_chain_add(f->w, &c, cur, comp, len);
+		if (r < 0)
+			break;
+		if (++followed > WATCH_LINKS_MAX)
+			break; /* a loop: the read reports ELOOP */
+		ssize_t n = readlink(next, target, sizeof(target) - 1);
+		if (n <= 0)
+			break; /* replaced meanwhile: its event is queued */
+		target[n] = '\0';
+		if ((size_t)n + 1 + strlen(rest + at) >= sizeof(rest)) {
+			r = -ENAMETOOLONG;
+			break;
+		}
+		/* rest = target + rest[at..] */
+		memmove(rest + n, rest + at, strlen(rest + at) + 1);
+		memcpy(rest, target, (size_t)n);
+		at = 0;
+		if (target[0] == '/')
+			strcpy(cur, "/");
+	}
+	watch_links_free(f->links, f->n_links);
+	f->links = c.links;
+	f->n_links = c.n;
+	f->is_file = is_file;
+	if (old_real && f->real && !streq(old_real, f->real)) {
+		/* Another file now: a writer seen on the old one is not
+		 * writing this one. */
+		f->writing = false;
+		if (was_file && is_file)
+			log_info("watch: %s now resolves to %s", f->path,
+				 f->real);
+	}
+	free(old_real);
+	return r;
+}
 
 /* Notes an event for f: the report is (re)scheduled settle_ms from now,
  * but never later than WATCH_HOLD_MAX_MS after the first unreported event,
@@ -79,115 +323,90 @@ static void watch_touch(struct watch_file *f, int64_t now, int settle_ms)
 				      f->first_ms + WATCH_HOLD_MAX_MS));
 }
 
-/* How long to wait for more after ev on name: less when the event itself
- * says a whole new version is in place (a writer closed the file, a file
- * or the Kubernetes ..data link was renamed in). */
-static int watch_settle_ms(const struct watch_file *f, const char *name,
-			   uint32_t mask)
+static void watch_retry_arm(struct watch_file *f)
 {
-	if (name && (mask & IN_CLOSE_WRITE) && streq(name, f->base))
-		return WATCH_SETTLE_DONE_MS;
-	if (name && (mask & IN_MOVED_TO) &&
-	    (streq(name, f->base) || streq(name, "..data")))
-		return WATCH_SETTLE_DONE_MS;
-	return WATCH_SETTLE_MS;
+	int64_t delay = WATCH_RETRY_FIRST_MS;
+
+	for (unsigned i = 0; i < f->retry_attempt && delay < WATCH_RETRY_MAX_MS;
+	     i++)
+		delay *= 2;
+	loop_timer_arm_in(f->retry, MIN(delay, WATCH_RETRY_MAX_MS));
+	if (f->retry_attempt < 32)
+		f->retry_attempt++;
 }
 
-static void watch_touch_dir(struct watch_dir *d, bool gone)
+/* Resolves f again; a watch that cannot be added is logged once and
+ * retried.  Returns what watch_resolve() did. */
+static int watch_refresh(struct watch_file *f)
 {
-	int64_t now = now_ms();
+	int r = watch_resolve(f);
 
-	for (struct watch_file *f = d->w->files; f; f = f->next) {
-		if (f->dir != d)
-			continue;
-		if (gone)
-			f->writing = false;
-		watch_touch(f, now, WATCH_SETTLE_MS);
+	if (r < 0) {
+		if (r != f->watch_error)
+			log_warning("watch: cannot watch the path to %s: %s; "
+				    "retrying", f->path, strerror(-r));
+		f->watch_error = r;
+		if (!loop_timer_armed(f->retry))
+			watch_retry_arm(f);
+		return r;
 	}
+	if (f->watch_error)
+		log_notice("watch: %s is watched again", f->path);
+	f->watch_error = 0;
+	f->retry_attempt = 0;
+	loop_timer_disarm(f->retry);
+	return 0;
 }
 
 static void watch_settled(struct loop_timer *t, void *data)
 {
 	struct watch_file *f = data;
+	struct watch_report rep;
 
-	if (f->writing && now_ms() < f->first_ms + WATCH_HOLD_MAX_MS) {
+	if (f->writing && !f->recheck &&
+	    now_ms() < f->first_ms + WATCH_HOLD_MAX_MS) {
 		/* The writer's IN_CLOSE_WRITE re-arms the timer; this
 		 * deadline is only the cap. */
 		loop_timer_arm(t, f->first_ms + WATCH_HOLD_MAX_MS);
 		return;
 	}
-	/* Reported anyway after the cap: if the writer is still at it, its
-	 * next IN_MODIFY sets the flag again. */
-	f->writing = false;
+	/* The watches first: nothing written after the callback's read can
+	 * then be missed. */
+	watch_refresh(f);
+	rep = (struct watch_report){
+		.first_us = f->first_us,
+		.writer_open = f->writing,
+	};
 	f->first_ms = -1;
+	f->recheck = false;
 	/* Last thing: the callback may free the watcher. */
-	f->fn(f->path, f->first_us, f->data);
+	f->fn(f->path, &rep, f->data);
 }
 
-/* Adds the inotify watch for d.  Returns 0, or a negative errno; -ENOENT
- * and -ENOTDIR mean the directory is missing. */
-static int watch_dir_add(struct watch_dir *d)
-{
-	int wd = inotify_add_watch(d->w->fd, d->path, WATCH_DIR_MASK);
-
-	if (wd < 0)
-		return neg_errno();
-	d->wd = wd;
-	d->attempt = 0;
-	return 0;
-}
-
-static void watch_retry_arm(struct watch_dir *d)
-{
-	int64_t delay = WATCH_RETRY_FIRST_MS;
-
-	for (unsigned i = 0; i < d->attempt && delay < WATCH_RETRY_MAX_MS; i++)
-		delay *= 2;
-	loop_timer_arm_in(d->retry, MIN(delay, WATCH_RETRY_MAX_MS));
-	if (d->attempt < 32)
-		d->attempt++;
-}
-
+/* A watch could not be added: try again, and report once it is in
+ * place, as changes may have been missed meanwhile. */
 static void watch_retry(struct loop_timer *t, void *data)
 {
-	struct watch_dir *d = data;
-	int r = watch_dir_add(d);
+	struct watch_file *f = data;
 
-	if (r == -ENOENT || r == -ENOTDIR) {
-		watch_retry_arm(d);
-		return;
-	}
-	if (r < 0) {
-		log_warning("watch: cannot watch directory %s: %s", d->path,
-			    strerror(-r));
-		watch_retry_arm(d);
-		return;
-	}
-	log_notice("watch: directory %s is back", d->path);
-	/* The watch is in place before the report, so nothing written after
-	 * the callback's read can be missed. */
-	watch_touch_dir(d, false);
+	if (watch_refresh(f) == 0)
+		watch_touch(f, now_ms(), WATCH_SETTLE_MS);
 }
 
-/* The directory of d is gone (deleted, moved away, unmounted): report its
- * files once and retry the watch until it is back. */
-static void watch_dir_lost(struct watch_dir *d)
+/* How long to wait for more after an event on link (the last one when
+ * last): less when the event itself says a whole new version is in place
+ * (a writer closed the file, it or a link on the way was renamed in). */
+static int watch_settle_ms(const char *name, bool last, uint32_t mask)
 {
-	log_notice("watch: directory %s is gone, retrying", d->path);
-	d->wd = -1;
-	d->attempt = 0;
-	watch_touch_dir(d, true);
-	watch_retry_arm(d);
+	if (name && last && (mask & IN_CLOSE_WRITE))
+		return WATCH_SETTLE_DONE_MS;
+	if (name && (mask & IN_MOVED_TO))
+		return WATCH_SETTLE_DONE_MS;
+	return WATCH_SETTLE_MS;
 }
 
-/* Whether an event named name (NULL for an event on the directory itself)
- * concerns f. */
-static bool watch_concerns(const struct watch_file *f, const char *name)
-{
-	return !name || streq(name, f->base) || strncmp(name, "..", 2) == 0;
-}
-
-/* Updates f's "open for writing" state from an event on its own name. */
+/* Updates f's "open for writing" state from an event on the file's own
+ * name. */
 static void watch_track_writer(struct watch_file *f, uint32_t mask)
 {
 	struct stat st;
@@ -201,7 +420,7 @@ static void watch_track_writer(struct watch_file *f, uint32_t mask)
 		 * gets to it: an empty file must not be reported meanwhile.
 		 * Only a lone regular file counts as opened for writing; a
 		 * symlink, hard link or node gets no IN_CLOSE_WRITE. */
-		if (lstat(f->path, &st) == 0 && S_ISREG(st.st_mode) &&
+		if (f->real && lstat(f->real, &st) == 0 && S_ISREG(st.st_mode) &&
 		    st.st_nlink == 1)
 			f->writing = true;
 	}
@@ -212,66 +431,55 @@ void watcher_overflow(struct watcher *w)
 	int64_t now = now_ms();
 
 	log_warning("watch: inotify queue overflow, rereading all");
-	/* The lost events may have said that a directory was deleted or
-	 * moved away (IN_IGNORED, IN_MOVE_SELF): look each path up again.
-	 * Adding a watch on an inode already watched returns its wd; another
-	 * wd means the path now names another directory. */
-	for (struct watch_dir *d = w->dirs; d; d = d->next) {
-		int wd;
-
-		if (d->wd < 0)
-			continue; /* its retry timer is on it */
-		wd = inotify_add_watch(w->fd, d->path, WATCH_DIR_MASK);
-		if (wd < 0 && (errno == ENOENT || errno == ENOTDIR)) {
-			inotify_rm_watch(w->fd, d->wd);
-			watch_dir_lost(d);
-		} else if (wd < 0) {
-			log_warning("watch: cannot watch directory %s again: "
-				    "%s", d->path, strerror(errno));
-		} else if (wd != d->wd) {
-			log_notice("watch: directory %s was replaced",
-				   d->path);
-			/* Its IN_IGNORED then matches no directory. */
-			inotify_rm_watch(w->fd, d->wd);
-			d->wd = wd;
-		}
-	}
-	/* Every file may have changed: each is reported once, as for an
-	 * event on it (settled, and after a writer seen open has closed it,
-	 * WATCH_HOLD_MAX_MS at most, since its IN_CLOSE_WRITE may be among
-	 * the lost events). */
-	for (struct watch_file *f = w->files; f; f = f->next)
+	/* Every file may have changed, and any directory or link on the
+	 * way may have been replaced: each is resolved again and reported
+	 * once.  Whether a writer is still at work cannot be told (its
+	 * IN_CLOSE_WRITE may be among the lost events): the reader's own
+	 * check decides (layers.h). */
+	for (struct watch_file *f = w->files; f; f = f->next) {
+		f->writing = false;
 		watch_touch(f, now, WATCH_SETTLE_MS);
+	}
 }
 
 static void watch_handle_event(struct watcher *w,
 			       const struct inotify_event *ev, int64_t now)
 {
 	const char *name = ev->len > 0 ? ev->name : NULL;
+	uint32_t gone = IN_IGNORED | IN_MOVE_SELF | IN_DELETE_SELF;
 
 	if (ev->mask & IN_Q_OVERFLOW) {
 		watcher_overflow(w);
 		return;
 	}
 	for (struct watch_file *f = w->files; f; f = f->next) {
-		if (f->dir->wd != ev->wd || !watch_concerns(f, name))
-			continue;
-		if (name && streq(name, f->base))
-			watch_track_writer(f, ev->mask);
-		watch_touch(f, now, watch_settle_ms(f, name, ev->mask));
-	}
-	if (ev->mask & (IN_IGNORED | IN_MOVE_SELF)) {
-		for (struct watch_dir *d = w->dirs; d; d = d->next) {
-			if (d->wd != ev->wd)
+		for (size_t i = 0; i < f->n_links; i++) {
+			const struct watch_link *l = &f->links[i];
+			bool last = i + 1 == f->n_links;
+
+			if (l->dir->wd != ev->wd ||
+			    (name && !streq(name, l->name)))
 				continue;
-			/* Moved away: the path now names something else (or
-			 * nothing); drop the watch and look up the path
-			 * again.  Removing it queues an IN_IGNORED that then
-			 * matches no directory. */
-			if (ev->mask & IN_MOVE_SELF)
-				inotify_rm_watch(w->fd, d->wd);
-			watch_dir_lost(d);
+			if (last && name && f->is_file)
+				watch_track_writer(f, ev->mask);
+			else if (last && !name && (ev->mask & gone))
+				f->writing = false;
+			watch_touch(f, now, watch_settle_ms(name, last,
+							    ev->mask));
+			break;
 		}
+	}
+	if (!(ev->mask & gone))
+		return;
+	/* The directory is gone or moved away: the path no longer goes
+	 * through it.  Its files, touched above, resolve again. */
+	for (struct watch_dir *d = w->dirs; d; d = d->next) {
+		if (d->wd != ev->wd)
+			continue;
+		if (ev->mask & IN_MOVE_SELF)
+			inotify_rm_watch(w->fd, d->wd);
+		if (ev->mask & (IN_MOVE_SELF | IN_IGNORED))
+			d->wd = -1;
 	}
 }
 
@@ -329,6 +537,16 @@ err_watcher:
 	return r;
 }
 
+static void watch_file_free(struct watch_file *f)
+{
+	watch_links_free(f->links, f->n_links);
+	loop_timer_free(f->settle);
+	loop_timer_free(f->retry);
+	free(f->real);
+	free(f->path);
+	free(f);
+}
+
 void watcher_free(struct watcher *w)
 {
 	if (!w)
@@ -336,17 +554,7 @@ void watcher_free(struct watcher *w)
 	while (w->files) {
 		struct watch_file *f = w->files;
 		w->files = f->next;
-		loop_timer_free(f->settle);
-		free(f->base);
-		free(f->path);
-		free(f);
-	}
-	while (w->dirs) {
-		struct watch_dir *d = w->dirs;
-		w->dirs = d->next;
-		loop_timer_free(d->retry);
-		free(d->path);
-		free(d);
+		watch_file_free(f);
 	}
 	loop_remove_fd(w->source);
 	/* Closing the inotify fd drops every watch. */
@@ -354,102 +562,23 @@ void watcher_free(struct watcher *w)
 	free(w);
 }
 
-/* Finds or creates the entry for directory dir_path, watching it or, when
- * it is missing, arming its retry.  Returns 0 or a negative errno. */
-static int watch_dir_get(struct watcher *w, const char *dir_path,
-			 struct watch_dir **out)
-{
-	struct watch_dir *d;
-	int r;
-
-	for (d = w->dirs; d; d = d->next) {
-		if (streq(d->path, dir_path)) {
-			*out = d;
-			return 0;
-		}
-	}
-	d = zalloc(sizeof(*d));
-	if (!d)
-		return -ENOMEM;
-	d->w = w;
-	d->wd = -1;
-	d->path = strdup(dir_path);
-	if (!d->path) {
-		r = -ENOMEM;
-		goto err_dir;
-	}
-	d->retry = loop_timer_new(w->loop, watch_retry, d);
-	if (!d->retry) {
-		r = -ENOMEM;
-		goto err_path;
-	}
-	r = watch_dir_add(d);
-	if (r == -ENOENT || r == -ENOTDIR) {
-		log_notice("watch: directory %s is missing, retrying", d->path);
-		watch_retry_arm(d);
-	} else if (r < 0) {
-		goto err_timer;
-	}
-	d->next = w->dirs;
-	w->dirs = d;
-	*out = d;
-	return 0;
-
-err_timer:
-	loop_timer_free(d->retry);
-err_path:
-	free(d->path);
-err_dir:
-	free(d);
-	return r;
-}
-
-/* Splits path into copies of its directory and base names.  Returns 0 or
- * -EINVAL for a path that names no file, -ENOMEM. */
-static int watch_split(const char *path, char **dir_out, char **base_out)
+/* Whether path names a file: not empty, not ending in '/', ".", "..". */
+static bool watch_path_ok(const char *path)
 {
 	size_t len = strlen(path);
-	char *dir_copy, *base_copy, *base;
-	int r = -ENOMEM;
+	const char *base = strrchr(path, '/');
 
-	if (len == 0 || path[len - 1] == '/')
-		return -EINVAL;
-	dir_copy = strdup(path);
-	if (!dir_copy)
-		return -ENOMEM;
-	base_copy = strdup(path);
-	if (!base_copy)
-		goto err_dir_copy;
-	base = basename(base_copy);
-	if (streq(base, ".") || streq(base, "..")) {
-		r = -EINVAL;
-		goto err_base_copy;
-	}
-	*base_out = strdup(base);
-	if (!*base_out)
-		goto err_base_copy;
-	*dir_out = strdup(dirname(dir_copy));
-	if (!*dir_out)
-		goto err_base;
-	free(base_copy);
-	free(dir_copy);
-	return 0;
-
-err_base:
-	free(*base_out);
-err_base_copy:
-	free(base_copy);
-err_dir_copy:
-	free(dir_copy);
-	return r;
+	base = base ? base + 1 : path;
+	return len > 0 && len < PATH_MAX && path[len - 1] != '/' &&
+	       !streq(base, ".") && !streq(base, "..");
 }
 
 int watcher_add(struct watcher *w, const char *path, watch_fn *fn, void *data)
 {
 	struct watch_file *f;
-	char *dir_path;
-	int r;
 
+	if (!watch_path_ok(path))
+		return -EINVAL;
 	f = zalloc(sizeof(*f));
 	if (!f)
 		return -ENOMEM;
@@ -458,42 +587,44 @@ int watcher_add(struct watcher *w, const char *path, watch_fn *fn, void *data)
 	f->data = data;
 	f->first_ms = -1;
 	f->path = strdup(path);
-	if (!f->path) {
-		r = -ENOMEM;
-		goto err_file;
-	}
-	r = watch_split(path, &dir_path, &f->base);
-	if (r < 0)
-		goto err_path;
 	f->settle = loop_timer_new(w->loop, watch_settled, f);
-	if (!f->settle) {
-		r = -ENOMEM;
-		goto err_split;
+	f->retry = loop_timer_new(w->loop, watch_retry, f);
+	if (!f->path || !f->settle || !f->retry) {
+		watch_file_free(f);
+		return -ENOMEM;
 	}
-	/* Last step that can fail: a directory entry it creates stays valid
-	 * for later files even if this one were dropped. */
-	r = watch_dir_get(w, dir_path, &f->dir);
-	if (r < 0)
-		goto err_timer;
-	free(dir_path);
 	f->next = w->files;
 	w->files = f;
+	/* A watch that cannot be added now is retried; ENOMEM is not worth
+	 * going on for. */
+	if (watch_refresh(f) == -ENOMEM) {
+		w->files = f->next;
+		watch_file_free(f);
+		return -ENOMEM;
+	}
 	/* A missing directory is reported once, so the caller sees the file
-	 * missing; its return is reported again. */
-	if (f->dir->wd < 0)
+	 * missing; its coming is reported again. */
+	if (!f->is_file)
 		watch_touch(f, now_ms(), WATCH_SETTLE_MS);
 	return 0;
+}
 
-err_timer:
-	loop_timer_free(f->settle);
-err_split:
-	free(dir_path);
-	free(f->base);
-err_path:
-	free(f->path);
-err_file:
-	free(f);
-	return r;
+void watcher_recheck(struct watcher *w, const char *path, int64_t delay_ms)
+{
+	int64_t now = now_ms();
+
+	for (struct watch_file *f = w->files; f; f = f->next) {
+		if (!streq(f->path, path))
+			continue;
+		if (f->first_ms < 0) {
+			f->first_ms = now;
+			f->first_us = now_us();
+		}
+		f->recheck = true;
+		if (!loop_timer_armed(f->settle) ||
+		    loop_timer_deadline(f->settle) > now + delay_ms)
+			loop_timer_arm(f->settle, now + MAX(delay_ms, 0));
+	}
 }
 
 void watcher_trigger_all(struct watcher *w)

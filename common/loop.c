@@ -181,6 +181,11 @@ bool loop_timer_armed(const struct loop_timer *t)
 	return t && t->deadline >= 0;
 }
 
+int64_t loop_timer_deadline(const struct loop_timer *t)
+{
+	return t ? t->deadline : -1;
+}
+
 void loop_timer_free(struct loop_timer *t)
 {
 	if (!t)

@@ -46,6 +46,8 @@ void loop_timer_arm(struct loop_timer *timer, int64_t deadline_ms);
 void loop_timer_arm_in(struct loop_timer *timer, int64_t delay_ms);
 void loop_timer_disarm(struct loop_timer *timer);
 bool loop_timer_armed(const struct loop_timer *timer);
+/* When the timer fires (now_ms() clock), -1 when disarmed. */
+int64_t loop_timer_deadline(const struct loop_timer *timer);
 void loop_timer_free(struct loop_timer *timer);
 
 /* Waits for events (at most max_wait_ms, -1 for the next timer) and

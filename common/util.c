@@ -1,6 +1,7 @@
 /*
  * Small helpers shared by every part of dbswap; see util.h.
  */
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +44,62 @@ int fd_write_all(int fd, const void *buf, size_t len)
 		len -= (size_t)n;
 	}
 	return 0;
+}
+
+int file_open_regular(const char *path, struct stat *st)
+{
+	char proc[64];
+	struct stat st2;
+	int pfd, fd, r;
+
+	pfd = open(path, O_PATH | O_CLOEXEC);
+	if (pfd < 0)
+		return neg_errno();
+	if (fstat(pfd, st) < 0) {
+		r = neg_errno();
+		goto err_pfd;
+	}
+	if (!S_ISREG(st->st_mode)) {
+		r = S_ISDIR(st->st_mode) ? -EISDIR : -EINVAL;
+		goto err_pfd;
+	}
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
+	fd = open(proc, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT) {
+		/* No /proc here: open the path again and make sure it is
+		 * still the file checked. */
+		fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+		if (fd >= 0 && (fstat(fd, &st2) < 0 || st2.st_dev != st->st_dev ||
+				st2.st_ino != st->st_ino)) {
+			close(fd);
+			r = -EAGAIN;
+			goto err_pfd;
+		}
+	}
+	if (fd < 0) {
+		r = neg_errno();
+		goto err_pfd;
+	}
+	close(pfd);
+	return fd;
+
+err_pfd:
+	close(pfd);
+	return r;
+}
+
+const char *file_type_name(unsigned mode)
+{
+	switch (mode & S_IFMT) {
+	case S_IFREG: return "a regular file";
+	case S_IFDIR: return "a directory";
+	case S_IFIFO: return "a FIFO (named pipe)";
+	case S_IFSOCK: return "a socket";
+	case S_IFCHR: return "a character device";
+	case S_IFBLK: return "a block device";
+	case S_IFLNK: return "a symbolic link";
+	}
+	return "a file of unknown type";
 }
 
 void file_identity(const struct stat *st, char out[FILE_IDENTITY_MAX])

@@ -75,6 +75,19 @@ struct stat;
  * `dbswapctl set --wait` both use this, so the two strings compare. */
 void file_identity(const struct stat *st, char out[FILE_IDENTITY_MAX]);
 
+/* Opens path (following symlinks) for reading only if it is a regular
+ * file, without ever opening anything else: the path is first opened with
+ * O_PATH, which runs no driver's open and never waits on a FIFO, checked
+ * with fstat, then reopened through /proc/self/fd (the same inode).  The
+ * fd is O_NONBLOCK, O_NOCTTY, O_CLOEXEC.  Returns the fd with *st filled,
+ * or a negative errno: -EISDIR for a directory, -EINVAL for any other
+ * file type (*st then says which: file_type_name()), -EAGAIN if the path
+ * changed while being opened, else the errno of open(). */
+int file_open_regular(const char *path, struct stat *st);
+
+/* "a directory", "a FIFO (named pipe)", "a socket", ... for messages. */
+const char *file_type_name(unsigned mode);
+
 /* Writes all len bytes to fd, retrying on EINTR and short writes.  Returns
  * 0 or a negative errno. */
 int fd_write_all(int fd, const void *buf, size_t len);

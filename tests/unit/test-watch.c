@@ -45,25 +45,29 @@ struct seen {
 	bool exists;
 	char content[256];
 	/* Set while a writer holds the file half-written: a callback then is
-	 * a failure. */
+	 * a failure, unless it says the writer has not closed the file. */
 	bool half_written;
+	bool writer_open; /* what the last report said */
 };
 
-static void on_change(const char *path, int64_t first_us, void *data)
+static void on_change(const char *path, const struct watch_report *rep,
+		      void *data)
 {
 	struct seen *s = data;
+	int64_t first_us = rep->first_us;
 	ssize_t n;
 	int fd;
 
 	CHECK(streq(path, s->path));
 	CHECK(first_us > 0 && first_us <= now_us());
-	CHECK(!s->half_written);
+	CHECK(!s->half_written || rep->writer_open);
+	s->writer_open = rep->writer_open;
 	s->calls++;
 	s->content[0] = '\0';
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	s->exists = fd >= 0;
 	if (fd < 0) {
-		CHECK(errno == ENOENT);
+		CHECK(errno == ENOENT || errno == ELOOP);
 		return;
 	}
 	n = read(fd, s->content, sizeof(s->content) - 1);
@@ -311,7 +315,9 @@ static void test_slow_creator(void)
 	watcher_free(w);
 }
 
-/* A writer that never closes is reported after WATCH_HOLD_MAX_MS anyway. */
+/* A writer that never closes is reported after WATCH_HOLD_MAX_MS anyway,
+ * and the report says so; a recheck asked for meanwhile says so too; the
+ * close is reported as a normal change. */
 static void test_hold_cap(void)
 {
 	struct seen s;
@@ -321,12 +327,256 @@ static void test_hold_cap(void)
 	int64_t start = now_ms();
 
 	CHECK(fd >= 0);
+	s.half_written = true;
 	write_all(fd, "A=2\n");
 	wait_calls_max(&s, 1, WATCH_HOLD_MAX_MS + 1000);
 	CHECK(now_ms() - start >= WATCH_HOLD_MAX_MS);
+	CHECK(s.writer_open);
 	expect_content(&s, "A=2\n");
-	CHECK(close(fd) == 0);
+	start = now_ms();
+	watcher_recheck(w, s.path, 100);
 	wait_calls(&s, 2);
+	CHECK(now_ms() - start >= 100 && s.writer_open);
+	s.half_written = false;
+	CHECK(close(fd) == 0);
+	wait_calls(&s, 3);
+	CHECK(!s.writer_open);
+	watcher_free(w);
+}
+
+/* A recheck without any change reports once after the delay. */
+static void test_recheck(void)
+{
+	struct seen s;
+	char dir[512];
+	struct watcher *w = case_start("recheck", &s, dir, "A=1\n");
+	int64_t start = now_ms();
+
+	watcher_recheck(w, s.path, 50);
+	watcher_recheck(w, "/no/such/file", 0);
+	wait_calls(&s, 1);
+	CHECK(now_ms() - start >= 50);
+	CHECK(!s.writer_open);
+	expect_content(&s, "A=1\n");
+	watcher_free(w);
+}
+
+static void make_link(const char *target, const char *path)
+{
+	CHECK(symlink(target, path) == 0);
+}
+
+/* Points the symlink at path to target the way ln -sfn and deploy tools
+ * do: a new link renamed over the old one. */
+static void repoint(const char *target, const char *path)
+{
+	char tmp[512];
+
+	CHECK(snprintf(tmp, sizeof(tmp), "%s.new", path) < (int)sizeof(tmp));
+	make_link(target, tmp);
+	CHECK(rename(tmp, path) == 0);
+}
+
+/* Every way a file behind a link changes: written through the link, its
+ * target written in place, truncated, replaced by rename; each is
+ * reported once with the new content. */
+static void expect_follows(struct seen *s, const char *target, int *calls,
+			   const char *tag)
+{
+	char text[64], tmp[512];
+
+	snprintf(text, sizeof(text), "%s=through-link\n", tag);
+	write_file(s->path, text, O_TRUNC);
+	wait_calls(s, ++*calls);
+	expect_content(s, text);
+	snprintf(text, sizeof(text), "%s=in-place\n", tag);
+	write_file(target, text, O_TRUNC);
+	wait_calls(s, ++*calls);
+	expect_content(s, text);
+	snprintf(text, sizeof(text), "%s=renamed\n", tag);
+	CHECK(snprintf(tmp, sizeof(tmp), "%s.tmp", target) < (int)sizeof(tmp));
+	write_file(tmp, text, O_CREAT | O_EXCL);
+	CHECK(rename(tmp, target) == 0);
+	wait_calls(s, ++*calls);
+	expect_content(s, text);
+}
+
+/* app.env -> real.env in the same directory; then re-pointed at
+ * other.env, after which only other.env counts. */
+static void test_link_same_dir(void)
+{
+	struct seen s;
+	char dir[512], real[512], other[512];
+	struct watcher *w;
+	int calls = 0;
+
+	memset(&s, 0, sizeof(s));
+	case_dir(dir, "link-same-dir");
+	join(real, dir, "real.env");
+	join(other, dir, "other.env");
+	join(s.path, dir, "app.env");
+	write_file(real, "A=1\n", O_CREAT | O_EXCL);
+	write_file(other, "B=1\n", O_CREAT | O_EXCL);
+	make_link("real.env", s.path);
+	CHECK(watcher_new(loop, &w) == 0);
+	CHECK(watcher_add(w, s.path, on_change, &s) == 0);
+	pump(QUIET_MS);
+	CHECK(s.calls == 0);
+
+	expect_follows(&s, real, &calls, "A");
+	repoint("other.env", s.path);
+	wait_calls(&s, ++calls);
+	expect_content(&s, "B=1\n");
+	expect_follows(&s, other, &calls, "B");
+	/* The old target is nothing to this path any more. */
+	write_file(real, "A=9\n", O_TRUNC);
+	pump(QUIET_MS);
+	CHECK(s.calls == calls);
+	watcher_free(w);
+}
+
+/* app.env -> ../secrets/db.env: the target lives in another directory. */
+static void test_link_other_dir(void)
+{
+	struct seen s;
+	char dir[512], sec[512], real[512];
+	struct watcher *w;
+	int calls = 0;
+
+	memset(&s, 0, sizeof(s));
+	case_dir(dir, "link-other-dir");
+	join(sec, tmp_root, "link-other-dir-secrets");
+	CHECK(mkdir(sec, 0700) == 0);
+	join(real, sec, "db.env");
+	join(s.path, dir, "app.env");
+	write_file(real, "A=1\n", O_CREAT | O_EXCL);
+	make_link("../link-other-dir-secrets/db.env", s.path);
+	CHECK(watcher_new(loop, &w) == 0);
+	CHECK(watcher_add(w, s.path, on_change, &s) == 0);
+	pump(QUIET_MS);
+	CHECK(s.calls == 0);
+	expect_follows(&s, real, &calls, "A");
+	watcher_free(w);
+}
+
+/* app.env -> l1 -> /abs/l2 -> real.env: a chain of links, one absolute;
+ * re-pointing the middle one is seen. */
+static void test_link_chain(void)
+{
+	struct seen s;
+	char dir[512], d2[512], l1[512], l2[512], l2_target[512], real[512],
+		real2[512];
+	struct watcher *w;
+	int calls = 0;
+
+	memset(&s, 0, sizeof(s));
+	case_dir(dir, "link-chain");
+	join(d2, tmp_root, "link-chain-2");
+	CHECK(mkdir(d2, 0700) == 0);
+	join(l1, dir, "l1");
+	join(l2, d2, "l2");
+	join(real, d2, "real.env");
+	join(real2, dir, "real2.env");
+	join(s.path, dir, "app.env");
+	write_file(real, "A=1\n", O_CREAT | O_EXCL);
+	write_file(real2, "C=1\n", O_CREAT | O_EXCL);
+	make_link("real.env", l2);
+	CHECK(snprintf(l2_target, sizeof(l2_target), "%s", l2) > 0);
+	make_link(l2_target, l1); /* absolute */
+	make_link("l1", s.path);
+	CHECK(watcher_new(loop, &w) == 0);
+	CHECK(watcher_add(w, s.path, on_change, &s) == 0);
+	pump(QUIET_MS);
+	CHECK(s.calls == 0);
+	expect_follows(&s, real, &calls, "A");
+	/* The middle link now points elsewhere. */
+	repoint(real2, l2);
+	wait_calls(&s, ++calls);
+	expect_content(&s, "C=1\n");
+	expect_follows(&s, real2, &calls, "C");
+	watcher_free(w);
+}
+
+/* current -> releases/1, the path going through it: a deploy re-points
+ * the directory link; writes to the old release no longer count. */
+static void test_link_dir(void)
+{
+	struct seen s;
+	char dir[512], rel[512], r1[512], r2[512], cur[512], f1[512], f2[512];
+	struct watcher *w;
+	int calls = 0;
+
+	memset(&s, 0, sizeof(s));
+	case_dir(dir, "link-dir");
+	join(rel, dir, "releases");
+	CHECK(mkdir(rel, 0700) == 0);
+	join(r1, rel, "1");
+	join(r2, rel, "2");
+	CHECK(mkdir(r1, 0700) == 0);
+	CHECK(mkdir(r2, 0700) == 0);
+	join(f1, r1, "app.env");
+	join(f2, r2, "app.env");
+	write_file(f1, "A=1\n", O_CREAT | O_EXCL);
+	write_file(f2, "A=2\n", O_CREAT | O_EXCL);
+	join(cur, dir, "current");
+	make_link("releases/1", cur);
+	join(s.path, cur, "app.env");
+	CHECK(watcher_new(loop, &w) == 0);
+	CHECK(watcher_add(w, s.path, on_change, &s) == 0);
+	pump(QUIET_MS);
+	CHECK(s.calls == 0);
+	expect_follows(&s, f1, &calls, "A");
+	repoint("releases/2", cur);
+	wait_calls(&s, ++calls);
+	expect_content(&s, "A=2\n");
+	expect_follows(&s, f2, &calls, "B");
+	write_file(f1, "A=9\n", O_TRUNC);
+	pump(QUIET_MS);
+	CHECK(s.calls == calls);
+	watcher_free(w);
+}
+
+/* A dangling link, then its target created; a loop of links, then
+ * broken: both end up followed. */
+static void test_link_dangling_and_loop(void)
+{
+	struct seen s;
+	char dir[512], real[512], a[512], b[512];
+	struct watcher *w;
+
+	memset(&s, 0, sizeof(s));
+	case_dir(dir, "link-dangling");
+	join(real, dir, "real.env");
+	join(s.path, dir, "app.env");
+	make_link("real.env", s.path);
+	CHECK(watcher_new(loop, &w) == 0);
+	CHECK(watcher_add(w, s.path, on_change, &s) == 0);
+	pump(QUIET_MS);
+	CHECK(s.calls == 0); /* the directory is there: nothing to say */
+	write_file(real, "A=1\n", O_CREAT | O_EXCL);
+	wait_calls(&s, 1);
+	expect_content(&s, "A=1\n");
+	watcher_free(w);
+
+	memset(&s, 0, sizeof(s));
+	case_dir(dir, "link-loop");
+	join(a, dir, "a");
+	join(b, dir, "b");
+	join(real, dir, "real.env");
+	make_link("b", a);
+	make_link("a", b);
+	write_file(real, "A=1\n", O_CREAT | O_EXCL);
+	join(s.path, dir, "a");
+	CHECK(watcher_new(loop, &w) == 0);
+	CHECK(watcher_add(w, s.path, on_change, &s) == 0);
+	wait_calls(&s, 1); /* reported once: it names no file */
+	CHECK(!s.exists);
+	repoint("real.env", b);
+	wait_calls(&s, 2);
+	expect_content(&s, "A=1\n");
+	write_file(real, "A=2\n", O_TRUNC);
+	wait_calls(&s, 3);
+	expect_content(&s, "A=2\n");
 	watcher_free(w);
 }
 
@@ -573,6 +823,12 @@ int main(void)
 	test_overflow();
 	test_overflow_synthetic();
 	test_overflow_dir_replaced();
+	test_recheck();
+	test_link_same_dir();
+	test_link_other_dir();
+	test_link_chain();
+	test_link_dir();
+	test_link_dangling_and_loop();
 	test_hold_cap();
 
 	loop_free(loop);
