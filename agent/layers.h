@@ -52,8 +52,10 @@
  * be used anyway, and for how long that content must then stay the same.
  * Editors, scripts and deploy tools close within a second; 30 s is far
  * beyond a slow one, and 5 s without a change says it is done. */
+#ifndef LAYERS_UNCLOSED_MAX_MS /* the unit test builds with short ones */
 #define LAYERS_UNCLOSED_MAX_MS 30000
 #define LAYERS_UNCLOSED_STABLE_MS 5000
+#endif
 /* How often a file held open by a writer is read again meanwhile (its
  * close is reported at once anyway; this bounds a close that inotify
  * cannot tell, such as another writer's). */

@@ -282,24 +282,24 @@ out:
 static int read_current(const char *path, uint8_t **buf, size_t *len,
 			struct stat *st, bool *exists)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC), r;
+	/* Never a read that waits: a FIFO at path would hang the command. */
+	int fd = file_open_regular(path, st), r;
 
 	*exists = fd >= 0;
+	if (fd == -EISDIR || fd == -EINVAL) {
+		fprintf(stderr, "dbswapctl set: %s: is %s, not a regular file\n",
+			path, file_type_name(st->st_mode));
+		return fd;
+	}
 	if (fd < 0) {
-		if (errno != ENOENT) {
-			r = neg_errno();
+		if (fd != -ENOENT) {
 			fprintf(stderr, "dbswapctl set: %s: %s\n", path,
-				strerror(-r));
-			return r;
+				strerror(-fd));
+			return fd;
 		}
 		*buf = (uint8_t *)strdup("");
 		*len = 0;
 		return *buf ? 0 : -ENOMEM;
-	}
-	if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode)) {
-		fprintf(stderr, "dbswapctl set: %s: not a regular file\n", path);
-		close(fd);
-		return -EINVAL;
 	}
 	r = ctl_read_all(fd, ENV_FILE_MAX, buf, len);
 	close(fd);

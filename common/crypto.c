@@ -275,28 +275,17 @@ static int crypt_key_load_mode(const char *path, mode_t refused,
 		return r;
 	}
 	/* Symlinks are followed (Kubernetes secret volumes are made of them);
-	 * every check is on the opened fd.  O_NONBLOCK so that a FIFO at
-	 * path cannot hang the agent; it changes nothing for regular files. */
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	 * every check is on the opened fd.  Only a regular file is opened at
+	 * all: a FIFO cannot hang the agent, a device's open never runs. */
+	fd = file_open_regular(path, &st);
+	if (fd == -EISDIR || fd == -EINVAL) {
+		set_err(err, errlen, "key file %s: is %s, not a regular file",
+			path, file_type_name(st.st_mode));
+		return fd;
+	}
 	if (fd < 0) {
-		r = neg_errno();
-		set_err(err, errlen, "key file %s: %s", path, strerror(-r));
-		return r;
-	}
-	if (fstat(fd, &st) < 0) {
-		r = neg_errno();
-		set_err(err, errlen, "key file %s: %s", path, strerror(-r));
-		goto err_fd;
-	}
-	if (S_ISDIR(st.st_mode)) {
-		set_err(err, errlen, "key file %s: is a directory", path);
-		r = -EISDIR;
-		goto err_fd;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		set_err(err, errlen, "key file %s: not a regular file", path);
-		r = -EINVAL;
-		goto err_fd;
+		set_err(err, errlen, "key file %s: %s", path, strerror(-fd));
+		return fd;
 	}
 	if ((st.st_mode & refused) != 0) {
 		set_err(err, errlen,

@@ -1,0 +1,231 @@
+/*
+ * Unit test of agent/layers.c, built from its source with short writer
+ * limits (LAYERS_UNCLOSED_MAX_MS, LAYERS_UNCLOSED_STABLE_MS) so that the
+ * rules about files still being written run in a fraction of a second:
+ *
+ * - only regular files are opened: a FIFO, a socket, a directory, a
+ *   device (directly or behind a symlink) is an error naming its type, and
+ *   nothing blocks (a watchdog alarm fails the test if anything does);
+ * - content a writer still has open is not used (the kernel's read lease
+ *   says so even when the caller's inotify flag does not), until the
+ *   writer closes it, or until the content has stayed the same long
+ *   enough after the writer had its time;
+ * - a read that fails for a reason that may pass (EMFILE) asks for a
+ *   recheck with backoff and recovers.
+ */
+#include <fcntl.h>
+#include <ftw.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include "agent/layers.h"
+#include "check.h"
+#include "common/crypto.h"
+#include "common/util.h"
+
+static char root[] = "/tmp/test-layers.XXXXXX";
+
+static void path_in(char *out, const char *name)
+{
+	snprintf(out, 512, "%s/%s", root, name);
+}
+
+static void write_text(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+	CHECK(fd >= 0);
+	CHECK(write(fd, text, strlen(text)) == (ssize_t)strlen(text));
+	CHECK(close(fd) == 0);
+}
+
+/* A layers set of the one file at path. */
+static void layers_of(struct layers *l, const char *path)
+{
+	char *paths[] = { (char *)path };
+
+	CHECK(layers_init(l, paths, 1, NULL) == 0);
+}
+
+static int reload(struct layers *l, bool writer_open, int64_t *recheck)
+{
+	static uint64_t seq;
+
+	return layers_reload(l, 0, ++seq, writer_open, recheck);
+}
+
+static void expect_refused(const char *path, const char *type)
+{
+	struct layers l;
+	int64_t recheck;
+
+	layers_of(&l, path);
+	CHECK_INT(reload(&l, false, &recheck), ==, 0);
+	CHECK_INT(l.files[0].state, ==, LAYER_ERROR);
+	CHECK(l.files[0].error && strstr(l.files[0].error, type));
+	CHECK(l.files[0].error && strstr(l.files[0].error, path));
+	/* Nothing to retry: a new file at the path is seen by the watcher. */
+	CHECK_INT(recheck, ==, -1);
+	layers_fini(&l);
+}
+
+static void test_special_files(void)
+{
+	char fifo[512], dir[512], sock[512], dev[512], to_fifo[512];
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	int s;
+
+	path_in(fifo, "fifo.env");
+	CHECK(mkfifo(fifo, 0600) == 0);
+	expect_refused(fifo, "a FIFO (named pipe), not a regular file");
+	path_in(to_fifo, "to-fifo.env");
+	CHECK(symlink(fifo, to_fifo) == 0);
+	expect_refused(to_fifo, "a FIFO");
+
+	path_in(dir, "dir.env");
+	CHECK(mkdir(dir, 0700) == 0);
+	expect_refused(dir, "a directory");
+
+	path_in(sock, "sock.env");
+	CHECK(strlen(sock) < sizeof(addr.sun_path));
+	memcpy(addr.sun_path, sock, strlen(sock) + 1);
+	s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	CHECK(s >= 0 && bind(s, (struct sockaddr *)&addr, sizeof(addr)) == 0);
+	expect_refused(sock, "a socket");
+	close(s);
+
+	path_in(dev, "dev.env");
+	CHECK(symlink("/dev/null", dev) == 0);
+	expect_refused(dev, "a character device");
+}
+
+static void test_writer_open(void)
+{
+	char path[512];
+	struct layers l;
+	int64_t recheck;
+	int fd;
+
+	path_in(path, "writer.env");
+	write_text(path, "A=1\n");
+	layers_of(&l, path);
+	CHECK_INT(reload(&l, false, &recheck), ==, 1);
+	CHECK_STR(layers_get(&l, "A"), "1");
+
+	/* A writer has it open with half a new version.  Our inotify flag
+	 * says nothing; the lease knows. */
+	fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+	CHECK(fd >= 0);
+	CHECK(write(fd, "A=2", 3) == 3);
+	CHECK_INT(reload(&l, false, &recheck), ==, 0);
+	CHECK_INT(l.files[0].state, ==, LAYER_WRITING);
+	CHECK(l.files[0].error && strstr(l.files[0].error,
+					 "open for writing"));
+	CHECK(recheck > 0 && recheck <= LAYERS_UNCLOSED_RECHECK_MS);
+	CHECK_STR(layers_get(&l, "A"), "1");
+
+	/* It keeps writing: still put off, even past the writer's time. */
+	for (int i = 0; i < 6; i++) {
+		usleep(LAYERS_UNCLOSED_STABLE_MS * 1000 / 2);
+		CHECK(write(fd, "2", 1) == 1);
+		CHECK_INT(reload(&l, false, &recheck), ==, 0);
+		CHECK_INT(l.files[0].state, ==, LAYER_WRITING);
+	}
+	CHECK_STR(layers_get(&l, "A"), "1");
+
+	/* Closed: used at once. */
+	CHECK(write(fd, "\n", 1) == 1);
+	CHECK(close(fd) == 0);
+	CHECK_INT(reload(&l, false, &recheck), ==, 1);
+	CHECK_INT(l.files[0].state, ==, LAYER_OK);
+	CHECK_INT(recheck, ==, -1);
+	CHECK_STR(layers_get(&l, "A"), "2222222");
+
+	/* Opened for writing but not changed: nothing to wait for. */
+	fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+	CHECK(fd >= 0);
+	CHECK_INT(reload(&l, true, &recheck), ==, 0);
+	CHECK_INT(l.files[0].state, ==, LAYER_OK);
+	CHECK_INT(recheck, ==, -1);
+
+	/* A writer that never closes: once it had its time and the content
+	 * stayed the same long enough, the content is used. */
+	CHECK(write(fd, "B=3\n", 4) == 4);
+	int64_t start = now_ms();
+	int r;
+	while ((r = reload(&l, true, &recheck)) == 0 &&
+	       l.files[0].state == LAYER_WRITING &&
+	       now_ms() - start < 10 * LAYERS_UNCLOSED_MAX_MS) {
+		CHECK(recheck > 0);
+		usleep((useconds_t)recheck * 1000);
+	}
+	CHECK_INT(r, ==, 1);
+	CHECK_INT(l.files[0].state, ==, LAYER_OK);
+	CHECK(now_ms() - start >= LAYERS_UNCLOSED_MAX_MS);
+	CHECK_STR(layers_get(&l, "B"), "3");
+	CHECK(close(fd) == 0);
+	layers_fini(&l);
+}
+
+/* Out of descriptors: the read is retried with backoff and recovers. */
+static void test_emfile(void)
+{
+	char path[512];
+	struct layers l;
+	struct rlimit old, low;
+	int64_t recheck, first;
+	int spare;
+
+	path_in(path, "emfile.env");
+	write_text(path, "A=1\n");
+	layers_of(&l, path);
+	CHECK_INT(reload(&l, false, &recheck), ==, 1);
+	write_text(path, "A=2\n");
+
+	/* Every descriptor up to a limit just above the highest in use. */
+	spare = dup(0);
+	CHECK(spare >= 0);
+	CHECK(getrlimit(RLIMIT_NOFILE, &old) == 0);
+	low = old;
+	low.rlim_cur = (rlim_t)spare + 1;
+	CHECK(setrlimit(RLIMIT_NOFILE, &low) == 0);
+	CHECK_INT(reload(&l, false, &recheck), ==, 0);
+	first = recheck;
+	CHECK(first >= LAYERS_RETRY_FIRST_MS / 2 &&
+	      first <= LAYERS_RETRY_FIRST_MS);
+	CHECK_INT(l.files[0].state, ==, LAYER_ERROR);
+	CHECK(l.files[0].error &&
+	      strstr(l.files[0].error, "Too many open files; retrying in"));
+	CHECK_INT(reload(&l, false, &recheck), ==, 0);
+	CHECK(recheck >= LAYERS_RETRY_FIRST_MS); /* backing off */
+	CHECK_STR(layers_get(&l, "A"), "1");
+
+	CHECK(setrlimit(RLIMIT_NOFILE, &old) == 0);
+	close(spare);
+	CHECK_INT(reload(&l, false, &recheck), ==, 1);
+	CHECK_INT(recheck, ==, -1);
+	CHECK_INT(l.files[0].state, ==, LAYER_OK);
+	CHECK_STR(layers_get(&l, "A"), "2");
+	layers_fini(&l);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type,
+			struct FTW *ftw)
+{
+	return remove(path);
+}
+
+int main(void)
+{
+	check_watchdog(60);
+	signal(SIGIO, SIG_IGN); /* as dbswapd: a lease break sends it */
+	CHECK(crypt_init() == 0);
+	CHECK(mkdtemp(root) != NULL);
+	RUN(test_special_files);
+	RUN(test_writer_open);
+	RUN(test_emfile);
+	nftw(root, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+	return check_exit();
+}
