@@ -72,10 +72,14 @@ class ClusterTest(unittest.TestCase):
         self.addCleanup(sub.close)
         return sub
 
-    def ctl(self, agent, *args, check=True, timeout=10):
+    def ctl(self, agent, *args, check=True, timeout=10, stdin=None):
+        """dbswapctl --socket SOCK ARGS; stdin: text for its stdin (a
+        value to set with NAME=-), else /dev/null."""
         r = subprocess.run([os.environ['DBSWAPCTL'], '--socket', agent.sock,
                             *args], capture_output=True, text=True,
-                           timeout=timeout)
+                           timeout=timeout, input=stdin,
+                           stdin=None if stdin is not None
+                           else subprocess.DEVNULL)
         if check and r.returncode != 0:
             self.fail(f'dbswapctl {" ".join(args)} exited {r.returncode}: '
                       f'{r.stderr}')
