@@ -37,6 +37,7 @@ struct agent {
 	struct health_config failover;
 	char *failover_error;
 	struct systemd *systemd;
+	struct state *state; /* the last good values on disk; NULL: none */
 };
 
 /* Re-reads every env file now and re-evaluates the targets. */

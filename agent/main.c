@@ -24,6 +24,7 @@
 #include "failover.h"
 #include "ipc/protocol.h"
 #include "server.h"
+#include "state.h"
 #include "systemd.h"
 #include "target.h"
 #include "watch.h"
@@ -46,6 +47,7 @@ struct options {
 	size_t n_admin;
 	unsigned max_clients;
 	int hello_timeout_ms;
+	const char *state_dir;
 	bool verbose;
 };
 
@@ -90,6 +92,10 @@ static void usage(FILE *f)
 		"      --hello-timeout MS  drop a client that sends no hello "
 		"within MS ms\n"
 		"                        (default %d)\n"
+		"      --state-dir DIR   keep the last good values here, for "
+		"restarts\n"
+		"                        (default $STATE_DIRECTORY; none "
+		"without it)\n"
 		"  -v, --verbose         log debug messages\n"
 		"  -V, --version         print the version\n"
 		"  -h, --help            print this help\n",
@@ -236,6 +242,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{ "admin-group", required_argument, NULL, 'G' },
 		{ "max-clients", required_argument, NULL, 'M' },
 		{ "hello-timeout", required_argument, NULL, 'H' },
+		{ "state-dir", required_argument, NULL, 'S' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
@@ -321,6 +328,9 @@ static int parse_args(int argc, char **argv, struct options *o)
 			o->hello_timeout_ms = (int)n;
 			break;
 		}
+		case 'S':
+			o->state_dir = optarg;
+			break;
 		case 'v':
 			o->verbose = true;
 			break;
@@ -343,6 +353,16 @@ static int parse_args(int argc, char **argv, struct options *o)
 	if (o->n_targets == 0 &&
 	    push(&o->targets, &o->n_targets, DEFAULT_TARGET) < 0)
 		return -1;
+	/* systemd's StateDirectory=; several are separated by ':'. */
+	if (!o->state_dir) {
+		const char *sd = getenv("STATE_DIRECTORY");
+		static char first[4096];
+		if (sd && *sd) {
+			snprintf(first, sizeof(first), "%.*s",
+				 (int)strcspn(sd, ":"), sd);
+			o->state_dir = first;
+		}
+	}
 	/* A rule for a misspelt target would silently lock its apps out. */
 	for (size_t i = 0; i < o->n_allow; i++) {
 		bool known = streq(o->allow[i].target, "*");
@@ -520,6 +540,13 @@ static int agent_init(struct agent *a, const struct options *o)
 	r = server_new(a, &scfg, &a->server);
 	if (r < 0)
 		return r;
+	r = state_new(o->state_dir, &a->state);
+	if (r < 0)
+		return r;
+	if (!a->state)
+		log_info("no state directory (--state-dir): the last good values "
+			 "are not kept across restarts");
+	state_load(a->state, a);
 	a->eval_seq++;
 	for (size_t i = 0; i < a->layers.n_files; i++) {
 		r = agent_read_layer(a, i, false);
@@ -533,6 +560,7 @@ static int agent_init(struct agent *a, const struct options *o)
 
 static void agent_fini(struct agent *a)
 {
+	state_free(a->state);
 	server_free(a->server);
 	for (size_t i = 0; i < a->n_targets; i++)
 		target_free(a->targets[i]);

@@ -24,6 +24,7 @@
 #include "ipc/msg.h"
 #include "layers.h"
 #include "server.h"
+#include "state.h"
 #include "systemd.h"
 #include "target.h"
 
@@ -741,10 +742,12 @@ static void pack_server(struct ipc_writer *w, const struct source *src,
 	const struct health *h = src->health;
 	char *masked = src->value && shown ? mask_conninfo(src->value) : NULL;
 
-	msgpack_pack_map(&w->pk, 17);
+	msgpack_pack_map(&w->pk, 18);
 	ipc_pack_kv_str(w, "role", target_role_name(src->role));
 	ipc_pack_kv_str(w, "var", src->var);
 	ipc_pack_kv_str(w, "conninfo", masked);
+	ipc_pack_kv_str(w, "source", !src->value ? NULL
+				     : src->from_saved ? "saved" : "files");
 	ipc_pack_kv_str(w, "state", target_state_name(src->state));
 	ipc_pack_kv_str(w, "error", src->error);
 	ipc_pack_kv_u64(w, "attempts", src->attempts);
@@ -777,11 +780,13 @@ static void pack_target(struct ipc_writer *w, struct server *s,
 	char *masked = t->conninfo && shown ? mask_conninfo(t->conninfo) : NULL;
 
 	server_count(s, t, &subscribers, &acked);
-	msgpack_pack_map(&w->pk, 18);
+	msgpack_pack_map(&w->pk, 19);
 	ipc_pack_kv_str(w, "name", t->name);
 	ipc_pack_kv_u64(w, "generation", t->generation);
 	ipc_pack_kv_bool(w, "valid", t->conninfo != NULL);
 	ipc_pack_kv_str(w, "conninfo", masked);
+	ipc_pack_kv_str(w, "source", !t->conninfo ? NULL
+				     : t->published_saved ? "saved" : "files");
 	ipc_pack_kv_str(w, "state", target_state_name(p->state));
 	ipc_pack_kv_str(w, "error", p->error);
 	ipc_pack_key(w, "changed");
@@ -888,10 +893,11 @@ static void pack_status(struct ipc_writer *w, const struct client *c,
 {
 	struct server *s = c->server;
 	struct agent *a = s->agent;
+	char state_err[512];
 
 	writer_begin(w, IPC_STATUS, 4, m);
 	ipc_pack_key(w, "agent");
-	msgpack_pack_map(&w->pk, 6);
+	msgpack_pack_map(&w->pk, 8);
 	ipc_pack_kv_str(w, "version", DBSWAP_VERSION);
 	ipc_pack_kv_i64(w, "pid", getpid());
 	ipc_pack_kv_i64(w, "uptime_ms", now_ms() - a->started_ms);
@@ -906,6 +912,10 @@ static void pack_status(struct ipc_writer *w, const struct client *c,
 	ipc_pack_kv_u64(w, "primary_retry_interval_ms",
 			(uint64_t)a->failover.retry_ms);
 	ipc_pack_kv_str(w, "failover_settings_error", a->failover_error);
+	ipc_pack_kv_str(w, "state_dir", state_dir(a->state));
+	ipc_pack_kv_str(w, "state_error",
+			state_error(a->state, state_err, sizeof(state_err))
+				? state_err : NULL);
 	ipc_pack_key(w, "targets");
 	msgpack_pack_array(&w->pk, a->n_targets);
 	for (size_t i = 0; i < a->n_targets; i++)

@@ -14,6 +14,7 @@
 #include "ipc/protocol.h"
 #include "probe.h"
 #include "server.h"
+#include "state.h"
 #include "systemd.h"
 #include "target.h"
 
@@ -115,6 +116,7 @@ static void source_fini(struct source *src)
 	health_free(src->health);
 	free_secret(src->value);
 	free_secret(src->candidate);
+	free_secret(src->saved);
 	free(src->error);
 	free(src->var);
 }
@@ -191,6 +193,7 @@ void target_publish(struct target *t, enum target_role role,
 		free_secret(t->conninfo);
 		t->conninfo = copy;
 		t->published_seq = src->accepted_seq;
+		t->published_saved = src->from_saved;
 	}
 	/* Without a server the last value stays in conninfo: the protocol
 	 * needs one, and a client that ignores "server" keeps trying it,
@@ -209,10 +212,12 @@ void target_publish(struct target *t, enum target_role role,
 			   (unsigned long long)t->generation);
 	else
 		log_target(LOG_INFO, "published", t->name, t->generation,
-			   "%s: generation %llu published (%s): %s %s%s", t->name,
-			   (unsigned long long)t->generation, reason,
+			   "%s: generation %llu published (%s): %s %s%s%s",
+			   t->name, (unsigned long long)t->generation, reason,
 			   target_role_name(role), masked ? masked : "?",
-			   t->standby ? " (in recovery: read-only)" : "");
+			   t->standby ? " (in recovery: read-only)" : "",
+			   t->published_saved ? " (saved before the restart)"
+					      : "");
 	free(masked);
 	server_publish(t->agent->server, t);
 	systemd_changed(t->agent);
@@ -226,12 +231,20 @@ static void source_accept(struct source *src, const struct probe_result *res)
 {
 	struct target *t = src->target;
 	char *masked = mask_conninfo(src->candidate);
+	/* The saved value in force, now validated: nothing to publish
+	 * unless what the server is changed. */
+	bool same = src->value && streq(src->value, src->candidate) &&
+		    src->value_standby == res->in_recovery;
 
 	free_secret(src->value);
 	src->value = src->candidate;
 	src->candidate = NULL;
+	free_secret(src->saved);
+	src->saved = NULL;
+	src->from_saved = false;
 	src->value_standby = res->in_recovery;
 	src->accepted_seq = src->value_seq;
+	src->validated_wall = wall_s();
 	src->state = TARGET_OK;
 	src->attempts = 0;
 	src->validated_us = res->elapsed_us;
@@ -241,12 +254,56 @@ static void source_accept(struct source *src, const struct probe_result *res)
 		   "%s: %s value validated in %.1f ms: %s", t->name, src->var,
 		   res->elapsed_us / 1000.0, masked ? masked : "?");
 	free(masked);
+	state_save(t->agent->state, t->agent);
 	if (src->health && health_set_conninfo(src->health, src->value) < 0)
 		log_error("%s: out of memory", t->name);
-	if (t->current == src->role)
+	if (t->current == src->role && same)
+		t->published_saved = false;
+	else if (t->current == src->role)
 		target_publish(t, src->role, "rotation", res->in_recovery);
 	else
 		failover_changed(t);
+}
+
+/* src has no value in force: the one saved before the restart takes its
+ * place, as if the agent had never stopped.  Its candidate, if any, keeps
+ * being retried. */
+static void source_use_saved(struct source *src)
+{
+	struct target *t = src->target;
+	char *masked;
+
+	if (src->value || !src->saved)
+		return;
+	src->value = src->saved;
+	src->saved = NULL;
+	src->value_standby = src->saved_standby;
+	src->validated_wall = src->saved_wall;
+	src->from_saved = true;
+	masked = mask_conninfo(src->value);
+	log_target(LOG_NOTICE, "saved", t->name, 0,
+		   "%s: %s: using the value validated before the restart%s%s: "
+		   "%s", t->name, src->var,
+		   src->candidate ? ", as the files' value does not validate"
+				  : "",
+		   src->candidate ? "" : ", as the files define none",
+		   masked ? masked : "?");
+	free(masked);
+	failover_changed(t);
+}
+
+void target_set_saved(struct target *t, enum target_role role,
+		      const char *conninfo, bool standby, int64_t validated_wall)
+{
+	struct source *src = &t->src[role];
+	char *copy = strdup(conninfo);
+
+	if (!copy)
+		return;
+	free_secret(src->saved);
+	src->saved = copy;
+	src->saved_standby = standby;
+	src->saved_wall = validated_wall;
 }
 
 static void source_probe_done(const struct probe_result *res, void *data)
@@ -268,7 +325,9 @@ static void source_probe_done(const struct probe_result *res, void *data)
 	set_strf(&src->error, "new value %s failed validation: %s",
 			 masked ? masked : "?", res->error);
 	free(masked);
-	/* A first value that fails may leave the other server to serve. */
+	/* A first value that fails may leave the other server to serve, or
+	 * the one saved before a restart. */
+	source_use_saved(src);
 	failover_changed(t);
 	if (res->auth_failed && src->attempts >= TARGET_AUTH_RETRIES) {
 		src->gave_up = true;
@@ -339,6 +398,10 @@ static void source_set_value(struct source *src, const char *value)
 	src->defined = value && *value;
 	if (!src->defined) {
 		source_drop_candidate(src);
+		/* Nothing in the files: the value saved before a restart,
+		 * if any (the secondary's only while it is configured). */
+		if (src->role == ROLE_PRIMARY)
+			source_use_saved(src);
 		if (src->state == TARGET_UNSET)
 			return;
 		src->state = TARGET_UNSET;
@@ -364,7 +427,7 @@ static void source_set_value(struct source *src, const char *value)
 	}
 	if (!was_defined && src->role == ROLE_SECONDARY)
 		failover_changed(t);
-	if (src->value && streq(value, src->value)) {
+	if (src->value && streq(value, src->value) && !src->from_saved) {
 		/* Back to the value in force: a pending candidate is moot. */
 		source_drop_candidate(src);
 		src->state = TARGET_OK;

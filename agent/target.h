@@ -79,6 +79,12 @@ struct source {
 	char *value;          /* validated, in force (secret); NULL before */
 	bool value_standby;   /* in recovery when it was validated */
 	uint64_t accepted_seq; /* evaluation that set value */
+	int64_t validated_wall; /* when value was validated (Unix seconds) */
+	bool from_saved;      /* value is the one saved before a restart
+			       * (state.h), not validated since */
+	char *saved;          /* the saved value not (yet) needed (secret) */
+	bool saved_standby;
+	int64_t saved_wall;
 
 	char *candidate;      /* newest from the files, if not in force */
 	enum target_state state;
@@ -113,6 +119,7 @@ struct target {
 	uint64_t generation;  /* 0 before the first publish */
 	enum target_role current; /* the server conninfo is for, or none */
 	bool standby;         /* that server was in recovery */
+	bool published_saved; /* conninfo came from the saved state */
 	const char *reason;   /* of the last publish (static string) */
 	int64_t changed_wall; /* when it was published (unix seconds) */
 	uint64_t published_seq; /* evaluation that set the published value */
@@ -147,6 +154,11 @@ void target_free(struct target *t);
 /* Feeds the target its current values from the layers: the primary's and
  * the secondary's. */
 void target_set_values(struct target *t);
+
+/* A value of role saved before the last restart (state.h): used if the
+ * value from the files fails its first validation or is not defined. */
+void target_set_saved(struct target *t, enum target_role role,
+		      const char *conninfo, bool standby, int64_t validated_wall);
 
 /* Forgets failed candidates' backoff and probes them again now. */
 void target_retry_now(struct target *t);

@@ -596,6 +596,12 @@ void ipc_writer_init(struct ipc_writer *w, enum ipc_type type, size_t n)
 	ipc_pack_kv_str(w, "type", ipc_type_name(type));
 }
 
+void ipc_writer_init_plain(struct ipc_writer *w)
+{
+	*w = (struct ipc_writer){ 0 };
+	msgpack_packer_init(&w->pk, w, ipc_writer_write);
+}
+
 void ipc_writer_fini(struct ipc_writer *w)
 {
 	if (w->buf)

@@ -93,6 +93,9 @@ struct ipc_writer {
 
 /* Starts a body as a map of n_fields entries, "type" included in n. */
 void ipc_writer_init(struct ipc_writer *w, enum ipc_type type, size_t n);
+/* Starts an empty buffer, no map: for msgpack that is not a message but
+ * wants the same wiping (the agent's saved values). */
+void ipc_writer_init_plain(struct ipc_writer *w);
 void ipc_writer_fini(struct ipc_writer *w);
 
 void ipc_pack_str(struct ipc_writer *w, const char *s); /* nil for NULL */

@@ -189,7 +189,10 @@ class Protocol(ClusterTest):
         st = c.status()
         self.assertEqual(set(st['agent']),
                          {'version', 'pid', 'uptime_ms', 'clients',
-                          'failover_settings', 'failover_settings_error'})
+                          'failover_settings', 'failover_settings_error',
+                          'state_dir', 'state_error'})
+        self.assertEqual((st['agent']['state_dir'],
+                          st['agent']['state_error']), (None, None))
         self.assertEqual(st['agent']['failover_settings'],
                          {'health_check_interval_ms': 30000,
                           'connection_timeout_ms': 5000,
@@ -201,7 +204,9 @@ class Protocol(ClusterTest):
                                   'state', 'error', 'changed', 'subscribers',
                                   'acked', 'lagging', 'attempts', 'gave_up',
                                   'value_seq', 'published_seq', 'settings',
-                                  'settings_error', 'failover', 'servers'})
+                                  'settings_error', 'failover', 'servers',
+                                  'source'})
+        self.assertEqual(t['source'], 'files')
         self.assertEqual(t['settings'], NO_SETTINGS)
         self.assertIsNone(t['settings_error'])
         # No secondary: failover off, and status says how to turn it on.
@@ -221,7 +226,8 @@ class Protocol(ClusterTest):
                                     'value_seq', 'accepted_seq', 'health',
                                     'failures', 'checks', 'rtt_us',
                                     'in_recovery', 'last_check', 'down_since',
-                                    'health_error'})
+                                    'health_error', 'source'})
+        self.assertEqual(srv['source'], 'files')
         self.assertEqual((srv['role'], srv['var'], srv['health'],
                           srv['state']),
                          ('primary', 'DATABASE_URL', 'off', 'ok'))
