@@ -458,6 +458,8 @@ static void print_status(const msgpack_object *root)
 	       ctl_int(agent, "pid"), up / 3600, up / 60 % 60, up % 60,
 	       ctl_int(agent, "clients"));
 	print_failover_settings(agent);
+	if (ctl_str(agent, "state_error", b, sizeof(b)))
+		printf("state: %s\n", b);
 	for (uint32_t i = 0; targets && i < targets->via.array.size; i++) {
 		const msgpack_object *t = &targets->via.array.ptr[i];
 		const msgpack_object *lag = ctl_array(t, "lagging");
@@ -467,8 +469,12 @@ static void print_status(const msgpack_object *root)
 		       ctl_int(t, "valid") == 1 ? "valid" : "no value yet");
 		printf("  state:       %s\n",
 		       ctl_str(t, "state", a, sizeof(a)) ? a : "?");
-		printf("  conninfo:    %s\n",
-		       ctl_str(t, "conninfo", b, sizeof(b)) ? b : "(none)");
+		printf("  conninfo:    %s%s\n",
+		       ctl_str(t, "conninfo", b, sizeof(b)) ? b : "(none)",
+		       ctl_str(t, "source", a, sizeof(a)) && streq(a, "saved")
+			       ? " (saved before the agent restarted; not "
+				 "validated since)"
+			       : "");
 		printf("  subscribers: %lld, %lld acked the current "
 		       "generation\n",
 		       ctl_int(t, "subscribers"), ctl_int(t, "acked"));
