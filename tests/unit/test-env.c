@@ -345,6 +345,122 @@ static char *text_of_size(size_t n)
 	return t;
 }
 
+/* Counts the lookups by name: data is a struct lookup_count. */
+struct lookup_count {
+	unsigned calls;
+	char names[256];
+};
+
+static const char *counting_lookup(const char *name, void *data)
+{
+	struct lookup_count *lc = data;
+	size_t len = strlen(lc->names);
+
+	lc->calls++;
+	snprintf(lc->names + len, sizeof(lc->names) - len, "%s%s", len ? "," : "", name);
+	return fake_lookup(name, NULL);
+}
+
+static int parse_counted(const char *text, struct lookup_count *lc, struct env_file *f,
+			 struct env_error *err)
+{
+	*lc = (struct lookup_count){ 0 };
+	return env_parse(text, strlen(text), counting_lookup, lc, f, err);
+}
+
+/* A default whose name is set is only checked: it looks nothing up and
+ * builds nothing, so it cannot make the value too long either. */
+static void test_skipped_default(void)
+{
+	struct lookup_count lc;
+	struct env_file f;
+	struct env_error err;
+	char *body, *t;
+	int r;
+
+	r = parse_counted("A=${HOME:-${PGHOST}${NOPE:-${X}}}", &lc, &f, &err);
+	CHECK(r == 0 && streq(env_file_get(&f, "A"), "/home/test"));
+	CHECK_STR(lc.names, "HOME");
+	env_file_fini(&f);
+	/* Used defaults still look up what they name, outermost first. */
+	r = parse_counted("A=${EMPTY:-${NOPE:-${PGHOST}}}", &lc, &f, &err);
+	CHECK(r == 0 && streq(env_file_get(&f, "A"), "db.internal"));
+	CHECK_STR(lc.names, "EMPTY,NOPE,PGHOST");
+	env_file_fini(&f);
+	/* A definition in the file is not looked up below it. */
+	r = parse_counted("HOME=h\nA=${HOME:-${PGHOST}}", &lc, &f, &err);
+	CHECK(r == 0 && streq(env_file_get(&f, "A"), "h") && lc.calls == 0);
+	env_file_fini(&f);
+	/* Syntax errors in a default are found all the same. */
+	EXPECT_ERROR("A=${HOME:-${NOPE:-x}${1}}", 1, 23, "invalid variable name");
+	EXPECT_ERROR("A=\"${HOME:-\\q}\"", 1, 12, "unknown escape \\q");
+	EXPECT_ERROR("A=${HOME:-${N:-${N:-${N:-${N:-${N:-${N:-${N:-${N:-x}}}}}}}}}", 1, 46,
+		     "nested too deeply");
+
+	/* V: ENV_VALUE_MAX - 4 bytes, then the 4 of D, whose default of
+	 * 1 KiB is not used: only what the value expands to counts. */
+	body = text_of_size(ENV_VALUE_MAX - 4);
+	t = grow(NULL, strlen(body) + 64);
+	sprintf(t, "D=dddd\n%s${D:-${X}}", body);
+	r = parse(t, &f, &err);
+	CHECK_INT(r, ==, 0);
+	CHECK(r == 0 && strlen(env_file_get(&f, "V")) == ENV_VALUE_MAX);
+	env_file_fini(&f);
+	/* A default that is used counts. */
+	sprintf(t, "D=dddd\n%s${U:-${X}}", body);
+	r = parse(t, &f, &err);
+	CHECK(r == -EINVAL && err.line == 3 && err.column == 3);
+	CHECK(r == -EINVAL && strstr(err.message, "value too long after expansion"));
+	free(body);
+	free(t);
+}
+
+/* The index behind env_file_get(): the last definition wins, names that
+ * are prefixes of others stay apart, and it grows with the file. */
+static void test_index(void)
+{
+	struct env_file f;
+	char name[32], want[32];
+	char *t = grow(NULL, 5000 * 40);
+	size_t len = 0;
+	int i, r;
+
+	/* 3000 names, each defined twice, plus prefixes of each other. */
+	for (i = 0; i < 3000; i++)
+		len += (size_t)sprintf(t + len, "N%d=first\n", i);
+	for (i = 0; i < 3000; i++)
+		len += (size_t)sprintf(t + len, "N%d=${N%d}-%d\n", i, i, i);
+	len += (size_t)sprintf(t + len, "P=1\nPP=2\nPPP=3\nPP=4\n");
+	r = parse(t, &f, NULL);
+	CHECK_INT(r, ==, 0);
+	CHECK_INT(f.n, ==, 6004);
+	for (i = 0; r == 0 && i < 3000; i++) {
+		snprintf(name, sizeof(name), "N%d", i);
+		snprintf(want, sizeof(want), "first-%d", i);
+		if (!streq(env_file_get(&f, name) ? env_file_get(&f, name) : "(unset)", want)) {
+			CHECK_STR(env_file_get(&f, name), want);
+			break;
+		}
+	}
+	CHECK_STR(env_file_get(&f, "P"), "1");
+	CHECK_STR(env_file_get(&f, "PP"), "4");
+	CHECK_STR(env_file_get(&f, "PPP"), "3");
+	CHECK(env_file_get(&f, "PPPP") == NULL);
+	CHECK(env_file_get(&f, "N") == NULL);
+	CHECK(env_file_get(&f, "N30000") == NULL);
+	CHECK(env_file_get(&f, "") == NULL);
+	env_file_fini(&f);
+	CHECK(f.slots == NULL && f.n_slots == 0 && f.key[0] == 0 && f.key[1] == 0);
+	CHECK(env_file_get(&f, "P") == NULL);
+	free(t);
+
+	/* An empty file, and an env_file that was never parsed. */
+	CHECK(parse("# nothing\n", &f, NULL) == 0 && env_file_get(&f, "A") == NULL);
+	env_file_fini(&f);
+	f = (struct env_file){ 0 };
+	CHECK(env_file_get(&f, "A") == NULL);
+}
+
 static void test_limits(void)
 {
 	struct env_file f;
@@ -844,6 +960,8 @@ int main(int argc, char **argv)
 	test_double_quotes();
 	test_expansion();
 	test_limits();
+	test_skipped_default();
+	test_index();
 	test_nul();
 	test_no_secrets_in_errors();
 	test_lookup_result_reused();
