@@ -43,7 +43,7 @@ struct env_parser {
 	size_t len;
 	size_t pos;
 	unsigned line;     /* line of pos */
-	size_t line_start; /* offset where that line begins */
+	size_t line_start; /* offset where that line begins (past a BOM) */
 	env_lookup_fn *lookup;
 	env_decode_fn *decode;
 	void *data;
@@ -687,18 +687,19 @@ static int env_parse_line(struct env_parser *p)
 	return env_add(p, start, n, line);
 }
 
-/* A NUL byte is an error wherever it is, even in a comment. */
+/* A NUL byte is an error wherever it is, even in a comment.  Called at
+ * the start, past a BOM. */
 static int env_check_nul(struct env_parser *p)
 {
-	const char *nul, *s, *line_start = p->text;
+	const char *nul, *s, *line_start = p->text + p->pos;
 	unsigned line = 1;
 
 	if (p->len == 0) /* text may then be NULL, which memchr must not see */
 		return 0;
-	nul = memchr(p->text, '\0', p->len);
+	nul = memchr(line_start, '\0', p->len - p->pos);
 	if (!nul)
 		return 0;
-	for (s = p->text; s < nul; s++) {
+	for (s = line_start; s < nul; s++) {
 		if (*s == '\n') {
 			line++;
 			line_start = s + 1;
@@ -740,6 +741,10 @@ int env_parse_with(const char *text, size_t len, const struct env_parse_opts *op
 		out->key[0] = env_siphash(fixed_key, text, len);
 		out->key[1] = out->key[0] ^ 0x9e3779b97f4a7c15u;
 	}
+	/* Skipped by moving where line 1 starts, so that its columns are
+	 * the ones an editor shows, while offsets still index the text. */
+	if (len >= ENV_BOM_LEN && memcmp(text, ENV_BOM, ENV_BOM_LEN) == 0)
+		p.pos = p.line_start = ENV_BOM_LEN;
 	r = env_check_nul(&p);
 	while (r == 0 && p.pos < p.len)
 		r = env_parse_line(&p);

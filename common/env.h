@@ -8,6 +8,9 @@
  *
  *   Lines end with \n; a \r right before \n is dropped, so CRLF files work
  *   (also inside multi-line double quotes, where the line break becomes \n).
+ *   A UTF-8 byte order mark (ENV_BOM) at the very start of the text is
+ *   skipped, as editors on other systems write one; anywhere else those
+ *   bytes are text like any other.
  *   Blank lines and lines whose first non-blank character is # are ignored.
  *   Blanks are spaces and tabs.
  *
@@ -57,7 +60,9 @@
  *     C=${B}${B}, ... cannot blow up.
  *
  *   A NUL byte anywhere is an error.  Any error rejects the whole file.
- *   Errors carry a 1-based line and column; the column counts bytes.
+ *   Errors carry a 1-based line and column; the column counts bytes, and
+ *   not those of a BOM, which is no column in an editor either.  (The
+ *   byte offsets in struct env_entry do count it: they index the text.)
  *
  * ENCRYPTED VALUES
  *
@@ -91,6 +96,10 @@
 
 /* Deepest ${A:-${B:-...}} nesting: real files use one or two levels. */
 #define ENV_NEST_MAX 8
+
+/* The UTF-8 byte order mark, skipped at the start of a text. */
+#define ENV_BOM "\xef\xbb\xbf"
+#define ENV_BOM_LEN 3
 
 /* Values that start with this are passed to the decode callback. */
 #define ENV_ENC_PREFIX "enc:"

@@ -269,7 +269,7 @@ static size_t envedit_write(const char *text, size_t len, const struct envedit_o
 {
 	const char *eol = "\n";
 	const char *nl = len ? memchr(text, '\n', len) : NULL;
-	size_t i, at = 0, k = 0, m;
+	size_t i, at = 0, k = 0, m, bom = 0;
 	bool ok = true;
 
 #define ENVEDIT_COPY(s, n)                                   \
@@ -282,6 +282,8 @@ static size_t envedit_write(const char *text, size_t len, const struct envedit_o
 
 	if (nl && nl > text && nl[-1] == '\r')
 		eol = "\r\n";
+	if (len >= ENV_BOM_LEN && memcmp(text, ENV_BOM, ENV_BOM_LEN) == 0)
+		bom = ENV_BOM_LEN;
 	for (i = 0; i < n_ops && ops[i].entry; i++) {
 		const struct env_entry *e = ops[i].entry;
 
@@ -292,7 +294,9 @@ static size_t envedit_write(const char *text, size_t len, const struct envedit_o
 		at = e->value_end;
 	}
 	ENVEDIT_COPY(text + at, len - at);
-	if (i < n_ops && len > 0 && text[len - 1] != '\n') {
+	/* A text of only a BOM is empty: the first line goes right after it,
+	 * and the BOM stays first, where it means something. */
+	if (i < n_ops && len > bom && text[len - 1] != '\n') {
 		/* After a lone \r only \r\n keeps that \r where it was: a bare
 		 * \n would turn it into half of a line break. */
 		const char *fix = text[len - 1] == '\r' ? "\r\n" : eol;

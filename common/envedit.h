@@ -1,8 +1,9 @@
 /*
  * Editing .env files as text: set variables while keeping everything else
  * byte for byte (comments, order, blank lines, spacing, `export` prefixes,
- * trailing comments, other entries, CRLF line endings).  Used by
- * `dbswapctl set` to change a secret without rewriting the file.
+ * trailing comments, other entries, CRLF line endings, a UTF-8 byte order
+ * mark at the start).  Used by `dbswapctl set` to change a secret without
+ * rewriting the file.
  *
  * The syntax is the one env.h describes; the existing text is located with
  * env_parse() (no lookup, no decode), so "enc:v1:..." values are neither
@@ -41,7 +42,8 @@ struct envedit_change {
  * a trailing comment stay.  (When a # follows the old value directly, as in
  * A='x'#c, the new value is quoted so that the # still starts a comment.)
  * Otherwise NAME=value is appended on a new line at the end; a text that
- * does not end with a line break gets one first.  Line breaks added are
+ * does not end with a line break gets one first (unless it is only a BOM:
+ * the line goes right after it).  Line breaks added are
  * \r\n when the text's first line ends with \r\n, else \n.  Changes apply
  * in order: a name given twice is set once, to the last value, in the
  * place of its first mention.

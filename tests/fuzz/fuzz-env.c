@@ -8,6 +8,7 @@
  * the input, values and their sum are within ENV_VALUE_MAX and
  * ENV_TOTAL_MAX, and env_file_get() returns the last definition; on error
  * the position is 1-based, the message terminated and nothing is returned.
+ * A BOM in front of a text without one changes only the offsets.
  *
  * The decode callback stands in for crypt_open_value() (fuzzed on its own
  * in fuzz-crypto.c): "enc:ok:REST" decodes to REST, "enc:nomem" fails with
@@ -159,6 +160,49 @@ static void check_one(const char *text, size_t len, bool with_decode)
 	}
 }
 
+/* A BOM put in front changes nothing but the offsets, which move by its
+ * length: the same values, or the same error at the same line and column
+ * (the BOM is no column).  Only for text that has no BOM already: a
+ * second one is text. */
+static void check_bom(const char *text, size_t len)
+{
+	unsigned calls = 0;
+	struct env_parse_opts opts = {
+		.lookup = lookup, .decode = decode, .data = &calls,
+	};
+	struct env_file f = { 0 }, g = { 0 };
+	struct env_error ef, eg;
+	char *with;
+	int rf, rg;
+
+	if (len >= ENV_BOM_LEN && memcmp(text, ENV_BOM, ENV_BOM_LEN) == 0)
+		return;
+	with = malloc(len + ENV_BOM_LEN);
+	if (!with)
+		return;
+	memcpy(with, ENV_BOM, ENV_BOM_LEN);
+	if (len)
+		memcpy(with + ENV_BOM_LEN, text, len);
+	rf = env_parse_with(text, len, &opts, &f, &ef);
+	rg = env_parse_with(with, len + ENV_BOM_LEN, &opts, &g, &eg);
+	FUZZ_CHECK(rf == rg && f.n == g.n);
+	for (size_t i = 0; rf == 0 && i < f.n; i++) {
+		const struct env_entry *a = &f.entries[i], *b = &g.entries[i];
+
+		FUZZ_CHECK(strcmp(a->name, b->name) == 0);
+		FUZZ_CHECK(strcmp(a->value, b->value) == 0);
+		FUZZ_CHECK(a->line == b->line && a->end_line == b->end_line);
+		FUZZ_CHECK(a->value_off + ENV_BOM_LEN == b->value_off &&
+			   a->value_end + ENV_BOM_LEN == b->value_end);
+	}
+	if (rf == -EINVAL)
+		FUZZ_CHECK(ef.line == eg.line && ef.column == eg.column &&
+			   strcmp(ef.message, eg.message) == 0);
+	env_file_fini(&f);
+	env_file_fini(&g);
+	free(with);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char *text;
@@ -172,6 +216,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(text, data, size);
 	check_one(text, size, true);
 	check_one(text, size, false);
+	check_bom(text, size);
 	free(text);
 	return 0;
 }

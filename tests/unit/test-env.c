@@ -4,7 +4,8 @@
  * Usage: test-env [CORPUS_DIR]
  * With a directory, also parses every good-*.env in it (must succeed) and
  * every bad-*.env (must fail).  A bad file whose first line is
- * "# error: LINE:COLUMN" must fail at exactly that place.
+ * "# error: LINE:COLUMN" (after a BOM, if any) must fail at exactly that
+ * place.
  * Exits 0 when every check passed.
  */
 #include <dirent.h>
@@ -713,6 +714,53 @@ static void test_value_offsets(void)
 	env_file_fini(&f);
 }
 
+/* A UTF-8 BOM at the very start is skipped and is no column; offsets
+ * still index the text. */
+static void test_bom(void)
+{
+	static const char crlf[] = "\xef\xbb\xbf# c\r\nA=1\r\nB=\"x\r\ny\"\r\n";
+	struct env_file f;
+	int r;
+
+	r = parse("\xef\xbb\xbf" "A=1\nB='two'\n", &f, NULL);
+	CHECK_INT(r, ==, 0);
+	CHECK_INT(f.n, ==, 2);
+	if (r == 0 && f.n == 2) {
+		CHECK_STR(f.entries[0].name, "A");
+		CHECK_STR(f.entries[0].value, "1");
+		CHECK(f.entries[0].line == 1 && f.entries[1].line == 2);
+		CHECK(f.entries[0].value_off == 5 && f.entries[0].value_end == 6);
+		CHECK(f.entries[1].value_off == 9 && f.entries[1].value_end == 14);
+	}
+	env_file_fini(&f);
+	EXPECT_SPAN(crlf, 0, "A", "1", 2, 2);
+	EXPECT_SPAN(crlf, 1, "B", "\"x\r\ny\"", 3, 4);
+	EXPECT_VALUE(crlf, "B", "x\ny");
+	EXPECT_VALUE("\xef\xbb\xbf" "export A=${HOME}", "A", "/home/test");
+	EXPECT_VALUE("\xef\xbb\xbf" "  A = x", "A", "x");
+	EXPECT_VALUE("\xef\xbb\xbf" "\nA=x", "A", "x");
+	EXPECT_VALUE("\xef\xbb\xbf" "#c\nA=x", "A", "x");
+	CHECK(parse("\xef\xbb\xbf", &f, NULL) == 0 && f.n == 0);
+	CHECK(parse("\xef\xbb\xbf\n\n", &f, NULL) == 0 && f.n == 0);
+	/* Elsewhere it is text: a value keeps it, a name cannot start with
+	 * it. */
+	EXPECT_VALUE("A=\xef\xbb\xbf", "A", "\xef\xbb\xbf");
+	EXPECT_VALUE("A='\xef\xbb\xbfx'", "A", "\xef\xbb\xbfx");
+	/* Columns of line 1 as an editor shows them: the BOM is no column. */
+	EXPECT_ERROR("\xef\xbb\xbf" "1A=x", 1, 1, "invalid variable name");
+	EXPECT_ERROR("\xef\xbb\xbf" "A", 1, 2, "expected '=' after name");
+	EXPECT_ERROR("\xef\xbb\xbf" "A='x", 1, 3, "unterminated single quote");
+	EXPECT_ERROR("\xef\xbb\xbf" "A=1\nB", 2, 2, "expected '=' after name");
+	EXPECT_ERROR("\xef\xbb\xbf\xef\xbb\xbf" "A=1", 1, 1, "invalid variable name");
+	EXPECT_ERROR("A=1\n\xef\xbb\xbf" "B=1", 2, 1, "invalid variable name");
+	EXPECT_ERROR(" \xef\xbb\xbf" "A=1", 1, 2, "invalid variable name");
+	EXPECT_ERROR("\xef\xbb" "A=1", 1, 1, "invalid variable name");
+	expect_error(__LINE__, "\xef\xbb\xbf#\0", 5, 1, 2, "NUL byte");
+	expect_error(__LINE__, "\xef\xbb\xbf\0", 4, 1, 1, "NUL byte");
+	/* len is honoured: a BOM cut short is not one. */
+	CHECK(env_parse("\xef\xbb\xbf", 2, NULL, NULL, &f, NULL) == -EINVAL);
+}
+
 /* The decode callback used by the tests: "enc:v1:X" decodes to "<X>",
  * "enc:v1:bad" fails, "enc:v1:nomem" runs out of memory; anything else
  * after "enc:" is an unknown format.  data counts the calls. */
@@ -888,7 +936,7 @@ static void corpus_file(const char *dir, const char *name, bool good)
 	struct env_file f;
 	struct env_error err;
 	unsigned line, column;
-	size_t len;
+	size_t len, bom;
 	char *text;
 	int r;
 
@@ -900,6 +948,7 @@ static void corpus_file(const char *dir, const char *name, bool good)
 		return;
 	}
 	r = env_parse(text, len, fake_lookup, NULL, &f, &err);
+	bom = len >= ENV_BOM_LEN && memcmp(text, ENV_BOM, ENV_BOM_LEN) == 0 ? ENV_BOM_LEN : 0;
 	if (good && r != 0) {
 		fprintf(stderr, "%s:%u:%u: %s (expected to parse)\n", path, err.line, err.column,
 			err.message);
@@ -907,7 +956,7 @@ static void corpus_file(const char *dir, const char *name, bool good)
 	} else if (!good && r != -EINVAL) {
 		fprintf(stderr, "%s: parsed (%d), expected a syntax error\n", path, r);
 		check_failed++;
-	} else if (!good && sscanf(text, "# error: %u:%u", &line, &column) == 2 &&
+	} else if (!good && sscanf(text + bom, "# error: %u:%u", &line, &column) == 2 &&
 		   (line != err.line || column != err.column)) {
 		fprintf(stderr, "%s: error at %u:%u (%s), expected %u:%u\n", path, err.line,
 			err.column, err.message, line, column);
@@ -956,6 +1005,7 @@ int main(int argc, char **argv)
 	test_names();
 	test_comments();
 	test_crlf();
+	test_bom();
 	test_single_quotes();
 	test_double_quotes();
 	test_expansion();

@@ -187,6 +187,22 @@ static void test_append(void)
 	EXPECT_EDIT("A=1\nX=2\r\n", "A=1\nX=2\r\nB=2\n", { "B", "2", 0 });
 }
 
+/* A UTF-8 BOM at the start stays there, whatever is set or appended. */
+static void test_bom(void)
+{
+	EXPECT_EDIT("\xef\xbb\xbf" "A=1\nB=2\n", "\xef\xbb\xbf" "A='x y'\nB=2\n",
+		    { "A", "x y", 0 });
+	EXPECT_EDIT("\xef\xbb\xbf" "A=1 # c\r\n", "\xef\xbb\xbf" "A=2 # c\r\nB=3\r\n",
+		    { "A", "2", 0 }, { "B", "3", 0 });
+	EXPECT_EDIT("\xef\xbb\xbf" "A=1", "\xef\xbb\xbf" "A=1\nB=2\n", { "B", "2", 0 });
+	EXPECT_EDIT("\xef\xbb\xbf" "export A=", "\xef\xbb\xbf" "export A=2", { "A", "2", 0 });
+	/* Only a BOM: the first line goes right after it. */
+	EXPECT_EDIT("\xef\xbb\xbf", "\xef\xbb\xbf" "B=2\n", { "B", "2", 0 });
+	EXPECT_EDIT("\xef\xbb\xbf\n", "\xef\xbb\xbf\nB=2\n", { "B", "2", 0 });
+	/* Errors in a BOM file: columns as the parser gives them. */
+	EXPECT_FAIL("\xef\xbb\xbf" "A='x", 7, 1, 3, "unterminated single quote", { "A", "2", 0 });
+}
+
 /* A text ending in a lone \r (part of an unquoted value) keeps that value
  * when a line is appended. */
 static void test_append_after_cr(void)
@@ -573,6 +589,7 @@ int main(int argc, char **argv)
 	RUN(test_export);
 	RUN(test_append);
 	RUN(test_append_after_cr);
+	RUN(test_bom);
 	RUN(test_defined_twice);
 	RUN(test_several);
 	RUN(test_encrypted_untouched);
