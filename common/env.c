@@ -90,7 +90,8 @@ static int env_fail(struct env_parser *p, unsigned line, unsigned col, const cha
 	return -EINVAL;
 }
 
-/* The byte at pos, with "\r\n" read as one '\n', or ENV_EOF. */
+/* The byte at pos, with "\r\n" read as one '\n', or ENV_EOF.  Every \r
+ * is followed by \n: env_check_bytes() made sure. */
 static int env_peek(const struct env_parser *p)
 {
 	if (p->pos >= p->len)
@@ -687,24 +688,36 @@ static int env_parse_line(struct env_parser *p)
 	return env_add(p, start, n, line);
 }
 
-/* A NUL byte is an error wherever it is, even in a comment.  Called at
- * the start, past a BOM. */
-static int env_check_nul(struct env_parser *p)
+/* A NUL byte, and a CR that does not start a CRLF line break, are errors
+ * wherever they are, even in a comment: neither may become part of a
+ * value, and a lone CR is a line break to some tools and not to others,
+ * so that no one reading the file could tell where its values end.  The
+ * first such byte is reported.  Called at the start, past a BOM. */
+static int env_check_bytes(struct env_parser *p)
 {
-	const char *nul, *s, *line_start = p->text + p->pos;
+	const char *s, *end, *stop, *nul, *cr, *line_start = p->text + p->pos;
 	unsigned line = 1;
 
 	if (p->len == 0) /* text may then be NULL, which memchr must not see */
 		return 0;
-	nul = memchr(line_start, '\0', p->len - p->pos);
-	if (!nul)
+	end = p->text + p->len;
+	nul = memchr(line_start, '\0', (size_t)(end - line_start));
+	stop = nul ? nul : end; /* a CR after the NUL is not the first */
+	for (cr = line_start; (cr = memchr(cr, '\r', (size_t)(stop - cr))); cr++) {
+		if (cr + 1 == end || cr[1] != '\n')
+			break;
+	}
+	if (!cr && !nul)
 		return 0;
-	for (s = line_start; s < nul; s++) {
+	for (s = line_start; s < (cr ? cr : nul); s++) {
 		if (*s == '\n') {
 			line++;
 			line_start = s + 1;
 		}
 	}
+	if (cr)
+		return env_fail(p, line, (unsigned)(cr - line_start + 1),
+				"carriage return not followed by a line feed");
 	return env_fail(p, line, (unsigned)(nul - line_start + 1), "NUL byte");
 }
 
@@ -745,7 +758,7 @@ int env_parse_with(const char *text, size_t len, const struct env_parse_opts *op
 	 * the ones an editor shows, while offsets still index the text. */
 	if (len >= ENV_BOM_LEN && memcmp(text, ENV_BOM, ENV_BOM_LEN) == 0)
 		p.pos = p.line_start = ENV_BOM_LEN;
-	r = env_check_nul(&p);
+	r = env_check_bytes(&p);
 	while (r == 0 && p.pos < p.len)
 		r = env_parse_line(&p);
 	env_buf_wipe(&p.val);

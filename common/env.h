@@ -8,6 +8,8 @@
  *
  *   Lines end with \n; a \r right before \n is dropped, so CRLF files work
  *   (also inside multi-line double quotes, where the line break becomes \n).
+ *   Any other \r (a lone one, the first of \r\r\n) is an error, wherever
+ *   it is: a value never holds a \r from the file.
  *   A UTF-8 byte order mark (ENV_BOM) at the very start of the text is
  *   skipped, as editors on other systems write one; anywhere else those
  *   bytes are text like any other.
@@ -59,7 +61,9 @@
  *     together at most ENV_TOTAL_MAX bytes, so that A=x, B=${A}${A},
  *     C=${B}${B}, ... cannot blow up.
  *
- *   A NUL byte anywhere is an error.  Any error rejects the whole file.
+ *   A NUL byte anywhere is an error, and so is a \r that does not start a
+ *   \r\n; of these the first in the text is reported, before any other
+ *   error.  Any error rejects the whole file.
  *   Errors carry a 1-based line and column; the column counts bytes, and
  *   not those of a BOM, which is no column in an editor either.  (The
  *   byte offsets in struct env_entry do count it: they index the text.)

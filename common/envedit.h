@@ -57,9 +57,10 @@ struct envedit_change {
  * Returns -EINVAL with *err filled (err may be NULL):
  *   - the existing text does not parse: line and column, as env_parse();
  *   - a change is bad (a name that is not a valid name, a NULL value, a
- *     value holding a NUL byte, a value over ENV_VALUE_MAX bytes): line and
- *     column are 0, the message names the change ("change 2: ...") or,
- *     when its name is valid, the variable;
+ *     value holding a NUL byte or a carriage return, which no env file can
+ *     hold, a value over ENV_VALUE_MAX bytes): line and column are 0, the
+ *     message names the change ("change 2: ...") or, when its name is
+ *     valid, the variable;
  *   - the edited text would not parse: line and column point into the
  *     edited text and the message starts with "after the edit: ".
  * Returns -ENOMEM when out of memory.  On failure *out is NULL and
@@ -77,13 +78,12 @@ int envedit_apply(const char *text, size_t len, const struct envedit_change *cha
  *   - else in single quotes when it has no ' and no control byte
  *     (below 0x20, or 0x7f);
  *   - else in double quotes, with \ " $ escaped by a backslash, newline
- *     written as \n and tab as \t; other control bytes, CR included, are
- *     written raw (the parser keeps them: a raw CR is never followed by a
- *     raw line break here, so it cannot be taken for a CRLF).
+ *     written as \n and tab as \t; other control bytes are written raw
+ *     (the parser keeps them).
  * Bytes from 0x80 up are never left unquoted, so that the value's ends are
  * visible even when it ends in, say, a non-breaking space.
- * Returns NULL when out of memory (errno ENOMEM) or when value is NULL
- * (errno EINVAL).
+ * Returns NULL when out of memory (errno ENOMEM), or when value is NULL or
+ * holds a carriage return, which env syntax cannot hold (errno EINVAL).
  */
 char *envedit_format_value(const char *value);
 

@@ -3,12 +3,14 @@
  * agent's layers use it: one file parsed with a lookup into the layers
  * below and a decode callback for "enc:" values, then names looked up.
  *
- * Besides not crashing, checks what env.h promises: a NUL byte rejects the
- * file; on success every name is [A-Za-z_][A-Za-z0-9_]*, offsets lie inside
- * the input, values and their sum are within ENV_VALUE_MAX and
- * ENV_TOTAL_MAX, and env_file_get() returns the last definition; on error
- * the position is 1-based, the message terminated and nothing is returned.
- * A BOM in front of a text without one changes only the offsets.
+ * Besides not crashing, checks what env.h promises: a NUL byte, or a \r
+ * that does not start a \r\n, rejects the file before any callback; on
+ * success no value holds a \r (the lower layers here hold none), every
+ * name is [A-Za-z_][A-Za-z0-9_]*, offsets lie inside the input, values and
+ * their sum are within ENV_VALUE_MAX and ENV_TOTAL_MAX, and env_file_get()
+ * returns the last definition; on error the position is 1-based, the
+ * message terminated and nothing is returned.  A BOM in front of a text
+ * without one changes only the offsets.
  *
  * The decode callback stands in for crypt_open_value() (fuzzed on its own
  * in fuzz-crypto.c): "enc:ok:REST" decodes to REST, "enc:nomem" fails with
@@ -95,7 +97,7 @@ static void check_parsed(const struct env_file *f, const char *text,
 		size_t vlen;
 
 		FUZZ_CHECK(e->name != NULL && name_ok(e->name));
-		FUZZ_CHECK(e->value != NULL);
+		FUZZ_CHECK(e->value != NULL && strchr(e->value, '\r') == NULL);
 		vlen = strlen(e->value);
 		FUZZ_CHECK(vlen <= ENV_VALUE_MAX);
 		total += vlen;
@@ -126,6 +128,14 @@ static void check_parsed(const struct env_file *f, const char *text,
 	FUZZ_CHECK(env_file_get(f, "9_NOT_A_NAME") == NULL);
 }
 
+static bool has_lone_cr(const char *text, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (text[i] == '\r' && (i + 1 == len || text[i + 1] != '\n'))
+			return true;
+	return false;
+}
+
 static void check_one(const char *text, size_t len, bool with_decode)
 {
 	unsigned calls = 0;
@@ -146,13 +156,17 @@ static void check_one(const char *text, size_t len, bool with_decode)
 
 	if (r == 0) {
 		FUZZ_CHECK(memchr(text, '\0', len) == NULL);
+		FUZZ_CHECK(!has_lone_cr(text, len));
 		check_parsed(&f, text, len);
 		env_file_fini(&f);
 		FUZZ_CHECK(f.n == 0 && f.entries == NULL);
 		return;
 	}
-	/* -ENOMEM only from the callback: the fuzzer's inputs are small. */
+	/* -ENOMEM only from the callback: the fuzzer's inputs are small.
+	 * Bytes no file may hold are found before any callback is called. */
 	FUZZ_CHECK(r == -EINVAL || (r == -ENOMEM && calls > 0));
+	if (has_lone_cr(text, len) || memchr(text, '\0', len))
+		FUZZ_CHECK(r == -EINVAL && calls == 0);
 	FUZZ_CHECK(f.n == 0 && f.entries == NULL);
 	if (r == -EINVAL) {
 		FUZZ_CHECK(err.line >= 1 && err.column >= 1);

@@ -196,10 +196,39 @@ static void test_crlf(void)
 	env_file_fini(&f);
 	EXPECT_VALUE("A=\"one\r\ntwo\"\r\n", "A", "one\ntwo");
 	EXPECT_VALUE("A=${B:-x}\r\n", "A", "x");
-	/* A lone \r is not a line break. */
-	EXPECT_VALUE("A=a\rb\n", "A", "a\rb");
 	EXPECT_ERROR("A=1\r\nB\r\n", 2, 2, "expected '=' after name");
 	EXPECT_ERROR("A='x\r\n'", 1, 3, "unterminated single quote");
+}
+
+/* Any \r but the first of \r\n is an error wherever it is, and the first
+ * NUL or such \r is what is reported. */
+static void test_lone_cr(void)
+{
+	static const char *const msg = "carriage return not followed by a line feed";
+
+	EXPECT_ERROR("A=a\rb\n", 1, 4, msg);
+	EXPECT_ERROR("A=ab\r", 1, 5, msg);
+	EXPECT_ERROR("\r", 1, 1, msg);
+	EXPECT_ERROR("\r\r\n", 1, 1, msg);
+	EXPECT_ERROR("A=1\r\r\nB=2\r\n", 1, 4, msg);
+	EXPECT_ERROR("A=1\r\nB=2\r\r\n", 2, 4, msg);
+	EXPECT_ERROR("A=1\n\r\nB=\r\n\r", 4, 1, msg);
+	EXPECT_ERROR("A=1\rB=2\n", 1, 4, msg);
+	EXPECT_ERROR("A=\"x\ry\"", 1, 5, msg);
+	EXPECT_ERROR("A=\"x\r\r\ny\"", 1, 5, msg);
+	EXPECT_ERROR("A='x\r'", 1, 5, msg);
+	EXPECT_ERROR("A=${NOPE:-\r}", 1, 11, msg);
+	EXPECT_ERROR("# a comment\r\nA=1\n# another\r", 3, 10, msg);
+	EXPECT_ERROR("A=x # comment\r more\n", 1, 14, msg);
+	/* Before any other error, like a NUL byte. */
+	EXPECT_ERROR("A='unterminated\nB=1\r", 2, 4, msg);
+	expect_error(__LINE__, "A=\r\0", 4, 1, 3, msg);
+	expect_error(__LINE__, "A=\0\r", 4, 1, 3, "NUL byte");
+	expect_error(__LINE__, "A=\r\n\0\r", 5, 2, 1, "NUL byte");
+	/* A BOM is no column. */
+	EXPECT_ERROR("\xef\xbb\xbf" "A=\r", 1, 3, msg);
+	/* len is honoured: a \r\n cut after the \r is a lone \r. */
+	expect_error(__LINE__, "A=1\r\n", 4, 1, 4, msg);
 }
 
 static void test_single_quotes(void)
@@ -548,6 +577,8 @@ static void test_no_secrets_in_errors(void)
 		"A=secretvalue\nsecretvalue",
 		"A=secretvalue\nB secretvalue",
 		"A=secretvalue\nB-secretvalue=1",
+		"A=secret\rvalue",
+		"A=\"secret\r\r\nvalue\"",
 	};
 	struct env_file f;
 	struct env_error err;
@@ -670,7 +701,6 @@ static void test_value_offsets(void)
 	EXPECT_SPAN("A=it's \"fine\"  ", 0, "A", "it's \"fine\"", 1, 1);
 	EXPECT_SPAN("A=${NOPE:-  }  # c", 0, "A", "${NOPE:-  }", 1, 1);
 	EXPECT_SPAN("A=x${HOME}y\n", 0, "A", "x${HOME}y", 1, 1);
-	EXPECT_SPAN("A=a\rb\n", 0, "A", "a\rb", 1, 1); /* a lone \r is value */
 	/* Quoted: from the opening quote to just past the closing one. */
 	EXPECT_SPAN("A='q'", 0, "A", "'q'", 1, 1);
 	EXPECT_SPAN("A = \t'x y' # c\n", 0, "A", "'x y'", 1, 1);
@@ -1005,6 +1035,7 @@ int main(int argc, char **argv)
 	test_names();
 	test_comments();
 	test_crlf();
+	test_lone_cr();
 	test_bom();
 	test_single_quotes();
 	test_double_quotes();
