@@ -69,6 +69,7 @@ bench() {
 	DBSWAP_CONNECT_FLOOR="$BUILDDIR/tests/connect-floor" \
 	DBSWAP_POOL_LOAD="$BUILDDIR/tests/pool-load" \
 	DBSWAP_POOL_BENCH="$BUILDDIR/tests/pool-bench" \
+	DBSWAP_ENV_BENCH="$BUILDDIR/tests/env-bench" \
 	DBSWAP_LIBPQ_LOAD="$BUILDDIR/tests/libpq-load" \
 	DBSWAP_FANOUT="$BUILDDIR/tests/fanout" \
 	PYTHONPATH=tests/bench:tests/integration PYTHONDONTWRITEBYTECODE=1 \

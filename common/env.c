@@ -10,6 +10,16 @@
  * Each entry also records where its value's raw text is (value_off,
  * value_end, end_line), so that an editor (envedit.c) can replace exactly
  * those bytes.
+ *
+ * Parsing takes time linear in the text, whatever the text: the agent
+ * parses on its event loop.  Names are found through an index in struct
+ * env_file (an open-addressing hash table, filled as definitions are
+ * added), not by searching the definitions; a ${NAME:-default} whose NAME
+ * is set checks its default's syntax without building it (it could be
+ * ENV_VALUE_MAX bytes, once per ${...}).  The hash is SipHash-1-3 keyed
+ * by a hash of the whole text: names chosen to collide, which would make
+ * every lookup walk one long run of slots, would change the key they were
+ * chosen for, and the parse stays a pure function of the text.
  */
 #include <stdarg.h>
 #include <stdbool.h>
@@ -33,7 +43,7 @@ struct env_parser {
 	size_t len;
 	size_t pos;
 	unsigned line;     /* line of pos */
-	size_t line_start; /* offset where that line begins */
+	size_t line_start; /* offset where that line begins (past a BOM) */
 	env_lookup_fn *lookup;
 	env_decode_fn *decode;
 	void *data;
@@ -45,6 +55,9 @@ struct env_parser {
 	unsigned val_line, val_col; /* where it starts, for "too long" */
 	size_t val_off, val_end;     /* its raw text, for env_entry */
 	unsigned end_line;           /* line of val_end */
+	bool skip;                   /* checking a default that is not used */
+	char *name;                  /* a name for the lookup callback */
+	size_t name_cap;
 };
 
 static bool env_blank(int c)
@@ -77,7 +90,8 @@ static int env_fail(struct env_parser *p, unsigned line, unsigned col, const cha
 	return -EINVAL;
 }
 
-/* The byte at pos, with "\r\n" read as one '\n', or ENV_EOF. */
+/* The byte at pos, with "\r\n" read as one '\n', or ENV_EOF.  Every \r
+ * is followed by \n: env_check_bytes() made sure. */
 static int env_peek(const struct env_parser *p)
 {
 	if (p->pos >= p->len)
@@ -144,13 +158,16 @@ static void env_buf_truncate(struct env_buf *b, size_t len)
 	b->len = len;
 }
 
-/* Appends to the value being built, enforcing ENV_VALUE_MAX. */
+/* Appends to the value being built, enforcing ENV_VALUE_MAX; nothing while
+ * a default that is not used is only checked. */
 static int env_put(struct env_parser *p, const char *s, size_t n)
 {
 	struct env_buf *b = &p->val;
 	size_t cap = b->cap ? b->cap : 64;
 	char *np;
 
+	if (p->skip)
+		return 0;
 	if (n > ENV_VALUE_MAX - b->len)
 		return env_fail(p, p->val_line, p->val_col, "value too long after expansion");
 	if (b->len + n >= b->cap) {
@@ -176,14 +193,136 @@ static int env_put_next(struct env_parser *p)
 	return env_put(p, &c, 1);
 }
 
-/* The value name has for expansion: this file first, then lower layers. */
-static const char *env_value_of(const struct env_parser *p, const char *name)
+static uint64_t env_rotl(uint64_t x, unsigned b)
 {
-	const char *v = env_file_get(p->out, name);
+	return (x << b) | (x >> (64 - b));
+}
 
-	if (!v && p->lookup)
-		v = p->lookup(name, p->data);
-	return v;
+static void env_sipround(uint64_t v[4])
+{
+	v[0] += v[1];
+	v[1] = env_rotl(v[1], 13) ^ v[0];
+	v[0] = env_rotl(v[0], 32);
+	v[2] += v[3];
+	v[3] = env_rotl(v[3], 16) ^ v[2];
+	v[0] += v[3];
+	v[3] = env_rotl(v[3], 21) ^ v[0];
+	v[2] += v[1];
+	v[1] = env_rotl(v[1], 17) ^ v[2];
+	v[2] = env_rotl(v[2], 32);
+}
+
+/* SipHash-1-3 of n bytes at s under key k. */
+static uint64_t env_siphash(const uint64_t k[2], const char *s, size_t n)
+{
+	uint64_t v[4] = {
+		k[0] ^ 0x736f6d6570736575u,
+		k[1] ^ 0x646f72616e646f6du,
+		k[0] ^ 0x6c7967656e657261u,
+		k[1] ^ 0x7465646279746573u,
+	};
+	uint64_t m;
+	size_t i, j;
+
+	for (i = 0; n - i >= 8; i += 8) {
+		for (m = 0, j = 0; j < 8; j++)
+			m |= (uint64_t)(unsigned char)s[i + j] << (8 * j);
+		v[3] ^= m;
+		env_sipround(v);
+		v[0] ^= m;
+	}
+	m = (uint64_t)n << 56;
+	for (j = 0; i + j < n; j++)
+		m |= (uint64_t)(unsigned char)s[i + j] << (8 * j);
+	v[3] ^= m;
+	env_sipround(v);
+	v[0] ^= m;
+	v[2] ^= 0xff;
+	for (j = 0; j < 3; j++)
+		env_sipround(v);
+	return v[0] ^ v[1] ^ v[2] ^ v[3];
+}
+
+/* The index slot of name (n bytes, no NUL needed): the one that holds its
+ * last definition, else the free one where it would go.  The table is
+ * never full, so the probe ends. */
+static size_t *env_index_slot(const struct env_file *f, const char *name, size_t n)
+{
+	size_t mask = f->n_slots - 1;
+	size_t i = (size_t)env_siphash(f->key, name, n) & mask;
+	const char *e;
+
+	for (;; i = (i + 1) & mask) {
+		if (!f->slots[i])
+			return &f->slots[i];
+		e = f->entries[f->slots[i] - 1].name;
+		if (strncmp(e, name, n) == 0 && e[n] == '\0')
+			return &f->slots[i];
+	}
+}
+
+/* Makes room in the index for one more definition.  The table is kept
+ * at most half full, counting every definition (duplicates too), so that
+ * probes stay short; it doubles, so that moving the names over costs
+ * linear time in all. */
+static int env_index_reserve(struct env_file *f)
+{
+	size_t *old = f->slots, old_n = f->n_slots, n_slots = old_n ? old_n : 64, i;
+	const char *name;
+
+	if ((f->n + 1) * 2 <= old_n)
+		return 0;
+	while ((f->n + 1) * 2 > n_slots)
+		n_slots *= 2;
+	f->slots = calloc(n_slots, sizeof(*f->slots));
+	if (!f->slots) {
+		f->slots = old;
+		return -ENOMEM;
+	}
+	f->n_slots = n_slots;
+	for (i = 0; i < old_n; i++) {
+		if (old[i]) {
+			name = f->entries[old[i] - 1].name;
+			*env_index_slot(f, name, strlen(name)) = old[i];
+		}
+	}
+	free(old);
+	return 0;
+}
+
+/* Sets *value to what the name at text[start] (n bytes) has for
+ * expansion: the latest definition in this file, else the lower layers'
+ * value, else NULL. */
+static int env_value_of(struct env_parser *p, size_t start, size_t n, const char **value)
+{
+	const char *name = p->text + start;
+	size_t *slot, cap;
+	char *np;
+
+	*value = NULL;
+	if (p->out->n_slots) {
+		slot = env_index_slot(p->out, name, n);
+		if (*slot) {
+			*value = p->out->entries[*slot - 1].value;
+			return 0;
+		}
+	}
+	if (!p->lookup)
+		return 0;
+	/* The callback wants a C string: one buffer serves every name. */
+	if (n >= p->name_cap) {
+		for (cap = p->name_cap ? p->name_cap : 64; cap <= n; cap *= 2)
+			;
+		np = realloc(p->name, cap);
+		if (!np)
+			return -ENOMEM;
+		p->name = np;
+		p->name_cap = cap;
+	}
+	memcpy(p->name, name, n);
+	p->name[n] = '\0';
+	*value = p->lookup(p->name, p->data);
+	return 0;
 }
 
 /* Handles a backslash inside double quotes; pos is at the backslash. */
@@ -231,8 +370,9 @@ static bool env_brace_ends(int c, bool dq)
 
 static int env_expand(struct env_parser *p, bool dq, unsigned depth);
 
-/* Parses the default of a ${NAME:-default} into the value; pos is at the
- * ":-".  line and col locate the "${" for errors. */
+/* Parses the default of a ${NAME:-default} into the value (only checks it
+ * when p->skip); pos is at the ":-".  line and col locate the "${" for
+ * errors. */
 static int env_default(struct env_parser *p, bool dq, unsigned depth, unsigned line,
 		       unsigned col)
 {
@@ -256,15 +396,16 @@ static int env_default(struct env_parser *p, bool dq, unsigned depth, unsigned l
 	return 0;
 }
 
-/* Expands the ${...} at pos into the value.  dq says whether it sits in
- * double quotes; depth counts the ${ around it. */
+/* Expands the ${...} at pos into the value (only checks it when p->skip).
+ * dq says whether it sits in double quotes; depth counts the ${ around
+ * it. */
 static int env_expand(struct env_parser *p, bool dq, unsigned depth)
 {
 	unsigned line = p->line, col = env_col(p);
-	size_t start, mark = p->val.len;
-	const char *value;
-	char *name;
-	int c, r = 0;
+	const char *value = NULL;
+	bool skip = p->skip;
+	size_t start;
+	int c, r;
 
 	if (depth >= ENV_NEST_MAX)
 		return env_fail(p, line, col, "${ nested too deeply");
@@ -284,26 +425,24 @@ static int env_expand(struct env_parser *p, bool dq, unsigned depth)
 	if (c != '}' && !env_looking_at(p, ":-"))
 		return env_fail(p, p->line, env_col(p), "expected '}' or ':-' after name in ${");
 
-	name = strndup(p->text + start, p->pos - start);
-	if (!name)
-		return -ENOMEM;
-	/* The default is parsed even when it is not used, to find its end
-	 * and report its errors; it is dropped below if the name is set. */
-	if (c == ':')
-		r = env_default(p, dq, depth, line, col);
-	else
-		env_next(p);
-	/* Looked up only now: the default may have called lookup, which
-	 * can invalidate an earlier result. */
-	value = r == 0 ? env_value_of(p, name) : NULL;
-	free(name);
-	if (r < 0)
-		return r;
-	if (value && (c == '}' || *value)) {
-		env_buf_truncate(&p->val, mark);
-		return env_put(p, value, strlen(value));
+	if (!skip) {
+		r = env_value_of(p, start, p->pos - start, &value);
+		if (r < 0)
+			return r;
 	}
-	return 0;
+	if (c == '}') {
+		env_next(p);
+		return value ? env_put(p, value, strlen(value)) : 0;
+	}
+	/* The default is parsed even when it is not used, to find its end
+	 * and report its errors, but then only checked: it calls no lookup,
+	 * so value stays valid, and builds nothing. */
+	p->skip = skip || (value && *value);
+	r = env_default(p, dq, depth, line, col);
+	p->skip = skip;
+	if (r < 0 || !value || !*value)
+		return r;
+	return env_put(p, value, strlen(value));
 }
 
 static int env_single_quoted(struct env_parser *p)
@@ -463,6 +602,8 @@ static int env_add(struct env_parser *p, size_t name_start, size_t name_len, uns
 		f->entries = entries;
 		p->cap = cap;
 	}
+	if (env_index_reserve(f) < 0)
+		goto err_name;
 	if (p->val.p) {
 		value = p->val.p;
 		value[p->val.len] = '\0';
@@ -481,6 +622,8 @@ static int env_add(struct env_parser *p, size_t name_start, size_t name_len, uns
 		.value_end = p->val_end,
 		.end_line = p->end_line,
 	};
+	/* The later definition takes the name's slot. */
+	*env_index_slot(f, name, name_len) = f->n;
 	return 0;
 
 err_name:
@@ -545,23 +688,36 @@ static int env_parse_line(struct env_parser *p)
 	return env_add(p, start, n, line);
 }
 
-/* A NUL byte is an error wherever it is, even in a comment. */
-static int env_check_nul(struct env_parser *p)
+/* A NUL byte, and a CR that does not start a CRLF line break, are errors
+ * wherever they are, even in a comment: neither may become part of a
+ * value, and a lone CR is a line break to some tools and not to others,
+ * so that no one reading the file could tell where its values end.  The
+ * first such byte is reported.  Called at the start, past a BOM. */
+static int env_check_bytes(struct env_parser *p)
 {
-	const char *nul, *s, *line_start = p->text;
+	const char *s, *end, *stop, *nul, *cr, *line_start = p->text + p->pos;
 	unsigned line = 1;
 
 	if (p->len == 0) /* text may then be NULL, which memchr must not see */
 		return 0;
-	nul = memchr(p->text, '\0', p->len);
-	if (!nul)
+	end = p->text + p->len;
+	nul = memchr(line_start, '\0', (size_t)(end - line_start));
+	stop = nul ? nul : end; /* a CR after the NUL is not the first */
+	for (cr = line_start; (cr = memchr(cr, '\r', (size_t)(stop - cr))); cr++) {
+		if (cr + 1 == end || cr[1] != '\n')
+			break;
+	}
+	if (!cr && !nul)
 		return 0;
-	for (s = p->text; s < nul; s++) {
+	for (s = line_start; s < (cr ? cr : nul); s++) {
 		if (*s == '\n') {
 			line++;
 			line_start = s + 1;
 		}
 	}
+	if (cr)
+		return env_fail(p, line, (unsigned)(cr - line_start + 1),
+				"carriage return not followed by a line feed");
 	return env_fail(p, line, (unsigned)(nul - line_start + 1), "NUL byte");
 }
 
@@ -586,15 +742,27 @@ int env_parse_with(const char *text, size_t len, const struct env_parse_opts *op
 		.out = out,
 		.err = err,
 	};
+	static const uint64_t fixed_key[2] = { 0 };
 	int r;
 
 	*out = (struct env_file){ 0 };
 	if (err)
 		*err = (struct env_error){ 0 };
-	r = env_check_nul(&p);
+	/* The index's key: the text's hash under a fixed key (see the top of
+	 * this file).  text may be NULL when len is 0. */
+	if (len > 0) {
+		out->key[0] = env_siphash(fixed_key, text, len);
+		out->key[1] = out->key[0] ^ 0x9e3779b97f4a7c15u;
+	}
+	/* Skipped by moving where line 1 starts, so that its columns are
+	 * the ones an editor shows, while offsets still index the text. */
+	if (len >= ENV_BOM_LEN && memcmp(text, ENV_BOM, ENV_BOM_LEN) == 0)
+		p.pos = p.line_start = ENV_BOM_LEN;
+	r = env_check_bytes(&p);
 	while (r == 0 && p.pos < p.len)
 		r = env_parse_line(&p);
 	env_buf_wipe(&p.val);
+	free(p.name);
 	if (r < 0) {
 		if (r == -ENOMEM)
 			env_fail(&p, p.line, env_col(&p), "out of memory");
@@ -612,16 +780,19 @@ void env_file_fini(struct env_file *f)
 		free_secret(f->entries[i].value);
 	}
 	free(f->entries);
-	*f = (struct env_file){ 0 };
+	free(f->slots);
+	/* The key too: it is a hash of text that held secrets. */
+	explicit_bzero(f, sizeof(*f));
 }
 
 const char *env_file_get(const struct env_file *f, const char *name)
 {
-	size_t i;
+	size_t *slot;
 
-	for (i = f->n; i > 0; i--) {
-		if (streq(f->entries[i - 1].name, name))
-			return f->entries[i - 1].value;
-	}
-	return NULL;
+	/* No index: nothing was defined (env_parse() indexes every
+	 * definition). */
+	if (!f->n_slots)
+		return NULL;
+	slot = env_index_slot(f, name, strlen(name));
+	return *slot ? f->entries[*slot - 1].value : NULL;
 }

@@ -140,9 +140,9 @@ static size_t envedit_format(const char *v, size_t n, bool quote, char *dst)
 			esc = 't';
 			break;
 		default:
-			/* Raw, CR included: newlines are always escaped, so a
-			 * raw CR is never followed by a raw \n and so never
-			 * read as half of a CRLF line break. */
+			/* Raw: the other control bytes mean nothing to the
+			 * parser in double quotes (a CR never gets here: no
+			 * syntax can hold one, envedit_check() refuses it). */
 			ENVEDIT_PUT(v[i]);
 			continue;
 		}
@@ -159,7 +159,7 @@ char *envedit_format_value(const char *value)
 	size_t n, k;
 	char *s;
 
-	if (!value) {
+	if (!value || strchr(value, '\r')) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -188,6 +188,10 @@ static int envedit_check(const struct envedit_change *changes, size_t n, struct 
 		len = c->value_len ? c->value_len : strlen(c->value);
 		if (memchr(c->value, '\0', len))
 			return envedit_fail(err, 0, 0, "%s: value holds a NUL byte", c->name);
+		/* A file can hold neither (env.h), so no value can either. */
+		if (memchr(c->value, '\r', len))
+			return envedit_fail(err, 0, 0, "%s: value holds a carriage return",
+					    c->name);
 		if (len > ENV_VALUE_MAX)
 			return envedit_fail(err, 0, 0, "%s: value longer than %d bytes", c->name,
 					    ENV_VALUE_MAX);
@@ -269,7 +273,7 @@ static size_t envedit_write(const char *text, size_t len, const struct envedit_o
 {
 	const char *eol = "\n";
 	const char *nl = len ? memchr(text, '\n', len) : NULL;
-	size_t i, at = 0, k = 0, m;
+	size_t i, at = 0, k = 0, m, bom = 0;
 	bool ok = true;
 
 #define ENVEDIT_COPY(s, n)                                   \
@@ -282,6 +286,8 @@ static size_t envedit_write(const char *text, size_t len, const struct envedit_o
 
 	if (nl && nl > text && nl[-1] == '\r')
 		eol = "\r\n";
+	if (len >= ENV_BOM_LEN && memcmp(text, ENV_BOM, ENV_BOM_LEN) == 0)
+		bom = ENV_BOM_LEN;
 	for (i = 0; i < n_ops && ops[i].entry; i++) {
 		const struct env_entry *e = ops[i].entry;
 
@@ -292,13 +298,10 @@ static size_t envedit_write(const char *text, size_t len, const struct envedit_o
 		at = e->value_end;
 	}
 	ENVEDIT_COPY(text + at, len - at);
-	if (i < n_ops && len > 0 && text[len - 1] != '\n') {
-		/* After a lone \r only \r\n keeps that \r where it was: a bare
-		 * \n would turn it into half of a line break. */
-		const char *fix = text[len - 1] == '\r' ? "\r\n" : eol;
-
-		ENVEDIT_COPY(fix, strlen(fix));
-	}
+	/* A text of only a BOM is empty: the first line goes right after it,
+	 * and the BOM stays first, where it means something. */
+	if (i < n_ops && len > bom && text[len - 1] != '\n')
+		ENVEDIT_COPY(eol, strlen(eol));
 	for (; i < n_ops; i++) {
 		const char *name = ops[i].change->name;
 

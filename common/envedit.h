@@ -1,8 +1,9 @@
 /*
  * Editing .env files as text: set variables while keeping everything else
  * byte for byte (comments, order, blank lines, spacing, `export` prefixes,
- * trailing comments, other entries, CRLF line endings).  Used by
- * `dbswapctl set` to change a secret without rewriting the file.
+ * trailing comments, other entries, CRLF line endings, a UTF-8 byte order
+ * mark at the start).  Used by `dbswapctl set` to change a secret without
+ * rewriting the file.
  *
  * The syntax is the one env.h describes; the existing text is located with
  * env_parse() (no lookup, no decode), so "enc:v1:..." values are neither
@@ -41,7 +42,8 @@ struct envedit_change {
  * a trailing comment stay.  (When a # follows the old value directly, as in
  * A='x'#c, the new value is quoted so that the # still starts a comment.)
  * Otherwise NAME=value is appended on a new line at the end; a text that
- * does not end with a line break gets one first.  Line breaks added are
+ * does not end with a line break gets one first (unless it is only a BOM:
+ * the line goes right after it).  Line breaks added are
  * \r\n when the text's first line ends with \r\n, else \n.  Changes apply
  * in order: a name given twice is set once, to the last value, in the
  * place of its first mention.
@@ -55,9 +57,10 @@ struct envedit_change {
  * Returns -EINVAL with *err filled (err may be NULL):
  *   - the existing text does not parse: line and column, as env_parse();
  *   - a change is bad (a name that is not a valid name, a NULL value, a
- *     value holding a NUL byte, a value over ENV_VALUE_MAX bytes): line and
- *     column are 0, the message names the change ("change 2: ...") or,
- *     when its name is valid, the variable;
+ *     value holding a NUL byte or a carriage return, which no env file can
+ *     hold, a value over ENV_VALUE_MAX bytes): line and column are 0, the
+ *     message names the change ("change 2: ...") or, when its name is
+ *     valid, the variable;
  *   - the edited text would not parse: line and column point into the
  *     edited text and the message starts with "after the edit: ".
  * Returns -ENOMEM when out of memory.  On failure *out is NULL and
@@ -75,13 +78,12 @@ int envedit_apply(const char *text, size_t len, const struct envedit_change *cha
  *   - else in single quotes when it has no ' and no control byte
  *     (below 0x20, or 0x7f);
  *   - else in double quotes, with \ " $ escaped by a backslash, newline
- *     written as \n and tab as \t; other control bytes, CR included, are
- *     written raw (the parser keeps them: a raw CR is never followed by a
- *     raw line break here, so it cannot be taken for a CRLF).
+ *     written as \n and tab as \t; other control bytes are written raw
+ *     (the parser keeps them).
  * Bytes from 0x80 up are never left unquoted, so that the value's ends are
  * visible even when it ends in, say, a non-breaking space.
- * Returns NULL when out of memory (errno ENOMEM) or when value is NULL
- * (errno EINVAL).
+ * Returns NULL when out of memory (errno ENOMEM), or when value is NULL or
+ * holds a carriage return, which env syntax cannot hold (errno EINVAL).
  */
 char *envedit_format_value(const char *value);
 

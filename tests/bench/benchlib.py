@@ -39,6 +39,7 @@ class Ctx:
         'connect-floor': 'DBSWAP_CONNECT_FLOOR',
         'pool-load': 'DBSWAP_POOL_LOAD',
         'pool-bench': 'DBSWAP_POOL_BENCH',
+        'env-bench': 'DBSWAP_ENV_BENCH',
         'libpq-load': 'DBSWAP_LIBPQ_LOAD',
         'fanout': 'DBSWAP_FANOUT',
     }

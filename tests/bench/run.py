@@ -35,7 +35,7 @@ import benchlib
 
 README_START = '<!-- bench-summary: written by ./dev.sh bench -->'
 README_END = '<!-- /bench-summary -->'
-SECTIONS = ['rotation', 'queries', 'pool', 'fanout', 'footprint',
+SECTIONS = ['rotation', 'parse', 'queries', 'pool', 'fanout', 'footprint',
             'failover', 'peers']
 
 

@@ -4,7 +4,8 @@
  * Usage: test-env [CORPUS_DIR]
  * With a directory, also parses every good-*.env in it (must succeed) and
  * every bad-*.env (must fail).  A bad file whose first line is
- * "# error: LINE:COLUMN" must fail at exactly that place.
+ * "# error: LINE:COLUMN" (after a BOM, if any) must fail at exactly that
+ * place.
  * Exits 0 when every check passed.
  */
 #include <dirent.h>
@@ -195,10 +196,39 @@ static void test_crlf(void)
 	env_file_fini(&f);
 	EXPECT_VALUE("A=\"one\r\ntwo\"\r\n", "A", "one\ntwo");
 	EXPECT_VALUE("A=${B:-x}\r\n", "A", "x");
-	/* A lone \r is not a line break. */
-	EXPECT_VALUE("A=a\rb\n", "A", "a\rb");
 	EXPECT_ERROR("A=1\r\nB\r\n", 2, 2, "expected '=' after name");
 	EXPECT_ERROR("A='x\r\n'", 1, 3, "unterminated single quote");
+}
+
+/* Any \r but the first of \r\n is an error wherever it is, and the first
+ * NUL or such \r is what is reported. */
+static void test_lone_cr(void)
+{
+	static const char *const msg = "carriage return not followed by a line feed";
+
+	EXPECT_ERROR("A=a\rb\n", 1, 4, msg);
+	EXPECT_ERROR("A=ab\r", 1, 5, msg);
+	EXPECT_ERROR("\r", 1, 1, msg);
+	EXPECT_ERROR("\r\r\n", 1, 1, msg);
+	EXPECT_ERROR("A=1\r\r\nB=2\r\n", 1, 4, msg);
+	EXPECT_ERROR("A=1\r\nB=2\r\r\n", 2, 4, msg);
+	EXPECT_ERROR("A=1\n\r\nB=\r\n\r", 4, 1, msg);
+	EXPECT_ERROR("A=1\rB=2\n", 1, 4, msg);
+	EXPECT_ERROR("A=\"x\ry\"", 1, 5, msg);
+	EXPECT_ERROR("A=\"x\r\r\ny\"", 1, 5, msg);
+	EXPECT_ERROR("A='x\r'", 1, 5, msg);
+	EXPECT_ERROR("A=${NOPE:-\r}", 1, 11, msg);
+	EXPECT_ERROR("# a comment\r\nA=1\n# another\r", 3, 10, msg);
+	EXPECT_ERROR("A=x # comment\r more\n", 1, 14, msg);
+	/* Before any other error, like a NUL byte. */
+	EXPECT_ERROR("A='unterminated\nB=1\r", 2, 4, msg);
+	expect_error(__LINE__, "A=\r\0", 4, 1, 3, msg);
+	expect_error(__LINE__, "A=\0\r", 4, 1, 3, "NUL byte");
+	expect_error(__LINE__, "A=\r\n\0\r", 5, 2, 1, "NUL byte");
+	/* A BOM is no column. */
+	EXPECT_ERROR("\xef\xbb\xbf" "A=\r", 1, 3, msg);
+	/* len is honoured: a \r\n cut after the \r is a lone \r. */
+	expect_error(__LINE__, "A=1\r\n", 4, 1, 4, msg);
 }
 
 static void test_single_quotes(void)
@@ -345,6 +375,122 @@ static char *text_of_size(size_t n)
 	return t;
 }
 
+/* Counts the lookups by name: data is a struct lookup_count. */
+struct lookup_count {
+	unsigned calls;
+	char names[256];
+};
+
+static const char *counting_lookup(const char *name, void *data)
+{
+	struct lookup_count *lc = data;
+	size_t len = strlen(lc->names);
+
+	lc->calls++;
+	snprintf(lc->names + len, sizeof(lc->names) - len, "%s%s", len ? "," : "", name);
+	return fake_lookup(name, NULL);
+}
+
+static int parse_counted(const char *text, struct lookup_count *lc, struct env_file *f,
+			 struct env_error *err)
+{
+	*lc = (struct lookup_count){ 0 };
+	return env_parse(text, strlen(text), counting_lookup, lc, f, err);
+}
+
+/* A default whose name is set is only checked: it looks nothing up and
+ * builds nothing, so it cannot make the value too long either. */
+static void test_skipped_default(void)
+{
+	struct lookup_count lc;
+	struct env_file f;
+	struct env_error err;
+	char *body, *t;
+	int r;
+
+	r = parse_counted("A=${HOME:-${PGHOST}${NOPE:-${X}}}", &lc, &f, &err);
+	CHECK(r == 0 && streq(env_file_get(&f, "A"), "/home/test"));
+	CHECK_STR(lc.names, "HOME");
+	env_file_fini(&f);
+	/* Used defaults still look up what they name, outermost first. */
+	r = parse_counted("A=${EMPTY:-${NOPE:-${PGHOST}}}", &lc, &f, &err);
+	CHECK(r == 0 && streq(env_file_get(&f, "A"), "db.internal"));
+	CHECK_STR(lc.names, "EMPTY,NOPE,PGHOST");
+	env_file_fini(&f);
+	/* A definition in the file is not looked up below it. */
+	r = parse_counted("HOME=h\nA=${HOME:-${PGHOST}}", &lc, &f, &err);
+	CHECK(r == 0 && streq(env_file_get(&f, "A"), "h") && lc.calls == 0);
+	env_file_fini(&f);
+	/* Syntax errors in a default are found all the same. */
+	EXPECT_ERROR("A=${HOME:-${NOPE:-x}${1}}", 1, 23, "invalid variable name");
+	EXPECT_ERROR("A=\"${HOME:-\\q}\"", 1, 12, "unknown escape \\q");
+	EXPECT_ERROR("A=${HOME:-${N:-${N:-${N:-${N:-${N:-${N:-${N:-${N:-x}}}}}}}}}", 1, 46,
+		     "nested too deeply");
+
+	/* V: ENV_VALUE_MAX - 4 bytes, then the 4 of D, whose default of
+	 * 1 KiB is not used: only what the value expands to counts. */
+	body = text_of_size(ENV_VALUE_MAX - 4);
+	t = grow(NULL, strlen(body) + 64);
+	sprintf(t, "D=dddd\n%s${D:-${X}}", body);
+	r = parse(t, &f, &err);
+	CHECK_INT(r, ==, 0);
+	CHECK(r == 0 && strlen(env_file_get(&f, "V")) == ENV_VALUE_MAX);
+	env_file_fini(&f);
+	/* A default that is used counts. */
+	sprintf(t, "D=dddd\n%s${U:-${X}}", body);
+	r = parse(t, &f, &err);
+	CHECK(r == -EINVAL && err.line == 3 && err.column == 3);
+	CHECK(r == -EINVAL && strstr(err.message, "value too long after expansion"));
+	free(body);
+	free(t);
+}
+
+/* The index behind env_file_get(): the last definition wins, names that
+ * are prefixes of others stay apart, and it grows with the file. */
+static void test_index(void)
+{
+	struct env_file f;
+	char name[32], want[32];
+	char *t = grow(NULL, 5000 * 40);
+	size_t len = 0;
+	int i, r;
+
+	/* 3000 names, each defined twice, plus prefixes of each other. */
+	for (i = 0; i < 3000; i++)
+		len += (size_t)sprintf(t + len, "N%d=first\n", i);
+	for (i = 0; i < 3000; i++)
+		len += (size_t)sprintf(t + len, "N%d=${N%d}-%d\n", i, i, i);
+	len += (size_t)sprintf(t + len, "P=1\nPP=2\nPPP=3\nPP=4\n");
+	r = parse(t, &f, NULL);
+	CHECK_INT(r, ==, 0);
+	CHECK_INT(f.n, ==, 6004);
+	for (i = 0; r == 0 && i < 3000; i++) {
+		snprintf(name, sizeof(name), "N%d", i);
+		snprintf(want, sizeof(want), "first-%d", i);
+		if (!streq(env_file_get(&f, name) ? env_file_get(&f, name) : "(unset)", want)) {
+			CHECK_STR(env_file_get(&f, name), want);
+			break;
+		}
+	}
+	CHECK_STR(env_file_get(&f, "P"), "1");
+	CHECK_STR(env_file_get(&f, "PP"), "4");
+	CHECK_STR(env_file_get(&f, "PPP"), "3");
+	CHECK(env_file_get(&f, "PPPP") == NULL);
+	CHECK(env_file_get(&f, "N") == NULL);
+	CHECK(env_file_get(&f, "N30000") == NULL);
+	CHECK(env_file_get(&f, "") == NULL);
+	env_file_fini(&f);
+	CHECK(f.slots == NULL && f.n_slots == 0 && f.key[0] == 0 && f.key[1] == 0);
+	CHECK(env_file_get(&f, "P") == NULL);
+	free(t);
+
+	/* An empty file, and an env_file that was never parsed. */
+	CHECK(parse("# nothing\n", &f, NULL) == 0 && env_file_get(&f, "A") == NULL);
+	env_file_fini(&f);
+	f = (struct env_file){ 0 };
+	CHECK(env_file_get(&f, "A") == NULL);
+}
+
 static void test_limits(void)
 {
 	struct env_file f;
@@ -431,6 +577,8 @@ static void test_no_secrets_in_errors(void)
 		"A=secretvalue\nsecretvalue",
 		"A=secretvalue\nB secretvalue",
 		"A=secretvalue\nB-secretvalue=1",
+		"A=secret\rvalue",
+		"A=\"secret\r\r\nvalue\"",
 	};
 	struct env_file f;
 	struct env_error err;
@@ -553,7 +701,6 @@ static void test_value_offsets(void)
 	EXPECT_SPAN("A=it's \"fine\"  ", 0, "A", "it's \"fine\"", 1, 1);
 	EXPECT_SPAN("A=${NOPE:-  }  # c", 0, "A", "${NOPE:-  }", 1, 1);
 	EXPECT_SPAN("A=x${HOME}y\n", 0, "A", "x${HOME}y", 1, 1);
-	EXPECT_SPAN("A=a\rb\n", 0, "A", "a\rb", 1, 1); /* a lone \r is value */
 	/* Quoted: from the opening quote to just past the closing one. */
 	EXPECT_SPAN("A='q'", 0, "A", "'q'", 1, 1);
 	EXPECT_SPAN("A = \t'x y' # c\n", 0, "A", "'x y'", 1, 1);
@@ -595,6 +742,53 @@ static void test_value_offsets(void)
 	CHECK(env_parse("A=12345", 4, NULL, NULL, &f, NULL) == 0);
 	CHECK(f.n == 1 && f.entries[0].value_off == 2 && f.entries[0].value_end == 4);
 	env_file_fini(&f);
+}
+
+/* A UTF-8 BOM at the very start is skipped and is no column; offsets
+ * still index the text. */
+static void test_bom(void)
+{
+	static const char crlf[] = "\xef\xbb\xbf# c\r\nA=1\r\nB=\"x\r\ny\"\r\n";
+	struct env_file f;
+	int r;
+
+	r = parse("\xef\xbb\xbf" "A=1\nB='two'\n", &f, NULL);
+	CHECK_INT(r, ==, 0);
+	CHECK_INT(f.n, ==, 2);
+	if (r == 0 && f.n == 2) {
+		CHECK_STR(f.entries[0].name, "A");
+		CHECK_STR(f.entries[0].value, "1");
+		CHECK(f.entries[0].line == 1 && f.entries[1].line == 2);
+		CHECK(f.entries[0].value_off == 5 && f.entries[0].value_end == 6);
+		CHECK(f.entries[1].value_off == 9 && f.entries[1].value_end == 14);
+	}
+	env_file_fini(&f);
+	EXPECT_SPAN(crlf, 0, "A", "1", 2, 2);
+	EXPECT_SPAN(crlf, 1, "B", "\"x\r\ny\"", 3, 4);
+	EXPECT_VALUE(crlf, "B", "x\ny");
+	EXPECT_VALUE("\xef\xbb\xbf" "export A=${HOME}", "A", "/home/test");
+	EXPECT_VALUE("\xef\xbb\xbf" "  A = x", "A", "x");
+	EXPECT_VALUE("\xef\xbb\xbf" "\nA=x", "A", "x");
+	EXPECT_VALUE("\xef\xbb\xbf" "#c\nA=x", "A", "x");
+	CHECK(parse("\xef\xbb\xbf", &f, NULL) == 0 && f.n == 0);
+	CHECK(parse("\xef\xbb\xbf\n\n", &f, NULL) == 0 && f.n == 0);
+	/* Elsewhere it is text: a value keeps it, a name cannot start with
+	 * it. */
+	EXPECT_VALUE("A=\xef\xbb\xbf", "A", "\xef\xbb\xbf");
+	EXPECT_VALUE("A='\xef\xbb\xbfx'", "A", "\xef\xbb\xbfx");
+	/* Columns of line 1 as an editor shows them: the BOM is no column. */
+	EXPECT_ERROR("\xef\xbb\xbf" "1A=x", 1, 1, "invalid variable name");
+	EXPECT_ERROR("\xef\xbb\xbf" "A", 1, 2, "expected '=' after name");
+	EXPECT_ERROR("\xef\xbb\xbf" "A='x", 1, 3, "unterminated single quote");
+	EXPECT_ERROR("\xef\xbb\xbf" "A=1\nB", 2, 2, "expected '=' after name");
+	EXPECT_ERROR("\xef\xbb\xbf\xef\xbb\xbf" "A=1", 1, 1, "invalid variable name");
+	EXPECT_ERROR("A=1\n\xef\xbb\xbf" "B=1", 2, 1, "invalid variable name");
+	EXPECT_ERROR(" \xef\xbb\xbf" "A=1", 1, 2, "invalid variable name");
+	EXPECT_ERROR("\xef\xbb" "A=1", 1, 1, "invalid variable name");
+	expect_error(__LINE__, "\xef\xbb\xbf#\0", 5, 1, 2, "NUL byte");
+	expect_error(__LINE__, "\xef\xbb\xbf\0", 4, 1, 1, "NUL byte");
+	/* len is honoured: a BOM cut short is not one. */
+	CHECK(env_parse("\xef\xbb\xbf", 2, NULL, NULL, &f, NULL) == -EINVAL);
 }
 
 /* The decode callback used by the tests: "enc:v1:X" decodes to "<X>",
@@ -772,7 +966,7 @@ static void corpus_file(const char *dir, const char *name, bool good)
 	struct env_file f;
 	struct env_error err;
 	unsigned line, column;
-	size_t len;
+	size_t len, bom;
 	char *text;
 	int r;
 
@@ -784,6 +978,7 @@ static void corpus_file(const char *dir, const char *name, bool good)
 		return;
 	}
 	r = env_parse(text, len, fake_lookup, NULL, &f, &err);
+	bom = len >= ENV_BOM_LEN && memcmp(text, ENV_BOM, ENV_BOM_LEN) == 0 ? ENV_BOM_LEN : 0;
 	if (good && r != 0) {
 		fprintf(stderr, "%s:%u:%u: %s (expected to parse)\n", path, err.line, err.column,
 			err.message);
@@ -791,7 +986,7 @@ static void corpus_file(const char *dir, const char *name, bool good)
 	} else if (!good && r != -EINVAL) {
 		fprintf(stderr, "%s: parsed (%d), expected a syntax error\n", path, r);
 		check_failed++;
-	} else if (!good && sscanf(text, "# error: %u:%u", &line, &column) == 2 &&
+	} else if (!good && sscanf(text + bom, "# error: %u:%u", &line, &column) == 2 &&
 		   (line != err.line || column != err.column)) {
 		fprintf(stderr, "%s: error at %u:%u (%s), expected %u:%u\n", path, err.line,
 			err.column, err.message, line, column);
@@ -840,10 +1035,14 @@ int main(int argc, char **argv)
 	test_names();
 	test_comments();
 	test_crlf();
+	test_lone_cr();
+	test_bom();
 	test_single_quotes();
 	test_double_quotes();
 	test_expansion();
 	test_limits();
+	test_skipped_default();
+	test_index();
 	test_nul();
 	test_no_secrets_in_errors();
 	test_lookup_result_reused();

@@ -187,22 +187,40 @@ static void test_append(void)
 	EXPECT_EDIT("A=1\nX=2\r\n", "A=1\nX=2\r\nB=2\n", { "B", "2", 0 });
 }
 
-/* A text ending in a lone \r (part of an unquoted value) keeps that value
- * when a line is appended. */
-static void test_append_after_cr(void)
+/* A UTF-8 BOM at the start stays there, whatever is set or appended. */
+static void test_bom(void)
 {
-	struct envedit_change c = { "B", "2", 0 };
-	struct env_file f;
-	char *out;
-	size_t n;
+	EXPECT_EDIT("\xef\xbb\xbf" "A=1\nB=2\n", "\xef\xbb\xbf" "A='x y'\nB=2\n",
+		    { "A", "x y", 0 });
+	EXPECT_EDIT("\xef\xbb\xbf" "A=1 # c\r\n", "\xef\xbb\xbf" "A=2 # c\r\nB=3\r\n",
+		    { "A", "2", 0 }, { "B", "3", 0 });
+	EXPECT_EDIT("\xef\xbb\xbf" "A=1", "\xef\xbb\xbf" "A=1\nB=2\n", { "B", "2", 0 });
+	EXPECT_EDIT("\xef\xbb\xbf" "export A=", "\xef\xbb\xbf" "export A=2", { "A", "2", 0 });
+	/* Only a BOM: the first line goes right after it. */
+	EXPECT_EDIT("\xef\xbb\xbf", "\xef\xbb\xbf" "B=2\n", { "B", "2", 0 });
+	EXPECT_EDIT("\xef\xbb\xbf\n", "\xef\xbb\xbf\nB=2\n", { "B", "2", 0 });
+	/* Errors in a BOM file: columns as the parser gives them. */
+	EXPECT_FAIL("\xef\xbb\xbf" "A='x", 7, 1, 3, "unterminated single quote", { "A", "2", 0 });
+}
 
-	CHECK_INT(envedit_apply("A=1\r", 4, &c, 1, &out, &n, NULL), ==, 0);
-	CHECK(n == 10 && memcmp(out, "A=1\r\r\nB=2\n", 10) == 0);
-	CHECK_INT(env_parse(out, n, NULL, NULL, &f, NULL), ==, 0);
-	CHECK_STR(env_file_get(&f, "A"), "1\r");
-	CHECK_STR(env_file_get(&f, "B"), "2");
-	env_file_fini(&f);
-	free_secret(out);
+/* A lone \r, or \r\r\n, in the text is refused like any error, with its
+ * place; a value holding a \r cannot be written at all. */
+static void test_lone_cr(void)
+{
+	static const char *const msg = "carriage return not followed by a line feed";
+
+	EXPECT_FAIL("A=1\r", 4, 1, 4, msg, { "B", "2", 0 });
+	EXPECT_FAIL("A=1\r\r\nB=2\r\n", 13, 1, 4, msg, { "B", "3", 0 });
+	EXPECT_FAIL("A=1\n# c\rd\n", 11, 2, 4, msg, { "A", "2", 0 });
+	EXPECT_FAIL("\xef\xbb\xbf" "A='x\ry'\n", 10, 1, 5, msg, { "A", "2", 0 });
+	expect_fail(__LINE__, "A=1\r", 4, NULL, 0, 1, 4, msg);
+	EXPECT_FAIL("A=1\n", 4, 0, 0, "A: value holds a carriage return", { "A", "x\ry", 0 });
+	EXPECT_FAIL("A=1\r\n", 5, 0, 0, "B: value holds a carriage return", { "B", "x\r\n", 0 });
+	/* Even in a change that a later one overrides. */
+	EXPECT_FAIL("", 0, 0, 0, "A: value holds a carriage return", { "A", "\r", 0 },
+		    { "A", "fine", 0 });
+	/* CRLF line breaks stay what they were. */
+	EXPECT_EDIT("A=1\r\nB=\"x\r\ny\"\r\n", "A=2\r\nB=\"x\r\ny\"\r\n", { "A", "2", 0 });
 }
 
 static void test_defined_twice(void)
@@ -322,11 +340,14 @@ static void test_format(void)
 	EXPECT_FORMAT("a\nb", "\"a\\nb\"");
 	EXPECT_FORMAT("a\tb", "\"a\\tb\"");
 	EXPECT_FORMAT("it's $5 \\ \"q\" ${X}", "\"it's \\$5 \\\\ \\\"q\\\" \\${X}\"");
-	EXPECT_FORMAT("x\r", "\"x\r\"");
-	EXPECT_FORMAT("x\r\ny", "\"x\r\\ny\"");
 	EXPECT_FORMAT("\x01\x7f", "\"\x01\x7f\"");
 	errno = 0;
 	CHECK(envedit_format_value(NULL) == NULL && errno == EINVAL);
+	/* No syntax holds a \r. */
+	errno = 0;
+	CHECK(envedit_format_value("x\r") == NULL && errno == EINVAL);
+	errno = 0;
+	CHECK(envedit_format_value("x\r\ny") == NULL && errno == EINVAL);
 }
 
 /* Deterministic PRNG (xorshift64*) for the property tests. */
@@ -368,7 +389,7 @@ static void random_value(char *v, size_t max)
 }
 
 /* Formatted values parse back exactly, without expansion, and expand
- * to themselves: A=<formatted>, B=${A}x. */
+ * to themselves: A=<formatted>, B=${A}x.  Values with a \r are refused. */
 static void test_roundtrip_format(void)
 {
 	char value[80], text[512], want_b[96];
@@ -381,6 +402,10 @@ static void test_roundtrip_format(void)
 	for (i = 0; i < 5000; i++) {
 		random_value(value, i < 4000 ? 24 : 70);
 		fmt = envedit_format_value(value);
+		if (strchr(value, '\r')) {
+			CHECK(fmt == NULL && errno == EINVAL);
+			continue;
+		}
 		if (!fmt) {
 			CHECK(fmt != NULL);
 			continue;
@@ -441,6 +466,10 @@ static void test_roundtrip_apply(void)
 			       templates[t][1]);
 		random_value(value, 40);
 		r = envedit_apply(text, (size_t)len, &c, 1, &out, &n, &err);
+		if (strchr(value, '\r')) {
+			CHECK(r == -EINVAL && strstr(err.message, "carriage return"));
+			continue;
+		}
 		if (r != 0) {
 			if (bad++ < 5)
 				fprintf(stderr, "apply %zu failed: %d %u:%u %s\n", i, r, err.line,
@@ -572,7 +601,8 @@ int main(int argc, char **argv)
 	RUN(test_trailing_comment);
 	RUN(test_export);
 	RUN(test_append);
-	RUN(test_append_after_cr);
+	RUN(test_lone_cr);
+	RUN(test_bom);
 	RUN(test_defined_twice);
 	RUN(test_several);
 	RUN(test_encrypted_untouched);
