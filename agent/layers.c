@@ -18,6 +18,7 @@ struct lower {
 	const struct layers *l;
 	size_t below;        /* files [0, below) are visible */
 	unsigned decrypted;  /* enc: values opened during this parse */
+	unsigned decodes;    /* enc: values tried, opened or not */
 };
 
 static const char *lookup_below(const char *name, void *data)
@@ -39,6 +40,14 @@ static int decode_value(const char *name, const char *value, char **out,
 	const struct keys *k = lw->l->keys;
 	int r;
 
+	/* Each costs a public-key operation (about 0.1 ms), and a short
+	 * line such as A=${V} can ask for one when V holds an enc: value:
+	 * bounded, so that no file can hold the loop. */
+	if (++lw->decodes > LAYERS_DECODES_MAX) {
+		snprintf(msg, msglen, "more than %d encrypted values in one "
+			 "file", LAYERS_DECODES_MAX);
+		return -E2BIG;
+	}
 	r = crypt_open_value(k ? k->held : NULL, k ? k->n_held : 0, value,
 			     out, msg, msglen);
 	if (r == 0)

@@ -61,6 +61,12 @@
  * cannot tell, such as another writer's). */
 #define LAYERS_UNCLOSED_RECHECK_MS 1000
 
+/* Most enc: values one file may hold (each one a public-key operation
+ * at every parse, about 0.1 ms): far beyond the secrets of one app, and
+ * it keeps a file of repeated ${V} references to an encrypted value from
+ * costing seconds. */
+#define LAYERS_DECODES_MAX 256
+
 /* Retries of a read that failed for a reason that may pass. */
 #define LAYERS_RETRY_FIRST_MS 100
 #define LAYERS_RETRY_MAX_MS 30000

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include "agent/keys.h"
 #include "agent/layers.h"
 #include "check.h"
 #include "common/crypto.h"
@@ -211,6 +212,71 @@ static void test_emfile(void)
 	layers_fini(&l);
 }
 
+/* Each enc: value costs a public-key operation: a file asking for more
+ * than LAYERS_DECODES_MAX is refused, whether they are written out or
+ * come from one double-sealed value referenced again and again. */
+static void test_decode_budget(void)
+{
+	char path[512], *once, *twice, *v;
+	struct crypt_key *key;
+	struct keys keys = { 0 };
+	struct layers l;
+	int64_t recheck, t0;
+	FILE *f;
+
+	CHECK(crypt_key_generate(&key) == 0);
+	keys.held = &key;
+	keys.n_held = 1;
+	path_in(path, "sealed.env");
+	char *paths[] = { path };
+
+	/* LAYERS_DECODES_MAX values: fine. */
+	f = fopen(path, "w");
+	CHECK(f != NULL);
+	for (int i = 0; i < LAYERS_DECODES_MAX; i++) {
+		CHECK(crypt_seal_value(crypt_key_public(key), "x", &v) == 0);
+		fprintf(f, "A%d=%s\n", i, v);
+		free(v);
+	}
+	fclose(f);
+	CHECK(layers_init(&l, paths, 1, &keys) == 0);
+	CHECK_INT(layers_reload(&l, 0, 1, false, &recheck), ==, 1);
+	CHECK_STR(layers_get(&l, "A0"), "x");
+	/* One more: refused, naming the limit. */
+	f = fopen(path, "a");
+	CHECK(f != NULL);
+	CHECK(crypt_seal_value(crypt_key_public(key), "y", &v) == 0);
+	fprintf(f, "B=%s\n", v);
+	free(v);
+	fclose(f);
+	CHECK_INT(layers_reload(&l, 0, 2, false, &recheck), ==, 0);
+	CHECK_INT(l.files[0].state, ==, LAYER_ERROR);
+	CHECK(l.files[0].error &&
+	      strstr(l.files[0].error, "more than 256 encrypted values"));
+	layers_fini(&l);
+
+	/* V is sealed twice: each ${V} opens once more.  A 256 KiB file of
+	 * them stops at the limit, in a few tens of ms. */
+	CHECK(crypt_seal_value(crypt_key_public(key), "secret", &once) == 0);
+	CHECK(crypt_seal_value(crypt_key_public(key), once, &twice) == 0);
+	f = fopen(path, "w");
+	CHECK(f != NULL);
+	fprintf(f, "V=%s\n", twice);
+	while (ftell(f) < ENV_FILE_MAX - 16)
+		fputs("A=${V}\n", f);
+	fclose(f);
+	CHECK(layers_init(&l, paths, 1, &keys) == 0);
+	t0 = now_ms();
+	CHECK_INT(layers_reload(&l, 0, 1, false, &recheck), ==, 0);
+	CHECK(now_ms() - t0 < 2000); /* a broken design takes seconds */
+	CHECK(l.files[0].error &&
+	      strstr(l.files[0].error, "more than 256 encrypted values"));
+	layers_fini(&l);
+	free(once);
+	free(twice);
+	crypt_key_free(key);
+}
+
 static int remove_entry(const char *path, const struct stat *st, int type,
 			struct FTW *ftw)
 {
@@ -226,6 +292,7 @@ int main(void)
 	RUN(test_special_files);
 	RUN(test_writer_open);
 	RUN(test_emfile);
+	RUN(test_decode_budget);
 	nftw(root, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 	return check_exit();
 }
