@@ -50,6 +50,13 @@ static int decode_value(const char *name, const char *value, char **out,
 	}
 	r = crypt_open_value(k ? k->held : NULL, k ? k->n_held : 0, value,
 			     out, msg, msglen);
+	if (r == 0 && strchr(*out, '\r')) {
+		/* As in the file's text: never a CR inside a value. */
+		free_secret(*out);
+		*out = NULL;
+		snprintf(msg, msglen, "decrypted value holds a carriage return");
+		return -EINVAL;
+	}
 	if (r == 0)
 		lw->decrypted++;
 	return r;

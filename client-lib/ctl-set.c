@@ -329,6 +329,14 @@ static int encrypt_changes(struct set_opts *o, const char *text, size_t len,
 		char *sealed;
 		if (!o->encrypt_values && !(old && crypt_is_sealed_value(old)))
 			continue;
+		/* Sealed, it would pass envedit's check; the agent would
+		 * refuse it after decrypting. */
+		if (strchr(o->changes[i].value, '\r')) {
+			fprintf(stderr, "dbswapctl set: %s: value holds a "
+					"carriage return\n", o->changes[i].name);
+			env_file_fini(&cur);
+			return -EINVAL;
+		}
 		if (!pk) {
 			fprintf(stderr, "dbswapctl set: %s is encrypted in %s; "
 					"give --pubkey (or --key) to encrypt its "

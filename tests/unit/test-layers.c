@@ -255,6 +255,21 @@ static void test_decode_budget(void)
 	      strstr(l.files[0].error, "more than 256 encrypted values"));
 	layers_fini(&l);
 
+	/* A decrypted value holding a CR is refused like a CR in the text
+	 * (dbswapctl set --encrypt-values refuses to write one). */
+	CHECK(crypt_seal_value(crypt_key_public(key), "a\rb", &v) == 0);
+	f = fopen(path, "w");
+	CHECK(f != NULL);
+	fprintf(f, "C=%s\n", v);
+	free(v);
+	fclose(f);
+	CHECK(layers_init(&l, paths, 1, &keys) == 0);
+	CHECK_INT(layers_reload(&l, 0, 1, false, &recheck), ==, 0);
+	CHECK(l.files[0].error &&
+	      strstr(l.files[0].error, "C: decrypted value holds a carriage "
+					"return"));
+	layers_fini(&l);
+
 	/* V is sealed twice: each ${V} opens once more.  A 256 KiB file of
 	 * them stops at the limit, in a few tens of ms. */
 	CHECK(crypt_seal_value(crypt_key_public(key), "secret", &once) == 0);
