@@ -342,7 +342,7 @@ static void probe_timeout(struct loop_timer *t, void *data)
 		snprintf(msg, sizeof(msg), "no answer within %d ms while "
 			 "resolving host \"%s\"", p->timeout_ms,
 			 connplan_host(p->plan, p->next));
-	else if (p->phase == PHASE_CONNECT && PQhost(p->conn))
+	else if (p->phase == PHASE_CONNECT && p->conn && PQhost(p->conn))
 		snprintf(msg, sizeof(msg), "no answer within %d ms while "
 			 "connecting to \"%s\"", p->timeout_ms,
 			 PQhost(p->conn));
