@@ -31,7 +31,7 @@ cd "$(dirname "$0")"
 # Every package the project needs, to build and to test.  A new dependency
 # goes here in the same commit that starts using it.
 DEPS="gcc meson ninja-build pkg-config
-      libpq-dev libsystemd-dev libmsgpack-dev libsodium-dev
+      libpq-dev libsystemd-dev libmsgpack-dev libsodium-dev libc-ares-dev
       postgresql-15 postgresql-client-15 python3 python3-msgpack
       systemd scdoc debhelper dpkg-dev fakeroot lintian
       clang libclang-rt-14-dev valgrind pgbouncer gnuplot-nox"

@@ -3,11 +3,21 @@
  * PROBE_QUERY, then disconnect or hand the connection over (the health
  * monitor keeps it and probes it again later).  It runs inside the agent's
  * event loop with libpq's non-blocking API, bounded by a deadline, so a
- * slow, dead or hung server never freezes the agent.
+ * slow, dead or hung server never freezes the agent.  Every libpq
+ * connection the agent opens starts here.
  *
- * One caveat of libpq: PQconnectStart resolves host names with a blocking
- * getaddrinfo().  Use IP addresses or local names (/etc/hosts) for servers
- * whose DNS may hang.
+ * Nothing in it blocks, name resolution included: libpq would call a
+ * blocking getaddrinfo() for each host name, so the probe looks the names
+ * up itself on the loop (resolve.h, c-ares) and gives libpq host plus
+ * hostaddr for every address (connplan.h), in libpq's order; TLS
+ * verification and the passfile still see the name.  The deadline covers
+ * the lookups.  A value is refused before anything starts when libpq
+ * would block on it in other ways: more than CONNPLAN_HOSTS_MAX hosts, a
+ * connection service file, a FIFO or other special file as a certificate,
+ * key, CRL or passfile.  GSSAPI encryption is off unless the value (or
+ * PGGSSENCMODE) asks for it: it makes libpq talk to the KDC synchronously.
+ * Names are looked up in /etc/hosts and DNS as resolv.conf says, not
+ * through NSS modules.
  */
 #ifndef DBSWAP_AGENT_PROBE_H
 #define DBSWAP_AGENT_PROBE_H
@@ -47,8 +57,9 @@ struct probe_result {
 typedef void probe_done_fn(const struct probe_result *res, void *data);
 
 /* Starts a probe.  Returns 0 with *out set, or a negative errno (o->conn
- * is then closed).  A conninfo that does not even parse is reported
- * through fn before this returns (with *out NULL). */
+ * is then closed).  A conninfo that does not parse or is refused (see
+ * above), or a failure that libpq reports at once, is reported through fn
+ * before this returns (with *out NULL). */
 int probe_start(struct loop *loop, const struct probe_opts *o,
 		probe_done_fn *fn, void *data, struct probe **out);
 

@@ -1,0 +1,104 @@
+/*
+ * A connection plan: what libpq would do with a conninfo, worked out
+ * ahead, so that libpq does nothing that blocks the agent's loop.
+ *
+ * libpq resolves host names with a blocking getaddrinfo() inside
+ * PQconnectStart*() and PQconnectPoll(); given hostaddr next to host it
+ * resolves nothing.  So the plan parses the conninfo (PQconninfoParse(),
+ * never libpq's error text, which may quote a password), takes its hosts
+ * with the agent's PGHOST, PGHOSTADDR and PGPORT as defaults the way libpq
+ * would, and says which hosts need a lookup.  Once the caller has looked
+ * them up (resolve.h), connplan_params() gives keyword arrays for
+ * PQconnectStartParams(..., expand_dbname = 0) in which each address is a
+ * host entry of its own: host repeated (TLS verification, the passfile
+ * and messages use it), hostaddr one address, port repeated, in the order
+ * libpq would have tried them.  Everything else of the value is passed as
+ * written, so target_session_attrs, sslmode and the rest are unchanged.
+ *
+ * Refused, with an error in the plan's own words:
+ * - more than CONNPLAN_HOSTS_MAX hosts;
+ * - host, hostaddr and port lists of different lengths (libpq's rule);
+ * - a connection service (service=, or PGSERVICE in the agent's
+ *   environment): libpq would read the service file (or LDAP, which
+ *   Debian's libpq supports) and resolve the hosts it names inside the
+ *   agent's loop;
+ * - a file libpq or OpenSSL would open (sslcert, sslkey, sslrootcert,
+ *   sslcrl, passfile: the value's, else the PG* variable's, else libpq's
+ *   default under the home directory) that exists and is not a regular
+ *   file: opening a FIFO blocks, and a device or socket is no certificate.
+ *
+ * GSSAPI: Debian's libpq is built with it, and its default
+ * gssencmode=prefer makes libpq ask the Kerberos library for a ticket,
+ * which talks to the KDC synchronously, whenever a credential cache
+ * exists.  The plan puts gssencmode=disable before the value's own
+ * keywords (unless PGGSSENCMODE is set): a value that asks for GSSAPI
+ * still gets it, and then accepts that risk.
+ *
+ * Pure apart from getenv(), stat() and the home directory: unit-tested.
+ * Error rule of util.h; messages never quote a password.
+ */
+#ifndef DBSWAP_AGENT_CONNPLAN_H
+#define DBSWAP_AGENT_CONNPLAN_H
+
+#include <stddef.h>
+
+/* Hosts in one value.  libpq tries them one after the other, each up to
+ * the probe's timeout, and the agent looks each up: 16 covers any real
+ * primary-and-replicas list while keeping one probe's work bounded. */
+#define CONNPLAN_HOSTS_MAX 16
+/* Addresses tried per host name (IPv4 and IPv6 of a few servers behind
+ * one name); a DNS answer may hold hundreds, the rest are dropped. */
+#define CONNPLAN_ADDRS_MAX 8
+
+enum connplan_state {
+	CONNPLAN_READY,  /* can be passed to libpq */
+	CONNPLAN_LOOKUP, /* a host name still to look up */
+	CONNPLAN_FAILED, /* its lookup failed: left out */
+};
+
+struct connplan;
+
+/* Parses conninfo into a plan.  Returns 0 with *out set; -EINVAL with a
+ * one-line reason in err (no password in it) when the value is refused;
+ * -ENOMEM. */
+int connplan_new(const char *conninfo, struct connplan **out, char *err,
+		 size_t err_size);
+/* Wipes the values (a password among them) and frees.  NULL is fine. */
+void connplan_free(struct connplan *plan);
+
+/* The number of host entries (1 for a value without any host). */
+size_t connplan_hosts(const struct connplan *plan);
+enum connplan_state connplan_state(const struct connplan *plan, size_t i);
+/* Host entry i as written ("" when none): the name to look up when its
+ * state is CONNPLAN_LOOKUP. */
+const char *connplan_host(const struct connplan *plan, size_t i);
+
+/* The lookup of entry i found addrs (numeric, in the order to try them):
+ * the first CONNPLAN_ADDRS_MAX are kept, and the entry is ready.  Returns
+ * 0, -EINVAL (not an entry to look up, or n == 0), -ENOMEM. */
+int connplan_set_addrs(struct connplan *plan, size_t i,
+		       const char *const *addrs, size_t n);
+/* The lookup of entry i failed: the entry is left out. */
+void connplan_fail(struct connplan *plan, size_t i);
+
+/* Keyword arrays for PQconnectStartParams(keys, vals, 0) that try the
+ * entries [from, to) that are ready, skipping failed ones, then extra
+ * keys (NULL-terminated, may be NULL), which win over the value's.
+ * Every entry in the range must be ready or failed.  The arrays belong to
+ * the plan and hold until the next call or connplan_free().  Returns 0,
+ * -ENOENT when no entry of the range is ready, -EINVAL, -ENOMEM. */
+int connplan_params(struct connplan *plan, size_t from, size_t to,
+		    const char *const *extra_keys,
+		    const char *const *extra_vals, const char *const **keys,
+		    const char *const **vals);
+
+/* libpq names a server it was given by hostaddr by its address alone
+ * ("connection to server at \"192.0.2.1\", port 5432 failed: ...").
+ * Copies msg to out with each such address that the lookup of exactly one
+ * host entry of [from, to) found (and no other entry of the range uses)
+ * shown as libpq shows a looked-up host: "\"db.example\" (192.0.2.1)".
+ * Cut to fit size. */
+void connplan_name_hosts(const struct connplan *plan, size_t from,
+			 size_t to, const char *msg, char *out, size_t size);
+
+#endif

@@ -1,0 +1,315 @@
+/*
+ * Unit tests of agent/resolve.c against a fake DNS server in this process:
+ * lookups run on the loop (the server answers from a loop callback of its
+ * own, so a resolve that blocked would hang, and the watchdog fails it),
+ * answers and errors reach the callback after resolve_start() returns,
+ * the address cap holds, and a resolve freed while a query waits for a
+ * server that never answers leaves nothing behind: no callback later, no
+ * socket open, nothing in the loop.
+ *
+ * The fake server knows ok.test (A 192.0.2.1, 192.0.2.2, AAAA
+ * 2001:db8::5), says NXDOMAIN for nx.test and never answers hole.test.
+ */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "agent/resolve.h"
+#include "common/loop.h"
+#include "common/util.h"
+#include "tests/unit/check.h"
+
+static struct loop *loop;
+static int dns_fd = -1;
+static char servers[64];
+static int queries, hole_queries;
+
+/* The fake server's reply to one query: header, the question copied, the
+ * answers for its name and type. */
+static void dns_event(struct loop_source *s, uint32_t events, void *data)
+{
+	unsigned char q[512], a[512];
+	struct sockaddr_in from;
+	socklen_t fromlen = sizeof(from);
+	ssize_t n = recvfrom(dns_fd, q, sizeof(q), 0, (struct sockaddr *)&from,
+			     &fromlen);
+	size_t qend = 12, o;
+	char name[256] = "";
+	unsigned qtype, ancount = 0, rcode = 0;
+
+	if (n < 12)
+		return;
+	queries++;
+	while (qend < (size_t)n && q[qend] != 0) {
+		size_t len = q[qend];
+		if (strlen(name) + len + 2 >= sizeof(name) ||
+		    qend + 1 + len >= (size_t)n)
+			return;
+		if (name[0])
+			strcat(name, ".");
+		strncat(name, (const char *)q + qend + 1, len);
+		qend += 1 + len;
+	}
+	qend += 5; /* the root label, QTYPE, QCLASS */
+	if (qend > (size_t)n)
+		return;
+	qtype = (unsigned)q[qend - 4] << 8 | q[qend - 3];
+	if (streq(name, "hole.test")) {
+		hole_queries++;
+		return;
+	}
+	memcpy(a, q, qend);
+	o = qend;
+	if (streq(name, "ok.test")) {
+		static const unsigned char v4[][4] = { { 192, 0, 2, 1 },
+						       { 192, 0, 2, 2 } };
+		struct in6_addr v6;
+		inet_pton(AF_INET6, "2001:db8::5", &v6);
+		for (size_t i = 0; qtype == 1 && i < 2; i++, ancount++) {
+			const unsigned char rr[] = { 0xc0, 12, 0, 1, 0, 1, 0,
+						     0, 0, 60, 0, 4 };
+			memcpy(a + o, rr, sizeof(rr));
+			memcpy(a + o + sizeof(rr), v4[i], 4);
+			o += sizeof(rr) + 4;
+		}
+		if (qtype == 28) {
+			const unsigned char rr[] = { 0xc0, 12, 0, 28, 0, 1, 0,
+						     0, 0, 60, 0, 16 };
+			memcpy(a + o, rr, sizeof(rr));
+			memcpy(a + o + sizeof(rr), &v6, 16);
+			o += sizeof(rr) + 16;
+			ancount++;
+		}
+	} else {
+		rcode = 3; /* NXDOMAIN */
+	}
+	a[2] = 0x81;                  /* QR, RD */
+	a[3] = (unsigned char)(0x80 | rcode); /* RA */
+	a[4] = 0, a[5] = 1;           /* QDCOUNT */
+	a[6] = 0, a[7] = (unsigned char)ancount;
+	memset(a + 8, 0, 4);          /* NSCOUNT, ARCOUNT */
+	(void)sendto(dns_fd, a, o, 0, (struct sockaddr *)&from, fromlen);
+}
+
+static void dns_start(void)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t len = sizeof(sa);
+
+	dns_fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (dns_fd < 0 || bind(dns_fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    getsockname(dns_fd, (struct sockaddr *)&sa, &len) < 0 ||
+	    loop_add_fd(loop, dns_fd, EPOLLIN, dns_event, NULL, NULL) < 0) {
+		perror("fake DNS server");
+		exit(2);
+	}
+	snprintf(servers, sizeof(servers), "127.0.0.1:%u", ntohs(sa.sin_port));
+}
+
+/* Sockets this process has open. */
+static int count_sockets(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	while (d && (e = readdir(d))) {
+		char path[300], target[64];
+		ssize_t len;
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+		len = readlink(path, target, sizeof(target) - 1);
+		if (len > 0) {
+			target[len] = '\0';
+			n += strncmp(target, "socket:", 7) == 0;
+		}
+	}
+	if (d)
+		closedir(d);
+	return n;
+}
+
+struct seen {
+	bool started;     /* resolve_start() has returned */
+	bool early;       /* a callback came before that */
+	int calls[4];
+	bool free_in_callback;
+	struct resolve *res;
+};
+
+static void on_done(struct resolve *res, size_t index, void *data)
+{
+	struct seen *s = data;
+
+	if (!s->started)
+		s->early = true;
+	if (index < ARRAY_SIZE(s->calls))
+		s->calls[index]++;
+	if (s->free_in_callback) {
+		resolve_free(res);
+		s->res = NULL;
+	}
+}
+
+static bool run_until(bool (*done)(const struct seen *), struct seen *s,
+		      int max_ms)
+{
+	int64_t end = now_ms() + max_ms;
+
+	while (!done(s) && now_ms() < end)
+		loop_dispatch(loop, 20);
+	return done(s);
+}
+
+static bool both_done(const struct seen *s)
+{
+	return s->calls[0] && s->calls[1];
+}
+
+static bool never(const struct seen *s)
+{
+	(void)s;
+	return false;
+}
+
+static int start(struct seen *s, const char *const *names, size_t n,
+		 size_t max_addrs)
+{
+	struct resolve_opts o = { .names = names, .n_names = n,
+				  .max_addrs = max_addrs,
+				  .servers = servers };
+	int r = resolve_start(loop, &o, on_done, s, &s->res);
+
+	s->started = true;
+	return r;
+}
+
+static bool has(const char *const *addrs, size_t n, const char *a)
+{
+	for (size_t i = 0; i < n; i++)
+		if (streq(addrs[i], a))
+			return true;
+	return false;
+}
+
+static void test_answers(void)
+{
+	const char *names[] = { "ok.test", "nx.test" };
+	struct seen s = { 0 };
+	const char *const *addrs;
+	const char *err;
+	size_t n;
+
+	CHECK_INT(start(&s, names, 2, 8), ==, 0);
+	CHECK(!s.early);
+	CHECK(resolve_pending(s.res, 0));
+	CHECK(run_until(both_done, &s, 5000));
+	CHECK(!s.early);
+	CHECK_INT(s.calls[0], ==, 1);
+	CHECK_INT(s.calls[1], ==, 1);
+	CHECK(!resolve_pending(s.res, 0));
+	addrs = resolve_addrs(s.res, 0, &n, &err);
+	CHECK(addrs != NULL);
+	CHECK(err == NULL);
+	CHECK_INT(n, ==, 3);
+	if (addrs) {
+		CHECK(has(addrs, n, "192.0.2.1"));
+		CHECK(has(addrs, n, "192.0.2.2"));
+		CHECK(has(addrs, n, "2001:db8::5"));
+	}
+	addrs = resolve_addrs(s.res, 1, &n, &err);
+	CHECK(addrs == NULL);
+	CHECK_INT(n, ==, 0);
+	CHECK_STR(err, "Domain name not found");
+	resolve_free(s.res);
+}
+
+static void test_cap(void)
+{
+	const char *names[] = { "ok.test" };
+	struct seen s = { 0 };
+	const char *err;
+	size_t n;
+
+	CHECK_INT(start(&s, names, 1, 2), ==, 0);
+	s.calls[1] = 1; /* one name only */
+	CHECK(run_until(both_done, &s, 5000));
+	CHECK(resolve_addrs(s.res, 0, &n, &err) != NULL);
+	CHECK_INT(n, ==, 2);
+	resolve_free(s.res);
+}
+
+static void test_free_while_waiting(void)
+{
+	const char *names[] = { "hole.test", "ok.test" };
+	struct seen s = { 0 };
+	int sockets = count_sockets();
+
+	hole_queries = 0;
+	CHECK_INT(start(&s, names, 2, 8), ==, 0);
+	/* ok.test is answered; hole.test waits. */
+	s.calls[0] = 1;
+	CHECK(run_until(both_done, &s, 5000));
+	s.calls[0] = 0;
+	(void)run_until(never, &s, 200);
+	CHECK_INT(s.calls[0], ==, 0);
+	CHECK(resolve_pending(s.res, 0));
+	CHECK_INT(hole_queries, >=, 1);
+	CHECK_INT(count_sockets(), >, sockets);
+	resolve_free(s.res);
+	CHECK_INT(count_sockets(), ==, sockets);
+	/* Nothing fires later (c-ares's retry timers were the loop's). */
+	(void)run_until(never, &s, 300);
+	CHECK_INT(s.calls[0], ==, 0);
+	CHECK_INT(s.calls[1], ==, 1);
+}
+
+static void test_free_in_callback(void)
+{
+	const char *names[] = { "nx.test", "ok.test", "hole.test" };
+	struct seen s = { .free_in_callback = true };
+	int sockets = count_sockets();
+
+	CHECK_INT(start(&s, names, 3, 8), ==, 0);
+	(void)run_until(never, &s, 500);
+	/* The first report freed it: no second one, even for a name that
+	 * was answered in the same round. */
+	CHECK_INT(s.calls[0] + s.calls[1] + s.calls[2], ==, 1);
+	CHECK(s.res == NULL);
+	CHECK_INT(count_sockets(), ==, sockets);
+}
+
+static void test_free_at_once(void)
+{
+	const char *names[] = { "ok.test" };
+	struct seen s = { 0 };
+
+	CHECK_INT(start(&s, names, 1, 8), ==, 0);
+	resolve_free(s.res);
+	(void)run_until(never, &s, 200);
+	CHECK_INT(s.calls[0], ==, 0);
+}
+
+int main(void)
+{
+	check_watchdog(30);
+	if (loop_new(&loop) < 0)
+		return 2;
+	dns_start();
+
+	RUN(test_answers);
+	RUN(test_cap);
+	RUN(test_free_while_waiting);
+	RUN(test_free_in_callback);
+	RUN(test_free_at_once);
+	CHECK_INT(queries, >, 0);
+
+	loop_free(loop);
+	close(dns_fd);
+	return check_exit();
+}
