@@ -942,14 +942,23 @@ class PgCluster:
             raise PgError(f'psql failed ({r.returncode}): {r.stderr.strip()}')
         return r.stdout.strip()
 
+    def durable_sql(self, query, dbname='postgres', timeout=30):
+        """sql(), committed to the WAL before it returns.  The clusters
+        run with synchronous_commit off for speed, and an immediate stop
+        (a crash, which the failover tests cause on purpose) would lose
+        what was committed just before: a role, a password.  fsync stays
+        off: a stopped process does not lose what it wrote."""
+        return self.sql('SET synchronous_commit = on;\n' + query, dbname,
+                        timeout)
+
     def create_role(self, name, password, login=True):
         pw = 'NULL' if password is None else quote_literal(password)
-        self.sql(f'CREATE ROLE {quote_ident(name)} '
-                 f'{"LOGIN" if login else "NOLOGIN"} PASSWORD {pw}')
+        self.durable_sql(f'CREATE ROLE {quote_ident(name)} '
+                         f'{"LOGIN" if login else "NOLOGIN"} PASSWORD {pw}')
 
     def set_password(self, name, password):
         pw = 'NULL' if password is None else quote_literal(password)
-        self.sql(f'ALTER ROLE {quote_ident(name)} PASSWORD {pw}')
+        self.durable_sql(f'ALTER ROLE {quote_ident(name)} PASSWORD {pw}')
 
     def create_database(self, name, owner=None):
         own = f' OWNER {quote_ident(owner)}' if owner else ''
