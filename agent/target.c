@@ -362,10 +362,16 @@ static void source_start_probe(struct source *src)
 	src->state = TARGET_VALIDATING;
 	r = probe_start(a->loop, &o, source_probe_done, src, &src->probe);
 	if (r < 0) {
-		log_error("%s: cannot start validation: %s", src->var,
-			  strerror(-r));
+		/* Out of memory or descriptors: may pass, so retried like a
+		 * failed validation. */
+		int64_t delay = backoff_ms(src->attempts++, TARGET_RETRY_FIRST_MS,
+					   TARGET_RETRY_MAX_MS);
+		set_strf(&src->error, "cannot start validation: %s",
+			 strerror(-r));
+		log_error("%s: %s: %s; retry in %lld ms", src->target->name, src->var,
+			  src->error, (long long)delay);
 		src->state = TARGET_FAILED;
-		loop_timer_arm_in(src->retry, TARGET_RETRY_MAX_MS);
+		loop_timer_arm_in(src->retry, delay);
 	}
 }
 
@@ -399,7 +405,7 @@ static void source_set_value(struct source *src, const char *value)
 	if (!src->defined) {
 		source_drop_candidate(src);
 		/* Nothing in the files: the value saved before a restart,
-		 * if any (the secondary's only while it is configured). */
+		 * if any (the primary's: no secondary means no failover). */
 		if (src->role == ROLE_PRIMARY)
 			source_use_saved(src);
 		if (src->state == TARGET_UNSET)
