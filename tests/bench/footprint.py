@@ -101,8 +101,13 @@ def run(ctx):
         h.write_rename(failover, f'{TARGET}={pg1.url(role, password)}\n'
                        f'{TARGET}_SECONDARY={pg2.url(role, password)}\n')
         args = ['--max-clients', str(SUBSCRIBERS + 64)]
-        with h.Agent(env_files=[plain], args=args) as a_plain, \
-                h.Agent(env_files=[failover], args=args) as a_fo, \
+        # Each with a state directory, as the packaged unit has.
+        state = [os.path.join(ctx.tmp, f'{name}.state')
+                 for name in ('plain', 'failover')]
+        with h.Agent(env_files=[plain],
+                     args=args + ['--state-dir', state[0]]) as a_plain, \
+                h.Agent(env_files=[failover],
+                        args=args + ['--state-dir', state[1]]) as a_fo, \
                 a_plain.client(name='bench-footprint') as c_plain, \
                 a_fo.client(name='bench-footprint') as c_fo:
             h.wait_for(lambda: h.target_status(c_plain, TARGET)

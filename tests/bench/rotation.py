@@ -101,7 +101,11 @@ class Row:
         pg.create_role(self.role, self.password)
         self.env = os.path.join(ctx.tmp, self.role + '.env')
         rename_in(self.env, self.content(self.password))
-        args = ['--verbose'] + (['--key', key] if sealed else [])
+        # A state directory, as the packaged unit has: every accepted
+        # value is saved (on the agent's writer thread).
+        args = ['--verbose', '--state-dir',
+                os.path.join(ctx.tmp, self.role + '.state')] + \
+            (['--key', key] if sealed else [])
         self.agent = h.Agent(env_files=[self.env], args=args)
         self.subs = self.load = None
 
