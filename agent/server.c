@@ -1,6 +1,18 @@
 /*
  * Clients of the agent: accept, read frames, dispatch, write; see server.h
  * and ipc/PROTOCOL.md.
+ *
+ * Fairness: the loop must stay responsive (other clients, health checks,
+ * the watchdog) whatever one client sends.  So a loop round dispatches at
+ * most SERVER_FRAMES_PER_ROUND frames of each client and accepts at most
+ * SERVER_ACCEPTS_PER_ROUND connections.  A client with frames left over is
+ * put on the backlog: a list served round-robin by a zero-delay timer, once
+ * per round, because epoll does not report frames already read into the
+ * client's buffer.  While on the backlog its socket is not watched for
+ * input, so that it is never served twice in one round.  Error replies cost
+ * a client tokens of a bucket (SERVER_ERRORS_BURST, refilled at
+ * SERVER_ERRORS_PER_S); a client that keeps causing errors once the bucket
+ * is empty is sent error "limit" and disconnected.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -39,6 +51,28 @@
  * drops a burst of them instead of running once per client. */
 #define SERVER_HELLO_SWEEP_SLACK_MS 100
 
+/* Frames of one client dispatched per loop round.  A status reply, the
+ * dearest request, takes tens of microseconds to build: 32 of them keep a
+ * round within a few milliseconds even with several clients busy at once,
+ * and a round with nothing else to do is a few microseconds, so a client
+ * pipelining requests is still answered thousands of times a second. */
+#define SERVER_FRAMES_PER_ROUND 32
+/* Connections accepted per loop round: a storm of connects is taken in
+ * steps, with the clients already there served between them.  Large
+ * enough that a fleet of apps starting together is not slowed. */
+#define SERVER_ACCEPTS_PER_ROUND 64
+/* Error replies a client may cause (an unknown type, an ack for a target
+ * it did not subscribe to, ...): a token bucket of SERVER_ERRORS_BURST,
+ * refilled at SERVER_ERRORS_PER_S a second.  A working client causes an
+ * error now and then (a typo'd target, a newer message type); one that
+ * exhausts the bucket is looping on a mistake or hostile, and is sent
+ * error "limit" and disconnected instead of costing a reply each time. */
+#define SERVER_ERRORS_BURST 32
+#define SERVER_ERRORS_PER_S 4
+/* At most one log line per this interval about clients disconnected for
+ * too many errors: a burst of such clients must not flood the log. */
+#define SERVER_LIMIT_LOG_MS 1000
+
 /* Clients listed per target in a status reply's "lagging" list: enough to
  * name the stragglers, bounded so the reply stays within a frame. */
 #define SERVER_LAGGING_MAX 16
@@ -62,9 +96,18 @@ struct client {
 	uint64_t serial; /* names it in replies that come later */
 	int fd;
 	struct loop_source *src;
+	uint32_t events; /* epoll interest set on src */
 	struct ipc_reader in;
 	struct ipc_queue out;
 	bool want_out;
+	/* On the server's backlog: frames may wait in `in` or the socket,
+	 * served by the backlog timer instead of epoll. */
+	bool backlog;
+	struct client *bl_prev, *bl_next;
+	/* Error replies it may still cause, in thousandths of a token, as of
+	 * errors_ms (SERVER_ERRORS_BURST). */
+	int64_t error_credit;
+	int64_t errors_ms;
 	struct ucred cred;
 	gid_t *groups; /* supplementary groups at connect (SO_PEERGROUPS) */
 	size_t n_groups;
@@ -88,6 +131,11 @@ struct server {
 	uint64_t serials;
 	struct client *dead;      /* dropped, not yet freed */
 	struct loop_timer *reaper;
+	/* Clients with frames left after their round's share, in the order
+	 * they will be served. */
+	struct client *bl_head, *bl_tail;
+	unsigned n_backlog;
+	struct loop_timer *backlog_timer;
 	/* Access control and limits: see server.h. */
 	const struct server_allow *allow;
 	size_t n_allow;
@@ -100,6 +148,8 @@ struct server {
 	struct loop_timer *hello_sweep;
 	int64_t refused_log_ms; /* last log line about the client limit */
 	unsigned refused;       /* clients refused since that line */
+	int64_t limit_log_ms;   /* last log line about too many errors */
+	unsigned limited;       /* clients dropped for it since that line */
 };
 
 static void server_check_acked(struct server *s, struct target *t);
@@ -121,6 +171,38 @@ static void target_count_ack(struct target *t)
 	t->n_acked++;
 }
 
+static void backlog_unlink(struct client *c)
+{
+	struct server *s = c->server;
+
+	if (!c->backlog)
+		return;
+	if (c->bl_prev)
+		c->bl_prev->bl_next = c->bl_next;
+	else
+		s->bl_head = c->bl_next;
+	if (c->bl_next)
+		c->bl_next->bl_prev = c->bl_prev;
+	else
+		s->bl_tail = c->bl_prev;
+	c->bl_prev = c->bl_next = NULL;
+	c->backlog = false;
+	s->n_backlog--;
+}
+
+/* Watches c's socket for input unless it is on the backlog, and for
+ * output while its queue holds bytes. */
+static void client_set_events(struct client *c)
+{
+	uint32_t events = (c->backlog ? 0 : EPOLLIN | EPOLLRDHUP) |
+			  (c->want_out ? EPOLLOUT : 0);
+
+	if (c->dropped || events == c->events)
+		return;
+	c->events = events;
+	loop_mod_fd(c->src, events);
+}
+
 /* Takes c out of service at once: unlinked, its fd closed, its acks no
  * longer counted.  Its memory stays until the loop comes back
  * (server_reap): a handler may still hold c after a call that dropped it
@@ -137,6 +219,7 @@ static void client_retire(struct client *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	s->n_clients--;
+	backlog_unlink(c);
 	loop_remove_fd(c->src);
 	close(c->fd);
 	ipc_reader_fini(&c->in);
@@ -259,10 +342,8 @@ static int client_flush(struct client *c)
 		client_drop(c, strerror(-r));
 		return r;
 	}
-	if (want != c->want_out) {
-		c->want_out = want;
-		loop_mod_fd(c->src, EPOLLIN | EPOLLRDHUP | (want ? EPOLLOUT : 0));
-	}
+	c->want_out = want;
+	client_set_events(c);
 	return 0;
 }
 
@@ -315,6 +396,62 @@ static int client_error(struct client *c, const struct ipc_msg *req,
 	ipc_pack_kv_str(&w, "code", code);
 	ipc_pack_kv_str(&w, "message", msg);
 	return client_send(c, &w);
+}
+
+/* Takes one error reply from c's bucket; false when it is empty. */
+static bool client_take_error(struct client *c)
+{
+	const int64_t full = SERVER_ERRORS_BURST * 1000LL;
+	int64_t now = now_ms();
+
+	c->error_credit = MIN(full, c->error_credit + (now - c->errors_ms) *
+						      SERVER_ERRORS_PER_S);
+	c->errors_ms = now;
+	if (c->error_credit < 1000)
+		return false;
+	c->error_credit -= 1000;
+	return true;
+}
+
+/* An error the client caused, charged to its bucket: the reply, or once
+ * the bucket is empty, error "limit" and a disconnect (logged at most once
+ * every SERVER_LIMIT_LOG_MS for all such clients).  Returns what
+ * client_error does, or -ECONNRESET after dropping c. */
+PRINTF(4, 5)
+static int client_reject(struct client *c, const struct ipc_msg *req,
+			 const char *code, const char *fmt, ...)
+{
+	struct server *s = c->server;
+	char msg[1024];
+	int64_t now;
+	va_list ap;
+
+	if (c->dropped)
+		return -EPIPE;
+	if (client_take_error(c)) {
+		va_start(ap, fmt);
+		vsnprintf(msg, sizeof(msg), fmt, ap);
+		va_end(ap);
+		return client_error(c, req, code, "%s", msg);
+	}
+	(void)client_error(c, req, IPC_ERR_LIMIT,
+			   "too many error replies (more than %d at once, %d "
+			   "a second after that); disconnecting",
+			   SERVER_ERRORS_BURST, SERVER_ERRORS_PER_S);
+	if (c->dropped)
+		return -ECONNRESET;
+	now = now_ms();
+	s->limited++;
+	if (now - s->limit_log_ms >= SERVER_LIMIT_LOG_MS) {
+		log_warning(CLIENT_FMT " disconnected: too many error replies "
+			    "(last: %s); %u client(s) so disconnected since "
+			    "the last such line", CLIENT_ARGS(c), code,
+			    s->limited);
+		s->limit_log_ms = now;
+		s->limited = 0;
+	}
+	client_retire(c);
+	return -ECONNRESET;
 }
 
 /* A protocol violation: say why, then hang up. */
@@ -413,7 +550,7 @@ static void handle_switch(struct client *c, const struct ipc_msg *m,
 	};
 
 	if (!t) {
-		client_error(c, m, IPC_ERR_UNKNOWN_TARGET,
+		client_reject(c, m, IPC_ERR_UNKNOWN_TARGET,
 			     "no target named \"%s\" in this agent", m->target);
 		return;
 	}
@@ -429,7 +566,7 @@ static void handle_reconnect(struct client *c, const struct ipc_msg *m)
 	uint64_t generation = 0;
 
 	if (m->target && !(t = agent_find_target(a, m->target))) {
-		client_error(c, m, IPC_ERR_UNKNOWN_TARGET,
+		client_reject(c, m, IPC_ERR_UNKNOWN_TARGET,
 			     "no target named \"%s\" in this agent", m->target);
 		return;
 	}
@@ -484,7 +621,7 @@ static void handle_subscribe(struct client *c, const struct ipc_msg *m)
 		struct target *t = agent_find_target(a, m->targets[i]);
 		bool dup = false;
 		if (!t) {
-			client_error(c, m, IPC_ERR_UNKNOWN_TARGET,
+			client_reject(c, m, IPC_ERR_UNKNOWN_TARGET,
 				     "no target named \"%s\" in this agent",
 				     m->targets[i]);
 			return;
@@ -493,7 +630,7 @@ static void handle_subscribe(struct client *c, const struct ipc_msg *m)
 			log_warning(CLIENT_FMT " gid %u may not subscribe to "
 				    "%s: refused", CLIENT_ARGS(c),
 				    (unsigned)c->cred.gid, t->name);
-			client_error(c, m, IPC_ERR_FORBIDDEN,
+			client_reject(c, m, IPC_ERR_FORBIDDEN,
 				     "uid %u may not subscribe to %s",
 				     (unsigned)c->cred.uid, t->name);
 			return;
@@ -506,7 +643,7 @@ static void handle_subscribe(struct client *c, const struct ipc_msg *m)
 		n_new += client_sub(c, t) == NULL;
 	}
 	if (c->n_subs + n_new > IPC_SUBSCRIBE_MAX) {
-		client_error(c, m, IPC_ERR_LIMIT,
+		client_reject(c, m, IPC_ERR_LIMIT,
 			     "at most %d subscriptions per client",
 			     IPC_SUBSCRIBE_MAX);
 		return;
@@ -545,14 +682,14 @@ static void handle_ack(struct client *c, const struct ipc_msg *m)
 	struct subscription *sub = t ? client_sub(c, t) : NULL;
 
 	if (!sub) {
-		client_error(c, m, IPC_ERR_NOT_SUBSCRIBED,
+		client_reject(c, m, IPC_ERR_NOT_SUBSCRIBED,
 			     "ack for \"%s\", which this client is not "
 			     "subscribed to",
 			     m->target);
 		return;
 	}
 	if (m->generation > t->generation) {
-		client_error(c, m, IPC_ERR_PROTOCOL,
+		client_reject(c, m, IPC_ERR_PROTOCOL,
 			     "ack for generation %llu of %s, which is only at "
 			     "%llu",
 			     (unsigned long long)m->generation, t->name,
@@ -602,14 +739,14 @@ static void handle_nack(struct client *c, const struct ipc_msg *m)
 	char *msg;
 
 	if (!sub) {
-		client_error(c, m, IPC_ERR_NOT_SUBSCRIBED,
+		client_reject(c, m, IPC_ERR_NOT_SUBSCRIBED,
 			     "nack for \"%s\", which this client is not "
 			     "subscribed to",
 			     m->target);
 		return;
 	}
 	if (m->generation == 0 || m->generation > t->generation) {
-		client_error(c, m, IPC_ERR_PROTOCOL,
+		client_reject(c, m, IPC_ERR_PROTOCOL,
 			     "nack for generation %llu of %s, which is at %llu",
 			     (unsigned long long)m->generation, t->name,
 			     (unsigned long long)t->generation);
@@ -964,7 +1101,7 @@ static void client_dispatch(struct client *c, const uint8_t *body, size_t len)
 		log_warning(CLIENT_FMT " gid %u sent %s, which needs an "
 			    "admin: refused", CLIENT_ARGS(c),
 			    (unsigned)c->cred.gid, m.type_name);
-		client_error(c, &m, IPC_ERR_FORBIDDEN,
+		client_reject(c, &m, IPC_ERR_FORBIDDEN,
 			     "uid %u may not send %s", (unsigned)c->cred.uid,
 			     m.type_name);
 		goto out;
@@ -1000,7 +1137,7 @@ static void client_dispatch(struct client *c, const uint8_t *body, size_t len)
 		handle_reconnect(c, &m);
 		break;
 	case IPC_INVALID:
-		client_error(c, &m, IPC_ERR_UNKNOWN_TYPE,
+		client_reject(c, &m, IPC_ERR_UNKNOWN_TYPE,
 			     "unknown message type \"%s\"", m.type_name);
 		break;
 	case IPC_UPDATE:
@@ -1015,6 +1152,94 @@ out:
 	ipc_msg_fini(&m);
 }
 
+/* Dispatches at most SERVER_FRAMES_PER_ROUND frames of c, reading more
+ * from its socket as needed.  Returns 1 when that share is used up (more
+ * may be waiting), 0 when the socket has nothing more for now, or a
+ * negative errno after dropping c. */
+static int client_read(struct client *c)
+{
+	unsigned n = 0;
+
+	for (;;) {
+		const uint8_t *body;
+		size_t len;
+		int r = 0;
+
+		/* Drain complete frames before reading more. */
+		while (n < SERVER_FRAMES_PER_ROUND &&
+		       (r = ipc_reader_next(&c->in, &body, &len)) == 1) {
+			n++;
+			client_dispatch(c, body, len);
+			if (c->dropped)
+				return -ECONNRESET;
+		}
+		if (n == SERVER_FRAMES_PER_ROUND)
+			return 1;
+		if (r == -EMSGSIZE) {
+			client_violation(c, "frame over the 65536 byte limit");
+			return -EMSGSIZE;
+		}
+		r = ipc_reader_fill(&c->in, c->fd);
+		if (r == -EAGAIN)
+			return 0;
+		if (r == 0) {
+			client_drop(c, c->in.len ? "closed mid-frame"
+						 : "closed the connection");
+			return -ECONNRESET;
+		}
+		if (r == -EMSGSIZE) {
+			client_violation(c, "frame over the 65536 byte limit");
+			return r;
+		}
+		if (r < 0) {
+			client_drop(c, strerror(-r));
+			return r;
+		}
+	}
+}
+
+/* Puts c at the end of the backlog and makes sure the backlog is served
+ * in the next round. */
+static void backlog_append(struct client *c)
+{
+	struct server *s = c->server;
+
+	if (c->backlog || c->dropped)
+		return;
+	c->backlog = true;
+	c->bl_prev = s->bl_tail;
+	c->bl_next = NULL;
+	if (s->bl_tail)
+		s->bl_tail->bl_next = c;
+	else
+		s->bl_head = c;
+	s->bl_tail = c;
+	s->n_backlog++;
+	client_set_events(c);
+	if (!loop_timer_armed(s->backlog_timer))
+		loop_timer_arm_in(s->backlog_timer, 0);
+}
+
+/* One round's share for each client on the backlog, in turn; those with
+ * more left go to the end again.  Clients that join during this round
+ * wait for the next. */
+static void server_backlog(struct loop_timer *t, void *data)
+{
+	struct server *s = data;
+
+	for (unsigned n = s->n_backlog; n > 0 && s->bl_head; n--) {
+		struct client *c = s->bl_head;
+
+		backlog_unlink(c);
+		if (client_read(c) == 1)
+			backlog_append(c);
+		else
+			client_set_events(c);
+	}
+	if (s->bl_head && !loop_timer_armed(t))
+		loop_timer_arm_in(t, 0);
+}
+
 static void client_event(struct loop_source *src, uint32_t events, void *data)
 {
 	struct client *c = data;
@@ -1025,40 +1250,13 @@ static void client_event(struct loop_source *src, uint32_t events, void *data)
 		if (client_flush(c) < 0)
 			return;
 	}
+	/* Its turn comes from the backlog (a hangup is seen there too). */
+	if (c->backlog)
+		return;
 	if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)))
 		return;
-	for (;;) {
-		const uint8_t *body;
-		size_t len;
-		int r;
-
-		/* Drain complete frames before reading more. */
-		while ((r = ipc_reader_next(&c->in, &body, &len)) == 1) {
-			client_dispatch(c, body, len);
-			if (c->dropped)
-				return;
-		}
-		if (r == -EMSGSIZE) {
-			client_violation(c, "frame over the 65536 byte limit");
-			return;
-		}
-		r = ipc_reader_fill(&c->in, c->fd);
-		if (r == -EAGAIN)
-			return;
-		if (r == 0) {
-			client_drop(c, c->in.len ? "closed mid-frame"
-						 : "closed the connection");
-			return;
-		}
-		if (r == -EMSGSIZE) {
-			client_violation(c, "frame over the 65536 byte limit");
-			return;
-		}
-		if (r < 0) {
-			client_drop(c, strerror(-r));
-			return;
-		}
-	}
+	if (client_read(c) == 1)
+		backlog_append(c);
 }
 
 /* The peer's supplementary groups at connect time (SO_PEERGROUPS, Linux
@@ -1158,7 +1356,9 @@ static void server_accept(struct loop_source *src, uint32_t events,
 {
 	struct server *s = data;
 
-	for (;;) {
+	/* The listener stays readable while connections wait: the rest
+	 * are taken in the next rounds. */
+	for (unsigned n = 0; n < SERVER_ACCEPTS_PER_ROUND; n++) {
 		socklen_t len = sizeof(struct ucred);
 		struct client *c;
 		int fd = accept4(s->fd, NULL, NULL,
@@ -1194,12 +1394,15 @@ static void server_accept(struct loop_source *src, uint32_t events,
 		c->serial = ++s->serials;
 		c->fd = fd;
 		c->connected_ms = now_ms();
+		c->events = EPOLLIN | EPOLLRDHUP;
+		c->error_credit = SERVER_ERRORS_BURST * 1000LL;
+		c->errors_ms = c->connected_ms;
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0)
 			c->cred = (struct ucred){ .pid = 0, .uid = (uid_t)-1,
 						  .gid = (gid_t)-1 };
 		client_get_groups(c);
-		if (loop_add_fd(s->agent->loop, fd, EPOLLIN | EPOLLRDHUP,
-				client_event, c, &c->src) < 0) {
+		if (loop_add_fd(s->agent->loop, fd, c->events, client_event, c,
+				&c->src) < 0) {
 			close(fd);
 			free(c->groups);
 			free(c);
@@ -1367,6 +1570,7 @@ int server_new(struct agent *a, const struct server_config *cfg,
 	s->accept_pause = loop_timer_new(a->loop, server_accept_resume, s);
 	s->reaper = loop_timer_new(a->loop, server_reap, s);
 	s->hello_sweep = loop_timer_new(a->loop, server_hello_sweep, s);
+	s->backlog_timer = loop_timer_new(a->loop, server_backlog, s);
 	s->allow = cfg->allow;
 	s->n_allow = cfg->n_allow;
 	s->admin = cfg->admin;
@@ -1377,7 +1581,8 @@ int server_new(struct agent *a, const struct server_config *cfg,
 	s->hello_timeout_ms = cfg->hello_timeout_ms > 0
 				      ? cfg->hello_timeout_ms
 				      : SERVER_HELLO_TIMEOUT_MS;
-	if (!s->path || !s->accept_pause || !s->reaper || !s->hello_sweep) {
+	if (!s->path || !s->accept_pause || !s->reaper || !s->hello_sweep ||
+	    !s->backlog_timer) {
 		r = -ENOMEM;
 		goto err_server;
 	}
@@ -1432,6 +1637,7 @@ void server_free(struct server *s)
 	server_reap(s->reaper, s);
 	loop_timer_free(s->reaper);
 	loop_timer_free(s->hello_sweep);
+	loop_timer_free(s->backlog_timer);
 	loop_remove_fd(s->src);
 	loop_timer_free(s->accept_pause);
 	if (s->fd >= 0)
