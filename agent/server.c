@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -113,6 +114,7 @@ struct client {
 	size_t n_groups;
 	int64_t connected_ms;
 	bool hello;
+	uint64_t version; /* of the session: the client's hello's */
 	bool dropped; /* out of service; freed when the loop comes back */
 	char *name;
 	struct subscription *subs;
@@ -121,6 +123,9 @@ struct client {
 
 struct server {
 	struct agent *agent;
+	/* This run of the agent (PROTOCOL.md, "Agent instance"): in hello,
+	 * update and status; acks for another instance are stale. */
+	char instance[IPC_INSTANCE_LEN + 1];
 	int fd;
 	bool owns_path;
 	char *path;
@@ -482,9 +487,10 @@ static int client_send_update(struct client *c, struct target *t)
 {
 	struct ipc_writer w;
 
-	ipc_writer_init(&w, IPC_UPDATE, 7);
+	ipc_writer_init(&w, IPC_UPDATE, 8);
 	ipc_pack_kv_str(&w, "target", t->name);
 	ipc_pack_kv_u64(&w, "generation", t->generation);
+	ipc_pack_kv_str(&w, "instance", c->server->instance);
 	ipc_pack_kv_str(&w, "conninfo", t->conninfo);
 	ipc_pack_kv_str(&w, "reason", t->reason ? t->reason : "rotation");
 	ipc_pack_kv_str(&w, "server", target_role_name(t->current));
@@ -588,25 +594,33 @@ static void handle_hello(struct client *c, const struct ipc_msg *m)
 		client_violation(c, "hello sent twice");
 		return;
 	}
-	if (m->version != IPC_PROTOCOL_VERSION) {
-		log_warning(CLIENT_FMT " speaks protocol version %llu, not %d",
-			    CLIENT_ARGS(c), (unsigned long long)m->version,
-			    IPC_PROTOCOL_VERSION);
+	if (m->version < IPC_PROTOCOL_VERSION_MIN ||
+	    m->version > IPC_PROTOCOL_VERSION) {
+		log_warning(CLIENT_FMT " speaks protocol version %llu, not %d "
+			    "to %d", CLIENT_ARGS(c),
+			    (unsigned long long)m->version,
+			    IPC_PROTOCOL_VERSION_MIN, IPC_PROTOCOL_VERSION);
 		if (client_error(c, m, IPC_ERR_VERSION,
 				 "protocol version %llu is not supported; this "
-				 "agent speaks version %d",
+				 "agent speaks versions %d to %d",
 				 (unsigned long long)m->version,
+				 IPC_PROTOCOL_VERSION_MIN,
 				 IPC_PROTOCOL_VERSION) == 0)
 			client_drop(c, "unsupported protocol version");
 		return;
 	}
 	c->hello = true;
+	c->version = m->version;
 	c->name = strdup(m->name);
-	log_debug(CLIENT_FMT " said hello", CLIENT_ARGS(c));
-	writer_begin(&w, IPC_HELLO, 3, m);
-	ipc_pack_kv_u64(&w, "version", IPC_PROTOCOL_VERSION);
+	log_debug(CLIENT_FMT " said hello, protocol version %llu",
+		  CLIENT_ARGS(c), (unsigned long long)c->version);
+	/* The session speaks the client's version; the instance goes to a
+	 * version-1 client too, which ignores it like any unknown field. */
+	writer_begin(&w, IPC_HELLO, 4, m);
+	ipc_pack_kv_u64(&w, "version", c->version);
 	ipc_pack_kv_str(&w, "name", "dbswapd " DBSWAP_VERSION);
 	ipc_pack_kv_i64(&w, "pid", getpid());
+	ipc_pack_kv_str(&w, "instance", c->server->instance);
 	client_send(c, &w);
 }
 
@@ -676,11 +690,31 @@ static void handle_subscribe(struct client *c, const struct ipc_msg *m)
 	client_ok(c, m, 0);
 }
 
+/* Whether an ack or nack is for another run of the agent: ignored then,
+ * before anything else is checked (its generation numbers are not ours:
+ * it may name one this run has not reached), and counted on the target.
+ * Without an instance (a version-1 session) it cannot be told. */
+static bool client_stale(struct client *c, const struct ipc_msg *m,
+			 struct target *t)
+{
+	if (!m->instance || streq(m->instance, c->server->instance))
+		return false;
+	if (t)
+		t->stale_acks++;
+	log_debug(CLIENT_FMT " sent %s for %s generation %llu of agent "
+		  "instance %s, not this one (%s): ignored", CLIENT_ARGS(c),
+		  m->type_name, m->target, (unsigned long long)m->generation,
+		  m->instance, c->server->instance);
+	return true;
+}
+
 static void handle_ack(struct client *c, const struct ipc_msg *m)
 {
 	struct target *t = agent_find_target(c->server->agent, m->target);
 	struct subscription *sub = t ? client_sub(c, t) : NULL;
 
+	if (client_stale(c, m, t))
+		return;
 	if (!sub) {
 		client_reject(c, m, IPC_ERR_NOT_SUBSCRIBED,
 			     "ack for \"%s\", which this client is not "
@@ -738,6 +772,8 @@ static void handle_nack(struct client *c, const struct ipc_msg *m)
 	char line[IPC_NACK_MESSAGE_MAX + 1];
 	char *msg;
 
+	if (client_stale(c, m, t))
+		return;
 	if (!sub) {
 		client_reject(c, m, IPC_ERR_NOT_SUBSCRIBED,
 			     "nack for \"%s\", which this client is not "
@@ -914,7 +950,7 @@ static void pack_target(struct ipc_writer *w, struct server *s,
 	char *masked = t->conninfo && shown ? mask_conninfo(t->conninfo) : NULL;
 
 	server_count(s, t, &subscribers, &acked);
-	msgpack_pack_map(&w->pk, 18);
+	msgpack_pack_map(&w->pk, 19);
 	ipc_pack_kv_str(w, "name", t->name);
 	ipc_pack_kv_u64(w, "generation", t->generation);
 	ipc_pack_kv_bool(w, "valid", t->conninfo != NULL);
@@ -928,6 +964,7 @@ static void pack_target(struct ipc_writer *w, struct server *s,
 		msgpack_pack_nil(&w->pk);
 	ipc_pack_kv_u64(w, "subscribers", subscribers);
 	ipc_pack_kv_u64(w, "acked", acked);
+	ipc_pack_kv_u64(w, "stale_acks", t->stale_acks);
 	ipc_pack_kv_u64(w, "attempts", p->attempts);
 	ipc_pack_kv_bool(w, "gave_up", p->gave_up);
 	ipc_pack_kv_u64(w, "value_seq", p->value_seq);
@@ -1028,8 +1065,9 @@ static void pack_status(struct ipc_writer *w, const struct client *c,
 
 	writer_begin(w, IPC_STATUS, 4, m);
 	ipc_pack_key(w, "agent");
-	msgpack_pack_map(&w->pk, 6);
+	msgpack_pack_map(&w->pk, 7);
 	ipc_pack_kv_str(w, "version", DBSWAP_VERSION);
+	ipc_pack_kv_str(w, "instance", s->instance);
 	ipc_pack_kv_i64(w, "pid", getpid());
 	ipc_pack_kv_i64(w, "uptime_ms", now_ms() - a->started_ms);
 	ipc_pack_kv_u64(w, "clients", s->n_clients);
@@ -1095,6 +1133,15 @@ static void client_dispatch(struct client *c, const uint8_t *body, size_t len)
 				      "the first message must be hello");
 		goto out;
 	}
+	/* Version 2 makes the instance of acks and nacks required: an ack
+	 * that cannot be told from one for a previous run of the agent is
+	 * what the version exists to end. */
+	if ((m.type == IPC_ACK || m.type == IPC_NACK) && c->version >= 2 &&
+	    !m.instance) {
+		client_violation(c, "ack or nack without an instance (required "
+				    "in protocol version 2)");
+		goto out;
+	}
 	if ((m.type == IPC_RELOAD || m.type == IPC_RECONNECT ||
 	     m.type == IPC_FAILOVER || m.type == IPC_FAILBACK) &&
 	    !client_is_admin(c)) {
@@ -1135,6 +1182,9 @@ static void client_dispatch(struct client *c, const uint8_t *body, size_t len)
 		break;
 	case IPC_RECONNECT:
 		handle_reconnect(c, &m);
+		break;
+	case IPC_PING:
+		client_ok(c, &m, 0);
 		break;
 	case IPC_INVALID:
 		client_reject(c, &m, IPC_ERR_UNKNOWN_TYPE,
@@ -1556,6 +1606,36 @@ static gid_t server_socket_group(int fd)
 	return st.st_gid;
 }
 
+/* Draws this run's instance id from the kernel's CSPRNG.  getrandom()
+ * waits for the pool to be seeded, once, early at boot: an id that could
+ * repeat across boots would defeat its purpose. */
+static int server_new_instance(struct server *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	uint8_t raw[IPC_INSTANCE_LEN / 2];
+	size_t got = 0;
+
+	while (got < sizeof(raw)) {
+		ssize_t n = getrandom(raw + got, sizeof(raw) - got, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int r = neg_errno();
+			log_error("cannot draw the agent instance id: %s",
+				  strerror(-r));
+			return r;
+		}
+		got += (size_t)n;
+	}
+	for (size_t i = 0; i < sizeof(raw); i++) {
+		s->instance[2 * i] = hex[raw[i] >> 4];
+		s->instance[2 * i + 1] = hex[raw[i] & 0xf];
+	}
+	s->instance[IPC_INSTANCE_LEN] = '\0';
+	log_info("agent instance %s", s->instance);
+	return 0;
+}
+
 int server_new(struct agent *a, const struct server_config *cfg,
 	       struct server **out)
 {
@@ -1566,6 +1646,11 @@ int server_new(struct agent *a, const struct server_config *cfg,
 		return -ENOMEM;
 	s->agent = a;
 	s->fd = -1;
+	r = server_new_instance(s);
+	if (r < 0) {
+		free(s);
+		return r;
+	}
 	s->path = strdup(cfg->socket_path);
 	s->accept_pause = loop_timer_new(a->loop, server_accept_resume, s);
 	s->reaper = loop_timer_new(a->loop, server_reap, s);

@@ -449,7 +449,8 @@ class Hostile(ClusterTest):
                 if i % 2:
                     frames.append(h.encode_frame(
                         {'type': 'ack', 'target': 'DATABASE_URL',
-                         'generation': u['generation']}))
+                         'generation': u['generation'],
+                         'instance': c.instance}))
             t0 = time.monotonic()
             # Sent from a thread while this one reads: a client that
             # did not read 1 MiB of replies would be dropped as stuck.
