@@ -201,6 +201,9 @@ class Protocol(ClusterTest):
         other.nack('DATABASE_URL', 1, 'x', instance=old)
         other.ack('NO_SUCH_TARGET', 1, instance=old)
         self.assertEqual(target()['stale_acks'], 5)
+        out = self.ctl(self.agent, 'status').stdout
+        self.assertIn(f'instance: {c.instance} ', out)
+        self.assertIn('stale acks:  5, for an earlier run of the agent', out)
         self.assertEqual(other.status()['type'], 'status')
         self.assertEqual(c.pending() + other.pending(), [])
         # The same ack with this run's instance counts.

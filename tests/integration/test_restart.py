@@ -5,6 +5,7 @@ import os
 import signal
 import socket
 import struct
+import subprocess
 import time
 
 import msgpack
@@ -192,6 +193,48 @@ class Restart(ClusterTest):
                          {(2, inst_b)})
         rc, summary = load.stop()
         self.assertEqual(summary['generation'], 2)
+
+    def test_set_wait_follows_a_restarted_agent(self):
+        """dbswapctl set --wait, waiting for an app that has not acked,
+        when the agent restarts: it reconnects, sees the new instance and
+        follows the new run (whose generation 1 is the value it wrote)
+        until every subscriber of that run acked.  Before, it exited with
+        "lost the connection" (status 3)."""
+        self.write_url(self.password)
+        agent = self.start_agent()
+        sub = self.start_subscriber(agent)
+        sub.wait_line(r'^connect 1 ok$')
+        lagger = agent.client(name='lagger')
+        self.addCleanup(lagger.close)
+        self.assertEqual(lagger.subscribe('DATABASE_URL')['type'], 'ok')
+        lagger.next_update()  # and never acks
+        new = fresh_password()
+        self.cluster.set_password(self.role, new)
+        ctl = subprocess.Popen(
+            [os.environ['DBSWAPCTL'], '--socket', agent.sock, 'set',
+             self.env_path, 'DATABASE_URL=-', '--wait=30'],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: ctl.poll() is None and ctl.kill())
+        ctl.stdin.write(self.url(new) + '\n')
+        ctl.stdin.close()
+        ctl.stdin = None  # for communicate()
+        h.wait_for(lambda: (t := h.target_status(agent, 'DATABASE_URL'))
+                   ['generation'] == 2 and t['acked'] == 1,
+                   what='generation 2 acked by the subscriber alone')
+        old = h.Client(agent.sock)
+        old.hello()
+        old_instance = old.instance
+        old.close()
+        agent.restart()
+        out, err = ctl.communicate(timeout=40 * h.TIMEOUT_SCALE)
+        self.assertEqual(ctl.returncode, 0, out + err)
+        self.assertRegex(out, r'the agent restarted \(instance [0-9a-f]{16}, '
+                         r'was %s\)' % old_instance)
+        self.assertIn('DATABASE_URL: 1 of 1 subscriber(s) acked generation 1',
+                      out)
+        self.assertIn('done: every subscriber uses the new value', out)
+        sub.wait_line(r'^connect 2 ok$')
 
     def test_many_subscribers(self):
         n_c, n_py = 40, 40
