@@ -557,7 +557,7 @@ static void handle_switch(struct client *c, const struct ipc_msg *m,
 
 	if (!t) {
 		client_reject(c, m, IPC_ERR_UNKNOWN_TARGET,
-			     "no target named \"%s\" in this agent", m->target);
+			      "no target named \"%s\" in this agent", m->target);
 		return;
 	}
 	log_info(CLIENT_FMT " asked for %s of %s", CLIENT_ARGS(c),
@@ -573,7 +573,7 @@ static void handle_reconnect(struct client *c, const struct ipc_msg *m)
 
 	if (m->target && !(t = agent_find_target(a, m->target))) {
 		client_reject(c, m, IPC_ERR_UNKNOWN_TARGET,
-			     "no target named \"%s\" in this agent", m->target);
+			      "no target named \"%s\" in this agent", m->target);
 		return;
 	}
 	log_info(CLIENT_FMT " asked to reconnect %s", CLIENT_ARGS(c),
@@ -636,8 +636,8 @@ static void handle_subscribe(struct client *c, const struct ipc_msg *m)
 		bool dup = false;
 		if (!t) {
 			client_reject(c, m, IPC_ERR_UNKNOWN_TARGET,
-				     "no target named \"%s\" in this agent",
-				     m->targets[i]);
+				      "no target named \"%s\" in this agent",
+				      m->targets[i]);
 			return;
 		}
 		if (!client_may_subscribe(c, t)) {
@@ -645,8 +645,8 @@ static void handle_subscribe(struct client *c, const struct ipc_msg *m)
 				    "%s: refused", CLIENT_ARGS(c),
 				    (unsigned)c->cred.gid, t->name);
 			client_reject(c, m, IPC_ERR_FORBIDDEN,
-				     "uid %u may not subscribe to %s",
-				     (unsigned)c->cred.uid, t->name);
+				      "uid %u may not subscribe to %s",
+				      (unsigned)c->cred.uid, t->name);
 			return;
 		}
 		for (size_t j = 0; j < n_req && !dup; j++)
@@ -658,8 +658,8 @@ static void handle_subscribe(struct client *c, const struct ipc_msg *m)
 	}
 	if (c->n_subs + n_new > IPC_SUBSCRIBE_MAX) {
 		client_reject(c, m, IPC_ERR_LIMIT,
-			     "at most %d subscriptions per client",
-			     IPC_SUBSCRIBE_MAX);
+			      "at most %d subscriptions per client",
+			      IPC_SUBSCRIBE_MAX);
 		return;
 	}
 	struct subscription *subs =
@@ -717,17 +717,17 @@ static void handle_ack(struct client *c, const struct ipc_msg *m)
 		return;
 	if (!sub) {
 		client_reject(c, m, IPC_ERR_NOT_SUBSCRIBED,
-			     "ack for \"%s\", which this client is not "
-			     "subscribed to",
-			     m->target);
+			      "ack for \"%s\", which this client is not "
+			      "subscribed to",
+			      m->target);
 		return;
 	}
 	if (m->generation > t->generation) {
 		client_reject(c, m, IPC_ERR_PROTOCOL,
-			     "ack for generation %llu of %s, which is only at "
-			     "%llu",
-			     (unsigned long long)m->generation, t->name,
-			     (unsigned long long)t->generation);
+			      "ack for generation %llu of %s, which is only at "
+			      "%llu",
+			      (unsigned long long)m->generation, t->name,
+			      (unsigned long long)t->generation);
 		return;
 	}
 	if (m->generation > sub->acked) {
@@ -776,16 +776,16 @@ static void handle_nack(struct client *c, const struct ipc_msg *m)
 		return;
 	if (!sub) {
 		client_reject(c, m, IPC_ERR_NOT_SUBSCRIBED,
-			     "nack for \"%s\", which this client is not "
-			     "subscribed to",
-			     m->target);
+			      "nack for \"%s\", which this client is not "
+			      "subscribed to",
+			      m->target);
 		return;
 	}
 	if (m->generation == 0 || m->generation > t->generation) {
 		client_reject(c, m, IPC_ERR_PROTOCOL,
-			     "nack for generation %llu of %s, which is at %llu",
-			     (unsigned long long)m->generation, t->name,
-			     (unsigned long long)t->generation);
+			      "nack for generation %llu of %s, which is at %llu",
+			      (unsigned long long)m->generation, t->name,
+			      (unsigned long long)t->generation);
 		return;
 	}
 	/* Already acked, or older than the nack on record: the client's
@@ -1149,8 +1149,8 @@ static void client_dispatch(struct client *c, const uint8_t *body, size_t len)
 			    "admin: refused", CLIENT_ARGS(c),
 			    (unsigned)c->cred.gid, m.type_name);
 		client_reject(c, &m, IPC_ERR_FORBIDDEN,
-			     "uid %u may not send %s", (unsigned)c->cred.uid,
-			     m.type_name);
+			      "uid %u may not send %s", (unsigned)c->cred.uid,
+			      m.type_name);
 		goto out;
 	}
 	switch (m.type) {
@@ -1188,7 +1188,7 @@ static void client_dispatch(struct client *c, const uint8_t *body, size_t len)
 		break;
 	case IPC_INVALID:
 		client_reject(c, &m, IPC_ERR_UNKNOWN_TYPE,
-			     "unknown message type \"%s\"", m.type_name);
+			      "unknown message type \"%s\"", m.type_name);
 		break;
 	case IPC_UPDATE:
 	case IPC_ERROR:
