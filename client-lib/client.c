@@ -466,7 +466,7 @@ static int client_handle(dbswap_client *c, const uint8_t *body, size_t len)
 	switch (m.type) {
 	case IPC_HELLO:
 		/* Version 2 on: the instance numbers the generations. */
-		if (c->version >= 2 && !m.instance) {
+		if (m.version >= 2 && !m.instance) {
 			client_log(c, LOG_ERR, "bad hello from the agent at %s: "
 				   "no instance", c->path);
 			r = -EPROTO;
