@@ -65,12 +65,18 @@ print(json.dumps(out))
 # A flooder: says hello (version 1, so that it runs against any agent),
 # then sends one kind of message as fast as the socket takes it, for
 # argv[3] seconds or until the agent closes, while a child process reads
-# (and counts) the replies so that its output queue never fills.  Prints
+# (and counts) the replies.  Status requests are kept at most WINDOW
+# unanswered, so that the output queue in the agent never fills (1 MiB is
+# 25 ms of status replies: a reader that loses the CPU that long would be
+# dropped as stuck), while the agent always has far more than a round's
+# share waiting; the small error replies need no window.  Prints
 # {"sent", "replies", "closed", "last"} as JSON: "closed" when the agent
 # hung up first, "last" the last message read (the error that came with a
 # disconnect).
 FLOODER = r"""
 import json, os, socket, struct, sys, time, msgpack
+from multiprocessing import Value
+WINDOW = 512  # status requests unanswered at most
 path, kind, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
 def frame(m):
     b = msgpack.packb(m)
@@ -87,7 +93,9 @@ s.connect(path)
 s.sendall(frame({'type': 'hello', 'version': 1, 'name': 'flood-' + kind,
                  'pid': os.getpid()}))
 rfd, wfd = os.pipe()
-if os.fork() == 0:
+answered = Value('q', 0, lock=False)  # shared with the reader
+reader = os.fork()
+if reader == 0:
     # The reader, a process of its own so that it keeps up with the
     # agent whatever the sender does.
     os.close(rfd)
@@ -109,16 +117,24 @@ if os.fork() == 0:
             off += 4 + n
             replies += 1
         del buf[:off]
+        answered.value = replies
     os.write(wfd, json.dumps({'replies': replies, 'last': None if last is None
                               else msgpack.unpackb(last, raw=False)}).encode())
     os._exit(0)
 os.close(wfd)
-batch = b''.join(frame(m) for m in kinds[kind]) * 1024
-per = len(kinds[kind]) * 1024
+batch = b''.join(frame(m) for m in kinds[kind]) * 64
+per = len(kinds[kind]) * 64
 sent = 0
 end = time.monotonic() + seconds
-closed = False
+closed = reaped = False
 while time.monotonic() < end:
+    if kind == 'status' and sent - answered.value > WINDOW:
+        # The reader ends when the agent closes the connection.
+        if os.waitpid(reader, os.WNOHANG)[0] == reader:
+            closed = reaped = True
+            break
+        time.sleep(0.0005)
+        continue
     try:
         s.sendall(batch)
     except OSError:
@@ -129,7 +145,8 @@ try:
     s.shutdown(socket.SHUT_WR)
 except OSError:
     pass
-os.wait()
+if not reaped:
+    os.waitpid(reader, 0)
 out = json.loads(os.read(rfd, 1 << 20))
 out.update(sent=sent, closed=closed)
 print(json.dumps(out))
