@@ -1,11 +1,24 @@
 /*
  * Clients of the agent: accept, read frames, dispatch, write; see server.h
  * and ipc/PROTOCOL.md.
+ *
+ * Fairness: the loop must stay responsive (other clients, health checks,
+ * the watchdog) whatever one client sends.  So a loop round dispatches at
+ * most SERVER_FRAMES_PER_ROUND frames of each client and accepts at most
+ * SERVER_ACCEPTS_PER_ROUND connections.  A client with frames left over is
+ * put on the backlog: a list served round-robin by a zero-delay timer, once
+ * per round, because epoll does not report frames already read into the
+ * client's buffer.  While on the backlog its socket is not watched for
+ * input, so that it is never served twice in one round.  Error replies cost
+ * a client tokens of a bucket (SERVER_ERRORS_BURST, refilled at
+ * SERVER_ERRORS_PER_S); a client that keeps causing errors once the bucket
+ * is empty is sent error "limit" and disconnected.
  */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -40,6 +53,28 @@
  * drops a burst of them instead of running once per client. */
 #define SERVER_HELLO_SWEEP_SLACK_MS 100
 
+/* Frames of one client dispatched per loop round.  A status reply, the
+ * dearest request, takes tens of microseconds to build: 32 of them keep a
+ * round within a few milliseconds even with several clients busy at once,
+ * and a round with nothing else to do is a few microseconds, so a client
+ * pipelining requests is still answered thousands of times a second. */
+#define SERVER_FRAMES_PER_ROUND 32
+/* Connections accepted per loop round: a storm of connects is taken in
+ * steps, with the clients already there served between them.  Large
+ * enough that a fleet of apps starting together is not slowed. */
+#define SERVER_ACCEPTS_PER_ROUND 64
+/* Error replies a client may cause (an unknown type, an ack for a target
+ * it did not subscribe to, ...): a token bucket of SERVER_ERRORS_BURST,
+ * refilled at SERVER_ERRORS_PER_S a second.  A working client causes an
+ * error now and then (a typo'd target, a newer message type); one that
+ * exhausts the bucket is looping on a mistake or hostile, and is sent
+ * error "limit" and disconnected instead of costing a reply each time. */
+#define SERVER_ERRORS_BURST 32
+#define SERVER_ERRORS_PER_S 4
+/* At most one log line per this interval about clients disconnected for
+ * too many errors: a burst of such clients must not flood the log. */
+#define SERVER_LIMIT_LOG_MS 1000
+
 /* Clients listed per target in a status reply's "lagging" list: enough to
  * name the stragglers, bounded so the reply stays within a frame. */
 #define SERVER_LAGGING_MAX 16
@@ -63,14 +98,24 @@ struct client {
 	uint64_t serial; /* names it in replies that come later */
 	int fd;
 	struct loop_source *src;
+	uint32_t events; /* epoll interest set on src */
 	struct ipc_reader in;
 	struct ipc_queue out;
 	bool want_out;
+	/* On the server's backlog: frames may wait in `in` or the socket,
+	 * served by the backlog timer instead of epoll. */
+	bool backlog;
+	struct client *bl_prev, *bl_next;
+	/* Error replies it may still cause, in thousandths of a token, as of
+	 * errors_ms (SERVER_ERRORS_BURST). */
+	int64_t error_credit;
+	int64_t errors_ms;
 	struct ucred cred;
 	gid_t *groups; /* supplementary groups at connect (SO_PEERGROUPS) */
 	size_t n_groups;
 	int64_t connected_ms;
 	bool hello;
+	uint64_t version; /* of the session: the client's hello's */
 	bool dropped; /* out of service; freed when the loop comes back */
 	char *name;
 	struct subscription *subs;
@@ -79,6 +124,9 @@ struct client {
 
 struct server {
 	struct agent *agent;
+	/* This run of the agent (PROTOCOL.md, "Agent instance"): in hello,
+	 * update and status; acks for another instance are stale. */
+	char instance[IPC_INSTANCE_LEN + 1];
 	int fd;
 	bool owns_path;
 	char *path;
@@ -89,6 +137,11 @@ struct server {
 	uint64_t serials;
 	struct client *dead;      /* dropped, not yet freed */
 	struct loop_timer *reaper;
+	/* Clients with frames left after their round's share, in the order
+	 * they will be served. */
+	struct client *bl_head, *bl_tail;
+	unsigned n_backlog;
+	struct loop_timer *backlog_timer;
 	/* Access control and limits: see server.h. */
 	const struct server_allow *allow;
 	size_t n_allow;
@@ -101,6 +154,8 @@ struct server {
 	struct loop_timer *hello_sweep;
 	int64_t refused_log_ms; /* last log line about the client limit */
 	unsigned refused;       /* clients refused since that line */
+	int64_t limit_log_ms;   /* last log line about too many errors */
+	unsigned limited;       /* clients dropped for it since that line */
 };
 
 static void server_check_acked(struct server *s, struct target *t);
@@ -122,6 +177,38 @@ static void target_count_ack(struct target *t)
 	t->n_acked++;
 }
 
+static void backlog_unlink(struct client *c)
+{
+	struct server *s = c->server;
+
+	if (!c->backlog)
+		return;
+	if (c->bl_prev)
+		c->bl_prev->bl_next = c->bl_next;
+	else
+		s->bl_head = c->bl_next;
+	if (c->bl_next)
+		c->bl_next->bl_prev = c->bl_prev;
+	else
+		s->bl_tail = c->bl_prev;
+	c->bl_prev = c->bl_next = NULL;
+	c->backlog = false;
+	s->n_backlog--;
+}
+
+/* Watches c's socket for input unless it is on the backlog, and for
+ * output while its queue holds bytes. */
+static void client_set_events(struct client *c)
+{
+	uint32_t events = (c->backlog ? 0 : EPOLLIN | EPOLLRDHUP) |
+			  (c->want_out ? EPOLLOUT : 0);
+
+	if (c->dropped || events == c->events)
+		return;
+	c->events = events;
+	loop_mod_fd(c->src, events);
+}
+
 /* Takes c out of service at once: unlinked, its fd closed, its acks no
  * longer counted.  Its memory stays until the loop comes back
  * (server_reap): a handler may still hold c after a call that dropped it
@@ -138,6 +225,7 @@ static void client_retire(struct client *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	s->n_clients--;
+	backlog_unlink(c);
 	loop_remove_fd(c->src);
 	close(c->fd);
 	ipc_reader_fini(&c->in);
@@ -260,10 +348,8 @@ static int client_flush(struct client *c)
 		client_drop(c, strerror(-r));
 		return r;
 	}
-	if (want != c->want_out) {
-		c->want_out = want;
-		loop_mod_fd(c->src, EPOLLIN | EPOLLRDHUP | (want ? EPOLLOUT : 0));
-	}
+	c->want_out = want;
+	client_set_events(c);
 	return 0;
 }
 
@@ -318,6 +404,62 @@ static int client_error(struct client *c, const struct ipc_msg *req,
 	return client_send(c, &w);
 }
 
+/* Takes one error reply from c's bucket; false when it is empty. */
+static bool client_take_error(struct client *c)
+{
+	const int64_t full = SERVER_ERRORS_BURST * 1000LL;
+	int64_t now = now_ms();
+
+	c->error_credit = MIN(full, c->error_credit + (now - c->errors_ms) *
+						      SERVER_ERRORS_PER_S);
+	c->errors_ms = now;
+	if (c->error_credit < 1000)
+		return false;
+	c->error_credit -= 1000;
+	return true;
+}
+
+/* An error the client caused, charged to its bucket: the reply, or once
+ * the bucket is empty, error "limit" and a disconnect (logged at most once
+ * every SERVER_LIMIT_LOG_MS for all such clients).  Returns what
+ * client_error does, or -ECONNRESET after dropping c. */
+PRINTF(4, 5)
+static int client_reject(struct client *c, const struct ipc_msg *req,
+			 const char *code, const char *fmt, ...)
+{
+	struct server *s = c->server;
+	char msg[1024];
+	int64_t now;
+	va_list ap;
+
+	if (c->dropped)
+		return -EPIPE;
+	if (client_take_error(c)) {
+		va_start(ap, fmt);
+		vsnprintf(msg, sizeof(msg), fmt, ap);
+		va_end(ap);
+		return client_error(c, req, code, "%s", msg);
+	}
+	(void)client_error(c, req, IPC_ERR_LIMIT,
+			   "too many error replies (more than %d at once, %d "
+			   "a second after that); disconnecting",
+			   SERVER_ERRORS_BURST, SERVER_ERRORS_PER_S);
+	if (c->dropped)
+		return -ECONNRESET;
+	now = now_ms();
+	s->limited++;
+	if (now - s->limit_log_ms >= SERVER_LIMIT_LOG_MS) {
+		log_warning(CLIENT_FMT " disconnected: too many error replies "
+			    "(last: %s); %u client(s) so disconnected since "
+			    "the last such line", CLIENT_ARGS(c), code,
+			    s->limited);
+		s->limit_log_ms = now;
+		s->limited = 0;
+	}
+	client_retire(c);
+	return -ECONNRESET;
+}
+
 /* A protocol violation: say why, then hang up. */
 static void client_violation_code(struct client *c, const char *code,
 				  const char *why)
@@ -346,9 +488,10 @@ static int client_send_update(struct client *c, struct target *t)
 {
 	struct ipc_writer w;
 
-	ipc_writer_init(&w, IPC_UPDATE, 7);
+	ipc_writer_init(&w, IPC_UPDATE, 8);
 	ipc_pack_kv_str(&w, "target", t->name);
 	ipc_pack_kv_u64(&w, "generation", t->generation);
+	ipc_pack_kv_str(&w, "instance", c->server->instance);
 	ipc_pack_kv_str(&w, "conninfo", t->conninfo);
 	ipc_pack_kv_str(&w, "reason", t->reason ? t->reason : "rotation");
 	ipc_pack_kv_str(&w, "server", target_role_name(t->current));
@@ -414,8 +557,8 @@ static void handle_switch(struct client *c, const struct ipc_msg *m,
 	};
 
 	if (!t) {
-		client_error(c, m, IPC_ERR_UNKNOWN_TARGET,
-			     "no target named \"%s\" in this agent", m->target);
+		client_reject(c, m, IPC_ERR_UNKNOWN_TARGET,
+			      "no target named \"%s\" in this agent", m->target);
 		return;
 	}
 	log_info(CLIENT_FMT " asked for %s of %s", CLIENT_ARGS(c),
@@ -430,8 +573,8 @@ static void handle_reconnect(struct client *c, const struct ipc_msg *m)
 	uint64_t generation = 0;
 
 	if (m->target && !(t = agent_find_target(a, m->target))) {
-		client_error(c, m, IPC_ERR_UNKNOWN_TARGET,
-			     "no target named \"%s\" in this agent", m->target);
+		client_reject(c, m, IPC_ERR_UNKNOWN_TARGET,
+			      "no target named \"%s\" in this agent", m->target);
 		return;
 	}
 	log_info(CLIENT_FMT " asked to reconnect %s", CLIENT_ARGS(c),
@@ -452,25 +595,33 @@ static void handle_hello(struct client *c, const struct ipc_msg *m)
 		client_violation(c, "hello sent twice");
 		return;
 	}
-	if (m->version != IPC_PROTOCOL_VERSION) {
-		log_warning(CLIENT_FMT " speaks protocol version %llu, not %d",
-			    CLIENT_ARGS(c), (unsigned long long)m->version,
-			    IPC_PROTOCOL_VERSION);
+	if (m->version < IPC_PROTOCOL_VERSION_MIN ||
+	    m->version > IPC_PROTOCOL_VERSION) {
+		log_warning(CLIENT_FMT " speaks protocol version %llu, not %d "
+			    "to %d", CLIENT_ARGS(c),
+			    (unsigned long long)m->version,
+			    IPC_PROTOCOL_VERSION_MIN, IPC_PROTOCOL_VERSION);
 		if (client_error(c, m, IPC_ERR_VERSION,
 				 "protocol version %llu is not supported; this "
-				 "agent speaks version %d",
+				 "agent speaks versions %d to %d",
 				 (unsigned long long)m->version,
+				 IPC_PROTOCOL_VERSION_MIN,
 				 IPC_PROTOCOL_VERSION) == 0)
 			client_drop(c, "unsupported protocol version");
 		return;
 	}
 	c->hello = true;
+	c->version = m->version;
 	c->name = strdup(m->name);
-	log_debug(CLIENT_FMT " said hello", CLIENT_ARGS(c));
-	writer_begin(&w, IPC_HELLO, 3, m);
-	ipc_pack_kv_u64(&w, "version", IPC_PROTOCOL_VERSION);
+	log_debug(CLIENT_FMT " said hello, protocol version %llu",
+		  CLIENT_ARGS(c), (unsigned long long)c->version);
+	/* The session speaks the client's version; the instance goes to a
+	 * version-1 client too, which ignores it like any unknown field. */
+	writer_begin(&w, IPC_HELLO, 4, m);
+	ipc_pack_kv_u64(&w, "version", c->version);
 	ipc_pack_kv_str(&w, "name", "dbswapd " DBSWAP_VERSION);
 	ipc_pack_kv_i64(&w, "pid", getpid());
+	ipc_pack_kv_str(&w, "instance", c->server->instance);
 	client_send(c, &w);
 }
 
@@ -485,18 +636,18 @@ static void handle_subscribe(struct client *c, const struct ipc_msg *m)
 		struct target *t = agent_find_target(a, m->targets[i]);
 		bool dup = false;
 		if (!t) {
-			client_error(c, m, IPC_ERR_UNKNOWN_TARGET,
-				     "no target named \"%s\" in this agent",
-				     m->targets[i]);
+			client_reject(c, m, IPC_ERR_UNKNOWN_TARGET,
+				      "no target named \"%s\" in this agent",
+				      m->targets[i]);
 			return;
 		}
 		if (!client_may_subscribe(c, t)) {
 			log_warning(CLIENT_FMT " gid %u may not subscribe to "
 				    "%s: refused", CLIENT_ARGS(c),
 				    (unsigned)c->cred.gid, t->name);
-			client_error(c, m, IPC_ERR_FORBIDDEN,
-				     "uid %u may not subscribe to %s",
-				     (unsigned)c->cred.uid, t->name);
+			client_reject(c, m, IPC_ERR_FORBIDDEN,
+				      "uid %u may not subscribe to %s",
+				      (unsigned)c->cred.uid, t->name);
 			return;
 		}
 		for (size_t j = 0; j < n_req && !dup; j++)
@@ -507,9 +658,9 @@ static void handle_subscribe(struct client *c, const struct ipc_msg *m)
 		n_new += client_sub(c, t) == NULL;
 	}
 	if (c->n_subs + n_new > IPC_SUBSCRIBE_MAX) {
-		client_error(c, m, IPC_ERR_LIMIT,
-			     "at most %d subscriptions per client",
-			     IPC_SUBSCRIBE_MAX);
+		client_reject(c, m, IPC_ERR_LIMIT,
+			      "at most %d subscriptions per client",
+			      IPC_SUBSCRIBE_MAX);
 		return;
 	}
 	struct subscription *subs =
@@ -540,24 +691,44 @@ static void handle_subscribe(struct client *c, const struct ipc_msg *m)
 	client_ok(c, m, 0);
 }
 
+/* Whether an ack or nack is for another run of the agent: ignored then,
+ * before anything else is checked (its generation numbers are not ours:
+ * it may name one this run has not reached), and counted on the target.
+ * Without an instance (a version-1 session) it cannot be told. */
+static bool client_stale(struct client *c, const struct ipc_msg *m,
+			 struct target *t)
+{
+	if (!m->instance || streq(m->instance, c->server->instance))
+		return false;
+	if (t)
+		t->stale_acks++;
+	log_debug(CLIENT_FMT " sent %s for %s generation %llu of agent "
+		  "instance %s, not this one (%s): ignored", CLIENT_ARGS(c),
+		  m->type_name, m->target, (unsigned long long)m->generation,
+		  m->instance, c->server->instance);
+	return true;
+}
+
 static void handle_ack(struct client *c, const struct ipc_msg *m)
 {
 	struct target *t = agent_find_target(c->server->agent, m->target);
 	struct subscription *sub = t ? client_sub(c, t) : NULL;
 
+	if (client_stale(c, m, t))
+		return;
 	if (!sub) {
-		client_error(c, m, IPC_ERR_NOT_SUBSCRIBED,
-			     "ack for \"%s\", which this client is not "
-			     "subscribed to",
-			     m->target);
+		client_reject(c, m, IPC_ERR_NOT_SUBSCRIBED,
+			      "ack for \"%s\", which this client is not "
+			      "subscribed to",
+			      m->target);
 		return;
 	}
 	if (m->generation > t->generation) {
-		client_error(c, m, IPC_ERR_PROTOCOL,
-			     "ack for generation %llu of %s, which is only at "
-			     "%llu",
-			     (unsigned long long)m->generation, t->name,
-			     (unsigned long long)t->generation);
+		client_reject(c, m, IPC_ERR_PROTOCOL,
+			      "ack for generation %llu of %s, which is only at "
+			      "%llu",
+			      (unsigned long long)m->generation, t->name,
+			      (unsigned long long)t->generation);
 		return;
 	}
 	if (m->generation > sub->acked) {
@@ -602,18 +773,20 @@ static void handle_nack(struct client *c, const struct ipc_msg *m)
 	char line[IPC_NACK_MESSAGE_MAX + 1];
 	char *msg;
 
+	if (client_stale(c, m, t))
+		return;
 	if (!sub) {
-		client_error(c, m, IPC_ERR_NOT_SUBSCRIBED,
-			     "nack for \"%s\", which this client is not "
-			     "subscribed to",
-			     m->target);
+		client_reject(c, m, IPC_ERR_NOT_SUBSCRIBED,
+			      "nack for \"%s\", which this client is not "
+			      "subscribed to",
+			      m->target);
 		return;
 	}
 	if (m->generation == 0 || m->generation > t->generation) {
-		client_error(c, m, IPC_ERR_PROTOCOL,
-			     "nack for generation %llu of %s, which is at %llu",
-			     (unsigned long long)m->generation, t->name,
-			     (unsigned long long)t->generation);
+		client_reject(c, m, IPC_ERR_PROTOCOL,
+			      "nack for generation %llu of %s, which is at %llu",
+			      (unsigned long long)m->generation, t->name,
+			      (unsigned long long)t->generation);
 		return;
 	}
 	/* Already acked, or older than the nack on record: the client's
@@ -780,7 +953,7 @@ static void pack_target(struct ipc_writer *w, struct server *s,
 	char *masked = t->conninfo && shown ? mask_conninfo(t->conninfo) : NULL;
 
 	server_count(s, t, &subscribers, &acked);
-	msgpack_pack_map(&w->pk, 19);
+	msgpack_pack_map(&w->pk, 20);
 	ipc_pack_kv_str(w, "name", t->name);
 	ipc_pack_kv_u64(w, "generation", t->generation);
 	ipc_pack_kv_bool(w, "valid", t->conninfo != NULL);
@@ -796,6 +969,7 @@ static void pack_target(struct ipc_writer *w, struct server *s,
 		msgpack_pack_nil(&w->pk);
 	ipc_pack_kv_u64(w, "subscribers", subscribers);
 	ipc_pack_kv_u64(w, "acked", acked);
+	ipc_pack_kv_u64(w, "stale_acks", t->stale_acks);
 	ipc_pack_kv_u64(w, "attempts", p->attempts);
 	ipc_pack_kv_bool(w, "gave_up", p->gave_up);
 	ipc_pack_kv_u64(w, "value_seq", p->value_seq);
@@ -897,8 +1071,9 @@ static void pack_status(struct ipc_writer *w, const struct client *c,
 
 	writer_begin(w, IPC_STATUS, 4, m);
 	ipc_pack_key(w, "agent");
-	msgpack_pack_map(&w->pk, 8);
+	msgpack_pack_map(&w->pk, 9);
 	ipc_pack_kv_str(w, "version", DBSWAP_VERSION);
+	ipc_pack_kv_str(w, "instance", s->instance);
 	ipc_pack_kv_i64(w, "pid", getpid());
 	ipc_pack_kv_i64(w, "uptime_ms", now_ms() - a->started_ms);
 	ipc_pack_kv_u64(w, "clients", s->n_clients);
@@ -968,15 +1143,24 @@ static void client_dispatch(struct client *c, const uint8_t *body, size_t len)
 				      "the first message must be hello");
 		goto out;
 	}
+	/* Version 2 makes the instance of acks and nacks required: an ack
+	 * that cannot be told from one for a previous run of the agent is
+	 * what the version exists to end. */
+	if ((m.type == IPC_ACK || m.type == IPC_NACK) && c->version >= 2 &&
+	    !m.instance) {
+		client_violation(c, "ack or nack without an instance (required "
+				    "in protocol version 2)");
+		goto out;
+	}
 	if ((m.type == IPC_RELOAD || m.type == IPC_RECONNECT ||
 	     m.type == IPC_FAILOVER || m.type == IPC_FAILBACK) &&
 	    !client_is_admin(c)) {
 		log_warning(CLIENT_FMT " gid %u sent %s, which needs an "
 			    "admin: refused", CLIENT_ARGS(c),
 			    (unsigned)c->cred.gid, m.type_name);
-		client_error(c, &m, IPC_ERR_FORBIDDEN,
-			     "uid %u may not send %s", (unsigned)c->cred.uid,
-			     m.type_name);
+		client_reject(c, &m, IPC_ERR_FORBIDDEN,
+			      "uid %u may not send %s", (unsigned)c->cred.uid,
+			      m.type_name);
 		goto out;
 	}
 	switch (m.type) {
@@ -1009,9 +1193,12 @@ static void client_dispatch(struct client *c, const uint8_t *body, size_t len)
 	case IPC_RECONNECT:
 		handle_reconnect(c, &m);
 		break;
+	case IPC_PING:
+		client_ok(c, &m, 0);
+		break;
 	case IPC_INVALID:
-		client_error(c, &m, IPC_ERR_UNKNOWN_TYPE,
-			     "unknown message type \"%s\"", m.type_name);
+		client_reject(c, &m, IPC_ERR_UNKNOWN_TYPE,
+			      "unknown message type \"%s\"", m.type_name);
 		break;
 	case IPC_UPDATE:
 	case IPC_ERROR:
@@ -1025,6 +1212,94 @@ out:
 	ipc_msg_fini(&m);
 }
 
+/* Dispatches at most SERVER_FRAMES_PER_ROUND frames of c, reading more
+ * from its socket as needed.  Returns 1 when that share is used up (more
+ * may be waiting), 0 when the socket has nothing more for now, or a
+ * negative errno after dropping c. */
+static int client_read(struct client *c)
+{
+	unsigned n = 0;
+
+	for (;;) {
+		const uint8_t *body;
+		size_t len;
+		int r = 0;
+
+		/* Drain complete frames before reading more. */
+		while (n < SERVER_FRAMES_PER_ROUND &&
+		       (r = ipc_reader_next(&c->in, &body, &len)) == 1) {
+			n++;
+			client_dispatch(c, body, len);
+			if (c->dropped)
+				return -ECONNRESET;
+		}
+		if (n == SERVER_FRAMES_PER_ROUND)
+			return 1;
+		if (r == -EMSGSIZE) {
+			client_violation(c, "frame over the 65536 byte limit");
+			return -EMSGSIZE;
+		}
+		r = ipc_reader_fill(&c->in, c->fd);
+		if (r == -EAGAIN)
+			return 0;
+		if (r == 0) {
+			client_drop(c, c->in.len ? "closed mid-frame"
+						 : "closed the connection");
+			return -ECONNRESET;
+		}
+		if (r == -EMSGSIZE) {
+			client_violation(c, "frame over the 65536 byte limit");
+			return r;
+		}
+		if (r < 0) {
+			client_drop(c, strerror(-r));
+			return r;
+		}
+	}
+}
+
+/* Puts c at the end of the backlog and makes sure the backlog is served
+ * in the next round. */
+static void backlog_append(struct client *c)
+{
+	struct server *s = c->server;
+
+	if (c->backlog || c->dropped)
+		return;
+	c->backlog = true;
+	c->bl_prev = s->bl_tail;
+	c->bl_next = NULL;
+	if (s->bl_tail)
+		s->bl_tail->bl_next = c;
+	else
+		s->bl_head = c;
+	s->bl_tail = c;
+	s->n_backlog++;
+	client_set_events(c);
+	if (!loop_timer_armed(s->backlog_timer))
+		loop_timer_arm_in(s->backlog_timer, 0);
+}
+
+/* One round's share for each client on the backlog, in turn; those with
+ * more left go to the end again.  Clients that join during this round
+ * wait for the next. */
+static void server_backlog(struct loop_timer *t, void *data)
+{
+	struct server *s = data;
+
+	for (unsigned n = s->n_backlog; n > 0 && s->bl_head; n--) {
+		struct client *c = s->bl_head;
+
+		backlog_unlink(c);
+		if (client_read(c) == 1)
+			backlog_append(c);
+		else
+			client_set_events(c);
+	}
+	if (s->bl_head && !loop_timer_armed(t))
+		loop_timer_arm_in(t, 0);
+}
+
 static void client_event(struct loop_source *src, uint32_t events, void *data)
 {
 	struct client *c = data;
@@ -1035,40 +1310,13 @@ static void client_event(struct loop_source *src, uint32_t events, void *data)
 		if (client_flush(c) < 0)
 			return;
 	}
+	/* Its turn comes from the backlog (a hangup is seen there too). */
+	if (c->backlog)
+		return;
 	if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)))
 		return;
-	for (;;) {
-		const uint8_t *body;
-		size_t len;
-		int r;
-
-		/* Drain complete frames before reading more. */
-		while ((r = ipc_reader_next(&c->in, &body, &len)) == 1) {
-			client_dispatch(c, body, len);
-			if (c->dropped)
-				return;
-		}
-		if (r == -EMSGSIZE) {
-			client_violation(c, "frame over the 65536 byte limit");
-			return;
-		}
-		r = ipc_reader_fill(&c->in, c->fd);
-		if (r == -EAGAIN)
-			return;
-		if (r == 0) {
-			client_drop(c, c->in.len ? "closed mid-frame"
-						 : "closed the connection");
-			return;
-		}
-		if (r == -EMSGSIZE) {
-			client_violation(c, "frame over the 65536 byte limit");
-			return;
-		}
-		if (r < 0) {
-			client_drop(c, strerror(-r));
-			return;
-		}
-	}
+	if (client_read(c) == 1)
+		backlog_append(c);
 }
 
 /* The peer's supplementary groups at connect time (SO_PEERGROUPS, Linux
@@ -1168,7 +1416,9 @@ static void server_accept(struct loop_source *src, uint32_t events,
 {
 	struct server *s = data;
 
-	for (;;) {
+	/* The listener stays readable while connections wait: the rest
+	 * are taken in the next rounds. */
+	for (unsigned n = 0; n < SERVER_ACCEPTS_PER_ROUND; n++) {
 		socklen_t len = sizeof(struct ucred);
 		struct client *c;
 		int fd = accept4(s->fd, NULL, NULL,
@@ -1204,12 +1454,15 @@ static void server_accept(struct loop_source *src, uint32_t events,
 		c->serial = ++s->serials;
 		c->fd = fd;
 		c->connected_ms = now_ms();
+		c->events = EPOLLIN | EPOLLRDHUP;
+		c->error_credit = SERVER_ERRORS_BURST * 1000LL;
+		c->errors_ms = c->connected_ms;
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0)
 			c->cred = (struct ucred){ .pid = 0, .uid = (uid_t)-1,
 						  .gid = (gid_t)-1 };
 		client_get_groups(c);
-		if (loop_add_fd(s->agent->loop, fd, EPOLLIN | EPOLLRDHUP,
-				client_event, c, &c->src) < 0) {
+		if (loop_add_fd(s->agent->loop, fd, c->events, client_event, c,
+				&c->src) < 0) {
 			close(fd);
 			free(c->groups);
 			free(c);
@@ -1363,6 +1616,36 @@ static gid_t server_socket_group(int fd)
 	return st.st_gid;
 }
 
+/* Draws this run's instance id from the kernel's CSPRNG.  getrandom()
+ * waits for the pool to be seeded, once, early at boot: an id that could
+ * repeat across boots would defeat its purpose. */
+static int server_new_instance(struct server *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	uint8_t raw[IPC_INSTANCE_LEN / 2];
+	size_t got = 0;
+
+	while (got < sizeof(raw)) {
+		ssize_t n = getrandom(raw + got, sizeof(raw) - got, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int r = neg_errno();
+			log_error("cannot draw the agent instance id: %s",
+				  strerror(-r));
+			return r;
+		}
+		got += (size_t)n;
+	}
+	for (size_t i = 0; i < sizeof(raw); i++) {
+		s->instance[2 * i] = hex[raw[i] >> 4];
+		s->instance[2 * i + 1] = hex[raw[i] & 0xf];
+	}
+	s->instance[IPC_INSTANCE_LEN] = '\0';
+	log_info("agent instance %s", s->instance);
+	return 0;
+}
+
 int server_new(struct agent *a, const struct server_config *cfg,
 	       struct server **out)
 {
@@ -1373,10 +1656,16 @@ int server_new(struct agent *a, const struct server_config *cfg,
 		return -ENOMEM;
 	s->agent = a;
 	s->fd = -1;
+	r = server_new_instance(s);
+	if (r < 0) {
+		free(s);
+		return r;
+	}
 	s->path = strdup(cfg->socket_path);
 	s->accept_pause = loop_timer_new(a->loop, server_accept_resume, s);
 	s->reaper = loop_timer_new(a->loop, server_reap, s);
 	s->hello_sweep = loop_timer_new(a->loop, server_hello_sweep, s);
+	s->backlog_timer = loop_timer_new(a->loop, server_backlog, s);
 	s->allow = cfg->allow;
 	s->n_allow = cfg->n_allow;
 	s->admin = cfg->admin;
@@ -1387,7 +1676,8 @@ int server_new(struct agent *a, const struct server_config *cfg,
 	s->hello_timeout_ms = cfg->hello_timeout_ms > 0
 				      ? cfg->hello_timeout_ms
 				      : SERVER_HELLO_TIMEOUT_MS;
-	if (!s->path || !s->accept_pause || !s->reaper || !s->hello_sweep) {
+	if (!s->path || !s->accept_pause || !s->reaper || !s->hello_sweep ||
+	    !s->backlog_timer) {
 		r = -ENOMEM;
 		goto err_server;
 	}
@@ -1442,6 +1732,7 @@ void server_free(struct server *s)
 	server_reap(s->reaper, s);
 	loop_timer_free(s->reaper);
 	loop_timer_free(s->hello_sweep);
+	loop_timer_free(s->backlog_timer);
 	loop_remove_fd(s->src);
 	loop_timer_free(s->accept_pause);
 	if (s->fd >= 0)

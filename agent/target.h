@@ -130,6 +130,9 @@ struct target {
 	 * of them acked generation acked_gen (a new generation resets it). */
 	unsigned n_subscribers, n_acked;
 	uint64_t acked_gen;
+	/* Acks and nacks for another agent instance (an earlier run of the
+	 * agent): ignored, counted for status. */
+	uint64_t stale_acks;
 
 	/* Failover (failover.c). */
 	struct loop_timer *evaluate; /* decisions run from the loop */

@@ -8,6 +8,15 @@
  *
  * The fd given to the app is an epoll fd holding the agent socket (when
  * connected) and a timerfd for reconnection, so it never changes.
+ *
+ * Agent instances: each run of the agent has an id, and its generation
+ * numbers mean something only with it.  The client keeps the instance of
+ * the connected agent (from its hello) and of each update; an ack or nack
+ * is sent only for the connected agent's instance, so that an ack meant
+ * for an earlier run is never counted for the same number of this one.
+ * It speaks protocol version 2 and falls back to 1 for an agent that
+ * answers hello with error "version" (an agent older than instances),
+ * trying 2 again at each new connection after a loss.
  */
 #include <poll.h>
 #include <pthread.h>
@@ -45,11 +54,16 @@ struct sub {
 	char *server;       /* and the server it is for */
 	bool standby;       /* and whether that is in recovery */
 	uint64_t delivered; /* its generation, in the agent's numbering */
+	char instance[IPC_INSTANCE_LEN + 1]; /* that agent's; "" for none */
 	bool acked;         /* the app acked the delivered value */
+	/* The last update handed to the callback, for dbswap_ack(). */
+	uint64_t cb_generation;
+	char cb_instance[IPC_INSTANCE_LEN + 1];
 };
 
 struct dbswap_update {
 	const char *target;
+	const char *instance; /* NULL from a version-1 agent */
 	const char *conninfo;
 	const char *reason;
 	const char *server;
@@ -64,6 +78,7 @@ struct pending {
 	struct pending *next;
 	bool is_settings;
 	char *target, *conninfo, *reason, *server;
+	char instance[IPC_INSTANCE_LEN + 1];
 	bool standby;
 	uint64_t generation;
 	struct client_settings settings;
@@ -78,6 +93,13 @@ struct dbswap_client {
 	char *name;
 	int epfd, sock, timerfd, stopfd;
 	bool hello_done;
+	/* The version hello offers: IPC_PROTOCOL_VERSION, or lower after an
+	 * agent refused it, until the connection is lost. */
+	uint64_t version;
+	bool fell_back; /* the last connection ended in that refusal */
+	/* The connected agent's instance, from its hello; "" for none (a
+	 * version-1 agent) or before hello. */
+	char agent_instance[IPC_INSTANCE_LEN + 1];
 	bool want_out;
 	struct ipc_reader in;
 	struct ipc_queue out;
@@ -155,17 +177,25 @@ static void client_arm_retry(dbswap_client *c)
 	timerfd_settime(c->timerfd, 0, &its, NULL);
 }
 
-static void client_disconnect(dbswap_client *c, const char *why)
+static void client_close(dbswap_client *c)
 {
-	if (c->sock < 0)
-		return;
 	epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->sock, NULL);
 	close(c->sock);
 	c->sock = -1;
 	c->want_out = false;
 	c->hello_done = false;
+	c->agent_instance[0] = '\0';
 	ipc_reader_fini(&c->in);
 	ipc_queue_fini(&c->out);
+}
+
+static void client_disconnect(dbswap_client *c, const char *why)
+{
+	if (c->sock < 0)
+		return;
+	client_close(c);
+	/* The agent may come back newer: offer the newest version again. */
+	c->version = IPC_PROTOCOL_VERSION;
 	client_log(c, LOG_WARNING,
 		   "lost the agent at %s (%s); keeping the last values and "
 		   "reconnecting",
@@ -173,6 +203,24 @@ static void client_disconnect(dbswap_client *c, const char *why)
 	c->warned_down = true;
 	c->attempts = 0;
 	client_arm_retry(c);
+}
+
+/* The agent refused our hello's version: connect again at once with the
+ * one below. */
+static void client_fall_back(dbswap_client *c)
+{
+	struct itimerspec now = { .it_value = { .tv_nsec = 1 } };
+
+	client_close(c);
+	c->version--;
+	c->fell_back = true;
+	client_log(c, LOG_NOTICE,
+		   "the agent at %s does not speak protocol version %llu; "
+		   "using version %llu (its acks cannot be told from those "
+		   "for an earlier run of the agent)",
+		   c->path, (unsigned long long)c->version + 1,
+		   (unsigned long long)c->version);
+	timerfd_settime(c->timerfd, 0, &now, NULL);
 }
 
 /* Queues a message and writes what the socket takes.  Returns 0 or a
@@ -216,15 +264,32 @@ static int client_send_subscribe(dbswap_client *c, struct sub *only)
 	return client_send(c, &w);
 }
 
+/* instance: "" for none (a version-1 agent). */
 static int client_send_ack(dbswap_client *c, const char *target,
-			   uint64_t generation)
+			   const char *instance, uint64_t generation)
 {
 	struct ipc_writer w;
 
-	ipc_writer_init(&w, IPC_ACK, 3);
+	ipc_writer_init(&w, IPC_ACK, 3 + (instance[0] != '\0'));
 	ipc_pack_kv_str(&w, "target", target);
 	ipc_pack_kv_u64(&w, "generation", generation);
+	if (instance[0])
+		ipc_pack_kv_str(&w, "instance", instance);
 	return client_send(c, &w);
+}
+
+/* NULL and "" both mean no instance. */
+static const char *instance_or_empty(const char *instance)
+{
+	return instance ? instance : "";
+}
+
+/* Whether an ack or nack for that instance means anything to the agent
+ * connected now: it names this agent's run (or neither has one). */
+static bool client_agent_is(dbswap_client *c, const char *instance)
+{
+	return c->sock >= 0 && c->hello_done &&
+	       streq(c->agent_instance, instance_or_empty(instance));
 }
 
 /* Opens the socket and queues hello and the subscriptions.  Returns 0 or
@@ -256,9 +321,10 @@ static int client_try_connect(dbswap_client *c)
 	c->sock = fd;
 	c->want_out = false;
 	c->hello_id = ++c->next_id;
+	c->fell_back = false;
 	ipc_writer_init(&w, IPC_HELLO, 5);
 	ipc_pack_kv_u64(&w, "id", c->hello_id);
-	ipc_pack_kv_u64(&w, "version", IPC_PROTOCOL_VERSION);
+	ipc_pack_kv_u64(&w, "version", c->version);
 	ipc_pack_kv_str(&w, "name", c->name);
 	ipc_pack_kv_i64(&w, "pid", getpid());
 	r = client_send(c, &w);
@@ -310,12 +376,19 @@ static int client_queue_update(dbswap_client *c, struct sub *s,
 	if (s->conninfo && s->acked && streq(s->conninfo, m->conninfo) &&
 	    streq(s->server, server) && s->standby == m->standby && !renew) {
 		s->delivered = m->generation;
-		return client_send_ack(c, s->target, m->generation);
+		snprintf(s->instance, sizeof(s->instance), "%s",
+			 instance_or_empty(m->instance));
+		/* With the new update's instance: the number is the new
+		 * agent's. */
+		return client_send_ack(c, s->target, s->instance,
+				       m->generation);
 	}
 	p = zalloc(sizeof(*p));
 	if (!p)
 		return -ENOMEM;
 	p->generation = m->generation;
+	snprintf(p->instance, sizeof(p->instance), "%s",
+		 instance_or_empty(m->instance));
 	p->standby = m->standby;
 	p->target = strdup(s->target);
 	p->conninfo = strdup(m->conninfo);
@@ -337,6 +410,7 @@ static int client_queue_update(dbswap_client *c, struct sub *s,
 	}
 	s->standby = m->standby;
 	s->delivered = m->generation;
+	snprintf(s->instance, sizeof(s->instance), "%s", p->instance);
 	s->acked = false;
 	*c->pending_tail = p;
 	c->pending_tail = &p->next;
@@ -387,12 +461,19 @@ static int client_handle(dbswap_client *c, const uint8_t *body, size_t len)
 		*c->reply = m; /* moved, not copied */
 		c->reply = NULL;
 		c->got_reply = true;
-		if (m.type == IPC_HELLO)
-			c->hello_done = true;
 		return 0;
 	}
 	switch (m.type) {
 	case IPC_HELLO:
+		/* Version 2 on: the instance numbers the generations. */
+		if (m.version >= 2 && !m.instance) {
+			client_log(c, LOG_ERR, "bad hello from the agent at %s: "
+				   "no instance", c->path);
+			r = -EPROTO;
+			break;
+		}
+		snprintf(c->agent_instance, sizeof(c->agent_instance), "%s",
+			 instance_or_empty(m.instance));
 		c->hello_done = true;
 		c->attempts = 0;
 		c->last_error = 0;
@@ -415,6 +496,12 @@ static int client_handle(dbswap_client *c, const uint8_t *body, size_t len)
 		break;
 	}
 	case IPC_ERROR:
+		if (m.has_id && m.id == c->hello_id &&
+		    streq(m.code, IPC_ERR_VERSION) &&
+		    c->version > IPC_PROTOCOL_VERSION_MIN) {
+			r = -EPROTONOSUPPORT;
+			break;
+		}
 		client_log(c, LOG_ERR, "the agent at %s says: %s: %s", c->path,
 			   m.code, m.message);
 		if (m.has_id && m.id == c->hello_id)
@@ -446,6 +533,10 @@ static void client_io(dbswap_client *c, uint32_t events)
 	for (;;) {
 		while ((r = ipc_reader_next(&c->in, &body, &len)) == 1) {
 			r = client_handle(c, body, len);
+			if (r == -EPROTONOSUPPORT) {
+				client_fall_back(c);
+				return;
+			}
 			if (r < 0) {
 				client_disconnect(c, strerror(-r));
 				return;
@@ -503,6 +594,7 @@ static int client_run_pending(dbswap_client *c)
 		struct pending *next = p->next;
 		struct dbswap_update u = {
 			.target = p->target,
+			.instance = p->instance[0] ? p->instance : NULL,
 			.conninfo = p->conninfo,
 			.reason = p->reason,
 			.server = p->server,
@@ -519,6 +611,11 @@ static int client_run_pending(dbswap_client *c)
 			cb = s->cb;
 			scb = s->settings_cb;
 			data = s->userdata;
+			if (!p->is_settings && cb) {
+				s->cb_generation = p->generation;
+				memcpy(s->cb_instance, p->instance,
+				       sizeof(s->cb_instance));
+			}
 		}
 		pthread_mutex_unlock(&c->lock);
 		if (p->is_settings && scb) {
@@ -579,6 +676,7 @@ dbswap_client *dbswap_client_new(const char *socket_path)
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->cb_lock, NULL);
 	c->sock = c->timerfd = c->stopfd = -1;
+	c->version = IPC_PROTOCOL_VERSION;
 	c->last_error = -EINPROGRESS;
 	c->pending_tail = &c->pending;
 	c->log = default_log;
@@ -787,6 +885,29 @@ int dbswap_subscribe(dbswap_client *c, const char *target,
 	return r;
 }
 
+/* Locked.  instance "" for none. */
+static int client_ack(dbswap_client *c, const char *target,
+		      const char *instance, uint64_t generation)
+{
+	struct sub *s = client_sub(c, target);
+	int r;
+
+	if (!s)
+		return -ENOENT;
+	if (generation == 0 || !streq(instance, s->instance) ||
+	    generation > s->delivered)
+		return 0; /* not a value this client was given by that agent */
+	if (generation == s->delivered)
+		s->acked = true;
+	/* Only the agent that numbered it can count it; another run of the
+	 * agent sends its own update (and an acked value that is the same
+	 * there is acked quietly then). */
+	if (!client_agent_is(c, instance))
+		return 0;
+	r = client_send_ack(c, target, instance, generation);
+	return r == -ENOTCONN ? 0 : r;
+}
+
 DBSWAP_EXPORT
 int dbswap_ack(dbswap_client *c, const char *target, uint64_t generation)
 {
@@ -795,21 +916,22 @@ int dbswap_ack(dbswap_client *c, const char *target, uint64_t generation)
 
 	pthread_mutex_lock(&c->lock);
 	s = client_sub(c, target);
-	if (!s) {
+	if (!s)
 		r = -ENOENT;
-		goto out;
-	}
-	/* An ack for a generation newer than delivered belongs to an agent
-	 * that has since restarted; the current one numbers afresh. */
-	if (generation > s->delivered)
-		goto out;
-	if (generation == s->delivered)
-		s->acked = true;
-	if (c->sock >= 0)
-		r = client_send_ack(c, target, generation);
-	if (r == -ENOTCONN)
-		r = 0;
-out:
+	else if (s->cb_generation && generation == s->cb_generation)
+		r = client_ack(c, target, s->cb_instance, generation);
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+DBSWAP_EXPORT
+int dbswap_ack_instance(dbswap_client *c, const char *target,
+			const char *instance, uint64_t generation)
+{
+	int r;
+
+	pthread_mutex_lock(&c->lock);
+	r = client_ack(c, target, instance_or_empty(instance), generation);
 	pthread_mutex_unlock(&c->lock);
 	return r;
 }
@@ -830,6 +952,12 @@ DBSWAP_EXPORT
 uint64_t dbswap_update_generation(const dbswap_update *u)
 {
 	return u->generation;
+}
+
+DBSWAP_EXPORT
+const char *dbswap_update_instance(const dbswap_update *u)
+{
+	return u->instance;
 }
 
 DBSWAP_EXPORT
@@ -917,17 +1045,27 @@ int client_connect_now(dbswap_client *c, int timeout_ms, char *err,
 {
 	int r;
 
-	pthread_mutex_lock(&c->lock);
-	struct itimerspec off = { 0 };
-	timerfd_settime(c->timerfd, 0, &off, NULL);
-	r = client_try_connect(c);
-	pthread_mutex_unlock(&c->lock);
-	if (r < 0) {
-		snprintf(err, errlen, "cannot connect to the agent at %s: %s",
-			 c->path, strerror(-r));
-		return r;
-	}
-	r = client_wait(c, now_ms() + timeout_ms, hello_done);
+	int64_t deadline = now_ms() + timeout_ms;
+	bool fell_back;
+
+	do {
+		pthread_mutex_lock(&c->lock);
+		struct itimerspec off = { 0 };
+		timerfd_settime(c->timerfd, 0, &off, NULL);
+		r = client_try_connect(c);
+		pthread_mutex_unlock(&c->lock);
+		if (r < 0) {
+			snprintf(err, errlen,
+				 "cannot connect to the agent at %s: %s",
+				 c->path, strerror(-r));
+			return r;
+		}
+		r = client_wait(c, deadline, hello_done);
+		pthread_mutex_lock(&c->lock);
+		/* An older agent refused our version: again with its own. */
+		fell_back = r == -ECONNRESET && c->fell_back;
+		pthread_mutex_unlock(&c->lock);
+	} while (fell_back);
 	if (r == -ETIMEDOUT)
 		snprintf(err, errlen, "the agent at %s did not answer within "
 				      "%d ms", c->path, timeout_ms);
@@ -1010,18 +1148,22 @@ void client_unsubscribe(dbswap_client *c, const char *target)
 	pthread_mutex_unlock(&c->cb_lock);
 }
 
-int client_nack(dbswap_client *c, const char *target, uint64_t generation,
-		const char *message)
+int client_nack(dbswap_client *c, const char *target, const char *instance,
+		uint64_t generation, const char *message)
 {
 	struct ipc_writer w;
 	int r = 0;
 
+	instance = instance_or_empty(instance);
 	pthread_mutex_lock(&c->lock);
-	if (c->sock >= 0) {
-		ipc_writer_init(&w, IPC_NACK, 4);
+	/* A nack for an earlier run of the agent tells this one nothing. */
+	if (client_agent_is(c, instance)) {
+		ipc_writer_init(&w, IPC_NACK, 4 + (instance[0] != '\0'));
 		ipc_pack_kv_str(&w, "target", target);
 		ipc_pack_kv_u64(&w, "generation", generation);
 		ipc_pack_kv_str(&w, "message", message);
+		if (instance[0])
+			ipc_pack_kv_str(&w, "instance", instance);
 		r = client_send(c, &w);
 	}
 	pthread_mutex_unlock(&c->lock);

@@ -53,11 +53,12 @@ int client_subscribe_pool(dbswap_client *c, const char *target,
  * run.  Must not be called from a callback. */
 void client_unsubscribe(dbswap_client *c, const char *target);
 
-/* Tells the agent that generation of target cannot be used here, and why.
- * Returns 0 (also when disconnected: nothing to tell then) or a negative
- * errno. */
-int client_nack(dbswap_client *c, const char *target, uint64_t generation,
-		const char *message);
+/* Tells the agent that generation of target (numbered by agent instance
+ * instance, NULL for none) cannot be used here, and why.  Returns 0 (also
+ * when disconnected, or connected to another run of the agent: nothing to
+ * tell then) or a negative errno. */
+int client_nack(dbswap_client *c, const char *target, const char *instance,
+		uint64_t generation, const char *message);
 
 /* Asks the agent for target's current value again (it answers with an
  * update).  0 or a negative errno. */

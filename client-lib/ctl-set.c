@@ -24,6 +24,18 @@
  * generation and is followed until every subscriber acked it; one for the
  * other server is done once validated, since no app uses it yet.
  *
+ * An agent restart during the wait ends the connection and starts a new
+ * run of the agent, with its own instance id and its own numbering of
+ * reads and generations: what was followed means nothing there.  So
+ * --wait reconnects (until its deadline), and when the instance changed it
+ * starts over with the new run: it finds that run's read of the identity
+ * it wrote (a restarted agent reads every file; if the file changed again
+ * meanwhile, the identity is not found and the wait times out, as it would
+ * for a later write without a restart) and follows what that read set,
+ * which at start is every target, until every subscriber of the new run
+ * acked.  Acks given to the old run count for nothing: the apps ack the
+ * new run's generations when they reconnect.
+ *
  * Waiting for acks (ctl_wait_acks and friends) is shared with failover,
  * failback and reconnect --wait.
  */
@@ -502,11 +514,6 @@ struct tracked {
 	bool done;
 };
 
-static void status_now(dbswap_client *c, struct ipc_msg *reply)
-{
-	ctl_call(c, IPC_STATUS, reply);
-}
-
 /* Finds the env file the agent read with our identity; returns its read
  * sequence, or -1 while not yet.  Exits when the agent rejected it. */
 static long long find_read(const msgpack_object *st, const char *identity,
@@ -748,18 +755,50 @@ static void report_target(const struct tracked *tr, const msgpack_object *t)
 static int wait_rotation(const char *socket, const struct set_opts *o,
 			 const char *identity)
 {
-	dbswap_client *c = ctl_connect(socket, "dbswapctl set --wait");
+	static const char *const name = "dbswapctl set --wait";
+	dbswap_client *c = ctl_connect(socket, name);
 	int64_t start = now_ms(), deadline = start + o->wait_s * 1000LL;
 	struct tracked tracked[IPC_SUBSCRIBE_MAX];
 	size_t n_tracked = 0;
 	long long seq = -1;
 	struct ipc_msg st;
+	/* The run of the agent followed; "" before the first status or for
+	 * an agent older than instances. */
+	char instance[64] = "", now_inst[64];
 
 	for (;;) {
 		bool all_done = true;
 
-		status_now(c, &st);
+		if (ctl_try_call(c, IPC_STATUS, &st) < 0) {
+			ipc_msg_fini(&st);
+			dbswap_client_free(c);
+			printf("lost the agent; reconnecting\n");
+			fflush(stdout);
+			c = ctl_connect_until(socket, name, deadline);
+			if (!c) {
+				fprintf(stderr, "dbswapctl set: the agent at %s "
+						"did not come back within %d s\n",
+					socket ? socket : "(default socket)",
+					o->wait_s);
+				return EXIT_UNREACHABLE;
+			}
+			continue;
+		}
 		const msgpack_object *root = &st.root.data;
+		if (ctl_str(ipc_map_get(root, "agent"), "instance", now_inst,
+			    sizeof(now_inst))) {
+			if (instance[0] && !streq(now_inst, instance)) {
+				printf("the agent restarted (instance %s, was "
+				       "%s); following the new run from its "
+				       "read of %s\n",
+				       now_inst, instance, o->file);
+				fflush(stdout);
+				seq = -1;
+				n_tracked = 0;
+				start = now_ms();
+			}
+			snprintf(instance, sizeof(instance), "%s", now_inst);
+		}
 		if (seq < 0) {
 			seq = find_read(root, identity, o->file);
 			if (seq < 0 && now_ms() - start > SET_FIND_FILE_MS &&

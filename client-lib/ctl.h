@@ -38,6 +38,16 @@ dbswap_client *ctl_connect(const char *socket, const char *name);
  * or on an error reply. */
 void ctl_call(dbswap_client *c, enum ipc_type type, struct ipc_msg *reply);
 
+/* As ctl_call, but a lost connection or no answer in time returns a
+ * negative errno instead of exiting: for waits that outlive an agent
+ * restart.  An error reply still exits. */
+int ctl_try_call(dbswap_client *c, enum ipc_type type, struct ipc_msg *reply);
+
+/* Connects and says hello, retrying until deadline (now_ms() clock) while
+ * the agent is away; NULL if it never answered.  Logs nothing. */
+dbswap_client *ctl_connect_until(const char *socket, const char *name,
+				 int64_t deadline);
+
 /* Status tree access; NULL / -1 when absent or of another type. */
 const char *ctl_str(const msgpack_object *map, const char *key, char *buf,
 		    size_t size);

@@ -27,7 +27,8 @@
  * dbswap_client_dispatch() must not run in two threads at once (nor at all
  * once dbswap_client_start() succeeded: it then returns -EBUSY).
  * Callbacks run in the thread that dispatches.  An update callback may call
- * dbswap_ack() and dbswap_subscribe(), nothing else of the library; the
+ * dbswap_ack(), dbswap_ack_instance() and dbswap_subscribe(), nothing
+ * else of the library; the
  * log function may call nothing of it (it can run with the library's locks
  * held).
  */
@@ -112,8 +113,19 @@ int dbswap_client_connected(dbswap_client *client);
 const char *dbswap_update_target(const dbswap_update *update);
 /* The libpq connection string or URI; a secret. */
 const char *dbswap_update_conninfo(const dbswap_update *update);
-/* Goes up by one with each value the agent publishes for the target. */
+/*
+ * Goes up by one with each value the agent publishes for the target.  The
+ * number means something only together with dbswap_update_instance(): a
+ * restarted agent numbers from 1 again.
+ */
 uint64_t dbswap_update_generation(const dbswap_update *update);
+/*
+ * The run of the agent that numbered the generation: 16 lowercase hex
+ * digits, new each time the agent starts.  NULL from an agent that
+ * predates instances (protocol version 1).  Keep it with the generation
+ * when the ack may come after the callback: dbswap_ack_instance().
+ */
+const char *dbswap_update_instance(const dbswap_update *update);
 /*
  * Why it changed, and what to do with connections on older values:
  *   "rotation"    a new value for the server in use (also the first one):
@@ -159,12 +171,32 @@ int dbswap_subscribe(dbswap_client *client, const char *target,
 
 /*
  * Tells the agent that the app now uses generation of target (every
- * connection opened since is on that value).  May be called from the
- * callback.  Returns 0, -ENOENT if not subscribed to target, or a negative
- * errno.  While disconnected the ack is remembered and carried over.
+ * connection opened since is on that value), for the last update handed
+ * to the target's callback: the ack carries that update's agent instance.
+ * Ignored (returns 0) when generation is not that update's: a number alone
+ * cannot say which run of the agent it came from.  An app that acks after
+ * the callback returned, when another update may have come meanwhile,
+ * should use dbswap_ack_instance().  May be called from the callback.
+ * Returns 0, -ENOENT if not subscribed to target, or a negative errno.
+ * While disconnected the ack is remembered and carried over.
  */
 int dbswap_ack(dbswap_client *client, const char *target,
 	       uint64_t generation);
+
+/*
+ * Like dbswap_ack(), for the update of the given instance
+ * (dbswap_update_instance(), NULL when it was NULL) and generation: what
+ * an app that switches in the background acks once it is done.  Sent
+ * only if the agent connected now is that instance and gave this client
+ * that generation or a newer one; otherwise ignored and 0 returned: the
+ * agent has restarted since, and its own update for the target follows
+ * (if its value is the one acked, the library acks it by itself).  So an
+ * ack for an earlier run of the agent is never counted for the same number
+ * of the new one.  May be called from the callback and from any thread.
+ * Returns 0, -ENOENT if not subscribed to target, or a negative errno.
+ */
+int dbswap_ack_instance(dbswap_client *client, const char *target,
+			const char *instance, uint64_t generation);
 
 /*
  * CONNECTION POOL

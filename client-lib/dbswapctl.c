@@ -93,6 +93,53 @@ dbswap_client *ctl_connect(const char *path, const char *name)
 	return c;
 }
 
+dbswap_client *ctl_connect_until(const char *path, const char *name,
+				 int64_t deadline)
+{
+	char err[512];
+
+	for (;;) {
+		dbswap_client *c = dbswap_client_new(path);
+		int64_t left = deadline - now_ms();
+		int r;
+
+		if (!c)
+			return NULL;
+		dbswap_client_set_log(c, NULL, NULL); /* it is expected away */
+		dbswap_client_set_name(c, name);
+		r = client_connect_now(c, (int)MAX(1, MIN(left,
+							  CTL_CALL_TIMEOUT_MS)),
+				       err, sizeof(err));
+		if (r == 0)
+			return c;
+		dbswap_client_free(c);
+		if (now_ms() >= deadline)
+			return NULL;
+		poll(NULL, 0, (int)MIN(100, MAX(1, deadline - now_ms())));
+	}
+}
+
+int ctl_try_call(dbswap_client *c, enum ipc_type type, struct ipc_msg *reply)
+{
+	uint64_t id = client_next_id(c);
+	struct ipc_writer w;
+	char err[512];
+	int r;
+
+	ipc_writer_init(&w, type, 2);
+	ipc_pack_kv_u64(&w, "id", id);
+	r = client_call(c, &w, id, CTL_CALL_TIMEOUT_MS, reply, err,
+			sizeof(err));
+	if (r < 0)
+		return r;
+	if (reply->type == IPC_ERROR) {
+		fprintf(stderr, "dbswapctl: the agent refused %s: %s: %s\n",
+			ipc_type_name(type), reply->code, reply->message);
+		exit(EXIT_REFUSED);
+	}
+	return 0;
+}
+
 /* Sends a request with a target (none when NULL) and returns the reply,
  * an error reply included; exits if the agent cannot be reached or does
  * not answer within timeout_ms. */
@@ -457,6 +504,10 @@ static void print_status(const msgpack_object *root)
 	       ctl_str(agent, "version", a, sizeof(a)) ? a : "?",
 	       ctl_int(agent, "pid"), up / 3600, up / 60 % 60, up % 60,
 	       ctl_int(agent, "clients"));
+	/* An agent older than instances has none. */
+	if (ctl_str(agent, "instance", a, sizeof(a)))
+		printf("instance: %s (this run of the agent; generations are "
+		       "its own)\n", a);
 	print_failover_settings(agent);
 	if (ctl_str(agent, "state_error", b, sizeof(b)))
 		printf("state: %s\n", b);
@@ -478,6 +529,9 @@ static void print_status(const msgpack_object *root)
 		printf("  subscribers: %lld, %lld acked the current "
 		       "generation\n",
 		       ctl_int(t, "subscribers"), ctl_int(t, "acked"));
+		if (ctl_int(t, "stale_acks") > 0)
+			printf("  stale acks:  %lld, for an earlier run of the "
+			       "agent (ignored)\n", ctl_int(t, "stale_acks"));
 		for (uint32_t j = 0; lag && j < lag->via.array.size; j++) {
 			const msgpack_object *l = &lag->via.array.ptr[j];
 			printf("    waiting for pid %lld (%s), at generation "

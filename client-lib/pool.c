@@ -106,14 +106,18 @@ static _Thread_local struct park_slot park_slot;
 static _Atomic uint64_t pool_ids;
 
 /* A value: a conninfo, the server it is for, and the agent's generation
- * for it.  serial numbers values within the pool, so that an agent restart
- * renumbering generations cannot confuse old and new connections. */
+ * for it with the instance (run) of the agent that numbered it: acks and
+ * nacks carry both, so that a switch finished after an agent restart never
+ * acks the new agent's generation of the same number.  serial numbers
+ * values within the pool, so that an agent restart renumbering
+ * generations cannot confuse old and new connections. */
 struct value {
 	char *conninfo; /* secret */
 	char *server;   /* "primary", "secondary", "none"; NULL: primary */
 	bool standby;
 	bool unavailable; /* server "none": do not connect */
 	uint64_t generation;
+	char instance[IPC_INSTANCE_LEN + 1]; /* "" for none */
 	uint64_t serial;
 };
 
@@ -241,6 +245,12 @@ static void pool_configure(dbswap_pool *p)
 	c->drain_timeout_ms = pick(p->app.drain_timeout_ms, -1,
 				   POOL_DEFAULT_DRAIN_MS);
 	c->check_on_borrow = p->app.check_on_borrow > 0;
+}
+
+static void value_set_instance(struct value *v, const char *instance)
+{
+	snprintf(v->instance, sizeof(v->instance), "%s",
+		 instance ? instance : "");
 }
 
 static void value_clear(struct value *v)
@@ -464,7 +474,8 @@ static void pool_connect_failed(dbswap_pool *p, uint64_t value,
 					   "%llu from pid %d: %s",
 			 (unsigned long long)p->next.generation, (int)getpid(),
 			 line);
-		client_nack(p->client, p->target, p->next.generation, msg);
+		client_nack(p->client, p->target, p->next.instance,
+			    p->next.generation, msg);
 		/* The password may have changed again since: ask. */
 		if (auth && !p->next_given_up)
 			client_refresh(p->client, p->target);
@@ -783,7 +794,9 @@ static int64_t pool_plan(dbswap_pool *p, struct pconn **to_close)
 	if (p->cur.conninfo && !p->from_env && p->n_old == 0 &&
 	    p->acked != p->cur.serial && p->cur.generation > 0) {
 		p->acked = p->cur.serial;
-		dbswap_ack(p->client, p->target, p->cur.generation);
+		dbswap_ack_instance(p->client, p->target,
+				    p->cur.instance[0] ? p->cur.instance : NULL,
+				    p->cur.generation);
 	}
 	for (int i = 0; i < p->n_connecting; i++)
 		RUN_AT(p->connecting[i].deadline);
@@ -896,7 +909,8 @@ static void *pool_main(void *data)
 
 /* Makes a new value the one to switch to.  Locked. */
 static void pool_set_next(dbswap_pool *p, const char *conninfo,
-			  const char *server, bool standby, uint64_t gen)
+			  const char *server, bool standby, uint64_t gen,
+			  const char *instance)
 {
 	value_clear(&p->next);
 	p->next.conninfo = strdup(conninfo);
@@ -904,6 +918,7 @@ static void pool_set_next(dbswap_pool *p, const char *conninfo,
 	p->next.standby = standby;
 	p->next.unavailable = streq(server, "none");
 	p->next.generation = gen;
+	value_set_instance(&p->next, instance);
 	p->next.serial = ++p->serials;
 	p->next_failures = p->next_auth_failures = 0;
 	p->next_given_up = false;
@@ -927,12 +942,14 @@ static void pool_on_update(const dbswap_update *u, void *data)
 	/* A reconnect is the same value on purpose: new connections. */
 	bool reconnect = streq(reason, "reconnect");
 	uint64_t gen = dbswap_update_generation(u);
+	const char *instance = dbswap_update_instance(u);
 
 	pthread_mutex_lock(&p->lock);
 	if (!reconnect && value_is(&p->cur, conninfo, server, standby)) {
 		/* The value in use, renumbered (an agent restart): keep the
-		 * connections, ack the new number. */
+		 * connections, ack the new number of the new instance. */
 		p->cur.generation = gen;
+		value_set_instance(&p->cur, instance);
 		if (p->from_env) {
 			p->from_env = false;
 			pool_log(p, LOG_NOTICE, "%s: the agent is here; it has "
@@ -948,8 +965,9 @@ static void pool_on_update(const dbswap_update *u, void *data)
 	} else if (!reconnect && value_is(&p->next, conninfo, server,
 					  standby)) {
 		p->next.generation = gen;
+		value_set_instance(&p->next, instance);
 	} else {
-		pool_set_next(p, conninfo, server, standby, gen);
+		pool_set_next(p, conninfo, server, standby, gen, instance);
 		if (p->from_env)
 			pool_log(p, LOG_NOTICE, "%s: the agent is here; "
 						"switching from the "

@@ -15,7 +15,7 @@ static const char *const ipc_type_names[IPC_TYPE_COUNT] = {
 	[IPC_ERROR] = "error",	 [IPC_OK] = "ok",
 	[IPC_NACK] = "nack",	 [IPC_SETTINGS] = "settings",
 	[IPC_FAILOVER] = "failover", [IPC_FAILBACK] = "failback",
-	[IPC_RECONNECT] = "reconnect",
+	[IPC_RECONNECT] = "reconnect", [IPC_PING] = "ping",
 };
 
 const char *ipc_type_name(enum ipc_type type)
@@ -135,7 +135,8 @@ int ipc_msgpack_check(const uint8_t *buf, size_t len)
  * an absent optional string for exactly those (field_is_str). */
 enum ipc_field {
 	F_ID, F_VERSION, F_PID, F_GENERATION, F_VALID, F_NAME, F_TARGET,
-	F_CONNINFO, F_REASON, F_SERVER, F_CODE, F_MESSAGE, F_TARGETS,
+	F_CONNINFO, F_REASON, F_SERVER, F_INSTANCE, F_CODE, F_MESSAGE,
+	F_TARGETS,
 	F_POOL_MAX, F_POOL_MIN, F_POOL_TIMEOUT_MS, F_POOL_IDLE_TIMEOUT_MS,
 	F_STANDBY,
 };
@@ -174,6 +175,7 @@ static const struct {
 	{ "pool_max", F_POOL_MAX }, { "pool_min", F_POOL_MIN },
 	{ "pool_timeout_ms", F_POOL_TIMEOUT_MS },
 	{ "pool_idle_timeout_ms", F_POOL_IDLE_TIMEOUT_MS },
+	{ "instance", F_INSTANCE },
 };
 
 PRINTF(3, 4)
@@ -313,6 +315,21 @@ static int copy_str(const msgpack_object *o, size_t max, char **out)
 	return 0;
 }
 
+/* An agent instance id: exactly IPC_INSTANCE_LEN lowercase hex digits,
+ * so that comparing two is comparing strings. */
+static int get_instance(const msgpack_object *o, char **out)
+{
+	if (o->type != MSGPACK_OBJECT_STR ||
+	    o->via.str.size != IPC_INSTANCE_LEN)
+		return -EPROTO;
+	for (uint32_t i = 0; i < o->via.str.size; i++) {
+		char ch = o->via.str.ptr[i];
+		if (!(ch >= '0' && ch <= '9') && !(ch >= 'a' && ch <= 'f'))
+			return -EPROTO;
+	}
+	return copy_str(o, IPC_INSTANCE_LEN, out);
+}
+
 static int get_u64(const msgpack_object *o, uint64_t *v)
 {
 	if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
@@ -407,6 +424,8 @@ static int decode_field(struct ipc_msg *m, enum ipc_field f,
 		return copy_str(v, IPC_NAME_MAX, &m->reason);
 	case F_SERVER:
 		return copy_str(v, IPC_NAME_MAX, &m->server);
+	case F_INSTANCE:
+		return get_instance(v, &m->instance);
 	case F_CODE:
 		return copy_str(v, IPC_NAME_MAX, &m->code);
 	case F_MESSAGE:
@@ -549,6 +568,7 @@ void ipc_msg_fini(struct ipc_msg *m)
 	free_secret(m->conninfo);
 	free(m->reason);
 	free(m->server);
+	free(m->instance);
 	free(m->code);
 	free(m->message);
 	for (size_t i = 0; i < m->n_targets; i++)

@@ -50,6 +50,8 @@ struct ipc_msg {
 	char *reason;   /* update: why the value changed */
 	char *server;   /* update: "primary", "secondary" or "none" */
 	bool standby;   /* update: the server is in recovery (read-only) */
+	char *instance; /* hello (agent's), update, ack, nack: the agent
+			 * instance, IPC_INSTANCE_LEN lowercase hex digits */
 	char *code;     /* error */
 	char *message;  /* error; nack (at most IPC_NACK_MESSAGE_MAX bytes) */
 	char **targets; /* subscribe */

@@ -14,7 +14,20 @@
 #ifndef DBSWAP_IPC_PROTOCOL_H
 #define DBSWAP_IPC_PROTOCOL_H
 
-#define IPC_PROTOCOL_VERSION 1
+/* Version 2 adds the agent instance (hello, update, status) and requires
+ * it in ack and nack, so that an ack for a generation of an agent that has
+ * since restarted is not taken for the same number of the new one. */
+#define IPC_PROTOCOL_VERSION 2
+
+/* Oldest version the agent still speaks: a version-1 session works as
+ * before, its acks unchecked (PROTOCOL.md, "Versioning"). */
+#define IPC_PROTOCOL_VERSION_MIN 1
+
+/* An agent instance id: 16 lowercase hex digits, 64 random bits drawn at
+ * each start, so that two runs of the agent never share one.  A string,
+ * not an integer: 64-bit integers do not survive JavaScript's msgpack
+ * decoders. */
+#define IPC_INSTANCE_LEN 16
 
 /* Length prefix of every frame. */
 #define IPC_FRAME_HEADER 4
@@ -33,8 +46,9 @@
  * this per process is not a case we know of. */
 #define IPC_SUBSCRIBE_MAX 64
 
-/* Deepest msgpack nesting accepted: our messages need 4 (status reply ->
- * targets -> target -> lagging list -> entry); anything deeper is hostile. */
+/* Deepest msgpack nesting accepted, counting the message's own map as
+ * level 1: our messages need 5 (status reply -> targets -> target ->
+ * lagging list -> entry); anything deeper is hostile. */
 #define IPC_DEPTH_MAX 6
 
 /* Output queued for one peer before it counts as stuck and is dropped: a
@@ -72,6 +86,7 @@ enum ipc_type {
 	IPC_FAILOVER = 11, /* client: switch a target to its secondary */
 	IPC_FAILBACK = 12, /* client: switch a target back to its primary */
 	IPC_RECONNECT = 13, /* client: re-open monitors, recycle pools */
+	IPC_PING = 14,     /* client: is the agent alive? answered with ok */
 	IPC_TYPE_COUNT
 };
 

@@ -12,7 +12,8 @@
  * Checks: the reader hands out exactly the frames the stream holds, in
  * order and byte for byte, stops with -EMSGSIZE exactly at a frame
  * announcing more than IPC_FRAME_MAX, never stalls with a full buffer, and
- * a decoded message keeps the limits msg.h promises.
+ * a decoded message keeps the limits msg.h promises (the agent instance
+ * of protocol version 2 included).
  */
 #include <errno.h>
 #include <string.h>
@@ -47,6 +48,13 @@ static void check_msg(const uint8_t *body, size_t len)
 		if (m.has_pool_max)
 			FUZZ_CHECK(m.pool_max >= 1 &&
 				   m.pool_max <= IPC_POOL_SIZE_MAX);
+		/* An instance is exactly IPC_INSTANCE_LEN lowercase hex
+		 * digits: compared as a string by both sides. */
+		if (m.instance) {
+			FUZZ_CHECK(strlen(m.instance) == IPC_INSTANCE_LEN);
+			FUZZ_CHECK(strspn(m.instance, "0123456789abcdef") ==
+				   IPC_INSTANCE_LEN);
+		}
 		for (size_t i = 0; i < m.n_targets; i++)
 			FUZZ_CHECK(m.targets[i] &&
 				   strlen(m.targets[i]) <= IPC_NAME_MAX);

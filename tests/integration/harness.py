@@ -55,7 +55,8 @@ import urllib.parse
 import msgpack
 
 __all__ = [
-    'FRAME_MAX', 'PROTOCOL_VERSION', 'TIMEOUT_SCALE',
+    'FRAME_MAX', 'PROTOCOL_VERSION', 'PROTOCOL_VERSION_MIN',
+    'TIMEOUT_SCALE', 'SESSION',
     'HarnessError', 'ProtocolError', 'ConnectionClosed', 'ProcessError',
     'PgError',
     'PgCluster', 'Agent', 'Client', 'Subscriber', 'UpdateRecorder',
@@ -67,7 +68,8 @@ __all__ = [
 ]
 
 # Must agree with ipc/protocol.h.
-PROTOCOL_VERSION = 1  # IPC_PROTOCOL_VERSION
+PROTOCOL_VERSION = 2  # IPC_PROTOCOL_VERSION
+PROTOCOL_VERSION_MIN = 1  # IPC_PROTOCOL_VERSION_MIN
 FRAME_HEADER = 4      # IPC_FRAME_HEADER
 FRAME_MAX = 65536     # IPC_FRAME_MAX: largest body either side accepts
 
@@ -1031,15 +1033,26 @@ def _decode_body(body):
     return msg
 
 
+# ack()/nack() default: the instance of the agent this session said hello
+# to (none in a version-1 session, or before hello).
+SESSION = object()
+
+
 class Client:
     """A protocol client over a unix stream socket.  Every blocking call
     takes a timeout (default 5 s) and raises TimeoutError rather than hang.
     Messages read while waiting for something else (updates that arrive
-    before a reply) are queued and handed out by later calls."""
+    before a reply) are queued and handed out by later calls.
+
+    After hello, `version` is the session's protocol version and
+    `instance` the agent instance from the agent's hello (None if it sent
+    none); ack() and nack() send that instance unless told otherwise."""
 
     def __init__(self, path, timeout=DEFAULT_TIMEOUT):
         self.path = path
         self.timeout = timeout
+        self.version = None
+        self.instance = None
         self._buf = bytearray()
         self._queue = collections.deque()
         self._next_id = 1
@@ -1178,8 +1191,12 @@ class Client:
                'pid': os.getpid() if pid is None else pid}
         msg.update(extra)
         self.send(msg, timeout)
-        return self._wait(lambda m: m['type'] in ('hello', 'error'), timeout,
-                          'the hello reply')
+        r = self._wait(lambda m: m['type'] in ('hello', 'error'), timeout,
+                       'the hello reply')
+        if r['type'] == 'hello':
+            self.version = r.get('version')
+            self.instance = r.get('instance')
+        return r
 
     def subscribe(self, targets, timeout=None):
         """Subscribes; returns the ok/error reply.  The initial updates sent
@@ -1203,9 +1220,31 @@ class Client:
             return
         raise AssertionError(f'unexpected update: {_masked(u)}')
 
-    def ack(self, target, generation, timeout=None):
-        self.send({'type': 'ack', 'target': target,
-                   'generation': generation}, timeout)
+    def _with_instance(self, msg, instance):
+        if instance is SESSION:
+            instance = self.instance
+        if instance is not None:
+            msg['instance'] = instance
+        return msg
+
+    def ack(self, target, generation, timeout=None, instance=SESSION):
+        """Sends an ack (no reply on success).  instance: SESSION for the
+        instance from hello, None to send none, or a string to send."""
+        self.send(self._with_instance({'type': 'ack', 'target': target,
+                                       'generation': generation}, instance),
+                  timeout)
+
+    def nack(self, target, generation, message, timeout=None,
+             instance=SESSION):
+        """Sends a nack (no reply on success); instance as for ack()."""
+        self.send(self._with_instance({'type': 'nack', 'target': target,
+                                       'generation': generation,
+                                       'message': message}, instance),
+                  timeout)
+
+    def ping(self, timeout=None):
+        """Returns the agent's reply to ping: ok with the same id."""
+        return self.request({'type': 'ping'}, timeout)
 
     def status(self, timeout=None):
         return self.request({'type': 'status'}, timeout)

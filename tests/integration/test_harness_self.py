@@ -61,7 +61,8 @@ class _Conn:
 
 
 class FakeAgent:
-    """Serves hello, status, subscribe, ack and reload, plus test hooks:
+    """Serves hello (protocol versions 1 and 2, with an instance id),
+    status, subscribe, ack and reload, plus test hooks:
     test-frame {size} sends a body of exactly size bytes, test-header
     {length} sends a bare header, test-close closes."""
 
@@ -71,6 +72,7 @@ class FakeAgent:
         self.env_files = list(env_files)
         self.log = log or (lambda msg: None)
         self.generation = {t: 1 for t in self.targets}
+        self.instance = os.urandom(8).hex()
         self.update_before_reply = False
         self.started = time.monotonic()
         self.conns = []
@@ -133,7 +135,8 @@ class FakeAgent:
     def update(self, name, reason):
         return {'type': 'update', 'target': name,
                 'generation': self.generation[name],
-                'conninfo': self.targets[name], 'reason': reason}
+                'conninfo': self.targets[name], 'reason': reason,
+                'instance': self.instance}
 
     def status(self, rid):
         targets = []
@@ -209,12 +212,13 @@ class FakeAgent:
     def _handle(self, c, m):
         t, rid = m.get('type'), m.get('id')
         if t == 'hello':
-            if m.get('version') != 1:
+            if m.get('version') not in (1, 2):
                 c.send({'type': 'error', 'code': 'version',
                         'message': 'unsupported protocol version'})
                 return False
-            c.send({'type': 'hello', 'version': 1, 'name': 'dbswapd 0.1.0',
-                    'pid': os.getpid()})
+            c.send({'type': 'hello', 'version': m['version'],
+                    'name': 'dbswapd 0.1.0', 'pid': os.getpid(),
+                    'instance': self.instance})
         elif t == 'status':
             if self.update_before_reply and self.targets:
                 c.send(self.update(sorted(self.targets)[0], 'test'))
@@ -230,7 +234,8 @@ class FakeAgent:
                 c.send(self.update(name, 'subscribed'))
             c.send({'type': 'ok', 'id': rid})
         elif t == 'ack':
-            c.acked[m['target']] = m['generation']
+            if m.get('instance', self.instance) == self.instance:
+                c.acked[m['target']] = m['generation']
         elif t == 'reload':
             self.reload()
             c.send({'type': 'ok', 'id': rid})
@@ -461,8 +466,11 @@ class TestClient(unittest.TestCase):
 
     def test_hello_and_status(self):
         r = self.c.hello()
-        self.assertEqual(r, {'type': 'hello', 'version': 1,
-                             'name': 'dbswapd 0.1.0', 'pid': os.getpid()})
+        self.assertEqual(r, {'type': 'hello', 'version': 2,
+                             'name': 'dbswapd 0.1.0', 'pid': os.getpid(),
+                             'instance': self.agent.instance})
+        self.assertEqual((self.c.version, self.c.instance),
+                         (2, self.agent.instance))
         st = self.c.status()
         self.assertEqual(st['type'], 'status')
         self.assertEqual(st['id'], 1)
@@ -474,7 +482,7 @@ class TestClient(unittest.TestCase):
             h.target_status(st, 'NOPE')
 
     def test_version_mismatch(self):
-        r = self.c.hello(version=2)
+        r = self.c.hello(version=3)
         self.assertEqual((r['type'], r['code']), ('error', 'version'))
         self.assertEqual(self.c.wait_closed(2), [])
         with self.assertRaises(h.ConnectionClosed):

@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import msgpack
@@ -59,6 +60,123 @@ for m in [{'type': 'hello', 'version': 1, 'name': 'hostile', 'pid': 0}] \
     out.append(r)
 print(json.dumps(out))
 '''
+
+
+# A flooder: says hello (version 1, so that it runs against any agent),
+# then sends one kind of message as fast as the socket takes it, for
+# argv[3] seconds or until the agent closes, while a child process reads
+# (and counts) the replies.  Status requests are kept at most WINDOW
+# unanswered, so that the output queue in the agent never fills (1 MiB is
+# 25 ms of status replies: a reader that loses the CPU that long would be
+# dropped as stuck), while the agent always has far more than a round's
+# share waiting; the small error replies need no window.  Prints
+# {"sent", "replies", "closed", "last"} as JSON: "closed" when the agent
+# hung up first, "last" the last message read (the error that came with a
+# disconnect).
+FLOODER = r"""
+import json, os, socket, struct, sys, time, msgpack
+from multiprocessing import Value
+WINDOW = 512  # status requests unanswered at most
+path, kind, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+def frame(m):
+    b = msgpack.packb(m)
+    return struct.pack('>I', len(b)) + b
+kinds = {
+    'unknown': [{'type': 'no-such-type'}],
+    'ack': [{'type': 'ack', 'target': 'DATABASE_URL', 'generation': 1}],
+    'status': [{'type': 'status'}],
+    'mixed': [{'type': 'no-such-type'}, {'type': 'status'},
+              {'type': 'ack', 'target': 'DATABASE_URL', 'generation': 1}],
+}
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(path)
+s.sendall(frame({'type': 'hello', 'version': 1, 'name': 'flood-' + kind,
+                 'pid': os.getpid()}))
+rfd, wfd = os.pipe()
+answered = Value('q', 0, lock=False)  # shared with the reader
+reader = os.fork()
+if reader == 0:
+    # The reader, a process of its own so that it keeps up with the
+    # agent whatever the sender does.
+    os.close(rfd)
+    buf, last, replies = bytearray(), None, 0
+    while True:
+        try:
+            d = s.recv(1 << 20)
+        except OSError:
+            d = b''
+        if not d:
+            break
+        buf += d
+        off = 0
+        while len(buf) - off >= 4:
+            n = struct.unpack_from('>I', buf, off)[0]
+            if len(buf) - off < 4 + n:
+                break
+            last = bytes(buf[off + 4:off + 4 + n])
+            off += 4 + n
+            replies += 1
+        del buf[:off]
+        answered.value = replies
+    os.write(wfd, json.dumps({'replies': replies, 'last': None if last is None
+                              else msgpack.unpackb(last, raw=False)}).encode())
+    os._exit(0)
+os.close(wfd)
+batch = b''.join(frame(m) for m in kinds[kind]) * 64
+per = len(kinds[kind]) * 64
+sent = 0
+end = time.monotonic() + seconds
+closed = reaped = False
+while time.monotonic() < end:
+    if kind == 'status' and sent - answered.value > WINDOW:
+        # The reader ends when the agent closes the connection.
+        if os.waitpid(reader, os.WNOHANG)[0] == reader:
+            closed = reaped = True
+            break
+        time.sleep(0.0005)
+        continue
+    try:
+        s.sendall(batch)
+    except OSError:
+        closed = True
+        break
+    sent += per
+try:
+    s.shutdown(socket.SHUT_WR)
+except OSError:
+    pass
+if not reaped:
+    os.waitpid(reader, 0)
+out = json.loads(os.read(rfd, 1 << 20))
+out.update(sent=sent, closed=closed)
+print(json.dumps(out))
+"""
+
+
+class Flooder:
+    """A FLOODER child process; result() waits for its JSON line."""
+
+    def __init__(self, sock, kind, seconds):
+        self.kind = kind
+        self.proc = subprocess.Popen(
+            [sys.executable, '-c', FLOODER, sock, kind, str(seconds)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def result(self, timeout=30):
+        out, err = self.proc.communicate(timeout=timeout)
+        if self.proc.returncode != 0:
+            raise AssertionError(f'flooder {self.kind} failed: {err}')
+        return json.loads(out)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+def percentile(values, p):
+    v = sorted(values)
+    return v[min(len(v) - 1, int(len(v) * p / 100))]
 
 
 def as_peer(sock, msgs, uid=NOBODY, gid=NOBODY, groups=()):
@@ -249,6 +367,127 @@ class Hostile(ClusterTest):
             self.assertIn(opt, r.stdout)
         self.assertIn('(default 4096)', r.stdout)
         self.assertIn('(default 5000)', r.stdout)
+
+    # -- one client cannot starve the others (issue 13)
+
+    def flood(self, agent, kind, seconds):
+        f = Flooder(agent.sock, kind, seconds)
+        self.addCleanup(f.close)
+        return f
+
+    def test_flooding_client_does_not_starve_others(self):
+        """While a client floods the agent with one kind of message (and
+        reads the replies, so that its output queue never fills), another
+        connects, says hello, subscribes and gets its update fast, and
+        status on a third connection stays fast.  Before the fix the
+        agent served the flooder's frames for as long as they came: a
+        hello waited 27 s of a 28 s flood."""
+        agent = self.agent_for_all()
+        for kind in ('unknown', 'ack', 'status', 'mixed'):
+            with self.subTest(kind):
+                probe = h.Client(agent.sock)
+                self.addCleanup(probe.close)
+                probe.hello(name='probe')
+                f = self.flood(agent, kind, 6)
+                time.sleep(0.5)  # flooding by now
+                t0 = time.monotonic()
+                with h.Client(agent.sock, timeout=2) as c:
+                    self.assertEqual(c.hello(name='victim')['type'], 'hello')
+                    self.assertEqual(c.subscribe('DATABASE_URL')['type'],
+                                     'ok')
+                    u = c.next_update()
+                    self.assertEqual(u['target'], 'DATABASE_URL')
+                took = time.monotonic() - t0
+                lat = []
+                while len(lat) < 100 and f.proc.poll() is None:
+                    t1 = time.monotonic()
+                    self.assertEqual(probe.status(timeout=2)['type'],
+                                     'status')
+                    lat.append(time.monotonic() - t1)
+                    time.sleep(0.01)
+                res = f.result()
+                why = re.findall(r'\(flood-%s\) disconnected: (.*)' % kind,
+                                 agent.log())
+                p50 = percentile(lat, 50) * 1000 if lat else 0
+                p99 = percentile(lat, 99) * 1000 if lat else 0
+                print(f'flood of {kind}: {res["sent"]} frames sent, '
+                      f'{res["replies"]} replies, closed {res["closed"]} '
+                      f'({why[-1] if why else "-"}); '
+                      f'hello+subscribe+update in {took * 1000:.1f} ms; '
+                      f'status during the flood: {len(lat)} calls, p50 '
+                      f'{p50:.1f} ms, p99 {p99:.1f} ms')
+                self.assertLess(took, 2 * h.TIMEOUT_SCALE)
+                self.assertLess(p99, 250 * h.TIMEOUT_SCALE)
+                self.assertTrue(agent.running)
+
+    def test_client_that_keeps_causing_errors_is_disconnected(self):
+        agent = self.agent_for_all()
+        for kind in ('unknown', 'ack'):
+            with self.subTest(kind):
+                res = self.flood(agent, kind, 10).result()
+                self.assertTrue(res['closed'], res)
+                self.assertEqual((res['last']['type'], res['last']['code']),
+                                 ('error', 'limit'), res)
+                # Long before the flood would have ended.
+                self.assertLess(res['replies'], 1000, res)
+        agent.wait_log(r'client pid \d+ uid 0 \(flood-unknown\) '
+                       r'disconnected: too many error replies')
+        # A burst of such clients: one log line a second, not one each.
+        mark = agent.mark()
+        floods = [self.flood(agent, 'unknown', 10) for _ in range(20)]
+        for f in floods:
+            self.assertTrue(f.result()['closed'])
+        lines = re.findall(r'disconnected: too many error replies.*',
+                           agent.log()[mark:])
+        self.assertLessEqual(len(lines), 3, lines)
+        with h.Client(agent.sock) as c:
+            c.hello()
+            self.assertEqual(c.status()['agent']['clients'], 1)
+
+    def test_busy_well_behaved_client_is_served(self):
+        """Thousands of valid requests sent at once, and a few errors
+        among them: all answered, in order, and the client stays."""
+        agent = self.agent_for_all()
+        with h.Client(agent.sock, timeout=20) as c:
+            c.hello(name='busy')
+            self.assertEqual(c.subscribe('DATABASE_URL')['type'], 'ok')
+            u = c.next_update()
+            n = 3000
+            frames = []
+            for i in range(n):
+                if i % 500 == 7:
+                    m = {'type': 'no-such-type', 'id': i}
+                elif i % 20 == 0:
+                    m = {'type': 'status', 'id': i}
+                else:
+                    m = {'type': 'subscribe', 'targets': ['DATABASE_URL'],
+                         'id': i}
+                frames.append(h.encode_frame(m))
+                if i % 2:
+                    frames.append(h.encode_frame(
+                        {'type': 'ack', 'target': 'DATABASE_URL',
+                         'generation': u['generation'],
+                         'instance': c.instance}))
+            t0 = time.monotonic()
+            # Sent from a thread while this one reads: a client that
+            # did not read 1 MiB of replies would be dropped as stuck.
+            sender = threading.Thread(
+                target=c.send_raw, args=(b''.join(frames),), daemon=True)
+            sender.start()
+            ids = []
+            while len(ids) < n:
+                m = c.recv()
+                if 'id' in m:
+                    ids.append(m['id'])
+            took = time.monotonic() - t0
+            sender.join(5)
+            self.assertEqual(ids, list(range(n)))
+            print(f'{n} pipelined requests (and {n // 2} acks) answered in '
+                  f'{took * 1000:.0f} ms')
+            self.assertEqual(c.status()['type'], 'status')
+        self.assertNotRegex(agent.log(), r'\(busy\) disconnected: '
+                                         r'(?!closed the connection)')
+
 
     # -- malformed input not in test_protocol.py
 

@@ -69,9 +69,16 @@ class Protocol(ClusterTest):
     def test_hello_reply(self):
         c = self.raw()
         r = c.hello(name='proto-test')
-        self.assertEqual(r['version'], 1)
+        self.assertEqual(r['version'], 2)
         self.assertTrue(r['name'].startswith('dbswapd '))
         self.assertEqual(r['pid'], self.agent.pid)
+        # The instance: 16 lowercase hex digits, the same in status and
+        # in every update of this run of the agent.
+        self.assertRegex(r['instance'], r'^[0-9a-f]{16}$')
+        self.assertEqual(c.status()['agent']['instance'], r['instance'])
+        self.assertEqual(c.subscribe('DATABASE_URL')['type'], 'ok')
+        self.assertEqual(c.next_update()['instance'], r['instance'])
+        self.agent.wait_log(r'agent instance %s' % r['instance'])
 
     def test_frame_at_the_limit_is_accepted(self):
         c = self.hello()
@@ -118,10 +125,15 @@ class Protocol(ClusterTest):
         self.assert_dropped_with(c, 'hello-required')
 
     def test_future_version(self):
-        c = self.raw()
-        c.send({'type': 'hello', 'version': 2, 'name': 'x', 'pid': 1,
-                'id': 1})
-        self.assert_dropped_with(c, 'version')
+        for version in (3, 0, 2**64 - 1):
+            c = self.raw()
+            c.send({'type': 'hello', 'version': version, 'name': 'x',
+                    'pid': 1, 'id': 1})
+            m = c.recv(timeout=5)
+            self.assertEqual((m['type'], m['code'], m['id']),
+                             ('error', 'version', 1), m)
+            self.assertIn('versions 1 to 2', m['message'])
+            c.wait_closed(timeout=5)
 
     def test_agent_only_message_from_client(self):
         c = self.hello()
@@ -147,6 +159,180 @@ class Protocol(ClusterTest):
         self.assertEqual((r['type'], r['code']), ('error', 'protocol'))
         # still connected and served
         self.assertEqual(c.status()['type'], 'status')
+
+    # -- agent instances (protocol version 2)
+
+    def test_ack_from_a_previous_agent_instance_is_ignored(self):
+        """An app still on the previous run's generation N acks it after
+        the agent restarted and reached its own generation N: the ack
+        names the previous instance, so it is ignored (no error) and
+        counted in stale_acks, not taken for the new generation N.  Before
+        instances it counted, and an operator could revoke a password
+        still in use."""
+        admin = self.hello()
+        gen_a = admin.reconnect('DATABASE_URL')['generation']
+        old = admin.instance
+        self.assertEqual(gen_a, 2)
+        admin.close()
+        self.agent.restart()
+        c, gen = self.subscribed('late-app')
+        self.assertNotEqual(c.instance, old)
+        self.assertEqual(gen, 1)
+        self.assertEqual(c.reconnect('DATABASE_URL')['generation'], gen_a)
+        self.assertEqual(c.next_update()['generation'], gen_a)
+
+        def target():
+            return h.target_status(c, 'DATABASE_URL')
+        t = target()
+        self.assertEqual((t['generation'], t['acked'], t['stale_acks']),
+                         (gen_a, 0, 0))
+        c.ack('DATABASE_URL', gen_a, instance=old)
+        c.nack('DATABASE_URL', gen_a, 'from the old run', instance=old)
+        t = target()
+        self.assertEqual((t['acked'], t['stale_acks']), (0, 2))
+        self.assertEqual([(x['acked'], x['nacked'], x['error'])
+                          for x in t['lagging']], [(0, 0, None)])
+        # The instance is checked first: a generation this run has not
+        # reached, or a target this client did not subscribe to, is no
+        # error either when the ack is stale.
+        c.ack('DATABASE_URL', gen_a + 40, instance=old)
+        other = self.hello()
+        other.ack('DATABASE_URL', 1, instance=old)
+        other.nack('DATABASE_URL', 1, 'x', instance=old)
+        other.ack('NO_SUCH_TARGET', 1, instance=old)
+        self.assertEqual(target()['stale_acks'], 5)
+        out = self.ctl(self.agent, 'status').stdout
+        self.assertIn(f'instance: {c.instance} ', out)
+        self.assertIn('stale acks:  5, for an earlier run of the agent', out)
+        self.assertEqual(other.status()['type'], 'status')
+        self.assertEqual(c.pending() + other.pending(), [])
+        # The same ack with this run's instance counts.
+        c.ack('DATABASE_URL', gen_a)
+        t = target()
+        self.assertEqual((t['acked'], t['stale_acks'], t['lagging']),
+                         (1, 5, []))
+
+    def test_ack_without_instance_is_a_violation_in_version_2(self):
+        for kind in ('ack', 'nack'):
+            c, gen = self.subscribed()
+            msg = {'type': kind, 'target': 'DATABASE_URL', 'generation': gen}
+            if kind == 'nack':
+                msg['message'] = 'x'
+            c.send(msg)
+            self.assert_dropped_with(c, 'protocol')
+        self.agent.wait_log(r'protocol violation: ack or nack without an '
+                            r'instance')
+
+    def test_version_1_client_still_works(self):
+        """hello version 1: the agent answers version 1 (its instance
+        too, which such a client ignores); acks and nacks need no
+        instance, and count."""
+        c = self.raw()
+        r = c.hello(name='old-client', version=1)
+        self.assertEqual((r['type'], r['version']), ('hello', 1))
+        self.assertEqual(c.subscribe('DATABASE_URL')['type'], 'ok')
+        gen = c.next_update()['generation']
+        c.nack('DATABASE_URL', gen, 'cannot', instance=None)
+        lag = self.lag_of(c)
+        self.assertEqual((lag['nacked'], lag['error']), (gen, 'cannot'))
+        c.ack('DATABASE_URL', gen, instance=None)
+        t = h.target_status(c, 'DATABASE_URL')
+        self.assertEqual((t['acked'], t['stale_acks'], t['lagging']),
+                         (1, 0, []))
+        # It may send one all the same; a wrong one is then stale.
+        c.ack('DATABASE_URL', gen, instance='0' * 16)
+        self.assertEqual(h.target_status(c, 'DATABASE_URL')['stale_acks'],
+                         1)
+
+    def test_ping(self):
+        c = self.hello()
+        self.assertEqual(c.ping(), {'type': 'ok', 'id': 1})
+        c.send({'type': 'ping'})
+        self.assertEqual(c.recv(timeout=5), {'type': 'ok'})
+        # A request like any other: hello first.
+        c = self.raw()
+        c.send({'type': 'ping', 'id': 3})
+        self.assert_dropped_with(c, 'hello-required')
+
+    # -- what PROTOCOL.md spells out for clients in other languages
+
+    def test_violation_replies_carry_no_id(self):
+        c = self.hello()
+        c.send({'type': 'ack', 'target': 'DATABASE_URL', 'id': 5,
+                'instance': c.instance})  # no generation
+        m = c.recv(timeout=5)
+        self.assertEqual((m['type'], m['code']), ('error', 'protocol'))
+        self.assertNotIn('id', m)
+        c.wait_closed(timeout=5)
+
+    def test_error_reply_to_an_ack_echoes_its_id(self):
+        c = self.hello()
+        c.send({'type': 'ack', 'target': 'DATABASE_URL', 'generation': 1,
+                'instance': c.instance, 'id': 9})
+        m = c.recv(timeout=5)
+        self.assertEqual((m['type'], m['code'], m['id']),
+                         ('error', 'not-subscribed', 9))
+        # No reply on success, with or without an id.
+        self.assertEqual(c.subscribe('DATABASE_URL')['type'], 'ok')
+        gen = c.next_update()['generation']
+        c.send({'type': 'ack', 'target': 'DATABASE_URL', 'generation': gen,
+                'instance': c.instance, 'id': 10})
+        self.assertEqual(c.ping()['type'], 'ok')
+        self.assertEqual(c.pending(), [])
+
+    def test_subscribe_over_64_targets_is_a_violation(self):
+        c = self.hello()
+        c.send({'type': 'subscribe', 'id': 1,
+                'targets': ['DATABASE_URL'] * 64})
+        self.assertEqual(c.recv(timeout=5)['type'], 'update')
+        self.assertEqual(c.recv(timeout=5), {'type': 'ok', 'id': 1})
+        c.send({'type': 'subscribe', 'id': 2,
+                'targets': ['DATABASE_URL'] * 65})
+        m = c.recv(timeout=5)
+        self.assertEqual((m['type'], m['code']), ('error', 'protocol'))
+        self.assertNotIn('id', m)
+        self.assertIn('targets', m['message'])
+        c.wait_closed(timeout=5)
+
+    def test_reconnect_sends_update_before_ok(self):
+        c, gen = self.subscribed()
+        c.send({'type': 'reconnect', 'target': 'DATABASE_URL', 'id': 4})
+        u = c.recv(timeout=5)
+        ok = c.recv(timeout=5)
+        self.assertEqual((u['type'], u['generation'], u['reason']),
+                         ('update', gen + 1, 'reconnect'))
+        self.assertEqual(ok, {'type': 'ok', 'id': 4, 'generation': gen + 1})
+
+    def test_empty_frame_is_a_violation(self):
+        for said_hello in (True, False):
+            c = self.hello() if said_hello else self.raw()
+            c.send_raw(b'\0\0\0\0')
+            self.assert_dropped_with(c, 'protocol')
+
+    def test_which_error_wins_before_hello(self):
+        """Before hello: a bad frame or body is a protocol violation; a
+        well-formed message that is not hello, of a known type or not, is
+        hello-required."""
+        cases = [
+            (h.frame_bytes(b'\xc1'), 'protocol'),
+            (b'\xff\xff\xff\xff', 'protocol'),
+            (h.frame_bytes(msgpack.packb({'type': 'ack'})), 'protocol'),
+            (h.encode_frame({'type': 'no-such-type'}), 'hello-required'),
+            (h.encode_frame({'type': 'status'}), 'hello-required'),
+            (h.encode_frame({'type': 'hello', 'version': 9, 'name': 'x',
+                             'pid': 1}), 'version'),
+        ]
+        for raw, code in cases:
+            c = self.raw()
+            c.send_raw(raw)
+            self.assert_dropped_with(c, code)
+
+    def test_identity_format(self):
+        st = os.stat(self.env_path)
+        f = h.file_status(self.agent, self.env_path)
+        self.assertEqual(f['identity'],
+                         f'{st.st_dev}:{st.st_ino}:{st.st_size}:'
+                         f'{st.st_mtime_ns}')
 
     def test_subscribe_sends_updates_before_ok(self):
         c = self.hello()
@@ -188,9 +374,10 @@ class Protocol(ClusterTest):
         c = self.hello()
         st = c.status()
         self.assertEqual(set(st['agent']),
-                         {'version', 'pid', 'uptime_ms', 'clients',
-                          'failover_settings', 'failover_settings_error',
-                          'state_dir', 'state_error'})
+                         {'version', 'instance', 'pid', 'uptime_ms',
+                          'clients', 'failover_settings',
+                          'failover_settings_error', 'state_dir',
+                          'state_error'})
         self.assertEqual((st['agent']['state_dir'],
                           st['agent']['state_error']), (None, None))
         self.assertEqual(st['agent']['failover_settings'],
@@ -202,7 +389,8 @@ class Protocol(ClusterTest):
         t = st['targets'][0]
         self.assertEqual(set(t), {'name', 'generation', 'valid', 'conninfo',
                                   'state', 'error', 'changed', 'subscribers',
-                                  'acked', 'lagging', 'attempts', 'gave_up',
+                                  'acked', 'stale_acks', 'lagging',
+                                  'attempts', 'gave_up',
                                   'value_seq', 'published_seq', 'settings',
                                   'settings_error', 'failover', 'servers',
                                   'source'})
@@ -265,8 +453,7 @@ class Protocol(ClusterTest):
         return c, c.next_update()['generation']
 
     def nack(self, c, generation, message, target='DATABASE_URL'):
-        c.send({'type': 'nack', 'target': target, 'generation': generation,
-                'message': message})
+        c.nack(target, generation, message)
 
     @staticmethod
     def lag_of(c):
@@ -383,7 +570,8 @@ class Protocol(ClusterTest):
 
     def test_nack_message_required(self):
         c, gen = self.subscribed()
-        c.send({'type': 'nack', 'target': 'DATABASE_URL', 'generation': gen})
+        c.send({'type': 'nack', 'target': 'DATABASE_URL', 'generation': gen,
+                'instance': c.instance})
         self.assert_dropped_with(c, 'protocol')
 
     def test_settings_from_a_client_is_a_violation(self):

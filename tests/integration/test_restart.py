@@ -1,13 +1,81 @@
-"""Agent restarts with subscribers attached, and many subscribers at once."""
+"""Agent restarts with subscribers attached, and many subscribers at once;
+the pool's acks across a restart, against a scripted agent."""
 
 import os
 import signal
+import socket
 import stat
+import struct
 import subprocess
 import time
 
+import msgpack
+
 import harness as h
-from common import ClusterTest, fresh_password, main
+from common import ClusterTest, PoolLoad, fresh_password, main
+
+
+class ScriptedAgent:
+    """The agent's end of the protocol, played by the test step by step:
+    a listening socket, one connection at a time, blocking calls with
+    timeouts.  For cases the real agent cannot be made to reach on cue."""
+
+    def __init__(self, path):
+        self.path = path
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(4)
+        self.sock = None
+        self.buf = b''
+
+    def accept(self, timeout=5):
+        self.listener.settimeout(timeout * h.TIMEOUT_SCALE)
+        self.sock, _ = self.listener.accept()
+        self.buf = b''
+
+    def drop(self):
+        """The agent "restarts": the connection goes."""
+        self.sock.close()
+        self.sock = None
+
+    def send(self, msg):
+        body = msgpack.packb(msg)
+        self.sock.sendall(struct.pack('>I', len(body)) + body)
+
+    def recv(self, timeout):
+        """The next message, or None when nothing came within timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if len(self.buf) >= 4:
+                (n,) = struct.unpack('>I', self.buf[:4])
+                if len(self.buf) >= 4 + n:
+                    m = msgpack.unpackb(self.buf[4:4 + n], raw=False)
+                    self.buf = self.buf[4 + n:]
+                    return m
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.sock.settimeout(left)
+            try:
+                d = self.sock.recv(65536)
+            except socket.timeout:
+                return None
+            if not d:
+                raise h.ConnectionClosed('the client closed')
+            self.buf += d
+
+    def hello(self, instance):
+        m = self.recv(5 * h.TIMEOUT_SCALE)
+        assert m and m['type'] == 'hello', m
+        self.send({'type': 'hello', 'id': m['id'], 'version': m['version'],
+                   'name': 'scripted', 'pid': os.getpid(),
+                   'instance': instance})
+        return m
+
+    def close(self):
+        if self.sock:
+            self.sock.close()
+        self.listener.close()
 
 
 class Restart(ClusterTest):
@@ -52,6 +120,122 @@ class Restart(ClusterTest):
         sub.wait_line(r'^connect 1 ok$')
         h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')
                    ['acked'] == 1, what='ack after restart')
+
+    def test_pool_never_acks_a_previous_agents_generation(self):
+        """A pool switched to generation 2 of agent A and still drains a
+        busy connection of generation 1 when A restarts as B, whose own
+        generation 2 is another value (that fails to connect here, so the
+        pool stays on A's).  When the drain ends the pool is done with
+        A's generation 2: that ack names A and is not sent to B, which
+        would count it for its own generation 2.  Before instances the
+        pool sent "ack generation 2" to B."""
+        one, two = 'app_one_' + self.role[-6:], 'app_two_' + self.role[-6:]
+        pw = fresh_password()
+        self.cluster.create_role(one, pw)
+        self.cluster.create_role(two, pw)
+        v1, v2 = self.url(pw, one), self.url(pw, two)
+        bad = self.url('wrong-' + pw, one)
+        sock = os.path.join(self.tmp, 'scripted.sock')
+        agent = ScriptedAgent(sock)
+        self.addCleanup(agent.close)
+        inst_a, inst_b = 'a' * 16, 'b' * 16
+        load = PoolLoad(sock, ['--threads', 1, '--hold', 2500, '--max', 2,
+                               '--min', 1, '--pause-ms', 0])
+        self.addCleanup(load.close)
+
+        agent.accept()
+        self.assertEqual(agent.hello(inst_a)['version'], 2)
+        sub = agent.recv(5)
+        agent.send({'type': 'update', 'target': 'DATABASE_URL',
+                    'generation': 1, 'conninfo': v1, 'instance': inst_a})
+        agent.send({'type': 'ok', 'id': sub['id']})
+        m = agent.recv(10 * h.TIMEOUT_SCALE)
+        self.assertEqual((m['type'], m['generation'], m.get('instance')),
+                         ('ack', 1, inst_a))
+        # The thread holds a connection on value one (2.5 s each).
+        load.wait_progress(lambda p: p['queries'] >= 0 and p['size'] >= 1,
+                           what='a connection')
+        time.sleep(0.3)
+        agent.send({'type': 'update', 'target': 'DATABASE_URL',
+                    'generation': 2, 'conninfo': v2, 'instance': inst_a})
+        load.wait_progress(lambda p: p['generation'] == 2 and p['old'] >= 1,
+                           what='the switch, one connection draining')
+
+        agent.drop()
+        agent.accept()
+        agent.hello(inst_b)
+        got = []
+        drained = None
+        deadline = time.monotonic() + 8 * h.TIMEOUT_SCALE
+        while time.monotonic() < deadline:
+            m = agent.recv(0.1)
+            if m is None:
+                p = load.progress()
+                if drained is None and p and p['old'] == 0:
+                    drained = time.monotonic()
+                if drained and time.monotonic() - drained > 0.5:
+                    break
+                continue
+            got.append(m)
+            if m['type'] == 'subscribe':
+                # B's generation 2: a value the pool cannot connect with.
+                agent.send({'type': 'update', 'target': 'DATABASE_URL',
+                            'generation': 2, 'conninfo': bad,
+                            'instance': inst_b})
+                agent.send({'type': 'ok', 'id': m['id']})
+        self.assertIsNotNone(drained, 'the old connection never drained; '
+                             f'{load.describe()}')
+        acks = [m for m in got if m['type'] == 'ack']
+        nacks = [m for m in got if m['type'] == 'nack']
+        self.assertEqual(acks, [], 'an ack reached the restarted agent')
+        # The pool told B about B's generation 2, with B's instance.
+        self.assertTrue(nacks, got)
+        self.assertEqual({(m['generation'], m['instance']) for m in nacks},
+                         {(2, inst_b)})
+        rc, summary = load.stop()
+        self.assertEqual(summary['generation'], 2)
+
+    def test_set_wait_follows_a_restarted_agent(self):
+        """dbswapctl set --wait, waiting for an app that has not acked,
+        when the agent restarts: it reconnects, sees the new instance and
+        follows the new run (whose generation 1 is the value it wrote)
+        until every subscriber of that run acked.  Before, it exited with
+        "lost the connection" (status 3)."""
+        self.write_url(self.password)
+        agent = self.start_agent()
+        sub = self.start_subscriber(agent)
+        sub.wait_line(r'^connect 1 ok$')
+        lagger = agent.client(name='lagger')
+        self.addCleanup(lagger.close)
+        self.assertEqual(lagger.subscribe('DATABASE_URL')['type'], 'ok')
+        lagger.next_update()  # and never acks
+        new = fresh_password()
+        self.cluster.set_password(self.role, new)
+        ctl = subprocess.Popen(
+            [os.environ['DBSWAPCTL'], '--socket', agent.sock, 'set',
+             self.env_path, 'DATABASE_URL=-', '--wait=30'],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: ctl.poll() is None and ctl.kill())
+        ctl.stdin.write(self.url(new) + '\n')
+        ctl.stdin.close()
+        ctl.stdin = None  # for communicate()
+        h.wait_for(lambda: (t := h.target_status(agent, 'DATABASE_URL'))
+                   ['generation'] == 2 and t['acked'] == 1,
+                   what='generation 2 acked by the subscriber alone')
+        old = h.Client(agent.sock)
+        old.hello()
+        old_instance = old.instance
+        old.close()
+        agent.restart()
+        out, err = ctl.communicate(timeout=40 * h.TIMEOUT_SCALE)
+        self.assertEqual(ctl.returncode, 0, out + err)
+        self.assertRegex(out, r'the agent restarted \(instance [0-9a-f]{16}, '
+                         r'was %s\)' % old_instance)
+        self.assertIn('DATABASE_URL: 1 of 1 subscriber(s) acked generation 1',
+                      out)
+        self.assertIn('done: every subscriber uses the new value', out)
+        sub.wait_line(r'^connect 2 ok$')
 
     def test_many_subscribers(self):
         n_c, n_py = 40, 40

@@ -600,6 +600,7 @@ static const int required[IPC_TYPE_COUNT][4] = {
 	[IPC_FAILOVER] = { 4, -1 },
 	[IPC_FAILBACK] = { 4, -1 },
 	[IPC_RECONNECT] = { -1 },
+	[IPC_PING] = { -1 },
 };
 
 static void pack_field(struct ipc_writer *w, const struct field *f, bool nil)
@@ -679,6 +680,92 @@ static void test_required(void)
 			ipc_writer_fini(&w);
 		}
 	}
+}
+
+/* The agent instance (protocol version 2): hello, update, ack and nack
+ * carry it; exactly IPC_INSTANCE_LEN lowercase hex digits, or nil for
+ * none; anything else is a violation. */
+static void test_instance(void)
+{
+	static const enum ipc_type types[] = { IPC_HELLO, IPC_UPDATE, IPC_ACK,
+					       IPC_NACK };
+	static const char *const bad[] = {
+		"",                  /* empty */
+		"0123456789abcde",   /* 15 digits */
+		"0123456789abcdef0", /* 17 */
+		"0123456789ABCDEF",  /* upper case */
+		"0123456789abcdeg",  /* not hex */
+		"0x23456789abcdef",
+		" 123456789abcdef",
+	};
+	const char *good = "0123456789abcdef";
+	struct ipc_writer w;
+	struct ipc_msg m;
+	char err[256] = "";
+
+	CHECK_INT(strlen(good), ==, IPC_INSTANCE_LEN);
+	for (size_t i = 0; i < ARRAY_SIZE(types); i++) {
+		enum ipc_type t = types[i];
+
+		write_required(&w, t, -1, -1);
+		w.buf[0]++; /* one more field in the map (a fixmap) */
+		ipc_pack_kv_str(&w, "instance", good);
+		CHECK_INT(decode(&m, &w, err, sizeof(err)), ==, 0);
+		CHECK_STR(m.instance, good);
+		ipc_msg_fini(&m);
+		ipc_writer_fini(&w);
+
+		/* Optional in the decoder (required in version-2 acks and
+		 * nacks by the agent, which knows the session's version):
+		 * absent or nil is none. */
+		write_required(&w, t, -1, -1);
+		CHECK_INT(decode(&m, &w, err, sizeof(err)), ==, 0);
+		CHECK(m.instance == NULL);
+		ipc_msg_fini(&m);
+		ipc_writer_fini(&w);
+		write_required(&w, t, -1, -1);
+		w.buf[0]++;
+		ipc_pack_kv_str(&w, "instance", NULL);
+		CHECK_INT(decode(&m, &w, err, sizeof(err)), ==, 0);
+		CHECK(m.instance == NULL);
+		ipc_msg_fini(&m);
+		ipc_writer_fini(&w);
+
+		for (size_t j = 0; j < ARRAY_SIZE(bad); j++) {
+			write_required(&w, t, -1, -1);
+			w.buf[0]++;
+			ipc_pack_kv_str(&w, "instance", bad[j]);
+			EXPECT_PROTO_W(&w);
+			ipc_writer_fini(&w);
+		}
+		/* An integer is not an instance (JavaScript loses 64-bit
+		 * ones): a string or nothing. */
+		write_required(&w, t, -1, -1);
+		w.buf[0]++;
+		ipc_pack_kv_u64(&w, "instance", 0x0123456789abcdefULL);
+		EXPECT_PROTO_W(&w);
+		ipc_writer_fini(&w);
+	}
+}
+
+static void test_ping(void)
+{
+	struct ipc_writer w;
+	struct ipc_msg m;
+	char err[128] = "";
+
+	ipc_writer_init(&w, IPC_PING, 2);
+	ipc_pack_kv_u64(&w, "id", 77);
+	CHECK_INT(decode(&m, &w, err, sizeof(err)), ==, 0);
+	CHECK_INT(m.type, ==, IPC_PING);
+	CHECK_STR(m.type_name, "ping");
+	CHECK(m.has_id && m.id == 77);
+	ipc_msg_fini(&m);
+	ipc_writer_fini(&w);
+	/* The next stable number after reconnect; never reused. */
+	CHECK_INT(IPC_PING, ==, 14);
+	CHECK_INT(IPC_PROTOCOL_VERSION, ==, 2);
+	CHECK_INT(IPC_PROTOCOL_VERSION_MIN, ==, 1);
 }
 
 /* malformed structure */
@@ -1517,11 +1604,13 @@ int main(void)
 	RUN(test_update);
 	RUN(test_ack_error_ok_reload);
 	RUN(test_nack);
+	RUN(test_ping);
 	RUN(test_settings);
 	RUN(test_status);
 	RUN(test_type_names);
 	RUN(test_unknown);
 	RUN(test_required);
+	RUN(test_instance);
 	RUN(test_not_a_map);
 	RUN(test_wrong_types);
 	RUN(test_duplicates);

@@ -1,0 +1,394 @@
+/*
+ * Unit tests for libdbswap's side of agent instances (protocol version 2):
+ * a scripted fake agent on a Unix socket in a temp dir, driven from the
+ * same thread as the client (dbswap_client_dispatch() between steps), so
+ * that every interleaving is chosen, not raced.
+ *
+ * What must hold: hello offers version 2; an ack carries the instance of
+ * the update it is for; an ack or nack for an earlier run of the agent is
+ * never sent to the next one, even when the generation numbers collide;
+ * the quiet re-ack of a renumbered value carries the new instance; an
+ * agent that answers "version" gets version 1 at once, and acks without
+ * an instance; the next connection offers version 2 again.
+ */
+#include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "common/util.h"
+#include "ipc/frame.h"
+#include "ipc/msg.h"
+#include "tests/unit/check.h"
+
+#define INST_A "aaaaaaaaaaaaaaaa"
+#define INST_B "bbbbbbbbbbbbbbbb"
+#define INST_C "cccccccccccccccc"
+
+/* Long enough for a reconnection (the first retry is within 20 ms). */
+#define WAIT_MS 3000
+
+static dbswap_client *client;
+static int listen_fd = -1;
+
+/* The fake agent's side of one connection. */
+struct conn {
+	int fd;
+	struct ipc_reader in;
+};
+
+/* What the app's callback saw last. */
+static struct {
+	int calls;
+	uint64_t generation;
+	char instance[IPC_INSTANCE_LEN + 1]; /* "" for NULL */
+	char conninfo[64];
+} seen;
+
+static void on_update(const dbswap_update *u, void *data)
+{
+	const char *inst = dbswap_update_instance(u);
+
+	seen.calls++;
+	seen.generation = dbswap_update_generation(u);
+	snprintf(seen.instance, sizeof(seen.instance), "%s", inst ? inst : "");
+	snprintf(seen.conninfo, sizeof(seen.conninfo), "%s",
+		 dbswap_update_conninfo(u));
+}
+
+static void quiet_log(int priority, const char *line, void *data)
+{
+}
+
+static void dispatch(void)
+{
+	struct pollfd p = { .fd = dbswap_client_fd(client), .events = POLLIN };
+
+	if (poll(&p, 1, 5) > 0)
+		CHECK(dbswap_client_dispatch(client) >= 0);
+}
+
+/* Accepts the client's next connection, dispatching it meanwhile. */
+static void agent_accept(struct conn *c)
+{
+	int64_t deadline = now_ms() + WAIT_MS;
+
+	*c = (struct conn){ .fd = -1 };
+	while (c->fd < 0 && now_ms() < deadline) {
+		dispatch();
+		c->fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK);
+	}
+	CHECK(c->fd >= 0);
+}
+
+static void agent_close(struct conn *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	ipc_reader_fini(&c->in);
+	c->fd = -1;
+}
+
+/* The next message from the client into m (0), or -ETIMEDOUT after
+ * dispatching the client for ms. */
+static int agent_recv(struct conn *c, struct ipc_msg *m, int ms)
+{
+	int64_t deadline = now_ms() + ms;
+	char err[256];
+
+	*m = (struct ipc_msg){ 0 };
+	for (;;) {
+		const uint8_t *body;
+		size_t len;
+
+		if (ipc_reader_next(&c->in, &body, &len) == 1) {
+			int r = ipc_msg_decode(m, body, len, err, sizeof(err));
+			if (r < 0)
+				fprintf(stderr, "  bad message: %s\n", err);
+			CHECK_INT(r, ==, 0);
+			return 0;
+		}
+		if (now_ms() >= deadline)
+			return -ETIMEDOUT;
+		dispatch();
+		(void)ipc_reader_fill(&c->in, c->fd);
+	}
+}
+
+/* Waits for a message of type t and returns it in m. */
+static void agent_expect(struct conn *c, enum ipc_type t, struct ipc_msg *m)
+{
+	CHECK_INT(agent_recv(c, m, WAIT_MS), ==, 0);
+	if (m->type != t)
+		fprintf(stderr, "  got %s, want %s\n",
+			m->type_name ? m->type_name : "nothing",
+			ipc_type_name(t));
+	CHECK_INT(m->type, ==, t);
+}
+
+/* Nothing from the client within ms. */
+static void agent_expect_nothing(struct conn *c, int ms)
+{
+	struct ipc_msg m;
+
+	if (agent_recv(c, &m, ms) == 0) {
+		fprintf(stderr, "  unexpected %s (generation %llu, instance "
+			"%s)\n", m.type_name,
+			(unsigned long long)m.generation,
+			m.instance ? m.instance : "none");
+		CHECK(!"nothing sent");
+	}
+	ipc_msg_fini(&m);
+}
+
+static void agent_send(struct conn *c, struct ipc_writer *w)
+{
+	uint8_t head[IPC_FRAME_HEADER] = {
+		(uint8_t)(w->len >> 24), (uint8_t)(w->len >> 16),
+		(uint8_t)(w->len >> 8), (uint8_t)w->len,
+	};
+
+	CHECK(!w->failed);
+	CHECK(fd_write_all(c->fd, head, sizeof(head)) == 0);
+	CHECK(fd_write_all(c->fd, w->buf, w->len) == 0);
+	ipc_writer_fini(w);
+}
+
+/* Reads the client's hello (checking the version it offers) and answers
+ * as an agent of that instance (NULL: a version-1 agent, which sends
+ * none). */
+static void agent_hello(struct conn *c, uint64_t offered,
+			const char *instance)
+{
+	struct ipc_writer w;
+	struct ipc_msg m;
+
+	agent_expect(c, IPC_HELLO, &m);
+	CHECK_INT(m.version, ==, offered);
+	ipc_writer_init(&w, IPC_HELLO, instance ? 6 : 5);
+	ipc_pack_kv_u64(&w, "id", m.id);
+	ipc_pack_kv_u64(&w, "version", m.version);
+	ipc_pack_kv_str(&w, "name", "fake-agent");
+	ipc_pack_kv_i64(&w, "pid", 1);
+	if (instance)
+		ipc_pack_kv_str(&w, "instance", instance);
+	agent_send(c, &w);
+	ipc_msg_fini(&m);
+}
+
+static void agent_update(struct conn *c, const char *instance,
+			 uint64_t generation, const char *conninfo)
+{
+	struct ipc_writer w;
+
+	ipc_writer_init(&w, IPC_UPDATE, instance ? 5 : 4);
+	ipc_pack_kv_str(&w, "target", "DB");
+	ipc_pack_kv_u64(&w, "generation", generation);
+	ipc_pack_kv_str(&w, "conninfo", conninfo);
+	if (instance)
+		ipc_pack_kv_str(&w, "instance", instance);
+	agent_send(c, &w);
+}
+
+/* Reads the subscribe that follows hello; returns its id. */
+static uint64_t agent_read_subscribe(struct conn *c)
+{
+	struct ipc_msg m;
+	uint64_t id;
+
+	agent_expect(c, IPC_SUBSCRIBE, &m);
+	CHECK_INT(m.n_targets, ==, 1);
+	id = m.id;
+	ipc_msg_fini(&m);
+	return id;
+}
+
+/* Answers subscribe id with an update (unless conninfo is NULL) and ok. */
+static void agent_answer_subscribe(struct conn *c, uint64_t id,
+				   const char *instance, uint64_t generation,
+				   const char *conninfo)
+{
+	struct ipc_writer w;
+
+	if (conninfo)
+		agent_update(c, instance, generation, conninfo);
+	ipc_writer_init(&w, IPC_OK, 2);
+	ipc_pack_kv_u64(&w, "id", id);
+	agent_send(c, &w);
+}
+
+static void agent_subscribed(struct conn *c, const char *instance,
+			     uint64_t generation, const char *conninfo)
+{
+	agent_answer_subscribe(c, agent_read_subscribe(c), instance,
+			       generation, conninfo);
+}
+
+/* Dispatches until the callback has run `calls` times in all. */
+static void wait_callbacks(int calls)
+{
+	int64_t deadline = now_ms() + WAIT_MS;
+
+	while (seen.calls < calls && now_ms() < deadline)
+		dispatch();
+	CHECK_INT(seen.calls, ==, calls);
+}
+
+static void wait_connected(void)
+{
+	int64_t deadline = now_ms() + WAIT_MS;
+
+	while (!dbswap_client_connected(client) && now_ms() < deadline)
+		dispatch();
+	CHECK(dbswap_client_connected(client));
+}
+
+static void expect_ack(struct conn *c, const char *instance,
+		       uint64_t generation)
+{
+	struct ipc_msg m;
+
+	agent_expect(c, IPC_ACK, &m);
+	CHECK_STR(m.target, "DB");
+	CHECK_INT(m.generation, ==, generation);
+	CHECK_STR(m.instance, instance);
+	ipc_msg_fini(&m);
+}
+
+static void test_instances_across_restarts(void)
+{
+	struct conn a, b, cc, v1, again;
+	struct ipc_writer w;
+	struct ipc_msg m;
+
+	/* Agent A: generation 3 of value one. */
+	agent_accept(&a);
+	agent_hello(&a, IPC_PROTOCOL_VERSION, INST_A);
+	agent_subscribed(&a, INST_A, 3, "host=one");
+	wait_callbacks(1);
+	CHECK_STR(seen.instance, INST_A);
+	CHECK_INT(seen.generation, ==, 3);
+	/* dbswap_ack() names the update the callback got; another number
+	 * is ignored. */
+	CHECK_INT(dbswap_ack(client, "DB", 2), ==, 0);
+	CHECK_INT(dbswap_ack(client, "DB", 3), ==, 0);
+	expect_ack(&a, INST_A, 3);
+	CHECK_INT(dbswap_ack(client, "NOPE", 3), ==, -ENOENT);
+
+	/* A restarts as B, which publishes another value as generation 3
+	 * too.  Acks for A's generation 3, by number or with A's instance,
+	 * are not sent to B: the app still uses A's value. */
+	agent_close(&a);
+	agent_accept(&b);
+	agent_hello(&b, IPC_PROTOCOL_VERSION, INST_B);
+	uint64_t sub_id = agent_read_subscribe(&b);
+	wait_connected();
+	CHECK_INT(dbswap_ack_instance(client, "DB", INST_A, 3), ==, 0);
+	CHECK_INT(dbswap_ack(client, "DB", 3), ==, 0);
+	CHECK_INT(client_nack(client, "DB", INST_A, 3, "old"), ==, 0);
+	agent_expect_nothing(&b, 100);
+	agent_answer_subscribe(&b, sub_id, INST_B, 3, "host=two");
+	wait_callbacks(2);
+	CHECK_STR(seen.instance, INST_B);
+	CHECK_STR(seen.conninfo, "host=two");
+	/* Still not A's, now that the client has B's generation 3. */
+	CHECK_INT(dbswap_ack_instance(client, "DB", INST_A, 3), ==, 0);
+	agent_expect_nothing(&b, 50);
+	/* A nack, then the ack, of B's generation 3 go to B with its id. */
+	CHECK_INT(client_nack(client, "DB", INST_B, 3, "cannot"), ==, 0);
+	agent_expect(&b, IPC_NACK, &m);
+	CHECK_STR(m.instance, INST_B);
+	CHECK_STR(m.message, "cannot");
+	ipc_msg_fini(&m);
+	CHECK_INT(dbswap_ack(client, "DB", 3), ==, 0);
+	expect_ack(&b, INST_B, 3);
+	/* A generation B has not given this client: not sent. */
+	CHECK_INT(dbswap_ack_instance(client, "DB", INST_B, 4), ==, 0);
+	agent_expect_nothing(&b, 50);
+
+	/* B restarts as C with the same value, renumbered: acked at once,
+	 * without a callback, with C's instance. */
+	agent_close(&b);
+	agent_accept(&cc);
+	agent_hello(&cc, IPC_PROTOCOL_VERSION, INST_C);
+	agent_subscribed(&cc, INST_C, 1, "host=two");
+	expect_ack(&cc, INST_C, 1);
+	CHECK_INT(seen.calls, ==, 2);
+	/* The app's ack of B's 3, late: not for C. */
+	CHECK_INT(dbswap_ack(client, "DB", 3), ==, 0);
+	agent_expect_nothing(&cc, 50);
+
+	/* An agent older than instances refuses version 2: the client
+	 * says hello again at once with version 1 ... */
+	agent_close(&cc);
+	agent_accept(&v1);
+	agent_expect(&v1, IPC_HELLO, &m);
+	CHECK_INT(m.version, ==, 2);
+	ipc_writer_init(&w, IPC_ERROR, 4);
+	ipc_pack_kv_u64(&w, "id", m.id);
+	ipc_pack_kv_str(&w, "code", IPC_ERR_VERSION);
+	ipc_pack_kv_str(&w, "message", "this agent speaks version 1");
+	agent_send(&v1, &w);
+	ipc_msg_fini(&m);
+	agent_close(&v1);
+	int64_t t0 = now_ms();
+	agent_accept(&v1);
+	CHECK_INT(now_ms() - t0, <, 1000);
+	agent_hello(&v1, 1, NULL);
+	/* ... and its updates have no instance; acks carry none. */
+	agent_subscribed(&v1, NULL, 1, "host=three");
+	wait_callbacks(3);
+	CHECK_STR(seen.instance, "");
+	CHECK_INT(dbswap_ack(client, "DB", 1), ==, 0);
+	expect_ack(&v1, NULL, 1);
+	/* An instance the version-1 agent cannot have: not sent. */
+	CHECK_INT(dbswap_ack_instance(client, "DB", INST_C, 1), ==, 0);
+	agent_expect_nothing(&v1, 50);
+
+	/* Lost again: the next connection offers version 2 again (the agent
+	 * may have been upgraded meanwhile). */
+	agent_close(&v1);
+	agent_accept(&again);
+	agent_hello(&again, IPC_PROTOCOL_VERSION, INST_A);
+	agent_subscribed(&again, INST_A, 1, "host=three");
+	expect_ack(&again, INST_A, 1);
+	agent_close(&again);
+}
+
+int main(void)
+{
+	char dir[] = "/tmp/dbswap-test-client-XXXXXX";
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+
+	check_watchdog(60);
+	if (!mkdtemp(dir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s/agent.sock", dir);
+	listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	if (listen_fd < 0 ||
+	    bind(listen_fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+	    listen(listen_fd, 4) < 0) {
+		perror("fake agent socket");
+		return 1;
+	}
+	client = dbswap_client_new(addr.sun_path);
+	CHECK(client != NULL);
+	if (!getenv("TEST_CLIENT_LOG"))
+		dbswap_client_set_log(client, quiet_log, NULL);
+	CHECK_INT(dbswap_subscribe(client, "DB", on_update, NULL), ==, 0);
+
+	RUN(test_instances_across_restarts);
+
+	dbswap_client_free(client);
+	close(listen_fd);
+	unlink(addr.sun_path);
+	rmdir(dir);
+	return check_exit();
+}
