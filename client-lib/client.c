@@ -201,7 +201,9 @@ static void client_disconnect(dbswap_client *c, const char *why)
 		   "reconnecting",
 		   c->path, why);
 	c->warned_down = true;
-	c->attempts = 0;
+	/* attempts starts over only once a hello succeeds: an agent that
+	 * refuses right after accept (its client limit) gets a growing
+	 * backoff, not a retry every 20 ms. */
 	client_arm_retry(c);
 }
 

@@ -63,6 +63,12 @@
 /* How long --wait looks for its write among the agent's files before it
  * concludes that the agent does not watch the file at all. */
 #define SET_FIND_FILE_MS 2000
+/* After an agent restart, how long the new run must have been up before
+ * "every subscriber acked" counts: its apps are still reconnecting, and
+ * none counted yet is no proof that none uses the old value.  libdbswap's
+ * backoff reaches the agent within 2 s of its return; other clients are
+ * expected to do as well (ipc/PROTOCOL.md). */
+#define SET_RESTART_GRACE_MS 3000
 /* Server entries per target: a primary and a secondary (PROTOCOL.md). */
 #define SET_SERVERS_MAX 2
 
@@ -765,6 +771,7 @@ static int wait_rotation(const char *socket, const struct set_opts *o,
 	/* The run of the agent followed; "" before the first status or for
 	 * an agent older than instances. */
 	char instance[64] = "", now_inst[64];
+	bool restarted = false;
 
 	for (;;) {
 		bool all_done = true;
@@ -796,9 +803,15 @@ static int wait_rotation(const char *socket, const struct set_opts *o,
 				seq = -1;
 				n_tracked = 0;
 				start = now_ms();
+				restarted = true;
 			}
 			snprintf(instance, sizeof(instance), "%s", now_inst);
 		}
+		/* The restarted run's apps may not be back yet: what it
+		 * counts does not settle anything before the grace. */
+		bool grace = restarted && ctl_int(ipc_map_get(root, "agent"),
+						  "uptime_ms") <
+						  SET_RESTART_GRACE_MS;
 		if (seq < 0) {
 			seq = find_read(root, identity, o->file);
 			if (seq < 0 && now_ms() - start > SET_FIND_FILE_MS &&
@@ -824,7 +837,8 @@ static int wait_rotation(const char *socket, const struct set_opts *o,
 				ctl_find_target(root, tracked[i].acks.target);
 			if (!tracked[i].done && t)
 				tracked[i].done =
-					follow_target(&tracked[i], t, seq);
+					follow_target(&tracked[i], t, seq) &&
+					!grace;
 			all_done &= tracked[i].done;
 		}
 		if (all_done) {

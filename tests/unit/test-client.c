@@ -360,6 +360,46 @@ static void test_instances_across_restarts(void)
 	agent_close(&again);
 }
 
+/* An agent that refuses every connection right after accept (as at its
+ * client limit): the client's retries back off instead of coming every
+ * 20 ms, and a successful hello starts the backoff over. */
+static void test_refused_backoff(void)
+{
+	int64_t last = 0, gap = 0, total = 0;
+	struct conn a;
+
+	for (int i = 0; i < 6; i++) {
+		struct ipc_writer w;
+		struct ipc_msg m;
+
+		agent_accept(&a);
+		if (last)
+			total += gap = now_ms() - last;
+		last = now_ms();
+		agent_expect(&a, IPC_HELLO, &m);
+		ipc_msg_fini(&m);
+		ipc_writer_init(&w, IPC_ERROR, 3);
+		ipc_pack_kv_str(&w, "code", "limit");
+		ipc_pack_kv_str(&w, "message", "the agent serves at most 1 "
+						"clients");
+		agent_send(&a, &w);
+		agent_close(&a);
+	}
+	/* 20, 40, 80, 160, 320 ms each with jitter down to half. */
+	CHECK(gap >= 150);
+	CHECK(total >= 300);
+	/* Served at last: the next loss is retried quickly again. */
+	agent_accept(&a);
+	agent_hello(&a, IPC_PROTOCOL_VERSION, "00000000000000aa");
+	agent_subscribed(&a, "00000000000000aa", 1, "host=x");
+	wait_connected();
+	agent_close(&a);
+	last = now_ms();
+	agent_accept(&a);
+	CHECK(now_ms() - last < 150);
+	agent_close(&a);
+}
+
 int main(void)
 {
 	char dir[] = "/tmp/dbswap-test-client-XXXXXX";
@@ -385,6 +425,7 @@ int main(void)
 	CHECK_INT(dbswap_subscribe(client, "DB", on_update, NULL), ==, 0);
 
 	RUN(test_instances_across_restarts);
+	RUN(test_refused_backoff);
 
 	dbswap_client_free(client);
 	close(listen_fd);
