@@ -36,17 +36,20 @@ struct state {
 	char error[512];
 };
 
+/* Keeps why for status and logs it; from either thread. */
 PRINTF(2, 3)
 static void state_fail(struct state *s, const char *fmt, ...)
 {
+	char why[sizeof(s->error)];
 	va_list ap;
 
-	pthread_mutex_lock(&s->lock);
 	va_start(ap, fmt);
-	vsnprintf(s->error, sizeof(s->error), fmt, ap);
+	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
+	pthread_mutex_lock(&s->lock);
+	memcpy(s->error, why, sizeof(why));
 	pthread_mutex_unlock(&s->lock);
-	log_warning("%s", s->error);
+	log_warning("%s", why);
 }
 
 static void state_ok(struct state *s)
@@ -69,7 +72,16 @@ static int state_write(struct state *s, const uint8_t *buf, size_t len)
 {
 	int fd, dfd, r;
 
-	fd = open(s->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+	/* A new file each time, made by us with mode 0600: whatever was at
+	 * the temp name (left by a crash, or put there) is not written
+	 * into. */
+	if (unlink(s->tmp) < 0 && errno != ENOENT) {
+		r = neg_errno();
+		state_fail(s, "state: cannot remove %s: %s", s->tmp,
+			   strerror(-r));
+		return r;
+	}
+	fd = open(s->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
 		  0600);
 	if (fd < 0) {
 		r = neg_errno();
@@ -125,6 +137,33 @@ static void *state_thread(void *data)
 	return NULL;
 }
 
+/* The directory must be the agent's alone: whoever else could write in
+ * it could swap the saved values for their own, or watch them being
+ * written. */
+static int state_check_dir(const char *dir)
+{
+	struct stat st;
+
+	if (stat(dir, &st) < 0) {
+		int r = neg_errno();
+		log_error("state: %s: %s", dir, strerror(-r));
+		return r;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		log_error("state: %s is %s, not a directory", dir,
+			  file_type_name(st.st_mode));
+		return -ENOTDIR;
+	}
+	if (st.st_uid != geteuid() || (st.st_mode & 022) != 0) {
+		log_error("state: %s must be owned by uid %u and writable by no "
+			  "one else (it is uid %u, mode %04o)", dir,
+			  (unsigned)geteuid(), (unsigned)st.st_uid,
+			  (unsigned)(st.st_mode & 07777));
+		return -EPERM;
+	}
+	return 0;
+}
+
 static char *path_join(const char *dir, const char *name)
 {
 	size_t n = strlen(dir) + strlen(name) + 2;
@@ -148,6 +187,9 @@ int state_new(const char *dir, struct state **out)
 		log_error("state: cannot create %s: %s", dir, strerror(-r));
 		return r;
 	}
+	r = state_check_dir(dir);
+	if (r < 0)
+		return r;
 	s = zalloc(sizeof(*s));
 	if (!s)
 		return -ENOMEM;
@@ -215,6 +257,15 @@ bool state_error(struct state *s, char *buf, size_t size)
 	return any;
 }
 
+/* What to keep of src: the value in force, else the one saved before the
+ * restart that is not needed yet (a value whose first validation is still
+ * under way must not be forgotten by a save that another target
+ * caused). */
+static const char *state_value(const struct source *src)
+{
+	return src->value ? src->value : src->saved;
+}
+
 /* The snapshot as msgpack (format in state.h), in w. */
 static void state_pack(struct agent *a, struct ipc_writer *w)
 {
@@ -222,7 +273,7 @@ static void state_pack(struct agent *a, struct ipc_writer *w)
 
 	for (size_t i = 0; i < a->n_targets; i++)
 		for (int r = 0; r < ROLE_COUNT; r++)
-			n += a->targets[i]->src[r].value != NULL;
+			n += state_value(&a->targets[i]->src[r]) != NULL;
 	msgpack_pack_map(&w->pk, 2);
 	ipc_pack_kv_u64(w, "format", STATE_FORMAT);
 	ipc_pack_key(w, "values");
@@ -231,15 +282,18 @@ static void state_pack(struct agent *a, struct ipc_writer *w)
 		const struct target *t = a->targets[i];
 		for (int r = 0; r < ROLE_COUNT; r++) {
 			const struct source *src = &t->src[r];
-			if (!src->value)
+			const char *v = state_value(src);
+			if (!v)
 				continue;
 			msgpack_pack_map(&w->pk, 5);
 			ipc_pack_kv_str(w, "target", t->name);
 			ipc_pack_kv_str(w, "role",
 					target_role_name((enum target_role)r));
-			ipc_pack_kv_str(w, "conninfo", src->value);
-			ipc_pack_kv_bool(w, "standby", src->value_standby);
-			ipc_pack_kv_i64(w, "validated", src->validated_wall);
+			ipc_pack_kv_str(w, "conninfo", v);
+			ipc_pack_kv_bool(w, "standby", src->value ?
+					 src->value_standby : src->saved_standby);
+			ipc_pack_kv_i64(w, "validated", src->value ?
+					src->validated_wall : src->saved_wall);
 		}
 	}
 }

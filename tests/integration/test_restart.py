@@ -335,6 +335,44 @@ class LastGood(ClusterTest):
         h.wait_for(lambda: bad.encode() in saved(), what='new value saved')
         self.assertNotIn(self.password.encode(), saved())
 
+    def test_saved_value_kept_while_its_check_runs(self):
+        """Two targets; after a restart one's value hangs in its first
+        validation while the other's passes and is saved: the save must
+        keep the first one's saved value, or a second restart loses it."""
+        hang = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(hang.close)
+        hang.bind(('127.0.0.1', 0))
+        hang.listen(16)  # never accepted: connects, then no answer
+        port = hang.getsockname()[1]
+        other = fresh_password('other')
+        self.cluster.create_role(self.role + '_o', other)
+        other_url = self.cluster.url(self.role + '_o', other)
+        settings = 'DB_CONNECTION_TIMEOUT=1500\n'
+        self.write_env(settings + f'DATABASE_URL={self.url()}\n'
+                       f'OTHER_URL={other_url}\n')
+        agent = self.start('--target', 'DATABASE_URL', '--target',
+                           'OTHER_URL')
+        h.wait_for(lambda: os.path.exists(self.saved_file()) and
+                   self.password.encode() in open(self.saved_file(),
+                                                  'rb').read() and
+                   other.encode() in open(self.saved_file(), 'rb').read(),
+                   what='both values saved')
+        hung = (f'postgresql://{self.role}:{fresh_password("hung")}'
+                f'@127.0.0.1:{port}/postgres')
+        self.write_env(settings + f'DATABASE_URL={hung}\n'
+                       f'OTHER_URL={other_url}\n')
+        for _ in range(2):
+            agent.restart()
+            # OTHER_URL validates (and is saved) while DATABASE_URL's
+            # first check hangs; then DATABASE_URL falls back.
+            t = h.wait_for(lambda: (t := h.target_status(
+                agent, 'DATABASE_URL'))['valid'] and t, timeout=10,
+                what='the saved value in force')
+            self.assertEqual((t['source'], t['generation']), ('saved', 1))
+            self.assertIn('no answer within 1500 ms', t['error'])
+            with open(self.saved_file(), 'rb') as f:
+                self.assertIn(self.password.encode(), f.read())
+
     def test_file_gone_then_restart(self):
         """No value in the files at all (the file removed, or broken):
         the saved one is used."""
