@@ -700,7 +700,9 @@ static bool client_stale(struct client *c, const struct ipc_msg *m,
 {
 	if (!m->instance || streq(m->instance, c->server->instance))
 		return false;
-	if (t)
+	/* Counted for subscribers only: anyone else could inflate the
+	 * counter of a target it may not even follow. */
+	if (t && client_sub(c, t))
 		t->stale_acks++;
 	log_debug(CLIENT_FMT " sent %s for %s generation %llu of agent "
 		  "instance %s, not this one (%s): ignored", CLIENT_ARGS(c),

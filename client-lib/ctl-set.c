@@ -771,7 +771,6 @@ static int wait_rotation(const char *socket, const struct set_opts *o,
 	/* The run of the agent followed; "" before the first status or for
 	 * an agent older than instances. */
 	char instance[64] = "", now_inst[64];
-	bool restarted = false;
 
 	for (;;) {
 		bool all_done = true;
@@ -803,15 +802,14 @@ static int wait_rotation(const char *socket, const struct set_opts *o,
 				seq = -1;
 				n_tracked = 0;
 				start = now_ms();
-				restarted = true;
 			}
 			snprintf(instance, sizeof(instance), "%s", now_inst);
 		}
-		/* The restarted run's apps may not be back yet: what it
-		 * counts does not settle anything before the grace. */
-		bool grace = restarted && ctl_int(ipc_map_get(root, "agent"),
-						  "uptime_ms") <
-						  SET_RESTART_GRACE_MS;
+		/* A run that has just started (restarted during the wait, or
+		 * just before it) may not have its apps back yet: what it
+		 * counts settles nothing before the grace. */
+		bool grace = ctl_int(ipc_map_get(root, "agent"), "uptime_ms") <
+			     SET_RESTART_GRACE_MS;
 		if (seq < 0) {
 			seq = find_read(root, identity, o->file);
 			if (seq < 0 && now_ms() - start > SET_FIND_FILE_MS &&
