@@ -21,9 +21,10 @@
  * A file still being written is not used.  Whether another process has it
  * open for writing is asked of the kernel with a read lease (F_SETLEASE
  * F_RDLCK fails with EAGAIN exactly then); where the kernel grants none
- * (the agent neither owns the file nor has CAP_LEASE, or the file system
- * has no leases) the watcher's word is taken (inotify saw a write and no
- * close).  Content read while a writer has the file open is used only
+ * (the agent neither owns the file nor has CAP_LEASE in the initial user
+ * namespace, which the packaged unit's PrivateUsers= rules out, or the
+ * file system has no leases) the watcher's word is taken (inotify saw a
+ * write and no close).  Content read while a writer has the file open is used only
  * once the writer has had LAYERS_UNCLOSED_MAX_MS and the content has not
  * changed for LAYERS_UNCLOSED_STABLE_MS: a writer that keeps a file open
  * for good must not block updates forever, but no prefix of a value

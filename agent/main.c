@@ -448,8 +448,12 @@ void agent_reload(struct agent *a)
 	if (r == -ENOMEM)
 		log_error("keys: out of memory");
 	a->eval_seq++;
+	/* A writer inotify saw at work still counts where the kernel grants
+	 * no lease: a reload must not take what it holds open. */
 	for (size_t i = 0; i < a->layers.n_files; i++)
-		agent_read_layer(a, i, false);
+		agent_read_layer(a, i,
+				 watcher_writing(a->watcher,
+						 a->layers.files[i].path));
 	agent_update_targets(a);
 	/* A reload also gives a candidate that gave up another chance. */
 	for (size_t i = 0; i < a->n_targets; i++)

@@ -627,6 +627,14 @@ void watcher_recheck(struct watcher *w, const char *path, int64_t delay_ms)
 	}
 }
 
+bool watcher_writing(const struct watcher *w, const char *path)
+{
+	for (const struct watch_file *f = w->files; f; f = f->next)
+		if (streq(f->path, path))
+			return f->writing;
+	return false;
+}
+
 void watcher_trigger_all(struct watcher *w)
 {
 	int64_t now = now_ms();

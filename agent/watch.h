@@ -126,6 +126,11 @@ int watcher_add(struct watcher *w, const char *path, watch_fn *fn, void *data);
  * it read (a read error that may pass, a writer still at work). */
 void watcher_recheck(struct watcher *w, const char *path, int64_t delay_ms);
 
+/* Whether inotify has seen a writer at work on path (as given to
+ * watcher_add()): a write and no close since.  For a read the watcher did
+ * not ask for (a reload). */
+bool watcher_writing(const struct watcher *w, const char *path);
+
 /* What the watcher does on an inotify queue overflow (IN_Q_OVERFLOW),
  * when any event may have been lost: every file is resolved again and
  * reported once, as for a change (after any writer seen at work has

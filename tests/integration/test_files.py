@@ -6,6 +6,7 @@ published); reads that fail for a while (EMFILE)."""
 
 import os
 import resource
+import signal
 import socket
 import stat
 import threading
@@ -295,6 +296,49 @@ class Files(ClusterTest):
         self.assertEqual([c for _, c in sub.updates()],
                          [self.cluster.url(self.role, self.password,
                                            base + '_staging'), full])
+
+    def test_slow_writer_without_a_lease(self):
+        """Where the kernel grants no read lease (an agent that does not
+        own the file and has no CAP_LEASE in the initial user namespace,
+        as under the packaged unit's PrivateUsers=), inotify tells that a
+        writer is at work: the prefix is not published, not even by a
+        reload during the pause."""
+        base = 'db' + os.urandom(3).hex()
+        for db in (base, base + '_staging'):
+            self.cluster.create_database(db)
+        self.write_env(f'DATABASE_URL={self.cluster.url(self.role, self.password, base + "_staging")}\n')
+        os.chmod(self.env_path, 0o644)
+        os.chown(self.env_path, 65534, 65534)
+        # Root in a user namespace of its own: no capability over a file
+        # of another user.
+        agent = h.Agent(env_files=[self.env_path],
+                        binary=['unshare', '--user', '--map-root-user',
+                                os.environ['DBSWAPD']])
+        self.addCleanup(agent.close)
+        sub = self.start_subscriber(agent)
+        sub.wait_line(r'^connect 1 ok$')
+        p = self.new_password()
+        full = self.cluster.url(self.role, p, base + '_staging')
+        prefix = full[:-len('_staging')]
+        fd = os.open(self.env_path, os.O_WRONLY | os.O_TRUNC)
+        try:
+            os.write(fd, f'DATABASE_URL={prefix}'.encode())
+            f = h.wait_for(lambda: (f := h.file_status(agent, self.env_path))
+                           ['state'] == 'writing' and f, timeout=5,
+                           what='file state writing')
+            agent.send_signal(signal.SIGHUP)
+            agent.wait_log(r'SIGHUP: re-reading the env files')
+            time.sleep(1)
+            t = h.target_status(agent, 'DATABASE_URL')
+            self.assertEqual((t['generation'], t['state']), (1, 'ok'))
+            self.assertEqual(h.file_status(agent, self.env_path)['state'],
+                             'writing')
+            os.write(fd, b'_staging\n')
+        finally:
+            os.close(fd)
+        m = sub.wait_line(r'^update DATABASE_URL 2 (.*)$')
+        self.assertEqual(m.group(1), full)
+        self.assertEqual(len(sub.updates()), 2)
 
     # ------------------------------------------------------------------
     # Reads that fail for a while
