@@ -259,6 +259,12 @@ static int watch_resolve(struct watch_file *f)
 		}
 		bool found = lstat(next, &st) == 0;
 		if (found && !last && S_ISDIR(st.st_mode)) {
+			/* A directory on the way may be renamed, removed or
+			 * replaced (mv new current): watched by its name in
+			 * its parent, like a link. */
+			r = watch_chain_add(f->w, &c, cur, comp, len);
+			if (r < 0)
+				break;
 			strcpy(cur, next);
 			continue;
 		}

@@ -9,19 +9,19 @@
  * reads trigger nothing: open, access and close-without-write are not in
  * the mask.
  *
- * Symlinks: a path is resolved one component at a time, as the kernel
- * would, and every (directory, name) pair on the way that matters is
- * watched: each symlink met (in the directory that holds it), and the
- * file it all ends at (in its real directory).  So a write through a link,
- * a write to the link's target by any writer, and the re-pointing of any
- * link on the way (a chain of links, a `current -> releases/N` directory
- * link, the Kubernetes secret volume's `..data` swap) are all seen.  The
- * path is resolved again before every report, so the watches follow the
- * links as they change.  A missing component is watched for in the
- * deepest directory that exists, so a directory created later is seen
- * without polling.  Plain directories on the way other than the file's own
- * are not watched: renaming one of them is not seen until the next change
- * or reload.
+ * Symlinks and directories: a path is resolved one component at a time,
+ * as the kernel would, and every (directory, name) pair on the way is
+ * watched: each directory and symlink met, by its name in the directory
+ * that holds it, and the file it all ends at (in its real directory).  So
+ * a write through a link, a write to the link's target by any writer, the
+ * re-pointing of any link on the way (a chain of links, a
+ * `current -> releases/N` directory link, the Kubernetes secret volume's
+ * `..data` swap) and a directory on the way renamed or replaced
+ * (`mv new current`) are all seen.  The path is resolved again before
+ * every report, so the watches follow the links as they change.  A
+ * missing component is watched for in the deepest directory that exists,
+ * so a directory created later is seen without polling.  Events about
+ * other names in those directories cost a string compare each.
  *
  * Settling: an event re-arms the file's timer to WATCH_SETTLE_MS from now
  * (WATCH_SETTLE_DONE_MS when the event itself completes a write); when it

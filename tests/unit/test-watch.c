@@ -536,6 +536,52 @@ static void test_link_dir(void)
 	watcher_free(w);
 }
 
+/* current/config/app.env with current a plain directory, swapped for
+ * another by two renames, as deploys do: the new one's file is read, the
+ * old one's no longer counts.  (The file's own directory is not the one
+ * renamed: its own events say nothing.) */
+static void test_dir_swapped(void)
+{
+	struct seen s;
+	char dir[512], cur[512], next[512], old[512], sub[512], f_next[512],
+		f_old[512];
+	struct watcher *w;
+	int calls = 0;
+
+	memset(&s, 0, sizeof(s));
+	case_dir(dir, "dir-swapped");
+	join(cur, dir, "current");
+	join(next, dir, "next");
+	join(old, dir, "old");
+	CHECK(mkdir(cur, 0700) == 0);
+	CHECK(mkdir(next, 0700) == 0);
+	join(sub, cur, "config");
+	CHECK(mkdir(sub, 0700) == 0);
+	join(s.path, sub, "app.env");
+	write_file(s.path, "A=1\n", O_CREAT | O_EXCL);
+	join(sub, next, "config");
+	CHECK(mkdir(sub, 0700) == 0);
+	join(f_next, sub, "app.env");
+	write_file(f_next, "A=2\n", O_CREAT | O_EXCL);
+	CHECK(watcher_new(loop, &w) == 0);
+	CHECK(watcher_add(w, s.path, on_change, &s) == 0);
+	pump(QUIET_MS);
+	CHECK(s.calls == 0);
+	CHECK(rename(cur, old) == 0);
+	CHECK(rename(next, cur) == 0);
+	wait_calls(&s, ++calls);
+	expect_content(&s, "A=2\n");
+	join(sub, old, "config");
+	join(f_old, sub, "app.env");
+	write_file(f_old, "A=9\n", O_TRUNC);
+	pump(QUIET_MS);
+	CHECK(s.calls == calls);
+	write_file(s.path, "A=3\n", O_TRUNC);
+	wait_calls(&s, ++calls);
+	expect_content(&s, "A=3\n");
+	watcher_free(w);
+}
+
 /* A dangling link, then its target created; a loop of links, then
  * broken: both end up followed. */
 static void test_link_dangling_and_loop(void)
@@ -829,6 +875,7 @@ int main(void)
 	test_link_chain();
 	test_link_dir();
 	test_link_dangling_and_loop();
+	test_dir_swapped();
 	test_hold_cap();
 
 	loop_free(loop);
