@@ -49,7 +49,7 @@ static size_t log_tail_len;
 static int log_never_block(void)
 {
 	struct stat st, again;
-	int fd, flags;
+	int fd, flags, open_errno;
 
 	if (fstat(STDERR_FILENO, &st) < 0)
 		return 0; /* no stderr: nothing to wait on */
@@ -66,6 +66,7 @@ static int log_never_block(void)
 	 * EAGAIN where they expect to wait.  Opening the pipe again through
 	 * /proc gives us a description of our own. */
 	fd = open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+	open_errno = fd < 0 ? errno : 0;
 	if (fd >= 0) {
 		if (fstat(fd, &again) == 0 && again.st_dev == st.st_dev &&
 		    again.st_ino == st.st_ino) {
@@ -75,14 +76,17 @@ static int log_never_block(void)
 		}
 		close(fd);
 	}
-	/* No /proc, or a FIFO we may not open: the shared description after
-	 * all.  A neighbour's EAGAIN is a lesser harm than a stuck agent. */
+	/* No /proc, a FIFO we may not open, or no reader: the shared
+	 * description after all.  A neighbour's EAGAIN is a lesser harm
+	 * than a stuck agent. */
 	flags = fcntl(STDERR_FILENO, F_GETFL);
 	if (flags < 0 ||
 	    fcntl(STDERR_FILENO, F_SETFL, flags | O_NONBLOCK) < 0)
 		return neg_errno();
 	log_out = LOG_OUT_PIPE;
-	return 1;
+	/* ENXIO: nobody reads the pipe.  Nobody to tell, and the warning
+	 * would raise SIGPIPE before main() ignores it. */
+	return open_errno == ENXIO ? 0 : 1;
 }
 
 void log_init(const char *progname, int max_level, unsigned flags)
@@ -91,14 +95,21 @@ void log_init(const char *progname, int max_level, unsigned flags)
 
 	log_progname = progname;
 	log_max = max_level;
+	/* Again (the tests do): stderr may be something else now. */
+	if (log_fd != STDERR_FILENO)
+		close(log_fd);
+	log_fd = STDERR_FILENO;
+	log_out = LOG_OUT_BLOCKING;
+	log_tail_len = 0;
 	if (flags & LOG_NEVER_BLOCK)
 		r = log_never_block();
 	if (r > 0)
-		log_warning("stderr is a pipe that cannot be opened again: made "
-			    "it non-blocking for every process that shares it");
+		log_warning("stderr is a pipe that cannot be opened again: "
+			    "made it non-blocking for every process that "
+			    "shares it");
 	else if (r < 0)
 		log_warning("stderr is a pipe that cannot be made non-blocking "
-			    "(%s): a slow log reader can stall the agent",
+			    "(%s): a slow log reader can stall us",
 			    strerror(-r));
 }
 

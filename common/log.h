@@ -33,7 +33,8 @@ enum {
 	LOG_NEVER_BLOCK = 1 << 0,
 };
 
-/* Call once, before any other thread logs. */
+/* Call before any other thread logs; again (tests) after stderr
+ * changed. */
 void log_init(const char *progname, int max_level, unsigned flags);
 void log_msg(int level, const char *fmt, ...) PRINTF(2, 3);
 
