@@ -604,7 +604,8 @@ int main(int argc, char **argv)
 		options_fini(&o);
 		return r > 0 ? EXIT_SUCCESS : 2;
 	}
-	log_init("dbswapd", o.verbose ? LOG_DEBUG : LOG_INFO);
+	/* The loop must not wait on whoever reads our log. */
+	log_init("dbswapd", o.verbose ? LOG_DEBUG : LOG_INFO, LOG_NEVER_BLOCK);
 	raise_fd_limit();
 
 	/* Secrets live in this process: no core dumps, no ptrace by other

@@ -3,10 +3,10 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
+#include <sys/un.h>
 #include <systemd/sd-daemon.h>
-#include <systemd/sd-journal.h>
 #include <unistd.h>
 
 #include "agent.h"
@@ -26,33 +26,126 @@ struct systemd {
 	int64_t watchdog_ms;   /* ping period: half of WATCHDOG_USEC */
 };
 
-/* The journal, with the event's fields; stderr when journald refuses. */
+/* journald's native socket.  sd_journal_sendv() would do, but it sends
+ * with a blocking sendmsg(): when journald stops reading and its queue is
+ * full, the agent's loop would wait for it. */
+#define SYSTEMD_JOURNAL_SOCKET "/run/systemd/journal/socket"
+
+/* Ours towards journald, non-blocking; used by the sink alone, under the
+ * log's lock. */
+static int systemd_journal_fd = -1;
+
+/* Where an entry is encoded; full once a field did not fit. */
+struct journal_buf {
+	char *buf;
+	size_t size, len;
+	bool full;
+};
+
+/* KEY=value\n, or, for a value with a newline in it, KEY\n, the value's
+ * length as 64-bit little-endian, the value, \n: journald's native
+ * protocol (systemd's docs/JOURNAL_NATIVE_PROTOCOL.md). */
+static void journal_field(struct journal_buf *b, const char *key,
+			  const char *value)
+{
+	size_t klen = strlen(key), vlen = strlen(value);
+	bool binary = memchr(value, '\n', vlen) != NULL;
+	size_t need = klen + 1 + (binary ? 8 : 0) + vlen + 1;
+	char *p = b->buf + b->len;
+
+	if (b->full || need > b->size - b->len) {
+		b->full = true;
+		return;
+	}
+	memcpy(p, key, klen);
+	p += klen;
+	if (binary) {
+		*p++ = '\n';
+		for (int i = 0; i < 8; i++)
+			*p++ = (char)(((uint64_t)vlen >> (8 * i)) & 0xff);
+	} else {
+		*p++ = '=';
+	}
+	memcpy(p, value, vlen);
+	p[vlen] = '\n';
+	b->len += need;
+}
+
+int systemd_journal_entry(char *buf, size_t size, int level,
+			  const struct log_fields *f, const char *message)
+{
+	struct journal_buf b = { buf, size, 0, false };
+	char num[24];
+
+	journal_field(&b, "MESSAGE", message);
+	snprintf(num, sizeof(num), "%d", level);
+	journal_field(&b, "PRIORITY", num);
+	journal_field(&b, "SYSLOG_IDENTIFIER", "dbswapd");
+	if (f && f->event)
+		journal_field(&b, "DBSWAP_EVENT", f->event);
+	if (f && f->target)
+		journal_field(&b, "DBSWAP_TARGET", f->target);
+	if (f && f->generation) {
+		snprintf(num, sizeof(num), "%llu",
+			 (unsigned long long)f->generation);
+		journal_field(&b, "DBSWAP_GENERATION", num);
+	}
+	return b.full ? -ENOBUFS : (int)b.len;
+}
+
+/* The journal, with the event's fields; stderr when journald refuses,
+ * its queue full included. */
 static int systemd_journal_sink(int level,
 				const struct log_fields *f, const char *line)
 {
-	char msg[1100], prio[16], event[64], target[300], gen[48];
-	struct iovec iov[6];
-	int n = 0;
+	static const struct sockaddr_un addr = {
+		.sun_family = AF_UNIX,
+		.sun_path = SYSTEMD_JOURNAL_SOCKET,
+	};
+	char buf[SYSTEMD_JOURNAL_ENTRY_MAX];
+	int n;
 
-#define FIELD(buf, ...)                                                   \
-	do {                                                              \
-		int len_ = snprintf(buf, sizeof(buf), __VA_ARGS__);       \
-		iov[n++] = (struct iovec){ buf, (size_t)MIN(len_,         \
-			(int)sizeof(buf) - 1) };                          \
-	} while (0)
-	FIELD(msg, "MESSAGE=%s", line);
-	FIELD(prio, "PRIORITY=%d", (int)level);
-	iov[n++] = (struct iovec){ (void *)"SYSLOG_IDENTIFIER=dbswapd",
-				   sizeof("SYSLOG_IDENTIFIER=dbswapd") - 1 };
-	if (f && f->event)
-		FIELD(event, "DBSWAP_EVENT=%s", f->event);
-	if (f && f->target)
-		FIELD(target, "DBSWAP_TARGET=%s", f->target);
-	if (f && f->generation)
-		FIELD(gen, "DBSWAP_GENERATION=%llu",
-		      (unsigned long long)f->generation);
-#undef FIELD
-	return sd_journal_sendv(iov, n);
+	n = systemd_journal_entry(buf, sizeof(buf), level, f, line);
+	if (n < 0)
+		return n;
+	/* Addressed each time, not connected: a restarted journald binds a
+	 * new socket at the same path. */
+	if (sendto(systemd_journal_fd, buf, (size_t)n,
+		   MSG_DONTWAIT | MSG_NOSIGNAL,
+		   (const struct sockaddr *)&addr, sizeof(addr)) < 0)
+		return neg_errno();
+	return 0;
+}
+
+/* Opens our socket towards journald and installs the sink.  When that
+ * fails, lines go to stderr, which is the journal too, without the
+ * fields. */
+static void systemd_journal_open(void)
+{
+	/* As sd-journal does: room for a burst while journald is busy (the
+	 * kernel caps it at wmem_max). */
+	int sndbuf = 8 << 20;
+	int fd;
+
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		log_warning("journal: cannot create a socket: %s; logging "
+			    "without fields", strerror(errno));
+		return;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+	systemd_journal_fd = fd;
+	log_set_sink(systemd_journal_sink);
+}
+
+static void systemd_journal_close(void)
+{
+	if (systemd_journal_fd < 0)
+		return;
+	/* Under the log's lock: no line is being sent once it returns. */
+	log_set_sink(NULL);
+	close(systemd_journal_fd);
+	systemd_journal_fd = -1;
 }
 
 /* Whether stderr is the journal stream systemd connected us to (not a
@@ -145,7 +238,7 @@ int systemd_init(struct agent *a)
 		return -ENOMEM;
 	a->systemd = sd;
 	if (systemd_stderr_is_journal())
-		log_set_sink(systemd_journal_sink);
+		systemd_journal_open();
 	sd->notify = getenv("NOTIFY_SOCKET") != NULL;
 	if (sd->notify) {
 		sd->status = loop_timer_new(a->loop, systemd_status_fire, a);
@@ -174,7 +267,7 @@ void systemd_fini(struct agent *a)
 	loop_timer_free(sd->watchdog);
 	free(sd);
 	a->systemd = NULL;
-	log_set_sink(NULL);
+	systemd_journal_close();
 }
 
 void systemd_changed(struct agent *a)

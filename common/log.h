@@ -4,6 +4,14 @@
  * install a sink instead (the systemd journal, with structured fields):
  * log_event() lines then carry the target, generation and event name.
  *
+ * Each line goes out in one write, so that lines from two threads, or from
+ * other processes writing to the same pipe, do not mix.  Any thread may
+ * log.  By default a line waits until stderr takes it; with
+ * LOG_NEVER_BLOCK (the agent, whose event loop must not wait on a log
+ * reader) no line ever waits: one that cannot go out at once is dropped
+ * and counted, and the next line that does go out is preceded by a
+ * warning saying how many were lost.
+ *
  * Nothing secret is ever passed to these functions: conninfo strings go
  * through mask_conninfo() first, env values are never logged.
  */
@@ -16,7 +24,18 @@
  * dbswap_log_fn number them. */
 #include <syslog.h>
 
-void log_init(const char *progname, int max_level);
+/* Flags for log_init(). */
+enum {
+	/* No line waits for stderr or the sink.  When stderr is a pipe, a
+	 * FIFO or a socket, lines are written without blocking (a terminal
+	 * or a regular file is written as before); a sink must not block
+	 * either. */
+	LOG_NEVER_BLOCK = 1 << 0,
+};
+
+/* Call before any other thread logs; again (tests) after stderr
+ * changed. */
+void log_init(const char *progname, int max_level, unsigned flags);
 void log_msg(int level, const char *fmt, ...) PRINTF(2, 3);
 
 /* What a line is about, for structured logs: a stable event name
@@ -39,7 +58,8 @@ void log_event(int level, const struct log_fields *f,
 		  __VA_ARGS__)
 
 /* Where lines go instead of stderr.  The sink returns 0, or a negative
- * errno to have the line written to stderr after all.  NULL: stderr. */
+ * errno to have the line written to stderr after all.  NULL: stderr.
+ * Calls to the sink are serialised: it runs under the log's lock. */
 typedef int log_sink_fn(int level, const struct log_fields *f,
 			const char *line);
 void log_set_sink(log_sink_fn *fn);

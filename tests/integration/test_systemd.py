@@ -16,6 +16,8 @@ import time
 
 import harness as h
 from common import ClusterTest, fresh_password, main
+from test_log import (DROPPED, LINE, StderrAgent, churn, percentile,
+                      read_all, status_latencies)
 
 
 class NotifySocket:
@@ -272,6 +274,73 @@ class Systemd(ClusterTest):
         self.assertNotIn(self.password, entry)
         # Entries go to the journal, not to stderr.
         self.assertNotIn('generation 1 published', agent.log())
+
+    def test_journal_nobody_reads(self):
+        # journald stuck: its socket never read, and the stream that is
+        # the agent's stderr not read either.  The agent keeps answering,
+        # drops what neither takes, and says so once journald reads again.
+        journal = '/run/systemd/journal/socket'
+        if os.path.exists(journal) or os.geteuid() != 0:
+            self.skipTest('a real journal runs here (or not root): not '
+                          'played by the test')
+        os.makedirs(os.path.dirname(journal), exist_ok=True)
+        js = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(js.close)
+        try:
+            js.bind(journal)
+        except OSError as e:
+            self.skipTest(f'cannot play the journal: {e}')
+        self.addCleanup(os.unlink, journal)
+        stream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(stream.close)
+        stream.bind(os.path.join(self.tmp, 'stream'))
+        stream.listen(1)
+        self.write_url(self.password)
+        agent = StderrAgent('connect:' + os.path.join(self.tmp, 'stream'),
+                            journal=True, env_files=[self.env_path])
+        self.addCleanup(agent.close)
+        agent.start()
+        conn, _ = stream.accept()
+        self.addCleanup(conn.close)
+
+        lat = status_latencies(self, agent)
+        p99 = percentile(lat, 99)
+        print(f'journal and stream unread: status p50 '
+              f'{percentile(lat, 50) * 1000:.1f} ms, p99 '
+              f'{p99 * 1000:.1f} ms over {len(lat)}')
+        self.assertLess(p99, 0.5 * h.TIMEOUT_SCALE)
+
+        # The lines that went to the stream (journald refused them) are
+        # whole.
+        conn.setblocking(False)
+        text = read_all(conn.fileno()).decode()
+        self.assertEqual(''.join(LINE.findall(text)), text, text[-500:])
+
+        # journald reads again: the entries queued are whole, and the next
+        # one says how many never came.
+        js.setblocking(False)
+        entries = []
+
+        def told():
+            churn(agent, 1)
+            while True:
+                try:
+                    entries.append(js.recv(65536).decode())
+                except BlockingIOError:
+                    break
+            return next((e for e in entries if DROPPED.search(e)), None)
+        entry = h.wait_for(told, what='a "log lines dropped" entry')
+        f = fields(entry)
+        self.assertEqual((f['PRIORITY'], f['DBSWAP_EVENT'],
+                          f['SYSLOG_IDENTIFIER']),
+                         ('4', 'log-dropped', 'dbswapd'))
+        self.assertGreater(int(DROPPED.search(f['MESSAGE']).group(1)), 0)
+        for e in entries:
+            self.assertTrue(e.startswith('MESSAGE=') and e.endswith('\n'), e)
+            self.assertIn('SYSLOG_IDENTIFIER=dbswapd', e)
+        print(f'then: {f["MESSAGE"]}')
+        self.assertEqual(agent.stop(), 0)
+
 
 
 def _group(name):
