@@ -19,6 +19,9 @@
 
 struct systemd {
 	bool notify;           /* NOTIFY_SOCKET is set */
+	int notify_fd;         /* ours towards it, non-blocking; -1: none */
+	struct sockaddr_un notify_addr;
+	socklen_t notify_len;
 	bool ready;            /* READY=1 sent */
 	struct loop_timer *status;
 	char last_status[1024];
@@ -163,11 +166,49 @@ static bool systemd_stderr_is_journal(void)
 	       (unsigned long long)st.st_ino == ino;
 }
 
+/* The notify socket, for systemd_notify(): a path, or an abstract name
+ * after '@'.  sd_notify() would do, but it sends with a blocking
+ * sendmsg(): were PID 1 to stop reading, the agent's loop would wait for
+ * it.  Another kind of address (vsock, in newer systemd) falls back to
+ * sd_notify().  Returns 0 or a negative errno. */
+static int systemd_notify_open(struct systemd *sd, const char *name)
+{
+	size_t n = strlen(name);
+
+	if ((name[0] != '/' && name[0] != '@') ||
+	    n >= sizeof(sd->notify_addr.sun_path))
+		return -EAFNOSUPPORT;
+	sd->notify_addr = (struct sockaddr_un){ .sun_family = AF_UNIX };
+	memcpy(sd->notify_addr.sun_path, name, n);
+	if (name[0] == '@')
+		sd->notify_addr.sun_path[0] = '\0';
+	sd->notify_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) +
+				     n + (name[0] == '/'));
+	sd->notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK |
+					       SOCK_CLOEXEC, 0);
+	return sd->notify_fd < 0 ? neg_errno() : 0;
+}
+
+/* Tells systemd msg, never waiting.  Returns false when it did not go
+ * (PID 1 not reading, its queue full): the caller decides whether to try
+ * again. */
+static bool systemd_notify(struct systemd *sd, const char *msg)
+{
+	if (sd->notify_fd < 0)
+		return sd_notify(0, msg) >= 0;
+	if (sendto(sd->notify_fd, msg, strlen(msg), MSG_DONTWAIT | MSG_NOSIGNAL,
+		   (struct sockaddr *)&sd->notify_addr, sd->notify_len) >= 0)
+		return true;
+	log_debug("systemd: notify message not sent: %s", strerror(errno));
+	return false;
+}
+
 static void systemd_watchdog_fire(struct loop_timer *t, void *data)
 {
 	struct agent *a = data;
 
-	sd_notify(0, "WATCHDOG=1");
+	/* A ping that does not go is not retried: the next one comes. */
+	systemd_notify(a->systemd, "WATCHDOG=1");
 	loop_timer_arm_in(t, a->systemd->watchdog_ms);
 }
 
@@ -221,8 +262,15 @@ static void systemd_status_fire(struct loop_timer *timer, void *data)
 	systemd_status_line(a, line, sizeof(line));
 	if (!ready && streq(line, sd->last_status))
 		return;
+	char msg[sizeof(line) + 32];
+	snprintf(msg, sizeof(msg), "%sSTATUS=%s", ready ? "READY=1\n" : "",
+		 line);
+	if (!systemd_notify(sd, msg)) {
+		/* Not sent: again later (READY=1 above all). */
+		loop_timer_arm_in(timer, SYSTEMD_STATUS_MS);
+		return;
+	}
 	snprintf(sd->last_status, sizeof(sd->last_status), "%s", line);
-	sd_notifyf(0, "%sSTATUS=%s", ready ? "READY=1\n" : "", line);
 	if (ready) {
 		sd->ready = true;
 		log_info("ready: %s", line);
@@ -239,7 +287,10 @@ int systemd_init(struct agent *a)
 	a->systemd = sd;
 	if (systemd_stderr_is_journal())
 		systemd_journal_open();
+	sd->notify_fd = -1;
 	sd->notify = getenv("NOTIFY_SOCKET") != NULL;
+	if (sd->notify && systemd_notify_open(sd, getenv("NOTIFY_SOCKET")) < 0)
+		log_debug("systemd: NOTIFY_SOCKET is no path: sd_notify() sends");
 	if (sd->notify) {
 		sd->status = loop_timer_new(a->loop, systemd_status_fire, a);
 		if (!sd->status)
@@ -265,6 +316,8 @@ void systemd_fini(struct agent *a)
 		return;
 	loop_timer_free(sd->status);
 	loop_timer_free(sd->watchdog);
+	if (sd->notify_fd >= 0)
+		close(sd->notify_fd);
 	free(sd);
 	a->systemd = NULL;
 	systemd_journal_close();
@@ -284,8 +337,11 @@ void systemd_reloading(struct agent *a)
 {
 	if (!a->systemd || !a->systemd->notify)
 		return;
-	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
-		   (unsigned long long)now_us());
+	char msg[64];
+
+	snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%llu",
+		 (unsigned long long)now_us());
+	systemd_notify(a->systemd, msg);
 }
 
 void systemd_reloaded(struct agent *a)
@@ -294,12 +350,12 @@ void systemd_reloaded(struct agent *a)
 	 * waits for the first validations. */
 	if (!a->systemd || !a->systemd->notify || !a->systemd->ready)
 		return;
-	sd_notify(0, "READY=1");
+	systemd_notify(a->systemd, "READY=1");
 	systemd_changed(a);
 }
 
 void systemd_stopping(struct agent *a)
 {
 	if (a->systemd && a->systemd->notify)
-		sd_notify(0, "STOPPING=1");
+		systemd_notify(a->systemd, "STOPPING=1");
 }

@@ -275,6 +275,29 @@ class Systemd(ClusterTest):
         # Entries go to the journal, not to stderr.
         self.assertNotIn('generation 1 published', agent.log())
 
+    def test_notify_socket_nobody_reads(self):
+        # PID 1 stuck: its notify socket never read.  With a watchdog
+        # ping every millisecond its queue is full within a second; the
+        # agent keeps answering (sd_notify() would wait), and READY=1 still
+        # goes out once PID 1 reads again.
+        path = os.path.join(self.tmp, 'notify')
+        ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.addCleanup(ns.close)
+        ns.bind(path)
+        self.write_url(self.password)
+        agent = self.start_agent(env={'NOTIFY_SOCKET': path,
+                                      'WATCHDOG_USEC': '2000'})
+        time.sleep(1)
+        lat = status_latencies(self, agent, rounds=100, churn_each=1)
+        p99 = percentile(lat, 99)
+        print(f'notify socket unread: status p99 {p99 * 1000:.1f} ms')
+        self.assertLess(p99, 0.5 * h.TIMEOUT_SCALE)
+        ns.settimeout(5 * h.TIMEOUT_SCALE)
+        msgs = []
+        while not any('READY=1' in m.split('\n') for m in msgs):
+            msgs.append(ns.recv(65536).decode())
+        self.assertIn('WATCHDOG=1', msgs)
+
     def test_journal_nobody_reads(self):
         # journald stuck: its socket never read, and the stream that is
         # the agent's stderr not read either.  The agent keeps answering,
