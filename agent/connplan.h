@@ -42,9 +42,10 @@
 
 #include <stddef.h>
 
-/* Hosts in one value.  libpq tries them one after the other, each up to
- * the probe's timeout, and the agent looks each up: 16 covers any real
- * primary-and-replicas list while keeping one probe's work bounded. */
+/* Hosts in one value.  libpq tries them one after the other, each in its
+ * turn of the probe's timeout (probe.h), and the agent looks each up: 16
+ * covers any real primary-and-replicas list while keeping one probe's
+ * work bounded. */
 #define CONNPLAN_HOSTS_MAX 16
 /* Addresses tried per host name (IPv4 and IPv6 of a few servers behind
  * one name); a DNS answer may hold hundreds, the rest are dropped. */
