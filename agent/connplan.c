@@ -11,6 +11,7 @@
  * namespace).  A PG* variable applies only to a keyword the value does not
  * mention at all (conninfo_add_defaults()).
  */
+#include <arpa/inet.h>
 #include <libpq-fe.h>
 #include <netdb.h>
 #include <pwd.h>
@@ -32,6 +33,7 @@ struct connplan_host {
 	enum connplan_state state;
 	char *addrs[CONNPLAN_ADDRS_MAX]; /* found by the lookup */
 	size_t n_addrs;
+	size_t first; /* the addresses before it were given up */
 };
 
 struct connplan {
@@ -405,6 +407,72 @@ void connplan_fail(struct connplan *plan, size_t i)
 	plan->hosts[i].state = CONNPLAN_FAILED;
 }
 
+size_t connplan_addrs(const struct connplan *plan, size_t i)
+{
+	const struct connplan_host *e = &plan->hosts[i];
+
+	if (e->state != CONNPLAN_READY)
+		return 0;
+	return e->n_addrs ? e->n_addrs : 1;
+}
+
+/* Address j of a ready entry: one its lookup found, or the one it has. */
+static const char *connplan_addr(const struct connplan_host *e, size_t j)
+{
+	return e->n_addrs ? e->addrs[j] : e->addr;
+}
+
+void connplan_skip(struct connplan *plan, size_t i, size_t addr)
+{
+	struct connplan_host *e = &plan->hosts[i];
+
+	if (e->state != CONNPLAN_READY)
+		return;
+	e->first = MAX(e->first, addr);
+	if (e->first >= connplan_addrs(plan, i))
+		e->state = CONNPLAN_FAILED;
+}
+
+/* libpq reports the address it connects to as getnameinfo() writes it,
+ * which need not be how the value or the lookup wrote it. */
+static bool connplan_same_addr(const char *a, const char *b)
+{
+	static const int families[] = { AF_INET, AF_INET6 };
+	unsigned char x[sizeof(struct in6_addr)], y[sizeof(struct in6_addr)];
+
+	for (size_t i = 0; i < ARRAY_SIZE(families); i++)
+		if (inet_pton(families[i], a, x) == 1 &&
+		    inet_pton(families[i], b, y) == 1)
+			return memcmp(x, y, families[i] == AF_INET
+						    ? sizeof(struct in_addr)
+						    : sizeof(struct in6_addr)) == 0;
+	return streq(a, b);
+}
+
+int connplan_locate(const struct connplan *plan, size_t to, const char *host,
+		    const char *hostaddr, const char *port, size_t *entry,
+		    size_t *addr)
+{
+	host = host ? host : "";
+	hostaddr = hostaddr ? hostaddr : "";
+	port = port ? port : "";
+	for (size_t i = *entry; i < to && i < plan->n_hosts; i++) {
+		const struct connplan_host *e = &plan->hosts[i];
+		size_t j = MAX(e->first, i == *entry ? *addr : 0);
+		if ((*e->host && !streq(e->host, host)) ||
+		    (*e->port && !streq(e->port, port)))
+			continue;
+		for (; j < connplan_addrs(plan, i); j++) {
+			if (!connplan_same_addr(connplan_addr(e, j), hostaddr))
+				continue;
+			*entry = i;
+			*addr = j;
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
 /* Appends ",s" (or "s" first) to the list being built in *buf. */
 static int connplan_append(char **buf, size_t *len, size_t *cap,
 			   bool first, const char *s)
@@ -448,8 +516,8 @@ int connplan_params(struct connplan *plan, size_t from, size_t to,
 			r = -EINVAL;
 			break;
 		}
-		for (size_t j = 0; j < n && r == 0; j++) {
-			const char *addr = e->n_addrs ? e->addrs[j] : e->addr;
+		for (size_t j = e->first; j < n && r == 0; j++) {
+			const char *addr = connplan_addr(e, j);
 			bool first = n_entries++ == 0;
 			any_addr |= *addr != '\0';
 			any_port |= *e->port != '\0';

@@ -42,9 +42,10 @@
 
 #include <stddef.h>
 
-/* Hosts in one value.  libpq tries them one after the other, each up to
- * the probe's timeout, and the agent looks each up: 16 covers any real
- * primary-and-replicas list while keeping one probe's work bounded. */
+/* Hosts in one value.  libpq tries them one after the other, each in its
+ * turn of the probe's timeout (probe.h), and the agent looks each up: 16
+ * covers any real primary-and-replicas list while keeping one probe's
+ * work bounded. */
 #define CONNPLAN_HOSTS_MAX 16
 /* Addresses tried per host name (IPv4 and IPv6 of a few servers behind
  * one name); a DNS answer may hold hundreds, the rest are dropped. */
@@ -53,7 +54,8 @@
 enum connplan_state {
 	CONNPLAN_READY,  /* can be passed to libpq */
 	CONNPLAN_LOOKUP, /* a host name still to look up */
-	CONNPLAN_FAILED, /* its lookup failed: left out */
+	CONNPLAN_FAILED, /* its lookup failed, or every address of it was
+			  * given up: left out */
 };
 
 struct connplan;
@@ -81,8 +83,30 @@ int connplan_set_addrs(struct connplan *plan, size_t i,
 /* The lookup of entry i failed: the entry is left out. */
 void connplan_fail(struct connplan *plan, size_t i);
 
+/* The addresses of entry i that libpq is given, those given up included:
+ * as many as its lookup found, or 1 when it needed none; 0 while it is
+ * being looked up and when it failed. */
+size_t connplan_addrs(const struct connplan *plan, size_t i);
+
+/* Gives up the addresses of entry i before address addr (libpq has tried
+ * them): connplan_params() leaves them out from now on, and the entry
+ * fails when none is left. */
+void connplan_skip(struct connplan *plan, size_t i, size_t addr);
+
+/* Which address libpq is trying, among those connplan_params() gives for
+ * the entries [*entry, to): host, hostaddr and port are what PQhost(),
+ * PQhostaddr() and PQport() report.  Looks from address *addr of entry
+ * *entry on (libpq goes forward) and sets both.  A plan's empty host or
+ * port stands for libpq's default and matches any; addresses match as
+ * addresses ("::1" is "0::1").  Returns 0, or -ENOENT when nothing from
+ * there on matches. */
+int connplan_locate(const struct connplan *plan, size_t to, const char *host,
+		    const char *hostaddr, const char *port, size_t *entry,
+		    size_t *addr);
+
 /* Keyword arrays for PQconnectStartParams(keys, vals, 0) that try the
- * entries [from, to) that are ready, skipping failed ones, then extra
+ * entries [from, to) that are ready, skipping failed ones and given up
+ * addresses, then extra
  * keys (NULL-terminated, may be NULL), which win over the value's.
  * Every entry in the range must be ready or failed.  The arrays belong to
  * the plan and hold until the next call or connplan_free().  Returns 0,

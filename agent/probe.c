@@ -15,8 +15,18 @@
  * libpq's own attempt: a wrong password is not retried elsewhere), the
  * next stage waits for that lookup and goes on.  The reasons of earlier
  * stages and failed lookups lead the final error, in host order.
+ *
+ * A stage also ends when the turn (probe.h) of the lookup it waits for,
+ * or of the address libpq is on, runs out.  libpq tells which address it
+ * is on only through PQhost(), PQhostaddr() and PQport(), so after each
+ * step the probe finds that address in the plan (connplan_locate()); at
+ * the end of its turn it gives it up, or the whole host when the host's
+ * turn is over too (connplan_skip(), connplan_fail()), and a next stage
+ * starts libpq anew on what follows.  One turn timer serves them all,
+ * beside the deadline's.
  */
 #include <libpq-fe.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -33,11 +43,22 @@ struct probe {
 	struct loop *loop;
 	PGconn *conn;
 	struct loop_source *src;
-	struct loop_timer *timer;
+	struct loop_timer *timer;      /* the deadline */
+	struct loop_timer *turn_timer; /* the end of the current turn */
 	enum probe_phase phase;
 	bool got_row, in_recovery, keep;
 	int64_t started_us;
+	int64_t start_ms, deadline_ms;
+	/* Turns (probe.h).  The host whose turn it is, SIZE_MAX before the
+	 * first, and when its turn ends. */
+	size_t turn;
+	int64_t turn_end_ms;
+	/* The address libpq is trying (when at_known) and its turn. */
+	bool at_known;
+	size_t at_entry, at_addr;
+	int64_t at_start_ms, at_end_ms;
 	int timeout_ms, keepalive_ms;
+	char *dns_servers;
 	struct connplan *plan;  /* NULL when given a connection */
 	struct resolve *resolve;
 	size_t lookup_entry[CONNPLAN_HOSTS_MAX]; /* lookup index -> entry */
@@ -57,10 +78,12 @@ static void probe_free(struct probe *p)
 		return;
 	loop_remove_fd(p->src);
 	loop_timer_free(p->timer);
+	loop_timer_free(p->turn_timer);
 	resolve_free(p->resolve);
 	if (p->conn)
 		PQfinish(p->conn);
 	connplan_free(p->plan);
+	free(p->dns_servers);
 	for (size_t i = 0; i < ARRAY_SIZE(p->lookup_error); i++)
 		free(p->lookup_error[i]);
 	for (size_t i = 0; i < ARRAY_SIZE(p->secrets); i++)
@@ -205,6 +228,15 @@ static void probe_pass(struct probe *p, const char *why)
 
 static bool probe_next_stage(struct probe *p);
 
+/* Drops libpq's connection before a next stage. */
+static void probe_close_conn(struct probe *p)
+{
+	loop_remove_fd(p->src);
+	p->src = NULL;
+	PQfinish(p->conn);
+	p->conn = NULL;
+}
+
 /* libpq gave up.  Returns true when the probe finished (and was freed),
  * false when a next stage goes on. */
 static bool probe_fail_conn(struct probe *p)
@@ -226,10 +258,7 @@ static bool probe_fail_conn(struct probe *p)
 		return true;
 	}
 	probe_pass(p, msg);
-	loop_remove_fd(p->src);
-	p->src = NULL;
-	PQfinish(p->conn);
-	p->conn = NULL;
+	probe_close_conn(p);
 	return probe_next_stage(p);
 }
 
@@ -291,7 +320,9 @@ static int probe_send_query(struct probe *p)
 {
 	int r;
 
+	/* Connected: libpq would not try another host now either. */
 	p->phase = PHASE_QUERY;
+	loop_timer_disarm(p->turn_timer);
 	if (PQsetnonblocking(p->conn, 1) < 0 ||
 	    !PQsendQuery(p->conn, PROBE_QUERY))
 		return -EIO;
@@ -301,11 +332,97 @@ static int probe_send_query(struct probe *p)
 	return probe_watch(p, r ? EPOLLIN | EPOLLOUT : EPOLLIN);
 }
 
+/* The end of one of n equal shares of the time from now to end, but no
+ * sooner than PROBE_TURN_MIN_MS from now and no later than end. */
+static int64_t probe_share(int64_t now, int64_t end, size_t n)
+{
+	int64_t share = (end - now) / (int64_t)MAX(n, (size_t)1);
+
+	return MIN(end, now + MAX(share, (int64_t)PROBE_TURN_MIN_MS));
+}
+
+/* The turn timer fires at end, unless the deadline comes first: then
+ * the deadline's own message tells, as for a lone host. */
+static void probe_arm_turn(struct probe *p, int64_t end)
+{
+	if (end < p->deadline_ms)
+		loop_timer_arm(p->turn_timer, end);
+	else
+		loop_timer_disarm(p->turn_timer);
+}
+
+/* Entry i's turn begins, unless it has already (the probe waited for its
+ * lookup): its share of the time left, with each host from it on that
+ * may still be tried counted once. */
+static void probe_begin_turn(struct probe *p, size_t i)
+{
+	size_t hosts = 0;
+
+	if (p->turn == i)
+		return;
+	for (size_t j = i; j < connplan_hosts(p->plan); j++)
+		hosts += connplan_state(p->plan, j) != CONNPLAN_FAILED;
+	p->turn = i;
+	p->turn_end_ms = probe_share(now_ms(), p->deadline_ms, hosts);
+}
+
+/* After a step of libpq's: when it has gone on to another address, that
+ * address's turn begins, a share of its host's turn for each of the
+ * host's addresses from it on. */
+static void probe_track(struct probe *p)
+{
+	size_t entry = p->at_known ? p->at_entry : p->stage_from;
+	size_t addr = p->at_known ? p->at_addr : 0;
+	const char *host = PQhost(p->conn), *hostaddr = PQhostaddr(p->conn);
+	const char *port = PQport(p->conn);
+	int64_t now;
+
+	if (connplan_locate(p->plan, p->stage_to, host, hostaddr, port,
+			    &entry, &addr) < 0) {
+		/* target_session_attrs=prefer-standby starts over from the
+		 * first host when no standby was found. */
+		entry = p->stage_from;
+		addr = 0;
+		if (connplan_locate(p->plan, p->stage_to, host, hostaddr,
+				    port, &entry, &addr) < 0)
+			return;
+	}
+	if (p->at_known && entry == p->at_entry && addr == p->at_addr)
+		return;
+	p->at_known = true;
+	p->at_entry = entry;
+	p->at_addr = addr;
+	probe_begin_turn(p, entry);
+	now = now_ms();
+	p->at_start_ms = now;
+	p->at_end_ms = probe_share(now, p->turn_end_ms,
+				   connplan_addrs(p->plan, entry) - addr);
+	probe_arm_turn(p, p->at_end_ms);
+}
+
+/* The server libpq is trying, as libpq names it in its messages, with
+ * the port (a value may list one host twice, with two ports). */
+static void probe_where(PGconn *conn, char *buf, size_t size)
+{
+	const char *host = PQhost(conn), *addr = PQhostaddr(conn);
+	const char *port = PQport(conn);
+
+	host = host ? host : "";
+	if (addr && *addr && !streq(addr, host))
+		snprintf(buf, size, "\"%s\" (%s), port %s", host, addr,
+			 port ? port : "");
+	else
+		snprintf(buf, size, "\"%s\", port %s", host, port ? port : "");
+}
+
 static void probe_connect_step(struct probe *p)
 {
+	PostgresPollingStatusType st = PQconnectPoll(p->conn);
 	int r;
 
-	switch (PQconnectPoll(p->conn)) {
+	if (st == PGRES_POLLING_READING || st == PGRES_POLLING_WRITING)
+		probe_track(p);
+	switch (st) {
 	case PGRES_POLLING_READING:
 		r = probe_watch(p, EPOLLIN);
 		break;
@@ -336,22 +453,67 @@ static void probe_event(struct loop_source *s, uint32_t events, void *data)
 static void probe_timeout(struct loop_timer *t, void *data)
 {
 	struct probe *p = data;
-	char msg[512];
+	char msg[768], where[512];
 
 	if (p->phase == PHASE_RESOLVE)
 		snprintf(msg, sizeof(msg), "no answer within %d ms while "
 			 "resolving host \"%s\"", p->timeout_ms,
 			 connplan_host(p->plan, p->next));
-	else if (p->phase == PHASE_CONNECT && p->conn && PQhost(p->conn))
+	else if (p->phase == PHASE_CONNECT && p->conn && PQhost(p->conn)) {
+		probe_where(p->conn, where, sizeof(where));
 		snprintf(msg, sizeof(msg), "no answer within %d ms while "
-			 "connecting to \"%s\"", p->timeout_ms,
-			 PQhost(p->conn));
-	else
+			 "connecting to %s", p->timeout_ms, where);
+	} else
 		snprintf(msg, sizeof(msg), "no answer within %d ms while %s",
 			 p->timeout_ms,
 			 p->phase == PHASE_CONNECT ? "connecting"
 						   : "running " PROBE_QUERY);
 	probe_fail(p, msg);
+}
+
+/* The turn of a lookup, an address or a host ended before libpq did with
+ * it: it is given up, and the probe goes on with the next. */
+static void probe_turn_timeout(struct loop_timer *t, void *data)
+{
+	struct probe *p = data;
+	char msg[1024], text[1024], where[512], *end;
+
+	if (p->phase == PHASE_RESOLVE) {
+		/* c-ares cannot stop one lookup of several: its answer, if
+		 * one comes, is ignored. */
+		snprintf(msg, sizeof(msg), "no answer within %lld ms while "
+			 "resolving host \"%s\"",
+			 (long long)(p->turn_end_ms - p->start_ms),
+			 connplan_host(p->plan, p->next));
+		probe_pass(p, msg);
+		connplan_fail(p->plan, p->next);
+		(void)probe_next_stage(p);
+		return;
+	}
+	if (p->phase != PHASE_CONNECT || !p->at_known)
+		return;
+	/* Why libpq left the addresses before this one, in host order: its
+	 * lines that are complete.  It starts each address's message when
+	 * it starts on the address ("connection to server at ... failed: ")
+	 * and ends it with a newline when it fails there. */
+	snprintf(text, sizeof(text), "%s", PQerrorMessage(p->conn));
+	end = strrchr(text, '\n');
+	*(end ? end + 1 : text) = '\0';
+	connplan_name_hosts(p->plan, p->stage_from, p->stage_to, text, msg,
+			    sizeof(msg));
+	probe_pass(p, msg);
+	probe_where(p->conn, where, sizeof(where));
+	snprintf(msg, sizeof(msg), "no answer within %lld ms while "
+		 "connecting to %s", (long long)(p->at_end_ms - p->at_start_ms),
+		 where);
+	probe_pass(p, msg);
+	if (p->at_end_ms >= p->turn_end_ms)
+		connplan_fail(p->plan, p->at_entry);
+	else
+		connplan_skip(p->plan, p->at_entry, p->at_addr + 1);
+	p->next = p->at_entry;
+	probe_close_conn(p);
+	(void)probe_next_stage(p);
 }
 
 /* Server messages outside a query (a FATAL before a shutdown, warnings)
@@ -421,6 +583,8 @@ static bool probe_connect(struct probe *p, size_t from, size_t to)
 	p->phase = PHASE_CONNECT;
 	p->stage_from = from;
 	p->stage_to = to;
+	p->at_known = false;
+	loop_timer_disarm(p->turn_timer);
 	p->conn = PQconnectStartParams(keys, vals, 0);
 	if (!p->conn) {
 		probe_fail(p, "out of memory");
@@ -432,6 +596,8 @@ static bool probe_connect(struct probe *p, size_t from, size_t to)
 	PQsetErrorVerbosity(p->conn, PQERRORS_VERBOSE);
 	if (PQstatus(p->conn) == CONNECTION_BAD || probe_watch(p, EPOLLOUT) < 0)
 		return probe_fail_conn(p);
+	/* libpq has started on its first address already. */
+	probe_track(p);
 	return false;
 }
 
@@ -451,6 +617,8 @@ static bool probe_next_stage(struct probe *p)
 	}
 	if (connplan_state(p->plan, from) == CONNPLAN_LOOKUP) {
 		p->phase = PHASE_RESOLVE;
+		probe_begin_turn(p, from);
+		probe_arm_turn(p, p->turn_end_ms);
 		return false;
 	}
 	for (to = from; to < n && connplan_state(p->plan, to) !=
@@ -467,13 +635,15 @@ static void probe_resolved(struct resolve *res, size_t index, void *data)
 	size_t entry = p->lookup_entry[index], n;
 	const char *why;
 	const char *const *addrs = resolve_addrs(res, index, &n, &why);
+	bool given_up = connplan_state(p->plan, entry) != CONNPLAN_LOOKUP;
 	char msg[512];
 
-	if (addrs && connplan_set_addrs(p->plan, entry, addrs, n) < 0) {
+	if (!given_up && addrs &&
+	    connplan_set_addrs(p->plan, entry, addrs, n) < 0) {
 		addrs = NULL;
 		why = "out of memory";
 	}
-	if (!addrs) {
+	if (!given_up && !addrs) {
 		snprintf(msg, sizeof(msg), "could not resolve host \"%s\": %s",
 			 connplan_host(p->plan, entry), why);
 		p->lookup_error[entry] = strdup(msg);
@@ -483,7 +653,7 @@ static void probe_resolved(struct resolve *res, size_t index, void *data)
 		resolve_free(p->resolve);
 		p->resolve = NULL;
 	}
-	if (p->phase == PHASE_RESOLVE && entry == p->next)
+	if (!given_up && p->phase == PHASE_RESOLVE && entry == p->next)
 		(void)probe_next_stage(p);
 }
 
@@ -493,7 +663,8 @@ static int probe_lookup(struct probe *p)
 {
 	const char *names[CONNPLAN_HOSTS_MAX];
 	struct resolve_opts ro = { .names = names,
-				   .max_addrs = CONNPLAN_ADDRS_MAX };
+				   .max_addrs = CONNPLAN_ADDRS_MAX,
+				   .servers = p->dns_servers };
 
 	for (size_t i = 0; i < connplan_hosts(p->plan); i++) {
 		if (connplan_state(p->plan, i) != CONNPLAN_LOOKUP)
@@ -528,7 +699,14 @@ int probe_start(struct loop *loop, const struct probe_opts *o,
 	p->keepalive_ms = o->keepalive_ms;
 	p->keep = o->keep;
 	p->started_us = now_us();
+	p->start_ms = now_ms();
+	p->deadline_ms = p->start_ms + o->timeout_ms;
+	p->turn = SIZE_MAX;
 	p->conn = o->conn;
+	if (o->dns_servers && !(p->dns_servers = strdup(o->dns_servers))) {
+		probe_free(p);
+		return -ENOMEM;
+	}
 
 	if (!p->conn) {
 		if (!probe_note_secrets(p, o->conninfo)) {
@@ -547,12 +725,13 @@ int probe_start(struct loop *loop, const struct probe_opts *o,
 		}
 	}
 	p->timer = loop_timer_new(loop, probe_timeout, p);
-	if (!p->timer) {
+	p->turn_timer = loop_timer_new(loop, probe_turn_timeout, p);
+	if (!p->timer || !p->turn_timer) {
 		probe_free(p);
 		return -ENOMEM;
 	}
 	/* The deadline covers the name lookups too. */
-	loop_timer_arm_in(p->timer, o->timeout_ms);
+	loop_timer_arm(p->timer, p->deadline_ms);
 	if (p->conn) {
 		if (probe_send_query(p) < 0) {
 			(void)probe_fail_conn(p);

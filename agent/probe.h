@@ -18,6 +18,25 @@
  * PGGSSENCMODE) asks for it: it makes libpq talk to the KDC synchronously.
  * Names are looked up in /etc/hosts and DNS as resolv.conf says, not
  * through NSS modules.
+ *
+ * Hosts take turns.  libpq tries a value's hosts one after the other, and
+ * its connect_timeout gives each address a time of its own, but only in
+ * its blocking calls: through PQconnectPoll() a server that never answers
+ * (or, here, a lookup that never ends) would hold the probe to its
+ * deadline, and the hosts after it would never be tried.  So a host's
+ * turn begins when the probe waits for its lookup or libpq starts on its
+ * first address, and lasts the time left divided by the hosts not yet
+ * tried, itself included (a host whose lookup failed counts for none);
+ * within it each address of the host has the turn's time left divided by
+ * the host's addresses not yet tried.  No turn is shorter than
+ * PROBE_TURN_MIN_MS unless less is left, none goes past the deadline.  A
+ * lookup, address or host whose turn ends is given up ("no answer within
+ * N ms while resolving host \"X\"", "... while connecting to \"X\"
+ * (ADDR), port P") and the probe goes on with the next; the reasons lead
+ * the final error.  So a lone host, and the last one, has all the time
+ * left, as before; of many hung hosts the last may not be reached.  Once
+ * connected, the query has what is left of the deadline: libpq would not
+ * try another host then either.
  */
 #ifndef DBSWAP_AGENT_PROBE_H
 #define DBSWAP_AGENT_PROBE_H
@@ -27,6 +46,12 @@
 
 struct loop;
 struct probe;
+
+/* The shortest turn of a host or an address (see above), unless the
+ * deadline comes first: a server that is only slow (a TLS handshake and a
+ * password exchange over a long link, a loaded server starting a backend)
+ * must not be given up for one that may not be there. */
+#define PROBE_TURN_MIN_MS 1000
 
 /* The query every probe runs: any role may call it, it costs one round
  * trip, and it tells a primary from a standby. */
@@ -40,6 +65,8 @@ struct probe_opts {
 	bool keep;            /* on success, hand the connection over */
 	int keepalive_ms;     /* > 0: TCP keepalives and tcp_user_timeout
 			       * sized to this, for a long-lived connection */
+	const char *dns_servers; /* NULL, or resolve_opts.servers: the unit
+				  * test's fake DNS server */
 };
 
 struct probe_result {

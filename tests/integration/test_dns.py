@@ -7,8 +7,9 @@ to 127.0.0.1.  While values naming a black-holed host are validated,
 retried, health-checked and switched to, status requests must be answered
 fast; such a value fails with an error that names the host; a value naming a
 host from /etc/hosts validates and is published as written (apps get the
-name, not the address); and a value with more hosts than the cap is
-refused."""
+name, not the address); a value whose first host never answers (its
+lookup, or its server) validates through the next host within the timeout;
+and a value with more hosts than the cap is refused."""
 
 import errno
 import os
@@ -33,6 +34,9 @@ HOSTS_MAX = 16                        # PROBE_HOSTS_MAX, agent/connplan.h
 STATUS_P99_S = 0.100 * h.TIMEOUT_SCALE
 CONNECT_TIMEOUT_MS = int(1000 * h.TIMEOUT_SCALE)
 SAMPLE_S = 3.0 * h.TIMEOUT_SCALE
+# For the lists whose first host hangs: long enough that the second host's
+# turn (half of it) is ample for a connection on a loaded machine.
+TURNS_TIMEOUT_MS = int(4000 * h.TIMEOUT_SCALE)
 
 # The namespace: bind our files over /etc/resolv.conf and /etc/hosts, then
 # run the agent (and whatever wraps it, valgrind) inside.
@@ -227,6 +231,58 @@ class Dns(ClusterTest):
         listed_st = h.target_status(agent, 'LIST_URL')
         self.assertEqual(listed_st['state'], 'ok', listed_st.get('error'))
         self.assert_no_secret(agent, st, app, listed_st)
+
+    def test_first_host_hangs(self):
+        # Hosts take turns: the first host's lookup (asked of the black
+        # hole) or server (accepts, never answers) is given up after its
+        # share of the timeout, and the value validates through the second
+        # host, well within the timeout, on its first attempt.
+        hung = socket.socket()
+        self.addCleanup(hung.close)
+        hung.bind(('127.0.0.1', 0))
+        hung.listen(16)
+        port = self.cluster.port
+        dead_first = (f'postgresql://{self.role}:{self.password}@'
+                      f'{DEAD_NAME}:{port},127.0.0.1:{port}/postgres')
+        hung_first = (f'postgresql://{self.role}:{self.password}@127.0.0.1:'
+                      f'{hung.getsockname()[1]},{HOSTS_NAME}:{port}/postgres')
+        env = (f'DATABASE_URL={dead_first}\n'
+               f'HUNG_URL={hung_first}\n'
+               f'APP_URL={self.value(HOSTS_NAME)}\n'
+               f'DB_CONNECTION_TIMEOUT={TURNS_TIMEOUT_MS}\n')
+        before = self.hole.queries
+        agent = self.start_ns_agent(env, ['DATABASE_URL', 'HUNG_URL',
+                                          'APP_URL'])
+        # As above: sampled once libpq and OpenSSL are set up, while the
+        # first hosts have their turns.
+        h.wait_for(lambda: h.target_status(agent, 'APP_URL', timeout=20)
+                   ['state'] == 'ok', timeout=30, what='APP_URL ok')
+        lat = self.sample_status(agent)
+        self.assert_fast(lat, 'the first host of a list hangs')
+
+        for name, written in (('DATABASE_URL', dead_first),
+                              ('HUNG_URL', hung_first)):
+            st = h.wait_for(lambda: (s := h.target_status(agent, name))
+                            ['state'] != 'validating' and s, timeout=30,
+                            what=f'{name} validated')
+            self.assertEqual(st['state'], 'ok', st.get('error'))
+            self.assertIsNone(st['error'])
+            m = agent.wait_log(rf'^.*{name}: {name} value validated in '
+                               r'([0-9.]+) ms', since=0)
+            took = float(m.group(1))
+            print(f'\n{name} validated in {took:.0f} ms')
+            # After the first host's turn (half the timeout), before the
+            # timeout.
+            self.assertGreater(took, TURNS_TIMEOUT_MS * 0.45)
+            self.assertLess(took, TURNS_TIMEOUT_MS)
+            self.assertNotRegex(agent.log(), rf'{name}.*(failed|no answer)')
+            with agent.client() as c:
+                self.assertEqual(c.subscribe(name)['type'], 'ok')
+                u = c.next_update(target=name)
+            self.assertEqual(u['conninfo'], written)
+            self.assert_no_secret(agent, st)
+        self.assertGreater(self.hole.queries, before,
+                           'the black hole was never asked')
 
     def test_host_cap(self):
         def kv(n):

@@ -3,8 +3,9 @@
  * which every address is a host entry of its own (host repeated, hostaddr
  * one address, port repeated, order kept), hosts are looked up only when
  * they need it, the caps hold exactly at the limit and fail one past it,
- * the PG* variables apply as libpq applies them, and the refusals
- * (service files, special files, list lengths) say why without a password.
+ * the PG* variables apply as libpq applies them, the refusals (service
+ * files, special files, list lengths) say why without a password, and the
+ * probe can find the address libpq is on and give up those it has tried.
  *
  * No DNS: the "lookups" are addresses the test hands over.  Runs in a
  * temp dir of its own, with HOME pointing there.
@@ -410,6 +411,78 @@ static void test_name_hosts(void)
 	connplan_free(plan);
 }
 
+/* The probe gives up addresses libpq has tried and finds which one libpq
+ * is on from PQhost(), PQhostaddr() and PQport(). */
+static void test_skip_and_locate(void)
+{
+	struct connplan *plan = plan_ok(
+		"host=db.example,10.0.0.5,/run/postgresql,,db.example "
+		"port=1,2,3,4,5 password=" SECRET);
+	const char *a0[] = { "192.0.2.1", "2001:db8::1" };
+	const char *a4[] = { "192.0.2.1" };
+	const char *const *k, *const *v;
+	size_t e, a;
+
+	if (!plan)
+		return;
+	CHECK_INT(connplan_addrs(plan, 0), ==, 0); /* still looked up */
+	CHECK_INT(connplan_set_addrs(plan, 0, a0, 2), ==, 0);
+	CHECK_INT(connplan_set_addrs(plan, 4, a4, 1), ==, 0);
+	CHECK_INT(connplan_addrs(plan, 0), ==, 2);
+	CHECK_INT(connplan_addrs(plan, 1), ==, 1);
+	CHECK_INT(connplan_addrs(plan, 2), ==, 1);
+
+	/* Addresses match as addresses, however libpq writes them. */
+	e = 0, a = 0;
+	CHECK_INT(connplan_locate(plan, 5, "db.example", "2001:0db8:0::1", "1",
+				  &e, &a), ==, 0);
+	CHECK_INT(e, ==, 0);
+	CHECK_INT(a, ==, 1);
+	/* A socket has no address; a plan's empty host or port matches what
+	 * libpq makes of it. */
+	e = 0, a = 0;
+	CHECK_INT(connplan_locate(plan, 5, "/run/postgresql", "", "3", &e, &a),
+		  ==, 0);
+	CHECK_INT(e, ==, 2);
+	CHECK_INT(connplan_locate(plan, 5, "/var/run/postgresql", "", "4", &e,
+				  &a), ==, 0);
+	CHECK_INT(e, ==, 3);
+	/* One name twice: the port tells them apart, and the search goes
+	 * forward only. */
+	e = 0, a = 0;
+	CHECK_INT(connplan_locate(plan, 5, "db.example", "192.0.2.1", "5", &e,
+				  &a), ==, 0);
+	CHECK_INT(e, ==, 4);
+	CHECK_INT(a, ==, 0);
+	e = 0, a = 1;
+	CHECK_INT(connplan_locate(plan, 5, "db.example", "192.0.2.1", "1", &e,
+				  &a), ==, -ENOENT);
+	e = 0, a = 0;
+	CHECK_INT(connplan_locate(plan, 5, "10.0.0.5", "10.0.0.5", "9", &e,
+				  &a), ==, -ENOENT);
+	CHECK_INT(connplan_locate(plan, 1, "10.0.0.5", "10.0.0.5", "2", &e,
+				  &a), ==, -ENOENT);
+
+	/* Given up addresses are left out; with the last, the entry. */
+	connplan_skip(plan, 0, 1);
+	CHECK_INT(connplan_state(plan, 0), ==, CONNPLAN_READY);
+	CHECK_INT(connplan_params(plan, 0, 2, NULL, NULL, &k, &v), ==, 0);
+	CHECK_STR(param(k, v, "host"), "db.example,10.0.0.5");
+	CHECK_STR(param(k, v, "hostaddr"), "2001:db8::1,10.0.0.5");
+	CHECK_STR(param(k, v, "port"), "1,2");
+	e = 0, a = 0;
+	CHECK_INT(connplan_locate(plan, 5, "db.example", "192.0.2.1", "1", &e,
+				  &a), ==, -ENOENT);
+	connplan_skip(plan, 0, 2);
+	CHECK_INT(connplan_state(plan, 0), ==, CONNPLAN_FAILED);
+	CHECK_INT(connplan_addrs(plan, 0), ==, 0);
+	CHECK_INT(connplan_params(plan, 0, 2, NULL, NULL, &k, &v), ==, 0);
+	CHECK_STR(param(k, v, "host"), "10.0.0.5");
+	connplan_skip(plan, 1, 1);
+	CHECK_INT(connplan_params(plan, 0, 2, NULL, NULL, &k, &v), ==, -ENOENT);
+	connplan_free(plan);
+}
+
 /* libpq itself takes the arrays: lists of matching lengths, each entry
  * tried by its address (nothing listens on port 1, so each fails at
  * once; nothing is looked up). */
@@ -465,6 +538,7 @@ int main(void)
 	RUN(test_refusals);
 	RUN(test_special_files);
 	RUN(test_name_hosts);
+	RUN(test_skip_and_locate);
 	RUN(test_libpq_accepts);
 
 	char cmd[sizeof(tmpdir) + 16];

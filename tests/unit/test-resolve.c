@@ -7,18 +7,27 @@
  * server that never answers leaves nothing behind: no callback later, no
  * socket open, nothing in the loop.
  *
+ * Then the probe's turns (probe.h) over the same server and loopback
+ * sockets, no PostgreSQL needed: a host whose lookup never ends, or whose
+ * server never answers, or an address of a name that never answers, is
+ * given up after its share of the deadline and the next one is tried (a
+ * refused connection shows it was); a lone host has the whole deadline.
+ *
  * The fake server knows ok.test (A 192.0.2.1, 192.0.2.2, AAAA
- * 2001:db8::5), says NXDOMAIN for nx.test and never answers hole.test.
+ * 2001:db8::5) and two.test (A 127.0.0.1, 127.0.0.2), says NXDOMAIN for
+ * nx.test and never answers hole.test.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <netinet/in.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "agent/probe.h"
 #include "agent/resolve.h"
 #include "common/loop.h"
 #include "common/util.h"
@@ -65,7 +74,17 @@ static void dns_event(struct loop_source *s, uint32_t events, void *data)
 	}
 	memcpy(a, q, qend);
 	o = qend;
-	if (streq(name, "ok.test")) {
+	if (streq(name, "two.test")) {
+		static const unsigned char v4[][4] = { { 127, 0, 0, 1 },
+						       { 127, 0, 0, 2 } };
+		for (size_t i = 0; qtype == 1 && i < 2; i++, ancount++) {
+			const unsigned char rr[] = { 0xc0, 12, 0, 1, 0, 1, 0,
+						     0, 0, 60, 0, 4 };
+			memcpy(a + o, rr, sizeof(rr));
+			memcpy(a + o + sizeof(rr), v4[i], 4);
+			o += sizeof(rr) + 4;
+		}
+	} else if (streq(name, "ok.test")) {
 		static const unsigned char v4[][4] = { { 192, 0, 2, 1 },
 						       { 192, 0, 2, 2 } };
 		struct in6_addr v6;
@@ -295,6 +314,251 @@ static void test_free_at_once(void)
 	CHECK_INT(s.calls[0], ==, 0);
 }
 
+/* The probe's turns.  A password in every value: no error may show it. */
+#define SECRET "s3cr3t-pw"
+
+/* A TCP socket on addr:*port (0: any, then set): listening, so that the
+ * kernel completes every handshake and nothing is ever said (a hung
+ * server), or only bound, so that connections are refused. */
+static int tcp_socket(const char *addr, unsigned *port, bool listening)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_port = htons((uint16_t)*port) };
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0 || inet_pton(AF_INET, addr, &sa.sin_addr) != 1 ||
+	    bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    (listening && listen(fd, 16) < 0) ||
+	    getsockname(fd, (struct sockaddr *)&sa, &len) < 0) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	*port = ntohs(sa.sin_port);
+	return fd;
+}
+
+struct probe_seen {
+	bool done, ok;
+	char error[2048];
+	long long elapsed_ms;
+};
+
+static void on_probe(const struct probe_result *res, void *data)
+{
+	struct probe_seen *s = data;
+
+	s->done = true;
+	s->ok = res->ok;
+	snprintf(s->error, sizeof(s->error), "%s", res->error ? res->error : "");
+	s->elapsed_ms = res->elapsed_us / 1000;
+}
+
+/* Runs a probe of conninfo to its end; fails the test if it has not ended
+ * well after its deadline. */
+static void probe_run(const char *conninfo, int timeout_ms,
+		      struct probe_seen *s)
+{
+	struct probe_opts o = { .conninfo = conninfo,
+				.timeout_ms = timeout_ms,
+				.dns_servers = servers };
+	struct probe *p = NULL;
+	int64_t end;
+
+	CHECK_INT(probe_start(loop, &o, on_probe, s, &p), ==, 0);
+	end = now_ms() + timeout_ms + 5000;
+	while (!s->done && now_ms() < end)
+		loop_dispatch(loop, 50);
+	CHECK(s->done);
+	if (!s->done)
+		probe_cancel(p);
+	CHECK(!s->ok);
+	CHECK(strstr(s->error, SECRET) == NULL);
+	fprintf(stderr, "  after %lld ms: %s\n", s->elapsed_ms, s->error);
+}
+
+/* Whether text holds the string fmt makes; says which one if not. */
+static bool PRINTF(2, 3) contains(const char *text, const char *fmt, ...)
+{
+	char want[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(want, sizeof(want), fmt, ap);
+	va_end(ap);
+	if (strstr(text, want))
+		return true;
+	fprintf(stderr, "  missing: %s\n", want);
+	return false;
+}
+
+/* Whether text says "no answer within N ms while " and what fmt makes,
+ * with N within 5 % of ms: a turn begins when the probe comes to it, a
+ * millisecond after the probe began, or more on a loaded machine. */
+static bool PRINTF(3, 4) gave_up(const char *text, int ms, const char *fmt,
+				 ...)
+{
+	char what[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	for (const char *t = text; (t = strstr(t, "no answer within ")); t++) {
+		int n = 0, end = 0;
+		if (sscanf(t, "no answer within %d ms while %n", &n, &end) == 1 &&
+		    end > 0 && strncmp(t + end, what, strlen(what)) == 0 &&
+		    n >= ms - ms / 20 && n <= ms + ms / 20)
+			return true;
+	}
+	fprintf(stderr, "  missing: no answer within ~%d ms while %s\n", ms,
+		what);
+	return false;
+}
+
+static void test_probe_lookup_hangs_first(void)
+{
+	struct probe_seen s = { 0 };
+	unsigned closed = 0;
+	int fd = tcp_socket("127.0.0.1", &closed, false);
+	char conninfo[256];
+
+	CHECK(fd >= 0);
+	snprintf(conninfo, sizeof(conninfo), "host=hole.test,127.0.0.1 "
+		 "port=%u user=u password=" SECRET " dbname=d", closed);
+	probe_run(conninfo, 2000, &s);
+	/* Half the deadline each: the lookup is given up, the next host is
+	 * tried (and refused) long before the deadline. */
+	CHECK(gave_up(s.error, 1000, "resolving host \"hole.test\""));
+	CHECK(contains(s.error, "\"127.0.0.1\", port %u failed: Connection "
+		       "refused", closed));
+	CHECK_INT(s.elapsed_ms, <, 2000);
+	close(fd);
+}
+
+static void test_probe_server_hangs_first(void)
+{
+	struct probe_seen s = { 0 };
+	unsigned hung = 0, closed = 0;
+	int hfd = tcp_socket("127.0.0.1", &hung, true);
+	int cfd = tcp_socket("127.0.0.1", &closed, false);
+	char conninfo[256];
+
+	CHECK(hfd >= 0 && cfd >= 0);
+	snprintf(conninfo, sizeof(conninfo), "host=127.0.0.1,127.0.0.1 "
+		 "port=%u,%u user=u password=" SECRET " dbname=d", hung,
+		 closed);
+	probe_run(conninfo, 2000, &s);
+	CHECK(gave_up(s.error, 1000, "connecting to \"127.0.0.1\", port %u",
+		      hung));
+	CHECK(contains(s.error, "\"127.0.0.1\", port %u failed: Connection "
+		       "refused", closed));
+	CHECK_INT(s.elapsed_ms, <, 2000);
+	close(hfd);
+	close(cfd);
+}
+
+/* One name, two addresses, the first hung: each address has half the
+ * name's turn (here the whole deadline). */
+static void test_probe_address_hangs_first(void)
+{
+	const char *names[] = { "two.test" };
+	struct seen rs = { 0 };
+	struct probe_seen s = { 0 };
+	const char *const *addrs;
+	const char *err;
+	char first[64] = "", second[64] = "", conninfo[256];
+	unsigned port = 0;
+	int hfd = -1, cfd = -1;
+	size_t n = 0;
+
+	/* The order c-ares sorts them in (RFC 6724) decides which hangs. */
+	CHECK_INT(start(&rs, names, 1, 8), ==, 0);
+	rs.calls[1] = 1;
+	CHECK(run_until(both_done, &rs, 5000));
+	addrs = resolve_addrs(rs.res, 0, &n, &err);
+	CHECK_INT(n, ==, 2);
+	if (addrs && n == 2) {
+		snprintf(first, sizeof(first), "%s", addrs[0]);
+		snprintf(second, sizeof(second), "%s", addrs[1]);
+	}
+	resolve_free(rs.res);
+	for (int tries = 0; tries < 20 && cfd < 0 && first[0]; tries++) {
+		port = 0;
+		hfd = tcp_socket(first, &port, true);
+		cfd = hfd < 0 ? -1 : tcp_socket(second, &port, false);
+		if (cfd < 0 && hfd >= 0)
+			close(hfd);
+	}
+	CHECK(cfd >= 0);
+	snprintf(conninfo, sizeof(conninfo), "host=two.test port=%u user=u "
+		 "password=" SECRET " dbname=d", port);
+	probe_run(conninfo, 2000, &s);
+	CHECK(gave_up(s.error, 1000, "connecting to \"two.test\" (%s), "
+		      "port %u", first, port));
+	CHECK(contains(s.error, "\"two.test\" (%s), port %u failed: "
+		       "Connection refused", second, port));
+	CHECK_INT(s.elapsed_ms, <, 2000);
+	if (cfd >= 0) {
+		close(hfd);
+		close(cfd);
+	}
+}
+
+/* Three hosts, 2400 ms: a turn is never cut below the floor (1000 ms), so
+ * the first two hung servers take 1000 ms each and the third has the
+ * 400 ms left, enough to be refused. */
+static void test_probe_turn_floor(void)
+{
+	struct probe_seen s = { 0 };
+	unsigned hung1 = 0, hung2 = 0, closed = 0;
+	int h1 = tcp_socket("127.0.0.1", &hung1, true);
+	int h2 = tcp_socket("127.0.0.1", &hung2, true);
+	int c = tcp_socket("127.0.0.1", &closed, false);
+	char conninfo[256];
+
+	CHECK(h1 >= 0 && h2 >= 0 && c >= 0);
+	snprintf(conninfo, sizeof(conninfo), "host=127.0.0.1,127.0.0.1,"
+		 "127.0.0.1 port=%u,%u,%u user=u password=" SECRET
+		 " dbname=d", hung1, hung2, closed);
+	probe_run(conninfo, 2400, &s);
+	CHECK(gave_up(s.error, 1000, "connecting to \"127.0.0.1\", port %u",
+		      hung1));
+	CHECK(gave_up(s.error, 1000, "connecting to \"127.0.0.1\", port %u",
+		      hung2));
+	CHECK(contains(s.error, "port %u failed: Connection refused", closed));
+	CHECK_INT(s.elapsed_ms, >=, 1990);
+	close(h1);
+	close(h2);
+	close(c);
+}
+
+/* A lone host keeps the whole deadline, and the message says so. */
+static void test_probe_lone_host(void)
+{
+	struct probe_seen s = { 0 };
+	unsigned hung = 0;
+	int fd = tcp_socket("127.0.0.1", &hung, true);
+	char conninfo[256];
+
+	CHECK(fd >= 0);
+	snprintf(conninfo, sizeof(conninfo), "host=127.0.0.1 port=%u user=u "
+		 "password=" SECRET " dbname=d", hung);
+	probe_run(conninfo, 1000, &s);
+	CHECK(contains(s.error, "no answer within 1000 ms while connecting "
+		       "to \"127.0.0.1\""));
+	CHECK_INT(s.elapsed_ms, >=, 990);
+
+	memset(&s, 0, sizeof(s));
+	probe_run("host=hole.test user=u password=" SECRET " dbname=d", 1000,
+		  &s);
+	CHECK(contains(s.error, "no answer within 1000 ms while resolving "
+		       "host \"hole.test\""));
+	CHECK_INT(s.elapsed_ms, >=, 990);
+	close(fd);
+}
+
 int main(void)
 {
 	check_watchdog(30);
@@ -307,6 +571,11 @@ int main(void)
 	RUN(test_free_while_waiting);
 	RUN(test_free_in_callback);
 	RUN(test_free_at_once);
+	RUN(test_probe_lookup_hangs_first);
+	RUN(test_probe_server_hangs_first);
+	RUN(test_probe_address_hangs_first);
+	RUN(test_probe_turn_floor);
+	RUN(test_probe_lone_host);
 	CHECK_INT(queries, >, 0);
 
 	loop_free(loop);
