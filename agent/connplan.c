@@ -129,20 +129,34 @@ static const char *connplan_file_type(mode_t mode)
 	return "special file";
 }
 
-/* The home directory as libpq 15 finds it: $HOME, else the passwd entry. */
+/* The agent's own passwd entry, looked up once by connplan_init(): a
+ * lookup through NSS may go to the network (sssd, LDAP), and libpq makes
+ * one for the default user name of a value without one. */
+static char connplan_self_user[256];
+static char connplan_self_home[512];
+
+void connplan_init(void)
+{
+	struct passwd pw, *res = NULL;
+	char buf[4096];
+
+	if (getpwuid_r(geteuid(), &pw, buf, sizeof(buf), &res) != 0 || !res)
+		return;
+	if (strlen(res->pw_name) < sizeof(connplan_self_user))
+		strcpy(connplan_self_user, res->pw_name);
+	if (strlen(res->pw_dir) < sizeof(connplan_self_home))
+		strcpy(connplan_self_home, res->pw_dir);
+}
+
+/* The home directory as libpq 15 finds it: $HOME, else the passwd
+ * entry. */
 static bool connplan_home(char *buf, size_t size)
 {
 	const char *home = getenv("HOME");
-	struct passwd pw, *res = NULL;
-	char pwbuf[1024];
 
-	if (!home || !*home) {
-		if (getpwuid_r(geteuid(), &pw, pwbuf, sizeof(pwbuf), &res) != 0 ||
-		    !res)
-			return false;
-		home = res->pw_dir;
-	}
-	return (size_t)snprintf(buf, size, "%s", home) < size;
+	if (!home || !*home)
+		home = connplan_self_home;
+	return *home && (size_t)snprintf(buf, size, "%s", home) < size;
 }
 
 /* The files libpq or OpenSSL would open while connecting.  Each must be
@@ -543,9 +557,10 @@ int connplan_params(struct connplan *plan, size_t from, size_t to,
 		n_opts++;
 	while (extra_keys && extra_keys[n_extra])
 		n_extra++;
-	/* gssencmode, the value's options, three lists, extras, NULL. */
-	plan->keys = calloc(n_opts + n_extra + 5, sizeof(*plan->keys));
-	plan->vals = calloc(n_opts + n_extra + 5, sizeof(*plan->vals));
+	/* gssencmode, user, the value's options, three lists, extras,
+	 * NULL. */
+	plan->keys = calloc(n_opts + n_extra + 6, sizeof(*plan->keys));
+	plan->vals = calloc(n_opts + n_extra + 6, sizeof(*plan->vals));
 	if (!plan->keys || !plan->vals) {
 		connplan_free_params(plan);
 		return -ENOMEM;
@@ -553,6 +568,13 @@ int connplan_params(struct connplan *plan, size_t from, size_t to,
 	if (plan->gss_default) {
 		plan->keys[k] = "gssencmode";
 		plan->vals[k++] = "disable";
+	}
+	/* The default user libpq would look up (NSS) in the loop: given
+	 * from the start-up lookup instead. */
+	if (!connplan_opt(plan, "user") && !getenv("PGUSER") &&
+	    connplan_self_user[0]) {
+		plan->keys[k] = "user";
+		plan->vals[k++] = connplan_self_user;
 	}
 	for (const PQconninfoOption *o = plan->opts; o->keyword; o++) {
 		if (!o->val || streq(o->keyword, "host") ||

@@ -63,6 +63,11 @@ struct connplan;
 /* Parses conninfo into a plan.  Returns 0 with *out set; -EINVAL with a
  * one-line reason in err (no password in it) when the value is refused;
  * -ENOMEM. */
+/* Looks the agent's own user name and home directory up, once, at start
+ * (never in the loop: NSS may wait on the network).  Without it, values
+ * without a user and a missing $HOME are left to libpq. */
+void connplan_init(void);
+
 int connplan_new(const char *conninfo, struct connplan **out, char *err,
 		 size_t err_size);
 /* Wipes the values (a password among them) and frees.  NULL is fine. */

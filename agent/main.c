@@ -21,6 +21,7 @@
 #include "common/crypto.h"
 #include "common/log.h"
 #include "common/loop.h"
+#include "connplan.h"
 #include "failover.h"
 #include "ipc/protocol.h"
 #include "server.h"
@@ -505,6 +506,8 @@ static int agent_init(struct agent *a, const struct options *o)
 	r = systemd_init(a);
 	if (r < 0)
 		return r;
+	/* The passwd lookups libpq would make in the loop, made now. */
+	connplan_init();
 	r = crypt_init();
 	if (r < 0) {
 		log_error("libsodium failed to initialise");

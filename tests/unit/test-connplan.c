@@ -10,6 +10,7 @@
  * No DNS: the "lookups" are addresses the test hands over.  Runs in a
  * temp dir of its own, with HOME pointing there.
  */
+#include <pwd.h>
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -282,6 +283,32 @@ static void test_environment(void)
 		connplan_free(plan);
 	}
 	unsetenv("PGGSSENCMODE");
+
+	/* No user in the value: the agent's own, looked up at start, not by
+	 * libpq in the loop; PGUSER or the value's own still win. */
+	struct passwd *pw = getpwuid(geteuid());
+	connplan_init();
+	unsetenv("PGUSER");
+	plan = plan_ok("host=/tmp");
+	if (plan && pw) {
+		CHECK_INT(connplan_params(plan, 0, 1, NULL, NULL, &k, &v), ==, 0);
+		CHECK_STR(param(k, v, "user"), pw->pw_name);
+		connplan_free(plan);
+	}
+	plan = plan_ok("host=/tmp user=app");
+	if (plan) {
+		CHECK_INT(connplan_params(plan, 0, 1, NULL, NULL, &k, &v), ==, 0);
+		CHECK_STR(param(k, v, "user"), "app");
+		connplan_free(plan);
+	}
+	setenv("PGUSER", "envuser", 1);
+	plan = plan_ok("host=/tmp");
+	if (plan) {
+		CHECK_INT(connplan_params(plan, 0, 1, NULL, NULL, &k, &v), ==, 0);
+		CHECK(param_index(k, "user") == (size_t)-1);
+		connplan_free(plan);
+	}
+	unsetenv("PGUSER");
 }
 
 static void test_refusals(void)
