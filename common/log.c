@@ -139,18 +139,8 @@ static int log_write(const char *line, size_t len)
 {
 	ssize_t n;
 
-	if (log_out == LOG_OUT_BLOCKING) {
-		while (len > 0) {
-			n = write(log_fd, line, len);
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0)
-				return neg_errno();
-			line += n;
-			len -= (size_t)n;
-		}
-		return 0;
-	}
+	if (log_out == LOG_OUT_BLOCKING)
+		return fd_write_all(log_fd, line, len);
 	if (log_tail_len > 0) {
 		n = log_try(log_tail, log_tail_len);
 		if (n < 0)
