@@ -170,6 +170,27 @@ class Files(ClusterTest):
         self.assertTrue(os.path.islink(link))
         self.expect(agent, sub, 2, p, real)
 
+    def test_bom_and_carriage_returns(self):
+        """A file saved with a UTF-8 BOM (editors on other systems) is read;
+        a lone CR is refused with line and column, the value kept."""
+        h.write_rename(self.env_path, b'\xef\xbb\xbf' +
+                       self.line(self.password).encode())
+        agent, sub = self.follow(self.env_path)
+        self.assertEqual(sub.updates()[0][1], self.url())
+        p = self.new_password()
+        h.write_rename(self.env_path, f'# rotated\rDATABASE_URL='
+                       f'{self.url(p)}\r\n')
+        f = h.wait_for(lambda: (f := h.file_status(agent, self.env_path))
+                       ['state'] == 'error' and f, what='file refused')
+        self.assertIn(':1:10: carriage return not followed by a line feed',
+                      f['error'])
+        self.assertNotIn(p, f['error'])
+        self.assertEqual(len(sub.updates()), 1)
+        h.write_rename(self.env_path, b'\xef\xbb\xbf' +
+                       self.line(p).replace('\n', '\r\n').encode())
+        m = sub.wait_line(r'^update DATABASE_URL 2 (.*)$')
+        self.assertEqual(m.group(1), self.url(p))
+
     # ------------------------------------------------------------------
     # Special files
 
