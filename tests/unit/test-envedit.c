@@ -210,8 +210,8 @@ static void test_lone_cr(void)
 	static const char *const msg = "carriage return not followed by a line feed";
 
 	EXPECT_FAIL("A=1\r", 4, 1, 4, msg, { "B", "2", 0 });
-	EXPECT_FAIL("A=1\r\r\nB=2\r\n", 13, 1, 4, msg, { "B", "3", 0 });
-	EXPECT_FAIL("A=1\n# c\rd\n", 11, 2, 4, msg, { "A", "2", 0 });
+	EXPECT_FAIL("A=1\r\r\nB=2\r\n", 11, 1, 4, msg, { "B", "3", 0 });
+	EXPECT_FAIL("A=1\n# c\rd\n", 10, 2, 4, msg, { "A", "2", 0 });
 	EXPECT_FAIL("\xef\xbb\xbf" "A='x\ry'\n", 10, 1, 5, msg, { "A", "2", 0 });
 	expect_fail(__LINE__, "A=1\r", 4, NULL, 0, 1, 4, msg);
 	EXPECT_FAIL("A=1\n", 4, 0, 0, "A: value holds a carriage return", { "A", "x\ry", 0 });
