@@ -547,7 +547,7 @@ static int agent_init(struct agent *a, const struct options *o)
 	r = server_new(a, &scfg, &a->server);
 	if (r < 0)
 		return r;
-	r = state_new(o->state_dir, &a->state);
+	r = state_new(o->state_dir, a, &a->state);
 	if (r < 0)
 		return r;
 	if (!a->state)

@@ -13,6 +13,7 @@
 #include "agent.h"
 #include "common/crypto.h"
 #include "common/log.h"
+#include "common/loop.h"
 #include "common/util.h"
 #include "ipc/msg.h"
 #include "state.h"
@@ -21,6 +22,8 @@
 #define STATE_FORMAT 1
 
 struct state {
+	struct agent *agent;
+	struct loop_timer *save; /* a save due */
 	char *dir;
 	char *path;	/* dir/STATE_FILE */
 	char *tmp;	/* dir/.STATE_FILE.tmp */
@@ -174,7 +177,9 @@ static char *path_join(const char *dir, const char *name)
 	return p;
 }
 
-int state_new(const char *dir, struct state **out)
+static void state_save_now(struct loop_timer *t, void *data);
+
+int state_new(const char *dir, struct agent *a, struct state **out)
 {
 	struct state *s;
 	int r;
@@ -193,10 +198,12 @@ int state_new(const char *dir, struct state **out)
 	s = zalloc(sizeof(*s));
 	if (!s)
 		return -ENOMEM;
+	s->agent = a;
+	s->save = loop_timer_new(a->loop, state_save_now, s);
 	s->dir = strdup(dir);
 	s->path = path_join(dir, STATE_FILE);
 	s->tmp = path_join(dir, "." STATE_FILE ".tmp");
-	if (!s->dir || !s->path || !s->tmp) {
+	if (!s->save || !s->dir || !s->path || !s->tmp) {
 		r = -ENOMEM;
 		goto err_state;
 	}
@@ -214,6 +221,7 @@ int state_new(const char *dir, struct state **out)
 	return 0;
 
 err_state:
+	loop_timer_free(s->save);
 	free(s->tmp);
 	free(s->path);
 	free(s->dir);
@@ -225,6 +233,9 @@ void state_free(struct state *s)
 {
 	if (!s)
 		return;
+	if (loop_timer_armed(s->save))
+		state_save_now(s->save, s);
+	loop_timer_free(s->save);
 	pthread_mutex_lock(&s->lock);
 	s->stop = true;
 	pthread_cond_signal(&s->wake);
@@ -298,15 +309,22 @@ static void state_pack(struct agent *a, struct ipc_writer *w)
 	}
 }
 
-void state_save(struct state *s, struct agent *a)
+void state_save(struct state *s)
 {
+	if (s && !loop_timer_armed(s->save))
+		loop_timer_arm_in(s->save, STATE_SAVE_DELAY_MS);
+}
+
+static void state_save_now(struct loop_timer *t, void *data)
+{
+	struct state *s = data;
+	struct agent *a = s->agent;
 	struct ipc_writer w;
 	uint8_t *buf;
 	size_t len;
 	int r;
 
-	if (!s)
-		return;
+	loop_timer_disarm(t);
 	ipc_writer_init_plain(&w);
 	state_pack(a, &w);
 	if (w.failed) {

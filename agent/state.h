@@ -27,7 +27,10 @@
  * Writing happens on a thread of its own, so that a slow or hung disk
  * never stalls the event loop: the loop hands over the newest snapshot and
  * goes on; a snapshot not yet written when a newer one comes is dropped.
- * Everything else here runs on the loop's thread.
+ * A save is made STATE_SAVE_DELAY_MS after the change that asks for it
+ * (several changes then make one save), once the subscribers' acks of a
+ * rotation are in rather than while they come.  Everything else here runs
+ * on the loop's thread.
  *
  * Error rule: common/util.h (negative errno).
  */
@@ -45,17 +48,22 @@ struct state;
 /* The file in the state directory. */
 #define STATE_FILE "last-good"
 
+/* How long after a new value is in force it is saved: the acks of its
+ * rotation come in within a few ms, and a disk's fsync should not compete
+ * with them for the two cores of a small host; short next to any restart. */
+#define STATE_SAVE_DELAY_MS 200
+
 /* Largest state file read: a few hundred bytes per target; this is far
  * beyond any host's targets and bounds what a bad file costs. */
 #define STATE_FILE_MAX (1024 * 1024)
 
-/* Opens the state in dir (created, mode 0700, if missing; NULL: no
- * state, and every call below does nothing).  Starts the writer thread.
- * Returns 0 or a negative errno (logged). */
-int state_new(const char *dir, struct state **out);
+/* Opens the state in dir for the agent a (created, mode 0700, if
+ * missing; NULL: no state, and every call below does nothing).  Starts
+ * the writer thread.  Returns 0 or a negative errno (logged). */
+int state_new(const char *dir, struct agent *a, struct state **out);
 
-/* Writes the last snapshot handed over, stops the thread, frees.  NULL is
- * fine. */
+/* Makes a save that is due now, writes the last snapshot, stops the
+ * thread, frees.  NULL is fine. */
 void state_free(struct state *s);
 
 /* Reads the saved values into the agent's targets (target_set_saved()).
@@ -63,9 +71,9 @@ void state_free(struct state *s);
  * status, and ignored.  keys open a sealed file. */
 void state_load(struct state *s, struct agent *a);
 
-/* Hands the values now in force to the writer thread, sealed to the
- * agent's first key if it has one. */
-void state_save(struct state *s, struct agent *a);
+/* The values in force changed: STATE_SAVE_DELAY_MS later, they are handed
+ * to the writer thread, sealed to the agent's first key if it has one. */
+void state_save(struct state *s);
 
 /* The directory, or NULL without state. */
 const char *state_dir(const struct state *s);

@@ -254,7 +254,6 @@ static void source_accept(struct source *src, const struct probe_result *res)
 		   "%s: %s value validated in %.1f ms: %s", t->name, src->var,
 		   res->elapsed_us / 1000.0, masked ? masked : "?");
 	free(masked);
-	state_save(t->agent->state, t->agent);
 	if (src->health && health_set_conninfo(src->health, src->value) < 0)
 		log_error("%s: out of memory", t->name);
 	if (t->current == src->role && same)
@@ -263,6 +262,8 @@ static void source_accept(struct source *src, const struct probe_result *res)
 		target_publish(t, src->role, "rotation", res->in_recovery);
 	else
 		failover_changed(t);
+	/* After the publish: the subscribers' updates go out first. */
+	state_save(t->agent->state);
 }
 
 /* src has no value in force: the one saved before the restart takes its
