@@ -1,0 +1,603 @@
+/*
+ * libpq connection strings: parsing, masking, and translation into what
+ * node-postgres (pg) takes.  The one place that knows libpq's rules.
+ *
+ * Both forms libpq accepts are read by its rules (fe-connect.c):
+ *   keyword/value  host=db port=5432 password='it\'s' (quotes, backslash
+ *                  escapes, blanks around '=')
+ *   URI            postgresql://user:pass@h1:5432,h2:5433/db?sslmode=require
+ *                  (percent-decoding, IPv6 in brackets, host lists)
+ *
+ * pg takes one host, no keyword/value strings, and file paths for none of
+ * its TLS material, so translate() gives the pool a list of hosts to try in
+ * order and a pg config per host (certificates read from their files).
+ *
+ * A connection string holds a password: nothing here puts a value from it
+ * into an error message.  maskConninfo() is the form to log.
+ */
+import { readFileSync } from 'node:fs'
+import { homedir } from 'node:os'
+import { join } from 'node:path'
+import { checkServerIdentity } from 'node:tls'
+
+import { DbswapError } from './errors.js'
+
+const MASK = '****'
+
+/** Keywords whose value is a secret, masked everywhere. */
+const SECRET_KEYS = new Set(['password', 'sslpassword', 'oauth_client_secret', 'scram_client_key', 'scram_server_key'])
+
+/** Every keyword libpq knows (up to PostgreSQL 18), with its environment
+ * variable where it has one. */
+const KEYWORDS = new Map([
+  ['host', 'PGHOST'], ['hostaddr', 'PGHOSTADDR'], ['port', 'PGPORT'], ['dbname', 'PGDATABASE'],
+  ['user', 'PGUSER'], ['password', 'PGPASSWORD'], ['passfile', 'PGPASSFILE'], ['require_auth', 'PGREQUIREAUTH'],
+  ['channel_binding', 'PGCHANNELBINDING'], ['connect_timeout', 'PGCONNECT_TIMEOUT'],
+  ['client_encoding', 'PGCLIENTENCODING'], ['options', 'PGOPTIONS'], ['application_name', 'PGAPPNAME'],
+  ['fallback_application_name', null], ['keepalives', null], ['keepalives_idle', null],
+  ['keepalives_interval', null], ['keepalives_count', null], ['tcp_user_timeout', null], ['replication', null],
+  ['gssencmode', 'PGGSSENCMODE'], ['sslmode', 'PGSSLMODE'], ['requiressl', 'PGREQUIRESSL'],
+  ['sslnegotiation', 'PGSSLNEGOTIATION'], ['sslcompression', 'PGSSLCOMPRESSION'], ['sslcert', 'PGSSLCERT'],
+  ['sslkey', 'PGSSLKEY'], ['sslpassword', null], ['sslcertmode', 'PGSSLCERTMODE'],
+  ['sslrootcert', 'PGSSLROOTCERT'], ['sslcrl', 'PGSSLCRL'], ['sslcrldir', 'PGSSLCRLDIR'], ['sslsni', 'PGSSLSNI'],
+  ['requirepeer', 'PGREQUIREPEER'], ['ssl_min_protocol_version', 'PGSSLMINPROTOCOLVERSION'],
+  ['ssl_max_protocol_version', 'PGSSLMAXPROTOCOLVERSION'], ['min_protocol_version', 'PGMINPROTOCOLVERSION'],
+  ['max_protocol_version', 'PGMAXPROTOCOLVERSION'], ['krbsrvname', 'PGKRBSRVNAME'], ['gsslib', 'PGGSSLIB'],
+  ['gssdelegation', 'PGGSSDELEGATION'], ['service', 'PGSERVICE'], ['target_session_attrs', 'PGTARGETSESSIONATTRS'],
+  ['load_balance_hosts', 'PGLOADBALANCEHOSTS'], ['sslkeylogfile', null], ['scram_client_key', null],
+  ['scram_server_key', null], ['oauth_issuer', null], ['oauth_client_id', null], ['oauth_client_secret', null],
+  ['oauth_scope', null],
+])
+
+const URI_SCHEMES = ['postgresql://', 'postgres://']
+const isSpace = (c) => c === ' ' || c === '\t' || c === '\n' || c === '\v' || c === '\f' || c === '\r'
+
+function bad(message) {
+  return new DbswapError('conninfo', `connection string: ${message}`)
+}
+
+/* ---- parsing ---- */
+
+/**
+ * libpq's %XX decoding of URI parts (no '+' for a blank): the bytes
+ * decoded are read as UTF-8.
+ */
+function uriDecode(s, where) {
+  if (!s.includes('%')) return s
+  const parts = []
+  let i = 0
+  while (i < s.length) {
+    const pct = s.indexOf('%', i)
+    if (pct < 0) {
+      parts.push(Buffer.from(s.slice(i)))
+      break
+    }
+    parts.push(Buffer.from(s.slice(i, pct)))
+    const hex = s.slice(pct + 1, pct + 3)
+    if (!/^[0-9a-fA-F]{2}$/.test(hex)) throw bad(`invalid percent-encoded token in the ${where}`)
+    const b = parseInt(hex, 16)
+    if (b === 0) throw bad(`forbidden value %00 in the ${where}`)
+    parts.push(Buffer.of(b))
+    i = pct + 3
+  }
+  return Buffer.concat(parts).toString('utf8')
+}
+
+function store(params, keyword, value, quote) {
+  if (!KEYWORDS.has(keyword)) {
+    // An unknown word may be a misplaced secret: never quoted.
+    throw bad(quote ? `invalid URI query parameter at ${quote}` : 'invalid connection option')
+  }
+  params[keyword] = value
+}
+
+function parseUri(s, schemeLen) {
+  const params = Object.create(null)
+  let p = schemeLen
+  // User info: up to the first '@' before any '/' (a '?' does not stop it).
+  let q = p
+  while (q < s.length && s[q] !== '@' && s[q] !== '/') q++
+  if (s[q] === '@') {
+    const info = s.slice(p, q)
+    const colon = info.indexOf(':')
+    const user = colon < 0 ? info : info.slice(0, colon)
+    if (user) store(params, 'user', uriDecode(user, 'user name'))
+    if (colon >= 0 && colon + 1 < info.length) store(params, 'password', uriDecode(info.slice(colon + 1), 'password'))
+    p = q + 1
+  }
+  // netloc[:port] pairs, separated by commas.
+  const hosts = []
+  const ports = []
+  let term
+  for (;;) {
+    let host
+    if (s[p] === '[') {
+      const close = s.indexOf(']', p)
+      if (close < 0) throw bad('no "]" closes an IPv6 host address')
+      if (close === p + 1) throw bad('empty IPv6 host address')
+      host = s.slice(p + 1, close)
+      p = close + 1
+      if (p < s.length && !':/?,'.includes(s[p])) throw bad(`unexpected character at position ${p} (expected ":" or "/")`)
+    } else {
+      const start = p
+      while (p < s.length && !':/?,'.includes(s[p])) p++
+      host = s.slice(start, p)
+    }
+    hosts.push(host)
+    term = s[p]
+    let port = ''
+    if (term === ':') {
+      const start = ++p
+      while (p < s.length && !'/?,'.includes(s[p])) p++
+      port = s.slice(start, p)
+      term = s[p]
+    }
+    ports.push(port)
+    if (term !== ',') break
+    p++
+  }
+  const hostStr = hosts.join(',')
+  const portStr = ports.join(',')
+  if (hostStr) store(params, 'host', uriDecode(hostStr, 'host'))
+  if (portStr) store(params, 'port', uriDecode(portStr, 'port'))
+  if (term === '/') {
+    const start = ++p
+    while (p < s.length && s[p] !== '?') p++
+    const dbname = s.slice(start, p)
+    if (dbname) store(params, 'dbname', uriDecode(dbname, 'database name'))
+    term = s[p]
+  }
+  if (term === '?') {
+    let rest = s.slice(p + 1)
+    let at = p + 1
+    while (rest) {
+      const amp = rest.indexOf('&')
+      const pair = amp < 0 ? rest : rest.slice(0, amp)
+      const eq = pair.indexOf('=')
+      if (eq < 0) throw bad(`missing "=" in the URI query parameter at position ${at}`)
+      if (pair.indexOf('=', eq + 1) >= 0) throw bad(`extra "=" in the URI query parameter at position ${at}`)
+      let key = uriDecode(pair.slice(0, eq), 'query')
+      let value = uriDecode(pair.slice(eq + 1), 'query')
+      // libpq's JDBC compatibility.
+      if (key === 'ssl' && value === 'true') {
+        key = 'sslmode'
+        value = 'require'
+      }
+      store(params, key, value, `position ${at}`)
+      if (amp < 0) break
+      at += amp + 1
+      rest = rest.slice(amp + 1)
+    }
+  }
+  return params
+}
+
+function parseKeyValue(s) {
+  const params = Object.create(null)
+  let p = 0
+  const n = s.length
+  for (;;) {
+    while (p < n && isSpace(s[p])) p++
+    if (p >= n) break
+    const start = p
+    while (p < n && s[p] !== '=' && !isSpace(s[p])) p++
+    const keyword = s.slice(start, p)
+    while (p < n && isSpace(s[p])) p++
+    if (s[p] !== '=') {
+      throw bad(KEYWORDS.has(keyword) ? `missing "=" after "${keyword}"` : `missing "=" after the word at position ${start}`)
+    }
+    p++
+    while (p < n && isSpace(s[p])) p++
+    let value = ''
+    if (s[p] !== "'") {
+      while (p < n && !isSpace(s[p])) {
+        if (s[p] === '\\') p++
+        if (p < n) value += s[p++]
+      }
+    } else {
+      p++
+      for (;;) {
+        if (p >= n) throw bad('unterminated quoted string')
+        if (s[p] === '\\') {
+          p++
+          if (p < n) value += s[p++]
+          continue
+        }
+        if (s[p] === "'") {
+          p++
+          break
+        }
+        value += s[p++]
+      }
+    }
+    if (!KEYWORDS.has(keyword)) throw bad(`invalid connection option at position ${start}`)
+    params[keyword] = value
+  }
+  return params
+}
+
+/**
+ * Parses a libpq connection string (URI or keyword/value) by libpq's rules.
+ * @param {string} conninfo
+ * @returns {Record<string, string>} keyword -> value (a null-prototype object)
+ * @throws {DbswapError} code 'conninfo'; the message quotes no value
+ */
+export function parseConninfo(conninfo) {
+  if (typeof conninfo !== 'string') throw new TypeError('a connection string must be a string')
+  for (const scheme of URI_SCHEMES) {
+    if (conninfo.startsWith(scheme)) return parseUri(conninfo, scheme.length)
+  }
+  return parseKeyValue(conninfo)
+}
+
+/* ---- masking ---- */
+
+function isSecretKey(key) {
+  return SECRET_KEYS.has(key.toLowerCase())
+}
+
+/** libpq decodes query keys: "pass%77ord" is a password too. */
+function isSecretQueryKey(key) {
+  let dec = ''
+  for (let i = 0; i < key.length; i++) {
+    if (key[i] === '%' && /^[0-9a-fA-F]{2}$/.test(key.slice(i + 1, i + 3))) {
+      dec += String.fromCharCode(parseInt(key.slice(i + 1, i + 3), 16))
+      i += 2
+    } else {
+      dec += key[i]
+    }
+  }
+  return isSecretKey(dec)
+}
+
+function maskQuery(q) {
+  return q
+    .split('&')
+    .map((pair) => {
+      const eq = pair.indexOf('=')
+      return eq >= 0 && isSecretQueryKey(pair.slice(0, eq)) ? `${pair.slice(0, eq + 1)}${MASK}` : pair
+    })
+    .join('&')
+}
+
+function maskUri(s, schemeLen) {
+  const start = schemeLen
+  let out = s.slice(0, start)
+  let p = start
+  const at = s.lastIndexOf('@')
+  const query = s.indexOf('?', start)
+  if (at >= start) {
+    // The last '@' ends user:password even when the password holds '@',
+    // ':' or '/'.  A ':' past the '?' is in the query, unless no '/' comes
+    // before it: libpq reads user info up to the '@' without stopping at a
+    // '?' ("a?b:pw@db" is user a?b).
+    const colon = s.indexOf(':', start)
+    const hasColon = colon >= 0 && colon < at
+    const inQuery = hasColon && query >= 0 && colon > query && s.slice(start, colon).includes('/')
+    if (hasColon && !inQuery) {
+      out += s.slice(start, colon + 1) + MASK
+      if (query >= 0 && query < at) {
+        // That '@' sits in a query value or the password holds a '?':
+        // what follows it up to the next '&' may be a secret's tail.
+        const amp = s.indexOf('&', at)
+        out += '@' + MASK
+        if (amp >= 0) out += '&' + maskQuery(s.slice(amp + 1))
+        return out
+      }
+      p = at
+    }
+  }
+  const q = s.indexOf('?', p)
+  if (q < 0) return out + s.slice(p)
+  return out + s.slice(p, q + 1) + maskQuery(s.slice(q + 1))
+}
+
+function maskKeyValue(s) {
+  let out = ''
+  let p = 0
+  const n = s.length
+  while (p < n) {
+    let ws = p
+    while (p < n && isSpace(s[p])) p++
+    out += s.slice(ws, p)
+    if (p >= n) break
+    const key = p
+    while (p < n && s[p] !== '=' && !isSpace(s[p])) p++
+    const keyEnd = p
+    const secret = isSecretKey(s.slice(key, keyEnd))
+    ws = p
+    while (p < n && isSpace(s[p])) p++
+    if (s[p] !== '=') {
+      // Not key=value: this word and what follows may be anything, a
+      // password split at a blank included.
+      out += MASK
+      break
+    }
+    p++
+    while (p < n && isSpace(s[p])) p++
+    out += s.slice(key, keyEnd) + s.slice(ws, p)
+    const val = p
+    if (s[p] === "'") {
+      for (p++; p < n && s[p] !== "'"; p++) if (s[p] === '\\' && p + 1 < n) p++
+      if (p < n) p++
+    } else {
+      // libpq takes "\ " as a blank inside the value.
+      for (; p < n && !isSpace(s[p]); p++) if (s[p] === '\\' && p + 1 < n) p++
+    }
+    out += secret ? MASK : s.slice(val, p)
+  }
+  return out
+}
+
+/**
+ * The connection string with every password replaced by ****, for logs and
+ * messages: "postgresql://app:****@db/x", "host=db password=****".  Works
+ * on malformed strings too (what cannot be read is masked).  The same rules
+ * as libdbswap's dbswap_mask_conninfo().
+ * @param {string | null | undefined} conninfo
+ */
+export function maskConninfo(conninfo) {
+  if (conninfo === null || conninfo === undefined) return '(none)'
+  const s = String(conninfo)
+  for (const scheme of URI_SCHEMES) {
+    // Any case: a URI libpq refuses may still carry a password.
+    if (s.slice(0, scheme.length).toLowerCase() === scheme) return maskUri(s, scheme.length)
+  }
+  if (s.includes('=')) return maskKeyValue(s)
+  return s ? MASK : ''
+}
+
+/**
+ * text with the connection string and its secrets replaced by their
+ * masked forms: for messages that come from elsewhere (a driver's error)
+ * and may have picked one up.
+ * @param {string} text
+ * @param {string} conninfo
+ */
+export function redact(text, conninfo) {
+  if (!conninfo) return text
+  let out = String(text).split(conninfo).join(maskConninfo(conninfo))
+  let params = null
+  try {
+    params = parseConninfo(conninfo)
+  } catch {
+    // Unreadable: the whole string was the only thing to look for.
+  }
+  const secrets = []
+  for (const key of SECRET_KEYS) if (params?.[key]) secrets.push(params[key], encodeURIComponent(params[key]))
+  // The longest first: a secret may contain a shorter one.
+  for (const secret of secrets.sort((a, b) => b.length - a.length)) out = out.split(secret).join(MASK)
+  return out
+}
+
+/* ---- translation for pg ---- */
+
+const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']
+const SESSION_ATTRS = ['any', 'read-write', 'read-only', 'primary', 'standby', 'prefer-standby']
+const DEFAULT_PORT = 5432
+
+function readSecretFile(readFile, path, what) {
+  try {
+    return readFile(path)
+  } catch (err) {
+    throw new DbswapError('conninfo', `could not read the ${what} file "${path}": ${err.code ?? err.message}`)
+  }
+}
+
+function splitList(value) {
+  return value === undefined ? [''] : value.split(',')
+}
+
+function parsePort(s) {
+  if (s === '') return null
+  if (!/^[0-9]+$/.test(s.trim()) || Number(s) < 1 || Number(s) > 65535) throw bad('invalid port number')
+  return Number(s)
+}
+
+/**
+ * Translates a libpq connection string into what pg needs.
+ *
+ * @param {string} conninfo
+ * @param {object} [opts]
+ * @param {Record<string, string | undefined>} [opts.env] libpq's
+ *   environment defaults (PGHOST, PGSSLMODE, ...); default process.env
+ * @param {(path: string) => Buffer} [opts.readFile] reads certificate and
+ *   key files; default fs.readFileSync
+ * @param {string} [opts.home] for ~/.postgresql; default os.homedir()
+ * @param {import('node:tls').ConnectionOptions} [opts.tls] TLS options to
+ *   start from (the pool's `ssl` option); the connection string's win
+ * @returns {Translation}
+ * @throws {DbswapError} code 'conninfo': unreadable, or asks for what pg
+ *   cannot do (the message quotes no value)
+ *
+ * @typedef {object} HostEntry
+ * @property {string | undefined} host name, socket directory, or undefined (pg's default)
+ * @property {string | undefined} hostaddr numeric address to connect to instead of resolving host
+ * @property {number} port
+ *
+ * @typedef {object} Translation
+ * @property {HostEntry[]} hosts in the order to try them
+ * @property {string} sslMode
+ * @property {string} targetSessionAttrs
+ * @property {object} config pg client config without host, port and ssl
+ * @property {object | false} tls TLS options for pg's `ssl`, false for none
+ */
+export function translate(conninfo, opts = {}) {
+  const env = opts.env ?? process.env
+  const readFile = opts.readFile ?? readFileSync
+  const home = opts.home ?? homedir()
+  const params = parseConninfo(conninfo)
+  const get = (key) => {
+    if (params[key] !== undefined) return params[key]
+    const name = KEYWORDS.get(key)
+    return name && env[name] ? env[name] : undefined
+  }
+  const oneOf = (key, allowed, fallback) => {
+    const v = get(key) ?? fallback
+    if (!allowed.includes(v)) throw bad(`invalid ${key} value`)
+    return v
+  }
+
+  // What pg cannot do, refused rather than silently weakened.
+  if (get('service') !== undefined) throw bad('service files (service=) are not supported with pg')
+  if (get('require_auth')) throw bad('require_auth is not supported by pg')
+  if (get('requirepeer')) throw bad('requirepeer is not supported by pg')
+  if (get('gssencmode') === 'require') throw bad('gssencmode=require: pg has no GSSAPI encryption')
+  if (get('sslcrldir')) throw bad('sslcrldir is not supported with pg (use sslcrl)')
+  if (get('sslcertmode') === 'require') throw bad('sslcertmode=require is not supported by pg')
+  for (const key of ['oauth_issuer', 'oauth_client_id', 'oauth_client_secret', 'scram_client_key', 'scram_server_key']) {
+    if (get(key)) throw bad(`${key} is not supported by pg`)
+  }
+  if (get('passfile') && get('password') === undefined) {
+    throw bad('passfile is not supported with pg (it reads $PGPASSFILE or ~/.pgpass)')
+  }
+
+  // Hosts: host, hostaddr and port lists, matched as libpq matches them.
+  const names = splitList(get('host'))
+  const addrs = get('hostaddr') === undefined ? null : splitList(get('hostaddr'))
+  if (addrs && get('host') !== undefined && addrs.length !== names.length) {
+    throw bad(`could not match ${names.length} host names to ${addrs.length} hostaddr values`)
+  }
+  const count = addrs ? addrs.length : names.length
+  const ports = splitList(get('port')).map(parsePort)
+  if (ports.length !== 1 && ports.length !== count) {
+    throw bad(`could not match ${ports.length} port numbers to ${count} hosts`)
+  }
+  const hosts = []
+  for (let i = 0; i < count; i++) {
+    hosts.push({
+      host: (addrs && get('host') === undefined ? undefined : names[i]) || undefined,
+      hostaddr: addrs?.[i] || undefined,
+      port: (ports.length === 1 ? ports[0] : ports[i]) ?? DEFAULT_PORT,
+    })
+  }
+  if (oneOf('load_balance_hosts', ['disable', 'random'], 'disable') === 'random') {
+    for (let i = hosts.length - 1; i > 0; i--) {
+      const j = Math.floor(Math.random() * (i + 1))
+      ;[hosts[i], hosts[j]] = [hosts[j], hosts[i]]
+    }
+  }
+
+  const config = {}
+  if (get('user') !== undefined) config.user = get('user')
+  if (params.password !== undefined) config.password = params.password
+  if (get('dbname')) config.database = get('dbname')
+  const timeout = get('connect_timeout')
+  if (timeout !== undefined && timeout !== '') {
+    if (!/^\s*-?[0-9]+\s*$/.test(timeout)) throw bad('invalid connect_timeout value')
+    const secs = Number(timeout)
+    // libpq: 0 or less waits for ever; 1 is taken as 2.
+    if (secs > 0) config.connectionTimeoutMillis = Math.max(secs, 2) * 1000
+  }
+  for (const key of ['application_name', 'fallback_application_name', 'options', 'replication']) {
+    if (get(key) !== undefined) config[key] = get(key)
+  }
+  const encoding = get('client_encoding')
+  if (encoding && encoding !== 'auto') config.client_encoding = encoding
+  // libpq turns TCP keepalives on unless told not to; pg does not.
+  config.keepAlive = get('keepalives') !== '0'
+  const idle = get('keepalives_idle')
+  if (config.keepAlive && idle) {
+    if (!/^[0-9]+$/.test(idle)) throw bad('invalid keepalives_idle value')
+    config.keepAliveInitialDelayMillis = Number(idle) * 1000
+  }
+  if (oneOf('channel_binding', ['disable', 'prefer', 'require'], 'prefer') === 'require') {
+    config.enableChannelBinding = true
+  }
+  const negotiation = oneOf('sslnegotiation', ['postgres', 'direct'], 'postgres')
+
+  // TLS.
+  let sslMode = get('sslmode')
+  if (sslMode === undefined && get('requiressl') === '1') sslMode = 'require'
+  sslMode = sslMode ?? 'prefer'
+  if (!SSL_MODES.includes(sslMode)) throw bad('invalid sslmode value')
+  let tls = false
+  if (sslMode !== 'disable' && sslMode !== 'allow') {
+    const rootcert = get('sslrootcert')
+    if (rootcert === 'system' && sslMode !== 'verify-full') {
+      throw bad(`weak sslmode "${sslMode}" may not be used with sslrootcert=system (use "verify-full")`)
+    }
+    // libpq: require with a root certificate given verifies the chain.
+    if (sslMode === 'require' && rootcert) sslMode = 'verify-ca'
+    tls = { ...(opts.tls ?? {}) }
+    const verify = sslMode === 'verify-ca' || sslMode === 'verify-full'
+    tls.rejectUnauthorized = verify
+    if (verify && rootcert !== 'system') {
+      tls.ca = readSecretFile(readFile, rootcert || join(home, '.postgresql', 'root.crt'), 'root certificate')
+    }
+    const crl = get('sslcrl')
+    if (crl) tls.crl = readSecretFile(readFile, crl, 'certificate revocation list')
+    const cert = get('sslcert')
+    const key = get('sslkey')
+    if (cert || key) {
+      tls.cert = readSecretFile(readFile, cert || join(home, '.postgresql', 'postgresql.crt'), 'client certificate')
+      tls.key = readSecretFile(readFile, key || join(home, '.postgresql', 'postgresql.key'), 'client key')
+    } else {
+      // libpq loads the default client certificate when it is there.
+      try {
+        const c = readFile(join(home, '.postgresql', 'postgresql.crt'))
+        const k = readFile(join(home, '.postgresql', 'postgresql.key'))
+        tls.cert = c
+        tls.key = k
+      } catch {
+        // none: fine
+      }
+    }
+    if (params.sslpassword) tls.passphrase = params.sslpassword
+    const versions = { 'TLSv1': 'TLSv1', 'TLSv1.1': 'TLSv1.1', 'TLSv1.2': 'TLSv1.2', 'TLSv1.3': 'TLSv1.3' }
+    const min = get('ssl_min_protocol_version') ?? 'TLSv1.2'
+    if (!versions[min]) throw bad('invalid ssl_min_protocol_version value')
+    tls.minVersion = min
+    const max = get('ssl_max_protocol_version')
+    if (max) {
+      if (!versions[max]) throw bad('invalid ssl_max_protocol_version value')
+      tls.maxVersion = max
+    }
+    if (negotiation === 'direct') config.sslnegotiation = 'direct'
+  } else if (negotiation === 'direct') {
+    throw bad('sslnegotiation=direct needs SSL (sslmode require or stronger)')
+  }
+
+  return {
+    hosts,
+    sslMode,
+    targetSessionAttrs: oneOf('target_session_attrs', SESSION_ATTRS, 'any'),
+    config,
+    tls,
+  }
+}
+
+/**
+ * The pg client config for one host of a translation.
+ * @param {Translation} t
+ * @param {HostEntry} entry
+ * @param {{ plain?: boolean }} [how] plain: without TLS (sslmode=prefer,
+ *   after the server said it has none)
+ */
+export function hostConfig(t, entry, how = {}) {
+  const config = { ...t.config, port: entry.port }
+  const address = entry.hostaddr ?? entry.host
+  if (address !== undefined) config.host = address
+  // libpq never uses TLS on a Unix socket.
+  const socket = address !== undefined && address.startsWith('/')
+  if (!t.tls || socket || how.plain) {
+    config.ssl = false
+    return config
+  }
+  const tls = { ...t.tls }
+  if (t.sslMode === 'verify-ca') {
+    tls.checkServerIdentity = () => undefined
+  } else if (t.sslMode === 'verify-full') {
+    // The name, not the address: hostaddr only says where to connect.
+    const name = entry.host ?? entry.hostaddr ?? 'localhost'
+    tls.checkServerIdentity = (_servername, cert) => checkServerIdentity(name, cert)
+  }
+  config.ssl = tls
+  return config
+}
+
+/** A label for a host in messages: "db:5432", "/run/postgresql:5432". */
+export function hostLabel(entry) {
+  const name = entry.host ?? entry.hostaddr ?? 'localhost'
+  return `${name.includes(':') ? `[${name}]` : name}:${entry.port}`
+}

@@ -1,0 +1,661 @@
+/*
+ * The dbswap pool: pg.Pool's API, following a target of the agent.
+ *
+ * Values: `current` is what checkouts get, one Slot (a pg.Pool on one
+ * connection string).  A new value from the agent becomes `next`: its slot
+ * opens `min` connections (at least one) without handing them out, then
+ * the pool switches: `next` becomes `current`, the old slot drains (idle
+ * connections close now, busy ones when released, and those still out at
+ * the drain deadline are destroyed).  When no connection of an older value
+ * is left, the pool acks the generation, so `dbswapctl set --wait` returns
+ * only when the old password is out of use.
+ *
+ * A failover (reason failover or unavailable) breaks before it makes: the
+ * old server is dead or hung, so the new value is current at once and the
+ * old connections are destroyed (a query on one fails once; none after).
+ * While the agent reports no server (server "none"), checkouts fail at
+ * once; the next value is switched to at once.  A reconnect replaces every
+ * connection as a rotation does, though the value is the same.
+ *
+ * A value that does not connect from here is nacked (the error, masked),
+ * retried with backoff while the old one keeps serving, and given up
+ * after 5 authentication failures so that the role is never locked out.
+ * Without an agent the pool uses process.env[target], and says so once;
+ * an agent that appears later takes over.
+ */
+import { EventEmitter } from 'node:events'
+import { createRequire } from 'node:module'
+import { inspect } from 'node:util'
+
+import { Client, Update, kClaim, kUnclaim } from './client.js'
+import { redact } from './conninfo.js'
+import { DbswapError } from './errors.js'
+import { NACK_MESSAGE_MAX } from './protocol.js'
+import { Slot, isAuthError } from './slot.js'
+import { backoff, defaultLog, truncateUtf8, unrefTimer } from './util.js'
+
+/** Busy connections of an old value are destroyed after this. */
+export const DRAIN_TIMEOUT_MS = 30000
+/** Retry of a value that fails to connect here: 100 ms doubling to 30 s. */
+export const RETRY_FIRST_MS = 100
+export const RETRY_MAX_MS = 30000
+/** Authentication failures before a value is given up. */
+export const AUTH_TRIES = 5
+/** How long to wait for an agent before using the environment's value:
+ * long enough for a local agent to answer, short for a developer. */
+export const AGENT_GRACE_MS = 200
+
+/** pg.Pool options the agent's settings can set, with their defaults:
+ * pg's, except min (one warm connection, as libdbswap). */
+const SETTINGS = [
+  ['max', 'poolMax', 10],
+  ['min', 'poolMin', 1],
+  ['connectionTimeoutMillis', 'poolTimeoutMs', 0],
+  ['idleTimeoutMillis', 'poolIdleTimeoutMs', 10000],
+]
+/** Options of this pool, not passed to pg. */
+const OWN = ['target', 'socket', 'name', 'client', 'poolFactory', 'Client', 'drainTimeoutMillis', 'log']
+/** Connection parameters come from the agent's value, never from options. */
+const FROM_VALUE = ['connectionString', 'host', 'port', 'user', 'password', 'database']
+
+const require = createRequire(import.meta.url)
+
+/**
+ * A pool of PostgreSQL connections for one target, with pg.Pool's API.
+ * See createPool().
+ */
+export class Pool extends EventEmitter {
+  #target
+  #client
+  #ownsClient
+  #log
+  #poolFactory
+  #Client
+  #passthrough
+  #explicit = {}
+  #settings = null
+  #drainMs
+  #current = null
+  #next = null
+  #retiring = new Set()
+  #waiting = []
+  #ending = false
+  #ended = false
+  #graceOver = false
+  #graceTimer = null
+  #retryTimer = null
+  #warnedNoAgent = false
+  #subscribeError = null
+  #listeners = []
+
+  /** @param {import('../index.js').PoolOptions} [options] */
+  constructor(options = {}) {
+    super()
+    this.#target = options.target ?? 'DATABASE_URL'
+    this.#drainMs = options.drainTimeoutMillis ?? DRAIN_TIMEOUT_MS
+    this.#log = options.log ?? defaultLog
+    this.#poolFactory = options.poolFactory ?? ((config) => new (require('pg').Pool)(config))
+    // Without a pool factory of its own, the app gets pg's Pool and Client;
+    // with one, the Client class only if it names one.
+    this.#Client = options.Client ?? (options.poolFactory ? null : require('pg').Client)
+    this.#passthrough = {}
+    const ignored = []
+    for (const [key, value] of Object.entries(options)) {
+      if (OWN.includes(key)) continue
+      if (FROM_VALUE.includes(key)) ignored.push(key)
+      else if (SETTINGS.some(([opt]) => opt === key)) {
+        if (value !== undefined) this.#explicit[key] = value
+      } else this.#passthrough[key] = value
+    }
+    if (ignored.length) {
+      this.#logLine('warn', `${this.#target}: options ${ignored.join(', ')} ignored: the connection parameters come from the agent's value`)
+    }
+    /** The pg.Pool options in force (the agent's settings applied), as
+     * pg.Pool's `options`. */
+    this.options = this.#effective()
+
+    this.#ownsClient = !options.client
+    this.#client =
+      options.client ??
+      new Client({ socket: options.socket, name: options.name, log: this.#log, unref: Boolean(options.allowExitOnIdle) })
+    this.#client[kClaim](this.#target)
+    this.#listen('update', (u) => this.#onUpdate(u))
+    this.#listen('settings', (s) => this.#onSettings(s))
+    this.#listen('error', (err) => this.emit('error', err))
+    this.#listen('disconnect', () => this.#considerEnv())
+    this.#client.subscribe(this.#target, { timeout: 0 }).then(
+      () => {
+        this.#subscribeError = null
+      },
+      (err) => {
+        if (this.#ending) return
+        this.#subscribeError = err
+        this.emit('error', err)
+        this.#failWaiting(err)
+      },
+    )
+    const known = this.#client.lastUpdate(this.#target)
+    if (known) queueMicrotask(() => this.#onUpdate(known))
+    this.#graceTimer = unrefTimer(() => {
+      this.#graceOver = true
+      this.#considerEnv()
+    }, AGENT_GRACE_MS)
+  }
+
+  /* ---- pg.Pool's API ---- */
+
+  /** The target followed, e.g. DATABASE_URL. */
+  get target() {
+    return this.#target
+  }
+
+  /** The generation checkouts get now (0 for the environment's value),
+   * or null before any value. */
+  get generation() {
+    return this.#current ? this.#current.generation : null
+  }
+
+  /** The dbswap client the pool follows the agent with. */
+  get client() {
+    return this.#client
+  }
+
+  /** Connections open or opening, of every value (during a swap, old and
+   * new). */
+  get totalCount() {
+    let n = 0
+    for (const slot of this.#slots()) n += slot.totalCount
+    return n
+  }
+
+  /** Idle connections of the current value. */
+  get idleCount() {
+    return this.#current?.idleCount ?? 0
+  }
+
+  /** Checkouts waiting: for a connection, or for a first value. */
+  get waitingCount() {
+    return this.#waiting.length + (this.#current?.waitingCount ?? 0)
+  }
+
+  /** Connections of the current value past maxLifetimeSeconds. */
+  get expiredCount() {
+    return this.#current?.expiredCount ?? 0
+  }
+
+  /** end() was called. */
+  get ending() {
+    return this.#ending
+  }
+
+  /** end() finished. */
+  get ended() {
+    return this.#ended
+  }
+
+  /**
+   * Checks out a client on the current value; give it back with
+   * client.release() (release(err) or release(true) to destroy it).
+   * @param {(err?: Error, client?: any, done?: (release?: any) => void) => void} [callback]
+   * @returns {Promise<any> | undefined} the client, without a callback
+   */
+  connect(callback) {
+    const result = new Promise((resolve, reject) => {
+      this.#dispatch({ resolve, reject, done: false, slot: null, timer: null })
+    })
+    if (!callback) return result
+    result.then(
+      (client) => callback(undefined, client, client.release),
+      (err) => callback(err, undefined, () => {}),
+    )
+    return undefined
+  }
+
+  /**
+   * Runs one query on a client checked out and released for it.
+   * @param {string | object} text SQL, or a query config object
+   * @param {unknown[] | Function} [values]
+   * @param {Function} [callback] (err, result)
+   */
+  query(text, values, callback) {
+    if (typeof text === 'function') {
+      const err = new Error('Passing a function as the first parameter to pool.query is not supported')
+      setImmediate(() => text(err))
+      return undefined
+    }
+    if (typeof values === 'function') {
+      callback = values
+      values = undefined
+    }
+    const result = new Promise((resolve, reject) => {
+      this.connect().then((client) => {
+        let released = false
+        const onError = (err) => {
+          if (released) return
+          released = true
+          client.release(err)
+          reject(err)
+        }
+        client.once('error', onError)
+        try {
+          client.query(text, values, (err, res) => {
+            client.removeListener('error', onError)
+            if (released) return
+            released = true
+            client.release(err)
+            if (err) reject(err)
+            else resolve(res)
+          })
+        } catch (err) {
+          client.removeListener('error', onError)
+          released = true
+          client.release(err)
+          reject(err)
+        }
+      }, reject)
+    })
+    if (!callback) return result
+    result.then(
+      (res) => callback(undefined, res),
+      (err) => callback(err),
+    )
+    return undefined
+  }
+
+  /**
+   * Ends the pool: checkouts fail from now on, idle connections close,
+   * those in use close when released (end() waits for them, as pg.Pool's),
+   * and the dbswap client closes if the pool created it.  Leaves no timer.
+   * @param {(err?: Error) => void} [callback]
+   */
+  end(callback) {
+    if (this.#ending) {
+      const err = new Error('Called end on pool more than once')
+      if (callback) return callback(err)
+      return Promise.reject(err)
+    }
+    this.#ending = true
+    clearTimeout(this.#graceTimer)
+    clearTimeout(this.#retryTimer)
+    for (const [event, fn] of this.#listeners) this.#client.off(event, fn)
+    this.#client[kUnclaim](this.#target)
+    const closed = new Error('Cannot use a pool after calling end on the pool')
+    this.#failWaiting(closed)
+    const slots = [...this.#slots()]
+    for (const slot of slots) for (const req of slot.takePending()) this.#fail(req, closed)
+    const done = Promise.all(slots.map((slot) => slot.retire('end', this.#drainMs)))
+      .then(() => (this.#ownsClient ? this.#client.close() : undefined))
+      .then(() => {
+        this.#current = this.#next = null
+        this.#retiring.clear()
+        this.#ended = true
+      })
+    if (!callback) return done
+    done.then(() => callback(), callback)
+    return undefined
+  }
+
+  /* ---- checkouts ---- */
+
+  #dispatch(req) {
+    if (req.done) return
+    if (this.#ending) return this.#fail(req, new Error('Cannot use a pool after calling end on the pool'))
+    const slot = this.#current
+    if (!slot) {
+      const err = this.#noValueError()
+      if (err) return this.#fail(req, err)
+      this.#waiting.push(req)
+      const ms = this.options.connectionTimeoutMillis
+      if (ms > 0 && !req.timer) {
+        req.timer = setTimeout(() => {
+          this.#waiting = this.#waiting.filter((r) => r !== req)
+          this.#fail(req, new Error('timeout exceeded when trying to connect'))
+        }, ms)
+      }
+      return
+    }
+    if (slot.unavailable) return this.#fail(req, this.#unavailableError(slot))
+    clearTimeout(req.timer)
+    req.slot = slot
+    slot.pending.add(req)
+    slot.connect((err, client) => {
+      slot.pending.delete(req)
+      if (req.slot !== slot || req.done) {
+        // Moved to a newer value meanwhile, or given up: not wanted.
+        if (client) client.release()
+        return
+      }
+      if (err) return this.#fail(req, err)
+      req.done = true
+      slot.checkout(client, (releaseErr, c) => this.emit('release', releaseErr, c))
+      this.emit('acquire', client)
+      req.resolve(client)
+    })
+  }
+
+  #fail(req, err) {
+    if (req.done) return
+    req.done = true
+    clearTimeout(req.timer)
+    req.reject(err)
+  }
+
+  #failWaiting(err) {
+    for (const req of this.#waiting.splice(0)) this.#fail(req, err)
+  }
+
+  /** Why a checkout with no current value cannot wait for one, or null
+   * when one may come. */
+  #noValueError() {
+    if (this.#subscribeError) return this.#subscribeError
+    const next = this.#next
+    if (next?.lastError) {
+      const state = next.givenUp ? 'given up' : 'retrying'
+      return new DbswapError('no-value', `${this.#target}: ${this.#describe(next)} does not connect from here (${state}): ${this.#errorLine(next, next.lastError)}`, {
+        cause: next.lastError,
+        target: this.#target,
+      })
+    }
+    if (!next && this.#graceOver && !this.#client.connected && this.#client.lastError && !process.env[this.#target]) {
+      const why = this.#client.lastError.code ?? this.#client.lastError.message
+      return new DbswapError('no-value', `no value for ${this.#target}: no agent at ${this.#client.socketPath} (${why}) and $${this.#target} is not set`, { target: this.#target })
+    }
+    return null
+  }
+
+  #unavailableError(slot) {
+    return new DbswapError(
+      'unavailable',
+      `${this.#target}: no database server is available (the agent reports the primary and the secondary down, generation ${slot.generation}); failing at once until one is back`,
+      { target: this.#target },
+    )
+  }
+
+  /* ---- values ---- */
+
+  *#slots() {
+    if (this.#current) yield this.#current
+    if (this.#next) yield this.#next
+    yield* this.#retiring
+  }
+
+  #newSlot(update, fromEnv) {
+    return new Slot({
+      update,
+      fromEnv,
+      options: this.options,
+      poolFactory: this.#poolFactory,
+      Client: this.#Client,
+      events: this,
+      log: (level, message) => this.#logLine(level, message),
+    })
+  }
+
+  #describe(slot) {
+    return slot.fromEnv ? `$${this.#target} from the environment` : `generation ${slot.generation}`
+  }
+
+  /** One line for an error about a value, with no secret of it. */
+  #errorLine(slot, err) {
+    const text = String(err?.message ?? err).replace(/\s+/g, ' ').trim()
+    return redact(text, slot.update.conninfo)
+  }
+
+  #onUpdate(update) {
+    if (update.target !== this.#target || this.#ending) return
+    const reconnect = update.reason === 'reconnect'
+    const urgent = this.#isUrgent(update)
+    const current = this.#current
+    if (!reconnect && current?.is(update)) {
+      // The value in use, renumbered (an agent restart): keep the
+      // connections, ack the new number of the new instance.
+      current.renumber(update)
+      if (current.fromEnv) {
+        current.fromEnv = false
+        this.#logLine('info', `${this.#target}: the agent is here; it has the same value as the environment`)
+      }
+      if (this.#next) this.#abandonNext()
+      this.#maybeAck()
+      return
+    }
+    if (!reconnect && this.#next?.is(update)) {
+      // The value being tried, renumbered: its retries go on as they were.
+      this.#next.renumber(update)
+    } else {
+      if (this.#next) this.#abandonNext()
+      if (current?.fromEnv) {
+        this.#logLine('info', `${this.#target}: the agent is here; switching from the environment's value to generation ${update.generation}`)
+      }
+      this.#next = this.#newSlot(update, false)
+      if (!urgent) this.#warmNext()
+    }
+    if (urgent) this.#switch(this.#next, 'destroy')
+  }
+
+  /** Whether to switch at once: the old server is dead or hung (with
+   * connections to break), or no server is available before or after. */
+  #isUrgent(update) {
+    const current = this.#current
+    if (update.server === 'none' || current?.unavailable) return true
+    return Boolean(current) && (update.reason === 'failover' || update.reason === 'unavailable')
+  }
+
+  #abandonNext() {
+    const slot = this.#next
+    this.#next = null
+    clearTimeout(this.#retryTimer)
+    this.#retire(slot, 'destroy')
+  }
+
+  /** Opens the next value's first connections, then switches to it. */
+  async #warmNext() {
+    const slot = this.#next
+    slot.retrying = false
+    try {
+      await slot.warm(this.#warmCount())
+    } catch (err) {
+      if (this.#next === slot && !this.#ending) this.#warmFailed(slot, err)
+      return
+    }
+    if (this.#next === slot && !this.#ending) this.#switch(slot, 'drain')
+  }
+
+  #warmCount() {
+    return Math.max(1, Math.min(this.options.min, this.options.max))
+  }
+
+  #warmFailed(slot, err) {
+    slot.failures++
+    slot.lastError = err
+    const line = this.#errorLine(slot, err)
+    const auth = isAuthError(err)
+    if (auth) slot.authFailures++
+    const giveUp = slot.error !== null || (auth && slot.authFailures >= AUTH_TRIES)
+    let message = null
+    if (!slot.fromEnv) {
+      message = truncateUtf8(`cannot connect with generation ${slot.generation} from pid ${process.pid}: ${line}`, NACK_MESSAGE_MAX)
+      this.#client.nack(slot.update, message)
+    }
+    if (giveUp) {
+      slot.givenUp = true
+      this.#logLine(
+        'error',
+        slot.error
+          ? `${this.#target}: ${this.#describe(slot)} cannot be used here: ${line}; staying on the current value`
+          : `${this.#target}: ${this.#describe(slot)} refused ${slot.authFailures} times (${line}); not trying it again, so as not to lock the role out; staying on the current value`,
+      )
+    } else {
+      const delay = backoff(slot.failures - 1, RETRY_FIRST_MS, RETRY_MAX_MS)
+      this.#logLine('warn', `${this.#target}: ${this.#describe(slot)} does not connect from here: ${line}; staying on the current value, retry in ${delay} ms`)
+      slot.retrying = true
+      this.#retryTimer = unrefTimer(() => {
+        if (this.#next === slot && !this.#ending) this.#warmNext()
+      }, delay)
+      // The password may have changed again since: ask the agent.
+      if (auth && !slot.fromEnv) this.#client.subscribe(this.#target, { timeout: 0 }).catch(() => {})
+    }
+    this.emit('nack', {
+      target: this.#target,
+      generation: slot.generation,
+      instance: slot.update.instance,
+      message: message ?? line,
+      attempts: slot.failures,
+      willRetry: !giveUp,
+    })
+    if (!this.#current) this.#failWaiting(this.#noValueError())
+  }
+
+  /**
+   * Makes slot the current value.  mode 'drain': the old one drains
+   * (make-before-break); 'destroy': its connections are destroyed now.
+   */
+  #switch(slot, mode) {
+    const old = this.#current
+    if (this.#next === slot) {
+      this.#next = null
+      clearTimeout(this.#retryTimer)
+    }
+    this.#current = slot
+    if (old) this.#retire(old, mode)
+    const busy = old ? old.out.size : 0
+    const what = `${this.#describe(slot)}${slot.update.standby ? ' (a read-only standby)' : ''}`
+    if (slot.unavailable) {
+      this.#logLine('error', `${this.#target}: no database server is available (the agent reports the primary and the secondary down); checkouts fail at once until one is back`)
+    } else if (old?.unavailable) {
+      this.#logLine('info', `${this.#target}: a database server is back: the ${slot.update.server} (${what}, ${slot.update.reason}); opening connections`)
+    } else if (mode === 'destroy' && old) {
+      this.#logLine('warn', `${this.#target}: ${slot.update.reason} to the ${slot.update.server} (${what}): ${busy} busy connection(s) on the old server destroyed`)
+    } else if (old) {
+      this.#logLine('info', `${this.#target}: switched to ${what}; ${busy} busy connection(s) on the old value close when released`)
+    }
+    this.emit('swap', {
+      target: this.#target,
+      generation: slot.generation,
+      instance: slot.update.instance,
+      reason: slot.update.reason,
+      server: slot.update.server,
+      standby: slot.update.standby,
+      previousGeneration: old ? old.generation : null,
+      immediate: mode === 'destroy',
+      fromEnvironment: slot.fromEnv,
+    })
+    if (!slot.warmed && !slot.unavailable) {
+      // Switched to at once: open connections in the background.
+      slot.warm(this.#warmCount()).catch((err) => {
+        if (this.#current === slot) this.#logLine('warn', `${this.#target}: cannot open a connection with ${this.#describe(slot)}: ${this.#errorLine(slot, err)}`)
+      })
+    }
+    for (const req of this.#waiting.splice(0)) this.#dispatch(req)
+    this.#maybeAck()
+  }
+
+  #retire(slot, mode) {
+    this.#retiring.add(slot)
+    // Checkouts waiting on it go to the current value.
+    for (const req of slot.takePending()) this.#dispatch(req)
+    slot.retire(mode, this.#drainMs).then(() => {
+      this.#retiring.delete(slot)
+      this.#maybeAck()
+    })
+  }
+
+  /** Acks the current generation once no connection of an older value is
+   * left. */
+  #maybeAck() {
+    const slot = this.#current
+    if (!slot || slot.fromEnv || slot.acked || this.#retiring.size > 0 || this.#ending) return
+    slot.acked = true
+    let sent = false
+    try {
+      sent = this.#client.ack(slot.update)
+    } catch (err) {
+      this.emit('error', err)
+    }
+    this.emit('ack', { target: this.#target, generation: slot.generation, instance: slot.update.instance, sent })
+  }
+
+  /** No agent: the environment's value, once it is clear none is there. */
+  #considerEnv() {
+    if (!this.#graceOver || this.#current || this.#next || this.#ending) return
+    if (this.#client.connected || !this.#client.lastError) return
+    const value = process.env[this.#target]
+    if (!value) {
+      this.#failWaiting(this.#noValueError())
+      return
+    }
+    if (!this.#warnedNoAgent) {
+      const why = this.#client.lastError.code ?? this.#client.lastError.message
+      this.#logLine('info', `no agent at ${this.#client.socketPath} (${why}); using $${this.#target} from the environment`)
+      this.#warnedNoAgent = true
+    }
+    const update = new Update({ target: this.#target, generation: 0, conninfo: value, reason: 'environment' })
+    this.#next = this.#newSlot(update, true)
+    this.#warmNext()
+  }
+
+  #onSettings(settings) {
+    if (settings.target !== this.#target || this.#ending) return
+    this.#settings = settings
+    this.options = this.#effective()
+    const live = Object.fromEntries(SETTINGS.map(([opt]) => [opt, this.options[opt]]))
+    for (const slot of this.#slots()) slot.setOptions(live)
+  }
+
+  /** The options in force: the app's, else the agent's settings, else the
+   * defaults (as libdbswap: explicit options win). */
+  #effective() {
+    const o = { ...this.#passthrough }
+    for (const [opt, key, def] of SETTINGS) o[opt] = this.#explicit[opt] ?? this.#settings?.[key] ?? def
+    o.min = Math.min(o.min, o.max)
+    return o
+  }
+
+  /* ---- events and logs ---- */
+
+  #listen(event, fn) {
+    this.#client.on(event, fn)
+    this.#listeners.push([event, fn])
+  }
+
+  #logLine(level, message) {
+    try {
+      this.#log(level, message)
+    } catch {
+      // a log function that throws must not break the pool
+    }
+  }
+
+  /** 'error' goes to listeners, or to the log when there is none: the pool
+   * has handled it already (an idle client's error from a slot's pg.Pool,
+   * an error from the agent), so it must not crash the process. */
+  emit(event, ...args) {
+    if (event === 'error' && this.listenerCount('error') === 0) {
+      this.#logLine('error', `${this.#target}: ${args[0]?.message ?? args[0]}`)
+      return false
+    }
+    return super.emit(event, ...args)
+  }
+
+  [inspect.custom](depth, options, inspectFn = inspect) {
+    const info = {
+      target: this.#target,
+      generation: this.generation,
+      totalCount: this.totalCount,
+      idleCount: this.idleCount,
+      waitingCount: this.waitingCount,
+      ending: this.#ending,
+    }
+    return `DbswapPool ${inspectFn(info, options)}`
+  }
+}
+
+/**
+ * Creates a pool for a target (default DATABASE_URL).  Takes pg.Pool's
+ * options too (max, min, idleTimeoutMillis, connectionTimeoutMillis, ssl,
+ * ...); the connection parameters come from the agent's value.
+ * @param {import('../index.js').PoolOptions} [options]
+ * @returns {Pool}
+ */
+export function createPool(options) {
+  return new Pool(options)
+}

@@ -1,0 +1,350 @@
+/*
+ * One value's connections: a pg.Pool on one connection string, as the
+ * dbswap pool keeps one per generation while it swaps (pool.js).
+ *
+ * pg connects to one host; a libpq value may name several.  The slot's
+ * pg.Pool is given a Client class (a subclass of pg.Client, or of the app's
+ * Client) whose every instance connects to the slot's host in use and
+ * checks target_session_attrs; when a connection fails at the host (cannot
+ * reach it, no TLS for sslmode=prefer, a session of the wrong kind), the
+ * slot moves on to the next host and tries again, in order, as libpq does.
+ * A failure the server reports (a wrong password) stops there, as in
+ * libpq: other hosts would refuse the same credentials.  Unlike libpq, the
+ * next connection starts at the host that took the last one, not at the
+ * first, so that a dead first host does not cost its timeout every time.
+ */
+import { hostConfig, hostLabel, translate } from './conninfo.js'
+import { DbswapError } from './errors.js'
+import { unrefTimer } from './util.js'
+
+const kHostFailure = Symbol('dbswap.hostFailure')
+const kNoTls = Symbol('dbswap.noTls')
+
+/** pg's message when the server answers an SSLRequest with 'N'. */
+const NO_SSL = 'The server does not support SSL connections'
+
+/** SQLSTATE of authentication failures (28P01 invalid_password, 28000
+ * invalid_authorization_specification): counted, so that a refused value
+ * is not tried until the role is locked out. */
+export function isAuthError(err) {
+  return err?.code === '28P01' || err?.code === '28000'
+}
+
+/** A failure at the host, after which libpq tries the next one: no
+ * answer, a broken connection, TLS refused, a session of the wrong kind,
+ * or a server still starting (57P03).  Not an error the server sends for
+ * a login it refuses. */
+function markHostFailure(err) {
+  const isServerError = typeof err?.severity === 'string'
+  if (err && typeof err === 'object' && (!isServerError || err.code === '57P03')) {
+    err[kHostFailure] = true
+    if (err.message === NO_SSL) err[kNoTls] = true
+  }
+  return err
+}
+
+function flag(err, key) {
+  return Boolean(err?.[key] || err?.cause?.[key])
+}
+
+/**
+ * Checks a fresh connection against target_session_attrs; returns null
+ * when it suits, else why not.
+ * @param {{ query(text: string): Promise<{ rows: any[] }> }} client
+ * @param {string} attrs any, read-write, read-only, primary, standby
+ */
+export async function checkSession(client, attrs) {
+  if (attrs === 'read-write' || attrs === 'read-only') {
+    const res = await client.query('SHOW transaction_read_only')
+    const readOnly = res.rows[0]?.transaction_read_only === 'on'
+    if (attrs === 'read-write' && readOnly) return 'the session is read-only'
+    if (attrs === 'read-only' && !readOnly) return 'the session is not read-only'
+    return null
+  }
+  if (attrs === 'primary' || attrs === 'standby') {
+    const res = await client.query('SELECT pg_is_in_recovery() AS in_recovery')
+    const inRecovery = res.rows[0]?.in_recovery === true
+    if (attrs === 'primary' && inRecovery) return 'the server is in hot standby mode'
+    if (attrs === 'standby' && !inRecovery) return 'the server is not in hot standby mode'
+  }
+  return null
+}
+
+/**
+ * The connections of one value.
+ */
+export class Slot {
+  #translation = null
+  #hostIndex = 0
+  #plain = new Set() // hosts that said they have no TLS (sslmode=prefer)
+  #attempt = null // the host the next Client is for, set just before connect
+  #retired = null
+  #drainTimer = null
+  #log
+
+  /**
+   * @param {object} o
+   * @param {import('./client.js').Update} o.update the value
+   * @param {boolean} o.fromEnv it came from the environment, not the agent
+   * @param {object} o.options the pg.Pool options in force
+   * @param {(config: object) => any} o.poolFactory makes the pg.Pool
+   * @param {Function | null} o.Client the pg Client class to extend
+   * @param {import('node:events').EventEmitter} o.events gets 'connect', 'remove', 'error'
+   * @param {(level: string, message: string) => void} o.log
+   */
+  constructor({ update, fromEnv, options, poolFactory, Client, events, log }) {
+    this.update = update
+    this.fromEnv = fromEnv
+    this.#log = log
+    this.unavailable = update.server === 'none'
+    this.acked = false
+    this.warmed = false
+    this.error = null // the value cannot be used here at all (translation)
+    this.lastError = null // the last failure of a warm-up
+    this.failures = 0
+    this.authFailures = 0
+    this.givenUp = false
+    this.retrying = false
+    this.pending = new Set() // checkouts waiting on this slot's pg.Pool
+    this.out = new Map() // client -> release record, for clients handed out
+    this.all = new Set() // every client of this slot, connecting ones too
+    this.inner = null
+    if (this.unavailable) return
+    try {
+      this.#translation = translate(update.conninfo, { tls: typeof options.ssl === 'object' ? options.ssl : undefined })
+    } catch (err) {
+      this.error = err
+      return
+    }
+    const { ssl, ...config } = options
+    // With a Client class, every connection picks its host; a pool factory
+    // that brings its own clients gets the first host's parameters.
+    if (Client) config.Client = this.#clientClass(Client)
+    else Object.assign(config, hostConfig(this.#translation, this.#translation.hosts[0]))
+    this.inner = poolFactory(config)
+    this.inner.on('connect', (client) => events.emit('connect', client))
+    this.inner.on('remove', (client) => events.emit('remove', client))
+    this.inner.on('error', (err, client) => events.emit('error', err, client))
+  }
+
+  /** Whether this slot holds that value for that server. */
+  is(update) {
+    return (
+      this.update.conninfo === update.conninfo &&
+      this.update.server === update.server &&
+      this.update.standby === update.standby
+    )
+  }
+
+  get generation() {
+    return this.update.generation
+  }
+
+  get hostCount() {
+    return this.#translation ? this.#translation.hosts.length : 0
+  }
+
+  /** Takes a new update of the same value (renumbered by the agent). */
+  renumber(update) {
+    this.update = update
+    this.acked = false
+  }
+
+  /** How many tries one connection gets: each host once, and for
+   * prefer-standby a second round that takes any server. */
+  #maxTries() {
+    const t = this.#translation
+    return t.hosts.length * (t.targetSessionAttrs === 'prefer-standby' ? 2 : 1)
+  }
+
+  /** The pg Client class for this slot: connects to the host chosen for
+   * it and checks the session. */
+  #clientClass(Base) {
+    const slot = this
+    const t = this.#translation
+    return class DbswapClient extends Base {
+      #label
+      #attrs
+
+      constructor(config) {
+        const attempt = slot.#attempt ?? { index: slot.#hostIndex, tries: 0 }
+        slot.#attempt = null
+        const entry = t.hosts[attempt.index]
+        super({ ...config, ...hostConfig(t, entry, { plain: slot.#plain.has(attempt.index) }) })
+        this.#label = hostLabel(entry)
+        let attrs = t.targetSessionAttrs
+        if (attrs === 'prefer-standby') attrs = attempt.tries < t.hosts.length ? 'standby' : 'any'
+        this.#attrs = attrs
+        slot.all.add(this)
+        this.once('end', () => slot.all.delete(this))
+      }
+
+      connect(callback) {
+        const done = this.#connectChecked()
+        if (callback) {
+          done.then(() => callback(), (err) => callback(err))
+          return undefined
+        }
+        return done.then(() => this)
+      }
+
+      async #connectChecked() {
+        try {
+          await super.connect()
+        } catch (err) {
+          slot.all.delete(this)
+          throw markHostFailure(err)
+        }
+        if (this.#attrs === 'any') return
+        let why
+        try {
+          why = await checkSession(this, this.#attrs)
+        } catch (err) {
+          await this.end().catch(() => {})
+          throw markHostFailure(err)
+        }
+        if (why) {
+          await this.end().catch(() => {})
+          const err = new DbswapError('session', `${this.#label}: ${why} (target_session_attrs=${t.targetSessionAttrs})`)
+          throw markHostFailure(err)
+        }
+      }
+    }
+  }
+
+  /**
+   * Gets a connection from this slot's pg.Pool, trying the next host
+   * when one fails at the host.
+   * @param {(err: Error | null, client?: any) => void} cb
+   */
+  connect(cb) {
+    if (this.unavailable) return cb(new DbswapError('unavailable', 'no database server is available'))
+    if (this.error) return cb(this.error)
+    this.#connectFrom(cb, 0)
+  }
+
+  #connectFrom(cb, tries) {
+    const index = this.#hostIndex
+    this.#attempt = { index, tries }
+    this.inner.connect((err, client) => {
+      this.#attempt = null
+      if (!err) return cb(null, client)
+      if (flag(err, kNoTls) && this.#translation.sslMode === 'prefer' && !this.#plain.has(index)) {
+        // sslmode=prefer: this host has no TLS; again without.
+        this.#plain.add(index)
+        return this.#connectFrom(cb, tries)
+      }
+      if (flag(err, kHostFailure) && tries + 1 < this.#maxTries()) {
+        if (this.#hostIndex === index) this.#hostIndex = (index + 1) % this.#translation.hosts.length
+        return this.#connectFrom(cb, tries + 1)
+      }
+      cb(err)
+    })
+  }
+
+  /**
+   * Opens n connections and gives them back to the slot's pg.Pool, idle:
+   * make-before-break.  Resolves when at least one opened; rejects with
+   * the first error when none did.
+   */
+  async warm(n) {
+    if (this.unavailable) return
+    const results = await Promise.allSettled(
+      Array.from({ length: n }, () => new Promise((resolve, reject) => this.connect((err, c) => (err ? reject(err) : resolve(c))))),
+    )
+    const clients = results.filter((r) => r.status === 'fulfilled').map((r) => r.value)
+    for (const c of clients) c.release()
+    if (clients.length === 0) throw results[0].reason
+    this.warmed = true
+  }
+
+  /**
+   * Wraps a client being handed out: its release() goes through the slot,
+   * so that a client destroyed by the slot can still be released by the
+   * app (and the slot knows which are out).
+   * @param {any} client
+   * @param {(err: unknown, client: any) => void} onRelease
+   */
+  checkout(client, onRelease) {
+    const record = { innerRelease: client.release, destroyed: false, released: false }
+    this.out.set(client, record)
+    client.release = (err) => {
+      if (record.released) throw new Error('Release called on client which has already been released to the pool.')
+      record.released = true
+      this.out.delete(client)
+      if (!record.destroyed) record.innerRelease(err)
+      onRelease(err, client)
+    }
+  }
+
+  /** Destroys every connection of the slot now: those handed out (their
+   * query fails; release() is then a no-op for the pg.Pool), idle and
+   * connecting ones.  The socket is destroyed, not ended: the server may
+   * be dead or hung. */
+  destroyAll(why) {
+    for (const [client, record] of this.out) {
+      if (record.destroyed) continue
+      record.destroyed = true
+      record.innerRelease(new DbswapError('closed', why))
+    }
+    for (const client of this.all) client.connection?.stream?.destroy?.()
+  }
+
+  /** Hands back the checkouts waiting on this slot (to go elsewhere). */
+  takePending() {
+    const reqs = [...this.pending]
+    this.pending.clear()
+    for (const req of reqs) req.slot = null
+    return reqs
+  }
+
+  /**
+   * Stops this slot: its pg.Pool ends (idle connections close now, those
+   * handed out when released).
+   * @param {'drain' | 'destroy' | 'end'} mode drain: destroy what is still
+   *   out after drainMs; destroy: destroy everything now; end: wait as
+   *   long as it takes (pool.end())
+   * @param {number} drainMs
+   * @returns {Promise<void>} once no connection of the slot is left
+   */
+  retire(mode, drainMs) {
+    if (!this.#retired) {
+      this.#retired = this.inner ? this.inner.end().catch(() => {}) : Promise.resolve()
+      this.#retired.then(() => clearTimeout(this.#drainTimer))
+    }
+    if (mode === 'destroy') {
+      this.destroyAll('the server of this connection is down (failover); it was closed')
+    } else if (mode === 'drain' && !this.#drainTimer && this.inner) {
+      this.#drainTimer = unrefTimer(() => {
+        const n = this.out.size
+        if (n > 0) {
+          this.#log('warn', `${this.update.target}: ${n} connection(s) on an old value still in use after the ${drainMs} ms drain deadline; destroyed`)
+        }
+        this.destroyAll(`the connection's value was replaced and the ${drainMs} ms drain deadline passed; it was closed`)
+      }, drainMs)
+    }
+    return this.#retired
+  }
+
+  /** Applies new pool settings to the live pg.Pool (pg-pool reads its
+   * options on each use). */
+  setOptions(options) {
+    if (this.inner?.options) Object.assign(this.inner.options, options)
+  }
+
+  get totalCount() {
+    return this.inner?.totalCount ?? 0
+  }
+
+  get idleCount() {
+    return this.inner?.idleCount ?? 0
+  }
+
+  get waitingCount() {
+    return this.inner?.waitingCount ?? 0
+  }
+
+  get expiredCount() {
+    return this.inner?.expiredCount ?? 0
+  }
+}
