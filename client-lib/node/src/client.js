@@ -165,7 +165,8 @@ export class Client extends EventEmitter {
   #lastError = null
   #nextId = 0
   #helloId = 0
-  #pending = [] // requests in order: { msg, id, sent, resolve, reject, timer, retry }
+  #pending = new Set() // requests not settled, in order: { msg, id, sent, resolve, reject, timer, retry }
+  #sent = new Map() // id -> request, for those sent in this session
   #subs = new Map()
   #iterators = new Set()
   #claims = new Set()
@@ -314,10 +315,12 @@ export class Client extends EventEmitter {
     this.#session = null
     this.#state = 'idle'
     if (!fallback) this.#offer = PROTOCOL_VERSION // the agent may come back newer
-    for (const req of [...this.#pending]) {
-      if (!req.sent) continue
+    const sent = [...this.#sent.values()]
+    this.#sent.clear()
+    for (const req of sent) {
+      // A subscribe is sent again in the next session; anything else may
+      // have been done, or not: the caller decides.
       req.sent = false
-      req.id = 0
       if (!req.retry) {
         this.#settle(req, new DbswapError('disconnected', `lost the connection to the agent at ${this.#path} before it answered`))
       }
@@ -380,7 +383,7 @@ export class Client extends EventEmitter {
         return this.#onSettings(msg)
       default: {
         // ok, status, error: a reply, or an error that answers nothing
-        const req = msg.id === undefined ? null : this.#pending.find((r) => r.sent && r.id === msg.id)
+        const req = msg.id === undefined ? null : this.#sent.get(msg.id)
         if (req) return this.#onReply(req, msg)
         if (msg.type === 'error') {
           this.#emitError(new DbswapError(msg.code, `the agent at ${this.#path} says: ${msg.code}: ${msg.message}`))
@@ -500,7 +503,7 @@ export class Client extends EventEmitter {
         }, timeout)
         if (this.#unref) req.timer.unref()
       }
-      this.#pending.push(req)
+      this.#pending.add(req)
       if (this.#state === 'ready') this.#send(req)
     })
   }
@@ -508,14 +511,14 @@ export class Client extends EventEmitter {
   #send(req) {
     req.id = ++this.#nextId
     req.sent = true
+    this.#sent.set(req.id, req)
     req.started = performance.now()
     this.#write({ ...req.msg, id: req.id })
   }
 
   #settle(req, err, value) {
-    const i = this.#pending.indexOf(req)
-    if (i < 0) return
-    this.#pending.splice(i, 1)
+    if (!this.#pending.delete(req)) return
+    if (req.sent) this.#sent.delete(req.id)
     clearTimeout(req.timer)
     if (err) req.reject(err)
     else req.resolve(value)
@@ -708,7 +711,7 @@ export class Client extends EventEmitter {
     clearTimeout(this.#retryTimer)
     clearImmediate(this.#retryTimer)
     this.#retryTimer = null
-    for (const req of [...this.#pending]) this.#settle(req, new DbswapError('closed', 'the client was closed'))
+    for (const req of this.#pending) this.#settle(req, new DbswapError('closed', 'the client was closed'))
     for (const it of this.#iterators) it.end()
     this.#iterators.clear()
     const sock = this.#socket

@@ -14,6 +14,8 @@ import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
+import { encode } from '@msgpack/msgpack'
+
 import { FrameReader, decodeMessage, encodeMessage } from '../../src/protocol.js'
 
 export function tempSocketPath() {
@@ -54,6 +56,14 @@ export class FakeConn extends EventEmitter {
 
   send(msg) {
     if (!this.socket.destroyed) this.socket.write(encodeMessage(msg))
+  }
+
+  /** Sends a message as it is, unchecked: for violations. */
+  sendUnchecked(msg) {
+    const body = Buffer.from(encode(msg))
+    const header = Buffer.alloc(4)
+    header.writeUInt32BE(body.length)
+    this.sendRaw(Buffer.concat([header, body]))
   }
 
   sendRaw(bytes) {
