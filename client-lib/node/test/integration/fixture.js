@@ -29,7 +29,10 @@
 // while no request is pending).
 //
 // Run outside the harness ($DBSWAP_FIXTURE unset), fixtureSkip is a
-// reason string that node:test prints as the skip reason.
+// reason string that node:test prints as the skip reason.  So a bare
+// `node --test` in the package skips these files; the package's `npm test`
+// should still name its unit tests' directory, as this one is run by
+// `meson test -C build node` (./dev.sh test does both).
 //
 // Node 18 and later, no dependency.
 

@@ -46,6 +46,32 @@ const hasPrismaCli = (() => {
   }
 })();
 
+/** Whether this node meets an engines range such as "^20.19 || >=24.0". */
+function nodeSatisfies(range) {
+  const v = process.versions.node.split('.').map(Number);
+  const cmp = (a) => {
+    for (let i = 0; i < 3; i++) if ((v[i] ?? 0) !== (a[i] ?? 0)) return (v[i] ?? 0) - (a[i] ?? 0);
+    return 0;
+  };
+  return range.split('||').some((alt) => alt.trim().split(/\s+(?=[\^>=<~])/).every((c) => {
+    const m = /^(\^|>=|>|~)?\s*(\d+)(?:\.(\d+))?(?:\.(\d+))?/.exec(c.trim());
+    if (!m) return true;
+    const want = [m[2], m[3], m[4]].map((x) => Number(x ?? 0));
+    if (m[1] === '^') return v[0] === want[0] && cmp(want) >= 0;
+    if (m[1] === '~') return v[0] === want[0] && v[1] === want[1] && cmp(want) >= 0;
+    if (m[1] === '>') return cmp(want) > 0;
+    return m[1] === '>=' ? cmp(want) >= 0 : cmp(want) === 0;
+  }));
+}
+// The prisma CLI of 7.x does not run on Node 18 (Debian 12's): its
+// engines range says so, and generate fails.
+const prismaSkip = (() => {
+  if (!prismaAdapter || !hasPrismaCli) return '@prisma/adapter-pg, prisma or @prisma/client is not installed (devDependencies of the package)';
+  const { version, engines } = require('prisma/package.json');
+  if (engines?.node && !nodeSatisfies(engines.node)) return `prisma ${version} needs node ${engines.node}, this is ${process.version}`;
+  return false;
+})();
+
 const skipFor = (mod, name) => fixtureSkip || (!mod && `${name} is not installed (a devDependency of the package)`);
 
 let fx;
@@ -174,7 +200,7 @@ async function prismaGenerate(dir) {
   return require(path.join(dir, 'client'));
 }
 
-test(`prisma PrismaPg on a ${POOL_KIND}`, { skip: skipFor(prismaAdapter && hasPrismaCli, '@prisma/adapter-pg, prisma or @prisma/client') }, async (t) => {
+test(`prisma PrismaPg on a ${POOL_KIND}`, { skip: fixtureSkip || prismaSkip }, async (t) => {
   const dir = path.join(PACKAGE_DIR, 'node_modules', '.cache', `dbswap-prisma-${process.pid}`);
   t.after(() => rm(dir, { recursive: true, force: true }));
   const { PrismaClient } = await prismaGenerate(dir);
