@@ -21,7 +21,9 @@
 //
 // Each method sends one op (the Control.op_* methods of test_node.py say
 // what each does) and resolves with its result, or rejects with a
-// FixtureError carrying the harness's message.  Env file names are
+// FixtureError carrying the harness's message.  The harness carries out
+// requests one at a time, in the order they come: a waitAcked() holds up
+// a rotate() sent after it, so await one before sending the other.  Env file names are
 // relative to the file's temp dir ($DBSWAP_TEST_TMPDIR).  What a file
 // starts is stopped by the harness when the file ends, whatever way it
 // ends: a test need not clean up after itself, only close the fixture
