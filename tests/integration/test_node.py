@@ -106,14 +106,14 @@ class Scope:
         return '\n'.join(out)
 
     def close(self):
-        for c in self.clients.values():
-            c.close()
-        for load in self.loads.values():
-            load.close()
-        for sub in self.subscribers.values():
-            sub.close()
-        for agent in self.agents.values():
-            agent.close()
+        things = [*self.clients.values(), *self.loads.values(),
+                  *self.subscribers.values(), *self.agents.values()]
+        for thing in things:
+            try:
+                thing.close()
+            except Exception as e:  # the rest must go too
+                print(f'test_node: closing {thing!r} failed: {e!r}',
+                      file=sys.stderr)
         h._rmtree(self.dir, self._dir_key)
 
 
