@@ -2,7 +2,9 @@
 # Set-up for a fresh Debian 12 machine, in one command each:
 #
 #   ./dev.sh demo   install what is missing, build, run the live demo
-#   ./dev.sh test   install what is missing, build, run every test; then
+#   ./dev.sh test   install what is missing, build, run every test (the
+#                   Node.js package's unit tests by npm test, then meson's
+#                   suites, its Node integration suites among them); then
 #                   the agent's suites again under valgrind and the whole
 #                   suite as an ASan+UBSan build (./build-asan), both by
 #                   tests/sanitize.sh (SANITIZE=0 to skip), then every fuzz
@@ -36,6 +38,13 @@ DEPS="gcc meson ninja-build pkg-config
       systemd scdoc debhelper dpkg-dev fakeroot lintian
       clang libclang-rt-14-dev valgrind pgbouncer gnuplot-nox"
 
+# Node.js for the npm package (client-lib/node): Debian's nodejs (18) and
+# npm (9) when there is no node at all.  Checked by command, not package:
+# a node from elsewhere (NodeSource's nodejs, which brings its own npm and
+# conflicts with Debian's) is used as it is.
+NODE_MIN_MAJOR=18
+NODE_PKG=client-lib/node
+
 BUILDDIR=${BUILDDIR:-build}
 
 install_deps() {
@@ -44,6 +53,11 @@ install_deps() {
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
 			grep -q "install ok installed" || missing="$missing $p"
 	done
+	command -v node >/dev/null 2>&1 || missing="$missing nodejs npm"
+	if command -v node >/dev/null 2>&1 && ! command -v npm >/dev/null 2>&1
+	then
+		missing="$missing npm"
+	fi
 	[ -z "$missing" ] && return 0
 	echo "dev.sh: installing:$missing"
 	sudo=""
@@ -53,6 +67,31 @@ install_deps() {
 	# ports; a system cluster the server package may create is not used.
 	$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 		--no-install-recommends $missing
+}
+
+# The npm package's dependencies, exactly as its committed lockfile says
+# (npm ci, from npm's cache when it has them), again only when the
+# lockfile or node changed since.  Nothing to do before the package has a
+# lockfile.
+node_deps() {
+	if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1
+	then
+		echo "dev.sh: node and npm are needed (install_deps failed?)" >&2
+		return 1
+	fi
+	major=$(node -p 'process.versions.node.split(".")[0]')
+	if [ "$major" -lt "$NODE_MIN_MAJOR" ]; then
+		echo "dev.sh: node $(node --version) is too old:" \
+		     "the package needs $NODE_MIN_MAJOR or later" >&2
+		return 1
+	fi
+	[ -f "$NODE_PKG/package-lock.json" ] || return 0
+	stamp="$NODE_PKG/node_modules/.dbswap-npm-ci"
+	want="$(sha256sum <"$NODE_PKG/package-lock.json") $(node --version)"
+	[ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && return 0
+	echo "dev.sh: npm ci in $NODE_PKG"
+	(cd "$NODE_PKG" && npm ci --prefer-offline --no-audit --no-fund)
+	echo "$want" >"$stamp"
 }
 
 build() {
@@ -90,12 +129,18 @@ demo)
 	;;
 bench)
 	install_deps
+	node_deps
 	build
 	bench "$@"
 	;;
 test)
 	install_deps
+	node_deps
 	build
+	if [ -f "$NODE_PKG/package.json" ]; then
+		echo "dev.sh: npm test in $NODE_PKG"
+		(cd "$NODE_PKG" && npm test)
+	fi
 	meson test -C "$BUILDDIR" --print-errorlogs "$@"
 	if [ "${SANITIZE:-1}" -ne 0 ]; then
 		tests/sanitize.sh valgrind "$BUILDDIR"

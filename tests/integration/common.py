@@ -1,11 +1,13 @@
 """Shared set-up of the integration tests: one PostgreSQL cluster per test
 file, a role whose password the tests rotate, and an env file to write;
 PoolLoad, which runs the pool-load helper (test_pool.py, test_failover.py,
-the benchmarks)."""
+the benchmarks), and NodeLoad, the same for the Node.js package's load
+generator (test_node.py, the benchmarks)."""
 
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -192,7 +194,7 @@ class PoolLoad(JsonLines):
 
     def check_alive(self):
         if self.proc.poll() is not None:
-            raise AssertionError(f'pool-load exited with status '
+            raise AssertionError(f'{self.name} exited with status '
                                  f'{self.proc.returncode}; {self.describe()}')
 
     def progress(self):
@@ -212,11 +214,11 @@ class PoolLoad(JsonLines):
                     if 't' in msg and predicate(msg):
                         return msg
                 if self._eof:
-                    raise AssertionError(f'pool-load ended before {what}; '
+                    raise AssertionError(f'{self.name} ended before {what}; '
                                          f'{self.describe()}')
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f'no {what} from pool-load within '
+                    raise AssertionError(f'no {what} from {self.name} within '
                                          f'{timeout} s; {self.describe()}')
                 self._cond.wait(left)
 
@@ -233,12 +235,12 @@ class PoolLoad(JsonLines):
                         return msg
                     i += 1
                 if self._eof:
-                    raise AssertionError(f'pool-load ended before a progress'
+                    raise AssertionError(f'{self.name} ended before a progress'
                                          f' line after t={t:.3f}; '
                                          f'{self.describe()}')
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f'no progress line from pool-load '
+                    raise AssertionError(f'no progress line from {self.name} '
                                          f'within {timeout} s; '
                                          f'{self.describe()}')
                 self._cond.wait(left)
@@ -256,7 +258,7 @@ class PoolLoad(JsonLines):
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f'pool-load did not end within {timeout} s;'
+            raise AssertionError(f'{self.name} did not end within {timeout} s;'
                                  f' {self.describe()}') from None
         return self._finish()
 
@@ -275,9 +277,48 @@ class PoolLoad(JsonLines):
         with self._cond:
             final = [m for _, m in self.lines if 'stats' in m]
         if not final:
-            raise AssertionError(f'pool-load (status {rc}) printed no '
+            raise AssertionError(f'{self.name} (status {rc}) printed no '
                                  f'summary; {self.describe()}')
         return rc, final[-1]
+
+
+# The npm package, and its load generator (read its header).
+NODE_PACKAGE = os.environ.get('DBSWAP_NODE_PACKAGE') or os.path.normpath(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
+                 'client-lib', 'node'))
+NODE_LOAD = os.path.join(NODE_PACKAGE, 'test', 'integration', 'load.js')
+
+
+def node_binary():
+    """$DBSWAP_NODE (meson sets it), else node on PATH.  HarnessError
+    naming the install step when there is none: a missing toolchain fails
+    the Node tests, it never skips them."""
+    node = os.environ.get('DBSWAP_NODE') or shutil.which('node')
+    if not node:
+        raise h.HarnessError('no node ($DBSWAP_NODE unset, none on PATH): '
+                             './dev.sh test installs Debian\'s nodejs')
+    return node
+
+
+class NodeLoad(PoolLoad):
+    """client-lib/node/test/integration/load.js as PoolLoad (the same
+    lines: progress, summary; read load.js's header):
+      pool='dbswap': createPool() on the agent socket sock and target;
+      pool='pg':     a plain pg.Pool on url, given on its stdin.
+    args: its other options (--threads 8 --tx ...)."""
+
+    def __init__(self, pool='dbswap', sock=None, url=None, args=(),
+                 env=None, name='node-load', target='DATABASE_URL'):
+        argv = [node_binary(), NODE_LOAD, '--pool', pool, '--name', name]
+        if pool == 'dbswap':
+            argv += ['--target', target]
+            if sock:
+                argv += ['--socket', sock]
+        elif url is None:
+            raise ValueError('NodeLoad: --pool pg needs url')
+        argv += [str(a) for a in args]
+        JsonLines.__init__(self, argv, None if url is None else url + '\n',
+                           name, env)
 
 
 def summary_field(summary, name):
