@@ -90,7 +90,9 @@ node_deps() {
 	want="$(sha256sum <"$NODE_PKG/package-lock.json") $(node --version)"
 	[ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && return 0
 	echo "dev.sh: npm ci in $NODE_PKG"
-	(cd "$NODE_PKG" && npm ci --prefer-offline --no-audit --no-fund)
+	# --ignore-scripts: no dependency needs one, and prisma's would
+	# download engines from a host this machine may not reach.
+	(cd "$NODE_PKG" && npm ci --prefer-offline --no-audit --no-fund --ignore-scripts)
 	echo "$want" >"$stamp"
 }
 

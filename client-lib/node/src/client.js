@@ -188,6 +188,9 @@ export class Client extends EventEmitter {
   constructor(options = {}) {
     super()
     this.#path = options.socket || process.env.DBSWAP_SOCKET || DEFAULT_SOCKET
+    if (typeof this.#path !== 'string') {
+      throw new TypeError(`dbswap: the socket option must be a path (a string), not ${typeof this.#path}`)
+    }
     const name = options.name ?? basename(process.argv[1] ?? process.argv0 ?? 'node')
     this.#name = truncateUtf8(String(name).replace(/\0/g, '?') || 'node', NAME_MAX)
     this.#timeout = options.requestTimeout ?? REQUEST_TIMEOUT_MS

@@ -60,11 +60,24 @@ const FROM_VALUE = ['connectionString', 'host', 'port', 'user', 'password', 'dat
 
 const require = createRequire(import.meta.url)
 
+/** pg.Pool when pg is installed, so that code which checks
+ * `pool instanceof pg.Pool` takes this pool for one (Prisma's PrismaPg
+ * does, and takes anything else for a pool config); else EventEmitter.
+ * Every method of pg.Pool's API is this class's own: the state pg.Pool's
+ * constructor makes is left unused. */
+const Base = (() => {
+  try {
+    return require('pg').Pool
+  } catch {
+    return EventEmitter
+  }
+})()
+
 /**
  * A pool of PostgreSQL connections for one target, with pg.Pool's API.
  * See createPool().
  */
-export class Pool extends EventEmitter {
+export class Pool extends Base {
   #target
   #client
   #ownsClient
@@ -79,8 +92,10 @@ export class Pool extends EventEmitter {
   #next = null
   #retiring = new Set()
   #waiting = []
-  #ending = false
-  #ended = false
+  /** end() was called (a field, as pg.Pool's). */
+  ending = false
+  /** end() finished. */
+  ended = false
   #graceOver = false
   #graceTimer = null
   #retryTimer = null
@@ -128,7 +143,7 @@ export class Pool extends EventEmitter {
         this.#subscribeError = null
       },
       (err) => {
-        if (this.#ending) return
+        if (this.ending) return
         this.#subscribeError = err
         this.emit('error', err)
         this.#failWaiting(err)
@@ -181,16 +196,6 @@ export class Pool extends EventEmitter {
   /** Connections of the current value past maxLifetimeSeconds. */
   get expiredCount() {
     return this.#current?.expiredCount ?? 0
-  }
-
-  /** end() was called. */
-  get ending() {
-    return this.#ending
-  }
-
-  /** end() finished. */
-  get ended() {
-    return this.#ended
   }
 
   /**
@@ -269,12 +274,12 @@ export class Pool extends EventEmitter {
    * @param {(err?: Error) => void} [callback]
    */
   end(callback) {
-    if (this.#ending) {
+    if (this.ending) {
       const err = new Error('Called end on pool more than once')
       if (callback) return callback(err)
       return Promise.reject(err)
     }
-    this.#ending = true
+    this.ending = true
     clearTimeout(this.#graceTimer)
     clearTimeout(this.#retryTimer)
     for (const [event, fn] of this.#listeners) this.#client.off(event, fn)
@@ -288,7 +293,7 @@ export class Pool extends EventEmitter {
       .then(() => {
         this.#current = this.#next = null
         this.#retiring.clear()
-        this.#ended = true
+        this.ended = true
       })
     if (!callback) return done
     done.then(() => callback(), callback)
@@ -299,7 +304,7 @@ export class Pool extends EventEmitter {
 
   #dispatch(req) {
     if (req.done) return
-    if (this.#ending) return this.#fail(req, new Error('Cannot use a pool after calling end on the pool'))
+    if (this.ending) return this.#fail(req, new Error('Cannot use a pool after calling end on the pool'))
     const slot = this.#current
     if (!slot) {
       const err = this.#noValueError()
@@ -402,7 +407,7 @@ export class Pool extends EventEmitter {
   }
 
   #onUpdate(update) {
-    if (update.target !== this.#target || this.#ending) return
+    if (update.target !== this.#target || this.ending) return
     const reconnect = update.reason === 'reconnect'
     const urgent = this.#isUrgent(update)
     const current = this.#current
@@ -454,10 +459,10 @@ export class Pool extends EventEmitter {
     try {
       await slot.warm(this.#warmCount())
     } catch (err) {
-      if (this.#next === slot && !this.#ending) this.#warmFailed(slot, err)
+      if (this.#next === slot && !this.ending) this.#warmFailed(slot, err)
       return
     }
-    if (this.#next === slot && !this.#ending) this.#switch(slot, 'drain')
+    if (this.#next === slot && !this.ending) this.#switch(slot, 'drain')
   }
 
   #warmCount() {
@@ -489,7 +494,7 @@ export class Pool extends EventEmitter {
       this.#logLine('warn', `${this.#target}: ${this.#describe(slot)} does not connect from here: ${line}; staying on the current value, retry in ${delay} ms`)
       slot.retrying = true
       this.#retryTimer = unrefTimer(() => {
-        if (this.#next === slot && !this.#ending) this.#warmNext()
+        if (this.#next === slot && !this.ending) this.#warmNext()
       }, delay)
       // The password may have changed again since: ask the agent.
       if (auth && !slot.fromEnv) this.#client.subscribe(this.#target, { timeout: 0 }).catch(() => {})
@@ -563,7 +568,7 @@ export class Pool extends EventEmitter {
    * left. */
   #maybeAck() {
     const slot = this.#current
-    if (!slot || slot.fromEnv || slot.acked || this.#retiring.size > 0 || this.#ending) return
+    if (!slot || slot.fromEnv || slot.acked || this.#retiring.size > 0 || this.ending) return
     slot.acked = true
     let sent = false
     try {
@@ -576,7 +581,7 @@ export class Pool extends EventEmitter {
 
   /** No agent: the environment's value, once it is clear none is there. */
   #considerEnv() {
-    if (!this.#graceOver || this.#current || this.#next || this.#ending) return
+    if (!this.#graceOver || this.#current || this.#next || this.ending) return
     if (this.#client.connected || !this.#client.lastError) return
     const value = process.env[this.#target]
     if (!value) {
@@ -594,7 +599,7 @@ export class Pool extends EventEmitter {
   }
 
   #onSettings(settings) {
-    if (settings.target !== this.#target || this.#ending) return
+    if (settings.target !== this.#target || this.ending) return
     this.#settings = settings
     this.options = this.#effective()
     const live = Object.fromEntries(SETTINGS.map(([opt]) => [opt, this.options[opt]]))
@@ -643,7 +648,7 @@ export class Pool extends EventEmitter {
       totalCount: this.totalCount,
       idleCount: this.idleCount,
       waitingCount: this.waitingCount,
-      ending: this.#ending,
+      ending: this.ending,
     }
     return `DbswapPool ${inspectFn(info, options)}`
   }

@@ -1,0 +1,71 @@
+/*
+ * The pool without a server: what it is to the code that takes a
+ * pg.Pool, and what it says when it has no value.  Its swaps run against
+ * a real PostgreSQL in test/integration (meson test -C build node).
+ */
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import { inspect } from 'node:util'
+import pg from 'pg'
+
+import { createPool, DbswapError } from '../index.js'
+import { FakeAgent, once, tempSocketPath } from './helpers/fake-agent.js'
+
+test('createPool() is a pg.Pool to instanceof checks (PrismaPg takes nothing else)', async () => {
+  const socket = tempSocketPath()
+  const pool = createPool({ socket: socket.path, log: () => {} })
+  try {
+    assert.ok(pool instanceof pg.Pool)
+    assert.equal(pool.ending, false)
+    assert.equal(typeof pool.then, 'undefined', 'a thenable pool would be awaited by TypeORM')
+  } finally {
+    await pool.end()
+  }
+  assert.equal(pool.ending, true)
+  assert.equal(pool.ended, true)
+  await assert.rejects(pool.query('select 1'), /after calling end/)
+  socket.cleanup()
+})
+
+test('a socket option that is not a path is refused at once', () => {
+  assert.throws(() => createPool({ socket: { path: '/x' }, log: () => {} }), TypeError)
+})
+
+test('no agent and no $target: a checkout fails, naming the socket and the variable', async () => {
+  const target = 'DBSWAP_TEST_UNSET_URL'
+  delete process.env[target]
+  const { path: socket, cleanup } = tempSocketPath()
+  const pool = createPool({ target, socket, log: () => {} })
+  try {
+    const err = await pool.connect().then(() => null, (e) => e)
+    assert.ok(err instanceof DbswapError, String(err))
+    assert.equal(err.code, 'no-value')
+    assert.match(err.message, new RegExp(`no agent at ${socket}.*\\$${target} is not set`))
+  } finally {
+    await pool.end()
+    cleanup()
+  }
+})
+
+test('a value that does not connect: nacked, and the value is in no nack, log line, error or inspect()', async () => {
+  const agent = await new FakeAgent({}).listen()
+  const secret = 'pw-in-a-value-9f3'
+  agent.define('DATABASE_URL', `postgresql://app:${secret}@127.0.0.1:1/x`)
+  const lines = []
+  const pool = createPool({ socket: agent.path, log: (level, m) => lines.push(`${level}: ${m}`) })
+  try {
+    const nack = await once(pool, 'nack')
+    assert.equal(nack.generation, 1)
+    assert.equal(nack.willRetry, true)
+    assert.match(nack.message, /cannot connect with generation 1/)
+    const err = await pool.connect().then(() => null, (e) => e)
+    assert.equal(err?.code, 'no-value', String(err))
+    const seen = [nack.message, err.message, ...lines, inspect(pool, { depth: 10, showHidden: true }), String(pool)].join('\n')
+    assert.doesNotMatch(seen, new RegExp(secret))
+    assert.ok(lines.some((l) => /does not connect from here/.test(l)), lines.join('\n'))
+  } finally {
+    await pool.end()
+    await agent.stop()
+    agent.cleanup()
+  }
+})
