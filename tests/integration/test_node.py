@@ -352,6 +352,24 @@ class Control:
         """Backends logged in as role."""
         return {'count': self._psql(cluster, lambda p: p.sessions(role))}
 
+    def op_activity(self, role, cluster='primary'):
+        """The backends logged in as role, from pg_stat_activity on a psql
+        session kept open (fast): [{pid, application_name, backend_start
+        (Unix seconds, microseconds exact), client_port}], oldest first."""
+        def run(p):
+            return p.query(
+                "SELECT pid, extract(epoch FROM backend_start)::numeric(20,6),"
+                " coalesce(client_port, -1), "
+                "replace(coalesce(application_name, ''), '|', '?') "
+                "FROM pg_stat_activity WHERE usename = "
+                f"{h.quote_literal(role)} ORDER BY backend_start, pid")
+        rows = []
+        for line in self._psql(cluster, run):
+            pid, start, port, app = line.split('|', 3)
+            rows.append({'pid': int(pid), 'backend_start': float(start),
+                         'client_port': int(port), 'application_name': app})
+        return {'sessions': rows}
+
     def op_terminate_sessions(self, role, cluster='primary'):
         return {'count': self.cluster(cluster).terminate_sessions(role)}
 

@@ -183,6 +183,13 @@ export class Fixture {
   async sessions(role, cluster = 'primary') {
     return (await this.request('sessions', { role, cluster })).count;
   }
+  /**
+   * The backends logged in as role, oldest first: [{ pid,
+   * application_name, backend_start (Unix seconds), client_port }].
+   */
+  async activity(role, cluster = 'primary') {
+    return (await this.request('activity', { role, cluster })).sessions;
+  }
   async terminateSessions(role, cluster = 'primary') {
     return (await this.request('terminate_sessions', { role, cluster })).count;
   }

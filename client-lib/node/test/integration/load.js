@@ -47,7 +47,8 @@
 //   each of the first 20 failures (also described on stderr):
 //     {"failure": {"t": 0.7, "loop": 3, "code": "57P01", "error": "..."}}
 //   the summary, last, with no "t" (that is how a reader tells it):
-//     {"mono": ..., "queries": n, "failures": n, "generation": g,
+//     {"mono": ..., "queries": n, "failures": n, "failures_by_loop": [n, ...],
+//      "generation": g,
 //      "stats": {...}, "current_user_at_end": "app", "port_at_end": 5432,
 //      "first_failure_t": ..., "last_failure_t": ..., "unavailable": n,
 //      "latency_us": {"p50": 120, "p99": 900, "max": 15000},
@@ -170,6 +171,7 @@ export async function runLoad(pool, options = {}) {
   const st = {
     queries: 0, failures: 0, unavailable: 0, poolErrors: 0,
     firstFailure: null, lastFailure: null, stop: false,
+    byLoop: new Array(o.threads).fill(0),
   };
   const hist = new Histogram();
   const onPoolError = (err) => {
@@ -185,6 +187,7 @@ export async function runLoad(pool, options = {}) {
     st.firstFailure ??= t;
     st.lastFailure = t;
     if (isUnavailable(err)) st.unavailable++;
+    st.byLoop[loop]++;
     if (st.failures++ < FAILURES_SHOWN) {
       const code = err?.code ?? null;
       o.onLine({ failure: { t: round(t), loop, code, error: oneLine(err) } });
@@ -295,6 +298,7 @@ export async function runLoad(pool, options = {}) {
     mono: round(mono(), 6),
     queries: st.queries,
     failures: st.failures,
+    failures_by_loop: st.byLoop,
     generation: c.generation,
     stats: {
       generation: c.generation, old: c.old, ...c.stats,
