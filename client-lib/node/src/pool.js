@@ -10,6 +10,15 @@
  * is left, the pool acks the generation, so `dbswapctl set --wait` returns
  * only when the old password is out of use.
  *
+ * A checkout that needs a new connection of the current value and cannot
+ * open one waits, as libdbswap's acquire does: between the ALTER ROLE of a
+ * rotation and the switch to its new value, or between a server's crash
+ * and the failover, the current value no longer connects, and a moment
+ * later a new value comes.  It is served by that new value, by a
+ * connection released meanwhile, or by a retry (one checkout tries, with
+ * backoff, the others wait for it), and fails with the connection's error
+ * only at connectionTimeoutMillis (CONNECT_WAIT_MS when that is 0).
+ *
  * A failover (reason failover or unavailable) breaks before it makes: the
  * old server is dead or hung, so the new value is current at once and the
  * old connections are destroyed (a query on one fails once; none after).
@@ -39,6 +48,15 @@ export const DRAIN_TIMEOUT_MS = 30000
 /** Retry of a value that fails to connect here: 100 ms doubling to 30 s. */
 export const RETRY_FIRST_MS = 100
 export const RETRY_MAX_MS = 30000
+/** Retry of the current value's connections after a failure: 20 ms
+ * doubling (a new value after a rotation comes within tens of ms). */
+const CONNECT_RETRY_FIRST_MS = 20
+/** How long a checkout waits when its new connection of the current value
+ * fails, unless connectionTimeoutMillis says otherwise: libdbswap's
+ * default acquire timeout.  Long enough for the agent's next value after
+ * a rotation or a crash (half a second), short enough that an app whose
+ * database is down hears of it. */
+export const CONNECT_WAIT_MS = 5000
 /** Authentication failures before a value is given up. */
 export const AUTH_TRIES = 5
 /** How long to wait for an agent before using the environment's value:
@@ -99,6 +117,7 @@ export class Pool extends Base {
   #graceOver = false
   #graceTimer = null
   #retryTimer = null
+  #connectRetryTimer = null
   #warnedNoAgent = false
   #subscribeError = null
   #listeners = []
@@ -206,7 +225,7 @@ export class Pool extends Base {
    */
   connect(callback) {
     const result = new Promise((resolve, reject) => {
-      this.#dispatch({ resolve, reject, done: false, slot: null, timer: null })
+      this.#dispatch({ resolve, reject, done: false, slot: null, timer: null, started: performance.now(), lastError: null })
     })
     if (!callback) return result
     result.then(
@@ -282,6 +301,7 @@ export class Pool extends Base {
     this.ending = true
     clearTimeout(this.#graceTimer)
     clearTimeout(this.#retryTimer)
+    clearTimeout(this.#connectRetryTimer)
     for (const [event, fn] of this.#listeners) this.#client.off(event, fn)
     this.#client[kUnclaim](this.#target)
     const closed = new Error('Cannot use a pool after calling end on the pool')
@@ -330,12 +350,54 @@ export class Pool extends Base {
         if (client) client.release()
         return
       }
-      if (err) return this.#fail(req, err)
+      if (err) return this.#connectFailed(slot, req, err)
       req.done = true
-      slot.checkout(client, (releaseErr, c) => this.emit('release', releaseErr, c))
+      req.slot = null
+      if (slot.connectFailures > 0) {
+        // It connects again: what waited for this can go now.
+        slot.connectFailures = 0
+        clearTimeout(this.#connectRetryTimer)
+        this.#connectRetryTimer = null
+        if (slot === this.#current) for (const r of this.#waiting.splice(0)) this.#dispatch(r)
+      }
+      slot.checkout(client, (releaseErr, c) => {
+        this.emit('release', releaseErr, c)
+        // A connection back in the current value: one that waits takes it.
+        if (!releaseErr && slot === this.#current && this.#waiting.length > 0) this.#dispatch(this.#waiting.shift())
+      })
       this.emit('acquire', client)
       req.resolve(client)
     })
+  }
+
+  /**
+   * A checkout's connection of slot could not be opened.  For the current
+   * value, while the checkout has time left, it waits (see the top of the
+   * file): the next value, a released connection, or the retry, which one
+   * waiting checkout makes after a backoff.  Anything else fails now.
+   */
+  #connectFailed(slot, req, err) {
+    req.slot = null
+    const limit = this.options.connectionTimeoutMillis > 0 ? this.options.connectionTimeoutMillis : CONNECT_WAIT_MS
+    const left = req.started + limit - performance.now()
+    if (slot !== this.#current || slot.error || this.ending || left <= 0) return this.#fail(req, err)
+    req.lastError = err
+    slot.connectFailures++
+    if (slot.connectFailures === 1) {
+      this.#logLine('warn', `${this.#target}: cannot open a connection with ${this.#describe(slot)}: ${this.#errorLine(slot, err)}; checkouts wait up to ${limit} ms for a new value or a free connection`)
+    }
+    this.#waiting.push(req)
+    req.timer = setTimeout(() => {
+      this.#waiting = this.#waiting.filter((r) => r !== req)
+      this.#fail(req, req.lastError)
+    }, left)
+    if (!this.#connectRetryTimer) {
+      const delay = backoff(slot.connectFailures - 1, CONNECT_RETRY_FIRST_MS, RETRY_MAX_MS)
+      this.#connectRetryTimer = unrefTimer(() => {
+        this.#connectRetryTimer = null
+        if (slot === this.#current && !this.ending && this.#waiting.length > 0) this.#dispatch(this.#waiting.shift())
+      }, delay)
+    }
   }
 
   #fail(req, err) {
@@ -521,6 +583,8 @@ export class Pool extends Base {
       clearTimeout(this.#retryTimer)
     }
     this.#current = slot
+    clearTimeout(this.#connectRetryTimer)
+    this.#connectRetryTimer = null
     if (old) this.#retire(old, mode)
     const busy = old ? old.out.size : 0
     const what = `${this.#describe(slot)}${slot.update.standby ? ' (a read-only standby)' : ''}`

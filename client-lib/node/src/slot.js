@@ -102,6 +102,7 @@ export class Slot {
     this.error = null // the value cannot be used here at all (translation)
     this.lastError = null // the last failure of a warm-up
     this.failures = 0
+    this.connectFailures = 0 // failed connections in a row while current
     this.authFailures = 0
     this.givenUp = false
     this.retrying = false
