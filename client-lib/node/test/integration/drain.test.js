@@ -1,0 +1,198 @@
+// The pool's drain rules against the real agent and server:
+//   - a client checked out across a rotation keeps working on its old
+//     session, and the new generation is not acked until it is released;
+//   - one still held at the drain deadline is destroyed, then the ack
+//     comes;
+//   - a value the agent validated but that does not connect from the app
+//     is nacked with a masked reason (shown in the agent's status), given
+//     up after AUTH_TRIES authentication failures, while the old value
+//     keeps serving; a value that works is taken at once after it.
+//
+// Values carry an application_name per generation, so that
+// pg_stat_activity says which value each session was opened with.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { AUTH_TRIES } from '../../index.js';
+import { connectFixture, fixtureSkip, scaled } from './fixture.js';
+import {
+  assertNoSecret, eventsOf, now, openPool, poolTexts, sleep, startLoops, waitEvent, waitFor,
+} from './helpers.js';
+
+let fx;
+before(async () => {
+  if (!fixtureSkip) fx = await connectFixture();
+});
+after(async () => {
+  await fx?.close();
+});
+
+const app = (g) => `drain-g${g}`;
+const withApp = (url, g) => `${url}?application_name=${app(g)}`;
+
+/** A role, its env file and an agent of its own, generation 1 published. */
+async function setUp(name, { env } = {}) {
+  const role = await fx.createRole();
+  const path = `${name}.env`;
+  await fx.writeEnv({ path, vars: { DATABASE_URL: withApp(role.url, 1) } });
+  const agent = await fx.startAgent({ agent: name, envFiles: [path], env });
+  await fx.waitPublished(1, { agent: name });
+  return { role, path, agent, name };
+}
+
+/** A rotation: the new password on the server, then the file. */
+async function rotate(s, g) {
+  const pw = await fx.setPassword(s.role.role);
+  await fx.writeEnv({ path: s.path, vars: { DATABASE_URL: withApp(pw.url, g) } });
+  return pw;
+}
+
+async function appNames(role) {
+  return (await fx.activity(role)).map((x) => x.application_name).sort();
+}
+
+test('a client held across a rotation keeps its session; the generation is acked only once it is released', { skip: fixtureSkip, timeout: scaled(60000) }, async () => {
+  const s = await setUp('held');
+  const pool = openPool(s.agent.socket, { max: 4 });
+  try {
+    const held = await pool.connect();
+    const pid = (await held.query('SELECT pg_backend_pid() AS p')).rows[0].p;
+    await fx.waitAcked(1, { agent: s.name, subscribers: 1 });
+
+    const pw = await rotate(s, 2);
+    const swap = await waitEvent(pool, 'swap', (i) => i.generation === 2);
+    assert.equal(swap.info.immediate, false);
+    // New checkouts get the new value; the held client is still on its
+    // old session, which works.
+    const r = await pool.query("SELECT current_setting('application_name') AS a");
+    assert.equal(r.rows[0].a, app(2));
+    for (let i = 0; i < 5; i++) {
+      const again = await held.query('SELECT pg_backend_pid() AS p');
+      assert.equal(again.rows[0].p, pid, 'the held client kept its session');
+      await sleep(50);
+    }
+    // Not acked while it is out, however long that is.
+    let t = await fx.targetStatus('DATABASE_URL', s.name);
+    assert.deepEqual([t.generation, t.subscribers, t.acked], [2, 1, 0], JSON.stringify(t));
+    assert.equal(eventsOf(pool, 'ack').filter((e) => e.info.generation === 2).length, 0);
+    assert.ok((await appNames(s.role.role)).includes(app(1)), 'the old session is there');
+
+    const released = now();
+    held.release();
+    const ack = await waitEvent(pool, 'ack', (i) => i.generation === 2);
+    assert.ok(ack.t >= released, 'acked after the release');
+    assert.equal(ack.info.sent, true);
+    t = await fx.waitAcked(2, { agent: s.name, subscribers: 1 });
+    assert.equal(t.acked, 1);
+    await waitFor(async () => !(await appNames(s.role.role)).includes(app(1)),
+      { ms: 2000, what: 'the old session gone after the ack' });
+    assertNoSecret(poolTexts(pool), [s.role.password, pw.password]);
+    console.log(`held client released -> generation 2 acked: ${(ack.t - released).toFixed(1)} ms`);
+  } finally {
+    await pool.end();
+  }
+});
+
+test('a client still held at the drain deadline is destroyed, then the generation is acked', { skip: fixtureSkip, timeout: scaled(60000) }, async () => {
+  const DRAIN = 800;
+  const s = await setUp('deadline');
+  const pool = openPool(s.agent.socket, { max: 4, drainTimeoutMillis: DRAIN });
+  try {
+    const held = await pool.connect();
+    await held.query('SELECT 1');
+    const lost = [];
+    held.on('error', (err) => lost.push(err));
+    await fx.waitAcked(1, { agent: s.name, subscribers: 1 });
+    const loops = startLoops(pool, { threads: 2 });
+    await loops.waitQueries(20);
+
+    const pw = await rotate(s, 2);
+    const swap = await waitEvent(pool, 'swap', (i) => i.generation === 2);
+    const ack = await waitEvent(pool, 'ack', (i) => i.generation === 2, { ms: DRAIN + 5000 });
+    const waited = ack.t - swap.t;
+    assert.ok(waited >= DRAIN - 20, `acked ${waited.toFixed(0)} ms after the swap, before the ${DRAIN} ms deadline`);
+    assert.ok(waited < DRAIN + 3000, `acked ${waited.toFixed(0)} ms after the swap`);
+    await fx.waitAcked(2, { agent: s.name, subscribers: 1 });
+    assert.ok(pool.lines.some((l) => l.level === 'warn' && /1 connection\(s\) on an old value still in use after the 800 ms drain deadline; destroyed/.test(l.message)),
+      pool.lines.map((l) => l.message).join('\n'));
+
+    // The held client is closed: a query on it fails, its release is
+    // harmless, and its session is gone.
+    await assert.rejects(held.query('SELECT 1'));
+    held.release();
+    await waitFor(async () => !(await appNames(s.role.role)).includes(app(1)),
+      { ms: 2000, what: 'the destroyed session gone' });
+
+    await loops.waitQueries(loops.queries());
+    const sum = await loops.stop();
+    assert.equal(sum.failures, 0, JSON.stringify(loops.failures));
+    assertNoSecret([...poolTexts(pool), ...lost.map((e) => e.message)], [s.role.password, pw.password]);
+    console.log(`drain deadline ${DRAIN} ms: acked ${waited.toFixed(0)} ms after the swap`);
+  } finally {
+    await pool.end();
+  }
+});
+
+test('a value valid at the agent that does not connect here: nacked (masked), given up after AUTH_TRIES, the old value keeps serving', { skip: fixtureSkip, timeout: scaled(60000) }, async () => {
+  // The agent has the password in its environment (PGPASSWORD, which
+  // libpq reads); the app has a wrong one there (which pg reads).  A value
+  // without a password then validates in the agent and is refused to the
+  // app: 28P01, an authentication failure.
+  const role = await fx.createRole();
+  const wrong = `wrong-${role.password}`;
+  const name = 'nack';
+  const path = `${name}.env`;
+  await fx.writeEnv({ path, vars: { DATABASE_URL: withApp(role.url, 1) } });
+  const agent = await fx.startAgent({ agent: name, envFiles: [path], env: { PGPASSWORD: role.password } });
+  await fx.waitPublished(1, { agent: name });
+  const saved = process.env.PGPASSWORD;
+  process.env.PGPASSWORD = wrong;
+  const pool = openPool(agent.socket, { max: 4 });
+  try {
+    const loops = startLoops(pool, { threads: 4 });
+    await fx.waitAcked(1, { agent: name, subscribers: 1 });
+    await loops.waitQueries(20);
+
+    const noPassword = role.url.replace(`:${encodeURIComponent(role.password)}@`, '@');
+    assert.notEqual(noPassword, role.url);
+    await fx.writeEnv({ path, vars: { DATABASE_URL: withApp(noPassword, 2) } });
+    await fx.waitPublished(2, { agent: name });
+
+    // Nacked on each failure, then given up.
+    const gaveUp = await waitFor(() => pool.lines.find((l) => /refused \d+ times/.test(l.message)),
+      { ms: 20000, what: 'the pool giving generation 2 up', describe: () => pool.lines.map((l) => l.message).join(' | ') });
+    assert.match(gaveUp.message, new RegExp(`generation 2 refused ${AUTH_TRIES} times .*password authentication failed.*not trying it again`));
+    const nacks = eventsOf(pool, 'nack').map((e) => e.info);
+    assert.equal(nacks.length, AUTH_TRIES, JSON.stringify(nacks));
+    assert.ok(nacks.every((n) => n.generation === 2 && /cannot connect with generation 2 from pid \d+: .*28P01|password authentication failed/.test(n.message)), JSON.stringify(nacks));
+    assert.deepEqual(nacks.map((n) => n.willRetry), [...new Array(AUTH_TRIES - 1).fill(true), false]);
+
+    // The agent shows the nack; the pool stays on generation 1.
+    const t = await waitFor(async () => {
+      const x = await fx.targetStatus('DATABASE_URL', name);
+      return x.lagging?.[0]?.nacked === 2 && x;
+    }, { ms: 5000, what: 'the nack in the agent\'s status' });
+    assert.deepEqual([t.generation, t.subscribers, t.acked], [2, 1, 0]);
+    assert.match(t.lagging[0].error, /password authentication failed/);
+    assert.equal(pool.generation, 1);
+    const q = loops.queries();
+    await loops.waitQueries(q + 50);
+    assert.deepEqual(await appNames(role.role).then((a) => [...new Set(a)]), [app(1)]);
+    const nackCount = nacks.length;
+    await sleep(500);
+    assert.equal(eventsOf(pool, 'nack').length, nackCount, 'no try after giving up');
+
+    // A value that works here is taken at once.
+    await fx.writeEnv({ path, vars: { DATABASE_URL: withApp(role.url, 3) } });
+    await fx.waitAcked(3, { agent: name, subscribers: 1 });
+    assert.equal(pool.generation, 3);
+    await loops.waitQueries(loops.queries());
+    const sum = await loops.stop();
+    assert.equal(sum.failures, 0, JSON.stringify(loops.failures));
+    assertNoSecret([...poolTexts(pool), JSON.stringify(t), await fx.agentLog(name)], [role.password, wrong]);
+  } finally {
+    if (saved === undefined) delete process.env.PGPASSWORD;
+    else process.env.PGPASSWORD = saved;
+    await pool.end();
+  }
+});
