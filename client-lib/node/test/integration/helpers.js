@@ -91,7 +91,8 @@ export function describeLines(pool) {
  * every other iteration a transaction on a checked-out client), a 2 ms
  * pause per iteration as the C pool's tests (on 2 cores, back-to-back
  * queries starve the backends the swaps open).  Returns
- *   failures  [{ t, loop, code, error }] as they come (the first 20)
+ *   failures  [{ t, loop, code, error, since }] as they come (the first
+ *             20); t on now()'s clock, since: seconds since the loops began
  *   progress  the last progress line
  *   queries() queries done so far
  *   waitQueries(n) waits until more than n are done
@@ -105,7 +106,7 @@ export function startLoops(pool, { threads = 8, tx = true, pauseMs = 2, holdMs =
     threads, tx, pauseMs, holdMs, progressMs: 100, signal: ac.signal,
     log: () => {},
     onLine: (line) => {
-      if (line.failure) failures.push({ t: now(), ...line.failure });
+      if (line.failure) failures.push({ ...line.failure, since: line.failure.t, t: now() });
       else if ('t' in line) loops.progress = line;
     },
   });
