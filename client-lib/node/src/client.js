@@ -340,6 +340,10 @@ export class Client extends EventEmitter {
   /** The agent broke the protocol: a clear error, and a new connection. */
   #violation(err) {
     const e = new DbswapError(ErrorCode.PROTOCOL, `bad message from the agent at ${this.#path}: ${err.message}; reconnecting`)
+    // Before the hello is answered, the connection attempt failed: as for
+    // a refusal, lastError says why (the pool's checkouts without a value
+    // fail with it rather than wait).
+    if (this.#state !== 'ready') this.#lastError = e
     this.#emitError(e)
     this.#lost(e, false)
   }

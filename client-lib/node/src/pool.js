@@ -424,8 +424,13 @@ export class Pool extends Base {
       })
     }
     if (!next && this.#graceOver && !this.#client.connected && this.#client.lastError && !process.env[this.#target]) {
-      const why = this.#client.lastError.code ?? this.#client.lastError.message
-      return new DbswapError('no-value', `no value for ${this.#target}: no agent at ${this.#client.socketPath} (${why}) and $${this.#target} is not set`, { target: this.#target })
+      const e = this.#client.lastError
+      // An agent that answered, but not so as to be used (it refused us,
+      // or broke the protocol), is not "no agent".
+      const where = e instanceof DbswapError
+        ? `the agent at ${this.#client.socketPath} cannot be used (${e.code}: ${e.message})`
+        : `no agent at ${this.#client.socketPath} (${e.code ?? e.message})`
+      return new DbswapError('no-value', `no value for ${this.#target}: ${where} and $${this.#target} is not set`, { target: this.#target, cause: e })
     }
     return null
   }
