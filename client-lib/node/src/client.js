@@ -161,6 +161,7 @@ export class Client extends EventEmitter {
   #session = null // { version, instance, name, pid } once ready
   #attempts = 0
   #retryTimer = null
+  #helloTimer = null
   #warnedDown = false
   #lastError = null
   #nextId = 0
@@ -179,6 +180,8 @@ export class Client extends EventEmitter {
    * @param {string} [options.name] shown in the agent's status; default the
    *   script's file name
    * @param {number} [options.requestTimeout] ms a request waits for its
+   *   answer, and the agent's hello too (a stopped agent's socket still
+   *   accepts connections: then the attempt fails and another follows)
    *   answer by default (5000); 0 waits for ever
    * @param {(level: 'debug'|'info'|'warn'|'error', message: string) => void} [options.log]
    *   where log lines go (never with a password); default stderr
@@ -268,6 +271,10 @@ export class Client extends EventEmitter {
       this.#state = 'hello'
       this.#helloId = ++this.#nextId
       this.#write({ type: 'hello', id: this.#helloId, version: this.#offer, name: this.#name, pid: process.pid })
+      if (this.#timeout > 0) {
+        this.#helloTimer = setTimeout(() => this.#helloTimedOut(sock), this.#timeout)
+        if (this.#unref) this.#helloTimer.unref()
+      }
     })
     sock.on('data', (chunk) => this.#onData(sock, chunk))
     sock.on('error', (err) => {
@@ -280,6 +287,20 @@ export class Client extends EventEmitter {
 
   #write(msg) {
     this.#socket.write(encodeMessage(msg))
+  }
+
+  /** The agent took the connection and did not answer hello in time (a
+   * stopped or stuck agent): the attempt failed, as if it had refused. */
+  #helloTimedOut(sock) {
+    this.#helloTimer = null
+    if (sock !== this.#socket || this.#state !== 'hello') return
+    const err = new DbswapError('timeout', `the agent at ${this.#path} did not answer hello within ${this.#timeout} ms`)
+    this.#lastError = err
+    if (!this.#warnedDown) {
+      this.#logLine('warn', `cannot reach the agent at ${this.#path}: it did not answer hello within ${this.#timeout} ms; retrying`)
+      this.#warnedDown = true
+    }
+    this.#lost(err, false)
   }
 
   /** The socket closed by itself (EOF, ECONNRESET, or never connected). */
@@ -312,6 +333,8 @@ export class Client extends EventEmitter {
    */
   #lost(err, fallback) {
     if (this.#state === 'closed') return
+    clearTimeout(this.#helloTimer)
+    this.#helloTimer = null
     const sock = this.#socket
     this.#socket = null
     if (sock) sock.destroy()
@@ -405,6 +428,8 @@ export class Client extends EventEmitter {
       return this.#violation(new Error(`the agent answered hello with version ${msg.version}, not ${this.#offer}`))
     }
     if (msg.version >= 2 && msg.instance === undefined) return this.#violation(new Error('the agent\'s hello has no instance'))
+    clearTimeout(this.#helloTimer)
+    this.#helloTimer = null
     this.#session = { version: msg.version, instance: msg.instance ?? null, name: msg.name, pid: msg.pid }
     this.#state = 'ready'
     this.#attempts = 0
@@ -718,6 +743,8 @@ export class Client extends EventEmitter {
     clearTimeout(this.#retryTimer)
     clearImmediate(this.#retryTimer)
     this.#retryTimer = null
+    clearTimeout(this.#helloTimer)
+    this.#helloTimer = null
     for (const req of this.#pending) this.#settle(req, new DbswapError('closed', 'the client was closed'))
     for (const it of this.#iterators) it.end()
     this.#iterators.clear()

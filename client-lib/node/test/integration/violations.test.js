@@ -14,11 +14,14 @@
 //   - a new pool (no value yet) whose agent breaks the protocol before
 //     any value: its checkouts fail at once with a DbswapError naming the
 //     violation, even with connectionTimeoutMillis 0 (pg's "wait for
-//     ever").
+//     ever"); one whose agent accepts the connection and never answers
+//     (a stopped agent's socket still accepts): within the client's
+//     request timeout (REQUEST_TIMEOUT_MS), and the pool follows the
+//     agent once it answers.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { DbswapError } from '../../index.js';
+import { DbswapError, REQUEST_TIMEOUT_MS } from '../../index.js';
 import { FakeAgent, withId } from '../helpers/fake-agent.js';
 import { connectFixture, fixtureSkip, scaled } from './fixture.js';
 import {
@@ -168,4 +171,32 @@ test('a new pool whose agent breaks the protocol before any value: checkouts fai
     assertNoSecret(poolTexts(pool), ['never-used-pw']);
     await pool.end();
   }
+});
+
+test('a new pool whose agent never answers hello: checkouts fail after the request timeout, never hang; the pool follows the agent once it answers', { skip: fixtureSkip, timeout: scaled(60000) }, async () => {
+  const role = await fx.createRole();
+  const agent = await fakeAgent();
+  agent.define(T, role.url);
+  const answer = agent.handle.hello;
+  agent.handle.hello = () => {}; // read, never answered
+  const pool = openPool(agent.path, { connectionTimeoutMillis: 0 });
+  cleanups.push(() => pool.end().catch(() => {}));
+  const t0 = now();
+  const outcome = await Promise.race([
+    pool.connect().then((c) => { c.release(); return 'connected'; }, (e) => e),
+    new Promise((resolve) => setTimeout(() => resolve('no answer'), REQUEST_TIMEOUT_MS + scaled(3000))),
+  ]);
+  const took = now() - t0;
+  assert.ok(outcome instanceof DbswapError, `the checkout ${outcome instanceof Error ? `failed with ${outcome}` : `gave ${outcome}`} after ${took.toFixed(0)} ms`);
+  assert.equal(outcome.code, 'no-value');
+  assert.match(outcome.message, /timeout: the agent at .* did not answer hello within 5000 ms/);
+  assert.ok(took >= REQUEST_TIMEOUT_MS - 50, `failed after ${took.toFixed(0)} ms, before the request timeout`);
+  assert.ok(pool.lines.some((l) => /did not answer hello within/.test(l.message)), JSON.stringify(pool.lines));
+
+  // The agent answers from now on: the pool gets its value and serves.
+  agent.handle.hello = answer;
+  await waitFor(() => pool.generation === 1, { ms: 10000, what: 'the value once the agent answers' });
+  const r = await pool.query('SELECT current_user AS u');
+  assert.equal(r.rows[0].u, role.role);
+  assertNoSecret(poolTexts(pool), [role.password]);
 });
