@@ -6,7 +6,9 @@
 //   - a value the agent validated but that does not connect from the app
 //     is nacked with a masked reason (shown in the agent's status), given
 //     up after AUTH_TRIES authentication failures, while the old value
-//     keeps serving; a value that works is taken at once after it.
+//     keeps serving; a value that works is taken at once after it;
+//   - `dbswapctl reconnect` (the same value again) replaces every
+//     connection as a rotation does: drained, acked, no failed query.
 //
 // Values carry an application_name per generation, so that
 // pg_stat_activity says which value each session was opened with.
@@ -193,6 +195,33 @@ test('a value valid at the agent that does not connect here: nacked (masked), gi
   } finally {
     if (saved === undefined) delete process.env.PGPASSWORD;
     else process.env.PGPASSWORD = saved;
+    await pool.end();
+  }
+});
+
+test('dbswapctl reconnect: every connection replaced (drained), then acked; no failed query', { skip: fixtureSkip, timeout: scaled(60000) }, async () => {
+  const s = await setUp('reconnect');
+  const pool = openPool(s.agent.socket, { max: 4 });
+  const loops = startLoops(pool, { threads: 4 });
+  try {
+    await fx.waitAcked(1, { agent: s.name, subscribers: 1 });
+    await loops.waitQueries(100);
+    const before = (await fx.activity(s.role.role)).map((x) => x.pid);
+    assert.ok(before.length >= 1);
+    const r = await fx.ctl(['reconnect', 'DATABASE_URL', '--wait=20'], { agent: s.name, timeout: 30 });
+    assert.equal(r.code, 0, r.stderr);
+    const swap = await waitEvent(pool, 'swap', (i) => i.generation === 2);
+    assert.equal(swap.info.reason, 'reconnect');
+    assert.equal(swap.info.immediate, false);
+    await fx.waitAcked(2, { agent: s.name, subscribers: 1 });
+    await waitFor(async () => (await fx.activity(s.role.role)).every((x) => !before.includes(x.pid)),
+      { ms: 2000, what: 'no connection from before the reconnect' });
+    await loops.waitQueries(loops.queries() + 50);
+    const sum = await loops.stop();
+    assert.equal(sum.failures, 0, JSON.stringify(loops.failures.slice(0, 5)));
+    assertNoSecret([...poolTexts(pool), r.stdout, r.stderr], [s.role.password]);
+  } finally {
+    await loops.stop();
     await pool.end();
   }
 });
