@@ -180,9 +180,9 @@ export class Client extends EventEmitter {
    * @param {string} [options.name] shown in the agent's status; default the
    *   script's file name
    * @param {number} [options.requestTimeout] ms a request waits for its
-   *   answer, and the agent's hello too (a stopped agent's socket still
-   *   accepts connections: then the attempt fails and another follows)
-   *   answer by default (5000); 0 waits for ever
+   *   answer by default (5000), and a connection attempt for the agent's
+   *   hello (a stopped agent's socket still accepts connections: the
+   *   attempt then fails, and another follows); 0 waits for ever
    * @param {(level: 'debug'|'info'|'warn'|'error', message: string) => void} [options.log]
    *   where log lines go (never with a password); default stderr
    * @param {boolean} [options.unref] the socket and timers do not keep the

@@ -355,7 +355,7 @@ export class Pool extends Base {
       req.slot = null
       if (slot.connectFailures > 0) {
         // It connects again: what waited for this can go now.
-        slot.connectFailures = 0
+        slot.connectFailures = slot.connectRetries = 0
         clearTimeout(this.#connectRetryTimer)
         this.#connectRetryTimer = null
         if (slot === this.#current) for (const r of this.#waiting.splice(0)) this.#dispatch(r)
@@ -392,7 +392,9 @@ export class Pool extends Base {
       this.#fail(req, req.lastError)
     }, left)
     if (!this.#connectRetryTimer) {
-      const delay = backoff(slot.connectFailures - 1, CONNECT_RETRY_FIRST_MS, RETRY_MAX_MS)
+      // Backing off per retry, not per failed checkout: eight checkouts
+      // failing together are one failure of the value.
+      const delay = backoff(slot.connectRetries++, CONNECT_RETRY_FIRST_MS, RETRY_MAX_MS)
       this.#connectRetryTimer = unrefTimer(() => {
         this.#connectRetryTimer = null
         if (slot === this.#current && !this.ending && this.#waiting.length > 0) this.#dispatch(this.#waiting.shift())

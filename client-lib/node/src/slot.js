@@ -103,6 +103,7 @@ export class Slot {
     this.lastError = null // the last failure of a warm-up
     this.failures = 0
     this.connectFailures = 0 // failed connections in a row while current
+    this.connectRetries = 0 // and the retries made since the first
     this.authFailures = 0
     this.givenUp = false
     this.retrying = false

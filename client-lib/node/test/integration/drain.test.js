@@ -8,7 +8,13 @@
 //     up after AUTH_TRIES authentication failures, while the old value
 //     keeps serving; a value that works is taken at once after it;
 //   - `dbswapctl reconnect` (the same value again) replaces every
-//     connection as a rotation does: drained, acked, no failed query.
+//     connection as a rotation does: drained, acked, no failed query;
+//   - the current value stops connecting for a second with no new value
+//     coming (the role's LOGIN revoked, its sessions terminated): the
+//     checkouts wait (pg's default connectionTimeoutMillis, 0: the pool's
+//     own 5 s bound), retried with backoff, and are served once it
+//     connects again; the only failed queries are those the terminated
+//     sessions were running.
 //
 // Values carry an application_name per generation, so that
 // pg_stat_activity says which value each session was opened with.
@@ -220,6 +226,37 @@ test('dbswapctl reconnect: every connection replaced (drained), then acked; no f
     const sum = await loops.stop();
     assert.equal(sum.failures, 0, JSON.stringify(loops.failures.slice(0, 5)));
     assertNoSecret([...poolTexts(pool), r.stdout, r.stderr], [s.role.password]);
+  } finally {
+    await loops.stop();
+    await pool.end();
+  }
+});
+
+test('the current value refused for a second (LOGIN revoked, sessions terminated): checkouts wait and are served once it connects again', { skip: fixtureSkip, timeout: scaled(60000) }, async () => {
+  const s = await setUp('nologin');
+  const pool = openPool(s.agent.socket, { max: 8, connectionTimeoutMillis: 0 });
+  const loops = startLoops(pool, { threads: 8 });
+  const ident = `"${s.role.role}"`;
+  try {
+    await fx.waitAcked(1, { agent: s.name, subscribers: 1 });
+    await loops.waitQueries(100);
+    await fx.sql(`ALTER ROLE ${ident} NOLOGIN`);
+    const t0 = now();
+    await fx.terminateSessions(s.role.role);
+    await waitFor(() => pool.lines.some((l) => /cannot open a connection with generation 1: .*not permitted to log in.*checkouts wait up to 5000 ms/.test(l.message)),
+      { ms: 5000, what: 'the pool waiting for connections', describe: () => pool.lines.map((l) => l.message).join(' | ') });
+    const stalled = loops.queries();
+    await waitFor(() => now() - t0 > 1000, { ms: 5000, every: 20 });
+    await fx.sql(`ALTER ROLE ${ident} LOGIN`);
+    const t1 = now();
+    await loops.waitQueries(stalled + 50, 10000);
+    const resumed = now() - t1;
+    const sum = await loops.stop();
+    assert.ok(sum.failures_by_loop.every((n) => n <= 1), `failures per loop ${JSON.stringify(sum.failures_by_loop)}: ${JSON.stringify(loops.failures.slice(0, 5))}`);
+    assert.ok(loops.failures.every((f) => f.code !== '28000'), `a checkout failed with the refusal: ${JSON.stringify(loops.failures.slice(0, 5))}`);
+    assert.equal(pool.generation, 1);
+    assertNoSecret(poolTexts(pool), [s.role.password]);
+    console.log(`LOGIN revoked for ${(t1 - t0).toFixed(0)} ms: ${sum.failures} failed queries (the terminated sessions'), queries flowing again ${resumed.toFixed(0)} ms after LOGIN came back`);
   } finally {
     await loops.stop();
     await pool.end();
