@@ -10,11 +10,13 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { connectFixture, fixtureSkip, scaled, tmpdir } from './fixture.js';
 
 const APP = fileURLToPath(new URL('../../examples/http-app.js', import.meta.url));
+const README = fileURLToPath(new URL('../../README.md', import.meta.url));
 const LOOPS = 4;
 const ROTATIONS = 5;
 
@@ -167,6 +169,14 @@ function tlsRaceTodo(t, failures) {
 }
 
 const describe = (rs) => rs.map((r) => `${r.status} ${JSON.stringify(r.body)}`).join('; ');
+
+test('the README shows examples/http-app.js exactly', () => {
+  const readme = readFileSync(README, 'utf8');
+  const section = readme.slice(readme.indexOf('## The example app'));
+  const block = /```js\n([\s\S]*?)```/.exec(section);
+  assert.ok(block, 'README.md has a js block under "The example app"');
+  assert.equal(block[1], readFileSync(APP, 'utf8'));
+});
 
 /** A role on both clusters, an env file naming both, an agent, and the
  * example app on it, serving. */
