@@ -225,16 +225,22 @@ export class Slot {
     this.#connectFrom(cb, 0)
   }
 
-  #connectFrom(cb, tries) {
+  /** plainTried: the host this connection already tried again without
+   * TLS (-1: none), so that it goes back at most once per host. */
+  #connectFrom(cb, tries, plainTried = -1) {
     const index = this.#hostIndex
     this.#attempt = { index, tries }
     this.inner.connect((err, client) => {
       this.#attempt = null
       if (!err) return cb(null, client)
-      if (flag(err, kNoTls) && this.#translation.sslMode === 'prefer' && !this.#plain.has(index)) {
-        // sslmode=prefer: this host has no TLS; again without.
+      // The server said "no TLS" to this attempt, so it asked for TLS:
+      // whether the host is marked plain already does not matter.  Many
+      // connections opened at once all ask before the first answer marks
+      // it (a new value's first connections, a failover's checkouts), and
+      // each must go again without TLS, not only the first.
+      if (flag(err, kNoTls) && this.#translation.sslMode === 'prefer' && plainTried !== index) {
         this.#plain.add(index)
-        return this.#connectFrom(cb, tries)
+        return this.#connectFrom(cb, tries, index)
       }
       if (flag(err, kHostFailure) && tries + 1 < this.#maxTries()) {
         if (this.#hostIndex === index) this.#hostIndex = (index + 1) % this.#translation.hosts.length
