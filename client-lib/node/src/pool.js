@@ -120,6 +120,7 @@ export class Pool extends Base {
   #connectRetryTimer = null
   #warnedNoAgent = false
   #subscribeError = null
+  #subscribing = false
   #listeners = []
 
   /** @param {import('../index.js').PoolOptions} [options] */
@@ -157,17 +158,8 @@ export class Pool extends Base {
     this.#listen('settings', (s) => this.#onSettings(s))
     this.#listen('error', (err) => this.emit('error', err))
     this.#listen('disconnect', () => this.#considerEnv())
-    this.#client.subscribe(this.#target, { timeout: 0 }).then(
-      () => {
-        this.#subscribeError = null
-      },
-      (err) => {
-        if (this.ending) return
-        this.#subscribeError = err
-        this.emit('error', err)
-        this.#failWaiting(err)
-      },
-    )
+    this.#listen('connect', () => this.#onSession())
+    this.#subscribe()
     const known = this.#client.lastUpdate(this.#target)
     if (known) queueMicrotask(() => this.#onUpdate(known))
     this.#graceTimer = unrefTimer(() => {
@@ -443,6 +435,39 @@ export class Pool extends Base {
       `${this.#target}: no database server is available (the agent reports the primary and the secondary down, generation ${slot.generation}); failing at once until one is back`,
       { target: this.#target },
     )
+  }
+
+  /* ---- the subscription ---- */
+
+  /**
+   * Subscribes to the target.  A refusal (unknown-target, forbidden, ...)
+   * fails the checkouts waiting for a first value, and those that come
+   * later at once, until the agent accepts the target: it is asked again
+   * at each new session (the client reconnected, the agent restarted,
+   * perhaps with the target now), and the refusal is forgotten once it
+   * accepts.
+   */
+  #subscribe() {
+    if (this.ending || this.#subscribing) return
+    this.#subscribing = true
+    this.#client.subscribe(this.#target, { timeout: 0 }).then(
+      () => {
+        this.#subscribing = false
+        this.#subscribeError = null
+      },
+      (err) => {
+        this.#subscribing = false
+        if (this.ending || err.code === 'closed') return
+        this.#subscribeError = err
+        this.emit('error', err)
+        this.#failWaiting(err)
+      },
+    )
+  }
+
+  /** A new session with the agent: a refused target is asked again. */
+  #onSession() {
+    if (this.#subscribeError) this.#subscribe()
   }
 
   /* ---- values ---- */

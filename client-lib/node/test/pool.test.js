@@ -8,8 +8,8 @@ import { test } from 'node:test'
 import { inspect } from 'node:util'
 import pg from 'pg'
 
-import { createPool, DbswapError } from '../index.js'
-import { FakeAgent, once, tempSocketPath } from './helpers/fake-agent.js'
+import { Client, createPool, DbswapError } from '../index.js'
+import { FakeAgent, once, tempSocketPath, until } from './helpers/fake-agent.js'
 
 test('createPool() is a pg.Pool to instanceof checks (PrismaPg takes nothing else)', async () => {
   const socket = tempSocketPath()
@@ -67,5 +67,43 @@ test('a value that does not connect: nacked, and the value is in no nack, log li
     await pool.end()
     await agent.stop()
     agent.cleanup()
+  }
+})
+
+test('a refused target is asked again on each new session; once accepted, the refusal no longer fails checkouts', async () => {
+  const { path, cleanup } = tempSocketPath()
+  let agent = await new FakeAgent({ path }).listen() // without the target
+  const pool = createPool({ socket: path, log: () => {} })
+  const errors = []
+  pool.on('error', (e) => errors.push(e))
+  const subscribes = () => agent.received.filter((r) => r.msg.type === 'subscribe').length
+  try {
+    await until(() => errors.length > 0, 3000, 'the refusal')
+    assert.equal(errors[0].code, 'unknown-target')
+    let err = await pool.connect().then(() => null, (e) => e)
+    assert.equal(err?.code, 'unknown-target', String(err))
+    // The same agent, a new session: asked again, refused again, and
+    // checkouts still fail at once.
+    for (const conn of agent.conns) conn.destroy()
+    await until(() => subscribes() >= 2, 3000, 'a second subscribe after the reconnection')
+    await until(() => errors.length >= 2, 3000, 'the second refusal')
+    err = await pool.connect().then(() => null, (e) => e)
+    assert.equal(err?.code, 'unknown-target', String(err))
+    // The agent restarts with the target: asked again, accepted, its value
+    // tried (it does not connect: no server here), and checkouts fail with
+    // that instead of the old refusal.
+    await agent.stop()
+    agent = new FakeAgent({ path })
+    agent.define('DATABASE_URL', 'postgresql://app:pw@127.0.0.1:1/x')
+    await agent.listen()
+    await agent.waitFor((m) => m.type === 'subscribe')
+    const nack = await once(pool, 'nack')
+    assert.equal(nack.generation, 1)
+    err = await pool.connect().then(() => null, (e) => e)
+    assert.equal(err?.code, 'no-value', String(err))
+  } finally {
+    await pool.end()
+    await agent.stop()
+    cleanup()
   }
 })
