@@ -462,7 +462,9 @@ export interface SwapEvent {
   fromEnvironment: boolean;
 }
 
-/** The 'ack' event: no connection of an older value is left. */
+/** The 'ack' event: no connection of an older value is left.  Also
+ * emitted when the value in use comes again under a new number (an agent
+ * restart) and is acked with it, without a swap. */
 export interface AckEvent {
   target: string;
   generation: Generation;
@@ -516,7 +518,8 @@ export class Pool extends pg.Pool {
   /** The target followed. */
   readonly target: string;
   /** The generation checkouts get now (0 for the environment's value);
-   * null before any value. */
+   * null before any value.  After an agent restart that kept the value,
+   * the new run's number. */
   readonly generation: Generation | null;
   /** The dbswap client the pool follows the agent with. */
   readonly client: Client;

@@ -50,6 +50,10 @@ export const REQUEST_TIMEOUT_MS = 5000
 /** Hooks for the pool, not part of the public API. */
 export const kClaim = Symbol('dbswap.claim')
 export const kUnclaim = Symbol('dbswap.unclaim')
+/** Emitted (update, sent) when the client acks a value quietly under a
+ * new number (see #onUpdate), so that a pool keeping the update learns
+ * the numbering the agent now uses. */
+export const kRenumber = Symbol('dbswap.renumber')
 
 const TARGET_RE = /^[A-Za-z_][A-Za-z0-9_]*$/
 
@@ -500,7 +504,8 @@ export class Client extends EventEmitter {
       sub.delivered = msg.generation
       sub.instance = instance
       sub.last = update
-      this.#sendAck(sub.target, msg.generation, instance)
+      const sent = this.#sendAck(sub.target, msg.generation, instance)
+      this.emit(kRenumber, update, sent)
       return
     }
     Object.assign(sub, { conninfo: msg.conninfo, server, standby, delivered: msg.generation, instance, acked: false, last: update })

@@ -36,7 +36,7 @@ import { EventEmitter } from 'node:events'
 import { createRequire } from 'node:module'
 import { inspect } from 'node:util'
 
-import { Client, Update, kClaim, kUnclaim } from './client.js'
+import { Client, Update, kClaim, kRenumber, kUnclaim } from './client.js'
 import { redact } from './conninfo.js'
 import { DbswapError } from './errors.js'
 import { NACK_MESSAGE_MAX } from './protocol.js'
@@ -155,6 +155,7 @@ export class Pool extends Base {
       new Client({ socket: options.socket, name: options.name, log: this.#log, unref: Boolean(options.allowExitOnIdle) })
     this.#client[kClaim](this.#target)
     this.#listen('update', (u) => this.#onUpdate(u))
+    this.#listen(kRenumber, (u, sent) => this.#onRenumber(u, sent))
     this.#listen('settings', (s) => this.#onSettings(s))
     this.#listen('error', (err) => this.emit('error', err))
     this.#listen('disconnect', () => this.#considerEnv())
@@ -529,6 +530,26 @@ export class Pool extends Base {
       if (!urgent) this.#warmNext()
     }
     if (urgent) this.#switch(this.#next, 'destroy')
+  }
+
+  /**
+   * The client acked the value in use under a new number by itself (the
+   * agent restarted, or the client reconnected): the pool's update, its
+   * generation and what it acks from now on are the new numbering's.
+   */
+  #onRenumber(update, sent) {
+    if (update.target !== this.#target || this.ending) return
+    const current = this.#current
+    if (!current?.is(update) || current.fromEnv) {
+      // Not the value the pool uses (the app acked it on a shared
+      // client): a value as any other.
+      this.#onUpdate(update)
+      return
+    }
+    current.renumber(update)
+    current.acked = true
+    if (this.#next) this.#abandonNext()
+    this.emit('ack', { target: this.#target, generation: current.generation, instance: update.instance, sent })
   }
 
   /** Whether to switch at once: the old server is dead or hung (with

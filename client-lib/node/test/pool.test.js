@@ -107,3 +107,34 @@ test('a refused target is asked again on each new session; once accepted, the re
     cleanup()
   }
 })
+
+test('an agent restarted with the value in use: pool.generation and the ack follow the new numbering', async () => {
+  const { path, cleanup } = tempSocketPath()
+  // Server "none": the pool takes the value without a database server.
+  const none = { server: 'none', reason: 'unavailable' }
+  let agent = new FakeAgent({ path })
+  agent.define('DATABASE_URL', 'postgresql://app:pw@db/x', none)
+  agent.define('DATABASE_URL', 'postgresql://app:pw@db/x', none) // generation 2
+  await agent.listen()
+  const pool = createPool({ socket: path, log: () => {} })
+  try {
+    const acks = []
+    pool.on('ack', (a) => acks.push(a))
+    await agent.waitFor((m) => m.type === 'ack' && m.generation === 2)
+    assert.equal(pool.generation, 2)
+    await agent.stop()
+    agent = new FakeAgent({ path })
+    agent.define('DATABASE_URL', 'postgresql://app:pw@db/x', none) // the same value, generation 1 of a new run
+    await agent.listen()
+    const ack = await agent.waitFor((m) => m.type === 'ack')
+    assert.deepEqual([ack.generation, ack.instance], [1, agent.instance])
+    await until(() => pool.generation === 1, 1000, `pool.generation to be 1 (it is ${pool.generation})`)
+    await until(() => acks.some((a) => a.generation === 1), 1000, 'an ack event for generation 1')
+    const last = acks.at(-1)
+    assert.deepEqual([last.generation, last.instance, last.sent], [1, agent.instance, true])
+  } finally {
+    await pool.end()
+    await agent.stop()
+    cleanup()
+  }
+})
