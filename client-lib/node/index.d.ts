@@ -414,7 +414,9 @@ export interface PoolOptions extends Omit<pg.PoolConfig,
   socket?: string;
   /** Shown in the agent's status; default the script's file name. */
   name?: string;
-  /** A Client to follow the agent with (not closed by end()); default a new one. */
+  /** A Client to follow the agent with (not closed by end()); default a new one.
+   * If it follows the target already, the pool starts from its last value
+   * and settings.  One pool per target per client ('busy' otherwise). */
   client?: Client;
   /** Makes the pg.Pool of each value; default `new pg.Pool(config)`. */
   poolFactory?: (config: pg.PoolConfig) => pg.Pool;

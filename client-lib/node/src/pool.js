@@ -161,6 +161,11 @@ export class Pool extends Base {
     this.#listen('disconnect', () => this.#considerEnv())
     this.#listen('connect', () => this.#onSession())
     this.#subscribe()
+    // A shared client may have the target already: its last value and
+    // settings are this pool's too (the settings now, so that `options`
+    // shows them from the start).
+    const settings = this.#client.settings(this.#target)
+    if (settings) this.#onSettings(settings)
     const known = this.#client.lastUpdate(this.#target)
     if (known) queueMicrotask(() => this.#onUpdate(known))
     this.#graceTimer = unrefTimer(() => {

@@ -138,3 +138,23 @@ test('an agent restarted with the value in use: pool.generation and the ack foll
     cleanup()
   }
 })
+
+test('a pool made on a shared Client takes the settings the client already has for its target', async () => {
+  const agent = await new FakeAgent().listen()
+  agent.define('DATABASE_URL', 'postgresql://app:pw@db/x', { server: 'none', reason: 'unavailable' })
+  agent.settings.set('DATABASE_URL', { pool_max: 3, pool_min: 2, pool_timeout_ms: 1234 })
+  const client = new Client({ socket: agent.path, log: () => {} })
+  await client.subscribe('DATABASE_URL')
+  assert.equal(client.settings('DATABASE_URL')?.poolMax, 3)
+  const pool = createPool({ client, log: () => {} })
+  try {
+    assert.equal(pool.options.max, 3)
+    assert.equal(pool.options.min, 2)
+    assert.equal(pool.options.connectionTimeoutMillis, 1234)
+  } finally {
+    await pool.end()
+    await client.close()
+    await agent.stop()
+    agent.cleanup()
+  }
+})
