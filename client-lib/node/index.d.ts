@@ -176,7 +176,10 @@ export interface ClientOptions {
   socket?: string;
   /** Shown in the agent's status; default the script's file name. */
   name?: string;
-  /** ms a request waits for its answer by default (5000); 0 waits for ever. */
+  /** ms a request waits for its answer by default (5000), and a connection
+   * attempt for the agent's hello (an agent that takes the connection and
+   * does not answer is a failed attempt, and another follows); 0 waits for
+   * ever. */
   requestTimeout?: number;
   /** Where log lines go; default stderr ("dbswap: ..."), debug lines left out. */
   log?: LogFunction;
@@ -418,6 +421,10 @@ export interface PoolOptions extends Omit<pg.PoolConfig,
    * If it follows the target already, the pool starts from its last value
    * and settings.  One pool per target per client ('busy' otherwise). */
   client?: Client;
+  /** The requestTimeout of the Client the pool makes (not of one given as
+   * `client`), ms (5000): bounds the agent's answers to hello and to the
+   * pool's subscribe; 0 waits for ever. */
+  requestTimeout?: number;
   /** Makes the pg.Pool of each value; default `new pg.Pool(config)`. */
   poolFactory?: (config: pg.PoolConfig) => pg.Pool;
   /** The pg Client class the pool's connections extend; default pg.Client

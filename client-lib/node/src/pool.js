@@ -72,7 +72,7 @@ const SETTINGS = [
   ['idleTimeoutMillis', 'poolIdleTimeoutMs', 10000],
 ]
 /** Options of this pool, not passed to pg. */
-const OWN = ['target', 'socket', 'name', 'client', 'poolFactory', 'Client', 'drainTimeoutMillis', 'log']
+const OWN = ['target', 'socket', 'name', 'client', 'requestTimeout', 'poolFactory', 'Client', 'drainTimeoutMillis', 'log']
 /** Connection parameters come from the agent's value, never from options. */
 const FROM_VALUE = ['connectionString', 'host', 'port', 'user', 'password', 'database']
 
@@ -152,13 +152,24 @@ export class Pool extends Base {
     this.#ownsClient = !options.client
     this.#client =
       options.client ??
-      new Client({ socket: options.socket, name: options.name, log: this.#log, unref: Boolean(options.allowExitOnIdle) })
+      new Client({
+        socket: options.socket,
+        name: options.name,
+        requestTimeout: options.requestTimeout,
+        log: this.#log,
+        unref: Boolean(options.allowExitOnIdle),
+      })
     this.#client[kClaim](this.#target)
     this.#listen('update', (u) => this.#onUpdate(u))
     this.#listen(kRenumber, (u, sent) => this.#onRenumber(u, sent))
     this.#listen('settings', (s) => this.#onSettings(s))
     this.#listen('error', (err) => this.emit('error', err))
-    this.#listen('disconnect', () => this.#considerEnv())
+    this.#listen('disconnect', () => {
+      // An agent that did not answer subscribe is gone: no longer a reason
+      // to fail checkouts (no agent is another case, below).
+      if (this.#subscribeError?.code === 'timeout') this.#subscribeError = null
+      this.#considerEnv()
+    })
     this.#listen('connect', () => this.#onSession())
     this.#subscribe()
     // A shared client may have the target already: its last value and
@@ -452,11 +463,17 @@ export class Pool extends Base {
    * at each new session (the client reconnected, the agent restarted,
    * perhaps with the target now), and the refusal is forgotten once it
    * accepts.
+   *
+   * Each try waits the client's requestTimeout: an agent that answered
+   * hello but not subscribe (hung, or its loop stuck) fails the checkouts
+   * waiting for a first value with code 'timeout', as a refusal does, and
+   * is asked again at once.  A try that timed out while no agent was
+   * connected is only made again (no agent is #considerEnv's).
    */
   #subscribe() {
     if (this.ending || this.#subscribing) return
     this.#subscribing = true
-    this.#client.subscribe(this.#target, { timeout: 0 }).then(
+    this.#client.subscribe(this.#target).then(
       () => {
         this.#subscribing = false
         this.#subscribeError = null
@@ -464,11 +481,27 @@ export class Pool extends Base {
       (err) => {
         this.#subscribing = false
         if (this.ending || err.code === 'closed') return
+        if (err.code === 'timeout') {
+          if (this.#client.connected) this.#subscribeTimedOut(err)
+          this.#subscribe()
+          return
+        }
         this.#subscribeError = err
         this.emit('error', err)
         this.#failWaiting(err)
       },
     )
+  }
+
+  #subscribeTimedOut(err) {
+    const first = this.#subscribeError?.code !== 'timeout'
+    this.#subscribeError = new DbswapError(
+      'timeout',
+      `${this.#target}: the agent at ${this.#client.socketPath} answered hello but did not answer subscribe in time (${err.message}); asking again`,
+      { cause: err, target: this.#target, targets: [this.#target] },
+    )
+    if (first) this.emit('error', this.#subscribeError)
+    this.#failWaiting(this.#subscribeError)
   }
 
   /** A new session with the agent: a refused target is asked again. */

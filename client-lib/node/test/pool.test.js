@@ -158,3 +158,38 @@ test('a pool made on a shared Client takes the settings the client already has f
     agent.cleanup()
   }
 })
+
+test('an agent that answers hello but never subscribe: checkouts fail after the request timeout, and subscribe is asked again', async () => {
+  const agent = await new FakeAgent().listen()
+  agent.define('DATABASE_URL', 'postgresql://app:pw@127.0.0.1:1/x')
+  const answer = agent.handle.subscribe
+  agent.handle.subscribe = () => {} // hung
+  const client = new Client({ socket: agent.path, requestTimeout: 300, log: () => {} })
+  const pool = createPool({ client, log: () => {} })
+  pool.on('error', () => {})
+  try {
+    const r = await settled(pool.connect(), 3000)
+    assert.notEqual(r, 'pending', 'the checkout still waits 3 s after it began')
+    assert.equal(r.err?.code, 'timeout', String(r.err))
+    assert.match(r.err.message, /did not answer subscribe/)
+    await until(() => agent.received.filter((x) => x.msg.type === 'subscribe').length >= 2, 3000, 'subscribe asked again')
+    // The agent answers again: the value comes, the timeout is forgotten.
+    agent.handle.subscribe = answer
+    await once(pool, 'nack', 3000)
+    const err = await pool.connect().then(() => null, (e) => e)
+    assert.equal(err?.code, 'no-value', String(err))
+  } finally {
+    await pool.end()
+    await client.close()
+    await agent.stop()
+    agent.cleanup()
+  }
+})
+
+/** Resolves with what p settles to, or 'pending' after ms. */
+function settled(p, ms) {
+  return Promise.race([
+    p.then((v) => ({ value: v }), (err) => ({ err })),
+    new Promise((resolve) => setTimeout(() => resolve('pending'), ms)),
+  ])
+}

@@ -40,6 +40,7 @@ export async function app(): Promise<void> {
     idleTimeoutMillis: 30000,
     connectionTimeoutMillis: 5000,
     drainTimeoutMillis: DRAIN_TIMEOUT_MS,
+    requestTimeout: 2000,
     statement_timeout: 10000,
     application_name: 'billing-api',
     ssl: { servername: 'db.internal' },
