@@ -92,6 +92,10 @@ export const REQUEST_TIMEOUT_MS: 5000;
 export const DRAIN_TIMEOUT_MS: 30000;
 /** Authentication failures after which a pool gives a value up (5). */
 export const AUTH_TRIES: 5;
+/** The bound of one attempt at a host of a new value's first connections,
+ * ms (10000), when neither the value's connect_timeout nor
+ * connectionTimeoutMillis sets one. */
+export const WARM_TIMEOUT_MS: 10000;
 
 /* ---- the protocol client ---- */
 

@@ -3,8 +3,10 @@
  *
  * Values: `current` is what checkouts get, one Slot (a pg.Pool on one
  * connection string).  A new value from the agent becomes `next`: its slot
- * opens `min` connections (at least one) without handing them out, then
- * the pool switches: `next` becomes `current`, the old slot drains (idle
+ * opens `min` connections (at least one) without handing them out, each
+ * attempt bounded (Slot.warm: the value's connect_timeout, else
+ * connectionTimeoutMillis, else WARM_TIMEOUT_MS), then, once one opened
+ * and the others settled or hit that bound, the pool switches: `next` becomes `current`, the old slot drains (idle
  * connections close now, busy ones when released, and those still out at
  * the drain deadline are destroyed).  When no connection of an older value
  * is left, the pool acks the generation, so `dbswapctl set --wait` returns
@@ -41,6 +43,8 @@ import { redact } from './conninfo.js'
 import { DbswapError } from './errors.js'
 import { NACK_MESSAGE_MAX } from './protocol.js'
 import { Slot, isAuthError } from './slot.js'
+
+export { WARM_TIMEOUT_MS } from './slot.js'
 import { backoff, defaultLog, truncateUtf8, unrefTimer } from './util.js'
 
 /** Busy connections of an old value are destroyed after this. */

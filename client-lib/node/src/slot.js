@@ -17,6 +17,13 @@ import { hostConfig, hostLabel, translate } from './conninfo.js'
 import { DbswapError } from './errors.js'
 import { unrefTimer } from './util.js'
 
+/** How long one attempt of a new value's first connections (warm()) may
+ * take at a host when neither the value (connect_timeout) nor the app
+ * (connectionTimeoutMillis) bounds it: a server that accepts and never
+ * answers must not hold a swap, and its ack, for ever.  Long enough for a
+ * loaded server over a slow link, as libpq users set connect_timeout. */
+export const WARM_TIMEOUT_MS = 10000
+
 const kHostFailure = Symbol('dbswap.hostFailure')
 const kNoTls = Symbol('dbswap.noTls')
 
@@ -172,7 +179,11 @@ export class Slot {
         const attempt = slot.#attempt ?? { index: slot.#hostIndex, tries: 0 }
         slot.#attempt = null
         const entry = t.hosts[attempt.index]
-        super({ ...config, ...hostConfig(t, entry, { plain: slot.#plain.has(attempt.index) }) })
+        const cfg = { ...config, ...hostConfig(t, entry, { plain: slot.#plain.has(attempt.index) }) }
+        // A warm-up attempt is bounded at each host (libpq's connect_timeout
+        // is per host) even when nothing else bounds it.
+        if (attempt.boundMs > 0 && !(cfg.connectionTimeoutMillis > 0)) cfg.connectionTimeoutMillis = attempt.boundMs
+        super(cfg)
         this.#label = hostLabel(entry)
         let attrs = t.targetSessionAttrs
         if (attrs === 'prefer-standby') attrs = attempt.tries < t.hosts.length ? 'standby' : 'any'
@@ -219,17 +230,18 @@ export class Slot {
    * when one fails at the host.
    * @param {(err: Error | null, client?: any) => void} cb
    */
-  connect(cb) {
+  connect(cb, boundMs = 0) {
     if (this.unavailable) return cb(new DbswapError('unavailable', 'no database server is available'))
     if (this.error) return cb(this.error)
-    this.#connectFrom(cb, 0)
+    this.#connectFrom(cb, 0, -1, boundMs)
   }
 
   /** plainTried: the host this connection already tried again without
-   * TLS (-1: none), so that it goes back at most once per host. */
-  #connectFrom(cb, tries, plainTried = -1) {
+   * TLS (-1: none), so that it goes back at most once per host; boundMs:
+   * a bound for each host's attempt where none is set (0: none). */
+  #connectFrom(cb, tries, plainTried = -1, boundMs = 0) {
     const index = this.#hostIndex
-    this.#attempt = { index, tries }
+    this.#attempt = { index, tries, boundMs }
     this.inner.connect((err, client) => {
       this.#attempt = null
       if (!err) return cb(null, client)
@@ -240,30 +252,85 @@ export class Slot {
       // each must go again without TLS, not only the first.
       if (flag(err, kNoTls) && this.#translation.sslMode === 'prefer' && plainTried !== index) {
         this.#plain.add(index)
-        return this.#connectFrom(cb, tries, index)
+        return this.#connectFrom(cb, tries, index, boundMs)
       }
       if (flag(err, kHostFailure) && tries + 1 < this.#maxTries()) {
         if (this.#hostIndex === index) this.#hostIndex = (index + 1) % this.#translation.hosts.length
-        return this.#connectFrom(cb, tries + 1)
+        return this.#connectFrom(cb, tries + 1, -1, boundMs)
       }
       cb(err)
     })
   }
 
   /**
-   * Opens n connections and gives them back to the slot's pg.Pool, idle:
-   * make-before-break.  Resolves when at least one opened; rejects with
-   * the first error when none did.
+   * The bound of one warm-up attempt at a host, ms: the value's
+   * connect_timeout (libpq's rules: seconds, 2 at least, per host), else
+   * the pool's connectionTimeoutMillis, else WARM_TIMEOUT_MS.
    */
-  async warm(n) {
-    if (this.unavailable) return
-    const results = await Promise.allSettled(
-      Array.from({ length: n }, () => new Promise((resolve, reject) => this.connect((err, c) => (err ? reject(err) : resolve(c))))),
-    )
-    const clients = results.filter((r) => r.status === 'fulfilled').map((r) => r.value)
-    for (const c of clients) c.release()
-    if (clients.length === 0) throw results[0].reason
-    this.warmed = true
+  get warmBoundMs() {
+    const fromValue = this.#translation?.config.connectionTimeoutMillis
+    if (fromValue > 0) return fromValue
+    const fromPool = this.inner?.options?.connectionTimeoutMillis
+    return fromPool > 0 ? fromPool : WARM_TIMEOUT_MS
+  }
+
+  /**
+   * Opens n connections at once and gives them back to the slot's
+   * pg.Pool, idle: make-before-break.  Each attempt is bounded at each
+   * host (warmBoundMs), so that one hung attempt cannot hold the swap.
+   * Resolves once at least one opened and the others have settled, or
+   * warmBoundMs after the first opened, whichever comes first (a late one
+   * still joins the pool's idle connections); rejects with the first
+   * error when none opened.
+   */
+  warm(n) {
+    if (this.unavailable) return Promise.resolve()
+    const bound = this.warmBoundMs
+    // A backstop in case a connection ignores the bound (a pool factory
+    // with clients of its own): every host of the value at its bound.
+    const backstop = bound * this.#maxTries() + 1000
+    return new Promise((resolve, reject) => {
+      const opened = []
+      let settled = 0
+      let firstError = null
+      let finished = false
+      let capTimer = null
+      const finish = () => {
+        if (finished) return
+        finished = true
+        clearTimeout(capTimer)
+        for (const c of opened) c.release()
+        if (opened.length > 0) {
+          this.warmed = true
+          resolve()
+        } else {
+          reject(firstError)
+        }
+      }
+      const settle = (err) => {
+        if (err && !firstError) firstError = err
+        if (++settled === n) finish()
+      }
+      for (let i = 0; i < n; i++) {
+        let over = false
+        const timer = unrefTimer(() => {
+          over = true
+          settle(new DbswapError('timeout', `no connection within ${backstop} ms`))
+        }, backstop)
+        this.connect((err, client) => {
+          clearTimeout(timer)
+          if (over || finished) {
+            if (client) client.release()
+            return
+          }
+          if (!err) {
+            opened.push(client)
+            if (opened.length === 1 && settled + 1 < n) capTimer = unrefTimer(finish, bound)
+          }
+          settle(err)
+        }, bound)
+      }
+    })
   }
 
   /**
