@@ -501,6 +501,12 @@ export interface NackEvent {
   /** false: given up (5 authentication failures, or a value that cannot
    * be used here at all). */
   willRetry: boolean;
+  /** The value is $TARGET from the environment (no agent): the event is
+   * all there is, nothing goes to an agent. */
+  fromEnvironment: boolean;
+  /** Whether the nack went to the agent (false for the environment's
+   * value, or while the agent is away). */
+  sent: boolean;
 }
 
 export interface PoolEvents {

@@ -634,9 +634,10 @@ export class Pool extends Base {
     if (auth) slot.authFailures++
     const giveUp = slot.error !== null || (auth && slot.authFailures >= AUTH_TRIES)
     let message = null
+    let sent = false
     if (!slot.fromEnv) {
       message = truncateUtf8(`cannot connect with generation ${slot.generation} from pid ${process.pid}: ${line}`, NACK_MESSAGE_MAX)
-      this.#client.nack(slot.update, message)
+      sent = this.#client.nack(slot.update, message)
     }
     if (giveUp) {
       slot.givenUp = true
@@ -663,6 +664,10 @@ export class Pool extends Base {
       message: message ?? line,
       attempts: slot.failures,
       willRetry: !giveUp,
+      // The environment's value has no agent to tell: the event is the
+      // app's only news of it.
+      fromEnvironment: slot.fromEnv,
+      sent,
     })
     if (!this.#current) this.#failWaiting(this.#noValueError())
   }

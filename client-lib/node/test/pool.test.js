@@ -193,3 +193,32 @@ function settled(p, ms) {
     new Promise((resolve) => setTimeout(() => resolve('pending'), ms)),
   ])
 }
+
+test('the environment\'s value that does not connect: a nack event marked fromEnvironment and not sent; the agent\'s marked sent', async () => {
+  const target = 'DBSWAP_TEST_ENV_NACK_URL'
+  process.env[target] = 'postgresql://app:pw@127.0.0.1:1/x'
+  const { path: socket, cleanup } = tempSocketPath()
+  const pool = createPool({ target, socket, log: () => {} })
+  try {
+    const nack = await once(pool, 'nack')
+    assert.equal(nack.generation, 0)
+    assert.equal(nack.fromEnvironment, true)
+    assert.equal(nack.sent, false)
+  } finally {
+    await pool.end()
+    delete process.env[target]
+    cleanup()
+  }
+  const agent = await new FakeAgent({}).listen()
+  agent.define('DATABASE_URL', 'postgresql://app:pw@127.0.0.1:1/x')
+  const pool2 = createPool({ socket: agent.path, log: () => {} })
+  try {
+    const nack = await once(pool2, 'nack')
+    assert.equal(nack.fromEnvironment, false)
+    assert.equal(nack.sent, true)
+  } finally {
+    await pool2.end()
+    await agent.stop()
+    agent.cleanup()
+  }
+})

@@ -83,7 +83,7 @@ export async function app(): Promise<void> {
     console.log(s.reason, s.server, s.standby, s.fromEnvironment, immediate, prev);
   });
   pool.on('ack', (a: AckEvent) => console.log(a.generation, a.instance, a.sent));
-  pool.on('nack', (n: NackEvent) => console.log(n.message, n.attempts, n.willRetry));
+  pool.on('nack', (n: NackEvent) => console.log(n.message, n.attempts, n.willRetry, n.fromEnvironment, n.sent));
   pool.on('error', (err, c) => console.log(err.message, c !== undefined));
   pool.on('connect', (c) => c.query('SET search_path TO app'));
   pool.on('release', (err, c) => void [err, c]);
