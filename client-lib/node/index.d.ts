@@ -439,7 +439,10 @@ export interface PoolOptions extends Omit<pg.PoolConfig,
   /** Where log lines go; default stderr. */
   log?: LogFunction;
   /** TLS options to start from; whether TLS is used, and how it is
-   * verified, come from the value's sslmode.  `true`/`false` are ignored. */
+   * verified, come from the value's sslmode (default prefer).  `false`: no
+   * TLS for a value that sets no sslmode (sslmode=disable); a value's own
+   * sslmode wins (a warning once when it asks for TLS).  `true` is
+   * ignored, with a warning. */
   ssl?: boolean | ConnectionOptions;
   /** Pool size; default DATABASE_POOL_MAX, else 10. */
   max?: number;

@@ -123,6 +123,7 @@ export class Pool extends Base {
   #retryTimer = null
   #connectRetryTimer = null
   #warnedNoAgent = false
+  #warnedSsl = false
   #subscribeError = null
   #subscribing = false
   #listeners = []
@@ -145,6 +146,9 @@ export class Pool extends Base {
       else if (SETTINGS.some(([opt]) => opt === key)) {
         if (value !== undefined) this.#explicit[key] = value
       } else this.#passthrough[key] = value
+    }
+    if (options.ssl === true) {
+      this.#logLine('warn', `${this.#target}: option ssl: true ignored: whether TLS is used, and how the server is verified, come from the value's sslmode (default prefer)`)
     }
     if (ignored.length) {
       this.#logLine('warn', `${this.#target}: options ${ignored.join(', ')} ignored: the connection parameters come from the agent's value`)
@@ -522,7 +526,7 @@ export class Pool extends Base {
   }
 
   #newSlot(update, fromEnv) {
-    return new Slot({
+    const slot = new Slot({
       update,
       fromEnv,
       options: this.options,
@@ -531,6 +535,11 @@ export class Pool extends Base {
       events: this,
       log: (level, message) => this.#logLine(level, message),
     })
+    if (slot.sslWarning && !this.#warnedSsl) {
+      this.#warnedSsl = true
+      this.#logLine('warn', `${this.#target}: ${slot.sslWarning}`)
+    }
+    return slot
   }
 
   #describe(slot) {

@@ -13,7 +13,7 @@
  * next connection starts at the host that took the last one, not at the
  * first, so that a dead first host does not cost its timeout every time.
  */
-import { hostConfig, hostLabel, translate } from './conninfo.js'
+import { hostConfig, hostLabel, parseConninfo, translate } from './conninfo.js'
 import { DbswapError } from './errors.js'
 import { unrefTimer } from './util.js'
 
@@ -118,9 +118,13 @@ export class Slot {
     this.out = new Map() // client -> release record, for clients handed out
     this.all = new Set() // every client of this slot, connecting ones too
     this.inner = null
+    this.sslWarning = null // the value's sslmode overrides the app's ssl: false
     if (this.unavailable) return
     try {
-      this.#translation = translate(update.conninfo, { tls: typeof options.ssl === 'object' ? options.ssl : undefined })
+      this.#translation = translate(update.conninfo, {
+        tls: typeof options.ssl === 'object' && options.ssl !== null ? options.ssl : undefined,
+        env: options.ssl === false ? this.#noTlsDefault(update.conninfo) : undefined,
+      })
     } catch (err) {
       this.error = err
       return
@@ -134,6 +138,23 @@ export class Slot {
     this.inner.on('connect', (client) => events.emit('connect', client))
     this.inner.on('remove', (client) => events.emit('remove', client))
     this.inner.on('error', (err, client) => events.emit('error', err, client))
+  }
+
+  /**
+   * `ssl: false` in the pool's options, as pg's: no TLS.  It stands for
+   * the sslmode of a value that sets none (sslmode=disable, as
+   * PGSSLMODE would; libpq's default is prefer); a value that sets its own
+   * wins, since the operator chose it, and if that asks for TLS,
+   * sslWarning says so.  Returns libpq's environment for translate().
+   */
+  #noTlsDefault(conninfo) {
+    const params = parseConninfo(conninfo) // throws as translate() would
+    const own = params.sslmode ?? (params.requiressl === '1' ? 'require' : undefined)
+    if (own === undefined) return { ...process.env, PGSSLMODE: 'disable', PGREQUIRESSL: undefined }
+    if (own !== 'disable' && own !== 'allow') {
+      this.sslWarning = `the value's sslmode=${own} wins over the pool's ssl: false option: TLS is used`
+    }
+    return undefined
   }
 
   /** Whether this slot holds that value for that server. */
