@@ -96,6 +96,10 @@ export const AUTH_TRIES: 5;
  * ms (10000), when neither the value's connect_timeout nor
  * connectionTimeoutMillis sets one. */
 export const WARM_TIMEOUT_MS: 10000;
+/** How long a checkout whose new connection of the current value fails
+ * waits for a new value, a released connection or a retry, ms (5000),
+ * when connectionTimeoutMillis is 0. */
+export const CONNECT_WAIT_MS: 5000;
 
 /* ---- the protocol client ---- */
 

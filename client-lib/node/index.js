@@ -7,7 +7,7 @@
  *   Client        the protocol client: subscribe, updates, ack, requests
  */
 export { Client, Update, RECONNECT_FIRST_MS, RECONNECT_MAX_MS, REQUEST_TIMEOUT_MS } from './src/client.js'
-export { Pool, createPool, DRAIN_TIMEOUT_MS, AUTH_TRIES, WARM_TIMEOUT_MS } from './src/pool.js'
+export { Pool, createPool, DRAIN_TIMEOUT_MS, AUTH_TRIES, WARM_TIMEOUT_MS, CONNECT_WAIT_MS } from './src/pool.js'
 export { DbswapError } from './src/errors.js'
 export { maskConninfo, parseConninfo, translate as translateConninfo, hostConfig as pgHostConfig } from './src/conninfo.js'
 export {

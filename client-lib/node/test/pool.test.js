@@ -4,6 +4,7 @@
  * a real PostgreSQL in test/integration (meson test -C build node).
  */
 import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
 import { test } from 'node:test'
 import { inspect } from 'node:util'
 import pg from 'pg'
@@ -221,4 +222,13 @@ test('the environment\'s value that does not connect: a nack event marked fromEn
     await agent.stop()
     agent.cleanup()
   }
+})
+
+test('index.js exports exactly the names the README\'s API import block shows', async () => {
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8')
+  const block = /```js\nimport \{([\s\S]*?)\} from 'dbswap'\n```/.exec(readme.slice(readme.indexOf('## API')))
+  assert.ok(block, 'README.md has the import block under "## API"')
+  const named = block[1].replace(/\/\/.*$/gm, '').split(/[\s,]+/).filter(Boolean).sort()
+  const exported = Object.keys(await import('../index.js')).sort()
+  assert.deepEqual(exported, named)
 })

@@ -5,6 +5,7 @@ import pg from 'pg';
 import {
   AUTH_TRIES,
   WARM_TIMEOUT_MS,
+  CONNECT_WAIT_MS,
   Client,
   DbswapError,
   DEFAULT_SOCKET,
@@ -139,7 +140,7 @@ export async function app(): Promise<void> {
   const params: Record<string, string> = parseConninfo('host=db user=app');
   const tr = translateConninfo('postgresql://app@a,b/app?target_session_attrs=read-write');
   const cfg: pg.ClientConfig = pgHostConfig(tr, tr.hosts[0]);
-  const consts: number = PROTOCOL_VERSION + PROTOCOL_VERSION_MIN + FRAME_MAX + RECONNECT_FIRST_MS + RECONNECT_MAX_MS + AUTH_TRIES + WARM_TIMEOUT_MS;
+  const consts: number = PROTOCOL_VERSION + PROTOCOL_VERSION_MIN + FRAME_MAX + RECONNECT_FIRST_MS + RECONNECT_MAX_MS + AUTH_TRIES + WARM_TIMEOUT_MS + CONNECT_WAIT_MS;
 
   void [same, isPool, now, counts, max, target, agentClient, rtt, g, last, settings, up, masked, params, cfg, consts];
 }
