@@ -121,6 +121,10 @@ export class Update {
   }
 }
 
+/** A target's pool settings, as the 'settings' event gives them (each
+ * undefined when the agent does not set it).
+ * @typedef {import('../index.js').Settings} Settings */
+
 /** What the client keeps per subscribed target. */
 class Subscription {
   constructor(target) {

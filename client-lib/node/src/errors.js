@@ -13,6 +13,11 @@
  *   unavailable   the agent reports no database server available
  *   no-value      the pool has no value for its target, and none is coming
  *   conninfo      a connection string that cannot be used (never quoted)
+ *   session       a server of the wrong kind for target_session_attrs
+ *                 (slot.js; the value's next host is tried first)
+ *   busy          a second pool for one target on one Client (client.js)
+ * The pool also fails checkouts with 'timeout' when the agent answered
+ * hello but not its subscribe.
  */
 
 export class DbswapError extends Error {
