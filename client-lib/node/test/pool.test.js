@@ -232,3 +232,16 @@ test('index.js exports exactly the names the README\'s API import block shows', 
   const exported = Object.keys(await import('../index.js')).sort()
   assert.deepEqual(exported, named)
 })
+
+test('package.json: the types index.d.ts imports are optional peer dependencies (@types/pg for pg)', () => {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'))
+  const dts = readFileSync(new URL('../index.d.ts', import.meta.url), 'utf8')
+  const modules = [...dts.matchAll(/^import [^;]* from '([^'.][^']*)';/gm)].map((m) => m[1]).filter((m) => !m.startsWith('node:'))
+  assert.deepEqual(modules, ['pg'])
+  for (const name of modules) {
+    // pg ships no types: they are DefinitelyTyped's.
+    const types = `@types/${name}`
+    assert.ok(pkg.peerDependencies?.[types], `${types} is a peer dependency`)
+    assert.equal(pkg.peerDependenciesMeta?.[types]?.optional, true, `${types} is optional (JavaScript apps need none)`)
+  }
+})
