@@ -454,10 +454,12 @@ export interface PoolOptions extends Omit<pg.PoolConfig,
    * default DATABASE_POOL_MIN, else 1. */
   min?: number;
   /** How long a checkout waits, ms (0: for ever); default
-   * DATABASE_POOL_TIMEOUT, else 0. */
+   * DATABASE_POOL_TIMEOUT, else 0.  The agent's DATABASE_POOL_TIMEOUT=0 is
+   * libdbswap's no wait: a checkout that finds nothing free fails at once. */
   connectionTimeoutMillis?: number;
-  /** Idle connections beyond min closed after this, ms; default
-   * DATABASE_POOL_IDLE_TIMEOUT, else 10000. */
+  /** Idle connections beyond min closed after this, ms (0: never);
+   * default DATABASE_POOL_IDLE_TIMEOUT, else 10000.  The agent's
+   * DATABASE_POOL_IDLE_TIMEOUT=0 closes them at once (1 ms here). */
   idleTimeoutMillis?: number;
   /** The pool's socket and timers do not keep the process alive. */
   allowExitOnIdle?: boolean;

@@ -127,6 +127,9 @@ export class Pool extends Base {
   #subscribeError = null
   #subscribing = false
   #listeners = []
+  /** The agent's DATABASE_POOL_TIMEOUT is 0: checkouts never wait for a
+   * connection to be freed (see #effective). */
+  #noWait = false
 
   /** @param {import('../index.js').PoolOptions} [options] */
   constructor(options = {}) {
@@ -357,6 +360,10 @@ export class Pool extends Base {
       return
     }
     if (slot.unavailable) return this.#fail(req, this.#unavailableError(slot))
+    if (this.#noWait && slot.idleCount === 0 && slot.totalCount >= this.options.max) {
+      // Every connection is in use and none may be opened: no wait.
+      return this.#fail(req, new Error('timeout exceeded when trying to connect'))
+    }
     clearTimeout(req.timer)
     req.slot = slot
     slot.pending.add(req)
@@ -396,7 +403,7 @@ export class Pool extends Base {
   #connectFailed(slot, req, err) {
     req.slot = null
     const limit = this.options.connectionTimeoutMillis > 0 ? this.options.connectionTimeoutMillis : CONNECT_WAIT_MS
-    const left = req.started + limit - performance.now()
+    const left = this.#noWait ? 0 : req.started + limit - performance.now()
     if (slot !== this.#current || slot.error || this.ending || left <= 0) return this.#fail(req, err)
     req.lastError = err
     slot.connectFailures++
@@ -785,6 +792,13 @@ export class Pool extends Base {
     const o = { ...this.#passthrough }
     for (const [opt, key, def] of SETTINGS) o[opt] = this.#explicit[opt] ?? this.#settings?.[key] ?? def
     o.min = Math.min(o.min, o.max)
+    // The agent's 0 is libdbswap's, not pg's "never": DATABASE_POOL_TIMEOUT=0
+    // is no wait (pg's connectionTimeoutMillis stays 0, which also leaves
+    // new connections unbounded; #dispatch fails a checkout at once when
+    // nothing is free), DATABASE_POOL_IDLE_TIMEOUT=0 closes idle
+    // connections beyond min at once (1 ms: pg's 0 keeps them).
+    this.#noWait = this.#explicit.connectionTimeoutMillis === undefined && this.#settings?.poolTimeoutMs === 0
+    if (this.#explicit.idleTimeoutMillis === undefined && this.#settings?.poolIdleTimeoutMs === 0) o.idleTimeoutMillis = 1
     return o
   }
 

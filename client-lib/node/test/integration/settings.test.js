@@ -75,3 +75,48 @@ test('DATABASE_POOL_MAX caps the pool under 8 busy loops and changes live; an ex
     await own.end();
   }
 });
+
+test('the agent\'s 0 is libdbswap\'s: DATABASE_POOL_TIMEOUT=0 fails a checkout at once when nothing is free, DATABASE_POOL_IDLE_TIMEOUT=0 closes idle connections at once; the app\'s own 0 is pg\'s (for ever)', { skip: fixtureSkip, timeout: scaled(60000) }, async () => {
+  const role = await fx.createRole();
+  await fx.writeEnv({
+    path: 'zero.env',
+    vars: { DATABASE_URL: role.url, DATABASE_POOL_MAX: 1, DATABASE_POOL_MIN: 0, DATABASE_POOL_TIMEOUT: 0, DATABASE_POOL_IDLE_TIMEOUT: 0 },
+  });
+  const agent = await fx.startAgent({ agent: 'zero', envFiles: ['zero.env'] });
+  await fx.waitPublished(1, { agent: 'zero' });
+  const pool = openPool(agent.socket, { max: undefined, connectionTimeoutMillis: undefined });
+  try {
+    const c = await pool.connect();
+    await waitFor(() => pool.options.max === 1, { ms: 5000, what: 'the agent\'s settings' });
+    const t0 = performance.now();
+    const err = await pool.connect().then((x) => { x.release(); return null; }, (e) => e);
+    const took = performance.now() - t0;
+    assert.match(String(err?.message), /timeout exceeded when trying to connect/, 'a second checkout with max 1 and DATABASE_POOL_TIMEOUT=0');
+    assert.ok(took < scaled(500), `failed after ${Math.round(took)} ms, not at once`);
+    // And a query on the one connection still works.
+    assert.equal((await c.query('select 1 as x')).rows[0].x, 1);
+    c.release();
+    await waitFor(async () => pool.idleCount === 0 && (await sessions(role.role)) === 0,
+      { ms: 2000, what: 'the idle connection closed at once (DATABASE_POOL_IDLE_TIMEOUT=0, min 0)' });
+  } finally {
+    await pool.end();
+  }
+
+  // The app's own 0 keeps pg's meaning: wait for ever, keep idle ones.
+  const own = openPool(agent.socket, { max: undefined, connectionTimeoutMillis: 0, idleTimeoutMillis: 0 });
+  try {
+    const c = await own.connect();
+    await waitFor(() => own.options.max === 1, { ms: 5000, what: 'the agent\'s settings' });
+    let got = null;
+    const second = own.connect().then((x) => { got = x; });
+    await sleep(scaled(500));
+    assert.equal(got, null, 'connectionTimeoutMillis: 0 given by the app waits');
+    c.release();
+    await second;
+    got.release();
+    await sleep(scaled(300));
+    assert.equal(own.idleCount, 1, 'idleTimeoutMillis: 0 given by the app keeps idle connections');
+  } finally {
+    await own.end();
+  }
+});
