@@ -24,6 +24,9 @@
  * A failover (reason failover or unavailable) breaks before it makes: the
  * old server is dead or hung, so the new value is current at once and the
  * old connections are destroyed (a query on one fails once; none after).
+ * Its generation is acked only once one of its connections opened; until
+ * then one connection at a time tries it, a failure is nacked, and after
+ * AUTH_TRIES authentication failures checkouts fail at once.
  * While the agent reports no server (server "none"), checkouts fail at
  * once; the next value is switched to at once.  A reconnect replaces every
  * connection as a rotation does, though the value is the same.
@@ -360,15 +363,25 @@ export class Pool extends Base {
       return
     }
     if (slot.unavailable) return this.#fail(req, this.#unavailableError(slot))
+    if (slot.givenUp) return this.#fail(req, slot.lastError)
     if (this.#noWait && slot.idleCount === 0 && slot.totalCount >= this.options.max) {
       // Every connection is in use and none may be opened: no wait.
       return this.#fail(req, new Error('timeout exceeded when trying to connect'))
     }
+    if (!slot.opened && (slot.warming || slot.trying > 0 || this.#connectRetryTimer)) {
+      // A value that has not connected yet (a failover's) is tried by one
+      // connection at a time: were it refused, the others would be
+      // refused too, and count towards locking the role out.
+      return this.#wait(req, slot)
+    }
     clearTimeout(req.timer)
     req.slot = slot
     slot.pending.add(req)
+    const first = !slot.opened
+    if (first) slot.trying++
     slot.connect((err, client) => {
       slot.pending.delete(req)
+      if (first) slot.trying--
       if (req.slot !== slot || req.done) {
         // Moved to a newer value meanwhile, or given up: not wanted.
         if (client) client.release()
@@ -377,6 +390,7 @@ export class Pool extends Base {
       if (err) return this.#connectFailed(slot, req, err)
       req.done = true
       req.slot = null
+      if (!slot.opened) this.#opened(slot)
       if (slot.connectFailures > 0) {
         // It connects again: what waited for this can go now.
         slot.connectFailures = slot.connectRetries = 0
@@ -404,17 +418,27 @@ export class Pool extends Base {
     req.slot = null
     const limit = this.options.connectionTimeoutMillis > 0 ? this.options.connectionTimeoutMillis : CONNECT_WAIT_MS
     const left = this.#noWait ? 0 : req.started + limit - performance.now()
-    if (slot !== this.#current || slot.error || this.ending || left <= 0) return this.#fail(req, err)
+    if (slot === this.#current && !slot.opened && isAuthError(err) && ++slot.authFailures >= AUTH_TRIES) {
+      // A value switched to at once (a failover) that never connected
+      // here: every checkout would try it again, and lock the role out.
+      this.#giveUpCurrent(slot, err)
+      return this.#fail(req, err)
+    }
+    if (slot !== this.#current || slot.error || slot.givenUp || this.ending || left <= 0) return this.#fail(req, err)
     req.lastError = err
+    this.#currentFailed(slot, err)
+    this.#wait(req, slot)
+  }
+
+  /** A connection of the current value failed: one waiting checkout
+   * tries again after a backoff. */
+  #currentFailed(slot, err) {
+    slot.lastError = err
     slot.connectFailures++
     if (slot.connectFailures === 1) {
+      const limit = this.options.connectionTimeoutMillis > 0 ? this.options.connectionTimeoutMillis : CONNECT_WAIT_MS
       this.#logLine('warn', `${this.#target}: cannot open a connection with ${this.#describe(slot)}: ${this.#errorLine(slot, err)}; checkouts wait up to ${limit} ms for a new value or a free connection`)
     }
-    this.#waiting.push(req)
-    req.timer = setTimeout(() => {
-      this.#waiting = this.#waiting.filter((r) => r !== req)
-      this.#fail(req, req.lastError)
-    }, left)
     if (!this.#connectRetryTimer) {
       // Backing off per retry, not per failed checkout: eight checkouts
       // failing together are one failure of the value.
@@ -424,6 +448,30 @@ export class Pool extends Base {
         if (slot === this.#current && !this.ending && this.#waiting.length > 0) this.#dispatch(this.#waiting.shift())
       }, delay)
     }
+  }
+
+  /** A checkout waits for the current value (see the top of the file),
+   * at most its time left; then fails with the last connection error. */
+  #wait(req, slot) {
+    const limit = this.options.connectionTimeoutMillis > 0 ? this.options.connectionTimeoutMillis : CONNECT_WAIT_MS
+    const left = this.#noWait ? 0 : req.started + limit - performance.now()
+    const err = () => req.lastError ?? slot.lastError ?? new Error('timeout exceeded when trying to connect')
+    if (left <= 0) return this.#fail(req, err())
+    clearTimeout(req.timer)
+    this.#waiting.push(req)
+    req.timer = setTimeout(() => {
+      this.#waiting = this.#waiting.filter((r) => r !== req)
+      this.#fail(req, err())
+    }, left)
+  }
+
+  /** The first connection of slot opened: its generation may be acked,
+   * and the checkouts waiting for it go. */
+  #opened(slot) {
+    slot.opened = true
+    if (slot !== this.#current) return
+    this.#maybeAck()
+    for (const r of this.#waiting.splice(0)) this.#dispatch(r)
   }
 
   #fail(req, err) {
@@ -649,12 +697,6 @@ export class Pool extends Base {
     const auth = isAuthError(err)
     if (auth) slot.authFailures++
     const giveUp = slot.error !== null || (auth && slot.authFailures >= AUTH_TRIES)
-    let message = null
-    let sent = false
-    if (!slot.fromEnv) {
-      message = truncateUtf8(`cannot connect with generation ${slot.generation} from pid ${process.pid}: ${line}`, NACK_MESSAGE_MAX)
-      sent = this.#client.nack(slot.update, message)
-    }
     if (giveUp) {
       slot.givenUp = true
       this.#logLine(
@@ -673,18 +715,7 @@ export class Pool extends Base {
       // The password may have changed again since: ask the agent.
       if (auth && !slot.fromEnv) this.#client.subscribe(this.#target, { timeout: 0 }).catch(() => {})
     }
-    this.emit('nack', {
-      target: this.#target,
-      generation: slot.generation,
-      instance: slot.update.instance,
-      message: message ?? line,
-      attempts: slot.failures,
-      willRetry: !giveUp,
-      // The environment's value has no agent to tell: the event is the
-      // app's only news of it.
-      fromEnvironment: slot.fromEnv,
-      sent,
-    })
+    this.#nack(slot, line, !giveUp)
     if (!this.#current) this.#failWaiting(this.#noValueError())
   }
 
@@ -726,12 +757,79 @@ export class Pool extends Base {
     })
     if (!slot.warmed && !slot.unavailable) {
       // Switched to at once: open connections in the background.
-      slot.warm(this.#warmCount()).catch((err) => {
-        if (this.#current === slot) this.#logLine('warn', `${this.#target}: cannot open a connection with ${this.#describe(slot)}: ${this.#errorLine(slot, err)}`)
-      })
+      slot.warming = true
+      slot.warm(this.#warmCount()).then(
+        () => {
+          slot.warming = false
+          if (!this.ending) this.#opened(slot)
+        },
+        (err) => {
+          slot.warming = false
+          if (this.#current === slot && !this.ending) this.#currentWarmFailed(slot, err)
+        },
+      )
     }
     for (const req of this.#waiting.splice(0)) this.#dispatch(req)
     this.#maybeAck()
+  }
+
+  /**
+   * The first connections of a value switched to at once (a failover)
+   * failed: the agent hears of it as of any value that does not connect
+   * from here (a nack, the same text), and the generation is not acked
+   * before one of its connections opens.  Checkouts go on trying it, up
+   * to AUTH_TRIES authentication failures (#connectFailed).
+   */
+  #currentWarmFailed(slot, err) {
+    slot.failures++
+    slot.lastError = err
+    const line = this.#errorLine(slot, err)
+    if (isAuthError(err) && !slot.opened && ++slot.authFailures >= AUTH_TRIES) {
+      this.#giveUpCurrent(slot, err)
+      return
+    }
+    this.#logLine('warn', `${this.#target}: cannot open a connection with ${this.#describe(slot)}: ${line}`)
+    this.#nack(slot, line, !slot.givenUp)
+    if (slot.opened) return
+    // The checkouts that waited for it: one tries again after a backoff.
+    this.#currentFailed(slot, err)
+  }
+
+  /** The current value never connected and was refused AUTH_TRIES times:
+   * checkouts fail at once with its error until a new value comes. */
+  #giveUpCurrent(slot, err) {
+    if (slot.givenUp) return
+    slot.givenUp = true
+    slot.lastError = err
+    const line = this.#errorLine(slot, err)
+    this.#logLine('error', `${this.#target}: ${this.#describe(slot)} refused ${slot.authFailures} times (${line}); not trying it again, so as not to lock the role out; checkouts fail at once until a new value comes`)
+    this.#nack(slot, line, false)
+    clearTimeout(this.#connectRetryTimer)
+    this.#connectRetryTimer = null
+    this.#failWaiting(err)
+  }
+
+  /** Nacks slot's generation (for the environment's value, only the
+   * event), and emits 'nack'. */
+  #nack(slot, line, willRetry) {
+    let message = null
+    let sent = false
+    if (!slot.fromEnv) {
+      message = truncateUtf8(`cannot connect with generation ${slot.generation} from pid ${process.pid}: ${line}`, NACK_MESSAGE_MAX)
+      sent = this.#client.nack(slot.update, message)
+    }
+    this.emit('nack', {
+      target: this.#target,
+      generation: slot.generation,
+      instance: slot.update.instance,
+      message: message ?? line,
+      attempts: slot.failures,
+      willRetry,
+      // The environment's value has no agent to tell: the event is the
+      // app's only news of it.
+      fromEnvironment: slot.fromEnv,
+      sent,
+    })
   }
 
   #retire(slot, mode) {
@@ -749,6 +847,9 @@ export class Pool extends Base {
   #maybeAck() {
     const slot = this.#current
     if (!slot || slot.fromEnv || slot.acked || this.#retiring.size > 0 || this.ending) return
+    // Not before one connection of it opened (a failover's value is
+    // current before any): a value that does not connect here is nacked.
+    if (!slot.opened && !slot.unavailable) return
     slot.acked = true
     let sent = false
     try {

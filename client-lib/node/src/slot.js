@@ -106,6 +106,9 @@ export class Slot {
     this.unavailable = update.server === 'none'
     this.acked = false
     this.warmed = false
+    this.opened = false // a connection of the value opened (its ack waits for one)
+    this.warming = false // warm() runs for a value switched to at once
+    this.trying = 0 // checkouts opening a connection of it before one opened
     this.error = null // the value cannot be used here at all (translation)
     this.lastError = null // the last failure of a warm-up
     this.failures = 0
@@ -322,7 +325,7 @@ export class Slot {
         clearTimeout(capTimer)
         for (const c of opened) c.release()
         if (opened.length > 0) {
-          this.warmed = true
+          this.warmed = this.opened = true
           resolve()
         } else {
           reject(firstError)

@@ -20,9 +20,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { connectFixture, fixtureSkip, scaled } from './fixture.js';
-import { DbswapError } from '../../index.js';
+import { AUTH_TRIES, DbswapError } from '../../index.js';
+import pg from 'pg';
 import {
-  assertNoSecret, eventsOf, now, openPool, poolTexts, startLoops, waitEvent, waitFor,
+  assertNoSecret, describeLines, eventsOf, now, openPool, poolTexts, startLoops, waitEvent, waitFor,
 } from './helpers.js';
 
 const LOOPS = 8;
@@ -233,6 +234,62 @@ test('both servers down, then the secondary back (short checks): checkouts fail 
     await loops.stop();
     await pool.end();
     await fx.startCluster('secondary');
+    await fx.startCluster('primary');
+  }
+});
+
+test('a failover to a value that does not connect from here: nacked, not acked, and tried at most AUTH_TRIES times under 10 concurrent checkouts', { skip: fixtureSkip, timeout: scaled(90000) }, async () => {
+  const s = await setUp('refused', SHORT);
+  // The app's side of the secondary refuses this role's password (as a
+  // pg_hba.conf or a password that differs from here): every connection
+  // the pool opens to the secondary is a real authentication failure.
+  let secondaryTries = 0;
+  class Client extends pg.Client {
+    constructor(config) {
+      if (config.port === s.ports.secondary) config = { ...config, password: 'not-the-password' };
+      super(config);
+    }
+
+    async connect() {
+      try {
+        return await super.connect();
+      } catch (err) {
+        if (err.code === '28P01') secondaryTries++;
+        throw err;
+      }
+    }
+  }
+  const pool = openPool(s.agent.socket, { max: 10, Client });
+  try {
+    await pool.query('select 1');
+    await fx.waitAcked(s.generation, { agent: s.name, subscribers: 1 });
+    const since = pool.events.length;
+    await fx.stopCluster('primary', 'immediate');
+    const swap = await waitEvent(pool, 'swap', (i) => i.server === 'secondary', { since, ms: 15000 });
+    const gen = swap.info.generation;
+    const nack = await waitEvent(pool, 'nack', (i) => i.generation === gen, { since });
+    assert.equal(nack.info.sent, true);
+    assert.match(nack.info.message, new RegExp(`cannot connect with generation ${gen} from pid ${process.pid}: password authentication failed`));
+    const t0 = now();
+    const failures = [];
+    while (now() - t0 < scaled(3000)) {
+      const r = await Promise.allSettled(Array.from({ length: 10 }, () => pool.query('select 1')));
+      for (const x of r) {
+        assert.equal(x.status, 'rejected');
+        failures.push(x.reason);
+      }
+    }
+    assert.ok(failures.every((e) => e.code === '28P01'), String(failures.find((e) => e.code !== '28P01')));
+    assert.ok(secondaryTries <= AUTH_TRIES, `${secondaryTries} authentication failures at the secondary (AUTH_TRIES ${AUTH_TRIES})`);
+    assert.deepEqual(eventsOf(pool, 'ack', since).map((e) => e.info.generation), [], 'a value that never connected is not acked');
+    const t = await fx.targetStatus('DATABASE_URL', s.name);
+    assert.equal(t.generation, gen);
+    assert.equal(t.acked, 0);
+    assert.equal(t.lagging[0]?.nacked, gen, JSON.stringify(t.lagging));
+    assert.ok(pool.lines.some((l) => l.level === 'error' && /refused 5 times/.test(l.message)), describeLines(pool));
+    assertNoSecret(poolTexts(pool), [s.role.password]);
+  } finally {
+    await pool.end();
     await fx.startCluster('primary');
   }
 });
