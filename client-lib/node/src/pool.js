@@ -733,6 +733,9 @@ export class Pool extends Base {
     clearTimeout(this.#connectRetryTimer)
     this.#connectRetryTimer = null
     if (old) this.#retire(old, mode)
+    // A failover: the older values still draining were on the dead server
+    // too (or the ack would wait for their drain deadline).
+    if (mode === 'destroy') for (const slot of this.#retiring) if (slot !== old) slot.retire('destroy', this.#drainMs)
     const busy = old ? old.out.size : 0
     const what = `${this.#describe(slot)}${slot.update.standby ? ' (a read-only standby)' : ''}`
     if (slot.unavailable) {

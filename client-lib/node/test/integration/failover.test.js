@@ -293,3 +293,33 @@ test('a failover to a value that does not connect from here: nacked, not acked, 
     await fx.startCluster('primary');
   }
 });
+
+test('a failover while an older value drains: its busy connections are destroyed too, and the failover is acked without waiting for the drain deadline', { skip: fixtureSkip, timeout: scaled(90000) }, async () => {
+  const s = await setUp('drainfail', SHORT);
+  const pool = openPool(s.agent.socket, { max: 4, drainTimeoutMillis: scaled(30000) });
+  let held = null;
+  try {
+    await fx.waitAcked(s.generation, { agent: s.name, subscribers: 1 });
+    held = await pool.connect(); // busy on generation 1, on the primary
+    const since = pool.events.length;
+    const vars = Object.fromEntries(Object.entries(SHORT).map(([k, v]) => [k, k === 'DB_FAILURE_THRESHOLD' ? v : scaled(v)]));
+    await fx.rotate(s.role.role, { path: `${s.name}.env`, secondary: 'secondary', vars });
+    const rot = await waitEvent(pool, 'swap', (i) => i.reason === 'rotation', { since, ms: 15000 });
+    assert.equal(rot.info.immediate, false, 'generation 1 drains');
+    // The primary hangs: generation 1's busy connection with it.
+    await fx.pauseCluster('primary');
+    const swap = await waitEvent(pool, 'swap', (i) => i.server === 'secondary', { since, ms: 15000 });
+    assert.equal(swap.info.immediate, true);
+    const t0 = now();
+    const err = await held.query('select 1').then(() => null, (e) => e);
+    assert.ok(err, 'a query on the old value\'s connection to the hung server rejects');
+    assert.ok(now() - t0 < scaled(3000), `it took ${Math.round(now() - t0)} ms`);
+    const ack = await waitEvent(pool, 'ack', (i) => i.generation === swap.info.generation, { since, ms: scaled(5000) });
+    assert.ok(ack.t - swap.t < scaled(5000), `acked ${Math.round(ack.t - swap.t)} ms after the failover`);
+    assert.equal((await pool.query('select 1 as x')).rows[0].x, 1);
+  } finally {
+    held?.release();
+    await fx.resumeCluster('primary');
+    await pool.end();
+  }
+});
