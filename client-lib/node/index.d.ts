@@ -568,8 +568,9 @@ export class Pool extends pg.Pool {
   options: pg.PoolOptions;
 
   /** Ends the pool: checkouts fail from now on, idle connections close,
-   * those in use when released (end() waits for them); the Client closes
-   * if the pool made it. */
+   * those in use when released (end() waits for them), those of a new
+   * value still being opened are destroyed; the Client closes if the pool
+   * made it. */
   end(): Promise<void>;
   end(callback: (err?: Error) => void): void;
 

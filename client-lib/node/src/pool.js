@@ -331,7 +331,10 @@ export class Pool extends Base {
     this.#failWaiting(closed)
     const slots = [...this.#slots()]
     for (const slot of slots) for (const req of slot.takePending()) this.#fail(req, closed)
-    const done = Promise.all(slots.map((slot) => slot.retire('end', this.#drainMs)))
+    // The app's connections are waited for, as pg.Pool's end() does; a new
+    // value's warm-up, and values given up, are the pool's own: destroyed
+    // (one may hang on a server that never answers).
+    const done = Promise.all(slots.map((slot) => slot.retire(slot === this.#current || (this.#retiring.has(slot) && slot.out.size > 0) ? 'end' : 'destroy', this.#drainMs)))
       .then(() => (this.#ownsClient ? this.#client.close() : undefined))
       .then(() => {
         this.#current = this.#next = null

@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
+import net from 'node:net'
 import { test } from 'node:test'
 import { inspect } from 'node:util'
 import pg from 'pg'
@@ -243,5 +244,26 @@ test('package.json: the types index.d.ts imports are optional peer dependencies 
     const types = `@types/${name}`
     assert.ok(pkg.peerDependencies?.[types], `${types} is a peer dependency`)
     assert.equal(pkg.peerDependenciesMeta?.[types]?.optional, true, `${types} is optional (JavaScript apps need none)`)
+  }
+})
+
+test('end() does not wait for a new value\'s connection that hangs (a server that accepts and never answers)', async () => {
+  const sockets = new Set()
+  const hung = net.createServer((sock) => sockets.add(sock))
+  await new Promise((resolve) => hung.listen(0, '127.0.0.1', resolve))
+  const agent = await new FakeAgent({}).listen()
+  agent.define('DATABASE_URL', `host=127.0.0.1 port=${hung.address().port} user=x password=y dbname=z sslmode=disable`)
+  const pool = createPool({ socket: agent.path, log: () => {} })
+  try {
+    await agent.waitFor((m) => m.type === 'subscribe')
+    await new Promise((r) => setTimeout(r, 200)) // the warm-up hangs
+    const t0 = Date.now()
+    const res = await Promise.race([pool.end().then(() => 'ended'), new Promise((r) => setTimeout(() => r('still waiting'), 2000))])
+    assert.equal(res, 'ended', `end() after ${Date.now() - t0} ms`)
+  } finally {
+    await agent.stop()
+    agent.cleanup()
+    for (const sock of sockets) sock.destroy()
+    hung.close()
   }
 })
