@@ -366,6 +366,9 @@ export class Client extends EventEmitter {
    * the promise resolves.  All or nothing; rejects with a DbswapError
    * (unknown-target, forbidden, limit, timeout, closed) naming the targets.
    * Waits for an agent at most `timeout` (default the client's requestTimeout).
+   * A timeout after the subscribe was sent keeps the targets: the agent may
+   * still take them (their updates come as events; a late refusal drops
+   * them).
    */
   subscribe(targets: string | string[], options?: RequestOptions): Promise<void>;
   /** Tells the agent the app now uses this generation; whether an ack was

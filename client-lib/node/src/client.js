@@ -422,6 +422,10 @@ export class Client extends EventEmitter {
       default: {
         // ok, status, error: a reply, or an error that answers nothing
         const req = msg.id === undefined ? null : this.#sent.get(msg.id)
+        if (req?.late) {
+          this.#sent.delete(msg.id)
+          return req.late(msg.type === 'error' ? msg : null)
+        }
         if (req) return this.#onReply(req, msg)
         if (msg.type === 'error') {
           this.#emitError(new DbswapError(msg.code, `the agent at ${this.#path} says: ${msg.code}: ${msg.message}`))
@@ -534,13 +538,19 @@ export class Client extends EventEmitter {
 
   /* ---- requests ---- */
 
-  #request(msg, { timeout = this.#timeout, retry = false } = {}) {
+  /** late: for a request that timed out after it was sent, called with
+   * the agent's late answer (null for ok, else the error message), so
+   * that what the agent did is known (a subscribe it accepted). */
+  #request(msg, { timeout = this.#timeout, retry = false, late = null, info = null } = {}) {
     if (this.#state === 'closed') return Promise.reject(new DbswapError('closed', 'the client is closed'))
     return new Promise((resolve, reject) => {
       const req = { msg, id: 0, sent: false, resolve, reject, timer: null, retry, started: 0 }
+      if (info) info.req = req
       if (timeout > 0) {
         req.timer = setTimeout(() => {
+          const wasSent = req.sent
           this.#settle(req, new DbswapError('timeout', `the agent at ${this.#path} did not answer ${msg.type} within ${timeout} ms`))
+          if (wasSent && late) this.#sent.set(req.id, { late, msg })
         }, timeout)
         if (this.#unref) req.timer.unref()
       }
@@ -589,7 +599,9 @@ export class Client extends EventEmitter {
    * limit) none is followed and the promise rejects with a DbswapError
    * whose `targets` names them.  Accepted targets are followed across
    * reconnections.  Before the agent is reachable the request waits (at
-   * most `timeout`; a rejected promise means nothing was subscribed).
+   * most `timeout`; a rejection means nothing was subscribed, except a
+   * timeout after the subscribe was sent: the agent may still take it, so
+   * the targets stay, accepted by a late ok, dropped by a late refusal).
    * @param {string | string[]} targets
    * @param {{ timeout?: number }} [options] 0 waits for ever
    * @returns {Promise<void>}
@@ -603,10 +615,25 @@ export class Client extends EventEmitter {
       throw new DbswapError(ErrorCode.LIMIT, `a client may follow at most ${SUBSCRIBE_MAX} targets`, { targets: list })
     }
     for (const t of added) this.#subs.set(t, new Subscription(t))
-    try {
-      await this.#request({ type: 'subscribe', targets: list }, { timeout: options.timeout ?? this.#timeout, retry: true })
-    } catch (err) {
+    const drop = () => {
       for (const t of added) if (!this.#subs.get(t)?.active) this.#subs.delete(t)
+    }
+    // Timed out once sent: the agent may still subscribe the targets (a
+    // slow agent), and would then wait for acks of their updates.  So they
+    // stay (updates come as events), accepted by a late ok, dropped by a
+    // late refusal.
+    const late = (error) => {
+      if (error) return drop()
+      for (const t of list) {
+        const sub = this.#subs.get(t)
+        if (sub) sub.active = true
+      }
+    }
+    const info = {}
+    try {
+      await this.#request({ type: 'subscribe', targets: list }, { timeout: options.timeout ?? this.#timeout, retry: true, late, info })
+    } catch (err) {
+      if (!(err.code === 'timeout' && info.req?.sent)) drop()
       throw err
     }
     for (const t of list) {

@@ -441,3 +441,48 @@ test('a frame body at the limit from the agent is read', async () => {
   agent.publish(T, `host=${big}`)
   assert.equal((await u).conninfo.length, big.length + 5)
 })
+
+test('a subscribe that times out after it was sent is kept: the late ok and the updates count, and they are acked', async () => {
+  const agent = await new FakeAgent({}).listen()
+  agent.define('DATABASE_URL', 'host=db password=x')
+  const orig = agent.handle.subscribe
+  agent.handle.subscribe = (conn, msg) => setTimeout(() => orig(conn, msg), 300) // a slow agent
+  const client = new Client({ socket: agent.path, log: () => {} })
+  const updates = []
+  client.on('update', (u) => {
+    updates.push(u.generation)
+    client.ack(u)
+  })
+  try {
+    const err = await client.subscribe('DATABASE_URL', { timeout: 100 }).then(() => null, (e) => e)
+    assert.equal(err?.code, 'timeout')
+    await until(() => updates.length === 1, 2000, 'the late update')
+    const g = agent.publish('DATABASE_URL', 'host=db password=y')
+    await agent.waitFor((m) => m.type === 'ack' && m.generation === g, 2000)
+    assert.deepEqual(updates, [1, g])
+    assert.equal(client.lastUpdate('DATABASE_URL').generation, g)
+  } finally {
+    await client.close()
+    await agent.stop()
+    agent.cleanup()
+  }
+})
+
+test('a subscribe that times out after it was sent and is then refused is dropped', async () => {
+  const agent = await new FakeAgent({}).listen()
+  const orig = agent.handle.subscribe
+  agent.handle.subscribe = (conn, msg) => setTimeout(() => orig(conn, msg), 300)
+  const client = new Client({ socket: agent.path, log: () => {} })
+  try {
+    const err = await client.subscribe('NOPE_URL', { timeout: 100 }).then(() => null, (e) => e)
+    assert.equal(err?.code, 'timeout')
+    await new Promise((r) => setTimeout(r, 400))
+    // Dropped: subscribing again asks the agent again (and is refused).
+    const again = await client.subscribe('NOPE_URL', { timeout: 2000 }).then(() => null, (e) => e)
+    assert.equal(again?.code, 'unknown-target')
+  } finally {
+    await client.close()
+    await agent.stop()
+    agent.cleanup()
+  }
+})
