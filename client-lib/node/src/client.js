@@ -207,6 +207,10 @@ export class Client extends EventEmitter {
     this.#timeout = options.requestTimeout ?? REQUEST_TIMEOUT_MS
     this.#log = options.log ?? defaultLog
     this.#unref = Boolean(options.unref)
+    // A pool listens to a handful of events, and a client may carry a pool
+    // per target (64): that is no leak.  Room for the app's own listeners
+    // beyond them, so that a real leak is still reported.
+    this.setMaxListeners(SUBSCRIBE_MAX + 10)
     // From the next tick: the app may still attach listeners and subscribe.
     this.#retryTimer = setImmediate(() => {
       this.#retryTimer = null

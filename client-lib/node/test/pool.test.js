@@ -267,3 +267,26 @@ test('end() does not wait for a new value\'s connection that hangs (a server tha
     hung.close()
   }
 })
+
+test('many pools on one shared Client (one per target, up to 64) raise no MaxListenersExceededWarning', async () => {
+  const agent = await new FakeAgent({}).listen()
+  const client = new Client({ socket: agent.path, log: () => {} })
+  const warnings = []
+  const onWarning = (w) => warnings.push(`${w.name}: ${w.message}`)
+  process.on('warning', onWarning)
+  const pools = []
+  try {
+    for (let i = 0; i < 64; i++) {
+      agent.define(`T${i}_URL`, 'host=/nonexistent user=x')
+      pools.push(createPool({ client, target: `T${i}_URL`, log: () => {} }))
+    }
+    await new Promise((r) => setTimeout(r, 300))
+    assert.deepEqual(warnings.filter((w) => /MaxListeners/.test(w)), [])
+  } finally {
+    process.off('warning', onWarning)
+    for (const p of pools) await p.end()
+    await client.close()
+    await agent.stop()
+    agent.cleanup()
+  }
+})
