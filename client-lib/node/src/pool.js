@@ -615,6 +615,14 @@ export class Pool extends Base {
     const reconnect = update.reason === 'reconnect'
     const urgent = this.#isUrgent(update)
     const current = this.#current
+    // The generation already in use or being opened, sent again (the
+    // client subscribed again, or reconnected before it was acked): it was
+    // taken already.  A reconnect's must not swap a second time.
+    const same = (slot) => slot && !slot.fromEnv && slot.generation === update.generation && slot.update.instance === update.instance
+    if (same(current) || same(this.#next)) {
+      this.#maybeAck()
+      return
+    }
     if (!reconnect && current?.is(update)) {
       // The value in use, renumbered (an agent restart): keep the
       // connections, ack the new number of the new instance.

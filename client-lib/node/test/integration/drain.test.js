@@ -262,3 +262,30 @@ test('the current value refused for a second (LOGIN revoked, sessions terminated
     await pool.end();
   }
 });
+
+test('a reconnect generation sent again while its swap drains (a new subscribe, a new session) is not swapped to twice', { skip: fixtureSkip, timeout: scaled(60000) }, async () => {
+  const s = await setUp('reswap');
+  const pool = openPool(s.agent.socket, { drainTimeoutMillis: scaled(20000) });
+  let held = null;
+  try {
+    await pool.query('select 1');
+    await fx.waitAcked(1, { agent: s.name, subscribers: 1 });
+    held = await pool.connect(); // generation 1 drains while it is out
+    const since = pool.events.length;
+    const { generation } = await pool.client.reconnect('DATABASE_URL');
+    assert.equal(generation, 2);
+    await waitEvent(pool, 'swap', (i) => i.generation === 2, { since });
+    // The agent sends generation 2 again (as after a lost connection).
+    await pool.client.subscribe('DATABASE_URL');
+    await sleep(scaled(300));
+    assert.deepEqual(eventsOf(pool, 'swap', since).map((e) => `${e.info.generation}/${e.info.reason}`), ['2/reconnect']);
+    held.release();
+    held = null;
+    await waitEvent(pool, 'ack', (i) => i.generation === 2, { since });
+    await fx.waitAcked(2, { agent: s.name, subscribers: 1 });
+    assert.deepEqual(eventsOf(pool, 'swap', since).length, 1);
+  } finally {
+    held?.release();
+    await pool.end();
+  }
+});
