@@ -332,7 +332,8 @@ export interface ClientEvents {
   /** A target's pool settings changed. */
   settings: [settings: Settings];
   /** An error the agent sent that answers no request, or a protocol
-   * violation by the agent.  Without a listener it goes to the log. */
+   * violation by the agent.  Without a listener it goes to the log (the
+   * same violation once a minute at most). */
   error: [error: DbswapError];
   /** close() was called. */
   close: [];

@@ -44,6 +44,13 @@ import { backoff, defaultLog, truncateUtf8 } from './util.js'
  * that a client is back within 2 s of the agent's return. */
 export const RECONNECT_FIRST_MS = 20
 export const RECONNECT_MAX_MS = 2000
+/** A session that lasted this long, or that got an answer or an update
+ * before it ended (other than by a violation of the agent's), starts the
+ * backoff over: one that breaks right after hello does not make a loop. */
+export const SESSION_STABLE_MS = 1000
+/** The same protocol violation by the agent is logged at most once in
+ * this (with no 'error' listener; every one is an event). */
+const VIOLATION_REPEAT_MS = 60000
 /** Default time a request waits for its answer. */
 export const REQUEST_TIMEOUT_MS = 5000
 
@@ -180,6 +187,11 @@ export class Client extends EventEmitter {
   #iterators = new Set()
   #claims = new Set()
   #closing = null
+  #sessionStart = 0
+  #sessionGood = false // an answer or an update came in this session
+  #violationSaid = -Infinity // when a violation was last said
+  #violationLast = null // and its text
+  #violationsQuiet = 0 // and those not said since
 
   /**
    * @param {object} [options]
@@ -340,19 +352,24 @@ export class Client extends EventEmitter {
   /**
    * Ends the connection (or what is left of it) and plans the next one: at
    * once after a version fallback, else after the backoff.  The backoff
-   * starts over only after a successful hello, so an agent that refuses
-   * right after accept (its client limit) is not hammered.
+   * starts over only after a session that lasted (SESSION_STABLE_MS, or
+   * an answer or update and no violation), so that an agent that refuses
+   * right after accept (its client limit), or breaks the protocol right
+   * after hello, is not hammered.
    */
-  #lost(err, fallback) {
+  #lost(err, fallback, violation = false) {
     if (this.#state === 'closed') return
     clearTimeout(this.#helloTimer)
     this.#helloTimer = null
     const sock = this.#socket
     this.#socket = null
     if (sock) sock.destroy()
-    this.#session = null
     this.#state = 'idle'
     if (!fallback) this.#offer = PROTOCOL_VERSION // the agent may come back newer
+    if (this.#session && (performance.now() - this.#sessionStart >= SESSION_STABLE_MS || (this.#sessionGood && !violation))) {
+      this.#attempts = 0
+    }
+    this.#session = null
     const sent = [...this.#sent.values()]
     this.#sent.clear()
     for (const req of sent) {
@@ -379,8 +396,22 @@ export class Client extends EventEmitter {
     // a refusal, lastError says why (the pool's checkouts without a value
     // fail with it rather than wait).
     if (this.#state !== 'ready') this.#lastError = e
-    this.#emitError(e)
-    this.#lost(e, false)
+    if (this.listenerCount('error') > 0) this.emit('error', e)
+    else {
+      // An agent that does the same at every session: its log line once a
+      // minute.
+      const t = performance.now()
+      if (err.message !== this.#violationLast || t - this.#violationSaid >= VIOLATION_REPEAT_MS) {
+        const more = this.#violationsQuiet > 0 ? ` (${this.#violationsQuiet} more times since it was last said)` : ''
+        this.#violationLast = err.message
+        this.#violationSaid = t
+        this.#violationsQuiet = 0
+        this.#logLine('error', e.message + more)
+      } else {
+        this.#violationsQuiet++
+      }
+    }
+    this.#lost(e, false, true)
   }
 
   #onData(sock, chunk) {
@@ -420,12 +451,14 @@ export class Client extends EventEmitter {
       case 'hello':
         return this.#violation(new Error('a second hello'))
       case 'update':
+        this.#sessionGood = true
         return this.#onUpdate(msg)
       case 'settings':
         return this.#onSettings(msg)
       default: {
         // ok, status, error: a reply, or an error that answers nothing
         const req = msg.id === undefined ? null : this.#sent.get(msg.id)
+        if (req) this.#sessionGood = true
         if (req?.late) {
           this.#sent.delete(msg.id)
           return req.late(msg.type === 'error' ? msg : null)
@@ -448,7 +481,8 @@ export class Client extends EventEmitter {
     this.#helloTimer = null
     this.#session = { version: msg.version, instance: msg.instance ?? null, name: msg.name, pid: msg.pid }
     this.#state = 'ready'
-    this.#attempts = 0
+    this.#sessionStart = performance.now()
+    this.#sessionGood = false
     this.#lastError = null
     if (this.#warnedDown) this.#logLine('info', `connected to the agent at ${this.#path}`)
     this.#warnedDown = false

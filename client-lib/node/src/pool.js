@@ -64,6 +64,8 @@ const CONNECT_RETRY_FIRST_MS = 20
  * a rotation or a crash (half a second), short enough that an app whose
  * database is down hears of it. */
 export const CONNECT_WAIT_MS = 5000
+/** The same protocol violation by the agent is logged once in this. */
+const VIOLATION_REPEAT_MS = 60000
 /** Authentication failures before a value is given up. */
 export const AUTH_TRIES = 5
 /** How long to wait for an agent before using the environment's value:
@@ -133,6 +135,8 @@ export class Pool extends Base {
   /** The agent's DATABASE_POOL_TIMEOUT is 0: checkouts never wait for a
    * connection to be freed (see #effective). */
   #noWait = false
+  #violationLine = null // the last protocol violation logged, and when
+  #violationAt = 0
 
   /** @param {import('../index.js').PoolOptions} [options] */
   constructor(options = {}) {
@@ -937,7 +941,15 @@ export class Pool extends Base {
    * an error from the agent), so it must not crash the process. */
   emit(event, ...args) {
     if (event === 'error' && this.listenerCount('error') === 0) {
-      this.#logLine('error', `${this.#target}: ${args[0]?.message ?? args[0]}`)
+      const line = `${this.#target}: ${args[0]?.message ?? args[0]}`
+      if (args[0]?.code === 'protocol') {
+        // An agent that breaks the protocol at every session: once a minute.
+        const t = performance.now()
+        if (line === this.#violationLine && t - this.#violationAt < VIOLATION_REPEAT_MS) return false
+        this.#violationLine = line
+        this.#violationAt = t
+      }
+      this.#logLine('error', line)
       return false
     }
     return super.emit(event, ...args)

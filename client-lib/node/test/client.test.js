@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process'
 import { after, test } from 'node:test'
 import { inspect } from 'node:util'
 
-import { Client, DbswapError } from '../index.js'
+import { Client, createPool, DbswapError } from '../index.js'
 import { FRAME_MAX } from '../src/protocol.js'
 import { FakeAgent, newInstance, once, tempSocketPath, until, withId } from './helpers/fake-agent.js'
 
@@ -480,6 +480,57 @@ test('a subscribe that times out after it was sent and is then refused is droppe
     // Dropped: subscribing again asks the agent again (and is refused).
     const again = await client.subscribe('NOPE_URL', { timeout: 2000 }).then(() => null, (e) => e)
     assert.equal(again?.code, 'unknown-target')
+  } finally {
+    await client.close()
+    await agent.stop()
+    agent.cleanup()
+  }
+})
+
+test('an agent that breaks the protocol right after hello is not reconnected to in a loop: the backoff grows, the log line is said once', async () => {
+  const agent = await new FakeAgent({}).listen()
+  agent.define('DATABASE_URL', 'host=db password=x')
+  agent.handle.subscribe = (conn) => conn.sendUnchecked({ type: 'settings', target: 'DATABASE_URL', pool_max: 0 })
+  const lines = []
+  const log = (level, m) => lines.push(`${level}: ${m}`)
+  const client = new Client({ socket: agent.path, log })
+  client.subscribe('DATABASE_URL', { timeout: 0 }).catch(() => {})
+  // A pool logs the errors it hears from its client too.
+  const agent2 = await new FakeAgent({}).listen()
+  agent2.define('DATABASE_URL', 'host=db password=x')
+  agent2.handle.subscribe = agent.handle.subscribe
+  const poolLines = []
+  const pool = createPool({ socket: agent2.path, log: (level, m) => poolLines.push(`${level}: ${m}`) })
+  try {
+    await new Promise((r) => setTimeout(r, 1500))
+    assert.ok(agent.connections <= 8, `${agent.connections} connections in 1.5 s`)
+    assert.ok(agent2.connections <= 8, `${agent2.connections} connections of the pool in 1.5 s`)
+    assert.equal(lines.filter((l) => /bad message/.test(l)).length, 1, lines.join('\n'))
+    assert.equal(poolLines.filter((l) => /bad message/.test(l)).length, 1, poolLines.join('\n'))
+  } finally {
+    await client.close()
+    await pool.end()
+    await agent.stop()
+    await agent2.stop()
+    agent.cleanup()
+    agent2.cleanup()
+  }
+})
+
+test('after a session that lasted, the client reconnects at once (the backoff starts over)', async () => {
+  const agent = await new FakeAgent({}).listen()
+  agent.define('DATABASE_URL', 'host=db password=x')
+  const client = new Client({ socket: agent.path, log: () => {} })
+  try {
+    await client.subscribe('DATABASE_URL')
+    for (let i = 0; i < 3; i++) {
+      await new Promise((r) => setTimeout(r, 1100))
+      const before = agent.connections
+      for (const conn of agent.conns) conn.destroy()
+      const t0 = Date.now()
+      await until(() => client.connected && agent.connections > before, 2000, 'a new session')
+      assert.ok(Date.now() - t0 < 300, `back after ${Date.now() - t0} ms`)
+    }
   } finally {
     await client.close()
     await agent.stop()
