@@ -405,7 +405,8 @@ export class FrameReader {
   #length = 0
 
   /**
-   * @param {Buffer} chunk bytes as they came
+   * @param {Buffer} chunk bytes as they came; the reader's from then on
+   *   (zeroed once copied into a frame split across chunks)
    * @returns {Buffer[]} the bodies completed by them, in order
    * @throws {DbswapError} code 'protocol' for an oversized frame
    */
@@ -430,8 +431,16 @@ export class FrameReader {
   }
 
   #peekLength() {
-    if (this.#chunks[0].length < FRAME_HEADER) this.#chunks = [Buffer.concat(this.#chunks)]
+    if (this.#chunks[0].length < FRAME_HEADER) this.#chunks = [this.#concat()]
     return this.#chunks[0].readUInt32BE(0)
+  }
+
+  /** The chunks as one buffer; the chunks are zeroed, since they may hold
+   * a connection string and the copy is the one the caller zeroes. */
+  #concat() {
+    const all = Buffer.concat(this.#chunks)
+    for (const c of this.#chunks) c.fill(0)
+    return all
   }
 
   #take(n) {
@@ -441,7 +450,7 @@ export class FrameReader {
       this.#chunks[0] = this.#chunks[0].subarray(n)
       if (this.#chunks[0].length === 0) this.#chunks.shift()
     } else {
-      const all = Buffer.concat(this.#chunks)
+      const all = this.#concat()
       out = all.subarray(0, n)
       this.#chunks = all.length > n ? [all.subarray(n)] : []
     }

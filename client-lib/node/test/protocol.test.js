@@ -255,7 +255,8 @@ test('frames: split anywhere, several in one chunk', () => {
   const all = Buffer.concat(frames)
   const reader = new FrameReader()
   const got = []
-  for (let i = 0; i < all.length; i++) got.push(...reader.push(all.subarray(i, i + 1)))
+  // Copies: the reader zeroes the reads it joins (they are its own).
+  for (let i = 0; i < all.length; i++) got.push(...reader.push(Buffer.from(all.subarray(i, i + 1))))
   assert.deepEqual(got.map((b) => decodeMessage(b).type), ['ok', 'update', 'ok'])
   assert.equal(reader.pending, 0)
   const together = new FrameReader().push(all)
@@ -295,5 +296,24 @@ test('error messages never quote a value', () => {
   ]
   for (const bytes of tries) {
     assert.throws(() => decodeMessage(bytes), (err) => !err.message.includes(secret))
+  }
+})
+
+test('a frame split across reads: the reads are zeroed once copied into one (the client zeroes the body after decoding)', () => {
+  const secret = 'pw-split-across-reads-7d1'
+  const frame = encodeMessage({ type: 'update', target: 'DATABASE_URL', generation: 1, instance: '0123456789abcdef', conninfo: `host=db password=${secret}` })
+  for (const cuts of [[2], [10], [7, 30], [1, 2, 3, frame.length - 1]]) {
+    const chunks = []
+    let at = 0
+    for (const c of [...cuts, frame.length]) {
+      chunks.push(Buffer.from(frame.subarray(at, c)))
+      at = c
+    }
+    const reader = new FrameReader()
+    const bodies = chunks.flatMap((c) => reader.push(c))
+    assert.equal(bodies.length, 1)
+    assert.equal(decodeMessage(bodies[0]).conninfo, `host=db password=${secret}`)
+    bodies[0].fill(0)
+    assert.ok(chunks.every((c) => !c.toString('latin1').includes('password') && !c.toString('latin1').includes(secret.slice(-6))), `cuts ${cuts}: a read still holds the value`)
   }
 })
