@@ -501,8 +501,11 @@ export function translate(conninfo, opts = {}) {
     if (!/^[0-9]+$/.test(idle)) throw bad('invalid keepalives_idle value')
     config.keepAliveInitialDelayMillis = Number(idle) * 1000
   }
+  // pg's enableChannelBinding only prefers SCRAM-SHA-256-PLUS: it still
+  // takes plain SCRAM, MD5, a cleartext password or no TLS at all, which
+  // libpq refuses under require.  Refused rather than weakened.
   if (oneOf('channel_binding', ['disable', 'prefer', 'require'], 'prefer') === 'require') {
-    config.enableChannelBinding = true
+    throw bad('channel_binding=require is not supported with pg (it cannot refuse a server that skips channel binding)')
   }
   const negotiation = oneOf('sslnegotiation', ['postgres', 'direct'], 'postgres')
 

@@ -263,7 +263,7 @@ test('translate: one config per host, the connect address and the name told apar
 
 test('translate: the other parameters pg has', () => {
   const tr = t(
-    "postgresql://app@db/x?connect_timeout=10&application_name=api&options=-c%20statement_timeout%3D5s&keepalives_idle=30&client_encoding=UTF8&target_session_attrs=read-write&replication=database&channel_binding=require",
+    "postgresql://app@db/x?connect_timeout=10&application_name=api&options=-c%20statement_timeout%3D5s&keepalives_idle=30&client_encoding=UTF8&target_session_attrs=read-write&replication=database&channel_binding=prefer",
   )
   assert.deepEqual(tr.config, {
     user: 'app',
@@ -275,7 +275,6 @@ test('translate: the other parameters pg has', () => {
     client_encoding: 'UTF8',
     keepAlive: true,
     keepAliveInitialDelayMillis: 30000,
-    enableChannelBinding: true,
   })
   assert.equal(tr.targetSessionAttrs, 'read-write')
   assert.equal(t('host=a connect_timeout=1').config.connectionTimeoutMillis, 2000, 'libpq takes 1 for 2')
@@ -359,9 +358,14 @@ test('translate: what pg cannot do is refused, not weakened', () => {
     ['host=a gssencmode=require', /GSSAPI/],
     ['host=a passfile=/x', /passfile/],
     ['host=a sslmode=disable sslnegotiation=direct', /needs SSL/],
+    // pg would still take plain SCRAM, MD5, cleartext or no TLS.
+    ['host=a sslmode=require channel_binding=require', /channel_binding=require is not supported/],
+    ['host=a sslmode=disable channel_binding=require', /channel_binding=require is not supported/],
   ]) {
     assert.throws(() => t(s), re, s)
   }
+  assert.throws(() => t('host=a', { env: { PGCHANNELBINDING: 'require' } }), /channel_binding=require/)
+  assert.equal(t('host=a channel_binding=disable').config.enableChannelBinding, undefined)
   assert.ok(t('host=a passfile=/x password=y'), 'a passfile with a password given is never read')
   assert.ok(t('host=a gssencmode=prefer krbsrvname=x tcp_user_timeout=5 keepalives_count=3'))
 })
