@@ -15,6 +15,7 @@
  * A connection string holds a password: nothing here puts a value from it
  * into an error message.  maskConninfo() is the form to log.
  */
+import { createPrivateKey } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
@@ -384,6 +385,32 @@ function readSecretFile(readFile, path, what) {
   }
 }
 
+/**
+ * The client key from its file as unencrypted PKCS#8 PEM: sslpassword is
+ * used here and goes no further (tls's passphrase would sit, enumerable,
+ * in every pg client's ssl options).  Errors name the file, never the
+ * password.
+ */
+function loadClientKey(readFile, path, password) {
+  const pem = readSecretFile(readFile, path, 'client key')
+  try {
+    return createPrivateKey({ key: pem, format: 'pem', passphrase: password || undefined }).export({ type: 'pkcs8', format: 'pem' })
+  } catch (err) {
+    const encrypted = /-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: *4, *ENCRYPTED/.test(pem.toString('latin1'))
+    if (!password && (encrypted || err.code === 'ERR_MISSING_PASSPHRASE')) {
+      throw new DbswapError('conninfo', `the client key file "${path}" is encrypted and sslpassword is not set`)
+    }
+    throw new DbswapError('conninfo', `could not load the client key file "${path}" (not a PEM private key, or the wrong sslpassword): ${err.code ?? 'invalid'}`)
+  }
+}
+
+/** Sets the client key as pg keeps it: not enumerable, so that inspecting a
+ * config or a client does not print it (pg's Connection reads it all the
+ * same). */
+function setKey(tls, key) {
+  Object.defineProperty(tls, 'key', { value: key, enumerable: false, writable: true, configurable: true })
+}
+
 function splitList(value) {
   return value === undefined ? [''] : value.split(',')
 }
@@ -534,19 +561,21 @@ export function translate(conninfo, opts = {}) {
     const key = get('sslkey')
     if (cert || key) {
       tls.cert = readSecretFile(readFile, cert || join(home, '.postgresql', 'postgresql.crt'), 'client certificate')
-      tls.key = readSecretFile(readFile, key || join(home, '.postgresql', 'postgresql.key'), 'client key')
+      setKey(tls, loadClientKey(readFile, key || join(home, '.postgresql', 'postgresql.key'), params.sslpassword))
     } else {
       // libpq loads the default client certificate when it is there.
+      let c, k
       try {
-        const c = readFile(join(home, '.postgresql', 'postgresql.crt'))
-        const k = readFile(join(home, '.postgresql', 'postgresql.key'))
-        tls.cert = c
-        tls.key = k
+        c = readFile(join(home, '.postgresql', 'postgresql.crt'))
+        k = readFile(join(home, '.postgresql', 'postgresql.key'))
       } catch {
         // none: fine
       }
+      if (k !== undefined) {
+        tls.cert = c
+        setKey(tls, loadClientKey(() => k, join(home, '.postgresql', 'postgresql.key'), params.sslpassword))
+      }
     }
-    if (params.sslpassword) tls.passphrase = params.sslpassword
     const versions = { 'TLSv1': 'TLSv1', 'TLSv1.1': 'TLSv1.1', 'TLSv1.2': 'TLSv1.2', 'TLSv1.3': 'TLSv1.3' }
     const min = get('ssl_min_protocol_version') ?? 'TLSv1.2'
     if (!versions[min]) throw bad('invalid ssl_min_protocol_version value')
@@ -588,6 +617,7 @@ export function hostConfig(t, entry, how = {}) {
     return config
   }
   const tls = { ...t.tls }
+  if (t.tls.key !== undefined) setKey(tls, t.tls.key)
   if (t.sslMode === 'verify-ca') {
     tls.checkServerIdentity = () => undefined
   } else if (t.sslMode === 'verify-full') {

@@ -4,8 +4,11 @@
  * translation into pg's config.
  */
 import assert from 'node:assert/strict'
+import { createPrivateKey, generateKeyPairSync } from 'node:crypto'
 import { test } from 'node:test'
 import { inspect } from 'node:util'
+
+import pg from 'pg'
 
 import { hostConfig, hostLabel, maskConninfo, parseConninfo, redact, translate } from '../src/conninfo.js'
 
@@ -294,7 +297,7 @@ test('translate: sslmode and its files (pg wants their contents)', () => {
   const files = {
     '/etc/ca.pem': Buffer.from('CA'),
     '/etc/client.crt': Buffer.from('CRT'),
-    '/etc/client.key': Buffer.from('KEY'),
+    '/etc/client.key': Buffer.from(CLIENT_KEY),
     '/etc/crl.pem': Buffer.from('CRL'),
     '/home/u/.postgresql/root.crt': Buffer.from('HOMECA'),
   }
@@ -323,12 +326,11 @@ test('translate: sslmode and its files (pg wants their contents)', () => {
   assert.equal(withRoot.tls.rejectUnauthorized, true)
   assert.equal(hostConfig(withRoot, withRoot.hosts[0]).ssl.checkServerIdentity(), undefined)
 
-  const full = tls('host=db.example sslmode=verify-full sslcert=/etc/client.crt sslkey=/etc/client.key sslcrl=/etc/crl.pem sslpassword=kp')
+  const full = tls('host=db.example sslmode=verify-full sslcert=/etc/client.crt sslkey=/etc/client.key sslcrl=/etc/crl.pem')
   assert.equal(full.tls.ca.toString(), 'HOMECA', 'the default root certificate')
   assert.equal(full.tls.cert.toString(), 'CRT')
-  assert.equal(full.tls.key.toString(), 'KEY')
+  assert.equal(full.tls.key, CLIENT_KEY)
   assert.equal(full.tls.crl.toString(), 'CRL')
-  assert.equal(full.tls.passphrase, 'kp')
   const cfg = hostConfig(full, full.hosts[0])
   assert.equal(typeof cfg.ssl.checkServerIdentity, 'function')
   // The identity is checked against the name, not the address.
@@ -348,6 +350,49 @@ test('translate: sslmode and its files (pg wants their contents)', () => {
   const merged = translate('host=db sslmode=require', { env: {}, readFile, tls: { servername: 'x', rejectUnauthorized: true } })
   assert.equal(merged.tls.servername, 'x')
   assert.equal(merged.tls.rejectUnauthorized, false)
+})
+
+const KEY_PAIR = generateKeyPairSync('ec', { namedCurve: 'prime256v1' })
+const CLIENT_KEY = KEY_PAIR.privateKey.export({ type: 'pkcs8', format: 'pem' })
+
+test('translate: sslpassword decrypts the key here and is kept nowhere', () => {
+  const password = 'QXkeypassQX'
+  const encrypted = KEY_PAIR.privateKey.export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: password })
+  const legacy = KEY_PAIR.privateKey.export({ type: 'sec1', format: 'pem', cipher: 'aes-128-cbc', passphrase: password })
+  const files = { '/etc/c.crt': Buffer.from('CRT'), '/etc/enc.key': Buffer.from(encrypted), '/etc/legacy.key': Buffer.from(legacy) }
+  const readFile = (path) => files[path] ?? NO_FILES(path)
+  const tr = (s) => translate(s, { env: {}, readFile, home: '/home/u' })
+  for (const file of ['/etc/enc.key', '/etc/legacy.key']) {
+    const conninfo = `host=db user=app sslmode=require sslcert=/etc/c.crt sslkey=${file} sslpassword=${password}`
+    const t1 = tr(conninfo)
+    assert.equal(t1.tls.passphrase, undefined)
+    // The key, decrypted, as PEM that needs no password.
+    assert.equal(createPrivateKey(t1.tls.key).asymmetricKeyType, 'ec')
+    assert.equal(t1.tls.key, CLIENT_KEY)
+    const cfg = hostConfig(t1, t1.hosts[0])
+    assert.equal(cfg.ssl.key, CLIENT_KEY, 'pg gets the key')
+    const client = new pg.Client(cfg)
+    for (const [what, text] of [
+      ['the translation', inspect(t1, { depth: 10 })],
+      ['the config', inspect(cfg, { depth: 10 })],
+      ['the config as JSON', JSON.stringify(cfg)],
+      ['a pg client', inspect(client, { depth: 10 })],
+    ]) {
+      assert.ok(!text.includes(password), `${what} shows sslpassword`)
+      assert.ok(!text.includes('PRIVATE KEY'), `${what} shows the key`)
+    }
+  }
+  // A wrong or missing password: an error naming the file, not the password.
+  assert.throws(
+    () => tr('host=db sslmode=require sslcert=/etc/c.crt sslkey=/etc/enc.key sslpassword=QXwrongQX'),
+    (err) => err.code === 'conninfo' && /client key file "\/etc\/enc.key"/.test(err.message) && /sslpassword/.test(err.message) && !inspect(err).includes('QX'),
+  )
+  assert.throws(() => tr('host=db sslmode=require sslcert=/etc/c.crt sslkey=/etc/enc.key'), /client key file "\/etc\/enc.key" is encrypted and sslpassword is not set/)
+  // The default key in ~/.postgresql too.
+  const home = { '/home/u/.postgresql/postgresql.crt': Buffer.from('CRT'), '/home/u/.postgresql/postgresql.key': Buffer.from(encrypted) }
+  const byHome = translate(`host=db sslmode=require sslpassword=${password}`, { env: {}, readFile: (p) => home[p] ?? NO_FILES(p), home: '/home/u' })
+  assert.equal(byHome.tls.key, CLIENT_KEY)
+  assert.ok(!inspect(byHome, { depth: 10 }).includes(password))
 })
 
 test('translate: what pg cannot do is refused, not weakened', () => {
