@@ -475,8 +475,11 @@ export function translate(conninfo, opts = {}) {
   for (const key of ['oauth_issuer', 'oauth_client_id', 'oauth_client_secret', 'scram_client_key', 'scram_server_key']) {
     if (get(key)) throw bad(`${key} is not supported by pg`)
   }
-  if (get('passfile') && get('password') === undefined) {
-    throw bad('passfile is not supported with pg (it reads $PGPASSFILE or ~/.pgpass)')
+  // pg reads $PGPASSFILE or ~/.pgpass by itself, as libpq does without a
+  // passfile parameter: only a passfile named in the string is beyond it.
+  // libpq reads it when the password is absent or empty.
+  if (params.passfile && !get('password')) {
+    throw bad('passfile is not supported with pg (it reads $PGPASSFILE or ~/.pgpass): give the password')
   }
 
   // Hosts: host, hostaddr and port lists, matched as libpq matches them.

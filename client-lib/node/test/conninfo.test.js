@@ -412,6 +412,11 @@ test('translate: what pg cannot do is refused, not weakened', () => {
   assert.throws(() => t('host=a', { env: { PGCHANNELBINDING: 'require' } }), /channel_binding=require/)
   assert.equal(t('host=a channel_binding=disable').config.enableChannelBinding, undefined)
   assert.ok(t('host=a passfile=/x password=y'), 'a passfile with a password given is never read')
+  assert.ok(t('host=a passfile=/x', { env: { PGPASSWORD: 'y' } }), 'nor with $PGPASSWORD')
+  assert.throws(() => t("host=a passfile=/x password=''"), /passfile/, 'libpq reads it for an empty password')
+  // $PGPASSFILE is pg's to read, as libpq reads it: no refusal.
+  assert.equal(t('host=a user=u', { env: { PGPASSFILE: '/etc/pgpass' } }).config.password, undefined)
+  assert.ok(t('postgresql://u@a/db', { env: { PGPASSFILE: '/etc/pgpass' } }))
   assert.ok(t('host=a gssencmode=prefer krbsrvname=x tcp_user_timeout=5 keepalives_count=3'))
 })
 
