@@ -376,6 +376,10 @@ export function redact(text, conninfo) {
 const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']
 const SESSION_ATTRS = ['any', 'read-write', 'read-only', 'primary', 'standby', 'prefer-standby']
 const DEFAULT_PORT = 5432
+/** Where libpq looks for the server's socket when no host is given
+ * (DEFAULT_PGSOCKET_DIR): Debian's, Ubuntu's and Red Hat's libpq use this
+ * one (upstream builds use /tmp).  libpq on Windows has none: localhost. */
+const DEFAULT_SOCKET_DIR = process.platform === 'win32' ? 'localhost' : '/var/run/postgresql'
 
 function readSecretFile(readFile, path, what) {
   try {
@@ -438,7 +442,9 @@ function parsePort(s) {
  *   cannot do (the message quotes no value)
  *
  * @typedef {object} HostEntry
- * @property {string | undefined} host name, socket directory, or undefined (pg's default)
+ * @property {string | undefined} host name or socket directory (libpq's
+ *   default socket directory when none is given); undefined with a hostaddr
+ *   and no host
  * @property {string | undefined} hostaddr numeric address to connect to instead of resolving host
  * @property {number} port
  *
@@ -495,11 +501,17 @@ export function translate(conninfo, opts = {}) {
   }
   const hosts = []
   for (let i = 0; i < count; i++) {
-    hosts.push({
-      host: (addrs && get('host') === undefined ? undefined : names[i]) || undefined,
-      hostaddr: addrs?.[i] || undefined,
-      port: (ports.length === 1 ? ports[0] : ports[i]) ?? DEFAULT_PORT,
-    })
+    const hostaddr = addrs?.[i] || undefined
+    let host = (addrs && get('host') === undefined ? undefined : names[i]) || undefined
+    // libpq: no host (nor PGHOST), or an empty entry in the list, is the
+    // default socket directory, not localhost (pg's default).
+    if (host === undefined && hostaddr === undefined) host = DEFAULT_SOCKET_DIR
+    // "@name" is an abstract Unix socket in libpq; pg takes only socket
+    // directories (a host starting with "/") and would look it up in DNS.
+    if (host?.startsWith('@') && hostaddr === undefined) {
+      throw bad('host: abstract Unix sockets ("@name") are not supported with pg')
+    }
+    hosts.push({ host, hostaddr, port: (ports.length === 1 ? ports[0] : ports[i]) ?? DEFAULT_PORT })
   }
   if (oneOf('load_balance_hosts', ['disable', 'random'], 'disable') === 'random') {
     for (let i = hosts.length - 1; i > 0; i--) {

@@ -234,7 +234,18 @@ test('translate: hosts, ports and hostaddr, matched as libpq does', () => {
   assert.deepEqual(t('host=a,b port=6000').hosts.map((h) => h.port), [6000, 6000])
   assert.deepEqual(t('postgresql://a:1,b/db').hosts.map(hostLabel), ['a:1', 'b:5432'])
   assert.deepEqual(t('postgresql://[::1]:6/db').hosts.map(hostLabel), ['[::1]:6'])
-  assert.deepEqual(t('dbname=x').hosts, [{ host: undefined, hostaddr: undefined, port: 5432 }])
+  // No host: libpq's default socket directory, not TCP to localhost.
+  assert.deepEqual(t('dbname=x').hosts, [{ host: '/var/run/postgresql', hostaddr: undefined, port: 5432 }])
+  assert.deepEqual(t('postgresql:///app?user=app').hosts.map(hostLabel), ['/var/run/postgresql:5432'])
+  assert.deepEqual(t('host=a,,b port=1,2,3').hosts.map(hostLabel), ['a:1', '/var/run/postgresql:2', 'b:3'])
+  assert.deepEqual(t('postgresql://a,:6/db').hosts.map(hostLabel), ['a:5432', '/var/run/postgresql:6'])
+  const sockDefault = t('dbname=x sslmode=require')
+  assert.deepEqual(hostConfig(sockDefault, sockDefault.hosts[0]), { database: 'x', keepAlive: true, host: '/var/run/postgresql', port: 5432, ssl: false })
+  // A hostaddr without a host is no socket.
+  assert.deepEqual(t('hostaddr=10.0.0.5').hosts, [{ host: undefined, hostaddr: '10.0.0.5', port: 5432 }])
+  // Abstract sockets: pg would look "@name" up in DNS.
+  assert.throws(() => t('host=@pg'), (err) => err.code === 'conninfo' && /host: abstract Unix sockets/.test(err.message))
+  assert.throws(() => t('dbname=x', { env: { PGHOST: 'a,@pg' } }), /abstract Unix sockets/)
   assert.deepEqual(t('host=db hostaddr=10.0.0.5').hosts, [{ host: 'db', hostaddr: '10.0.0.5', port: 5432 }])
   assert.deepEqual(t('hostaddr=10.0.0.5,10.0.0.6').hosts.map(hostLabel), ['10.0.0.5:5432', '10.0.0.6:5432'])
   assert.throws(() => t('host=a,b port=1,2,3'), /could not match 3 port numbers to 2 hosts/)
