@@ -554,7 +554,9 @@ export function translate(conninfo, opts = {}) {
   // TLS.
   let sslMode = get('sslmode')
   if (sslMode === undefined && get('requiressl') === '1') sslMode = 'require'
-  sslMode = sslMode ?? 'prefer'
+  // libpq 16: sslrootcert=system makes verify-full the default (a weaker
+  // mode given, even by $PGSSLMODE, is refused below).
+  sslMode = sslMode ?? (get('sslrootcert') === 'system' ? 'verify-full' : 'prefer')
   if (!SSL_MODES.includes(sslMode)) throw bad('invalid sslmode value')
   let tls = false
   if (sslMode !== 'disable' && sslMode !== 'allow') {

@@ -350,6 +350,13 @@ test('translate: sslmode and its files (pg wants their contents)', () => {
 
   assert.equal(tls('host=db sslmode=verify-full sslrootcert=system').tls.ca, undefined)
   assert.throws(() => tls('host=db sslmode=require sslrootcert=system'), /weak sslmode "require"/)
+  // libpq 16: sslrootcert=system without sslmode means verify-full.
+  for (const sys of [tls('host=db sslrootcert=system'), tls('host=db', { PGSSLROOTCERT: 'system' })]) {
+    assert.equal(sys.sslMode, 'verify-full')
+    assert.equal(sys.tls.rejectUnauthorized, true)
+    assert.equal(sys.tls.ca, undefined, 'the system roots')
+  }
+  assert.throws(() => tls('host=db sslrootcert=system', { PGSSLMODE: 'prefer' }), /weak sslmode "prefer"/)
   assert.throws(() => translate('host=db sslmode=verify-ca', { env: {}, readFile: NO_FILES, home: '/nowhere' }), /root certificate file "\/nowhere\/.postgresql\/root.crt": ENOENT/)
   assert.throws(() => tls('host=db sslmode=verify-ca sslrootcert=/missing.pem'), /could not read the root certificate/)
   assert.throws(() => tls('host=db sslmode=sometimes'), /invalid sslmode/)
