@@ -569,7 +569,12 @@ export function translate(conninfo, opts = {}) {
     tls = { ...(opts.tls ?? {}) }
     const verify = sslMode === 'verify-ca' || sslMode === 'verify-full'
     tls.rejectUnauthorized = verify
-    if (verify && rootcert !== 'system') {
+    if (rootcert === 'system') {
+      // Node's own roots: the string wins over the app's ca.
+      delete tls.ca
+    } else if (verify && (rootcert || tls.ca === undefined)) {
+      // The app's ca (the pool's ssl option) stands in for the default
+      // ~/.postgresql/root.crt; an sslrootcert in the string wins.
       tls.ca = readSecretFile(readFile, rootcert || join(home, '.postgresql', 'root.crt'), 'root certificate')
     }
     const crl = get('sslcrl')

@@ -368,6 +368,15 @@ test('translate: sslmode and its files (pg wants their contents)', () => {
   const merged = translate('host=db sslmode=require', { env: {}, readFile, tls: { servername: 'x', rejectUnauthorized: true } })
   assert.equal(merged.tls.servername, 'x')
   assert.equal(merged.tls.rejectUnauthorized, false)
+  // The app's ca stands in for ~/.postgresql/root.crt, which is not read.
+  const noHome = { env: {}, readFile, home: '/nowhere', tls: { ca: 'APPCA', minVersion: 'TLSv1.3' } }
+  for (const mode of ['verify-ca', 'verify-full']) {
+    const app = translate(`host=db sslmode=${mode}`, noHome)
+    assert.equal(app.tls.ca, 'APPCA', mode)
+    assert.equal(app.tls.rejectUnauthorized, true)
+  }
+  assert.equal(translate('host=db sslmode=verify-full sslrootcert=/etc/ca.pem', noHome).tls.ca.toString(), 'CA', "the string's sslrootcert wins")
+  assert.equal(translate('host=db sslrootcert=system', noHome).tls.ca, undefined, "sslrootcert=system: Node's roots")
 })
 
 const KEY_PAIR = generateKeyPairSync('ec', { namedCurve: 'prime256v1' })
