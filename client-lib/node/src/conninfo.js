@@ -84,10 +84,17 @@ function uriDecode(s, where) {
   return Buffer.concat(parts).toString('utf8')
 }
 
-function store(params, keyword, value, quote) {
+function store(params, keyword, value, quote, position) {
   if (!KEYWORDS.has(keyword)) {
     // An unknown word may be a misplaced secret: never quoted.
-    throw bad(quote ? `invalid URI query parameter at ${quote}` : 'invalid connection option')
+    if (quote) throw bad(`invalid URI query parameter at ${quote}`)
+    throw bad(position === undefined ? 'invalid connection option' : `invalid connection option at position ${position}`)
+  }
+  if (keyword === 'requiressl') {
+    // libpq stores the deprecated requiressl as sslmode: the last of the
+    // two in the string wins; "1..." is require, anything else prefer.
+    params.sslmode = value.startsWith('1') ? 'require' : 'prefer'
+    return
   }
   params[keyword] = value
 }
@@ -211,8 +218,7 @@ function parseKeyValue(s) {
         value += s[p++]
       }
     }
-    if (!KEYWORDS.has(keyword)) throw bad(`invalid connection option at position ${start}`)
-    params[keyword] = value
+    store(params, keyword, value, null, start)
   }
   return params
 }
@@ -552,8 +558,10 @@ export function translate(conninfo, opts = {}) {
   const negotiation = oneOf('sslnegotiation', ['postgres', 'direct'], 'postgres')
 
   // TLS.
+  // The string's sslmode (or requiressl, stored as sslmode), then
+  // $PGSSLMODE, then the deprecated $PGREQUIRESSL ("1..." for require).
   let sslMode = get('sslmode')
-  if (sslMode === undefined && get('requiressl') === '1') sslMode = 'require'
+  if (sslMode === undefined && env.PGREQUIRESSL?.startsWith('1')) sslMode = 'require'
   // libpq 16: sslrootcert=system makes verify-full the default (a weaker
   // mode given, even by $PGSSLMODE, is refused below).
   sslMode = sslMode ?? (get('sslrootcert') === 'system' ? 'verify-full' : 'prefer')

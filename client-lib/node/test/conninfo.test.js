@@ -180,6 +180,9 @@ test('parse: keyword/value strings by libpq rules', () => {
   assert.deepEqual(p(''), {})
   // Later keys win.
   assert.equal(parseConninfo('host=a host=b').host, 'b')
+  // The deprecated requiressl is stored as sslmode, as libpq does.
+  assert.deepEqual(p('sslmode=disable requiressl=1'), { sslmode: 'require' })
+  assert.deepEqual(p('requiressl=0'), { sslmode: 'prefer' })
 })
 
 test('parse errors name no value', () => {
@@ -362,6 +365,17 @@ test('translate: sslmode and its files (pg wants their contents)', () => {
   assert.throws(() => tls('host=db sslmode=sometimes'), /invalid sslmode/)
   assert.equal(tls('host=db', { PGSSLMODE: 'disable' }).tls, false)
   assert.equal(tls('host=db requiressl=1').sslMode, 'require')
+  // libpq stores requiressl as sslmode: the last one in the string wins.
+  assert.equal(tls('host=db sslmode=disable requiressl=1').sslMode, 'require')
+  assert.equal(tls('host=db requiressl=1 sslmode=disable').sslMode, 'disable')
+  assert.equal(tls('host=db sslmode=require requiressl=0').sslMode, 'prefer')
+  assert.equal(tls('postgresql://db/x?sslmode=allow&requiressl=1').sslMode, 'require')
+  assert.equal(tls('host=db requiressl=1', { PGSSLMODE: 'disable' }).sslMode, 'require', "the string's wins over $PGSSLMODE")
+  // $PGREQUIRESSL=1 only when neither the string nor $PGSSLMODE says.
+  assert.equal(tls('host=db', { PGREQUIRESSL: '1' }).sslMode, 'require')
+  assert.equal(tls('host=db', { PGREQUIRESSL: '1', PGSSLMODE: 'allow' }).sslMode, 'allow')
+  assert.equal(tls('host=db sslmode=disable', { PGREQUIRESSL: '1' }).sslMode, 'disable')
+  assert.equal(tls('host=db', { PGREQUIRESSL: '0' }).sslMode, 'prefer')
   assert.equal(tls('host=db sslmode=require ssl_max_protocol_version=TLSv1.3').tls.maxVersion, 'TLSv1.3')
   assert.throws(() => tls('host=db sslmode=require ssl_min_protocol_version=SSLv3'), /ssl_min_protocol_version/)
   // A user's ssl options are the base; the string's win.
