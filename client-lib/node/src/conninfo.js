@@ -572,9 +572,26 @@ export function translate(conninfo, opts = {}) {
     if (rootcert === 'system' && sslMode !== 'verify-full') {
       throw bad(`weak sslmode "${sslMode}" may not be used with sslrootcert=system (use "verify-full")`)
     }
-    // libpq: require with a root certificate given verifies the chain.
-    if (sslMode === 'require' && rootcert) sslMode = 'verify-ca'
     tls = { ...(opts.tls ?? {}) }
+    // libpq: require with a root certificate verifies the chain, given in
+    // sslrootcert (read below, an error if missing: stricter than libpq)
+    // or the default ~/.postgresql/root.crt when it is there (the app's ca
+    // standing in for it).
+    if (sslMode === 'require') {
+      if (rootcert || tls.ca !== undefined) {
+        sslMode = 'verify-ca'
+      } else {
+        const path = join(home, '.postgresql', 'root.crt')
+        try {
+          tls.ca = readFile(path)
+          sslMode = 'verify-ca'
+        } catch (err) {
+          if (err.code !== 'ENOENT' && err.code !== 'ENOTDIR') {
+            throw new DbswapError('conninfo', `could not read the root certificate file "${path}": ${err.code ?? err.message}`)
+          }
+        }
+      }
+    }
     const verify = sslMode === 'verify-ca' || sslMode === 'verify-full'
     tls.rejectUnauthorized = verify
     if (rootcert === 'system') {

@@ -328,10 +328,26 @@ test('translate: sslmode and its files (pg wants their contents)', () => {
   assert.equal(prefer.tls.rejectUnauthorized, false)
   assert.equal(hostConfig(prefer, prefer.hosts[0], { plain: true }).ssl, false)
 
-  const require_ = tls('host=db sslmode=require')
+  const require_ = translate('host=db sslmode=require', { env: {}, readFile, home: '/nowhere' })
+  assert.equal(require_.sslMode, 'require')
   assert.equal(require_.tls.rejectUnauthorized, false)
   assert.equal(require_.tls.ca, undefined)
   assert.equal(require_.tls.minVersion, 'TLSv1.2')
+  // require with ~/.postgresql/root.crt there verifies the chain, as libpq.
+  const homeRoot = tls('host=db sslmode=require')
+  assert.equal(homeRoot.sslMode, 'verify-ca')
+  assert.equal(homeRoot.tls.ca.toString(), 'HOMECA')
+  assert.equal(homeRoot.tls.rejectUnauthorized, true)
+  assert.equal(hostConfig(homeRoot, homeRoot.hosts[0]).ssl.checkServerIdentity(), undefined)
+  const appCa = translate('host=db sslmode=require', { env: {}, readFile, home: '/nowhere', tls: { ca: 'APPCA' } })
+  assert.equal(appCa.sslMode, 'verify-ca', "the app's ca stands in for root.crt")
+  assert.equal(appCa.tls.ca, 'APPCA')
+  const eacces = (path) => {
+    throw Object.assign(new Error(`EACCES: ${path}`), { code: 'EACCES' })
+  }
+  assert.throws(() => translate('host=db sslmode=require', { env: {}, readFile: eacces, home: '/h' }), /root certificate file "\/h\/.postgresql\/root.crt": EACCES/)
+  // prefer never verifies (libpq would, then go on without TLS on failure).
+  assert.equal(tls('host=db sslmode=prefer').tls.rejectUnauthorized, false)
 
   // require with a root certificate verifies the chain, as libpq does.
   const withRoot = tls('host=db sslmode=require sslrootcert=/etc/ca.pem')
@@ -364,18 +380,20 @@ test('translate: sslmode and its files (pg wants their contents)', () => {
   assert.throws(() => tls('host=db sslmode=verify-ca sslrootcert=/missing.pem'), /could not read the root certificate/)
   assert.throws(() => tls('host=db sslmode=sometimes'), /invalid sslmode/)
   assert.equal(tls('host=db', { PGSSLMODE: 'disable' }).tls, false)
-  assert.equal(tls('host=db requiressl=1').sslMode, 'require')
+  // (no ~/.postgresql/root.crt, which would make require verify-ca)
+  const mode = (c, env = {}) => translate(c, { env, readFile, home: '/nowhere' }).sslMode
+  assert.equal(mode('host=db requiressl=1'), 'require')
   // libpq stores requiressl as sslmode: the last one in the string wins.
-  assert.equal(tls('host=db sslmode=disable requiressl=1').sslMode, 'require')
-  assert.equal(tls('host=db requiressl=1 sslmode=disable').sslMode, 'disable')
-  assert.equal(tls('host=db sslmode=require requiressl=0').sslMode, 'prefer')
-  assert.equal(tls('postgresql://db/x?sslmode=allow&requiressl=1').sslMode, 'require')
-  assert.equal(tls('host=db requiressl=1', { PGSSLMODE: 'disable' }).sslMode, 'require', "the string's wins over $PGSSLMODE")
+  assert.equal(mode('host=db sslmode=disable requiressl=1'), 'require')
+  assert.equal(mode('host=db requiressl=1 sslmode=disable'), 'disable')
+  assert.equal(mode('host=db sslmode=require requiressl=0'), 'prefer')
+  assert.equal(mode('postgresql://db/x?sslmode=allow&requiressl=1'), 'require')
+  assert.equal(mode('host=db requiressl=1', { PGSSLMODE: 'disable' }), 'require', "the string's wins over $PGSSLMODE")
   // $PGREQUIRESSL=1 only when neither the string nor $PGSSLMODE says.
-  assert.equal(tls('host=db', { PGREQUIRESSL: '1' }).sslMode, 'require')
-  assert.equal(tls('host=db', { PGREQUIRESSL: '1', PGSSLMODE: 'allow' }).sslMode, 'allow')
-  assert.equal(tls('host=db sslmode=disable', { PGREQUIRESSL: '1' }).sslMode, 'disable')
-  assert.equal(tls('host=db', { PGREQUIRESSL: '0' }).sslMode, 'prefer')
+  assert.equal(mode('host=db', { PGREQUIRESSL: '1' }), 'require')
+  assert.equal(mode('host=db', { PGREQUIRESSL: '1', PGSSLMODE: 'allow' }), 'allow')
+  assert.equal(mode('host=db sslmode=disable', { PGREQUIRESSL: '1' }), 'disable')
+  assert.equal(mode('host=db', { PGREQUIRESSL: '0' }), 'prefer')
   assert.equal(tls('host=db sslmode=require ssl_max_protocol_version=TLSv1.3').tls.maxVersion, 'TLSv1.3')
   assert.throws(() => tls('host=db sslmode=require ssl_min_protocol_version=SSLv3'), /ssl_min_protocol_version/)
   // A user's ssl options are the base; the string's win.
