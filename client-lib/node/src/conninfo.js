@@ -604,24 +604,30 @@ export function translate(conninfo, opts = {}) {
     }
     const crl = get('sslcrl')
     if (crl) tls.crl = readSecretFile(readFile, crl, 'certificate revocation list')
+    // The client certificate, as libpq: sslcert, else the default one when
+    // it is there (none: no client certificate, sslkey unused); with a
+    // certificate, its key (sslkey, else the default) must be there.  An
+    // sslcert given but missing is an error here (libpq goes on without).
     const cert = get('sslcert')
     const key = get('sslkey')
-    if (cert || key) {
-      tls.cert = readSecretFile(readFile, cert || join(home, '.postgresql', 'postgresql.crt'), 'client certificate')
-      setKey(tls, loadClientKey(readFile, key || join(home, '.postgresql', 'postgresql.key'), params.sslpassword))
+    let certPem
+    if (oneOf('sslcertmode', ['disable', 'allow', 'require'], 'allow') === 'disable') {
+      // no client certificate
+    } else if (cert) {
+      certPem = readSecretFile(readFile, cert, 'client certificate')
     } else {
-      // libpq loads the default client certificate when it is there.
-      let c, k
+      const path = join(home, '.postgresql', 'postgresql.crt')
       try {
-        c = readFile(join(home, '.postgresql', 'postgresql.crt'))
-        k = readFile(join(home, '.postgresql', 'postgresql.key'))
-      } catch {
-        // none: fine
+        certPem = readFile(path)
+      } catch (err) {
+        if (err.code !== 'ENOENT' && err.code !== 'ENOTDIR') {
+          throw new DbswapError('conninfo', `could not read the client certificate file "${path}": ${err.code ?? err.message}`)
+        }
       }
-      if (k !== undefined) {
-        tls.cert = c
-        setKey(tls, loadClientKey(() => k, join(home, '.postgresql', 'postgresql.key'), params.sslpassword))
-      }
+    }
+    if (certPem !== undefined) {
+      tls.cert = certPem
+      setKey(tls, loadClientKey(readFile, key || join(home, '.postgresql', 'postgresql.key'), params.sslpassword))
     }
     const versions = { 'TLSv1': 'TLSv1', 'TLSv1.1': 'TLSv1.1', 'TLSv1.2': 'TLSv1.2', 'TLSv1.3': 'TLSv1.3' }
     const min = get('ssl_min_protocol_version') ?? 'TLSv1.2'

@@ -454,6 +454,40 @@ test('translate: sslpassword decrypts the key here and is kept nowhere', () => {
   assert.ok(!inspect(byHome, { depth: 10 }).includes(password))
 })
 
+test('translate: the client certificate and key, loaded as libpq loads them', () => {
+  const files = {
+    '/etc/c.crt': Buffer.from('CRT'),
+    '/etc/c.key': Buffer.from(CLIENT_KEY),
+    '/home/u/.postgresql/postgresql.crt': Buffer.from('HOMECRT'),
+    '/home/u/.postgresql/postgresql.key': Buffer.from(CLIENT_KEY),
+  }
+  const tr = (s, home = '/home/u', extra = {}) =>
+    translate(s, { env: {}, readFile: (p) => ({ ...files, ...extra })[p] ?? NO_FILES(p), home }).tls
+  // sslkey alone and no default certificate: no client certificate.
+  const keyOnly = tr('host=db sslmode=require sslkey=/etc/c.key', '/nowhere')
+  assert.equal(keyOnly.cert, undefined)
+  assert.equal(keyOnly.key, undefined)
+  // sslkey with the default certificate.
+  const withHome = tr('host=db sslmode=require sslkey=/etc/c.key')
+  assert.equal(withHome.cert.toString(), 'HOMECRT')
+  assert.equal(withHome.key, CLIENT_KEY)
+  assert.equal(tr('host=db sslmode=require').cert.toString(), 'HOMECRT', 'the default pair')
+  assert.equal(tr('host=db sslmode=require', '/nowhere').cert, undefined, 'none')
+  // A certificate without its key: an error, as in libpq.
+  assert.throws(() => tr('host=db sslmode=require sslcert=/etc/c.crt', '/nowhere'), /could not read the client key file "\/nowhere\/.postgresql\/postgresql.key"/)
+  assert.throws(
+    () => tr('host=db sslmode=require', '/h', { '/h/.postgresql/postgresql.crt': Buffer.from('CRT') }),
+    /could not read the client key file "\/h\/.postgresql\/postgresql.key"/,
+  )
+  // sslcert given but missing: an error (libpq would go on without).
+  assert.throws(() => tr('host=db sslmode=require sslcert=/missing.crt sslkey=/etc/c.key'), /could not read the client certificate file "\/missing.crt"/)
+  // sslcertmode=disable: no client certificate at all.
+  const disabled = tr('host=db sslmode=require sslcertmode=disable sslcert=/etc/c.crt sslkey=/etc/c.key')
+  assert.equal(disabled.cert, undefined)
+  assert.equal(disabled.key, undefined)
+  assert.throws(() => tr('host=db sslmode=require sslcertmode=sometimes'), /invalid sslcertmode/)
+})
+
 test('translate: what pg cannot do is refused, not weakened', () => {
   for (const [s, re] of [
     ['service=prod', /service files/],
