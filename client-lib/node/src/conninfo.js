@@ -59,9 +59,13 @@ function bad(message) {
 
 /* ---- parsing ---- */
 
+const UTF8 = new TextDecoder('utf-8', { fatal: true })
+
 /**
  * libpq's %XX decoding of URI parts (no '+' for a blank): the bytes
- * decoded are read as UTF-8.
+ * decoded are read as UTF-8.  libpq passes any bytes on; pg sends strings
+ * as UTF-8, so bytes that are not UTF-8 are refused (they would turn into
+ * U+FFFD, a different password or name).
  */
 function uriDecode(s, where) {
   if (!s.includes('%')) return s
@@ -81,7 +85,11 @@ function uriDecode(s, where) {
     parts.push(Buffer.of(b))
     i = pct + 3
   }
-  return Buffer.concat(parts).toString('utf8')
+  try {
+    return UTF8.decode(Buffer.concat(parts))
+  } catch {
+    throw bad(`the ${where} is not valid UTF-8 once percent-decoded (pg sends UTF-8)`)
+  }
 }
 
 function store(params, keyword, value, quote, position) {
@@ -165,7 +173,8 @@ function parseUri(s, schemeLen) {
       if (eq < 0) throw bad(`missing "=" in the URI query parameter at position ${at}`)
       if (pair.indexOf('=', eq + 1) >= 0) throw bad(`extra "=" in the URI query parameter at position ${at}`)
       let key = uriDecode(pair.slice(0, eq), 'query')
-      let value = uriDecode(pair.slice(eq + 1), 'query')
+      // Named only if it is a keyword: an unknown one may be a secret.
+      let value = uriDecode(pair.slice(eq + 1), KEYWORDS.has(key) ? `${key} query parameter` : 'query')
       // libpq's JDBC compatibility.
       if (key === 'ssl' && value === 'true') {
         key = 'sslmode'

@@ -207,6 +207,19 @@ test('parse errors name no value', () => {
       s,
     )
   }
+  // Bytes that are not UTF-8: refused, naming the part, not its value.
+  for (const [s, re] of [
+    ['postgresql://app:QXp%E9QX@db/x', /the password is not valid UTF-8/],
+    ['postgresql://QX%FFQX@db/x', /the user name is not valid UTF-8/],
+    ['postgresql://db/QX%C3QX', /the database name is not valid UTF-8/],
+    ['postgresql://db/x?password=QX%E9QX', /the password query parameter is not valid UTF-8/],
+    ['postgresql://db/x?sslpassword=QX%80QX', /the sslpassword query parameter is not valid UTF-8/],
+    ['postgresql://db/x?QX%E9QX=1', /the query is not valid UTF-8/],
+    ['postgresql://db/x?QXsecret=%E9', /the query is not valid UTF-8/],
+  ]) {
+    assert.throws(() => parseConninfo(s), (err) => err.code === 'conninfo' && re.test(err.message) && !inspect(err).includes('QX'), s)
+  }
+  assert.equal(parseConninfo('postgresql://app:p%C3%A9@db').password, 'pé')
   assert.throws(() => parseConninfo('host=db porrt=5'), /invalid connection option/)
   assert.throws(() => parseConninfo('host'), /missing "=" after "host"/)
   assert.throws(() => parseConninfo('postgresql://db?bogus=1'), /invalid URI query parameter/)
