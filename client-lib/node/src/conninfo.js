@@ -17,6 +17,7 @@
  */
 import { createPrivateKey } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import { isIP } from 'node:net'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { checkServerIdentity } from 'node:tls'
@@ -517,6 +518,8 @@ export function translate(conninfo, opts = {}) {
   const hosts = []
   for (let i = 0; i < count; i++) {
     const hostaddr = addrs?.[i] || undefined
+    // libpq takes only numeric addresses here; pg would resolve a name.
+    if (hostaddr !== undefined && !isIP(hostaddr)) throw bad('invalid hostaddr value (a numeric IP address)')
     let host = (addrs && get('host') === undefined ? undefined : names[i]) || undefined
     // libpq: no host (nor PGHOST), or an empty entry in the list, is the
     // default socket directory, not localhost (pg's default).

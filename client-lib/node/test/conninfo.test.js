@@ -267,6 +267,8 @@ test('translate: hosts, ports and hostaddr, matched as libpq does', () => {
   assert.throws(() => t('host=a,b port=1,2,3'), /could not match 3 port numbers to 2 hosts/)
   assert.throws(() => t('host=a,b hostaddr=1.2.3.4'), /could not match 2 host names to 1 hostaddr/)
   assert.throws(() => t('host=a port=99999'), /invalid port/)
+  assert.throws(() => t('host=a hostaddr=db.example'), /invalid hostaddr value/, 'libpq takes no name there')
+  assert.deepEqual(t('host=a,b hostaddr=::1,').hosts.map((h) => h.hostaddr), ['::1', undefined])
   assert.throws(() => t('host=a port=x'), /invalid port/)
   // The environment, where the string says nothing (PGHOST may be a list).
   assert.deepEqual(t('dbname=x', { env: { PGHOST: 'e1,e2', PGPORT: '7' } }).hosts.map(hostLabel), ['e1:7', 'e2:7'])
