@@ -642,9 +642,11 @@ export function translate(conninfo, opts = {}) {
       setKey(tls, loadClientKey(readFile, key || join(home, '.postgresql', 'postgresql.key'), params.sslpassword))
     }
     const versions = { 'TLSv1': 'TLSv1', 'TLSv1.1': 'TLSv1.1', 'TLSv1.2': 'TLSv1.2', 'TLSv1.3': 'TLSv1.3' }
-    const min = get('ssl_min_protocol_version') ?? 'TLSv1.2'
-    if (!versions[min]) throw bad('invalid ssl_min_protocol_version value')
-    tls.minVersion = min
+    // The string's, else the app's own (the pool's ssl option), else
+    // libpq's default.
+    const min = get('ssl_min_protocol_version')
+    if (min !== undefined && !versions[min]) throw bad('invalid ssl_min_protocol_version value')
+    tls.minVersion = min ?? tls.minVersion ?? 'TLSv1.2'
     const max = get('ssl_max_protocol_version')
     if (max) {
       if (!versions[max]) throw bad('invalid ssl_max_protocol_version value')

@@ -415,6 +415,9 @@ test('translate: sslmode and its files (pg wants their contents)', () => {
   const merged = translate('host=db sslmode=require', { env: {}, readFile, tls: { servername: 'x', rejectUnauthorized: true } })
   assert.equal(merged.tls.servername, 'x')
   assert.equal(merged.tls.rejectUnauthorized, false)
+  // The app's minimum TLS version, unless the string gives one.
+  assert.equal(translate('host=db sslmode=require', { env: {}, readFile, tls: { minVersion: 'TLSv1.3' } }).tls.minVersion, 'TLSv1.3')
+  assert.equal(translate('host=db sslmode=require ssl_min_protocol_version=TLSv1.2', { env: {}, readFile, tls: { minVersion: 'TLSv1.3' } }).tls.minVersion, 'TLSv1.2')
   // The app's ca stands in for ~/.postgresql/root.crt, which is not read.
   const noHome = { env: {}, readFile, home: '/nowhere', tls: { ca: 'APPCA', minVersion: 'TLSv1.3' } }
   for (const mode of ['verify-ca', 'verify-full']) {
