@@ -397,11 +397,29 @@ const DEFAULT_PORT = 5432
  * one (upstream builds use /tmp).  libpq on Windows has none: localhost. */
 const DEFAULT_SOCKET_DIR = process.platform === 'win32' ? 'localhost' : '/var/run/postgresql'
 
-function readSecretFile(readFile, path, what) {
+/** The files a connection string names, by their keyword. */
+const FILES = { sslrootcert: 'root certificate', sslcrl: 'certificate revocation list', sslcert: 'client certificate', sslkey: 'client key' }
+
+function fileError(path, keyword, err) {
+  return new DbswapError('conninfo', `could not read the ${FILES[keyword]} file "${path}" (${keyword}): ${err.code ?? err.message}`)
+}
+
+/** Reads the file given in keyword (or its default). */
+function readSecretFile(readFile, path, keyword) {
   try {
     return readFile(path)
   } catch (err) {
-    throw new DbswapError('conninfo', `could not read the ${what} file "${path}": ${err.code ?? err.message}`)
+    throw fileError(path, keyword, err)
+  }
+}
+
+/** Reads a default file that may be missing: undefined then, as libpq. */
+function readDefaultFile(readFile, path, keyword) {
+  try {
+    return readFile(path)
+  } catch (err) {
+    if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return undefined
+    throw fileError(path, keyword, err)
   }
 }
 
@@ -412,15 +430,15 @@ function readSecretFile(readFile, path, what) {
  * password.
  */
 function loadClientKey(readFile, path, password) {
-  const pem = readSecretFile(readFile, path, 'client key')
+  const pem = readSecretFile(readFile, path, 'sslkey')
   try {
     return createPrivateKey({ key: pem, format: 'pem', passphrase: password || undefined }).export({ type: 'pkcs8', format: 'pem' })
   } catch (err) {
     const encrypted = /-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: *4, *ENCRYPTED/.test(pem.toString('latin1'))
     if (!password && (encrypted || err.code === 'ERR_MISSING_PASSPHRASE')) {
-      throw new DbswapError('conninfo', `the client key file "${path}" is encrypted and sslpassword is not set`)
+      throw new DbswapError('conninfo', `the client key file "${path}" (sslkey) is encrypted and sslpassword is not set`)
     }
-    throw new DbswapError('conninfo', `could not load the client key file "${path}" (not a PEM private key, or the wrong sslpassword): ${err.code ?? 'invalid'}`)
+    throw new DbswapError('conninfo', `could not load the client key file "${path}" (sslkey): not a PEM private key, or the wrong sslpassword (${err.code ?? 'invalid'})`)
   }
 }
 
@@ -593,14 +611,10 @@ export function translate(conninfo, opts = {}) {
       if (rootcert || tls.ca !== undefined) {
         sslMode = 'verify-ca'
       } else {
-        const path = join(home, '.postgresql', 'root.crt')
-        try {
-          tls.ca = readFile(path)
+        const ca = readDefaultFile(readFile, join(home, '.postgresql', 'root.crt'), 'sslrootcert')
+        if (ca !== undefined) {
+          tls.ca = ca
           sslMode = 'verify-ca'
-        } catch (err) {
-          if (err.code !== 'ENOENT' && err.code !== 'ENOTDIR') {
-            throw new DbswapError('conninfo', `could not read the root certificate file "${path}": ${err.code ?? err.message}`)
-          }
         }
       }
     }
@@ -612,10 +626,10 @@ export function translate(conninfo, opts = {}) {
     } else if (verify && (rootcert || tls.ca === undefined)) {
       // The app's ca (the pool's ssl option) stands in for the default
       // ~/.postgresql/root.crt; an sslrootcert in the string wins.
-      tls.ca = readSecretFile(readFile, rootcert || join(home, '.postgresql', 'root.crt'), 'root certificate')
+      tls.ca = readSecretFile(readFile, rootcert || join(home, '.postgresql', 'root.crt'), 'sslrootcert')
     }
     const crl = get('sslcrl')
-    if (crl) tls.crl = readSecretFile(readFile, crl, 'certificate revocation list')
+    if (crl) tls.crl = readSecretFile(readFile, crl, 'sslcrl')
     // The client certificate, as libpq: sslcert, else the default one when
     // it is there (none: no client certificate, sslkey unused); with a
     // certificate, its key (sslkey, else the default) must be there.  An
@@ -626,16 +640,9 @@ export function translate(conninfo, opts = {}) {
     if (oneOf('sslcertmode', ['disable', 'allow', 'require'], 'allow') === 'disable') {
       // no client certificate
     } else if (cert) {
-      certPem = readSecretFile(readFile, cert, 'client certificate')
+      certPem = readSecretFile(readFile, cert, 'sslcert')
     } else {
-      const path = join(home, '.postgresql', 'postgresql.crt')
-      try {
-        certPem = readFile(path)
-      } catch (err) {
-        if (err.code !== 'ENOENT' && err.code !== 'ENOTDIR') {
-          throw new DbswapError('conninfo', `could not read the client certificate file "${path}": ${err.code ?? err.message}`)
-        }
-      }
+      certPem = readDefaultFile(readFile, join(home, '.postgresql', 'postgresql.crt'), 'sslcert')
     }
     if (certPem !== undefined) {
       tls.cert = certPem

@@ -360,7 +360,7 @@ test('translate: sslmode and its files (pg wants their contents)', () => {
   const eacces = (path) => {
     throw Object.assign(new Error(`EACCES: ${path}`), { code: 'EACCES' })
   }
-  assert.throws(() => translate('host=db sslmode=require', { env: {}, readFile: eacces, home: '/h' }), /root certificate file "\/h\/.postgresql\/root.crt": EACCES/)
+  assert.throws(() => translate('host=db sslmode=require', { env: {}, readFile: eacces, home: '/h' }), /root certificate file "\/h\/.postgresql\/root.crt" \(sslrootcert\): EACCES/)
   // prefer never verifies (libpq would, then go on without TLS on failure).
   assert.equal(tls('host=db sslmode=prefer').tls.rejectUnauthorized, false)
 
@@ -391,8 +391,9 @@ test('translate: sslmode and its files (pg wants their contents)', () => {
     assert.equal(sys.tls.ca, undefined, 'the system roots')
   }
   assert.throws(() => tls('host=db sslrootcert=system', { PGSSLMODE: 'prefer' }), /weak sslmode "prefer"/)
-  assert.throws(() => translate('host=db sslmode=verify-ca', { env: {}, readFile: NO_FILES, home: '/nowhere' }), /root certificate file "\/nowhere\/.postgresql\/root.crt": ENOENT/)
-  assert.throws(() => tls('host=db sslmode=verify-ca sslrootcert=/missing.pem'), /could not read the root certificate/)
+  assert.throws(() => translate('host=db sslmode=verify-ca', { env: {}, readFile: NO_FILES, home: '/nowhere' }), /root certificate file "\/nowhere\/.postgresql\/root.crt" \(sslrootcert\): ENOENT/)
+  assert.throws(() => tls('host=db sslmode=verify-ca sslrootcert=/missing.pem'), /could not read the root certificate file "\/missing.pem" \(sslrootcert\): ENOENT/)
+  assert.throws(() => tls('host=db sslmode=require sslcrl=/missing.crl'), /certificate revocation list file "\/missing.crl" \(sslcrl\)/)
   assert.throws(() => tls('host=db sslmode=sometimes'), /invalid sslmode/)
   assert.equal(tls('host=db', { PGSSLMODE: 'disable' }).tls, false)
   // (no ~/.postgresql/root.crt, which would make require verify-ca)
@@ -462,9 +463,9 @@ test('translate: sslpassword decrypts the key here and is kept nowhere', () => {
   // A wrong or missing password: an error naming the file, not the password.
   assert.throws(
     () => tr('host=db sslmode=require sslcert=/etc/c.crt sslkey=/etc/enc.key sslpassword=QXwrongQX'),
-    (err) => err.code === 'conninfo' && /client key file "\/etc\/enc.key"/.test(err.message) && /sslpassword/.test(err.message) && !inspect(err).includes('QX'),
+    (err) => err.code === 'conninfo' && /client key file "\/etc\/enc.key" \(sslkey\)/.test(err.message) && /sslpassword/.test(err.message) && !inspect(err).includes('QX'),
   )
-  assert.throws(() => tr('host=db sslmode=require sslcert=/etc/c.crt sslkey=/etc/enc.key'), /client key file "\/etc\/enc.key" is encrypted and sslpassword is not set/)
+  assert.throws(() => tr('host=db sslmode=require sslcert=/etc/c.crt sslkey=/etc/enc.key'), /client key file "\/etc\/enc.key" \(sslkey\) is encrypted and sslpassword is not set/)
   // The default key in ~/.postgresql too.
   const home = { '/home/u/.postgresql/postgresql.crt': Buffer.from('CRT'), '/home/u/.postgresql/postgresql.key': Buffer.from(encrypted) }
   const byHome = translate(`host=db sslmode=require sslpassword=${password}`, { env: {}, readFile: (p) => home[p] ?? NO_FILES(p), home: '/home/u' })
@@ -492,13 +493,13 @@ test('translate: the client certificate and key, loaded as libpq loads them', ()
   assert.equal(tr('host=db sslmode=require').cert.toString(), 'HOMECRT', 'the default pair')
   assert.equal(tr('host=db sslmode=require', '/nowhere').cert, undefined, 'none')
   // A certificate without its key: an error, as in libpq.
-  assert.throws(() => tr('host=db sslmode=require sslcert=/etc/c.crt', '/nowhere'), /could not read the client key file "\/nowhere\/.postgresql\/postgresql.key"/)
+  assert.throws(() => tr('host=db sslmode=require sslcert=/etc/c.crt', '/nowhere'), /could not read the client key file "\/nowhere\/.postgresql\/postgresql.key" \(sslkey\)/)
   assert.throws(
     () => tr('host=db sslmode=require', '/h', { '/h/.postgresql/postgresql.crt': Buffer.from('CRT') }),
     /could not read the client key file "\/h\/.postgresql\/postgresql.key"/,
   )
   // sslcert given but missing: an error (libpq would go on without).
-  assert.throws(() => tr('host=db sslmode=require sslcert=/missing.crt sslkey=/etc/c.key'), /could not read the client certificate file "\/missing.crt"/)
+  assert.throws(() => tr('host=db sslmode=require sslcert=/missing.crt sslkey=/etc/c.key'), /could not read the client certificate file "\/missing.crt" \(sslcert\)/)
   // sslcertmode=disable: no client certificate at all.
   const disabled = tr('host=db sslmode=require sslcertmode=disable sslcert=/etc/c.crt sslkey=/etc/c.key')
   assert.equal(disabled.cert, undefined)
