@@ -15,7 +15,9 @@
  * A connection string holds a password: nothing here puts a value from it
  * into an error message.  maskConninfo() is the form to log.
  */
+import { createPrivateKey } from 'node:crypto'
 import { readFileSync } from 'node:fs'
+import { isIP } from 'node:net'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { checkServerIdentity } from 'node:tls'
@@ -58,9 +60,13 @@ function bad(message) {
 
 /* ---- parsing ---- */
 
+const UTF8 = new TextDecoder('utf-8', { fatal: true })
+
 /**
  * libpq's %XX decoding of URI parts (no '+' for a blank): the bytes
- * decoded are read as UTF-8.
+ * decoded are read as UTF-8.  libpq passes any bytes on; pg sends strings
+ * as UTF-8, so bytes that are not UTF-8 are refused (they would turn into
+ * U+FFFD, a different password or name).
  */
 function uriDecode(s, where) {
   if (!s.includes('%')) return s
@@ -80,13 +86,24 @@ function uriDecode(s, where) {
     parts.push(Buffer.of(b))
     i = pct + 3
   }
-  return Buffer.concat(parts).toString('utf8')
+  try {
+    return UTF8.decode(Buffer.concat(parts))
+  } catch {
+    throw bad(`the ${where} is not valid UTF-8 once percent-decoded (pg sends UTF-8)`)
+  }
 }
 
-function store(params, keyword, value, quote) {
+function store(params, keyword, value, quote, position) {
   if (!KEYWORDS.has(keyword)) {
     // An unknown word may be a misplaced secret: never quoted.
-    throw bad(quote ? `invalid URI query parameter at ${quote}` : 'invalid connection option')
+    if (quote) throw bad(`invalid URI query parameter at ${quote}`)
+    throw bad(position === undefined ? 'invalid connection option' : `invalid connection option at position ${position}`)
+  }
+  if (keyword === 'requiressl') {
+    // libpq stores the deprecated requiressl as sslmode: the last of the
+    // two in the string wins; "1..." is require, anything else prefer.
+    params.sslmode = value.startsWith('1') ? 'require' : 'prefer'
+    return
   }
   params[keyword] = value
 }
@@ -157,7 +174,8 @@ function parseUri(s, schemeLen) {
       if (eq < 0) throw bad(`missing "=" in the URI query parameter at position ${at}`)
       if (pair.indexOf('=', eq + 1) >= 0) throw bad(`extra "=" in the URI query parameter at position ${at}`)
       let key = uriDecode(pair.slice(0, eq), 'query')
-      let value = uriDecode(pair.slice(eq + 1), 'query')
+      // Named only if it is a keyword: an unknown one may be a secret.
+      let value = uriDecode(pair.slice(eq + 1), KEYWORDS.has(key) ? `${key} query parameter` : 'query')
       // libpq's JDBC compatibility.
       if (key === 'ssl' && value === 'true') {
         key = 'sslmode'
@@ -210,8 +228,7 @@ function parseKeyValue(s) {
         value += s[p++]
       }
     }
-    if (!KEYWORDS.has(keyword)) throw bad(`invalid connection option at position ${start}`)
-    params[keyword] = value
+    store(params, keyword, value, null, start)
   }
   return params
 }
@@ -375,13 +392,61 @@ export function redact(text, conninfo) {
 const SSL_MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']
 const SESSION_ATTRS = ['any', 'read-write', 'read-only', 'primary', 'standby', 'prefer-standby']
 const DEFAULT_PORT = 5432
+/** Where libpq looks for the server's socket when no host is given
+ * (DEFAULT_PGSOCKET_DIR): Debian's, Ubuntu's and Red Hat's libpq use this
+ * one (upstream builds use /tmp).  libpq on Windows has none: localhost. */
+const DEFAULT_SOCKET_DIR = process.platform === 'win32' ? 'localhost' : '/var/run/postgresql'
 
-function readSecretFile(readFile, path, what) {
+/** The files a connection string names, by their keyword. */
+const FILES = { sslrootcert: 'root certificate', sslcrl: 'certificate revocation list', sslcert: 'client certificate', sslkey: 'client key' }
+
+function fileError(path, keyword, err) {
+  return new DbswapError('conninfo', `could not read the ${FILES[keyword]} file "${path}" (${keyword}): ${err.code ?? err.message}`)
+}
+
+/** Reads the file given in keyword (or its default). */
+function readSecretFile(readFile, path, keyword) {
   try {
     return readFile(path)
   } catch (err) {
-    throw new DbswapError('conninfo', `could not read the ${what} file "${path}": ${err.code ?? err.message}`)
+    throw fileError(path, keyword, err)
   }
+}
+
+/** Reads a default file that may be missing: undefined then, as libpq. */
+function readDefaultFile(readFile, path, keyword) {
+  try {
+    return readFile(path)
+  } catch (err) {
+    if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return undefined
+    throw fileError(path, keyword, err)
+  }
+}
+
+/**
+ * The client key from its file as unencrypted PKCS#8 PEM: sslpassword is
+ * used here and goes no further (tls's passphrase would sit, enumerable,
+ * in every pg client's ssl options).  Errors name the file, never the
+ * password.
+ */
+function loadClientKey(readFile, path, password) {
+  const pem = readSecretFile(readFile, path, 'sslkey')
+  try {
+    return createPrivateKey({ key: pem, format: 'pem', passphrase: password || undefined }).export({ type: 'pkcs8', format: 'pem' })
+  } catch (err) {
+    const encrypted = /-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: *4, *ENCRYPTED/.test(pem.toString('latin1'))
+    if (!password && (encrypted || err.code === 'ERR_MISSING_PASSPHRASE')) {
+      throw new DbswapError('conninfo', `the client key file "${path}" (sslkey) is encrypted and sslpassword is not set`)
+    }
+    throw new DbswapError('conninfo', `could not load the client key file "${path}" (sslkey): not a PEM private key, or the wrong sslpassword (${err.code ?? 'invalid'})`)
+  }
+}
+
+/** Sets the client key as pg keeps it: not enumerable, so that inspecting a
+ * config or a client does not print it (pg's Connection reads it all the
+ * same). */
+function setKey(tls, key) {
+  Object.defineProperty(tls, 'key', { value: key, enumerable: false, writable: true, configurable: true })
 }
 
 function splitList(value) {
@@ -411,7 +476,9 @@ function parsePort(s) {
  *   cannot do (the message quotes no value)
  *
  * @typedef {object} HostEntry
- * @property {string | undefined} host name, socket directory, or undefined (pg's default)
+ * @property {string | undefined} host name or socket directory (libpq's
+ *   default socket directory when none is given); undefined with a hostaddr
+ *   and no host
  * @property {string | undefined} hostaddr numeric address to connect to instead of resolving host
  * @property {number} port
  *
@@ -448,8 +515,11 @@ export function translate(conninfo, opts = {}) {
   for (const key of ['oauth_issuer', 'oauth_client_id', 'oauth_client_secret', 'scram_client_key', 'scram_server_key']) {
     if (get(key)) throw bad(`${key} is not supported by pg`)
   }
-  if (get('passfile') && get('password') === undefined) {
-    throw bad('passfile is not supported with pg (it reads $PGPASSFILE or ~/.pgpass)')
+  // pg reads $PGPASSFILE or ~/.pgpass by itself, as libpq does without a
+  // passfile parameter: only a passfile named in the string is beyond it.
+  // libpq reads it when the password is absent or empty.
+  if (params.passfile && !get('password')) {
+    throw bad('passfile is not supported with pg (it reads $PGPASSFILE or ~/.pgpass): give the password')
   }
 
   // Hosts: host, hostaddr and port lists, matched as libpq matches them.
@@ -465,11 +535,19 @@ export function translate(conninfo, opts = {}) {
   }
   const hosts = []
   for (let i = 0; i < count; i++) {
-    hosts.push({
-      host: (addrs && get('host') === undefined ? undefined : names[i]) || undefined,
-      hostaddr: addrs?.[i] || undefined,
-      port: (ports.length === 1 ? ports[0] : ports[i]) ?? DEFAULT_PORT,
-    })
+    const hostaddr = addrs?.[i] || undefined
+    // libpq takes only numeric addresses here; pg would resolve a name.
+    if (hostaddr !== undefined && !isIP(hostaddr)) throw bad('invalid hostaddr value (a numeric IP address)')
+    let host = (addrs && get('host') === undefined ? undefined : names[i]) || undefined
+    // libpq: no host (nor PGHOST), or an empty entry in the list, is the
+    // default socket directory, not localhost (pg's default).
+    if (host === undefined && hostaddr === undefined) host = DEFAULT_SOCKET_DIR
+    // "@name" is an abstract Unix socket in libpq; pg takes only socket
+    // directories (a host starting with "/") and would look it up in DNS.
+    if (host?.startsWith('@') && hostaddr === undefined) {
+      throw bad('host: abstract Unix sockets ("@name") are not supported with pg')
+    }
+    hosts.push({ host, hostaddr, port: (ports.length === 1 ? ports[0] : ports[i]) ?? DEFAULT_PORT })
   }
   if (oneOf('load_balance_hosts', ['disable', 'random'], 'disable') === 'random') {
     for (let i = hosts.length - 1; i > 0; i--) {
@@ -501,15 +579,22 @@ export function translate(conninfo, opts = {}) {
     if (!/^[0-9]+$/.test(idle)) throw bad('invalid keepalives_idle value')
     config.keepAliveInitialDelayMillis = Number(idle) * 1000
   }
+  // pg's enableChannelBinding only prefers SCRAM-SHA-256-PLUS: it still
+  // takes plain SCRAM, MD5, a cleartext password or no TLS at all, which
+  // libpq refuses under require.  Refused rather than weakened.
   if (oneOf('channel_binding', ['disable', 'prefer', 'require'], 'prefer') === 'require') {
-    config.enableChannelBinding = true
+    throw bad('channel_binding=require is not supported with pg (it cannot refuse a server that skips channel binding)')
   }
   const negotiation = oneOf('sslnegotiation', ['postgres', 'direct'], 'postgres')
 
   // TLS.
+  // The string's sslmode (or requiressl, stored as sslmode), then
+  // $PGSSLMODE, then the deprecated $PGREQUIRESSL ("1..." for require).
   let sslMode = get('sslmode')
-  if (sslMode === undefined && get('requiressl') === '1') sslMode = 'require'
-  sslMode = sslMode ?? 'prefer'
+  if (sslMode === undefined && env.PGREQUIRESSL?.startsWith('1')) sslMode = 'require'
+  // libpq 16: sslrootcert=system makes verify-full the default (a weaker
+  // mode given, even by $PGSSLMODE, is refused below).
+  sslMode = sslMode ?? (get('sslrootcert') === 'system' ? 'verify-full' : 'prefer')
   if (!SSL_MODES.includes(sslMode)) throw bad('invalid sslmode value')
   let tls = false
   if (sslMode !== 'disable' && sslMode !== 'allow') {
@@ -517,37 +602,58 @@ export function translate(conninfo, opts = {}) {
     if (rootcert === 'system' && sslMode !== 'verify-full') {
       throw bad(`weak sslmode "${sslMode}" may not be used with sslrootcert=system (use "verify-full")`)
     }
-    // libpq: require with a root certificate given verifies the chain.
-    if (sslMode === 'require' && rootcert) sslMode = 'verify-ca'
     tls = { ...(opts.tls ?? {}) }
-    const verify = sslMode === 'verify-ca' || sslMode === 'verify-full'
-    tls.rejectUnauthorized = verify
-    if (verify && rootcert !== 'system') {
-      tls.ca = readSecretFile(readFile, rootcert || join(home, '.postgresql', 'root.crt'), 'root certificate')
-    }
-    const crl = get('sslcrl')
-    if (crl) tls.crl = readSecretFile(readFile, crl, 'certificate revocation list')
-    const cert = get('sslcert')
-    const key = get('sslkey')
-    if (cert || key) {
-      tls.cert = readSecretFile(readFile, cert || join(home, '.postgresql', 'postgresql.crt'), 'client certificate')
-      tls.key = readSecretFile(readFile, key || join(home, '.postgresql', 'postgresql.key'), 'client key')
-    } else {
-      // libpq loads the default client certificate when it is there.
-      try {
-        const c = readFile(join(home, '.postgresql', 'postgresql.crt'))
-        const k = readFile(join(home, '.postgresql', 'postgresql.key'))
-        tls.cert = c
-        tls.key = k
-      } catch {
-        // none: fine
+    // libpq: require with a root certificate verifies the chain, given in
+    // sslrootcert (read below, an error if missing: stricter than libpq)
+    // or the default ~/.postgresql/root.crt when it is there (the app's ca
+    // standing in for it).
+    if (sslMode === 'require') {
+      if (rootcert || tls.ca !== undefined) {
+        sslMode = 'verify-ca'
+      } else {
+        const ca = readDefaultFile(readFile, join(home, '.postgresql', 'root.crt'), 'sslrootcert')
+        if (ca !== undefined) {
+          tls.ca = ca
+          sslMode = 'verify-ca'
+        }
       }
     }
-    if (params.sslpassword) tls.passphrase = params.sslpassword
+    const verify = sslMode === 'verify-ca' || sslMode === 'verify-full'
+    tls.rejectUnauthorized = verify
+    if (rootcert === 'system') {
+      // Node's own roots: the string wins over the app's ca.
+      delete tls.ca
+    } else if (verify && (rootcert || tls.ca === undefined)) {
+      // The app's ca (the pool's ssl option) stands in for the default
+      // ~/.postgresql/root.crt; an sslrootcert in the string wins.
+      tls.ca = readSecretFile(readFile, rootcert || join(home, '.postgresql', 'root.crt'), 'sslrootcert')
+    }
+    const crl = get('sslcrl')
+    if (crl) tls.crl = readSecretFile(readFile, crl, 'sslcrl')
+    // The client certificate, as libpq: sslcert, else the default one when
+    // it is there (none: no client certificate, sslkey unused); with a
+    // certificate, its key (sslkey, else the default) must be there.  An
+    // sslcert given but missing is an error here (libpq goes on without).
+    const cert = get('sslcert')
+    const key = get('sslkey')
+    let certPem
+    if (oneOf('sslcertmode', ['disable', 'allow', 'require'], 'allow') === 'disable') {
+      // no client certificate
+    } else if (cert) {
+      certPem = readSecretFile(readFile, cert, 'sslcert')
+    } else {
+      certPem = readDefaultFile(readFile, join(home, '.postgresql', 'postgresql.crt'), 'sslcert')
+    }
+    if (certPem !== undefined) {
+      tls.cert = certPem
+      setKey(tls, loadClientKey(readFile, key || join(home, '.postgresql', 'postgresql.key'), params.sslpassword))
+    }
     const versions = { 'TLSv1': 'TLSv1', 'TLSv1.1': 'TLSv1.1', 'TLSv1.2': 'TLSv1.2', 'TLSv1.3': 'TLSv1.3' }
-    const min = get('ssl_min_protocol_version') ?? 'TLSv1.2'
-    if (!versions[min]) throw bad('invalid ssl_min_protocol_version value')
-    tls.minVersion = min
+    // The string's, else the app's own (the pool's ssl option), else
+    // libpq's default.
+    const min = get('ssl_min_protocol_version')
+    if (min !== undefined && !versions[min]) throw bad('invalid ssl_min_protocol_version value')
+    tls.minVersion = min ?? tls.minVersion ?? 'TLSv1.2'
     const max = get('ssl_max_protocol_version')
     if (max) {
       if (!versions[max]) throw bad('invalid ssl_max_protocol_version value')
@@ -585,6 +691,7 @@ export function hostConfig(t, entry, how = {}) {
     return config
   }
   const tls = { ...t.tls }
+  if (t.tls.key !== undefined) setKey(tls, t.tls.key)
   if (t.sslMode === 'verify-ca') {
     tls.checkServerIdentity = () => undefined
   } else if (t.sslMode === 'verify-full') {

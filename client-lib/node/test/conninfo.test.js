@@ -4,8 +4,11 @@
  * translation into pg's config.
  */
 import assert from 'node:assert/strict'
+import { createPrivateKey, generateKeyPairSync } from 'node:crypto'
 import { test } from 'node:test'
 import { inspect } from 'node:util'
+
+import pg from 'pg'
 
 import { hostConfig, hostLabel, maskConninfo, parseConninfo, redact, translate } from '../src/conninfo.js'
 
@@ -177,6 +180,9 @@ test('parse: keyword/value strings by libpq rules', () => {
   assert.deepEqual(p(''), {})
   // Later keys win.
   assert.equal(parseConninfo('host=a host=b').host, 'b')
+  // The deprecated requiressl is stored as sslmode, as libpq does.
+  assert.deepEqual(p('sslmode=disable requiressl=1'), { sslmode: 'require' })
+  assert.deepEqual(p('requiressl=0'), { sslmode: 'prefer' })
 })
 
 test('parse errors name no value', () => {
@@ -201,6 +207,19 @@ test('parse errors name no value', () => {
       s,
     )
   }
+  // Bytes that are not UTF-8: refused, naming the part, not its value.
+  for (const [s, re] of [
+    ['postgresql://app:QXp%E9QX@db/x', /the password is not valid UTF-8/],
+    ['postgresql://QX%FFQX@db/x', /the user name is not valid UTF-8/],
+    ['postgresql://db/QX%C3QX', /the database name is not valid UTF-8/],
+    ['postgresql://db/x?password=QX%E9QX', /the password query parameter is not valid UTF-8/],
+    ['postgresql://db/x?sslpassword=QX%80QX', /the sslpassword query parameter is not valid UTF-8/],
+    ['postgresql://db/x?QX%E9QX=1', /the query is not valid UTF-8/],
+    ['postgresql://db/x?QXsecret=%E9', /the query is not valid UTF-8/],
+  ]) {
+    assert.throws(() => parseConninfo(s), (err) => err.code === 'conninfo' && re.test(err.message) && !inspect(err).includes('QX'), s)
+  }
+  assert.equal(parseConninfo('postgresql://app:p%C3%A9@db').password, 'pé')
   assert.throws(() => parseConninfo('host=db porrt=5'), /invalid connection option/)
   assert.throws(() => parseConninfo('host'), /missing "=" after "host"/)
   assert.throws(() => parseConninfo('postgresql://db?bogus=1'), /invalid URI query parameter/)
@@ -231,12 +250,25 @@ test('translate: hosts, ports and hostaddr, matched as libpq does', () => {
   assert.deepEqual(t('host=a,b port=6000').hosts.map((h) => h.port), [6000, 6000])
   assert.deepEqual(t('postgresql://a:1,b/db').hosts.map(hostLabel), ['a:1', 'b:5432'])
   assert.deepEqual(t('postgresql://[::1]:6/db').hosts.map(hostLabel), ['[::1]:6'])
-  assert.deepEqual(t('dbname=x').hosts, [{ host: undefined, hostaddr: undefined, port: 5432 }])
+  // No host: libpq's default socket directory, not TCP to localhost.
+  assert.deepEqual(t('dbname=x').hosts, [{ host: '/var/run/postgresql', hostaddr: undefined, port: 5432 }])
+  assert.deepEqual(t('postgresql:///app?user=app').hosts.map(hostLabel), ['/var/run/postgresql:5432'])
+  assert.deepEqual(t('host=a,,b port=1,2,3').hosts.map(hostLabel), ['a:1', '/var/run/postgresql:2', 'b:3'])
+  assert.deepEqual(t('postgresql://a,:6/db').hosts.map(hostLabel), ['a:5432', '/var/run/postgresql:6'])
+  const sockDefault = t('dbname=x sslmode=require')
+  assert.deepEqual(hostConfig(sockDefault, sockDefault.hosts[0]), { database: 'x', keepAlive: true, host: '/var/run/postgresql', port: 5432, ssl: false })
+  // A hostaddr without a host is no socket.
+  assert.deepEqual(t('hostaddr=10.0.0.5').hosts, [{ host: undefined, hostaddr: '10.0.0.5', port: 5432 }])
+  // Abstract sockets: pg would look "@name" up in DNS.
+  assert.throws(() => t('host=@pg'), (err) => err.code === 'conninfo' && /host: abstract Unix sockets/.test(err.message))
+  assert.throws(() => t('dbname=x', { env: { PGHOST: 'a,@pg' } }), /abstract Unix sockets/)
   assert.deepEqual(t('host=db hostaddr=10.0.0.5').hosts, [{ host: 'db', hostaddr: '10.0.0.5', port: 5432 }])
   assert.deepEqual(t('hostaddr=10.0.0.5,10.0.0.6').hosts.map(hostLabel), ['10.0.0.5:5432', '10.0.0.6:5432'])
   assert.throws(() => t('host=a,b port=1,2,3'), /could not match 3 port numbers to 2 hosts/)
   assert.throws(() => t('host=a,b hostaddr=1.2.3.4'), /could not match 2 host names to 1 hostaddr/)
   assert.throws(() => t('host=a port=99999'), /invalid port/)
+  assert.throws(() => t('host=a hostaddr=db.example'), /invalid hostaddr value/, 'libpq takes no name there')
+  assert.deepEqual(t('host=a,b hostaddr=::1,').hosts.map((h) => h.hostaddr), ['::1', undefined])
   assert.throws(() => t('host=a port=x'), /invalid port/)
   // The environment, where the string says nothing (PGHOST may be a list).
   assert.deepEqual(t('dbname=x', { env: { PGHOST: 'e1,e2', PGPORT: '7' } }).hosts.map(hostLabel), ['e1:7', 'e2:7'])
@@ -263,7 +295,7 @@ test('translate: one config per host, the connect address and the name told apar
 
 test('translate: the other parameters pg has', () => {
   const tr = t(
-    "postgresql://app@db/x?connect_timeout=10&application_name=api&options=-c%20statement_timeout%3D5s&keepalives_idle=30&client_encoding=UTF8&target_session_attrs=read-write&replication=database&channel_binding=require",
+    "postgresql://app@db/x?connect_timeout=10&application_name=api&options=-c%20statement_timeout%3D5s&keepalives_idle=30&client_encoding=UTF8&target_session_attrs=read-write&replication=database&channel_binding=prefer",
   )
   assert.deepEqual(tr.config, {
     user: 'app',
@@ -275,7 +307,6 @@ test('translate: the other parameters pg has', () => {
     client_encoding: 'UTF8',
     keepAlive: true,
     keepAliveInitialDelayMillis: 30000,
-    enableChannelBinding: true,
   })
   assert.equal(tr.targetSessionAttrs, 'read-write')
   assert.equal(t('host=a connect_timeout=1').config.connectionTimeoutMillis, 2000, 'libpq takes 1 for 2')
@@ -295,7 +326,7 @@ test('translate: sslmode and its files (pg wants their contents)', () => {
   const files = {
     '/etc/ca.pem': Buffer.from('CA'),
     '/etc/client.crt': Buffer.from('CRT'),
-    '/etc/client.key': Buffer.from('KEY'),
+    '/etc/client.key': Buffer.from(CLIENT_KEY),
     '/etc/crl.pem': Buffer.from('CRL'),
     '/home/u/.postgresql/root.crt': Buffer.from('HOMECA'),
   }
@@ -312,10 +343,26 @@ test('translate: sslmode and its files (pg wants their contents)', () => {
   assert.equal(prefer.tls.rejectUnauthorized, false)
   assert.equal(hostConfig(prefer, prefer.hosts[0], { plain: true }).ssl, false)
 
-  const require_ = tls('host=db sslmode=require')
+  const require_ = translate('host=db sslmode=require', { env: {}, readFile, home: '/nowhere' })
+  assert.equal(require_.sslMode, 'require')
   assert.equal(require_.tls.rejectUnauthorized, false)
   assert.equal(require_.tls.ca, undefined)
   assert.equal(require_.tls.minVersion, 'TLSv1.2')
+  // require with ~/.postgresql/root.crt there verifies the chain, as libpq.
+  const homeRoot = tls('host=db sslmode=require')
+  assert.equal(homeRoot.sslMode, 'verify-ca')
+  assert.equal(homeRoot.tls.ca.toString(), 'HOMECA')
+  assert.equal(homeRoot.tls.rejectUnauthorized, true)
+  assert.equal(hostConfig(homeRoot, homeRoot.hosts[0]).ssl.checkServerIdentity(), undefined)
+  const appCa = translate('host=db sslmode=require', { env: {}, readFile, home: '/nowhere', tls: { ca: 'APPCA' } })
+  assert.equal(appCa.sslMode, 'verify-ca', "the app's ca stands in for root.crt")
+  assert.equal(appCa.tls.ca, 'APPCA')
+  const eacces = (path) => {
+    throw Object.assign(new Error(`EACCES: ${path}`), { code: 'EACCES' })
+  }
+  assert.throws(() => translate('host=db sslmode=require', { env: {}, readFile: eacces, home: '/h' }), /root certificate file "\/h\/.postgresql\/root.crt" \(sslrootcert\): EACCES/)
+  // prefer never verifies (libpq would, then go on without TLS on failure).
+  assert.equal(tls('host=db sslmode=prefer').tls.rejectUnauthorized, false)
 
   // require with a root certificate verifies the chain, as libpq does.
   const withRoot = tls('host=db sslmode=require sslrootcert=/etc/ca.pem')
@@ -324,12 +371,11 @@ test('translate: sslmode and its files (pg wants their contents)', () => {
   assert.equal(withRoot.tls.rejectUnauthorized, true)
   assert.equal(hostConfig(withRoot, withRoot.hosts[0]).ssl.checkServerIdentity(), undefined)
 
-  const full = tls('host=db.example sslmode=verify-full sslcert=/etc/client.crt sslkey=/etc/client.key sslcrl=/etc/crl.pem sslpassword=kp')
+  const full = tls('host=db.example sslmode=verify-full sslcert=/etc/client.crt sslkey=/etc/client.key sslcrl=/etc/crl.pem')
   assert.equal(full.tls.ca.toString(), 'HOMECA', 'the default root certificate')
   assert.equal(full.tls.cert.toString(), 'CRT')
-  assert.equal(full.tls.key.toString(), 'KEY')
+  assert.equal(full.tls.key, CLIENT_KEY)
   assert.equal(full.tls.crl.toString(), 'CRL')
-  assert.equal(full.tls.passphrase, 'kp')
   const cfg = hostConfig(full, full.hosts[0])
   assert.equal(typeof cfg.ssl.checkServerIdentity, 'function')
   // The identity is checked against the name, not the address.
@@ -338,17 +384,127 @@ test('translate: sslmode and its files (pg wants their contents)', () => {
 
   assert.equal(tls('host=db sslmode=verify-full sslrootcert=system').tls.ca, undefined)
   assert.throws(() => tls('host=db sslmode=require sslrootcert=system'), /weak sslmode "require"/)
-  assert.throws(() => translate('host=db sslmode=verify-ca', { env: {}, readFile: NO_FILES, home: '/nowhere' }), /root certificate file "\/nowhere\/.postgresql\/root.crt": ENOENT/)
-  assert.throws(() => tls('host=db sslmode=verify-ca sslrootcert=/missing.pem'), /could not read the root certificate/)
+  // libpq 16: sslrootcert=system without sslmode means verify-full.
+  for (const sys of [tls('host=db sslrootcert=system'), tls('host=db', { PGSSLROOTCERT: 'system' })]) {
+    assert.equal(sys.sslMode, 'verify-full')
+    assert.equal(sys.tls.rejectUnauthorized, true)
+    assert.equal(sys.tls.ca, undefined, 'the system roots')
+  }
+  assert.throws(() => tls('host=db sslrootcert=system', { PGSSLMODE: 'prefer' }), /weak sslmode "prefer"/)
+  assert.throws(() => translate('host=db sslmode=verify-ca', { env: {}, readFile: NO_FILES, home: '/nowhere' }), /root certificate file "\/nowhere\/.postgresql\/root.crt" \(sslrootcert\): ENOENT/)
+  assert.throws(() => tls('host=db sslmode=verify-ca sslrootcert=/missing.pem'), /could not read the root certificate file "\/missing.pem" \(sslrootcert\): ENOENT/)
+  assert.throws(() => tls('host=db sslmode=require sslcrl=/missing.crl'), /certificate revocation list file "\/missing.crl" \(sslcrl\)/)
   assert.throws(() => tls('host=db sslmode=sometimes'), /invalid sslmode/)
   assert.equal(tls('host=db', { PGSSLMODE: 'disable' }).tls, false)
-  assert.equal(tls('host=db requiressl=1').sslMode, 'require')
+  // (no ~/.postgresql/root.crt, which would make require verify-ca)
+  const mode = (c, env = {}) => translate(c, { env, readFile, home: '/nowhere' }).sslMode
+  assert.equal(mode('host=db requiressl=1'), 'require')
+  // libpq stores requiressl as sslmode: the last one in the string wins.
+  assert.equal(mode('host=db sslmode=disable requiressl=1'), 'require')
+  assert.equal(mode('host=db requiressl=1 sslmode=disable'), 'disable')
+  assert.equal(mode('host=db sslmode=require requiressl=0'), 'prefer')
+  assert.equal(mode('postgresql://db/x?sslmode=allow&requiressl=1'), 'require')
+  assert.equal(mode('host=db requiressl=1', { PGSSLMODE: 'disable' }), 'require', "the string's wins over $PGSSLMODE")
+  // $PGREQUIRESSL=1 only when neither the string nor $PGSSLMODE says.
+  assert.equal(mode('host=db', { PGREQUIRESSL: '1' }), 'require')
+  assert.equal(mode('host=db', { PGREQUIRESSL: '1', PGSSLMODE: 'allow' }), 'allow')
+  assert.equal(mode('host=db sslmode=disable', { PGREQUIRESSL: '1' }), 'disable')
+  assert.equal(mode('host=db', { PGREQUIRESSL: '0' }), 'prefer')
   assert.equal(tls('host=db sslmode=require ssl_max_protocol_version=TLSv1.3').tls.maxVersion, 'TLSv1.3')
   assert.throws(() => tls('host=db sslmode=require ssl_min_protocol_version=SSLv3'), /ssl_min_protocol_version/)
   // A user's ssl options are the base; the string's win.
   const merged = translate('host=db sslmode=require', { env: {}, readFile, tls: { servername: 'x', rejectUnauthorized: true } })
   assert.equal(merged.tls.servername, 'x')
   assert.equal(merged.tls.rejectUnauthorized, false)
+  // The app's minimum TLS version, unless the string gives one.
+  assert.equal(translate('host=db sslmode=require', { env: {}, readFile, tls: { minVersion: 'TLSv1.3' } }).tls.minVersion, 'TLSv1.3')
+  assert.equal(translate('host=db sslmode=require ssl_min_protocol_version=TLSv1.2', { env: {}, readFile, tls: { minVersion: 'TLSv1.3' } }).tls.minVersion, 'TLSv1.2')
+  // The app's ca stands in for ~/.postgresql/root.crt, which is not read.
+  const noHome = { env: {}, readFile, home: '/nowhere', tls: { ca: 'APPCA', minVersion: 'TLSv1.3' } }
+  for (const mode of ['verify-ca', 'verify-full']) {
+    const app = translate(`host=db sslmode=${mode}`, noHome)
+    assert.equal(app.tls.ca, 'APPCA', mode)
+    assert.equal(app.tls.rejectUnauthorized, true)
+  }
+  assert.equal(translate('host=db sslmode=verify-full sslrootcert=/etc/ca.pem', noHome).tls.ca.toString(), 'CA', "the string's sslrootcert wins")
+  assert.equal(translate('host=db sslrootcert=system', noHome).tls.ca, undefined, "sslrootcert=system: Node's roots")
+})
+
+const KEY_PAIR = generateKeyPairSync('ec', { namedCurve: 'prime256v1' })
+const CLIENT_KEY = KEY_PAIR.privateKey.export({ type: 'pkcs8', format: 'pem' })
+
+test('translate: sslpassword decrypts the key here and is kept nowhere', () => {
+  const password = 'QXkeypassQX'
+  const encrypted = KEY_PAIR.privateKey.export({ type: 'pkcs8', format: 'pem', cipher: 'aes-256-cbc', passphrase: password })
+  const legacy = KEY_PAIR.privateKey.export({ type: 'sec1', format: 'pem', cipher: 'aes-128-cbc', passphrase: password })
+  const files = { '/etc/c.crt': Buffer.from('CRT'), '/etc/enc.key': Buffer.from(encrypted), '/etc/legacy.key': Buffer.from(legacy) }
+  const readFile = (path) => files[path] ?? NO_FILES(path)
+  const tr = (s) => translate(s, { env: {}, readFile, home: '/home/u' })
+  for (const file of ['/etc/enc.key', '/etc/legacy.key']) {
+    const conninfo = `host=db user=app sslmode=require sslcert=/etc/c.crt sslkey=${file} sslpassword=${password}`
+    const t1 = tr(conninfo)
+    assert.equal(t1.tls.passphrase, undefined)
+    // The key, decrypted, as PEM that needs no password.
+    assert.equal(createPrivateKey(t1.tls.key).asymmetricKeyType, 'ec')
+    assert.equal(t1.tls.key, CLIENT_KEY)
+    const cfg = hostConfig(t1, t1.hosts[0])
+    assert.equal(cfg.ssl.key, CLIENT_KEY, 'pg gets the key')
+    const client = new pg.Client(cfg)
+    for (const [what, text] of [
+      ['the translation', inspect(t1, { depth: 10 })],
+      ['the config', inspect(cfg, { depth: 10 })],
+      ['the config as JSON', JSON.stringify(cfg)],
+      ['a pg client', inspect(client, { depth: 10 })],
+    ]) {
+      assert.ok(!text.includes(password), `${what} shows sslpassword`)
+      assert.ok(!text.includes('PRIVATE KEY'), `${what} shows the key`)
+    }
+  }
+  // A wrong or missing password: an error naming the file, not the password.
+  assert.throws(
+    () => tr('host=db sslmode=require sslcert=/etc/c.crt sslkey=/etc/enc.key sslpassword=QXwrongQX'),
+    (err) => err.code === 'conninfo' && /client key file "\/etc\/enc.key" \(sslkey\)/.test(err.message) && /sslpassword/.test(err.message) && !inspect(err).includes('QX'),
+  )
+  assert.throws(() => tr('host=db sslmode=require sslcert=/etc/c.crt sslkey=/etc/enc.key'), /client key file "\/etc\/enc.key" \(sslkey\) is encrypted and sslpassword is not set/)
+  // The default key in ~/.postgresql too.
+  const home = { '/home/u/.postgresql/postgresql.crt': Buffer.from('CRT'), '/home/u/.postgresql/postgresql.key': Buffer.from(encrypted) }
+  const byHome = translate(`host=db sslmode=require sslpassword=${password}`, { env: {}, readFile: (p) => home[p] ?? NO_FILES(p), home: '/home/u' })
+  assert.equal(byHome.tls.key, CLIENT_KEY)
+  assert.ok(!inspect(byHome, { depth: 10 }).includes(password))
+})
+
+test('translate: the client certificate and key, loaded as libpq loads them', () => {
+  const files = {
+    '/etc/c.crt': Buffer.from('CRT'),
+    '/etc/c.key': Buffer.from(CLIENT_KEY),
+    '/home/u/.postgresql/postgresql.crt': Buffer.from('HOMECRT'),
+    '/home/u/.postgresql/postgresql.key': Buffer.from(CLIENT_KEY),
+  }
+  const tr = (s, home = '/home/u', extra = {}) =>
+    translate(s, { env: {}, readFile: (p) => ({ ...files, ...extra })[p] ?? NO_FILES(p), home }).tls
+  // sslkey alone and no default certificate: no client certificate.
+  const keyOnly = tr('host=db sslmode=require sslkey=/etc/c.key', '/nowhere')
+  assert.equal(keyOnly.cert, undefined)
+  assert.equal(keyOnly.key, undefined)
+  // sslkey with the default certificate.
+  const withHome = tr('host=db sslmode=require sslkey=/etc/c.key')
+  assert.equal(withHome.cert.toString(), 'HOMECRT')
+  assert.equal(withHome.key, CLIENT_KEY)
+  assert.equal(tr('host=db sslmode=require').cert.toString(), 'HOMECRT', 'the default pair')
+  assert.equal(tr('host=db sslmode=require', '/nowhere').cert, undefined, 'none')
+  // A certificate without its key: an error, as in libpq.
+  assert.throws(() => tr('host=db sslmode=require sslcert=/etc/c.crt', '/nowhere'), /could not read the client key file "\/nowhere\/.postgresql\/postgresql.key" \(sslkey\)/)
+  assert.throws(
+    () => tr('host=db sslmode=require', '/h', { '/h/.postgresql/postgresql.crt': Buffer.from('CRT') }),
+    /could not read the client key file "\/h\/.postgresql\/postgresql.key"/,
+  )
+  // sslcert given but missing: an error (libpq would go on without).
+  assert.throws(() => tr('host=db sslmode=require sslcert=/missing.crt sslkey=/etc/c.key'), /could not read the client certificate file "\/missing.crt" \(sslcert\)/)
+  // sslcertmode=disable: no client certificate at all.
+  const disabled = tr('host=db sslmode=require sslcertmode=disable sslcert=/etc/c.crt sslkey=/etc/c.key')
+  assert.equal(disabled.cert, undefined)
+  assert.equal(disabled.key, undefined)
+  assert.throws(() => tr('host=db sslmode=require sslcertmode=sometimes'), /invalid sslcertmode/)
 })
 
 test('translate: what pg cannot do is refused, not weakened', () => {
@@ -359,10 +515,20 @@ test('translate: what pg cannot do is refused, not weakened', () => {
     ['host=a gssencmode=require', /GSSAPI/],
     ['host=a passfile=/x', /passfile/],
     ['host=a sslmode=disable sslnegotiation=direct', /needs SSL/],
+    // pg would still take plain SCRAM, MD5, cleartext or no TLS.
+    ['host=a sslmode=require channel_binding=require', /channel_binding=require is not supported/],
+    ['host=a sslmode=disable channel_binding=require', /channel_binding=require is not supported/],
   ]) {
     assert.throws(() => t(s), re, s)
   }
+  assert.throws(() => t('host=a', { env: { PGCHANNELBINDING: 'require' } }), /channel_binding=require/)
+  assert.equal(t('host=a channel_binding=disable').config.enableChannelBinding, undefined)
   assert.ok(t('host=a passfile=/x password=y'), 'a passfile with a password given is never read')
+  assert.ok(t('host=a passfile=/x', { env: { PGPASSWORD: 'y' } }), 'nor with $PGPASSWORD')
+  assert.throws(() => t("host=a passfile=/x password=''"), /passfile/, 'libpq reads it for an empty password')
+  // $PGPASSFILE is pg's to read, as libpq reads it: no refusal.
+  assert.equal(t('host=a user=u', { env: { PGPASSFILE: '/etc/pgpass' } }).config.password, undefined)
+  assert.ok(t('postgresql://u@a/db', { env: { PGPASSFILE: '/etc/pgpass' } }))
   assert.ok(t('host=a gssencmode=prefer krbsrvname=x tcp_user_timeout=5 keepalives_count=3'))
 })
 
