@@ -1,58 +1,46 @@
 #!/usr/bin/env node
-// Node pool benchmark: what createPool() costs an app against a plain
-// pg.Pool on the same server, both in this one process.  Driven by
-// tests/bench/node.py, which runs PostgreSQL and the agent; the Node
-// counterpart of pool-bench.c.
+// Node pool benchmark worker: one pool in one Node process, running the
+// loads a driver asks for, so that the driver (tests/bench/node.py) can
+// make a plain pg.Pool and createPool() take turns, each in a process of
+// its own (as in an app: one kind of pool, its code monomorphic), both
+// kept warm.  The Node counterpart of pool-bench.c.
 //
-//   node node-bench.js --socket PATH [--target NAME] [--loops 1,8]
-//        [--max M] [--seconds S] [--rounds R] [--pair-seconds P]
-//        [--warmup-seconds W] [--fake-seconds F] [--fake-rounds FR]
-//        [--pkg DIR] [--compare-pkg DIR]  < conninfo
+//   node node-bench.js --pool pg|dbswap [--fake] [--socket PATH]
+//        [--target NAME] [--max M] [--pkg DIR]
 //
-// stdin: first line, the connection string for the plain pg.Pool (a
-// secret: never in argv, never printed).  The dbswap pool gets its value
-// from the agent.  --pkg: the package directory (default
-// client-lib/node); --compare-pkg: a third pool, "dbswap_b", from another
-// copy of the package (a scratch copy with a change), measured in the same
-// rounds as the others.
+// --pool pg: a pg.Pool on the connection string read from stdin's first
+// line (a secret: never in argv, never printed); --pool dbswap: the
+// package's createPool() on the agent's socket (stdin's first line is
+// read and ignored).  --pkg: the package directory (default
+// client-lib/node), so that a scratch copy with a change can be measured
+// the same way.  --fake: the pool's pg Client is FakeClient, which needs
+// no server (connect and every query answer in setImmediate, a turn of
+// the event loop as a socket's read would be): what is left is the
+// pool's own work, and the CPU time per query is the pool's cost.
 //
-// Every pool: max = M (default the largest --loops), idleTimeoutMillis 0
-// (none closes while another is measured), pg's other defaults, M
-// connections opened before anything is measured (dbswap: min = M).
+// The pool: max = M (default 8), idleTimeoutMillis 0 (nothing closes
+// while the other process has its turn), pg's other defaults, M
+// connections opened before the first line (dbswap: min = M).
 //
-//   (i)   connect() + release() with no query, P seconds (default 2) per
-//         pool, for each loop count;
-//   (ii)  N async loops of `await pool.query('SELECT 1')`, the pools in
-//         turn in R rounds (default 20) of S seconds (default 1), the
-//         order rotated every round, so that drift in the machine weighs
-//         on all alike (short rounds: on a shared machine the drift is
-//         sub-second); a W seconds run of each first (default 1),
-//         unmeasured, for the JIT;
-//   (iii) the same loops on pools whose pg Client is FakeClient (no
-//         server: every answer comes in setImmediate), FR rounds (default
-//         5) of F seconds (default 1): what is left is the pools' own
-//         work, so the CPU time per query is the pool's cost.
-//
-// Output: one JSON object on stdout, raw figures only (node.py derives
-// rates and ratios):
-//   {"node": "v20...", "pg": "8.x", "max": M, "rounds": R, "seconds": S,
-//    "pair_seconds": P, "warmup_seconds": W, "fake_rounds": FR,
-//    "fake_seconds": F, "pools": ["pg", "dbswap"(, "dbswap_b")],
-//    "pairs": [{"loops": n, "pg": RUN, "dbswap": RUN}, ...],
-//    "select": [{"loops": n, "rounds": [{"order": ["pg", "dbswap"],
-//                "pg": RUN, "dbswap": RUN}, ...]}, ...],
-//    "fake": as "select",
-//    "dbswap_stats": {...}, "dbswap_generation": g}
-// where RUN is {"seconds": wall, "cpu_seconds": this process's CPU time,
-// "ops": n, "failures": n, "latency_us": {"p50", "p99", "max"} (null for
-// pairs)}.  Exit status 1 if anything failed, 2 for bad usage.
+// Then, one command per line on stdin, one JSON line on stdout each:
+//   {"op": "pairs", "loops": n, "seconds": s}   connect() + release(),
+//                                               no query
+//   {"op": "select", "loops": n, "seconds": s}  `await pool.query(
+//                                               'SELECT 1')`, timed
+// n concurrent async loops for s seconds, answered with a RUN:
+//   {"seconds": wall, "cpu_seconds": this process's CPU time, "ops": n,
+//    "failures": n, "latency_us": {"p50", "p99", "max"} (null for pairs)}
+// First line out: {"ready": true, "node": "v20...", "pg": "8.x", "max": M}.
+// At EOF on stdin the pool ends and the last line is {"end": true,
+// "stats": the dbswap pool's stats() or null}.  Exit status 1 after a
+// failure or a set-up error, 2 for bad usage.
 'use strict'
 
 const { EventEmitter } = require('node:events')
 const { createRequire } = require('node:module')
-const { readFileSync } = require('node:fs')
 const path = require('node:path')
 const { pathToFileURL } = require('node:url')
+const { createInterface } = require('node:readline')
 const { parseArgs } = require('node:util')
 
 const FAILURE_BACKOFF_MS = 10
@@ -169,8 +157,7 @@ async function waitReady(pool) {
 }
 
 /** A pg Client that needs no server: connect and query answer in
- * setImmediate (a turn of the event loop, as a socket's read would), so
- * that what is left is the pools' own work. */
+ * setImmediate. */
 class FakeClient extends EventEmitter {
   static RESULT = { rows: [{ one: 1 }], rowCount: 1 }
 
@@ -207,124 +194,68 @@ class FakeClient extends EventEmitter {
   }
 }
 
-/** R rounds of every pool in turn, S seconds each, the order rotated
- * every round; first a W seconds run of each, unmeasured. */
-async function alternate(pools, n, o, body, label) {
-  const names = Object.keys(pools)
-  const rate = (run) => (run.ops / run.seconds).toFixed(0)
-  for (const p of Object.values(pools)) await timed(n, o.warmup, body(p), null)
-  const rounds = []
-  for (let r = 0; r < o.rounds; r++) {
-    const k = r % names.length
-    const order = [...names.slice(k), ...names.slice(0, k)]
-    const round = { order }
-    for (const name of order) round[name] = await timed(n, o.seconds, body(pools[name]), new Histogram())
-    rounds.push(round)
-    process.stderr.write(`node-bench: ${label}, ${n} loop(s), round ${r + 1}/${o.rounds}: ${names.map((x) => `${x} ${rate(round[x])}/s`).join(', ')}\n`)
-  }
-  return rounds
-}
+const USAGE = 'usage: node node-bench.js --pool pg|dbswap [--fake] [--socket PATH] [--target NAME] [--max M] [--pkg DIR] < conninfo-then-commands'
 
 async function main() {
   let o
   try {
     const { values } = parseArgs({
       options: {
+        pool: { type: 'string' },
+        fake: { type: 'boolean', default: false },
         socket: { type: 'string' },
         target: { type: 'string', default: 'DATABASE_URL' },
-        loops: { type: 'string', default: '1,8' },
-        max: { type: 'string' },
-        seconds: { type: 'string', default: '1' },
-        rounds: { type: 'string', default: '20' },
-        'pair-seconds': { type: 'string', default: '2' },
-        'warmup-seconds': { type: 'string', default: '1' },
-        'fake-seconds': { type: 'string', default: '1' },
-        'fake-rounds': { type: 'string', default: '5' },
+        max: { type: 'string', default: '8' },
         pkg: { type: 'string', default: path.join(__dirname, '..', '..', 'client-lib', 'node') },
-        'compare-pkg': { type: 'string' },
       },
       strict: true,
     })
-    const loops = values.loops.split(',').map(Number)
-    o = {
-      socket: values.socket, target: values.target, loops,
-      max: values.max ? Number(values.max) : Math.max(...loops),
-      seconds: Number(values.seconds), rounds: Number(values.rounds),
-      pairSeconds: Number(values['pair-seconds']), warmup: Number(values['warmup-seconds']),
-      fakeSeconds: Number(values['fake-seconds']), fakeRounds: Number(values['fake-rounds']),
-      pkg: path.resolve(values.pkg),
-      comparePkg: values['compare-pkg'] && path.resolve(values['compare-pkg']),
-    }
-    if (!o.socket || loops.some((n) => !(n >= 1)) || !(o.seconds > 0) || !(o.rounds >= 1) ||
-        !(o.fakeSeconds > 0) || !(o.fakeRounds >= 0) || !(o.pairSeconds > 0) || !(o.warmup >= 0)) {
-      throw new Error('bad arguments')
-    }
+    o = { ...values, max: Number(values.max), pkg: path.resolve(values.pkg) }
+    if (o.pool !== 'pg' && o.pool !== 'dbswap') throw new Error('--pool: pg or dbswap')
+    if (o.pool === 'dbswap' && !o.socket) throw new Error('--pool dbswap needs --socket')
+    if (!(o.max >= 1)) throw new Error('--max: a whole number from 1')
   } catch (err) {
-    process.stderr.write(`node-bench: ${err.message}\nusage: node node-bench.js --socket PATH [--target NAME] [--loops 1,8] [--max M] [--seconds S] [--rounds R] [--pair-seconds P] [--warmup-seconds W] [--fake-seconds F] [--fake-rounds FR] [--pkg DIR] [--compare-pkg DIR] < conninfo\n`)
+    process.stderr.write(`node-bench: ${err.message}\n${USAGE}\n`)
     return 2
   }
-  const url = readFileSync(0, 'utf8').split('\n')[0].trim()
+  const input = createInterface({ input: process.stdin, crlfDelay: Infinity })
+  const lines = input[Symbol.asyncIterator]()
+  const first = await lines.next()
+  const url = first.done ? '' : first.value.trim()
   const req = createRequire(path.join(o.pkg, 'package.json'))
   const pg = req('pg')
-  const packages = { dbswap: await import(pathToFileURL(path.join(o.pkg, 'index.js')).href) }
-  if (o.comparePkg) packages.dbswap_b = await import(pathToFileURL(path.join(o.comparePkg, 'index.js')).href)
-
-  const common = { max: o.max, idleTimeoutMillis: 0, application_name: 'node-bench' }
-  /** pg.Pool and createPool() (and the compared copy's), on the server or
-   * on FakeClient. */
-  function makePools(extra) {
-    const pools = { pg: new pg.Pool({ connectionString: url, ...common, ...extra }) }
-    for (const [name, mod] of Object.entries(packages)) {
-      pools[name] = mod.createPool({ target: o.target, socket: o.socket, min: o.max, ...common, ...extra })
-    }
-    for (const p of Object.values(pools)) p.on('error', (err) => process.stderr.write(`node-bench: pool error: ${err.message}\n`))
-    return pools
+  const config = { max: o.max, idleTimeoutMillis: 0, application_name: 'node-bench', ...(o.fake && { Client: FakeClient }) }
+  let pool
+  if (o.pool === 'pg') {
+    if (!url && !o.fake) throw new Error('--pool pg: no connection string on stdin')
+    pool = new pg.Pool({ connectionString: url || 'postgresql://fake@127.0.0.1/fake', ...config })
+  } else {
+    const dbswap = await import(pathToFileURL(path.join(o.pkg, 'index.js')).href)
+    pool = dbswap.createPool({ target: o.target, socket: o.socket, min: o.max, ...config })
   }
-  async function ready(pools) {
-    for (const p of Object.values(pools)) {
-      await waitReady(p)
-      await warm(p, o.max)
-    }
-  }
-  const end = (pools) => Promise.allSettled(Object.values(pools).map((p) => p.end()))
-
-  const out = {
-    node: process.version, pg: req('pg/package.json').version, max: o.max,
-    rounds: o.rounds, seconds: o.seconds, pair_seconds: o.pairSeconds,
-    warmup_seconds: o.warmup, fake_rounds: o.fakeRounds, fake_seconds: o.fakeSeconds,
-    pools: ['pg', ...Object.keys(packages)],
-    pairs: [], select: [], fake: [],
-  }
-  let pools = makePools({})
+  pool.on('error', (err) => process.stderr.write(`node-bench: pool error: ${err.message}\n`))
+  const write = (obj) => process.stdout.write(JSON.stringify(obj) + '\n')
+  let failed = false
   try {
-    await ready(pools)
-    for (const n of o.loops) {
-      const entry = { loops: n }
-      for (const [name, p] of Object.entries(pools)) {
-        await timed(n, Math.min(0.5, o.pairSeconds), pair(p), null)
-        entry[name] = await timed(n, o.pairSeconds, pair(p), null)
-      }
-      out.pairs.push(entry)
+    await waitReady(pool)
+    await warm(pool, o.max)
+    write({ ready: true, node: process.version, pg: req('pg/package.json').version, max: o.max })
+    for (;;) {
+      const line = await lines.next()
+      if (line.done) break
+      if (!line.value.trim()) continue
+      const cmd = JSON.parse(line.value)
+      const body = { pairs: pair, select: selectOne }[cmd.op]
+      if (!body || !(cmd.loops >= 1) || !(cmd.seconds > 0)) throw new Error(`bad command: ${line.value}`)
+      const run = await timed(cmd.loops, cmd.seconds, body(pool), cmd.op === 'select' ? new Histogram() : null)
+      if (run.failures) failed = true
+      write(run)
     }
-    for (const n of o.loops) out.select.push({ loops: n, rounds: await alternate(pools, n, o, selectOne, 'SELECT 1') })
-    out.dbswap_stats = typeof pools.dbswap.stats === 'function' ? pools.dbswap.stats() : null
-    out.dbswap_generation = pools.dbswap.generation
   } finally {
-    await end(pools)
+    const stats = typeof pool.stats === 'function' ? pool.stats() : null
+    await pool.end().catch(() => {})
+    write({ end: true, stats })
   }
-  if (o.fakeRounds > 0) {
-    pools = makePools({ Client: FakeClient })
-    try {
-      await ready(pools)
-      const fo = { ...o, rounds: o.fakeRounds, seconds: o.fakeSeconds, warmup: Math.min(o.warmup, o.fakeSeconds) }
-      for (const n of o.loops) out.fake.push({ loops: n, rounds: await alternate(pools, n, fo, selectOne, 'fake client') })
-    } finally {
-      await end(pools)
-    }
-  }
-  const failed = [...out.pairs, ...out.select.flatMap((s) => s.rounds), ...out.fake.flatMap((s) => s.rounds)]
-    .some((e) => out.pools.some((x) => e[x].failures))
-  process.stdout.write(JSON.stringify(out) + '\n')
   return failed ? 1 : 0
 }
 

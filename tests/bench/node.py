@@ -2,16 +2,18 @@
 pg.Pool on the same server, and one password rotation under load through
 it beside the libdbswap pool (section 'node' of tests/bench/run.py).
 
-Throughput: node-bench (tests/bench/node-bench.js, read its header), one
-Node process with a pg.Pool on the role's connection string and a
-createPool() following the agent, both max = MAX with MAX connections
-open: connect() + release() with no query, then LOOPS_LIST concurrent
-async loops of `await pool.query('SELECT 1')`, the two pools in turn in
+Throughput: two node-bench processes (tests/bench/node-bench.js, read
+its header), one with a pg.Pool on the role's connection string, one
+with a createPool() following the agent, both max = MAX with MAX
+connections open, kept running and taking turns at what this script asks
+(a process each, so that each pool's code runs as in an app: the only
+kind of pool there): connect() + release() with no query, then
+LOOPS_LIST concurrent async loops of `await pool.query('SELECT 1')` in
 many short rounds (the order rotated every round), so that the noise of a
 shared machine weighs on both alike; the ratio is reported as the median
 of the rounds' ratios, with the spread, and as the ratio of the sums.
-Then the same loops on a fake pg Client that needs no server: the pools'
-own CPU time per query.
+Then the same with two more processes whose pools' pg Client is a fake
+that needs no server: the pools' own CPU time per query.
 
 Rotation: for each kind (the Node pool through load.js, the C pool
 through pool-load: the same load, LOAD_ARGS), a role, an env file and an
@@ -25,9 +27,11 @@ old password), until the ack came and no old-password backend is left."""
 
 import json
 import os
+import select
 import shlex
 import statistics
 import subprocess
+import tempfile
 import time
 
 import benchlib
@@ -74,49 +78,136 @@ def check_node():
 # --------------------------------------------------------------------------
 # Throughput
 
-def throughput(ctx, node, pg, tmp):
-    rounds = ctx.pick(3, 20)
-    seconds = ctx.pick(0.5, 1)
-    fake_rounds = ctx.pick(2, 5)
-    fake_seconds = ctx.pick(0.5, 1)
-    pair_seconds = ctx.pick(0.5, 2)
-    warmup = ctx.pick(0.5, 1)
-    args = ['--target', TARGET, '--loops', ','.join(map(str, LOOPS_LIST)),
-            '--max', MAX, '--rounds', rounds, '--seconds', seconds,
-            '--pair-seconds', pair_seconds, '--warmup-seconds', warmup,
-            '--fake-rounds', fake_rounds, '--fake-seconds', fake_seconds]
-    args = [str(a) for a in args]
-    n = len(LOOPS_LIST)
-    expected = n * (2 * pair_seconds + 1 + 2 * warmup + 2 * rounds * seconds
-                    + 2 * min(warmup, fake_seconds)
-                    + 2 * fake_rounds * fake_seconds)
+class Worker:
+    """One node-bench process (tests/bench/node-bench.js: one pool, the
+    loads the driver asks for, one JSON line each)."""
+
+    def __init__(self, node, pool, sock, url, fake=False, pkg=None):
+        self.name = f'node-bench --pool {pool}' + (' --fake' if fake else '')
+        argv = [node, NODE_BENCH, '--pool', pool, '--max', str(MAX),
+                '--target', TARGET, '--socket', sock]
+        if fake:
+            argv.append('--fake')
+        if pkg:
+            argv += ['--pkg', pkg]
+        self.stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE,
+                                     stderr=self.stderr, text=True)
+        self.proc.stdin.write((url if pool == 'pg' else '') + '\n')
+        self.proc.stdin.flush()
+        self.ready = self._read(30)
+
+    def _read(self, timeout):
+        r, _, _ = select.select([self.proc.stdout], [], [],
+                                timeout * h.TIMEOUT_SCALE)
+        line = self.proc.stdout.readline() if r else ''
+        if not line:
+            self.stderr.seek(0)
+            err = self.stderr.read().decode(errors='replace').strip()
+            raise RuntimeError(f'{self.name}: no answer (status '
+                               f'{self.proc.poll()}): {err[-800:]}')
+        return json.loads(line)
+
+    def run(self, op, loops, seconds):
+        self.proc.stdin.write(json.dumps({'op': op, 'loops': loops,
+                                          'seconds': seconds}) + '\n')
+        self.proc.stdin.flush()
+        return self._read(seconds + 30)
+
+    def close(self):
+        """Ends it (EOF on its stdin); returns its last line, or None."""
+        last = None
+        try:
+            if self.proc.poll() is None:
+                self.proc.stdin.close()
+                last = self._read(30)
+                self.proc.wait(10)
+        except (RuntimeError, OSError, ValueError,
+                subprocess.TimeoutExpired):
+            pass
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self.stderr.close()
+        return last
+
+
+def alternate(ctx, workers, loops, rounds, seconds, warmup, label):
+    """rounds rounds of every worker in turn (the order rotated every
+    round), seconds each, after an unmeasured warmup run of each:
+    [{'order': [...], name: RUN, ...}, ...]."""
+    names = list(workers)
+    for w in workers.values():
+        w.run('select', loops, warmup)
+    out = []
+    for r in range(rounds):
+        k = r % len(names)
+        order = names[k:] + names[:k]
+        rnd = {'order': order}
+        for name in order:
+            rnd[name] = workers[name].run('select', loops, seconds)
+        out.append(rnd)
+    ctx.log(f'{label}, {_loops(loops)}: ' + ', '.join(
+        f'{name} {sums(out, name)["rate"]:.0f}/s' for name in names))
+    return out
+
+
+def throughput(ctx, node, pg, tmp, compare_pkg=None):
+    p = {'rounds': ctx.pick(4, 20), 'seconds': ctx.pick(0.5, 1),
+         'fake_rounds': ctx.pick(2, 6), 'fake_seconds': ctx.pick(0.5, 1),
+         'pair_seconds': ctx.pick(0.5, 2), 'warmup_seconds': ctx.pick(0.5, 1)}
     role, password = 'bench_node', h.secrets.token_hex(8)
     pg.create_role(role, password)
+    url = pg.url(role, password)
     env = os.path.join(tmp, 'bench.env')
-    h.write_rename(env, f'{TARGET}={pg.url(role, password)}\n')
+    h.write_rename(env, f'{TARGET}={url}\n')
+    kinds = [('pg', 'pg', None), ('dbswap', 'dbswap', None)]
+    if compare_pkg:
+        kinds.append(('dbswap_b', 'dbswap', compare_pkg))
+    out = {**p, 'max': MAX, 'pools': [k for k, _, _ in kinds],
+           'pairs': [], 'select': [], 'fake': [],
+           'loadavg_before': os.getloadavg()}
     with h.Agent(env_files=[env]) as agent:
         agent.wait_log(rf'{TARGET}: generation 1 published')
-        ctx.log(f'node-bench: {rounds} rounds of {seconds:g} s, about '
-                f'{expected:.0f} s')
-        load0 = os.getloadavg()
-        r = subprocess.run([node, NODE_BENCH, '--socket', agent.sock] + args,
-                           input=pg.url(role, password) + '\n',
-                           capture_output=True, text=True,
-                           timeout=expected + 120)
-        load1 = os.getloadavg()
-    if not r.stdout.strip():
-        raise RuntimeError(f'node-bench exited {r.returncode} with no '
-                           f'output: {r.stderr.strip()[-800:]}')
-    out = {'bench': json.loads(r.stdout), 'exit_status': r.returncode,
-           'stderr': [x for x in r.stderr.strip().splitlines()
-                      if 'round' not in x][-10:],
-           'loadavg_before': load0, 'loadavg_after': load1,
-           'command': shlex.join(['node', 'tests/bench/node-bench.js',
-                                  '--socket', 'SOCK'] + args)
-           + ' < connection-string'}
-    for s in out['bench']['select']:
+        for fake in (False, True):
+            workers = {}
+            try:
+                for name, pool, pkg in kinds:
+                    workers[name] = Worker(node, pool, agent.sock, url,
+                                           fake=fake, pkg=pkg)
+                out['pg_version'] = workers['pg'].ready['pg']
+                if not fake:
+                    for n in LOOPS_LIST:
+                        entry = {'loops': n}
+                        for name, w in workers.items():
+                            w.run('pairs', n, min(0.5, p['pair_seconds']))
+                            entry[name] = w.run('pairs', n,
+                                                p['pair_seconds'])
+                        out['pairs'].append(entry)
+                    for n in LOOPS_LIST:
+                        out['select'].append({'loops': n, 'rounds': alternate(
+                            ctx, workers, n, p['rounds'], p['seconds'],
+                            p['warmup_seconds'], 'SELECT 1')})
+                else:
+                    for n in LOOPS_LIST:
+                        out['fake'].append({'loops': n, 'rounds': alternate(
+                            ctx, workers, n, p['fake_rounds'],
+                            p['fake_seconds'],
+                            min(p['warmup_seconds'], p['fake_seconds']),
+                            'fake client')})
+            finally:
+                ends = {name: w.close() for name, w in workers.items()}
+            if not fake:
+                out['dbswap_stats'] = (ends.get('dbswap') or {}).get('stats')
+    out['loadavg_after'] = os.getloadavg()
+    out['command'] = ('node tests/bench/node-bench.js --pool pg|dbswap '
+                      f'[--fake] --max {MAX} --target {TARGET} --socket SOCK'
+                      ' < connection-string, then commands')
+    for s in out['select']:
         st = ratio_stats(s['rounds'])
-        ctx.log(f'{s["loops"]} loop(s): createPool / pg.Pool median '
+        ctx.log(f'{_loops(s["loops"])}: createPool / pg.Pool median '
                 f'{st["median"]:.3f} ({st["min"]:.3f} to {st["max"]:.3f}), '
                 f'of the sums {st["sums"]:.3f}')
     return out
@@ -339,16 +430,16 @@ def _loops(n):
 
 
 def markdown(res):
-    t = res['throughput']
-    b = t['bench']
-    pools = b['pools']
-    out = [f'node-bench (`tests/bench/node-bench.js`) in one Node '
-           f'{res["node"]} process (pg {b["pg"]}): a plain `pg.Pool` on the '
-           f'role\'s connection string and `createPool()` following the '
-           f'agent, each max = {b["max"]}, idle timeout off, {b["max"]} '
-           f'connections open before anything is measured; loopback '
-           f'PostgreSQL, {res["cores"]} cores.  An iteration is `await '
-           f'pool.query(\'SELECT 1\')`: checkout, query, release.', '']
+    t = b = res['throughput']
+    out = [f'node-bench (`tests/bench/node-bench.js`), Node {res["node"]}, '
+           f'pg {b["pg_version"]}: a plain `pg.Pool` on the role\'s '
+           f'connection string and `createPool()` following the agent, each '
+           f'in a Node process of its own, both processes kept running, '
+           f'taking turns; each pool max = {b["max"]}, idle timeout off, '
+           f'{b["max"]} connections open before anything is measured; '
+           f'loopback PostgreSQL, {res["cores"]} cores.  An iteration is '
+           f'`await pool.query(\'SELECT 1\')`: checkout, query, release.',
+           '']
 
     cols = [_loops(p['loops']) for p in b['pairs']]
 
@@ -401,12 +492,13 @@ def markdown(res):
     out.append(benchlib.md_table(
         [f'`SELECT 1` loops, {b["rounds"]} rounds of {b["seconds"]:g} s '
          f'per pool'] + cols, rows))
-    out.append(f'The pools take turns within each round (the order rotated '
-               f'every round), in rounds this short because other work on '
-               f'a shared machine comes and goes within seconds; each round '
-               f'gives one ratio.  With 8 loops the one Node thread is the '
-               f'bottleneck (its CPU time per query sets the rate): what the '
-               f'pool adds per query shows there in full.  Load average '
+    out.append(f'The two processes take turns within each round (the order '
+               f'rotated every round), in rounds this short because other '
+               f'work on a shared machine comes and goes within seconds; '
+               f'each round gives one ratio.  With 8 loops the one Node '
+               f'thread is the bottleneck (its CPU time per query sets the '
+               f'rate): what the pool adds per query shows there in full.  '
+               f'Load average '
                f'(1, 5, 15 min) before / after: '
                f'{_load(t.get("loadavg_before"))} / '
                f'{_load(t.get("loadavg_after"))}.')
@@ -428,14 +520,13 @@ def markdown(res):
             [f'the pools\' own cost: a fake pg Client, no server, '
              f'{b["fake_rounds"]} rounds of {b["fake_seconds"]:g} s']
             + cols, rows))
-        out.append('The same loops on pools whose pg `Client` is a fake that '
-                   'answers every query in `setImmediate` (node-bench\'s '
-                   '`FakeClient`): no socket, no server, so the process\'s '
-                   'CPU time per query is the pools\' own work.')
+        out.append('The same loops, two more processes taking turns, on '
+                   'pools whose pg `Client` is a fake that answers every '
+                   'query in `setImmediate` (node-bench\'s `FakeClient`): no '
+                   'socket, no server, so the process\'s CPU time per query '
+                   'is the pool\'s own work.')
         out.append('')
-    out.append(f'Command: `{t["command"]}`' +
-               (f' (exit status {t["exit_status"]})' if t['exit_status']
-                else '') + '.')
+    out.append(f'Command: `{t["command"]}`.')
     out.append('')
 
     ro = res['rotation']
@@ -493,12 +584,12 @@ def markdown(res):
 
 def plots(res, outdir):
     series = []
-    for s in res['throughput']['bench']['select']:
+    for s in res['throughput']['select']:
         rs = [rate(r['dbswap']) / rate(r['pg']) for r in s['rounds']
               if rate(r['pg'])]
         series.append({'title': _loops(s['loops']),
                        'points': list(enumerate(rs, 1))})
-    n = res['throughput']['bench']['rounds']
+    n = res['throughput']['rounds']
     series.append({'title': f'goal {res["target_ratio"]}', 'style': 'lines',
                    'points': [(0.5, res['target_ratio']),
                               (n + 0.5, res['target_ratio'])]})
@@ -508,12 +599,12 @@ def plots(res, outdir):
                   'round', 'createPool / pg.Pool queries/s', series,
                   xrange=(0.5, n + 0.5))
     return [(png, f'createPool() / pg.Pool queries/s in each of the {n} '
-             f'rounds of {res["throughput"]["bench"]["seconds"]:g} s')]
+             f'rounds of {res["throughput"]["seconds"]:g} s')]
 
 
 def headline(res):
     rows = []
-    for s in res['throughput']['bench']['select']:
+    for s in res['throughput']['select']:
         st = ratio_stats(s['rounds'])
         p, d = sums(s['rounds'], 'pg'), sums(s['rounds'], 'dbswap')
         rows.append([f'Node.js: `SELECT 1` through `createPool()`, '
