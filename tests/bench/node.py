@@ -163,7 +163,10 @@ def throughput(ctx, node, pg, tmp, compare_pkg=None):
     url = pg.url(role, password)
     env = os.path.join(tmp, 'bench.env')
     h.write_rename(env, f'{TARGET}={url}\n')
-    kinds = [('pg', 'pg', None), ('dbswap', 'dbswap', None)]
+    # pg_b: a second pg.Pool process in the same rounds (SELECT 1 only),
+    # an A/A comparison: how far two identical pools differ here.
+    kinds = [('pg', 'pg', None), ('dbswap', 'dbswap', None),
+             ('pg_b', 'pg', None)]
     if compare_pkg:
         kinds.append(('dbswap_b', 'dbswap', compare_pkg))
     out = {**p, 'max': MAX, 'pools': [k for k, _, _ in kinds],
@@ -175,6 +178,8 @@ def throughput(ctx, node, pg, tmp, compare_pkg=None):
             workers = {}
             try:
                 for name, pool, pkg in kinds:
+                    if fake and name == 'pg_b':
+                        continue
                     workers[name] = Worker(node, pool, agent.sock, url,
                                            fake=fake, pkg=pkg)
                 out['pg_version'] = workers['pg'].ready['pg']
@@ -182,6 +187,8 @@ def throughput(ctx, node, pg, tmp, compare_pkg=None):
                     for n in LOOPS_LIST:
                         entry = {'loops': n}
                         for name, w in workers.items():
+                            if name == 'pg_b':
+                                continue
                             w.run('pairs', n, min(0.5, p['pair_seconds']))
                             entry[name] = w.run('pairs', n,
                                                 p['pair_seconds'])
@@ -303,8 +310,7 @@ def rotation_kind(ctx, pg, mon, kind, tmp, rotations, pre, gap):
         rot['t'] = round(rot['t'] - first, 3)
     return {'exit_status': rc, 'failures': final['failures'],
             'queries': final['queries'], 'latency_us': final['latency_us'],
-            'rotations': rots, 'errors': errors,
-            'rate': benchlib.rate_series(lines, first, min_interval=0.02)}
+            'rotations': rots, 'errors': errors}
 
 
 def last_failures(load):
@@ -429,6 +435,24 @@ def _loops(n):
     return f'{n} loop' + ('s' if n > 1 else '')
 
 
+def aa_stats(s):
+    """The A/A comparison of a 'select' entry (a second pg.Pool process
+    against the first), or None when the run had none."""
+    if not s['rounds'] or 'pg_b' not in s['rounds'][0]:
+        return None
+    return ratio_stats(s['rounds'], 'pg_b')
+
+
+def aa_rows(sel):
+    aa = [aa_stats(s) for s in sel]
+    if not any(aa):
+        return []
+    return [['A/A: a second `pg.Pool` process / `pg.Pool`, median of the '
+             'rounds (quartiles): how far two identical pools differ here'] +
+            [f'{_r(x["median"])} ({_r(x["q1"])} to {_r(x["q3"])})'
+             if x else '—' for x in aa]]
+
+
 def markdown(res):
     t = b = res['throughput']
     out = [f'node-bench (`tests/bench/node-bench.js`), Node {res["node"]}, '
@@ -477,6 +501,7 @@ def markdown(res):
             [f'{_r(x["min"])} to {_r(x["max"])}' for x in st],
             ['ratio of the sums over all rounds'] +
             [_r(x['sums']) for x in st],
+            *aa_rows(sel),
             ['Node CPU time per query, `pg.Pool` / `createPool()`'] +
             [f'{_us(p["cpu_us"])} / {_us(d["cpu_us"])}' for p, d in su],
             ['latency p50, `pg.Pool` / `createPool()` (median of the rounds)']
@@ -492,14 +517,16 @@ def markdown(res):
     out.append(benchlib.md_table(
         [f'`SELECT 1` loops, {b["rounds"]} rounds of {b["seconds"]:g} s '
          f'per pool'] + cols, rows))
-    out.append(f'The two processes take turns within each round (the order '
+    out.append(f'The processes take turns within each round (the order '
                f'rotated every round), in rounds this short because other '
                f'work on a shared machine comes and goes within seconds; '
-               f'each round gives one ratio.  With 8 loops the one Node '
-               f'thread is the bottleneck (its CPU time per query sets the '
-               f'rate): what the pool adds per query shows there in full.  '
-               f'Load average '
-               f'(1, 5, 15 min) before / after: '
+               f'each round gives one ratio.  A third process, a second '
+               f'`pg.Pool`, takes its turn too: its ratio to the first is '
+               f'the resolution of this measurement on this machine.  With '
+               f'8 loops the one Node thread is the bottleneck (its CPU time '
+               f'per query sets the rate): what the pool adds per query '
+               f'shows there in full.  Load average (1, 5, 15 min) before / '
+               f'after: '
                f'{_load(t.get("loadavg_before"))} / '
                f'{_load(t.get("loadavg_after"))}.')
     out.append('')
@@ -589,6 +616,12 @@ def plots(res, outdir):
               if rate(r['pg'])]
         series.append({'title': _loops(s['loops']),
                        'points': list(enumerate(rs, 1))})
+        if aa_stats(s):
+            rs = [rate(r['pg_b']) / rate(r['pg']) for r in s['rounds']
+                  if rate(r['pg'])]
+            series.append({'title': f'{_loops(s["loops"])}, A/A: pg.Pool / '
+                           f'pg.Pool', 'style': 'dashed',
+                           'points': list(enumerate(rs, 1))})
     n = res['throughput']['rounds']
     series.append({'title': f'goal {res["target_ratio"]}', 'style': 'lines',
                    'points': [(0.5, res['target_ratio']),
@@ -607,10 +640,13 @@ def headline(res):
     for s in res['throughput']['select']:
         st = ratio_stats(s['rounds'])
         p, d = sums(s['rounds'], 'pg'), sums(s['rounds'], 'dbswap')
+        aa = aa_stats(s)
         rows.append([f'Node.js: `SELECT 1` through `createPool()`, '
                      f'{_loops(s["loops"])}, queries/s (ratio: median of '
-                     f'{st["n"]} rounds, {_r(st["min"])} to '
-                     f'{_r(st["max"])})', _n(d['rate']),
+                     f'{st["n"]} rounds, quartiles {_r(st["q1"])} to '
+                     f'{_r(st["q3"])}' +
+                     (f'; A/A `pg.Pool` / `pg.Pool`: {_r(aa["median"])}'
+                      if aa else '') + ')', _n(d['rate']),
                      f'`pg.Pool`: {_n(p["rate"])}',
                      benchlib.fmt_ratio(st['median'], 3)])
     kinds = res['rotation']['kinds']
