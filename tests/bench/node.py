@@ -447,10 +447,17 @@ def aa_rows(sel):
     aa = [aa_stats(s) for s in sel]
     if not any(aa):
         return []
+    both = []
+    for s in sel:
+        rs = [rate(r['dbswap']) * 2 / (rate(r['pg']) + rate(r['pg_b']))
+              for r in s['rounds'] if rate(r['pg']) and rate(r['pg_b'])]
+        both.append(f'{_r(statistics.median(rs))}' if rs else '—')
     return [['A/A: a second `pg.Pool` process / `pg.Pool`, median of the '
              'rounds (quartiles): how far two identical pools differ here'] +
             [f'{_r(x["median"])} ({_r(x["q1"])} to {_r(x["q3"])})'
-             if x else '—' for x in aa]]
+             if x else '—' for x in aa],
+            ['`createPool()` / the mean of both `pg.Pool` processes, median '
+             'of the rounds'] + both]
 
 
 def markdown(res):
