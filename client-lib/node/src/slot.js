@@ -25,6 +25,8 @@ import { unrefTimer } from './util.js'
 export const WARM_TIMEOUT_MS = 10000
 
 const kHostFailure = Symbol('dbswap.hostFailure')
+/** The slot a client is for, in the config pg.Pool gives its Client. */
+const kSlot = Symbol('dbswap.slot')
 const kNoTls = Symbol('dbswap.noTls')
 
 /** pg's message when the server answers an SSLRequest with 'N'. */
@@ -81,6 +83,7 @@ export async function checkSession(client, attrs) {
  * The connections of one value.
  */
 export class Slot {
+  static #classes = new WeakMap() // Base -> its DbswapClient
   #translation = null
   #hostIndex = 0
   #plain = new Set() // hosts that said they have no TLS (sslmode=prefer)
@@ -135,7 +138,10 @@ export class Slot {
     const { ssl, ...config } = options
     // With a Client class, every connection picks its host; a pool factory
     // that brings its own clients gets the first host's parameters.
-    if (Client) config.Client = this.#clientClass(Client)
+    if (Client) {
+      config.Client = Slot.#clientClass(Client)
+      config[kSlot] = this
+    }
     else Object.assign(config, hostConfig(this.#translation, this.#translation.hosts[0]))
     this.inner = poolFactory(config)
     this.inner.on('connect', (client) => events.emit('connect', client))
@@ -190,16 +196,20 @@ export class Slot {
     return t.hosts.length * (t.targetSessionAttrs === 'prefer-standby' ? 2 : 1)
   }
 
-  /** The pg Client class for this slot: connects to the host chosen for
-   * it and checks the session. */
-  #clientClass(Base) {
-    const slot = this
-    const t = this.#translation
-    return class DbswapClient extends Base {
+  /** The pg Client class of the slots on Base: each instance connects to
+   * the host its slot chose for it and checks the session.  One class per
+   * Base, not per slot: pg's code then sees one kind of client however
+   * many values a long-lived process has gone through. */
+  static #clientClass(Base) {
+    let C = Slot.#classes.get(Base)
+    if (C) return C
+    C = class DbswapClient extends Base {
+      #slot
       #label
       #attrs
 
-      constructor(config) {
+      constructor({ [kSlot]: slot, ...config }) {
+        const t = slot.#translation
         const attempt = slot.#attempt ?? { index: slot.#hostIndex, tries: 0 }
         slot.#attempt = null
         const entry = t.hosts[attempt.index]
@@ -208,6 +218,7 @@ export class Slot {
         // is per host) even when nothing else bounds it.
         if (attempt.boundMs > 0 && !(cfg.connectionTimeoutMillis > 0)) cfg.connectionTimeoutMillis = attempt.boundMs
         super(cfg)
+        this.#slot = slot
         this.#label = hostLabel(entry)
         let attrs = t.targetSessionAttrs
         if (attrs === 'prefer-standby') attrs = attempt.tries < t.hosts.length ? 'standby' : 'any'
@@ -229,7 +240,7 @@ export class Slot {
         try {
           await super.connect()
         } catch (err) {
-          slot.all.delete(this)
+          this.#slot.all.delete(this)
           throw markHostFailure(err)
         }
         if (this.#attrs === 'any') return
@@ -242,11 +253,14 @@ export class Slot {
         }
         if (why) {
           await this.end().catch(() => {})
-          const err = new DbswapError('session', `${this.#label}: ${why} (target_session_attrs=${t.targetSessionAttrs})`)
+          const wanted = this.#slot.#translation.targetSessionAttrs
+          const err = new DbswapError('session', `${this.#label}: ${why} (target_session_attrs=${wanted})`)
           throw markHostFailure(err)
         }
       }
     }
+    Slot.#classes.set(Base, C)
+    return C
   }
 
   /**

@@ -33,7 +33,8 @@ function connectionConfig(conninfo, options) {
     log: () => {},
   })
   assert.equal(slot.error, null, String(slot.error))
-  return { config: new poolConfig.Client({}).config, slot }
+  // pg.Pool makes its clients with (a copy of) its own options.
+  return { config: new poolConfig.Client({ ...poolConfig }).config, slot }
 }
 
 test('ssl: false: no TLS for a value without sslmode; a value\'s own sslmode wins, and says so', () => {
@@ -51,4 +52,29 @@ test('ssl: false: no TLS for a value without sslmode; a value\'s own sslmode win
   const disabled = connectionConfig('host=db sslmode=disable', { ssl: false })
   assert.equal(disabled.config.ssl, false)
   assert.equal(disabled.slot.sslWarning, null)
+})
+
+test('the slots of one pool share one Client class (pg sees one kind of client after any number of rotations)', () => {
+  const a = connectionConfig('postgresql://app:pw1@db/x', {})
+  const b = connectionConfig('postgresql://app:pw2@db/x', {})
+  const classes = new Set()
+  for (const { slot } of [a, b]) {
+    let cls = null
+    new Slot({
+      update: slot.update,
+      fromEnv: false,
+      options: {},
+      poolFactory: (config) => {
+        cls = config.Client
+        return new EventEmitter()
+      },
+      Client: Recorder,
+      events: new EventEmitter(),
+      log: () => {},
+    })
+    classes.add(cls)
+  }
+  assert.equal(classes.size, 1)
+  assert.equal(a.config.password, 'pw1')
+  assert.equal(b.config.password, 'pw2')
 })
