@@ -604,7 +604,7 @@ export function maskConninfo(conninfo: string | null | undefined): string;
 export function parseConninfo(conninfo: string): Record<string, string>;
 
 export interface HostEntry {
-  /** Name, socket directory, or undefined (pg's default). */
+  /** Name or socket directory: libpq's default socket directory (/var/run/postgresql) when the value names none; undefined only with a hostaddr and no host. */
   host: string | undefined;
   /** Numeric address to connect to instead of resolving host. */
   hostaddr: string | undefined;
