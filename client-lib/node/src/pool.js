@@ -295,9 +295,11 @@ export class Pool extends Base {
             client.removeListener('error', onError)
             if (released) return
             released = true
-            client.release(err)
+            // Settled before the release: an app's next query (a microtask
+            // of this result) then finds the client parked (slot.js).
             if (err) reject(err)
             else resolve(res)
+            client.release(err)
           })
         } catch (err) {
           client.removeListener('error', onError)
@@ -393,6 +395,8 @@ export class Pool extends Base {
       return this.#wait(req, slot)
     }
     clearTimeout(req.timer)
+    const parked = slot.takeParked()
+    if (parked) return this.#handOut(slot, req, parked.client, parked.innerRelease)
     req.slot = slot
     slot.pending.add(req)
     const first = !slot.opened
@@ -406,8 +410,6 @@ export class Pool extends Base {
         return
       }
       if (err) return this.#connectFailed(slot, req, err)
-      req.done = true
-      req.slot = null
       if (!slot.opened) this.#opened(slot)
       if (slot.connectFailures > 0) {
         // It connects again: what waited for this can go now.
@@ -416,10 +418,16 @@ export class Pool extends Base {
         this.#connectRetryTimer = null
         if (slot === this.#current) for (const r of this.#waiting.splice(0)) this.#dispatch(r)
       }
-      slot.checkout(client, this.#onRelease)
-      if (this.listenerCount('acquire') > 0) this.emit('acquire', client)
-      req.resolve(client)
+      this.#handOut(slot, req, client)
     })
+  }
+
+  #handOut(slot, req, client, innerRelease) {
+    req.done = true
+    req.slot = null
+    slot.checkout(client, this.#onRelease, innerRelease)
+    if (this.listenerCount('acquire') > 0) this.emit('acquire', client)
+    req.resolve(client)
   }
 
   /**

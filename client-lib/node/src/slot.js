@@ -378,16 +378,75 @@ export class Slot {
    * @param {any} client
    * @param {(err: unknown, client: any) => void} onRelease
    */
-  checkout(client, onRelease) {
-    const record = { innerRelease: client.release, destroyed: false, released: false }
+  checkout(client, onRelease, innerRelease = client.release) {
+    const record = { innerRelease, destroyed: false, released: false }
     this.out.set(client, record)
     client.release = (err) => {
       if (record.released) throw new Error('Release called on client which has already been released to the pool.')
       record.released = true
       this.out.delete(client)
-      if (!record.destroyed) record.innerRelease(err)
-      onRelease(err, client)
+      if (!record.destroyed) {
+        if (!err && this.#mayPark(client)) this.#park(client, record.innerRelease)
+        else record.innerRelease(err)
+      }
+      onRelease(err, client, this)
     }
+  }
+
+  /*
+   * Parking: a client released in good order is kept here, not given back
+   * to the slot's pg.Pool at once, until the microtasks are done.  An
+   * app that checks out again right away (the next query of an async
+   * loop, which runs in a microtask of the last one's result) takes it
+   * without pg.Pool's round (its connect() serves an idle client only
+   * after a process.nextTick); then the parked clients go back to the
+   * pg.Pool, whose idle timeout, maxUses and lifetime rules apply as
+   * usual.  No I/O callback runs before they go back, so none of them can
+   * get a socket error while it has no listener.
+   */
+  #parked = [] // client, its pg.Pool release, client, ...
+  #flushQueued = false
+
+  /** A client released in good order may be parked: not while pg.Pool
+   * counts its uses or ages (each return must go through it), has
+   * checkouts queued, or the slot is retired. */
+  #mayPark(client) {
+    const o = this.inner?.options
+    return (
+      !this.#retired &&
+      o !== undefined &&
+      o.maxUses === Infinity &&
+      !o.maxLifetimeSeconds &&
+      this.inner.waitingCount === 0 &&
+      client._queryable !== false &&
+      !client._ending
+    )
+  }
+
+  #park(client, innerRelease) {
+    this.#parked.push(client, innerRelease)
+    if (!this.#flushQueued) {
+      this.#flushQueued = true
+      // After every microtask queued until then and since, whatever
+      // the release ran in (an I/O callback, a microtask, a tick): an
+      // app's next query is usually some awaits away.
+      queueMicrotask(() => process.nextTick(() => this.#flushParked()))
+    }
+  }
+
+  #flushParked() {
+    this.#flushQueued = false
+    const parked = this.#parked
+    if (parked.length === 0) return
+    this.#parked = []
+    for (let i = 1; i < parked.length; i += 2) parked[i]()
+  }
+
+  /** A parked client and its pg.Pool release function, or null. */
+  takeParked() {
+    if (this.#parked.length === 0) return null
+    const innerRelease = this.#parked.pop()
+    return { client: this.#parked.pop(), innerRelease }
   }
 
   /** Destroys every connection of the slot now: those handed out (their
@@ -395,6 +454,7 @@ export class Slot {
    * connecting ones.  The socket is destroyed, not ended: the server may
    * be dead or hung. */
   destroyAll(why) {
+    this.#flushParked()
     for (const [client, record] of this.out) {
       if (record.destroyed) continue
       record.destroyed = true
@@ -421,6 +481,7 @@ export class Slot {
    * @returns {Promise<void>} once no connection of the slot is left
    */
   retire(mode, drainMs) {
+    this.#flushParked()
     if (!this.#retired) {
       this.#retired = this.inner ? this.inner.end().catch(() => {}) : Promise.resolve()
       this.#retired.then(() => clearTimeout(this.#drainTimer))
@@ -450,7 +511,7 @@ export class Slot {
   }
 
   get idleCount() {
-    return this.inner?.idleCount ?? 0
+    return (this.inner?.idleCount ?? 0) + this.#parked.length / 2
   }
 
   get waitingCount() {
