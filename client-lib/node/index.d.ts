@@ -38,7 +38,10 @@ export type PackageErrorCode =
   /** A server of the wrong kind for target_session_attrs. */
   | 'session'
   /** A second pool for a target on one Client. */
-  | 'busy';
+  | 'busy'
+  /** The package used in a way it cannot work: a poolFactory that drops
+   * the symbol keys of the config it is given. */
+  | 'usage';
 
 export type ErrorCodeString = AgentErrorCode | PackageErrorCode;
 

@@ -16,6 +16,8 @@
  *   session       a server of the wrong kind for target_session_attrs
  *                 (slot.js; the value's next host is tried first)
  *   busy          a second pool for one target on one Client (client.js)
+ *   usage         the package used in a way it cannot work (a poolFactory that
+ *                 drops the config's symbol keys)
  * The pool also fails checkouts with 'timeout' when the agent answered
  * hello but not its subscribe.
  */

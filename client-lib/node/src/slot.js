@@ -28,6 +28,12 @@ const kHostFailure = Symbol('dbswap.hostFailure')
 /** The slot a client is for, in the config pg.Pool gives its Client. */
 const kSlot = Symbol('dbswap.slot')
 const kNoTls = Symbol('dbswap.noTls')
+const kParkedIn = Symbol('dbswap.parkedIn')
+/** The 'error' listener of a parked client (this: the client): one
+ * function for all, no closure per park. */
+function onParkedError(err) {
+  this[kParkedIn]?.unparkOnError(this, err)
+}
 
 /** pg's message when the server answers an SSLRequest with 'N'. */
 const NO_SSL = 'The server does not support SSL connections'
@@ -91,6 +97,7 @@ export class Slot {
   #retired = null
   #drainTimer = null
   #log
+  #events
 
   /**
    * @param {object} o
@@ -106,6 +113,7 @@ export class Slot {
     this.update = update
     this.fromEnv = fromEnv
     this.#log = log
+    this.#events = events
     this.unavailable = update.server === 'none'
     this.acked = false
     this.warmed = false
@@ -209,6 +217,9 @@ export class Slot {
       #attrs
 
       constructor({ [kSlot]: slot, ...config }) {
+        if (!(slot instanceof Slot)) {
+          throw new DbswapError('usage', 'the poolFactory dropped the symbol key of the config it was given: pass the config on whole (spread or Object.assign copy symbol keys), as the connections need it')
+        }
         const t = slot.#translation
         const attempt = slot.#attempt ?? { index: slot.#hostIndex, tries: 0 }
         slot.#attempt = null
@@ -424,6 +435,8 @@ export class Slot {
   }
 
   #park(client, innerRelease) {
+    client[kParkedIn] = this
+    client.once('error', onParkedError)
     this.#parked.push(client, innerRelease)
     if (!this.#flushQueued) {
       this.#flushQueued = true
@@ -439,14 +452,39 @@ export class Slot {
     const parked = this.#parked
     if (parked.length === 0) return
     this.#parked = []
-    for (let i = 1; i < parked.length; i += 2) parked[i]()
+    for (let i = 0; i < parked.length; i += 2) {
+      parked[i][kParkedIn] = null
+      parked[i].removeListener('error', onParkedError)
+      parked[i + 1]()
+    }
+  }
+
+  /** A parked client got an error: out of the pool, as pg-pool's idle
+   * listener does, and the pool's 'error' event. */
+  unparkOnError(client, err) {
+    client[kParkedIn] = null
+    for (let i = 0; i < this.#parked.length; i += 2) {
+      if (this.#parked[i] !== client) continue
+      const innerRelease = this.#parked[i + 1]
+      this.#parked.splice(i, 2)
+      err.client = client
+      innerRelease(err)
+      this.#events.emit('error', err, client)
+      return
+    }
   }
 
   /** A parked client and its pg.Pool release function, or null. */
   takeParked() {
-    if (this.#parked.length === 0) return null
-    const innerRelease = this.#parked.pop()
-    return { client: this.#parked.pop(), innerRelease }
+    while (this.#parked.length > 0) {
+      const innerRelease = this.#parked.pop()
+      const client = this.#parked.pop()
+      client[kParkedIn] = null
+      client.removeListener('error', onParkedError)
+      if (client._queryable !== false && !client._ending) return { client, innerRelease }
+      innerRelease(new Error('not queryable'))
+    }
+    return null
   }
 
   /** Destroys every connection of the slot now: those handed out (their

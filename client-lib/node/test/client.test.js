@@ -274,7 +274,9 @@ test('ECONNRESET is end-of-file: no error, a reconnection', async () => {
   conn.socket.pause()
   const pending = []
   for (let i = 0; i < 20000; i++) pending.push(client.ping({ timeout: 0 }).catch((e) => e))
-  await new Promise((r) => setTimeout(r, 50))
+  // Not a fixed pause: on a busy machine the writes take longer.
+  await until(() => conn.socket.readableLength >= conn.socket.readableHighWaterMark, 10000, "the agent's side to stop reading")
+  await new Promise((r) => setTimeout(r, 20))
   const disconnected = once(client, 'disconnect')
   conn.destroy()
   const err = await disconnected

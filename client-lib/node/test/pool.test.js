@@ -12,6 +12,7 @@ import pg from 'pg'
 
 import { Client, createPool, DbswapError } from '../index.js'
 import { FakeAgent, once, tempSocketPath, until } from './helpers/fake-agent.js'
+import { startFaultServer } from './helpers/pg-fault.js'
 
 test('createPool() is a pg.Pool to instanceof checks (PrismaPg takes nothing else)', async () => {
   const socket = tempSocketPath()
@@ -288,5 +289,69 @@ test('many pools on one shared Client (one per target, up to 64) raise no MaxLis
     await client.close()
     await agent.stop()
     agent.cleanup()
+  }
+})
+
+/** A pool on the fault server's URL, from the environment (no agent). */
+async function faultPool(t, options = {}) {
+  const server = await startFaultServer()
+  const { path: socket, cleanup } = tempSocketPath()
+  const target = 'DBSWAP_TEST_FAULT_URL'
+  process.env[target] = `postgresql://app@127.0.0.1:${server.address().port}/db?sslmode=disable`
+  const pool = createPool({ target, socket, max: 2, log: () => {}, ...options })
+  t.after(async () => {
+    await pool.end().catch(() => {})
+    server.close()
+    cleanup()
+    delete process.env[target]
+  })
+  return pool
+}
+
+test('a released client that gets an error before it is back in its pg.Pool: the pool\'s error event, no crash, and the next query gets a live connection', async (t) => {
+  const pool = await faultPool(t)
+  const errors = []
+  pool.on('error', (err) => errors.push(err))
+  const uncaught = []
+  const onUncaught = (err) => uncaught.push(err)
+  process.on('uncaughtException', onUncaught)
+  t.after(() => process.off('uncaughtException', onUncaught))
+  await pool.query('SELECT 1')
+  await pool.query('KILL') // its client is released, then the FATAL comes
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  assert.deepEqual(uncaught.map(String), [])
+  assert.equal(errors.length, 1)
+  assert.equal(errors[0].code, '57P01')
+  await pool.query('SELECT 2')
+})
+
+test('an app that guards its clients\' errors itself: the client the FATAL hit is not handed out again', async (t) => {
+  const pool = await faultPool(t)
+  pool.on('error', () => {})
+  const seen = []
+  pool.on('connect', (client) => client.on('error', (err) => seen.push(err.code)))
+  await pool.query('SELECT 1')
+  await pool.query('KILL')
+  await pool.query('SELECT 2') // failed with "not queryable" on the dead client
+  assert.deepEqual(seen, ['57P01'])
+})
+
+test('a poolFactory that drops the config\'s symbol keys: a clear error, not a TypeError from inside', async () => {
+  const socket = tempSocketPath()
+  process.env.DBSWAP_TEST_FACTORY_URL = 'postgresql://app:pw@127.0.0.1:1/x'
+  const pool = createPool({
+    target: 'DBSWAP_TEST_FACTORY_URL',
+    socket: socket.path,
+    log: () => {},
+    Client: pg.Client,
+    poolFactory: (config) => new pg.Pool(Object.fromEntries(Object.entries(config))),
+  })
+  try {
+    const err = await pool.connect().then(() => null, (e) => e)
+    assert.match(String(err?.message), /poolFactory.*symbol/)
+  } finally {
+    await pool.end()
+    socket.cleanup()
+    delete process.env.DBSWAP_TEST_FACTORY_URL
   }
 })
