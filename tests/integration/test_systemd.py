@@ -352,7 +352,7 @@ class Systemd(ClusterTest):
                 except BlockingIOError:
                     break
             return next((e for e in entries if DROPPED.search(e)), None)
-        entry = h.wait_for(told, what='a "log lines dropped" entry')
+        entry = h.wait_for(told, timeout=15, what='a "log lines dropped" entry')
         f = fields(entry)
         self.assertEqual((f['PRIORITY'], f['DBSWAP_EVENT'],
                           f['SYSLOG_IDENTIFIER']),
