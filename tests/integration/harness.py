@@ -34,6 +34,7 @@ import atexit
 import collections
 import functools
 import glob
+import grp
 import json
 import os
 import pwd
@@ -50,6 +51,7 @@ import sys
 import tempfile
 import threading
 import time
+import unittest
 import urllib.parse
 
 import msgpack
@@ -224,6 +226,18 @@ def stop_pg(m):
 def rm_dir(m):
     shutil.rmtree(m['path'], ignore_errors=True)
 
+def del_group(m):
+    subprocess.run(['groupdel', m['name']], stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=30)
+
+def del_user(m):
+    subprocess.run(['pkill', '-KILL', '-u', m['name']], stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(['userdel', m['name']], stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=30)
+
 live = {}
 for line in sys.stdin:
     try:
@@ -236,7 +250,8 @@ for line in sys.stdin:
         live.pop(m['key'], None)
 for m in reversed(list(live.values())):
     try:
-        {'pid': kill_pid, 'pg': stop_pg, 'dir': rm_dir}[m['kind']](m)
+        {'pid': kill_pid, 'pg': stop_pg, 'dir': rm_dir,
+         'user': del_user, 'group': del_group}[m['kind']](m)
     except Exception:
         pass
 '''
@@ -366,6 +381,78 @@ def _rmtree(path, watch_key):
     if path:
         shutil.rmtree(path, ignore_errors=True)
     _unwatch(watch_key)
+
+
+class LocalUser:
+    """A throwaway local account for attack tests (needs root): a system
+    user with its own group, no home and no login shell, named
+    dbswap-t-XXXXXX.  Removed (its processes killed first) by close(), at
+    exit, or by the watchdog if this process dies.  Attributes: name, uid,
+    gid.  run(argv, **kw) runs a command as it (subprocess.run's
+    arguments; its supplementary groups are only its own unless groups=
+    is given)."""
+
+    def __init__(self, tag=None):
+        if os.geteuid() != 0:
+            raise unittest.SkipTest('making local users needs root')
+        self.name = 'dbswap-t-' + (tag or secrets.token_hex(3))
+        self._watch = _watch('user', name=self.name)
+        r = subprocess.run(['useradd', '--system', '--user-group',
+                            '--no-create-home', '--home-dir', '/nonexistent',
+                            '--shell', '/usr/sbin/nologin', self.name],
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            _unwatch(self._watch)
+            raise HarnessError(f'useradd {self.name}: {r.stderr.strip()}')
+        pw = pwd.getpwnam(self.name)
+        self.uid, self.gid = pw.pw_uid, pw.pw_gid
+        self._key = _register(self.close)
+
+    def run(self, argv, groups=(), **kw):
+        kw.setdefault('capture_output', True)
+        kw.setdefault('text', True)
+        kw.setdefault('timeout', 30)
+        kw.setdefault('stdin', subprocess.DEVNULL)
+        return subprocess.run(argv, user=self.uid, group=self.gid,
+                              extra_groups=list(groups), **kw)
+
+    def popen(self, argv, groups=(), **kw):
+        return subprocess.Popen(argv, user=self.uid, group=self.gid,
+                                extra_groups=list(groups), **kw)
+
+    def close(self):
+        if self.name is None:
+            return
+        subprocess.run(['pkill', '-KILL', '-u', self.name],
+                       capture_output=True, timeout=30)
+        subprocess.run(['userdel', self.name], capture_output=True,
+                       timeout=30)
+        _unregister(self._key)
+        _unwatch(self._watch)
+        self.name = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def local_group(tag=None):
+    """A throwaway group (name, gid), removed at exit; see LocalUser."""
+    name = 'dbswap-g-' + (tag or secrets.token_hex(3))
+    r = subprocess.run(['groupadd', '--system', name], capture_output=True,
+                       text=True, timeout=30)
+    if r.returncode != 0:
+        raise HarnessError(f'groupadd {name}: {r.stderr.strip()}')
+    gid = grp.getgrnam(name).gr_gid
+    key = _watch('group', name=name)
+
+    def close():
+        subprocess.run(['groupdel', name], capture_output=True, timeout=30)
+        _unwatch(key)
+    _register(close)
+    return name, gid
 
 
 def _read_text(path):
