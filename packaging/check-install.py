@@ -15,7 +15,11 @@
 - the units pass `systemd-analyze verify` (with ExecStart pointed into
   DESTDIR), every man page their Documentation= names is installed when
   man pages are built, and the sysusers.d and tmpfiles.d files apply to an
-  empty root: user and group dbswap, sysconfdir/dbswap 0750 root:dbswap;
+  empty root: user and group dbswap, group dbswap-clients,
+  sysconfdir/dbswap 0750 root:dbswap;
+- the socket's group (apps) is not the group that reads sysconfdir/dbswap
+  (the agent's), the socket is 0660, and the service has no
+  PrivateUsers=yes (which hides the peers' uids from --allow);
 - each man page meson lists is a non-empty roff file.
 
 Exit 0 when all hold, 1 with the reasons otherwise, 77 (skip) when meson
@@ -169,9 +173,15 @@ def check_sysusers_tmpfiles(destdir, installed, tmp):
     if not u or 'dbswap' not in groups:
         fail(f'sysusers made no user and group dbswap: {users} {groups}')
         return
+    if 'dbswap-clients' not in groups:
+        fail(f'sysusers made no group dbswap-clients: {groups}')
+        return
+    if u[3] != groups['dbswap'][2]:
+        fail(f'user dbswap has the primary gid {u[3]}, not dbswap\'s')
     if not u[6].endswith('nologin'):
         fail(f'user dbswap has the shell {u[6]}')
     print(f'sysusers: user dbswap uid {u[2]}, group dbswap gid {u[3]}, '
+          f'group dbswap-clients gid {groups["dbswap-clients"][2]}, '
           f'shell {u[6]}')
     if not tmpfiles or not shutil.which('systemd-tmpfiles'):
         return
@@ -196,6 +206,58 @@ def check_sysusers_tmpfiles(destdir, installed, tmp):
                 print(f'tmpfiles: {dirpath[len(root):]} 0750 root:dbswap')
     if not found:
         fail('tmpfiles made no .../etc/dbswap')
+
+
+def unit_settings(text):
+    """{'Key': 'last value'} of a unit file's lines."""
+    out = {}
+    for line in text.splitlines():
+        if '=' in line and not line.lstrip().startswith(('#', ';', '[')):
+            k, v = line.split('=', 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+def check_groups(destdir, installed):
+    """Apps connect through the socket's group; the env files are read by
+    the service's group: never the same group, or every app reads every
+    password from the files, whatever --allow says."""
+    def read(pattern):
+        ps = [p for p in installed if re.search(pattern, p)]
+        if not ps:
+            return None
+        with open(inside(destdir, ps[0])) as f:
+            return f.read()
+    service, sock = read(r'/dbswapd\.service$'), read(r'/dbswapd\.socket$')
+    tmpfiles = read(r'/tmpfiles\.d/dbswap\.conf$')
+    if service is None or sock is None:
+        return
+    svc, skt = unit_settings(service), unit_settings(sock)
+    if skt.get('SocketGroup') != 'dbswap-clients':
+        fail(f'dbswapd.socket: SocketGroup={skt.get("SocketGroup")}, '
+             f'expected dbswap-clients')
+    if skt.get('SocketMode') != '0660':
+        fail(f'dbswapd.socket: SocketMode={skt.get("SocketMode")}, '
+             f'expected 0660')
+    if skt.get('SocketGroup') == svc.get('Group'):
+        fail(f'the socket\'s group is the service\'s, {svc.get("Group")}: '
+             f'apps would read the env files')
+    if svc.get('PrivateUsers', 'no') not in ('no', 'false', '0', 'off'):
+        fail(f'dbswapd.service: PrivateUsers={svc["PrivateUsers"]}: '
+             f'peers would read as 65534 to --allow')
+    for key in ('MemoryMax', 'TasksMax'):
+        if key not in svc:
+            fail(f'dbswapd.service: no {key}=')
+    if tmpfiles is not None:
+        for line in tmpfiles.splitlines():
+            f = line.split()
+            if len(f) >= 5 and f[0] == 'd' and f[1].endswith('/dbswap'):
+                if f[4] != svc.get('Group') or f[4] == skt.get('SocketGroup'):
+                    fail(f'tmpfiles.d: {f[1]} group {f[4]}: expected the '
+                         f'service\'s ({svc.get("Group")}), not the '
+                         f'socket\'s')
+    print(f'groups: socket {skt.get("SocketGroup")} {skt.get("SocketMode")}, '
+          f'service and env files {svc.get("Group")}')
 
 
 def check_man(destdir, man_pages):
@@ -273,6 +335,7 @@ def main():
             fail('man pages enabled, none installed')
         check_man(destdir, man_pages)
         check_units(destdir, installed, man_pages, tmp)
+        check_groups(destdir, installed)
         check_sysusers_tmpfiles(destdir, installed, tmp)
 
         print(f'{len(installed)} files installed under {prefix}:')
