@@ -4,7 +4,27 @@
  * through the agent until every subscriber has acked it.
  *
  *   dbswapctl set FILE NAME=VALUE... [--pubkey KEY] [--key KEYFILE]
- *                 [--encrypt-values] [--wait[=SECONDS]]
+ *                 [--encrypt-values] [--force] [--wait[=SECONDS]]
+ *
+ * Root edits files in directories that others may write; it must write
+ * what it means to, and give nobody the secrets it writes.  So the path is
+ * walked one name at a time from /, each directory held open (O_PATH) and
+ * checked before the next name is looked up in it, each symlink read and
+ * followed by hand (set_resolve), and the file is read, replaced
+ * (renameat) and synced through the fd of the directory checked last:
+ * what others do to the path meanwhile cannot move the write elsewhere.
+ * Refused unless --force, each with an error naming it and its owner:
+ * - a directory on the way owned by anyone but root and the caller, or
+ *   writable by its group or others without the sticky bit (they could
+ *   swap a name for a symlink or a file of their own);
+ * - a symlink owned by anyone but root and the caller (planted, in a
+ *   sticky directory like /tmp);
+ * - the file itself owned by anyone but root and the caller: the new
+ *   version takes the old one's owner and mode, and would be theirs.
+ * A symlink that leads out of the file's own directory is followed with a
+ * note saying where the write goes.  With --force, what would have been
+ * refused is written with a warning, and the new file keeps the old one's
+ * owner and mode: the caller vouched for them.
  *
  * NAME=- reads the value from stdin (one line; without echo on a
  * terminal), so it stays out of argv and shell history.
@@ -40,8 +60,9 @@
  * failback and reconnect --wait.
  */
 #include <fcntl.h>
-#include <libgen.h>
+#include <limits.h>
 #include <poll.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/random.h>
@@ -71,6 +92,9 @@
 #define SET_RESTART_GRACE_MS 3000
 /* Server entries per target: a primary and a secondary (PROTOCOL.md). */
 #define SET_SERVERS_MAX 2
+/* Symlinks followed on the way to the file, as the kernel's own limit
+ * (ELOOP past 40). */
+#define SET_LINKS_MAX 40
 
 struct set_opts {
 	const char *file;
@@ -80,6 +104,7 @@ struct set_opts {
 	const char *pubkey;
 	const char *key;
 	bool encrypt_values;
+	bool force; /* write where others could have a hand (set_resolve) */
 	bool wait;
 	int wait_s;
 };
@@ -143,6 +168,8 @@ static int parse_set_args(int argc, char **argv, struct set_opts *o)
 			o->key = a + 6;
 		} else if (streq(a, "--encrypt-values")) {
 			o->encrypt_values = true;
+		} else if (streq(a, "--force")) {
+			o->force = true;
 		} else if ((r = ctl_wait_arg("set", a, &o->wait,
 					     &o->wait_s)) != 0) {
 			if (r < 0)
@@ -188,47 +215,327 @@ static int parse_set_args(int argc, char **argv, struct set_opts *o)
 	return 0;
 }
 
-/* Where the new version goes: through a symlink to its target, so that
- * the link itself stays. */
-static char *set_target_path(const char *file)
-{
-	char *real = realpath(file, NULL);
+/* Where set reads and writes: a directory reached by set_resolve (an
+ * O_PATH fd), the file's name in it, and its path for messages. */
+struct set_place {
+	int dfd;
+	char name[NAME_MAX + 1];
+	char path[PATH_MAX];
+};
 
-	return real ? real : strdup(file);
+/* Root and the caller: nobody else may own what set writes through. */
+static bool set_owner_trusted(uid_t uid)
+{
+	return uid == 0 || uid == geteuid();
 }
 
-/* Writes data as the new content of path: a temp file in the same
- * directory with the original's mode and owner, fsync, rename over path,
- * fsync of the directory.  Fills identity (file_identity()) on success.
- * Returns 0, or a negative errno with a message in err; path is then
- * unchanged. */
-static int write_atomic(const char *path, const void *data, size_t len,
-			const struct stat *orig,
+/* "uid 1001 (alice)" for messages. */
+static const char *set_owner_name(uid_t uid, char *buf, size_t size)
+{
+	const struct passwd *pw = getpwuid(uid);
+
+	if (pw)
+		snprintf(buf, size, "uid %u (%s)", (unsigned)uid, pw->pw_name);
+	else
+		snprintf(buf, size, "uid %u", (unsigned)uid);
+	return buf;
+}
+
+/* A refusal, or with --force a warning.  Returns -EPERM when refused. */
+static int set_distrust(const struct set_opts *o, const char *what,
+			const char *risk)
+{
+	if (o->force) {
+		fprintf(stderr, "dbswapctl set: warning: %s; written anyway "
+				"(--force)\n",
+			what);
+		return 0;
+	}
+	fprintf(stderr, "dbswapctl set: %s, %s: refused (--force to write "
+			"anyway)\n",
+		what, risk);
+	return -EPERM;
+}
+
+/* A directory on the way to the file: owned by root or the caller, and
+ * writable by nobody else but in a sticky directory (where each entry is
+ * checked by its own owner). */
+static int set_check_dir(const struct set_opts *o, int dfd, const char *path)
+{
+	char what[PATH_MAX + 256], owner[64];
+	struct stat st;
+
+	if (fstat(dfd, &st) < 0) {
+		fprintf(stderr, "dbswapctl set: %s: %s\n", path,
+			strerror(errno));
+		return neg_errno();
+	}
+	if (!set_owner_trusted(st.st_uid)) {
+		snprintf(what, sizeof(what), "%s is owned by %s", path,
+			 set_owner_name(st.st_uid, owner, sizeof(owner)));
+		return set_distrust(o, what, "who could put another file or "
+					     "a symlink in place of the one "
+					     "named");
+	}
+	if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(st.st_mode & S_ISVTX)) {
+		snprintf(what, sizeof(what), "%s is writable by %s (mode %04o)",
+			 path, st.st_mode & S_IWOTH ? "others" : "its group",
+			 (unsigned)(st.st_mode & 07777));
+		return set_distrust(o, what, "who could put another file or "
+					     "a symlink in place of the one "
+					     "named");
+	}
+	return 0;
+}
+
+/* Opens the root directory into *dfd (closing the old one) and checks
+ * it. */
+static int set_open_root(const struct set_opts *o, int *dfd)
+{
+	int fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0) {
+		fprintf(stderr, "dbswapctl set: /: %s\n", strerror(errno));
+		return neg_errno();
+	}
+	if (*dfd >= 0)
+		close(*dfd);
+	*dfd = fd;
+	return set_check_dir(o, fd, "/");
+}
+
+/* Replaces the name at the head of rest (a symlink in dfd, at path) with
+ * the link's text: rest becomes TEXT/REST-AFTER-NAME; an absolute text
+ * restarts from /. */
+static int set_follow_link(const struct set_opts *o, int *dfd,
+			   const char *path, const struct stat *lst,
+			   char *dir_path, char *rest, size_t rest_size,
+			   const char *after)
+{
+	char target[PATH_MAX], what[PATH_MAX + 256], owner[64];
+	char *joined;
+	ssize_t n;
+	int r;
+
+	if (!set_owner_trusted(lst->st_uid)) {
+		snprintf(what, sizeof(what), "%s is a symlink owned by %s",
+			 path, set_owner_name(lst->st_uid, owner,
+					      sizeof(owner)));
+		r = set_distrust(o, what, "who may have planted it to send "
+					  "the write elsewhere");
+		if (r < 0)
+			return r;
+	}
+	n = readlinkat(*dfd, strrchr(path, '/') + 1, target,
+		       sizeof(target) - 1);
+	if (n < 0) {
+		fprintf(stderr, "dbswapctl set: %s: %s\n", path,
+			strerror(errno));
+		return neg_errno();
+	}
+	target[n] = '\0';
+	if (asprintf(&joined, "%s%s%s", target, *after ? "/" : "", after) < 0)
+		return -ENOMEM;
+	if (strlen(joined) >= rest_size) {
+		free(joined);
+		fprintf(stderr, "dbswapctl set: %s: %s\n", path,
+			strerror(ENAMETOOLONG));
+		return -ENAMETOOLONG;
+	}
+	memcpy(rest, joined, strlen(joined) + 1);
+	free(joined);
+	if (target[0] == '/') {
+		dir_path[0] = '\0';
+		return set_open_root(o, dfd);
+	}
+	return 0;
+}
+
+/* Walks file from / (or from the working directory, as getcwd() names
+ * it) into pl: every directory checked (set_check_dir) before a name is
+ * looked up in it, every symlink checked and followed by hand.  Notes on
+ * stderr when the file's own name is a symlink that leads to another
+ * directory.  Returns 0, or a negative errno after an error message. */
+static int set_resolve(const struct set_opts *o, struct set_place *pl)
+{
+	char rest[2 * PATH_MAX], dir_path[PATH_MAX], cwd[PATH_MAX];
+	char comp[NAME_MAX + 1], path[PATH_MAX];
+	struct stat st, file_dir;
+	bool at_file = false, via_link = false;
+	unsigned links = 0;
+	int dfd = -1, fd, r;
+
+	if (o->file[0] == '/') {
+		r = snprintf(rest, sizeof(rest), "%s", o->file);
+	} else {
+		if (!getcwd(cwd, sizeof(cwd))) {
+			fprintf(stderr, "dbswapctl set: the working directory: "
+					"%s\n",
+				strerror(errno));
+			return neg_errno();
+		}
+		r = snprintf(rest, sizeof(rest), "%s/%s", cwd, o->file);
+	}
+	if (r < 0 || (size_t)r >= sizeof(rest)) {
+		fprintf(stderr, "dbswapctl set: %s: %s\n", o->file,
+			strerror(ENAMETOOLONG));
+		return -ENAMETOOLONG;
+	}
+	dir_path[0] = '\0';
+	r = set_open_root(o, &dfd);
+	while (r == 0) {
+		char *p = rest, *after;
+		size_t len;
+
+		while (*p == '/')
+			p++;
+		len = strcspn(p, "/");
+		if (len == 0) {
+			/* "/", or a name ending in "/": not a file */
+			fprintf(stderr, "dbswapctl set: %s: is a directory, "
+					"not a regular file\n",
+				o->file);
+			r = -EISDIR;
+			break;
+		}
+		if (len > NAME_MAX) {
+			fprintf(stderr, "dbswapctl set: %s: %s\n", o->file,
+				strerror(ENAMETOOLONG));
+			r = -ENAMETOOLONG;
+			break;
+		}
+		memcpy(comp, p, len);
+		comp[len] = '\0';
+		after = p + len;
+		while (*after == '/')
+			after++;
+		/* Shift what follows to the front: rest is the path left. */
+		memmove(rest, after, strlen(after) + 1);
+		after = rest;
+		if (streq(comp, ".") && *after)
+			continue;
+		r = snprintf(path, sizeof(path), "%s/%s", dir_path, comp);
+		if (r < 0 || (size_t)r >= sizeof(path)) {
+			fprintf(stderr, "dbswapctl set: %s: %s\n", o->file,
+				strerror(ENAMETOOLONG));
+			r = -ENAMETOOLONG;
+			break;
+		}
+		r = 0;
+		if (fstatat(dfd, comp, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+			if (errno == ENOENT && !*after) {
+				st.st_mode = 0; /* a new file */
+			} else {
+				r = neg_errno();
+				fprintf(stderr, "dbswapctl set: %s: %s\n", path,
+					strerror(-r));
+				break;
+			}
+		}
+		if (!*after && !at_file) {
+			/* The directory the name given lives in. */
+			at_file = true;
+			if (fstat(dfd, &file_dir) < 0) {
+				r = neg_errno();
+				break;
+			}
+		}
+		if (S_ISLNK(st.st_mode)) {
+			if (++links > SET_LINKS_MAX) {
+				fprintf(stderr, "dbswapctl set: %s: %s\n",
+					o->file, strerror(ELOOP));
+				r = -ELOOP;
+				break;
+			}
+			via_link |= at_file;
+			r = set_follow_link(o, &dfd, path, &st, dir_path, rest,
+					    sizeof(rest), after);
+			continue;
+		}
+		if (!*after && !S_ISDIR(st.st_mode)) {
+			/* The file (or none yet): checked when read. */
+			memcpy(pl->name, comp, len + 1);
+			memcpy(pl->path, path, sizeof(path));
+			pl->dfd = dfd;
+			if (via_link && fstat(dfd, &st) == 0 &&
+			    (st.st_dev != file_dir.st_dev ||
+			     st.st_ino != file_dir.st_ino))
+				fprintf(stderr, "dbswapctl set: note: %s is a "
+						"symlink out of its directory; "
+						"writing %s\n",
+					o->file, pl->path);
+			return 0;
+		}
+		if (!S_ISDIR(st.st_mode)) {
+			fprintf(stderr, "dbswapctl set: %s: %s\n", path,
+				strerror(ENOTDIR));
+			r = -ENOTDIR;
+			break;
+		}
+		if (!*after) {
+			fprintf(stderr, "dbswapctl set: %s: is a directory, "
+					"not a regular file\n",
+				o->file);
+			r = -EISDIR;
+			break;
+		}
+		/* O_NOFOLLOW: a name swapped for a symlink since the fstatat
+		 * fails here rather than be followed unchecked. */
+		fd = openat(dfd, comp,
+			    O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0) {
+			r = neg_errno();
+			fprintf(stderr, "dbswapctl set: %s: %s\n", path,
+				strerror(-r));
+			break;
+		}
+		close(dfd);
+		dfd = fd;
+		if (streq(comp, "..")) {
+			char *slash = strrchr(dir_path, '/');
+			if (slash)
+				*slash = '\0';
+		} else if (!streq(comp, ".")) {
+			memcpy(dir_path, path, sizeof(path));
+		}
+		r = set_check_dir(o, dfd, dir_path[0] ? dir_path : "/");
+	}
+	if (dfd >= 0)
+		close(dfd);
+	return r;
+}
+
+/* Writes data as the new content of pl's file: a temp file in the same
+ * directory with the original's mode and owner, fsync, rename over the
+ * name (refused if the name no longer holds the file read: orig, or none
+ * when orig is NULL), fsync of the directory.  Fills identity
+ * (file_identity()) on success.  Returns 0, or a negative errno with a
+ * message in err; the file is then unchanged. */
+static int write_atomic(const struct set_place *pl, const void *data,
+			size_t len, const struct stat *orig,
 			char identity[FILE_IDENTITY_MAX],
 			char *err, size_t errlen)
 {
-	char *dcopy = strdup(path), *bcopy = strdup(path);
-	char tmp[4096];
-	struct stat st;
-	int dfd = -1, fd = -1, r;
+	const char *path = pl->path;
+	char tmp[NAME_MAX + 1];
+	struct stat st, now;
+	int dfd, fd = -1, r;
 
-	if (!dcopy || !bcopy) {
-		r = -ENOMEM;
-		snprintf(err, errlen, "out of memory");
-		goto out;
-	}
-	const char *dir = dirname(dcopy), *base = basename(bcopy);
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	/* The directory set_resolve checked, opened for fsync (an O_PATH
+	 * fd cannot be synced). */
+	dfd = openat(pl->dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0) {
 		r = neg_errno();
-		snprintf(err, errlen, "cannot open directory %s: %s", dir,
-			 strerror(-r));
-		goto out;
+		snprintf(err, errlen, "cannot open the directory of %s: %s",
+			 path, strerror(-r));
+		return r;
 	}
 	for (int attempt = 0; attempt < 16 && fd < 0; attempt++) {
 		uint32_t rnd = 0;
 		(void)!getrandom(&rnd, sizeof(rnd), 0);
-		snprintf(tmp, sizeof(tmp), ".%s.dbswap-%08x", base, rnd);
+		/* ".NAME.dbswap-XXXXXXXX" within NAME_MAX: a long name is cut */
+		snprintf(tmp, sizeof(tmp), ".%.*s.dbswap-%08x",
+			 NAME_MAX - 18, pl->name, rnd);
 		fd = openat(dfd, tmp,
 			    O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
 			    0600);
@@ -237,8 +544,8 @@ static int write_atomic(const char *path, const void *data, size_t len,
 	}
 	if (fd < 0) {
 		r = neg_errno();
-		snprintf(err, errlen, "cannot create a temp file in %s: %s",
-			 dir, strerror(-r));
+		snprintf(err, errlen, "cannot create a temp file beside %s: %s",
+			 path, strerror(-r));
 		goto out;
 	}
 	if (orig && fchown(fd, orig->st_uid, orig->st_gid) < 0 &&
@@ -264,7 +571,19 @@ static int write_atomic(const char *path, const void *data, size_t len,
 		goto err_tmp;
 	}
 	fd = -1;
-	if (renameat(dfd, tmp, dfd, base) < 0) {
+	/* Another writer's version since ours was read is not lost
+	 * silently. */
+	r = fstatat(dfd, pl->name, &now, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+	if (orig ? r < 0 || now.st_dev != orig->st_dev ||
+			   now.st_ino != orig->st_ino
+		 : r != -ENOENT) {
+		r = -EAGAIN;
+		snprintf(err, errlen, "%s was replaced while dbswapctl edited "
+				      "it",
+			 path);
+		goto err_tmp;
+	}
+	if (renameat(dfd, tmp, dfd, pl->name) < 0) {
 		r = neg_errno();
 		snprintf(err, errlen, "cannot rename into %s: %s", path,
 			 strerror(-r));
@@ -273,8 +592,9 @@ static int write_atomic(const char *path, const void *data, size_t len,
 	/* The rename is durable once the directory is on disk. */
 	if (fsync(dfd) < 0) {
 		r = neg_errno();
-		snprintf(err, errlen, "%s was replaced, but syncing %s failed: "
-				      "%s", path, dir, strerror(-r));
+		snprintf(err, errlen, "%s was replaced, but syncing its "
+				      "directory failed: %s",
+			 path, strerror(-r));
 		goto out;
 	}
 	file_identity(&st, identity);
@@ -289,40 +609,70 @@ err_tmp:
 out:
 	if (fd >= 0)
 		close(fd);
-	if (dfd >= 0)
-		close(dfd);
-	free(dcopy);
-	free(bcopy);
+	close(dfd);
 	return r;
 }
 
-/* Reads the current file (empty when it does not exist yet). */
-static int read_current(const char *path, uint8_t **buf, size_t *len,
-			struct stat *st, bool *exists)
+/* Reads the current file (empty when it does not exist yet) from pl,
+ * without following a symlink (set_resolve has followed those) and
+ * without opening anything but a regular file (a FIFO would hang the
+ * command, a device may act on open).  A file owned by anyone but root
+ * and the caller is refused unless --force: the new version would be
+ * theirs. */
+static int read_current(const struct set_opts *o, const struct set_place *pl,
+			uint8_t **buf, size_t *len, struct stat *st,
+			bool *exists)
 {
-	/* Never a read that waits: a FIFO at path would hang the command. */
-	int fd = file_open_regular(path, st), r;
+	char what[PATH_MAX + 256], owner[64];
+	struct stat st2;
+	int fd, r;
 
-	*exists = fd >= 0;
-	if (fd == -EISDIR || fd == -EINVAL) {
-		fprintf(stderr, "dbswapctl set: %s: is %s, not a regular file\n",
-			path, file_type_name(st->st_mode));
-		return fd;
-	}
-	if (fd < 0) {
-		if (fd != -ENOENT) {
-			fprintf(stderr, "dbswapctl set: %s: %s\n", path,
-				strerror(-fd));
-			return fd;
+	*exists = false;
+	if (fstatat(pl->dfd, pl->name, st, AT_SYMLINK_NOFOLLOW) < 0) {
+		r = neg_errno();
+		if (r != -ENOENT) {
+			fprintf(stderr, "dbswapctl set: %s: %s\n", pl->path,
+				strerror(-r));
+			return r;
 		}
 		*buf = (uint8_t *)strdup("");
 		*len = 0;
 		return *buf ? 0 : -ENOMEM;
 	}
+	if (!S_ISREG(st->st_mode)) {
+		fprintf(stderr, "dbswapctl set: %s: is %s, not a regular file\n",
+			pl->path, file_type_name(st->st_mode));
+		return S_ISDIR(st->st_mode) ? -EISDIR : -EINVAL;
+	}
+	fd = openat(pl->dfd, pl->name,
+		    O_RDONLY | O_NONBLOCK | O_NOCTTY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st2) < 0 || st2.st_dev != st->st_dev ||
+	    st2.st_ino != st->st_ino) {
+		r = fd < 0 ? neg_errno() : -EAGAIN;
+		if (fd >= 0)
+			close(fd);
+		fprintf(stderr, "dbswapctl set: %s: %s\n", pl->path,
+			r == -EAGAIN || r == -ELOOP
+				? "replaced while dbswapctl read it"
+				: strerror(-r));
+		return r;
+	}
+	*st = st2;
+	*exists = true;
+	if (!set_owner_trusted(st->st_uid)) {
+		snprintf(what, sizeof(what), "%s is owned by %s", pl->path,
+			 set_owner_name(st->st_uid, owner, sizeof(owner)));
+		r = set_distrust(o, what, "and the new version would be "
+					  "theirs, values and all");
+		if (r < 0) {
+			close(fd);
+			return r;
+		}
+	}
 	r = ctl_read_all(fd, ENV_FILE_MAX, buf, len);
 	close(fd);
 	if (r < 0)
-		fprintf(stderr, "dbswapctl set: %s: %s\n", path,
+		fprintf(stderr, "dbswapctl set: %s: %s\n", pl->path,
 			r == -EFBIG ? "over the env file size limit"
 				    : strerror(-r));
 	return r;
@@ -887,8 +1237,9 @@ int cmd_set(const char *socket, int argc, char **argv)
 	uint8_t pk_buf[32], *pk = NULL, *cur = NULL, *out = NULL;
 	uint8_t *plain = NULL;
 	size_t cur_len = 0, plain_len = 0, out_len = 0;
-	char *path = NULL, *edited = NULL, identity[FILE_IDENTITY_MAX];
-	char err[1024];
+	struct set_place pl = { .dfd = -1 };
+	char *edited = NULL, identity[FILE_IDENTITY_MAX];
+	char err[PATH_MAX + 1024];
 	size_t edited_len = 0;
 	struct env_error perr;
 	struct stat st;
@@ -916,8 +1267,8 @@ int cmd_set(const char *socket, int argc, char **argv)
 			pk = pk_buf;
 		}
 	}
-	path = set_target_path(o.file);
-	if (!path || read_current(path, &cur, &cur_len, &st, &exists) < 0)
+	if (set_resolve(&o, &pl) < 0 ||
+	    read_current(&o, &pl, &cur, &cur_len, &st, &exists) < 0)
 		goto out;
 
 	sealed = crypt_is_sealed_file(cur, cur_len);
@@ -953,7 +1304,7 @@ int cmd_set(const char *socket, int argc, char **argv)
 				    &out, &out_len) < 0)
 			goto out;
 	}
-	if (write_atomic(path, sealed ? (const char *)out : edited,
+	if (write_atomic(&pl, sealed ? (const char *)out : edited,
 			 sealed ? out_len : edited_len, exists ? &st : NULL,
 			 identity, err, sizeof(err)) < 0) {
 		fprintf(stderr, "dbswapctl set: %s; %s is unchanged\n", err,
@@ -979,6 +1330,7 @@ out:
 		explicit_bzero(edited, edited_len);
 	free(edited);
 	free(out);
-	free(path);
+	if (pl.dfd >= 0)
+		close(pl.dfd);
 	return ret;
 }
