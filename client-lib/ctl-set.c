@@ -229,13 +229,15 @@ static bool set_owner_trusted(uid_t uid)
 	return uid == 0 || uid == geteuid();
 }
 
-/* "uid 1001 (alice)" for messages. */
+/* "user alice (uid 1001)", or "uid 1001" when no user has it, for
+ * messages. */
 static const char *set_owner_name(uid_t uid, char *buf, size_t size)
 {
 	const struct passwd *pw = getpwuid(uid);
 
 	if (pw)
-		snprintf(buf, size, "uid %u (%s)", (unsigned)uid, pw->pw_name);
+		snprintf(buf, size, "user %s (uid %u)", pw->pw_name,
+			 (unsigned)uid);
 	else
 		snprintf(buf, size, "uid %u", (unsigned)uid);
 	return buf;
@@ -262,7 +264,7 @@ static int set_distrust(const struct set_opts *o, const char *what,
  * checked by its own owner). */
 static int set_check_dir(const struct set_opts *o, int dfd, const char *path)
 {
-	char what[PATH_MAX + 256], owner[64];
+	char what[PATH_MAX + 256], owner[128];
 	struct stat st;
 
 	if (fstat(dfd, &st) < 0) {
@@ -312,7 +314,7 @@ static int set_follow_link(const struct set_opts *o, int *dfd,
 			   char *dir_path, char *rest, size_t rest_size,
 			   const char *after)
 {
-	char target[PATH_MAX], what[PATH_MAX + 256], owner[64];
+	char target[PATH_MAX], what[PATH_MAX + 256], owner[128];
 	char *joined;
 	ssize_t n;
 	int r;
@@ -623,7 +625,7 @@ static int read_current(const struct set_opts *o, const struct set_place *pl,
 			uint8_t **buf, size_t *len, struct stat *st,
 			bool *exists)
 {
-	char what[PATH_MAX + 256], owner[64];
+	char what[PATH_MAX + 256], owner[128];
 	struct stat st2;
 	int fd, r;
 

@@ -89,7 +89,7 @@ class CtlSet(unittest.TestCase):
         self.assertNotIn(SECRET, r.stderr + r.stdout)
 
     def who(self):
-        return f'uid {self.attacker.uid} ({self.attacker.name})'
+        return f'user {self.attacker.name} (uid {self.attacker.uid})'
 
     # ------------------------------------------------------------------
     # Symlinks planted to send root's write elsewhere

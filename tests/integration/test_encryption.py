@@ -212,7 +212,11 @@ class Encrypted(ClusterTest):
         agent, sub = self.start()
         sub.wait_line(r'^connect 1 ok$')
         value = "it's \"quoted\" $HOME ${X} # not a comment"
-        self.set(agent, f'A={value}', 'D=new', '--wait')
+        # Another user's file: root vouches for its owner with --force
+        # (without it, set refuses: test_ctl_set.py).
+        r = self.set(agent, f'A={value}', 'D=new', '--wait', '--force')
+        self.assertIn(f'is owned by user postgres (uid {pg.pw_uid}); '
+                      f'written anyway (--force)', r.stderr.decode())
         st = os.stat(self.env_path)
         self.assertEqual(stat.S_IMODE(st.st_mode), 0o640)
         self.assertEqual((st.st_uid, st.st_gid), (pg.pw_uid, pg.pw_gid))
