@@ -6,11 +6,15 @@ and structured journal entries (the journal's native socket, played by the
 test when no journald runs here)."""
 
 import grp
+import json
 import os
 import shutil
 import signal
 import socket
 import stat
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 
@@ -103,6 +107,112 @@ class SocketActivatedAgent(h.Agent):
         tool = shutil.which('systemd-socket-activate') or \
             '/usr/bin/systemd-socket-activate'
         return [tool, '-l', self.sock] + super().argv()
+
+
+UNIT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..',
+                        '..', 'packaging', 'systemd')
+
+
+def unit_settings(name):
+    """{'Key': 'last value'} of a unit file in packaging/systemd."""
+    out = {}
+    with open(os.path.join(UNIT_DIR, name)) as f:
+        for line in f:
+            line = line.strip()
+            if '=' in line and not line.startswith(('#', ';', '[')):
+                k, v = line.split('=', 1)
+                out[k.strip()] = v.strip()
+    return out
+
+
+def unit_bool(value):
+    return value.lower() in ('yes', 'true', 'on', '1')
+
+
+# What systemd does for dbswapd.socket and dbswapd.service, as root, before
+# it execs the agent: binds and listens on the socket (owned root:the
+# socket's group, SocketMode=), passes it as fd 3 (LISTEN_FDS, LISTEN_PID),
+# with PrivateUsers=yes puts the service in a user namespace where root and
+# the service's user and group map to themselves and every other id is
+# unmapped (the kernel shows it as 65534), and runs the agent as the
+# service's user and group with no supplementary group.
+#   UNIT_EXEC SOCK MODE SOCKET-GID UID GID PRIVATE-USERS UMASK -- ARGV...
+UNIT_EXEC = r"""
+import ctypes, os, socket, sys
+path, mode, sgid, uid, gid, private, umask = sys.argv[1:8]
+argv = sys.argv[9:]
+mode, sgid, uid, gid = int(mode, 8), int(sgid), int(uid), int(gid)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(path)
+os.chown(path, 0, sgid)
+os.chmod(path, mode)
+s.listen(128)
+if s.fileno() == 3:
+    os.set_inheritable(3, True)
+else:
+    os.dup2(s.fileno(), 3)
+os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid()))
+os.environ.pop('LISTEN_FDNAMES', None)
+if private == '1':
+    r, w = os.pipe()
+    helper = os.fork()
+    if helper == 0:
+        # Still root in the initial namespace: writes the maps.
+        os.read(r, 1)
+        for f, i in (('uid_map', uid), ('gid_map', gid)):
+            with open(f'/proc/{os.getppid()}/{f}', 'w') as m:
+                m.write(f'0 0 1\n{i} {i} 1\n')
+        os._exit(0)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER
+        sys.exit('unshare(CLONE_NEWUSER): ' + os.strerror(ctypes.get_errno()))
+    os.write(w, b'x')
+    if os.waitpid(helper, 0)[1] != 0:
+        sys.exit('the uid and gid maps were not written')
+os.umask(int(umask, 8))
+os.setgroups([])
+os.setgid(gid)
+os.setuid(uid)
+os.execv(argv[0], argv)
+"""
+
+# A subscriber run as another user: prints the reply to its subscribe as
+# JSON ({"type": "ok"} or {"type": "error", "code": ...}).
+SUBSCRIBE = r"""
+import json, sys
+import harness as h
+c = h.Client(sys.argv[1])
+hello = c.hello(name='allow-test')
+if hello['type'] != 'hello':
+    print(json.dumps({'type': 'hello-' + hello['type'],
+                      'code': hello.get('code')}))
+    sys.exit(0)
+r = c.subscribe([sys.argv[2]])
+out = {'type': r['type'], 'code': r.get('code')}
+if r['type'] != 'error':
+    u = c.next_update(target=sys.argv[2])
+    out['conninfo'] = u.get('conninfo')
+print(json.dumps(out))
+"""
+
+
+class PackagedAgent(h.Agent):
+    """dbswapd as dbswapd.socket and dbswapd.service start it (UNIT_EXEC),
+    with the units' SocketMode=, PrivateUsers= and UMask= and stand-ins
+    for their user and groups: service_user (a LocalUser) for User= and
+    Group=, socket_gid for SocketGroup=."""
+
+    def __init__(self, service_user, socket_gid, private_users, socket_mode,
+                 umask, **kw):
+        self.unit_exec = [service_user.uid, service_user.gid, socket_gid,
+                          private_users, socket_mode, umask]
+        super().__init__(**kw)
+
+    def argv(self):
+        uid, gid, sgid, private, mode, umask = self.unit_exec
+        return [sys.executable, '-I', '-c', UNIT_EXEC, self.sock,
+                f'{mode:o}', str(sgid), str(uid), str(gid),
+                '1' if private else '0', umask, '--'] + super().argv()
 
 
 class Systemd(ClusterTest):
@@ -247,6 +357,92 @@ class Systemd(ClusterTest):
         with self.assertRaises(h.ProcessError):
             bad.start(timeout=5)
         self.assertIn('no group named no-such-group-dbswap', bad.log())
+
+    def test_packaged_unit_allow_rules_see_the_real_peers(self):
+        """Under the packaged units' settings, --allow rules name real
+        users and groups: the members of the socket's group connect, and
+        each is served exactly the targets a rule gives it.  (With
+        PrivateUsers=yes every peer but root and the agent's user reads
+        as 65534, and no rule naming a user or a group ever matches.)"""
+        service = unit_settings('dbswapd.service.in')
+        sock_unit = unit_settings('dbswapd.socket.in')
+        private = unit_bool(service.get('PrivateUsers', 'no'))
+        mode = int(sock_unit['SocketMode'], 8)
+        self.assertNotEqual(sock_unit['SocketGroup'], service['Group'],
+                            'the apps\' group must not be the one that reads '
+                            'the env files')
+        agent_user = h.LocalUser()     # User=dbswap, Group=dbswap
+        self.addCleanup(agent_user.close)
+        alice, bob, carol = h.LocalUser(), h.LocalUser(), h.LocalUser()
+        for u in (alice, bob, carol):
+            self.addCleanup(u.close)
+        _, clients_gid = h.local_group()  # SocketGroup=dbswap-clients
+        reporters, reporters_gid = h.local_group()
+
+        # The packaged layout: /etc/dbswap root:dbswap 0750, the env file
+        # root:dbswap 0640 (tmpfiles.d, the example); /run/dbswap 0755.
+        conf = tempfile.mkdtemp(prefix='dbswap-etc-')
+        self.addCleanup(shutil.rmtree, conf, True)
+        os.chown(conf, 0, agent_user.gid)
+        os.chmod(conf, 0o750)
+        env = os.path.join(conf, 'dbswap.env')
+        reports_url = self.url()
+        h.write_rename(env, f'DATABASE_URL={self.url()}\n'
+                            f'REPORTS_URL={reports_url}\n')
+        os.chown(env, 0, agent_user.gid)
+        os.chmod(env, 0o640)
+        run = tempfile.mkdtemp(prefix='dbswap-run-')
+        self.addCleanup(shutil.rmtree, run, True)
+        os.chmod(run, 0o755)
+
+        agent = PackagedAgent(
+            agent_user, clients_gid, private, mode,
+            service.get('UMask', '0022'), env_files=[env],
+            targets=['DATABASE_URL', 'REPORTS_URL'],
+            sock=os.path.join(run, 'dbswap.sock'),
+            args=['--allow', f'DATABASE_URL=user:{alice.name}',
+                  '--allow', f'REPORTS_URL=group:{reporters}'])
+        self.addCleanup(agent.close)
+        agent.wait_log(r'listening on the socket passed by systemd')
+        st = os.lstat(agent.sock)
+        self.assertEqual((st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)),
+                         (0, clients_gid, mode))
+        h.wait_for(lambda: h.target_status(agent, 'REPORTS_URL')
+                   ['generation'] == 1, what='the first values published')
+
+        def subscribe(user, target, groups):
+            r = user.run([sys.executable, '-c', SUBSCRIBE, agent.sock,
+                          target], groups=groups)
+            if r.returncode != 0:
+                return {'type': 'failed', 'stderr': r.stderr[-300:]}
+            return json.loads(r.stdout)
+
+        in_clients = [clients_gid]
+        # alice by name: DATABASE_URL, not REPORTS_URL.
+        got = subscribe(alice, 'DATABASE_URL', in_clients)
+        self.assertEqual(got.get('type'), 'ok',
+                         f'{alice.name} (uid {alice.uid}), named by an '
+                         f'--allow rule, was refused: {got}; the agent '
+                         f'logged:\n{agent.log()[-1500:]}')
+        self.assertEqual(got['conninfo'], self.url())
+        got = subscribe(alice, 'REPORTS_URL', in_clients)
+        self.assertEqual((got['type'], got['code']), ('error', 'forbidden'))
+        # bob, in the socket's group and no rule's: neither.
+        for target in ('DATABASE_URL', 'REPORTS_URL'):
+            got = subscribe(bob, target, in_clients)
+            self.assertEqual((got['type'], got['code']),
+                             ('error', 'forbidden'), target)
+        # bob with the reporters group: REPORTS_URL, by a group rule.
+        got = subscribe(bob, 'REPORTS_URL', in_clients + [reporters_gid])
+        self.assertEqual(got.get('type'), 'ok', got)
+        self.assertEqual(got['conninfo'], reports_url)
+        # carol, not in the socket's group, does not get in at all.
+        got = subscribe(carol, 'DATABASE_URL', [reporters_gid])
+        self.assertEqual(got['type'], 'failed')
+        self.assertIn('Permission denied', got['stderr'])
+        # The refusals name the peer as it is, not as nobody.
+        self.assertRegex(agent.log(), rf'uid {bob.uid}\b')
+        self.assertNotRegex(agent.log(), r'uid 65534\b')
 
     def test_structured_journal_entries(self):
         journal = '/run/systemd/journal/socket'
