@@ -266,11 +266,12 @@ static int set_check_dir(const struct set_opts *o, int dfd, const char *path)
 {
 	char what[PATH_MAX + 256], owner[128];
 	struct stat st;
+	int r;
 
 	if (fstat(dfd, &st) < 0) {
-		fprintf(stderr, "dbswapctl set: %s: %s\n", path,
-			strerror(errno));
-		return neg_errno();
+		r = neg_errno();
+		fprintf(stderr, "dbswapctl set: %s: %s\n", path, strerror(-r));
+		return r;
 	}
 	if (!set_owner_trusted(st.st_uid)) {
 		snprintf(what, sizeof(what), "%s is owned by %s", path,
@@ -294,11 +295,12 @@ static int set_check_dir(const struct set_opts *o, int dfd, const char *path)
  * it. */
 static int set_open_root(const struct set_opts *o, int *dfd)
 {
-	int fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	int fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC), r;
 
 	if (fd < 0) {
-		fprintf(stderr, "dbswapctl set: /: %s\n", strerror(errno));
-		return neg_errno();
+		r = neg_errno();
+		fprintf(stderr, "dbswapctl set: /: %s\n", strerror(-r));
+		return r;
 	}
 	if (*dfd >= 0)
 		close(*dfd);
@@ -306,13 +308,13 @@ static int set_open_root(const struct set_opts *o, int *dfd)
 	return set_check_dir(o, fd, "/");
 }
 
-/* Replaces the name at the head of rest (a symlink in dfd, at path) with
- * the link's text: rest becomes TEXT/REST-AFTER-NAME; an absolute text
- * restarts from /. */
+/* Follows the symlink name in *dfd (at path, lst its lstat): rest, what
+ * is left of the path after name, becomes TEXT/REST with the link's
+ * text; an absolute text restarts from / (*dfd and dir_path with it). */
 static int set_follow_link(const struct set_opts *o, int *dfd,
-			   const char *path, const struct stat *lst,
-			   char *dir_path, char *rest, size_t rest_size,
-			   const char *after)
+			   const char *name, const char *path,
+			   const struct stat *lst, char *dir_path, char *rest,
+			   size_t rest_size)
 {
 	char target[PATH_MAX], what[PATH_MAX + 256], owner[128];
 	char *joined;
@@ -328,15 +330,14 @@ static int set_follow_link(const struct set_opts *o, int *dfd,
 		if (r < 0)
 			return r;
 	}
-	n = readlinkat(*dfd, strrchr(path, '/') + 1, target,
-		       sizeof(target) - 1);
+	n = readlinkat(*dfd, name, target, sizeof(target) - 1);
 	if (n < 0) {
-		fprintf(stderr, "dbswapctl set: %s: %s\n", path,
-			strerror(errno));
-		return neg_errno();
+		r = neg_errno();
+		fprintf(stderr, "dbswapctl set: %s: %s\n", path, strerror(-r));
+		return r;
 	}
 	target[n] = '\0';
-	if (asprintf(&joined, "%s%s%s", target, *after ? "/" : "", after) < 0)
+	if (asprintf(&joined, "%s%s%s", target, *rest ? "/" : "", rest) < 0)
 		return -ENOMEM;
 	if (strlen(joined) >= rest_size) {
 		free(joined);
@@ -371,10 +372,11 @@ static int set_resolve(const struct set_opts *o, struct set_place *pl)
 		r = snprintf(rest, sizeof(rest), "%s", o->file);
 	} else {
 		if (!getcwd(cwd, sizeof(cwd))) {
+			r = neg_errno();
 			fprintf(stderr, "dbswapctl set: the working directory: "
 					"%s\n",
-				strerror(errno));
-			return neg_errno();
+				strerror(-r));
+			return r;
 		}
 		r = snprintf(rest, sizeof(rest), "%s/%s", cwd, o->file);
 	}
@@ -450,8 +452,8 @@ static int set_resolve(const struct set_opts *o, struct set_place *pl)
 				break;
 			}
 			via_link |= at_file;
-			r = set_follow_link(o, &dfd, path, &st, dir_path, rest,
-					    sizeof(rest), after);
+			r = set_follow_link(o, &dfd, comp, path, &st, dir_path,
+					    rest, sizeof(rest));
 			continue;
 		}
 		if (!*after && !S_ISDIR(st.st_mode)) {
