@@ -128,6 +128,8 @@ grep -q '^g dbswap-clients ' "$tmp/dbswapd/root/usr/lib/sysusers.d/dbswap.conf" 
 if grep -q '^PrivateUsers=yes' "$unit"; then
 	fail "dbswapd.service: PrivateUsers=yes hides the peers' uids from --allow"
 fi
+grep -q 'getent group dbswap' "$postinst" ||
+	fail "dbswapd postinst does not warn about members of group dbswap"
 # sysusers before anything starts the socket (SocketGroup=dbswap-clients).
 sysusers_line=$(grep -n 'systemd-sysusers' "$postinst" | head -n 1 | cut -d: -f1)
 socket_line=$(grep -n 'deb-systemd-invoke.*dbswapd.socket' "$postinst" | head -n 1 | cut -d: -f1)
