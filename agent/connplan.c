@@ -553,6 +553,25 @@ const char *connplan_label(const struct connplan *plan, size_t i, char *buf,
 	return buf;
 }
 
+const char *connplan_keyword_in(const struct connplan *plan,
+				const char *text)
+{
+	char pat[64];
+
+	for (const PQconninfoOption *o = plan->opts; o->keyword; o++) {
+		snprintf(pat, sizeof(pat), "\"%s\"", o->keyword);
+		if (strstr(text, pat))
+			return o->keyword;
+		snprintf(pat, sizeof(pat), "invalid %s value", o->keyword);
+		if (strstr(text, pat))
+			return o->keyword;
+		snprintf(pat, sizeof(pat), "%s value \"", o->keyword);
+		if (strstr(text, pat))
+			return o->keyword;
+	}
+	return NULL;
+}
+
 bool connplan_nameable(const struct connplan *plan, size_t i)
 {
 	return plan->hosts[i].nameable || !*plan->hosts[i].host;

@@ -108,6 +108,12 @@ void connplan_fail(struct connplan *plan, size_t i);
  * the value's writer meant.  Returns buf. */
 const char *connplan_label(const struct connplan *plan, size_t i, char *buf,
 			   size_t size);
+/* The libpq keyword that a libpq message about the value's settings is
+ * about ("invalid integer value \"..\" for connection option \"port\"",
+ * "invalid sslmode value: ..."), for a message of the agent's own that
+ * names the setting and quotes nothing; NULL when none is found. */
+const char *connplan_keyword_in(const struct connplan *plan,
+				const char *text);
 /* Whether connplan_label() names entry i by its host. */
 bool connplan_nameable(const struct connplan *plan, size_t i);
 

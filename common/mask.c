@@ -33,6 +33,62 @@ static bool is_secret_key(const char *key, size_t n)
 	       (n == 11 && strncasecmp(key, "sslpassword", 11) == 0);
 }
 
+/* Whether a setting's value as written, [v, v + n), is one libpq takes
+ * for that setting.  One that is not is masked: a mistyped value can put
+ * a password anywhere ("port=${DB_PASS}", "postgresql://app:pw/db"), and
+ * the agent refuses such a value anyway (connplan.h), so hiding it costs
+ * nothing.  Quoted or escaped text never passes: it is not a number, an
+ * address or a keyword of libpq's. */
+static bool setting_ok(const char *key, size_t klen, const char *v, size_t n)
+{
+	static const char *const ints[] = {
+		"connect_timeout", "keepalives", "keepalives_idle",
+		"keepalives_interval", "keepalives_count", "tcp_user_timeout",
+	};
+	static const struct {
+		const char *keyword, *values; /* " a b " */
+	} enums[] = {
+		{ "sslmode", " disable allow prefer require verify-ca "
+			     "verify-full " },
+		{ "gssencmode", " disable prefer require " },
+		{ "channel_binding", " disable prefer require " },
+		{ "target_session_attrs", " any read-write read-only primary "
+					  "standby prefer-standby " },
+		{ "ssl_min_protocol_version", " TLSv1 TLSv1.1 TLSv1.2 TLSv1.3 " },
+		{ "ssl_max_protocol_version", " TLSv1 TLSv1.1 TLSv1.2 TLSv1.3 " },
+	};
+	const char *allowed = NULL;
+
+#define KEY_IS(k) (klen == strlen(k) && strncmp(key, k, klen) == 0)
+	if (KEY_IS("port"))
+		allowed = "0123456789,";
+	else if (KEY_IS("hostaddr"))
+		allowed = "0123456789abcdefABCDEF.:,";
+	for (size_t i = 0; i < ARRAY_SIZE(ints) && !allowed; i++)
+		if (KEY_IS(ints[i]))
+			allowed = "0123456789-+";
+	if (allowed) {
+		for (size_t i = 0; i < n; i++)
+			if (!strchr(allowed, v[i]) || v[i] == '\0')
+				return false;
+		return true;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(enums); i++) {
+		const char *hit;
+		if (!KEY_IS(enums[i].keyword))
+			continue;
+		if (n == 0)
+			return true;
+		for (const char *at = enums[i].values;
+		     (hit = strstr(at, " ")) && hit[1]; at = hit + 1)
+			if (strncmp(hit + 1, v, n) == 0 && hit[1 + n] == ' ')
+				return memchr(v, ' ', n) == NULL;
+		return false;
+	}
+#undef KEY_IS
+	return true;
+}
+
 static int hex_digit(char c)
 {
 	if (c >= '0' && c <= '9')
@@ -109,7 +165,9 @@ static void mask_query(struct out *o, const char *p)
 		const char *amp = strchr(p, '&');
 		const char *end = amp ? amp : p + strlen(p);
 		const char *eq = memchr(p, '=', (size_t)(end - p));
-		if (eq && is_secret_query_key(p, (size_t)(eq - p))) {
+		if (eq && (is_secret_query_key(p, (size_t)(eq - p)) ||
+			   !setting_ok(p, (size_t)(eq - p), eq + 1,
+				       (size_t)(end - eq - 1)))) {
 			out_add(o, p, (size_t)(eq - p) + 1);
 			out_str(o, MASK);
 		} else {
@@ -253,7 +311,7 @@ static char *mask_keyvalue(const char *s)
 				if (*p == '\\' && p[1])
 					p++;
 		}
-		if (secret)
+		if (secret || !setting_ok(key, klen, val, (size_t)(p - val)))
 			out_str(&o, MASK);
 		else
 			out_add(&o, val, (size_t)(p - val));

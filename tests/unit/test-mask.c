@@ -191,6 +191,28 @@ static void test_garbage(void)
 	CHECK_MASK("host=db password=s3cr", NULL, "s3cr");
 	CHECK_MASK("host=db passw", "****", "passw");
 	CHECK_MASK("host=db password='s3cret", "****", "s3cret");
+	/* A setting whose value libpq would not take is masked: a
+	 * mistyped value ("port=${DB_PASS}") may have put a password there. */
+	CHECK_MASK("host=db port=s3cret user=app",
+		   "host=db port=**** user=app", "s3cret");
+	CHECK_MASK("host=db port='5432' sslmode=s3cret",
+		   "host=db port=**** sslmode=****", "s3cret");
+	CHECK_MASK("host=a,b port=5432,5433 sslmode=verify-full "
+		   "connect_timeout=10 target_session_attrs=read-write "
+		   "hostaddr=10.0.0.1,::1 ssl_min_protocol_version=TLSv1.2",
+		   "host=a,b port=5432,5433 sslmode=verify-full "
+		   "connect_timeout=10 target_session_attrs=read-write "
+		   "hostaddr=10.0.0.1,::1 ssl_min_protocol_version=TLSv1.2",
+		   "****");
+	CHECK_MASK("host=db hostaddr=s3cret keepalives_idle=s3cret2",
+		   "host=db hostaddr=**** keepalives_idle=****", "s3cret");
+	CHECK_MASK("host=db sslmode=require2", "host=db sslmode=****",
+		   "require2");
+	CHECK_MASK("postgresql://db/x?sslmode=s3cret&connect_timeout=10",
+		   "postgresql://db/x?sslmode=****&connect_timeout=10",
+		   "s3cret");
+	CHECK_MASK("postgresql://db/x?port=s3cret", "postgresql://db/x?port=****",
+		   "s3cret");
 	/* A URI without "@host": libpq reads the password as the port. */
 	CHECK_MASK("postgresql://app:s3cret/db", "postgresql://app:****/db",
 		   "s3cret");
