@@ -494,7 +494,10 @@ static void probe_where(struct probe *p, char *buf, size_t size)
 		connplan_label(p->plan, p->at_entry, label, sizeof(label));
 	else
 		snprintf(label, sizeof(label), "a host of the value");
-	if (addr && *addr)
+	/* A numeric host is its own address: shown once, as libpq does. */
+	if (addr && *addr && !(p->at_known &&
+			       connplan_nameable(p->plan, p->at_entry) &&
+			       streq(connplan_host(p->plan, p->at_entry), addr)))
 		snprintf(buf, size, "%s (%s), port %s", label, addr,
 			 port ? port : "");
 	else
