@@ -247,19 +247,23 @@ static void probe_close_conn(struct probe *p)
 /* Whether a line of libpq's error text may be shown (after scrubbing):
  * one about a server it tried ("connection to server at \"192.0.2.1\",
  * port 5432 failed: ..."; libpq 15 starts each attempt's message so), a
- * hint indented under it, or a field of a server's error ("DETAIL:",
- * "LOCATION:").  Any other line is libpq's word on the value's settings,
+ * hint indented under it, a field of a server's error ("DETAIL:",
+ * "LOCATION:"), the passfile's name after a failed password.  Any other line is libpq's word on the value's settings,
  * and those quote the value: "invalid integer value \"...\" for
  * connection option \"port\"", "could not parse network address
  * \"...\"", "Unix-domain socket path \"...\" is too long". */
 static bool probe_line_shown(const char *line, size_t len)
 {
-	static const char server[] = "connection to server ";
+	/* libpq's lines that quote nothing of the value but a file name:
+	 * after a failed password that came from the passfile. */
+	static const char *const starts[] = { "connection to server ",
+					      "password retrieved from file " };
 	size_t n = 0;
 
-	if (len >= sizeof(server) - 1 &&
-	    memcmp(line, server, sizeof(server) - 1) == 0)
-		return true;
+	for (size_t i = 0; i < ARRAY_SIZE(starts); i++)
+		if (len >= strlen(starts[i]) &&
+		    memcmp(line, starts[i], strlen(starts[i])) == 0)
+			return true;
 	if (len > 0 && (line[0] == '\t' || line[0] == ' '))
 		return true;
 	while (n < len && line[n] >= 'A' && line[n] <= 'Z')
