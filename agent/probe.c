@@ -540,8 +540,11 @@ static enum probe_peek probe_peek(struct probe *p)
 	while (at < (size_t)n) {
 		size_t left = (size_t)n - at;
 		uint32_t len, code;
+		/* libpq must only ever read whole messages: then the next
+		 * look starts at a message, not inside one that a hostile
+		 * server split to hide a request in its tail. */
 		if (left < 5 || (buf[at] == 'R' && left < 9))
-			return buf[at] == 'R' ? PEEK_WAIT : PEEK_GO;
+			break;
 		len = (uint32_t)buf[at + 1] << 24 | (uint32_t)buf[at + 2] << 16 |
 		      (uint32_t)buf[at + 3] << 8 | buf[at + 4];
 		if (len < 4)
@@ -557,9 +560,11 @@ static enum probe_peek probe_peek(struct probe *p)
 			break;
 		at += 1 + len;
 	}
-	/* A full buffer may hide a request behind it, which libpq would
-	 * read in the same call. */
-	return (size_t)n == sizeof(buf) ? PEEK_TOO_MUCH : PEEK_GO;
+	if (at == (size_t)n)
+		return PEEK_GO;
+	/* A message is only partly here: wait for the rest, unless the
+	 * buffer is full (a request could hide behind it). */
+	return (size_t)n == sizeof(buf) ? PEEK_TOO_MUCH : PEEK_WAIT;
 }
 
 static void probe_peek_again(struct loop_timer *t, void *data);

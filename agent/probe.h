@@ -54,19 +54,23 @@
  * in the clear.  While libpq waits for the server's answer to the
  * start-up packet on a connection that is neither TLS nor GSSAPI
  * encrypted, the probe looks at what arrived before libpq reads it
- * (recv() with MSG_PEEK, every complete message there): a cleartext
- * request closes the connection unanswered, and the probe fails with
+ * (recv() with MSG_PEEK, every message there; libpq is let read only
+ * when the bytes end with a whole message, so each look starts at a
+ * message): a cleartext request closes the connection unanswered, and
+ * the probe fails with
  * "the server at HOST, port P asked for the password in cleartext:
  * refused".  MD5 and SCRAM are answered as usual (MD5 sends a salted
  * hash, never the password).  Over TLS the request cannot be seen: libpq
  * answers it inside the tunnel, which is safe only when the server was
  * authenticated, so use sslmode=verify-full (or verify-ca) where a server
  * may ask for cleartext; with sslmode=require or prefer whoever holds the
- * address can ask.  Limits: a request that arrives in the microseconds
- * between the look and libpq's read, behind an earlier request of the
- * same answer (a hostile server's AuthenticationSASL and then a cleartext
- * request) is not seen; more than 16 KiB before the request is refused
- * as a whole.
+ * address can ask.  Limits: bytes that arrive in the microseconds
+ * between the look and libpq's read are not seen, so a hostile server
+ * that sends AuthenticationSASL and, timed into that window, a cleartext
+ * request can still get the password (libpq 15 answers both); a request
+ * that misses the window is refused.  More than 16 KiB waiting before
+ * the request is refused whole.  libpq 16's require_auth closes this for
+ * good.
  */
 #ifndef DBSWAP_AGENT_PROBE_H
 #define DBSWAP_AGENT_PROBE_H

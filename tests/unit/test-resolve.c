@@ -583,8 +583,12 @@ static void test_probe_host_by_position(void)
 /* A fake server that asks for the password in cleartext, its request
  * split in two writes 30 ms apart (the probe must wait for the rest
  * without spinning or letting libpq read it), and keeps what the client
- * sends after the start-up packet. */
+ * sends after the start-up packet.  With notice, a NoticeResponse comes
+ * first, split in the middle, and the request rides on its tail: were
+ * libpq let read the notice's head, the probe's next look would start
+ * inside the notice and miss the request. */
 struct cleartext_server {
+	bool notice;
 	int listen_fd, fd;
 	struct loop_source *listen_src, *src;
 	struct loop_timer *timer;
@@ -599,10 +603,15 @@ struct cleartext_server {
 static void cleartext_rest(struct loop_timer *t, void *data)
 {
 	struct cleartext_server *cs = data;
-	static const unsigned char rest[] = { 0, 0, 0, 3 };
+	static const char rest[] = "\0\0\0\x03";
+	static const char notice_rest[] = "ARN\0\0R\0\0\0\x08\0\0\0\x03";
 
 	(void)t;
-	CHECK_INT(write(cs->fd, rest, sizeof(rest)), ==, 4);
+	if (cs->notice)
+		CHECK_INT(write(cs->fd, notice_rest, sizeof(notice_rest) - 1),
+			  ==, (ssize_t)sizeof(notice_rest) - 1);
+	else
+		CHECK_INT(write(cs->fd, rest, sizeof(rest) - 1), ==, 4);
 }
 
 static void cleartext_event(struct loop_source *src, uint32_t events,
@@ -640,8 +649,12 @@ static void cleartext_event(struct loop_source *src, uint32_t events,
 		}
 		cs->started = true;
 		cs->in_len = 0;
-		/* 'R', length 8, then (30 ms later) code 3. */
-		CHECK_INT(write(cs->fd, "R\0\0\0\x08", 5), ==, 5);
+		/* 'R', length 8, then (30 ms later) code 3; or 'N',
+		 * length 11, "SW", then "ARN\0\0" and the request. */
+		if (cs->notice)
+			CHECK_INT(write(cs->fd, "N\0\0\0\x0bSW", 7), ==, 7);
+		else
+			CHECK_INT(write(cs->fd, "R\0\0\0\x08", 5), ==, 5);
 		loop_timer_arm_in(cs->timer, 30);
 		return;
 	}
@@ -663,9 +676,9 @@ static void cleartext_accept(struct loop_source *src, uint32_t events,
 				      cs, &cs->src), ==, 0);
 }
 
-static void test_probe_cleartext_refused(void)
+static void cleartext_run(bool notice)
 {
-	struct cleartext_server cs = { .fd = -1 };
+	struct cleartext_server cs = { .fd = -1, .notice = notice };
 	struct probe_seen s = { 0 };
 	unsigned port = 0;
 	char conninfo[256];
@@ -698,6 +711,12 @@ static void test_probe_cleartext_refused(void)
 	if (cs.fd >= 0)
 		close(cs.fd);
 	close(cs.listen_fd);
+}
+
+static void test_probe_cleartext_refused(void)
+{
+	cleartext_run(false);
+	cleartext_run(true);
 }
 
 int main(void)
