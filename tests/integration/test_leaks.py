@@ -96,6 +96,8 @@ class FakeServer:
     def close(self):
         self.proc.kill()
         self.proc.wait()
+        self._thread.join(5)
+        self.proc.stdout.close()
         self.user.close()
 
 
@@ -103,8 +105,7 @@ class Leaks(ClusterTest):
 
     def start(self, env_text, targets):
         self.write_env(env_text)
-        agent = self.start_agent(targets=targets)
-        return agent
+        return self.start_agent(targets=targets)
 
     def wait_failed(self, agent, name):
         return h.wait_for(
