@@ -12,6 +12,8 @@
  * mention at all (conninfo_add_defaults()).
  */
 #include <arpa/inet.h>
+#include <ctype.h>
+#include <limits.h>
 #include <libpq-fe.h>
 #include <netdb.h>
 #include <pwd.h>
@@ -30,6 +32,7 @@ struct connplan_host {
 	char *addr;       /* hostaddr to pass when no lookup: the value's,
 			   * or host itself when numeric; "" when none */
 	const char *port; /* this entry's port, "" for libpq's default */
+	bool nameable;    /* messages may quote host (connplan_label()) */
 	enum connplan_state state;
 	char *addrs[CONNPLAN_ADDRS_MAX]; /* found by the lookup */
 	size_t n_addrs;
@@ -127,6 +130,142 @@ static const char *connplan_file_type(mode_t mode)
 	case S_IFDIR: return "directory";
 	}
 	return "special file";
+}
+
+/* Whether a URI's text can be read two ways: libpq ends the user info at
+ * the first '@' before any '/' (a '?' does not stop it), a human at the
+ * last '@'.  A password's raw '@' or '/' then puts its tail into the host
+ * or the database name, where libpq's and the server's messages quote it,
+ * and the password libpq sends is not the one written.  Such a value is
+ * refused, in words that quote nothing of it. */
+static bool connplan_uri_ambiguous(const char *conninfo)
+{
+	static const char *const schemes[] = { "postgresql://", "postgres://" };
+	const char *p = NULL, *at, *end;
+
+	for (size_t i = 0; i < ARRAY_SIZE(schemes) && !p; i++)
+		if (strncmp(conninfo, schemes[i], strlen(schemes[i])) == 0)
+			p = conninfo + strlen(schemes[i]);
+	if (!p)
+		return false;
+	/* libpq's user info: up to the first '@' before any '/'. */
+	end = p + strcspn(p, "@/");
+	at = *end == '@' ? end : NULL;
+	/* A '?' in it: the '@' sat in a query value ("db?password=a@b"). */
+	if (at && memchr(p, '?', (size_t)(at - p)))
+		return true;
+	/* Any other '@' before the query: a human's user info ends there. */
+	p = at ? at + 1 : p;
+	end = p + strcspn(p, "?");
+	return memchr(p, '@', (size_t)(end - p)) != NULL;
+}
+
+/* Whether a message may quote host as written: a DNS name, an IP
+ * literal or a socket path of plain characters, that holds no password
+ * of the value and is held by none (a value "host=${DB_PASSWORD}" by
+ * mistake).  Otherwise messages say "host 2 of 3". */
+static bool connplan_host_nameable(const struct connplan *plan,
+				   const char *host)
+{
+	static const char *const secrets[] = { "password", "sslpassword" };
+	const char *extra = connplan_is_socket(host) ? "/@.-_+" : ".-_:[]%";
+
+	if (!*host || strlen(host) > 255)
+		return false;
+	for (const char *c = host; *c; c++)
+		if (!isalnum((unsigned char)*c) && !strchr(extra, *c))
+			return false;
+	for (size_t i = 0; i < ARRAY_SIZE(secrets); i++) {
+		const char *pw = connplan_opt(plan, secrets[i]);
+		if (pw && *pw && (strstr(host, pw) ||
+				  (strlen(host) >= 4 && strstr(pw, host))))
+			return false;
+	}
+	return true;
+}
+
+/* A decimal integer as libpq's parse_int_param() reads it (blanks around
+ * it allowed), within [min, max]. */
+static bool connplan_is_int(const char *s, long min, long max)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (end == s || errno)
+		return false;
+	while (isspace((unsigned char)*end))
+		end++;
+	return *end == '\0' && v >= min && v <= max;
+}
+
+/* The settings libpq checks only when it connects, checked here first so
+ * that the error names the setting and never quotes it: libpq's own
+ * messages ("invalid integer value \"...\" for connection option
+ * \"port\"") echo the value, which in a mistyped value may be a password
+ * ("postgresql://app:PASSWORD/db" reads as port PASSWORD). */
+static int connplan_check_settings(const struct connplan *plan, char *err,
+				   size_t err_size)
+{
+	static const char *const ints[] = {
+		"connect_timeout", "keepalives", "keepalives_idle",
+		"keepalives_interval", "keepalives_count", "tcp_user_timeout",
+	};
+	static const struct {
+		const char *keyword;
+		const char *values[7]; /* NULL-terminated */
+	} enums[] = {
+		{ "sslmode", { "disable", "allow", "prefer", "require",
+			       "verify-ca", "verify-full" } },
+		{ "gssencmode", { "disable", "prefer", "require" } },
+		{ "channel_binding", { "disable", "prefer", "require" } },
+		{ "target_session_attrs", { "any", "read-write", "read-only",
+					    "primary", "standby",
+					    "prefer-standby" } },
+		{ "ssl_min_protocol_version", { "", "TLSv1", "TLSv1.1",
+						"TLSv1.2", "TLSv1.3" } },
+		{ "ssl_max_protocol_version", { "", "TLSv1", "TLSv1.1",
+						"TLSv1.2", "TLSv1.3" } },
+	};
+
+	for (size_t i = 0; i < plan->n_ports; i++) {
+		if (!*plan->ports[i] || connplan_is_int(plan->ports[i], 1, 65535))
+			continue;
+		snprintf(err, err_size, "port %zu of %zu is not a number from 1 "
+			 "to 65535 (not shown: a mistyped value can put a "
+			 "password there)", i + 1, plan->n_ports);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(ints); i++) {
+		const char *v = connplan_opt(plan, ints[i]);
+		if (!v || !*v || connplan_is_int(v, INT_MIN, INT_MAX))
+			continue;
+		snprintf(err, err_size, "%s is not a whole number (not shown)",
+			 ints[i]);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(enums); i++) {
+		const char *v = connplan_opt(plan, enums[i].keyword);
+		bool known = !v;
+		size_t o;
+		for (size_t j = 0; !known && enums[i].values[j]; j++)
+			known = streq(v, enums[i].values[j]);
+		if (known)
+			continue;
+		o = (size_t)snprintf(err, err_size, "%s is not one of",
+				     enums[i].keyword);
+		for (size_t j = 0, n = 0; enums[i].values[j] && o < err_size;
+		     j++)
+			if (*enums[i].values[j])
+				o += (size_t)snprintf(err + o, err_size - o,
+						      "%s %s", n++ ? "," : "",
+						      enums[i].values[j]);
+		if (o < err_size)
+			snprintf(err + o, err_size - o, " (not shown)");
+		return -EINVAL;
+	}
+	return 0;
 }
 
 /* The agent's own passwd entry, looked up once by connplan_init(): a
@@ -276,6 +415,15 @@ static int connplan_hosts_parse(struct connplan *plan, char *err,
 			i++;
 			goto err_lists;
 		}
+		e->nameable = connplan_host_nameable(plan, e->host);
+		/* libpq's "could not parse network address" quotes it. */
+		if (*e->addr && !connplan_is_numeric(e->addr)) {
+			snprintf(err, err_size, "hostaddr %zu of %zu is not a "
+				 "numeric address (not shown)", i + 1, n);
+			i++;
+			r = -EINVAL;
+			goto err_lists;
+		}
 	}
 	return 0;
 
@@ -310,13 +458,21 @@ int connplan_new(const char *conninfo, struct connplan **out, char *err,
 		r = -EINVAL;
 		goto err_plan;
 	}
+	if (connplan_uri_ambiguous(conninfo)) {
+		snprintf(err, err_size, "the URI's user info is ambiguous: "
+			 "write '@', '/' and '?' in a user name or password as "
+			 "%%40, %%2F and %%3F (libpq would take the text after "
+			 "a raw '@' or '/' for the host or the database)");
+		r = -EINVAL;
+		goto err_plan;
+	}
 	service = connplan_opt(plan, "service");
 	if (service && *service) {
-		snprintf(err, err_size, "service \"%s\": the agent does not "
+		/* Not quoted: only the host may be named (connplan.h). */
+		snprintf(err, err_size, "service is set: the agent does not "
 			 "use connection service files (libpq would read the "
 			 "file, or LDAP, and resolve its hosts inside the "
-			 "agent's loop): write the settings into the value",
-			 service);
+			 "agent's loop): write the settings into the value");
 		r = -EINVAL;
 		goto err_plan;
 	}
@@ -329,6 +485,9 @@ int connplan_new(const char *conninfo, struct connplan **out, char *err,
 		goto err_plan;
 	}
 	r = connplan_hosts_parse(plan, err, err_size);
+	if (r < 0)
+		goto err_plan;
+	r = connplan_check_settings(plan, err, err_size);
 	if (r < 0)
 		goto err_plan;
 	r = connplan_check_files(plan, err, err_size);
@@ -378,6 +537,44 @@ void connplan_free(struct connplan *plan)
 		PQconninfoFree(plan->opts);
 	}
 	free(plan);
+}
+
+const char *connplan_label(const struct connplan *plan, size_t i, char *buf,
+			   size_t size)
+{
+	const struct connplan_host *e = &plan->hosts[i];
+
+	if (e->nameable)
+		snprintf(buf, size, "\"%s\"", e->host);
+	else if (!*e->host)
+		snprintf(buf, size, "the default host");
+	else
+		snprintf(buf, size, "host %zu of %zu", i + 1, plan->n_hosts);
+	return buf;
+}
+
+const char *connplan_keyword_in(const struct connplan *plan,
+				const char *text)
+{
+	char pat[64];
+
+	for (const PQconninfoOption *o = plan->opts; o->keyword; o++) {
+		snprintf(pat, sizeof(pat), "\"%s\"", o->keyword);
+		if (strstr(text, pat))
+			return o->keyword;
+		snprintf(pat, sizeof(pat), "invalid %s value", o->keyword);
+		if (strstr(text, pat))
+			return o->keyword;
+		snprintf(pat, sizeof(pat), "%s value \"", o->keyword);
+		if (strstr(text, pat))
+			return o->keyword;
+	}
+	return NULL;
+}
+
+bool connplan_nameable(const struct connplan *plan, size_t i)
+{
+	return plan->hosts[i].nameable || !*plan->hosts[i].host;
 }
 
 size_t connplan_hosts(const struct connplan *plan)
@@ -611,13 +808,12 @@ err_lists:
 	return r;
 }
 
-/* The host name that address addr of the range stands for, or NULL when
- * none or not just one. */
-static const char *connplan_name_of(const struct connplan *plan,
-				    size_t from, size_t to, const char *addr,
-				    size_t len)
+/* The entry whose host name address addr of the range stands for, or
+ * SIZE_MAX when none or not just one name. */
+static size_t connplan_name_of(const struct connplan *plan, size_t from,
+			       size_t to, const char *addr, size_t len)
 {
-	const char *name = NULL;
+	size_t found = SIZE_MAX;
 
 	for (size_t i = from; i < to && i < plan->n_hosts; i++) {
 		const struct connplan_host *e = &plan->hosts[i];
@@ -627,19 +823,21 @@ static const char *connplan_name_of(const struct connplan *plan,
 			/* libpq shows this one's address too. */
 			if (strlen(e->addr) == len &&
 			    memcmp(e->addr, addr, len) == 0)
-				return NULL;
+				return SIZE_MAX;
 			continue;
 		}
 		for (size_t j = 0; j < e->n_addrs; j++) {
 			if (strlen(e->addrs[j]) != len ||
 			    memcmp(e->addrs[j], addr, len) != 0)
 				continue;
-			if (name && !streq(name, e->host))
-				return NULL;
-			name = e->host;
+			if (found != SIZE_MAX &&
+			    !streq(plan->hosts[found].host, e->host))
+				return SIZE_MAX;
+			if (found == SIZE_MAX)
+				found = i;
 		}
 	}
-	return name;
+	return found;
 }
 
 void connplan_name_hosts(const struct connplan *plan, size_t from,
@@ -652,8 +850,8 @@ void connplan_name_hosts(const struct connplan *plan, size_t from,
 		return;
 	while (*msg && o + 1 < size) {
 		const char *q, *end;
-		const char *name;
-		size_t n;
+		char label[300];
+		size_t n, i;
 
 		q = strstr(msg, at);
 		if (!q)
@@ -668,11 +866,14 @@ void connplan_name_hosts(const struct connplan *plan, size_t from,
 		if (!*msg || !(end = strchr(msg, '"')) ||
 		    strncmp(end, "\", port ", 8) != 0)
 			continue;
-		name = connplan_name_of(plan, from, to, msg,
-					(size_t)(end - msg));
-		if (!name)
+		i = connplan_name_of(plan, from, to, msg, (size_t)(end - msg));
+		if (i == SIZE_MAX)
 			continue;
-		o += (size_t)snprintf(out + o, size - o, "%s\" (%.*s)", name,
+		/* The label brings its own quotes, or none ("host 2 of
+		 * 3"): the opening quote written above goes. */
+		o--;
+		connplan_label(plan, i, label, sizeof(label));
+		o += (size_t)snprintf(out + o, size - o, "%s (%.*s)", label,
 				      (int)(end - msg), msg);
 		if (o >= size) {
 			o = size - 1;

@@ -15,7 +15,16 @@
  * libpq would have tried them.  Everything else of the value is passed as
  * written, so target_session_attrs, sslmode and the rest are unchanged.
  *
- * Refused, with an error in the plan's own words:
+ * Refused, with an error in the plan's own words, which quote nothing of
+ * the value (a mistyped value can put a password anywhere):
+ * - a URI whose user info libpq and a human read differently (a raw '@'
+ *   or '/' in a password: libpq takes its tail for the host or the
+ *   database, and its messages quote them);
+ * - settings libpq would refuse only once it connects, with a message
+ *   quoting them: ports that are not numbers from 1 to 65535, integer
+ *   settings that are not integers, sslmode, gssencmode, channel_binding,
+ *   target_session_attrs, ssl_min/max_protocol_version outside their
+ *   values, a hostaddr that is not numeric;
  * - more than CONNPLAN_HOSTS_MAX hosts;
  * - host, hostaddr and port lists of different lengths (libpq's rule);
  * - a connection service (service=, or PGSERVICE in the agent's
@@ -40,6 +49,7 @@
 #ifndef DBSWAP_AGENT_CONNPLAN_H
 #define DBSWAP_AGENT_CONNPLAN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Hosts in one value.  libpq tries them one after the other, each in its
@@ -87,6 +97,25 @@ int connplan_set_addrs(struct connplan *plan, size_t i,
 		       const char *const *addrs, size_t n);
 /* The lookup of entry i failed: the entry is left out. */
 void connplan_fail(struct connplan *plan, size_t i);
+
+/* How messages name host entry i: "\"db.example\"" (quotes included)
+ * when it may be named, else "host 2 of 3" ("the default host" for an
+ * entry without one).  A host may be named when it is a DNS name, an IP
+ * literal or a socket path of plain characters, and holds no password of
+ * the value nor is held by one (4 bytes or more).  Values whose hosts
+ * could be a password's tail (a URI with a raw '@' or '/' in its user
+ * info) are refused by connplan_new(), so a nameable host is the host
+ * the value's writer meant.  Returns buf. */
+const char *connplan_label(const struct connplan *plan, size_t i, char *buf,
+			   size_t size);
+/* The libpq keyword that a libpq message about the value's settings is
+ * about ("invalid integer value \"..\" for connection option \"port\"",
+ * "invalid sslmode value: ..."), for a message of the agent's own that
+ * names the setting and quotes nothing; NULL when none is found. */
+const char *connplan_keyword_in(const struct connplan *plan,
+				const char *text);
+/* Whether connplan_label() names entry i by its host. */
+bool connplan_nameable(const struct connplan *plan, size_t i);
 
 /* The addresses of entry i that libpq is given, those given up included:
  * as many as its lookup found, or 1 when it needed none; 0 while it is

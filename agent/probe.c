@@ -27,6 +27,7 @@
  */
 #include <libpq-fe.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -45,6 +46,7 @@ struct probe {
 	struct loop_source *src;
 	struct loop_timer *timer;      /* the deadline */
 	struct loop_timer *turn_timer; /* the end of the current turn */
+	struct loop_timer *peek_timer; /* a start-up message half here */
 	enum probe_phase phase;
 	bool got_row, in_recovery, keep;
 	int64_t started_us;
@@ -67,7 +69,10 @@ struct probe {
 	size_t next;            /* the first entry no stage has taken */
 	size_t stage_from, stage_to; /* the entries libpq has now */
 	char passed[1024];      /* why earlier entries failed, lines */
-	char *secrets[3]; /* text that must not appear in error messages */
+	/* Text that must not appear in error messages: the passwords, the
+	 * URI's password region, and hosts that may not be named
+	 * (connplan_label()). */
+	char *secrets[3 + CONNPLAN_HOSTS_MAX];
 	probe_done_fn *fn;
 	void *data;
 };
@@ -79,6 +84,7 @@ static void probe_free(struct probe *p)
 	loop_remove_fd(p->src);
 	loop_timer_free(p->timer);
 	loop_timer_free(p->turn_timer);
+	loop_timer_free(p->peek_timer);
 	resolve_free(p->resolve);
 	if (p->conn)
 		PQfinish(p->conn);
@@ -233,8 +239,80 @@ static void probe_close_conn(struct probe *p)
 {
 	loop_remove_fd(p->src);
 	p->src = NULL;
+	loop_timer_disarm(p->peek_timer);
 	PQfinish(p->conn);
 	p->conn = NULL;
+}
+
+/* Whether a line of libpq's error text may be shown (after scrubbing):
+ * one about a server it tried ("connection to server at \"192.0.2.1\",
+ * port 5432 failed: ..."; libpq 15 starts each attempt's message so), a
+ * hint indented under it, a field of a server's error ("DETAIL:",
+ * "LOCATION:"), the passfile's name after a failed password.  Any other line is libpq's word on the value's settings,
+ * and those quote the value: "invalid integer value \"...\" for
+ * connection option \"port\"", "could not parse network address
+ * \"...\"", "Unix-domain socket path \"...\" is too long". */
+static bool probe_line_shown(const char *line, size_t len)
+{
+	/* libpq's lines that quote nothing of the value but a file name:
+	 * after a failed password that came from the passfile. */
+	static const char *const starts[] = { "connection to server ",
+					      "password retrieved from file " };
+	size_t n = 0;
+
+	for (size_t i = 0; i < ARRAY_SIZE(starts); i++)
+		if (len >= strlen(starts[i]) &&
+		    memcmp(line, starts[i], strlen(starts[i])) == 0)
+			return true;
+	if (len > 0 && (line[0] == '\t' || line[0] == ' '))
+		return true;
+	while (n < len && line[n] >= 'A' && line[n] <= 'Z')
+		n++;
+	return n > 0 && n < len && line[n] == ':';
+}
+
+/* libpq's error text as the probe shows it: lines about the value's
+ * settings replaced by one of the agent's own that names the setting
+ * (never its value), servers libpq names by address named as
+ * connplan_label() allows.  probe_finish() scrubs the rest. */
+static void probe_libpq_text(struct probe *p, const char *raw, char *out,
+			     size_t size)
+{
+	char kept[2048], line[1024];
+	const char *keyword = NULL;
+	bool withheld = false;
+	size_t k = 0;
+
+	kept[0] = '\0';
+	for (const char *l = raw; l && *l;) {
+		const char *nl = strchr(l, '\n');
+		size_t len = nl ? (size_t)(nl - l) : strlen(l);
+		if (probe_line_shown(l, len)) {
+			k += (size_t)snprintf(kept + k, sizeof(kept) - k,
+					      "%.*s\n", (int)len, l);
+			k = MIN(k, sizeof(kept) - 1);
+		} else if (len > 0) {
+			withheld = true;
+			snprintf(line, sizeof(line), "%.*s", (int)len, l);
+			if (!keyword && p->plan)
+				keyword = connplan_keyword_in(p->plan, line);
+			explicit_bzero(line, sizeof(line));
+		}
+		l = nl ? nl + 1 : NULL;
+	}
+	if (withheld && keyword)
+		snprintf(kept + k, sizeof(kept) - k, "libpq refused the "
+			 "value's %s setting (its message is not shown: it "
+			 "quotes the value)\n", keyword);
+	else if (withheld)
+		snprintf(kept + k, sizeof(kept) - k, "libpq refused the "
+			 "value's settings (its message is not shown: it "
+			 "quotes the value)\n");
+	if (p->plan)
+		connplan_name_hosts(p->plan, p->stage_from, p->stage_to, kept,
+				    out, size);
+	else
+		snprintf(out, size, "%s", kept);
 }
 
 /* libpq gave up.  Returns true when the probe finished (and was freed),
@@ -243,11 +321,7 @@ static bool probe_fail_conn(struct probe *p)
 {
 	char msg[1024], line[1024], sqlstate[6];
 
-	if (p->plan)
-		connplan_name_hosts(p->plan, p->stage_from, p->stage_to,
-				    PQerrorMessage(p->conn), msg, sizeof(msg));
-	else
-		snprintf(msg, sizeof(msg), "%s", PQerrorMessage(p->conn));
+	probe_libpq_text(p, PQerrorMessage(p->conn), msg, sizeof(msg));
 	pqerr_line(msg, line, sizeof(line), sqlstate);
 	/* A server's error (it has a SQLSTATE) or a missing password ends
 	 * libpq's own attempt: the hosts after it are not tried. */
@@ -400,25 +474,142 @@ static void probe_track(struct probe *p)
 	probe_arm_turn(p, p->at_end_ms);
 }
 
-/* The server libpq is trying, as libpq names it in its messages, with
- * the port (a value may list one host twice, with two ports). */
-static void probe_where(PGconn *conn, char *buf, size_t size)
+/* "host \"db.example\"", or "host 2 of 3" when it may not be named. */
+static const char *probe_host(const struct probe *p, size_t i, char *buf,
+			      size_t size)
 {
-	const char *host = PQhost(conn), *addr = PQhostaddr(conn);
-	const char *port = PQport(conn);
+	char label[300];
 
-	host = host ? host : "";
-	if (addr && *addr && !streq(addr, host))
-		snprintf(buf, size, "\"%s\" (%s), port %s", host, addr,
+	connplan_label(p->plan, i, label, sizeof(label));
+	snprintf(buf, size, "%s%s", connplan_nameable(p->plan, i) &&
+		 label[0] == '"' ? "host " : "", label);
+	return buf;
+}
+
+/* The server libpq is trying, named as connplan_label() allows, with
+ * its address and port (a value may list one host twice, with two
+ * ports). */
+static void probe_where(struct probe *p, char *buf, size_t size)
+{
+	const char *addr = PQhostaddr(p->conn), *port = PQport(p->conn);
+	char label[300];
+
+	if (p->at_known)
+		connplan_label(p->plan, p->at_entry, label, sizeof(label));
+	else
+		snprintf(label, sizeof(label), "a host of the value");
+	/* A numeric host is its own address: shown once, as libpq does. */
+	if (addr && *addr && !(p->at_known &&
+			       connplan_nameable(p->plan, p->at_entry) &&
+			       streq(connplan_host(p->plan, p->at_entry), addr)))
+		snprintf(buf, size, "%s (%s), port %s", label, addr,
 			 port ? port : "");
 	else
-		snprintf(buf, size, "\"%s\", port %s", host, port ? port : "");
+		snprintf(buf, size, "%s, port %s", label, port ? port : "");
+}
+
+/* What the server has sent that libpq has not read yet: start-up
+ * messages, a few dozen bytes in practice.  More than this before the
+ * authentication request is refused (probe_peek()). */
+#define PROBE_PEEK_MAX 16384
+/* How soon to look again at a start-up message that is only half here
+ * (the loop is level-triggered: waiting on the fd would spin). */
+#define PROBE_PEEK_RETRY_MS 5
+
+enum probe_peek { PEEK_GO, PEEK_WAIT, PEEK_CLEARTEXT, PEEK_TOO_MUCH };
+
+/* libpq 15 answers an AuthenticationCleartextPassword request with the
+ * password, whatever the value says (it has no require_auth).  So before
+ * libpq reads what the server sent after the start-up packet, the probe
+ * looks at it, without taking it off the socket: every complete message
+ * there, and a message half here is waited for when it is (or may be) an
+ * authentication request.  Over TLS or GSSAPI encryption the bytes are
+ * encrypted and cannot be seen: see probe.h. */
+static enum probe_peek probe_peek(struct probe *p)
+{
+	unsigned char buf[PROBE_PEEK_MAX];
+	ssize_t n;
+	size_t at = 0;
+
+	if (PQstatus(p->conn) != CONNECTION_AWAITING_RESPONSE ||
+	    PQsslInUse(p->conn) || PQgssEncInUse(p->conn))
+		return PEEK_GO;
+	n = recv(PQsocket(p->conn), buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+	if (n <= 0)
+		return PEEK_GO; /* libpq sees the end or the error itself */
+	while (at < (size_t)n) {
+		size_t left = (size_t)n - at;
+		uint32_t len, code;
+		/* libpq must only ever read whole messages: then the next
+		 * look starts at a message, not inside one that a hostile
+		 * server split to hide a request in its tail. */
+		if (left < 5 || (buf[at] == 'R' && left < 9))
+			break;
+		len = (uint32_t)buf[at + 1] << 24 | (uint32_t)buf[at + 2] << 16 |
+		      (uint32_t)buf[at + 3] << 8 | buf[at + 4];
+		if (len < 4)
+			return PEEK_GO; /* libpq refuses it */
+		if (buf[at] == 'R') {
+			code = (uint32_t)buf[at + 5] << 24 |
+			       (uint32_t)buf[at + 6] << 16 |
+			       (uint32_t)buf[at + 7] << 8 | buf[at + 8];
+			if (code == 3)
+				return PEEK_CLEARTEXT;
+		}
+		if (len > (size_t)n - at - 1)
+			break;
+		at += 1 + len;
+	}
+	if (at == (size_t)n)
+		return PEEK_GO;
+	/* A message is only partly here: wait for the rest, unless the
+	 * buffer is full (a request could hide behind it). */
+	return (size_t)n == sizeof(buf) ? PEEK_TOO_MUCH : PEEK_WAIT;
+}
+
+static void probe_peek_again(struct loop_timer *t, void *data);
+
+/* Returns true when libpq may take its next step. */
+static bool probe_check_auth(struct probe *p)
+{
+	char msg[768], where[512];
+
+	switch (probe_peek(p)) {
+	case PEEK_GO:
+		return true;
+	case PEEK_WAIT:
+		loop_remove_fd(p->src);
+		p->src = NULL;
+		loop_timer_arm_in(p->peek_timer, PROBE_PEEK_RETRY_MS);
+		return false;
+	case PEEK_CLEARTEXT:
+		probe_where(p, where, sizeof(where));
+		snprintf(msg, sizeof(msg), "the server at %s asked for the "
+			 "password in cleartext: refused (configure "
+			 "scram-sha-256 on the server, or use TLS with "
+			 "sslmode=verify-full)", where);
+		break;
+	case PEEK_TOO_MUCH:
+		probe_where(p, where, sizeof(where));
+		snprintf(msg, sizeof(msg), "the server at %s sent more than "
+			 "%d bytes before asking for authentication: refused",
+			 where, PROBE_PEEK_MAX);
+		break;
+	}
+	/* Closed before libpq reads the request: nothing is sent (PQfinish
+	 * sends a Terminate only on an open connection). */
+	probe_fail(p, msg);
+	return false;
 }
 
 static void probe_connect_step(struct probe *p)
 {
-	PostgresPollingStatusType st = PQconnectPoll(p->conn);
+	PostgresPollingStatusType st;
 	int r;
+
+	if (!probe_check_auth(p))
+		return;
+	st = PQconnectPoll(p->conn);
 
 	if (st == PGRES_POLLING_READING || st == PGRES_POLLING_WRITING)
 		probe_track(p);
@@ -457,10 +648,10 @@ static void probe_timeout(struct loop_timer *t, void *data)
 
 	if (p->phase == PHASE_RESOLVE)
 		snprintf(msg, sizeof(msg), "no answer within %d ms while "
-			 "resolving host \"%s\"", p->timeout_ms,
-			 connplan_host(p->plan, p->next));
-	else if (p->phase == PHASE_CONNECT && p->conn && PQhost(p->conn)) {
-		probe_where(p->conn, where, sizeof(where));
+			 "resolving %s", p->timeout_ms,
+			 probe_host(p, p->next, where, sizeof(where)));
+	else if (p->phase == PHASE_CONNECT && p->conn && p->at_known) {
+		probe_where(p, where, sizeof(where));
 		snprintf(msg, sizeof(msg), "no answer within %d ms while "
 			 "connecting to %s", p->timeout_ms, where);
 	} else
@@ -469,6 +660,15 @@ static void probe_timeout(struct loop_timer *t, void *data)
 			 p->phase == PHASE_CONNECT ? "connecting"
 						   : "running " PROBE_QUERY);
 	probe_fail(p, msg);
+}
+
+static void probe_peek_again(struct loop_timer *t, void *data)
+{
+	struct probe *p = data;
+
+	(void)t;
+	if (p->phase == PHASE_CONNECT && p->conn)
+		probe_connect_step(p);
 }
 
 /* The turn of a lookup, an address or a host ended before libpq did with
@@ -482,9 +682,9 @@ static void probe_turn_timeout(struct loop_timer *t, void *data)
 		/* c-ares cannot stop one lookup of several: its answer, if
 		 * one comes, is ignored. */
 		snprintf(msg, sizeof(msg), "no answer within %lld ms while "
-			 "resolving host \"%s\"",
+			 "resolving %s",
 			 (long long)(p->turn_end_ms - p->start_ms),
-			 connplan_host(p->plan, p->next));
+			 probe_host(p, p->next, where, sizeof(where)));
 		probe_pass(p, msg);
 		connplan_fail(p->plan, p->next);
 		(void)probe_next_stage(p);
@@ -499,10 +699,9 @@ static void probe_turn_timeout(struct loop_timer *t, void *data)
 	snprintf(text, sizeof(text), "%s", PQerrorMessage(p->conn));
 	end = strrchr(text, '\n');
 	*(end ? end + 1 : text) = '\0';
-	connplan_name_hosts(p->plan, p->stage_from, p->stage_to, text, msg,
-			    sizeof(msg));
+	probe_libpq_text(p, text, msg, sizeof(msg));
 	probe_pass(p, msg);
-	probe_where(p->conn, where, sizeof(where));
+	probe_where(p, where, sizeof(where));
 	snprintf(msg, sizeof(msg), "no answer within %lld ms while "
 		 "connecting to %s", (long long)(p->at_end_ms - p->at_start_ms),
 		 where);
@@ -636,7 +835,7 @@ static void probe_resolved(struct resolve *res, size_t index, void *data)
 	const char *why;
 	const char *const *addrs = resolve_addrs(res, index, &n, &why);
 	bool given_up = connplan_state(p->plan, entry) != CONNPLAN_LOOKUP;
-	char msg[512];
+	char msg[512], label[300];
 
 	if (!given_up && addrs &&
 	    connplan_set_addrs(p->plan, entry, addrs, n) < 0) {
@@ -644,8 +843,9 @@ static void probe_resolved(struct resolve *res, size_t index, void *data)
 		why = "out of memory";
 	}
 	if (!given_up && !addrs) {
-		snprintf(msg, sizeof(msg), "could not resolve host \"%s\": %s",
-			 connplan_host(p->plan, entry), why);
+		snprintf(msg, sizeof(msg), "could not resolve %s: %s",
+			 probe_host(p, entry, label, sizeof(label)),
+			 why);
 		p->lookup_error[entry] = strdup(msg);
 		connplan_fail(p->plan, entry);
 	}
@@ -723,10 +923,20 @@ int probe_start(struct loop *loop, const struct probe_opts *o,
 			probe_finish(p, err);
 			return 0;
 		}
+		for (size_t i = 0; i < connplan_hosts(p->plan); i++) {
+			if (connplan_nameable(p->plan, i))
+				continue;
+			p->secrets[3 + i] = strdup(connplan_host(p->plan, i));
+			if (!p->secrets[3 + i]) {
+				probe_free(p);
+				return -ENOMEM;
+			}
+		}
 	}
 	p->timer = loop_timer_new(loop, probe_timeout, p);
 	p->turn_timer = loop_timer_new(loop, probe_turn_timeout, p);
-	if (!p->timer || !p->turn_timer) {
+	p->peek_timer = loop_timer_new(loop, probe_peek_again, p);
+	if (!p->timer || !p->turn_timer || !p->peek_timer) {
 		probe_free(p);
 		return -ENOMEM;
 	}

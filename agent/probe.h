@@ -37,6 +37,40 @@
  * left, as before; of many hung hosts the last may not be reached.  Once
  * connected, the query has what is left of the deadline: libpq would not
  * try another host then either.
+ *
+ * What the probe says never quotes the value (issue 15).  libpq's own
+ * messages about a value's settings quote them ("invalid integer value
+ * \"<text>\" for connection option \"port\""), and a mistyped value
+ * puts a password where libpq quotes it: connplan.h refuses such values
+ * first in words of its own, and any line of libpq's that is not about a
+ * server it tried is replaced by "libpq refused the value's X setting".
+ * Hosts are named only as connplan_label() allows ("host 2 of 3"
+ * otherwise); servers' own errors after connecting stay, scrubbed of the
+ * value's passwords.
+ *
+ * Cleartext passwords.  libpq 15 answers a server's
+ * AuthenticationCleartextPassword with the password (it has no
+ * require_auth), so a server, or whoever took its address, would get it
+ * in the clear.  While libpq waits for the server's answer to the
+ * start-up packet on a connection that is neither TLS nor GSSAPI
+ * encrypted, the probe looks at what arrived before libpq reads it
+ * (recv() with MSG_PEEK, every message there; libpq is let read only
+ * when the bytes end with a whole message, so each look starts at a
+ * message): a cleartext request closes the connection unanswered, and
+ * the probe fails with
+ * "the server at HOST, port P asked for the password in cleartext:
+ * refused".  MD5 and SCRAM are answered as usual (MD5 sends a salted
+ * hash, never the password).  Over TLS the request cannot be seen: libpq
+ * answers it inside the tunnel, which is safe only when the server was
+ * authenticated, so use sslmode=verify-full (or verify-ca) where a server
+ * may ask for cleartext; with sslmode=require or prefer whoever holds the
+ * address can ask.  Limits: bytes that arrive in the microseconds
+ * between the look and libpq's read are not seen, so a hostile server
+ * that sends AuthenticationSASL and, timed into that window, a cleartext
+ * request can still get the password (libpq 15 answers both); a request
+ * that misses the window is refused.  More than 16 KiB waiting before
+ * the request is refused whole.  libpq 16's require_auth closes this for
+ * good.
  */
 #ifndef DBSWAP_AGENT_PROBE_H
 #define DBSWAP_AGENT_PROBE_H

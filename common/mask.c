@@ -1,7 +1,15 @@
 /*
  * Password masking for conninfo strings; see mask.h.
+ *
+ * libpq decides what the value is: PQconninfoParse() (which reads no
+ * file and no environment) either accepts it, and the masker then masks
+ * every span that libpq or a human could take for a password, or refuses
+ * it, and then nothing of it is shown.  A last check compares the output
+ * with the passwords libpq parsed: a password still in it (a shape the
+ * span rules missed) masks the value whole.
  */
 #include <ctype.h>
+#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -11,12 +19,74 @@
 
 #define MASK "****"
 
+/* A parsed password shorter than this is not looked for in the output:
+ * one to three bytes occur by chance in any text (the mask itself holds
+ * "*", key names hold most letters), and looking would mask every value
+ * whole.  The span rules mask short passwords as well as long ones. */
+#define MASK_SECRET_MIN 4
+
 /* Case does not matter here: a key libpq would refuse as unknown was still
  * meant as a password by whoever wrote it. */
 static bool is_secret_key(const char *key, size_t n)
 {
 	return (n == 8 && strncasecmp(key, "password", 8) == 0) ||
 	       (n == 11 && strncasecmp(key, "sslpassword", 11) == 0);
+}
+
+/* Whether a setting's value as written, [v, v + n), is one libpq takes
+ * for that setting.  One that is not is masked: a mistyped value can put
+ * a password anywhere ("port=${DB_PASS}", "postgresql://app:pw/db"), and
+ * the agent refuses such a value anyway (connplan.h), so hiding it costs
+ * nothing.  Quoted or escaped text never passes: it is not a number, an
+ * address or a keyword of libpq's. */
+static bool setting_ok(const char *key, size_t klen, const char *v, size_t n)
+{
+	static const char *const ints[] = {
+		"connect_timeout", "keepalives", "keepalives_idle",
+		"keepalives_interval", "keepalives_count", "tcp_user_timeout",
+	};
+	static const struct {
+		const char *keyword, *values; /* " a b " */
+	} enums[] = {
+		{ "sslmode", " disable allow prefer require verify-ca "
+			     "verify-full " },
+		{ "gssencmode", " disable prefer require " },
+		{ "channel_binding", " disable prefer require " },
+		{ "target_session_attrs", " any read-write read-only primary "
+					  "standby prefer-standby " },
+		{ "ssl_min_protocol_version", " TLSv1 TLSv1.1 TLSv1.2 TLSv1.3 " },
+		{ "ssl_max_protocol_version", " TLSv1 TLSv1.1 TLSv1.2 TLSv1.3 " },
+	};
+	const char *allowed = NULL;
+
+#define KEY_IS(k) (klen == strlen(k) && strncmp(key, k, klen) == 0)
+	if (KEY_IS("port"))
+		allowed = "0123456789,";
+	else if (KEY_IS("hostaddr"))
+		allowed = "0123456789abcdefABCDEF.:,";
+	for (size_t i = 0; i < ARRAY_SIZE(ints) && !allowed; i++)
+		if (KEY_IS(ints[i]))
+			allowed = "0123456789-+";
+	if (allowed) {
+		for (size_t i = 0; i < n; i++)
+			if (!strchr(allowed, v[i]) || v[i] == '\0')
+				return false;
+		return true;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(enums); i++) {
+		const char *hit;
+		if (!KEY_IS(enums[i].keyword))
+			continue;
+		if (n == 0)
+			return true;
+		for (const char *at = enums[i].values;
+		     (hit = strstr(at, " ")) && hit[1]; at = hit + 1)
+			if (strncmp(hit + 1, v, n) == 0 && hit[1 + n] == ' ')
+				return memchr(v, ' ', n) == NULL;
+		return false;
+	}
+#undef KEY_IS
+	return true;
 }
 
 static int hex_digit(char c)
@@ -95,7 +165,9 @@ static void mask_query(struct out *o, const char *p)
 		const char *amp = strchr(p, '&');
 		const char *end = amp ? amp : p + strlen(p);
 		const char *eq = memchr(p, '=', (size_t)(end - p));
-		if (eq && is_secret_query_key(p, (size_t)(eq - p))) {
+		if (eq && (is_secret_query_key(p, (size_t)(eq - p)) ||
+			   !setting_ok(p, (size_t)(eq - p), eq + 1,
+				       (size_t)(end - eq - 1)))) {
 			out_add(o, p, (size_t)(eq - p) + 1);
 			out_str(o, MASK);
 		} else {
@@ -105,6 +177,39 @@ static void mask_query(struct out *o, const char *p)
 			break;
 		out_str(o, "&");
 		p = amp + 1;
+	}
+}
+
+/* The authority of a URI without user info, [p, end): libpq reads
+ * "app:pw" as host app, port pw, where a human wrote a user and a
+ * password and forgot "@host".  A port that is not all digits is masked;
+ * a numeric one cannot be told from a port (see mask.h). */
+static void mask_ports(struct out *o, const char *p, const char *end)
+{
+	bool bracket = false;
+
+	while (p < end) {
+		const char *q = p;
+		if (*p == '[')
+			bracket = true;
+		else if (*p == ']')
+			bracket = false;
+		if (*p != ':' || bracket) {
+			out_add(o, p, 1);
+			p++;
+			continue;
+		}
+		for (q = p + 1; q < end && *q != ','; q++)
+			;
+		bool digits = q > p + 1;
+		for (const char *d = p + 1; d < q; d++)
+			digits &= isdigit((unsigned char)*d) != 0;
+		out_add(o, ":", 1);
+		if (digits)
+			out_add(o, p + 1, (size_t)(q - p - 1));
+		else
+			out_str(o, MASK);
+		p = q;
 	}
 }
 
@@ -142,6 +247,12 @@ static char *mask_uri(const char *s, size_t scheme_len)
 			}
 			p = at;
 		}
+	}
+	if (p == start) {
+		/* No user info: the authority's ports may be a password. */
+		const char *end = p + strcspn(p, "/?");
+		mask_ports(&o, p, end);
+		p = end;
 	}
 	q = strchr(p, '?');
 	if (!q) {
@@ -200,7 +311,7 @@ static char *mask_keyvalue(const char *s)
 				if (*p == '\\' && p[1])
 					p++;
 		}
-		if (secret)
+		if (secret || !setting_ok(key, klen, val, (size_t)(p - val)))
 			out_str(&o, MASK);
 		else
 			out_add(&o, val, (size_t)(p - val));
@@ -208,19 +319,51 @@ static char *mask_keyvalue(const char *s)
 	return out_done(&o);
 }
 
+/* Whether out still holds a password libpq parsed from the value. */
+static bool mask_leaks(const char *out, const PQconninfoOption *opts)
+{
+	for (const PQconninfoOption *o = opts; o->keyword; o++) {
+		if (!o->val || strlen(o->val) < MASK_SECRET_MIN ||
+		    !is_secret_key(o->keyword, strlen(o->keyword)))
+			continue;
+		if (strstr(out, o->val))
+			return true;
+	}
+	return false;
+}
+
 char *mask_conninfo(const char *s)
 {
+	/* libpq's URI prefixes, compared as libpq does (case matters). */
 	static const char *const schemes[] = { "postgresql://", "postgres://" };
+	PQconninfoOption *opts;
+	char *errmsg = NULL, *out = NULL;
 
 	if (!s)
 		return strdup("(none)");
-	for (size_t i = 0; i < ARRAY_SIZE(schemes); i++) {
+	if (!*s)
+		return strdup("");
+	/* A value libpq refuses (a JDBC URL, a typo'd scheme, a bare or
+	 * half-written password, anything) is shown as nothing but the
+	 * mask: not even its length.  errmsg quotes the value: dropped. */
+	opts = PQconninfoParse(s, &errmsg);
+	PQfreemem(errmsg);
+	if (!opts)
+		return strdup(MASK);
+	for (size_t i = 0; i < ARRAY_SIZE(schemes) && !out; i++) {
 		size_t n = strlen(schemes[i]);
-		/* Any case: a URI libpq refuses may still carry a password. */
-		if (strncasecmp(s, schemes[i], n) == 0)
-			return mask_uri(s, n);
+		if (strncmp(s, schemes[i], n) == 0)
+			out = mask_uri(s, n);
 	}
-	if (strchr(s, '='))
-		return mask_keyvalue(s);
-	return strdup(*s ? MASK : "");
+	if (!out)
+		out = mask_keyvalue(s);
+	if (out && mask_leaks(out, opts)) {
+		free(out);
+		out = strdup(MASK);
+	}
+	for (PQconninfoOption *o = opts; o->keyword; o++)
+		if (o->val)
+			explicit_bzero(o->val, strlen(o->val));
+	PQconninfoFree(opts);
+	return out;
 }

@@ -7,9 +7,22 @@
  *   host=db password='s e c' user=app           ->
  *   host=db password=**** user=app
  *
- * The masker never needs the string to be valid: it masks generously where
- * the shape is unclear, and a value that is neither a URI nor key=value
- * pairs (it might be a bare password pasted by mistake) is masked whole.
+ * Safe for any bytes.  A value that libpq's PQconninfoParse() refuses (a
+ * bare or half-written password, a JDBC URL, a typo'd scheme, an unknown
+ * keyword, an unterminated quote) comes out as "****" whole, its length
+ * not shown.  In a value libpq accepts, every span libpq or a human could
+ * read as a password is masked: in a URI from the first ':' of the user
+ * info to the last '@' (a password's raw '@', '/', '?' make the two
+ * readings differ), a port that is not a number when there is no '@'
+ * ("postgresql://app:pw/db": libpq reads pw as the port), the password
+ * and sslpassword query parameters (keys percent-encoded too); in
+ * key=value form the password and sslpassword values, quoted or not.  A
+ * password of MASK_SECRET_MIN (4) bytes or more that libpq parsed and
+ * that would still be in the output masks the value whole.  Not
+ * protected: a password of digits only written as a URI without "@host"
+ * ("postgresql://app:1234/db" reads as host app, port 1234).
+ *
+ * Thread-safe, does not block (no file, no environment is read).
  */
 #ifndef DBSWAP_MASK_H
 #define DBSWAP_MASK_H

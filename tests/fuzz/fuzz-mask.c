@@ -2,8 +2,16 @@
  * libFuzzer target: conninfo masking (common/mask.c).
  *
  * The first input byte picks a mode; the rest is the data:
- *   0  the data as one string (up to the first NUL): masked without
- *      crashing, whatever it is
+ *   0  the data as one string (up to the first NUL), arbitrary bytes.
+ *      Checked: (a) when libpq's PQconninfoParse() refuses it, the output
+ *      is exactly "****" (nothing of the input, not even its length);
+ *      (b) when libpq accepts it, no password or sslpassword libpq parsed
+ *      of FRAGMENT bytes or more (and no '*', which the mask is made of)
+ *      is in the output; (c) when it starts with a libpq URI prefix and
+ *      its first ':' after "://" comes before any '/' and before the
+ *      last '@', no FRAGMENT bytes from between that ':' and that '@'
+ *      (the password of libpq's reading or of a human's) are in the
+ *      output unless they are also in the rest of the input
  *   1  key=value conninfo built from the data the way libpq reads it:
  *      records of (selector byte, length byte, value bytes); the selector
  *      picks the key (password and sslpassword in several cases among
@@ -27,6 +35,8 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <libpq-fe.h>
 
 #include "common/mask.h"
 #include "tests/fuzz/fuzz.h"
@@ -258,6 +268,65 @@ static void check_no_leak(const struct built *b, const char *out)
 	free(rest);
 }
 
+/* Property (c) of mode 0, with the span as a built secret. */
+static void check_uri_span(const char *s, const char *out)
+{
+	static struct built u;
+	const char *start = strstr(s, "://"), *colon, *slash, *at;
+	size_t len = strlen(s);
+
+	if (!start || (strncmp(s, "postgresql://", 13) != 0 &&
+		       strncmp(s, "postgres://", 11) != 0))
+		return;
+	start += 3;
+	colon = strchr(start, ':');
+	slash = strchr(start, '/');
+	at = strrchr(start, '@');
+	if (!colon || !at || colon > at || (slash && slash < colon) ||
+	    len >= sizeof(u.s))
+		return;
+	memcpy(u.s, s, len + 1);
+	u.len = len;
+	u.n_spans = 1;
+	u.span_off[0] = (size_t)(colon + 1 - s);
+	u.span_end[0] = (size_t)(at - s);
+	check_no_leak(&u, out);
+}
+
+/* Mode 0: any bytes. */
+static void check_any(const char *s, const char *out)
+{
+	PQconninfoOption *opts;
+	char *err = NULL;
+
+	opts = PQconninfoParse(s, &err);
+	PQfreemem(err);
+	if (!opts) {
+		if (strcmp(out, "****") != 0) {
+			fprintf(stderr, "mask_conninfo shows a value libpq "
+				"refuses\n  in:  \"%s\"\n  out: \"%s\"\n",
+				s, out);
+			abort();
+		}
+		return;
+	}
+	for (PQconninfoOption *o = opts; o->keyword; o++) {
+		if (!o->val || strlen(o->val) < FRAGMENT ||
+		    strchr(o->val, '*') ||
+		    (strcmp(o->keyword, "password") != 0 &&
+		     strcmp(o->keyword, "sslpassword") != 0))
+			continue;
+		if (strstr(out, o->val)) {
+			fprintf(stderr, "mask_conninfo leaks the %s libpq "
+				"parsed\n  in:  \"%s\"\n  out: \"%s\"\n",
+				o->keyword, s, out);
+			abort();
+		}
+	}
+	PQconninfoFree(opts);
+	check_uri_span(s, out);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static struct built b;
@@ -275,6 +344,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		s[size - 1] = '\0';
 		out = mask_conninfo(s);
 		FUZZ_CHECK(out != NULL);
+		check_any(s, out);
 		free(out);
 		free(s);
 		return 0;

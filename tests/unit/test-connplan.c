@@ -320,8 +320,45 @@ static void test_refusals(void)
 	e = plan_refused("postgresql://u:" SECRET "@db/x?nosuchoption=1");
 	CHECK_STR(e, "not a valid libpq connection string or URI");
 	e = plan_refused("service=prod password=" SECRET);
-	CHECK(strstr(e, "service \"prod\""));
+	CHECK(strstr(e, "service is set"));
+	CHECK(strstr(e, "prod") == NULL);
 	CHECK(strstr(e, "service files"));
+	/* Issue 15: libpq's messages would quote these; ours name the
+	 * setting and quote nothing. */
+	e = plan_refused("host=db port=" SECRET " password=" SECRET);
+	CHECK_STR(e, "port 1 of 1 is not a number from 1 to 65535 (not "
+		     "shown: a mistyped value can put a password there)");
+	e = plan_refused("postgresql://app:" SECRET "/db");
+	CHECK(strstr(e, "port 1 of 1 is not a number"));
+	e = plan_refused("host=a,b port=5432,x" SECRET);
+	CHECK(strstr(e, "port 2 of 2 is not a number"));
+	e = plan_refused("host=db port=70000");
+	CHECK(strstr(e, "port 1 of 1"));
+	e = plan_refused("host=db sslmode=" SECRET);
+	CHECK_STR(e, "sslmode is not one of disable, allow, prefer, require, "
+		     "verify-ca, verify-full (not shown)");
+	e = plan_refused("host=db target_session_attrs=" SECRET);
+	CHECK(strstr(e, "target_session_attrs is not one of any,"));
+	e = plan_refused("host=db connect_timeout=" SECRET);
+	CHECK_STR(e, "connect_timeout is not a whole number (not shown)");
+	e = plan_refused("host=db hostaddr=" SECRET);
+	CHECK_STR(e, "hostaddr 1 of 1 is not a numeric address (not shown)");
+	e = plan_refused("host=db ssl_min_protocol_version=" SECRET);
+	CHECK(strstr(e, "ssl_min_protocol_version is not one of TLSv1,"));
+	/* A raw '@' or '/' in a URI's password: libpq takes the tail for
+	 * the host or the database. */
+	e = plan_refused("postgresql://app:" SECRET "@x" SECRET "@db/x");
+	CHECK(strstr(e, "user info is ambiguous"));
+	e = plan_refused("postgresql://app:" SECRET "/x" SECRET "@db/x");
+	CHECK(strstr(e, "user info is ambiguous"));
+	e = plan_refused("postgresql://db?password=" SECRET "@x" SECRET);
+	CHECK(strstr(e, "user info is ambiguous"));
+	connplan_free(plan_ok("postgresql://app:" SECRET "@db/x?"
+			      "application_name=a@b&sslmode=verify-full"));
+	connplan_free(plan_ok("postgresql://app%40x:p%40ss@db:5432/x"));
+	connplan_free(plan_ok("postgresql://db/x?password=a@b"));
+	connplan_free(plan_ok("host=db port=' 5432 ' connect_timeout=10 "
+			      "ssl_min_protocol_version=TLSv1.2"));
 	setenv("PGSERVICE", "prod", 1);
 	e = plan_refused("host=db password=" SECRET);
 	CHECK(strstr(e, "PGSERVICE is set"));
@@ -395,6 +432,30 @@ static void test_special_files(void)
 	connplan_free(plan);
 	unlink(home);
 	close(fd);
+}
+
+static void test_labels(void)
+{
+	struct connplan *plan = plan_ok("host='db.example,a b," SECRET
+					",/run/pg,10.0.0.1' password=" SECRET);
+	char buf[64];
+
+	if (!plan)
+		return;
+	CHECK_STR(connplan_label(plan, 0, buf, sizeof(buf)),
+		  "\"db.example\"");
+	CHECK_STR(connplan_label(plan, 1, buf, sizeof(buf)), "host 2 of 5");
+	/* The password itself as a host: never named. */
+	CHECK_STR(connplan_label(plan, 2, buf, sizeof(buf)), "host 3 of 5");
+	CHECK_STR(connplan_label(plan, 3, buf, sizeof(buf)), "\"/run/pg\"");
+	CHECK_STR(connplan_label(plan, 4, buf, sizeof(buf)), "\"10.0.0.1\"");
+	connplan_free(plan);
+	plan = plan_ok("dbname=x");
+	if (!plan)
+		return;
+	CHECK_STR(connplan_label(plan, 0, buf, sizeof(buf)),
+		  "the default host");
+	connplan_free(plan);
 }
 
 static void test_name_hosts(void)
@@ -564,6 +625,7 @@ int main(void)
 	RUN(test_environment);
 	RUN(test_refusals);
 	RUN(test_special_files);
+	RUN(test_labels);
 	RUN(test_name_hosts);
 	RUN(test_skip_and_locate);
 	RUN(test_libpq_accepts);

@@ -120,12 +120,12 @@ static void test_uri(void)
 	/* libpq decodes query keys: an encoded "password" is one. */
 	CHECK_MASK("postgresql://db/x?pass%77ord=s3cret", NULL, "s3cret");
 	CHECK_MASK("postgresql://db/x?%73slpassword=s3cret", NULL, "s3cret");
-	CHECK_MASK("postgresql://db/x?passw%6Frd=s3cret&a=b",
-		   "postgresql://db/x?passw%6Frd=****&a=b", "s3cret");
+	CHECK_MASK("postgresql://db/x?passw%6Frd=s3cret&application_name=b",
+		   "postgresql://db/x?passw%6Frd=****&application_name=b",
+		   "s3cret");
 	CHECK_MASK("postgresql://db/x?passw%6frd=s3cret", NULL, "s3cret");
-	/* Not a valid escape: the key stays as written, not a password. */
-	CHECK_MASK("postgresql://db/x?passw%6=x", "postgresql://db/x?passw%6=x",
-		   "****");
+	/* Not a valid escape: libpq refuses the value, shown as nothing. */
+	CHECK_MASK("postgresql://db/x?passw%6=x", "****", "passw", "=x");
 	/* Keys in capitals: libpq refuses them, they still were meant. */
 	CHECK_MASK("postgresql://db/x?Password=s3cret", NULL, "s3cret");
 	/* Scheme in capitals: not a URI to libpq, still not to be shown. */
@@ -157,11 +157,10 @@ static void test_keyvalue(void)
 	/* Escaped space in an unquoted value (libpq accepts it). */
 	CHECK_MASK("host=db password=s3\\ cret user=app",
 		   "host=db password=**** user=app", "s3", "cret");
-	/* Unterminated quote: the rest of the string is the value. */
-	CHECK_MASK("host=db password='s3 cret user=app",
-		   "host=db password=****", "s3", "cret", "user=app");
-	CHECK_MASK("host=db password='s3cret\\'", "host=db password=****",
-		   "s3cret");
+	/* Unterminated quote: libpq refuses the value, masked whole. */
+	CHECK_MASK("host=db password='s3 cret user=app", "****", "s3",
+		   "cret", "user=app");
+	CHECK_MASK("host=db password='s3cret\\'", "****", "s3cret");
 	/* Not key=value after the first pair: unclear shape, masked. */
 	CHECK_MASK("host=db s3cret", NULL, "s3cret");
 	CHECK_MASK("password=my s3cret phrase", NULL, "s3cret", "phrase");
@@ -169,9 +168,11 @@ static void test_keyvalue(void)
 	/* Keys are not secret, only their values. */
 	CHECK_MASK("host=db port=5432 dbname=x", "host=db port=5432 dbname=x",
 		   "****");
-	CHECK_MASK("passwordx=y", "passwordx=y", "****");
-	CHECK_MASK("PASSWORD=s3cret host=db", "PASSWORD=**** host=db",
-		   "s3cret");
+	/* Unknown keywords: libpq refuses the value, masked whole (a
+	 * typo'd key may hold a password). */
+	CHECK_MASK("passwordx=y", "****", "=y");
+	CHECK_MASK("PASSWORD=s3cret host=db", "****", "s3cret");
+	CHECK_MASK("host=db pasword=s3cret", "****", "s3cret");
 }
 
 static void test_garbage(void)
@@ -181,6 +182,52 @@ static void test_garbage(void)
 	CHECK_MASK("my s3cret pw", "****", "s3cret");
 	CHECK_MASK("postgresql:/app:s3cret@db", "****", "s3cret");
 	CHECK_MASK("'s3cret'", "****", "s3cret");
+	/* Issue 15's shapes: nothing of a value libpq refuses is shown. */
+	CHECK_MASK("jdbc:postgresql://db:5432/x?user=app&password=s3cret",
+		   "****", "s3cret", "jdbc", "db");
+	CHECK_MASK("postgress://app:s3cret@db/x", "****", "s3cret");
+	CHECK_MASK("postgres:/app:s3cret@db/x", "****", "s3cret");
+	CHECK_MASK("host=db password=s3cret port=", NULL, "s3cret");
+	CHECK_MASK("host=db password=s3cr", NULL, "s3cr");
+	CHECK_MASK("host=db passw", "****", "passw");
+	CHECK_MASK("host=db password='s3cret", "****", "s3cret");
+	/* A setting whose value libpq would not take is masked: a
+	 * mistyped value ("port=${DB_PASS}") may have put a password there. */
+	CHECK_MASK("host=db port=s3cret user=app",
+		   "host=db port=**** user=app", "s3cret");
+	CHECK_MASK("host=db port='5432' sslmode=s3cret",
+		   "host=db port=**** sslmode=****", "s3cret");
+	CHECK_MASK("host=a,b port=5432,5433 sslmode=verify-full "
+		   "connect_timeout=10 target_session_attrs=read-write "
+		   "hostaddr=10.0.0.1,::1 ssl_min_protocol_version=TLSv1.2",
+		   "host=a,b port=5432,5433 sslmode=verify-full "
+		   "connect_timeout=10 target_session_attrs=read-write "
+		   "hostaddr=10.0.0.1,::1 ssl_min_protocol_version=TLSv1.2",
+		   "****");
+	CHECK_MASK("host=db hostaddr=s3cret keepalives_idle=s3cret2",
+		   "host=db hostaddr=**** keepalives_idle=****", "s3cret");
+	CHECK_MASK("host=db sslmode=require2", "host=db sslmode=****",
+		   "require2");
+	CHECK_MASK("postgresql://db/x?sslmode=s3cret&connect_timeout=10",
+		   "postgresql://db/x?sslmode=****&connect_timeout=10",
+		   "s3cret");
+	CHECK_MASK("postgresql://db/x?port=s3cret", "postgresql://db/x?port=****",
+		   "s3cret");
+	/* A URI without "@host": libpq reads the password as the port. */
+	CHECK_MASK("postgresql://app:s3cret/db", "postgresql://app:****/db",
+		   "s3cret");
+	CHECK_MASK("postgresql://app:s3cret", "postgresql://app:****",
+		   "s3cret");
+	CHECK_MASK("postgresql://h1:5432,app:s3cret/db",
+		   "postgresql://h1:5432,app:****/db", "s3cret");
+	CHECK_MASK("postgresql://[::1]:5432/db", "postgresql://[::1]:5432/db",
+		   "****");
+	/* An unencoded '@' in the password: the tail libpq takes for the
+	 * host is masked with the rest. */
+	CHECK_MASK("postgresql://app:s3c@ret@db/x", "postgresql://app:****@db/x",
+		   "s3c", "ret@");
+	CHECK_MASK("postgresql://app:s3c/ret@db/x", "postgresql://app:****@db/x",
+		   "s3c", "ret");
 }
 
 /* Copies tmpl into buf with its "%s" replaced by secret (no printf: the
@@ -257,9 +304,9 @@ static void test_generated(void)
 		CHECK_MASK(buf, "password = ****", "QX");
 		snprintf(buf, sizeof(buf), "sslpassword='%s' host=db", quoted);
 		CHECK_MASK(buf, "sslpassword=**** host=db", "QX");
-		/* Unterminated: the rest of the string must go too. */
+		/* Unterminated: libpq refuses it, masked whole. */
 		snprintf(buf, sizeof(buf), "host=db password='%s", quoted);
-		CHECK_MASK(buf, "host=db password=****", "QX");
+		CHECK_MASK(buf, "****", "QX");
 	}
 }
 

@@ -12,6 +12,9 @@
  * server never answers, or an address of a name that never answers, is
  * given up after its share of the deadline and the next one is tried (a
  * refused connection shows it was); a lone host has the whole deadline.
+ * And issue 15's: a host that holds the password is named by position,
+ * and a server asking for the password in cleartext (its request split
+ * across two writes) gets nothing after the start-up packet.
  *
  * The fake server knows ok.test (A 192.0.2.1, 192.0.2.2, AAAA
  * 2001:db8::5) and two.test (A 127.0.0.1, 127.0.0.2), says NXDOMAIN for
@@ -559,6 +562,163 @@ static void test_probe_lone_host(void)
 	close(fd);
 }
 
+/* A host holding the value's password is never named: its lookup's
+ * failure gives its position (issue 15). */
+static void test_probe_host_by_position(void)
+{
+	struct probe_seen s = { 0 };
+	unsigned closed = 0;
+	int fd = tcp_socket("127.0.0.1", &closed, false);
+	char conninfo[256];
+
+	CHECK(fd >= 0);
+	snprintf(conninfo, sizeof(conninfo), "host=127.0.0.1,nx.test port=%u "
+		 "user=u password=nx.test dbname=d", closed);
+	probe_run(conninfo, 2000, &s);
+	CHECK(contains(s.error, "could not resolve host 2 of 2: "));
+	CHECK(strstr(s.error, "nx.test") == NULL);
+	close(fd);
+}
+
+/* A fake server that asks for the password in cleartext, its request
+ * split in two writes 30 ms apart (the probe must wait for the rest
+ * without spinning or letting libpq read it), and keeps what the client
+ * sends after the start-up packet.  With notice, a NoticeResponse comes
+ * first, split in the middle, and the request rides on its tail: were
+ * libpq let read the notice's head, the probe's next look would start
+ * inside the notice and miss the request. */
+struct cleartext_server {
+	bool notice;
+	int listen_fd, fd;
+	struct loop_source *listen_src, *src;
+	struct loop_timer *timer;
+	unsigned char in[4096];
+	size_t in_len;
+	bool started;  /* the start-up packet came */
+	size_t after;  /* bytes sent after it */
+	bool got_p;    /* a PasswordMessage */
+	bool closed;
+};
+
+static void cleartext_rest(struct loop_timer *t, void *data)
+{
+	struct cleartext_server *cs = data;
+	static const char rest[] = "\0\0\0\x03";
+	static const char notice_rest[] = "ARN\0\0R\0\0\0\x08\0\0\0\x03";
+
+	(void)t;
+	if (cs->notice)
+		CHECK_INT(write(cs->fd, notice_rest, sizeof(notice_rest) - 1),
+			  ==, (ssize_t)sizeof(notice_rest) - 1);
+	else
+		CHECK_INT(write(cs->fd, rest, sizeof(rest) - 1), ==, 4);
+}
+
+static void cleartext_event(struct loop_source *src, uint32_t events,
+			    void *data)
+{
+	struct cleartext_server *cs = data;
+	ssize_t n = read(cs->fd, cs->in + cs->in_len,
+			 sizeof(cs->in) - cs->in_len);
+
+	(void)src;
+	(void)events;
+	if (n <= 0) {
+		cs->closed = true;
+		loop_remove_fd(cs->src);
+		cs->src = NULL;
+		return;
+	}
+	if (cs->started) {
+		cs->got_p |= cs->after == 0 && cs->in[cs->in_len] == 'p';
+		cs->after += (size_t)n;
+		return;
+	}
+	cs->in_len += (size_t)n;
+	while (cs->in_len >= 8) {
+		size_t len = (size_t)cs->in[0] << 24 | (size_t)cs->in[1] << 16 |
+			     (size_t)cs->in[2] << 8 | cs->in[3];
+		if (cs->in_len < len)
+			return;
+		if (len == 8 && cs->in[4] == 0x04 && cs->in[5] == 0xd2) {
+			/* SSLRequest or GSSENCRequest: no. */
+			CHECK_INT(write(cs->fd, "N", 1), ==, 1);
+			memmove(cs->in, cs->in + 8, cs->in_len - 8);
+			cs->in_len -= 8;
+			continue;
+		}
+		cs->started = true;
+		cs->in_len = 0;
+		/* 'R', length 8, then (30 ms later) code 3; or 'N',
+		 * length 11, "SW", then "ARN\0\0" and the request. */
+		if (cs->notice)
+			CHECK_INT(write(cs->fd, "N\0\0\0\x0bSW", 7), ==, 7);
+		else
+			CHECK_INT(write(cs->fd, "R\0\0\0\x08", 5), ==, 5);
+		loop_timer_arm_in(cs->timer, 30);
+		return;
+	}
+}
+
+static void cleartext_accept(struct loop_source *src, uint32_t events,
+			     void *data)
+{
+	struct cleartext_server *cs = data;
+
+	(void)src;
+	(void)events;
+	if (cs->fd >= 0)
+		return;
+	cs->fd = accept(cs->listen_fd, NULL, NULL);
+	CHECK(cs->fd >= 0);
+	if (cs->fd >= 0)
+		CHECK_INT(loop_add_fd(loop, cs->fd, EPOLLIN, cleartext_event,
+				      cs, &cs->src), ==, 0);
+}
+
+static void cleartext_run(bool notice)
+{
+	struct cleartext_server cs = { .fd = -1, .notice = notice };
+	struct probe_seen s = { 0 };
+	unsigned port = 0;
+	char conninfo[256];
+	int64_t end;
+
+	cs.listen_fd = tcp_socket("127.0.0.1", &port, true);
+	CHECK(cs.listen_fd >= 0);
+	cs.timer = loop_timer_new(loop, cleartext_rest, &cs);
+	CHECK(cs.timer != NULL);
+	CHECK_INT(loop_add_fd(loop, cs.listen_fd, EPOLLIN, cleartext_accept,
+			      &cs, &cs.listen_src), ==, 0);
+	snprintf(conninfo, sizeof(conninfo), "host=127.0.0.1 port=%u user=u "
+		 "password=" SECRET " dbname=d", port);
+	probe_run(conninfo, 5000, &s);
+	CHECK(contains(s.error, "the server at \"127.0.0.1\", port %u asked "
+		       "for the password in cleartext: refused", port));
+	CHECK_INT(s.elapsed_ms, <, 4000);
+	/* The server sees the connection closed, and nothing after the
+	 * start-up packet. */
+	end = now_ms() + 2000;
+	while (!cs.closed && now_ms() < end)
+		loop_dispatch(loop, 50);
+	CHECK(cs.started);
+	CHECK(cs.closed);
+	CHECK(!cs.got_p);
+	CHECK_INT(cs.after, ==, 0);
+	loop_remove_fd(cs.src);
+	loop_remove_fd(cs.listen_src);
+	loop_timer_free(cs.timer);
+	if (cs.fd >= 0)
+		close(cs.fd);
+	close(cs.listen_fd);
+}
+
+static void test_probe_cleartext_refused(void)
+{
+	cleartext_run(false);
+	cleartext_run(true);
+}
+
 int main(void)
 {
 	check_watchdog(30);
@@ -576,6 +736,8 @@ int main(void)
 	RUN(test_probe_address_hangs_first);
 	RUN(test_probe_turn_floor);
 	RUN(test_probe_lone_host);
+	RUN(test_probe_host_by_position);
+	RUN(test_probe_cleartext_refused);
 	CHECK_INT(queries, >, 0);
 
 	loop_free(loop);

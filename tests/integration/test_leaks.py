@@ -1,0 +1,238 @@
+"""libpq's own words never carry a secret out, and no password goes to a
+server that asks for it in cleartext (issue 15).
+
+An attacker who can write a value (or who runs a server a value points
+at) must not read a secret through what the agent says about it: libpq's
+messages quote the value's text ("invalid integer value \"...\" for
+connection option \"port\"", "could not translate host name \"<tail of a
+password>@...\""), and a mistyped value puts a password where libpq quotes
+it.  Each value here holds a distinctive secret where libpq would echo it;
+the secret must appear in no `dbswapctl status`, `status --json`, the
+agent's log (its events are log lines) or a status reply, while the error
+still says what is wrong.
+
+A local user runs a fake server that answers the start-up packet with
+AuthenticationCleartextPassword and records what comes back: the agent
+must close the connection without sending the password, for a validation
+and for a failover switch."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import harness as h
+from common import ClusterTest, fresh_password, main
+
+CTL = os.environ.get('DBSWAPCTL', '')
+
+# A server that asks for the password in cleartext: answers an SSL or GSS
+# request with 'N', the start-up packet with 'R' int32 8 int32 3, and then
+# reports (one JSON line per connection on stdout) every byte the client
+# sent after the start-up packet, until the client closes or 5 s pass.
+FAKE_SERVER = r'''
+import json, socket, struct, sys, threading
+s = socket.socket()
+s.bind(('127.0.0.1', 0))
+s.listen(16)
+print(json.dumps({'port': s.getsockname()[1]}), flush=True)
+
+def read_n(c, n):
+    b = b''
+    while len(b) < n:
+        d = c.recv(n - len(b))
+        if not d:
+            raise EOFError
+        b += d
+    return b
+
+def serve(c):
+    c.settimeout(5)
+    got = b''
+    try:
+        while True:
+            n, = struct.unpack('!I', read_n(c, 4))
+            body = read_n(c, n - 4)
+            code, = struct.unpack('!I', body[:4])
+            if code in (80877103, 80877104):  # SSLRequest, GSSENCRequest
+                c.sendall(b'N')
+                continue
+            break
+        c.sendall(b'R' + struct.pack('!II', 8, 3))
+        while True:
+            d = c.recv(4096)
+            if not d:
+                break
+            got += d
+    except (EOFError, OSError):
+        pass
+    print(json.dumps({'after_startup': got.hex()}), flush=True)
+    c.close()
+
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+'''
+
+
+class FakeServer:
+    """FAKE_SERVER run as a throwaway local user."""
+
+    def __init__(self):
+        self.user = h.LocalUser()
+        self.proc = self.user.popen([sys.executable, '-c', FAKE_SERVER],
+                                    stdout=subprocess.PIPE, text=True)
+        self.port = json.loads(self.proc.stdout.readline())['port']
+        self.sessions = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.sessions.append(bytes.fromhex(
+                json.loads(line)['after_startup']))
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+        self._thread.join(5)
+        self.proc.stdout.close()
+        self.user.close()
+
+
+class Leaks(ClusterTest):
+
+    def start(self, env_text, targets):
+        self.write_env(env_text)
+        return self.start_agent(targets=targets)
+
+    def wait_failed(self, agent, name):
+        return h.wait_for(
+            lambda: (s := h.target_status(agent, name))['state'] == 'failed'
+            and s.get('error') and s, timeout=30, what=f'{name} failed')
+
+    def outputs(self, agent):
+        """Every text the agent shows: status both ways, the status
+        reply, the log."""
+        texts = {'status reply': json.dumps(h._status(agent, 10))}
+        for args in (['status'], ['status', '--json']):
+            r = subprocess.run([CTL, '--socket', agent.sock, *args],
+                               capture_output=True, text=True, timeout=20,
+                               stdin=subprocess.DEVNULL)
+            texts[f'dbswapctl {" ".join(args)}'] = r.stdout + r.stderr
+        texts['log'] = agent.log()
+        return texts
+
+    def assert_hidden(self, agent, secrets):
+        for where, text in self.outputs(agent).items():
+            for s in secrets:
+                self.assertNotIn(s, text, f'{s!r} in {where}:\n{text}')
+
+    def assert_not_sent(self, fake, pw):
+        for got in fake.sessions:
+            self.assertNotIn(pw.encode(), got)
+            self.assertFalse(got.startswith(b'p'),
+                             f'a password message was sent: {got!r}')
+
+    def test_echoes(self):
+        """Each of the issue's echo shapes: the error names what is wrong
+        and quotes none of it."""
+        s = {k: fresh_password(k) for k in
+             ('port', 'at1', 'at2', 'nohost', 'half', 'sslmode', 'slash1',
+              'slash2', 'tmo', 'hostaddr')}
+        port = self.cluster.port
+        cases = {
+            # port=${X} with X a secret: libpq quoted it.
+            'PORT_URL': (f'host=127.0.0.1 port={s["port"]} user=app',
+                         'port 1 of 1 is not a number'),
+            # An unencoded '@': libpq took the tail for the host.
+            'AT_URL': (f'postgresql://app:{s["at1"]}@{s["at2"]}@127.0.0.1:'
+                       f'{port}/postgres', 'ambiguous'),
+            # No "@host": libpq read the password as the port.
+            'NOHOST_URL': (f'postgresql://app:{s["nohost"]}/postgres',
+                           'port 1 of 1 is not a number'),
+            # Half-written: cut before "@host".
+            'HALF_URL': (f'postgresql://app:{s["half"]}',
+                         'port 1 of 1 is not a number'),
+            'SSLMODE_URL': (f'host=127.0.0.1 port={port} '
+                            f'sslmode={s["sslmode"]}', 'sslmode is not one'),
+            # A '/' in a password: libpq reads port and database.
+            'SLASH_URL': (f'postgresql://app:{s["slash1"]}/{s["slash2"]}'
+                          f'@127.0.0.1:{port}/postgres',
+                          'ambiguous'),
+            'TIMEOUT_URL': (f'host=127.0.0.1 port={port} '
+                            f'connect_timeout={s["tmo"]}',
+                            'connect_timeout is not a whole number'),
+            'HOSTADDR_URL': (f'host=db hostaddr={s["hostaddr"]} '
+                             f'port={port}',
+                             'hostaddr 1 of 1 is not a numeric address'),
+        }
+        env = ''.join(f"{k}='{v}'\n" for k, (v, _) in cases.items())
+        agent = self.start(env, list(cases))
+        errors = {name: self.wait_failed(agent, name)['error']
+                  for name in cases}
+        self.assert_hidden(agent, list(s.values()))
+        for name, (_, expect) in cases.items():
+            self.assertIn(expect, errors[name], name)
+
+    def test_unresolvable_host_named_by_position(self):
+        """A host that cannot be named (it holds the password) and does
+        not resolve: the error gives its position."""
+        pw = fresh_password('host') + '.invalid'
+        agent = self.start(f"BAD_URL='host=127.0.0.1,{pw} port=1,1 "
+                           f"user=app password={pw} connect_timeout=2'\n",
+                           ['BAD_URL'])
+        st = self.wait_failed(agent, 'BAD_URL')
+        self.assertIn('host 2 of 2', st['error'])
+        self.assert_hidden(agent, [pw, pw.split('.')[0]])
+
+    def test_cleartext_refused(self):
+        fake = FakeServer()
+        self.addCleanup(fake.close)
+        pw = fresh_password('clear')
+        agent = self.start(f"DATABASE_URL='host=127.0.0.1 port={fake.port} "
+                           f"user=app password={pw} dbname=postgres "
+                           f"sslmode=prefer'\n", ['DATABASE_URL'])
+        # The fake reports a connection once the client closes it.
+        h.wait_for(lambda: fake.sessions, timeout=30,
+                   what='the fake server saw a client')
+        self.assert_not_sent(fake, pw)
+        st = self.wait_failed(agent, 'DATABASE_URL')
+        self.assertIn('asked for the password in cleartext: refused',
+                      st['error'])
+        self.assertIn(f'"127.0.0.1", port {fake.port}', st['error'])
+        self.assert_hidden(agent, [pw])
+
+    def test_cleartext_refused_on_failover(self):
+        """The same server as a failover secondary: the monitor's checks
+        and a switch to it never send the password."""
+        fake = FakeServer()
+        self.addCleanup(fake.close)
+        pw = fresh_password('clear')
+        agent = self.start(
+            f"DATABASE_URL='{self.url()}'\n"
+            f"DATABASE_URL_SECONDARY='host=127.0.0.1 port={fake.port} "
+            f"user=app password={pw} dbname=postgres'\n"
+            "DB_HEALTH_CHECK_INTERVAL=200\n",
+            ['DATABASE_URL'])
+        h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')['state']
+                   == 'ok', timeout=30, what='DATABASE_URL ok')
+        h.wait_for(lambda: fake.sessions, timeout=30,
+                   what='a check of the secondary')
+        self.assert_not_sent(fake, pw)
+        seen = len(fake.sessions)
+        with agent.client() as c:
+            c.failover('DATABASE_URL', timeout=30)
+        h.wait_for(lambda: len(fake.sessions) > seen, timeout=30,
+                   what='a switch to the secondary')
+        self.assert_not_sent(fake, pw)
+        h.wait_for(lambda: 'cleartext' in agent.log(), timeout=30,
+                   what='the refusal in the log')
+        self.assertEqual(h.target_status(agent, 'DATABASE_URL')
+                         ['failover']['current'], 'primary')
+        self.assert_hidden(agent, [pw])
+
+
+if __name__ == '__main__':
+    main()
