@@ -62,7 +62,10 @@ int ctl_key_arg(const char *path, struct crypt_key **key)
 {
 	char err[512];
 
-	if (crypt_key_load(path, key, err, sizeof(err)) < 0) {
+	/* Refused like a key others can read: one others can replace would
+	 * have us decrypt (and re-seal) with a key of their choosing. */
+	if (key_path_check(path, err, sizeof(err)) < 0 ||
+	    crypt_key_load(path, key, err, sizeof(err)) < 0) {
 		fprintf(stderr, "dbswapctl: %s\n", err);
 		return -EINVAL;
 	}

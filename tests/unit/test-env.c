@@ -858,7 +858,7 @@ static const char *decode_lookup(const char *name, void *data)
 static int parse_decoded(const char *text, unsigned *calls, struct env_file *f,
 			 struct env_error *err)
 {
-	struct env_parse_opts opts = { decode_lookup, test_decode, calls };
+	struct env_parse_opts opts = { .lookup = decode_lookup, .decode = test_decode, .data = calls };
 
 	*calls = 0;
 	return env_parse_with(text, strlen(text), &opts, f, err);
