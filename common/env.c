@@ -880,3 +880,13 @@ const char *env_file_get(const struct env_file *f, const char *name)
 	slot = env_index_slot(f, name, strlen(name));
 	return *slot ? f->entries[*slot - 1].value : NULL;
 }
+
+size_t env_file_index(const struct env_file *f, const char *name)
+{
+	size_t *slot;
+
+	if (!f->n_slots)
+		return ENV_REF_LOWER;
+	slot = env_index_slot(f, name, strlen(name));
+	return *slot ? *slot - 1 : ENV_REF_LOWER;
+}

@@ -190,7 +190,7 @@ typedef int env_resolve_fn(const char *name, const char **value, int *origin,
 
 /* Longest reason a decode callback can leave in msg, NUL included: leaves
  * room in env_error.message for the variable name in front of it. */
-#define ENV_DECODE_MSG_MAX 160
+#define ENV_DECODE_MSG_MAX 400
 
 /* Called for each definition whose value, after expansion, starts with
  * ENV_ENC_PREFIX; name and value are NUL-terminated.  Returns 0 with *out
@@ -235,5 +235,9 @@ void env_file_fini(struct env_file *f);
 /* Returns the value of the last definition of name, or NULL.  Takes the
  * same time however many definitions f has (a hash index). */
 const char *env_file_get(const struct env_file *f, const char *name);
+
+/* The index in f->entries of the last definition of name, or
+ * ENV_REF_LOWER when f defines none. */
+size_t env_file_index(const struct env_file *f, const char *name);
 
 #endif

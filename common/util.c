@@ -341,17 +341,18 @@ static void walk_inode(struct walk *k, const struct stat *st,
 		}
 		group_obj_w = group_obj_w && mask_w;
 	}
-	if (group_obj_w) {
-		if (sticky)
-			others = true;
-		else
-			walk_gid(k, st->st_gid, what, path);
-	}
+	/* Anyone first: the first reason given is the widest. */
 	if (st->st_mode & S_IWOTH) {
 		if (sticky)
 			others = true;
 		else
 			walk_anyone(k, what, path);
+	}
+	if (group_obj_w) {
+		if (sticky)
+			others = true;
+		else
+			walk_gid(k, st->st_gid, what, path);
 	}
 	/* Sticky: those others may replace their own entries only. */
 	if (others && entry_uid != (uint32_t)-1)
