@@ -154,6 +154,10 @@ class Trust(ClusterTest):
 
         self.user_write(u, app, 'DATABASE_URL=postgresql://app:'
                         f'${{OTHER_PASS}}@127.0.0.1:{port}/app\n')
+        # Before the fix the listener got the secret: fail saying so.
+        h.wait_for(lambda: secret in caught() or '${OTHER_PASS}' in
+                   self.error_of(agent, app), what='a rejection')
+        self.assertNotIn(secret, caught(), 'the listener got the secret')
         err = self.wait_file_error(agent, app, '${OTHER_PASS}')
         print(f'refused: {err}')
         self.assertIn(f'{app}:1:31: ${{OTHER_PASS}} is defined in '
@@ -251,6 +255,9 @@ class Trust(ClusterTest):
 
         self.user_write(u, app, f'STOLEN={enc}\nDATABASE_URL=postgresql://'
                         f'app:${{STOLEN}}@127.0.0.1:{port}/app\n')
+        h.wait_for(lambda: secret in caught() or 'encrypted values' in
+                   self.error_of(agent, app), what='a rejection')
+        self.assertNotIn(secret, caught(), 'the listener got the secret')
         err = self.wait_file_error(agent, app, 'encrypted values are opened')
         print(f'refused: {err}')
         self.assertIn('no one but root can write; '
