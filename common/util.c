@@ -555,6 +555,11 @@ bool writers_covered(const struct writers *l, const struct writers *m,
 	}
 	if (m->anyone)
 		return true;
+	/* The widest first: it is the one to fix. */
+	if (l->anyone) {
+		snprintf(who, wholen, "anyone");
+		return false;
+	}
 	for (unsigned i = 0; i < l->n_uids; i++) {
 		uint32_t u = l->uids[i];
 		if (id_trusted(u))
@@ -569,10 +574,6 @@ bool writers_covered(const struct writers *l, const struct writers *m,
 		if (g != over_gid && writers_has(m->gids, m->n_gids, g))
 			continue;
 		gid_describe(g, who, wholen);
-		return false;
-	}
-	if (l->anyone) {
-		snprintf(who, wholen, "anyone");
 		return false;
 	}
 	if (l->more) {
