@@ -2,6 +2,7 @@
  * The layered environment; see layers.h.
  */
 #include <fcntl.h>
+#include <limits.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -13,6 +14,9 @@
 #include "common/log.h"
 #include "keys.h"
 #include "layers.h"
+
+/* env_ref.origin of a name from the process environment. */
+#define LAYERS_ORIGIN_ENV INT_MAX
 
 struct lower {
 	const struct layers *l;
@@ -58,15 +62,21 @@ static int resolve_below(const char *name, const char **value, int *origin,
 	char who[128];
 
 	*origin = lower_find(lw, name, value);
+	/* Told apart in refs: -1 nowhere, LAYERS_ORIGIN_ENV the
+	 * environment (layers_walk()). */
+	if (!*value)
+		*origin = -1;
+	else if (*origin < 0)
+		*origin = LAYERS_ORIGIN_ENV;
 	if (!*value || !lw->writers)
 		return 0;
-	if (*origin >= 0)
+	if (*origin != LAYERS_ORIGIN_ENV)
 		m = &lw->l->files[*origin].writers;
 	else
 		writers_self(&self);
 	if (writers_covered(lw->writers, m, who, sizeof(who)))
 		return 0;
-	if (*origin >= 0)
+	if (*origin != LAYERS_ORIGIN_ENV)
 		snprintf(msg, msglen, "${%s} is defined in %s, which %s (who "
 			 "can write this file) cannot write: a layer may expand "
 			 "only names from layers its writers could write", name,
@@ -627,21 +637,65 @@ struct walk_state {
 	unsigned steps;
 };
 
+static int span_cmp(const void *a, const void *b)
+{
+	const size_t *x = a, *y = b;
+
+	return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+/* Whether some byte of [off, end) of en's value is not covered by the
+ * spans of refs whose value went in whole (exact[k]). */
+static int walk_has_literal(const struct env_entry *en, const bool *exact,
+			    size_t off, size_t end, bool *literal)
+{
+	size_t (*spans)[2], n = 0, at = off;
+
+	*literal = false;
+	if (off >= end)
+		return 0;
+	spans = calloc(en->n_refs ? en->n_refs : 1, sizeof(*spans));
+	if (!spans)
+		return -ENOMEM;
+	for (size_t k = 0; k < en->n_refs; k++) {
+		if (!exact[k])
+			continue;
+		spans[n][0] = en->refs[k].off;
+		spans[n][1] = en->refs[k].off + en->refs[k].len;
+		n++;
+	}
+	qsort(spans, n, sizeof(*spans), span_cmp);
+	for (size_t k = 0; k < n && at < end; k++) {
+		if (spans[k][0] > at)
+			break;
+		at = MAX(at, spans[k][1]);
+	}
+	free(spans);
+	*literal = at < end;
+	return 0;
+}
+
 /* Walks the entry e of layer i, region [off, end) of its value. */
 static int walk_entry(struct walk_state *w, size_t i, size_t e, size_t off,
 		      size_t end)
 {
 	const struct env_file *f = &w->l->files[i].parsed;
 	const struct env_entry *en;
+	bool *exact, literal;
 	size_t vlen;
-	int r;
+	int r = 0;
 
 	if (e >= f->n)
 		return 0; /* a stale ref (see layers_reparse()) */
 	en = &f->entries[e];
 	vlen = strlen(en->value);
 	end = MIN(end, vlen);
-	for (size_t k = 0; k < en->n_refs; k++) {
+	if (off >= end)
+		return 0;
+	exact = calloc(en->n_refs ? en->n_refs : 1, sizeof(*exact));
+	if (!exact)
+		return -ENOMEM;
+	for (size_t k = 0; k < en->n_refs && r == 0; k++) {
 		const struct env_ref *ref = &en->refs[k];
 		size_t s = ref->off, t = MIN(ref->off + ref->len, vlen);
 		size_t ci = i, ce = ref->entry, cv, cs, ct;
@@ -649,25 +703,33 @@ static int walk_entry(struct walk_state *w, size_t i, size_t e, size_t off,
 		/* Empty, or outside the region: nothing of it is there. */
 		if (s >= t || t <= off || s >= end)
 			continue;
-		if (++w->steps > LAYERS_WALK_MAX)
-			return -E2BIG;
-		r = w->fn(ref->name, w->data);
-		if (r)
-			return r;
+		if (++w->steps > LAYERS_WALK_MAX) {
+			r = -E2BIG;
+			break;
+		}
 		if (ce == ENV_REF_LOWER) {
-			if (ref->origin < 0 || (size_t)ref->origin >= i)
-				continue; /* the environment: no refs */
+			if (ref->origin < 0)
+				continue; /* defined nowhere: a default's text */
+			if ((size_t)ref->origin >= i) {
+				/* The environment: its value, whole. */
+				exact[k] = true;
+				r = w->fn(ref->name, LAYERS_ENV, false, w->data);
+				if (r == 0)
+					r = w->fn(ref->name, LAYERS_ENV, true,
+						  w->data);
+				continue;
+			}
 			ci = (size_t)ref->origin;
 			ce = env_file_index(&w->l->files[ci].parsed, ref->name);
-			if (ce == ENV_REF_LOWER)
-				continue;
 		}
-		if (ce >= w->l->files[ci].parsed.n)
+		r = w->fn(ref->name, ci, false, w->data);
+		if (r || ce == ENV_REF_LOWER || ce >= w->l->files[ci].parsed.n)
 			continue;
 		cv = strlen(w->l->files[ci].parsed.entries[ce].value);
 		if (cv == ref->len) {
 			/* The value went in whole: the part in the region
 			 * is known. */
+			exact[k] = true;
 			cs = MAX(s, off) - s;
 			ct = MIN(t, end) - s;
 		} else {
@@ -675,10 +737,13 @@ static int walk_entry(struct walk_state *w, size_t i, size_t e, size_t off,
 			ct = cv;
 		}
 		r = walk_entry(w, ci, ce, cs, ct);
-		if (r)
-			return r;
 	}
-	return 0;
+	if (r == 0)
+		r = walk_has_literal(en, exact, off, end, &literal);
+	if (r == 0 && literal)
+		r = w->fn(en->name, i, true, w->data);
+	free(exact);
+	return r;
 }
 
 int layers_walk(const struct layers *l, const char *name, size_t off,

@@ -169,22 +169,32 @@ const char *layers_get(const struct layers *l, const char *name);
 bool layers_where(const struct layers *l, const char *name,
 		  const char **path, unsigned *line);
 
-/* Called by layers_walk() for each name whose expansion lands in the
- * region walked; a non-zero return stops the walk and is returned. */
-typedef int layers_walk_fn(const char *name, void *data);
+/* The environment, as a layer number in layers_walk() callbacks. */
+#define LAYERS_ENV ((size_t)-1)
+
+/* Called by layers_walk(): with literal false for each name whose
+ * expansion lands in the region walked, and layer the file that defines
+ * it (LAYERS_ENV: the process environment); with literal true for text of
+ * the region that is written out in a definition (not expanded), name
+ * that definition's and layer its file (or LAYERS_ENV for a value from
+ * the environment, name its name).  A non-zero return stops the walk and
+ * is returned. */
+typedef int layers_walk_fn(const char *name, size_t layer, bool literal,
+			   void *data);
 
 /* Most steps of one walk: bounds the time a file built to make walks
  * long can cost on the loop (a value is at most ENV_VALUE_MAX bytes and
  * ${ nest ENV_NEST_MAX deep, so real walks take a few dozen). */
 #define LAYERS_WALK_MAX 100000
 
-/* Calls fn for each name that went into bytes [off, off + len) of the
- * effective value of name, directly or through other names (a name whose
- * value is empty there does not count), in any order and maybe more than
- * once.  A name expanded through a default, or from a value that was
- * decrypted or cut, is followed into the whole of its own value (it
- * cannot be told which part landed where).  Returns 0, fn's non-zero
- * return, or -E2BIG past LAYERS_WALK_MAX steps. */
+/* Walks what went into bytes [off, off + len) of the effective value of
+ * name, directly or through other names (a name whose value is empty
+ * there does not count), in any order and maybe more than once.  A name
+ * expanded through a default, or from a value that was decrypted or cut,
+ * is followed into the whole of its own value (it cannot be told which
+ * part landed where), and the text where it landed counts as written out
+ * in the definition too.  Returns 0, fn's non-zero return, or -E2BIG past
+ * LAYERS_WALK_MAX steps. */
 int layers_walk(const struct layers *l, const char *name, size_t off,
 		size_t len, layers_walk_fn *fn, void *data);
 

@@ -659,9 +659,10 @@ static int barred_add(struct barred_list *b, const char *name, bool conninfo)
 	return 0;
 }
 
-static int barred_password(const char *name, void *data)
+static int barred_password(const char *name, size_t layer, bool literal,
+			   void *data)
 {
-	return barred_add(data, name, false);
+	return literal ? 0 : barred_add(data, name, false);
 }
 
 /* The names other targets than t own: their variables, and every name
@@ -707,10 +708,13 @@ struct uses_check {
 	const char *name;
 };
 
-static int uses_check_name(const char *name, void *data)
+static int uses_check_name(const char *name, size_t layer, bool literal,
+			   void *data)
 {
 	struct uses_check *c = data;
 
+	if (literal)
+		return 0;
 	for (size_t i = 0; i < c->b->n; i++) {
 		if (streq(c->b->v[i].name, name)) {
 			c->hit = &c->b->v[i];
@@ -756,6 +760,106 @@ static bool target_may_use(const struct target *t, const struct barred_list *b,
 	return false;
 }
 
+/* Where text of a value came from: a file (or the environment), and the
+ * name through which it came first. */
+struct origin {
+	size_t layer;
+	const char *name;
+};
+
+struct origins {
+	struct origin v[32];
+	size_t n;
+	bool more; /* more files than fit: the check then refuses */
+};
+
+static int origins_note(const char *name, size_t layer, bool literal,
+			void *data)
+{
+	struct origins *o = data;
+
+	if (!literal)
+		return 0;
+	for (size_t i = 0; i < o->n; i++)
+		if (o->v[i].layer == layer)
+			return 0;
+	if (o->n == ARRAY_SIZE(o->v)) {
+		o->more = true;
+		return 0;
+	}
+	o->v[o->n++] = (struct origin){ layer, name };
+	return 0;
+}
+
+static const struct writers *origin_writers(const struct layers *l,
+					    size_t layer, struct writers *self)
+{
+	if (layer == LAYERS_ENV) {
+		writers_self(self);
+		return self;
+	}
+	return &l->files[layer].writers;
+}
+
+static const char *origin_path(const struct layers *l, size_t layer)
+{
+	return layer == LAYERS_ENV ? "the agent's environment"
+				   : l->files[layer].path;
+}
+
+/* Whoever can change any part of var's value must be able to write
+ * where its password comes from: else a writer of a file that gives only
+ * ${DB_HOST} would have the password, written in another file, sent to a
+ * server of theirs.  (layers.h's rule covers a file that reads a secret
+ * from below; this, a secret that takes text from below.) */
+static bool target_parts_trusted(const struct target *t, const char *var,
+				 const char *value, char *why, size_t whylen)
+{
+	const struct layers *l = &t->agent->layers;
+	struct origins parts = { 0 }, secret = { 0 };
+	struct writers self1, self2;
+	struct regions rs;
+	char who[128];
+	int r;
+
+	r = layers_walk(l, var, 0, SIZE_MAX, origins_note, &parts);
+	regions_of(value, &rs);
+	for (size_t k = 0; k < rs.n && r == 0; k++)
+		r = layers_walk(l, var, rs.r[k].off, rs.r[k].end - rs.r[k].off,
+				origins_note, &secret);
+	if (r < 0 || parts.more || secret.more) {
+		snprintf(why, whylen, "%s: cannot check who can change its parts "
+			 "(%s)", var, r == -ENOMEM ? "out of memory"
+			 : "too many variables or files");
+		return false;
+	}
+	for (size_t i = 0; i < parts.n; i++) {
+		const struct origin *p = &parts.v[i];
+		for (size_t j = 0; j < secret.n; j++) {
+			const struct origin *q = &secret.v[j];
+			if (p->layer == q->layer ||
+			    writers_covered(origin_writers(l, p->layer, &self1),
+					    origin_writers(l, q->layer, &self2),
+					    who, sizeof(who)))
+				continue;
+			char part[128];
+			if (streq(p->name, var))
+				snprintf(part, sizeof(part), "its own text");
+			else
+				snprintf(part, sizeof(part), "${%.100s}", p->name);
+			snprintf(why, whylen, "%s takes %s from %s, which %s "
+				 "can write, into a value whose password comes "
+				 "from %s, which they cannot write: whoever can "
+				 "change a part of a target's value must be able "
+				 "to write its password", var, part,
+				 origin_path(l, p->layer), who,
+				 origin_path(l, q->layer));
+			return false;
+		}
+	}
+	return true;
+}
+
 /* Why value, the files' value of src, may not be used (the size limit,
  * the rule above); NULL when it may. */
 static bool source_check(struct source *src, const struct barred_list *b,
@@ -777,7 +881,8 @@ static bool source_check(struct source *src, const struct barred_list *b,
 				 "target's value", src->var, n, TARGET_VALUE_MAX);
 		return false;
 	}
-	return !value || target_may_use(t, b, src->var, why, whylen);
+	return !value || (target_may_use(t, b, src->var, why, whylen) &&
+			  target_parts_trusted(t, src->var, value, why, whylen));
 }
 
 /* The files' value of src breaks a rule: none of it is used, the value

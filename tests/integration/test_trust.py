@@ -182,6 +182,33 @@ class Trust(ClusterTest):
         st = h.target_status(agent, 'DATABASE_URL')
         self.assertEqual(st['generation'], 1)
 
+    def test_a_user_layer_cannot_steer_a_root_password(self):
+        # The other way round: root's value takes its host from a file
+        # the user writes, and the user names a server of theirs.
+        secret = fresh_password('secret')
+        u = self.user()
+        port, caught = self.listener(u)
+        low = os.path.join(u.dir, 'hosts.env')
+        self.user_write(u, low, f'DB_HOST=127.0.0.1:{port}\n')
+        h.write_rename(self.base, f'DATABASE_URL=postgresql://app:{secret}@'
+                                  '${DB_HOST}/app\nPLAIN=${DB_HOST}\n')
+        agent = self.start_agent(env_files=[low, self.base])
+        h.wait_for(lambda: secret in caught() or
+                   h.target_status(agent, 'DATABASE_URL')['error'],
+                   what='a refusal')
+        self.assertNotIn(secret, caught(), 'the listener got the secret')
+        st = h.target_status(agent, 'DATABASE_URL')
+        print(f'refused: {st["error"]}')
+        self.assertEqual(
+            st['error'], f'DATABASE_URL takes ${{DB_HOST}} from {low}, which '
+            f'user {u.name} (uid {u.uid}) can write, into a value whose '
+            f'password comes from {self.base}, which they cannot write: '
+            "whoever can change a part of a target's value must be able to "
+            'write its password')
+        # Reading a user's name is fine where no secret goes with it.
+        self.assertEqual(h.file_status(agent, self.base)['state'], 'ok')
+        self.assertNotIn(secret, agent.log())
+
     def test_a_chmod_alone_is_noticed(self):
         # A file root alone writes may expand root's names; given to a
         # user without a change of content, it is judged again.

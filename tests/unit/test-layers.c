@@ -378,14 +378,28 @@ static void test_trust(void)
 }
 
 /* layers_walk(): collects names into a string. */
-static int walk_collect(const char *name, void *data)
+static int walk_collect(const char *name, size_t layer, bool literal,
+			void *data)
 {
 	char *out = data;
 
+	if (literal)
+		return 0;
 	if (!strstr(out, name)) {
 		strcat(out, name);
 		strcat(out, " ");
 	}
+	return 0;
+}
+
+/* layers_walk(): collects where written-out text came from. */
+static int walk_literal(const char *name, size_t layer, bool literal,
+			void *data)
+{
+	char *out = data;
+
+	if (literal)
+		sprintf(out + strlen(out), "%s@%zu ", name, layer);
 	return 0;
 }
 
@@ -416,10 +430,25 @@ static void test_walk(void)
 	got[0] = '\0';
 	CHECK_INT(layers_walk(&l, "URL", 17, 2, walk_collect, got), ==, 0);
 	CHECK_STR(got, "BASE PASS P2 ");
-	/* Through a default: both names. */
+	/* Written-out text: of the password, only the low file's... */
+	got[0] = '\0';
+	CHECK_INT(layers_walk(&l, "URL", 15, 4, walk_literal, got), ==, 0);
+	CHECK_STR(got, "P1@0 P2@0 ");
+	/* ...of all of it, the high file's too. */
+	got[0] = '\0';
+	CHECK_INT(layers_walk(&l, "URL", 0, SIZE_MAX, walk_literal, got), ==, 0);
+	CHECK_STR(got, "P1@0 P2@0 HOST@0 BASE@1 URL@1 ");
+	/* Through a default: the name in it; NONE, defined nowhere, gave
+	 * nothing. */
 	got[0] = '\0';
 	CHECK_INT(layers_walk(&l, "D", 0, SIZE_MAX, walk_collect, got), ==, 0);
-	CHECK_STR(got, "HOST NONE ");
+	CHECK_STR(got, "HOST ");
+	/* A default's own text is written out in D. */
+	write_text(high, "D=${NONE:-<${HOST}>}\n");
+	CHECK_INT(layers_reload(&l, 1, 2, false, &recheck), ==, 1);
+	got[0] = '\0';
+	CHECK_INT(layers_walk(&l, "D", 0, SIZE_MAX, walk_literal, got), ==, 0);
+	CHECK_STR(got, "HOST@0 D@1 ");
 	layers_fini(&l);
 }
 
