@@ -47,6 +47,10 @@
  *     this file, else from the lower layers (the process environment and
  *     earlier files, through the lookup callback), else the empty string.
  *     A definition in the file wins even when it is empty.
+ *     A resolve callback (env_parse_with()) used instead of the lookup
+ *     one may refuse a name: the file is then rejected at the ${ with
+ *     the callback's reason (the agent's rule on who may read what,
+ *     agent/layers.h).
  *   - ${NAME:-default} gives default when NAME is unset or empty.  The
  *     default runs to the matching }, follows the rules of the value around
  *     it (escapes inside double quotes, no line break when unquoted) and may

@@ -528,9 +528,14 @@ err_stat_cur:
 int writers_of_path(const char *path, int fd, struct writers *w, char *why,
 		    size_t whylen)
 {
-	struct walk k = { .w = w };
+	char culprit[512] = "";
+	struct walk k = { .w = w, .culprit = culprit,
+			  .culprit_len = sizeof(culprit) };
+	int r = writers_walk(path, fd, &k, why, whylen);
 
-	return writers_walk(path, fd, &k, why, whylen);
+	if (r == 0)
+		snprintf(why, whylen, "%s", culprit);
+	return r;
 }
 
 void writers_self(struct writers *w)

@@ -143,8 +143,10 @@ struct writers {
  * itself is judged by fstat(fd) and its ACL by fgetxattr(fd), and the walk
  * must end at the same inode (else -EAGAIN: the path changed meanwhile).
  * Reads only inode metadata (lstat, readlink, getxattr): never opens
- * anything.  Returns 0, or a negative errno with why set ("cannot stat
- * DIR: ..."). */
+ * anything.  Returns 0 with why naming the first place that lets in
+ * someone besides root and this process's user ("directory D is owned by
+ * user alice (uid 1001)"; empty when none does), or a negative errno with
+ * why set ("cannot stat DIR: ..."). */
 int writers_of_path(const char *path, int fd, struct writers *w, char *why,
 		    size_t whylen);
 

@@ -405,6 +405,28 @@ class Trust(ClusterTest):
         os.chmod(wdir, 0o1777)
         ctl('pubkey', key2)
 
+    # -- the saved last good values, the same way
+
+    def test_state_in_a_directory_a_user_can_rename(self):
+        # The state directory is root's, 0700, but its parent is the
+        # user's: they could move it away and put one of theirs, with a
+        # "last good" value of their choosing, in its place.
+        u = self.user()
+        state = os.path.join(u.dir, 'state')
+        self.write_url(self.password)
+        agent = self.start_agent('--state-dir', state)
+        saved = os.path.join(state, 'last-good')
+        h.wait_for(lambda: os.path.exists(saved), what='state written')
+        agent.stop()
+        self.write_url(fresh_password('wrong'))
+        agent.start()
+        st = h.wait_for(lambda: (s := self.status(agent))['agent']
+                        ['state_error'] and s, what='state refused')
+        self.assertIn(f'{saved} is ignored: others than root and this user '
+                      f'can replace it (directory {u.dir} is owned by user '
+                      f'{u.name}', st['agent']['state_error'])
+        self.assertFalse(st['targets'][0]['valid'])
+
     # -- (e) a target's value has a size limit
 
     def test_e_value_size_limit(self):
