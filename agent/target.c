@@ -289,7 +289,9 @@ static void source_use_saved(struct source *src)
 		   "%s", t->name, src->var,
 		   src->candidate ? ", as the files' value does not validate"
 				  : "",
-		   src->candidate ? "" : ", as the files define none",
+		   src->candidate ? ""
+		   : src->refused ? ", as the files' value is refused"
+				  : ", as the files define none",
 		   masked ? masked : "?");
 	free(masked);
 	failover_changed(t);
@@ -896,6 +898,9 @@ static void source_refuse(struct source *src, const char *why)
 	src->refused = true;
 	if (again)
 		return;
+	/* As for a value that fails validation: the one saved before a
+	 * restart, if nothing is in force. */
+	source_use_saved(src);
 	src->state = TARGET_FAILED;
 	src->value_seq = t->agent->eval_seq;
 	set_strf(&src->error, "%s", why);
