@@ -17,7 +17,9 @@
  *   opens no enc: value; a chmod alone (the same text) is judged again;
  *   a re-parse after a change below keeps the last good parse and says
  *   why; layers_walk() follows names through files, and only those that
- *   land in the region asked for.
+ *   land in the region asked for;
+ * - writers_of_path() (common/util.c), which those rules stand on, and
+ *   key_path_check().
  */
 #include <fcntl.h>
 #include <ftw.h>
@@ -377,6 +379,76 @@ static void test_trust(void)
 	crypt_key_free(key);
 }
 
+/* writers_of_path() (common/util.c), which the rules above stand on:
+ * directories, sticky ones, symlinks on the way, "..", relative paths,
+ * link loops. */
+static void test_writers(void)
+{
+	char dir[512], open_dir[512], file[600], link[600], via[600];
+	char why[512], cwd[4096];
+	struct writers w;
+	int fd;
+
+	path_in(dir, "private");
+	CHECK(mkdir(dir, 0700) == 0);
+	snprintf(file, sizeof(file), "%s/f.env", dir);
+	write_text(file, "A=1\n");
+	fd = open(file, O_RDONLY | O_CLOEXEC);
+	CHECK(fd >= 0);
+	CHECK_INT(writers_of_path(file, fd, &w, why, sizeof(why)), ==, 0);
+	CHECK(writers_private(&w) && !w.anyone && why[0] == '\0');
+	/* Through "..", and relative to the working directory. */
+	snprintf(via, sizeof(via), "%.500s/../private/f.env", dir);
+	CHECK_INT(writers_of_path(via, fd, &w, why, sizeof(why)), ==, 0);
+	CHECK(getcwd(cwd, sizeof(cwd)) && chdir(dir) == 0);
+	CHECK_INT(writers_of_path("f.env", fd, &w, why, sizeof(why)), ==, 0);
+	CHECK(chdir(cwd) == 0);
+	/* Another file at the path than the one opened: -EAGAIN. */
+	snprintf(via, sizeof(via), "%s/new.env", dir);
+	write_text(via, "A=2\n");
+	CHECK(rename(via, file) == 0);
+	CHECK_INT(writers_of_path(file, fd, &w, why, sizeof(why)), ==, -EAGAIN);
+	close(fd);
+
+	/* The directory open to anyone, then sticky (as /tmp): only the
+	 * entry's owner, us, may replace the file then. */
+	CHECK(chmod(dir, 0777) == 0);
+	CHECK_INT(writers_of_path(file, -1, &w, why, sizeof(why)), ==, 0);
+	CHECK(w.anyone && !writers_private(&w));
+	CHECK(strstr(why, "directory ") && strstr(why, "private is writable by "
+						   "anyone"));
+	CHECK(chmod(dir, 01777) == 0);
+	CHECK_INT(writers_of_path(file, -1, &w, why, sizeof(why)), ==, 0);
+	CHECK(writers_private(&w));
+	CHECK(chmod(dir, 0700) == 0);
+
+	/* A symlink in a directory anyone may write, to the private file:
+	 * whoever can replace the link can change what the path names. */
+	path_in(open_dir, "open");
+	CHECK(mkdir(open_dir, 0700) == 0);
+	CHECK(chmod(open_dir, 0777) == 0);
+	snprintf(link, sizeof(link), "%s/l.env", open_dir);
+	CHECK(symlink(file, link) == 0);
+	CHECK_INT(writers_of_path(link, -1, &w, why, sizeof(why)), ==, 0);
+	CHECK(w.anyone);
+	/* A relative link from a private directory into it is fine. */
+	snprintf(via, sizeof(via), "%s/rel.env", dir);
+	CHECK(symlink("f.env", via) == 0);
+	CHECK_INT(writers_of_path(via, -1, &w, why, sizeof(why)), ==, 0);
+	CHECK(writers_private(&w));
+	/* A loop. */
+	snprintf(via, sizeof(via), "%s/loop", dir);
+	CHECK(symlink("loop", via) == 0);
+	CHECK_INT(writers_of_path(via, -1, &w, why, sizeof(why)), ==, -ELOOP);
+	CHECK(strstr(why, "more than 40 symlinks"));
+	/* A key there is refused, naming the directory. */
+	snprintf(via, sizeof(via), "%s/k.key", open_dir);
+	write_text(via, "x\n");
+	CHECK_INT(key_path_check(via, why, sizeof(why)), ==, -EPERM);
+	CHECK(strstr(why, "open is writable by anyone"));
+	CHECK(strstr(why, "(as ssh requires)"));
+}
+
 /* layers_walk(): collects names into a string. */
 static int walk_collect(const char *name, size_t layer, bool literal,
 			void *data)
@@ -470,6 +542,7 @@ int main(void)
 	RUN(test_decode_budget);
 	RUN(test_trust);
 	RUN(test_walk);
+	RUN(test_writers);
 	nftw(root, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 	return check_exit();
 }
