@@ -7,6 +7,7 @@
 
 #include "common/crypto.h"
 #include "common/log.h"
+#include "common/util.h"
 #include "keys.h"
 
 static int keys_add_slot(struct keys *k, const char *path)
@@ -73,7 +74,11 @@ int keys_load(struct keys *k)
 
 		free(s->error);
 		s->error = NULL;
-		r = s->credential ? crypt_key_load_credential(s->path, &key, err,
+		/* Whoever can replace the key could have the agent open
+		 * their own files with it: refused like a readable key. */
+		r = key_path_check(s->path, err, sizeof(err));
+		if (r == 0)
+			r = s->credential ? crypt_key_load_credential(s->path, &key, err,
 							      sizeof(err))
 				  : crypt_key_load(s->path, &key, err,
 						   sizeof(err));

@@ -7,7 +7,9 @@
  * passes one (LoadCredential= / LoadCredentialEncrypted=).
  *
  * A key file that cannot be loaded (missing, unreadable, readable by group
- * or others, malformed) is reported in the log and in status; on a reload
+ * or others, malformed) or that someone else could replace (owned by a
+ * user other than root or the agent's, or in a directory others can write:
+ * common/util.h key_path_check(), ssh's rule) is reported in the log and in status; on a reload
  * the key loaded from that path before stays in force, like any last good
  * value.  The keys live in sodium_malloc'ed memory (see common/crypto.h).
  */

@@ -2,6 +2,7 @@
  * The layered environment; see layers.h.
  */
 #include <fcntl.h>
+#include <limits.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,23 +15,102 @@
 #include "keys.h"
 #include "layers.h"
 
+/* env_ref.origin of a name from the process environment. */
+#define LAYERS_ORIGIN_ENV INT_MAX
+
 struct lower {
 	const struct layers *l;
 	size_t below;        /* files [0, below) are visible */
+	const char *path;    /* of the file parsed */
+	const struct writers *writers; /* of the file parsed; NULL: no rule */
 	unsigned decrypted;  /* enc: values opened during this parse */
 	unsigned decodes;    /* enc: values tried, opened or not */
 };
 
-static const char *lookup_below(const char *name, void *data)
+/* The layer below lw->below that defines name, or -1 for the process
+ * environment (or nowhere). */
+static int lower_find(const struct lower *lw, const char *name,
+		      const char **value)
 {
-	const struct lower *lw = data;
-
 	for (size_t i = lw->below; i-- > 0;) {
 		const char *v = env_file_get(&lw->l->files[i].parsed, name);
-		if (v)
-			return v;
+		if (v) {
+			*value = v;
+			return (int)i;
+		}
 	}
-	return getenv(name);
+	*value = getenv(name);
+	return -1;
+}
+
+static const char *lookup_below(const char *name, void *data)
+{
+	const char *v;
+
+	lower_find(data, name, &v);
+	return v;
+}
+
+/* The rule of layers.h: this file may take name from below only if
+ * every writer of it could write where name is defined. */
+static int resolve_below(const char *name, const char **value, int *origin,
+			 char *msg, size_t msglen, void *data)
+{
+	const struct lower *lw = data;
+	struct writers self;
+	const struct writers *m = &self;
+	char who[128];
+
+	*origin = lower_find(lw, name, value);
+	/* Told apart in refs: -1 nowhere, LAYERS_ORIGIN_ENV the
+	 * environment (layers_walk()). */
+	if (!*value)
+		*origin = -1;
+	else if (*origin < 0)
+		*origin = LAYERS_ORIGIN_ENV;
+	if (!*value || !lw->writers)
+		return 0;
+	if (*origin != LAYERS_ORIGIN_ENV)
+		m = &lw->l->files[*origin].writers;
+	else
+		writers_self(&self);
+	if (writers_covered(lw->writers, m, who, sizeof(who)))
+		return 0;
+	if (*origin != LAYERS_ORIGIN_ENV)
+		snprintf(msg, msglen, "${%s} is defined in %s, which %s (who "
+			 "can write this file) cannot write: a layer may expand "
+			 "only names from layers its writers could write", name,
+			 lw->l->files[*origin].path, who);
+	else
+		snprintf(msg, msglen, "${%s} comes from the agent's environment, "
+			 "which %s (who can write this file) cannot set: a layer "
+			 "may expand only names from layers its writers could "
+			 "write", name, who);
+	*value = NULL;
+	return -EPERM;
+}
+
+/* Why a file with writers w may not have encrypted text opened, in msg;
+ * false when it may. */
+static bool layers_no_decrypt(const char *path, const struct writers *w,
+			      char *msg, size_t msglen)
+{
+	char self[128], others[256];
+
+	if (!w || writers_private(w))
+		return false;
+	if (geteuid() == 0)
+		snprintf(self, sizeof(self), "root");
+	else {
+		snprintf(self, sizeof(self), "root and ");
+		uid_describe((uint32_t)geteuid(), self + strlen(self),
+			     sizeof(self) - strlen(self));
+	}
+	writers_describe(w, others, sizeof(others));
+	snprintf(msg, msglen, "encrypted values are opened only in files that "
+		 "no one but %s can write; %s is writable by %s", self, path,
+		 others);
+	return true;
 }
 
 static int decode_value(const char *name, const char *value, char **out,
@@ -40,6 +120,10 @@ static int decode_value(const char *name, const char *value, char **out,
 	const struct keys *k = lw->l->keys;
 	int r;
 
+	/* Before anything is tried: whoever can write this file could
+	 * have copied the ciphertext from another one. */
+	if (layers_no_decrypt(lw->path, lw->writers, msg, msglen))
+		return -EPERM;
 	/* Each costs a public-key operation (about 0.1 ms), and a short
 	 * line such as A=${V} can ask for one when V holds an enc: value:
 	 * bounded, so that no file can hold the loop. */
@@ -63,14 +147,17 @@ static int decode_value(const char *name, const char *value, char **out,
 }
 
 static int layer_parse(const struct layers *l, size_t i, const char *text,
-		       size_t len, struct env_file *out, struct env_error *err,
+		       size_t len, const struct writers *w,
+		       struct env_file *out, struct env_error *err,
 		       unsigned *decrypted)
 {
-	struct lower lw = { .l = l, .below = i };
+	struct lower lw = { .l = l, .below = i, .path = l->files[i].path,
+			    .writers = w };
 	struct env_parse_opts opts = {
-		.lookup = lookup_below,
+		.resolve = resolve_below,
 		.decode = decode_value,
 		.data = &lw,
+		.refs = true,
 	};
 	int r = env_parse_with(text, len, &opts, out, err);
 
@@ -158,12 +245,20 @@ static void layer_unlease(int fd)
 	(void)fcntl(fd, F_SETLEASE, F_UNLCK);
 }
 
+static bool writers_equal(const struct writers *a, const struct writers *b)
+{
+	return a->n_uids == b->n_uids && a->n_gids == b->n_gids &&
+	       a->anyone == b->anyone && a->more == b->more &&
+	       memcmp(a->uids, b->uids, a->n_uids * sizeof(a->uids[0])) == 0 &&
+	       memcmp(a->gids, b->gids, a->n_gids * sizeof(a->gids[0])) == 0;
+}
+
 /* Reads the whole file into a malloc'ed buffer and notes what was read;
  * *writer says whether another process has it open for writing, as
  * layer_lease().  Returns 0, or a negative errno with the reason in why
  * (the layer's state set). */
 static int layer_read(struct layer *f, uint8_t **bytes, size_t *len,
-		      int *writer, char *why, size_t whylen)
+		      int *writer, struct writers *w, char *why, size_t whylen)
 {
 	struct stat st;
 	size_t got = 0;
@@ -187,6 +282,11 @@ static int layer_read(struct layer *f, uint8_t **bytes, size_t *len,
 	}
 	f->state = LAYER_ERROR;
 	file_identity(&st, f->identity);
+	/* Of the file opened, and of each directory and link on the way
+	 * as they are now. */
+	r = writers_of_path(f->path, fd, w, why, whylen);
+	if (r < 0)
+		goto err_fd;
 	if (st.st_size > LAYERS_FILE_MAX) {
 		r = -EFBIG;
 		snprintf(why, whylen, "%s: file of %lld bytes is over the %d "
@@ -308,8 +408,8 @@ static bool layer_put_off(struct layer *f, const uint8_t hash[32],
  * file.  Consumes bytes.  Returns 0, or a negative errno with the reason
  * left in the layer. */
 static int layer_plaintext(struct layers *l, struct layer *f, uint8_t *bytes,
-			   size_t len, char **text, size_t *text_len,
-			   bool *sealed)
+			   size_t len, const struct writers *w, char **text,
+			   size_t *text_len, bool *sealed)
 {
 	const struct keys *k = l->keys;
 	char err[512];
@@ -318,7 +418,10 @@ static int layer_plaintext(struct layers *l, struct layer *f, uint8_t *bytes,
 	int r;
 
 	*sealed = crypt_is_sealed_file(bytes, len);
-	if (*sealed) {
+	if (*sealed && layers_no_decrypt(f->path, w, err, sizeof(err))) {
+		r = -EPERM;
+		layer_fail(f, true, "%s: encrypted file: %s", f->path, err);
+	} else if (*sealed) {
 		r = crypt_open_file(k ? k->held : NULL, k ? k->n_held : 0,
 				    bytes, len, &plain, &plain_len, err,
 				    sizeof(err));
@@ -357,12 +460,37 @@ static int layers_reparse(struct layers *l, size_t from)
 
 		if (!f->text)
 			continue;
-		r = layer_parse(l, i, f->text, f->text_len, &parsed, &err,
-				NULL);
+		r = layer_parse(l, i, f->text, f->text_len, &f->writers,
+				&parsed, &err, NULL);
 		if (r == -ENOMEM)
 			return r;
-		if (r < 0)
+		if (r < 0) {
+			/* A layer below changed under it: most often a name
+			 * it may not expand moved there.  Its previous parse
+			 * stays; the reason is kept for status, logged once. */
+			char was[sizeof(err.message) + 64];
+			bool same = f->reparse_failed && f->error &&
+				    strstr(f->error, err.message);
+			snprintf(was, sizeof(was), "%u:%u: %s", err.line,
+				 err.column, err.message);
+			/* An error of its own newest version says more. */
+			if (!same && (f->state == LAYER_OK ||
+				      f->reparse_failed)) {
+				f->state = LAYER_ERROR;
+				f->reparse_failed = true;
+				layer_fail(f, true, "%s:%s (after a change "
+					   "below it)", f->path, was);
+			}
 			continue;
+		}
+		if (f->reparse_failed) {
+			f->reparse_failed = false;
+			f->state = LAYER_OK;
+			free(f->error);
+			f->error = NULL;
+			log_notice("%s: parses again over the files below it",
+				   f->path);
+		}
 		env_file_fini(&f->parsed);
 		f->parsed = parsed;
 	}
@@ -380,6 +508,7 @@ int layers_reload(struct layers *l, size_t i, uint64_t seq, bool writer_open,
 	unsigned decrypted;
 	uint8_t *bytes = NULL;
 	size_t len = 0, text_len;
+	struct writers w;
 	int writer;
 	bool sealed;
 	char *text;
@@ -387,7 +516,7 @@ int layers_reload(struct layers *l, size_t i, uint64_t seq, bool writer_open,
 
 	*recheck_ms = -1;
 	memcpy(before, f->identity, sizeof(before));
-	r = layer_read(f, &bytes, &len, &writer, why, sizeof(why));
+	r = layer_read(f, &bytes, &len, &writer, &w, why, sizeof(why));
 	/* The evaluation that first saw this version: re-reading the same
 	 * version later (a reload) must not hide what that one changed. */
 	if (!streq(before, f->identity) || f->read_seq == 0)
@@ -422,13 +551,14 @@ int layers_reload(struct layers *l, size_t i, uint64_t seq, bool writer_open,
 		return 0;
 	}
 	f->open_since_ms = 0;
-	r = layer_plaintext(l, f, bytes, len, &text, &text_len, &sealed);
+	r = layer_plaintext(l, f, bytes, len, &w, &text, &text_len, &sealed);
 	if (r == -ENOMEM)
 		return r;
 	if (r < 0)
 		return 0;
 	if (f->text && text_len == f->text_len &&
-	    memcmp(text, f->text, text_len) == 0) {
+	    memcmp(text, f->text, text_len) == 0 &&
+	    writers_equal(&w, &f->writers) && !f->reparse_failed) {
 		/* The same text as the good version (a sealed file's bytes
 		 * differ at each sealing): any earlier error is over. */
 		text_free(text, text_len);
@@ -438,17 +568,22 @@ int layers_reload(struct layers *l, size_t i, uint64_t seq, bool writer_open,
 		f->error = NULL;
 		return 0;
 	}
-	r = layer_parse(l, i, text, text_len, &parsed, &err, &decrypted);
+	/* The same text with other writers (a chmod, a chown, a directory
+	 * made writable) is judged again as a new version. */
+	r = layer_parse(l, i, text, text_len, &w, &parsed, &err, &decrypted);
 	if (r < 0) {
 		text_free(text, text_len);
 		if (r == -ENOMEM)
 			return r;
 		f->state = LAYER_ERROR;
+		f->reparse_failed = false;
 		layer_fail(f, true, "%s:%u:%u: %s", f->path, err.line,
 			   err.column, err.message);
 		return 0;
 	}
+	f->reparse_failed = false;
 	layer_set_text(f, text, text_len);
+	f->writers = w;
 	memcpy(f->good_hash, hash, sizeof(hash));
 	env_file_fini(&f->parsed);
 	f->parsed = parsed;
@@ -466,4 +601,159 @@ const char *layers_get(const struct layers *l, const char *name)
 	struct lower lw = { .l = l, .below = l->n_files };
 
 	return lookup_below(name, &lw);
+}
+
+/* The highest layer that defines name, and the entry there. */
+static bool layers_find(const struct layers *l, const char *name,
+			size_t *layer, size_t *entry)
+{
+	for (size_t i = l->n_files; i-- > 0;) {
+		size_t e = env_file_index(&l->files[i].parsed, name);
+		if (e != ENV_REF_LOWER) {
+			*layer = i;
+			*entry = e;
+			return true;
+		}
+	}
+	return false;
+}
+
+bool layers_where(const struct layers *l, const char *name,
+		  const char **path, unsigned *line)
+{
+	size_t i, e;
+
+	if (!layers_find(l, name, &i, &e))
+		return false;
+	*path = l->files[i].path;
+	*line = l->files[i].parsed.entries[e].line;
+	return true;
+}
+
+struct walk_state {
+	const struct layers *l;
+	layers_walk_fn *fn;
+	void *data;
+	unsigned steps;
+};
+
+static int span_cmp(const void *a, const void *b)
+{
+	const size_t *x = a, *y = b;
+
+	return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+/* Whether some byte of [off, end) of en's value is not covered by the
+ * spans of refs whose value went in whole (exact[k]). */
+static int walk_has_literal(const struct env_entry *en, const bool *exact,
+			    size_t off, size_t end, bool *literal)
+{
+	size_t (*spans)[2], n = 0, at = off;
+
+	*literal = false;
+	if (off >= end)
+		return 0;
+	spans = calloc(en->n_refs ? en->n_refs : 1, sizeof(*spans));
+	if (!spans)
+		return -ENOMEM;
+	for (size_t k = 0; k < en->n_refs; k++) {
+		if (!exact[k])
+			continue;
+		spans[n][0] = en->refs[k].off;
+		spans[n][1] = en->refs[k].off + en->refs[k].len;
+		n++;
+	}
+	qsort(spans, n, sizeof(*spans), span_cmp);
+	for (size_t k = 0; k < n && at < end; k++) {
+		if (spans[k][0] > at)
+			break;
+		at = MAX(at, spans[k][1]);
+	}
+	free(spans);
+	*literal = at < end;
+	return 0;
+}
+
+/* Walks the entry e of layer i, region [off, end) of its value. */
+static int walk_entry(struct walk_state *w, size_t i, size_t e, size_t off,
+		      size_t end)
+{
+	const struct env_file *f = &w->l->files[i].parsed;
+	const struct env_entry *en;
+	bool *exact, literal;
+	size_t vlen;
+	int r = 0;
+
+	if (e >= f->n)
+		return 0; /* a stale ref (see layers_reparse()) */
+	en = &f->entries[e];
+	vlen = strlen(en->value);
+	end = MIN(end, vlen);
+	if (off >= end)
+		return 0;
+	exact = calloc(en->n_refs ? en->n_refs : 1, sizeof(*exact));
+	if (!exact)
+		return -ENOMEM;
+	for (size_t k = 0; k < en->n_refs && r == 0; k++) {
+		const struct env_ref *ref = &en->refs[k];
+		size_t s = ref->off, t = MIN(ref->off + ref->len, vlen);
+		size_t ci = i, ce = ref->entry, cv, cs, ct;
+
+		/* Empty, or outside the region: nothing of it is there. */
+		if (s >= t || t <= off || s >= end)
+			continue;
+		if (++w->steps > LAYERS_WALK_MAX) {
+			r = -E2BIG;
+			break;
+		}
+		if (ce == ENV_REF_LOWER) {
+			if (ref->origin < 0)
+				continue; /* defined nowhere: a default's text */
+			if ((size_t)ref->origin >= i) {
+				/* The environment: its value, whole. */
+				exact[k] = true;
+				r = w->fn(ref->name, LAYERS_ENV, false, w->data);
+				if (r == 0)
+					r = w->fn(ref->name, LAYERS_ENV, true,
+						  w->data);
+				continue;
+			}
+			ci = (size_t)ref->origin;
+			ce = env_file_index(&w->l->files[ci].parsed, ref->name);
+		}
+		r = w->fn(ref->name, ci, false, w->data);
+		if (r || ce == ENV_REF_LOWER || ce >= w->l->files[ci].parsed.n)
+			continue;
+		cv = strlen(w->l->files[ci].parsed.entries[ce].value);
+		if (cv == ref->len) {
+			/* The value went in whole: the part in the region
+			 * is known. */
+			exact[k] = true;
+			cs = MAX(s, off) - s;
+			ct = MIN(t, end) - s;
+		} else {
+			cs = 0;
+			ct = cv;
+		}
+		r = walk_entry(w, ci, ce, cs, ct);
+	}
+	if (r == 0)
+		r = walk_has_literal(en, exact, off, end, &literal);
+	if (r == 0 && literal)
+		r = w->fn(en->name, i, true, w->data);
+	free(exact);
+	return r;
+}
+
+int layers_walk(const struct layers *l, const char *name, size_t off,
+		size_t len, layers_walk_fn *fn, void *data)
+{
+	struct walk_state w = { .l = l, .fn = fn, .data = data };
+	size_t i, e;
+
+	if (!layers_find(l, name, &i, &e))
+		return 0;
+	return walk_entry(&w, i, e, off, len > SIZE_MAX - off ? SIZE_MAX
+							     : off + len);
 }

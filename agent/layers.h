@@ -31,6 +31,25 @@
  * written by a slow writer (".../app" of ".../app_staging") is taken for
  * the value meanwhile.
  *
+ * WHO MAY READ WHAT.  Each time a file is read, the agent works out who
+ * could have written what it read: root, the file's owner, its group and
+ * others if they may write it, and the same for every directory and
+ * symlink on the way (common/util.h writers_of_path()).  A ${NAME} that
+ * finds NAME below the file (an earlier file, or the agent's environment,
+ * which only root and the agent's user can set) is allowed only when
+ * every writer of this file could also write the file that defines NAME
+ * (writers_covered(); root and the agent's user count as writers of
+ * everything): otherwise whoever can write this file could copy another
+ * file's secret into a value of theirs (a conninfo naming their own
+ * server) and have the agent send it there.  An enc: value, and a sealed
+ * file, is opened only in a file that no one but root and the agent's
+ * user can write (key files must be that private too, keys.h): otherwise
+ * a ciphertext copied from elsewhere would be decrypted into a value its
+ * copier chose.  A file that breaks either rule is rejected whole, like a
+ * malformed one.  A file is re-parsed over the layers below with the
+ * writers recorded when its text was read; a change of owner or mode
+ * alone (inotify's IN_ATTRIB) reads it again like a change of content.
+ *
  * A read that fails for a reason that may pass (EACCES fixed by a chmod
  * on a directory, EMFILE, ENFILE, EIO, ENOMEM) is retried with backoff
  * (LAYERS_RETRY_FIRST_MS doubling to LAYERS_RETRY_MAX_MS) for as long as
@@ -97,6 +116,8 @@ struct layer {
 	bool ever_good;
 	enum layer_crypt crypt;
 	struct env_file parsed; /* parse of text over the layers below */
+	struct writers writers; /* who could write text when it was read */
+	bool reparse_failed;    /* error is from a re-parse of text */
 
 	/* The version last read, good or not, for `dbswapctl set --wait`:
 	 * "dev:inode:size:mtime_ns" of what the path named, and the agent's
@@ -141,5 +162,40 @@ int layers_reload(struct layers *l, size_t i, uint64_t seq, bool writer_open,
 /* The effective value of name: the highest file defining it, else the
  * process environment, else NULL. */
 const char *layers_get(const struct layers *l, const char *name);
+
+/* Where the effective value of name is defined: *path and *line of the
+ * highest file's last definition.  Returns false when no file defines it
+ * (the process environment may). */
+bool layers_where(const struct layers *l, const char *name,
+		  const char **path, unsigned *line);
+
+/* The environment, as a layer number in layers_walk() callbacks. */
+#define LAYERS_ENV ((size_t)-1)
+
+/* Called by layers_walk(): with literal false for each name whose
+ * expansion lands in the region walked, and layer the file that defines
+ * it (LAYERS_ENV: the process environment); with literal true for text of
+ * the region that is written out in a definition (not expanded), name
+ * that definition's and layer its file (or LAYERS_ENV for a value from
+ * the environment, name its name).  A non-zero return stops the walk and
+ * is returned. */
+typedef int layers_walk_fn(const char *name, size_t layer, bool literal,
+			   void *data);
+
+/* Most steps of one walk: bounds the time a file built to make walks
+ * long can cost on the loop (a value is at most ENV_VALUE_MAX bytes and
+ * ${ nest ENV_NEST_MAX deep, so real walks take a few dozen). */
+#define LAYERS_WALK_MAX 100000
+
+/* Walks what went into bytes [off, off + len) of the effective value of
+ * name, directly or through other names (a name whose value is empty
+ * there does not count), in any order and maybe more than once.  A name
+ * expanded through a default, or from a value that was decrypted or cut,
+ * is followed into the whole of its own value (it cannot be told which
+ * part landed where), and the text where it landed counts as written out
+ * in the definition too.  Returns 0, fn's non-zero return, or -E2BIG past
+ * LAYERS_WALK_MAX steps. */
+int layers_walk(const struct layers *l, const char *name, size_t off,
+		size_t len, layers_walk_fn *fn, void *data);
 
 #endif

@@ -452,6 +452,8 @@ void state_load(struct state *s, struct agent *a)
 	uint8_t *buf = NULL, *plain = NULL;
 	size_t len = 0, plain_len = 0;
 	char err[256];
+	struct writers w;
+	char why[256] = "";
 	int fd, r;
 
 	if (!s)
@@ -470,6 +472,15 @@ void state_load(struct state *s, struct agent *a)
 			   "and not accessible by group or others (it is uid "
 			   "%u, mode %04o)", s->path, (unsigned)geteuid(),
 			   (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777));
+		goto out;
+	}
+	/* Nor may anyone else be able to put another file in its place
+	 * (a directory on the way that others can write): its values are
+	 * published as the last good ones. */
+	if (writers_of_path(s->path, fd, &w, why, sizeof(why)) < 0 ||
+	    !writers_private(&w)) {
+		state_fail(s, "state: %s is ignored: others than root and this "
+			   "user can replace it (%s)", s->path, why);
 		goto out;
 	}
 	if (st.st_size > STATE_FILE_MAX) {

@@ -1,9 +1,11 @@
 /*
  * Target state: candidate, validation, publication; see target.h.
  */
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 
 #include "agent.h"
 #include "common/log.h"
@@ -287,7 +289,9 @@ static void source_use_saved(struct source *src)
 		   "%s", t->name, src->var,
 		   src->candidate ? ", as the files' value does not validate"
 				  : "",
-		   src->candidate ? "" : ", as the files define none",
+		   src->candidate ? ""
+		   : src->refused ? ", as the files' value is refused"
+				  : ", as the files define none",
 		   masked ? masked : "?");
 	free(masked);
 	failover_changed(t);
@@ -297,7 +301,17 @@ void target_set_saved(struct target *t, enum target_role role,
 		      const char *conninfo, bool standby, int64_t validated_wall)
 {
 	struct source *src = &t->src[role];
-	char *copy = strdup(conninfo);
+	char *copy;
+
+	/* Saved by an agent without the limit: it could not be framed. */
+	if (strlen(conninfo) > TARGET_VALUE_MAX) {
+		log_warning("%s: %s: the saved value is %zu bytes, over the "
+			    "limit of %d bytes for a target's value: not used",
+			    t->name, src->var, strlen(conninfo),
+			    TARGET_VALUE_MAX);
+		return;
+	}
+	copy = strdup(conninfo);
 
 	if (!copy)
 		return;
@@ -453,12 +467,472 @@ static void source_set_value(struct source *src, const char *value)
 	source_start_probe(src);
 }
 
+/* where a target may not reach (see target.h) */
+
+/* Bytes of a conninfo that are secret, as common/mask.c masks them. */
+struct region {
+	size_t off, end;
+};
+#define TARGET_REGIONS_MAX 16
+
+struct regions {
+	struct region r[TARGET_REGIONS_MAX];
+	size_t n;
+	size_t len; /* of the value */
+};
+
+static void regions_add(struct regions *rs, const char *s, const char *from,
+			const char *to)
+{
+	if (to <= from)
+		return;
+	if (rs->n == TARGET_REGIONS_MAX) {
+		/* Too many to tell apart: all of it. */
+		rs->r[0] = (struct region){ 0, rs->len };
+		rs->n = 1;
+		return;
+	}
+	rs->r[rs->n++] = (struct region){ (size_t)(from - s), (size_t)(to - s) };
+}
+
+/* The key of a URI query parameter or a key=value pair names a password:
+ * as mask.c, any case, percent-decoded in a URI. */
+static bool region_secret_key(const char *key, size_t n, bool uri)
+{
+	char dec[sizeof("sslpassword")];
+	size_t len = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		char c = key[i];
+		if (uri && c == '%' && i + 2 < n && isxdigit((unsigned char)key[i + 1]) &&
+		    isxdigit((unsigned char)key[i + 2])) {
+			char hex[3] = { key[i + 1], key[i + 2], 0 };
+			c = (char)strtol(hex, NULL, 16);
+			i += 2;
+		}
+		if (len == sizeof(dec))
+			return false;
+		dec[len++] = c;
+	}
+	return (len == 8 && strncasecmp(dec, "password", 8) == 0) ||
+	       (len == 11 && strncasecmp(dec, "sslpassword", 11) == 0);
+}
+
+static void regions_query(struct regions *rs, const char *s, const char *p)
+{
+	while (*p) {
+		const char *amp = strchr(p, '&');
+		const char *end = amp ? amp : p + strlen(p);
+		const char *eq = memchr(p, '=', (size_t)(end - p));
+
+		if (eq && region_secret_key(p, (size_t)(eq - p), true))
+			regions_add(rs, s, eq + 1, end);
+		if (!amp)
+			break;
+		p = amp + 1;
+	}
+}
+
+static void regions_uri(struct regions *rs, const char *s, size_t scheme_len)
+{
+	const char *start = s + scheme_len, *at = strrchr(start, '@');
+	const char *query = strchr(start, '?'), *p = start, *q;
+
+	if (at) {
+		const char *colon = memchr(start, ':', (size_t)(at - start));
+		bool in_query = query && colon > query &&
+				memchr(start, '/', (size_t)(colon - start));
+		if (colon && !in_query) {
+			if (query && query < at) {
+				/* As mask.c: the '@' may sit in the query, or
+				 * the password hold a '?': up to the next '&'
+				 * is taken for the password. */
+				const char *amp = strchr(at, '&');
+				regions_add(rs, s, colon + 1,
+					    amp ? amp : s + rs->len);
+				if (amp)
+					regions_query(rs, s, amp + 1);
+				return;
+			}
+			regions_add(rs, s, colon + 1, at);
+			p = at;
+		}
+	}
+	q = strchr(p, '?');
+	if (q)
+		regions_query(rs, s, q + 1);
+}
+
+static void regions_keyvalue(struct regions *rs, const char *s)
+{
+	const char *p = s;
+
+	while (*p) {
+		const char *key, *ws, *val;
+		size_t klen;
+
+		while (isspace((unsigned char)*p))
+			p++;
+		if (!*p)
+			break;
+		key = p;
+		while (*p && *p != '=' && !isspace((unsigned char)*p))
+			p++;
+		klen = (size_t)(p - key);
+		ws = p;
+		while (isspace((unsigned char)*p))
+			p++;
+		if (*p != '=') {
+			/* Not key=value: what follows may be anything. */
+			regions_add(rs, s, key, s + rs->len);
+			return;
+		}
+		(void)ws;
+		p++;
+		while (isspace((unsigned char)*p))
+			p++;
+		val = p;
+		if (*p == '\'') {
+			for (p++; *p && *p != '\''; p++)
+				if (*p == '\\' && p[1])
+					p++;
+			if (*p)
+				p++;
+		} else {
+			for (; *p && !isspace((unsigned char)*p); p++)
+				if (*p == '\\' && p[1])
+					p++;
+		}
+		if (region_secret_key(key, klen, false))
+			regions_add(rs, s, val, p);
+	}
+}
+
+static void regions_of(const char *s, struct regions *rs)
+{
+	static const char *const schemes[] = { "postgresql://", "postgres://" };
+
+	*rs = (struct regions){ .len = strlen(s) };
+	for (size_t i = 0; i < ARRAY_SIZE(schemes); i++) {
+		size_t n = strlen(schemes[i]);
+		if (strncasecmp(s, schemes[i], n) == 0) {
+			regions_uri(rs, s, n);
+			return;
+		}
+	}
+	if (strchr(s, '='))
+		regions_keyvalue(rs, s);
+	else
+		regions_add(rs, s, s, s + rs->len);
+}
+
+/* A name a target may not use, and whose it is. */
+struct barred {
+	const char *name;
+	const struct target *owner;
+	bool conninfo; /* the owner's variable itself, else its password */
+};
+
+struct barred_list {
+	struct barred *v;
+	size_t n, cap;
+	bool failed;
+	const struct target *owner; /* while collecting */
+};
+
+static int barred_add(struct barred_list *b, const char *name, bool conninfo)
+{
+	struct barred *v;
+
+	for (size_t i = 0; i < b->n; i++)
+		if (b->v[i].owner == b->owner && streq(b->v[i].name, name))
+			return 0;
+	if (b->n == b->cap) {
+		size_t cap = b->cap ? b->cap * 2 : 16;
+		v = realloc(b->v, cap * sizeof(*v));
+		if (!v) {
+			b->failed = true;
+			return -ENOMEM;
+		}
+		b->v = v;
+		b->cap = cap;
+	}
+	b->v[b->n++] = (struct barred){ name, b->owner, conninfo };
+	return 0;
+}
+
+static int barred_password(const char *name, size_t layer, bool literal,
+			   void *data)
+{
+	return literal ? 0 : barred_add(data, name, false);
+}
+
+/* The names other targets than t own: their variables, and every name
+ * that lands in their password (layers_walk() keeps the layers' names
+ * alive until the layers change, which is after this is used). */
+static int barred_collect(const struct target *t, struct barred_list *b)
+{
+	struct agent *a = t->agent;
+	const struct layers *l = &a->layers;
+	int r;
+
+	for (size_t i = 0; i < a->n_targets; i++) {
+		const struct target *o = a->targets[i];
+
+		if (o == t)
+			continue;
+		b->owner = o;
+		for (int role = 0; role < ROLE_COUNT; role++) {
+			const char *v = layers_get(l, o->src[role].var);
+			struct regions rs;
+
+			r = barred_add(b, o->src[role].var, true);
+			if (r < 0)
+				return r;
+			if (!v)
+				continue;
+			regions_of(v, &rs);
+			for (size_t k = 0; k < rs.n; k++) {
+				r = layers_walk(l, o->src[role].var, rs.r[k].off,
+						rs.r[k].end - rs.r[k].off,
+						barred_password, b);
+				if (r < 0)
+					return r;
+			}
+		}
+	}
+	return 0;
+}
+
+struct uses_check {
+	const struct barred_list *b;
+	const struct barred *hit;
+	const char *name;
+};
+
+static int uses_check_name(const char *name, size_t layer, bool literal,
+			   void *data)
+{
+	struct uses_check *c = data;
+
+	if (literal)
+		return 0;
+	for (size_t i = 0; i < c->b->n; i++) {
+		if (streq(c->b->v[i].name, name)) {
+			c->hit = &c->b->v[i];
+			c->name = name;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* Whether var, one of t's variables, may be used; if not, why says so
+ * (names only).  b: barred_collect() for t. */
+static bool target_may_use(const struct target *t, const struct barred_list *b,
+			   const char *var, char *why, size_t whylen)
+{
+	struct uses_check c = { .b = b };
+	int r;
+
+	if (b->failed) {
+		snprintf(why, whylen, "%s: cannot check that it expands no other "
+			 "target's conninfo or password (out of memory, or another "
+			 "target's value expands more than %d variables)", var,
+			 LAYERS_WALK_MAX);
+		return false;
+	}
+	r = layers_walk(&t->agent->layers, var, 0, SIZE_MAX, uses_check_name, &c);
+	if (r == -E2BIG) {
+		snprintf(why, whylen, "%s expands more than %d variables (through "
+			 "others): too many to check that none is another "
+			 "target's conninfo or password", var, LAYERS_WALK_MAX);
+		return false;
+	}
+	if (r <= 0)
+		return true;
+	if (c.hit->conninfo)
+		snprintf(why, whylen, "%s uses ${%s}, which is target %s's "
+			 "conninfo: a target may not expand another target's "
+			 "conninfo or password", var, c.name, c.hit->owner->name);
+	else
+		snprintf(why, whylen, "%s uses ${%s}, which forms target %s's "
+			 "password: a target may not expand another target's "
+			 "conninfo or password", var, c.name, c.hit->owner->name);
+	return false;
+}
+
+/* Where text of a value came from: a file (or the environment), and the
+ * name through which it came first. */
+struct origin {
+	size_t layer;
+	const char *name;
+};
+
+struct origins {
+	struct origin v[32];
+	size_t n;
+	bool more; /* more files than fit: the check then refuses */
+};
+
+static int origins_note(const char *name, size_t layer, bool literal,
+			void *data)
+{
+	struct origins *o = data;
+
+	if (!literal)
+		return 0;
+	for (size_t i = 0; i < o->n; i++)
+		if (o->v[i].layer == layer)
+			return 0;
+	if (o->n == ARRAY_SIZE(o->v)) {
+		o->more = true;
+		return 0;
+	}
+	o->v[o->n++] = (struct origin){ layer, name };
+	return 0;
+}
+
+static const struct writers *origin_writers(const struct layers *l,
+					    size_t layer, struct writers *self)
+{
+	if (layer == LAYERS_ENV) {
+		writers_self(self);
+		return self;
+	}
+	return &l->files[layer].writers;
+}
+
+static const char *origin_path(const struct layers *l, size_t layer)
+{
+	return layer == LAYERS_ENV ? "the agent's environment"
+				   : l->files[layer].path;
+}
+
+/* Whoever can change any part of var's value must be able to write
+ * where its password comes from: else a writer of a file that gives only
+ * ${DB_HOST} would have the password, written in another file, sent to a
+ * server of theirs.  (layers.h's rule covers a file that reads a secret
+ * from below; this, a secret that takes text from below.) */
+static bool target_parts_trusted(const struct target *t, const char *var,
+				 const char *value, char *why, size_t whylen)
+{
+	const struct layers *l = &t->agent->layers;
+	struct origins parts = { 0 }, secret = { 0 };
+	struct writers self1, self2;
+	struct regions rs;
+	char who[128];
+	int r;
+
+	r = layers_walk(l, var, 0, SIZE_MAX, origins_note, &parts);
+	regions_of(value, &rs);
+	for (size_t k = 0; k < rs.n && r == 0; k++)
+		r = layers_walk(l, var, rs.r[k].off, rs.r[k].end - rs.r[k].off,
+				origins_note, &secret);
+	if (r < 0 || parts.more || secret.more) {
+		snprintf(why, whylen, "%s: cannot check who can change its parts "
+			 "(%s)", var, r == -ENOMEM ? "out of memory"
+			 : "too many variables or files");
+		return false;
+	}
+	for (size_t i = 0; i < parts.n; i++) {
+		const struct origin *p = &parts.v[i];
+		for (size_t j = 0; j < secret.n; j++) {
+			const struct origin *q = &secret.v[j];
+			if (p->layer == q->layer ||
+			    writers_covered(origin_writers(l, p->layer, &self1),
+					    origin_writers(l, q->layer, &self2),
+					    who, sizeof(who)))
+				continue;
+			char part[128];
+			if (streq(p->name, var))
+				snprintf(part, sizeof(part), "its own text");
+			else
+				snprintf(part, sizeof(part), "${%.100s}", p->name);
+			snprintf(why, whylen, "%s takes %s from %s, which %s "
+				 "can write, into a value whose password comes "
+				 "from %s, which they cannot write: whoever can "
+				 "change a part of a target's value must be able "
+				 "to write its password", var, part,
+				 origin_path(l, p->layer), who,
+				 origin_path(l, q->layer));
+			return false;
+		}
+	}
+	return true;
+}
+
+/* Why value, the files' value of src, may not be used (the size limit,
+ * the rule above); NULL when it may. */
+static bool source_check(struct source *src, const struct barred_list *b,
+			 const char *value, char *why, size_t whylen)
+{
+	struct target *t = src->target;
+	const char *path = "the environment";
+	unsigned line = 0;
+	size_t n = value ? strlen(value) : 0;
+
+	if (n > TARGET_VALUE_MAX) {
+		if (layers_where(&t->agent->layers, src->var, &path, &line))
+			snprintf(why, whylen, "%s (%s:%u) is %zu bytes, over the "
+				 "limit of %d bytes for a target's value", src->var,
+				 path, line, n, TARGET_VALUE_MAX);
+		else
+			snprintf(why, whylen, "%s (from the agent's environment) "
+				 "is %zu bytes, over the limit of %d bytes for a "
+				 "target's value", src->var, n, TARGET_VALUE_MAX);
+		return false;
+	}
+	return !value || (target_may_use(t, b, src->var, why, whylen) &&
+			  target_parts_trusted(t, src->var, value, why, whylen));
+}
+
+/* The files' value of src breaks a rule: none of it is used, the value
+ * in force stays; logged once per reason. */
+static void source_refuse(struct source *src, const char *why)
+{
+	struct target *t = src->target;
+	bool again = src->refused && src->error && streq(src->error, why);
+
+	source_drop_candidate(src);
+	src->refused = true;
+	if (again)
+		return;
+	/* As for a value that fails validation: the one saved before a
+	 * restart, if nothing is in force. */
+	source_use_saved(src);
+	src->state = TARGET_FAILED;
+	src->value_seq = t->agent->eval_seq;
+	set_strf(&src->error, "%s", why);
+	log_target(LOG_WARNING, "refused", t->name, 0, "%s: %s; %s", t->name, why,
+		   src->value ? "the value in force stays" : "nothing in force");
+}
+
 void target_set_values(struct target *t)
 {
 	const struct layers *l = &t->agent->layers;
+	struct barred_list b = { 0 };
+	char why[1024];
 
-	for (int i = 0; i < ROLE_COUNT; i++)
-		source_set_value(&t->src[i], layers_get(l, t->src[i].var));
+	if (barred_collect(t, &b) == -E2BIG)
+		b.failed = true;
+	for (int i = 0; i < ROLE_COUNT; i++) {
+		struct source *src = &t->src[i];
+		const char *v = layers_get(l, src->var);
+
+		if (!source_check(src, &b, v, why, sizeof(why))) {
+			source_refuse(src, why);
+			continue;
+		}
+		if (src->refused) {
+			/* source_set_value() sets the state and error. */
+			src->refused = false;
+			set_strf(&src->error, NULL);
+			log_info("%s: %s may be used again", t->name, src->var);
+		}
+		source_set_value(src, v);
+	}
+	free(b.v);
 }
 
 /* pool settings */
@@ -491,15 +965,26 @@ static void target_read_settings(struct target *t,
 				 size_t whylen)
 {
 	const struct layers *l = &t->agent->layers;
+	struct barred_list b = { 0 };
+	char rule[512];
 
 	*next = (struct target_settings){ 0 };
 	why[0] = '\0';
+	if (barred_collect(t, &b) == -E2BIG)
+		b.failed = true;
 	for (int i = 0; i < SETTING_COUNT; i++) {
 		const char *v = layers_get(l, t->setting_vars[i]);
 
 		/* Empty like unset, as for targets: NAME= clears it. */
 		if (!v || !*v)
 			continue;
+		/* A number is sent to every subscriber: it may not be
+		 * another target's (digits-only) password either. */
+		if (!target_may_use(t, &b, t->setting_vars[i], rule,
+				    sizeof(rule))) {
+			append_reason(why, whylen, "%s", rule);
+			continue;
+		}
 		if (parse_uint(v, target_setting_defs[i].min,
 					 target_setting_defs[i].max,
 					 &next->value[i]) < 0) {
@@ -520,6 +1005,7 @@ static void target_read_settings(struct target *t,
 			    (unsigned long long)next->value[SETTING_POOL_MIN],
 			    t->setting_vars[SETTING_POOL_MAX],
 			    (unsigned long long)next->value[SETTING_POOL_MAX]);
+	free(b.v);
 }
 
 void target_update_settings(struct target *t)

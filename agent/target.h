@@ -23,6 +23,34 @@ struct agent;
 struct probe;
 struct loop_timer;
 
+/* Longest value of a target's variable (and of its _SECONDARY) taken
+ * from the files; a longer one is refused, naming the file and line, and
+ * the value in force stays.  Every frame is at most IPC_FRAME_MAX (64
+ * KiB): an update carries one value, and a status reply up to three
+ * copies of each target's (published, primary, secondary; masked) and
+ * about 5 KiB of error text per target (each error at most 1 KiB), so 4
+ * KiB lets three targets at the limit share one status reply.  Real
+ * conninfo strings are a few hundred bytes; 16 hosts (connplan.h's limit)
+ * with long names and TLS file paths stay under 2 KiB.  A value near the
+ * env format's 64 KiB once validated, was published and then could not be
+ * framed: every subscriber was dropped and status failed. */
+#define TARGET_VALUE_MAX 4096
+
+/*
+ * WHAT A TARGET MAY EXPAND.  A target's value, its secondary's and its
+ * pool settings may not be built, directly or through other variables,
+ * from another target's variable (its conninfo, primary or secondary),
+ * nor from a variable that goes into the password part of another
+ * target's conninfo (a URI's user info after the ':', a password= or
+ * sslpassword= value, key=value or in the query; a value that is neither
+ * counts whole): else a subscriber allowed only this target would get
+ * the other's password.  Parts that are not secret (${DB_HOST}) may be
+ * shared.  Two targets that share one password variable are both
+ * refused: spell the password out in each, or give each its own
+ * variable.  A refused value is never used: the value in force stays,
+ * and the error (status, log) names the variables, never a value.
+ */
+
 /* Retry backoff for a failed candidate: 100 ms doubling to 30 s. */
 #define TARGET_RETRY_FIRST_MS 100
 #define TARGET_RETRY_MAX_MS 30000
@@ -87,6 +115,8 @@ struct source {
 	int64_t saved_wall;
 
 	char *candidate;      /* newest from the files, if not in force */
+	bool refused;         /* the files' value breaks a rule (error says
+			       * which); nothing from them is used */
 	enum target_state state;
 	char *error;          /* last failure, masked */
 	struct probe *probe;

@@ -3,7 +3,10 @@
  *
  * Writers of encrypted files need only the public key; the secret key
  * stays with the agent (and with whoever must read a sealed file back).
- * Formats: common/crypto.h.
+ * The agent opens encrypted text only in files no one but root and its
+ * own user can write (agent/layers.h), so a writer also needs to be one
+ * of those (sudo dbswapctl set).  A key file must be as private as ssh
+ * wants its keys (util.h key_path_check()).  Formats: common/crypto.h.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -62,7 +65,10 @@ int ctl_key_arg(const char *path, struct crypt_key **key)
 {
 	char err[512];
 
-	if (crypt_key_load(path, key, err, sizeof(err)) < 0) {
+	/* Refused like a key others can read: one others can replace would
+	 * have us decrypt (and re-seal) with a key of their choosing. */
+	if (key_path_check(path, err, sizeof(err)) < 0 ||
+	    crypt_key_load(path, key, err, sizeof(err)) < 0) {
 		fprintf(stderr, "dbswapctl: %s\n", err);
 		return -EINVAL;
 	}
@@ -107,8 +113,13 @@ int cmd_keygen(int argc, char **argv)
 	crypt_id_hex(crypt_key_id(key), id);
 	crypt_key_free(key);
 	printf("%s\n", pub);
+	/* Written, but where the agent will refuse it: say so now. */
+	if (key_path_check(out, err, sizeof(err)) < 0)
+		fprintf(stderr, "dbswapctl keygen: warning: %s\n", err);
 	fprintf(stderr, "dbswapctl: secret key %s written to %s (mode 0600); "
-			"the public key above is all a writer needs\n",
+			"the public key above is all a writer needs (the agent "
+			"opens encrypted values only in files no one but root "
+			"and its user can write)\n",
 		id, out);
 	return EXIT_SUCCESS;
 }

@@ -45,7 +45,9 @@ struct env_parser {
 	unsigned line;     /* line of pos */
 	size_t line_start; /* offset where that line begins (past a BOM) */
 	env_lookup_fn *lookup;
+	env_resolve_fn *resolve;
 	env_decode_fn *decode;
+	bool record;        /* keep refs (env_parse_opts.refs) */
 	void *data;
 	struct env_file *out;
 	size_t cap; /* entries allocated in out */
@@ -58,6 +60,8 @@ struct env_parser {
 	bool skip;                   /* checking a default that is not used */
 	char *name;                  /* a name for the lookup callback */
 	size_t name_cap;
+	struct env_ref *refs;        /* of the value being built */
+	size_t n_refs, refs_cap;
 };
 
 static bool env_blank(int c)
@@ -293,21 +297,27 @@ static int env_index_reserve(struct env_file *f)
 /* Sets *value to what the name at text[start] (n bytes) has for
  * expansion: the latest definition in this file, else the lower layers'
  * value, else NULL. */
-static int env_value_of(struct env_parser *p, size_t start, size_t n, const char **value)
+static int env_value_of(struct env_parser *p, size_t start, size_t n, const char **value,
+			size_t *entry, int *origin, unsigned line, unsigned col)
 {
 	const char *name = p->text + start;
+	char msg[ENV_RESOLVE_MSG_MAX];
 	size_t *slot, cap;
 	char *np;
+	int r;
 
 	*value = NULL;
+	*entry = ENV_REF_LOWER;
+	*origin = -1;
 	if (p->out->n_slots) {
 		slot = env_index_slot(p->out, name, n);
 		if (*slot) {
 			*value = p->out->entries[*slot - 1].value;
+			*entry = *slot - 1;
 			return 0;
 		}
 	}
-	if (!p->lookup)
+	if (!p->lookup && !p->resolve)
 		return 0;
 	/* The callback wants a C string: one buffer serves every name. */
 	if (n >= p->name_cap) {
@@ -321,8 +331,57 @@ static int env_value_of(struct env_parser *p, size_t start, size_t n, const char
 	}
 	memcpy(p->name, name, n);
 	p->name[n] = '\0';
-	*value = p->lookup(p->name, p->data);
+	if (!p->resolve) {
+		*value = p->lookup(p->name, p->data);
+		return 0;
+	}
+	msg[0] = '\0';
+	r = p->resolve(p->name, value, origin, msg, sizeof(msg), p->data);
+	msg[sizeof(msg) - 1] = '\0';
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0)
+		return env_fail(p, line, col, "%s", msg[0] ? msg : "cannot expand");
 	return 0;
+}
+
+/* Notes that the bytes of the value from off on came from the ${NAME} at
+ * text[start] (n bytes). */
+static int env_note_ref(struct env_parser *p, size_t start, size_t n, size_t off,
+			size_t entry, int origin)
+{
+	struct env_ref *refs;
+	size_t cap;
+	char *name;
+
+	if (!p->record)
+		return 0;
+	if (p->n_refs == p->refs_cap) {
+		cap = p->refs_cap ? p->refs_cap * 2 : 4;
+		refs = realloc(p->refs, cap * sizeof(*refs));
+		if (!refs)
+			return -ENOMEM;
+		p->refs = refs;
+		p->refs_cap = cap;
+	}
+	name = strndup(p->text + start, n);
+	if (!name)
+		return -ENOMEM;
+	p->refs[p->n_refs++] = (struct env_ref){
+		.name = name,
+		.off = off,
+		.len = p->val.len - off,
+		.entry = entry,
+		.origin = origin,
+	};
+	return 0;
+}
+
+static void env_refs_free(struct env_ref *refs, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(refs[i].name);
+	free(refs);
 }
 
 /* Handles a backslash inside double quotes; pos is at the backslash. */
@@ -404,8 +463,8 @@ static int env_expand(struct env_parser *p, bool dq, unsigned depth)
 	unsigned line = p->line, col = env_col(p);
 	const char *value = NULL;
 	bool skip = p->skip;
-	size_t start;
-	int c, r;
+	size_t start, off = p->val.len, entry = ENV_REF_LOWER;
+	int c, r, origin = -1;
 
 	if (depth >= ENV_NEST_MAX)
 		return env_fail(p, line, col, "${ nested too deeply");
@@ -426,23 +485,31 @@ static int env_expand(struct env_parser *p, bool dq, unsigned depth)
 		return env_fail(p, p->line, env_col(p), "expected '}' or ':-' after name in ${");
 
 	if (!skip) {
-		r = env_value_of(p, start, p->pos - start, &value);
+		r = env_value_of(p, start, p->pos - start, &value, &entry, &origin, line,
+				 col);
 		if (r < 0)
 			return r;
 	}
 	if (c == '}') {
 		env_next(p);
-		return value ? env_put(p, value, strlen(value)) : 0;
+		r = value ? env_put(p, value, strlen(value)) : 0;
+	} else {
+		/* The default is parsed even when it is not used, to find its
+		 * end and report its errors, but then only checked: it calls
+		 * no lookup, so value stays valid, and builds nothing. */
+		size_t n = p->pos - start;
+		p->skip = skip || (value && *value);
+		r = env_default(p, dq, depth, line, col);
+		p->skip = skip;
+		if (r == 0 && value && *value)
+			r = env_put(p, value, strlen(value));
+		if (r < 0 || skip)
+			return r;
+		return env_note_ref(p, start, n, off, entry, origin);
 	}
-	/* The default is parsed even when it is not used, to find its end
-	 * and report its errors, but then only checked: it calls no lookup,
-	 * so value stays valid, and builds nothing. */
-	p->skip = skip || (value && *value);
-	r = env_default(p, dq, depth, line, col);
-	p->skip = skip;
-	if (r < 0 || !value || !*value)
+	if (r < 0 || skip)
 		return r;
-	return env_put(p, value, strlen(value));
+	return env_note_ref(p, start, p->pos - 1 - start, off, entry, origin);
 }
 
 static int env_single_quoted(struct env_parser *p)
@@ -571,6 +638,11 @@ static int env_decode(struct env_parser *p, const char *name)
 	}
 	env_buf_wipe(&p->val);
 	p->val = (struct env_buf){ .p = dec, .len = n, .cap = n + 1 };
+	/* Where each expansion went is lost: all of it came from them. */
+	for (size_t i = 0; i < p->n_refs; i++) {
+		p->refs[i].off = 0;
+		p->refs[i].len = n;
+	}
 	return 0;
 }
 
@@ -621,7 +693,11 @@ static int env_add(struct env_parser *p, size_t name_start, size_t name_len, uns
 		.value_off = p->val_off,
 		.value_end = p->val_end,
 		.end_line = p->end_line,
+		.refs = p->refs,
+		.n_refs = p->n_refs,
 	};
+	p->refs = NULL;
+	p->n_refs = p->refs_cap = 0;
 	/* The later definition takes the name's slot. */
 	*env_index_slot(f, name, name_len) = f->n;
 	return 0;
@@ -685,7 +761,11 @@ static int env_parse_line(struct env_parser *p)
 	if (r < 0)
 		return r;
 	env_skip_line(p); /* a comment, if any, and the line break */
-	return env_add(p, start, n, line);
+	r = env_add(p, start, n, line);
+	env_refs_free(p->refs, p->n_refs);
+	p->refs = NULL;
+	p->n_refs = p->refs_cap = 0;
+	return r;
 }
 
 /* A NUL byte, and a CR that does not start a CRLF line break, are errors
@@ -737,6 +817,8 @@ int env_parse_with(const char *text, size_t len, const struct env_parse_opts *op
 		.len = len,
 		.line = 1,
 		.lookup = opts ? opts->lookup : NULL,
+		.resolve = opts ? opts->resolve : NULL,
+		.record = opts && opts->refs,
 		.decode = opts ? opts->decode : NULL,
 		.data = opts ? opts->data : NULL,
 		.out = out,
@@ -763,6 +845,7 @@ int env_parse_with(const char *text, size_t len, const struct env_parse_opts *op
 		r = env_parse_line(&p);
 	env_buf_wipe(&p.val);
 	free(p.name);
+	env_refs_free(p.refs, p.n_refs);
 	if (r < 0) {
 		if (r == -ENOMEM)
 			env_fail(&p, p.line, env_col(&p), "out of memory");
@@ -778,6 +861,7 @@ void env_file_fini(struct env_file *f)
 	for (i = 0; i < f->n; i++) {
 		free(f->entries[i].name);
 		free_secret(f->entries[i].value);
+		env_refs_free(f->entries[i].refs, f->entries[i].n_refs);
 	}
 	free(f->entries);
 	free(f->slots);
@@ -795,4 +879,14 @@ const char *env_file_get(const struct env_file *f, const char *name)
 		return NULL;
 	slot = env_index_slot(f, name, strlen(name));
 	return *slot ? f->entries[*slot - 1].value : NULL;
+}
+
+size_t env_file_index(const struct env_file *f, const char *name)
+{
+	size_t *slot;
+
+	if (!f->n_slots)
+		return ENV_REF_LOWER;
+	slot = env_index_slot(f, name, strlen(name));
+	return *slot ? *slot - 1 : ENV_REF_LOWER;
 }

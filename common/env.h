@@ -47,6 +47,10 @@
  *     this file, else from the lower layers (the process environment and
  *     earlier files, through the lookup callback), else the empty string.
  *     A definition in the file wins even when it is empty.
+ *     A resolve callback (env_parse_with()) used instead of the lookup
+ *     one may refuse a name: the file is then rejected at the ${ with
+ *     the callback's reason (the agent's rule on who may read what,
+ *     agent/layers.h).
  *   - ${NAME:-default} gives default when NAME is unset or empty.  The
  *     default runs to the matching }, follows the rules of the value around
  *     it (escapes inside double quotes, no line break when unquoted) and may
@@ -79,6 +83,7 @@
 #ifndef DBSWAP_AGENT_ENV_H
 #define DBSWAP_AGENT_ENV_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -108,6 +113,29 @@
 /* Values that start with this are passed to the decode callback. */
 #define ENV_ENC_PREFIX "enc:"
 
+/* A ${NAME} whose value went into an entry's value (recorded when
+ * env_parse_opts.refs is set): which name, where in the value its
+ * expansion landed, and where the value came from.  Lets the agent tell
+ * which names a value was built from, directly or through other names, and
+ * which of them form a part of it (a conninfo's password). */
+struct env_ref {
+	char *name;
+	/* The bytes [off, off + len) of the value came from this ${...}: its
+	 * value, or its default when that was used (a name used inside the
+	 * default has a ref of its own).  A value cut afterwards (trailing
+	 * blanks of an unquoted value) may end before off + len.  When the
+	 * whole value was replaced by the decode callback, every ref spans
+	 * all of it. */
+	size_t off, len;
+	/* The entry of this file whose value was used, or ENV_REF_LOWER when
+	 * the name was looked up below this file (or is defined nowhere). */
+	size_t entry;
+	/* For ENV_REF_LOWER: what the resolve callback said of its origin
+	 * (-1 when there is no resolve callback, or the name is undefined). */
+	int origin;
+};
+#define ENV_REF_LOWER ((size_t)-1)
+
 /* One parsed definition. */
 struct env_entry {
 	char *name;
@@ -123,6 +151,9 @@ struct env_entry {
 	size_t value_off, value_end;
 	unsigned end_line; /* line of value_end; > line only for a
 			    * double-quoted value that spans lines */
+	struct env_ref *refs; /* what was expanded into value, in the order
+			       * the expansions ended; NULL unless asked */
+	size_t n_refs;
 };
 
 /* Definitions in file order; duplicates are all kept, and the later one
@@ -147,12 +178,23 @@ typedef const char *env_lookup_fn(const char *name, void *data);
 
 struct env_error {
 	unsigned line, column; /* 1-based; column in bytes */
-	char message[256];     /* never contains value text */
+	char message[512];     /* never contains value text */
 };
+
+/* Longest message a resolve callback can leave, NUL included. */
+#define ENV_RESOLVE_MSG_MAX 480
+
+/* Looks up a variable defined below the file, as env_lookup_fn, but may
+ * refuse: returns 0 with *value (NULL: undefined) and *origin (recorded in
+ * env_ref.origin), or a negative errno with a message in msg (msglen
+ * bytes, at most ENV_RESOLVE_MSG_MAX, never a secret), which rejects the
+ * whole file with that message at the line and column of the ${. */
+typedef int env_resolve_fn(const char *name, const char **value, int *origin,
+			   char *msg, size_t msglen, void *data);
 
 /* Longest reason a decode callback can leave in msg, NUL included: leaves
  * room in env_error.message for the variable name in front of it. */
-#define ENV_DECODE_MSG_MAX 160
+#define ENV_DECODE_MSG_MAX 400
 
 /* Called for each definition whose value, after expansion, starts with
  * ENV_ENC_PREFIX; name and value are NUL-terminated.  Returns 0 with *out
@@ -168,8 +210,10 @@ typedef int env_decode_fn(const char *name, const char *value, char **out, char 
  * to both. */
 struct env_parse_opts {
 	env_lookup_fn *lookup; /* NULL: nothing is defined below this file */
+	env_resolve_fn *resolve; /* used instead of lookup when set */
 	env_decode_fn *decode; /* NULL: "enc:" values are kept as they are */
 	void *data;
+	bool refs;             /* record env_entry.refs */
 };
 
 /* Parses len bytes of text; text may be NULL when len is 0.  lookup may be
@@ -195,5 +239,9 @@ void env_file_fini(struct env_file *f);
 /* Returns the value of the last definition of name, or NULL.  Takes the
  * same time however many definitions f has (a hash index). */
 const char *env_file_get(const struct env_file *f, const char *name);
+
+/* The index in f->entries of the last definition of name, or
+ * ENV_REF_LOWER when f defines none. */
+size_t env_file_index(const struct env_file *f, const char *name);
 
 #endif

@@ -116,4 +116,73 @@ void set_strf(char **dst, const char *fmt, ...) PRINTF(2, 3);
  * is min(first << attempt, max).  attempt counts from 0. */
 int64_t backoff_ms(unsigned attempt, int64_t first, int64_t max);
 
+/*
+ * Who can change what is read at a path: root always (not recorded), the
+ * owner of the file (it can chmod it), its group when the group may write
+ * and everyone when others may; and, since replacing a directory entry
+ * changes what the path names, the same for every directory the path goes
+ * through, symlinks followed (at most WRITERS_HOPS_MAX), plus a symlink's
+ * owner.  A directory with the sticky bit lets its group and others
+ * replace only their own entries: it adds the entry's owner, not them.
+ * POSIX ACL entries that grant write (through the mask) count like the
+ * group.  Root, CAP_DAC_OVERRIDE and bind mounts are not told apart.
+ */
+#define WRITERS_MAX 8
+#define WRITERS_HOPS_MAX 40
+
+struct writers {
+	uint32_t uids[WRITERS_MAX]; /* besides root */
+	unsigned n_uids;
+	uint32_t gids[WRITERS_MAX]; /* groups whose members may write */
+	unsigned n_gids;
+	bool anyone;
+	bool more; /* more uids or gids than WRITERS_MAX: not all recorded */
+};
+
+/* Fills *w for path.  fd, when >= 0, is the file opened at path: the file
+ * itself is judged by fstat(fd) and its ACL by fgetxattr(fd), and the walk
+ * must end at the same inode (else -EAGAIN: the path changed meanwhile).
+ * Reads only inode metadata (lstat, readlink, getxattr): never opens
+ * anything.  Returns 0 with why naming the first place that lets in
+ * someone besides root and this process's user ("directory D is owned by
+ * user alice (uid 1001)"; empty when none does), or a negative errno with
+ * why set ("cannot stat DIR: ..."). */
+int writers_of_path(const char *path, int fd, struct writers *w, char *why,
+		    size_t whylen);
+
+/* The writers of what only root and this process's user can change: the
+ * process environment, a file the agent itself writes. */
+void writers_self(struct writers *w);
+
+/* Whether every writer of l could also write m: root and this process's
+ * effective user always could (they can read all the agent reads); a uid
+ * only if m records it, a group only if m records it, anyone only if m
+ * grants anyone; an id the kernel shows as the overflow id (a user or
+ * group outside this user namespace, nobody) only if m grants anyone.
+ * When not, who names the first one that could not ("user alice (uid
+ * 1001)", "group devs (gid 1002)", "anyone"). */
+bool writers_covered(const struct writers *l, const struct writers *m,
+		     char *who, size_t wholen);
+
+/* Whether w is root and this process's user alone. */
+bool writers_private(const struct writers *w);
+
+/* Describes the writers besides root and this process's user, for
+ * messages: "user alice (uid 1001), group devs (gid 1002)". */
+void writers_describe(const struct writers *w, char *buf, size_t len);
+
+/* "user alice (uid 1001)" or "uid 1001" when /etc/passwd does not name it
+ * (read as a file, never through NSS, which could wait on the network). */
+void uid_describe(uint32_t uid, char *buf, size_t len);
+void gid_describe(uint32_t gid, char *buf, size_t len);
+
+/* Checks a secret key file as ssh's StrictModes does: the file and every
+ * directory on its path, symlinks followed, must be owned by root or this
+ * process's user, and no directory may be writable by its group or others
+ * unless it has the sticky bit (/tmp), nor the file by anyone else.
+ * Returns 0, or -EPERM with why ("key file X: directory D is writable by
+ * group ...").  Group and other read bits of the file are the caller's
+ * check (crypto.h). */
+int key_path_check(const char *path, char *why, size_t whylen);
+
 #endif

@@ -136,6 +136,26 @@ static bool has_lone_cr(const char *text, size_t len)
 	return false;
 }
 
+/* Refs (asked for with the decode callback): each names a variable,
+ * points at an earlier entry or below the file, and lies within
+ * ENV_VALUE_MAX; a ref to an entry of this file has that entry's value
+ * length unless a default or decoding came in between. */
+static void check_refs(const struct env_file *f)
+{
+	for (size_t i = 0; i < f->n; i++) {
+		const struct env_entry *e = &f->entries[i];
+		for (size_t k = 0; k < e->n_refs; k++) {
+			const struct env_ref *r = &e->refs[k];
+			FUZZ_CHECK(r->name && r->name[0]);
+			FUZZ_CHECK(r->entry == ENV_REF_LOWER || r->entry < i);
+			FUZZ_CHECK(r->off <= ENV_VALUE_MAX &&
+				   r->len <= ENV_VALUE_MAX - r->off);
+			if (r->entry != ENV_REF_LOWER)
+				FUZZ_CHECK(strcmp(f->entries[r->entry].name, r->name) == 0);
+		}
+	}
+}
+
 static void check_one(const char *text, size_t len, bool with_decode)
 {
 	unsigned calls = 0;
@@ -143,6 +163,7 @@ static void check_one(const char *text, size_t len, bool with_decode)
 		.lookup = lookup,
 		.decode = with_decode ? decode : NULL,
 		.data = &calls,
+		.refs = with_decode,
 	};
 	struct env_file f = { 0 };
 	struct env_error err;
@@ -158,6 +179,7 @@ static void check_one(const char *text, size_t len, bool with_decode)
 		FUZZ_CHECK(memchr(text, '\0', len) == NULL);
 		FUZZ_CHECK(!has_lone_cr(text, len));
 		check_parsed(&f, text, len);
+		check_refs(&f);
 		env_file_fini(&f);
 		FUZZ_CHECK(f.n == 0 && f.entries == NULL);
 		return;

@@ -525,10 +525,12 @@ class Hostile(ClusterTest):
     # -- a subscriber that never reads
 
     def test_subscriber_that_never_reads_is_dropped_alone(self):
-        # Big updates fill the 1 MiB queue in a few dozen publications.
-        # passfile: long, never sent to the server (the startup packet is
-        # capped at 10000 bytes), and unused when a password is given.
-        long_url = self.url() + '?passfile=/' + 'x' * 30000
+        # Big updates (a value at the agent's 4 KiB limit, target.h) fill
+        # the 1 MiB queue in a few hundred publications.  passfile: long,
+        # never sent to the server (the startup packet is capped at 10000
+        # bytes), and unused when a password is given.
+        long_url = self.url() + '?passfile=/'
+        long_url += 'x' * (4096 - len(long_url))
         self.write_env(f'DATABASE_URL={long_url}\n')
         agent = self.start_agent()
         try:
@@ -552,7 +554,7 @@ class Hostile(ClusterTest):
         self.addCleanup(admin.close)
         admin.hello()
         last = None
-        for _ in range(200):
+        for _ in range(1000):
             last = admin.reconnect('DATABASE_URL')['generation']
             if 'output queue full' in agent.log():
                 break

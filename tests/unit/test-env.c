@@ -858,7 +858,7 @@ static const char *decode_lookup(const char *name, void *data)
 static int parse_decoded(const char *text, unsigned *calls, struct env_file *f,
 			 struct env_error *err)
 {
-	struct env_parse_opts opts = { decode_lookup, test_decode, calls };
+	struct env_parse_opts opts = { .lookup = decode_lookup, .decode = test_decode, .data = calls };
 
 	*calls = 0;
 	return env_parse_with(text, strlen(text), &opts, f, err);
@@ -996,6 +996,70 @@ static void corpus_file(const char *dir, const char *name, bool good)
 	free(text);
 }
 
+/* A resolve callback: HOME is origin 3, SECRET is refused, the rest
+ * undefined. */
+static int test_resolve(const char *name, const char **value, int *origin, char *msg,
+			size_t msglen, void *data)
+{
+	(void)data;
+	*value = NULL;
+	if (streq(name, "HOME")) {
+		*value = "/home/test";
+		*origin = 3;
+	} else if (streq(name, "SECRET")) {
+		snprintf(msg, msglen, "${%s} is not for you", name);
+		return -EPERM;
+	}
+	return 0;
+}
+
+static void test_refs(void)
+{
+	struct env_parse_opts opts = { .resolve = test_resolve, .refs = true };
+	const char *text = "A=x\nB=[${A}]${HOME}\nC=\"${NONE:-<${A}>}\"\n"
+			   "D=${B}   \nE='${A}'\n";
+	const struct env_ref *r;
+	struct env_file f;
+	struct env_error err;
+
+	CHECK(env_parse_with(text, strlen(text), &opts, &f, &err) == 0);
+	CHECK(f.n == 5);
+	CHECK(f.entries[0].n_refs == 0);
+	/* B: A at 1 (entry 0), HOME at 3 from below (origin 3). */
+	CHECK_STR(f.entries[1].value, "[x]/home/test");
+	CHECK(f.entries[1].n_refs == 2);
+	r = &f.entries[1].refs[0];
+	CHECK(streq(r->name, "A") && r->off == 1 && r->len == 1 && r->entry == 0);
+	r = &f.entries[1].refs[1];
+	CHECK(streq(r->name, "HOME") && r->off == 3 && r->len == 10 &&
+	      r->entry == ENV_REF_LOWER && r->origin == 3);
+	/* C: A inside the default, then NONE (undefined) over all of it. */
+	CHECK_STR(f.entries[2].value, "<x>");
+	CHECK(f.entries[2].n_refs == 2);
+	r = &f.entries[2].refs[0];
+	CHECK(streq(r->name, "A") && r->off == 1 && r->len == 1);
+	r = &f.entries[2].refs[1];
+	CHECK(streq(r->name, "NONE") && r->off == 0 && r->len == 3 &&
+	      r->entry == ENV_REF_LOWER && r->origin == -1);
+	/* D: B, trailing blanks trimmed from the value only. */
+	CHECK(f.entries[3].n_refs == 1 && f.entries[3].refs[0].entry == 1);
+	CHECK(f.entries[3].refs[0].len == 13);
+	/* E: single quotes expand nothing. */
+	CHECK(f.entries[4].n_refs == 0);
+	env_file_fini(&f);
+
+	/* A refusal rejects the file at the ${, with the callback's words. */
+	text = "A=1\nB=ab${SECRET}\n";
+	CHECK(env_parse_with(text, strlen(text), &opts, &f, &err) == -EINVAL);
+	CHECK(err.line == 2 && err.column == 5);
+	CHECK_STR(err.message, "${SECRET} is not for you");
+	/* Not in a default that is not used: nothing is looked up there. */
+	text = "B=${HOME:-${SECRET}}\n";
+	CHECK(env_parse_with(text, strlen(text), &opts, &f, &err) == 0);
+	CHECK(f.entries[0].n_refs == 1);
+	env_file_fini(&f);
+}
+
 static void test_corpus(const char *dir)
 {
 	DIR *d = opendir(dir);
@@ -1050,6 +1114,7 @@ int main(int argc, char **argv)
 	test_many();
 	test_value_offsets();
 	test_decode_hook();
+	test_refs();
 	if (argc > 1)
 		test_corpus(argv[1]);
 	if (!check_failed)

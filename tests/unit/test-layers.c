@@ -11,7 +11,15 @@
  *   writer closes it, or until the content has stayed the same long
  *   enough after the writer had its time;
  * - a read that fails for a reason that may pass (EMFILE) asks for a
- *   recheck with backoff and recovers.
+ *   recheck with backoff and recovers;
+ * - who may read what (layers.h): a file anyone may write expands no name
+ *   from a file only its owner may write, nor from the environment, and
+ *   opens no enc: value; a chmod alone (the same text) is judged again;
+ *   a re-parse after a change below keeps the last good parse and says
+ *   why; layers_walk() follows names through files, and only those that
+ *   land in the region asked for;
+ * - writers_of_path() (common/util.c), which those rules stand on, and
+ *   key_path_check().
  */
 #include <fcntl.h>
 #include <ftw.h>
@@ -292,6 +300,230 @@ static void test_decode_budget(void)
 	crypt_key_free(key);
 }
 
+static void test_trust(void)
+{
+	char low[512], high[512], *paths[] = { low, high }, *v;
+	struct crypt_key *key;
+	struct keys keys = { 0 };
+	struct layers l;
+	int64_t recheck;
+	FILE *f;
+
+	path_in(low, "low.env");
+	path_in(high, "high.env");
+	write_text(low, "PASS=secret\nHOST=db\n");
+	write_text(high, "URL=postgresql://u:${PASS}@${HOST}/d\n");
+	CHECK(layers_init(&l, paths, 2, NULL) == 0);
+	CHECK_INT(layers_reload(&l, 0, 1, false, &recheck), ==, 1);
+	CHECK_INT(layers_reload(&l, 1, 1, false, &recheck), ==, 1);
+	CHECK_STR(layers_get(&l, "URL"), "postgresql://u:secret@db/d");
+
+	/* Anyone may write it now: the same text is refused, the last good
+	 * parse stays. */
+	CHECK(chmod(high, 0666) == 0);
+	CHECK_INT(layers_reload(&l, 1, 2, false, &recheck), ==, 0);
+	CHECK_INT(l.files[1].state, ==, LAYER_ERROR);
+	CHECK(l.files[1].error && strstr(l.files[1].error, ":1:20: ${PASS} is "
+					 "defined in "));
+	CHECK(strstr(l.files[1].error, "which anyone (who can write this "
+					"file) cannot write"));
+	CHECK(!strstr(l.files[1].error, "secret"));
+	CHECK_STR(layers_get(&l, "URL"), "postgresql://u:secret@db/d");
+	/* The lower file open to anyone as well: allowed. */
+	CHECK(chmod(low, 0666) == 0);
+	CHECK_INT(layers_reload(&l, 0, 3, false, &recheck), ==, 1);
+	CHECK_INT(layers_reload(&l, 1, 3, false, &recheck), ==, 1);
+	CHECK_INT(l.files[1].state, ==, LAYER_OK);
+	/* Closed again with new content: the file above, re-parsed with the
+	 * writers of its text, is refused; the reason says so. */
+	CHECK(chmod(low, 0600) == 0);
+	write_text(low, "PASS=other\nHOST=db\n");
+	CHECK_INT(layers_reload(&l, 0, 4, false, &recheck), ==, 1);
+	CHECK_INT(l.files[1].state, ==, LAYER_ERROR);
+	CHECK(l.files[1].error && strstr(l.files[1].error, "after a change "
+					 "below it"));
+	CHECK_STR(layers_get(&l, "URL"), "postgresql://u:secret@db/d");
+	/* The environment is root's and the agent's. */
+	setenv("TEST_LAYERS_ENV", "x", 1);
+	write_text(high, "E=${TEST_LAYERS_ENV}\n");
+	CHECK_INT(layers_reload(&l, 1, 5, false, &recheck), ==, 0);
+	CHECK(l.files[1].error && strstr(l.files[1].error, "${TEST_LAYERS_ENV} "
+					 "comes from the agent's environment"));
+	/* A name defined nowhere gives "" whoever writes the file. */
+	write_text(high, "E=${TEST_LAYERS_NOWHERE}\n");
+	CHECK_INT(layers_reload(&l, 1, 6, false, &recheck), ==, 1);
+	CHECK_STR(layers_get(&l, "E"), "");
+	layers_fini(&l);
+
+	/* enc: values open only in files no one else may write. */
+	CHECK(crypt_key_generate(&key) == 0);
+	keys.held = &key;
+	keys.n_held = 1;
+	CHECK(crypt_seal_value(crypt_key_public(key), "x", &v) == 0);
+	f = fopen(high, "w");
+	CHECK(f != NULL);
+	fprintf(f, "C=%s\n", v);
+	fclose(f);
+	free(v);
+	CHECK(chmod(high, 0600) == 0);
+	CHECK(layers_init(&l, paths + 1, 1, &keys) == 0);
+	CHECK_INT(layers_reload(&l, 0, 1, false, &recheck), ==, 1);
+	CHECK_STR(layers_get(&l, "C"), "x");
+	CHECK(chmod(high, 0620) == 0);
+	CHECK_INT(layers_reload(&l, 0, 2, false, &recheck), ==, 0);
+	CHECK(l.files[0].error && strstr(l.files[0].error, "C: encrypted values "
+					 "are opened only in files that no one "
+					 "but root"));
+	CHECK(strstr(l.files[0].error, "is writable by group"));
+	layers_fini(&l);
+	crypt_key_free(key);
+}
+
+/* writers_of_path() (common/util.c), which the rules above stand on:
+ * directories, sticky ones, symlinks on the way, "..", relative paths,
+ * link loops. */
+static void test_writers(void)
+{
+	char dir[512], open_dir[512], file[600], link[600], via[600];
+	char why[512], cwd[4096];
+	struct writers w;
+	int fd;
+
+	path_in(dir, "private");
+	CHECK(mkdir(dir, 0700) == 0);
+	snprintf(file, sizeof(file), "%s/f.env", dir);
+	write_text(file, "A=1\n");
+	fd = open(file, O_RDONLY | O_CLOEXEC);
+	CHECK(fd >= 0);
+	CHECK_INT(writers_of_path(file, fd, &w, why, sizeof(why)), ==, 0);
+	CHECK(writers_private(&w) && !w.anyone && why[0] == '\0');
+	/* Through "..", and relative to the working directory. */
+	snprintf(via, sizeof(via), "%.500s/../private/f.env", dir);
+	CHECK_INT(writers_of_path(via, fd, &w, why, sizeof(why)), ==, 0);
+	CHECK(getcwd(cwd, sizeof(cwd)) && chdir(dir) == 0);
+	CHECK_INT(writers_of_path("f.env", fd, &w, why, sizeof(why)), ==, 0);
+	CHECK(chdir(cwd) == 0);
+	/* Another file at the path than the one opened: -EAGAIN. */
+	snprintf(via, sizeof(via), "%s/new.env", dir);
+	write_text(via, "A=2\n");
+	CHECK(rename(via, file) == 0);
+	CHECK_INT(writers_of_path(file, fd, &w, why, sizeof(why)), ==, -EAGAIN);
+	close(fd);
+
+	/* The directory open to anyone, then sticky (as /tmp): only the
+	 * entry's owner, us, may replace the file then. */
+	CHECK(chmod(dir, 0777) == 0);
+	CHECK_INT(writers_of_path(file, -1, &w, why, sizeof(why)), ==, 0);
+	CHECK(w.anyone && !writers_private(&w));
+	CHECK(strstr(why, "directory ") && strstr(why, "private is writable by "
+						   "anyone"));
+	CHECK(chmod(dir, 01777) == 0);
+	CHECK_INT(writers_of_path(file, -1, &w, why, sizeof(why)), ==, 0);
+	CHECK(writers_private(&w));
+	CHECK(chmod(dir, 0700) == 0);
+
+	/* A symlink in a directory anyone may write, to the private file:
+	 * whoever can replace the link can change what the path names. */
+	path_in(open_dir, "open");
+	CHECK(mkdir(open_dir, 0700) == 0);
+	CHECK(chmod(open_dir, 0777) == 0);
+	snprintf(link, sizeof(link), "%s/l.env", open_dir);
+	CHECK(symlink(file, link) == 0);
+	CHECK_INT(writers_of_path(link, -1, &w, why, sizeof(why)), ==, 0);
+	CHECK(w.anyone);
+	/* A relative link from a private directory into it is fine. */
+	snprintf(via, sizeof(via), "%s/rel.env", dir);
+	CHECK(symlink("f.env", via) == 0);
+	CHECK_INT(writers_of_path(via, -1, &w, why, sizeof(why)), ==, 0);
+	CHECK(writers_private(&w));
+	/* A loop. */
+	snprintf(via, sizeof(via), "%s/loop", dir);
+	CHECK(symlink("loop", via) == 0);
+	CHECK_INT(writers_of_path(via, -1, &w, why, sizeof(why)), ==, -ELOOP);
+	CHECK(strstr(why, "more than 40 symlinks"));
+	/* A key there is refused, naming the directory. */
+	snprintf(via, sizeof(via), "%s/k.key", open_dir);
+	write_text(via, "x\n");
+	CHECK_INT(key_path_check(via, why, sizeof(why)), ==, -EPERM);
+	CHECK(strstr(why, "open is writable by anyone"));
+	CHECK(strstr(why, "(as ssh requires)"));
+}
+
+/* layers_walk(): collects names into a string. */
+static int walk_collect(const char *name, size_t layer, bool literal,
+			void *data)
+{
+	char *out = data;
+
+	if (literal)
+		return 0;
+	if (!strstr(out, name)) {
+		strcat(out, name);
+		strcat(out, " ");
+	}
+	return 0;
+}
+
+/* layers_walk(): collects where written-out text came from. */
+static int walk_literal(const char *name, size_t layer, bool literal,
+			void *data)
+{
+	char *out = data;
+
+	if (literal)
+		sprintf(out + strlen(out), "%s@%zu ", name, layer);
+	return 0;
+}
+
+static void test_walk(void)
+{
+	char low[512], high[512], *paths[] = { low, high }, got[256];
+	struct layers l;
+	int64_t recheck;
+
+	path_in(low, "walk-low.env");
+	path_in(high, "walk-high.env");
+	write_text(low, "P1=ab\nP2=cd\nPASS=${P1}${P2}\nHOST=h\n");
+	write_text(high, "BASE=postgresql://u:${PASS}@${HOST}\n"
+			 "URL=${BASE}/db\nD=${NONE:-${HOST}}\n");
+	CHECK(layers_init(&l, paths, 2, NULL) == 0);
+	CHECK_INT(layers_reload(&l, 0, 1, false, &recheck), ==, 1);
+	CHECK_INT(layers_reload(&l, 1, 1, false, &recheck), ==, 1);
+	CHECK_STR(layers_get(&l, "URL"), "postgresql://u:abcd@h/db");
+	/* All of it. */
+	got[0] = '\0';
+	CHECK_INT(layers_walk(&l, "URL", 0, SIZE_MAX, walk_collect, got), ==, 0);
+	CHECK_STR(got, "BASE PASS P1 P2 HOST ");
+	/* The password, bytes 15..19: not HOST. */
+	got[0] = '\0';
+	CHECK_INT(layers_walk(&l, "URL", 15, 4, walk_collect, got), ==, 0);
+	CHECK_STR(got, "BASE PASS P1 P2 ");
+	/* Its second half: P2 alone. */
+	got[0] = '\0';
+	CHECK_INT(layers_walk(&l, "URL", 17, 2, walk_collect, got), ==, 0);
+	CHECK_STR(got, "BASE PASS P2 ");
+	/* Written-out text: of the password, only the low file's... */
+	got[0] = '\0';
+	CHECK_INT(layers_walk(&l, "URL", 15, 4, walk_literal, got), ==, 0);
+	CHECK_STR(got, "P1@0 P2@0 ");
+	/* ...of all of it, the high file's too. */
+	got[0] = '\0';
+	CHECK_INT(layers_walk(&l, "URL", 0, SIZE_MAX, walk_literal, got), ==, 0);
+	CHECK_STR(got, "P1@0 P2@0 HOST@0 BASE@1 URL@1 ");
+	/* Through a default: the name in it; NONE, defined nowhere, gave
+	 * nothing. */
+	got[0] = '\0';
+	CHECK_INT(layers_walk(&l, "D", 0, SIZE_MAX, walk_collect, got), ==, 0);
+	CHECK_STR(got, "HOST ");
+	/* A default's own text is written out in D. */
+	write_text(high, "D=${NONE:-<${HOST}>}\n");
+	CHECK_INT(layers_reload(&l, 1, 2, false, &recheck), ==, 1);
+	got[0] = '\0';
+	CHECK_INT(layers_walk(&l, "D", 0, SIZE_MAX, walk_literal, got), ==, 0);
+	CHECK_STR(got, "HOST@0 D@1 ");
+	layers_fini(&l);
+}
+
 static int remove_entry(const char *path, const struct stat *st, int type,
 			struct FTW *ftw)
 {
@@ -308,6 +540,9 @@ int main(void)
 	RUN(test_writer_open);
 	RUN(test_emfile);
 	RUN(test_decode_budget);
+	RUN(test_trust);
+	RUN(test_walk);
+	RUN(test_writers);
 	nftw(root, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 	return check_exit();
 }

@@ -1,0 +1,456 @@
+"""Who may read what (issue 15): a writer of one env file may not expand
+names from files it could not write, have the agent decrypt a ciphertext
+copied from elsewhere, or build a target's value from another target's
+conninfo or password; key files others could replace are refused; a
+target's value has a size limit.  The attackers are real local users
+(harness LocalUser); the secrets' catcher is a listener of theirs that
+asks for a cleartext password, as a PostgreSQL server may."""
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import harness as h
+from common import ClusterTest, fresh_password, main
+
+CTL = os.environ.get('DBSWAPCTL', 'dbswapctl')
+
+# A fake PostgreSQL server: answers SSL and GSS requests with 'N', asks
+# for a cleartext password (AuthenticationCleartextPassword: 'R', length
+# 8, code 3) and appends what comes back to a file, one line per
+# connection ("connect" first, so that a try that sent nothing shows).
+LISTENER = r'''
+import os, socket, struct, sys
+port_file, log_file = sys.argv[1], sys.argv[2]
+s = socket.socket()
+s.bind(('127.0.0.1', 0))
+s.listen(16)
+with open(port_file + '.tmp', 'w') as f:
+    f.write(str(s.getsockname()[1]))
+os.rename(port_file + '.tmp', port_file)
+
+def exact(c, n):
+    b = b''
+    while len(b) < n:
+        d = c.recv(n - len(b))
+        if not d:
+            raise EOFError
+        b += d
+    return b
+
+while True:
+    c, _ = s.accept()
+    c.settimeout(5)
+    try:
+        with open(log_file, 'ab') as f:
+            f.write(b'connect\n')
+        while True:
+            n = struct.unpack('!I', exact(c, 4))[0]
+            body = exact(c, n - 4)
+            if struct.unpack('!I', body[:4])[0] in (80877103, 80877104):
+                c.sendall(b'N')
+                continue
+            break
+        c.sendall(b'R' + struct.pack('!II', 8, 3))
+        exact(c, 1)
+        n = struct.unpack('!I', exact(c, 4))[0]
+        pw = exact(c, n - 4).rstrip(b'\0')
+        with open(log_file, 'ab') as f:
+            f.write(b'password ' + pw + b'\n')
+    except Exception:
+        pass
+    finally:
+        c.close()
+'''
+
+
+def ctl(*args, input=None, check=True):
+    r = subprocess.run([CTL, *args], input=input, capture_output=True,
+                       timeout=60)
+    if check and r.returncode != 0:
+        raise AssertionError(f'dbswapctl {" ".join(args)} exited '
+                             f'{r.returncode}: {r.stderr.decode()}')
+    return r
+
+
+class Trust(ClusterTest):
+
+    def setUp(self):
+        super().setUp()
+        # The attacker must reach its own directory inside ours.
+        os.chmod(self.tmp, 0o711)
+        self.base = os.path.join(self.tmp, 'base.env')
+
+    def user(self):
+        u = h.LocalUser()
+        self.addCleanup(u.close)
+        d = os.path.join(self.tmp, 'home-' + u.name)
+        os.mkdir(d, 0o755)
+        os.chown(d, u.uid, u.gid)
+        u.dir = d
+        return u
+
+    def user_write(self, u, path, text):
+        """Writes path as u (temp file and rename, as an editor would)."""
+        r = u.run([sys.executable, '-c',
+                   'import os, sys\n'
+                   'p = sys.argv[1]\n'
+                   'with open(p + ".tmp", "w") as f:\n'
+                   '    f.write(sys.stdin.read())\n'
+                   'os.rename(p + ".tmp", p)\n', path],
+                  input=text, stdin=None)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def listener(self, u):
+        port_file = os.path.join(u.dir, 'port')
+        log_file = os.path.join(u.dir, 'caught')
+        p = u.popen([sys.executable, '-c', LISTENER, port_file, log_file],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(p.wait)
+        self.addCleanup(p.kill)
+        def port():
+            with open(port_file) as f:
+                return f.read()
+        port = h.wait_for(port, what='listener')
+
+        def caught():
+            try:
+                with open(log_file, 'rb') as f:
+                    return f.read().decode('utf-8', 'replace')
+            except FileNotFoundError:
+                return ''
+        return int(port), caught
+
+    def status(self, agent):
+        with agent.client() as c:
+            return c.status()
+
+    def error_of(self, agent, path):
+        return h.file_status(agent, path)['error'] or ''
+
+    def wait_file_error(self, agent, path, needle):
+        return h.wait_for(
+            lambda: needle in self.error_of(agent, path)
+            and self.error_of(agent, path),
+            what=f'{path} rejected with {needle!r}')
+
+    # -- (a) expansion across trust levels
+
+    def test_a_user_layer_cannot_expand_a_root_only_secret(self):
+        secret = fresh_password('secret')
+        env_secret = fresh_password('envsecret')
+        h.write_rename(self.base, f'OTHER_PASS={secret}\n'
+                                  f'DATABASE_URL={self.url()}\n')
+        os.chmod(self.base, 0o600)
+        u = self.user()
+        port, caught = self.listener(u)
+        app = os.path.join(u.dir, 'app.env')
+        self.user_write(u, app, '# nothing yet\n')
+        agent = self.start_agent(env_files=[self.base, app],
+                                 env=dict(os.environ, ENV_PASS=env_secret))
+        h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')['valid'],
+                   what='the base value published')
+
+        self.user_write(u, app, 'DATABASE_URL=postgresql://app:'
+                        f'${{OTHER_PASS}}@127.0.0.1:{port}/app\n')
+        # Before the fix the listener got the secret: fail saying so.
+        h.wait_for(lambda: secret in caught() or '${OTHER_PASS}' in
+                   self.error_of(agent, app), what='a rejection')
+        self.assertNotIn(secret, caught(), 'the listener got the secret')
+        err = self.wait_file_error(agent, app, '${OTHER_PASS}')
+        print(f'refused: {err}')
+        self.assertIn(f'{app}:1:31: ${{OTHER_PASS}} is defined in '
+                      f'{self.base}, which user {u.name} (uid {u.uid}) '
+                      '(who can write this file) cannot write', err)
+        # The agent's environment is root's too.
+        self.user_write(u, app, 'DATABASE_URL=postgresql://app:'
+                        f'${{ENV_PASS}}@127.0.0.1:{port}/app\n')
+        err = self.wait_file_error(agent, app, '${ENV_PASS}')
+        self.assertIn("comes from the agent's environment", err)
+
+        # The same file with a password of its own does reach the
+        # listener: the refusals above are the rule, not a dead path.
+        self.user_write(u, app, 'DATABASE_URL=postgresql://app:own-guess@'
+                        f'127.0.0.1:{port}/app\n')
+        h.wait_for(lambda: 'password own-guess' in caught(),
+                   what='the listener asked for a password')
+        for text in (caught(), agent.log(), str(self.status(agent))):
+            self.assertNotIn(secret, text)
+            self.assertNotIn(env_secret, text)
+        # The value in force is still the base one.
+        st = h.target_status(agent, 'DATABASE_URL')
+        self.assertEqual(st['generation'], 1)
+
+    def test_a_user_layer_cannot_steer_a_root_password(self):
+        # The other way round: root's value takes its host from a file
+        # the user writes, and the user names a server of theirs.
+        secret = fresh_password('secret')
+        u = self.user()
+        port, caught = self.listener(u)
+        low = os.path.join(u.dir, 'hosts.env')
+        self.user_write(u, low, f'DB_HOST=127.0.0.1:{port}\n')
+        h.write_rename(self.base, f'DATABASE_URL=postgresql://app:{secret}@'
+                                  '${DB_HOST}/app\nPLAIN=${DB_HOST}\n')
+        agent = self.start_agent(env_files=[low, self.base])
+        h.wait_for(lambda: secret in caught() or
+                   h.target_status(agent, 'DATABASE_URL')['error'],
+                   what='a refusal')
+        self.assertNotIn(secret, caught(), 'the listener got the secret')
+        st = h.target_status(agent, 'DATABASE_URL')
+        print(f'refused: {st["error"]}')
+        self.assertEqual(
+            st['error'], f'DATABASE_URL takes ${{DB_HOST}} from {low}, which '
+            f'user {u.name} (uid {u.uid}) can write, into a value whose '
+            f'password comes from {self.base}, which they cannot write: '
+            "whoever can change a part of a target's value must be able to "
+            'write its password')
+        # Reading a user's name is fine where no secret goes with it.
+        self.assertEqual(h.file_status(agent, self.base)['state'], 'ok')
+        self.assertNotIn(secret, agent.log())
+
+    def test_a_chmod_alone_is_noticed(self):
+        # A file root alone writes may expand root's names; given to a
+        # user without a change of content, it is judged again.
+        secret = fresh_password('secret')
+        h.write_rename(self.base, f'OTHER_PASS={secret}\n')
+        u = self.user()
+        app = os.path.join(self.tmp, 'app.env')
+        h.write_rename(app, f'DATABASE_URL={self.url(secret)}\n'
+                            'COPY=${OTHER_PASS}\n')
+        self.cluster.set_password(self.role, secret)
+        agent = self.start_agent(env_files=[self.base, app])
+        h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')['valid'],
+                   what='published')
+        self.assertEqual(h.file_status(agent, app)['state'], 'ok')
+        os.chown(app, u.uid, u.gid)
+        err = self.wait_file_error(agent, app, '${OTHER_PASS}')
+        self.assertIn(f'user {u.name}', err)
+        # And a directory on the way that the user can write counts as
+        # much as the file.
+        os.chown(app, 0, 0)
+        h.wait_for(lambda: h.file_status(agent, app)['state'] == 'ok',
+                   what='root-only again')
+        os.chown(self.tmp, u.uid, u.gid)
+        self.addCleanup(os.chown, self.tmp, 0, 0)
+        err = self.wait_file_error(agent, app, '${OTHER_PASS}')
+        self.assertIn(f'user {u.name}', err)
+
+    def test_a_group_writable_file_and_a_shared_group(self):
+        # A file its group may write expands only from files that group
+        # (or anyone) may write too.
+        grp, gid = h.local_group()
+        h.write_rename(self.base, 'SHARED=1\n')
+        os.chown(self.base, 0, gid)
+        os.chmod(self.base, 0o660)
+        low = os.path.join(self.tmp, 'low.env')
+        h.write_rename(low, 'ROOTONLY=2\n')
+        app = os.path.join(self.tmp, 'app.env')
+        h.write_rename(app, 'A=${SHARED}\n')
+        os.chown(app, 0, gid)
+        os.chmod(app, 0o660)
+        agent = self.start_agent(env_files=[low, self.base, app])
+        h.wait_for(lambda: h.file_status(agent, app)['state'] == 'ok',
+                   what='a group layer over a layer of the same group')
+        h.write_rename(app, 'A=${ROOTONLY}\n')
+        os.chown(app, 0, gid)
+        os.chmod(app, 0o660)
+        err = self.wait_file_error(agent, app, '${ROOTONLY}')
+        self.assertIn(f'group {grp} (gid {gid})', err)
+
+    # -- (b) decryption is a read from the key
+
+    def test_b_copied_ciphertext_is_not_decrypted(self):
+        key = os.path.join(self.tmp, 'agent.key')
+        pub = ctl('keygen', '--out', key).stdout.decode().strip()
+        secret = fresh_password('secret')
+        h.write_rename(self.base, f'DATABASE_URL={self.url()}\n')
+        ctl('set', self.base, 'OTHER_PASS=-', '--pubkey', pub,
+            '--encrypt-values', input=(secret + '\n').encode())
+        with open(self.base) as f:
+            enc = [l.split('=', 1)[1].strip() for l in f
+                   if l.startswith('OTHER_PASS=')][0]
+        self.assertTrue(enc.startswith('enc:v1:'))
+        u = self.user()
+        port, caught = self.listener(u)
+        app = os.path.join(u.dir, 'app.env')
+        self.user_write(u, app, '# nothing yet\n')
+        agent = self.start_agent('--key', key, env_files=[self.base, app])
+        h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')['valid'],
+                   what='the base value published')
+        self.assertEqual(h.file_status(agent, self.base)['state'], 'ok')
+
+        self.user_write(u, app, f'STOLEN={enc}\nDATABASE_URL=postgresql://'
+                        f'app:${{STOLEN}}@127.0.0.1:{port}/app\n')
+        h.wait_for(lambda: secret in caught() or 'encrypted values' in
+                   self.error_of(agent, app), what='a rejection')
+        self.assertNotIn(secret, caught(), 'the listener got the secret')
+        err = self.wait_file_error(agent, app, 'encrypted values are opened')
+        print(f'refused: {err}')
+        self.assertIn('no one but root can write; '
+                      f'{app} is writable by user {u.name}', err)
+        # A whole sealed file, too.
+        sealed = ctl('encrypt', '--pubkey', pub, input=(
+            f'DATABASE_URL=postgresql://app:{secret}@127.0.0.1:{port}/app\n'
+        ).encode()).stdout
+        r = u.run([sys.executable, '-c',
+                   'import sys; open(sys.argv[1] + ".tmp", "wb").write('
+                   'sys.stdin.buffer.read()); import os; '
+                   'os.rename(sys.argv[1] + ".tmp", sys.argv[1])', app],
+                  input=sealed, text=False, stdin=None)
+        self.assertEqual(r.returncode, 0)
+        self.wait_file_error(agent, app, 'encrypted file: encrypted values')
+        self.assertNotIn('connect', caught())
+        self.assertNotIn(secret, agent.log())
+        self.assertEqual(h.target_status(agent, 'DATABASE_URL')['generation'],
+                         1)
+
+    # -- (c) one target may not read another's conninfo or password
+
+    def two_targets(self, text):
+        h.write_rename(self.env_path, text)
+        return self.start_agent(targets=['DATABASE_URL', 'REPORTS_URL'])
+
+    def test_c_target_may_not_expand_another_targets_conninfo(self):
+        agent = self.two_targets(f'REPORTS_URL={self.url()}\n'
+                                 'DATABASE_URL=${REPORTS_URL}\n')
+        h.wait_for(lambda: h.target_status(agent, 'REPORTS_URL')['valid'],
+                   what='REPORTS_URL published')
+        st = h.wait_for(lambda: (lambda s: s['error'] and s)(
+            h.target_status(agent, 'DATABASE_URL')), what='refused')
+        print(f'refused: {st["error"]}')
+        self.assertEqual(st['error'],
+                         'DATABASE_URL uses ${REPORTS_URL}, which is target '
+                         "REPORTS_URL's conninfo: a target may not expand "
+                         "another target's conninfo or password")
+        self.assertFalse(st['valid'])
+        agent.wait_log(r'DATABASE_URL: DATABASE_URL uses \$\{REPORTS_URL\}')
+        # Its own value (the same text, not expanded) is fine...
+        h.write_rename(self.env_path, f'REPORTS_URL={self.url()}\n'
+                                      f'DATABASE_URL={self.url()}\n')
+        h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')['valid'],
+                   what='DATABASE_URL published')
+        # ...through another name it is not.
+        h.write_rename(self.env_path, f'REPORTS_URL={self.url()}\n'
+                                      'X=${REPORTS_URL}\nDATABASE_URL=${X}\n')
+        st = h.wait_for(lambda: (lambda s: s['error'] and s)(
+            h.target_status(agent, 'DATABASE_URL')), what='refused again')
+        self.assertIn('DATABASE_URL uses ${REPORTS_URL}', st['error'])
+        self.assertNotIn(self.password, agent.log())
+
+    def test_c_shared_password_refused_shared_host_allowed(self):
+        c = self.cluster
+        other = 'rep_' + os.urandom(3).hex()
+        other_pw = fresh_password()
+        c.create_role(other, other_pw)
+        agent = self.two_targets(
+            f'DB_HOST={c.host}\nDB_PORT={c.port}\n'
+            f'DATABASE_URL=postgresql://{self.role}:{self.password}@'
+            '${DB_HOST}:${DB_PORT}/postgres\n'
+            f'REPORTS_URL=postgresql://{other}:{other_pw}@'
+            '${DB_HOST}:${DB_PORT}/postgres\n')
+        for t in ('DATABASE_URL', 'REPORTS_URL'):
+            h.wait_for(lambda: h.target_status(agent, t)['valid'],
+                       what=f'{t} published with a shared host')
+        # One password variable for both: each target is refused.
+        h.write_rename(self.env_path,
+                       f'DB_HOST={c.host}\nDB_PORT={c.port}\n'
+                       f'DB_PASS={self.password}\n'
+                       f'DATABASE_URL=postgresql://{self.role}:${{DB_PASS}}@'
+                       '${DB_HOST}:${DB_PORT}/postgres?application_name=a\n'
+                       f'REPORTS_URL=host={c.host} port={c.port} '
+                       f'user={self.role} password=${{DB_PASS}}\n')
+        for t, o in (('DATABASE_URL', 'REPORTS_URL'),
+                     ('REPORTS_URL', 'DATABASE_URL')):
+            st = h.wait_for(lambda: (lambda s: s['error'] and s)(
+                h.target_status(agent, t)), what=f'{t} refused')
+            self.assertEqual(st['error'],
+                             f'{t} uses ${{DB_PASS}}, which forms target '
+                             f"{o}'s password: a target may not expand "
+                             "another target's conninfo or password")
+            self.assertEqual(st['generation'], 1)  # the old value stays
+
+    # -- (d) key files others could replace
+
+    def test_d_key_owned_by_another_user_or_in_a_writable_dir(self):
+        u = self.user()
+        key = os.path.join(self.tmp, 'agent.key')
+        ctl('keygen', '--out', key)
+        os.chown(key, u.uid, u.gid)
+        r = ctl('pubkey', key, check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(f'key file {key}: file {key} is owned by user '
+                      f'{u.name}', r.stderr.decode())
+        h.write_rename(self.env_path, f'DATABASE_URL={self.url()}\n')
+        agent = self.start_agent('--key', key)
+        keys = self.status(agent)['keys']
+        self.assertIn(f'is owned by user {u.name}', keys[0]['error'])
+        self.assertIsNone(keys[0]['id'])
+        agent.close()
+
+        wdir = os.path.join(self.tmp, 'open')
+        os.mkdir(wdir)
+        os.chmod(wdir, 0o777)
+        key2 = os.path.join(wdir, 'agent.key')
+        ctl('keygen', '--out', key2)
+        r = ctl('decrypt', '--key', key2, input=b'x', check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(f'directory {wdir} is writable by anyone',
+                      r.stderr.decode())
+        agent = self.start_agent('--key', key2)
+        self.assertIn('is writable by anyone',
+                      self.status(agent)['keys'][0]['error'])
+        # Sticky (as /tmp): only the entry's owner, root here, may
+        # replace it.
+        os.chmod(wdir, 0o1777)
+        ctl('pubkey', key2)
+
+    # -- the saved last good values, the same way
+
+    def test_state_in_a_directory_a_user_can_rename(self):
+        # The state directory is root's, 0700, but its parent is the
+        # user's: they could move it away and put one of theirs, with a
+        # "last good" value of their choosing, in its place.
+        u = self.user()
+        state = os.path.join(u.dir, 'state')
+        self.write_url(self.password)
+        agent = self.start_agent('--state-dir', state)
+        saved = os.path.join(state, 'last-good')
+        h.wait_for(lambda: os.path.exists(saved), what='state written')
+        agent.stop()
+        self.write_url(fresh_password('wrong'))
+        agent.start()
+        st = h.wait_for(lambda: (s := self.status(agent))['agent']
+                        ['state_error'] and s, what='state refused')
+        self.assertIn(f'{saved} is ignored: others than root and this user '
+                      f'can replace it (directory {u.dir} is owned by user '
+                      f'{u.name}', st['agent']['state_error'])
+        self.assertFalse(st['targets'][0]['valid'])
+
+    # -- (e) a target's value has a size limit
+
+    def test_e_value_size_limit(self):
+        limit = 4096
+        base = self.url() + '?application_name='
+        at = base + 'x' * (limit - len(base))
+        past = at + 'x'
+        self.assertEqual(len(at), limit)
+        h.write_rename(self.env_path, f'DATABASE_URL={at}\n')
+        agent = self.start_agent()
+        h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')['valid'],
+                   what='a value at the limit published')
+        sub = self.start_subscriber(agent)
+        sub.wait_line(r'^connect 1 ok$')
+        h.write_rename(self.env_path, f'# over\nDATABASE_URL={past}\n')
+        st = h.wait_for(lambda: (lambda s: s['error'] and s)(
+            h.target_status(agent, 'DATABASE_URL')), what='refused')
+        self.assertEqual(st['error'], f'DATABASE_URL ({self.env_path}:2) is '
+                         f'{limit + 1} bytes, over the limit of {limit} '
+                         "bytes for a target's value")
+        self.assertEqual(st['generation'], 1)
+        # Every subscriber is still there, and status still frames.
+        self.assertEqual(st['subscribers'], 1)
+
+
+if __name__ == '__main__':
+    main()
