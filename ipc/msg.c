@@ -732,13 +732,6 @@ void ipc_pack_str(struct ipc_writer *w, const char *s)
 	msgpack_pack_str_body(&w->pk, s, n);
 }
 
-void ipc_pack_raw(struct ipc_writer *w, const void *buf, size_t len)
-{
-	/* The packer's callback appends bytes as they are. */
-	if (len > 0)
-		(void)ipc_writer_write(w, buf, len);
-}
-
 void ipc_pack_key(struct ipc_writer *w, const char *key)
 {
 	ipc_pack_str(w, key);

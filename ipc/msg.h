@@ -128,8 +128,6 @@ void ipc_pack_kv_str(struct ipc_writer *w, const char *key, const char *s);
 void ipc_pack_kv_u64(struct ipc_writer *w, const char *key, uint64_t v);
 void ipc_pack_kv_i64(struct ipc_writer *w, const char *key, int64_t v);
 void ipc_pack_kv_bool(struct ipc_writer *w, const char *key, bool v);
-/* Appends len bytes that already are msgpack (a part packed apart). */
-void ipc_pack_raw(struct ipc_writer *w, const void *buf, size_t len);
 /* Writes just the key; the caller packs the value through w->pk. */
 void ipc_pack_key(struct ipc_writer *w, const char *key);
 
