@@ -221,6 +221,7 @@ struct server {
 	int64_t refused_log_ms; /* last log line about the client limit */
 	unsigned refused;       /* clients refused since that line */
 	int64_t limit_log_ms;   /* last log line about too many errors */
+	int64_t oversize_log_ms; /* last log line about an update too long */
 	unsigned limited;       /* clients dropped for it since that line */
 	/* Quotas: see server.h. */
 	struct peer_uid *uids;
@@ -744,6 +745,25 @@ static int client_send_update(struct client *c, struct target *t)
 	ipc_pack_kv_str(&w, "reason", t->reason ? t->reason : "rotation");
 	ipc_pack_kv_str(&w, "server", target_role_name(t->current));
 	ipc_pack_kv_bool(&w, "standby", t->standby);
+	/* A value too long to frame (the env layer bounds values far below
+	 * this) is not sent, and the client is kept: dropping it would only
+	 * make it reconnect, subscribe and be dropped again, every 20 ms, and
+	 * it keeps the value it has.  Said at most once a second. */
+	if (!w.failed && w.len > IPC_FRAME_MAX) {
+		struct server *s = c->server;
+		int64_t now = now_ms();
+
+		if (now - s->oversize_log_ms >= SERVER_LIMIT_LOG_MS) {
+			log_error("%s generation %llu: the update would be %zu "
+				  "bytes, over the %d byte frame limit: not sent "
+				  "to its subscribers, who keep what they have",
+				  t->name, (unsigned long long)t->generation,
+				  w.len, IPC_FRAME_MAX);
+			s->oversize_log_ms = now;
+		}
+		ipc_writer_fini(&w);
+		return 0;
+	}
 	return client_send(c, &w);
 }
 
@@ -1205,7 +1225,7 @@ static void pack_server(struct ipc_writer *w, const struct source *src,
 	msgpack_pack_map(&w->pk, 18);
 	ipc_pack_kv_str(w, "role", target_role_name(src->role));
 	pack_kv_text(w, "var", src->var, SIZE_MAX);
-	pack_kv_text(w, "conninfo", masked, SIZE_MAX);
+	pack_kv_text(w, "conninfo", masked, lim->text);
 	ipc_pack_kv_str(w, "source", !src->value ? NULL
 				     : src->from_saved ? "saved" : "files");
 	ipc_pack_kv_str(w, "state", target_state_name(src->state));
@@ -1277,7 +1297,7 @@ static void pack_target(struct ipc_writer *w, struct server *s,
 	ipc_pack_kv_u64(w, "generation", t->generation);
 	ipc_pack_kv_bool(w, "valid", t->conninfo != NULL);
 	ipc_pack_kv_bool(w, "redacted", false);
-	pack_kv_text(w, "conninfo", masked, SIZE_MAX);
+	pack_kv_text(w, "conninfo", masked, lim->text);
 	ipc_pack_kv_str(w, "source", !t->conninfo ? NULL
 				     : t->published_saved ? "saved" : "files");
 	ipc_pack_kv_str(w, "state", target_state_name(p->state));

@@ -641,6 +641,33 @@ print(time.monotonic() - t0, msgs[-1]['code'], msgs[-1]['message'])
         r = self.ctl(agent, 'status')
         self.assertIn('cut to fit', r.stdout)
 
+    def test_value_too_long_to_frame_drops_no_one(self):
+        """A value that validates but whose update cannot be framed: its
+        subscribers keep their value and their connection (they were
+        dropped, reconnected and dropped again every 20 ms), and status
+        still answers.  (Where the env layer bounds a value's size, the
+        value is refused when read instead: the same holds.)"""
+        agent = self.open_agent()
+        sub = h.Client(agent.sock)
+        self.addCleanup(sub.close)
+        sub.hello(name='sub')
+        sub.subscribe('DATABASE_URL')
+        gen = sub.next_update()['generation']
+        url = self.url() + '?passfile=/'
+        self.write_env(f'DATABASE_URL={url}{"x" * (65500 - len(url))}\n')
+
+        def settled():
+            t = h.target_status(agent, 'DATABASE_URL')
+            return t['generation'] > gen or t['state'] == 'failed'
+        h.wait_for(settled, timeout=15, what='the long value handled')
+        self.assertEqual(sub.ping()['type'], 'ok')
+        sub.expect_no_update(within=0.5)
+        self.assertNotRegex(agent.log(), r'\(sub\) disconnected')
+        n, st = raw_status(agent.sock)
+        self.assertLessEqual(n, 65536)
+        self.assertEqual(st['targets'][0]['name'], 'DATABASE_URL')
+        self.assertEqual(st['agent']['clients'], 2)
+
 
 if __name__ == '__main__':
     main()
