@@ -119,6 +119,26 @@ dbswap_client *ctl_connect_until(const char *path, const char *name,
 	}
 }
 
+/* An error reply's words made printable before anyone prints them: an
+ * older agent echoed clients' text (a target name) into them, and passed
+ * a server's messages on as they came. */
+static void ctl_clean_reply(struct ipc_msg *reply)
+{
+	char **fields[] = { &reply->code, &reply->message };
+
+	for (size_t i = 0; i < ARRAY_SIZE(fields); i++) {
+		char *s = *fields[i], *clean;
+
+		if (!s || ipc_text_is_clean(s, strlen(s)))
+			continue;
+		clean = ipc_text_clean(s, strlen(s), SIZE_MAX, NULL);
+		if (!clean)
+			continue; /* printed as it is: better than nothing */
+		free(s);
+		*fields[i] = clean;
+	}
+}
+
 int ctl_try_call(dbswap_client *c, enum ipc_type type, struct ipc_msg *reply)
 {
 	uint64_t id = client_next_id(c);
@@ -132,6 +152,7 @@ int ctl_try_call(dbswap_client *c, enum ipc_type type, struct ipc_msg *reply)
 			sizeof(err));
 	if (r < 0)
 		return r;
+	ctl_clean_reply(reply);
 	if (reply->type == IPC_ERROR) {
 		fprintf(stderr, "dbswapctl: the agent refused %s: %s: %s\n",
 			ipc_type_name(type), reply->code, reply->message);
@@ -159,6 +180,7 @@ static void ctl_request(dbswap_client *c, enum ipc_type type,
 		fprintf(stderr, "dbswapctl: %s\n", err);
 		exit(EXIT_UNREACHABLE);
 	}
+	ctl_clean_reply(reply);
 }
 
 void ctl_call(dbswap_client *c, enum ipc_type type, struct ipc_msg *reply)

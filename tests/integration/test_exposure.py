@@ -14,6 +14,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 import msgpack
@@ -389,6 +390,58 @@ class Exposure(ClusterTest):
                                        '\u202e]', out), repr(out))
         json.loads(r.stdout)
         self.assertNotRegex(agent.log(), r'(?m)^FORGED')
+
+    def test_dbswapctl_prints_no_control_from_any_agent(self):
+        """dbswapctl cleans what it prints itself: a fake agent (an older
+        one passed clients' text on as it came) sends escape sequences,
+        a newline and invalid UTF-8 in status and in an error."""
+        path = os.path.join(self.tmp, 'fake.sock')
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(srv.close)
+        srv.bind(path)
+        srv.listen(4)
+        evil = b'x\x1b]0;pwn\x07\nFORGED\xff\xc2\x9b'
+
+        def serve(reply_to_status):
+            conn, _ = srv.accept()
+            with conn:
+                f = conn.makefile('rb')
+                for reply in ({'type': 'hello', 'version': 2,
+                               'name': 'fake', 'pid': 1,
+                               'instance': '0123456789abcdef'},
+                              reply_to_status):
+                    n = struct.unpack('>I', f.read(4))[0]
+                    req = msgpack.unpackb(f.read(n), raw=False)
+                    reply = dict(reply, id=req.get('id'))
+                    b = msgpack.packb(reply, use_bin_type=False)
+                    conn.sendall(struct.pack('>I', len(b)) + b)
+
+        status = {'type': 'status', 'agent': {'version': evil, 'pid': 1},
+                  'targets': [{'name': evil, 'generation': 1, 'valid': True,
+                               'state': 'ok', 'conninfo': evil,
+                               'error': evil, 'subscribers': 1, 'acked': 0,
+                               'lagging': [{'pid': 2, 'name': evil,
+                                            'acked': 0, 'error': evil}]}],
+                  'files': [{'path': evil, 'state': 'error',
+                             'error': evil}], 'keys': []}
+        error = {'type': 'error', 'code': 'refused', 'message': evil}
+        for args, reply in ((['status'], status),
+                            (['status', '--json'], status),
+                            (['reload'], error)):
+            t = threading.Thread(target=serve, args=(reply,), daemon=True)
+            t.start()
+            r = subprocess.run([os.environ['DBSWAPCTL'], '--socket', path,
+                                *args], capture_output=True, timeout=10)
+            t.join(10)
+            out = (r.stdout + r.stderr).decode('utf-8')  # strict
+            self.assertIn('x', out)
+            self.assertFalse(re.search('[\x00-\x08\x0b-\x1f\x7f-\x9f]',
+                                       out), repr(out))
+            self.assertNotRegex(out, r'(?m)^FORGED')
+            if '--json' in args:
+                st = json.loads(r.stdout)
+                self.assertEqual(st['targets'][0]['name'],
+                                 'x\x1b]0;pwn\x07\nFORGED\ufffd\x9b')
 
     # -- the log
 
