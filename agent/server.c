@@ -280,7 +280,8 @@ static void peer_log_suppressed(struct peer_uid *u, int64_t now)
 static void peer_log_refill(struct peer_uid *u, int64_t now)
 {
 	u->log_credit = MIN(SERVER_LOG_BURST * 1000LL,
-			    u->log_credit + (now - u->log_ms) * SERVER_LOG_PER_S);
+			    u->log_credit +
+				    (now - u->log_ms) * SERVER_LOG_PER_S);
 	u->log_ms = now;
 }
 
@@ -299,7 +300,8 @@ static void server_uid_tick(struct loop_timer *t, void *data)
 		struct peer_uid *u = *p;
 
 		peer_log_refill(u, now);
-		if (u->suppressed && now - u->summary_ms >= SERVER_LOG_SUMMARY_MS)
+		if (u->suppressed &&
+		    now - u->summary_ms >= SERVER_LOG_SUMMARY_MS)
 			peer_log_suppressed(u, now);
 		if (u->n_clients == 0 && !u->suppressed &&
 		    u->log_credit == SERVER_LOG_BURST * 1000LL) {
@@ -754,9 +756,10 @@ static int client_send_update(struct client *c, struct target *t)
 		int64_t now = now_ms();
 
 		if (now - s->oversize_log_ms >= SERVER_LIMIT_LOG_MS) {
-			log_error("%s generation %llu: the update would be %zu "
-				  "bytes, over the %d byte frame limit: not sent "
-				  "to its subscribers, who keep what they have",
+			log_error("%s generation %llu: the update would be "
+				  "%zu bytes, over the %d byte frame limit: "
+				  "not sent to its subscribers, who keep what "
+				  "they have",
 				  t->name, (unsigned long long)t->generation,
 				  w.len, IPC_FRAME_MAX);
 			s->oversize_log_ms = now;
@@ -830,7 +833,8 @@ static void handle_switch(struct client *c, const struct ipc_msg *m,
 		return;
 	}
 	client_log(c, LOG_INFO, CLIENT_FMT " asked for %s of %s",
-		   CLIENT_ARGS(c), role == ROLE_SECONDARY ? "failover" : "failback", t->name);
+		   CLIENT_ARGS(c),
+		   role == ROLE_SECONDARY ? "failover" : "failback", t->name);
 	failover_request(t, role, &req);
 }
 
@@ -865,10 +869,10 @@ static void handle_hello(struct client *c, const struct ipc_msg *m)
 	}
 	if (m->version < IPC_PROTOCOL_VERSION_MIN ||
 	    m->version > IPC_PROTOCOL_VERSION) {
-		client_log(c, LOG_WARNING, CLIENT_FMT " speaks protocol version %llu, not %d "
-			    "to %d", CLIENT_ARGS(c),
-			    (unsigned long long)m->version,
-			    IPC_PROTOCOL_VERSION_MIN, IPC_PROTOCOL_VERSION);
+		client_log(c, LOG_WARNING, CLIENT_FMT " speaks protocol "
+			   "version %llu, not %d to %d", CLIENT_ARGS(c),
+			   (unsigned long long)m->version,
+			   IPC_PROTOCOL_VERSION_MIN, IPC_PROTOCOL_VERSION);
 		if (client_error(c, m, IPC_ERR_VERSION,
 				 "protocol version %llu is not supported; this "
 				 "agent speaks versions %d to %d",
@@ -882,8 +886,8 @@ static void handle_hello(struct client *c, const struct ipc_msg *m)
 	c->version = m->version;
 	c->name = strdup(m->name);
 	server_arm_sweep(c->server, client_due(c));
-	client_log(c, LOG_DEBUG, CLIENT_FMT " said hello, protocol version %llu",
-		  CLIENT_ARGS(c), (unsigned long long)c->version);
+	client_log(c, LOG_DEBUG, CLIENT_FMT " said hello, protocol version "
+		   "%llu", CLIENT_ARGS(c), (unsigned long long)c->version);
 	/* The session speaks the client's version; the instance goes to a
 	 * version-1 client too, which ignores it like any unknown field. */
 	writer_begin(&w, IPC_HELLO, 4, m);
@@ -911,9 +915,10 @@ static void handle_subscribe(struct client *c, const struct ipc_msg *m)
 			return;
 		}
 		if (!client_may_subscribe(c, t)) {
-			client_log(c, LOG_WARNING, CLIENT_FMT " gid %u may not subscribe to "
-				    "%s: refused", CLIENT_ARGS(c),
-				    (unsigned)c->cred.gid, t->name);
+			client_log(c, LOG_WARNING, CLIENT_FMT " gid %u may "
+				   "not subscribe to %s: refused",
+				   CLIENT_ARGS(c), (unsigned)c->cred.gid,
+				   t->name);
 			client_reject(c, m, IPC_ERR_FORBIDDEN,
 				      "uid %u may not subscribe to %s",
 				      (unsigned)c->cred.uid, t->name);
@@ -944,8 +949,8 @@ static void handle_subscribe(struct client *c, const struct ipc_msg *m)
 			continue;
 		c->subs[c->n_subs++] = (struct subscription){ .target = req[i] };
 		req[i]->n_subscribers++;
-		client_log(c, LOG_INFO, CLIENT_FMT " subscribed to %s", CLIENT_ARGS(c),
-			 req[i]->name);
+		client_log(c, LOG_INFO, CLIENT_FMT " subscribed to %s",
+			   CLIENT_ARGS(c), req[i]->name);
 	}
 	/* Current values and settings first, then ok: a client that saw ok
 	 * is up to date.  Settings follow their target's update, so a pool
@@ -973,10 +978,11 @@ static bool client_stale(struct client *c, const struct ipc_msg *m,
 	 * counter of a target it may not even follow. */
 	if (t && client_sub(c, t))
 		t->stale_acks++;
-	client_log(c, LOG_DEBUG, CLIENT_FMT " sent %s for %s generation %llu of agent "
-		  "instance %s, not this one (%s): ignored", CLIENT_ARGS(c),
-		  m->type_name, m->target, (unsigned long long)m->generation,
-		  m->instance, c->server->instance);
+	client_log(c, LOG_DEBUG, CLIENT_FMT " sent %s for %s generation %llu "
+		   "of agent instance %s, not this one (%s): ignored",
+		   CLIENT_ARGS(c), m->type_name, m->target,
+		   (unsigned long long)m->generation, m->instance,
+		   c->server->instance);
 	return true;
 }
 
@@ -1007,15 +1013,15 @@ static void handle_ack(struct client *c, const struct ipc_msg *m)
 		if (m->generation == t->generation)
 			target_count_ack(t);
 	}
-	client_log(c, LOG_DEBUG, CLIENT_FMT " acked %s generation %llu", CLIENT_ARGS(c),
-		  t->name, (unsigned long long)m->generation);
+	client_log(c, LOG_DEBUG, CLIENT_FMT " acked %s generation %llu",
+		   CLIENT_ARGS(c), t->name, (unsigned long long)m->generation);
 	/* Using that generation or a newer one: whatever failed is over. */
 	if (sub->nacked && m->generation >= sub->nacked) {
-		client_log(c, LOG_INFO, CLIENT_FMT " now uses %s generation %llu, past its "
-			 "nack of generation %llu",
-			 CLIENT_ARGS(c), t->name,
-			 (unsigned long long)m->generation,
-			 (unsigned long long)sub->nacked);
+		client_log(c, LOG_INFO, CLIENT_FMT " now uses %s generation "
+			   "%llu, past its nack of generation %llu",
+			   CLIENT_ARGS(c), t->name,
+			   (unsigned long long)m->generation,
+			   (unsigned long long)sub->nacked);
 		sub->nacked = 0;
 		free(sub->nack_msg);
 		sub->nack_msg = NULL;
@@ -1049,12 +1055,12 @@ static void handle_nack(struct client *c, const struct ipc_msg *m)
 	/* Already acked, or older than the nack on record: the client's
 	 * later word stands. */
 	if (m->generation <= sub->acked || m->generation < sub->nacked) {
-		client_log(c, LOG_DEBUG, CLIENT_FMT " nacked %s generation %llu, older than "
-			  "its ack %llu or nack %llu: ignored",
-			  CLIENT_ARGS(c), t->name,
-			  (unsigned long long)m->generation,
-			  (unsigned long long)sub->acked,
-			  (unsigned long long)sub->nacked);
+		client_log(c, LOG_DEBUG, CLIENT_FMT " nacked %s generation "
+			   "%llu, older than its ack %llu or nack %llu: "
+			   "ignored", CLIENT_ARGS(c), t->name,
+			   (unsigned long long)m->generation,
+			   (unsigned long long)sub->acked,
+			   (unsigned long long)sub->nacked);
 		return;
 	}
 	msg = strdup(m->message);
@@ -1069,8 +1075,8 @@ static void handle_nack(struct client *c, const struct ipc_msg *m)
 	if (m->generation == sub->nacked)
 		return;
 	sub->nacked = m->generation;
-	client_log(c, LOG_WARNING, CLIENT_FMT " cannot switch to %s generation "
-		   "%llu: %s", CLIENT_ARGS(c), t->name,
+	client_log(c, LOG_WARNING, CLIENT_FMT " cannot switch to %s "
+		   "generation %llu: %s", CLIENT_ARGS(c), t->name,
 		   (unsigned long long)m->generation, msg);
 }
 
@@ -1619,9 +1625,9 @@ static void client_dispatch(struct client *c, const uint8_t *body, size_t len)
 	if ((m.type == IPC_RELOAD || m.type == IPC_RECONNECT ||
 	     m.type == IPC_FAILOVER || m.type == IPC_FAILBACK) &&
 	    !client_is_admin(c)) {
-		client_log(c, LOG_WARNING, CLIENT_FMT " gid %u sent %s, which needs an "
-			    "admin: refused", CLIENT_ARGS(c),
-			    (unsigned)c->cred.gid, m.type_name);
+		client_log(c, LOG_WARNING, CLIENT_FMT " gid %u sent %s, which "
+			   "needs an admin: refused", CLIENT_ARGS(c),
+			   (unsigned)c->cred.gid, m.type_name);
 		client_reject(c, &m, IPC_ERR_FORBIDDEN,
 			      "uid %u may not send %s", (unsigned)c->cred.uid,
 			      m.type_name);
@@ -2003,7 +2009,8 @@ static void server_accept(struct loop_source *src, uint32_t events,
 		s->clients = c;
 		s->n_clients++;
 		systemd_changed(s->agent);
-		client_log(c, LOG_DEBUG, CLIENT_FMT " connected", CLIENT_ARGS(c));
+		client_log(c, LOG_DEBUG, CLIENT_FMT " connected",
+			   CLIENT_ARGS(c));
 	}
 }
 
