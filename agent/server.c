@@ -2260,6 +2260,12 @@ int server_new(struct agent *a, const struct server_config *cfg,
 		log_info("access: root, uid %u and group %u may subscribe to "
 			 "every target", (unsigned)s->self_uid,
 			 (unsigned)s->default_gid);
+	log_info("clients: at most %u, %u per uid but root's and the agent's, "
+		 "the last %u for root, the agent's uid and admins; output "
+		 "queued at most %zu MiB per uid, %zu MiB in all; idle "
+		 "timeout %d ms (-1: none)", s->max_clients, s->max_per_uid,
+		 s->reserved, s->output_per_uid >> 20, s->output_total >> 20,
+		 s->idle_timeout_ms);
 	r = loop_add_fd(a->loop, s->fd, EPOLLIN, server_accept, s, &s->src);
 	if (r < 0)
 		goto err_server;
