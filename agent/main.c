@@ -48,6 +48,11 @@ struct options {
 	size_t n_admin;
 	unsigned max_clients;
 	int hello_timeout_ms;
+	unsigned max_clients_per_uid;
+	unsigned reserved_clients;
+	size_t output_per_uid;
+	size_t output_total;
+	int idle_timeout_ms; /* 0: default, -1: none */
 	const char *state_dir;
 	bool verbose;
 };
@@ -93,6 +98,25 @@ static void usage(FILE *f)
 		"      --hello-timeout MS  drop a client that sends no hello "
 		"within MS ms\n"
 		"                        (default %d)\n"
+		"      --max-clients-per-uid N  most clients of one uid at "
+		"once, root and\n"
+		"                        the agent's uid aside (default: "
+		"max-clients / %d)\n"
+		"      --reserved-clients N  the last N client slots are for "
+		"root, the agent's\n"
+		"                        uid and admins (default %d, at most "
+		"max-clients / 4)\n"
+		"      --output-per-uid MIB  output queued for the clients of "
+		"one uid (default\n"
+		"                        %d); a client past it is dropped as "
+		"not reading\n"
+		"      --output-total MIB  output queued for the clients of "
+		"every uid but\n"
+		"                        root's and the agent's (default %d)\n"
+		"      --idle-timeout MS  drop a client that subscribes to "
+		"nothing and sends\n"
+		"                        nothing for MS ms; 0: never "
+		"(default %d)\n"
 		"      --state-dir DIR   keep the last good values here, for "
 		"restarts\n"
 		"                        (default $STATE_DIRECTORY; none "
@@ -101,7 +125,9 @@ static void usage(FILE *f)
 		"  -V, --version         print the version\n"
 		"  -h, --help            print this help\n",
 		IPC_DEFAULT_SOCKET, DEFAULT_TARGET, SERVER_CLIENTS_MAX,
-		SERVER_HELLO_TIMEOUT_MS);
+		SERVER_HELLO_TIMEOUT_MS, SERVER_CLIENTS_PER_UID_DIV,
+		SERVER_CLIENTS_RESERVED, SERVER_OUTPUT_PER_UID >> 20,
+		SERVER_OUTPUT_TOTAL >> 20, SERVER_IDLE_TIMEOUT_MS);
 }
 
 /* The number an option takes, in [min, max]; -1 after a message. */
@@ -243,6 +269,11 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{ "admin-group", required_argument, NULL, 'G' },
 		{ "max-clients", required_argument, NULL, 'M' },
 		{ "hello-timeout", required_argument, NULL, 'H' },
+		{ "max-clients-per-uid", required_argument, NULL, 'U' },
+		{ "reserved-clients", required_argument, NULL, 'R' },
+		{ "output-per-uid", required_argument, NULL, 'O' },
+		{ "output-total", required_argument, NULL, 'T' },
+		{ "idle-timeout", required_argument, NULL, 'I' },
 		{ "state-dir", required_argument, NULL, 'S' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "version", no_argument, NULL, 'V' },
@@ -327,6 +358,43 @@ static int parse_args(int argc, char **argv, struct options *o)
 					     " of ms", &n) < 0)
 				return -1;
 			o->hello_timeout_ms = (int)n;
+			break;
+		}
+		case 'U': {
+			uint64_t n;
+			if (parse_number_opt("--max-clients-per-uid", optarg, 1,
+					     1000000, "", &n) < 0)
+				return -1;
+			o->max_clients_per_uid = (unsigned)n;
+			break;
+		}
+		case 'R': {
+			uint64_t n;
+			if (parse_number_opt("--reserved-clients", optarg, 1,
+					     1000000, "", &n) < 0)
+				return -1;
+			o->reserved_clients = (unsigned)n;
+			break;
+		}
+		case 'O':
+		case 'T': {
+			uint64_t n;
+			if (parse_number_opt(c == 'O' ? "--output-per-uid"
+						      : "--output-total",
+					     optarg, 1, 65536, " of MiB", &n) < 0)
+				return -1;
+			if (c == 'O')
+				o->output_per_uid = (size_t)n << 20;
+			else
+				o->output_total = (size_t)n << 20;
+			break;
+		}
+		case 'I': {
+			uint64_t n;
+			if (parse_number_opt("--idle-timeout", optarg, 0, 86400000,
+					     " of ms", &n) < 0)
+				return -1;
+			o->idle_timeout_ms = n ? (int)n : -1;
 			break;
 		}
 		case 'S':
@@ -495,6 +563,11 @@ static int agent_init(struct agent *a, const struct options *o)
 		.n_admin = o->n_admin,
 		.max_clients = o->max_clients,
 		.hello_timeout_ms = o->hello_timeout_ms,
+		.max_clients_per_uid = o->max_clients_per_uid,
+		.reserved_clients = o->reserved_clients,
+		.output_per_uid = o->output_per_uid,
+		.output_total = o->output_total,
+		.idle_timeout_ms = o->idle_timeout_ms,
 	};
 	int r;
 

@@ -13,6 +13,29 @@
  * a client tokens of a bucket (SERVER_ERRORS_BURST, refilled at
  * SERVER_ERRORS_PER_S); a client that keeps causing errors once the bucket
  * is empty is sent error "limit" and disconnected.
+ *
+ * Quotas (server.h): clients, queued output and log lines are counted per
+ * peer uid (struct peer_uid, one per uid with a client connected), and
+ * output for every uid but root's and the agent's in total.  Log lines a
+ * client causes go through client_log(), which lets a uid's clients
+ * write SERVER_LOG_BURST lines at once, SERVER_LOG_PER_S a second after
+ * that (and all such uids together SERVER_LOG_ALL_*), and says how many
+ * it left out, at most once a second per uid.
+ *
+ * Everything a client sends that may be shown (its name, a nack's
+ * message, a target or type name) is made printable UTF-8 as soon as it
+ * is decoded (msg_clean), and every string of a status reply is too, so
+ * that no peer can forge log lines, reach a terminal with escape
+ * sequences or break another client's decoder.
+ *
+ * A status reply shows a client only what it may see (status_view): a
+ * target it may not follow appears with its name, generation, validity
+ * and state alone; files, keys and the agent's setting errors only to
+ * clients that may follow every target or are admins; a lagging client
+ * only to admins and to clients of the same uid.  The reply always fits
+ * in a frame: it is packed again with tighter limits until it does
+ * (server_status_limits), the last of which cuts entries to names and
+ * states and lists to what fits.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -75,15 +98,53 @@
  * too many errors: a burst of such clients must not flood the log. */
 #define SERVER_LIMIT_LOG_MS 1000
 
+/* Log lines the clients of one uid (but root and the agent's) may cause:
+ * SERVER_LOG_BURST at once, SERVER_LOG_PER_S a second after that; and
+ * those of all such uids together.  A working app causes a few lines
+ * when it connects, subscribes and leaves; a flood of them would drown
+ * the agent's own lines (journald drops a service's lines past its rate
+ * limit, whoever caused them). */
+#define SERVER_LOG_BURST 20
+#define SERVER_LOG_PER_S 5
+#define SERVER_LOG_ALL_BURST 100
+#define SERVER_LOG_ALL_PER_S 20
+/* At most one line per this interval and uid saying how many lines its
+ * clients caused that were not logged. */
+#define SERVER_LOG_SUMMARY_MS 1000
+
 /* Clients listed per target in a status reply's "lagging" list: enough to
  * name the stragglers, bounded so the reply stays within a frame. */
 #define SERVER_LAGGING_MAX 16
 
-/* The longest each nack message may be in a status reply, tried in turn
- * until the reply fits in a frame: 16 lagging clients with full messages
- * on each of a few targets would not, and status must keep working when
- * many apps fail to switch, which is when it is needed. */
-static const size_t server_nack_shown[] = { IPC_NACK_MESSAGE_MAX, 128, 16 };
+/* What a status reply may hold, tried in turn until it fits in a frame:
+ * status must keep working when many apps fail to switch, or every value
+ * fails with a long error, which is when it is needed.  The last one
+ * always fits: entries cut to names and states, lists to what fits. */
+struct status_limits {
+	size_t text;      /* longest error or other free text, in bytes */
+	size_t nack;      /* longest nack message */
+	unsigned lagging; /* lagging clients listed per target */
+	bool brief;       /* entries cut down, lists cut to what fits */
+};
+
+static const struct status_limits server_status_limits[] = {
+	{ SIZE_MAX, IPC_NACK_MESSAGE_MAX, SERVER_LAGGING_MAX, false },
+	{ 512, 128, SERVER_LAGGING_MAX, false },
+	{ 128, 16, 4, false },
+	{ 64, 0, 0, true },
+};
+
+/* The clients of one uid, for its quotas. */
+struct peer_uid {
+	struct peer_uid *next;
+	uid_t uid;
+	unsigned n_clients;
+	size_t queued;       /* output queued for them, in bytes */
+	int64_t log_credit;  /* lines they may cause, in thousandths */
+	int64_t log_ms;
+	unsigned suppressed; /* lines not logged since the last summary */
+	int64_t summary_ms;  /* last summary line */
+};
 
 struct subscription {
 	struct target *target;
@@ -113,7 +174,12 @@ struct client {
 	struct ucred cred;
 	gid_t *groups; /* supplementary groups at connect (SO_PEERGROUPS) */
 	size_t n_groups;
+	/* Root or the agent's uid: exempt from quotas (server.h). */
+	bool owner;
+	struct peer_uid *peer;
+	size_t charged; /* output charged to peer and the total */
 	int64_t connected_ms;
+	int64_t active_ms; /* its last message */
 	bool hello;
 	uint64_t version; /* of the session: the client's hello's */
 	bool dropped; /* out of service; freed when the loop comes back */
@@ -151,14 +217,175 @@ struct server {
 	gid_t default_gid; /* the socket's group; (gid_t)-1 if unknown */
 	unsigned max_clients;
 	int hello_timeout_ms;
-	struct loop_timer *hello_sweep;
+	struct loop_timer *sweep; /* hello deadline, idle timeout */
 	int64_t refused_log_ms; /* last log line about the client limit */
 	unsigned refused;       /* clients refused since that line */
 	int64_t limit_log_ms;   /* last log line about too many errors */
+	int64_t oversize_log_ms; /* last log line about an update too long */
 	unsigned limited;       /* clients dropped for it since that line */
+	/* Quotas: see server.h. */
+	struct peer_uid *uids;
+	struct loop_timer *uid_timer; /* server_uid_tick */
+	unsigned max_per_uid;
+	unsigned reserved;
+	size_t output_per_uid;
+	size_t output_total;
+	size_t queued;         /* output queued for non-owners, in bytes */
+	int idle_timeout_ms;   /* -1: none */
+	int64_t log_credit;    /* lines all non-owners may cause */
+	int64_t log_ms;
 };
 
 static void server_check_acked(struct server *s, struct target *t);
+static int64_t client_due(const struct client *c);
+static void server_arm_sweep(struct server *s, int64_t due);
+
+static struct peer_uid *server_uid(struct server *s, uid_t uid)
+{
+	struct peer_uid *u;
+
+	for (u = s->uids; u && u->uid != uid; u = u->next)
+		;
+	return u;
+}
+
+/* The entry of uid, made if it has none yet; NULL when out of memory. */
+static struct peer_uid *server_uid_get(struct server *s, uid_t uid)
+{
+	struct peer_uid *u = server_uid(s, uid);
+
+	if (u)
+		return u;
+	u = zalloc(sizeof(*u));
+	if (!u)
+		return NULL;
+	u->uid = uid;
+	u->log_credit = SERVER_LOG_BURST * 1000LL;
+	u->log_ms = now_ms();
+	u->next = s->uids;
+	s->uids = u;
+	return u;
+}
+
+static void peer_log_suppressed(struct peer_uid *u, int64_t now)
+{
+	log_warning("uid %u: %u more line(s) about its clients not logged "
+		    "(at most %d at once, %d a second)", (unsigned)u->uid,
+		    u->suppressed, SERVER_LOG_BURST, SERVER_LOG_PER_S);
+	u->suppressed = 0;
+	u->summary_ms = now;
+}
+
+/* Refills u's log bucket as of now. */
+static void peer_log_refill(struct peer_uid *u, int64_t now)
+{
+	u->log_credit = MIN(SERVER_LOG_BURST * 1000LL,
+			    u->log_credit +
+				    (now - u->log_ms) * SERVER_LOG_PER_S);
+	u->log_ms = now;
+}
+
+/* Once a second while there is work: says how many lines each uid's
+ * clients caused that were not logged, and forgets uids without clients
+ * once their log bucket is full again.  An entry outlives its last client
+ * so that a client that reconnects does not start with a full bucket. */
+static void server_uid_tick(struct loop_timer *t, void *data)
+{
+	struct server *s = data;
+	struct peer_uid **p = &s->uids;
+	int64_t now = now_ms();
+	bool again = false;
+
+	while (*p) {
+		struct peer_uid *u = *p;
+
+		peer_log_refill(u, now);
+		if (u->suppressed &&
+		    now - u->summary_ms >= SERVER_LOG_SUMMARY_MS)
+			peer_log_suppressed(u, now);
+		if (u->n_clients == 0 && !u->suppressed &&
+		    u->log_credit == SERVER_LOG_BURST * 1000LL) {
+			*p = u->next;
+			free(u);
+			continue;
+		}
+		again |= u->n_clients == 0 || u->suppressed;
+		p = &u->next;
+	}
+	if (again)
+		loop_timer_arm_in(t, SERVER_LOG_SUMMARY_MS);
+}
+
+static void server_uid_tick_soon(struct server *s)
+{
+	if (!loop_timer_armed(s->uid_timer))
+		loop_timer_arm_in(s->uid_timer, SERVER_LOG_SUMMARY_MS);
+}
+
+/* One client of u fewer; the entry goes later (server_uid_tick). */
+static void server_uid_put(struct server *s, struct peer_uid *u)
+{
+	if (u && --u->n_clients == 0)
+		server_uid_tick_soon(s);
+}
+
+/* Whether a line c caused may go out: always for root and the agent's
+ * uid; for others, from the buckets of its uid and of all of them.  A
+ * line left out is counted, and said at most once a second per uid. */
+static bool client_log_take(struct client *c)
+{
+	struct server *s = c->server;
+	struct peer_uid *u = c->peer;
+	int64_t now;
+
+	if (c->owner || !u)
+		return true;
+	now = now_ms();
+	peer_log_refill(u, now);
+	s->log_credit = MIN(SERVER_LOG_ALL_BURST * 1000LL,
+			    s->log_credit +
+				    (now - s->log_ms) * SERVER_LOG_ALL_PER_S);
+	s->log_ms = now;
+	if (u->log_credit >= 1000 && s->log_credit >= 1000) {
+		u->log_credit -= 1000;
+		s->log_credit -= 1000;
+		return true;
+	}
+	u->suppressed++;
+	if (now - u->summary_ms >= SERVER_LOG_SUMMARY_MS)
+		peer_log_suppressed(u, now);
+	else
+		server_uid_tick_soon(s);
+	return false;
+}
+
+/* A log line c caused (its requests, its errors, its coming and going). */
+PRINTF(3, 4)
+static void client_log(struct client *c, int level, const char *fmt, ...)
+{
+	char line[2048];
+	va_list ap;
+
+	if (!log_enabled(level) || !client_log_take(c))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	log_msg(level, "%s", line);
+}
+
+/* Charges c's queued output to its uid and to the total, as it is now. */
+static void client_charge(struct client *c)
+{
+	struct server *s = c->server;
+	size_t now = c->dropped ? 0 : ipc_queue_pending(&c->out);
+
+	if (c->owner || !c->peer)
+		return;
+	c->peer->queued = c->peer->queued - c->charged + now;
+	s->queued = s->queued - c->charged + now;
+	c->charged = now;
+}
 
 /* Whether a subscriber has yet to ack t's current value; before the first
  * value nobody lags (and nobody has acked). */
@@ -231,6 +458,9 @@ static void client_retire(struct client *c)
 	ipc_reader_fini(&c->in);
 	ipc_queue_fini(&c->out);
 	c->dropped = true;
+	client_charge(c);
+	server_uid_put(s, c->peer);
+	c->peer = NULL;
 	c->prev = NULL;
 	c->next = s->dead;
 	s->dead = c;
@@ -272,7 +502,8 @@ static void client_drop(struct client *c, const char *why)
 {
 	if (c->dropped)
 		return;
-	log_info(CLIENT_FMT " disconnected: %s", CLIENT_ARGS(c), why);
+	client_log(c, LOG_INFO, CLIENT_FMT " disconnected: %s", CLIENT_ARGS(c),
+		   why);
 	client_retire(c);
 }
 
@@ -349,6 +580,7 @@ static int client_flush(struct client *c)
 		return r;
 	}
 	c->want_out = want;
+	client_charge(c);
 	client_set_events(c);
 	return 0;
 }
@@ -357,11 +589,29 @@ static int client_flush(struct client *c)
  * dropping c (a stuck peer, or out of memory). */
 static int client_send(struct client *c, struct ipc_writer *w)
 {
+	struct server *s = c->server;
 	int r;
 
 	if (c->dropped) {
 		ipc_writer_fini(w);
 		return -EPIPE;
+	}
+	/* Output for others than root and the agent's uid is bounded per
+	 * uid and in total too: 200 clients that ask for status and never
+	 * read must not make the agent hold 200 full queues. */
+	if (!c->owner && c->peer && !w->failed) {
+		size_t need = IPC_FRAME_HEADER + w->len;
+		bool uid_full = c->peer->queued + need > s->output_per_uid;
+
+		if (uid_full || s->queued + need > s->output_total) {
+			ipc_writer_fini(w);
+			client_drop(c, uid_full
+				? "not reading its messages (the output "
+				  "budget of its uid is used)"
+				: "not reading its messages (the output "
+				  "budget of all clients is used)");
+			return -ENOBUFS;
+		}
 	}
 	r = w->failed ? -ENOMEM : ipc_queue_push(&c->out, w->buf, w->len);
 
@@ -464,7 +714,8 @@ static int client_reject(struct client *c, const struct ipc_msg *req,
 static void client_violation_code(struct client *c, const char *code,
 				  const char *why)
 {
-	log_warning(CLIENT_FMT ": protocol violation: %s", CLIENT_ARGS(c), why);
+	client_log(c, LOG_WARNING, CLIENT_FMT ": protocol violation: %s",
+		   CLIENT_ARGS(c), why);
 	if (client_error(c, NULL, code, "%s", why) < 0)
 		return;
 	client_drop(c, "protocol violation");
@@ -496,6 +747,26 @@ static int client_send_update(struct client *c, struct target *t)
 	ipc_pack_kv_str(&w, "reason", t->reason ? t->reason : "rotation");
 	ipc_pack_kv_str(&w, "server", target_role_name(t->current));
 	ipc_pack_kv_bool(&w, "standby", t->standby);
+	/* A value too long to frame (the env layer bounds values far below
+	 * this) is not sent, and the client is kept: dropping it would only
+	 * make it reconnect, subscribe and be dropped again, every 20 ms, and
+	 * it keeps the value it has.  Said at most once a second. */
+	if (!w.failed && w.len > IPC_FRAME_MAX) {
+		struct server *s = c->server;
+		int64_t now = now_ms();
+
+		if (now - s->oversize_log_ms >= SERVER_LIMIT_LOG_MS) {
+			log_error("%s generation %llu: the update would be "
+				  "%zu bytes, over the %d byte frame limit: "
+				  "not sent to its subscribers, who keep what "
+				  "they have",
+				  t->name, (unsigned long long)t->generation,
+				  w.len, IPC_FRAME_MAX);
+			s->oversize_log_ms = now;
+		}
+		ipc_writer_fini(&w);
+		return 0;
+	}
 	return client_send(c, &w);
 }
 
@@ -561,8 +832,9 @@ static void handle_switch(struct client *c, const struct ipc_msg *m,
 			      "no target named \"%s\" in this agent", m->target);
 		return;
 	}
-	log_info(CLIENT_FMT " asked for %s of %s", CLIENT_ARGS(c),
-		 role == ROLE_SECONDARY ? "failover" : "failback", t->name);
+	client_log(c, LOG_INFO, CLIENT_FMT " asked for %s of %s",
+		   CLIENT_ARGS(c),
+		   role == ROLE_SECONDARY ? "failover" : "failback", t->name);
 	failover_request(t, role, &req);
 }
 
@@ -577,8 +849,8 @@ static void handle_reconnect(struct client *c, const struct ipc_msg *m)
 			      "no target named \"%s\" in this agent", m->target);
 		return;
 	}
-	log_info(CLIENT_FMT " asked to reconnect %s", CLIENT_ARGS(c),
-		 t ? t->name : "every target");
+	client_log(c, LOG_INFO, CLIENT_FMT " asked to reconnect %s",
+		   CLIENT_ARGS(c), t ? t->name : "every target");
 	if (t)
 		generation = failover_reconnect(t);
 	else
@@ -597,10 +869,10 @@ static void handle_hello(struct client *c, const struct ipc_msg *m)
 	}
 	if (m->version < IPC_PROTOCOL_VERSION_MIN ||
 	    m->version > IPC_PROTOCOL_VERSION) {
-		log_warning(CLIENT_FMT " speaks protocol version %llu, not %d "
-			    "to %d", CLIENT_ARGS(c),
-			    (unsigned long long)m->version,
-			    IPC_PROTOCOL_VERSION_MIN, IPC_PROTOCOL_VERSION);
+		client_log(c, LOG_WARNING, CLIENT_FMT " speaks protocol "
+			   "version %llu, not %d to %d", CLIENT_ARGS(c),
+			   (unsigned long long)m->version,
+			   IPC_PROTOCOL_VERSION_MIN, IPC_PROTOCOL_VERSION);
 		if (client_error(c, m, IPC_ERR_VERSION,
 				 "protocol version %llu is not supported; this "
 				 "agent speaks versions %d to %d",
@@ -613,8 +885,9 @@ static void handle_hello(struct client *c, const struct ipc_msg *m)
 	c->hello = true;
 	c->version = m->version;
 	c->name = strdup(m->name);
-	log_debug(CLIENT_FMT " said hello, protocol version %llu",
-		  CLIENT_ARGS(c), (unsigned long long)c->version);
+	server_arm_sweep(c->server, client_due(c));
+	client_log(c, LOG_DEBUG, CLIENT_FMT " said hello, protocol version "
+		   "%llu", CLIENT_ARGS(c), (unsigned long long)c->version);
 	/* The session speaks the client's version; the instance goes to a
 	 * version-1 client too, which ignores it like any unknown field. */
 	writer_begin(&w, IPC_HELLO, 4, m);
@@ -642,9 +915,10 @@ static void handle_subscribe(struct client *c, const struct ipc_msg *m)
 			return;
 		}
 		if (!client_may_subscribe(c, t)) {
-			log_warning(CLIENT_FMT " gid %u may not subscribe to "
-				    "%s: refused", CLIENT_ARGS(c),
-				    (unsigned)c->cred.gid, t->name);
+			client_log(c, LOG_WARNING, CLIENT_FMT " gid %u may "
+				   "not subscribe to %s: refused",
+				   CLIENT_ARGS(c), (unsigned)c->cred.gid,
+				   t->name);
 			client_reject(c, m, IPC_ERR_FORBIDDEN,
 				      "uid %u may not subscribe to %s",
 				      (unsigned)c->cred.uid, t->name);
@@ -675,8 +949,8 @@ static void handle_subscribe(struct client *c, const struct ipc_msg *m)
 			continue;
 		c->subs[c->n_subs++] = (struct subscription){ .target = req[i] };
 		req[i]->n_subscribers++;
-		log_info(CLIENT_FMT " subscribed to %s", CLIENT_ARGS(c),
-			 req[i]->name);
+		client_log(c, LOG_INFO, CLIENT_FMT " subscribed to %s",
+			   CLIENT_ARGS(c), req[i]->name);
 	}
 	/* Current values and settings first, then ok: a client that saw ok
 	 * is up to date.  Settings follow their target's update, so a pool
@@ -704,10 +978,11 @@ static bool client_stale(struct client *c, const struct ipc_msg *m,
 	 * counter of a target it may not even follow. */
 	if (t && client_sub(c, t))
 		t->stale_acks++;
-	log_debug(CLIENT_FMT " sent %s for %s generation %llu of agent "
-		  "instance %s, not this one (%s): ignored", CLIENT_ARGS(c),
-		  m->type_name, m->target, (unsigned long long)m->generation,
-		  m->instance, c->server->instance);
+	client_log(c, LOG_DEBUG, CLIENT_FMT " sent %s for %s generation %llu "
+		   "of agent instance %s, not this one (%s): ignored",
+		   CLIENT_ARGS(c), m->type_name, m->target,
+		   (unsigned long long)m->generation, m->instance,
+		   c->server->instance);
 	return true;
 }
 
@@ -738,15 +1013,15 @@ static void handle_ack(struct client *c, const struct ipc_msg *m)
 		if (m->generation == t->generation)
 			target_count_ack(t);
 	}
-	log_debug(CLIENT_FMT " acked %s generation %llu", CLIENT_ARGS(c),
-		  t->name, (unsigned long long)m->generation);
+	client_log(c, LOG_DEBUG, CLIENT_FMT " acked %s generation %llu",
+		   CLIENT_ARGS(c), t->name, (unsigned long long)m->generation);
 	/* Using that generation or a newer one: whatever failed is over. */
 	if (sub->nacked && m->generation >= sub->nacked) {
-		log_info(CLIENT_FMT " now uses %s generation %llu, past its "
-			 "nack of generation %llu",
-			 CLIENT_ARGS(c), t->name,
-			 (unsigned long long)m->generation,
-			 (unsigned long long)sub->nacked);
+		client_log(c, LOG_INFO, CLIENT_FMT " now uses %s generation "
+			   "%llu, past its nack of generation %llu",
+			   CLIENT_ARGS(c), t->name,
+			   (unsigned long long)m->generation,
+			   (unsigned long long)sub->nacked);
 		sub->nacked = 0;
 		free(sub->nack_msg);
 		sub->nack_msg = NULL;
@@ -755,24 +1030,10 @@ static void handle_ack(struct client *c, const struct ipc_msg *m)
 	systemd_changed(c->server->agent);
 }
 
-/* A copy of a client's text fit for one log line: control characters
- * (a newline could forge a line of its own) become '?'. */
-static void log_safe(char *dst, size_t size, const char *src)
-{
-	size_t i;
-
-	for (i = 0; i + 1 < size && src[i]; i++) {
-		unsigned char ch = (unsigned char)src[i];
-		dst[i] = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
-	}
-	dst[i] = '\0';
-}
-
 static void handle_nack(struct client *c, const struct ipc_msg *m)
 {
 	struct target *t = agent_find_target(c->server->agent, m->target);
 	struct subscription *sub = t ? client_sub(c, t) : NULL;
-	char line[IPC_NACK_MESSAGE_MAX + 1];
 	char *msg;
 
 	if (client_stale(c, m, t))
@@ -794,12 +1055,12 @@ static void handle_nack(struct client *c, const struct ipc_msg *m)
 	/* Already acked, or older than the nack on record: the client's
 	 * later word stands. */
 	if (m->generation <= sub->acked || m->generation < sub->nacked) {
-		log_debug(CLIENT_FMT " nacked %s generation %llu, older than "
-			  "its ack %llu or nack %llu: ignored",
-			  CLIENT_ARGS(c), t->name,
-			  (unsigned long long)m->generation,
-			  (unsigned long long)sub->acked,
-			  (unsigned long long)sub->nacked);
+		client_log(c, LOG_DEBUG, CLIENT_FMT " nacked %s generation "
+			   "%llu, older than its ack %llu or nack %llu: "
+			   "ignored", CLIENT_ARGS(c), t->name,
+			   (unsigned long long)m->generation,
+			   (unsigned long long)sub->acked,
+			   (unsigned long long)sub->nacked);
 		return;
 	}
 	msg = strdup(m->message);
@@ -814,10 +1075,9 @@ static void handle_nack(struct client *c, const struct ipc_msg *m)
 	if (m->generation == sub->nacked)
 		return;
 	sub->nacked = m->generation;
-	log_safe(line, sizeof(line), msg);
-	log_warning(CLIENT_FMT " cannot switch to %s generation %llu: %s",
-		    CLIENT_ARGS(c), t->name, (unsigned long long)m->generation,
-		    line);
+	client_log(c, LOG_WARNING, CLIENT_FMT " cannot switch to %s "
+		   "generation %llu: %s", CLIENT_ARGS(c), t->name,
+		   (unsigned long long)m->generation, msg);
 }
 
 /* Logs, once per generation, that every subscriber uses it: from then on no
@@ -853,22 +1113,44 @@ unsigned server_clients(const struct server *s)
 	return s->n_clients;
 }
 
-/* Packs s, shortened to at most max bytes plus "..." if longer; cut on
- * a UTF-8 character boundary so that the result stays valid text. */
-static void pack_str_max(struct ipc_writer *w, const char *s, size_t max)
+/* Packs text the agent shows (nil for NULL) as printable UTF-8
+ * (ipc_text_clean), cut on a character boundary to at most max bytes
+ * plus "..." when longer.  A libpq error, a server's message, a file name
+ * may hold anything; a status reply must decode everywhere and print
+ * safely. */
+static void pack_text(struct ipc_writer *w, const char *s, size_t max)
 {
-	size_t n = strlen(s);
+	size_t n;
+	bool cut = false;
+	char *clean;
 
-	if (n <= max) {
+	if (!s) {
+		msgpack_pack_nil(&w->pk);
+		return;
+	}
+	n = strlen(s);
+	if (n <= max && ipc_text_is_clean(s, n)) {
 		ipc_pack_str(w, s);
 		return;
 	}
-	n = max;
-	while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
-		n--;
-	msgpack_pack_str(&w->pk, n + 3);
-	msgpack_pack_str_body(&w->pk, s, n);
-	msgpack_pack_str_body(&w->pk, "...", 3);
+	clean = ipc_text_clean(s, n, max, &cut);
+	if (!clean) {
+		w->failed = true;
+		return;
+	}
+	n = strlen(clean);
+	msgpack_pack_str(&w->pk, n + (cut ? 3 : 0));
+	msgpack_pack_str_body(&w->pk, clean, n);
+	if (cut)
+		msgpack_pack_str_body(&w->pk, "...", 3);
+	free(clean);
+}
+
+static void pack_kv_text(struct ipc_writer *w, const char *key, const char *s,
+			 size_t max)
+{
+	ipc_pack_key(w, key);
+	pack_text(w, s, max);
 }
 
 /* nil for 0: timestamps and durations not known yet. */
@@ -882,7 +1164,38 @@ static void pack_kv_i64_or_nil(struct ipc_writer *w, const char *key,
 		msgpack_pack_nil(&w->pk);
 }
 
-static void pack_failover(struct ipc_writer *w, const struct target *t)
+/* What a status reply shows the client that asked (PROTOCOL.md, "Access
+ * control"). */
+struct status_view {
+	const struct client *asker;
+	bool all; /* files, keys, the agent's errors: admins, and peers that
+		   * may follow every target */
+	bool peers; /* lagging clients of other uids: admins */
+};
+
+static void status_view_init(struct status_view *v, const struct client *c)
+{
+	struct agent *a = c->server->agent;
+
+	v->asker = c;
+	v->peers = client_is_admin(c);
+	v->all = v->peers;
+	if (v->all)
+		return;
+	v->all = true;
+	for (size_t i = 0; i < a->n_targets && v->all; i++)
+		v->all = client_may_subscribe(c, a->targets[i]);
+}
+
+/* Whether other shows in the asker's lagging lists. */
+static bool status_shows_peer(const struct status_view *v,
+			      const struct client *other)
+{
+	return v->peers || other->cred.uid == v->asker->cred.uid;
+}
+
+static void pack_failover(struct ipc_writer *w, const struct target *t,
+			  const struct status_limits *lim)
 {
 	const struct health *watched = failover_watched(t);
 	char hint[320], when[32];
@@ -896,7 +1209,7 @@ static void pack_failover(struct ipc_writer *w, const struct target *t)
 			 gmtime_r(&at, &tm));
 	msgpack_pack_map(&w->pk, 11);
 	ipc_pack_kv_bool(w, "enabled", failover_enabled(t));
-	ipc_pack_kv_str(w, "hint", failover_enabled(t) ? NULL : hint);
+	pack_kv_text(w, "hint", failover_enabled(t) ? NULL : hint, lim->text);
 	ipc_pack_kv_str(w, "current", target_role_name(t->current));
 	ipc_pack_kv_bool(w, "standby", t->standby);
 	ipc_pack_kv_bool(w, "failover_available", failover_available(t));
@@ -906,25 +1219,23 @@ static void pack_failover(struct ipc_writer *w, const struct target *t)
 	ipc_pack_kv_str(w, "last_failover", at ? when : NULL);
 	pack_kv_i64_or_nil(w, "seconds_since_failover",
 			   wall_s() - t->last_failover_wall, at != 0);
-	ipc_pack_kv_str(w, "last_error", t->failover_error);
+	pack_kv_text(w, "last_error", t->failover_error, lim->text);
 }
 
-/* shown: whether the asker may subscribe to the target, and so see where
- * it points (masked); else conninfo is nil. */
 static void pack_server(struct ipc_writer *w, const struct source *src,
-			bool shown)
+			const struct status_limits *lim)
 {
 	const struct health *h = src->health;
-	char *masked = src->value && shown ? mask_conninfo(src->value) : NULL;
+	char *masked = src->value ? mask_conninfo(src->value) : NULL;
 
 	msgpack_pack_map(&w->pk, 18);
 	ipc_pack_kv_str(w, "role", target_role_name(src->role));
-	ipc_pack_kv_str(w, "var", src->var);
-	ipc_pack_kv_str(w, "conninfo", masked);
+	pack_kv_text(w, "var", src->var, SIZE_MAX);
+	pack_kv_text(w, "conninfo", masked, lim->text);
 	ipc_pack_kv_str(w, "source", !src->value ? NULL
 				     : src->from_saved ? "saved" : "files");
 	ipc_pack_kv_str(w, "state", target_state_name(src->state));
-	ipc_pack_kv_str(w, "error", src->error);
+	pack_kv_text(w, "error", src->error, lim->text);
 	ipc_pack_kv_u64(w, "attempts", src->attempts);
 	ipc_pack_kv_bool(w, "gave_up", src->gave_up);
 	ipc_pack_kv_u64(w, "value_seq", src->value_seq);
@@ -943,27 +1254,60 @@ static void pack_server(struct ipc_writer *w, const struct source *src,
 			   h && h->last_check_wall);
 	pack_kv_i64_or_nil(w, "down_since", h ? h->down_since_wall : 0,
 			   h && h->down_since_wall);
-	ipc_pack_kv_str(w, "health_error", h ? h->error : NULL);
-	free(masked);
+	pack_kv_text(w, "health_error", h ? h->error : NULL, lim->text);
+	free_secret(masked);
+}
+
+/* A target as a client that may not follow it sees it, and as any client
+ * sees it in the briefest reply: its name, generation, validity and
+ * state.  Nothing that derives from its value (conninfo, errors naming
+ * hosts, ports, users and databases; its servers' health) or from its
+ * subscribers. */
+static void pack_target_brief(struct ipc_writer *w, const struct target *t,
+			      bool redacted)
+{
+	msgpack_pack_map(&w->pk, 5);
+	pack_kv_text(w, "name", t->name, SIZE_MAX);
+	ipc_pack_kv_u64(w, "generation", t->generation);
+	ipc_pack_kv_bool(w, "valid", t->conninfo != NULL);
+	ipc_pack_kv_str(w, "state",
+			target_state_name(t->src[ROLE_PRIMARY].state));
+	ipc_pack_kv_bool(w, "redacted", redacted);
+}
+
+/* Whether c shows in t's lagging list for the asker. */
+static bool status_lags(const struct status_view *v, struct client *c,
+			const struct target *t)
+{
+	struct subscription *sub = client_sub(c, t);
+
+	return sub && sub_lags(t, sub) && status_shows_peer(v, c);
 }
 
 static void pack_target(struct ipc_writer *w, struct server *s,
-			struct target *t, size_t nack_max, bool shown)
+			struct target *t, const struct status_view *v,
+			const struct status_limits *lim)
 {
 	const struct source *p = &t->src[ROLE_PRIMARY];
 	unsigned subscribers, acked, n_lag = 0;
-	char *masked = t->conninfo && shown ? mask_conninfo(t->conninfo) : NULL;
+	char *masked;
 
+	if (!client_may_subscribe(v->asker, t)) {
+		pack_target_brief(w, t, true);
+		return;
+	}
+	masked = t->conninfo ? mask_conninfo(t->conninfo) : NULL;
 	server_count(s, t, &subscribers, &acked);
-	msgpack_pack_map(&w->pk, 20);
-	ipc_pack_kv_str(w, "name", t->name);
+	msgpack_pack_map(&w->pk, 21);
+	pack_kv_text(w, "name", t->name, SIZE_MAX);
 	ipc_pack_kv_u64(w, "generation", t->generation);
 	ipc_pack_kv_bool(w, "valid", t->conninfo != NULL);
-	ipc_pack_kv_str(w, "conninfo", masked);
+	ipc_pack_kv_bool(w, "redacted", false);
+	pack_kv_text(w, "conninfo", masked, lim->text);
 	ipc_pack_kv_str(w, "source", !t->conninfo ? NULL
 				     : t->published_saved ? "saved" : "files");
 	ipc_pack_kv_str(w, "state", target_state_name(p->state));
-	ipc_pack_kv_str(w, "error", p->error);
+	pack_kv_text(w, "error", p->error, lim->text);
 	ipc_pack_key(w, "changed");
 	if (t->changed_wall)
 		msgpack_pack_int64(&w->pk, t->changed_wall);
@@ -976,18 +1320,18 @@ static void pack_target(struct ipc_writer *w, struct server *s,
 	ipc_pack_kv_bool(w, "gave_up", p->gave_up);
 	ipc_pack_kv_u64(w, "value_seq", p->value_seq);
 	ipc_pack_kv_u64(w, "published_seq", t->published_seq);
-	free(masked);
+	free_secret(masked);
 
 	ipc_pack_key(w, "failover");
-	pack_failover(w, t);
+	pack_failover(w, t, lim);
 	ipc_pack_key(w, "servers");
 	/* The secondary while configured, or while its value is kept after
 	 * it was taken out of the files. */
 	bool secondary = failover_enabled(t) || t->src[ROLE_SECONDARY].value;
 	msgpack_pack_array(&w->pk, 1 + secondary);
-	pack_server(w, p, shown);
+	pack_server(w, p, lim);
 	if (secondary)
-		pack_server(w, &t->src[ROLE_SECONDARY], shown);
+		pack_server(w, &t->src[ROLE_SECONDARY], lim);
 
 	ipc_pack_key(w, "settings");
 	msgpack_pack_map(&w->pk, SETTING_COUNT);
@@ -998,39 +1342,41 @@ static void pack_target(struct ipc_writer *w, struct server *s,
 		else
 			msgpack_pack_nil(&w->pk);
 	}
-	ipc_pack_kv_str(w, "settings_error", t->settings_error);
+	pack_kv_text(w, "settings_error", t->settings_error, lim->text);
 
 	ipc_pack_key(w, "lagging");
 	/* Counted with the same predicate as packed below: the array header
 	 * must announce exactly the entries that follow. */
-	for (struct client *c = s->clients; c; c = c->next) {
-		struct subscription *sub = client_sub(c, t);
-		n_lag += sub && sub_lags(t, sub);
-	}
-	n_lag = MIN(n_lag, SERVER_LAGGING_MAX);
+	for (struct client *c = s->clients; c; c = c->next)
+		n_lag += status_lags(v, c, t);
+	n_lag = MIN(n_lag, lim->lagging);
 	msgpack_pack_array(&w->pk, n_lag);
 	for (struct client *c = s->clients; c && n_lag > 0; c = c->next) {
 		struct subscription *sub = client_sub(c, t);
-		if (!sub || !sub_lags(t, sub))
+		if (!status_lags(v, c, t))
 			continue;
 		msgpack_pack_map(&w->pk, 6);
 		ipc_pack_kv_i64(w, "pid", c->cred.pid);
 		ipc_pack_kv_u64(w, "uid", c->cred.uid);
-		ipc_pack_kv_str(w, "name", c->name);
+		pack_kv_text(w, "name", c->name, SIZE_MAX);
 		ipc_pack_kv_u64(w, "acked", sub->acked);
 		ipc_pack_kv_u64(w, "nacked", sub->nacked);
 		/* Only a nack of the current generation is the reason this
 		 * client lags; an older one is history. */
-		ipc_pack_key(w, "error");
-		if (sub->nacked && sub->nacked == t->generation)
-			pack_str_max(w, sub->nack_msg, nack_max);
-		else
-			msgpack_pack_nil(&w->pk);
+		pack_kv_text(w, "error",
+			     sub->nacked && sub->nacked == t->generation
+				     ? sub->nack_msg : NULL,
+			     lim->nack);
 		n_lag--;
 	}
 }
 
-static void pack_layer(struct ipc_writer *w, const struct layer *f)
+/* A file: its path and state for everyone; what it holds (its error, the
+ * count of entries, its identity, whose size is the length of what it
+ * holds) only for clients that see all (status_view). */
+static void pack_layer(struct ipc_writer *w, const struct layer *f,
+		       const struct status_view *v,
+		       const struct status_limits *lim)
 {
 	static const char *const names[] = {
 		[LAYER_OK] = "ok", [LAYER_ERROR] = "error",
@@ -1040,38 +1386,104 @@ static void pack_layer(struct ipc_writer *w, const struct layer *f)
 		[LAYER_PLAIN] = "none", [LAYER_SEALED] = "file",
 		[LAYER_VALUES] = "values",
 	};
+	bool full = v->all && !lim->brief;
 
-	msgpack_pack_map(&w->pk, 7);
-	ipc_pack_kv_str(w, "path", f->path);
+	msgpack_pack_map(&w->pk, full ? 8 : 3);
+	pack_kv_text(w, "path", f->path, lim->brief ? IPC_NAME_MAX : SIZE_MAX);
 	ipc_pack_kv_str(w, "state", names[f->state]);
-	ipc_pack_kv_str(w, "error", f->error);
+	ipc_pack_kv_bool(w, "redacted", !v->all);
+	if (!full)
+		return;
+	pack_kv_text(w, "error", f->error, lim->text);
 	ipc_pack_kv_u64(w, "entries", f->parsed.n);
 	ipc_pack_kv_str(w, "encryption", f->ever_good ? crypts[f->crypt] : NULL);
 	ipc_pack_kv_str(w, "identity", f->identity[0] ? f->identity : NULL);
 	ipc_pack_kv_u64(w, "seq", f->read_seq);
 }
 
-static void pack_key(struct ipc_writer *w, const struct key_slot *k)
+/* A key file: its path for everyone, its id and error as for files. */
+static void pack_key(struct ipc_writer *w, const struct key_slot *k,
+		     const struct status_view *v,
+		     const struct status_limits *lim)
 {
 	char id[2 * CRYPT_KEY_ID_LEN + 1];
+	bool full = v->all && !lim->brief;
 
+	msgpack_pack_map(&w->pk, full ? 4 : 2);
+	pack_kv_text(w, "path", k->path, lim->brief ? IPC_NAME_MAX : SIZE_MAX);
+	ipc_pack_kv_bool(w, "redacted", !v->all);
+	if (!full)
+		return;
 	if (k->key)
 		crypt_id_hex(crypt_key_id(k->key), id);
-	msgpack_pack_map(&w->pk, 3);
-	ipc_pack_kv_str(w, "path", k->path);
 	ipc_pack_kv_str(w, "id", k->key ? id : NULL);
-	ipc_pack_kv_str(w, "error", k->error);
+	pack_kv_text(w, "error", k->error, lim->text);
 }
 
-/* Writes the status reply for c, nack messages cut to nack_max bytes. */
-static void pack_status(struct ipc_writer *w, const struct client *c,
-			const struct ipc_msg *m, size_t nack_max)
+/* The three lists of a status reply, each entry packed by one call. */
+enum status_list { LIST_TARGETS, LIST_FILES, LIST_KEYS, LIST_COUNT };
+
+static size_t status_list_len(const struct agent *a, enum status_list l)
+{
+	return l == LIST_TARGETS ? a->n_targets
+	       : l == LIST_FILES ? a->layers.n_files
+				 : a->keys.n_slots;
+}
+
+static void pack_entry(struct ipc_writer *w, struct client *c,
+		       enum status_list l, size_t i,
+		       const struct status_view *v,
+		       const struct status_limits *lim)
 {
 	struct server *s = c->server;
 	struct agent *a = s->agent;
-	char state_err[512];
 
-	writer_begin(w, IPC_STATUS, 4, m);
+	if (l == LIST_FILES) {
+		pack_layer(w, &a->layers.files[i], v, lim);
+	} else if (l == LIST_KEYS) {
+		pack_key(w, &a->keys.slots[i], v, lim);
+	} else if (lim->brief) {
+		pack_target_brief(w, a->targets[i],
+				  !client_may_subscribe(c, a->targets[i]));
+	} else {
+		pack_target(w, s, a->targets[i], v, lim);
+	}
+}
+
+/* Bytes entry i of list l takes; SIZE_MAX when out of memory. */
+static size_t status_entry_size(struct client *c, enum status_list l,
+				size_t i, const struct status_view *v,
+				const struct status_limits *lim)
+{
+	struct ipc_writer x;
+	size_t n;
+
+	ipc_writer_init_plain(&x);
+	pack_entry(&x, c, l, i, v, lim);
+	n = x.failed ? SIZE_MAX : x.len;
+	ipc_writer_fini(&x);
+	return n;
+}
+
+/* Room kept, in a brief reply, for the lists' keys and array headers. */
+#define STATUS_LISTS_OVERHEAD 64
+
+/* Writes the status reply for c within lim. */
+static void pack_status(struct ipc_writer *w, struct client *c,
+			const struct ipc_msg *m,
+			const struct status_limits *lim)
+{
+	static const char *const keys[LIST_COUNT] = { "targets", "files",
+						      "keys" };
+	struct server *s = c->server;
+	struct agent *a = s->agent;
+	struct status_view v;
+	char state_err[512];
+	size_t shown[LIST_COUNT];
+
+	status_view_init(&v, c);
+	writer_begin(w, IPC_STATUS, 5, m);
+	ipc_pack_kv_bool(w, "truncated", lim != &server_status_limits[0]);
 	ipc_pack_key(w, "agent");
 	msgpack_pack_map(&w->pk, 9);
 	ipc_pack_kv_str(w, "version", DBSWAP_VERSION);
@@ -1088,40 +1500,93 @@ static void pack_status(struct ipc_writer *w, const struct client *c,
 	ipc_pack_kv_u64(w, "failure_threshold", a->failover.threshold);
 	ipc_pack_kv_u64(w, "primary_retry_interval_ms",
 			(uint64_t)a->failover.retry_ms);
-	ipc_pack_kv_str(w, "failover_settings_error", a->failover_error);
-	ipc_pack_kv_str(w, "state_dir", state_dir(a->state));
-	ipc_pack_kv_str(w, "state_error",
-			state_error(a->state, state_err, sizeof(state_err))
-				? state_err : NULL);
-	ipc_pack_key(w, "targets");
-	msgpack_pack_array(&w->pk, a->n_targets);
-	for (size_t i = 0; i < a->n_targets; i++)
-		pack_target(w, s, a->targets[i], nack_max,
-			    client_may_subscribe(c, a->targets[i]));
-	ipc_pack_key(w, "files");
-	msgpack_pack_array(&w->pk, a->layers.n_files);
-	for (size_t i = 0; i < a->layers.n_files; i++)
-		pack_layer(w, &a->layers.files[i]);
-	ipc_pack_key(w, "keys");
-	msgpack_pack_array(&w->pk, a->keys.n_slots);
-	for (size_t i = 0; i < a->keys.n_slots; i++)
-		pack_key(w, &a->keys.slots[i]);
+	pack_kv_text(w, "failover_settings_error",
+		     v.all ? a->failover_error : NULL, lim->text);
+	pack_kv_text(w, "state_dir", state_dir(a->state), lim->text);
+	pack_kv_text(w, "state_error",
+		     v.all && state_error(a->state, state_err,
+					  sizeof(state_err))
+			     ? state_err : NULL,
+		     lim->text);
+
+	/* Every entry, unless brief: then as many of each list, in order,
+	 * as fit in what the frame has left. */
+	size_t used = w->len + STATUS_LISTS_OVERHEAD;
+	for (int l = 0; l < LIST_COUNT; l++) {
+		size_t n = status_list_len(a, l);
+
+		shown[l] = n;
+		if (!lim->brief)
+			continue;
+		for (size_t i = 0; i < n; i++) {
+			size_t e = status_entry_size(c, l, i, &v, lim);
+			if (e > IPC_FRAME_MAX || used + e > IPC_FRAME_MAX) {
+				shown[l] = i;
+				break;
+			}
+			used += e;
+		}
+	}
+	for (int l = 0; l < LIST_COUNT; l++) {
+		ipc_pack_key(w, keys[l]);
+		msgpack_pack_array(&w->pk, shown[l]);
+		for (size_t i = 0; i < shown[l]; i++)
+			pack_entry(w, c, l, i, &v, lim);
+	}
 }
 
 static void handle_status(struct client *c, const struct ipc_msg *m)
 {
 	struct ipc_writer w;
 
-	for (size_t i = 0; i < ARRAY_SIZE(server_nack_shown); i++) {
-		pack_status(&w, c, m, server_nack_shown[i]);
+	for (size_t i = 0; i < ARRAY_SIZE(server_status_limits); i++) {
+		pack_status(&w, c, m, &server_status_limits[i]);
 		if (w.failed || w.len <= IPC_FRAME_MAX) {
 			client_send(c, &w);
 			return;
 		}
 		ipc_writer_fini(&w);
 	}
-	client_error(c, m, IPC_ERR_LIMIT,
+	/* Not reached: the brief reply fits by construction. */
+	client_error(c, m, IPC_ERR_INTERNAL,
 		     "status reply would exceed the frame limit");
+}
+
+/* Makes *s printable UTF-8 of at most max bytes (ipc_text_clean). */
+static int msg_clean_str(char **s, size_t max)
+{
+	char *clean;
+
+	if (!*s || ipc_text_is_clean(*s, strlen(*s)))
+		return 0;
+	clean = ipc_text_clean(*s, strlen(*s), max, NULL);
+	if (!clean)
+		return -ENOMEM;
+	free(*s);
+	*s = clean;
+	return 0;
+}
+
+/* The client's text, made printable at the door: whatever of it reaches
+ * the log, a status reply or an error reply can forge no log line, move
+ * no terminal's cursor and break no other client's decoder.  Strings the
+ * agent reads but never shows (an instance, a conninfo) are not text the
+ * agent accepts from clients. */
+static int msg_clean(struct ipc_msg *m)
+{
+	int r = 0;
+
+	if (!r)
+		r = msg_clean_str(&m->type_name, IPC_NAME_MAX);
+	if (!r)
+		r = msg_clean_str(&m->name, IPC_NAME_MAX);
+	if (!r)
+		r = msg_clean_str(&m->target, IPC_NAME_MAX);
+	if (!r)
+		r = msg_clean_str(&m->message, IPC_NACK_MESSAGE_MAX);
+	for (size_t i = 0; !r && i < m->n_targets; i++)
+		r = msg_clean_str(&m->targets[i], IPC_NAME_MAX);
+	return r;
 }
 
 /* The one place every message from a client is checked and acted on.
@@ -1132,6 +1597,9 @@ static void client_dispatch(struct client *c, const uint8_t *body, size_t len)
 	char err[256];
 	int r = ipc_msg_decode(&m, body, len, err, sizeof(err));
 
+	c->active_ms = now_ms();
+	if (r == 0)
+		r = msg_clean(&m);
 	if (r == -ENOMEM) {
 		client_error(c, NULL, IPC_ERR_INTERNAL, "out of memory");
 		goto out;
@@ -1157,9 +1625,9 @@ static void client_dispatch(struct client *c, const uint8_t *body, size_t len)
 	if ((m.type == IPC_RELOAD || m.type == IPC_RECONNECT ||
 	     m.type == IPC_FAILOVER || m.type == IPC_FAILBACK) &&
 	    !client_is_admin(c)) {
-		log_warning(CLIENT_FMT " gid %u sent %s, which needs an "
-			    "admin: refused", CLIENT_ARGS(c),
-			    (unsigned)c->cred.gid, m.type_name);
+		client_log(c, LOG_WARNING, CLIENT_FMT " gid %u sent %s, which "
+			   "needs an admin: refused", CLIENT_ARGS(c),
+			   (unsigned)c->cred.gid, m.type_name);
 		client_reject(c, &m, IPC_ERR_FORBIDDEN,
 			      "uid %u may not send %s", (unsigned)c->cred.uid,
 			      m.type_name);
@@ -1182,7 +1650,8 @@ static void client_dispatch(struct client *c, const uint8_t *body, size_t len)
 		handle_status(c, &m);
 		break;
 	case IPC_RELOAD:
-		log_info(CLIENT_FMT " asked for a reload", CLIENT_ARGS(c));
+		client_log(c, LOG_INFO, CLIENT_FMT " asked for a reload",
+			   CLIENT_ARGS(c));
 		agent_reload(c->server->agent);
 		client_ok(c, &m, 0);
 		break;
@@ -1352,22 +1821,18 @@ static void client_get_groups(struct client *c)
 	c->n_groups = len / sizeof(gid_t);
 }
 
-/* One client too many: an error (code limit) and close, with a log line
- * at most every SERVER_REFUSED_LOG_MS. */
-static void server_refuse(struct server *s, int fd)
+/* A connection refused at a limit: an error (code limit) saying why, and
+ * close, with a log line at most every SERVER_REFUSED_LOG_MS. */
+static void server_refuse(struct server *s, int fd, const struct ucred *cred,
+			  const char *why)
 {
-	struct ucred cred = { .pid = 0, .uid = (uid_t)-1 };
-	socklen_t len = sizeof(cred);
 	struct ipc_queue q = { 0 };
 	struct ipc_writer w;
-	char msg[128];
 	int64_t now = now_ms();
 
-	snprintf(msg, sizeof(msg), "the agent serves at most %u clients",
-		 s->max_clients);
 	ipc_writer_init(&w, IPC_ERROR, 3); /* type, code, message */
 	ipc_pack_kv_str(&w, "code", IPC_ERR_LIMIT);
-	ipc_pack_kv_str(&w, "message", msg);
+	ipc_pack_kv_str(&w, "message", why);
 	/* A fresh socket's buffer takes this small frame whole; whatever
 	 * does not go now is not retried. */
 	if (!w.failed && ipc_queue_push(&q, w.buf, w.len) == 0)
@@ -1376,38 +1841,97 @@ static void server_refuse(struct server *s, int fd)
 	ipc_writer_fini(&w);
 	s->refused++;
 	if (now - s->refused_log_ms >= SERVER_REFUSED_LOG_MS) {
-		(void)getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len);
-		log_warning("client pid %d uid %u refused: %u clients connected, "
-			    "the limit; %u refused since the last such line",
-			    (int)cred.pid, (unsigned)cred.uid, s->n_clients,
-			    s->refused);
+		log_warning("client pid %d uid %u refused: %s; %u refused "
+			    "since the last such line", (int)cred->pid,
+			    (unsigned)cred->uid, why, s->refused);
 		s->refused_log_ms = now;
 		s->refused = 0;
 	}
 	close(fd);
 }
 
-/* Drops the clients that said no hello within hello_timeout_ms and arms
- * the sweep for the next one due. */
-static void server_hello_sweep(struct loop_timer *t, void *data)
+/* Whether c may take a slot now; false with why set if not.  The last
+ * s->reserved slots are for root, the agent's uid and admins; other uids
+ * hold at most s->max_per_uid clients each. */
+static bool server_admit(struct server *s, const struct client *c, char *why,
+			 size_t size)
+{
+	const struct peer_uid *u = server_uid(s, c->cred.uid);
+	unsigned held = u ? u->n_clients : 0;
+
+	if (s->n_clients >= s->max_clients) {
+		snprintf(why, size, "%u clients connected, the limit",
+			 s->n_clients);
+		return false;
+	}
+	if (s->n_clients >= s->max_clients - s->reserved &&
+	    !client_is_admin(c)) {
+		snprintf(why, size, "%u clients connected; the last %u of "
+			 "%u slots are kept for root and admins", s->n_clients,
+			 s->reserved, s->max_clients);
+		return false;
+	}
+	if (!c->owner && held >= s->max_per_uid) {
+		snprintf(why, size, "uid %u has %u clients connected, the "
+			 "most one uid may", (unsigned)c->cred.uid, held);
+		return false;
+	}
+	return true;
+}
+
+/* When the sweep drops c: without a hello, hello_timeout_ms after it
+ * connected; subscribed to nothing and silent, idle_timeout_ms after its
+ * last message (not root's or the agent's uid's); else never. */
+static int64_t client_due(const struct client *c)
+{
+	const struct server *s = c->server;
+
+	if (!c->hello)
+		return c->connected_ms + s->hello_timeout_ms;
+	if (c->owner || c->n_subs > 0 || s->idle_timeout_ms < 0)
+		return INT64_MAX;
+	return c->active_ms + s->idle_timeout_ms;
+}
+
+/* Makes sure the sweep runs by due. */
+static void server_arm_sweep(struct server *s, int64_t due)
+{
+	if (due == INT64_MAX)
+		return;
+	due += SERVER_HELLO_SWEEP_SLACK_MS;
+	if (!loop_timer_armed(s->sweep) || loop_timer_deadline(s->sweep) > due)
+		loop_timer_arm(s->sweep, due);
+}
+
+/* Drops the clients whose time is up (client_due) and arms the sweep for
+ * the next one due.  A client's activity only moves its time later, so a
+ * sweep that comes early finds nothing and arms again. */
+static void server_sweep(struct loop_timer *t, void *data)
 {
 	struct server *s = data;
 	int64_t now = now_ms(), next = INT64_MAX;
 	struct client *c, *n;
 
 	for (c = s->clients; c; c = n) {
-		int64_t due = c->connected_ms + s->hello_timeout_ms;
+		int64_t due = client_due(c);
 		n = c->next; /* dropping c unlinks it */
-		if (c->hello)
+		if (due == INT64_MAX)
 			continue;
 		if (due > now) {
 			next = MIN(next, due);
 			continue;
 		}
-		if (client_error(c, NULL, IPC_ERR_LIMIT,
-				 "no hello within %d ms",
-				 s->hello_timeout_ms) == 0)
-			client_drop(c, "no hello in time");
+		if (!c->hello) {
+			if (client_error(c, NULL, IPC_ERR_LIMIT,
+					 "no hello within %d ms",
+					 s->hello_timeout_ms) == 0)
+				client_drop(c, "no hello in time");
+		} else if (client_error(c, NULL, IPC_ERR_LIMIT,
+					"no subscription and no message for "
+					"%d ms", s->idle_timeout_ms) == 0) {
+			client_drop(c, "idle (no subscription and no message "
+				       "in time)");
+		}
 	}
 	if (next != INT64_MAX)
 		loop_timer_arm(t, next + SERVER_HELLO_SWEEP_SLACK_MS);
@@ -1423,6 +1947,7 @@ static void server_accept(struct loop_source *src, uint32_t events,
 	for (unsigned n = 0; n < SERVER_ACCEPTS_PER_ROUND; n++) {
 		socklen_t len = sizeof(struct ucred);
 		struct client *c;
+		char why[160];
 		int fd = accept4(s->fd, NULL, NULL,
 				 SOCK_NONBLOCK | SOCK_CLOEXEC);
 
@@ -1443,26 +1968,32 @@ static void server_accept(struct loop_source *src, uint32_t events,
 			}
 			return;
 		}
-		if (s->n_clients >= s->max_clients) {
-			server_refuse(s, fd);
-			continue;
-		}
 		c = zalloc(sizeof(*c));
 		if (!c) {
 			close(fd);
 			return;
 		}
 		c->server = s;
-		c->serial = ++s->serials;
 		c->fd = fd;
-		c->connected_ms = now_ms();
-		c->events = EPOLLIN | EPOLLRDHUP;
-		c->error_credit = SERVER_ERRORS_BURST * 1000LL;
-		c->errors_ms = c->connected_ms;
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0)
 			c->cred = (struct ucred){ .pid = 0, .uid = (uid_t)-1,
 						  .gid = (gid_t)-1 };
+		c->owner = client_is_owner(c);
 		client_get_groups(c);
+		if (server_admit(s, c, why, sizeof(why)) &&
+		    !(c->peer = server_uid_get(s, c->cred.uid)))
+			snprintf(why, sizeof(why), "out of memory");
+		if (!c->peer) {
+			server_refuse(s, fd, &c->cred, why);
+			free(c->groups);
+			free(c);
+			continue;
+		}
+		c->serial = ++s->serials;
+		c->connected_ms = c->active_ms = now_ms();
+		c->events = EPOLLIN | EPOLLRDHUP;
+		c->error_credit = SERVER_ERRORS_BURST * 1000LL;
+		c->errors_ms = c->connected_ms;
 		if (loop_add_fd(s->agent->loop, fd, c->events, client_event, c,
 				&c->src) < 0) {
 			close(fd);
@@ -1470,17 +2001,16 @@ static void server_accept(struct loop_source *src, uint32_t events,
 			free(c);
 			continue;
 		}
-		if (!loop_timer_armed(s->hello_sweep))
-			loop_timer_arm(s->hello_sweep,
-				       c->connected_ms + s->hello_timeout_ms +
-					       SERVER_HELLO_SWEEP_SLACK_MS);
+		c->peer->n_clients++;
+		server_arm_sweep(s, client_due(c));
 		c->next = s->clients;
 		if (s->clients)
 			s->clients->prev = c;
 		s->clients = c;
 		s->n_clients++;
 		systemd_changed(s->agent);
-		log_debug(CLIENT_FMT " connected", CLIENT_ARGS(c));
+		client_log(c, LOG_DEBUG, CLIENT_FMT " connected",
+			   CLIENT_ARGS(c));
 	}
 }
 
@@ -1666,7 +2196,8 @@ int server_new(struct agent *a, const struct server_config *cfg,
 	s->path = strdup(cfg->socket_path);
 	s->accept_pause = loop_timer_new(a->loop, server_accept_resume, s);
 	s->reaper = loop_timer_new(a->loop, server_reap, s);
-	s->hello_sweep = loop_timer_new(a->loop, server_hello_sweep, s);
+	s->sweep = loop_timer_new(a->loop, server_sweep, s);
+	s->uid_timer = loop_timer_new(a->loop, server_uid_tick, s);
 	s->backlog_timer = loop_timer_new(a->loop, server_backlog, s);
 	s->allow = cfg->allow;
 	s->n_allow = cfg->n_allow;
@@ -1678,7 +2209,22 @@ int server_new(struct agent *a, const struct server_config *cfg,
 	s->hello_timeout_ms = cfg->hello_timeout_ms > 0
 				      ? cfg->hello_timeout_ms
 				      : SERVER_HELLO_TIMEOUT_MS;
-	if (!s->path || !s->accept_pause || !s->reaper || !s->hello_sweep ||
+	s->max_per_uid = cfg->max_clients_per_uid
+		? cfg->max_clients_per_uid
+		: MAX(1u, s->max_clients / SERVER_CLIENTS_PER_UID_DIV);
+	s->reserved = MIN(cfg->reserved_clients ? cfg->reserved_clients
+						: SERVER_CLIENTS_RESERVED,
+			  s->max_clients / 4);
+	s->output_per_uid = cfg->output_per_uid ? cfg->output_per_uid
+						: SERVER_OUTPUT_PER_UID;
+	s->output_total = cfg->output_total ? cfg->output_total
+					    : SERVER_OUTPUT_TOTAL;
+	s->idle_timeout_ms = cfg->idle_timeout_ms ? cfg->idle_timeout_ms
+						  : SERVER_IDLE_TIMEOUT_MS;
+	s->log_credit = SERVER_LOG_ALL_BURST * 1000LL;
+	s->log_ms = now_ms();
+	if (!s->path || !s->accept_pause || !s->reaper || !s->sweep ||
+	    !s->uid_timer ||
 	    !s->backlog_timer) {
 		r = -ENOMEM;
 		goto err_server;
@@ -1714,6 +2260,12 @@ int server_new(struct agent *a, const struct server_config *cfg,
 		log_info("access: root, uid %u and group %u may subscribe to "
 			 "every target", (unsigned)s->self_uid,
 			 (unsigned)s->default_gid);
+	log_info("clients: at most %u, %u per uid but root's and the agent's, "
+		 "the last %u for root, the agent's uid and admins; output "
+		 "queued at most %zu MiB per uid, %zu MiB in all; idle "
+		 "timeout %d ms (-1: none)", s->max_clients, s->max_per_uid,
+		 s->reserved, s->output_per_uid >> 20, s->output_total >> 20,
+		 s->idle_timeout_ms);
 	r = loop_add_fd(a->loop, s->fd, EPOLLIN, server_accept, s, &s->src);
 	if (r < 0)
 		goto err_server;
@@ -1733,7 +2285,13 @@ void server_free(struct server *s)
 		client_retire(s->clients);
 	server_reap(s->reaper, s);
 	loop_timer_free(s->reaper);
-	loop_timer_free(s->hello_sweep);
+	loop_timer_free(s->sweep);
+	loop_timer_free(s->uid_timer);
+	while (s->uids) {
+		struct peer_uid *u = s->uids;
+		s->uids = u->next;
+		free(u);
+	}
 	loop_timer_free(s->backlog_timer);
 	loop_remove_fd(s->src);
 	loop_timer_free(s->accept_pause);

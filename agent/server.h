@@ -13,6 +13,14 @@
  * everything.  Others may subscribe to a target when a rule allows it, and
  * send reload, reconnect, failover and failback when they are admins; see
  * ipc/PROTOCOL.md, "Access control".
+ *
+ * Quotas keep one local user from denying the agent to the others: per
+ * uid, the clients it may hold, the output queued for them and the log
+ * lines they may cause; slots at the top of the client limit kept for
+ * root and admins; a total output budget; and an idle timeout for
+ * clients that subscribe to nothing.  Root and the agent's own uid are
+ * exempt from the per-uid quotas, the idle timeout and the log limit:
+ * they can stop the agent or read its memory anyway.
  */
 #ifndef DBSWAP_AGENT_SERVER_H
 #define DBSWAP_AGENT_SERVER_H
@@ -36,6 +44,32 @@ struct target_request;
  * sends it right after connect; one that does not holds a slot for
  * nothing. */
 #define SERVER_HELLO_TIMEOUT_MS 5000
+
+/* Clients one uid may hold at once: SERVER_CLIENTS_PER_UID_DIV-th of the
+ * client limit (512 of 4096), far more than the processes of one app
+ * that each hold a connection, and few enough that one uid cannot take
+ * the slots of every other. */
+#define SERVER_CLIENTS_PER_UID_DIV 8
+
+/* Client slots at the top of the limit that only root, the agent's uid
+ * and admins may take: so that a flood from others never locks out the
+ * operator.  At most a quarter of the limit. */
+#define SERVER_CLIENTS_RESERVED 64
+
+/* Output the agent may hold queued for the clients of one uid, and for
+ * the clients of every uid but root and its own together, in bytes.  A
+ * client whose message would pass either is dropped as not reading (its
+ * own queue is bounded by IPC_QUEUE_MAX as well).  4 MiB is thousands
+ * of updates; 64 MiB bounds what several colluding users can make the
+ * agent hold. */
+#define SERVER_OUTPUT_PER_UID (4 * 1024 * 1024)
+#define SERVER_OUTPUT_TOTAL (64 * 1024 * 1024)
+
+/* A client that said hello, subscribes to nothing and has sent nothing
+ * for this long is dropped: an app subscribes right after hello, and a
+ * status or admin request is over in milliseconds; an idle one only holds
+ * a slot. */
+#define SERVER_IDLE_TIMEOUT_MS 60000
 
 /* One peer a rule names: a uid, or a gid matched against the peer's
  * primary and supplementary groups. */
@@ -67,6 +101,12 @@ struct server_config {
 	size_t n_admin;
 	unsigned max_clients;  /* 0: SERVER_CLIENTS_MAX */
 	int hello_timeout_ms;  /* 0: SERVER_HELLO_TIMEOUT_MS */
+	/* 0 for each: the default above. */
+	unsigned max_clients_per_uid; /* max_clients / DIV */
+	unsigned reserved_clients;    /* MIN(RESERVED, max_clients / 4) */
+	size_t output_per_uid;
+	size_t output_total;
+	int idle_timeout_ms;          /* -1: none */
 };
 
 /* Takes the socket from systemd (sd_listen_fds) if there is one, else

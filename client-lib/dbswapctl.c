@@ -119,6 +119,26 @@ dbswap_client *ctl_connect_until(const char *path, const char *name,
 	}
 }
 
+/* An error reply's words made printable before anyone prints them: an
+ * older agent echoed clients' text (a target name) into them, and passed
+ * a server's messages on as they came. */
+static void ctl_clean_reply(struct ipc_msg *reply)
+{
+	char **fields[] = { &reply->code, &reply->message };
+
+	for (size_t i = 0; i < ARRAY_SIZE(fields); i++) {
+		char *s = *fields[i], *clean;
+
+		if (!s || ipc_text_is_clean(s, strlen(s)))
+			continue;
+		clean = ipc_text_clean(s, strlen(s), SIZE_MAX, NULL);
+		if (!clean)
+			continue; /* printed as it is: better than nothing */
+		free(s);
+		*fields[i] = clean;
+	}
+}
+
 int ctl_try_call(dbswap_client *c, enum ipc_type type, struct ipc_msg *reply)
 {
 	uint64_t id = client_next_id(c);
@@ -132,6 +152,7 @@ int ctl_try_call(dbswap_client *c, enum ipc_type type, struct ipc_msg *reply)
 			sizeof(err));
 	if (r < 0)
 		return r;
+	ctl_clean_reply(reply);
 	if (reply->type == IPC_ERROR) {
 		fprintf(stderr, "dbswapctl: the agent refused %s: %s: %s\n",
 			ipc_type_name(type), reply->code, reply->message);
@@ -159,6 +180,7 @@ static void ctl_request(dbswap_client *c, enum ipc_type type,
 		fprintf(stderr, "dbswapctl: %s\n", err);
 		exit(EXIT_UNREACHABLE);
 	}
+	ctl_clean_reply(reply);
 }
 
 void ctl_call(dbswap_client *c, enum ipc_type type, struct ipc_msg *reply)
@@ -173,23 +195,35 @@ void ctl_call(dbswap_client *c, enum ipc_type type, struct ipc_msg *reply)
 
 /* JSON */
 
+/* A JSON string that is valid UTF-8 and safe on a terminal whatever the
+ * agent sent (an older agent passed clients' text on as it came): a byte
+ * that starts no valid character is U+FFFD, and every character that is
+ * not printable (ipc_char_printable) is escaped. */
 static void json_string(const char *s, size_t n)
 {
 	putchar('"');
-	for (size_t i = 0; i < n; i++) {
-		unsigned char ch = (unsigned char)s[i];
-		switch (ch) {
+	for (size_t i = 0; i < n;) {
+		uint32_t cp;
+		size_t len = ipc_utf8_char(s + i, n - i, &cp);
+
+		if (len == 0) {
+			fputs("\\ufffd", stdout);
+			i++;
+			continue;
+		}
+		switch (cp) {
 		case '"': fputs("\\\"", stdout); break;
 		case '\\': fputs("\\\\", stdout); break;
 		case '\n': fputs("\\n", stdout); break;
 		case '\t': fputs("\\t", stdout); break;
 		case '\r': fputs("\\r", stdout); break;
 		default:
-			if (ch < 0x20)
-				printf("\\u%04x", ch);
+			if (!ipc_char_printable(cp))
+				printf("\\u%04x", (unsigned)cp);
 			else
-				putchar(ch);
+				fwrite(s + i, 1, len, stdout);
 		}
+		i += len;
 	}
 	putchar('"');
 }
@@ -266,14 +300,23 @@ static void json_value(const msgpack_object *o, int depth)
 
 /* Reading the status tree */
 
+/* The text is made printable (ipc_text_clean) before anyone prints it:
+ * an older agent passed clients' names and nack messages on as they came,
+ * escape sequences and all. */
 const char *ctl_str(const msgpack_object *map, const char *key, char *buf,
 		    size_t size)
 {
 	const msgpack_object *o = ipc_map_get(map, key);
+	char *clean;
 
-	if (!o || o->type != MSGPACK_OBJECT_STR)
+	if (!o || o->type != MSGPACK_OBJECT_STR || size == 0)
 		return NULL;
-	snprintf(buf, size, "%.*s", (int)o->via.str.size, o->via.str.ptr);
+	clean = ipc_text_clean(o->via.str.ptr, o->via.str.size, size - 1,
+			       NULL);
+	if (!clean)
+		return NULL;
+	snprintf(buf, size, "%s", clean);
+	free(clean);
 	return buf;
 }
 
@@ -520,6 +563,15 @@ static void print_status(const msgpack_object *root)
 		       ctl_int(t, "valid") == 1 ? "valid" : "no value yet");
 		printf("  state:       %s\n",
 		       ctl_str(t, "state", a, sizeof(a)) ? a : "?");
+		/* Only what the agent shows to anyone (PROTOCOL.md, "Access
+		 * control"), or all a reply cut to fit the frame holds. */
+		if (ctl_int(t, "redacted") == 1) {
+			printf("  (more is shown only to those who may follow "
+			       "this target)\n");
+			continue;
+		}
+		if (!ipc_map_get(t, "subscribers"))
+			continue;
 		printf("  conninfo:    %s%s\n",
 		       ctl_str(t, "conninfo", b, sizeof(b)) ? b : "(none)",
 		       ctl_str(t, "source", a, sizeof(a)) && streq(a, "saved")
@@ -557,10 +609,13 @@ static void print_status(const msgpack_object *root)
 		       ctl_str(f, "state", a, sizeof(a)) ? a : "?");
 		if (ctl_str(f, "error", b, sizeof(b)))
 			printf(" (%s)", b);
-		else
+		else if (ipc_map_get(f, "entries"))
 			printf(" (%lld entries)", ctl_int(f, "entries"));
 		putchar('\n');
 	}
+	if (ctl_int(root, "truncated") == 1)
+		printf("\n(the reply was cut to fit the protocol's frame "
+		       "limit: texts shortened, lists perhaps incomplete)\n");
 }
 
 static int cmd_status(const char *socket, int argc, char **argv)

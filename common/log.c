@@ -113,6 +113,11 @@ void log_init(const char *progname, int max_level, unsigned flags)
 			    strerror(-r));
 }
 
+bool log_enabled(int level)
+{
+	return level <= log_max;
+}
+
 void log_set_sink(log_sink_fn *fn)
 {
 	pthread_mutex_lock(&log_lock);

@@ -37,6 +37,9 @@ enum {
  * changed. */
 void log_init(const char *progname, int max_level, unsigned flags);
 void log_msg(int level, const char *fmt, ...) PRINTF(2, 3);
+/* Whether a line of that level goes out at all (debug lines do only
+ * when asked for): a rate limit counts only lines that would. */
+bool log_enabled(int level);
 
 /* What a line is about, for structured logs: a stable event name
  * ("published", "acked", "server-down", ...), the target and generation

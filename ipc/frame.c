@@ -13,6 +13,10 @@
 /* First allocation for a reader: most frames are a few hundred bytes, and
  * an idle peer should not cost a full frame's worth. */
 #define IPC_READER_INITIAL 4096
+/* An output queue that empties keeps its buffer up to this size; a
+ * larger one (a burst of big replies) is freed, so that a client that
+ * once lagged does not hold a MiB for as long as it stays connected. */
+#define IPC_QUEUE_KEEP 16384
 
 void ipc_reader_fini(struct ipc_reader *r)
 {
@@ -59,6 +63,14 @@ int ipc_reader_fill(struct ipc_reader *r, int fd)
 	int ret;
 
 	ipc_reader_compact(r);
+	/* Empty after a big frame: back to a small buffer, so that an idle
+	 * client does not hold a frame's worth for as long as it stays. */
+	if (r->len == 0 && r->cap > IPC_READER_INITIAL) {
+		explicit_bzero(r->buf, r->cap);
+		free(r->buf);
+		r->buf = NULL;
+		r->cap = 0;
+	}
 	/* Read at most up to the end of the current frame if its header is
 	 * known, so the buffer never grows past one frame. */
 	size_t want = r->len + IPC_READER_INITIAL;
@@ -167,5 +179,11 @@ int ipc_queue_flush(struct ipc_queue *q, int fd)
 		q->off += (size_t)n;
 	}
 	q->off = q->len = 0;
+	if (q->cap > IPC_QUEUE_KEEP) {
+		explicit_bzero(q->buf, q->cap);
+		free(q->buf);
+		q->buf = NULL;
+		q->cap = 0;
+	}
 	return 0;
 }

@@ -582,6 +582,97 @@ void ipc_msg_fini(struct ipc_msg *m)
 	*m = (struct ipc_msg){ 0 };
 }
 
+/* text */
+
+size_t ipc_utf8_char(const char *s, size_t n, uint32_t *cp)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t len;
+	uint32_t c;
+
+	if (n == 0)
+		return 0;
+	if (u[0] < 0x80) {
+		*cp = u[0];
+		return 1;
+	}
+	if (u[0] >= 0xc2 && u[0] <= 0xdf)
+		len = 2, c = u[0] & 0x1f;
+	else if (u[0] >= 0xe0 && u[0] <= 0xef)
+		len = 3, c = u[0] & 0x0f;
+	else if (u[0] >= 0xf0 && u[0] <= 0xf4)
+		len = 4, c = u[0] & 0x07;
+	else
+		return 0;
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((u[i] & 0xc0) != 0x80)
+			return 0;
+		c = c << 6 | (u[i] & 0x3f);
+	}
+	/* Overlong forms, surrogates, past U+10FFFF. */
+	if ((len == 3 && c < 0x800) || (len == 4 && c < 0x10000) ||
+	    (c >= 0xd800 && c <= 0xdfff) || c > 0x10ffff)
+		return 0;
+	*cp = c;
+	return len;
+}
+
+bool ipc_char_printable(uint32_t cp)
+{
+	return !(cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) ||
+		 cp == 0x061c || cp == 0x200e || cp == 0x200f ||
+		 (cp >= 0x2028 && cp <= 0x202e) ||
+		 (cp >= 0x2066 && cp <= 0x2069));
+}
+
+bool ipc_text_is_clean(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n;) {
+		uint32_t cp;
+		size_t len = ipc_utf8_char(s + i, n - i, &cp);
+		if (len == 0 || !ipc_char_printable(cp))
+			return false;
+		i += len;
+	}
+	return true;
+}
+
+char *ipc_text_clean(const char *src, size_t n, size_t max, bool *cut)
+{
+	/* Each byte in gives at most 3 out (U+FFFD for an invalid one). */
+	size_t cap = MIN(max, n * 3), o = 0, i = 0;
+	char *out = malloc(cap + 1);
+
+	if (!out)
+		return NULL;
+	while (i < n) {
+		uint32_t cp;
+		size_t len = ipc_utf8_char(src + i, n - i, &cp);
+		const char *piece = src + i;
+		size_t plen = len;
+
+		if (len == 0) {
+			piece = "\xef\xbf\xbd"; /* U+FFFD */
+			plen = 3;
+			len = 1;
+		} else if (!ipc_char_printable(cp)) {
+			piece = "?";
+			plen = 1;
+		}
+		if (o + plen > cap)
+			break;
+		memcpy(out + o, piece, plen);
+		o += plen;
+		i += len;
+	}
+	out[o] = '\0';
+	if (cut)
+		*cut = i < n;
+	return out;
+}
+
 /* writing */
 
 static int ipc_writer_write(void *data, const char *buf, size_t len)

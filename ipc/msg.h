@@ -84,6 +84,29 @@ enum ipc_type ipc_type_from_name(const char *name);
 /* Looks up key in a msgpack map object; NULL when absent or not a map. */
 const msgpack_object *ipc_map_get(const msgpack_object *map, const char *key);
 
+/* Text from a peer (a client's name, a nack's message) and text the
+ * agent shows (status) must be printable UTF-8: a newline forges a log
+ * line, an escape sequence reaches a terminal through dbswapctl, and
+ * invalid UTF-8 breaks strict decoders (Python's msgpack, JSON).
+ *
+ * ipc_utf8_char: the length (1 to 4) of the valid UTF-8 character at s
+ * (n bytes available), its code point in *cp; 0 when the byte at s does
+ * not start one (overlong forms, surrogates and code points past
+ * U+10FFFF are invalid). */
+size_t ipc_utf8_char(const char *s, size_t n, uint32_t *cp);
+/* Whether cp may be shown as it is: not a C0 or C1 control, not DEL, not
+ * a line or paragraph separator, not a bidirectional override, embedding,
+ * isolate or mark (which reorder what a terminal shows after them). */
+bool ipc_char_printable(uint32_t cp);
+/* A copy of the n bytes at src as printable UTF-8 of at most max bytes:
+ * each byte that starts no valid character becomes U+FFFD, each
+ * character not printable becomes '?', and the text is cut on a
+ * character boundary.  *cut (if not NULL) says whether anything was left
+ * out.  NULL when out of memory. */
+char *ipc_text_clean(const char *src, size_t n, size_t max, bool *cut);
+/* Whether the n bytes at s are printable UTF-8 already. */
+bool ipc_text_is_clean(const char *s, size_t n);
+
 /* A frame body being written.  The buffer is wiped when it grows and on
  * fini, since bodies may carry conninfo. */
 struct ipc_writer {

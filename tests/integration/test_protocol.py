@@ -394,7 +394,9 @@ class Protocol(ClusterTest):
                                   'attempts', 'gave_up',
                                   'value_seq', 'published_seq', 'settings',
                                   'settings_error', 'failover', 'servers',
-                                  'source'})
+                                  'source', 'redacted'})
+        self.assertFalse(t['redacted'])
+        self.assertFalse(st['truncated'])
         self.assertEqual(t['source'], 'files')
         self.assertEqual(t['settings'], NO_SETTINGS)
         self.assertIsNone(t['settings_error'])
@@ -424,7 +426,8 @@ class Protocol(ClusterTest):
         self.assertEqual(srv['accepted_seq'], t['published_seq'])
         f = st['files'][0]
         self.assertEqual(set(f), {'path', 'state', 'error', 'entries',
-                                  'encryption', 'identity', 'seq'})
+                                  'encryption', 'identity', 'seq',
+                                  'redacted'})
         self.assertEqual((f['entries'], f['encryption']), (1, 'none'))
         self.assertEqual(t['published_seq'], f['seq'])
         self.assertEqual(st['keys'], [])
@@ -511,11 +514,12 @@ class Protocol(ClusterTest):
                             % (os.getpid(), os.getuid(), gen) +
                             re.escape(why) + '$')
 
-        # A retry of the same generation: the newest message is shown, and
-        # the log keeps its one line per generation.
+        # A retry of the same generation: the newest message is shown
+        # (made printable: a control character is '?'), and the log keeps
+        # its one line per generation.
         self.nack(c, gen, 'timeout expired\nsecond line')
         lag = self.lag_of(c)
-        self.assertEqual(lag['error'], 'timeout expired\nsecond line')
+        self.assertEqual(lag['error'], 'timeout expired?second line')
         self.assertEqual(self.agent.log().count(
             f'cannot switch to DATABASE_URL generation {gen}:'), 1)
 
@@ -526,14 +530,14 @@ class Protocol(ClusterTest):
         self.assertEqual((lag['acked'], lag['nacked'], lag['error']),
                          (0, gen, None))
 
-        # Its own nack, with a newline: one log line all the same, the
-        # status shows the text as sent.
+        # Its own nack, with a newline: one log line all the same, and
+        # status shows the same printable text.
         self.nack(c, gen + 1, 'line one\nline two')
         self.agent.wait_log(r'generation %d: line one\?line two$'
                             % (gen + 1))
         lag = self.lag_of(c)
         self.assertEqual((lag['nacked'], lag['error']),
-                         (gen + 1, 'line one\nline two'))
+                         (gen + 1, 'line one?line two'))
 
         # An ack of that generation clears it; a nack of it afterwards is
         # stale and ignored.

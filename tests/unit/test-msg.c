@@ -1596,6 +1596,64 @@ static void test_short_err(void)
 	ipc_msg_fini(&m);
 }
 
+/* ipc_text_clean: printable UTF-8, cut on a character boundary. */
+static void test_text_clean(void)
+{
+	static const struct {
+		const char *in;
+		size_t max;
+		const char *out;
+		bool cut;
+	} cases[] = {
+		{ "billing-api", 255, "billing-api", false },
+		{ "a\nb\rc\td\x1b[2J", 255, "a?b?c?d?[2J", false },
+		{ "del\x7f c1\xc2\x9b", 255, "del? c1?", false },
+		{ "bad\xff\xfe", 255, "bad\xef\xbf\xbd\xef\xbf\xbd", false },
+		{ "overlong\xc0\xaf", 255, "overlong\xef\xbf\xbd\xef\xbf\xbd",
+		  false },
+		{ "surrogate\xed\xa0\x80", 255,
+		  "surrogate\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd", false },
+		{ "bidi\xe2\x80\xae" "evil\xe2\x81\xa6", 255, "bidi?evil?",
+		  false },
+		{ "ls\xe2\x80\xa8ps", 255, "ls?ps", false },
+		{ "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 255,
+		  "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", false },
+		{ "truncated\xe2\x82", 255,
+		  "truncated\xef\xbf\xbd\xef\xbf\xbd", false },
+		/* Cut on a boundary: the euro sign does not fit whole. */
+		{ "ab\xe2\x82\xac", 4, "ab", true },
+		{ "abcdef", 3, "abc", true },
+		{ "\xff", 2, "", true },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		bool cut = !cases[i].cut;
+		char *out = ipc_text_clean(cases[i].in, strlen(cases[i].in),
+					   cases[i].max, &cut);
+		CHECK(out && streq(out, cases[i].out));
+		if (out && !streq(out, cases[i].out))
+			fprintf(stderr, "  case %zu: got \"%s\"\n", i, out);
+		CHECK(cut == cases[i].cut);
+		CHECK(out && ipc_text_is_clean(out, strlen(out)));
+		if (!cases[i].cut)
+			CHECK(ipc_text_is_clean(cases[i].in,
+						strlen(cases[i].in)) ==
+			      streq(cases[i].in, cases[i].out));
+		free(out);
+	}
+	/* Every byte value alone, and a NUL-free random-ish mix: the result
+	 * is always clean and within max. */
+	for (int b = 1; b < 256; b++) {
+		char in[2] = { (char)b, 0 };
+		char *out = ipc_text_clean(in, 1, 8, NULL);
+		CHECK(out && ipc_text_is_clean(out, strlen(out)) &&
+		      strlen(out) <= 8);
+		free(out);
+	}
+	CHECK(ipc_char_printable(' ') && ipc_char_printable(0xe9) &&
+	      !ipc_char_printable(0x85) && !ipc_char_printable(0x202d));
+}
+
 int main(void)
 {
 	check_watchdog(60);
@@ -1625,5 +1683,6 @@ int main(void)
 	RUN(test_c1);
 	RUN(test_no_secret_in_errors);
 	RUN(test_short_err);
+	RUN(test_text_clean);
 	return check_exit();
 }
