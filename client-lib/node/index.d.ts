@@ -209,12 +209,39 @@ export interface SwitchResult {
   generation: Generation | undefined;
 }
 
-/** A status reply (ipc/PROTOCOL.md, "status"); nil fields are null. */
+/** A status reply (ipc/PROTOCOL.md, "status"); nil fields are null.
+ * `truncated`: the agent cut the reply to fit a frame (texts shortened,
+ * lists cut).  What this client may not see comes as a `redacted` entry:
+ * a target it may not follow, and files and keys unless it may follow
+ * every target or is an admin. */
 export interface StatusReply {
   agent?: StatusAgent;
-  targets?: StatusTarget[];
-  files?: StatusFile[];
-  keys?: StatusKey[];
+  targets?: Array<StatusTarget | StatusTargetRedacted>;
+  files?: Array<StatusFile | StatusFileRedacted>;
+  keys?: Array<StatusKey | StatusKeyRedacted>;
+  truncated?: boolean;
+}
+
+/** A target this client may not follow: its name and state only. */
+export interface StatusTargetRedacted {
+  name: string;
+  generation: Generation;
+  valid: boolean;
+  state: StatusTarget['state'];
+  redacted: true;
+}
+
+/** A file, to a client that may not see its errors and identity. */
+export interface StatusFileRedacted {
+  path: string;
+  state: StatusFile['state'];
+  redacted: true;
+}
+
+/** A key, to a client that may not see its id and error. */
+export interface StatusKeyRedacted {
+  path: string;
+  redacted: true;
 }
 
 export interface StatusAgent {
@@ -236,6 +263,7 @@ export interface StatusAgent {
 }
 
 export interface StatusTarget {
+  redacted?: false;
   name: string;
   generation: Generation;
   valid: boolean;
@@ -308,6 +336,7 @@ export interface StatusServer {
 }
 
 export interface StatusFile {
+  redacted?: false;
   path: string;
   state: 'ok' | 'error' | 'missing' | 'writing';
   error: string | null;
@@ -319,6 +348,7 @@ export interface StatusFile {
 }
 
 export interface StatusKey {
+  redacted?: false;
   path: string;
   id: string | null;
   error: string | null;
@@ -598,8 +628,9 @@ export function createPool(options?: PoolOptions): Pool;
 
 /* ---- connection strings ---- */
 
-/** The connection string with every password replaced by ****; works on
- * malformed strings too.  '(none)' for null or undefined. */
+/** The connection string with every password replaced by ****; a string
+ * libpq would refuse is **** whole (as the agent masks it).  '(none)' for
+ * null or undefined. */
 export function maskConninfo(conninfo: string | null | undefined): string;
 
 /** A libpq connection string (URI or key=value) parsed by libpq's rules:

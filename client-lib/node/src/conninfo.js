@@ -356,12 +356,26 @@ function maskKeyValue(s) {
 export function maskConninfo(conninfo) {
   if (conninfo === null || conninfo === undefined) return '(none)'
   const s = String(conninfo)
-  for (const scheme of URI_SCHEMES) {
-    // Any case: a URI libpq refuses may still carry a password.
-    if (s.slice(0, scheme.length).toLowerCase() === scheme) return maskUri(s, scheme.length)
+  if (!s) return ''
+  // As the agent (common/mask.c): what the parser refuses is masked whole,
+  // length and all, since no one can say which part of it is a password.
+  let params
+  try {
+    params = parseConninfo(s)
+  } catch {
+    return MASK
   }
-  if (s.includes('=')) return maskKeyValue(s)
-  return s ? MASK : ''
+  let out = null
+  for (const scheme of URI_SCHEMES) {
+    if (s.slice(0, scheme.length).toLowerCase() === scheme) out = maskUri(s, scheme.length)
+  }
+  if (out === null) out = s.includes('=') ? maskKeyValue(s) : MASK
+  // A password the parser found but the masking missed: all of it goes.
+  for (const key of SECRET_KEYS) {
+    const v = params?.[key]
+    if (v && v.length >= 4 && (out.includes(v) || out.includes(encodeURIComponent(v)))) return MASK
+  }
+  return out
 }
 
 /**

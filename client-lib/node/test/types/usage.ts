@@ -112,7 +112,13 @@ export async function app(): Promise<void> {
     break;
   }
   const st: StatusReply = await c.status();
-  for (const t of st.targets ?? []) console.log(t.name, t.generation, t.failover.current, t.servers[0]?.health);
+  for (const t of st.targets ?? []) {
+    console.log(t.name, t.generation, t.state);
+    // @ts-expect-error: a redacted target has no failover field: narrow first
+    console.log(t.failover.current);
+    if (!t.redacted) console.log(t.failover.current, t.servers[0]?.health);
+  }
+  const cut: boolean | undefined = st.truncated;
   const rtt: number = await c.ping({ timeout: 1000 });
   const { generation: g } = await c.failover('DATABASE_URL');
   await c.failback('DATABASE_URL');
