@@ -884,6 +884,18 @@ static long long find_read(const msgpack_object *st, const char *identity,
 
 	for (uint32_t i = 0; files && i < files->via.array.size; i++) {
 		const msgpack_object *f = &files->via.array.ptr[i];
+		/* Redacted for this caller (PROTOCOL.md, "Access control"):
+		 * no identity will ever show; say so now, not at the timeout. */
+		if (ctl_int(f, "redacted") == 1) {
+			fprintf(stderr, "dbswapctl set: wrote %s, but the agent "
+					"shows which version of a file it read "
+					"only to admins and to peers that may "
+					"follow every target: --wait cannot "
+					"follow it (run it as root or the "
+					"agent's user, or add --admin rules)\n",
+				file);
+			exit(EXIT_REFUSED);
+		}
 		if (!ctl_str(f, "identity", buf, sizeof(buf)) ||
 		    !streq(buf, identity))
 			continue;

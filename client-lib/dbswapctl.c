@@ -55,7 +55,7 @@ static void usage(FILE *f)
 		"                         --wait (with a TARGET) until every "
 		"subscriber acked\n"
 		"  set FILE NAME=VALUE... [--pubkey KEY] [--key KEYFILE]\n"
-		"      [--encrypt-values] [--wait[=SECONDS]]\n"
+		"      [--encrypt-values] [--force] [--wait[=SECONDS]]\n"
 		"                         change entries of an env file "
 		"atomically; VALUE - reads\n"
 		"                         a line from stdin; --wait until every "

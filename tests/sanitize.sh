@@ -41,7 +41,7 @@ valgrind)
 	DBSWAP_TEST_TIMEOUT_SCALE=10 \
 		meson test -C "$builddir" --no-rebuild --print-errorlogs \
 		rotation write_patterns faults restart protocol encryption \
-		failover systemd hostile dns || status=$?
+		failover systemd hostile dns leaks trust || status=$?
 	;;
 *)
 	echo "usage: tests/sanitize.sh asan|valgrind BUILDDIR" >&2

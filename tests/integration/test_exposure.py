@@ -346,6 +346,33 @@ class Exposure(ClusterTest):
 
     # -- clients' text
 
+    def test_set_wait_by_a_peer_who_sees_no_identities_says_so(self):
+        """dbswapctl set --wait, run by a user who may not see which
+        version of a file the agent read (file identities are redacted
+        for it), says so at once instead of waiting for its timeout."""
+        user = h.LocalUser()
+        self.addCleanup(user.close)
+        os.chmod(self.tmp, 0o711)
+        own = os.path.join(self.tmp, 'own')
+        os.mkdir(own, 0o700)
+        os.chown(own, user.uid, user.gid)
+        path = os.path.join(own, 'user.env')
+        h.write_rename(path, 'OTHER=1\n')
+        os.chown(path, user.uid, user.gid)
+        agent = self.start_agent('--socket-mode', '0666',
+                                 env_files=[self.env_path, path])
+        os.chmod(agent.dir, 0o711)
+        h.wait_for(lambda: h.file_status(agent, path)['state'] == 'ok',
+                   what='the user\'s file read')
+        t0 = time.monotonic()
+        r = user.run([os.environ['DBSWAPCTL'], '--socket', agent.sock,
+                      'set', path, 'OTHER=2', '--wait=20'], timeout=40)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn('only to admins', r.stderr)
+        self.assertLess(time.monotonic() - t0, 15, 'it waited for the timeout')
+        with open(path) as f:
+            self.assertEqual(f.read(), 'OTHER=2\n')
+
     def test_client_text_is_made_printable(self):
         """A hello name and a nack message with a newline, escape
         sequences, a bidi override and invalid UTF-8: no forged log line,

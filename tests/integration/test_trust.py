@@ -6,6 +6,7 @@ target's value has a size limit.  The attackers are real local users
 (harness LocalUser); the secrets' catcher is a listener of theirs that
 asks for a cleartext password, as a PostgreSQL server may."""
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -17,9 +18,12 @@ from common import ClusterTest, fresh_password, main
 CTL = os.environ.get('DBSWAPCTL', 'dbswapctl')
 
 # A fake PostgreSQL server: answers SSL and GSS requests with 'N', asks
-# for a cleartext password (AuthenticationCleartextPassword: 'R', length
-# 8, code 3) and appends what comes back to a file, one line per
-# connection ("connect" first, so that a try that sent nothing shows).
+# for an MD5 password (AuthenticationMD5Password: 'R', length 12, code 5,
+# salt) and appends what comes back to a file, one line per connection
+# ("connect" first, so that a try that sent nothing shows).  Not cleartext:
+# the agent refuses to answer that (test_leaks.py), which would hide what
+# these tests are about, the trust rules for files.  The test tells which
+# password an MD5 answer was made from (caught()).
 LISTENER = r'''
 import os, socket, struct, sys
 port_file, log_file = sys.argv[1], sys.argv[2]
@@ -52,7 +56,7 @@ while True:
                 c.sendall(b'N')
                 continue
             break
-        c.sendall(b'R' + struct.pack('!II', 8, 3))
+        c.sendall(b'R' + struct.pack('!II', 12, 5) + b'salt')
         exact(c, 1)
         n = struct.unpack('!I', exact(c, 4))[0]
         pw = exact(c, n - 4).rstrip(b'\0')
@@ -102,7 +106,10 @@ class Trust(ClusterTest):
                   input=text, stdin=None)
         self.assertEqual(r.returncode, 0, r.stderr)
 
-    def listener(self, u):
+    def listener(self, u, *candidates):
+        """A fake server run by u; returns (port, caught), where caught()
+        is what it received, MD5 answers made from one of candidates (for
+        the role app) written as that password."""
         port_file = os.path.join(u.dir, 'port')
         log_file = os.path.join(u.dir, 'caught')
         p = u.popen([sys.executable, '-c', LISTENER, port_file, log_file],
@@ -114,12 +121,20 @@ class Trust(ClusterTest):
                 return f.read()
         port = h.wait_for(port, what='listener')
 
+        def md5(pw):
+            inner = hashlib.md5((pw + 'app').encode()).hexdigest()
+            return 'md5' + hashlib.md5(inner.encode() + b'salt').hexdigest()
+        known = {md5(c): c for c in candidates}
+
         def caught():
             try:
                 with open(log_file, 'rb') as f:
-                    return f.read().decode('utf-8', 'replace')
+                    text = f.read().decode('utf-8', 'replace')
             except FileNotFoundError:
                 return ''
+            for digest, pw in known.items():
+                text = text.replace(digest, pw)
+            return text
         return int(port), caught
 
     def status(self, agent):
@@ -140,11 +155,12 @@ class Trust(ClusterTest):
     def test_a_user_layer_cannot_expand_a_root_only_secret(self):
         secret = fresh_password('secret')
         env_secret = fresh_password('envsecret')
+        self.candidates = (secret, env_secret, 'own-guess')
         h.write_rename(self.base, f'OTHER_PASS={secret}\n'
                                   f'DATABASE_URL={self.url()}\n')
         os.chmod(self.base, 0o600)
         u = self.user()
-        port, caught = self.listener(u)
+        port, caught = self.listener(u, secret, *getattr(self, 'candidates', ()))
         app = os.path.join(u.dir, 'app.env')
         self.user_write(u, app, '# nothing yet\n')
         agent = self.start_agent(env_files=[self.base, app],
@@ -187,7 +203,7 @@ class Trust(ClusterTest):
         # the user writes, and the user names a server of theirs.
         secret = fresh_password('secret')
         u = self.user()
-        port, caught = self.listener(u)
+        port, caught = self.listener(u, secret, *getattr(self, 'candidates', ()))
         low = os.path.join(u.dir, 'hosts.env')
         self.user_write(u, low, f'DB_HOST=127.0.0.1:{port}\n')
         h.write_rename(self.base, f'DATABASE_URL=postgresql://app:{secret}@'
@@ -272,7 +288,7 @@ class Trust(ClusterTest):
                    if l.startswith('OTHER_PASS=')][0]
         self.assertTrue(enc.startswith('enc:v1:'))
         u = self.user()
-        port, caught = self.listener(u)
+        port, caught = self.listener(u, secret, *getattr(self, 'candidates', ()))
         app = os.path.join(u.dir, 'app.env')
         self.user_write(u, app, '# nothing yet\n')
         agent = self.start_agent('--key', key, env_files=[self.base, app])
