@@ -516,7 +516,27 @@ static void probe_where(struct probe *p, char *buf, size_t size)
  * (the loop is level-triggered: waiting on the fd would spin). */
 #define PROBE_PEEK_RETRY_MS 5
 
-enum probe_peek { PEEK_GO, PEEK_WAIT, PEEK_CLEARTEXT, PEEK_TOO_MUCH };
+enum probe_peek { PEEK_GO, PEEK_WAIT, PEEK_CLEARTEXT, PEEK_TOO_MUCH,
+		  PEEK_AFTER_ANSWER };
+
+/* While libpq waits for the one-byte answer to its TLS or GSSAPI request,
+ * a server sends that byte and nothing else: it then waits for the TLS
+ * handshake or the start-up packet.  Bytes after it would be read by
+ * libpq into its own buffer (libpq 15 refuses them only after 'S') and
+ * answered later, out of the probe's sight: a cleartext request sent
+ * with the 'N' in one write.  So more than the answer is refused. */
+static bool probe_answer_alone(struct probe *p)
+{
+	unsigned char buf[2];
+	ConnStatusType st = PQstatus(p->conn);
+	ssize_t n;
+
+	if (!(st == CONNECTION_SSL_STARTUP && !PQsslInUse(p->conn)) &&
+	    !(st == CONNECTION_GSS_STARTUP && !PQgssEncInUse(p->conn)))
+		return true;
+	n = recv(PQsocket(p->conn), buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+	return n <= 1;
+}
 
 /* libpq 15 answers an AuthenticationCleartextPassword request with the
  * password, whatever the value says (it has no require_auth).  So before
@@ -531,6 +551,8 @@ static enum probe_peek probe_peek(struct probe *p)
 	ssize_t n;
 	size_t at = 0;
 
+	if (!probe_answer_alone(p))
+		return PEEK_AFTER_ANSWER;
 	if (PQstatus(p->conn) != CONNECTION_AWAITING_RESPONSE ||
 	    PQsslInUse(p->conn) || PQgssEncInUse(p->conn))
 		return PEEK_GO;
@@ -594,6 +616,12 @@ static bool probe_check_auth(struct probe *p)
 		snprintf(msg, sizeof(msg), "the server at %s sent more than "
 			 "%d bytes before asking for authentication: refused",
 			 where, PROBE_PEEK_MAX);
+		break;
+	case PEEK_AFTER_ANSWER:
+		probe_where(p, where, sizeof(where));
+		snprintf(msg, sizeof(msg), "the server at %s sent more than "
+			 "its answer to the encryption request (a request "
+			 "hidden from the cleartext check?): refused", where);
 		break;
 	}
 	/* Closed before libpq reads the request: nothing is sent (PQfinish

@@ -31,8 +31,12 @@ CTL = os.environ.get('DBSWAPCTL', '')
 # request with 'N', the start-up packet with 'R' int32 8 int32 3, and then
 # reports (one JSON line per connection on stdout) every byte the client
 # sent after the start-up packet, until the client closes or 5 s pass.
+# With the argument "hidden", the request rides in the same write as the
+# 'N' (libpq 15 keeps it in its buffer), and an AuthenticationOk follows
+# the start-up packet to make libpq go on to what it holds.
 FAKE_SERVER = r'''
 import json, socket, struct, sys, threading
+hidden = sys.argv[1:] == ['hidden']
 s = socket.socket()
 s.bind(('127.0.0.1', 0))
 s.listen(16)
@@ -56,10 +60,11 @@ def serve(c):
             body = read_n(c, n - 4)
             code, = struct.unpack('!I', body[:4])
             if code in (80877103, 80877104):  # SSLRequest, GSSENCRequest
-                c.sendall(b'N')
+                c.sendall(b'N' + (b'R' + struct.pack('!II', 8, 3)
+                                  if hidden else b''))
                 continue
             break
-        c.sendall(b'R' + struct.pack('!II', 8, 3))
+        c.sendall(b'R' + struct.pack('!II', 8, 0 if hidden else 3))
         while True:
             d = c.recv(4096)
             if not d:
@@ -79,9 +84,10 @@ while True:
 class FakeServer:
     """FAKE_SERVER run as a throwaway local user."""
 
-    def __init__(self):
+    def __init__(self, *args):
         self.user = h.LocalUser()
-        self.proc = self.user.popen([sys.executable, '-c', FAKE_SERVER],
+        self.proc = self.user.popen([sys.executable, '-c', FAKE_SERVER,
+                                     *args],
                                     stdout=subprocess.PIPE, text=True)
         self.port = json.loads(self.proc.stdout.readline())['port']
         self.sessions = []
@@ -202,6 +208,24 @@ class Leaks(ClusterTest):
         self.assertIn('asked for the password in cleartext: refused',
                       st['error'])
         self.assertIn(f'"127.0.0.1", port {fake.port}', st['error'])
+        self.assert_hidden(agent, [pw])
+
+    def test_cleartext_hidden_behind_the_tls_answer_refused(self):
+        """A server that sends the cleartext request in the same write as
+        its 'N' to libpq's TLS request: libpq 15 would keep it in its
+        buffer, out of the agent's sight, and answer it later."""
+        fake = FakeServer('hidden')
+        self.addCleanup(fake.close)
+        pw = fresh_password('clear')
+        agent = self.start(f"DATABASE_URL='host=127.0.0.1 port={fake.port} "
+                           f"user=app password={pw} dbname=postgres'\n",
+                           ['DATABASE_URL'])
+        h.wait_for(lambda: fake.sessions, timeout=30,
+                   what='the fake server saw a client')
+        self.assert_not_sent(fake, pw)
+        st = self.wait_failed(agent, 'DATABASE_URL')
+        self.assertIn('sent more than its answer to the encryption '
+                      'request', st['error'])
         self.assert_hidden(agent, [pw])
 
     def test_cleartext_refused_on_failover(self):
