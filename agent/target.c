@@ -835,6 +835,32 @@ static bool target_parts_trusted(const struct target *t, const char *var,
 			 : "too many variables or files");
 		return false;
 	}
+	/* No password in the value: libpq takes it from the agent's own
+	 * password file (passfile=, ~/.pgpass) or PGPASSWORD, which only
+	 * root and the agent's user can set: every part must come from files
+	 * only they can write, or a user's ${DB_HOST} (or a user's whole
+	 * value naming passfile=) would have that password sent to a server
+	 * of theirs. */
+	for (size_t i = 0; i < parts.n && rs.n == 0; i++) {
+		const struct origin *p = &parts.v[i];
+		char part[128];
+
+		writers_self(&self2);
+		if (writers_covered(origin_writers(l, p->layer, &self1), &self2,
+				    who, sizeof(who)))
+			continue;
+		if (streq(p->name, var))
+			snprintf(part, sizeof(part), "its own text");
+		else
+			snprintf(part, sizeof(part), "${%.100s}", p->name);
+		snprintf(why, whylen, "%s takes %s from %s, which %s can "
+			 "write, into a value with no password of its own (the "
+			 "agent would send its own, from a password file or "
+			 "PGPASSWORD): such a value must come only from files "
+			 "no one but root and the agent's user can write", var,
+			 part, origin_path(l, p->layer), who);
+		return false;
+	}
 	for (size_t i = 0; i < parts.n; i++) {
 		const struct origin *p = &parts.v[i];
 		for (size_t j = 0; j < secret.n; j++) {

@@ -225,6 +225,41 @@ class Trust(ClusterTest):
         self.assertEqual(h.file_status(agent, self.base)['state'], 'ok')
         self.assertNotIn(secret, agent.log())
 
+    def test_a_user_value_cannot_take_the_agents_password_file(self):
+        """A value with no password of its own gets one from the agent's
+        password file (passfile=, ~/.pgpass) or PGPASSWORD: a user's file
+        may not define one, nor give a part of one, or the agent would
+        send that password to the user's server."""
+        secret = fresh_password('secret')
+        u = self.user()
+        port, caught = self.listener(u, secret)
+        pgpass = os.path.join(self.tmp, 'pgpass')
+        h.write_rename(pgpass, f'*:*:*:app:{secret}\n')
+        app = os.path.join(u.dir, 'app.env')
+        self.user_write(u, app, f"DATABASE_URL='host=127.0.0.1 port={port} "
+                                f"user=app dbname=app passfile={pgpass}'\n")
+        agent = self.start_agent(env_files=[self.base, app])
+        h.wait_for(lambda: secret in caught() or
+                   h.target_status(agent, 'DATABASE_URL')['error'],
+                   what='a refusal')
+        self.assertNotIn(secret, caught(), 'the listener got the secret')
+        err = h.target_status(agent, 'DATABASE_URL')['error']
+        print(f'refused: {err}')
+        self.assertIn('DATABASE_URL takes its own text from ' + app, err)
+        self.assertIn('into a value with no password of its own', err)
+        # A root-only value that takes its host from the user's file.
+        low = os.path.join(u.dir, 'hosts.env')
+        self.user_write(u, low, f'DB_HOST=127.0.0.1\nDB_PORT={port}\n')
+        h.write_rename(self.base, 'DATABASE_URL="host=${DB_HOST} '
+                       f'port=${{DB_PORT}} user=app passfile={pgpass}"\n')
+        agent2 = self.start_agent(env_files=[low, self.base])
+        h.wait_for(lambda: secret in caught() or
+                   h.target_status(agent2, 'DATABASE_URL')['error'],
+                   what='a refusal')
+        self.assertNotIn(secret, caught(), 'the listener got the secret')
+        self.assertIn('into a value with no password of its own',
+                      h.target_status(agent2, 'DATABASE_URL')['error'])
+
     def test_a_chmod_alone_is_noticed(self):
         # A file root alone writes may expand root's names; given to a
         # user without a change of content, it is judged again.
