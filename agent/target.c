@@ -689,7 +689,12 @@ static int barred_collect(const struct target *t, struct barred_list *b)
 			r = barred_add(b, o->src[role].var, true);
 			if (r < 0)
 				return r;
-			if (!v)
+			/* A value over the limit is refused and never
+			 * published (source_check()): its password is no one's
+			 * to protect, and walking it could take any number of
+			 * steps: a user's own target built by doubling
+			 * ${A}${A} must not stop every other target. */
+			if (!v || strlen(v) > TARGET_VALUE_MAX)
 				continue;
 			regions_of(v, &rs);
 			for (size_t k = 0; k < rs.n; k++) {
@@ -749,7 +754,13 @@ static bool target_may_use(const struct target *t, const struct barred_list *b,
 			 "target's conninfo or password", var, LAYERS_WALK_MAX);
 		return false;
 	}
-	if (r <= 0)
+	if (r < 0) {
+		snprintf(why, whylen, "%s: cannot check that it expands no "
+			 "other target's conninfo or password (%s)", var,
+			 strerror(-r));
+		return false;
+	}
+	if (r == 0)
 		return true;
 	if (c.hit->conninfo)
 		snprintf(why, whylen, "%s uses ${%s}, which is target %s's "
@@ -940,7 +951,7 @@ void target_set_values(struct target *t)
 	struct barred_list b = { 0 };
 	char why[1024];
 
-	if (barred_collect(t, &b) == -E2BIG)
+	if (barred_collect(t, &b) < 0)
 		b.failed = true;
 	for (int i = 0; i < ROLE_COUNT; i++) {
 		struct source *src = &t->src[i];
@@ -996,7 +1007,7 @@ static void target_read_settings(struct target *t,
 
 	*next = (struct target_settings){ 0 };
 	why[0] = '\0';
-	if (barred_collect(t, &b) == -E2BIG)
+	if (barred_collect(t, &b) < 0)
 		b.failed = true;
 	for (int i = 0; i < SETTING_COUNT; i++) {
 		const char *v = layers_get(l, t->setting_vars[i]);

@@ -503,5 +503,27 @@ class Trust(ClusterTest):
         self.assertEqual(st['subscribers'], 1)
 
 
+    def test_e_a_huge_target_stops_no_other(self):
+        """Another target's value built by doubling (${A}${A}, 64 KiB,
+        over 100,000 steps to walk) is refused for its size, and the
+        check of what it protects does not stop DATABASE_URL."""
+        lines = ['A0=x'] + [f'A{i}=${{A{i - 1}}}${{A{i - 1}}}'
+                               for i in range(1, 17)]
+        h.write_rename(self.env_path, f'DATABASE_URL={self.url()}\n'
+                       + '\n'.join(lines) + '\nREPORTS_URL=${A16}\n')
+        agent = self.start_agent(targets=['DATABASE_URL', 'REPORTS_URL'])
+        h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')['valid'],
+                   what='DATABASE_URL published')
+        new = fresh_password()
+        self.cluster.set_password(self.role, new)
+        h.write_rename(self.env_path, f'DATABASE_URL={self.url(new)}\n'
+                       + '\n'.join(lines) + '\nREPORTS_URL=${A16}\n')
+        h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')
+                   ['generation'] == 2, what='the new value published')
+        st = h.target_status(agent, 'DATABASE_URL')
+        self.assertIsNone(st['error'])
+        self.assertIn('over the limit',
+                      h.target_status(agent, 'REPORTS_URL')['error'])
+
 if __name__ == '__main__':
     main()
