@@ -316,6 +316,13 @@ static void walk_inode(struct walk *k, const struct stat *st,
 	bool others = false;
 
 	walk_uid(k, st->st_uid, what, path);
+	/* An ACL too large to read: with write in its mask, any named user
+	 * or group could write; counted as anyone, never as none. */
+	if (acl_len < 0 && (st->st_mode & S_IWGRP)) {
+		walk_blame(k, "%s %s has an ACL too large to read that may "
+			   "grant write", what, path);
+		k->w->anyone = true;
+	}
 	if (acl_len >= 4 && le32(acl) == 2) {
 		/* With an ACL the mode's group bits are the mask. */
 		for (ssize_t i = 4; i + 8 <= acl_len; i += 8) {
@@ -364,7 +371,11 @@ static ssize_t walk_acl(int fd, const char *path, uint8_t *buf, size_t len)
 	ssize_t n = fd >= 0 ? fgetxattr(fd, "system.posix_acl_access", buf, len)
 			    : lgetxattr(path, "system.posix_acl_access", buf, len);
 
-	return n < 0 ? 0 : n;
+	/* No ACL (or none supported): the mode says it all.  Any other
+	 * failure (ERANGE: more entries than buf holds) is -1: unknown. */
+	if (n < 0)
+		return errno == ENODATA || errno == ENOTSUP ? 0 : -1;
+	return n;
 }
 
 /* Appends "/name" (name n bytes) to dir, a path of at most PATH_MAX. */

@@ -26,6 +26,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <sys/un.h>
 
 #include "agent/keys.h"
@@ -441,6 +442,45 @@ static void test_writers(void)
 	CHECK(symlink("loop", via) == 0);
 	CHECK_INT(writers_of_path(via, -1, &w, why, sizeof(why)), ==, -ELOOP);
 	CHECK(strstr(why, "more than 40 symlinks"));
+	/* An ACL with more entries than the walk reads at once (81 named
+	 * users, the last may write): not read is not none; counted as
+	 * anyone.  Skipped where the file system has no ACLs. */
+	{
+		uint8_t acl[4 + 85 * 8];
+		size_t n = 0;
+		int afd;
+
+		snprintf(via, sizeof(via), "%s/acl.env", dir);
+		write_text(via, "A=1\n");
+#define ACL_PUT(tag, perm, id)                                              \
+	do {                                                                \
+		uint32_t id_ = (id);                                        \
+		uint8_t *e = acl + 4 + 8 * n++;                             \
+		e[0] = (tag), e[1] = 0, e[2] = (perm), e[3] = 0;            \
+		e[4] = (uint8_t)id_, e[5] = (uint8_t)(id_ >> 8);            \
+		e[6] = (uint8_t)(id_ >> 16), e[7] = (uint8_t)(id_ >> 24);   \
+	} while (0)
+		acl[0] = 2, acl[1] = acl[2] = acl[3] = 0;
+		ACL_PUT(0x01, 6, 0xffffffffu);
+		for (uint32_t id = 20000; id <= 20080; id++)
+			ACL_PUT(0x02, id == 20080 ? 6 : 4, id);
+		ACL_PUT(0x04, 4, 0xffffffffu);
+		ACL_PUT(0x10, 6, 0xffffffffu);
+		ACL_PUT(0x20, 4, 0xffffffffu);
+#undef ACL_PUT
+		if (setxattr(via, "system.posix_acl_access", acl, 4 + 8 * n,
+			     0) == 0) {
+			afd = open(via, O_RDONLY | O_CLOEXEC);
+			CHECK(afd >= 0);
+			CHECK_INT(writers_of_path(via, afd, &w, why, sizeof(why)),
+				  ==, 0);
+			CHECK(w.anyone);
+			CHECK(strstr(why, "ACL too large to read"));
+			close(afd);
+		} else {
+			CHECK(errno == ENOTSUP);
+		}
+	}
 	/* A key there is refused, naming the directory. */
 	snprintf(via, sizeof(via), "%s/k.key", open_dir);
 	write_text(via, "x\n");
