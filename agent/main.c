@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "authguard.h"
 #include "common/crypto.h"
 #include "common/log.h"
 #include "common/loop.h"
@@ -683,6 +684,14 @@ int main(int argc, char **argv)
 	/* The loop must not wait on whoever reads our log. */
 	log_init("dbswapd", o.verbose ? LOG_DEBUG : LOG_INFO, LOG_NEVER_BLOCK);
 	raise_fd_limit();
+	/* Without it a server could ask for, and get, a password in
+	 * cleartext. */
+	if (!authguard_active()) {
+		log_error("built without its guard on libpq's reads "
+			  "(agent/dbswapd.dyn): not starting");
+		options_fini(&o);
+		return EXIT_FAILURE;
+	}
 
 	/* Secrets live in this process: no core dumps, no ptrace by other
 	 * uids. */

@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "authguard.h"
 #include "common/loop.h"
 #include "common/pqerr.h"
 #include "common/util.h"
@@ -46,7 +47,8 @@ struct probe {
 	struct loop_source *src;
 	struct loop_timer *timer;      /* the deadline */
 	struct loop_timer *turn_timer; /* the end of the current turn */
-	struct loop_timer *peek_timer; /* a start-up message half here */
+	struct loop_timer *peek_timer; /* a message's start half here */
+	struct authguard *guard; /* until connected */
 	enum probe_phase phase;
 	bool got_row, in_recovery, keep;
 	int64_t started_us;
@@ -85,6 +87,7 @@ static void probe_free(struct probe *p)
 	loop_timer_free(p->timer);
 	loop_timer_free(p->turn_timer);
 	loop_timer_free(p->peek_timer);
+	authguard_forget(p->guard);
 	resolve_free(p->resolve);
 	if (p->conn)
 		PQfinish(p->conn);
@@ -240,6 +243,8 @@ static void probe_close_conn(struct probe *p)
 	loop_remove_fd(p->src);
 	p->src = NULL;
 	loop_timer_disarm(p->peek_timer);
+	authguard_forget(p->guard);
+	p->guard = NULL;
 	PQfinish(p->conn);
 	p->conn = NULL;
 }
@@ -394,8 +399,11 @@ static int probe_send_query(struct probe *p)
 {
 	int r;
 
-	/* Connected: libpq would not try another host now either. */
+	/* Connected: libpq would not try another host now either, and the
+	 * server has no more say on the password. */
 	p->phase = PHASE_QUERY;
+	authguard_forget(p->guard);
+	p->guard = NULL;
 	loop_timer_disarm(p->turn_timer);
 	if (PQsetnonblocking(p->conn, 1) < 0 ||
 	    !PQsendQuery(p->conn, PROBE_QUERY))
@@ -508,126 +516,37 @@ static void probe_where(struct probe *p, char *buf, size_t size)
 		snprintf(buf, size, "%s, port %s", label, port ? port : "");
 }
 
-/* What the server has sent that libpq has not read yet: start-up
- * messages, a few dozen bytes in practice.  More than this before the
- * authentication request is refused (probe_peek()). */
-#define PROBE_PEEK_MAX 16384
-/* How soon to look again at a start-up message that is only half here
+/* How soon to look again at a message whose start is only partly here
  * (the loop is level-triggered: waiting on the fd would spin). */
 #define PROBE_PEEK_RETRY_MS 5
 
-enum probe_peek { PEEK_GO, PEEK_WAIT, PEEK_CLEARTEXT, PEEK_TOO_MUCH,
-		  PEEK_AFTER_ANSWER };
-
-/* While libpq waits for the one-byte answer to its TLS or GSSAPI request,
- * a server sends that byte and nothing else: it then waits for the TLS
- * handshake or the start-up packet.  Bytes after it would be read by
- * libpq into its own buffer (libpq 15 refuses them only after 'S') and
- * answered later, out of the probe's sight: a cleartext request sent
- * with the 'N' in one write.  So more than the answer is refused. */
-static bool probe_answer_alone(struct probe *p)
-{
-	unsigned char buf[2];
-	ConnStatusType st = PQstatus(p->conn);
-	ssize_t n;
-
-	if (!(st == CONNECTION_SSL_STARTUP && !PQsslInUse(p->conn)) &&
-	    !(st == CONNECTION_GSS_STARTUP && !PQgssEncInUse(p->conn)))
-		return true;
-	n = recv(PQsocket(p->conn), buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
-	return n <= 1;
-}
-
-/* libpq 15 answers an AuthenticationCleartextPassword request with the
- * password, whatever the value says (it has no require_auth).  So before
- * libpq reads what the server sent after the start-up packet, the probe
- * looks at it, without taking it off the socket: every complete message
- * there, and a message half here is waited for when it is (or may be) an
- * authentication request.  Over TLS or GSSAPI encryption the bytes are
- * encrypted and cannot be seen: see probe.h. */
-static enum probe_peek probe_peek(struct probe *p)
-{
-	unsigned char buf[PROBE_PEEK_MAX];
-	ssize_t n;
-	size_t at = 0;
-
-	if (!probe_answer_alone(p))
-		return PEEK_AFTER_ANSWER;
-	if (PQstatus(p->conn) != CONNECTION_AWAITING_RESPONSE ||
-	    PQsslInUse(p->conn) || PQgssEncInUse(p->conn))
-		return PEEK_GO;
-	n = recv(PQsocket(p->conn), buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
-	if (n <= 0)
-		return PEEK_GO; /* libpq sees the end or the error itself */
-	while (at < (size_t)n) {
-		size_t left = (size_t)n - at;
-		uint32_t len, code;
-		/* libpq must only ever read whole messages: then the next
-		 * look starts at a message, not inside one that a hostile
-		 * server split to hide a request in its tail. */
-		if (left < 5 || (buf[at] == 'R' && left < 9))
-			break;
-		len = (uint32_t)buf[at + 1] << 24 | (uint32_t)buf[at + 2] << 16 |
-		      (uint32_t)buf[at + 3] << 8 | buf[at + 4];
-		if (len < 4)
-			return PEEK_GO; /* libpq refuses it */
-		if (buf[at] == 'R') {
-			code = (uint32_t)buf[at + 5] << 24 |
-			       (uint32_t)buf[at + 6] << 16 |
-			       (uint32_t)buf[at + 7] << 8 | buf[at + 8];
-			if (code == 3)
-				return PEEK_CLEARTEXT;
-		}
-		if (len > (size_t)n - at - 1)
-			break;
-		at += 1 + len;
-	}
-	if (at == (size_t)n)
-		return PEEK_GO;
-	/* A message is only partly here: wait for the rest, unless the
-	 * buffer is full (a request could hide behind it). */
-	return (size_t)n == sizeof(buf) ? PEEK_TOO_MUCH : PEEK_WAIT;
-}
-
 static void probe_peek_again(struct loop_timer *t, void *data);
 
-/* Returns true when libpq may take its next step. */
-static bool probe_check_auth(struct probe *p)
+/* After a step of libpq's: false when the guard refused the connection
+ * (the probe is then over) or holds back a message only partly here. */
+static bool probe_guard_step(struct probe *p, PostgresPollingStatusType st)
 {
 	char msg[768], where[512];
+	const char *why = authguard_refused(p->guard);
 
-	switch (probe_peek(p)) {
-	case PEEK_GO:
-		return true;
-	case PEEK_WAIT:
+	if (why) {
+		probe_where(p, where, sizeof(where));
+		snprintf(msg, sizeof(msg), "the server at %s %s: refused%s",
+			 where, why, streq(why, AUTHGUARD_CLEARTEXT) ?
+			 " (configure scram-sha-256 on the server, or use "
+			 "TLS with sslmode=verify-full)" : "");
+		/* libpq read nothing of it, sent nothing after it, and
+		 * closed the socket. */
+		probe_fail(p, msg);
+		return false;
+	}
+	if (st == PGRES_POLLING_READING && authguard_waiting(p->guard)) {
 		loop_remove_fd(p->src);
 		p->src = NULL;
 		loop_timer_arm_in(p->peek_timer, PROBE_PEEK_RETRY_MS);
 		return false;
-	case PEEK_CLEARTEXT:
-		probe_where(p, where, sizeof(where));
-		snprintf(msg, sizeof(msg), "the server at %s asked for the "
-			 "password in cleartext: refused (configure "
-			 "scram-sha-256 on the server, or use TLS with "
-			 "sslmode=verify-full)", where);
-		break;
-	case PEEK_TOO_MUCH:
-		probe_where(p, where, sizeof(where));
-		snprintf(msg, sizeof(msg), "the server at %s sent more than "
-			 "%d bytes before asking for authentication: refused",
-			 where, PROBE_PEEK_MAX);
-		break;
-	case PEEK_AFTER_ANSWER:
-		probe_where(p, where, sizeof(where));
-		snprintf(msg, sizeof(msg), "the server at %s sent more than "
-			 "its answer to the encryption request (a request "
-			 "hidden from the cleartext check?): refused", where);
-		break;
 	}
-	/* Closed before libpq reads the request: nothing is sent (PQfinish
-	 * sends a Terminate only on an open connection). */
-	probe_fail(p, msg);
-	return false;
+	return true;
 }
 
 static void probe_connect_step(struct probe *p)
@@ -635,9 +554,9 @@ static void probe_connect_step(struct probe *p)
 	PostgresPollingStatusType st;
 	int r;
 
-	if (!probe_check_auth(p))
-		return;
 	st = PQconnectPoll(p->conn);
+	if (!probe_guard_step(p, st))
+		return;
 
 	if (st == PGRES_POLLING_READING || st == PGRES_POLLING_WRITING)
 		probe_track(p);
@@ -813,7 +732,8 @@ static bool probe_connect(struct probe *p, size_t from, size_t to)
 	p->at_known = false;
 	loop_timer_disarm(p->turn_timer);
 	p->conn = PQconnectStartParams(keys, vals, 0);
-	if (!p->conn) {
+	p->guard = p->conn ? authguard_watch(p->conn) : NULL;
+	if (!p->guard) {
 		probe_fail(p, "out of memory");
 		return true;
 	}

@@ -51,26 +51,19 @@
  * Cleartext passwords.  libpq 15 answers a server's
  * AuthenticationCleartextPassword with the password (it has no
  * require_auth), so a server, or whoever took its address, would get it
- * in the clear.  While libpq waits for the server's answer to the
- * start-up packet on a connection that is neither TLS nor GSSAPI
- * encrypted, the probe looks at what arrived before libpq reads it
- * (recv() with MSG_PEEK, every message there; libpq is let read only
- * when the bytes end with a whole message, so each look starts at a
- * message): a cleartext request closes the connection unanswered, and
- * the probe fails with
+ * in the clear.  Until a connection is up, what libpq reads on it passes
+ * a guard (authguard.h) that lets libpq read only bytes it looked at
+ * first: a cleartext request on a connection that is neither TLS nor
+ * GSSAPI encrypted closes it unanswered, and the probe fails with
  * "the server at HOST, port P asked for the password in cleartext:
- * refused".  MD5 and SCRAM are answered as usual (MD5 sends a salted
- * hash, never the password).  Over TLS the request cannot be seen: libpq
- * answers it inside the tunnel, which is safe only when the server was
- * authenticated, so use sslmode=verify-full (or verify-ca) where a server
- * may ask for cleartext; with sslmode=require or prefer whoever holds the
- * address can ask.  Limits: bytes that arrive in the microseconds
- * between the look and libpq's read are not seen, so a hostile server
- * that sends AuthenticationSASL and, timed into that window, a cleartext
- * request can still get the password (libpq 15 answers both); a request
- * that misses the window is refused.  More than 16 KiB waiting before
- * the request is refused whole.  libpq 16's require_auth closes this for
- * good.
+ * refused".  MD5 and SCRAM are answered as usual: neither sends the
+ * password, though what they send lets a fake server try guesses
+ * offline (so do SCRAM's, at an iteration count the server picks), which
+ * a random password resists.  Over TLS the request cannot be seen:
+ * libpq answers it inside the tunnel, which is safe only when the server
+ * was authenticated, so use sslmode=verify-full (or verify-ca) where a
+ * server may ask for cleartext; with sslmode=require or prefer whoever
+ * holds the address can ask.
  */
 #ifndef DBSWAP_AGENT_PROBE_H
 #define DBSWAP_AGENT_PROBE_H

@@ -20,7 +20,9 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
+import unittest
 
 import harness as h
 from common import ClusterTest, fresh_password, main
@@ -33,10 +35,16 @@ CTL = os.environ.get('DBSWAPCTL', '')
 # sent after the start-up packet, until the client closes or 5 s pass.
 # With the argument "hidden", the request rides in the same write as the
 # 'N' (libpq 15 keeps it in its buffer), and an AuthenticationOk follows
-# the start-up packet to make libpq go on to what it holds.
+# the start-up packet to make libpq go on to what it holds.  With "race",
+# the start-up packet is answered with AuthenticationSASL and, 50 ms
+# later, the cleartext request: libpq 15 answers both when they are in
+# its buffer together.  With "split", the cleartext request comes in two
+# writes 50 ms apart, cut inside its code.
 FAKE_SERVER = r'''
-import json, socket, struct, sys, threading
+import json, socket, struct, sys, threading, time
 hidden = sys.argv[1:] == ['hidden']
+race = sys.argv[1:] == ['race']
+split = sys.argv[1:] == ['split']
 s = socket.socket()
 s.bind(('127.0.0.1', 0))
 s.listen(16)
@@ -64,7 +72,16 @@ def serve(c):
                                   if hidden else b''))
                 continue
             break
-        c.sendall(b'R' + struct.pack('!II', 8, 0 if hidden else 3))
+        if race:
+            mech = b'SCRAM-SHA-256\0\0'
+            c.sendall(b'R' + struct.pack('!II', 8 + len(mech), 10) + mech)
+            time.sleep(0.05)
+        if split:
+            c.sendall(b'R' + struct.pack('!I', 8) + b'\0\0')
+            time.sleep(0.05)
+            c.sendall(b'\0\3')
+        else:
+            c.sendall(b'R' + struct.pack('!II', 8, 0 if hidden else 3))
         while True:
             d = c.recv(4096)
             if not d:
@@ -224,9 +241,90 @@ class Leaks(ClusterTest):
                    what='the fake server saw a client')
         self.assert_not_sent(fake, pw)
         st = self.wait_failed(agent, 'DATABASE_URL')
-        self.assertIn('sent more than its answer to the encryption '
-                      'request', st['error'])
+        self.assertIn('asked for the password in cleartext: refused',
+                      st['error'])
         self.assert_hidden(agent, [pw])
+
+    def test_cleartext_request_in_pieces_refused(self):
+        """A request cut inside its code: libpq must not get the first
+        piece before the agent has seen the code."""
+        fake = FakeServer('split')
+        self.addCleanup(fake.close)
+        pw = fresh_password('clear')
+        agent = self.start(f"DATABASE_URL='host=127.0.0.1 port={fake.port} "
+                           f"user=app password={pw} dbname=postgres "
+                           f"sslmode=disable'\n", ['DATABASE_URL'])
+        h.wait_for(lambda: fake.sessions, timeout=30,
+                   what='the fake server saw a client')
+        self.assert_not_sent(fake, pw)
+        st = self.wait_failed(agent, 'DATABASE_URL')
+        self.assertIn('asked for the password in cleartext: refused',
+                      st['error'])
+
+    def test_tls_is_not_held_back(self):
+        """The guard leaves TLS alone: a server with TLS, reached with
+        sslmode=require, and prefer, validates as usual."""
+        d = tempfile.mkdtemp(prefix='dbswap-tls-')
+        self.addCleanup(subprocess.run, ['rm', '-rf', d])
+        os.chmod(d, 0o755)
+        cert, key = os.path.join(d, 'server.crt'), os.path.join(d, 'server.key')
+        subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048',
+                        '-nodes', '-days', '2', '-subj', '/CN=127.0.0.1',
+                        '-keyout', key, '-out', cert],
+                       check=True, capture_output=True)
+        h._chown_server(cert)
+        h._chown_server(key)
+        os.chmod(key, 0o600)
+        tls = h.PgCluster(settings={'ssl': 'on', 'ssl_cert_file': cert,
+                                    'ssl_key_file': key,
+                                    'log_connections': 'on'})
+        self.addCleanup(tls.close)
+        pw = fresh_password('tls')
+        tls.create_role('app', pw)
+        for mode in ('require', 'prefer'):
+            with self.subTest(sslmode=mode):
+                self.write_env(f"DATABASE_URL='host=127.0.0.1 port={tls.port} "
+                               f"user=app password={pw} dbname=postgres "
+                               f"sslmode={mode}'\n")
+                agent = self.start_agent(targets=['DATABASE_URL'])
+                h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')
+                           ['state'] == 'ok', timeout=30,
+                           what=f'DATABASE_URL ok with sslmode={mode}')
+                agent.close()
+        self.assertRegex(tls.log(), r'connection authorized: user=app '
+                         r'database=postgres .*SSL enabled')
+
+    @unittest.skipIf(os.environ.get('DBSWAP_TEST_AGENT_WRAPPER'),
+                     'runs the agent under strace')
+    def test_cleartext_request_timed_between_look_and_read_refused(self):
+        """A cleartext request that arrives after the agent looked at the
+        socket and before libpq read it.  strace holds every recvfrom()
+        of the agent's for 200 ms after it returns, so the request (sent
+        50 ms after an AuthenticationSASL) lands in that window: looking
+        first and letting libpq read after would hand libpq both, and
+        libpq 15 answers both.  Only what was looked at may be read."""
+        fake = FakeServer('race')
+        self.addCleanup(fake.close)
+        pw = fresh_password('clear')
+        self.write_env(f"DATABASE_URL='host=127.0.0.1 port={fake.port} "
+                       f"user=app password={pw} dbname=postgres "
+                       f"sslmode=disable'\n")
+        agent = h.Agent(env_files=[self.env_path], targets=['DATABASE_URL'],
+                        binary=['strace', '-qq', '-o', '/dev/null',
+                                '-e', 'trace=recvfrom',
+                                '-e', 'inject=recvfrom:delay_exit=200000',
+                                os.environ['DBSWAPD']])
+        self.addCleanup(agent.close)
+        h.wait_for(lambda: fake.sessions, timeout=60,
+                   what='the fake server saw a client')
+        for got in fake.sessions:
+            # The SASL start ('p', with the mechanism) goes out; the
+            # password must not.
+            self.assertIn(b'SCRAM-SHA-256', got)
+            self.assertNotIn(pw.encode(), got)
+        st = self.wait_failed(agent, 'DATABASE_URL')
+        self.assertIn('asked for the password in cleartext: refused',
+                      st['error'])
 
     def test_cleartext_refused_on_failover(self):
         """The same server as a failover secondary: the monitor's checks

@@ -30,6 +30,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "agent/authguard.h"
 #include "agent/probe.h"
 #include "agent/resolve.h"
 #include "common/loop.h"
@@ -583,12 +584,12 @@ static void test_probe_host_by_position(void)
 /* A fake server that asks for the password in cleartext, its request
  * split in two writes 30 ms apart (the probe must wait for the rest
  * without spinning or letting libpq read it), and keeps what the client
- * sends after the start-up packet.  With notice, a NoticeResponse comes
- * first, split in the middle, and the request rides on its tail: were
- * libpq let read the notice's head, the probe's next look would start
- * inside the notice and miss the request. */
+ * sends after the start-up packet.  With sasl, an AuthenticationSASL
+ * comes first, split in the middle, and the request rides on its tail:
+ * libpq reads the head, and the guard must know where the next message
+ * starts (and hold back the tail with it). */
 struct cleartext_server {
-	bool notice;
+	bool sasl;
 	int listen_fd, fd;
 	struct loop_source *listen_src, *src;
 	struct loop_timer *timer;
@@ -604,12 +605,12 @@ static void cleartext_rest(struct loop_timer *t, void *data)
 {
 	struct cleartext_server *cs = data;
 	static const char rest[] = "\0\0\0\x03";
-	static const char notice_rest[] = "ARN\0\0R\0\0\0\x08\0\0\0\x03";
+	static const char sasl_rest[] = "SHA-256\0\0R\0\0\0\x08\0\0\0\x03";
 
 	(void)t;
-	if (cs->notice)
-		CHECK_INT(write(cs->fd, notice_rest, sizeof(notice_rest) - 1),
-			  ==, (ssize_t)sizeof(notice_rest) - 1);
+	if (cs->sasl)
+		CHECK_INT(write(cs->fd, sasl_rest, sizeof(sasl_rest) - 1),
+			  ==, (ssize_t)sizeof(sasl_rest) - 1);
 	else
 		CHECK_INT(write(cs->fd, rest, sizeof(rest) - 1), ==, 4);
 }
@@ -649,10 +650,12 @@ static void cleartext_event(struct loop_source *src, uint32_t events,
 		}
 		cs->started = true;
 		cs->in_len = 0;
-		/* 'R', length 8, then (30 ms later) code 3; or 'N',
-		 * length 11, "SW", then "ARN\0\0" and the request. */
-		if (cs->notice)
-			CHECK_INT(write(cs->fd, "N\0\0\0\x0bSW", 7), ==, 7);
+		/* 'R', length 8, then (30 ms later) code 3; or 'R',
+		 * length 23, code 10 (SASL), "SCRAM-", then "SHA-256\0\0"
+		 * and the request. */
+		if (cs->sasl)
+			CHECK_INT(write(cs->fd, "R\0\0\0\x17\0\0\0\x0aSCRAM-",
+					15), ==, 15);
 		else
 			CHECK_INT(write(cs->fd, "R\0\0\0\x08", 5), ==, 5);
 		loop_timer_arm_in(cs->timer, 30);
@@ -676,9 +679,9 @@ static void cleartext_accept(struct loop_source *src, uint32_t events,
 				      cs, &cs->src), ==, 0);
 }
 
-static void cleartext_run(bool notice)
+static void cleartext_run(bool sasl)
 {
-	struct cleartext_server cs = { .fd = -1, .notice = notice };
+	struct cleartext_server cs = { .fd = -1, .sasl = sasl };
 	struct probe_seen s = { 0 };
 	unsigned port = 0;
 	char conninfo[256];
@@ -692,6 +695,7 @@ static void cleartext_run(bool notice)
 			      &cs, &cs.listen_src), ==, 0);
 	snprintf(conninfo, sizeof(conninfo), "host=127.0.0.1 port=%u user=u "
 		 "password=" SECRET " dbname=d", port);
+	CHECK(authguard_active());
 	probe_run(conninfo, 5000, &s);
 	CHECK(contains(s.error, "the server at \"127.0.0.1\", port %u asked "
 		       "for the password in cleartext: refused", port));

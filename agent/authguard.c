@@ -1,0 +1,197 @@
+/*
+ * libpq's reads before login, vetted; see authguard.h.
+ *
+ * The guards are few (one per connection being opened) and recv() is
+ * called by libpq, c-ares and little else, so a list serves.  A guard
+ * knows its socket by descriptor and inode: libpq opens a new socket for
+ * each address it tries, and the new one may get the old descriptor.
+ */
+/* glibc's fortified recv() is an inline definition of its own. */
+#undef _FORTIFY_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include "authguard.h"
+#include "common/util.h"
+
+/* The backend's AuthenticationCleartextPassword request code. */
+#define AUTH_REQ_PASSWORD 3
+
+struct authguard {
+	struct authguard *prev, *next;
+	PGconn *conn;
+	int fd;           /* the socket the state below is about */
+	ino_t ino;
+	uint64_t left;    /* bytes of a vetted message not read yet */
+	bool tunnel;      /* the server said 'G': GSSAPI's handshake follows */
+	bool waiting;
+	const char *refused;
+};
+
+static struct authguard *guards;
+
+struct authguard *authguard_watch(PGconn *conn)
+{
+	struct authguard *g = calloc(1, sizeof(*g));
+
+	if (!g)
+		return NULL;
+	g->conn = conn;
+	g->fd = -1;
+	g->next = guards;
+	if (guards)
+		guards->prev = g;
+	guards = g;
+	return g;
+}
+
+void authguard_forget(struct authguard *g)
+{
+	if (!g)
+		return;
+	if (g->prev)
+		g->prev->next = g->next;
+	else
+		guards = g->next;
+	if (g->next)
+		g->next->prev = g->prev;
+	free(g);
+}
+
+const char *authguard_refused(const struct authguard *g)
+{
+	return g ? g->refused : NULL;
+}
+
+bool authguard_waiting(const struct authguard *g)
+{
+	return g && g->waiting;
+}
+
+static uint32_t be32(const unsigned char *b)
+{
+	return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 |
+	       (uint32_t)b[2] << 8 | b[3];
+}
+
+/* How many of the n bytes at buf libpq may take: the rest of a message
+ * vetted before, then whole messages and the start of one whose header
+ * was vetted.  *left is what the last of them still has to come.  Sets
+ * g->refused (and returns 0) when one must not be answered. */
+static size_t authguard_vet(struct authguard *g, const unsigned char *buf,
+			    size_t n, uint64_t *left)
+{
+	size_t at = (size_t)MIN(g->left, (uint64_t)n);
+	uint64_t rest = g->left - at;
+
+	while (at < n) {
+		size_t have = n - at, take;
+		uint32_t len;
+		if (have < 5 || (buf[at] == 'R' && have < 9))
+			break;
+		len = be32(buf + at + 1);
+		/* libpq would refuse these too, but after reading on. */
+		if (len < 4 || (buf[at] == 'R' && len < 8)) {
+			g->refused = "sent a malformed message";
+			return 0;
+		}
+		if (buf[at] == 'R' && be32(buf + at + 5) == AUTH_REQ_PASSWORD) {
+			g->refused = AUTHGUARD_CLEARTEXT;
+			return 0;
+		}
+		take = (size_t)MIN((uint64_t)len + 1, (uint64_t)have);
+		rest = (uint64_t)len + 1 - take;
+		at += take;
+	}
+	*left = rest;
+	return at;
+}
+
+static ssize_t authguard_recv(struct authguard *g, int fd,
+			      unsigned char *buf, size_t len)
+{
+	ConnStatusType st = PQstatus(g->conn);
+	struct stat s;
+	uint64_t left;
+	size_t take;
+	ssize_t n;
+
+	if (fstat(fd, &s) < 0)
+		return -1;
+	if (g->fd != fd || g->ino != s.st_ino) {
+		g->fd = fd;
+		g->ino = s.st_ino;
+		g->left = 0;
+		g->tunnel = false;
+	}
+	g->waiting = false;
+	if (g->refused) {
+		errno = ECONNRESET;
+		return -1;
+	}
+	if (PQsslInUse(g->conn) || PQgssEncInUse(g->conn) || g->tunnel)
+		return recvfrom(fd, buf, len, 0, NULL, NULL);
+	/* The answer to libpq's TLS or GSSAPI request: one byte. */
+	if (st == CONNECTION_SSL_STARTUP || st == CONNECTION_GSS_STARTUP) {
+		n = recvfrom(fd, buf, MIN(len, (size_t)1), 0, NULL, NULL);
+		if (n == 1 && st == CONNECTION_GSS_STARTUP && buf[0] == 'G')
+			g->tunnel = true;
+		return n;
+	}
+	n = recvfrom(fd, buf, len, MSG_PEEK, NULL, NULL);
+	if (n <= 0)
+		return n;
+	take = authguard_vet(g, buf, (size_t)n, &left);
+	if (g->refused) {
+		errno = ECONNRESET;
+		return -1;
+	}
+	if (take == 0) {
+		g->waiting = true;
+		errno = EAGAIN;
+		return -1;
+	}
+	/* What was looked at is on the socket, and no one else reads it:
+	 * the read takes all of it. */
+	n = recvfrom(fd, buf, take, 0, NULL, NULL);
+	if (n >= 0 && (size_t)n != take) {
+		g->refused = "was read short";
+		errno = ECONNRESET;
+		return -1;
+	}
+	if (n > 0)
+		g->left = left;
+	return n;
+}
+
+static struct authguard *authguard_find(int fd)
+{
+	for (struct authguard *g = guards; g; g = g->next)
+		if (PQsocket(g->conn) == fd)
+			return g;
+	return NULL;
+}
+
+/* Exported from dbswapd (dbswapd.dyn), so that libpq's calls land here;
+ * everything not under watch goes on as before. */
+ssize_t recv(int fd, void *buf, size_t len, int flags)
+{
+	struct authguard *g = flags == 0 ? authguard_find(fd) : NULL;
+
+	if (!g)
+		return recvfrom(fd, buf, len, flags, NULL, NULL);
+	return authguard_recv(g, fd, buf, len);
+}
+
+bool authguard_active(void)
+{
+	ssize_t (*found)(int, void *, size_t, int);
+
+	/* The form POSIX gives for a function's address from dlsym(). */
+	*(void **)&found = dlsym(RTLD_DEFAULT, "recv");
+	return found == recv;
+}
