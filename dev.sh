@@ -167,7 +167,7 @@ fuzz)
 			-Db_sanitize=address,undefined -Db_lundef=false \
 			-Dc_args=-fsanitize=fuzzer-no-link -Dwerror=false
 	fi
-	targets="env frame crypto mask"
+	targets="env frame crypto mask authguard"
 	ninja -C "$fuzzdir" $(for t in $targets; do echo tests/fuzz/fuzz-$t; done)
 	work=$(mktemp -d "${TMPDIR:-/tmp}/dbswap-fuzz.XXXXXX")
 	trap 'rm -rf "$work"' EXIT

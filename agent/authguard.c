@@ -78,15 +78,11 @@ static uint32_t be32(const unsigned char *b)
 	       (uint32_t)b[2] << 8 | b[3];
 }
 
-/* How many of the n bytes at buf libpq may take: the rest of a message
- * vetted before, then whole messages and the start of one whose header
- * was vetted.  *left is what the last of them still has to come.  Sets
- * g->refused (and returns 0) when one must not be answered. */
-static size_t authguard_vet(struct authguard *g, const unsigned char *buf,
-			    size_t n, uint64_t *left)
+size_t authguard_vet(uint64_t *left, const unsigned char *buf, size_t n,
+		     const char **refused)
 {
-	size_t at = (size_t)MIN(g->left, (uint64_t)n);
-	uint64_t rest = g->left - at;
+	size_t at = (size_t)MIN(*left, (uint64_t)n);
+	uint64_t rest = *left - at;
 
 	while (at < n) {
 		size_t have = n - at, take;
@@ -96,11 +92,11 @@ static size_t authguard_vet(struct authguard *g, const unsigned char *buf,
 		len = be32(buf + at + 1);
 		/* libpq would refuse these too, but after reading on. */
 		if (len < 4 || (buf[at] == 'R' && len < 8)) {
-			g->refused = "sent a malformed message";
+			*refused = "sent a malformed message";
 			return 0;
 		}
 		if (buf[at] == 'R' && be32(buf + at + 5) == AUTH_REQ_PASSWORD) {
-			g->refused = AUTHGUARD_CLEARTEXT;
+			*refused = AUTHGUARD_CLEARTEXT;
 			return 0;
 		}
 		take = (size_t)MIN((uint64_t)len + 1, (uint64_t)have);
@@ -145,7 +141,8 @@ static ssize_t authguard_recv(struct authguard *g, int fd,
 	n = recvfrom(fd, buf, len, MSG_PEEK, NULL, NULL);
 	if (n <= 0)
 		return n;
-	take = authguard_vet(g, buf, (size_t)n, &left);
+	left = g->left;
+	take = authguard_vet(&left, buf, (size_t)n, &g->refused);
 	if (g->refused) {
 		errno = ECONNRESET;
 		return -1;

@@ -37,6 +37,8 @@
 
 #include <libpq-fe.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 struct authguard;
 
@@ -53,6 +55,15 @@ const char *authguard_refused(const struct authguard *g);
 
 /* Whether the last read stopped at a message only partly here. */
 bool authguard_waiting(const struct authguard *g);
+
+/* The vetting itself, on the n bytes at buf that are on the socket now,
+ * where *left bytes of a message vetted before are still to come: how
+ * many libpq may take (the rest of that message, whole messages, the
+ * start of one whose header was vetted), and then *left for the next
+ * call.  0 and *refused set when a message must not be answered.  Seen
+ * by tests/fuzz/fuzz-authguard.c. */
+size_t authguard_vet(uint64_t *left, const unsigned char *buf, size_t n,
+		     const char **refused);
 
 /* Whether libpq's recv() calls come here: false when the binary was
  * linked without exporting recv (then nothing is vetted). */

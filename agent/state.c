@@ -92,6 +92,7 @@ static int state_write(struct state *s, const uint8_t *buf, size_t len)
 			   strerror(-r));
 		return r;
 	}
+	r = 0;
 	if (fchmod(fd, 0600) < 0 || (r = fd_write_all(fd, buf, len)) < 0 ||
 	    fsync(fd) < 0) {
 		r = r < 0 ? r : neg_errno();
