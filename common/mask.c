@@ -5,7 +5,8 @@
  * file and no environment) either accepts it, and the masker then masks
  * every span that libpq or a human could take for a password, or refuses
  * it, and then nothing of it is shown.  A last check compares the output
- * with the passwords libpq parsed: a password still in it (a shape the
+ * with the passwords libpq parsed, from the value and from a dbname that
+ * is a connection string of its own: a password still in it (a shape the
  * span rules missed) masks the value whole.
  */
 #include <ctype.h>
@@ -99,7 +100,10 @@ static bool dbname_written_expands(const char *v, size_t n, bool uri)
 	/* Out of memory: masked, the safe side. */
 	if (!dec)
 		return true;
-	expands = dbname_expands(dec, value_decode(v, n, uri, dec));
+	n = value_decode(v, n, uri, dec);
+	expands = dbname_expands(dec, n);
+	/* It may hold a password. */
+	explicit_bzero(dec, n);
 	free(dec);
 	return expands;
 }
