@@ -440,7 +440,7 @@ int connplan_new(const char *conninfo, struct connplan **out, char *err,
 {
 	struct connplan *plan;
 	char *errmsg = NULL;
-	const char *service;
+	const char *service, *dbname;
 	int r;
 
 	*out = NULL;
@@ -473,6 +473,22 @@ int connplan_new(const char *conninfo, struct connplan **out, char *err,
 			 "use connection service files (libpq would read the "
 			 "file, or LDAP, and resolve its hosts inside the "
 			 "agent's loop): write the settings into the value");
+		r = -EINVAL;
+		goto err_plan;
+	}
+	/* libpq expands such a dbname into settings of its own when a
+	 * program passes it with expand_dbname (psql's \connect, tools that
+	 * rebuild keyword arrays from a parsed value): such a program would
+	 * connect with settings the agent never checked, and a server quotes
+	 * the dbname in its errors ("database ... does not exist"), password
+	 * and all.  Same rule as mask.c's. */
+	dbname = connplan_opt(plan, "dbname");
+	if (dbname && (strchr(dbname, '=') || strstr(dbname, "://"))) {
+		snprintf(err, err_size, "dbname is a connection string of its "
+			 "own (it holds '=' or \"://\"; not shown): a program "
+			 "that passes it to libpq with expand_dbname would "
+			 "connect with its settings, not the ones the agent "
+			 "checked: write them into the value");
 		r = -EINVAL;
 		goto err_plan;
 	}

@@ -27,6 +27,10 @@
  *   values, a hostaddr that is not numeric;
  * - more than CONNPLAN_HOSTS_MAX hosts;
  * - host, hostaddr and port lists of different lengths (libpq's rule);
+ * - a dbname that is a connection string of its own (it holds '=' or
+ *   "://"): libpq expands it when a program passes it with
+ *   expand_dbname, and the program would connect elsewhere than the agent
+ *   checked; a server quotes it, password and all, in its errors;
  * - a connection service (service=, or PGSERVICE in the agent's
  *   environment): libpq would read the service file (or LDAP, which
  *   Debian's libpq supports) and resolve the hosts it names inside the

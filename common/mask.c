@@ -5,7 +5,8 @@
  * file and no environment) either accepts it, and the masker then masks
  * every span that libpq or a human could take for a password, or refuses
  * it, and then nothing of it is shown.  A last check compares the output
- * with the passwords libpq parsed: a password still in it (a shape the
+ * with the passwords libpq parsed, from the value and from a dbname that
+ * is a connection string of its own: a password still in it (a shape the
  * span rules missed) masks the value whole.
  */
 #include <ctype.h>
@@ -25,12 +26,96 @@
  * whole.  The span rules mask short passwords as well as long ones. */
 #define MASK_SECRET_MIN 4
 
-/* Case does not matter here: a key libpq would refuse as unknown was still
- * meant as a password by whoever wrote it. */
+/* libpq's settings that hold a secret: the passwords, and the OAuth
+ * client secret and SCRAM keys of libpq 18 (a libpq that does not know
+ * them refuses the value, and it is masked whole anyway).  Case does not
+ * matter here: a key libpq would refuse as unknown was still meant as a
+ * secret by whoever wrote it. */
+static const char *const secret_keys[] = {
+	"password", "sslpassword", "oauth_client_secret", "scram_client_key",
+	"scram_server_key",
+};
+
 static bool is_secret_key(const char *key, size_t n)
 {
-	return (n == 8 && strncasecmp(key, "password", 8) == 0) ||
-	       (n == 11 && strncasecmp(key, "sslpassword", 11) == 0);
+	for (size_t i = 0; i < ARRAY_SIZE(secret_keys); i++)
+		if (n == strlen(secret_keys[i]) &&
+		    strncasecmp(key, secret_keys[i], n) == 0)
+			return true;
+	return false;
+}
+
+/* Whether a dbname is a connection string of its own: libpq expands the
+ * first dbname a program passes to PQconnectdbParams() and the like with
+ * expand_dbname set when it holds '=' or starts with postgresql:// or
+ * postgres://, and takes its password then.  "://" anywhere also catches
+ * schemes other clients accept in other cases, and a URI behind a prefix
+ * that a human reads as one all the same. */
+static bool dbname_expands(const char *dec, size_t n)
+{
+	return memchr(dec, '=', n) || memmem(dec, n, "://", 3);
+}
+
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c = (char)tolower((unsigned char)c);
+	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* [v, v + n) as libpq reads it, into dec (room for n bytes): in a URI
+ * percent-decoded (a '%' that starts no escape stays), in key=value form
+ * without its quotes and backslashes.  Returns the decoded length. */
+static size_t value_decode(const char *v, size_t n, bool uri, char *dec)
+{
+	size_t len = 0;
+
+	if (!uri && n >= 2 && v[0] == '\'' && v[n - 1] == '\'') {
+		v++;
+		n -= 2;
+	}
+	for (size_t i = 0; i < n; i++) {
+		char c = v[i];
+		if (uri && c == '%' && i + 2 < n && hex_digit(v[i + 1]) >= 0 &&
+		    hex_digit(v[i + 2]) >= 0) {
+			c = (char)(hex_digit(v[i + 1]) << 4 |
+				   hex_digit(v[i + 2]));
+			i += 2;
+		} else if (!uri && c == '\\' && i + 1 < n) {
+			c = v[++i];
+		}
+		dec[len++] = c;
+	}
+	return len;
+}
+
+/* Whether a value as written would expand as a connection string if it is
+ * a dbname (see dbname_expands()). */
+static bool dbname_written_expands(const char *v, size_t n, bool uri)
+{
+	char *dec = malloc(n + 1);
+	bool expands;
+
+	/* Out of memory: masked, the safe side. */
+	if (!dec)
+		return true;
+	n = value_decode(v, n, uri, dec);
+	expands = dbname_expands(dec, n);
+	/* It may hold a password. */
+	explicit_bzero(dec, n);
+	free(dec);
+	return expands;
+}
+
+/* A URI query key as libpq reads it, percent-decoded: "pass%77ord" is a
+ * password, "db%6Eame" a dbname.  A key too long to be one of libpq's
+ * comes out empty (libpq refuses the value then). */
+#define QUERY_KEY_MAX 64
+static size_t query_key_decode(const char *key, size_t n,
+			       char dec[QUERY_KEY_MAX])
+{
+	return n > QUERY_KEY_MAX ? 0 : value_decode(key, n, true, dec);
 }
 
 /* Whether a setting's value as written, [v, v + n), is one libpq takes
@@ -38,8 +123,12 @@ static bool is_secret_key(const char *key, size_t n)
  * a password anywhere ("port=${DB_PASS}", "postgresql://app:pw/db"), and
  * the agent refuses such a value anyway (connplan.h), so hiding it costs
  * nothing.  Quoted or escaped text never passes: it is not a number, an
- * address or a keyword of libpq's. */
-static bool setting_ok(const char *key, size_t klen, const char *v, size_t n)
+ * address or a keyword of libpq's.  A dbname that is a connection string
+ * of its own is masked: its password is one (and the agent refuses it).
+ * uri: the value is percent-encoded (a URI query value), else written as
+ * in key=value form. */
+static bool setting_ok(const char *key, size_t klen, const char *v, size_t n,
+		       bool uri)
 {
 	static const char *const ints[] = {
 		"connect_timeout", "keepalives", "keepalives_idle",
@@ -60,6 +149,8 @@ static bool setting_ok(const char *key, size_t klen, const char *v, size_t n)
 	const char *allowed = NULL;
 
 #define KEY_IS(k) (klen == strlen(k) && strncmp(key, k, klen) == 0)
+	if (KEY_IS("dbname"))
+		return !dbname_written_expands(v, n, uri);
 	if (KEY_IS("port"))
 		allowed = "0123456789,";
 	else if (KEY_IS("hostaddr"))
@@ -87,35 +178,6 @@ static bool setting_ok(const char *key, size_t klen, const char *v, size_t n)
 	}
 #undef KEY_IS
 	return true;
-}
-
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c = (char)tolower((unsigned char)c);
-	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-/* libpq percent-decodes URI query keys: "pass%77ord" is a password. */
-static bool is_secret_query_key(const char *key, size_t n)
-{
-	char dec[sizeof("sslpassword")];
-	size_t len = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		char c = key[i];
-		if (c == '%' && i + 2 < n &&
-		    hex_digit(key[i + 1]) >= 0 && hex_digit(key[i + 2]) >= 0) {
-			c = (char)(hex_digit(key[i + 1]) << 4 |
-				   hex_digit(key[i + 2]));
-			i += 2;
-		}
-		if (len == sizeof(dec))
-			return false;
-		dec[len++] = c;
-	}
-	return is_secret_key(dec, len);
 }
 
 /* Growing output string; failure is sticky and reported at the end. */
@@ -158,16 +220,22 @@ static char *out_done(struct out *o)
 	return o->s;
 }
 
-/* Query parameters: key=value pairs separated by '&'. */
+/* Query parameters: key=value pairs separated by '&'.  Keys are read
+ * percent-decoded, as libpq reads them. */
 static void mask_query(struct out *o, const char *p)
 {
 	while (*p) {
 		const char *amp = strchr(p, '&');
 		const char *end = amp ? amp : p + strlen(p);
 		const char *eq = memchr(p, '=', (size_t)(end - p));
-		if (eq && (is_secret_query_key(p, (size_t)(eq - p)) ||
-			   !setting_ok(p, (size_t)(eq - p), eq + 1,
-				       (size_t)(end - eq - 1)))) {
+		char key[QUERY_KEY_MAX];
+		size_t klen = 0;
+
+		if (eq)
+			klen = query_key_decode(p, (size_t)(eq - p), key);
+		if (eq && (is_secret_key(key, klen) ||
+			   !setting_ok(key, klen, eq + 1,
+				       (size_t)(end - eq - 1), true))) {
 			out_add(o, p, (size_t)(eq - p) + 1);
 			out_str(o, MASK);
 		} else {
@@ -217,7 +285,7 @@ static char *mask_uri(const char *s, size_t scheme_len)
 {
 	const char *start = s + scheme_len, *at = strrchr(start, '@');
 	const char *query = strchr(start, '?');
-	const char *q, *p;
+	const char *q, *p, *path;
 	struct out o = { 0 };
 
 	out_add(&o, s, scheme_len);
@@ -254,13 +322,22 @@ static char *mask_uri(const char *s, size_t scheme_len)
 		mask_ports(&o, p, end);
 		p = end;
 	}
-	q = strchr(p, '?');
-	if (!q) {
-		out_str(&o, p);
-		return out_done(&o);
+	q = p + strcspn(p, "?");
+	/* The path, up to the '?', is the dbname: libpq reads it from the
+	 * first '/' after the hosts (a '/' in the user info ends it, and the
+	 * span before the last '@' is masked above). */
+	path = memchr(p, '/', (size_t)(q - p));
+	if (path && !setting_ok("dbname", 6, path + 1, (size_t)(q - path - 1),
+				true)) {
+		out_add(&o, p, (size_t)(path - p) + 1);
+		out_str(&o, MASK);
+	} else {
+		out_add(&o, p, (size_t)(q - p));
 	}
-	out_add(&o, p, (size_t)(q - p) + 1);
-	mask_query(&o, q + 1);
+	if (*q) {
+		out_str(&o, "?");
+		mask_query(&o, q + 1);
+	}
 	return out_done(&o);
 }
 
@@ -311,7 +388,8 @@ static char *mask_keyvalue(const char *s)
 				if (*p == '\\' && p[1])
 					p++;
 		}
-		if (secret || !setting_ok(key, klen, val, (size_t)(p - val)))
+		if (secret ||
+		    !setting_ok(key, klen, val, (size_t)(p - val), false))
 			out_str(&o, MASK);
 		else
 			out_add(&o, val, (size_t)(p - val));
@@ -319,14 +397,47 @@ static char *mask_keyvalue(const char *s)
 	return out_done(&o);
 }
 
-/* Whether out still holds a password libpq parsed from the value. */
-static bool mask_leaks(const char *out, const PQconninfoOption *opts)
+/* How deep mask_leaks() follows a dbname that is a connection string
+ * whose dbname is one again: libpq expands one level only, the rest is
+ * for a human's reading, and it must end. */
+#define MASK_NEST_MAX 4
+
+static void mask_opts_free(PQconninfoOption *opts)
+{
+	for (PQconninfoOption *o = opts; o->keyword; o++)
+		if (o->val)
+			explicit_bzero(o->val, strlen(o->val));
+	PQconninfoFree(opts);
+}
+
+/* Whether out still holds a secret libpq parsed from the value, or from
+ * its dbname when that is a connection string (all of that dbname, too:
+ * its text may be a password however libpq reads it). */
+static bool mask_leaks(const char *out, const PQconninfoOption *opts,
+		       int depth)
 {
 	for (const PQconninfoOption *o = opts; o->keyword; o++) {
-		if (!o->val || strlen(o->val) < MASK_SECRET_MIN ||
-		    !is_secret_key(o->keyword, strlen(o->keyword)))
+		PQconninfoOption *nested;
+		char *errmsg = NULL;
+		bool leaks;
+
+		if (!o->val || strlen(o->val) < MASK_SECRET_MIN)
 			continue;
-		if (strstr(out, o->val))
+		if (is_secret_key(o->keyword, strlen(o->keyword)) &&
+		    strstr(out, o->val))
+			return true;
+		if (strcmp(o->keyword, "dbname") != 0 ||
+		    !dbname_expands(o->val, strlen(o->val)))
+			continue;
+		if (strstr(out, o->val) || depth >= MASK_NEST_MAX)
+			return true;
+		nested = PQconninfoParse(o->val, &errmsg);
+		PQfreemem(errmsg);
+		if (!nested)
+			continue;
+		leaks = mask_leaks(out, nested, depth + 1);
+		mask_opts_free(nested);
+		if (leaks)
 			return true;
 	}
 	return false;
@@ -357,13 +468,10 @@ char *mask_conninfo(const char *s)
 	}
 	if (!out)
 		out = mask_keyvalue(s);
-	if (out && mask_leaks(out, opts)) {
+	if (out && mask_leaks(out, opts, 0)) {
 		free(out);
 		out = strdup(MASK);
 	}
-	for (PQconninfoOption *o = opts; o->keyword; o++)
-		if (o->val)
-			explicit_bzero(o->val, strlen(o->val));
-	PQconninfoFree(opts);
+	mask_opts_free(opts);
 	return out;
 }

@@ -16,9 +16,16 @@
  * readings differ), a port that is not a number when there is no '@'
  * ("postgresql://app:pw/db": libpq reads pw as the port), the password
  * and sslpassword query parameters (keys percent-encoded too); in
- * key=value form the password and sslpassword values, quoted or not.  A
- * password of MASK_SECRET_MIN (4) bytes or more that libpq parsed and
- * that would still be in the output masks the value whole.  Not
+ * key=value form the password and sslpassword values, quoted or not (and
+ * libpq 18's oauth_client_secret, scram_client_key, scram_server_key
+ * wherever a password may be).  A dbname that is a connection string of
+ * its own, holding '=' or "://" once unquoted or percent-decoded, is
+ * masked whole in key=value form, in the URI path and as a dbname query
+ * parameter: libpq expands it when a program passes it with
+ * expand_dbname and takes its password (the agent refuses such a value,
+ * connplan.h).  A password of MASK_SECRET_MIN (4) bytes or more that
+ * libpq parsed, from the value or from such a dbname (a few levels
+ * down), that would still be in the output masks the value whole.  Not
  * protected: a password of digits only written as a URI without "@host"
  * ("postgresql://app:1234/db" reads as host app, port 1234).
  *

@@ -7,24 +7,30 @@
  *      is exactly "****" (nothing of the input, not even its length);
  *      (b) when libpq accepts it, no password or sslpassword libpq parsed
  *      of FRAGMENT bytes or more (and no '*', which the mask is made of)
- *      is in the output; (c) when it starts with a libpq URI prefix and
- *      its first ':' after "://" comes before any '/' and before the
- *      last '@', no FRAGMENT bytes from between that ':' and that '@'
- *      (the password of libpq's reading or of a human's) are in the
- *      output unless they are also in the rest of the input
+ *      is in the output, nor one libpq parses from its dbname when that
+ *      is a connection string of its own ('=' or "://" in it: libpq
+ *      expands it under expand_dbname), two levels deep; (c) when it
+ *      starts with a libpq URI prefix and its first ':' after "://"
+ *      comes before any '/' and before the last '@', no FRAGMENT bytes
+ *      from between that ':' and that '@' (the password of libpq's
+ *      reading or of a human's) are in the output unless they are also
+ *      in the rest of the input
  *   1  key=value conninfo built from the data the way libpq reads it:
  *      records of (selector byte, length byte, value bytes); the selector
  *      picks the key (password and sslpassword in several cases among
- *      ordinary keys), the quoting (libpq's backslash escapes unquoted, or
- *      single quotes) and the blanks around '='
+ *      ordinary keys, or a dbname holding a connection string with the
+ *      secret in its password, sslpassword or URI), the quoting (libpq's
+ *      backslash escapes unquoted, or single quotes) and the blanks
+ *      around '='
  *   2  a URI built from the data: postgresql://user:password@host/db?query,
  *      the user name percent-encoded, the password raw (mask.h: it may hold
  *      '@', ':', '/', '?'), query values with '&' and '%' encoded, secret
- *      query keys percent-encoded or not.  (A raw '?' in the user name,
- *      which this target found masked wrong, is covered by test-mask.c;
- *      raw user names are not generated here because a raw '/' in one
- *      ends libpq's user info, and the password span would no longer be
- *      a password.)
+ *      query keys percent-encoded or not; the database (path) or a dbname
+ *      query parameter may hold a connection string with a secret.  (A
+ *      raw '?' in the user name, which this target found masked wrong,
+ *      is covered by test-mask.c; raw user names are not generated here
+ *      because a raw '/' in one ends libpq's user info, and the password
+ *      span would no longer be a password.)
  *
  * For modes 1 and 2 the target knows where each secret's text is, and
  * checks that no fragment of 4 bytes of it survives: a fragment found in
@@ -103,6 +109,37 @@ static bool next_record(struct reader *rd, uint8_t *sel, char *val,
 	return true;
 }
 
+/* A value written for key=value form: libpq's backslash escapes
+ * unquoted, or the escapes inside single quotes (quoted: the caller adds
+ * the quotes).  first: the value starts here (an unquoted value starting
+ * with a quote needs its escape). */
+static void add_kv_text(struct built *b, const char *val, size_t n,
+			bool quoted, bool first)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (quoted ? val[i] == '\'' || val[i] == '\\'
+			   : isspace((unsigned char)val[i]) ||
+				     val[i] == '\\' ||
+				     (first && i == 0 && val[i] == '\''))
+			add_c(b, '\\');
+		add_c(b, val[i]);
+	}
+}
+
+/* dbnames that are connection strings of their own (libpq expands them
+ * under expand_dbname): the secret goes between prefix and suffix. */
+static const struct {
+	const char *prefix, *suffix;
+} nested[] = {
+	{ "password=", "" },
+	{ "host=db password=", " user=app" },
+	{ "sslpassword=", "" },
+	{ "postgresql://app:", "@db/app" },
+	{ "postgres://db/x?password=", "" },
+	{ "dbname=password=", "" },
+};
+#define NESTED_N (sizeof(nested) / sizeof(nested[0]))
+
 static void build_keyvalue(struct built *b, const uint8_t *data, size_t size)
 {
 	static const char *const keys[] = {
@@ -110,6 +147,8 @@ static void build_keyvalue(struct built *b, const uint8_t *data, size_t size)
 		"PASSWORD", "SslPassWord", "application_name", "options",
 		"port", "passwd", "password_x",
 	};
+	/* Past the keys: a dbname holding a connection string. */
+	const size_t n_keys = sizeof(keys) / sizeof(keys[0]);
 	static const char *const blanks[] = { " ", "  ", "\t", "\n ", " \r\n" };
 	struct reader rd = { data, data + size };
 	char val[256];
@@ -118,8 +157,9 @@ static void build_keyvalue(struct built *b, const uint8_t *data, size_t size)
 
 	while (b->len < BUILT_MAX && b->n_spans < SPANS_MAX &&
 	       next_record(&rd, &sel, val, &n)) {
-		const char *key = keys[sel % (sizeof(keys) / sizeof(keys[0]))];
-		bool secret = strcasecmp(key, "password") == 0 ||
+		size_t k = sel % (n_keys + NESTED_N);
+		const char *key = k < n_keys ? keys[k] : "dbname";
+		bool secret = k >= n_keys || strcasecmp(key, "password") == 0 ||
 			      strcasecmp(key, "sslpassword") == 0;
 		bool quoted = sel & 0x40 || n == 0;
 
@@ -127,24 +167,27 @@ static void build_keyvalue(struct built *b, const uint8_t *data, size_t size)
 			add(b, blanks[(sel >> 4) % 4], strlen(blanks[(sel >> 4) % 4]));
 		add(b, key, strlen(key));
 		add(b, sel & 0x80 ? " = " : "=", sel & 0x80 ? 3 : 1);
+		if (k >= n_keys) {
+			const char *pre = nested[k - n_keys].prefix;
+			const char *suf = nested[k - n_keys].suffix;
+			if (quoted)
+				add_c(b, '\'');
+			add_kv_text(b, pre, strlen(pre), quoted, true);
+			span_begin(b);
+			add_kv_text(b, val, n, quoted, false);
+			span_end(b);
+			add_kv_text(b, suf, strlen(suf), quoted, false);
+			if (quoted)
+				add_c(b, '\'');
+			continue;
+		}
 		if (secret)
 			span_begin(b);
-		if (quoted) {
+		if (quoted)
 			add_c(b, '\'');
-			for (size_t i = 0; i < n; i++) {
-				if (val[i] == '\'' || val[i] == '\\')
-					add_c(b, '\\');
-				add_c(b, val[i]);
-			}
+		add_kv_text(b, val, n, quoted, true);
+		if (quoted)
 			add_c(b, '\'');
-		} else {
-			for (size_t i = 0; i < n; i++) {
-				if (isspace((unsigned char)val[i]) ||
-				    val[i] == '\\' || (i == 0 && val[i] == '\''))
-					add_c(b, '\\');
-				add_c(b, val[i]);
-			}
-		}
 		if (secret)
 			span_end(b);
 	}
@@ -175,6 +218,21 @@ static void add_encoded(struct built *b, const char *p, size_t n,
 	}
 }
 
+/* A dbname holding a connection string, percent-encoded (keep_raw as
+ * add_encoded()), the secret a span: nested[] form sel. */
+static void add_nested(struct built *b, const char *val, size_t n,
+		       uint8_t sel, const char *keep_raw)
+{
+	const char *pre = nested[sel % NESTED_N].prefix;
+	const char *suf = nested[sel % NESTED_N].suffix;
+
+	add_encoded(b, pre, strlen(pre), keep_raw);
+	span_begin(b);
+	add_encoded(b, val, n, keep_raw);
+	span_end(b);
+	add_encoded(b, suf, strlen(suf), keep_raw);
+}
+
 static void build_uri(struct built *b, const uint8_t *data, size_t size)
 {
 	static const char *const schemes[] = { "postgresql://", "postgres://",
@@ -182,7 +240,11 @@ static void build_uri(struct built *b, const uint8_t *data, size_t size)
 	static const char *const qkeys[] = {
 		"password", "sslpassword", "pass%77ord", "ssl%70assword",
 		"PASSWORD", "sslmode", "application_name", "connect_timeout",
+		"dbname", "db%6Eame",
 	};
+	static const char query_raw[] = " !\"#$'()*+,/:;<=>?@[\\]^`{|}";
+	/* A raw '=' in a query value makes libpq refuse the URI. */
+	static const char nested_raw[] = " !\"#$'()*+,/:;<>?@[\\]^`{|}";
 	struct reader rd = { data, data + size };
 	char val[256];
 	size_t n;
@@ -206,21 +268,30 @@ static void build_uri(struct built *b, const uint8_t *data, size_t size)
 		add_encoded(b, val, n, ",:[]");
 		add_c(b, '/');
 	}
-	if (next_record(&rd, &sel, val, &n))
-		add_encoded(b, val, n, "");
-	/* query */
+	if (next_record(&rd, &sel, val, &n)) {
+		if (sel & 0x20)
+			add_nested(b, val, n, sel, "");
+		else
+			add_encoded(b, val, n, "");
+	}
+	/* query: the last two keys take a dbname holding a connection
+	 * string */
 	for (bool first = true;
 	     b->len < BUILT_MAX && b->n_spans < SPANS_MAX &&
 	     next_record(&rd, &sel, val, &n);
 	     first = false) {
-		const char *key = qkeys[sel % 8];
+		const char *key = qkeys[sel % 10];
 		add_c(b, first ? '?' : '&');
 		add(b, key, strlen(key));
 		add_c(b, '=');
-		if (sel % 8 < 5)
+		if (sel % 10 >= 8) {
+			add_nested(b, val, n, sel >> 4, nested_raw);
+			continue;
+		}
+		if (sel % 10 < 5)
 			span_begin(b);
-		add_encoded(b, val, n, " !\"#$'()*+,/:;<=>?@[\\]^`{|}");
-		if (sel % 8 < 5)
+		add_encoded(b, val, n, query_raw);
+		if (sel % 10 < 5)
 			span_end(b);
 	}
 }
@@ -293,6 +364,39 @@ static void check_uri_span(const char *s, const char *out)
 	check_no_leak(&u, out);
 }
 
+/* Property (b) of mode 0 on libpq's reading of a value, and on the
+ * reading of its dbname when that is a connection string of its own
+ * (libpq expands it under expand_dbname): depth levels of those. */
+static void check_parsed(const char *s, const char *out,
+			 PQconninfoOption *opts, int depth)
+{
+	for (PQconninfoOption *o = opts; o->keyword; o++) {
+		PQconninfoOption *inner;
+		char *err = NULL;
+
+		if (!o->val)
+			continue;
+		if (strcmp(o->keyword, "dbname") == 0 && depth < 2 &&
+		    (strchr(o->val, '=') || strstr(o->val, "://")) &&
+		    (inner = PQconninfoParse(o->val, &err))) {
+			check_parsed(s, out, inner, depth + 1);
+			PQconninfoFree(inner);
+		}
+		PQfreemem(err);
+		if (strlen(o->val) < FRAGMENT || strchr(o->val, '*') ||
+		    (strcmp(o->keyword, "password") != 0 &&
+		     strcmp(o->keyword, "sslpassword") != 0))
+			continue;
+		if (strstr(out, o->val)) {
+			fprintf(stderr, "mask_conninfo leaks the %s libpq "
+				"parsed%s\n  in:  \"%s\"\n  out: \"%s\"\n",
+				o->keyword, depth ? " from the dbname" : "", s,
+				out);
+			abort();
+		}
+	}
+}
+
 /* Mode 0: any bytes. */
 static void check_any(const char *s, const char *out)
 {
@@ -310,19 +414,7 @@ static void check_any(const char *s, const char *out)
 		}
 		return;
 	}
-	for (PQconninfoOption *o = opts; o->keyword; o++) {
-		if (!o->val || strlen(o->val) < FRAGMENT ||
-		    strchr(o->val, '*') ||
-		    (strcmp(o->keyword, "password") != 0 &&
-		     strcmp(o->keyword, "sslpassword") != 0))
-			continue;
-		if (strstr(out, o->val)) {
-			fprintf(stderr, "mask_conninfo leaks the %s libpq "
-				"parsed\n  in:  \"%s\"\n  out: \"%s\"\n",
-				o->keyword, s, out);
-			abort();
-		}
-	}
+	check_parsed(s, out, opts, 0);
 	PQconninfoFree(opts);
 	check_uri_span(s, out);
 }

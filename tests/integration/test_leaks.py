@@ -16,6 +16,7 @@ AuthenticationCleartextPassword and records what comes back: the agent
 must close the connection without sending the password, for a validation
 and for a failover switch."""
 
+import functools
 import json
 import os
 import subprocess
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import threading
 import unittest
+import urllib.parse
 
 import harness as h
 from common import ClusterTest, fresh_password, main
@@ -209,6 +211,32 @@ class Leaks(ClusterTest):
         st = self.wait_failed(agent, 'BAD_URL')
         self.assertIn('host 2 of 2', st['error'])
         self.assert_hidden(agent, [pw, pw.split('.')[0]])
+
+    def test_conninfo_in_dbname(self):
+        """A dbname that libpq would expand as a connection string of its
+        own (it holds '=' or starts with postgresql://) when a program
+        passes it with expand_dbname: its password is a password.  Neither
+        the masked value nor the server's "database ... does not exist"
+        may show it; the agent refuses such a dbname."""
+        s = {k: fresh_password(k) for k in ('kv', 'kvuri', 'path', 'query')}
+        q = functools.partial(urllib.parse.quote, safe='')
+        kv = (f'host=127.0.0.1 port={self.cluster.port} user={self.role} '
+              f'password={self.password}')
+        cases = {
+            'KV_URL': f'{kv} dbname=host=db\\ password={s["kv"]}\\ user=app',
+            'KVURI_URL': f'{kv} dbname=postgresql://app:{s["kvuri"]}@db/app',
+            'PATH_URL': self.url().rsplit('/', 1)[0] + '/' +
+            q(f'postgresql://app:{s["path"]}@db/app'),
+            'QUERY_URL': self.url() + '?dbname=' +
+            q(f'host=db password={s["query"]} user=app'),
+        }
+        env = ''.join(f"{k}='{v}'\n" for k, v in cases.items())
+        agent = self.start(env, list(cases))
+        errors = {name: self.wait_failed(agent, name)['error']
+                  for name in cases}
+        self.assert_hidden(agent, list(s.values()))
+        for name in cases:
+            self.assertIn('dbname', errors[name], name)
 
     def test_cleartext_refused(self):
         fake = FakeServer()

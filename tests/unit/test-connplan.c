@@ -323,6 +323,16 @@ static void test_refusals(void)
 	CHECK(strstr(e, "service is set"));
 	CHECK(strstr(e, "prod") == NULL);
 	CHECK(strstr(e, "service files"));
+	/* A dbname libpq would expand under expand_dbname (issue 15). */
+	e = plan_refused("host=db dbname='host=db password=" SECRET "'");
+	CHECK(strstr(e, "dbname is a connection string"));
+	CHECK(strstr(e, SECRET) == NULL);
+	e = plan_refused("postgresql://db/postgresql%3A%2F%2Fapp%3A" SECRET
+			 "%40db%2Fapp");
+	CHECK(strstr(e, "dbname is a connection string"));
+	e = plan_refused("postgresql://db/x?dbname=password%3D" SECRET);
+	CHECK(strstr(e, "dbname is a connection string"));
+	connplan_free(plan_ok("host=db dbname=my-app_db"));
 	/* Issue 15: libpq's messages would quote these; ours name the
 	 * setting and quote nothing. */
 	e = plan_refused("host=db port=" SECRET " password=" SECRET);

@@ -175,6 +175,67 @@ static void test_keyvalue(void)
 	CHECK_MASK("host=db pasword=s3cret", "****", "s3cret");
 }
 
+/* A dbname that libpq expands as a connection string of its own (when a
+ * program passes it with expand_dbname): its password is one, in every
+ * place a dbname can be written. */
+static void test_dbname_conninfo(void)
+{
+	/* key=value, quoted, escaped, and as a URI. */
+	CHECK_MASK("host=db dbname='host=db password=s3cret user=app'",
+		   "host=db dbname=****", "s3cret", "user=app");
+	CHECK_MASK("host=db dbname=host=db\\ password=s3cret\\ user=app "
+		   "port=5432",
+		   "host=db dbname=**** port=5432", "s3cret");
+	CHECK_MASK("host=db dbname=postgresql://app:s3cret@db/app user=app",
+		   "host=db dbname=**** user=app", "s3cret");
+	CHECK_MASK("host=db dbname='postgres://app:s3cret@db/app'",
+		   "host=db dbname=****", "s3cret");
+	/* Not the last dbname (libpq uses the last): still masked. */
+	CHECK_MASK("dbname='password=s3cret' dbname=app host=db",
+		   "dbname=**** dbname=app host=db", "s3cret");
+	/* A "://" libpq would not expand: a human reads a password. */
+	CHECK_MASK("host=db dbname=PostgreSQL://app:s3cret@db/app",
+		   "host=db dbname=****", "s3cret");
+	/* URI: in the path, percent-encoded, and as a query parameter. */
+	CHECK_MASK("postgresql://db/postgresql%3A%2F%2Fapp%3As3cret%40db%2Fapp",
+		   "postgresql://db/****", "s3cret");
+	CHECK_MASK("postgresql://app:pw@db:5432/host%3Ddb%20password%3Ds3cret"
+		   "?sslmode=require",
+		   "postgresql://app:****@db:5432/****?sslmode=require",
+		   "s3cret");
+	CHECK_MASK("postgresql://db/x?dbname=host%3Ddb%20password%3Ds3cret",
+		   "postgresql://db/x?dbname=****", "s3cret");
+	CHECK_MASK("postgresql://db/x?db%6Eame=password%3Ds3cret&sslmode=prefer",
+		   "postgresql://db/x?db%6Eame=****&sslmode=prefer", "s3cret");
+	CHECK_MASK("postgresql://db/x?dbname=postgresql://app:s3cret@db/app",
+		   "postgresql://db/x?dbname=****", "s3cret");
+	/* A raw '=' in the path. */
+	CHECK_MASK("postgresql://db/password=s3cret", "postgresql://db/****",
+		   "s3cret");
+	/* Nested twice: libpq expands once, a human reads both. */
+	CHECK_MASK("dbname='dbname=\\'password=s3cret\\''", "dbname=****",
+		   "s3cret");
+	/* Ordinary names are shown. */
+	CHECK_MASK("host=db dbname=my-app_db", "host=db dbname=my-app_db",
+		   "****");
+	CHECK_MASK("postgresql://db/my%20app?application_name=a",
+		   "postgresql://db/my%20app?application_name=a", "****");
+	/* A percent-encoded key is the setting libpq reads. */
+	CHECK_MASK("postgresql://db/x?p%6Frt=s3cret", "postgresql://db/x?p%6Frt=****",
+		   "s3cret");
+}
+
+/* libpq 18's other secrets: unknown to the libpq here, so the value is
+ * refused and masked whole; a newer libpq takes them, and they are
+ * masked as passwords. */
+static void test_other_secrets(void)
+{
+	CHECK_MASK("host=db oauth_client_secret=s3cret", NULL, "s3cret");
+	CHECK_MASK("host=db scram_client_key=s3cret", NULL, "s3cret");
+	CHECK_MASK("postgresql://db/x?scram_server_key=s3cret", NULL,
+		   "s3cret");
+}
+
 static void test_garbage(void)
 {
 	/* Neither a URI nor key=value: maybe a bare password. */
@@ -342,6 +403,8 @@ int main(void)
 	RUN(test_null_and_empty);
 	RUN(test_uri);
 	RUN(test_keyvalue);
+	RUN(test_dbname_conninfo);
+	RUN(test_other_secrets);
 	RUN(test_garbage);
 	RUN(test_generated);
 	RUN(test_long);

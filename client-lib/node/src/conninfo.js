@@ -253,18 +253,34 @@ function isSecretKey(key) {
   return SECRET_KEYS.has(key.toLowerCase())
 }
 
-/** libpq decodes query keys: "pass%77ord" is a password too. */
+/** %XX decoded, one character per byte; a '%' that starts no escape
+ * stays (the masker reads what libpq would, and never throws). */
+function percentDecodeLoose(s) {
+  return s.replace(/%([0-9a-fA-F]{2})/g, (_, h) => String.fromCharCode(parseInt(h, 16)))
+}
+
+/**
+ * Whether a dbname is a connection string of its own: libpq expands the
+ * first dbname a program passes with expand_dbname when it holds '=' or
+ * starts with postgresql:// or postgres://, and takes its password then.
+ * "://" anywhere also catches what a human reads as a URI.  The same rule
+ * as common/mask.c and the agent's refusal (connplan.c).
+ * @param {string} decoded the dbname as libpq reads it
+ */
+function dbnameExpands(decoded) {
+  return decoded.includes('=') || decoded.includes('://')
+}
+
+/** A dbname as written in key=value form, without quotes and escapes. */
+function kvDecode(v) {
+  if (v.length >= 2 && v.startsWith("'") && v.endsWith("'")) v = v.slice(1, -1)
+  return v.replace(/\\(.)/gs, '$1')
+}
+
+/** libpq decodes query keys: "pass%77ord" is a password too, "db%6Eame"
+ * a dbname. */
 function isSecretQueryKey(key) {
-  let dec = ''
-  for (let i = 0; i < key.length; i++) {
-    if (key[i] === '%' && /^[0-9a-fA-F]{2}$/.test(key.slice(i + 1, i + 3))) {
-      dec += String.fromCharCode(parseInt(key.slice(i + 1, i + 3), 16))
-      i += 2
-    } else {
-      dec += key[i]
-    }
-  }
-  return isSecretKey(dec)
+  return isSecretKey(percentDecodeLoose(key))
 }
 
 function maskQuery(q) {
@@ -272,9 +288,29 @@ function maskQuery(q) {
     .split('&')
     .map((pair) => {
       const eq = pair.indexOf('=')
-      return eq >= 0 && isSecretQueryKey(pair.slice(0, eq)) ? `${pair.slice(0, eq + 1)}${MASK}` : pair
+      if (eq < 0) return pair
+      const key = pair.slice(0, eq)
+      const masked =
+        isSecretQueryKey(key) ||
+        (percentDecodeLoose(key) === 'dbname' && dbnameExpands(percentDecodeLoose(pair.slice(eq + 1))))
+      return masked ? `${pair.slice(0, eq + 1)}${MASK}` : pair
     })
     .join('&')
+}
+
+/** The rest of a URI after its user info or hosts, [p, end): the path up
+ * to the '?' is the dbname, masked when it is a connection string. */
+function maskPathAndQuery(s, p) {
+  let q = s.indexOf('?', p)
+  if (q < 0) q = s.length
+  const slash = s.indexOf('/', p)
+  let out
+  if (slash >= 0 && slash < q && dbnameExpands(percentDecodeLoose(s.slice(slash + 1, q)))) {
+    out = s.slice(p, slash + 1) + MASK
+  } else {
+    out = s.slice(p, q)
+  }
+  return q < s.length ? `${out}?${maskQuery(s.slice(q + 1))}` : out
 }
 
 function maskUri(s, schemeLen) {
@@ -304,9 +340,7 @@ function maskUri(s, schemeLen) {
       p = at
     }
   }
-  const q = s.indexOf('?', p)
-  if (q < 0) return out + s.slice(p)
-  return out + s.slice(p, q + 1) + maskQuery(s.slice(q + 1))
+  return out + maskPathAndQuery(s, p)
 }
 
 function maskKeyValue(s) {
@@ -341,9 +375,30 @@ function maskKeyValue(s) {
       // libpq takes "\ " as a blank inside the value.
       for (; p < n && !isSpace(s[p]); p++) if (s[p] === '\\' && p + 1 < n) p++
     }
-    out += secret ? MASK : s.slice(val, p)
+    const written = s.slice(val, p)
+    const hidden = secret || (s.slice(key, keyEnd) === 'dbname' && dbnameExpands(kvDecode(written)))
+    out += hidden ? MASK : written
   }
   return out
+}
+
+/** A secret the parser found in params, or in a dbname of params that
+ * is a connection string of its own (a few levels down), still in out. */
+function leaks(out, params, depth = 0) {
+  for (const key of SECRET_KEYS) {
+    const v = params?.[key]
+    if (v && v.length >= 4 && (out.includes(v) || out.includes(encodeURIComponent(v)))) return true
+  }
+  const db = params?.dbname
+  if (!db || !dbnameExpands(db)) return false
+  if ((db.length >= 4 && out.includes(db)) || depth >= 4) return true
+  let nested
+  try {
+    nested = parseConninfo(db)
+  } catch {
+    return false
+  }
+  return leaks(out, nested, depth + 1)
 }
 
 /**
@@ -371,11 +426,7 @@ export function maskConninfo(conninfo) {
   }
   if (out === null) out = s.includes('=') ? maskKeyValue(s) : MASK
   // A password the parser found but the masking missed: all of it goes.
-  for (const key of SECRET_KEYS) {
-    const v = params?.[key]
-    if (v && v.length >= 4 && (out.includes(v) || out.includes(encodeURIComponent(v)))) return MASK
-  }
-  return out
+  return leaks(out, params) ? MASK : out
 }
 
 /**

@@ -96,6 +96,31 @@ test('mask: keyword/value strings', () => {
   checkMask('host=db oauth_client_secret=s3cret', 'host=db oauth_client_secret=****', 's3cret')
 })
 
+test('mask: a dbname that is a connection string of its own (libpq expands it)', () => {
+  // The same cases as test-mask.c's test_dbname_conninfo.
+  checkMask("host=db dbname='host=db password=s3cret user=app'", 'host=db dbname=****', 's3cret', 'user=app')
+  checkMask('host=db dbname=host=db\\ password=s3cret\\ user=app port=5432', 'host=db dbname=**** port=5432', 's3cret')
+  checkMask('host=db dbname=postgresql://app:s3cret@db/app user=app', 'host=db dbname=**** user=app', 's3cret')
+  checkMask("host=db dbname='postgres://app:s3cret@db/app'", 'host=db dbname=****', 's3cret')
+  checkMask("dbname='password=s3cret' dbname=app host=db", 'dbname=**** dbname=app host=db', 's3cret')
+  checkMask('host=db dbname=PostgreSQL://app:s3cret@db/app', 'host=db dbname=****', 's3cret')
+  checkMask('postgresql://db/postgresql%3A%2F%2Fapp%3As3cret%40db%2Fapp', 'postgresql://db/****', 's3cret')
+  checkMask(
+    'postgresql://app:pw@db:5432/host%3Ddb%20password%3Ds3cret?sslmode=require',
+    'postgresql://app:****@db:5432/****?sslmode=require',
+    's3cret',
+  )
+  checkMask('postgresql://db/x?dbname=host%3Ddb%20password%3Ds3cret', 'postgresql://db/x?dbname=****', 's3cret')
+  checkMask('postgresql://db/x?db%6Eame=password%3Ds3cret&sslmode=prefer', 'postgresql://db/x?db%6Eame=****&sslmode=prefer', 's3cret')
+  checkMask('postgresql://db/x?dbname=postgresql://app:s3cret@db/app', 'postgresql://db/x?dbname=****', 's3cret')
+  checkMask('postgresql://db/password=s3cret', 'postgresql://db/****', 's3cret')
+  checkMask("dbname='dbname=\\'password=s3cret\\''", 'dbname=****', 's3cret')
+  checkMask('host=db dbname=my-app_db', 'host=db dbname=my-app_db', '****')
+  checkMask('postgresql://db/my%20app?application_name=a', 'postgresql://db/my%20app?application_name=a', '****')
+  // and the parser reads the nested password where libpq would
+  assert.equal(parseConninfo(parseConninfo("host=db dbname='host=db password=s3cret user=app'").dbname).password, 's3cret')
+})
+
 test('mask: neither a URI nor key=value, maybe a bare password', () => {
   checkMask('s3cret', '****', 's3cret')
   checkMask('my s3cret pw', '****', 's3cret')
