@@ -63,6 +63,7 @@
 #include <stdint.h>
 
 #include "common/env.h"
+#include "common/log.h"
 #include "common/util.h"
 
 /* Largest env file read: the format's limit. */
@@ -90,6 +91,20 @@
 /* Retries of a read that failed for a reason that may pass. */
 #define LAYERS_RETRY_FIRST_MS 100
 #define LAYERS_RETRY_MAX_MS 30000
+
+/* Log lines the versions of one file may cause: LAYERS_LOG_BURST at once,
+ * LAYERS_LOG_PER_S a second after that; and all files together
+ * LAYERS_LOG_ALL_*.  Whoever can write a file (or a directory or link on
+ * its path) can write a rejected version thousands of times a second,
+ * each worth a line; a working file causes a handful.  The numbers are
+ * those of a socket client's uid (server.c).  Lines left out are counted
+ * and said, with the file's state, at most once every
+ * LAYERS_LOG_SUMMARY_MS per file. */
+#define LAYERS_LOG_BURST 20
+#define LAYERS_LOG_PER_S 5
+#define LAYERS_LOG_ALL_BURST 100
+#define LAYERS_LOG_ALL_PER_S 20
+#define LAYERS_LOG_SUMMARY_MS 1000
 
 enum layer_state {
 	LAYER_OK,      /* the current text parsed */
@@ -137,12 +152,26 @@ struct layer {
 	int64_t open_since_ms; /* 0 when no writer is at work */
 	uint8_t open_hash[32];
 	int64_t open_hash_ms;
+
+	/* Its log lines (LAYERS_LOG_*): the budget, lines left out since
+	 * the last summary and when that was, and whether the last line
+	 * about it that went out said it was rejected (then the line saying
+	 * it is good again always goes out: the log's last word on a file
+	 * is never a stale error). */
+	struct log_bucket log;
+	unsigned log_suppressed;
+	int64_t log_summary_ms;
+	bool log_said_bad;
+	/* The version read is the one read before (a recheck, a reload):
+	 * an error it causes again is not logged again. */
+	bool reread;
 };
 
 struct layers {
 	struct layer *files;
 	size_t n_files;
 	struct keys *keys; /* for encrypted files and values */
+	struct log_bucket log_all; /* the log lines of all files */
 };
 
 int layers_init(struct layers *l, char *const *paths, size_t n,
