@@ -613,6 +613,63 @@ class Trust(ClusterTest):
         self.assertEqual(h.file_status(agent, app)['state'], 'ok')
         self.assertIsNone(h.file_status(agent, app)['error'])
 
+    def test_f_log_lines_a_links_owner_causes_are_bounded(self):
+        """The owner of a symlink on a layer's path points it at one file
+        and then another, 2000 times, the agent reading each: the lines
+        about the path are bounded and the rest counted."""
+        h.write_rename(self.base, f'DATABASE_URL={self.url()}\n')
+        u = self.user()
+        link = os.path.join(u.dir, 'app.env')
+        for name, text in (('a.env', 'NOTE=a\n'), ('b.env', 'NOTE=bb\n')):
+            self.user_write(u, os.path.join(u.dir, name), text)
+        r = u.run(['ln', '-s', 'a.env', link])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        agent = self.start_agent(env_files=[self.base, link])
+        h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')['valid'],
+                   what='the base value published')
+        mark = len(agent.log())
+        writer = u.popen([sys.executable, '-c',
+                          'import os, sys\n'
+                          'p = sys.argv[1]\n'
+                          'for line in sys.stdin:\n'
+                          '    os.symlink(line.strip(), p + ".tmp")\n'
+                          '    os.rename(p + ".tmp", p)\n'
+                          '    st = os.stat(p)\n'
+                          '    print(f"{st.st_dev}:{st.st_ino}:'
+                          '{st.st_size}:{st.st_mtime_ns}", flush=True)\n',
+                          link], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.addCleanup(writer.wait)
+        self.addCleanup(writer.kill)
+        n = 2000
+        start = time.monotonic()
+        with agent.client() as c:
+            for k in range(n):
+                writer.stdin.write('b.env\n' if k % 2 == 0 else 'a.env\n')
+                ident = writer.stdout.readline().strip()
+                h.wait_for(lambda: h.file_status(c, link)['identity'] ==
+                           ident, interval=0.001, what=f'{ident} read')
+            elapsed = time.monotonic() - start
+        writer.stdin.close()
+        summary = re.compile(r'(\d+) more line\(s\) about its path not '
+                             r'logged')
+
+        def counted():
+            got = [ln for ln in agent.log()[mark:].splitlines()
+                   if link in ln]
+            moved = sum(1 for ln in got if 'now resolves to' in ln)
+            left_out = sum(int(m.group(1)) for ln in got
+                           for m in [summary.search(ln)] if m)
+            return got, moved, left_out
+        h.wait_for(lambda: counted()[1] + counted()[2] == n or None,
+                   what=f'{n} moves logged or counted: {counted()[1:]}')
+        got = counted()[0]
+        print(f'{n} moves of a link in {elapsed:.1f} s: {len(got)} lines, '
+              f'{counted()[2]} left out')
+        self.assertLessEqual(len(got), 20 + 6 * (elapsed + 2) + 2,
+                             '\n'.join(got[-5:]))
+        self.assertLess(len(got), n / 4)
+
     # -- (g) a later layer may not redefine a name of a layer its writers
     # could not write
 
