@@ -45,10 +45,24 @@
  * file, is opened only in a file that no one but root and the agent's
  * user can write (key files must be that private too, keys.h): otherwise
  * a ciphertext copied from elsewhere would be decrypted into a value its
- * copier chose.  A file that breaks either rule is rejected whole, like a
- * malformed one.  A file is re-parsed over the layers below with the
+ * copier chose.  A name that a lower file (or the agent's environment)
+ * defines may be defined again only in a file whose every writer could
+ * also write that one (writers_covered() the same way round): a later
+ * layer wins, so whoever can write it could otherwise point a target
+ * defined below at their own server.  A root-only file may define again
+ * anyone's names; a user's file may not define again a root-only file's.
+ * A file that breaks any of these rules is rejected whole, like a
+ * malformed one.  A file whose kept parse defines a name that a lower
+ * file came to define since is not used for that name (the lower one is)
+ * until it is fixed.  A file is re-parsed over the layers below with the
  * writers recorded when its text was read; a change of owner or mode
  * alone (inotify's IN_ATTRIB) reads it again like a change of content.
+ *
+ * LOG LINES.  Whoever can write a file, or a directory or link on its
+ * path, decides how many versions it has, and each rejected one is worth a
+ * line: the lines about a file are limited (LAYERS_LOG_*), the rest
+ * counted and said with the file's state once a second at most.  Status
+ * always shows the file's state and error as they are.
  *
  * A read that fails for a reason that may pass (EACCES fixed by a chmod
  * on a directory, EMFILE, ENFILE, EIO, ENOMEM) is retried with backoff
@@ -184,12 +198,14 @@ void layers_fini(struct layers *l);
  * changed (new good text), 0 when nothing changed or the new version was
  * rejected or put off (see the layer's state and error), or -ENOMEM.
  * *recheck_ms is set to when to read the file again though no change is
- * seen (a writer at work, a read error that may pass), else to -1. */
+ * seen (a writer at work, a read error that may pass, a summary of log
+ * lines left out that is due then), else to -1. */
 int layers_reload(struct layers *l, size_t i, uint64_t seq, bool writer_open,
 		  int64_t *recheck_ms);
 
-/* The effective value of name: the highest file defining it, else the
- * process environment, else NULL. */
+/* The effective value of name: the highest file defining it (where that
+ * definition counts: see WHO MAY READ WHAT), else the process
+ * environment, else NULL. */
 const char *layers_get(const struct layers *l, const char *name);
 
 /* Where the effective value of name is defined: *path and *line of the
