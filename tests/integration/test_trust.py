@@ -596,7 +596,7 @@ class Trust(ClusterTest):
             return rejected, left_out
         # Every rejected version is a line or counted in a summary (the
         # last summary comes within a second).
-        h.wait_for(lambda: sum(counted()) == n or None,
+        h.wait_for(lambda: sum(counted()) == n or None, timeout=30,
                    what=f'{n} versions logged or counted: {counted()}')
         got = lines()
         print(f'{n} rejected versions in {elapsed:.1f} s: {len(got)} '
@@ -662,7 +662,7 @@ class Trust(ClusterTest):
                            for m in [summary.search(ln)] if m)
             return got, moved, left_out
         h.wait_for(lambda: counted()[1] + counted()[2] == n or None,
-                   what=f'{n} moves logged or counted: {counted()[1:]}')
+                   timeout=30, what=f'{n} moves logged or counted: {counted()[1:]}')
         got = counted()[0]
         print(f'{n} moves of a link in {elapsed:.1f} s: {len(got)} lines, '
               f'{counted()[2]} left out')
