@@ -560,6 +560,7 @@ class Trust(ClusterTest):
                           '{st.st_size}:{st.st_mtime_ns}", flush=True)\n',
                           app], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.addCleanup(writer.stdout.close)
         self.addCleanup(writer.wait)
         self.addCleanup(writer.kill)
         n = 2000
@@ -639,6 +640,7 @@ class Trust(ClusterTest):
                           '{st.st_size}:{st.st_mtime_ns}", flush=True)\n',
                           link], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.addCleanup(writer.stdout.close)
         self.addCleanup(writer.wait)
         self.addCleanup(writer.kill)
         n = 2000
