@@ -27,15 +27,63 @@ struct lower {
 	unsigned decodes;    /* enc: values tried, opened or not */
 };
 
+/* The rule of layers.h for a file with writers w that defines name over
+ * files [0, below) and the environment: every writer of it must be able
+ * to write each of them that defines name too.  Returns true when it may;
+ * else false, with why in msg (when msg is not NULL). */
+static bool layers_may_redefine(const struct layers *l, size_t below,
+				const struct writers *w, const char *name,
+				char *msg, size_t msglen)
+{
+	struct writers self;
+	char who[128];
+
+	for (size_t j = below; j-- > 0;) {
+		const struct layer *lo = &l->files[j];
+		if (!env_file_get(&lo->parsed, name) ||
+		    writers_covered(w, &lo->writers, who, sizeof(who)))
+			continue;
+		if (msg)
+			snprintf(msg, msglen, "%s is defined in %s, which %s "
+				 "(who can write this file) cannot write: a "
+				 "layer may define again only names of layers "
+				 "its writers could write", name, lo->path, who);
+		return false;
+	}
+	if (!getenv(name))
+		return true;
+	writers_self(&self);
+	if (writers_covered(w, &self, who, sizeof(who)))
+		return true;
+	if (msg)
+		snprintf(msg, msglen, "%s is set in the agent's environment, "
+			 "which %s (who can write this file) cannot set: a "
+			 "layer may define again only names of layers its "
+			 "writers could write", name, who);
+	return false;
+}
+
+/* Whether file i's definition of name counts.  A file is rejected when
+ * it breaks the rule above, but a file whose kept text parsed before a
+ * file below it came to define the name keeps its parse (layers_reparse()):
+ * its definition is passed over here instead, so that the lower one wins
+ * as soon as it is there. */
+static bool layer_defines(const struct layers *l, size_t i, const char *name)
+{
+	const struct layer *f = &l->files[i];
+
+	return env_file_get(&f->parsed, name) &&
+	       layers_may_redefine(l, i, &f->writers, name, NULL, 0);
+}
+
 /* The layer below lw->below that defines name, or -1 for the process
  * environment (or nowhere). */
 static int lower_find(const struct lower *lw, const char *name,
 		      const char **value)
 {
 	for (size_t i = lw->below; i-- > 0;) {
-		const char *v = env_file_get(&lw->l->files[i].parsed, name);
-		if (v) {
-			*value = v;
+		if (layer_defines(lw->l, i, name)) {
+			*value = env_file_get(&lw->l->files[i].parsed, name);
 			return (int)i;
 		}
 	}
@@ -163,13 +211,31 @@ static int layer_parse(const struct layers *l, size_t i, const char *text,
 
 	if (decrypted)
 		*decrypted = lw.decrypted;
-	return r;
+	if (r < 0 || !w)
+		return r;
+	/* The rule of layers.h: a later layer wins, so whoever can write
+	 * this file could point a target defined below at their server. */
+	for (size_t e = 0; e < out->n; e++) {
+		const struct env_entry *en = &out->entries[e];
+		if (layers_may_redefine(l, i, w, en->name, err->message,
+					sizeof(err->message)))
+			continue;
+		err->line = en->line;
+		err->column = 1;
+		env_file_fini(out);
+		return -EPERM;
+	}
+	return 0;
 }
 
 int layers_init(struct layers *l, char *const *paths, size_t n,
 		struct keys *keys)
 {
+	int64_t now = now_ms();
+
 	*l = (struct layers){ .keys = keys };
+	log_bucket_init(&l->log_all, LAYERS_LOG_ALL_BURST,
+			LAYERS_LOG_ALL_PER_S, now);
 	l->files = calloc(n ? n : 1, sizeof(*l->files));
 	if (!l->files)
 		return -ENOMEM;
@@ -178,6 +244,8 @@ int layers_init(struct layers *l, char *const *paths, size_t n,
 		if (!l->files[i].path)
 			return -ENOMEM;
 		l->files[i].state = LAYER_MISSING;
+		log_bucket_init(&l->files[i].log, LAYERS_LOG_BURST,
+				LAYERS_LOG_PER_S, now);
 		l->n_files++;
 	}
 	return 0;
@@ -211,7 +279,86 @@ void layers_fini(struct layers *l)
 }
 
 PRINTF(3, 4)
-static void layer_fail(struct layer *f, bool log, const char *fmt, ...)
+/* What a line about a file says, for layer_log(). */
+enum layer_say {
+	LAYER_SAY_OTHER,
+	LAYER_SAY_BAD,  /* the file, or its newest version, is rejected */
+	LAYER_SAY_GOOD, /* it is good again */
+};
+
+/* A line about file f, within its budget and that of all files
+ * (LAYERS_LOG_* in layers.h); one left out is counted, and said by
+ * layers_log_summaries().  Whoever writes a file decides how many
+ * versions it has, so every line its versions can cause comes here.  A
+ * line saying it is good again goes out regardless when the last line
+ * about f that went out said it was bad: at most once per such line. */
+PRINTF(5, 6)
+static void layer_log(struct layers *l, struct layer *f, int level,
+		      enum layer_say say, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+
+	if (!log_enabled(level))
+		return;
+	if (!(say == LAYER_SAY_GOOD && f->log_said_bad) &&
+	    !log_bucket_take(&f->log, &l->log_all, now_ms())) {
+		f->log_suppressed++;
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	log_msg(level, "%s", line);
+	if (say != LAYER_SAY_OTHER)
+		f->log_said_bad = say == LAYER_SAY_BAD;
+}
+
+/* Says, at most once every LAYERS_LOG_SUMMARY_MS per file, how many lines
+ * about each file were left out and what its state is now (the line that
+ * would have said so may be among them).  Returns in how many ms the next
+ * summary is due, or -1 when none is. */
+static int64_t layers_log_summaries(struct layers *l)
+{
+	int64_t now = now_ms(), due = -1;
+
+	for (size_t i = 0; i < l->n_files; i++) {
+		struct layer *f = &l->files[i];
+		int64_t wait = f->log_summary_ms + LAYERS_LOG_SUMMARY_MS - now;
+
+		if (!f->log_suppressed)
+			continue;
+		if (wait > 0) {
+			due = due < 0 ? wait : MIN(due, wait);
+			continue;
+		}
+		if (f->state == LAYER_OK)
+			log_notice("%s: %u more line(s) about this file not "
+				   "logged (at most %d at once, %d a second); "
+				   "it is good now, its values in force",
+				   f->path, f->log_suppressed,
+				   LAYERS_LOG_BURST, LAYERS_LOG_PER_S);
+		else
+			log_warning("%s: %u more line(s) about this file not "
+				    "logged (at most %d at once, %d a second); "
+				    "its state now: %s%s", f->path,
+				    f->log_suppressed, LAYERS_LOG_BURST,
+				    LAYERS_LOG_PER_S,
+				    f->error ? f->error : "not read",
+				    f->ever_good ? "; keeping its last good "
+						   "values" : "");
+		f->log_said_bad = f->state != LAYER_OK;
+		f->log_suppressed = 0;
+		f->log_summary_ms = now;
+	}
+	return due;
+}
+
+/* Keeps why f is rejected for status, and logs it when log is set, but
+ * not again for the version read before (a recheck or a reload of it). */
+PRINTF(4, 5)
+static void layer_fail(struct layers *l, struct layer *f, bool log,
+		       const char *fmt, ...)
 {
 	char buf[768];
 	va_list ap;
@@ -219,12 +366,14 @@ static void layer_fail(struct layer *f, bool log, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
+	if (f->reread && f->error && streq(f->error, buf))
+		log = false;
 	free(f->error);
 	f->error = strdup(buf);
 	if (log)
-		log_warning("%s%s", buf,
-			    f->ever_good ? "; keeping its last good values"
-					 : "");
+		layer_log(l, f, LOG_WARNING, LAYER_SAY_BAD, "%s%s", buf,
+			  f->ever_good ? "; keeping its last good values"
+				       : "");
 }
 
 /* Whether another process has fd's file open for writing, asked of the
@@ -361,8 +510,8 @@ static bool layer_retryable(int r)
 /* A writer has the file open and what it holds is not the version in
  * force: whether to put it off (returns true; *recheck_ms set), or to use
  * it because the writer has had long enough and it stopped changing. */
-static bool layer_put_off(struct layer *f, const uint8_t hash[32],
-			  int64_t *recheck_ms)
+static bool layer_put_off(struct layers *l, struct layer *f,
+			  const uint8_t hash[32], int64_t *recheck_ms)
 {
 	int64_t now = now_ms(), waited, stable, left;
 	bool first = f->open_since_ms == 0;
@@ -383,21 +532,22 @@ static bool layer_put_off(struct layer *f, const uint8_t hash[32],
 	stable = now - f->open_hash_ms;
 	if (waited >= LAYERS_UNCLOSED_MAX_MS &&
 	    stable >= LAYERS_UNCLOSED_STABLE_MS) {
-		log_warning("%s: still open for writing after %lld s, but "
-			    "unchanged for %lld s: reading it", f->path,
-			    (long long)(waited / 1000),
-			    (long long)(stable / 1000));
+		layer_log(l, f, LOG_WARNING, LAYER_SAY_OTHER,
+			  "%s: still open for writing after %lld s, but "
+			  "unchanged for %lld s: reading it", f->path,
+			  (long long)(waited / 1000),
+			  (long long)(stable / 1000));
 		f->open_since_ms = 0;
 		return false;
 	}
 	f->state = LAYER_WRITING;
-	layer_fail(f, false, "%s: open for writing by another process; "
+	layer_fail(l, f, false, "%s: open for writing by another process; "
 		   "waiting for it to close (or, after %d s, for the content "
 		   "to stay unchanged for %d s)", f->path,
 		   LAYERS_UNCLOSED_MAX_MS / 1000,
 		   LAYERS_UNCLOSED_STABLE_MS / 1000);
 	if (first)
-		log_notice("%s", f->error);
+		layer_log(l, f, LOG_NOTICE, LAYER_SAY_OTHER, "%s", f->error);
 	left = MAX(LAYERS_UNCLOSED_MAX_MS - waited,
 		   LAYERS_UNCLOSED_STABLE_MS - stable);
 	*recheck_ms = MIN(LAYERS_UNCLOSED_RECHECK_MS, MAX(left, 10));
@@ -420,14 +570,14 @@ static int layer_plaintext(struct layers *l, struct layer *f, uint8_t *bytes,
 	*sealed = crypt_is_sealed_file(bytes, len);
 	if (*sealed && layers_no_decrypt(f->path, w, err, sizeof(err))) {
 		r = -EPERM;
-		layer_fail(f, true, "%s: encrypted file: %s", f->path, err);
+		layer_fail(l, f, true, "%s: encrypted file: %s", f->path, err);
 	} else if (*sealed) {
 		r = crypt_open_file(k ? k->held : NULL, k ? k->n_held : 0,
 				    bytes, len, &plain, &plain_len, err,
 				    sizeof(err));
 		if (r < 0 && r != -ENOMEM)
-			layer_fail(f, true, "%s: encrypted file: %s", f->path,
-				   err);
+			layer_fail(l, f, true, "%s: encrypted file: %s",
+				   f->path, err);
 	} else {
 		/* A copy, so that all kept text is in one kind of memory. */
 		plain_len = len;
@@ -478,8 +628,8 @@ static int layers_reparse(struct layers *l, size_t from)
 				      f->reparse_failed)) {
 				f->state = LAYER_ERROR;
 				f->reparse_failed = true;
-				layer_fail(f, true, "%s:%s (after a change "
-					   "below it)", f->path, was);
+				layer_fail(l, f, true, "%s:%s (after a "
+					   "change below it)", f->path, was);
 			}
 			continue;
 		}
@@ -488,8 +638,9 @@ static int layers_reparse(struct layers *l, size_t from)
 			f->state = LAYER_OK;
 			free(f->error);
 			f->error = NULL;
-			log_notice("%s: parses again over the files below it",
-				   f->path);
+			layer_log(l, f, LOG_NOTICE, LAYER_SAY_GOOD,
+				  "%s: parses again over the files below it",
+				  f->path);
 		}
 		env_file_fini(&f->parsed);
 		f->parsed = parsed;
@@ -497,8 +648,25 @@ static int layers_reparse(struct layers *l, size_t from)
 	return 0;
 }
 
-int layers_reload(struct layers *l, size_t i, uint64_t seq, bool writer_open,
-		  int64_t *recheck_ms)
+/* The version read is in force (or is the text in force): an error kept
+ * for f is over, and the log says so when it said the error. */
+static void layer_good(struct layers *l, struct layer *f, const char *how)
+{
+	bool was_bad = f->log_said_bad ||
+		       (f->error && (f->state == LAYER_ERROR ||
+				     f->state == LAYER_MISSING));
+
+	f->state = LAYER_OK;
+	free(f->error);
+	f->error = NULL;
+	if (was_bad)
+		layer_log(l, f, LOG_NOTICE, LAYER_SAY_GOOD, "%s: good again%s; "
+			  "its values are in force", f->path, how);
+}
+
+/* layers_reload() but for the summaries of lines left out. */
+static int layer_reload(struct layers *l, size_t i, uint64_t seq,
+			bool writer_open, int64_t *recheck_ms)
 {
 	struct layer *f = &l->files[i];
 	char before[sizeof(f->identity)], why[640];
@@ -517,6 +685,7 @@ int layers_reload(struct layers *l, size_t i, uint64_t seq, bool writer_open,
 	*recheck_ms = -1;
 	memcpy(before, f->identity, sizeof(before));
 	r = layer_read(f, &bytes, &len, &writer, &w, why, sizeof(why));
+	f->reread = streq(before, f->identity);
 	/* The evaluation that first saw this version: re-reading the same
 	 * version later (a reload) must not hide what that one changed. */
 	if (!streq(before, f->identity) || f->read_seq == 0)
@@ -525,7 +694,7 @@ int layers_reload(struct layers *l, size_t i, uint64_t seq, bool writer_open,
 		int64_t delay = backoff_ms(f->read_failures, LAYERS_RETRY_FIRST_MS,
 					   LAYERS_RETRY_MAX_MS);
 		/* Logged when the reason changes, not at every retry. */
-		layer_fail(f, f->read_failures == 0 || f->read_errno != -r,
+		layer_fail(l, f, f->read_failures == 0 || f->read_errno != -r,
 			   "%s; retrying in %lld ms", why, (long long)delay);
 		if (f->read_failures < 32)
 			f->read_failures++;
@@ -534,18 +703,19 @@ int layers_reload(struct layers *l, size_t i, uint64_t seq, bool writer_open,
 		return r == -ENOMEM ? r : 0;
 	}
 	if (r < 0) {
-		layer_fail(f, true, "%s", why);
+		layer_fail(l, f, true, "%s", why);
 		f->read_failures = 0;
 		return 0;
 	}
 	if (f->read_failures) {
-		log_notice("%s: readable again", f->path);
+		layer_log(l, f, LOG_NOTICE, LAYER_SAY_OTHER,
+			  "%s: readable again", f->path);
 		f->read_failures = 0;
 		f->read_errno = 0;
 	}
 	crypto_generichash(hash, sizeof(hash), bytes, len, NULL, 0);
 	if ((writer >= 0 ? writer == 1 : writer_open) &&
-	    layer_put_off(f, hash, recheck_ms)) {
+	    layer_put_off(l, f, hash, recheck_ms)) {
 		explicit_bzero(bytes, len);
 		free(bytes);
 		return 0;
@@ -563,9 +733,7 @@ int layers_reload(struct layers *l, size_t i, uint64_t seq, bool writer_open,
 		 * differ at each sealing): any earlier error is over. */
 		text_free(text, text_len);
 		memcpy(f->good_hash, hash, sizeof(hash));
-		f->state = LAYER_OK;
-		free(f->error);
-		f->error = NULL;
+		layer_good(l, f, " (the text of its values in force)");
 		return 0;
 	}
 	/* The same text with other writers (a chmod, a chown, a directory
@@ -577,7 +745,7 @@ int layers_reload(struct layers *l, size_t i, uint64_t seq, bool writer_open,
 			return r;
 		f->state = LAYER_ERROR;
 		f->reparse_failed = false;
-		layer_fail(f, true, "%s:%u:%u: %s", f->path, err.line,
+		layer_fail(l, f, true, "%s:%u:%u: %s", f->path, err.line,
 			   err.column, err.message);
 		return 0;
 	}
@@ -587,13 +755,25 @@ int layers_reload(struct layers *l, size_t i, uint64_t seq, bool writer_open,
 	memcpy(f->good_hash, hash, sizeof(hash));
 	env_file_fini(&f->parsed);
 	f->parsed = parsed;
-	f->state = LAYER_OK;
 	f->crypt = sealed ? LAYER_SEALED : decrypted ? LAYER_VALUES : LAYER_PLAIN;
+	layer_good(l, f, "");
 	f->ever_good = true;
-	free(f->error);
-	f->error = NULL;
 	r = layers_reparse(l, i + 1);
 	return r < 0 ? r : 1;
+}
+
+int layers_reload(struct layers *l, size_t i, uint64_t seq, bool writer_open,
+		  int64_t *recheck_ms)
+{
+	int r = layer_reload(l, i, seq, writer_open, recheck_ms);
+	int64_t due = layers_log_summaries(l);
+
+	/* Lines left out are said though no version comes after them:
+	 * reading this file again then costs one read, and an unchanged
+	 * version logs nothing again (layer_fail()). */
+	if (due >= 0 && (*recheck_ms < 0 || due < *recheck_ms))
+		*recheck_ms = MAX(due, 1);
+	return r;
 }
 
 const char *layers_get(const struct layers *l, const char *name)

@@ -45,10 +45,24 @@
  * file, is opened only in a file that no one but root and the agent's
  * user can write (key files must be that private too, keys.h): otherwise
  * a ciphertext copied from elsewhere would be decrypted into a value its
- * copier chose.  A file that breaks either rule is rejected whole, like a
- * malformed one.  A file is re-parsed over the layers below with the
+ * copier chose.  A name that a lower file (or the agent's environment)
+ * defines may be defined again only in a file whose every writer could
+ * also write that one (writers_covered() the same way round): a later
+ * layer wins, so whoever can write it could otherwise point a target
+ * defined below at their own server.  A root-only file may define again
+ * anyone's names; a user's file may not define again a root-only file's.
+ * A file that breaks any of these rules is rejected whole, like a
+ * malformed one.  A file whose kept parse defines a name that a lower
+ * file came to define since is not used for that name (the lower one is)
+ * until it is fixed.  A file is re-parsed over the layers below with the
  * writers recorded when its text was read; a change of owner or mode
  * alone (inotify's IN_ATTRIB) reads it again like a change of content.
+ *
+ * LOG LINES.  Whoever can write a file, or a directory or link on its
+ * path, decides how many versions it has, and each rejected one is worth a
+ * line: the lines about a file are limited (LAYERS_LOG_*), the rest
+ * counted and said with the file's state once a second at most.  Status
+ * always shows the file's state and error as they are.
  *
  * A read that fails for a reason that may pass (EACCES fixed by a chmod
  * on a directory, EMFILE, ENFILE, EIO, ENOMEM) is retried with backoff
@@ -63,6 +77,7 @@
 #include <stdint.h>
 
 #include "common/env.h"
+#include "common/log.h"
 #include "common/util.h"
 
 /* Largest env file read: the format's limit. */
@@ -90,6 +105,20 @@
 /* Retries of a read that failed for a reason that may pass. */
 #define LAYERS_RETRY_FIRST_MS 100
 #define LAYERS_RETRY_MAX_MS 30000
+
+/* Log lines the versions of one file may cause: LAYERS_LOG_BURST at once,
+ * LAYERS_LOG_PER_S a second after that; and all files together
+ * LAYERS_LOG_ALL_*.  Whoever can write a file (or a directory or link on
+ * its path) can write a rejected version thousands of times a second,
+ * each worth a line; a working file causes a handful.  The numbers are
+ * those of a socket client's uid (server.c).  Lines left out are counted
+ * and said, with the file's state, at most once every
+ * LAYERS_LOG_SUMMARY_MS per file. */
+#define LAYERS_LOG_BURST 20
+#define LAYERS_LOG_PER_S 5
+#define LAYERS_LOG_ALL_BURST 100
+#define LAYERS_LOG_ALL_PER_S 20
+#define LAYERS_LOG_SUMMARY_MS 1000
 
 enum layer_state {
 	LAYER_OK,      /* the current text parsed */
@@ -137,12 +166,26 @@ struct layer {
 	int64_t open_since_ms; /* 0 when no writer is at work */
 	uint8_t open_hash[32];
 	int64_t open_hash_ms;
+
+	/* Its log lines (LAYERS_LOG_*): the budget, lines left out since
+	 * the last summary and when that was, and whether the last line
+	 * about it that went out said it was rejected (then the line saying
+	 * it is good again always goes out: the log's last word on a file
+	 * is never a stale error). */
+	struct log_bucket log;
+	unsigned log_suppressed;
+	int64_t log_summary_ms;
+	bool log_said_bad;
+	/* The version read is the one read before (a recheck, a reload):
+	 * an error it causes again is not logged again. */
+	bool reread;
 };
 
 struct layers {
 	struct layer *files;
 	size_t n_files;
 	struct keys *keys; /* for encrypted files and values */
+	struct log_bucket log_all; /* the log lines of all files */
 };
 
 int layers_init(struct layers *l, char *const *paths, size_t n,
@@ -155,12 +198,14 @@ void layers_fini(struct layers *l);
  * changed (new good text), 0 when nothing changed or the new version was
  * rejected or put off (see the layer's state and error), or -ENOMEM.
  * *recheck_ms is set to when to read the file again though no change is
- * seen (a writer at work, a read error that may pass), else to -1. */
+ * seen (a writer at work, a read error that may pass, a summary of log
+ * lines left out that is due then), else to -1. */
 int layers_reload(struct layers *l, size_t i, uint64_t seq, bool writer_open,
 		  int64_t *recheck_ms);
 
-/* The effective value of name: the highest file defining it, else the
- * process environment, else NULL. */
+/* The effective value of name: the highest file defining it (where that
+ * definition counts: see WHO MAY READ WHAT), else the process
+ * environment, else NULL. */
 const char *layers_get(const struct layers *l, const char *name);
 
 /* Where the effective value of name is defined: *path and *line of the

@@ -18,6 +18,7 @@
  */
 #include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/inotify.h>
@@ -76,6 +77,11 @@ struct watch_file {
 	int64_t first_us; /* the same, finer, for the callback */
 	bool writing;	  /* open for writing: no IN_CLOSE_WRITE yet */
 	bool recheck;	  /* the caller asked: report even while writing */
+	/* Its log lines (watch.h WATCH_LOG_*): the budget, lines left out
+	 * since the last summary and when that was. */
+	struct log_bucket log;
+	unsigned log_suppressed;
+	int64_t log_summary_ms;
 	struct watch_file *next;
 };
 
@@ -85,7 +91,31 @@ struct watcher {
 	struct loop_source *source;
 	struct watch_dir *dirs;
 	struct watch_file *files;
+	struct log_bucket log_all; /* the log lines of all files' paths */
+	/* Queue overflows not logged since the last line about one. */
+	unsigned overflows;
+	int64_t overflow_log_ms;
 };
+
+/* A line about f's path, within its budget and that of all files; one
+ * left out is counted and said by watch_log_summary(). */
+PRINTF(3, 4)
+static void watch_log(struct watch_file *f, int level, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+
+	if (!log_enabled(level))
+		return;
+	if (!log_bucket_take(&f->log, &f->w->log_all, now_ms())) {
+		f->log_suppressed++;
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	log_msg(level, "%s", line);
+}
 
 /* The directory entry for dir_path, watching it.  Returns 0 or the
  * negative errno of inotify_add_watch(). */
@@ -308,8 +338,8 @@ static int watch_resolve(struct watch_file *f)
 		 * writing this one. */
 		f->writing = false;
 		if (was_file && is_file)
-			log_info("watch: %s now resolves to %s", f->path,
-				 f->real);
+			watch_log(f, LOG_INFO, "watch: %s now resolves to %s",
+				  f->path, f->real);
 	}
 	free(old_real);
 	return r;
@@ -349,19 +379,64 @@ static int watch_refresh(struct watch_file *f)
 
 	if (r < 0) {
 		if (r != f->watch_error)
-			log_warning("watch: cannot watch the path to %s: %s; "
-				    "retrying", f->path, strerror(-r));
+			watch_log(f, LOG_WARNING, "watch: cannot watch the "
+				  "path to %s: %s; retrying", f->path,
+				  strerror(-r));
 		f->watch_error = r;
 		if (!loop_timer_armed(f->retry))
 			watch_retry_arm(f);
 		return r;
 	}
 	if (f->watch_error)
-		log_notice("watch: %s is watched again", f->path);
+		watch_log(f, LOG_NOTICE, "watch: %s is watched again",
+			  f->path);
 	f->watch_error = 0;
 	f->retry_attempt = 0;
 	loop_timer_disarm(f->retry);
 	return 0;
+}
+
+/* Says how many lines about f's path were left out, and how it resolves
+ * now, at most once every WATCH_LOG_SUMMARY_MS; and the queue overflows
+ * not logged.  When one is not due yet, a report is scheduled for when it
+ * is, so that it is said though nothing else happens. */
+static void watch_log_summary(struct watch_file *f)
+{
+	struct watcher *w = f->w;
+	int64_t now = now_ms(), wait = -1;
+
+	if (f->log_suppressed &&
+	    now - f->log_summary_ms >= WATCH_LOG_SUMMARY_MS) {
+		log_notice("watch: %s: %u more line(s) about its path not "
+			   "logged (at most %d at once, %d a second); it "
+			   "resolves to %s now%s", f->path, f->log_suppressed,
+			   WATCH_LOG_BURST, WATCH_LOG_PER_S,
+			   f->is_file && f->real ? f->real : "no file",
+			   f->watch_error ? ", not all of it watched" : "");
+		f->log_suppressed = 0;
+		f->log_summary_ms = now;
+	} else if (f->log_suppressed) {
+		wait = f->log_summary_ms + WATCH_LOG_SUMMARY_MS - now;
+	}
+	if (w->overflows && now - w->overflow_log_ms >= WATCH_LOG_SUMMARY_MS) {
+		log_warning("watch: %u more inotify queue overflow(s), each "
+			    "rereading all", w->overflows);
+		w->overflows = 0;
+		w->overflow_log_ms = now;
+	} else if (w->overflows) {
+		int64_t o = w->overflow_log_ms + WATCH_LOG_SUMMARY_MS - now;
+		wait = wait < 0 ? o : MIN(wait, o);
+	}
+	if (wait < 0)
+		return;
+	if (f->first_ms < 0) {
+		f->first_ms = now;
+		f->first_us = now_us();
+	}
+	f->recheck = true;
+	if (!loop_timer_armed(f->settle) ||
+	    loop_timer_deadline(f->settle) > now + wait)
+		loop_timer_arm(f->settle, now + MAX(wait, 1));
 }
 
 static void watch_settled(struct loop_timer *t, void *data)
@@ -385,6 +460,7 @@ static void watch_settled(struct loop_timer *t, void *data)
 	};
 	f->first_ms = -1;
 	f->recheck = false;
+	watch_log_summary(f);
 	/* Last thing: the callback may free the watcher. */
 	f->fn(f->path, &rep, f->data);
 }
@@ -436,7 +512,14 @@ void watcher_overflow(struct watcher *w)
 {
 	int64_t now = now_ms();
 
-	log_warning("watch: inotify queue overflow, rereading all");
+	/* Whoever can write a directory on a path can cause these at will:
+	 * one line a second, the others counted (watch_log_summary()). */
+	if (now - w->overflow_log_ms >= WATCH_LOG_SUMMARY_MS) {
+		log_warning("watch: inotify queue overflow, rereading all");
+		w->overflow_log_ms = now;
+	} else {
+		w->overflows++;
+	}
 	/* Every file may have changed, and any directory or link on the
 	 * way may have been replaced: each is resolved again and reported
 	 * once.  Whether a writer is still at work cannot be told (its
@@ -525,6 +608,8 @@ int watcher_new(struct loop *loop, struct watcher **out)
 	if (!w)
 		return -ENOMEM;
 	w->loop = loop;
+	log_bucket_init(&w->log_all, WATCH_LOG_ALL_BURST, WATCH_LOG_ALL_PER_S,
+			now_ms());
 	w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (w->fd < 0) {
 		r = neg_errno();
@@ -592,6 +677,7 @@ int watcher_add(struct watcher *w, const char *path, watch_fn *fn, void *data)
 	f->fn = fn;
 	f->data = data;
 	f->first_ms = -1;
+	log_bucket_init(&f->log, WATCH_LOG_BURST, WATCH_LOG_PER_S, now_ms());
 	f->path = strdup(path);
 	f->settle = loop_timer_new(w->loop, watch_settled, f);
 	f->retry = loop_timer_new(w->loop, watch_retry, f);

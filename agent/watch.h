@@ -85,6 +85,20 @@
  * reports it (ELOOP). */
 #define WATCH_LINKS_MAX 40
 
+/* Log lines the path of one file may cause (a link on it replaced, a
+ * directory on it that cannot be watched): WATCH_LOG_BURST at once,
+ * WATCH_LOG_PER_S a second after that, and all files together
+ * WATCH_LOG_ALL_*; an inotify queue overflow is logged at most once every
+ * WATCH_LOG_SUMMARY_MS.  Whoever owns a link or a directory on a path
+ * decides how often these happen.  Lines left out are counted and said at
+ * most once every WATCH_LOG_SUMMARY_MS per file (a report then follows,
+ * which costs the caller one read). */
+#define WATCH_LOG_BURST 20
+#define WATCH_LOG_PER_S 5
+#define WATCH_LOG_ALL_BURST 100
+#define WATCH_LOG_ALL_PER_S 20
+#define WATCH_LOG_SUMMARY_MS 1000
+
 struct watcher;
 
 /* What a report says besides "look again". */

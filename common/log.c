@@ -235,3 +235,39 @@ void log_event(int level, const struct log_fields *f,
 	log_line(level, f, fmt, ap);
 	va_end(ap);
 }
+
+void log_bucket_init(struct log_bucket *b, unsigned burst, unsigned per_s,
+		     int64_t now)
+{
+	*b = (struct log_bucket){ .credit = burst * 1000LL, .ms = now,
+				  .burst = burst, .per_s = per_s };
+}
+
+static void log_bucket_refill(struct log_bucket *b, int64_t now)
+{
+	/* A clock step back refills nothing (and takes nothing away). */
+	if (now > b->ms)
+		b->credit = MIN(b->burst * 1000LL,
+				b->credit + (now - b->ms) * b->per_s);
+	b->ms = now;
+}
+
+bool log_bucket_full(struct log_bucket *b, int64_t now)
+{
+	log_bucket_refill(b, now);
+	return b->credit >= b->burst * 1000LL;
+}
+
+bool log_bucket_take(struct log_bucket *b, struct log_bucket *all,
+		     int64_t now)
+{
+	log_bucket_refill(b, now);
+	if (all)
+		log_bucket_refill(all, now);
+	if (b->credit < 1000 || (all && all->credit < 1000))
+		return false;
+	b->credit -= 1000;
+	if (all)
+		all->credit -= 1000;
+	return true;
+}

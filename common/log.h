@@ -67,6 +67,30 @@ typedef int log_sink_fn(int level, const struct log_fields *f,
 			const char *line);
 void log_set_sink(log_sink_fn *fn);
 
+/* A budget of log lines for one cause (a client's uid, an env file): a
+ * token bucket of burst lines, refilled at per_s lines a second.  Who
+ * causes lines at will (a local user rewriting a file, a client sending
+ * requests) must not drown the agent's own lines: journald drops a
+ * service's lines past its rate limit, whoever caused them.  Not locked:
+ * one thread owns a bucket. */
+struct log_bucket {
+	int64_t credit; /* lines, in thousandths */
+	int64_t ms;     /* when credit was last refilled */
+	unsigned burst, per_s;
+};
+
+/* A full bucket as of now. */
+void log_bucket_init(struct log_bucket *b, unsigned burst, unsigned per_s,
+		     int64_t now);
+/* Whether b is full as of now (its cause has been quiet long enough to be
+ * forgotten). */
+bool log_bucket_full(struct log_bucket *b, int64_t now);
+/* Takes one line from b and, unless all is NULL, from all too (a budget
+ * shared by every cause): from both or from neither.  Returns whether the
+ * line may go out. */
+bool log_bucket_take(struct log_bucket *b, struct log_bucket *all,
+		     int64_t now);
+
 #define log_error(...) log_msg(LOG_ERR, __VA_ARGS__)
 #define log_warning(...) log_msg(LOG_WARNING, __VA_ARGS__)
 #define log_notice(...) log_msg(LOG_NOTICE, __VA_ARGS__)

@@ -8,9 +8,11 @@ asks for a cleartext password, as a PostgreSQL server may."""
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import tempfile
+import time
 
 import harness as h
 from common import ClusterTest, fresh_password, main
@@ -163,12 +165,15 @@ class Trust(ClusterTest):
         port, caught = self.listener(u, secret, *getattr(self, 'candidates', ()))
         app = os.path.join(u.dir, 'app.env')
         self.user_write(u, app, '# nothing yet\n')
+        # The user's target is one of its own: DATABASE_URL, defined in
+        # the root file below, may not be defined again (test_g_*).
         agent = self.start_agent(env_files=[self.base, app],
+                                 targets=['DATABASE_URL', 'APP_URL'],
                                  env=dict(os.environ, ENV_PASS=env_secret))
         h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')['valid'],
                    what='the base value published')
 
-        self.user_write(u, app, 'DATABASE_URL=postgresql://app:'
+        self.user_write(u, app, 'APP_URL=postgresql://app:'
                         f'${{OTHER_PASS}}@127.0.0.1:{port}/app\n')
         # Before the fix the listener got the secret: fail saying so.
         h.wait_for(lambda: secret in caught() or '${OTHER_PASS}' in
@@ -176,18 +181,18 @@ class Trust(ClusterTest):
         self.assertNotIn(secret, caught(), 'the listener got the secret')
         err = self.wait_file_error(agent, app, '${OTHER_PASS}')
         print(f'refused: {err}')
-        self.assertIn(f'{app}:1:31: ${{OTHER_PASS}} is defined in '
+        self.assertIn(f'{app}:1:26: ${{OTHER_PASS}} is defined in '
                       f'{self.base}, which user {u.name} (uid {u.uid}) '
                       '(who can write this file) cannot write', err)
         # The agent's environment is root's too.
-        self.user_write(u, app, 'DATABASE_URL=postgresql://app:'
+        self.user_write(u, app, 'APP_URL=postgresql://app:'
                         f'${{ENV_PASS}}@127.0.0.1:{port}/app\n')
         err = self.wait_file_error(agent, app, '${ENV_PASS}')
         self.assertIn("comes from the agent's environment", err)
 
         # The same file with a password of its own does reach the
         # listener: the refusals above are the rule, not a dead path.
-        self.user_write(u, app, 'DATABASE_URL=postgresql://app:own-guess@'
+        self.user_write(u, app, 'APP_URL=postgresql://app:own-guess@'
                         f'127.0.0.1:{port}/app\n')
         h.wait_for(lambda: 'password own-guess' in caught(),
                    what='the listener asked for a password')
@@ -524,6 +529,212 @@ class Trust(ClusterTest):
         self.assertIsNone(st['error'])
         self.assertIn('over the limit',
                       h.target_status(agent, 'REPORTS_URL')['error'])
+
+    # -- (f) the log lines a file's versions cause
+
+    def test_f_log_lines_a_files_versions_cause_are_bounded(self):
+        """A user who can write one layer writes 2000 rejected versions,
+        the agent reading each: its log holds a bounded number of lines
+        about the file, counts the rest exactly, and says when a good
+        version is in force again (and uses it)."""
+        h.write_rename(self.base, f'DATABASE_URL={self.url()}\n')
+        u = self.user()
+        app = os.path.join(u.dir, 'app.env')
+        self.user_write(u, app, 'NOTE=first\n')
+        agent = self.start_agent(env_files=[self.base, app],
+                                 targets=['DATABASE_URL', 'APP_URL'])
+        h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')['valid'],
+                   what='the base value published')
+        mark = len(agent.log())
+        # The user's writer: one version per line on its stdin (temp
+        # file and rename), answering with the identity of what it wrote.
+        writer = u.popen([sys.executable, '-c',
+                          'import os, sys\n'
+                          'p = sys.argv[1]\n'
+                          'for line in sys.stdin:\n'
+                          '    with open(p + ".tmp", "w") as f:\n'
+                          '        f.write(line.replace("|", "\\n"))\n'
+                          '    os.rename(p + ".tmp", p)\n'
+                          '    st = os.stat(p)\n'
+                          '    print(f"{st.st_dev}:{st.st_ino}:'
+                          '{st.st_size}:{st.st_mtime_ns}", flush=True)\n',
+                          app], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.addCleanup(writer.stdout.close)
+        self.addCleanup(writer.wait)
+        self.addCleanup(writer.kill)
+        n = 2000
+        start = time.monotonic()
+        with agent.client() as c:
+            def write(text):
+                writer.stdin.write(text + '\n')
+                ident = writer.stdout.readline().strip()
+                h.wait_for(lambda: h.file_status(c, app)['identity'] ==
+                           ident, interval=0.001, what=f'{ident} read')
+            for k in range(n):
+                # Two kinds of error in turn: each version's line is
+                # the first of an error other than the one before.
+                write(f'NOTE=v{k}|no assignment {k}' if k % 2 else
+                      f"NOTE=v{k}|A='unterminated {k}")
+            self.assertEqual(h.file_status(c, app)['state'], 'error')
+            elapsed = time.monotonic() - start
+            write(f'APP_URL={self.url()}|NOTE=last')
+        h.wait_for(lambda: h.target_status(agent, 'APP_URL')['valid'],
+                   what='the last version used')
+        writer.stdin.close()
+
+        def lines():
+            return [ln for ln in agent.log()[mark:].splitlines()
+                    if app in ln]
+        summary = re.compile(r'(\d+) more line\(s\) about this file not '
+                             r'logged')
+
+        def counted():
+            rejected = sum(1 for ln in lines() if f'{app}:2:' in ln
+                           and not summary.search(ln))
+            left_out = sum(int(m.group(1)) for ln in lines()
+                           for m in [summary.search(ln)] if m)
+            return rejected, left_out
+        # Every rejected version is a line or counted in a summary (the
+        # last summary comes within a second).
+        h.wait_for(lambda: sum(counted()) == n or None, timeout=30,
+                   what=f'{n} versions logged or counted: {counted()}')
+        got = lines()
+        print(f'{n} rejected versions in {elapsed:.1f} s: {len(got)} '
+              f'lines, {counted()[1]} left out')
+        # 20 at once, 5 a second, a summary a second, and the last
+        # version's line: generous, as the elapsed time is.
+        bound = 20 + 6 * (elapsed + 2) + 2
+        self.assertLessEqual(len(got), bound, '\n'.join(got[-5:]))
+        self.assertLess(len(got), n / 4)
+        self.assertTrue(any(summary.search(ln) for ln in got))
+        self.assertTrue(any('good again' in ln for ln in got),
+                        '\n'.join(got[-5:]))
+        # The status shows the file as it is, whatever the log left out.
+        self.assertEqual(h.file_status(agent, app)['state'], 'ok')
+        self.assertIsNone(h.file_status(agent, app)['error'])
+
+    def test_f_log_lines_a_links_owner_causes_are_bounded(self):
+        """The owner of a symlink on a layer's path points it at one file
+        and then another, 2000 times, the agent reading each: the lines
+        about the path are bounded and the rest counted."""
+        h.write_rename(self.base, f'DATABASE_URL={self.url()}\n')
+        u = self.user()
+        link = os.path.join(u.dir, 'app.env')
+        for name, text in (('a.env', 'NOTE=a\n'), ('b.env', 'NOTE=bb\n')):
+            self.user_write(u, os.path.join(u.dir, name), text)
+        r = u.run(['ln', '-s', 'a.env', link])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        agent = self.start_agent(env_files=[self.base, link])
+        h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')['valid'],
+                   what='the base value published')
+        mark = len(agent.log())
+        writer = u.popen([sys.executable, '-c',
+                          'import os, sys\n'
+                          'p = sys.argv[1]\n'
+                          'for line in sys.stdin:\n'
+                          '    os.symlink(line.strip(), p + ".tmp")\n'
+                          '    os.rename(p + ".tmp", p)\n'
+                          '    st = os.stat(p)\n'
+                          '    print(f"{st.st_dev}:{st.st_ino}:'
+                          '{st.st_size}:{st.st_mtime_ns}", flush=True)\n',
+                          link], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.addCleanup(writer.stdout.close)
+        self.addCleanup(writer.wait)
+        self.addCleanup(writer.kill)
+        n = 2000
+        start = time.monotonic()
+        with agent.client() as c:
+            for k in range(n):
+                writer.stdin.write('b.env\n' if k % 2 == 0 else 'a.env\n')
+                ident = writer.stdout.readline().strip()
+                h.wait_for(lambda: h.file_status(c, link)['identity'] ==
+                           ident, interval=0.001, what=f'{ident} read')
+            elapsed = time.monotonic() - start
+        writer.stdin.close()
+        summary = re.compile(r'(\d+) more line\(s\) about its path not '
+                             r'logged')
+
+        def counted():
+            got = [ln for ln in agent.log()[mark:].splitlines()
+                   if link in ln]
+            moved = sum(1 for ln in got if 'now resolves to' in ln)
+            left_out = sum(int(m.group(1)) for ln in got
+                           for m in [summary.search(ln)] if m)
+            return got, moved, left_out
+        h.wait_for(lambda: counted()[1] + counted()[2] == n or None,
+                   timeout=30, what=f'{n} moves logged or counted: {counted()[1:]}')
+        got = counted()[0]
+        print(f'{n} moves of a link in {elapsed:.1f} s: {len(got)} lines, '
+              f'{counted()[2]} left out')
+        self.assertLessEqual(len(got), 20 + 6 * (elapsed + 2) + 2,
+                             '\n'.join(got[-5:]))
+        self.assertLess(len(got), n / 4)
+
+    # -- (g) a later layer may not redefine a name of a layer its writers
+    # could not write
+
+    def test_g_a_user_layer_cannot_redefine_a_root_target(self):
+        h.write_rename(self.base, f'DATABASE_URL={self.url()}\n')
+        u = self.user()
+        port, caught = self.listener(u)
+        app = os.path.join(u.dir, 'app.env')
+        self.user_write(u, app, 'NOTE=1\n')
+        agent = self.start_agent(env_files=[self.base, app],
+                                 env=dict(os.environ, DB_ENV='root'))
+        h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')['valid'],
+                   what='the base value published')
+        self.user_write(u, app, 'NOTE=2\nDATABASE_URL=postgresql://app:own@'
+                        f'127.0.0.1:{port}/app\n')
+        # Before the fix the agent went to the user's server to switch
+        # the target there: fail saying so.
+        h.wait_for(lambda: 'connect' in caught() or 'DATABASE_URL is '
+                   'defined in' in self.error_of(agent, app),
+                   what='a rejection')
+        self.assertNotIn('connect', caught(),
+                         "the agent followed the user's value")
+        err = self.error_of(agent, app)
+        print(f'refused: {err}')
+        self.assertIn(f'{app}:2:1: DATABASE_URL is defined in {self.base}, '
+                      f'which user {u.name} (uid {u.uid}) (who can write '
+                      'this file) cannot write', err)
+        st = h.target_status(agent, 'DATABASE_URL')
+        self.assertEqual((st['generation'], st['valid']), (1, True))
+        self.assertIn(f'{app}:2:1: DATABASE_URL is defined in', agent.log())
+        # The agent's environment is root's: a name set there is not the
+        # user's to define either.
+        self.user_write(u, app, 'DB_ENV=mine\n')
+        err = self.wait_file_error(agent, app, 'DB_ENV')
+        self.assertIn("DB_ENV is set in the agent's environment", err)
+        self.assertNotIn('connect', caught())
+
+    def test_g_a_root_layer_defining_a_name_later_wins(self):
+        """A user's layer that defined a name first loses it as soon as a
+        root layer below defines it; a root layer above a user's may
+        define its names (root can write everything)."""
+        u = self.user()
+        port, caught = self.listener(u)
+        app = os.path.join(u.dir, 'app.env')
+        h.write_rename(self.base, 'NOTE=0\n')
+        self.user_write(u, app, 'DATABASE_URL=postgresql://app:own@'
+                        f'127.0.0.1:{port}/app\n')
+        top = os.path.join(self.tmp, 'top.env')
+        h.write_rename(top, 'TOP=1\n')
+        agent = self.start_agent(env_files=[self.base, app, top])
+        h.wait_for(lambda: 'connect' in caught(),
+                   what="the user's own target tried")
+        h.write_rename(self.base, f'DATABASE_URL={self.url()}\n')
+        h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')['valid'],
+                   what="root's value published")
+        err = self.wait_file_error(agent, app, 'DATABASE_URL is defined')
+        self.assertIn('(after a change below it)', err)
+        # Root's file above the user's may define the name again.
+        h.write_rename(top, f'DATABASE_URL={self.url(role=None)}\nTOP=2\n')
+        h.wait_for(lambda: h.file_status(agent, top)['state'] == 'ok' and
+                   h.file_status(agent, top)['entries'] == 2,
+                   what='the root layer above read')
+        self.assertTrue(h.target_status(agent, 'DATABASE_URL')['valid'])
 
 if __name__ == '__main__':
     main()

@@ -18,6 +18,11 @@
  *   a re-parse after a change below keeps the last good parse and says
  *   why; layers_walk() follows names through files, and only those that
  *   land in the region asked for;
+ * - a layer defines again a name of a lower layer (or of the environment)
+ *   only when its writers could write that one; a layer whose kept parse
+ *   predates the lower definition loses the name at once;
+ * - the log lines a file's versions cause are limited, the rest counted,
+ *   and the line saying it is good again goes out;
  * - writers_of_path() (common/util.c), which those rules stand on, and
  *   key_path_check().
  */
@@ -380,6 +385,112 @@ static void test_trust(void)
 	crypt_key_free(key);
 }
 
+static void test_redefine(void)
+{
+	char low[512], high[512], *paths[] = { low, high };
+	struct layers l;
+	int64_t recheck;
+
+	path_in(low, "rlow.env");
+	path_in(high, "rhigh.env");
+	write_text(low, "URL=a\n");
+	write_text(high, "N=1\nURL=b\n");
+	CHECK(layers_init(&l, paths, 2, NULL) == 0);
+	CHECK_INT(layers_reload(&l, 0, 1, false, &recheck), ==, 1);
+	CHECK_INT(layers_reload(&l, 1, 1, false, &recheck), ==, 1);
+	CHECK_STR(layers_get(&l, "URL"), "b");
+
+	/* Anyone may write the file above: refused, naming file, line,
+	 * name, the file below and the writer; its last good parse (root's)
+	 * stays. */
+	CHECK(chmod(high, 0666) == 0);
+	CHECK_INT(layers_reload(&l, 1, 2, false, &recheck), ==, 0);
+	CHECK_INT(l.files[1].state, ==, LAYER_ERROR);
+	CHECK(l.files[1].error && strstr(l.files[1].error, ":2:1: URL is "
+					 "defined in "));
+	CHECK(strstr(l.files[1].error, low));
+	CHECK(strstr(l.files[1].error, "which anyone (who can write this "
+					"file) cannot write"));
+	CHECK_STR(layers_get(&l, "URL"), "b");
+	/* The file below open to anyone too: allowed. */
+	CHECK(chmod(low, 0666) == 0);
+	CHECK_INT(layers_reload(&l, 0, 3, false, &recheck), ==, 1);
+	CHECK_INT(layers_reload(&l, 1, 3, false, &recheck), ==, 1);
+	CHECK_INT(l.files[1].state, ==, LAYER_OK);
+	CHECK_STR(layers_get(&l, "URL"), "b");
+	/* Closed again: the name is the lower file's at once, though the
+	 * file above keeps its parse (and says why it fails). */
+	CHECK(chmod(low, 0600) == 0);
+	write_text(low, "URL=c\n");
+	CHECK_INT(layers_reload(&l, 0, 4, false, &recheck), ==, 1);
+	CHECK_INT(l.files[1].state, ==, LAYER_ERROR);
+	CHECK(l.files[1].error && strstr(l.files[1].error, "URL is defined in"));
+	CHECK(strstr(l.files[1].error, "after a change below it"));
+	CHECK_STR(layers_get(&l, "URL"), "c");
+	CHECK_STR(layers_get(&l, "N"), "1");
+	/* The environment is root's and the agent's. */
+	setenv("TEST_LAYERS_REDEF", "x", 1);
+	write_text(high, "TEST_LAYERS_REDEF=y\n");
+	CHECK_INT(layers_reload(&l, 1, 5, false, &recheck), ==, 0);
+	CHECK(l.files[1].error && strstr(l.files[1].error, "TEST_LAYERS_REDEF "
+					 "is set in the agent's environment"));
+	CHECK_STR(layers_get(&l, "TEST_LAYERS_REDEF"), "x");
+	/* Root's file above a file anyone may write may define its names:
+	 * root can write everything. */
+	CHECK(chmod(low, 0666) == 0);
+	CHECK(chmod(high, 0600) == 0);
+	write_text(high, "URL=r\n");
+	CHECK_INT(layers_reload(&l, 0, 6, false, &recheck), ==, 1);
+	CHECK_INT(layers_reload(&l, 1, 6, false, &recheck), ==, 1);
+	CHECK_INT(l.files[1].state, ==, LAYER_OK);
+	CHECK_STR(layers_get(&l, "URL"), "r");
+	layers_fini(&l);
+	unsetenv("TEST_LAYERS_REDEF");
+}
+
+static void test_log_limit(void)
+{
+	char path[512], text[128];
+	struct layers l;
+	struct layer *f;
+	int64_t recheck = -1;
+	unsigned n = LAYERS_LOG_BURST + 10;
+
+	path_in(path, "flood.env");
+	write_text(path, "A=1\n");
+	layers_of(&l, path);
+	f = &l.files[0];
+	CHECK_INT(reload(&l, false, &recheck), ==, 1);
+	/* Versions of different sizes (so no two share an identity), each
+	 * rejected: the burst is logged, the rest counted, a summary goes
+	 * out at once (the first) and the next is asked for. */
+	for (unsigned k = 0; k < n; k++) {
+		snprintf(text, sizeof(text), "A=1\n%.*s\n", (int)k + 1,
+			 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+		write_text(path, text);
+		CHECK_INT(reload(&l, false, &recheck), ==, 0);
+		CHECK_INT(f->state, ==, LAYER_ERROR);
+	}
+	CHECK(f->log_said_bad);
+	CHECK_INT(f->log_suppressed, >=, 1);
+	CHECK_INT(f->log_suppressed, <, 10);
+	CHECK_INT(recheck, >, 0);
+	CHECK_INT(recheck, <=, LAYERS_LOG_SUMMARY_MS);
+	/* The same version read again logs nothing and counts nothing. */
+	unsigned before = f->log_suppressed;
+	CHECK_INT(reload(&l, false, &recheck), ==, 0);
+	CHECK_INT(f->log_suppressed, ==, before);
+	/* Good again: said though the budget is spent; the status is the
+	 * file's, whatever the log left out. */
+	write_text(path, "A=2\n");
+	CHECK_INT(reload(&l, false, &recheck), ==, 1);
+	CHECK_INT(f->state, ==, LAYER_OK);
+	CHECK(f->error == NULL);
+	CHECK(!f->log_said_bad);
+	CHECK_INT(f->log_suppressed, ==, before);
+	layers_fini(&l);
+}
+
 /* writers_of_path() (common/util.c), which the rules above stand on:
  * directories, sticky ones, symlinks on the way, "..", relative paths,
  * link loops. */
@@ -581,6 +692,8 @@ int main(void)
 	RUN(test_emfile);
 	RUN(test_decode_budget);
 	RUN(test_trust);
+	RUN(test_redefine);
+	RUN(test_log_limit);
 	RUN(test_walk);
 	RUN(test_writers);
 	nftw(root, remove_entry, 16, FTW_DEPTH | FTW_PHYS);

@@ -108,6 +108,35 @@ static void *writer_run(void *data)
 }
 
 /* Two threads log into a full pipe; then a reader comes. */
+/* log_bucket: a burst, then per_s a second; two buckets taken together
+ * or not at all. */
+static void test_bucket(void)
+{
+	struct log_bucket a, all;
+	int64_t t = 1000000;
+	unsigned got = 0;
+
+	log_bucket_init(&a, 3, 4, t);
+	log_bucket_init(&all, 4, 1, t);
+	CHECK(log_bucket_full(&a, t));
+	for (int i = 0; i < 10; i++)
+		got += log_bucket_take(&a, &all, t);
+	CHECK_INT(got, ==, 3);
+	CHECK(!log_bucket_full(&a, t));
+	CHECK_INT(all.credit, ==, 1000);
+	/* A quarter of a second: one line for a. */
+	CHECK(!log_bucket_take(&a, NULL, t + 249));
+	CHECK(log_bucket_take(&a, &all, t + 250));
+	CHECK_INT(all.credit, ==, 250);
+	/* a has a line, all has not: neither is charged. */
+	CHECK(!log_bucket_take(&a, &all, t + 500));
+	CHECK_INT(a.credit, ==, 1000);
+	/* A clock step back takes nothing away. */
+	CHECK(log_bucket_take(&a, NULL, t));
+	CHECK(log_bucket_full(&a, t + 10000));
+	CHECK(log_bucket_take(&all, NULL, t + 10000));
+}
+
 static void test_pipe(void)
 {
 	struct writer w[2] = { { 0, 2000 }, { 100000, 2000 } };
@@ -225,6 +254,7 @@ static void test_default(void)
 int main(void)
 {
 	check_watchdog(30);
+	RUN(test_bucket);
 	RUN(test_pipe);
 	RUN(test_socket);
 	RUN(test_default);
