@@ -783,19 +783,30 @@ const char *layers_get(const struct layers *l, const char *name)
 	return lookup_below(name, &lw);
 }
 
-/* The highest layer that defines name, and the entry there. */
+/* The highest layer whose definition of name counts (layer_defines()),
+ * and the entry there: the definition layers_get() gives. */
 static bool layers_find(const struct layers *l, const char *name,
 			size_t *layer, size_t *entry)
 {
 	for (size_t i = l->n_files; i-- > 0;) {
 		size_t e = env_file_index(&l->files[i].parsed, name);
-		if (e != ENV_REF_LOWER) {
+		if (e != ENV_REF_LOWER && layer_defines(l, i, name)) {
 			*layer = i;
 			*entry = e;
 			return true;
 		}
 	}
 	return false;
+}
+
+bool layers_origin(const struct layers *l, const char *name, size_t *layer)
+{
+	size_t e;
+
+	if (layers_find(l, name, layer, &e))
+		return true;
+	*layer = LAYERS_ENV;
+	return getenv(name) != NULL;
 }
 
 bool layers_where(const struct layers *l, const char *name,

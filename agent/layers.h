@@ -208,6 +208,10 @@ int layers_reload(struct layers *l, size_t i, uint64_t seq, bool writer_open,
  * environment, else NULL. */
 const char *layers_get(const struct layers *l, const char *name);
 
+/* The layer whose definition of name is in force (LAYERS_ENV: the process
+ * environment); false when name is defined nowhere. */
+bool layers_origin(const struct layers *l, const char *name, size_t *layer);
+
 /* Where the effective value of name is defined: *path and *line of the
  * highest file's last definition.  Returns false when no file defines it
  * (the process environment may). */

@@ -899,6 +899,59 @@ static bool target_parts_trusted(const struct target *t, const char *var,
 	return true;
 }
 
+/* A target's other names (its _SECONDARY, its pool settings) steer
+ * where and how the apps connect, so they may come only from files whose
+ * writers could all write the file that defines the target's value: else
+ * a user's file, above or below root's, could give root's target a
+ * secondary of the user's, and the apps would fail over to it.  The file
+ * that defines var counts, and every file its text comes from. */
+static bool target_companion_trusted(const struct target *t, const char *var,
+				     char *why, size_t whylen)
+{
+	const struct layers *l = &t->agent->layers;
+	const char *primary = t->src[ROLE_PRIMARY].var;
+	struct origins parts = { 0 };
+	struct writers self1, self2;
+	char who[128];
+	size_t home;
+	int r;
+
+	if (!layers_origin(l, primary, &home) ||
+	    !layers_origin(l, var, &parts.v[0].layer))
+		return true;
+	parts.v[0].name = var;
+	parts.n = 1;
+	r = layers_walk(l, var, 0, SIZE_MAX, origins_note, &parts);
+	if (r < 0 || parts.more) {
+		snprintf(why, whylen, "%s: cannot check who can change it (%s)",
+			 var, r == -ENOMEM ? "out of memory"
+			 : "too many variables or files");
+		return false;
+	}
+	for (size_t i = 0; i < parts.n; i++) {
+		const struct origin *p = &parts.v[i];
+		char part[128];
+
+		if (writers_covered(origin_writers(l, p->layer, &self1),
+				    origin_writers(l, home, &self2), who,
+				    sizeof(who)))
+			continue;
+		if (i == 0 || streq(p->name, var))
+			snprintf(part, sizeof(part), "is defined in");
+		else
+			snprintf(part, sizeof(part), "takes ${%.100s} from",
+				 p->name);
+		snprintf(why, whylen, "%s %s %s, which %s can write, but %s "
+			 "comes from %s, which they cannot write: a target's "
+			 "secondary and pool settings must come from files whose "
+			 "writers could write its value", var, part,
+			 origin_path(l, p->layer), who, primary,
+			 origin_path(l, home));
+		return false;
+	}
+	return true;
+}
+
 /* Why value, the files' value of src, may not be used (the size limit,
  * the rule above); NULL when it may. */
 static bool source_check(struct source *src, const struct barred_list *b,
@@ -921,7 +974,9 @@ static bool source_check(struct source *src, const struct barred_list *b,
 		return false;
 	}
 	return !value || (target_may_use(t, b, src->var, why, whylen) &&
-			  target_parts_trusted(t, src->var, value, why, whylen));
+			  target_parts_trusted(t, src->var, value, why, whylen) &&
+			  (src->role == ROLE_PRIMARY ||
+			   target_companion_trusted(t, src->var, why, whylen)));
 }
 
 /* The files' value of src breaks a rule: none of it is used, the value
@@ -1018,7 +1073,9 @@ static void target_read_settings(struct target *t,
 		/* A number is sent to every subscriber: it may not be
 		 * another target's (digits-only) password either. */
 		if (!target_may_use(t, &b, t->setting_vars[i], rule,
-				    sizeof(rule))) {
+				    sizeof(rule)) ||
+		    !target_companion_trusted(t, t->setting_vars[i], rule,
+					      sizeof(rule))) {
 			append_reason(why, whylen, "%s", rule);
 			continue;
 		}

@@ -736,5 +736,47 @@ class Trust(ClusterTest):
                    what='the root layer above read')
         self.assertTrue(h.target_status(agent, 'DATABASE_URL')['valid'])
 
+    def test_g_a_user_layer_cannot_add_a_secondary_to_a_root_target(self):
+        """Nothing is redefined, but a secondary (or pool settings) of the
+        user's for root's target would send the apps to the user's server
+        at the next failover: refused, from a layer above or below."""
+        u = self.user()
+        port, caught = self.listener(u)
+        for where in ('above', 'below'):
+            with self.subTest(where=where):
+                app = os.path.join(u.dir, f'app-{where}.env')
+                self.user_write(u, app, 'NOTE=1\n')
+                h.write_rename(self.base, f'DATABASE_URL={self.url()}\n'
+                               'DB_HEALTH_CHECK_INTERVAL=200\n')
+                files = [self.base, app] if where == 'above' \
+                    else [app, self.base]
+                agent = self.start_agent(env_files=files)
+                h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')
+                           ['valid'], what='the base value published')
+                self.user_write(u, app, 'NOTE=2\nDATABASE_URL_SECONDARY='
+                                f'postgresql://app:own@127.0.0.1:{port}/app\n'
+                                'DATABASE_POOL_MAX=1\n')
+                want = (f'DATABASE_URL_SECONDARY is defined in {app}, '
+                        f'which user {u.name} (uid {u.uid}) can write, but '
+                        f'DATABASE_URL comes from {self.base}, which they '
+                        'cannot write')
+                # Before the fix the agent checked the user's secondary,
+                # ready to switch the apps to it.
+                h.wait_for(lambda: 'connect' in caught() or want in
+                           (h.target_status(agent, 'DATABASE_URL')
+                            .get('error') or '') or want in agent.log(),
+                           what='a refusal')
+                self.assertNotIn('connect', caught(),
+                                 "the agent checked the user's secondary")
+                h.wait_for(lambda: 'DATABASE_POOL_MAX is defined in '
+                           f'{app}' in agent.log(),
+                           what='the pool setting refused')
+                st = h.target_status(agent, 'DATABASE_URL')
+                self.assertIsNone(st['settings']['pool_max'])
+                self.assertFalse(st['failover']['enabled'])
+                agent.close()
+                self.assertNotIn('connect', caught())
+
+
 if __name__ == '__main__':
     main()

@@ -428,6 +428,18 @@ static void test_redefine(void)
 	CHECK(strstr(l.files[1].error, "after a change below it"));
 	CHECK_STR(layers_get(&l, "URL"), "c");
 	CHECK_STR(layers_get(&l, "N"), "1");
+	/* Where the value comes from agrees with the value: the walk the
+	 * trust rules make, error messages and the origin follow the file
+	 * below, not the definition passed over. */
+	{
+		const char *path = NULL;
+		unsigned line = 0;
+		size_t origin = SIZE_MAX;
+		CHECK(layers_where(&l, "URL", &path, &line));
+		CHECK_STR(path, low);
+		CHECK(layers_origin(&l, "URL", &origin));
+		CHECK_INT(origin, ==, 0);
+	}
 	/* The environment is root's and the agent's. */
 	setenv("TEST_LAYERS_REDEF", "x", 1);
 	write_text(high, "TEST_LAYERS_REDEF=y\n");
