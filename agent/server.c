@@ -183,6 +183,10 @@ struct client {
 	bool hello;
 	uint64_t version; /* of the session: the client's hello's */
 	bool dropped; /* out of service; freed when the loop comes back */
+	/* On the server's dead list.  Not next: a loop over the clients
+	 * that captured a dropped client's next still finds every client
+	 * after it (a send to one client may drop others, client_send). */
+	struct client *dead_next;
 	char *name;
 	struct subscription *subs;
 	size_t n_subs;
@@ -461,8 +465,7 @@ static void client_retire(struct client *c)
 	client_charge(c);
 	server_uid_put(s, c->peer);
 	c->peer = NULL;
-	c->prev = NULL;
-	c->next = s->dead;
+	c->dead_next = s->dead;
 	s->dead = c;
 	loop_timer_arm_in(s->reaper, 0);
 	systemd_changed(s->agent);
@@ -483,7 +486,7 @@ static void server_reap(struct loop_timer *t, void *data)
 
 	while (s->dead) {
 		struct client *c = s->dead;
-		s->dead = c->next;
+		s->dead = c->dead_next;
 		for (size_t i = 0; i < c->n_subs; i++)
 			free(c->subs[i].nack_msg);
 		free(c->subs);
@@ -585,11 +588,65 @@ static int client_flush(struct client *c)
 	return 0;
 }
 
-/* Queues and sends one message.  Returns 0, or a negative errno after
- * dropping c (a stuck peer, or out of memory). */
-static int client_send(struct client *c, struct ipc_writer *w)
+/* Of the clients charged to u (to any uid when u is NULL), the one
+ * holding the most output, c counted with the need bytes it is about to
+ * be sent: c itself only if it would hold more than every other. */
+static struct client *server_largest(struct server *s,
+				     const struct peer_uid *u,
+				     struct client *c, size_t need)
+{
+	struct client *big = c;
+	size_t most = c->charged + need;
+
+	for (struct client *x = s->clients; x; x = x->next) {
+		if (x == c || !x->peer || x->owner || (u && x->peer != u))
+			continue;
+		if (x->charged >= most) {
+			big = x;
+			most = x->charged;
+		}
+	}
+	return big;
+}
+
+/* Makes room for need more bytes for c within the budgets of its uid
+ * and of all clients, by dropping the clients holding the most output
+ * (of its uid when that budget is used, of every uid but root's and the
+ * agent's for the total): a client that reads keeps little queued, so the
+ * largest queues are the clients that stopped reading, and whoever is
+ * sent something next, often one that reads, is not the one to pay for
+ * them.  Returns 0, or -ENOBUFS after dropping c, the largest itself. */
+static int client_make_room(struct client *c, size_t need)
 {
 	struct server *s = c->server;
+	struct peer_uid *u = c->peer;
+	char why[192];
+
+	for (;;) {
+		bool uid_full = u->queued + need > s->output_per_uid;
+		struct client *big;
+
+		if (!uid_full && s->queued + need <= s->output_total)
+			return 0;
+		big = server_largest(s, uid_full ? u : NULL, c, need);
+		/* Dropping big uncharges its queue: each round frees bytes,
+		 * since big holds at least need. */
+		snprintf(why, sizeof(why), "not reading its messages (the "
+			 "output budget of %s is used), holding the most: "
+			 "%zu bytes", uid_full ? "its uid" : "all clients",
+			 big->charged + (big == c ? need : 0));
+		client_drop(big, why);
+		if (big == c)
+			return -ENOBUFS;
+	}
+}
+
+/* Queues and sends one message.  Returns 0, or a negative errno after
+ * dropping c (a stuck peer, or out of memory).  May drop other clients
+ * (client_make_room): callers that walk the client list take the next
+ * one before sending, which stays valid (client.dead_next). */
+static int client_send(struct client *c, struct ipc_writer *w)
+{
 	int r;
 
 	if (c->dropped) {
@@ -599,19 +656,10 @@ static int client_send(struct client *c, struct ipc_writer *w)
 	/* Output for others than root and the agent's uid is bounded per
 	 * uid and in total too: 200 clients that ask for status and never
 	 * read must not make the agent hold 200 full queues. */
-	if (!c->owner && c->peer && !w->failed) {
-		size_t need = IPC_FRAME_HEADER + w->len;
-		bool uid_full = c->peer->queued + need > s->output_per_uid;
-
-		if (uid_full || s->queued + need > s->output_total) {
-			ipc_writer_fini(w);
-			client_drop(c, uid_full
-				? "not reading its messages (the output "
-				  "budget of its uid is used)"
-				: "not reading its messages (the output "
-				  "budget of all clients is used)");
-			return -ENOBUFS;
-		}
+	if (!c->owner && c->peer && !w->failed &&
+	    client_make_room(c, IPC_FRAME_HEADER + w->len) < 0) {
+		ipc_writer_fini(w);
+		return -ENOBUFS;
 	}
 	r = w->failed ? -ENOMEM : ipc_queue_push(&c->out, w->buf, w->len);
 
