@@ -10,12 +10,15 @@ Python clients: their uid, gid and groups are the kernel's at connect."""
 import json
 import os
 import re
+import secrets
+import shutil
 import socket
 import struct
 import subprocess
 import sys
 import threading
 import time
+import unittest
 
 import msgpack
 
@@ -299,6 +302,81 @@ class Driven:
                 self.proc.wait()
         for f in (self.proc.stdout, self.proc.stderr):
             f.close()
+
+
+# Run as a user with the subuid range argv[2]..+65535: makes a user
+# namespace whose uids 0..65535 are that range (newuidmap, as podman
+# does), then, from inside it, opens a connection to argv[1] as each of
+# the uids 1..argv[3] (outside: argv[2]+1...), says hello on each, prints
+# how many got the agent's hello and the codes of the refusals, as JSON,
+# and holds them until stdin closes.
+SUBUIDS = r"""
+import ctypes, json, os, socket, struct, subprocess, sys, msgpack
+path, start, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+libc = ctypes.CDLL(None, use_errno=True)
+ready, go = os.pipe(), os.pipe()
+pid = os.fork()
+if pid:
+    os.read(ready[0], 1)
+    subprocess.run(['newuidmap', str(pid), '0', str(start), '65536'],
+                   check=True)
+    os.write(go[1], b'x')
+    _, status = os.waitpid(pid, 0)
+    sys.exit(os.waitstatus_to_exitcode(status))
+if libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER
+    sys.exit('unshare(CLONE_NEWUSER): ' + os.strerror(ctypes.get_errno()))
+os.write(ready[1], b'x')
+os.read(go[0], 1)
+os.setresuid(0, 0, 0)
+hello = msgpack.packb({'type': 'hello', 'version': 2, 'name': 'subuid',
+                       'pid': 0, 'id': 1})
+socks, ok, refused = [], 0, []
+for uid in range(1, n + 1):
+    os.seteuid(uid)  # the kernel records the peer's uid at connect
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(path)
+    os.seteuid(0)
+    try:
+        s.sendall(struct.pack('>I', len(hello)) + hello)
+    except OSError:
+        pass
+    buf = b''
+    while True:
+        try:
+            d = s.recv(65536)
+        except OSError:
+            d = b''
+        if not d:
+            refused.append('closed')
+            break
+        buf += d
+        if len(buf) >= 4 and len(buf) >= 4 + struct.unpack('>I', buf[:4])[0]:
+            m = msgpack.unpackb(buf[4:], raw=False)
+            if m['type'] == 'hello':
+                ok += 1
+            else:
+                refused.append(m.get('code'))
+            break
+    socks.append(s)
+print(json.dumps({'ok': ok, 'refused': refused}), flush=True)
+sys.stdin.read()
+"""
+
+
+def add_subuids(user):
+    """Gives user a range of 65536 subordinate uids in /etc/subuid (gone
+    with the user: userdel removes it); returns its first uid."""
+    if not shutil.which('newuidmap'):
+        raise unittest.SkipTest('no newuidmap (package uidmap; ./dev.sh '
+                                'installs it)')
+    # Far above the ranges useradd hands out (100000 up), and apart from
+    # those of tests running at the same time.
+    start = (1 << 30) + secrets.randbelow(1 << 13) * 65536
+    subprocess.run(['usermod', '--add-subuids',
+                    f'{start}-{start + 65535}', user.name], check=True,
+                   capture_output=True, timeout=30)
+    return start
 
 
 def run_as(user, script, *args, timeout=60):
@@ -639,6 +717,43 @@ class Exposure(ClusterTest):
         self.assertEqual(st[0]['type'], 'hello')
         with h.Client(agent.sock) as c:
             self.assertEqual(c.hello()['type'], 'hello')
+
+    def test_subuids_share_their_owners_quota(self):
+        """A user with a subuid range connects from a user namespace as
+        12 of its uids: they share the user's one quota (4 clients here),
+        the user's own uid too; log lines name the uid and its owner.  A
+        range added while the agent runs counts within seconds."""
+        user, late = h.LocalUser(), h.LocalUser()
+        self.addCleanup(user.close)
+        self.addCleanup(late.close)
+        start = add_subuids(user)
+        agent = self.open_agent('--max-clients-per-uid', '4')
+        held = Held(self, user, SUBUIDS, agent.sock, start, 12)
+        res = json.loads(held.first)
+        self.assertEqual(res['ok'], 4, res)
+        self.assertEqual(set(res['refused']), {'limit'}, res)
+        agent.wait_log(rf'client pid \d+ uid {start + 5} \(subuid of '
+                       rf'{user.name}\) refused: uid {user.uid} has 4 '
+                       r'clients connected with its subordinate uids, the '
+                       r'most one uid may')
+        own = json.loads(Held(self, user, HOLDER, agent.sock, 1).first)
+        self.assertEqual(own, {'ok': 0, 'refused': ['limit']})
+        # Another user is not charged for them.
+        other = json.loads(Held(self, late, HOLDER, agent.sock, 4).first)
+        self.assertEqual(other['ok'], 4, other)
+        held.close()
+
+        # A range given while the agent runs.
+        start2 = add_subuids(late)
+
+        def limited():
+            probe = Held(self, late, SUBUIDS, agent.sock, start2, 6)
+            try:
+                return json.loads(probe.first)['ok'] == 0
+            finally:
+                probe.close()
+        h.wait_for(limited, timeout=10, interval=0.2,
+                   what=f'the subuids of {late.name} charged to it')
 
     def test_reserved_slots_for_root_and_admins(self):
         """The last quarter of a small client limit is kept for root and
