@@ -15,8 +15,11 @@
  * is empty is sent error "limit" and disconnected.
  *
  * Quotas (server.h): clients, queued output and log lines are counted per
- * peer uid (struct peer_uid, one per uid with a client connected), and
- * output for every uid but root's and the agent's in total.  Log lines a
+ * peer uid (struct peer_uid, one per uid with a client connected; a uid
+ * of a /etc/subuid range counts as the range's owner), and output for
+ * every uid but root's and the agent's in total.  When a budget of output
+ * is used, the clients holding the most go first (client_make_room), not
+ * the one the next message is for.  Log lines a
  * client causes go through client_log(), which lets a uid's clients
  * write SERVER_LOG_BURST lines at once, SERVER_LOG_PER_S a second after
  * that (and all such uids together SERVER_LOG_ALL_*), and says how many
