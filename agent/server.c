@@ -2115,8 +2115,10 @@ static void server_subuid_load(struct server *s)
 		owner = line;
 		start = strchr(owner, ':');
 		count = start ? strchr(start + 1, ':') : NULL;
-		if (count)
-			*start++ = '\0', *count++ = '\0';
+		if (count) {
+			*start++ = '\0';
+			*count++ = '\0';
+		}
 		if (!count || !*owner ||
 		    strlen(owner) > SERVER_SUBUID_NAME_MAX ||
 		    !ipc_text_is_clean(owner, strlen(owner)) ||
