@@ -64,6 +64,7 @@
 #include "layers.h"
 #include "server.h"
 #include "state.h"
+#include "subuid.h"
 #include "systemd.h"
 #include "target.h"
 
@@ -115,23 +116,6 @@
  * clients caused that were not logged. */
 #define SERVER_LOG_SUMMARY_MS 1000
 
-/* Subordinate uid ranges (subuid(5)): a user given one may run processes
- * as any uid of it, through newuidmap(1), without root.  Its clients are
- * charged to the range's owner, or one user would hold a quota per uid of
- * its range.  Owners named by name are found in /etc/passwd, read as a
- * file (never through NSS, which may wait on the network). */
-#define SERVER_SUBUID_PATH "/etc/subuid"
-#define SERVER_PASSWD_PATH "/etc/passwd"
-/* Largest of those files read: a line per user or range is tens of
- * bytes, so this is tens of thousands of them, read in milliseconds. */
-#define SERVER_IDS_FILE_MAX (4 * 1024 * 1024)
-/* The files are looked at (stat) when a client connects, at most this
- * often, and read again when either changed: a range added is in force
- * within a second, and a flood of connections costs no reads. */
-#define SERVER_SUBUID_CHECK_MS 1000
-/* Longest owner name kept for messages (useradd allows 32). */
-#define SERVER_SUBUID_NAME_MAX 32
-
 /* Clients listed per target in a status reply's "lagging" list: enough to
  * name the stragglers, bounded so the reply stays within a frame. */
 #define SERVER_LAGGING_MAX 16
@@ -152,14 +136,6 @@ static const struct status_limits server_status_limits[] = {
 	{ 512, 128, SERVER_LAGGING_MAX, false },
 	{ 128, 16, 4, false },
 	{ 64, 0, 0, true },
-};
-
-/* A range of /etc/subuid, sorted by start. */
-struct subuid_range {
-	uint64_t start, end; /* end: one past the last uid */
-	uint64_t reach;      /* the largest end of this and earlier ranges */
-	uid_t owner;         /* whose quotas its uids use */
-	char name[SERVER_SUBUID_NAME_MAX + 1]; /* the owner as the file says */
 };
 
 /* The clients of one uid, for its quotas. */
@@ -207,7 +183,7 @@ struct client {
 	/* Its quotas: those of its uid, or of the owner of the subuid range
 	 * its uid is in (client_quota_uid). */
 	struct peer_uid *peer;
-	char of[SERVER_SUBUID_NAME_MAX + 24]; /* "" or " (subuid of NAME)" */
+	char of[SUBUID_DESCRIBE_MAX]; /* "" or " (subuid of NAME)" */
 	size_t charged; /* output charged to peer and the total */
 	int64_t connected_ms;
 	int64_t active_ms; /* its last message */
@@ -269,12 +245,7 @@ struct server {
 	int idle_timeout_ms;   /* -1: none */
 	int64_t log_credit;    /* lines all non-owners may cause */
 	int64_t log_ms;
-	/* /etc/subuid as last read, and the identities (device, inode,
-	 * size, mtime) of it and /etc/passwd then. */
-	struct subuid_range *sub;
-	size_t n_sub;
-	struct stat sub_st, pw_st;
-	int64_t sub_checked_ms;
+	struct subuid_map subuid; /* /etc/subuid, as last read */
 };
 
 static void server_check_acked(struct server *s, struct target *t);
@@ -1935,296 +1906,6 @@ static void server_refuse(struct server *s, int fd, const struct client *c,
 	close(fd);
 }
 
-/* Whether a and b describe the same version of a file (both zeroed: both
- * absent). */
-static bool ids_file_same(const struct stat *a, const struct stat *b)
-{
-	return a->st_dev == b->st_dev && a->st_ino == b->st_ino &&
-	       a->st_size == b->st_size &&
-	       a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
-	       a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
-	       a->st_ctim.tv_sec == b->st_ctim.tv_sec &&
-	       a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
-}
-
-/* Reads path, a regular file of at most SERVER_IDS_FILE_MAX bytes, whole
- * into *out (NUL-terminated, to free).  Never opens anything else, never
- * waits (file_open_regular).  Returns 0 or a negative errno (-EFBIG: too
- * large). */
-static int ids_file_read(const char *path, char **out)
-{
-	struct stat st;
-	size_t len = 0, cap;
-	char *buf, *more;
-	int fd = file_open_regular(path, &st);
-	int r = 0;
-
-	if (fd < 0)
-		return fd;
-	if (st.st_size > SERVER_IDS_FILE_MAX) {
-		r = -EFBIG;
-		goto err_fd;
-	}
-	cap = (size_t)st.st_size + 2;
-	buf = malloc(cap);
-	if (!buf) {
-		r = -ENOMEM;
-		goto err_fd;
-	}
-	for (;;) {
-		ssize_t n = read(fd, buf + len, cap - 1 - len);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			r = neg_errno();
-			goto err_buf;
-		}
-		if (n == 0)
-			break;
-		len += (size_t)n;
-		if (len > SERVER_IDS_FILE_MAX) {
-			r = -EFBIG;
-			goto err_buf;
-		}
-		if (len == cap - 1) {
-			/* Grown since fstat. */
-			cap = MIN(cap * 2, (size_t)SERVER_IDS_FILE_MAX + 2);
-			more = realloc(buf, cap);
-			if (!more) {
-				r = -ENOMEM;
-				goto err_buf;
-			}
-			buf = more;
-		}
-	}
-	buf[len] = '\0';
-	close(fd);
-	*out = buf;
-	return 0;
-
-err_buf:
-	free(buf);
-err_fd:
-	close(fd);
-	return r;
-}
-
-static int subuid_by_name(const void *a, const void *b)
-{
-	return strcmp(((const struct subuid_range *)a)->name,
-		      ((const struct subuid_range *)b)->name);
-}
-
-static int subuid_by_start(const void *a, const void *b)
-{
-	const struct subuid_range *x = a, *y = b;
-
-	return x->start < y->start ? -1 : x->start > y->start;
-}
-
-/* Whether s is a decimal number (an owner given by uid). */
-static bool all_digits(const char *s)
-{
-	if (!*s)
-		return false;
-	for (; *s; s++)
-		if (*s < '0' || *s > '9')
-			return false;
-	return true;
-}
-
-/* Gives the ranges whose owner is a name that name's uid from the text
- * of /etc/passwd; a range of a name it lacks counts as one user of its
- * own (its first uid).  r is sorted by name on return. */
-static void subuid_resolve(struct subuid_range *r, size_t n, char *passwd)
-{
-	qsort(r, n, sizeof(*r), subuid_by_name);
-	for (char *line = passwd, *next; line && *line; line = next) {
-		struct subuid_range key, *hit;
-		char *f[4];
-		uint64_t uid;
-		int k = 0;
-
-		next = strchr(line, '\n');
-		if (next)
-			*next++ = '\0';
-		for (char *p = line; k < 4 && p; k++) {
-			f[k] = p;
-			p = strchr(p, ':');
-			if (p)
-				*p++ = '\0';
-		}
-		if (k < 4 || strlen(f[0]) > SERVER_SUBUID_NAME_MAX ||
-		    parse_uint(f[2], 0, UINT32_MAX, &uid) < 0)
-			continue;
-		strcpy(key.name, f[0]);
-		hit = bsearch(&key, r, n, sizeof(*r), subuid_by_name);
-		if (!hit)
-			continue;
-		/* bsearch finds one of the ranges of that name: all of them. */
-		while (hit > r && streq(hit[-1].name, key.name))
-			hit--;
-		for (; hit < r + n && streq(hit->name, key.name); hit++)
-			if (hit->owner == (uid_t)-1)
-				hit->owner = (uid_t)uid;
-	}
-	for (size_t i = 0; i < n; i++)
-		if (r[i].owner == (uid_t)-1)
-			r[i].owner = (uid_t)r[i].start;
-}
-
-/* Reads /etc/subuid (and /etc/passwd for the owners' names) into s's
- * ranges.  A file that cannot be read leaves the ranges read before in
- * force; lines that are not owner:start:count are skipped, and said. */
-static void server_subuid_load(struct server *s)
-{
-	struct subuid_range *r = NULL, *more;
-	size_t n = 0, cap = 0;
-	unsigned line_no = 0, bad = 0, first_bad = 0;
-	bool names = false;
-	char *text = NULL, *passwd = NULL;
-	int e = ids_file_read(SERVER_SUBUID_PATH, &text);
-
-	if (e == -ENOENT) {
-		if (s->n_sub)
-			log_info("%s: gone; no subordinate uid ranges",
-				 SERVER_SUBUID_PATH);
-		free(s->sub);
-		s->sub = NULL;
-		s->n_sub = 0;
-		return;
-	}
-	if (e < 0) {
-		log_warning("%s: %s; the %zu subordinate uid range(s) read "
-			    "before stay in force", SERVER_SUBUID_PATH,
-			    e == -EFBIG ? "larger than 4 MiB" : strerror(-e),
-			    s->n_sub);
-		return;
-	}
-	for (char *line = text, *next; line && *line; line = next) {
-		char *owner, *start, *count;
-		uint64_t a, c;
-
-		line_no++;
-		next = strchr(line, '\n');
-		if (next)
-			*next++ = '\0';
-		if (!*line || *line == '#')
-			continue;
-		owner = line;
-		start = strchr(owner, ':');
-		count = start ? strchr(start + 1, ':') : NULL;
-		if (count) {
-			*start++ = '\0';
-			*count++ = '\0';
-		}
-		if (!count || !*owner ||
-		    strlen(owner) > SERVER_SUBUID_NAME_MAX ||
-		    !ipc_text_is_clean(owner, strlen(owner)) ||
-		    strpbrk(owner, " \t") ||
-		    parse_uint(start, 0, UINT32_MAX, &a) < 0 ||
-		    parse_uint(count, 1, UINT32_MAX, &c) < 0 ||
-		    a + c > (uint64_t)UINT32_MAX + 1) {
-			if (!bad++)
-				first_bad = line_no;
-			continue;
-		}
-		if (n == cap) {
-			cap = cap ? 2 * cap : 16;
-			more = reallocarray(r, cap, sizeof(*r));
-			if (!more) {
-				log_warning("%s: out of memory; the ranges "
-					    "read before stay in force",
-					    SERVER_SUBUID_PATH);
-				goto out;
-			}
-			r = more;
-		}
-		r[n] = (struct subuid_range){ .start = a, .end = a + c,
-					      .owner = (uid_t)-1 };
-		strcpy(r[n].name, owner);
-		if (all_digits(owner)) {
-			uint64_t uid;
-			if (parse_uint(owner, 0, UINT32_MAX, &uid) == 0)
-				r[n].owner = (uid_t)uid;
-		}
-		names |= r[n].owner == (uid_t)-1;
-		n++;
-	}
-	if (names) {
-		e = ids_file_read(SERVER_PASSWD_PATH, &passwd);
-		if (e < 0)
-			log_warning("%s: %s; the ranges of owners named by "
-				    "name count as users of their own",
-				    SERVER_PASSWD_PATH,
-				    e == -EFBIG ? "larger than 4 MiB"
-						: strerror(-e));
-	}
-	subuid_resolve(r, n, passwd);
-	qsort(r, n, sizeof(*r), subuid_by_start);
-	for (size_t i = 0; i < n; i++)
-		r[i].reach = MAX(r[i].end, i ? r[i - 1].reach : 0);
-	if (bad)
-		log_warning("%s line %u: not owner:start:count; skipped (%u "
-			    "such line(s))", SERVER_SUBUID_PATH, first_bad,
-			    bad);
-	if (n || s->n_sub)
-		log_info("%s: %zu subordinate uid range(s); their uids count "
-			 "as their owners' for the per-uid quotas",
-			 SERVER_SUBUID_PATH, n);
-	free(s->sub);
-	s->sub = r;
-	s->n_sub = n;
-	r = NULL;
-out:
-	free(r);
-	free(text);
-	free(passwd);
-}
-
-/* Reads /etc/subuid again if it or /etc/passwd changed since, looking at
- * most once every SERVER_SUBUID_CHECK_MS. */
-static void server_subuid_check(struct server *s)
-{
-	struct stat sub, pw;
-	int64_t now = now_ms();
-
-	if (s->sub_checked_ms &&
-	    now - s->sub_checked_ms < SERVER_SUBUID_CHECK_MS)
-		return;
-	s->sub_checked_ms = now;
-	if (stat(SERVER_SUBUID_PATH, &sub) < 0)
-		memset(&sub, 0, sizeof(sub));
-	if (stat(SERVER_PASSWD_PATH, &pw) < 0)
-		memset(&pw, 0, sizeof(pw));
-	if (ids_file_same(&sub, &s->sub_st) && ids_file_same(&pw, &s->pw_st))
-		return;
-	s->sub_st = sub;
-	s->pw_st = pw;
-	server_subuid_load(s);
-}
-
-/* The range uid is in, or NULL.  Of overlapping ranges (a mistake in the
- * file), the one that starts last. */
-static const struct subuid_range *server_subuid_find(const struct server *s,
-						     uid_t uid)
-{
-	size_t lo = 0, hi = s->n_sub;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (s->sub[mid].start <= uid)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	for (size_t i = lo; i-- > 0 && s->sub[i].reach > uid;)
-		if (uid < s->sub[i].end)
-			return &s->sub[i];
-	return NULL;
-}
-
 /* The uid whose quotas c uses: its own, or the owner's of the subuid
  * range it is in (then c->of says so, for its log lines). */
 static uid_t client_quota_uid(struct client *c)
@@ -2232,12 +1913,11 @@ static uid_t client_quota_uid(struct client *c)
 	struct server *s = c->server;
 	const struct subuid_range *r;
 
-	server_subuid_check(s);
-	r = server_subuid_find(s, c->cred.uid);
+	subuid_refresh(&s->subuid);
+	r = subuid_find(&s->subuid, c->cred.uid);
 	if (!r || r->owner == c->cred.uid)
 		return c->cred.uid;
-	snprintf(c->of, sizeof(c->of), " (subuid of %s%s)",
-		 all_digits(r->name) ? "uid " : "", r->name);
+	subuid_describe(r, c->of, sizeof(c->of));
 	return r->owner;
 }
 
@@ -2619,6 +2299,7 @@ int server_new(struct agent *a, const struct server_config *cfg,
 						  : SERVER_IDLE_TIMEOUT_MS;
 	s->log_credit = SERVER_LOG_ALL_BURST * 1000LL;
 	s->log_ms = now_ms();
+	subuid_init(&s->subuid, NULL, NULL);
 	if (!s->path || !s->accept_pause || !s->reaper || !s->sweep ||
 	    !s->uid_timer ||
 	    !s->backlog_timer) {
@@ -2662,7 +2343,7 @@ int server_new(struct agent *a, const struct server_config *cfg,
 		 "timeout %d ms (-1: none)", s->max_clients, s->max_per_uid,
 		 s->reserved, s->output_per_uid >> 20, s->output_total >> 20,
 		 s->idle_timeout_ms);
-	server_subuid_check(s);
+	subuid_refresh(&s->subuid);
 	r = loop_add_fd(a->loop, s->fd, EPOLLIN, server_accept, s, &s->src);
 	if (r < 0)
 		goto err_server;
@@ -2689,7 +2370,7 @@ void server_free(struct server *s)
 		s->uids = u->next;
 		free(u);
 	}
-	free(s->sub);
+	subuid_fini(&s->subuid);
 	loop_timer_free(s->backlog_timer);
 	loop_remove_fd(s->src);
 	loop_timer_free(s->accept_pause);
