@@ -36,7 +36,7 @@ DEPS="gcc meson ninja-build pkg-config
       libpq-dev libsystemd-dev libmsgpack-dev libsodium-dev libc-ares-dev
       postgresql-15 postgresql-client-15 python3 python3-msgpack
       systemd scdoc debhelper dpkg-dev fakeroot lintian
-      clang libclang-rt-14-dev valgrind pgbouncer gnuplot-nox strace"
+      clang libclang-rt-14-dev valgrind pgbouncer gnuplot-nox strace uidmap"
 
 # Node.js for the npm package (client-lib/node): Debian's nodejs (18) and
 # npm (9) when there is no node at all.  Checked by command, not package:

@@ -15,8 +15,11 @@
  * is empty is sent error "limit" and disconnected.
  *
  * Quotas (server.h): clients, queued output and log lines are counted per
- * peer uid (struct peer_uid, one per uid with a client connected), and
- * output for every uid but root's and the agent's in total.  Log lines a
+ * peer uid (struct peer_uid, one per uid with a client connected; a uid
+ * of a /etc/subuid range counts as the range's owner), and output for
+ * every uid but root's and the agent's in total.  When a budget of output
+ * is used, the clients holding the most go first (client_make_room), not
+ * the one the next message is for.  Log lines a
  * client causes go through client_log(), which lets a uid's clients
  * write SERVER_LOG_BURST lines at once, SERVER_LOG_PER_S a second after
  * that (and all such uids together SERVER_LOG_ALL_*), and says how many
@@ -61,6 +64,7 @@
 #include "layers.h"
 #include "server.h"
 #include "state.h"
+#include "subuid.h"
 #include "systemd.h"
 #include "target.h"
 
@@ -176,13 +180,20 @@ struct client {
 	size_t n_groups;
 	/* Root or the agent's uid: exempt from quotas (server.h). */
 	bool owner;
+	/* Its quotas: those of its uid, or of the owner of the subuid range
+	 * its uid is in (client_quota_uid). */
 	struct peer_uid *peer;
+	char of[SUBUID_DESCRIBE_MAX]; /* "" or " (subuid of NAME)" */
 	size_t charged; /* output charged to peer and the total */
 	int64_t connected_ms;
 	int64_t active_ms; /* its last message */
 	bool hello;
 	uint64_t version; /* of the session: the client's hello's */
 	bool dropped; /* out of service; freed when the loop comes back */
+	/* On the server's dead list.  Not next: a loop over the clients
+	 * that captured a dropped client's next still finds every client
+	 * after it (a send to one client may drop others, client_send). */
+	struct client *dead_next;
 	char *name;
 	struct subscription *subs;
 	size_t n_subs;
@@ -234,6 +245,7 @@ struct server {
 	int idle_timeout_ms;   /* -1: none */
 	int64_t log_credit;    /* lines all non-owners may cause */
 	int64_t log_ms;
+	struct subuid_map subuid; /* /etc/subuid, as last read */
 };
 
 static void server_check_acked(struct server *s, struct target *t);
@@ -461,8 +473,7 @@ static void client_retire(struct client *c)
 	client_charge(c);
 	server_uid_put(s, c->peer);
 	c->peer = NULL;
-	c->prev = NULL;
-	c->next = s->dead;
+	c->dead_next = s->dead;
 	s->dead = c;
 	loop_timer_arm_in(s->reaper, 0);
 	systemd_changed(s->agent);
@@ -483,7 +494,7 @@ static void server_reap(struct loop_timer *t, void *data)
 
 	while (s->dead) {
 		struct client *c = s->dead;
-		s->dead = c->next;
+		s->dead = c->dead_next;
 		for (size_t i = 0; i < c->n_subs; i++)
 			free(c->subs[i].nack_msg);
 		free(c->subs);
@@ -494,9 +505,9 @@ static void server_reap(struct loop_timer *t, void *data)
 }
 
 /* How a client is named in log lines. */
-#define CLIENT_FMT "client pid %d uid %u (%s)"
+#define CLIENT_FMT "client pid %d uid %u%s (%s)"
 #define CLIENT_ARGS(c) (int)(c)->cred.pid, (unsigned)(c)->cred.uid, \
-	((c)->name ? (c)->name : "no hello yet")
+	(c)->of, ((c)->name ? (c)->name : "no hello yet")
 
 static void client_drop(struct client *c, const char *why)
 {
@@ -585,11 +596,65 @@ static int client_flush(struct client *c)
 	return 0;
 }
 
-/* Queues and sends one message.  Returns 0, or a negative errno after
- * dropping c (a stuck peer, or out of memory). */
-static int client_send(struct client *c, struct ipc_writer *w)
+/* Of the clients charged to u (to any uid when u is NULL), the one
+ * holding the most output, c counted with the need bytes it is about to
+ * be sent: c itself only if it would hold more than every other. */
+static struct client *server_largest(struct server *s,
+				     const struct peer_uid *u,
+				     struct client *c, size_t need)
+{
+	struct client *big = c;
+	size_t most = c->charged + need;
+
+	for (struct client *x = s->clients; x; x = x->next) {
+		if (x == c || !x->peer || x->owner || (u && x->peer != u))
+			continue;
+		if (x->charged >= most) {
+			big = x;
+			most = x->charged;
+		}
+	}
+	return big;
+}
+
+/* Makes room for need more bytes for c within the budgets of its uid
+ * and of all clients, by dropping the clients holding the most output
+ * (of its uid when that budget is used, of every uid but root's and the
+ * agent's for the total): a client that reads keeps little queued, so the
+ * largest queues are the clients that stopped reading, and whoever is
+ * sent something next, often one that reads, is not the one to pay for
+ * them.  Returns 0, or -ENOBUFS after dropping c, the largest itself. */
+static int client_make_room(struct client *c, size_t need)
 {
 	struct server *s = c->server;
+	struct peer_uid *u = c->peer;
+	char why[192];
+
+	for (;;) {
+		bool uid_full = u->queued + need > s->output_per_uid;
+		struct client *big;
+
+		if (!uid_full && s->queued + need <= s->output_total)
+			return 0;
+		big = server_largest(s, uid_full ? u : NULL, c, need);
+		/* Dropping big uncharges its queue: each round frees bytes,
+		 * since big holds at least need. */
+		snprintf(why, sizeof(why), "not reading its messages (the "
+			 "output budget of %s is used), holding the most: "
+			 "%zu bytes", uid_full ? "its uid" : "all clients",
+			 big->charged + (big == c ? need : 0));
+		client_drop(big, why);
+		if (big == c)
+			return -ENOBUFS;
+	}
+}
+
+/* Queues and sends one message.  Returns 0, or a negative errno after
+ * dropping c (a stuck peer, or out of memory).  May drop other clients
+ * (client_make_room): callers that walk the client list take the next
+ * one before sending, which stays valid (client.dead_next). */
+static int client_send(struct client *c, struct ipc_writer *w)
+{
 	int r;
 
 	if (c->dropped) {
@@ -599,19 +664,10 @@ static int client_send(struct client *c, struct ipc_writer *w)
 	/* Output for others than root and the agent's uid is bounded per
 	 * uid and in total too: 200 clients that ask for status and never
 	 * read must not make the agent hold 200 full queues. */
-	if (!c->owner && c->peer && !w->failed) {
-		size_t need = IPC_FRAME_HEADER + w->len;
-		bool uid_full = c->peer->queued + need > s->output_per_uid;
-
-		if (uid_full || s->queued + need > s->output_total) {
-			ipc_writer_fini(w);
-			client_drop(c, uid_full
-				? "not reading its messages (the output "
-				  "budget of its uid is used)"
-				: "not reading its messages (the output "
-				  "budget of all clients is used)");
-			return -ENOBUFS;
-		}
+	if (!c->owner && c->peer && !w->failed &&
+	    client_make_room(c, IPC_FRAME_HEADER + w->len) < 0) {
+		ipc_writer_fini(w);
+		return -ENOBUFS;
 	}
 	r = w->failed ? -ENOMEM : ipc_queue_push(&c->out, w->buf, w->len);
 
@@ -1823,7 +1879,7 @@ static void client_get_groups(struct client *c)
 
 /* A connection refused at a limit: an error (code limit) saying why, and
  * close, with a log line at most every SERVER_REFUSED_LOG_MS. */
-static void server_refuse(struct server *s, int fd, const struct ucred *cred,
+static void server_refuse(struct server *s, int fd, const struct client *c,
 			  const char *why)
 {
 	struct ipc_queue q = { 0 };
@@ -1841,22 +1897,38 @@ static void server_refuse(struct server *s, int fd, const struct ucred *cred,
 	ipc_writer_fini(&w);
 	s->refused++;
 	if (now - s->refused_log_ms >= SERVER_REFUSED_LOG_MS) {
-		log_warning("client pid %d uid %u refused: %s; %u refused "
-			    "since the last such line", (int)cred->pid,
-			    (unsigned)cred->uid, why, s->refused);
+		log_warning("client pid %d uid %u%s refused: %s; %u refused "
+			    "since the last such line", (int)c->cred.pid,
+			    (unsigned)c->cred.uid, c->of, why, s->refused);
 		s->refused_log_ms = now;
 		s->refused = 0;
 	}
 	close(fd);
 }
 
+/* The uid whose quotas c uses: its own, or the owner's of the subuid
+ * range it is in (then c->of says so, for its log lines). */
+static uid_t client_quota_uid(struct client *c)
+{
+	struct server *s = c->server;
+	const struct subuid_range *r;
+
+	subuid_refresh(&s->subuid);
+	r = subuid_find(&s->subuid, c->cred.uid);
+	if (!r || r->owner == c->cred.uid)
+		return c->cred.uid;
+	subuid_describe(r, c->of, sizeof(c->of));
+	return r->owner;
+}
+
 /* Whether c may take a slot now; false with why set if not.  The last
  * s->reserved slots are for root, the agent's uid and admins; other uids
- * hold at most s->max_per_uid clients each. */
-static bool server_admit(struct server *s, const struct client *c, char *why,
-			 size_t size)
+ * hold at most s->max_per_uid clients each, a subuid range's uids and its
+ * owner's together (quota, client_quota_uid). */
+static bool server_admit(struct server *s, const struct client *c,
+			 uid_t quota, char *why, size_t size)
 {
-	const struct peer_uid *u = server_uid(s, c->cred.uid);
+	const struct peer_uid *u = server_uid(s, quota);
 	unsigned held = u ? u->n_clients : 0;
 
 	if (s->n_clients >= s->max_clients) {
@@ -1872,8 +1944,10 @@ static bool server_admit(struct server *s, const struct client *c, char *why,
 		return false;
 	}
 	if (!c->owner && held >= s->max_per_uid) {
-		snprintf(why, size, "uid %u has %u clients connected, the "
-			 "most one uid may", (unsigned)c->cred.uid, held);
+		snprintf(why, size, "uid %u has %u clients connected%s, the "
+			 "most one uid may", (unsigned)quota, held,
+			 quota != c->cred.uid ? " with its subordinate uids"
+					      : "");
 		return false;
 	}
 	return true;
@@ -1948,6 +2022,7 @@ static void server_accept(struct loop_source *src, uint32_t events,
 		socklen_t len = sizeof(struct ucred);
 		struct client *c;
 		char why[160];
+		uid_t quota;
 		int fd = accept4(s->fd, NULL, NULL,
 				 SOCK_NONBLOCK | SOCK_CLOEXEC);
 
@@ -1980,11 +2055,12 @@ static void server_accept(struct loop_source *src, uint32_t events,
 						  .gid = (gid_t)-1 };
 		c->owner = client_is_owner(c);
 		client_get_groups(c);
-		if (server_admit(s, c, why, sizeof(why)) &&
-		    !(c->peer = server_uid_get(s, c->cred.uid)))
+		quota = client_quota_uid(c);
+		if (server_admit(s, c, quota, why, sizeof(why)) &&
+		    !(c->peer = server_uid_get(s, quota)))
 			snprintf(why, sizeof(why), "out of memory");
 		if (!c->peer) {
-			server_refuse(s, fd, &c->cred, why);
+			server_refuse(s, fd, c, why);
 			free(c->groups);
 			free(c);
 			continue;
@@ -2223,6 +2299,7 @@ int server_new(struct agent *a, const struct server_config *cfg,
 						  : SERVER_IDLE_TIMEOUT_MS;
 	s->log_credit = SERVER_LOG_ALL_BURST * 1000LL;
 	s->log_ms = now_ms();
+	subuid_init(&s->subuid, NULL, NULL);
 	if (!s->path || !s->accept_pause || !s->reaper || !s->sweep ||
 	    !s->uid_timer ||
 	    !s->backlog_timer) {
@@ -2266,6 +2343,7 @@ int server_new(struct agent *a, const struct server_config *cfg,
 		 "timeout %d ms (-1: none)", s->max_clients, s->max_per_uid,
 		 s->reserved, s->output_per_uid >> 20, s->output_total >> 20,
 		 s->idle_timeout_ms);
+	subuid_refresh(&s->subuid);
 	r = loop_add_fd(a->loop, s->fd, EPOLLIN, server_accept, s, &s->src);
 	if (r < 0)
 		goto err_server;
@@ -2292,6 +2370,7 @@ void server_free(struct server *s)
 		s->uids = u->next;
 		free(u);
 	}
+	subuid_fini(&s->subuid);
 	loop_timer_free(s->backlog_timer);
 	loop_remove_fd(s->src);
 	loop_timer_free(s->accept_pause);

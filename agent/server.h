@@ -18,9 +18,12 @@
  * uid, the clients it may hold, the output queued for them and the log
  * lines they may cause; slots at the top of the client limit kept for
  * root and admins; a total output budget; and an idle timeout for
- * clients that subscribe to nothing.  Root and the agent's own uid are
+ * clients that subscribe to nothing.  A uid in a subordinate range of
+ * /etc/subuid (which its owner may take on without root, newuidmap(1))
+ * uses its owner's per-uid quotas.  Root and the agent's own uid are
  * exempt from the per-uid quotas, the idle timeout and the log limit:
- * they can stop the agent or read its memory anyway.
+ * they can stop the agent or read its memory anyway (their subuids are
+ * not).
  */
 #ifndef DBSWAP_AGENT_SERVER_H
 #define DBSWAP_AGENT_SERVER_H
@@ -58,10 +61,11 @@ struct target_request;
 
 /* Output the agent may hold queued for the clients of one uid, and for
  * the clients of every uid but root and its own together, in bytes.  A
- * client whose message would pass either is dropped as not reading (its
- * own queue is bounded by IPC_QUEUE_MAX as well).  4 MiB is thousands
- * of updates; 64 MiB bounds what several colluding users can make the
- * agent hold. */
+ * message that would pass either first drops, as not reading, the
+ * clients holding the most (of that uid, or of all), until it fits: the
+ * client it is for only if that one would hold the most (its own queue
+ * is bounded by IPC_QUEUE_MAX as well).  4 MiB is thousands of updates;
+ * 64 MiB bounds what several colluding users can make the agent hold. */
 #define SERVER_OUTPUT_PER_UID (4 * 1024 * 1024)
 #define SERVER_OUTPUT_TOTAL (64 * 1024 * 1024)
 

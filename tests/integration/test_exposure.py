@@ -10,12 +10,15 @@ Python clients: their uid, gid and groups are the kernel's at connect."""
 import json
 import os
 import re
+import secrets
+import shutil
 import socket
 import struct
 import subprocess
 import sys
 import threading
 import time
+import unittest
 
 import msgpack
 
@@ -181,6 +184,199 @@ while sent < total:
     s.close()
 print(sent)
 '''
+
+
+# Clients of one user that never read, driven line by line on stdin:
+# "sizes" prints the frame sizes of the replies to hello, ping and a
+# refused reload, read on a connection of its own; "open NAME" connects
+# and says hello; "send NAME N" sends N pings and a reload (refused, and
+# logged: it marks that the agent has handled what came before);
+# "inq NAME" prints the bytes waiting unread in the socket and whether
+# the agent hung up.  Each command answers one line.
+QUEUER = r"""
+import fcntl, json, select, socket, struct, sys, termios, msgpack
+path = sys.argv[1]
+def frame(m):
+    b = msgpack.packb(m)
+    return struct.pack('>I', len(b)) + b
+def hello(name):
+    return frame({'type': 'hello', 'version': 2, 'name': name, 'pid': 0,
+                  'id': 1})
+PING = frame({'type': 'ping', 'id': 1})
+MARK = frame({'type': 'reload', 'id': 1})
+conns = {}
+for line in sys.stdin:
+    cmd = line.split()
+    if cmd[0] == 'sizes':
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(path)
+        s.sendall(hello('sizes') + PING + MARK)
+        f = s.makefile('rb')
+        out = []
+        for _ in range(3):
+            n = struct.unpack('>I', f.read(4))[0]
+            f.read(n)
+            out.append(4 + n)
+        f.close()
+        s.close()
+        print(json.dumps(out), flush=True)
+    elif cmd[0] == 'open':
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        s.sendall(hello(cmd[1]))
+        conns[cmd[1]] = s
+        print('"ok"', flush=True)
+    elif cmd[0] == 'send':
+        conns[cmd[1]].sendall(PING * int(cmd[2]) + MARK)
+        print('"ok"', flush=True)
+    elif cmd[0] == 'inq':
+        s = conns[cmd[1]]
+        n = struct.unpack('i', fcntl.ioctl(s, termios.FIONREAD, b'\0' * 4))[0]
+        p = select.poll()
+        p.register(s, select.POLLRDHUP)
+        ev = p.poll(0)
+        hup = bool(ev and ev[0][1] & (select.POLLRDHUP | select.POLLHUP))
+        print(json.dumps([n, hup]), flush=True)
+"""
+
+# A client that reads, driven on stdin: each line a message (JSON) sent
+# to argv[1]; prints {"type", "size" (of the frame), "code"} of the
+# reply with the same id (updates and settings skipped), or type
+# "closed".
+TALKER = r"""
+import json, socket, struct, sys, msgpack
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(30)
+s.connect(sys.argv[1])
+f = s.makefile('rb')
+for line in sys.stdin:
+    m = json.loads(line)
+    b = msgpack.packb(m)
+    try:
+        s.sendall(struct.pack('>I', len(b)) + b)
+    except OSError:
+        pass
+    while True:
+        try:
+            h = f.read(4)
+        except OSError:
+            h = b''
+        if len(h) < 4:
+            print(json.dumps({'type': 'closed'}), flush=True)
+            break
+        n = struct.unpack('>I', h)[0]
+        r = msgpack.unpackb(f.read(n), raw=False)
+        if r.get('id') == m.get('id'):
+            print(json.dumps({'type': r['type'], 'size': 4 + n,
+                              'code': r.get('code')}), flush=True)
+            break
+"""
+
+
+class Driven:
+    """A child run as user, driven by ask(line) -> its answer (JSON)."""
+
+    def __init__(self, test, user, script, *args):
+        self.proc = user.popen([sys.executable, '-c', script,
+                                *map(str, args)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        test.addCleanup(self.close)
+
+    def ask(self, line):
+        self.proc.stdin.write(line + '\n')
+        self.proc.stdin.flush()
+        out = self.proc.stdout.readline()
+        if not out:
+            raise AssertionError(f'child failed: {self.proc.stderr.read()}')
+        return json.loads(out)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for f in (self.proc.stdout, self.proc.stderr):
+            f.close()
+
+
+# Run as a user with the subuid range argv[2]..+65535: makes a user
+# namespace whose uids 0..65535 are that range (newuidmap, as podman
+# does), then, from inside it, opens a connection to argv[1] as each of
+# the uids 1..argv[3] (outside: argv[2]+1...), says hello on each, prints
+# how many got the agent's hello and the codes of the refusals, as JSON,
+# and holds them until stdin closes.
+SUBUIDS = r"""
+import ctypes, json, os, socket, struct, subprocess, sys, msgpack
+path, start, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+libc = ctypes.CDLL(None, use_errno=True)
+ready, go = os.pipe(), os.pipe()
+pid = os.fork()
+if pid:
+    os.read(ready[0], 1)
+    subprocess.run(['newuidmap', str(pid), '0', str(start), '65536'],
+                   check=True)
+    os.write(go[1], b'x')
+    _, status = os.waitpid(pid, 0)
+    sys.exit(os.waitstatus_to_exitcode(status))
+if libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER
+    sys.exit('unshare(CLONE_NEWUSER): ' + os.strerror(ctypes.get_errno()))
+os.write(ready[1], b'x')
+os.read(go[0], 1)
+os.setresuid(0, 0, 0)
+hello = msgpack.packb({'type': 'hello', 'version': 2, 'name': 'subuid',
+                       'pid': 0, 'id': 1})
+socks, ok, refused = [], 0, []
+for uid in range(1, n + 1):
+    os.seteuid(uid)  # the kernel records the peer's uid at connect
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(path)
+    os.seteuid(0)
+    try:
+        s.sendall(struct.pack('>I', len(hello)) + hello)
+    except OSError:
+        pass
+    buf = b''
+    while True:
+        try:
+            d = s.recv(65536)
+        except OSError:
+            d = b''
+        if not d:
+            refused.append('closed')
+            break
+        buf += d
+        if len(buf) >= 4 and len(buf) >= 4 + struct.unpack('>I', buf[:4])[0]:
+            m = msgpack.unpackb(buf[4:], raw=False)
+            if m['type'] == 'hello':
+                ok += 1
+            else:
+                refused.append(m.get('code'))
+            break
+    socks.append(s)
+print(json.dumps({'ok': ok, 'refused': refused}), flush=True)
+sys.stdin.read()
+"""
+
+
+def add_subuids(user):
+    """Gives user a range of 65536 subordinate uids in /etc/subuid (gone
+    with the user: userdel removes it); returns its first uid."""
+    if not shutil.which('newuidmap'):
+        raise unittest.SkipTest('no newuidmap (package uidmap; ./dev.sh '
+                                'installs it)')
+    # Far above the ranges useradd hands out (100000 up), and apart from
+    # those of tests running at the same time.
+    start = (1 << 30) + secrets.randbelow(1 << 13) * 65536
+    subprocess.run(['usermod', '--add-subuids',
+                    f'{start}-{start + 65535}', user.name], check=True,
+                   capture_output=True, timeout=30)
+    return start
 
 
 def run_as(user, script, *args, timeout=60):
@@ -522,6 +718,43 @@ class Exposure(ClusterTest):
         with h.Client(agent.sock) as c:
             self.assertEqual(c.hello()['type'], 'hello')
 
+    def test_subuids_share_their_owners_quota(self):
+        """A user with a subuid range connects from a user namespace as
+        12 of its uids: they share the user's one quota (4 clients here),
+        the user's own uid too; log lines name the uid and its owner.  A
+        range added while the agent runs counts within seconds."""
+        user, late = h.LocalUser(), h.LocalUser()
+        self.addCleanup(user.close)
+        self.addCleanup(late.close)
+        start = add_subuids(user)
+        agent = self.open_agent('--max-clients-per-uid', '4')
+        held = Held(self, user, SUBUIDS, agent.sock, start, 12)
+        res = json.loads(held.first)
+        self.assertEqual(res['ok'], 4, res)
+        self.assertEqual(set(res['refused']), {'limit'}, res)
+        agent.wait_log(rf'client pid \d+ uid {start + 5} \(subuid of '
+                       rf'{user.name}\) refused: uid {user.uid} has 4 '
+                       r'clients connected with its subordinate uids, the '
+                       r'most one uid may')
+        own = json.loads(Held(self, user, HOLDER, agent.sock, 1).first)
+        self.assertEqual(own, {'ok': 0, 'refused': ['limit']})
+        # Another user is not charged for them.
+        other = json.loads(Held(self, late, HOLDER, agent.sock, 4).first)
+        self.assertEqual(other['ok'], 4, other)
+        held.close()
+
+        # A range given while the agent runs.
+        start2 = add_subuids(late)
+
+        def limited():
+            probe = Held(self, late, SUBUIDS, agent.sock, start2, 6)
+            try:
+                return json.loads(probe.first)['ok'] == 0
+            finally:
+                probe.close()
+        h.wait_for(limited, timeout=10, interval=0.2,
+                   what=f'the subuids of {late.name} charged to it')
+
     def test_reserved_slots_for_root_and_admins(self):
         """The last quarter of a small client limit is kept for root and
         admins: a user who may hold every slot leaves them."""
@@ -580,6 +813,87 @@ class Exposure(ClusterTest):
         with h.Client(agent.sock) as c:
             c.hello()
             self.assertEqual(c.status()['type'], 'status')
+
+    def test_total_output_budget_drops_the_largest_not_the_sender(self):
+        """Two users fill the output budget of all clients (2 MiB) with
+        clients that never read, each staying within its own (1 MiB);
+        a third user's client, which reads, then asks for status: it
+        gets its reply and stays, and the client holding the most output
+        is dropped instead (the sender was)."""
+        per_uid, total = 1 << 20, 2 << 20
+        a, b, inn = h.LocalUser(), h.LocalUser(), h.LocalUser()
+        for u in (a, b, inn):
+            self.addCleanup(u.close)
+        agent = self.open_agent('--output-per-uid', '1', '--output-total',
+                                '2', '--idle-timeout', '0', '--allow',
+                                f'DATABASE_URL=uid:{inn.uid}')
+        innocent = Driven(self, inn, TALKER, agent.sock)
+        self.assertEqual(innocent.ask(json.dumps(
+            {'type': 'hello', 'version': 2, 'name': 'innocent', 'pid': 0,
+             'id': 1}))['type'], 'hello')
+        self.assertEqual(innocent.ask(json.dumps(
+            {'type': 'subscribe', 'targets': ['DATABASE_URL'],
+             'id': 2}))['type'], 'ok')
+        status_size = innocent.ask(json.dumps({'type': 'status',
+                                               'id': 3}))['size']
+
+        # Each user: a big and a small client; their queues add up to
+        # just under the user's budget, the four to just under the total
+        # (less than the innocent's status reply).  What a client holds
+        # queued in the agent is what the agent sent it less what waits
+        # in its socket: the replies' sizes are measured, and a refused
+        # reload after each batch marks, in the log, that the agent has
+        # handled the batch.
+        slack = 100
+        plan = {a: [('a-big', 600 << 10), ('a-small', None)],
+                b: [('b-big', 500 << 10), ('b-small', None)]}
+        drivers, queued = {}, {}
+        for u, conns in plan.items():
+            d = drivers[u] = Driven(self, u, QUEUER, agent.sock)
+            hello_size, ping_size, mark_size = d.ask('sizes')
+            agent.wait_log(rf'uid {u.uid} \(sizes\) disconnected')
+            for i, (name, target) in enumerate(conns):
+                if target is None:
+                    target = per_uid - slack - conns[0][1]
+                d.ask(f'open {name}')
+                sent, marks = hello_size, 0
+                for _ in range(8):
+                    inq, hup = d.ask(f'inq {name}')
+                    self.assertFalse(hup, name)
+                    q = sent - inq
+                    n = (target - q - mark_size) // ping_size
+                    if n < 0 or (n == 0 and marks):
+                        break
+                    d.ask(f'send {name} {n}')
+                    sent += n * ping_size + mark_size
+                    marks += 1
+                    h.wait_for(lambda: len(re.findall(
+                        rf'\({name}\) gid \d+ sent reload', agent.log()))
+                        == marks, timeout=30,
+                        what=f"{name}: batch {marks} handled")
+                inq, hup = d.ask(f'inq {name}')
+                self.assertFalse(hup, name)
+                queued[name] = sent - inq
+                self.assertLessEqual(queued[name], target, name)
+                self.assertGreater(queued[name],
+                                   target - mark_size - ping_size, name)
+        room = total - sum(queued.values())
+        print(f'queued {queued}, room {room}, status {status_size} bytes')
+        self.assertGreaterEqual(room, 0)
+        self.assertLess(room, status_size - 64)
+
+        mark = agent.mark()
+        r = innocent.ask(json.dumps({'type': 'status', 'id': 4}))
+        self.assertEqual(r['type'], 'status', r)
+        self.assertEqual(innocent.ask(json.dumps(
+            {'type': 'ping', 'id': 5}))['type'], 'ok')
+        agent.wait_log(r'\(a-big\) disconnected: not reading its messages '
+                       r'\(the output budget of all clients is used\), '
+                       r'holding the most: \d+ bytes')
+        self.assertTrue(drivers[a].ask('inq a-big')[1])
+        for u, name in ((a, 'a-small'), (b, 'b-big'), (b, 'b-small')):
+            self.assertFalse(drivers[u].ask(f'inq {name}')[1], name)
+        self.assertNotIn('(innocent) disconnected', agent.log()[mark:])
 
     def test_idle_client_is_dropped(self):
         """A client that subscribes to nothing and says nothing is
