@@ -42,13 +42,18 @@ void failover_update_settings(struct agent *a)
 {
 	uint64_t v[ARRAY_SIZE(failover_vars)];
 	struct health_config next;
-	char why[1024] = "";
+	char why[1024] = "", rule[512];
 
 	for (size_t i = 0; i < ARRAY_SIZE(failover_vars); i++) {
 		const char *s = layers_get(&a->layers, failover_vars[i].var);
 		v[i] = 0;
 		if (!s || !*s)
 			continue;
+		if (!target_agent_setting_may_use(a, failover_vars[i].var, rule,
+						  sizeof(rule))) {
+			append_reason(why, sizeof(why), "%s", rule);
+			continue;
+		}
 		/* Never quoted: a line typed into the wrong variable may be
 		 * anything, a password too. */
 		if (parse_uint(s, failover_vars[i].min, failover_vars[i].max,

@@ -667,12 +667,13 @@ static int barred_password(const char *name, size_t layer, bool literal,
 	return literal ? 0 : barred_add(data, name, false);
 }
 
-/* The names other targets than t own: their variables, and every name
- * that lands in their password (layers_walk() keeps the layers' names
- * alive until the layers change, which is after this is used). */
-static int barred_collect(const struct target *t, struct barred_list *b)
+/* The names targets other than t (every target when t is NULL) own:
+ * their variables, and every name that lands in their password
+ * (layers_walk() keeps the layers' names alive until the layers change,
+ * which is after this is used). */
+static int barred_collect(const struct agent *a, const struct target *t,
+			  struct barred_list *b)
 {
-	struct agent *a = t->agent;
 	const struct layers *l = &a->layers;
 	int r;
 
@@ -732,11 +733,14 @@ static int uses_check_name(const char *name, size_t layer, bool literal,
 	return 0;
 }
 
-/* Whether var, one of t's variables, may be used; if not, why says so
- * (names only).  b: barred_collect() for t. */
-static bool target_may_use(const struct target *t, const struct barred_list *b,
-			   const char *var, char *why, size_t whylen)
+/* Whether var, one of t's variables (or with t NULL, a setting of the
+ * agent's own), may be used; if not, why says so (names only).  b:
+ * barred_collect() for t. */
+static bool target_may_use(const struct agent *a, const struct target *t,
+			   const struct barred_list *b, const char *var,
+			   char *why, size_t whylen)
 {
+	const char *who = t ? "a target" : "a setting every client sees";
 	struct uses_check c = { .b = b };
 	int r;
 
@@ -747,7 +751,7 @@ static bool target_may_use(const struct target *t, const struct barred_list *b,
 			 LAYERS_WALK_MAX);
 		return false;
 	}
-	r = layers_walk(&t->agent->layers, var, 0, SIZE_MAX, uses_check_name, &c);
+	r = layers_walk(&a->layers, var, 0, SIZE_MAX, uses_check_name, &c);
 	if (r == -E2BIG) {
 		snprintf(why, whylen, "%s expands more than %d variables (through "
 			 "others): too many to check that none is another "
@@ -764,13 +768,28 @@ static bool target_may_use(const struct target *t, const struct barred_list *b,
 		return true;
 	if (c.hit->conninfo)
 		snprintf(why, whylen, "%s uses ${%s}, which is target %s's "
-			 "conninfo: a target may not expand another target's "
-			 "conninfo or password", var, c.name, c.hit->owner->name);
+			 "conninfo: %s may not expand another target's "
+			 "conninfo or password", var, c.name, c.hit->owner->name,
+			 who);
 	else
 		snprintf(why, whylen, "%s uses ${%s}, which forms target %s's "
-			 "password: a target may not expand another target's "
-			 "conninfo or password", var, c.name, c.hit->owner->name);
+			 "password: %s may not expand another target's "
+			 "conninfo or password", var, c.name, c.hit->owner->name,
+			 who);
 	return false;
+}
+
+bool target_agent_setting_may_use(struct agent *a, const char *var,
+				  char *why, size_t whylen)
+{
+	struct barred_list b = { 0 };
+	bool ok;
+
+	if (barred_collect(a, NULL, &b) < 0)
+		b.failed = true;
+	ok = target_may_use(a, NULL, &b, var, why, whylen);
+	free(b.v);
+	return ok;
 }
 
 /* Where text of a value came from: a file (or the environment), and the
@@ -973,7 +992,8 @@ static bool source_check(struct source *src, const struct barred_list *b,
 				 "target's value", src->var, n, TARGET_VALUE_MAX);
 		return false;
 	}
-	return !value || (target_may_use(t, b, src->var, why, whylen) &&
+	return !value || (target_may_use(t->agent, t, b, src->var, why,
+					 whylen) &&
 			  target_parts_trusted(t, src->var, value, why, whylen) &&
 			  (src->role == ROLE_PRIMARY ||
 			   target_companion_trusted(t, src->var, why, whylen)));
@@ -1006,7 +1026,7 @@ void target_set_values(struct target *t)
 	struct barred_list b = { 0 };
 	char why[1024];
 
-	if (barred_collect(t, &b) < 0)
+	if (barred_collect(t->agent, t, &b) < 0)
 		b.failed = true;
 	for (int i = 0; i < ROLE_COUNT; i++) {
 		struct source *src = &t->src[i];
@@ -1062,7 +1082,7 @@ static void target_read_settings(struct target *t,
 
 	*next = (struct target_settings){ 0 };
 	why[0] = '\0';
-	if (barred_collect(t, &b) < 0)
+	if (barred_collect(t->agent, t, &b) < 0)
 		b.failed = true;
 	for (int i = 0; i < SETTING_COUNT; i++) {
 		const char *v = layers_get(l, t->setting_vars[i]);
@@ -1072,7 +1092,7 @@ static void target_read_settings(struct target *t,
 			continue;
 		/* A number is sent to every subscriber: it may not be
 		 * another target's (digits-only) password either. */
-		if (!target_may_use(t, &b, t->setting_vars[i], rule,
+		if (!target_may_use(t->agent, t, &b, t->setting_vars[i], rule,
 				    sizeof(rule)) ||
 		    !target_companion_trusted(t, t->setting_vars[i], rule,
 					      sizeof(rule))) {

@@ -214,6 +214,13 @@ void target_update_settings(struct target *t);
 /* Whether any pool setting is in force. */
 bool target_has_settings(const struct target *t);
 
+/* Whether var, a setting of the agent's own that every client may see
+ * (the failover settings), may be used: it may not expand a target's
+ * conninfo, nor a variable that forms a target's password (a digits-only
+ * password fits a number); why says why not, naming variables only. */
+bool target_agent_setting_may_use(struct agent *a, const char *var,
+				  char *why, size_t whylen);
+
 /* The wire name of a setting, as in the settings message and status
  * ("pool_max", ...). */
 const char *target_setting_key(enum target_setting s);

@@ -7,6 +7,7 @@ target's value has a size limit.  The attackers are real local users
 asks for a cleartext password, as a PostgreSQL server may."""
 
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -393,6 +394,25 @@ class Trust(ClusterTest):
             h.target_status(agent, 'DATABASE_URL')), what='refused again')
         self.assertIn('DATABASE_URL uses ${REPORTS_URL}', st['error'])
         self.assertNotIn(self.password, agent.log())
+
+    def test_c_failover_setting_may_not_expand_a_password(self):
+        """The failover settings go to every client in status: a
+        digits-only password in one would be shown to peers that may not
+        follow its target."""
+        c = self.cluster
+        role, pw = 'num_' + os.urandom(3).hex(), str(73019284 + os.getpid())
+        c.create_role(role, pw)
+        agent = self.two_targets(
+            f'DATABASE_URL={self.url()}\nREP_PW={pw}\n'
+            f'REPORTS_URL=postgresql://{role}:${{REP_PW}}@{c.host}:{c.port}'
+            '/postgres\nDB_HEALTH_CHECK_INTERVAL=${REP_PW}\n')
+        h.wait_for(lambda: h.target_status(agent, 'REPORTS_URL')['valid'],
+                   what='REPORTS_URL published')
+        agent.wait_log(r'failover settings refused: DB_HEALTH_CHECK_INTERVAL '
+                       r'uses \$\{REP_PW\}, which forms target REPORTS_URL.s '
+                       'password: a setting every client sees may not expand')
+        self.assertNotIn(pw, json.dumps(h._status(agent, 10)))
+        self.assertNotIn(pw, agent.log())
 
     def test_c_shared_password_refused_shared_host_allowed(self):
         c = self.cluster
