@@ -866,7 +866,11 @@ void server_reply(struct server *s, const struct target_request *req,
 		;
 	if (!c)
 		return;
-	if (error)
+	if (error && req->brief)
+		client_error(c, &m, IPC_ERR_REFUSED, "refused; the reason "
+			     "names the target's servers and is only for "
+			     "clients that may follow it (see the agent's log)");
+	else if (error)
 		client_error(c, &m, IPC_ERR_REFUSED, "%s", error);
 	else
 		client_ok(c, &m, generation);
@@ -891,6 +895,7 @@ static void handle_switch(struct client *c, const struct ipc_msg *m,
 	client_log(c, LOG_INFO, CLIENT_FMT " asked for %s of %s",
 		   CLIENT_ARGS(c),
 		   role == ROLE_SECONDARY ? "failover" : "failback", t->name);
+	req.brief = !client_may_subscribe(c, t);
 	failover_request(t, role, &req);
 }
 

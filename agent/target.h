@@ -137,6 +137,9 @@ struct target_request {
 	uint64_t client;      /* server.c's serial of the client */
 	bool has_id;
 	uint64_t id;
+	/* The client may not follow the target: a refusal's reason, which
+	 * names its servers and quotes their errors, is not for it. */
+	bool brief;
 };
 
 struct target {

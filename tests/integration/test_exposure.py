@@ -470,6 +470,33 @@ class Exposure(ClusterTest):
 
     # -- what status shows
 
+    def test_admin_that_may_not_follow_gets_no_reason_text(self):
+        """An admin may ask for a failover of a target it may not follow,
+        but the reason of a refusal names the target's servers and quotes
+        their errors (user, host, port): it is not for that admin."""
+        admin = h.LocalUser()
+        self.addCleanup(admin.close)
+        follower = h.LocalUser()
+        self.addCleanup(follower.close)
+        self.write_env(f'DATABASE_URL={self.url()}\n'
+                       'DATABASE_URL_SECONDARY='
+                       f'{self.url("wrong-" + self.password)}\n')
+        agent = self.open_agent('--allow', f'DATABASE_URL=uid:{follower.uid}',
+                                '--admin', f'uid:{admin.uid}',
+                                '--admin', f'uid:{follower.uid}')
+        h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')['servers']
+                   [-1]['state'] == 'failed', what='the secondary failed')
+        req = [{'type': 'failover', 'target': 'DATABASE_URL', 'id': 1}]
+        full = peer(follower, agent.sock, req)[1]
+        self.assertEqual(full['type'], 'error', full)
+        self.assertIn(self.role, full['message'])
+        brief = peer(admin, agent.sock, req)[1]
+        self.assertEqual((brief['type'], brief['code']), ('error', 'refused'))
+        for secret in (self.role, str(self.cluster.port), '127.0.0.1'):
+            self.assertNotIn(secret, brief['message'])
+        self.assertIn('only for clients that may follow it',
+                      brief['message'])
+
     def test_non_follower_sees_no_value_derived_text(self):
         """A peer that may not follow a target sees its name, generation,
         validity and state; no error text (host, port, user), no file
