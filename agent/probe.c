@@ -41,6 +41,10 @@
 
 enum probe_phase { PHASE_RESOLVE, PHASE_CONNECT, PHASE_QUERY };
 
+/* The first secrets of a probe: password, sslpassword, and the URI's
+ * password region. */
+#define PROBE_PASSWORD_SECRETS 3
+
 struct probe {
 	struct loop *loop;
 	PGconn *conn;
@@ -73,8 +77,8 @@ struct probe {
 	char passed[1024];      /* why earlier entries failed, lines */
 	/* Text that must not appear in error messages: the passwords, the
 	 * URI's password region, and hosts that may not be named
-	 * (connplan_label()). */
-	char *secrets[3 + CONNPLAN_HOSTS_MAX];
+	 * (connplan_label()), in that order. */
+	char *secrets[PROBE_PASSWORD_SECRETS + CONNPLAN_HOSTS_MAX];
 	probe_done_fn *fn;
 	void *data;
 };
@@ -109,14 +113,15 @@ void probe_cancel(struct probe *p)
  * ****, and every bare occurrence of a secret too.  libpq quotes option
  * values in its messages, and a mis-parsed URI can put part of a password
  * into the port or host field. */
-static void probe_scrub(char *msg, size_t size, char *const *secrets,
-			size_t n)
+static void probe_scrub_into(const char *msg, char *out, size_t size,
+			     char *const *secrets, size_t n)
 {
-	char out[1024];
 	size_t o = 0;
 
-	/* Room for the longest replacement, "****" in quotes, and the NUL. */
-	for (const char *p = msg; *p && o + 7 < sizeof(out);) {
+	/* Room for the longest replacement, "****" in quotes, and the NUL:
+	 * output cut short ends between whole replacements, never inside a
+	 * secret. */
+	for (const char *p = msg; *p && o + 7 < size;) {
 		const char *end;
 		if (*p == '"' && (end = strchr(p + 1, '"'))) {
 			size_t len = (size_t)(end - p - 1);
@@ -158,7 +163,29 @@ static void probe_scrub(char *msg, size_t size, char *const *secrets,
 			out[o++] = *p++;
 	}
 	out[o] = '\0';
+}
+
+static void probe_scrub(char *msg, size_t size, char *const *secrets,
+			size_t n)
+{
+	char out[1024];
+
+	probe_scrub_into(msg, out, sizeof(out), secrets, n);
 	snprintf(msg, size, "%s", out);
+}
+
+/* msg scrubbed whole, before anything cuts it: a secret cut in two by a
+ * buffer's end would no longer be found.  NULL when out of memory. */
+static char *probe_scrub_dup(const char *msg, char *const *secrets,
+			     size_t n)
+{
+	/* A replacement is at most 6 bytes, for a token of at least 3. */
+	size_t size = strlen(msg) * 2 + 8;
+	char *out = malloc(size);
+
+	if (out)
+		probe_scrub_into(msg, out, size, secrets, n);
+	return out;
 }
 
 /* The password part of a URI's userinfo: after the first ':' following
@@ -287,9 +314,16 @@ static void probe_libpq_text(struct probe *p, const char *raw, char *out,
 	const char *keyword = NULL;
 	bool withheld = false;
 	size_t k = 0;
+	/* The passwords out first, before any buffer cuts a line; hosts that
+	 * may not be named stay for connplan_name_hosts() to label. */
+	char *clean = raw ? probe_scrub_dup(raw, p->secrets,
+					    PROBE_PASSWORD_SECRETS) : NULL;
 
 	kept[0] = '\0';
-	for (const char *l = raw; l && *l;) {
+	if (raw && !clean)
+		snprintf(kept, sizeof(kept), "libpq's message is not shown "
+			 "(out of memory)\n");
+	for (const char *l = clean; l && *l;) {
 		const char *nl = strchr(l, '\n');
 		size_t len = nl ? (size_t)(nl - l) : strlen(l);
 		if (probe_line_shown(l, len)) {
@@ -313,6 +347,7 @@ static void probe_libpq_text(struct probe *p, const char *raw, char *out,
 		snprintf(kept + k, sizeof(kept) - k, "libpq refused the "
 			 "value's settings (its message is not shown: it "
 			 "quotes the value)\n");
+	free_secret(clean);
 	if (p->plan)
 		connplan_name_hosts(p->plan, p->stage_from, p->stage_to, kept,
 				    out, size);
@@ -874,8 +909,8 @@ int probe_start(struct loop *loop, const struct probe_opts *o,
 		for (size_t i = 0; i < connplan_hosts(p->plan); i++) {
 			if (connplan_nameable(p->plan, i))
 				continue;
-			p->secrets[3 + i] = strdup(connplan_host(p->plan, i));
-			if (!p->secrets[3 + i]) {
+			p->secrets[PROBE_PASSWORD_SECRETS + i] = strdup(connplan_host(p->plan, i));
+			if (!p->secrets[PROBE_PASSWORD_SECRETS + i]) {
 				probe_free(p);
 				return -ENOMEM;
 			}
