@@ -277,16 +277,21 @@ function kvDecode(v) {
   return v.replace(/\\(.)/gs, '$1')
 }
 
-/** Settings that take an integer, and the characters they take. */
+/** Settings that take an integer (common/mask.c's list), and those that
+ * take 0 or 1 (beyond it: libpq checks them only when it connects, and a
+ * password put there is as visible). */
 const INT_SETTINGS = new Set(['connect_timeout', 'keepalives', 'keepalives_idle', 'keepalives_interval', 'keepalives_count', 'tcp_user_timeout'])
+const FLAG_SETTINGS = new Set(['sslcompression', 'sslsni', 'gssdelegation', 'requiressl'])
 /** The characters a setting's value may hold, for those that take a
  * number or an address. */
 function allowedChars(key) {
   if (key === 'port') return /^[0-9,]*$/
   if (key === 'hostaddr') return /^[0-9a-fA-F.:,]*$/
+  if (FLAG_SETTINGS.has(key)) return /^[0-9]*$/
   return INT_SETTINGS.has(key) ? /^[0-9+-]*$/ : null
 }
-/** Settings that take one of a list of words. */
+/** Settings that take one of a list of words: common/mask.c's, then the
+ * ones of libpq 16 to 18 it does not check (masked here all the same). */
 const ENUM_SETTINGS = new Map([
   ['sslmode', ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']],
   ['gssencmode', ['disable', 'prefer', 'require']],
@@ -294,6 +299,12 @@ const ENUM_SETTINGS = new Map([
   ['target_session_attrs', ['any', 'read-write', 'read-only', 'primary', 'standby', 'prefer-standby']],
   ['ssl_min_protocol_version', ['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3']],
   ['ssl_max_protocol_version', ['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3']],
+  ['sslnegotiation', ['postgres', 'direct']],
+  ['sslcertmode', ['disable', 'allow', 'require']],
+  ['load_balance_hosts', ['disable', 'random']],
+  ['gsslib', ['gssapi', 'sspi']],
+  ['min_protocol_version', ['3.0', '3.2', 'latest']],
+  ['max_protocol_version', ['3.0', '3.2', 'latest']],
 ])
 
 /**
