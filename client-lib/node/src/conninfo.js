@@ -321,15 +321,12 @@ const ENUM_SETTINGS = new Map([
  *   key=value text
  */
 function settingOk(key, written, uri) {
-  if (key === 'dbname') return !dbnameExpands(uri ? percentDecodeLoose(written) : kvDecode(written))
-  const chars = allowedChars(key)
-  if (chars) return chars.test(written)
-  const words = ENUM_SETTINGS.get(key)
-  return !words || written === '' || words.includes(written)
+  if (key === 'dbname') return valueOk(key, uri ? percentDecodeLoose(written) : kvDecode(written))
+  return valueOk(key, written)
 }
 
 /** The same check on a value as the parser read it (for redact()). */
-function parsedSettingOk(key, value) {
+function valueOk(key, value) {
   if (key === 'dbname') return !dbnameExpands(value)
   const chars = allowedChars(key)
   if (chars) return chars.test(value)
@@ -396,32 +393,40 @@ function maskPathAndQuery(s, p) {
   return q < s.length ? `${out}?${maskQuery(s.slice(q + 1))}` : out
 }
 
+/**
+ * Where a URI's password is, as libpq or a human reads it: [the first
+ * ':' of the user info, the last '@'), or null.  The last '@' ends
+ * user:password even when the password holds '@', ':' or '/'.  A ':' past
+ * the '?' is in the query, unless no '/' comes before it: libpq reads user
+ * info up to the '@' without stopping at a '?' ("a?b:pw@db" is user a?b).
+ */
+function passwordSpan(s, schemeLen) {
+  const at = s.lastIndexOf('@')
+  const colon = s.indexOf(':', schemeLen)
+  if (at < schemeLen || colon < 0 || colon > at) return null
+  const query = s.indexOf('?', schemeLen)
+  if (query >= 0 && colon > query && s.slice(schemeLen, colon).includes('/')) return null
+  return [colon, at]
+}
+
 function maskUri(s, schemeLen) {
   const start = schemeLen
   let out = s.slice(0, start)
   let p = start
-  const at = s.lastIndexOf('@')
-  const query = s.indexOf('?', start)
-  if (at >= start) {
-    // The last '@' ends user:password even when the password holds '@',
-    // ':' or '/'.  A ':' past the '?' is in the query, unless no '/' comes
-    // before it: libpq reads user info up to the '@' without stopping at a
-    // '?' ("a?b:pw@db" is user a?b).
-    const colon = s.indexOf(':', start)
-    const hasColon = colon >= 0 && colon < at
-    const inQuery = hasColon && query >= 0 && colon > query && s.slice(start, colon).includes('/')
-    if (hasColon && !inQuery) {
-      out += s.slice(start, colon + 1) + MASK
-      if (query >= 0 && query < at) {
-        // That '@' sits in a query value or the password holds a '?':
-        // what follows it up to the next '&' may be a secret's tail.
-        const amp = s.indexOf('&', at)
-        out += '@' + MASK
-        if (amp >= 0) out += '&' + maskQuery(s.slice(amp + 1))
-        return out
-      }
-      p = at
+  const span = passwordSpan(s, schemeLen)
+  if (span) {
+    const [colon, at] = span
+    const query = s.indexOf('?', start)
+    out += s.slice(start, colon + 1) + MASK
+    if (query >= 0 && query < at) {
+      // That '@' sits in a query value or the password holds a '?': what
+      // follows it up to the next '&' may be a secret's tail.
+      const amp = s.indexOf('&', at)
+      out += '@' + MASK
+      if (amp >= 0) out += '&' + maskQuery(s.slice(amp + 1))
+      return out
     }
+    p = at
   }
   // The hosts and their ports, up to the path or the query.  Where no
   // password was masked, libpq's user info ends at the first '@' before
@@ -568,17 +573,14 @@ function hiddenValues(s, found, depth) {
   }
   for (const [key, value] of Object.entries(params)) {
     if (!value) continue
-    if (isSecretKey(key) || !parsedSettingOk(key, value)) found.push(value)
+    if (isSecretKey(key) || !valueOk(key, value)) found.push(value)
     if (key === 'dbname' && dbnameExpands(value) && depth < 4) hiddenValues(value, found, depth + 1)
   }
   const scheme = URI_SCHEMES.find((sc) => s.startsWith(sc))
-  if (scheme) {
-    const at = s.lastIndexOf('@')
-    const colon = s.indexOf(':', scheme.length)
-    if (colon >= 0 && colon < at) {
-      const span = s.slice(colon + 1, at)
-      found.push(span, percentDecodeLoose(span))
-    }
+  const span = scheme && passwordSpan(s, scheme.length)
+  if (span) {
+    const written = s.slice(span[0] + 1, span[1])
+    found.push(written, percentDecodeLoose(written))
   }
 }
 

@@ -257,6 +257,8 @@ test('redact: a secret of a dbname that is a connection string, and a value only
   const typo = 'host=db port=p0rtpass user=app'
   assert.ok(!redact('invalid port "p0rtpass"', typo).includes('p0rtpass'))
   assert.ok(!redact('could not connect to app:s3cretport', 'postgresql://app:s3cretport/db').includes('s3cretport'))
+  // A ':' and an '@' in a query value are no password: "b" stays.
+  assert.equal(redact('a b c', 'postgresql://db/x?application_name=a:b@c'), 'a b c')
   // Ordinary text stays.
   assert.equal(redact('database "app" does not exist', 'host=db dbname=app password=pw12'), 'database "app" does not exist')
 })
