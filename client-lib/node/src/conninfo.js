@@ -277,10 +277,61 @@ function kvDecode(v) {
   return v.replace(/\\(.)/gs, '$1')
 }
 
-/** libpq decodes query keys: "pass%77ord" is a password too, "db%6Eame"
- * a dbname. */
-function isSecretQueryKey(key) {
-  return isSecretKey(percentDecodeLoose(key))
+/** Settings that take an integer (common/mask.c's list), and those that
+ * take 0 or 1 (beyond it: libpq checks them only when it connects, and a
+ * password put there is as visible). */
+const INT_SETTINGS = new Set(['connect_timeout', 'keepalives', 'keepalives_idle', 'keepalives_interval', 'keepalives_count', 'tcp_user_timeout'])
+const FLAG_SETTINGS = new Set(['sslcompression', 'sslsni', 'gssdelegation', 'requiressl'])
+/** The characters a setting's value may hold, for those that take a
+ * number or an address. */
+function allowedChars(key) {
+  if (key === 'port') return /^[0-9,]*$/
+  if (key === 'hostaddr') return /^[0-9a-fA-F.:,]*$/
+  if (FLAG_SETTINGS.has(key)) return /^[0-9]*$/
+  return INT_SETTINGS.has(key) ? /^[0-9+-]*$/ : null
+}
+/** Settings that take one of a list of words: common/mask.c's, then the
+ * ones of libpq 16 to 18 it does not check (masked here all the same). */
+const ENUM_SETTINGS = new Map([
+  ['sslmode', ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full']],
+  ['gssencmode', ['disable', 'prefer', 'require']],
+  ['channel_binding', ['disable', 'prefer', 'require']],
+  ['target_session_attrs', ['any', 'read-write', 'read-only', 'primary', 'standby', 'prefer-standby']],
+  ['ssl_min_protocol_version', ['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3']],
+  ['ssl_max_protocol_version', ['TLSv1', 'TLSv1.1', 'TLSv1.2', 'TLSv1.3']],
+  ['sslnegotiation', ['postgres', 'direct']],
+  ['sslcertmode', ['disable', 'allow', 'require']],
+  ['load_balance_hosts', ['disable', 'random']],
+  ['gsslib', ['gssapi', 'sspi']],
+  ['min_protocol_version', ['3.0', '3.2', 'latest']],
+  ['max_protocol_version', ['3.0', '3.2', 'latest']],
+])
+
+/**
+ * Whether a setting's value as written is one libpq takes for it
+ * (common/mask.c's setting_ok()).  One that is not is masked: a mistyped
+ * value can put a password anywhere ("port=${DB_PASS}",
+ * "postgresql://app:pw/db"), and the agent refuses such a value anyway.
+ * Quoted or escaped text never passes: it is not a number, an address or
+ * a word of libpq's.  A dbname that is a connection string of its own
+ * does not pass: its password is one.
+ * @param {string} key the keyword as libpq reads it (a query key decoded)
+ * @param {string} written the value as written
+ * @param {boolean} uri percent-encoded (a URI's path or query value), else
+ *   key=value text
+ */
+function settingOk(key, written, uri) {
+  if (key === 'dbname') return valueOk(key, uri ? percentDecodeLoose(written) : kvDecode(written))
+  return valueOk(key, written)
+}
+
+/** The same check on a value as the parser read it (for redact()). */
+function valueOk(key, value) {
+  if (key === 'dbname') return !dbnameExpands(value)
+  const chars = allowedChars(key)
+  if (chars) return chars.test(value)
+  const words = ENUM_SETTINGS.get(key)
+  return !words || value === '' || words.includes(value)
 }
 
 function maskQuery(q) {
@@ -289,13 +340,42 @@ function maskQuery(q) {
     .map((pair) => {
       const eq = pair.indexOf('=')
       if (eq < 0) return pair
-      const key = pair.slice(0, eq)
-      const masked =
-        isSecretQueryKey(key) ||
-        (percentDecodeLoose(key) === 'dbname' && dbnameExpands(percentDecodeLoose(pair.slice(eq + 1))))
+      // libpq decodes query keys: "pass%77ord" is a password too,
+      // "db%6Eame" a dbname, "p%6Frt" a port.
+      const key = percentDecodeLoose(pair.slice(0, eq))
+      const masked = isSecretKey(key) || !settingOk(key, pair.slice(eq + 1), true)
       return masked ? `${pair.slice(0, eq + 1)}${MASK}` : pair
     })
     .join('&')
+}
+
+/**
+ * The authority of a URI, [p, end): libpq reads "app:pw" as host app,
+ * port pw, where a human wrote a user and a password and forgot "@host".
+ * A port that is not all digits is masked (common/mask.c's mask_ports(),
+ * which looks only where no user info came; here after one as well: a
+ * port that is not a number is refused all the same).  A numeric one
+ * cannot be told from a port.
+ */
+function maskPorts(s, p, end) {
+  let out = ''
+  let bracket = false
+  while (p < end) {
+    const c = s[p]
+    if (c === '[') bracket = true
+    else if (c === ']') bracket = false
+    if (c !== ':' || bracket) {
+      out += c
+      p++
+      continue
+    }
+    let q = p + 1
+    while (q < end && s[q] !== ',') q++
+    const port = s.slice(p + 1, q)
+    out += ':' + (/^[0-9]+$/.test(port) ? port : MASK)
+    p = q
+  }
+  return out
 }
 
 /** The rest of a URI after its user info or hosts, [p, end): the path up
@@ -305,7 +385,7 @@ function maskPathAndQuery(s, p) {
   if (q < 0) q = s.length
   const slash = s.indexOf('/', p)
   let out
-  if (slash >= 0 && slash < q && dbnameExpands(percentDecodeLoose(s.slice(slash + 1, q)))) {
+  if (slash >= 0 && slash < q && !settingOk('dbname', s.slice(slash + 1, q), true)) {
     out = s.slice(p, slash + 1) + MASK
   } else {
     out = s.slice(p, q)
@@ -313,34 +393,55 @@ function maskPathAndQuery(s, p) {
   return q < s.length ? `${out}?${maskQuery(s.slice(q + 1))}` : out
 }
 
+/**
+ * Where a URI's password is, as libpq or a human reads it: [the first
+ * ':' of the user info, the last '@'), or null.  The last '@' ends
+ * user:password even when the password holds '@', ':' or '/'.  A ':' past
+ * the '?' is in the query, unless no '/' comes before it: libpq reads user
+ * info up to the '@' without stopping at a '?' ("a?b:pw@db" is user a?b).
+ */
+function passwordSpan(s, schemeLen) {
+  const at = s.lastIndexOf('@')
+  const colon = s.indexOf(':', schemeLen)
+  if (at < schemeLen || colon < 0 || colon > at) return null
+  const query = s.indexOf('?', schemeLen)
+  if (query >= 0 && colon > query && s.slice(schemeLen, colon).includes('/')) return null
+  return [colon, at]
+}
+
 function maskUri(s, schemeLen) {
   const start = schemeLen
   let out = s.slice(0, start)
   let p = start
-  const at = s.lastIndexOf('@')
-  const query = s.indexOf('?', start)
-  if (at >= start) {
-    // The last '@' ends user:password even when the password holds '@',
-    // ':' or '/'.  A ':' past the '?' is in the query, unless no '/' comes
-    // before it: libpq reads user info up to the '@' without stopping at a
-    // '?' ("a?b:pw@db" is user a?b).
-    const colon = s.indexOf(':', start)
-    const hasColon = colon >= 0 && colon < at
-    const inQuery = hasColon && query >= 0 && colon > query && s.slice(start, colon).includes('/')
-    if (hasColon && !inQuery) {
-      out += s.slice(start, colon + 1) + MASK
-      if (query >= 0 && query < at) {
-        // That '@' sits in a query value or the password holds a '?':
-        // what follows it up to the next '&' may be a secret's tail.
-        const amp = s.indexOf('&', at)
-        out += '@' + MASK
-        if (amp >= 0) out += '&' + maskQuery(s.slice(amp + 1))
-        return out
-      }
-      p = at
+  const span = passwordSpan(s, schemeLen)
+  if (span) {
+    const [colon, at] = span
+    const query = s.indexOf('?', start)
+    out += s.slice(start, colon + 1) + MASK
+    if (query >= 0 && query < at) {
+      // That '@' sits in a query value or the password holds a '?': what
+      // follows it up to the next '&' may be a secret's tail.
+      const amp = s.indexOf('&', at)
+      out += '@' + MASK
+      if (amp >= 0) out += '&' + maskQuery(s.slice(amp + 1))
+      return out
+    }
+    p = at
+  }
+  // The hosts and their ports, up to the path or the query.  Where no
+  // password was masked, libpq's user info ends at the first '@' before
+  // any '/', a '?' in it included ("a?b@db:5432" is user a?b).
+  if (p === start) {
+    let q = start
+    while (q < s.length && s[q] !== '@' && s[q] !== '/') q++
+    if (s[q] === '@') {
+      out += s.slice(start, q)
+      p = q
     }
   }
-  return out + maskPathAndQuery(s, p)
+  let end = p
+  while (end < s.length && s[end] !== '/' && s[end] !== '?') end++
+  return out + maskPorts(s, p, end) + maskPathAndQuery(s, end)
 }
 
 function maskKeyValue(s) {
@@ -376,8 +477,7 @@ function maskKeyValue(s) {
       for (; p < n && !isSpace(s[p]); p++) if (s[p] === '\\' && p + 1 < n) p++
     }
     const written = s.slice(val, p)
-    const hidden = secret || (s.slice(key, keyEnd) === 'dbname' && dbnameExpands(kvDecode(written)))
-    out += hidden ? MASK : written
+    out += secret || !settingOk(s.slice(key, keyEnd), written, false) ? MASK : written
   }
   return out
 }
@@ -420,9 +520,12 @@ export function maskConninfo(conninfo) {
   } catch {
     return MASK
   }
+  // libpq's URI prefixes, compared as libpq compares them (case matters):
+  // "POSTGRESQL://..." is no URI to the parser, and no keyword either, so
+  // it was refused whole above.
   let out = null
   for (const scheme of URI_SCHEMES) {
-    if (s.slice(0, scheme.length).toLowerCase() === scheme) out = maskUri(s, scheme.length)
+    if (out === null && s.startsWith(scheme)) out = maskUri(s, scheme.length)
   }
   if (out === null) out = s.includes('=') ? maskKeyValue(s) : MASK
   // A password the parser found but the masking missed: all of it goes.
@@ -439,17 +542,46 @@ export function maskConninfo(conninfo) {
 export function redact(text, conninfo) {
   if (!conninfo) return text
   let out = String(text).split(conninfo).join(maskConninfo(conninfo))
-  let params = null
-  try {
-    params = parseConninfo(conninfo)
-  } catch {
-    // Unreadable: the whole string was the only thing to look for.
-  }
   const secrets = []
-  for (const key of SECRET_KEYS) if (params?.[key]) secrets.push(params[key], encodeURIComponent(params[key]))
+  hiddenValues(conninfo, secrets, 0)
+  const all = new Set()
+  for (const v of secrets) {
+    // Blanks alone are no secret to look for (and would blank the text).
+    if (v.trim() === '') continue
+    all.add(v)
+    all.add(encodeURIComponent(v))
+  }
   // The longest first: a secret may contain a shorter one.
-  for (const secret of secrets.sort((a, b) => b.length - a.length)) out = out.split(secret).join(MASK)
+  for (const secret of [...all].sort((a, b) => b.length - a.length)) out = out.split(secret).join(MASK)
   return out
+}
+
+/**
+ * What maskConninfo() hides of s, as the parser reads it, into found: the
+ * passwords; a dbname that is a connection string (whole, and what it
+ * hides in turn, a few levels down); a setting whose value libpq would
+ * not take; and a URI's span from the user name's ':' to the last '@', as
+ * written and decoded.  An unreadable s adds nothing: redact() looks for
+ * it whole.
+ */
+function hiddenValues(s, found, depth) {
+  let params
+  try {
+    params = parseConninfo(s)
+  } catch {
+    return
+  }
+  for (const [key, value] of Object.entries(params)) {
+    if (!value) continue
+    if (isSecretKey(key) || !valueOk(key, value)) found.push(value)
+    if (key === 'dbname' && dbnameExpands(value) && depth < 4) hiddenValues(value, found, depth + 1)
+  }
+  const scheme = URI_SCHEMES.find((sc) => s.startsWith(sc))
+  const span = scheme && passwordSpan(s, scheme.length)
+  if (span) {
+    const written = s.slice(span[0] + 1, span[1])
+    found.push(written, percentDecodeLoose(written))
+  }
 }
 
 /* ---- translation for pg ---- */

@@ -956,7 +956,10 @@ export class Pool extends Base {
    * an error from the agent), so it must not crash the process. */
   emit(event, ...args) {
     if (event === 'error' && this.listenerCount('error') === 0) {
-      const line = `${this.#target}: ${args[0]?.message ?? args[0]}`
+      // pg's text (an idle client's error comes from a slot's pg.Pool and
+      // may quote what was sent): any value's secrets masked.
+      let line = `${this.#target}: ${args[0]?.message ?? args[0]}`
+      for (const slot of this.#slots()) line = redact(line, slot.update.conninfo)
       if (args[0]?.code === 'protocol') {
         // An agent that breaks the protocol at every session: once a minute.
         const t = performance.now()

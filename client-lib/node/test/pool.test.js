@@ -292,12 +292,14 @@ test('many pools on one shared Client (one per target, up to 64) raise no MaxLis
   }
 })
 
-/** A pool on the fault server's URL, from the environment (no agent). */
-async function faultPool(t, options = {}) {
-  const server = await startFaultServer()
+/** A pool on the fault server's URL, from the environment (no agent).
+ * fault: startFaultServer()'s options; password: the value's. */
+async function faultPool(t, options = {}, fault = {}, password = null) {
+  const server = await startFaultServer(fault)
   const { path: socket, cleanup } = tempSocketPath()
   const target = 'DBSWAP_TEST_FAULT_URL'
-  process.env[target] = `postgresql://app@127.0.0.1:${server.address().port}/db?sslmode=disable`
+  const user = password === null ? 'app' : `app:${encodeURIComponent(password)}`
+  process.env[target] = `postgresql://${user}@127.0.0.1:${server.address().port}/db?sslmode=disable`
   const pool = createPool({ target, socket, max: 2, log: () => {}, ...options })
   t.after(async () => {
     await pool.end().catch(() => {})
@@ -323,6 +325,17 @@ test('a released client that gets an error before it is back in its pg.Pool: the
   assert.equal(errors.length, 1)
   assert.equal(errors[0].code, '57P01')
   await pool.query('SELECT 2')
+})
+
+test('an error of an idle client with no error listener: logged, with the value\'s password masked', async (t) => {
+  const secret = 'idle-pw-5e1c'
+  const lines = []
+  const pool = await faultPool(t, { log: (level, m) => lines.push(`${level}: ${m}`) }, { fatalMessage: `terminating connection of a client that sent ${secret}` }, secret)
+  await pool.query('SELECT 1')
+  await pool.query('KILL') // no 'error' listener: the pool logs it
+  await until(() => lines.some((l) => /terminating connection/.test(l)), 20000, "the idle client's error in the log")
+  assert.doesNotMatch(lines.join('\n'), new RegExp(secret))
+  assert.ok(lines.some((l) => /^error: .*terminating connection of a client that sent \*\*\*\*/.test(l)), lines.join('\n'))
 })
 
 test('an app that guards its clients\' errors itself: the client the FATAL hit is not handed out again', async (t) => {

@@ -6,7 +6,8 @@
  * in the same TCP read as a query's last message.  pg then reports the
  * FATAL on a client whose query is done, in the same synchronous parse:
  * the one moment a released client can get an error before anything else
- * runs.  Every other query gets an empty result.
+ * runs.  Every other query gets an empty result.  The FATAL's message
+ * text may be given (a server's message can quote what the client sent).
  */
 import net from 'node:net'
 
@@ -21,10 +22,12 @@ function message(type, body) {
 const AUTH_OK = message('R', Buffer.from([0, 0, 0, 0]))
 const READY = message('Z', Buffer.from('I'))
 const DONE = message('C', Buffer.from('SELECT 0\0'))
-const FATAL = message('E', Buffer.from('SFATAL\0VFATAL\0C57P01\0Mterminating connection due to administrator command\0\0'))
+const fatal = (text) => message('E', Buffer.from(`SFATAL\0VFATAL\0C57P01\0M${text}\0\0`))
 
-/** Listens on a loopback port; resolves to the net.Server. */
-export function startFaultServer() {
+/** Listens on a loopback port; resolves to the net.Server.
+ * @param {{ fatalMessage?: string }} [opts] */
+export function startFaultServer(opts = {}) {
+  const FATAL = fatal(opts.fatalMessage ?? 'terminating connection due to administrator command')
   return new Promise((resolve) => {
     const server = net.createServer((sock) => {
       let buf = Buffer.alloc(0)
