@@ -41,12 +41,15 @@ CTL = os.environ.get('DBSWAPCTL', '')
 # the start-up packet is answered with AuthenticationSASL and, 50 ms
 # later, the cleartext request: libpq 15 answers both when they are in
 # its buffer together.  With "split", the cleartext request comes in two
-# writes 50 ms apart, cut inside its code.
+# writes 50 ms apart, cut inside its code.  With "longerror PW", the
+# start-up packet is answered with a FATAL whose message is PW over and
+# over, longer than any buffer the agent cuts an error to.
 FAKE_SERVER = r'''
 import json, socket, struct, sys, threading, time
 hidden = sys.argv[1:] == ['hidden']
 race = sys.argv[1:] == ['race']
 split = sys.argv[1:] == ['split']
+longerror = sys.argv[2] if sys.argv[1:2] == ['longerror'] else None
 s = socket.socket()
 s.bind(('127.0.0.1', 0))
 s.listen(16)
@@ -74,6 +77,10 @@ def serve(c):
                                   if hidden else b''))
                 continue
             break
+        if longerror:
+            m = ('x' * 8 + ' '.join([longerror] * 80)).encode()
+            body = b'SFATAL\0VFATAL\0C28000\0M' + m + b'\0\0'
+            c.sendall(b'E' + struct.pack('!I', 4 + len(body)) + body)
         if race:
             mech = b'SCRAM-SHA-256\0\0'
             c.sendall(b'R' + struct.pack('!II', 8 + len(mech), 10) + mech)
@@ -321,6 +328,20 @@ class Leaks(ClusterTest):
                 agent.close()
         self.assertRegex(tls.log(), r'connection authorized: user=app '
                          r'database=postgres .*SSL enabled')
+
+    def test_server_error_quoting_the_password_at_a_cut(self):
+        """A server error that quotes the password over and over, past
+        every buffer the agent cuts an error to: no piece of it is left,
+        not even one cut in two by a buffer's end."""
+        pw = fresh_password('cut')
+        fake = FakeServer('longerror', pw)
+        self.addCleanup(fake.close)
+        agent = self.start(f"DATABASE_URL='host=127.0.0.1 port={fake.port} "
+                           f"user=app password={pw} dbname=postgres "
+                           f"sslmode=disable'\n", ['DATABASE_URL'])
+        st = self.wait_failed(agent, 'DATABASE_URL')
+        self.assertIn('****', st['error'])
+        self.assert_hidden(agent, [pw[:6], pw[-6:]])
 
     @unittest.skipIf(os.environ.get('DBSWAP_TEST_AGENT_WRAPPER'),
                      'runs the agent under strace')
