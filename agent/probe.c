@@ -42,8 +42,8 @@
 enum probe_phase { PHASE_RESOLVE, PHASE_CONNECT, PHASE_QUERY };
 
 /* The first secrets of a probe: password, sslpassword, and the URI's
- * password region. */
-#define PROBE_PASSWORD_SECRETS 3
+ * password region (pqerr_secrets()). */
+#define PROBE_PASSWORD_SECRETS PQERR_SECRETS
 
 struct probe {
 	struct loop *loop;
@@ -109,68 +109,12 @@ void probe_cancel(struct probe *p)
 	probe_free(p);
 }
 
-/* Replaces every double-quoted token of msg that overlaps a secret with
- * ****, and every bare occurrence of a secret too.  libpq quotes option
- * values in its messages, and a mis-parsed URI can put part of a password
- * into the port or host field. */
-static void probe_scrub_into(const char *msg, char *out, size_t size,
-			     char *const *secrets, size_t n)
-{
-	size_t o = 0;
-
-	/* Room for the longest replacement, "****" in quotes, and the NUL:
-	 * output cut short ends between whole replacements, never inside a
-	 * secret. */
-	for (const char *p = msg; *p && o + 7 < size;) {
-		const char *end;
-		if (*p == '"' && (end = strchr(p + 1, '"'))) {
-			size_t len = (size_t)(end - p - 1);
-			bool secret = false;
-			for (size_t i = 0; i < n && len > 0; i++) {
-				const char *s = secrets[i];
-				if (!s || !*s)
-					continue;
-				char tok[256];
-				if (len < sizeof(tok)) {
-					memcpy(tok, p + 1, len);
-					tok[len] = '\0';
-					secret = strstr(s, tok) || strstr(tok, s);
-				} else {
-					secret = true;
-				}
-				if (secret)
-					break;
-			}
-			if (secret) {
-				memcpy(out + o, "\"****\"", 6);
-				o += 6;
-				p = end + 1;
-				continue;
-			}
-		}
-		bool bare = false;
-		for (size_t i = 0; i < n; i++) {
-			size_t sl = secrets[i] ? strlen(secrets[i]) : 0;
-			if (sl > 0 && strncmp(p, secrets[i], sl) == 0) {
-				memcpy(out + o, "****", 4);
-				o += 4;
-				p += sl;
-				bare = true;
-				break;
-			}
-		}
-		if (!bare)
-			out[o++] = *p++;
-	}
-	out[o] = '\0';
-}
-
 static void probe_scrub(char *msg, size_t size, char *const *secrets,
 			size_t n)
 {
 	char out[1024];
 
-	probe_scrub_into(msg, out, sizeof(out), secrets, n);
+	pqerr_scrub(msg, out, sizeof(out), secrets, n);
 	snprintf(msg, size, "%s", out);
 }
 
@@ -184,26 +128,8 @@ static char *probe_scrub_dup(const char *msg, char *const *secrets,
 	char *out = malloc(size);
 
 	if (out)
-		probe_scrub_into(msg, out, size, secrets, n);
+		pqerr_scrub(msg, out, size, secrets, n);
 	return out;
-}
-
-/* The password part of a URI's userinfo: after the first ':' following
- * "://", up to the last '@'. */
-static char *uri_password_region(const char *conninfo)
-{
-	const char *s = strstr(conninfo, "://"), *at, *colon;
-
-	if (!s || (strncmp(conninfo, "postgres", 8) != 0))
-		return NULL;
-	s += 3;
-	at = strrchr(s, '@');
-	if (!at)
-		return NULL;
-	colon = memchr(s, ':', (size_t)(at - s));
-	if (!colon || colon + 1 >= at)
-		return NULL;
-	return strndup(colon + 1, (size_t)(at - colon - 1));
 }
 
 static void probe_finish(struct probe *p, const char *error)
@@ -709,26 +635,9 @@ static void probe_notice(void *arg, const char *message)
  * messages.  Returns false when conninfo does not parse. */
 static bool probe_note_secrets(struct probe *p, const char *conninfo)
 {
-	PQconninfoOption *opts;
-	char *errmsg = NULL;
-
 	/* libpq's own parse errors quote the offending text, which may be a
 	 * password: report parse failures in our own words. */
-	opts = PQconninfoParse(conninfo, &errmsg);
-	PQfreemem(errmsg);
-	if (!opts)
-		return false;
-	for (PQconninfoOption *o = opts; o->keyword; o++) {
-		if (o->val && streq(o->keyword, "password"))
-			p->secrets[0] = strdup(o->val);
-		if (o->val && streq(o->keyword, "sslpassword"))
-			p->secrets[1] = strdup(o->val);
-		if (o->val)
-			explicit_bzero(o->val, strlen(o->val));
-	}
-	PQconninfoFree(opts);
-	p->secrets[2] = uri_password_region(conninfo);
-	return true;
+	return pqerr_secrets(conninfo, p->secrets);
 }
 
 /* Starts libpq on the entries [from, to).  A monitor connection gets TCP

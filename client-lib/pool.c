@@ -429,13 +429,43 @@ static void connecting_advance(struct connecting *cn, int n,
 	}
 }
 
+/* libpq's text about an attempt for value as one line, without the
+ * value's passwords: it goes to the app's log and, in a nack, to the
+ * agent's log and status.  libpq quotes settings, and a server may quote
+ * what it was sent. */
+static void pool_error_line(const dbswap_pool *p, uint64_t value,
+			    const char *why, char *line, size_t size,
+			    char sqlstate[6])
+{
+	const struct value *v = value == p->cur.serial ? &p->cur
+			      : value == p->next.serial ? &p->next : NULL;
+	char *secrets[PQERR_SECRETS], *clean;
+	size_t n = strlen(why) * 2 + 8;
+
+	if (!v || !v->conninfo || !pqerr_secrets(v->conninfo, secrets)) {
+		/* The agent validated the value, so libpq parses it: this is
+		 * a value gone since, or no memory. */
+		pqerr_line(why, line, size, sqlstate);
+		snprintf(line, size, "libpq's message is not shown (the "
+			 "value it is about cannot be checked for passwords)");
+		return;
+	}
+	clean = malloc(n);
+	if (clean)
+		pqerr_scrub(why, clean, n, secrets, PQERR_SECRETS);
+	pqerr_line(clean ? clean : "out of memory", line, size, sqlstate);
+	free_secret(clean);
+	for (int i = 0; i < PQERR_SECRETS; i++)
+		free_secret(secrets[i]);
+}
+
 /* Records a failed attempt for the value it was for.  Locked. */
 static void pool_connect_failed(dbswap_pool *p, uint64_t value,
 				const char *why)
 {
 	char line[512], sqlstate[6];
 
-	pqerr_line(why, line, sizeof(line), sqlstate);
+	pool_error_line(p, value, why, line, sizeof(line), sqlstate);
 	p->failed_connects++;
 	if (p->next.serial && value == p->next.serial && p->next_given_up) {
 		/* Attempts that were in flight when it was given up. */
