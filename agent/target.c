@@ -132,6 +132,7 @@ int target_new(struct agent *a, const char *name, struct target **out)
 		return -ENOMEM;
 	t->agent = a;
 	t->current = ROLE_NONE;
+	log_bucket_init(&t->log, TARGET_LOG_BURST, TARGET_LOG_PER_S, now_ms());
 	t->name = strdup(name);
 	if (!t->name)
 		goto err_target;
@@ -180,6 +181,33 @@ static void source_drop_candidate(struct source *src)
 	src->gave_up = false;
 }
 
+/* Whether a line about t caused by its values may go out.  Whoever can
+ * write a target's value can make new ones as fast as the agent reads
+ * them, each validated, rejected or published with a line of its own:
+ * when that is anyone but root and the agent's user, the lines are
+ * limited (TARGET_LOG_BURST, then TARGET_LOG_PER_S), and the next line
+ * that goes says how many did not.  status keeps the whole truth. */
+static bool target_log_ok(struct target *t)
+{
+	const struct layers *l = &t->agent->layers;
+	size_t layer;
+
+	if (!layers_origin(l, t->src[ROLE_PRIMARY].var, &layer) ||
+	    layer == LAYERS_ENV || writers_private(&l->files[layer].writers))
+		return true;
+	if (!log_bucket_take(&t->log, NULL, now_ms())) {
+		t->log_suppressed++;
+		return false;
+	}
+	if (t->log_suppressed)
+		log_notice("%s: %u line(s) about its values not logged (the "
+			   "log lines a target's writers cause are limited); "
+			   "its state is in dbswapctl status", t->name,
+			   t->log_suppressed);
+	t->log_suppressed = 0;
+	return true;
+}
+
 void target_publish(struct target *t, enum target_role role,
 		    const char *reason, bool standby)
 {
@@ -212,7 +240,7 @@ void target_publish(struct target *t, enum target_role role,
 			   "%s: generation %llu published: no server is "
 			   "available", t->name,
 			   (unsigned long long)t->generation);
-	else
+	else if (target_log_ok(t))
 		log_target(LOG_INFO, "published", t->name, t->generation,
 			   "%s: generation %llu published (%s): %s %s%s%s",
 			   t->name, (unsigned long long)t->generation, reason,
@@ -252,9 +280,11 @@ static void source_accept(struct source *src, const struct probe_result *res)
 	src->validated_us = res->elapsed_us;
 	src->switch_failed = false;
 	set_strf(&src->error, NULL);
-	log_target(LOG_INFO, "validated", t->name, 0,
-		   "%s: %s value validated in %.1f ms: %s", t->name, src->var,
-		   res->elapsed_us / 1000.0, masked ? masked : "?");
+	if (target_log_ok(t))
+		log_target(LOG_INFO, "validated", t->name, 0,
+			   "%s: %s value validated in %.1f ms: %s", t->name,
+			   src->var, res->elapsed_us / 1000.0,
+			   masked ? masked : "?");
 	free(masked);
 	if (src->health && health_set_conninfo(src->health, src->value) < 0)
 		log_error("%s: out of memory", t->name);
@@ -346,22 +376,25 @@ static void source_probe_done(const struct probe_result *res, void *data)
 	failover_changed(t);
 	if (res->auth_failed && src->attempts >= TARGET_AUTH_RETRIES) {
 		src->gave_up = true;
-		log_target(LOG_ERR, "gave-up", t->name, 0,
-			   "%s: %s: %s; gave up after %u attempts so as not to "
-			   "lock the role out; %s until the value changes or a "
-			   "reload",
-			   t->name, src->var, src->error, src->attempts,
-			   src->value ? "the value in force stays"
-			   : "nothing in force");
+		if (target_log_ok(t))
+			log_target(LOG_ERR, "gave-up", t->name, 0,
+				   "%s: %s: %s; gave up after %u attempts so as "
+				   "not to lock the role out; %s until the value "
+				   "changes or a reload",
+				   t->name, src->var, src->error, src->attempts,
+				   src->value ? "the value in force stays"
+				   : "nothing in force");
 		return;
 	}
 	delay = backoff_ms(src->attempts - 1, TARGET_RETRY_FIRST_MS,
 			   TARGET_RETRY_MAX_MS);
-	log_target(LOG_WARNING, "rejected", t->name, 0,
-		   "%s: %s: %s; %s; retry in %lld ms", t->name, src->var,
-		   src->error,
-		   src->value ? "the value in force stays" : "nothing in force",
-		   (long long)delay);
+	if (target_log_ok(t))
+		log_target(LOG_WARNING, "rejected", t->name, 0,
+			   "%s: %s: %s; %s; retry in %lld ms", t->name,
+			   src->var, src->error,
+			   src->value ? "the value in force stays"
+				      : "nothing in force",
+			   (long long)delay);
 	loop_timer_arm_in(src->retry, delay);
 }
 
@@ -1016,8 +1049,11 @@ static void source_refuse(struct source *src, const char *why)
 	src->state = TARGET_FAILED;
 	src->value_seq = t->agent->eval_seq;
 	set_strf(&src->error, "%s", why);
-	log_target(LOG_WARNING, "refused", t->name, 0, "%s: %s; %s", t->name, why,
-		   src->value ? "the value in force stays" : "nothing in force");
+	if (target_log_ok(t))
+		log_target(LOG_WARNING, "refused", t->name, 0, "%s: %s; %s",
+			   t->name, why,
+			   src->value ? "the value in force stays"
+				      : "nothing in force");
 }
 
 void target_set_values(struct target *t)
@@ -1040,7 +1076,9 @@ void target_set_values(struct target *t)
 			/* source_set_value() sets the state and error. */
 			src->refused = false;
 			set_strf(&src->error, NULL);
-			log_info("%s: %s may be used again", t->name, src->var);
+			if (target_log_ok(t))
+				log_info("%s: %s may be used again", t->name,
+					 src->var);
 		}
 		source_set_value(src, v);
 	}
@@ -1136,14 +1174,17 @@ void target_update_settings(struct target *t)
 			return;
 		free(t->settings_error);
 		t->settings_error = strdup(why);
-		log_warning("%s: pool settings refused: %s; %s", t->name, why,
-			    target_has_settings(t)
-				    ? "the previous settings stay in force"
-				    : "no settings in force");
+		if (target_log_ok(t))
+			log_warning("%s: pool settings refused: %s; %s",
+				    t->name, why,
+				    target_has_settings(t)
+					    ? "the previous settings stay in force"
+					    : "no settings in force");
 		return;
 	}
 	if (t->settings_error) {
-		log_info("%s: pool settings valid again", t->name);
+		if (target_log_ok(t))
+			log_info("%s: pool settings valid again", t->name);
 		free(t->settings_error);
 		t->settings_error = NULL;
 	}
@@ -1158,6 +1199,7 @@ void target_update_settings(struct target *t)
 			    (unsigned long long)next.value[i]);
 	}
 	sent = server_send_settings(t->agent->server, t);
-	log_info("%s: pool settings now %s; sent to %u subscriber(s)",
-		 t->name, desc[0] ? desc : "none (the apps' own)", sent);
+	if (target_log_ok(t))
+		log_info("%s: pool settings now %s; sent to %u subscriber(s)",
+			 t->name, desc[0] ? desc : "none (the apps' own)", sent);
 }

@@ -19,6 +19,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "common/log.h"
+
 struct agent;
 struct probe;
 struct loop_timer;
@@ -50,6 +52,12 @@ struct loop_timer;
  * variable.  A refused value is never used: the value in force stays,
  * and the error (status, log) names the variables, never a value.
  */
+
+/* Log lines about a target's values, when users other than root and
+ * the agent's can write them: TARGET_LOG_BURST at once, then
+ * TARGET_LOG_PER_S a second (the numbers of a socket peer's lines). */
+#define TARGET_LOG_BURST 20
+#define TARGET_LOG_PER_S 5
 
 /* Retry backoff for a failed candidate: 100 ms doubling to 30 s. */
 #define TARGET_RETRY_FIRST_MS 100
@@ -146,6 +154,11 @@ struct target {
 	struct agent *agent;
 	char *name;
 	struct source src[ROLE_COUNT];
+	/* Its log lines, when users other than root and the agent's can
+	 * write its value (TARGET_LOG_*): the budget, and lines left out
+	 * since the last that went. */
+	struct log_bucket log;
+	unsigned log_suppressed;
 
 	/* What subscribers got last. */
 	char *conninfo;       /* published value (secret), NULL before any */

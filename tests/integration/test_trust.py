@@ -153,6 +153,34 @@ class Trust(ClusterTest):
             and self.error_of(agent, path),
             what=f'{path} rejected with {needle!r}')
 
+    def version_writer(self, u, path, c):
+        """write(text): u writes text (lines joined by '|') to path as a
+        new version (temp file and rename), and the agent, through its
+        client c, has read it when write returns."""
+        writer = u.popen([sys.executable, '-c',
+                          'import os, sys\n'
+                          'p = sys.argv[1]\n'
+                          'for line in sys.stdin:\n'
+                          '    with open(p + ".tmp", "w") as f:\n'
+                          '        f.write(line.replace("|", "\\n"))\n'
+                          '    os.rename(p + ".tmp", p)\n'
+                          '    st = os.stat(p)\n'
+                          '    print(f"{st.st_dev}:{st.st_ino}:'
+                          '{st.st_size}:{st.st_mtime_ns}", flush=True)\n',
+                          path], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.addCleanup(writer.stdout.close)
+        self.addCleanup(writer.wait)
+        self.addCleanup(writer.kill)
+        self.addCleanup(writer.stdin.close)
+
+        def write(text):
+            writer.stdin.write(text + '\n')
+            ident = writer.stdout.readline().strip()
+            h.wait_for(lambda: h.file_status(c, path)['identity'] == ident,
+                       interval=0.001, what=f'{ident} read')
+        return write
+
     # -- (a) expansion across trust levels
 
     def test_a_user_layer_cannot_expand_a_root_only_secret(self):
@@ -566,31 +594,10 @@ class Trust(ClusterTest):
         h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')['valid'],
                    what='the base value published')
         mark = len(agent.log())
-        # The user's writer: one version per line on its stdin (temp
-        # file and rename), answering with the identity of what it wrote.
-        writer = u.popen([sys.executable, '-c',
-                          'import os, sys\n'
-                          'p = sys.argv[1]\n'
-                          'for line in sys.stdin:\n'
-                          '    with open(p + ".tmp", "w") as f:\n'
-                          '        f.write(line.replace("|", "\\n"))\n'
-                          '    os.rename(p + ".tmp", p)\n'
-                          '    st = os.stat(p)\n'
-                          '    print(f"{st.st_dev}:{st.st_ino}:'
-                          '{st.st_size}:{st.st_mtime_ns}", flush=True)\n',
-                          app], stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, text=True, bufsize=1)
-        self.addCleanup(writer.stdout.close)
-        self.addCleanup(writer.wait)
-        self.addCleanup(writer.kill)
         n = 2000
         start = time.monotonic()
         with agent.client() as c:
-            def write(text):
-                writer.stdin.write(text + '\n')
-                ident = writer.stdout.readline().strip()
-                h.wait_for(lambda: h.file_status(c, app)['identity'] ==
-                           ident, interval=0.001, what=f'{ident} read')
+            write = self.version_writer(u, app, c)
             for k in range(n):
                 # Two kinds of error in turn: each version's line is
                 # the first of an error other than the one before.
@@ -601,7 +608,6 @@ class Trust(ClusterTest):
             write(f'APP_URL={self.url()}|NOTE=last')
         h.wait_for(lambda: h.target_status(agent, 'APP_URL')['valid'],
                    what='the last version used')
-        writer.stdin.close()
 
         def lines():
             return [ln for ln in agent.log()[mark:].splitlines()
@@ -691,6 +697,43 @@ class Trust(ClusterTest):
         self.assertLessEqual(len(got), 20 + 6 * (elapsed + 2) + 2,
                              '\n'.join(got[-5:]))
         self.assertLess(len(got), n / 4)
+
+    def test_f_log_lines_a_targets_values_cause_are_bounded(self):
+        """A user who may write a target's value writes 300 new values,
+        each validated and rejected: the lines about the target are
+        bounded, and a later one says how many were left out."""
+        h.write_rename(self.base, f'DATABASE_URL={self.url()}\n')
+        u = self.user()
+        app = os.path.join(u.dir, 'app.env')
+        self.user_write(u, app, 'NOTE=first\n')
+        agent = self.start_agent(env_files=[self.base, app],
+                                 targets=['DATABASE_URL', 'APP_URL'])
+        h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')['valid'],
+                   what='the base value published')
+        mark = len(agent.log())
+        n = 300
+        start = time.monotonic()
+        with agent.client() as c:
+            write = self.version_writer(u, app, c)
+            for k in range(n):
+                write(f'APP_URL=postgresql://v{k}:pw@127.0.0.1:1/app')
+                h.wait_for(lambda: f'//v{k}:' in (h.target_status(
+                    c, 'APP_URL')['error'] or ''), interval=0.001,
+                    what=f'value {k} rejected')
+            elapsed = time.monotonic() - start
+            # The next line that goes out counts the rest.
+            time.sleep(1.2)
+            write('APP_URL=postgresql://last:pw@127.0.0.1:1/app')
+        got = h.wait_for(lambda: (lambda g: any(
+            'not logged' in ln for ln in g) and g)(
+            [ln for ln in agent.log()[mark:].splitlines()
+             if 'APP_URL: ' in ln]), what='a count of the lines left out')
+        print(f'{n} rejected values in {elapsed:.1f} s: {len(got)} lines')
+        self.assertLessEqual(len(got), 20 + 6 * (elapsed + 3) + 2,
+                             '\n'.join(got[-5:]))
+        self.assertLess(len(got), n / 4)
+        # status keeps the whole truth.
+        self.assertIn('//last:', h.target_status(agent, 'APP_URL')['error'])
 
     # -- (g) a later layer may not redefine a name of a layer its writers
     # could not write
