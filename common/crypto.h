@@ -197,10 +197,13 @@ bool crypt_is_sealed_file(const uint8_t *buf, size_t len);
  *   -EINVAL   "not an encrypted file (no DBSWAP header)", "unsupported
  *             format version 2 (this agent reads 1)", "reserved header
  *             byte is 1, must be 0"
- *   -EBADMSG  "truncated: N bytes", or "does not open with key <id>:
- *             tampered with, truncated, or sealed to another key"
- *   -ENOKEY   "sealed to key <id>, which the agent does not hold (it has:
- *             <id1>, <id2>)" or "(it has no key)"
+ *   -EBADMSG  "truncated (shorter than the smallest encrypted file)",
+ *             or "does not open with key <id>: tampered with, truncated,
+ *             or sealed to another key" (<id> one of keys')
+ *   -ENOKEY   "sealed to a key the agent does not have (its keys: <id1>,
+ *             <id2>)" or "(the agent has no key)": the id in the header
+ *             is not shown, nor is any byte or length of what did not
+ *             open
  *   -ENOMEM
  * The message does not name the file: the caller prefixes its path. */
 int crypt_open_file(struct crypt_key *const *keys, size_t n_keys,
