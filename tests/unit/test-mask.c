@@ -291,6 +291,71 @@ static void test_garbage(void)
 		   "s3c", "ret");
 }
 
+/* A setting the agent refuses (agent/connplan.c) is never shown: a
+ * mistyped value puts a password into exactly such a setting, and a
+ * password of the right shape passes a check by character class. */
+static void test_refused_settings(void)
+{
+	/* A port above 65535, 0, or with leading zeros: a digits-only
+	 * password in a URI without "@host", or in port=${DB_PASSWORD}. */
+	CHECK_MASK("postgresql://postgres:8675309912/postgres",
+		   "postgresql://postgres:****/postgres", "8675309912");
+	CHECK_MASK("postgresql://app:65536/db", "postgresql://app:****/db",
+		   "65536");
+	CHECK_MASK("postgresql://app:0/db", "postgresql://app:****/db", ":0/");
+	CHECK_MASK("postgresql://app:0012345/db", "postgresql://app:****/db",
+		   "12345");
+	CHECK_MASK("host=db port=8675309912 user=app",
+		   "host=db port=**** user=app", "8675309912");
+	CHECK_MASK("host=db port=0", "host=db port=****", "=0");
+	CHECK_MASK("host=a,b port=5432,99999999", "host=a,b port=****",
+		   "99999999");
+	CHECK_MASK("host=a,b port=5432,,5433", "host=a,b port=5432,,5433",
+		   "****");
+	CHECK_MASK("host=db port=65535", "host=db port=65535", "****");
+	CHECK_MASK("postgresql://db/x?port=8675309912",
+		   "postgresql://db/x?port=****", "8675309912");
+	/* The port after user info, one host or several. */
+	CHECK_MASK("postgresql://app:pw@db:Secr3tPW/x",
+		   "postgresql://app:****@db:****/x", "Secr3tPW");
+	CHECK_MASK("postgresql://app:pw@h1:5432,h2:Secr3tPW/x",
+		   "postgresql://app:****@h1:5432,h2:****/x", "Secr3tPW");
+	CHECK_MASK("postgresql://app:pw@db:8675309912/x",
+		   "postgresql://app:****@db:****/x", "8675309912");
+	CHECK_MASK("postgresql://app@db:Secr3tPW/x",
+		   "postgresql://app@db:****/x", "Secr3tPW");
+	CHECK_MASK("postgresql://app:pw@[::1]:5432,[fe80::1]:Secr3tPW/x",
+		   "postgresql://app:****@[::1]:5432,[fe80::1]:****/x",
+		   "Secr3tPW");
+	CHECK_MASK("postgresql://app:pw@db:5432/x",
+		   "postgresql://app:****@db:5432/x", "pw@");
+	/* A hostaddr that is no IPv4 or IPv6 address: a hex password
+	 * (openssl rand -hex) is made of the characters of one. */
+	CHECK_MASK("host=db.example.com hostaddr=3f9a1c0e7b2d4a6f8e1c3b5d7f9a0c2e "
+		   "user=app dbname=app",
+		   "host=db.example.com hostaddr=**** user=app dbname=app",
+		   "3f9a1c0e");
+	CHECK_MASK("hostaddr=10.0.0.1,deadbeef", "hostaddr=****", "deadbeef");
+	CHECK_MASK("hostaddr=10.0.0.1,::1,", "hostaddr=10.0.0.1,::1,", "****");
+	CHECK_MASK("hostaddr=73019284", "hostaddr=****", "73019284");
+	CHECK_MASK("hostaddr=1.2.3", "hostaddr=****", "1.2.3");
+	CHECK_MASK("hostaddr=::ffff:10.0.0.1 host=db",
+		   "hostaddr=::ffff:10.0.0.1 host=db", "****");
+	CHECK_MASK("postgresql://db/x?hostaddr=abcdef0123",
+		   "postgresql://db/x?hostaddr=****", "abcdef0123");
+	/* A whole number within int, as the agent checks the timeouts. */
+	CHECK_MASK("host=db connect_timeout=86753099120",
+		   "host=db connect_timeout=****", "86753099120");
+	CHECK_MASK("host=db keepalives_idle=-+1", "host=db keepalives_idle=****",
+		   "-+1");
+	CHECK_MASK("host=db connect_timeout=-10 keepalives=+1",
+		   "host=db connect_timeout=-10 keepalives=+1", "****");
+	CHECK_MASK("host=db connect_timeout=2147483647",
+		   "host=db connect_timeout=2147483647", "****");
+	CHECK_MASK("host=db connect_timeout=2147483648",
+		   "host=db connect_timeout=****", "2147483648");
+}
+
 /* Copies tmpl into buf with its "%s" replaced by secret (no printf: the
  * templates are data). */
 static void fill(char *buf, size_t size, const char *tmpl, const char *secret)
@@ -406,6 +471,7 @@ int main(void)
 	RUN(test_dbname_conninfo);
 	RUN(test_other_secrets);
 	RUN(test_garbage);
+	RUN(test_refused_settings);
 	RUN(test_generated);
 	RUN(test_long);
 	return check_exit();
