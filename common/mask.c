@@ -350,27 +350,38 @@ static void mask_query(struct out *o, const char *p)
  * port (see mask.h). */
 static void mask_ports(struct out *o, const char *p, const char *end)
 {
-	bool bracket = false;
-
+	/* Each host as libpq reads it: an IPv6 literal only when '[' starts
+	 * it (up to ']'), else up to ':' or ','; the port from ':' up to
+	 * ','.  A '[' inside a host hides no ':' from libpq. */
 	while (p < end) {
-		const char *q = p;
-		if (*p == '[')
-			bracket = true;
-		else if (*p == ']')
-			bracket = false;
-		if (*p != ':' || bracket) {
-			out_add(o, p, 1);
-			p++;
-			continue;
+		const char *host = p, *q;
+		if (*p == '[') {
+			/* libpq looks for the ']' past the '/' and the '?' and
+			 * reads a port after it: the rest is masked. */
+			q = memchr(p, ']', (size_t)(end - p));
+			if (!q) {
+				out_str(o, MASK);
+				return;
+			}
+			p = q + 1;
 		}
-		for (q = p + 1; q < end && *q != ','; q++)
-			;
-		out_add(o, ":", 1);
-		if (port_ok(p + 1, (size_t)(q - p - 1)))
-			out_add(o, p + 1, (size_t)(q - p - 1));
-		else
-			out_str(o, MASK);
-		p = q;
+		while (p < end && *p != ':' && *p != ',')
+			p++;
+		out_add(o, host, (size_t)(p - host));
+		if (p < end && *p == ':') {
+			for (q = p + 1; q < end && *q != ','; q++)
+				;
+			out_add(o, ":", 1);
+			if (port_ok(p + 1, (size_t)(q - p - 1)))
+				out_add(o, p + 1, (size_t)(q - p - 1));
+			else
+				out_str(o, MASK);
+			p = q;
+		}
+		if (p < end) {
+			out_add(o, ",", 1);
+			p++;
+		}
 	}
 }
 
@@ -411,8 +422,20 @@ static char *mask_uri(const char *s, size_t scheme_len)
 	}
 	{
 		/* The hosts, after the user info if any: their ports may be a
-		 * password. */
-		const char *end = p + strcspn(p, "/?");
+		 * password.  A user name without a password ends at libpq's
+		 * '@', the first before any '/', unless a '?' comes first:
+		 * then that '@' may sit in a query value ("db?password=a@b"),
+		 * which mask_query() masks. */
+		const char *end = p + strcspn(p, "@/?");
+		if (p == start && *end == '@') {
+			out_add(&o, p, (size_t)(end - p));
+			p = end;
+		}
+		if (*p == '@') {
+			out_add(&o, "@", 1);
+			p++;
+		}
+		end = p + strcspn(p, "/?");
 		mask_ports(&o, p, end);
 		p = end;
 	}

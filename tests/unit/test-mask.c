@@ -329,6 +329,21 @@ static void test_refused_settings(void)
 		   "Secr3tPW");
 	CHECK_MASK("postgresql://app:pw@db:5432/x",
 		   "postgresql://app:****@db:5432/x", "pw@");
+	CHECK_MASK("postgresql://app@[::1]:5432,db:Secr3tPW/x",
+		   "postgresql://app@[::1]:5432,db:****/x", "Secr3tPW");
+	/* A '[' inside a host starts no IPv6 literal for libpq: the ':'
+	 * after it still starts the port (found by fuzz-mask). */
+	CHECK_MASK("postgresql://a[b:Secr3tPW/x", "postgresql://a[b:****/x",
+		   "Secr3tPW");
+	CHECK_MASK("postgresql://app:pw@a[b:Secr3tPW/x",
+		   "postgresql://app:****@a[b:****/x", "Secr3tPW");
+	/* A '[' with no ']' before the '/': libpq reads the host up to a
+	 * ']' further on, and a port after it. */
+	CHECK_MASK("postgresql://app:pw@h,[x:Secr3tPW/db?a=]:5432", NULL,
+		   "Secr3tPW");
+	/* An '@' after a '?': in a query value, not after a user name. */
+	CHECK_MASK("postgresql://db?password=s3cret@x", NULL, "s3cret");
+	CHECK_MASK("postgresql://db/x?password=s3cret@x", NULL, "s3cret");
 	/* A hostaddr that is no IPv4 or IPv6 address: a hex password
 	 * (openssl rand -hex) is made of the characters of one. */
 	CHECK_MASK("host=db.example.com hostaddr=3f9a1c0e7b2d4a6f8e1c3b5d7f9a0c2e "
