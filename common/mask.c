@@ -346,8 +346,8 @@ static void mask_query(struct out *o, const char *p)
  * reads "app:pw" as host app, port pw, where a human wrote a user and a
  * password and forgot "@host"; with it a password can still land in a
  * port ("app:pw@db:${DB_PASSWORD}", "h1:5432,h2:pw").  A port that is
- * not port_ok() is masked; a number from 1 to 65535 cannot be told from a
- * port (see mask.h). */
+ * not port_ok() is masked, with its host; a number from 1 to 65535
+ * cannot be told from a port (see mask.h). */
 static void mask_ports(struct out *o, const char *p, const char *end)
 {
 	/* Each host as libpq reads it: an IPv6 literal only when '[' starts
@@ -367,16 +367,19 @@ static void mask_ports(struct out *o, const char *p, const char *end)
 		}
 		while (p < end && *p != ':' && *p != ',')
 			p++;
-		out_add(o, host, (size_t)(p - host));
 		if (p < end && *p == ':') {
 			for (q = p + 1; q < end && *q != ','; q++)
 				;
-			out_add(o, ":", 1);
+			/* A refused port masks its host too: the authority
+			 * was mistyped, and a password may lie on both sides
+			 * ("app@Secr3tPW:db.example.com"). */
 			if (port_ok(p + 1, (size_t)(q - p - 1)))
-				out_add(o, p + 1, (size_t)(q - p - 1));
+				out_add(o, host, (size_t)(q - host));
 			else
-				out_str(o, MASK);
+				out_str(o, MASK ":" MASK);
 			p = q;
+		} else {
+			out_add(o, host, (size_t)(p - host));
 		}
 		if (p < end) {
 			out_add(o, ",", 1);

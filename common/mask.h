@@ -14,8 +14,9 @@
  * read as a password is masked: in a URI from the first ':' of the user
  * info to the last '@' (a password's raw '@', '/', '?' make the two
  * readings differ), a port of the hosts, with or without user info,
- * that is not 1 to 65535 written plainly ("postgresql://app:pw/db":
- * libpq reads pw as the port; "app:pw@db:${DB_PASSWORD}"), the password
+ * that is not 1 to 65535 written plainly, and its host with it
+ * ("postgresql://app:pw/db": libpq reads pw as the port;
+ * "app:pw@db:${DB_PASSWORD}"; "app@pw:db"), the password
  * and sslpassword query parameters (keys percent-encoded too); in
  * key=value form the password and sslpassword values, quoted or not (and
  * libpq 18's oauth_client_secret, scram_client_key, scram_server_key

@@ -428,16 +428,17 @@ class RefusedShapesStayHidden(ClusterTest):
     def test_settings_the_agent_refuses_are_masked(self):
         """A digits-only password as a URI's port (no "@host"), above
         65535; a password as the port after user info, for one host or
-        the second of two; a hex password (openssl rand -hex) as a
-        hostaddr; digits as port= or connect_timeout=: the agent refuses
-        each, and its masked value shows none."""
+        the second of two, or as the host before a refused port; a hex
+        password (openssl rand -hex) as a hostaddr; digits as port= or
+        connect_timeout=: the agent refuses each, and its masked value
+        shows none."""
         def digits(n):  # n digits, the first not 0: above 65535
             return str(10 ** (n - 1) + int.from_bytes(os.urandom(8), 'big')
                        % (9 * 10 ** (n - 1)))
         s = {'nohost': digits(10), 'port': fresh_password('port'),
              'second': fresh_password('second'),
              'hex': os.urandom(16).hex(), 'kvport': digits(10),
-             'tmo': digits(11)}
+             'tmo': digits(11), 'swap': fresh_password('swap')}
         port = self.cluster.port
         auth = f'{self.role}:{self.password}'
         cases = {
@@ -451,6 +452,10 @@ class RefusedShapesStayHidden(ClusterTest):
             'HEX_URL': (f'host=db.example.com hostaddr={s["hex"]} '
                         f'user=app dbname=app',
                         'hostaddr 1 of 1 is not a numeric address'),
+            # "password@host:port" with the ':' typed as '@': libpq
+            # reads host PASSWORD, port 127.0.0.1.
+            'SWAP_URL': (f'postgresql://{self.role}@{s["swap"]}:127.0.0.1/x',
+                         'port 1 of 1 is not a number'),
             'KVPORT_URL': (f'host=127.0.0.1 port={s["kvport"]} user=app',
                            'port 1 of 1 is not a number'),
             'TMO_URL': (f'host=127.0.0.1 port={port} '

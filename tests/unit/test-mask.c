@@ -274,13 +274,14 @@ static void test_garbage(void)
 		   "s3cret");
 	CHECK_MASK("postgresql://db/x?port=s3cret", "postgresql://db/x?port=****",
 		   "s3cret");
-	/* A URI without "@host": libpq reads the password as the port. */
-	CHECK_MASK("postgresql://app:s3cret/db", "postgresql://app:****/db",
+	/* A URI without "@host": libpq reads the password as the port, and
+	 * the user name as the host; both masked. */
+	CHECK_MASK("postgresql://app:s3cret/db", "postgresql://****:****/db",
 		   "s3cret");
-	CHECK_MASK("postgresql://app:s3cret", "postgresql://app:****",
+	CHECK_MASK("postgresql://app:s3cret", "postgresql://****:****",
 		   "s3cret");
 	CHECK_MASK("postgresql://h1:5432,app:s3cret/db",
-		   "postgresql://h1:5432,app:****/db", "s3cret");
+		   "postgresql://h1:5432,****:****/db", "s3cret");
 	CHECK_MASK("postgresql://[::1]:5432/db", "postgresql://[::1]:5432/db",
 		   "****");
 	/* An unencoded '@' in the password: the tail libpq takes for the
@@ -299,11 +300,11 @@ static void test_refused_settings(void)
 	/* A port above 65535, 0, or with leading zeros: a digits-only
 	 * password in a URI without "@host", or in port=${DB_PASSWORD}. */
 	CHECK_MASK("postgresql://postgres:8675309912/postgres",
-		   "postgresql://postgres:****/postgres", "8675309912");
-	CHECK_MASK("postgresql://app:65536/db", "postgresql://app:****/db",
+		   "postgresql://****:****/postgres", "8675309912");
+	CHECK_MASK("postgresql://app:65536/db", "postgresql://****:****/db",
 		   "65536");
-	CHECK_MASK("postgresql://app:0/db", "postgresql://app:****/db", ":0/");
-	CHECK_MASK("postgresql://app:0012345/db", "postgresql://app:****/db",
+	CHECK_MASK("postgresql://app:0/db", "postgresql://****:****/db", ":0/");
+	CHECK_MASK("postgresql://app:0012345/db", "postgresql://****:****/db",
 		   "12345");
 	CHECK_MASK("host=db port=8675309912 user=app",
 		   "host=db port=**** user=app", "8675309912");
@@ -317,30 +318,33 @@ static void test_refused_settings(void)
 		   "postgresql://db/x?port=****", "8675309912");
 	/* The port after user info, one host or several. */
 	CHECK_MASK("postgresql://app:pw@db:Secr3tPW/x",
-		   "postgresql://app:****@db:****/x", "Secr3tPW");
+		   "postgresql://app:****@****:****/x", "Secr3tPW");
 	CHECK_MASK("postgresql://app:pw@h1:5432,h2:Secr3tPW/x",
-		   "postgresql://app:****@h1:5432,h2:****/x", "Secr3tPW");
+		   "postgresql://app:****@h1:5432,****:****/x", "Secr3tPW");
 	CHECK_MASK("postgresql://app:pw@db:8675309912/x",
-		   "postgresql://app:****@db:****/x", "8675309912");
+		   "postgresql://app:****@****:****/x", "8675309912");
 	CHECK_MASK("postgresql://app@db:Secr3tPW/x",
-		   "postgresql://app@db:****/x", "Secr3tPW");
+		   "postgresql://app@****:****/x", "Secr3tPW");
 	CHECK_MASK("postgresql://app:pw@[::1]:5432,[fe80::1]:Secr3tPW/x",
-		   "postgresql://app:****@[::1]:5432,[fe80::1]:****/x",
+		   "postgresql://app:****@[::1]:5432,****:****/x",
 		   "Secr3tPW");
 	CHECK_MASK("postgresql://app:pw@db:5432/x",
 		   "postgresql://app:****@db:5432/x", "pw@");
 	CHECK_MASK("postgresql://app@[::1]:5432,db:Secr3tPW/x",
-		   "postgresql://app@[::1]:5432,db:****/x", "Secr3tPW");
+		   "postgresql://app@[::1]:5432,****:****/x", "Secr3tPW");
 	/* A '[' inside a host starts no IPv6 literal for libpq: the ':'
 	 * after it still starts the port (found by fuzz-mask). */
-	CHECK_MASK("postgresql://a[b:Secr3tPW/x", "postgresql://a[b:****/x",
+	CHECK_MASK("postgresql://a[b:Secr3tPW/x", "postgresql://****:****/x",
 		   "Secr3tPW");
 	CHECK_MASK("postgresql://app:pw@a[b:Secr3tPW/x",
-		   "postgresql://app:****@a[b:****/x", "Secr3tPW");
+		   "postgresql://app:****@****:****/x", "Secr3tPW");
 	/* A '[' with no ']' before the '/': libpq reads the host up to a
 	 * ']' further on, and a port after it. */
 	CHECK_MASK("postgresql://app:pw@h,[x:Secr3tPW/db?a=]:5432", NULL,
 		   "Secr3tPW");
+	/* Password and host swapped: the refused port masks its host. */
+	CHECK_MASK("postgresql://postgres@Secr3tPW:127.0.0.1/postgres",
+		   "postgresql://postgres@****:****/postgres", "Secr3tPW");
 	/* An '@' after a '?': in a query value, not after a user name. */
 	CHECK_MASK("postgresql://db?password=s3cret@x", NULL, "s3cret");
 	CHECK_MASK("postgresql://db/x?password=s3cret@x", NULL, "s3cret");
