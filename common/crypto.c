@@ -646,9 +646,9 @@ bool crypt_is_sealed_value(const char *value)
 				strlen(CRYPT_VALUE_PREFIX)) == 0;
 }
 
-/* For a value that starts with "enc:" but not "enc:v1:".  Only a version
- * made of digits is echoed: the rest may be a password that happens to
- * start with "enc:". */
+/* For a value that starts with "enc:" but not "enc:v1:".  Nothing of it
+ * is echoed, not even a version's digits: it may be a password that
+ * happens to start with "enc:" (a whole digits-only one in "enc:v...:"). */
 static int err_bad_prefix(const char *value, char *err, size_t errlen)
 {
 	const char *v = value + strlen(CRYPT_VALUE_PREFIX);
@@ -660,9 +660,8 @@ static int err_bad_prefix(const char *value, char *err, size_t errlen)
 	}
 	if (digits > 0 && digits <= 9 && v[1 + digits] == ':')
 		set_err(err, errlen,
-			"unsupported encrypted value version v%.*s "
-			"(this agent reads v1)",
-			(int)digits, v + 1);
+			"unsupported encrypted value version (this agent "
+			"reads v1)");
 	else
 		set_err(err, errlen,
 			"malformed encrypted value (expected enc:v1:<base64>)");

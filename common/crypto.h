@@ -229,7 +229,7 @@ bool crypt_is_sealed_value(const char *value);
  * malloc()ed NUL-terminated string; free it with free_secret() (util.h).
  * Otherwise *plain is NULL and the error codes are those of
  * crypt_open_file(), with these -EINVAL messages: "not an encrypted value",
- * "unsupported encrypted value version v2 (this agent reads v1)",
+ * "unsupported encrypted value version (this agent reads v1)",
  * "malformed encrypted value (expected enc:v1:<base64>)", "encrypted value
  * is not valid base64", "decrypted value holds a NUL byte".  The message
  * never quotes the value.  The caller names the file and variable. */

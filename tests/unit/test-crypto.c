@@ -967,9 +967,17 @@ static void test_value_errors(void)
 
 	CHECK_VALUE_FAILS(k, "plain " MARK, -EINVAL, "not an encrypted value");
 	CHECK_VALUE_FAILS(k, "enc:v2:AAAA", -EINVAL,
-			  "unsupported encrypted value version v2 "
-			  "(this agent reads v1)");
-	CHECK_VALUE_FAILS(k, "enc:v10:AAAA", -EINVAL, "version v10");
+			  "unsupported encrypted value version (this agent "
+			  "reads v1)");
+	CHECK_VALUE_FAILS(k, "enc:v10:AAAA", -EINVAL, "version (this");
+	/* A digits-only password after "enc:v": not shown. */
+	{
+		char err[256] = "", *plain = NULL;
+
+		CHECK(crypt_open_value(&k, 1, "enc:v867530991:AAAA", &plain,
+				       err, sizeof(err)) == -EINVAL);
+		CHECK_NO_LEAK(err, "8675");
+	}
 	CHECK_VALUE_FAILS(k, "enc:", -EINVAL, "malformed encrypted value");
 	CHECK_VALUE_FAILS(k, "enc:v1", -EINVAL, "malformed");
 	CHECK_VALUE_FAILS(k, "enc:V1:AAAA", -EINVAL, "malformed");
