@@ -920,7 +920,7 @@ static void test_value_looks_sealed(void)
 	key_hex(k, hk);
 	for (size_t i = 0; i < ARRAY_SIZE(pws); i++) {
 		size_t n = strlen(pws[i]);
-		char value[256], err[512] = "", id[17], len[16], *plain = NULL;
+		char value[256], err[512] = "", id[17], len[24], *plain = NULL;
 		const size_t pre = strlen(CRYPT_VALUE_V1_PREFIX);
 		int r;
 
