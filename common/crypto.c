@@ -7,7 +7,9 @@
  * allows it, and is wiped before it is freed.  Decrypted values are plain
  * malloc() strings because the env code frees them with free_secret(); they
  * are wiped too.  Error messages are built only from paths, line numbers,
- * sizes and key ids.
+ * sizes and the ids of the agent's own keys: never from bytes or the
+ * length of what did not decrypt (it may be a password that only looks
+ * encrypted).
  */
 #include <fcntl.h>
 #include <limits.h>
@@ -453,15 +455,17 @@ static bool key_held(struct crypt_key *const *keys, size_t n_keys,
 	return false;
 }
 
-/* "sealed to key X, which the agent does not hold (it has: A, B)". */
+/* "sealed to a key the agent does not have (its keys: A, B)".  The id in
+ * the value is not shown: a value that only looks encrypted (a base64
+ * password after "enc:v1:", a mis-paste) would have eight bytes of the
+ * password shown as the id.  The agent's own ids are public (derived
+ * from its public keys) and tell an operator which key to seal to. */
 static int err_not_held(struct crypt_key *const *keys, size_t n_keys,
-			const uint8_t id[CRYPT_KEY_ID_LEN], char *err,
-			size_t errlen)
+			char *err, size_t errlen)
 {
-	char hex[CRYPT_KEY_ID_HEX_LEN + 1], list[200];
+	char list[200];
 	size_t pos = 0;
 
-	crypt_id_hex(id, hex);
 	list[0] = '\0';
 	for (size_t i = 0; i < n_keys; i++) {
 		char h[CRYPT_KEY_ID_HEX_LEN + 1];
@@ -481,14 +485,13 @@ static int err_not_held(struct crypt_key *const *keys, size_t n_keys,
 	}
 	if (pos == 0)
 		set_err(err, errlen,
-			"sealed to key %s, which the agent does not hold "
-			"(it has no key)",
-			hex);
+			"sealed to a key the agent does not have "
+			"(the agent has no key)");
 	else
 		set_err(err, errlen,
-			"sealed to key %s, which the agent does not hold "
-			"(it has: %s)",
-			hex, list);
+			"sealed to a key the agent does not have "
+			"(its keys: %s)",
+			list);
 	return -ENOKEY;
 }
 
@@ -509,6 +512,7 @@ static int open_box(struct crypt_key *const *keys, size_t n_keys,
 					 keys[i]->sk) == 0)
 			return 0;
 	}
+	/* id is one of the agent's own (the caller checked key_held()). */
 	crypt_id_hex(id, hex);
 	set_err(err, errlen,
 		"does not open with key %s: tampered with, truncated, or "
@@ -555,17 +559,19 @@ int crypt_open_file(struct crypt_key *const *keys, size_t n_keys,
 		return -EINVAL;
 	}
 	if (len < FILE_MIN) {
-		set_err(err, errlen, "truncated: %zu bytes", len);
+		/* Its length is not shown: see err_not_held(). */
+		set_err(err, errlen, "truncated (shorter than the smallest "
+			"encrypted file)");
 		return -EBADMSG;
 	}
 	id = buf + CRYPT_MAGIC_LEN + 2;
 	if (!key_held(keys, n_keys, id))
-		return err_not_held(keys, n_keys, id, err, errlen);
+		return err_not_held(keys, n_keys, err, errlen);
 
 	n = len - FILE_MIN;
 	out = sodium_malloc(n + 1);
 	if (!out) {
-		set_err(err, errlen, "out of memory for %zu bytes", n);
+		set_err(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
 	r = open_box(keys, n_keys, id, buf + CRYPT_HEADER_LEN,
@@ -640,9 +646,9 @@ bool crypt_is_sealed_value(const char *value)
 				strlen(CRYPT_VALUE_PREFIX)) == 0;
 }
 
-/* For a value that starts with "enc:" but not "enc:v1:".  Only a version
- * made of digits is echoed: the rest may be a password that happens to
- * start with "enc:". */
+/* For a value that starts with "enc:" but not "enc:v1:".  Nothing of it
+ * is echoed, not even a version's digits: it may be a password that
+ * happens to start with "enc:" (a whole digits-only one in "enc:v...:"). */
 static int err_bad_prefix(const char *value, char *err, size_t errlen)
 {
 	const char *v = value + strlen(CRYPT_VALUE_PREFIX);
@@ -654,9 +660,8 @@ static int err_bad_prefix(const char *value, char *err, size_t errlen)
 	}
 	if (digits > 0 && digits <= 9 && v[1 + digits] == ':')
 		set_err(err, errlen,
-			"unsupported encrypted value version v%.*s "
-			"(this agent reads v1)",
-			(int)digits, v + 1);
+			"unsupported encrypted value version (this agent "
+			"reads v1)");
 	else
 		set_err(err, errlen,
 			"malformed encrypted value (expected enc:v1:<base64>)");
@@ -696,12 +701,15 @@ int crypt_open_value(struct crypt_key *const *keys, size_t n_keys,
 		goto err_bin;
 	}
 	if (bin_len < VALUE_MIN) {
-		set_err(err, errlen, "truncated: %zu bytes", bin_len);
+		/* Its length is not shown: the value may be a password
+		 * (see err_not_held()). */
+		set_err(err, errlen, "truncated (shorter than the smallest "
+			"encrypted value)");
 		r = -EBADMSG;
 		goto err_bin;
 	}
 	if (!key_held(keys, n_keys, bin)) {
-		r = err_not_held(keys, n_keys, bin, err, errlen);
+		r = err_not_held(keys, n_keys, err, errlen);
 		goto err_bin;
 	}
 

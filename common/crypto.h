@@ -197,10 +197,13 @@ bool crypt_is_sealed_file(const uint8_t *buf, size_t len);
  *   -EINVAL   "not an encrypted file (no DBSWAP header)", "unsupported
  *             format version 2 (this agent reads 1)", "reserved header
  *             byte is 1, must be 0"
- *   -EBADMSG  "truncated: N bytes", or "does not open with key <id>:
- *             tampered with, truncated, or sealed to another key"
- *   -ENOKEY   "sealed to key <id>, which the agent does not hold (it has:
- *             <id1>, <id2>)" or "(it has no key)"
+ *   -EBADMSG  "truncated (shorter than the smallest encrypted file)",
+ *             or "does not open with key <id>: tampered with, truncated,
+ *             or sealed to another key" (<id> one of keys')
+ *   -ENOKEY   "sealed to a key the agent does not have (its keys: <id1>,
+ *             <id2>)" or "(the agent has no key)": the id in the header
+ *             is not shown, nor is any byte or length of what did not
+ *             open
  *   -ENOMEM
  * The message does not name the file: the caller prefixes its path. */
 int crypt_open_file(struct crypt_key *const *keys, size_t n_keys,
@@ -226,7 +229,7 @@ bool crypt_is_sealed_value(const char *value);
  * malloc()ed NUL-terminated string; free it with free_secret() (util.h).
  * Otherwise *plain is NULL and the error codes are those of
  * crypt_open_file(), with these -EINVAL messages: "not an encrypted value",
- * "unsupported encrypted value version v2 (this agent reads v1)",
+ * "unsupported encrypted value version (this agent reads v1)",
  * "malformed encrypted value (expected enc:v1:<base64>)", "encrypted value
  * is not valid base64", "decrypted value holds a NUL byte".  The message
  * never quotes the value.  The caller names the file and variable. */

@@ -410,11 +410,10 @@ static int env_escape(struct env_parser *p)
 	case '\n':
 		return env_fail(p, line, col, "unknown escape: backslash at end of line");
 	default:
-		/* Naming one character of a value is the price of a useful
-		 * message; the value itself is never shown. */
-		if (c > ' ' && c < 0x7f)
-			return env_fail(p, line, col, "unknown escape \\%c", c);
-		return env_fail(p, line, col, "unknown escape: backslash before byte 0x%02x", c);
+		/* The character is not named: it is a byte of the value,
+		 * which may be a password ("Sup3r\\qSecret"); the column of the
+		 * backslash points at it. */
+		return env_fail(p, line, col, "unknown escape (\\n, \\t, \\\", \\\\, \\$ are known)");
 	}
 	env_next(p);
 	return env_put(p, &out, 1);

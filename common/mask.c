@@ -9,8 +9,10 @@
  * is a connection string of its own: a password still in it (a shape the
  * span rules missed) masks the value whole.
  */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <libpq-fe.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -118,6 +120,105 @@ static size_t query_key_decode(const char *key, size_t n,
 	return n > QUERY_KEY_MAX ? 0 : value_decode(key, n, true, dec);
 }
 
+/* The checks below are those of agent/connplan.c's
+ * connplan_check_settings() and connplan_hosts_parse(), or stricter: a
+ * value the agent refuses must not be shown, since a mistyped value puts
+ * a password in exactly such a setting ("postgresql://app:8675309912/db"
+ * reads as port 8675309912, "hostaddr=${DB_PASSWORD}").  They read the
+ * text as written: quotes, escapes and percent signs never pass. */
+
+/* One port: empty (libpq's default) or 1..65535 written plainly.  The
+ * agent also takes leading zeros and blanks ("05432"); masked here. */
+static bool port_ok(const char *v, size_t n)
+{
+	unsigned long port = 0;
+
+	if (n == 0)
+		return true;
+	if (n > 5 || v[0] == '0')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if (!isdigit((unsigned char)v[i]))
+			return false;
+		port = port * 10 + (unsigned long)(v[i] - '0');
+	}
+	return port <= 65535;
+}
+
+/* A comma-separated list of ports, each port_ok(). */
+static bool ports_ok(const char *v, size_t n)
+{
+	const char *end = v + n;
+
+	for (;;) {
+		const char *comma = memchr(v, ',', (size_t)(end - v));
+		const char *e = comma ? comma : end;
+		if (!port_ok(v, (size_t)(e - v)))
+			return false;
+		if (!comma)
+			return true;
+		v = comma + 1;
+	}
+}
+
+/* One hostaddr: empty (the host is used) or an IPv4 or IPv6 address as
+ * inet_pton() parses it.  The agent takes what getaddrinfo() with
+ * AI_NUMERICHOST takes, which is more ("1", "0x7f.1", a scope id):
+ * masked here. */
+static bool hostaddr_ok(const char *v, size_t n)
+{
+	char buf[INET6_ADDRSTRLEN];
+	unsigned char addr[sizeof(struct in6_addr)];
+
+	if (n == 0)
+		return true;
+	if (n >= sizeof(buf) || memchr(v, '\0', n))
+		return false;
+	memcpy(buf, v, n);
+	buf[n] = '\0';
+	return inet_pton(AF_INET, buf, addr) == 1 ||
+	       inet_pton(AF_INET6, buf, addr) == 1;
+}
+
+/* A comma-separated list of hostaddrs, each hostaddr_ok(). */
+static bool hostaddrs_ok(const char *v, size_t n)
+{
+	const char *end = v + n;
+
+	for (;;) {
+		const char *comma = memchr(v, ',', (size_t)(end - v));
+		const char *e = comma ? comma : end;
+		if (!hostaddr_ok(v, (size_t)(e - v)))
+			return false;
+		if (!comma)
+			return true;
+		v = comma + 1;
+	}
+}
+
+/* A whole number within int, as the agent requires of connect_timeout
+ * and the keepalive settings: a sign, then digits without leading zeros
+ * (those the agent takes; masked here, with blanks). */
+static bool int_ok(const char *v, size_t n)
+{
+	long long x = 0;
+	size_t i = 0;
+	bool neg = false;
+
+	if (n > 0 && (v[0] == '-' || v[0] == '+')) {
+		neg = v[0] == '-';
+		i++;
+	}
+	if (i == n || n - i > 10 || (v[i] == '0' && n - i > 1))
+		return false;
+	for (; i < n; i++) {
+		if (!isdigit((unsigned char)v[i]))
+			return false;
+		x = x * 10 + (v[i] - '0');
+	}
+	return neg ? -x >= INT_MIN : x <= INT_MAX;
+}
+
 /* Whether a setting's value as written, [v, v + n), is one libpq takes
  * for that setting.  One that is not is masked: a mistyped value can put
  * a password anywhere ("port=${DB_PASS}", "postgresql://app:pw/db"), and
@@ -146,24 +247,17 @@ static bool setting_ok(const char *key, size_t klen, const char *v, size_t n,
 		{ "ssl_min_protocol_version", " TLSv1 TLSv1.1 TLSv1.2 TLSv1.3 " },
 		{ "ssl_max_protocol_version", " TLSv1 TLSv1.1 TLSv1.2 TLSv1.3 " },
 	};
-	const char *allowed = NULL;
 
 #define KEY_IS(k) (klen == strlen(k) && strncmp(key, k, klen) == 0)
 	if (KEY_IS("dbname"))
 		return !dbname_written_expands(v, n, uri);
 	if (KEY_IS("port"))
-		allowed = "0123456789,";
-	else if (KEY_IS("hostaddr"))
-		allowed = "0123456789abcdefABCDEF.:,";
-	for (size_t i = 0; i < ARRAY_SIZE(ints) && !allowed; i++)
+		return ports_ok(v, n);
+	if (KEY_IS("hostaddr"))
+		return hostaddrs_ok(v, n);
+	for (size_t i = 0; i < ARRAY_SIZE(ints); i++)
 		if (KEY_IS(ints[i]))
-			allowed = "0123456789-+";
-	if (allowed) {
-		for (size_t i = 0; i < n; i++)
-			if (!strchr(allowed, v[i]) || v[i] == '\0')
-				return false;
-		return true;
-	}
+			return n == 0 || int_ok(v, n);
 	for (size_t i = 0; i < ARRAY_SIZE(enums); i++) {
 		const char *hit;
 		if (!KEY_IS(enums[i].keyword))
@@ -248,36 +342,49 @@ static void mask_query(struct out *o, const char *p)
 	}
 }
 
-/* The authority of a URI without user info, [p, end): libpq reads
- * "app:pw" as host app, port pw, where a human wrote a user and a
- * password and forgot "@host".  A port that is not all digits is masked;
- * a numeric one cannot be told from a port (see mask.h). */
+/* The hosts of a URI's authority, [p, end): without user info libpq
+ * reads "app:pw" as host app, port pw, where a human wrote a user and a
+ * password and forgot "@host"; with it a password can still land in a
+ * port ("app:pw@db:${DB_PASSWORD}", "h1:5432,h2:pw").  A port that is
+ * not port_ok() is masked, with its host; a number from 1 to 65535
+ * cannot be told from a port (see mask.h). */
 static void mask_ports(struct out *o, const char *p, const char *end)
 {
-	bool bracket = false;
-
+	/* Each host as libpq reads it: an IPv6 literal only when '[' starts
+	 * it (up to ']'), else up to ':' or ','; the port from ':' up to
+	 * ','.  A '[' inside a host hides no ':' from libpq. */
 	while (p < end) {
-		const char *q = p;
-		if (*p == '[')
-			bracket = true;
-		else if (*p == ']')
-			bracket = false;
-		if (*p != ':' || bracket) {
-			out_add(o, p, 1);
-			p++;
-			continue;
+		const char *host = p, *q;
+		if (*p == '[') {
+			/* libpq looks for the ']' past the '/' and the '?' and
+			 * reads a port after it: the rest is masked. */
+			q = memchr(p, ']', (size_t)(end - p));
+			if (!q) {
+				out_str(o, MASK);
+				return;
+			}
+			p = q + 1;
 		}
-		for (q = p + 1; q < end && *q != ','; q++)
-			;
-		bool digits = q > p + 1;
-		for (const char *d = p + 1; d < q; d++)
-			digits &= isdigit((unsigned char)*d) != 0;
-		out_add(o, ":", 1);
-		if (digits)
-			out_add(o, p + 1, (size_t)(q - p - 1));
-		else
-			out_str(o, MASK);
-		p = q;
+		while (p < end && *p != ':' && *p != ',')
+			p++;
+		if (p < end && *p == ':') {
+			for (q = p + 1; q < end && *q != ','; q++)
+				;
+			/* A refused port masks its host too: the authority
+			 * was mistyped, and a password may lie on both sides
+			 * ("app@Secr3tPW:db.example.com"). */
+			if (port_ok(p + 1, (size_t)(q - p - 1)))
+				out_add(o, host, (size_t)(q - host));
+			else
+				out_str(o, MASK ":" MASK);
+			p = q;
+		} else {
+			out_add(o, host, (size_t)(p - host));
+		}
+		if (p < end) {
+			out_add(o, ",", 1);
+			p++;
+		}
 	}
 }
 
@@ -316,9 +423,22 @@ static char *mask_uri(const char *s, size_t scheme_len)
 			p = at;
 		}
 	}
-	if (p == start) {
-		/* No user info: the authority's ports may be a password. */
-		const char *end = p + strcspn(p, "/?");
+	{
+		/* The hosts, after the user info if any: their ports may be a
+		 * password.  A user name without a password ends at libpq's
+		 * '@', the first before any '/', unless a '?' comes first:
+		 * then that '@' may sit in a query value ("db?password=a@b"),
+		 * which mask_query() masks. */
+		const char *end = p + strcspn(p, "@/?");
+		if (p == start && *end == '@') {
+			out_add(&o, p, (size_t)(end - p));
+			p = end;
+		}
+		if (*p == '@') {
+			out_add(&o, "@", 1);
+			p++;
+		}
+		end = p + strcspn(p, "/?");
 		mask_ports(&o, p, end);
 		p = end;
 	}

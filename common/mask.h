@@ -13,12 +13,20 @@
  * not shown.  In a value libpq accepts, every span libpq or a human could
  * read as a password is masked: in a URI from the first ':' of the user
  * info to the last '@' (a password's raw '@', '/', '?' make the two
- * readings differ), a port that is not a number when there is no '@'
- * ("postgresql://app:pw/db": libpq reads pw as the port), the password
+ * readings differ), a port of the hosts, with or without user info,
+ * that is not 1 to 65535 written plainly, and its host with it
+ * ("postgresql://app:pw/db": libpq reads pw as the port;
+ * "app:pw@db:${DB_PASSWORD}"; "app@pw:db"), the password
  * and sslpassword query parameters (keys percent-encoded too); in
  * key=value form the password and sslpassword values, quoted or not (and
  * libpq 18's oauth_client_secret, scram_client_key, scram_server_key
- * wherever a password may be).  A dbname that is a connection string of
+ * wherever a password may be).  Wherever written, a setting the agent
+ * refuses (agent/connplan.c) is masked, by the same rule or a stricter
+ * one: a port as above, a hostaddr element that inet_pton() does not
+ * parse as an IPv4 or IPv6 address (a hex password is made of the
+ * characters of one), a timeout or keepalive setting that is not a
+ * whole number within int (no leading zeros), an sslmode and the like
+ * that is not one of libpq's keywords.  A dbname that is a connection string of
  * its own, holding '=' or "://" once unquoted or percent-decoded, is
  * masked whole in key=value form, in the URI path and as a dbname query
  * parameter: libpq expands it when a program passes it with
@@ -26,8 +34,9 @@
  * connplan.h).  A password of MASK_SECRET_MIN (4) bytes or more that
  * libpq parsed, from the value or from such a dbname (a few levels
  * down), that would still be in the output masks the value whole.  Not
- * protected: a password of digits only written as a URI without "@host"
- * ("postgresql://app:1234/db" reads as host app, port 1234).
+ * protected: a password that is a valid setting, e.g. a number from 1 to
+ * 65535 written as a URI without "@host" ("postgresql://app:1234/db"
+ * reads as host app, port 1234), or a password put into a host name.
  *
  * Thread-safe, does not block (no file, no environment is read).
  */

@@ -21,12 +21,16 @@
  *      ordinary keys, or a dbname holding a connection string with the
  *      secret in its password, sslpassword or URI), the quoting (libpq's
  *      backslash escapes unquoted, or single quotes) and the blanks
- *      around '='
+ *      around '='; a port, hostaddr or connect_timeout value that the
+ *      agent refuses (agent/connplan.c's rules, repeated here) counts as
+ *      a secret: a mistyped value puts a password there
  *   2  a URI built from the data: postgresql://user:password@host/db?query,
  *      the user name percent-encoded, the password raw (mask.h: it may hold
  *      '@', ':', '/', '?'), query values with '&' and '%' encoded, secret
  *      query keys percent-encoded or not; the database (path) or a dbname
- *      query parameter may hold a connection string with a secret.  (A
+ *      query parameter may hold a connection string with a secret; the
+ *      hosts may end in a port which, if the agent refuses it, counts as
+ *      a secret.  (A
  *      raw '?' in the user name, which this target found masked wrong,
  *      is covered by test-mask.c; raw user names are not generated here
  *      because a raw '/' in one ends libpq's user info, and the password
@@ -38,6 +42,9 @@
  * holds a '*', which the mask itself is made of) leaked.
  */
 #include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <netdb.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,6 +116,66 @@ static bool next_record(struct reader *rd, uint8_t *sel, char *val,
 	return true;
 }
 
+/* agent/connplan.c's checks, on a value as libpq parsed it (n bytes, no
+ * NUL): what the agent refuses, mask_conninfo() must not show. */
+static bool agent_int(const char *v, size_t n, long min, long max)
+{
+	char buf[300], *end;
+	long x;
+
+	if (n >= sizeof(buf))
+		return false;
+	memcpy(buf, v, n);
+	buf[n] = '\0';
+	errno = 0;
+	x = strtol(buf, &end, 10);
+	if (end == buf || errno)
+		return false;
+	while (isspace((unsigned char)*end))
+		end++;
+	return *end == '\0' && x >= min && x <= max;
+}
+
+static bool agent_numeric_host(const char *v, size_t n)
+{
+	struct addrinfo hints = { .ai_flags = AI_NUMERICHOST,
+				  .ai_socktype = SOCK_STREAM };
+	struct addrinfo *ai = NULL;
+	char buf[300];
+
+	if (n >= sizeof(buf))
+		return false;
+	memcpy(buf, v, n);
+	buf[n] = '\0';
+	if (getaddrinfo(buf, NULL, &hints, &ai) != 0)
+		return false;
+	freeaddrinfo(ai);
+	return true;
+}
+
+/* Whether the agent takes a value of key: each comma-separated element
+ * of a port list empty or 1..65535, of a hostaddr list empty or a
+ * numeric address; connect_timeout a whole number within int. */
+static bool agent_takes(const char *key, const char *v, size_t n)
+{
+	bool port = strcmp(key, "port") == 0;
+
+	if (strcmp(key, "connect_timeout") == 0)
+		return n == 0 || agent_int(v, n, INT_MIN, INT_MAX);
+	if (!port && strcmp(key, "hostaddr") != 0)
+		return true;
+	for (const char *end = v + n;;) {
+		const char *comma = memchr(v, ',', (size_t)(end - v));
+		size_t len = (size_t)((comma ? comma : end) - v);
+		if (len > 0 && !(port ? agent_int(v, len, 1, 65535)
+				      : agent_numeric_host(v, len)))
+			return false;
+		if (!comma)
+			return true;
+		v = comma + 1;
+	}
+}
+
 /* A value written for key=value form: libpq's backslash escapes
  * unquoted, or the escapes inside single quotes (quoted: the caller adds
  * the quotes).  first: the value starts here (an unquoted value starting
@@ -145,7 +212,7 @@ static void build_keyvalue(struct built *b, const uint8_t *data, size_t size)
 	static const char *const keys[] = {
 		"host", "user", "dbname", "password", "sslpassword",
 		"PASSWORD", "SslPassWord", "application_name", "options",
-		"port", "passwd", "password_x",
+		"port", "passwd", "password_x", "hostaddr", "connect_timeout",
 	};
 	/* Past the keys: a dbname holding a connection string. */
 	const size_t n_keys = sizeof(keys) / sizeof(keys[0]);
@@ -160,7 +227,8 @@ static void build_keyvalue(struct built *b, const uint8_t *data, size_t size)
 		size_t k = sel % (n_keys + NESTED_N);
 		const char *key = k < n_keys ? keys[k] : "dbname";
 		bool secret = k >= n_keys || strcasecmp(key, "password") == 0 ||
-			      strcasecmp(key, "sslpassword") == 0;
+			      strcasecmp(key, "sslpassword") == 0 ||
+			      !agent_takes(key, val, n);
 		bool quoted = sel & 0x40 || n == 0;
 
 		if (b->len > 0)
@@ -265,7 +333,18 @@ static void build_uri(struct built *b, const uint8_t *data, size_t size)
 		add_c(b, '@');
 	/* hosts and database */
 	if (next_record(&rd, &sel, val, &n)) {
+		bool port = sel & 0x10;
 		add_encoded(b, val, n, ",:[]");
+		/* A last port; one the agent refuses is a secret. */
+		if (port && next_record(&rd, &sel, val, &n)) {
+			bool secret = !agent_takes("port", val, n);
+			add_c(b, ':');
+			if (secret)
+				span_begin(b);
+			add_encoded(b, val, n, "");
+			if (secret)
+				span_end(b);
+		}
 		add_c(b, '/');
 	}
 	if (next_record(&rd, &sel, val, &n)) {

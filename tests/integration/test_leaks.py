@@ -16,6 +16,7 @@ AuthenticationCleartextPassword and records what comes back: the agent
 must close the connection without sending the password, for a validation
 and for a failover switch."""
 
+import base64
 import functools
 import json
 import os
@@ -403,6 +404,142 @@ class Leaks(ClusterTest):
         self.assertEqual(h.target_status(agent, 'DATABASE_URL')
                          ['failover']['current'], 'primary')
         self.assert_hidden(agent, [pw])
+
+
+class RefusedShapesStayHidden(ClusterTest):
+    """A password where a setting belongs, in a value the agent refuses,
+    a value that only looks encrypted, a password's byte after a
+    backslash: the text the agent emits about them shows none of it.
+    The reader is a local user allowed to follow the targets, who sees
+    their errors in `dbswapctl status`; root's status and the log are
+    checked too (issue 15: masker and connplan disagreed)."""
+
+    def setUp(self):
+        super().setUp()
+        self.follower = h.LocalUser()
+        self.addCleanup(self.follower.close)
+
+    def open_agent(self, env_files, targets, *args):
+        agent = self.start_agent(
+            '--socket-mode', '0666',
+            *[a for t in targets
+              for a in ('--allow', f'{t}=uid:{self.follower.uid}')],
+            *args, env_files=env_files, targets=targets)
+        os.chmod(agent.dir, 0o711)
+        os.chmod(self.tmp, 0o755)
+        return agent
+
+    def follower_sees(self, agent):
+        texts = {}
+        for args in (['status'], ['status', '--json']):
+            r = self.follower.run([CTL, '--socket', agent.sock, *args])
+            self.assertEqual(r.returncode, 0, r.stderr)
+            texts[f'follower: dbswapctl {" ".join(args)}'] = (r.stdout +
+                                                              r.stderr)
+        return texts
+
+    def assert_hidden(self, agent, secrets):
+        texts = Leaks.outputs(self, agent)
+        texts.update(self.follower_sees(agent))
+        for where, text in texts.items():
+            for s in secrets:
+                self.assertNotIn(s, text, f'{s!r} in {where}:\n{text}')
+        return texts
+
+    def test_settings_the_agent_refuses_are_masked(self):
+        """A digits-only password as a URI's port (no "@host"), above
+        65535; a password as the port after user info, for one host or
+        the second of two, or as the host before a refused port; a hex
+        password (openssl rand -hex) as a hostaddr; digits as port= or
+        connect_timeout=: the agent refuses each, and its masked value
+        shows none."""
+        def digits(n):  # n digits, the first not 0: above 65535
+            return str(10 ** (n - 1) + int.from_bytes(os.urandom(8), 'big')
+                       % (9 * 10 ** (n - 1)))
+        s = {'nohost': digits(10), 'port': fresh_password('port'),
+             'second': fresh_password('second'),
+             'hex': os.urandom(16).hex(), 'kvport': digits(10),
+             'tmo': digits(11), 'swap': fresh_password('swap')}
+        port = self.cluster.port
+        auth = f'{self.role}:{self.password}'
+        cases = {
+            'NOHOST_URL': (f'postgresql://app:{s["nohost"]}/postgres',
+                           'port 1 of 1 is not a number'),
+            'PORT_URL': (f'postgresql://{auth}@127.0.0.1:{s["port"]}/x',
+                         'port 1 of 1 is not a number'),
+            'SECOND_URL': (f'postgresql://{auth}@127.0.0.1:{port},'
+                           f'127.0.0.1:{s["second"]}/x',
+                           'port 2 of 2 is not a number'),
+            'HEX_URL': (f'host=db.example.com hostaddr={s["hex"]} '
+                        f'user=app dbname=app',
+                        'hostaddr 1 of 1 is not a numeric address'),
+            # "password@host:port" with the ':' typed as '@': libpq
+            # reads host PASSWORD, port 127.0.0.1.
+            'SWAP_URL': (f'postgresql://{self.role}@{s["swap"]}:127.0.0.1/x',
+                         'port 1 of 1 is not a number'),
+            'KVPORT_URL': (f'host=127.0.0.1 port={s["kvport"]} user=app',
+                           'port 1 of 1 is not a number'),
+            'TMO_URL': (f'host=127.0.0.1 port={port} '
+                        f'connect_timeout={s["tmo"]}',
+                        'connect_timeout is not a whole number'),
+        }
+        self.write_env(''.join(f"{k}='{v}'\n" for k, (v, _) in
+                               cases.items()))
+        agent = self.open_agent([self.env_path], list(cases))
+        errors = {name: Leaks.wait_failed(self, agent, name)['error']
+                  for name in cases}
+        texts = self.assert_hidden(agent, list(s.values()))
+        for name, (_, expect) in cases.items():
+            self.assertIn(expect, errors[name], name)
+        # The follower does see the errors (else this proves nothing).
+        self.assertIn('hostaddr 1 of 1',
+                      texts['follower: dbswapctl status --json'])
+
+    def test_a_value_that_only_looks_encrypted(self):
+        """"enc:v1:" and a base64 password (or a mis-paste): neither eight
+        bytes of it as a key id nor its length is shown; the error names
+        the agent's own key ids."""
+        key = os.path.join(self.tmp, 'agent.key')
+        r = subprocess.run([CTL, 'keygen', '--out', key],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        long_pw = fresh_password('long') * 6   # past the length check
+        short_pw = fresh_password('short')     # shorter than a sealed one
+        files = {}
+        for tag, pw in (('long', long_pw), ('short', short_pw)):
+            files[tag] = os.path.join(self.tmp, f'{tag}.env')
+            looks_sealed = 'enc:v1:' + base64.b64encode(pw.encode()).decode()
+            h.write_rename(files[tag],
+                           f'PW={looks_sealed}\n'
+                           f'{tag.upper()}_URL="host=127.0.0.1 port='
+                           f'{self.cluster.port} user={self.role} '
+                           f'password=${{PW}}"\n')
+        agent = self.open_agent(list(files.values()),
+                                ['LONG_URL', 'SHORT_URL'], '--key', key)
+        errs = {tag: h.wait_for(
+            lambda p=path: (f := h.file_status(agent, p))['state'] ==
+            'error' and f['error'], what=f'{tag}.env rejected')
+            for tag, path in files.items()}
+        self.assert_hidden(agent, [long_pw.encode()[:8].hex(), long_pw[:8],
+                                   short_pw, f'{len(short_pw)} bytes',
+                                   f'{len(long_pw)} bytes'])
+        key_id = h._status(agent, 10)['keys'][0]['id']
+        self.assertIn('sealed to a key the agent does not have '
+                      f'(its keys: {key_id})', errs['long'])
+        self.assertIn('truncated', errs['short'])
+
+    def test_an_unknown_escape_names_no_byte(self):
+        """A backslash before a password's byte in double quotes: the
+        error gives file:line:column, not the byte."""
+        line = 'ESC_URL="postgresql://app:Sup3r\\qSecret@127.0.0.1/x"'
+        self.write_env(line + '\n')
+        agent = self.open_agent([self.env_path], ['ESC_URL'])
+        err = h.wait_for(lambda: (f := h.file_status(agent, self.env_path))
+                         ['state'] == 'error' and f['error'],
+                         what='the file rejected')
+        col = line.index('\\') + 1
+        self.assertIn(f'{self.env_path}:1:{col}: unknown escape', err)
+        self.assert_hidden(agent, ['\\q', 'Sup3r', 'Secret'])
 
 
 if __name__ == '__main__':

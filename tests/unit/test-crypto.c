@@ -555,7 +555,7 @@ static void test_file_not_sealed(void)
 	CHECK_INT(crypt_open_file(&k, 1, NULL, 0, &plain, &plain_len, err,
 				  sizeof(err)),
 		  ==, -EBADMSG);
-	CHECK_STR(err, "truncated: 0 bytes");
+	CHECK_STR(err, "truncated (shorter than the smallest encrypted file)");
 	crypt_key_free(k);
 }
 
@@ -579,10 +579,11 @@ static void test_file_wrong_key(void)
 				  err, sizeof(err)),
 		  ==, -ENOKEY);
 	snprintf(want, sizeof(want),
-		 "sealed to key %s, which the agent does not hold (it has: %s)",
-		 ha, hb);
+		 "sealed to a key the agent does not have (its keys: %s)", hb);
 	CHECK_STR(err, want);
 	CHECK(plain == NULL);
+	/* The header's id is not shown (see test_value_looks_sealed()). */
+	CHECK_NO_LEAK(err, ha);
 
 	{
 		struct crypt_key *bc[] = { b, NULL, c };
@@ -591,18 +592,17 @@ static void test_file_wrong_key(void)
 					  &plain_len, err, sizeof(err)),
 			  ==, -ENOKEY);
 		snprintf(want, sizeof(want),
-			 "sealed to key %s, which the agent does not hold "
-			 "(it has: %s, %s)",
-			 ha, hb, hc);
+			 "sealed to a key the agent does not have "
+			 "(its keys: %s, %s)",
+			 hb, hc);
 		CHECK_STR(err, want);
 	}
 	CHECK_INT(crypt_open_file(NULL, 0, sealed, sealed_len, &plain,
 				  &plain_len, err, sizeof(err)),
 		  ==, -ENOKEY);
 	snprintf(want, sizeof(want),
-		 "sealed to key %s, which the agent does not hold "
-		 "(it has no key)",
-		 ha);
+		 "sealed to a key the agent does not have "
+		 "(the agent has no key)");
 	CHECK_STR(err, want);
 
 	/* Many keys: the list is cut, the message stays whole. */
@@ -616,7 +616,8 @@ static void test_file_wrong_key(void)
 					  sizeof(err)),
 			  ==, -ENOKEY);
 		CHECK_HAS(err, ", ...)");
-		CHECK_HAS(err, ha);
+		CHECK_HAS(err, hb);
+		CHECK_NO_LEAK(err, ha);
 	}
 
 	/* Too small a buffer truncates, still NUL-terminated. */
@@ -795,7 +796,7 @@ static void test_file_truncated(void)
 	CHECK_INT(crypt_open_file(&k, 1, sealed, 63, &plain, &plain_len, err,
 				  sizeof(err)),
 		  ==, -EBADMSG);
-	CHECK_STR(err, "truncated: 63 bytes");
+	CHECK_STR(err, "truncated (shorter than the smallest encrypted file)");
 	free(sealed);
 out:
 	crypt_key_free(k);
@@ -897,6 +898,58 @@ static void check_value_fails(int line, struct crypt_key *k,
 	free_secret(plain);
 }
 
+/* A value that only looks encrypted: "enc:v1:" and a base64 password, or
+ * a mis-paste.  Its decoded bytes are the password's: the error shows
+ * neither the first eight as a key id nor its length, and it names the
+ * agent's own key ids so an operator can tell which key is missing. */
+static void test_value_looks_sealed(void)
+{
+	static const char *const pws[] = {
+		/* Long enough to pass the length check: 80 bytes. */
+		"MyPasswd-is-this-long-secret-text-that-goes-on-and-on-and-on-"
+		"and-on-1234567890AB",
+		/* Too short to be a sealed value: 13 bytes. */
+		"hunter2hunter",
+	};
+	struct crypt_key *k = NULL;
+	char hk[17];
+
+	CHECK_INT(crypt_key_generate(&k), ==, 0);
+	if (!k)
+		return;
+	key_hex(k, hk);
+	for (size_t i = 0; i < ARRAY_SIZE(pws); i++) {
+		size_t n = strlen(pws[i]);
+		char value[256], err[512] = "", id[17], len[24], *plain = NULL;
+		const size_t pre = strlen(CRYPT_VALUE_V1_PREFIX);
+		int r;
+
+		memcpy(value, CRYPT_VALUE_V1_PREFIX, pre);
+		sodium_bin2base64(value + pre, sizeof(value) - pre,
+				  (const unsigned char *)pws[i], n,
+				  sodium_base64_VARIANT_ORIGINAL);
+		r = crypt_open_value(&k, 1, value, &plain, err, sizeof(err));
+		CHECK(r < 0);
+		CHECK(plain == NULL);
+		crypt_id_hex((const uint8_t *)pws[i], id);
+		snprintf(len, sizeof(len), "%zu", n);
+		CHECK_NO_LEAK(err, id);
+		CHECK_NO_LEAK(err, len);
+		CHECK_NO_LEAK(err, "hunter");
+		if (r == -ENOKEY) {
+			CHECK_HAS(err, "sealed to a key the agent does not "
+				       "have");
+			CHECK_HAS(err, hk);
+		}
+		/* No key at all: said so, still nothing of the value. */
+		r = crypt_open_value(NULL, 0, value, &plain, err, sizeof(err));
+		CHECK(r < 0);
+		CHECK_NO_LEAK(err, id);
+		CHECK_NO_LEAK(err, len);
+	}
+	crypt_key_free(k);
+}
+
 static void test_value_errors(void)
 {
 	struct crypt_key *k = NULL;
@@ -914,21 +967,29 @@ static void test_value_errors(void)
 
 	CHECK_VALUE_FAILS(k, "plain " MARK, -EINVAL, "not an encrypted value");
 	CHECK_VALUE_FAILS(k, "enc:v2:AAAA", -EINVAL,
-			  "unsupported encrypted value version v2 "
-			  "(this agent reads v1)");
-	CHECK_VALUE_FAILS(k, "enc:v10:AAAA", -EINVAL, "version v10");
+			  "unsupported encrypted value version (this agent "
+			  "reads v1)");
+	CHECK_VALUE_FAILS(k, "enc:v10:AAAA", -EINVAL, "version (this");
+	/* A digits-only password after "enc:v": not shown. */
+	{
+		char err[256] = "", *plain = NULL;
+
+		CHECK(crypt_open_value(&k, 1, "enc:v867530991:AAAA", &plain,
+				       err, sizeof(err)) == -EINVAL);
+		CHECK_NO_LEAK(err, "8675");
+	}
 	CHECK_VALUE_FAILS(k, "enc:", -EINVAL, "malformed encrypted value");
 	CHECK_VALUE_FAILS(k, "enc:v1", -EINVAL, "malformed");
 	CHECK_VALUE_FAILS(k, "enc:V1:AAAA", -EINVAL, "malformed");
 	CHECK_VALUE_FAILS(k, "enc:v:AAAA", -EINVAL, "malformed");
 	/* A password that merely starts with enc: is not quoted back. */
 	CHECK_VALUE_FAILS(k, "enc:" MARK, -EINVAL, "malformed");
-	CHECK_VALUE_FAILS(k, "enc:v1:", -EBADMSG, "truncated: 0 bytes");
+	CHECK_VALUE_FAILS(k, "enc:v1:", -EBADMSG, "truncated (shorter than the smallest encrypted value)");
 	CHECK_VALUE_FAILS(k, "enc:v1:!!!!", -EINVAL, "not valid base64");
 	CHECK_VALUE_FAILS(k, "enc:v1:AAAA AAAA", -EINVAL, "not valid base64");
 	CHECK_VALUE_FAILS(k, "enc:v1:AAAA\n", -EINVAL, "not valid base64");
 	CHECK_VALUE_FAILS(k, "enc:v1:AAA", -EINVAL, "not valid base64");
-	CHECK_VALUE_FAILS(k, "enc:v1:AAAA", -EBADMSG, "truncated: 3 bytes");
+	CHECK_VALUE_FAILS(k, "enc:v1:AAAA", -EBADMSG, "truncated (shorter than the smallest encrypted value)");
 
 	CHECK_INT(crypt_seal_value(crypt_key_public(k), "pw-" MARK, &sealed),
 		  ==, 0);
@@ -963,7 +1024,7 @@ static void test_value_errors(void)
 	 * some bits. */
 	memcpy(bad, sealed, len + 1);
 	bad[8] = bad[8] == 'A' ? 'B' : 'A';
-	CHECK_VALUE_FAILS(k, bad, -ENOKEY, "which the agent does not hold");
+	CHECK_VALUE_FAILS(k, bad, -ENOKEY, "sealed to a key the agent does not have");
 	memcpy(bad, sealed, len + 1);
 	bad[len - 4] = bad[len - 4] == 'A' ? 'B' : 'A';
 	CHECK_VALUE_FAILS(k, bad, -EBADMSG, "does not open with key");
@@ -1129,6 +1190,7 @@ int main(void)
 	RUN(test_seal_bad_pubkey);
 	RUN(test_value_round_trip);
 	RUN(test_value_errors);
+	RUN(test_value_looks_sealed);
 	RUN(test_value_nul);
 	RUN(test_no_sodium_leak);
 

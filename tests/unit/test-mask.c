@@ -274,13 +274,14 @@ static void test_garbage(void)
 		   "s3cret");
 	CHECK_MASK("postgresql://db/x?port=s3cret", "postgresql://db/x?port=****",
 		   "s3cret");
-	/* A URI without "@host": libpq reads the password as the port. */
-	CHECK_MASK("postgresql://app:s3cret/db", "postgresql://app:****/db",
+	/* A URI without "@host": libpq reads the password as the port, and
+	 * the user name as the host; both masked. */
+	CHECK_MASK("postgresql://app:s3cret/db", "postgresql://****:****/db",
 		   "s3cret");
-	CHECK_MASK("postgresql://app:s3cret", "postgresql://app:****",
+	CHECK_MASK("postgresql://app:s3cret", "postgresql://****:****",
 		   "s3cret");
 	CHECK_MASK("postgresql://h1:5432,app:s3cret/db",
-		   "postgresql://h1:5432,app:****/db", "s3cret");
+		   "postgresql://h1:5432,****:****/db", "s3cret");
 	CHECK_MASK("postgresql://[::1]:5432/db", "postgresql://[::1]:5432/db",
 		   "****");
 	/* An unencoded '@' in the password: the tail libpq takes for the
@@ -289,6 +290,89 @@ static void test_garbage(void)
 		   "s3c", "ret@");
 	CHECK_MASK("postgresql://app:s3c/ret@db/x", "postgresql://app:****@db/x",
 		   "s3c", "ret");
+}
+
+/* A setting the agent refuses (agent/connplan.c) is never shown: a
+ * mistyped value puts a password into exactly such a setting, and a
+ * password of the right shape passes a check by character class. */
+static void test_refused_settings(void)
+{
+	/* A port above 65535, 0, or with leading zeros: a digits-only
+	 * password in a URI without "@host", or in port=${DB_PASSWORD}. */
+	CHECK_MASK("postgresql://postgres:8675309912/postgres",
+		   "postgresql://****:****/postgres", "8675309912");
+	CHECK_MASK("postgresql://app:65536/db", "postgresql://****:****/db",
+		   "65536");
+	CHECK_MASK("postgresql://app:0/db", "postgresql://****:****/db", ":0/");
+	CHECK_MASK("postgresql://app:0012345/db", "postgresql://****:****/db",
+		   "12345");
+	CHECK_MASK("host=db port=8675309912 user=app",
+		   "host=db port=**** user=app", "8675309912");
+	CHECK_MASK("host=db port=0", "host=db port=****", "=0");
+	CHECK_MASK("host=a,b port=5432,99999999", "host=a,b port=****",
+		   "99999999");
+	CHECK_MASK("host=a,b port=5432,,5433", "host=a,b port=5432,,5433",
+		   "****");
+	CHECK_MASK("host=db port=65535", "host=db port=65535", "****");
+	CHECK_MASK("postgresql://db/x?port=8675309912",
+		   "postgresql://db/x?port=****", "8675309912");
+	/* The port after user info, one host or several. */
+	CHECK_MASK("postgresql://app:pw@db:Secr3tPW/x",
+		   "postgresql://app:****@****:****/x", "Secr3tPW");
+	CHECK_MASK("postgresql://app:pw@h1:5432,h2:Secr3tPW/x",
+		   "postgresql://app:****@h1:5432,****:****/x", "Secr3tPW");
+	CHECK_MASK("postgresql://app:pw@db:8675309912/x",
+		   "postgresql://app:****@****:****/x", "8675309912");
+	CHECK_MASK("postgresql://app@db:Secr3tPW/x",
+		   "postgresql://app@****:****/x", "Secr3tPW");
+	CHECK_MASK("postgresql://app:pw@[::1]:5432,[fe80::1]:Secr3tPW/x",
+		   "postgresql://app:****@[::1]:5432,****:****/x",
+		   "Secr3tPW");
+	CHECK_MASK("postgresql://app:pw@db:5432/x",
+		   "postgresql://app:****@db:5432/x", "pw@");
+	CHECK_MASK("postgresql://app@[::1]:5432,db:Secr3tPW/x",
+		   "postgresql://app@[::1]:5432,****:****/x", "Secr3tPW");
+	/* A '[' inside a host starts no IPv6 literal for libpq: the ':'
+	 * after it still starts the port (found by fuzz-mask). */
+	CHECK_MASK("postgresql://a[b:Secr3tPW/x", "postgresql://****:****/x",
+		   "Secr3tPW");
+	CHECK_MASK("postgresql://app:pw@a[b:Secr3tPW/x",
+		   "postgresql://app:****@****:****/x", "Secr3tPW");
+	/* A '[' with no ']' before the '/': libpq reads the host up to a
+	 * ']' further on, and a port after it. */
+	CHECK_MASK("postgresql://app:pw@h,[x:Secr3tPW/db?a=]:5432", NULL,
+		   "Secr3tPW");
+	/* Password and host swapped: the refused port masks its host. */
+	CHECK_MASK("postgresql://postgres@Secr3tPW:127.0.0.1/postgres",
+		   "postgresql://postgres@****:****/postgres", "Secr3tPW");
+	/* An '@' after a '?': in a query value, not after a user name. */
+	CHECK_MASK("postgresql://db?password=s3cret@x", NULL, "s3cret");
+	CHECK_MASK("postgresql://db/x?password=s3cret@x", NULL, "s3cret");
+	/* A hostaddr that is no IPv4 or IPv6 address: a hex password
+	 * (openssl rand -hex) is made of the characters of one. */
+	CHECK_MASK("host=db.example.com hostaddr=3f9a1c0e7b2d4a6f8e1c3b5d7f9a0c2e "
+		   "user=app dbname=app",
+		   "host=db.example.com hostaddr=**** user=app dbname=app",
+		   "3f9a1c0e");
+	CHECK_MASK("hostaddr=10.0.0.1,deadbeef", "hostaddr=****", "deadbeef");
+	CHECK_MASK("hostaddr=10.0.0.1,::1,", "hostaddr=10.0.0.1,::1,", "****");
+	CHECK_MASK("hostaddr=73019284", "hostaddr=****", "73019284");
+	CHECK_MASK("hostaddr=1.2.3", "hostaddr=****", "1.2.3");
+	CHECK_MASK("hostaddr=::ffff:10.0.0.1 host=db",
+		   "hostaddr=::ffff:10.0.0.1 host=db", "****");
+	CHECK_MASK("postgresql://db/x?hostaddr=abcdef0123",
+		   "postgresql://db/x?hostaddr=****", "abcdef0123");
+	/* A whole number within int, as the agent checks the timeouts. */
+	CHECK_MASK("host=db connect_timeout=86753099120",
+		   "host=db connect_timeout=****", "86753099120");
+	CHECK_MASK("host=db keepalives_idle=-+1", "host=db keepalives_idle=****",
+		   "-+1");
+	CHECK_MASK("host=db connect_timeout=-10 keepalives=+1",
+		   "host=db connect_timeout=-10 keepalives=+1", "****");
+	CHECK_MASK("host=db connect_timeout=2147483647",
+		   "host=db connect_timeout=2147483647", "****");
+	CHECK_MASK("host=db connect_timeout=2147483648",
+		   "host=db connect_timeout=****", "2147483648");
 }
 
 /* Copies tmpl into buf with its "%s" replaced by secret (no printf: the
@@ -406,6 +490,7 @@ int main(void)
 	RUN(test_dbname_conninfo);
 	RUN(test_other_secrets);
 	RUN(test_garbage);
+	RUN(test_refused_settings);
 	RUN(test_generated);
 	RUN(test_long);
 	return check_exit();
