@@ -282,13 +282,21 @@ function kvDecode(v) {
  * password put there is as visible). */
 const INT_SETTINGS = new Set(['connect_timeout', 'keepalives', 'keepalives_idle', 'keepalives_interval', 'keepalives_count', 'tcp_user_timeout'])
 const FLAG_SETTINGS = new Set(['sslcompression', 'sslsni', 'gssdelegation', 'requiressl'])
-/** The characters a setting's value may hold, for those that take a
- * number or an address. */
-function allowedChars(key) {
-  if (key === 'port') return /^[0-9,]*$/
-  if (key === 'hostaddr') return /^[0-9a-fA-F.:,]*$/
-  if (FLAG_SETTINGS.has(key)) return /^[0-9]*$/
-  return INT_SETTINGS.has(key) ? /^[0-9+-]*$/ : null
+/** A port as the C masker (and the agent) take it: empty, or 1 to 65535
+ * written without a leading zero. */
+function portOk(p) {
+  return p === '' || (/^[1-9][0-9]{0,4}$/.test(p) && Number(p) <= 65535)
+}
+/** Whether a value is one the setting takes, for those that take a
+ * number or an address (common/mask.c's rules: what the agent refuses,
+ * or more, is masked). */
+function numberOk(key, value) {
+  if (key === 'port') return value.split(',').every(portOk)
+  if (key === 'hostaddr') return value.split(',').every((a) => a === '' || isIP(a) !== 0)
+  if (FLAG_SETTINGS.has(key)) return /^[0-9]*$/.test(value)
+  if (!INT_SETTINGS.has(key)) return null
+  if (value === '') return true
+  return /^[+-]?(0|[1-9][0-9]*)$/.test(value) && Math.abs(Number(value)) <= 2147483647
 }
 /** Settings that take one of a list of words: common/mask.c's, then the
  * ones of libpq 16 to 18 it does not check (masked here all the same). */
@@ -328,8 +336,8 @@ function settingOk(key, written, uri) {
 /** The same check on a value as the parser read it (for redact()). */
 function valueOk(key, value) {
   if (key === 'dbname') return !dbnameExpands(value)
-  const chars = allowedChars(key)
-  if (chars) return chars.test(value)
+  const number = numberOk(key, value)
+  if (number !== null) return number
   const words = ENUM_SETTINGS.get(key)
   return !words || value === '' || words.includes(value)
 }
@@ -352,18 +360,19 @@ function maskQuery(q) {
 /**
  * The authority of a URI, [p, end): libpq reads "app:pw" as host app,
  * port pw, where a human wrote a user and a password and forgot "@host".
- * A port that is not all digits is masked (common/mask.c's mask_ports(),
- * which looks only where no user info came; here after one as well: a
- * port that is not a number is refused all the same).  A numeric one
- * cannot be told from a port.
+ * A port the agent refuses (not 1 to 65535) is masked with its host, as
+ * common/mask.c does, after user info or without.  A password that is a
+ * valid port cannot be told from one.
  */
 function maskPorts(s, p, end) {
   let out = ''
   let bracket = false
+  let host = s[p] === '@' ? 1 : 0 // where the current host starts in out
   while (p < end) {
     const c = s[p]
     if (c === '[') bracket = true
     else if (c === ']') bracket = false
+    if (c === ',' && !bracket) host = out.length + 1
     if (c !== ':' || bracket) {
       out += c
       p++
@@ -372,7 +381,9 @@ function maskPorts(s, p, end) {
     let q = p + 1
     while (q < end && s[q] !== ',') q++
     const port = s.slice(p + 1, q)
-    out += ':' + (/^[0-9]+$/.test(port) ? port : MASK)
+    // A port the agent refuses masks its host too: a mistyped authority
+    // ("user@password:host") holds a password on either side.
+    out = portOk(port) ? `${out}:${port}` : `${out.slice(0, host)}${MASK}:${MASK}`
     p = q
   }
   return out

@@ -135,9 +135,9 @@ const CASES = {
     ['host=db sslmode=require2', 'host=db sslmode=****', 'require2'],
     ['postgresql://db/x?sslmode=s3cret&connect_timeout=10', 'postgresql://db/x?sslmode=****&connect_timeout=10', 's3cret'],
     ['postgresql://db/x?port=s3cret', 'postgresql://db/x?port=****', 's3cret'],
-    ['postgresql://app:s3cret/db', 'postgresql://app:****/db', 's3cret'],
-    ['postgresql://app:s3cret', 'postgresql://app:****', 's3cret'],
-    ['postgresql://h1:5432,app:s3cret/db', 'postgresql://h1:5432,app:****/db', 's3cret'],
+    ['postgresql://app:s3cret/db', 'postgresql://****:****/db', 's3cret'],
+    ['postgresql://app:s3cret', 'postgresql://****:****', 's3cret'],
+    ['postgresql://h1:5432,app:s3cret/db', 'postgresql://h1:5432,****:****/db', 's3cret'],
     ['postgresql://[::1]:5432/db', 'postgresql://[::1]:5432/db', '****'],
     ['postgresql://app:s3c@ret@db/x', 'postgresql://app:****@db/x', 's3c', 'ret@'],
     ['postgresql://app:s3c/ret@db/x', 'postgresql://app:****@db/x', 's3c', 'ret'],
@@ -147,11 +147,11 @@ const CASES = {
   // only, checked here in the other.
   node_more: [
     // A port after the user info is masked too when it is not a number.
-    ['postgresql://app:pw@db:s3cret/x', 'postgresql://app:****@db:****/x', 's3cret'],
-    ['postgresql://app@db:s3cret/x', 'postgresql://app@db:****/x', 's3cret'],
+    ['postgresql://app:pw@db:s3cret/x', 'postgresql://app:****@****:****/x', 's3cret'],
+    ['postgresql://app@db:s3cret/x', 'postgresql://app@****:****/x', 's3cret'],
     // libpq's user info runs to the first '@' before any '/', over a '?':
     // user a?b, host db, port s3cret (common/mask.c shows that port).
-    ['postgresql://a?b@db:s3cret/x', 'postgresql://a?b@db:****/x', 's3cret'],
+    ['postgresql://a?b@db:s3cret/x', 'postgresql://a?b@****:****/x', 's3cret'],
     ['postgresql://a?b@db:5432/x?sslmode=require', 'postgresql://a?b@db:5432/x?sslmode=require'],
     ['postgresql://db/x?connect_timeout=s3cret&keepalives=1', 'postgresql://db/x?connect_timeout=****&keepalives=1', 's3cret'],
     ['postgresql://db/x?hostaddr=s3cret', 'postgresql://db/x?hostaddr=****', 's3cret'],
@@ -261,4 +261,19 @@ test('redact: a secret of a dbname that is a connection string, and a value only
   assert.equal(redact('a b c', 'postgresql://db/x?application_name=a:b@c'), 'a b c')
   // Ordinary text stays.
   assert.equal(redact('database "app" does not exist', 'host=db dbname=app password=pw12'), 'database "app" does not exist')
+})
+
+test("mask: settings the agent refuses (test-mask.c's test_refused_settings)", () => {
+  const cases = [
+    ['host=db port=8675309912 user=app', 'host=db port=**** user=app'],
+    ['host=db port=05432', 'host=db port=****'],
+    ['host=db hostaddr=deadbeefcafe', 'host=db hostaddr=****'],
+    ['host=db hostaddr=127.0.0.1,::1', 'host=db hostaddr=127.0.0.1,::1'],
+    ['host=db connect_timeout=0099', 'host=db connect_timeout=****'],
+    ['postgresql://app:pw@db:Secr3tPW/x', 'postgresql://app:****@****:****/x'],
+    ['postgresql://app@h1:5432,h2:Secr3tPW/x', 'postgresql://app@h1:5432,****:****/x'],
+    ['postgresql://postgres@Secr3tPW:127.0.0.1/postgres', 'postgresql://postgres@****:****/postgres'],
+    ['postgresql://postgres:8675309912/postgres', 'postgresql://****:****/postgres'],
+  ]
+  for (const [input, want] of cases) assert.equal(maskConninfo(input), want, input)
 })
