@@ -91,19 +91,11 @@ if len(sys.argv) > 3 and sys.argv[3] == 'hold':
     sys.stdin.read()
 '''
 
-# Opens argv[2] connections to argv[1], says hello on each, and prints
-# how many got the agent's hello and the codes of the refusals, as JSON;
-# then holds them until stdin closes.
-HOLDER = r'''
-import json, socket, struct, sys, msgpack
-path, n = sys.argv[1], int(sys.argv[2])
-hello = msgpack.packb({'type': 'hello', 'version': 2, 'name': 'holder',
-                       'pid': 0, 'id': 1})
-socks, ok, refused = [], 0, []
-for i in range(n):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(10)
-    s.connect(path)
+# The part the holders share: says hello on a connected socket s and
+# returns 'hello', the code of the agent's refusal, or 'closed'.
+SAY_HELLO = r'''
+import struct, msgpack
+def say_hello(s, hello):
     try:
         s.sendall(struct.pack('>I', len(hello)) + hello)
     except OSError:
@@ -115,16 +107,31 @@ for i in range(n):
         except OSError:
             d = b''
         if not d:
-            refused.append('closed')
-            break
+            return 'closed'
         buf += d
         if len(buf) >= 4 and len(buf) >= 4 + struct.unpack('>I', buf[:4])[0]:
             m = msgpack.unpackb(buf[4:], raw=False)
-            if m['type'] == 'hello':
-                ok += 1
-            else:
-                refused.append(m.get('code'))
-            break
+            return 'hello' if m['type'] == 'hello' else m.get('code')
+'''
+
+# Opens argv[2] connections to argv[1], says hello on each, and prints
+# how many got the agent's hello and the codes of the refusals, as JSON;
+# then holds them until stdin closes.
+HOLDER = SAY_HELLO + r'''
+import json, socket, struct, sys, msgpack
+path, n = sys.argv[1], int(sys.argv[2])
+hello = msgpack.packb({'type': 'hello', 'version': 2, 'name': 'holder',
+                       'pid': 0, 'id': 1})
+socks, ok, refused = [], 0, []
+for i in range(n):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(path)
+    answer = say_hello(s, hello)
+    if answer == 'hello':
+        ok += 1
+    else:
+        refused.append(answer)
     socks.append(s)
 print(json.dumps({'ok': ok, 'refused': refused}), flush=True)
 sys.stdin.read()
@@ -310,7 +317,7 @@ class Driven:
 # the uids 1..argv[3] (outside: argv[2]+1...), says hello on each, prints
 # how many got the agent's hello and the codes of the refusals, as JSON,
 # and holds them until stdin closes.
-SUBUIDS = r"""
+SUBUIDS = SAY_HELLO + r"""
 import ctypes, json, os, socket, struct, subprocess, sys, msgpack
 path, start, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 libc = ctypes.CDLL(None, use_errno=True)
@@ -337,27 +344,11 @@ for uid in range(1, n + 1):
     s.settimeout(10)
     s.connect(path)
     os.seteuid(0)
-    try:
-        s.sendall(struct.pack('>I', len(hello)) + hello)
-    except OSError:
-        pass
-    buf = b''
-    while True:
-        try:
-            d = s.recv(65536)
-        except OSError:
-            d = b''
-        if not d:
-            refused.append('closed')
-            break
-        buf += d
-        if len(buf) >= 4 and len(buf) >= 4 + struct.unpack('>I', buf[:4])[0]:
-            m = msgpack.unpackb(buf[4:], raw=False)
-            if m['type'] == 'hello':
-                ok += 1
-            else:
-                refused.append(m.get('code'))
-            break
+    answer = say_hello(s, hello)
+    if answer == 'hello':
+        ok += 1
+    else:
+        refused.append(answer)
     socks.append(s)
 print(json.dumps({'ok': ok, 'refused': refused}), flush=True)
 sys.stdin.read()

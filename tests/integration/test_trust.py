@@ -153,6 +153,20 @@ class Trust(ClusterTest):
             and self.error_of(agent, path),
             what=f'{path} rejected with {needle!r}')
 
+    def user_layer_agent(self):
+        """A throwaway user's layer app.env (NOTE=first) above root's
+        base, which defines DATABASE_URL; an agent on both, for targets
+        DATABASE_URL and APP_URL, once DATABASE_URL is published."""
+        h.write_rename(self.base, f'DATABASE_URL={self.url()}\n')
+        u = self.user()
+        app = os.path.join(u.dir, 'app.env')
+        self.user_write(u, app, 'NOTE=first\n')
+        agent = self.start_agent(env_files=[self.base, app],
+                                 targets=['DATABASE_URL', 'APP_URL'])
+        h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')['valid'],
+                   what='the base value published')
+        return u, app, agent
+
     def version_writer(self, u, path, c):
         """write(text): u writes text (lines joined by '|') to path as a
         new version (temp file and rename), and the agent, through its
@@ -585,14 +599,7 @@ class Trust(ClusterTest):
         the agent reading each: its log holds a bounded number of lines
         about the file, counts the rest exactly, and says when a good
         version is in force again (and uses it)."""
-        h.write_rename(self.base, f'DATABASE_URL={self.url()}\n')
-        u = self.user()
-        app = os.path.join(u.dir, 'app.env')
-        self.user_write(u, app, 'NOTE=first\n')
-        agent = self.start_agent(env_files=[self.base, app],
-                                 targets=['DATABASE_URL', 'APP_URL'])
-        h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')['valid'],
-                   what='the base value published')
+        u, app, agent = self.user_layer_agent()
         mark = len(agent.log())
         n = 2000
         start = time.monotonic()
@@ -702,14 +709,7 @@ class Trust(ClusterTest):
         """A user who may write a target's value writes 300 new values,
         each validated and rejected: the lines about the target are
         bounded, and a later one says how many were left out."""
-        h.write_rename(self.base, f'DATABASE_URL={self.url()}\n')
-        u = self.user()
-        app = os.path.join(u.dir, 'app.env')
-        self.user_write(u, app, 'NOTE=first\n')
-        agent = self.start_agent(env_files=[self.base, app],
-                                 targets=['DATABASE_URL', 'APP_URL'])
-        h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')['valid'],
-                   what='the base value published')
+        u, app, agent = self.user_layer_agent()
         mark = len(agent.log())
         n = 300
         start = time.monotonic()
