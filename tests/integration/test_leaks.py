@@ -246,13 +246,16 @@ class Leaks(ClusterTest):
         for name in cases:
             self.assertIn('dbname', errors[name], name)
 
-    def test_cleartext_refused(self):
-        fake = FakeServer()
+    def cleartext_refused(self, mode=None, sslmode='prefer'):
+        """An agent on a value for a FakeServer(mode): nothing is sent
+        after the start-up packet, and the value fails saying why.
+        Returns the target's status, the fake and the password."""
+        fake = FakeServer(*([mode] if mode else []))
         self.addCleanup(fake.close)
         pw = fresh_password('clear')
         agent = self.start(f"DATABASE_URL='host=127.0.0.1 port={fake.port} "
                            f"user=app password={pw} dbname=postgres "
-                           f"sslmode=prefer'\n", ['DATABASE_URL'])
+                           f"sslmode={sslmode}'\n", ['DATABASE_URL'])
         # The fake reports a connection once the client closes it.
         h.wait_for(lambda: fake.sessions, timeout=30,
                    what='the fake server saw a client')
@@ -260,42 +263,23 @@ class Leaks(ClusterTest):
         st = self.wait_failed(agent, 'DATABASE_URL')
         self.assertIn('asked for the password in cleartext: refused',
                       st['error'])
-        self.assertIn(f'"127.0.0.1", port {fake.port}', st['error'])
         self.assert_hidden(agent, [pw])
+        return st, fake
+
+    def test_cleartext_refused(self):
+        st, fake = self.cleartext_refused()
+        self.assertIn(f'"127.0.0.1", port {fake.port}', st['error'])
 
     def test_cleartext_hidden_behind_the_tls_answer_refused(self):
         """A server that sends the cleartext request in the same write as
         its 'N' to libpq's TLS request: libpq 15 would keep it in its
         buffer, out of the agent's sight, and answer it later."""
-        fake = FakeServer('hidden')
-        self.addCleanup(fake.close)
-        pw = fresh_password('clear')
-        agent = self.start(f"DATABASE_URL='host=127.0.0.1 port={fake.port} "
-                           f"user=app password={pw} dbname=postgres'\n",
-                           ['DATABASE_URL'])
-        h.wait_for(lambda: fake.sessions, timeout=30,
-                   what='the fake server saw a client')
-        self.assert_not_sent(fake, pw)
-        st = self.wait_failed(agent, 'DATABASE_URL')
-        self.assertIn('asked for the password in cleartext: refused',
-                      st['error'])
-        self.assert_hidden(agent, [pw])
+        self.cleartext_refused('hidden')
 
     def test_cleartext_request_in_pieces_refused(self):
         """A request cut inside its code: libpq must not get the first
         piece before the agent has seen the code."""
-        fake = FakeServer('split')
-        self.addCleanup(fake.close)
-        pw = fresh_password('clear')
-        agent = self.start(f"DATABASE_URL='host=127.0.0.1 port={fake.port} "
-                           f"user=app password={pw} dbname=postgres "
-                           f"sslmode=disable'\n", ['DATABASE_URL'])
-        h.wait_for(lambda: fake.sessions, timeout=30,
-                   what='the fake server saw a client')
-        self.assert_not_sent(fake, pw)
-        st = self.wait_failed(agent, 'DATABASE_URL')
-        self.assertIn('asked for the password in cleartext: refused',
-                      st['error'])
+        self.cleartext_refused('split', sslmode='disable')
 
     def test_tls_is_not_held_back(self):
         """The guard leaves TLS alone: a server with TLS, reached with
