@@ -872,6 +872,17 @@ static const char *origin_path(const struct layers *l, size_t layer)
 				   : l->files[layer].path;
 }
 
+/* How a part of var's value is named in a message: "its own text" for
+ * text written in var's definition, else "${NAME}". */
+static void origin_part(const struct origin *p, const char *var, char *buf,
+			size_t size)
+{
+	if (streq(p->name, var))
+		snprintf(buf, size, "its own text");
+	else
+		snprintf(buf, size, "${%.100s}", p->name);
+}
+
 /* Whoever can change any part of var's value must be able to write
  * where its password comes from: else a writer of a file that gives only
  * ${DB_HOST} would have the password, written in another file, sent to a
@@ -912,10 +923,7 @@ static bool target_parts_trusted(const struct target *t, const char *var,
 		if (writers_covered(origin_writers(l, p->layer, &self1), &self2,
 				    who, sizeof(who)))
 			continue;
-		if (streq(p->name, var))
-			snprintf(part, sizeof(part), "its own text");
-		else
-			snprintf(part, sizeof(part), "${%.100s}", p->name);
+		origin_part(p, var, part, sizeof(part));
 		snprintf(why, whylen, "%s takes %s from %s, which %s can "
 			 "write, into a value with no password of its own (the "
 			 "agent would send its own, from a password file or "
@@ -934,10 +942,7 @@ static bool target_parts_trusted(const struct target *t, const char *var,
 					    who, sizeof(who)))
 				continue;
 			char part[128];
-			if (streq(p->name, var))
-				snprintf(part, sizeof(part), "its own text");
-			else
-				snprintf(part, sizeof(part), "${%.100s}", p->name);
+			origin_part(p, var, part, sizeof(part));
 			snprintf(why, whylen, "%s takes %s from %s, which %s "
 				 "can write, into a value whose password comes "
 				 "from %s, which they cannot write: whoever can "
