@@ -10,16 +10,30 @@
 #undef _FORTIFY_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
 #include "authguard.h"
 #include "common/util.h"
 
-/* The backend's AuthenticationCleartextPassword request code. */
-#define AUTH_REQ_PASSWORD 3
+/* The backend's authentication request codes (pqcomm.h). */
+enum {
+	AUTH_REQ_OK = 0,
+	AUTH_REQ_PASSWORD = 3,
+	AUTH_REQ_MD5 = 5,
+	AUTH_REQ_GSS = 7,
+	AUTH_REQ_GSS_CONT = 8,
+	AUTH_REQ_SSPI = 9,
+	AUTH_REQ_SASL = 10,
+	AUTH_REQ_SASL_CONT = 11,
+	AUTH_REQ_SASL_FIN = 12,
+};
+/* libpq 15 refuses a longer authentication request. */
+#define AUTH_REQ_MAX 2000
 
 struct authguard {
 	struct authguard *prev, *next;
@@ -78,6 +92,48 @@ static uint32_t be32(const unsigned char *b)
 	       (uint32_t)b[2] << 8 | b[3];
 }
 
+/* Why libpq must not read the authentication request m (whole, len its
+ * length field), or NULL.  libpq 15 reads a request by its code, not by
+ * its length: a SASL request's mechanisms up to an empty name, an MD5
+ * request's four-byte salt, nothing after an AuthenticationOk; and it
+ * goes on from where it stopped.  A request whose length disagrees would
+ * leave libpq reading from inside what the guard takes for the next
+ * message, unvetted: so the length must be what libpq will read. */
+static const char *authguard_request_bad(const unsigned char *m,
+					 uint32_t len)
+{
+	const unsigned char *body = m + 9, *end = m + 1 + len, *nul;
+
+	switch (be32(m + 5)) {
+	case AUTH_REQ_PASSWORD:
+		return AUTHGUARD_CLEARTEXT;
+	case AUTH_REQ_OK:
+	case AUTH_REQ_GSS:
+	case AUTH_REQ_SSPI:
+		return len == 8 ? NULL : AUTHGUARD_MALFORMED;
+	case AUTH_REQ_MD5:
+		return len == 12 ? NULL : AUTHGUARD_MALFORMED;
+	case AUTH_REQ_GSS_CONT:
+	case AUTH_REQ_SASL_CONT:
+	case AUTH_REQ_SASL_FIN:
+		return NULL; /* libpq reads exactly the length */
+	case AUTH_REQ_SASL:
+		/* Names, each ending in a NUL, then an empty one: the last
+		 * byte of the message. */
+		while (body < end && *body) {
+			nul = memchr(body, '\0', (size_t)(end - body));
+			if (!nul)
+				return AUTHGUARD_MALFORMED;
+			body = nul + 1;
+		}
+		return body + 1 == end ? NULL : AUTHGUARD_MALFORMED;
+	default:
+		/* Kerberos 4/5, crypt(), SCM credentials: libpq 15 answers
+		 * none of them. */
+		return "asked for an authentication libpq does not support";
+	}
+}
+
 size_t authguard_vet(uint64_t *left, const unsigned char *buf, size_t n,
 		     const char **refused)
 {
@@ -87,17 +143,22 @@ size_t authguard_vet(uint64_t *left, const unsigned char *buf, size_t n,
 	while (at < n) {
 		size_t have = n - at, take;
 		uint32_t len;
-		if (have < 5 || (buf[at] == 'R' && have < 9))
+		if (have < 5)
 			break;
 		len = be32(buf + at + 1);
 		/* libpq would refuse these too, but after reading on. */
-		if (len < 4 || (buf[at] == 'R' && len < 8)) {
-			*refused = "sent a malformed message";
+		if (len < 4 || (buf[at] == 'R' && (len < 8 ||
+						  len > AUTH_REQ_MAX))) {
+			*refused = AUTHGUARD_MALFORMED;
 			return 0;
 		}
-		if (buf[at] == 'R' && be32(buf + at + 5) == AUTH_REQ_PASSWORD) {
-			*refused = AUTHGUARD_CLEARTEXT;
-			return 0;
+		if (buf[at] == 'R') {
+			/* Taken whole or not at all. */
+			if (have < (size_t)len + 1)
+				break;
+			*refused = authguard_request_bad(buf + at, len);
+			if (*refused)
+				return 0;
 		}
 		take = (size_t)MIN((uint64_t)len + 1, (uint64_t)have);
 		rest = (uint64_t)len + 1 - take;
@@ -148,6 +209,12 @@ static ssize_t authguard_recv(struct authguard *g, int fd,
 		return -1;
 	}
 	if (take == 0) {
+		/* Nothing whole yet.  A server that has closed its side will
+		 * send no more: libpq may have the piece, and then the end
+		 * (else it would wait for its deadline). */
+		struct pollfd pfd = { .fd = fd, .events = POLLRDHUP };
+		if (poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLRDHUP))
+			return recvfrom(fd, buf, (size_t)n, 0, NULL, NULL);
 		g->waiting = true;
 		errno = EAGAIN;
 		return -1;

@@ -21,8 +21,12 @@
  *     a server sends with it stays on the socket, to be read (and vetted)
  *     as messages;
  *   - then whole messages, or the rest of one whose start was vetted; a
- *     message's first bytes are taken only once its type, length and, for
- *     an authentication request, its code are all here.
+ *     message's first bytes are taken only once its type and length are
+ *     here, and an authentication request only whole, and only when its
+ *     length is what libpq 15 will read for its code (libpq reads a
+ *     request by its code and goes on from where it stopped: a length
+ *     that disagrees would put libpq inside what the guard takes for the
+ *     next message).
  * A cleartext request refuses the connection: the read fails (libpq
  * reports a closed connection and sends nothing more) and the guard
  * remembers why, for the probe to say.  When only part of a message's
@@ -48,6 +52,7 @@ struct authguard *authguard_watch(PGconn *conn);
 void authguard_forget(struct authguard *g);
 
 #define AUTHGUARD_CLEARTEXT "asked for the password in cleartext"
+#define AUTHGUARD_MALFORMED "sent a malformed message"
 
 /* Why the guard refused the connection (AUTHGUARD_CLEARTEXT, "sent a
  * malformed message"), words to follow "the server at HOST", or NULL. */

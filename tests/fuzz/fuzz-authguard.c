@@ -8,8 +8,10 @@
  * sees a socket: all that has arrived and was not taken yet.
  *
  * An independent reading of the stream finds the first message libpq
- * must not get (a cleartext request, a length no message has) and where
- * a reader that takes only vetted bytes must stop.  Checked:
+ * must not get (a cleartext request, an authentication request whose
+ * length is not what libpq 15 reads for its code, a length no message
+ * has) and where a reader that takes only vetted bytes must stop.
+ * Checked:
  *   - nothing at or after that message's first byte is ever taken;
  *   - the guard refuses once that message's header has arrived, never
  *     before, and never without such a message;
@@ -29,21 +31,59 @@ static uint32_t be32(const uint8_t *b)
 	       (uint32_t)b[2] << 8 | b[3];
 }
 
+/* Whether libpq 15 reads exactly the authentication request m (len its
+ * length field, the message whole) and may answer it: written apart from
+ * the guard, from libpq's pg_fe_sendauth(). */
+static bool request_ok(const uint8_t *m, uint32_t len)
+{
+	uint32_t code = be32(m + 5);
+	size_t i = 9, n = (size_t)len + 1;
+
+	if (code == 0 || code == 7 || code == 9)
+		return len == 8;
+	if (code == 5)
+		return len == 12;
+	if (code == 8 || code == 11 || code == 12)
+		return true;
+	if (code != 10)
+		return false; /* 3 (cleartext) and what libpq does not do */
+	/* SASL: NUL-terminated names up to an empty one, which ends it. */
+	while (i < n && m[i] != 0) {
+		while (i < n && m[i] != 0)
+			i++;
+		if (i == n)
+			return false;
+		i++;
+	}
+	return i + 1 == n;
+}
+
 /* Where the first message that must not be read starts (n when none
- * does, or its header is cut), and in *end where a vetted reader stops
- * when everything has arrived. */
-static size_t reference(const uint8_t *s, size_t n, size_t *end)
+ * does, or not enough of it is here to tell), in *need how many bytes
+ * from there tell it, and in *end where a vetted reader stops when
+ * everything has arrived. */
+static size_t reference(const uint8_t *s, size_t n, size_t *need,
+			size_t *end)
 {
 	size_t at = 0;
 
 	while (at < n) {
-		size_t need = s[at] == 'R' ? 9 : 5;
 		uint32_t len;
-		if (n - at < need)
+		if (n - at < 5)
 			break;
 		len = be32(s + at + 1);
-		if (len < 4 || (s[at] == 'R' && (len < 8 || be32(s + at + 5) == 3)))
+		if (len < 4 || (s[at] == 'R' && (len < 8 || len > 2000))) {
+			*need = 5;
 			return *end = at;
+		}
+		if (s[at] == 'R') {
+			if (n - at < (size_t)len + 1)
+				break; /* taken whole or not at all */
+			if (!request_ok(s + at, len)) {
+				*need = (size_t)len + 1;
+				return *end = at;
+			}
+		}
 		if ((uint64_t)len + 1 >= n - at) {
 			*end = n;
 			return n;
@@ -56,7 +96,7 @@ static size_t reference(const uint8_t *s, size_t n, size_t *end)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	size_t npieces, n, bad, end, arrived = 0, taken = 0, p = 0;
+	size_t npieces, n, bad, need = 0, end, arrived = 0, taken = 0, p = 0;
 	const uint8_t *pieces, *s;
 	const char *refused = NULL;
 	uint64_t left = 0;
@@ -69,7 +109,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	pieces = data + 1;
 	s = data + 1 + npieces;
 	n = size - 1 - npieces;
-	bad = reference(s, n, &end);
+	bad = reference(s, n, &need, &end);
 
 	while (!refused) {
 		size_t take;
@@ -82,7 +122,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_CHECK(take == 0);
 			FUZZ_CHECK(bad < n);
 			FUZZ_CHECK(taken <= bad);
-			FUZZ_CHECK(arrived >= bad + (s[bad] == 'R' ? 9 : 5));
+			FUZZ_CHECK(arrived >= bad + need);
 			break;
 		}
 		FUZZ_CHECK(taken + take <= arrived);

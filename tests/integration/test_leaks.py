@@ -44,13 +44,17 @@ CTL = os.environ.get('DBSWAPCTL', '')
 # its buffer together.  With "split", the cleartext request comes in two
 # writes 50 ms apart, cut inside its code.  With "longerror PW", the
 # start-up packet is answered with a FATAL whose message is PW over and
-# over, longer than any buffer the agent cuts an error to.
+# over, longer than any buffer the agent cuts an error to.  With "sasl8"
+# and "md5short", an authentication request whose length is not what
+# libpq 15 reads for its code, with a cleartext request where libpq would
+# then read on (a review found both).
 FAKE_SERVER = r'''
 import json, socket, struct, sys, threading, time
 hidden = sys.argv[1:] == ['hidden']
 race = sys.argv[1:] == ['race']
 split = sys.argv[1:] == ['split']
 longerror = sys.argv[2] if sys.argv[1:2] == ['longerror'] else None
+mode = sys.argv[1] if sys.argv[1:] else None
 s = socket.socket()
 s.bind(('127.0.0.1', 0))
 s.listen(16)
@@ -78,6 +82,16 @@ def serve(c):
                                   if hidden else b''))
                 continue
             break
+        if mode == 'sasl8':
+            # Length 8, but libpq reads the mechanisms after it.
+            c.sendall(b'R' + struct.pack('!II', 8, 10) + b'SCRAM-SHA-256\0\0'
+                      + b'R' + struct.pack('!II', 8, 3))
+        if mode == 'md5short':
+            # Length 8, but libpq reads a salt: 'A' 0 0 0, then 0x52 is
+            # an 'R' to libpq, and what follows a cleartext request.
+            c.sendall(b'R' + struct.pack('!II', 8, 5) + b'A'
+                      + struct.pack('!I', 0x52) + struct.pack('!II', 8, 3)
+                      + b'\0' * (0x52 - 12))
         if longerror:
             m = ('x' * 8 + ' '.join([longerror] * 80)).encode()
             body = b'SFATAL\0VFATAL\0C28000\0M' + m + b'\0\0'
@@ -90,7 +104,7 @@ def serve(c):
             c.sendall(b'R' + struct.pack('!I', 8) + b'\0\0')
             time.sleep(0.05)
             c.sendall(b'\0\3')
-        else:
+        elif mode not in ('sasl8', 'md5short'):
             c.sendall(b'R' + struct.pack('!II', 8, 0 if hidden else 3))
         while True:
             d = c.recv(4096)
@@ -246,7 +260,8 @@ class Leaks(ClusterTest):
         for name in cases:
             self.assertIn('dbname', errors[name], name)
 
-    def cleartext_refused(self, mode=None, sslmode='prefer'):
+    def cleartext_refused(self, mode=None, sslmode='prefer',
+                          why='asked for the password in cleartext'):
         """An agent on a value for a FakeServer(mode): nothing is sent
         after the start-up packet, and the value fails saying why.
         Returns the target's status, the fake and the password."""
@@ -261,8 +276,7 @@ class Leaks(ClusterTest):
                    what='the fake server saw a client')
         self.assert_not_sent(fake, pw)
         st = self.wait_failed(agent, 'DATABASE_URL')
-        self.assertIn('asked for the password in cleartext: refused',
-                      st['error'])
+        self.assertIn(f'{why}: refused', st['error'])
         self.assert_hidden(agent, [pw])
         return st, fake
 
@@ -280,6 +294,17 @@ class Leaks(ClusterTest):
         """A request cut inside its code: libpq must not get the first
         piece before the agent has seen the code."""
         self.cleartext_refused('split', sslmode='disable')
+
+    def test_requests_whose_length_libpq_does_not_read_refused(self):
+        """libpq 15 reads an authentication request by its code (a SASL
+        request's names, an MD5 request's salt), not by its length, and
+        goes on from where it stopped: a length that disagrees put libpq
+        inside what the agent took for the next message, and a cleartext
+        request hidden there was answered."""
+        for mode in ('sasl8', 'md5short'):
+            with self.subTest(mode=mode):
+                self.cleartext_refused(mode, sslmode='disable',
+                                       why='sent a malformed message')
 
     def test_tls_is_not_held_back(self):
         """The guard leaves TLS alone: a server with TLS, reached with
@@ -329,7 +354,7 @@ class Leaks(ClusterTest):
         self.assert_hidden(agent, [pw[:6], pw[-6:]])
 
     @unittest.skipIf(os.environ.get('DBSWAP_TEST_AGENT_WRAPPER'),
-                     'runs the agent under strace')
+                     'traces the agent with strace')
     def test_cleartext_request_timed_between_look_and_read_refused(self):
         """A cleartext request that arrives after the agent looked at the
         socket and before libpq read it.  strace holds every recvfrom()
@@ -340,15 +365,24 @@ class Leaks(ClusterTest):
         fake = FakeServer('race')
         self.addCleanup(fake.close)
         pw = fresh_password('clear')
+        self.write_env('NOTE=before strace\n')
+        agent = self.start_agent(targets=['DATABASE_URL'])
+        h.wait_for(lambda: h.file_status(agent, self.env_path)['state']
+                   == 'ok', what='the env file read')
+        # Attached to the running agent (root may), not its parent: the
+        # agent stays the harness's child, stopped with it, and strace
+        # detaches when it is killed.
+        tracer = subprocess.Popen(
+            ['strace', '-o', '/dev/null', '-p', str(agent.pid),
+             '-e', 'trace=recvfrom', '-e', 'inject=recvfrom:delay_exit=200000'],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True)
+        self.addCleanup(tracer.wait)
+        self.addCleanup(tracer.terminate)
+        self.assertIn('attached', tracer.stderr.readline())
         self.write_env(f"DATABASE_URL='host=127.0.0.1 port={fake.port} "
                        f"user=app password={pw} dbname=postgres "
                        f"sslmode=disable'\n")
-        agent = h.Agent(env_files=[self.env_path], targets=['DATABASE_URL'],
-                        binary=['strace', '-qq', '-o', '/dev/null',
-                                '-e', 'trace=recvfrom',
-                                '-e', 'inject=recvfrom:delay_exit=200000',
-                                os.environ['DBSWAPD']])
-        self.addCleanup(agent.close)
         h.wait_for(lambda: fake.sessions, timeout=60,
                    what='the fake server saw a client')
         for got in fake.sessions:
