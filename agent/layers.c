@@ -278,7 +278,6 @@ void layers_fini(struct layers *l)
 	*l = (struct layers){ 0 };
 }
 
-PRINTF(3, 4)
 /* What a line about a file says, for layer_log(). */
 enum layer_say {
 	LAYER_SAY_OTHER,
