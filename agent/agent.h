@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/log.h"
 #include "health.h"
 #include "keys.h"
 #include "layers.h"
@@ -36,6 +37,10 @@ struct agent {
 	 * the newest values in the files were refused. */
 	struct health_config failover;
 	char *failover_error;
+	/* Lines saying the failover settings were refused or are valid
+	 * again: a user's file that sets one and drops it would cause one
+	 * per version (failover.c). */
+	struct log_bucket failover_log;
 	struct systemd *systemd;
 	struct state *state; /* the last good values on disk; NULL: none */
 };

@@ -28,6 +28,11 @@ static const struct {
 	{ "DB_PRIMARY_RETRY_INTERVAL", 100, 86400000 },
 };
 
+/* Lines about refused failover settings: FAILOVER_LOG_BURST at once,
+ * then FAILOVER_LOG_PER_S a second (status keeps the whole truth). */
+#define FAILOVER_LOG_BURST 20
+#define FAILOVER_LOG_PER_S 5
+
 void failover_config_init(struct agent *a)
 {
 	a->failover = (struct health_config){
@@ -36,6 +41,8 @@ void failover_config_init(struct agent *a)
 		.threshold = FAILOVER_DEFAULT_THRESHOLD,
 		.retry_ms = FAILOVER_DEFAULT_RETRY_MS,
 	};
+	log_bucket_init(&a->failover_log, FAILOVER_LOG_BURST,
+			FAILOVER_LOG_PER_S, now_ms());
 }
 
 void failover_update_settings(struct agent *a)
@@ -69,12 +76,14 @@ void failover_update_settings(struct agent *a)
 			return;
 		free(a->failover_error);
 		a->failover_error = strdup(why);
-		log_warning("failover settings refused: %s; the previous "
-			    "settings stay in force", why);
+		if (log_bucket_take(&a->failover_log, NULL, now_ms()))
+			log_warning("failover settings refused: %s; the "
+				    "previous settings stay in force", why);
 		return;
 	}
 	if (a->failover_error) {
-		log_info("failover settings valid again");
+		if (log_bucket_take(&a->failover_log, NULL, now_ms()))
+			log_info("failover settings valid again");
 		free(a->failover_error);
 		a->failover_error = NULL;
 	}

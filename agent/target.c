@@ -183,17 +183,30 @@ static void source_drop_candidate(struct source *src)
 
 /* Whether a line about t caused by its values may go out.  Whoever can
  * write a target's value can make new ones as fast as the agent reads
- * them, each validated, rejected or published with a line of its own:
- * when that is anyone but root and the agent's user, the lines are
+ * them, each validated, rejected or published with a line of its own
+ * (and a file that keeps adding and dropping a secondary or a pool
+ * setting, refused and used again): when any of its names is in a file
+ * anyone but root and the agent's user can write, the lines are
  * limited (TARGET_LOG_BURST, then TARGET_LOG_PER_S), and the next line
  * that goes says how many did not.  status keeps the whole truth. */
+static bool name_private(const struct layers *l, const char *name)
+{
+	size_t layer;
+
+	return !layers_origin(l, name, &layer) || layer == LAYERS_ENV ||
+	       writers_private(&l->files[layer].writers);
+}
+
 static bool target_log_ok(struct target *t)
 {
 	const struct layers *l = &t->agent->layers;
-	size_t layer;
+	bool private = true;
 
-	if (!layers_origin(l, t->src[ROLE_PRIMARY].var, &layer) ||
-	    layer == LAYERS_ENV || writers_private(&l->files[layer].writers))
+	for (int i = 0; i < ROLE_COUNT; i++)
+		private = private && name_private(l, t->src[i].var);
+	for (int i = 0; i < SETTING_COUNT; i++)
+		private = private && name_private(l, t->setting_vars[i]);
+	if (private)
 		return true;
 	if (!log_bucket_take(&t->log, NULL, now_ms())) {
 		t->log_suppressed++;
@@ -812,19 +825,6 @@ static bool target_may_use(const struct agent *a, const struct target *t,
 	return false;
 }
 
-bool target_agent_setting_may_use(struct agent *a, const char *var,
-				  char *why, size_t whylen)
-{
-	struct barred_list b = { 0 };
-	bool ok;
-
-	if (barred_collect(a, NULL, &b) < 0)
-		b.failed = true;
-	ok = target_may_use(a, NULL, &b, var, why, whylen);
-	free(b.v);
-	return ok;
-}
-
 /* Where text of a value came from: a file (or the environment), and the
  * name through which it came first. */
 struct origin {
@@ -956,25 +956,21 @@ static bool target_parts_trusted(const struct target *t, const char *var,
 	return true;
 }
 
-/* A target's other names (its _SECONDARY, its pool settings) steer
- * where and how the apps connect, so they may come only from files whose
- * writers could all write the file that defines the target's value: else
- * a user's file, above or below root's, could give root's target a
- * secondary of the user's, and the apps would fail over to it.  The file
- * that defines var counts, and every file its text comes from. */
-static bool target_companion_trusted(const struct target *t, const char *var,
-				     char *why, size_t whylen)
+/* Whether every file that gives any of var's text (the one that defines
+ * it included) could be written by no one but the writers of layer home
+ * (LAYERS_ENV: root and the agent's user alone); if not, why says so,
+ * after "VAR is defined in FILE, which WHO can write, but " and then
+ * rule. */
+static bool parts_covered(const struct layers *l, const char *var,
+			  size_t home, const char *rule, char *why,
+			  size_t whylen)
 {
-	const struct layers *l = &t->agent->layers;
-	const char *primary = t->src[ROLE_PRIMARY].var;
 	struct origins parts = { 0 };
 	struct writers self1, self2;
 	char who[128];
-	size_t home;
 	int r;
 
-	if (!layers_origin(l, primary, &home) ||
-	    !layers_origin(l, var, &parts.v[0].layer))
+	if (!layers_origin(l, var, &parts.v[0].layer))
 		return true;
 	parts.v[0].name = var;
 	parts.n = 1;
@@ -998,15 +994,57 @@ static bool target_companion_trusted(const struct target *t, const char *var,
 		else
 			snprintf(part, sizeof(part), "takes ${%.100s} from",
 				 p->name);
-		snprintf(why, whylen, "%s %s %s, which %s can write, but %s "
-			 "comes from %s, which they cannot write: a target's "
-			 "secondary and pool settings must come from files whose "
-			 "writers could write its value", var, part,
-			 origin_path(l, p->layer), who, primary,
-			 origin_path(l, home));
+		snprintf(why, whylen, "%s %s %s, which %s can write, but %s",
+			 var, part, origin_path(l, p->layer), who, rule);
 		return false;
 	}
 	return true;
+}
+
+/* A target's other names (its _SECONDARY, its pool settings) steer
+ * where and how the apps connect, so they may come only from files whose
+ * writers could all write the file that defines the target's value: else
+ * a user's file, above or below root's, could give root's target a
+ * secondary of the user's, and the apps would fail over to it.  With the
+ * value defined nowhere (one in force from before a restart, or taken
+ * out of its file), only root and the agent's user may. */
+static bool target_companion_trusted(const struct target *t, const char *var,
+				     char *why, size_t whylen)
+{
+	const struct layers *l = &t->agent->layers;
+	const char *primary = t->src[ROLE_PRIMARY].var;
+	char rule[512];
+	size_t home;
+
+	if (!layers_origin(l, primary, &home))
+		home = LAYERS_ENV;
+	snprintf(rule, sizeof(rule), "%s comes from %s, which they cannot "
+		 "write: a target's secondary and pool settings must come from "
+		 "files whose writers could write its value", primary,
+		 home == LAYERS_ENV && !getenv(primary)
+			 ? "no file (only root and the agent's user may then "
+			   "set them)"
+			 : origin_path(l, home));
+	return parts_covered(l, var, home, rule, why, whylen);
+}
+
+bool target_agent_setting_may_use(struct agent *a, const char *var,
+				  char *why, size_t whylen)
+{
+	struct barred_list b = { 0 };
+	bool ok;
+
+	/* They apply to every target, root's too. */
+	if (!parts_covered(&a->layers, var, LAYERS_ENV, "the agent's own "
+			   "settings apply to every target and must come from "
+			   "files no one but root and the agent's user can "
+			   "write", why, whylen))
+		return false;
+	if (barred_collect(a, NULL, &b) < 0)
+		b.failed = true;
+	ok = target_may_use(a, NULL, &b, var, why, whylen);
+	free(b.v);
+	return ok;
 }
 
 /* Why value, the files' value of src, may not be used (the size limit,

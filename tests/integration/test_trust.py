@@ -772,6 +772,26 @@ class Trust(ClusterTest):
         self.assertIn("DB_ENV is set in the agent's environment", err)
         self.assertNotIn('connect', caught())
 
+    def test_g_a_user_layer_cannot_set_the_agents_own_settings(self):
+        """The failover settings apply to every target, root's too: a
+        user's file may not set them (DB_FAILURE_THRESHOLD=1 would fail
+        root's target over at any blip).  Nor may it give a secondary to
+        a target no file defines (one in force from before a restart)."""
+        u, app, agent = self.user_layer_agent()
+        self.user_write(u, app, 'DB_FAILURE_THRESHOLD=1\n')
+        agent.wait_log(r'failover settings refused: DB_FAILURE_THRESHOLD is '
+                       rf'defined in {re.escape(app)}, which user \S+ \(uid '
+                       rf'{u.uid}\) can write, but the agent.s own settings '
+                       'apply to every target')
+        self.assertEqual(h._status(agent, 10)['agent']['failover_settings']
+                         ['failure_threshold'], 3)
+        # APP_URL is defined nowhere: its secondary is root's to give.
+        self.user_write(u, app, 'APP_URL_SECONDARY=postgresql://app:own@'
+                        '127.0.0.1:1/app\n')
+        agent.wait_log(r'APP_URL_SECONDARY is defined in '
+                       rf'{re.escape(app)}, which user \S+ \(uid {u.uid}\) '
+                       r'can write, but APP_URL comes from no file')
+
     def test_g_a_root_layer_defining_a_name_later_wins(self):
         """A user's layer that defined a name first loses it as soon as a
         root layer below defines it; a root layer above a user's may
