@@ -116,15 +116,25 @@ static bool source_down(const struct source *s)
 	return !s->value || !s->health || s->health->state == HEALTH_DOWN;
 }
 
+/* The server refused the value's credentials: it is not down (no switch
+ * away from it, no "unavailable" for it), but nothing to switch to
+ * either, and a switch would be one more failed login. */
+static bool source_rejected(const struct source *s)
+{
+	return s->health && (s->health->state == HEALTH_REJECTED ||
+			     !health_may_log_in(s->health));
+}
+
 /* Worth a switch (which validates it first). */
 static bool source_usable(const struct source *s)
 {
-	return !source_down(s) && !s->switch_failed;
+	return !source_down(s) && !s->switch_failed && !source_rejected(s);
 }
 
 static bool source_answers(const struct source *s)
 {
-	return s->value && health_answers(s->health) && !s->switch_failed;
+	return s->value && health_answers(s->health) && !s->switch_failed &&
+	       !source_rejected(s);
 }
 
 bool failover_available(const struct target *t)
@@ -144,10 +154,17 @@ const struct health *failover_watched(const struct target *t)
 static void failover_health_event(struct health *h, void *data)
 {
 	struct source *src = data;
+	struct target *t = src->target;
 
 	if (health_answers(h))
 		src->switch_failed = false;
-	failover_changed(src->target);
+	/* The server in use refuses the credentials: the apps' new
+	 * connections fail too, which status must say (the server is not
+	 * down: nothing else would). */
+	if (h == failover_watched(t) && h->state == HEALTH_REJECTED &&
+	    h->error && !(t->failover_error && streq(t->failover_error, h->error)))
+		set_strf(&t->failover_error, "%s", h->error);
+	failover_changed(t);
 }
 
 /* Creates and frees monitors as failover is turned on and off and values

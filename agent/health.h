@@ -15,6 +15,19 @@
  * answers it must pass `threshold` checks in a row, one check interval
  * apart, to be up again.
  *
+ * A server that refuses the value's credentials (SQLSTATE 28P01, 28000:
+ * a changed password, an expired role) answered: it is not down, and the
+ * failure does not count toward the threshold.  It is "rejected" until a
+ * new login with the value passes (checks on the monitor connection, which
+ * logged in before, do not clear it).  Logins with a value the server
+ * refused are bounded as a new value's are: at most TARGET_AUTH_RETRIES
+ * (target.h) failed logins per value, one HEALTH_CONFIRM_MS doubling up to
+ * the check interval apart, then none until the value changes or
+ * health_reconnect() (dbswapctl reconnect), so that the agent never gets
+ * a role locked out by a lockout policy.  Switches to the server count
+ * (health_fail()).  Meanwhile the monitor connection, if still open, is
+ * checked as usual; without one nothing notices the server dying.
+ *
  * The owner (target.c) hears of every finished check through its callback
  * and decides what to switch; this module only observes.
  */
@@ -54,6 +67,7 @@ enum health_state {
 	HEALTH_SUSPECT,    /* failed checks, fewer than the threshold */
 	HEALTH_DOWN,       /* threshold failed checks in a row */
 	HEALTH_RECOVERING, /* was down, now passing checks, not enough yet */
+	HEALTH_REJECTED,   /* answers, but refuses the value's credentials */
 };
 
 struct health;
@@ -71,6 +85,7 @@ struct health {
 	int64_t rtt_us;       /* of the last good check; -1 before any */
 	int in_recovery;      /* -1 unknown, else what the last good check said */
 	bool auth_failed;     /* the last failure was an authentication error */
+	unsigned auth_logins; /* failed logins with this value (bounded) */
 	int64_t last_check_wall;   /* unix seconds; 0 before any */
 	int64_t down_since_wall;   /* unix seconds, while down or recovering */
 	int64_t first_failure_us;  /* now_us() of the first failure in a row */
@@ -121,7 +136,8 @@ void health_set_down_retry(struct health *h, int64_t ms);
 void health_reschedule(struct health *h);
 
 /* Counts a failure seen by the owner (a switch to this server failed its
- * validation), as if a check had failed with why. */
+ * validation), as if a check had failed with why; auth: the server refused
+ * the credentials (the server is then rejected, not failing). */
 void health_fail(struct health *h, const char *why, bool auth);
 
 /* The owner switched to this server after a new connection to it passed:
@@ -137,5 +153,9 @@ static inline bool health_answers(const struct health *h)
 {
 	return h && h->failures == 0 && h->successes > 0;
 }
+
+/* A new login with the value is allowed: fewer than TARGET_AUTH_RETRIES
+ * failed (target.h; the header does not include it: 6). */
+bool health_may_log_in(const struct health *h);
 
 #endif

@@ -73,7 +73,8 @@ POOL_MAX = 4
 LOAD_ARGS = ('--tx', '--pause-ms', 2)
 
 # PROTOCOL.md, servers' "health".
-HEALTH_VALUES = {'up', 'suspect', 'down', 'recovering', 'unknown', 'off'}
+HEALTH_VALUES = {'up', 'suspect', 'down', 'recovering', 'rejected', 'unknown',
+                 'off'}
 
 RFC3339 = re.compile(r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?'
                      r'(Z|[+-]\d\d:\d\d)$')
