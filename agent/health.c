@@ -217,7 +217,7 @@ static void health_passed(struct health *h, const struct probe_result *res,
 	unsigned failed = h->failures;
 
 	h->rtt_us = res->elapsed_us;
-	h->in_recovery = res->in_recovery;
+	health_note(h, res);
 	h->failures = 0;
 	h->down_attempts = 0;
 	h->auth_failed = false;
@@ -342,6 +342,20 @@ void health_fail(struct health *h, const char *why, bool auth)
 	case HEALTH_DOWN:
 		log_debug("%s: still down: %s", h->label, why);
 		break;
+	}
+}
+
+void health_note(struct health *h, const struct probe_result *res)
+{
+	h->in_recovery = res->in_recovery;
+	h->identified = res->identified;
+	if (res->identified) {
+		if (h->timeline && res->timeline != h->timeline)
+			log_info("%s: now on timeline %u (was %u)", h->label,
+				 res->timeline, h->timeline);
+		h->system_id = res->system_id;
+		h->timeline = res->timeline;
+		h->server_start_us = res->server_start_us;
 	}
 }
 

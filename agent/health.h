@@ -3,7 +3,8 @@
  * kept open in the agent's event loop, checks on it, and the count of
  * consecutive failures and successes that turns into a state.
  *
- * A check is PROBE_QUERY (SELECT pg_is_in_recovery()) bounded by the
+ * A check is PROBE_QUERY (pg_is_in_recovery(), the system identifier and
+ * the timeline: probe.h) bounded by the
  * connection timeout: on the idle monitor connection every check
  * interval, or on a fresh connection when there is none.  A server that
  * dies closes the monitor connection, which the loop sees at once: a
@@ -40,6 +41,7 @@
 
 struct loop;
 struct loop_source;
+struct probe_result;
 struct loop_timer;
 
 /* Pause between the checks that confirm a failure: short, so that a dead
@@ -84,6 +86,12 @@ struct health {
 	uint64_t checks;      /* finished, since start */
 	int64_t rtt_us;       /* of the last good check; -1 before any */
 	int in_recovery;      /* -1 unknown, else what the last good check said */
+	/* Which database and timeline the last good check found (probe.h
+	 * PROBE_QUERY); not identified when the role may not read them. */
+	bool identified;
+	unsigned long long system_id;
+	unsigned timeline;
+	long long server_start_us; /* the postmaster's start */
 	bool auth_failed;     /* the last failure was an authentication error */
 	unsigned auth_logins; /* failed logins with this value (bounded) */
 	int64_t last_check_wall;   /* unix seconds; 0 before any */
@@ -144,6 +152,9 @@ void health_fail(struct health *h, const char *why, bool auth);
  * that is a good check, and the server is up from now on (a manual
  * failback does not wait out the checks a down primary must pass). */
 void health_vouch(struct health *h);
+
+/* What a probe of the owner's (a switch) found of the server's identity. */
+void health_note(struct health *h, const struct probe_result *res);
 
 /* "up", "suspect", ... as in status. */
 const char *health_state_name(enum health_state state);

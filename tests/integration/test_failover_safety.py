@@ -16,11 +16,15 @@ Built on test_failover.TwoClusters (its helpers, its settings); the
 replicated pair comes from harness.PgCluster.replica().
 """
 
+import os
 import re
+import secrets
+import subprocess
+import tempfile
 import time
 
 import harness as h
-from common import main
+from common import fresh_password, main
 from test_failover import SHORT, TARGET, TwoClusters, brief, masked, server
 
 # agent/target.h TARGET_AUTH_RETRIES: the most failed logins per server
@@ -114,6 +118,161 @@ class RejectedCredentials(TwoClusters):
             status, lambda t: server(t, 'primary')['health'] == 'up' and
             t['failover']['current'] == 'primary', timeout=15,
             what='the primary up again after reconnect')
+
+
+class ReplicatedPair(TwoClusters):
+    """A primary and its streaming replica (pg_basebackup -R) as the
+    secondary, made afresh for each test (the test promotes the replica).
+    The role is created on the primary and reaches the replica by
+    replication."""
+
+    @classmethod
+    def setUpClass(cls):
+        pass
+
+    @classmethod
+    def tearDownClass(cls):
+        pass
+
+    def setUp(self):
+        self.primary = h.PgCluster()
+        self.addCleanup(self.primary.close)
+        self.secondary = self.primary.replica()
+        self.addCleanup(self.secondary.close)
+        self.tmp = tempfile.mkdtemp(prefix='dbswap-test-')
+        self.addCleanup(subprocess.run, ['rm', '-rf', self.tmp])
+        self.role = 'app_' + secrets.token_hex(3)
+        self.password = fresh_password()
+        self.primary.create_role(self.role, self.password)
+        h.wait_for(lambda: self.secondary.sql(
+            'SELECT count(*) FROM pg_roles WHERE rolname = '
+            f'{h.quote_literal(self.role)}') == '1',
+            what='the role replicated to the standby')
+        self.env_path = os.path.join(self.tmp, 'app.env')
+        self.agent = None
+
+    def test_old_primary_back_writable_is_not_failed_back_to(self):
+        self.write_env(settings=SHORT)
+        agent = self.start_agent()
+        rec = self.recorder(agent)
+        status = self.status_client(agent)
+        self.wait_status(
+            status, lambda t: t['generation'] >= 1 and
+            t['failover']['current'] == 'primary' and
+            all(s['health'] == 'up' for s in t['servers']) and
+            t['failover']['pair'] == 'replicated' and
+            t['subscribers'] == t['acked'] == 1, timeout=15,
+            what='on the primary, both up, a replicated pair')
+        g0 = h.target_status(status, TARGET)['generation']
+
+        # The primary crashes: failover to the standby (read-only).
+        self.primary.stop('immediate')
+        self.wait_status(status, self.switched('secondary', g0, 1),
+                         timeout=15, what='failover to the standby')
+        # The operator promotes it; the old primary comes back on its
+        # own, writable, on timeline 1 (nothing fenced it).
+        self.secondary.promote()
+        self.primary.start()
+        self.assertEqual((self.primary.timeline(), self.secondary.timeline()),
+                         (1, 2))
+        mark = rec.mark()
+        why = ('both servers writable; primary on timeline 1, secondary on '
+               '2: not failing back')
+        _, t = self.wait_status(
+            status, lambda t: server(t, 'primary')['health'] == 'up' and
+            why in (t['failover']['last_error'] or ''), timeout=20,
+            what='status: why the agent does not fail back')
+        # Several retry intervals and checks later, still on the
+        # secondary: no update at all.
+        time.sleep(3 * SHORT['DB_PRIMARY_RETRY_INTERVAL'] / 1000)
+        t = h.target_status(status, TARGET)
+        self.assertEqual([masked(u) for u in rec.updates()[mark:]], [],
+                         f'the agent failed back to the old primary: split '
+                         f'brain; status {brief(t)}')
+        self.assertEqual(t['failover']['current'], 'secondary', brief(t))
+        self.assertIn(why, agent.log())
+        self.assertIn(why, t['failover']['last_error'])
+
+        # By hand: refused, unless forced.
+        r = self.ctl(agent, 'failback', TARGET, check=False)
+        self.assertNotEqual(r.returncode, 0, r)
+        self.assertIn(why, r.stderr)
+        self.assertIn('--force', r.stderr)
+        self.assertEqual([masked(u) for u in rec.updates()[mark:]], [])
+        self.ctl(agent, 'failback', TARGET, '--force')
+        u = self.check_update(rec, mark, t['generation'] + 1, 'manual',
+                              'primary', self.url(self.primary))
+        self.assertFalse(u.get('standby', False))
+
+
+class IndependentPair(TwoClusters):
+    """Two clusters made apart (different system identifiers): failback as
+    documented, with a warning in status."""
+
+    def test_failback_with_a_warning(self):
+        self.assertNotEqual(self.primary.system_identifier(),
+                            self.secondary.system_identifier())
+        self.write_env(settings=SHORT)
+        agent = self.start_agent()
+        rec = self.recorder(agent)
+        status = self.status_client(agent)
+        t = self.wait_ready(agent, subscribers=1)
+        self.assertEqual(t['failover']['pair'], 'independent', brief(t))
+        self.assertIsNone(t['failover']['warning'], brief(t))
+        g0 = t['generation']
+        self.primary.stop('immediate')
+        self.wait_status(status, self.switched('secondary', g0, 1),
+                         timeout=15, what='failover')
+        self.primary.start()
+        mark = rec.mark()
+        _, t = self.wait_status(status, self.switched('primary', g0 + 1, 1),
+                                timeout=30, what='automatic failback')
+        self.check_update(rec, mark, g0 + 2, 'failback', 'primary',
+                          self.url(self.primary))
+        self.assertIn('writes made on the secondary during a failover stay '
+                      'on the secondary', t['failover']['warning'] or '',
+                      brief(t))
+
+
+    def test_role_that_may_not_read_the_identity(self):
+        """pg_control_system() revoked from PUBLIC (a hardened server):
+        the checks still pass (the plain query instead), the pair is
+        unknown, and two writable servers are not failed back to on the
+        agent's own: the safe side."""
+        fns = ('pg_control_system()', 'pg_control_checkpoint()')
+
+        def grant(c):
+            # The clusters serve the whole class: whatever happened.
+            c.resume()
+            if not c.running:
+                c.start()
+            for f in fns:
+                c.durable_sql(f'GRANT EXECUTE ON FUNCTION {f} TO PUBLIC')
+        for c in (self.primary, self.secondary):
+            self.addCleanup(grant, c)
+            for f in fns:
+                c.durable_sql(f'REVOKE EXECUTE ON FUNCTION {f} FROM PUBLIC')
+        self.write_env(settings=SHORT)
+        agent = self.start_agent()
+        rec = self.recorder(agent)
+        status = self.status_client(agent)
+        t = self.wait_ready(agent, subscribers=1)
+        self.assertEqual(t['failover']['pair'], 'unknown', brief(t))
+        g0 = t['generation']
+        self.primary.stop('immediate')
+        self.wait_status(status, self.switched('secondary', g0, 1),
+                         timeout=15, what='failover')
+        self.primary.start()
+        mark = rec.mark()
+        self.wait_status(
+            status, lambda t: server(t, 'primary')['health'] == 'up' and
+            'both servers writable, and whether they are one replicated '
+            'database is unknown' in (t['failover']['last_error'] or ''),
+            timeout=20, what='status: why the agent does not fail back')
+        self.assertEqual([masked(u) for u in rec.updates()[mark:]], [])
+        self.ctl(agent, 'failback', TARGET, '--force')
+        self.wait_status(status, self.switched('primary', g0 + 1, 1),
+                         timeout=10, what='forced failback')
 
 
 if __name__ == '__main__':
