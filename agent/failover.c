@@ -525,6 +525,33 @@ static void failover_unavailable(struct target *t)
 	target_publish(t, ROLE_NONE, "unavailable", false);
 }
 
+/* The server in use was promoted or demoted since it was published (its
+ * checks say so): the apps are told with a new generation of the same
+ * value, the standby flag as it is now.  Moves (a demoted primary while
+ * the secondary took over) are failover_choose()'s, decided first. */
+static void failover_follow(struct target *t)
+{
+	const struct health *h;
+	const char *reason;
+	bool standby;
+
+	if (t->current == ROLE_NONE)
+		return;
+	h = t->src[t->current].health;
+	if (!h || h->in_recovery < 0 || !health_answers(h) ||
+	    (h->in_recovery == 1) == t->standby)
+		return;
+	standby = h->in_recovery == 1;
+	reason = standby ? "demoted" : "promoted";
+	log_target(LOG_WARNING, reason, t->name, t->generation + 1,
+		   "%s: the %s in use is %s", t->name,
+		   target_role_name(t->current),
+		   standby ? "in recovery now (demoted to a standby: "
+			     "read-only)"
+			   : "out of recovery now (promoted: writable)");
+	target_publish(t, t->current, reason, standby);
+}
+
 static void failover_evaluate(struct loop_timer *timer, void *data)
 {
 	struct target *t = data;
@@ -544,8 +571,10 @@ static void failover_evaluate(struct loop_timer *timer, void *data)
 	want = failover_choose(t, &reason, blocked, sizeof(blocked));
 	if (blocked[0])
 		failover_blocked(t, blocked);
-	if (want == t->current)
+	if (want == t->current) {
+		failover_follow(t);
 		return;
+	}
 	if (want == ROLE_NONE)
 		failover_unavailable(t);
 	else

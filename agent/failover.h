@@ -23,7 +23,10 @@
  * means) fails back as before; status warns that the writes made on the
  * secondary stay there.  While the pair is unknown (the role may not read
  * the identities) two writable servers count as a split.
-
+ *
+ * The standby flag follows the server in use: when its checks find it
+ * promoted or demoted and it stays in use, the same value is published
+ * again (reason "promoted" or "demoted") with the flag as it is now.
  *
  * Every decision runs from a zero-delay timer (failover_changed()), never
  * inside the callbacks that report a change, so that monitors can be

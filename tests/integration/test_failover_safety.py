@@ -120,10 +120,11 @@ class RejectedCredentials(TwoClusters):
             what='the primary up again after reconnect')
 
 
-class ReplicatedPair(TwoClusters):
-    """A primary and its streaming replica (pg_basebackup -R) as the
-    secondary, made afresh for each test (the test promotes the replica).
-    The role is created on the primary and reaches the replica by
+class FreshPair(TwoClusters):
+    """Clusters made afresh for each test (the tests promote or demote
+    them): a primary and, with `replica`, its streaming replica
+    (pg_basebackup -R) as the secondary, else an independent cluster.
+    The role is created on the primary and reaches a replica by
     replication."""
 
     @classmethod
@@ -134,22 +135,32 @@ class ReplicatedPair(TwoClusters):
     def tearDownClass(cls):
         pass
 
+    replica = True  # the secondary is the primary's replica
+
     def setUp(self):
         self.primary = h.PgCluster()
         self.addCleanup(self.primary.close)
-        self.secondary = self.primary.replica()
+        self.secondary = (self.primary.replica() if self.replica
+                          else h.PgCluster())
         self.addCleanup(self.secondary.close)
         self.tmp = tempfile.mkdtemp(prefix='dbswap-test-')
         self.addCleanup(subprocess.run, ['rm', '-rf', self.tmp])
         self.role = 'app_' + secrets.token_hex(3)
         self.password = fresh_password()
         self.primary.create_role(self.role, self.password)
+        if not self.replica:
+            self.secondary.create_role(self.role, self.password)
         h.wait_for(lambda: self.secondary.sql(
             'SELECT count(*) FROM pg_roles WHERE rolname = '
             f'{h.quote_literal(self.role)}') == '1',
             what='the role replicated to the standby')
         self.env_path = os.path.join(self.tmp, 'app.env')
         self.agent = None
+
+
+
+class ReplicatedPair(FreshPair):
+    """A primary and its replica: no split brain after a promotion."""
 
     def test_old_primary_back_writable_is_not_failed_back_to(self):
         self.write_env(settings=SHORT)
@@ -169,9 +180,15 @@ class ReplicatedPair(TwoClusters):
         self.primary.stop('immediate')
         self.wait_status(status, self.switched('secondary', g0, 1),
                          timeout=15, what='failover to the standby')
-        # The operator promotes it; the old primary comes back on its
-        # own, writable, on timeline 1 (nothing fenced it).
+        # The operator promotes it: the apps are told it takes writes now
+        # (the same value, standby false).
+        g1 = h.target_status(status, TARGET)['generation']
+        mark = rec.mark()
         self.secondary.promote()
+        self.check_update(rec, mark, g1 + 1, 'promoted', 'secondary',
+                          self.url(self.secondary))
+        # The old primary comes back on its own, writable, on timeline 1
+        # (nothing fenced it).
         self.primary.start()
         self.assertEqual((self.primary.timeline(), self.secondary.timeline()),
                          (1, 2))
@@ -203,6 +220,40 @@ class ReplicatedPair(TwoClusters):
         u = self.check_update(rec, mark, t['generation'] + 1, 'manual',
                               'primary', self.url(self.primary))
         self.assertFalse(u.get('standby', False))
+
+
+class Demoted(FreshPair):
+    """The standby flag follows the server in use: a primary in use
+    restarted as a standby (standby.signal) while the secondary is away
+    stays in use, and the apps are told it is read-only now."""
+
+    replica = False  # fresh clusters: the primary is made a standby
+
+    def test_primary_in_use_demoted(self):
+        # A high threshold: the primary's restart must not make it down.
+        self.write_env(settings=dict(SHORT, DB_FAILURE_THRESHOLD=100))
+        agent = self.start_agent()
+        rec = self.recorder(agent)
+        status = self.status_client(agent)
+        t = self.wait_ready(agent, subscribers=1)
+        g0 = t['generation']
+        self.secondary.stop('immediate')
+        self.wait_status(status, lambda t: not t['failover'][
+            'failover_available'], timeout=10, what='the secondary away')
+        mark = rec.mark()
+        self.primary.stop('fast')
+        signal = os.path.join(self.primary.datadir, 'standby.signal')
+        open(signal, 'w').close()
+        h._chown_server(signal)
+        self.primary.start()
+        self.assertTrue(self.primary.in_recovery())
+        self.check_update(rec, mark, g0 + 1, 'demoted', 'primary',
+                          self.url(self.primary), standby=True)
+        _, t = self.wait_status(
+            status, lambda t: t['failover']['standby'] and
+            t['acked'] == 1 and t['generation'] == g0 + 1, timeout=10,
+            what='status: the primary in use is a standby')
+        self.assertIn('in recovery now (demoted', agent.log())
 
 
 class IndependentPair(TwoClusters):
