@@ -575,6 +575,20 @@ static void failover_evaluate(struct loop_timer *timer, void *data)
 		failover_follow(t);
 		return;
 	}
+	/* An automatic failback goes by what the secondary in use said at
+	 * its last check, up to a check interval ago: it may have been
+	 * promoted since, and the primary must not be taken back beside it
+	 * (failover_splits()).  So the secondary is checked again first, and
+	 * the decision made anew when that check is done. */
+	if (want == ROLE_PRIMARY && t->current == ROLE_SECONDARY &&
+	    streq(reason, "failback")) {
+		struct health *sh = t->src[ROLE_SECONDARY].health;
+		const struct health *ph = t->src[ROLE_PRIMARY].health;
+		if (sh && ph && sh->ok_us <= ph->ok_us) {
+			health_check_now(sh);
+			return;
+		}
+	}
 	if (want == ROLE_NONE)
 		failover_unavailable(t);
 	else

@@ -396,6 +396,7 @@ static void health_check_done(const struct probe_result *res, void *data)
 	if (res->ok) {
 		/* The others in flight are moot now. */
 		health_cancel_checks(h);
+		h->ok_us = now_us();
 		health_passed(h, res, c->on_conn);
 		health_watch_conn(h, res->conn);
 	} else {
@@ -529,6 +530,14 @@ void health_reconnect(struct health *h)
 	h->auth_logins = 0;
 	/* Due now, whatever the state. */
 	h->last_start_ms = 0;
+	health_start_check(h);
+	health_plan(h);
+}
+
+void health_check_now(struct health *h)
+{
+	if (health_inflight(h) > 0)
+		return;
 	health_start_check(h);
 	health_plan(h);
 }

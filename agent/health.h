@@ -95,6 +95,7 @@ struct health {
 	bool auth_failed;     /* the last failure was an authentication error */
 	unsigned auth_logins; /* failed logins with this value (bounded) */
 	int64_t last_check_wall;   /* unix seconds; 0 before any */
+	int64_t ok_us;             /* now_us() when a check last passed */
 	int64_t down_since_wall;   /* unix seconds, while down or recovering */
 	int64_t first_failure_us;  /* now_us() of the first failure in a row */
 	int64_t down_since_us;     /* now_us() when it went down */
@@ -134,6 +135,10 @@ int health_set_conninfo(struct health *h, const char *conninfo);
 
 /* Drops the monitor connection and checks again now. */
 void health_reconnect(struct health *h);
+
+/* Checks now (on the monitor connection if open), unless a check is in
+ * flight: the owner needs to know the server as it is now. */
+void health_check_now(struct health *h);
 
 /* How often to retry while down; 0: backoff from HEALTH_CONFIRM_MS up to
  * the check interval. */

@@ -9,8 +9,12 @@
   - no split brain: a promoted physical replica and its old primary
     back on its old timeline (same system identifier) are never both
     used: no automatic failback, status and log say why, a manual
-    failback needs --force; two independent clusters fail back as before,
-    with a warning in status.
+    failback needs --force, and an automatic failback is decided on a
+    check of the secondary made after the primary's; two independent
+    clusters fail back as before, with a warning in status; a role that
+    may not read the identity makes the pair unknown (the safe side);
+  - the standby flag follows the server in use (reasons promoted,
+    demoted).
 
 Built on test_failover.TwoClusters (its helpers, its settings); the
 replicated pair comes from harness.PgCluster.replica().
@@ -220,6 +224,43 @@ class ReplicatedPair(FreshPair):
         u = self.check_update(rec, mark, t['generation'] + 1, 'manual',
                               'primary', self.url(self.primary))
         self.assertFalse(u.get('standby', False))
+
+
+    def test_failback_decided_on_a_fresh_check_of_the_secondary(self):
+        """The secondary promoted just after its last check, the old
+        primary back before the next (10 s apart; one good check makes it
+        up): the agent must not fail back on what the secondary said
+        before its promotion.  It checks the secondary again first."""
+        settings = dict(SHORT, DB_HEALTH_CHECK_INTERVAL=10000,
+                        DB_FAILURE_THRESHOLD=1, DB_PRIMARY_RETRY_INTERVAL=100)
+        self.write_env(settings=settings)
+        agent = self.start_agent()
+        rec = self.recorder(agent)
+        status = self.status_client(agent)
+        _, t = self.wait_status(
+            status, lambda t: t['generation'] >= 1 and
+            all(s['health'] == 'up' for s in t['servers']) and
+            t['failover']['pair'] == 'replicated' and
+            t['subscribers'] == t['acked'] == 1, timeout=15,
+            what='on the primary, both up, a replicated pair')
+        g0 = t['generation']
+        self.primary.stop('immediate')
+        self.wait_status(status, self.switched('secondary', g0, 1),
+                         timeout=15, what='failover to the standby')
+        mark = rec.mark()
+        self.secondary.promote()
+        self.primary.start()
+        why = ('both servers writable; primary on timeline 1, secondary on '
+               '2: not failing back')
+        _, t = self.wait_status(
+            status, lambda t: why in (t['failover']['last_error'] or '') or
+            t['failover']['current'] == 'primary', timeout=20,
+            what='a decision on the old primary')
+        self.assertEqual(t['failover']['current'], 'secondary',
+                         f'failed back on a stale check of the secondary: '
+                         f'split brain; {brief(t)}')
+        self.assertNotIn('failback', [u.get('reason')
+                                      for u in rec.updates()[mark:]])
 
 
 class Demoted(FreshPair):
