@@ -130,15 +130,25 @@ static bool source_down(const struct source *s)
 	return !s->value || !s->health || s->health->state == HEALTH_DOWN;
 }
 
+/* The server refused the value's credentials: it is not down (no switch
+ * away from it, no "unavailable" for it), but nothing to switch to
+ * either, and a switch would be one more failed login. */
+static bool source_rejected(const struct source *s)
+{
+	return s->health && (s->health->state == HEALTH_REJECTED ||
+			     !health_may_log_in(s->health));
+}
+
 /* Worth a switch (which validates it first). */
 static bool source_usable(const struct source *s)
 {
-	return !source_down(s) && !s->switch_failed;
+	return !source_down(s) && !s->switch_failed && !source_rejected(s);
 }
 
 static bool source_answers(const struct source *s)
 {
-	return s->value && health_answers(s->health) && !s->switch_failed;
+	return s->value && health_answers(s->health) && !s->switch_failed &&
+	       !source_rejected(s);
 }
 
 bool failover_available(const struct target *t)
@@ -155,13 +165,112 @@ const struct health *failover_watched(const struct target *t)
 						   : ROLE_PRIMARY].health;
 }
 
+/* What the two servers are to each other, from their identities (the
+ * last good check of each): a replicated pair shares the system
+ * identifier (a physical replica, promoted or not), an independent one
+ * does not; one server under two names has the same identifier and
+ * postmaster start.  Unknown until both were checked, or when the role
+ * may not read the identity. */
+enum failover_pair {
+	PAIR_UNKNOWN, PAIR_REPLICATED, PAIR_INDEPENDENT, PAIR_SAME
+};
+
+static enum failover_pair failover_pair(const struct target *t)
+{
+	const struct health *p = t->src[ROLE_PRIMARY].health;
+	const struct health *s = t->src[ROLE_SECONDARY].health;
+
+	if (!p || !s || !p->identified || !s->identified)
+		return PAIR_UNKNOWN;
+	if (p->system_id != s->system_id)
+		return PAIR_INDEPENDENT;
+	return p->server_start_us == s->server_start_us ? PAIR_SAME
+							: PAIR_REPLICATED;
+}
+
+const char *failover_pair_name(const struct target *t)
+{
+	switch (failover_pair(t)) {
+	case PAIR_REPLICATED: return "replicated";
+	case PAIR_INDEPENDENT: return "independent";
+	case PAIR_SAME: return "same";
+	case PAIR_UNKNOWN: break;
+	}
+	return failover_enabled(t) ? "unknown" : NULL;
+}
+
+const char *failover_warning(const struct target *t)
+{
+	if (failover_pair(t) != PAIR_INDEPENDENT || t->failovers == 0)
+		return NULL;
+	return "the primary and the secondary are independent databases "
+	       "(their system identifiers differ): writes made on the "
+	       "secondary during a failover stay on the secondary, a "
+	       "failback does not copy them";
+}
+
+/* Whether moving the target to `to` would have the apps write to a
+ * server that diverged from the other one (a split brain); why says so.
+ * In a replicated pair that is a server on an older timeline than the
+ * other (the other was promoted past it), or a writable one while the
+ * other is writable too (the old primary back on its old timeline, or
+ * two servers promoted).  An independent pair is two databases by
+ * design: never.  With the pair unknown (the role may not read the
+ * identities), two writable servers count as a split: the safe side. */
+static bool failover_splits(const struct target *t, enum target_role to,
+			    char *why, size_t size)
+{
+	enum target_role from = to == ROLE_PRIMARY ? ROLE_SECONDARY
+						   : ROLE_PRIMARY;
+	const struct health *a = t->src[to].health;
+	const struct health *b = t->src[from].health;
+	enum failover_pair pair = failover_pair(t);
+	const char *verb = to == ROLE_PRIMARY ? "failing back"
+					      : "failing over";
+	unsigned ta = a ? a->timeline : 0, tb = b ? b->timeline : 0;
+	bool both = a && b && a->in_recovery == 0 && b->in_recovery == 0;
+
+	/* Only a server that answers now can take writes beside the other
+	 * (a dead primary left behind is no split). */
+	if (pair == PAIR_INDEPENDENT || pair == PAIR_SAME || !a || !b ||
+	    !health_answers(b))
+		return false;
+	if (!both && pair == PAIR_REPLICATED && ta < tb) {
+		snprintf(why, size, "the %s is on timeline %u, behind the %s on "
+			 "%u (a promoted replica moved on): not %s",
+			 target_role_name(to), ta, target_role_name(from), tb,
+			 verb);
+		return true;
+	}
+	if (!both)
+		return false;
+	if (pair == PAIR_REPLICATED)
+		snprintf(why, size, "both servers writable; %s on timeline %u, "
+			 "%s on %u: not %s", target_role_name(ROLE_PRIMARY),
+			 to == ROLE_PRIMARY ? ta : tb,
+			 target_role_name(ROLE_SECONDARY),
+			 to == ROLE_PRIMARY ? tb : ta, verb);
+	else
+		snprintf(why, size, "both servers writable, and whether they "
+			 "are one replicated database is unknown (the role may "
+			 "not run pg_control_system()): not %s", verb);
+	return true;
+}
+
 static void failover_health_event(struct health *h, void *data)
 {
 	struct source *src = data;
+	struct target *t = src->target;
 
 	if (health_answers(h))
 		src->switch_failed = false;
-	failover_changed(src->target);
+	/* The server in use refuses the credentials: the apps' new
+	 * connections fail too, which status must say (the server is not
+	 * down: nothing else would). */
+	if (h == failover_watched(t) && h->state == HEALTH_REJECTED &&
+	    h->error && !(t->failover_error && streq(t->failover_error, h->error)))
+		set_strf(&t->failover_error, "%s", h->error);
+	failover_changed(t);
 }
 
 /* Creates and frees monitors as failover is turned on and off and values
@@ -211,7 +320,8 @@ static void failover_sync_monitors(struct target *t)
 
 /* Where the target should be now, and why it moves. */
 static enum target_role failover_choose(const struct target *t,
-					const char **reason)
+					const char **reason, char *blocked,
+					size_t size)
 {
 	const struct source *p = &t->src[ROLE_PRIMARY];
 	const struct source *s = &t->src[ROLE_SECONDARY];
@@ -236,7 +346,9 @@ static enum target_role failover_choose(const struct target *t,
 			return source_usable(p) ? ROLE_PRIMARY : ROLE_NONE;
 		*reason = "failback";
 		if (!t->held && p->health && p->health->state == HEALTH_UP &&
-		    p->health->in_recovery == 0 && !p->switch_failed)
+		    p->health->in_recovery == 0 && !p->switch_failed &&
+		    !source_rejected(p) &&
+		    !failover_splits(t, ROLE_PRIMARY, blocked, size))
 			return ROLE_PRIMARY;
 		return ROLE_SECONDARY;
 	case ROLE_COUNT:
@@ -244,13 +356,38 @@ static enum target_role failover_choose(const struct target *t,
 	}
 	/* None available: the first that answers, a primary first. */
 	*reason = "failback";
-	if (source_answers(p) && p->health->in_recovery != 1)
+	/* A replicated pair both writable, neither in use: the one on the
+	 * newer timeline was promoted past the other. */
+	if (source_answers(p) && source_answers(s) &&
+	    failover_pair(t) == PAIR_REPLICATED &&
+	    p->health->in_recovery == 0 && s->health->in_recovery == 0 &&
+	    p->health->timeline != s->health->timeline)
+		return p->health->timeline > s->health->timeline
+			       ? ROLE_PRIMARY : ROLE_SECONDARY;
+	/* Not to a server the other one has moved past (both answering). */
+	bool p_ok = source_answers(p) &&
+		    !(source_answers(s) &&
+		      failover_splits(t, ROLE_PRIMARY, blocked, size));
+	bool s_ok = source_answers(s) &&
+		    !(source_answers(p) &&
+		      failover_splits(t, ROLE_SECONDARY, blocked, size));
+	if (p_ok && p->health->in_recovery != 1)
 		return ROLE_PRIMARY;
-	if (source_answers(s))
+	if (s_ok)
 		return ROLE_SECONDARY;
-	if (source_answers(p))
+	if (p_ok)
 		return ROLE_PRIMARY;
 	return ROLE_NONE;
+}
+
+/* A switch not made because it would split the brain: said once per
+ * reason (status keeps it in last_error). */
+static void failover_blocked(struct target *t, const char *why)
+{
+	if (t->failover_error && streq(t->failover_error, why))
+		return;
+	set_strf(&t->failover_error, "%s", why);
+	log_target(LOG_ERR, "split-brain", t->name, 0, "%s: %s", t->name, why);
 }
 
 static void failover_reply(struct target *t, const char *error,
@@ -280,8 +417,20 @@ static void failover_switch_done(const struct probe_result *res, void *data)
 	const char *reason = t->switch_reason;
 	char *masked = mask_conninfo(src->value);
 	long long outage = failover_outage_ms(t);
+	char why_split[512];
 
 	t->switch_probe = NULL;
+	/* An automatic switch decided on the last check: what the new
+	 * connection found must not make it a split (a manual one was
+	 * checked when asked, or forced). */
+	if (res->ok && src->health)
+		health_note(src->health, res);
+	if (res->ok && !streq(reason, "manual") &&
+	    failover_splits(t, role, why_split, sizeof(why_split))) {
+		failover_blocked(t, why_split);
+		free(masked);
+		return;
+	}
 	if (!res->ok || (role == ROLE_PRIMARY && res->in_recovery)) {
 		const char *why = res->ok ? "it is in recovery (a standby)"
 					  : res->error;
@@ -390,11 +539,39 @@ static void failover_unavailable(struct target *t)
 	target_publish(t, ROLE_NONE, "unavailable", false);
 }
 
+/* The server in use was promoted or demoted since it was published (its
+ * checks say so): the apps are told with a new generation of the same
+ * value, the standby flag as it is now.  Moves (a demoted primary while
+ * the secondary took over) are failover_choose()'s, decided first. */
+static void failover_follow(struct target *t)
+{
+	const struct health *h;
+	const char *reason;
+	bool standby;
+
+	if (t->current == ROLE_NONE)
+		return;
+	h = t->src[t->current].health;
+	if (!h || h->in_recovery < 0 || !health_answers(h) ||
+	    (h->in_recovery == 1) == t->standby)
+		return;
+	standby = h->in_recovery == 1;
+	reason = standby ? "demoted" : "promoted";
+	log_target(LOG_WARNING, reason, t->name, t->generation + 1,
+		   "%s: the %s in use is %s", t->name,
+		   target_role_name(t->current),
+		   standby ? "in recovery now (demoted to a standby: "
+			     "read-only)"
+			   : "out of recovery now (promoted: writable)");
+	target_publish(t, t->current, reason, standby);
+}
+
 static void failover_evaluate(struct loop_timer *timer, void *data)
 {
 	struct target *t = data;
 	enum target_role want;
 	const char *reason;
+	char blocked[512] = "";
 
 	failover_sync_monitors(t);
 	/* Readiness waits for the first publish decided here. */
@@ -405,9 +582,27 @@ static void failover_evaluate(struct loop_timer *timer, void *data)
 		failover_first(t);
 		return;
 	}
-	want = failover_choose(t, &reason);
-	if (want == t->current)
+	want = failover_choose(t, &reason, blocked, sizeof(blocked));
+	if (blocked[0])
+		failover_blocked(t, blocked);
+	if (want == t->current) {
+		failover_follow(t);
 		return;
+	}
+	/* An automatic failback goes by what the secondary in use said at
+	 * its last check, up to a check interval ago: it may have been
+	 * promoted since, and the primary must not be taken back beside it
+	 * (failover_splits()).  So the secondary is checked again first, and
+	 * the decision made anew when that check is done. */
+	if (want == ROLE_PRIMARY && t->current == ROLE_SECONDARY &&
+	    streq(reason, "failback")) {
+		struct health *sh = t->src[ROLE_SECONDARY].health;
+		const struct health *ph = t->src[ROLE_PRIMARY].health;
+		if (sh && ph && sh->ok_us <= ph->ok_us) {
+			health_check_now(sh);
+			return;
+		}
+	}
 	if (want == ROLE_NONE)
 		failover_unavailable(t);
 	else
@@ -434,11 +629,11 @@ void failover_fini(struct target *t)
 }
 
 void failover_request(struct target *t, enum target_role role,
-		      const struct target_request *req)
+		      const struct target_request *req, bool force)
 {
 	const struct source *src = &t->src[role];
 	const struct source *s = &t->src[ROLE_SECONDARY];
-	char why[512];
+	char why[640], split[512];
 
 	if (t->request.pending) {
 		server_reply(t->agent->server, req,
@@ -458,6 +653,22 @@ void failover_request(struct target *t, enum target_role role,
 			 src->error ? ": " : "", src->error ? src->error : "");
 		server_reply(t->agent->server, req, why, 0);
 		return;
+	}
+	if (t->current != role && failover_splits(t, role, split, sizeof(split))) {
+		if (!force) {
+			snprintf(why, sizeof(why), "%s; --force to switch "
+				 "anyway", split);
+			log_target(LOG_WARNING, "split-brain", t->name, 0,
+				   "%s: manual %s refused: %s", t->name,
+				   role == ROLE_SECONDARY ? "failover"
+							  : "failback", split);
+			server_reply(t->agent->server, req, why, 0);
+			return;
+		}
+		log_target(LOG_WARNING, "split-brain", t->name, 0,
+			   "%s: manual %s forced: %s", t->name,
+			   role == ROLE_SECONDARY ? "failover" : "failback",
+			   split);
 	}
 	log_info("%s: manual %s requested", t->name,
 		 role == ROLE_SECONDARY ? "failover" : "failback");

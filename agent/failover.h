@@ -11,6 +11,23 @@
  * is not in recovery.  dbswapctl failover and failback switch by hand
  * ("manual"); a manual failover holds the target on the secondary.
  *
+ * No split brain (issue 16).  The monitors' checks say which database and
+ * timeline each server is (health.h).  In a replicated pair (the same
+ * system identifier: a physical replica and its primary) the agent never
+ * switches on its own to a server on an older timeline than the other,
+ * nor to a writable one while the other is writable too: the old primary
+ * back on its old timeline after the secondary was promoted would take
+ * writes beside it.  It stays, says why in status (last_error) and the
+ * log (event "split-brain").  A manual switch is refused too, unless
+ * forced.  An independent pair (two databases kept in step by other
+ * means) fails back as before; status warns that the writes made on the
+ * secondary stay there.  While the pair is unknown (the role may not read
+ * the identities) two writable servers count as a split.
+ *
+ * The standby flag follows the server in use: when its checks find it
+ * promoted or demoted and it stays in use, the same value is published
+ * again (reason "promoted" or "demoted") with the flag as it is now.
+ *
  * Every decision runs from a zero-delay timer (failover_changed()), never
  * inside the callbacks that report a change, so that monitors can be
  * created and freed while deciding.
@@ -47,9 +64,21 @@ void failover_fini(struct target *t);
 void failover_changed(struct target *t);
 
 /* dbswapctl failover (role secondary) or failback (role primary): answers
- * req through the server when the switch is done or refused. */
+ * req through the server when the switch is done or refused.  A switch
+ * that would split the brain (a replicated pair: to a server on an older
+ * timeline, or to a writable one while the other is writable too) is
+ * refused unless force. */
 void failover_request(struct target *t, enum target_role role,
-		      const struct target_request *req);
+		      const struct target_request *req, bool force);
+
+/* For status: "replicated" (the servers share a system identifier),
+ * "independent", "unknown" (not both checked, or the role may not read
+ * pg_control_system()); NULL without a secondary. */
+const char *failover_pair_name(const struct target *t);
+
+/* For status: a warning about the pair in use (an independent pair after
+ * a failover: the writes made on the secondary stay there), or NULL. */
+const char *failover_warning(const struct target *t);
 
 /* dbswapctl reconnect: re-opens t's monitor connections and publishes its
  * value again (reason "reconnect").  Returns the generation published, or

@@ -16,6 +16,7 @@
 #include "common/util.h"
 #include "health.h"
 #include "probe.h"
+#include "target.h"
 
 struct health_check {
 	struct health *h;
@@ -41,8 +42,14 @@ const char *health_state_name(enum health_state state)
 	case HEALTH_SUSPECT: return "suspect";
 	case HEALTH_DOWN: return "down";
 	case HEALTH_RECOVERING: return "recovering";
+	case HEALTH_REJECTED: return "rejected";
 	}
 	return "unknown";
+}
+
+bool health_may_log_in(const struct health *h)
+{
+	return h->auth_logins < TARGET_AUTH_RETRIES;
 }
 
 static unsigned health_inflight(struct health *h)
@@ -93,7 +100,7 @@ static void health_start_check(struct health *h)
 	for (int i = 0; i < HEALTH_INFLIGHT_MAX && !c; i++)
 		if (!PRIV(h)->checks[i].busy)
 			c = &PRIV(h)->checks[i];
-	if (!c)
+	if (!c || (!h->conn && !health_may_log_in(h)))
 		return;
 	h->last_start_ms = now_ms();
 	if (h->state == HEALTH_DOWN)
@@ -117,6 +124,17 @@ static void health_start_check(struct health *h)
 	}
 }
 
+/* The pause before the next login with credentials the server refused:
+ * HEALTH_CONFIRM_MS doubling up to the check interval. */
+static int64_t health_auth_delay(const struct health *h)
+{
+	int64_t d = HEALTH_CONFIRM_MS;
+
+	for (unsigned i = 1; i < h->auth_logins && d < h->cfg->interval_ms; i++)
+		d *= 2;
+	return MIN(d, h->cfg->interval_ms);
+}
+
 static int64_t health_down_delay(const struct health *h)
 {
 	int64_t d = HEALTH_CONFIRM_MS;
@@ -135,7 +153,18 @@ static int64_t health_next(struct health *h)
 	int64_t confirm = MIN(HEALTH_CONFIRM_MS, h->cfg->interval_ms);
 	unsigned n = health_inflight(h);
 
+	/* A check without the monitor connection logs in: with credentials
+	 * the server refused, only as many times as a new value may try,
+	 * and at the backoff's pace (whatever the state: a server that went
+	 * away since must not make the agent hammer the role either). */
+	if (!h->conn && !health_may_log_in(h))
+		return -1;
+	if (!h->conn && (h->auth_failed || h->state == HEALTH_REJECTED))
+		return n > 0 ? -1 : h->last_start_ms + health_auth_delay(h);
 	switch (h->state) {
+	case HEALTH_REJECTED:
+		/* Checks on the monitor connection, which logged in before. */
+		return n > 0 ? -1 : h->last_start_ms + h->cfg->interval_ms;
 	case HEALTH_UNKNOWN:
 		return n > 0 ? -1 : h->last_start_ms + confirm;
 	case HEALTH_UP:
@@ -182,17 +211,29 @@ static void health_timer_fire(struct loop_timer *t, void *data)
 	health_plan(data);
 }
 
-static void health_passed(struct health *h, const struct probe_result *res)
+static void health_passed(struct health *h, const struct probe_result *res,
+			  bool on_conn)
 {
 	unsigned failed = h->failures;
 
 	h->rtt_us = res->elapsed_us;
-	h->in_recovery = res->in_recovery;
+	health_note(h, res);
 	h->failures = 0;
-	h->successes++;
 	h->down_attempts = 0;
 	h->auth_failed = false;
+	if (h->state == HEALTH_REJECTED && on_conn)
+		return; /* no login: the credentials are still refused */
+	if (!on_conn)
+		h->auth_logins = 0;
+	h->successes++;
 	switch (h->state) {
+	case HEALTH_REJECTED:
+		/* It answered all along: up at once. */
+		h->state = HEALTH_UP;
+		log_target(LOG_INFO, "credentials-accepted", h->name, 0,
+			   "%s: credentials accepted again by the %s", h->label,
+			   h->role);
+		break;
 	case HEALTH_UNKNOWN:
 		h->state = HEALTH_UP;
 		log_info("%s: up (%s, check took %.1f ms)", h->label,
@@ -242,11 +283,40 @@ static void health_go_down(struct health *h, const char *why)
 		   (long long)((now_us() - h->first_failure_us) / 1000), why);
 }
 
+/* The server refused the credentials: it answers, so this is no failure
+ * of the server (not counted toward down), and logins are bounded. */
+static void health_rejected(struct health *h, const char *why)
+{
+	set_strf(&h->error, "credentials rejected by the %s: %s", h->role, why);
+	h->auth_failed = true;
+	h->auth_logins++;
+	h->failures = 0;
+	h->successes = 0;
+	h->down_since_wall = 0;
+	h->state = HEALTH_REJECTED;
+	if (h->auth_logins < TARGET_AUTH_RETRIES)
+		log_target(LOG_WARNING, "credentials-rejected", h->name, 0,
+			   "%s: credentials rejected by the %s (failed login "
+			   "%u of at most %u): %s", h->label, h->role,
+			   h->auth_logins, TARGET_AUTH_RETRIES, why);
+	else
+		log_target(LOG_ERR, "credentials-rejected", h->name, 0,
+			   "%s: credentials rejected by the %s (failed login "
+			   "%u of at most %u): %s; no more logins with this "
+			   "value until it changes or dbswapctl reconnect",
+			   h->label, h->role, h->auth_logins,
+			   TARGET_AUTH_RETRIES, why);
+}
+
 void health_fail(struct health *h, const char *why, bool auth)
 {
+	if (auth) {
+		health_rejected(h, why);
+		return;
+	}
 	free(h->error);
 	h->error = strdup(why);
-	h->auth_failed = auth;
+	h->auth_failed = false;
 	h->successes = 0;
 	if (h->failures++ == 0)
 		h->first_failure_us = now_us();
@@ -254,6 +324,7 @@ void health_fail(struct health *h, const char *why, bool auth)
 	case HEALTH_UNKNOWN:
 	case HEALTH_UP:
 	case HEALTH_SUSPECT:
+	case HEALTH_REJECTED:
 		if (h->failures < h->cfg->threshold) {
 			h->state = HEALTH_SUSPECT;
 			log_target(LOG_WARNING, "check-failed", h->name, 0,
@@ -274,6 +345,20 @@ void health_fail(struct health *h, const char *why, bool auth)
 	}
 }
 
+void health_note(struct health *h, const struct probe_result *res)
+{
+	h->in_recovery = res->in_recovery;
+	h->identified = res->identified;
+	if (res->identified) {
+		if (h->timeline && res->timeline != h->timeline)
+			log_info("%s: now on timeline %u (was %u)", h->label,
+				 res->timeline, h->timeline);
+		h->system_id = res->system_id;
+		h->timeline = res->timeline;
+		h->server_start_us = res->server_start_us;
+	}
+}
+
 void health_vouch(struct health *h)
 {
 	if (h->state != HEALTH_UP && h->state != HEALTH_UNKNOWN)
@@ -283,6 +368,8 @@ void health_vouch(struct health *h)
 	h->failures = 0;
 	h->successes = MAX(h->successes, 1u);
 	h->down_attempts = 0;
+	h->auth_failed = false;
+	h->auth_logins = 0;
 	h->down_since_wall = 0;
 	health_plan(h);
 }
@@ -309,7 +396,8 @@ static void health_check_done(const struct probe_result *res, void *data)
 	if (res->ok) {
 		/* The others in flight are moot now. */
 		health_cancel_checks(h);
-		health_passed(h, res);
+		h->ok_us = now_us();
+		health_passed(h, res, c->on_conn);
 		health_watch_conn(h, res->conn);
 	} else {
 		health_fail(h, res->error, res->auth_failed);
@@ -426,6 +514,7 @@ int health_set_conninfo(struct health *h, const char *conninfo)
 		return -ENOMEM;
 	free_secret(h->conninfo);
 	h->conninfo = copy;
+	h->auth_logins = 0; /* a new value may try again */
 	if (health_set_label(h) < 0)
 		return -ENOMEM;
 	health_reconnect(h);
@@ -436,8 +525,19 @@ void health_reconnect(struct health *h)
 {
 	health_cancel_checks(h);
 	health_drop_conn(h);
+	/* Asked for by hand (dbswapctl reconnect): the credentials may try
+	 * again. */
+	h->auth_logins = 0;
 	/* Due now, whatever the state. */
 	h->last_start_ms = 0;
+	health_start_check(h);
+	health_plan(h);
+}
+
+void health_check_now(struct health *h)
+{
+	if (health_inflight(h) > 0)
+		return;
 	health_start_check(h);
 	health_plan(h);
 }

@@ -3,7 +3,8 @@
  * kept open in the agent's event loop, checks on it, and the count of
  * consecutive failures and successes that turns into a state.
  *
- * A check is PROBE_QUERY (SELECT pg_is_in_recovery()) bounded by the
+ * A check is PROBE_QUERY (pg_is_in_recovery(), the system identifier and
+ * the timeline: probe.h) bounded by the
  * connection timeout: on the idle monitor connection every check
  * interval, or on a fresh connection when there is none.  A server that
  * dies closes the monitor connection, which the loop sees at once: a
@@ -14,6 +15,19 @@
  * then it is down.  A down server is retried at the owner's pace; once it
  * answers it must pass `threshold` checks in a row, one check interval
  * apart, to be up again.
+ *
+ * A server that refuses the value's credentials (SQLSTATE 28P01, 28000:
+ * a changed password, an expired role) answered: it is not down, and the
+ * failure does not count toward the threshold.  It is "rejected" until a
+ * new login with the value passes (checks on the monitor connection, which
+ * logged in before, do not clear it).  Logins with a value the server
+ * refused are bounded as a new value's are: at most TARGET_AUTH_RETRIES
+ * (target.h) failed logins per value, one HEALTH_CONFIRM_MS doubling up to
+ * the check interval apart, then none until the value changes or
+ * health_reconnect() (dbswapctl reconnect), so that the agent never gets
+ * a role locked out by a lockout policy.  Switches to the server count
+ * (health_fail()).  Meanwhile the monitor connection, if still open, is
+ * checked as usual; without one nothing notices the server dying.
  *
  * The owner (target.c) hears of every finished check through its callback
  * and decides what to switch; this module only observes.
@@ -27,6 +41,7 @@
 
 struct loop;
 struct loop_source;
+struct probe_result;
 struct loop_timer;
 
 /* Pause between the checks that confirm a failure: short, so that a dead
@@ -54,6 +69,7 @@ enum health_state {
 	HEALTH_SUSPECT,    /* failed checks, fewer than the threshold */
 	HEALTH_DOWN,       /* threshold failed checks in a row */
 	HEALTH_RECOVERING, /* was down, now passing checks, not enough yet */
+	HEALTH_REJECTED,   /* answers, but refuses the value's credentials */
 };
 
 struct health;
@@ -70,8 +86,16 @@ struct health {
 	uint64_t checks;      /* finished, since start */
 	int64_t rtt_us;       /* of the last good check; -1 before any */
 	int in_recovery;      /* -1 unknown, else what the last good check said */
+	/* Which database and timeline the last good check found (probe.h
+	 * PROBE_QUERY); not identified when the role may not read them. */
+	bool identified;
+	unsigned long long system_id;
+	unsigned timeline;
+	long long server_start_us; /* the postmaster's start */
 	bool auth_failed;     /* the last failure was an authentication error */
+	unsigned auth_logins; /* failed logins with this value (bounded) */
 	int64_t last_check_wall;   /* unix seconds; 0 before any */
+	int64_t ok_us;             /* now_us() when a check last passed */
 	int64_t down_since_wall;   /* unix seconds, while down or recovering */
 	int64_t first_failure_us;  /* now_us() of the first failure in a row */
 	int64_t down_since_us;     /* now_us() when it went down */
@@ -112,6 +136,10 @@ int health_set_conninfo(struct health *h, const char *conninfo);
 /* Drops the monitor connection and checks again now. */
 void health_reconnect(struct health *h);
 
+/* Checks now (on the monitor connection if open), unless a check is in
+ * flight: the owner needs to know the server as it is now. */
+void health_check_now(struct health *h);
+
 /* How often to retry while down; 0: backoff from HEALTH_CONFIRM_MS up to
  * the check interval. */
 void health_set_down_retry(struct health *h, int64_t ms);
@@ -121,13 +149,17 @@ void health_set_down_retry(struct health *h, int64_t ms);
 void health_reschedule(struct health *h);
 
 /* Counts a failure seen by the owner (a switch to this server failed its
- * validation), as if a check had failed with why. */
+ * validation), as if a check had failed with why; auth: the server refused
+ * the credentials (the server is then rejected, not failing). */
 void health_fail(struct health *h, const char *why, bool auth);
 
 /* The owner switched to this server after a new connection to it passed:
  * that is a good check, and the server is up from now on (a manual
  * failback does not wait out the checks a down primary must pass). */
 void health_vouch(struct health *h);
+
+/* What a probe of the owner's (a switch) found of the server's identity. */
+void health_note(struct health *h, const struct probe_result *res);
 
 /* "up", "suspect", ... as in status. */
 const char *health_state_name(enum health_state state);
@@ -137,5 +169,9 @@ static inline bool health_answers(const struct health *h)
 {
 	return h && h->failures == 0 && h->successes > 0;
 }
+
+/* A new login with the value is allowed: fewer than TARGET_AUTH_RETRIES
+ * failed (target.h; the header does not include it: 6). */
+bool health_may_log_in(const struct health *h);
 
 #endif

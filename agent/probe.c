@@ -55,6 +55,13 @@ struct probe {
 	struct authguard *guard; /* until connected */
 	enum probe_phase phase;
 	bool got_row, in_recovery, keep;
+	/* PROBE_QUERY_BASIC instead (the role may not read the identity),
+	 * and whether it is still to be sent. */
+	bool basic, send_basic;
+	bool identified;
+	unsigned long long system_id;
+	unsigned timeline;
+	long long server_start_us;
 	int64_t started_us;
 	int64_t start_ms, deadline_ms;
 	/* Turns (probe.h).  The host whose turn it is, SIZE_MAX before the
@@ -139,6 +146,10 @@ static void probe_finish(struct probe *p, const char *error)
 
 	res.elapsed_us = now_us() - p->started_us;
 	res.in_recovery = p->in_recovery;
+	res.identified = !error && p->identified;
+	res.system_id = p->system_id;
+	res.timeline = p->timeline;
+	res.server_start_us = p->server_start_us;
 	if (!error && p->keep) {
 		/* Handed over: the fd leaves the loop with the probe. */
 		res.conn = p->conn;
@@ -315,6 +326,8 @@ static int probe_watch(struct probe *p, uint32_t events)
 	return loop_add_fd(p->loop, fd, events, probe_event, p, &p->src);
 }
 
+static int probe_send(struct probe *p, const char *query);
+
 /* Returns true when the probe finished (and was freed). */
 static bool probe_query_step(struct probe *p, uint32_t events)
 {
@@ -335,44 +348,78 @@ static bool probe_query_step(struct probe *p, uint32_t events)
 	}
 	while (!PQisBusy(p->conn)) {
 		res = PQgetResult(p->conn);
+		if (!res && p->send_basic) {
+			p->send_basic = false;
+			if (probe_send(p, PROBE_QUERY_BASIC) < 0) {
+				(void)probe_fail_conn(p);
+				return true;
+			}
+			return false;
+		}
 		if (!res) {
 			probe_finish(p, p->got_row ? NULL
-						   : PROBE_QUERY
-						   " returned no row");
+						   : "the check query returned "
+						     "no row");
 			return true;
 		}
 		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+			const char *st = PQresultErrorField(res,
+							    PG_DIAG_SQLSTATE);
 			char msg[1024];
-			snprintf(msg, sizeof(msg), PROBE_QUERY " failed: %s",
+
+			if (!p->basic && st && (streq(st, "42501") ||
+						streq(st, "42883"))) {
+				p->basic = p->send_basic = true;
+				PQclear(res);
+				continue;
+			}
+			snprintf(msg, sizeof(msg), "the check query failed: %s",
 				 PQresultErrorMessage(res));
 			PQclear(res);
 			probe_finish(p, msg);
 			return true;
 		}
-		p->got_row = PQntuples(res) == 1 && PQnfields(res) == 1;
+		p->got_row = PQntuples(res) == 1 &&
+			     PQnfields(res) == (p->basic ? 1 : 4);
 		p->in_recovery = p->got_row && streq(PQgetvalue(res, 0, 0), "t");
+		p->identified = p->got_row && !p->basic &&
+				!PQgetisnull(res, 0, 1) && !PQgetisnull(res, 0, 2) &&
+				!PQgetisnull(res, 0, 3);
+		if (p->identified) {
+			p->system_id = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
+			p->timeline = (unsigned)strtoul(PQgetvalue(res, 0, 2),
+							NULL, 10);
+			p->server_start_us = strtoll(PQgetvalue(res, 0, 3),
+						     NULL, 10);
+		}
 		PQclear(res);
 	}
 	return false;
 }
 
-static int probe_send_query(struct probe *p)
+static int probe_send(struct probe *p, const char *query)
 {
 	int r;
 
+	if (!PQsendQuery(p->conn, query))
+		return -EIO;
+	r = PQflush(p->conn);
+	if (r < 0)
+		return -EIO;
+	return probe_watch(p, r ? EPOLLIN | EPOLLOUT : EPOLLIN);
+}
+
+static int probe_send_query(struct probe *p)
+{
 	/* Connected: libpq would not try another host now either, and the
 	 * server has no more say on the password. */
 	p->phase = PHASE_QUERY;
 	authguard_forget(p->guard);
 	p->guard = NULL;
 	loop_timer_disarm(p->turn_timer);
-	if (PQsetnonblocking(p->conn, 1) < 0 ||
-	    !PQsendQuery(p->conn, PROBE_QUERY))
+	if (PQsetnonblocking(p->conn, 1) < 0)
 		return -EIO;
-	r = PQflush(p->conn);
-	if (r < 0)
-		return -EIO;
-	return probe_watch(p, r ? EPOLLIN | EPOLLOUT : EPOLLIN);
+	return probe_send(p, PROBE_QUERY);
 }
 
 /* The end of one of n equal shares of the time from now to end, but no
@@ -566,7 +613,7 @@ static void probe_timeout(struct loop_timer *t, void *data)
 		snprintf(msg, sizeof(msg), "no answer within %d ms while %s",
 			 p->timeout_ms,
 			 p->phase == PHASE_CONNECT ? "connecting"
-						   : "running " PROBE_QUERY);
+						   : "running the check query");
 	probe_fail(p, msg);
 }
 

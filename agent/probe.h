@@ -80,9 +80,28 @@ struct probe;
  * must not be given up for one that may not be there. */
 #define PROBE_TURN_MIN_MS 1000
 
-/* The query every probe runs: any role may call it, it costs one round
- * trip, and it tells a primary from a standby. */
-#define PROBE_QUERY "SELECT pg_is_in_recovery()"
+/* The query every probe runs, in one round trip: whether the server is a
+ * standby, and which database and timeline it is (issue 16: a promoted
+ * replica and its old primary share the system identifier, and the one
+ * on the older timeline must not be written to).  The timeline is the
+ * live one for a server that writes (from the name of its current WAL
+ * file: the checkpoint's moves only with the end-of-recovery checkpoint,
+ * which promotion does not wait for, minutes later by default), and the
+ * last restartpoint's for a standby (which writes no WAL; both WAL
+ * functions refuse in recovery).  The pg_control_* functions are
+ * executable by PUBLIC by default; where a role may not run them
+ * (SQLSTATE 42501, or 42883 where they do not exist) the probe runs
+ * PROBE_QUERY_BASIC on the same connection instead, and the identity is
+ * unknown.  The postmaster's start time tells one server reached under
+ * two names (the same identifier and start) from two servers. */
+#define PROBE_QUERY                                                        \
+	"SELECT q.r, s.system_identifier, CASE WHEN q.r "                  \
+	"THEN c.timeline_id ELSE ('x' || substr(pg_walfile_name("          \
+	"pg_current_wal_lsn()), 1, 8))::bit(32)::int END, "                \
+	"(extract(epoch FROM pg_postmaster_start_time()) * 1000000)::int8 " \
+	"FROM (SELECT pg_is_in_recovery() AS r) q, pg_control_system() s, " \
+	"pg_control_checkpoint() c"
+#define PROBE_QUERY_BASIC "SELECT pg_is_in_recovery()"
 
 struct probe_opts {
 	const char *conninfo; /* connect with this, or */
@@ -100,6 +119,10 @@ struct probe_result {
 	bool ok;
 	bool auth_failed;     /* SQLSTATE 28P01/28000: do not hammer */
 	bool in_recovery;     /* the server is a standby (when ok) */
+	bool identified;      /* ok, and the two below are known */
+	unsigned long long system_id; /* pg_control_system() */
+	unsigned timeline;    /* see PROBE_QUERY */
+	long long server_start_us; /* pg_postmaster_start_time(), Unix us */
 	char sqlstate[6];     /* "" when unknown */
 	const char *error;    /* one line, no secret; NULL when ok */
 	long long elapsed_us; /* from start to result */

@@ -896,7 +896,7 @@ static void handle_switch(struct client *c, const struct ipc_msg *m,
 		   CLIENT_ARGS(c),
 		   role == ROLE_SECONDARY ? "failover" : "failback", t->name);
 	req.brief = !client_may_subscribe(c, t);
-	failover_request(t, role, &req);
+	failover_request(t, role, &req, m->force);
 }
 
 static void handle_reconnect(struct client *c, const struct ipc_msg *m)
@@ -1268,8 +1268,10 @@ static void pack_failover(struct ipc_writer *w, const struct target *t,
 	if (at)
 		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ",
 			 gmtime_r(&at, &tm));
-	msgpack_pack_map(&w->pk, 11);
+	msgpack_pack_map(&w->pk, 13);
 	ipc_pack_kv_bool(w, "enabled", failover_enabled(t));
+	ipc_pack_kv_str(w, "pair", failover_pair_name(t));
+	ipc_pack_kv_str(w, "warning", failover_warning(t));
 	pack_kv_text(w, "hint", failover_enabled(t) ? NULL : hint, lim->text);
 	ipc_pack_kv_str(w, "current", target_role_name(t->current));
 	ipc_pack_kv_bool(w, "standby", t->standby);

@@ -5,7 +5,7 @@
  *   dbswapctl [--socket PATH] watch TARGET [--show-secret] [--count N]
  *   dbswapctl [--socket PATH] reload
  *   dbswapctl [--socket PATH] set FILE NAME=VALUE... [options] [--wait[=S]]
- *   dbswapctl [--socket PATH] failover|failback TARGET [--wait[=S]]
+ *   dbswapctl [--socket PATH] failover|failback TARGET [--force] [--wait[=S]]
  *   dbswapctl [--socket PATH] reconnect [TARGET] [--wait[=S]]
  *   dbswapctl keygen --out KEYFILE | pubkey KEYFILE
  *   dbswapctl encrypt --pubkey KEY | decrypt --key KEYFILE
@@ -39,14 +39,16 @@ static void usage(FILE *f)
 		"it\n"
 		"  reload                 make the agent re-read its env files "
 		"now\n"
-		"  failover TARGET [--wait[=SECONDS]]\n"
+		"  failover TARGET [--force] [--wait[=SECONDS]]\n"
 		"                         switch TARGET to its secondary now "
 		"(a drill); it stays\n"
 		"                         there until failback; --wait until "
 		"every subscriber acked\n"
-		"  failback TARGET [--wait[=SECONDS]]\n"
+		"  failback TARGET [--force] [--wait[=SECONDS]]\n"
 		"                         switch TARGET back to its primary "
-		"now\n"
+		"now; --force even\n"
+		"                         if both servers of a replicated "
+		"pair are writable\n"
 		"  reconnect [TARGET] [--wait[=SECONDS]]\n"
 		"                         re-open the agent's monitor "
 		"connections and publish the\n"
@@ -165,17 +167,20 @@ int ctl_try_call(dbswap_client *c, enum ipc_type type, struct ipc_msg *reply)
  * an error reply included; exits if the agent cannot be reached or does
  * not answer within timeout_ms. */
 static void ctl_request(dbswap_client *c, enum ipc_type type,
-			const char *target, int timeout_ms,
+			const char *target, bool force, int timeout_ms,
 			struct ipc_msg *reply)
 {
 	uint64_t id = client_next_id(c);
 	struct ipc_writer w;
 	char err[512];
 
-	ipc_writer_init(&w, type, target ? 3 : 2);
+	ipc_writer_init(&w, type, 2 + (target != NULL) + force);
 	ipc_pack_kv_u64(&w, "id", id);
 	if (target)
 		ipc_pack_kv_str(&w, "target", target);
+	/* Sent only when asked for: an agent without it ignores the key. */
+	if (force)
+		ipc_pack_kv_bool(&w, "force", true);
 	if (client_call(c, &w, id, timeout_ms, reply, err, sizeof(err)) < 0) {
 		fprintf(stderr, "dbswapctl: %s\n", err);
 		exit(EXIT_UNREACHABLE);
@@ -185,7 +190,7 @@ static void ctl_request(dbswap_client *c, enum ipc_type type,
 
 void ctl_call(dbswap_client *c, enum ipc_type type, struct ipc_msg *reply)
 {
-	ctl_request(c, type, NULL, CTL_CALL_TIMEOUT_MS, reply);
+	ctl_request(c, type, NULL, false, CTL_CALL_TIMEOUT_MS, reply);
 	if (reply->type == IPC_ERROR) {
 		fprintf(stderr, "dbswapctl: the agent refused %s: %s: %s\n",
 			ipc_type_name(type), reply->code, reply->message);
@@ -530,6 +535,17 @@ static void print_failover(const msgpack_object *t)
 	putchar('\n');
 	if (ctl_str(fo, "last_error", b, sizeof(b)))
 		printf("               last failure: %s\n", b);
+	if (ctl_str(fo, "pair", a, sizeof(a)))
+		printf("               servers: %s\n",
+		       streq(a, "replicated")
+			       ? "a replicated pair (one system identifier)"
+		       : streq(a, "independent")
+			       ? "independent databases"
+		       : streq(a, "same")
+			       ? "one server under two names"
+			       : "not known to be replicated or independent");
+	if (ctl_str(fo, "warning", b, sizeof(b)))
+		printf("               warning: %s\n", b);
 	for (uint32_t i = 0; servers && i < servers->via.array.size; i++)
 		print_server(&servers->via.array.ptr[i]);
 }
@@ -705,6 +721,7 @@ struct switch_args {
 	const char *target;
 	bool wait;
 	int wait_s;
+	bool force; /* failover, failback: even if it splits the brain */
 };
 
 static int parse_switch_args(const char *cmd, int argc, char **argv,
@@ -717,6 +734,9 @@ static int parse_switch_args(const char *cmd, int argc, char **argv,
 		if ((r = ctl_wait_arg(cmd, argv[i], &a->wait, &a->wait_s)) != 0) {
 			if (r < 0)
 				return r;
+		} else if (streq(argv[i], "--force") &&
+			   !streq(cmd, "reconnect")) {
+			a->force = true;
 		} else if (argv[i][0] != '-' && !a->target) {
 			a->target = argv[i];
 		} else {
@@ -782,7 +802,7 @@ static int cmd_switch(const char *socket, enum ipc_type type, const char *to,
 	}
 	snprintf(name, sizeof(name), "dbswapctl %s", cmd);
 	c = ctl_connect(socket, name);
-	ctl_request(c, type, a.target, CTL_SWITCH_TIMEOUT_MS, &reply);
+	ctl_request(c, type, a.target, a.force, CTL_SWITCH_TIMEOUT_MS, &reply);
 	if (reply.type == IPC_ERROR) {
 		ret = switch_error(c, cmd, a.target, &reply);
 		goto out;
@@ -821,7 +841,8 @@ static int cmd_reconnect(const char *socket, int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	c = ctl_connect(socket, "dbswapctl reconnect");
-	ctl_request(c, IPC_RECONNECT, a.target, CTL_CALL_TIMEOUT_MS, &reply);
+	ctl_request(c, IPC_RECONNECT, a.target, false, CTL_CALL_TIMEOUT_MS,
+		    &reply);
 	if (reply.type == IPC_ERROR) {
 		ret = switch_error(c, "reconnect", a.target, &reply);
 		goto out;

@@ -138,7 +138,7 @@ enum ipc_field {
 	F_CONNINFO, F_REASON, F_SERVER, F_INSTANCE, F_CODE, F_MESSAGE,
 	F_TARGETS,
 	F_POOL_MAX, F_POOL_MIN, F_POOL_TIMEOUT_MS, F_POOL_IDLE_TIMEOUT_MS,
-	F_STANDBY,
+	F_STANDBY, F_FORCE,
 };
 
 static bool field_is_str(enum ipc_field f)
@@ -175,7 +175,7 @@ static const struct {
 	{ "pool_max", F_POOL_MAX }, { "pool_min", F_POOL_MIN },
 	{ "pool_timeout_ms", F_POOL_TIMEOUT_MS },
 	{ "pool_idle_timeout_ms", F_POOL_IDLE_TIMEOUT_MS },
-	{ "instance", F_INSTANCE },
+	{ "instance", F_INSTANCE }, { "force", F_FORCE },
 };
 
 PRINTF(3, 4)
@@ -408,6 +408,11 @@ static int decode_field(struct ipc_msg *m, enum ipc_field f,
 			return -EPROTO;
 		m->has_valid = true;
 		m->valid = v->via.boolean;
+		return 0;
+	case F_FORCE:
+		if (v->type != MSGPACK_OBJECT_BOOLEAN)
+			return -EPROTO;
+		m->force = v->via.boolean;
 		return 0;
 	case F_STANDBY:
 		if (v->type != MSGPACK_OBJECT_BOOLEAN)

@@ -50,6 +50,7 @@ struct ipc_msg {
 	char *reason;   /* update: why the value changed */
 	char *server;   /* update: "primary", "secondary" or "none" */
 	bool standby;   /* update: the server is in recovery (read-only) */
+	bool force;     /* failover, failback: even if it splits the brain */
 	char *instance; /* hello (agent's), update, ack, nack: the agent
 			 * instance, IPC_INSTANCE_LEN lowercase hex digits */
 	char *code;     /* error */

@@ -769,6 +769,27 @@ def _drop_template():
             _template = None
 
 
+def _crc32c_table():
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC32C = _crc32c_table()
+
+
+def _crc32c(data):
+    """CRC-32C (Castagnoli), as PostgreSQL's pg_control uses."""
+    c = 0xFFFFFFFF
+    for b in data:
+        c = _CRC32C[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
 class PgCluster:
     """A PostgreSQL cluster in a temp dir, listening on 127.0.0.1 at a free
     port and on a unix socket in sockdir, password (scram) auth everywhere.
@@ -780,12 +801,19 @@ class PgCluster:
     host = '127.0.0.1'
     superuser = 'postgres'
 
-    def __init__(self, settings=None, start_attempts=5, template=True):
+    def __init__(self, settings=None, start_attempts=5, template=True,
+                 replica_of=None):
         """settings: extra server settings ({'log_connections': 'on'}).
         template: copy a data dir initdb'd once per process (the superuser
         password is then shared by this process's clusters) rather than
-        run initdb again."""
+        run initdb again.  Each copy gets a system identifier of its own
+        (_new_system_identifier()): clusters made apart are independent
+        databases, as real ones are, and the agent tells a replicated pair
+        from an independent one by that identifier.
+        replica_of: a running PgCluster to make a streaming replica of
+        (pg_basebackup -R, see replica()); template is then ignored."""
         self.settings = dict(settings or {})
+        self.replica_of = replica_of
         self.dir = None
         self.port = None
         self.postmaster_pid = None
@@ -819,12 +847,15 @@ class PgCluster:
         os.mkdir(self.sockdir, 0o755)
         _chown_server(self.sockdir)
 
-        if template:
+        if self.replica_of is not None:
+            self._base_backup(self.replica_of)
+        elif template:
             tpl, self.superuser_password = _pg_template()
             r = self._server_cmd(['cp', '-a', os.path.join(tpl, 'data'),
                                   self.datadir])
             if r.returncode != 0:
                 raise PgError(f'copying the template failed: {r.stderr}')
+            self._new_system_identifier()
         else:
             self.superuser_password = secrets.token_urlsafe(24)
             _initdb(self.dir, self.superuser_password)
@@ -1007,6 +1038,122 @@ class PgCluster:
             os.kill(pid, signal.SIGKILL)
         except (OSError, ValueError):
             pass
+
+    # -- replicas (issue 16: a promoted replica and its old primary)
+
+    REPLICATION_ROLE = 'replicator'
+
+    def _replication_password(self):
+        """Creates the replication role on this cluster once; returns its
+        password.  initdb -A scram-sha-256 writes pg_hba lines for
+        replication from local sockets and 127.0.0.1 (scram), and the
+        defaults (wal_level replica, max_wal_senders 10) allow a base
+        backup and streaming: nothing else to configure."""
+        if getattr(self, '_repl_password', None) is None:
+            pw = secrets.token_urlsafe(24)
+            self.durable_sql(f'CREATE ROLE {self.REPLICATION_ROLE} '
+                             f'REPLICATION LOGIN PASSWORD {quote_literal(pw)}')
+            self._repl_password = pw
+        return self._repl_password
+
+    def _base_backup(self, primary):
+        # As the server user, into datadir (which pg_basebackup creates),
+        # over primary's unix socket; -R writes standby.signal and a
+        # primary_conninfo (with the password: a test's throwaway role) into
+        # postgresql.auto.conf.  The superuser and its password come with
+        # the copy.
+        if not primary.running:
+            raise PgError('replica_of: the primary is not running')
+        self.superuser_password = primary.superuser_password
+        env = _pg_clean_env()
+        env.update(LC_ALL='C', PGPASSWORD=primary._replication_password())
+        argv = [_pg_bin('pg_basebackup'), '-D', self.datadir, '-R',
+                '-X', 'stream', '-c', 'fast', '--no-sync',
+                '-h', primary.sockdir, '-p', str(primary.port),
+                '-U', self.REPLICATION_ROLE, '-w']
+        try:
+            r = subprocess.run(argv, cwd=self.dir, env=env,
+                               stdin=subprocess.DEVNULL, capture_output=True,
+                               text=True, timeout=120, **_server_user())
+        except subprocess.TimeoutExpired as e:
+            raise PgError('pg_basebackup timed out') from e
+        if r.returncode != 0:
+            raise PgError(f'pg_basebackup failed:\n{r.stdout}{r.stderr}')
+
+    def replica(self, settings=None):
+        """A new PgCluster streaming from this one (a hot standby: in
+        recovery, read-only, same system identifier), started on a free
+        port; returns once it accepts connections.  Close it like any
+        cluster."""
+        return PgCluster(settings=settings, replica_of=self)
+
+    def in_recovery(self):
+        return self.sql('SELECT pg_is_in_recovery()') == 't'
+
+    def promote(self, timeout=DEFAULT_TIMEOUT):
+        """pg_ctl promote; returns once pg_is_in_recovery() is false (the
+        server takes writes, on a new timeline)."""
+        r = self._server_cmd([_pg_bin('pg_ctl'), '-w', '-t', '30',
+                              '-D', self.datadir, 'promote'])
+        if r.returncode != 0:
+            raise PgError(f'pg_ctl promote failed:\n{r.stdout}{r.stderr}')
+        wait_for(lambda: not self.in_recovery(), timeout,
+                 what='the promoted server out of recovery')
+
+    def system_identifier(self):
+        """pg_control_system()'s system_identifier, as an int: the same
+        for a cluster and its replicas, different for clusters made
+        apart."""
+        return int(self.sql('SELECT system_identifier '
+                            'FROM pg_control_system()'))
+
+    def checkpoint_timeline(self):
+        """pg_control_checkpoint()'s timeline_id: the timeline of the last
+        checkpoint (restartpoint on a standby).  On a promoted server it
+        moves to the new timeline only when the end-of-recovery
+        checkpoint, which promotion requests but does not wait for, is
+        done: see timeline()."""
+        return int(self.sql('SELECT timeline_id FROM pg_control_checkpoint()'))
+
+    def timeline(self):
+        """The timeline the server is on now.  A server out of recovery
+        writes WAL on it: the first 8 hex digits of the name of the WAL
+        file it writes (pg_walfile_name(pg_current_wal_lsn())), which moves
+        the moment promotion ends.  A standby has no WAL of its own (both
+        functions refuse in recovery): the timeline it replays, which is
+        its checkpoint's (restartpoint's) unless one came in since."""
+        return int(self.sql(
+            'SELECT CASE WHEN pg_is_in_recovery() '
+            'THEN (SELECT timeline_id FROM pg_control_checkpoint()) '
+            "ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), "
+            '1, 8))::bit(32)::int END'))
+
+    def _new_system_identifier(self):
+        """Gives a copy of the template a system identifier of its own:
+        writes a new one into global/pg_control (and its CRC), then lets
+        pg_resetwal write a fresh WAL segment bearing it (a WAL page whose
+        identifier differs from pg_control's is refused at startup).  The
+        copy is a cleanly shut down cluster, so pg_resetwal loses
+        nothing."""
+        path = os.path.join(self.datadir, 'global', 'pg_control')
+        with open(path, 'rb') as f:
+            data = bytearray(f.read())
+        # The CRC (CRC-32C) follows the fields it covers; its offset is
+        # version-dependent, so find it: the 4-byte-aligned place where
+        # the CRC of everything before it is stored.
+        at = next((i for i in range(8, 1024, 4)
+                   if struct.unpack_from('<I', data, i)[0]
+                   == _crc32c(bytes(data[:i]))), None)
+        if at is None:
+            raise PgError('pg_control: no CRC found')
+        sysid = (int(time.time()) << 32) | secrets.randbits(32)
+        struct.pack_into('<Q', data, 0, sysid)
+        struct.pack_into('<I', data, at, _crc32c(bytes(data[:at])))
+        with open(path, 'r+b') as f:
+            f.write(data)
+        r = self._server_cmd([_pg_bin('pg_resetwal'), '-D', self.datadir])
+        if r.returncode != 0:
+            raise PgError(f'pg_resetwal failed:\n{r.stdout}{r.stderr}')
 
     def log(self):
         """The server log so far."""

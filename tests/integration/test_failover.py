@@ -73,7 +73,8 @@ POOL_MAX = 4
 LOAD_ARGS = ('--tx', '--pause-ms', 2)
 
 # PROTOCOL.md, servers' "health".
-HEALTH_VALUES = {'up', 'suspect', 'down', 'recovering', 'unknown', 'off'}
+HEALTH_VALUES = {'up', 'suspect', 'down', 'recovering', 'rejected', 'unknown',
+                 'off'}
 
 RFC3339 = re.compile(r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?'
                      r'(Z|[+-]\d\d:\d\d)$')
@@ -276,14 +277,15 @@ class TwoClusters(unittest.TestCase):
 
     # -- checking updates and pool-load
 
-    def check_update(self, rec, since, generation, reason, server_, url):
+    def check_update(self, rec, since, generation, reason, server_, url,
+                     standby=False):
         _, _, u = rec.wait(lambda u: u['generation'] >= generation,
                            since=since, what=f'generation {generation}')
         self.assertEqual(u['generation'], generation, rec.describe())
         self.assertEqual((u.get('reason', 'rotation'),
                           u.get('server', 'primary')), (reason, server_),
                          f'update {masked(u)}')
-        self.assertFalse(u.get('standby', False), masked(u))
+        self.assertEqual(u.get('standby', False), standby, masked(u))
         self.assertEqual(u['conninfo'], url,
                          f'generation {generation} ({reason}) carries the '
                          f'wrong value')

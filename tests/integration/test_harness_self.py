@@ -437,6 +437,57 @@ class TestPgCluster(unittest.TestCase):
                 p.stdout.close()
 
 
+class TestReplica(unittest.TestCase):
+    """PgCluster.replica(), promote() and the identity helpers (issue 16:
+    the agent tells a replicated pair from an independent one by them)."""
+
+    def test_clusters_made_apart_are_independent(self):
+        # Template copies included: each gets its own system identifier.
+        with h.PgCluster() as a, h.PgCluster() as b, \
+                h.PgCluster(template=False) as c:
+            ids = {a.system_identifier(), b.system_identifier(),
+                   c.system_identifier()}
+            self.assertEqual(len(ids), 3, ids)
+            for pg in (a, b, c):
+                self.assertFalse(pg.in_recovery())
+                self.assertEqual(pg.timeline(), 1)
+                self.assertEqual(pg.checkpoint_timeline(), 1)
+                pg.stop('immediate')  # a crash, and back: WAL is sane
+                pg.start()
+                self.assertEqual(pg.sql('select 1'), '1')
+
+    def test_replica_promote_and_the_old_primary_back(self):
+        with h.PgCluster() as primary, primary.replica() as standby:
+            self.assertEqual(standby.system_identifier(),
+                             primary.system_identifier())
+            self.assertTrue(standby.in_recovery())
+            self.assertEqual(standby.timeline(), 1)
+            primary.durable_sql('CREATE TABLE t (x int); '
+                                'INSERT INTO t VALUES (42)')
+            h.wait_for(lambda: standby.sql('SELECT x FROM t') == '42',
+                       what='the row streamed to the replica')
+            with self.assertRaises(h.PgError):
+                standby.sql('INSERT INTO t VALUES (1)')  # read-only
+
+            primary.stop('immediate')
+            standby.promote()
+            self.assertFalse(standby.in_recovery())
+            standby.sql('INSERT INTO t VALUES (2)')
+            # The live timeline moves at once; the checkpoint's only with
+            # the end-of-recovery checkpoint (spread: may take minutes).
+            self.assertEqual(standby.timeline(), 2)
+            self.assertIn(standby.checkpoint_timeline(), (1, 2))
+
+            # The old primary, restarted, is writable on its old
+            # timeline: the split brain the agent must not fail back to.
+            primary.start()
+            self.assertFalse(primary.in_recovery())
+            self.assertEqual(primary.timeline(), 1)
+            primary.sql('INSERT INTO t VALUES (3)')
+            self.assertEqual(primary.system_identifier(),
+                             standby.system_identifier())
+
+
 class TestConninfo(unittest.TestCase):
 
     def test_parse(self):

@@ -403,6 +403,7 @@ class Protocol(ClusterTest):
         # No secondary: failover off, and status says how to turn it on.
         fo = t['failover']
         self.assertEqual(set(fo), {'enabled', 'hint', 'current', 'standby',
+                                   'pair', 'warning',
                                    'failover_available', 'held',
                                    'failure_count', 'failovers',
                                    'last_failover', 'seconds_since_failover',

@@ -822,6 +822,39 @@ static void test_not_a_map(void)
 }
 
 /* A value of the wrong msgpack type for each known key. */
+/* failback (and failover) may carry "force" (issue 16); absent is false. */
+static void test_force(void)
+{
+	struct ipc_writer w;
+	struct ipc_msg m;
+	char err[128] = "";
+
+	ipc_writer_init(&w, IPC_FAILBACK, 4);
+	ipc_pack_kv_u64(&w, "id", 4);
+	ipc_pack_kv_str(&w, "target", "DATABASE_URL");
+	ipc_pack_kv_bool(&w, "force", true);
+	CHECK_INT(decode(&m, &w, err, sizeof(err)), ==, 0);
+	CHECK_INT(m.type, ==, IPC_FAILBACK);
+	CHECK(m.force);
+	ipc_msg_fini(&m);
+	ipc_writer_fini(&w);
+
+	ipc_writer_init(&w, IPC_FAILOVER, 3);
+	ipc_pack_kv_str(&w, "target", "DATABASE_URL");
+	ipc_pack_kv_bool(&w, "force", false);
+	CHECK_INT(decode(&m, &w, err, sizeof(err)), ==, 0);
+	CHECK(!m.force);
+	ipc_msg_fini(&m);
+	ipc_writer_fini(&w);
+
+	ipc_writer_init(&w, IPC_FAILBACK, 2);
+	ipc_pack_kv_str(&w, "target", "DATABASE_URL");
+	CHECK_INT(decode(&m, &w, err, sizeof(err)), ==, 0);
+	CHECK(!m.force);
+	ipc_msg_fini(&m);
+	ipc_writer_fini(&w);
+}
+
 static void test_wrong_types(void)
 {
 	static const struct {
@@ -863,6 +896,9 @@ static void test_wrong_types(void)
 		{ "server", { 0xc3 }, 1 },
 		{ "standby", { 0xa1, 't' }, 2 },
 		{ "standby", { 0x01 }, 1 },
+		{ "force", { 0xa1, 't' }, 2 },
+		{ "force", { 0x01 }, 1 },
+		{ "force", { 0xc0 }, 1 },
 		{ "code", { 0xc2 }, 1 },
 		{ "message", { 0x90 }, 1 },
 		{ "pool_max", { 0xa1, '7' }, 2 },
@@ -1670,6 +1706,7 @@ int main(void)
 	RUN(test_required);
 	RUN(test_instance);
 	RUN(test_not_a_map);
+	RUN(test_force);
 	RUN(test_wrong_types);
 	RUN(test_duplicates);
 	RUN(test_duplicates_anywhere);
