@@ -72,6 +72,12 @@ while True:
 '''
 
 
+def flood(n):
+    """n versions for a flood test, fewer where the agent runs slowed down
+    (valgrind): there the point is its memory, not the rate limit."""
+    return max(int(n / h.TIMEOUT_SCALE), 20)
+
+
 def ctl(*args, input=None, check=True):
     r = subprocess.run([CTL, *args], input=input, capture_output=True,
                        timeout=60)
@@ -601,7 +607,7 @@ class Trust(ClusterTest):
         version is in force again (and uses it)."""
         u, app, agent = self.user_layer_agent()
         mark = len(agent.log())
-        n = 2000
+        n = flood(2000)
         start = time.monotonic()
         with agent.client() as c:
             write = self.version_writer(u, app, c)
@@ -639,7 +645,8 @@ class Trust(ClusterTest):
         # version's line: generous, as the elapsed time is.
         bound = 20 + 6 * (elapsed + 2) + 2
         self.assertLessEqual(len(got), bound, '\n'.join(got[-5:]))
-        self.assertLess(len(got), n / 4)
+        if h.TIMEOUT_SCALE == 1:
+            self.assertLess(len(got), n / 4)
         self.assertTrue(any(summary.search(ln) for ln in got))
         self.assertTrue(any('good again' in ln for ln in got),
                         '\n'.join(got[-5:]))
@@ -676,7 +683,7 @@ class Trust(ClusterTest):
         self.addCleanup(writer.stdout.close)
         self.addCleanup(writer.wait)
         self.addCleanup(writer.kill)
-        n = 2000
+        n = flood(2000)
         start = time.monotonic()
         with agent.client() as c:
             for k in range(n):
@@ -703,7 +710,8 @@ class Trust(ClusterTest):
               f'{counted()[2]} left out')
         self.assertLessEqual(len(got), 20 + 6 * (elapsed + 2) + 2,
                              '\n'.join(got[-5:]))
-        self.assertLess(len(got), n / 4)
+        if h.TIMEOUT_SCALE == 1:
+            self.assertLess(len(got), n / 4)
 
     def test_f_log_lines_a_targets_values_cause_are_bounded(self):
         """A user who may write a target's value writes 300 new values,
@@ -711,7 +719,7 @@ class Trust(ClusterTest):
         bounded, and a later one says how many were left out."""
         u, app, agent = self.user_layer_agent()
         mark = len(agent.log())
-        n = 300
+        n = flood(300)
         start = time.monotonic()
         with agent.client() as c:
             write = self.version_writer(u, app, c)
@@ -731,7 +739,8 @@ class Trust(ClusterTest):
         print(f'{n} rejected values in {elapsed:.1f} s: {len(got)} lines')
         self.assertLessEqual(len(got), 20 + 6 * (elapsed + 3) + 2,
                              '\n'.join(got[-5:]))
-        self.assertLess(len(got), n / 4)
+        if h.TIMEOUT_SCALE == 1:
+            self.assertLess(len(got), n / 4)
         # status keeps the whole truth.
         self.assertIn('//last:', h.target_status(agent, 'APP_URL')['error'])
 
