@@ -111,7 +111,7 @@ export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 export type LogFunction = (level: LogLevel, message: string) => void;
 
 /** Why a value changed (the update's `reason`). */
-export type UpdateReason = 'rotation' | 'failover' | 'failback' | 'manual' | 'unavailable' | 'reconnect';
+export type UpdateReason = 'rotation' | 'failover' | 'failback' | 'manual' | 'unavailable' | 'reconnect' | 'promoted' | 'demoted';
 /** Which server a value is for; `none`: no server is available. */
 export type ServerRole = 'primary' | 'secondary' | 'none';
 
