@@ -42,6 +42,8 @@ struct authguard {
 	ino_t ino;
 	uint64_t left;    /* bytes of a vetted message not read yet */
 	bool tunnel;      /* the server said 'G': GSSAPI's handshake follows */
+	bool heard;       /* a byte came from the server */
+	bool closed_early; /* it closed before saying a word */
 	bool waiting;
 	const char *refused;
 };
@@ -74,6 +76,11 @@ void authguard_forget(struct authguard *g)
 	if (g->next)
 		g->next->prev = g->prev;
 	free(g);
+}
+
+bool authguard_closed_early(const struct authguard *g)
+{
+	return g && g->closed_early;
 }
 
 const char *authguard_refused(const struct authguard *g)
@@ -168,8 +175,27 @@ size_t authguard_vet(uint64_t *left, const unsigned char *buf, size_t n,
 	return at;
 }
 
+static ssize_t authguard_recv_vetted(struct authguard *g, int fd,
+				     unsigned char *buf, size_t len);
+
+/* Notes whether the server closed before sending anything: a server
+ * that accepts a connection and drops it unanswered is dying (its
+ * postmaster gone with connections still in its backlog). */
 static ssize_t authguard_recv(struct authguard *g, int fd,
 			      unsigned char *buf, size_t len)
+{
+	ssize_t n = authguard_recv_vetted(g, fd, buf, len);
+
+	if (n > 0)
+		g->heard = true;
+	else if (!g->heard && (n == 0 || errno == ECONNRESET) &&
+		 !g->refused)
+		g->closed_early = true;
+	return n;
+}
+
+static ssize_t authguard_recv_vetted(struct authguard *g, int fd,
+				     unsigned char *buf, size_t len)
 {
 	ConnStatusType st = PQstatus(g->conn);
 	struct stat s;
@@ -184,6 +210,7 @@ static ssize_t authguard_recv(struct authguard *g, int fd,
 		g->ino = s.st_ino;
 		g->left = 0;
 		g->tunnel = false;
+		g->heard = g->closed_early = false;
 	}
 	g->waiting = false;
 	if (g->refused) {

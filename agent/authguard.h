@@ -58,6 +58,10 @@ void authguard_forget(struct authguard *g);
  * malformed message"), words to follow "the server at HOST", or NULL. */
 const char *authguard_refused(const struct authguard *g);
 
+/* Whether the server closed the connection (or reset it) before sending
+ * a byte. */
+bool authguard_closed_early(const struct authguard *g);
+
 /* Whether the last read stopped at a message only partly here. */
 bool authguard_waiting(const struct authguard *g);
 

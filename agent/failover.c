@@ -309,6 +309,12 @@ static void failover_sync_monitors(struct target *t)
 	const struct health *sh = t->src[ROLE_SECONDARY].health;
 	bool calm = t->current == ROLE_SECONDARY && sh &&
 		    sh->state == HEALTH_UP;
+
+	if (t->src[ROLE_PRIMARY].health)
+		health_set_peer(t->src[ROLE_PRIMARY].health, sh);
+	if (sh)
+		health_set_peer(t->src[ROLE_SECONDARY].health,
+				t->src[ROLE_PRIMARY].health);
 	for (int r = 0; r < ROLE_COUNT; r++) {
 		struct health *h = t->src[r].health;
 		if (h)

@@ -283,6 +283,26 @@ static void health_go_down(struct health *h, const char *why)
 		   (long long)((now_us() - h->first_failure_us) / 1000), why);
 }
 
+/* A failed check that leaves no doubt: down at once, without the
+ * confirming checks. */
+static void health_gone(struct health *h, const char *why, bool refused)
+{
+	char line[1024];
+
+	free(h->error);
+	h->error = strdup(why);
+	h->auth_failed = false;
+	h->successes = 0;
+	if (h->failures++ == 0)
+		h->first_failure_us = now_us();
+	snprintf(line, sizeof(line), "%s (its connection %s, and a new one "
+		 "failed: no more checks needed)", why,
+		 h->lost_shutdown ? "said it shuts down"
+				  : refused ? "closed and nothing listens"
+					    : "closed");
+	health_go_down(h, line);
+}
+
 /* The server refused the credentials: it answers, so this is no failure
  * of the server (not counted toward down), and logins are bounded. */
 static void health_rejected(struct health *h, const char *why)
@@ -400,8 +420,22 @@ static void health_check_done(const struct probe_result *res, void *data)
 		health_passed(h, res, c->on_conn);
 		health_watch_conn(h, res->conn);
 	} else {
-		health_fail(h, res->error, res->auth_failed);
+		/* A server whose monitor connection closed and that now
+		 * refuses connections (nothing listens) or says it is shutting
+		 * down is gone: waiting for more refusals would only keep the
+		 * apps on it.  A timeout is never this sure. */
+		if (h->lost && !res->auth_failed &&
+		    (h->lost_shutdown || res->refused || res->closed_early ||
+		     streq(res->sqlstate, "57P03")) &&
+		    h->peer && h->peer->state == HEALTH_UP &&
+		    (h->state == HEALTH_UP || h->state == HEALTH_UNKNOWN ||
+		     h->state == HEALTH_SUSPECT))
+			health_gone(h, res->error, res->refused);
+		else
+			health_fail(h, res->error, res->auth_failed);
 	}
+	if (res->ok)
+		h->lost = h->lost_shutdown = false;
 	health_plan(h);
 	h->fn(h, h->data);
 }
@@ -422,6 +456,8 @@ static void health_idle_event(struct loop_source *s, uint32_t events,
 	}
 	pqerr_line(PQerrorMessage(h->conn), line, sizeof(line), sqlstate);
 	health_drop_conn(h);
+	h->lost = true;
+	h->lost_shutdown = streq(sqlstate, "57P01") || streq(sqlstate, "57P02");
 	log_target(LOG_WARNING, "connection-lost", h->name, 0,
 		   "%s: monitor connection lost (%s); checking now", h->label,
 		   line);
@@ -540,6 +576,11 @@ void health_check_now(struct health *h)
 		return;
 	health_start_check(h);
 	health_plan(h);
+}
+
+void health_set_peer(struct health *h, const struct health *peer)
+{
+	h->peer = peer;
 }
 
 void health_set_down_retry(struct health *h, int64_t ms)

@@ -98,6 +98,13 @@ struct health {
 	int64_t ok_us;             /* now_us() when a check last passed */
 	int64_t down_since_wall;   /* unix seconds, while down or recovering */
 	int64_t first_failure_us;  /* now_us() of the first failure in a row */
+	/* The monitor connection closed (lost_shutdown: saying the server
+	 * shuts down, 57P01/57P02), and no check has passed since. */
+	bool lost, lost_shutdown;
+	/* The other server's health: a sure failure is acted on at once
+	 * only while that one is up (else waiting costs nothing, and a
+	 * server restarting in a few hundred ms keeps its apps). */
+	const struct health *peer;
 	int64_t down_since_us;     /* now_us() when it went down */
 	char *error;          /* the last failure, masked; NULL before any */
 
@@ -143,6 +150,9 @@ void health_check_now(struct health *h);
 /* How often to retry while down; 0: backoff from HEALTH_CONFIRM_MS up to
  * the check interval. */
 void health_set_down_retry(struct health *h, int64_t ms);
+
+/* The other server of the same target, or NULL. */
+void health_set_peer(struct health *h, const struct health *peer);
 
 /* The settings changed: re-plans the next check (and calls the owner's
  * callback if a lower threshold made the server down). */

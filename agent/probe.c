@@ -161,6 +161,10 @@ static void probe_finish(struct probe *p, const char *error)
 		res.error = buf;
 		res.auth_failed = pqerr_is_auth(res.sqlstate) ||
 				  (p->conn && PQconnectionNeedsPassword(p->conn));
+		/* libpq words a refused connect() with strerror(), in this
+		 * process's locale. */
+		res.refused = strstr(error, strerror(ECONNREFUSED)) != NULL;
+		res.closed_early = authguard_closed_early(p->guard);
 	}
 	probe_done_fn *fn = p->fn;
 	void *data = p->data;

@@ -124,6 +124,8 @@ struct probe_result {
 	unsigned timeline;    /* see PROBE_QUERY */
 	long long server_start_us; /* pg_postmaster_start_time(), Unix us */
 	char sqlstate[6];     /* "" when unknown */
+	bool refused;         /* a connection was refused: nothing listens */
+	bool closed_early;    /* one was closed before the server said a word */
 	const char *error;    /* one line, no secret; NULL when ok */
 	long long elapsed_us; /* from start to result */
 	PGconn *conn;         /* with keep and ok: the callback owns it */
