@@ -12,7 +12,15 @@
  * dropped connection is not an outage).  After a failure, checks repeat
  * every HEALTH_CONFIRM_MS on fresh connections, several in flight when
  * they hang, until the server answers or reaches the failure threshold:
- * then it is down.  A down server is retried at the owner's pace; once it
+ * then it is down.  A failure that leaves no doubt skips the confirming:
+ * the monitor connection closed (or said the server shuts down: 57P01,
+ * 57P02) and the check that followed was refused (nothing listens),
+ * dropped before the server said a word (a postmaster gone with
+ * connections in its backlog) or answered 57P03 (shutting down).  It is
+ * down at once, but only while the other server (the peer) is up: with
+ * nowhere to go, waiting costs nothing, and a server that restarts in a
+ * few hundred ms keeps its apps.  A down server is retried at the owner's
+ * pace; once it
  * answers it must pass `threshold` checks in a row, one check interval
  * apart, to be up again.
  *
