@@ -385,11 +385,13 @@ def markdown(res):
     out.append(b.md_table(['design', 'crash: queries flow again after',
                            'failed queries', 'hang: queries flow again '
                            'after', 'failed queries'], rows))
-    out.append(f'dbswap is slower than libpq on a crash: it confirms the '
-               f'failure ({threshold} checks, {res["params"]["confirm_ms"]} '
-               f'ms apart, on new connections) before it moves every app, '
-               f'where libpq moves each connection on its first error.  It '
-               f'is the only one that leaves a hung primary: libpq waits on '
+    out.append(f'On a crash the agent moves every app as soon as it is sure: '
+               f'its monitor connection closed and a new connection was '
+               f'refused (or dropped unanswered, or told the server shuts '
+               f'down); a failure that leaves doubt is confirmed '
+               f'({threshold} checks, {res["params"]["confirm_ms"]} ms '
+               f'apart).  libpq moves each connection on its first error, '
+               f'one reconnect at a time.  dbswap is the only one that leaves a hung primary: libpq waits on '
                f'the socket forever, and a poller waits for its checks.  '
                f'Each of the crash\'s failed queries is one that was running '
                f'on the primary when it died; none fails after the switch.  '
