@@ -582,6 +582,17 @@ static void failover_evaluate(struct loop_timer *timer, void *data)
 	failover_sync_monitors(t);
 	/* Readiness waits for the first publish decided here. */
 	systemd_changed(t->agent);
+	if (t->switch_probe && t->switch_to == ROLE_SECONDARY &&
+	    !failover_enabled(t)) {
+		/* The secondary was taken out of the files while a switch to
+		 * it was under way: the apps must not be sent to it. */
+		probe_cancel(t->switch_probe);
+		t->switch_probe = NULL;
+		log_info("%s: the switch to the secondary is cancelled: %s is "
+			 "no longer defined", t->name, t->src[ROLE_SECONDARY].var);
+		failover_reply(t, "cancelled: the secondary was taken out of "
+			       "the files", 0);
+	}
 	if (t->switch_probe)
 		return; /* decided again when it is done */
 	if (t->generation == 0) {

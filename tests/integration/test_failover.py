@@ -741,6 +741,38 @@ class Control(TwoClusters):
                           t['failover']['held']), (1, 'primary', False),
                          brief(t))
 
+    def test_switch_cancelled_when_the_secondary_is_taken_out(self):
+        """A switch to the secondary under way (the secondary hangs, so
+        it lasts) when DATABASE_URL_SECONDARY is taken out of the files:
+        the switch is cancelled, the request says so, and the apps stay
+        on the primary even once the secondary answers again."""
+        settings = {'DB_CONNECTION_TIMEOUT': int(8000 * h.TIMEOUT_SCALE)}
+        self.write_env(settings=settings)
+        agent = self.start_agent()
+        rec = self.recorder(agent)
+        status = self.status_client(agent)
+        t = self.wait_ready(agent, subscribers=1)
+        g0, mark = t['generation'], rec.mark()
+        self.pause(self.secondary)
+        c = agent.client(name='test-failover-request')
+        self.addCleanup(c.close)
+        c.send({'type': 'failover', 'target': TARGET, 'id': 7})
+        agent.wait_log(r'manual failover requested')
+        start = time.monotonic()
+        self.write_env(settings=settings, secondary=False)
+        reply = c.recv(timeout=10)
+        took = time.monotonic() - start
+        self.assertEqual(reply['type'], 'error', reply)
+        self.assertIn('cancelled', reply.get('message', ''), reply)
+        # Well before the switch's own timeout.
+        self.assertLess(took, 6 * h.TIMEOUT_SCALE, reply)
+        self.secondary.resume()
+        time.sleep(1.0)
+        t = h.target_status(status, TARGET)
+        self.assertEqual((t['generation'], t['failover']['current']),
+                         (g0, 'primary'), brief(t))
+        self.assertEqual(rec.updates()[mark:], [], rec.describe())
+
     def test_manual_failover_holds_until_failback(self):
         # Short settings, so that an automatic failback, were it allowed,
         # would come within retry + interval = 0.7 s.  The connection
