@@ -283,18 +283,25 @@ static void health_go_down(struct health *h, const char *why)
 		   (long long)((now_us() - h->first_failure_us) / 1000), why);
 }
 
-/* A failed check that leaves no doubt: down at once, without the
- * confirming checks. */
-static void health_gone(struct health *h, const char *why, bool refused)
+/* Counts a failure of the server (not of the credentials), why it
+ * failed kept for status. */
+static void health_count_failure(struct health *h, const char *why)
 {
-	char line[1024];
-
 	free(h->error);
 	h->error = strdup(why);
 	h->auth_failed = false;
 	h->successes = 0;
 	if (h->failures++ == 0)
 		h->first_failure_us = now_us();
+}
+
+/* A failed check that leaves no doubt: down at once, without the
+ * confirming checks. */
+static void health_gone(struct health *h, const char *why, bool refused)
+{
+	char line[1024];
+
+	health_count_failure(h, why);
 	snprintf(line, sizeof(line), "%s (its connection %s, and a new one "
 		 "failed: no more checks needed)", why,
 		 h->lost_shutdown ? "said it shuts down"
@@ -334,12 +341,7 @@ void health_fail(struct health *h, const char *why, bool auth)
 		health_rejected(h, why);
 		return;
 	}
-	free(h->error);
-	h->error = strdup(why);
-	h->auth_failed = false;
-	h->successes = 0;
-	if (h->failures++ == 0)
-		h->first_failure_us = now_us();
+	health_count_failure(h, why);
 	switch (h->state) {
 	case HEALTH_UNKNOWN:
 	case HEALTH_UP:
