@@ -151,6 +151,13 @@ static bool source_answers(const struct source *s)
 	       !source_rejected(s);
 }
 
+/* Answers, and may be used when no server is: a server that flapped
+ * must have passed its hold (health.h). */
+static bool source_settled(const struct source *s)
+{
+	return source_answers(s) && health_settled(s->health);
+}
+
 bool failover_available(const struct target *t)
 {
 	enum target_role other = t->current == ROLE_SECONDARY ? ROLE_PRIMARY
@@ -367,14 +374,18 @@ static enum target_role failover_choose(const struct target *t,
 	if (source_answers(p) && source_answers(s) &&
 	    failover_pair(t) == PAIR_REPLICATED &&
 	    p->health->in_recovery == 0 && s->health->in_recovery == 0 &&
-	    p->health->timeline != s->health->timeline)
-		return p->health->timeline > s->health->timeline
-			       ? ROLE_PRIMARY : ROLE_SECONDARY;
+	    p->health->timeline != s->health->timeline) {
+		const struct source *newer =
+			p->health->timeline > s->health->timeline ? p : s;
+		if (!source_settled(newer))
+			return ROLE_NONE;
+		return newer == p ? ROLE_PRIMARY : ROLE_SECONDARY;
+	}
 	/* Not to a server the other one has moved past (both answering). */
-	bool p_ok = source_answers(p) &&
+	bool p_ok = source_settled(p) &&
 		    !(source_answers(s) &&
 		      failover_splits(t, ROLE_PRIMARY, blocked, size));
-	bool s_ok = source_answers(s) &&
+	bool s_ok = source_settled(s) &&
 		    !(source_answers(p) &&
 		      failover_splits(t, ROLE_SECONDARY, blocked, size));
 	if (p_ok && p->health->in_recovery != 1)

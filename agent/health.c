@@ -22,7 +22,9 @@ struct health_check {
 	struct health *h;
 	struct probe *probe;
 	bool busy;
-	bool on_conn; /* runs on the monitor connection */
+	bool on_conn;   /* runs on the monitor connection */
+	bool heartbeat; /* PROBE_QUERY_BASIC only */
+	int64_t started_ms;
 };
 
 /* The slots live beside the public struct, which health.h keeps free of
@@ -61,6 +63,39 @@ static unsigned health_inflight(struct health *h)
 	return n;
 }
 
+/* The check interval bounds every pace: with checks more often than the
+ * heartbeat, each check is one. */
+static int64_t health_pace(const struct health *h, int64_t ms)
+{
+	return MIN(ms, h->cfg->interval_ms);
+}
+
+static int64_t health_late_ms(const struct health *h)
+{
+	return MIN(HEALTH_LATE_MS, h->cfg->timeout_ms / 2);
+}
+
+/* When the check on the monitor connection in flight is late (now_ms()
+ * clock), or -1 when there is none. */
+static int64_t health_late_at(struct health *h)
+{
+	for (int i = 0; i < HEALTH_INFLIGHT_MAX; i++) {
+		const struct health_check *c = &PRIV(h)->checks[i];
+		if (c->busy && c->on_conn)
+			return c->started_ms + health_late_ms(h);
+	}
+	return -1;
+}
+
+int64_t health_hold_ms(const struct health *h)
+{
+	if (h->flaps == 0)
+		return 0;
+	if (h->flaps >= 20)
+		return HEALTH_HOLD_MAX_MS;
+	return MIN((int64_t)HEALTH_RECOVER_MS << h->flaps, HEALTH_HOLD_MAX_MS);
+}
+
 static void health_cancel_checks(struct health *h)
 {
 	for (int i = 0; i < HEALTH_INFLIGHT_MAX; i++) {
@@ -83,6 +118,8 @@ static void health_drop_conn(struct health *h)
 }
 
 static void health_check_done(const struct probe_result *res, void *data);
+static void health_lost(struct health *h, const char *line,
+			const char *sqlstate);
 static void health_idle_event(struct loop_source *s, uint32_t events,
 			      void *data);
 
@@ -106,6 +143,16 @@ static void health_start_check(struct health *h)
 	if (h->state == HEALTH_DOWN)
 		h->down_attempts++;
 	c->on_conn = h->conn != NULL;
+	c->started_ms = h->last_start_ms;
+	/* Heartbeats between full checks, on a server that is up (one
+	 * recovering or unknown is checked in full: its identity decides
+	 * where the apps go). */
+	c->heartbeat = c->on_conn &&
+		       (h->state == HEALTH_UP || h->state == HEALTH_REJECTED) &&
+		       h->last_start_ms - h->full_start_ms < h->cfg->interval_ms;
+	if (!c->heartbeat)
+		h->full_start_ms = h->last_start_ms;
+	o.basic = c->heartbeat;
 	if (c->on_conn) {
 		/* The probe takes the idle connection over for the check. */
 		loop_remove_fd(h->src);
@@ -146,12 +193,22 @@ static int64_t health_down_delay(const struct health *h)
 	return MIN(d, h->cfg->interval_ms);
 }
 
+/* While confirming a failure: another check after the pause, unless
+ * enough are in flight to reach the threshold. */
+static int64_t health_confirm_next(struct health *h, unsigned n)
+{
+	if (h->failures + n >= h->cfg->threshold || n >= HEALTH_INFLIGHT_MAX)
+		return -1;
+	return h->last_start_ms + health_pace(h, HEALTH_CONFIRM_MS);
+}
+
 /* When the next check is due (now_ms() clock), or -1 while the checks in
  * flight must finish first. */
 static int64_t health_next(struct health *h)
 {
-	int64_t confirm = MIN(HEALTH_CONFIRM_MS, h->cfg->interval_ms);
+	int64_t confirm = health_pace(h, HEALTH_CONFIRM_MS);
 	unsigned n = health_inflight(h);
+	int64_t late;
 
 	/* A check without the monitor connection logs in: with credentials
 	 * the server refused, only as many times as a new value may try,
@@ -163,25 +220,40 @@ static int64_t health_next(struct health *h)
 		return n > 0 ? -1 : h->last_start_ms + health_auth_delay(h);
 	switch (h->state) {
 	case HEALTH_REJECTED:
-		/* Checks on the monitor connection, which logged in before. */
-		return n > 0 ? -1 : h->last_start_ms + h->cfg->interval_ms;
+		/* Heartbeats and checks on the monitor connection, which
+		 * logged in before. */
+		return n > 0 ? -1
+			     : h->last_start_ms +
+				       health_pace(h, HEALTH_HEARTBEAT_MS);
 	case HEALTH_UNKNOWN:
 		return n > 0 ? -1 : h->last_start_ms + confirm;
 	case HEALTH_UP:
 	case HEALTH_RECOVERING:
-		if (n > 0)
-			return -1;
+		if (n > 0) {
+			/* The monitor connection's check unanswered for
+			 * long: a hang, or a server too busy.  Fresh
+			 * connections tell, while it waits out its timeout
+			 * (it counts as one of the threshold's checks). */
+			late = health_late_at(h);
+			if (late < 0)
+				return -1;
+			if (late > now_ms())
+				return late;
+			return health_confirm_next(h, n);
+		}
 		/* No monitor connection (vouched for by a switch, or
 		 * lost): open one soon, it is what notices a crash. */
 		if (!h->conn)
 			return h->last_start_ms + confirm;
-		return h->last_start_ms + h->cfg->interval_ms;
+		/* A recovering server's checks (the threshold's, then the
+		 * hold's) are full ones: its identity decides the way back. */
+		return h->last_start_ms +
+		       health_pace(h, h->state == HEALTH_RECOVERING
+					      ? HEALTH_RECOVER_MS
+					      : HEALTH_HEARTBEAT_MS);
 	case HEALTH_SUSPECT:
 		/* Enough in flight to reach the threshold: wait for them. */
-		if (h->failures + n >= h->cfg->threshold ||
-		    n >= HEALTH_INFLIGHT_MAX)
-			return -1;
-		return h->last_start_ms + confirm;
+		return health_confirm_next(h, n);
 	case HEALTH_DOWN:
 		break;
 	}
@@ -211,13 +283,47 @@ static void health_timer_fire(struct loop_timer *t, void *data)
 	health_plan(data);
 }
 
-static void health_passed(struct health *h, const struct probe_result *res,
-			  bool on_conn)
+static void health_log_recovering(const struct health *h)
 {
+	unsigned more = h->cfg->threshold - MIN(h->successes,
+						 h->cfg->threshold);
+	long long pace = (long long)health_pace(h, HEALTH_RECOVER_MS);
+
+	if (h->flaps)
+		log_info("%s: answers again; up after %u more good check(s), "
+			 "%lld ms apart, and %lld s of answering (held: down "
+			 "%u time(s) in a row within %d min of coming back)",
+			 h->label, more, pace,
+			 (long long)health_hold_ms(h) / 1000, h->flaps,
+			 HEALTH_FLAP_WINDOW_MS / 60000);
+	else
+		log_info("%s: answers again; up after %u more good check(s), "
+			 "%lld ms apart", h->label, more, pace);
+}
+
+/* Up from now.  back: after being down, the start of the time that says
+ * whether its next fall is a flap (going down the first time is not). */
+static void health_set_up(struct health *h, bool back)
+{
+	if (back)
+		h->back_since_us = now_us();
+	h->state = HEALTH_UP;
+}
+
+static void health_passed(struct health *h, const struct probe_result *res,
+			  const struct health_check *c)
+{
+	bool on_conn = c->on_conn;
 	unsigned failed = h->failures;
 
 	h->rtt_us = res->elapsed_us;
-	health_note(h, res);
+	/* A heartbeat does not read the identity; when the server's
+	 * recovery changed, a full check reads it now (failover.h follows
+	 * the standby flag, and a promotion moves the timeline). */
+	if (!c->heartbeat)
+		health_note(h, res);
+	else if (h->in_recovery >= 0 && res->in_recovery != h->in_recovery)
+		h->full_start_ms = h->last_start_ms = 0;
 	h->failures = 0;
 	h->down_attempts = 0;
 	h->auth_failed = false;
@@ -229,13 +335,13 @@ static void health_passed(struct health *h, const struct probe_result *res,
 	switch (h->state) {
 	case HEALTH_REJECTED:
 		/* It answered all along: up at once. */
-		h->state = HEALTH_UP;
+		health_set_up(h, false);
 		log_target(LOG_INFO, "credentials-accepted", h->name, 0,
 			   "%s: credentials accepted again by the %s", h->label,
 			   h->role);
 		break;
 	case HEALTH_UNKNOWN:
-		h->state = HEALTH_UP;
+		health_set_up(h, false);
 		log_info("%s: up (%s, check took %.1f ms)", h->label,
 			 res->in_recovery ? "in recovery: a standby"
 					  : "not in recovery",
@@ -250,17 +356,17 @@ static void health_passed(struct health *h, const struct probe_result *res,
 		break;
 	case HEALTH_DOWN:
 	case HEALTH_RECOVERING:
-		if (h->successes < h->cfg->threshold) {
+		if (h->state == HEALTH_DOWN)
+			h->recovering_since_us = now_us();
+		if (h->successes < h->cfg->threshold ||
+		    now_us() - h->recovering_since_us <
+			    health_hold_ms(h) * 1000) {
 			if (h->state == HEALTH_DOWN)
-				log_info("%s: answers again; up after %u more "
-					 "good check(s), %lld ms apart",
-					 h->label,
-					 h->cfg->threshold - h->successes,
-					 (long long)h->cfg->interval_ms);
+				health_log_recovering(h);
 			h->state = HEALTH_RECOVERING;
 			break;
 		}
-		h->state = HEALTH_UP;
+		health_set_up(h, true);
 		log_target(LOG_INFO, "server-up", h->name, 0,
 			   "%s: back after %lld s (%u good checks in a row)",
 			   h->label,
@@ -273,6 +379,14 @@ static void health_passed(struct health *h, const struct probe_result *res,
 
 static void health_go_down(struct health *h, const char *why)
 {
+	/* Down again soon after it came back: a flap, which holds its next
+	 * return longer (a crash loop must not move the apps at its pace). */
+	if (h->back_since_us &&
+	    now_us() - h->back_since_us < HEALTH_FLAP_WINDOW_MS * 1000LL)
+		h->flaps++;
+	else
+		h->flaps = 0;
+	h->back_since_us = 0;
 	h->state = HEALTH_DOWN;
 	h->down_since_us = now_us();
 	h->down_since_wall = wall_s();
@@ -383,10 +497,13 @@ void health_note(struct health *h, const struct probe_result *res)
 
 void health_vouch(struct health *h)
 {
+	bool back = h->state == HEALTH_DOWN || h->state == HEALTH_RECOVERING;
+
 	if (h->state != HEALTH_UP && h->state != HEALTH_UNKNOWN)
 		log_info("%s: up: a switch to it validated a new connection",
 			 h->label);
-	h->state = HEALTH_UP;
+	if (h->state != HEALTH_UP)
+		health_set_up(h, back);
 	h->failures = 0;
 	h->successes = MAX(h->successes, 1u);
 	h->down_attempts = 0;
@@ -410,16 +527,28 @@ static void health_check_done(const struct probe_result *res, void *data)
 {
 	struct health_check *c = data;
 	struct health *h = c->h;
+	enum health_state before = h->state;
+	bool quiet;
 
 	c->busy = false;
 	c->probe = NULL;
 	h->checks++;
 	h->last_check_wall = wall_s();
+	/* The monitor connection broke under a check (a heartbeat, most
+	 * likely: it is busy one second in a thousand): as when it breaks
+	 * idle.  Only a timeout there is a failure of its own (a hang). */
+	if (!res->ok && c->on_conn && !res->timed_out && !res->auth_failed &&
+	    !h->lost) {
+		health_lost(h, res->error, res->sqlstate);
+		health_plan(h);
+		return;
+	}
 	if (res->ok) {
 		/* The others in flight are moot now. */
 		health_cancel_checks(h);
-		h->ok_us = now_us();
-		health_passed(h, res, c->on_conn);
+		if (!c->heartbeat)
+			h->ok_us = now_us();
+		health_passed(h, res, c);
 		health_watch_conn(h, res->conn);
 	} else {
 		/* A server whose monitor connection closed and that now
@@ -438,8 +567,27 @@ static void health_check_done(const struct probe_result *res, void *data)
 	}
 	if (res->ok)
 		h->lost = h->lost_shutdown = false;
+	/* A heartbeat that changed nothing is not news for the owner. */
+	quiet = c->heartbeat && res->ok && h->state == before &&
+		h->full_start_ms != 0;
 	health_plan(h);
-	h->fn(h, h->data);
+	if (!quiet)
+		h->fn(h, h->data);
+}
+
+/* The monitor connection closed (line: libpq's why, one line): a fresh
+ * check at once, and only its failure counts (a dropped connection is
+ * not an outage; the server's death is what that check tells). */
+static void health_lost(struct health *h, const char *line,
+			const char *sqlstate)
+{
+	h->lost = true;
+	h->lost_shutdown = streq(sqlstate, "57P01") || streq(sqlstate, "57P02");
+	log_target(LOG_WARNING, "connection-lost", h->name, 0,
+		   "%s: monitor connection lost (%s); checking now", h->label,
+		   line);
+	if (health_inflight(h) == 0)
+		health_start_check(h);
 }
 
 /* The idle monitor connection became readable: a notice, or the server
@@ -458,14 +606,7 @@ static void health_idle_event(struct loop_source *s, uint32_t events,
 	}
 	pqerr_line(PQerrorMessage(h->conn), line, sizeof(line), sqlstate);
 	health_drop_conn(h);
-	h->lost = true;
-	h->lost_shutdown = streq(sqlstate, "57P01") || streq(sqlstate, "57P02");
-	log_target(LOG_WARNING, "connection-lost", h->name, 0,
-		   "%s: monitor connection lost (%s); checking now", h->label,
-		   line);
-	/* Only a failure of this fresh check counts. */
-	if (health_inflight(h) == 0)
-		health_start_check(h);
+	health_lost(h, line, sqlstate);
 }
 
 /* "NAME: role masked-conninfo", the start of every log line. */
@@ -574,9 +715,12 @@ void health_reconnect(struct health *h)
 
 void health_check_now(struct health *h)
 {
+	/* A full check, whose end the owner hears of: after the one in
+	 * flight, if any (a heartbeat's end is then not quiet either). */
+	h->full_start_ms = 0;
 	if (health_inflight(h) > 0)
 		return;
-	health_start_check(h);
+	h->last_start_ms = 0;
 	health_plan(h);
 }
 

@@ -4,25 +4,42 @@
  * consecutive failures and successes that turns into a state.
  *
  * A check is PROBE_QUERY (pg_is_in_recovery(), the system identifier and
- * the timeline: probe.h) bounded by the
- * connection timeout: on the idle monitor connection every check
- * interval, or on a fresh connection when there is none.  A server that
- * dies closes the monitor connection, which the loop sees at once: a
- * fresh check runs immediately, and only its failure counts (a single
- * dropped connection is not an outage).  After a failure, checks repeat
- * every HEALTH_CONFIRM_MS on fresh connections, several in flight when
- * they hang, until the server answers or reaches the failure threshold:
- * then it is down.  A failure that leaves no doubt skips the confirming:
+ * the timeline: probe.h) bounded by the connection timeout: on the idle
+ * monitor connection every check interval, or on a fresh connection when
+ * there is none.  Between checks a heartbeat (PROBE_QUERY_BASIC, the
+ * cheapest query that says anything) runs on the monitor connection every
+ * HEALTH_HEARTBEAT_MS: a server that hangs (SIGSTOP, a network black
+ * hole) keeps its connections open, and only a question left unanswered
+ * shows it.  A heartbeat that finds the server promoted or demoted has a
+ * full check run at once.
+ *
+ * A server that dies closes the monitor connection, which the loop sees
+ * at once: a fresh check runs immediately, and only its failure counts
+ * (a single dropped connection is not an outage).  After a failure,
+ * checks repeat every HEALTH_CONFIRM_MS on fresh connections, several in
+ * flight when they hang, until the server answers or reaches the failure
+ * threshold: then it is down.  A check on the monitor connection that is
+ * still unanswered after health_late_ms() (a hung server, or a very busy
+ * one) starts the confirming checks at once, while it waits out its
+ * timeout: so a hang is down about HEALTH_HEARTBEAT_MS + the late time +
+ * the timeout after it began (7 s at most with the defaults), and a busy
+ * server that answers a fresh check is not down at all.  A failure that
+ * leaves no doubt skips the confirming:
  * the monitor connection closed (or said the server shuts down: 57P01,
  * 57P02) and the check that followed was refused (nothing listens),
  * dropped before the server said a word (a postmaster gone with
  * connections in its backlog) or answered 57P03 (shutting down).  It is
  * down at once, but only while the other server (the peer) is up: with
  * nowhere to go, waiting costs nothing, and a server that restarts in a
- * few hundred ms keeps its apps.  A down server is retried at the owner's
- * pace; once it
- * answers it must pass `threshold` checks in a row, one check interval
- * apart, to be up again.
+ * few hundred ms keeps its apps.
+ *
+ * A down server is retried at the owner's pace; once it answers it must
+ * pass `threshold` checks in a row, HEALTH_RECOVER_MS apart, to be up
+ * again.  A server that keeps going down (crash-looping) is held longer
+ * each time: one that goes down within HEALTH_FLAP_WINDOW_MS of coming
+ * back has flapped, and after n flaps in a row it must also answer for
+ * HEALTH_RECOVER_MS x 2^n (at most HEALTH_HOLD_MAX_MS) before it is up, so
+ * that it costs the apps a bounded number of switches.
  *
  * A server that refuses the value's credentials (SQLSTATE 28P01, 28000:
  * a changed password, an expired role) answered: it is not down, and the
@@ -57,6 +74,27 @@ struct loop_timer;
  * interval; long enough that a server restarting in a few hundred ms is
  * not given up on after one refused connection. */
 #define HEALTH_CONFIRM_MS 250
+
+/* How often the heartbeat asks the monitor connection (when the check
+ * interval is longer): the hang detection's resolution, for one cheap
+ * query a second. */
+#define HEALTH_HEARTBEAT_MS 1000
+
+/* A check on the monitor connection unanswered this long (or half the
+ * connection timeout, if shorter) is late: the confirming checks start.
+ * A query on an open connection to a server that works takes well under
+ * a millisecond. */
+#define HEALTH_LATE_MS 1000
+
+/* The pause between the checks of a server that answers again after it
+ * was down: its threshold checks take seconds, not check intervals. */
+#define HEALTH_RECOVER_MS 1000
+
+/* Flapping: a server that goes down again within this long of coming back
+ * flapped; each flap in a row doubles how long it must answer before it
+ * is up again, up to the maximum. */
+#define HEALTH_FLAP_WINDOW_MS (10 * 60 * 1000)
+#define HEALTH_HOLD_MAX_MS (5 * 60 * 1000)
 
 /* Checks in flight at once while confirming a failure (they overlap only
  * when each hangs until the connection timeout). */
@@ -103,7 +141,7 @@ struct health {
 	bool auth_failed;     /* the last failure was an authentication error */
 	unsigned auth_logins; /* failed logins with this value (bounded) */
 	int64_t last_check_wall;   /* unix seconds; 0 before any */
-	int64_t ok_us;             /* now_us() when a check last passed */
+	int64_t ok_us;             /* now_us() when a full check last passed */
 	int64_t down_since_wall;   /* unix seconds, while down or recovering */
 	int64_t first_failure_us;  /* now_us() of the first failure in a row */
 	/* The monitor connection closed (lost_shutdown: saying the server
@@ -114,6 +152,10 @@ struct health {
 	 * server restarting in a few hundred ms keeps its apps). */
 	const struct health *peer;
 	int64_t down_since_us;     /* now_us() when it went down */
+	int64_t back_since_us;     /* now_us() when it came back up after
+				    * being down; 0 while down, or never */
+	int64_t recovering_since_us; /* now_us() of the first good check */
+	unsigned flaps;            /* went down soon after up, in a row */
 	char *error;          /* the last failure, masked; NULL before any */
 
 	/* Private. */
@@ -127,6 +169,7 @@ struct health {
 	struct loop_source *src;
 	struct loop_timer *timer;
 	int64_t last_start_ms;
+	int64_t full_start_ms;  /* of the last full check (not a heartbeat) */
 	unsigned down_attempts;
 	int64_t down_retry_ms; /* 0: backoff up to the check interval */
 	health_fn *fn;
@@ -179,6 +222,10 @@ void health_vouch(struct health *h);
 /* What a probe of the owner's (a switch) found of the server's identity. */
 void health_note(struct health *h, const struct probe_result *res);
 
+/* How long a down server that answers again must keep answering before
+ * it is up (beside its threshold checks): 0, or the flapping hold. */
+int64_t health_hold_ms(const struct health *h);
+
 /* "up", "suspect", ... as in status. */
 const char *health_state_name(enum health_state state);
 
@@ -186,6 +233,15 @@ const char *health_state_name(enum health_state state);
 static inline bool health_answers(const struct health *h)
 {
 	return h && h->failures == 0 && h->successes > 0;
+}
+
+/* Answers, and may be switched to when no server is in use: a server
+ * that flapped must first be up again (its hold passed), else a
+ * crash-looping server would have the apps switched to it and away at
+ * its own pace. */
+static inline bool health_settled(const struct health *h)
+{
+	return health_answers(h) && (h->flaps == 0 || h->state == HEALTH_UP);
 }
 
 /* A new login with the value is allowed: fewer than TARGET_AUTH_RETRIES

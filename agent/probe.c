@@ -54,7 +54,7 @@ struct probe {
 	struct loop_timer *peek_timer; /* a message's start half here */
 	struct authguard *guard; /* until connected */
 	enum probe_phase phase;
-	bool got_row, in_recovery, keep;
+	bool got_row, in_recovery, keep, timed_out;
 	/* PROBE_QUERY_BASIC instead (the role may not read the identity),
 	 * and whether it is still to be sent. */
 	bool basic, send_basic;
@@ -165,6 +165,7 @@ static void probe_finish(struct probe *p, const char *error)
 		 * process's locale. */
 		res.refused = strstr(error, strerror(ECONNREFUSED)) != NULL;
 		res.closed_early = authguard_closed_early(p->guard);
+		res.timed_out = p->timed_out;
 	}
 	probe_done_fn *fn = p->fn;
 	void *data = p->data;
@@ -423,7 +424,7 @@ static int probe_send_query(struct probe *p)
 	loop_timer_disarm(p->turn_timer);
 	if (PQsetnonblocking(p->conn, 1) < 0)
 		return -EIO;
-	return probe_send(p, PROBE_QUERY);
+	return probe_send(p, p->basic ? PROBE_QUERY_BASIC : PROBE_QUERY);
 }
 
 /* The end of one of n equal shares of the time from now to end, but no
@@ -618,6 +619,7 @@ static void probe_timeout(struct loop_timer *t, void *data)
 			 p->timeout_ms,
 			 p->phase == PHASE_CONNECT ? "connecting"
 						   : "running the check query");
+	p->timed_out = true;
 	probe_fail(p, msg);
 }
 
@@ -841,6 +843,7 @@ int probe_start(struct loop *loop, const struct probe_opts *o,
 	p->timeout_ms = o->timeout_ms;
 	p->keepalive_ms = o->keepalive_ms;
 	p->keep = o->keep;
+	p->basic = o->basic && o->conn;
 	p->started_us = now_us();
 	p->start_ms = now_ms();
 	p->deadline_ms = p->start_ms + o->timeout_ms;

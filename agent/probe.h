@@ -109,6 +109,8 @@ struct probe_opts {
 			       * probe takes it over) */
 	int timeout_ms;       /* bounds the whole probe */
 	bool keep;            /* on success, hand the connection over */
+	bool basic;           /* with conn: PROBE_QUERY_BASIC only (a
+			       * heartbeat: the identity is not read) */
 	int keepalive_ms;     /* > 0: TCP keepalives and tcp_user_timeout
 			       * sized to this, for a long-lived connection */
 	const char *dns_servers; /* NULL, or resolve_opts.servers: the unit
@@ -126,6 +128,7 @@ struct probe_result {
 	char sqlstate[6];     /* "" when unknown */
 	bool refused;         /* a connection was refused: nothing listens */
 	bool closed_early;    /* one was closed before the server said a word */
+	bool timed_out;       /* the deadline passed */
 	const char *error;    /* one line, no secret; NULL when ok */
 	long long elapsed_us; /* from start to result */
 	PGconn *conn;         /* with keep and ok: the callback owns it */

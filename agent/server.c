@@ -1291,7 +1291,7 @@ static void pack_server(struct ipc_writer *w, const struct source *src,
 	const struct health *h = src->health;
 	char *masked = src->value ? mask_conninfo(src->value) : NULL;
 
-	msgpack_pack_map(&w->pk, 18);
+	msgpack_pack_map(&w->pk, 20);
 	ipc_pack_kv_str(w, "role", target_role_name(src->role));
 	pack_kv_text(w, "var", src->var, SIZE_MAX);
 	pack_kv_text(w, "conninfo", masked, lim->text);
@@ -1318,6 +1318,8 @@ static void pack_server(struct ipc_writer *w, const struct source *src,
 	pack_kv_i64_or_nil(w, "down_since", h ? h->down_since_wall : 0,
 			   h && h->down_since_wall);
 	pack_kv_text(w, "health_error", h ? h->error : NULL, lim->text);
+	ipc_pack_kv_u64(w, "flaps", h ? h->flaps : 0);
+	ipc_pack_kv_u64(w, "hold_ms", h ? (uint64_t)health_hold_ms(h) : 0);
 	free_secret(masked);
 }
 

@@ -452,6 +452,10 @@ static void print_server(const msgpack_object *s)
 		printf(" since %s", fmt_time(since, a, sizeof(a)));
 	if (failures > 0)
 		printf(", %lld failed check(s)", failures);
+	if (!up && ctl_int(s, "hold_ms") > 0)
+		printf(", held: went down %lld time(s) in a row soon after "
+		       "coming back, must answer %lld s first",
+		       ctl_int(s, "flaps"), ctl_int(s, "hold_ms") / 1000);
 	/* what the last good check saw, stale once the server is down */
 	if (up && rtt >= 0)
 		printf(", rtt %.1f ms", (double)rtt / 1000.0);

@@ -324,7 +324,7 @@ export interface StatusServer {
   gave_up: boolean;
   value_seq: number;
   accepted_seq: number;
-  health: 'up' | 'suspect' | 'down' | 'recovering' | 'unknown' | 'off';
+  health: 'up' | 'suspect' | 'down' | 'recovering' | 'rejected' | 'unknown' | 'off';
   failures: number;
   checks: number;
   rtt_us: number | null;
@@ -332,6 +332,8 @@ export interface StatusServer {
   last_check: number | null;
   down_since: number | null;
   health_error: string | null;
+  flaps: number;
+  hold_ms: number;
   [field: string]: unknown;
 }
 

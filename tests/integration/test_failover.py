@@ -64,6 +64,7 @@ SHORT = {'DB_HEALTH_CHECK_INTERVAL': int(300 * h.TIMEOUT_SCALE),
          'DB_FAILURE_THRESHOLD': 3,
          'DB_PRIMARY_RETRY_INTERVAL': int(1500 * h.TIMEOUT_SCALE)}
 CONFIRM_S = 0.25     # the agent's confirmation interval after a failure
+RECOVER_S = 1.0      # its pace of checks of a server back from down
 SWITCH_LIMIT_S = 2.0  # crash -> all acked on the secondary, defaults
 
 # pool-load: 4 threads on a pool of 4, so that "at most one failure per
@@ -375,6 +376,128 @@ class Detection(TwoClusters):
 
         settled = self.settled_failures(load, t_switch)
         self.check_load_end(load, settled, self.secondary.port)
+
+    def test_hung_primary_under_load_default_settings(self):
+        """A hang (SIGSTOP) with the default settings: queries flow on the
+        secondary within 2 x DB_CONNECTION_TIMEOUT (the heartbeat on the
+        monitor connection goes unanswered, the confirming checks start
+        while it waits out its timeout).  The old design took up to a
+        check interval plus two timeouts: 39 s."""
+        self.write_env()
+        agent = self.start_agent()
+        rec = self.recorder(agent)
+        load = self.start_load(agent)
+        status = self.status_client(agent)
+        t = self.wait_ready(agent, subscribers=2)
+        self.assertEqual(self.agent_settings(status), (DEFAULTS, None))
+        self.wait_queries(load)
+        g0, mark = t['generation'], rec.mark()
+
+        t0 = time.monotonic()
+        self.pause(self.primary)
+        t_switch, t = self.wait_status(
+            status, self.switched('secondary', g0, 2), timeout=60,
+            what='the secondary in use after the primary hung', interval=0.05)
+        took = t_switch - t0
+        bound = 2 * DEFAULTS['connection_timeout_ms'] / 1000
+        print(f'primary hung (SIGSTOP), default settings -> secondary '
+              f'acked: {took * 1000:.0f} ms (bound {bound * 1000:.0f} ms)')
+        self.assertLessEqual(took, bound * h.TIMEOUT_SCALE,
+                             f'status then: {brief(t)}')
+        self.check_update(rec, mark, g0 + 1, 'failover', 'secondary',
+                          self.url(self.secondary))
+        self.assertEqual(server(t, 'primary')['health'], 'down', t)
+        self.assertRegex(agent.log(), r'primary .*: check failed \(1 of 3\):'
+                         r' .*no answer', 'the first failure is not the '
+                         'heartbeat\'s timeout')
+        settled = self.settled_failures(load, t_switch)
+        self.check_load_end(load, settled, self.secondary.port)
+
+    def test_failback_within_the_retry_interval_default_checks(self):
+        """With the default checks (30 s apart), a primary that is back is
+        used again within DB_PRIMARY_RETRY_INTERVAL plus its threshold
+        checks, a second apart: seconds, not check intervals (the old
+        design waited threshold - 1 check intervals more: a minute)."""
+        retry_ms = int(3000 * h.TIMEOUT_SCALE)
+        self.write_env(settings={'DB_PRIMARY_RETRY_INTERVAL': retry_ms})
+        agent = self.start_agent()
+        rec = self.recorder(agent)
+        status = self.status_client(agent)
+        t = self.wait_ready(agent, subscribers=1)
+        g0 = t['generation']
+        _, join = self.crash(self.primary)
+        _, t = self.wait_status(status, self.switched('secondary', g0, 1),
+                                timeout=10, what='failover after the crash')
+        join()
+        mark = rec.mark()
+        self.primary.start()
+        t1 = time.monotonic()
+        t_back, t = self.wait_status(
+            status, self.switched('primary', g0 + 1, 1), timeout=90,
+            what='failback to the restarted primary', interval=0.05)
+        took = t_back - t1
+        threshold = DEFAULTS['failure_threshold']
+        bound = retry_ms / 1000 + (threshold - 1) * RECOVER_S + 3.0
+        print(f'primary restarted, default checks -> failback acked: '
+              f'{took * 1000:.0f} ms (bound {bound * 1000:.0f} ms)')
+        self.assertLessEqual(took, bound * h.TIMEOUT_SCALE,
+                             f'{brief(t)}; agent log:\n'
+                             f'{h._tail(agent.log(), 30)}')
+        self.check_update(rec, mark, g0 + 2, 'failback', 'primary',
+                          self.url(self.primary))
+
+    def test_crash_looping_primary_is_held_longer_each_time(self):
+        """A primary that goes down again soon after it came back (a
+        crash loop) must answer longer before each failback: 2 s after
+        the first such flap, 4 s after the second (health.h), so that it
+        moves the apps a bounded number of times.  The first return is
+        not held."""
+        self.write_env(settings=SHORT)
+        agent = self.start_agent()
+        rec = self.recorder(agent)
+        status = self.status_client(agent)
+        t = self.wait_ready(agent, subscribers=1)
+        g = t['generation']
+        waited = []
+        for flaps in range(3):
+            _, join = self.crash(self.primary)
+            _, t = self.wait_status(
+                status, self.switched('secondary', g, 1), timeout=10,
+                what=f'failover after crash {flaps + 1}')
+            join()
+            g = t['generation']
+            self.primary.start()
+            t1 = time.monotonic()
+            t_back, t = self.wait_status(
+                status, self.switched('primary', g, 1), timeout=30,
+                what=f'failback after restart {flaps + 1}', interval=0.05)
+            g = t['generation']
+            waited.append(t_back - t1)
+            # A check after the failback: the monitor connection is open
+            # again before the next crash (it is what sees it at once).
+            c0 = server(t, 'primary')['checks']
+            self.wait_status(
+                status, lambda t: server(t, 'primary')['checks'] > c0 and
+                server(t, 'primary')['health'] == 'up', timeout=5,
+                what='a check of the primary after the failback')
+        print(f'crash loop: failback {["%.1f s" % w for w in waited]} after '
+              f'each restart')
+        # Each return as the log tells it: not held, held after 1 flap,
+        # after 2.
+        backs = re.findall(r'primary .*: answers again; (.*)', agent.log())
+        self.assertEqual(len(backs), 3, backs)
+        self.assertNotIn('held', backs[0])
+        self.assertIn('and 2 s of answering (held: down 1 time(s)', backs[1])
+        self.assertIn('and 4 s of answering (held: down 2 time(s)', backs[2])
+        retry = settings_of(SHORT)['primary_retry_interval_ms'] / 1000
+        self.assertLess(waited[0], (retry + 2.0) * h.TIMEOUT_SCALE,
+                        f'the first return took long: {waited}')
+        self.assertGreaterEqual(waited[1], 2.0, f'not held after one flap: '
+                                f'{waited}')
+        self.assertGreaterEqual(waited[2], 4.0, f'not held longer after two '
+                                f'flaps: {waited}')
+        reasons = [u.get('reason') for u in rec.updates()]
+        self.assertEqual(reasons.count('failback'), 3, rec.describe(20))
 
     def test_manual_failback_after_a_crash_stays(self):
         """The operator's way back: the crashed primary is started again

@@ -418,7 +418,8 @@ class Protocol(ClusterTest):
                                     'value_seq', 'accepted_seq', 'health',
                                     'failures', 'checks', 'rtt_us',
                                     'in_recovery', 'last_check', 'down_since',
-                                    'health_error', 'source'})
+                                    'health_error', 'source', 'flaps',
+                                    'hold_ms'})
         self.assertEqual(srv['source'], 'files')
         self.assertEqual((srv['role'], srv['var'], srv['health'],
                           srv['state']),
