@@ -305,13 +305,13 @@ def label(r):
 def floor_text(res):
     """How the floor of res was measured, for the section's text."""
     f, p = res['floor_ms'], res['params']
-    figures = (f'{p["floor_rounds"]} times in the same run: median '
-               f'**{b.pct(f, 50):.1f} ms**, p99 {b.pct(f, 99):.1f} ms')
+    figures = (f'median **{b.pct(f, 50):.1f} ms**, p99 '
+               f'{b.pct(f, 99):.1f} ms over {p["floor_rounds"]} probes')
     if not agent_path(res):
         return (f'The floor is one new libpq connection with SCRAM-SHA-256 '
                 f'plus `SELECT 1` (a blocking `PQconnectdb`, not the '
                 f'agent\'s code path: this run predates the floor measured '
-                f'on it), measured {figures}.')
+                f'on it), measured in the same run: {figures}.')
     return (f'The floor is one validation as the agent does it: '
             f'`tests/helpers/connect-floor.c` links the agent\'s own probe '
             f'(`agent/probe.c`: libpq\'s non-blocking connect on the '
@@ -321,9 +321,10 @@ def floor_text(res):
             f'it with the agent\'s options against the same server, and '
             f'times it as the agent does, from `probe_start()` to the '
             f'callback: the figure the agent logs as "validated in".  '
-            f'Measured {figures}, in batches of {p["floor_batch"]} before, '
-            f'between and after the rows (one untimed probe first: the '
-            f'agent\'s first value was validated when it started).  Every '
+            f'It runs in the same run, in batches of {p["floor_batch"]} '
+            f'before, between and after the rows (each batch after one '
+            f'untimed probe: the agent\'s first value was validated when it '
+            f'started): {figures}.  Every '
             f'rotation contains one such validation, so no validated '
             f'rotation can be faster; only the process (this one does '
             f'nothing else) and the moment differ.')
@@ -360,8 +361,10 @@ def markdown(res):
                'own validation, the median of the row: it cannot be below '
                '1× for a validated rotation, whatever the machine does '
                'meanwhile.  "p50 / floor" compares the medians of two '
-               'samples taken at different moments, so on a busy machine it '
-               'comes closer to 1× than the rotations do; one below 1× is '
+               'samples taken in two processes at different moments: it '
+               'may land on either side of that, and on a busy machine '
+               'below 1×, which would say the floor was measured at a '
+               'slower moment, not that a rotation beat it; one below 1× is '
                'marked ⚠ and logged by the bench.')
     out.append('')
     warnings = checks(res)
