@@ -135,7 +135,7 @@ def checks(res):
 def bench_command(res):
     """pool-bench's command line (runs before 'bench_command' kept it in
     'command', where run.py now writes its own)."""
-    return res.get('bench_command', res['command'])
+    return res.get('bench_command') or res.get('command', '—')
 
 
 def _ns(x):

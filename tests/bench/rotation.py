@@ -444,10 +444,11 @@ def headline(res):
     pool = [r for r in res['rows'] if r['pool']]
     for r in tuple(plain) + tuple(sealed[-1:]) + tuple(pool):
         p50 = b.pct(r['rename_to_all_acked_ms'], 50)
+        own = b.pct(r['validation_ms'], 50)
         rows.append([f'rotation, {label(r)}, {kind(r)}: rename → all acked, '
                      f'p50 (ratio: each rotation ÷ its own validation, '
                      f'median of {r["rounds"]})', b.fmt_ms(p50),
-                     f'its validation: {b.fmt_ms(b.pct(r["validation_ms"], 50))}'
-                     f'; floor ({what}): {b.fmt_ms(floor)}',
+                     f'its validation: {b.fmt_ms(own)}; floor ({what}): '
+                     f'{b.fmt_ms(floor)}',
                      b.fmt_ratio(b.pct(own_ratios(r), 50))])
     return rows
