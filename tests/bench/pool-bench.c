@@ -15,13 +15,21 @@
  *
  *   (i)  acquire + release with no query for P seconds (default 2),
  *        1 thread then N threads (default 8);
- *   (ii) a SELECT 1 loop on raw persistent PGconns (one per thread) and
- *        through the pool, alternating in R rounds (default 5) of S
- *        seconds (default 1) each, so that drift in the machine weighs
- *        on both alike; 1 thread, then N threads.
+ *   (ii) a SELECT 1 loop on raw persistent PGconns (one per thread),
+ *        through the pool, and on a second set of raw PGconns ("raw_b"),
+ *        taking turns in R rounds (default 5) of S seconds (default 1)
+ *        each, the order rotated every round (raw, pool, raw_b; then
+ *        pool, raw_b, raw; ...), so that drift in the machine and the
+ *        position in a round weigh on all three alike; 1 thread, then N
+ *        threads.  raw_b / raw is an A/A ratio: two identical loops on
+ *        two sets of connections, whose ratio would be 1 but for the
+ *        noise; it says how far from 1 pool / raw can be by noise alone.
  *
- * The pool has min = max = N, opened before anything is measured.  A
- * pool iteration is acquire, SELECT 1, release; a raw one is SELECT 1.
+ * The pool has min = max = N, opened before anything is measured; every
+ * connection then runs the loop for WARM_S without being timed (a
+ * backend's first queries fill its caches).  A pool iteration is acquire,
+ * SELECT 1, release; a raw one is SELECT 1.  All in one process, so the
+ * three differ only in the pool.
  * Latencies are of whole successful iterations, kept per thread in a
  * log-bucketed histogram (tests/helpers/loadgen.h: within 1 %, nothing
  * allocated while timing), merged after.  A failed iteration is counted
@@ -32,16 +40,18 @@
  * derives rates and ratios):
  *   {"threads": N, "rounds": R, "seconds": S, "pair_seconds": P,
  *    "pairs": [RUN for 1 thread, RUN for N threads],
- *    "select": [{"threads": 1, "raw": RUN, "pool": RUN,
- *                "rounds": [{"raw": RUN, "pool": RUN}, ...]},
+ *    "warm_seconds": W,
+ *    "select": [{"threads": 1, "raw": RUN, "pool": RUN, "raw_b": RUN,
+ *                "rounds": [{"order": "raw,pool,raw_b", "raw": RUN,
+ *                            "pool": RUN, "raw_b": RUN}, ...]},
  *               {"threads": N, ...}],
  *    "pool_stats": {"generation": g, "opened": n, "closed": n,
  *                   "timeouts": n}}
  * where RUN is {"threads": n, "seconds": wall, "cpu_seconds": process CPU
  * time (the pool's own threads included), "ops": n, "failures": n,
  * "latency_us": {"p50", "p99", "max"} (null for pairs, which are not
- * timed one by one)}; "raw" and "pool" of a "select" entry are the sums
- * of its rounds.  Exit status 1 if anything failed, 2 for bad usage.
+ * timed one by one)}; "raw", "pool" and "raw_b" of a "select" entry are
+ * the sums of its rounds.  Exit status 1 if anything failed, 2 for bad usage.
  */
 #include "loadgen.h"
 
@@ -61,6 +71,8 @@
 #define READY_TIMEOUT_MS 10000
 #define ERRORS_SHOWN 10
 #define FAILURE_PAUSE_S 0.01
+/* Each kind's untimed loop before the rounds. */
+#define WARM_S 0.5
 
 enum mode { MODE_PAIRS, MODE_POOL, MODE_RAW };
 
@@ -247,27 +259,46 @@ static void result_merge(struct result *total, struct result *part)
 	}
 }
 
-/* Raw and pool loops in alternating rounds, so that drift in the machine
- * (other processes, the server's own work) weighs on both alike; each
- * round's figures kept in rr[] and pr[] (their latencies dropped), their
- * sums in r and p. */
-static void compare(int n, PGconn **raw, int rounds, double seconds,
-		    struct result *r, struct result *p, struct result *rr,
-		    struct result *pr)
-{
-	memset(r, 0, sizeof(*r));
-	memset(p, 0, sizeof(*p));
-	for (int i = 0; i < rounds; i++) {
-		struct result part;
+/* The kinds of SELECT 1 loop compared, in the order of a round's first
+ * turn; rounds rotate it. */
+enum kind { KIND_RAW, KIND_POOL, KIND_RAW_B, KINDS };
+static const char *const kind_names[KINDS] = { "raw", "pool", "raw_b" };
 
-		run(MODE_RAW, n, raw, seconds, &part);
-		rr[i] = part;
-		rr[i].lat = NULL;
-		result_merge(r, &part);
-		run(MODE_POOL, n, NULL, seconds, &part);
-		pr[i] = part;
-		pr[i].lat = NULL;
-		result_merge(p, &part);
+/* One kind's loop with n threads. */
+static void run_kind(enum kind k, int n, PGconn **raw, PGconn **raw_b,
+		     double seconds, struct result *res)
+{
+	if (k == KIND_POOL)
+		run(MODE_POOL, n, NULL, seconds, res);
+	else
+		run(MODE_RAW, n, k == KIND_RAW ? raw : raw_b, seconds, res);
+}
+
+/* The three loops taking turns in rounds, the order rotated each round,
+ * so that drift in the machine (other processes, the server's own work)
+ * and the position in a round weigh on all alike; each round's figures
+ * kept in per[round * KINDS + kind] (their latencies dropped), their sums
+ * in sum[kind]. */
+static void compare(int n, PGconn **raw, PGconn **raw_b, int rounds,
+		    double seconds, struct result *sum, struct result *per)
+{
+	memset(sum, 0, KINDS * sizeof(*sum));
+	for (int k = 0; k < KINDS; k++) {
+		struct result warm;
+
+		run_kind((enum kind)k, n, raw, raw_b, WARM_S, &warm);
+		free(warm.lat);
+	}
+	for (int i = 0; i < rounds; i++) {
+		for (int t = 0; t < KINDS; t++) {
+			enum kind k = (enum kind)((i + t) % KINDS);
+			struct result part;
+
+			run_kind(k, n, raw, raw_b, seconds, &part);
+			per[i * KINDS + k] = part;
+			per[i * KINDS + k].lat = NULL;
+			result_merge(&sum[k], &part);
+		}
 	}
 }
 
@@ -287,20 +318,24 @@ static void print_run(int threads, const struct result *r)
 }
 
 /* One "select" entry: the sums, then every round. */
-static void print_select(int threads, int rounds, const struct result *r,
-			 const struct result *p, const struct result *rr,
-			 const struct result *pr)
+static void print_select(int threads, int rounds, const struct result *sum,
+			 const struct result *per)
 {
-	printf("{\"threads\": %d, \"raw\": ", threads);
-	print_run(threads, r);
-	printf(", \"pool\": ");
-	print_run(threads, p);
+	printf("{\"threads\": %d", threads);
+	for (int k = 0; k < KINDS; k++) {
+		printf(", \"%s\": ", kind_names[k]);
+		print_run(threads, &sum[k]);
+	}
 	printf(", \"rounds\": [");
 	for (int i = 0; i < rounds; i++) {
-		printf("%s{\"raw\": ", i ? ", " : "");
-		print_run(threads, &rr[i]);
-		printf(", \"pool\": ");
-		print_run(threads, &pr[i]);
+		printf("%s{\"order\": \"", i ? ", " : "");
+		for (int t = 0; t < KINDS; t++)
+			printf("%s%s", t ? "," : "", kind_names[(i + t) % KINDS]);
+		printf("\"");
+		for (int k = 0; k < KINDS; k++) {
+			printf(", \"%s\": ", kind_names[k]);
+			print_run(threads, &per[i * KINDS + k]);
+		}
 		printf("}");
 	}
 	printf("]}");
@@ -357,14 +392,14 @@ int main(int argc, char **argv)
 {
 	const char *socket_path = NULL, *target = NULL;
 	int threads = 8, seconds = 1, rounds = 5, pair_seconds = 2;
-	struct result pairs1, pairsn, raw1, pool1, rawn, pooln;
-	struct result *rr1, *pr1, *rrn, *prn;
+	struct result pairs1, pairsn, sum1[KINDS], sumn[KINDS];
+	struct result *per1, *pern;
 	dbswap_pool_config config = { 0 };
 	dbswap_pool_stats stats;
 	dbswap_client *client;
 	char *conninfo;
 	uint64_t failures;
-	PGconn **raw;
+	PGconn **raw, **raw_b;
 
 	for (int i = 1; i < argc; i += 2) {
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -398,14 +433,12 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	conninfo = loadgen_read_conninfo("pool-bench", READY_TIMEOUT_MS);
-	rr1 = calloc((size_t)rounds * 4, sizeof(*rr1));
-	if (!rr1) {
+	per1 = calloc((size_t)rounds * KINDS * 2, sizeof(*per1));
+	if (!per1) {
 		perror("pool-bench: calloc");
 		return 1;
 	}
-	pr1 = rr1 + rounds;
-	rrn = pr1 + rounds;
-	prn = rrn + rounds;
+	pern = per1 + rounds * KINDS;
 
 	client = dbswap_client_new(socket_path);
 	if (!client) {
@@ -422,8 +455,9 @@ int main(int argc, char **argv)
 	if (warm_up(threads) < 0)
 		return 1;
 	raw = raw_connect(conninfo, threads);
+	raw_b = raw_connect(conninfo, threads);
 	loadgen_conninfo_free(conninfo);
-	if (!raw) {
+	if (!raw || !raw_b) {
 		perror("pool-bench: calloc");
 		return 1;
 	}
@@ -432,37 +466,40 @@ int main(int argc, char **argv)
 		pair_seconds);
 	run(MODE_PAIRS, 1, NULL, pair_seconds, &pairs1);
 	run(MODE_PAIRS, threads, NULL, pair_seconds, &pairsn);
-	fprintf(stderr, "pool-bench: SELECT 1 loops, raw and pool alternating "
-		"in %d rounds of %d s\n", rounds, seconds);
-	compare(1, raw, rounds, seconds, &raw1, &pool1, rr1, pr1);
-	compare(threads, raw, rounds, seconds, &rawn, &pooln, rrn, prn);
+	fprintf(stderr, "pool-bench: SELECT 1 loops, raw, pool and raw_b "
+		"taking turns in %d rounds of %d s\n", rounds, seconds);
+	compare(1, raw, raw_b, rounds, seconds, sum1, per1);
+	compare(threads, raw, raw_b, rounds, seconds, sumn, pern);
 	dbswap_pool_stats_get(pool, &stats);
 
 	printf("{\"threads\": %d, \"rounds\": %d, \"seconds\": %d, "
-	       "\"pair_seconds\": %d, \"pairs\": [",
-	       threads, rounds, seconds, pair_seconds);
+	       "\"pair_seconds\": %d, \"warm_seconds\": %.3f, \"pairs\": [",
+	       threads, rounds, seconds, pair_seconds, WARM_S);
 	print_run(1, &pairs1);
 	printf(", ");
 	print_run(threads, &pairsn);
 	printf("], \"select\": [");
-	print_select(1, rounds, &raw1, &pool1, rr1, pr1);
+	print_select(1, rounds, sum1, per1);
 	printf(", ");
-	print_select(threads, rounds, &rawn, &pooln, rrn, prn);
+	print_select(threads, rounds, sumn, pern);
 	printf("], \"pool_stats\": {\"generation\": %" PRIu64 ", \"opened\": %"
 	       PRIu64 ", \"closed\": %" PRIu64 ", \"timeouts\": %" PRIu64 "}}\n",
 	       stats.generation, stats.opened, stats.closed, stats.timeouts);
 	fflush(stdout);
 
-	failures = pairs1.failures + pairsn.failures + raw1.failures +
-		   pool1.failures + rawn.failures + pooln.failures;
-	for (int i = 0; i < threads; i++)
+	failures = pairs1.failures + pairsn.failures;
+	for (int k = 0; k < KINDS; k++) {
+		failures += sum1[k].failures + sumn[k].failures;
+		free(sum1[k].lat);
+		free(sumn[k].lat);
+	}
+	for (int i = 0; i < threads; i++) {
 		PQfinish(raw[i]);
+		PQfinish(raw_b[i]);
+	}
 	free(raw);
-	free(raw1.lat);
-	free(rawn.lat);
-	free(pool1.lat);
-	free(pooln.lat);
-	free(rr1);
+	free(raw_b);
+	free(per1);
 	dbswap_pool_free(pool);
 	dbswap_client_free(client);
 	return failures > 0 ? 1 : 0;

@@ -1,7 +1,8 @@
 """Rotation latency: from the rename(2) of a new env file (plaintext, or
 sealed with the agent's key) to the last subscriber's ack, for 1 to 1,000
-subscriber processes, against the floor of one new SCRAM connection
-measured in the same run; and where the time goes.
+subscriber processes, against the floor of one validation on the agent's
+own code path measured in the same run and against each rotation's own
+validation as the agent logged it; and where the time goes.
 
 Each row: a role of its own, dbswapd --verbose watching one env file, N-1
 subscriber processes (tests/helpers/subscriber.c --no-connect: libdbswap,
@@ -15,7 +16,16 @@ its first inotify event to the read, the read, decrypt and parse, the
 validation connection, publish to the last ack.  One more row has a
 libdbswap pool (pool-load, 4 connections, light load) as the subscriber:
 its ack waits for the pool's own new connections and the old ones'
-drain (this script's client is the row's second subscriber)."""
+drain (this script's client is the row's second subscriber).
+
+The floor: tests/helpers/connect-floor.c links the agent's probe
+(agent/probe.c on common/loop.c, libpq's reads through agent/authguard.c)
+and prints what the agent logs as "validated in" for each probe, against
+the same server with a SCRAM role of its own; it runs in batches before,
+between and after the rows, so that the machine's drift weighs on it as
+on the rows.  A rotation contains one validation, so its time over its
+own validation cannot be below 1; checks() lists what would say the
+measurement is wrong (and run() logs it)."""
 
 import os
 import re
@@ -43,8 +53,57 @@ ACKED_RE = re.compile(rf'{TARGET}: generation (\d+) acked by all (\d+) '
 
 def connect_floor(ctx, url, n):
     r = subprocess.run([ctx.bin('connect-floor'), str(n)], input=url + '\n',
-                       capture_output=True, text=True, check=True)
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f'connect-floor exited {r.returncode}: '
+                           f'{r.stderr.strip()[-500:]}')
     return [float(x) for x in r.stdout.split()]
+
+
+def own_ratios(r):
+    """Each rotation's rename → all acked over its own validation (the
+    agent's log): at least 1 unless the measurement is wrong."""
+    return [a / v for a, v in zip(r['rename_to_all_acked_ms'],
+                                  r['validation_ms']) if v > 0]
+
+
+def overheads(r):
+    """Each rotation's rename → all acked minus its own validation: the
+    agent's own work (and this script's polling)."""
+    return [a - v for a, v in zip(r['rename_to_all_acked_ms'],
+                                  r['validation_ms'])]
+
+
+def agent_path(res):
+    """Whether the floor was measured on the agent's code path (runs from
+    before issue 16 measured a blocking PQconnectdb + SELECT 1)."""
+    return res.get('floor_path') == 'probe'
+
+
+def checks(res):
+    """What says a ratio cannot be trusted, one sentence each: a rotation
+    shorter than its own validation, a row whose p50 is below the floor's
+    median."""
+    out = []
+    floor = b.pct(res['floor_ms'], 50)
+    for r in res['rows']:
+        low = [x for x in own_ratios(r) if x < 1.0]
+        if low:
+            out.append(f'{label(r)}, {kind(r)}: {len(low)} of {r["rounds"]} '
+                       f'rotations took less than their own validation '
+                       f'(lowest {min(low):.2f}×): the log lines and the '
+                       f'rounds do not match')
+        p50 = b.pct(r['rename_to_all_acked_ms'], 50)
+        if floor and p50 / floor < 1.0:
+            out.append(f'{label(r)}, {kind(r)}: p50 {p50:.1f} ms is below '
+                       f'the floor\'s median {floor:.1f} ms '
+                       f'({p50 / floor:.2f}×)' +
+                       ('' if agent_path(res) else
+                        ': that floor was not measured on the agent\'s '
+                        'code path') +
+                       '; the rotations\' own validations: p50 '
+                       f'{b.pct(r["validation_ms"], 50):.1f} ms')
+    return out
 
 
 def rename_in(path, data):
@@ -187,7 +246,7 @@ def measure(ctx, row, rounds):
 def run(ctx):
     counts = ctx.pick((1, 10, 100), (1, 10, 100, 1000))
     rounds = ctx.pick(10, 50)
-    floor_n = ctx.pick(20, 100)
+    floor_n = ctx.pick(5, 20)  # each batch: before, between, after rows
     key = os.path.join(ctx.tmp, 'agent.key')
     pub = subprocess.run([ctx.bin('dbswapctl'), 'keygen', '--out', key],
                          capture_output=True, text=True,
@@ -196,12 +255,13 @@ def run(ctx):
     with h.PgCluster() as pg:
         pg.create_role('floor', 'floor-pw')
         psql = Psql(pg)
+        batches = []
         try:
-            floor = connect_floor(ctx, pg.url('floor', 'floor-pw'), floor_n)
-            ctx.log(f'floor: median {b.pct(floor, 50):.1f} ms')
             plan = [(n, sealed, False) for sealed in (False, True)
                     for n in counts] + [(2, False, True)]
             for n, sealed, pool in plan:
+                batches.append(connect_floor(ctx, pg.url('floor', 'floor-pw'),
+                                             floor_n))
                 row = Row(ctx, pg, psql, n, sealed, pool, key, pub)
                 try:
                     rows.append(measure(ctx, row, rounds))
@@ -210,14 +270,29 @@ def run(ctx):
                 r = rows[-1]
                 ctx.log(f'{n} subscriber(s){" sealed" if sealed else ""}'
                         f'{" pool" if pool else ""}: p50 '
-                        f'{b.pct(r["rename_to_all_acked_ms"], 50):.1f} ms')
-            floor += connect_floor(ctx, pg.url('floor', 'floor-pw'), floor_n)
+                        f'{b.pct(r["rename_to_all_acked_ms"], 50):.1f} ms, '
+                        f'its validations {b.pct(r["validation_ms"], 50):.1f}'
+                        f' ms, the floor before it '
+                        f'{b.pct(batches[-1], 50):.1f} ms')
+            batches.append(connect_floor(ctx, pg.url('floor', 'floor-pw'),
+                                         floor_n))
         finally:
             psql.close()
-    return {'floor_ms': floor, 'rows': rows,
-            'params': {'rounds': rounds, 'subscriber_counts': list(counts),
-                       'floor_rounds': len(floor),
-                       'pool_load_args': [str(a) for a in POOL_ARGS]}}
+    floor = [x for batch in batches for x in batch]
+    ctx.log(f'floor (the agent\'s validation, {len(floor)} probes): median '
+            f'{b.pct(floor, 50):.1f} ms, p99 {b.pct(floor, 99):.1f} ms')
+    res = {'floor_ms': floor, 'floor_batches_ms': batches,
+           'floor_path': 'probe', 'rows': rows,
+           'params': {'rounds': rounds, 'subscriber_counts': list(counts),
+                      'floor_rounds': len(floor), 'floor_batch': floor_n,
+                      'pool_load_args': [str(a) for a in POOL_ARGS]}}
+    for c in checks(res):
+        ctx.log(f'WARNING: {c}')
+    return res
+
+
+def kind(r):
+    return 'sealed' if r['sealed'] else 'plaintext'
 
 
 def label(r):
@@ -227,27 +302,76 @@ def label(r):
         ('es' if r['subscribers'] > 1 else '')
 
 
+def floor_text(res):
+    """How the floor of res was measured, for the section's text."""
+    f, p = res['floor_ms'], res['params']
+    figures = (f'median **{b.pct(f, 50):.1f} ms**, p99 '
+               f'{b.pct(f, 99):.1f} ms over {p["floor_rounds"]} probes')
+    if not agent_path(res):
+        return (f'The floor is one new libpq connection with SCRAM-SHA-256 '
+                f'plus `SELECT 1` (a blocking `PQconnectdb`, not the '
+                f'agent\'s code path: this run predates the floor measured '
+                f'on it), measured in the same run: {figures}.')
+    return (f'The floor is one validation as the agent does it: '
+            f'`tests/helpers/connect-floor.c` links the agent\'s own probe '
+            f'(`agent/probe.c`: libpq\'s non-blocking connect on the '
+            f'agent\'s event loop, its reads before login through the '
+            f'agent\'s guard, `agent/authguard.c`; SCRAM-SHA-256 over '
+            f'loopback; then the agent\'s check query, `PROBE_QUERY`), runs '
+            f'it with the agent\'s options against the same server, and '
+            f'times it as the agent does, from `probe_start()` to the '
+            f'callback: the figure the agent logs as "validated in".  '
+            f'It runs in the same run, in batches of {p["floor_batch"]} '
+            f'before, between and after the rows (each batch after one '
+            f'untimed probe: the agent\'s first value was validated when it '
+            f'started): {figures}.  Every '
+            f'rotation contains one such validation, so no validated '
+            f'rotation can be faster; only the process (this one does '
+            f'nothing else) and the moment differ.')
+
+
 def markdown(res):
     floor = b.pct(res['floor_ms'], 50)
     rows = res['rows']
     p = res['params']
     out = [f'From the `rename(2)` of the new env file to the ack of the '
-           f'last subscriber, {p["rounds"]} rotations per row.  The floor '
-           f'is one new libpq connection with SCRAM-SHA-256 plus `SELECT 1`, '
-           f'measured {p["floor_rounds"]} times in the same run (before and '
-           f'after the rows): median **{floor:.1f} ms**, p99 '
-           f'{b.pct(res["floor_ms"], 99):.1f} ms.  The agent validates every '
-           f'new value with such a connection before publishing it, so no '
-           f'validated rotation can be faster.', '']
+           f'last subscriber, {p["rounds"]} rotations per row.  ' +
+           floor_text(res), '']
     table = []
     for r in rows:
         a = b.summary(r['rename_to_all_acked_ms'])
-        table.append([label(r), 'sealed' if r['sealed'] else 'plaintext',
+        vs_floor = a['p50'] / floor
+        table.append([label(r), kind(r),
                       b.fmt_ms(a['p50']), b.fmt_ms(a['p99']),
-                      b.fmt_ms(a['max']), b.fmt_ratio(a['p50'] / floor)])
+                      b.fmt_ms(a['max']),
+                      b.fmt_ms(b.pct(r['validation_ms'], 50)),
+                      b.fmt_ms(b.pct(overheads(r), 50), 2),
+                      b.fmt_ratio(vs_floor) + (' ⚠' if vs_floor < 1 else ''),
+                      b.fmt_ratio(b.pct(own_ratios(r), 50))])
     out.append(b.md_table(['subscribers', 'env file', 'p50', 'p99', 'max',
-                           'p50 / floor'], table, 'llrrrr'))
-    out.append('Where the time goes (medians; the first three from the '
+                           'its validation, p50', 'minus its validation, '
+                           'p50', 'p50 / floor',
+                           '÷ its validation, median'], table, 'llrrrrrrr'))
+    out.append('"Its validation" is the validation connect of the same '
+               'rotations, as the agent logged it (`dbswapd --verbose`); '
+               '"minus its validation" takes each rotation\'s own off its '
+               'rename → all acked: the agent\'s own overhead (settling, '
+               'read, publish, the fan-out and the acks) plus this script\'s '
+               'status polling.  "÷ its validation" is each rotation over its '
+               'own validation, the median of the row: it cannot be below '
+               '1× for a validated rotation, whatever the machine does '
+               'meanwhile.  "p50 / floor" compares the medians of two '
+               'samples taken in two processes at different moments: it '
+               'may land on either side of that, and on a busy machine '
+               'below 1×, which would say the floor was measured at a '
+               'slower moment, not that a rotation beat it; one below 1× is '
+               'marked ⚠ and logged by the bench.')
+    out.append('')
+    warnings = checks(res)
+    if warnings:
+        out.append('**Check:** ' + '; '.join(warnings) + '.')
+        out.append('')
+    out.append('Where the time goes (medians; the first four from the '
                'agent\'s log, `dbswapd --verbose`):\n')
     table = []
     for r in rows:
@@ -255,7 +379,7 @@ def markdown(res):
         parts = [b.pct(r[k], 50) for k in
                  ('settle_ms', 'read_decrypt_parse_ms', 'validation_ms',
                   'publish_to_all_acked_ms')]
-        table.append([label(r), 'sealed' if r['sealed'] else 'plaintext'] +
+        table.append([label(r), kind(r)] +
                      [b.fmt_ms(x, 2) for x in parts] +
                      [b.fmt_ms(e2e - sum(parts), 2), b.fmt_ms(e2e)])
     out.append(b.md_table(
@@ -295,7 +419,9 @@ def plots(res, outdir):
                 (r['subscribers'], b.pct(r['rename_to_all_acked_ms'], q))
                 for r in rows]})
     ns = [r['subscribers'] for r in res['rows']]
-    series.append({'title': 'floor: one SCRAM connect (median)',
+    series.append({'title': 'floor: one validation on the agent\'s code '
+                   '(median)' if agent_path(res) else
+                   'floor: one SCRAM connect (median)',
                    'points': [(min(ns), floor), (max(ns), floor)],
                    'style': 'dashed'})
     png = 'rotation.png'
@@ -306,16 +432,23 @@ def plots(res, outdir):
 
 
 def headline(res):
+    """The ratio is each rotation's over its own validation (the median of
+    the row): at least 1× by construction, unlike a ratio of medians taken
+    at different moments."""
     floor = b.pct(res['floor_ms'], 50)
+    what = ('one validation, the agent\'s code' if agent_path(res) else
+            'one new SCRAM connection')
     rows = []
     plain = [r for r in res['rows'] if not r['pool'] and not r['sealed']]
     sealed = [r for r in res['rows'] if not r['pool'] and r['sealed']]
     pool = [r for r in res['rows'] if r['pool']]
-    for r, kind in tuple((r, 'plaintext') for r in plain) + \
-            ((sealed[-1], 'sealed'),) + tuple((r, 'plaintext') for r in pool):
+    for r in tuple(plain) + tuple(sealed[-1:]) + tuple(pool):
         p50 = b.pct(r['rename_to_all_acked_ms'], 50)
-        rows.append([f'rotation, {label(r)}, {kind}: rename → all acked, '
-                     f'p50', b.fmt_ms(p50),
-                     f'one new SCRAM connection: {b.fmt_ms(floor)}',
-                     b.fmt_ratio(p50 / floor)])
+        own = b.pct(r['validation_ms'], 50)
+        rows.append([f'rotation, {label(r)}, {kind(r)}: rename → all acked, '
+                     f'p50 (ratio: each rotation ÷ its own validation, '
+                     f'median of {r["rounds"]})', b.fmt_ms(p50),
+                     f'its validation: {b.fmt_ms(own)}; floor ({what}): '
+                     f'{b.fmt_ms(floor)}',
+                     b.fmt_ratio(b.pct(own_ratios(r), 50))])
     return rows
