@@ -203,6 +203,13 @@ export interface RequestOptions {
   timeout?: number;
 }
 
+export interface SwitchOptions extends RequestOptions {
+  /** Switch even where it would split the brain (a replicated pair: to a
+   * server on an older timeline, or to a writable one while the other is
+   * writable too); without it such a switch is refused. */
+  force?: boolean;
+}
+
 /** The reply of failover, failback and reconnect. */
 export interface SwitchResult {
   /** The generation the request published; undefined when it published none. */
@@ -423,9 +430,9 @@ export class Client extends EventEmitter {
    * connection (admin); all targets without one. */
   reconnect(target?: string, options?: RequestOptions): Promise<SwitchResult>;
   /** Switches target to its secondary now (admin). */
-  failover(target: string, options?: RequestOptions): Promise<SwitchResult>;
+  failover(target: string, options?: SwitchOptions): Promise<SwitchResult>;
   /** Switches target back to its primary now (admin). */
-  failback(target: string, options?: RequestOptions): Promise<SwitchResult>;
+  failback(target: string, options?: SwitchOptions): Promise<SwitchResult>;
   /** Round trip to the agent's loop, in milliseconds. */
   ping(options?: RequestOptions): Promise<number>;
 

@@ -765,17 +765,26 @@ export class Client extends EventEmitter {
     return { generation: reply.generation }
   }
 
-  /** Switches target to its secondary now (a drill): { generation }. */
+  /** Switches target to its secondary now (a drill): { generation }.
+   * options.force: even where it would split the brain (PROTOCOL.md). */
   async failover(target, options = {}) {
-    checkTarget(target)
-    const reply = await this.#request({ type: 'failover', target }, options)
-    return { generation: reply.generation }
+    return this.#switch('failover', target, options)
   }
 
-  /** Switches target back to its primary now: { generation }. */
+  /** Switches target back to its primary now: { generation }.
+   * options.force: even where it would split the brain (PROTOCOL.md). */
   async failback(target, options = {}) {
+    return this.#switch('failback', target, options)
+  }
+
+  async #switch(type, target, options) {
     checkTarget(target)
-    const reply = await this.#request({ type: 'failback', target }, options)
+    const msg = { type, target }
+    if (options.force !== undefined) {
+      if (typeof options.force !== 'boolean') throw new TypeError('options.force must be a boolean')
+      if (options.force) msg.force = true
+    }
+    const reply = await this.#request(msg, options)
     return { generation: reply.generation }
   }
 

@@ -272,6 +272,7 @@ const F = {
   reason: str(NAME_MAX),
   server: str(NAME_MAX),
   standby: bool(),
+  force: bool(),
   code: str(NAME_MAX),
   message: str(FRAME_MAX),
 }
@@ -309,8 +310,8 @@ export const MESSAGES = Object.freeze({
   status: { from: 'both', required: {}, optional: { agent: map(), targets: mapsArray(), files: mapsArray(), keys: mapsArray() } },
   reload: { from: 'client', required: {}, optional: {} },
   ping: { from: 'client', required: {}, optional: {} },
-  failover: { from: 'client', required: { target: F.target }, optional: {} },
-  failback: { from: 'client', required: { target: F.target }, optional: {} },
+  failover: { from: 'client', required: { target: F.target }, optional: { force: F.force } },
+  failback: { from: 'client', required: { target: F.target }, optional: { force: F.force } },
   reconnect: { from: 'client', required: {}, optional: { target: F.target } },
   ok: { from: 'agent', required: {}, optional: { generation: F.generation } },
   error: { from: 'both', required: { code: F.code, message: F.message }, optional: {} },
