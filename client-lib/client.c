@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
+#include <stdatomic.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
@@ -85,6 +86,7 @@ struct pending {
 };
 
 struct dbswap_client {
+	unsigned epoch; /* client_fork_epoch() when made */
 	pthread_mutex_t lock;
 	/* Held while callbacks run: client_unsubscribe() takes it to know
 	 * that no callback of the target is still running. */
@@ -124,6 +126,52 @@ struct dbswap_client {
 
 	struct pending *pending, **pending_tail;
 };
+
+static _Atomic unsigned fork_epoch;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void fork_child(void)
+{
+	atomic_fetch_add(&fork_epoch, 1);
+}
+
+static void fork_register(void)
+{
+	pthread_atfork(NULL, NULL, fork_child);
+}
+
+unsigned client_fork_epoch(void)
+{
+	return atomic_load_explicit(&fork_epoch, memory_order_relaxed);
+}
+
+/* A client made before a fork, used in the child. */
+static bool client_foreign(const dbswap_client *c)
+{
+	return client_forked(c->epoch);
+}
+
+static void default_log(int priority, const char *line, void *userdata);
+
+void client_misuse(const char *fn, const char *what)
+{
+	char line[256];
+
+	snprintf(line, sizeof(line), "%s: %s", fn, what);
+	default_log(LOG_ERR, line, NULL);
+}
+
+/* What every entry point checks first: 0, -EINVAL for no client (said on
+ * stderr: there is no log function to say it with), -ECHILD for one made
+ * before a fork. */
+static int client_usable(const dbswap_client *c, const char *fn)
+{
+	if (!c) {
+		client_misuse(fn, "the client is NULL");
+		return -EINVAL;
+	}
+	return client_foreign(c) ? -ECHILD : 0;
+}
 
 static void default_log(int priority, const char *line, void *userdata)
 {
@@ -646,7 +694,10 @@ DBSWAP_EXPORT
 int dbswap_client_dispatch(dbswap_client *c)
 {
 	bool busy;
+	int r = client_usable(c, __func__);
 
+	if (r < 0)
+		return r;
 	pthread_mutex_lock(&c->lock);
 	busy = c->thread_started;
 	pthread_mutex_unlock(&c->lock);
@@ -672,9 +723,11 @@ dbswap_client *dbswap_client_new(const char *socket_path)
 		errno = ENAMETOOLONG;
 		return NULL;
 	}
+	pthread_once(&fork_once, fork_register);
 	c = zalloc(sizeof(*c));
 	if (!c)
 		return NULL;
+	c->epoch = client_fork_epoch();
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->cb_lock, NULL);
 	c->sock = c->timerfd = c->stopfd = -1;
@@ -711,9 +764,15 @@ err_client:
 DBSWAP_EXPORT
 void dbswap_client_free(dbswap_client *c)
 {
+	bool foreign;
+
 	if (!c)
 		return;
-	if (c->thread_started) {
+	/* In a child: the thread is the parent's, the eventfd too (a write
+	 * would stop the parent's thread), the locks may be held for ever.
+	 * Closing the child's descriptors leaves the parent's open. */
+	foreign = client_foreign(c);
+	if (c->thread_started && !foreign) {
 		uint64_t one = 1;
 		(void)!write(c->stopfd, &one, sizeof(one));
 		pthread_join(c->thread, NULL);
@@ -741,16 +800,26 @@ void dbswap_client_free(dbswap_client *c)
 	}
 	free(c->path);
 	free(c->name);
-	pthread_mutex_destroy(&c->cb_lock);
-	pthread_mutex_destroy(&c->lock);
+	if (!foreign) {
+		pthread_mutex_destroy(&c->cb_lock);
+		pthread_mutex_destroy(&c->lock);
+	}
 	free(c);
 }
 
 DBSWAP_EXPORT
 int dbswap_client_set_name(dbswap_client *c, const char *name)
 {
-	char *copy = strndup(name, IPC_NAME_MAX);
+	char *copy;
+	int r = client_usable(c, __func__);
 
+	if (r < 0)
+		return r;
+	if (!name) {
+		client_misuse(__func__, "the name is NULL");
+		return -EINVAL;
+	}
+	copy = strndup(name, IPC_NAME_MAX);
 	if (!copy)
 		return -ENOMEM;
 	pthread_mutex_lock(&c->lock);
@@ -764,6 +833,8 @@ DBSWAP_EXPORT
 void dbswap_client_set_log(dbswap_client *c, dbswap_log_fn *fn,
 			   void *userdata)
 {
+	if (client_usable(c, __func__) < 0)
+		return;
 	pthread_mutex_lock(&c->lock);
 	c->log = fn;
 	c->log_userdata = userdata;
@@ -773,7 +844,9 @@ void dbswap_client_set_log(dbswap_client *c, dbswap_log_fn *fn,
 DBSWAP_EXPORT
 int dbswap_client_fd(dbswap_client *c)
 {
-	return c->epfd;
+	int r = client_usable(c, __func__);
+
+	return r < 0 ? r : c->epfd;
 }
 
 DBSWAP_EXPORT
@@ -781,6 +854,8 @@ int dbswap_client_connected(dbswap_client *c)
 {
 	int r;
 
+	if (client_usable(c, __func__) < 0)
+		return 0;
 	pthread_mutex_lock(&c->lock);
 	r = c->sock >= 0 && c->hello_done;
 	pthread_mutex_unlock(&c->lock);
@@ -809,8 +884,10 @@ static void *client_thread(void *data)
 DBSWAP_EXPORT
 int dbswap_client_start(dbswap_client *c)
 {
-	int r;
+	int r = client_usable(c, __func__);
 
+	if (r < 0)
+		return r;
 	pthread_mutex_lock(&c->lock);
 	if (c->thread_started) {
 		pthread_mutex_unlock(&c->lock);
@@ -865,8 +942,10 @@ int dbswap_subscribe(dbswap_client *c, const char *target,
 		     dbswap_update_fn *callback, void *userdata)
 {
 	struct sub *s;
-	int r = 0;
+	int r = client_usable(c, __func__);
 
+	if (r < 0)
+		return r;
 	if (!valid_target_name(target))
 		return -EINVAL;
 	pthread_mutex_lock(&c->lock);
@@ -914,8 +993,12 @@ DBSWAP_EXPORT
 int dbswap_ack(dbswap_client *c, const char *target, uint64_t generation)
 {
 	struct sub *s;
-	int r = 0;
+	int r = client_usable(c, __func__);
 
+	if (r < 0)
+		return r;
+	if (!target)
+		return -ENOENT;
 	pthread_mutex_lock(&c->lock);
 	s = client_sub(c, target);
 	if (!s)
@@ -930,8 +1013,12 @@ DBSWAP_EXPORT
 int dbswap_ack_instance(dbswap_client *c, const char *target,
 			const char *instance, uint64_t generation)
 {
-	int r;
+	int r = client_usable(c, __func__);
 
+	if (r < 0)
+		return r;
+	if (!target)
+		return -ENOENT;
 	pthread_mutex_lock(&c->lock);
 	r = client_ack(c, target, instance_or_empty(instance), generation);
 	pthread_mutex_unlock(&c->lock);
@@ -941,49 +1028,55 @@ int dbswap_ack_instance(dbswap_client *c, const char *target,
 DBSWAP_EXPORT
 const char *dbswap_update_target(const dbswap_update *u)
 {
-	return u->target;
+	return u ? u->target : NULL;
 }
 
 DBSWAP_EXPORT
 const char *dbswap_update_conninfo(const dbswap_update *u)
 {
-	return u->conninfo;
+	return u ? u->conninfo : NULL;
 }
 
 DBSWAP_EXPORT
 uint64_t dbswap_update_generation(const dbswap_update *u)
 {
-	return u->generation;
+	return u ? u->generation : 0;
 }
 
 DBSWAP_EXPORT
 const char *dbswap_update_instance(const dbswap_update *u)
 {
-	return u->instance;
+	return u ? u->instance : NULL;
 }
 
 DBSWAP_EXPORT
 const char *dbswap_update_reason(const dbswap_update *u)
 {
-	return u->reason;
+	return u ? u->reason : NULL;
 }
 
 DBSWAP_EXPORT
 const char *dbswap_update_server(const dbswap_update *u)
 {
-	return u->server;
+	return u ? u->server : NULL;
 }
 
 DBSWAP_EXPORT
 int dbswap_update_standby(const dbswap_update *u)
 {
-	return u->standby;
+	return u ? u->standby : 0;
 }
 
 DBSWAP_EXPORT
 char *dbswap_mask_conninfo(const char *conninfo)
 {
-	char *s = mask_conninfo(conninfo);
+	char *s;
+
+	if (!conninfo) {
+		errno = EINVAL;
+		return NULL;
+	}
+	s = mask_conninfo(conninfo);
 
 	if (!s)
 		errno = ENOMEM;
@@ -1111,6 +1204,8 @@ int client_subscribe_pool(dbswap_client *c, const char *target,
 	struct sub *s;
 	int r;
 
+	if (client_foreign(c))
+		return -ECHILD;
 	if (!valid_target_name(target))
 		return -EINVAL;
 	pthread_mutex_lock(&c->lock);

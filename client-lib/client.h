@@ -6,6 +6,7 @@
 #ifndef DBSWAP_CLIENT_H
 #define DBSWAP_CLIENT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,6 +32,24 @@ int client_call(dbswap_client *c, struct ipc_writer *w, uint64_t id,
 
 /* The socket path in use. */
 const char *client_socket_path(dbswap_client *c);
+
+/* fork().  A child gets a copy of every client and pool, but not their
+ * threads, and their file descriptors share the parent's open files: the
+ * child's epoll set, timer and eventfd are the parent's, its sockets the
+ * parent's sessions.  So in a child, objects made before the fork refuse
+ * every call (-ECHILD), and freeing them only frees memory: nothing is
+ * sent, signalled, joined or locked.  The epoch below changes in each
+ * child (pthread_atfork); an object remembers the epoch it was made in. */
+unsigned client_fork_epoch(void);
+
+static inline bool client_forked(unsigned epoch)
+{
+	return client_fork_epoch() != epoch;
+}
+
+/* Says on stderr that the app called fn wrongly (what), for calls with no
+ * object whose log function could say it. */
+void client_misuse(const char *fn, const char *what);
 
 /* Interface for the pool (pool.c). */
 

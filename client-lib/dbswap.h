@@ -31,6 +31,19 @@
  * else of the library; the
  * log function may call nothing of it (it can run with the library's locks
  * held).
+ *
+ * fork(): a child process gets copies of the clients and pools, but not
+ * their threads, and their descriptors are the parent's connections.  In
+ * the child every call on a client or pool made before the fork fails at
+ * once with ECHILD (-ECHILD, or NULL with errno ECHILD; stats read as
+ * zeros; dbswap_client_connected() says 0), and dbswap_client_free() and
+ * dbswap_pool_free() only free memory: they send nothing (no session of
+ * the parent's is ended), signal no thread, close only the child's copies
+ * of descriptors.  A child that needs the agent makes a client of its own.
+ *
+ * Misuse: a NULL client or pool gives -EINVAL (NULL with errno EINVAL) and
+ * a line on stderr (there is no log function to say it with); the other
+ * misuses below give their error and a line through the log function.
  */
 #ifndef DBSWAP_H
 #define DBSWAP_H
@@ -295,7 +308,10 @@ dbswap_pool *dbswap_pool_new(dbswap_client *client, const char *target,
 
 /*
  * Closes every connection (busy ones too: call it when no thread uses the
- * pool any more), stops the maintenance thread, frees the pool.  NULL is a
+ * pool any more), stops the maintenance thread, frees the pool.  Threads
+ * waiting in dbswap_pool_acquire() get NULL with errno ECANCELED, and it
+ * returns once they have all left it; a call that starts meanwhile, or
+ * any use of the pool or its connections after, is undefined.  NULL is a
  * no-op.  Not from a callback or the log function.
  */
 void dbswap_pool_free(dbswap_pool *pool);
@@ -307,7 +323,8 @@ void dbswap_pool_free(dbswap_pool *pool);
  * time; the pool's log says which), ENOENT (no value known for the target
  * yet), EHOSTDOWN (the agent reports no database server available: fails
  * at once, without waiting, until it reports one again), ECANCELED (the
- * pool is being freed).  A timeout of 0 does not wait but still makes the
+ * pool is being freed), ECHILD (the pool was made before a fork: see the
+ * top of this file), EINVAL (pool is NULL).  A timeout of 0 does not wait but still makes the
  * pool open one more connection, within max_size.
  */
 PGconn *dbswap_pool_acquire(dbswap_pool *pool, int timeout_ms);
@@ -317,9 +334,14 @@ PGconn *dbswap_pool_acquire(dbswap_pool *pool, int timeout_ms);
  * back first; a broken one (PQstatus bad, or a rollback that fails), one
  * on an old value, or one past its lifetime is closed instead, and
  * replaced in the background as needed.  Never blocks beyond that
- * rollback.
+ * rollback.  Returns 0 (also for a NULL conn, which does nothing), or:
+ * -EINVAL for a connection this pool did not lend (one of another pool, or
+ * the app's own), or one released already and not lent out again: the
+ * connection is left alone and the log says which (a second release that
+ * races with the first, from another thread, is not always seen);
+ * -ECHILD in a child process (see the top of this file).
  */
-void dbswap_pool_release(dbswap_pool *pool, PGconn *conn);
+int dbswap_pool_release(dbswap_pool *pool, PGconn *conn);
 
 /* Fills *stats.  Never blocks beyond the pool's lock. */
 void dbswap_pool_stats_get(dbswap_pool *pool, dbswap_pool_stats *stats);

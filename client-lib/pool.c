@@ -42,6 +42,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <syslog.h>
@@ -83,10 +84,17 @@
 struct pconn {
 	struct pconn *next;
 	PGconn *conn;
+	/* A dup() of the connection's socket, for shutdown(2) from the pool
+	 * thread: libpq closes its own descriptor when it sees the server
+	 * go, and the number may be another file's by the time the pool
+	 * shuts it down.  The dup keeps the socket itself.  -1: none. */
+	int shut_fd;
 	uint64_t value;     /* which value (pool->serial numbering) */
 	int64_t created_ms;
 	int64_t idle_since;
 	bool in_use;        /* handed out or parked */
+	bool releasing;     /* a release by another thread than the one
+			     * it was lent to is rolling it back */
 	/* tag << 1 | parked; the tag is new for each connection the struct
 	 * holds */
 	_Atomic uint64_t word;
@@ -134,6 +142,9 @@ struct connecting {
 
 struct dbswap_pool {
 	uint64_t id;
+	unsigned epoch; /* client_fork_epoch() when made (client.h) */
+	_Atomic int inside; /* threads in acquire's slow path, which
+			     * dbswap_pool_free() waits out */
 	pthread_mutex_t lock;
 	pthread_cond_t changed; /* a connection came back, or the value */
 	dbswap_client *client;
@@ -270,8 +281,13 @@ static bool value_is(const struct value *v, const char *conninfo,
 	       v->standby == standby;
 }
 
+static void pconn_retag(dbswap_pool *p, struct pconn *pc);
+
+/* Locked.  A connection back on the shared stack is lent to no thread:
+ * it gets a new tag (pconn_retag()). */
 static void idle_push(dbswap_pool *p, struct pconn *pc)
 {
+	pconn_retag(p, pc);
 	p->idle[p->n_idle++] = pc;
 }
 
@@ -352,6 +368,9 @@ static void close_list(dbswap_pool *p, struct pconn *list)
 	for (struct pconn *pc = list; pc; pc = pc->next) {
 		PQfinish(pc->conn);
 		pc->conn = NULL;
+		if (pc->shut_fd >= 0)
+			close(pc->shut_fd);
+		pc->shut_fd = -1;
 		atomic_store(&pc->word, 0);
 		last = pc;
 	}
@@ -359,6 +378,22 @@ static void close_list(dbswap_pool *p, struct pconn *list)
 	last->next = p->spare;
 	p->spare = list;
 	pthread_mutex_unlock(&p->lock);
+}
+
+/* Shuts the connection's socket down (never closes it: the thread using
+ * it holds the descriptor), so that a query blocked on it fails now. */
+static bool pconn_shutdown(struct pconn *pc)
+{
+	return pc->shut_fd >= 0 && shutdown(pc->shut_fd, SHUT_RDWR) == 0;
+}
+
+/* Gives pc a new tag: every thread-local slot that names it goes stale, so
+ * that no fast path (a release parking it, an acquire taking it back)
+ * acts on it for a thread the pool no longer lent it to.  Done whenever
+ * the pool lends it out or takes it back by the locked path.  Locked. */
+static void pconn_retag(dbswap_pool *p, struct pconn *pc)
+{
+	atomic_store(&pc->word, ++p->tags << 1);
 }
 
 /* Takes a parked connection back from whoever parked it; false if it was
@@ -531,8 +566,8 @@ static bool pool_add_ready(dbswap_pool *p, PGconn *conn, uint64_t value)
 
 	if (pc)
 		p->spare = pc->next;
-	else
-		pc = zalloc(sizeof(*pc));
+	else if ((pc = zalloc(sizeof(*pc))))
+		pc->shut_fd = -1;
 	if (!pc || !wanted || idle_reserve(p) < 0) {
 		/* For a value given up meanwhile: close it. */
 		if (pc) {
@@ -544,6 +579,7 @@ static bool pool_add_ready(dbswap_pool *p, PGconn *conn, uint64_t value)
 	pc->in_use = false;
 	atomic_store(&pc->word, ++p->tags << 1);
 	pc->conn = conn;
+	pc->shut_fd = fcntl(PQsocket(conn), F_DUPFD_CLOEXEC, 0);
 	pc->value = value;
 	pc->created_ms = pc->idle_since = now_ms();
 	pc->next = p->conns;
@@ -602,9 +638,7 @@ static int pool_switch(dbswap_pool *p, struct pconn **to_close, bool now)
 			continue;
 		}
 		/* shutdown, never close: the thread using it holds the fd. */
-		if (now && pc->value != p->cur.serial &&
-		    PQsocket(pc->conn) >= 0 &&
-		    shutdown(PQsocket(pc->conn), SHUT_RDWR) == 0)
+		if (now && pc->value != p->cur.serial && pconn_shutdown(pc))
 			n_shut++;
 		pp = &pc->next;
 	}
@@ -805,8 +839,7 @@ static int64_t pool_plan(dbswap_pool *p, struct pconn **to_close)
 			for (struct pconn *pc = p->conns; pc; pc = pc->next) {
 				if (pc->value == p->cur.serial || !pc->in_use)
 					continue;
-				if (PQsocket(pc->conn) >= 0 &&
-				    shutdown(PQsocket(pc->conn), SHUT_RDWR) == 0)
+				if (pconn_shutdown(pc))
 					n++;
 			}
 			if (n > 0)
@@ -1071,6 +1104,7 @@ dbswap_pool *dbswap_pool_new(dbswap_client *client, const char *target,
 	p->env = (struct client_settings){ -1, -1, -1, -1 };
 	p->created_ms = now_ms();
 	p->id = atomic_fetch_add(&pool_ids, 1) + 1;
+	p->epoch = client_fork_epoch();
 	if (config)
 		p->app = *config;
 	pool_configure(p);
@@ -1106,6 +1140,52 @@ err_pool:
 	return NULL;
 }
 
+/* Frees, without a word to anyone, a connection the parent of this
+ * process opened: PQfinish() would end the parent's session (and shut a
+ * TLS one down), so what it writes goes to /dev/null instead.  Without
+ * /dev/null the memory is left. */
+static void conn_forget(PGconn *conn, int null)
+{
+	if (!conn)
+		return;
+	if (null < 0 || (PQsocket(conn) >= 0 && dup2(null, PQsocket(conn)) < 0))
+		return;
+	PQfinish(conn);
+}
+
+/* dbswap_pool_free() in a child of the process that made the pool: the
+ * pool thread is the parent's, its lock may be held for ever, its
+ * connections are the parent's sessions.  Only memory is freed, and the
+ * child's copies of descriptors closed. */
+static void pool_free_foreign(dbswap_pool *p)
+{
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	struct pconn *lists[] = { p->conns, p->dead, p->spare };
+
+	for (size_t l = 0; l < ARRAY_SIZE(lists); l++) {
+		while (lists[l]) {
+			struct pconn *pc = lists[l];
+			lists[l] = pc->next;
+			conn_forget(pc->conn, null);
+			if (pc->shut_fd >= 0)
+				close(pc->shut_fd);
+			free(pc);
+		}
+	}
+	for (int i = 0; i < p->n_connecting; i++) {
+		conn_forget(p->connecting[i].conn, null);
+		free_secret(p->connecting[i].conninfo);
+	}
+	if (null >= 0)
+		close(null);
+	value_clear(&p->cur);
+	value_clear(&p->next);
+	free(p->idle);
+	close(p->wakefd);
+	free(p->target);
+	free(p);
+}
+
 DBSWAP_EXPORT
 void dbswap_pool_free(dbswap_pool *p)
 {
@@ -1113,12 +1193,20 @@ void dbswap_pool_free(dbswap_pool *p)
 
 	if (!p)
 		return;
+	if (client_forked(p->epoch)) {
+		pool_free_foreign(p);
+		return;
+	}
 	/* No callback may run on a freed pool. */
 	client_unsubscribe(p->client, p->target);
 	pthread_mutex_lock(&p->lock);
 	p->stopping = true;
 	pthread_cond_broadcast(&p->changed);
 	pthread_mutex_unlock(&p->lock);
+	/* Threads waiting in acquire wake, fail with ECANCELED and leave
+	 * before anything is freed. */
+	while (atomic_load(&p->inside) > 0)
+		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
 	pool_wake(p);
 	pthread_join(p->thread, NULL);
 
@@ -1168,8 +1256,12 @@ static struct pconn *pool_take_idle(dbswap_pool *p, struct pconn **to_close,
 	for (pc = p->conns; pc; pc = pc->next) {
 		if (!pc->in_use || !pc_unpark(p, pc))
 			continue;
-		if (pc->value == p->cur.serial)
-			return pc; /* still in use, now ours */
+		if (pc->value == p->cur.serial) {
+			/* Still in use, now lent to this thread: the parker's
+			 * slot must not release it again. */
+			pconn_retag(p, pc);
+			return pc;
+		}
 		pool_unlink(p, pc);
 		pc->next = *to_close;
 		*to_close = pc;
@@ -1222,18 +1314,15 @@ static PGconn *pool_acquire_parked(dbswap_pool *p)
 	return ps->conn;
 }
 
-DBSWAP_EXPORT
-PGconn *dbswap_pool_acquire(dbswap_pool *p, int timeout_ms)
+/* Acquire with the lock: idle connections, stolen parked ones, waiting.
+ * It touches nothing of the pool after it returns. */
+static PGconn *pool_acquire_slow(dbswap_pool *p, int timeout_ms)
 {
 	struct pconn *pc, *to_close = NULL;
 	struct timespec until;
 	int64_t deadline;
-	PGconn *conn;
 	bool known, again, down = false;
 
-	conn = pool_acquire_parked(p);
-	if (conn)
-		return conn;
 	pthread_mutex_lock(&p->lock);
 	if (timeout_ms < 0)
 		timeout_ms = p->cfg.acquire_timeout_ms;
@@ -1325,6 +1414,31 @@ PGconn *dbswap_pool_acquire(dbswap_pool *p, int timeout_ms)
 	return NULL;
 }
 
+DBSWAP_EXPORT
+PGconn *dbswap_pool_acquire(dbswap_pool *p, int timeout_ms)
+{
+	PGconn *conn;
+
+	if (!p) {
+		client_misuse(__func__, "the pool is NULL");
+		errno = EINVAL;
+		return NULL;
+	}
+	if (client_forked(p->epoch)) {
+		errno = ECHILD;
+		return NULL;
+	}
+	conn = pool_acquire_parked(p);
+	if (conn)
+		return conn;
+	/* dbswap_pool_free() waits for every thread in here to leave: the
+	 * decrement is this thread's last touch of the pool. */
+	atomic_fetch_add(&p->inside, 1);
+	conn = pool_acquire_slow(p, timeout_ms);
+	atomic_fetch_sub(&p->inside, 1);
+	return conn;
+}
+
 /* The fast path: park a healthy connection of the current value in this
  * thread's slot.  Returns false when the slow path must run. */
 static bool pool_release_parked(dbswap_pool *p, PGconn *conn)
@@ -1365,15 +1479,32 @@ static bool pool_release_parked(dbswap_pool *p, PGconn *conn)
 	return true;
 }
 
-DBSWAP_EXPORT
-void dbswap_pool_release(dbswap_pool *p, PGconn *conn)
+/* Whether this thread's slot says conn was lent to it and not given
+ * back since: then no other thread may touch it, and its release needs no
+ * lock to be checked. */
+static bool pool_lent_here(dbswap_pool *p, PGconn *conn)
 {
-	struct pconn *pc = NULL;
-	bool broken, keep;
+	const struct park_slot *ps = &park_slot;
 
-	if (!conn)
-		return;
-	/* Outside the lock: a rollback is a round trip. */
+	return ps->pool_id == p->id && ps->conn == conn && ps->pc &&
+	       atomic_load(&ps->pc->word) == ps->tag << 1;
+}
+
+static struct pconn *pool_find(dbswap_pool *p, PGconn *conn)
+{
+	struct pconn *pc;
+
+	for (pc = p->conns; pc && pc->conn != conn; pc = pc->next)
+		;
+	return pc;
+}
+
+/* Ends what the app left open on conn: a transaction is rolled back.
+ * Returns true when the connection cannot be lent again. */
+static bool conn_reset(PGconn *conn)
+{
+	bool broken;
+
 	switch (PQtransactionStatus(conn)) {
 	case PQTRANS_IDLE:
 		broken = false;
@@ -1388,20 +1519,60 @@ void dbswap_pool_release(dbswap_pool *p, PGconn *conn)
 	default: /* active (results not read) or unknown: start afresh */
 		broken = true;
 	}
-	broken |= PQstatus(conn) != CONNECTION_OK;
-	if (!broken && pool_release_parked(p, conn))
-		return;
+	return broken || PQstatus(conn) != CONNECTION_OK;
+}
+
+DBSWAP_EXPORT
+int dbswap_pool_release(dbswap_pool *p, PGconn *conn)
+{
+	struct pconn *pc = NULL;
+	bool broken, keep, mine;
+	const char *wrong = NULL;
+
+	if (!conn)
+		return 0;
+	if (!p) {
+		client_misuse(__func__, "the pool is NULL");
+		return -EINVAL;
+	}
+	if (client_forked(p->epoch))
+		return -ECHILD;
+	mine = pool_lent_here(p, conn);
+	if (!mine) {
+		/* Lent to another thread, or not lent at all: the books say,
+		 * and a second release meanwhile is refused. */
+		pthread_mutex_lock(&p->lock);
+		pc = pool_find(p, conn);
+		if (!pc)
+			wrong = "a connection this pool did not lend (left "
+				"alone)";
+		else if (!pc->in_use || (atomic_load(&pc->word) & 1) ||
+			 pc->releasing)
+			wrong = "a connection released twice (it is not lent "
+				"out; left alone)";
+		else
+			pc->releasing = true;
+		pthread_mutex_unlock(&p->lock);
+		if (wrong) {
+			pool_log(p, LOG_ERR, "%s: dbswap_pool_release: %s",
+				 p->target, wrong);
+			return -EINVAL;
+		}
+	}
+	/* Outside the lock: a rollback is a round trip. */
+	broken = conn_reset(conn);
+	if (mine && !broken && pool_release_parked(p, conn))
+		return 0;
 
 	pthread_mutex_lock(&p->lock);
-	for (pc = p->conns; pc && pc->conn != conn; pc = pc->next)
-		;
+	pc = pool_find(p, conn);
 	if (!pc) {
+		/* Lent to this thread, gone from the books meanwhile: only
+		 * dbswap_pool_free() racing with the release does that. */
 		pthread_mutex_unlock(&p->lock);
-		pool_log(p, LOG_ERR, "%s: release of a connection this pool "
-				     "does not know; closing it", p->target);
-		PQfinish(conn);
-		return;
+		return -EINVAL;
 	}
+	pc->releasing = false;
 	keep = !broken && !atomic_load(&p->stopping) &&
 	       pc->value == p->cur.serial &&
 	       (p->cfg.max_lifetime_ms < 0 ||
@@ -1414,7 +1585,7 @@ void dbswap_pool_release(dbswap_pool *p, PGconn *conn)
 		if (atomic_load(&p->waiting) > 0)
 			pthread_cond_signal(&p->changed);
 		pthread_mutex_unlock(&p->lock);
-		return;
+		return 0;
 	}
 	pool_unlink(p, pc);
 	pthread_mutex_unlock(&p->lock);
@@ -1423,11 +1594,21 @@ void dbswap_pool_release(dbswap_pool *p, PGconn *conn)
 	pool_wake(p);
 	pc->next = NULL;
 	close_list(p, pc);
+	return 0;
 }
 
 DBSWAP_EXPORT
 void dbswap_pool_stats_get(dbswap_pool *p, dbswap_pool_stats *s)
 {
+	if (!p || !s) {
+		client_misuse(__func__, !p ? "the pool is NULL"
+					   : "the stats pointer is NULL");
+		return;
+	}
+	if (client_forked(p->epoch)) {
+		*s = (dbswap_pool_stats){ 0 };
+		return;
+	}
 	pthread_mutex_lock(&p->lock);
 	*s = (dbswap_pool_stats){
 		.generation = p->cur.generation,

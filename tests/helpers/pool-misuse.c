@@ -1,0 +1,481 @@
+/*
+ * libdbswap's pool misused, for test_pool_misuse.py: each case drives a
+ * real pool (a real agent, a real server) the way a buggy app or a fork
+ * would, and checks that it gets an error, not corruption.  ASan runs it
+ * in the sanitizer stage.
+ *
+ *   pool-misuse CASE SOCKET TARGET
+ *
+ * Prints "ok NAME" or "FAIL NAME: why" per check, and lines the test
+ * waits for ("rotate": change the value now); exits 1 if a check failed.
+ */
+#include <dbswap.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *sock_path, *target;
+static int failed;
+
+static void check(bool ok, const char *name, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (ok) {
+		printf("ok %s\n", name);
+	} else {
+		printf("FAIL %s: ", name);
+		va_start(ap, fmt);
+		vprintf(fmt, ap);
+		va_end(ap);
+		putchar('\n');
+		failed = 1;
+	}
+	fflush(stdout);
+}
+
+static void on_log(int priority, const char *line, void *userdata)
+{
+	(void)priority;
+	(void)userdata;
+	fprintf(stderr, "libdbswap: %s\n", line);
+}
+
+static void sleep_ms(int ms)
+{
+	nanosleep(&(struct timespec){ ms / 1000, (ms % 1000) * 1000000L },
+		  NULL);
+}
+
+static dbswap_client *new_client(void)
+{
+	dbswap_client *c = dbswap_client_new(sock_path);
+
+	if (!c) {
+		perror("dbswap_client_new");
+		exit(2);
+	}
+	dbswap_client_set_log(c, on_log, NULL);
+	return c;
+}
+
+static dbswap_pool *new_pool(dbswap_client *c, int max, int drain_ms)
+{
+	dbswap_pool_config cfg = { .min_size = 1, .max_size = max,
+				   .drain_timeout_ms = drain_ms };
+	dbswap_pool *p = dbswap_pool_new(c, target, &cfg);
+
+	if (!p) {
+		perror("dbswap_pool_new");
+		exit(2);
+	}
+	return p;
+}
+
+static PGconn *must_acquire(dbswap_pool *p)
+{
+	PGconn *conn = dbswap_pool_acquire(p, 10000);
+
+	if (!conn) {
+		printf("FAIL acquire: %s\n", strerror(errno));
+		exit(1);
+	}
+	return conn;
+}
+
+static bool query_ok(PGconn *conn)
+{
+	PGresult *r = PQexec(conn, "SELECT 1");
+	bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+
+	PQclear(r);
+	return ok;
+}
+
+/* Waits until the pool is on a generation past gen. */
+static bool wait_generation(dbswap_pool *p, uint64_t gen, int ms)
+{
+	dbswap_pool_stats s;
+
+	for (int waited = 0; waited < ms; waited += 10) {
+		dbswap_pool_stats_get(p, &s);
+		if (s.generation > gen)
+			return true;
+		sleep_ms(10);
+	}
+	return false;
+}
+
+/* fork() */
+
+struct hammer {
+	dbswap_pool *pool;
+	volatile bool stop;
+};
+
+/* Keeps the pool's lock busy, so that forks land while it is held. */
+static void *hammer_main(void *data)
+{
+	struct hammer *hm = data;
+
+	while (!hm->stop) {
+		PGconn *conn = dbswap_pool_acquire(hm->pool, 1000);
+		if (conn)
+			dbswap_pool_release(hm->pool, conn);
+	}
+	return NULL;
+}
+
+static int child_checks(dbswap_client *c, dbswap_pool *p, PGconn *held)
+{
+	dbswap_pool_stats s;
+	PGconn *conn;
+	int bad = 0;
+
+	alarm(5); /* a lock the parent held at the fork: a hang */
+	errno = 0;
+	conn = dbswap_pool_acquire(p, 1000);
+	bad |= conn != NULL || errno != ECHILD;
+	bad |= dbswap_pool_release(p, held) != -ECHILD;
+	memset(&s, 0xff, sizeof(s));
+	dbswap_pool_stats_get(p, &s);
+	bad |= s.size != 0;
+	bad |= dbswap_subscribe(c, "OTHER_URL", NULL, NULL) != -ECHILD;
+	bad |= dbswap_client_fd(c) != -ECHILD;
+	bad |= dbswap_client_dispatch(c) != -ECHILD;
+	bad |= dbswap_client_connected(c) != 0;
+	/* Only memory: no session of the parent's ended, no thread of its
+	 * stopped (the parent checks both). */
+	dbswap_pool_free(p);
+	dbswap_client_free(c);
+	return bad;
+}
+
+static void case_fork(void)
+{
+	dbswap_client *c = new_client();
+	dbswap_pool *p = new_pool(c, 4, 0);
+	struct hammer hm = { .pool = p };
+	pthread_t th;
+	PGconn *held = must_acquire(p);
+	dbswap_pool_stats s;
+	int bad_children = 0, hung = 0;
+
+	dbswap_pool_release(p, must_acquire(p));
+	pthread_create(&th, NULL, hammer_main, &hm);
+	for (int i = 0; i < 20; i++) {
+		int st;
+		pid_t pid = fork();
+		if (pid == 0)
+			_exit(child_checks(c, p, held));
+		waitpid(pid, &st, 0);
+		if (WIFSIGNALED(st))
+			hung++;
+		else if (WEXITSTATUS(st) != 0)
+			bad_children++;
+	}
+	hm.stop = true;
+	pthread_join(th, NULL);
+	check(hung == 0, "fork-child-never-hangs",
+	      "%d of 20 children killed (a lock held at the fork)", hung);
+	check(bad_children == 0, "fork-child-calls-fail-with-ECHILD",
+	      "%d of 20 children got something else", bad_children);
+	check(query_ok(held), "fork-parent-session-intact",
+	      "the parent's connection no longer works: %s",
+	      PQerrorMessage(held));
+	dbswap_pool_release(p, held);
+	/* The parent's client thread still follows the agent. */
+	dbswap_pool_stats_get(p, &s);
+	printf("rotate\n");
+	fflush(stdout);
+	check(wait_generation(p, s.generation, 20000),
+	      "fork-parent-follows-rotation",
+	      "no new generation after the children freed their copies");
+	held = must_acquire(p);
+	check(query_ok(held), "fork-parent-queries", "%s",
+	      PQerrorMessage(held));
+	dbswap_pool_release(p, held);
+	dbswap_pool_free(p);
+	dbswap_client_free(c);
+}
+
+/* Misuse */
+
+struct lender {
+	dbswap_pool *pool;
+	PGconn *conn;
+	int phase; /* 0 start, 1 acquired, 2 released by main, 3 done */
+	int second;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+};
+
+static void lender_wait(struct lender *l, int phase)
+{
+	pthread_mutex_lock(&l->lock);
+	while (l->phase < phase)
+		pthread_cond_wait(&l->cond, &l->lock);
+	pthread_mutex_unlock(&l->lock);
+}
+
+static void lender_set(struct lender *l, int phase)
+{
+	pthread_mutex_lock(&l->lock);
+	l->phase = phase;
+	pthread_cond_broadcast(&l->cond);
+	pthread_mutex_unlock(&l->lock);
+}
+
+static void *lender_main(void *data)
+{
+	struct lender *l = data;
+
+	l->conn = must_acquire(l->pool);
+	lender_set(l, 1);
+	lender_wait(l, 2);
+	l->second = dbswap_pool_release(l->pool, l->conn);
+	lender_set(l, 3);
+	return NULL;
+}
+
+struct waiter {
+	dbswap_pool *pool;
+	PGconn *got;
+	int err;
+};
+
+static void *waiter_main(void *data)
+{
+	struct waiter *w = data;
+
+	w->got = dbswap_pool_acquire(w->pool, 20000);
+	w->err = errno;
+	return NULL;
+}
+
+static void case_misuse(void)
+{
+	dbswap_client *c = new_client(), *c2 = new_client();
+	dbswap_pool *p = new_pool(c, 2, 0), *p2 = new_pool(c2, 2, 0);
+	PGconn *a, *b, *x;
+	dbswap_pool_stats s;
+	int r, r2, overflow = 0;
+
+	/* Released twice by the thread it was lent to. */
+	a = must_acquire(p);
+	r = dbswap_pool_release(p, a);
+	r2 = dbswap_pool_release(p, a);
+	check(r == 0 && r2 == -EINVAL, "double-release-refused",
+	      "release, release: %d, %d", r, r2);
+	a = must_acquire(p);
+	b = must_acquire(p);
+	check(a != b, "double-release-not-lent-twice",
+	      "two acquires got the same connection");
+	dbswap_pool_release(p, a);
+	dbswap_pool_release(p, b);
+	for (int i = 0; i < 200; i++) {
+		a = must_acquire(p);
+		dbswap_pool_release(p, a);
+		if (dbswap_pool_release(p, a) != -EINVAL)
+			overflow++;
+	}
+	dbswap_pool_stats_get(p, &s);
+	check(overflow == 0 && s.idle <= s.size && s.size <= 2,
+	      "double-release-repeated",
+	      "%d second releases taken; size %d, idle %d", overflow, s.size,
+	      s.idle);
+
+	/* Lent to one thread, released by another, then by the first. */
+	struct lender l = { .pool = p, .lock = PTHREAD_MUTEX_INITIALIZER,
+			    .cond = PTHREAD_COND_INITIALIZER };
+	pthread_t th;
+	pthread_create(&th, NULL, lender_main, &l);
+	lender_wait(&l, 1);
+	r = dbswap_pool_release(p, l.conn);
+	lender_set(&l, 2);
+	lender_wait(&l, 3);
+	pthread_join(th, NULL);
+	check(r == 0 && l.second == -EINVAL, "double-release-across-threads",
+	      "release by another thread %d, then by the borrower %d", r,
+	      l.second);
+	a = must_acquire(p);
+	b = must_acquire(p);
+	check(a != b, "double-release-across-threads-not-lent-twice",
+	      "two acquires got the same connection");
+	dbswap_pool_release(p, b);
+
+	/* Released to the wrong pool: refused, left alone. */
+	r = dbswap_pool_release(p2, a);
+	check(r == -EINVAL, "wrong-pool-refused", "release to another pool: %d",
+	      r);
+	check(query_ok(a), "wrong-pool-connection-intact", "%s",
+	      PQerrorMessage(a));
+	r = dbswap_pool_release(p, a);
+	check(r == 0, "wrong-pool-then-right-pool", "%d", r);
+
+	/* The app's own connection. */
+	x = PQconnectdb("dbname=nonexistent host=/nonexistent");
+	r = dbswap_pool_release(p, x);
+	check(r == -EINVAL, "foreign-connection-refused", "%d", r);
+	PQfinish(x);
+
+	/* NULL arguments: errors, no crash. */
+	errno = 0;
+	x = dbswap_pool_acquire(NULL, 0);
+	check(!x && errno == EINVAL, "null-acquire", "errno %d", errno);
+	check(dbswap_pool_release(NULL, a) == -EINVAL, "null-release", "");
+	check(dbswap_pool_release(p, NULL) == 0, "null-conn-release", "");
+	dbswap_pool_stats_get(NULL, &s);
+	dbswap_pool_stats_get(p, NULL);
+	check(dbswap_client_set_name(NULL, "x") == -EINVAL &&
+	      dbswap_client_set_name(c, NULL) == -EINVAL, "null-set-name", "");
+	dbswap_client_set_log(NULL, NULL, NULL);
+	check(dbswap_client_fd(NULL) == -EINVAL, "null-fd", "");
+	check(dbswap_client_dispatch(NULL) == -EINVAL, "null-dispatch", "");
+	check(dbswap_client_start(NULL) == -EINVAL, "null-start", "");
+	check(dbswap_client_connected(NULL) == 0, "null-connected", "");
+	check(dbswap_subscribe(NULL, "X_URL", NULL, NULL) == -EINVAL,
+	      "null-subscribe", "");
+	check(dbswap_ack(NULL, target, 1) == -EINVAL &&
+	      dbswap_ack(c, NULL, 1) == -ENOENT, "null-ack", "");
+	check(dbswap_ack_instance(NULL, target, NULL, 1) == -EINVAL &&
+	      dbswap_ack_instance(c, NULL, NULL, 1) == -ENOENT,
+	      "null-ack-instance", "");
+	check(!dbswap_update_target(NULL) && !dbswap_update_conninfo(NULL) &&
+	      !dbswap_update_generation(NULL) &&
+	      !dbswap_update_instance(NULL) && !dbswap_update_reason(NULL) &&
+	      !dbswap_update_server(NULL) && !dbswap_update_standby(NULL),
+	      "null-update", "");
+	errno = 0;
+	check(!dbswap_mask_conninfo(NULL) && errno == EINVAL, "null-mask", "");
+	errno = 0;
+	check(!dbswap_pool_new(NULL, target, NULL) && errno == EINVAL,
+	      "null-pool-new", "");
+	dbswap_pool_free(NULL);
+	dbswap_client_free(NULL);
+
+	/* Freed while threads wait in acquire: they get ECANCELED, and the
+	 * free waits for them to leave. */
+	struct waiter w[4];
+	pthread_t wt[4];
+	a = must_acquire(p2);
+	b = must_acquire(p2);
+	for (int i = 0; i < 4; i++) {
+		w[i] = (struct waiter){ .pool = p2 };
+		pthread_create(&wt[i], NULL, waiter_main, &w[i]);
+	}
+	for (int i = 0; i < 500; i++) {
+		dbswap_pool_stats_get(p2, &s);
+		if (s.waiting == 4)
+			break;
+		sleep_ms(10);
+	}
+	check(s.waiting == 4, "free-while-waiting-setup", "%d waiting",
+	      s.waiting);
+	dbswap_pool_free(p2);
+	int cancelled = 0;
+	for (int i = 0; i < 4; i++) {
+		pthread_join(wt[i], NULL);
+		cancelled += !w[i].got && w[i].err == ECANCELED;
+	}
+	check(cancelled == 4, "free-while-waiting-cancels",
+	      "%d of 4 waiters got ECANCELED", cancelled);
+
+	dbswap_pool_free(p);
+	dbswap_client_free(c2);
+	dbswap_client_free(c);
+}
+
+/* shutdown(2) of a busy old connection at the drain deadline.  libpq
+ * closes its socket itself when it sees the server go, in the app's
+ * thread, and the number may be another file's by the time the pool
+ * thread shuts it down: so the pool must shut down a descriptor of its
+ * own for the same socket, never libpq's number.  Every shutdown() of
+ * the process comes here first. */
+#define SHUT_SEEN_MAX 16
+static int shut_fds[SHUT_SEEN_MAX];
+static ino_t shut_inos[SHUT_SEEN_MAX];
+static _Atomic int n_shut;
+
+int shutdown(int fd, int how)
+{
+	static int (*real)(int, int);
+	struct stat st;
+	int i = atomic_fetch_add(&n_shut, 1);
+
+	if (!real) {
+		/* POSIX's way: dlsym() returns functions as object pointers. */
+		void *sym = dlsym(RTLD_NEXT, "shutdown");
+		memcpy(&real, &sym, sizeof(real));
+	}
+	if (i < SHUT_SEEN_MAX) {
+		shut_fds[i] = fd;
+		shut_inos[i] = fstat(fd, &st) == 0 ? st.st_ino : 0;
+	}
+	return real(fd, how);
+}
+
+static void case_shutdown_own_fd(void)
+{
+	dbswap_client *c = new_client();
+	dbswap_pool *p = new_pool(c, 2, 300);
+	PGconn *conn = must_acquire(p);
+	int fd = PQsocket(conn), n = 0;
+	dbswap_pool_stats s;
+	struct stat st;
+
+	fstat(fd, &st);
+	dbswap_pool_stats_get(p, &s);
+	printf("rotate\n");
+	fflush(stdout);
+	check(wait_generation(p, s.generation, 20000), "shutdown-switch",
+	      "no switch");
+	/* Busy on the old value past the 300 ms drain deadline. */
+	for (int i = 0; i < 500 && (n = atomic_load(&n_shut)) == 0; i++)
+		sleep_ms(10);
+	check(n >= 1, "shutdown-at-drain-deadline", "no shutdown() in 5 s");
+	check(n >= 1 && shut_fds[0] != fd && shut_inos[0] == st.st_ino,
+	      "shutdown-of-its-own-descriptor",
+	      "shut down fd %d (inode %lu); libpq's is %d (inode %lu)",
+	      n ? shut_fds[0] : -1, n ? (unsigned long)shut_inos[0] : 0UL,
+	      fd, (unsigned long)st.st_ino);
+	check(!query_ok(conn), "shutdown-fails-the-query",
+	      "the shut-down connection still answers");
+	dbswap_pool_release(p, conn);
+	dbswap_pool_free(p);
+	dbswap_client_free(c);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 4) {
+		fprintf(stderr, "usage: pool-misuse fork|misuse|shutdown "
+				"SOCKET TARGET\n");
+		return 2;
+	}
+	sock_path = argv[2];
+	target = argv[3];
+	signal(SIGPIPE, SIG_IGN);
+	if (!strcmp(argv[1], "fork"))
+		case_fork();
+	else if (!strcmp(argv[1], "misuse"))
+		case_misuse();
+	else if (!strcmp(argv[1], "shutdown"))
+		case_shutdown_own_fd();
+	else
+		return 2;
+	printf("done\n");
+	return failed;
+}
