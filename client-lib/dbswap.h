@@ -219,10 +219,12 @@ int dbswap_ack_instance(dbswap_client *client, const char *target,
  * connections with it first (in its own thread, never in an acquiring
  * one), then switches: from then on every acquire gets a connection on the
  * new value.  Idle old connections are closed at once, busy ones when they
- * are released; one still busy at the drain deadline has its socket shut
- * down (its query fails; it is closed on release).  When no connection on
- * the old value remains, the pool acks the generation, so `dbswapctl set
- * --wait` returns only when the old password is out of use.  While a
+ * are released; one still busy at its switch's drain deadline (each switch
+ * gives its busy connections their own) has its socket shut down (its
+ * query fails, the server ends the session; it is closed on release).
+ * When no connection on the old value remains but such shut-down ones, the
+ * pool acks the generation, so `dbswapctl set --wait` returns when the old
+ * password is out of use, even if the app never gives a connection back.  While a
  * switch is under way the pool holds more than max_size connections: the
  * old busy ones and the new ones (and, when rotations follow each other
  * faster than connections open, those of the next value too).

@@ -95,6 +95,12 @@ struct pconn {
 	bool in_use;        /* handed out or parked */
 	bool releasing;     /* a release by another thread than the one
 			     * it was lent to is rolling it back */
+	/* On an old value and busy: when its socket is shut down (each
+	 * switch gives its own busy ones their deadline), and whether it
+	 * was.  A shut-down one holds no session of the old value any more:
+	 * the ack does not wait for the app to give it back. */
+	int64_t drain_at;
+	bool abandoned;
 	/* tag << 1 | parked; the tag is new for each connection the struct
 	 * holds */
 	_Atomic uint64_t word;
@@ -185,11 +191,11 @@ struct dbswap_pool {
 	struct pconn **idle;
 	int idle_cap;
 	int n_open, n_idle, n_in_use, n_old, n_ready_next;
+	int n_abandoned; /* of n_old: shut down, still held by the app */
 	struct connecting connecting[POOL_CONNECTING_MAX];
 	int n_connecting;
 	_Atomic int waiting;
 	int demand; /* acquires that failed since the last plan */
-	int64_t drain_deadline;
 	uint64_t acked; /* serial of the value last acked */
 	char connect_error[512]; /* last failure for cur, for timeouts */
 	unsigned cur_failures;   /* in a row, for the backoff below */
@@ -337,23 +343,27 @@ static void pool_unlink(dbswap_pool *p, struct pconn *pc)
 		idle_remove(p, pc);
 	else if (p->next.serial && pc->value == p->next.serial)
 		p->n_ready_next--;
-	else if (pc->value != p->cur.serial)
+	else if (pc->value != p->cur.serial) {
 		p->n_old--;
+		p->n_abandoned -= pc->abandoned;
+	}
 	p->closed++;
 }
 
 /* Recounts idle, old and ready-next after the value changed.  Locked. */
 static void pool_recount(dbswap_pool *p)
 {
-	p->n_idle = p->n_old = p->n_ready_next = 0;
+	p->n_idle = p->n_old = p->n_ready_next = p->n_abandoned = 0;
 	for (struct pconn *pc = p->conns; pc; pc = pc->next) {
 		if (pc->value == p->cur.serial) {
 			if (!pc->in_use)
 				idle_push(p, pc);
-		} else if (p->next.serial && pc->value == p->next.serial)
+		} else if (p->next.serial && pc->value == p->next.serial) {
 			p->n_ready_next++;
-		else
+		} else {
 			p->n_old++;
+			p->n_abandoned += pc->abandoned;
+		}
 	}
 }
 
@@ -381,10 +391,15 @@ static void close_list(dbswap_pool *p, struct pconn *list)
 }
 
 /* Shuts the connection's socket down (never closes it: the thread using
- * it holds the descriptor), so that a query blocked on it fails now. */
-static bool pconn_shutdown(struct pconn *pc)
+ * it holds the descriptor), so that a query blocked on it fails now and
+ * the server ends its session.  Returns 1, or 0 when that failed (the
+ * connection then still drains). */
+static int pconn_abandon(struct pconn *pc)
 {
-	return pc->shut_fd >= 0 && shutdown(pc->shut_fd, SHUT_RDWR) == 0;
+	if (pc->shut_fd < 0 || shutdown(pc->shut_fd, SHUT_RDWR) < 0)
+		return 0;
+	pc->abandoned = true;
+	return 1;
 }
 
 /* Gives pc a new tag: every thread-local slot that names it goes stale, so
@@ -577,6 +592,8 @@ static bool pool_add_ready(dbswap_pool *p, PGconn *conn, uint64_t value)
 		return false;
 	}
 	pc->in_use = false;
+	pc->drain_at = 0;
+	pc->abandoned = false;
 	atomic_store(&pc->word, ++p->tags << 1);
 	pc->conn = conn;
 	pc->shut_fd = fcntl(PQsocket(conn), F_DUPFD_CLOEXEC, 0);
@@ -613,7 +630,6 @@ static int pool_switch(dbswap_pool *p, struct pconn **to_close, bool now)
 	atomic_store(&p->cur_serial, p->cur.serial);
 	p->from_env = false;
 	p->switches++;
-	p->drain_deadline = now_ms() + p->cfg.drain_timeout_ms;
 	/* The old value's failures say nothing about this one: its first
 	 * connections must not wait for the old one's backoff. */
 	p->connect_error[0] = '\0';
@@ -637,9 +653,12 @@ static int pool_switch(dbswap_pool *p, struct pconn **to_close, bool now)
 			*to_close = pc;
 			continue;
 		}
-		/* shutdown, never close: the thread using it holds the fd. */
-		if (now && pc->value != p->cur.serial && pconn_shutdown(pc))
-			n_shut++;
+		/* Busy on an old value: drains until its deadline, unless the
+		 * server is gone (now): then it is shut down at once. */
+		if (pc->value != p->cur.serial && !pc->drain_at)
+			pc->drain_at = now_ms() + p->cfg.drain_timeout_ms;
+		if (now && pc->value != p->cur.serial && !pc->abandoned)
+			n_shut += pconn_abandon(pc);
 		pp = &pc->next;
 	}
 	pool_recount(p);
@@ -830,31 +849,32 @@ static int64_t pool_plan(dbswap_pool *p, struct pconn **to_close)
 		pp = &pc->next;
 	}
 
-	/* The drain deadline: old connections still busy lose their socket,
-	 * so that their query fails now and they are closed on release.
-	 * shutdown, never close: the thread using it still holds the fd. */
-	if (p->n_old > 0) {
-		if (now >= p->drain_deadline) {
-			int n = 0;
-			for (struct pconn *pc = p->conns; pc; pc = pc->next) {
-				if (pc->value == p->cur.serial || !pc->in_use)
-					continue;
-				if (pconn_shutdown(pc))
-					n++;
-			}
-			if (n > 0)
-				pool_log(p, LOG_WARNING,
-					 "%s: %d connection(s) on an old value "
-					 "still in use after the %d ms drain "
-					 "deadline; shut down",
-					 p->target, n, p->cfg.drain_timeout_ms);
-			p->drain_deadline = now + p->cfg.drain_timeout_ms;
+	/* The drain deadline of each switch: old connections still busy
+	 * lose their socket, so that their query fails now and they are
+	 * closed on release. */
+	if (p->n_old > p->n_abandoned) {
+		int n = 0;
+		for (struct pconn *pc = p->conns; pc; pc = pc->next) {
+			if (pc->value == p->cur.serial || !pc->in_use ||
+			    pc->abandoned || !pc->drain_at)
+				continue;
+			if (now >= pc->drain_at)
+				n += pconn_abandon(pc);
+			else
+				RUN_AT(pc->drain_at);
 		}
-		RUN_AT(p->drain_deadline);
+		p->n_abandoned += n;
+		if (n > 0)
+			pool_log(p, LOG_WARNING,
+				 "%s: %d connection(s) on an old value still "
+				 "in use after the %d ms drain deadline; shut "
+				 "down (closed when released)",
+				 p->target, n, p->cfg.drain_timeout_ms);
 	}
 
-	/* Nothing of an older value left: the switch is complete. */
-	if (p->cur.conninfo && !p->from_env && p->n_old == 0 &&
+	/* Nothing of an older value left but connections shut down (they
+	 * hold no session): the switch is complete. */
+	if (p->cur.conninfo && !p->from_env && p->n_old == p->n_abandoned &&
 	    p->acked != p->cur.serial && p->cur.generation > 0) {
 		p->acked = p->cur.serial;
 		dbswap_ack_instance(p->client, p->target,

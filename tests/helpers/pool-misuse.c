@@ -7,7 +7,9 @@
  *   pool-misuse CASE SOCKET TARGET
  *
  * Prints "ok NAME" or "FAIL NAME: why" per check, and lines the test
- * waits for ("rotate": change the value now); exits 1 if a check failed.
+ * acts on ("rotate": change the value now; "wait-ack": answer with a line
+ * once the agent shows the current generation acked); exits 1 if a check
+ * failed.
  */
 #include <dbswap.h>
 #include <dlfcn.h>
@@ -407,7 +409,16 @@ static void case_misuse(void)
 #define SHUT_SEEN_MAX 16
 static int shut_fds[SHUT_SEEN_MAX];
 static ino_t shut_inos[SHUT_SEEN_MAX];
+static int64_t shut_ms[SHUT_SEEN_MAX];
 static _Atomic int n_shut;
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 int shutdown(int fd, int how)
 {
@@ -423,6 +434,7 @@ int shutdown(int fd, int how)
 	if (i < SHUT_SEEN_MAX) {
 		shut_fds[i] = fd;
 		shut_inos[i] = fstat(fd, &st) == 0 ? st.st_ino : 0;
+		shut_ms[i] = mono_ms();
 	}
 	return real(fd, how);
 }
@@ -458,10 +470,70 @@ static void case_shutdown_own_fd(void)
 	dbswap_client_free(c);
 }
 
+/* Rotations always complete: a connection the app never gives back
+ * holds no ack once its socket was shut down at the drain deadline. */
+static void case_leak(void)
+{
+	dbswap_client *c = new_client();
+	dbswap_pool *p = new_pool(c, 2, 300);
+	PGconn *leaked = must_acquire(p);
+	dbswap_pool_stats s;
+	char line[16];
+
+	dbswap_pool_stats_get(p, &s);
+	printf("rotate\n");
+	fflush(stdout);
+	check(wait_generation(p, s.generation, 20000), "leak-switch",
+	      "no switch");
+	/* The test checks the agent's status for the ack, then answers. */
+	printf("wait-ack\n");
+	fflush(stdout);
+	if (!fgets(line, sizeof(line), stdin))
+		line[0] = '\0';
+	check(!query_ok(leaked), "leak-shut-down", "the leaked connection "
+	      "still answers after the drain deadline");
+	dbswap_pool_release(p, leaked);
+	dbswap_pool_free(p);
+	dbswap_client_free(c);
+}
+
+/* Each switch keeps its own drain deadline: rotations every 400 ms must
+ * not postpone the shutdown of a connection busy since the first. */
+static void case_drain_each(void)
+{
+	dbswap_client *c = new_client();
+	dbswap_pool *p = new_pool(c, 2, 1000);
+	PGconn *held = must_acquire(p);
+	dbswap_pool_stats s;
+	int64_t first = 0, shut;
+	bool switched = true;
+
+	for (int i = 0; i < 6 && switched; i++) {
+		dbswap_pool_stats_get(p, &s);
+		printf("rotate\n");
+		fflush(stdout);
+		switched = wait_generation(p, s.generation, 20000);
+		if (!first)
+			first = mono_ms();
+		sleep_ms(400);
+	}
+	check(switched, "drain-each-switches", "a rotation did not switch");
+	for (int i = 0; i < 500 && atomic_load(&n_shut) == 0; i++)
+		sleep_ms(10);
+	shut = atomic_load(&n_shut) ? shut_ms[0] - first : -1;
+	check(shut >= 900 && shut <= 2000, "drain-each-own-deadline",
+	      "the connection busy since the first switch was shut down "
+	      "%lld ms after it (drain 1000 ms; rotations went on for "
+	      "2400 ms)", (long long)shut);
+	dbswap_pool_release(p, held);
+	dbswap_pool_free(p);
+	dbswap_client_free(c);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 4) {
-		fprintf(stderr, "usage: pool-misuse fork|misuse|shutdown "
+		fprintf(stderr, "usage: pool-misuse fork|misuse|shutdown|leak|drain-each "
 				"SOCKET TARGET\n");
 		return 2;
 	}
@@ -474,6 +546,10 @@ int main(int argc, char **argv)
 		case_misuse();
 	else if (!strcmp(argv[1], "shutdown"))
 		case_shutdown_own_fd();
+	else if (!strcmp(argv[1], "leak"))
+		case_leak();
+	else if (!strcmp(argv[1], "drain-each"))
+		case_drain_each();
 	else
 		return 2;
 	printf("done\n");

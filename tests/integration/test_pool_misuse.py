@@ -30,19 +30,25 @@ class PoolMisuse(ClusterTest):
         agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
         with subprocess.Popen(
                 [os.environ['DBSWAP_POOL_MISUSE'], case, agent.sock, TARGET],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                text=True) as proc:
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True) as proc:
             self.addCleanup(proc.kill)
             err = []
             t = threading.Thread(
                 target=lambda: err.append(proc.stderr.read()))
             t.start()
             lines = []
+            generation = 1
             for line in proc.stdout:
                 line = line.rstrip('\n')
                 lines.append(line)
                 if line == 'rotate':
                     self.rotate()
+                    generation += 1
+                elif line == 'wait-ack':
+                    lines.append(self.wait_acked(agent, generation))
+                    proc.stdin.write('\n')
+                    proc.stdin.flush()
             rc = proc.wait(timeout=60 * h.TIMEOUT_SCALE)
             t.join()
         report = '\n'.join(lines) + '\n-- stderr:\n' + ''.join(err)[-3000:]
@@ -52,6 +58,20 @@ class PoolMisuse(ClusterTest):
         self.assertLessEqual(set(expect), passed, report)
         self.assertEqual((rc, lines[-1] if lines else None), (0, 'done'),
                          report)
+
+    def wait_acked(self, agent, generation):
+        """'ok NAME' once the agent shows generation acked by every
+        subscriber, else 'FAIL NAME: ...' after 10 s."""
+        with agent.client(name='test-status') as status:
+            try:
+                h.wait_for(lambda: (lambda t: t['generation'] == generation
+                                    and t['subscribers'] == t['acked'] > 0)
+                           (h.target_status(status, TARGET)),
+                           timeout=10, interval=0.02,
+                           what=f'generation {generation} acked')
+                return 'ok leak-acked'
+            except Exception as e:
+                return f'FAIL leak-acked: {e}'
 
     def test_fork(self):
         """In a child, the parent's pool and client refuse every call
@@ -81,6 +101,17 @@ class PoolMisuse(ClusterTest):
                                    'shutdown-at-drain-deadline',
                                    'shutdown-of-its-own-descriptor',
                                    'shutdown-fails-the-query'])
+
+
+    def test_leaked_connection_does_not_hold_the_ack(self):
+        """Issue 17: one connection never released kept the pool from
+        acking (and `dbswapctl set --wait` from returning) even after its
+        socket was shut down at the drain deadline."""
+        self.run_case('leak', ['leak-switch', 'leak-acked', 'leak-shut-down'])
+
+    def test_each_switch_keeps_its_own_drain_deadline(self):
+        self.run_case('drain-each', ['drain-each-switches',
+                                     'drain-each-own-deadline'])
 
 
 if __name__ == '__main__':
