@@ -321,13 +321,17 @@ void dbswap_pool_free(dbswap_pool *pool);
 /*
  * Hands out a ready connection on the current value, blocking at most
  * timeout_ms (-1: the pool's acquire timeout).  Returns NULL with errno
- * set: ETIMEDOUT (pool exhausted, or no connection could be opened in
- * time; the pool's log says which), ENOENT (no value known for the target
+ * set: ETIMEDOUT (the pool is exhausted: every connection is in use),
+ * ENOTCONN (no server: connections fail to open, or the first one is not
+ * open yet; the pool's log says why, once per cause, and retries at least
+ * once a second while threads wait), ENOENT (no value known for the target
  * yet), EHOSTDOWN (the agent reports no database server available: fails
  * at once, without waiting, until it reports one again), ECANCELED (the
  * pool is being freed), ECHILD (the pool was made before a fork: see the
- * top of this file), EINVAL (pool is NULL).  A timeout of 0 does not wait but still makes the
- * pool open one more connection, within max_size.
+ * top of this file), EINVAL (pool is NULL).  A timeout of 0 does not
+ * wait but still makes the pool open one more connection, within
+ * max_size.  With check_on_borrow, the round trip waits at most the
+ * connect timeout; a connection that fails it is closed.
  */
 PGconn *dbswap_pool_acquire(dbswap_pool *pool, int timeout_ms);
 
@@ -336,7 +340,8 @@ PGconn *dbswap_pool_acquire(dbswap_pool *pool, int timeout_ms);
  * back first; a broken one (PQstatus bad, or a rollback that fails), one
  * on an old value, or one past its lifetime is closed instead, and
  * replaced in the background as needed.  Never blocks beyond that
- * rollback.  Returns 0 (also for a NULL conn, which does nothing), or:
+ * rollback, which waits at most the pool's connect timeout (a hung
+ * server: the connection is closed).  Returns 0 (also for a NULL conn, which does nothing), or:
  * -EINVAL for a connection this pool did not lend (one of another pool, or
  * the app's own), or one released already and not lent out again: the
  * connection is left alone and the log says which (a second release that

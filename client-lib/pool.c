@@ -70,6 +70,11 @@
 #define POOL_RETRY_MAX_MS 30000
 #define POOL_AUTH_TRIES 5
 
+/* While threads wait in acquire, the current value is retried at least
+ * this often, however long the outage was: a server back is used within
+ * a second, not at the end of a 30 s backoff. */
+#define POOL_RETRY_WAITING_MS 1000
+
 /* How long to wait for an agent before using the environment's value:
  * long enough for a local agent to answer, short for a developer. */
 #define POOL_AGENT_GRACE_MS 200
@@ -80,6 +85,14 @@
 /* A connection parked by a thread this long goes back to the shared idle
  * stack, where the idle timeout applies. */
 #define POOL_PARK_MAX_MS 1000
+
+/* Log lines made under the lock at once, at most; more are counted. */
+#define POOL_NOTES_MAX 8
+
+struct pool_note {
+	int priority;
+	char line[512];
+};
 
 struct pconn {
 	struct pconn *next;
@@ -163,6 +176,9 @@ struct dbswap_pool {
 	 * so the lock-free release path reads it here, not from cfg, which
 	 * settings from the agent rewrite under the lock. */
 	int64_t lifetime_ms;
+	/* cfg.connect_timeout_ms, fixed too: it also bounds the round trips
+	 * of a release (ROLLBACK) and of check_on_borrow, lock-free. */
+	int io_timeout_ms;
 
 	struct value cur, next;
 	uint64_t serials;
@@ -199,29 +215,69 @@ struct dbswap_pool {
 	uint64_t acked; /* serial of the value last acked */
 	char connect_error[512]; /* last failure for cur, for timeouts */
 	unsigned cur_failures;   /* in a row, for the backoff below */
-	int64_t cur_retry_at;
+	int64_t cur_retry_at, cur_failed_at;
+	/* Why acquires time out, as last logged; "" after a success. */
+	char timeout_said[512];
 
 	_Atomic uint64_t acquired;
 	uint64_t timeouts, opened, closed, failed_connects, switches;
+
+	/* Log lines waiting for the lock's release (pool_log()). */
+	struct pool_note notes[POOL_NOTES_MAX];
+	int n_notes;
+	unsigned notes_dropped;
 
 	pthread_t thread;
 	int wakefd;
 	_Atomic bool stopping;
 };
 
+/* Log lines are made with the lock held and said after it is released
+ * (pool_unlock()): the app's log function may be slow, and must never
+ * hold up the threads waiting for the lock. */
 static void pool_log(dbswap_pool *p, int priority, const char *fmt, ...)
 	PRINTF(3, 4);
 
 static void pool_log(dbswap_pool *p, int priority, const char *fmt, ...)
 {
-	char line[768];
+	struct pool_note *n;
 	va_list ap;
 
+	if (p->n_notes >= POOL_NOTES_MAX) {
+		p->notes_dropped++;
+		return;
+	}
+	n = &p->notes[p->n_notes++];
+	n->priority = priority;
 	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
+	vsnprintf(n->line, sizeof(n->line), fmt, ap);
 	va_end(ap);
-	/* The client's log function, so apps see one stream. */
-	client_log_line(p->client, priority, line);
+}
+
+/* Releases the lock, then says the lines made under it, through the
+ * client's log function, so that apps see one stream. */
+static void pool_unlock(dbswap_pool *p)
+{
+	struct pool_note notes[POOL_NOTES_MAX];
+	int n = p->n_notes;
+	unsigned dropped = p->notes_dropped;
+
+	if (n == 0 && dropped == 0) {
+		pthread_mutex_unlock(&p->lock);
+		return;
+	}
+	memcpy(notes, p->notes, (size_t)n * sizeof(*notes));
+	p->n_notes = 0;
+	p->notes_dropped = 0;
+	pthread_mutex_unlock(&p->lock);
+	for (int i = 0; i < n; i++)
+		client_log_line(p->client, notes[i].priority, notes[i].line);
+	if (dropped) {
+		char line[128];
+		snprintf(line, sizeof(line), "%s: %u more log line(s) "
+			 "dropped", p->target, dropped);
+		client_log_line(p->client, LOG_WARNING, line);
+	}
 }
 
 static void pool_wake(dbswap_pool *p)
@@ -387,7 +443,7 @@ static void close_list(dbswap_pool *p, struct pconn *list)
 	pthread_mutex_lock(&p->lock);
 	last->next = p->spare;
 	p->spare = list;
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 }
 
 /* Shuts the connection's socket down (never closes it: the thread using
@@ -563,11 +619,15 @@ static void pool_connect_failed(dbswap_pool *p, uint64_t value,
 		int64_t delay = backoff_ms(p->cur_failures++,
 					   POOL_RETRY_FIRST_MS,
 					   POOL_RETRY_MAX_MS);
-		p->cur_retry_at = now_ms() + delay;
+		p->cur_failed_at = now_ms();
+		p->cur_retry_at = p->cur_failed_at + delay;
+		/* One line when connections stop opening, and one when the
+		 * reason changes: not one per attempt. */
+		if (p->cur_failures == 1 || !streq(line, p->connect_error))
+			pool_log(p, LOG_WARNING, "%s: cannot open a connection: "
+				 "%s; retrying (within %d ms while threads "
+				 "wait)", p->target, line, POOL_RETRY_WAITING_MS);
 		snprintf(p->connect_error, sizeof(p->connect_error), "%s", line);
-		pool_log(p, LOG_WARNING, "%s: cannot open a connection: %s; "
-					 "retry in %lld ms",
-			 p->target, line, (long long)delay);
 	}
 }
 
@@ -605,6 +665,11 @@ static bool pool_add_ready(dbswap_pool *p, PGconn *conn, uint64_t value)
 	p->opened++;
 	if (value == p->cur.serial) {
 		idle_push(p, pc);
+		if (p->cur_failures > 0)
+			pool_log(p, LOG_NOTICE, "%s: connections open again, "
+				 "after %u failed attempt(s)", p->target,
+				 p->cur_failures);
+		p->timeout_said[0] = '\0';
 		p->connect_error[0] = '\0';
 		p->cur_failures = 0;
 		p->cur_retry_at = 0;
@@ -777,12 +842,16 @@ static int64_t pool_plan(dbswap_pool *p, struct pconn **to_close)
 		for (int i = 0; i < p->n_connecting; i++)
 			inflight += p->connecting[i].value == p->cur.serial;
 		have = p->n_open - p->n_old - p->n_ready_next + inflight;
+		int64_t retry_at = p->cur_retry_at;
+		if (p->waiting > 0 || p->demand > 0)
+			retry_at = MIN(retry_at,
+				       p->cur_failed_at + POOL_RETRY_WAITING_MS);
 		want = MAX(p->cfg.min_size,
 			   p->n_in_use + p->waiting + p->demand - p->n_old);
 		p->demand = 0;
 		want = MIN(want, p->cfg.max_size);
-		if (now < p->cur_retry_at)
-			RUN_AT(p->cur_retry_at);
+		if (now < retry_at)
+			RUN_AT(retry_at);
 		else
 			while (have < want &&
 			       pool_start_connect(p, &p->cur) == 0)
@@ -946,7 +1015,7 @@ static void *pool_main(void *data)
 		int64_t next = pool_plan(p, &to_close), timeout;
 		int nfds = 0, n_finish, n = p->n_connecting;
 
-		pthread_mutex_unlock(&p->lock);
+		pool_unlock(p);
 		close_list(p, to_close);
 		/* Start queued attempts; libpq may block here, unlocked. */
 		connecting_advance(p->connecting, n, NULL, NULL, 0);
@@ -978,13 +1047,13 @@ static void *pool_main(void *data)
 		pthread_mutex_lock(&p->lock);
 		n_finish = pool_collect_connects(p, finish);
 		if (n_finish > 0) {
-			pthread_mutex_unlock(&p->lock);
+			pool_unlock(p);
 			for (int i = 0; i < n_finish; i++)
 				PQfinish(finish[i]);
 			pthread_mutex_lock(&p->lock);
 		}
 	}
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	return NULL;
 }
 
@@ -1065,7 +1134,7 @@ static void pool_on_update(const dbswap_update *u, void *data)
 	    (streq(reason, "failover") || streq(reason, "unavailable") ||
 	     p->next.unavailable || p->cur.unavailable))
 		pool_failover(p, reason);
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	pool_wake(p);
 }
 
@@ -1077,7 +1146,7 @@ static void pool_on_settings(const struct client_settings *s, void *data)
 	p->env = *s;
 	pool_configure(p);
 	pthread_cond_broadcast(&p->changed);
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	pool_wake(p);
 }
 
@@ -1129,6 +1198,7 @@ dbswap_pool *dbswap_pool_new(dbswap_client *client, const char *target,
 		p->app = *config;
 	pool_configure(p);
 	p->lifetime_ms = p->cfg.max_lifetime_ms;
+	p->io_timeout_ms = p->cfg.connect_timeout_ms;
 	if (p->wakefd < 0 || !p->target) {
 		r = p->wakefd < 0 ? errno : ENOMEM;
 		goto err_pool;
@@ -1222,7 +1292,7 @@ void dbswap_pool_free(dbswap_pool *p)
 	pthread_mutex_lock(&p->lock);
 	p->stopping = true;
 	pthread_cond_broadcast(&p->changed);
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	/* Threads waiting in acquire wake, fail with ECANCELED and leave
 	 * before anything is freed. */
 	while (atomic_load(&p->inside) > 0)
@@ -1291,14 +1361,44 @@ static struct pconn *pool_take_idle(dbswap_pool *p, struct pconn **to_close,
 	return NULL;
 }
 
-/* A round trip on a connection about to be handed out. */
-static bool conn_alive(PGconn *conn)
+/* Runs sql on conn and reads every result, waiting at most timeout_ms in
+ * all: a hung server must not hold the app's thread (PQexec() waits for
+ * ever).  True when each result had status want.  After false the
+ * connection is unusable: the caller closes it. */
+static bool conn_exec_bounded(PGconn *conn, const char *sql,
+			      ExecStatusType want, int timeout_ms)
 {
-	PGresult *res = PQexec(conn, "");
-	bool ok = res && PQresultStatus(res) == PGRES_EMPTY_QUERY;
+	int64_t deadline = now_ms() + timeout_ms;
+	bool ok = true;
 
-	PQclear(res);
-	return ok && PQstatus(conn) == CONNECTION_OK;
+	if (!PQsendQuery(conn, sql))
+		return false;
+	for (;;) {
+		struct pollfd pfd = { .fd = PQsocket(conn), .events = POLLIN };
+		int64_t left;
+		int r;
+
+		while (!PQisBusy(conn)) {
+			PGresult *res = PQgetResult(conn);
+			if (!res)
+				return ok && PQstatus(conn) == CONNECTION_OK;
+			ok &= PQresultStatus(res) == want;
+			PQclear(res);
+		}
+		left = deadline - now_ms();
+		if (left <= 0 || pfd.fd < 0)
+			return false;
+		r = poll(&pfd, 1, (int)MIN(left, INT32_MAX));
+		if ((r < 0 && errno != EINTR) || (r > 0 && !PQconsumeInput(conn)))
+			return false;
+	}
+}
+
+/* A round trip on a connection about to be handed out. */
+static bool conn_alive(dbswap_pool *p, PGconn *conn)
+{
+	return conn_exec_bounded(conn, "", PGRES_EMPTY_QUERY,
+				 p->io_timeout_ms);
 }
 
 static void park_slot_set(dbswap_pool *p, struct pconn *pc)
@@ -1341,7 +1441,8 @@ static PGconn *pool_acquire_slow(dbswap_pool *p, int timeout_ms)
 	struct pconn *pc, *to_close = NULL;
 	struct timespec until;
 	int64_t deadline;
-	bool known, again, down = false;
+	bool known, again, noserver, down = false;
+	const char *why;
 
 	pthread_mutex_lock(&p->lock);
 	if (timeout_ms < 0)
@@ -1360,8 +1461,8 @@ static PGconn *pool_acquire_slow(dbswap_pool *p, int timeout_ms)
 		if (again)
 			continue;
 		if (pc && p->cfg.check_on_borrow) {
-			pthread_mutex_unlock(&p->lock);
-			bool alive = conn_alive(pc->conn);
+			pool_unlock(p);
+			bool alive = conn_alive(p, pc->conn);
 			pthread_mutex_lock(&p->lock);
 			/* A switch may have come while the lock was dropped. */
 			if (!alive || pc->value != p->cur.serial) {
@@ -1375,7 +1476,8 @@ static PGconn *pool_acquire_slow(dbswap_pool *p, int timeout_ms)
 			atomic_fetch_add_explicit(&p->acquired, 1,
 						  memory_order_relaxed);
 			park_slot_set(p, pc);
-			pthread_mutex_unlock(&p->lock);
+			p->timeout_said[0] = '\0';
+			pool_unlock(p);
 			close_list(p, to_close);
 			pool_wake(p); /* an old one may have gone: ack */
 			return pc->conn;
@@ -1401,14 +1503,14 @@ static PGconn *pool_acquire_slow(dbswap_pool *p, int timeout_ms)
 		atomic_fetch_sub(&p->waiting, 1);
 	}
 	if (atomic_load(&p->stopping)) {
-		pthread_mutex_unlock(&p->lock);
+		pool_unlock(p);
 		close_list(p, to_close);
 		pool_wake(p);
 		errno = ECANCELED;
 		return NULL;
 	}
 	if (down) {
-		pthread_mutex_unlock(&p->lock);
+		pool_unlock(p);
 		close_list(p, to_close);
 		pool_wake(p);
 		errno = EHOSTDOWN;
@@ -1417,20 +1519,25 @@ static PGconn *pool_acquire_slow(dbswap_pool *p, int timeout_ms)
 	p->timeouts++;
 	p->demand++; /* an acquire that did not wait still asks for one */
 	known = p->cur.conninfo || p->next.conninfo;
-	if (known)
+	/* No server: connections fail to open, or the first is not open
+	 * yet.  Not the pool exhausted, which is the app's to size. */
+	noserver = p->connect_error[0] || !p->cur.conninfo;
+	why = p->connect_error[0] ? p->connect_error
+	      : !p->cur.conninfo && p->next_error[0] ? p->next_error
+	      : !p->cur.conninfo ? "the first connection is not open yet"
+				 : "pool exhausted (all connections in use)";
+	/* One line when acquires start timing out, and when the reason
+	 * changes: not one per acquire. */
+	if (known && !streq(why, p->timeout_said)) {
 		pool_log(p, LOG_WARNING,
-			 "%s: acquire timed out after %d ms: %s", p->target,
-			 timeout_ms,
-			 p->connect_error[0] ? p->connect_error
-			 : !p->cur.conninfo && p->next_error[0]
-				 ? p->next_error
-			 : !p->cur.conninfo
-				 ? "the first connection is not open yet"
-				 : "pool exhausted (all connections in use)");
-	pthread_mutex_unlock(&p->lock);
+			 "%s: acquires time out (after %d ms): %s", p->target,
+			 timeout_ms, why);
+		snprintf(p->timeout_said, sizeof(p->timeout_said), "%s", why);
+	}
+	pool_unlock(p);
 	close_list(p, to_close);
 	pool_wake(p);
-	errno = known ? ETIMEDOUT : ENOENT;
+	errno = !known ? ENOENT : noserver ? ENOTCONN : ETIMEDOUT;
 	return NULL;
 }
 
@@ -1494,7 +1601,7 @@ static bool pool_release_parked(dbswap_pool *p, PGconn *conn)
 		/* A waiter arrived meanwhile: it will find the parked one. */
 		pthread_mutex_lock(&p->lock);
 		pthread_cond_broadcast(&p->changed);
-		pthread_mutex_unlock(&p->lock);
+		pool_unlock(p);
 	}
 	return true;
 }
@@ -1519,9 +1626,10 @@ static struct pconn *pool_find(dbswap_pool *p, PGconn *conn)
 	return pc;
 }
 
-/* Ends what the app left open on conn: a transaction is rolled back.
- * Returns true when the connection cannot be lent again. */
-static bool conn_reset(PGconn *conn)
+/* Ends what the app left open on conn: a transaction is rolled back,
+ * within the pool's connect timeout.  Returns true when the connection
+ * cannot be lent again. */
+static bool conn_reset(dbswap_pool *p, PGconn *conn)
 {
 	bool broken;
 
@@ -1530,12 +1638,10 @@ static bool conn_reset(PGconn *conn)
 		broken = false;
 		break;
 	case PQTRANS_INTRANS:
-	case PQTRANS_INERROR: {
-		PGresult *res = PQexec(conn, "ROLLBACK");
-		broken = PQresultStatus(res) != PGRES_COMMAND_OK;
-		PQclear(res);
+	case PQTRANS_INERROR:
+		broken = !conn_exec_bounded(conn, "ROLLBACK", PGRES_COMMAND_OK,
+					    p->io_timeout_ms);
 		break;
-	}
 	default: /* active (results not read) or unknown: start afresh */
 		broken = true;
 	}
@@ -1572,15 +1678,17 @@ int dbswap_pool_release(dbswap_pool *p, PGconn *conn)
 				"out; left alone)";
 		else
 			pc->releasing = true;
-		pthread_mutex_unlock(&p->lock);
+		pool_unlock(p);
 		if (wrong) {
-			pool_log(p, LOG_ERR, "%s: dbswap_pool_release: %s",
-				 p->target, wrong);
+			char line[256];
+			snprintf(line, sizeof(line), "%s: dbswap_pool_release: "
+				 "%s", p->target, wrong);
+			client_log_line(p->client, LOG_ERR, line);
 			return -EINVAL;
 		}
 	}
 	/* Outside the lock: a rollback is a round trip. */
-	broken = conn_reset(conn);
+	broken = conn_reset(p, conn);
 	if (mine && !broken && pool_release_parked(p, conn))
 		return 0;
 
@@ -1589,7 +1697,7 @@ int dbswap_pool_release(dbswap_pool *p, PGconn *conn)
 	if (!pc) {
 		/* Lent to this thread, gone from the books meanwhile: only
 		 * dbswap_pool_free() racing with the release does that. */
-		pthread_mutex_unlock(&p->lock);
+		pool_unlock(p);
 		return -EINVAL;
 	}
 	pc->releasing = false;
@@ -1604,11 +1712,11 @@ int dbswap_pool_release(dbswap_pool *p, PGconn *conn)
 		idle_push(p, pc);
 		if (atomic_load(&p->waiting) > 0)
 			pthread_cond_signal(&p->changed);
-		pthread_mutex_unlock(&p->lock);
+		pool_unlock(p);
 		return 0;
 	}
 	pool_unlink(p, pc);
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 	/* The pool thread replaces it as needed, and acks when the last
 	 * old one is gone. */
 	pool_wake(p);
@@ -1645,5 +1753,5 @@ void dbswap_pool_stats_get(dbswap_pool *p, dbswap_pool_stats *s)
 		.switches = p->switches,
 		.config = p->cfg,
 	};
-	pthread_mutex_unlock(&p->lock);
+	pool_unlock(p);
 }

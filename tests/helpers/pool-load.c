@@ -135,6 +135,8 @@ static const char *errno_name(int e)
 	switch (e) {
 	case ETIMEDOUT:
 		return "ETIMEDOUT";
+	case ENOTCONN:
+		return "ENOTCONN";
 	case ENOENT:
 		return "ENOENT";
 	case ECANCELED:
@@ -234,8 +236,8 @@ static void describe_acquire_error(char *buf, size_t len, int e,
 {
 	snprintf(buf, len, "acquire failed after %" PRId64 " ms: %s (%s)%s",
 		 waited, errno_name(e), strerror(e),
-		 e == ETIMEDOUT ? ": pool exhausted, or no connection "
-				  "opened in time"
+		 e == ETIMEDOUT ? ": pool exhausted"
+		 : e == ENOTCONN ? ": no connection could be opened"
 		 : e == EHOSTDOWN ? ": no database server available"
 				  : "");
 }
@@ -259,7 +261,7 @@ static void *worker_run(void *data)
 					       (loadgen_now_us() - t0) / 1000);
 			fail(id, err);
 			/* An error that comes at once must not spin. */
-			if (e != ETIMEDOUT)
+			if (e != ETIMEDOUT && e != ENOTCONN)
 				sleep_ms(10);
 			continue;
 		}

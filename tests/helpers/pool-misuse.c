@@ -8,8 +8,9 @@
  *
  * Prints "ok NAME" or "FAIL NAME: why" per check, and lines the test
  * acts on ("rotate": change the value now; "wait-ack": answer with a line
- * once the agent shows the current generation acked); exits 1 if a check
- * failed.
+ * once the agent shows the current generation acked; "pause", "resume",
+ * "stop", "start": do that to the server, then answer); exits 1 if a
+ * check failed.
  */
 #include <dbswap.h>
 #include <dlfcn.h>
@@ -530,10 +531,153 @@ static void case_drain_each(void)
 	dbswap_client_free(c);
 }
 
+/* Says line to the test and waits for its answer (it acted). */
+static void ask(const char *line)
+{
+	char answer[16];
+
+	printf("%s\n", line);
+	fflush(stdout);
+	if (!fgets(answer, sizeof(answer), stdin))
+		exit(2);
+}
+
+static dbswap_pool *new_pool_cfg(dbswap_client *c,
+				 const dbswap_pool_config *cfg)
+{
+	dbswap_pool *p = dbswap_pool_new(c, target, cfg);
+
+	if (!p) {
+		perror("dbswap_pool_new");
+		exit(2);
+	}
+	return p;
+}
+
+/* A hung server holds no app thread longer than the connect timeout: not
+ * in the rollback of a release, not in check_on_borrow. */
+static void case_hung(void)
+{
+	dbswap_client *c = new_client();
+	dbswap_pool_config cfg = { .min_size = 1, .max_size = 2,
+				   .connect_timeout_ms = 500,
+				   .acquire_timeout_ms = 1000 };
+	dbswap_pool *p = new_pool_cfg(c, &cfg);
+	dbswap_pool_config ccfg = cfg;
+	dbswap_pool *pc_pool;
+	dbswap_client *c2 = new_client();
+	PGconn *conn, *idle;
+	PGresult *r;
+	int64_t t0, took;
+
+	ccfg.check_on_borrow = 1;
+	ccfg.max_size = 1;
+	pc_pool = new_pool_cfg(c2, &ccfg);
+	conn = must_acquire(p);
+	r = PQexec(conn, "BEGIN");
+	PQclear(r);
+	idle = must_acquire(pc_pool);
+	dbswap_pool_release(pc_pool, idle);
+	ask("pause"); /* SIGSTOP of the server */
+	t0 = mono_ms();
+	dbswap_pool_release(p, conn);
+	took = mono_ms() - t0;
+	check(took < 2500, "hung-release-bounded",
+	      "release (a ROLLBACK) on a hung server took %lld ms (connect "
+	      "timeout 500 ms)", (long long)took);
+	t0 = mono_ms();
+	conn = dbswap_pool_acquire(pc_pool, 1000);
+	took = mono_ms() - t0;
+	check(!conn && took < 2500, "hung-check-on-borrow-bounded",
+	      "acquire with check_on_borrow on a hung server: %s after %lld "
+	      "ms", conn ? "a connection" : "NULL", (long long)took);
+	ask("resume");
+	if (conn)
+		dbswap_pool_release(pc_pool, conn);
+	dbswap_pool_free(pc_pool);
+	dbswap_pool_free(p);
+	dbswap_client_free(c2);
+	dbswap_client_free(c);
+}
+
+static _Atomic int pool_lines;
+
+static void count_log(int priority, const char *line, void *userdata)
+{
+	(void)userdata;
+	atomic_fetch_add(&pool_lines, 1);
+	on_log(priority, line, NULL);
+}
+
+/* An outage: acquires tell "no server" (ENOTCONN) from an exhausted pool,
+ * the log says so once, not once per acquire, and a server back is used
+ * within a second or so, however long the backoff grew. */
+static void case_outage(void)
+{
+	dbswap_client *c = new_client();
+	dbswap_pool_config cfg = { .min_size = 1, .max_size = 2,
+				   .connect_timeout_ms = 1000,
+				   .acquire_timeout_ms = 500 };
+	dbswap_pool *p = new_pool_cfg(c, &cfg);
+	PGconn *conn = must_acquire(p), *busy;
+	int64_t t0, took = -1;
+	int lines, notconn = 0, tries = 0, ex_errno;
+
+	dbswap_client_set_log(c, count_log, NULL);
+	/* Exhausted first: both connections in use. */
+	busy = must_acquire(p);
+	errno = 0;
+	check(!dbswap_pool_acquire(p, 200) && errno == ETIMEDOUT,
+	      "outage-exhausted-is-ETIMEDOUT", "errno %d", errno);
+	ex_errno = errno;
+	(void)ex_errno;
+	dbswap_pool_release(p, busy);
+	dbswap_pool_release(p, conn);
+	ask("stop"); /* the server is stopped: connections break */
+	atomic_store(&pool_lines, 0);
+	t0 = mono_ms();
+	while (mono_ms() - t0 < 8000) {
+		conn = dbswap_pool_acquire(p, -1);
+		if (conn) {
+			/* One left over from before the stop: it is dead. */
+			if (PQstatus(conn) == CONNECTION_OK && query_ok(conn)) {
+				dbswap_pool_release(p, conn);
+				continue;
+			}
+			dbswap_pool_release(p, conn);
+			continue;
+		}
+		tries++;
+		notconn += errno == ENOTCONN;
+	}
+	lines = atomic_load(&pool_lines);
+	check(tries > 0 && notconn >= tries - 1, "outage-no-server-is-ENOTCONN",
+	      "%d of %d failed acquires said ENOTCONN", notconn, tries);
+	check(lines <= 4, "outage-logs-once",
+	      "%d pool log lines in 8 s of outage (%d failed acquires)", lines,
+	      tries);
+	ask("start");
+	t0 = mono_ms();
+	while (mono_ms() - t0 < 20000) {
+		conn = dbswap_pool_acquire(p, -1);
+		if (conn && query_ok(conn)) {
+			took = mono_ms() - t0;
+			dbswap_pool_release(p, conn);
+			break;
+		}
+		if (conn)
+			dbswap_pool_release(p, conn);
+	}
+	check(took >= 0 && took < 3000, "outage-back-within-a-second",
+	      "the server back was used after %lld ms", (long long)took);
+	dbswap_pool_free(p);
+	dbswap_client_free(c);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 4) {
-		fprintf(stderr, "usage: pool-misuse fork|misuse|shutdown|leak|drain-each "
+		fprintf(stderr, "usage: pool-misuse fork|misuse|shutdown|leak|drain-each|hung|outage "
 				"SOCKET TARGET\n");
 		return 2;
 	}
@@ -550,6 +694,10 @@ int main(int argc, char **argv)
 		case_leak();
 	else if (!strcmp(argv[1], "drain-each"))
 		case_drain_each();
+	else if (!strcmp(argv[1], "hung"))
+		case_hung();
+	else if (!strcmp(argv[1], "outage"))
+		case_outage();
 	else
 		return 2;
 	printf("done\n");

@@ -19,6 +19,30 @@ from common import ClusterTest, main
 TARGET = 'DATABASE_URL'
 
 
+def _pause(test):
+    test.addCleanup(test.cluster.resume)
+    test.cluster.pause()
+    # A pool that waits for the server for ever would wait for the test:
+    # the server comes back on its own, and the wait shows as a failure.
+    timer = threading.Timer(20 * h.TIMEOUT_SCALE, test.cluster.resume)
+    timer.start()
+    test.addCleanup(timer.cancel)
+
+
+def _stop(test):
+    test.addCleanup(lambda: test.cluster.running or test.cluster.start())
+    test.cluster.stop('fast')
+
+
+# What pool-misuse may ask the test to do to the server.
+SERVER_ACTIONS = {
+    'pause': _pause,
+    'resume': lambda test: test.cluster.resume(),
+    'stop': _stop,
+    'start': lambda test: test.cluster.start(),
+}
+
+
 class PoolMisuse(ClusterTest):
 
     def run_case(self, case, expect):
@@ -47,6 +71,10 @@ class PoolMisuse(ClusterTest):
                     generation += 1
                 elif line == 'wait-ack':
                     lines.append(self.wait_acked(agent, generation))
+                    proc.stdin.write('\n')
+                    proc.stdin.flush()
+                elif line in SERVER_ACTIONS:
+                    SERVER_ACTIONS[line](self)
                     proc.stdin.write('\n')
                     proc.stdin.flush()
             rc = proc.wait(timeout=60 * h.TIMEOUT_SCALE)
@@ -112,6 +140,24 @@ class PoolMisuse(ClusterTest):
     def test_each_switch_keeps_its_own_drain_deadline(self):
         self.run_case('drain-each', ['drain-each-switches',
                                      'drain-each-own-deadline'])
+
+
+    def test_hung_server_holds_no_thread(self):
+        """Issue 17: a release (its ROLLBACK) blocked 13.5 s on a hung
+        server, and check_on_borrow as long: both are bounded by the
+        connect timeout now."""
+        self.run_case('hung', ['hung-release-bounded',
+                               'hung-check-on-borrow-bounded'])
+
+    def test_outage(self):
+        """Issue 17: after an outage a server back at 29 s was used at
+        34 s (the backoff had grown to 30 s), the log had a line per
+        failed acquire, and acquire's error did not tell a missing
+        server from an exhausted pool."""
+        self.run_case('outage', ['outage-exhausted-is-ETIMEDOUT',
+                                 'outage-no-server-is-ENOTCONN',
+                                 'outage-logs-once',
+                                 'outage-back-within-a-second'])
 
 
 if __name__ == '__main__':
