@@ -90,7 +90,9 @@ tsan)
 		--suite unit || status=$?
 	# pool-load's threads and the agent run several times slower: the
 	# suites' waits and latency bounds are scaled (valgrind's run: 10).
-	DBSWAP_TEST_TIMEOUT_SCALE=3 \
+	# They passed at 1 here too, on a machine shared with other tests;
+	# 2 is for a busier one (3 made the failover suite 40 s longer).
+	DBSWAP_TEST_TIMEOUT_SCALE=2 \
 		$norand meson test -C "$builddir" --no-rebuild --print-errorlogs \
 		pool failover || status=$?
 	;;
