@@ -5,9 +5,11 @@
 #   ./dev.sh test   install what is missing, build, run every test (the
 #                   Node.js package's unit tests by npm test, then meson's
 #                   suites, its Node integration suites among them); then
-#                   the agent's suites again under valgrind and the whole
-#                   suite as an ASan+UBSan build (./build-asan), both by
-#                   tests/sanitize.sh (SANITIZE=0 to skip), then every fuzz
+#                   the agent's suites again under valgrind, the whole
+#                   suite as an ASan+UBSan build (./build-asan), and the
+#                   unit, pool and failover suites as a ThreadSanitizer
+#                   build (./build-tsan), all by tests/sanitize.sh
+#                   (SANITIZE=0 to skip), then every fuzz
 #                   target for 30 s (FUZZ_SECONDS=N to change, 0 to skip),
 #                   then the benchmarks in quick mode into a temp dir, to
 #                   check that they run (BENCH=0 to skip)
@@ -147,6 +149,7 @@ test)
 	if [ "${SANITIZE:-1}" -ne 0 ]; then
 		tests/sanitize.sh valgrind "$BUILDDIR"
 		tests/sanitize.sh asan "${BUILDDIR}-asan"
+		tests/sanitize.sh tsan "${BUILDDIR}-tsan"
 	fi
 	[ "${FUZZ_SECONDS:-30}" -eq 0 ] || "$0" fuzz "${FUZZ_SECONDS:-30}"
 	if [ "${BENCH:-1}" -ne 0 ]; then
