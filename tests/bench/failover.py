@@ -62,6 +62,7 @@ TARGET = 'DATABASE_URL'
 THREADS = 4
 PROGRESS_MS = 5    # the resolution of "queries flow again"
 PLOT_STEP_S = 0.1  # queries/s over this long, for the plots
+PROGRESS_EXCERPT_MS = 20  # progress lines kept past "queries flow again"
 PAUSE_MS = 2
 LOAD = ('--threads', THREADS, '--tx', '--pause-ms', PAUSE_MS,
         '--progress-ms', PROGRESS_MS)
@@ -241,16 +242,28 @@ def analyze(lines, t0, end, acked_ms=None):
     base, last = before[-1], after[-1]
     final = last['failures']
     failures = final - base['failures']
-    flow, prev, stalled = None, base, failures > 0
-    for m in after:
-        if m['queries'] == prev['queries']:
-            stalled = True
-        elif m['failures'] == final and stalled:
-            flow = m
-            break
-        prev = m
-    if flow is None and failures == 0:
-        flow = after[0]  # no gap a progress line could see
+    flow = None
+    if failures:
+        # Queries counted in the line that brings the last failure may
+        # have gone through before it, on the old server: only a later
+        # line's count says they flow again (late by a line at most).
+        settled = next(i for i, m in enumerate(after) if m['failures'] ==
+                       final)
+        for prev, m in zip(after[settled:], after[settled + 1:]):
+            if m['queries'] > prev['queries']:
+                flow = m
+                break
+    else:
+        prev, stalled = base, False
+        for m in after:
+            if m['queries'] == prev['queries']:
+                stalled = True
+            elif stalled:
+                flow = m
+                break
+            prev = m
+        else:
+            flow = after[0]  # no gap a progress line could see
     r = {'failures': failures,
          'flow_ms': (flow['mono'] - t0) * 1000 if flow else None}
     if failures and last.get('last_failure_t') is not None:
@@ -265,6 +278,13 @@ def analyze(lines, t0, end, acked_ms=None):
                 'failures']
     r['qps'] = [p for p in b.rate_series(thin(lines), t0)
                 if -BEFORE_S <= p[0] <= (end - t0)]
+    # The lines around the switch, for whoever wants to check the above:
+    # [ms from the fault, queries, failures].
+    at = (r['flow_ms'] or 0) / 1000
+    r['progress'] = [[round((m['mono'] - t0) * 1000, 2), m['queries'],
+                      m['failures']] for m in [base] + after
+                     if m is base or at - 0.1 <= m['mono'] - t0 <=
+                     at + PROGRESS_EXCERPT_MS / 1000]
     return r
 
 
