@@ -530,9 +530,9 @@ def markdown(res):
     n = len(crash['immediate'])
     out = [f'The same load on both: {p["threads"]} threads of `SELECT 1` and '
            f'short transactions ({p.get("pause_ms", PAUSE_MS)} ms pause).  '
-           f'dbswap: a libdbswap pool of {p["threads"]}, the agent\'s defaults '
-           f'(check interval {interval} ms, timeout {timeout} ms, threshold '
-           f'{threshold}).  libpq: `host=primary,secondary '
+           f'dbswap: a libdbswap pool of {p["threads"]}, the agent\'s '
+           f'defaults (check interval {interval} ms, timeout {timeout} ms, '
+           f'threshold {threshold}).  libpq: `host=primary,secondary '
            f'target_session_attrs=read-write`, each thread reconnecting on '
            f'error.  Times from the fault (the launch of `pg_ctl stop -m '
            f'immediate`, the SIGKILL, the SIGSTOP).']
@@ -603,7 +603,8 @@ def markdown(res):
             for step, label in STEPS]
     rows.append(['dbswap: queries flow again'] +
                 [med_max([flow(r) for r in rs]) for rs, _ in hcols])
-    rows.append(['worst case (computed, see below)'] +
+    rows.append(['worst case to the primary seen down (computed, see '
+                 'below)'] +
                 [b.fmt_ms(hang_worst(
                     rs[0]['settings']['health_check_interval_ms'],
                     rs[0]['settings']['connection_timeout_ms'],
@@ -624,9 +625,10 @@ def markdown(res):
     lh = lq['hang']
     threads = p['threads']
     dh = dflt or short
+    worst = hang_worst(interval, timeout, threshold)
     hang_cell = (f'{med_max([flow(r) for r in dh])} with the '
                  f'{"defaults" if dflt else "short settings"}; worst case '
-                 f'{b.fmt_ms(hang_worst(interval, timeout, threshold))}')
+                 f'to down {b.fmt_ms(worst)}')
     rows = [
         ['dbswap'] + [med_max([flow(r) for r in crash[k]]) for k, _ in kinds] +
         [med_max([r['failures'] for c in crash.values() for r in c],
@@ -651,21 +653,24 @@ def markdown(res):
         ['failed queries (crash)', 'hang: queries flow again after',
          'failed queries (hang)'], rows))
     pace = min(p.get('heartbeat_ms', HEARTBEAT_MS), interval)
-    worst = hang_worst(interval, timeout, threshold)
     out.append(
         f'On a crash the agent moves every app as soon as it is sure: its '
         f'monitor connection closed (or said the server shuts down) and a '
         f'new connection was refused (or dropped unanswered, or told the '
         f'server shuts down); a failure that leaves doubt is confirmed '
         f'({threshold} checks, {p["confirm_ms"]} ms apart).  ' +
-        ('After `kill -9` of the postmaster its backends end as they notice '
-         'its death, which the monitor connection sees as it sees '
-         '`pg_ctl stop -m immediate`; nothing listens any more.  '
+        ('After `kill -9` of the postmaster nothing listens any more and its '
+         'backends end as they notice its death (a busy one once it next '
+         'waits for its client), which the monitor connection sees as it '
+         'sees `pg_ctl stop -m immediate`.  '
          if 'kill9' in crash else '') +
-        f'libpq moves each connection on its first error, one reconnect at '
-        f'a time.  A failed query is one that was running on the primary '
-        f'when it died, or the next one on a connection to it that had not '
-        f'seen it yet.')
+        f'Between the primary seen down and the secondary published the '
+        f'agent validates the secondary on a new connection, and after the '
+        f'switch the pool opens connections to it: two logins one after the '
+        f'other, where libpq makes one, moving each connection on its first '
+        f'error, one reconnect at a time.  A failed query is one that was '
+        f'running on the primary when it died, or the next one on a '
+        f'connection to it that had not seen it yet.')
     if not old and any(max_per_thread(c) > 1 for c in crash.values()):
         out[-1] += (f'  A thread whose query failed may take another such '
                     f'connection from the pool before the switch, and fail '
@@ -682,7 +687,8 @@ def markdown(res):
         f'the late one) while it waits out its timeout, and failure number '
         f'{threshold} (the threshold) is the server down.  Worst case with '
         f'the defaults: {hang_worst_text(interval, timeout, threshold)} (pace '
-        f'+ late + (threshold − 2) × {p["confirm_ms"]} + timeout), '
+        f'+ late + (threshold − 2) × {p["confirm_ms"]} + timeout) to the '
+        f'primary down, and the switch takes a few ms more: '
         f'{"within" if worst <= 2 * timeout else "more than"} 2 × '
         f'`DB_CONNECTION_TIMEOUT`; a shorter `DB_CONNECTION_TIMEOUT` '
         f'shortens it.  The pool then shuts down the connections blocked on '
@@ -775,11 +781,12 @@ def headline(res):
         ours = (f'{b.fmt_ms(med(seen))}' +
                 (f' (max {b.fmt_ms(max(x for x in seen if x is not None))})'
                  if len(seen) > 1 else '') +
-                f'; worst case {b.fmt_ms(worst)}')
+                f'; worst case to down {b.fmt_ms(worst)}')
     else:
         ours = (f'{b.fmt_ms(flow(short[0]))} '
                 f'({short[0]["settings"]["health_check_interval_ms"]} ms '
-                f'checks); worst case with the defaults {b.fmt_ms(worst)}')
+                f'checks); worst case to down with the defaults '
+                f'{b.fmt_ms(worst)}')
     never = (f'never ({lh["stuck"]} of {res["params"]["threads"]} threads '
              f'blocked after {lh["watch_s"]:g} s)'
              if lh.get('recovered_ms') is None else
