@@ -316,6 +316,23 @@ def _proc_state(pid):
     return fields[0] if fields else None
 
 
+def _shm_attached(shmid):
+    """How many processes are attached to SysV shared memory segment shmid
+    (0 when it is gone, or None)."""
+    if shmid is None:
+        return 0
+    try:
+        with open('/proc/sysvipc/shm') as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if int(fields[1]) == shmid:
+                    return int(fields[6])
+    except (OSError, ValueError, IndexError, StopIteration):
+        pass
+    return 0
+
+
 def _descendants(pid):
     """The pids of pid's children, their children, and so on."""
     children = {}
@@ -907,6 +924,71 @@ class PgCluster:
         if r.returncode != 0:
             raise PgError(f'pg_ctl stop failed:\n{r.stdout}{r.stderr}')
         self._running = False
+
+    def kill_postmaster(self, timeout=DEFAULT_TIMEOUT):
+        """SIGKILL to the postmaster alone, as `kill -9` or the OOM killer
+        would: its backends and helpers are left to notice the death of
+        their parent and exit by themselves (PostgreSQL's postmaster death
+        check).  Waits until they have and the stale lock files are gone,
+        so that start() works again; returns the monotonic time of the
+        kill.  A child still there after timeout is killed too."""
+        self.resume()
+        pid = self._verified_postmaster()
+        if not self._running or pid is None:
+            raise HarnessError('kill_postmaster: the cluster is not running')
+        shmid = self._shmem_id()
+        # Listed before the kill: once the postmaster is gone its children
+        # belong to init and _descendants() no longer finds them.  One
+        # forked in between is caught by the shared memory's count below.
+        procs = {p: _proc_starttime(p) for p in [pid] + _descendants(pid)}
+        killed = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        self._running = False
+        self.postmaster_pid = None
+
+        def left():
+            # A zombie has exited (init, or whoever adopted it, reaps it).
+            return [p for p, start in procs.items()
+                    if start is not None and _proc_starttime(p) == start and
+                    _proc_state(p) not in ('Z', 'X', None)]
+
+        def settled():
+            # The postmaster's own test before it starts over a crash: no
+            # process still attached to the old segment.
+            return not left() and not _shm_attached(shmid)
+        deadline, forced = _deadline(timeout), False
+        while not settled():
+            if _left(deadline) <= 0:
+                if forced:
+                    raise HarnessError(
+                        f'kill_postmaster: processes {left()} or attaches '
+                        f'to shared memory segment {shmid} still there')
+                for p in left():
+                    try:
+                        os.kill(p, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                deadline, forced = _deadline(DEFAULT_TIMEOUT), True
+            time.sleep(0.005)
+        # The pid in a stale lock file may be reused by now by a process
+        # the new postmaster cannot tell from a live one.
+        for lock in (os.path.join(self.datadir, 'postmaster.pid'),
+                     os.path.join(self.sockdir, f'.s.PGSQL.{self.port}.lock')):
+            try:
+                os.unlink(lock)
+            except FileNotFoundError:
+                pass
+        return killed
+
+    def _shmem_id(self):
+        # postmaster.pid's 7th line: the SysV segment's key and id (the
+        # small segment that tells whether old processes are still around).
+        try:
+            with open(os.path.join(self.datadir, 'postmaster.pid')) as f:
+                lines = f.read().splitlines()
+            return int(lines[6].split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
 
     @property
     def running(self):
