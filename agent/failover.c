@@ -139,10 +139,13 @@ static bool source_rejected(const struct source *s)
 			     !health_may_log_in(s->health));
 }
 
-/* Worth a switch (which validates it first). */
+/* Worth a switch (which validates it first).  A server that flapped and
+ * is not through its hold is not (health.h): a crash loop must not move
+ * the apps at its pace. */
 static bool source_usable(const struct source *s)
 {
-	return !source_down(s) && !s->switch_failed && !source_rejected(s);
+	return !source_down(s) && !s->switch_failed && !source_rejected(s) &&
+	       (s->health->flaps == 0 || s->health->state == HEALTH_UP);
 }
 
 static bool source_answers(const struct source *s)
@@ -434,7 +437,7 @@ static void failover_switch_done(const struct probe_result *res, void *data)
 	const char *reason = t->switch_reason;
 	char *masked = mask_conninfo(src->value);
 	long long outage = failover_outage_ms(t);
-	char why_split[512];
+	char why_split[512], how[128];
 
 	t->switch_probe = NULL;
 	/* An automatic switch decided on the last check: what the new
@@ -471,18 +474,26 @@ static void failover_switch_done(const struct probe_result *res, void *data)
 		t->held = role == ROLE_SECONDARY;
 	else if (role == ROLE_PRIMARY)
 		t->held = false;
+	if (res->elapsed_us < 0)
+		snprintf(how, sizeof(how), "its monitor connection answered "
+			 "%lld ms ago", src->health
+					? (long long)((now_us() -
+						       src->health->seen_us) / 1000)
+					: -1LL);
+	else
+		snprintf(how, sizeof(how), "validated in %.1f ms",
+			 res->elapsed_us / 1000.0);
 	if (outage >= 0)
 		log_target(LOG_INFO, reason, t->name, t->generation + 1,
-			   "%s: %s to the %s %s, validated in %.1f ms, %lld ms "
-			   "after the %s's first failed check",
+			   "%s: %s to the %s %s, %s, %lld ms after the %s's "
+			   "first failed check",
 			   t->name, reason, target_role_name(role),
-			   masked ? masked : "?", res->elapsed_us / 1000.0,
-			   outage, target_role_name(t->current));
+			   masked ? masked : "?", how, outage,
+			   target_role_name(t->current));
 	else
 		log_target(LOG_INFO, reason, t->name, t->generation + 1,
-			   "%s: %s to the %s %s, validated in %.1f ms", t->name,
-			   reason, target_role_name(role), masked ? masked : "?",
-			   res->elapsed_us / 1000.0);
+			   "%s: %s to the %s %s, %s", t->name, reason,
+			   target_role_name(role), masked ? masked : "?", how);
 	free(masked);
 	src->switch_failed = false;
 	if (src->health)
@@ -498,11 +509,29 @@ static void failover_switch(struct target *t, enum target_role role,
 		.conninfo = t->src[role].value,
 		.timeout_ms = (int)t->agent->failover.timeout_ms,
 	};
+	const struct health *h = t->src[role].health;
 	int r;
 
 	t->switch_to = role;
 	t->switch_reason = reason;
 	t->switch_started_us = now_us();
+	/* Away from a server that went down, to one whose monitor
+	 * connection, logged in with this value, answered a moment ago: a
+	 * new connection would only tell the same, and cost the apps a
+	 * login's time before they get theirs. */
+	if (streq(reason, "failover") && health_fresh(h)) {
+		struct probe_result res = {
+			.ok = true,
+			.in_recovery = h->in_recovery == 1,
+			.identified = h->identified,
+			.system_id = h->system_id,
+			.timeline = h->timeline,
+			.server_start_us = h->server_start_us,
+			.elapsed_us = -1, /* no probe */
+		};
+		failover_switch_done(&res, t);
+		return;
+	}
 	r = probe_start(t->agent->loop, &o, failover_switch_done, t,
 			&t->switch_probe);
 	if (r < 0) {

@@ -49,6 +49,12 @@ const char *health_state_name(enum health_state state)
 	return "unknown";
 }
 
+bool health_fresh(const struct health *h)
+{
+	return h && h->state == HEALTH_UP && h->conn && !h->auth_failed &&
+	       now_us() - h->seen_us < HEALTH_FRESH_MS * 1000LL;
+}
+
 bool health_may_log_in(const struct health *h)
 {
 	return h->auth_logins < TARGET_AUTH_RETRIES;
@@ -129,7 +135,10 @@ static void health_start_check(struct health *h)
 		.conninfo = h->conninfo,
 		.timeout_ms = (int)h->cfg->timeout_ms,
 		.keep = true,
-		.keepalive_ms = (int)h->cfg->timeout_ms,
+		/* Past the check's own deadline: in a black hole the kernel's
+		 * timeout must not beat the check's (a broken connection is
+		 * not counted; a check that timed out is). */
+		.keepalive_ms = (int)h->cfg->timeout_ms + HEALTH_LATE_MS,
 	};
 	struct health_check *c = NULL;
 	int r;
@@ -239,6 +248,11 @@ static int64_t health_next(struct health *h)
 				return -1;
 			if (late > now_ms())
 				return late;
+			/* At least one fresh opinion, even with a threshold
+			 * of 1: a late answer is no failure yet. */
+			if (n == 1 && h->failures == 0 &&
+			    h->cfg->threshold <= 1)
+				return h->last_start_ms + confirm;
 			return health_confirm_next(h, n);
 		}
 		/* No monitor connection (vouched for by a switch, or
@@ -391,6 +405,11 @@ static void health_go_down(struct health *h, const char *why)
 	h->down_since_us = now_us();
 	h->down_since_wall = wall_s();
 	h->down_attempts = 0;
+	/* Retries count from here, at the owner's pace (which it sets once it
+	 * has moved away): not from the last check started, seconds ago when
+	 * a hang was confirmed, which would retry at once and, the server
+	 * being back from a short stall, fail back in two seconds. */
+	h->last_start_ms = now_ms();
 	log_target(LOG_ERR, "server-down", h->name, 0,
 		   "%s: down after %u failed check(s) in %lld ms: %s", h->label,
 		   h->failures,
@@ -536,9 +555,12 @@ static void health_check_done(const struct probe_result *res, void *data)
 	h->last_check_wall = wall_s();
 	/* The monitor connection broke under a check (a heartbeat, most
 	 * likely: it is busy one second in a thousand): as when it breaks
-	 * idle.  Only a timeout there is a failure of its own (a hang). */
-	if (!res->ok && c->on_conn && !res->timed_out && !res->auth_failed &&
-	    !h->lost) {
+	 * idle.  Only a timeout there is a failure of its own (a hang),
+	 * except on a server that refuses the credentials: its fresh check
+	 * tells, without a failure counted that would cut its login
+	 * backoff short. */
+	if (!res->ok && c->on_conn && !res->auth_failed && !h->lost &&
+	    (!res->timed_out || h->state == HEALTH_REJECTED)) {
 		health_lost(h, res->error, res->sqlstate);
 		health_plan(h);
 		return;
@@ -548,6 +570,7 @@ static void health_check_done(const struct probe_result *res, void *data)
 		health_cancel_checks(h);
 		if (!c->heartbeat)
 			h->ok_us = now_us();
+		h->seen_us = now_us();
 		health_passed(h, res, c);
 		health_watch_conn(h, res->conn);
 	} else {

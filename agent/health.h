@@ -142,6 +142,7 @@ struct health {
 	unsigned auth_logins; /* failed logins with this value (bounded) */
 	int64_t last_check_wall;   /* unix seconds; 0 before any */
 	int64_t ok_us;             /* now_us() when a full check last passed */
+	int64_t seen_us;           /* when any check (heartbeats too) did */
 	int64_t down_since_wall;   /* unix seconds, while down or recovering */
 	int64_t first_failure_us;  /* now_us() of the first failure in a row */
 	/* The monitor connection closed (lost_shutdown: saying the server
@@ -243,6 +244,12 @@ static inline bool health_settled(const struct health *h)
 {
 	return health_answers(h) && (h->flaps == 0 || h->state == HEALTH_UP);
 }
+
+/* Up, its monitor connection open and answering a check within the last
+ * HEALTH_FRESH_MS: a switch to it needs no new connection to know that
+ * the value logs in there (the monitor did, with that value). */
+#define HEALTH_FRESH_MS 1500
+bool health_fresh(const struct health *h);
 
 /* A new login with the value is allowed: fewer than TARGET_AUTH_RETRIES
  * failed (target.h; the header does not include it: 6). */

@@ -411,6 +411,16 @@ class Detection(TwoClusters):
                          r' .*no answer', 'the first failure is not the '
                          'heartbeat\'s timeout')
         settled = self.settled_failures(load, t_switch)
+        # Back from its stall, the primary waits out the retry interval
+        # (120 s): a retry counted from the last check before the hang
+        # was due at once, and failed back within 2 s.
+        g1 = t['generation']
+        self.primary.resume()
+        time.sleep(5)
+        t = h.target_status(status, TARGET)
+        self.assertEqual((t['generation'], t['failover']['current']),
+                         (g1, 'secondary'), f'failed back before the retry '
+                         f'interval: {brief(t)}')
         self.check_load_end(load, settled, self.secondary.port)
 
     def test_failback_within_the_retry_interval_default_checks(self):
