@@ -979,6 +979,11 @@ static int pool_collect_connects(dbswap_pool *p, PGconn **finish)
 			i++;
 			continue;
 		} else if (cn->want == PGRES_POLLING_OK) {
+			/* Verbose for the SQLSTATE of a failed attempt only:
+			 * the app gets a connection as PQconnectdb() would
+			 * give it (no SQLSTATE and LOCATION lines in its
+			 * errors). */
+			PQsetErrorVerbosity(cn->conn, PQERRORS_DEFAULT);
 			if (!pool_add_ready(p, cn->conn, cn->value))
 				finish[n_finish++] = cn->conn;
 		} else if (cn->want == PGRES_POLLING_FAILED) {

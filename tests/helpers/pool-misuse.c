@@ -531,6 +531,37 @@ static void case_drain_each(void)
 	dbswap_client_free(c);
 }
 
+/* A connection from the pool is as PQconnectdb() would give it: the
+ * default error verbosity and notice processor. */
+static void case_plain(void)
+{
+	dbswap_client *c = new_client();
+	dbswap_pool *p = new_pool(c, 2, 0);
+	PGconn *conn = must_acquire(p), *plain;
+	PQnoticeProcessor theirs, ours;
+	PGVerbosity v;
+	PGresult *r;
+
+	v = PQsetErrorVerbosity(conn, PQERRORS_DEFAULT);
+	check(v == PQERRORS_DEFAULT, "plain-error-verbosity",
+	      "verbosity %d, not PQERRORS_DEFAULT", (int)v);
+	r = PQexec(conn, "SELECT * FROM no_such_table_here");
+	check(!strstr(PQerrorMessage(conn), "LOCATION:") &&
+	      strncmp(PQerrorMessage(conn), "ERROR:  42P01", 13) != 0,
+	      "plain-error-message", "%s", PQerrorMessage(conn));
+	PQclear(r);
+	/* A failed connection still has libpq's default processor. */
+	plain = PQconnectdb("host=/nonexistent-dir dbname=x");
+	theirs = PQsetNoticeProcessor(plain, NULL, NULL);
+	ours = PQsetNoticeProcessor(conn, NULL, NULL);
+	check(theirs == ours, "plain-notice-processor",
+	      "the pool's connection has a notice processor of its own");
+	PQfinish(plain);
+	dbswap_pool_release(p, conn);
+	dbswap_pool_free(p);
+	dbswap_client_free(c);
+}
+
 /* Says line to the test and waits for its answer (it acted). */
 static void ask(const char *line)
 {
@@ -677,8 +708,8 @@ static void case_outage(void)
 int main(int argc, char **argv)
 {
 	if (argc != 4) {
-		fprintf(stderr, "usage: pool-misuse fork|misuse|shutdown|leak|drain-each|hung|outage "
-				"SOCKET TARGET\n");
+		fprintf(stderr, "usage: pool-misuse fork|misuse|shutdown|leak|"
+				"drain-each|hung|outage|plain SOCKET TARGET\n");
 		return 2;
 	}
 	sock_path = argv[2];
@@ -698,6 +729,8 @@ int main(int argc, char **argv)
 		case_hung();
 	else if (!strcmp(argv[1], "outage"))
 		case_outage();
+	else if (!strcmp(argv[1], "plain"))
+		case_plain();
 	else
 		return 2;
 	printf("done\n");

@@ -160,5 +160,13 @@ class PoolMisuse(ClusterTest):
                                  'outage-back-within-a-second'])
 
 
+    def test_connections_as_plain_libpq_gives_them(self):
+        """Issue 17: the pool's connections had VERBOSE errors (SQLSTATE
+        and LOCATION lines in the app's error messages)."""
+        self.run_case('plain', ['plain-error-verbosity',
+                                'plain-error-message',
+                                'plain-notice-processor'])
+
+
 if __name__ == '__main__':
     main()
