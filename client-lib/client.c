@@ -1199,8 +1199,9 @@ int client_call(dbswap_client *c, struct ipc_writer *w, uint64_t id,
 
 int client_subscribe_pool(dbswap_client *c, const char *target,
 			  dbswap_update_fn *cb, client_settings_fn *settings_cb,
-			  void *data)
+			  client_refused_fn *refused_cb, void *data)
 {
+	(void)refused_cb; /* not called yet */
 	struct sub *s;
 	int r;
 

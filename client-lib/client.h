@@ -60,13 +60,23 @@ struct client_settings {
 typedef void client_settings_fn(const struct client_settings *settings,
 				void *data);
 
-/* Follows target for a pool: cb gets updates, settings_cb settings, both
- * with data.  Returns 0, -EBUSY if the target is already followed, or a
+/* The agent's answer to a pool's subscription: err 0 once it is accepted
+ * (after a refusal: it is followed again), else -EACCES (forbidden: this
+ * uid or gid may not follow the target), -ENXIO (the agent has no such
+ * target) or -EPERM (another refusal, such as a limit).  message is the
+ * agent's text (it names the target, never a value); NULL with err 0.
+ * Runs in the dispatching thread, like the other callbacks.  The client
+ * asks again with backoff while refused. */
+typedef void client_refused_fn(int err, const char *message, void *data);
+
+/* Follows target for a pool: cb gets updates, settings_cb settings,
+ * refused_cb the agent's refusals (and acceptance after one), all with
+ * data.  Returns 0, -EBUSY if the target is already followed, or a
  * negative errno.  dbswap_subscribe() on the target then fails with
  * -EBUSY. */
 int client_subscribe_pool(dbswap_client *c, const char *target,
 			  dbswap_update_fn *cb, client_settings_fn *settings_cb,
-			  void *data);
+			  client_refused_fn *refused_cb, void *data);
 
 /* Stops following target; when it returns, no callback of it runs or will
  * run.  Must not be called from a callback. */

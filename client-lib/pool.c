@@ -1155,6 +1155,13 @@ static void pool_on_settings(const struct client_settings *s, void *data)
 	pool_wake(p);
 }
 
+static void pool_on_refused(int err, const char *message, void *data)
+{
+	(void)err;
+	(void)message;
+	(void)data;
+}
+
 /* API */
 
 static bool config_valid(const dbswap_pool_config *c)
@@ -1209,7 +1216,7 @@ dbswap_pool *dbswap_pool_new(dbswap_client *client, const char *target,
 		goto err_pool;
 	}
 	r = -client_subscribe_pool(client, target, pool_on_update,
-				   pool_on_settings, p);
+				   pool_on_settings, pool_on_refused, p);
 	if (r != 0)
 		goto err_pool;
 	r = -dbswap_client_start(client);
