@@ -264,30 +264,120 @@ int dbswap_ack_instance(dbswap_client *client, const char *target,
 typedef struct dbswap_pool dbswap_pool;
 
 /*
- * Settings.  A field left at 0 takes the value from the env files (sent by
- * the agent, live) if there is one, else the default.  The env names for
- * target DATABASE_URL are DATABASE_POOL_MAX, DATABASE_POOL_MIN,
+ * Settings.  Start from DBSWAP_POOL_CONFIG_INIT, which sets struct_size and
+ * every int field to DBSWAP_POOL_DEFAULT, then set what you want:
+ *
+ *	dbswap_pool_config cfg = DBSWAP_POOL_CONFIG_INIT;
+ *	cfg.max_size = 20;
+ *	cfg.min_size = 0;	(0 means 0: no connection kept when idle)
+ *
+ * An int field at DBSWAP_POOL_DEFAULT takes the value from the env files
+ * (sent by the agent, live) if there is one, else the default below; any
+ * other value, 0 included, is the value.  The env names for target
+ * DATABASE_URL are DATABASE_POOL_MAX, DATABASE_POOL_MIN,
  * DATABASE_POOL_TIMEOUT (acquire timeout) and DATABASE_POOL_IDLE_TIMEOUT,
  * in milliseconds; for another target, its name without a trailing _URL,
  * then _POOL_MAX and so on.
+ *
+ * The struct grows at its end in later versions: struct_size tells the
+ * library which fields a program knows, and fields beyond it take their
+ * defaults, so a program built against an older dbswap.h keeps working.
+ *
+ * Hooks run with no lock of the library held and may run queries on conn
+ * (a hung server: bound them, e.g. with statement_timeout); they must not
+ * call the pool.  One returning nonzero has the connection closed:
+ *   after_connect   in the pool's thread, on each new connection before it
+ *                   joins the pool (every rotation replaces every
+ *                   connection), and again after each reset (the reset
+ *                   undoes what it set up); nonzero: the attempt failed.
+ *   before_acquire  in the acquiring thread, before handing conn out;
+ *                   nonzero: closed, and another one is tried.
+ *   after_release   in the releasing thread, after the rollback and the
+ *                   reset; nonzero: closed instead of kept.
+ *
+ * Session state: a connection released after running a command that can
+ * leave state in the session (SET, PREPARE and protocol-level prepared
+ * statements, LISTEN, DECLARE, CREATE TEMP, DO, CALL: any command but
+ * SELECT, INSERT, UPDATE, DELETE, MERGE, COPY, FETCH, MOVE, SHOW, EXPLAIN
+ * and transaction control; and a SELECT of set_config() or of a
+ * session-level advisory lock, when its column keeps the function's name)
+ * is reset with reset_query, then init_query and after_connect run again.
+ * The pool sees command tags, not the functions a query calls: with
+ * reset_always, every connection that ran anything is reset.
  */
+#define DBSWAP_POOL_DEFAULT (-2147483647 - 1) /* INT_MIN */
+
+typedef int dbswap_pool_hook_fn(PGconn *conn, void *userdata);
+
 typedef struct dbswap_pool_config {
+	size_t struct_size;     /* sizeof(dbswap_pool_config) */
 	int min_size;           /* kept open even when idle; default 1 */
-	int max_size;           /* at most this many; default 10 */
-	int acquire_timeout_ms; /* an acquire waits this long; default 5000 */
+	int max_size;           /* at most this many (>= 1); default 10 */
+	int acquire_timeout_ms; /* an acquire waits this long (0: does not
+				 * wait); default 5000 */
 	int idle_timeout_ms;    /* idle beyond min closed after; default
 				 * 300000; -1 never */
-	int max_lifetime_ms;    /* closed when released after; default
-				 * 1800000; -1 never */
-	int connect_timeout_ms; /* one connection attempt; default 5000 */
+	int max_lifetime_ms;    /* closed when released (or idle) after;
+				 * default 1800000; -1 never */
+	int lifetime_jitter_ms; /* each connection's lifetime shortened by a
+				 * random amount up to this, so that those
+				 * opened together do not expire together;
+				 * default max_lifetime_ms / 10 */
+	int connect_timeout_ms; /* one connection attempt, and each round
+				 * trip of a release or check (>= 1);
+				 * default 5000 */
 	int drain_timeout_ms;   /* old busy ones shut down after; default
 				 * 30000 */
-	int check_on_borrow;    /* 1: a round trip before an idle connection is
-				 * handed out; default 0 */
+	int idle_check_ms;      /* a connection idle this long gets a round
+				 * trip before it is handed out (0: every
+				 * one, -1: none); default 1000 */
+	int keepalive_ms;       /* TCP keepalives after this long idle (then
+				 * 3 probes, 1/3 of it apart), unless the
+				 * conninfo sets keepalives; 0: off; default
+				 * 60000 */
+	int reset_always;       /* 1: reset every connection that ran
+				 * anything, not only those whose commands
+				 * can leave session state; default 0 */
+	const char *reset_query; /* NULL: "DISCARD ALL"; "": no reset */
+	const char *init_query;  /* run on each new connection and after
+				  * each reset; NULL: none */
+	dbswap_pool_hook_fn *after_connect;
+	dbswap_pool_hook_fn *before_acquire;
+	dbswap_pool_hook_fn *after_release;
+	void *hook_data;         /* the hooks' userdata */
 } dbswap_pool_config;
 
-/* Counters and gauges, for monitoring. */
+#define DBSWAP_POOL_CONFIG_INIT                                              \
+	{                                                                    \
+		.struct_size = sizeof(dbswap_pool_config),                   \
+		.min_size = DBSWAP_POOL_DEFAULT,                             \
+		.max_size = DBSWAP_POOL_DEFAULT,                             \
+		.acquire_timeout_ms = DBSWAP_POOL_DEFAULT,                   \
+		.idle_timeout_ms = DBSWAP_POOL_DEFAULT,                      \
+		.max_lifetime_ms = DBSWAP_POOL_DEFAULT,                      \
+		.lifetime_jitter_ms = DBSWAP_POOL_DEFAULT,                   \
+		.connect_timeout_ms = DBSWAP_POOL_DEFAULT,                   \
+		.drain_timeout_ms = DBSWAP_POOL_DEFAULT,                     \
+		.idle_check_ms = DBSWAP_POOL_DEFAULT,                        \
+		.keepalive_ms = DBSWAP_POOL_DEFAULT,                         \
+		.reset_always = DBSWAP_POOL_DEFAULT,                         \
+	}
+
+/* The server a pool's connections go to (dbswap_pool_stats.server). */
+enum {
+	DBSWAP_SERVER_UNKNOWN = 0, /* no value yet */
+	DBSWAP_SERVER_PRIMARY = 1,
+	DBSWAP_SERVER_SECONDARY = 2,
+	DBSWAP_SERVER_NONE = 3,    /* the agent reports none available */
+	DBSWAP_SERVER_ENV = 4,     /* no agent: the environment's value */
+};
+
+/*
+ * Counters and gauges, for monitoring.  Set struct_size before the call
+ * (DBSWAP_POOL_STATS_INIT): the library fills the fields a program knows.
+ */
 typedef struct dbswap_pool_stats {
+	size_t struct_size;  /* sizeof(dbswap_pool_stats) */
 	uint64_t generation; /* the value acquires get now; 0 before any */
 	int size;            /* connections open, all generations */
 	int idle;            /* on the current value, ready to hand out */
@@ -296,25 +386,62 @@ typedef struct dbswap_pool_stats {
 	int waiting;         /* threads blocked in acquire */
 	uint64_t acquired, timeouts, opened, closed, failed_connects;
 	uint64_t switches;   /* values switched to */
-	dbswap_pool_config config; /* in force, defaults filled in */
+	/* Acquires that had to wait (not served at once), their total and
+	 * longest wait, timed-out ones included. */
+	uint64_t acquire_waits, acquire_wait_us, acquire_wait_max_us;
+	/* closed, by cause; they add up to closed */
+	uint64_t closed_idle;      /* idle timeout */
+	uint64_t closed_lifetime;  /* max_lifetime_ms */
+	uint64_t closed_replaced;  /* on an older value (a switch) */
+	uint64_t closed_broken;    /* broken, or failed a rollback, reset,
+				    * check or hook */
+	uint64_t closed_discarded; /* dbswap_pool_discard() */
+	uint64_t closed_shutdown;  /* dbswap_pool_close() */
+	uint64_t resets;           /* reset_query runs */
+	int server;   /* DBSWAP_SERVER_*: where acquires' connections go */
+	int standby;  /* 1: that server is a read-only standby */
+	int refused;  /* the agent refuses the target: EACCES (this uid or
+		       * gid may not follow it), ENXIO (no such target),
+		       * EPERM (another refusal); 0: not refused */
+	int connect_failures; /* attempts on the current value failed in a
+			       * row (0: connections open) */
+	int closing;  /* dbswap_pool_close() was called */
 } dbswap_pool_stats;
+
+#define DBSWAP_POOL_STATS_INIT { .struct_size = sizeof(dbswap_pool_stats) }
 
 /*
  * Creates a pool for target on client; config NULL means all defaults.
- * Opens min_size connections in the background as soon as a value is
- * known.  Does not block.  Returns NULL with errno set (EINVAL: bad target
- * or config; EBUSY: the target is already followed on this client; ENOMEM).
+ * The config is copied, the strings in it too.  Opens min_size
+ * connections in the background as soon as a value is known.  Does not
+ * block.  Returns NULL with errno set (EINVAL: bad target or config, such
+ * as a struct_size of 0; EBUSY: the target is already followed on this
+ * client; ENOMEM).
  */
 dbswap_pool *dbswap_pool_new(dbswap_client *client, const char *target,
 			     const dbswap_pool_config *config);
 
 /*
+ * Closes the pool gracefully: from now on acquires fail with ECANCELED
+ * (threads waiting in one too), idle connections are closed, and busy ones
+ * are closed as they are released.  Waits up to timeout_ms (-1: for ever)
+ * for every connection lent out to come back.  Returns 0 when all came
+ * back; -ETIMEDOUT when some did not: their sockets are then shut down
+ * (their queries fail; the server ends the sessions) and they are closed on
+ * release.  The pool keeps its value meanwhile; free it with
+ * dbswap_pool_free() when no thread uses it.  -EINVAL for a NULL pool,
+ * -ECHILD in a child process.  Not from a callback, hook or log function.
+ */
+int dbswap_pool_close(dbswap_pool *pool, int timeout_ms);
+
+/*
  * Closes every connection (busy ones too: call it when no thread uses the
- * pool any more), stops the maintenance thread, frees the pool.  Threads
- * waiting in dbswap_pool_acquire() get NULL with errno ECANCELED, and it
- * returns once they have all left it; a call that starts meanwhile, or
- * any use of the pool or its connections after, is undefined.  NULL is a
- * no-op.  Not from a callback or the log function.
+ * pool any more, or after dbswap_pool_close()), stops the maintenance
+ * thread, frees the pool.  Threads waiting in dbswap_pool_acquire() get
+ * NULL with errno ECANCELED, and it returns once they have all left it; a
+ * call that starts meanwhile, or any use of the pool or its connections
+ * after, is undefined.  NULL is a no-op.  Not from a callback, hook or log
+ * function.
  */
 void dbswap_pool_free(dbswap_pool *pool);
 
@@ -326,32 +453,57 @@ void dbswap_pool_free(dbswap_pool *pool);
  * open yet; the pool's log says why, once per cause, and retries at least
  * once a second while threads wait), ENOENT (no value known for the target
  * yet), EHOSTDOWN (the agent reports no database server available: fails
- * at once, without waiting, until it reports one again), ECANCELED (the
- * pool is being freed), ECHILD (the pool was made before a fork: see the
- * top of this file), EINVAL (pool is NULL).  A timeout of 0 does not
- * wait but still makes the pool open one more connection, within
- * max_size.  With check_on_borrow, the round trip waits at most the
- * connect timeout; a connection that fails it is closed.
+ * at once, without waiting, until it reports one again), EACCES, ENXIO or
+ * EPERM (the agent refuses the target, see dbswap_pool_stats.refused, and
+ * the pool has no value: fails at once; with a value the pool keeps
+ * serving on it), ECANCELED (the pool is closed or being freed), ECHILD
+ * (the pool was made before a fork: see the top of this file), EINVAL
+ * (pool is NULL).  A timeout of 0 does not wait but still makes the pool
+ * open one more connection, within max_size.  A connection idle for
+ * idle_check_ms or more gets a round trip first, waiting at most the
+ * connect timeout; one that fails it, or the before_acquire hook, is
+ * closed and another one tried.
  */
 PGconn *dbswap_pool_acquire(dbswap_pool *pool, int timeout_ms);
 
 /*
  * Gives a connection back.  A connection left in a transaction is rolled
- * back first; a broken one (PQstatus bad, or a rollback that fails), one
- * on an old value, or one past its lifetime is closed instead, and
- * replaced in the background as needed.  Never blocks beyond that
- * rollback, which waits at most the pool's connect timeout (a hung
- * server: the connection is closed).  Returns 0 (also for a NULL conn, which does nothing), or:
- * -EINVAL for a connection this pool did not lend (one of another pool, or
- * the app's own), or one released already and not lent out again: the
- * connection is left alone and the log says which (a second release that
- * races with the first, from another thread, is not always seen);
- * -ECHILD in a child process (see the top of this file).
+ * back first, then reset if it needs it (see the config above), then the
+ * after_release hook runs; a broken one (PQstatus bad, or a rollback,
+ * reset or hook that fails), one on an old value, or one past its
+ * lifetime is closed instead, and replaced in the background as needed.
+ * Each round trip waits at most the pool's connect timeout (a hung
+ * server: the connection is closed).  Returns 0 (also for a NULL conn,
+ * which does nothing), or: -EINVAL for a connection this pool did not
+ * lend (one of another pool, or the app's own), or one released already
+ * and not lent out again: the connection is left alone and the log says
+ * which (a second release that races with the first, from another thread,
+ * is not always seen); -ECHILD in a child process (see the top of this
+ * file).
  */
 int dbswap_pool_release(dbswap_pool *pool, PGconn *conn);
 
-/* Fills *stats.  Never blocks beyond the pool's lock. */
-void dbswap_pool_stats_get(dbswap_pool *pool, dbswap_pool_stats *stats);
+/*
+ * Gives a connection back to be closed, not reused: the app found it bad
+ * or left it in a state it cannot undo.  Replaced in the background as
+ * needed.  Returns like dbswap_pool_release().
+ */
+int dbswap_pool_discard(dbswap_pool *pool, PGconn *conn);
+
+/*
+ * Fills *stats up to stats->struct_size (DBSWAP_POOL_STATS_INIT).  Never
+ * blocks beyond the pool's lock.  Returns 0, or -EINVAL (NULL pool or
+ * stats, or a struct_size of 0), -ECHILD in a child process (the stats
+ * then read as zeros).
+ */
+int dbswap_pool_stats_get(dbswap_pool *pool, dbswap_pool_stats *stats);
+
+/*
+ * Fills *config, up to config->struct_size, with the settings in force
+ * (defaults and env files' values filled in).  Returns 0, -EINVAL or
+ * -ECHILD.
+ */
+int dbswap_pool_config_get(dbswap_pool *pool, dbswap_pool_config *config);
 
 /*
  * Returns a copy of conninfo with its passwords replaced by ****, for

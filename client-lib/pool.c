@@ -36,6 +36,7 @@
  * freed before the pool, so a stale thread-local slot can only fail its
  * compare-and-swap.
  */
+#include <libpq-events.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -63,6 +64,9 @@
 #define POOL_DEFAULT_LIFETIME_MS 1800000
 #define POOL_DEFAULT_CONNECT_MS 5000
 #define POOL_DEFAULT_DRAIN_MS 30000
+#define POOL_DEFAULT_IDLE_CHECK_MS 1000 /* pgx's; HikariCP's is 500 */
+#define POOL_DEFAULT_KEEPALIVE_MS 60000
+#define POOL_DEFAULT_RESET "DISCARD ALL"
 
 /* Retry of a value that fails to connect here: 100 ms doubling to 30 s,
  * with jitter; an authentication failure is tried at most this often. */
@@ -89,6 +93,17 @@
 /* Log lines made under the lock at once, at most; more are counted. */
 #define POOL_NOTES_MAX 8
 
+/* Why a connection was closed, for stats. */
+enum close_cause {
+	CLOSE_IDLE,
+	CLOSE_LIFETIME,
+	CLOSE_REPLACED, /* on an older value */
+	CLOSE_BROKEN,
+	CLOSE_DISCARDED,
+	CLOSE_SHUTDOWN, /* dbswap_pool_close() */
+	CLOSE_CAUSES,
+};
+
 struct pool_note {
 	int priority;
 	char line[512];
@@ -104,7 +119,12 @@ struct pconn {
 	int shut_fd;
 	uint64_t value;     /* which value (pool->serial numbering) */
 	int64_t created_ms;
+	int64_t expires_ms; /* created_ms + lifetime - jitter; INT64_MAX */
 	int64_t idle_since;
+	/* Set by libpq's result events (pconn_event()) in the thread using
+	 * the connection: it ran something, and something that can leave
+	 * session state.  Cleared when it is reset. */
+	bool ran, dirty;
 	bool in_use;        /* handed out or parked */
 	bool releasing;     /* a release by another thread than the one
 			     * it was lent to is rolling it back */
@@ -157,6 +177,9 @@ struct connecting {
 	uint64_t value;
 	int64_t deadline;
 	PostgresPollingStatusType want;
+	/* Why it failed after connecting (init_query, after_connect); NULL:
+	 * libpq's message says. */
+	const char *why;
 };
 
 struct dbswap_pool {
@@ -169,16 +192,19 @@ struct dbswap_pool {
 	dbswap_client *client;
 	char *target;
 
-	dbswap_pool_config app;  /* as given (0: not set) */
+	/* As given, every field there (DBSWAP_POOL_DEFAULT: not set), the
+	 * strings the pool's own copies. */
+	dbswap_pool_config app;
 	struct client_settings env; /* from the agent */
-	dbswap_pool_config cfg;  /* in force */
-	/* cfg.max_lifetime_ms, which only the app sets: fixed at creation,
-	 * so the lock-free release path reads it here, not from cfg, which
-	 * settings from the agent rewrite under the lock. */
-	int64_t lifetime_ms;
-	/* cfg.connect_timeout_ms, fixed too: it also bounds the round trips
-	 * of a release (ROLLBACK) and of check_on_borrow, lock-free. */
-	int io_timeout_ms;
+	/* In force.  Settings from the agent rewrite it under the lock; the
+	 * fields only the app sets (all but the sizes and the acquire and
+	 * idle timeouts) are fixed at creation, and the lock-free paths read
+	 * those only. */
+	dbswap_pool_config cfg;
+	/* libpq keywords put before the conninfo (which may override them):
+	 * TCP keepalives. */
+	char ka_idle[16], ka_interval[16];
+	uint64_t rng; /* lifetime jitter */
 
 	struct value cur, next;
 	uint64_t serials;
@@ -219,8 +245,11 @@ struct dbswap_pool {
 	/* Why acquires time out, as last logged; "" after a success. */
 	char timeout_said[512];
 
-	_Atomic uint64_t acquired;
+	_Atomic uint64_t acquired, resets;
 	uint64_t timeouts, opened, closed, failed_connects, switches;
+	uint64_t closed_by[CLOSE_CAUSES];
+	uint64_t waits, wait_us, wait_max_us;
+	int refused; /* errno of the agent's refusal of the target; 0 */
 
 	/* Log lines waiting for the lock's release (pool_log()). */
 	struct pool_note notes[POOL_NOTES_MAX];
@@ -229,7 +258,9 @@ struct dbswap_pool {
 
 	pthread_t thread;
 	int wakefd;
-	_Atomic bool stopping;
+	/* closing: dbswap_pool_close() or _free() called, acquires refused;
+	 * stopping: dbswap_pool_free() called, the pool thread leaves. */
+	_Atomic bool closing, stopping;
 };
 
 /* Log lines are made with the lock held and said after it is released
@@ -289,7 +320,7 @@ static void pool_wake(dbswap_pool *p)
 
 static int pick(int app, int64_t env, int def)
 {
-	if (app != 0)
+	if (app != DBSWAP_POOL_DEFAULT)
 		return app;
 	if (env >= 0)
 		return (int)MIN(env, INT32_MAX);
@@ -297,27 +328,40 @@ static int pick(int app, int64_t env, int def)
 }
 
 /* The settings in force: the app's, else the env files', else defaults.
- * Called with the lock held. */
-static void pool_configure(dbswap_pool *p)
+ * Called with the lock held; with all, before the pool thread starts:
+ * then the fields only the app sets are filled in too, once. */
+static void pool_configure(dbswap_pool *p, bool all)
 {
+	const dbswap_pool_config *a = &p->app;
 	dbswap_pool_config *c = &p->cfg;
 
-	c->max_size = pick(p->app.max_size, p->env.pool_max, POOL_DEFAULT_MAX);
-	c->min_size = pick(p->app.min_size, p->env.pool_min, POOL_DEFAULT_MIN);
+	if (all)
+		*c = *a;
+	c->max_size = pick(a->max_size, p->env.pool_max, POOL_DEFAULT_MAX);
+	c->min_size = pick(a->min_size, p->env.pool_min, POOL_DEFAULT_MIN);
 	c->min_size = MIN(c->min_size, c->max_size);
-	c->acquire_timeout_ms = pick(p->app.acquire_timeout_ms,
+	c->acquire_timeout_ms = pick(a->acquire_timeout_ms,
 				     p->env.pool_timeout_ms,
 				     POOL_DEFAULT_ACQUIRE_MS);
-	c->idle_timeout_ms = pick(p->app.idle_timeout_ms,
+	c->idle_timeout_ms = pick(a->idle_timeout_ms,
 				  p->env.pool_idle_timeout_ms,
 				  POOL_DEFAULT_IDLE_MS);
-	c->max_lifetime_ms = pick(p->app.max_lifetime_ms, -1,
+	if (!all)
+		return;
+	c->max_lifetime_ms = pick(a->max_lifetime_ms, -1,
 				  POOL_DEFAULT_LIFETIME_MS);
-	c->connect_timeout_ms = pick(p->app.connect_timeout_ms, -1,
+	c->lifetime_jitter_ms = pick(a->lifetime_jitter_ms, -1,
+				     MAX(c->max_lifetime_ms / 10, 0));
+	c->connect_timeout_ms = pick(a->connect_timeout_ms, -1,
 				     POOL_DEFAULT_CONNECT_MS);
-	c->drain_timeout_ms = pick(p->app.drain_timeout_ms, -1,
+	c->drain_timeout_ms = pick(a->drain_timeout_ms, -1,
 				   POOL_DEFAULT_DRAIN_MS);
-	c->check_on_borrow = p->app.check_on_borrow > 0;
+	c->idle_check_ms = pick(a->idle_check_ms, -1,
+				POOL_DEFAULT_IDLE_CHECK_MS);
+	c->keepalive_ms = pick(a->keepalive_ms, -1, POOL_DEFAULT_KEEPALIVE_MS);
+	c->reset_always = pick(a->reset_always, -1, 0) > 0;
+	if (!c->reset_query)
+		c->reset_query = POOL_DEFAULT_RESET;
 }
 
 static void value_set_instance(struct value *v, const char *instance)
@@ -382,9 +426,16 @@ static int idle_reserve(dbswap_pool *p)
 	return 0;
 }
 
+static void count_closed(dbswap_pool *p, enum close_cause cause)
+{
+	p->closed++;
+	p->closed_by[cause]++;
+}
+
 /* Unlinks pc from the pool's lists and counts.  The caller closes the
  * connection, outside the lock. */
-static void pool_unlink(dbswap_pool *p, struct pconn *pc)
+static void pool_unlink(dbswap_pool *p, struct pconn *pc,
+			enum close_cause cause)
 {
 	for (struct pconn **pp = &p->conns; *pp; pp = &(*pp)->next) {
 		if (*pp != pc)
@@ -403,7 +454,7 @@ static void pool_unlink(dbswap_pool *p, struct pconn *pc)
 		p->n_old--;
 		p->n_abandoned -= pc->abandoned;
 	}
-	p->closed++;
+	count_closed(p, cause);
 }
 
 /* Recounts idle, old and ready-next after the value changed.  Locked. */
@@ -500,29 +551,69 @@ static int pool_start_connect(dbswap_pool *p, const struct value *v)
 		.value = v->serial,
 		.deadline = now_ms() + p->cfg.connect_timeout_ms,
 		.want = PGRES_POLLING_WRITING,
+		.why = NULL,
 	};
 	return 0;
 }
 
-/* The unlocked part of the pool thread's round: starts queued attempts and
- * advances those whose socket is ready (fds NULL: none polled yet). */
-static void connecting_advance(struct connecting *cn, int n,
-			       const struct pollfd *fds, const int *slot,
-			       int nfds)
+/* Sets up a new connection, or one just reset, as the app asked: its
+ * init_query, then its after_connect hook.  Unlocked.  Returns NULL, or
+ * why the connection cannot be used (libpq's message, for the query, is
+ * then in PQerrorMessage()). */
+static bool conn_exec_bounded(PGconn *conn, const char *sql,
+			      ExecStatusType want, int timeout_ms);
+
+static const char *conn_init(const dbswap_pool *p, PGconn *conn)
 {
-	static const char *const keys[] = { "dbname",
+	const dbswap_pool_config *c = &p->cfg;
+
+	if (c->init_query && *c->init_query &&
+	    !conn_exec_bounded(conn, c->init_query, PGRES_COMMAND_OK,
+			       c->connect_timeout_ms))
+		return "";
+	if (c->after_connect && c->after_connect(conn, c->hook_data) != 0)
+		return "the after_connect hook refused the connection";
+	return NULL;
+}
+
+/* The unlocked part of the pool thread's round: starts queued attempts and
+ * advances those whose socket is ready (fds NULL: none polled yet); sets
+ * up those that connected. */
+static void connecting_advance(const dbswap_pool *p, struct connecting *cn,
+			       int n, const struct pollfd *fds,
+			       const int *slot, int nfds)
+{
+	/* Keepalives first: the conninfo (dbname, expanded) overrides
+	 * them. */
+	static const char *const keys[] = { "keepalives", "keepalives_idle",
+					    "keepalives_interval",
+					    "keepalives_count", "dbname",
 					    "fallback_application_name",
 					    NULL };
+	bool ka = p->cfg.keepalive_ms > 0;
 
 	for (int j = 0; fds && j < nfds; j++) {
 		struct connecting *c = &cn[slot[j]];
-		if (fds[j].revents && c->conn &&
-		    c->want != PGRES_POLLING_FAILED &&
-		    c->want != PGRES_POLLING_OK)
-			c->want = PQconnectPoll(c->conn);
+		if (!fds[j].revents || !c->conn ||
+		    c->want == PGRES_POLLING_FAILED ||
+		    c->want == PGRES_POLLING_OK)
+			continue;
+		c->want = PQconnectPoll(c->conn);
+		if (c->want != PGRES_POLLING_OK)
+			continue;
+		/* Verbose for the SQLSTATE of a failed attempt only: the app
+		 * gets a connection as PQconnectdb() would give it (no
+		 * SQLSTATE and LOCATION lines in its errors). */
+		PQsetErrorVerbosity(c->conn, PQERRORS_DEFAULT);
+		c->why = conn_init(p, c->conn);
+		if (c->why)
+			c->want = PGRES_POLLING_FAILED;
 	}
 	for (int i = 0; i < n; i++) {
-		const char *vals[] = { cn[i].conninfo, "libdbswap", NULL };
+		const char *vals[] = { ka ? "1" : "0", ka ? p->ka_idle : NULL,
+				       ka ? p->ka_interval : NULL,
+				       ka ? "3" : NULL, cn[i].conninfo,
+				       "libdbswap", NULL };
 		if (cn[i].conn || !cn[i].conninfo)
 			continue;
 		cn[i].conn = PQconnectStartParams(keys, vals, 1);
@@ -631,6 +722,67 @@ static void pool_connect_failed(dbswap_pool *p, uint64_t value,
 	}
 }
 
+/* Whether a command that gave res can have left state in the session
+ * that the next borrower would inherit.  By the command tag: anything but
+ * reads, writes and transaction control (a protocol-level prepare has an
+ * empty tag: it can).  A SELECT can call functions that leave state; the
+ * usual ones are caught when the column keeps the function's name. */
+static bool result_leaves_state(const PGresult *res)
+{
+	static const char *const plain[] = {
+		"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "COPY",
+		"FETCH", "MOVE", "SHOW", "EXPLAIN", "BEGIN", "START",
+		"COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE",
+	};
+	ExecStatusType st = PQresultStatus(res);
+	const char *tag = PQcmdStatus((PGresult *)res);
+	size_t len;
+
+	if (st == PGRES_TUPLES_OK || st == PGRES_SINGLE_TUPLE) {
+		for (int i = 0; i < PQnfields(res); i++) {
+			const char *f = PQfname(res, i);
+			if (streq(f, "set_config") ||
+			    strncmp(f, "pg_advisory_lock", 16) == 0 ||
+			    strncmp(f, "pg_try_advisory_lock", 20) == 0)
+				return true;
+		}
+	}
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+		return false; /* errors, copy, empty: nothing done */
+	if (!tag)
+		return true;
+	len = strcspn(tag, " ");
+	for (size_t i = 0; i < ARRAY_SIZE(plain); i++)
+		if (strlen(plain[i]) == len && strncmp(tag, plain[i], len) == 0)
+			return false;
+	return true;
+}
+
+/* libpq's event procedure of the pool's connections: it sees each result
+ * made on one, in the thread using it. */
+static int pconn_event(PGEventId id, void *info, void *data)
+{
+	struct pconn *pc = data;
+
+	if (id == PGEVT_RESULTCREATE) {
+		const PGEventResultCreate *e = info;
+		pc->ran = true;
+		if (!pc->dirty && result_leaves_state(e->result))
+			pc->dirty = true;
+	}
+	return 1;
+}
+
+/* A random number below n (> 0): the lifetime jitter's.  Locked. */
+static int64_t pool_random(dbswap_pool *p, int64_t n)
+{
+	/* xorshift64: enough to spread expiries. */
+	p->rng ^= p->rng << 13;
+	p->rng ^= p->rng >> 7;
+	p->rng ^= p->rng << 17;
+	return (int64_t)(p->rng % (uint64_t)n);
+}
+
 /* Adds a connection that finished connecting.  Locked.  Returns false
  * when it is not wanted (any more): the caller closes it, unlocked. */
 static bool pool_add_ready(dbswap_pool *p, PGconn *conn, uint64_t value)
@@ -651,7 +803,13 @@ static bool pool_add_ready(dbswap_pool *p, PGconn *conn, uint64_t value)
 		}
 		return false;
 	}
+	if (!PQregisterEventProc(conn, pconn_event, "libdbswap pool", pc)) {
+		pc->next = p->spare;
+		p->spare = pc;
+		return false;
+	}
 	pc->in_use = false;
+	pc->ran = pc->dirty = false;
 	pc->drain_at = 0;
 	pc->abandoned = false;
 	atomic_store(&pc->word, ++p->tags << 1);
@@ -659,6 +817,13 @@ static bool pool_add_ready(dbswap_pool *p, PGconn *conn, uint64_t value)
 	pc->shut_fd = fcntl(PQsocket(conn), F_DUPFD_CLOEXEC, 0);
 	pc->value = value;
 	pc->created_ms = pc->idle_since = now_ms();
+	pc->expires_ms = INT64_MAX;
+	if (p->cfg.max_lifetime_ms >= 0)
+		pc->expires_ms = pc->created_ms + p->cfg.max_lifetime_ms -
+				 (p->cfg.lifetime_jitter_ms > 0
+					  ? pool_random(p, MIN(p->cfg.lifetime_jitter_ms,
+							       p->cfg.max_lifetime_ms) + 1)
+					  : 0);
 	pc->next = p->conns;
 	p->conns = pc;
 	p->n_open++;
@@ -713,7 +878,7 @@ static int pool_switch(dbswap_pool *p, struct pconn **to_close, bool now)
 		if (pc->value != p->cur.serial && !pc->in_use) {
 			*pp = pc->next;
 			p->n_open--;
-			p->closed++;
+			count_closed(p, CLOSE_REPLACED);
 			pc->next = *to_close;
 			*to_close = pc;
 			continue;
@@ -808,7 +973,7 @@ static int64_t pool_plan(dbswap_pool *p, struct pconn **to_close)
 	}
 
 	/* Switching: open as many with the new value as are open now. */
-	if (p->next.conninfo && !p->next_given_up) {
+	if (p->next.conninfo && !p->next_given_up && !p->closing) {
 		int open_cur = p->n_open - p->n_old - p->n_ready_next;
 		int inflight = 0;
 		want = MAX(MAX(open_cur, p->cfg.min_size), 1);
@@ -837,7 +1002,7 @@ static int64_t pool_plan(dbswap_pool *p, struct pconn **to_close)
 
 	/* The current value: keep min open, and one more per waiter.  None
 	 * while no server is available. */
-	if (p->cur.conninfo && !p->cur.unavailable) {
+	if (p->cur.conninfo && !p->cur.unavailable && !p->closing) {
 		int inflight = 0;
 		for (int i = 0; i < p->n_connecting; i++)
 			inflight += p->connecting[i].value == p->cur.serial;
@@ -890,13 +1055,12 @@ static int64_t pool_plan(dbswap_pool *p, struct pconn **to_close)
 		bool stale = !pc->in_use && pc->value != p->cur.serial &&
 			     (!is_next || p->next_given_up);
 		int64_t idle_end = pc->idle_since + p->cfg.idle_timeout_ms;
-		int64_t life_end = pc->created_ms + p->cfg.max_lifetime_ms;
-		bool expired = idle && ((p->cfg.idle_timeout_ms >= 0 &&
-					 now >= idle_end &&
-					 p->n_open - p->n_old >
-						 p->cfg.min_size) ||
-					(p->cfg.max_lifetime_ms >= 0 &&
-					 now >= life_end));
+		bool idle_end_hit = idle && p->cfg.idle_timeout_ms >= 0 &&
+				    now >= idle_end &&
+				    p->n_open - p->n_old > p->cfg.min_size;
+		bool expired = idle && (idle_end_hit ||
+					(p->closing && !pc->in_use) ||
+					now >= pc->expires_ms);
 		if (expired || stale) {
 			*pp = pc->next;
 			p->n_open--;
@@ -906,15 +1070,18 @@ static int64_t pool_plan(dbswap_pool *p, struct pconn **to_close)
 				p->n_ready_next--;
 			else
 				p->n_old--;
-			p->closed++;
+			count_closed(p, !expired ? CLOSE_REPLACED
+				       : p->closing ? CLOSE_SHUTDOWN
+				       : idle_end_hit ? CLOSE_IDLE
+						      : CLOSE_LIFETIME);
 			pc->next = *to_close;
 			*to_close = pc;
 			continue;
 		}
 		if (idle && p->cfg.idle_timeout_ms >= 0)
 			RUN_AT(idle_end);
-		if (idle && p->cfg.max_lifetime_ms >= 0)
-			RUN_AT(life_end);
+		if (idle && pc->expires_ms < INT64_MAX)
+			RUN_AT(pc->expires_ms);
 		pp = &pc->next;
 	}
 
@@ -979,17 +1146,13 @@ static int pool_collect_connects(dbswap_pool *p, PGconn **finish)
 			i++;
 			continue;
 		} else if (cn->want == PGRES_POLLING_OK) {
-			/* Verbose for the SQLSTATE of a failed attempt only:
-			 * the app gets a connection as PQconnectdb() would
-			 * give it (no SQLSTATE and LOCATION lines in its
-			 * errors). */
-			PQsetErrorVerbosity(cn->conn, PQERRORS_DEFAULT);
 			if (!pool_add_ready(p, cn->conn, cn->value))
 				finish[n_finish++] = cn->conn;
 		} else if (cn->want == PGRES_POLLING_FAILED) {
 			pool_connect_failed(p, cn->value,
-					    cn->conn ? PQerrorMessage(cn->conn)
-						     : "out of memory");
+					    !cn->conn ? "out of memory"
+					    : cn->why && *cn->why ? cn->why
+					    : PQerrorMessage(cn->conn));
 			if (cn->conn)
 				finish[n_finish++] = cn->conn;
 		} else if (now >= cn->deadline) {
@@ -1023,7 +1186,7 @@ static void *pool_main(void *data)
 		pool_unlock(p);
 		close_list(p, to_close);
 		/* Start queued attempts; libpq may block here, unlocked. */
-		connecting_advance(p->connecting, n, NULL, NULL, 0);
+		connecting_advance(p, p->connecting, n, NULL, NULL, 0);
 		fds[0] = (struct pollfd){ .fd = p->wakefd, .events = POLLIN };
 		for (int i = 0; i < n; i++) {
 			struct connecting *cn = &p->connecting[i];
@@ -1048,7 +1211,7 @@ static void *pool_main(void *data)
 			uint64_t count;
 			(void)!read(p->wakefd, &count, sizeof(count));
 		}
-		connecting_advance(p->connecting, n, fds + 1, slot, nfds);
+		connecting_advance(p, p->connecting, n, fds + 1, slot, nfds);
 		pthread_mutex_lock(&p->lock);
 		n_finish = pool_collect_connects(p, finish);
 		if (n_finish > 0) {
@@ -1149,44 +1312,118 @@ static void pool_on_settings(const struct client_settings *s, void *data)
 
 	pthread_mutex_lock(&p->lock);
 	p->env = *s;
-	pool_configure(p);
+	pool_configure(p, false);
 	pthread_cond_broadcast(&p->changed);
 	pool_unlock(p);
 	pool_wake(p);
 }
 
+/* The agent refuses the target (or accepts it again, err 0).  With a
+ * value in force the pool keeps serving on it; without one, acquires fail
+ * at once with the refusal's errno. */
 static void pool_on_refused(int err, const char *message, void *data)
 {
-	(void)err;
-	(void)message;
-	(void)data;
+	dbswap_pool *p = data;
+
+	pthread_mutex_lock(&p->lock);
+	if (-err != p->refused) {
+		p->refused = -err;
+		if (err == 0)
+			pool_log(p, LOG_NOTICE, "%s: the agent accepts the "
+				 "target again", p->target);
+		else
+			pool_log(p, LOG_ERR, "%s: the agent refuses the "
+				 "target (%s); %s", p->target, message,
+				 p->cur.conninfo
+					 ? "staying on the value in force"
+					 : "acquires fail at once");
+		pthread_cond_broadcast(&p->changed);
+	}
+	pool_unlock(p);
 }
 
 /* API */
 
 static bool config_valid(const dbswap_pool_config *c)
 {
-	return c->min_size >= 0 && c->max_size >= 0 &&
-	       (c->max_size == 0 || c->min_size <= c->max_size) &&
-	       c->acquire_timeout_ms >= 0 && c->idle_timeout_ms >= -1 &&
-	       c->max_lifetime_ms >= -1 && c->connect_timeout_ms >= 0 &&
-	       c->drain_timeout_ms >= 0;
+#define AT_LEAST(f, lo) (c->f == DBSWAP_POOL_DEFAULT || c->f >= (lo))
+	return AT_LEAST(min_size, 0) && AT_LEAST(max_size, 1) &&
+	       (c->min_size == DBSWAP_POOL_DEFAULT ||
+		c->max_size == DBSWAP_POOL_DEFAULT ||
+		c->min_size <= c->max_size) &&
+	       AT_LEAST(acquire_timeout_ms, 0) &&
+	       AT_LEAST(idle_timeout_ms, -1) && AT_LEAST(max_lifetime_ms, -1) &&
+	       AT_LEAST(lifetime_jitter_ms, 0) &&
+	       AT_LEAST(connect_timeout_ms, 1) &&
+	       AT_LEAST(drain_timeout_ms, 0) && AT_LEAST(idle_check_ms, -1) &&
+	       AT_LEAST(keepalive_ms, 0) &&
+	       (c->reset_always == DBSWAP_POOL_DEFAULT ||
+		c->reset_always == 0 || c->reset_always == 1);
+#undef AT_LEAST
 }
 
-DBSWAP_EXPORT
-dbswap_pool *dbswap_pool_new(dbswap_client *client, const char *target,
-			     const dbswap_pool_config *config)
+/* The app's config as this library's struct: the fields beyond the app's
+ * struct_size take their defaults; bytes beyond ours must be zero (a
+ * newer header's fields this library cannot honour).  The strings are
+ * copied.  Returns 0 or a positive errno. */
+static int config_import(dbswap_pool_config *out,
+			 const dbswap_pool_config *in)
 {
+	*out = (dbswap_pool_config)DBSWAP_POOL_CONFIG_INIT;
+	if (!in)
+		return 0;
+	if (in->struct_size < offsetof(dbswap_pool_config, min_size) +
+				      sizeof(int))
+		return EINVAL;
+	for (size_t i = sizeof(*out); i < in->struct_size; i++)
+		if (((const unsigned char *)in)[i])
+			return EINVAL;
+	memcpy(out, in, MIN(in->struct_size, sizeof(*out)));
+	out->struct_size = sizeof(*out);
+	if (!config_valid(out))
+		return EINVAL;
+	if (out->reset_query && !(out->reset_query = strdup(out->reset_query)))
+		return ENOMEM;
+	if (out->init_query && !(out->init_query = strdup(out->init_query))) {
+		free((char *)out->reset_query);
+		return ENOMEM;
+	}
+	return 0;
+}
+
+/* The default versions of dbswap_pool_new() and dbswap_pool_stats_get():
+ * defined under other names, so that the version 0.1 ones (at the end of
+ * this file) can keep the public names for programs built against them. */
+DBSWAP_EXPORT
+dbswap_pool *pool_new_v04(dbswap_client *client, const char *target,
+			  const dbswap_pool_config *config);
+DBSWAP_EXPORT
+int pool_stats_get_v04(dbswap_pool *p, dbswap_pool_stats *s);
+__asm__(".symver pool_new_v04, dbswap_pool_new@@DBSWAP_0.4");
+__asm__(".symver pool_stats_get_v04, dbswap_pool_stats_get@@DBSWAP_0.4");
+
+dbswap_pool *pool_new_v04(dbswap_client *client, const char *target,
+			  const dbswap_pool_config *config)
+{
+	dbswap_pool_config app;
 	dbswap_pool *p;
 	int r;
 
-	if (!client || !target || (config && !config_valid(config))) {
+	if (!client || !target) {
 		errno = EINVAL;
 		return NULL;
 	}
-	p = zalloc(sizeof(*p));
-	if (!p)
+	r = config_import(&app, config);
+	if (r != 0) {
+		errno = r;
 		return NULL;
+	}
+	p = zalloc(sizeof(*p));
+	if (!p) {
+		free((char *)app.reset_query);
+		free((char *)app.init_query);
+		return NULL;
+	}
 	/* Critical sections are a few pointer moves: spin a little before
 	 * sleeping, as the holder is likely running on another core. */
 	pthread_mutexattr_t ma;
@@ -1206,11 +1443,16 @@ dbswap_pool *dbswap_pool_new(dbswap_client *client, const char *target,
 	p->created_ms = now_ms();
 	p->id = atomic_fetch_add(&pool_ids, 1) + 1;
 	p->epoch = client_fork_epoch();
-	if (config)
-		p->app = *config;
-	pool_configure(p);
-	p->lifetime_ms = p->cfg.max_lifetime_ms;
-	p->io_timeout_ms = p->cfg.connect_timeout_ms;
+	p->app = app;
+	pool_configure(p, true);
+	snprintf(p->ka_idle, sizeof(p->ka_idle), "%lld",
+		 (long long)MAX(((int64_t)p->cfg.keepalive_ms + 999) / 1000, 1));
+	snprintf(p->ka_interval, sizeof(p->ka_interval), "%lld",
+		 (long long)MAX(((int64_t)p->cfg.keepalive_ms + 2999) / 3000, 1));
+	p->rng = (uint64_t)now_ms() * 0x9e3779b97f4a7c15ULL ^ p->id ^
+		 (uint64_t)getpid() << 32;
+	if (p->rng == 0)
+		p->rng = 1;
 	if (p->wakefd < 0 || !p->target) {
 		r = p->wakefd < 0 ? errno : ENOMEM;
 		goto err_pool;
@@ -1235,6 +1477,8 @@ err_pool:
 	if (p->wakefd >= 0)
 		close(p->wakefd);
 	free(p->target);
+	free((char *)p->app.reset_query);
+	free((char *)p->app.init_query);
 	pthread_cond_destroy(&p->changed);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
@@ -1285,6 +1529,8 @@ static void pool_free_foreign(dbswap_pool *p)
 	free(p->idle);
 	close(p->wakefd);
 	free(p->target);
+	free((char *)p->app.reset_query);
+	free((char *)p->app.init_query);
 	free(p);
 }
 
@@ -1302,6 +1548,7 @@ void dbswap_pool_free(dbswap_pool *p)
 	/* No callback may run on a freed pool. */
 	client_unsubscribe(p->client, p->target);
 	pthread_mutex_lock(&p->lock);
+	p->closing = true;
 	p->stopping = true;
 	pthread_cond_broadcast(&p->changed);
 	pool_unlock(p);
@@ -1333,6 +1580,8 @@ void dbswap_pool_free(dbswap_pool *p)
 	free(p->idle);
 	close(p->wakefd);
 	free(p->target);
+	free((char *)p->app.reset_query);
+	free((char *)p->app.init_query);
 	pthread_cond_destroy(&p->changed);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
@@ -1362,15 +1611,22 @@ static struct pconn *pool_take_idle(dbswap_pool *p, struct pconn **to_close,
 			/* Still in use, now lent to this thread: the parker's
 			 * slot must not release it again. */
 			pconn_retag(p, pc);
+			pc->idle_since = atomic_load(&pc->parked_since);
 			return pc;
 		}
-		pool_unlink(p, pc);
+		pool_unlink(p, pc, CLOSE_REPLACED);
 		pc->next = *to_close;
 		*to_close = pc;
 		*again = true;
 		return NULL;
 	}
 	return NULL;
+}
+
+static bool status_ok(ExecStatusType st, ExecStatusType want)
+{
+	/* A command may also be a SELECT (pg_advisory_unlock_all()). */
+	return st == want || (want == PGRES_COMMAND_OK && st == PGRES_TUPLES_OK);
 }
 
 /* Runs sql on conn and reads every result, waiting at most timeout_ms in
@@ -1394,7 +1650,7 @@ static bool conn_exec_bounded(PGconn *conn, const char *sql,
 			PGresult *res = PQgetResult(conn);
 			if (!res)
 				return ok && PQstatus(conn) == CONNECTION_OK;
-			ok &= PQresultStatus(res) == want;
+			ok &= status_ok(PQresultStatus(res), want);
 			PQclear(res);
 		}
 		left = deadline - now_ms();
@@ -1406,11 +1662,55 @@ static bool conn_exec_bounded(PGconn *conn, const char *sql,
 	}
 }
 
-/* A round trip on a connection about to be handed out. */
-static bool conn_alive(dbswap_pool *p, PGconn *conn)
+/* A coarse clock (a few ms) for the lock-free paths, cheaper than
+ * now_ms(): it only compares against idle and lifetime limits. */
+static int64_t now_coarse_ms(void)
 {
-	return conn_exec_bounded(conn, "", PGRES_EMPTY_QUERY,
-				 p->io_timeout_ms);
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Whether a connection idle since since needs work before it is handed
+ * out: the idle check's round trip, or the before_acquire hook. */
+static bool handout_due(const dbswap_pool *p, int64_t since)
+{
+	int check = p->cfg.idle_check_ms;
+
+	return p->cfg.before_acquire || check == 0 ||
+	       (check > 0 && now_coarse_ms() - since >= check);
+}
+
+/* That work, unlocked, in the thread the connection is lent to.  False:
+ * the connection must be closed. */
+static bool conn_handout(const dbswap_pool *p, PGconn *conn, int64_t since)
+{
+	const dbswap_pool_config *c = &p->cfg;
+
+	if (c->idle_check_ms == 0 ||
+	    (c->idle_check_ms > 0 && now_coarse_ms() - since >= c->idle_check_ms)) {
+		if (!conn_exec_bounded(conn, "", PGRES_EMPTY_QUERY,
+				       c->connect_timeout_ms))
+			return false;
+	}
+	return !c->before_acquire || c->before_acquire(conn, c->hook_data) == 0;
+}
+
+/* Closes a connection lent to this thread, for cause.  Unlocked. */
+static void pool_drop(dbswap_pool *p, struct pconn *pc,
+		      enum close_cause cause)
+{
+	pthread_mutex_lock(&p->lock);
+	pool_unlink(p, pc, cause);
+	if (atomic_load(&p->closing))
+		pthread_cond_broadcast(&p->changed);
+	pool_unlock(p);
+	/* The pool thread replaces it as needed, and acks when the last
+	 * old one is gone. */
+	pool_wake(p);
+	pc->next = NULL;
+	close_list(p, pc);
 }
 
 static void park_slot_set(dbswap_pool *p, struct pconn *pc)
@@ -1430,8 +1730,7 @@ static PGconn *pool_acquire_parked(dbswap_pool *p)
 	struct park_slot *ps = &park_slot;
 	uint64_t w;
 
-	if (ps->pool_id != p->id || !ps->pc || p->app.check_on_borrow > 0 ||
-	    atomic_load(&p->stopping))
+	if (ps->pool_id != p->id || !ps->pc || atomic_load(&p->closing))
 		return NULL;
 	w = ps->tag << 1 | 1;
 	if (!atomic_compare_exchange_strong(&ps->pc->word, &w, ps->tag << 1))
@@ -1442,8 +1741,26 @@ static PGconn *pool_acquire_parked(dbswap_pool *p)
 		dbswap_pool_release(p, ps->conn);
 		return NULL;
 	}
+	if (handout_due(p, atomic_load(&ps->pc->parked_since)) &&
+	    !conn_handout(p, ps->conn, atomic_load(&ps->pc->parked_since))) {
+		pool_drop(p, ps->pc, CLOSE_BROKEN);
+		return NULL;
+	}
 	atomic_fetch_add_explicit(&p->acquired, 1, memory_order_relaxed);
 	return ps->conn;
+}
+
+/* Counts an acquire that waited since start (now_us()).  Locked. */
+static void pool_count_wait(dbswap_pool *p, int64_t start)
+{
+	uint64_t us;
+
+	if (!start)
+		return;
+	us = (uint64_t)(now_us() - start);
+	p->waits++;
+	p->wait_us += us;
+	p->wait_max_us = MAX(p->wait_max_us, us);
 }
 
 /* Acquire with the lock: idle connections, stolen parked ones, waiting.
@@ -1452,8 +1769,9 @@ static PGconn *pool_acquire_slow(dbswap_pool *p, int timeout_ms)
 {
 	struct pconn *pc, *to_close = NULL;
 	struct timespec until;
-	int64_t deadline;
+	int64_t deadline, wait_start = 0;
 	bool known, again, noserver, down = false;
+	int refused = 0;
 	const char *why;
 
 	pthread_mutex_lock(&p->lock);
@@ -1462,23 +1780,29 @@ static PGconn *pool_acquire_slow(dbswap_pool *p, int timeout_ms)
 	deadline = now_ms() + timeout_ms;
 	until = (struct timespec){ .tv_sec = deadline / 1000,
 				   .tv_nsec = (deadline % 1000) * 1000000 };
-	while (!atomic_load(&p->stopping)) {
+	while (!atomic_load(&p->closing)) {
 		/* No server available: fail now, waiters too (the switch woke
 		 * them), rather than at the timeout. */
 		if (p->cur.unavailable) {
 			down = true;
 			break;
 		}
+		/* Refused by the agent, and no value to serve on. */
+		if (p->refused && !p->cur.conninfo) {
+			refused = p->refused;
+			break;
+		}
 		pc = pool_take_idle(p, &to_close, &again);
 		if (again)
 			continue;
-		if (pc && p->cfg.check_on_borrow) {
+		if (pc && handout_due(p, pc->idle_since)) {
 			pool_unlock(p);
-			bool alive = conn_alive(p, pc->conn);
+			bool ok = conn_handout(p, pc->conn, pc->idle_since);
 			pthread_mutex_lock(&p->lock);
 			/* A switch may have come while the lock was dropped. */
-			if (!alive || pc->value != p->cur.serial) {
-				pool_unlink(p, pc);
+			if (!ok || pc->value != p->cur.serial) {
+				pool_unlink(p, pc, ok ? CLOSE_REPLACED
+						      : CLOSE_BROKEN);
 				pc->next = to_close;
 				to_close = pc;
 				continue;
@@ -1489,6 +1813,7 @@ static PGconn *pool_acquire_slow(dbswap_pool *p, int timeout_ms)
 						  memory_order_relaxed);
 			park_slot_set(p, pc);
 			p->timeout_said[0] = '\0';
+			pool_count_wait(p, wait_start);
 			pool_unlock(p);
 			close_list(p, to_close);
 			pool_wake(p); /* an old one may have gone: ack */
@@ -1510,22 +1835,18 @@ static PGconn *pool_acquire_slow(dbswap_pool *p, int timeout_ms)
 			}
 			continue;
 		}
+		if (!wait_start)
+			wait_start = now_us();
 		pool_wake(p); /* the pool thread opens one more for us */
 		pthread_cond_timedwait(&p->changed, &p->lock, &until);
 		atomic_fetch_sub(&p->waiting, 1);
 	}
-	if (atomic_load(&p->stopping)) {
+	pool_count_wait(p, wait_start);
+	if (atomic_load(&p->closing) || down || refused) {
 		pool_unlock(p);
 		close_list(p, to_close);
 		pool_wake(p);
-		errno = ECANCELED;
-		return NULL;
-	}
-	if (down) {
-		pool_unlock(p);
-		close_list(p, to_close);
-		pool_wake(p);
-		errno = EHOSTDOWN;
+		errno = refused ? refused : down ? EHOSTDOWN : ECANCELED;
 		return NULL;
 	}
 	p->timeouts++;
@@ -1580,21 +1901,19 @@ PGconn *dbswap_pool_acquire(dbswap_pool *p, int timeout_ms)
 
 /* The fast path: park a healthy connection of the current value in this
  * thread's slot.  Returns false when the slow path must run. */
-static bool pool_release_parked(dbswap_pool *p, PGconn *conn)
+static bool pool_release_parked(dbswap_pool *p, struct pconn *pc)
 {
 	struct park_slot *ps = &park_slot;
-	struct pconn *pc = ps->pc;
+	int64_t now;
 
-	if (ps->pool_id != p->id || ps->conn != conn || !pc ||
-	    p->app.check_on_borrow > 0 || atomic_load(&p->stopping) ||
-	    atomic_load(&p->waiting) > 0 ||
+	if (atomic_load(&p->closing) || atomic_load(&p->waiting) > 0 ||
 	    pc->value != atomic_load(&p->cur_serial))
 		return false;
 	/* pc is ours until parked: its fields are stable. */
-	if (p->lifetime_ms >= 0 &&
-	    now_ms() >= pc->created_ms + p->lifetime_ms)
+	now = now_coarse_ms();
+	if (now >= pc->expires_ms)
 		return false;
-	atomic_store(&pc->parked_since, now_ms());
+	atomic_store(&pc->parked_since, now);
 	atomic_fetch_add(&p->n_parked, 1);
 	/* A compare-and-swap, not a store: the slot may be stale (this
 	 * thread got conn from another thread, at the address of a closed
@@ -1638,45 +1957,67 @@ static struct pconn *pool_find(dbswap_pool *p, PGconn *conn)
 	return pc;
 }
 
-/* Ends what the app left open on conn: a transaction is rolled back,
- * within the pool's connect timeout.  Returns true when the connection
- * cannot be lent again. */
-static bool conn_reset(dbswap_pool *p, PGconn *conn)
+/* Ends what the app left on a connection: a transaction is rolled back;
+ * session state is reset (reset_query, then init_query and after_connect
+ * again) when the commands it ran can have left some, or with
+ * reset_always when it ran anything; then the after_release hook.  Each
+ * round trip waits at most the connect timeout.  Returns true when the
+ * connection cannot be lent again. */
+static bool conn_reset(dbswap_pool *p, struct pconn *pc)
 {
-	bool broken;
+	const dbswap_pool_config *c = &p->cfg;
+	PGconn *conn = pc->conn;
+	bool reset = *c->reset_query &&
+		     (pc->dirty || (pc->ran && c->reset_always));
 
 	switch (PQtransactionStatus(conn)) {
 	case PQTRANS_IDLE:
-		broken = false;
 		break;
 	case PQTRANS_INTRANS:
 	case PQTRANS_INERROR:
-		broken = !conn_exec_bounded(conn, "ROLLBACK", PGRES_COMMAND_OK,
-					    p->io_timeout_ms);
+		if (!conn_exec_bounded(conn, "ROLLBACK", PGRES_COMMAND_OK,
+				       c->connect_timeout_ms))
+			return true;
 		break;
 	default: /* active (results not read) or unknown: start afresh */
-		broken = true;
+		return true;
 	}
-	return broken || PQstatus(conn) != CONNECTION_OK;
+	if (reset) {
+		atomic_fetch_add_explicit(&p->resets, 1, memory_order_relaxed);
+		if (!conn_exec_bounded(conn, c->reset_query, PGRES_COMMAND_OK,
+				       c->connect_timeout_ms) ||
+		    conn_init(p, conn))
+			return true;
+	}
+	/* The pool's own commands (the rollback, the reset) count for
+	 * nothing. */
+	pc->ran = pc->dirty = false;
+	if (c->after_release && c->after_release(conn, c->hook_data) != 0)
+		return true;
+	return PQstatus(conn) != CONNECTION_OK;
 }
 
-DBSWAP_EXPORT
-int dbswap_pool_release(dbswap_pool *p, PGconn *conn)
+/* dbswap_pool_release(), and with discard dbswap_pool_discard(). */
+static int pool_give_back(dbswap_pool *p, PGconn *conn, bool discard,
+			  const char *fn)
 {
 	struct pconn *pc = NULL;
 	bool broken, keep, mine;
 	const char *wrong = NULL;
+	enum close_cause cause;
 
 	if (!conn)
 		return 0;
 	if (!p) {
-		client_misuse(__func__, "the pool is NULL");
+		client_misuse(fn, "the pool is NULL");
 		return -EINVAL;
 	}
 	if (client_forked(p->epoch))
 		return -ECHILD;
 	mine = pool_lent_here(p, conn);
-	if (!mine) {
+	if (mine) {
+		pc = park_slot.pc;
+	} else {
 		/* Lent to another thread, or not lent at all: the books say,
 		 * and a second release meanwhile is refused. */
 		pthread_mutex_lock(&p->lock);
@@ -1693,30 +2034,22 @@ int dbswap_pool_release(dbswap_pool *p, PGconn *conn)
 		pool_unlock(p);
 		if (wrong) {
 			char line[256];
-			snprintf(line, sizeof(line), "%s: dbswap_pool_release: "
-				 "%s", p->target, wrong);
+			snprintf(line, sizeof(line), "%s: %s: %s", p->target,
+				 fn, wrong);
 			client_log_line(p->client, LOG_ERR, line);
 			return -EINVAL;
 		}
 	}
-	/* Outside the lock: a rollback is a round trip. */
-	broken = conn_reset(p, conn);
-	if (mine && !broken && pool_release_parked(p, conn))
+	/* Outside the lock: a rollback is a round trip.  pc is lent to this
+	 * call: nothing else closes or reuses it meanwhile. */
+	broken = discard || conn_reset(p, pc);
+	if (mine && !broken && pool_release_parked(p, pc))
 		return 0;
 
 	pthread_mutex_lock(&p->lock);
-	pc = pool_find(p, conn);
-	if (!pc) {
-		/* Lent to this thread, gone from the books meanwhile: only
-		 * dbswap_pool_free() racing with the release does that. */
-		pool_unlock(p);
-		return -EINVAL;
-	}
 	pc->releasing = false;
-	keep = !broken && !atomic_load(&p->stopping) &&
-	       pc->value == p->cur.serial &&
-	       (p->cfg.max_lifetime_ms < 0 ||
-		now_ms() < pc->created_ms + p->cfg.max_lifetime_ms);
+	keep = !broken && !atomic_load(&p->closing) &&
+	       pc->value == p->cur.serial && now_ms() < pc->expires_ms;
 	if (keep) {
 		pc->in_use = false;
 		pc->idle_since = now_ms();
@@ -1727,30 +2060,106 @@ int dbswap_pool_release(dbswap_pool *p, PGconn *conn)
 		pool_unlock(p);
 		return 0;
 	}
-	pool_unlink(p, pc);
+	cause = discard ? CLOSE_DISCARDED
+		: broken ? CLOSE_BROKEN
+		: atomic_load(&p->closing) ? CLOSE_SHUTDOWN
+		: pc->value != p->cur.serial ? CLOSE_REPLACED
+					     : CLOSE_LIFETIME;
 	pool_unlock(p);
-	/* The pool thread replaces it as needed, and acks when the last
-	 * old one is gone. */
-	pool_wake(p);
-	pc->next = NULL;
-	close_list(p, pc);
+	pool_drop(p, pc, cause);
 	return 0;
 }
 
 DBSWAP_EXPORT
-void dbswap_pool_stats_get(dbswap_pool *p, dbswap_pool_stats *s)
+int dbswap_pool_release(dbswap_pool *p, PGconn *conn)
 {
-	if (!p || !s) {
-		client_misuse(__func__, !p ? "the pool is NULL"
-					   : "the stats pointer is NULL");
-		return;
+	return pool_give_back(p, conn, false, __func__);
+}
+
+DBSWAP_EXPORT
+int dbswap_pool_discard(dbswap_pool *p, PGconn *conn)
+{
+	return pool_give_back(p, conn, true, __func__);
+}
+
+DBSWAP_EXPORT
+int dbswap_pool_close(dbswap_pool *p, int timeout_ms)
+{
+	int64_t deadline = timeout_ms < 0 ? INT64_MAX : now_ms() + timeout_ms;
+	struct timespec until = { .tv_sec = deadline / 1000,
+				  .tv_nsec = (deadline % 1000) * 1000000 };
+	int r = 0, n_shut = 0;
+
+	if (!p) {
+		client_misuse(__func__, "the pool is NULL");
+		return -EINVAL;
 	}
-	if (client_forked(p->epoch)) {
-		*s = (dbswap_pool_stats){ 0 };
-		return;
+	if (client_forked(p->epoch))
+		return -ECHILD;
+	pthread_mutex_lock(&p->lock);
+	atomic_store(&p->closing, true);
+	/* Parked ones are idle: the pool thread closes them with the rest. */
+	for (struct pconn *pc = p->conns; pc; pc = pc->next) {
+		if (!pc->in_use || !pc_unpark(p, pc))
+			continue;
+		pc->in_use = false;
+		p->n_in_use--;
 	}
+	pool_recount(p);
+	pthread_cond_broadcast(&p->changed);
+	pool_log(p, LOG_INFO, "%s: closing; %d connection(s) lent out",
+		 p->target, p->n_in_use);
+	pool_wake(p);
+	while (p->n_in_use > 0 && now_ms() < deadline)
+		if (timeout_ms < 0)
+			pthread_cond_wait(&p->changed, &p->lock);
+		else
+			pthread_cond_timedwait(&p->changed, &p->lock, &until);
+	if (p->n_in_use > 0) {
+		r = -ETIMEDOUT;
+		for (struct pconn *pc = p->conns; pc; pc = pc->next)
+			if (pc->in_use && !pc->abandoned &&
+			    pconn_abandon(pc) && pc->value != p->cur.serial)
+				p->n_abandoned++;
+		for (struct pconn *pc = p->conns; pc; pc = pc->next)
+			n_shut += pc->in_use && pc->abandoned;
+		pool_log(p, LOG_WARNING, "%s: closed; %d connection(s) still "
+			 "lent out after %d ms shut down (closed when "
+			 "released)", p->target, n_shut, timeout_ms);
+	}
+	pool_unlock(p);
+	pool_wake(p);
+	return r;
+}
+
+/* Copies what the program knows of a struct of ours: size bytes of it,
+ * with its struct_size field set to size. */
+static void copy_out(void *dst, const void *src, size_t ours, size_t size)
+{
+	memcpy(dst, src, MIN(ours, size));
+	memcpy(dst, &size, sizeof(size));
+	if (size > ours)
+		memset((char *)dst + ours, 0, size - ours);
+}
+
+static int server_code(const dbswap_pool *p)
+{
+	if (!p->cur.conninfo)
+		return DBSWAP_SERVER_UNKNOWN;
+	if (p->from_env)
+		return DBSWAP_SERVER_ENV;
+	if (p->cur.unavailable)
+		return DBSWAP_SERVER_NONE;
+	if (p->cur.server && streq(p->cur.server, "secondary"))
+		return DBSWAP_SERVER_SECONDARY;
+	return DBSWAP_SERVER_PRIMARY;
+}
+
+static void pool_stats(dbswap_pool *p, dbswap_pool_stats *s)
+{
 	pthread_mutex_lock(&p->lock);
 	*s = (dbswap_pool_stats){
+		.struct_size = sizeof(*s),
 		.generation = p->cur.generation,
 		.size = p->n_open,
 		.idle = p->n_idle + atomic_load(&p->n_parked),
@@ -1763,7 +2172,156 @@ void dbswap_pool_stats_get(dbswap_pool *p, dbswap_pool_stats *s)
 		.closed = p->closed,
 		.failed_connects = p->failed_connects,
 		.switches = p->switches,
-		.config = p->cfg,
+		.acquire_waits = p->waits,
+		.acquire_wait_us = p->wait_us,
+		.acquire_wait_max_us = p->wait_max_us,
+		.closed_idle = p->closed_by[CLOSE_IDLE],
+		.closed_lifetime = p->closed_by[CLOSE_LIFETIME],
+		.closed_replaced = p->closed_by[CLOSE_REPLACED],
+		.closed_broken = p->closed_by[CLOSE_BROKEN],
+		.closed_discarded = p->closed_by[CLOSE_DISCARDED],
+		.closed_shutdown = p->closed_by[CLOSE_SHUTDOWN],
+		.resets = atomic_load(&p->resets),
+		.server = server_code(p),
+		.standby = p->cur.standby,
+		.refused = p->refused,
+		.connect_failures = (int)MIN(p->cur_failures, INT32_MAX),
+		.closing = atomic_load(&p->closing),
 	};
 	pool_unlock(p);
+}
+
+int pool_stats_get_v04(dbswap_pool *p, dbswap_pool_stats *s)
+{
+	dbswap_pool_stats all = { .struct_size = sizeof(all) };
+
+	if (!p || !s || s->struct_size == 0) {
+		client_misuse(__func__, !p ? "the pool is NULL"
+				       : !s ? "the stats pointer is NULL"
+					    : "stats->struct_size is 0 (use "
+					      "DBSWAP_POOL_STATS_INIT)");
+		return -EINVAL;
+	}
+	if (client_forked(p->epoch)) {
+		copy_out(s, &all, sizeof(all), s->struct_size);
+		return -ECHILD;
+	}
+	pool_stats(p, &all);
+	copy_out(s, &all, sizeof(all), s->struct_size);
+	return 0;
+}
+
+DBSWAP_EXPORT
+int dbswap_pool_config_get(dbswap_pool *p, dbswap_pool_config *c)
+{
+	dbswap_pool_config cfg;
+
+	if (!p || !c || c->struct_size == 0) {
+		client_misuse(__func__, !p ? "the pool is NULL"
+				       : !c ? "the config pointer is NULL"
+					    : "config->struct_size is 0 (use "
+					      "DBSWAP_POOL_CONFIG_INIT)");
+		return -EINVAL;
+	}
+	if (client_forked(p->epoch))
+		return -ECHILD;
+	pthread_mutex_lock(&p->lock);
+	cfg = p->cfg;
+	pool_unlock(p);
+	cfg.struct_size = sizeof(cfg);
+	copy_out(c, &cfg, sizeof(cfg), c->struct_size);
+	return 0;
+}
+
+/*
+ * Version 0.1 of the ABI, for programs built against it: a config without
+ * struct_size whose zeros meant "default", and stats embedding it.  Bound
+ * to dbswap_pool_new@DBSWAP_0.1 and dbswap_pool_stats_get@DBSWAP_0.1; the
+ * versions above are the default ones (@@DBSWAP_0.4).
+ */
+struct pool_config_v01 {
+	int min_size, max_size, acquire_timeout_ms, idle_timeout_ms,
+		max_lifetime_ms, connect_timeout_ms, drain_timeout_ms,
+		check_on_borrow;
+};
+
+struct pool_stats_v01 {
+	uint64_t generation;
+	int size, idle, in_use, old, waiting;
+	uint64_t acquired, timeouts, opened, closed, failed_connects, switches;
+	struct pool_config_v01 config;
+};
+
+static int v01_in(int v)
+{
+	return v == 0 ? DBSWAP_POOL_DEFAULT : v;
+}
+
+DBSWAP_EXPORT
+dbswap_pool *pool_new_v01(dbswap_client *client, const char *target,
+			  const struct pool_config_v01 *old);
+DBSWAP_EXPORT
+void pool_stats_get_v01(dbswap_pool *p, struct pool_stats_v01 *s);
+
+__asm__(".symver pool_new_v01, dbswap_pool_new@DBSWAP_0.1");
+__asm__(".symver pool_stats_get_v01, dbswap_pool_stats_get@DBSWAP_0.1");
+
+
+dbswap_pool *pool_new_v01(dbswap_client *client, const char *target,
+			  const struct pool_config_v01 *old)
+{
+	dbswap_pool_config c = DBSWAP_POOL_CONFIG_INIT;
+
+	if (!old)
+		return pool_new_v04(client, target, NULL);
+	if (old->check_on_borrow < 0 || old->connect_timeout_ms < 0) {
+		errno = EINVAL;
+		return NULL;
+	}
+	c.min_size = v01_in(old->min_size);
+	c.max_size = v01_in(old->max_size);
+	c.acquire_timeout_ms = v01_in(old->acquire_timeout_ms);
+	c.idle_timeout_ms = v01_in(old->idle_timeout_ms);
+	c.max_lifetime_ms = v01_in(old->max_lifetime_ms);
+	c.connect_timeout_ms = v01_in(old->connect_timeout_ms);
+	c.drain_timeout_ms = v01_in(old->drain_timeout_ms);
+	/* It had no idle check: a check on every borrow, or none. */
+	c.idle_check_ms = old->check_on_borrow > 0 ? 0 : -1;
+	/* Nor resets, keepalives or jitter. */
+	c.reset_query = "";
+	c.keepalive_ms = 0;
+	c.lifetime_jitter_ms = 0;
+	return pool_new_v04(client, target, &c);
+}
+
+void pool_stats_get_v01(dbswap_pool *p, struct pool_stats_v01 *s)
+{
+	dbswap_pool_stats n = DBSWAP_POOL_STATS_INIT;
+	dbswap_pool_config c = DBSWAP_POOL_CONFIG_INIT;
+
+	if (!s) {
+		client_misuse("dbswap_pool_stats_get", "the stats pointer is "
+			      "NULL");
+		return;
+	}
+	*s = (struct pool_stats_v01){ 0 };
+	if (pool_stats_get_v04(p, &n) < 0 ||
+	    dbswap_pool_config_get(p, &c) < 0)
+		return;
+	*s = (struct pool_stats_v01){
+		.generation = n.generation, .size = n.size, .idle = n.idle,
+		.in_use = n.in_use, .old = n.old, .waiting = n.waiting,
+		.acquired = n.acquired, .timeouts = n.timeouts,
+		.opened = n.opened, .closed = n.closed,
+		.failed_connects = n.failed_connects, .switches = n.switches,
+		.config = {
+			.min_size = c.min_size, .max_size = c.max_size,
+			.acquire_timeout_ms = c.acquire_timeout_ms,
+			.idle_timeout_ms = c.idle_timeout_ms,
+			.max_lifetime_ms = c.max_lifetime_ms,
+			.connect_timeout_ms = c.connect_timeout_ms,
+			.drain_timeout_ms = c.drain_timeout_ms,
+			.check_on_borrow = c.idle_check_ms == 0,
+		},
+	};
 }

@@ -64,7 +64,7 @@ static void *worker(void *arg)
 
 static void print_stats(void)
 {
-	dbswap_pool_stats s;
+	dbswap_pool_stats s = DBSWAP_POOL_STATS_INIT;
 
 	dbswap_pool_stats_get(pool, &s);
 	printf("generation %" PRIu64 ", %d open (%d idle, %d in use, %d old), "

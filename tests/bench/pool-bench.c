@@ -394,8 +394,8 @@ int main(int argc, char **argv)
 	int threads = 8, seconds = 1, rounds = 5, pair_seconds = 2;
 	struct result pairs1, pairsn, sum1[KINDS], sumn[KINDS];
 	struct result *per1, *pern;
-	dbswap_pool_config config = { 0 };
-	dbswap_pool_stats stats;
+	dbswap_pool_config config = DBSWAP_POOL_CONFIG_INIT;
+	dbswap_pool_stats stats = DBSWAP_POOL_STATS_INIT;
 	dbswap_client *client;
 	char *conninfo;
 	uint64_t failures;

@@ -104,6 +104,7 @@ static struct {
 } opt = {
 	.name = "pool-load",
 	.acquire_ms = 10000,
+	.config = DBSWAP_POOL_CONFIG_INIT,
 	.progress_ms = PROGRESS_MS,
 };
 
@@ -302,12 +303,14 @@ static int wait_ready(void)
 		int e = errno;
 
 		if (conn) {
-			dbswap_pool_stats s;
+			dbswap_pool_stats s = DBSWAP_POOL_STATS_INIT;
+			dbswap_pool_config c = DBSWAP_POOL_CONFIG_INIT;
 
 			dbswap_pool_release(pool, conn);
+			dbswap_pool_config_get(pool, &c);
 			for (;;) {
 				dbswap_pool_stats_get(pool, &s);
-				if (s.size >= s.config.min_size ||
+				if (s.size >= c.min_size ||
 				    now_ms() >= deadline)
 					return 0;
 				sleep_ms(5);
@@ -369,8 +372,10 @@ static void print_json_string(const char *s)
 
 static void print_stats(const dbswap_pool_stats *s)
 {
-	const dbswap_pool_config *c = &s->config;
+	dbswap_pool_config config = DBSWAP_POOL_CONFIG_INIT;
+	const dbswap_pool_config *c = &config;
 
+	dbswap_pool_config_get(pool, &config);
 	printf("{\"generation\": %" PRIu64 ", \"size\": %d, \"idle\": %d, "
 	       "\"in_use\": %d, \"old\": %d, \"waiting\": %d, "
 	       "\"acquired\": %" PRIu64 ", \"timeouts\": %" PRIu64 ", "
@@ -379,13 +384,29 @@ static void print_stats(const dbswap_pool_stats *s)
 	       s->generation, s->size, s->idle, s->in_use, s->old, s->waiting,
 	       s->acquired, s->timeouts, s->opened, s->closed,
 	       s->failed_connects, s->switches);
+	printf("\"acquire_waits\": %" PRIu64 ", \"acquire_wait_us\": %" PRIu64
+	       ", \"acquire_wait_max_us\": %" PRIu64 ", \"closed_idle\": %"
+	       PRIu64 ", \"closed_lifetime\": %" PRIu64 ", \"closed_replaced\": "
+	       "%" PRIu64 ", \"closed_broken\": %" PRIu64 ", "
+	       "\"closed_discarded\": %" PRIu64 ", \"closed_shutdown\": %"
+	       PRIu64 ", \"resets\": %" PRIu64 ", \"server\": %d, "
+	       "\"standby\": %d, \"refused\": %d, \"connect_failures\": %d, "
+	       "\"closing\": %d, ",
+	       s->acquire_waits, s->acquire_wait_us, s->acquire_wait_max_us,
+	       s->closed_idle, s->closed_lifetime, s->closed_replaced,
+	       s->closed_broken, s->closed_discarded, s->closed_shutdown,
+	       s->resets, s->server, s->standby, s->refused,
+	       s->connect_failures, s->closing);
 	printf("\"config\": {\"min_size\": %d, \"max_size\": %d, "
 	       "\"acquire_timeout_ms\": %d, \"idle_timeout_ms\": %d, "
-	       "\"max_lifetime_ms\": %d, \"connect_timeout_ms\": %d, "
-	       "\"drain_timeout_ms\": %d, \"check_on_borrow\": %d}}",
+	       "\"max_lifetime_ms\": %d, \"lifetime_jitter_ms\": %d, "
+	       "\"connect_timeout_ms\": %d, \"drain_timeout_ms\": %d, "
+	       "\"idle_check_ms\": %d, \"keepalive_ms\": %d, "
+	       "\"reset_always\": %d}}",
 	       c->min_size, c->max_size, c->acquire_timeout_ms,
-	       c->idle_timeout_ms, c->max_lifetime_ms, c->connect_timeout_ms,
-	       c->drain_timeout_ms, c->check_on_borrow);
+	       c->idle_timeout_ms, c->max_lifetime_ms, c->lifetime_jitter_ms,
+	       c->connect_timeout_ms, c->drain_timeout_ms, c->idle_check_ms,
+	       c->keepalive_ms, c->reset_always);
 }
 
 /* The failure fields, shared by progress and final lines. */
@@ -407,7 +428,7 @@ static void print_failure_times(void)
 
 static void print_progress(int64_t us)
 {
-	dbswap_pool_stats s;
+	dbswap_pool_stats s = DBSWAP_POOL_STATS_INIT;
 
 	dbswap_pool_stats_get(pool, &s);
 	printf("{\"t\": %.3f, ", (double)(us - start_us) / 1e6);
@@ -493,7 +514,7 @@ static struct {
  * Returns false, printing nothing, when it was printed already. */
 static bool print_final(int r, const char *user, int port)
 {
-	dbswap_pool_stats stats;
+	dbswap_pool_stats stats = DBSWAP_POOL_STATS_INIT;
 
 	if (atomic_exchange(&final.printed, true))
 		return false;

@@ -76,9 +76,13 @@ static dbswap_client *new_client(void)
 
 static dbswap_pool *new_pool(dbswap_client *c, int max, int drain_ms)
 {
-	dbswap_pool_config cfg = { .min_size = 1, .max_size = max,
-				   .drain_timeout_ms = drain_ms };
-	dbswap_pool *p = dbswap_pool_new(c, target, &cfg);
+	dbswap_pool_config cfg = DBSWAP_POOL_CONFIG_INIT;
+	dbswap_pool *p;
+
+	cfg.min_size = 1;
+	cfg.max_size = max;
+	cfg.drain_timeout_ms = drain_ms > 0 ? drain_ms : DBSWAP_POOL_DEFAULT;
+	p = dbswap_pool_new(c, target, &cfg);
 
 	if (!p) {
 		perror("dbswap_pool_new");
@@ -110,7 +114,7 @@ static bool query_ok(PGconn *conn)
 /* Waits until the pool is on a generation past gen. */
 static bool wait_generation(dbswap_pool *p, uint64_t gen, int ms)
 {
-	dbswap_pool_stats s;
+	dbswap_pool_stats s = DBSWAP_POOL_STATS_INIT;
 
 	for (int waited = 0; waited < ms; waited += 10) {
 		dbswap_pool_stats_get(p, &s);
@@ -143,7 +147,7 @@ static void *hammer_main(void *data)
 
 static int child_checks(dbswap_client *c, dbswap_pool *p, PGconn *held)
 {
-	dbswap_pool_stats s;
+	dbswap_pool_stats s = DBSWAP_POOL_STATS_INIT;
 	PGconn *conn;
 	int bad = 0;
 
@@ -153,7 +157,8 @@ static int child_checks(dbswap_client *c, dbswap_pool *p, PGconn *held)
 	bad |= conn != NULL || errno != ECHILD;
 	bad |= dbswap_pool_release(p, held) != -ECHILD;
 	memset(&s, 0xff, sizeof(s));
-	dbswap_pool_stats_get(p, &s);
+	s.struct_size = sizeof(s);
+	bad |= dbswap_pool_stats_get(p, &s) != -ECHILD;
 	bad |= s.size != 0;
 	bad |= dbswap_subscribe(c, "OTHER_URL", NULL, NULL) != -ECHILD;
 	bad |= dbswap_client_fd(c) != -ECHILD;
@@ -173,7 +178,7 @@ static void case_fork(void)
 	struct hammer hm = { .pool = p };
 	pthread_t th;
 	PGconn *held = must_acquire(p);
-	dbswap_pool_stats s;
+	dbswap_pool_stats s = DBSWAP_POOL_STATS_INIT;
 	int bad_children = 0, hung = 0;
 
 	dbswap_pool_release(p, must_acquire(p));
@@ -273,7 +278,7 @@ static void case_misuse(void)
 	dbswap_client *c = new_client(), *c2 = new_client();
 	dbswap_pool *p = new_pool(c, 2, 0), *p2 = new_pool(c2, 2, 0);
 	PGconn *a, *b, *x;
-	dbswap_pool_stats s;
+	dbswap_pool_stats s = DBSWAP_POOL_STATS_INIT;
 	int r, r2, overflow = 0;
 
 	/* Released twice by the thread it was lent to. */
@@ -446,7 +451,7 @@ static void case_shutdown_own_fd(void)
 	dbswap_pool *p = new_pool(c, 2, 300);
 	PGconn *conn = must_acquire(p);
 	int fd = PQsocket(conn), n = 0;
-	dbswap_pool_stats s;
+	dbswap_pool_stats s = DBSWAP_POOL_STATS_INIT;
 	struct stat st;
 
 	fstat(fd, &st);
@@ -478,7 +483,7 @@ static void case_leak(void)
 	dbswap_client *c = new_client();
 	dbswap_pool *p = new_pool(c, 2, 300);
 	PGconn *leaked = must_acquire(p);
-	dbswap_pool_stats s;
+	dbswap_pool_stats s = DBSWAP_POOL_STATS_INIT;
 	char line[16];
 
 	dbswap_pool_stats_get(p, &s);
@@ -505,7 +510,7 @@ static void case_drain_each(void)
 	dbswap_client *c = new_client();
 	dbswap_pool *p = new_pool(c, 2, 1000);
 	PGconn *held = must_acquire(p);
-	dbswap_pool_stats s;
+	dbswap_pool_stats s = DBSWAP_POOL_STATS_INIT;
 	int64_t first = 0, shut;
 	bool switched = true;
 
@@ -590,18 +595,22 @@ static dbswap_pool *new_pool_cfg(dbswap_client *c,
 static void case_hung(void)
 {
 	dbswap_client *c = new_client();
-	dbswap_pool_config cfg = { .min_size = 1, .max_size = 2,
-				   .connect_timeout_ms = 500,
-				   .acquire_timeout_ms = 1000 };
-	dbswap_pool *p = new_pool_cfg(c, &cfg);
-	dbswap_pool_config ccfg = cfg;
+	dbswap_pool_config cfg = DBSWAP_POOL_CONFIG_INIT;
+	dbswap_pool *p;
+	dbswap_pool_config ccfg;
 	dbswap_pool *pc_pool;
 	dbswap_client *c2 = new_client();
 	PGconn *conn, *idle;
 	PGresult *r;
 	int64_t t0, took;
 
-	ccfg.check_on_borrow = 1;
+	cfg.min_size = 1;
+	cfg.max_size = 2;
+	cfg.connect_timeout_ms = 500;
+	cfg.acquire_timeout_ms = 1000;
+	p = new_pool_cfg(c, &cfg);
+	ccfg = cfg;
+	ccfg.idle_check_ms = 0;
 	ccfg.max_size = 1;
 	pc_pool = new_pool_cfg(c2, &ccfg);
 	conn = must_acquire(p);
@@ -646,14 +655,18 @@ static void count_log(int priority, const char *line, void *userdata)
 static void case_outage(void)
 {
 	dbswap_client *c = new_client();
-	dbswap_pool_config cfg = { .min_size = 1, .max_size = 2,
-				   .connect_timeout_ms = 1000,
-				   .acquire_timeout_ms = 500 };
-	dbswap_pool *p = new_pool_cfg(c, &cfg);
-	PGconn *conn = must_acquire(p), *busy;
+	dbswap_pool_config cfg = DBSWAP_POOL_CONFIG_INIT;
+	dbswap_pool *p;
+	PGconn *conn, *busy;
 	int64_t t0, took = -1;
 	int lines, notconn = 0, tries = 0, ex_errno;
 
+	cfg.min_size = 1;
+	cfg.max_size = 2;
+	cfg.connect_timeout_ms = 1000;
+	cfg.acquire_timeout_ms = 500;
+	p = new_pool_cfg(c, &cfg);
+	conn = must_acquire(p);
 	dbswap_client_set_log(c, count_log, NULL);
 	/* Exhausted first: both connections in use. */
 	busy = must_acquire(p);
