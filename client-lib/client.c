@@ -45,6 +45,14 @@
 #define CLIENT_RETRY_FIRST_MS 20
 #define CLIENT_RETRY_MAX_MS 2000
 
+/* A connection that stayed up this long after hello was a good one: its
+ * loss is retried from CLIENT_RETRY_FIRST_MS again.  A shorter one keeps
+ * the backoff growing, so that an agent that drops the client right after
+ * hello (a limit, a frame over the size limit, a protocol complaint) is
+ * not asked again every 20 ms.  As long as the longest wait: connections
+ * then come no oftener than capped retries would. */
+#define CLIENT_STABLE_MS CLIENT_RETRY_MAX_MS
+
 struct sub {
 	char *target;
 	dbswap_update_fn *cb;
@@ -95,6 +103,7 @@ struct dbswap_client {
 	char *name;
 	int epfd, sock, timerfd, stopfd;
 	bool hello_done;
+	int64_t hello_ms; /* when hello succeeded (CLIENT_STABLE_MS) */
 	/* The version hello offers: IPC_PROTOCOL_VERSION, or lower after an
 	 * agent refused it, until the connection is lost. */
 	uint64_t version;
@@ -241,6 +250,12 @@ static void client_disconnect(dbswap_client *c, const char *why)
 {
 	if (c->sock < 0)
 		return;
+	/* The backoff starts over only after a connection that was good for
+	 * a while: an agent that refuses right after accept (its client
+	 * limit, a version) or right after hello gets a growing backoff, not
+	 * a retry every 20 ms. */
+	if (c->hello_done && now_ms() - c->hello_ms >= CLIENT_STABLE_MS)
+		c->attempts = 0;
 	client_close(c);
 	/* The agent may come back newer: offer the newest version again. */
 	c->version = IPC_PROTOCOL_VERSION;
@@ -249,9 +264,6 @@ static void client_disconnect(dbswap_client *c, const char *why)
 		   "reconnecting",
 		   c->path, why);
 	c->warned_down = true;
-	/* attempts starts over only once a hello succeeds: an agent that
-	 * refuses right after accept (its client limit) gets a growing
-	 * backoff, not a retry every 20 ms. */
 	client_arm_retry(c);
 }
 
@@ -525,7 +537,7 @@ static int client_handle(dbswap_client *c, const uint8_t *body, size_t len)
 		snprintf(c->agent_instance, sizeof(c->agent_instance), "%s",
 			 instance_or_empty(m.instance));
 		c->hello_done = true;
-		c->attempts = 0;
+		c->hello_ms = now_ms();
 		c->last_error = 0;
 		if (c->warned_down)
 			client_log(c, LOG_NOTICE, "connected to the agent at %s",

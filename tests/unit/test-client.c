@@ -10,6 +10,13 @@
  * the quiet re-ack of a renumbered value carries the new instance; an
  * agent that answers "version" gets version 1 at once, and acks without
  * an instance; the next connection offers version 2 again.
+ *
+ * And the ways an agent can refuse: right after accept (its client limit),
+ * at the lowest version, or right after hello (a limit, a frame over the
+ * size limit, a protocol complaint): the retries back off, and only a
+ * connection that stayed up for a while starts the backoff over.
+ *
+ * Each test has a client of its own (client_begin, client_end).
  */
 #include <poll.h>
 #include <stdbool.h>
@@ -30,11 +37,16 @@
 #define INST_B "bbbbbbbbbbbbbbbb"
 #define INST_C "cccccccccccccccc"
 
-/* Long enough for a reconnection (the first retry is within 20 ms). */
+/* Long enough for a reconnection (the first retry is within 20 ms, the
+ * longest 2 s). */
 #define WAIT_MS 3000
+
+/* client.c's CLIENT_STABLE_MS: a connection up this long was good. */
+#define STABLE_MS 2000
 
 static dbswap_client *client;
 static int listen_fd = -1;
+static char sock_path[108];
 
 /* The fake agent's side of one connection. */
 struct conn {
@@ -61,8 +73,32 @@ static void on_update(const dbswap_update *u, void *data)
 		 dbswap_update_conninfo(u));
 }
 
-static void quiet_log(int priority, const char *line, void *data)
+/* TEST_CLIENT_LOG=1 shows what the client logs. */
+static void test_log(int priority, const char *line, void *data)
 {
+	if (getenv("TEST_CLIENT_LOG"))
+		fprintf(stderr, "  log: %s\n", line);
+}
+
+/* A fresh client for one test, subscribed to nothing yet. */
+static void client_begin(void)
+{
+	client = dbswap_client_new(sock_path);
+	CHECK(client != NULL);
+	dbswap_client_set_log(client, test_log, NULL);
+	memset(&seen, 0, sizeof(seen));
+}
+
+static void client_end(void)
+{
+	int fd;
+
+	dbswap_client_free(client);
+	client = NULL;
+	/* A connection the test did not take would be the next test's
+	 * first. */
+	while ((fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK)) >= 0)
+		close(fd);
 }
 
 static void dispatch(void)
@@ -195,6 +231,29 @@ static void agent_update(struct conn *c, const char *instance,
 	agent_send(c, &w);
 }
 
+/* An error reply to request id (0: none), as the agent sends them. */
+static void agent_error(struct conn *c, uint64_t id, const char *code,
+			const char *message)
+{
+	struct ipc_writer w;
+
+	ipc_writer_init(&w, IPC_ERROR, id ? 4 : 3);
+	if (id)
+		ipc_pack_kv_u64(&w, "id", id);
+	ipc_pack_kv_str(&w, "code", code);
+	ipc_pack_kv_str(&w, "message", message);
+	agent_send(c, &w);
+}
+
+static void agent_ok(struct conn *c, uint64_t id)
+{
+	struct ipc_writer w;
+
+	ipc_writer_init(&w, IPC_OK, 2);
+	ipc_pack_kv_u64(&w, "id", id);
+	agent_send(c, &w);
+}
+
 /* Reads the subscribe that follows hello; returns its id. */
 static uint64_t agent_read_subscribe(struct conn *c)
 {
@@ -213,13 +272,9 @@ static void agent_answer_subscribe(struct conn *c, uint64_t id,
 				   const char *instance, uint64_t generation,
 				   const char *conninfo)
 {
-	struct ipc_writer w;
-
 	if (conninfo)
 		agent_update(c, instance, generation, conninfo);
-	ipc_writer_init(&w, IPC_OK, 2);
-	ipc_pack_kv_u64(&w, "id", id);
-	agent_send(c, &w);
+	agent_ok(c, id);
 }
 
 static void agent_subscribed(struct conn *c, const char *instance,
@@ -266,6 +321,8 @@ static void test_instances_across_restarts(void)
 	struct ipc_writer w;
 	struct ipc_msg m;
 
+	client_begin();
+	CHECK_INT(dbswap_subscribe(client, "DB", on_update, NULL), ==, 0);
 	/* Agent A: generation 3 of value one. */
 	agent_accept(&a);
 	agent_hello(&a, IPC_PROTOCOL_VERSION, INST_A);
@@ -358,46 +415,144 @@ static void test_instances_across_restarts(void)
 	agent_subscribed(&again, INST_A, 1, "host=three");
 	expect_ack(&again, INST_A, 1);
 	agent_close(&again);
+	client_end();
+}
+
+/* Accepts the next connection and returns the time since *last (0 for
+ * the first), setting *last to now. */
+static int64_t accept_gap(struct conn *a, int64_t *last)
+{
+	int64_t gap;
+
+	agent_accept(a);
+	gap = *last ? now_ms() - *last : 0;
+	*last = now_ms();
+	return gap;
+}
+
+/* Backoff from the first retry, 20 ms: 20, 40, 80, 160, 320 ms ... each
+ * with jitter down to half.  gaps[1..n-1] are the waits between n
+ * connections; the last must be over 150 ms and their sum over 300 ms,
+ * where a client retrying at once or every 20 ms gives about 100 ms in
+ * all. */
+static void check_backoff(const int64_t *gaps, int n)
+{
+	int64_t total = 0;
+
+	for (int i = 1; i < n; i++)
+		total += gaps[i];
+	if (gaps[n - 1] < 150 || total < 300)
+		fprintf(stderr, "  gaps: last %lld ms, %lld ms in all\n",
+			(long long)gaps[n - 1], (long long)total);
+	CHECK_INT(gaps[n - 1], >=, 150);
+	CHECK_INT(total, >=, 300);
 }
 
 /* An agent that refuses every connection right after accept (as at its
  * client limit): the client's retries back off instead of coming every
- * 20 ms, and a successful hello starts the backoff over. */
-static void test_refused_backoff(void)
+ * 20 ms. */
+static void test_refused_before_hello(void)
 {
-	int64_t last = 0, gap = 0, total = 0;
+	int64_t last = 0, gaps[6];
 	struct conn a;
 
+	client_begin();
+	CHECK_INT(dbswap_subscribe(client, "DB", on_update, NULL), ==, 0);
 	for (int i = 0; i < 6; i++) {
-		struct ipc_writer w;
 		struct ipc_msg m;
 
-		agent_accept(&a);
-		if (last)
-			total += gap = now_ms() - last;
-		last = now_ms();
+		gaps[i] = accept_gap(&a, &last);
 		agent_expect(&a, IPC_HELLO, &m);
 		ipc_msg_fini(&m);
-		ipc_writer_init(&w, IPC_ERROR, 3);
-		ipc_pack_kv_str(&w, "code", "limit");
-		ipc_pack_kv_str(&w, "message", "the agent serves at most 1 "
-						"clients");
-		agent_send(&a, &w);
+		agent_error(&a, 0, "limit", "the agent serves at most 1 "
+					    "clients");
 		agent_close(&a);
 	}
-	/* 20, 40, 80, 160, 320 ms each with jitter down to half. */
-	CHECK(gap >= 150);
-	CHECK(total >= 300);
-	/* Served at last: the next loss is retried quickly again. */
+	check_backoff(gaps, 6);
+	client_end();
+}
+
+/* An agent that speaks no version the client does: version 2 refused,
+ * version 1 at once, refused too; then the backoff grows, as above. */
+static void test_refused_version(void)
+{
+	int64_t last = 0, gaps[6];
+	struct conn a;
+
+	client_begin();
+	CHECK_INT(dbswap_subscribe(client, "DB", on_update, NULL), ==, 0);
+	for (int i = 0; i < 6; i++) {
+		for (uint64_t v = IPC_PROTOCOL_VERSION;
+		     v >= IPC_PROTOCOL_VERSION_MIN; v--) {
+			struct ipc_msg m;
+			int64_t gap = accept_gap(&a, &last);
+
+			if (v == IPC_PROTOCOL_VERSION)
+				gaps[i] = gap;
+			else
+				CHECK_INT(gap, <, 1000); /* the fallback */
+			agent_expect(&a, IPC_HELLO, &m);
+			CHECK_INT(m.version, ==, v);
+			agent_error(&a, m.id, IPC_ERR_VERSION,
+				    "this agent speaks version 3");
+			ipc_msg_fini(&m);
+			agent_close(&a);
+		}
+	}
+	check_backoff(gaps, 6);
+	client_end();
+}
+
+/* An agent that accepts hello and drops the client right after: error
+ * "limit" for its subscribe, a frame over the size limit, a protocol
+ * complaint.  Before, each hello started the backoff over: a retry every
+ * 20 ms for ever.  A connection that stayed up STABLE_MS does start it
+ * over: the next loss is retried at once. */
+static void test_dropped_after_hello(void)
+{
+	int64_t last = 0, gaps[7];
+	struct conn a;
+
+	client_begin();
+	CHECK_INT(dbswap_subscribe(client, "DB", on_update, NULL), ==, 0);
+	for (int i = 0; i < 7; i++) {
+		uint8_t huge[IPC_FRAME_HEADER] = { 0, 1, 0, 1 }; /* 64 KiB+1 */
+		uint64_t id;
+
+		gaps[i] = accept_gap(&a, &last);
+		agent_hello(&a, IPC_PROTOCOL_VERSION, INST_A);
+		id = agent_read_subscribe(&a);
+		if (i % 3 == 0) {
+			agent_error(&a, id, IPC_ERR_LIMIT, "too many error "
+				    "replies; disconnecting");
+		} else if (i % 3 == 1) {
+			CHECK(fd_write_all(a.fd, huge, sizeof(huge)) == 0);
+			/* The client hangs up by itself. */
+			char byte;
+			int64_t deadline = now_ms() + WAIT_MS;
+			while (read(a.fd, &byte, 1) != 0 &&
+			       now_ms() < deadline)
+				dispatch();
+		} else {
+			agent_error(&a, 0, IPC_ERR_PROTOCOL, "ack or nack "
+				    "without an instance");
+		}
+		agent_close(&a);
+	}
+	check_backoff(gaps, 7);
+
+	/* Served, for long enough: the next loss is retried at once. */
 	agent_accept(&a);
-	agent_hello(&a, IPC_PROTOCOL_VERSION, "00000000000000aa");
-	agent_subscribed(&a, "00000000000000aa", 1, "host=x");
+	agent_hello(&a, IPC_PROTOCOL_VERSION, INST_A);
+	agent_answer_subscribe(&a, agent_read_subscribe(&a), INST_A, 1, NULL);
 	wait_connected();
+	agent_expect_nothing(&a, STABLE_MS + 200);
 	agent_close(&a);
 	last = now_ms();
 	agent_accept(&a);
-	CHECK(now_ms() - last < 150);
+	CHECK_INT(now_ms() - last, <, 150);
 	agent_close(&a);
+	client_end();
 }
 
 int main(void)
@@ -411,6 +566,7 @@ int main(void)
 		return 1;
 	}
 	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s/agent.sock", dir);
+	snprintf(sock_path, sizeof(sock_path), "%s", addr.sun_path);
 	listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
 	if (listen_fd < 0 ||
 	    bind(listen_fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
@@ -418,16 +574,12 @@ int main(void)
 		perror("fake agent socket");
 		return 1;
 	}
-	client = dbswap_client_new(addr.sun_path);
-	CHECK(client != NULL);
-	if (!getenv("TEST_CLIENT_LOG"))
-		dbswap_client_set_log(client, quiet_log, NULL);
-	CHECK_INT(dbswap_subscribe(client, "DB", on_update, NULL), ==, 0);
 
 	RUN(test_instances_across_restarts);
-	RUN(test_refused_backoff);
+	RUN(test_refused_before_hello);
+	RUN(test_refused_version);
+	RUN(test_dropped_after_hello);
 
-	dbswap_client_free(client);
 	close(listen_fd);
 	unlink(addr.sun_path);
 	rmdir(dir);
