@@ -1,12 +1,14 @@
 """libdbswap against a real agent that refuses it (issue 17): a refusal
 right after accept (the client limit) or right after hello (the idle
 timeout of a client whose only target is forbidden) costs the agent a
-connection every second or two, not one every 20 ms.
+connection every second or two, not one every 20 ms; and a target the
+agent refuses leaves the client's other targets followed, and is asked
+for again with backoff.
 
 The test subscriber reaches the agent through a relay (RELAY below) that
-counts the connections it accepts: a count that does not depend on the
-library's own logging, nor on the agent's log, which is rate-limited per
-uid."""
+counts the connections it accepts and the subscribes sent through it: a
+count that does not depend on the library's own logging, nor on the
+agent's log, which is rate-limited per uid."""
 
 import os
 import sys
@@ -172,6 +174,38 @@ class ClientRefusal(ClusterTest):
         self.assertLessEqual(n, MOST_CONNECTIONS,
                              f'{n} connections in {WINDOW_S} s')
         self.assertEqual(sub.updates(), [])
+
+    def test_unknown_target_leaves_the_others(self):
+        """A subscriber of DATABASE_URL and of NOPE, a target the agent
+        does not have: it still gets DATABASE_URL's value (the agent's
+        subscribe is all or nothing, and one subscribe used to name
+        both), and NOPE is asked for again after 0.5-1 s, then 1-2 s, then
+        2-4 s: 3 or 4 times in 5 s, each alone."""
+        agent = self.start_agent()
+        h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')['valid'],
+                   what='a published value')
+        path, relay = self.relay(agent)
+        sub = h.Subscriber(path, 'NOPE', args=['--no-connect',
+                                               'DATABASE_URL'])
+        self.addCleanup(sub.close)
+        sub.wait_line(r'^update DATABASE_URL 1 ')
+
+        def nopes():
+            return [t for t, m in list(relay.lines)
+                    if m.get('type') == 'subscribe' and
+                    'NOPE' in m['targets']]
+        first = h.wait_for(nopes, what=f'NOPE asked for; '
+                           f'{relay.describe()}')[0]
+        time.sleep(max(0, first + 5 - time.monotonic()))
+        n = len([t for t in nopes() if t <= first + 5])
+        self.assertGreaterEqual(n, 3, 'NOPE asked for again')
+        self.assertLessEqual(n, 4, f'NOPE asked for {n} times in 5 s')
+        for _, m in list(relay.lines):
+            if m.get('type') == 'subscribe':
+                self.assertEqual(len(m['targets']), 1, m)
+        self.assertEqual(len(self.accepts(relay)), 1)
+        self.assertRegex(sub.stderr(), r'refuses the subscription to NOPE: '
+                         r'unknown-target')
 
 
 if __name__ == '__main__':
