@@ -17,6 +17,13 @@
  * It speaks protocol version 2 and falls back to 1 for an agent that
  * answers hello with error "version" (an agent older than instances),
  * trying 2 again at each new connection after a loss.
+ *
+ * Subscriptions: each target is asked for in a subscribe of its own, with
+ * its own id, because the agent's subscribe is all or nothing: one target
+ * it refuses (unknown, forbidden) would take every other down with it.
+ * A refused one is asked for again with backoff (CLIENT_SUB_RETRY_*);
+ * a pool hears of the refusal, and of its end, through its refused
+ * callback, and a plain subscription's refusal goes to the log.
  */
 #include <poll.h>
 #include <pthread.h>
@@ -45,12 +52,34 @@
 #define CLIENT_RETRY_FIRST_MS 20
 #define CLIENT_RETRY_MAX_MS 2000
 
+/* A connection that stayed up this long after hello was a good one: its
+ * loss is retried from CLIENT_RETRY_FIRST_MS again.  A shorter one keeps
+ * the backoff growing, so that an agent that drops the client right after
+ * hello (a limit, a frame over the size limit, a protocol complaint) is
+ * not asked again every 20 ms.  As long as the longest wait: connections
+ * then come no oftener than capped retries would. */
+#define CLIENT_STABLE_MS CLIENT_RETRY_MAX_MS
+
+/* A subscription the agent refused is asked for again after about this,
+ * doubling up to the max.  A forbidden or unknown target stays so until
+ * the agent's configuration changes (dbswapd's: at a restart, after which
+ * every target is asked for anyway), a limit until its state does: a
+ * minute apart costs the agent one error reply a minute. */
+#define CLIENT_SUB_RETRY_FIRST_MS 1000
+#define CLIENT_SUB_RETRY_MAX_MS 60000
+
 struct sub {
 	char *target;
 	dbswap_update_fn *cb;
 	void *userdata;
 	client_settings_fn *settings_cb; /* the pool's, for settings */
+	client_refused_fn *refused_cb;   /* the pool's, for refusals */
 	bool pool;                       /* followed by a pool */
+	uint64_t sub_id;    /* id of its last subscribe, for the answer */
+	int refused;        /* 0, or the errno of the agent's last refusal */
+	char *refusal;      /* and the agent's message */
+	unsigned refusals;  /* refusals in a row, for the retry's backoff */
+	int64_t retry_at;   /* refused: when to ask again (now_ms); else 0 */
 	char *conninfo;     /* last value delivered (secret) */
 	char *server;       /* and the server it is for */
 	bool standby;       /* and whether that is in recovery */
@@ -77,12 +106,14 @@ struct dbswap_update {
  * called. */
 struct pending {
 	struct pending *next;
-	bool is_settings;
+	enum { PENDING_UPDATE, PENDING_SETTINGS, PENDING_REFUSED } kind;
 	char *target, *conninfo, *reason, *server;
 	char instance[IPC_INSTANCE_LEN + 1];
 	bool standby;
 	uint64_t generation;
 	struct client_settings settings;
+	int err;       /* refused: the errno, 0 for accepted again */
+	char *message; /* and the agent's message */
 };
 
 struct dbswap_client {
@@ -94,7 +125,9 @@ struct dbswap_client {
 	char *path;
 	char *name;
 	int epfd, sock, timerfd, stopfd;
+	int sub_timerfd; /* asks again for refused subscriptions */
 	bool hello_done;
+	int64_t hello_ms; /* when hello succeeded (CLIENT_STABLE_MS) */
 	/* The version hello offers: IPC_PROTOCOL_VERSION, or lower after an
 	 * agent refused it, until the connection is lost. */
 	uint64_t version;
@@ -241,6 +274,12 @@ static void client_disconnect(dbswap_client *c, const char *why)
 {
 	if (c->sock < 0)
 		return;
+	/* The backoff starts over only after a connection that was good for
+	 * a while: an agent that refuses right after accept (its client
+	 * limit, a version) or right after hello gets a growing backoff, not
+	 * a retry every 20 ms. */
+	if (c->hello_done && now_ms() - c->hello_ms >= CLIENT_STABLE_MS)
+		c->attempts = 0;
 	client_close(c);
 	/* The agent may come back newer: offer the newest version again. */
 	c->version = IPC_PROTOCOL_VERSION;
@@ -249,9 +288,6 @@ static void client_disconnect(dbswap_client *c, const char *why)
 		   "reconnecting",
 		   c->path, why);
 	c->warned_down = true;
-	/* attempts starts over only once a hello succeeds: an agent that
-	 * refuses right after accept (its client limit) gets a growing
-	 * backoff, not a retry every 20 ms. */
 	client_arm_retry(c);
 }
 
@@ -298,19 +334,19 @@ static int client_send(dbswap_client *c, struct ipc_writer *w)
 	return 0;
 }
 
-static int client_send_subscribe(dbswap_client *c, struct sub *only)
+/* Asks the agent to follow s, in a request of its own (see the top of
+ * the file); its answer, ok or error, carries the id kept in s. */
+static int client_send_subscribe(dbswap_client *c, struct sub *s)
 {
-	size_t n = only ? 1 : c->n_subs;
 	struct ipc_writer w;
 
-	if (n == 0)
-		return 0;
+	s->sub_id = ++c->next_id;
+	s->retry_at = 0; /* asked now; a new refusal schedules the next */
 	ipc_writer_init(&w, IPC_SUBSCRIBE, 3);
-	ipc_pack_kv_u64(&w, "id", ++c->next_id);
+	ipc_pack_kv_u64(&w, "id", s->sub_id);
 	ipc_pack_key(&w, "targets");
-	msgpack_pack_array(&w.pk, n);
-	for (size_t i = 0; i < n; i++)
-		ipc_pack_str(&w, only ? only->target : c->subs[i].target);
+	msgpack_pack_array(&w.pk, 1);
+	ipc_pack_str(&w, s->target);
 	return client_send(c, &w);
 }
 
@@ -378,9 +414,11 @@ static int client_try_connect(dbswap_client *c)
 	ipc_pack_kv_str(&w, "name", c->name);
 	ipc_pack_kv_i64(&w, "pid", getpid());
 	r = client_send(c, &w);
-	if (r < 0)
-		return r;
-	return client_send_subscribe(c, NULL);
+	/* Every subscription, refused ones too: this may be another run of
+	 * the agent, with another configuration. */
+	for (size_t i = 0; r == 0 && i < c->n_subs; i++)
+		r = client_send_subscribe(c, &c->subs[i]);
+	return r;
 }
 
 static void client_reconnect(dbswap_client *c)
@@ -405,7 +443,14 @@ static void pending_free(struct pending *p)
 	free_secret(p->conninfo);
 	free(p->reason);
 	free(p->server);
+	free(p->message);
 	free(p);
+}
+
+static void client_push_pending(dbswap_client *c, struct pending *p)
+{
+	*c->pending_tail = p;
+	c->pending_tail = &p->next;
 }
 
 static int client_queue_update(dbswap_client *c, struct sub *s,
@@ -462,8 +507,7 @@ static int client_queue_update(dbswap_client *c, struct sub *s,
 	s->delivered = m->generation;
 	snprintf(s->instance, sizeof(s->instance), "%s", p->instance);
 	s->acked = false;
-	*c->pending_tail = p;
-	c->pending_tail = &p->next;
+	client_push_pending(c, p);
 	return 0;
 }
 
@@ -476,7 +520,7 @@ static int client_queue_settings(dbswap_client *c, struct sub *s,
 		free(p);
 		return -ENOMEM;
 	}
-	p->is_settings = true;
+	p->kind = PENDING_SETTINGS;
 	p->settings = (struct client_settings){
 		.pool_max = m->has_pool_max ? (int64_t)m->pool_max : -1,
 		.pool_min = m->has_pool_min ? (int64_t)m->pool_min : -1,
@@ -487,8 +531,123 @@ static int client_queue_settings(dbswap_client *c, struct sub *s,
 						? (int64_t)m->pool_idle_timeout_ms
 						: -1,
 	};
-	*c->pending_tail = p;
-	c->pending_tail = &p->next;
+	client_push_pending(c, p);
+	return 0;
+}
+
+/* Tells s's pool of a refusal (err < 0) or of its end (0, message NULL). */
+static int client_queue_refused(dbswap_client *c, struct sub *s, int err,
+				const char *message)
+{
+	struct pending *p = zalloc(sizeof(*p));
+
+	if (!p || !(p->target = strdup(s->target)) ||
+	    (message && !(p->message = strdup(message)))) {
+		if (p)
+			pending_free(p);
+		return -ENOMEM;
+	}
+	p->kind = PENDING_REFUSED;
+	p->err = err;
+	client_push_pending(c, p);
+	return 0;
+}
+
+/* The sub that subscribe m answers (its id), or NULL. */
+static struct sub *client_sub_answered(dbswap_client *c,
+				       const struct ipc_msg *m)
+{
+	if (!m->has_id || m->id == 0)
+		return NULL;
+	for (size_t i = 0; i < c->n_subs; i++)
+		if (c->subs[i].sub_id == m->id)
+			return &c->subs[i];
+	return NULL;
+}
+
+/* Arms the retry timer for the first refused sub due to be asked again;
+ * disarms it when there is none. */
+static void client_arm_sub_retry(dbswap_client *c)
+{
+	int64_t next = INT64_MAX;
+	struct itimerspec its = { 0 };
+
+	for (size_t i = 0; i < c->n_subs; i++)
+		if (c->subs[i].retry_at)
+			next = MIN(next, c->subs[i].retry_at);
+	if (next != INT64_MAX) {
+		int64_t ms = MAX(next - now_ms(), 1);
+		its.it_value.tv_sec = ms / 1000;
+		its.it_value.tv_nsec = (ms % 1000) * 1000000;
+	}
+	timerfd_settime(c->sub_timerfd, 0, &its, NULL);
+}
+
+/* The retry timer: asks again for the refused subs that are due. */
+static void client_retry_subs(dbswap_client *c)
+{
+	int64_t now = now_ms();
+
+	/* Disconnected: the next connection asks for every sub anyway. */
+	for (size_t i = 0; i < c->n_subs && c->sock >= 0; i++)
+		if (c->subs[i].retry_at && c->subs[i].retry_at <= now)
+			client_send_subscribe(c, &c->subs[i]);
+	if (c->sock >= 0)
+		client_arm_sub_retry(c);
+}
+
+/* The agent follows s (an ok for its subscribe, or an update): a refusal
+ * is over, which its pool hears once (or the log says). */
+static int client_sub_accepted(dbswap_client *c, struct sub *s)
+{
+	int r = 0;
+
+	if (!s->refused)
+		return 0;
+	if (s->refused_cb)
+		r = client_queue_refused(c, s, 0, NULL);
+	else
+		client_log(c, LOG_NOTICE, "the agent at %s accepts the "
+			   "subscription to %s now", c->path, s->target);
+	if (r < 0)
+		return r; /* still refused: told at the next acceptance */
+	s->refused = 0;
+	free(s->refusal);
+	s->refusal = NULL;
+	s->refusals = 0;
+	s->retry_at = 0;
+	return r;
+}
+
+/* The agent refused subscribe m of s: ask again later, with backoff, and
+ * tell the pool (or the log) when the refusal is new or has changed, not
+ * at each retry. */
+static int client_sub_refused(dbswap_client *c, struct sub *s,
+			      const struct ipc_msg *m)
+{
+	int err = streq(m->code, IPC_ERR_FORBIDDEN)	 ? -EACCES
+		  : streq(m->code, IPC_ERR_UNKNOWN_TARGET) ? -ENXIO
+							   : -EPERM;
+	bool news = err != s->refused || !s->refusal ||
+		    !streq(s->refusal, m->message);
+
+	s->sub_id = 0;
+	s->retry_at = now_ms() + backoff_ms(s->refusals++,
+					    CLIENT_SUB_RETRY_FIRST_MS,
+					    CLIENT_SUB_RETRY_MAX_MS);
+	client_arm_sub_retry(c);
+	if (!news)
+		return 0;
+	s->refused = err;
+	free(s->refusal);
+	s->refusal = strdup(m->message); /* NULL: the next one is news */
+	if (s->refused_cb)
+		return client_queue_refused(c, s, err, m->message);
+	client_log(c, LOG_ERR, "the agent at %s refuses the subscription to "
+		   "%s: %s: %s (asking again after %d s, doubling to %d s)",
+		   c->path, s->target, m->code, m->message,
+		   CLIENT_SUB_RETRY_FIRST_MS / 1000,
+		   CLIENT_SUB_RETRY_MAX_MS / 1000);
 	return 0;
 }
 
@@ -525,7 +684,7 @@ static int client_handle(dbswap_client *c, const uint8_t *body, size_t len)
 		snprintf(c->agent_instance, sizeof(c->agent_instance), "%s",
 			 instance_or_empty(m.instance));
 		c->hello_done = true;
-		c->attempts = 0;
+		c->hello_ms = now_ms();
 		c->last_error = 0;
 		if (c->warned_down)
 			client_log(c, LOG_NOTICE, "connected to the agent at %s",
@@ -534,9 +693,20 @@ static int client_handle(dbswap_client *c, const uint8_t *body, size_t len)
 		c->was_connected = true;
 		break;
 	case IPC_UPDATE: {
+		/* Updates go to subscribers only: s is followed. */
 		struct sub *s = client_sub(c, m.target);
 		if (s)
+			r = client_sub_accepted(c, s);
+		if (s && r == 0)
 			r = client_queue_update(c, s, &m);
+		break;
+	}
+	case IPC_OK: {
+		struct sub *s = client_sub_answered(c, &m);
+		if (s) {
+			s->sub_id = 0;
+			r = client_sub_accepted(c, s);
+		}
 		break;
 	}
 	case IPC_SETTINGS: {
@@ -545,11 +715,16 @@ static int client_handle(dbswap_client *c, const uint8_t *body, size_t len)
 			r = client_queue_settings(c, s, &m);
 		break;
 	}
-	case IPC_ERROR:
+	case IPC_ERROR: {
+		struct sub *s = client_sub_answered(c, &m);
 		if (m.has_id && m.id == c->hello_id &&
 		    streq(m.code, IPC_ERR_VERSION) &&
 		    c->version > IPC_PROTOCOL_VERSION_MIN) {
 			r = -EPROTONOSUPPORT;
+			break;
+		}
+		if (s) {
+			r = client_sub_refused(c, s, &m);
 			break;
 		}
 		client_log(c, LOG_ERR, "the agent at %s says: %s: %s", c->path,
@@ -557,8 +732,9 @@ static int client_handle(dbswap_client *c, const uint8_t *body, size_t len)
 		if (m.has_id && m.id == c->hello_id)
 			r = -EPROTO;
 		break;
+	}
 	default:
-		break; /* ok replies, and types newer than this library */
+		break; /* types newer than this library */
 	}
 	ipc_msg_fini(&m);
 	return r;
@@ -621,6 +797,11 @@ static void client_process(dbswap_client *c)
 			if (read(c->timerfd, &expirations,
 				 sizeof(expirations)) > 0)
 				client_reconnect(c);
+		} else if (evs[i].data.fd == c->sub_timerfd) {
+			uint64_t expirations;
+			if (read(c->sub_timerfd, &expirations,
+				 sizeof(expirations)) > 0)
+				client_retry_subs(c);
 		} else if (evs[i].data.fd == c->sock) {
 			client_io(c, evs[i].events);
 		}
@@ -653,6 +834,7 @@ static int client_run_pending(dbswap_client *c)
 		};
 		dbswap_update_fn *cb = NULL;
 		client_settings_fn *scb = NULL;
+		client_refused_fn *rcb = NULL;
 		void *data = NULL;
 
 		pthread_mutex_lock(&c->lock);
@@ -660,18 +842,22 @@ static int client_run_pending(dbswap_client *c)
 		if (s) {
 			cb = s->cb;
 			scb = s->settings_cb;
+			rcb = s->refused_cb;
 			data = s->userdata;
-			if (!p->is_settings && cb) {
+			if (p->kind == PENDING_UPDATE && cb) {
 				s->cb_generation = p->generation;
 				memcpy(s->cb_instance, p->instance,
 				       sizeof(s->cb_instance));
 			}
 		}
 		pthread_mutex_unlock(&c->lock);
-		if (p->is_settings && scb) {
+		if (p->kind == PENDING_SETTINGS && scb) {
 			scb(&p->settings, data);
 			n++;
-		} else if (!p->is_settings && cb) {
+		} else if (p->kind == PENDING_REFUSED && rcb) {
+			rcb(p->err, p->message, data);
+			n++;
+		} else if (p->kind == PENDING_UPDATE && cb) {
 			cb(&u, data);
 			n++;
 		}
@@ -730,7 +916,7 @@ dbswap_client *dbswap_client_new(const char *socket_path)
 	c->epoch = client_fork_epoch();
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->cb_lock, NULL);
-	c->sock = c->timerfd = c->stopfd = -1;
+	c->sock = c->timerfd = c->stopfd = c->sub_timerfd = -1;
 	c->version = IPC_PROTOCOL_VERSION;
 	c->last_error = -EINPROGRESS;
 	c->pending_tail = &c->pending;
@@ -739,12 +925,17 @@ dbswap_client *dbswap_client_new(const char *socket_path)
 	c->name = strdup(name && *name ? name : "libdbswap");
 	c->epfd = epoll_create1(EPOLL_CLOEXEC);
 	c->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	c->sub_timerfd = timerfd_create(CLOCK_MONOTONIC,
+					TFD_NONBLOCK | TFD_CLOEXEC);
 	c->stopfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (!c->path || !c->name || c->epfd < 0 || c->timerfd < 0 ||
-	    c->stopfd < 0)
+	    c->sub_timerfd < 0 || c->stopfd < 0)
 		goto err_client;
 	ev.data.fd = c->timerfd;
 	if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->timerfd, &ev) < 0)
+		goto err_client;
+	ev.data.fd = c->sub_timerfd;
+	if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->sub_timerfd, &ev) < 0)
 		goto err_client;
 	/* Connect from the first dispatch, not here: the app may still set
 	 * its name and subscriptions. */
@@ -783,6 +974,8 @@ void dbswap_client_free(dbswap_client *c)
 		close(c->epfd);
 	if (c->timerfd >= 0)
 		close(c->timerfd);
+	if (c->sub_timerfd >= 0)
+		close(c->sub_timerfd);
 	if (c->stopfd >= 0)
 		close(c->stopfd);
 	ipc_reader_fini(&c->in);
@@ -791,6 +984,7 @@ void dbswap_client_free(dbswap_client *c)
 		free(c->subs[i].target);
 		free_secret(c->subs[i].conninfo);
 		free(c->subs[i].server);
+		free(c->subs[i].refusal);
 	}
 	free(c->subs);
 	while (c->pending) {
@@ -1201,7 +1395,6 @@ int client_subscribe_pool(dbswap_client *c, const char *target,
 			  dbswap_update_fn *cb, client_settings_fn *settings_cb,
 			  client_refused_fn *refused_cb, void *data)
 {
-	(void)refused_cb; /* not called yet */
 	struct sub *s;
 	int r;
 
@@ -1217,6 +1410,7 @@ int client_subscribe_pool(dbswap_client *c, const char *target,
 		if (r == 0) {
 			s->cb = cb;
 			s->settings_cb = settings_cb;
+			s->refused_cb = refused_cb;
 			s->userdata = data;
 			s->pool = true;
 		}
@@ -1234,6 +1428,7 @@ void client_unsubscribe(dbswap_client *c, const char *target)
 		free(c->subs[i].target);
 		free_secret(c->subs[i].conninfo);
 		free(c->subs[i].server);
+		free(c->subs[i].refusal);
 		memmove(&c->subs[i], &c->subs[i + 1],
 			(c->n_subs - i - 1) * sizeof(*c->subs));
 		c->n_subs--;

@@ -65,8 +65,10 @@ typedef void client_settings_fn(const struct client_settings *settings,
  * uid or gid may not follow the target), -ENXIO (the agent has no such
  * target) or -EPERM (another refusal, such as a limit).  message is the
  * agent's text (it names the target, never a value); NULL with err 0.
- * Runs in the dispatching thread, like the other callbacks.  The client
- * asks again with backoff while refused. */
+ * Runs in the dispatching thread, like the other callbacks, without the
+ * client's lock.  The client asks again with backoff while refused (1 s,
+ * doubling to 60 s, and at each new connection); the callback runs when
+ * the answer changes, not again for the same refusal. */
 typedef void client_refused_fn(int err, const char *message, void *data);
 
 /* Follows target for a pool: cb gets updates, settings_cb settings,
