@@ -226,6 +226,7 @@ struct dbswap_pool {
 	uint64_t tags;
 	_Atomic uint64_t cur_serial; /* cur.serial, for the fast path */
 	_Atomic int n_parked;
+	_Atomic bool park_watch; /* the next park wakes the pool thread */
 	/* Idle connections of the current value, a stack: the most recently
 	 * released on top, so that acquires get warm ones and the rest age
 	 * out by the idle timeout.  Room for every open connection is kept
@@ -1025,7 +1026,11 @@ static int64_t pool_plan(dbswap_pool *p, struct pconn **to_close)
 
 	/* Parked too long: back to the shared stack, where the idle timeout
 	 * applies.  Parked on an old value (across a switch): closed below
-	 * now, so that the ack does not wait. */
+	 * now, so that the ack does not wait.  Without a parked one to watch,
+	 * the next thread to park wakes this one (park_watch): a connection
+	 * parked while it sleeps would otherwise stay parked until whatever
+	 * wakes it next, past the idle timeout. */
+	atomic_store(&p->park_watch, true);
 	if (atomic_load(&p->n_parked) > 0) {
 		for (struct pconn *pc = p->conns; pc; pc = pc->next) {
 			int64_t since = atomic_load(&pc->parked_since);
@@ -1034,6 +1039,7 @@ static int64_t pool_plan(dbswap_pool *p, struct pconn **to_close)
 			if (pc->value == p->cur.serial &&
 			    now - since < POOL_PARK_MAX_MS) {
 				RUN_AT(since + POOL_PARK_MAX_MS);
+				atomic_store(&p->park_watch, false);
 				continue;
 			}
 			if (!pc_unpark(p, pc))
@@ -1055,8 +1061,9 @@ static int64_t pool_plan(dbswap_pool *p, struct pconn **to_close)
 		bool stale = !pc->in_use && pc->value != p->cur.serial &&
 			     (!is_next || p->next_given_up);
 		int64_t idle_end = pc->idle_since + p->cfg.idle_timeout_ms;
+		/* Not while threads wait: they are about to take it. */
 		bool idle_end_hit = idle && p->cfg.idle_timeout_ms >= 0 &&
-				    now >= idle_end &&
+				    now >= idle_end && p->waiting == 0 &&
 				    p->n_open - p->n_old > p->cfg.min_size;
 		bool expired = idle && (idle_end_hit ||
 					(p->closing && !pc->in_use) ||
@@ -1925,8 +1932,10 @@ static bool pool_release_parked(dbswap_pool *p, struct pconn *pc)
 	}
 	/* A switch between the check above and the park: wake the pool
 	 * thread, which takes it back and acks without waiting for the drain
-	 * deadline. */
-	if (pc->value != atomic_load(&p->cur_serial))
+	 * deadline.  Or the pool thread sleeps with no park to watch. */
+	if (pc->value != atomic_load(&p->cur_serial) ||
+	    (atomic_load(&p->park_watch) &&
+	     atomic_exchange(&p->park_watch, false)))
 		pool_wake(p);
 	if (atomic_load(&p->waiting) > 0) {
 		/* A waiter arrived meanwhile: it will find the parked one. */

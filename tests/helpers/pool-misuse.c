@@ -23,6 +23,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stddef.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -54,6 +57,11 @@ static void on_log(int priority, const char *line, void *userdata)
 	(void)priority;
 	(void)userdata;
 	fprintf(stderr, "libdbswap: %s\n", line);
+}
+
+static bool streq_(const char *a, const char *b)
+{
+	return strcmp(a, b) == 0;
 }
 
 static void sleep_ms(int ms)
@@ -718,11 +726,527 @@ static void case_outage(void)
 	dbswap_client_free(c);
 }
 
+/* Features (issue 17, "what pool users expect") */
+
+static int64_t now_ms_(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static dbswap_pool_stats get_stats(dbswap_pool *p)
+{
+	dbswap_pool_stats s = DBSWAP_POOL_STATS_INIT;
+
+	dbswap_pool_stats_get(p, &s);
+	return s;
+}
+
+/* The first column of the first row of sql, or "" (a failure: "ERROR"). */
+static const char *value_of(PGconn *conn, const char *sql)
+{
+	static char buf[256];
+	PGresult *r = PQexec(conn, sql);
+
+	snprintf(buf, sizeof(buf), "%s",
+		 PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0
+			 ? PQgetvalue(r, 0, 0)
+			 : "ERROR");
+	PQclear(r);
+	return buf;
+}
+
+static bool exec_ok(PGconn *conn, const char *sql)
+{
+	PGresult *r = PQexec(conn, sql);
+	ExecStatusType st = PQresultStatus(r);
+
+	PQclear(r);
+	return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+}
+
+/* The ABI of version 0.1, as a program built against it calls it. */
+struct old_config {
+	int min_size, max_size, acquire_timeout_ms, idle_timeout_ms,
+		max_lifetime_ms, connect_timeout_ms, drain_timeout_ms,
+		check_on_borrow;
+};
+struct old_stats {
+	uint64_t generation;
+	int size, idle, in_use, old, waiting;
+	uint64_t acquired, timeouts, opened, closed, failed_connects, switches;
+	struct old_config config;
+};
+dbswap_pool *old_pool_new(dbswap_client *, const char *,
+			  const struct old_config *);
+void old_stats_get(dbswap_pool *, struct old_stats *);
+__asm__(".symver old_pool_new, dbswap_pool_new@DBSWAP_0.1");
+__asm__(".symver old_stats_get, dbswap_pool_stats_get@DBSWAP_0.1");
+
+/* Old binaries keep working; new ones can grow and ask for zeros. */
+static void case_abi(void)
+{
+	dbswap_client *c = new_client();
+	struct old_config oc = { .max_size = 2 }; /* 0: defaults then */
+	struct old_stats os;
+	dbswap_pool *p = old_pool_new(c, target, &oc), *q;
+	dbswap_pool_config cfg = DBSWAP_POOL_CONFIG_INIT, got;
+	struct {
+		dbswap_pool_config c;
+		char newer[16];
+	} big;
+	struct {
+		dbswap_pool_stats s;
+		uint64_t canary;
+	} st;
+	PGconn *conn, *conn2;
+	int64_t t0;
+
+	check(p != NULL, "abi-v01-new", "%s", strerror(errno));
+	conn = must_acquire(p);
+	memset(&os, 0xee, sizeof(os));
+	old_stats_get(p, &os);
+	check(os.config.max_size == 2 && os.config.min_size == 1 &&
+		      os.config.acquire_timeout_ms == 5000 && os.in_use == 1 &&
+		      os.size >= 1,
+	      "abi-v01-stats", "max %d min %d timeout %d in_use %d size %d",
+	      os.config.max_size, os.config.min_size,
+	      os.config.acquire_timeout_ms, os.in_use, os.size);
+	dbswap_pool_release(p, conn);
+	dbswap_pool_free(p);
+
+	/* struct_size: missing is refused; a newer, bigger struct is taken
+	 * when what this library does not know is zero. */
+	cfg.struct_size = 0;
+	errno = 0;
+	check(!dbswap_pool_new(c, target, &cfg) && errno == EINVAL,
+	      "abi-size-zero-refused", "errno %d", errno);
+	memset(&big, 0, sizeof(big));
+	big.c = (dbswap_pool_config)DBSWAP_POOL_CONFIG_INIT;
+	big.c.struct_size = sizeof(big);
+	big.newer[3] = 1;
+	errno = 0;
+	check(!dbswap_pool_new(c, target, &big.c) && errno == EINVAL,
+	      "abi-unknown-fields-refused", "errno %d", errno);
+	big.newer[3] = 0;
+	big.c.max_size = 1;
+	big.c.min_size = 0;         /* 0 is 0 */
+	big.c.idle_timeout_ms = 0;  /* idle ones close at once */
+	big.c.acquire_timeout_ms = 0;
+	p = dbswap_pool_new(c, target, &big.c);
+	check(p != NULL, "abi-bigger-struct", "%s", strerror(errno));
+	got.struct_size = offsetof(dbswap_pool_config, max_lifetime_ms);
+	memset((char *)&got + got.struct_size, 0xee,
+	       sizeof(got) - got.struct_size);
+	dbswap_pool_config_get(p, &got);
+	check(got.min_size == 0 && got.acquire_timeout_ms == 0 &&
+		      got.max_size == 1 &&
+		      ((unsigned char *)&got.max_lifetime_ms)[0] == 0xee,
+	      "abi-config-get", "min %d acquire %d max %d",
+	      got.min_size, got.acquire_timeout_ms, got.max_size);
+	conn = must_acquire(p);
+	t0 = now_ms_();
+	errno = 0;
+	conn2 = dbswap_pool_acquire(p, -1); /* the pool's timeout: 0 */
+	check(!conn2 && errno == ETIMEDOUT && now_ms_() - t0 < 1000,
+	      "abi-zero-acquire-timeout", "errno %d after %lld ms", errno,
+	      (long long)(now_ms_() - t0));
+	dbswap_pool_release(p, conn);
+	t0 = now_ms_();
+	while (get_stats(p).size > 0 && now_ms_() - t0 < 3000)
+		sleep_ms(20);
+	check(get_stats(p).size == 0, "abi-zero-min-size", "size %d, idle %d, "
+	      "in use %d, opened %llu, closed %llu", get_stats(p).size,
+	      get_stats(p).idle, get_stats(p).in_use,
+	      (unsigned long long)get_stats(p).opened,
+	      (unsigned long long)get_stats(p).closed);
+	/* Stats as an older program knows them: nothing written past its
+	 * struct_size. */
+	memset(&st, 0, sizeof(st));
+	st.s.struct_size = offsetof(dbswap_pool_stats, acquire_waits);
+	st.s.acquire_waits = 77;
+	st.canary = 99;
+	dbswap_pool_stats_get(p, &st.s);
+	check(st.s.acquire_waits == 77 && st.canary == 99 &&
+		      st.s.struct_size ==
+			      offsetof(dbswap_pool_stats, acquire_waits) &&
+		      st.s.acquired == 1,
+	      "abi-stats-short-struct", "waits %llu acquired %llu",
+	      (unsigned long long)st.s.acquire_waits,
+	      (unsigned long long)st.s.acquired);
+	dbswap_pool_free(p);
+	q = NULL;
+	dbswap_pool_free(q);
+	dbswap_client_free(c);
+}
+
+static _Atomic int hook_connects, hook_refuse_acquire, hook_refuse_release;
+
+static int after_connect(PGconn *conn, void *data)
+{
+	(void)conn;
+	check(data == &hook_connects, "hook-userdata", "%p", data);
+	atomic_fetch_add(&hook_connects, 1);
+	return 0;
+}
+
+static int before_acquire(PGconn *conn, void *data)
+{
+	(void)conn;
+	(void)data;
+	return atomic_exchange(&hook_refuse_acquire, 0);
+}
+
+static int after_release(PGconn *conn, void *data)
+{
+	(void)conn;
+	(void)data;
+	return atomic_exchange(&hook_refuse_release, 0);
+}
+
+/* Session state does not leak to the next borrower; the app's set-up
+ * does. */
+static void case_reset(void)
+{
+	dbswap_client *c = new_client();
+	dbswap_pool_config cfg = DBSWAP_POOL_CONFIG_INIT;
+	dbswap_pool *p;
+	PGconn *conn;
+	dbswap_pool_stats s;
+	int pid;
+	char path[256];
+
+	cfg.min_size = 1;
+	cfg.max_size = 1; /* the same connection each time */
+	cfg.init_query = "SET application_name = 'from-init'";
+	cfg.after_connect = after_connect;
+	cfg.before_acquire = before_acquire;
+	cfg.after_release = after_release;
+	cfg.hook_data = &hook_connects;
+	p = new_pool_cfg(c, &cfg);
+
+	conn = must_acquire(p);
+	pid = PQbackendPID(conn);
+	snprintf(path, sizeof(path), "%s", value_of(conn, "SHOW search_path"));
+	check(streq_(value_of(conn, "SHOW application_name"), "from-init") &&
+		      atomic_load(&hook_connects) == 1,
+	      "reset-init-query-and-after-connect", "%s, %d connects",
+	      value_of(conn, "SHOW application_name"),
+	      atomic_load(&hook_connects));
+	check(exec_ok(conn, "SET search_path = pg_catalog"), "reset-set", "");
+	dbswap_pool_release(p, conn);
+	conn = must_acquire(p);
+	s = get_stats(p);
+	check(PQbackendPID(conn) == pid &&
+		      streq_(value_of(conn, "SHOW search_path"), path) &&
+		      streq_(value_of(conn, "SHOW application_name"),
+			     "from-init") &&
+		      s.resets == 1 && atomic_load(&hook_connects) == 2,
+	      "reset-after-set", "pid %d/%d, search_path %s, %llu resets, "
+	      "%d connects", PQbackendPID(conn), pid,
+	      value_of(conn, "SHOW search_path"),
+	      (unsigned long long)s.resets, atomic_load(&hook_connects));
+
+	/* A protocol-level prepared statement. */
+	PGresult *r = PQprepare(conn, "s1", "SELECT 1", 0, NULL);
+	PQclear(r);
+	dbswap_pool_release(p, conn);
+	conn = must_acquire(p);
+	r = PQdescribePrepared(conn, "s1");
+	check(PQresultStatus(r) == PGRES_FATAL_ERROR && get_stats(p).resets == 2,
+	      "reset-after-prepare", "status %s",
+	      PQresStatus(PQresultStatus(r)));
+	PQclear(r);
+
+	/* A session advisory lock taken by a SELECT. */
+	check(exec_ok(conn, "SELECT pg_advisory_lock(4242)"), "reset-lock",
+	      "");
+	dbswap_pool_release(p, conn);
+	conn = must_acquire(p);
+	check(streq_(value_of(conn, "SELECT count(*) FROM pg_locks WHERE "
+				    "locktype = 'advisory' AND pid = "
+				    "pg_backend_pid()"),
+		     "0"),
+	      "reset-after-advisory-lock", "");
+
+	/* Plain reads and writes leave nothing: no round trip. */
+	unsigned long long before = get_stats(p).resets;
+	query_ok(conn);
+	exec_ok(conn, "BEGIN");
+	exec_ok(conn, "SELECT 1");
+	exec_ok(conn, "COMMIT");
+	dbswap_pool_release(p, conn);
+	conn = must_acquire(p);
+	check(get_stats(p).resets == before, "reset-not-after-reads",
+	      "%llu resets, %llu before",
+	      (unsigned long long)get_stats(p).resets, before);
+
+	/* A hook that refuses: closed, another one. */
+	atomic_store(&hook_refuse_release, 1);
+	dbswap_pool_release(p, conn);
+	s = get_stats(p);
+	check(s.closed_broken == 1, "hook-after-release-closes",
+	      "closed_broken %llu", (unsigned long long)s.closed_broken);
+	conn = must_acquire(p);
+	pid = PQbackendPID(conn);
+	dbswap_pool_release(p, conn);
+	atomic_store(&hook_refuse_acquire, 1);
+	conn = must_acquire(p);
+	s = get_stats(p);
+	check(PQbackendPID(conn) != pid && s.closed_broken == 2 &&
+		      query_ok(conn),
+	      "hook-before-acquire-closes", "closed_broken %llu",
+	      (unsigned long long)s.closed_broken);
+
+	/* Discard. */
+	pid = PQbackendPID(conn);
+	check(dbswap_pool_discard(p, conn) == 0, "discard-returns-0", "");
+	check(dbswap_pool_discard(p, conn) == -EINVAL, "discard-twice-einval",
+	      "");
+	conn = must_acquire(p);
+	s = get_stats(p);
+	check(PQbackendPID(conn) != pid && s.closed_discarded == 1,
+	      "discard-closes", "closed_discarded %llu",
+	      (unsigned long long)s.closed_discarded);
+	dbswap_pool_release(p, conn);
+	dbswap_pool_free(p);
+
+	/* reset_query "": no reset; reset_always: after anything. */
+	cfg = (dbswap_pool_config)DBSWAP_POOL_CONFIG_INIT;
+	cfg.max_size = 1;
+	cfg.reset_query = "";
+	p = new_pool_cfg(c, &cfg);
+	conn = must_acquire(p);
+	exec_ok(conn, "SET search_path = pg_catalog");
+	dbswap_pool_release(p, conn);
+	conn = must_acquire(p);
+	check(streq_(value_of(conn, "SHOW search_path"), "pg_catalog"),
+	      "reset-query-empty-keeps-state", "%s",
+	      value_of(conn, "SHOW search_path"));
+	dbswap_pool_release(p, conn);
+	dbswap_pool_free(p);
+	cfg.reset_query = NULL;
+	cfg.reset_always = 1;
+	p = new_pool_cfg(c, &cfg);
+	conn = must_acquire(p);
+	query_ok(conn);
+	dbswap_pool_release(p, conn);
+	conn = must_acquire(p);
+	check(get_stats(p).resets == 1, "reset-always", "%llu resets",
+	      (unsigned long long)get_stats(p).resets);
+	dbswap_pool_release(p, conn);
+	dbswap_pool_free(p);
+	dbswap_client_free(c);
+}
+
+/* An idle connection the server ended is not handed out; TCP keepalives
+ * are on. */
+static void case_idle_check(void)
+{
+	dbswap_client *c = new_client();
+	dbswap_pool_config cfg = DBSWAP_POOL_CONFIG_INIT;
+	dbswap_pool *p, *killer;
+	PGconn *conn, *k;
+	int pid, on = 0, idle = 0;
+	socklen_t len = sizeof(on);
+	char sql[128];
+
+	cfg.max_size = 1;
+	p = new_pool_cfg(c, &cfg);
+	killer = new_pool(new_client(), 1, 0);
+	conn = must_acquire(p);
+	pid = PQbackendPID(conn);
+	getsockopt(PQsocket(conn), SOL_SOCKET, SO_KEEPALIVE, &on, &len);
+	len = sizeof(idle);
+	getsockopt(PQsocket(conn), IPPROTO_TCP, TCP_KEEPIDLE, &idle, &len);
+	check(on == 1 && idle == 60, "keepalives-on", "SO_KEEPALIVE %d, "
+	      "TCP_KEEPIDLE %d", on, idle);
+	dbswap_pool_release(p, conn);
+	k = must_acquire(killer);
+	snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%d)", pid);
+	check(streq_(value_of(k, sql), "t"), "idle-check-terminated", "");
+	dbswap_pool_release(killer, k);
+	sleep_ms(1200); /* past the idle check's 1 s */
+	conn = must_acquire(p);
+	check(PQbackendPID(conn) != pid && query_ok(conn) &&
+		      get_stats(p).closed_broken == 1,
+	      "idle-check-replaces-dead", "pid %d (was %d): %s",
+	      PQbackendPID(conn), pid, PQerrorMessage(conn));
+	dbswap_pool_release(p, conn);
+	dbswap_pool_free(p);
+	dbswap_pool_free(killer);
+	dbswap_client_free(c);
+}
+
+/* Connections opened together do not expire together. */
+static void case_jitter(void)
+{
+	dbswap_client *c = new_client();
+	dbswap_pool_config cfg = DBSWAP_POOL_CONFIG_INIT;
+	dbswap_pool *p;
+	PGconn *held[6];
+	int64_t t0, first = -1, last = -1;
+	uint64_t was;
+
+	cfg.min_size = 6;
+	cfg.max_size = 6;
+	cfg.max_lifetime_ms = 2500;
+	cfg.lifetime_jitter_ms = 1500;
+	p = new_pool_cfg(c, &cfg);
+	for (int i = 0; i < 6; i++)
+		held[i] = must_acquire(p);
+	for (int i = 0; i < 6; i++)
+		dbswap_pool_release(p, held[i]);
+	was = get_stats(p).closed_lifetime;
+	t0 = now_ms_();
+	while (now_ms_() - t0 < 8000 && get_stats(p).closed_lifetime < was + 6) {
+		uint64_t n = get_stats(p).closed_lifetime - was;
+		if (n >= 1 && first < 0)
+			first = now_ms_();
+		if (n >= 6 && last < 0)
+			last = now_ms_();
+		sleep_ms(10);
+	}
+	if (last < 0 && get_stats(p).closed_lifetime >= was + 6)
+		last = now_ms_();
+	dbswap_pool_stats s = get_stats(p);
+	check(first >= 0 && last >= 0 && last - first >= 300,
+	      "lifetime-jitter-spreads", "first closed at %lld, the sixth "
+	      "%lld ms later (closed %llu: %llu by lifetime, %llu idle, size "
+	      "%d, idle %d)", (long long)(first - t0),
+	      (long long)(last - first), (unsigned long long)s.closed,
+	      (unsigned long long)s.closed_lifetime,
+	      (unsigned long long)s.closed_idle, s.size, s.idle);
+	dbswap_pool_free(p);
+	dbswap_client_free(c);
+}
+
+struct holder {
+	dbswap_pool *p;
+	PGconn *conn;
+	int hold_ms;
+	int acquire_errno;
+};
+
+static void *holder_main(void *data)
+{
+	struct holder *h = data;
+
+	sleep_ms(h->hold_ms);
+	dbswap_pool_release(h->p, h->conn);
+	return NULL;
+}
+
+static void *blocked_acquirer(void *data)
+{
+	struct holder *h = data;
+
+	errno = 0;
+	if (!dbswap_pool_acquire(h->p, 5000))
+		h->acquire_errno = errno;
+	return NULL;
+}
+
+/* dbswap_pool_close() waits for busy connections, up to its timeout;
+ * waits are measured. */
+static void case_close(void)
+{
+	dbswap_client *c = new_client();
+	dbswap_pool_config cfg = DBSWAP_POOL_CONFIG_INIT;
+	dbswap_pool *p;
+	struct holder h = { 0 }, w = { 0 };
+	pthread_t t, tw;
+	dbswap_pool_stats s;
+	int64_t t0;
+	int r;
+
+	cfg.max_size = 1;
+	p = new_pool_cfg(c, &cfg);
+	h = (struct holder){ .p = p, .conn = must_acquire(p), .hold_ms = 400 };
+	/* The first acquire may have waited for the first connection. */
+	dbswap_pool_stats s0 = get_stats(p);
+	pthread_create(&t, NULL, holder_main, &h);
+	t0 = now_ms_();
+	PGconn *conn = must_acquire(p); /* waits for the holder */
+	s = get_stats(p);
+	check(s.acquire_waits == s0.acquire_waits + 1 &&
+		      s.acquire_wait_us - s0.acquire_wait_us >= 250000 &&
+		      s.acquire_wait_max_us >= 250000 &&
+		      s.server == DBSWAP_SERVER_PRIMARY && s.refused == 0,
+	      "stats-acquire-wait", "waits %llu, %llu us, max %llu, server %d",
+	      (unsigned long long)s.acquire_waits,
+	      (unsigned long long)s.acquire_wait_us,
+	      (unsigned long long)s.acquire_wait_max_us, s.server);
+	pthread_join(t, NULL);
+
+	/* Close while it is busy and another thread waits in acquire. */
+	w.p = p;
+	pthread_create(&tw, NULL, blocked_acquirer, &w);
+	sleep_ms(100);
+	h = (struct holder){ .p = p, .conn = conn, .hold_ms = 300 };
+	pthread_create(&t, NULL, holder_main, &h);
+	t0 = now_ms_();
+	r = dbswap_pool_close(p, 3000);
+	s = get_stats(p);
+	check(r == 0 && now_ms_() - t0 >= 200 && now_ms_() - t0 < 2500,
+	      "close-waits-for-busy", "returned %d after %lld ms", r,
+	      (long long)(now_ms_() - t0));
+	pthread_join(t, NULL);
+	pthread_join(tw, NULL);
+	check(w.acquire_errno == ECANCELED, "close-cancels-waiters",
+	      "errno %d", w.acquire_errno);
+	errno = 0;
+	check(!dbswap_pool_acquire(p, 100) && errno == ECANCELED,
+	      "close-refuses-acquires", "errno %d", errno);
+	t0 = now_ms_();
+	while ((s = get_stats(p)).size > 0 && now_ms_() - t0 < 3000)
+		sleep_ms(20);
+	check(s.closing == 1 && s.size == 0 && s.closed_shutdown >= 1,
+	      "close-closes-all", "closing %d size %d closed_shutdown %llu",
+	      s.closing, s.size, (unsigned long long)s.closed_shutdown);
+	dbswap_pool_free(p);
+
+	/* A connection never given back: the timeout, and its socket shut
+	 * down. */
+	p = new_pool_cfg(c, &cfg);
+	conn = must_acquire(p);
+	t0 = now_ms_();
+	r = dbswap_pool_close(p, 300);
+	check(r == -ETIMEDOUT && now_ms_() - t0 >= 250 && !query_ok(conn),
+	      "close-timeout-shuts-down", "returned %d after %lld ms", r,
+	      (long long)(now_ms_() - t0));
+	check(dbswap_pool_release(p, conn) == 0, "close-release-after", "");
+	dbswap_pool_free(p);
+	dbswap_client_free(c);
+}
+
+/* The agent refuses the target: acquires fail at once, stats say why. */
+static void case_refused(void)
+{
+	dbswap_client *c = new_client();
+	dbswap_pool *p = dbswap_pool_new(c, "NO_SUCH_URL", NULL);
+	int64_t t0 = now_ms_();
+	PGconn *conn;
+
+	errno = 0;
+	conn = dbswap_pool_acquire(p, 5000);
+	check(!conn && errno == ENXIO && now_ms_() - t0 < 3000,
+	      "refused-unknown-target-enxio", "errno %d (%s) after %lld ms",
+	      errno, strerror(errno), (long long)(now_ms_() - t0));
+	check(get_stats(p).refused == ENXIO, "refused-in-stats", "%d",
+	      get_stats(p).refused);
+	dbswap_pool_free(p);
+	dbswap_client_free(c);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 4) {
 		fprintf(stderr, "usage: pool-misuse fork|misuse|shutdown|leak|"
-				"drain-each|hung|outage|plain SOCKET TARGET\n");
+				"drain-each|hung|outage|plain|abi|reset|idle-check|"
+				"jitter|close|refused SOCKET TARGET\n");
 		return 2;
 	}
 	sock_path = argv[2];
@@ -744,6 +1268,18 @@ int main(int argc, char **argv)
 		case_outage();
 	else if (!strcmp(argv[1], "plain"))
 		case_plain();
+	else if (!strcmp(argv[1], "abi"))
+		case_abi();
+	else if (!strcmp(argv[1], "reset"))
+		case_reset();
+	else if (!strcmp(argv[1], "idle-check"))
+		case_idle_check();
+	else if (!strcmp(argv[1], "jitter"))
+		case_jitter();
+	else if (!strcmp(argv[1], "close"))
+		case_close();
+	else if (!strcmp(argv[1], "refused"))
+		case_refused();
 	else
 		return 2;
 	printf("done\n");

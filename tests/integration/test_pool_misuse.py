@@ -167,6 +167,54 @@ class PoolMisuse(ClusterTest):
                                 'plain-error-message',
                                 'plain-notice-processor'])
 
+    def test_abi_grows_and_old_binaries_work(self):
+        """Issue 17: the config and stats had no size field (a new field
+        broke existing binaries) and 0 always meant "default" (no
+        min_size 0, no zero timeout).  A program built against version
+        0.1 binds dbswap_pool_new@DBSWAP_0.1 and still works."""
+        self.run_case('abi', ['abi-v01-new', 'abi-v01-stats',
+                              'abi-size-zero-refused',
+                              'abi-unknown-fields-refused',
+                              'abi-bigger-struct', 'abi-config-get',
+                              'abi-zero-acquire-timeout',
+                              'abi-zero-min-size', 'abi-stats-short-struct'])
+
+    def test_session_reset_and_hooks(self):
+        """Issue 17: a SET, a prepared statement or an advisory lock
+        leaked to the next borrower; no init query, no hooks, no way to
+        discard a bad connection."""
+        self.run_case('reset', [
+            'reset-init-query-and-after-connect', 'hook-userdata',
+            'reset-after-set', 'reset-after-prepare',
+            'reset-after-advisory-lock', 'reset-not-after-reads',
+            'hook-after-release-closes', 'hook-before-acquire-closes',
+            'discard-returns-0', 'discard-twice-einval', 'discard-closes',
+            'reset-query-empty-keeps-state', 'reset-always'])
+
+    def test_idle_connections_checked_and_kept_alive(self):
+        """Issue 17: an idle connection the server had ended was handed
+        out (the app's first query failed); no TCP keepalives."""
+        self.run_case('idle-check', ['keepalives-on',
+                                     'idle-check-terminated',
+                                     'idle-check-replaces-dead'])
+
+    def test_lifetime_jitter(self):
+        """Issue 17: connections opened together expired together."""
+        self.run_case('jitter', ['lifetime-jitter-spreads'])
+
+    def test_graceful_close_and_wait_metrics(self):
+        self.run_case('close', ['stats-acquire-wait', 'close-waits-for-busy',
+                                'close-cancels-waiters',
+                                'close-refuses-acquires', 'close-closes-all',
+                                'close-timeout-shuts-down',
+                                'close-release-after'])
+
+    def test_refused_target_fails_at_once(self):
+        """Issue 17: an agent's refusal of the target did not reach the
+        pool: 5 s timeouts for ever, ENOENT."""
+        self.run_case('refused', ['refused-unknown-target-enxio',
+                                  'refused-in-stats'])
+
 
 if __name__ == '__main__':
     main()
