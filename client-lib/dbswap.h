@@ -176,8 +176,10 @@ typedef void dbswap_update_fn(const dbswap_update *update, void *userdata);
  * Follows target: callback runs with its current value as soon as the
  * agent sends it, then with each new one.  Subscribing again to the same
  * target replaces the callback.  Returns 0, -EINVAL for a bad name, or
- * -ENOMEM.  An agent without such a target answers with an error that
- * goes to the log function.
+ * -ENOMEM.  An agent without such a target, or that refuses it to this
+ * process, answers with an error that goes to the log function; the
+ * client asks again after 1 s, doubling to 60 s.  Each target is
+ * subscribed on its own: a refused one leaves the others followed.
  */
 int dbswap_subscribe(dbswap_client *client, const char *target,
 		     dbswap_update_fn *callback, void *userdata);
