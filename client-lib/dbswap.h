@@ -284,14 +284,21 @@ typedef struct dbswap_pool dbswap_pool;
  * The struct grows at its end in later versions: struct_size tells the
  * library which fields a program knows, and fields beyond it take their
  * defaults, so a program built against an older dbswap.h keeps working.
+ * A program built against a newer one works with this library as long as
+ * the fields this library does not know keep their _INIT values.
  *
- * Hooks run with no lock of the library held and may run queries on conn
- * (a hung server: bound them, e.g. with statement_timeout); they must not
- * call the pool.  One returning nonzero has the connection closed:
- *   after_connect   in the pool's thread, on each new connection before it
- *                   joins the pool (every rotation replaces every
- *                   connection), and again after each reset (the reset
- *                   undoes what it set up); nonzero: the attempt failed.
+ * Hooks run with no lock of the library held and may run queries on conn;
+ * they must not call the pool, and must not block for long: a hook that
+ * waits on a hung server holds its thread, and after_connect holds the
+ * pool's own (no connection opens, no failover or drain proceeds
+ * meanwhile): bound their queries (poll PQsocket() with a timeout, or
+ * tcp_user_timeout in the conninfo).  One returning nonzero has the
+ * connection closed:
+ *   after_connect   on each new connection before it joins the pool, in
+ *                   the pool's thread (every rotation replaces every
+ *                   connection), and after each reset (which undoes what
+ *                   it set up), in the releasing thread; nonzero: the
+ *                   attempt failed, or the connection is closed.
  *   before_acquire  in the acquiring thread, before handing conn out;
  *                   nonzero: closed, and another one is tried.
  *   after_release   in the releasing thread, after the rollback and the
@@ -493,10 +500,12 @@ int dbswap_pool_release(dbswap_pool *pool, PGconn *conn);
 int dbswap_pool_discard(dbswap_pool *pool, PGconn *conn);
 
 /*
- * Fills *stats up to stats->struct_size (DBSWAP_POOL_STATS_INIT).  Never
- * blocks beyond the pool's lock.  Returns 0, or -EINVAL (NULL pool or
- * stats, or a struct_size of 0), -ECHILD in a child process (the stats
- * then read as zeros).
+ * Fills the fields of *stats that both the program and the library know
+ * (struct_size, from DBSWAP_POOL_STATS_INIT; fields of a newer header
+ * keep their zeros).  Never blocks beyond the pool's lock.  Returns 0, or
+ * -EINVAL (NULL pool or stats, or a struct_size that cannot be one: the
+ * struct was not made with the macro; nothing is written), -ECHILD in a
+ * child process (the stats then read as zeros).
  */
 int dbswap_pool_stats_get(dbswap_pool *pool, dbswap_pool_stats *stats);
 

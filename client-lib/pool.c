@@ -55,6 +55,17 @@
 
 #define DBSWAP_EXPORT __attribute__((visibility("default")))
 
+/* Binds fn to a versioned name.  The attribute where the compiler has it
+ * (gcc 10 on): a top-level .symver breaks link-time optimization. */
+#if defined(__has_attribute)
+#if __has_attribute(symver)
+#define SYMVER(fn, name) extern __typeof__(fn) fn __attribute__((symver(name)))
+#endif
+#endif
+#ifndef SYMVER
+#define SYMVER(fn, name) __asm__(".symver " #fn ", " name)
+#endif
+
 /* Defaults, chosen for a small web app: a warm connection, room for a
  * burst, and timeouts a request can live with. */
 #define POOL_DEFAULT_MIN 1
@@ -427,6 +438,14 @@ static int idle_reserve(dbswap_pool *p)
 	return 0;
 }
 
+/* One connection fewer lent out.  Locked.  dbswap_pool_close() waits for
+ * the last. */
+static void pool_lent_less(dbswap_pool *p)
+{
+	if (--p->n_in_use == 0 && atomic_load(&p->closing))
+		pthread_cond_broadcast(&p->changed);
+}
+
 static void count_closed(dbswap_pool *p, enum close_cause cause)
 {
 	p->closed++;
@@ -446,7 +465,7 @@ static void pool_unlink(dbswap_pool *p, struct pconn *pc,
 	}
 	p->n_open--;
 	if (pc->in_use)
-		p->n_in_use--;
+		pool_lent_less(p);
 	if (pc->value == p->cur.serial && !pc->in_use)
 		idle_remove(p, pc);
 	else if (p->next.serial && pc->value == p->next.serial)
@@ -767,6 +786,9 @@ static int pconn_event(PGEventId id, void *info, void *data)
 
 	if (id == PGEVT_RESULTCREATE) {
 		const PGEventResultCreate *e = info;
+		/* An empty query (the idle check's) does nothing. */
+		if (PQresultStatus(e->result) == PGRES_EMPTY_QUERY)
+			return 1;
 		pc->ran = true;
 		if (!pc->dirty && result_leaves_state(e->result))
 			pc->dirty = true;
@@ -874,7 +896,7 @@ static int pool_switch(dbswap_pool *p, struct pconn **to_close, bool now)
 		if (pc->value != p->cur.serial && pc->in_use &&
 		    pc_unpark(p, pc)) {
 			pc->in_use = false;
-			p->n_in_use--;
+			pool_lent_less(p);
 		}
 		if (pc->value != p->cur.serial && !pc->in_use) {
 			*pp = pc->next;
@@ -1046,7 +1068,7 @@ static int64_t pool_plan(dbswap_pool *p, struct pconn **to_close)
 				continue;
 			pc->in_use = false;
 			pc->idle_since = since;
-			p->n_in_use--;
+			pool_lent_less(p);
 			if (pc->value == p->cur.serial)
 				idle_push(p, pc);
 		}
@@ -1059,7 +1081,7 @@ static int64_t pool_plan(dbswap_pool *p, struct pconn **to_close)
 		bool idle = pc->value == p->cur.serial && !pc->in_use;
 		bool is_next = p->next.serial && pc->value == p->next.serial;
 		bool stale = !pc->in_use && pc->value != p->cur.serial &&
-			     (!is_next || p->next_given_up);
+			     (!is_next || p->next_given_up || p->closing);
 		int64_t idle_end = pc->idle_since + p->cfg.idle_timeout_ms;
 		/* Not while threads wait: they are about to take it. */
 		bool idle_end_hit = idle && p->cfg.idle_timeout_ms >= 0 &&
@@ -1369,6 +1391,19 @@ static bool config_valid(const dbswap_pool_config *c)
 #undef AT_LEAST
 }
 
+/* The most a struct_size can be: beyond it, it is garbage (a struct not
+ * made with its _INIT macro), and nothing is written. */
+#define STRUCT_SIZE_MAX 4096
+
+/* Whether a struct_size from the program can be one: at least the size
+ * field and the first after it, at most STRUCT_SIZE_MAX, and a multiple
+ * of the alignment, as sizeof() is. */
+static bool struct_size_ok(size_t size, size_t first_end, size_t align)
+{
+	return size >= first_end && size <= STRUCT_SIZE_MAX &&
+	       size % align == 0;
+}
+
 /* The app's config as this library's struct: the fields beyond the app's
  * struct_size take their defaults; bytes beyond ours must be zero (a
  * newer header's fields this library cannot honour).  The strings are
@@ -1379,12 +1414,19 @@ static int config_import(dbswap_pool_config *out,
 	*out = (dbswap_pool_config)DBSWAP_POOL_CONFIG_INIT;
 	if (!in)
 		return 0;
-	if (in->struct_size < offsetof(dbswap_pool_config, min_size) +
-				      sizeof(int))
+	if (!struct_size_ok(in->struct_size,
+			    offsetof(dbswap_pool_config, min_size) + sizeof(int),
+			    _Alignof(dbswap_pool_config)))
 		return EINVAL;
-	for (size_t i = sizeof(*out); i < in->struct_size; i++)
-		if (((const unsigned char *)in)[i])
+	/* A newer header's fields: left at their _INIT values (zero, or
+	 * DBSWAP_POOL_DEFAULT for an int) they ask for nothing this library
+	 * cannot do. */
+	for (size_t i = sizeof(*out); i < in->struct_size; i += sizeof(int)) {
+		int v;
+		memcpy(&v, (const char *)in + i, sizeof(v));
+		if (v != 0 && v != DBSWAP_POOL_DEFAULT)
 			return EINVAL;
+	}
 	memcpy(out, in, MIN(in->struct_size, sizeof(*out)));
 	out->struct_size = sizeof(*out);
 	if (!config_valid(out))
@@ -1406,8 +1448,8 @@ dbswap_pool *pool_new_v04(dbswap_client *client, const char *target,
 			  const dbswap_pool_config *config);
 DBSWAP_EXPORT
 int pool_stats_get_v04(dbswap_pool *p, dbswap_pool_stats *s);
-__asm__(".symver pool_new_v04, dbswap_pool_new@@DBSWAP_0.4");
-__asm__(".symver pool_stats_get_v04, dbswap_pool_stats_get@@DBSWAP_0.4");
+SYMVER(pool_new_v04, "dbswap_pool_new@@DBSWAP_0.4");
+SYMVER(pool_stats_get_v04, "dbswap_pool_stats_get@@DBSWAP_0.4");
 
 dbswap_pool *pool_new_v04(dbswap_client *client, const char *target,
 			  const dbswap_pool_config *config)
@@ -1730,9 +1772,10 @@ static void park_slot_set(dbswap_pool *p, struct pconn *pc)
 	};
 }
 
-/* The fast path: the connection this thread parked, if it is still there
- * and on the current value. */
-static PGconn *pool_acquire_parked(dbswap_pool *p)
+/* The fast path: takes back the connection this thread parked, if it is
+ * still parked.  Atomics only: nothing here waits, so that
+ * dbswap_pool_free() need not wait for it. */
+static struct pconn *pool_take_parked(dbswap_pool *p)
 {
 	struct park_slot *ps = &park_slot;
 	uint64_t w;
@@ -1743,18 +1786,31 @@ static PGconn *pool_acquire_parked(dbswap_pool *p)
 	if (!atomic_compare_exchange_strong(&ps->pc->word, &w, ps->tag << 1))
 		return NULL;
 	atomic_fetch_sub(&p->n_parked, 1);
-	if (ps->pc->value != atomic_load(&p->cur_serial)) {
-		/* Parked just before a switch: close it the slow way. */
-		dbswap_pool_release(p, ps->conn);
-		return NULL;
+	return ps->pc;
+}
+
+/* The rest, for a connection taken back that needs more than that: one
+ * on an old value (parked just before a switch), or in a pool closing,
+ * is closed; one due for the idle check or the before_acquire hook gets
+ * it.  Runs where dbswap_pool_free() waits for it. */
+static PGconn *pool_finish_parked(dbswap_pool *p, struct pconn *pc)
+{
+	int64_t since = atomic_load(&pc->parked_since);
+
+	if (pc->value == atomic_load(&p->cur_serial) &&
+	    !atomic_load(&p->closing) &&
+	    (!handout_due(p, since) || conn_handout(p, pc->conn, since)) &&
+	    !atomic_load(&p->closing)) {
+		pc->ran = pc->dirty = false; /* the hook's queries */
+		atomic_fetch_add_explicit(&p->acquired, 1,
+					  memory_order_relaxed);
+		return pc->conn;
 	}
-	if (handout_due(p, atomic_load(&ps->pc->parked_since)) &&
-	    !conn_handout(p, ps->conn, atomic_load(&ps->pc->parked_since))) {
-		pool_drop(p, ps->pc, CLOSE_BROKEN);
-		return NULL;
-	}
-	atomic_fetch_add_explicit(&p->acquired, 1, memory_order_relaxed);
-	return ps->conn;
+	pool_drop(p, pc, atomic_load(&p->closing) ? CLOSE_SHUTDOWN
+		  : pc->value != atomic_load(&p->cur_serial)
+			  ? CLOSE_REPLACED
+			  : CLOSE_BROKEN);
+	return NULL;
 }
 
 /* Counts an acquire that waited since start (now_us()).  Locked. */
@@ -1805,11 +1861,17 @@ static PGconn *pool_acquire_slow(dbswap_pool *p, int timeout_ms)
 		if (pc && handout_due(p, pc->idle_since)) {
 			pool_unlock(p);
 			bool ok = conn_handout(p, pc->conn, pc->idle_since);
+			pc->ran = pc->dirty = false; /* the hook's queries */
 			pthread_mutex_lock(&p->lock);
-			/* A switch may have come while the lock was dropped. */
-			if (!ok || pc->value != p->cur.serial) {
-				pool_unlink(p, pc, ok ? CLOSE_REPLACED
-						      : CLOSE_BROKEN);
+			/* A switch, or a close, may have come while the lock
+			 * was dropped. */
+			if (!ok || pc->value != p->cur.serial ||
+			    atomic_load(&p->closing)) {
+				pool_unlink(p, pc,
+					    atomic_load(&p->closing)
+						    ? CLOSE_SHUTDOWN
+					    : !ok ? CLOSE_BROKEN
+						  : CLOSE_REPLACED);
 				pc->next = to_close;
 				to_close = pc;
 				continue;
@@ -1837,7 +1899,7 @@ static PGconn *pool_acquire_slow(dbswap_pool *p, int timeout_ms)
 			atomic_fetch_sub(&p->waiting, 1);
 			if (pc) {
 				pc->in_use = false; /* handed out above */
-				p->n_in_use--;
+				pool_lent_less(p);
 				idle_push(p, pc);
 			}
 			continue;
@@ -1884,6 +1946,7 @@ static PGconn *pool_acquire_slow(dbswap_pool *p, int timeout_ms)
 DBSWAP_EXPORT
 PGconn *dbswap_pool_acquire(dbswap_pool *p, int timeout_ms)
 {
+	struct pconn *pc;
 	PGconn *conn;
 
 	if (!p) {
@@ -1895,13 +1958,20 @@ PGconn *dbswap_pool_acquire(dbswap_pool *p, int timeout_ms)
 		errno = ECHILD;
 		return NULL;
 	}
-	conn = pool_acquire_parked(p);
-	if (conn)
-		return conn;
-	/* dbswap_pool_free() waits for every thread in here to leave: the
-	 * decrement is this thread's last touch of the pool. */
+	pc = pool_take_parked(p);
+	if (pc && pc->value == atomic_load(&p->cur_serial) &&
+	    !handout_due(p, atomic_load(&pc->parked_since))) {
+		atomic_fetch_add_explicit(&p->acquired, 1,
+					  memory_order_relaxed);
+		return pc->conn;
+	}
+	/* Anything that may wait runs in here: dbswap_pool_free() waits for
+	 * every thread in here to leave, and the decrement is this thread's
+	 * last touch of the pool. */
 	atomic_fetch_add(&p->inside, 1);
-	conn = pool_acquire_slow(p, timeout_ms);
+	conn = pc ? pool_finish_parked(p, pc) : NULL;
+	if (!conn)
+		conn = pool_acquire_slow(p, timeout_ms);
 	atomic_fetch_sub(&p->inside, 1);
 	return conn;
 }
@@ -1927,6 +1997,17 @@ static bool pool_release_parked(dbswap_pool *p, struct pconn *pc)
 	 * one); then the slow path finds the right struct. */
 	uint64_t w = ps->tag << 1;
 	if (!atomic_compare_exchange_strong(&pc->word, &w, ps->tag << 1 | 1)) {
+		atomic_fetch_sub(&p->n_parked, 1);
+		return false;
+	}
+	/* dbswap_pool_close() sets closing, then takes back what is parked:
+	 * a park it did not see must see closing, and is undone (unless it
+	 * took it back meanwhile: then it is given back). */
+	if (atomic_load(&p->closing)) {
+		w = ps->tag << 1 | 1;
+		if (!atomic_compare_exchange_strong(&pc->word, &w,
+						    ps->tag << 1))
+			return true;
 		atomic_fetch_sub(&p->n_parked, 1);
 		return false;
 	}
@@ -1998,11 +2079,11 @@ static bool conn_reset(dbswap_pool *p, struct pconn *pc)
 		    conn_init(p, conn))
 			return true;
 	}
-	/* The pool's own commands (the rollback, the reset) count for
-	 * nothing. */
-	pc->ran = pc->dirty = false;
 	if (c->after_release && c->after_release(conn, c->hook_data) != 0)
 		return true;
+	/* The pool's own commands (the rollback, the reset) and the hook's
+	 * count for nothing. */
+	pc->ran = pc->dirty = false;
 	return PQstatus(conn) != CONNECTION_OK;
 }
 
@@ -2011,7 +2092,7 @@ static int pool_give_back(dbswap_pool *p, PGconn *conn, bool discard,
 			  const char *fn)
 {
 	struct pconn *pc = NULL;
-	bool broken, keep, mine;
+	bool broken, doomed, keep, mine;
 	const char *wrong = NULL;
 	enum close_cause cause;
 
@@ -2049,20 +2130,24 @@ static int pool_give_back(dbswap_pool *p, PGconn *conn, bool discard,
 			return -EINVAL;
 		}
 	}
+	/* One that is closed anyway is not rolled back or reset first. */
+	doomed = discard || atomic_load(&p->closing) ||
+		 pc->value != atomic_load(&p->cur_serial) ||
+		 now_coarse_ms() >= pc->expires_ms;
 	/* Outside the lock: a rollback is a round trip.  pc is lent to this
 	 * call: nothing else closes or reuses it meanwhile. */
-	broken = discard || conn_reset(p, pc);
-	if (mine && !broken && pool_release_parked(p, pc))
+	broken = !doomed && conn_reset(p, pc);
+	if (mine && !doomed && !broken && pool_release_parked(p, pc))
 		return 0;
 
 	pthread_mutex_lock(&p->lock);
 	pc->releasing = false;
-	keep = !broken && !atomic_load(&p->closing) &&
+	keep = !doomed && !broken && !atomic_load(&p->closing) &&
 	       pc->value == p->cur.serial && now_ms() < pc->expires_ms;
 	if (keep) {
 		pc->in_use = false;
 		pc->idle_since = now_ms();
-		p->n_in_use--;
+		pool_lent_less(p);
 		idle_push(p, pc);
 		if (atomic_load(&p->waiting) > 0)
 			pthread_cond_signal(&p->changed);
@@ -2112,7 +2197,7 @@ int dbswap_pool_close(dbswap_pool *p, int timeout_ms)
 		if (!pc->in_use || !pc_unpark(p, pc))
 			continue;
 		pc->in_use = false;
-		p->n_in_use--;
+		pool_lent_less(p);
 	}
 	pool_recount(p);
 	pthread_cond_broadcast(&p->changed);
@@ -2141,14 +2226,14 @@ int dbswap_pool_close(dbswap_pool *p, int timeout_ms)
 	return r;
 }
 
-/* Copies what the program knows of a struct of ours: size bytes of it,
- * with its struct_size field set to size. */
+/* Copies what both the program and this library know of a struct: never
+ * more than size bytes, nor more than ours (fields of a newer header keep
+ * what the program put there: zeros, from the _INIT macro), leaving the
+ * program's struct_size as it was. */
 static void copy_out(void *dst, const void *src, size_t ours, size_t size)
 {
-	memcpy(dst, src, MIN(ours, size));
-	memcpy(dst, &size, sizeof(size));
-	if (size > ours)
-		memset((char *)dst + ours, 0, size - ours);
+	memcpy((char *)dst + sizeof(size_t), (const char *)src + sizeof(size_t),
+	       MIN(ours, size) - sizeof(size_t));
 }
 
 static int server_code(const dbswap_pool *p)
@@ -2204,11 +2289,16 @@ int pool_stats_get_v04(dbswap_pool *p, dbswap_pool_stats *s)
 {
 	dbswap_pool_stats all = { .struct_size = sizeof(all) };
 
-	if (!p || !s || s->struct_size == 0) {
-		client_misuse(__func__, !p ? "the pool is NULL"
-				       : !s ? "the stats pointer is NULL"
-					    : "stats->struct_size is 0 (use "
-					      "DBSWAP_POOL_STATS_INIT)");
+	if (!p || !s ||
+	    !struct_size_ok(s->struct_size,
+			    offsetof(dbswap_pool_stats, generation) +
+				    sizeof(uint64_t),
+			    _Alignof(dbswap_pool_stats))) {
+		client_misuse("dbswap_pool_stats_get",
+			      !p ? "the pool is NULL"
+			      : !s ? "the stats pointer is NULL"
+				   : "stats->struct_size is not a size (use "
+				     "DBSWAP_POOL_STATS_INIT)");
 		return -EINVAL;
 	}
 	if (client_forked(p->epoch)) {
@@ -2225,11 +2315,14 @@ int dbswap_pool_config_get(dbswap_pool *p, dbswap_pool_config *c)
 {
 	dbswap_pool_config cfg;
 
-	if (!p || !c || c->struct_size == 0) {
+	if (!p || !c ||
+	    !struct_size_ok(c->struct_size,
+			    offsetof(dbswap_pool_config, min_size) + sizeof(int),
+			    _Alignof(dbswap_pool_config))) {
 		client_misuse(__func__, !p ? "the pool is NULL"
 				       : !c ? "the config pointer is NULL"
-					    : "config->struct_size is 0 (use "
-					      "DBSWAP_POOL_CONFIG_INIT)");
+					    : "config->struct_size is not a size "
+					      "(use DBSWAP_POOL_CONFIG_INIT)");
 		return -EINVAL;
 	}
 	if (client_forked(p->epoch))
@@ -2272,8 +2365,8 @@ dbswap_pool *pool_new_v01(dbswap_client *client, const char *target,
 DBSWAP_EXPORT
 void pool_stats_get_v01(dbswap_pool *p, struct pool_stats_v01 *s);
 
-__asm__(".symver pool_new_v01, dbswap_pool_new@DBSWAP_0.1");
-__asm__(".symver pool_stats_get_v01, dbswap_pool_stats_get@DBSWAP_0.1");
+SYMVER(pool_new_v01, "dbswap_pool_new@DBSWAP_0.1");
+SYMVER(pool_stats_get_v01, "dbswap_pool_stats_get@DBSWAP_0.1");
 
 
 dbswap_pool *pool_new_v01(dbswap_client *client, const char *target,

@@ -1223,6 +1223,83 @@ static void case_close(void)
 	dbswap_client_free(c);
 }
 
+static _Atomic int slow_hook_ms, slow_hook_result;
+
+static int slow_hook(PGconn *conn, void *data)
+{
+	(void)conn;
+	(void)data;
+	sleep_ms(atomic_load(&slow_hook_ms));
+	return atomic_load(&slow_hook_result);
+}
+
+struct acquirer {
+	dbswap_pool *p;
+	PGconn *conn;
+	int err;
+	bool park_first;
+};
+
+static void *acquirer_main(void *data)
+{
+	struct acquirer *a = data;
+
+	if (a->park_first) /* released here: parked in this thread */
+		dbswap_pool_release(a->p, must_acquire(a->p));
+	atomic_store(&slow_hook_ms, 500);
+	errno = 0;
+	a->conn = dbswap_pool_acquire(a->p, 3000);
+	a->err = errno;
+	return NULL;
+}
+
+/* A hook that takes its time while the pool is closed or freed: found by
+ * review (a use after free, a connection handed out as free closed it, a
+ * close that missed its wake-up). */
+static void case_close_races(void)
+{
+	dbswap_client *c = new_client();
+	dbswap_pool_config cfg = DBSWAP_POOL_CONFIG_INIT;
+	struct acquirer a;
+	dbswap_pool *p;
+	pthread_t t;
+	int64_t t0;
+	int r;
+
+	cfg.max_size = 1;
+	cfg.before_acquire = slow_hook;
+	/* Free while a parked connection's hook runs (fast path). */
+	p = new_pool_cfg(c, &cfg);
+	a = (struct acquirer){ .p = p, .park_first = true };
+	pthread_create(&t, NULL, acquirer_main, &a);
+	sleep_ms(200);
+	dbswap_pool_free(p);
+	pthread_join(t, NULL);
+	check(!a.conn && a.err == ECANCELED, "free-during-hook-cancels",
+	      "conn %p, errno %d", (void *)a.conn, a.err);
+	atomic_store(&slow_hook_ms, 0);
+
+	/* Close while an acquire's hook refuses the last connection lent:
+	 * close returns when it is gone, not at its timeout. */
+	p = new_pool_cfg(c, &cfg);
+	dbswap_pool_release(p, must_acquire(p)); /* open, idle */
+	atomic_store(&slow_hook_result, 1);
+	a = (struct acquirer){ .p = p };
+	pthread_create(&t, NULL, acquirer_main, &a);
+	sleep_ms(200);
+	t0 = now_ms_();
+	r = dbswap_pool_close(p, 5000);
+	check(r == 0 && now_ms_() - t0 < 2000, "close-wakes-on-refused-handout",
+	      "returned %d after %lld ms", r, (long long)(now_ms_() - t0));
+	pthread_join(t, NULL);
+	check(!a.conn && a.err == ECANCELED, "close-during-hook-cancels",
+	      "conn %p, errno %d", (void *)a.conn, a.err);
+	atomic_store(&slow_hook_result, 0);
+	atomic_store(&slow_hook_ms, 0);
+	dbswap_pool_free(p);
+	dbswap_client_free(c);
+}
+
 /* The agent refuses the target: acquires fail at once, stats say why. */
 static void case_refused(void)
 {
@@ -1247,7 +1324,7 @@ int main(int argc, char **argv)
 	if (argc != 4) {
 		fprintf(stderr, "usage: pool-misuse fork|misuse|shutdown|leak|"
 				"drain-each|hung|outage|plain|abi|reset|idle-check|"
-				"jitter|close|refused SOCKET TARGET\n");
+				"jitter|close|close-races|refused SOCKET TARGET\n");
 		return 2;
 	}
 	sock_path = argv[2];
@@ -1281,6 +1358,8 @@ int main(int argc, char **argv)
 		case_close();
 	else if (!strcmp(argv[1], "refused"))
 		case_refused();
+	else if (!strcmp(argv[1], "close-races"))
+		case_close_races();
 	else
 		return 2;
 	printf("done\n");

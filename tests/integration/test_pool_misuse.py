@@ -209,6 +209,16 @@ class PoolMisuse(ClusterTest):
                                 'close-timeout-shuts-down',
                                 'close-release-after'])
 
+    def test_close_and_free_during_a_slow_hook(self):
+        """Found by review: dbswap_pool_free() freed the pool under a
+        fast-path acquire still in its before_acquire hook (ASan: use
+        after free), and dbswap_pool_close() missed the wake-up of a
+        connection closed by a failed handout (it returned at its
+        timeout, or never with -1)."""
+        self.run_case('close-races', ['free-during-hook-cancels',
+                                      'close-wakes-on-refused-handout',
+                                      'close-during-hook-cancels'])
+
     def test_refused_target_fails_at_once(self):
         """Issue 17: an agent's refusal of the target did not reach the
         pool: 5 s timeouts for ever, ENOENT."""
