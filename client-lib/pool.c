@@ -101,6 +101,9 @@
  * stack, where the idle timeout applies. */
 #define POOL_PARK_MAX_MS 1000
 
+/* What false sharing is measured in. */
+#define CACHE_LINE 64
+
 /* Log lines made under the lock at once, at most; more are counted. */
 #define POOL_NOTES_MAX 8
 
@@ -120,6 +123,8 @@ struct pool_note {
 	char line[512];
 };
 
+/* Each on cache lines of its own (zalloc_lines()): threads using
+ * neighbouring connections must not share the line of word. */
 struct pconn {
 	struct pconn *next;
 	PGconn *conn;
@@ -147,7 +152,7 @@ struct pconn {
 	bool abandoned;
 	/* tag << 1 | parked; the tag is new for each connection the struct
 	 * holds */
-	_Atomic uint64_t word;
+	_Alignas(CACHE_LINE) _Atomic uint64_t word;
 	_Atomic int64_t parked_since;
 };
 
@@ -235,9 +240,18 @@ struct dbswap_pool {
 	struct pconn *dead;  /* unlinked by a failover, for the pool thread
 			      * to close */
 	uint64_t tags;
-	_Atomic uint64_t cur_serial; /* cur.serial, for the fast path */
-	_Atomic int n_parked;
+	/* What the lock-free paths read on every call, on a cache line of
+	 * its own, apart from what they write: a store there by one thread
+	 * would make every other core miss on these. */
+	_Alignas(CACHE_LINE) _Atomic uint64_t cur_serial; /* cur.serial */
+	_Atomic int waiting;     /* threads blocked in acquire */
 	_Atomic bool park_watch; /* the next park wakes the pool thread */
+	/* closing: dbswap_pool_close() or _free() called, acquires refused;
+	 * stopping: dbswap_pool_free() called, the pool thread leaves. */
+	_Atomic bool closing, stopping;
+	_Alignas(CACHE_LINE) _Atomic int n_parked;
+	_Alignas(CACHE_LINE) _Atomic uint64_t acquired;
+	_Alignas(CACHE_LINE) _Atomic uint64_t resets;
 	/* Idle connections of the current value, a stack: the most recently
 	 * released on top, so that acquires get warm ones and the rest age
 	 * out by the idle timeout.  Room for every open connection is kept
@@ -248,7 +262,6 @@ struct dbswap_pool {
 	int n_abandoned; /* of n_old: shut down, still held by the app */
 	struct connecting connecting[POOL_CONNECTING_MAX];
 	int n_connecting;
-	_Atomic int waiting;
 	int demand; /* acquires that failed since the last plan */
 	uint64_t acked; /* serial of the value last acked */
 	char connect_error[512]; /* last failure for cur, for timeouts */
@@ -257,7 +270,6 @@ struct dbswap_pool {
 	/* Why acquires time out, as last logged; "" after a success. */
 	char timeout_said[512];
 
-	_Atomic uint64_t acquired, resets;
 	uint64_t timeouts, opened, closed, failed_connects, switches;
 	uint64_t closed_by[CLOSE_CAUSES];
 	uint64_t waits, wait_us, wait_max_us;
@@ -270,9 +282,6 @@ struct dbswap_pool {
 
 	pthread_t thread;
 	int wakefd;
-	/* closing: dbswap_pool_close() or _free() called, acquires refused;
-	 * stopping: dbswap_pool_free() called, the pool thread leaves. */
-	_Atomic bool closing, stopping;
 };
 
 /* Log lines are made with the lock held and said after it is released
@@ -321,6 +330,18 @@ static void pool_unlock(dbswap_pool *p)
 			 "dropped", p->target, dropped);
 		client_log_line(p->client, LOG_WARNING, line);
 	}
+}
+
+/* Zeroed memory aligned to a cache line, for structs with _Alignas()
+ * members; free() frees it. */
+static void *zalloc_lines(size_t size)
+{
+	size = (size + CACHE_LINE - 1) / CACHE_LINE * CACHE_LINE;
+	void *mem = aligned_alloc(CACHE_LINE, size);
+
+	if (mem)
+		memset(mem, 0, size);
+	return mem;
 }
 
 static void pool_wake(dbswap_pool *p)
@@ -816,7 +837,7 @@ static bool pool_add_ready(dbswap_pool *p, PGconn *conn, uint64_t value)
 
 	if (pc)
 		p->spare = pc->next;
-	else if ((pc = zalloc(sizeof(*pc))))
+	else if ((pc = zalloc_lines(sizeof(*pc))))
 		pc->shut_fd = -1;
 	if (!pc || !wanted || idle_reserve(p) < 0) {
 		/* For a value given up meanwhile: close it. */
@@ -1467,7 +1488,7 @@ dbswap_pool *pool_new_v04(dbswap_client *client, const char *target,
 		errno = r;
 		return NULL;
 	}
-	p = zalloc(sizeof(*p));
+	p = zalloc_lines(sizeof(*p));
 	if (!p) {
 		free((char *)app.reset_query);
 		free((char *)app.init_query);
@@ -1978,17 +1999,15 @@ PGconn *dbswap_pool_acquire(dbswap_pool *p, int timeout_ms)
 
 /* The fast path: park a healthy connection of the current value in this
  * thread's slot.  Returns false when the slow path must run. */
-static bool pool_release_parked(dbswap_pool *p, struct pconn *pc)
+static bool pool_release_parked(dbswap_pool *p, struct pconn *pc,
+				int64_t now)
 {
 	struct park_slot *ps = &park_slot;
-	int64_t now;
 
-	if (atomic_load(&p->closing) || atomic_load(&p->waiting) > 0 ||
-	    pc->value != atomic_load(&p->cur_serial))
-		return false;
-	/* pc is ours until parked: its fields are stable. */
-	now = now_coarse_ms();
-	if (now >= pc->expires_ms)
+	/* Checked by the caller: not closing, on the current value, within
+	 * its lifetime (now, coarse).  pc is ours until parked: its fields
+	 * are stable. */
+	if (atomic_load(&p->waiting) > 0)
 		return false;
 	atomic_store(&pc->parked_since, now);
 	atomic_fetch_add(&p->n_parked, 1);
@@ -2093,6 +2112,7 @@ static int pool_give_back(dbswap_pool *p, PGconn *conn, bool discard,
 {
 	struct pconn *pc = NULL;
 	bool broken, doomed, keep, mine;
+	int64_t now;
 	const char *wrong = NULL;
 	enum close_cause cause;
 
@@ -2131,13 +2151,14 @@ static int pool_give_back(dbswap_pool *p, PGconn *conn, bool discard,
 		}
 	}
 	/* One that is closed anyway is not rolled back or reset first. */
+	now = now_coarse_ms();
 	doomed = discard || atomic_load(&p->closing) ||
 		 pc->value != atomic_load(&p->cur_serial) ||
-		 now_coarse_ms() >= pc->expires_ms;
+		 now >= pc->expires_ms;
 	/* Outside the lock: a rollback is a round trip.  pc is lent to this
 	 * call: nothing else closes or reuses it meanwhile. */
 	broken = !doomed && conn_reset(p, pc);
-	if (mine && !doomed && !broken && pool_release_parked(p, pc))
+	if (mine && !doomed && !broken && pool_release_parked(p, pc, now))
 		return 0;
 
 	pthread_mutex_lock(&p->lock);
