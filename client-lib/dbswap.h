@@ -285,7 +285,9 @@ typedef struct dbswap_pool dbswap_pool;
  * library which fields a program knows, and fields beyond it take their
  * defaults, so a program built against an older dbswap.h keeps working.
  * A program built against a newer one works with this library as long as
- * the fields this library does not know keep their _INIT values.
+ * the fields this library does not know keep their _INIT values (fields
+ * added later are such that 0, like DBSWAP_POOL_DEFAULT, asks for
+ * nothing new).
  *
  * Hooks run with no lock of the library held and may run queries on conn;
  * they must not call the pool, and must not block for long: a hook that
@@ -302,7 +304,9 @@ typedef struct dbswap_pool dbswap_pool;
  *   before_acquire  in the acquiring thread, before handing conn out;
  *                   nonzero: closed, and another one is tried.
  *   after_release   in the releasing thread, after the rollback and the
- *                   reset; nonzero: closed instead of kept.
+ *                   reset, for a connection to be kept (one closed anyway,
+ *                   as on an old value, gets neither); nonzero: closed
+ *                   instead.
  *
  * Session state: a connection released after running a command that can
  * leave state in the session (SET, PREPARE and protocol-level prepared

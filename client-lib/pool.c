@@ -198,12 +198,32 @@ struct connecting {
 	const char *why;
 };
 
+/* Threads inside dbswap_pool_acquire(), which dbswap_pool_free() waits
+ * out, counted on stripes, each on a cache line of its own: one shared
+ * counter bumped by every acquire would bounce between the cores. */
+#define POOL_STRIPES 16
+struct stripe {
+	_Alignas(CACHE_LINE) _Atomic int n;
+};
+
+/* This thread's stripe: threads take them in turn. */
+static _Atomic unsigned stripe_turn;
+static _Thread_local unsigned my_stripe; /* stripe + 1; 0: none yet */
+
+static unsigned thread_stripe(void)
+{
+	if (!my_stripe)
+		my_stripe = atomic_fetch_add(&stripe_turn, 1) % POOL_STRIPES + 1;
+	return my_stripe - 1;
+}
+
 struct dbswap_pool {
+	/* Read by every acquire and release, never written after
+	 * creation. */
 	uint64_t id;
 	unsigned epoch; /* client_fork_epoch() when made (client.h) */
-	_Atomic int inside; /* threads in acquire's slow path, which
-			     * dbswap_pool_free() waits out */
-	pthread_mutex_t lock;
+	struct stripe inside[POOL_STRIPES];
+	_Alignas(CACHE_LINE) pthread_mutex_t lock;
 	pthread_cond_t changed; /* a connection came back, or the value */
 	dbswap_client *client;
 	char *target;
@@ -1073,16 +1093,21 @@ static int64_t pool_plan(dbswap_pool *p, struct pconn **to_close)
 	 * the next thread to park wakes this one (park_watch): a connection
 	 * parked while it sleeps would otherwise stay parked until whatever
 	 * wakes it next, past the idle timeout. */
-	atomic_store(&p->park_watch, true);
+	if (!atomic_load(&p->park_watch))
+		atomic_store(&p->park_watch, true);
 	if (atomic_load(&p->n_parked) > 0) {
 		for (struct pconn *pc = p->conns; pc; pc = pc->next) {
-			int64_t since = atomic_load(&pc->parked_since);
+			int64_t since;
+			/* The park bit first: a park under way stores since
+			 * before it sets the bit. */
 			if (!pc->in_use || !(atomic_load(&pc->word) & 1))
 				continue;
+			since = atomic_load(&pc->parked_since);
 			if (pc->value == p->cur.serial &&
 			    now - since < POOL_PARK_MAX_MS) {
 				RUN_AT(since + POOL_PARK_MAX_MS);
-				atomic_store(&p->park_watch, false);
+				if (atomic_load(&p->park_watch))
+					atomic_store(&p->park_watch, false);
 				continue;
 			}
 			if (!pc_unpark(p, pc))
@@ -1120,8 +1145,8 @@ static int64_t pool_plan(dbswap_pool *p, struct pconn **to_close)
 				p->n_ready_next--;
 			else
 				p->n_old--;
-			count_closed(p, !expired ? CLOSE_REPLACED
-				       : p->closing ? CLOSE_SHUTDOWN
+			count_closed(p, p->closing ? CLOSE_SHUTDOWN
+				       : !expired ? CLOSE_REPLACED
 				       : idle_end_hit ? CLOSE_IDLE
 						      : CLOSE_LIFETIME);
 			pc->next = *to_close;
@@ -1624,8 +1649,10 @@ void dbswap_pool_free(dbswap_pool *p)
 	pool_unlock(p);
 	/* Threads waiting in acquire wake, fail with ECANCELED and leave
 	 * before anything is freed. */
-	while (atomic_load(&p->inside) > 0)
-		nanosleep(&(struct timespec){ .tv_nsec = 1000000 }, NULL);
+	for (int i = 0; i < POOL_STRIPES; i++)
+		while (atomic_load(&p->inside[i].n) > 0)
+			nanosleep(&(struct timespec){ .tv_nsec = 1000000 },
+				  NULL);
 	pool_wake(p);
 	pthread_join(p->thread, NULL);
 
@@ -1794,8 +1821,7 @@ static void park_slot_set(dbswap_pool *p, struct pconn *pc)
 }
 
 /* The fast path: takes back the connection this thread parked, if it is
- * still parked.  Atomics only: nothing here waits, so that
- * dbswap_pool_free() need not wait for it. */
+ * still parked.  Atomics only. */
 static struct pconn *pool_take_parked(dbswap_pool *p)
 {
 	struct park_slot *ps = &park_slot;
@@ -1813,7 +1839,7 @@ static struct pconn *pool_take_parked(dbswap_pool *p)
 /* The rest, for a connection taken back that needs more than that: one
  * on an old value (parked just before a switch), or in a pool closing,
  * is closed; one due for the idle check or the before_acquire hook gets
- * it.  Runs where dbswap_pool_free() waits for it. */
+ * it, and is closed if a switch or a close came meanwhile. */
 static PGconn *pool_finish_parked(dbswap_pool *p, struct pconn *pc)
 {
 	int64_t since = atomic_load(&pc->parked_since);
@@ -1821,6 +1847,7 @@ static PGconn *pool_finish_parked(dbswap_pool *p, struct pconn *pc)
 	if (pc->value == atomic_load(&p->cur_serial) &&
 	    !atomic_load(&p->closing) &&
 	    (!handout_due(p, since) || conn_handout(p, pc->conn, since)) &&
+	    pc->value == atomic_load(&p->cur_serial) &&
 	    !atomic_load(&p->closing)) {
 		pc->ran = pc->dirty = false; /* the hook's queries */
 		atomic_fetch_add_explicit(&p->acquired, 1,
@@ -1968,6 +1995,7 @@ DBSWAP_EXPORT
 PGconn *dbswap_pool_acquire(dbswap_pool *p, int timeout_ms)
 {
 	struct pconn *pc;
+	_Atomic int *inside;
 	PGconn *conn;
 
 	if (!p) {
@@ -1979,21 +2007,24 @@ PGconn *dbswap_pool_acquire(dbswap_pool *p, int timeout_ms)
 		errno = ECHILD;
 		return NULL;
 	}
+	/* dbswap_pool_free() sets closing, then waits for every thread in
+	 * here to leave; a thread counted in here before it looks at closing
+	 * is seen by one, or sees it.  The decrement is this thread's last
+	 * touch of the pool. */
+	inside = &p->inside[thread_stripe()].n;
+	atomic_fetch_add(inside, 1);
 	pc = pool_take_parked(p);
 	if (pc && pc->value == atomic_load(&p->cur_serial) &&
 	    !handout_due(p, atomic_load(&pc->parked_since))) {
 		atomic_fetch_add_explicit(&p->acquired, 1,
 					  memory_order_relaxed);
-		return pc->conn;
+		conn = pc->conn;
+	} else {
+		conn = pc ? pool_finish_parked(p, pc) : NULL;
+		if (!conn)
+			conn = pool_acquire_slow(p, timeout_ms);
 	}
-	/* Anything that may wait runs in here: dbswap_pool_free() waits for
-	 * every thread in here to leave, and the decrement is this thread's
-	 * last touch of the pool. */
-	atomic_fetch_add(&p->inside, 1);
-	conn = pc ? pool_finish_parked(p, pc) : NULL;
-	if (!conn)
-		conn = pool_acquire_slow(p, timeout_ms);
-	atomic_fetch_sub(&p->inside, 1);
+	atomic_fetch_sub(inside, 1);
 	return conn;
 }
 
