@@ -1,0 +1,270 @@
+"""The Go module (client-lib/go, dbswap.dev/dbswap) against the real agent
+and a real PostgreSQL cluster, everything started by this harness.
+
+  GoUnit    go vet and go test on the module: the protocol, the client and
+            the pool against a fake agent (no server needed)
+  GoPool    the pgxswap pool driven by client-lib/go/internal/cmd/pgxload
+            (read its header): password rotations under 8 query loops with
+            no failed query and every generation acked; a target the app's
+            uid may not follow, and one the agent does not have, give a
+            clear error at once
+
+The go command is $DBSWAP_GO (meson sets it), else go on PATH, else
+Debian's golang-1.23 (/usr/lib/go-1.23/bin/go, from bookworm-backports);
+its absence is a failure, never a skip. It runs with GOFLAGS=-mod=readonly
+and GOTOOLCHAIN=local: the module's go.sum is the whole truth, and the
+dependencies come from the module cache that `go mod download` (the
+README's install step) filled.  pgxload is built once per run into a temp
+dir that other users may read (the forbidden case runs it as nobody).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import unittest
+
+import harness as h
+from common import ClusterTest, JsonLines, PoolLoad, fresh_password, main
+from test_pool import Psql
+
+GO_MODULE = os.environ.get('DBSWAP_GO_MODULE') or os.path.normpath(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
+                 'client-lib', 'go'))
+TARGET = 'DATABASE_URL'
+ROTATIONS = 100
+NOBODY = 65534
+# go test of the whole module; the first build of pgx takes a while.
+UNIT_TIMEOUT = 600
+BUILD_TIMEOUT = 600
+
+
+def go_binary():
+    """$DBSWAP_GO, else go on PATH, else Debian's golang-1.23.  A missing
+    toolchain fails the Go tests, never skips them."""
+    for go in (os.environ.get('DBSWAP_GO'), shutil.which('go'),
+               '/usr/lib/go-1.23/bin/go'):
+        if go and os.access(go, os.X_OK):
+            return go
+    raise h.HarnessError('no go ($DBSWAP_GO unset, none on PATH, no '
+                         '/usr/lib/go-1.23/bin/go): ./dev.sh installs '
+                         "Debian's golang-1.23-go from bookworm-backports")
+
+
+def go_env():
+    env = dict(os.environ)
+    env.update(GOFLAGS='-mod=readonly', GOTOOLCHAIN='local')
+    for k in ('DBSWAP_SOCKET', TARGET):  # nothing from outside
+        env.pop(k, None)
+    return env
+
+
+_built = {}
+
+
+def pgxload():
+    """The path of the pgxload binary, built on first use."""
+    if 'path' in _built:
+        return _built['path']
+    d, key = h._mkdtemp('dbswap-go-')
+    h._register(lambda: h._rmtree(d, key))
+    os.chmod(d, 0o755)
+    path = os.path.join(d, 'pgxload')
+    r = subprocess.run([go_binary(), 'build', '-o', path,
+                        './internal/cmd/pgxload'], cwd=GO_MODULE,
+                       env=go_env(), capture_output=True, text=True,
+                       timeout=BUILD_TIMEOUT * h.TIMEOUT_SCALE)
+    if r.returncode != 0:
+        raise h.HarnessError(f'go build pgxload: {r.stdout}{r.stderr}')
+    _built['path'] = path
+    return path
+
+
+class GoLoad(PoolLoad):
+    """pgxload load as PoolLoad (its lines are pool-load's, fewer
+    fields)."""
+
+    def __init__(self, sock, args=(), name='go-load', target=TARGET):
+        argv = [pgxload(), 'load', '--socket', sock, '--target', target,
+                '--name', name] + [str(a) for a in args]
+        JsonLines.__init__(self, argv, None, name, go_env())
+
+
+class GoUnit(unittest.TestCase):
+
+    def run_go(self, *args):
+        r = subprocess.run([go_binary(), *args], cwd=GO_MODULE, env=go_env(),
+                           capture_output=True, text=True,
+                           timeout=UNIT_TIMEOUT * h.TIMEOUT_SCALE)
+        out = r.stdout + r.stderr
+        self.assertEqual(r.returncode, 0, f'go {" ".join(args)}:\n{out}')
+        return out
+
+    def test_vet(self):
+        self.run_go('vet', './...')
+
+    def test_unit(self):
+        out = self.run_go('test', '-count=1', './...')
+        print(out.strip())
+        self.assertNotIn('FAIL', out)
+        # Every package with tests ran them.
+        for pkg in ('dbswap.dev/dbswap\t', 'dbswap.dev/dbswap/protocol',
+                    'dbswap.dev/dbswap/pgxswap'):
+            self.assertRegex(out, rf'ok\s+{pkg}', out)
+
+
+class GoPool(ClusterTest):
+
+    def setUp(self):
+        super().setUp()
+        self.psql = Psql(self.cluster)
+        self.addCleanup(self.psql.close)
+        self.deadline = None
+
+    def budget(self, seconds):
+        self.deadline = time.monotonic() + seconds * h.TIMEOUT_SCALE
+
+    def rotate_password(self):
+        """ALTER ROLE, then the env file: the order of a real rotation."""
+        new = fresh_password()
+        self.psql.set_password(self.role, new)
+        self.write_env(f'{TARGET}={self.cluster.url(self.role, new)}\n')
+        return new
+
+    def wait_acked(self, status, generation, loads, timeout=10):
+        """Waits until the agent's current generation is `generation` and
+        every load subscribes and acked it."""
+        n = len(loads)
+        deadline = time.monotonic() + timeout * h.TIMEOUT_SCALE
+        if self.deadline is not None:
+            deadline = min(deadline, self.deadline)
+        while True:
+            t = h.target_status(status, TARGET)
+            if (t['generation'], t['subscribers'], t['acked']) == \
+                    (generation, n, n):
+                return t
+            for load in loads:
+                load.check_alive()
+            if time.monotonic() > deadline:
+                self.fail(f'generation {generation} not acked by {n} '
+                          f'pool(s) in time; status: {t!r}; '
+                          + '; '.join(l.describe() for l in loads))
+            time.sleep(0.005)
+
+    def test_rotations_under_load(self):
+        """100 rotations under 8 query loops (every other iteration a
+        transaction): no query fails, every generation is acked by the
+        pool once no connection of the old password is left, and the
+        pool ends on the last password."""
+        self.budget(150)
+        self.write_url(self.password)
+        agent = self.start_agent()
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        load = GoLoad(agent.sock, ['--loops', 8, '--tx', '--pause-ms', 2])
+        self.addCleanup(load.close)
+        status = agent.client(name='test-go-status')
+        self.addCleanup(status.close)
+        self.wait_acked(status, 1, [load])
+        before = load.wait_progress(lambda p: p['queries'] > 0)['queries']
+
+        passwords = [self.password]
+        t0 = time.monotonic()
+        for i in range(ROTATIONS):
+            passwords.append(self.rotate_password())
+            t = self.wait_acked(status, 2 + i, [load])
+            self.assertEqual(t['lagging'], [])
+        took = time.monotonic() - t0
+        load.wait_progress(lambda p: p['queries'] > before)
+
+        rc, s = load.stop()
+        print(f'go: {ROTATIONS} rotations under 8 loops in {took:.1f} s, '
+              f'{s["queries"]} queries, {s["failures"]} failed; {s["stats"]}')
+        self.assertEqual(s['failures'], 0, load.describe())
+        self.assertEqual(rc, 0, load.describe())
+        self.assertEqual(s['generation'], 1 + ROTATIONS, s)
+        self.assertEqual(s['stats']['acked'], 1 + ROTATIONS, s)
+        self.assertEqual(s['stats']['old'], 0, s)
+        self.assertGreaterEqual(s['stats']['switches'], ROTATIONS, s)
+        self.assertEqual(s['current_user_at_end'], self.role)
+        text = load.stderr() + json.dumps(load.lines, default=str)
+        for pw in passwords:
+            self.assertNotIn(pw, text)
+        # Closed with the pool: no session of the role is left.
+        h.wait_for(lambda: self.psql.sessions(self.role) == 0, timeout=5,
+                   interval=0.05, what='no session of the role left')
+
+    def probe(self, agent, target, other=None, as_nobody=False):
+        argv = [pgxload(), 'probe', '--socket', agent.sock, '--target',
+                target]
+        if other:
+            argv += ['--other', other]
+        kw = {}
+        env = go_env()
+        if as_nobody:
+            kw = dict(user=NOBODY, group=NOBODY, extra_groups=[])
+            env = {'PATH': os.environ.get('PATH', '/usr/bin:/bin'),
+                   'HOME': '/nonexistent'}
+        r = subprocess.run(argv, capture_output=True, text=True, env=env,
+                           timeout=30 * h.TIMEOUT_SCALE,
+                           stdin=subprocess.DEVNULL, **kw)
+        self.assertEqual(r.returncode, 0, f'pgxload probe: {r.stderr}')
+        return json.loads(r.stdout), r.stderr
+
+    def test_forbidden_target_gives_a_clear_error(self):
+        """The agent's --allow keeps DATABASE_URL from nobody: the pool's
+        calls fail at once with dbswap.ErrForbidden (errors.Is) and a
+        message naming the target; a plain subscription's Wait too; a pool
+        on a target nobody may follow works."""
+        if os.geteuid() != 0:
+            self.skipTest('running the app as nobody needs root')
+        self.write_env(f'{TARGET}={self.url()}\nOTHER_URL={self.url()}\n')
+        pub = tempfile.mkdtemp(prefix='dbswap-go-pub-')
+        self.addCleanup(shutil.rmtree, pub, True)
+        os.chmod(pub, 0o711)
+        agent = h.Agent(env_files=[self.env_path],
+                        targets=[TARGET, 'OTHER_URL'],
+                        args=['--socket-mode', '0666', '--allow',
+                              f'OTHER_URL=uid:{NOBODY}'],
+                        sock=os.path.join(pub, 'go.sock'))
+        self.addCleanup(agent.close)
+        for t in (TARGET, 'OTHER_URL'):
+            agent.wait_log(rf'{t}: generation 1 published', timeout=10,
+                           since=0)
+
+        out, stderr = self.probe(agent, TARGET, 'OTHER_URL', as_nobody=True)
+        detail = json.dumps(out)
+        self.assertEqual(out['uid'], NOBODY)
+        for call in ('acquire', 'exec', 'subscribe'):
+            res = out[call]
+            self.assertEqual(res.get('code'), 'forbidden', f'{call}: {detail}')
+            self.assertTrue(res['is_forbidden'], detail)
+            self.assertIn(TARGET, res['message'], detail)
+            self.assertIn('forbidden', res['message'], detail)
+            self.assertLess(res['ms'], 5000 * h.TIMEOUT_SCALE, detail)
+        self.assertEqual(out['other'].get('value'), self.role, detail)
+        self.assertNotIn(self.password, detail + stderr)
+        agent.wait_log(rf'uid {NOBODY} .*may not subscribe to {TARGET}',
+                       since=0)
+        print(f'go, forbidden target as uid {NOBODY}: Acquire failed in '
+              f'{out["acquire"]["ms"]} ms: {out["acquire"]["message"]}')
+
+    def test_unknown_target_gives_a_clear_error(self):
+        self.write_url(self.password)
+        agent = self.start_agent()
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        out, _ = self.probe(agent, 'NO_SUCH_URL', TARGET)
+        detail = json.dumps(out)
+        for call in ('acquire', 'exec', 'subscribe'):
+            res = out[call]
+            self.assertEqual(res.get('code'), 'unknown-target',
+                             f'{call}: {detail}')
+            self.assertTrue(res['is_unknown_target'], detail)
+            self.assertIn('NO_SUCH_URL', res['message'], detail)
+            self.assertLess(res['ms'], 5000 * h.TIMEOUT_SCALE, detail)
+        self.assertEqual(out['other'].get('value'), self.role, detail)
+
+
+if __name__ == '__main__':
+    main()
