@@ -86,10 +86,13 @@ class GoLoad(PoolLoad):
     """pgxload load as PoolLoad (its lines are pool-load's, fewer
     fields)."""
 
-    def __init__(self, sock, args=(), name='go-load', target=TARGET):
+    def __init__(self, sock, args=(), name='go-load', target=TARGET,
+                 env=None):
         argv = [pgxload(), 'load', '--socket', sock, '--target', target,
                 '--name', name] + [str(a) for a in args]
-        JsonLines.__init__(self, argv, None, name, go_env())
+        full = go_env()
+        full.update(env or {})
+        JsonLines.__init__(self, argv, None, name, full)
 
 
 class GoUnit(unittest.TestCase):
@@ -194,6 +197,66 @@ class GoPool(ClusterTest):
         # Closed with the pool: no session of the role is left.
         h.wait_for(lambda: self.psql.sessions(self.role) == 0, timeout=5,
                    interval=0.05, what='no session of the role left')
+
+    def test_agent_pool_settings_honoured(self):
+        """DATABASE_POOL_MAX and _MIN from the agent's env file size the
+        pool; a change of them rebuilds it (make before break, no new
+        generation) under load with no failed query."""
+        self.budget(60)
+        url = self.url()
+        self.write_env(f'{TARGET}={url}\nDATABASE_POOL_MAX=3\n'
+                       'DATABASE_POOL_MIN=2\n')
+        agent = self.start_agent()
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        load = GoLoad(agent.sock, ['--loops', 8, '--pause-ms', 2])
+        self.addCleanup(load.close)
+        p = load.wait_progress(lambda p: p.get('max_conns') == 3 and
+                               p['queries'] > 0, what='max_conns 3')
+        self.assertEqual(p['min_conns'], 2, p)
+        h.wait_for(lambda: 2 <= self.psql.sessions(self.role) <= 3,
+                   timeout=5, what='2 or 3 sessions of the role')
+
+        self.write_env(f'{TARGET}={url}\nDATABASE_POOL_MAX=5\n'
+                       'DATABASE_POOL_MIN=4\n')
+        p = load.wait_progress(lambda p: p.get('max_conns') == 5 and
+                               p['old'] == 0, what='max_conns 5')
+        self.assertEqual(p['min_conns'], 4, p)
+        self.assertEqual(p['generation'], 1, p)
+        self.assertGreaterEqual(p['switches'], 1, p)
+        h.wait_for(lambda: 4 <= self.psql.sessions(self.role) <= 5,
+                   timeout=5, what='4 or 5 sessions of the role')
+        rc, s = load.stop()
+        self.assertEqual((rc, s['failures']), (0, 0), load.describe())
+        self.assertEqual(s['stats']['acked'], 1, s)
+
+    def test_without_an_agent_the_environment_is_used(self):
+        """No agent on the socket: the pool uses $DATABASE_URL (generation
+        0); an agent started later on that socket takes over with its own
+        value (another password), swapped to and acked, no query failed."""
+        self.budget(60)
+        pub = tempfile.mkdtemp(prefix='dbswap-go-env-')
+        self.addCleanup(shutil.rmtree, pub, True)
+        sock = os.path.join(pub, 'later.sock')
+        load = GoLoad(sock, ['--loops', 4, '--pause-ms', 2],
+                      env={TARGET: self.url()})
+        self.addCleanup(load.close)
+        p = load.wait_progress(lambda p: p['queries'] > 0)
+        self.assertTrue(p['from_environment'], p)
+        self.assertEqual(p['generation'], 0, p)
+
+        new = self.rotate_password()  # the environment's value stops working
+        agent = h.Agent(env_files=[self.env_path], sock=sock)
+        self.addCleanup(agent.close)
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        status = agent.client(name='test-go-status')
+        self.addCleanup(status.close)
+        self.wait_acked(status, 1, [load])
+        p = load.wait_progress(lambda p: not p['from_environment'] and
+                               p['generation'] == 1 and p['old'] == 0)
+        rc, s = load.stop()
+        self.assertEqual((rc, s['failures']), (0, 0), load.describe())
+        self.assertEqual(s['current_user_at_end'], self.role)
+        self.assertNotIn(new, load.stderr())
 
     def probe(self, agent, target, other=None, as_nobody=False):
         argv = [pgxload(), 'probe', '--socket', agent.sock, '--target',

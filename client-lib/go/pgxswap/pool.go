@@ -546,20 +546,24 @@ type Stats struct {
 	Old      int
 	OldConns int32
 	// Current is the current value's pgxpool statistics (nil without
-	// one, or while no server is available).
-	Current *pgxpool.Stat
+	// one, or while no server is available); MinConns its minimum.
+	Current  *pgxpool.Stat
+	MinConns int32
 }
 
 // Stats returns the pool's statistics.
 func (p *Pool) Stats() Stats {
 	var s Stats
 	if g := p.cur.Load(); g != nil {
-		u := g.getUpdate()
+		g.mu.Lock()
+		u, fromEnv := g.update, g.fromEnv
+		g.mu.Unlock()
 		s.HasValue = true
 		s.Generation, s.Instance, s.Reason, s.Server = u.Generation, u.Instance, u.Reason, u.Server
-		s.FromEnvironment, s.Unavailable = g.fromEnv, g.unavailable
+		s.FromEnvironment, s.Unavailable = fromEnv, g.unavailable
 		if g.pool != nil {
 			s.Current = g.pool.Stat()
+			s.MinConns = g.key.min
 		}
 	}
 	s.Switches = p.switches.Load()
@@ -707,7 +711,9 @@ func (p *Pool) onUpdate(u dbswap.Update) {
 		// found after the environment's: keep the connections, ack.
 		cur.setUpdate(u)
 		if cur.fromEnv {
-			cur.fromEnv = false
+			cur.mu.Lock()
+			cur.fromEnv = false // Stats reads it
+			cur.mu.Unlock()
 			p.log.Info(p.target + ": the agent is here; it has the same value as the environment")
 		}
 		cur.acked = false
@@ -970,6 +976,8 @@ func (p *Pool) onWarm(r warmResult) {
 		g.warmed = true
 		if g == p.next {
 			p.switchTo(g, false)
+		} else {
+			p.maybeAck()
 		}
 		return
 	}
@@ -1121,15 +1129,25 @@ func (p *Pool) retire(g *gen, now bool) {
 	drain := p.cfg.DrainTimeout
 	go func() {
 		if g.pool != nil {
-			deadline := time.AfterFunc(drain, func() {
+			closed := make(chan struct{})
+			go func() {
+				g.pool.Close() // waits for the connections in use
+				close(closed)
+			}()
+			select {
+			case <-closed:
+			case <-time.After(drain):
 				busy := g.pool.Stat().AcquiredConns()
-				if busy > 0 {
-					p.log.Warn(fmt.Sprintf("%s: %d connection(s) of %s still in use after %s: shut down", p.target, busy, p.describe(g), drain))
-				}
+				p.log.Warn(fmt.Sprintf("%s: %d connection(s) of %s still in use after %s: shut down", p.target, busy, p.describe(g), drain))
 				g.shutdown()
-			})
-			g.pool.Close()
-			deadline.Stop()
+				// A connection the app never gives back holds no
+				// rotation up: its socket is closed, so no session of
+				// the old value is left on the server.
+				select {
+				case <-closed:
+				case <-time.After(time.Second):
+				}
+			}
 		}
 		close(g.drained)
 		select {

@@ -11,7 +11,8 @@
 // --progress-ms (default 200) a progress line:
 //
 //	{"t": 1.2, "queries": n, "failures": n, "generation": g, "acked": g,
-//	 "switches": n, "old": n}
+//	 "switches": n, "old": n, "from_environment": false,
+//	 "max_conns": n, "min_conns": n, "total_conns": n}
 //
 // After SIGTERM or SIGINT the loops finish their iteration, SELECT
 // current_user runs, and a last line (no "t") follows:
@@ -141,8 +142,14 @@ func load(args []string) int {
 			running = false
 		case <-tick.C:
 			st := pool.Stats()
-			emit(map[string]any{"t": time.Since(start).Seconds(), "queries": queries.Load(), "failures": failures.Load(),
-				"generation": st.Generation, "acked": st.Acked, "switches": st.Switches, "old": st.Old})
+			line := map[string]any{"t": time.Since(start).Seconds(), "queries": queries.Load(), "failures": failures.Load(),
+				"generation": st.Generation, "acked": st.Acked, "switches": st.Switches, "old": st.Old,
+				"from_environment": st.FromEnvironment}
+			if st.Current != nil {
+				line["max_conns"], line["min_conns"] = st.Current.MaxConns(), st.MinConns
+				line["total_conns"] = st.Current.TotalConns()
+			}
+			emit(line)
 		}
 	}
 	stop.Store(true)
