@@ -41,21 +41,48 @@ UNIT_TIMEOUT = 600
 BUILD_TIMEOUT = 600
 
 
+GO_MIN = (1, 23)  # go.mod's go directive
+
+
+def _go_version(go):
+    """(major, minor) of a go command, or None if it does not run."""
+    try:
+        r = subprocess.run([go, 'env', 'GOVERSION'], capture_output=True,
+                           text=True, timeout=30,
+                           env=dict(os.environ, GOTOOLCHAIN='local'))
+        major, minor = r.stdout.strip().removeprefix('go').split('.')[:2]
+        return int(major), int(minor)
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return None
+
+
 def go_binary():
-    """$DBSWAP_GO, else go on PATH, else Debian's golang-1.23.  A missing
-    toolchain fails the Go tests, never skips them."""
+    """$DBSWAP_GO, else go on PATH, else Debian's golang-1.23, the first
+    that is Go 1.23 or newer (bookworm's own golang-go is 1.19).  A
+    missing toolchain fails the Go tests, never skips them."""
+    if 'go' in _built:
+        return _built['go']
+    seen = []
     for go in (os.environ.get('DBSWAP_GO'), shutil.which('go'),
                '/usr/lib/go-1.23/bin/go'):
-        if go and os.access(go, os.X_OK):
+        if not go or not os.access(go, os.X_OK):
+            continue
+        v = _go_version(go)
+        seen.append(f'{go} ({"go%d.%d" % v if v else "does not run"})')
+        if v and v >= GO_MIN:
+            _built['go'] = go
             return go
-    raise h.HarnessError('no go ($DBSWAP_GO unset, none on PATH, no '
-                         '/usr/lib/go-1.23/bin/go): ./dev.sh installs '
-                         "Debian's golang-1.23-go from bookworm-backports")
+    raise h.HarnessError(
+        f'no Go {GO_MIN[0]}.{GO_MIN[1]} or newer (tried: '
+        f'{", ".join(seen) or "none found"}): ./dev.sh installs Debian\'s '
+        'golang-1.23-go from bookworm-backports')
 
 
 def go_env():
     env = dict(os.environ)
-    env.update(GOFLAGS='-mod=readonly', GOTOOLCHAIN='local')
+    # -buildvcs=false: a build from a tarball or an odd checkout must not
+    # fail for want of git.
+    env.update(GOFLAGS='-mod=readonly -buildvcs=false', GOTOOLCHAIN='local')
     for k in ('DBSWAP_SOCKET', TARGET):  # nothing from outside
         env.pop(k, None)
     return env
@@ -197,6 +224,45 @@ class GoPool(ClusterTest):
         # Closed with the pool: no session of the role is left.
         h.wait_for(lambda: self.psql.sessions(self.role) == 0, timeout=5,
                    interval=0.05, what='no session of the role left')
+
+    def test_agent_killed_and_restarted_under_load(self):
+        """SIGKILL the agent under 8 loops: the pool keeps serving, and
+        acks the new run's generation 1 of the same value without a swap;
+        killed again while the password changes: the new run's generation
+        1 is a new value, swapped to and acked.  No query fails."""
+        self.budget(60)
+        self.write_url(self.password)
+        agent = self.start_agent()
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        load = GoLoad(agent.sock, ['--loops', 8, '--tx', '--pause-ms', 2])
+        self.addCleanup(load.close)
+        self.wait_acked(agent, 1, [load])
+        self.rotate_password()
+        self.wait_acked(agent, 2, [load])
+        switches = load.wait_progress(lambda p: p['acked'] == 2)['switches']
+
+        agent.kill()
+        q = load.wait_progress(lambda p: p['queries'] > 0)['queries']
+        load.wait_progress(lambda p: p['queries'] > q + 100,
+                           what='queries with no agent')
+        agent.mark()
+        agent.start()
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        self.wait_acked(agent, 1, [load])
+        p = load.wait_progress(lambda p: p['acked'] == 1)
+        self.assertEqual(p['switches'], switches, 'the same value swapped')
+
+        agent.kill()
+        self.rotate_password()
+        agent.mark()
+        agent.start()
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        self.wait_acked(agent, 1, [load])
+        load.wait_progress(lambda p: p['switches'] > switches and
+                           p['old'] == 0, what='the new value swapped to')
+        rc, s = load.stop()
+        self.assertEqual((rc, s['failures']), (0, 0), load.describe())
+        self.assertEqual(s['current_user_at_end'], self.role)
 
     def test_agent_pool_settings_honoured(self):
         """DATABASE_POOL_MAX and _MIN from the agent's env file size the
