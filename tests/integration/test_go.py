@@ -99,7 +99,9 @@ def pgxload():
     h._register(lambda: h._rmtree(d, key))
     os.chmod(d, 0o755)
     path = os.path.join(d, 'pgxload')
-    r = subprocess.run([go_binary(), 'build', '-o', path,
+    # DBSWAP_GO_RACE=1: pgxload under the race detector (slower).
+    race = ['-race'] if os.environ.get('DBSWAP_GO_RACE') == '1' else []
+    r = subprocess.run([go_binary(), 'build', *race, '-o', path,
                         './internal/cmd/pgxload'], cwd=GO_MODULE,
                        env=go_env(), capture_output=True, text=True,
                        timeout=BUILD_TIMEOUT * h.TIMEOUT_SCALE)
@@ -146,6 +148,11 @@ class GoUnit(unittest.TestCase):
 
 
 class GoPool(ClusterTest):
+
+    @classmethod
+    def setUpClass(cls):
+        pgxload()  # built before any test's time budget starts
+        super().setUpClass()
 
     def setUp(self):
         super().setUp()
