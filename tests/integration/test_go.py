@@ -402,5 +402,86 @@ class GoPool(ClusterTest):
         self.assertEqual(out['other'].get('value'), self.role, detail)
 
 
+class GoFailover(unittest.TestCase):
+    """A primary and a secondary cluster (independent, the same role and
+    password on both), as test_failover.py's."""
+
+    LOOPS = 4  # on a pool of 4: "one failure per busy connection" is 4
+
+    @classmethod
+    def setUpClass(cls):
+        pgxload()
+        cls.primary = h.PgCluster()
+        cls.secondary = h.PgCluster()
+
+    @classmethod
+    def tearDownClass(cls):
+        for c in (cls.secondary, cls.primary):
+            c.close()
+
+    def setUp(self):
+        for c in (self.primary, self.secondary):
+            c.resume()
+            if not c.running:
+                c.start()
+        self.tmp = tempfile.mkdtemp(prefix='dbswap-test-')
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.role = 'app_' + os.urandom(3).hex()
+        self.password = fresh_password()
+        for c in (self.primary, self.secondary):
+            c.create_role(self.role, self.password)
+        self.env_path = os.path.join(self.tmp, 'app.env')
+
+    def test_crashed_primary_under_load(self):
+        """The primary crashes under 4 loops on a pool of 4: the agent
+        publishes the secondary (reason failover), the pool switches at
+        once and acks it; at most one query fails per busy connection,
+        none from a second after the switch on, and the pool ends on the
+        secondary."""
+        h.write_rename(self.env_path,
+                       f'{TARGET}={self.primary.url(self.role, self.password)}\n'
+                       f'{TARGET}_SECONDARY='
+                       f'{self.secondary.url(self.role, self.password)}\n')
+        agent = h.Agent(env_files=[self.env_path])
+        self.addCleanup(agent.close)
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        load = GoLoad(agent.sock, ['--loops', self.LOOPS, '--max', 4,
+                                   '--tx', '--pause-ms', 2])
+        self.addCleanup(load.close)
+        status = agent.client(name='test-go-failover')
+        self.addCleanup(status.close)
+
+        def acked(gen):
+            t = h.target_status(status, TARGET)
+            return t if (t['generation'], t['subscribers'], t['acked']) == \
+                (gen, 1, 1) else None
+        h.wait_for(lambda: acked(1), timeout=10, what='generation 1 acked')
+        load.wait_progress(lambda p: p['queries'] > 100)
+
+        t0 = time.monotonic()
+        self.primary.stop('immediate')
+        t = h.wait_for(lambda: acked(2), timeout=15,
+                       what='the secondary published and acked')
+        t_switch = time.monotonic()
+        self.assertEqual(t['failover']['current'], 'secondary', t)
+        print(f'go: primary crashed -> secondary acked by the pool in '
+              f'{(t_switch - t0) * 1000:.0f} ms')
+        p = load.wait_progress_after(t_switch + 1.0)
+        settled = p['failures']
+        self.assertLessEqual(settled, 4, f'{settled} failures on a pool of '
+                             f'4; {load.describe()}')
+        self.assertEqual(p['generation'], 2, p)
+        load.wait_progress(lambda q: q['queries'] > p['queries'] + 100,
+                           what='queries on the secondary')
+        rc, s = load.stop()
+        print(f'go: {settled} failed queries at the crash (at most one per '
+              f'busy connection), {s["queries"]} queries in all')
+        self.assertEqual(s['failures'], settled,
+                         f'failures after the switch; {load.describe()}')
+        self.assertEqual(s['stats']['old'], 0, s)
+        self.assertEqual(s['stats']['acked'], 2, s)
+        self.assertEqual(s['port_at_end'], self.secondary.port, s)
+
+
 if __name__ == '__main__':
     main()

@@ -15,11 +15,12 @@
 //	 "max_conns": n, "min_conns": n, "total_conns": n}
 //
 // After SIGTERM or SIGINT the loops finish their iteration, SELECT
-// current_user runs, and a last line (no "t") follows:
+// current_user and the server's port run, and a last line (no "t")
+// follows:
 //
 //	{"queries": n, "failures": n, "generation": g,
 //	 "stats": {"generation": g, "acked": g, "old": n, "switches": n,
-//	 "total_conns": n}, "current_user_at_end": "app"}
+//	 "total_conns": n}, "current_user_at_end": "app", "port_at_end": 5432}
 //
 // Exit status 0 when nothing failed, 1 otherwise, 2 for bad usage.
 //
@@ -156,10 +157,11 @@ func load(args []string) int {
 	wg.Wait()
 	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var user any
+	var user, port any
 	var u string
-	if err := pool.QueryRow(ctx, "SELECT current_user").Scan(&u); err == nil {
-		user = u
+	var pt int32
+	if err := pool.QueryRow(ctx, "SELECT current_user, current_setting('port')::int").Scan(&u, &pt); err == nil {
+		user, port = u, pt
 	} else {
 		fmt.Fprintf(os.Stderr, "pgxload: the last query: %v\n", err)
 	}
@@ -170,7 +172,7 @@ func load(args []string) int {
 	}
 	emit(map[string]any{"queries": queries.Load(), "failures": failures.Load(), "generation": st.Generation,
 		"stats": map[string]any{"generation": st.Generation, "acked": st.Acked, "old": st.Old, "switches": st.Switches,
-			"total_conns": total}, "current_user_at_end": user})
+			"total_conns": total}, "current_user_at_end": user, "port_at_end": port})
 	if failures.Load() > 0 || user == nil {
 		return 1
 	}
