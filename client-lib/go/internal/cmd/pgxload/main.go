@@ -1,0 +1,273 @@
+// Command pgxload drives the pgxswap pool for the integration tests
+// (tests/integration/test_go.py), which read its JSON lines as they read
+// tests/helpers/pool-load.c's.
+//
+//	pgxload load --socket PATH --target NAME --loops N [--tx] [--pause-ms MS]
+//	             [--progress-ms MS] [--max N] [--min N]
+//
+// A pool and N goroutines that loop: SELECT 1 through QueryRow or, with
+// --tx, every other iteration Begin, SELECT pg_backend_pid(), Commit. A
+// failed call is a failure (the first 20 go to stderr). Every
+// --progress-ms (default 200) a progress line:
+//
+//	{"t": 1.2, "queries": n, "failures": n, "generation": g, "acked": g,
+//	 "switches": n, "old": n, "from_environment": false,
+//	 "max_conns": n, "min_conns": n, "total_conns": n}
+//
+// After SIGTERM or SIGINT the loops finish their iteration, SELECT
+// current_user and the server's port run, and a last line (no "t")
+// follows:
+//
+//	{"queries": n, "failures": n, "generation": g,
+//	 "stats": {"generation": g, "acked": g, "old": n, "switches": n,
+//	 "total_conns": n}, "current_user_at_end": "app", "port_at_end": 5432}
+//
+// Exit status 0 when nothing failed, 1 otherwise, 2 for bad usage.
+//
+//	pgxload probe --socket PATH --target NAME [--other NAME]
+//
+// One JSON line: what Acquire and Exec on a pool of NAME, and a plain
+// subscription's Wait, gave (each {"ok": true} or {"code", "message",
+// "is_forbidden", "is_unknown_target", "ms"}), and with --other the
+// current_user through a pool of that target.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"dbswap.dev/dbswap"
+	"dbswap.dev/dbswap/pgxswap"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: pgxload load|probe --socket PATH --target NAME ...")
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "load":
+		os.Exit(load(os.Args[2:]))
+	case "probe":
+		os.Exit(probe(os.Args[2:]))
+	}
+	fmt.Fprintf(os.Stderr, "pgxload: unknown command %q\n", os.Args[1])
+	os.Exit(2)
+}
+
+var out = json.NewEncoder(os.Stdout)
+var outMu sync.Mutex
+
+func emit(v any) {
+	outMu.Lock()
+	defer outMu.Unlock()
+	out.Encode(v)
+}
+
+func logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+func load(args []string) int {
+	fs := flag.NewFlagSet("load", flag.ContinueOnError)
+	socket := fs.String("socket", "", "agent socket")
+	target := fs.String("target", "DATABASE_URL", "target")
+	loops := fs.Int("loops", 8, "query loops")
+	tx := fs.Bool("tx", false, "every other iteration a transaction")
+	pause := fs.Int("pause-ms", 1, "pause between iterations")
+	progress := fs.Int("progress-ms", 200, "progress line interval")
+	max := fs.Int("max", 0, "MaxConns (0: agent's or default)")
+	min := fs.Int("min", 0, "MinConns")
+	name := fs.String("name", "pgxload", "client name")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	pool, err := pgxswap.NewWithConfig(context.Background(), pgxswap.Config{Target: *target,
+		ClientConfig: dbswap.Config{Socket: *socket, Name: *name}, MaxConns: int32(*max), MinConns: int32(*min),
+		Logger: logger()})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pgxload: %v\n", err)
+		return 1
+	}
+	defer pool.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	err = pool.Ping(ctx)
+	cancel()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pgxload: no first connection: %v\n", err)
+		return 1
+	}
+
+	var queries, failures atomic.Int64
+	var stop atomic.Bool
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := 0; i < *loops; i++ {
+		wg.Add(1)
+		go func(n int) {
+			defer wg.Done()
+			for iter := 0; !stop.Load(); iter++ {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				err := once(ctx, pool, *tx && iter%2 == 1)
+				cancel()
+				if err != nil {
+					if f := failures.Add(1); f <= 20 {
+						fmt.Fprintf(os.Stderr, "pgxload: loop %d: %.3f s: %v\n", n, time.Since(start).Seconds(), err)
+					}
+				} else {
+					queries.Add(1)
+				}
+				if *pause > 0 {
+					time.Sleep(time.Duration(*pause) * time.Millisecond)
+				}
+			}
+		}(i)
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	tick := time.NewTicker(time.Duration(*progress) * time.Millisecond)
+	defer tick.Stop()
+	for running := true; running; {
+		select {
+		case <-sig:
+			running = false
+		case <-tick.C:
+			st := pool.Stats()
+			line := map[string]any{"t": time.Since(start).Seconds(), "queries": queries.Load(), "failures": failures.Load(),
+				"generation": st.Generation, "acked": st.Acked, "switches": st.Switches, "old": st.Old,
+				"from_environment": st.FromEnvironment}
+			if st.Current != nil {
+				line["max_conns"], line["min_conns"] = st.Current.MaxConns(), st.MinConns
+				line["total_conns"] = st.Current.TotalConns()
+			}
+			emit(line)
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var user, port any
+	var u string
+	var pt int32
+	if err := pool.QueryRow(ctx, "SELECT current_user, current_setting('port')::int").Scan(&u, &pt); err == nil {
+		user, port = u, pt
+	} else {
+		fmt.Fprintf(os.Stderr, "pgxload: the last query: %v\n", err)
+	}
+	st := pool.Stats()
+	total := int32(0)
+	if st.Current != nil {
+		total = st.Current.TotalConns()
+	}
+	emit(map[string]any{"queries": queries.Load(), "failures": failures.Load(), "generation": st.Generation,
+		"stats": map[string]any{"generation": st.Generation, "acked": st.Acked, "old": st.Old, "switches": st.Switches,
+			"total_conns": total}, "current_user_at_end": user, "port_at_end": port})
+	if failures.Load() > 0 || user == nil {
+		return 1
+	}
+	return 0
+}
+
+func once(ctx context.Context, pool *pgxswap.Pool, tx bool) error {
+	if !tx {
+		var one int
+		if err := pool.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+			return err
+		}
+		if one != 1 {
+			return fmt.Errorf("SELECT 1 gave %d", one)
+		}
+		return nil
+	}
+	t, err := pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	var pid int32
+	if err := t.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid); err != nil {
+		t.Rollback(ctx)
+		return err
+	}
+	return t.Commit(ctx)
+}
+
+func describe(err error, t0 time.Time) map[string]any {
+	ms := time.Since(t0).Milliseconds()
+	if err == nil {
+		return map[string]any{"ok": true, "ms": ms}
+	}
+	code := ""
+	var de *dbswap.Error
+	if errors.As(err, &de) {
+		code = de.Code
+	}
+	return map[string]any{"code": code, "message": err.Error(), "ms": ms,
+		"is_forbidden": errors.Is(err, dbswap.ErrForbidden), "is_unknown_target": errors.Is(err, dbswap.ErrUnknownTarget)}
+}
+
+func probe(args []string) int {
+	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
+	socket := fs.String("socket", "", "agent socket")
+	target := fs.String("target", "DATABASE_URL", "target")
+	other := fs.String("other", "", "a target that works")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	res := map[string]any{"uid": os.Getuid()}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pool, err := pgxswap.NewWithConfig(ctx, pgxswap.Config{Target: *target,
+		ClientConfig: dbswap.Config{Socket: *socket, Name: "pgxload-probe"}, Logger: logger()})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pgxload: %v\n", err)
+		return 1
+	}
+	t0 := time.Now()
+	c, err := pool.Acquire(ctx)
+	if err == nil {
+		c.Release()
+	}
+	res["acquire"] = describe(err, t0)
+	t0 = time.Now()
+	_, err = pool.Exec(ctx, "SELECT 1")
+	res["exec"] = describe(err, t0)
+	pool.Close()
+
+	client := dbswap.NewClient(dbswap.Config{Socket: *socket, Name: "pgxload-probe-client", Logger: logger()})
+	sub, err := client.Subscribe(*target)
+	t0 = time.Now()
+	if err == nil {
+		err = sub.Wait(ctx)
+	}
+	res["subscribe"] = describe(err, t0)
+	client.Close()
+
+	if *other != "" {
+		p, err := pgxswap.NewWithConfig(ctx, pgxswap.Config{Target: *other,
+			ClientConfig: dbswap.Config{Socket: *socket, Name: "pgxload-probe-other"}, Logger: logger()})
+		if err == nil {
+			var u string
+			t0 = time.Now()
+			err = p.QueryRow(ctx, "SELECT current_user").Scan(&u)
+			if err == nil {
+				res["other"] = map[string]any{"ok": true, "value": u}
+			} else {
+				res["other"] = describe(err, t0)
+			}
+			p.Close()
+		}
+	}
+	emit(res)
+	return 0
+}

@@ -1,0 +1,487 @@
+"""The Go module (client-lib/go, dbswap.dev/dbswap) against the real agent
+and a real PostgreSQL cluster, everything started by this harness.
+
+  GoUnit    go vet and go test on the module: the protocol, the client and
+            the pool against a fake agent (no server needed)
+  GoPool    the pgxswap pool driven by client-lib/go/internal/cmd/pgxload
+            (read its header): password rotations under 8 query loops with
+            no failed query and every generation acked; a target the app's
+            uid may not follow, and one the agent does not have, give a
+            clear error at once
+
+The go command is $DBSWAP_GO (meson sets it), else go on PATH, else
+Debian's golang-1.23 (/usr/lib/go-1.23/bin/go, from bookworm-backports);
+its absence is a failure, never a skip. It runs with GOFLAGS=-mod=readonly
+and GOTOOLCHAIN=local: the module's go.sum is the whole truth, and the
+dependencies come from the module cache that `go mod download` (the
+README's install step) filled.  pgxload is built once per run into a temp
+dir that other users may read (the forbidden case runs it as nobody).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import unittest
+
+import harness as h
+from common import ClusterTest, JsonLines, PoolLoad, fresh_password, main
+from test_pool import Psql
+
+GO_MODULE = os.environ.get('DBSWAP_GO_MODULE') or os.path.normpath(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
+                 'client-lib', 'go'))
+TARGET = 'DATABASE_URL'
+ROTATIONS = 100
+NOBODY = 65534
+# go test of the whole module; the first build of pgx takes a while.
+UNIT_TIMEOUT = 600
+BUILD_TIMEOUT = 600
+
+
+GO_MIN = (1, 23)  # go.mod's go directive
+
+
+def _go_version(go):
+    """(major, minor) of a go command, or None if it does not run."""
+    try:
+        r = subprocess.run([go, 'env', 'GOVERSION'], capture_output=True,
+                           text=True, timeout=30,
+                           env=dict(os.environ, GOTOOLCHAIN='local'))
+        major, minor = r.stdout.strip().removeprefix('go').split('.')[:2]
+        return int(major), int(minor)
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return None
+
+
+def go_binary():
+    """$DBSWAP_GO, else go on PATH, else Debian's golang-1.23, the first
+    that is Go 1.23 or newer (bookworm's own golang-go is 1.19).  A
+    missing toolchain fails the Go tests, never skips them."""
+    if 'go' in _built:
+        return _built['go']
+    seen = []
+    for go in (os.environ.get('DBSWAP_GO'), shutil.which('go'),
+               '/usr/lib/go-1.23/bin/go'):
+        if not go or not os.access(go, os.X_OK):
+            continue
+        v = _go_version(go)
+        seen.append(f'{go} ({"go%d.%d" % v if v else "does not run"})')
+        if v and v >= GO_MIN:
+            _built['go'] = go
+            return go
+    raise h.HarnessError(
+        f'no Go {GO_MIN[0]}.{GO_MIN[1]} or newer (tried: '
+        f'{", ".join(seen) or "none found"}): ./dev.sh installs Debian\'s '
+        'golang-1.23-go from bookworm-backports')
+
+
+def go_env():
+    env = dict(os.environ)
+    # -buildvcs=false: a build from a tarball or an odd checkout must not
+    # fail for want of git.
+    env.update(GOFLAGS='-mod=readonly -buildvcs=false', GOTOOLCHAIN='local')
+    for k in ('DBSWAP_SOCKET', TARGET):  # nothing from outside
+        env.pop(k, None)
+    return env
+
+
+_built = {}
+
+
+def pgxload():
+    """The path of the pgxload binary, built on first use."""
+    if 'path' in _built:
+        return _built['path']
+    d, key = h._mkdtemp('dbswap-go-')
+    h._register(lambda: h._rmtree(d, key))
+    os.chmod(d, 0o755)
+    path = os.path.join(d, 'pgxload')
+    # DBSWAP_GO_RACE=1: pgxload under the race detector (slower).
+    race = ['-race'] if os.environ.get('DBSWAP_GO_RACE') == '1' else []
+    r = subprocess.run([go_binary(), 'build', *race, '-o', path,
+                        './internal/cmd/pgxload'], cwd=GO_MODULE,
+                       env=go_env(), capture_output=True, text=True,
+                       timeout=BUILD_TIMEOUT * h.TIMEOUT_SCALE)
+    if r.returncode != 0:
+        raise h.HarnessError(f'go build pgxload: {r.stdout}{r.stderr}')
+    _built['path'] = path
+    return path
+
+
+class GoLoad(PoolLoad):
+    """pgxload load as PoolLoad (its lines are pool-load's, fewer
+    fields)."""
+
+    def __init__(self, sock, args=(), name='go-load', target=TARGET,
+                 env=None):
+        argv = [pgxload(), 'load', '--socket', sock, '--target', target,
+                '--name', name] + [str(a) for a in args]
+        full = go_env()
+        full.update(env or {})
+        JsonLines.__init__(self, argv, None, name, full)
+
+
+class GoUnit(unittest.TestCase):
+
+    def run_go(self, *args):
+        r = subprocess.run([go_binary(), *args], cwd=GO_MODULE, env=go_env(),
+                           capture_output=True, text=True,
+                           timeout=UNIT_TIMEOUT * h.TIMEOUT_SCALE)
+        out = r.stdout + r.stderr
+        self.assertEqual(r.returncode, 0, f'go {" ".join(args)}:\n{out}')
+        return out
+
+    def test_vet(self):
+        self.run_go('vet', './...')
+
+    def test_unit(self):
+        out = self.run_go('test', '-count=1', './...')
+        print(out.strip())
+        self.assertNotIn('FAIL', out)
+        # Every package with tests ran them.
+        for pkg in ('dbswap.dev/dbswap\t', 'dbswap.dev/dbswap/protocol',
+                    'dbswap.dev/dbswap/pgxswap'):
+            self.assertRegex(out, rf'ok\s+{pkg}', out)
+
+
+class GoPool(ClusterTest):
+
+    @classmethod
+    def setUpClass(cls):
+        pgxload()  # built before any test's time budget starts
+        super().setUpClass()
+
+    def setUp(self):
+        super().setUp()
+        self.psql = Psql(self.cluster)
+        self.addCleanup(self.psql.close)
+        self.deadline = None
+
+    def budget(self, seconds):
+        self.deadline = time.monotonic() + seconds * h.TIMEOUT_SCALE
+
+    def rotate_password(self):
+        """ALTER ROLE, then the env file: the order of a real rotation."""
+        new = fresh_password()
+        self.psql.set_password(self.role, new)
+        self.write_env(f'{TARGET}={self.cluster.url(self.role, new)}\n')
+        return new
+
+    def wait_acked(self, status, generation, loads, timeout=10):
+        """Waits until the agent's current generation is `generation` and
+        every load subscribes and acked it."""
+        n = len(loads)
+        deadline = time.monotonic() + timeout * h.TIMEOUT_SCALE
+        if self.deadline is not None:
+            deadline = min(deadline, self.deadline)
+        while True:
+            t = h.target_status(status, TARGET)
+            if (t['generation'], t['subscribers'], t['acked']) == \
+                    (generation, n, n):
+                return t
+            for load in loads:
+                load.check_alive()
+            if time.monotonic() > deadline:
+                self.fail(f'generation {generation} not acked by {n} '
+                          f'pool(s) in time; status: {t!r}; '
+                          + '; '.join(l.describe() for l in loads))
+            time.sleep(0.005)
+
+    def test_rotations_under_load(self):
+        """100 rotations under 8 query loops (every other iteration a
+        transaction): no query fails, every generation is acked by the
+        pool once no connection of the old password is left, and the
+        pool ends on the last password."""
+        self.budget(150)
+        self.write_url(self.password)
+        agent = self.start_agent()
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        load = GoLoad(agent.sock, ['--loops', 8, '--tx', '--pause-ms', 2])
+        self.addCleanup(load.close)
+        status = agent.client(name='test-go-status')
+        self.addCleanup(status.close)
+        self.wait_acked(status, 1, [load])
+        before = load.wait_progress(lambda p: p['queries'] > 0)['queries']
+
+        passwords = [self.password]
+        t0 = time.monotonic()
+        for i in range(ROTATIONS):
+            passwords.append(self.rotate_password())
+            t = self.wait_acked(status, 2 + i, [load])
+            self.assertEqual(t['lagging'], [])
+        took = time.monotonic() - t0
+        load.wait_progress(lambda p: p['queries'] > before)
+
+        rc, s = load.stop()
+        print(f'go: {ROTATIONS} rotations under 8 loops in {took:.1f} s, '
+              f'{s["queries"]} queries, {s["failures"]} failed; {s["stats"]}')
+        self.assertEqual(s['failures'], 0, load.describe())
+        self.assertEqual(rc, 0, load.describe())
+        self.assertEqual(s['generation'], 1 + ROTATIONS, s)
+        self.assertEqual(s['stats']['acked'], 1 + ROTATIONS, s)
+        self.assertEqual(s['stats']['old'], 0, s)
+        self.assertGreaterEqual(s['stats']['switches'], ROTATIONS, s)
+        self.assertEqual(s['current_user_at_end'], self.role)
+        text = load.stderr() + json.dumps(load.lines, default=str)
+        for pw in passwords:
+            self.assertNotIn(pw, text)
+        # Closed with the pool: no session of the role is left.
+        h.wait_for(lambda: self.psql.sessions(self.role) == 0, timeout=5,
+                   interval=0.05, what='no session of the role left')
+
+    def test_agent_killed_and_restarted_under_load(self):
+        """SIGKILL the agent under 8 loops: the pool keeps serving, and
+        acks the new run's generation 1 of the same value without a swap;
+        killed again while the password changes: the new run's generation
+        1 is a new value, swapped to and acked.  No query fails."""
+        self.budget(60)
+        self.write_url(self.password)
+        agent = self.start_agent()
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        load = GoLoad(agent.sock, ['--loops', 8, '--tx', '--pause-ms', 2])
+        self.addCleanup(load.close)
+        self.wait_acked(agent, 1, [load])
+        self.rotate_password()
+        self.wait_acked(agent, 2, [load])
+        switches = load.wait_progress(lambda p: p['acked'] == 2)['switches']
+
+        agent.kill()
+        q = load.wait_progress(lambda p: p['queries'] > 0)['queries']
+        load.wait_progress(lambda p: p['queries'] > q + 100,
+                           what='queries with no agent')
+        agent.mark()
+        agent.start()
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        self.wait_acked(agent, 1, [load])
+        p = load.wait_progress(lambda p: p['acked'] == 1)
+        self.assertEqual(p['switches'], switches, 'the same value swapped')
+
+        agent.kill()
+        self.rotate_password()
+        agent.mark()
+        agent.start()
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        self.wait_acked(agent, 1, [load])
+        load.wait_progress(lambda p: p['switches'] > switches and
+                           p['old'] == 0, what='the new value swapped to')
+        rc, s = load.stop()
+        self.assertEqual((rc, s['failures']), (0, 0), load.describe())
+        self.assertEqual(s['current_user_at_end'], self.role)
+
+    def test_agent_pool_settings_honoured(self):
+        """DATABASE_POOL_MAX and _MIN from the agent's env file size the
+        pool; a change of them rebuilds it (make before break, no new
+        generation) under load with no failed query."""
+        self.budget(60)
+        url = self.url()
+        self.write_env(f'{TARGET}={url}\nDATABASE_POOL_MAX=3\n'
+                       'DATABASE_POOL_MIN=2\n')
+        agent = self.start_agent()
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        load = GoLoad(agent.sock, ['--loops', 8, '--pause-ms', 2])
+        self.addCleanup(load.close)
+        p = load.wait_progress(lambda p: p.get('max_conns') == 3 and
+                               p['queries'] > 0, what='max_conns 3')
+        self.assertEqual(p['min_conns'], 2, p)
+        h.wait_for(lambda: 2 <= self.psql.sessions(self.role) <= 3,
+                   timeout=5, what='2 or 3 sessions of the role')
+
+        self.write_env(f'{TARGET}={url}\nDATABASE_POOL_MAX=5\n'
+                       'DATABASE_POOL_MIN=4\n')
+        p = load.wait_progress(lambda p: p.get('max_conns') == 5 and
+                               p['old'] == 0, what='max_conns 5')
+        self.assertEqual(p['min_conns'], 4, p)
+        self.assertEqual(p['generation'], 1, p)
+        self.assertGreaterEqual(p['switches'], 1, p)
+        h.wait_for(lambda: 4 <= self.psql.sessions(self.role) <= 5,
+                   timeout=5, what='4 or 5 sessions of the role')
+        rc, s = load.stop()
+        self.assertEqual((rc, s['failures']), (0, 0), load.describe())
+        self.assertEqual(s['stats']['acked'], 1, s)
+
+    def test_without_an_agent_the_environment_is_used(self):
+        """No agent on the socket: the pool uses $DATABASE_URL (generation
+        0); an agent started later on that socket takes over with its own
+        value (another password), swapped to and acked, no query failed."""
+        self.budget(60)
+        pub = tempfile.mkdtemp(prefix='dbswap-go-env-')
+        self.addCleanup(shutil.rmtree, pub, True)
+        sock = os.path.join(pub, 'later.sock')
+        load = GoLoad(sock, ['--loops', 4, '--pause-ms', 2],
+                      env={TARGET: self.url()})
+        self.addCleanup(load.close)
+        p = load.wait_progress(lambda p: p['queries'] > 0)
+        self.assertTrue(p['from_environment'], p)
+        self.assertEqual(p['generation'], 0, p)
+
+        new = self.rotate_password()  # the environment's value stops working
+        agent = h.Agent(env_files=[self.env_path], sock=sock)
+        self.addCleanup(agent.close)
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        status = agent.client(name='test-go-status')
+        self.addCleanup(status.close)
+        self.wait_acked(status, 1, [load])
+        p = load.wait_progress(lambda p: not p['from_environment'] and
+                               p['generation'] == 1 and p['old'] == 0)
+        rc, s = load.stop()
+        self.assertEqual((rc, s['failures']), (0, 0), load.describe())
+        self.assertEqual(s['current_user_at_end'], self.role)
+        self.assertNotIn(new, load.stderr())
+
+    def probe(self, agent, target, other=None, as_nobody=False):
+        argv = [pgxload(), 'probe', '--socket', agent.sock, '--target',
+                target]
+        if other:
+            argv += ['--other', other]
+        kw = {}
+        env = go_env()
+        if as_nobody:
+            kw = dict(user=NOBODY, group=NOBODY, extra_groups=[])
+            env = {'PATH': os.environ.get('PATH', '/usr/bin:/bin'),
+                   'HOME': '/nonexistent'}
+        r = subprocess.run(argv, capture_output=True, text=True, env=env,
+                           timeout=30 * h.TIMEOUT_SCALE,
+                           stdin=subprocess.DEVNULL, **kw)
+        self.assertEqual(r.returncode, 0, f'pgxload probe: {r.stderr}')
+        return json.loads(r.stdout), r.stderr
+
+    def test_forbidden_target_gives_a_clear_error(self):
+        """The agent's --allow keeps DATABASE_URL from nobody: the pool's
+        calls fail at once with dbswap.ErrForbidden (errors.Is) and a
+        message naming the target; a plain subscription's Wait too; a pool
+        on a target nobody may follow works."""
+        if os.geteuid() != 0:
+            self.skipTest('running the app as nobody needs root')
+        self.write_env(f'{TARGET}={self.url()}\nOTHER_URL={self.url()}\n')
+        pub = tempfile.mkdtemp(prefix='dbswap-go-pub-')
+        self.addCleanup(shutil.rmtree, pub, True)
+        os.chmod(pub, 0o711)
+        agent = h.Agent(env_files=[self.env_path],
+                        targets=[TARGET, 'OTHER_URL'],
+                        args=['--socket-mode', '0666', '--allow',
+                              f'OTHER_URL=uid:{NOBODY}'],
+                        sock=os.path.join(pub, 'go.sock'))
+        self.addCleanup(agent.close)
+        for t in (TARGET, 'OTHER_URL'):
+            agent.wait_log(rf'{t}: generation 1 published', timeout=10,
+                           since=0)
+
+        out, stderr = self.probe(agent, TARGET, 'OTHER_URL', as_nobody=True)
+        detail = json.dumps(out)
+        self.assertEqual(out['uid'], NOBODY)
+        for call in ('acquire', 'exec', 'subscribe'):
+            res = out[call]
+            self.assertEqual(res.get('code'), 'forbidden', f'{call}: {detail}')
+            self.assertTrue(res['is_forbidden'], detail)
+            self.assertIn(TARGET, res['message'], detail)
+            self.assertIn('forbidden', res['message'], detail)
+            self.assertLess(res['ms'], 5000 * h.TIMEOUT_SCALE, detail)
+        self.assertEqual(out['other'].get('value'), self.role, detail)
+        self.assertNotIn(self.password, detail + stderr)
+        agent.wait_log(rf'uid {NOBODY} .*may not subscribe to {TARGET}',
+                       since=0)
+        print(f'go, forbidden target as uid {NOBODY}: Acquire failed in '
+              f'{out["acquire"]["ms"]} ms: {out["acquire"]["message"]}')
+
+    def test_unknown_target_gives_a_clear_error(self):
+        self.write_url(self.password)
+        agent = self.start_agent()
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        out, _ = self.probe(agent, 'NO_SUCH_URL', TARGET)
+        detail = json.dumps(out)
+        for call in ('acquire', 'exec', 'subscribe'):
+            res = out[call]
+            self.assertEqual(res.get('code'), 'unknown-target',
+                             f'{call}: {detail}')
+            self.assertTrue(res['is_unknown_target'], detail)
+            self.assertIn('NO_SUCH_URL', res['message'], detail)
+            self.assertLess(res['ms'], 5000 * h.TIMEOUT_SCALE, detail)
+        self.assertEqual(out['other'].get('value'), self.role, detail)
+
+
+class GoFailover(unittest.TestCase):
+    """A primary and a secondary cluster (independent, the same role and
+    password on both), as test_failover.py's."""
+
+    LOOPS = 4  # on a pool of 4: "one failure per busy connection" is 4
+
+    @classmethod
+    def setUpClass(cls):
+        pgxload()
+        cls.primary = h.PgCluster()
+        cls.secondary = h.PgCluster()
+
+    @classmethod
+    def tearDownClass(cls):
+        for c in (cls.secondary, cls.primary):
+            c.close()
+
+    def setUp(self):
+        for c in (self.primary, self.secondary):
+            c.resume()
+            if not c.running:
+                c.start()
+        self.tmp = tempfile.mkdtemp(prefix='dbswap-test-')
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.role = 'app_' + os.urandom(3).hex()
+        self.password = fresh_password()
+        for c in (self.primary, self.secondary):
+            c.create_role(self.role, self.password)
+        self.env_path = os.path.join(self.tmp, 'app.env')
+
+    def test_crashed_primary_under_load(self):
+        """The primary crashes under 4 loops on a pool of 4: the agent
+        publishes the secondary (reason failover), the pool switches at
+        once and acks it; at most one query fails per busy connection,
+        none from a second after the switch on, and the pool ends on the
+        secondary."""
+        h.write_rename(self.env_path,
+                       f'{TARGET}={self.primary.url(self.role, self.password)}\n'
+                       f'{TARGET}_SECONDARY='
+                       f'{self.secondary.url(self.role, self.password)}\n')
+        agent = h.Agent(env_files=[self.env_path])
+        self.addCleanup(agent.close)
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        load = GoLoad(agent.sock, ['--loops', self.LOOPS, '--max', 4,
+                                   '--tx', '--pause-ms', 2])
+        self.addCleanup(load.close)
+        status = agent.client(name='test-go-failover')
+        self.addCleanup(status.close)
+
+        def acked(gen):
+            t = h.target_status(status, TARGET)
+            return t if (t['generation'], t['subscribers'], t['acked']) == \
+                (gen, 1, 1) else None
+        h.wait_for(lambda: acked(1), timeout=10, what='generation 1 acked')
+        load.wait_progress(lambda p: p['queries'] > 100)
+
+        t0 = time.monotonic()
+        self.primary.stop('immediate')
+        t = h.wait_for(lambda: acked(2), timeout=15,
+                       what='the secondary published and acked')
+        t_switch = time.monotonic()
+        self.assertEqual(t['failover']['current'], 'secondary', t)
+        print(f'go: primary crashed -> secondary acked by the pool in '
+              f'{(t_switch - t0) * 1000:.0f} ms')
+        p = load.wait_progress_after(t_switch + 1.0)
+        settled = p['failures']
+        self.assertLessEqual(settled, 4, f'{settled} failures on a pool of '
+                             f'4; {load.describe()}')
+        self.assertEqual(p['generation'], 2, p)
+        load.wait_progress(lambda q: q['queries'] > p['queries'] + 100,
+                           what='queries on the secondary')
+        rc, s = load.stop()
+        print(f'go: {settled} failed queries at the crash (at most one per '
+              f'busy connection), {s["queries"]} queries in all')
+        self.assertEqual(s['failures'], settled,
+                         f'failures after the switch; {load.describe()}')
+        self.assertEqual(s['stats']['old'], 0, s)
+        self.assertEqual(s['stats']['acked'], 2, s)
+        self.assertEqual(s['port_at_end'], self.secondary.port, s)
+
+
+if __name__ == '__main__':
+    main()
