@@ -59,8 +59,9 @@ class Loops:
     """THREADS threads running SELECT 1 through the pool until stopped,
     counting queries and failures (with the first few errors)."""
 
-    def __init__(self, pool, threads=THREADS):
+    def __init__(self, pool, threads=THREADS, query=None):
         self.pool = pool
+        self.query = query or self._psycopg_query
         self.ok = 0
         self.failed = 0
         self.errors = []
@@ -71,11 +72,14 @@ class Loops:
         for t in self._threads:
             t.start()
 
+    def _psycopg_query(self):
+        with self.pool.connection(timeout=10) as conn:
+            conn.execute('SELECT 1').fetchone()
+
     def _run(self):
         while not self._stop.is_set():
             try:
-                with self.pool.connection(timeout=10) as conn:
-                    conn.execute('SELECT 1').fetchone()
+                self.query()
                 with self._lock:
                     self.ok += 1
             except Exception as e:
@@ -136,6 +140,44 @@ class PythonPackage(ClusterTest):
         self.assertEqual(stats['generations_open'], 1, stats)
         self.assertEqual(stats['connections_out'], 0, stats)
         print(f'{ROTATIONS} rotations, {loops.ok} queries, 0 failed')
+
+    def test_sqlalchemy_engine_follows_rotations_under_load(self):
+        """dbswap.sqlalchemy.create_engine under 8 threads running SELECT 1
+        through engine.connect(): ROTATIONS rotations, no query fails, each
+        generation is acked (once no connection of an older value is
+        left), and the engine's generation follows."""
+        from dbswap.sqlalchemy import create_engine
+        from sqlalchemy import text
+        agent = self.start_agent()
+        client = dbswap.Client(agent.sock, name='test-python-sqla')
+        self.addCleanup(client.close)
+        engine = create_engine('DATABASE_URL', client=client,
+                               pool_size=THREADS, max_overflow=0)
+        self.addCleanup(engine.dbswap.close)
+        self.addCleanup(engine.dispose)
+        with engine.connect() as conn:
+            self.assertEqual(conn.execute(text('SELECT 1')).scalar(), 1)
+        h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')
+                   ['acked'] == 1, what='the engine to ack generation 1')
+
+        def query():
+            with engine.connect() as c:
+                c.execute(text('SELECT 1')).scalar()
+
+        loops = Loops(None, query=query)
+        try:
+            for i in range(ROTATIONS):
+                self.rotate()
+                gen = i + 2
+                h.wait_for(lambda: (s := h.target_status(
+                    agent, 'DATABASE_URL'))['generation'] == gen
+                    and s['acked'] == 1, timeout=20,
+                    what=f'the engine to ack generation {gen}')
+                self.assertEqual(engine.dbswap.generation, gen)
+        finally:
+            loops.stop()
+        self.assertEqual(loops.failed, 0, loops.errors)
+        self.assertGreater(loops.ok, 0)
 
     def test_unknown_target_fails_checkouts_at_once(self):
         """A pool on a target the agent does not have: a checkout raises
