@@ -858,3 +858,10 @@ class ConnectionPool:
                 self._client.ack(update)
         except DbswapError as e:
             logger.warning("dbswap: %s: ack failed: %s", self._target, e)
+
+
+# The asyncio twin, on psycopg_pool.AsyncConnectionPool (imported last: it
+# builds on this module's pieces).
+from ._psycopg_async import AsyncConnectionPool  # noqa: E402
+
+__all__ += ["AsyncConnectionPool"]
