@@ -141,6 +141,54 @@ class PythonPackage(ClusterTest):
         self.assertEqual(stats['connections_out'], 0, stats)
         print(f'{ROTATIONS} rotations, {loops.ok} queries, 0 failed')
 
+    def test_async_pool_rotations_under_load(self):
+        """dbswap.psycopg.AsyncConnectionPool on an AsyncClient, 8 asyncio
+        tasks running SELECT 1: ROTATIONS rotations, no query fails, each
+        generation acked by the pool."""
+        import asyncio
+        from dbswap.psycopg import AsyncConnectionPool
+        agent = self.start_agent()
+
+        def acked(gen):
+            s = h.target_status(agent, 'DATABASE_URL')
+            return s['generation'] == gen and s['acked'] == 1
+
+        async def main():
+            async with dbswap.AsyncClient(agent.sock, name='test-aio') as c, \
+                    AsyncConnectionPool(client=c, min_size=2,
+                                        max_size=THREADS) as pool:
+                await pool.wait(timeout=10 * h.TIMEOUT_SCALE)
+                counts = {'ok': 0, 'failed': 0, 'errors': []}
+                stop = asyncio.Event()
+
+                async def loop():
+                    while not stop.is_set():
+                        try:
+                            async with pool.connection(timeout=10) as conn:
+                                await (await conn.execute('SELECT 1')
+                                       ).fetchone()
+                            counts['ok'] += 1
+                        except Exception as e:
+                            counts['failed'] += 1
+                            counts['errors'].append(repr(e))
+                tasks = [asyncio.create_task(loop()) for _ in range(THREADS)]
+                try:
+                    await asyncio.to_thread(h.wait_for, lambda: acked(1),
+                                            what='generation 1 acked')
+                    for i in range(ROTATIONS):
+                        await asyncio.to_thread(self.rotate)
+                        await asyncio.to_thread(
+                            h.wait_for, lambda: acked(i + 2), timeout=20,
+                            what=f'generation {i + 2} acked')
+                        self.assertEqual(pool.generation, i + 2)
+                finally:
+                    stop.set()
+                    await asyncio.gather(*tasks)
+                return counts
+        counts = asyncio.run(main())
+        self.assertEqual(counts['failed'], 0, counts['errors'][:5])
+        self.assertGreater(counts['ok'], 0)
+
     def test_sqlalchemy_engine_follows_rotations_under_load(self):
         """dbswap.sqlalchemy.create_engine under 8 threads running SELECT 1
         through engine.connect(): ROTATIONS rotations, no query fails, each
