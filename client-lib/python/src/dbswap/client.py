@@ -68,7 +68,19 @@ class Client:
         if self._closed:
             return
         self._closed = True
-        self._call(self._aio.aclose())
+
+        async def shutdown() -> None:
+            await self._aio.aclose()
+            # The calls of other threads waiting on the loop were failed
+            # (ClientClosedError): let them finish, so that their threads
+            # hear of it, before the loop stops.
+            me = asyncio.current_task()
+            others = [t for t in asyncio.all_tasks() if t is not me]
+            if others:
+                _, pending = await asyncio.wait(others, timeout=1.0)
+                for t in pending:
+                    t.cancel()
+        self._call(shutdown())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()

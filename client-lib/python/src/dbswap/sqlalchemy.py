@@ -212,10 +212,10 @@ class EngineFollower:
             cur.server == "none" or u.reason in ("failover", "unavailable")))
         self._next = u
         self._failures = self._auth_failures = 0
-        if urgent or cur is None:
-            self._switch(u, urgent)
+        if urgent:
+            self._switch(u, True)
         else:
-            self._try(u)
+            self._try(u)  # the first value too: acked once it connects
 
     def _ev_retry(self, u: Update) -> None:
         if u is self._next:
