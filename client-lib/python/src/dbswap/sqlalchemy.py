@@ -6,8 +6,9 @@ event listeners that keep each connection's generation:
 
 - a new value is tried first with one connection (make-before-break; a
   failure is nacked and retried with backoff while the old value serves);
-  then it becomes the value new connections get, and ``engine.dispose()``
-  closes the idle connections of the old one;
+  then it becomes the value new connections get, and the idle
+  connections of the old one are replaced (each checked out once by the
+  adapter: refused at checkout, closed, connected again);
 - a connection of an older value is invalidated (closed) when it is
   checked in, and refused at checkout (SQLAlchemy then connects again,
   with the new value);
@@ -16,7 +17,8 @@ event listeners that keep each connection's generation:
 - the generation is acked when no connection of an older value is left.
 
 The engine's ``dbswap`` attribute is the EngineFollower (generation,
-close()).  engine.dispose() keeps working as usual.
+close()).  engine.dispose() keeps working as usual.  Pool settings pushed by
+the agent are not applied (SQLAlchemy's pool size is fixed at creation).
 """
 
 from __future__ import annotations
@@ -266,16 +268,42 @@ class EngineFollower:
                        if s is not None and s < self._seq]
             self._lock.notify_all()
         self._next = None
-        if self.engine is not None:
-            # Idle connections of the old value close now; a new pool for
-            # new checkouts.
-            self.engine.dispose()
         if urgent:
             for conn in old_out:
                 _shutdown(conn)
+        self._sweep()
         logger.info("dbswap: %s: switched to generation %d (%s)",
                     self.target, u.generation, u.reason)
         self._ev_check()
+
+    def _sweep(self) -> None:
+        """Replaces the idle connections of older values: each checkout of
+        one is refused (_on_checkout), so SQLAlchemy closes it and connects
+        again with the new value.  All are held until the last, so that a
+        LIFO pool hands out each once.  (engine.dispose() would leave the
+        connections out or being made meanwhile in the old pool, and
+        nothing would close them.)"""
+        pool = self.engine.pool if self.engine is not None else None
+        checkedin = getattr(pool, "checkedin", None)
+        if pool is None or checkedin is None:
+            return
+        held = []
+        try:
+            for _ in range(checkedin()):
+                with self._lock:
+                    if not any(s < self._seq for s in self._live):
+                        break
+                try:
+                    held.append(pool.connect())
+                except Exception as e:
+                    logger.info("dbswap: %s: replacing an idle connection "
+                                "failed: %s", self.target,
+                                redact(str(e), self._value.conninfo
+                                       if self._value else None))
+                    break
+        finally:
+            for fairy in held:
+                fairy.close()
 
     def _ev_check(self) -> None:
         with self._lock:
