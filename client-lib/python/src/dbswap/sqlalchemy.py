@@ -46,6 +46,10 @@ from .types import Update
 __all__ = ["create_engine", "EngineFollower"]
 
 _INFO_KEY = "dbswap_generation"
+#: How long a new connection of the value in force may keep failing (its
+#: retries 20 ms doubling) before the checkout fails with its error.
+CONNECT_WAIT = 5.0
+CONNECT_RETRY_FIRST = 0.02
 
 
 class EngineFollower:
@@ -101,13 +105,32 @@ class EngineFollower:
                                        f"{self._first_timeout} s",
                                        target=self.target)
                 self._lock.wait(min(left, 0.05))
-            value, seq = self._value, self._seq
-        if value.server == "none":
-            raise UnavailableError(
-                f"{self.target}: no database server is available (the agent "
-                f"reports the primary and the secondary down); failing at "
-                f"once until one is back", target=self.target)
-        conn = psycopg.connect(value.conninfo)
+        # Between a rotation's ALTER ROLE (or a server's crash) and the
+        # agent's next value, the value in force no longer connects: a
+        # new connection waits for that value, retrying, up to
+        # CONNECT_WAIT, as libdbswap's and the Node pool's do.
+        wait_until = time.monotonic() + CONNECT_WAIT
+        attempt = 0
+        while True:
+            with self._lock:
+                value, seq = self._value, self._seq
+            if value.server == "none":
+                raise UnavailableError(
+                    f"{self.target}: no database server is available (the "
+                    f"agent reports the primary and the secondary down); "
+                    f"failing at once until one is back", target=self.target)
+            try:
+                conn = psycopg.connect(value.conninfo)
+                break
+            except psycopg.OperationalError:
+                left = wait_until - time.monotonic()
+                if left <= 0:
+                    raise
+                with self._lock:
+                    if self._seq == seq:
+                        self._lock.wait(min(left, backoff(
+                            attempt, CONNECT_RETRY_FIRST, 1.0)))
+                attempt += 1
         with self._lock:
             self._born[id(conn)] = seq
             if self._opened_seq < seq:
