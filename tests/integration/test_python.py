@@ -141,6 +141,38 @@ class PythonPackage(ClusterTest):
         self.assertEqual(stats['connections_out'], 0, stats)
         print(f'{ROTATIONS} rotations, {loops.ok} queries, 0 failed')
 
+    def test_ack_waits_for_the_last_old_connection(self):
+        """Make-before-break and the ack: a connection of generation 1 held
+        across a rotation keeps working (its query runs after the switch),
+        new checkouts get generation 2 at once, and generation 2 is acked
+        only once the held connection is returned (which closes it: the
+        role then has no session left on the old password)."""
+        agent = self.start_agent()
+        pool = self.pool(agent, min_size=1, max_size=4)
+        pool.wait(timeout=10 * h.TIMEOUT_SCALE)
+        held = pool.getconn()
+        old_pid = held.info.backend_pid
+        h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')
+                   ['acked'] == 1, what='generation 1 acked')
+        self.rotate()
+        h.wait_for(lambda: pool.generation == 2, timeout=20,
+                   what='the pool to switch to generation 2')
+        with pool.connection() as conn:
+            self.assertNotEqual(conn.info.backend_pid, old_pid)
+        time.sleep(0.5)
+        st = h.target_status(agent, 'DATABASE_URL')
+        self.assertEqual((st['generation'], st['acked']), (2, 0),
+                         'acked while a connection of generation 1 is out')
+        self.assertEqual(held.execute('SELECT 1').fetchone(), (1,))
+        pool.putconn(held)
+        h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')
+                   ['acked'] == 1, what='generation 2 acked')
+        self.assertTrue(held.closed)
+        pids = self.cluster.sql(
+            'SELECT pid FROM pg_stat_activity WHERE usename = '
+            f"'{self.role}'").split()
+        self.assertNotIn(str(old_pid), pids)
+
     def test_async_pool_rotations_under_load(self):
         """dbswap.psycopg.AsyncConnectionPool on an AsyncClient, 8 asyncio
         tasks running SELECT 1: ROTATIONS rotations, no query fails, each
