@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-import unittest
 
 import harness as h
 from common import ClusterTest, main

@@ -24,7 +24,7 @@ from ._util import backoff, logger, truncate_utf8
 from .aio import AsyncClient
 from .errors import ClientClosedError, DbswapError, NoValueError, UnavailableError
 from .protocol import NACK_MESSAGE_MAX
-from .psycopg import (AGENT_GRACE, AUTH_TRIES, DRAIN_TIMEOUT, RETRY_FIRST,
+from .psycopg import (AUTH_TRIES, DRAIN_TIMEOUT, RETRY_FIRST,
                       RETRY_MAX, WARM_TIMEOUT, ConnectionPool, PoolClosed,
                       PoolTimeout, _Gen, _is_auth_error, _shutdown)
 from .types import Settings, Update
