@@ -140,6 +140,40 @@ class PythonPackage(ClusterTest):
         self.assertEqual(stats['connections_out'], 0, stats)
         print(f'{ROTATIONS} rotations, {loops.ok} queries, 0 failed')
 
+    def test_agent_killed_and_restarted_under_load(self):
+        """The agent SIGKILLed and started again under 8 query loops: no
+        query fails (the pool keeps the last value), the client is back
+        with the new instance, and the pool acks the restarted agent's
+        generation 1 for the value it already uses, without a swap."""
+        agent = self.start_agent()
+        pool = self.pool(agent, min_size=2, max_size=THREADS)
+        pool.wait(timeout=10 * h.TIMEOUT_SCALE)
+        h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')
+                   ['acked'] == 1, what='generation 1 acked')
+        self.rotate()
+        h.wait_for(lambda: (s := h.target_status(agent, 'DATABASE_URL'))
+                   ['generation'] == 2 and s['acked'] == 1,
+                   timeout=20, what='generation 2 acked')
+        first = pool.client.instance
+        swaps = []
+        pool.on_swap(swaps.append)
+        loops = Loops(pool)
+        try:
+            time.sleep(0.3)
+            agent.restart(kill=True)
+            st = h.wait_for(lambda: (s := h.target_status(
+                agent, 'DATABASE_URL'))['acked'] == 1 and s,
+                timeout=10, what='the restarted agent\'s generation acked')
+            before = loops.ok
+            time.sleep(0.3)
+            self.assertGreater(loops.ok, before)
+        finally:
+            loops.stop()
+        self.assertEqual(loops.failed, 0, loops.errors)
+        self.assertEqual(st['generation'], 1)
+        self.assertNotEqual(pool.client.instance, first)
+        self.assertEqual(swaps, [], 'the same value must not swap')
+
     def test_ack_waits_for_the_last_old_connection(self):
         """Make-before-break and the ack: a connection of generation 1 held
         across a rotation keeps working (its query runs after the switch),
