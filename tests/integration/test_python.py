@@ -22,6 +22,7 @@ import time
 
 import harness as h
 from common import ClusterTest, main
+from test_failover import SHORT, TwoClusters
 
 TOP = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(
     __file__)), '..', '..'))
@@ -362,6 +363,43 @@ class PythonPackage(ClusterTest):
             self.assertIn('DATABASE_URL', message)
             self.assertNotIn(self.password, message)
         self.assertNotIn(self.password, r.stderr)
+
+
+class PythonFailover(TwoClusters):
+
+    def test_failover_under_load(self):
+        """The primary stopped (immediate) under 4 query loops on a pool of
+        4: the pool switches to the secondary at once (break-before-make),
+        at most one query fails per pool connection, none after the
+        switch, and the failover's generation is acked."""
+        self.write_env(settings=SHORT)
+        agent = self.start_agent()
+        client = dbswap.Client(agent.sock, name='test-python-failover')
+        self.addCleanup(client.close)
+        pool = ConnectionPool('DATABASE_URL', client=client, min_size=4,
+                              max_size=4)
+        self.addCleanup(pool.close)
+        pool.wait(timeout=10 * h.TIMEOUT_SCALE)
+        self.wait_status(agent, lambda t: t['acked'] == 1, 10,
+                         'generation 1 acked')
+        loops = Loops(pool, threads=4)
+        try:
+            time.sleep(0.3)
+            self.primary.stop('immediate')
+            _, st = self.wait_status(
+                agent, lambda t: t['failover']['current'] == 'secondary'
+                and t['acked'] == 1, 20, 'the failover acked')
+            failed_at_switch = loops.failed
+            before = loops.ok
+            time.sleep(0.5)
+        finally:
+            loops.stop()
+        self.assertGreater(loops.ok, before, 'no query after the failover')
+        self.assertLessEqual(failed_at_switch, 4, loops.errors)
+        self.assertEqual(loops.failed, failed_at_switch, loops.errors)
+        self.assertEqual(pool.generation, st['generation'])
+        print(f'failover: {failed_at_switch} failed queries, '
+              f'{loops.ok} queries')
 
 
 if __name__ == '__main__':
