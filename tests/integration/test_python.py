@@ -293,6 +293,43 @@ class PythonPackage(ClusterTest):
         self.assertEqual(loops.failed, 0, loops.errors)
         self.assertGreater(loops.ok, 0)
 
+    def test_settings_pushed_by_the_agent(self):
+        """DATABASE_POOL_MIN/MAX from the env file size the pool, and a
+        change is applied live to the psycopg_pool in use (no swap); an
+        explicit max_size wins over the agent's."""
+        self.write_env(f'DATABASE_URL={self.url()}\nDATABASE_POOL_MAX=3\n'
+                       'DATABASE_POOL_MIN=2\n')
+        agent = self.start_agent()
+        pool = self.pool(agent)
+        pool.wait(timeout=10 * h.TIMEOUT_SCALE)
+        h.wait_for(lambda: (pool.min_size, pool.max_size) == (2, 3),
+                   what='the agent\'s settings')
+        gen = pool.generation
+        self.write_env(f'DATABASE_URL={self.url()}\nDATABASE_POOL_MAX=5\n'
+                       'DATABASE_POOL_MIN=1\n')
+        h.wait_for(lambda: (s := pool.get_stats()).get('pool_max') == 5
+                   and s.get('pool_min') == 1,
+                   what='the psycopg_pool resized')
+        self.assertEqual(pool.generation, gen)
+        client = dbswap.Client(agent.sock, name='test-python-explicit')
+        self.addCleanup(client.close)
+        explicit = ConnectionPool('DATABASE_URL', client=client, max_size=7)
+        self.addCleanup(explicit.close)
+        explicit.wait(timeout=10 * h.TIMEOUT_SCALE)
+        self.assertEqual((explicit.min_size, explicit.max_size), (1, 7))
+
+    def test_environment_value_without_an_agent(self):
+        """No agent at the socket: after the 200 ms grace the pool connects
+        with $DATABASE_URL, and queries work."""
+        os.environ['DATABASE_URL'] = self.url()
+        self.addCleanup(os.environ.pop, 'DATABASE_URL', None)
+        pool = ConnectionPool(socket=os.path.join(self.tmp, 'absent.sock'))
+        self.addCleanup(pool.close)
+        with pool.connection(timeout=10) as conn:
+            self.assertEqual(conn.execute('SELECT current_user').fetchone(),
+                             (self.role,))
+        self.assertEqual(pool.generation, 0)
+
     def test_unknown_target_fails_checkouts_at_once(self):
         """A pool on a target the agent does not have: a checkout raises
         dbswap.UnknownTargetError (a LookupError) naming the target within
