@@ -1133,8 +1133,7 @@ static int64_t pool_plan(dbswap_pool *p, struct pconn **to_close)
 		bool idle_end_hit = idle && p->cfg.idle_timeout_ms >= 0 &&
 				    now >= idle_end && p->waiting == 0 &&
 				    p->n_open - p->n_old > p->cfg.min_size;
-		bool expired = idle && (idle_end_hit ||
-					(p->closing && !pc->in_use) ||
+		bool expired = idle && (idle_end_hit || p->closing ||
 					now >= pc->expires_ms);
 		if (expired || stale) {
 			*pp = pc->next;
@@ -1769,14 +1768,20 @@ static int64_t now_coarse_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Whether a connection idle since since needs work before it is handed
- * out: the idle check's round trip, or the before_acquire hook. */
-static bool handout_due(const dbswap_pool *p, int64_t since)
+/* Whether a connection idle since since gets the idle check's round
+ * trip before it is handed out. */
+static bool idle_check_due(const dbswap_pool *p, int64_t since)
 {
 	int check = p->cfg.idle_check_ms;
 
-	return p->cfg.before_acquire || check == 0 ||
-	       (check > 0 && now_coarse_ms() - since >= check);
+	return check == 0 || (check > 0 && now_coarse_ms() - since >= check);
+}
+
+/* Whether it needs any work before it is handed out: that round trip, or
+ * the before_acquire hook. */
+static bool handout_due(const dbswap_pool *p, int64_t since)
+{
+	return p->cfg.before_acquire || idle_check_due(p, since);
 }
 
 /* That work, unlocked, in the thread the connection is lent to.  False:
@@ -1785,12 +1790,10 @@ static bool conn_handout(const dbswap_pool *p, PGconn *conn, int64_t since)
 {
 	const dbswap_pool_config *c = &p->cfg;
 
-	if (c->idle_check_ms == 0 ||
-	    (c->idle_check_ms > 0 && now_coarse_ms() - since >= c->idle_check_ms)) {
-		if (!conn_exec_bounded(conn, "", PGRES_EMPTY_QUERY,
-				       c->connect_timeout_ms))
-			return false;
-	}
+	if (idle_check_due(p, since) &&
+	    !conn_exec_bounded(conn, "", PGRES_EMPTY_QUERY,
+			       c->connect_timeout_ms))
+		return false;
 	return !c->before_acquire || c->before_acquire(conn, c->hook_data) == 0;
 }
 

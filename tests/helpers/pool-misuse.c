@@ -729,14 +729,6 @@ static void case_outage(void)
 
 /* Features (issue 17, "what pool users expect") */
 
-static int64_t now_ms_(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static dbswap_pool_stats get_stats(dbswap_pool *p)
 {
 	dbswap_pool_stats s = DBSWAP_POOL_STATS_INIT;
@@ -848,15 +840,15 @@ static void case_abi(void)
 	      "abi-config-get", "min %d acquire %d max %d",
 	      got.min_size, got.acquire_timeout_ms, got.max_size);
 	conn = must_acquire(p);
-	t0 = now_ms_();
+	t0 = mono_ms();
 	errno = 0;
 	conn2 = dbswap_pool_acquire(p, -1); /* the pool's timeout: 0 */
-	check(!conn2 && errno == ETIMEDOUT && now_ms_() - t0 < 1000,
+	check(!conn2 && errno == ETIMEDOUT && mono_ms() - t0 < 1000,
 	      "abi-zero-acquire-timeout", "errno %d after %lld ms", errno,
-	      (long long)(now_ms_() - t0));
+	      (long long)(mono_ms() - t0));
 	dbswap_pool_release(p, conn);
-	t0 = now_ms_();
-	while (get_stats(p).size > 0 && now_ms_() - t0 < 3000)
+	t0 = mono_ms();
+	while (get_stats(p).size > 0 && mono_ms() - t0 < 3000)
 		sleep_ms(20);
 	check(get_stats(p).size == 0, "abi-zero-min-size", "size %d, idle %d, "
 	      "in use %d, opened %llu, closed %llu", get_stats(p).size,
@@ -1101,17 +1093,17 @@ static void case_jitter(void)
 	for (int i = 0; i < 6; i++)
 		dbswap_pool_release(p, held[i]);
 	was = get_stats(p).closed_lifetime;
-	t0 = now_ms_();
-	while (now_ms_() - t0 < 8000 && get_stats(p).closed_lifetime < was + 6) {
+	t0 = mono_ms();
+	while (mono_ms() - t0 < 8000 && get_stats(p).closed_lifetime < was + 6) {
 		uint64_t n = get_stats(p).closed_lifetime - was;
 		if (n >= 1 && first < 0)
-			first = now_ms_();
+			first = mono_ms();
 		if (n >= 6 && last < 0)
-			last = now_ms_();
+			last = mono_ms();
 		sleep_ms(10);
 	}
 	if (last < 0 && get_stats(p).closed_lifetime >= was + 6)
-		last = now_ms_();
+		last = mono_ms();
 	dbswap_pool_stats s = get_stats(p);
 	check(first >= 0 && last >= 0 && last - first >= 300,
 	      "lifetime-jitter-spreads", "first closed at %lld, the sixth "
@@ -1169,7 +1161,7 @@ static void case_close(void)
 	/* The first acquire may have waited for the first connection. */
 	dbswap_pool_stats s0 = get_stats(p);
 	pthread_create(&t, NULL, holder_main, &h);
-	t0 = now_ms_();
+	t0 = mono_ms();
 	PGconn *conn = must_acquire(p); /* waits for the holder */
 	s = get_stats(p);
 	check(s.acquire_waits == s0.acquire_waits + 1 &&
@@ -1188,12 +1180,12 @@ static void case_close(void)
 	sleep_ms(100);
 	h = (struct holder){ .p = p, .conn = conn, .hold_ms = 300 };
 	pthread_create(&t, NULL, holder_main, &h);
-	t0 = now_ms_();
+	t0 = mono_ms();
 	r = dbswap_pool_close(p, 3000);
 	s = get_stats(p);
-	check(r == 0 && now_ms_() - t0 >= 200 && now_ms_() - t0 < 2500,
+	check(r == 0 && mono_ms() - t0 >= 200 && mono_ms() - t0 < 2500,
 	      "close-waits-for-busy", "returned %d after %lld ms", r,
-	      (long long)(now_ms_() - t0));
+	      (long long)(mono_ms() - t0));
 	pthread_join(t, NULL);
 	pthread_join(tw, NULL);
 	check(w.acquire_errno == ECANCELED, "close-cancels-waiters",
@@ -1201,8 +1193,8 @@ static void case_close(void)
 	errno = 0;
 	check(!dbswap_pool_acquire(p, 100) && errno == ECANCELED,
 	      "close-refuses-acquires", "errno %d", errno);
-	t0 = now_ms_();
-	while ((s = get_stats(p)).size > 0 && now_ms_() - t0 < 3000)
+	t0 = mono_ms();
+	while ((s = get_stats(p)).size > 0 && mono_ms() - t0 < 3000)
 		sleep_ms(20);
 	check(s.closing == 1 && s.size == 0 && s.closed_shutdown >= 1,
 	      "close-closes-all", "closing %d size %d closed_shutdown %llu",
@@ -1213,11 +1205,11 @@ static void case_close(void)
 	 * down. */
 	p = new_pool_cfg(c, &cfg);
 	conn = must_acquire(p);
-	t0 = now_ms_();
+	t0 = mono_ms();
 	r = dbswap_pool_close(p, 300);
-	check(r == -ETIMEDOUT && now_ms_() - t0 >= 250 && !query_ok(conn),
+	check(r == -ETIMEDOUT && mono_ms() - t0 >= 250 && !query_ok(conn),
 	      "close-timeout-shuts-down", "returned %d after %lld ms", r,
-	      (long long)(now_ms_() - t0));
+	      (long long)(mono_ms() - t0));
 	check(dbswap_pool_release(p, conn) == 0, "close-release-after", "");
 	dbswap_pool_free(p);
 	dbswap_client_free(c);
@@ -1287,10 +1279,10 @@ static void case_close_races(void)
 	a = (struct acquirer){ .p = p };
 	pthread_create(&t, NULL, acquirer_main, &a);
 	sleep_ms(200);
-	t0 = now_ms_();
+	t0 = mono_ms();
 	r = dbswap_pool_close(p, 5000);
-	check(r == 0 && now_ms_() - t0 < 2000, "close-wakes-on-refused-handout",
-	      "returned %d after %lld ms", r, (long long)(now_ms_() - t0));
+	check(r == 0 && mono_ms() - t0 < 2000, "close-wakes-on-refused-handout",
+	      "returned %d after %lld ms", r, (long long)(mono_ms() - t0));
 	pthread_join(t, NULL);
 	check(!a.conn && a.err == ECANCELED, "close-during-hook-cancels",
 	      "conn %p, errno %d", (void *)a.conn, a.err);
@@ -1305,14 +1297,14 @@ static void case_refused(void)
 {
 	dbswap_client *c = new_client();
 	dbswap_pool *p = dbswap_pool_new(c, "NO_SUCH_URL", NULL);
-	int64_t t0 = now_ms_();
+	int64_t t0 = mono_ms();
 	PGconn *conn;
 
 	errno = 0;
 	conn = dbswap_pool_acquire(p, 5000);
-	check(!conn && errno == ENXIO && now_ms_() - t0 < 3000,
+	check(!conn && errno == ENXIO && mono_ms() - t0 < 3000,
 	      "refused-unknown-target-enxio", "errno %d (%s) after %lld ms",
-	      errno, strerror(errno), (long long)(now_ms_() - t0));
+	      errno, strerror(errno), (long long)(mono_ms() - t0));
 	check(get_stats(p).refused == ENXIO, "refused-in-stats", "%d",
 	      get_stats(p).refused);
 	dbswap_pool_free(p);
