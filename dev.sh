@@ -2,11 +2,16 @@
 # Set-up for a fresh Debian 12 machine, in one command each:
 #
 #   ./dev.sh demo   install what is missing, build, run the live demo
-#   ./dev.sh test   install what is missing, build, run every test (the
-#                   Node.js package's unit tests by npm test, then meson's
-#                   suites, its Node integration suites among them); then
+#   ./dev.sh test   install what is missing (Go from bookworm-backports
+#                   when there is no Go 1.23 or later; the Go module's
+#                   dependencies by go mod download; the Python package's
+#                   test venv, ./build/py-venv, by pip), build, run every
+#                   test (the Node.js package's unit tests by npm test,
+#                   then meson's suites, among them the Node, Go and
+#                   Python packages' unit and integration suites); then
 #                   the agent's suites again under valgrind, the whole
-#                   suite as an ASan+UBSan build (./build-asan), and the
+#                   suite but Go's and Python's as an ASan+UBSan build
+#                   (./build-asan), and the
 #                   unit, pool and failover suites as a ThreadSanitizer
 #                   build (./build-tsan), all by tests/sanitize.sh
 #                   (SANITIZE=0 to skip), then every fuzz
@@ -36,7 +41,7 @@ cd "$(dirname "$0")"
 # goes here in the same commit that starts using it.
 DEPS="gcc meson ninja-build pkg-config
       libpq-dev libsystemd-dev libmsgpack-dev libsodium-dev libc-ares-dev
-      postgresql-15 postgresql-client-15 python3 python3-msgpack
+      postgresql-15 postgresql-client-15 python3 python3-msgpack python3-venv
       systemd scdoc debhelper dpkg-dev fakeroot lintian
       clang libclang-rt-14-dev valgrind pgbouncer gnuplot-nox strace uidmap"
 
@@ -47,7 +52,40 @@ DEPS="gcc meson ninja-build pkg-config
 NODE_MIN_MAJOR=18
 NODE_PKG=client-lib/node
 
+# Go for the Go module (client-lib/go): go.mod asks for 1.23 or later.
+# The first go found of $DBSWAP_GO, go on PATH, /usr/local/go's (the
+# official tarball's place) and Debian's golang-1.23 is used; when none
+# is new enough, Debian's golang-1.23-go is installed from
+# bookworm-backports (bookworm's own golang-go is 1.19).
+GO_MIN_MINOR=23
+GO_MODULE=client-lib/go
+GO_BACKPORT=/usr/lib/go-1.23/bin/go
+
+# The Python package (client-lib/python): its tests and adapters run from
+# a venv of Debian's /usr/bin/python3 (the one the harness runs on) with
+# the exact versions of its requirements-test.txt.
+PY_PACKAGE=client-lib/python
+
 BUILDDIR=${BUILDDIR:-build}
+PY_VENV=$BUILDDIR/py-venv
+
+# Prints the go command to use, or nothing.
+find_go() {
+	for g in "${DBSWAP_GO:-}" "$(command -v go 2>/dev/null || :)" \
+		 /usr/local/go/bin/go "$GO_BACKPORT"; do
+		[ -n "$g" ] && [ -x "$g" ] || continue
+		v=$(GOTOOLCHAIN=local "$g" env GOVERSION 2>/dev/null) || continue
+		v=${v#go}
+		major=${v%%.*}
+		minor=$(echo "${v#*.}" | sed 's/[^0-9].*//')
+		case "$major$minor" in *[!0-9]*|'') continue ;; esac
+		if [ "$major" -gt 1 ] || [ "${minor:-0}" -ge "$GO_MIN_MINOR" ]
+		then
+			echo "$g"
+			return 0
+		fi
+	done
+}
 
 install_deps() {
 	missing=""
@@ -60,11 +98,24 @@ install_deps() {
 	then
 		missing="$missing npm"
 	fi
-	[ -z "$missing" ] && return 0
-	echo "dev.sh: installing:$missing"
+	backports=""
+	[ -n "$(find_go)" ] || backports=golang-1.23-go
+	[ -z "$missing$backports" ] && return 0
+	echo "dev.sh: installing:$missing $backports"
 	sudo=""
 	[ "$(id -u)" -eq 0 ] || sudo=sudo
+	if [ -n "$backports" ] && ! grep -rqs bookworm-backports \
+		/etc/apt/sources.list /etc/apt/sources.list.d; then
+		echo "deb http://deb.debian.org/debian bookworm-backports main" |
+			$sudo tee /etc/apt/sources.list.d/bookworm-backports.list \
+			>/dev/null
+	fi
 	$sudo apt-get update -qq
+	if [ -n "$backports" ]; then
+		$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends -t bookworm-backports $backports
+	fi
+	[ -z "$missing" ] && return 0
 	# The tests and the demo start throwaway clusters of their own on free
 	# ports; a system cluster the server package may create is not used.
 	$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
@@ -96,6 +147,49 @@ node_deps() {
 	# download engines from a host this machine may not reach.
 	(cd "$NODE_PKG" && npm ci --prefer-offline --no-audit --no-fund --ignore-scripts)
 	echo "$want" >"$stamp"
+}
+
+# The Go module's dependencies, exactly as go.sum says, into the module
+# cache (from the Go module proxy when they are not there yet); again only
+# when go.sum or the toolchain changed since.
+go_deps() {
+	go=$(find_go)
+	if [ -z "$go" ]; then
+		echo "dev.sh: Go 1.$GO_MIN_MINOR or later is needed" \
+		     "(install_deps failed?)" >&2
+		return 1
+	fi
+	stamp="$BUILDDIR/.dbswap-go-mod"
+	want="$(sha256sum <"$GO_MODULE/go.sum") $("$go" env GOVERSION)"
+	[ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && return 0
+	echo "dev.sh: go mod download in $GO_MODULE ($go)"
+	(cd "$GO_MODULE" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly \
+		"$go" mod download)
+	mkdir -p "$BUILDDIR"
+	echo "$want" >"$stamp"
+}
+
+# The Python package's test venv, $BUILDDIR/py-venv, with exactly the
+# versions of requirements-test.txt (from PyPI when pip's cache does not
+# have them); again only when that file changed since.
+py_deps() {
+	stamp="$PY_VENV/.dbswap-requirements"
+	want=$(sha256sum <"$PY_PACKAGE/requirements-test.txt")
+	[ "$(cat "$stamp" 2>/dev/null)" = "$want" ] && return 0
+	echo "dev.sh: making $PY_VENV from $PY_PACKAGE/requirements-test.txt"
+	rm -rf "$PY_VENV"
+	/usr/bin/python3 -m venv "$PY_VENV"
+	"$PY_VENV/bin/pip" install -q --disable-pip-version-check \
+		--require-virtualenv -r "$PY_PACKAGE/requirements-test.txt"
+	echo "$want" >"$stamp"
+}
+
+# Where the Go and Python suites (tests and benchmarks) find their
+# toolchain and venv, whichever build dir runs them.
+package_env() {
+	DBSWAP_GO=$(find_go)
+	DBSWAP_PY_VENV=$(pwd)/$PY_VENV
+	export DBSWAP_GO DBSWAP_PY_VENV
 }
 
 build() {
@@ -133,14 +227,20 @@ demo)
 	;;
 bench)
 	install_deps
-	node_deps
 	build
+	node_deps
+	go_deps
+	py_deps
+	package_env
 	bench "$@"
 	;;
 test)
 	install_deps
-	node_deps
 	build
+	node_deps
+	go_deps
+	py_deps
+	package_env
 	if [ -f "$NODE_PKG/package.json" ]; then
 		echo "dev.sh: npm test in $NODE_PKG"
 		(cd "$NODE_PKG" && npm test)

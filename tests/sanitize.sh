@@ -4,7 +4,8 @@
 #
 #   tests/sanitize.sh asan BUILDDIR
 #       an ASan+UBSan build of everything in BUILDDIR, then every suite but
-#       packaging (the .debs are built without sanitizers anyway)
+#       packaging (the .debs are built without sanitizers anyway) and the
+#       client packages' (Node, Go, Python: their code is not C)
 #   tests/sanitize.sh valgrind BUILDDIR
 #       the agent's integration suites with dbswapd under valgrind, from
 #       an ordinary build in BUILDDIR (the load generators run at full
@@ -37,6 +38,7 @@ asan)
 	ASAN_OPTIONS="halt_on_error=1:detect_leaks=1:log_path=$logs/asan" \
 	UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$logs/ubsan" \
 		meson test -C "$builddir" --no-rebuild --no-suite packaging \
+		--no-suite packages \
 		--print-errorlogs || status=$?
 	;;
 valgrind)
