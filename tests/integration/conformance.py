@@ -1,9 +1,10 @@
 """What every client package must do, in one place: the scenarios of the
-pool contract (PROTOCOL.md, "Clients") and, for each language, the test
-that checks it against the real agent and server, or the reason there is
-none yet.  test_conformance.py fails when a named test is not there, or
-when a scenario has neither a test nor a stated gap, so a fourth language
-starts from this list and a renamed test cannot quietly drop out of it.
+pool contract (ipc/PROTOCOL.md, "Writing a client") and, for each
+language, the test that checks it against the real agent and server, or
+the reason there is none yet.  test_conformance.py fails when a named
+test is not there, or when a scenario has neither a test nor a stated
+gap, so a fourth language starts from this list and a renamed test cannot
+quietly drop out of it.
 
 A test is named as PATH::NAME, PATH from the top of the tree:
   tests/integration/*.py                     NAME is Class.method
@@ -12,7 +13,6 @@ A test is named as PATH::NAME, PATH from the top of the tree:
   client-lib/go/**/*_test.go                 NAME is the Test function
   client-lib/python/tests/*.py               NAME is the test function
 """
-
 # Scenario id -> what must hold.  "Busy loops" are 8 concurrent loops of
 # SELECT 1 (or a short transaction) through the package's pool.
 SCENARIOS = {
