@@ -13,6 +13,7 @@ A test is named as PATH::NAME, PATH from the top of the tree:
   client-lib/go/**/*_test.go                 NAME is the Test function
   client-lib/python/tests/*.py               NAME is the test function
 """
+
 # Scenario id -> what must hold.  "Busy loops" are 8 concurrent loops of
 # SELECT 1 (or a short transaction) through the package's pool.
 SCENARIOS = {
