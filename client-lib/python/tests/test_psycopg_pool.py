@@ -74,3 +74,48 @@ def test_no_server_available_fails_at_once_and_is_acked(agent):
         assert (a["generation"], a["instance"]) == (1, INSTANCE)
         assert pool.generation == 1
         assert "s3cret" not in repr(pool)
+
+
+def test_psycopg_pool_sees_connect_errors_masked(caplog):
+    """psycopg_pool logs each failed connect (a refill between a rotation's
+    ALTER ROLE and its new value) and its PoolTimeout may carry it: libpq
+    quotes the host, and a host (here a socket dir) may hold any part of
+    the value.  The pools' connection_class raises them masked."""
+    from dbswap._psycopg_async import _masking_async
+    from dbswap.psycopg import _masking
+    import asyncio
+    import psycopg
+
+    secret = "Pw-0f-the-app"
+    conninfo = (f"host=/nonexistent/{secret} port=5 user=app "
+                f"password={secret} dbname=app connect_timeout=1")
+    with pytest.raises(psycopg.OperationalError) as raw:
+        psycopg.Connection.connect(conninfo)
+    assert secret in str(raw.value)  # what libpq says: the premise
+    with pytest.raises(psycopg.OperationalError) as e:
+        _masking(psycopg.Connection).connect(conninfo)
+    assert secret not in str(e.value) and "nonexistent" in str(e.value)
+    assert e.value.__cause__ is None and e.value.__suppress_context__
+
+    async def aconnect():
+        await _masking_async(psycopg.AsyncConnection).connect(conninfo)
+    with pytest.raises(psycopg.OperationalError) as e:
+        asyncio.run(aconnect())
+    assert secret not in str(e.value)
+
+    # psycopg_pool's own log lines, on the class the adapter gives it.
+    import logging
+    import psycopg_pool
+    with ConnectionPool(socket="/nonexistent/agent.sock", name="unit",
+                        open=False) as adapter:
+        cls = adapter._pool_args["connection_class"]
+    assert issubclass(cls, psycopg.Connection)
+    caplog.set_level(logging.WARNING, logger="psycopg.pool")
+    p = psycopg_pool.ConnectionPool(conninfo, connection_class=cls,
+                                    min_size=1, open=False,
+                                    reconnect_timeout=1)
+    p.open(wait=False)
+    time.sleep(1.5)
+    p.close()
+    assert "error connecting" in caplog.text
+    assert secret not in caplog.text

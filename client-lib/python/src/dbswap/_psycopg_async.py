@@ -26,8 +26,25 @@ from .errors import ClientClosedError, DbswapError, NoValueError, UnavailableErr
 from .protocol import NACK_MESSAGE_MAX
 from .psycopg import (AUTH_TRIES, DRAIN_TIMEOUT, RETRY_FIRST,
                       RETRY_MAX, WARM_TIMEOUT, ConnectionPool, PoolClosed,
-                      PoolTimeout, _Gen, _is_auth_error, _shutdown)
+                      PoolTimeout, _Gen, _is_auth_error, _masked_error,
+                      _shutdown)
 from .types import Settings, Update
+
+
+def _masking_async(cls: type[psycopg.AsyncConnection]
+                   ) -> type[psycopg.AsyncConnection]:
+    """As dbswap.psycopg's _masking, for AsyncConnection."""
+    class Masking(cls):  # type: ignore[valid-type, misc]
+        @classmethod
+        async def connect(klass, conninfo: str = "", **kwargs: Any) -> Any:
+            try:
+                return await super().connect(conninfo, **kwargs)
+            except psycopg.Error as e:
+                raise _masked_error(e, conninfo) from None
+
+    Masking.__name__ = cls.__name__
+    Masking.__qualname__ = cls.__qualname__
+    return Masking
 
 __all__ = ["AsyncConnectionPool"]
 
@@ -67,7 +84,7 @@ class AsyncConnectionPool:
         self._drain_timeout = drain_timeout
         self._warm_timeout = warm_timeout
         self._kwargs = dict(kwargs or {})
-        self._pool_args = dict(connection_class=connection_class,
+        self._pool_args = dict(connection_class=_masking_async(connection_class),
                                configure=configure, check=check, reset=reset,
                                max_lifetime=max_lifetime)
         self._client_arg = client

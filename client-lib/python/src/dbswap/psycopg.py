@@ -88,6 +88,29 @@ def _is_auth_error(err: BaseException) -> bool:
         "authentication failed" in text
 
 
+def _masked_error(err: psycopg.Error, conninfo: str) -> psycopg.Error:
+    """err again, its text cleaned of conninfo's secrets: libpq's messages
+    may quote a host or another part of the value."""
+    return type(err)(redact(str(err), conninfo))
+
+
+def _masking(cls: type[psycopg.Connection]) -> type[psycopg.Connection]:
+    """cls, whose connect() fails with the error masked.  psycopg_pool
+    connects through connection_class.connect() and logs what it raises (a
+    refill that fails between a rotation's ALTER ROLE and its new value)."""
+    class Masking(cls):  # type: ignore[valid-type, misc]
+        @classmethod
+        def connect(klass, conninfo: str = "", **kwargs: Any) -> Any:
+            try:
+                return super().connect(conninfo, **kwargs)
+            except psycopg.Error as e:
+                raise _masked_error(e, conninfo) from None
+
+    Masking.__name__ = cls.__name__
+    Masking.__qualname__ = cls.__qualname__
+    return Masking
+
+
 def _shutdown(conn: psycopg.Connection) -> None:
     """Shuts a busy connection's socket down (from any thread): the query
     on it fails at once, and the connection is closed when it comes back.
@@ -170,7 +193,7 @@ class ConnectionPool:
         self._drain_timeout = drain_timeout
         self._warm_timeout = warm_timeout
         self._kwargs = dict(kwargs or {})
-        self._pool_args = dict(connection_class=connection_class,
+        self._pool_args = dict(connection_class=_masking(connection_class),
                                configure=configure, check=check, reset=reset,
                                max_lifetime=max_lifetime)
         self._lock = threading.RLock()
