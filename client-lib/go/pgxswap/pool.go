@@ -376,6 +376,7 @@ func (p *Pool) Acquire(ctx context.Context) (*pgxpool.Conn, error) {
 		if err == nil {
 			return c, nil
 		}
+		err = masked(err, g.conninfo)
 		if p.closed.Load() {
 			return nil, closedError()
 		}
@@ -402,6 +403,27 @@ func (p *Pool) Acquire(ctx context.Context) (*pgxpool.Conn, error) {
 		}
 		return nil, err
 	}
+}
+
+// maskedError is a driver's error whose text quoted part of a value (pgconn
+// names the host, which may hold anything): Error() is the text masked,
+// and errors.As and errors.Is still reach the driver's error under it.
+type maskedError struct {
+	text string
+	err  error
+}
+
+func (e *maskedError) Error() string { return e.text }
+func (e *maskedError) Unwrap() error { return e.err }
+
+// masked is err, or err behind a maskedError when its text holds a secret
+// of conninfo.
+func masked(err error, conninfo string) error {
+	text := err.Error()
+	if clean := dbswap.Redact(text, conninfo); clean != text {
+		return &maskedError{text: clean, err: err}
+	}
+	return err
 }
 
 func (p *Pool) acquireFrom(ctx context.Context, g *gen) (*pgxpool.Conn, error) {
