@@ -500,7 +500,27 @@ export class Pool extends Base {
     if (req.done) return
     req.done = true
     clearTimeout(req.timer)
-    req.reject(err)
+    req.reject(this.#masked(err))
+  }
+
+  /** err, its message, stack and string properties cleaned of every
+   * value's secrets: pg's connect errors quote the host (a socket path, an
+   * address), which may hold any part of a value.  The same object, so
+   * that its class and code stay what the app checks. */
+  #masked(err) {
+    if (!(err instanceof Error)) return err
+    for (const slot of this.#slots()) {
+      const conninfo = slot.update.conninfo
+      for (const key of Object.getOwnPropertyNames(err)) {
+        const v = err[key]
+        if (typeof v !== 'string') continue
+        const clean = redact(v, conninfo)
+        if (clean !== v) {
+          try { err[key] = clean } catch { /* read-only: left */ }
+        }
+      }
+    }
+    return err
   }
 
   #failWaiting(err) {
