@@ -44,6 +44,10 @@ SCENARIOS = {
     'agent-settings':
         'DATABASE_POOL_* pushed by the agent size the pool, and a change '
         'takes effect live',
+    'driver-errors-masked':
+        "a checkout that fails with the driver's connect error (which "
+        'quotes the host, and a host may hold part of the value): the error '
+        'the app gets, and every log line, show no secret of the value',
 }
 
 TESTS = 'tests/integration/'
@@ -85,6 +89,9 @@ COVERAGE = {
         'agent-settings':
             Gap('the agent side is test_protocol.py\'s; pool-load always '
                 'sets its own size'),
+        'driver-errors-masked':
+            Gap('dbswap_pool_acquire() fails with an errno, no text; the '
+                'pool\'s log lines go through pqerr (tests/unit/test-pqerr.c)'),
     },
     'Node.js': {
         'rotations-under-load':
@@ -115,6 +122,8 @@ COVERAGE = {
         'agent-settings':
             NODE + 'integration/settings.test.js::DATABASE_POOL_MAX caps the '
                    'pool under 8 busy loops and changes live',
+        'driver-errors-masked':
+            Gap('pending'),
     },
     'Go': {
         'rotations-under-load':
@@ -140,6 +149,8 @@ COVERAGE = {
                     'environment_is_used',
         'agent-settings':
             TESTS + 'test_go.py::GoPool.test_agent_pool_settings_honoured',
+        'driver-errors-masked':
+            Gap('pending'),
     },
     'Python': {
         'rotations-under-load':
@@ -167,5 +178,7 @@ COVERAGE = {
         'agent-settings':
             TESTS + 'test_python.py::PythonPackage.test_settings_pushed_by_'
                     'the_agent',
+        'driver-errors-masked':
+            Gap('pending'),
     },
 }
