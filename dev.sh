@@ -26,10 +26,11 @@
 #                   --quick: a few minutes, the default: about 13)
 #   ./dev.sh fuzz [SECONDS]
 #                   build the libFuzzer targets with clang, ASan and UBSan
-#                   (./build-fuzz), run each for SECONDS (default 60) from
-#                   its seed corpus in tests/fuzz/corpus (new inputs go to
-#                   a temp dir); fails on any crash, leak or sanitizer
-#                   report and prints the reproducer (./build-fuzz/artifacts)
+#                   (./build-fuzz), run each for SECONDS (default 60), one
+#                   per core at a time, from its seed corpus in
+#                   tests/fuzz/corpus (new inputs go to a temp dir); fails
+#                   on any crash, leak or sanitizer report and prints the
+#                   reproducer (./build-fuzz/artifacts)
 #
 # Installing needs root or sudo; everything else runs as the caller.  The
 # build goes to ./build (override with BUILDDIR).  Extra arguments after
@@ -275,17 +276,33 @@ fuzz)
 	work=$(mktemp -d "${TMPDIR:-/tmp}/dbswap-fuzz.XXXXXX")
 	trap 'rm -rf "$work"' EXIT
 	artifacts="$(pwd)/$fuzzdir/artifacts"
-	failed=""
+	# One target per core at a time: each fuzzer is one process.
+	jobs=$(nproc 2>/dev/null || echo 1)
+	running=0
 	for t in $targets; do
 		mkdir -p "$work/$t" "$artifacts/$t"
 		cp tests/fuzz/corpus/$t/* "$work/$t/"
 		echo "dev.sh: fuzz-$t for ${secs}s"
-		if ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:abort_on_error=1 \
-		   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-		   "$fuzzdir/tests/fuzz/fuzz-$t" -max_len=65536 -timeout=10 \
-			-max_total_time="$secs" -print_final_stats=1 \
-			-artifact_prefix="$artifacts/$t/" \
-			"$work/$t" >"$work/$t.log" 2>&1; then
+		(
+			ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:abort_on_error=1 \
+			UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+			"$fuzzdir/tests/fuzz/fuzz-$t" -max_len=65536 -timeout=10 \
+				-max_total_time="$secs" -print_final_stats=1 \
+				-artifact_prefix="$artifacts/$t/" \
+				"$work/$t" >"$work/$t.log" 2>&1
+			echo $? >"$work/$t.rc"
+		) &
+		running=$((running + 1))
+		if [ "$running" -ge "$jobs" ]; then
+			wait
+			running=0
+		fi
+	done
+	wait
+	failed=""
+	for t in $targets; do
+		if [ "$(cat "$work/$t.rc" 2>/dev/null)" = 0 ]; then
+			printf 'fuzz-%s: ' "$t"
 			grep -E '^stat::number_of_executed_units' "$work/$t.log" || :
 		else
 			tail -n 60 "$work/$t.log" >&2
