@@ -990,6 +990,8 @@ export class Pool extends Base {
       this.#logLine('error', line)
       return false
     }
+    // The app's listener gets pg's error cleaned the same way.
+    if (event === 'error') this.#masked(args[0])
     return super.emit(event, ...args)
   }
 
