@@ -8,6 +8,10 @@ and a real PostgreSQL cluster, everything started by this harness.
             no failed query and every generation acked; a target the app's
             uid may not follow, and one the agent does not have, give a
             clear error at once
+  GoFailover a primary and a secondary cluster (test_failover.py's
+            TwoClusters): the primary crashed, or hung (SIGSTOP), under
+            load: the pool on the secondary at once, at most one failed
+            query per busy connection, none after
 
 The go command is $DBSWAP_GO (meson sets it), else go on PATH, else
 Debian's golang-1.23 (/usr/lib/go-1.23/bin/go, from bookworm-backports);
@@ -28,6 +32,7 @@ import unittest
 
 import harness as h
 from common import ClusterTest, JsonLines, PoolLoad, fresh_password, main
+from test_failover import CONFIRM_S, SHORT, TwoClusters, settings_of
 from test_pool import Psql
 
 GO_MODULE = os.environ.get('DBSWAP_GO_MODULE') or os.path.normpath(
@@ -402,35 +407,16 @@ class GoPool(ClusterTest):
         self.assertEqual(out['other'].get('value'), self.role, detail)
 
 
-class GoFailover(unittest.TestCase):
+class GoFailover(TwoClusters):
     """A primary and a secondary cluster (independent, the same role and
-    password on both), as test_failover.py's."""
+    password on both): test_failover.py's TwoClusters."""
 
     LOOPS = 4  # on a pool of 4: "one failure per busy connection" is 4
 
     @classmethod
     def setUpClass(cls):
         pgxload()
-        cls.primary = h.PgCluster()
-        cls.secondary = h.PgCluster()
-
-    @classmethod
-    def tearDownClass(cls):
-        for c in (cls.secondary, cls.primary):
-            c.close()
-
-    def setUp(self):
-        for c in (self.primary, self.secondary):
-            c.resume()
-            if not c.running:
-                c.start()
-        self.tmp = tempfile.mkdtemp(prefix='dbswap-test-')
-        self.addCleanup(shutil.rmtree, self.tmp, True)
-        self.role = 'app_' + os.urandom(3).hex()
-        self.password = fresh_password()
-        for c in (self.primary, self.secondary):
-            c.create_role(self.role, self.password)
-        self.env_path = os.path.join(self.tmp, 'app.env')
+        super().setUpClass()
 
     def test_crashed_primary_under_load(self):
         """The primary crashes under 4 loops on a pool of 4: the agent
@@ -481,6 +467,89 @@ class GoFailover(unittest.TestCase):
         self.assertEqual(s['stats']['old'], 0, s)
         self.assertEqual(s['stats']['acked'], 2, s)
         self.assertEqual(s['port_at_end'], self.secondary.port, s)
+
+    def test_hung_primary_under_load(self):
+        """The primary hung (SIGSTOP of the postmaster and its backends)
+        under 8 busy loops on a pool of 8, test_failover.py's short
+        checks: the pool switches to the secondary (acked within twice
+        test_failover.py's bound), at most one query fails per loop, none
+        from a second after the switch on, and every loop goes on querying
+        while the primary is still hung (none stuck on a hung connection:
+        the loops' own bound, 30 s, is far beyond the test's window).
+        SIGCONT: the agent fails back, the pool drains to the primary and
+        acks it, and no query fails meanwhile."""
+        loops = 8
+        cfg = settings_of(SHORT)
+        interval = cfg['health_check_interval_ms'] / 1000
+        timeout = cfg['connection_timeout_ms'] / 1000
+        threshold = cfg['failure_threshold']
+        retry = cfg['primary_retry_interval_ms'] / 1000
+        self.write_env(settings=SHORT)
+        agent = self.start_agent()
+        load = GoLoad(agent.sock, ['--loops', loops, '--max', loops, '--tx',
+                                   '--pause-ms', 2, '--progress-ms', 100,
+                                   '--query-timeout-ms', 30000])
+        self.addCleanup(load.close)
+        status = self.status_client(agent)
+        t = self.wait_ready(agent, subscribers=1)
+        g0 = t['generation']
+        load.wait_progress(lambda p: p['queries'] > 100 and p['acked'] == g0)
+
+        t0 = time.monotonic()
+        self.pause(self.primary)
+        t_switch, t = self.wait_status(
+            status, self.switched('secondary', g0, 1), timeout=15,
+            what='the secondary acked by the pool after the primary hung')
+        took = t_switch - t0
+        bound = 2 * (interval + 2 * timeout + (threshold - 1) * CONFIRM_S
+                     + 1.0)
+        print(f'go: primary hung (SIGSTOP) -> secondary acked by the pool '
+              f'in {took * 1000:.0f} ms (bound {bound * 1000:.0f} ms)')
+        self.assertLessEqual(took, bound * h.TIMEOUT_SCALE,
+                             f'status then: {t!r}; {load.describe()}')
+        g1 = t['generation']
+
+        # A second after the switch the failures are in: at most one per
+        # loop.  Then every loop must query on while the primary is still
+        # hung.
+        p = load.wait_progress_after(t_switch + 1.0)
+        settled = p['failures']
+        self.assertTrue(all(n <= 1 for n in p['failures_by_loop']),
+                        f'failures per loop {p["failures_by_loop"]}; '
+                        f'{load.describe()}')
+        before = p['queries_by_loop']
+        q = load.wait_progress(
+            lambda q: all(a > b for a, b in zip(q['queries_by_loop'],
+                                                 before)),
+            timeout=5, what='a query of every loop a second after the switch '
+            '(none stuck on the hung primary)')
+        self.assertEqual(q['generation'], g1, q)
+        self.assertTrue(self.primary.paused, 'resumed too soon')
+
+        # SIGCONT: a failback, which drains (no failure).
+        t1 = time.monotonic()
+        self.primary.resume()
+        t_back, t = self.wait_status(
+            status, self.switched('primary', g1, 1),
+            timeout=retry + threshold * interval + 10,
+            what='failback to the primary acked by the pool after SIGCONT')
+        print(f'go: primary resumed (SIGCONT) -> failback acked by the pool '
+              f'in {(t_back - t1) * 1000:.0f} ms')
+        p = load.wait_progress(lambda p: p['generation'] == t['generation']
+                               and p['old'] == 0, what='the old pool gone')
+        load.wait_progress(lambda q: q['queries'] > p['queries'] + 100,
+                           what='queries on the primary')
+        rc, s = load.stop()
+        print(f'go: {settled} failed queries at the hang (per loop '
+              f'{s["failures_by_loop"]}), none at the failback; '
+              f'{s["queries"]} queries in all')
+        self.assertEqual(s['failures'], settled,
+                         f'failures after the switch; {load.describe()}')
+        self.assertEqual(s['stuck'], 0, load.describe())
+        self.assertTrue(all(n <= 1 for n in s['failures_by_loop']), s)
+        self.assertEqual(s['stats']['old'], 0, s)
+        self.assertEqual(s['port_at_end'], self.primary.port, s)
+        self.assertNotIn(self.password, load.stderr())
 
 
 if __name__ == '__main__':
