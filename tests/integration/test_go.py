@@ -5,7 +5,9 @@ and a real PostgreSQL cluster, everything started by this harness.
             the pool against a fake agent (no server needed)
   GoPool    the pgxswap pool driven by client-lib/go/internal/cmd/pgxload
             (read its header): password rotations under 8 query loops with
-            no failed query and every generation acked; a target the app's
+            no failed query and every generation acked; a connection
+            held across a rotation (pgxload hold) holds the ack until it
+            is released; a target the app's
             uid may not follow, and one the agent does not have, give a
             clear error at once
   GoFailover a primary and a secondary cluster (test_failover.py's
@@ -25,6 +27,7 @@ dir that other users may read (the forbidden case runs it as nobody).
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -127,6 +130,42 @@ class GoLoad(PoolLoad):
         full = go_env()
         full.update(env or {})
         JsonLines.__init__(self, argv, None, name, full)
+
+
+class GoHold(PoolLoad):
+    """pgxload hold: one connection held until SIGUSR1 (read its
+    header)."""
+
+    def __init__(self, sock, name='go-hold', target=TARGET):
+        argv = [pgxload(), 'hold', '--socket', sock, '--target', target,
+                '--name', name]
+        JsonLines.__init__(self, argv, None, name, go_env())
+
+    def wait_line(self, key, timeout=10):
+        """The first line with key (not a progress line)."""
+        deadline = time.monotonic() + timeout * h.TIMEOUT_SCALE
+        with self._cond:
+            while True:
+                for _, msg in self.lines:
+                    if key in msg:
+                        return msg
+                if self._eof:
+                    raise AssertionError(f'{self.name} ended before a line '
+                                         f'with {key!r}; {self.describe()}')
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f'no line with {key!r} from '
+                                         f'{self.name} within {timeout} s; '
+                                         f'{self.describe()}')
+                self._cond.wait(left)
+
+    def release(self):
+        """SIGUSR1: a query on the held connection, then its release;
+        returns that query's line."""
+        self.proc.send_signal(signal.SIGUSR1)
+        self.wait_line('released')
+        return [m for _, m in self.lines if 'held_query_pid' in m or
+                'held_query_error' in m][-1]
 
 
 class GoUnit(unittest.TestCase):
@@ -306,6 +345,55 @@ class GoPool(ClusterTest):
         rc, s = load.stop()
         self.assertEqual((rc, s['failures']), (0, 0), load.describe())
         self.assertEqual(s['stats']['acked'], 1, s)
+
+    def test_ack_waits_for_the_held_connection(self):
+        """Make before break and the ack: a connection of generation 1
+        held (acquired, not released) across a rotation keeps working, new
+        calls get generation 2 at once, and generation 2 is acked only once
+        the held connection is released (which closes it: its session is
+        gone from the server)."""
+        self.budget(60)
+        self.write_url(self.password)
+        agent = self.start_agent()
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        hold = GoHold(agent.sock)
+        self.addCleanup(hold.close)
+        old_pid = hold.wait_line('held_pid')['held_pid']
+        self.wait_acked(agent, 1, [hold])
+
+        self.rotate_password()
+        p = hold.wait_progress(lambda p: p['generation'] == 2 and
+                               'pool_pid' in p, what='calls on generation 2')
+        self.assertNotEqual(p['pool_pid'], old_pid, p)
+        h.wait_for(lambda: h.target_status(agent, TARGET)['generation'] == 2,
+                   timeout=5, what='generation 2 published')
+        time.sleep(0.5)
+        t = h.target_status(agent, TARGET)
+        self.assertEqual((t['generation'], t['subscribers'], t['acked']),
+                         (2, 1, 0), f'acked while a connection of generation '
+                         f'1 is held: {t!r}')
+        p = hold.progress()
+        self.assertEqual((p['generation'], p['acked'], p['old']), (2, 1, 1),
+                         p)
+        self.assertIn(old_pid, self.psql_pids())
+
+        res = hold.release()
+        self.assertEqual(res.get('held_query_pid'), old_pid,
+                         f'the held connection after the switch: {res!r}')
+        self.wait_acked(agent, 2, [hold])
+        h.wait_for(lambda: old_pid not in self.psql_pids(), timeout=5,
+                   interval=0.05, what='the held session closed')
+        p = hold.wait_progress(lambda p: p['acked'] == 2 and p['old'] == 0,
+                               what='the pool acked generation 2')
+        rc, s = hold.stop()
+        self.assertEqual((rc, s['failures']), (0, 0), hold.describe())
+        self.assertGreater(s['queries'], 0, s)
+
+    def psql_pids(self):
+        """The backend pids of the role's sessions."""
+        out = self.psql.query('SELECT pid FROM pg_stat_activity WHERE '
+                              f'usename = {h.quote_literal(self.role)}')
+        return [int(x) for x in out if x.strip()]
 
     def test_without_an_agent_the_environment_is_used(self):
         """No agent on the socket: the pool uses $DATABASE_URL (generation
