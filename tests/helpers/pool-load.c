@@ -38,8 +38,10 @@
  * Every --progress-ms (default 500) a progress line goes to stdout,
  * flushed:
  *   {"t": 1.5, "mono": 8123.456789, "queries": n, "failures": n,
- *    "generation": g, "size": s, "old": o, "first_failure_t": 0.7,
- *    "last_failure_t": 1.2, "unavailable": n}
+ *    "generation": g, "size": s, "old": o, "min_size": m, "max_size": m,
+ *    "first_failure_t": 0.7, "last_failure_t": 1.2, "unavailable": n}
+ * min_size and max_size are the pool's config now (those of the agent's
+ * settings, live, where --min and --max are not given).
  * t and the failure times are seconds since the threads started; a
  * failure time is null before any failure.  mono is CLOCK_MONOTONIC in
  * seconds (µs resolution) when the line was made: the clock of Python's
@@ -429,14 +431,17 @@ static void print_failure_times(void)
 static void print_progress(int64_t us)
 {
 	dbswap_pool_stats s = DBSWAP_POOL_STATS_INIT;
+	dbswap_pool_config c = DBSWAP_POOL_CONFIG_INIT;
 
 	dbswap_pool_stats_get(pool, &s);
+	dbswap_pool_config_get(pool, &c);
 	printf("{\"t\": %.3f, ", (double)(us - start_us) / 1e6);
 	loadgen_print_mono(us);
 	printf(", \"queries\": %" PRIuFAST64 ", \"failures\": %" PRIuFAST64
-	       ", \"generation\": %" PRIu64 ", \"size\": %d, \"old\": %d, ",
+	       ", \"generation\": %" PRIu64 ", \"size\": %d, \"old\": %d, "
+	       "\"min_size\": %d, \"max_size\": %d, ",
 	       atomic_load(&queries), atomic_load(&failures), s.generation,
-	       s.size, s.old);
+	       s.size, s.old, c.min_size, c.max_size);
 	print_failure_times();
 	printf("}\n");
 	fflush(stdout);

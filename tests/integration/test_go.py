@@ -5,9 +5,15 @@ and a real PostgreSQL cluster, everything started by this harness.
             the pool against a fake agent (no server needed)
   GoPool    the pgxswap pool driven by client-lib/go/internal/cmd/pgxload
             (read its header): password rotations under 8 query loops with
-            no failed query and every generation acked; a target the app's
+            no failed query and every generation acked; a connection
+            held across a rotation (pgxload hold) holds the ack until it
+            is released; a target the app's
             uid may not follow, and one the agent does not have, give a
             clear error at once
+  GoFailover a primary and a secondary cluster (test_failover.py's
+            TwoClusters): the primary crashed, or hung (SIGSTOP), under
+            load: the pool on the secondary at once, at most one failed
+            query per busy connection, none after
 
 The go command is $DBSWAP_GO (meson sets it), else go on PATH, else
 Debian's golang-1.23 (/usr/lib/go-1.23/bin/go, from bookworm-backports);
@@ -21,6 +27,7 @@ dir that other users may read (the forbidden case runs it as nobody).
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -28,6 +35,7 @@ import unittest
 
 import harness as h
 from common import ClusterTest, JsonLines, PoolLoad, fresh_password, main
+from test_failover import CONFIRM_S, SHORT, TwoClusters, settings_of
 from test_pool import Psql
 
 GO_MODULE = os.environ.get('DBSWAP_GO_MODULE') or os.path.normpath(
@@ -122,6 +130,42 @@ class GoLoad(PoolLoad):
         full = go_env()
         full.update(env or {})
         JsonLines.__init__(self, argv, None, name, full)
+
+
+class GoHold(PoolLoad):
+    """pgxload hold: one connection held until SIGUSR1 (read its
+    header)."""
+
+    def __init__(self, sock, name='go-hold', target=TARGET):
+        argv = [pgxload(), 'hold', '--socket', sock, '--target', target,
+                '--name', name]
+        JsonLines.__init__(self, argv, None, name, go_env())
+
+    def wait_line(self, key, timeout=10):
+        """The first line with key (not a progress line)."""
+        deadline = time.monotonic() + timeout * h.TIMEOUT_SCALE
+        with self._cond:
+            while True:
+                for _, msg in self.lines:
+                    if key in msg:
+                        return msg
+                if self._eof:
+                    raise AssertionError(f'{self.name} ended before a line '
+                                         f'with {key!r}; {self.describe()}')
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f'no line with {key!r} from '
+                                         f'{self.name} within {timeout} s; '
+                                         f'{self.describe()}')
+                self._cond.wait(left)
+
+    def release(self):
+        """SIGUSR1: a query on the held connection, then its release;
+        returns that query's line."""
+        self.proc.send_signal(signal.SIGUSR1)
+        self.wait_line('released')
+        return [m for _, m in self.lines if 'held_query_pid' in m or
+                'held_query_error' in m][-1]
 
 
 class GoUnit(unittest.TestCase):
@@ -302,6 +346,55 @@ class GoPool(ClusterTest):
         self.assertEqual((rc, s['failures']), (0, 0), load.describe())
         self.assertEqual(s['stats']['acked'], 1, s)
 
+    def test_ack_waits_for_the_held_connection(self):
+        """Make before break and the ack: a connection of generation 1
+        held (acquired, not released) across a rotation keeps working, new
+        calls get generation 2 at once, and generation 2 is acked only once
+        the held connection is released (which closes it: its session is
+        gone from the server)."""
+        self.budget(60)
+        self.write_url(self.password)
+        agent = self.start_agent()
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        hold = GoHold(agent.sock)
+        self.addCleanup(hold.close)
+        old_pid = hold.wait_line('held_pid')['held_pid']
+        self.wait_acked(agent, 1, [hold])
+
+        self.rotate_password()
+        p = hold.wait_progress(lambda p: p['generation'] == 2 and
+                               'pool_pid' in p, what='calls on generation 2')
+        self.assertNotEqual(p['pool_pid'], old_pid, p)
+        h.wait_for(lambda: h.target_status(agent, TARGET)['generation'] == 2,
+                   timeout=5, what='generation 2 published')
+        time.sleep(0.5)
+        t = h.target_status(agent, TARGET)
+        self.assertEqual((t['generation'], t['subscribers'], t['acked']),
+                         (2, 1, 0), f'acked while a connection of generation '
+                         f'1 is held: {t!r}')
+        p = hold.progress()
+        self.assertEqual((p['generation'], p['acked'], p['old']), (2, 1, 1),
+                         p)
+        self.assertIn(old_pid, self.psql_pids())
+
+        res = hold.release()
+        self.assertEqual(res.get('held_query_pid'), old_pid,
+                         f'the held connection after the switch: {res!r}')
+        self.wait_acked(agent, 2, [hold])
+        h.wait_for(lambda: old_pid not in self.psql_pids(), timeout=5,
+                   interval=0.05, what='the held session closed')
+        p = hold.wait_progress(lambda p: p['acked'] == 2 and p['old'] == 0,
+                               what='the pool acked generation 2')
+        rc, s = hold.stop()
+        self.assertEqual((rc, s['failures']), (0, 0), hold.describe())
+        self.assertGreater(s['queries'], 0, s)
+
+    def psql_pids(self):
+        """The backend pids of the role's sessions."""
+        out = self.psql.query('SELECT pid FROM pg_stat_activity WHERE '
+                              f'usename = {h.quote_literal(self.role)}')
+        return [int(x) for x in out if x.strip()]
+
     def test_without_an_agent_the_environment_is_used(self):
         """No agent on the socket: the pool uses $DATABASE_URL (generation
         0); an agent started later on that socket takes over with its own
@@ -402,35 +495,16 @@ class GoPool(ClusterTest):
         self.assertEqual(out['other'].get('value'), self.role, detail)
 
 
-class GoFailover(unittest.TestCase):
+class GoFailover(TwoClusters):
     """A primary and a secondary cluster (independent, the same role and
-    password on both), as test_failover.py's."""
+    password on both): test_failover.py's TwoClusters."""
 
     LOOPS = 4  # on a pool of 4: "one failure per busy connection" is 4
 
     @classmethod
     def setUpClass(cls):
         pgxload()
-        cls.primary = h.PgCluster()
-        cls.secondary = h.PgCluster()
-
-    @classmethod
-    def tearDownClass(cls):
-        for c in (cls.secondary, cls.primary):
-            c.close()
-
-    def setUp(self):
-        for c in (self.primary, self.secondary):
-            c.resume()
-            if not c.running:
-                c.start()
-        self.tmp = tempfile.mkdtemp(prefix='dbswap-test-')
-        self.addCleanup(shutil.rmtree, self.tmp, True)
-        self.role = 'app_' + os.urandom(3).hex()
-        self.password = fresh_password()
-        for c in (self.primary, self.secondary):
-            c.create_role(self.role, self.password)
-        self.env_path = os.path.join(self.tmp, 'app.env')
+        super().setUpClass()
 
     def test_crashed_primary_under_load(self):
         """The primary crashes under 4 loops on a pool of 4: the agent
@@ -481,6 +555,89 @@ class GoFailover(unittest.TestCase):
         self.assertEqual(s['stats']['old'], 0, s)
         self.assertEqual(s['stats']['acked'], 2, s)
         self.assertEqual(s['port_at_end'], self.secondary.port, s)
+
+    def test_hung_primary_under_load(self):
+        """The primary hung (SIGSTOP of the postmaster and its backends)
+        under 8 busy loops on a pool of 8, test_failover.py's short
+        checks: the pool switches to the secondary (acked within twice
+        test_failover.py's bound), at most one query fails per loop, none
+        from a second after the switch on, and every loop goes on querying
+        while the primary is still hung (none stuck on a hung connection:
+        the loops' own bound, 30 s, is far beyond the test's window).
+        SIGCONT: the agent fails back, the pool drains to the primary and
+        acks it, and no query fails meanwhile."""
+        loops = 8
+        cfg = settings_of(SHORT)
+        interval = cfg['health_check_interval_ms'] / 1000
+        timeout = cfg['connection_timeout_ms'] / 1000
+        threshold = cfg['failure_threshold']
+        retry = cfg['primary_retry_interval_ms'] / 1000
+        self.write_env(settings=SHORT)
+        agent = self.start_agent()
+        load = GoLoad(agent.sock, ['--loops', loops, '--max', loops, '--tx',
+                                   '--pause-ms', 2, '--progress-ms', 100,
+                                   '--query-timeout-ms', 30000])
+        self.addCleanup(load.close)
+        status = self.status_client(agent)
+        t = self.wait_ready(agent, subscribers=1)
+        g0 = t['generation']
+        load.wait_progress(lambda p: p['queries'] > 100 and p['acked'] == g0)
+
+        t0 = time.monotonic()
+        self.pause(self.primary)
+        t_switch, t = self.wait_status(
+            status, self.switched('secondary', g0, 1), timeout=15,
+            what='the secondary acked by the pool after the primary hung')
+        took = t_switch - t0
+        bound = 2 * (interval + 2 * timeout + (threshold - 1) * CONFIRM_S
+                     + 1.0)
+        print(f'go: primary hung (SIGSTOP) -> secondary acked by the pool '
+              f'in {took * 1000:.0f} ms (bound {bound * 1000:.0f} ms)')
+        self.assertLessEqual(took, bound * h.TIMEOUT_SCALE,
+                             f'status then: {t!r}; {load.describe()}')
+        g1 = t['generation']
+
+        # A second after the switch the failures are in: at most one per
+        # loop.  Then every loop must query on while the primary is still
+        # hung.
+        p = load.wait_progress_after(t_switch + 1.0)
+        settled = p['failures']
+        self.assertTrue(all(n <= 1 for n in p['failures_by_loop']),
+                        f'failures per loop {p["failures_by_loop"]}; '
+                        f'{load.describe()}')
+        before = p['queries_by_loop']
+        q = load.wait_progress(
+            lambda q: all(a > b for a, b in zip(q['queries_by_loop'],
+                                                 before)),
+            timeout=5, what='a query of every loop a second after the switch '
+            '(none stuck on the hung primary)')
+        self.assertEqual(q['generation'], g1, q)
+        self.assertTrue(self.primary.paused, 'resumed too soon')
+
+        # SIGCONT: a failback, which drains (no failure).
+        t1 = time.monotonic()
+        self.primary.resume()
+        t_back, t = self.wait_status(
+            status, self.switched('primary', g1, 1),
+            timeout=retry + threshold * interval + 10,
+            what='failback to the primary acked by the pool after SIGCONT')
+        print(f'go: primary resumed (SIGCONT) -> failback acked by the pool '
+              f'in {(t_back - t1) * 1000:.0f} ms')
+        p = load.wait_progress(lambda p: p['generation'] == t['generation']
+                               and p['old'] == 0, what='the old pool gone')
+        load.wait_progress(lambda q: q['queries'] > p['queries'] + 100,
+                           what='queries on the primary')
+        rc, s = load.stop()
+        print(f'go: {settled} failed queries at the hang (per loop '
+              f'{s["failures_by_loop"]}), none at the failback; '
+              f'{s["queries"]} queries in all')
+        self.assertEqual(s['failures'], settled,
+                         f'failures after the switch; {load.describe()}')
+        self.assertEqual(s['stuck'], 0, load.describe())
+        self.assertTrue(all(n <= 1 for n in s['failures_by_loop']), s)
+        self.assertEqual(s['stats']['old'], 0, s)
+        self.assertEqual(s['port_at_end'], self.primary.port, s)
+        self.assertNotIn(self.password, load.stderr())
 
 
 if __name__ == '__main__':

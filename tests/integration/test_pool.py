@@ -377,6 +377,50 @@ class Pool(ClusterTest):
         self.assertEqual(err.count(f'using ${TARGET} from the environment'),
                          1, err)
 
+    def test_agent_pool_settings_honoured(self):
+        """pool-load started without --max and --min: DATABASE_POOL_MAX
+        and _MIN from the agent's env file are the pool's max_size and
+        min_size (the pool never grows past the max under 8 threads, and
+        keeps the min open); a change of them applies live under load,
+        with no new generation and no failed query."""
+        self.budget(60)
+        url = self.url()
+        self.write_env(f'{TARGET}={url}\nDATABASE_POOL_MAX=3\n'
+                       'DATABASE_POOL_MIN=2\n')
+        agent = self.start_agent_published()
+        load = self.start_load(agent, '--threads', 8, '--tx',
+                               '--progress-ms', 100)
+        p = load.wait_progress(lambda p: (p['min_size'], p['max_size']) ==
+                               (2, 3) and p['queries'] > 0,
+                               what='min_size 2, max_size 3')
+        load.wait_progress(lambda q: q['queries'] > p['queries'] + 100,
+                           what='queries on the pool of 3')
+        h.wait_for(lambda: 2 <= self.psql.sessions(self.role) <= 3,
+                   timeout=5, what='2 or 3 sessions of the role')
+        sizes = [m['size'] for _, m in load.timeline()]
+        self.assertLessEqual(max(sizes), 3, sizes)
+        self.assertEqual(max(sizes), 3, 'never grew to the max under load')
+
+        mark = len(load.timeline())
+        self.write_env(f'{TARGET}={url}\nDATABASE_POOL_MAX=5\n'
+                       'DATABASE_POOL_MIN=4\n')
+        p = load.wait_progress(lambda p: (p['min_size'], p['max_size']) ==
+                               (4, 5) and p['size'] >= 4,
+                               what='min_size 4, max_size 5, 4 open')
+        self.assertEqual(p['generation'], 1, p)
+        h.wait_for(lambda: 4 <= self.psql.sessions(self.role) <= 5,
+                   timeout=5, what='4 or 5 sessions of the role')
+        self.assertLessEqual(max(m['size'] for _, m in
+                                 load.timeline()[mark:]), 5)
+        load.wait_progress(lambda q: q['queries'] > p['queries'] + 100,
+                           what='queries on the pool of 5')
+        rc, s = load.stop()
+        self.check_summary(rc, s, load, 1)
+        c = s['stats']['config']
+        self.assertEqual((c['min_size'], c['max_size']), (4, 5), s)
+        # The first value was the only switch: the sizes changed in place.
+        self.assertEqual(s['stats']['switches'], 1, s)
+
     def test_exhausted_pool_times_out_acquires(self):
         """4 threads, 2 connections, each held 500 ms: the other threads'
         200 ms acquires time out, and pool-load still ends on time."""

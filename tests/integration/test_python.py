@@ -23,7 +23,7 @@ import unittest
 
 import harness as h
 from common import ClusterTest, main
-from test_failover import SHORT, TwoClusters
+from test_failover import CONFIRM_S, SHORT, TwoClusters, brief, settings_of
 
 TOP = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(
     __file__)), '..', '..'))
@@ -75,18 +75,24 @@ class PythonUnit(unittest.TestCase):
 
 class Loops:
     """THREADS threads running SELECT 1 through the pool until stopped,
-    counting queries and failures (with the first few errors)."""
+    counting queries and failures, in all and per thread (ok_by_loop,
+    failed_by_loop), with the first few errors and the monotonic time of
+    each failure (failed_at)."""
 
     def __init__(self, pool, threads=THREADS, query=None):
         self.pool = pool
         self.query = query or self._psycopg_query
         self.ok = 0
         self.failed = 0
+        self.ok_by_loop = [0] * threads
+        self.failed_by_loop = [0] * threads
+        self.failed_at = []
         self.errors = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True)
-                         for _ in range(threads)]
+        self._threads = [threading.Thread(target=self._run, args=(i,),
+                                          daemon=True)
+                         for i in range(threads)]
         for t in self._threads:
             t.start()
 
@@ -94,22 +100,29 @@ class Loops:
         with self.pool.connection(timeout=10) as conn:
             conn.execute('SELECT 1').fetchone()
 
-    def _run(self):
+    def _run(self, n):
         while not self._stop.is_set():
             try:
                 self.query()
                 with self._lock:
                     self.ok += 1
+                    self.ok_by_loop[n] += 1
             except Exception as e:
                 with self._lock:
                     self.failed += 1
+                    self.failed_by_loop[n] += 1
+                    self.failed_at.append(time.monotonic())
                     if len(self.errors) < 5:
                         self.errors.append(repr(e))
 
-    def stop(self):
+    def stop(self, timeout=30):
+        """Stops the loops; returns how many are still in a query after
+        timeout (stuck)."""
         self._stop.set()
+        deadline = time.monotonic() + timeout
         for t in self._threads:
-            t.join(30)
+            t.join(max(0, deadline - time.monotonic()))
+        return sum(t.is_alive() for t in self._threads)
 
 
 class PythonPackage(ClusterTest):
@@ -455,6 +468,103 @@ class PythonFailover(TwoClusters):
         self.assertEqual(pool.generation, st['generation'])
         print(f'failover: {failed_at_switch} failed queries, '
               f'{loops.ok} queries')
+
+    def test_hung_primary_under_load(self):
+        """The primary hung (SIGSTOP of the postmaster and its backends)
+        under 8 query loops on a pool of 8, test_failover.py's short
+        checks: the pool switches to the secondary (acked within twice
+        test_failover.py's bound), at most one query fails per loop, none
+        from a second after the switch on, and every loop goes on querying
+        while the primary is still hung (none stuck on a hung connection:
+        psycopg has no read timeout, so only the pool's shutting down of
+        the old sockets frees them).  SIGCONT: the agent fails back, the
+        pool drains to the primary and acks it, no query failing."""
+        cfg = settings_of(SHORT)
+        interval = cfg['health_check_interval_ms'] / 1000
+        timeout = cfg['connection_timeout_ms'] / 1000
+        threshold = cfg['failure_threshold']
+        retry = cfg['primary_retry_interval_ms'] / 1000
+        self.write_env(settings=SHORT)
+        agent = self.start_agent()
+        status = self.status_client(agent)
+        client = dbswap.Client(agent.sock, name='test-python-hung')
+        self.addCleanup(client.close)
+        pool = ConnectionPool('DATABASE_URL', client=client,
+                              max_size=THREADS)
+        self.addCleanup(pool.close)
+        swaps = []
+        pool.on_swap(swaps.append)
+        pool.wait(timeout=10 * h.TIMEOUT_SCALE)
+        t = self.wait_ready(agent, subscribers=1)
+        g0 = t['generation']
+        loops = Loops(pool)
+        # On every path out: stopped (threads stuck on the hung server are
+        # freed by the SIGCONT of pause()'s cleanup, which runs first).
+        self.addCleanup(loops.stop, 1)
+        h.wait_for(lambda: loops.ok > 100, what='100 queries')
+
+        t0 = time.monotonic()
+        self.pause(self.primary)
+        t_switch, t = self.wait_status(
+            status, self.switched('secondary', g0, 1), timeout=15,
+            what='the secondary acked by the pool after the primary hung')
+        took = t_switch - t0
+        bound = 2 * (interval + 2 * timeout + (threshold - 1) * CONFIRM_S
+                     + 1.0)
+        print(f'python: primary hung (SIGSTOP) -> secondary acked by the '
+              f'pool in {took * 1000:.0f} ms (bound {bound * 1000:.0f} ms)')
+        self.assertLessEqual(took, bound * h.TIMEOUT_SCALE, brief(t))
+        g1 = t['generation']
+        self.assertEqual(
+            [(s['reason'], s['server'], s['immediate']) for s in swaps
+             if s['generation'] > g0],
+            [('failover', 'secondary', True)], swaps)
+
+        # A second after the switch the failures are in: at most one per
+        # loop.  Then every loop must query on while the primary is still
+        # hung.
+        time.sleep(1.0)
+        with loops._lock:
+            settled = loops.failed
+            by_loop = list(loops.failed_by_loop)
+            before = list(loops.ok_by_loop)
+        self.assertTrue(all(n <= 1 for n in by_loop),
+                        f'failures per loop {by_loop}: {loops.errors}')
+        h.wait_for(lambda: all(a > b for a, b in zip(loops.ok_by_loop,
+                                                     before)),
+                   timeout=5, what='a query of every loop a second after the '
+                   f'switch (none stuck on the hung primary): per loop '
+                   f'{before} then')
+        self.assertEqual(pool.generation, g1)
+        self.assertTrue(self.primary.paused, 'resumed too soon')
+
+        # SIGCONT: a failback, which drains (no failure).
+        t1 = time.monotonic()
+        self.primary.resume()
+        t_back, t = self.wait_status(
+            status, self.switched('primary', g1, 1),
+            timeout=retry + threshold * interval + 10,
+            what='failback to the primary acked by the pool after SIGCONT')
+        print(f'python: primary resumed (SIGCONT) -> failback acked by the '
+              f'pool in {(t_back - t1) * 1000:.0f} ms')
+        self.assertEqual((swaps[-1]['reason'], swaps[-1]['immediate']),
+                         ('failback', False), swaps)
+        before = loops.ok
+        h.wait_for(lambda: loops.ok > before + 100,
+                   what='queries on the primary')
+        with pool.connection(timeout=10) as conn:
+            port = conn.execute("SELECT current_setting('port')::int"
+                                ).fetchone()[0]
+        stuck = loops.stop(timeout=1)
+        print(f'python: {settled} failed queries at the hang (per loop '
+              f'{loops.failed_by_loop}), none at the failback; {loops.ok} '
+              f'queries in all')
+        self.assertEqual(stuck, 0, 'loops stuck at the end')
+        self.assertEqual(loops.failed, settled,
+                         f'failures after the switch: {loops.errors}')
+        self.assertEqual(port, self.primary.port)
+        stats = pool.get_stats()
+        self.assertEqual(stats['generations_open'], 1, stats)
 
 
 if __name__ == '__main__':

@@ -123,6 +123,9 @@ type gen struct {
 	mu     sync.Mutex
 	update dbswap.Update
 	socks  map[net.Conn]struct{} // raw sockets, for a shutdown
+	// refuse: no new socket to the value's server (it was failed over
+	// from, or abandoned), pgx's cancel requests included.
+	refuse bool
 
 	// run goroutine only
 	acked        bool
@@ -154,11 +157,19 @@ func (g *gen) is(u dbswap.Update) bool {
 
 // shutdown closes every socket of g: queries on them fail now, and the
 // connections are destroyed as they are released. A net.Conn's Close is
-// safe while another goroutine reads or writes it.
-func (g *gen) shutdown() {
+// safe while another goroutine reads or writes it. refuse: no socket to
+// the value's server is opened from now on. On a failover that server is
+// dead or hung, and pgx sends a cancel request for each connection closed
+// under a query (PgConn.asyncClose), on a socket of its own that waits
+// for the server's answer for up to 15 s: on a hung server the old pool's
+// Close, and with it the new generation's ack, would wait that long.
+func (g *gen) shutdown(refuse bool) {
 	g.mu.Lock()
 	socks := g.socks
 	g.socks = map[net.Conn]struct{}{}
+	if refuse {
+		g.refuse = true
+	}
 	g.mu.Unlock()
 	for c := range socks {
 		c.Close()
@@ -180,6 +191,10 @@ func (c *trackedConn) Close() error {
 	})
 	return c.Conn.Close()
 }
+
+// errRefused: a socket to the server of a value failed over from (or
+// abandoned).
+var errRefused = errors.New("dbswap: no new connection to a server this pool left")
 
 type settingsKey struct {
 	max, min int32
@@ -620,7 +635,7 @@ func (p *Pool) Close() {
 	}
 	p.mu.Unlock()
 	if p.next != nil && p.next.pool != nil {
-		p.next.shutdown()
+		p.next.shutdown(true)
 		p.next.pool.Close()
 	}
 	if g := p.cur.Load(); g != nil && g.pool != nil {
@@ -901,11 +916,22 @@ func (p *Pool) newGen(u dbswap.Update, conninfo string, fromEnv bool) (*gen, err
 	// a failover.
 	dial := cfg.ConnConfig.DialFunc
 	cfg.ConnConfig.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		g.mu.Lock()
+		refuse := g.refuse
+		g.mu.Unlock()
+		if refuse {
+			return nil, errRefused
+		}
 		c, err := dial(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}
 		g.mu.Lock()
+		if g.refuse { // shut down while it was dialled
+			g.mu.Unlock()
+			c.Close()
+			return nil, errRefused
+		}
 		g.socks[c] = struct{}{}
 		g.mu.Unlock()
 		return &trackedConn{Conn: c, g: g}, nil
@@ -1128,7 +1154,7 @@ func (p *Pool) switchTo(g *gen, now bool) {
 		// A failover: the older values still draining were on the dead
 		// server too.
 		for _, r := range older {
-			r.shutdown()
+			r.shutdown(true)
 		}
 	}
 	if !g.unavailable && !g.warmed {
@@ -1143,7 +1169,7 @@ func (p *Pool) switchTo(g *gen, now bool) {
 func (p *Pool) retire(g *gen, now bool) {
 	g.retired = true
 	if now {
-		g.shutdown()
+		g.shutdown(true)
 	}
 	p.mu.Lock()
 	p.retiring[g] = struct{}{}
@@ -1161,7 +1187,9 @@ func (p *Pool) retire(g *gen, now bool) {
 			case <-time.After(drain):
 				busy := g.pool.Stat().AcquiredConns()
 				p.log.Warn(fmt.Sprintf("%s: %d connection(s) of %s still in use after %s: shut down", p.target, busy, p.describe(g), drain))
-				g.shutdown()
+				// The server is up: pgx's cancel requests may stop
+				// the queries still running on it.
+				g.shutdown(false)
 				// A connection the app never gives back holds no
 				// rotation up: its socket is closed, so no session of
 				// the old value is left on the server.

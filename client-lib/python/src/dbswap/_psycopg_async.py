@@ -577,7 +577,9 @@ class AsyncConnectionPool:
         g.retired = True
         self._retiring.add(g)
         if g.pool is not None:
-            self._spawn(g.pool.close(timeout=1.0))
+            # As the sync pool's: on a failover, a short wait for its
+            # workers (one may be connecting to a hung server).
+            self._spawn(g.pool.close(timeout=0.1 if destroy else 1.0))
         if destroy:
             for conn in list(g.out):
                 _shutdown(conn)

@@ -837,7 +837,12 @@ class ConnectionPool:
         g.retired = True
         self._retiring.add(g)
         if g.pool is not None:
-            threading.Thread(target=g.pool.close, kwargs={"timeout": 1.0},
+            # psycopg_pool fails the checkouts waiting on it only once its
+            # workers stopped (or the timeout passed); on a failover one may
+            # be connecting to a hung server: a short wait (the others stop
+            # well within it).
+            threading.Thread(target=g.pool.close,
+                             kwargs={"timeout": 0.1 if destroy else 1.0},
                              name="dbswap-close", daemon=True).start()
         if destroy:
             for conn in list(g.out):

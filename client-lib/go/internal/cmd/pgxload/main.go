@@ -3,26 +3,49 @@
 // tests/helpers/pool-load.c's.
 //
 //	pgxload load --socket PATH --target NAME --loops N [--tx] [--pause-ms MS]
-//	             [--progress-ms MS] [--max N] [--min N]
+//	             [--progress-ms MS] [--max N] [--min N] [--query-timeout-ms MS]
 //
 // A pool and N goroutines that loop: SELECT 1 through QueryRow or, with
-// --tx, every other iteration Begin, SELECT pg_backend_pid(), Commit. A
-// failed call is a failure (the first 20 go to stderr). Every
+// --tx, every other iteration Begin, SELECT pg_backend_pid(), Commit. Each
+// iteration runs under a context of --query-timeout-ms (default 10000): a
+// query on a hung server fails then rather than blocking its loop for
+// good. A failed call is a failure (the first 20 go to stderr). Every
 // --progress-ms (default 200) a progress line:
 //
 //	{"t": 1.2, "queries": n, "failures": n, "generation": g, "acked": g,
 //	 "switches": n, "old": n, "from_environment": false,
+//	 "queries_by_loop": [n, ...], "failures_by_loop": [n, ...],
 //	 "max_conns": n, "min_conns": n, "total_conns": n}
 //
-// After SIGTERM or SIGINT the loops finish their iteration, SELECT
-// current_user and the server's port run, and a last line (no "t")
-// follows:
+// After SIGTERM or SIGINT the loops finish their iteration (1 s at most:
+// those still in one then are "stuck", and the pool is not closed, since
+// Close would wait for them), SELECT current_user and the server's port
+// run, and a last line (no "t") follows:
 //
-//	{"queries": n, "failures": n, "generation": g,
+//	{"queries": n, "failures": n, "generation": g, "stuck": n,
+//	 "queries_by_loop": [n, ...], "failures_by_loop": [n, ...],
 //	 "stats": {"generation": g, "acked": g, "old": n, "switches": n,
 //	 "total_conns": n}, "current_user_at_end": "app", "port_at_end": 5432}
 //
-// Exit status 0 when nothing failed, 1 otherwise, 2 for bad usage.
+// Exit status 0 when nothing failed and no loop was stuck, 1 otherwise, 2
+// for bad usage.
+//
+//	pgxload hold --socket PATH --target NAME [--progress-ms MS]
+//
+// Holds one connection across whatever the test does (a rotation): it
+// acquires it and says {"held_pid": pid, "generation": g}; then every
+// --progress-ms (default 100) a progress line, with the backend pid a
+// query through the pool (not the held connection) got:
+//
+//	{"t": 1.2, "generation": g, "acked": g, "acked_ok": true, "old": n,
+//	 "switches": n, "pool_pid": pid}   ("pool_error" instead if it failed)
+//
+// SIGUSR1: SELECT pg_backend_pid() on the held connection, then its
+// release: {"held_query_pid": pid} (or "held_query_error"), then
+// {"released": true}. SIGTERM or SIGINT: a connection still held is
+// released, the pool closed, and a last line {"queries": n, "failures":
+// n, "stats": {...}} (no "t") follows.
+// Exit status 0 when nothing failed.
 //
 //	pgxload probe --socket PATH --target NAME [--other NAME]
 //
@@ -52,7 +75,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: pgxload load|probe --socket PATH --target NAME ...")
+		fmt.Fprintln(os.Stderr, "usage: pgxload load|probe|hold --socket PATH --target NAME ...")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -60,10 +83,16 @@ func main() {
 		os.Exit(load(os.Args[2:]))
 	case "probe":
 		os.Exit(probe(os.Args[2:]))
+	case "hold":
+		os.Exit(hold(os.Args[2:]))
 	}
 	fmt.Fprintf(os.Stderr, "pgxload: unknown command %q\n", os.Args[1])
 	os.Exit(2)
 }
+
+// stopGrace: how long the loops get to finish their iteration after the
+// stop (load.js's STOP_GRACE_MS).
+const stopGrace = time.Second
 
 var out = json.NewEncoder(os.Stdout)
 var outMu sync.Mutex
@@ -89,6 +118,7 @@ func load(args []string) int {
 	max := fs.Int("max", 0, "MaxConns (0: agent's or default)")
 	min := fs.Int("min", 0, "MinConns")
 	name := fs.String("name", "pgxload", "client name")
+	queryTimeout := fs.Int("query-timeout-ms", 10000, "bound of one iteration")
 	if fs.Parse(args) != nil {
 		return 2
 	}
@@ -99,32 +129,46 @@ func load(args []string) int {
 		fmt.Fprintf(os.Stderr, "pgxload: %v\n", err)
 		return 1
 	}
-	defer pool.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	err = pool.Ping(ctx)
 	cancel()
 	if err != nil {
+		pool.Close()
 		fmt.Fprintf(os.Stderr, "pgxload: no first connection: %v\n", err)
 		return 1
 	}
 
 	var queries, failures atomic.Int64
+	byLoop := make([]atomic.Int64, *loops)
+	failedByLoop := make([]atomic.Int64, *loops)
+	counts := func(a []atomic.Int64) []int64 {
+		out := make([]int64, len(a))
+		for i := range a {
+			out[i] = a[i].Load()
+		}
+		return out
+	}
 	var stop atomic.Bool
+	var running atomic.Int64
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i := 0; i < *loops; i++ {
 		wg.Add(1)
+		running.Add(1)
 		go func(n int) {
 			defer wg.Done()
+			defer running.Add(-1)
 			for iter := 0; !stop.Load(); iter++ {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(*queryTimeout)*time.Millisecond)
 				err := once(ctx, pool, *tx && iter%2 == 1)
 				cancel()
 				if err != nil {
+					failedByLoop[n].Add(1)
 					if f := failures.Add(1); f <= 20 {
 						fmt.Fprintf(os.Stderr, "pgxload: loop %d: %.3f s: %v\n", n, time.Since(start).Seconds(), err)
 					}
 				} else {
+					byLoop[n].Add(1)
 					queries.Add(1)
 				}
 				if *pause > 0 {
@@ -145,7 +189,8 @@ func load(args []string) int {
 			st := pool.Stats()
 			line := map[string]any{"t": time.Since(start).Seconds(), "queries": queries.Load(), "failures": failures.Load(),
 				"generation": st.Generation, "acked": st.Acked, "switches": st.Switches, "old": st.Old,
-				"from_environment": st.FromEnvironment}
+				"from_environment": st.FromEnvironment, "queries_by_loop": counts(byLoop),
+				"failures_by_loop": counts(failedByLoop)}
 			if st.Current != nil {
 				line["max_conns"], line["min_conns"] = st.Current.MaxConns(), st.MinConns
 				line["total_conns"] = st.Current.TotalConns()
@@ -154,7 +199,19 @@ func load(args []string) int {
 		}
 	}
 	stop.Store(true)
-	wg.Wait()
+	// The loops finish their iteration; one still in it after a second
+	// (on a hung server) is stuck.
+	finished := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(finished)
+	}()
+	stuck := 0
+	select {
+	case <-finished:
+	case <-time.After(stopGrace):
+		stuck = int(running.Load())
+	}
 	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var user, port any
@@ -171,9 +228,15 @@ func load(args []string) int {
 		total = st.Current.TotalConns()
 	}
 	emit(map[string]any{"queries": queries.Load(), "failures": failures.Load(), "generation": st.Generation,
+		"stuck": stuck, "queries_by_loop": counts(byLoop), "failures_by_loop": counts(failedByLoop),
 		"stats": map[string]any{"generation": st.Generation, "acked": st.Acked, "old": st.Old, "switches": st.Switches,
 			"total_conns": total}, "current_user_at_end": user, "port_at_end": port})
-	if failures.Load() > 0 || user == nil {
+	if stuck == 0 {
+		// Close waits for the connections in use: not with a loop stuck
+		// on one.
+		pool.Close()
+	}
+	if failures.Load() > 0 || user == nil || stuck > 0 {
 		return 1
 	}
 	return 0
@@ -269,5 +332,97 @@ func probe(args []string) int {
 		}
 	}
 	emit(res)
+	return 0
+}
+
+func hold(args []string) int {
+	fs := flag.NewFlagSet("hold", flag.ContinueOnError)
+	socket := fs.String("socket", "", "agent socket")
+	target := fs.String("target", "DATABASE_URL", "target")
+	progress := fs.Int("progress-ms", 100, "progress line interval")
+	name := fs.String("name", "pgxload-hold", "client name")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	// Signals first: one that comes before the pool is up is not lost.
+	release := make(chan os.Signal, 1)
+	signal.Notify(release, syscall.SIGUSR1)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	pool, err := pgxswap.NewWithConfig(context.Background(), pgxswap.Config{Target: *target,
+		ClientConfig: dbswap.Config{Socket: *socket, Name: *name}, Logger: logger()})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pgxload: %v\n", err)
+		return 1
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	held, err := pool.Acquire(ctx)
+	var pid int32
+	if err == nil {
+		err = held.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid)
+		if err != nil {
+			held.Release()
+		}
+	}
+	cancel()
+	if err != nil {
+		pool.Close()
+		fmt.Fprintf(os.Stderr, "pgxload: no connection to hold: %v\n", err)
+		return 1
+	}
+	emit(map[string]any{"held_pid": pid, "generation": pool.Stats().Generation})
+
+	var queries, failures int64
+	start := time.Now()
+	tick := time.NewTicker(time.Duration(*progress) * time.Millisecond)
+	defer tick.Stop()
+	for running := true; running; {
+		select {
+		case <-sig:
+			running = false
+		case <-release:
+			if held == nil {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			var p int32
+			if err := held.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&p); err != nil {
+				failures++
+				emit(map[string]any{"held_query_error": err.Error()})
+			} else {
+				queries++
+				emit(map[string]any{"held_query_pid": p})
+			}
+			cancel()
+			held.Release()
+			held = nil
+			emit(map[string]any{"released": true})
+		case <-tick.C:
+			st := pool.Stats()
+			line := map[string]any{"t": time.Since(start).Seconds(), "generation": st.Generation, "acked": st.Acked,
+				"acked_ok": st.AckedOK, "old": st.Old, "switches": st.Switches}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			var p int32
+			if err := pool.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&p); err != nil {
+				failures++
+				line["pool_error"] = err.Error()
+			} else {
+				queries++
+				line["pool_pid"] = p
+			}
+			cancel()
+			emit(line)
+		}
+	}
+	if held != nil {
+		held.Release()
+	}
+	st := pool.Stats()
+	pool.Close()
+	emit(map[string]any{"queries": queries, "failures": failures, "generation": st.Generation,
+		"stats": map[string]any{"generation": st.Generation, "acked": st.Acked, "old": st.Old, "switches": st.Switches}})
+	if failures > 0 {
+		return 1
+	}
 	return 0
 }
