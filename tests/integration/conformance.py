@@ -87,8 +87,7 @@ COVERAGE = {
             TESTS + 'test_pool.py::Pool.test_without_an_agent_the_'
                     'environment_is_used',
         'agent-settings':
-            Gap('the agent side is test_protocol.py\'s; pool-load always '
-                'sets its own size'),
+            TESTS + 'test_pool.py::Pool.test_agent_pool_settings_honoured',
         'driver-errors-masked':
             Gap('dbswap_pool_acquire() fails with an errno, no text; the '
                 'pool\'s log lines go through pqerr (tests/unit/test-pqerr.c)'),
@@ -129,12 +128,12 @@ COVERAGE = {
         'rotations-under-load':
             TESTS + 'test_go.py::GoPool.test_rotations_under_load',
         'ack-after-drain':
-            Gap('the rotation test checks every ack; a held connection is '
-                'not'),
+            TESTS + 'test_go.py::GoPool.test_ack_waits_for_the_held_'
+                    'connection',
         'failover-under-load':
             TESTS + 'test_go.py::GoFailover.test_crashed_primary_under_load',
         'hung-primary-under-load':
-            Gap('not yet'),
+            TESTS + 'test_go.py::GoFailover.test_hung_primary_under_load',
         'agent-restart-under-load':
             TESTS + 'test_go.py::GoPool.test_agent_killed_and_restarted_'
                     'under_load',
@@ -162,7 +161,8 @@ COVERAGE = {
         'failover-under-load':
             TESTS + 'test_python.py::PythonFailover.test_failover_under_load',
         'hung-primary-under-load':
-            Gap('not yet'),
+            TESTS + 'test_python.py::PythonFailover.test_hung_primary_'
+                    'under_load',
         'agent-restart-under-load':
             TESTS + 'test_python.py::PythonPackage.test_agent_killed_and_'
                     'restarted_under_load',
