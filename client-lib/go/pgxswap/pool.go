@@ -57,6 +57,10 @@ const (
 	DrainTimeout = 30 * time.Second
 	// WarmTimeout bounds the opening of a new value's first connections.
 	WarmTimeout = 10 * time.Second
+	// ConnectTimeout bounds each connection attempt (its handshake too)
+	// when the value has no connect_timeout, as libdbswap's pool does;
+	// Configure may set cfg.ConnConfig.ConnectTimeout instead.
+	ConnectTimeout = 5 * time.Second
 	// ConnectWait: how long a call waits when the current value cannot
 	// open a connection (between a rotation's ALTER ROLE and the switch to
 	// its new value, between a crash and the failover) for a new value or
@@ -912,6 +916,11 @@ func (p *Pool) newGen(u dbswap.Update, conninfo string, fromEnv bool) (*gen, err
 	}
 	g.key = p.settingsKey(cfg)
 	cfg.MaxConns, cfg.MinConns, cfg.MaxConnIdleTime = g.key.max, g.key.min, g.key.idle
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		// pgx has no bound by default, and pgxpool's background connects
+		// (MinConns) have no deadline: a hung server would hold them.
+		cfg.ConnConfig.ConnectTimeout = ConnectTimeout
+	}
 	// Every socket of the value, for a shutdown at the drain deadline or
 	// a failover.
 	dial := cfg.ConnConfig.DialFunc

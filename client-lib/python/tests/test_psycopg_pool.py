@@ -119,3 +119,45 @@ def test_psycopg_pool_sees_connect_errors_masked(caplog):
     p.close()
     assert "error connecting" in caplog.text
     assert secret not in caplog.text
+
+
+def test_connections_are_bounded_by_a_connect_timeout():
+    """libpq waits for ever by default: a hung server would hold a pool
+    worker or a checkout.  Every connection the adapters open has
+    connect_timeout unless the value or the app's kwargs set one."""
+    from dbswap.psycopg import CONNECT_TIMEOUT, _connect_kwargs
+
+    assert _connect_kwargs("host=db dbname=app", {}) == \
+        {"connect_timeout": CONNECT_TIMEOUT}
+    assert _connect_kwargs("host=db connect_timeout=2", {}) == {}
+    assert _connect_kwargs("postgresql://db/app?connect_timeout=2", {}) == {}
+    assert _connect_kwargs("host=db", {"connect_timeout": 9}) == \
+        {"connect_timeout": 9}
+    assert _connect_kwargs("host=db", {"autocommit": True}) == \
+        {"autocommit": True, "connect_timeout": CONNECT_TIMEOUT}
+    # A value libpq cannot parse: connect() says so (masked), not this.
+    assert _connect_kwargs("host='db", {}) == {}
+
+
+def test_sqlalchemy_creator_raises_connect_errors_masked(monkeypatch):
+    """The engine's creator gives up after CONNECT_WAIT with libpq's error:
+    masked, as the pools' are."""
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    import psycopg
+    import dbswap.sqlalchemy as dsa
+
+    secret = "Pw-0f-the-app"
+    monkeypatch.setattr(dsa, "CONNECT_WAIT", 0.3)
+    monkeypatch.setenv("DATABASE_URL",
+                       f"host=/nonexistent/{secret} port=5 user=app "
+                       f"password={secret} dbname=app")
+    engine = dsa.create_engine(socket="/nonexistent/agent.sock", name="unit")
+    try:
+        with pytest.raises(sqlalchemy.exc.OperationalError) as e:
+            engine.connect()
+        text = str(e.value)
+        assert secret not in text and "nonexistent" in text, text
+        assert isinstance(e.value.orig, psycopg.OperationalError)
+    finally:
+        engine.dispose()
+        engine.dbswap.close()

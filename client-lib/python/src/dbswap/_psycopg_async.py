@@ -26,7 +26,7 @@ from .errors import ClientClosedError, DbswapError, NoValueError, UnavailableErr
 from .protocol import NACK_MESSAGE_MAX
 from .psycopg import (AUTH_TRIES, DRAIN_TIMEOUT, RETRY_FIRST,
                       RETRY_MAX, WARM_TIMEOUT, ConnectionPool, PoolClosed,
-                      PoolTimeout, _Gen, _is_auth_error, _masked_error,
+                      PoolTimeout, _Gen, _connect_kwargs, _is_auth_error, _masked_error,
                       _shutdown)
 from .types import Settings, Update
 
@@ -477,7 +477,8 @@ class AsyncConnectionPool:
     def _make_pool(self, g: _Gen) -> psycopg_pool.AsyncConnectionPool:
         lo, hi = self._sizes()
         return psycopg_pool.AsyncConnectionPool(
-            g.update.conninfo, kwargs=self._kwargs or None, min_size=lo,
+            g.update.conninfo,
+            kwargs=_connect_kwargs(g.update.conninfo, self._kwargs), min_size=lo,
             max_size=hi, timeout=self._effective("timeout"),
             max_idle=self._effective("max_idle"), open=False,
             name=f"dbswap-{self._target}-{g.update.generation}",

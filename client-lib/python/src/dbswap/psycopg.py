@@ -66,6 +66,10 @@ WARM_TIMEOUT = 5.0
 AGENT_GRACE = 0.2
 #: Authentication failures before a value is given up.
 AUTH_TRIES = 5
+#: A connection attempt's bound (libpq's connect_timeout) where neither the
+#: value nor the app's kwargs set one, as libdbswap's: libpq waits for ever
+#: by default, and a hung server would hold a pool worker or a checkout.
+CONNECT_TIMEOUT = 5
 #: Retry of a value that fails to connect here: 100 ms doubling to 30 s.
 RETRY_FIRST = 0.1
 RETRY_MAX = 30.0
@@ -86,6 +90,18 @@ def _is_auth_error(err: BaseException) -> bool:
     text = str(err)
     return "password authentication failed" in text or \
         "authentication failed" in text
+
+
+def _connect_kwargs(conninfo: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """kwargs, with connect_timeout = CONNECT_TIMEOUT unless it or the
+    value sets one."""
+    try:
+        params = pg_conninfo.conninfo_to_dict(conninfo)
+    except psycopg.Error:
+        return kwargs  # connect() says so, masked
+    if "connect_timeout" in kwargs or "connect_timeout" in params:
+        return kwargs
+    return {**kwargs, "connect_timeout": CONNECT_TIMEOUT}
 
 
 def _masked_error(err: psycopg.Error, conninfo: str) -> psycopg.Error:
@@ -685,7 +701,8 @@ class ConnectionPool:
     def _make_pool(self, g: _Gen) -> psycopg_pool.ConnectionPool:
         lo, hi = self._sizes()
         return psycopg_pool.ConnectionPool(
-            g.update.conninfo, kwargs=self._kwargs or None, min_size=lo,
+            g.update.conninfo,
+            kwargs=_connect_kwargs(g.update.conninfo, self._kwargs), min_size=lo,
             max_size=hi, timeout=self._effective("timeout"),
             max_idle=self._effective("max_idle"), open=False,
             name=f"dbswap-{self._target}-{g.update.generation}",

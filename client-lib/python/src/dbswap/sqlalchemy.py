@@ -40,7 +40,8 @@ from .conninfo import redact
 from .errors import DbswapError, NoValueError, UnavailableError
 from .protocol import NACK_MESSAGE_MAX
 from .psycopg import (AGENT_GRACE, AUTH_TRIES, RETRY_FIRST, RETRY_MAX,
-                      WARM_TIMEOUT, _is_auth_error, _shutdown)
+                      WARM_TIMEOUT, _connect_kwargs, _is_auth_error,
+                      _masked_error, _shutdown)
 from .types import Update
 
 __all__ = ["create_engine", "EngineFollower"]
@@ -120,17 +121,21 @@ class EngineFollower:
                     f"agent reports the primary and the secondary down); "
                     f"failing at once until one is back", target=self.target)
             try:
-                conn = psycopg.connect(value.conninfo)
+                conn = psycopg.connect(value.conninfo,
+                                       **_connect_kwargs(value.conninfo, {}))
                 break
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as e:
                 left = wait_until - time.monotonic()
                 if left <= 0:
-                    raise
+                    # libpq quotes the host: the app sees it masked.
+                    raise _masked_error(e, value.conninfo) from None
                 with self._lock:
                     if self._seq == seq:
                         self._lock.wait(min(left, backoff(
                             attempt, CONNECT_RETRY_FIRST, 1.0)))
                 attempt += 1
+            except psycopg.Error as e:  # a value libpq cannot parse
+                raise _masked_error(e, value.conninfo) from None
         with self._lock:
             self._born[id(conn)] = seq
             if self._opened_seq < seq:
