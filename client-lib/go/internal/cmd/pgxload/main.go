@@ -30,6 +30,10 @@
 // subscription's Wait, gave (each {"ok": true} or {"code", "message",
 // "is_forbidden", "is_unknown_target", "ms"}), and with --other the
 // current_user through a pool of that target.
+//
+//	pgxload bench --socket PATH --target NAME ... < conninfo
+//
+// The benchmark of tests/bench/go.py: read bench.go's header.
 package main
 
 import (
@@ -52,7 +56,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: pgxload load|probe --socket PATH --target NAME ...")
+		fmt.Fprintln(os.Stderr, "usage: pgxload load|probe|bench --socket PATH --target NAME ...")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -60,6 +64,8 @@ func main() {
 		os.Exit(load(os.Args[2:]))
 	case "probe":
 		os.Exit(probe(os.Args[2:]))
+	case "bench":
+		os.Exit(bench(os.Args[2:]))
 	}
 	fmt.Fprintf(os.Stderr, "pgxload: unknown command %q\n", os.Args[1])
 	os.Exit(2)
