@@ -43,8 +43,6 @@ from peers import OldConnections, steady_rate
 NAME = 'go'
 TITLE = 'Go pool'
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-TOP = os.path.normpath(os.path.join(HERE, '..', '..'))
 # The goal for SELECT 1 through the adapter against the plain driver's
 # pool, as for the C and Node pools.
 TARGET_RATIO = 0.97
