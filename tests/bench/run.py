@@ -35,8 +35,8 @@ import benchlib
 
 README_START = '<!-- bench-summary: written by ./dev.sh bench -->'
 README_END = '<!-- /bench-summary -->'
-SECTIONS = ['rotation', 'parse', 'queries', 'pool', 'node', 'fanout',
-            'footprint', 'failover', 'peers']
+SECTIONS = ['rotation', 'parse', 'queries', 'pool', 'node', 'go', 'python',
+            'fanout', 'footprint', 'failover', 'peers']
 
 
 def first_line(argv):

@@ -53,6 +53,10 @@
 // subscription's Wait, gave (each {"ok": true} or {"code", "message",
 // "is_forbidden", "is_unknown_target", "ms"}), and with --other the
 // current_user through a pool of that target.
+//
+//	pgxload bench --socket PATH --target NAME ... < conninfo
+//
+// The benchmark of tests/bench/go.py: read bench.go's header.
 package main
 
 import (
@@ -75,7 +79,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: pgxload load|probe|hold --socket PATH --target NAME ...")
+		fmt.Fprintln(os.Stderr, "usage: pgxload load|probe|hold|bench --socket PATH --target NAME ...")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -85,6 +89,8 @@ func main() {
 		os.Exit(probe(os.Args[2:]))
 	case "hold":
 		os.Exit(hold(os.Args[2:]))
+	case "bench":
+		os.Exit(bench(os.Args[2:]))
 	}
 	fmt.Fprintf(os.Stderr, "pgxload: unknown command %q\n", os.Args[1])
 	os.Exit(2)
