@@ -433,7 +433,7 @@ class ConnectionPool:
     def _pick(self, deadline: float, timeout: float) -> _Gen:
         """The current value, counted as used (so that it is not finished
         under the checkout); waits for a first value until deadline."""
-        with self._cond:
+        with self._lock:  # the condition's: its wait() below may use it
             while True:
                 if self._closed:
                     raise PoolClosed(f"the pool for {self._target} is closed")
@@ -463,12 +463,15 @@ class ConnectionPool:
                 self._cond.wait(left)
 
     def _release_user(self, g: _Gen) -> None:
-        with self._cond:
+        # The lock itself, not the condition: this runs for every checkout.
+        # Only close() waits for users to go (checkouts wait for values).
+        with self._lock:
             g.users -= 1
             done = g.retired and g.users == 0 and g in self._retiring
             if done:
                 self._finish(g)
-            self._cond.notify_all()
+            if self._closed:
+                self._cond.notify_all()
         if done:
             self._maybe_ack()
 
