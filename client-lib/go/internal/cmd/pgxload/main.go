@@ -30,6 +30,16 @@
 // subscription's Wait, gave (each {"ok": true} or {"code", "message",
 // "is_forbidden", "is_unknown_target", "ms"}), and with --other the
 // current_user through a pool of that target.
+//
+//	pgxload connfail --socket PATH --target NAME
+//
+// A pool of at most 4 connections; one acquired (SELECT current_user on
+// it), then every idle one, all held, so that the next Acquire must dial;
+// then a line {"ready": true, "user": "...", "held": n}. On
+// SIGUSR1 (the test has made new connections fail meanwhile) a second
+// Acquire, and one line: {"acquire": {"code", "message", ...} as probe's,
+// "verbose": the error with %+v, "connect_error": whether errors.As
+// reaches a *pgconn.ConnectError}.
 package main
 
 import (
@@ -48,6 +58,7 @@ import (
 
 	"dbswap.dev/dbswap"
 	"dbswap.dev/dbswap/pgxswap"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 func main() {
@@ -60,6 +71,8 @@ func main() {
 		os.Exit(load(os.Args[2:]))
 	case "probe":
 		os.Exit(probe(os.Args[2:]))
+	case "connfail":
+		os.Exit(connfail(os.Args[2:]))
 	}
 	fmt.Fprintf(os.Stderr, "pgxload: unknown command %q\n", os.Args[1])
 	os.Exit(2)
@@ -267,6 +280,75 @@ func probe(args []string) int {
 			}
 			p.Close()
 		}
+	}
+	emit(res)
+	return 0
+}
+
+func connfail(args []string) int {
+	fs := flag.NewFlagSet("connfail", flag.ContinueOnError)
+	socket := fs.String("socket", "", "agent socket")
+	target := fs.String("target", "DATABASE_URL", "target")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pool, err := pgxswap.NewWithConfig(ctx, pgxswap.Config{Target: *target,
+		ClientConfig: dbswap.Config{Socket: *socket, Name: "pgxload-connfail"}, MaxConns: 4, MinConns: 1,
+		Logger: logger()})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pgxload: %v\n", err)
+		return 1
+	}
+	defer pool.Close()
+	held, err := pool.Acquire(ctx)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pgxload: no first connection: %v\n", err)
+		return 1
+	}
+	defer held.Release()
+	var u string
+	if err := held.QueryRow(ctx, "SELECT current_user").Scan(&u); err != nil {
+		fmt.Fprintf(os.Stderr, "pgxload: the first query: %v\n", err)
+		return 1
+	}
+	n := 1
+	for st := pool.Stats(); st.Current != nil; st = pool.Stats() {
+		if st.Current.ConstructingConns() > 0 { // the pool's own, for MinConns
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		if st.Current.IdleConns() == 0 {
+			break
+		}
+		c, err := pool.Acquire(ctx)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "pgxload: an idle connection: %v\n", err)
+			return 1
+		}
+		defer c.Release()
+		n++
+	}
+	if st := pool.Stats(); st.Current == nil || st.Current.TotalConns() >= st.Current.MaxConns() {
+		fmt.Fprintf(os.Stderr, "pgxload: %d connections held, none left to dial\n", n)
+		return 1
+	}
+	emit(map[string]any{"ready": true, "user": u, "held": n})
+	<-usr1
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel2()
+	t0 := time.Now()
+	c, err := pool.Acquire(ctx2)
+	if err == nil {
+		c.Release()
+	}
+	var ce *pgconn.ConnectError
+	res := map[string]any{"acquire": describe(err, t0), "connect_error": errors.As(err, &ce)}
+	if err != nil {
+		res["verbose"] = fmt.Sprintf("%+v", err)
 	}
 	emit(res)
 	return 0
