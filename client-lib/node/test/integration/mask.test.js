@@ -7,7 +7,10 @@
 // a new one: it fails after connectionTimeoutMillis with pg's error,
 // which names the failure (ENOENT, the socket's name) and holds no
 // password in its message, stack, properties or util.inspect(); nor do
-// the pool's log lines and events.  The same through pool.query().
+// the pool's log lines and events.  The same through pool.query().  And
+// a first value that does not connect from here at all (the symlink gone
+// before the pool starts): the checkout's no-value error, its cause (pg's
+// error) included, holds no password either.
 // Run by tests/integration/test_node.py.
 
 import { test, before, after } from 'node:test';
@@ -99,6 +102,45 @@ test('driver-errors-masked: a connect error quoting a socket dir that holds the 
     assertNoSecret(poolTexts(pool), [role.password], "pool's log and events");
   } finally {
     for (const c of held) c.release();
+    await pool?.end();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('driver-errors-masked: a first value that does not connect here fails checkouts with no password, its cause included', { skip: fixtureSkip, timeout: scaled(60000) }, async () => {
+  const role = await fx.createRole();
+  const cluster = await fx.cluster();
+  const dir = fs.mkdtempSync(`/tmp/dbswap-${role.password}-`);
+  const link = path.join(dir, `.s.PGSQL.${cluster.port}`);
+  let pool;
+  try {
+    fs.chmodSync(dir, 0o755);
+    fs.symlinkSync(path.join(cluster.sockdir, `.s.PGSQL.${cluster.port}`), link);
+    await fx.writeEnv({
+      path: 'first.env',
+      vars: { DATABASE_URL: `host=${dir} port=${cluster.port} user=${role.role} password=${role.password} dbname=postgres` },
+    });
+    const agent = await fx.startAgent({ agent: 'first', envFiles: ['first.env'] });
+    await fx.waitPublished(1, { agent: 'first' });
+    fs.unlinkSync(link);
+
+    pool = openPool(agent.socket, { min: 1, max: 4, connectionTimeoutMillis: scaled(3000) });
+    pool.on('error', () => {});
+    const err = await pool.connect().then((c) => { c.release(); return null; }, (e) => e);
+    assert.ok(err instanceof Error, 'a checkout with no socket succeeded');
+    for (const [what, text] of Object.entries(errorTexts(err))) {
+      assertHidden(text, role.password, `the error's ${what}`);
+    }
+    if (err.cause) {
+      for (const [what, text] of Object.entries(errorTexts(err.cause))) {
+        assertHidden(text, role.password, `the error's cause's ${what}`);
+      }
+    }
+    assert.match(`${err.message} ${err.cause?.message}`, /ENOENT/);
+    for (const [i, text] of poolTexts(pool).entries()) {
+      assertHidden(String(text), role.password, `the pool's log and events (${i})`);
+    }
+  } finally {
     await pool?.end();
     fs.rmSync(dir, { recursive: true, force: true });
   }
