@@ -575,6 +575,33 @@ class PythonDriverErrorsMasked(ClusterTest):
         err, took = asyncio.run(main())
         self.check(err, took)
 
+    def test_first_value_not_connecting_is_masked(self):
+        """The symlink gone before the pool starts: the agent's value
+        never connects here, and a checkout fails (NoValueError, or
+        PoolTimeout) with no password in its str, repr or traceback, nor
+        in the log, which says why (No such file or directory)."""
+        os.unlink(self.link)
+        client = dbswap.Client(self.agent.sock, name='test-python-mask')
+        self.addCleanup(client.close)
+        pool = ConnectionPool('DATABASE_URL', client=client, min_size=1,
+                              max_size=2, timeout=3)
+        self.addCleanup(pool.close)
+        t0 = time.monotonic()
+        with self.assertRaises(Exception) as cm:
+            pool.getconn(timeout=3)
+        took = time.monotonic() - t0
+        err = cm.exception
+        tb = ''.join(traceback.format_exception(err))
+        for what, text in (('str', str(err)), ('repr', repr(err)),
+                           ('traceback', tb)):
+            self.assert_no_password(text, f'the error\'s {what}')
+        self.assertIsInstance(err, (dbswap.NoValueError,
+                                    dbswap.psycopg.PoolTimeout), tb)
+        self.assertLess(took, 10 * h.TIMEOUT_SCALE)
+        log = '\n'.join(self.lines.lines)
+        self.assert_no_password(log, 'the log')
+        self.assertIn('No such file or directory', str(err) + log)
+
 
 if __name__ == '__main__':
     main()
