@@ -49,6 +49,19 @@ class ClusterTest(unittest.TestCase):
     def url(self, password=None, role=None):
         return self.cluster.url(role or self.role, password or self.password)
 
+    def socket_dir_holding(self, secret):
+        """A directory under /tmp whose name holds secret, with a symlink
+        .s.PGSQL.<port> to the cluster's real socket: a host that
+        connects, and that a driver quotes in its errors.  Returns (dir,
+        symlink)."""
+        d = tempfile.mkdtemp(prefix=f'dbswap-{secret}-', dir='/tmp')
+        self.addCleanup(subprocess.run, ['rm', '-rf', d])
+        os.chmod(d, 0o755)
+        name = f'.s.PGSQL.{self.cluster.port}'
+        link = os.path.join(d, name)
+        os.symlink(os.path.join(self.cluster.sockdir, name), link)
+        return d, link
+
     def write_env(self, text, how=h.write_rename):
         how(self.env_path, text)
 

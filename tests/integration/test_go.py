@@ -29,7 +29,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 import unittest
 
@@ -638,6 +637,62 @@ class GoFailover(TwoClusters):
         self.assertEqual(s['stats']['old'], 0, s)
         self.assertEqual(s['port_at_end'], self.primary.port, s)
         self.assertNotIn(self.password, load.stderr())
+
+
+class GoDriverErrorsMasked(ClusterTest):
+    """Scenario 'driver-errors-masked' of conformance.py."""
+
+    def hide(self, text):
+        return text.replace(self.password, '<PASSWORD>')
+
+    def assert_no_password(self, text, what):
+        if self.password in text:  # the message must not say it either
+            self.fail(f'the password is in {what}:\n{self.hide(text)}')
+
+    def test_driver_errors_masked(self):
+        """The value's host is a socket directory whose name holds the
+        password (a symlink there to the cluster's socket).  pgxload
+        connfail acquires and holds a connection (it serves); then the
+        symlink goes, and its second Acquire makes pgxpool dial, which
+        pgconn fails quoting the socket path and the directory.  The
+        error Acquire returns (Error() and %+v) holds no password yet
+        names the failure, errors.As still finds a *pgconn.ConnectError,
+        and pgxload's log (stderr) holds no password either."""
+        import signal
+        d, link = self.socket_dir_holding(self.password)
+        self.write_env(f"{TARGET}=host={d} port={self.cluster.port} "
+                       f"user={self.role} password={self.password} "
+                       f"dbname=postgres\n")
+        agent = self.start_agent()
+        h.wait_for(lambda: h.target_status(agent, TARGET)['valid'],
+                   what='the value validated by the agent')
+        run = JsonLines([pgxload(), 'connfail', '--socket', agent.sock,
+                         '--target', TARGET], None, 'go-connfail', go_env())
+        self.addCleanup(run.close)
+
+        def line(key):
+            for _, m in run.lines:
+                if key in m:
+                    return m
+            if run.proc.poll() is not None:
+                self.fail(f'pgxload connfail ended; {self.hide(run.describe())}')
+            return None
+        ready = h.wait_for(lambda: line('ready'), timeout=15,
+                           what='pgxload connfail ready')
+        self.assertEqual(ready['user'], self.role)
+        os.unlink(link)
+        run.proc.send_signal(signal.SIGUSR1)
+        res = h.wait_for(lambda: line('acquire'), timeout=30,
+                         what='the failed Acquire')
+        self.assertEqual(run.proc.wait(10 * h.TIMEOUT_SCALE), 0,
+                         self.hide(run.describe()))
+        message = res['acquire'].get('message', '')
+        self.assert_no_password(message, 'Error()')
+        self.assert_no_password(res.get('verbose', ''), '%+v')
+        self.assert_no_password(run.stderr(), "pgxload's stderr")
+        self.assertIn('no such file or directory', message)
+        self.assertIn('.s.PGSQL.', message)
+        self.assertTrue(res['connect_error'], self.hide(json.dumps(res)))
 
 
 if __name__ == '__main__':

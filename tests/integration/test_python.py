@@ -14,11 +14,13 @@ What each test checks is in its docstring.
 
 import glob
 import json
+import logging
 import os
 import subprocess
 import sys
 import threading
 import time
+import traceback
 import unittest
 
 import harness as h
@@ -565,6 +567,135 @@ class PythonFailover(TwoClusters):
         self.assertEqual(port, self.primary.port)
         stats = pool.get_stats()
         self.assertEqual(stats['generations_open'], 1, stats)
+
+
+class _Lines(logging.Handler):
+    """Every log record, formatted with its traceback."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter('%(name)s %(levelname)s '
+                                            '%(message)s'))
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(self.format(record))
+
+
+class PythonDriverErrorsMasked(ClusterTest):
+    """Scenario 'driver-errors-masked' of conformance.py: the value's host
+    is a socket directory whose name holds the password (a symlink there
+    to the cluster's socket).  The pool connects and serves; then the
+    symlink goes, and a second checkout (the first one held) makes
+    psycopg_pool open a connection, which libpq fails quoting the socket
+    path.  The checkout's error (str, repr, traceback) and every log line
+    (psycopg_pool's 'error connecting' among them, which names the
+    failure) hold no password."""
+
+    def setUp(self):
+        super().setUp()
+        d, self.link = self.socket_dir_holding(self.password)
+        self.write_env(f"DATABASE_URL=host={d} port={self.cluster.port} "
+                       f"user={self.role} password={self.password} "
+                       f"dbname=postgres\n")
+        self.agent = self.start_agent()
+        h.wait_for(lambda: h.target_status(self.agent, 'DATABASE_URL')
+                   ['valid'], what='the value validated by the agent')
+        self.lines = _Lines()
+        root = logging.getLogger()
+        self.addCleanup(root.setLevel, root.level)
+        root.addHandler(self.lines)
+        self.addCleanup(root.removeHandler, self.lines)
+        root.setLevel(logging.DEBUG)
+
+    def assert_no_password(self, text, what):
+        if self.password in text:  # the message must not say it either
+            self.fail(f'the password is in {what}:\n'
+                      f'{text.replace(self.password, "<PASSWORD>")}')
+
+    def check(self, err, took):
+        texts = {'str': str(err), 'repr': repr(err),
+                 'traceback': ''.join(traceback.format_exception(err))}
+        for what, text in texts.items():
+            self.assert_no_password(text, f'the error\'s {what}')
+        self.assertIsInstance(err, dbswap.psycopg.PoolTimeout,
+                              texts['traceback'])
+        self.assertLess(took, 10 * h.TIMEOUT_SCALE)
+        log = '\n'.join(self.lines.lines)
+        self.assert_no_password(log, 'the log')
+        failed = [ln for ln in self.lines.lines if 'error connecting' in ln]
+        self.assertTrue(failed, f'no "error connecting" line in:\n{log}')
+        self.assertIn('No such file or directory', failed[0])
+        self.assertIn('.s.PGSQL.', failed[0])
+
+    def test_driver_errors_masked(self):
+        """dbswap.psycopg.ConnectionPool: see the class."""
+        client = dbswap.Client(self.agent.sock, name='test-python-mask')
+        self.addCleanup(client.close)
+        pool = ConnectionPool('DATABASE_URL', client=client, min_size=1,
+                              max_size=2, timeout=3)
+        self.addCleanup(pool.close)
+        pool.wait(timeout=10 * h.TIMEOUT_SCALE)
+        with pool.connection(timeout=10) as held:
+            self.assertEqual(held.execute('SELECT current_user').fetchone(),
+                             (self.role,))
+            os.unlink(self.link)
+            t0 = time.monotonic()
+            with self.assertRaises(Exception) as cm:
+                pool.getconn(timeout=3)
+            took = time.monotonic() - t0
+        self.check(cm.exception, took)
+
+    def test_driver_errors_masked_async(self):
+        """As test_driver_errors_masked, with AsyncConnectionPool."""
+        import asyncio
+        from dbswap.psycopg import AsyncConnectionPool
+
+        async def main():
+            async with dbswap.AsyncClient(self.agent.sock,
+                                          name='test-aio-mask') as c, \
+                    AsyncConnectionPool(client=c, min_size=1, max_size=2,
+                                        timeout=3) as pool:
+                await pool.wait(timeout=10 * h.TIMEOUT_SCALE)
+                async with pool.connection(timeout=10) as held:
+                    cur = await held.execute('SELECT current_user')
+                    self.assertEqual(await cur.fetchone(), (self.role,))
+                    os.unlink(self.link)
+                    t0 = time.monotonic()
+                    try:
+                        await pool.getconn(timeout=3)
+                    except Exception as e:
+                        return e, time.monotonic() - t0
+                    self.fail('a checkout succeeded with no socket')
+        err, took = asyncio.run(main())
+        self.check(err, took)
+
+    def test_first_value_not_connecting_is_masked(self):
+        """The symlink gone before the pool starts: the agent's value
+        never connects here, and a checkout fails (NoValueError, or
+        PoolTimeout) with no password in its str, repr or traceback, nor
+        in the log, which says why (No such file or directory)."""
+        os.unlink(self.link)
+        client = dbswap.Client(self.agent.sock, name='test-python-mask')
+        self.addCleanup(client.close)
+        pool = ConnectionPool('DATABASE_URL', client=client, min_size=1,
+                              max_size=2, timeout=3)
+        self.addCleanup(pool.close)
+        t0 = time.monotonic()
+        with self.assertRaises(Exception) as cm:
+            pool.getconn(timeout=3)
+        took = time.monotonic() - t0
+        err = cm.exception
+        tb = ''.join(traceback.format_exception(err))
+        for what, text in (('str', str(err)), ('repr', repr(err)),
+                           ('traceback', tb)):
+            self.assert_no_password(text, f'the error\'s {what}')
+        self.assertIsInstance(err, (dbswap.NoValueError,
+                                    dbswap.psycopg.PoolTimeout), tb)
+        self.assertLess(took, 10 * h.TIMEOUT_SCALE)
+        log = '\n'.join(self.lines.lines)
+        self.assert_no_password(log, 'the log')
+        self.assertIn('No such file or directory', str(err) + log)
 
 
 if __name__ == '__main__':

@@ -506,9 +506,10 @@ export class Pool extends Base {
   /** err, its message, stack and string properties cleaned of every
    * value's secrets: pg's connect errors quote the host (a socket path, an
    * address), which may hold any part of a value.  The same object, so
-   * that its class and code stay what the app checks. */
-  #masked(err) {
-    if (!(err instanceof Error)) return err
+   * that its class and code stay what the app checks.  Its cause too (a
+   * no-value error's is pg's error, which util.inspect() prints). */
+  #masked(err, depth = 0) {
+    if (!(err instanceof Error) || depth > 4) return err
     for (const slot of this.#slots()) {
       const conninfo = slot.update.conninfo
       for (const key of Object.getOwnPropertyNames(err)) {
@@ -520,6 +521,7 @@ export class Pool extends Base {
         }
       }
     }
+    if (err.cause !== undefined) this.#masked(err.cause, depth + 1)
     return err
   }
 

@@ -57,6 +57,16 @@
 //	pgxload bench --socket PATH --target NAME ... < conninfo
 //
 // The benchmark of tests/bench/go.py: read bench.go's header.
+//
+//	pgxload connfail --socket PATH --target NAME
+//
+// A pool of at most 4 connections; one acquired (SELECT current_user on
+// it), then every idle one, all held, so that the next Acquire must dial;
+// then a line {"ready": true, "user": "...", "held": n}. On
+// SIGUSR1 (the test has made new connections fail meanwhile) a second
+// Acquire, and one line: {"acquire": {"code", "message", ...} as probe's,
+// "verbose": the error with %+v, "connect_error": whether errors.As
+// reaches a *pgconn.ConnectError}.
 package main
 
 import (
@@ -75,11 +85,12 @@ import (
 
 	"dbswap.dev/dbswap"
 	"dbswap.dev/dbswap/pgxswap"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: pgxload load|probe|hold|bench --socket PATH --target NAME ...")
+		fmt.Fprintln(os.Stderr, "usage: pgxload load|probe|hold|bench|connfail --socket PATH --target NAME ...")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
@@ -91,6 +102,8 @@ func main() {
 		os.Exit(hold(os.Args[2:]))
 	case "bench":
 		os.Exit(bench(os.Args[2:]))
+	case "connfail":
+		os.Exit(connfail(os.Args[2:]))
 	}
 	fmt.Fprintf(os.Stderr, "pgxload: unknown command %q\n", os.Args[1])
 	os.Exit(2)
@@ -430,5 +443,74 @@ func hold(args []string) int {
 	if failures > 0 {
 		return 1
 	}
+	return 0
+}
+
+func connfail(args []string) int {
+	fs := flag.NewFlagSet("connfail", flag.ContinueOnError)
+	socket := fs.String("socket", "", "agent socket")
+	target := fs.String("target", "DATABASE_URL", "target")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pool, err := pgxswap.NewWithConfig(ctx, pgxswap.Config{Target: *target,
+		ClientConfig: dbswap.Config{Socket: *socket, Name: "pgxload-connfail"}, MaxConns: 4, MinConns: 1,
+		Logger: logger()})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pgxload: %v\n", err)
+		return 1
+	}
+	defer pool.Close()
+	held, err := pool.Acquire(ctx)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "pgxload: no first connection: %v\n", err)
+		return 1
+	}
+	defer held.Release()
+	var u string
+	if err := held.QueryRow(ctx, "SELECT current_user").Scan(&u); err != nil {
+		fmt.Fprintf(os.Stderr, "pgxload: the first query: %v\n", err)
+		return 1
+	}
+	n := 1
+	for st := pool.Stats(); st.Current != nil; st = pool.Stats() {
+		if st.Current.ConstructingConns() > 0 { // the pool's own, for MinConns
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		if st.Current.IdleConns() == 0 {
+			break
+		}
+		c, err := pool.Acquire(ctx)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "pgxload: an idle connection: %v\n", err)
+			return 1
+		}
+		defer c.Release()
+		n++
+	}
+	if st := pool.Stats(); st.Current == nil || st.Current.TotalConns() >= st.Current.MaxConns() {
+		fmt.Fprintf(os.Stderr, "pgxload: %d connections held, none left to dial\n", n)
+		return 1
+	}
+	emit(map[string]any{"ready": true, "user": u, "held": n})
+	<-usr1
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel2()
+	t0 := time.Now()
+	c, err := pool.Acquire(ctx2)
+	if err == nil {
+		c.Release()
+	}
+	var ce *pgconn.ConnectError
+	res := map[string]any{"acquire": describe(err, t0), "connect_error": errors.As(err, &ce)}
+	if err != nil {
+		res["verbose"] = fmt.Sprintf("%+v", err)
+	}
+	emit(res)
 	return 0
 }
