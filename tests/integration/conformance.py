@@ -122,7 +122,8 @@ COVERAGE = {
             NODE + 'integration/settings.test.js::DATABASE_POOL_MAX caps the '
                    'pool under 8 busy loops and changes live',
         'driver-errors-masked':
-            Gap('pending'),
+            NODE + 'integration/mask.test.js::driver-errors-masked: a '
+                   'connect error quoting a socket dir',
     },
     'Go': {
         'rotations-under-load':
@@ -149,7 +150,8 @@ COVERAGE = {
         'agent-settings':
             TESTS + 'test_go.py::GoPool.test_agent_pool_settings_honoured',
         'driver-errors-masked':
-            Gap('pending'),
+            TESTS + 'test_go.py::GoDriverErrorsMasked.test_driver_errors_'
+                    'masked',
     },
     'Python': {
         'rotations-under-load':
@@ -179,6 +181,7 @@ COVERAGE = {
             TESTS + 'test_python.py::PythonPackage.test_settings_pushed_by_'
                     'the_agent',
         'driver-errors-masked':
-            Gap('pending'),
+            TESTS + 'test_python.py::PythonDriverErrorsMasked.test_driver_'
+                    'errors_masked',
     },
 }
