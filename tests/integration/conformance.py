@@ -90,7 +90,8 @@ COVERAGE = {
             TESTS + 'test_pool.py::Pool.test_agent_pool_settings_honoured',
         'driver-errors-masked':
             Gap('dbswap_pool_acquire() fails with an errno, no text; the '
-                'pool\'s log lines go through pqerr (tests/unit/test-pqerr.c)'),
+                "pool's log lines go through pqerr (tests/unit/"
+                "test-pqerr.c)"),
     },
     'Node.js': {
         'rotations-under-load':
