@@ -30,15 +30,13 @@ import os
 import shlex
 import statistics
 import subprocess
-import time
 
 import benchlib
 import harness as h
 from common import PoolLoad
-from node import (POLL_S, ROTATION_TIMEOUT_S, TARGET, _load, _n, _r, _us,
-                  last_failures, median_latency, rate, ratio_stats, rename_in,
-                  sums)
-from peers import OldConnections, steady_rate
+from node import (POLL_S, TARGET, _load, _n, _r, _us, median_latency, rate,
+                  ratio_stats, rotation_kind, sums)
+from peers import OldConnections
 
 NAME = 'go'
 TITLE = 'Go pool'
@@ -130,91 +128,6 @@ def throughput(ctx, pg, tmp, spec, argv_of, role, what):
 
 # --------------------------------------------------------------------------
 # One rotation under load
-
-def rotation_kind(ctx, pg, mon, kind, tmp, rotations, pre, gap, start_load):
-    """node.py's rotation_kind for any load: start_load(sock, name) gives
-    a PoolLoad-like helper (progress lines with "queries" and "failures",
-    a last line with "stats")."""
-    role, password = f'bench_rot_{kind}', h.secrets.token_hex(8)
-    pg.create_role(role, password)
-    env = os.path.join(tmp, f'rot-{kind}.env')
-    h.write_rename(env, f'{TARGET}={pg.url(role, password)}\n')
-    with h.Agent(env_files=[env]) as agent, \
-            agent.client(name='bench-status') as status:
-        agent.wait_log(rf'{TARGET}: generation 1 published')
-
-        def target():
-            return h.target_status(status, TARGET)
-
-        def in_use(t, seq):
-            return (seq is not None and t['published_seq'] >= seq and
-                    t['subscribers'] == t['acked'] == 1)
-
-        load = start_load(agent.sock, f'bench-{kind}')
-        rots = []
-        try:
-            load.wait_progress(lambda m: True, timeout=20,
-                               what='a first progress line')
-            h.wait_for(lambda: (t := target())['generation'] >= 1 and
-                       in_use(t, t['value_seq']), timeout=10,
-                       interval=POLL_S, what='the pool in use')
-            time.sleep(pre)
-            for i in range(rotations):
-                load.check_alive()
-                seq_before = target()['value_seq']
-                failures_before = last_failures(load)
-                password = h.secrets.token_hex(8)
-                before = mon.alter_password(role, password)
-                old_at, total_at = mon.count(role, before)
-                t0 = rename_in(env, f'{TARGET}={pg.url(role, password)}\n')
-                rot = {'t': t0, 'old_at_rotation': old_at,
-                       'total_at_rotation': total_at, 'acked_ms': None,
-                       'old_gone_ms': None, 'polls': 0}
-                seq = None
-                while time.monotonic() - t0 <= \
-                        ROTATION_TIMEOUT_S * h.TIMEOUT_SCALE:
-                    now = time.monotonic()
-                    if rot['acked_ms'] is None:
-                        t = target()
-                        if seq is None and t['value_seq'] > seq_before:
-                            seq = t['value_seq']
-                        if in_use(t, seq):
-                            rot['acked_ms'] = (time.monotonic() - t0) * 1000
-                    if rot['old_gone_ms'] is None and \
-                            mon.count(role, before)[0] == 0:
-                        rot['old_gone_ms'] = (time.monotonic() - t0) * 1000
-                    rot['polls'] += 1
-                    if rot['acked_ms'] is not None and \
-                            rot['old_gone_ms'] is not None:
-                        break
-                    time.sleep(max(0.0, POLL_S - (time.monotonic() - now)))
-                rot['old_left'] = mon.count(role, before)[0] \
-                    if rot['old_gone_ms'] is None else 0
-                time.sleep(gap)
-                rot['failures'] = last_failures(load) - failures_before
-                rots.append(rot)
-                ctx.log(f'{kind}: rotation {i + 1}/{rotations}: old-password '
-                        f'connections gone after '
-                        f'{benchlib.fmt_ms(rot["old_gone_ms"])}, acked after '
-                        f'{benchlib.fmt_ms(rot["acked_ms"])}, '
-                        f'{rot["failures"]} failed')
-            rc, final = load.stop()
-            lines = load.timeline()
-            errors = load.stderr().strip().splitlines()[-5:]
-        finally:
-            load.close()
-    first = rots[0]['t'] if rots else time.monotonic()
-    for rot in rots:
-        rot['rate_before'] = steady_rate(lines, rot['t'] - pre + 0.5,
-                                         rot['t'])
-        series = benchlib.rate_series(lines, rot['t'], min_interval=0.02)
-        after = [q for x, q in series if 0 < x <= gap]
-        rot['lowest_rate_after'] = min(after) if after else None
-        rot['t'] = round(rot['t'] - first, 3)
-    return {'exit_status': rc, 'failures': final['failures'],
-            'queries': final['queries'], 'rotations': rots,
-            'errors': errors}
-
 
 def rotation(ctx, pg, tmp, loads, commands):
     """loads: [(kind, start_load)]; in quick mode only the first (the

@@ -223,8 +223,19 @@ def throughput(ctx, node, pg, tmp, compare_pkg=None):
 # --------------------------------------------------------------------------
 # One rotation under load
 
-def rotation_kind(ctx, pg, mon, kind, tmp, rotations, pre, gap):
-    role, password = f'bench_node_rot_{kind}', h.secrets.token_hex(8)
+def start_node_load(sock, name):
+    return NodeLoad('dbswap', sock, args=LOAD_ARGS, name=name, target=TARGET)
+
+
+def start_c_load(sock, name):
+    return PoolLoad(sock, args=LOAD_ARGS, name=name)
+
+
+def rotation_kind(ctx, pg, mon, kind, tmp, rotations, pre, gap, start_load):
+    """Rotations under the load start_load(sock, name) starts (a PoolLoad
+    or one with its lines: progress with "queries" and "failures", a last
+    line with "stats"); the other sections' too."""
+    role, password = f'bench_rot_{kind}', h.secrets.token_hex(8)
     pg.create_role(role, password)
     env = os.path.join(tmp, f'{kind}.env')
     h.write_rename(env, f'{TARGET}={pg.url(role, password)}\n')
@@ -239,11 +250,7 @@ def rotation_kind(ctx, pg, mon, kind, tmp, rotations, pre, gap):
             return (seq is not None and t['published_seq'] >= seq and
                     t['subscribers'] == t['acked'] == 1)
 
-        if kind == 'node':
-            load = NodeLoad('dbswap', agent.sock, args=LOAD_ARGS,
-                            name=f'bench-{kind}', target=TARGET)
-        else:
-            load = PoolLoad(agent.sock, args=LOAD_ARGS, name=f'bench-{kind}')
+        load = start_load(agent.sock, f'bench-{kind}')
         rots = []
         try:
             load.wait_progress(lambda m: True, timeout=20,
@@ -309,7 +316,8 @@ def rotation_kind(ctx, pg, mon, kind, tmp, rotations, pre, gap):
         rot['lowest_rate_after'] = min(after) if after else None
         rot['t'] = round(rot['t'] - first, 3)
     return {'exit_status': rc, 'failures': final['failures'],
-            'queries': final['queries'], 'latency_us': final['latency_us'],
+            'queries': final['queries'],
+            'latency_us': final.get('latency_us'),
             'rotations': rots, 'errors': errors}
 
 
@@ -349,8 +357,9 @@ def rotation(ctx, pg, tmp):
     try:
         for kind, _ in KINDS:
             ctx.log(f'rotation, {kind}: {rotations} rotation(s) under load')
-            out['kinds'][kind] = rotation_kind(ctx, pg, mon, kind, tmp,
-                                               rotations, pre, gap)
+            out['kinds'][kind] = rotation_kind(
+                ctx, pg, mon, kind, tmp, rotations, pre, gap,
+                start_node_load if kind == 'node' else start_c_load)
     finally:
         mon.close()
     return out
