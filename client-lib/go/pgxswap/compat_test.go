@@ -31,3 +31,16 @@ var (
 	_ poolAPI = (*pgxpool.Pool)(nil)
 	_ poolAPI = (*pgxswap.Pool)(nil)
 )
+
+// sqlcDBTX is the interface sqlc generates for pgx/v5 (its DBTX, with the
+// CopyFrom and SendBatch it adds for :copyfrom and :batch queries):
+// New(pool) of sqlc-generated code takes a *pgxswap.Pool.
+type sqlcDBTX interface {
+	Exec(context.Context, string, ...interface{}) (pgconn.CommandTag, error)
+	Query(context.Context, string, ...interface{}) (pgx.Rows, error)
+	QueryRow(context.Context, string, ...interface{}) pgx.Row
+	CopyFrom(ctx context.Context, tableName pgx.Identifier, columnNames []string, rowSrc pgx.CopyFromSource) (int64, error)
+	SendBatch(context.Context, *pgx.Batch) pgx.BatchResults
+}
+
+var _ sqlcDBTX = (*pgxswap.Pool)(nil)
