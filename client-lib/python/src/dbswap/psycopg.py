@@ -37,8 +37,7 @@ import queue
 import socket
 import threading
 import time
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import psycopg
 import psycopg_pool
@@ -170,6 +169,35 @@ class _Gen:
                 else f"generation {self.update.generation}")
 
 
+class _Checkout:
+    """ConnectionPool.connection()'s context manager: a class, not a
+    generator, for it runs on every checkout."""
+
+    __slots__ = ("_pool", "_timeout", "_conn")
+
+    def __init__(self, pool: "ConnectionPool", timeout: float | None) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._conn: Any = None
+
+    def __enter__(self) -> Any:
+        conn = self._pool.getconn(self._timeout)
+        try:
+            conn.__enter__()
+        except BaseException:
+            self._pool.putconn(conn)
+            raise
+        self._conn = conn
+        return conn
+
+    def __exit__(self, *exc: Any) -> None:
+        conn, self._conn = self._conn, None
+        try:
+            conn.__exit__(*exc)
+        finally:
+            self._pool.putconn(conn)
+
+
 class ConnectionPool:
     """A pool of psycopg connections for one target (default
     DATABASE_URL), with psycopg_pool.ConnectionPool's API: connection(),
@@ -206,6 +234,7 @@ class ConnectionPool:
         self._explicit = {"min_size": min_size, "max_size": max_size,
                           "timeout": timeout, "max_idle": max_idle}
         self._settings: Settings | None = None
+        self._timeout = self._effective("timeout")  # a checkout's default
         self._drain_timeout = drain_timeout
         self._warm_timeout = warm_timeout
         self._kwargs = dict(kwargs or {})
@@ -284,7 +313,7 @@ class ConnectionPool:
         """A connection of the current value; give it back with
         putconn().  Prefer connection()."""
         if timeout is None:
-            timeout = self._effective("timeout")
+            timeout = self._timeout
         deadline = time.monotonic() + timeout
         while True:
             g = self._pick(deadline, timeout)
@@ -325,17 +354,11 @@ class ConnectionPool:
         finally:
             self._release_user(g)
 
-    @contextmanager
-    def connection(self, timeout: float | None = None) -> Iterator[Any]:
+    def connection(self, timeout: float | None = None) -> "_Checkout":
         """A connection checked out for the block, as psycopg_pool's: the
         transaction committed on success, rolled back on an exception, the
         connection returned to the pool."""
-        conn = self.getconn(timeout)
-        try:
-            with conn:
-                yield conn
-        finally:
-            self.putconn(conn)
+        return _Checkout(self, timeout)
 
     def close(self, timeout: float = 5.0) -> None:
         """Closes the pool: checkouts fail from now on, idle connections
@@ -661,6 +684,7 @@ class ConnectionPool:
         if settings.target != self._target:
             return
         self._settings = settings
+        self._timeout = self._effective("timeout")
         lo, hi = self._sizes()
         with self._lock:
             gens = [g for g in (self._current, self._next) if g and g.pool]
