@@ -23,7 +23,7 @@
 #                   build, run every benchmark with its peers (PgBouncer,
 #                   libpq multi-host, restarts), write bench/results/:
 #                   results.md, results.json, PNG plots (tests/bench/run.py;
-#                   --quick: a few minutes, the default: about 13)
+#                   --quick: a few minutes, the default: about 21)
 #   ./dev.sh fuzz [SECONDS]
 #                   build the libFuzzer targets with clang, ASan and UBSan
 #                   (./build-fuzz), run each for SECONDS (default 60), one

@@ -6,7 +6,7 @@ Run: ./dev.sh bench [--quick] [--out DIR] [--only SECTION,...] [--render]
 
 --quick takes a few minutes (fewer rounds, shorter loads: CI runs it to
 check that the benchmarks still work, not their numbers); the default,
-full mode, about 16 minutes on 2 cores.  --only runs some sections and
+full mode, about 21 minutes on 2 cores.  --only runs some sections and
 keeps the others' results from an earlier run in DIR (default
 bench/results).  --render measures nothing: it writes results.md and the
 plots again from results.json.
