@@ -14,10 +14,14 @@ and a real PostgreSQL cluster, everything started by this harness.
             TwoClusters): the primary crashed, or hung (SIGSTOP), under
             load: the pool on the secondary at once, at most one failed
             query per busy connection, none after
+  GoDriverErrorsMasked
+            pgconn's connect error, which quotes a socket dir whose name
+            holds the password, reaches the app masked
 
-The go command is $DBSWAP_GO (meson sets it), else go on PATH, else
-Debian's golang-1.23 (/usr/lib/go-1.23/bin/go, from bookworm-backports);
-its absence is a failure, never a skip. It runs with GOFLAGS=-mod=readonly
+The go command is $DBSWAP_GO (./dev.sh sets it), else go on PATH, else
+/usr/local/go's, else Debian's golang-1.23 (/usr/lib/go-1.23/bin/go, from
+bookworm-backports), the first that is Go 1.23 or newer; its absence
+is a failure, never a skip. It runs with GOFLAGS=-mod=readonly
 and GOTOOLCHAIN=local: the module's go.sum is the whole truth, and the
 dependencies come from the module cache that `go mod download` (the
 README's install step) filled.  pgxload is built once per run into a temp
@@ -65,14 +69,15 @@ def _go_version(go):
 
 
 def go_binary():
-    """$DBSWAP_GO, else go on PATH, else Debian's golang-1.23, the first
+    """$DBSWAP_GO, else go on PATH, /usr/local/go's or Debian's
+    golang-1.23, the first
     that is Go 1.23 or newer (bookworm's own golang-go is 1.19).  A
     missing toolchain fails the Go tests, never skips them."""
     if 'go' in _built:
         return _built['go']
     seen = []
     for go in (os.environ.get('DBSWAP_GO'), shutil.which('go'),
-               '/usr/lib/go-1.23/bin/go'):
+               '/usr/local/go/bin/go', '/usr/lib/go-1.23/bin/go'):
         if not go or not os.access(go, os.X_OK):
             continue
         v = _go_version(go)
