@@ -7,8 +7,10 @@
  *   pool-misuse CASE SOCKET TARGET
  *
  * Prints "ok NAME" or "FAIL NAME: why" per check, and lines the test
- * acts on ("rotate": change the value now; "wait-ack": answer with a line
- * once the agent shows the current generation acked; "pause", "resume",
+ * acts on ("rotate": change the value now; "wait-ack [NAME]": answer
+ * with a line once the agent shows the current generation acked, and
+ * print "ok NAME-acked" (NAME: leak by default); "wait-unacked NAME": the
+ * same while it shows it not acked, "ok NAME-not-acked"; "pause", "resume",
  * "stop", "start": do that to the server, then answer); exits 1 if a
  * check failed.
  */
@@ -34,6 +36,8 @@
 
 static const char *sock_path, *target;
 static int failed;
+
+static void ask(const char *line);
 
 static void check(bool ok, const char *name, const char *fmt, ...)
 {
@@ -508,6 +512,37 @@ static void case_leak(void)
 	check(!query_ok(leaked), "leak-shut-down", "the leaked connection "
 	      "still answers after the drain deadline");
 	dbswap_pool_release(p, leaked);
+	dbswap_pool_free(p);
+	dbswap_client_free(c);
+}
+
+/* Make-before-break and the ack: a connection of the old value held
+ * across a rotation keeps its session, and the new generation is not
+ * acked until it comes back (the ack is the operator's proof that the
+ * old password is out of use). */
+static void case_held(void)
+{
+	dbswap_client *c = new_client();
+	dbswap_pool *p = new_pool(c, 2, 0); /* the default drain: 30 s */
+	PGconn *held = must_acquire(p), *fresh;
+	dbswap_pool_stats s = DBSWAP_POOL_STATS_INIT;
+	int pid = PQbackendPID(held);
+
+	dbswap_pool_stats_get(p, &s);
+	printf("rotate\n");
+	fflush(stdout);
+	check(wait_generation(p, s.generation, 20000), "held-switch",
+	      "no switch");
+	/* The test checks that the agent shows the generation unacked. */
+	ask("wait-unacked held");
+	check(query_ok(held) && PQbackendPID(held) == pid, "held-keeps-session",
+	      "the held connection lost its session");
+	fresh = must_acquire(p);
+	check(PQbackendPID(fresh) != pid, "held-new-backend",
+	      "a new acquire got the held connection's backend");
+	dbswap_pool_release(p, fresh);
+	dbswap_pool_release(p, held);
+	ask("wait-ack held");
 	dbswap_pool_free(p);
 	dbswap_client_free(c);
 }
@@ -1315,7 +1350,7 @@ int main(int argc, char **argv)
 {
 	if (argc != 4) {
 		fprintf(stderr, "usage: pool-misuse fork|misuse|shutdown|leak|"
-				"drain-each|hung|outage|plain|abi|reset|idle-check|"
+				"held|drain-each|hung|outage|plain|abi|reset|idle-check|"
 				"jitter|close|close-races|refused SOCKET TARGET\n");
 		return 2;
 	}
@@ -1330,6 +1365,8 @@ int main(int argc, char **argv)
 		case_shutdown_own_fd();
 	else if (!strcmp(argv[1], "leak"))
 		case_leak();
+	else if (!strcmp(argv[1], "held"))
+		case_held();
 	else if (!strcmp(argv[1], "drain-each"))
 		case_drain_each();
 	else if (!strcmp(argv[1], "hung"))

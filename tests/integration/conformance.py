@@ -65,9 +65,8 @@ COVERAGE = {
             TESTS + 'test_pool.py::Pool.test_password_rotated_100_times_'
                     'under_load',
         'ack-after-drain':
-            Gap('test_pool_misuse.py\'s leak case: a connection kept past '
-                'the drain deadline is shut down, then the ack comes; the '
-                'ack held before the deadline is not looked at'),
+            TESTS + 'test_pool_misuse.py::PoolMisuse.test_ack_waits_for_the_'
+                    'held_connection',
         'failover-under-load':
             TESTS + 'test_failover.py::Detection.test_crashed_primary_'
                     'under_load_default_settings',
@@ -116,9 +115,8 @@ COVERAGE = {
             NODE + 'pool.test.js::a refused target is asked again on each '
                    'new session',
         'no-agent-environment':
-            Gap('pool.test.js covers the environment value that does not '
-                'connect (nacked, marked fromEnvironment); one that does is '
-                'not run against a server'),
+            NODE + 'integration/environment.test.js::no agent: the '
+                   'environment',
         'agent-settings':
             NODE + 'integration/settings.test.js::DATABASE_POOL_MAX caps the '
                    'pool under 8 busy loops and changes live',

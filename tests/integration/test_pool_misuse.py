@@ -12,6 +12,7 @@ value must change; the sanitizer stage runs it under ASan.
 import os
 import subprocess
 import threading
+import time
 
 import harness as h
 from common import ClusterTest, main
@@ -69,8 +70,11 @@ class PoolMisuse(ClusterTest):
                 if line == 'rotate':
                     self.rotate()
                     generation += 1
-                elif line == 'wait-ack':
-                    lines.append(self.wait_acked(agent, generation))
+                elif line.split()[0] in ('wait-ack', 'wait-unacked'):
+                    word, _, name = line.partition(' ')
+                    check = self.wait_acked if word == 'wait-ack' \
+                        else self.check_unacked
+                    lines.append(check(agent, generation, name or 'leak'))
                     proc.stdin.write('\n')
                     proc.stdin.flush()
                 elif line in SERVER_ACTIONS:
@@ -87,9 +91,9 @@ class PoolMisuse(ClusterTest):
         self.assertEqual((rc, lines[-1] if lines else None), (0, 'done'),
                          report)
 
-    def wait_acked(self, agent, generation):
-        """'ok NAME' once the agent shows generation acked by every
-        subscriber, else 'FAIL NAME: ...' after 10 s."""
+    def wait_acked(self, agent, generation, name):
+        """'ok NAME-acked' once the agent shows generation acked by every
+        subscriber, else 'FAIL NAME-acked: ...' after 10 s."""
         with agent.client(name='test-status') as status:
             try:
                 h.wait_for(lambda: (lambda t: t['generation'] == generation
@@ -97,9 +101,25 @@ class PoolMisuse(ClusterTest):
                            (h.target_status(status, TARGET)),
                            timeout=10, interval=0.02,
                            what=f'generation {generation} acked')
-                return 'ok leak-acked'
+                return f'ok {name}-acked'
             except Exception as e:
-                return f'FAIL leak-acked: {e}'
+                return f'FAIL {name}-acked: {e}'
+
+    def check_unacked(self, agent, generation, name):
+        """'ok NAME-not-acked' when the agent, which published generation
+        to the one subscriber, still shows it not acked half a second
+        later (the pool had it: it switched)."""
+        with agent.client(name='test-status') as status:
+            t = h.target_status(status, TARGET)
+            if (t['generation'], t['subscribers']) != (generation, 1):
+                return f'FAIL {name}-not-acked: status {t}'
+            time.sleep(0.5)
+            t = h.target_status(status, TARGET)
+            if (t['generation'], t['acked']) != (generation, 0):
+                return (f'FAIL {name}-not-acked: generation {generation} '
+                        f'acked while a connection of the old value is '
+                        f'held: {t}')
+            return f'ok {name}-not-acked'
 
     def test_fork(self):
         """In a child, the parent's pool and client refuse every call
@@ -136,6 +156,14 @@ class PoolMisuse(ClusterTest):
         acking (and `dbswapctl set --wait` from returning) even after its
         socket was shut down at the drain deadline."""
         self.run_case('leak', ['leak-switch', 'leak-acked', 'leak-shut-down'])
+
+    def test_ack_waits_for_the_held_connection(self):
+        """A connection of the old value held across a rotation keeps its
+        session, new acquires get new backends, and the generation is
+        acked only once it is released."""
+        self.run_case('held', ['held-switch', 'held-not-acked',
+                               'held-keeps-session', 'held-new-backend',
+                               'held-acked'])
 
     def test_each_switch_keeps_its_own_drain_deadline(self):
         self.run_case('drain-each', ['drain-each-switches',
