@@ -40,7 +40,7 @@ import unittest
 import harness as h
 from common import ClusterTest, JsonLines, PoolLoad, fresh_password, main
 from test_failover import CONFIRM_S, SHORT, TwoClusters, settings_of
-from test_pool import Psql
+from test_pool import PoolTest
 
 GO_MODULE = os.environ.get('DBSWAP_GO_MODULE') or os.path.normpath(
     os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
@@ -196,21 +196,12 @@ class GoUnit(unittest.TestCase):
             self.assertRegex(out, rf'ok\s+{pkg}', out)
 
 
-class GoPool(ClusterTest):
+class GoPool(PoolTest):
 
     @classmethod
     def setUpClass(cls):
         pgxload()  # built before any test's time budget starts
         super().setUpClass()
-
-    def setUp(self):
-        super().setUp()
-        self.psql = Psql(self.cluster)
-        self.addCleanup(self.psql.close)
-        self.deadline = None
-
-    def budget(self, seconds):
-        self.deadline = time.monotonic() + seconds * h.TIMEOUT_SCALE
 
     def rotate_password(self):
         """ALTER ROLE, then the env file: the order of a real rotation."""
@@ -218,26 +209,6 @@ class GoPool(ClusterTest):
         self.psql.set_password(self.role, new)
         self.write_env(f'{TARGET}={self.cluster.url(self.role, new)}\n')
         return new
-
-    def wait_acked(self, status, generation, loads, timeout=10):
-        """Waits until the agent's current generation is `generation` and
-        every load subscribes and acked it."""
-        n = len(loads)
-        deadline = time.monotonic() + timeout * h.TIMEOUT_SCALE
-        if self.deadline is not None:
-            deadline = min(deadline, self.deadline)
-        while True:
-            t = h.target_status(status, TARGET)
-            if (t['generation'], t['subscribers'], t['acked']) == \
-                    (generation, n, n):
-                return t
-            for load in loads:
-                load.check_alive()
-            if time.monotonic() > deadline:
-                self.fail(f'generation {generation} not acked by {n} '
-                          f'pool(s) in time; status: {t!r}; '
-                          + '; '.join(l.describe() for l in loads))
-            time.sleep(0.005)
 
     def test_rotations_under_load(self):
         """100 rotations under 8 query loops (every other iteration a

@@ -102,7 +102,9 @@ class Psql:
             h._unregister(self._key)
 
 
-class Pool(ClusterTest):
+class PoolTest(ClusterTest):
+    """What the pool tests of every language share (no test of its own):
+    a superuser session, a time budget, the wait for every pool's ack."""
 
     def setUp(self):
         super().setUp()
@@ -114,6 +116,30 @@ class Pool(ClusterTest):
         """Bounds the rest of the test: every wait below fails once this
         many seconds have passed."""
         self.deadline = time.monotonic() + seconds * h.TIMEOUT_SCALE
+
+    def wait_acked(self, status, generation, loads, timeout=10):
+        """Waits until the agent's current generation is `generation` and
+        every load in loads (and nobody else) subscribes and acked it.
+        Returns the target's status entry."""
+        n = len(loads)
+        deadline = time.monotonic() + timeout * h.TIMEOUT_SCALE
+        if self.deadline is not None:
+            deadline = min(deadline, self.deadline)
+        while True:
+            t = h.target_status(status, TARGET)
+            if (t['generation'], t['subscribers'], t['acked']) == \
+                    (generation, n, n):
+                return t
+            for load in loads:
+                load.check_alive()
+            if time.monotonic() > deadline:
+                self.fail(f'generation {generation} not acked by {n} '
+                          f'pool(s) in time; status: {t!r}; '
+                          + '; '.join(l.describe() for l in loads))
+            time.sleep(0.005)
+
+
+class Pool(PoolTest):
 
     def start_load(self, agent, *args, env=None, name='pool-load'):
         load = PoolLoad(agent.sock, args=args + PAUSE, env=env, name=name)
@@ -147,27 +173,6 @@ class Pool(ClusterTest):
         c = agent.client(name='test-pool-status')
         self.addCleanup(c.close)
         return c
-
-    def wait_acked(self, status, generation, loads, timeout=10):
-        """Waits until the agent's current generation is `generation` and
-        every pool-load in loads (and nobody else) subscribes and acked it.
-        Returns the target's status entry."""
-        n = len(loads)
-        deadline = time.monotonic() + timeout * h.TIMEOUT_SCALE
-        if self.deadline is not None:
-            deadline = min(deadline, self.deadline)
-        while True:
-            t = h.target_status(status, TARGET)
-            if (t['generation'], t['subscribers'], t['acked']) == \
-                    (generation, n, n):
-                return t
-            for load in loads:
-                load.check_alive()
-            if time.monotonic() > deadline:
-                self.fail(f'generation {generation} not acked by {n} '
-                          f'pool(s) in time; status: {t!r}; '
-                          + '; '.join(l.describe() for l in loads))
-            time.sleep(0.005)
 
     def wait_queries(self, load, more_than=0):
         return load.wait_progress(lambda p: p['queries'] > more_than,
