@@ -25,28 +25,62 @@ static int keys_add_slot(struct keys *k, const char *path)
 	return 0;
 }
 
-int keys_init(struct keys *k, char *const *paths, size_t n)
+/* The credential's slot, when systemd passed one and no --key was given. */
+static int keys_add_credential(struct keys *k)
 {
 	const char *creds = getenv("CREDENTIALS_DIRECTORY");
+	char path[4096];
 	int r;
 
-	*k = (struct keys){ 0 };
+	if (!creds || !*creds)
+		return 0;
+	snprintf(path, sizeof(path), "%s/%s", creds, KEYS_CREDENTIAL);
+	if (access(path, F_OK) != 0)
+		return 0;
+	r = keys_add_slot(k, path);
+	if (r == 0)
+		k->slots[k->n_slots - 1].credential = true;
+	return r;
+}
+
+int keys_init(struct keys *k, char *const *paths, size_t n)
+{
+	int r;
+
+	*k = (struct keys){ .from_options = n > 0 };
 	for (size_t i = 0; i < n; i++) {
 		r = keys_add_slot(k, paths[i]);
 		if (r < 0)
 			return r;
 	}
-	if (n == 0 && creds && *creds) {
-		char path[4096];
-		snprintf(path, sizeof(path), "%s/%s", creds, KEYS_CREDENTIAL);
-		if (access(path, F_OK) != 0)
-			return 0;
-		r = keys_add_slot(k, path);
-		if (r == 0)
-			k->slots[k->n_slots - 1].credential = true;
-		return r;
+	return n == 0 ? keys_add_credential(k) : 0;
+}
+
+int keys_reload(struct keys *k)
+{
+	int r;
+
+	if (!k->from_options) {
+		/* systemd copies a credential into $CREDENTIALS_DIRECTORY at
+		 * start and never again: say so, instead of a silent reload
+		 * that an admin takes for a new key in force. */
+		if (k->n_slots == 0) {
+			r = keys_add_credential(k);
+			if (r < 0)
+				return r;
+		}
+		if (k->n_slots == 0)
+			log_info("keys: none (no --key, no credential %s); "
+				 "systemd passes credentials at start only: a "
+				 "key added since takes a restart",
+				 KEYS_CREDENTIAL);
+		else
+			log_info("keys: %s is systemd's copy from the start; "
+				 "a key changed since in its credential store "
+				 "takes a restart (systemctl restart)",
+				 k->slots[0].path);
 	}
-	return 0;
+	return keys_load(k);
 }
 
 void keys_fini(struct keys *k)

@@ -37,6 +37,7 @@ struct keys {
 	/* The loaded keys, for crypt_open_*(): rebuilt by keys_load(). */
 	struct crypt_key **held;
 	size_t n_held;
+	bool from_options;     /* the slots are --key's (else the credential) */
 };
 
 /* Sets up the slots for paths; with none, for the systemd credential if
@@ -48,5 +49,12 @@ void keys_fini(struct keys *k);
 /* (Re)loads every key file, keeping the previous key of a slot whose file
  * fails.  Returns the number of slots that failed (logged), or -ENOMEM. */
 int keys_load(struct keys *k);
+
+/* keys_load() for a reload (SIGHUP): --key files are read again, a key
+ * file that appeared since start is loaded; without --key, the systemd
+ * credential is looked for again, and the log says that a credential
+ * changes only with a restart (systemd copies it at start).  Returns as
+ * keys_load(). */
+int keys_reload(struct keys *k);
 
 #endif

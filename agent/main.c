@@ -516,7 +516,7 @@ void agent_reload(struct agent *a)
 	int r;
 
 	systemd_reloading(a);
-	r = keys_load(&a->keys);
+	r = keys_reload(&a->keys);
 
 	if (r == -ENOMEM)
 		log_error("keys: out of memory");

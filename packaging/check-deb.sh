@@ -154,6 +154,19 @@ grep -q '^libdir=${prefix}/lib/'"$multiarch"'$\|^libdir=/usr/lib/'"$multiarch"'$
 	"$tmp/libdbswap-dev/root/usr/lib/$multiarch/pkgconfig/dbswap.pc" ||
 	fail "dbswap.pc: libdir is $(grep '^libdir=' "$tmp/libdbswap-dev/root/usr/lib/$multiarch/pkgconfig/dbswap.pc")"
 
+# Only what dbswap.h needs: libpq.  msgpack is the library's own business
+# (libmsgpack-dev would pull in ~145 MB of Boost headers).
+pc="$tmp/libdbswap-dev/root/usr/lib/$multiarch/pkgconfig/dbswap.pc"
+if grep -q 'msgpack' "$pc"; then
+	fail "dbswap.pc names msgpack: $(grep msgpack "$pc")"
+fi
+if grep '^Depends:' "$tmp/libdbswap-dev/DEBIAN/control" | grep -q msgpack; then
+	fail "libdbswap-dev: $(grep '^Depends:' "$tmp/libdbswap-dev/DEBIAN/control")"
+fi
+grep -q "^prefix=\${pcfiledir}/" "$pc" ||
+	fail "dbswap.pc: not relocatable: $(grep '^prefix=' "$pc")"
+has libdbswap-dev /usr/share/doc/libdbswap-dev/examples/pool-example.c
+
 # Man pages: each one meson installs, compressed, in the package it
 # documents (section 3 in libdbswap-dev, the others in dbswapd).
 case " ${DEB_BUILD_PROFILES:-} ${DEB_BUILD_OPTIONS:-} " in
@@ -171,6 +184,21 @@ case " ${DEB_BUILD_PROFILES:-} ${DEB_BUILD_OPTIONS:-} " in
 *" nodoc "*) ;;
 *) has dbswapd /usr/share/doc/dbswapd/examples/dbswap.env.example ;;
 esac
+
+# The README and the protocol, for whoever has the package alone.
+grep -Eq ' \./usr/share/doc/dbswapd/README\.md(\.gz)?$' "$tmp/dbswapd.list" ||
+	fail "dbswapd: no README in /usr/share/doc/dbswapd"
+grep -Eq ' \./usr/share/doc/dbswapd/PROTOCOL\.md(\.gz)?$' "$tmp/dbswapd.list" ||
+	fail "dbswapd: no PROTOCOL.md in /usr/share/doc/dbswapd"
+# Reload without procps (its /bin/kill is not on a minimal system), and
+# "systemctl enable dbswapd" that survives a reboot.
+if grep '^ExecReload=' "$unit" | grep -q '/bin/kill'; then
+	fail "dbswapd.service: $(grep '^ExecReload=' "$unit") needs procps"
+fi
+grep -qx 'WantedBy=multi-user.target' "$unit" ||
+	fail "dbswapd.service: no WantedBy=multi-user.target: enable would not start it at boot"
+grep -q 'rmdir.*/run/dbswap' "$tmp/dbswapd/DEBIAN/postrm" ||
+	fail "dbswapd postrm leaves /run/dbswap"
 
 # The unit as packaged still scores as hardened.  (The status of the
 # check itself, not of a pipe's last command: it once went unseen.)

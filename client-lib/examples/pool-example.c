@@ -8,7 +8,7 @@
  * no restart and no code here.  Ctrl-C (or SIGTERM) prints the pool's
  * statistics and exits.
  *
- *   cc -std=c11 pool-example.c $(pkg-config --cflags --libs dbswap libpq) \
+ *   cc -std=c11 pool-example.c $(pkg-config --cflags --libs dbswap) \
  *      -pthread -o pool-example
  *   DBSWAP_SOCKET=/run/dbswap/dbswap.sock ./pool-example
  */

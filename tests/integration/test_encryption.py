@@ -374,6 +374,26 @@ class Faults(Encrypted):
         self.assertIn('nope.key', h._status(agent, 5)['keys'][0]['error'])
         self.assertFalse(h.target_status(agent, 'DATABASE_URL')['valid'])
 
+    def test_key_added_after_start_loads_on_reload(self):
+        late = os.path.join(self.tmp, 'late.key')
+        agent = self.start_agent('--key', late)
+        h.wait_for(lambda: h.file_status(agent, self.env_path)['state']
+                   == 'error', what='file rejected without its key')
+        self.assertFalse(h.target_status(agent, 'DATABASE_URL')['valid'])
+        os.rename(self.key, late)
+        ctl('--socket', agent.sock, 'reload')
+        h.wait_for(lambda: h.target_status(agent, 'DATABASE_URL')['valid'],
+                   what='the sealed file opened with the key added since')
+        self.assertIsNone(h._status(agent, 5)['keys'][0]['error'])
+
+    def test_reload_says_a_credential_takes_a_restart(self):
+        creds = os.path.join(self.tmp, 'creds')
+        os.mkdir(creds, 0o700)
+        agent = self.start_agent(env={'CREDENTIALS_DIRECTORY': creds})
+        ctl('--socket', agent.sock, 'reload')
+        h.wait_for(lambda: 'takes a restart' in agent.log(),
+                   what='the log says a new credential takes a restart')
+
 
 class Secrets(Encrypted):
 
