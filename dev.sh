@@ -265,7 +265,7 @@ demo)
 	build
 	DBSWAPD="$BUILDDIR/agent/dbswapd" \
 	DBSWAPCTL="$BUILDDIR/client-lib/dbswapctl" \
-	DBSWAP_TEST_SUBSCRIBER="$BUILDDIR/tests/subscriber" \
+	DBSWAP_POOL_LOAD="$BUILDDIR/tests/pool-load" \
 	PYTHONPATH=tests/integration PYTHONDONTWRITEBYTECODE=1 \
 		exec /usr/bin/python3 tests/demo.py "$@"
 	;;
