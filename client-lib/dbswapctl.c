@@ -427,9 +427,9 @@ static void print_failover_settings(const msgpack_object *agent,
 		on |= ctl_int(ipc_map_get(&targets->via.array.ptr[i],
 					  "failover"), "enabled") == 1;
 	print_number_set(agent, "failover_settings", keys,
-			 on ? ARRAY_SIZE(keys) : 0, "  failover:    ",
+			 on ? ARRAY_SIZE(keys) : 0, "failover settings: ",
 			 "failover_settings_error",
-			 "  failover:    settings refused, the last good ones "
+			 "failover settings: refused, the last good ones "
 			 "stay: ");
 }
 
