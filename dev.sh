@@ -1,7 +1,8 @@
 #!/bin/sh
 # Set-up for a fresh Debian 12 machine, in one command each:
 #
-#   ./dev.sh demo   install what is missing, build, run the live demo
+#   ./dev.sh demo   install what the demo needs (DEPS_BUILD, DEPS_DEMO)
+#                   when missing, build, run the live demo
 #   ./dev.sh test   install what is missing (Go from bookworm-backports
 #                   when there is no Go 1.23 or later; the Go module's
 #                   dependencies by go mod download; the Python package's
@@ -38,13 +39,29 @@
 set -eu
 cd "$(dirname "$0")"
 
-# Every package the project needs, to build and to test.  A new dependency
-# goes here in the same commit that starts using it.
-DEPS="gcc meson ninja-build pkg-config
-      libpq-dev libsystemd-dev libmsgpack-dev libsodium-dev libc-ares-dev
-      postgresql-15 postgresql-client-15 python3 python3-msgpack python3-venv
-      systemd scdoc debhelper dpkg-dev fakeroot lintian
-      clang libclang-rt-14-dev valgrind pgbouncer gnuplot-nox strace uidmap"
+# The packages the project needs, by what needs them.  A new dependency
+# goes into its list in the same commit that starts using it.  The demo
+# installs DEPS_BUILD and DEPS_DEMO only; every other command what it runs
+# (test: all of them, since it also builds the packages and runs the
+# benchmarks in quick mode).
+#   DEPS_BUILD   compile dbswapd, libdbswap, dbswapctl and the test helpers
+#                (man pages by scdoc, the unit directory from systemd.pc)
+#   DEPS_DEMO    run tests/demo.py: PostgreSQL for its clusters, the Python
+#                harness it shares with the integration tests
+#   DEPS_TEST    the test suites: the harness's venv, sanitizers, fuzzing,
+#                the leak and exposure tests' tools
+#   DEPS_DEB     ./dev.sh deb: build and lint the .debs
+#   DEPS_BENCH   the benchmarks' peers and plots
+DEPS_BUILD="gcc meson ninja-build pkg-config scdoc systemd
+      libpq-dev libsystemd-dev libmsgpack-dev libsodium-dev libc-ares-dev"
+      # (build) libmicrohttpd-dev: the metrics listener
+DEPS_DEMO="postgresql-15 postgresql-client-15 python3 python3-msgpack"
+DEPS_TEST="python3-venv clang libclang-rt-14-dev valgrind strace uidmap"
+      # (test) curl: the metrics and health tests
+      # (test) systemd-container debootstrap: the systemd lab
+DEPS_DEB="debhelper dpkg-dev fakeroot lintian"
+DEPS_BENCH="pgbouncer gnuplot-nox"
+DEPS="$DEPS_BUILD $DEPS_DEMO $DEPS_TEST $DEPS_DEB $DEPS_BENCH"
 
 # Node.js for the npm package (client-lib/node): Debian's nodejs (18) and
 # npm (9) when there is no node at all.  Checked by command, not package:
@@ -88,19 +105,30 @@ find_go() {
 	done
 }
 
+# install_deps PACKAGES [node-go]: installs those of PACKAGES that are
+# missing, and with node-go Node.js and Go too (above) when there are
+# none.  Only what is missing, without its recommends, and nothing that
+# is installed is upgraded (--no-upgrade: a package already installed
+# stays at its version even when named; a dependency that needs a newer
+# version of an installed package would still upgrade it, which none of
+# the demo's does on Debian 12).
 install_deps() {
+	want=$1
+	langs=${2:-}
 	missing=""
-	for p in $DEPS; do
+	for p in $want; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
 			grep -q "install ok installed" || missing="$missing $p"
 	done
-	command -v node >/dev/null 2>&1 || missing="$missing nodejs npm"
-	if command -v node >/dev/null 2>&1 && ! command -v npm >/dev/null 2>&1
-	then
-		missing="$missing npm"
-	fi
 	backports=""
-	[ -n "$(find_go)" ] || backports=golang-1.23-go
+	if [ "$langs" = node-go ]; then
+		command -v node >/dev/null 2>&1 || missing="$missing nodejs npm"
+		if command -v node >/dev/null 2>&1 &&
+		   ! command -v npm >/dev/null 2>&1; then
+			missing="$missing npm"
+		fi
+		[ -n "$(find_go)" ] || backports=golang-1.23-go
+	fi
 	[ -z "$missing$backports" ] && return 0
 	echo "dev.sh: installing:$missing $backports"
 	sudo=""
@@ -114,13 +142,28 @@ install_deps() {
 	$sudo apt-get update -qq
 	if [ -n "$backports" ]; then
 		$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			--no-install-recommends -t bookworm-backports $backports
+			--no-install-recommends --no-upgrade \
+			-t bookworm-backports $backports
 	fi
 	[ -z "$missing" ] && return 0
 	# The tests and the demo start throwaway clusters of their own on free
 	# ports; a system cluster the server package may create is not used.
 	$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-		--no-install-recommends $missing
+		--no-install-recommends --no-upgrade $missing $(perl_pin "$missing")
+}
+
+# PostgreSQL's scripts need perl, which must be the version of the
+# installed perl-base (Essential): apt would take the newest perl and
+# upgrade perl-base with it.  When perl is missing and the archive still
+# has perl-base's version of it, that version is asked for instead.
+perl_pin() {
+	case "$1" in *postgresql*) ;; *) return 0 ;; esac
+	dpkg-query -W -f='${Status}' perl 2>/dev/null |
+		grep -q "install ok installed" && return 0
+	v=$(dpkg-query -W -f='${Version}' perl-base 2>/dev/null) || return 0
+	apt-cache madison perl | grep -qF "| $v |" || return 0
+	abi=$(echo "$v" | cut -d. -f1,2)
+	echo "perl=$v perl-modules-$abi=$v libperl$abi=$v"
 }
 
 # The npm package's dependencies, exactly as its committed lockfile says
@@ -218,16 +261,16 @@ cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
 demo)
-	install_deps
+	install_deps "$DEPS_BUILD $DEPS_DEMO"
 	build
 	DBSWAPD="$BUILDDIR/agent/dbswapd" \
 	DBSWAPCTL="$BUILDDIR/client-lib/dbswapctl" \
-	DBSWAP_TEST_SUBSCRIBER="$BUILDDIR/tests/subscriber" \
+	DBSWAP_POOL_LOAD="$BUILDDIR/tests/pool-load" \
 	PYTHONPATH=tests/integration PYTHONDONTWRITEBYTECODE=1 \
 		exec /usr/bin/python3 tests/demo.py "$@"
 	;;
 bench)
-	install_deps
+	install_deps "$DEPS_BUILD $DEPS_DEMO python3-venv $DEPS_BENCH" node-go
 	build
 	node_deps
 	go_deps
@@ -236,7 +279,7 @@ bench)
 	bench "$@"
 	;;
 test)
-	install_deps
+	install_deps "$DEPS" node-go
 	build
 	node_deps
 	go_deps
@@ -262,7 +305,7 @@ test)
 fuzz)
 	secs=${1:-60}
 	fuzzdir=build-fuzz
-	install_deps
+	install_deps "$DEPS_BUILD clang libclang-rt-14-dev"
 	if [ ! -f "$fuzzdir/build.ninja" ]; then
 		# The libraries get the coverage instrumentation too
 		# (fuzzer-no-link), or libFuzzer would fuzz them blind.  No
@@ -317,7 +360,7 @@ fuzz)
 	fi
 	;;
 deb)
-	install_deps
+	install_deps "$DEPS_BUILD $DEPS_DEB"
 	exec packaging/build-deb.sh "$@"
 	;;
 *)

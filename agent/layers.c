@@ -649,7 +649,8 @@ static int layers_reparse(struct layers *l, size_t from)
 
 /* The version read is in force (or is the text in force): an error kept
  * for f is over, and the log says so when it said the error. */
-static void layer_good(struct layers *l, struct layer *f, const char *how)
+static void layer_good(struct layers *l, struct layer *f, bool unreadable,
+		       const char *how)
 {
 	bool was_bad = f->log_said_bad ||
 		       (f->error && (f->state == LAYER_ERROR ||
@@ -659,8 +660,9 @@ static void layer_good(struct layers *l, struct layer *f, const char *how)
 	free(f->error);
 	f->error = NULL;
 	if (was_bad)
-		layer_log(l, f, LOG_NOTICE, LAYER_SAY_GOOD, "%s: good again%s; "
-			  "its values are in force", f->path, how);
+		layer_log(l, f, LOG_NOTICE, LAYER_SAY_GOOD, "%s: %s again%s; "
+			  "its values are in force", f->path,
+			  unreadable ? "readable" : "good", how);
 }
 
 /* layers_reload() but for the summaries of lines left out. */
@@ -677,6 +679,7 @@ static int layer_reload(struct layers *l, size_t i, uint64_t seq,
 	size_t len = 0, text_len;
 	struct writers w;
 	int writer;
+	bool unreadable;
 	bool sealed;
 	char *text;
 	int r;
@@ -706,12 +709,11 @@ static int layer_reload(struct layers *l, size_t i, uint64_t seq,
 		f->read_failures = 0;
 		return 0;
 	}
-	if (f->read_failures) {
-		layer_log(l, f, LOG_NOTICE, LAYER_SAY_OTHER,
-			  "%s: readable again", f->path);
-		f->read_failures = 0;
-		f->read_errno = 0;
-	}
+	/* Readable again: one line says so once the version read is in
+	 * force (layer_good) or why it is not (layer_fail). */
+	unreadable = f->read_failures > 0;
+	f->read_failures = 0;
+	f->read_errno = 0;
 	crypto_generichash(hash, sizeof(hash), bytes, len, NULL, 0);
 	if ((writer >= 0 ? writer == 1 : writer_open) &&
 	    layer_put_off(l, f, hash, recheck_ms)) {
@@ -732,7 +734,8 @@ static int layer_reload(struct layers *l, size_t i, uint64_t seq,
 		 * differ at each sealing): any earlier error is over. */
 		text_free(text, text_len);
 		memcpy(f->good_hash, hash, sizeof(hash));
-		layer_good(l, f, " (the text of its values in force)");
+		layer_good(l, f, unreadable,
+			   " (the same text as the version in force)");
 		return 0;
 	}
 	/* The same text with other writers (a chmod, a chown, a directory
@@ -755,7 +758,7 @@ static int layer_reload(struct layers *l, size_t i, uint64_t seq,
 	env_file_fini(&f->parsed);
 	f->parsed = parsed;
 	f->crypt = sealed ? LAYER_SEALED : decrypted ? LAYER_VALUES : LAYER_PLAIN;
-	layer_good(l, f, "");
+	layer_good(l, f, unreadable, "");
 	f->ever_good = true;
 	r = layers_reparse(l, i + 1);
 	return r < 0 ? r : 1;

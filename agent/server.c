@@ -197,6 +197,10 @@ struct client {
 	char *name;
 	struct subscription *subs;
 	size_t n_subs;
+	/* Sent something besides hello, status and ping: its goodbye is
+	 * worth a line at info.  One that only asked how things are
+	 * (dbswapctl status, a monitor polling) leaves at debug. */
+	bool noted;
 };
 
 struct server {
@@ -1268,7 +1272,7 @@ static void pack_failover(struct ipc_writer *w, const struct target *t,
 	if (at)
 		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ",
 			 gmtime_r(&at, &tm));
-	msgpack_pack_map(&w->pk, 13);
+	msgpack_pack_map(&w->pk, 14);
 	ipc_pack_kv_bool(w, "enabled", failover_enabled(t));
 	ipc_pack_kv_str(w, "pair", failover_pair_name(t));
 	ipc_pack_kv_str(w, "warning", failover_warning(t));
@@ -1279,7 +1283,10 @@ static void pack_failover(struct ipc_writer *w, const struct target *t,
 	ipc_pack_kv_bool(w, "held", t->held);
 	ipc_pack_kv_u64(w, "failure_count", watched ? watched->failures : 0);
 	ipc_pack_kv_u64(w, "failovers", t->failovers);
+	/* Unix seconds like every other time in status; the RFC 3339 form
+	 * is kept for the clients that read it (PROTOCOL.md, "Times"). */
 	ipc_pack_kv_str(w, "last_failover", at ? when : NULL);
+	pack_kv_i64_or_nil(w, "last_failover_unix", at, at != 0);
 	pack_kv_i64_or_nil(w, "seconds_since_failover",
 			   wall_s() - t->last_failover_wall, at != 0);
 	pack_kv_text(w, "last_error", t->failover_error, lim->text);
@@ -1291,7 +1298,7 @@ static void pack_server(struct ipc_writer *w, const struct source *src,
 	const struct health *h = src->health;
 	char *masked = src->value ? mask_conninfo(src->value) : NULL;
 
-	msgpack_pack_map(&w->pk, 20);
+	msgpack_pack_map(&w->pk, 21);
 	ipc_pack_kv_str(w, "role", target_role_name(src->role));
 	pack_kv_text(w, "var", src->var, SIZE_MAX);
 	pack_kv_text(w, "conninfo", masked, lim->text);
@@ -1306,6 +1313,9 @@ static void pack_server(struct ipc_writer *w, const struct source *src,
 	ipc_pack_kv_str(w, "health", h ? health_state_name(h->state) : "off");
 	ipc_pack_kv_u64(w, "failures", h ? h->failures : 0);
 	ipc_pack_kv_u64(w, "checks", h ? h->checks : 0);
+	/* How long the last good check took, connecting included when it
+	 * had to; rtt_us is its older name, kept for compatibility. */
+	pack_kv_i64_or_nil(w, "check_us", h ? h->rtt_us : 0, h && h->rtt_us >= 0);
 	pack_kv_i64_or_nil(w, "rtt_us", h ? h->rtt_us : 0, h && h->rtt_us >= 0);
 	ipc_pack_key(w, "in_recovery");
 	if (h && h->in_recovery >= 0)
@@ -1363,7 +1373,7 @@ static void pack_target(struct ipc_writer *w, struct server *s,
 	}
 	masked = t->conninfo ? mask_conninfo(t->conninfo) : NULL;
 	server_count(s, t, &subscribers, &acked);
-	msgpack_pack_map(&w->pk, 21);
+	msgpack_pack_map(&w->pk, 22);
 	pack_kv_text(w, "name", t->name, SIZE_MAX);
 	ipc_pack_kv_u64(w, "generation", t->generation);
 	ipc_pack_kv_bool(w, "valid", t->conninfo != NULL);
@@ -1433,6 +1443,27 @@ static void pack_target(struct ipc_writer *w, struct server *s,
 				     ? sub->nack_msg : NULL,
 			     lim->nack);
 		n_lag--;
+	}
+
+	/* Who follows the target, as far as the asker may see its peers
+	 * and the limit goes: no subscriber counted in "subscribers" is a
+	 * mystery. */
+	unsigned n_sub = 0;
+	for (struct client *c = s->clients; c; c = c->next)
+		n_sub += client_sub(c, t) && status_shows_peer(v, c);
+	n_sub = MIN(n_sub, lim->lagging);
+	ipc_pack_key(w, "subscribed");
+	msgpack_pack_array(&w->pk, n_sub);
+	for (struct client *c = s->clients; c && n_sub > 0; c = c->next) {
+		struct subscription *sub = client_sub(c, t);
+		if (!sub || !status_shows_peer(v, c))
+			continue;
+		msgpack_pack_map(&w->pk, 4);
+		ipc_pack_kv_i64(w, "pid", c->cred.pid);
+		ipc_pack_kv_u64(w, "uid", c->cred.uid);
+		pack_kv_text(w, "name", c->name, SIZE_MAX);
+		ipc_pack_kv_u64(w, "acked", sub->acked);
+		n_sub--;
 	}
 }
 
@@ -1673,6 +1704,8 @@ static void client_dispatch(struct client *c, const uint8_t *body, size_t len)
 		client_violation(c, err);
 		goto out;
 	}
+	if (m.type != IPC_HELLO && m.type != IPC_STATUS && m.type != IPC_PING)
+		c->noted = true;
 	if (!c->hello && m.type != IPC_HELLO) {
 		client_violation_code(c, IPC_ERR_HELLO_REQUIRED,
 				      "the first message must be hello");
@@ -1778,6 +1811,12 @@ static int client_read(struct client *c)
 		r = ipc_reader_fill(&c->in, c->fd);
 		if (r == -EAGAIN)
 			return 0;
+		if (r == 0 && !c->noted && !c->in.len) {
+			client_log(c, LOG_DEBUG, CLIENT_FMT " disconnected: "
+				   "closed the connection", CLIENT_ARGS(c));
+			client_retire(c);
+			return -ECONNRESET;
+		}
 		if (r == 0) {
 			client_drop(c, c->in.len ? "closed mid-frame"
 						 : "closed the connection");

@@ -31,6 +31,15 @@ const char *target_state_name(enum target_state state)
 	return "unknown";
 }
 
+/* How a log line names a source: its target, then its variable when that
+ * is another name ("DATABASE_URL: DATABASE_URL_SECONDARY: ..."), not
+ * "DATABASE_URL: DATABASE_URL: ..." for the primary. */
+#define SOURCE_FMT "%s%s%s"
+#define SOURCE_ARGS(src)                                                 \
+	(src)->target->name,                                             \
+	streq((src)->var, (src)->target->name) ? "" : ": ",              \
+	streq((src)->var, (src)->target->name) ? "" : (src)->var
+
 /* The pool settings: env name suffix, wire key, bounds (protocol.h, so
  * that what the agent accepts is what a client's decoder accepts), and
  * the unit said in error messages. */
@@ -328,8 +337,8 @@ static void source_use_saved(struct source *src)
 	src->from_saved = true;
 	masked = mask_conninfo(src->value);
 	log_target(LOG_NOTICE, "saved", t->name, 0,
-		   "%s: %s: using the value validated before the restart%s%s: "
-		   "%s", t->name, src->var,
+		   SOURCE_FMT ": using the value validated before the "
+		   "restart%s%s: %s", SOURCE_ARGS(src),
 		   src->candidate ? ", as the files' value does not validate"
 				  : "",
 		   src->candidate ? ""
@@ -348,9 +357,9 @@ void target_set_saved(struct target *t, enum target_role role,
 
 	/* Saved by an agent without the limit: it could not be framed. */
 	if (strlen(conninfo) > TARGET_VALUE_MAX) {
-		log_warning("%s: %s: the saved value is %zu bytes, over the "
-			    "limit of %d bytes for a target's value: not used",
-			    t->name, src->var, strlen(conninfo),
+		log_warning(SOURCE_FMT ": the saved value is %zu bytes, over "
+			    "the limit of %d bytes for a target's value: not "
+			    "used", SOURCE_ARGS(src), strlen(conninfo),
 			    TARGET_VALUE_MAX);
 		return;
 	}
@@ -391,10 +400,10 @@ static void source_probe_done(const struct probe_result *res, void *data)
 		src->gave_up = true;
 		if (target_log_ok(t))
 			log_target(LOG_ERR, "gave-up", t->name, 0,
-				   "%s: %s: %s; gave up after %u attempts so as "
-				   "not to lock the role out; %s until the value "
-				   "changes or a reload",
-				   t->name, src->var, src->error, src->attempts,
+				   SOURCE_FMT ": %s; gave up after %u attempts so "
+				   "as not to lock the role out; %s until the "
+				   "value changes or a reload",
+				   SOURCE_ARGS(src), src->error, src->attempts,
 				   src->value ? "the value in force stays"
 				   : "nothing in force");
 		return;
@@ -403,8 +412,8 @@ static void source_probe_done(const struct probe_result *res, void *data)
 			   TARGET_RETRY_MAX_MS);
 	if (target_log_ok(t))
 		log_target(LOG_WARNING, "rejected", t->name, 0,
-			   "%s: %s: %s; %s; retry in %lld ms", t->name,
-			   src->var, src->error,
+			   SOURCE_FMT ": %s; %s; retry in %lld ms",
+			   SOURCE_ARGS(src), src->error,
 			   src->value ? "the value in force stays"
 				      : "nothing in force",
 			   (long long)delay);
@@ -429,7 +438,7 @@ static void source_start_probe(struct source *src)
 					   TARGET_RETRY_MAX_MS);
 		set_strf(&src->error, "cannot start validation: %s",
 			 strerror(-r));
-		log_error("%s: %s: %s; retry in %lld ms", src->target->name, src->var,
+		log_error(SOURCE_FMT ": %s; retry in %lld ms", SOURCE_ARGS(src),
 			  src->error, (long long)delay);
 		src->state = TARGET_FAILED;
 		loop_timer_arm_in(src->retry, delay);

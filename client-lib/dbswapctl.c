@@ -412,18 +412,42 @@ static const char *fmt_time(long long t, char *buf, size_t size)
 }
 
 /* The agent's failover settings in force (names as in status --json),
- * and why the newest ones were refused. */
-static void print_failover_settings(const msgpack_object *agent)
+ * when a target has failover on, and why the newest ones were refused,
+ * always: they apply to no target otherwise. */
+static void print_failover_settings(const msgpack_object *agent,
+				    const msgpack_object *targets)
 {
 	static const char *const keys[] = { "health_check_interval_ms",
 					     "connection_timeout_ms",
 					     "failure_threshold",
 					     "primary_retry_interval_ms" };
+	bool on = false;
 
-	print_number_set(agent, "failover_settings", keys, ARRAY_SIZE(keys),
-			 "  failover:    ", "failover_settings_error",
-			 "  failover:    settings refused, the last good ones "
+	for (uint32_t i = 0; targets && i < targets->via.array.size; i++)
+		on |= ctl_int(ipc_map_get(&targets->via.array.ptr[i],
+					  "failover"), "enabled") == 1;
+	print_number_set(agent, "failover_settings", keys,
+			 on ? ARRAY_SIZE(keys) : 0, "failover settings: ",
+			 "failover_settings_error",
+			 "failover settings: refused, the last good ones "
 			 "stay: ");
+}
+
+/* "pid 811 (billing-api)" for each of a target's subscribers the agent
+ * listed, and how many it did not. */
+static void print_subscribed(const msgpack_object *t, long long count)
+{
+	const msgpack_object *subs = ctl_array(t, "subscribed");
+	char name[IPC_NAME_MAX + 1];
+	uint32_t n = subs ? subs->via.array.size : 0;
+
+	for (uint32_t i = 0; i < n; i++) {
+		const msgpack_object *c = &subs->via.array.ptr[i];
+		printf("%s pid %lld (%s)", i ? "," : ":", ctl_int(c, "pid"),
+		       ctl_str(c, "name", name, sizeof(name)) ? name : "?");
+	}
+	if (subs && count > (long long)n)
+		printf("%s %lld more", n ? ", and" : ":", count - (long long)n);
 }
 
 /* One line per server of a target: health, then its value, then what is
@@ -434,7 +458,7 @@ static void print_server(const msgpack_object *s)
 	char a[64], b[1024];
 	long long failures = ctl_int(s, "failures");
 	long long since = ctl_int(s, "down_since");
-	long long rtt = ctl_int(s, "rtt_us");
+	long long took = ctl_int(s, "check_us");
 	long long recovery = ctl_int(s, "in_recovery");
 	bool up;
 
@@ -456,9 +480,12 @@ static void print_server(const msgpack_object *s)
 		printf(", held: went down %lld time(s) in a row soon after "
 		       "coming back, must answer %lld s first",
 		       ctl_int(s, "flaps"), ctl_int(s, "hold_ms") / 1000);
-	/* what the last good check saw, stale once the server is down */
-	if (up && rtt >= 0)
-		printf(", rtt %.1f ms", (double)rtt / 1000.0);
+	/* what the last good check saw, stale once the server is down; an
+	 * agent older than check_us calls it rtt_us */
+	if (took < 0)
+		took = ctl_int(s, "rtt_us");
+	if (up && took >= 0)
+		printf(", last check took %.1f ms", (double)took / 1000.0);
 	if (up && recovery == 1)
 		printf(", in recovery");
 	else if (up && recovery == 0)
@@ -554,6 +581,41 @@ static void print_failover(const msgpack_object *t)
 		print_server(&servers->via.array.ptr[i]);
 }
 
+/* The generation in force and what became of the newest value, in
+ * words that cannot contradict each other: "state" is the newest
+ * value's, which may have failed while the generation before it stays
+ * in force. */
+static void print_generation(const msgpack_object *t)
+{
+	long long gen = ctl_int(t, "generation");
+	long long changed = ctl_int(t, "changed");
+	bool valid = ctl_int(t, "valid") == 1;
+	char state[32], a[64], b[32];
+
+	if (!valid)
+		printf("  generation:  %lld, no value in force yet", gen);
+	else
+		printf("  generation:  %lld, in force", gen);
+	if (valid && changed > 0)
+		printf(" since %s (%s ago)", fmt_time(changed, a, sizeof(a)),
+		       fmt_age((long long)time(NULL) - changed, b,
+			       sizeof(b)));
+	putchar('\n');
+	if (!ctl_str(t, "state", state, sizeof(state)))
+		snprintf(state, sizeof(state), "?");
+	printf("  state:       %s", state);
+	if (streq(state, "validating"))
+		printf(" (a new value is being validated)");
+	else if (streq(state, "unset"))
+		printf(" (the variable is not defined)");
+	else if (streq(state, "failed") && valid)
+		printf(" (the newest value was refused; generation %lld stays "
+		       "in force)", gen);
+	else if (streq(state, "failed"))
+		printf(" (the newest value was refused; nothing in force)");
+	putchar('\n');
+}
+
 static void print_status(const msgpack_object *root)
 {
 	const msgpack_object *agent = ipc_map_get(root, "agent");
@@ -562,16 +624,17 @@ static void print_status(const msgpack_object *root)
 	char a[256], b[1024];
 	long long up = ctl_int(agent, "uptime_ms") / 1000;
 
+	/* The count includes this dbswapctl, which is no app. */
 	printf("agent: dbswapd %s, pid %lld, up %lldh%02lldm%02llds, %lld "
-	       "client(s)\n",
+	       "client(s) besides this one\n",
 	       ctl_str(agent, "version", a, sizeof(a)) ? a : "?",
 	       ctl_int(agent, "pid"), up / 3600, up / 60 % 60, up % 60,
-	       ctl_int(agent, "clients"));
+	       MAX(ctl_int(agent, "clients") - 1, 0));
 	/* An agent older than instances has none. */
 	if (ctl_str(agent, "instance", a, sizeof(a)))
 		printf("instance: %s (this run of the agent; generations are "
 		       "its own)\n", a);
-	print_failover_settings(agent);
+	print_failover_settings(agent, targets);
 	if (ctl_str(agent, "state_error", b, sizeof(b)))
 		printf("state: %s\n", b);
 	for (uint32_t i = 0; targets && i < targets->via.array.size; i++) {
@@ -579,10 +642,7 @@ static void print_status(const msgpack_object *root)
 		const msgpack_object *lag = ctl_array(t, "lagging");
 
 		printf("\n%s\n", ctl_str(t, "name", a, sizeof(a)) ? a : "?");
-		printf("  generation:  %lld (%s)\n", ctl_int(t, "generation"),
-		       ctl_int(t, "valid") == 1 ? "valid" : "no value yet");
-		printf("  state:       %s\n",
-		       ctl_str(t, "state", a, sizeof(a)) ? a : "?");
+		print_generation(t);
 		/* Only what the agent shows to anyone (PROTOCOL.md, "Access
 		 * control"), or all a reply cut to fit the frame holds. */
 		if (ctl_int(t, "redacted") == 1) {
@@ -598,9 +658,13 @@ static void print_status(const msgpack_object *root)
 			       ? " (saved before the agent restarted; not "
 				 "validated since)"
 			       : "");
-		printf("  subscribers: %lld, %lld acked the current "
-		       "generation\n",
-		       ctl_int(t, "subscribers"), ctl_int(t, "acked"));
+		printf("  subscribers: %lld", ctl_int(t, "subscribers"));
+		if (ctl_int(t, "subscribers") > 0 &&
+		    ctl_int(t, "generation") > 0)
+			printf(", %lld acked generation %lld",
+			       ctl_int(t, "acked"), ctl_int(t, "generation"));
+		print_subscribed(t, ctl_int(t, "subscribers"));
+		putchar('\n');
 		if (ctl_int(t, "stale_acks") > 0)
 			printf("  stale acks:  %lld, for an earlier run of the "
 			       "agent (ignored)\n", ctl_int(t, "stale_acks"));
@@ -630,7 +694,9 @@ static void print_status(const msgpack_object *root)
 		if (ctl_str(f, "error", b, sizeof(b)))
 			printf(" (%s)", b);
 		else if (ipc_map_get(f, "entries"))
-			printf(" (%lld entries)", ctl_int(f, "entries"));
+			printf(" (%lld %s)", ctl_int(f, "entries"),
+			       ctl_int(f, "entries") == 1 ? "entry"
+							  : "entries");
 		putchar('\n');
 	}
 	if (ctl_int(root, "truncated") == 1)

@@ -391,7 +391,7 @@ class Protocol(ClusterTest):
         self.assertEqual(set(t), {'name', 'generation', 'valid', 'conninfo',
                                   'state', 'error', 'changed', 'subscribers',
                                   'acked', 'stale_acks', 'lagging',
-                                  'attempts', 'gave_up',
+                                  'subscribed', 'attempts', 'gave_up',
                                   'value_seq', 'published_seq', 'settings',
                                   'settings_error', 'failover', 'servers',
                                   'source', 'redacted'})
@@ -406,8 +406,8 @@ class Protocol(ClusterTest):
                                    'pair', 'warning',
                                    'failover_available', 'held',
                                    'failure_count', 'failovers',
-                                   'last_failover', 'seconds_since_failover',
-                                   'last_error'})
+                                   'last_failover', 'last_failover_unix',
+                                   'seconds_since_failover', 'last_error'})
         self.assertEqual((fo['enabled'], fo['current'], fo['failovers']),
                          (False, 'primary', 0))
         self.assertIn('DATABASE_URL_SECONDARY', fo['hint'])
@@ -416,7 +416,8 @@ class Protocol(ClusterTest):
         self.assertEqual(set(srv), {'role', 'var', 'conninfo', 'state',
                                     'error', 'attempts', 'gave_up',
                                     'value_seq', 'accepted_seq', 'health',
-                                    'failures', 'checks', 'rtt_us',
+                                    'failures', 'checks', 'check_us',
+                                    'rtt_us',
                                     'in_recovery', 'last_check', 'down_since',
                                     'health_error', 'source', 'flaps',
                                     'hold_ms'})
@@ -447,6 +448,63 @@ class Protocol(ClusterTest):
                                        'nacked', 'error'})
         self.assertEqual((lag[0]['acked'], lag[0]['nacked'], lag[0]['error']),
                          (0, 0, None))
+
+    def test_status_names_every_subscriber(self):
+        """Every subscriber is named in "subscribed" (acked or not), so
+        that none counted in "subscribers" is a mystery; dbswapctl status
+        prints them, says "1 entry", and shows no failover settings while
+        no target has failover on."""
+        c = self.hello()
+        c.subscribe(['DATABASE_URL'])
+        u = c.next_update()
+        c.ack('DATABASE_URL', u['generation'])
+        h.wait_for(lambda: h.target_status(self.agent, 'DATABASE_URL')
+                   ['acked'] == 1, what='the ack')
+        t = h.target_status(self.agent, 'DATABASE_URL')
+        self.assertEqual((t['subscribers'], t['lagging']), (1, []))
+        self.assertEqual(t['subscribed'],
+                         [{'pid': os.getpid(), 'uid': os.getuid(),
+                           'name': 'proto-test',
+                           'acked': u['generation']}])
+        out = self.ctl(self.agent, 'status').stdout
+        self.assertIn(f'subscribers: 1, 1 acked generation {u["generation"]}'
+                      f': pid {os.getpid()} (proto-test)', out)
+        self.assertRegex(out, rf'generation:  {u["generation"]}, in force '
+                              r'since \d{4}-\d\d-\d\dT')
+        self.assertIn('(1 entry)', out)
+        self.assertNotIn('health_check_interval_ms', out)
+        self.assertRegex(out, r'\d+ client\(s\) besides this one')
+
+    def test_failed_value_does_not_contradict_the_generation(self):
+        """A refused new value: status says the generation before it
+        stays in force, not "(valid)" above "state: failed"."""
+        gen = h.target_status(self.agent, 'DATABASE_URL')['generation']
+        self.write_url('not-the-password')
+        h.wait_for(lambda: h.target_status(self.agent, 'DATABASE_URL')
+                   ['state'] == 'failed', what='the refusal')
+        out = self.ctl(self.agent, 'status').stdout
+        self.assertIn(f'generation:  {gen}, in force', out)
+        self.assertIn(f'state:       failed (the newest value was refused; '
+                      f'generation {gen} stays in force)', out)
+        self.assertNotIn('(valid)', out)
+        self.assertNotRegex(self.agent.log(), r'DATABASE_URL: DATABASE_URL:')
+        self.assertRegex(self.agent.log(), r'warning: DATABASE_URL: new value '
+                                           r'\S+ failed validation')
+
+    def test_status_alone_is_no_info_line(self):
+        """A client that only asks for status leaves without a line at
+        info (dbswapctl status in a loop would fill the log); one that
+        sends anything else still gets its line."""
+        mark = self.agent.mark()
+        for _ in range(3):
+            self.ctl(self.agent, 'status')
+        with h.Client(self.agent.sock) as c:
+            c.hello(name='pinger')
+            c.subscribe(['DATABASE_URL'])
+        self.agent.wait_log(r'\(pinger\) disconnected: closed the '
+                            r'connection')
+        self.assertNotIn('(dbswapctl status) disconnected',
+                         self.agent.log()[mark:])
 
     # -- nack
 
