@@ -182,7 +182,9 @@ done
 [ -n "$man_pages" ] && echo "man pages:" $man_pages
 case " ${DEB_BUILD_PROFILES:-} ${DEB_BUILD_OPTIONS:-} " in
 *" nodoc "*) ;;
-*) has dbswapd /usr/share/doc/dbswapd/examples/dbswap.env.example ;;
+*) has dbswapd /usr/share/doc/dbswapd/examples/dbswap.env.example
+   has dbswapd /usr/share/doc/dbswapd/examples/kubernetes-sidecar.yaml
+   has dbswapd /usr/share/doc/dbswapd/examples/app-after-dbswapd.conf ;;
 esac
 
 # The README and the protocol, for whoever has the package alone.
