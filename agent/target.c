@@ -304,8 +304,8 @@ static void source_accept(struct source *src, const struct probe_result *res)
 	set_strf(&src->error, NULL);
 	if (target_log_ok(t))
 		log_target(LOG_INFO, "validated", t->name, 0,
-			   "%s: %s value validated in %.1f ms: %s", t->name,
-			   src->var, res->elapsed_us / 1000.0,
+			   SOURCE_FMT ": value validated in %.1f ms: %s",
+			   SOURCE_ARGS(src), res->elapsed_us / 1000.0,
 			   masked ? masked : "?");
 	free(masked);
 	if (src->health && health_set_conninfo(src->health, src->value) < 0)

@@ -291,7 +291,16 @@ export interface StatusTarget {
     nacked: Generation;
     error: string | null;
   }>;
+  /** Up to 16 subscribers, acked or not (older agents: absent). */
+  subscribed?: Array<{
+    pid: number;
+    uid: number;
+    name: string | null;
+    acked: Generation;
+  }>;
   attempts: number;
+  /** Attempts at a value refused by authentication before gave_up. */
+  attempts_max?: number;
   gave_up: boolean;
   value_seq: number;
   published_seq: number;
@@ -312,6 +321,8 @@ export interface StatusTarget {
     failure_count: number;
     failovers: number;
     last_failover: string | null;
+    /** Unix seconds; last_failover is the same time as RFC 3339 text. */
+    last_failover_unix?: number | null;
     seconds_since_failover: number | null;
     last_error: string | null;
     [field: string]: unknown;
@@ -328,12 +339,15 @@ export interface StatusServer {
   state: string;
   error: string | null;
   attempts: number;
+  attempts_max?: number;
   gave_up: boolean;
   value_seq: number;
   accepted_seq: number;
   health: 'up' | 'suspect' | 'down' | 'recovering' | 'rejected' | 'unknown' | 'off';
   failures: number;
   checks: number;
+  /** How long the last good check took (rtt_us: the same, older name). */
+  check_us?: number | null;
   rtt_us: number | null;
   in_recovery: boolean | null;
   last_check: number | null;

@@ -45,7 +45,7 @@ POOL_ARGS = ('--threads', 2, '--min', 4, '--max', 4, '--pause-ms', 5)
 
 READ_RE = re.compile(r': read ([\d.]+) ms after its first event; read, '
                      r'decrypted and parsed in ([\d.]+) ms$', re.M)
-VALIDATED_RE = re.compile(rf'{TARGET}: {TARGET} value validated in '
+VALIDATED_RE = re.compile(rf'{TARGET}: value validated in '
                           r'([\d.]+) ms', re.M)
 ACKED_RE = re.compile(rf'{TARGET}: generation (\d+) acked by all (\d+) '
                       r'subscriber\(s\), ([\d.]+) ms', re.M)

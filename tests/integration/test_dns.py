@@ -267,7 +267,7 @@ class Dns(ClusterTest):
                             what=f'{name} validated')
             self.assertEqual(st['state'], 'ok', st.get('error'))
             self.assertIsNone(st['error'])
-            m = agent.wait_log(rf'^.*{name}: {name} value validated in '
+            m = agent.wait_log(rf'^.*{name}: value validated in '
                                r'([0-9.]+) ms', since=0)
             took = float(m.group(1))
             print(f'\n{name} validated in {took:.0f} ms')
