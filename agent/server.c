@@ -1291,7 +1291,7 @@ static void pack_server(struct ipc_writer *w, const struct source *src,
 	const struct health *h = src->health;
 	char *masked = src->value ? mask_conninfo(src->value) : NULL;
 
-	msgpack_pack_map(&w->pk, 20);
+	msgpack_pack_map(&w->pk, 21);
 	ipc_pack_kv_str(w, "role", target_role_name(src->role));
 	pack_kv_text(w, "var", src->var, SIZE_MAX);
 	pack_kv_text(w, "conninfo", masked, lim->text);
@@ -1301,6 +1301,7 @@ static void pack_server(struct ipc_writer *w, const struct source *src,
 	pack_kv_text(w, "error", src->error, lim->text);
 	ipc_pack_kv_u64(w, "attempts", src->attempts);
 	ipc_pack_kv_bool(w, "gave_up", src->gave_up);
+	ipc_pack_kv_u64(w, "attempts_max", TARGET_AUTH_RETRIES);
 	ipc_pack_kv_u64(w, "value_seq", src->value_seq);
 	ipc_pack_kv_u64(w, "accepted_seq", src->accepted_seq);
 	ipc_pack_kv_str(w, "health", h ? health_state_name(h->state) : "off");
@@ -1363,7 +1364,7 @@ static void pack_target(struct ipc_writer *w, struct server *s,
 	}
 	masked = t->conninfo ? mask_conninfo(t->conninfo) : NULL;
 	server_count(s, t, &subscribers, &acked);
-	msgpack_pack_map(&w->pk, 21);
+	msgpack_pack_map(&w->pk, 22);
 	pack_kv_text(w, "name", t->name, SIZE_MAX);
 	ipc_pack_kv_u64(w, "generation", t->generation);
 	ipc_pack_kv_bool(w, "valid", t->conninfo != NULL);
@@ -1383,6 +1384,7 @@ static void pack_target(struct ipc_writer *w, struct server *s,
 	ipc_pack_kv_u64(w, "stale_acks", t->stale_acks);
 	ipc_pack_kv_u64(w, "attempts", p->attempts);
 	ipc_pack_kv_bool(w, "gave_up", p->gave_up);
+	ipc_pack_kv_u64(w, "attempts_max", TARGET_AUTH_RETRIES);
 	ipc_pack_kv_u64(w, "value_seq", p->value_seq);
 	ipc_pack_kv_u64(w, "published_seq", t->published_seq);
 	free_secret(masked);

@@ -391,7 +391,7 @@ class Protocol(ClusterTest):
         self.assertEqual(set(t), {'name', 'generation', 'valid', 'conninfo',
                                   'state', 'error', 'changed', 'subscribers',
                                   'acked', 'stale_acks', 'lagging',
-                                  'attempts', 'gave_up',
+                                  'attempts', 'gave_up', 'attempts_max',
                                   'value_seq', 'published_seq', 'settings',
                                   'settings_error', 'failover', 'servers',
                                   'source', 'redacted'})
@@ -415,7 +415,7 @@ class Protocol(ClusterTest):
         srv = t['servers'][0]
         self.assertEqual(set(srv), {'role', 'var', 'conninfo', 'state',
                                     'error', 'attempts', 'gave_up',
-                                    'value_seq', 'accepted_seq', 'health',
+                                    'attempts_max', 'value_seq', 'accepted_seq', 'health',
                                     'failures', 'checks', 'rtt_us',
                                     'in_recovery', 'last_check', 'down_since',
                                     'health_error', 'source', 'flaps',
