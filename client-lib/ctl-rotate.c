@@ -814,7 +814,7 @@ int cmd_rotate(const char *socket, int argc, char **argv)
 		ret = EXIT_SUCCESS;
 		goto out;
 	}
-	ret = ctl_set_follow(socket, r.file, identity, r.wait_s);
+	ret = ctl_set_follow(socket, "rotate", r.file, identity, r.wait_s);
 	if (ret != EXIT_SUCCESS)
 		goto out; /* rotate_not_revoked says what stays */
 	say(&r, "every subscriber acked the new value");

@@ -857,6 +857,9 @@ int ctl_wait_acks(dbswap_client *c, const char *cmd, const char *target,
 
 /* Following a write with set --wait */
 
+/* The command named in messages: set, or rotate (ctl_set_follow). */
+static const char *set_cmd = "set";
+
 /* A server entry of a target whose newest value our write set. */
 struct tracked_server {
 	char var[IPC_NAME_MAX + 1]; /* its env variable, the entry's key */
@@ -890,12 +893,13 @@ static long long find_read(const msgpack_object *st, const char *identity,
 		/* Redacted for this caller (PROTOCOL.md, "Access control"):
 		 * no identity will ever show; say so now, not at the timeout. */
 		if (ctl_int(f, "redacted") == 1) {
-			fprintf(stderr, "dbswapctl set: wrote %s, but the agent "
+			fprintf(stderr, "dbswapctl %s: wrote %s, but the agent "
 					"shows which version of a file it read "
 					"only to admins and to peers that may "
 					"follow every target: --wait cannot "
 					"follow it (run it as root or the "
 					"agent's user, or add --admin rules)\n",
+				set_cmd,
 				file);
 			exit(EXIT_REFUSED);
 		}
@@ -904,8 +908,8 @@ static long long find_read(const msgpack_object *st, const char *identity,
 			continue;
 		if (ctl_str(f, "state", buf, sizeof(buf)) &&
 		    !streq(buf, "ok")) {
-			fprintf(stderr, "dbswapctl set: the agent rejected %s: "
-					"%s\n",
+			fprintf(stderr, "dbswapctl %s: the agent rejected %s: "
+					"%s\n", set_cmd,
 				file,
 				ctl_str(f, "error", err, sizeof(err))
 					? err
@@ -970,8 +974,8 @@ static void check_rejected(const msgpack_object *v, const char *var,
 	if (!ctl_str(v, "state", state, sizeof(state)))
 		state[0] = '\0';
 	if (streq(state, "unset")) {
-		fprintf(stderr, "dbswapctl set: the agent rejected the change: "
-				"%s is no longer defined\n", var);
+		fprintf(stderr, "dbswapctl %s: the agent rejected the change: "
+				"%s is no longer defined\n", set_cmd, var);
 		exit(EXIT_REJECTED);
 	}
 	if (!streq(state, "failed"))
@@ -980,8 +984,8 @@ static void check_rejected(const msgpack_object *v, const char *var,
 		snprintf(err, sizeof(err), "%s", state);
 	if (ctl_int(v, "gave_up") == 1 ||
 	    (max < 0 && attempts >= SET_REJECT_ATTEMPTS)) {
-		fprintf(stderr, "dbswapctl set: the agent rejected the new value "
-				"of %s%s: %s\n",
+		fprintf(stderr, "dbswapctl %s: the agent rejected the new value "
+				"of %s%s: %s\n", set_cmd,
 			var,
 			ctl_int(v, "gave_up") == 1 ? " and gave up" : "", err);
 		exit(EXIT_REJECTED);
@@ -1057,8 +1061,9 @@ static bool follow_target(struct tracked *tr, const msgpack_object *t,
 			continue;
 		if (!s) {
 			/* the entry went away: its variable is undefined */
-			fprintf(stderr, "dbswapctl set: the agent rejected the "
+			fprintf(stderr, "dbswapctl %s: the agent rejected the "
 					"change: %s is no longer defined\n",
+				set_cmd,
 				ts->var);
 			exit(EXIT_REJECTED);
 		}
@@ -1179,8 +1184,9 @@ static int wait_rotation(const char *socket, const struct set_opts *o,
 			fflush(stdout);
 			c = ctl_connect_until(socket, name, deadline);
 			if (!c) {
-				fprintf(stderr, "dbswapctl set: the agent at %s "
+				fprintf(stderr, "dbswapctl %s: the agent at %s "
 						"did not come back within %d s\n",
+					set_cmd,
 					socket ? socket : "(default socket)",
 					o->wait_s);
 				return EXIT_UNREACHABLE;
@@ -1211,8 +1217,8 @@ static int wait_rotation(const char *socket, const struct set_opts *o,
 			seq = find_read(root, identity, o->file);
 			if (seq < 0 && now_ms() - start > SET_FIND_FILE_MS &&
 			    !agent_watches(root, o->file)) {
-				fprintf(stderr, "dbswapctl set: the agent at %s "
-						"does not watch %s\n",
+				fprintf(stderr, "dbswapctl %s: the agent at %s "
+						"does not watch %s\n", set_cmd,
 					client_socket_path(c), o->file);
 				exit(EXIT_REFUSED);
 			}
@@ -1255,7 +1261,8 @@ static int wait_rotation(const char *socket, const struct set_opts *o,
 			return EXIT_SUCCESS;
 		}
 		if (now_ms() >= deadline) {
-			fprintf(stderr, "dbswapctl set: timed out after %d s:",
+			fprintf(stderr, "dbswapctl %s: timed out after %d s:",
+				set_cmd,
 				o->wait_s);
 			if (seq < 0)
 				fprintf(stderr, " the agent has not read %s\n",
@@ -1418,11 +1425,12 @@ int ctl_set_write(const struct ctl_set_call *call,
 	return ret;
 }
 
-int ctl_set_follow(const char *socket, const char *file,
+int ctl_set_follow(const char *socket, const char *cmd, const char *file,
 		   const char *identity, int wait_s)
 {
 	struct set_opts o = { .file = file, .wait = true, .wait_s = wait_s };
 
+	set_cmd = cmd;
 	return wait_rotation(socket, &o, identity);
 }
 

@@ -134,7 +134,7 @@ int ctl_set_write(const struct ctl_set_call *call,
  * EXIT_SUCCESS when every subscriber acked what it changed, EXIT_TIMEOUT,
  * EXIT_UNREACHABLE; exits with EXIT_REJECTED when the agent gave up on a
  * value (printing why). */
-int ctl_set_follow(const char *socket, const char *file,
+int ctl_set_follow(const char *socket, const char *cmd, const char *file,
 		   const char *identity, int wait_s);
 
 int cmd_keygen(int argc, char **argv);

@@ -121,7 +121,8 @@ class Rotate(ClusterTest):
         time.sleep(1.0)
         self.cluster.set_password(self.role, new)
         p.wait(timeout=30)
-        out, err = p.stdout.read(), p.stderr.read()
+        with p.stdout, p.stderr:
+            out, err = p.stdout.read(), p.stderr.read()
         self.assertEqual(p.returncode, 0, out + err)
         self.assertRegex(out, r'waiting for the server to accept the new '
                               r'password \(attempt [2-6] of 6\)')
@@ -200,6 +201,51 @@ class Rotate(ClusterTest):
         self.assertTrue(h.can_connect(self.url()))
         self.assertEqual(self.file_value(), self.url())
 
+    def test_key_value_form_is_kept(self):
+        self.write_env(f'{TARGET}='
+                       f'"{self.cluster.keyvalue(self.role, self.password)}"\n')
+        agent = self.start_agent()
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        sub = self.start_subscriber(agent)
+        sub.wait_line(r'^connect 1 ok$')
+        r = self.rotate_cmd(agent, '--wait=20')
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        sub.wait_line(r'^connect 2 ok$')
+        value = sub.updates()[-1][1]
+        self.assertFalse(value.startswith('postgres'), value)
+        kv = h.parse_conninfo(value)
+        self.assertEqual((kv['user'], kv['port']),
+                         (self.role, str(self.cluster.port)))
+        self.assertNotEqual(kv['password'], self.password)
+        self.assertTrue(h.can_connect(value), h.last_connect_error())
+        self.assertFalse(h.can_connect(self.url()))
+
+    def test_encrypted_value_stays_encrypted(self):
+        key = os.path.join(self.tmp, 'agent.key')
+        ctl = os.environ['DBSWAPCTL']
+        subprocess.run([ctl, 'keygen', '--out', key], check=True,
+                       capture_output=True)
+        subprocess.run([ctl, 'set', self.env_path, f'{TARGET}=-', '--key',
+                        key, '--encrypt-values'], check=True,
+                       input=self.url() + '\n', text=True,
+                       capture_output=True)
+        agent = self.start_agent('--key', key)
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        sub = self.start_subscriber(agent)
+        sub.wait_line(r'^connect 1 ok$')
+        # without the key, the value cannot be read: nothing changes
+        r = self.rotate_cmd(agent)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn('--key', r.stderr)
+        self.assertTrue(h.can_connect(self.url()))
+        r = self.rotate_cmd(agent, '--key', key, '--wait=20')
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        with open(self.env_path) as f:
+            text = f.read()
+        self.assertTrue(text.startswith(f'{TARGET}=enc:v1:'), text)
+        sub.wait_line(r'^connect 2 ok$')
+        self.assertFalse(h.can_connect(self.url()))
+
     # rotate, two roles taking turns
 
     def alternate_roles(self):
@@ -265,7 +311,9 @@ class Rotate(ClusterTest):
         lazy.wait_line(r'^update ')
         r = self.rotate_cmd(agent, '--strategy', 'alternate', '--wait=2')
         self.assertEqual(r.returncode, 5, r.stdout + r.stderr)
+        self.assertIn('dbswapctl rotate: timed out after 2 s', r.stderr)
         self.assertIn(f'{name}_a keeps its login', r.stderr)
+        self.assertNotIn('disabled', r.stdout)
         # both log in: the old one because nobody proved it unused
         self.assertTrue(self.can_login(f'{name}_a'))
         self.assertTrue(h.can_connect(self.url(role=name + '_a')))
