@@ -478,8 +478,119 @@ static char *uri_with(const char *old, const char *user, const char *password)
 	return next;
 }
 
-/* key=value form, every setting libpq read from old kept, user and
- * password replaced. */
+/* Appends v to *s in single quotes, as libpq's key=value form reads it. */
+static void put_quoted(char **s, const char *v)
+{
+	char *next = NULL;
+
+	set_strf(&next, "%s'", *s);
+	free_secret(*s);
+	*s = next;
+	for (; *s && *v; v++) {
+		next = NULL;
+		set_strf(&next, "%s%s%c", *s,
+			 *v == '\'' || *v == '\\' ? "\\" : "", *v);
+		free_secret(*s);
+		*s = next;
+	}
+	if (*s) {
+		next = NULL;
+		set_strf(&next, "%s'", *s);
+		free_secret(*s);
+		*s = next;
+	}
+}
+
+/* key=value form with the values of user and password replaced where
+ * they are written (added at the end when absent), every other byte as it
+ * was: libpq's syntax, keys and values separated by blanks, a value
+ * unquoted or in single quotes, backslash escapes in both.  NULL when old
+ * does not read that way (the caller then rebuilds it). */
+static char *keyvalue_edit(const char *old, const char *user,
+			   const char *password)
+{
+	const char *p = old, *copied = old;
+	bool seen_user = false, seen_password = false;
+	char *s = NULL, *next;
+
+	set_strf(&s, "%s", "");
+	while (s) {
+		const char *key, *key_end, *val;
+		const char *repl = NULL;
+
+		while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+			p++;
+		if (!*p)
+			break;
+		key = p;
+		while (*p && *p != '=' && *p != ' ' && *p != '\t')
+			p++;
+		key_end = p;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p != '=' || key_end == key)
+			goto err;
+		p++;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		val = p;
+		if (*p == '\'') {
+			for (p++; *p && *p != '\''; p++)
+				if (*p == '\\' && p[1])
+					p++;
+			if (*p != '\'')
+				goto err;
+			p++;
+		} else {
+			for (; *p && *p != ' ' && *p != '\t' && *p != '\n' &&
+			       *p != '\r';
+			     p++)
+				if (*p == '\\' && p[1])
+					p++;
+		}
+		if ((size_t)(key_end - key) == 4 && !strncmp(key, "user", 4)) {
+			repl = user;
+			seen_user = true;
+		} else if ((size_t)(key_end - key) == 8 &&
+			   !strncmp(key, "password", 8)) {
+			repl = password;
+			seen_password = true;
+		}
+		if (!repl)
+			continue;
+		next = NULL;
+		set_strf(&next, "%s%.*s", s, (int)(val - copied), copied);
+		free_secret(s);
+		s = next;
+		if (s)
+			put_quoted(&s, repl);
+		copied = p;
+	}
+	if (s) {
+		next = NULL;
+		set_strf(&next, "%s%s", s, copied);
+		free_secret(s);
+		s = next;
+	}
+	for (int i = 0; s && i < 2; i++) {
+		const char *key = i == 0 ? "user" : "password";
+		if (i == 0 ? seen_user : seen_password)
+			continue;
+		next = NULL;
+		set_strf(&next, "%s %s=", s, key);
+		free_secret(s);
+		s = next;
+		if (s)
+			put_quoted(&s, i == 0 ? user : password);
+	}
+	return s;
+err:
+	free_secret(s);
+	return NULL;
+}
+
+/* key=value form rebuilt from what libpq read of old, user and password
+ * replaced: for a value keyvalue_edit cannot follow. */
 static char *keyvalue_with(const char *old, const char *user,
 			   const char *password)
 {
@@ -496,22 +607,11 @@ static char *keyvalue_with(const char *old, const char *user,
 		char *next = NULL;
 		if (!v)
 			continue;
-		set_strf(&next, "%s%s%s='", s, *s ? " " : "", o->keyword);
+		set_strf(&next, "%s%s%s=", s, *s ? " " : "", o->keyword);
 		free_secret(s);
 		s = next;
-		for (; s && *v; v++) {
-			next = NULL;
-			set_strf(&next, "%s%s%c", s,
-				 *v == '\'' || *v == '\\' ? "\\" : "", *v);
-			free_secret(s);
-			s = next;
-		}
-		if (s) {
-			next = NULL;
-			set_strf(&next, "%s'", s);
-			free_secret(s);
-			s = next;
-		}
+		if (s)
+			put_quoted(&s, v);
 	}
 	PQconninfoFree(opts);
 	return s;
@@ -526,11 +626,18 @@ static char *conninfo_with(const char *name, const char *old,
 	bool uri = strncmp(old, "postgresql://", 13) == 0 ||
 		   strncmp(old, "postgres://", 11) == 0;
 	char *s = uri ? uri_with(old, user, password)
-		      : keyvalue_with(old, user, password);
+		      : keyvalue_edit(old, user, password);
 
 	if (s && conninfo_checks(old, s, user, password))
 		return s;
 	free_secret(s);
+	if (!uri) {
+		/* in libpq's order, every value quoted */
+		s = keyvalue_with(old, user, password);
+		if (s && conninfo_checks(old, s, user, password))
+			return s;
+		free_secret(s);
+	}
 	fprintf(stderr, "dbswapctl rotate: %s: cannot put new credentials "
 			"into its conninfo without changing anything else%s\n",
 		name, uri ? " (percent-encode what the URI's user info holds, "
