@@ -882,12 +882,12 @@ int cmd_rotate(const char *socket, int argc, char **argv)
 	ret = EXIT_REFUSED;
 	if (sodium_init() < 0 || read_admin(&r) < 0)
 		goto out;
-	if (r.wait) {
-		/* Before anything changes: a wait that cannot start would
-		 * leave the alternate strategy's old role for good. */
-		dbswap_client *c = ctl_connect(socket, "dbswapctl rotate");
-		dbswap_client_free(c);
-	}
+	/* Before anything changes: a wait that cannot start, or cannot
+	 * find the write, would leave a password nobody follows (or the
+	 * alternate strategy's old role for good). */
+	if (r.wait && ctl_set_check(socket, "rotate", r.file, r.target) !=
+			      EXIT_SUCCESS)
+		goto out;
 	rotate_current = &r;
 	atexit(rotate_not_revoked);
 

@@ -1425,6 +1425,42 @@ int ctl_set_write(const struct ctl_set_call *call,
 	return ret;
 }
 
+/* Whether status hides the files' details from this caller (PROTOCOL.md,
+ * "Access control"): then nothing can be told of them. */
+static bool files_redacted(const msgpack_object *st)
+{
+	const msgpack_object *files = ctl_array(st, "files");
+
+	for (uint32_t i = 0; files && i < files->via.array.size; i++)
+		if (ctl_int(&files->via.array.ptr[i], "redacted") == 1)
+			return true;
+	return false;
+}
+
+int ctl_set_check(const char *socket, const char *cmd, const char *file,
+		  const char *target)
+{
+	dbswap_client *c = ctl_connect(socket, "dbswapctl");
+	const msgpack_object *root;
+	struct ipc_msg st;
+	int ret = EXIT_SUCCESS;
+
+	ctl_call(c, IPC_STATUS, &st);
+	root = &st.root.data;
+	if (target && !ctl_find_target(root, target)) {
+		fprintf(stderr, "dbswapctl %s: the agent at %s has no target "
+				"%s\n", cmd, client_socket_path(c), target);
+		ret = EXIT_REFUSED;
+	} else if (!files_redacted(root) && !agent_watches(root, file)) {
+		fprintf(stderr, "dbswapctl %s: the agent at %s does not watch "
+				"%s\n", cmd, client_socket_path(c), file);
+		ret = EXIT_REFUSED;
+	}
+	ipc_msg_fini(&st);
+	dbswap_client_free(c);
+	return ret;
+}
+
 int ctl_set_follow(const char *socket, const char *cmd, const char *file,
 		   const char *identity, int wait_s)
 {

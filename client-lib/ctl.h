@@ -129,6 +129,12 @@ struct ctl_set_call {
 int ctl_set_write(const struct ctl_set_call *call,
 		  char identity[FILE_IDENTITY_MAX]);
 
+/* Before a change that --wait will follow: whether the agent has target
+ * (NULL: any) and watches file.  EXIT_SUCCESS, or EXIT_REFUSED after
+ * saying which; exits when the agent cannot be reached. */
+int ctl_set_check(const char *socket, const char *cmd, const char *file,
+		  const char *target);
+
 /* set --wait after ctl_set_write: follows the version of file with that
  * identity through the agent, at most wait_s seconds.  Returns
  * EXIT_SUCCESS when every subscriber acked what it changed, EXIT_TIMEOUT,

@@ -250,6 +250,44 @@ class Rotate(ClusterTest):
         sub.wait_line(r'^connect 2 ok$')
         self.assertFalse(h.can_connect(self.url()))
 
+    def test_nothing_changes_when_the_agent_would_not_follow(self):
+        """A file the agent does not watch, or a target it does not have:
+        refused before the server changes."""
+        agent = self.started()
+        other = os.path.join(self.tmp, 'other.env')
+        h.write_rename(other, f'{TARGET}={self.url()}\n')
+        r = self.ctl(agent, 'rotate', other, TARGET, '--admin',
+                     self.admin_file, '--wait', check=False)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(f'does not watch {other}', r.stderr)
+        r = self.ctl(agent, 'rotate', self.env_path, 'NOPE_URL', '--admin',
+                     self.admin_file, '--wait', check=False)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn('has no target NOPE_URL', r.stderr)
+        self.assertTrue(h.can_connect(self.url()), h.last_connect_error())
+        self.assertEqual(self.file_value(), self.url())
+
+    def test_secondary_with_the_same_user_gets_the_same_password(self):
+        """The secondary here is the same server by another way (its unix
+        socket): enough to see both entries rewritten and validated."""
+        c = self.cluster
+        sec = (f'host={c.sockdir} port={c.port} user={self.role} '
+               f'password={self.password} dbname=postgres')
+        self.write_env(f'{TARGET}={self.url()}\n'
+                       f'{TARGET}_SECONDARY="{sec}"\n')
+        agent = self.start_agent()
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        r = self.rotate_cmd(agent, '--wait=20')
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn(f'wrote {self.env_path}: {TARGET} {TARGET}_SECONDARY',
+                      r.stdout)
+        t = h.target_status(agent, TARGET)
+        for srv in t['servers']:
+            self.assertEqual(srv['state'], 'ok', srv)
+        with open(self.env_path) as f:
+            text = f.read()
+        self.assertNotIn(self.password, text)
+
     # rotate, two roles taking turns
 
     def alternate_roles(self):
@@ -347,6 +385,33 @@ class Rotate(ClusterTest):
         r = self.ctl(agent, 'watch', 'NO_SUCH_TARGET', check=False)
         self.assertEqual(r.returncode, 1)
         self.assertIn('no target NO_SUCH_TARGET', r.stderr)
+
+    def test_bash_completion(self):
+        lib = '/usr/share/bash-completion/bash_completion'
+        if not os.path.exists(lib):
+            self.skipTest('bash-completion is not installed')
+        comp = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                            '..', '..', 'packaging', 'completion',
+                            'dbswapctl')
+        agent = self.started()
+        script = f"""
+source {lib}
+source {comp}
+PATH={os.path.dirname(os.environ['DBSWAPCTL'])}:$PATH
+t() {{ COMP_WORDS=("$@"); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1));
+      COMP_LINE="$*"; COMP_POINT=${{#COMP_LINE}}; COMPREPLY=();
+      _dbswapctl; echo "${{COMPREPLY[*]}}"; }}
+t dbswapctl ro
+t dbswapctl rotate --st
+t dbswapctl rotate --strategy al
+t dbswapctl --socket {agent.sock} watch DATA
+t dbswapctl --socket {agent.sock} rotate {self.env_path} D
+"""
+        r = subprocess.run(['bash', '-c', script], capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual(r.stdout.splitlines(),
+                         ['rotate', '--strategy', 'alternate', TARGET,
+                          TARGET], r.stderr)
 
     def test_help_for_every_command(self):
         for cmd in COMMANDS:
