@@ -175,8 +175,10 @@ class Rotate(ClusterTest):
         self.assertTrue(h.can_connect(url), h.last_connect_error())
         for old in olds:
             self.assertFalse(h.can_connect(self.url(old)))
+        newest = h.parse_conninfo(url)['password']
         for o in outs:
-            self.assertNotIn(h.parse_conninfo(url)['password'], o)
+            self.assertNotIn(newest, o)
+        self.assertNotIn(newest, agent.log())
         self.assert_no_admin_secret(agent, *outs)
         self.assertGreater(scan.scans, 0)
         self.assertEqual(scan.found, [])
