@@ -1308,6 +1308,7 @@ static void pack_server(struct ipc_writer *w, const struct source *src,
 	pack_kv_text(w, "error", src->error, lim->text);
 	ipc_pack_kv_u64(w, "attempts", src->attempts);
 	ipc_pack_kv_bool(w, "gave_up", src->gave_up);
+	ipc_pack_kv_u64(w, "attempts_max", TARGET_AUTH_RETRIES);
 	ipc_pack_kv_u64(w, "value_seq", src->value_seq);
 	ipc_pack_kv_u64(w, "accepted_seq", src->accepted_seq);
 	ipc_pack_kv_str(w, "health", h ? health_state_name(h->state) : "off");
@@ -1393,6 +1394,7 @@ static void pack_target(struct ipc_writer *w, struct server *s,
 	ipc_pack_kv_u64(w, "stale_acks", t->stale_acks);
 	ipc_pack_kv_u64(w, "attempts", p->attempts);
 	ipc_pack_kv_bool(w, "gave_up", p->gave_up);
+	ipc_pack_kv_u64(w, "attempts_max", TARGET_AUTH_RETRIES);
 	ipc_pack_kv_u64(w, "value_seq", p->value_seq);
 	ipc_pack_kv_u64(w, "published_seq", t->published_seq);
 	free_secret(masked);

@@ -63,7 +63,9 @@ struct loop_timer;
 #define TARGET_RETRY_FIRST_MS 100
 #define TARGET_RETRY_MAX_MS 30000
 /* Attempts (the first included) for a candidate the server rejects as an
- * authentication failure. */
+ * authentication failure.  Shown in status as attempts_max, so that a
+ * client waiting for a value (dbswapctl set --wait) gives up when the
+ * agent does, not before. */
 #define TARGET_AUTH_RETRIES 6
 
 /*

@@ -78,8 +78,9 @@
 
 /* Status polling while waiting: small next to a ~20 ms rotation. */
 #define SET_POLL_MS 5
-/* Failed validations after which --wait calls a value rejected (the agent
- * itself keeps retrying with backoff). */
+/* Failed validations after which --wait calls a value rejected, for an
+ * agent that does not report its own limit (attempts_max): a newer one is
+ * followed until it gives up. */
 #define SET_REJECT_ATTEMPTS 3
 /* How long --wait looks for its write among the agent's files before it
  * concludes that the agent does not watch the file at all. */
@@ -856,11 +857,15 @@ int ctl_wait_acks(dbswap_client *c, const char *cmd, const char *target,
 
 /* Following a write with set --wait */
 
+/* The command named in messages: set, or rotate (ctl_set_follow). */
+static const char *set_cmd = "set";
+
 /* A server entry of a target whose newest value our write set. */
 struct tracked_server {
 	char var[IPC_NAME_MAX + 1]; /* its env variable, the entry's key */
 	bool validated;
 	bool standby; /* validated for the server not in use: nothing to ack */
+	long long shown_attempts; /* as check_rejected last said; -1 */
 };
 
 struct tracked {
@@ -872,6 +877,7 @@ struct tracked {
 	struct tracked_server servers[SET_SERVERS_MAX];
 	size_t n_servers;
 	bool done;
+	long long shown_attempts; /* for the target's own fields */
 };
 
 /* Finds the env file the agent read with our identity; returns its read
@@ -887,12 +893,13 @@ static long long find_read(const msgpack_object *st, const char *identity,
 		/* Redacted for this caller (PROTOCOL.md, "Access control"):
 		 * no identity will ever show; say so now, not at the timeout. */
 		if (ctl_int(f, "redacted") == 1) {
-			fprintf(stderr, "dbswapctl set: wrote %s, but the agent "
+			fprintf(stderr, "dbswapctl %s: wrote %s, but the agent "
 					"shows which version of a file it read "
 					"only to admins and to peers that may "
 					"follow every target: --wait cannot "
 					"follow it (run it as root or the "
 					"agent's user, or add --admin rules)\n",
+				set_cmd,
 				file);
 			exit(EXIT_REFUSED);
 		}
@@ -901,8 +908,8 @@ static long long find_read(const msgpack_object *st, const char *identity,
 			continue;
 		if (ctl_str(f, "state", buf, sizeof(buf)) &&
 		    !streq(buf, "ok")) {
-			fprintf(stderr, "dbswapctl set: the agent rejected %s: "
-					"%s\n",
+			fprintf(stderr, "dbswapctl %s: the agent rejected %s: "
+					"%s\n", set_cmd,
 				file,
 				ctl_str(f, "error", err, sizeof(err))
 					? err
@@ -949,27 +956,54 @@ static const msgpack_object *find_server(const msgpack_object *t,
 }
 
 /* Exits when the newest value of v (a target, or one of its server
- * entries: the fields are the same) is rejected: undefined, given up on,
- * or failed often enough that waiting longer is pointless. */
-static void check_rejected(const msgpack_object *v, const char *var)
+ * entries: the fields are the same) is rejected: undefined, or given up
+ * on by the agent.  While the agent still retries, says so when the count
+ * of attempts changes (*shown, -1 at first): a password may change on the
+ * server a moment after the file, and the agent tries a refused one
+ * attempts_max times before it gives up.  An agent that does not say its
+ * limit is followed by the old rule: rejected after
+ * SET_REJECT_ATTEMPTS. */
+static void check_rejected(const msgpack_object *v, const char *var,
+			   long long *shown)
 {
 	char state[32], err[1024];
+	long long attempts = ctl_int(v, "attempts");
+	long long max = ctl_int(v, "attempts_max");
+	bool auth;
 
 	if (!ctl_str(v, "state", state, sizeof(state)))
 		state[0] = '\0';
 	if (streq(state, "unset")) {
-		fprintf(stderr, "dbswapctl set: the agent rejected the change: "
-				"%s is no longer defined\n", var);
+		fprintf(stderr, "dbswapctl %s: the agent rejected the change: "
+				"%s is no longer defined\n", set_cmd, var);
 		exit(EXIT_REJECTED);
 	}
-	if (streq(state, "failed") &&
-	    (ctl_int(v, "gave_up") == 1 ||
-	     ctl_int(v, "attempts") >= SET_REJECT_ATTEMPTS)) {
-		fprintf(stderr, "dbswapctl set: the agent rejected the new value "
-				"of %s: %s\n",
-			var, ctl_str(v, "error", err, sizeof(err)) ? err : state);
+	if (!streq(state, "failed"))
+		return;
+	if (!ctl_str(v, "error", err, sizeof(err)))
+		snprintf(err, sizeof(err), "%s", state);
+	if (ctl_int(v, "gave_up") == 1 ||
+	    (max < 0 && attempts >= SET_REJECT_ATTEMPTS)) {
+		fprintf(stderr, "dbswapctl %s: the agent rejected the new value "
+				"of %s%s: %s\n", set_cmd,
+			var,
+			ctl_int(v, "gave_up") == 1 ? " and gave up" : "", err);
 		exit(EXIT_REJECTED);
 	}
+	if (attempts == *shown)
+		return;
+	*shown = attempts;
+	/* The agent's limit holds for refused credentials; anything else
+	 * (a server away) it retries until the value changes. */
+	auth = strstr(err, "28P01") || strstr(err, "28000") ||
+	       strstr(err, "password authentication failed");
+	if (auth && max > 0)
+		printf("%s: waiting for the server to accept the new password "
+		       "(attempt %lld of %lld)\n", var, attempts + 1, max);
+	else
+		printf("%s: the new value failed validation %lld time(s), the "
+		       "agent retries: %s\n", var, attempts, err);
+	fflush(stdout);
 }
 
 /* Whether the server entry s is not the one the target's value is
@@ -1015,7 +1049,7 @@ static bool follow_target(struct tracked *tr, const msgpack_object *t,
 		/* an agent without failover: the target's own fields */
 		if (ctl_int(t, "published_seq") >= seq)
 			return follow_published(tr, t, tr->acks.target);
-		check_rejected(t, tr->acks.target);
+		check_rejected(t, tr->acks.target, &tr->shown_attempts);
 		return false;
 	}
 	for (size_t i = 0; i < tr->n_servers; i++) {
@@ -1027,13 +1061,14 @@ static bool follow_target(struct tracked *tr, const msgpack_object *t,
 			continue;
 		if (!s) {
 			/* the entry went away: its variable is undefined */
-			fprintf(stderr, "dbswapctl set: the agent rejected the "
+			fprintf(stderr, "dbswapctl %s: the agent rejected the "
 					"change: %s is no longer defined\n",
+				set_cmd,
 				ts->var);
 			exit(EXIT_REJECTED);
 		}
 		if (!ts->validated && ctl_int(s, "accepted_seq") < seq) {
-			check_rejected(s, ts->var);
+			check_rejected(s, ts->var, &ts->shown_attempts);
 			pending = true;
 			continue;
 		}
@@ -1076,7 +1111,7 @@ static size_t track_changes(const msgpack_object *root, long long seq,
 
 		if (!ctl_str(t, "name", name, sizeof(name)))
 			continue;
-		*tr = (struct tracked){ 0 };
+		*tr = (struct tracked){ .shown_attempts = -1 };
 		ctl_acks_init(&tr->acks, name, -1);
 		if (!servers) {
 			/* an older agent: the target's value alone */
@@ -1092,6 +1127,7 @@ static size_t track_changes(const msgpack_object *root, long long seq,
 			if (ctl_int(s, "value_seq") != seq ||
 			    !ctl_str(s, "var", sv->var, sizeof(sv->var)))
 				continue;
+			sv->shown_attempts = -1;
 			tr->n_servers++;
 		}
 		if (tr->n_servers > 0)
@@ -1148,8 +1184,9 @@ static int wait_rotation(const char *socket, const struct set_opts *o,
 			fflush(stdout);
 			c = ctl_connect_until(socket, name, deadline);
 			if (!c) {
-				fprintf(stderr, "dbswapctl set: the agent at %s "
+				fprintf(stderr, "dbswapctl %s: the agent at %s "
 						"did not come back within %d s\n",
+					set_cmd,
 					socket ? socket : "(default socket)",
 					o->wait_s);
 				return EXIT_UNREACHABLE;
@@ -1180,8 +1217,8 @@ static int wait_rotation(const char *socket, const struct set_opts *o,
 			seq = find_read(root, identity, o->file);
 			if (seq < 0 && now_ms() - start > SET_FIND_FILE_MS &&
 			    !agent_watches(root, o->file)) {
-				fprintf(stderr, "dbswapctl set: the agent at %s "
-						"does not watch %s\n",
+				fprintf(stderr, "dbswapctl %s: the agent at %s "
+						"does not watch %s\n", set_cmd,
 					client_socket_path(c), o->file);
 				exit(EXIT_REFUSED);
 			}
@@ -1224,7 +1261,8 @@ static int wait_rotation(const char *socket, const struct set_opts *o,
 			return EXIT_SUCCESS;
 		}
 		if (now_ms() >= deadline) {
-			fprintf(stderr, "dbswapctl set: timed out after %d s:",
+			fprintf(stderr, "dbswapctl %s: timed out after %d s:",
+				set_cmd,
 				o->wait_s);
 			if (seq < 0)
 				fprintf(stderr, " the agent has not read %s\n",
@@ -1246,15 +1284,20 @@ static int wait_rotation(const char *socket, const struct set_opts *o,
 	}
 }
 
-int cmd_set(const char *socket, int argc, char **argv)
+/* Writes o's changes into o->file (resolved, read, opened when sealed,
+ * encrypted as the file wants, atomically replaced); with prepare, the
+ * changes are what prepare makes of the file's current text (o->changes
+ * must be empty then).  Fills identity.  Returns EXIT_SUCCESS or an exit
+ * code after saying why. */
+static int set_write(struct set_opts *o, ctl_set_prepare_fn *prepare,
+		     void *data, char identity[FILE_IDENTITY_MAX])
 {
-	struct set_opts o = { 0 };
 	struct crypt_key *key = NULL;
 	uint8_t pk_buf[32], *pk = NULL, *cur = NULL, *out = NULL;
 	uint8_t *plain = NULL;
 	size_t cur_len = 0, plain_len = 0, out_len = 0;
 	struct set_place pl = { .dfd = -1 };
-	char *edited = NULL, identity[FILE_IDENTITY_MAX];
+	char *edited = NULL;
 	char err[PATH_MAX + 1024];
 	size_t edited_len = 0;
 	struct env_error perr;
@@ -1262,29 +1305,25 @@ int cmd_set(const char *socket, int argc, char **argv)
 	bool exists, sealed;
 	int ret = EXIT_REFUSED;
 
-	if (parse_set_args(argc, argv, &o) < 0) {
-		ret = EXIT_USAGE;
-		goto out;
-	}
 	if (crypt_init() < 0)
 		goto out;
-	if (o.pubkey) {
-		if (ctl_pubkey_arg(o.pubkey, pk_buf) < 0) {
+	if (o->pubkey) {
+		if (ctl_pubkey_arg(o->pubkey, pk_buf) < 0) {
 			ret = EXIT_USAGE;
 			goto out;
 		}
 		pk = pk_buf;
 	}
-	if (o.key) {
-		if (ctl_key_arg(o.key, &key) < 0)
+	if (o->key) {
+		if (ctl_key_arg(o->key, &key) < 0)
 			goto out;
 		if (!pk) {
 			memcpy(pk_buf, crypt_key_public(key), 32);
 			pk = pk_buf;
 		}
 	}
-	if (set_resolve(&o, &pl) < 0 ||
-	    read_current(&o, &pl, &cur, &cur_len, &st, &exists) < 0)
+	if (set_resolve(o, &pl) < 0 ||
+	    read_current(o, &pl, &cur, &cur_len, &st, &exists) < 0)
 		goto out;
 
 	sealed = crypt_is_sealed_file(cur, cur_len);
@@ -1295,23 +1334,43 @@ int cmd_set(const char *socket, int argc, char **argv)
 					"(--key), or keep the file in plaintext "
 					"with encrypted values (--encrypt-values), "
 					"which needs only the public key\n",
-				o.file);
+				o->file);
 			goto out;
 		}
 		if (crypt_open_file(&key, 1, cur, cur_len, &plain, &plain_len,
 				    err, sizeof(err)) < 0) {
-			fprintf(stderr, "dbswapctl set: %s: %s\n", o.file, err);
+			fprintf(stderr, "dbswapctl set: %s: %s\n", o->file, err);
 			goto out;
 		}
 	}
 	const char *text = sealed ? (const char *)plain : (const char *)cur;
 	size_t text_len = sealed ? plain_len : cur_len;
 
-	if (encrypt_changes(&o, text, text_len, pk) < 0)
+	if (prepare) {
+		const struct envedit_change *changes = NULL;
+		size_t n = 0;
+		int r = prepare(text, text_len, key, data, &changes, &n);
+		if (r != EXIT_SUCCESS) {
+			ret = r;
+			goto out;
+		}
+		o->changes = calloc(n + 1, sizeof(*o->changes));
+		o->owned = calloc(n + 1, sizeof(*o->owned));
+		if (!o->changes || !o->owned)
+			goto out;
+		/* names copied: set frees them as it frees its own */
+		for (size_t i = 0; i < n; i++, o->n++) {
+			o->changes[i].name = strdup(changes[i].name);
+			o->changes[i].value = changes[i].value;
+			if (!o->changes[i].name)
+				goto out;
+		}
+	}
+	if (encrypt_changes(o, text, text_len, pk) < 0)
 		goto out;
-	if (envedit_apply(text, text_len, o.changes, o.n, &edited, &edited_len,
-			  &perr) < 0) {
-		fprintf(stderr, "dbswapctl set: %s:%u:%u: %s\n", o.file,
+	if (envedit_apply(text, text_len, o->changes, o->n, &edited,
+			  &edited_len, &perr) < 0) {
+		fprintf(stderr, "dbswapctl set: %s:%u:%u: %s\n", o->file,
 			perr.line, perr.column, perr.message);
 		goto out;
 	}
@@ -1324,19 +1383,16 @@ int cmd_set(const char *socket, int argc, char **argv)
 			 sealed ? out_len : edited_len, exists ? &st : NULL,
 			 identity, err, sizeof(err)) < 0) {
 		fprintf(stderr, "dbswapctl set: %s; %s is unchanged\n", err,
-			o.file);
+			o->file);
 		goto out;
 	}
-	printf("wrote %s:", o.file);
-	for (size_t i = 0; i < o.n; i++)
-		printf(" %s", o.changes[i].name);
+	printf("wrote %s:", o->file);
+	for (size_t i = 0; i < o->n; i++)
+		printf(" %s", o->changes[i].name);
 	printf("%s\n", sealed ? " (sealed)" : "");
 	fflush(stdout);
-	ret = o.wait ? wait_rotation(socket, &o, identity) : EXIT_SUCCESS;
+	ret = EXIT_SUCCESS;
 out:
-	for (size_t i = 0; i < o.n; i++)
-		free((char *)o.changes[i].name);
-	set_opts_fini(&o);
 	crypt_key_free(key);
 	crypt_free_plain(plain, plain_len);
 	if (cur)
@@ -1348,5 +1404,88 @@ out:
 	free(out);
 	if (pl.dfd >= 0)
 		close(pl.dfd);
+	return ret;
+}
+
+int ctl_set_write(const struct ctl_set_call *call,
+		  char identity[FILE_IDENTITY_MAX])
+{
+	struct set_opts o = {
+		.file = call->file,
+		.pubkey = call->pubkey,
+		.key = call->key,
+		.encrypt_values = call->encrypt_values,
+		.force = call->force,
+	};
+	int ret = set_write(&o, call->prepare, call->data, identity);
+
+	for (size_t i = 0; i < o.n; i++)
+		free((char *)o.changes[i].name);
+	set_opts_fini(&o);
+	return ret;
+}
+
+/* Whether status hides the files' details from this caller (PROTOCOL.md,
+ * "Access control"): then nothing can be told of them. */
+static bool files_redacted(const msgpack_object *st)
+{
+	const msgpack_object *files = ctl_array(st, "files");
+
+	for (uint32_t i = 0; files && i < files->via.array.size; i++)
+		if (ctl_int(&files->via.array.ptr[i], "redacted") == 1)
+			return true;
+	return false;
+}
+
+int ctl_set_check(const char *socket, const char *cmd, const char *file,
+		  const char *target)
+{
+	dbswap_client *c = ctl_connect(socket, "dbswapctl");
+	const msgpack_object *root;
+	struct ipc_msg st;
+	int ret = EXIT_SUCCESS;
+
+	ctl_call(c, IPC_STATUS, &st);
+	root = &st.root.data;
+	if (target && !ctl_find_target(root, target)) {
+		fprintf(stderr, "dbswapctl %s: the agent at %s has no target "
+				"%s\n", cmd, client_socket_path(c), target);
+		ret = EXIT_REFUSED;
+	} else if (!files_redacted(root) && !agent_watches(root, file)) {
+		fprintf(stderr, "dbswapctl %s: the agent at %s does not watch "
+				"%s\n", cmd, client_socket_path(c), file);
+		ret = EXIT_REFUSED;
+	}
+	ipc_msg_fini(&st);
+	dbswap_client_free(c);
+	return ret;
+}
+
+int ctl_set_follow(const char *socket, const char *cmd, const char *file,
+		   const char *identity, int wait_s)
+{
+	struct set_opts o = { .file = file, .wait = true, .wait_s = wait_s };
+
+	set_cmd = cmd;
+	return wait_rotation(socket, &o, identity);
+}
+
+int cmd_set(const char *socket, int argc, char **argv)
+{
+	struct set_opts o = { 0 };
+	char identity[FILE_IDENTITY_MAX];
+	int ret;
+
+	if (parse_set_args(argc, argv, &o) < 0) {
+		ret = EXIT_USAGE;
+		goto out;
+	}
+	ret = set_write(&o, NULL, NULL, identity);
+	if (ret == EXIT_SUCCESS && o.wait)
+		ret = wait_rotation(socket, &o, identity);
+out:
+	for (size_t i = 0; i < o.n; i++)
+		free((char *)o.changes[i].name);
+	set_opts_fini(&o);
 	return ret;
 }

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "client.h"
+#include "common/util.h"
 #include "ipc/msg.h"
 
 /* Exit codes, documented in dbswapctl's usage and the README. */
@@ -100,10 +101,53 @@ int ctl_pubkey_arg(const char *arg, uint8_t pk[32]);
 /* Loads a secret key file.  0 or -EINVAL (reason printed). */
 int ctl_key_arg(const char *path, struct crypt_key **key);
 
+/* set's edit of an env file, for other commands (rotate).  prepare is
+ * called once the file is read (opened with key when it is sealed; enc:
+ * values are still sealed in text) and before anything is written: it
+ * returns EXIT_SUCCESS with the changes to make (names and values stay
+ * the caller's, and must live until ctl_set_write returns), or an exit
+ * code after saying why, and then nothing is written. */
+struct crypt_key;
+struct envedit_change;
+typedef int ctl_set_prepare_fn(const char *text, size_t len,
+			       struct crypt_key *key, void *data,
+			       const struct envedit_change **changes,
+			       size_t *n);
+
+struct ctl_set_call {
+	const char *file;
+	const char *pubkey, *key; /* as set's --pubkey and --key; or NULL */
+	bool encrypt_values, force;
+	ctl_set_prepare_fn *prepare;
+	void *data;
+};
+
+/* Writes the changes prepare makes, as `set` writes (atomic, durable,
+ * encrypted as the file is), and prints "wrote FILE: NAME...".  Fills
+ * identity for ctl_set_follow.  Returns EXIT_SUCCESS or an exit code
+ * after printing why; the file is then unchanged. */
+int ctl_set_write(const struct ctl_set_call *call,
+		  char identity[FILE_IDENTITY_MAX]);
+
+/* Before a change that --wait will follow: whether the agent has target
+ * (NULL: any) and watches file.  EXIT_SUCCESS, or EXIT_REFUSED after
+ * saying which; exits when the agent cannot be reached. */
+int ctl_set_check(const char *socket, const char *cmd, const char *file,
+		  const char *target);
+
+/* set --wait after ctl_set_write: follows the version of file with that
+ * identity through the agent, at most wait_s seconds.  Returns
+ * EXIT_SUCCESS when every subscriber acked what it changed, EXIT_TIMEOUT,
+ * EXIT_UNREACHABLE; exits with EXIT_REJECTED when the agent gave up on a
+ * value (printing why). */
+int ctl_set_follow(const char *socket, const char *cmd, const char *file,
+		   const char *identity, int wait_s);
+
 int cmd_keygen(int argc, char **argv);
 int cmd_pubkey(int argc, char **argv);
 int cmd_encrypt(int argc, char **argv);
 int cmd_decrypt(int argc, char **argv);
 int cmd_set(const char *socket, int argc, char **argv);
+int cmd_rotate(const char *socket, int argc, char **argv);
 
 #endif

@@ -5,13 +5,15 @@
  *   dbswapctl [--socket PATH] watch TARGET [--show-secret] [--count N]
  *   dbswapctl [--socket PATH] reload
  *   dbswapctl [--socket PATH] set FILE NAME=VALUE... [options] [--wait[=S]]
+ *   dbswapctl [--socket PATH] rotate FILE TARGET --admin FILE [options]
  *   dbswapctl [--socket PATH] failover|failback TARGET [--force] [--wait[=S]]
  *   dbswapctl [--socket PATH] reconnect [TARGET] [--wait[=S]]
  *   dbswapctl keygen --out KEYFILE | pubkey KEYFILE
  *   dbswapctl encrypt --pubkey KEY | decrypt --key KEYFILE
  *
  * This file holds main, the agent commands and the shared helpers
- * (ctl.h); ctl-keys.c and ctl-set.c hold the rest.  Exit codes: ctl.h.
+ * (ctl.h); ctl-keys.c, ctl-set.c and ctl-rotate.c hold the rest.  Exit
+ * codes: ctl.h.
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -62,6 +64,14 @@ static void usage(FILE *f)
 		"atomically; VALUE - reads\n"
 		"                         a line from stdin; --wait until every "
 		"subscriber acked\n"
+		"  rotate FILE TARGET --admin CONNINFO_FILE [--strategy "
+		"single|alternate]\n"
+		"      [--wait[=SECONDS]] [--key KEYFILE] [--pubkey KEY] "
+		"[--force]\n"
+		"                         new random password: changed on the "
+		"server, written to\n"
+		"                         FILE, followed until every subscriber "
+		"acked\n"
 		"  keygen --out KEYFILE   make a secret key, print its public "
 		"key\n"
 		"  pubkey KEYFILE         print a secret key's public key\n"
@@ -75,6 +85,85 @@ static void usage(FILE *f)
 		"4 value rejected\nor switch refused, 5 timed out waiting for "
 		"acks.\n",
 		DBSWAP_DEFAULT_SOCKET, CTL_WAIT_DEFAULT_S);
+}
+
+/* dbswapctl COMMAND --help: the command's line of usage(), and more. */
+static const struct {
+	const char *name, *text;
+} command_help[] = {
+	{ "status", "[--json]\n\n"
+		    "Targets, generations, subscribers and who lags, errors, "
+		    "files.\n--json: the status reply as JSON (fields in "
+		    "PROTOCOL.md).\n" },
+	{ "watch", "TARGET [--show-secret] [--count N]\n\n"
+		   "Prints each update of TARGET (passwords masked unless "
+		   "--show-secret) and acks\nit; --count N: exit after N "
+		   "updates.  A target the agent does not have, or\nrefuses "
+		   "to this user, ends it with exit 1 and the agent's "
+		   "reason.\n" },
+	{ "reload", "\n\nMakes the agent re-read every key and env file "
+		    "now (as SIGHUP).\n" },
+	{ "set", "FILE NAME=VALUE... [--pubkey KEY] [--key KEYFILE]\n"
+		 "       [--encrypt-values] [--force] [--wait[=SECONDS]]\n\n"
+		 "Changes entries of an env file atomically and durably; "
+		 "VALUE - reads a line\nfrom stdin.  --wait follows the change "
+		 "until every subscriber acked it: while\nthe agent retries a "
+		 "refused password it says which attempt; exit 4 once the\n"
+		 "agent gives up, 5 on timeout.\n" },
+	{ "rotate", "FILE TARGET --admin CONNINFO_FILE\n"
+		    "       [--strategy single|alternate] [--wait[=SECONDS]] "
+		    "[--key KEYFILE]\n       [--pubkey KEY] [--force]\n\n"
+		    "Makes a random password, sets it on the server (ALTER ROLE "
+		    "with a SCRAM\nverifier made here) over the admin "
+		    "connection whose conninfo CONNINFO_FILE\nholds, writes it "
+		    "into TARGET's conninfo in FILE as set does, and with "
+		    "--wait\nfollows it until every subscriber acked.\n"
+		    "--strategy alternate: TARGET logs in as NAME_a or NAME_b; "
+		    "the other gets the\nnew password and LOGIN, TARGET is "
+		    "pointed at it, and once every subscriber\nacked (always "
+		    "waited for) the old one gets NOLOGIN.  Without that proof "
+		    "it\nkeeps its login.\n" },
+	{ "failover", "TARGET [--force] [--wait[=SECONDS]]\n\n"
+		      "Switches TARGET to its secondary now; it stays there "
+		      "until failback.\n" },
+	{ "failback", "TARGET [--force] [--wait[=SECONDS]]\n\n"
+		      "Switches TARGET back to its primary now; --force even "
+		      "if both servers\nof a replicated pair are writable.\n" },
+	{ "reconnect", "[TARGET] [--wait[=SECONDS]]\n\n"
+		       "Re-opens the agent's monitor connections and publishes "
+		       "the value again so\nthat apps replace every "
+		       "connection; --wait (with a TARGET) for every ack.\n" },
+	{ "keygen", "--out KEYFILE\n\nMakes a secret key (mode 0600, never "
+		    "overwritten), prints its public key.\n" },
+	{ "pubkey", "KEYFILE\n\nPrints a secret key's public key.\n" },
+	{ "encrypt", "--pubkey KEY\n\nSeals stdin (a whole env file) to "
+		     "KEY, to stdout.\n" },
+	{ "decrypt", "--key KEYFILE\n\nOpens a sealed file from stdin to "
+		     "stdout.\n" },
+};
+
+/* Prints cmd's help when args ask for it (--help or -h anywhere); true
+ * then.  Commands without an entry get the general usage. */
+static bool command_help_asked(const char *cmd, int argc, char **argv)
+{
+	bool asked = false;
+
+	for (int i = 0; i < argc && !asked; i++)
+		asked = streq(argv[i], "--help") || streq(argv[i], "-h");
+	if (!asked)
+		return false;
+	for (size_t i = 0; i < ARRAY_SIZE(command_help); i++) {
+		if (!streq(command_help[i].name, cmd))
+			continue;
+		printf("Usage: dbswapctl %s %s\nExit: 0 ok, 1 refused or "
+		       "failed, 2 usage, 3 agent unreachable, 4 value "
+		       "rejected\nor switch refused, 5 timed out waiting for "
+		       "acks.\n",
+		       cmd, command_help[i].text);
+		return true;
+	}
+	usage(stdout);
+	return true;
 }
 
 dbswap_client *ctl_connect(const char *path, const char *name)
@@ -947,7 +1036,28 @@ struct watch {
 	dbswap_client *client;
 	bool show_secret;
 	long count; /* updates left before exiting, -1 for no limit */
+	int refused; /* the agent's refusal (client_refused_fn), 0 for none */
 };
+
+/* The agent refused the subscription: say why and stop, rather than
+ * wait for a value that never comes. */
+static void watch_refused(int err, const char *message, void *data)
+{
+	struct watch *w = data;
+	char *clean;
+
+	if (err == 0)
+		return;
+	clean = message ? ipc_text_clean(message, strlen(message), 1024, NULL)
+			: NULL;
+	fprintf(stderr, "dbswapctl watch: the agent refused (%s): %s\n",
+		err == -EACCES	 ? "forbidden"
+		: err == -ENXIO ? "unknown-target"
+				: "refused",
+		clean ? clean : strerror(-err));
+	free(clean);
+	w->refused = err;
+}
 
 static void watch_update(const dbswap_update *u, void *data)
 {
@@ -994,14 +1104,17 @@ static int cmd_watch(const char *socket, int argc, char **argv)
 		dbswap_client_free(w.client);
 		return EXIT_REFUSED;
 	}
-	r = dbswap_subscribe(w.client, target, watch_update, &w);
+	/* With the refusal callback the pool code has: a plain
+	 * subscription's refusal only goes to the log. */
+	r = client_subscribe_pool(w.client, target, watch_update, NULL,
+				  watch_refused, &w);
 	if (r < 0) {
 		fprintf(stderr, "dbswapctl watch: %s: %s\n", target,
 			strerror(-r));
 		dbswap_client_free(w.client);
 		return EXIT_USAGE;
 	}
-	while (w.count != 0) {
+	while (w.count != 0 && !w.refused) {
 		struct pollfd pfd = { .fd = dbswap_client_fd(w.client),
 				      .events = POLLIN };
 		if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
@@ -1100,6 +1213,8 @@ int main(int argc, char **argv)
 	const char *cmd = argv[optind];
 	int n = argc - optind - 1;
 	char **args = argv + optind + 1;
+	if (command_help_asked(cmd, n, args))
+		return EXIT_SUCCESS;
 	if (streq(cmd, "status"))
 		return cmd_status(socket, n, args);
 	if (streq(cmd, "watch"))
@@ -1108,6 +1223,8 @@ int main(int argc, char **argv)
 		return cmd_reload(socket, n, args);
 	if (streq(cmd, "set"))
 		return cmd_set(socket, n, args);
+	if (streq(cmd, "rotate"))
+		return cmd_rotate(socket, n, args);
 	if (streq(cmd, "failover"))
 		return cmd_switch(socket, IPC_FAILOVER, "secondary", n, args);
 	if (streq(cmd, "failback"))

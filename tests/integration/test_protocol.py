@@ -392,6 +392,7 @@ class Protocol(ClusterTest):
                                   'state', 'error', 'changed', 'subscribers',
                                   'acked', 'stale_acks', 'lagging',
                                   'subscribed', 'attempts', 'gave_up',
+                                  'attempts_max',
                                   'value_seq', 'published_seq', 'settings',
                                   'settings_error', 'failover', 'servers',
                                   'source', 'redacted'})
@@ -415,7 +416,8 @@ class Protocol(ClusterTest):
         srv = t['servers'][0]
         self.assertEqual(set(srv), {'role', 'var', 'conninfo', 'state',
                                     'error', 'attempts', 'gave_up',
-                                    'value_seq', 'accepted_seq', 'health',
+                                    'attempts_max', 'value_seq',
+                                    'accepted_seq', 'health',
                                     'failures', 'checks', 'check_us',
                                     'rtt_us',
                                     'in_recovery', 'last_check', 'down_since',

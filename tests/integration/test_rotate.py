@@ -1,0 +1,429 @@
+"""dbswapctl rotate, set --wait against a password that reaches the server
+late, and the command line's habits (--help per command, watch refused).
+
+rotate makes a new password, changes it on the server over an admin
+connection (a SCRAM verifier made client-side: the plaintext never
+reaches the server), writes it into the env file as set does and waits
+for every subscriber's ack.  Both strategies run under load from the C
+pool (pool-load): no query may fail.  After a rotation the old password
+(single) or the old role (alternate) must not log in; the admin
+connection's password must appear nowhere: not in dbswapctl's output, the
+agent's log or any process's argv.  A wait that times out must leave the
+old role alone."""
+
+import glob
+import os
+import re
+import secrets
+import subprocess
+import threading
+import time
+import unittest
+
+import harness as h
+from common import ClusterTest, PoolLoad, fresh_password, main
+
+TARGET = 'DATABASE_URL'
+PAUSE = ('--pause-ms', 2)
+# dbswapctl's commands, each of which must answer --help.
+COMMANDS = ('status', 'watch', 'reload', 'set', 'rotate', 'failover',
+            'failback', 'reconnect', 'keygen', 'pubkey', 'encrypt',
+            'decrypt')
+
+
+class CmdlineScan(threading.Thread):
+    """Reads every process's argv over and over until stopped, and keeps
+    those that hold any of the secrets."""
+
+    def __init__(self, secrets_):
+        super().__init__(daemon=True)
+        self.secrets = [s.encode() for s in secrets_]
+        self.found = []
+        self.scans = 0
+        self._done = threading.Event()
+
+    def run(self):
+        while not self._done.is_set():
+            for path in glob.glob('/proc/[0-9]*/cmdline'):
+                try:
+                    with open(path, 'rb') as f:
+                        argv = f.read()
+                except OSError:
+                    continue
+                if any(s in argv for s in self.secrets):
+                    self.found.append((path, argv))
+            self.scans += 1
+
+    def stop(self):
+        self._done.set()
+        self.join(10)
+
+
+class Rotate(ClusterTest):
+
+    def setUp(self):
+        super().setUp()
+        self.admin_file = os.path.join(self.tmp, 'admin.conninfo')
+        c = self.cluster
+        fd = os.open(self.admin_file, os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, 'w') as f:
+            f.write(f'host={c.sockdir} port={c.port} user={c.superuser} '
+                    f'password={c.superuser_password} dbname=postgres\n')
+
+    def start_load(self, agent, *args, name='pool-load'):
+        load = PoolLoad(agent.sock, args=args + PAUSE, name=name)
+        self.addCleanup(load.close)
+        return load
+
+    def rotate_cmd(self, agent, *args, timeout=60):
+        return self.ctl(agent, 'rotate', self.env_path, TARGET, '--admin',
+                        self.admin_file, *args, check=False, timeout=timeout)
+
+    def file_value(self, name=TARGET):
+        with open(self.env_path) as f:
+            for line in f:
+                if line.startswith(name + '='):
+                    v = line[len(name) + 1:].strip()
+                    return v.strip("'")
+        return None
+
+    def assert_no_admin_secret(self, agent, *texts):
+        pw = self.cluster.superuser_password
+        for t in texts:
+            self.assertNotIn(pw, t)
+        self.assertNotIn(pw, agent.log())
+
+    def started(self, *args):
+        self.write_url(self.password)
+        agent = self.start_agent(*args)
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        return agent
+
+    # set --wait follows the agent's attempts
+
+    def test_set_wait_follows_the_agent_until_a_late_alter_role(self):
+        """The file first, ALTER ROLE a second later: the agent's second
+        to fifth attempt succeeds.  set --wait must not call the value
+        rejected meanwhile (it did after 3 attempts, while the agent
+        tries 6), and must say which attempt the agent is at."""
+        agent = self.started()
+        sub = self.start_subscriber(agent)
+        sub.wait_line(r'^connect 1 ok$')
+        new = fresh_password('late')
+        p = subprocess.Popen([os.environ['DBSWAPCTL'], '--socket', agent.sock,
+                              'set', self.env_path, f'{TARGET}=-',
+                              '--wait=20'],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        p.stdin.write(self.url(new) + '\n')
+        p.stdin.close()
+        time.sleep(1.0)
+        self.cluster.set_password(self.role, new)
+        p.wait(timeout=30)
+        with p.stdout, p.stderr:
+            out, err = p.stdout.read(), p.stderr.read()
+        self.assertEqual(p.returncode, 0, out + err)
+        self.assertRegex(out, r'waiting for the server to accept the new '
+                              r'password \(attempt [2-6] of 6\)')
+        self.assertIn('done: every subscriber uses the new value', out)
+        sub.wait_line(rf'^connect 2 ok$')
+        self.assertNotIn(new, out + err)
+
+    def test_set_wait_exits_4_when_the_agent_gives_up(self):
+        agent = self.started()
+        bad = fresh_password('never')
+        t0 = time.monotonic()
+        r = self.ctl(agent, 'set', self.env_path, f'{TARGET}=-', '--wait=30',
+                     stdin=self.url(bad) + '\n', check=False, timeout=40)
+        took = time.monotonic() - t0
+        self.assertEqual(r.returncode, 4, r.stdout + r.stderr)
+        self.assertIn('gave up', r.stderr)
+        self.assertIn('(attempt 6 of 6)', r.stdout)
+        self.assertNotIn(bad, r.stdout + r.stderr)
+        # six attempts with backoff from 100 ms: not before the fifth wait
+        self.assertGreater(took, 1.0)
+
+    # rotate, single role
+
+    def test_single_under_load(self):
+        agent = self.started()
+        load = self.start_load(agent, '--threads', 4, '--tx')
+        load.wait_progress(lambda p: p['queries'] > 50, what='queries')
+        scan = CmdlineScan([self.cluster.superuser_password])
+        scan.start()
+        olds = [self.password]
+        outs = []
+        for i in range(3):
+            r = self.rotate_cmd(agent, '--wait=20')
+            outs.append(r.stdout + r.stderr)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertRegex(r.stdout, r'\[\d+\.\d{3}s\] password of '
+                                       rf'{self.role} changed on the server')
+            self.assertIn('done: every subscriber uses the new value',
+                          r.stdout)
+            self.assertIn('the old password no longer logs in', r.stdout)
+            load.wait_progress_after(time.monotonic())
+        scan.stop()
+        rc, s = load.stop()
+        self.assertEqual(s['failures'], 0, load.describe())
+        self.assertEqual(rc, 0, load.describe())
+        self.assertEqual(s['generation'], 4, s)
+        self.assertEqual(s['current_user_at_end'], self.role)
+        # the file holds the newest password; it logs in, no older one does
+        url = self.file_value()
+        self.assertTrue(h.can_connect(url), h.last_connect_error())
+        for old in olds:
+            self.assertFalse(h.can_connect(self.url(old)))
+        newest = h.parse_conninfo(url)['password']
+        for o in outs:
+            self.assertNotIn(newest, o)
+        self.assertNotIn(newest, agent.log())
+        self.assert_no_admin_secret(agent, *outs)
+        self.assertGreater(scan.scans, 0)
+        self.assertEqual(scan.found, [])
+        # the server got a verifier, never the plaintext
+        verifier = self.cluster.sql(
+            'SELECT rolpassword FROM pg_authid WHERE rolname = '
+            f'{h.quote_literal(self.role)}')
+        self.assertTrue(verifier.startswith('SCRAM-SHA-256$'), verifier)
+
+    def test_admin_errors_are_masked(self):
+        agent = self.started()
+        c = self.cluster
+        wrong = fresh_password('adminpw')
+        with open(self.admin_file, 'w') as f:
+            f.write(f'host={c.sockdir} port={c.port} user={c.superuser} '
+                    f'password={wrong} dbname=postgres\n')
+        r = self.rotate_cmd(agent)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn('admin connection', r.stderr)
+        self.assertNotIn(wrong, r.stdout + r.stderr)
+        # nothing changed: the old password still logs in
+        self.assertTrue(h.can_connect(self.url()))
+        self.assertEqual(self.file_value(), self.url())
+
+    def test_key_value_form_is_kept(self):
+        self.write_env(f'{TARGET}='
+                       f'"{self.cluster.keyvalue(self.role, self.password)}"\n')
+        agent = self.start_agent()
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        sub = self.start_subscriber(agent)
+        sub.wait_line(r'^connect 1 ok$')
+        r = self.rotate_cmd(agent, '--wait=20')
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        sub.wait_line(r'^connect 2 ok$')
+        value = sub.updates()[-1][1]
+        # only user's and password's values changed, in their places
+        c = self.cluster
+        self.assertRegex(value, rf"^host={c.host} port={c.port} "
+                                rf"user='{self.role}' password='[^']+' "
+                                r"dbname='postgres'$")
+        kv = h.parse_conninfo(value)
+        self.assertEqual((kv['user'], kv['port']),
+                         (self.role, str(self.cluster.port)))
+        self.assertNotEqual(kv['password'], self.password)
+        self.assertTrue(h.can_connect(value), h.last_connect_error())
+        self.assertFalse(h.can_connect(self.url()))
+
+    def test_encrypted_value_stays_encrypted(self):
+        key = os.path.join(self.tmp, 'agent.key')
+        ctl = os.environ['DBSWAPCTL']
+        subprocess.run([ctl, 'keygen', '--out', key], check=True,
+                       capture_output=True)
+        subprocess.run([ctl, 'set', self.env_path, f'{TARGET}=-', '--key',
+                        key, '--encrypt-values'], check=True,
+                       input=self.url() + '\n', text=True,
+                       capture_output=True)
+        agent = self.start_agent('--key', key)
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        sub = self.start_subscriber(agent)
+        sub.wait_line(r'^connect 1 ok$')
+        # without the key, the value cannot be read: nothing changes
+        r = self.rotate_cmd(agent)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn('--key', r.stderr)
+        self.assertTrue(h.can_connect(self.url()))
+        r = self.rotate_cmd(agent, '--key', key, '--wait=20')
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        with open(self.env_path) as f:
+            text = f.read()
+        self.assertTrue(text.startswith(f'{TARGET}=enc:v1:'), text)
+        sub.wait_line(r'^connect 2 ok$')
+        self.assertFalse(h.can_connect(self.url()))
+
+    def test_nothing_changes_when_the_agent_would_not_follow(self):
+        """A file the agent does not watch, or a target it does not have:
+        refused before the server changes."""
+        agent = self.started()
+        other = os.path.join(self.tmp, 'other.env')
+        h.write_rename(other, f'{TARGET}={self.url()}\n')
+        r = self.ctl(agent, 'rotate', other, TARGET, '--admin',
+                     self.admin_file, '--wait', check=False)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(f'does not watch {other}', r.stderr)
+        r = self.ctl(agent, 'rotate', self.env_path, 'NOPE_URL', '--admin',
+                     self.admin_file, '--wait', check=False)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn('has no target NOPE_URL', r.stderr)
+        self.assertTrue(h.can_connect(self.url()), h.last_connect_error())
+        self.assertEqual(self.file_value(), self.url())
+
+    def test_secondary_with_the_same_user_gets_the_same_password(self):
+        """The secondary here is the same server by another way (its unix
+        socket): enough to see both entries rewritten and validated."""
+        c = self.cluster
+        sec = (f'host={c.sockdir} port={c.port} user={self.role} '
+               f'password={self.password} dbname=postgres')
+        self.write_env(f'{TARGET}={self.url()}\n'
+                       f'{TARGET}_SECONDARY="{sec}"\n')
+        agent = self.start_agent()
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        r = self.rotate_cmd(agent, '--wait=20')
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn(f'wrote {self.env_path}: {TARGET} {TARGET}_SECONDARY',
+                      r.stdout)
+        t = h.target_status(agent, TARGET)
+        for srv in t['servers']:
+            self.assertEqual(srv['state'], 'ok', srv)
+        with open(self.env_path) as f:
+            text = f.read()
+        self.assertNotIn(self.password, text)
+
+    # rotate, two roles taking turns
+
+    def alternate_roles(self):
+        """NAME_a and NAME_b, members of group NAME that holds the
+        privileges; the target on NAME_a.  Returns NAME."""
+        name = 'alt_' + secrets.token_hex(3)
+        q = h.quote_ident
+        self.cluster.durable_sql(
+            f'CREATE ROLE {q(name)} NOLOGIN;\n'
+            f'CREATE ROLE {q(name + "_a")} LOGIN IN ROLE {q(name)} '
+            f'PASSWORD {h.quote_literal(self.password)};\n'
+            f'CREATE ROLE {q(name + "_b")} NOLOGIN IN ROLE {q(name)};\n'
+            f'CREATE TABLE {q(name + "_t")} (x int);\n'
+            f'GRANT SELECT ON {q(name + "_t")} TO {q(name)};\n')
+        return name
+
+    def can_login(self, role):
+        return self.cluster.sql(
+            'SELECT rolcanlogin FROM pg_roles WHERE rolname = '
+            f'{h.quote_literal(role)}') == 't'
+
+    def test_alternate_under_load(self):
+        name = self.alternate_roles()
+        self.write_env(f'{TARGET}={self.url(role=name + "_a")}\n')
+        agent = self.start_agent()
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        load = self.start_load(agent, '--threads', 4, '--tx')
+        load.wait_progress(lambda p: p['queries'] > 50, what='queries')
+        scan = CmdlineScan([self.cluster.superuser_password])
+        scan.start()
+        outs = []
+        old_url = self.file_value()
+        for i, (old, new) in enumerate([('a', 'b'), ('b', 'a'),
+                                         ('a', 'b')]):
+            r = self.rotate_cmd(agent, '--strategy', 'alternate',
+                                '--wait=20')
+            outs.append(r.stdout + r.stderr)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertIn(f'login of {name}_{old} disabled', r.stdout)
+            self.assertFalse(self.can_login(f'{name}_{old}'))
+            self.assertTrue(self.can_login(f'{name}_{new}'))
+            url = self.file_value()
+            self.assertEqual(h.parse_conninfo(url)['user'], f'{name}_{new}')
+            self.assertTrue(h.can_connect(url), h.last_connect_error())
+            # the previous credentials do not log in any more
+            self.assertFalse(h.can_connect(old_url))
+            old_url = url
+            load.wait_progress_after(time.monotonic())
+        scan.stop()
+        rc, s = load.stop()
+        self.assertEqual(s['failures'], 0, load.describe())
+        self.assertEqual(rc, 0, load.describe())
+        self.assertEqual(s['current_user_at_end'], f'{name}_b')
+        self.assert_no_admin_secret(agent, *outs)
+        self.assertEqual(scan.found, [])
+
+    def test_alternate_wait_timeout_does_not_revoke(self):
+        name = self.alternate_roles()
+        self.write_env(f'{TARGET}={self.url(role=name + "_a")}\n')
+        agent = self.start_agent()
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        lazy = self.start_subscriber(agent, args=('--no-ack',))
+        lazy.wait_line(r'^update ')
+        r = self.rotate_cmd(agent, '--strategy', 'alternate', '--wait=2')
+        self.assertEqual(r.returncode, 5, r.stdout + r.stderr)
+        self.assertIn('dbswapctl rotate: timed out after 2 s', r.stderr)
+        self.assertIn(f'{name}_a keeps its login', r.stderr)
+        self.assertNotIn('disabled', r.stdout)
+        # both log in: the old one because nobody proved it unused
+        self.assertTrue(self.can_login(f'{name}_a'))
+        self.assertTrue(h.can_connect(self.url(role=name + '_a')))
+        self.assertTrue(h.can_connect(self.file_value()))
+
+    def test_alternate_needs_the_role_pair(self):
+        agent = self.started()
+        r = self.rotate_cmd(agent, '--strategy', 'alternate')
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn('_a or', r.stderr)
+        self.assertTrue(h.can_connect(self.url()))
+
+    # command-line habits
+
+    def test_watch_forbidden_target_exits_with_the_agents_message(self):
+        self.write_url(self.password)
+        agent = self.start_agent('--socket-mode', '0666',
+                                 '--allow', f'{TARGET}=uid:0')
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        os.chmod(agent.dir, 0o711)
+        with h.LocalUser() as user:
+            r = user.run([os.environ['DBSWAPCTL'], '--socket', agent.sock,
+                          'watch', TARGET], capture_output=True, text=True,
+                         timeout=15)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn('forbidden', r.stderr)
+        r = self.ctl(agent, 'watch', 'NO_SUCH_TARGET', check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('no target NO_SUCH_TARGET', r.stderr)
+
+    def test_bash_completion(self):
+        lib = '/usr/share/bash-completion/bash_completion'
+        if not os.path.exists(lib):
+            self.skipTest('bash-completion is not installed')
+        comp = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                            '..', '..', 'packaging', 'completion',
+                            'dbswapctl')
+        agent = self.started()
+        script = f"""
+source {lib}
+source {comp}
+PATH={os.path.dirname(os.environ['DBSWAPCTL'])}:$PATH
+t() {{ COMP_WORDS=("$@"); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1));
+      COMP_LINE="$*"; COMP_POINT=${{#COMP_LINE}}; COMPREPLY=();
+      _dbswapctl; echo "${{COMPREPLY[*]}}"; }}
+t dbswapctl ro
+t dbswapctl rotate --st
+t dbswapctl rotate --strategy al
+t dbswapctl --socket {agent.sock} watch DATA
+t dbswapctl --socket {agent.sock} rotate {self.env_path} D
+"""
+        r = subprocess.run(['bash', '-c', script], capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual(r.stdout.splitlines(),
+                         ['rotate', '--strategy', 'alternate', TARGET,
+                          TARGET], r.stderr)
+
+    def test_help_for_every_command(self):
+        for cmd in COMMANDS:
+            r = subprocess.run([os.environ['DBSWAPCTL'], cmd, '--help'],
+                               capture_output=True, text=True, timeout=10)
+            self.assertEqual(r.returncode, 0, (cmd, r.stderr))
+            self.assertTrue(r.stdout.startswith(f'Usage: dbswapctl {cmd}'),
+                            (cmd, r.stdout))
+            self.assertEqual(r.stderr, '')
+
+
+if __name__ == '__main__':
+    main()
