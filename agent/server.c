@@ -1298,7 +1298,7 @@ static void pack_server(struct ipc_writer *w, const struct source *src,
 	const struct health *h = src->health;
 	char *masked = src->value ? mask_conninfo(src->value) : NULL;
 
-	msgpack_pack_map(&w->pk, 21);
+	msgpack_pack_map(&w->pk, 22);
 	ipc_pack_kv_str(w, "role", target_role_name(src->role));
 	pack_kv_text(w, "var", src->var, SIZE_MAX);
 	pack_kv_text(w, "conninfo", masked, lim->text);
@@ -1374,7 +1374,7 @@ static void pack_target(struct ipc_writer *w, struct server *s,
 	}
 	masked = t->conninfo ? mask_conninfo(t->conninfo) : NULL;
 	server_count(s, t, &subscribers, &acked);
-	msgpack_pack_map(&w->pk, 22);
+	msgpack_pack_map(&w->pk, 23);
 	pack_kv_text(w, "name", t->name, SIZE_MAX);
 	ipc_pack_kv_u64(w, "generation", t->generation);
 	ipc_pack_kv_bool(w, "valid", t->conninfo != NULL);
