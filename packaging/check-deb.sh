@@ -87,6 +87,9 @@ has dbswapd /lib/systemd/system/dbswapd.socket
 has dbswapd /usr/lib/sysusers.d/dbswap.conf
 has dbswapd /usr/lib/tmpfiles.d/dbswap.conf
 has dbswapd /etc/default/dbswapd
+has dbswapd /lib/systemd/system/dbswap-rotate@.service
+has dbswapd /lib/systemd/system/dbswap-rotate@.timer
+has dbswapd /usr/share/bash-completion/completions/dbswapctl
 grep -qx /etc/default/dbswapd "$tmp/dbswapd/DEBIAN/conffiles" ||
 	fail "dbswapd: /etc/default/dbswapd is not a conffile"
 grep -Eq '^-rw------- root/root .* \./etc/default/dbswapd$' "$tmp/dbswapd.list" ||
