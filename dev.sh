@@ -42,6 +42,7 @@ cd "$(dirname "$0")"
 # goes here in the same commit that starts using it.
 DEPS="gcc meson ninja-build pkg-config
       libpq-dev libsystemd-dev libmsgpack-dev libsodium-dev libc-ares-dev
+      libmicrohttpd-dev curl
       postgresql-15 postgresql-client-15 python3 python3-msgpack python3-venv
       systemd scdoc debhelper dpkg-dev fakeroot lintian
       clang libclang-rt-14-dev valgrind pgbouncer gnuplot-nox strace uidmap"

@@ -599,20 +599,36 @@ static void http_rearm(struct metrics_http *h)
 		loop_timer_disarm(h->timer);
 }
 
-static void http_ready(struct loop_source *src, uint32_t events, void *data)
+static unsigned http_connections(const struct metrics_http *h)
 {
-	struct metrics_http *h = data;
+	const union MHD_DaemonInfo *i = MHD_get_daemon_info(
+		h->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+
+	return i ? i->num_connections : 0;
+}
+
+/* MHD_run() never waits in this mode.  At its connection limit MHD takes
+ * the listening socket out of its epoll set and puts it back at the start
+ * of a later run: after a run that closed connections, one more, or the
+ * clients waiting in the backlog would wait for the next timeout. */
+static void http_run(struct metrics_http *h)
+{
+	unsigned before = http_connections(h);
 
 	MHD_run(h->daemon);
+	if (http_connections(h) < before)
+		MHD_run(h->daemon);
 	http_rearm(h);
+}
+
+static void http_ready(struct loop_source *src, uint32_t events, void *data)
+{
+	http_run(data);
 }
 
 static void http_timer(struct loop_timer *timer, void *data)
 {
-	struct metrics_http *h = data;
-
-	MHD_run(h->daemon);
-	http_rearm(h);
+	http_run(data);
 }
 
 static enum MHD_Result http_send(struct MHD_Connection *conn,
