@@ -20,9 +20,12 @@ What the agent must do:
 """
 
 import glob
+import http.server
 import json
 import os
+import shutil
 import subprocess
+import threading
 import tempfile
 import textwrap
 import time
@@ -278,6 +281,51 @@ class Events(TwoClusters):
         self.assertRegex(agent.log(), r'event hooks: .* dropped')
         self.assertRegex(agent.log(), r'killed after \d+ ms')
         self.check_clean([wrong, self.role, 'postgresql:'])
+
+
+    @unittest.skipUnless(shutil.which('curl'), 'curl is not installed')
+    def test_webhook_example(self):
+        """packaging/examples/on-event-webhook.sh as the hook, posting to
+        a local HTTP server: a failover arrives as JSON."""
+        posts = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers['Content-Length'])
+                posts.append((self.path, self.headers['Content-Type'],
+                              json.loads(self.rfile.read(n))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        srv = http.server.HTTPServer(('127.0.0.1', 0), Handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        self.addCleanup(srv.server_close)
+        self.addCleanup(srv.shutdown)
+        conf = os.path.join(self.rec_dir, 'webhook.curl')
+        with open(conf, 'w') as f:
+            f.write(f'url = "http://127.0.0.1:{srv.server_port}/hooks/x"\n')
+        src = os.path.join(os.path.dirname(__file__), '..', '..',
+                           'packaging', 'examples', 'on-event-webhook.sh')
+        with open(src) as f:
+            text = f.read()
+        self.assertIn('CONF=/etc/dbswap/webhook.curl\n', text)
+        with open(self.hook, 'w') as f:
+            f.write(text.replace('CONF=/etc/dbswap/webhook.curl\n',
+                                 f'CONF={conf}\n'))
+        self.write_env()
+        agent = self.start_hook_agent()
+        self.wait_ready(agent, 0)
+        self.ctl(agent, 'failover', TARGET, '--wait=15')
+        h.wait_for(lambda: posts, what='the webhook post')
+        path, ctype, body = posts[0]
+        self.assertEqual((path, ctype), ('/hooks/x', 'application/json'))
+        self.assertRegex(body['text'], r'^dbswap on \S+: DATABASE_URL failed '
+                         r'over to the secondary \(manual\) \[generation 2, '
+                         r'\d{4}-\d\d-\d\dT')
+        self.assertEqual(body['content'], body['text'])
 
 
 if __name__ == '__main__':
