@@ -137,7 +137,8 @@ void metrics_published(const struct target *t, int from)
 	if (!m)
 		return;
 	series_add(&m->publishes, reason, NULL);
-	if (from != (int)t->current)
+	/* The first publish picks a server; it does not change one. */
+	if (from != (int)t->current && t->generation > 1)
 		series_add(&m->switches, reason,
 			   target_role_name(t->current));
 }

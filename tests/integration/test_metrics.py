@@ -373,6 +373,9 @@ class Metrics(TwoClusters):
                                target=TARGET), converged + 1)
         self.assertEqual(value(fams, 'dbswap_events_total', target=TARGET,
                                event='rotation-complete'), converged + 1)
+        # Publishes on the primary: no failover counted (the first
+        # publish picks a server, it does not change one).
+        self.assertEqual(fams['dbswap_failovers_total']['samples'], [])
 
         # A manual failover: the server in use and the failover counter.
         self.ctl(agent, 'failover', TARGET, '--wait=15')
