@@ -5,7 +5,7 @@ group) in a file; the tests read those records.
 
 What the agent must do:
   - run the hook on failover, failback, rotation-complete, rejected,
-    gave-up and unavailable, with DBSWAP_EVENT, DBSWAP_TARGET,
+    gave-up, unavailable and split-brain (a refused manual failover), with DBSWAP_EVENT, DBSWAP_TARGET,
     DBSWAP_GENERATION, DBSWAP_SERVER, DBSWAP_REASON and DBSWAP_TIME right,
     and nothing else in the environment but PATH: no value, no password,
     no role name, none of the agent's own environment;
@@ -282,6 +282,34 @@ class Events(TwoClusters):
         self.assertRegex(agent.log(), r'killed after \d+ ms')
         self.check_clean([wrong, self.role, 'postgresql:'])
 
+
+    def test_split_brain_refusal(self):
+        """Both servers writable and the pair unknown (the role may not
+        read the identity, as in test_failover_safety): a manual failover
+        is refused, and that is an event."""
+        fns = ('pg_control_system()', 'pg_control_checkpoint()')
+
+        def grant(c):
+            c.resume()
+            if not c.running:
+                c.start()
+            for f in fns:
+                c.durable_sql(f'GRANT EXECUTE ON FUNCTION {f} TO PUBLIC')
+        for c in (self.primary, self.secondary):
+            self.addCleanup(grant, c)
+            for f in fns:
+                c.durable_sql(f'REVOKE EXECUTE ON FUNCTION {f} FROM PUBLIC')
+        self.write_env()
+        agent = self.start_hook_agent()
+        t = self.wait_ready(agent, 0)
+        self.assertEqual(t['failover']['pair'], 'unknown')
+        r = self.ctl(agent, 'failover', TARGET, check=False)
+        self.assertNotEqual(r.returncode, 0, r.stdout)
+        e = self.wait_event('split-brain')['env']
+        self.assertEqual((e['DBSWAP_TARGET'], e['DBSWAP_SERVER'],
+                          e['DBSWAP_REASON'], e['DBSWAP_GENERATION']),
+                         (TARGET, 'primary', 'manual', '1'))
+        self.check_clean([self.password, self.role, 'postgresql:'])
 
     @unittest.skipUnless(shutil.which('curl'), 'curl is not installed')
     def test_webhook_example(self):
