@@ -37,6 +37,7 @@ struct job {
 	int pidfd;
 	struct loop_source *src;
 	struct loop_timer *timer;
+	struct loop_timer *poll; /* without a pidfd: waitpid() now and then */
 	bool term_sent;
 	int64_t started_ms;
 	struct job *next;
@@ -79,6 +80,7 @@ static void job_free(struct job *j)
 	if (j->pidfd >= 0)
 		close(j->pidfd);
 	loop_timer_free(j->timer);
+	loop_timer_free(j->poll);
 	free(j);
 }
 
@@ -94,16 +96,16 @@ static void job_unlink(struct job *j)
 
 static void events_start_queued(void);
 
-static void job_exited(struct loop_source *src, uint32_t events, void *data)
+/* Reaps j if it exited; returns whether it did (j is then freed). */
+static bool job_reap(struct job *j)
 {
-	struct job *j = data;
 	int status = 0;
 	pid_t r = waitpid(j->pid, &status, WNOHANG);
 	long long ms = (long long)(now_ms() - j->started_ms);
 	const char *event = j->env[F_EVENT] + strlen("DBSWAP_EVENT=");
 
 	if (r == 0)
-		return; /* not yet (a spurious wake) */
+		return false; /* not yet (a spurious wake) */
 	if (r < 0) {
 		log_warning("event hook for %s: waitpid: %s", event,
 			    strerror(errno));
@@ -130,6 +132,20 @@ static void job_exited(struct loop_source *src, uint32_t events, void *data)
 	job_unlink(j);
 	job_free(j);
 	events_start_queued();
+	return true;
+}
+
+static void job_exited(struct loop_source *src, uint32_t events, void *data)
+{
+	job_reap(data);
+}
+
+static void job_poll(struct loop_timer *timer, void *data)
+{
+	struct job *j = data;
+
+	if (!job_reap(j))
+		loop_timer_arm_in(timer, EVENTS_POLL_MS);
 }
 
 /* The time limit: SIGTERM to the hook's process group, then SIGKILL. */
@@ -188,22 +204,23 @@ static int job_spawn(struct job *j)
 		goto err;
 	j->started_ms = now_ms();
 	j->pidfd = (int)syscall(SYS_pidfd_open, j->pid, 0);
-	if (j->pidfd < 0) {
-		/* A kernel without pidfds (before 5.3): no way to hear of
-		 * the exit on the loop, so no hook at all. */
-		r = neg_errno();
-		kill(-j->pid, SIGKILL);
-		waitpid(j->pid, NULL, 0);
-		goto err;
-	}
 	j->timer = loop_timer_new(ev.loop, job_timeout, j);
-	if (!j->timer ||
-	    loop_add_fd(ev.loop, j->pidfd, EPOLLIN, job_exited, j, &j->src) < 0) {
+	/* Without pidfds (a kernel before 5.3, valgrind 3.19) the exit is
+	 * polled for. */
+	if (j->pidfd < 0)
+		j->poll = loop_timer_new(ev.loop, job_poll, j);
+	if (!j->timer || (j->pidfd < 0 && !j->poll) ||
+	    (j->pidfd >= 0 && loop_add_fd(ev.loop, j->pidfd, EPOLLIN,
+					  job_exited, j, &j->src) < 0)) {
+		/* Out of memory: the hook is stopped at once (SIGKILL'd,
+		 * it is gone in a moment). */
 		r = -ENOMEM;
 		kill(-j->pid, SIGKILL);
 		waitpid(j->pid, NULL, 0);
 		goto err;
 	}
+	if (j->poll)
+		loop_timer_arm_in(j->poll, EVENTS_POLL_MS);
 	loop_timer_arm_in(j->timer, ev.timeout_ms);
 	j->next = ev.running;
 	ev.running = j;

@@ -23,7 +23,8 @@
  *
  * The loop never waits for a hook: it is started with posix_spawn (no
  * copy of the agent's memory, which holds secrets), watched through a
- * pidfd on the loop, and reaped when it exits.  At most
+ * pidfd on the loop (or polled every EVENTS_POLL_MS where there is no
+ * pidfd), and reaped when it exits.  At most
  * EVENTS_RUNNING_MAX run at once; more wait in a queue of
  * EVENTS_QUEUE_MAX, and past that they are dropped (logged, counted).  A
  * hook still running after its time limit gets SIGTERM, and SIGKILL
@@ -51,6 +52,9 @@ struct target;
 #define EVENTS_TIMEOUT_MS 10000
 /* Between SIGTERM and SIGKILL. */
 #define EVENTS_KILL_GRACE_MS 2000
+/* Where the kernel (or valgrind) has no pidfd_open(): how often a
+ * running hook's exit is looked for. */
+#define EVENTS_POLL_MS 50
 /* Longest value of an environment variable given to a hook. */
 #define EVENTS_FIELD_MAX 128
 

@@ -696,6 +696,7 @@ static void agent_fini(struct agent *a)
 {
 	state_free(a->state);
 	metrics_http_stop();
+	metrics_reset();
 	events_fini();
 	server_free(a->server);
 	for (size_t i = 0; i < a->n_targets; i++)
