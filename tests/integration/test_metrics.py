@@ -466,6 +466,22 @@ class Metrics(TwoClusters):
                 self.assertEqual(r.returncode, 2, r.stderr)
                 self.assertIn('--metrics', r.stderr)
 
+    def test_port_in_use(self):
+        """The agent does not start without the listener it was asked
+        for (exit 1, the reason logged)."""
+        with socket.socket() as s:
+            s.bind(('127.0.0.1', 0))
+            s.listen()
+            port = s.getsockname()[1]
+            sock = os.path.join(self.tmp, 'd.sock')
+            r = subprocess.run([os.environ['DBSWAPD'], '--socket', sock,
+                                '--env', self.env_path, '--metrics',
+                                f'127.0.0.1:{port}'], capture_output=True,
+                               text=True, timeout=30 * h.TIMEOUT_SCALE)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertRegex(r.stderr, rf'--metrics 127.0.0.1:{port}: cannot '
+                         r'listen: Address already in use')
+
     def test_requests_are_bounded_and_the_loop_never_waits(self):
         self.write_env(secondary=False)
         agent = self.start_metrics_agent()
