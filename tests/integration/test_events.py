@@ -257,8 +257,11 @@ class Events(TwoClusters):
             h.wait_for(lambda: not alive(r['pid']) and
                        not alive(r['child']), timeout=5,
                        what=f'hook {r["pid"]} and its child killed')
+            # The hook notes its start after Python's own (up to a few
+            # hundred ms on a busy machine), which the agent's clock
+            # counts: SIGTERM alone (ignored) would have ended it at 1 s.
             gone = time.time() - r['start']
-            self.assertGreaterEqual(gone, 1 + KILL_GRACE_S - 0.2)
+            self.assertGreaterEqual(gone, 1 + KILL_GRACE_S - 0.6)
         # Everything drains; every event ends counted once.
         def settled():
             fams = self.metrics(agent)
