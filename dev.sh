@@ -53,11 +53,11 @@ cd "$(dirname "$0")"
 #   DEPS_DEB     ./dev.sh deb: build and lint the .debs
 #   DEPS_BENCH   the benchmarks' peers and plots
 DEPS_BUILD="gcc meson ninja-build pkg-config scdoc systemd
-      libpq-dev libsystemd-dev libmsgpack-dev libsodium-dev libc-ares-dev"
-      # (build) libmicrohttpd-dev: the metrics listener
+      libpq-dev libsystemd-dev libmsgpack-dev libsodium-dev libc-ares-dev
+      libmicrohttpd-dev"
 DEPS_DEMO="postgresql-15 postgresql-client-15 python3 python3-msgpack"
-DEPS_TEST="python3-venv clang libclang-rt-14-dev valgrind strace uidmap"
-      # (test) curl: the metrics and health tests
+DEPS_TEST="python3-venv clang libclang-rt-14-dev valgrind strace uidmap
+      curl"
       # (test) systemd-container debootstrap: the systemd lab
 DEPS_DEB="debhelper dpkg-dev fakeroot lintian"
 DEPS_BENCH="pgbouncer gnuplot-nox"

@@ -8,6 +8,7 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/mask.h"
+#include "events.h"
 #include "failover.h"
 #include "health.h"
 #include "probe.h"
@@ -408,6 +409,7 @@ static void failover_blocked(struct target *t, const char *why)
 		return;
 	set_strf(&t->failover_error, "%s", why);
 	log_target(LOG_ERR, "split-brain", t->name, 0, "%s: %s", t->name, why);
+	events_emit("split-brain", t, t->current, "automatic");
 }
 
 static void failover_reply(struct target *t, const char *error,
@@ -484,14 +486,16 @@ static void failover_switch_done(const struct probe_result *res, void *data)
 		snprintf(how, sizeof(how), "validated in %.1f ms",
 			 res->elapsed_us / 1000.0);
 	if (outage >= 0)
-		log_target(LOG_INFO, reason, t->name, t->generation + 1,
+		log_target(LOG_INFO, role == ROLE_SECONDARY ? "failover"
+				   : "failback", t->name, t->generation + 1,
 			   "%s: %s to the %s %s, %s, %lld ms after the %s's "
 			   "first failed check",
 			   t->name, reason, target_role_name(role),
 			   masked ? masked : "?", how, outage,
 			   target_role_name(t->current));
 	else
-		log_target(LOG_INFO, reason, t->name, t->generation + 1,
+		log_target(LOG_INFO, role == ROLE_SECONDARY ? "failover"
+				   : "failback", t->name, t->generation + 1,
 			   "%s: %s to the %s %s, %s", t->name, reason,
 			   target_role_name(role), masked ? masked : "?", how);
 	free(masked);
@@ -720,6 +724,7 @@ void failover_request(struct target *t, enum target_role role,
 				   role == ROLE_SECONDARY ? "failover"
 							  : "failback", split);
 			server_reply(t->agent->server, req, why, 0);
+			events_emit("split-brain", t, t->current, "manual");
 			return;
 		}
 		log_target(LOG_WARNING, "split-brain", t->name, 0,

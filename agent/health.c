@@ -13,6 +13,7 @@
 #include "common/loop.h"
 #include "common/mask.h"
 #include "common/pqerr.h"
+#include "metrics.h"
 #include "common/util.h"
 #include "health.h"
 #include "probe.h"
@@ -331,6 +332,7 @@ static void health_passed(struct health *h, const struct probe_result *res,
 	unsigned failed = h->failures;
 
 	h->rtt_us = res->elapsed_us;
+	metrics_health_check(h->name, h->role, res->elapsed_us / 1e6);
 	/* A heartbeat does not read the identity; when the server's
 	 * recovery changed, a full check reads it now (failover.h follows
 	 * the standby flag, and a promotion moves the timeline). */

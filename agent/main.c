@@ -23,8 +23,10 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "connplan.h"
+#include "events.h"
 #include "failover.h"
 #include "ipc/protocol.h"
+#include "metrics.h"
 #include "server.h"
 #include "state.h"
 #include "systemd.h"
@@ -56,6 +58,9 @@ struct options {
 	int idle_timeout_ms; /* 0: default, -1: none */
 	const char *state_dir;
 	bool verbose;
+	const char *metrics;  /* --metrics ADDR: NULL, off */
+	const char *on_event; /* --on-event CMD: NULL, none */
+	int64_t on_event_timeout_ms;
 };
 
 static void usage(FILE *f)
@@ -125,6 +130,18 @@ static void usage(FILE *f)
 		"restarts\n"
 		"                        (default $STATE_DIRECTORY; none "
 		"without it)\n"
+		"      --metrics ADDR    serve /metrics (Prometheus) and /health "
+		"over HTTP on\n"
+		"                        ADDR, a loopback address and port: "
+		"127.0.0.1:9187\n"
+		"      --on-event CMD    run CMD (an absolute path, no shell) on "
+		"failover,\n"
+		"                        failback, unavailable, rejected, gave-up, "
+		"rotation-complete\n"
+		"                        and split-brain; DBSWAP_* variables say "
+		"what happened\n"
+		"      --on-event-timeout S  kill a hook after S seconds (default "
+		"10)\n"
 		"  -v, --verbose         log debug messages\n"
 		"  -V, --version         print the version\n"
 		"  -h, --help            print this help\n",
@@ -279,6 +296,9 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{ "output-total", required_argument, NULL, 'T' },
 		{ "idle-timeout", required_argument, NULL, 'I' },
 		{ "state-dir", required_argument, NULL, 'S' },
+		{ "metrics", required_argument, NULL, 'P' },
+		{ "on-event", required_argument, NULL, 'E' },
+		{ "on-event-timeout", required_argument, NULL, 'X' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
@@ -404,6 +424,31 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case 'S':
 			o->state_dir = optarg;
 			break;
+		case 'P': {
+			char why[256];
+			if (!metrics_addr_ok(optarg, why, sizeof(why))) {
+				fprintf(stderr, "dbswapd: --metrics: %s\n", why);
+				return -1;
+			}
+			o->metrics = optarg;
+			break;
+		}
+		case 'E':
+			if (optarg[0] != '/') {
+				fprintf(stderr, "dbswapd: --on-event: not an "
+					"absolute path: %s\n", optarg);
+				return -1;
+			}
+			o->on_event = optarg;
+			break;
+		case 'X': {
+			uint64_t n;
+			if (parse_number_opt("--on-event-timeout", optarg, 1,
+					     3600, " of seconds", &n) < 0)
+				return -1;
+			o->on_event_timeout_ms = (int64_t)n * 1000;
+			break;
+		}
 		case 'v':
 			o->verbose = true;
 			break;
@@ -624,6 +669,11 @@ static int agent_init(struct agent *a, const struct options *o)
 	r = server_new(a, &scfg, &a->server);
 	if (r < 0)
 		return r;
+	r = events_init(a->loop, o->on_event, o->on_event_timeout_ms);
+	if (r < 0)
+		return r;
+	if (o->metrics && (r = metrics_http_start(a, o->metrics)) < 0)
+		return r;
 	r = state_new(o->state_dir, a, &a->state);
 	if (r < 0)
 		return r;
@@ -645,6 +695,9 @@ static int agent_init(struct agent *a, const struct options *o)
 static void agent_fini(struct agent *a)
 {
 	state_free(a->state);
+	metrics_http_stop();
+	metrics_reset();
+	events_fini();
 	server_free(a->server);
 	for (size_t i = 0; i < a->n_targets; i++)
 		target_free(a->targets[i]);

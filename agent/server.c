@@ -62,6 +62,8 @@
 #include "ipc/frame.h"
 #include "ipc/msg.h"
 #include "layers.h"
+#include "events.h"
+#include "metrics.h"
 #include "server.h"
 #include "state.h"
 #include "subuid.h"
@@ -517,6 +519,7 @@ static void client_drop(struct client *c, const char *why)
 {
 	if (c->dropped)
 		return;
+	metrics_client_gone(why);
 	client_log(c, LOG_INFO, CLIENT_FMT " disconnected: %s", CLIENT_ARGS(c),
 		   why);
 	client_retire(c);
@@ -1157,7 +1160,9 @@ static void server_check_acked(struct server *s, struct target *t)
 	if (subscribers == 0 || acked < subscribers)
 		return;
 	t->all_acked = t->generation;
-	log_target(LOG_INFO, "acked", t->name, t->generation,
+	metrics_converged(t, (now_us() - t->published_us) / 1e6);
+	events_emit("rotation-complete", t, t->current, t->reason);
+	log_target(LOG_INFO, "rotation-complete", t->name, t->generation,
 		   "%s: generation %llu acked by all %u subscriber(s), %.1f ms "
 		   "after it was published",
 		   t->name, (unsigned long long)t->generation, subscribers,
@@ -1650,6 +1655,37 @@ static void handle_status(struct client *c, const struct ipc_msg *m)
 		     "status reply would exceed the frame limit");
 }
 
+static bool metrics_may_see(const struct target *t, void *data)
+{
+	return client_is_admin(data) || client_may_subscribe(data, t);
+}
+
+/* The metrics text (metrics.h) of the targets c may follow, as status
+ * shows them. */
+static void handle_metrics(struct client *c, const struct ipc_msg *m)
+{
+	struct ipc_writer w;
+	char *text;
+	size_t len;
+
+	if (metrics_render(c->server->agent, metrics_may_see, c, &text,
+			   &len) < 0) {
+		client_error(c, m, IPC_ERR_INTERNAL, "out of memory");
+		return;
+	}
+	writer_begin(&w, IPC_METRICS, 1, m);
+	ipc_pack_kv_str(&w, "text", text);
+	free(text);
+	if (!w.failed && w.len > IPC_FRAME_MAX) {
+		ipc_writer_fini(&w);
+		client_error(c, m, IPC_ERR_LIMIT, "the metrics text is %zu "
+			     "bytes, over the frame limit: scrape --metrics",
+			     len);
+		return;
+	}
+	client_send(c, &w);
+}
+
 /* Makes *s printable UTF-8 of at most max bytes (ipc_text_clean). */
 static int msg_clean_str(char **s, size_t max)
 {
@@ -1766,6 +1802,9 @@ static void client_dispatch(struct client *c, const uint8_t *body, size_t len)
 		break;
 	case IPC_PING:
 		client_ok(c, &m, 0);
+		break;
+	case IPC_METRICS:
+		handle_metrics(c, &m);
 		break;
 	case IPC_INVALID:
 		client_reject(c, &m, IPC_ERR_UNKNOWN_TYPE,

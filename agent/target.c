@@ -13,7 +13,9 @@
 #include "health.h"
 #include "common/loop.h"
 #include "common/mask.h"
+#include "events.h"
 #include "ipc/protocol.h"
+#include "metrics.h"
 #include "probe.h"
 #include "server.h"
 #include "state.h"
@@ -234,6 +236,7 @@ void target_publish(struct target *t, enum target_role role,
 		    const char *reason, bool standby)
 {
 	const struct source *src = role == ROLE_NONE ? NULL : &t->src[role];
+	enum target_role from = t->current;
 	char *masked;
 
 	if (src) {
@@ -256,6 +259,8 @@ void target_publish(struct target *t, enum target_role role,
 	t->reason = reason;
 	t->changed_wall = wall_s();
 	t->published_us = now_us();
+	metrics_published(t, from);
+	events_published(t, from);
 	masked = mask_conninfo(t->conninfo);
 	if (!src)
 		log_target(LOG_WARNING, reason, t->name, t->generation,
@@ -382,6 +387,8 @@ static void source_probe_done(const struct probe_result *res, void *data)
 
 	src->probe = NULL;
 	systemd_changed(t->agent);
+	metrics_validation(t, target_role_name(src->role), res->ok ? "ok"
+			   : res->auth_failed ? "rejected" : "failed");
 	if (res->ok) {
 		source_accept(src, res);
 		return;
@@ -398,6 +405,7 @@ static void source_probe_done(const struct probe_result *res, void *data)
 	failover_changed(t);
 	if (res->auth_failed && src->attempts >= TARGET_AUTH_RETRIES) {
 		src->gave_up = true;
+		events_emit("gave-up", t, src->role, "authentication");
 		if (target_log_ok(t))
 			log_target(LOG_ERR, "gave-up", t->name, 0,
 				   SOURCE_FMT ": %s; gave up after %u attempts so "
@@ -410,6 +418,8 @@ static void source_probe_done(const struct probe_result *res, void *data)
 	}
 	delay = backoff_ms(src->attempts - 1, TARGET_RETRY_FIRST_MS,
 			   TARGET_RETRY_MAX_MS);
+	if (res->auth_failed)
+		events_emit("rejected", t, src->role, "authentication");
 	if (target_log_ok(t))
 		log_target(LOG_WARNING, "rejected", t->name, 0,
 			   SOURCE_FMT ": %s; %s; retry in %lld ms",

@@ -72,6 +72,9 @@ static void usage(FILE *f)
 		"server, written to\n"
 		"                         FILE, followed until every subscriber "
 		"acked\n"
+		"  metrics                print the agent's Prometheus metrics "
+		"(for node_exporter's\n"
+		"                         textfile collector)\n"
 		"  keygen --out KEYFILE   make a secret key, print its public "
 		"key\n"
 		"  pubkey KEYFILE         print a secret key's public key\n"
@@ -101,6 +104,10 @@ static const struct {
 		   "updates.  A target the agent does not have, or\nrefuses "
 		   "to this user, ends it with exit 1 and the agent's "
 		   "reason.\n" },
+	{ "metrics", "\n\nPrints the agent's Prometheus metrics (the text "
+		     "format), for node_exporter's\ntextfile collector; "
+		     "the targets this user may follow (all for root and "
+		     "admins).\n" },
 	{ "reload", "\n\nMakes the agent re-read every key and env file "
 		    "now (as SIGHUP).\n" },
 	{ "set", "FILE NAME=VALUE... [--pubkey KEY] [--key KEYFILE]\n"
@@ -1175,6 +1182,39 @@ int ctl_read_all(int fd, size_t max, uint8_t **out, size_t *out_len)
 	return 0;
 }
 
+/* dbswapctl metrics: the agent's Prometheus text, as /metrics serves it
+ * (agent/metrics.h), of the targets this user may follow. */
+static int cmd_metrics(const char *socket, int argc, char **argv)
+{
+	const msgpack_object *text;
+	struct ipc_msg reply;
+	dbswap_client *c;
+
+	if (argc > 0) {
+		fprintf(stderr, "dbswapctl metrics: unknown argument %s\n",
+			argv[0]);
+		return EXIT_USAGE;
+	}
+	c = ctl_connect(socket, "dbswapctl metrics");
+	ctl_call(c, IPC_METRICS, &reply);
+	text = ipc_map_get(&reply.root.data, "text");
+	if (!text || text->type != MSGPACK_OBJECT_STR) {
+		fprintf(stderr, "dbswapctl metrics: the agent sent no text "
+				"(an agent older than the metrics request?)\n");
+		ipc_msg_fini(&reply);
+		dbswap_client_free(c);
+		return EXIT_REFUSED;
+	}
+	/* What reaches a terminal: lines of printable ASCII. */
+	for (uint32_t i = 0; i < text->via.str.size; i++) {
+		unsigned char ch = (unsigned char)text->via.str.ptr[i];
+		putchar(ch == '\n' || (ch >= 0x20 && ch < 0x7f) ? ch : '?');
+	}
+	ipc_msg_fini(&reply);
+	dbswap_client_free(c);
+	return fflush(stdout) == 0 ? EXIT_SUCCESS : EXIT_REFUSED;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -1221,6 +1261,8 @@ int main(int argc, char **argv)
 		return cmd_watch(socket, n, args);
 	if (streq(cmd, "reload"))
 		return cmd_reload(socket, n, args);
+	if (streq(cmd, "metrics"))
+		return cmd_metrics(socket, n, args);
 	if (streq(cmd, "set"))
 		return cmd_set(socket, n, args);
 	if (streq(cmd, "rotate"))

@@ -16,6 +16,7 @@ static const char *const ipc_type_names[IPC_TYPE_COUNT] = {
 	[IPC_NACK] = "nack",	 [IPC_SETTINGS] = "settings",
 	[IPC_FAILOVER] = "failover", [IPC_FAILBACK] = "failback",
 	[IPC_RECONNECT] = "reconnect", [IPC_PING] = "ping",
+	[IPC_METRICS] = "metrics",
 };
 
 const char *ipc_type_name(enum ipc_type type)

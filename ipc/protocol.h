@@ -87,6 +87,7 @@ enum ipc_type {
 	IPC_FAILBACK = 12, /* client: switch a target back to its primary */
 	IPC_RECONNECT = 13, /* client: re-open monitors, recycle pools */
 	IPC_PING = 14,     /* client: is the agent alive? answered with ok */
+	IPC_METRICS = 15,  /* both ways: request, and the Prometheus text */
 	IPC_TYPE_COUNT
 };
 

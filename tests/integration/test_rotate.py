@@ -26,7 +26,8 @@ from common import ClusterTest, PoolLoad, fresh_password, main
 TARGET = 'DATABASE_URL'
 PAUSE = ('--pause-ms', 2)
 # dbswapctl's commands, each of which must answer --help.
-COMMANDS = ('status', 'watch', 'reload', 'set', 'rotate', 'failover',
+COMMANDS = ('status', 'watch', 'metrics', 'reload', 'set', 'rotate',
+            'failover',
             'failback', 'reconnect', 'keygen', 'pubkey', 'encrypt',
             'decrypt')
 
@@ -416,6 +417,18 @@ t dbswapctl --socket {agent.sock} rotate {self.env_path} D
                           TARGET], r.stderr)
 
     def test_help_for_every_command(self):
+        # Every command the general usage lists: a new one cannot be left
+        # without its own --help or out of the completion.
+        usage = subprocess.run([os.environ['DBSWAPCTL'], '--help'],
+                               capture_output=True, text=True,
+                               timeout=10).stdout
+        listed = re.findall(r'^  ([a-z]+)\b', usage, re.M)
+        self.assertEqual(sorted(listed), sorted(COMMANDS), usage)
+        completion = open(os.path.join(
+            os.path.dirname(__file__), '..', '..', 'packaging',
+            'completion', 'dbswapctl')).read()
+        words = re.search(r'local commands="([^"]*)"', completion).group(1)
+        self.assertEqual(sorted(words.split()), sorted(COMMANDS))
         for cmd in COMMANDS:
             r = subprocess.run([os.environ['DBSWAPCTL'], cmd, '--help'],
                                capture_output=True, text=True, timeout=10)

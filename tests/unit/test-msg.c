@@ -601,6 +601,7 @@ static const int required[IPC_TYPE_COUNT][4] = {
 	[IPC_FAILBACK] = { 4, -1 },
 	[IPC_RECONNECT] = { -1 },
 	[IPC_PING] = { -1 },
+	[IPC_METRICS] = { -1 },
 };
 
 static void pack_field(struct ipc_writer *w, const struct field *f, bool nil)

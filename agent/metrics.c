@@ -1,0 +1,844 @@
+/*
+ * Counters, the Prometheus text format, /health, and the HTTP endpoint
+ * on the agent's loop; see metrics.h.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "agent.h"
+#include "common/log.h"
+#include "common/loop.h"
+#include "common/util.h"
+#include "failover.h"
+#include "health.h"
+#include "metrics.h"
+#include "server.h"
+#include "target.h"
+
+/* Label sets of one counter family per target: reasons, events and
+ * results come from short fixed lists, so a few dozen slots hold them
+ * all; one more (not expected) is not counted. */
+#define METRICS_SERIES_MAX 32
+
+struct series {
+	const char *a, *b; /* label values (static strings) */
+	uint64_t n;
+};
+
+struct series_list {
+	struct series s[METRICS_SERIES_MAX];
+	size_t n;
+};
+
+/* Publish to last ack: an ack is a pool's switch, milliseconds on one
+ * host; seconds when an app is busy; a minute means it is stuck. */
+static const double converge_bounds[] = { 0.001, 0.005, 0.01, 0.025, 0.05,
+					  0.1,	 0.25,	0.5,  1,     2.5,
+					  5,	 10,	30,   60 };
+/* A health check: well under a millisecond on an idle connection to a
+ * server nearby, up to the connection timeout (5 s by default). */
+static const double check_bounds[] = { 0.0005, 0.001, 0.0025, 0.005,
+				       0.01,   0.025, 0.05,   0.1,
+				       0.25,   0.5,   1,      2.5,
+				       5,      10 };
+#define BUCKETS_MAX 14
+
+struct histogram {
+	uint64_t bucket[BUCKETS_MAX]; /* not cumulative; +Inf is count */
+	uint64_t count;
+	double sum;
+};
+
+struct mtarget {
+	char *name;
+	struct series_list validations; /* server, result */
+	struct series_list publishes;   /* reason */
+	struct series_list switches;    /* reason, to */
+	struct series_list events;      /* event */
+	struct histogram converge;
+	struct histogram check[ROLE_COUNT];
+	struct mtarget *next;
+};
+
+static struct mtarget *metrics_targets;
+static struct series_list metrics_gone;  /* reason */
+static struct series_list metrics_hooks; /* result */
+
+static struct mtarget *mtarget_get(const char *name)
+{
+	struct mtarget *m;
+
+	for (m = metrics_targets; m; m = m->next)
+		if (streq(m->name, name))
+			return m;
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return NULL;
+	m->name = strdup(name);
+	if (!m->name) {
+		free(m);
+		return NULL;
+	}
+	m->next = metrics_targets;
+	metrics_targets = m;
+	return m;
+}
+
+static void series_add(struct series_list *l, const char *a, const char *b)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (streq(l->s[i].a, a) && streq(l->s[i].b ? l->s[i].b : "",
+						 b ? b : "")) {
+			l->s[i].n++;
+			return;
+		}
+	if (l->n < METRICS_SERIES_MAX)
+		l->s[l->n++] = (struct series){ a, b, 1 };
+}
+
+static void histogram_observe(struct histogram *h, const double *bounds,
+			      size_t n, double v)
+{
+	for (size_t i = 0; i < n; i++)
+		if (v <= bounds[i]) {
+			h->bucket[i]++;
+			break;
+		}
+	h->count++;
+	h->sum += v;
+}
+
+static int role_of(const char *role)
+{
+	return streq(role, "secondary") ? ROLE_SECONDARY : ROLE_PRIMARY;
+}
+
+void metrics_validation(const struct target *t, const char *role,
+			const char *result)
+{
+	struct mtarget *m = mtarget_get(t->name);
+
+	if (m)
+		series_add(&m->validations, role, result);
+}
+
+void metrics_published(const struct target *t, int from)
+{
+	struct mtarget *m = mtarget_get(t->name);
+	const char *reason = t->reason ? t->reason : "unknown";
+
+	if (!m)
+		return;
+	series_add(&m->publishes, reason, NULL);
+	/* The first publish picks a server; it does not change one. */
+	if (from != (int)t->current && t->generation > 1)
+		series_add(&m->switches, reason,
+			   target_role_name(t->current));
+}
+
+void metrics_converged(const struct target *t, double seconds)
+{
+	struct mtarget *m = mtarget_get(t->name);
+
+	if (m)
+		histogram_observe(&m->converge, converge_bounds,
+				  ARRAY_SIZE(converge_bounds), seconds);
+}
+
+void metrics_health_check(const char *target, const char *role,
+			  double seconds)
+{
+	struct mtarget *m = mtarget_get(target);
+
+	if (m)
+		histogram_observe(&m->check[role_of(role)], check_bounds,
+				  ARRAY_SIZE(check_bounds), seconds);
+}
+
+/* The log line's reason for a client leaving, as a label. */
+static const char *gone_reason(const char *why)
+{
+	if (strstr(why, "closed the connection"))
+		return "closed";
+	if (strstr(why, "protocol"))
+		return "protocol";
+	if (strstr(why, "not reading") || strstr(why, "output"))
+		return "slow";
+	if (strstr(why, "hello"))
+		return "hello-timeout";
+	if (strstr(why, "idle"))
+		return "idle";
+	return "error";
+}
+
+void metrics_client_gone(const char *why)
+{
+	series_add(&metrics_gone, gone_reason(why), NULL);
+}
+
+void metrics_event(const struct target *t, const char *event)
+{
+	struct mtarget *m = mtarget_get(t->name);
+
+	if (m)
+		series_add(&m->events, event, NULL);
+}
+
+void metrics_hook(const char *result)
+{
+	series_add(&metrics_hooks, result, NULL);
+}
+
+void metrics_reset(void)
+{
+	while (metrics_targets) {
+		struct mtarget *m = metrics_targets;
+		metrics_targets = m->next;
+		free(m->name);
+		free(m);
+	}
+	metrics_gone = (struct series_list){ 0 };
+	metrics_hooks = (struct series_list){ 0 };
+}
+
+/* rendering */
+
+/* A label value as the text format wants it: backslash, double quote
+ * and newline escaped. */
+static void put_label(FILE *f, const char *name, const char *value)
+{
+	fprintf(f, "%s=\"", name);
+	for (const char *p = value; *p; p++) {
+		if (*p == '\\')
+			fputs("\\\\", f);
+		else if (*p == '"')
+			fputs("\\\"", f);
+		else if (*p == '\n')
+			fputs("\\n", f);
+		else
+			fputc(*p, f);
+	}
+	fputc('"', f);
+}
+
+static void family(FILE *f, const char *name, const char *type,
+		   const char *help)
+{
+	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* name{target="T"[,l2="v2"[,l3="v3"]]} value */
+static void sample(FILE *f, const char *name, const char *target,
+		   const char *l2, const char *v2, const char *l3,
+		   const char *v3, double value)
+{
+	bool any = target || l2;
+
+	fputs(name, f);
+	if (any)
+		fputc('{', f);
+	if (target)
+		put_label(f, "target", target);
+	if (l2) {
+		if (target)
+			fputc(',', f);
+		put_label(f, l2, v2);
+	}
+	if (l3) {
+		fputc(',', f);
+		put_label(f, l3, v3);
+	}
+	if (any)
+		fputc('}', f);
+	fprintf(f, " %.15g\n", value);
+}
+
+static void histogram_put(FILE *f, const char *name, const char *target,
+			  const char *l2, const char *v2,
+			  const struct histogram *h, const double *bounds,
+			  size_t n)
+{
+	char bname[128], le[32];
+	uint64_t cum = 0;
+
+	snprintf(bname, sizeof(bname), "%s_bucket", name);
+	for (size_t i = 0; i < n; i++) {
+		cum += h->bucket[i];
+		snprintf(le, sizeof(le), "%g", bounds[i]);
+		sample(f, bname, target, l2 ? l2 : "le", l2 ? v2 : le,
+		       l2 ? "le" : NULL, le, (double)cum);
+	}
+	sample(f, bname, target, l2 ? l2 : "le", l2 ? v2 : "+Inf",
+	       l2 ? "le" : NULL, "+Inf", (double)h->count);
+	snprintf(bname, sizeof(bname), "%s_sum", name);
+	sample(f, bname, target, l2, v2, NULL, NULL, h->sum);
+	snprintf(bname, sizeof(bname), "%s_count", name);
+	sample(f, bname, target, l2, v2, NULL, NULL, (double)h->count);
+}
+
+struct view {
+	struct agent *a;
+	metrics_visible_fn *visible;
+	void *data;
+};
+
+static bool shown(const struct view *v, const struct target *t)
+{
+	return !v->visible || v->visible(t, v->data);
+}
+
+/* The counters of t (none yet: an empty set). */
+static const struct mtarget *counters(const struct target *t)
+{
+	static const struct mtarget none;
+	const struct mtarget *m = mtarget_get(t->name);
+
+	return m ? m : &none;
+}
+
+/* One gauge per shown target. */
+#define PER_TARGET(v, t, body)                                            \
+	for (size_t i_ = 0; i_ < (v)->a->n_targets; i_++) {               \
+		const struct target *t = (v)->a->targets[i_];             \
+		if (shown((v), t)) {                                      \
+			body;                                             \
+		}                                                         \
+	}
+
+static void render_targets(FILE *f, const struct view *v)
+{
+	struct agent *a = v->a;
+
+	family(f, "dbswap_target_generation", "gauge",
+	       "Generation of the target's value last published (0: none yet).");
+	PER_TARGET(v, t, sample(f, "dbswap_target_generation", t->name, NULL,
+				NULL, NULL, NULL, (double)t->generation));
+	family(f, "dbswap_target_available", "gauge",
+	       "1 when the target has a validated value and a server in use.");
+	PER_TARGET(v, t, sample(f, "dbswap_target_available", t->name, NULL,
+				NULL, NULL, NULL,
+				t->conninfo && t->current != ROLE_NONE));
+	family(f, "dbswap_target_server", "gauge",
+	       "1 for the server the target's subscribers use (primary, "
+	       "secondary or none).");
+	PER_TARGET(v, t, sample(f, "dbswap_target_server", t->name, "server",
+				target_role_name(t->current), NULL, NULL, 1));
+	family(f, "dbswap_target_standby", "gauge",
+	       "1 when the server in use is in recovery (read-only).");
+	PER_TARGET(v, t, sample(f, "dbswap_target_standby", t->name, NULL,
+				NULL, NULL, NULL, t->standby));
+	family(f, "dbswap_target_last_publish_timestamp_seconds", "gauge",
+	       "When the target's current generation was published (Unix "
+	       "time; 0: none yet).");
+	PER_TARGET(v, t, sample(f, "dbswap_target_last_publish_timestamp_"
+				   "seconds", t->name, NULL, NULL, NULL, NULL,
+				(double)(t->generation ? t->changed_wall : 0)));
+	/* Each family's lines together, as the format wants. */
+	static const char *const subs_names[3][2] = {
+		{ "dbswap_target_subscribers",
+		  "Clients subscribed to the target." },
+		{ "dbswap_target_acked_subscribers",
+		  "Subscribers that acked the target's current generation." },
+		{ "dbswap_target_lagging_subscribers",
+		  "Subscribers that have not acked the target's current "
+		  "generation." },
+	};
+	for (int k = 0; k < 3; k++) {
+		family(f, subs_names[k][0], "gauge", subs_names[k][1]);
+		for (size_t i = 0; i < a->n_targets; i++) {
+			const struct target *t = a->targets[i];
+			unsigned subs, acked;
+
+			if (!shown(v, t))
+				continue;
+			server_count(a->server, t, &subs, &acked);
+			sample(f, subs_names[k][0], t->name, NULL, NULL, NULL,
+			       NULL, k == 0 ? subs : k == 1 ? acked
+						    : subs - acked);
+		}
+	}
+	family(f, "dbswap_target_converged_generation", "gauge",
+	       "Last generation every subscriber acked.");
+	PER_TARGET(v, t, sample(f, "dbswap_target_converged_generation",
+				t->name, NULL, NULL, NULL, NULL,
+				(double)t->all_acked));
+	for (int k = 0; k < 2; k++) {
+		const char *name = k ? "dbswap_server_consecutive_failures"
+				     : "dbswap_server_up";
+		family(f, name, "gauge",
+		       k ? "Failed health checks in a row."
+			 : "1 when the server's health checks pass (only "
+			   "servers monitored for failover).");
+		for (size_t i = 0; i < a->n_targets; i++) {
+			const struct target *t = a->targets[i];
+			if (!shown(v, t))
+				continue;
+			for (int r = 0; r < ROLE_COUNT; r++) {
+				const struct health *h = t->src[r].health;
+				if (h)
+					sample(f, name, t->name, "server",
+					       target_role_name(r), NULL, NULL,
+					       k ? h->failures
+						 : h->state == HEALTH_UP);
+			}
+		}
+	}
+}
+
+static void render_counters(FILE *f, const struct view *v)
+{
+	family(f, "dbswap_validations_total", "counter",
+	       "Validations of new values against the server, by server and "
+	       "result (ok, rejected: credentials refused, failed).");
+	PER_TARGET(v, t, {
+		const struct series_list *l = &counters(t)->validations;
+		for (size_t i = 0; i < l->n; i++)
+			sample(f, "dbswap_validations_total", t->name,
+			       "server", l->s[i].a, "result", l->s[i].b,
+			       (double)l->s[i].n);
+	});
+	family(f, "dbswap_publishes_total", "counter",
+	       "Generations published, by reason (rotation, failover, "
+	       "failback, manual, unavailable, promoted, demoted, ...).");
+	PER_TARGET(v, t, {
+		const struct series_list *l = &counters(t)->publishes;
+		for (size_t i = 0; i < l->n; i++)
+			sample(f, "dbswap_publishes_total", t->name, "reason",
+			       l->s[i].a, NULL, NULL, (double)l->s[i].n);
+	});
+	family(f, "dbswap_failovers_total", "counter",
+	       "Changes of the server in use, by reason (failover, failback, "
+	       "manual, unavailable) and the server switched to.");
+	PER_TARGET(v, t, {
+		const struct series_list *l = &counters(t)->switches;
+		for (size_t i = 0; i < l->n; i++)
+			sample(f, "dbswap_failovers_total", t->name, "reason",
+			       l->s[i].a, "to", l->s[i].b, (double)l->s[i].n);
+	});
+	family(f, "dbswap_events_total", "counter",
+	       "Events (--on-event), by name.");
+	PER_TARGET(v, t, {
+		const struct series_list *l = &counters(t)->events;
+		for (size_t i = 0; i < l->n; i++)
+			sample(f, "dbswap_events_total", t->name, "event",
+			       l->s[i].a, NULL, NULL, (double)l->s[i].n);
+	});
+	family(f, "dbswap_convergence_seconds", "histogram",
+	       "Time from a generation's publish to the last subscriber's "
+	       "ack.");
+	PER_TARGET(v, t, histogram_put(f, "dbswap_convergence_seconds",
+				       t->name, NULL, NULL,
+				       &counters(t)->converge,
+				       converge_bounds,
+				       ARRAY_SIZE(converge_bounds)));
+	family(f, "dbswap_health_check_seconds", "histogram",
+	       "Duration of the health checks that passed (failover "
+	       "monitors).");
+	PER_TARGET(v, t, {
+		for (int r = 0; r < ROLE_COUNT; r++)
+			if (t->src[r].health)
+				histogram_put(f, "dbswap_health_check_seconds",
+					      t->name, "server",
+					      target_role_name(r),
+					      &counters(t)->check[r],
+					      check_bounds,
+					      ARRAY_SIZE(check_bounds));
+	});
+}
+
+int metrics_render(struct agent *a, metrics_visible_fn *visible, void *data,
+		   char **out, size_t *len)
+{
+	struct view v = { a, visible, data };
+	char *buf = NULL;
+	size_t n = 0;
+	FILE *f = open_memstream(&buf, &n);
+
+	if (!f)
+		return -ENOMEM;
+	family(f, "dbswap_build_info", "gauge",
+	       "The agent's version, as a label; always 1.");
+	sample(f, "dbswap_build_info", NULL, "version", DBSWAP_VERSION, NULL,
+	       NULL, 1);
+	family(f, "dbswap_start_time_seconds", "gauge",
+	       "When the agent started (Unix time).");
+	sample(f, "dbswap_start_time_seconds", NULL, NULL, NULL, NULL, NULL,
+	       (double)(wall_s() - (now_ms() - a->started_ms) / 1000));
+	family(f, "dbswap_clients", "gauge",
+	       "Clients connected to the agent's socket.");
+	sample(f, "dbswap_clients", NULL, NULL, NULL, NULL, NULL,
+	       a->server ? server_clients(a->server) : 0);
+	family(f, "dbswap_client_disconnects_total", "counter",
+	       "Clients gone, by reason: closed (by the client), protocol, "
+	       "slow (not reading), hello-timeout, idle, error; all but "
+	       "closed were dropped by the agent.");
+	for (size_t i = 0; i < metrics_gone.n; i++)
+		sample(f, "dbswap_client_disconnects_total", NULL, "reason",
+		       metrics_gone.s[i].a, NULL, NULL,
+		       (double)metrics_gone.s[i].n);
+	family(f, "dbswap_event_hooks_total", "counter",
+	       "Runs of the --on-event hook, by result (ok, failed, killed: "
+	       "over its time, spawn-failed, dropped: queue full).");
+	for (size_t i = 0; i < metrics_hooks.n; i++)
+		sample(f, "dbswap_event_hooks_total", NULL, "result",
+		       metrics_hooks.s[i].a, NULL, NULL,
+		       (double)metrics_hooks.s[i].n);
+	render_targets(f, &v);
+	render_counters(f, &v);
+	if (fclose(f) != 0 || !buf) {
+		free(buf);
+		return -ENOMEM;
+	}
+	*out = buf;
+	*len = n;
+	return 0;
+}
+
+/* /health */
+
+static void json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			fprintf(f, "\\%c", *p);
+		else if (*p < 0x20 || *p == 0x7f)
+			fprintf(f, "\\u%04x", *p);
+		else
+			fputc(*p, f);
+	}
+	fputc('"', f);
+}
+
+int metrics_health(struct agent *a, char **out, size_t *len)
+{
+	char *buf = NULL;
+	size_t n = 0;
+	FILE *f = open_memstream(&buf, &n);
+	bool all = true;
+
+	if (!f)
+		return -ENOMEM;
+	for (size_t i = 0; i < a->n_targets; i++) {
+		const struct target *t = a->targets[i];
+		all = all && t->conninfo && t->current != ROLE_NONE;
+	}
+	fprintf(f, "{\"status\":\"%s\",\"targets\":{", all ? "ok" : "unavailable");
+	for (size_t i = 0; i < a->n_targets; i++) {
+		const struct target *t = a->targets[i];
+		const struct health *w = failover_watched(t);
+		bool ok = t->conninfo && t->current != ROLE_NONE;
+		time_t at = (time_t)t->last_failover_wall;
+		struct tm tm;
+		char when[32];
+
+		if (i)
+			fputc(',', f);
+		json_str(f, t->name);
+		fprintf(f, ":{\"healthy\":%s,\"generation\":%llu,"
+			   "\"currentDatabase\":\"%s\",\"standby\":%s,"
+			   "\"failoverEnabled\":%s,\"failoverAvailable\":%s,"
+			   "\"failureCount\":%u,\"failovers\":%llu,",
+			ok ? "true" : "false",
+			(unsigned long long)t->generation,
+			target_role_name(t->current),
+			t->standby ? "true" : "false",
+			failover_enabled(t) ? "true" : "false",
+			failover_available(t) ? "true" : "false",
+			w ? w->failures : 0,
+			(unsigned long long)t->failovers);
+		if (at) {
+			strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ",
+				 gmtime_r(&at, &tm));
+			fprintf(f, "\"lastFailover\":\"%s\",\"lastFailoverEpoch\":"
+				   "%lld,\"timeSinceFailover\":%lld}",
+				when, (long long)at, (long long)(wall_s() - at));
+		} else {
+			fputs("\"lastFailover\":null,\"lastFailoverEpoch\":null,"
+			      "\"timeSinceFailover\":null}", f);
+		}
+	}
+	fputs("}}\n", f);
+	if (fclose(f) != 0 || !buf) {
+		free(buf);
+		return -ENOMEM;
+	}
+	*out = buf;
+	*len = n;
+	return all;
+}
+
+/* HTTP */
+
+struct metrics_http {
+	struct agent *agent;
+	struct MHD_Daemon *daemon;
+	struct loop_source *src;
+	struct loop_timer *timer;
+	char addr[64];
+};
+
+static struct metrics_http *metrics_http;
+
+/* MHD's timeout (its connections' idle limit, work it has ready) as a
+ * loop timer; called after every MHD_run(). */
+static void http_rearm(struct metrics_http *h)
+{
+	MHD_UNSIGNED_LONG_LONG ms;
+
+	if (MHD_get_timeout(h->daemon, &ms) == MHD_YES)
+		loop_timer_arm_in(h->timer, ms > INT32_MAX ? INT32_MAX
+							 : (int64_t)ms);
+	else
+		loop_timer_disarm(h->timer);
+}
+
+static unsigned http_connections(const struct metrics_http *h)
+{
+	const union MHD_DaemonInfo *i = MHD_get_daemon_info(
+		h->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+
+	return i ? i->num_connections : 0;
+}
+
+/* MHD_run() never waits in this mode.  At its connection limit MHD takes
+ * the listening socket out of its epoll set and puts it back at the start
+ * of a later run: after a run that closed connections, one more, or the
+ * clients waiting in the backlog would wait for the next timeout. */
+static void http_run(struct metrics_http *h)
+{
+	unsigned before = http_connections(h);
+
+	MHD_run(h->daemon);
+	if (http_connections(h) < before)
+		MHD_run(h->daemon);
+	http_rearm(h);
+}
+
+static void http_ready(struct loop_source *src, uint32_t events, void *data)
+{
+	http_run(data);
+}
+
+static void http_timer(struct loop_timer *timer, void *data)
+{
+	http_run(data);
+}
+
+static enum MHD_Result http_send(struct MHD_Connection *conn,
+				 unsigned status, const char *type,
+				 char *body, size_t len)
+{
+	struct MHD_Response *resp =
+		MHD_create_response_from_buffer(len, body,
+						MHD_RESPMEM_MUST_FREE);
+	enum MHD_Result r;
+
+	if (!resp) {
+		free(body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL,
+				"no-store");
+	r = MHD_queue_response(conn, status, resp);
+	MHD_destroy_response(resp);
+	return r;
+}
+
+static enum MHD_Result http_text(struct MHD_Connection *conn,
+				 unsigned status, const char *text)
+{
+	char *copy = strdup(text);
+
+	if (!copy)
+		return MHD_NO;
+	return http_send(conn, status, "text/plain; charset=utf-8", copy,
+			 strlen(copy));
+}
+
+static enum MHD_Result http_request(void *cls, struct MHD_Connection *conn,
+				    const char *url, const char *method,
+				    const char *version,
+				    const char *upload_data,
+				    size_t *upload_data_size, void **con_cls)
+{
+	struct metrics_http *h = cls;
+	char *body = NULL;
+	size_t len = 0;
+	int r;
+
+	/* Answered on the first call, with the headers: a body, which no
+	 * GET has, is never read. */
+	if (!streq(method, "GET") && !streq(method, "HEAD"))
+		return http_text(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
+				 "only GET and HEAD\n");
+	if (streq(url, "/metrics")) {
+		if (metrics_render(h->agent, NULL, NULL, &body, &len) < 0)
+			return MHD_NO;
+		return http_send(conn, MHD_HTTP_OK,
+				 "text/plain; version=0.0.4; charset=utf-8",
+				 body, len);
+	}
+	if (streq(url, "/health")) {
+		r = metrics_health(h->agent, &body, &len);
+		if (r < 0)
+			return MHD_NO;
+		return http_send(conn, r ? MHD_HTTP_OK
+					 : MHD_HTTP_SERVICE_UNAVAILABLE,
+				 "application/json", body, len);
+	}
+	if (streq(url, "/"))
+		return http_text(conn, MHD_HTTP_OK,
+				 "dbswapd: /metrics (Prometheus), /health "
+				 "(JSON)\n");
+	return http_text(conn, MHD_HTTP_NOT_FOUND, "not found\n");
+}
+
+static void http_log(void *cls, const char *fmt, va_list ap)
+{
+	char line[512];
+
+	vsnprintf(line, sizeof(line), fmt, ap);
+	line[strcspn(line, "\n")] = '\0';
+	log_debug("metrics: %s", line);
+}
+
+/* ADDR as a socket address: an IPv4 address or [IPv6], or localhost, a
+ * colon and a port.  Returns 0 or -EINVAL with why. */
+static int parse_addr(const char *addr, struct sockaddr_storage *ss,
+		      char *why, size_t whylen)
+{
+	const char *colon = strrchr(addr, ':');
+	char host[INET6_ADDRSTRLEN + 2];
+	uint64_t port;
+	size_t hlen;
+
+	*ss = (struct sockaddr_storage){ 0 };
+	if (!colon || colon == addr ||
+	    parse_uint(colon + 1, 1, 65535, &port) < 0) {
+		snprintf(why, whylen, "expected ADDRESS:PORT (127.0.0.1:9187, "
+			 "[::1]:9187), port 1 to 65535");
+		return -EINVAL;
+	}
+	hlen = (size_t)(colon - addr);
+	if (hlen >= sizeof(host)) {
+		snprintf(why, whylen, "address too long");
+		return -EINVAL;
+	}
+	memcpy(host, addr, hlen);
+	host[hlen] = '\0';
+	if (streq(host, "localhost"))
+		strcpy(host, "127.0.0.1");
+	if (host[0] == '[' && hlen > 2 && host[hlen - 1] == ']') {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+		host[hlen - 1] = '\0';
+		if (inet_pton(AF_INET6, host + 1, &s6->sin6_addr) != 1)
+			goto bad;
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)port);
+		if (!IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr))
+			goto remote;
+		return 0;
+	}
+	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+	if (inet_pton(AF_INET, host, &s4->sin_addr) != 1)
+		goto bad;
+	s4->sin_family = AF_INET;
+	s4->sin_port = htons((uint16_t)port);
+	if ((ntohl(s4->sin_addr.s_addr) >> 24) != 127)
+		goto remote;
+	return 0;
+bad:
+	snprintf(why, whylen, "not an IPv4 address, [IPv6 address] or "
+		 "localhost: %s", host);
+	return -EINVAL;
+remote:
+	snprintf(why, whylen, "%s is not a loopback address: the endpoint "
+		 "has no authentication (use 127.0.0.1 or [::1], and a proxy "
+		 "or dbswapctl metrics for remote scrapes)", host);
+	return -EINVAL;
+}
+
+bool metrics_addr_ok(const char *addr, char *why, size_t whylen)
+{
+	struct sockaddr_storage ss;
+
+	return parse_addr(addr, &ss, why, whylen) == 0;
+}
+
+int metrics_http_start(struct agent *a, const char *addr)
+{
+	struct sockaddr_storage ss;
+	struct metrics_http *h;
+	const union MHD_DaemonInfo *info;
+	char why[256];
+	unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+	int r;
+
+	if (parse_addr(addr, &ss, why, sizeof(why)) < 0) {
+		log_error("--metrics %s: %s", addr, why);
+		return -EINVAL;
+	}
+	if (ss.ss_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	h->agent = a;
+	snprintf(h->addr, sizeof(h->addr), "%s", addr);
+	h->daemon = MHD_start_daemon(
+		flags, 0, NULL, NULL, http_request, h,
+		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+		MHD_OPTION_CONNECTION_LIMIT,
+		(unsigned)METRICS_HTTP_CONNECTIONS_MAX,
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+		(size_t)METRICS_HTTP_REQUEST_MAX,
+		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)METRICS_HTTP_TIMEOUT_S,
+		MHD_OPTION_LISTEN_BACKLOG_SIZE,
+		(unsigned)METRICS_HTTP_CONNECTIONS_MAX,
+		MHD_OPTION_EXTERNAL_LOGGER, http_log, NULL,
+		MHD_OPTION_END);
+	if (!h->daemon) {
+		r = errno ? -errno : -EADDRNOTAVAIL;
+		log_error("--metrics %s: cannot listen: %s", addr, strerror(-r));
+		free(h);
+		return r;
+	}
+	info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+	h->timer = loop_timer_new(a->loop, http_timer, h);
+	r = !info || !h->timer ? -ENOMEM
+			       : loop_add_fd(a->loop, info->epoll_fd, EPOLLIN,
+					     http_ready, h, &h->src);
+	if (r < 0) {
+		log_error("--metrics %s: %s", addr, strerror(-r));
+		loop_timer_free(h->timer);
+		MHD_stop_daemon(h->daemon);
+		free(h);
+		return r;
+	}
+	metrics_http = h;
+	http_rearm(h);
+	log_info("metrics: serving /metrics and /health on http://%s", addr);
+	return 0;
+}
+
+void metrics_http_stop(void)
+{
+	struct metrics_http *h = metrics_http;
+
+	if (!h)
+		return;
+	metrics_http = NULL;
+	loop_remove_fd(h->src);
+	loop_timer_free(h->timer);
+	MHD_stop_daemon(h->daemon);
+	free(h);
+}
