@@ -50,7 +50,7 @@ valgrind)
 	DBSWAP_TEST_TIMEOUT_SCALE=10 \
 		meson test -C "$builddir" --no-rebuild --print-errorlogs \
 		rotation write_patterns faults restart protocol encryption \
-		failover systemd hostile dns leaks trust || status=$?
+		failover systemd hostile dns leaks trust metrics || status=$?
 	;;
 tsan)
 	# gcc, like the other builds: Debian's gcc brings libtsan2 along.
