@@ -35,6 +35,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -366,12 +367,15 @@ class Container:
     def poweroff(self, timeout=60):
         if not self.proc or self.proc.poll() is not None:
             return
+        start = time.monotonic()
         self.run("systemctl poweroff", timeout=10)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            log(f"lab: no power-off within {timeout} s: nspawn killed")
             self.proc.kill()
             self.proc.wait()
+        log(f"lab: powered off in {time.monotonic() - start:.1f} s")
         self.leader = None
 
     def destroy(self):
@@ -447,6 +451,29 @@ class Lab:
     def journal(self, args):
         return self.sh(f"journalctl --no-pager {args}").stdout
 
+    def messages(self, cur, pid1=False):
+        """The MESSAGEs after cursor CUR of dbswapd (or of PID 1), one
+        string.  Filtered here: journalctl 252 with --after-cursor and a
+        match (-u, FIELD=) prints nothing when the cursor's own entry does
+        not match."""
+        out = self.journal(f"--after-cursor='{cur}' -o json")
+        lines = []
+        for x in out.splitlines():
+            try:
+                e = json.loads(x)
+            except ValueError:
+                continue
+            if pid1:
+                if e.get("_PID") != "1":
+                    continue
+            elif e.get("_SYSTEMD_UNIT") != "dbswapd.service" and \
+                    e.get("UNIT") != "dbswapd.service":
+                continue
+            m = e.get("MESSAGE")
+            if isinstance(m, str):
+                lines.append(m)
+        return "\n".join(lines)
+
     def cursor(self):
         r = self.sh("journalctl -n 0 --show-cursor --no-pager")
         m = re.search(r"-- cursor: (\S+)", r.stdout)
@@ -484,7 +511,9 @@ class Lab:
     # Each check: a method check_NAME, run in the order of CHECKS.
 
     def check_install(self):
-        """apt install of the built .debs, offline, on the booted root."""
+        """apt install of the built .debs, offline, on the booted root;
+        then the lab's set-up: role app on both clusters, users app and
+        other (in dbswap-clients), the env file."""
         debs = [d for d in sorted(os.listdir(self.debs))
                 if re.match(r"(dbswapd|libdbswap0)_.*\.deb$", d)]
         if len(debs) != 2:
@@ -517,6 +546,7 @@ class Lab:
                             mode="0644", owner="root:root")
         if self.dropins:
             self.sh("systemctl daemon-reload")
+        self.setup_databases()
         return f"{', '.join(debs)} installed by apt-get" + (
             f"; drop-ins: {', '.join(self.dropins)}" if self.dropins else "")
 
@@ -541,7 +571,6 @@ class Lab:
     def check_socket_activation(self):
         """The socket enabled and listening from boot; the agent not started
         until the first connection, then started by it."""
-        self.setup_databases()
         enabled = self.sh("systemctl is-enabled dbswapd.socket",
                           ok=False).stdout.strip()
         if enabled != "enabled":
@@ -585,12 +614,12 @@ class Lab:
             self.sh("systemctl kill --kill-who=main -s HUP dbswapd.service")
 
             def seen():
-                j = self.journal(f"--after-cursor='{cur}' -o cat _PID=1")
+                j = self.messages(cur, pid1=True)
                 return j if "Changed reload -> running" in j else None
             try:
                 j = self.wait_for("reload -> running", seen, 15)
             except Fail as e:
-                j = self.journal(f"--after-cursor='{cur}' -o cat _PID=1")
+                j = self.messages(cur, pid1=True)
                 lines = [x for x in j.splitlines() if "dbswapd" in x]
                 raise Fail(f"{e}; PID 1 said:\n" + "\n".join(lines[-15:]))
         finally:
@@ -628,7 +657,7 @@ class Lab:
         other = self.sh("runuser -u other -- timeout 10 dbswapctl watch "
                         "DATABASE_URL --count 1", ok=False)
         uid_app = self.sh("id -u app").stdout.strip()
-        logs = self.journal(f"--after-cursor='{cur}' -u dbswapd -o cat")
+        logs = self.messages(cur)
         problems = []
         if app.returncode != 0 or "DATABASE_URL" not in app.stdout:
             problems.append(f"user app (uid {uid_app}, allowed) got no "
@@ -697,9 +726,8 @@ class Lab:
         again: it fails back.  Journal fields DBSWAP_EVENT=failover and
         failback when the agent has --on-event (the events feature)."""
         self.start_watcher()
-        cur = self.cursor()
-        if self.current() != "primary":
-            raise Fail(f"not on the primary before: {self.status_json()}")
+        self.wait_for("on the primary before", lambda: self.current()
+                      == "primary", 15)
         self.sh("systemctl stop postgresql@15-main", timeout=60)
         try:
             self.wait_for("failover to the secondary",
@@ -717,19 +745,26 @@ class Lab:
             return msg
         missing = []
         for ev in ("failover", "failback"):
-            j = self.journal(f"--after-cursor='{cur}' -u dbswapd -o json "
-                             f"DBSWAP_EVENT={ev}")
-            recs = [json.loads(x) for x in j.splitlines() if x.strip()]
-            if not any(r.get("DBSWAP_TARGET") == "DATABASE_URL"
-                       for r in recs):
-                missing.append(ev)
-            if any(pw in j for pw in self.secrets):
-                missing.append(f"{ev} (an entry holds a password)")
+            # The command the docs give; the root is new each run, so
+            # every entry is this run's.
+            for q in (f"-u dbswapd DBSWAP_EVENT={ev}",):
+                j = self.journal(f"-o json {q}")
+                recs = [json.loads(x) for x in j.splitlines() if x.strip()]
+                if not any(r.get("DBSWAP_TARGET") == "DATABASE_URL"
+                           for r in recs):
+                    missing.append(f"`journalctl {q}`")
+                if any(pw in j for pw in self.secrets):
+                    missing.append(f"{ev} (an entry holds a password)")
         if missing:
+            seen = self.journal("-u dbswapd -o verbose")
+            seen = [x.strip() for x in seen.splitlines()
+                    if re.match(r"\s*(DBSWAP_\w+|MESSAGE)=", x)
+                    and re.search(r"DBSWAP_|fail(over|back)", x)]
             self.extra.append(("journal-fields", "FAIL",
-                                 "no journal entry with DBSWAP_TARGET="
-                                 "DATABASE_URL and DBSWAP_EVENT="
-                                 + ", ".join(missing)))
+                               "no entry with DBSWAP_TARGET=DATABASE_URL "
+                               "from " + ", ".join(missing)
+                               + "; the journal has:\n"
+                               + self.mask("\n".join(seen[-12:]))))
         else:
             self.extra.append(("journal-fields", "PASS",
                                  "DBSWAP_EVENT=failover and failback "
@@ -805,7 +840,7 @@ class Lab:
                           lambda: self.show("MainPID") not in (pid, "0")
                           and self.show("ActiveState") == "active", 30)
             took = time.monotonic() - start
-            j = self.journal(f"--after-cursor='{cur}' -o cat _PID=1")
+            j = self.messages(cur, pid1=True)
             if "Watchdog timeout" not in j:
                 raise Fail("restarted, but PID 1 logged no watchdog "
                            "timeout:\n" + j[-1500:])
@@ -847,8 +882,7 @@ class Lab:
         n = self.show("NRestarts")
         try:
             if state != "active" or sock != "active":
-                logs = self.journal(f"--after-cursor='{cur}' -o cat "
-                                    "-u dbswapd.service -u dbswapd.socket")
+                logs = self.messages(cur)
                 raise Fail(f"dbswapd.service {state} (NRestarts {n}), "
                            f"dbswapd.socket {sock}; the journal:\n"
                            + self.mask("\n".join(logs.splitlines()[-12:])))
@@ -928,9 +962,15 @@ class Lab:
         if left:
             inside = self.sh("ls -lA /var/lib/dbswap/ 2>/dev/null | "
                              "tail -n +2", ok=False).stdout.strip()
+            # Whether the current password is in there as it is (the
+            # password goes in on stdin, never into a command line).
+            plain = self.sh("grep -rlF -f - /var/lib/dbswap 2>/dev/null",
+                            input=self.pw + "\n", ok=False).stdout.split()
             raise Fail("left after apt purge: " + ", ".join(left)
                        + (f"\n/var/lib/dbswap holds:\n{inside}"
-                          if inside else ""))
+                          if inside else "")
+                       + (f"\nthe current password in plain text in: "
+                          f"{', '.join(plain)}" if plain else ""))
         return "nothing left"
 
 
@@ -970,6 +1010,9 @@ def build_debs(outdir):
 
 
 def main():
+    # A TERM (a CI timeout) unwinds like an exception: the container is
+    # powered off and the cgroups removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     g = ap.add_mutually_exclusive_group(required=True)
     g.add_argument("--debs", help="directory with the built .debs")
