@@ -723,8 +723,9 @@ class Lab:
 
     def check_failover(self):
         """Primary cluster stopped: the agent moves to the secondary; started
-        again: it fails back.  Journal fields DBSWAP_EVENT=failover and
-        failback when the agent has --on-event (the events feature)."""
+        again: it fails back.  The journal has the fields DBSWAP_EVENT=
+        failover and failback (and rotation-complete when the agent has
+        --on-event, the events feature) with DBSWAP_TARGET."""
         self.start_watcher()
         self.wait_for("on the primary before", lambda: self.current()
                       == "primary", 15)
@@ -737,14 +738,18 @@ class Lab:
         self.wait_for("failback to the primary",
                       lambda: self.current() == "primary", 40)
         msg = "failover and failback seen in status"
-        if not self.has_option("--on-event"):
-            self.extra.append(("journal-fields", "SKIP",
-                                 "the agent has no --on-event option yet "
-                                 "(the events feature): "
-                                 "journalctl DBSWAP_EVENT= not checked"))
-            return msg
+        # rotation-complete (every subscriber acked a new generation; the
+        # failback's counts) comes with the events feature (--on-event).
+        events = ["failover", "failback"]
+        if self.has_option("--on-event"):
+            events.append("rotation-complete")
+        else:
+            self.extra.append(("journal-rotation-complete", "SKIP",
+                               "the agent has no --on-event option (the "
+                               "events feature): DBSWAP_EVENT="
+                               "rotation-complete not checked"))
         missing = []
-        for ev in ("failover", "failback"):
+        for ev in events:
             # The command the docs give; the root is new each run, so
             # every entry is this run's.
             for q in (f"-u dbswapd DBSWAP_EVENT={ev}",):
@@ -759,17 +764,17 @@ class Lab:
             seen = self.journal("-u dbswapd -o verbose")
             seen = [x.strip() for x in seen.splitlines()
                     if re.match(r"\s*(DBSWAP_\w+|MESSAGE)=", x)
-                    and re.search(r"DBSWAP_|fail(over|back)", x)]
-            self.extra.append(("journal-fields", "FAIL",
+                    and re.search(r"DBSWAP_|fail(over|back)|acked", x)]
+            self.extra.insert(0, ("journal-fields", "FAIL",
                                "no entry with DBSWAP_TARGET=DATABASE_URL "
                                "from " + ", ".join(missing)
                                + "; the journal has:\n"
                                + self.mask("\n".join(seen[-12:]))))
         else:
-            self.extra.append(("journal-fields", "PASS",
-                                 "DBSWAP_EVENT=failover and failback "
-                                 "(DBSWAP_TARGET=DATABASE_URL) in the "
-                                 "journal"))
+            self.extra.insert(0, ("journal-fields", "PASS",
+                                  "DBSWAP_EVENT=" + ", ".join(events)
+                                  + " (DBSWAP_TARGET=DATABASE_URL) by "
+                                  "`journalctl -u dbswapd DBSWAP_EVENT=...`"))
         return msg
 
     def check_credentials(self):
