@@ -488,9 +488,13 @@ class Lab:
                 f"{DEFAULTS}")
 
     def restart_agent(self):
+        start = time.monotonic()
         self.sh("systemctl reset-failed dbswapd.service dbswapd.socket "
                 "2>/dev/null; systemctl restart dbswapd.service", timeout=60)
         self.wait_ready()
+        took = time.monotonic() - start
+        if took > 5:
+            log(f"lab: (restarting dbswapd took {took:.1f} s)")
 
     def wait_ready(self, timeout=20):
         self.wait_for("dbswapd active (READY=1)",
