@@ -931,8 +931,19 @@ class Lab:
                        f"dbswapd` said: {r.stdout.strip() or '(nothing)'}")
         return "socket and agent active after reboot"
 
+    def agent_has_run(self):
+        """With the package still there: the agent started and its value
+        published (so that the state it leaves is there to be removed),
+        whichever checks ran before."""
+        if self.sh("command -v dbswapctl", ok=False).returncode != 0:
+            return
+        self.wait_for("DATABASE_URL published",
+                      lambda: (self.target("DATABASE_URL") or {})
+                      .get("generation"), 15)
+
     def check_remove(self):
         """apt remove: units stopped and gone, no /run/dbswap left."""
+        self.agent_has_run()
         self.sh("systemctl stop lab-watch 2>/dev/null; true")
         self.sh("apt-get remove -y -q dbswapd", timeout=120)
         problems = []
@@ -950,6 +961,7 @@ class Lab:
     def check_purge(self):
         """apt purge (after the admin's own files are gone): nothing left in
         /etc, /var/lib or /run."""
+        self.agent_has_run()
         self.sh("rm -rf /etc/dbswap/*.env /etc/credstore* "
                 "/etc/systemd/system/dbswapd.service.d")
         self.sh("apt-get purge -y -q dbswapd libdbswap0", timeout=120)
