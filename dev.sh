@@ -20,6 +20,13 @@
 #                   then the benchmarks in quick mode into a temp dir, to
 #                   check that they run (BENCH=0 to skip)
 #   ./dev.sh deb    install what is missing, build the .debs, lint them (./build-deb)
+#   ./dev.sh lab [--only CHECK,...] [--drop-in FILE.conf] [--keep]
+#                   the .debs (built into $BUILDDIR/lab-debs when the
+#                   tree changed) installed by apt on a Debian 12 root
+#                   booted under systemd-nspawn, and checked under systemd
+#                   as PID 1 (tests/lab/lab.py; the root is debootstrapped
+#                   once and cached in /var/cache/dbswap-lab); "test" runs
+#                   it after meson's suites (LAB=0 to skip)
 #   ./dev.sh bench [--quick] [--out DIR] [--only SECTION,...]
 #                   build, run every benchmark with its peers (PgBouncer,
 #                   libpq multi-host, restarts), write bench/results/:
@@ -58,7 +65,8 @@ DEPS_BUILD="gcc meson ninja-build pkg-config scdoc systemd
 DEPS_DEMO="postgresql-15 postgresql-client-15 python3 python3-msgpack"
 DEPS_TEST="python3-venv clang libclang-rt-14-dev valgrind strace uidmap
       curl"
-      # (test) systemd-container debootstrap: the systemd lab
+DEPS_LAB="systemd-container debootstrap zstd"	# (test) the systemd lab
+DEPS_TEST="$DEPS_TEST $DEPS_LAB"
 DEPS_DEB="debhelper dpkg-dev fakeroot lintian"
 DEPS_BENCH="pgbouncer gnuplot-nox"
 DEPS="$DEPS_BUILD $DEPS_DEMO $DEPS_TEST $DEPS_DEB $DEPS_BENCH"
@@ -243,6 +251,18 @@ build() {
 	ninja -C "$BUILDDIR"
 }
 
+# The systemd lab (tests/lab/lab.py): needs root for debootstrap, nspawn
+# and cgroups; skips (exit 77) where it cannot run, which is no failure.
+lab() {
+	sudo=""
+	[ "$(id -u)" -eq 0 ] || sudo=sudo
+	rc=0
+	$sudo /usr/bin/python3 tests/lab/lab.py \
+		--build-debs "$BUILDDIR/lab-debs" "$@" || rc=$?
+	[ "$rc" -eq 77 ] && rc=0
+	return "$rc"
+}
+
 bench() {
 	DBSWAPD="$BUILDDIR/agent/dbswapd" \
 	DBSWAPCTL="$BUILDDIR/client-lib/dbswapctl" \
@@ -290,6 +310,7 @@ test)
 		(cd "$NODE_PKG" && npm test)
 	fi
 	meson test -C "$BUILDDIR" --print-errorlogs "$@"
+	[ "${LAB:-1}" -eq 0 ] || lab
 	if [ "${SANITIZE:-1}" -ne 0 ]; then
 		tests/sanitize.sh valgrind "$BUILDDIR"
 		tests/sanitize.sh asan "${BUILDDIR}-asan"
@@ -363,8 +384,12 @@ deb)
 	install_deps "$DEPS_BUILD $DEPS_DEB"
 	exec packaging/build-deb.sh "$@"
 	;;
+lab)
+	install_deps "$DEPS_BUILD $DEPS_DEB $DEPS_LAB"
+	lab "$@"
+	;;
 *)
-	echo "usage: ./dev.sh demo | test [meson test args] | fuzz [SECONDS] | bench [--quick] [--only S,...] | deb" >&2
+	echo "usage: ./dev.sh demo | test [meson test args] | fuzz [SECONDS] | bench [--quick] [--only S,...] | deb | lab [--only C,...]" >&2
 	exit 2
 	;;
 esac
