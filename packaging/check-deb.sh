@@ -204,6 +204,8 @@ grep -qx 'WantedBy=multi-user.target' "$unit" ||
 	fail "dbswapd.service: no WantedBy=multi-user.target: enable would not start it at boot"
 grep -q 'rmdir.*/run/dbswap' "$tmp/dbswapd/DEBIAN/postrm" ||
 	fail "dbswapd postrm leaves /run/dbswap"
+grep -q 'rm -rf.*/var/lib/dbswap' "$tmp/dbswapd/DEBIAN/postrm" ||
+	fail "dbswapd postrm leaves the last good values in /var/lib/dbswap on purge"
 
 # The unit as packaged still scores as hardened.  (The status of the
 # check itself, not of a pipe's last command: it once went unseen.)
