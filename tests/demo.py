@@ -7,7 +7,7 @@ queries the whole time.
   3. the app: pool-load (tests/helpers/pool-load.c) on the C pool, its
      queries/s and failed queries shown after each step
   4. a rotation: ALTER ROLE, then dbswapctl set --wait
-  5. dbswapctl rotate --admin --wait, when the built dbswapctl has it
+  5. dbswapctl rotate --admin --wait
   6. a wrong password, refused: the app stays on the value in force
   7. failover to the replica when the primary dies, failback when it is
      back
@@ -83,11 +83,6 @@ class Demo:
         if r.returncode != 0:
             say(f'     (exit status {r.returncode})')
         return r.returncode
-
-    def ctl_has(self, command):
-        r = subprocess.run([self.ctl_bin, '--help'], capture_output=True,
-                           text=True, timeout=10)
-        return re.search(rf'(?m)^  {command} ', r.stdout + r.stderr)
 
     # -- the app
 
@@ -220,20 +215,17 @@ def run_steps(d, pg, rep):
     step(5, 'dbswapctl rotate: a new random password, set on the server '
          '(a SCRAM verifier: the plaintext never reaches it), written into '
          'the file, and followed until every subscriber acked')
-    if not d.ctl_has('rotate'):
-        say('   (this dbswapctl has no rotate command yet: skipped)')
-    else:
-        admin = os.path.join(d.tmp, 'admin.conninfo')
-        fd = os.open(admin, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, 'w') as f:
-            f.write(pg.url('postgres', pg.superuser_password) + '\n')
-        say(f'   {d.short(admin)} (mode 0600) holds an admin conninfo: '
-            f'postgresql://postgres:****@127.0.0.1:{pg.port}/postgres')
-        gen = d.status()['generation']
-        d.ctl('rotate', d.env_path, TARGET, '--admin', admin, '--wait')
-        d.app_until(lambda: d.app.progress()['generation'] > gen,
-                    'the pool on the new generation')
-        d.app_line()
+    admin = os.path.join(d.tmp, 'admin.conninfo')
+    fd = os.open(admin, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, 'w') as f:
+        f.write(pg.url('postgres', pg.superuser_password) + '\n')
+    say(f'   {d.short(admin)} (mode 0600) holds an admin conninfo: '
+        f'postgresql://postgres:****@127.0.0.1:{pg.port}/postgres')
+    gen = d.status()['generation']
+    d.ctl('rotate', d.env_path, TARGET, '--admin', admin, '--wait')
+    d.app_until(lambda: d.app.progress()['generation'] > gen,
+                'the pool on the new generation')
+    d.app_line()
 
     step(6, 'A wrong password written into the file is refused: nothing is '
          'published, the app keeps the value in force')
