@@ -52,7 +52,27 @@ static struct {
 	struct job *queue, **queue_tail;
 	unsigned n_queued;
 	unsigned long dropped; /* since the last line about it */
+	/* Hooks SIGKILL'd when their job could not be set up (out of
+	 * memory), not reaped yet: reaped without waiting whenever the
+	 * module runs again (events_reap_orphans()).  Fixed room, since
+	 * they come from a lack of memory; a kill past it leaves a zombie
+	 * (a process table entry, nothing more) until the agent exits. */
+	pid_t orphans[EVENTS_RUNNING_MAX];
+	unsigned n_orphans;
 } ev;
+
+/* Reaps the orphans that are gone, never waiting. */
+static void events_reap_orphans(void)
+{
+	for (unsigned i = 0; i < ev.n_orphans;) {
+		pid_t r = waitpid(ev.orphans[i], NULL, WNOHANG);
+		if (r == 0) {
+			i++;
+			continue;
+		}
+		ev.orphans[i] = ev.orphans[--ev.n_orphans];
+	}
+}
 
 static void field_set(struct job *j, int f, const char *value)
 {
@@ -196,7 +216,11 @@ static int job_spawn(struct job *j)
 	posix_spawnattr_setsigdefault(&attr, &dfl);
 	posix_spawnattr_setpgroup(&attr, 0);
 	/* glibc's posix_spawn shares the agent's memory until the exec (no
-	 * copy of the secrets in it) and reports a failed exec here. */
+	 * copy of the secrets in it) and reports a failed exec here.  Like
+	 * vfork, it suspends this thread until the child has exec'd or
+	 * failed.  The loop stops for that long, which is acceptable: it is
+	 * bounded by one execve (about a millisecond), never by the hook's
+	 * work. */
 	r = -posix_spawn(&j->pid, ev.cmd, &fa, &attr, argv, envp);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
@@ -216,7 +240,12 @@ static int job_spawn(struct job *j)
 		 * it is gone in a moment). */
 		r = -ENOMEM;
 		kill(-j->pid, SIGKILL);
-		waitpid(j->pid, NULL, 0);
+		/* Not waited for here: the exit of a SIGKILL'd process
+		 * still takes a moment (its memory freed, its files
+		 * closed) and the loop must not wait on it. */
+		events_reap_orphans();
+		if (ev.n_orphans < ARRAY_SIZE(ev.orphans))
+			ev.orphans[ev.n_orphans++] = j->pid;
 		goto err;
 	}
 	if (j->poll)
@@ -236,6 +265,7 @@ err:
 
 static void events_start_queued(void)
 {
+	events_reap_orphans();
 	if (ev.dropped && ev.n_queued == 0) {
 		log_notice("event hooks: %lu event(s) dropped while the queue "
 			   "was full", ev.dropped);
@@ -343,6 +373,8 @@ void events_fini(void)
 		kill(-j->pid, SIGTERM);
 		job_free(j);
 	}
+	events_reap_orphans();
+	ev.n_orphans = 0; /* left to init when the agent exits */
 	while (ev.queue) {
 		struct job *j = ev.queue;
 		ev.queue = j->next;
