@@ -67,6 +67,22 @@ struct mtarget {
 	struct mtarget *next;
 };
 
+/* The HTTP endpoint (--metrics), at the end of this file. */
+struct metrics_http {
+	struct agent *agent;
+	struct sockaddr_storage ss;
+	struct MHD_Daemon *daemon; /* NULL while not listening */
+	struct loop_source *src;
+	struct loop_timer *timer;
+	struct loop_timer *retry; /* armed while not listening */
+	int64_t retry_ms;	  /* the next retry's delay */
+	unsigned attempts;	  /* failed in a row */
+	int last_error;
+	char addr[64];
+};
+
+static struct metrics_http *metrics_http;
+
 static struct mtarget *metrics_targets;
 static struct series_list metrics_gone;  /* reason */
 static struct series_list metrics_hooks; /* result */
@@ -208,6 +224,34 @@ void metrics_reset(void)
 	metrics_hooks = (struct series_list){ 0 };
 }
 
+/* Why t's subscribers have nothing that works, or NULL when they do: a
+ * validated value, a server in use and, where that server is monitored
+ * (failover), not known to refuse the value's credentials or to be down.
+ * Suspect (failed checks, fewer than the threshold) and recovering
+ * (passing checks again, not yet enough in a row) still count as working:
+ * failover itself waits for the threshold, and a blip of one failed
+ * check must not page anyone.  Unknown (not checked yet) counts too: the
+ * value was validated against that server.  Fixed strings: no host, no
+ * user (the health error names them). */
+static const char *target_problem(const struct target *t)
+{
+	const struct health *h;
+
+	if (!t->conninfo)
+		return "no validated value";
+	if (t->current == ROLE_NONE)
+		return "no server available";
+	h = t->src[t->current].health;
+	if (h && h->state == HEALTH_REJECTED)
+		return t->current == ROLE_PRIMARY
+			       ? "credentials rejected by the primary"
+			       : "credentials rejected by the secondary";
+	if (h && h->state == HEALTH_DOWN)
+		return t->current == ROLE_PRIMARY ? "the primary is down"
+						  : "the secondary is down";
+	return NULL;
+}
+
 /* rendering */
 
 /* A label value as the text format wants it: backslash, double quote
@@ -321,15 +365,22 @@ static void render_targets(FILE *f, const struct view *v)
 	PER_TARGET(v, t, sample(f, "dbswap_target_generation", t->name, NULL,
 				NULL, NULL, NULL, (double)t->generation));
 	family(f, "dbswap_target_available", "gauge",
-	       "1 when the target has a validated value and a server in use.");
+	       "1 when the target has a validated value and a server in use "
+	       "that is not down and does not refuse the credentials (as "
+	       "/health's healthy).");
 	PER_TARGET(v, t, sample(f, "dbswap_target_available", t->name, NULL,
-				NULL, NULL, NULL,
-				t->conninfo && t->current != ROLE_NONE));
+				NULL, NULL, NULL, !target_problem(t)));
 	family(f, "dbswap_target_server", "gauge",
-	       "1 for the server the target's subscribers use (primary, "
-	       "secondary or none).");
-	PER_TARGET(v, t, sample(f, "dbswap_target_server", t->name, "server",
-				target_role_name(t->current), NULL, NULL, 1));
+	       "Which server the target's subscribers use: one series per "
+	       "server (primary, secondary, none), 1 for the one in use, 0 "
+	       "for the others.");
+	/* Every role always: a switch moves the 1, no series vanishes. */
+	PER_TARGET(v, t, {
+		for (int r = 0; r <= ROLE_NONE; r++)
+			sample(f, "dbswap_target_server", t->name, "server",
+			       target_role_name((enum target_role)r), NULL,
+			       NULL, (int)t->current == r);
+	});
 	family(f, "dbswap_target_standby", "gauge",
 	       "1 when the server in use is in recovery (read-only).");
 	PER_TARGET(v, t, sample(f, "dbswap_target_standby", t->name, NULL,
@@ -374,8 +425,12 @@ static void render_targets(FILE *f, const struct view *v)
 				     : "dbswap_server_up";
 		family(f, name, "gauge",
 		       k ? "Failed health checks in a row."
-			 : "1 when the server's health checks pass (only "
-			   "servers monitored for failover).");
+			 : "1 when the server is up: its health checks pass; "
+			   "0 while not checked yet, suspect (failed checks, "
+			   "fewer than the threshold), down, recovering "
+			   "(passing again, not yet enough in a row) or "
+			   "rejecting the credentials (only servers "
+			   "monitored for failover).");
 		for (size_t i = 0; i < a->n_targets; i++) {
 			const struct target *t = a->targets[i];
 			if (!shown(v, t))
@@ -413,13 +468,15 @@ static void render_counters(FILE *f, const struct view *v)
 			sample(f, "dbswap_publishes_total", t->name, "reason",
 			       l->s[i].a, NULL, NULL, (double)l->s[i].n);
 	});
-	family(f, "dbswap_failovers_total", "counter",
+	family(f, "dbswap_server_switches_total", "counter",
 	       "Changes of the server in use, by reason (failover, failback, "
-	       "manual, unavailable) and the server switched to.");
+	       "manual, unavailable, ...: the publish's reason) and the "
+	       "server switched to (primary, secondary, none).");
 	PER_TARGET(v, t, {
 		const struct series_list *l = &counters(t)->switches;
 		for (size_t i = 0; i < l->n; i++)
-			sample(f, "dbswap_failovers_total", t->name, "reason",
+			sample(f, "dbswap_server_switches_total", t->name,
+			       "reason",
 			       l->s[i].a, "to", l->s[i].b, (double)l->s[i].n);
 	});
 	family(f, "dbswap_events_total", "counter",
@@ -490,6 +547,12 @@ int metrics_render(struct agent *a, metrics_visible_fn *visible, void *data,
 		sample(f, "dbswap_event_hooks_total", NULL, "result",
 		       metrics_hooks.s[i].a, NULL, NULL,
 		       (double)metrics_hooks.s[i].n);
+	family(f, "dbswap_metrics_listener_up", "gauge",
+	       "1 when the --metrics HTTP endpoint listens, 0 while it cannot "
+	       "(its address in use: retried); no sample without --metrics.");
+	if (metrics_http)
+		sample(f, "dbswap_metrics_listener_up", NULL, NULL, NULL, NULL,
+		       NULL, metrics_http->daemon != NULL);
 	render_targets(f, &v);
 	render_counters(f, &v);
 	if (fclose(f) != 0 || !buf) {
@@ -526,15 +589,13 @@ int metrics_health(struct agent *a, char **out, size_t *len)
 
 	if (!f)
 		return -ENOMEM;
-	for (size_t i = 0; i < a->n_targets; i++) {
-		const struct target *t = a->targets[i];
-		all = all && t->conninfo && t->current != ROLE_NONE;
-	}
+	for (size_t i = 0; i < a->n_targets; i++)
+		all = all && !target_problem(a->targets[i]);
 	fprintf(f, "{\"status\":\"%s\",\"targets\":{", all ? "ok" : "unavailable");
 	for (size_t i = 0; i < a->n_targets; i++) {
 		const struct target *t = a->targets[i];
 		const struct health *w = failover_watched(t);
-		bool ok = t->conninfo && t->current != ROLE_NONE;
+		const char *problem = target_problem(t);
 		time_t at = (time_t)t->last_failover_wall;
 		struct tm tm;
 		char when[32];
@@ -542,11 +603,16 @@ int metrics_health(struct agent *a, char **out, size_t *len)
 		if (i)
 			fputc(',', f);
 		json_str(f, t->name);
-		fprintf(f, ":{\"healthy\":%s,\"generation\":%llu,"
+		fprintf(f, ":{\"healthy\":%s,\"problem\":", problem ? "false"
+								 : "true");
+		if (problem)
+			json_str(f, problem);
+		else
+			fputs("null", f);
+		fprintf(f, ",\"generation\":%llu,"
 			   "\"currentDatabase\":\"%s\",\"standby\":%s,"
 			   "\"failoverEnabled\":%s,\"failoverAvailable\":%s,"
 			   "\"failureCount\":%u,\"failovers\":%llu,",
-			ok ? "true" : "false",
 			(unsigned long long)t->generation,
 			target_role_name(t->current),
 			t->standby ? "true" : "false",
@@ -577,15 +643,6 @@ int metrics_health(struct agent *a, char **out, size_t *len)
 
 /* HTTP */
 
-struct metrics_http {
-	struct agent *agent;
-	struct MHD_Daemon *daemon;
-	struct loop_source *src;
-	struct loop_timer *timer;
-	char addr[64];
-};
-
-static struct metrics_http *metrics_http;
 
 /* MHD's timeout (its connections' idle limit, work it has ready) as a
  * loop timer; called after every MHD_run(). */
@@ -774,29 +831,20 @@ bool metrics_addr_ok(const char *addr, char *why, size_t whylen)
 	return parse_addr(addr, &ss, why, whylen) == 0;
 }
 
-int metrics_http_start(struct agent *a, const char *addr)
+/* Binds and starts MHD on h->addr; on failure returns a negative errno
+ * with nothing of it left behind (h->daemon NULL). */
+static int http_listen(struct metrics_http *h)
 {
-	struct sockaddr_storage ss;
-	struct metrics_http *h;
 	const union MHD_DaemonInfo *info;
-	char why[256];
 	unsigned flags = MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
 	int r;
 
-	if (parse_addr(addr, &ss, why, sizeof(why)) < 0) {
-		log_error("--metrics %s: %s", addr, why);
-		return -EINVAL;
-	}
-	if (ss.ss_family == AF_INET6)
+	if (h->ss.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
-	h = calloc(1, sizeof(*h));
-	if (!h)
-		return -ENOMEM;
-	h->agent = a;
-	snprintf(h->addr, sizeof(h->addr), "%s", addr);
+	errno = 0;
 	h->daemon = MHD_start_daemon(
 		flags, 0, NULL, NULL, http_request, h,
-		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+		MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&h->ss,
 		MHD_OPTION_CONNECTION_LIMIT,
 		(unsigned)METRICS_HTTP_CONNECTIONS_MAX,
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT,
@@ -806,27 +854,87 @@ int metrics_http_start(struct agent *a, const char *addr)
 		(unsigned)METRICS_HTTP_CONNECTIONS_MAX,
 		MHD_OPTION_EXTERNAL_LOGGER, http_log, NULL,
 		MHD_OPTION_END);
-	if (!h->daemon) {
-		r = errno ? -errno : -EADDRNOTAVAIL;
-		log_error("--metrics %s: cannot listen: %s", addr, strerror(-r));
-		free(h);
+	if (!h->daemon)
+		return errno ? -errno : -EADDRNOTAVAIL;
+	info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+	r = !info ? -ENOMEM
+		  : loop_add_fd(h->agent->loop, info->epoll_fd, EPOLLIN,
+				http_ready, h, &h->src);
+	if (r < 0) {
+		MHD_stop_daemon(h->daemon);
+		h->daemon = NULL;
 		return r;
 	}
-	info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_EPOLL_FD);
-	h->timer = loop_timer_new(a->loop, http_timer, h);
-	r = !info || !h->timer ? -ENOMEM
-			       : loop_add_fd(a->loop, info->epoll_fd, EPOLLIN,
-					     http_ready, h, &h->src);
-	if (r < 0) {
-		log_error("--metrics %s: %s", addr, strerror(-r));
-		loop_timer_free(h->timer);
-		MHD_stop_daemon(h->daemon);
+	http_rearm(h);
+	return 0;
+}
+
+/* Tries to listen; on failure, again after a delay that doubles from
+ * METRICS_HTTP_RETRY_MIN_MS to METRICS_HTTP_RETRY_MAX_MS. */
+static void http_try(struct metrics_http *h)
+{
+	int r = http_listen(h);
+
+	if (r == 0) {
+		if (h->attempts)
+			log_notice("metrics: serving /metrics and /health on "
+				   "http://%s (after %u failed attempts to "
+				   "listen)", h->addr, h->attempts);
+		else
+			log_info("metrics: serving /metrics and /health on "
+				 "http://%s", h->addr);
+		h->attempts = 0;
+		return;
+	}
+	/* The first failure is an error; the retries that fail the same
+	 * way say nothing new. */
+	if (h->attempts == 0 || r != h->last_error)
+		log_error("--metrics %s: cannot listen: %s (the agent runs "
+			  "on without it; retrying, every %d s at most)",
+			  h->addr, strerror(-r),
+			  METRICS_HTTP_RETRY_MAX_MS / 1000);
+	else
+		log_debug("--metrics %s: cannot listen: %s (attempt %u)",
+			  h->addr, strerror(-r), h->attempts + 1);
+	h->last_error = r;
+	h->attempts++;
+	loop_timer_arm_in(h->retry, h->retry_ms);
+	h->retry_ms = h->retry_ms * 2 > METRICS_HTTP_RETRY_MAX_MS
+			      ? METRICS_HTTP_RETRY_MAX_MS
+			      : h->retry_ms * 2;
+}
+
+static void http_retry(struct loop_timer *timer, void *data)
+{
+	http_try(data);
+}
+
+int metrics_http_start(struct agent *a, const char *addr)
+{
+	struct metrics_http *h;
+	char why[256];
+
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	if (parse_addr(addr, &h->ss, why, sizeof(why)) < 0) {
+		log_error("--metrics %s: %s", addr, why);
 		free(h);
-		return r;
+		return -EINVAL;
+	}
+	h->agent = a;
+	h->retry_ms = METRICS_HTTP_RETRY_MIN_MS;
+	snprintf(h->addr, sizeof(h->addr), "%s", addr);
+	h->timer = loop_timer_new(a->loop, http_timer, h);
+	h->retry = loop_timer_new(a->loop, http_retry, h);
+	if (!h->timer || !h->retry) {
+		loop_timer_free(h->timer);
+		loop_timer_free(h->retry);
+		free(h);
+		return -ENOMEM;
 	}
 	metrics_http = h;
-	http_rearm(h);
-	log_info("metrics: serving /metrics and /health on http://%s", addr);
+	http_try(h);
 	return 0;
 }
 
@@ -837,8 +945,16 @@ void metrics_http_stop(void)
 	if (!h)
 		return;
 	metrics_http = NULL;
-	loop_remove_fd(h->src);
+	if (h->daemon) {
+		loop_remove_fd(h->src);
+		MHD_stop_daemon(h->daemon);
+	}
 	loop_timer_free(h->timer);
-	MHD_stop_daemon(h->daemon);
+	loop_timer_free(h->retry);
 	free(h);
+}
+
+bool metrics_http_listening(void)
+{
+	return metrics_http && metrics_http->daemon;
 }

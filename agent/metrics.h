@@ -7,7 +7,8 @@
  *
  * - over HTTP, at /metrics on a loopback address given by --metrics,
  *   beside /health (a JSON summary per target, 200 when every target has a
- *   validated value and a server, 503 otherwise);
+ *   validated value and a server in use that its health checks do not
+ *   find down or refusing the credentials, 503 otherwise);
  * - over the agent's socket, as the reply to a "metrics" request
  *   (dbswapctl metrics, for node_exporter's textfile collector).
  *
@@ -86,16 +87,31 @@ int metrics_render(struct agent *a, metrics_visible_fn *visible, void *data,
 		   char **out, size_t *len);
 
 /* The /health document: returns 1 when every target has a validated
- * value and a server, 0 when not, -ENOMEM. */
+ * value and a server in use that is neither down nor refusing the
+ * credentials (suspect and recovering count as healthy; see
+ * target_problem() in metrics.c), 0 when not, -ENOMEM. */
 int metrics_health(struct agent *a, char **out, size_t *len);
+
+/* The delays between attempts to listen on --metrics's address while
+ * it cannot be bound (another process has the port): from a second,
+ * doubling, to half a minute: a port freed soon is taken soon, and a
+ * port held for good costs one bind attempt (and one debug line) every
+ * 30 s. */
+#define METRICS_HTTP_RETRY_MIN_MS 1000
+#define METRICS_HTTP_RETRY_MAX_MS 30000
 
 /* Parses ADDR (127.0.0.1:9187, [::1]:9187, localhost:9187) and starts
  * the HTTP endpoint on a's loop.  Only a loopback address is accepted:
- * the endpoint has no authentication.  Logs why on failure.  Returns 0 or
- * a negative errno. */
+ * the endpoint has no authentication.  An address that cannot be bound
+ * (in use, say) does not stop the agent: the error is logged and binding
+ * is retried on the loop (METRICS_HTTP_RETRY_*, never waiting), and
+ * dbswap_metrics_listener_up says whether it listens.  Returns 0, or
+ * -EINVAL for an address it refuses (logged), -ENOMEM. */
 int metrics_http_start(struct agent *a, const char *addr);
-/* Stops it (if started): open connections are closed. */
+/* Stops it (if started): open connections are closed, retries end. */
 void metrics_http_stop(void);
+/* Whether the endpoint was started and listens now. */
+bool metrics_http_listening(void);
 
 /* Whether addr is a loopback address with a port, as
  * metrics_http_start() wants; why says what is wrong. */

@@ -8,13 +8,17 @@ What they must do:
     grouping, counter and histogram rules) and by `promtool check
     metrics` when promtool is on PATH;
   - its counters move with what happens: a rotation (publishes, the
-    convergence histogram, validations), a failover (dbswap_failovers_total,
-    the server in use), a refused password (validations by result);
+    convergence histogram, validations), a failover
+    (dbswap_server_switches_total, the server in use: one series per
+    server, 0 or 1), a refused password (validations by result);
   - /health is 200 with the hotSwap-like fields when every target has a
-    value and a server, 503 otherwise;
+    value and a server that neither refuses the credentials nor is down,
+    503 otherwise, with the problem named;
   - `dbswapctl metrics` prints the same families, and shows a peer only
     the targets it may follow;
-  - only loopback addresses are accepted; requests are bounded (size,
+  - only loopback addresses are accepted (else exit 2); a port in use
+    does not stop the agent: the listener is retried until it is free;
+    requests are bounded (size,
     method) and a client that holds connections open does not stall the
     agent's loop; no secret is ever served.
 """
@@ -31,7 +35,7 @@ import unittest
 
 import harness as h
 from common import fresh_password, main
-from test_failover import TARGET, TwoClusters
+from test_failover import SHORT, TARGET, TwoClusters
 
 NAME = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*$')
 LABEL_NAME = re.compile(r'[a-zA-Z_][a-zA-Z0-9_]*')
@@ -375,17 +379,23 @@ class Metrics(TwoClusters):
                                event='rotation-complete'), converged + 1)
         # Publishes on the primary: no failover counted (the first
         # publish picks a server, it does not change one).
-        self.assertEqual(fams['dbswap_failovers_total']['samples'], [])
+        self.assertEqual(fams['dbswap_server_switches_total']['samples'], [])
 
         # A manual failover: the server in use and the failover counter.
         self.ctl(agent, 'failover', TARGET, '--wait=15')
         fams, body = self.scrape()
-        self.assertEqual(value(fams, 'dbswap_failovers_total', target=TARGET,
-                               reason='manual', to='secondary'), 1)
+        self.assertEqual(value(fams, 'dbswap_server_switches_total',
+                               target=TARGET, reason='manual',
+                               to='secondary'), 1)
         self.assertEqual(value(fams, 'dbswap_target_server', target=TARGET,
                                server='secondary'), 1)
         self.assertEqual(value(fams, 'dbswap_target_server', target=TARGET,
                                server='primary'), 0)
+        # One series per server, always: the old one reads 0, it does not
+        # vanish.
+        self.assertEqual(sorted((lab['server'], v) for _, lab, v in
+                                fams['dbswap_target_server']['samples']),
+                         [('none', 0), ('primary', 0), ('secondary', 1)])
         self.assertEqual(value(fams, 'dbswap_events_total', target=TARGET,
                                event='failover'), 1)
         status, doc = self.health()
@@ -431,8 +441,16 @@ class Metrics(TwoClusters):
                    what='/health 200 after the password is fixed')
 
     def test_dbswapctl_metrics(self):
+        """The socket shows a peer what status shows it in full: the
+        targets it may follow.  An admin who may not follow a target
+        (status: its brief form) gets no series of it either."""
+        user = h.LocalUser()
+        self.addCleanup(user.close)
+        admin = h.LocalUser()
+        self.addCleanup(admin.close)
         self.write_env()
-        agent = self.start_metrics_agent('--socket-mode', '0666')
+        agent = self.start_metrics_agent('--socket-mode', '0666',
+                                         '--admin', f'uid:{admin.uid}')
         os.chmod(agent.dir, 0o711)
         self.wait_ready(agent, 0)
         r = self.ctl(agent, 'metrics')
@@ -444,17 +462,21 @@ class Metrics(TwoClusters):
         self.assertEqual(value(fams, 'dbswap_target_generation',
                                target=TARGET), 1)
         self.assert_no_secret(r.stdout)
-        # A local user who may not follow the target: the families, no
-        # series naming it.
-        user = h.LocalUser()
-        self.addCleanup(user.close)
-        r = user.run([os.environ['DBSWAPCTL'], '--socket', agent.sock,
-                      'metrics'])
-        self.assertEqual(r.returncode, 0, r.stderr)
-        fams = parse_exposition(r.stdout)
-        self.assertEqual(sorted(fams), sorted(http))
-        self.assertNotIn(TARGET, r.stdout)
-        self.assertEqual(r.stdout.count('target='), 0)
+        # A local user who may not follow the target, and an admin who
+        # may not: the families, no series naming it.
+        for who in (user, admin):
+            ctl = [os.environ['DBSWAPCTL'], '--socket', agent.sock]
+            st = who.run(ctl + ['status', '--json'])
+            self.assertEqual(st.returncode, 0, st.stderr)
+            t = [t for t in json.loads(st.stdout)['targets']
+                 if t['name'] == TARGET][0]
+            self.assertTrue(t['redacted'], t)
+            r = who.run(ctl + ['metrics'])
+            self.assertEqual(r.returncode, 0, r.stderr)
+            fams = parse_exposition(r.stdout)
+            self.assertEqual(sorted(fams), sorted(http))
+            self.assertNotIn(TARGET, r.stdout, who.name)
+            self.assertEqual(r.stdout.count('target='), 0, who.name)
 
     def test_loopback_only(self):
         for addr in ('0.0.0.0:9187', '10.1.2.3:9187', '[::]:9187',
@@ -467,20 +489,81 @@ class Metrics(TwoClusters):
                 self.assertIn('--metrics', r.stderr)
 
     def test_port_in_use(self):
-        """The agent does not start without the listener it was asked
-        for (exit 1, the reason logged)."""
-        with socket.socket() as s:
-            s.bind(('127.0.0.1', 0))
-            s.listen()
-            port = s.getsockname()[1]
-            sock = os.path.join(self.tmp, 'd.sock')
-            r = subprocess.run([os.environ['DBSWAPD'], '--socket', sock,
-                                '--env', self.env_path, '--metrics',
-                                f'127.0.0.1:{port}'], capture_output=True,
-                               text=True, timeout=30 * h.TIMEOUT_SCALE)
-        self.assertEqual(r.returncode, 1, r.stderr)
-        self.assertRegex(r.stderr, rf'--metrics 127.0.0.1:{port}: cannot '
-                         r'listen: Address already in use')
+        """A --metrics port in use does not stop the agent (under
+        Restart=on-failure that would be the start-limit trap): the error
+        logged, the socket served, dbswap_metrics_listener_up 0 over it,
+        and the endpoint listening once the port is free (retried with
+        backoff from 1 s)."""
+        self.write_env(secondary=False)
+        held = socket.socket()
+        self.addCleanup(held.close)
+        held.bind(('127.0.0.1', 0))
+        held.listen()
+        self.port = held.getsockname()[1]
+        agent = h.Agent(env_files=[self.env_path],
+                        args=['--metrics', f'127.0.0.1:{self.port}'])
+        self.addCleanup(agent.close)
+        self.wait_status(agent, lambda t: t['generation'] == 1, timeout=15,
+                         what='generation 1 with the port in use')
+        h.wait_for(lambda: 'cannot listen: Address already in use' in
+                   agent.log(), what='the bind error logged')
+        self.assertRegex(agent.log(), rf'--metrics 127.0.0.1:{self.port}: '
+                         r'cannot listen: Address already in use')
+        fams = parse_exposition(self.ctl(agent, 'metrics').stdout)
+        self.assertEqual(value(fams, 'dbswap_metrics_listener_up'), 0)
+        self.assertEqual(value(fams, 'dbswap_target_generation',
+                               target=TARGET), 1)
+        # Held past a retry or two, then freed.
+        time.sleep(2)
+        self.assertTrue(agent.running)
+        held.close()
+
+        def up():
+            try:
+                return curl(f'http://127.0.0.1:{self.port}/health')[0] == 200
+            except AssertionError:
+                return False
+        h.wait_for(up, timeout=10 * h.TIMEOUT_SCALE,
+                   what='the endpoint up once the port is free')
+        fams, _ = self.scrape()
+        self.assertEqual(value(fams, 'dbswap_metrics_listener_up'), 1)
+        self.assertIn('metrics: serving /metrics and /health', agent.log())
+        self.assertTrue(agent.running)
+
+    def test_rejected_on_the_server_in_use_is_503(self):
+        """The server in use refuses the published credentials (the
+        password changed behind the agent's back): the health monitor
+        says rejected, the agent keeps the server (a rejection is not a
+        failure), and /health says 503 with the reason;
+        dbswap_target_available reads 0.  The password back and a
+        reconnect: 200 again."""
+        self.write_env(settings=SHORT)
+        agent = self.start_metrics_agent()
+        self.wait_ready(agent, 0)
+        h.wait_for(lambda: self.health()[0] == 200, timeout=15,
+                   what='/health 200')
+        self.addCleanup(self.primary.set_password, self.role, self.password)
+        self.primary.set_password(self.role, fresh_password())
+        self.primary.terminate_sessions(self.role)
+        h.wait_for(lambda: self.health()[0] == 503, timeout=15,
+                   what='/health 503 with the primary refusing the '
+                   'credentials')
+        status, doc = self.health()
+        t = doc['targets'][TARGET]
+        self.assertEqual((status, doc['status'], t['healthy'], t['problem'],
+                          t['currentDatabase']),
+                         (503, 'unavailable', False,
+                          'credentials rejected by the primary', 'primary'))
+        fams, body = self.scrape()
+        self.assert_no_secret(body, json.dumps(doc))
+        self.assertEqual(value(fams, 'dbswap_target_available',
+                               target=TARGET), 0)
+        self.assertEqual(value(fams, 'dbswap_server_up', target=TARGET,
+                               server='primary'), 0)
+        self.primary.set_password(self.role, self.password)
+        self.ctl(agent, 'reconnect', TARGET)
+        h.wait_for(lambda: self.health()[0] == 200, timeout=15,
+                   what='/health 200 with the password back')
 
     def test_requests_are_bounded_and_the_loop_never_waits(self):
         self.write_env(secondary=False)

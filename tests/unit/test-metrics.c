@@ -2,13 +2,16 @@
  * Unit tests for agent/metrics.c: label and JSON escaping of a target
  * name that needs it (env names never do, so the integration tests cannot
  * reach it), cumulative histogram buckets, the visibility filter, no
- * conninfo in any output, and which --metrics addresses pass.
+ * conninfo in any output, one dbswap_target_server series per server,
+ * /health and dbswap_target_available by the health of the server in
+ * use, and which --metrics addresses pass.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "agent.h"
+#include "health.h"
 #include "metrics.h"
 #include "target.h"
 #include "tests/unit/check.h"
@@ -69,10 +72,19 @@ static void test_render(void)
 	CHECK_INT(strlen(text), ==, len);
 	CHECK(text[len - 1] == '\n');
 	CHECK(strstr(text, "dbswap_target_generation{" LABEL "} 2\n"));
+	/* Every server has its series: a switch moves the 1. */
+	CHECK(strstr(text, "dbswap_target_server{" LABEL
+			   ",server=\"primary\"} 0\n"));
 	CHECK(strstr(text, "dbswap_target_server{" LABEL
 			   ",server=\"secondary\"} 1\n"));
-	CHECK(strstr(text, "dbswap_failovers_total{" LABEL ",reason=\"failover\""
-			   ",to=\"secondary\"} 1\n"));
+	CHECK(strstr(text, "dbswap_target_server{" LABEL
+			   ",server=\"none\"} 0\n"));
+	CHECK(strstr(text, "dbswap_server_switches_total{" LABEL
+			   ",reason=\"failover\",to=\"secondary\"} 1\n"));
+	CHECK(!strstr(text, "dbswap_failovers_total"));
+	/* Not started: the listener's family, no sample. */
+	CHECK(strstr(text, "# TYPE dbswap_metrics_listener_up gauge\n"));
+	CHECK(!strstr(text, "\ndbswap_metrics_listener_up "));
 	CHECK(strstr(text, "dbswap_publishes_total{" LABEL
 			   ",reason=\"rotation\"} 1\n"));
 	CHECK(strstr(text, "dbswap_validations_total{" LABEL ",server=\"primary\""
@@ -113,12 +125,54 @@ static void test_render(void)
 
 	CHECK_INT(metrics_health(&a, &text, &len), ==, 1);
 	CHECK(strstr(text, "\"A\\\"b\\\\c\\u000ad\":{\"healthy\":true,"
-			   "\"generation\":2,\"currentDatabase\":\"secondary\""));
+			   "\"problem\":null,\"generation\":2,"
+			   "\"currentDatabase\":\"secondary\""));
 	CHECK(!strstr(text, "secretpw"));
 	free(text);
+
+	/* The server in use, monitored: suspect and recovering are still
+	 * healthy (and not up); down and rejected are not healthy. */
+	static const struct {
+		enum health_state state;
+		int healthy;
+		const char *problem;
+	} cases[] = {
+		{ HEALTH_UNKNOWN, 1, "null" },
+		{ HEALTH_UP, 1, "null" },
+		{ HEALTH_SUSPECT, 1, "null" },
+		{ HEALTH_RECOVERING, 1, "null" },
+		{ HEALTH_DOWN, 0, "\"the secondary is down\"" },
+		{ HEALTH_REJECTED, 0,
+		  "\"credentials rejected by the secondary\"" },
+	};
+	struct health hs = { 0 };
+	char want[128];
+	t.src[ROLE_SECONDARY].health = &hs;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+		hs.state = cases[i].state;
+		CHECK_INT(metrics_health(&a, &text, &len), ==,
+			  cases[i].healthy);
+		snprintf(want, sizeof(want), "\"problem\":%s,",
+			 cases[i].problem);
+		CHECK(strstr(text, want));
+		free(text);
+		CHECK_INT(metrics_render(&a, NULL, NULL, &text, &len), ==, 0);
+		snprintf(want, sizeof(want),
+			 "dbswap_target_available{" LABEL "} %d\n",
+			 cases[i].healthy);
+		CHECK(strstr(text, want));
+		snprintf(want, sizeof(want),
+			 "dbswap_server_up{" LABEL ",server=\"secondary\"} %d\n",
+			 hs.state == HEALTH_UP);
+		CHECK(strstr(text, want));
+		free(text);
+	}
+	t.src[ROLE_SECONDARY].health = NULL;
+
 	t.current = ROLE_NONE;
 	CHECK_INT(metrics_health(&a, &text, &len), ==, 0);
 	CHECK(strstr(text, "{\"status\":\"unavailable\""));
+	CHECK(strstr(text, "\"problem\":\"no server available\""));
 	free(text);
 	metrics_reset();
 }
