@@ -1002,14 +1002,19 @@ class Lab:
         the rotate unit's, everyone's) and the cmdlines sampled in
         /root/cmdlines."""
         found = []
-        j = self.sh("journalctl --no-pager -o verbose | grep -cF -f -",
-                    input=self.admin_pw + "\n", ok=False).stdout.strip()
+        # The pattern from a file: `journalctl | grep -f -` with the
+        # pattern on the shell's stdin finds nothing (journalctl reads it
+        # too).
+        self.sh("umask 077; cat >/run/lab-pat", input=self.admin_pw + "\n")
+        j = self.sh("journalctl --no-pager -o verbose | grep -cF -f "
+                    "/run/lab-pat", ok=False).stdout.strip()
         if j not in ("", "0"):
             found.append(f"the journal ({j} lines)")
-        c = self.sh("grep -cF -f - /root/cmdlines",
-                    input=self.admin_pw + "\n", ok=False).stdout.strip()
+        c = self.sh("grep -cF -f /run/lab-pat /root/cmdlines",
+                    ok=False).stdout.strip()
         if c not in ("", "0"):
             found.append(f"/proc/*/cmdline during {where} ({c} samples)")
+        self.sh("rm -f /run/lab-pat")
         return found
 
     def rotate(self, strategy):
