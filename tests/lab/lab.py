@@ -1348,7 +1348,8 @@ class Lab:
         """apt purge (after the admin's own files are gone): nothing left in
         /etc, /var/lib or /run."""
         self.agent_has_run()
-        self.sh("rm -rf /etc/dbswap/*.env /etc/credstore* "
+        self.sh("rm -rf /etc/dbswap/*.env /etc/dbswap/rotate/lab.* "
+                "/etc/credstore* "
                 "/etc/systemd/system/dbswapd.service.d")
         self.sh("apt-get purge -y -q dbswapd libdbswap0", timeout=120)
         left = self.sh("ls -d /etc/dbswap /etc/default/dbswapd "
