@@ -74,7 +74,7 @@ METRICS_PORT = 9187
 METRICS_NAMES = ["dbswap_build_info", "dbswap_clients",
                  "dbswap_target_generation", "dbswap_target_subscribers",
                  "dbswap_target_acked_subscribers", "dbswap_server_up",
-                 "dbswap_validations_total", "dbswap_failovers_total",
+                 "dbswap_validations_total", "dbswap_server_switches_total",
                  "dbswap_health_check_seconds"]
 # The --on-event hook: it runs in the agent's sandbox (user dbswap,
 # ProtectSystem=strict, PrivateTmp=yes), where the agent's state directory
@@ -855,7 +855,7 @@ class Lab:
             self.http_get("/metrics")   # the error, with what came back
             raise
         # Families (# TYPE) are there from the start; a labelled series
-        # once it has happened (dbswap_failovers_total: check_hook_records).
+        # once it has happened (dbswap_server_switches_total: check_hook_records).
         types = dict(re.findall(r"^# TYPE (dbswap_\w+) (\w+)", body, re.M))
         names = set(types)
         problems = []
@@ -927,10 +927,10 @@ class Lab:
         if any(pw in text for pw in self.secrets):
             problems.append("a password in the hook's environment")
         fo = self.http_get("/metrics")[1]
-        count = re.findall(r'^dbswap_failovers_total\{[^}]*target='
+        count = re.findall(r'^dbswap_server_switches_total\{[^}]*target='
                            r'"DATABASE_URL"[^}]*\} (\d+)', fo, re.M)
         if not count or sum(int(c) for c in count) < 1:
-            problems.append("/metrics: dbswap_failovers_total for "
+            problems.append("/metrics: dbswap_server_switches_total for "
                             "DATABASE_URL not above 0")
         rec = [x for x in lines if "DBSWAP_EVENT=failover" in x]
         if problems:
@@ -941,7 +941,7 @@ class Lab:
             self.extra.append(("on_event_hook", "PASS",
                                f"{len(lines)} runs recorded in {HOOK_LOG}; "
                                + rec[0].strip()
-                               + f"; dbswap_failovers_total {count}"))
+                               + f"; dbswap_server_switches_total {count}"))
 
     # -- dbswapctl rotate ---------------------------------------------------
 
