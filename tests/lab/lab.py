@@ -986,7 +986,13 @@ class Lab:
         self.admin_pw = self.new_password()
         self.psql(5432, "CREATE ROLE rotator LOGIN CREATEROLE PASSWORD "
                   f"'{self.admin_pw}';\n")
-        self.sh("mkdir -p /etc/dbswap/rotate")
+        # The package makes the directory (tmpfiles.d), root's alone: the
+        # README's set-up writes NAME.admin straight into it.
+        mode = self.sh("stat -c '%a %U' /etc/dbswap/rotate",
+                       ok=False).stdout.strip()
+        if mode != "700 root":
+            raise Fail(f"/etc/dbswap/rotate after install: "
+                       f"{mode or 'missing'} (want 700 root)")
         self.write_file(ADMIN_FILE,
                         f"host=127.0.0.1 port=5432 dbname=postgres "
                         f"user=rotator password={self.admin_pw}\n",
@@ -1351,11 +1357,6 @@ class Lab:
         self.sh("rm -rf /etc/dbswap/*.env /etc/dbswap/rotate/lab.* "
                 "/etc/credstore* "
                 "/etc/systemd/system/dbswapd.service.d")
-        # /etc/dbswap/rotate: made by the rotate checks as an admin must
-        # (the package makes no such directory), so the admin's to remove;
-        # once the package makes it (tmpfiles.d), purge must.
-        self.sh("grep -qs /etc/dbswap/rotate /usr/lib/tmpfiles.d/* || "
-                "rmdir /etc/dbswap/rotate 2>/dev/null; true")
         self.sh("apt-get purge -y -q dbswapd libdbswap0", timeout=120)
         left = self.sh("ls -d /etc/dbswap /etc/default/dbswapd "
                        "/var/lib/dbswap /var/lib/private/dbswap /run/dbswap "
