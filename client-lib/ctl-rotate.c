@@ -71,6 +71,7 @@ struct rotate {
 	const char *file, *target, *admin_path;
 	const char *key, *pubkey;
 	bool force, wait;
+	bool allow_no_subs; /* alternate: revoke with no subscriber's ack */
 	int wait_s;
 	enum rotate_strategy strategy;
 	int64_t start_us;
@@ -124,7 +125,8 @@ static void usage_error(const char *what)
 {
 	fprintf(stderr, "dbswapctl rotate: %s\n"
 			"usage: rotate FILE TARGET --admin CONNINFO_FILE "
-			"[--strategy single|alternate] [--wait[=SECONDS]]\n",
+			"[--strategy single|alternate] [--wait[=SECONDS]] "
+			"[--allow-no-subscribers]\n",
 		what);
 }
 
@@ -154,6 +156,8 @@ static int parse_args(int argc, char **argv, struct rotate *r)
 			r->pubkey = a + 9;
 		} else if (streq(a, "--force")) {
 			r->force = true;
+		} else if (streq(a, "--allow-no-subscribers")) {
+			r->allow_no_subs = true;
 		} else if ((w = ctl_wait_arg("rotate", a, &r->wait,
 					     &r->wait_s)) != 0) {
 			if (w < 0)
@@ -336,6 +340,85 @@ static int role_exists(struct rotate *r, const char *role)
 		ret = PQntuples(res) > 0;
 	}
 	PQclear(res);
+	return ret;
+}
+
+/* The group roles role is a member of, sorted, one per row; NULL after
+ * saying why the question failed. */
+static PGresult *role_groups(struct rotate *r, const char *role)
+{
+	const char *params[] = { role };
+	PGresult *res = PQexecParams(
+		r->conn,
+		"SELECT g.rolname FROM pg_auth_members m "
+		"JOIN pg_roles g ON g.oid = m.roleid "
+		"JOIN pg_roles u ON u.oid = m.member "
+		"WHERE u.rolname = $1 ORDER BY 1",
+		1, NULL, params, NULL, NULL, 0);
+	char msg[1024];
+
+	if (PQresultStatus(res) == PGRES_TUPLES_OK)
+		return res;
+	clean_pq(r, PQresultErrorMessage(res), msg, sizeof(msg));
+	fprintf(stderr, "dbswapctl rotate: looking up the groups of %s "
+			"failed: %s\n", role, msg);
+	PQclear(res);
+	return NULL;
+}
+
+/* Prints the groups of a that b is not in, each after sep; how many. */
+static int groups_missing(PGresult *a, PGresult *b, const char *b_name)
+{
+	int missing = 0;
+
+	for (int i = 0; i < PQntuples(a); i++) {
+		const char *g = PQgetvalue(a, i, 0);
+		bool found = false;
+		for (int j = 0; j < PQntuples(b) && !found; j++)
+			found = streq(g, PQgetvalue(b, j, 0));
+		if (found)
+			continue;
+		fprintf(stderr, "%s%s", missing ? ", " : "", g);
+		missing++;
+	}
+	if (missing)
+		fprintf(stderr, " (not a group of %s)", b_name);
+	return missing;
+}
+
+/* alternate: whether the two roles are members of the same groups (the
+ * privileges the pair shares); 0, or -1 after naming the difference.  A
+ * role in fewer groups would lose privileges when the target moves to
+ * it; one in more would gain some. */
+static int same_groups(struct rotate *r)
+{
+	PGresult *o = role_groups(r, r->old_role), *n;
+	int ret = -1;
+
+	if (!o)
+		return -1;
+	n = role_groups(r, r->new_role);
+	if (n) {
+		bool differ = PQntuples(o) != PQntuples(n);
+		for (int i = 0; !differ && i < PQntuples(o); i++)
+			differ = !streq(PQgetvalue(o, i, 0), PQgetvalue(n, i, 0));
+		if (!differ) {
+			ret = 0;
+		} else {
+			fprintf(stderr, "dbswapctl rotate: %s and %s are not "
+					"members of the same group roles: ",
+				r->old_role, r->new_role);
+			int m = groups_missing(o, n, r->new_role);
+			if (groups_missing(n, o, r->old_role) + m == 0)
+				fputs("(a group twice?)", stderr);
+			fprintf(stderr, "; --strategy alternate needs the "
+					"pair to share their privileges through "
+					"the same groups (GRANT group TO role); "
+					"nothing changed\n");
+		}
+	}
+	PQclear(o);
+	PQclear(n);
 	return ret;
 }
 
@@ -826,6 +909,8 @@ static int prepare(const char *text, size_t len, struct crypt_key *key,
 					r->new_role, r->old_role, r->new_role);
 			goto out;
 		}
+		if (same_groups(r) < 0)
+			goto out;
 		what = "LOGIN";
 	} else {
 		what = "";
@@ -847,6 +932,89 @@ static int prepare(const char *text, size_t len, struct crypt_key *key,
 	ret = EXIT_SUCCESS;
 out:
 	env_file_fini(&f);
+	return ret;
+}
+
+/* The user a masked conninfo from status names (masking keeps it), into
+ * user ("" when none). */
+static void masked_user(const char *conninfo, char *user, size_t size)
+{
+	PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+	const char *u = opt_val(opts, "user");
+
+	snprintf(user, size, "%s", u ? u : "");
+	PQconninfoFree(opts);
+}
+
+/* Whether the conninfo at key of v (a target or a server entry) names
+ * the old role; says so. */
+static bool names_old(const struct rotate *r, const msgpack_object *v,
+		      const char *what)
+{
+	char conninfo[4096], user[ROTATE_ROLE_MAX + 2];
+
+	if (!ctl_str(v, "conninfo", conninfo, sizeof(conninfo)))
+		return false;
+	masked_user(conninfo, user, sizeof(user));
+	if (!streq(user, r->old_role))
+		return false;
+	fprintf(stderr, "dbswapctl rotate: %s still logs in as %s: not "
+			"revoking it\n", what, r->old_role);
+	return true;
+}
+
+/* Before the revocation: one look at every target the agent has.  0 when
+ * none (nor any of its servers) names the old role; -1 after saying
+ * which does, or that this caller cannot see them all. */
+static int old_role_unused(struct rotate *r, const char *socket)
+{
+	dbswap_client *c = ctl_connect(socket, "dbswapctl rotate");
+	const msgpack_object *targets;
+	struct ipc_msg st;
+	char name[IPC_NAME_MAX + 1], var[IPC_NAME_MAX + 1];
+	char what[2 * IPC_NAME_MAX + 16];
+	int ret = 0;
+
+	ctl_call(c, IPC_STATUS, &st);
+	targets = ctl_array(&st.root.data, "targets");
+	for (uint32_t i = 0; targets && i < targets->via.array.size; i++) {
+		const msgpack_object *t = &targets->via.array.ptr[i];
+		const msgpack_object *servers = ctl_array(t, "servers");
+
+		if (!ctl_str(t, "name", name, sizeof(name)))
+			snprintf(name, sizeof(name), "?");
+		if (ctl_int(t, "redacted") == 1 || !servers) {
+			/* brief or not ours to follow: its user is unknown */
+			fprintf(stderr, "dbswapctl rotate: the agent shows "
+					"this caller no details of target %s: "
+					"cannot tell whether it still logs in as "
+					"%s; not revoking it (run rotate as root "
+					"or the agent's user, or add --admin "
+					"rules)\n",
+				name, r->old_role);
+			ret = -1;
+			continue;
+		}
+		snprintf(what, sizeof(what), "target %s", name);
+		if (names_old(r, t, what))
+			ret = -1;
+		for (uint32_t j = 0; j < servers->via.array.size; j++) {
+			const msgpack_object *s = &servers->via.array.ptr[j];
+			if (!ctl_str(s, "var", var, sizeof(var)))
+				snprintf(var, sizeof(var), "?");
+			snprintf(what, sizeof(what), "%s (server of %s)", var,
+				 name);
+			if (names_old(r, s, what))
+				ret = -1;
+		}
+	}
+	if (!targets) {
+		fprintf(stderr, "dbswapctl rotate: the agent's status lists no "
+				"targets: not revoking %s\n", r->old_role);
+		ret = -1;
+	}
+	ipc_msg_fini(&st);
+	dbswap_client_free(c);
 	return ret;
 }
 
@@ -892,6 +1060,7 @@ int cmd_rotate(const char *socket, int argc, char **argv)
 	atexit(rotate_not_revoked);
 
 	struct ctl_set_call call = {
+		.cmd = "rotate",
 		.file = r.file,
 		.key = r.key,
 		.pubkey = r.pubkey,
@@ -921,11 +1090,18 @@ int cmd_rotate(const char *socket, int argc, char **argv)
 		ret = EXIT_SUCCESS;
 		goto out;
 	}
-	ret = ctl_set_follow(socket, "rotate", r.file, identity, r.wait_s);
+	struct ctl_follow_expect expect = {
+		.target = r.target,
+		/* no ack, no proof: an agent with no app proves nothing */
+		.need_ack = r.strategy == ROTATE_ALTERNATE && !r.allow_no_subs,
+	};
+	ret = ctl_set_follow(socket, "rotate", r.file, identity, r.wait_s,
+			     &expect);
 	if (ret != EXIT_SUCCESS)
 		goto out; /* rotate_not_revoked says what stays */
 	say(&r, "every subscriber acked the new value");
-	if (r.strategy == ROTATE_ALTERNATE && revoke_old(&r) < 0)
+	if (r.strategy == ROTATE_ALTERNATE &&
+	    (old_role_unused(&r, socket) < 0 || revoke_old(&r) < 0))
 		ret = EXIT_REFUSED;
 out:
 	if (r.conn)

@@ -371,6 +371,159 @@ class Rotate(ClusterTest):
         self.assertIn('_a or', r.stderr)
         self.assertTrue(h.can_connect(self.url()))
 
+    # rotate must not call a change done that the apps never took
+
+    def layered(self, first_url, over_url):
+        """The target in self.env_path and again in a later file, which
+        wins: the agent's value comes from the later one."""
+        self.write_env(f'{TARGET}={first_url}\n')
+        over = os.path.join(self.tmp, 'over.env')
+        h.write_rename(over, f'{TARGET}={over_url}\n')
+        agent = self.start_agent(env_files=[self.env_path, over])
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        return agent
+
+    def test_alternate_refuses_when_a_later_file_supplies_the_target(self):
+        """FILE defines the target, but a later --env file supplies the
+        value in use: the agent reads FILE and nothing changes.  The old
+        role is the one in use: it must keep its login."""
+        name = self.alternate_roles()
+        url_a = self.url(role=name + '_a')
+        agent = self.layered(url_a, url_a)
+        sub = self.start_subscriber(agent)
+        sub.wait_line(r'^update ')
+        r = self.rotate_cmd(agent, '--strategy', 'alternate', '--wait=10')
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(f'{TARGET} did not change', r.stderr)
+        self.assertIn(f'{name}_a keeps its login', r.stderr)
+        self.assertNotIn('disabled', r.stdout)
+        self.assertNotIn('done:', r.stdout)
+        self.assertTrue(self.can_login(f'{name}_a'))
+        self.assertTrue(h.can_connect(url_a), h.last_connect_error())
+
+    def test_single_fails_when_a_later_file_supplies_the_target(self):
+        url = self.url()
+        agent = self.layered(url, url)
+        r = self.rotate_cmd(agent, '--wait=10')
+        self.assertNotEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn(f'{TARGET} did not change', r.stderr)
+        self.assertNotIn('done:', r.stdout)
+
+    def test_alternate_without_subscribers_does_not_revoke(self):
+        """0 of 0 acked proves nothing: the old role keeps its login
+        unless --allow-no-subscribers says that is wanted."""
+        name = self.alternate_roles()
+        self.write_env(f'{TARGET}={self.url(role=name + "_a")}\n')
+        agent = self.start_agent()
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        r = self.rotate_cmd(agent, '--strategy', 'alternate', '--wait=2')
+        self.assertEqual(r.returncode, 5, r.stdout + r.stderr)
+        self.assertIn('no subscriber has acked yet', r.stdout)
+        self.assertIn(f'no subscriber of {TARGET} acked', r.stderr)
+        self.assertIn(f'{name}_a keeps its login', r.stderr)
+        self.assertTrue(self.can_login(f'{name}_a'))
+        r = self.rotate_cmd(agent, '--strategy', 'alternate', '--wait=10',
+                            '--allow-no-subscribers')
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn(f'login of {name}_b disabled', r.stdout)
+        self.assertFalse(self.can_login(f'{name}_b'))
+        self.assertTrue(self.can_login(f'{name}_a'))
+
+    def test_alternate_keeps_a_role_another_target_uses(self):
+        name = self.alternate_roles()
+        url_a = self.url(role=name + '_a')
+        self.write_env(f'{TARGET}={url_a}\nOTHER_URL={url_a}\n')
+        agent = self.start_agent(targets=(TARGET, 'OTHER_URL'))
+        for t in (TARGET, 'OTHER_URL'):
+            h.wait_for(lambda: h.target_status(agent, t)['generation'] >= 1,
+                       what=f'{t} published')
+        sub = self.start_subscriber(agent)
+        sub.wait_line(r'^update ')
+        r = self.rotate_cmd(agent, '--strategy', 'alternate', '--wait=10')
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(f'target OTHER_URL still logs in as {name}_a',
+                      r.stderr)
+        self.assertIn(f'{name}_a keeps its login', r.stderr)
+        self.assertTrue(self.can_login(f'{name}_a'))
+        self.assertTrue(h.can_connect(url_a), h.last_connect_error())
+
+    def test_alternate_refuses_roles_in_different_groups(self):
+        name = self.alternate_roles()
+        q = h.quote_ident
+        self.cluster.durable_sql(
+            f'REVOKE {q(name)} FROM {q(name + "_b")};\n'
+            f'CREATE ROLE {q(name + "_x")} NOLOGIN;\n'
+            f'GRANT {q(name + "_x")} TO {q(name + "_b")};\n')
+        url_a = self.url(role=name + '_a')
+        self.write_env(f'{TARGET}={url_a}\n')
+        agent = self.start_agent()
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        r = self.rotate_cmd(agent, '--strategy', 'alternate', '--wait=10')
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(f'{name} (not a group of {name}_b)', r.stderr)
+        self.assertIn(f'{name}_x (not a group of {name}_a)', r.stderr)
+        self.assertIn('nothing changed', r.stderr)
+        self.assertEqual(self.file_value(), url_a)
+        self.assertFalse(self.can_login(f'{name}_b'))
+        self.assertTrue(h.can_connect(url_a), h.last_connect_error())
+
+    def test_wait_refused_before_any_change_when_files_are_hidden(self):
+        """A peer shown no file identities could not follow the write:
+        refused before the server or the file change."""
+        user = h.LocalUser()
+        self.addCleanup(user.close)
+        os.chmod(self.tmp, 0o711)
+        own = os.path.join(self.tmp, 'own')
+        os.mkdir(own, 0o700)
+        os.chown(own, user.uid, user.gid)
+        path = os.path.join(own, 'user.env')
+        url = self.url()
+        h.write_rename(path, f'USER_URL={url}\n')
+        os.chown(path, user.uid, user.gid)
+        admin = os.path.join(own, 'admin.conninfo')
+        with open(self.admin_file) as f:
+            h.write_rename(admin, f.read())
+        os.chmod(admin, 0o600)
+        os.chown(admin, user.uid, user.gid)
+        self.write_url(self.password)
+        agent = self.start_agent('--socket-mode', '0666',
+                                 '--allow', f'{TARGET}=uid:0',
+                                 '--allow', f'USER_URL=uid:{user.uid}',
+                                 targets=(TARGET, 'USER_URL'),
+                                 env_files=[self.env_path, path])
+        os.chmod(agent.dir, 0o711)
+        agent.wait_log(r'USER_URL: generation 1 published', timeout=10)
+        r = user.run([os.environ['DBSWAPCTL'], '--socket', agent.sock,
+                      'rotate', path, 'USER_URL', '--admin', admin,
+                      '--wait=10'], timeout=40)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn('only to admins', r.stderr)
+        self.assertIn('nothing changed', r.stderr)
+        self.assertNotIn('password of', r.stdout)
+        with open(path) as f:
+            self.assertEqual(f.read(), f'USER_URL={url}\n')
+        self.assertTrue(h.can_connect(url), h.last_connect_error())
+
+    def test_set_wait_on_a_name_no_target_uses(self):
+        agent = self.started()
+        r = self.ctl(agent, 'set', self.env_path, 'UNUSED_NAME=1',
+                     '--wait=10', check=False)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn('0 target(s) changed', r.stdout)
+        self.assertIn('no target changed: nothing to wait for', r.stdout)
+        self.assertNotIn('every subscriber uses', r.stdout)
+
+    def test_rotate_messages_name_rotate(self):
+        """set's file edit, called by rotate, speaks as rotate."""
+        agent = self.started()
+        os.chown(self.env_path, 65534, 65534)  # not trusted: refused
+        r = self.rotate_cmd(agent, '--wait=10')
+        self.assertNotEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertNotIn('dbswapctl set:', r.stderr)
+        self.assertIn('dbswapctl rotate: ', r.stderr)
+        self.assertIn('is owned by', r.stderr)
+        self.assertTrue(h.can_connect(self.url()), h.last_connect_error())
+
     # command-line habits
 
     def test_watch_forbidden_target_exits_with_the_agents_message(self):
