@@ -68,6 +68,7 @@
 enum rotate_strategy { ROTATE_SINGLE, ROTATE_ALTERNATE };
 
 struct rotate {
+	const char *socket;
 	const char *file, *target, *admin_path;
 	const char *key, *pubkey;
 	bool force, wait;
@@ -826,6 +827,125 @@ static bool pick_alternate(struct rotate *r)
 	return true;
 }
 
+/* How long the look before the change waits for an agent that is not
+ * there (without --wait rotate works without one). */
+#define ROTATE_LOOK_MS 1000
+
+static void masked_user(const char *conninfo, char *user, size_t size);
+
+/* Whether var is an entry rotate writes: the target, and its secondary
+ * when FILE defines it with the same user. */
+static bool rotate_writes(const struct rotate *r, const char *var)
+{
+	return streq(var, r->target) ||
+	       (r->n == 2 && streq(var, r->secondary));
+}
+
+/* Whether a value the agent took at its evaluation seq came from
+ * another file than want (a resolved path): true, with that file's path,
+ * when some file shows that seq and want does not.  Files read in the
+ * same evaluation (all of them at start) share a seq: with want among
+ * them, nothing can be told, and the check after the write decides. */
+static bool other_file_of_seq(const msgpack_object *st, long long seq,
+			      const char *want, char *path, size_t size)
+{
+	const msgpack_object *files = ctl_array(st, "files");
+	char buf[4096];
+	bool other = false;
+
+	for (uint32_t i = 0; seq >= 0 && files && i < files->via.array.size;
+	     i++) {
+		const msgpack_object *f = &files->via.array.ptr[i];
+		char *real;
+		if (ctl_int(f, "seq") != seq ||
+		    !ctl_str(f, "path", buf, sizeof(buf)))
+			continue;
+		real = realpath(buf, NULL);
+		if (real && streq(real, want)) {
+			free(real);
+			return false;
+		}
+		free(real);
+		snprintf(path, size, "%s", buf);
+		other = true;
+	}
+	return other;
+}
+
+/* Before anything changes: what the agent shows of the values in use.
+ * Refuses (-1, after saying why) when a value the apps use would not
+ * follow the change: the target's value coming from another file (a
+ * later --env wins), or an entry rotate does not write logging in as the
+ * old role (another target, a secondary defined elsewhere): its password
+ * would die under it (single), or the old role could never be revoked
+ * (alternate).  What this caller may not see is left to the checks
+ * after the write. */
+static int values_follow(const struct rotate *r)
+{
+	dbswap_client *c = ctl_connect_until(r->socket, "dbswapctl rotate",
+					     now_ms() + ROTATE_LOOK_MS);
+	const msgpack_object *targets;
+	struct ipc_msg st;
+	char name[IPC_NAME_MAX + 1], var[IPC_NAME_MAX + 1];
+	char conninfo[4096], user[ROTATE_ROLE_MAX + 2], path[4096];
+	char *want;
+	int ret = 0;
+
+	if (!c)
+		return 0; /* no agent: nothing to look at */
+	ctl_call(c, IPC_STATUS, &st);
+	targets = ctl_array(&st.root.data, "targets");
+	want = realpath(r->file, NULL);
+	for (uint32_t i = 0; targets && i < targets->via.array.size; i++) {
+		const msgpack_object *t = &targets->via.array.ptr[i];
+		const msgpack_object *servers = ctl_array(t, "servers");
+
+		if (!ctl_str(t, "name", name, sizeof(name)))
+			continue;
+		for (uint32_t j = 0; servers && j < servers->via.array.size;
+		     j++) {
+			const msgpack_object *s = &servers->via.array.ptr[j];
+			if (!ctl_str(s, "var", var, sizeof(var)) ||
+			    !ctl_str(s, "conninfo", conninfo,
+				     sizeof(conninfo)))
+				continue;
+			masked_user(conninfo, user, sizeof(user));
+			if (rotate_writes(r, var)) {
+				/* in use from another file? */
+				if (want &&
+				    other_file_of_seq(&st.root.data,
+						      ctl_int(s, "value_seq"),
+						      want, path, sizeof(path))) {
+					fprintf(stderr,
+						"dbswapctl rotate: the agent's "
+						"%s comes from %s, not %s (a "
+						"later --env wins): the apps "
+						"would not follow; rotate %s "
+						"instead; nothing changed\n",
+						var, path, r->file, path);
+					ret = -1;
+				}
+			} else if (streq(user, r->old_role)) {
+				fprintf(stderr, "dbswapctl rotate: %s (of "
+						"target %s) also logs in as %s "
+						"and rotate does not change it: "
+						"%s; nothing changed\n",
+					var, name, r->old_role,
+					r->strategy == ROTATE_SINGLE
+						? "its password would stop "
+						  "working"
+						: "the old role could never be "
+						  "revoked");
+				ret = -1;
+			}
+		}
+	}
+	free(want);
+	ipc_msg_fini(&st);
+	dbswap_client_free(c);
+	return ret;
+}
+
 /* set's prepare step: reads the target from the file, changes the
  * server, returns the new values. */
 static int prepare(const char *text, size_t len, struct crypt_key *key,
@@ -895,8 +1015,9 @@ static int prepare(const char *text, size_t len, struct crypt_key *key,
 	for (size_t i = 0; i < r->n; i++)
 		r->changes[i].value = r->values[i];
 
-	/* Everything about the file is known to work: now the server. */
-	if (admin_connect(r) < 0)
+	/* Everything about the file is known to work: then what the agent
+	 * uses, then the server. */
+	if (values_follow(r) < 0 || admin_connect(r) < 0)
 		goto out;
 	if (r->strategy == ROTATE_ALTERNATE) {
 		x = role_exists(r, r->new_role);
@@ -1040,7 +1161,7 @@ static int revoke_old(struct rotate *r)
 
 int cmd_rotate(const char *socket, int argc, char **argv)
 {
-	struct rotate r = { .start_us = now_us() };
+	struct rotate r = { .start_us = now_us(), .socket = socket };
 	char identity[FILE_IDENTITY_MAX];
 	int ret = EXIT_USAGE;
 
@@ -1097,8 +1218,15 @@ int cmd_rotate(const char *socket, int argc, char **argv)
 	};
 	ret = ctl_set_follow(socket, "rotate", r.file, identity, r.wait_s,
 			     &expect);
-	if (ret != EXIT_SUCCESS)
+	if (ret != EXIT_SUCCESS) {
+		if (r.strategy == ROTATE_SINGLE)
+			fprintf(stderr, "dbswapctl rotate: the password of %s "
+					"was changed on the server: a value "
+					"that still holds the old one no longer "
+					"logs in\n",
+				r.new_role);
 		goto out; /* rotate_not_revoked says what stays */
+	}
 	say(&r, "every subscriber acked the new value");
 	if (r.strategy == ROTATE_ALTERNATE &&
 	    (old_role_unused(&r, socket) < 0 || revoke_old(&r) < 0))

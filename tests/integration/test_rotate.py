@@ -373,14 +373,20 @@ class Rotate(ClusterTest):
 
     # rotate must not call a change done that the apps never took
 
-    def layered(self, first_url, over_url):
+    def layered(self, url):
         """The target in self.env_path and again in a later file, which
-        wins: the agent's value comes from the later one."""
-        self.write_env(f'{TARGET}={first_url}\n')
+        wins: the agent's value comes from the later one.  The same
+        credentials in both, in the other form of conninfo in the later
+        file, which the agent reads after its start."""
+        self.write_env(f'{TARGET}={url}\n')
         over = os.path.join(self.tmp, 'over.env')
-        h.write_rename(over, f'{TARGET}={over_url}\n')
+        h.write_rename(over, 'UNUSED=1\n')
         agent = self.start_agent(env_files=[self.env_path, over])
         agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        kv = ' '.join(f"{k}='{v}'" for k, v in h.parse_conninfo(url).items())
+        h.write_rename(over, f'{TARGET}="{kv}"\n')
+        h.wait_for(lambda: h.target_status(agent, TARGET)['generation'] >= 2,
+                   what='the later file\'s value published')
         return agent
 
     def test_alternate_refuses_when_a_later_file_supplies_the_target(self):
@@ -389,13 +395,14 @@ class Rotate(ClusterTest):
         role is the one in use: it must keep its login."""
         name = self.alternate_roles()
         url_a = self.url(role=name + '_a')
-        agent = self.layered(url_a, url_a)
+        agent = self.layered(url_a)
         sub = self.start_subscriber(agent)
         sub.wait_line(r'^update ')
         r = self.rotate_cmd(agent, '--strategy', 'alternate', '--wait=10')
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
-        self.assertIn(f'{TARGET} did not change', r.stderr)
-        self.assertIn(f'{name}_a keeps its login', r.stderr)
+        self.assertIn(f'{TARGET} comes from {self.tmp}/over.env', r.stderr)
+        self.assertIn('nothing changed', r.stderr)
+        self.assertFalse(self.can_login(f'{name}_b'))
         self.assertNotIn('disabled', r.stdout)
         self.assertNotIn('done:', r.stdout)
         self.assertTrue(self.can_login(f'{name}_a'))
@@ -403,10 +410,33 @@ class Rotate(ClusterTest):
 
     def test_single_fails_when_a_later_file_supplies_the_target(self):
         url = self.url()
-        agent = self.layered(url, url)
+        agent = self.layered(url)
         r = self.rotate_cmd(agent, '--wait=10')
-        self.assertNotEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(f'{TARGET} comes from {self.tmp}/over.env', r.stderr)
+        self.assertIn('nothing changed', r.stderr)
+        self.assertTrue(h.can_connect(url), h.last_connect_error())
+
+    def test_set_wait_for_rotate_fails_when_the_target_did_not_change(self):
+        """The check after the write, for what the look before it cannot
+        see: the agent reads FILE, and the target keeps the value of a
+        later file.  rotate calls that a failure, not "done"."""
+        url = self.url()
+        # over.env read again, the target's value unchanged: the file's
+        # read seq moves past the one that set the value, and the look
+        # before the change can no longer tell where the value comes from
+        agent = self.layered(url)
+        over = os.path.join(self.tmp, 'over.env')
+        with open(over) as f:
+            text = f.read()
+        h.write_rename(over, text + 'UNUSED=2\n')
+        h.wait_for(lambda: h.file_status(agent, over)['seq'] >
+                   h.target_status(agent, TARGET)['value_seq'],
+                   what='over.env read again')
+        r = self.rotate_cmd(agent, '--wait=10')
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
         self.assertIn(f'{TARGET} did not change', r.stderr)
+        self.assertIn('no longer logs in', r.stderr)
         self.assertNotIn('done:', r.stdout)
 
     def test_alternate_without_subscribers_does_not_revoke(self):
@@ -441,9 +471,56 @@ class Rotate(ClusterTest):
         sub.wait_line(r'^update ')
         r = self.rotate_cmd(agent, '--strategy', 'alternate', '--wait=10')
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
-        self.assertIn(f'target OTHER_URL still logs in as {name}_a',
-                      r.stderr)
-        self.assertIn(f'{name}_a keeps its login', r.stderr)
+        self.assertIn(f'OTHER_URL (of target OTHER_URL) also logs in as '
+                      f'{name}_a', r.stderr)
+        self.assertIn('nothing changed', r.stderr)
+        self.assertEqual(self.file_value(), url_a)
+        self.assertTrue(self.can_login(f'{name}_a'))
+        self.assertFalse(self.can_login(f'{name}_b'))
+        self.assertTrue(h.can_connect(url_a), h.last_connect_error())
+        # single: the other target's password would die
+        r = self.rotate_cmd(agent, '--wait=10')
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn('its password would stop working', r.stderr)
+        self.assertTrue(h.can_connect(url_a), h.last_connect_error())
+
+    def test_alternate_looks_again_before_revoking(self):
+        """A target that takes the old role during the wait: the look
+        just before the revocation finds it, and the role keeps its
+        login."""
+        name = self.alternate_roles()
+        url_a = self.url(role=name + '_a')
+        self.write_env(f'{TARGET}={url_a}\n')
+        later = os.path.join(self.tmp, 'later.env')
+        h.write_rename(later, f'OTHER_URL={self.url()}\n')
+        agent = self.start_agent(targets=(TARGET, 'OTHER_URL'),
+                                 env_files=[self.env_path, later])
+        for t in (TARGET, 'OTHER_URL'):
+            h.wait_for(lambda: h.target_status(agent, t)['generation'] >= 1,
+                       what=f'{t} published')
+        sub = self.start_subscriber(agent)
+        sub.wait_line(r'^update ')
+        lazy = self.start_subscriber(agent, args=('--no-ack',))
+        lazy.wait_line(r'^update ')
+        p = subprocess.Popen([os.environ['DBSWAPCTL'], '--socket', agent.sock,
+                              'rotate', self.env_path, TARGET, '--admin',
+                              self.admin_file, '--strategy', 'alternate',
+                              '--wait=30'],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        h.wait_for(lambda: h.target_status(agent, TARGET)['generation'] >= 2,
+                   what='the new value published')
+        h.write_rename(later, f'OTHER_URL={url_a}\n')
+        h.wait_for(lambda: f'{name}_a' in
+                   (h.target_status(agent, 'OTHER_URL')['conninfo'] or ''),
+                   what='OTHER_URL on the old role')
+        lazy.close()  # every subscriber left has acked: the wait ends
+        out, err = p.communicate(timeout=40)
+        self.assertEqual(p.returncode, 1, out + err)
+        self.assertIn('every subscriber acked', out)
+        self.assertIn(f'target OTHER_URL still logs in as {name}_a', err)
+        self.assertIn(f'{name}_a keeps its login', err)
         self.assertTrue(self.can_login(f'{name}_a'))
         self.assertTrue(h.can_connect(url_a), h.last_connect_error())
 
