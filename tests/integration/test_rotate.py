@@ -484,6 +484,27 @@ class Rotate(ClusterTest):
         self.assertIn('its password would stop working', r.stderr)
         self.assertTrue(h.can_connect(url_a), h.last_connect_error())
 
+    def test_secondary_elsewhere_with_the_same_user_is_refused(self):
+        """TARGET_SECONDARY defined in another file with the same user:
+        rotate would not change it, so a failover would land on a dead
+        password (single) or keep the old role in use (alternate)."""
+        c = self.cluster
+        url = self.url()
+        self.write_env(f'{TARGET}={url}\n')
+        sec = (f'host={c.sockdir} port={c.port} user={self.role} '
+               f'password={self.password} dbname=postgres')
+        other = os.path.join(self.tmp, 'secondary.env')
+        h.write_rename(other, f'{TARGET}_SECONDARY="{sec}"\n')
+        agent = self.start_agent(env_files=[self.env_path, other])
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        r = self.rotate_cmd(agent, '--wait=10')
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(f'{TARGET}_SECONDARY (of target {TARGET}) also logs '
+                      f'in as {self.role}', r.stderr)
+        self.assertIn('nothing changed', r.stderr)
+        self.assertEqual(self.file_value(), url)
+        self.assertTrue(h.can_connect(url), h.last_connect_error())
+
     def test_alternate_looks_again_before_revoking(self):
         """A target that takes the old role during the wait: the look
         just before the revocation finds it, and the role keeps its
