@@ -841,17 +841,46 @@ static bool rotate_writes(const struct rotate *r, const char *var)
 	       (r->n == 2 && streq(var, r->secondary));
 }
 
-/* Whether a value the agent took at its evaluation seq came from
- * another file than want (a resolved path): true, with that file's path,
- * when some file shows that seq and want does not.  Files read in the
- * same evaluation (all of them at start) share a seq: with want among
- * them, nothing can be told, and the check after the write decides. */
+/* Whether the env file at path (readable here, not sealed as a whole)
+ * defines var; false when that cannot be told. */
+static bool file_defines(const char *path, const char *var)
+{
+	struct stat st;
+	struct env_file f = { 0 };
+	struct env_error err;
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	bool found = false;
+	int fd = file_open_regular(path, &st);
+
+	if (fd < 0)
+		return false;
+	if (ctl_read_all(fd, ENV_TOTAL_MAX, &buf, &len) == 0 &&
+	    !crypt_is_sealed_file(buf, len) &&
+	    env_parse((const char *)buf, len, NULL, NULL, &f, &err) == 0) {
+		found = env_file_index(&f, var) != ENV_REF_LOWER;
+		env_file_fini(&f);
+	}
+	close(fd);
+	if (buf)
+		explicit_bzero(buf, len);
+	free(buf);
+	return found;
+}
+
+/* Whether var's value, taken by the agent at its evaluation seq, came
+ * from another file than want (a resolved path): true, with that file's
+ * path.  Known when want was not read at seq but another file was, or
+ * when a file after want in the agent's order (a later --env, which
+ * wins) was read at the same seq (all files at start) and defines var.
+ * Otherwise the check after the write decides. */
 static bool other_file_of_seq(const msgpack_object *st, long long seq,
-			      const char *want, char *path, size_t size)
+			      const char *want, const char *var, char *path,
+			      size_t size)
 {
 	const msgpack_object *files = ctl_array(st, "files");
 	char buf[4096];
-	bool other = false;
+	bool other = false, seen_want = false;
 
 	for (uint32_t i = 0; seq >= 0 && files && i < files->via.array.size;
 	     i++) {
@@ -862,14 +891,18 @@ static bool other_file_of_seq(const msgpack_object *st, long long seq,
 			continue;
 		real = realpath(buf, NULL);
 		if (real && streq(real, want)) {
+			seen_want = true;
+		} else if (!seen_want) {
+			snprintf(path, size, "%s", buf);
+			other = true;
+		} else if (file_defines(buf, var)) {
+			snprintf(path, size, "%s", buf);
 			free(real);
-			return false;
+			return true;
 		}
 		free(real);
-		snprintf(path, size, "%s", buf);
-		other = true;
 	}
-	return other;
+	return other && !seen_want;
 }
 
 /* Before anything changes: what the agent shows of the values in use.
@@ -915,7 +948,8 @@ static int values_follow(const struct rotate *r)
 				if (want &&
 				    other_file_of_seq(&st.root.data,
 						      ctl_int(s, "value_seq"),
-						      want, path, sizeof(path))) {
+						      want, var, path,
+						      sizeof(path))) {
 					fprintf(stderr,
 						"dbswapctl rotate: the agent's "
 						"%s comes from %s, not %s (a "

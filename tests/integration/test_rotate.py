@@ -417,6 +417,26 @@ class Rotate(ClusterTest):
         self.assertIn('nothing changed', r.stderr)
         self.assertTrue(h.can_connect(url), h.last_connect_error())
 
+    def test_later_file_read_at_start_is_refused_before_any_change(self):
+        """Both files read at the agent's start (one evaluation, the same
+        read seq): the later file is read here to see that it defines
+        the target."""
+        name = self.alternate_roles()
+        url_a = self.url(role=name + '_a')
+        self.write_env(f'{TARGET}={url_a}\n')
+        over = os.path.join(self.tmp, 'over.env')
+        h.write_rename(over, f'{TARGET}={url_a}\n')
+        agent = self.start_agent(env_files=[self.env_path, over])
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        for args in ((), ('--strategy', 'alternate')):
+            r = self.rotate_cmd(agent, '--wait=10', *args)
+            self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+            self.assertIn(f'{TARGET} comes from {over}', r.stderr)
+            self.assertIn('nothing changed', r.stderr)
+            self.assertEqual(self.file_value(), url_a)
+            self.assertTrue(h.can_connect(url_a), h.last_connect_error())
+        self.assertFalse(self.can_login(f'{name}_b'))
+
     def test_set_wait_for_rotate_fails_when_the_target_did_not_change(self):
         """The check after the write, for what the look before it cannot
         see: the agent reads FILE, and the target keeps the value of a
