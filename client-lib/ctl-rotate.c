@@ -402,7 +402,8 @@ static int same_groups(struct rotate *r)
 	if (n) {
 		bool differ = PQntuples(o) != PQntuples(n);
 		for (int i = 0; !differ && i < PQntuples(o); i++)
-			differ = !streq(PQgetvalue(o, i, 0), PQgetvalue(n, i, 0));
+			differ = !streq(PQgetvalue(o, i, 0),
+					PQgetvalue(n, i, 0));
 		if (!differ) {
 			ret = 0;
 		} else {
@@ -1142,10 +1143,10 @@ static int old_role_unused(struct rotate *r, const char *socket)
 			/* brief or not ours to follow: its user is unknown */
 			fprintf(stderr, "dbswapctl rotate: the agent shows "
 					"this caller no details of target %s: "
-					"cannot tell whether it still logs in as "
-					"%s; not revoking it (run rotate as root "
-					"or the agent's user, or add --admin "
-					"rules)\n",
+					"cannot tell whether it still logs in "
+					"as %s; not revoking it (run rotate as "
+					"root or the agent's user, or add "
+					"--admin rules)\n",
 				name, r->old_role);
 			ret = -1;
 			continue;

@@ -180,7 +180,8 @@ static int parse_set_args(int argc, char **argv, struct set_opts *o)
 			if (r < 0)
 				return r;
 		} else if (a[0] == '-' && a[1] == '-') {
-			fprintf(stderr, "dbswapctl %s: unknown option %s\n", set_cmd, a);
+			fprintf(stderr, "dbswapctl %s: unknown option %s\n",
+				set_cmd, a);
 			return -EINVAL;
 		} else if (!o->file) {
 			o->file = a;
@@ -201,7 +202,8 @@ static int parse_set_args(int argc, char **argv, struct set_opts *o)
 				o->owned[o->n] = read_secret_line(name);
 				if (!o->owned[o->n]) {
 					fprintf(stderr, "dbswapctl %s: no value "
-							"for %s on stdin\n", set_cmd,
+							"for %s on stdin\n",
+								set_cmd,
 						name);
 					free(name);
 					return -EINVAL;
@@ -214,7 +216,8 @@ static int parse_set_args(int argc, char **argv, struct set_opts *o)
 		}
 	}
 	if (!o->file || o->n == 0) {
-		fprintf(stderr, "dbswapctl %s: usage: set FILE NAME=VALUE...\n", set_cmd);
+		fprintf(stderr, "dbswapctl %s: usage: set FILE NAME=VALUE...\n",
+			set_cmd);
 		return -EINVAL;
 	}
 	return 0;
@@ -275,7 +278,8 @@ static int set_check_dir(const struct set_opts *o, int dfd, const char *path)
 
 	if (fstat(dfd, &st) < 0) {
 		r = neg_errno();
-		fprintf(stderr, "dbswapctl %s: %s: %s\n", set_cmd, path, strerror(-r));
+		fprintf(stderr, "dbswapctl %s: %s: %s\n",
+			set_cmd, path, strerror(-r));
 		return r;
 	}
 	if (!set_owner_trusted(st.st_uid)) {
@@ -338,7 +342,8 @@ static int set_follow_link(const struct set_opts *o, int *dfd,
 	n = readlinkat(*dfd, name, target, sizeof(target) - 1);
 	if (n < 0) {
 		r = neg_errno();
-		fprintf(stderr, "dbswapctl %s: %s: %s\n", set_cmd, path, strerror(-r));
+		fprintf(stderr, "dbswapctl %s: %s: %s\n",
+			set_cmd, path, strerror(-r));
 		return r;
 	}
 	target[n] = '\0';
@@ -408,7 +413,8 @@ static int set_resolve(const struct set_opts *o, struct set_place *pl)
 			break;
 		}
 		if (len > NAME_MAX) {
-			fprintf(stderr, "dbswapctl %s: %s: %s\n", set_cmd, o->file,
+			fprintf(stderr, "dbswapctl %s: %s: %s\n",
+				set_cmd, o->file,
 				strerror(ENAMETOOLONG));
 			r = -ENAMETOOLONG;
 			break;
@@ -425,7 +431,8 @@ static int set_resolve(const struct set_opts *o, struct set_place *pl)
 			continue;
 		r = snprintf(path, sizeof(path), "%s/%s", dir_path, comp);
 		if (r < 0 || (size_t)r >= sizeof(path)) {
-			fprintf(stderr, "dbswapctl %s: %s: %s\n", set_cmd, o->file,
+			fprintf(stderr, "dbswapctl %s: %s: %s\n",
+				set_cmd, o->file,
 				strerror(ENAMETOOLONG));
 			r = -ENAMETOOLONG;
 			break;
@@ -436,7 +443,8 @@ static int set_resolve(const struct set_opts *o, struct set_place *pl)
 				st.st_mode = 0; /* a new file */
 			} else {
 				r = neg_errno();
-				fprintf(stderr, "dbswapctl %s: %s: %s\n", set_cmd, path,
+				fprintf(stderr, "dbswapctl %s: %s: %s\n",
+					set_cmd, path,
 					strerror(-r));
 				break;
 			}
@@ -451,7 +459,8 @@ static int set_resolve(const struct set_opts *o, struct set_place *pl)
 		}
 		if (S_ISLNK(st.st_mode)) {
 			if (++links > SET_LINKS_MAX) {
-				fprintf(stderr, "dbswapctl %s: %s: %s\n", set_cmd,
+				fprintf(stderr, "dbswapctl %s: %s: %s\n",
+					set_cmd,
 					o->file, strerror(ELOOP));
 				r = -ELOOP;
 				break;
@@ -640,7 +649,8 @@ static int read_current(const struct set_opts *o, const struct set_place *pl,
 	if (fstatat(pl->dfd, pl->name, st, AT_SYMLINK_NOFOLLOW) < 0) {
 		r = neg_errno();
 		if (r != -ENOENT) {
-			fprintf(stderr, "dbswapctl %s: %s: %s\n", set_cmd, pl->path,
+			fprintf(stderr, "dbswapctl %s: %s: %s\n",
+				set_cmd, pl->path,
 				strerror(-r));
 			return r;
 		}
@@ -649,7 +659,8 @@ static int read_current(const struct set_opts *o, const struct set_place *pl,
 		return *buf ? 0 : -ENOMEM;
 	}
 	if (!S_ISREG(st->st_mode)) {
-		fprintf(stderr, "dbswapctl %s: %s: is %s, not a regular file\n", set_cmd,
+		fprintf(stderr, "dbswapctl %s: %s: is %s, not a regular file\n",
+			set_cmd,
 			pl->path, file_type_name(st->st_mode));
 		return S_ISDIR(st->st_mode) ? -EISDIR : -EINVAL;
 	}
@@ -697,7 +708,8 @@ static int encrypt_changes(struct set_opts *o, const char *text, size_t len,
 
 	/* The current text parsed without decryption: enc: stays as is. */
 	if (env_parse(text, len, NULL, NULL, &cur, &err) < 0) {
-		fprintf(stderr, "dbswapctl %s: %s:%u:%u: %s\n", set_cmd, o->file,
+		fprintf(stderr, "dbswapctl %s: %s:%u:%u: %s\n",
+			set_cmd, o->file,
 			err.line, err.column, err.message);
 		return -EINVAL;
 	}
@@ -710,7 +722,8 @@ static int encrypt_changes(struct set_opts *o, const char *text, size_t len,
 		 * refuse it after decrypting. */
 		if (strchr(o->changes[i].value, '\r')) {
 			fprintf(stderr, "dbswapctl %s: %s: value holds a "
-					"carriage return\n", set_cmd, o->changes[i].name);
+					"carriage return\n",
+						set_cmd, o->changes[i].name);
 			env_file_fini(&cur);
 			return -EINVAL;
 		}
@@ -1171,6 +1184,16 @@ static long find_tracked(const struct tracked *tracked, size_t n,
 	return -1;
 }
 
+/* The write did not change the target expected to change. */
+static void say_unchanged(const char *file, const char *target)
+{
+	fprintf(stderr, "dbswapctl %s: the agent read %s, but %s did not "
+			"change: its value comes from another file (a later "
+			"--env wins) or is the same; no app uses the new "
+			"value\n",
+		set_cmd, file, target);
+}
+
 /* The expected target's state once every tracked one is done: whether
  * the follow may call it done.  Says why not when it cannot be (and
  * *fail then holds the exit code); stays quiet while an ack may still
@@ -1185,9 +1208,9 @@ static bool expect_met(const struct ctl_follow_expect *ex,
 		/* validated only as a standby: the value in use is not
 		 * the one written */
 		fprintf(stderr, "dbswapctl %s: %s: the new value in %s is "
-				"validated only for the server not in use; the "
-				"value the apps use comes from elsewhere and did "
-				"not change\n",
+				"validated only for the server not in use; "
+				"the value the apps use comes from elsewhere "
+				"and did not change\n",
 			set_cmd, ex->target, file);
 		*fail = EXIT_REFUSED;
 		return false;
@@ -1272,16 +1295,8 @@ static int wait_rotation(const char *socket, const struct set_opts *o,
 					expected = find_tracked(
 						tracked, n_tracked, ex->target);
 					if (expected < 0) {
-						fprintf(stderr,
-							"dbswapctl %s: the agent "
-							"read %s, but %s did not "
-							"change: its value comes "
-							"from another file (a "
-							"later --env wins) or is "
-							"the same; no app uses "
-							"the new value\n",
-							set_cmd, o->file,
-							ex->target);
+						say_unchanged(o->file,
+							      ex->target);
 						ipc_msg_fini(&st);
 						dbswap_client_free(c);
 						return EXIT_REFUSED;
@@ -1422,13 +1437,15 @@ static int set_write(struct set_opts *o, ctl_set_prepare_fn *prepare,
 					"whole; changing it needs the secret key "
 					"(--key), or keep the file in plaintext "
 					"with encrypted values (--encrypt-values), "
-					"which needs only the public key\n", set_cmd,
+					"which needs only the public key\n",
+						set_cmd,
 				o->file);
 			goto out;
 		}
 		if (crypt_open_file(&key, 1, cur, cur_len, &plain, &plain_len,
 				    err, sizeof(err)) < 0) {
-			fprintf(stderr, "dbswapctl %s: %s: %s\n", set_cmd, o->file, err);
+			fprintf(stderr, "dbswapctl %s: %s: %s\n",
+				set_cmd, o->file, err);
 			goto out;
 		}
 	}
@@ -1459,7 +1476,8 @@ static int set_write(struct set_opts *o, ctl_set_prepare_fn *prepare,
 		goto out;
 	if (envedit_apply(text, text_len, o->changes, o->n, &edited,
 			  &edited_len, &perr) < 0) {
-		fprintf(stderr, "dbswapctl %s: %s:%u:%u: %s\n", set_cmd, o->file,
+		fprintf(stderr, "dbswapctl %s: %s:%u:%u: %s\n",
+			set_cmd, o->file,
 			perr.line, perr.column, perr.message);
 		goto out;
 	}
@@ -1471,7 +1489,8 @@ static int set_write(struct set_opts *o, ctl_set_prepare_fn *prepare,
 	if (write_atomic(&pl, sealed ? (const char *)out : edited,
 			 sealed ? out_len : edited_len, exists ? &st : NULL,
 			 identity, err, sizeof(err)) < 0) {
-		fprintf(stderr, "dbswapctl %s: %s; %s is unchanged\n", set_cmd, err,
+		fprintf(stderr, "dbswapctl %s: %s; %s is unchanged\n",
+			set_cmd, err,
 			o->file);
 		goto out;
 	}
@@ -1548,11 +1567,12 @@ int ctl_set_check(const char *socket, const char *cmd, const char *file,
 		/* --wait would find no version of the file after the change:
 		 * refuse before anything changes */
 		fprintf(stderr, "dbswapctl %s: the agent at %s shows which "
-				"version of a file it read only to admins and to "
-				"peers that may follow every target: --wait "
-				"cannot follow the change (run it as root or the "
-				"agent's user, or add --admin rules); nothing "
-				"changed\n", cmd, client_socket_path(c));
+				"version of a file it read only to admins and "
+				"to peers that may follow every target: --wait "
+				"cannot follow the change (run it as root or "
+				"the agent's user, or add --admin rules); "
+				"nothing changed\n",
+			cmd, client_socket_path(c));
 		ret = EXIT_REFUSED;
 	} else if (!agent_watches(root, file)) {
 		fprintf(stderr, "dbswapctl %s: the agent at %s does not watch "
