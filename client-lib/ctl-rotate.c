@@ -68,9 +68,11 @@
 enum rotate_strategy { ROTATE_SINGLE, ROTATE_ALTERNATE };
 
 struct rotate {
+	const char *socket;
 	const char *file, *target, *admin_path;
 	const char *key, *pubkey;
 	bool force, wait;
+	bool allow_no_subs; /* alternate: revoke with no subscriber's ack */
 	int wait_s;
 	enum rotate_strategy strategy;
 	int64_t start_us;
@@ -124,7 +126,8 @@ static void usage_error(const char *what)
 {
 	fprintf(stderr, "dbswapctl rotate: %s\n"
 			"usage: rotate FILE TARGET --admin CONNINFO_FILE "
-			"[--strategy single|alternate] [--wait[=SECONDS]]\n",
+			"[--strategy single|alternate] [--wait[=SECONDS]] "
+			"[--allow-no-subscribers]\n",
 		what);
 }
 
@@ -154,6 +157,8 @@ static int parse_args(int argc, char **argv, struct rotate *r)
 			r->pubkey = a + 9;
 		} else if (streq(a, "--force")) {
 			r->force = true;
+		} else if (streq(a, "--allow-no-subscribers")) {
+			r->allow_no_subs = true;
 		} else if ((w = ctl_wait_arg("rotate", a, &r->wait,
 					     &r->wait_s)) != 0) {
 			if (w < 0)
@@ -336,6 +341,86 @@ static int role_exists(struct rotate *r, const char *role)
 		ret = PQntuples(res) > 0;
 	}
 	PQclear(res);
+	return ret;
+}
+
+/* The group roles role is a member of, sorted, one per row; NULL after
+ * saying why the question failed. */
+static PGresult *role_groups(struct rotate *r, const char *role)
+{
+	const char *params[] = { role };
+	PGresult *res = PQexecParams(
+		r->conn,
+		"SELECT g.rolname FROM pg_auth_members m "
+		"JOIN pg_roles g ON g.oid = m.roleid "
+		"JOIN pg_roles u ON u.oid = m.member "
+		"WHERE u.rolname = $1 ORDER BY 1",
+		1, NULL, params, NULL, NULL, 0);
+	char msg[1024];
+
+	if (PQresultStatus(res) == PGRES_TUPLES_OK)
+		return res;
+	clean_pq(r, PQresultErrorMessage(res), msg, sizeof(msg));
+	fprintf(stderr, "dbswapctl rotate: looking up the groups of %s "
+			"failed: %s\n", role, msg);
+	PQclear(res);
+	return NULL;
+}
+
+/* Prints the groups of a that b is not in, each after sep; how many. */
+static int groups_missing(PGresult *a, PGresult *b, const char *b_name)
+{
+	int missing = 0;
+
+	for (int i = 0; i < PQntuples(a); i++) {
+		const char *g = PQgetvalue(a, i, 0);
+		bool found = false;
+		for (int j = 0; j < PQntuples(b) && !found; j++)
+			found = streq(g, PQgetvalue(b, j, 0));
+		if (found)
+			continue;
+		fprintf(stderr, "%s%s", missing ? ", " : "", g);
+		missing++;
+	}
+	if (missing)
+		fprintf(stderr, " (not a group of %s)", b_name);
+	return missing;
+}
+
+/* alternate: whether the two roles are members of the same groups (the
+ * privileges the pair shares); 0, or -1 after naming the difference.  A
+ * role in fewer groups would lose privileges when the target moves to
+ * it; one in more would gain some. */
+static int same_groups(struct rotate *r)
+{
+	PGresult *o = role_groups(r, r->old_role), *n;
+	int ret = -1;
+
+	if (!o)
+		return -1;
+	n = role_groups(r, r->new_role);
+	if (n) {
+		bool differ = PQntuples(o) != PQntuples(n);
+		for (int i = 0; !differ && i < PQntuples(o); i++)
+			differ = !streq(PQgetvalue(o, i, 0),
+					PQgetvalue(n, i, 0));
+		if (!differ) {
+			ret = 0;
+		} else {
+			fprintf(stderr, "dbswapctl rotate: %s and %s are not "
+					"members of the same group roles: ",
+				r->old_role, r->new_role);
+			int m = groups_missing(o, n, r->new_role);
+			if (groups_missing(n, o, r->old_role) + m == 0)
+				fputs("(a group twice?)", stderr);
+			fprintf(stderr, "; --strategy alternate needs the "
+					"pair to share their privileges through "
+					"the same groups (GRANT group TO role); "
+					"nothing changed\n");
+		}
+	}
+	PQclear(o);
+	PQclear(n);
 	return ret;
 }
 
@@ -743,6 +828,159 @@ static bool pick_alternate(struct rotate *r)
 	return true;
 }
 
+/* How long the look before the change waits for an agent that is not
+ * there (without --wait rotate works without one). */
+#define ROTATE_LOOK_MS 1000
+
+static void masked_user(const char *conninfo, char *user, size_t size);
+
+/* Whether var is an entry rotate writes: the target, and its secondary
+ * when FILE defines it with the same user. */
+static bool rotate_writes(const struct rotate *r, const char *var)
+{
+	return streq(var, r->target) ||
+	       (r->n == 2 && streq(var, r->secondary));
+}
+
+/* Whether the env file at path (readable here, not sealed as a whole)
+ * defines var; false when that cannot be told. */
+static bool file_defines(const char *path, const char *var)
+{
+	struct stat st;
+	struct env_file f = { 0 };
+	struct env_error err;
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	bool found = false;
+	int fd = file_open_regular(path, &st);
+
+	if (fd < 0)
+		return false;
+	if (ctl_read_all(fd, ENV_TOTAL_MAX, &buf, &len) == 0 &&
+	    !crypt_is_sealed_file(buf, len) &&
+	    env_parse((const char *)buf, len, NULL, NULL, &f, &err) == 0) {
+		found = env_file_index(&f, var) != ENV_REF_LOWER;
+		env_file_fini(&f);
+	}
+	close(fd);
+	if (buf)
+		explicit_bzero(buf, len);
+	free(buf);
+	return found;
+}
+
+/* Whether var's value, taken by the agent at its evaluation seq, came
+ * from another file than want (a resolved path): true, with that file's
+ * path.  Known when want was not read at seq but another file was, or
+ * when a file after want in the agent's order (a later --env, which
+ * wins) was read at the same seq (all files at start) and defines var.
+ * Otherwise the check after the write decides. */
+static bool other_file_of_seq(const msgpack_object *st, long long seq,
+			      const char *want, const char *var, char *path,
+			      size_t size)
+{
+	const msgpack_object *files = ctl_array(st, "files");
+	char buf[4096];
+	bool other = false, seen_want = false;
+
+	for (uint32_t i = 0; seq >= 0 && files && i < files->via.array.size;
+	     i++) {
+		const msgpack_object *f = &files->via.array.ptr[i];
+		char *real;
+		if (ctl_int(f, "seq") != seq ||
+		    !ctl_str(f, "path", buf, sizeof(buf)))
+			continue;
+		real = realpath(buf, NULL);
+		if (real && streq(real, want)) {
+			seen_want = true;
+		} else if (!seen_want) {
+			snprintf(path, size, "%s", buf);
+			other = true;
+		} else if (file_defines(buf, var)) {
+			snprintf(path, size, "%s", buf);
+			free(real);
+			return true;
+		}
+		free(real);
+	}
+	return other && !seen_want;
+}
+
+/* Before anything changes: what the agent shows of the values in use.
+ * Refuses (-1, after saying why) when a value the apps use would not
+ * follow the change: the target's value coming from another file (a
+ * later --env wins), or an entry rotate does not write logging in as the
+ * old role (another target, a secondary defined elsewhere): its password
+ * would die under it (single), or the old role could never be revoked
+ * (alternate).  What this caller may not see is left to the checks
+ * after the write. */
+static int values_follow(const struct rotate *r)
+{
+	dbswap_client *c = ctl_connect_until(r->socket, "dbswapctl rotate",
+					     now_ms() + ROTATE_LOOK_MS);
+	const msgpack_object *targets;
+	struct ipc_msg st;
+	char name[IPC_NAME_MAX + 1], var[IPC_NAME_MAX + 1];
+	char conninfo[4096], user[ROTATE_ROLE_MAX + 2], path[4096];
+	char *want;
+	int ret = 0;
+
+	if (!c)
+		return 0; /* no agent: nothing to look at */
+	ctl_call(c, IPC_STATUS, &st);
+	targets = ctl_array(&st.root.data, "targets");
+	want = realpath(r->file, NULL);
+	for (uint32_t i = 0; targets && i < targets->via.array.size; i++) {
+		const msgpack_object *t = &targets->via.array.ptr[i];
+		const msgpack_object *servers = ctl_array(t, "servers");
+
+		if (!ctl_str(t, "name", name, sizeof(name)))
+			continue;
+		for (uint32_t j = 0; servers && j < servers->via.array.size;
+		     j++) {
+			const msgpack_object *s = &servers->via.array.ptr[j];
+			if (!ctl_str(s, "var", var, sizeof(var)) ||
+			    !ctl_str(s, "conninfo", conninfo,
+				     sizeof(conninfo)))
+				continue;
+			masked_user(conninfo, user, sizeof(user));
+			if (rotate_writes(r, var)) {
+				/* in use from another file? */
+				if (want &&
+				    other_file_of_seq(&st.root.data,
+						      ctl_int(s, "value_seq"),
+						      want, var, path,
+						      sizeof(path))) {
+					fprintf(stderr,
+						"dbswapctl rotate: the agent's "
+						"%s comes from %s, not %s (a "
+						"later --env wins): the apps "
+						"would not follow; rotate %s "
+						"instead; nothing changed\n",
+						var, path, r->file, path);
+					ret = -1;
+				}
+			} else if (streq(user, r->old_role)) {
+				fprintf(stderr, "dbswapctl rotate: %s (of "
+						"target %s) also logs in as %s "
+						"and rotate does not change it: "
+						"%s; nothing changed\n",
+					var, name, r->old_role,
+					r->strategy == ROTATE_SINGLE
+						? "its password would stop "
+						  "working"
+						: "the old role could never be "
+						  "revoked");
+				ret = -1;
+			}
+		}
+	}
+	free(want);
+	ipc_msg_fini(&st);
+	dbswap_client_free(c);
+	return ret;
+}
+
 /* set's prepare step: reads the target from the file, changes the
  * server, returns the new values. */
 static int prepare(const char *text, size_t len, struct crypt_key *key,
@@ -812,8 +1050,9 @@ static int prepare(const char *text, size_t len, struct crypt_key *key,
 	for (size_t i = 0; i < r->n; i++)
 		r->changes[i].value = r->values[i];
 
-	/* Everything about the file is known to work: now the server. */
-	if (admin_connect(r) < 0)
+	/* Everything about the file is known to work: then what the agent
+	 * uses, then the server. */
+	if (values_follow(r) < 0 || admin_connect(r) < 0)
 		goto out;
 	if (r->strategy == ROTATE_ALTERNATE) {
 		x = role_exists(r, r->new_role);
@@ -826,6 +1065,8 @@ static int prepare(const char *text, size_t len, struct crypt_key *key,
 					r->new_role, r->old_role, r->new_role);
 			goto out;
 		}
+		if (same_groups(r) < 0)
+			goto out;
 		what = "LOGIN";
 	} else {
 		what = "";
@@ -847,6 +1088,89 @@ static int prepare(const char *text, size_t len, struct crypt_key *key,
 	ret = EXIT_SUCCESS;
 out:
 	env_file_fini(&f);
+	return ret;
+}
+
+/* The user a masked conninfo from status names (masking keeps it), into
+ * user ("" when none). */
+static void masked_user(const char *conninfo, char *user, size_t size)
+{
+	PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+	const char *u = opt_val(opts, "user");
+
+	snprintf(user, size, "%s", u ? u : "");
+	PQconninfoFree(opts);
+}
+
+/* Whether the conninfo at key of v (a target or a server entry) names
+ * the old role; says so. */
+static bool names_old(const struct rotate *r, const msgpack_object *v,
+		      const char *what)
+{
+	char conninfo[4096], user[ROTATE_ROLE_MAX + 2];
+
+	if (!ctl_str(v, "conninfo", conninfo, sizeof(conninfo)))
+		return false;
+	masked_user(conninfo, user, sizeof(user));
+	if (!streq(user, r->old_role))
+		return false;
+	fprintf(stderr, "dbswapctl rotate: %s still logs in as %s: not "
+			"revoking it\n", what, r->old_role);
+	return true;
+}
+
+/* Before the revocation: one look at every target the agent has.  0 when
+ * none (nor any of its servers) names the old role; -1 after saying
+ * which does, or that this caller cannot see them all. */
+static int old_role_unused(struct rotate *r, const char *socket)
+{
+	dbswap_client *c = ctl_connect(socket, "dbswapctl rotate");
+	const msgpack_object *targets;
+	struct ipc_msg st;
+	char name[IPC_NAME_MAX + 1], var[IPC_NAME_MAX + 1];
+	char what[2 * IPC_NAME_MAX + 16];
+	int ret = 0;
+
+	ctl_call(c, IPC_STATUS, &st);
+	targets = ctl_array(&st.root.data, "targets");
+	for (uint32_t i = 0; targets && i < targets->via.array.size; i++) {
+		const msgpack_object *t = &targets->via.array.ptr[i];
+		const msgpack_object *servers = ctl_array(t, "servers");
+
+		if (!ctl_str(t, "name", name, sizeof(name)))
+			snprintf(name, sizeof(name), "?");
+		if (ctl_int(t, "redacted") == 1 || !servers) {
+			/* brief or not ours to follow: its user is unknown */
+			fprintf(stderr, "dbswapctl rotate: the agent shows "
+					"this caller no details of target %s: "
+					"cannot tell whether it still logs in "
+					"as %s; not revoking it (run rotate as "
+					"root or the agent's user, or add "
+					"--admin rules)\n",
+				name, r->old_role);
+			ret = -1;
+			continue;
+		}
+		snprintf(what, sizeof(what), "target %s", name);
+		if (names_old(r, t, what))
+			ret = -1;
+		for (uint32_t j = 0; j < servers->via.array.size; j++) {
+			const msgpack_object *s = &servers->via.array.ptr[j];
+			if (!ctl_str(s, "var", var, sizeof(var)))
+				snprintf(var, sizeof(var), "?");
+			snprintf(what, sizeof(what), "%s (server of %s)", var,
+				 name);
+			if (names_old(r, s, what))
+				ret = -1;
+		}
+	}
+	if (!targets) {
+		fprintf(stderr, "dbswapctl rotate: the agent's status lists no "
+				"targets: not revoking %s\n", r->old_role);
+		ret = -1;
+	}
+	ipc_msg_fini(&st);
+	dbswap_client_free(c);
 	return ret;
 }
 
@@ -872,7 +1196,7 @@ static int revoke_old(struct rotate *r)
 
 int cmd_rotate(const char *socket, int argc, char **argv)
 {
-	struct rotate r = { .start_us = now_us() };
+	struct rotate r = { .start_us = now_us(), .socket = socket };
 	char identity[FILE_IDENTITY_MAX];
 	int ret = EXIT_USAGE;
 
@@ -892,6 +1216,7 @@ int cmd_rotate(const char *socket, int argc, char **argv)
 	atexit(rotate_not_revoked);
 
 	struct ctl_set_call call = {
+		.cmd = "rotate",
 		.file = r.file,
 		.key = r.key,
 		.pubkey = r.pubkey,
@@ -921,11 +1246,25 @@ int cmd_rotate(const char *socket, int argc, char **argv)
 		ret = EXIT_SUCCESS;
 		goto out;
 	}
-	ret = ctl_set_follow(socket, "rotate", r.file, identity, r.wait_s);
-	if (ret != EXIT_SUCCESS)
+	struct ctl_follow_expect expect = {
+		.target = r.target,
+		/* no ack, no proof: an agent with no app proves nothing */
+		.need_ack = r.strategy == ROTATE_ALTERNATE && !r.allow_no_subs,
+	};
+	ret = ctl_set_follow(socket, "rotate", r.file, identity, r.wait_s,
+			     &expect);
+	if (ret != EXIT_SUCCESS) {
+		if (r.strategy == ROTATE_SINGLE)
+			fprintf(stderr, "dbswapctl rotate: the password of %s "
+					"was changed on the server: a value "
+					"that still holds the old one no longer "
+					"logs in\n",
+				r.new_role);
 		goto out; /* rotate_not_revoked says what stays */
+	}
 	say(&r, "every subscriber acked the new value");
-	if (r.strategy == ROTATE_ALTERNATE && revoke_old(&r) < 0)
+	if (r.strategy == ROTATE_ALTERNATE &&
+	    (old_role_unused(&r, socket) < 0 || revoke_old(&r) < 0))
 		ret = EXIT_REFUSED;
 out:
 	if (r.conn)

@@ -97,6 +97,10 @@
  * (ELOOP past 40). */
 #define SET_LINKS_MAX 40
 
+/* The command named in messages: set, or rotate (ctl_set_write,
+ * ctl_set_follow). */
+static const char *set_cmd = "set";
+
 struct set_opts {
 	const char *file;
 	struct envedit_change *changes;
@@ -176,7 +180,8 @@ static int parse_set_args(int argc, char **argv, struct set_opts *o)
 			if (r < 0)
 				return r;
 		} else if (a[0] == '-' && a[1] == '-') {
-			fprintf(stderr, "dbswapctl set: unknown option %s\n", a);
+			fprintf(stderr, "dbswapctl %s: unknown option %s\n",
+				set_cmd, a);
 			return -EINVAL;
 		} else if (!o->file) {
 			o->file = a;
@@ -184,8 +189,8 @@ static int parse_set_args(int argc, char **argv, struct set_opts *o)
 			const char *eq = strchr(a, '=');
 			char *name;
 			if (!eq || eq == a) {
-				fprintf(stderr, "dbswapctl set: %s: expected "
-						"NAME=VALUE\n", a);
+				fprintf(stderr, "dbswapctl %s: %s: expected "
+						"NAME=VALUE\n", set_cmd, a);
 				return -EINVAL;
 			}
 			name = strndup(a, (size_t)(eq - a));
@@ -196,8 +201,9 @@ static int parse_set_args(int argc, char **argv, struct set_opts *o)
 			if (streq(eq + 1, "-")) {
 				o->owned[o->n] = read_secret_line(name);
 				if (!o->owned[o->n]) {
-					fprintf(stderr, "dbswapctl set: no value "
+					fprintf(stderr, "dbswapctl %s: no value "
 							"for %s on stdin\n",
+								set_cmd,
 						name);
 					free(name);
 					return -EINVAL;
@@ -210,7 +216,8 @@ static int parse_set_args(int argc, char **argv, struct set_opts *o)
 		}
 	}
 	if (!o->file || o->n == 0) {
-		fprintf(stderr, "dbswapctl set: usage: set FILE NAME=VALUE...\n");
+		fprintf(stderr, "dbswapctl %s: usage: set FILE NAME=VALUE...\n",
+			set_cmd);
 		return -EINVAL;
 	}
 	return 0;
@@ -249,13 +256,13 @@ static int set_distrust(const struct set_opts *o, const char *what,
 			const char *risk)
 {
 	if (o->force) {
-		fprintf(stderr, "dbswapctl set: warning: %s; written anyway "
-				"(--force)\n",
+		fprintf(stderr, "dbswapctl %s: warning: %s; written anyway "
+				"(--force)\n", set_cmd,
 			what);
 		return 0;
 	}
-	fprintf(stderr, "dbswapctl set: %s, %s: refused (--force to write "
-			"anyway)\n",
+	fprintf(stderr, "dbswapctl %s: %s, %s: refused (--force to write "
+			"anyway)\n", set_cmd,
 		what, risk);
 	return -EPERM;
 }
@@ -271,7 +278,8 @@ static int set_check_dir(const struct set_opts *o, int dfd, const char *path)
 
 	if (fstat(dfd, &st) < 0) {
 		r = neg_errno();
-		fprintf(stderr, "dbswapctl set: %s: %s\n", path, strerror(-r));
+		fprintf(stderr, "dbswapctl %s: %s: %s\n",
+			set_cmd, path, strerror(-r));
 		return r;
 	}
 	if (!set_owner_trusted(st.st_uid)) {
@@ -300,7 +308,7 @@ static int set_open_root(const struct set_opts *o, int *dfd)
 
 	if (fd < 0) {
 		r = neg_errno();
-		fprintf(stderr, "dbswapctl set: /: %s\n", strerror(-r));
+		fprintf(stderr, "dbswapctl %s: /: %s\n", set_cmd, strerror(-r));
 		return r;
 	}
 	if (*dfd >= 0)
@@ -334,7 +342,8 @@ static int set_follow_link(const struct set_opts *o, int *dfd,
 	n = readlinkat(*dfd, name, target, sizeof(target) - 1);
 	if (n < 0) {
 		r = neg_errno();
-		fprintf(stderr, "dbswapctl set: %s: %s\n", path, strerror(-r));
+		fprintf(stderr, "dbswapctl %s: %s: %s\n",
+			set_cmd, path, strerror(-r));
 		return r;
 	}
 	target[n] = '\0';
@@ -342,7 +351,7 @@ static int set_follow_link(const struct set_opts *o, int *dfd,
 		return -ENOMEM;
 	if (strlen(joined) >= rest_size) {
 		free(joined);
-		fprintf(stderr, "dbswapctl set: %s: %s\n", path,
+		fprintf(stderr, "dbswapctl %s: %s: %s\n", set_cmd, path,
 			strerror(ENAMETOOLONG));
 		return -ENAMETOOLONG;
 	}
@@ -374,15 +383,15 @@ static int set_resolve(const struct set_opts *o, struct set_place *pl)
 	} else {
 		if (!getcwd(cwd, sizeof(cwd))) {
 			r = neg_errno();
-			fprintf(stderr, "dbswapctl set: the working directory: "
-					"%s\n",
+			fprintf(stderr, "dbswapctl %s: the working directory: "
+					"%s\n", set_cmd,
 				strerror(-r));
 			return r;
 		}
 		r = snprintf(rest, sizeof(rest), "%s/%s", cwd, o->file);
 	}
 	if (r < 0 || (size_t)r >= sizeof(rest)) {
-		fprintf(stderr, "dbswapctl set: %s: %s\n", o->file,
+		fprintf(stderr, "dbswapctl %s: %s: %s\n", set_cmd, o->file,
 			strerror(ENAMETOOLONG));
 		return -ENAMETOOLONG;
 	}
@@ -397,14 +406,15 @@ static int set_resolve(const struct set_opts *o, struct set_place *pl)
 		len = strcspn(p, "/");
 		if (len == 0) {
 			/* "/", or a name ending in "/": not a file */
-			fprintf(stderr, "dbswapctl set: %s: is a directory, "
-					"not a regular file\n",
+			fprintf(stderr, "dbswapctl %s: %s: is a directory, "
+					"not a regular file\n", set_cmd,
 				o->file);
 			r = -EISDIR;
 			break;
 		}
 		if (len > NAME_MAX) {
-			fprintf(stderr, "dbswapctl set: %s: %s\n", o->file,
+			fprintf(stderr, "dbswapctl %s: %s: %s\n",
+				set_cmd, o->file,
 				strerror(ENAMETOOLONG));
 			r = -ENAMETOOLONG;
 			break;
@@ -421,7 +431,8 @@ static int set_resolve(const struct set_opts *o, struct set_place *pl)
 			continue;
 		r = snprintf(path, sizeof(path), "%s/%s", dir_path, comp);
 		if (r < 0 || (size_t)r >= sizeof(path)) {
-			fprintf(stderr, "dbswapctl set: %s: %s\n", o->file,
+			fprintf(stderr, "dbswapctl %s: %s: %s\n",
+				set_cmd, o->file,
 				strerror(ENAMETOOLONG));
 			r = -ENAMETOOLONG;
 			break;
@@ -432,7 +443,8 @@ static int set_resolve(const struct set_opts *o, struct set_place *pl)
 				st.st_mode = 0; /* a new file */
 			} else {
 				r = neg_errno();
-				fprintf(stderr, "dbswapctl set: %s: %s\n", path,
+				fprintf(stderr, "dbswapctl %s: %s: %s\n",
+					set_cmd, path,
 					strerror(-r));
 				break;
 			}
@@ -447,7 +459,8 @@ static int set_resolve(const struct set_opts *o, struct set_place *pl)
 		}
 		if (S_ISLNK(st.st_mode)) {
 			if (++links > SET_LINKS_MAX) {
-				fprintf(stderr, "dbswapctl set: %s: %s\n",
+				fprintf(stderr, "dbswapctl %s: %s: %s\n",
+					set_cmd,
 					o->file, strerror(ELOOP));
 				r = -ELOOP;
 				break;
@@ -465,21 +478,21 @@ static int set_resolve(const struct set_opts *o, struct set_place *pl)
 			if (via_link && fstat(dfd, &st) == 0 &&
 			    (st.st_dev != file_dir.st_dev ||
 			     st.st_ino != file_dir.st_ino))
-				fprintf(stderr, "dbswapctl set: note: %s is a "
+				fprintf(stderr, "dbswapctl %s: note: %s is a "
 						"symlink out of its directory; "
-						"writing %s\n",
+						"writing %s\n", set_cmd,
 					o->file, pl->path);
 			return 0;
 		}
 		if (!S_ISDIR(st.st_mode)) {
-			fprintf(stderr, "dbswapctl set: %s: %s\n", path,
+			fprintf(stderr, "dbswapctl %s: %s: %s\n", set_cmd, path,
 				strerror(ENOTDIR));
 			r = -ENOTDIR;
 			break;
 		}
 		if (!*after) {
-			fprintf(stderr, "dbswapctl set: %s: is a directory, "
-					"not a regular file\n",
+			fprintf(stderr, "dbswapctl %s: %s: is a directory, "
+					"not a regular file\n", set_cmd,
 				o->file);
 			r = -EISDIR;
 			break;
@@ -490,7 +503,7 @@ static int set_resolve(const struct set_opts *o, struct set_place *pl)
 			    O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (fd < 0) {
 			r = neg_errno();
-			fprintf(stderr, "dbswapctl set: %s: %s\n", path,
+			fprintf(stderr, "dbswapctl %s: %s: %s\n", set_cmd, path,
 				strerror(-r));
 			break;
 		}
@@ -636,7 +649,8 @@ static int read_current(const struct set_opts *o, const struct set_place *pl,
 	if (fstatat(pl->dfd, pl->name, st, AT_SYMLINK_NOFOLLOW) < 0) {
 		r = neg_errno();
 		if (r != -ENOENT) {
-			fprintf(stderr, "dbswapctl set: %s: %s\n", pl->path,
+			fprintf(stderr, "dbswapctl %s: %s: %s\n",
+				set_cmd, pl->path,
 				strerror(-r));
 			return r;
 		}
@@ -645,7 +659,8 @@ static int read_current(const struct set_opts *o, const struct set_place *pl,
 		return *buf ? 0 : -ENOMEM;
 	}
 	if (!S_ISREG(st->st_mode)) {
-		fprintf(stderr, "dbswapctl set: %s: is %s, not a regular file\n",
+		fprintf(stderr, "dbswapctl %s: %s: is %s, not a regular file\n",
+			set_cmd,
 			pl->path, file_type_name(st->st_mode));
 		return S_ISDIR(st->st_mode) ? -EISDIR : -EINVAL;
 	}
@@ -656,7 +671,7 @@ static int read_current(const struct set_opts *o, const struct set_place *pl,
 		r = fd < 0 ? neg_errno() : -EAGAIN;
 		if (fd >= 0)
 			close(fd);
-		fprintf(stderr, "dbswapctl set: %s: %s\n", pl->path,
+		fprintf(stderr, "dbswapctl %s: %s: %s\n", set_cmd, pl->path,
 			r == -EAGAIN || r == -ELOOP
 				? "replaced while dbswapctl read it"
 				: strerror(-r));
@@ -677,7 +692,7 @@ static int read_current(const struct set_opts *o, const struct set_place *pl,
 	r = ctl_read_all(fd, ENV_FILE_MAX, buf, len);
 	close(fd);
 	if (r < 0)
-		fprintf(stderr, "dbswapctl set: %s: %s\n", pl->path,
+		fprintf(stderr, "dbswapctl %s: %s: %s\n", set_cmd, pl->path,
 			r == -EFBIG ? "over the env file size limit"
 				    : strerror(-r));
 	return r;
@@ -693,7 +708,8 @@ static int encrypt_changes(struct set_opts *o, const char *text, size_t len,
 
 	/* The current text parsed without decryption: enc: stays as is. */
 	if (env_parse(text, len, NULL, NULL, &cur, &err) < 0) {
-		fprintf(stderr, "dbswapctl set: %s:%u:%u: %s\n", o->file,
+		fprintf(stderr, "dbswapctl %s: %s:%u:%u: %s\n",
+			set_cmd, o->file,
 			err.line, err.column, err.message);
 		return -EINVAL;
 	}
@@ -705,15 +721,16 @@ static int encrypt_changes(struct set_opts *o, const char *text, size_t len,
 		/* Sealed, it would pass envedit's check; the agent would
 		 * refuse it after decrypting. */
 		if (strchr(o->changes[i].value, '\r')) {
-			fprintf(stderr, "dbswapctl set: %s: value holds a "
-					"carriage return\n", o->changes[i].name);
+			fprintf(stderr, "dbswapctl %s: %s: value holds a "
+					"carriage return\n",
+						set_cmd, o->changes[i].name);
 			env_file_fini(&cur);
 			return -EINVAL;
 		}
 		if (!pk) {
-			fprintf(stderr, "dbswapctl set: %s is encrypted in %s; "
+			fprintf(stderr, "dbswapctl %s: %s is encrypted in %s; "
 					"give --pubkey (or --key) to encrypt its "
-					"new value\n",
+					"new value\n", set_cmd,
 				o->changes[i].name, o->file);
 			env_file_fini(&cur);
 			return -EINVAL;
@@ -856,9 +873,6 @@ int ctl_wait_acks(dbswap_client *c, const char *cmd, const char *target,
 }
 
 /* Following a write with set --wait */
-
-/* The command named in messages: set, or rotate (ctl_set_follow). */
-static const char *set_cmd = "set";
 
 /* A server entry of a target whose newest value our write set. */
 struct tracked_server {
@@ -1160,8 +1174,53 @@ static void report_target(const struct tracked *tr, const msgpack_object *t)
 		ctl_acks_report(&tr->acks, t);
 }
 
+/* The index in tracked of the target named target, or -1. */
+static long find_tracked(const struct tracked *tracked, size_t n,
+			 const char *target)
+{
+	for (size_t i = 0; i < n; i++)
+		if (streq(tracked[i].acks.target, target))
+			return (long)i;
+	return -1;
+}
+
+/* The write did not change the target expected to change. */
+static void say_unchanged(const char *file, const char *target)
+{
+	fprintf(stderr, "dbswapctl %s: the agent read %s, but %s did not "
+			"change: its value comes from another file (a later "
+			"--env wins) or is the same; no app uses the new "
+			"value\n",
+		set_cmd, file, target);
+}
+
+/* The expected target's state once every tracked one is done: whether
+ * the follow may call it done.  Says why not when it cannot be (and
+ * *fail then holds the exit code); stays quiet while an ack may still
+ * come. */
+static bool expect_met(const struct ctl_follow_expect *ex,
+		       const struct tracked *tr, const char *file, int *fail)
+{
+	*fail = EXIT_SUCCESS;
+	if (!ex || !ex->target)
+		return true;
+	if (tr->acks.generation < 0) {
+		/* validated only as a standby: the value in use is not
+		 * the one written */
+		fprintf(stderr, "dbswapctl %s: %s: the new value in %s is "
+				"validated only for the server not in use; "
+				"the value the apps use comes from elsewhere "
+				"and did not change\n",
+			set_cmd, ex->target, file);
+		*fail = EXIT_REFUSED;
+		return false;
+	}
+	return !ex->need_ack || tr->acks.shown_acked >= 1;
+}
+
 static int wait_rotation(const char *socket, const struct set_opts *o,
-			 const char *identity)
+			 const char *identity,
+			 const struct ctl_follow_expect *ex)
 {
 	static const char *const name = "dbswapctl set --wait";
 	dbswap_client *c = ctl_connect(socket, name);
@@ -1169,6 +1228,8 @@ static int wait_rotation(const char *socket, const struct set_opts *o,
 	struct tracked tracked[IPC_SUBSCRIBE_MAX];
 	size_t n_tracked = 0;
 	long long seq = -1;
+	long expected = -1; /* ex->target's index in tracked */
+	bool said_no_subs = false;
 	struct ipc_msg st;
 	/* The run of the agent followed; "" before the first status or for
 	 * an agent older than instances. */
@@ -1204,6 +1265,7 @@ static int wait_rotation(const char *socket, const struct set_opts *o,
 				fflush(stdout);
 				seq = -1;
 				n_tracked = 0;
+				expected = -1;
 				start = now_ms();
 			}
 			snprintf(instance, sizeof(instance), "%s", now_inst);
@@ -1229,6 +1291,17 @@ static int wait_rotation(const char *socket, const struct set_opts *o,
 				       "changed\n",
 				       o->file, n_tracked);
 				fflush(stdout);
+				if (ex && ex->target) {
+					expected = find_tracked(
+						tracked, n_tracked, ex->target);
+					if (expected < 0) {
+						say_unchanged(o->file,
+							      ex->target);
+						ipc_msg_fini(&st);
+						dbswap_client_free(c);
+						return EXIT_REFUSED;
+					}
+				}
 			}
 		}
 		if (seq < 0)
@@ -1236,24 +1309,50 @@ static int wait_rotation(const char *socket, const struct set_opts *o,
 		for (size_t i = 0; i < n_tracked; i++) {
 			const msgpack_object *t =
 				ctl_find_target(root, tracked[i].acks.target);
-			if (!tracked[i].done && t)
+			/* waiting for a first ack: the count is followed on */
+			bool again = (long)i == expected && ex->need_ack &&
+				     tracked[i].acks.generation >= 0 &&
+				     tracked[i].acks.shown_acked < 1;
+			if ((!tracked[i].done || again) && t)
 				tracked[i].done =
 					follow_target(&tracked[i], t, seq) &&
 					!grace;
 			all_done &= tracked[i].done;
 		}
+		if (all_done && expected >= 0) {
+			int fail;
+			all_done = expect_met(ex, &tracked[expected], o->file,
+					      &fail);
+			if (fail != EXIT_SUCCESS) {
+				ipc_msg_fini(&st);
+				dbswap_client_free(c);
+				return fail;
+			}
+		}
+		/* published, and not one ack yet: proof still missing */
+		bool no_ack = expected >= 0 && ex->need_ack &&
+			      tracked[expected].acks.generation >= 0 &&
+			      tracked[expected].acks.shown_acked < 1;
+		if (no_ack && !said_no_subs) {
+			printf("%s: no subscriber has acked yet; waiting for "
+			       "one (proof that an app moved)\n",
+			       ex->target);
+			fflush(stdout);
+			said_no_subs = true;
+		}
 		if (all_done) {
-			bool published = n_tracked == 0;
+			bool published = false;
 			for (size_t i = 0; i < n_tracked; i++)
 				published |= tracked[i].acks.generation >= 0;
 			ipc_msg_fini(&st);
 			dbswap_client_free(c);
-			if (published)
+			if (n_tracked == 0)
+				printf("no target changed: nothing to wait "
+				       "for\n");
+			else if (published)
 				printf("done: every subscriber uses the new "
-				       "value%s\n",
-				       n_tracked ? "; the old credentials can "
-						   "be revoked"
-						 : "");
+				       "value; the old credentials can be "
+				       "revoked\n");
 			else
 				printf("done: the new value is validated and "
 				       "ready for a switch of server; no "
@@ -1267,6 +1366,11 @@ static int wait_rotation(const char *socket, const struct set_opts *o,
 			if (seq < 0)
 				fprintf(stderr, " the agent has not read %s\n",
 					o->file);
+			if (no_ack)
+				fprintf(stderr, " no subscriber of %s acked: "
+						"nothing proves that an app "
+						"moved to the new value",
+					ex->target);
 			for (size_t i = 0; i < n_tracked; i++) {
 				const msgpack_object *t = ctl_find_target(
 					root, tracked[i].acks.target);
@@ -1329,17 +1433,19 @@ static int set_write(struct set_opts *o, ctl_set_prepare_fn *prepare,
 	sealed = crypt_is_sealed_file(cur, cur_len);
 	if (sealed) {
 		if (!key) {
-			fprintf(stderr, "dbswapctl set: %s is encrypted as a "
+			fprintf(stderr, "dbswapctl %s: %s is encrypted as a "
 					"whole; changing it needs the secret key "
 					"(--key), or keep the file in plaintext "
 					"with encrypted values (--encrypt-values), "
 					"which needs only the public key\n",
+						set_cmd,
 				o->file);
 			goto out;
 		}
 		if (crypt_open_file(&key, 1, cur, cur_len, &plain, &plain_len,
 				    err, sizeof(err)) < 0) {
-			fprintf(stderr, "dbswapctl set: %s: %s\n", o->file, err);
+			fprintf(stderr, "dbswapctl %s: %s: %s\n",
+				set_cmd, o->file, err);
 			goto out;
 		}
 	}
@@ -1370,7 +1476,8 @@ static int set_write(struct set_opts *o, ctl_set_prepare_fn *prepare,
 		goto out;
 	if (envedit_apply(text, text_len, o->changes, o->n, &edited,
 			  &edited_len, &perr) < 0) {
-		fprintf(stderr, "dbswapctl set: %s:%u:%u: %s\n", o->file,
+		fprintf(stderr, "dbswapctl %s: %s:%u:%u: %s\n",
+			set_cmd, o->file,
 			perr.line, perr.column, perr.message);
 		goto out;
 	}
@@ -1382,7 +1489,8 @@ static int set_write(struct set_opts *o, ctl_set_prepare_fn *prepare,
 	if (write_atomic(&pl, sealed ? (const char *)out : edited,
 			 sealed ? out_len : edited_len, exists ? &st : NULL,
 			 identity, err, sizeof(err)) < 0) {
-		fprintf(stderr, "dbswapctl set: %s; %s is unchanged\n", err,
+		fprintf(stderr, "dbswapctl %s: %s; %s is unchanged\n",
+			set_cmd, err,
 			o->file);
 		goto out;
 	}
@@ -1417,7 +1525,11 @@ int ctl_set_write(const struct ctl_set_call *call,
 		.encrypt_values = call->encrypt_values,
 		.force = call->force,
 	};
-	int ret = set_write(&o, call->prepare, call->data, identity);
+	int ret;
+
+	if (call->cmd)
+		set_cmd = call->cmd;
+	ret = set_write(&o, call->prepare, call->data, identity);
 
 	for (size_t i = 0; i < o.n; i++)
 		free((char *)o.changes[i].name);
@@ -1451,7 +1563,18 @@ int ctl_set_check(const char *socket, const char *cmd, const char *file,
 		fprintf(stderr, "dbswapctl %s: the agent at %s has no target "
 				"%s\n", cmd, client_socket_path(c), target);
 		ret = EXIT_REFUSED;
-	} else if (!files_redacted(root) && !agent_watches(root, file)) {
+	} else if (files_redacted(root)) {
+		/* --wait would find no version of the file after the change:
+		 * refuse before anything changes */
+		fprintf(stderr, "dbswapctl %s: the agent at %s shows which "
+				"version of a file it read only to admins and "
+				"to peers that may follow every target: --wait "
+				"cannot follow the change (run it as root or "
+				"the agent's user, or add --admin rules); "
+				"nothing changed\n",
+			cmd, client_socket_path(c));
+		ret = EXIT_REFUSED;
+	} else if (!agent_watches(root, file)) {
 		fprintf(stderr, "dbswapctl %s: the agent at %s does not watch "
 				"%s\n", cmd, client_socket_path(c), file);
 		ret = EXIT_REFUSED;
@@ -1462,12 +1585,13 @@ int ctl_set_check(const char *socket, const char *cmd, const char *file,
 }
 
 int ctl_set_follow(const char *socket, const char *cmd, const char *file,
-		   const char *identity, int wait_s)
+		   const char *identity, int wait_s,
+		   const struct ctl_follow_expect *expect)
 {
 	struct set_opts o = { .file = file, .wait = true, .wait_s = wait_s };
 
 	set_cmd = cmd;
-	return wait_rotation(socket, &o, identity);
+	return wait_rotation(socket, &o, identity, expect);
 }
 
 int cmd_set(const char *socket, int argc, char **argv)
@@ -1482,7 +1606,7 @@ int cmd_set(const char *socket, int argc, char **argv)
 	}
 	ret = set_write(&o, NULL, NULL, identity);
 	if (ret == EXIT_SUCCESS && o.wait)
-		ret = wait_rotation(socket, &o, identity);
+		ret = wait_rotation(socket, &o, identity, NULL);
 out:
 	for (size_t i = 0; i < o.n; i++)
 		free((char *)o.changes[i].name);

@@ -115,6 +115,7 @@ typedef int ctl_set_prepare_fn(const char *text, size_t len,
 			       size_t *n);
 
 struct ctl_set_call {
+	const char *cmd; /* named in messages ("rotate"); NULL: set */
 	const char *file;
 	const char *pubkey, *key; /* as set's --pubkey and --key; or NULL */
 	bool encrypt_values, force;
@@ -130,18 +131,33 @@ int ctl_set_write(const struct ctl_set_call *call,
 		  char identity[FILE_IDENTITY_MAX]);
 
 /* Before a change that --wait will follow: whether the agent has target
- * (NULL: any) and watches file.  EXIT_SUCCESS, or EXIT_REFUSED after
- * saying which; exits when the agent cannot be reached. */
+ * (NULL: any) and watches file, and shows this caller which version of
+ * the files it read (else --wait could not follow the write).
+ * EXIT_SUCCESS, or EXIT_REFUSED after saying which; exits when the agent
+ * cannot be reached. */
 int ctl_set_check(const char *socket, const char *cmd, const char *file,
 		  const char *target);
 
+/* What a follow must see before it calls the change done. */
+struct ctl_follow_expect {
+	/* The target the write must change (its value in use published);
+	 * NULL for set, where a write that changes no target is done at
+	 * once ("no target changed"). */
+	const char *target;
+	/* At least one subscriber acked the expected target's new value:
+	 * proof that an app moved, for a revocation. */
+	bool need_ack;
+};
+
 /* set --wait after ctl_set_write: follows the version of file with that
  * identity through the agent, at most wait_s seconds.  Returns
- * EXIT_SUCCESS when every subscriber acked what it changed, EXIT_TIMEOUT,
- * EXIT_UNREACHABLE; exits with EXIT_REJECTED when the agent gave up on a
- * value (printing why). */
+ * EXIT_SUCCESS when every subscriber acked what it changed (and expect
+ * holds), EXIT_REFUSED when the write did not change expect->target's
+ * value in use, EXIT_TIMEOUT, EXIT_UNREACHABLE; exits with EXIT_REJECTED
+ * when the agent gave up on a value (printing why). */
 int ctl_set_follow(const char *socket, const char *cmd, const char *file,
-		   const char *identity, int wait_s);
+		   const char *identity, int wait_s,
+		   const struct ctl_follow_expect *expect);
 
 int cmd_keygen(int argc, char **argv);
 int cmd_pubkey(int argc, char **argv);

@@ -68,6 +68,7 @@ static void usage(FILE *f)
 		"single|alternate]\n"
 		"      [--wait[=SECONDS]] [--key KEYFILE] [--pubkey KEY] "
 		"[--force]\n"
+		"      [--allow-no-subscribers]\n"
 		"                         new random password: changed on the "
 		"server, written to\n"
 		"                         FILE, followed until every subscriber "
@@ -119,7 +120,8 @@ static const struct {
 		 "agent gives up, 5 on timeout.\n" },
 	{ "rotate", "FILE TARGET --admin CONNINFO_FILE\n"
 		    "       [--strategy single|alternate] [--wait[=SECONDS]] "
-		    "[--key KEYFILE]\n       [--pubkey KEY] [--force]\n\n"
+		    "[--key KEYFILE]\n       [--pubkey KEY] [--force] "
+		    "[--allow-no-subscribers]\n\n"
 		    "Makes a random password, sets it on the server (ALTER ROLE "
 		    "with a SCRAM\nverifier made here) over the admin "
 		    "connection whose conninfo CONNINFO_FILE\nholds, writes it "
@@ -129,7 +131,16 @@ static const struct {
 		    "the other gets the\nnew password and LOGIN, TARGET is "
 		    "pointed at it, and once every subscriber\nacked (always "
 		    "waited for) the old one gets NOLOGIN.  Without that proof "
-		    "it\nkeeps its login.\n" },
+		    "it\nkeeps its login: at least one subscriber must ack "
+		    "(--allow-no-subscribers\nrevokes without), the two roles "
+		    "must be in the same groups, and no value\nthe agent shows "
+		    "may still name the old role.\n"
+		    "Refused before anything changes: TARGET's value in use "
+		    "taken from a later\nfile than FILE, another entry logging "
+		    "in as the same role, or (with --wait)\nan agent that hides "
+		    "the files' details from this caller.  The wait fails\n"
+		    "(status 1) when the agent read FILE but TARGET's value in "
+		    "use did not change.\n" },
 	{ "failover", "TARGET [--force] [--wait[=SECONDS]]\n\n"
 		      "Switches TARGET to its secondary now; it stays there "
 		      "until failback.\n" },

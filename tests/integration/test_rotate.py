@@ -371,6 +371,277 @@ class Rotate(ClusterTest):
         self.assertIn('_a or', r.stderr)
         self.assertTrue(h.can_connect(self.url()))
 
+    # rotate must not call a change done that the apps never took
+
+    def layered(self, url):
+        """The target in self.env_path and again in a later file, which
+        wins: the agent's value comes from the later one.  The same
+        credentials in both, in the other form of conninfo in the later
+        file, which the agent reads after its start."""
+        self.write_env(f'{TARGET}={url}\n')
+        over = os.path.join(self.tmp, 'over.env')
+        h.write_rename(over, 'UNUSED=1\n')
+        agent = self.start_agent(env_files=[self.env_path, over])
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        kv = ' '.join(f"{k}='{v}'" for k, v in h.parse_conninfo(url).items())
+        h.write_rename(over, f'{TARGET}="{kv}"\n')
+        h.wait_for(lambda: h.target_status(agent, TARGET)['generation'] >= 2,
+                   what='the later file\'s value published')
+        return agent
+
+    def test_alternate_refuses_when_a_later_file_supplies_the_target(self):
+        """FILE defines the target, but a later --env file supplies the
+        value in use: the agent reads FILE and nothing changes.  The old
+        role is the one in use: it must keep its login."""
+        name = self.alternate_roles()
+        url_a = self.url(role=name + '_a')
+        agent = self.layered(url_a)
+        sub = self.start_subscriber(agent)
+        sub.wait_line(r'^update ')
+        r = self.rotate_cmd(agent, '--strategy', 'alternate', '--wait=10')
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(f'{TARGET} comes from {self.tmp}/over.env', r.stderr)
+        self.assertIn('nothing changed', r.stderr)
+        self.assertFalse(self.can_login(f'{name}_b'))
+        self.assertNotIn('disabled', r.stdout)
+        self.assertNotIn('done:', r.stdout)
+        self.assertTrue(self.can_login(f'{name}_a'))
+        self.assertTrue(h.can_connect(url_a), h.last_connect_error())
+
+    def test_single_fails_when_a_later_file_supplies_the_target(self):
+        url = self.url()
+        agent = self.layered(url)
+        r = self.rotate_cmd(agent, '--wait=10')
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(f'{TARGET} comes from {self.tmp}/over.env', r.stderr)
+        self.assertIn('nothing changed', r.stderr)
+        self.assertTrue(h.can_connect(url), h.last_connect_error())
+
+    def test_later_file_read_at_start_is_refused_before_any_change(self):
+        """Both files read at the agent's start (one evaluation, the same
+        read seq): the later file is read here to see that it defines
+        the target."""
+        name = self.alternate_roles()
+        url_a = self.url(role=name + '_a')
+        self.write_env(f'{TARGET}={url_a}\n')
+        over = os.path.join(self.tmp, 'over.env')
+        h.write_rename(over, f'{TARGET}={url_a}\n')
+        agent = self.start_agent(env_files=[self.env_path, over])
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        for args in ((), ('--strategy', 'alternate')):
+            r = self.rotate_cmd(agent, '--wait=10', *args)
+            self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+            self.assertIn(f'{TARGET} comes from {over}', r.stderr)
+            self.assertIn('nothing changed', r.stderr)
+            self.assertEqual(self.file_value(), url_a)
+            self.assertTrue(h.can_connect(url_a), h.last_connect_error())
+        self.assertFalse(self.can_login(f'{name}_b'))
+
+    def test_set_wait_for_rotate_fails_when_the_target_did_not_change(self):
+        """The check after the write, for what the look before it cannot
+        see: the agent reads FILE, and the target keeps the value of a
+        later file.  rotate calls that a failure, not "done"."""
+        url = self.url()
+        # over.env read again, the target's value unchanged: the file's
+        # read seq moves past the one that set the value, and the look
+        # before the change can no longer tell where the value comes from
+        agent = self.layered(url)
+        over = os.path.join(self.tmp, 'over.env')
+        with open(over) as f:
+            text = f.read()
+        h.write_rename(over, text + 'UNUSED=2\n')
+        h.wait_for(lambda: h.file_status(agent, over)['seq'] >
+                   h.target_status(agent, TARGET)['value_seq'],
+                   what='over.env read again')
+        r = self.rotate_cmd(agent, '--wait=10')
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(f'{TARGET} did not change', r.stderr)
+        self.assertIn('no longer logs in', r.stderr)
+        self.assertNotIn('done:', r.stdout)
+
+    def test_alternate_without_subscribers_does_not_revoke(self):
+        """0 of 0 acked proves nothing: the old role keeps its login
+        unless --allow-no-subscribers says that is wanted."""
+        name = self.alternate_roles()
+        self.write_env(f'{TARGET}={self.url(role=name + "_a")}\n')
+        agent = self.start_agent()
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        r = self.rotate_cmd(agent, '--strategy', 'alternate', '--wait=2')
+        self.assertEqual(r.returncode, 5, r.stdout + r.stderr)
+        self.assertIn('no subscriber has acked yet', r.stdout)
+        self.assertIn(f'no subscriber of {TARGET} acked', r.stderr)
+        self.assertIn(f'{name}_a keeps its login', r.stderr)
+        self.assertTrue(self.can_login(f'{name}_a'))
+        r = self.rotate_cmd(agent, '--strategy', 'alternate', '--wait=10',
+                            '--allow-no-subscribers')
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn(f'login of {name}_b disabled', r.stdout)
+        self.assertFalse(self.can_login(f'{name}_b'))
+        self.assertTrue(self.can_login(f'{name}_a'))
+
+    def test_alternate_keeps_a_role_another_target_uses(self):
+        name = self.alternate_roles()
+        url_a = self.url(role=name + '_a')
+        self.write_env(f'{TARGET}={url_a}\nOTHER_URL={url_a}\n')
+        agent = self.start_agent(targets=(TARGET, 'OTHER_URL'))
+        for t in (TARGET, 'OTHER_URL'):
+            h.wait_for(lambda: h.target_status(agent, t)['generation'] >= 1,
+                       what=f'{t} published')
+        sub = self.start_subscriber(agent)
+        sub.wait_line(r'^update ')
+        r = self.rotate_cmd(agent, '--strategy', 'alternate', '--wait=10')
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(f'OTHER_URL (of target OTHER_URL) also logs in as '
+                      f'{name}_a', r.stderr)
+        self.assertIn('nothing changed', r.stderr)
+        self.assertEqual(self.file_value(), url_a)
+        self.assertTrue(self.can_login(f'{name}_a'))
+        self.assertFalse(self.can_login(f'{name}_b'))
+        self.assertTrue(h.can_connect(url_a), h.last_connect_error())
+        # single: the other target's password would die
+        r = self.rotate_cmd(agent, '--wait=10')
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn('its password would stop working', r.stderr)
+        self.assertTrue(h.can_connect(url_a), h.last_connect_error())
+
+    def test_secondary_elsewhere_with_the_same_user_is_refused(self):
+        """TARGET_SECONDARY defined in another file with the same user:
+        rotate would not change it, so a failover would land on a dead
+        password (single) or keep the old role in use (alternate)."""
+        c = self.cluster
+        url = self.url()
+        self.write_env(f'{TARGET}={url}\n')
+        sec = (f'host={c.sockdir} port={c.port} user={self.role} '
+               f'password={self.password} dbname=postgres')
+        other = os.path.join(self.tmp, 'secondary.env')
+        h.write_rename(other, f'{TARGET}_SECONDARY="{sec}"\n')
+        agent = self.start_agent(env_files=[self.env_path, other])
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        r = self.rotate_cmd(agent, '--wait=10')
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(f'{TARGET}_SECONDARY (of target {TARGET}) also logs '
+                      f'in as {self.role}', r.stderr)
+        self.assertIn('nothing changed', r.stderr)
+        self.assertEqual(self.file_value(), url)
+        self.assertTrue(h.can_connect(url), h.last_connect_error())
+
+    def test_alternate_looks_again_before_revoking(self):
+        """A target that takes the old role during the wait: the look
+        just before the revocation finds it, and the role keeps its
+        login."""
+        name = self.alternate_roles()
+        url_a = self.url(role=name + '_a')
+        self.write_env(f'{TARGET}={url_a}\n')
+        later = os.path.join(self.tmp, 'later.env')
+        h.write_rename(later, f'OTHER_URL={self.url()}\n')
+        agent = self.start_agent(targets=(TARGET, 'OTHER_URL'),
+                                 env_files=[self.env_path, later])
+        for t in (TARGET, 'OTHER_URL'):
+            h.wait_for(lambda: h.target_status(agent, t)['generation'] >= 1,
+                       what=f'{t} published')
+        sub = self.start_subscriber(agent)
+        sub.wait_line(r'^update ')
+        lazy = self.start_subscriber(agent, args=('--no-ack',))
+        lazy.wait_line(r'^update ')
+        p = subprocess.Popen([os.environ['DBSWAPCTL'], '--socket', agent.sock,
+                              'rotate', self.env_path, TARGET, '--admin',
+                              self.admin_file, '--strategy', 'alternate',
+                              '--wait=30'],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        self.addCleanup(lambda: p.poll() is None and p.kill())
+        h.wait_for(lambda: h.target_status(agent, TARGET)['generation'] >= 2,
+                   what='the new value published')
+        h.write_rename(later, f'OTHER_URL={url_a}\n')
+        h.wait_for(lambda: f'{name}_a' in
+                   (h.target_status(agent, 'OTHER_URL')['conninfo'] or ''),
+                   what='OTHER_URL on the old role')
+        lazy.close()  # every subscriber left has acked: the wait ends
+        out, err = p.communicate(timeout=40)
+        self.assertEqual(p.returncode, 1, out + err)
+        self.assertIn('every subscriber acked', out)
+        self.assertIn(f'target OTHER_URL still logs in as {name}_a', err)
+        self.assertIn(f'{name}_a keeps its login', err)
+        self.assertTrue(self.can_login(f'{name}_a'))
+        self.assertTrue(h.can_connect(url_a), h.last_connect_error())
+
+    def test_alternate_refuses_roles_in_different_groups(self):
+        name = self.alternate_roles()
+        q = h.quote_ident
+        self.cluster.durable_sql(
+            f'REVOKE {q(name)} FROM {q(name + "_b")};\n'
+            f'CREATE ROLE {q(name + "_x")} NOLOGIN;\n'
+            f'GRANT {q(name + "_x")} TO {q(name + "_b")};\n')
+        url_a = self.url(role=name + '_a')
+        self.write_env(f'{TARGET}={url_a}\n')
+        agent = self.start_agent()
+        agent.wait_log(rf'{TARGET}: generation 1 published', timeout=10)
+        r = self.rotate_cmd(agent, '--strategy', 'alternate', '--wait=10')
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(f'{name} (not a group of {name}_b)', r.stderr)
+        self.assertIn(f'{name}_x (not a group of {name}_a)', r.stderr)
+        self.assertIn('nothing changed', r.stderr)
+        self.assertEqual(self.file_value(), url_a)
+        self.assertFalse(self.can_login(f'{name}_b'))
+        self.assertTrue(h.can_connect(url_a), h.last_connect_error())
+
+    def test_wait_refused_before_any_change_when_files_are_hidden(self):
+        """A peer shown no file identities could not follow the write:
+        refused before the server or the file change."""
+        user = h.LocalUser()
+        self.addCleanup(user.close)
+        os.chmod(self.tmp, 0o711)
+        own = os.path.join(self.tmp, 'own')
+        os.mkdir(own, 0o700)
+        os.chown(own, user.uid, user.gid)
+        path = os.path.join(own, 'user.env')
+        url = self.url()
+        h.write_rename(path, f'USER_URL={url}\n')
+        os.chown(path, user.uid, user.gid)
+        admin = os.path.join(own, 'admin.conninfo')
+        with open(self.admin_file) as f:
+            h.write_rename(admin, f.read())
+        os.chmod(admin, 0o600)
+        os.chown(admin, user.uid, user.gid)
+        self.write_url(self.password)
+        agent = self.start_agent('--socket-mode', '0666',
+                                 '--allow', f'{TARGET}=uid:0',
+                                 '--allow', f'USER_URL=uid:{user.uid}',
+                                 targets=(TARGET, 'USER_URL'),
+                                 env_files=[self.env_path, path])
+        os.chmod(agent.dir, 0o711)
+        agent.wait_log(r'USER_URL: generation 1 published', timeout=10)
+        r = user.run([os.environ['DBSWAPCTL'], '--socket', agent.sock,
+                      'rotate', path, 'USER_URL', '--admin', admin,
+                      '--wait=10'], timeout=40)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn('only to admins', r.stderr)
+        self.assertIn('nothing changed', r.stderr)
+        self.assertNotIn('password of', r.stdout)
+        with open(path) as f:
+            self.assertEqual(f.read(), f'USER_URL={url}\n')
+        self.assertTrue(h.can_connect(url), h.last_connect_error())
+
+    def test_set_wait_on_a_name_no_target_uses(self):
+        agent = self.started()
+        r = self.ctl(agent, 'set', self.env_path, 'UNUSED_NAME=1',
+                     '--wait=10', check=False)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn('0 target(s) changed', r.stdout)
+        self.assertIn('no target changed: nothing to wait for', r.stdout)
+        self.assertNotIn('every subscriber uses', r.stdout)
+
+    def test_rotate_messages_name_rotate(self):
+        """set's file edit, called by rotate, speaks as rotate."""
+        agent = self.started()
+        os.chown(self.env_path, 65534, 65534)  # not trusted: refused
+        r = self.rotate_cmd(agent, '--wait=10')
+        self.assertNotEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertNotIn('dbswapctl set:', r.stderr)
+        self.assertIn('dbswapctl rotate: ', r.stderr)
+        self.assertIn('is owned by', r.stderr)
+        self.assertTrue(h.can_connect(self.url()), h.last_connect_error())
+
     # command-line habits
 
     def test_watch_forbidden_target_exits_with_the_agents_message(self):
