@@ -978,9 +978,8 @@ class Lab:
 
     def rotate_setup(self):
         """The admin role (CREATEROLE) on the primary and its conninfo in
-        /etc/dbswap/rotate/lab.admin (0600); the env file without the
-        secondary (the lab's clusters are independent, not replicas: a
-        password changed on one is not on the other)."""
+        /etc/dbswap/rotate/lab.admin (0600); the secondary as a role of
+        its own (below)."""
         if self.admin_pw:
             return
         self.admin_pw = self.new_password()
@@ -997,11 +996,29 @@ class Lab:
                         f"host=127.0.0.1 port=5432 dbname=postgres "
                         f"user=rotator password={self.admin_pw}\n",
                         mode="0600", owner="root:root")
-        self.sh(f"sed -i '/^DATABASE_URL_SECONDARY=/d' {ENV_FILE}")
+        # The lab's clusters are independent, not replicas: a password
+        # changed on the primary is not on the secondary.  So the secondary
+        # logs in as a role of its own; rotate refuses while another entry
+        # the agent holds (a secondary it keeps as last good, too) logs in
+        # as the role it rotates.
+        standby_pw = self.new_password()
+        self.secrets.append(standby_pw)
+        self.psql(5433, "DROP ROLE IF EXISTS standby; CREATE ROLE standby "
+                  f"LOGIN PASSWORD '{standby_pw}';\n")
+        self.sh(f"dbswapctl set {ENV_FILE} DATABASE_URL_SECONDARY=-",
+                input=f"postgresql://standby:{standby_pw}@127.0.0.1:5433/"
+                      "app\n")
         self.start_watcher()
-        self.wait_for("DATABASE_URL on the primary, without a secondary",
-                      lambda: (self.target("DATABASE_URL") or {})
-                      .get("generation"), 15)
+
+        def secondary_as_standby():
+            t = self.target("DATABASE_URL") or {}
+            return t.get("generation") and any(
+                srv.get("role") == "secondary"
+                and "standby" in (srv.get("conninfo") or "")
+                and srv.get("state") == "ok"
+                for srv in t.get("servers") or [])
+        self.wait_for("DATABASE_URL's secondary as role standby",
+                      secondary_as_standby, 15)
 
     def admin_leaks(self, where):
         """Where the admin password shows: the whole journal (dbswapd's,
