@@ -416,7 +416,10 @@ class Secrets(Encrypted):
         r = self.set(agent, 'DATABASE_URL=-', '--key', self.key, '--wait',
                      input=(self.url(new) + '\n').encode())
         outputs.append(r.stdout + r.stderr)
-        r = self.set(agent, 'DATABASE_URL=-', '--key', self.key, '--wait=5',
+        # set --wait follows the agent's 6 attempts (about 3 s of backoff
+        # plus the logins, longer under valgrind) and exits 4 when it gives
+        # up: the bound only catches a wait that never ends.
+        r = self.set(agent, 'DATABASE_URL=-', '--key', self.key, '--wait=60',
                      input=(self.url(bad) + '\n').encode(), check=False)
         self.assertEqual(r.returncode, 4)
         outputs.append(r.stdout + r.stderr)
