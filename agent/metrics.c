@@ -447,46 +447,40 @@ static void render_targets(FILE *f, const struct view *v)
 	}
 }
 
+/* One counter family's series of target t: label_a from each entry's a,
+ * and label_b from its b when there is a label_b. */
+static void series_put(FILE *f, const char *name, const struct target *t,
+		       const char *label_a, const char *label_b,
+		       const struct series_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		sample(f, name, t->name, label_a, l->s[i].a, label_b,
+		       label_b ? l->s[i].b : NULL, (double)l->s[i].n);
+}
+
 static void render_counters(FILE *f, const struct view *v)
 {
 	family(f, "dbswap_validations_total", "counter",
 	       "Validations of new values against the server, by server and "
 	       "result (ok, rejected: credentials refused, failed).");
-	PER_TARGET(v, t, {
-		const struct series_list *l = &counters(t)->validations;
-		for (size_t i = 0; i < l->n; i++)
-			sample(f, "dbswap_validations_total", t->name,
-			       "server", l->s[i].a, "result", l->s[i].b,
-			       (double)l->s[i].n);
-	});
+	PER_TARGET(v, t, series_put(f, "dbswap_validations_total", t,
+				    "server", "result",
+				    &counters(t)->validations));
 	family(f, "dbswap_publishes_total", "counter",
 	       "Generations published, by reason (rotation, failover, "
 	       "failback, manual, unavailable, promoted, demoted, ...).");
-	PER_TARGET(v, t, {
-		const struct series_list *l = &counters(t)->publishes;
-		for (size_t i = 0; i < l->n; i++)
-			sample(f, "dbswap_publishes_total", t->name, "reason",
-			       l->s[i].a, NULL, NULL, (double)l->s[i].n);
-	});
+	PER_TARGET(v, t, series_put(f, "dbswap_publishes_total", t, "reason",
+				    NULL, &counters(t)->publishes));
 	family(f, "dbswap_server_switches_total", "counter",
 	       "Changes of the server in use, by reason (failover, failback, "
 	       "manual, unavailable, ...: the publish's reason) and the "
 	       "server switched to (primary, secondary, none).");
-	PER_TARGET(v, t, {
-		const struct series_list *l = &counters(t)->switches;
-		for (size_t i = 0; i < l->n; i++)
-			sample(f, "dbswap_server_switches_total", t->name,
-			       "reason",
-			       l->s[i].a, "to", l->s[i].b, (double)l->s[i].n);
-	});
+	PER_TARGET(v, t, series_put(f, "dbswap_server_switches_total", t,
+				    "reason", "to", &counters(t)->switches));
 	family(f, "dbswap_events_total", "counter",
 	       "Events (--on-event), by name.");
-	PER_TARGET(v, t, {
-		const struct series_list *l = &counters(t)->events;
-		for (size_t i = 0; i < l->n; i++)
-			sample(f, "dbswap_events_total", t->name, "event",
-			       l->s[i].a, NULL, NULL, (double)l->s[i].n);
-	});
+	PER_TARGET(v, t, series_put(f, "dbswap_events_total", t, "event",
+				    NULL, &counters(t)->events));
 	family(f, "dbswap_convergence_seconds", "histogram",
 	       "Time from a generation's publish to the last subscriber's "
 	       "ack.");
