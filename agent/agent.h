@@ -1,6 +1,8 @@
 /*
  * The agent's state, shared by its modules: the event loop, the layered
- * env files and their watcher, the targets, and the client server.
+ * env files and their watcher, the targets, and the client server.  Data
+ * only: what acts on it is in model.h (the env files into the targets),
+ * target.h and failover.h, and the modules above them (changes.h).
  */
 #ifndef DBSWAP_AGENT_H
 #define DBSWAP_AGENT_H
@@ -8,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "changes.h"
 #include "common/log.h"
 #include "health.h"
 #include "keys.h"
@@ -43,15 +46,15 @@ struct agent {
 	struct log_bucket failover_log;
 	struct systemd *systemd;
 	struct state *state; /* the last good values on disk; NULL: none */
+	/* Told what changes in the model (changes.h). */
+	struct changes changes;
 };
 
-/* Re-reads every env file now and re-evaluates the targets. */
-void agent_reload(struct agent *a);
-
-/* Re-evaluates every target, its value and its pool settings, from the
- * current layers. */
-void agent_update_targets(struct agent *a);
-
-struct target *agent_find_target(struct agent *a, const char *name);
+/* Tells the observers that kind changed about t (NULL: the agent). */
+static inline void agent_changed(struct agent *a, enum change_kind kind,
+				 struct target *t)
+{
+	changes_tell(&a->changes, &(struct change){ .kind = kind, .t = t });
+}
 
 #endif

@@ -17,9 +17,8 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/util.h"
+#include "counters.h"
 #include "events.h"
-#include "metrics.h"
-#include "target.h"
 
 /* The environment a hook gets: PATH and one variable per field. */
 enum { F_EVENT, F_TARGET, F_GENERATION, F_SERVER, F_REASON, F_TIME,
@@ -129,15 +128,15 @@ static bool job_reap(struct job *j)
 	if (r < 0) {
 		log_warning("event hook for %s: waitpid: %s", event,
 			    strerror(errno));
-		metrics_hook("failed");
+		counters_hook("failed");
 	} else if (j->term_sent) {
 		log_warning("event hook for %s: killed after %lld ms (its time "
 			    "limit is %lld ms)", event, ms,
 			    (long long)ev.timeout_ms);
-		metrics_hook("killed");
+		counters_hook("killed");
 	} else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
 		log_debug("event hook for %s: done in %lld ms", event, ms);
-		metrics_hook("ok");
+		counters_hook("ok");
 	} else {
 		if (WIFEXITED(status))
 			log_warning("event hook for %s: exited with status %d "
@@ -147,7 +146,7 @@ static bool job_reap(struct job *j)
 			log_warning("event hook for %s: killed by signal %d "
 				    "after %lld ms", event, WTERMSIG(status),
 				    ms);
-		metrics_hook("failed");
+		counters_hook("failed");
 	}
 	job_unlink(j);
 	job_free(j);
@@ -258,7 +257,7 @@ static int job_spawn(struct job *j)
 	return 0;
 err:
 	log_warning("event hook %s for %s: %s", ev.cmd, argv[1], strerror(-r));
-	metrics_hook("spawn-failed");
+	counters_hook("spawn-failed");
 	job_free(j);
 	return r;
 }
@@ -282,15 +281,15 @@ static void events_start_queued(void)
 	}
 }
 
-void events_emit(const char *event, const struct target *t, int role,
-		 const char *reason)
+void events_emit(const char *event, const char *target, uint64_t generation,
+		 const char *server, const char *reason)
 {
 	struct job *j;
 	char gen[32], when[32];
 	time_t now = time(NULL);
 	struct tm tm;
 
-	metrics_event(t, event);
+	counters_event(target, event);
 	if (!ev.cmd)
 		return;
 	if (ev.n_running >= EVENTS_RUNNING_MAX &&
@@ -299,46 +298,28 @@ void events_emit(const char *event, const struct target *t, int role,
 			log_warning("event hooks: %u running and %u queued: "
 				    "%s for %s dropped, and any more until "
 				    "the queue drains", ev.n_running,
-				    ev.n_queued, event, t->name);
-		metrics_hook("dropped");
+				    ev.n_queued, event, target);
+		counters_hook("dropped");
 		return;
 	}
 	j = calloc(1, sizeof(*j));
 	if (!j) {
-		metrics_hook("dropped");
+		counters_hook("dropped");
 		return;
 	}
 	j->pidfd = -1;
-	snprintf(gen, sizeof(gen), "%llu", (unsigned long long)t->generation);
+	snprintf(gen, sizeof(gen), "%llu", (unsigned long long)generation);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
 	field_set(j, F_EVENT, event);
-	field_set(j, F_TARGET, t->name);
+	field_set(j, F_TARGET, target);
 	field_set(j, F_GENERATION, gen);
-	field_set(j, F_SERVER, target_role_name((enum target_role)role));
+	field_set(j, F_SERVER, server);
 	field_set(j, F_REASON, reason);
 	field_set(j, F_TIME, when);
 	*ev.queue_tail = j;
 	ev.queue_tail = &j->next;
 	ev.n_queued++;
 	events_start_queued();
-}
-
-void events_published(const struct target *t, int from)
-{
-	const char *reason = t->reason ? t->reason : "";
-	const char *event = NULL;
-
-	if (t->current == ROLE_NONE && from != ROLE_NONE)
-		event = "unavailable";
-	else if (t->current == ROLE_SECONDARY && from != ROLE_SECONDARY)
-		event = "failover";
-	else if (t->current == ROLE_PRIMARY &&
-		 (from == ROLE_SECONDARY ||
-		  (from == ROLE_NONE && t->generation > 1 &&
-		   !streq(reason, "rotation"))))
-		event = "failback";
-	if (event)
-		events_emit(event, t, t->current, reason);
 }
 
 int events_init(struct loop *loop, const char *cmd, int64_t timeout_ms)

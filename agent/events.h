@@ -39,7 +39,6 @@
 #include <stdint.h>
 
 struct loop;
-struct target;
 
 /* Hooks at once: a webhook call takes well under a second; four cover a
  * failover and its rotation-complete on a few targets at once. */
@@ -66,15 +65,10 @@ int events_init(struct loop *loop, const char *cmd, int64_t timeout_ms);
  * for. */
 void events_fini(void);
 
-/* event about t, on the server of role (ROLE_PRIMARY, ROLE_SECONDARY,
- * ROLE_NONE), for reason (a short token, never a secret); the generation
- * is t's current one. */
-void events_emit(const char *event, const struct target *t, int role,
-		 const char *reason);
-
-/* t published a generation (t->current, t->reason), from the server of
- * role from: failover, failback or unavailable when the server in use
- * changed so. */
-void events_published(const struct target *t, int from);
+/* event about target, whose current generation is generation, on
+ * server ("primary", "secondary", "none"), for reason (a short token,
+ * never a secret).  Counted in counters.h, and the hook run. */
+void events_emit(const char *event, const char *target, uint64_t generation,
+		 const char *server, const char *reason);
 
 #endif

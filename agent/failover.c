@@ -8,12 +8,9 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/mask.h"
-#include "events.h"
 #include "failover.h"
 #include "health.h"
 #include "probe.h"
-#include "server.h"
-#include "systemd.h"
 
 /* The settings: env name, bounds, and where each goes.  The lower bounds
  * keep a typo from turning the agent into a busy loop; the upper ones are
@@ -44,6 +41,18 @@ void failover_config_init(struct agent *a)
 	};
 	log_bucket_init(&a->failover_log, FAILOVER_LOG_BURST,
 			FAILOVER_LOG_PER_S, now_ms());
+}
+
+static void failover_observe(const struct change *c, void *data)
+{
+	(void)data;
+	if (c->kind == CHANGE_SERVERS || c->kind == CHANGE_PUBLISHED)
+		failover_changed(c->t);
+}
+
+int failover_start(struct agent *a)
+{
+	return changes_observe(&a->changes, failover_observe, a);
 }
 
 void failover_update_settings(struct agent *a)
@@ -409,7 +418,18 @@ static void failover_blocked(struct target *t, const char *why)
 		return;
 	set_strf(&t->failover_error, "%s", why);
 	log_target(LOG_ERR, "split-brain", t->name, 0, "%s: %s", t->name, why);
-	events_emit("split-brain", t, t->current, "automatic");
+	target_event(t, "split-brain", t->current, "automatic");
+}
+
+/* Answers req (through whoever asked: changes.h). */
+static void failover_answer(struct target *t,
+			    const struct target_request *req,
+			    const char *error, uint64_t generation)
+{
+	changes_tell(&t->agent->changes,
+		     &(struct change){ .kind = CHANGE_ANSWERED, .t = t,
+				       .req = req, .error = error,
+				       .generation = generation });
 }
 
 static void failover_reply(struct target *t, const char *error,
@@ -418,7 +438,7 @@ static void failover_reply(struct target *t, const char *error,
 	if (!t->request.pending)
 		return;
 	t->request.pending = false;
-	server_reply(t->agent->server, &t->request, error, generation);
+	failover_answer(t, &t->request, error, generation);
 }
 
 /* How long ago the server being left first failed, for the log. */
@@ -625,7 +645,7 @@ static void failover_evaluate(struct loop_timer *timer, void *data)
 
 	failover_sync_monitors(t);
 	/* Readiness waits for the first publish decided here. */
-	systemd_changed(t->agent);
+	agent_changed(t->agent, CHANGE_STATUS, t);
 	if (t->switch_probe && t->switch_to == ROLE_SECONDARY &&
 	    !failover_enabled(t)) {
 		/* The secondary was taken out of the files while a switch to
@@ -697,7 +717,7 @@ void failover_request(struct target *t, enum target_role role,
 	char why[640], split[512];
 
 	if (t->request.pending) {
-		server_reply(t->agent->server, req,
+		failover_answer(t, req,
 			     "another failover or failback of this target is "
 			     "under way", 0);
 		return;
@@ -705,14 +725,14 @@ void failover_request(struct target *t, enum target_role role,
 	if (role == ROLE_SECONDARY && !failover_enabled(t)) {
 		snprintf(why, sizeof(why), "failover is disabled: set %s to "
 			 "enable it", s->var);
-		server_reply(t->agent->server, req, why, 0);
+		failover_answer(t, req, why, 0);
 		return;
 	}
 	if (!src->value) {
 		snprintf(why, sizeof(why), "the %s (%s) has no validated value%s%s",
 			 target_role_name(role), src->var,
 			 src->error ? ": " : "", src->error ? src->error : "");
-		server_reply(t->agent->server, req, why, 0);
+		failover_answer(t, req, why, 0);
 		return;
 	}
 	if (t->current != role && failover_splits(t, role, split, sizeof(split))) {
@@ -723,8 +743,8 @@ void failover_request(struct target *t, enum target_role role,
 				   "%s: manual %s refused: %s", t->name,
 				   role == ROLE_SECONDARY ? "failover"
 							  : "failback", split);
-			server_reply(t->agent->server, req, why, 0);
-			events_emit("split-brain", t, t->current, "manual");
+			failover_answer(t, req, why, 0);
+			target_event(t, "split-brain", t->current, "manual");
 			return;
 		}
 		log_target(LOG_WARNING, "split-brain", t->name, 0,
@@ -742,7 +762,7 @@ void failover_request(struct target *t, enum target_role role,
 			probe_cancel(t->switch_probe);
 			t->switch_probe = NULL;
 		}
-		server_reply(t->agent->server, req, NULL, 0);
+		failover_answer(t, req, NULL, 0);
 		return;
 	}
 	/* A manual switch wins over an automatic one under way. */

@@ -51,12 +51,18 @@ struct agent;
 /* Sets a->failover to the defaults. */
 void failover_config_init(struct agent *a);
 
+/* Follows the model's changes (changes.h): what a target's values and
+ * servers do, and its publishes, make failover decide again.  Returns 0
+ * or a negative errno. */
+int failover_start(struct agent *a);
+
 /* Re-reads DB_HEALTH_CHECK_INTERVAL, DB_CONNECTION_TIMEOUT,
  * DB_FAILURE_THRESHOLD and DB_PRIMARY_RETRY_INTERVAL from the layers.  A
  * valid set that differs replaces the one in force at once; an invalid
  * one is refused whole (logged, and kept in a->failover_error). */
 void failover_update_settings(struct agent *a);
 
+/* Each target's decisions: after target_new(), before target_free(). */
 int failover_init(struct target *t);
 void failover_fini(struct target *t);
 

@@ -13,11 +13,10 @@
 #include "common/loop.h"
 #include "common/mask.h"
 #include "common/pqerr.h"
-#include "metrics.h"
 #include "common/util.h"
+#include "counters.h"
 #include "health.h"
 #include "probe.h"
-#include "target.h"
 
 struct health_check {
 	struct health *h;
@@ -58,7 +57,7 @@ bool health_fresh(const struct health *h)
 
 bool health_may_log_in(const struct health *h)
 {
-	return h->auth_logins < TARGET_AUTH_RETRIES;
+	return h->auth_logins < PROBE_AUTH_RETRIES;
 }
 
 static unsigned health_inflight(struct health *h)
@@ -332,7 +331,7 @@ static void health_passed(struct health *h, const struct probe_result *res,
 	unsigned failed = h->failures;
 
 	h->rtt_us = res->elapsed_us;
-	metrics_health_check(h->name, h->role, res->elapsed_us / 1e6);
+	counters_health_check(h->name, h->role, res->elapsed_us / 1e6);
 	/* A heartbeat does not read the identity; when the server's
 	 * recovery changed, a full check reads it now (failover.h follows
 	 * the standby flag, and a promotion moves the timeline). */
@@ -456,18 +455,18 @@ static void health_rejected(struct health *h, const char *why)
 	h->successes = 0;
 	h->down_since_wall = 0;
 	h->state = HEALTH_REJECTED;
-	if (h->auth_logins < TARGET_AUTH_RETRIES)
+	if (h->auth_logins < PROBE_AUTH_RETRIES)
 		log_target(LOG_WARNING, "credentials-rejected", h->name, 0,
 			   "%s: credentials rejected by the %s (failed login "
 			   "%u of at most %u): %s", h->label, h->role,
-			   h->auth_logins, TARGET_AUTH_RETRIES, why);
+			   h->auth_logins, PROBE_AUTH_RETRIES, why);
 	else
 		log_target(LOG_ERR, "credentials-rejected", h->name, 0,
 			   "%s: credentials rejected by the %s (failed login "
 			   "%u of at most %u): %s; no more logins with this "
 			   "value until it changes or dbswapctl reconnect",
 			   h->label, h->role, h->auth_logins,
-			   TARGET_AUTH_RETRIES, why);
+			   PROBE_AUTH_RETRIES, why);
 }
 
 void health_fail(struct health *h, const char *why, bool auth)

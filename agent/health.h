@@ -46,7 +46,7 @@
  * failure does not count toward the threshold.  It is "rejected" until a
  * new login with the value passes (checks on the monitor connection, which
  * logged in before, do not clear it).  Logins with a value the server
- * refused are bounded as a new value's are: at most TARGET_AUTH_RETRIES
+ * refused are bounded as a new value's are: at most PROBE_AUTH_RETRIES
  * (target.h) failed logins per value, one HEALTH_CONFIRM_MS doubling up to
  * the check interval apart, then none until the value changes or
  * health_reconnect() (dbswapctl reconnect), so that the agent never gets
@@ -251,7 +251,7 @@ static inline bool health_settled(const struct health *h)
 #define HEALTH_FRESH_MS 1500
 bool health_fresh(const struct health *h);
 
-/* A new login with the value is allowed: fewer than TARGET_AUTH_RETRIES
+/* A new login with the value is allowed: fewer than PROBE_AUTH_RETRIES
  * failed (target.h; the header does not include it: 6). */
 bool health_may_log_in(const struct health *h);
 

@@ -23,14 +23,15 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "connplan.h"
+#include "counters.h"
 #include "events.h"
 #include "failover.h"
 #include "ipc/protocol.h"
 #include "metrics.h"
+#include "model.h"
 #include "server.h"
 #include "state.h"
 #include "systemd.h"
-#include "target.h"
 #include "watch.h"
 
 #define DEFAULT_TARGET "DATABASE_URL"
@@ -496,89 +497,6 @@ static int parse_args(int argc, char **argv, struct options *o)
 	return 0;
 }
 
-struct target *agent_find_target(struct agent *a, const char *name)
-{
-	for (size_t i = 0; i < a->n_targets; i++)
-		if (streq(a->targets[i]->name, name))
-			return a->targets[i];
-	return NULL;
-}
-
-void agent_update_targets(struct agent *a)
-{
-	/* First: new timeouts apply to the validations started below. */
-	failover_update_settings(a);
-	for (size_t i = 0; i < a->n_targets; i++) {
-		struct target *t = a->targets[i];
-		target_set_values(t);
-		/* The pool settings come from the same layers and change
-		 * with them, but need no validation round trip. */
-		target_update_settings(t);
-	}
-}
-
-/* Reads layer i again; asks the watcher to report it again when the
- * layer says so (a writer at work, a read error that may pass).  Returns
- * what layers_reload() did. */
-static int agent_read_layer(struct agent *a, size_t i, bool writer_open)
-{
-	const char *path = a->layers.files[i].path;
-	int64_t recheck_ms;
-	int r = layers_reload(&a->layers, i, a->eval_seq, writer_open,
-			      &recheck_ms);
-
-	if (r < 0)
-		log_error("%s: %s", path, strerror(-r));
-	if (recheck_ms >= 0)
-		watcher_recheck(a->watcher, path, recheck_ms);
-	return r;
-}
-
-static void agent_file_changed(const char *path,
-			       const struct watch_report *rep, void *data)
-{
-	struct agent *a = data;
-	bool changed = false;
-	int64_t read_us = now_us();
-
-	a->eval_seq++;
-	/* Several --env options may name the same file. */
-	for (size_t i = 0; i < a->layers.n_files; i++)
-		if (streq(a->layers.files[i].path, path))
-			changed |= agent_read_layer(a, i, rep->writer_open) > 0;
-	/* Where the time of a rotation goes, before the validation (the
-	 * benchmark reads this). */
-	log_debug("%s: read %.2f ms after its first event; read, decrypted "
-		  "and parsed in %.2f ms%s", path,
-		  (read_us - rep->first_us) / 1000.0,
-		  (now_us() - read_us) / 1000.0, changed ? "" : " (no change)");
-	if (changed)
-		agent_update_targets(a);
-}
-
-void agent_reload(struct agent *a)
-{
-	int r;
-
-	systemd_reloading(a);
-	r = keys_reload(&a->keys);
-
-	if (r == -ENOMEM)
-		log_error("keys: out of memory");
-	a->eval_seq++;
-	/* A writer inotify saw at work still counts where the kernel grants
-	 * no lease: a reload must not take what it holds open. */
-	for (size_t i = 0; i < a->layers.n_files; i++)
-		agent_read_layer(a, i,
-				 watcher_writing(a->watcher,
-						 a->layers.files[i].path));
-	agent_update_targets(a);
-	/* A reload also gives a candidate that gave up another chance. */
-	for (size_t i = 0; i < a->n_targets; i++)
-		target_retry_now(a->targets[i]);
-	systemd_reloaded(a);
-}
-
 static void agent_signal(struct loop_source *src, uint32_t events, void *data)
 {
 	struct agent *a = data;
@@ -588,7 +506,7 @@ static void agent_signal(struct loop_source *src, uint32_t events, void *data)
 		switch (si.ssi_signo) {
 		case SIGHUP:
 			log_info("SIGHUP: re-reading the env files");
-			agent_reload(a);
+			model_reload(a);
 			break;
 		case SIGTERM:
 		case SIGINT:
@@ -647,25 +565,9 @@ static int agent_init(struct agent *a, const struct options *o)
 	r = watcher_new(a->loop, &a->watcher);
 	if (r < 0)
 		return r;
-	for (size_t i = 0; i < o->n_envs; i++) {
-		r = watcher_add(a->watcher, o->envs[i], agent_file_changed, a);
-		if (r < 0) {
-			log_error("cannot watch %s: %s", o->envs[i],
-				  strerror(-r));
-			return r;
-		}
-	}
-	a->targets = calloc(o->n_targets, sizeof(*a->targets));
-	if (!a->targets)
-		return -ENOMEM;
-	for (size_t i = 0; i < o->n_targets; i++) {
-		if (agent_find_target(a, o->targets[i]))
-			continue;
-		r = target_new(a, o->targets[i], &a->targets[a->n_targets]);
-		if (r < 0)
-			return r;
-		a->n_targets++;
-	}
+	r = model_init(a, o->targets, o->n_targets);
+	if (r < 0)
+		return r;
 	r = server_new(a, &scfg, &a->server);
 	if (r < 0)
 		return r;
@@ -681,13 +583,9 @@ static int agent_init(struct agent *a, const struct options *o)
 		log_info("no state directory (--state-dir): the last good values "
 			 "are not kept across restarts");
 	state_load(a->state, a);
-	a->eval_seq++;
-	for (size_t i = 0; i < a->layers.n_files; i++) {
-		r = agent_read_layer(a, i, false);
-		if (r < 0)
-			return r;
-	}
-	agent_update_targets(a);
+	r = model_load(a);
+	if (r < 0)
+		return r;
 	systemd_changed(a);
 	return 0;
 }
@@ -696,12 +594,10 @@ static void agent_fini(struct agent *a)
 {
 	state_free(a->state);
 	metrics_http_stop();
-	metrics_reset();
+	counters_reset();
 	events_fini();
 	server_free(a->server);
-	for (size_t i = 0; i < a->n_targets; i++)
-		target_free(a->targets[i]);
-	free(a->targets);
+	model_fini(a);
 	free(a->failover_error);
 	watcher_free(a->watcher);
 	layers_fini(&a->layers);

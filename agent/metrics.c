@@ -1,5 +1,5 @@
 /*
- * Counters, the Prometheus text format, /health, and the HTTP endpoint
+ * The Prometheus text format of the counters (counters.h) and the state, /health, and the HTTP endpoint
  * on the agent's loop; see metrics.h.
  */
 #include <arpa/inet.h>
@@ -16,56 +16,11 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/util.h"
+#include "counters.h"
 #include "failover.h"
 #include "health.h"
 #include "metrics.h"
-#include "server.h"
 #include "target.h"
-
-/* Label sets of one counter family per target: reasons, events and
- * results come from short fixed lists, so a few dozen slots hold them
- * all; one more (not expected) is not counted. */
-#define METRICS_SERIES_MAX 32
-
-struct series {
-	const char *a, *b; /* label values (static strings) */
-	uint64_t n;
-};
-
-struct series_list {
-	struct series s[METRICS_SERIES_MAX];
-	size_t n;
-};
-
-/* Publish to last ack: an ack is a pool's switch, milliseconds on one
- * host; seconds when an app is busy; a minute means it is stuck. */
-static const double converge_bounds[] = { 0.001, 0.005, 0.01, 0.025, 0.05,
-					  0.1,	 0.25,	0.5,  1,     2.5,
-					  5,	 10,	30,   60 };
-/* A health check: well under a millisecond on an idle connection to a
- * server nearby, up to the connection timeout (5 s by default). */
-static const double check_bounds[] = { 0.0005, 0.001, 0.0025, 0.005,
-				       0.01,   0.025, 0.05,   0.1,
-				       0.25,   0.5,   1,      2.5,
-				       5,      10 };
-#define BUCKETS_MAX 14
-
-struct histogram {
-	uint64_t bucket[BUCKETS_MAX]; /* not cumulative; +Inf is count */
-	uint64_t count;
-	double sum;
-};
-
-struct mtarget {
-	char *name;
-	struct series_list validations; /* server, result */
-	struct series_list publishes;   /* reason */
-	struct series_list switches;    /* reason, to */
-	struct series_list events;      /* event */
-	struct histogram converge;
-	struct histogram check[ROLE_COUNT];
-	struct mtarget *next;
-};
 
 /* The HTTP endpoint (--metrics), at the end of this file. */
 struct metrics_http {
@@ -82,147 +37,6 @@ struct metrics_http {
 };
 
 static struct metrics_http *metrics_http;
-
-static struct mtarget *metrics_targets;
-static struct series_list metrics_gone;  /* reason */
-static struct series_list metrics_hooks; /* result */
-
-static struct mtarget *mtarget_get(const char *name)
-{
-	struct mtarget *m;
-
-	for (m = metrics_targets; m; m = m->next)
-		if (streq(m->name, name))
-			return m;
-	m = calloc(1, sizeof(*m));
-	if (!m)
-		return NULL;
-	m->name = strdup(name);
-	if (!m->name) {
-		free(m);
-		return NULL;
-	}
-	m->next = metrics_targets;
-	metrics_targets = m;
-	return m;
-}
-
-static void series_add(struct series_list *l, const char *a, const char *b)
-{
-	for (size_t i = 0; i < l->n; i++)
-		if (streq(l->s[i].a, a) && streq(l->s[i].b ? l->s[i].b : "",
-						 b ? b : "")) {
-			l->s[i].n++;
-			return;
-		}
-	if (l->n < METRICS_SERIES_MAX)
-		l->s[l->n++] = (struct series){ a, b, 1 };
-}
-
-static void histogram_observe(struct histogram *h, const double *bounds,
-			      size_t n, double v)
-{
-	for (size_t i = 0; i < n; i++)
-		if (v <= bounds[i]) {
-			h->bucket[i]++;
-			break;
-		}
-	h->count++;
-	h->sum += v;
-}
-
-static int role_of(const char *role)
-{
-	return streq(role, "secondary") ? ROLE_SECONDARY : ROLE_PRIMARY;
-}
-
-void metrics_validation(const struct target *t, const char *role,
-			const char *result)
-{
-	struct mtarget *m = mtarget_get(t->name);
-
-	if (m)
-		series_add(&m->validations, role, result);
-}
-
-void metrics_published(const struct target *t, int from)
-{
-	struct mtarget *m = mtarget_get(t->name);
-	const char *reason = t->reason ? t->reason : "unknown";
-
-	if (!m)
-		return;
-	series_add(&m->publishes, reason, NULL);
-	/* The first publish picks a server; it does not change one. */
-	if (from != (int)t->current && t->generation > 1)
-		series_add(&m->switches, reason,
-			   target_role_name(t->current));
-}
-
-void metrics_converged(const struct target *t, double seconds)
-{
-	struct mtarget *m = mtarget_get(t->name);
-
-	if (m)
-		histogram_observe(&m->converge, converge_bounds,
-				  ARRAY_SIZE(converge_bounds), seconds);
-}
-
-void metrics_health_check(const char *target, const char *role,
-			  double seconds)
-{
-	struct mtarget *m = mtarget_get(target);
-
-	if (m)
-		histogram_observe(&m->check[role_of(role)], check_bounds,
-				  ARRAY_SIZE(check_bounds), seconds);
-}
-
-/* The log line's reason for a client leaving, as a label. */
-static const char *gone_reason(const char *why)
-{
-	if (strstr(why, "closed the connection"))
-		return "closed";
-	if (strstr(why, "protocol"))
-		return "protocol";
-	if (strstr(why, "not reading") || strstr(why, "output"))
-		return "slow";
-	if (strstr(why, "hello"))
-		return "hello-timeout";
-	if (strstr(why, "idle"))
-		return "idle";
-	return "error";
-}
-
-void metrics_client_gone(const char *why)
-{
-	series_add(&metrics_gone, gone_reason(why), NULL);
-}
-
-void metrics_event(const struct target *t, const char *event)
-{
-	struct mtarget *m = mtarget_get(t->name);
-
-	if (m)
-		series_add(&m->events, event, NULL);
-}
-
-void metrics_hook(const char *result)
-{
-	series_add(&metrics_hooks, result, NULL);
-}
-
-void metrics_reset(void)
-{
-	while (metrics_targets) {
-		struct mtarget *m = metrics_targets;
-		metrics_targets = m->next;
-		free(m->name);
-		free(m);
-	}
-	metrics_gone = (struct series_list){ 0 };
-	metrics_hooks = (struct series_list){ 0 };
-}
 
 /* Why t's subscribers have nothing that works, or NULL when they do: a
  * validated value, a server in use and, where that server is monitored
@@ -306,16 +120,15 @@ static void sample(FILE *f, const char *name, const char *target,
 
 static void histogram_put(FILE *f, const char *name, const char *target,
 			  const char *l2, const char *v2,
-			  const struct histogram *h, const double *bounds,
-			  size_t n)
+			  const struct histogram *h, const struct bounds *b)
 {
 	char bname[128], le[32];
 	uint64_t cum = 0;
 
 	snprintf(bname, sizeof(bname), "%s_bucket", name);
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < b->n; i++) {
 		cum += h->bucket[i];
-		snprintf(le, sizeof(le), "%g", bounds[i]);
+		snprintf(le, sizeof(le), "%g", b->v[i]);
 		sample(f, bname, target, l2 ? l2 : "le", l2 ? v2 : le,
 		       l2 ? "le" : NULL, le, (double)cum);
 	}
@@ -336,15 +149,6 @@ struct view {
 static bool shown(const struct view *v, const struct target *t)
 {
 	return !v->visible || v->visible(t, v->data);
-}
-
-/* The counters of t (none yet: an empty set). */
-static const struct mtarget *counters(const struct target *t)
-{
-	static const struct mtarget none;
-	const struct mtarget *m = mtarget_get(t->name);
-
-	return m ? m : &none;
 }
 
 /* One gauge per shown target. */
@@ -409,7 +213,7 @@ static void render_targets(FILE *f, const struct view *v)
 
 			if (!shown(v, t))
 				continue;
-			server_count(a->server, t, &subs, &acked);
+			target_count(t, &subs, &acked);
 			sample(f, subs_names[k][0], t->name, NULL, NULL, NULL,
 			       NULL, k == 0 ? subs : k == 1 ? acked
 						    : subs - acked);
@@ -465,30 +269,29 @@ static void render_counters(FILE *f, const struct view *v)
 	       "result (ok, rejected: credentials refused, failed).");
 	PER_TARGET(v, t, series_put(f, "dbswap_validations_total", t,
 				    "server", "result",
-				    &counters(t)->validations));
+				    &counters_of(t->name)->validations));
 	family(f, "dbswap_publishes_total", "counter",
 	       "Generations published, by reason (rotation, failover, "
 	       "failback, manual, unavailable, promoted, demoted, ...).");
 	PER_TARGET(v, t, series_put(f, "dbswap_publishes_total", t, "reason",
-				    NULL, &counters(t)->publishes));
+				    NULL, &counters_of(t->name)->publishes));
 	family(f, "dbswap_server_switches_total", "counter",
 	       "Changes of the server in use, by reason (failover, failback, "
 	       "manual, unavailable, ...: the publish's reason) and the "
 	       "server switched to (primary, secondary, none).");
 	PER_TARGET(v, t, series_put(f, "dbswap_server_switches_total", t,
-				    "reason", "to", &counters(t)->switches));
+				    "reason", "to", &counters_of(t->name)->switches));
 	family(f, "dbswap_events_total", "counter",
 	       "Events (--on-event), by name.");
 	PER_TARGET(v, t, series_put(f, "dbswap_events_total", t, "event",
-				    NULL, &counters(t)->events));
+				    NULL, &counters_of(t->name)->events));
 	family(f, "dbswap_convergence_seconds", "histogram",
 	       "Time from a generation's publish to the last subscriber's "
 	       "ack.");
 	PER_TARGET(v, t, histogram_put(f, "dbswap_convergence_seconds",
 				       t->name, NULL, NULL,
-				       &counters(t)->converge,
-				       converge_bounds,
-				       ARRAY_SIZE(converge_bounds)));
+				       &counters_of(t->name)->converge,
+				       &counters_converge_bounds));
 	family(f, "dbswap_health_check_seconds", "histogram",
 	       "Duration of the health checks that passed (failover "
 	       "monitors).");
@@ -498,9 +301,8 @@ static void render_counters(FILE *f, const struct view *v)
 				histogram_put(f, "dbswap_health_check_seconds",
 					      t->name, "server",
 					      target_role_name(r),
-					      &counters(t)->check[r],
-					      check_bounds,
-					      ARRAY_SIZE(check_bounds));
+					      &counters_of(t->name)->check[r],
+					      &counters_check_bounds);
 	});
 }
 
@@ -525,22 +327,22 @@ int metrics_render(struct agent *a, metrics_visible_fn *visible, void *data,
 	family(f, "dbswap_clients", "gauge",
 	       "Clients connected to the agent's socket.");
 	sample(f, "dbswap_clients", NULL, NULL, NULL, NULL, NULL,
-	       a->server ? server_clients(a->server) : 0);
+	       counters_clients_now());
 	family(f, "dbswap_client_disconnects_total", "counter",
 	       "Clients gone, by reason: closed (by the client), protocol, "
 	       "slow (not reading), hello-timeout, idle, error; all but "
 	       "closed were dropped by the agent.");
-	for (size_t i = 0; i < metrics_gone.n; i++)
+	for (size_t i = 0; i < counters_gone()->n; i++)
 		sample(f, "dbswap_client_disconnects_total", NULL, "reason",
-		       metrics_gone.s[i].a, NULL, NULL,
-		       (double)metrics_gone.s[i].n);
+		       counters_gone()->s[i].a, NULL, NULL,
+		       (double)counters_gone()->s[i].n);
 	family(f, "dbswap_event_hooks_total", "counter",
 	       "Runs of the --on-event hook, by result (ok, failed, killed: "
 	       "over its time, spawn-failed, dropped: queue full).");
-	for (size_t i = 0; i < metrics_hooks.n; i++)
+	for (size_t i = 0; i < counters_hooks()->n; i++)
 		sample(f, "dbswap_event_hooks_total", NULL, "result",
-		       metrics_hooks.s[i].a, NULL, NULL,
-		       (double)metrics_hooks.s[i].n);
+		       counters_hooks()->s[i].a, NULL, NULL,
+		       (double)counters_hooks()->s[i].n);
 	family(f, "dbswap_metrics_listener_up", "gauge",
 	       "1 when the --metrics HTTP endpoint listens, 0 while it cannot "
 	       "(its address in use: retried); no sample without --metrics.");

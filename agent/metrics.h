@@ -1,8 +1,7 @@
 /*
- * What the agent counts, for monitoring: counters and histograms kept by
- * the modules as things happen (a validation, a publish, the last ack of
- * a generation, a health check, a client leaving, an event), gauges read
- * from the agent's state when asked, all rendered in the Prometheus text
+ * What the agent counts, for monitoring: the counters and histograms the
+ * modules keep as things happen (counters.h), and gauges read from the
+ * agent's state when asked, all rendered in the Prometheus text
  * exposition format (version 0.0.4).  The same text goes out two ways:
  *
  * - over HTTP, at /metrics on a loopback address given by --metrics,
@@ -49,34 +48,6 @@ struct target;
 #define METRICS_HTTP_REQUEST_MAX 8192
 /* A connection that sends nothing for this long is closed (seconds). */
 #define METRICS_HTTP_TIMEOUT_S 10
-
-/* Counting.  target and role (a server's role name: "primary",
- * "secondary") name the series; the reason, result and event strings are
- * static (they are kept, not copied). */
-
-/* A candidate value's validation finished: result "ok", "rejected" (the
- * server refused the credentials) or "failed". */
-void metrics_validation(const struct target *t, const char *role,
-			const char *result);
-/* t published a new generation (t->current and t->reason already say
- * for which server and why); from is the server in use before. */
-void metrics_published(const struct target *t, int from);
-/* Every subscriber acked t's generation, seconds after it was
- * published. */
-void metrics_converged(const struct target *t, double seconds);
-/* A health check of target's role passed, taking seconds. */
-void metrics_health_check(const char *target, const char *role,
-			  double seconds);
-/* A client left or was dropped; why is the log line's reason. */
-void metrics_client_gone(const char *why);
-/* An event (events.h) about t happened. */
-void metrics_event(const struct target *t, const char *event);
-/* What became of an event's hook: "ok", "failed", "killed",
- * "spawn-failed" or "dropped" (the queue was full). */
-void metrics_hook(const char *result);
-
-/* Forgets every counter (the unit tests). */
-void metrics_reset(void);
 
 /* Which targets a reader may see; NULL: all. */
 typedef bool metrics_visible_fn(const struct target *t, void *data);

@@ -74,6 +74,13 @@
 struct loop;
 struct probe;
 
+/* Logins with one value that the server may refuse as an authentication
+ * failure before the agent stops trying it (a new value's validation, a
+ * monitor's reconnects: target.h, health.h): a role with a lock-out
+ * policy (pam_faillock, an LDAP server's) locks after a few failures, and
+ * what the agent is sure to fail must not be what locks it. */
+#define PROBE_AUTH_RETRIES 6
+
 /* The shortest turn of a host or an address (see above), unless the
  * deadline comes first: a server that is only slow (a TLS handshake and a
  * password exchange over a long link, a loaded server starting a backend)

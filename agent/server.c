@@ -59,15 +59,15 @@
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/mask.h"
+#include "counters.h"
 #include "ipc/frame.h"
 #include "ipc/msg.h"
 #include "layers.h"
-#include "events.h"
 #include "metrics.h"
+#include "model.h"
 #include "server.h"
 #include "state.h"
 #include "subuid.h"
-#include "systemd.h"
 #include "target.h"
 
 /* How long accept() pauses after running out of descriptors. */
@@ -254,7 +254,6 @@ struct server {
 	struct subuid_map subuid; /* /etc/subuid, as last read */
 };
 
-static void server_check_acked(struct server *s, struct target *t);
 static int64_t client_due(const struct client *c);
 static void server_arm_sweep(struct server *s, int64_t due);
 
@@ -412,16 +411,6 @@ static bool sub_lags(const struct target *t, const struct subscription *sub)
 	return t->generation > 0 && sub->acked != t->generation;
 }
 
-/* One more subscriber acked t's current generation. */
-static void target_count_ack(struct target *t)
-{
-	if (t->acked_gen != t->generation) {
-		t->acked_gen = t->generation;
-		t->n_acked = 0;
-	}
-	t->n_acked++;
-}
-
 static void backlog_unlink(struct client *c)
 {
 	struct server *s = c->server;
@@ -470,6 +459,7 @@ static void client_retire(struct client *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	s->n_clients--;
+	counters_clients(s->n_clients);
 	backlog_unlink(c);
 	loop_remove_fd(c->src);
 	close(c->fd);
@@ -482,15 +472,10 @@ static void client_retire(struct client *c)
 	c->dead_next = s->dead;
 	s->dead = c;
 	loop_timer_arm_in(s->reaper, 0);
-	systemd_changed(s->agent);
+	agent_changed(s->agent, CHANGE_STATUS, NULL);
 	/* The last straggler leaving may complete a rotation. */
 	for (size_t i = 0; i < c->n_subs; i++) {
-		struct target *t = c->subs[i].target;
-
-		t->n_subscribers--;
-		if (!sub_lags(t, &c->subs[i]) && t->acked_gen == t->generation)
-			t->n_acked--;
-		server_check_acked(s, t);
+		target_unsubscribed(c->subs[i].target, c->subs[i].acked);
 	}
 }
 
@@ -519,7 +504,7 @@ static void client_drop(struct client *c, const char *why)
 {
 	if (c->dropped)
 		return;
-	metrics_client_gone(why);
+	counters_client_gone(why);
 	client_log(c, LOG_INFO, CLIENT_FMT " disconnected: %s", CLIENT_ARGS(c),
 		   why);
 	client_retire(c);
@@ -887,7 +872,7 @@ void server_reply(struct server *s, const struct target_request *req,
 static void handle_switch(struct client *c, const struct ipc_msg *m,
 			  enum target_role role)
 {
-	struct target *t = agent_find_target(c->server->agent, m->target);
+	struct target *t = target_find(c->server->agent, m->target);
 	struct target_request req = {
 		.client = c->serial,
 		.has_id = m->has_id,
@@ -912,7 +897,7 @@ static void handle_reconnect(struct client *c, const struct ipc_msg *m)
 	struct target *t = NULL;
 	uint64_t generation = 0;
 
-	if (m->target && !(t = agent_find_target(a, m->target))) {
+	if (m->target && !(t = target_find(a, m->target))) {
 		client_reject(c, m, IPC_ERR_UNKNOWN_TARGET,
 			      "no target named \"%s\" in this agent", m->target);
 		return;
@@ -974,7 +959,7 @@ static void handle_subscribe(struct client *c, const struct ipc_msg *m)
 
 	/* All or nothing: check every name before subscribing to any. */
 	for (size_t i = 0; i < m->n_targets; i++) {
-		struct target *t = agent_find_target(a, m->targets[i]);
+		struct target *t = target_find(a, m->targets[i]);
 		bool dup = false;
 		if (!t) {
 			client_reject(c, m, IPC_ERR_UNKNOWN_TARGET,
@@ -1016,7 +1001,7 @@ static void handle_subscribe(struct client *c, const struct ipc_msg *m)
 		if (client_sub(c, req[i]))
 			continue;
 		c->subs[c->n_subs++] = (struct subscription){ .target = req[i] };
-		req[i]->n_subscribers++;
+		target_subscribed(req[i]);
 		client_log(c, LOG_INFO, CLIENT_FMT " subscribed to %s",
 			   CLIENT_ARGS(c), req[i]->name);
 	}
@@ -1056,7 +1041,7 @@ static bool client_stale(struct client *c, const struct ipc_msg *m,
 
 static void handle_ack(struct client *c, const struct ipc_msg *m)
 {
-	struct target *t = agent_find_target(c->server->agent, m->target);
+	struct target *t = target_find(c->server->agent, m->target);
 	struct subscription *sub = t ? client_sub(c, t) : NULL;
 
 	if (client_stale(c, m, t))
@@ -1078,8 +1063,7 @@ static void handle_ack(struct client *c, const struct ipc_msg *m)
 	}
 	if (m->generation > sub->acked) {
 		sub->acked = m->generation;
-		if (m->generation == t->generation)
-			target_count_ack(t);
+		target_acked(t, m->generation);
 	}
 	client_log(c, LOG_DEBUG, CLIENT_FMT " acked %s generation %llu",
 		   CLIENT_ARGS(c), t->name, (unsigned long long)m->generation);
@@ -1094,13 +1078,12 @@ static void handle_ack(struct client *c, const struct ipc_msg *m)
 		free(sub->nack_msg);
 		sub->nack_msg = NULL;
 	}
-	server_check_acked(c->server, t);
-	systemd_changed(c->server->agent);
+	agent_changed(c->server->agent, CHANGE_STATUS, t);
 }
 
 static void handle_nack(struct client *c, const struct ipc_msg *m)
 {
-	struct target *t = agent_find_target(c->server->agent, m->target);
+	struct target *t = target_find(c->server->agent, m->target);
 	struct subscription *sub = t ? client_sub(c, t) : NULL;
 	char *msg;
 
@@ -1146,36 +1129,6 @@ static void handle_nack(struct client *c, const struct ipc_msg *m)
 	client_log(c, LOG_WARNING, CLIENT_FMT " cannot switch to %s "
 		   "generation %llu: %s", CLIENT_ARGS(c), t->name,
 		   (unsigned long long)m->generation, msg);
-}
-
-/* Logs, once per generation, that every subscriber uses it: from then on no
- * app on this host holds the previous value. */
-static void server_check_acked(struct server *s, struct target *t)
-{
-	unsigned subscribers, acked;
-
-	if (t->generation == 0 || t->all_acked == t->generation)
-		return;
-	server_count(s, t, &subscribers, &acked);
-	if (subscribers == 0 || acked < subscribers)
-		return;
-	t->all_acked = t->generation;
-	metrics_converged(t, (now_us() - t->published_us) / 1e6);
-	events_emit("rotation-complete", t, t->current, t->reason);
-	log_target(LOG_INFO, "rotation-complete", t->name, t->generation,
-		   "%s: generation %llu acked by all %u subscriber(s), %.1f ms "
-		   "after it was published",
-		   t->name, (unsigned long long)t->generation, subscribers,
-		   (now_us() - t->published_us) / 1000.0);
-}
-
-void server_count(struct server *s, const struct target *t,
-		  unsigned *subscribers, unsigned *acked)
-{
-	(void)s;
-	*subscribers = t->n_subscribers;
-	*acked = t->generation > 0 && t->acked_gen == t->generation ?
-			 t->n_acked : 0;
 }
 
 unsigned server_clients(const struct server *s)
@@ -1378,7 +1331,7 @@ static void pack_target(struct ipc_writer *w, struct server *s,
 		return;
 	}
 	masked = t->conninfo ? mask_conninfo(t->conninfo) : NULL;
-	server_count(s, t, &subscribers, &acked);
+	target_count(t, &subscribers, &acked);
 	msgpack_pack_map(&w->pk, 23);
 	pack_kv_text(w, "name", t->name, SIZE_MAX);
 	ipc_pack_kv_u64(w, "generation", t->generation);
@@ -1791,7 +1744,7 @@ static void client_dispatch(struct client *c, const uint8_t *body, size_t len)
 	case IPC_RELOAD:
 		client_log(c, LOG_INFO, CLIENT_FMT " asked for a reload",
 			   CLIENT_ARGS(c));
-		agent_reload(c->server->agent);
+		model_reload(c->server->agent);
 		client_ok(c, &m, 0);
 		break;
 	case IPC_FAILOVER:
@@ -2176,7 +2129,8 @@ static void server_accept(struct loop_source *src, uint32_t events,
 			s->clients->prev = c;
 		s->clients = c;
 		s->n_clients++;
-		systemd_changed(s->agent);
+		counters_clients(s->n_clients);
+		agent_changed(s->agent, CHANGE_STATUS, NULL);
 		client_log(c, LOG_DEBUG, CLIENT_FMT " connected",
 			   CLIENT_ARGS(c));
 	}
@@ -2346,6 +2300,27 @@ static int server_new_instance(struct server *s)
 	return 0;
 }
 
+
+/* What the model publishes goes to the subscribers; a request it held is
+ * answered. */
+static void server_observe(const struct change *c, void *data)
+{
+	struct server *s = data;
+
+	switch (c->kind) {
+	case CHANGE_PUBLISHED:
+		server_publish(s, c->t);
+		break;
+	case CHANGE_SETTINGS:
+		server_send_settings(s, c->t);
+		break;
+	case CHANGE_ANSWERED:
+		server_reply(s, c->req, c->error, c->generation);
+		break;
+	default:
+		break;
+	}
+}
 int server_new(struct agent *a, const struct server_config *cfg,
 	       struct server **out)
 {
@@ -2439,6 +2414,9 @@ int server_new(struct agent *a, const struct server_config *cfg,
 	r = loop_add_fd(a->loop, s->fd, EPOLLIN, server_accept, s, &s->src);
 	if (r < 0)
 		goto err_server;
+	r = changes_observe(&a->changes, server_observe, s);
+	if (r < 0)
+		goto err_server;
 	*out = s;
 	return 0;
 
@@ -2451,6 +2429,7 @@ void server_free(struct server *s)
 {
 	if (!s)
 		return;
+	changes_forget(&s->agent->changes, server_observe, s);
 	while (s->clients)
 		client_retire(s->clients);
 	server_reap(s->reaper, s);

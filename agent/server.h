@@ -127,10 +127,6 @@ void server_publish(struct server *s, struct target *t);
  * many it was sent to. */
 unsigned server_send_settings(struct server *s, struct target *t);
 
-/* Subscribers of t, and how many of them acked its current generation. */
-void server_count(struct server *s, const struct target *t,
-		  unsigned *subscribers, unsigned *acked);
-
 unsigned server_clients(const struct server *s);
 
 /* Answers a request that waited (failover, failback): error NULL sends

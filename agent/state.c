@@ -180,6 +180,12 @@ static char *path_join(const char *dir, const char *name)
 
 static void state_save_now(struct loop_timer *t, void *data);
 
+static void state_observe(const struct change *c, void *data)
+{
+	if (c->kind == CHANGE_ACCEPTED)
+		state_save(data);
+}
+
 int state_new(const char *dir, struct agent *a, struct state **out)
 {
 	struct state *s;
@@ -218,6 +224,11 @@ int state_new(const char *dir, struct agent *a, struct state **out)
 		pthread_mutex_destroy(&s->lock);
 		goto err_state;
 	}
+	r = changes_observe(&a->changes, state_observe, s);
+	if (r < 0) {
+		state_free(s);
+		return r;
+	}
 	*out = s;
 	return 0;
 
@@ -234,6 +245,7 @@ void state_free(struct state *s)
 {
 	if (!s)
 		return;
+	changes_forget(&s->agent->changes, state_observe, s);
 	if (loop_timer_armed(s->save))
 		state_save_now(s->save, s);
 	loop_timer_free(s->save);
@@ -419,7 +431,7 @@ static int state_apply(struct agent *a, const uint8_t *buf, size_t len,
 		conninfo = map_str(v, "conninfo");
 		sb = ipc_map_get(v, "standby");
 		at = ipc_map_get(v, "validated");
-		t = target ? agent_find_target(a, target) : NULL;
+		t = target ? target_find(a, target) : NULL;
 		/* A target this agent no longer has is dropped at the next
 		 * save. */
 		if (t && role && conninfo && *conninfo) {

@@ -12,7 +12,6 @@
 #include "agent.h"
 #include "common/log.h"
 #include "common/loop.h"
-#include "failover.h"
 #include "server.h"
 #include "systemd.h"
 #include "target.h"
@@ -242,7 +241,7 @@ static void systemd_status_line(const struct agent *a, char *buf,
 								 : "");
 			continue;
 		}
-		server_count(a->server, t, &subs, &acked);
+		target_count(t, &subs, &acked);
 		append_reason(buf, size, "%s gen %llu %s%s %u/%u acked",
 			      t->name, (unsigned long long)t->generation,
 			      t->current == ROLE_NONE ? "no server"
@@ -277,14 +276,31 @@ static void systemd_status_fire(struct loop_timer *timer, void *data)
 	}
 }
 
+/* Whatever changed, STATUS= may say something else now. */
+static void systemd_observe(const struct change *c, void *data)
+{
+	struct agent *a = data;
+
+	if (c->kind == CHANGE_RELOADING)
+		systemd_reloading(a);
+	else if (c->kind == CHANGE_RELOADED)
+		systemd_reloaded(a);
+	else
+		systemd_changed(a);
+}
+
 int systemd_init(struct agent *a)
 {
 	struct systemd *sd = zalloc(sizeof(*sd));
 	uint64_t usec = 0;
+	int r;
 
 	if (!sd)
 		return -ENOMEM;
 	a->systemd = sd;
+	r = changes_observe(&a->changes, systemd_observe, a);
+	if (r < 0)
+		return r;
 	if (systemd_stderr_is_journal())
 		systemd_journal_open();
 	sd->notify_fd = -1;
@@ -314,6 +330,7 @@ void systemd_fini(struct agent *a)
 
 	if (!sd)
 		return;
+	changes_forget(&a->changes, systemd_observe, a);
 	loop_timer_free(sd->status);
 	loop_timer_free(sd->watchdog);
 	if (sd->notify_fd >= 0)

@@ -9,17 +9,13 @@
 
 #include "agent.h"
 #include "common/log.h"
-#include "failover.h"
-#include "health.h"
 #include "common/loop.h"
 #include "common/mask.h"
+#include "counters.h"
 #include "events.h"
+#include "health.h"
 #include "ipc/protocol.h"
-#include "metrics.h"
 #include "probe.h"
-#include "server.h"
-#include "state.h"
-#include "systemd.h"
 #include "target.h"
 
 const char *target_state_name(enum target_state state)
@@ -155,9 +151,6 @@ int target_new(struct agent *a, const char *name, struct target **out)
 	r = target_setting_vars(t);
 	if (r < 0)
 		goto err_target;
-	r = failover_init(t);
-	if (r < 0)
-		goto err_target;
 	*out = t;
 	return 0;
 
@@ -170,7 +163,6 @@ void target_free(struct target *t)
 {
 	if (!t)
 		return;
-	failover_fini(t);
 	for (int i = 0; i < ROLE_COUNT; i++)
 		source_fini(&t->src[i]);
 	free_secret(t->conninfo);
@@ -232,6 +224,33 @@ static bool target_log_ok(struct target *t)
 	return true;
 }
 
+void target_event(const struct target *t, const char *event,
+		  enum target_role role, const char *reason)
+{
+	events_emit(event, t->name, t->generation, target_role_name(role),
+		    reason);
+}
+
+/* A publish that changed the server in use (from, before it) is an
+ * event: failover, failback, or unavailable. */
+static void publish_event(const struct target *t, enum target_role from)
+{
+	const char *reason = t->reason ? t->reason : "";
+	const char *event = NULL;
+
+	if (t->current == ROLE_NONE && from != ROLE_NONE)
+		event = "unavailable";
+	else if (t->current == ROLE_SECONDARY && from != ROLE_SECONDARY)
+		event = "failover";
+	else if (t->current == ROLE_PRIMARY &&
+		 (from == ROLE_SECONDARY ||
+		  (from == ROLE_NONE && t->generation > 1 &&
+		   !streq(reason, "rotation"))))
+		event = "failback";
+	if (event)
+		target_event(t, event, t->current, reason);
+}
+
 void target_publish(struct target *t, enum target_role role,
 		    const char *reason, bool standby)
 {
@@ -259,8 +278,10 @@ void target_publish(struct target *t, enum target_role role,
 	t->reason = reason;
 	t->changed_wall = wall_s();
 	t->published_us = now_us();
-	metrics_published(t, from);
-	events_published(t, from);
+	counters_published(t->name, reason,
+			   from != t->current && t->generation > 1 ?
+			   target_role_name(t->current) : NULL);
+	publish_event(t, from);
 	masked = mask_conninfo(t->conninfo);
 	if (!src)
 		log_target(LOG_WARNING, reason, t->name, t->generation,
@@ -276,11 +297,9 @@ void target_publish(struct target *t, enum target_role role,
 			   t->published_saved ? " (saved before the restart)"
 					      : "");
 	free(masked);
-	server_publish(t->agent->server, t);
-	systemd_changed(t->agent);
-	/* Which servers are monitored, and how, depends on the one in
-	 * use. */
-	failover_changed(t);
+	/* Which servers are monitored, and how, depends on the one in use:
+	 * failover follows publishes too. */
+	agent_changed(t->agent, CHANGE_PUBLISHED, t);
 }
 
 /* The newest value of src passed validation: it is now in force. */
@@ -320,9 +339,9 @@ static void source_accept(struct source *src, const struct probe_result *res)
 	else if (t->current == src->role)
 		target_publish(t, src->role, "rotation", res->in_recovery);
 	else
-		failover_changed(t);
+		agent_changed(t->agent, CHANGE_SERVERS, t);
 	/* After the publish: the subscribers' updates go out first. */
-	state_save(t->agent->state);
+	agent_changed(t->agent, CHANGE_ACCEPTED, t);
 }
 
 /* src has no value in force: the one saved before the restart takes its
@@ -351,7 +370,7 @@ static void source_use_saved(struct source *src)
 				  : ", as the files define none",
 		   masked ? masked : "?");
 	free(masked);
-	failover_changed(t);
+	agent_changed(t->agent, CHANGE_SERVERS, t);
 }
 
 void target_set_saved(struct target *t, enum target_role role,
@@ -386,9 +405,9 @@ static void source_probe_done(const struct probe_result *res, void *data)
 	int64_t delay;
 
 	src->probe = NULL;
-	systemd_changed(t->agent);
-	metrics_validation(t, target_role_name(src->role), res->ok ? "ok"
-			   : res->auth_failed ? "rejected" : "failed");
+	agent_changed(t->agent, CHANGE_STATUS, t);
+	counters_validation(t->name, target_role_name(src->role), res->ok ? "ok"
+			    : res->auth_failed ? "rejected" : "failed");
 	if (res->ok) {
 		source_accept(src, res);
 		return;
@@ -402,10 +421,10 @@ static void source_probe_done(const struct probe_result *res, void *data)
 	/* A first value that fails may leave the other server to serve, or
 	 * the one saved before a restart. */
 	source_use_saved(src);
-	failover_changed(t);
+	agent_changed(t->agent, CHANGE_SERVERS, t);
 	if (res->auth_failed && src->attempts >= TARGET_AUTH_RETRIES) {
 		src->gave_up = true;
-		events_emit("gave-up", t, src->role, "authentication");
+		target_event(t, "gave-up", src->role, "authentication");
 		if (target_log_ok(t))
 			log_target(LOG_ERR, "gave-up", t->name, 0,
 				   SOURCE_FMT ": %s; gave up after %u attempts so "
@@ -419,7 +438,7 @@ static void source_probe_done(const struct probe_result *res, void *data)
 	delay = backoff_ms(src->attempts - 1, TARGET_RETRY_FIRST_MS,
 			   TARGET_RETRY_MAX_MS);
 	if (res->auth_failed)
-		events_emit("rejected", t, src->role, "authentication");
+		target_event(t, "rejected", src->role, "authentication");
 	if (target_log_ok(t))
 		log_target(LOG_WARNING, "rejected", t->name, 0,
 			   SOURCE_FMT ": %s; %s; retry in %lld ms",
@@ -498,7 +517,7 @@ static void source_set_value(struct source *src, const char *value)
 			if (was_defined)
 				log_info("%s: %s is no longer defined; failover "
 					 "is off", t->name, src->var);
-			failover_changed(t);
+			agent_changed(t->agent, CHANGE_SERVERS, t);
 		} else if (src->value) {
 			set_strf(&src->error, "%s is no longer defined; the "
 					      "value in force stays",
@@ -512,7 +531,7 @@ static void source_set_value(struct source *src, const char *value)
 		return;
 	}
 	if (!was_defined && src->role == ROLE_SECONDARY)
-		failover_changed(t);
+		agent_changed(t->agent, CHANGE_SERVERS, t);
 	if (src->value && streq(value, src->value) && !src->from_saved) {
 		/* Back to the value in force: a pending candidate is moot. */
 		source_drop_candidate(src);
@@ -1260,8 +1279,76 @@ void target_update_settings(struct target *t)
 			    target_setting_defs[i].key,
 			    (unsigned long long)next.value[i]);
 	}
-	sent = server_send_settings(t->agent->server, t);
+	agent_changed(t->agent, CHANGE_SETTINGS, t);
+	sent = t->n_subscribers;
 	if (target_log_ok(t))
 		log_info("%s: pool settings now %s; sent to %u subscriber(s)",
 			 t->name, desc[0] ? desc : "none (the apps' own)", sent);
+}
+
+struct target *target_find(struct agent *a, const char *name)
+{
+	for (size_t i = 0; i < a->n_targets; i++)
+		if (streq(a->targets[i]->name, name))
+			return a->targets[i];
+	return NULL;
+}
+
+/* Logs, once per generation, that every subscriber uses it: from then on
+ * no app on this host holds the previous value. */
+static void target_check_acked(struct target *t)
+{
+	unsigned subscribers, acked;
+
+	if (t->generation == 0 || t->all_acked == t->generation)
+		return;
+	target_count(t, &subscribers, &acked);
+	if (subscribers == 0 || acked < subscribers)
+		return;
+	t->all_acked = t->generation;
+	counters_converged(t->name, (now_us() - t->published_us) / 1e6);
+	target_event(t, "rotation-complete", t->current, t->reason);
+	log_target(LOG_INFO, "rotation-complete", t->name, t->generation,
+		   "%s: generation %llu acked by all %u subscriber(s), %.1f ms "
+		   "after it was published",
+		   t->name, (unsigned long long)t->generation, subscribers,
+		   (now_us() - t->published_us) / 1000.0);
+}
+
+void target_subscribed(struct target *t)
+{
+	t->n_subscribers++;
+	agent_changed(t->agent, CHANGE_STATUS, t);
+}
+
+void target_unsubscribed(struct target *t, uint64_t acked)
+{
+	t->n_subscribers--;
+	if (t->generation > 0 && acked == t->generation &&
+	    t->acked_gen == t->generation)
+		t->n_acked--;
+	/* The last straggler leaving may complete a rotation. */
+	target_check_acked(t);
+	agent_changed(t->agent, CHANGE_STATUS, t);
+}
+
+void target_acked(struct target *t, uint64_t generation)
+{
+	if (generation == t->generation) {
+		if (t->acked_gen != t->generation) {
+			t->acked_gen = t->generation;
+			t->n_acked = 0;
+		}
+		t->n_acked++;
+	}
+	target_check_acked(t);
+	agent_changed(t->agent, CHANGE_STATUS, t);
+}
+
+void target_count(const struct target *t, unsigned *subscribers,
+		  unsigned *acked)
+{
+	*subscribers = t->n_subscribers;
+	*acked = t->generation > 0 && t->acked_gen == t->generation ?
+			 t->n_acked : 0;
 }

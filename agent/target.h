@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "common/log.h"
+#include "probe.h"
 
 struct agent;
 struct probe;
@@ -63,10 +64,10 @@ struct loop_timer;
 #define TARGET_RETRY_FIRST_MS 100
 #define TARGET_RETRY_MAX_MS 30000
 /* Attempts (the first included) for a candidate the server rejects as an
- * authentication failure.  Shown in status as attempts_max, so that a
- * client waiting for a value (dbswapctl set --wait) gives up when the
- * agent does, not before. */
-#define TARGET_AUTH_RETRIES 6
+ * authentication failure (probe.h).  Shown in status as attempts_max, so
+ * that a client waiting for a value (dbswapctl set --wait) gives up when
+ * the agent does, not before. */
+#define TARGET_AUTH_RETRIES PROBE_AUTH_RETRIES
 
 /*
  * Pool settings for the apps that follow a target, read from the env
@@ -173,9 +174,11 @@ struct target {
 	uint64_t published_seq; /* evaluation that set the published value */
 	int64_t published_us; /* now_us() at the last publish */
 	uint64_t all_acked;   /* last generation every subscriber acked */
-	/* Kept by server.c as clients come, ack and go, so that an ack costs
-	 * O(1) and not a walk over every client: subscribers, and how many
-	 * of them acked generation acked_gen (a new generation resets it). */
+	/* Subscribers, and how many of them acked generation acked_gen (a
+	 * new generation resets it): counted as the server reports clients
+	 * coming, acking and going (target_subscribed() and the like), so
+	 * that an ack costs O(1), not a walk over every client.  Read them
+	 * with target_count(). */
 	unsigned n_subscribers, n_acked;
 	uint64_t acked_gen;
 	/* Acks and nacks for another agent instance (an earlier run of the
@@ -242,5 +245,24 @@ bool target_agent_setting_may_use(struct agent *a, const char *var,
 /* The wire name of a setting, as in the settings message and status
  * ("pool_max", ...). */
 const char *target_setting_key(enum target_setting s);
+
+struct target *target_find(struct agent *a, const char *name);
+
+/* An event (events.h) about t, on the server of role. */
+void target_event(const struct target *t, const char *event,
+		  enum target_role role, const char *reason);
+
+/* The subscribers of t, as the server sees them: one subscribed; one
+ * went, the newest generation it acked being acked (0: none); one acked
+ * generation, newer than any it acked before.  Every subscriber having
+ * acked the current generation completes its rotation (logged, counted,
+ * the event rotation-complete). */
+void target_subscribed(struct target *t);
+void target_unsubscribed(struct target *t, uint64_t acked);
+void target_acked(struct target *t, uint64_t generation);
+
+/* Subscribers of t, and how many of them acked its current generation. */
+void target_count(const struct target *t, unsigned *subscribers,
+		  unsigned *acked);
 
 #endif

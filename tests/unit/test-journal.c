@@ -11,20 +11,6 @@
 #include "systemd.h"
 #include "tests/unit/check.h"
 
-/* systemd.c links server.c, which calls these from main.c; nothing here
- * reaches them. */
-void agent_reload(struct agent *a)
-{
-	(void)a;
-}
-
-struct target *agent_find_target(struct agent *a, const char *name)
-{
-	(void)a;
-	(void)name;
-	return NULL;
-}
-
 #define FIELDS_TAIL "PRIORITY=6\nSYSLOG_IDENTIFIER=dbswapd\n"
 
 /* The entry for (level, f, message) is want[0..want_len). */

@@ -1,5 +1,5 @@
 /*
- * Unit tests for agent/metrics.c: label and JSON escaping of a target
+ * Unit tests for agent/metrics.c (and the counters it renders): label and JSON escaping of a target
  * name that needs it (env names never do, so the integration tests cannot
  * reach it), cumulative histogram buckets, the visibility filter, no
  * conninfo in any output, one dbswap_target_server series per server,
@@ -11,24 +11,11 @@
 #include <string.h>
 
 #include "agent.h"
+#include "counters.h"
 #include "health.h"
 #include "metrics.h"
 #include "target.h"
 #include "tests/unit/check.h"
-
-/* metrics.c links server.c, which calls these from main.c; nothing here
- * reaches them. */
-void agent_reload(struct agent *a)
-{
-	(void)a;
-}
-
-struct target *agent_find_target(struct agent *a, const char *name)
-{
-	(void)a;
-	(void)name;
-	return NULL;
-}
 
 #define NAME "A\"b\\c\nd"
 #define LABEL "target=\"A\\\"b\\\\c\\nd\""
@@ -56,17 +43,17 @@ static void test_render(void)
 	t.generation = 2;
 	t.current = ROLE_PRIMARY;
 	t.reason = "rotation";
-	metrics_published(&t, ROLE_PRIMARY);
+	counters_published(NAME, "rotation", NULL);
 	t.current = ROLE_SECONDARY;
 	t.reason = "failover";
-	metrics_published(&t, ROLE_PRIMARY);
-	metrics_converged(&t, 0.003);
-	metrics_converged(&t, 100);
-	metrics_health_check(NAME, "secondary", 0.0004);
-	metrics_validation(&t, "primary", "rejected");
-	metrics_client_gone("closed the connection");
-	metrics_client_gone("protocol violation");
-	metrics_client_gone("not reading its messages (output queue full)");
+	counters_published(NAME, "failover", "secondary");
+	counters_converged(NAME, 0.003);
+	counters_converged(NAME, 100);
+	counters_health_check(NAME, "secondary", 0.0004);
+	counters_validation(NAME, "primary", "rejected");
+	counters_client_gone("closed the connection");
+	counters_client_gone("protocol violation");
+	counters_client_gone("not reading its messages (output queue full)");
 
 	CHECK_INT(metrics_render(&a, NULL, NULL, &text, &len), ==, 0);
 	CHECK_INT(strlen(text), ==, len);
@@ -174,7 +161,7 @@ static void test_render(void)
 	CHECK(strstr(text, "{\"status\":\"unavailable\""));
 	CHECK(strstr(text, "\"problem\":\"no server available\""));
 	free(text);
-	metrics_reset();
+	counters_reset();
 }
 
 static void test_addresses(void)
