@@ -265,7 +265,7 @@ lab() {
 
 bench() {
 	DBSWAPD="$BUILDDIR/agent/dbswapd" \
-	DBSWAPCTL="$BUILDDIR/client-lib/dbswapctl" \
+	DBSWAPCTL="$BUILDDIR/client-lib/ctl/dbswapctl" \
 	DBSWAP_TEST_SUBSCRIBER="$BUILDDIR/tests/subscriber" \
 	DBSWAP_CONNECT_FLOOR="$BUILDDIR/tests/connect-floor" \
 	DBSWAP_POOL_LOAD="$BUILDDIR/tests/pool-load" \
@@ -284,7 +284,7 @@ demo)
 	install_deps "$DEPS_BUILD $DEPS_DEMO"
 	build
 	DBSWAPD="$BUILDDIR/agent/dbswapd" \
-	DBSWAPCTL="$BUILDDIR/client-lib/dbswapctl" \
+	DBSWAPCTL="$BUILDDIR/client-lib/ctl/dbswapctl" \
 	DBSWAP_POOL_LOAD="$BUILDDIR/tests/pool-load" \
 	PYTHONPATH=tests/integration PYTHONDONTWRITEBYTECODE=1 \
 		exec /usr/bin/python3 tests/demo.py "$@"

@@ -1,10 +1,11 @@
 /*
  * Small helpers shared by the agent, libdbswap and the tests.
  *
- * Error rule for all internal code (common/, ipc/, agent/, client-lib/):
- * a function that can fail returns a negative errno value (-EINVAL, -ENOMEM,
- * ...) and 0 or a positive count on success.  errno itself is never the
- * channel.  Cleanup uses goto labels named after what they undo.
+ * Error rule for all internal code (common/, ipc/, agent/, client-lib/c/,
+ * client-lib/ctl/): a function that can fail returns a negative errno value
+ * (-EINVAL, -ENOMEM, ...) and 0 or a positive count on success.  errno
+ * itself is never the channel.  Cleanup uses goto labels named after what
+ * they undo.
  */
 #ifndef DBSWAP_UTIL_H
 #define DBSWAP_UTIL_H

@@ -96,7 +96,8 @@ def check_compile(destdir, installed, cc, tmp):
         return
     # The shipped example, built the way its comment and the README say.
     example = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                           '..', 'client-lib', 'examples', 'pool-example.c')
+                           '..', 'client-lib', 'c', 'examples',
+                           'pool-example.c')
     with open(example) as f:
         if PKG_CONFIG_LINE not in f.read():
             fail(f'{example}: its build line no longer uses '

@@ -130,7 +130,7 @@ def main():
     build = os.path.dirname(os.path.dirname(os.path.abspath(
         os.environ['DBSWAPD'])))
     say('The dbswap demo.  To repeat a command shown with $, first:')
-    say(f'   $ export PATH={build}/agent:{build}/client-lib:{build}/tests:'
+    say(f'   $ export PATH={build}/agent:{build}/client-lib/ctl:{build}/tests:'
         '$PATH')
     say(f'   $ export DEMO={tmp} DBSWAP_SOCKET={tmp}/dbswapd.sock')
     try:

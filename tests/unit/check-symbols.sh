@@ -1,5 +1,5 @@
 #!/bin/sh
-# Compares the symbols libdbswap.so exports with client-lib/libdbswap.sym
+# Compares the symbols libdbswap.so exports with client-lib/c/libdbswap.sym
 # and with the functions dbswap.h declares: all three lists must agree, so
 # nothing private leaks out and nothing public is forgotten.
 set -eu
