@@ -595,3 +595,80 @@ char *mask_conninfo(const char *s)
 	mask_opts_free(opts);
 	return out;
 }
+
+int mask_secrets_add(struct mask_secrets *ms, const char *s)
+{
+	char **grown, *copy;
+
+	if (!s || !*s)
+		return 0;
+	copy = strdup(s);
+	grown = copy ? realloc(ms->s, (ms->n + 1) * sizeof(*ms->s)) : NULL;
+	if (!grown) {
+		free_secret(copy);
+		return -ENOMEM;
+	}
+	ms->s = grown;
+	ms->s[ms->n++] = copy;
+	return 0;
+}
+
+void mask_secrets_free(struct mask_secrets *ms)
+{
+	for (size_t i = 0; i < ms->n; i++)
+		free_secret(ms->s[i]);
+	free(ms->s);
+	ms->s = NULL;
+	ms->n = 0;
+}
+
+/* The password part of a URI's userinfo: after the first ':' following
+ * "://", up to the last '@'. */
+static int uri_password_region(struct mask_secrets *ms, const char *conninfo)
+{
+	const char *s = strstr(conninfo, "://"), *at, *colon;
+	char *region;
+	int r;
+
+	if (!s || (strncmp(conninfo, "postgres", 8) != 0))
+		return 0;
+	s += 3;
+	at = strrchr(s, '@');
+	if (!at)
+		return 0;
+	colon = memchr(s, ':', (size_t)(at - s));
+	if (!colon || colon + 1 >= at)
+		return 0;
+	region = strndup(colon + 1, (size_t)(at - colon - 1));
+	if (!region)
+		return -ENOMEM;
+	r = mask_secrets_add(ms, region);
+	free_secret(region);
+	return r;
+}
+
+int mask_secrets(const char *conninfo, struct mask_secrets *ms)
+{
+	PQconninfoOption *opts;
+	char *errmsg = NULL;
+	int r = 0;
+
+	*ms = (struct mask_secrets){ 0 };
+	if (!conninfo)
+		return 0;
+	opts = PQconninfoParse(conninfo, &errmsg);
+	PQfreemem(errmsg);
+	if (!opts)
+		return 0;
+	ms->parsed = true;
+	for (PQconninfoOption *o = opts; o->keyword && r == 0; o++)
+		if (o->val && (streq(o->keyword, "password") ||
+			       streq(o->keyword, "sslpassword")))
+			r = mask_secrets_add(ms, o->val);
+	mask_opts_free(opts);
+	if (r == 0)
+		r = uri_password_region(ms, conninfo);
+	if (r < 0)
+		mask_secrets_free(ms);
+	return r;
+}

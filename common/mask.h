@@ -43,8 +43,30 @@
 #ifndef DBSWAP_MASK_H
 #define DBSWAP_MASK_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 /* Returns a newly allocated masked copy, or NULL when out of memory.
  * NULL in gives "(none)" out. */
 char *mask_conninfo(const char *conninfo);
+
+/* What of a conninfo must never be shown, in an error message or
+ * anywhere: for common/pqerr.c's pqerr_scrub(). */
+struct mask_secrets {
+	char **s;    /* n strings, none empty, erased when freed */
+	size_t n;
+	bool parsed; /* libpq's PQconninfoParse() takes the value */
+};
+
+/* Fills ms with the secrets of conninfo (NULL: none).  Returns 0, or
+ * -ENOMEM and then leaves nothing to free. */
+int mask_secrets(const char *conninfo, struct mask_secrets *ms);
+
+/* Appends a copy of s (NULL or empty: nothing) to ms: text of the
+ * caller's that must not be shown either.  Returns 0 or -ENOMEM. */
+int mask_secrets_add(struct mask_secrets *ms, const char *s);
+
+/* Erases and frees the strings; ms is empty after. */
+void mask_secrets_free(struct mask_secrets *ms);
 
 #endif

@@ -3,33 +3,55 @@
  * scrubbed of a value's passwords before the agent or libdbswap passes
  * them on.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/mask.h"
 #include "common/pqerr.h"
 #include "common/util.h"
 #include "tests/unit/check.h"
 
+/* Whether ms lists s. */
+static bool has_secret(const struct mask_secrets *ms, const char *s)
+{
+	for (size_t i = 0; i < ms->n; i++)
+		if (strcmp(ms->s[i], s) == 0)
+			return true;
+	return false;
+}
+
 static void test_secrets(void)
 {
-	char *s[PQERR_SECRETS];
+	struct mask_secrets ms;
 
-	CHECK(pqerr_secrets("host=db password='p w' sslpassword=k user=u", s));
-	CHECK_STR(s[0], "p w");
-	CHECK_STR(s[1], "k");
-	CHECK(s[2] == NULL);
-	for (int i = 0; i < PQERR_SECRETS; i++)
-		free_secret(s[i]);
+	CHECK(mask_secrets("host=db password='p w' sslpassword=k user=u",
+			   &ms) == 0);
+	CHECK(ms.parsed);
+	CHECK(has_secret(&ms, "p w"));
+	CHECK(has_secret(&ms, "k"));
+	for (size_t i = 0; i < ms.n; i++)
+		CHECK(ms.s[i][0] != '\0');
+	mask_secrets_free(&ms);
+	CHECK(ms.n == 0 && ms.s == NULL);
 	/* A URI: libpq's password, and a human's (up to the last '@'). */
-	CHECK(pqerr_secrets("postgresql://app:a%40b@c@db/x", s));
-	CHECK_STR(s[0], "a@b"); /* libpq stops at the first raw @ */
-	CHECK_STR(s[2], "a%40b@c");
-	for (int i = 0; i < PQERR_SECRETS; i++)
-		free_secret(s[i]);
-	CHECK(!pqerr_secrets("host='unterminated", s));
-	for (int i = 0; i < PQERR_SECRETS; i++)
-		CHECK(s[i] == NULL);
+	CHECK(mask_secrets("postgresql://app:a%40b@c@db/x", &ms) == 0);
+	CHECK(has_secret(&ms, "a@b")); /* libpq stops at the first raw @ */
+	CHECK(has_secret(&ms, "a%40b@c"));
+	mask_secrets_free(&ms);
+	CHECK(mask_secrets("host='unterminated", &ms) == 0);
+	CHECK(!ms.parsed);
+	mask_secrets_free(&ms);
+	CHECK(mask_secrets(NULL, &ms) == 0);
+	CHECK(ms.n == 0 && !ms.parsed);
+	/* The caller's own. */
+	CHECK(mask_secrets("host=db", &ms) == 0);
+	CHECK(mask_secrets_add(&ms, "n3w-pw") == 0);
+	CHECK(mask_secrets_add(&ms, "") == 0);
+	CHECK(mask_secrets_add(&ms, NULL) == 0);
+	CHECK(ms.n >= 1 && strcmp(ms.s[ms.n - 1], "n3w-pw") == 0);
+	mask_secrets_free(&ms);
 }
 
 static void test_scrub(void)
