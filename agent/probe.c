@@ -253,8 +253,9 @@ static void probe_libpq_text(struct probe *p, const char *raw, char *out,
 	const char *keyword = NULL;
 	bool withheld = false;
 	size_t k = 0;
-	/* The passwords out first, before any buffer cuts a line; hosts that
-	 * may not be named stay for connplan_name_hosts() to label. */
+	/* The value's secrets out first, before any buffer cuts a line;
+	 * hosts that may not be named stay for connplan_name_hosts() to
+	 * label. */
 	char *clean = raw ? probe_scrub_dup(raw, p->secrets.s,
 					    p->password_secrets) : NULL;
 
