@@ -33,6 +33,7 @@
 
 #include "authguard.h"
 #include "common/loop.h"
+#include "common/mask.h"
 #include "common/pqerr.h"
 #include "common/util.h"
 #include "connplan.h"
@@ -40,10 +41,6 @@
 #include "resolve.h"
 
 enum probe_phase { PHASE_RESOLVE, PHASE_CONNECT, PHASE_QUERY };
-
-/* The first secrets of a probe: password, sslpassword, and the URI's
- * password region (pqerr_secrets()). */
-#define PROBE_PASSWORD_SECRETS PQERR_SECRETS
 
 struct probe {
 	struct loop *loop;
@@ -82,10 +79,11 @@ struct probe {
 	size_t next;            /* the first entry no stage has taken */
 	size_t stage_from, stage_to; /* the entries libpq has now */
 	char passed[1024];      /* why earlier entries failed, lines */
-	/* Text that must not appear in error messages: the passwords, the
-	 * URI's password region, and hosts that may not be named
-	 * (connplan_label()), in that order. */
-	char *secrets[PROBE_PASSWORD_SECRETS + CONNPLAN_HOSTS_MAX];
+	/* Text that must not appear in error messages: the conninfo's
+	 * secrets (mask_secrets()), the first password_secrets, then hosts
+	 * that may not be named (connplan_label()). */
+	struct mask_secrets secrets;
+	size_t password_secrets;
 	probe_done_fn *fn;
 	void *data;
 };
@@ -106,8 +104,7 @@ static void probe_free(struct probe *p)
 	free(p->dns_servers);
 	for (size_t i = 0; i < ARRAY_SIZE(p->lookup_error); i++)
 		free(p->lookup_error[i]);
-	for (size_t i = 0; i < ARRAY_SIZE(p->secrets); i++)
-		free_secret(p->secrets[i]);
+	mask_secrets_free(&p->secrets);
 	free(p);
 }
 
@@ -157,7 +154,7 @@ static void probe_finish(struct probe *p, const char *error)
 	}
 	if (error) {
 		pqerr_line(error, buf, sizeof(buf), res.sqlstate);
-		probe_scrub(buf, sizeof(buf), p->secrets, ARRAY_SIZE(p->secrets));
+		probe_scrub(buf, sizeof(buf), p->secrets.s, p->secrets.n);
 		res.error = buf;
 		res.auth_failed = pqerr_is_auth(res.sqlstate) ||
 				  (p->conn && PQconnectionNeedsPassword(p->conn));
@@ -256,10 +253,11 @@ static void probe_libpq_text(struct probe *p, const char *raw, char *out,
 	const char *keyword = NULL;
 	bool withheld = false;
 	size_t k = 0;
-	/* The passwords out first, before any buffer cuts a line; hosts that
-	 * may not be named stay for connplan_name_hosts() to label. */
-	char *clean = raw ? probe_scrub_dup(raw, p->secrets,
-					    PROBE_PASSWORD_SECRETS) : NULL;
+	/* The value's secrets out first, before any buffer cuts a line;
+	 * hosts that may not be named stay for connplan_name_hosts() to
+	 * label. */
+	char *clean = raw ? probe_scrub_dup(raw, p->secrets.s,
+					    p->password_secrets) : NULL;
 
 	kept[0] = '\0';
 	if (raw && !clean)
@@ -684,13 +682,19 @@ static void probe_notice(void *arg, const char *message)
 	(void)message;
 }
 
-/* Remembers the passwords in conninfo, to scrub them from libpq's
- * messages.  Returns false when conninfo does not parse. */
-static bool probe_note_secrets(struct probe *p, const char *conninfo)
+/* Remembers the secrets of conninfo, to scrub them from libpq's
+ * messages.  Returns 0, -EINVAL when conninfo does not parse, or
+ * -ENOMEM. */
+static int probe_note_secrets(struct probe *p, const char *conninfo)
 {
+	int r = mask_secrets(conninfo, &p->secrets);
+
+	if (r < 0)
+		return r;
+	p->password_secrets = p->secrets.n;
 	/* libpq's own parse errors quote the offending text, which may be a
 	 * password: report parse failures in our own words. */
-	return pqerr_secrets(conninfo, p->secrets);
+	return p->secrets.parsed ? 0 : -EINVAL;
 }
 
 /* Starts libpq on the entries [from, to).  A monitor connection gets TCP
@@ -855,7 +859,12 @@ int probe_start(struct loop *loop, const struct probe_opts *o,
 	}
 
 	if (!p->conn) {
-		if (!probe_note_secrets(p, o->conninfo)) {
+		r = probe_note_secrets(p, o->conninfo);
+		if (r == -ENOMEM) {
+			probe_free(p);
+			return r;
+		}
+		if (r < 0) {
 			probe_finish(p, "not a valid libpq connection string "
 					"or URI");
 			return 0;
@@ -872,8 +881,8 @@ int probe_start(struct loop *loop, const struct probe_opts *o,
 		for (size_t i = 0; i < connplan_hosts(p->plan); i++) {
 			if (connplan_nameable(p->plan, i))
 				continue;
-			p->secrets[PROBE_PASSWORD_SECRETS + i] = strdup(connplan_host(p->plan, i));
-			if (!p->secrets[PROBE_PASSWORD_SECRETS + i]) {
+			if (mask_secrets_add(&p->secrets,
+					     connplan_host(p->plan, i)) < 0) {
 				probe_free(p);
 				return -ENOMEM;
 			}

@@ -8,6 +8,10 @@
  * with the passwords libpq parsed, from the value and from a dbname that
  * is a connection string of its own: a password still in it (a shape the
  * span rules missed) masks the value whole.
+ *
+ * mask_secrets() runs the same rules and lists each span they mask
+ * (out_mask()), so that what the scrubber takes out of an error message
+ * cannot differ from what the masker hides.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -274,11 +278,52 @@ static bool setting_ok(const char *key, size_t klen, const char *v, size_t n,
 	return true;
 }
 
-/* Growing output string; failure is sticky and reported at the end. */
+int mask_secrets_add(struct mask_secrets *ms, const char *s)
+{
+	char **grown, *copy;
+
+	if (!s || !*s)
+		return 0;
+	copy = strdup(s);
+	grown = copy ? realloc(ms->s, (ms->n + 1) * sizeof(*ms->s)) : NULL;
+	if (!grown) {
+		free_secret(copy);
+		return -ENOMEM;
+	}
+	ms->s = grown;
+	ms->s[ms->n++] = copy;
+	return 0;
+}
+
+/* Adds [v, v + n) unless ms lists it already. */
+static int secrets_add_n(struct mask_secrets *ms, const char *v, size_t n)
+{
+	char *copy;
+	int r;
+
+	for (size_t i = 0; i < ms->n; i++)
+		if (strlen(ms->s[i]) == n && memcmp(ms->s[i], v, n) == 0)
+			return 0;
+	copy = strndup(v, n);
+	if (!copy)
+		return -ENOMEM;
+	r = mask_secrets_add(ms, copy);
+	free_secret(copy);
+	return r;
+}
+
+/* Growing output string; failure is sticky and reported at the end.
+ * With sec set, each span of the input that is masked is listed there
+ * too (mask_secrets()), as written and as libpq reads it: percent-decoded
+ * when uri, else unquoted.  With all set, every value is masked: what a
+ * value masked whole holds (the output is not shown then; values shorter
+ * than MASK_SECRET_MIN are not listed). */
 struct out {
 	char *s;
 	size_t len, cap;
 	bool failed;
+	struct mask_secrets *sec;
+	bool uri, all;
 };
 
 static void out_add(struct out *o, const char *p, size_t n)
@@ -305,6 +350,43 @@ static void out_str(struct out *o, const char *s)
 	out_add(o, s, strlen(s));
 }
 
+/* Masks the input span [v, v + n).  Every span the rules mask goes
+ * through here, so what mask_secrets() lists is what mask_conninfo()
+ * hides. */
+static void out_mask(struct out *o, const char *v, size_t n)
+{
+	char *dec;
+	size_t len;
+
+	out_str(o, MASK);
+	/* Every value of a value masked whole: a short one would mask its
+	 * bytes all over a message (see MASK_SECRET_MIN); those the rules
+	 * mask were listed when all was not set. */
+	if (!o->sec || n == 0 || o->failed || (o->all && n < MASK_SECRET_MIN))
+		return;
+	if (secrets_add_n(o->sec, v, n) < 0) {
+		o->failed = true;
+		return;
+	}
+	/* An unterminated quote (a value libpq refuses) is read from after
+	 * it by a human. */
+	if (!o->uri && v[0] == '\'' && (n == 1 || v[n - 1] != '\'')) {
+		v++;
+		n--;
+	}
+	dec = malloc(n + 1);
+	if (!dec) {
+		o->failed = true;
+		return;
+	}
+	len = value_decode(v, n, o->uri, dec);
+	if (len > 0 && !(o->all && len < MASK_SECRET_MIN) &&
+	    secrets_add_n(o->sec, dec, len) < 0)
+		o->failed = true;
+	explicit_bzero(dec, len);
+	free(dec);
+}
+
 static char *out_done(struct out *o)
 {
 	if (o->failed || !o->s) {
@@ -327,11 +409,13 @@ static void mask_query(struct out *o, const char *p)
 
 		if (eq)
 			klen = query_key_decode(p, (size_t)(eq - p), key);
-		if (eq && (is_secret_key(key, klen) ||
+		if (eq && (o->all || is_secret_key(key, klen) ||
 			   !setting_ok(key, klen, eq + 1,
 				       (size_t)(end - eq - 1), true))) {
 			out_add(o, p, (size_t)(eq - p) + 1);
-			out_str(o, MASK);
+			out_mask(o, eq + 1, (size_t)(end - eq - 1));
+		} else if (!eq && o->all) {
+			out_mask(o, p, (size_t)(end - p));
 		} else {
 			out_add(o, p, (size_t)(end - p));
 		}
@@ -360,7 +444,7 @@ static void mask_ports(struct out *o, const char *p, const char *end)
 			 * reads a port after it: the rest is masked. */
 			q = memchr(p, ']', (size_t)(end - p));
 			if (!q) {
-				out_str(o, MASK);
+				out_mask(o, p, (size_t)(end - p));
 				return;
 			}
 			p = q + 1;
@@ -373,11 +457,16 @@ static void mask_ports(struct out *o, const char *p, const char *end)
 			/* A refused port masks its host too: the authority
 			 * was mistyped, and a password may lie on both sides
 			 * ("app@Secr3tPW:db.example.com"). */
-			if (port_ok(p + 1, (size_t)(q - p - 1)))
+			if (!o->all && port_ok(p + 1, (size_t)(q - p - 1))) {
 				out_add(o, host, (size_t)(q - host));
-			else
-				out_str(o, MASK ":" MASK);
+			} else {
+				out_mask(o, host, (size_t)(p - host));
+				out_str(o, ":");
+				out_mask(o, p + 1, (size_t)(q - p - 1));
+			}
 			p = q;
+		} else if (o->all) {
+			out_mask(o, host, (size_t)(p - host));
 		} else {
 			out_add(o, host, (size_t)(p - host));
 		}
@@ -388,12 +477,13 @@ static void mask_ports(struct out *o, const char *p, const char *end)
 	}
 }
 
-static char *mask_uri(const char *s, size_t scheme_len)
+static char *mask_uri(const char *s, size_t scheme_len,
+		      struct mask_secrets *sec, bool all)
 {
 	const char *start = s + scheme_len, *at = strrchr(start, '@');
 	const char *query = strchr(start, '?');
 	const char *q, *p, *path;
-	struct out o = { 0 };
+	struct out o = { .sec = sec, .uri = true, .all = all };
 
 	out_add(&o, s, scheme_len);
 	p = start;
@@ -406,14 +496,21 @@ static char *mask_uri(const char *s, size_t scheme_len)
 		bool in_query = query && colon > query &&
 				memchr(start, '/', (size_t)(colon - start));
 		if (colon && !in_query) {
-			out_add(&o, start, (size_t)(colon - start) + 1);
-			out_str(&o, MASK);
+			if (all) {
+				out_mask(&o, start, (size_t)(colon - start));
+				out_str(&o, ":");
+			} else {
+				out_add(&o, start, (size_t)(colon - start) + 1);
+			}
+			out_mask(&o, colon + 1, (size_t)(at - colon - 1));
 			if (query && query < at) {
 				/* That '@' sits in a query value (legal there)
 				 * or the password holds a '?': what follows it
 				 * up to the next '&' may be a secret's tail. */
 				const char *amp = strchr(at, '&');
-				out_str(&o, "@" MASK);
+				out_str(&o, "@");
+				out_mask(&o, at + 1, amp ? (size_t)(amp - at - 1)
+							 : strlen(at + 1));
 				if (amp) {
 					out_str(&o, "&");
 					mask_query(&o, amp + 1);
@@ -431,7 +528,10 @@ static char *mask_uri(const char *s, size_t scheme_len)
 		 * which mask_query() masks. */
 		const char *end = p + strcspn(p, "@/?");
 		if (p == start && *end == '@') {
-			out_add(&o, p, (size_t)(end - p));
+			if (all)
+				out_mask(&o, p, (size_t)(end - p));
+			else
+				out_add(&o, p, (size_t)(end - p));
 			p = end;
 		}
 		if (*p == '@') {
@@ -447,10 +547,10 @@ static char *mask_uri(const char *s, size_t scheme_len)
 	 * first '/' after the hosts (a '/' in the user info ends it, and the
 	 * span before the last '@' is masked above). */
 	path = memchr(p, '/', (size_t)(q - p));
-	if (path && !setting_ok("dbname", 6, path + 1, (size_t)(q - path - 1),
-				true)) {
+	if (path && (all || !setting_ok("dbname", 6, path + 1,
+					(size_t)(q - path - 1), true))) {
 		out_add(&o, p, (size_t)(path - p) + 1);
-		out_str(&o, MASK);
+		out_mask(&o, path + 1, (size_t)(q - path - 1));
 	} else {
 		out_add(&o, p, (size_t)(q - p));
 	}
@@ -461,9 +561,10 @@ static char *mask_uri(const char *s, size_t scheme_len)
 	return out_done(&o);
 }
 
-static char *mask_keyvalue(const char *s)
+static char *mask_keyvalue(const char *s, struct mask_secrets *sec,
+			   bool all)
 {
-	struct out o = { 0 };
+	struct out o = { .sec = sec, .all = all };
 	const char *p = s;
 
 	while (*p) {
@@ -487,7 +588,7 @@ static char *mask_keyvalue(const char *s)
 		if (*p != '=') {
 			/* Not key=value: this word and what follows might be
 			 * anything, a password split at a space included. */
-			out_str(&o, MASK);
+			out_mask(&o, key, strlen(key));
 			break;
 		}
 		p++;
@@ -508,9 +609,9 @@ static char *mask_keyvalue(const char *s)
 				if (*p == '\\' && p[1])
 					p++;
 		}
-		if (secret ||
+		if (all || secret ||
 		    !setting_ok(key, klen, val, (size_t)(p - val), false))
-			out_str(&o, MASK);
+			out_mask(&o, val, (size_t)(p - val));
 		else
 			out_add(&o, val, (size_t)(p - val));
 	}
@@ -563,12 +664,39 @@ static bool mask_leaks(const char *out, const PQconninfoOption *opts,
 	return false;
 }
 
-char *mask_conninfo(const char *s)
+/* The span rules on s, whatever libpq makes of it: the masked copy, or
+ * NULL when out of memory.  With sec set, the spans masked are listed
+ * there too; with all, every value is. */
+static char *mask_spans(const char *s, struct mask_secrets *sec, bool all)
 {
 	/* libpq's URI prefixes, compared as libpq does (case matters). */
 	static const char *const schemes[] = { "postgresql://", "postgres://" };
+
+	for (size_t i = 0; i < ARRAY_SIZE(schemes); i++) {
+		size_t n = strlen(schemes[i]);
+		if (strncmp(s, schemes[i], n) == 0)
+			return mask_uri(s, n, sec, all);
+	}
+	return mask_keyvalue(s, sec, all);
+}
+
+/* libpq's reading of s into *opts, NULL when libpq refuses it.  Returns
+ * 0 or -ENOMEM.  errmsg quotes the value: dropped. */
+static int mask_parse(const char *s, PQconninfoOption **opts)
+{
+	char *errmsg = NULL;
+
+	*opts = PQconninfoParse(s, &errmsg);
+	if (!*opts && !errmsg)
+		return -ENOMEM;
+	PQfreemem(errmsg);
+	return 0;
+}
+
+char *mask_conninfo(const char *s)
+{
 	PQconninfoOption *opts;
-	char *errmsg = NULL, *out = NULL;
+	char *out;
 
 	if (!s)
 		return strdup("(none)");
@@ -576,22 +704,94 @@ char *mask_conninfo(const char *s)
 		return strdup("");
 	/* A value libpq refuses (a JDBC URL, a typo'd scheme, a bare or
 	 * half-written password, anything) is shown as nothing but the
-	 * mask: not even its length.  errmsg quotes the value: dropped. */
-	opts = PQconninfoParse(s, &errmsg);
-	PQfreemem(errmsg);
-	if (!opts)
+	 * mask: not even its length. */
+	if (mask_parse(s, &opts) < 0 || !opts)
 		return strdup(MASK);
-	for (size_t i = 0; i < ARRAY_SIZE(schemes) && !out; i++) {
-		size_t n = strlen(schemes[i]);
-		if (strncmp(s, schemes[i], n) == 0)
-			out = mask_uri(s, n);
-	}
-	if (!out)
-		out = mask_keyvalue(s);
+	out = mask_spans(s, NULL, false);
 	if (out && mask_leaks(out, opts, 0)) {
 		free(out);
 		out = strdup(MASK);
 	}
 	mask_opts_free(opts);
 	return out;
+}
+
+/* Lists in ms the secrets of s, a conninfo or a dbname that is one
+ * (depth levels down): what mask_conninfo() masks, and more. */
+static int secrets_collect(const char *s, struct mask_secrets *ms, int depth)
+{
+	PQconninfoOption *opts;
+	char *out;
+	int r = mask_parse(s, &opts);
+
+	if (r < 0)
+		return r;
+	if (depth == 0)
+		ms->parsed = opts != NULL;
+	out = mask_spans(s, ms, false);
+	if (!out) {
+		r = -ENOMEM;
+	} else if (!opts || mask_leaks(out, opts, 0)) {
+		/* Masked whole: all of it, and each of its values of
+		 * MASK_SECRET_MIN bytes or more (a message may show one
+		 * bare, which the whole does not match). */
+		free(out);
+		out = mask_spans(s, ms, true);
+		r = out ? secrets_add_n(ms, s, strlen(s)) : -ENOMEM;
+	}
+	free(out);
+	for (const PQconninfoOption *o = opts; o && o->keyword && r == 0; o++) {
+		if (!o->val || !*o->val)
+			continue;
+		/* What libpq reads as a secret, however it was written
+		 * (what mask_leaks() looks for, short ones too). */
+		if (is_secret_key(o->keyword, strlen(o->keyword)))
+			r = secrets_add_n(ms, o->val, strlen(o->val));
+		/* A dbname that is a connection string: masked whole as a
+		 * span above, and its own secrets, which a message may show
+		 * apart from it. */
+		else if (streq(o->keyword, "dbname") &&
+			 dbname_expands(o->val, strlen(o->val)) &&
+			 depth < MASK_NEST_MAX)
+			r = secrets_collect(o->val, ms, depth + 1);
+	}
+	if (opts)
+		mask_opts_free(opts);
+	return r;
+}
+
+/* Longest first: where one secret starts with another, the scrubber
+ * replaces the longer (it takes the first that matches). */
+static int secret_cmp(const void *a, const void *b)
+{
+	size_t la = strlen(*(char *const *)a), lb = strlen(*(char *const *)b);
+
+	return la > lb ? -1 : la < lb;
+}
+
+int mask_secrets(const char *conninfo, struct mask_secrets *ms)
+{
+	int r;
+
+	*ms = (struct mask_secrets){ 0 };
+	if (!conninfo)
+		return 0;
+	r = secrets_collect(conninfo, ms, 0);
+	if (r < 0) {
+		mask_secrets_free(ms);
+		ms->parsed = false;
+		return r;
+	}
+	if (ms->n > 1)
+		qsort(ms->s, ms->n, sizeof(*ms->s), secret_cmp);
+	return 0;
+}
+
+void mask_secrets_free(struct mask_secrets *ms)
+{
+	for (size_t i = 0; i < ms->n; i++)
+		free_secret(ms->s[i]);
+	free(ms->s);
+	ms->s = NULL;
+	ms->n = 0;
 }

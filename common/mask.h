@@ -1,6 +1,9 @@
 /*
- * Masking of passwords in libpq connection strings, for every place a
- * conninfo is shown: logs, status, error messages, dbswapctl output.
+ * What of a libpq connection string is secret, decided here and only
+ * here, for every place a conninfo or text about it is shown: logs,
+ * status, dbswapctl output (mask_conninfo()), and libpq's and the
+ * server's messages about it (mask_secrets(), which common/pqerr.c's
+ * pqerr_scrub() removes).
  *
  *   postgresql://app:s3cret@db/x?sslpassword=k  ->
  *   postgresql://app:****@db/x?sslpassword=****
@@ -38,13 +41,43 @@
  * 65535 written as a URI without "@host" ("postgresql://app:1234/db"
  * reads as host app, port 1234), or a password put into a host name.
  *
+ * The secrets of a value (mask_secrets()) are what that rule masks:
+ * each span replaced by "****", as written and as libpq reads it
+ * (percent-decoded, unquoted); the values of the secret settings libpq
+ * parsed, from the value and from a dbname that is a connection string,
+ * with that dbname's own secrets; and, for a value masked whole, the
+ * value itself and each of its values of MASK_SECRET_MIN bytes or more.  A message that quotes any part
+ * of one, or shows one whole, shows a secret.
+ *
  * Thread-safe, does not block (no file, no environment is read).
  */
 #ifndef DBSWAP_MASK_H
 #define DBSWAP_MASK_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 /* Returns a newly allocated masked copy, or NULL when out of memory.
  * NULL in gives "(none)" out. */
 char *mask_conninfo(const char *conninfo);
+
+/* What of a conninfo must never be shown, by the rule above: for
+ * common/pqerr.c's pqerr_scrub(). */
+struct mask_secrets {
+	char **s;    /* n distinct strings, none empty, erased when freed */
+	size_t n;
+	bool parsed; /* libpq's PQconninfoParse() takes the value */
+};
+
+/* Fills ms with the secrets of conninfo (NULL: none), longest first.
+ * Returns 0, or -ENOMEM and then leaves nothing to free. */
+int mask_secrets(const char *conninfo, struct mask_secrets *ms);
+
+/* Appends a copy of s (NULL or empty: nothing) to ms: text of the
+ * caller's that must not be shown either.  Returns 0 or -ENOMEM. */
+int mask_secrets_add(struct mask_secrets *ms, const char *s);
+
+/* Erases and frees the strings; ms is empty after. */
+void mask_secrets_free(struct mask_secrets *ms);
 
 #endif

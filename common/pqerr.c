@@ -2,7 +2,6 @@
  * libpq error messages on one line; see pqerr.h.
  */
 #include <ctype.h>
-#include <libpq-fe.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,57 +55,6 @@ void pqerr_line(const char *raw, char *out, size_t size, char sqlstate[6])
 bool pqerr_is_auth(const char *sqlstate)
 {
 	return streq(sqlstate, "28P01") || streq(sqlstate, "28000");
-}
-
-/* The password part of a URI's userinfo: after the first ':' following
- * "://", up to the last '@'. */
-static char *uri_password_region(const char *conninfo)
-{
-	const char *s = strstr(conninfo, "://"), *at, *colon;
-
-	if (!s || (strncmp(conninfo, "postgres", 8) != 0))
-		return NULL;
-	s += 3;
-	at = strrchr(s, '@');
-	if (!at)
-		return NULL;
-	colon = memchr(s, ':', (size_t)(at - s));
-	if (!colon || colon + 1 >= at)
-		return NULL;
-	return strndup(colon + 1, (size_t)(at - colon - 1));
-}
-
-bool pqerr_secrets(const char *conninfo, char *secrets[PQERR_SECRETS])
-{
-	PQconninfoOption *opts;
-	char *errmsg = NULL;
-	bool ok = true;
-
-	for (int i = 0; i < PQERR_SECRETS; i++)
-		secrets[i] = NULL;
-	opts = PQconninfoParse(conninfo, &errmsg);
-	PQfreemem(errmsg);
-	if (!opts)
-		return false;
-	for (PQconninfoOption *o = opts; o->keyword; o++) {
-		if (o->val && streq(o->keyword, "password") &&
-		    !(secrets[0] = strdup(o->val)))
-			ok = false;
-		if (o->val && streq(o->keyword, "sslpassword") &&
-		    !(secrets[1] = strdup(o->val)))
-			ok = false;
-		if (o->val)
-			explicit_bzero(o->val, strlen(o->val));
-	}
-	PQconninfoFree(opts);
-	secrets[2] = uri_password_region(conninfo);
-	if (ok)
-		return true;
-	for (int i = 0; i < PQERR_SECRETS; i++) {
-		free_secret(secrets[i]);
-		secrets[i] = NULL;
-	}
-	return false;
 }
 
 void pqerr_scrub(const char *text, char *out, size_t size,

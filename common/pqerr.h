@@ -21,19 +21,11 @@ void pqerr_line(const char *raw, char *out, size_t size, char sqlstate[6]);
  * same value can lock the role out. */
 bool pqerr_is_auth(const char *sqlstate);
 
-/* What of a conninfo must never be shown in an error: its password, its
- * sslpassword and the password region of a URI's user info (after the
- * first ':' that follows "://", up to the last '@': what a human means,
- * where libpq may read less).  Each is NULL when absent. */
-#define PQERR_SECRETS 3
-
-/* Fills secrets[PQERR_SECRETS] from conninfo (strings to free with
- * free_secret()).  Returns false when libpq cannot parse it (or out of
- * memory), and then leaves nothing to free. */
-bool pqerr_secrets(const char *conninfo, char *secrets[PQERR_SECRETS]);
-
 /* Writes text to out with every double-quoted token that overlaps one of
- * the n secrets, and every bare occurrence of one, replaced by ****.
+ * the n secrets (NULL or empty ones skipped), and every bare occurrence
+ * of one, replaced by ****.  What of a conninfo is secret is
+ * common/mask.c's to say: take the secrets from mask_secrets(), with the
+ * caller's own added (a password it made, a host it may not name).
  * libpq quotes setting values in its messages, and a mis-parsed URI can
  * put part of a password into a host or port.  Scrub before anything
  * cuts the text: a secret cut in two is no longer found.  Output cut

@@ -50,6 +50,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "common/mask.h"
 #include "common/pqerr.h"
 #include "common/util.h"
 
@@ -697,12 +698,15 @@ static void pool_error_line(const dbswap_pool *p, uint64_t value,
 {
 	const struct value *v = value == p->cur.serial ? &p->cur
 			      : value == p->next.serial ? &p->next : NULL;
-	char *secrets[PQERR_SECRETS], *clean;
+	struct mask_secrets secrets = { 0 };
+	char *clean;
 	size_t n = strlen(why) * 2 + 8;
 
-	if (!v || !v->conninfo || !pqerr_secrets(v->conninfo, secrets)) {
+	if (!v || !v->conninfo || mask_secrets(v->conninfo, &secrets) < 0 ||
+	    !secrets.parsed) {
 		/* The agent validated the value, so libpq parses it: this is
 		 * a value gone since, or no memory. */
+		mask_secrets_free(&secrets);
 		pqerr_line(why, line, size, sqlstate);
 		snprintf(line, size, "libpq's message is not shown (the "
 			 "value it is about cannot be checked for passwords)");
@@ -710,11 +714,10 @@ static void pool_error_line(const dbswap_pool *p, uint64_t value,
 	}
 	clean = malloc(n);
 	if (clean)
-		pqerr_scrub(why, clean, n, secrets, PQERR_SECRETS);
+		pqerr_scrub(why, clean, n, secrets.s, secrets.n);
 	pqerr_line(clean ? clean : "out of memory", line, size, sqlstate);
 	free_secret(clean);
-	for (int i = 0; i < PQERR_SECRETS; i++)
-		free_secret(secrets[i]);
+	mask_secrets_free(&secrets);
 }
 
 /* Records a failed attempt for the value it was for.  Locked. */

@@ -11,8 +11,8 @@
  * The server gets a SCRAM verifier made here (PQencryptPasswordConn), so
  * the plaintext reaches neither the server nor its logs.  The admin
  * connection's conninfo is read from a file (never argv); libpq's
- * messages about it are scrubbed of its password (pqerr_scrub) before
- * anything prints them.
+ * messages about it are scrubbed of its secrets (mask_secrets(),
+ * pqerr_scrub()) before anything prints them.
  *
  * The order is chosen so that no validation fails on the way: the file
  * is read and checked first (nothing changed if that fails), then the
@@ -52,6 +52,7 @@
 #include "common/crypto.h"
 #include "common/env.h"
 #include "common/envedit.h"
+#include "common/mask.h"
 #include "common/pqerr.h"
 #include "common/util.h"
 #include "ctl.h"
@@ -78,7 +79,7 @@ struct rotate {
 	int64_t start_us;
 
 	char *admin;                       /* the admin conninfo: secret */
-	char *admin_secrets[PQERR_SECRETS]; /* what of it never prints */
+	struct mask_secrets admin_secrets; /* what of it never prints */
 	PGconn *conn;
 
 	char old_role[ROTATE_ROLE_MAX + 1], new_role[ROTATE_ROLE_MAX + 1];
@@ -244,7 +245,8 @@ static int read_admin(struct rotate *r)
 		buf[--len] = '\0';
 	r->admin = (char *)buf;
 	if (len == 0 || memchr(buf, '\0', len) ||
-	    !pqerr_secrets(r->admin, r->admin_secrets)) {
+	    mask_secrets(r->admin, &r->admin_secrets) < 0 ||
+	    !r->admin_secrets.parsed) {
 		/* never quoted: it may be all password */
 		fprintf(stderr, "dbswapctl rotate: --admin %s: not a libpq "
 				"connection string\n", r->admin_path);
@@ -258,22 +260,24 @@ static int read_admin(struct rotate *r)
 static void clean_pq(const struct rotate *r, const char *raw, char *out,
 		     size_t size)
 {
-	char *secrets[PQERR_SECRETS + 1];
-	size_t n = 0, big = strlen(raw) * 2 + 8;
+	size_t n = r->admin_secrets.n, big = strlen(raw) * 2 + 8;
+	char **secrets = malloc((n + 1) * sizeof(*secrets));
 	char *scrubbed = malloc(big), sqlstate[6];
 
-	for (size_t i = 0; i < PQERR_SECRETS; i++)
-		if (r->admin_secrets[i])
-			secrets[n++] = r->admin_secrets[i];
-	if (r->password)
-		secrets[n++] = r->password;
-	if (!scrubbed) {
+	if (!secrets || !scrubbed) {
+		free(secrets);
+		free(scrubbed);
 		snprintf(out, size, "(out of memory)");
 		return;
 	}
+	for (size_t i = 0; i < n; i++)
+		secrets[i] = r->admin_secrets.s[i];
+	if (r->password)
+		secrets[n++] = r->password;
 	pqerr_scrub(raw, scrubbed, big, secrets, n);
 	pqerr_line(scrubbed, out, size, sqlstate);
 	free(scrubbed);
+	free(secrets);
 }
 
 static int admin_connect(struct rotate *r)
@@ -1273,8 +1277,7 @@ out:
 		free_secret(r.values[i]);
 	free_secret(r.password);
 	r.password = NULL;
-	for (size_t i = 0; i < PQERR_SECRETS; i++)
-		free_secret(r.admin_secrets[i]);
+	mask_secrets_free(&r.admin_secrets);
 	free_secret(r.admin);
 	if (ret != EXIT_SUCCESS)
 		rotate_not_revoked();

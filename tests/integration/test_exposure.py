@@ -683,6 +683,32 @@ class Exposure(ClusterTest):
                 self.assertEqual(st['targets'][0]['name'],
                                  'x\x1b]0;pwn\x07\nFORGED\ufffd\x9b')
 
+    def test_rotate_prints_nothing_of_the_admin_value_the_mask_hides(self):
+        """libpq's messages about rotate's admin conninfo are scrubbed by
+        the rule mask_conninfo() masks by: a password written where libpq
+        reads a port, a hostaddr or an sslmode is quoted by libpq, and
+        must not be printed."""
+        agent = self.open_agent()
+        c = self.cluster
+        pw = 'Adm1n' + secrets.token_hex(8)
+        admin = os.path.join(self.tmp, 'admin.conninfo')
+        for value in (
+                # "@host" forgotten: libpq reads the password as a port
+                f'postgresql://{c.superuser}:{pw}/postgres',
+                f'host={c.sockdir} port={pw} user={c.superuser}',
+                f'host=db hostaddr={pw} user={c.superuser}',
+                f'host={c.sockdir} port={c.port} sslmode={pw}'):
+            fd = os.open(admin, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                         0o600)
+            with os.fdopen(fd, 'w') as f:
+                f.write(value + '\n')
+            r = self.ctl(agent, 'rotate', self.env_path, 'DATABASE_URL',
+                         '--admin', admin, check=False, timeout=30)
+            self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+            self.assertIn('admin connection', r.stderr)
+            self.assertNotIn(pw, r.stdout + r.stderr)
+        self.assertTrue(h.can_connect(self.url()))  # nothing changed
+
     # -- the log
 
     def test_log_lines_a_peer_causes_are_bounded(self):

@@ -6,6 +6,7 @@
  * every special character, so a leak of any fragment shows as "QX" in the
  * output.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,50 @@
 #include "common/mask.h"
 #include "common/util.h"
 #include "tests/unit/check.h"
+
+/* Whether out is in with nothing but empty spans masked. */
+static bool masked_empty(const char *in, const char *out)
+{
+	while (*in || *out) {
+		if (strncmp(out, "****", 4) == 0 && strncmp(in, "****", 4) != 0) {
+			out += 4;
+		} else if (*in && *in == *out) {
+			in++;
+			out++;
+		} else {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* mask_secrets() agrees with mask_conninfo()'s output out: something is
+ * secret when anything but an empty value was masked, and only then;
+ * all of in when all of it was masked. */
+static void check_secrets_at(const char *file, int line, const char *in,
+			     const char *out)
+{
+	struct mask_secrets ms;
+	bool whole = false;
+
+	if (mask_secrets(in, &ms) < 0) {
+		fprintf(stderr, "%s:%d: mask_secrets(\"%s\") failed\n", file,
+			line, in);
+		check_failed++;
+		return;
+	}
+	for (size_t i = 0; i < ms.n; i++)
+		whole = whole || strcmp(ms.s[i], in) == 0;
+	if (masked_empty(in, out) != (ms.n == 0) ||
+	    (strcmp(out, "****") == 0 && strcmp(in, "****") != 0 && !whole)) {
+		fprintf(stderr, "%s:%d: mask_conninfo(\"%s\") = \"%s\" but "
+				"mask_secrets() lists %zu secrets%s\n",
+			file, line, in, out, ms.n,
+			whole ? ", the value whole among them" : "");
+		check_failed++;
+	}
+	mask_secrets_free(&ms);
+}
 
 /* Masks in and checks the result against want (NULL: any output) and that
  * no secret fragment survives. */
@@ -33,6 +78,7 @@ static void check_mask_at(const char *file, int line, const char *in,
 			file, line, in, out, want);
 		check_failed++;
 	}
+	check_secrets_at(file, line, in, out);
 	for (; secrets && *secrets; secrets++) {
 		if (strstr(out, *secrets)) {
 			fprintf(stderr, "%s:%d: mask_conninfo(\"%s\") = \"%s\" "
