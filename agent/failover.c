@@ -781,6 +781,6 @@ uint64_t failover_reconnect(struct target *t)
 	if (t->generation == 0 || t->current == ROLE_NONE)
 		return 0;
 	log_info("%s: reconnect requested", t->name);
-	target_publish(t, t->current, "reconnect", t->standby);
+	target_publish(t, t->current, "reconnect", target_standby(t));
 	return t->generation;
 }

@@ -653,7 +653,7 @@ static int health_set_label(struct health *h)
 }
 
 int health_new(struct loop *loop, const struct health_config *cfg,
-	       const char *name, const char *role, const char *conninfo,
+	       const char *name, const char *role, char *conninfo,
 	       bool start_down, health_fn *fn, void *data,
 	       struct health **out)
 {
@@ -672,7 +672,7 @@ int health_new(struct loop *loop, const struct health_config *cfg,
 	h->in_recovery = -1;
 	h->role = role;
 	h->name = strdup(name);
-	h->conninfo = strdup(conninfo);
+	h->conninfo = secret_ref(conninfo);
 	h->timer = loop_timer_new(loop, health_timer_fire, h);
 	if (!h->name || !h->conninfo || !h->timer || health_set_label(h) < 0) {
 		health_free(h);
@@ -699,29 +699,23 @@ void health_free(struct health *h)
 	health_cancel_checks(h);
 	health_drop_conn(h);
 	loop_timer_free(h->timer);
-	free_secret(h->conninfo);
+	secret_unref(h->conninfo);
 	free(h->label);
 	free(h->name);
 	free(h->error);
 	free(PRIV(h));
 }
 
-int health_set_conninfo(struct health *h, const char *conninfo)
+void health_set_conninfo(struct health *h, char *conninfo)
 {
-	char *copy;
-
 	if (streq(conninfo, h->conninfo))
-		return 0;
-	copy = strdup(conninfo);
-	if (!copy)
-		return -ENOMEM;
-	free_secret(h->conninfo);
-	h->conninfo = copy;
+		return;
+	secret_unref(h->conninfo);
+	h->conninfo = secret_ref(conninfo);
 	h->auth_logins = 0; /* a new value may try again */
 	if (health_set_label(h) < 0)
-		return -ENOMEM;
+		log_error("%s: out of memory", h->name);
 	health_reconnect(h);
-	return 0;
 }
 
 void health_reconnect(struct health *h)

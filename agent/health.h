@@ -165,7 +165,7 @@ struct health {
 	char *name;           /* the target's */
 	const char *role;     /* "primary" or "secondary" (static) */
 	char *label;          /* "DATABASE_URL: primary postgresql://...:****@..." */
-	char *conninfo;       /* secret */
+	char *conninfo;       /* secret: a reference (secret_ref()) */
 	PGconn *conn;         /* the idle monitor connection */
 	struct loop_source *src;
 	struct loop_timer *timer;
@@ -177,20 +177,23 @@ struct health {
 	void *data;
 };
 
-/* Starts watching the server at conninfo (a check runs at once).  role
+/* Starts watching the server at conninfo, a secret_dup() string
+ * (common/util.h) of which the monitor holds a reference, not a copy (a
+ * check runs at once).  role
  * (a static string) names it in log lines after name: "DATABASE_URL",
  * "primary".  A server
  * known to have failed starts down (it must then pass threshold checks to
  * be up).  Returns 0 or -ENOMEM. */
 int health_new(struct loop *loop, const struct health_config *cfg,
-	       const char *name, const char *role, const char *conninfo,
+	       const char *name, const char *role, char *conninfo,
 	       bool start_down, health_fn *fn, void *data,
 	       struct health **out);
 void health_free(struct health *h);
 
-/* A new value for the server (a rotation): the monitor connection is
- * re-opened with it, the counts stay.  Returns 0 or -ENOMEM. */
-int health_set_conninfo(struct health *h, const char *conninfo);
+/* A new value for the server (a rotation), a secret_dup() string as
+ * health_new()'s: the monitor connection is re-opened with it, the counts
+ * stay. */
+void health_set_conninfo(struct health *h, char *conninfo);
 
 /* Drops the monitor connection and checks again now. */
 void health_reconnect(struct health *h);

@@ -594,10 +594,11 @@ static void agent_fini(struct agent *a)
 {
 	state_free(a->state);
 	metrics_http_stop();
-	counters_reset();
 	events_fini();
 	server_free(a->server);
 	model_fini(a);
+	/* Last: clients leaving may still complete a rotation, counted. */
+	counters_reset();
 	free(a->failover_error);
 	watcher_free(a->watcher);
 	layers_fini(&a->layers);

@@ -188,7 +188,7 @@ static void render_targets(FILE *f, const struct view *v)
 	family(f, "dbswap_target_standby", "gauge",
 	       "1 when the server in use is in recovery (read-only).");
 	PER_TARGET(v, t, sample(f, "dbswap_target_standby", t->name, NULL,
-				NULL, NULL, NULL, t->standby));
+				NULL, NULL, NULL, target_standby(t)));
 	family(f, "dbswap_target_last_publish_timestamp_seconds", "gauge",
 	       "When the target's current generation was published (Unix "
 	       "time; 0: none yet).");
@@ -411,7 +411,7 @@ int metrics_health(struct agent *a, char **out, size_t *len)
 			   "\"failureCount\":%u,\"failovers\":%llu,",
 			(unsigned long long)t->generation,
 			target_role_name(t->current),
-			t->standby ? "true" : "false",
+			target_standby(t) ? "true" : "false",
 			failover_enabled(t) ? "true" : "false",
 			failover_available(t) ? "true" : "false",
 			w ? w->failures : 0,

@@ -246,7 +246,7 @@ static void systemd_status_line(const struct agent *a, char *buf,
 			      t->name, (unsigned long long)t->generation,
 			      t->current == ROLE_NONE ? "no server"
 						      : target_role_name(t->current),
-			      t->standby ? " (standby)" : "", acked, subs);
+			      target_standby(t) ? " (standby)" : "", acked, subs);
 	}
 	append_reason(buf, size, "%u client(s)", server_clients(a->server));
 }

@@ -123,9 +123,9 @@ static void source_fini(struct source *src)
 	probe_cancel(src->probe);
 	loop_timer_free(src->retry);
 	health_free(src->health);
-	free_secret(src->value);
-	free_secret(src->candidate);
-	free_secret(src->saved);
+	secret_unref(src->value);
+	secret_unref(src->candidate);
+	secret_unref(src->saved);
 	free(src->error);
 	free(src->var);
 }
@@ -165,7 +165,7 @@ void target_free(struct target *t)
 		return;
 	for (int i = 0; i < ROLE_COUNT; i++)
 		source_fini(&t->src[i]);
-	free_secret(t->conninfo);
+	secret_unref(t->conninfo);
 	free(t->settings_error);
 	for (int i = 0; i < SETTING_COUNT; i++)
 		free(t->setting_vars[i]);
@@ -178,7 +178,7 @@ static void source_drop_candidate(struct source *src)
 	probe_cancel(src->probe);
 	src->probe = NULL;
 	loop_timer_disarm(src->retry);
-	free_secret(src->candidate);
+	secret_unref(src->candidate);
 	src->candidate = NULL;
 	src->attempts = 0;
 	src->gave_up = false;
@@ -259,13 +259,8 @@ void target_publish(struct target *t, enum target_role role,
 	char *masked;
 
 	if (src) {
-		char *copy = strdup(src->value);
-		if (!copy) {
-			log_error("%s: out of memory", t->name);
-			return;
-		}
-		free_secret(t->conninfo);
-		t->conninfo = copy;
+		secret_unref(t->conninfo);
+		t->conninfo = secret_ref(src->value);
 		t->published_seq = src->accepted_seq;
 		t->published_saved = src->from_saved;
 	}
@@ -312,10 +307,10 @@ static void source_accept(struct source *src, const struct probe_result *res)
 	bool same = src->value && streq(src->value, src->candidate) &&
 		    src->value_standby == res->in_recovery;
 
-	free_secret(src->value);
+	secret_unref(src->value);
 	src->value = src->candidate;
 	src->candidate = NULL;
-	free_secret(src->saved);
+	secret_unref(src->saved);
 	src->saved = NULL;
 	src->from_saved = false;
 	src->value_standby = res->in_recovery;
@@ -332,8 +327,8 @@ static void source_accept(struct source *src, const struct probe_result *res)
 			   SOURCE_ARGS(src), res->elapsed_us / 1000.0,
 			   masked ? masked : "?");
 	free(masked);
-	if (src->health && health_set_conninfo(src->health, src->value) < 0)
-		log_error("%s: out of memory", t->name);
+	if (src->health)
+		health_set_conninfo(src->health, src->value);
 	if (t->current == src->role && same)
 		t->published_saved = false;
 	else if (t->current == src->role)
@@ -387,11 +382,10 @@ void target_set_saved(struct target *t, enum target_role role,
 			    TARGET_VALUE_MAX);
 		return;
 	}
-	copy = strdup(conninfo);
-
+	copy = secret_dup(conninfo);
 	if (!copy)
 		return;
-	free_secret(src->saved);
+	secret_unref(src->saved);
 	src->saved = copy;
 	src->saved_standby = standby;
 	src->saved_wall = validated_wall;
@@ -543,7 +537,7 @@ static void source_set_value(struct source *src, const char *value)
 		return;
 	source_drop_candidate(src);
 	src->value_seq = t->agent->eval_seq;
-	src->candidate = strdup(value);
+	src->candidate = secret_dup(value);
 	if (!src->candidate) {
 		log_error("%s: out of memory", src->var);
 		return;
@@ -1351,4 +1345,16 @@ void target_count(const struct target *t, unsigned *subscribers,
 	*subscribers = t->n_subscribers;
 	*acked = t->generation > 0 && t->acked_gen == t->generation ?
 			 t->n_acked : 0;
+}
+
+bool target_standby(const struct target *t)
+{
+	const struct health *h;
+
+	if (t->current == ROLE_NONE)
+		return false;
+	h = t->src[t->current].health;
+	if (h && h->in_recovery >= 0)
+		return h->in_recovery == 1;
+	return t->standby;
 }

@@ -167,7 +167,9 @@ struct target {
 	char *conninfo;       /* published value (secret), NULL before any */
 	uint64_t generation;  /* 0 before the first publish */
 	enum target_role current; /* the server conninfo is for, or none */
-	bool standby;         /* that server was in recovery */
+	bool standby;         /* what the subscribers were told: that server
+			       * was in recovery (the server's state now is
+			       * target_standby()'s) */
 	bool published_saved; /* conninfo came from the saved state */
 	const char *reason;   /* of the last publish (static string) */
 	int64_t changed_wall; /* when it was published (unix seconds) */
@@ -264,5 +266,10 @@ void target_acked(struct target *t, uint64_t generation);
 /* Subscribers of t, and how many of them acked its current generation. */
 void target_count(const struct target *t, unsigned *subscribers,
 		  unsigned *acked);
+
+/* Whether the server in use is in recovery now: as its monitor's last
+ * check says, or (not monitored, or not checked yet) as the connection
+ * that validated what was published said.  False without a server. */
+bool target_standby(const struct target *t);
 
 #endif

@@ -129,6 +129,50 @@ void free_secret(char *s)
 	free(s);
 }
 
+struct secret {
+	size_t refs;
+	size_t len;
+	char s[];
+};
+
+static struct secret *secret_of(char *s)
+{
+	return (struct secret *)(s - offsetof(struct secret, s));
+}
+
+char *secret_dup(const char *s)
+{
+	size_t len = strlen(s);
+	struct secret *h = malloc(sizeof(*h) + len + 1);
+
+	if (!h)
+		return NULL;
+	h->refs = 1;
+	h->len = len;
+	memcpy(h->s, s, len + 1);
+	return h->s;
+}
+
+char *secret_ref(char *s)
+{
+	if (s)
+		secret_of(s)->refs++;
+	return s;
+}
+
+void secret_unref(char *s)
+{
+	struct secret *h;
+
+	if (!s)
+		return;
+	h = secret_of(s);
+	if (--h->refs > 0)
+		return;
+	explicit_bzero(h->s, h->len);
+	free(h);
+}
+
 int64_t backoff_ms(unsigned attempt, int64_t first, int64_t max)
 {
 	int64_t base = first;

@@ -100,6 +100,16 @@ char *xstrdup(const char *s);
  * a secret (conninfo, env file text). */
 void free_secret(char *s);
 
+/* A secret several owners hold without a copy each (a target's value in
+ * force, the value its subscribers were sent, its monitor's): one
+ * allocation, wiped and freed when the last reference goes.  The string
+ * is the handle; it must never reach free() or free_secret().
+ * secret_dup() returns NULL when out of memory, secret_ref() its argument
+ * (NULL stays NULL), and secret_unref(NULL) does nothing. */
+char *secret_dup(const char *s);
+char *secret_ref(char *s);
+void secret_unref(char *s);
+
 /* Reads a decimal number with no sign, blank or other character, within
  * [min, max] (max far below UINT64_MAX / 10).  Returns 0 or -EINVAL. */
 int parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out);
