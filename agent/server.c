@@ -52,6 +52,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "access.h"
 #include "agent.h"
 #include "common/crypto.h"
 #include "failover.h"
@@ -72,9 +73,6 @@
 
 /* How long accept() pauses after running out of descriptors. */
 #define SERVER_ACCEPT_BACKOFF_MS 100
-/* Groups of a peer looked at before asking for the full list: the
- * supplementary groups of a service account are usually a handful. */
-#define SERVER_PEER_GROUPS_FIRST 32
 /* At most one log line per this interval about clients refused for the
  * client limit: a flood of connections must not flood the log too. */
 #define SERVER_REFUSED_LOG_MS 1000
@@ -177,9 +175,7 @@ struct client {
 	 * errors_ms (SERVER_ERRORS_BURST). */
 	int64_t error_credit;
 	int64_t errors_ms;
-	struct ucred cred;
-	gid_t *groups; /* supplementary groups at connect (SO_PEERGROUPS) */
-	size_t n_groups;
+	struct access_peer cred; /* as the kernel saw it at connect */
 	/* Root or the agent's uid: exempt from quotas (server.h). */
 	bool owner;
 	/* Its quotas: those of its uid, or of the owner of the subuid range
@@ -225,13 +221,8 @@ struct server {
 	struct client *bl_head, *bl_tail;
 	unsigned n_backlog;
 	struct loop_timer *backlog_timer;
-	/* Access control and limits: see server.h. */
-	const struct server_allow *allow;
-	size_t n_allow;
-	const struct server_principal *admin;
-	size_t n_admin;
-	uid_t self_uid;
-	gid_t default_gid; /* the socket's group; (gid_t)-1 if unknown */
+	struct access_rules access;
+	/* Limits: see server.h. */
 	unsigned max_clients;
 	int hello_timeout_ms;
 	struct loop_timer *sweep; /* hello deadline, idle timeout */
@@ -504,7 +495,7 @@ static void server_reap(struct loop_timer *t, void *data)
 		for (size_t i = 0; i < c->n_subs; i++)
 			free(c->subs[i].nack_msg);
 		free(c->subs);
-		free(c->groups);
+		access_peer_fini(&c->cred);
 		free(c->name);
 		free(c);
 	}
@@ -525,60 +516,20 @@ static void client_drop(struct client *c, const char *why)
 	client_retire(c);
 }
 
-/* Whether c's uid is one of who's uids, or its primary or a supplementary
- * group one of who's groups.  All as the kernel saw them at connect. */
-static bool client_is(const struct client *c,
-		      const struct server_principal *who, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		if (!who[i].group) {
-			if (c->cred.uid == who[i].id)
-				return true;
-			continue;
-		}
-		if (c->cred.gid == who[i].id)
-			return true;
-		for (size_t j = 0; j < c->n_groups; j++)
-			if (c->groups[j] == who[i].id)
-				return true;
-	}
-	return false;
-}
-
-/* Root and the agent's own uid: they can read its memory or its files
- * anyway. */
 static bool client_is_owner(const struct client *c)
 {
-	return c->cred.uid == 0 || c->cred.uid == c->server->self_uid;
+	return access_is_owner(&c->server->access, &c->cred);
 }
 
 static bool client_may_subscribe(const struct client *c,
 				 const struct target *t)
 {
-	const struct server *s = c->server;
-
-	if (client_is_owner(c))
-		return true;
-	if (s->n_allow == 0) {
-		struct server_principal g = { .group = true,
-					      .id = s->default_gid };
-		return s->default_gid != (gid_t)-1 && client_is(c, &g, 1);
-	}
-	for (size_t i = 0; i < s->n_allow; i++) {
-		const struct server_allow *r = &s->allow[i];
-		if ((streq(r->target, "*") || streq(r->target, t->name)) &&
-		    client_is(c, r->who, r->n_who))
-			return true;
-	}
-	return false;
+	return access_may_subscribe(&c->server->access, &c->cred, t->name);
 }
 
-/* reload, reconnect, failover, failback: they change what every app on
- * the host uses. */
 static bool client_is_admin(const struct client *c)
 {
-	return client_is_owner(c) ||
-	       client_is(c, c->server->admin, c->server->n_admin);
+	return access_is_admin(&c->server->access, &c->cred);
 }
 
 /* Writes what the socket takes and keeps EPOLLOUT interest only while
@@ -1938,37 +1889,6 @@ static void client_event(struct loop_source *src, uint32_t events, void *data)
 		backlog_append(c);
 }
 
-/* The peer's supplementary groups at connect time (SO_PEERGROUPS, Linux
- * 4.13): the kernel's copy, so neither a lookup of the user in the group
- * database (which may block on NSS, and misses groups a process dropped or
- * was given) nor /proc/PID/status (the pid may be reused by the time it
- * is read).  On failure the peer keeps no supplementary group: access
- * then fails closed. */
-static void client_get_groups(struct client *c)
-{
-	gid_t first[SERVER_PEER_GROUPS_FIRST];
-	socklen_t len = sizeof(first);
-	gid_t *g;
-
-	if (getsockopt(c->fd, SOL_SOCKET, SO_PEERGROUPS, first, &len) == 0) {
-		g = len ? malloc(len) : NULL;
-		if (!g)
-			return;
-		memcpy(g, first, len);
-	} else if (errno == ERANGE && len > sizeof(first)) {
-		g = malloc(len);
-		if (!g || getsockopt(c->fd, SOL_SOCKET, SO_PEERGROUPS, g,
-				     &len) < 0) {
-			free(g);
-			return;
-		}
-	} else {
-		return;
-	}
-	c->groups = g;
-	c->n_groups = len / sizeof(gid_t);
-}
-
 /* A connection refused at a limit: an error (code limit) saying why, and
  * close, with a log line at most every SERVER_REFUSED_LOG_MS. */
 static void server_refuse(struct server *s, int fd, const struct client *c,
@@ -2111,7 +2031,6 @@ static void server_accept(struct loop_source *src, uint32_t events,
 	/* The listener stays readable while connections wait: the rest
 	 * are taken in the next rounds. */
 	for (unsigned n = 0; n < SERVER_ACCEPTS_PER_ROUND; n++) {
-		socklen_t len = sizeof(struct ucred);
 		struct client *c;
 		char why[160];
 		uid_t quota;
@@ -2142,18 +2061,15 @@ static void server_accept(struct loop_source *src, uint32_t events,
 		}
 		c->server = s;
 		c->fd = fd;
-		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0)
-			c->cred = (struct ucred){ .pid = 0, .uid = (uid_t)-1,
-						  .gid = (gid_t)-1 };
+		access_peer_get(&c->cred, fd);
 		c->owner = client_is_owner(c);
-		client_get_groups(c);
 		quota = client_quota_uid(c);
 		if (server_admit(s, c, quota, why, sizeof(why)) &&
 		    !(c->peer = server_uid_get(s, quota)))
 			snprintf(why, sizeof(why), "out of memory");
 		if (!c->peer) {
 			server_refuse(s, fd, c, why);
-			free(c->groups);
+			access_peer_fini(&c->cred);
 			free(c);
 			continue;
 		}
@@ -2165,7 +2081,7 @@ static void server_accept(struct loop_source *src, uint32_t events,
 		if (loop_add_fd(s->agent->loop, fd, c->events, client_event, c,
 				&c->src) < 0) {
 			close(fd);
-			free(c->groups);
+			access_peer_fini(&c->cred);
 			free(c);
 			continue;
 		}
@@ -2367,11 +2283,14 @@ int server_new(struct agent *a, const struct server_config *cfg,
 	s->sweep = loop_timer_new(a->loop, server_sweep, s);
 	s->uid_timer = loop_timer_new(a->loop, server_uid_tick, s);
 	s->backlog_timer = loop_timer_new(a->loop, server_backlog, s);
-	s->allow = cfg->allow;
-	s->n_allow = cfg->n_allow;
-	s->admin = cfg->admin;
-	s->n_admin = cfg->n_admin;
-	s->self_uid = geteuid();
+	s->access = (struct access_rules){
+		.allow = cfg->allow,
+		.n_allow = cfg->n_allow,
+		.admin = cfg->admin,
+		.n_admin = cfg->n_admin,
+		.self_uid = geteuid(),
+		.default_gid = (gid_t)-1,
+	};
 	s->max_clients = cfg->max_clients ? cfg->max_clients
 					  : SERVER_CLIENTS_MAX;
 	s->hello_timeout_ms = cfg->hello_timeout_ms > 0
@@ -2414,21 +2333,22 @@ int server_new(struct agent *a, const struct server_config *cfg,
 		}
 		s->fd = SD_LISTEN_FDS_START;
 		(void)!fcntl(s->fd, F_SETFL, O_NONBLOCK);
-		s->default_gid = server_socket_group(s->fd);
+		s->access.default_gid = server_socket_group(s->fd);
 		log_info("listening on the socket passed by systemd");
 	} else {
 		r = server_bind(s, cfg->socket_path, cfg->socket_mode,
 				cfg->socket_gid);
 		if (r < 0)
 			goto err_server;
-		s->default_gid = cfg->socket_gid != (gid_t)-1 ? cfg->socket_gid
-							      : getegid();
+		s->access.default_gid = cfg->socket_gid != (gid_t)-1
+						? cfg->socket_gid
+						: getegid();
 		log_info("listening on %s", s->path);
 	}
-	if (s->n_allow == 0 && s->default_gid != (gid_t)-1)
+	if (s->access.n_allow == 0 && s->access.default_gid != (gid_t)-1)
 		log_info("access: root, uid %u and group %u may subscribe to "
-			 "every target", (unsigned)s->self_uid,
-			 (unsigned)s->default_gid);
+			 "every target", (unsigned)s->access.self_uid,
+			 (unsigned)s->access.default_gid);
 	log_info("clients: at most %u, %u per uid but root's and the agent's, "
 		 "the last %u for root, the agent's uid and admins; output "
 		 "queued at most %zu MiB per uid, %zu MiB in all; idle "

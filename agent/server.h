@@ -6,13 +6,7 @@
  * Each client has a bounded output queue; one that stops reading is
  * dropped when the queue is full instead of blocking the loop.
  *
- * Access control: the peer's uid, gid and supplementary groups are taken
- * from the socket when it connects (SO_PEERCRED, SO_PEERGROUPS), so they
- * are the kernel's word at connect time, with no lookup in the user
- * database and no race on the pid.  Root and the agent's own uid may do
- * everything.  Others may subscribe to a target when a rule allows it, and
- * send reload, reconnect, failover and failback when they are admins; see
- * ipc/PROTOCOL.md, "Access control".
+ * Access control: access.h.
  *
  * Quotas keep one local user from denying the agent to the others: per
  * uid, the clients it may hold, the output queued for them and the log
@@ -31,6 +25,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+#include "access.h"
 
 struct agent;
 struct server;
@@ -75,19 +71,10 @@ struct target_request;
  * a slot. */
 #define SERVER_IDLE_TIMEOUT_MS 60000
 
-/* One peer a rule names: a uid, or a gid matched against the peer's
- * primary and supplementary groups. */
-struct server_principal {
-	bool group;
-	uint32_t id;
-};
-
-/* Peers allowed to subscribe to target ("*": every target). */
-struct server_allow {
-	const char *target;
-	const struct server_principal *who;
-	size_t n_who;
-};
+/* The rules' types, under the names the server's config has always used
+ * (access.h). */
+#define server_principal access_principal
+#define server_allow access_allow
 
 /* The arrays (and strings) must outlive the server. */
 struct server_config {
