@@ -3,21 +3,8 @@
  * state per connected client, the dispatch of every client message, and
  * the push of updates to subscribers.
  *
- * Each client has a bounded output queue; one that stops reading is
- * dropped when the queue is full instead of blocking the loop.
- *
- * Access control: access.h.
- *
- * Quotas keep one local user from denying the agent to the others: per
- * uid, the clients it may hold, the output queued for them and the log
- * lines they may cause; slots at the top of the client limit kept for
- * root and admins; a total output budget; and an idle timeout for
- * clients that subscribe to nothing.  A uid in a subordinate range of
- * /etc/subuid (which its owner may take on without root, newuidmap(1))
- * uses its owner's per-uid quotas.  Root and the agent's own uid are
- * exempt from the per-uid quotas, the idle timeout and the log limit:
- * they can stop the agent or read its memory anyway (their subuids are
- * not).
+ * The connections (the socket, output queues, quotas): clients.h.
+ * Access control: access.h.  The status reply: status.h.
  */
 #ifndef DBSWAP_AGENT_SERVER_H
 #define DBSWAP_AGENT_SERVER_H
