@@ -492,6 +492,17 @@ int client_error(struct client *c, const struct ipc_msg *req,
 	return client_send(c, &w);
 }
 
+int client_ok(struct client *c, const struct ipc_msg *req,
+	      uint64_t generation)
+{
+	struct ipc_writer w;
+
+	client_reply_init(&w, IPC_OK, generation > 0, req);
+	if (generation > 0)
+		ipc_pack_kv_u64(&w, "generation", generation);
+	return client_send(c, &w);
+}
+
 /* Takes one error reply from c's bucket; false when it is empty. */
 static bool client_take_error(struct client *c)
 {

@@ -204,6 +204,11 @@ void client_reply_init(struct ipc_writer *w, enum ipc_type type, size_t n,
  * (client.dead_next). */
 int client_send(struct client *c, struct ipc_writer *w);
 
+/* ok to req, with the generation the request published (0: none).
+ * Returns what client_send does. */
+int client_ok(struct client *c, const struct ipc_msg *req,
+	      uint64_t generation);
+
 /* An error reply to req (NULL: none) with code and the message.
  * Returns what client_send does. */
 PRINTF(4, 5)

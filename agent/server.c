@@ -1,9 +1,10 @@
 /*
  * The agent's side of the protocol: every message a client sends checked
- * and acted on (client_dispatch), the requests' handlers, subscriptions,
- * and the push of updates and settings to subscribers; see server.h and
- * ipc/PROTOCOL.md.  The connections themselves (socket, accept, quotas,
- * frames, output queues): clients.h.  Who may do what: access.h.
+ * and acted on (client_dispatch), and the requests' handlers; see
+ * server.h and ipc/PROTOCOL.md.  The connections themselves (socket,
+ * accept, quotas, frames, output queues): clients.h.  Who may do what:
+ * access.h.  Who follows which target, acks, and the push of updates and
+ * settings: subs.h.
  *
  * Everything a client sends that may be shown (its name, a nack's
  * message, a target or type name) is made printable UTF-8 as soon as it
@@ -24,23 +25,12 @@
 #include "failover.h"
 #include "common/log.h"
 #include "ipc/msg.h"
-#include "events.h"
 #include "metrics.h"
 #include "server.h"
 #include "status.h"
+#include "subs.h"
 #include "systemd.h"
 #include "target.h"
-
-struct subscription {
-	struct target *target;
-	uint64_t acked;  /* last generation acked, 0 for none */
-	uint64_t nacked; /* last generation nacked and not acked since, or 0 */
-	char *nack_msg;  /* its message, from the client: untrusted text */
-};
-
-/* At most one log line per this interval about an update too long to
- * send: a value that stays too long must not flood the log. */
-#define SERVER_OVERSIZE_LOG_MS 1000
 
 struct server {
 	struct agent *agent;
@@ -49,31 +39,12 @@ struct server {
 	char instance[IPC_INSTANCE_LEN + 1];
 	struct access_rules access;
 	struct clients *clients;
-	int64_t oversize_log_ms; /* last log line about an update too long */
+	struct subs subs;
 };
-
-static void server_check_acked(struct server *s, struct target *t);
 
 static struct server *server_of(const struct client *c)
 {
 	return client_data(c);
-}
-
-/* Whether a subscriber has yet to ack t's current value; before the first
- * value nobody lags (and nobody has acked). */
-static bool sub_lags(const struct target *t, const struct subscription *sub)
-{
-	return t->generation > 0 && sub->acked != t->generation;
-}
-
-/* One more subscriber acked t's current generation. */
-static void target_count_ack(struct target *t)
-{
-	if (t->acked_gen != t->generation) {
-		t->acked_gen = t->generation;
-		t->n_acked = 0;
-	}
-	t->n_acked++;
 }
 
 static bool client_may_subscribe(const struct client *c,
@@ -85,79 +56,6 @@ static bool client_may_subscribe(const struct client *c,
 static bool client_is_admin(const struct client *c)
 {
 	return access_is_admin(&server_of(c)->access, &c->cred);
-}
-
-static struct subscription *client_sub(const struct client *c,
-				       const struct target *t)
-{
-	for (size_t i = 0; i < c->n_subs; i++)
-		if (c->subs[i].target == t)
-			return &c->subs[i];
-	return NULL;
-}
-
-static int client_send_update(struct client *c, struct target *t)
-{
-	struct ipc_writer w;
-
-	ipc_writer_init(&w, IPC_UPDATE, 8);
-	ipc_pack_kv_str(&w, "target", t->name);
-	ipc_pack_kv_u64(&w, "generation", t->generation);
-	ipc_pack_kv_str(&w, "instance", server_of(c)->instance);
-	ipc_pack_kv_str(&w, "conninfo", t->conninfo);
-	ipc_pack_kv_str(&w, "reason", t->reason ? t->reason : "rotation");
-	ipc_pack_kv_str(&w, "server", target_role_name(t->current));
-	ipc_pack_kv_bool(&w, "standby", t->standby);
-	/* A value too long to frame (the env layer bounds values far below
-	 * this) is not sent, and the client is kept: dropping it would only
-	 * make it reconnect, subscribe and be dropped again, every 20 ms, and
-	 * it keeps the value it has.  Said at most once a second. */
-	if (!w.failed && w.len > IPC_FRAME_MAX) {
-		struct server *s = server_of(c);
-		int64_t now = now_ms();
-
-		if (now - s->oversize_log_ms >= SERVER_OVERSIZE_LOG_MS) {
-			log_error("%s generation %llu: the update would be "
-				  "%zu bytes, over the %d byte frame limit: "
-				  "not sent to its subscribers, who keep what "
-				  "they have",
-				  t->name, (unsigned long long)t->generation,
-				  w.len, IPC_FRAME_MAX);
-			s->oversize_log_ms = now;
-		}
-		ipc_writer_fini(&w);
-		return 0;
-	}
-	return client_send(c, &w);
-}
-
-/* The pool settings in force for t; absent ones are left out. */
-static int client_send_settings(struct client *c, struct target *t)
-{
-	struct ipc_writer w;
-	size_t n = 0;
-
-	for (int i = 0; i < SETTING_COUNT; i++)
-		n += t->settings.set[i];
-	ipc_writer_init(&w, IPC_SETTINGS, 2 + n);
-	ipc_pack_kv_str(&w, "target", t->name);
-	for (int i = 0; i < SETTING_COUNT; i++)
-		if (t->settings.set[i])
-			ipc_pack_kv_u64(&w, target_setting_key(i),
-					t->settings.value[i]);
-	return client_send(c, &w);
-}
-
-/* ok, with the generation the request published (0: none). */
-static int client_ok(struct client *c, const struct ipc_msg *req,
-		     uint64_t generation)
-{
-	struct ipc_writer w;
-
-	client_reply_init(&w, IPC_OK, generation > 0, req);
-	if (generation > 0)
-		ipc_pack_kv_u64(&w, "generation", generation);
-	return client_send(c, &w);
 }
 
 void server_reply(struct server *s, const struct target_request *req,
@@ -262,216 +160,11 @@ static void handle_hello(struct client *c, const struct ipc_msg *m)
 	client_send(c, &w);
 }
 
-static void handle_subscribe(struct client *c, const struct ipc_msg *m)
-{
-	struct agent *a = server_of(c)->agent;
-	struct target *req[IPC_SUBSCRIBE_MAX]; /* named targets, once each */
-	size_t n_req = 0, n_new = 0;
-
-	/* All or nothing: check every name before subscribing to any. */
-	for (size_t i = 0; i < m->n_targets; i++) {
-		struct target *t = agent_find_target(a, m->targets[i]);
-		bool dup = false;
-		if (!t) {
-			client_reject(c, m, IPC_ERR_UNKNOWN_TARGET,
-				      "no target named \"%s\" in this agent",
-				      m->targets[i]);
-			return;
-		}
-		if (!client_may_subscribe(c, t)) {
-			client_log(c, LOG_WARNING, CLIENT_FMT " gid %u may "
-				   "not subscribe to %s: refused",
-				   CLIENT_ARGS(c), (unsigned)c->cred.gid,
-				   t->name);
-			client_reject(c, m, IPC_ERR_FORBIDDEN,
-				      "uid %u may not subscribe to %s",
-				      (unsigned)c->cred.uid, t->name);
-			return;
-		}
-		for (size_t j = 0; j < n_req && !dup; j++)
-			dup = req[j] == t;
-		if (dup)
-			continue;
-		req[n_req++] = t;
-		n_new += client_sub(c, t) == NULL;
-	}
-	if (c->n_subs + n_new > IPC_SUBSCRIBE_MAX) {
-		client_reject(c, m, IPC_ERR_LIMIT,
-			      "at most %d subscriptions per client",
-			      IPC_SUBSCRIBE_MAX);
-		return;
-	}
-	struct subscription *subs =
-		realloc(c->subs, (c->n_subs + n_new + 1) * sizeof(*subs));
-	if (!subs) {
-		client_error(c, m, IPC_ERR_INTERNAL, "out of memory");
-		return;
-	}
-	c->subs = subs;
-	for (size_t i = 0; i < n_req; i++) {
-		if (client_sub(c, req[i]))
-			continue;
-		c->subs[c->n_subs++] = (struct subscription){ .target = req[i] };
-		req[i]->n_subscribers++;
-		client_log(c, LOG_INFO, CLIENT_FMT " subscribed to %s",
-			   CLIENT_ARGS(c), req[i]->name);
-	}
-	/* Current values and settings first, then ok: a client that saw ok
-	 * is up to date.  Settings follow their target's update, so a pool
-	 * that opens connections on the update already knows its size. */
-	for (size_t i = 0; i < n_req; i++) {
-		if (req[i]->conninfo && client_send_update(c, req[i]) < 0)
-			return;
-		if (target_has_settings(req[i]) &&
-		    client_send_settings(c, req[i]) < 0)
-			return;
-	}
-	client_ok(c, m, 0);
-}
-
-/* Whether an ack or nack is for another run of the agent: ignored then,
- * before anything else is checked (its generation numbers are not ours:
- * it may name one this run has not reached), and counted on the target.
- * Without an instance (a version-1 session) it cannot be told. */
-static bool client_stale(struct client *c, const struct ipc_msg *m,
-			 struct target *t)
-{
-	if (!m->instance || streq(m->instance, server_of(c)->instance))
-		return false;
-	/* Counted for subscribers only: anyone else could inflate the
-	 * counter of a target it may not even follow. */
-	if (t && client_sub(c, t))
-		t->stale_acks++;
-	client_log(c, LOG_DEBUG, CLIENT_FMT " sent %s for %s generation %llu "
-		   "of agent instance %s, not this one (%s): ignored",
-		   CLIENT_ARGS(c), m->type_name, m->target,
-		   (unsigned long long)m->generation, m->instance,
-		   server_of(c)->instance);
-	return true;
-}
-
-static void handle_ack(struct client *c, const struct ipc_msg *m)
-{
-	struct target *t = agent_find_target(server_of(c)->agent, m->target);
-	struct subscription *sub = t ? client_sub(c, t) : NULL;
-
-	if (client_stale(c, m, t))
-		return;
-	if (!sub) {
-		client_reject(c, m, IPC_ERR_NOT_SUBSCRIBED,
-			      "ack for \"%s\", which this client is not "
-			      "subscribed to",
-			      m->target);
-		return;
-	}
-	if (m->generation > t->generation) {
-		client_reject(c, m, IPC_ERR_PROTOCOL,
-			      "ack for generation %llu of %s, which is only at "
-			      "%llu",
-			      (unsigned long long)m->generation, t->name,
-			      (unsigned long long)t->generation);
-		return;
-	}
-	if (m->generation > sub->acked) {
-		sub->acked = m->generation;
-		if (m->generation == t->generation)
-			target_count_ack(t);
-	}
-	client_log(c, LOG_DEBUG, CLIENT_FMT " acked %s generation %llu",
-		   CLIENT_ARGS(c), t->name, (unsigned long long)m->generation);
-	/* Using that generation or a newer one: whatever failed is over. */
-	if (sub->nacked && m->generation >= sub->nacked) {
-		client_log(c, LOG_INFO, CLIENT_FMT " now uses %s generation "
-			   "%llu, past its nack of generation %llu",
-			   CLIENT_ARGS(c), t->name,
-			   (unsigned long long)m->generation,
-			   (unsigned long long)sub->nacked);
-		sub->nacked = 0;
-		free(sub->nack_msg);
-		sub->nack_msg = NULL;
-	}
-	server_check_acked(server_of(c), t);
-	systemd_changed(server_of(c)->agent);
-}
-
-static void handle_nack(struct client *c, const struct ipc_msg *m)
-{
-	struct target *t = agent_find_target(server_of(c)->agent, m->target);
-	struct subscription *sub = t ? client_sub(c, t) : NULL;
-	char *msg;
-
-	if (client_stale(c, m, t))
-		return;
-	if (!sub) {
-		client_reject(c, m, IPC_ERR_NOT_SUBSCRIBED,
-			      "nack for \"%s\", which this client is not "
-			      "subscribed to",
-			      m->target);
-		return;
-	}
-	if (m->generation == 0 || m->generation > t->generation) {
-		client_reject(c, m, IPC_ERR_PROTOCOL,
-			      "nack for generation %llu of %s, which is at %llu",
-			      (unsigned long long)m->generation, t->name,
-			      (unsigned long long)t->generation);
-		return;
-	}
-	/* Already acked, or older than the nack on record: the client's
-	 * later word stands. */
-	if (m->generation <= sub->acked || m->generation < sub->nacked) {
-		client_log(c, LOG_DEBUG, CLIENT_FMT " nacked %s generation "
-			   "%llu, older than its ack %llu or nack %llu: "
-			   "ignored", CLIENT_ARGS(c), t->name,
-			   (unsigned long long)m->generation,
-			   (unsigned long long)sub->acked,
-			   (unsigned long long)sub->nacked);
-		return;
-	}
-	msg = strdup(m->message);
-	if (!msg) {
-		client_error(c, m, IPC_ERR_INTERNAL, "out of memory");
-		return;
-	}
-	free(sub->nack_msg);
-	sub->nack_msg = msg;
-	/* A client retrying with backoff nacks the same generation again
-	 * and again: one line per generation, the newest message kept. */
-	if (m->generation == sub->nacked)
-		return;
-	sub->nacked = m->generation;
-	client_log(c, LOG_WARNING, CLIENT_FMT " cannot switch to %s "
-		   "generation %llu: %s", CLIENT_ARGS(c), t->name,
-		   (unsigned long long)m->generation, msg);
-}
-
-/* Logs, once per generation, that every subscriber uses it: from then on no
- * app on this host holds the previous value. */
-static void server_check_acked(struct server *s, struct target *t)
-{
-	unsigned subscribers, acked;
-
-	if (t->generation == 0 || t->all_acked == t->generation)
-		return;
-	server_count(s, t, &subscribers, &acked);
-	if (subscribers == 0 || acked < subscribers)
-		return;
-	t->all_acked = t->generation;
-	metrics_converged(t, (now_us() - t->published_us) / 1e6);
-	events_emit("rotation-complete", t, t->current, t->reason);
-	log_target(LOG_INFO, "rotation-complete", t->name, t->generation,
-		   "%s: generation %llu acked by all %u subscriber(s), %.1f ms "
-		   "after it was published",
-		   t->name, (unsigned long long)t->generation, subscribers,
-		   (now_us() - t->published_us) / 1000.0);
-}
-
 void server_count(struct server *s, const struct target *t,
 		  unsigned *subscribers, unsigned *acked)
 {
 	(void)s;
-	*subscribers = t->n_subscribers;
-	*acked = t->generation > 0 && t->acked_gen == t->generation ?
-			 t->n_acked : 0;
+	subs_count(t, subscribers, acked);
 }
 
 unsigned server_clients(const struct server *s)
@@ -503,7 +196,7 @@ static bool status_subscriber(const struct target *t, const void **cursor,
 
 	for (c = c ? c->next : clients_first(server_of(asker)->clients); c;
 	     c = c->next) {
-		const struct subscription *sub = client_sub(c, t);
+		const struct subscription *sub = subs_find(c, t);
 
 		if (!sub)
 			continue;
@@ -514,7 +207,7 @@ static bool status_subscriber(const struct target *t, const void **cursor,
 			.acked = sub->acked,
 			.nacked = sub->nacked,
 			.nack_msg = sub->nack_msg,
-			.lags = sub_lags(t, sub),
+			.lags = subs_lags(t, sub),
 		};
 		*cursor = c;
 		return true;
@@ -660,13 +353,13 @@ static void client_dispatch(struct client *c, const uint8_t *body, size_t len)
 		handle_hello(c, &m);
 		break;
 	case IPC_SUBSCRIBE:
-		handle_subscribe(c, &m);
+		subs_subscribe(&server_of(c)->subs, c, &m);
 		break;
 	case IPC_ACK:
-		handle_ack(c, &m);
+		subs_ack(&server_of(c)->subs, c, &m);
 		break;
 	case IPC_NACK:
-		handle_nack(c, &m);
+		subs_nack(&server_of(c)->subs, c, &m);
 		break;
 	case IPC_STATUS:
 		handle_status(c, &m);
@@ -710,30 +403,13 @@ out:
 
 void server_publish(struct server *s, struct target *t)
 {
-	struct client *c, *next;
-
-	if (!s)
-		return;
-	for (c = clients_first(s->clients); c; c = next) {
-		next = c->next; /* sending may drop c */
-		if (client_sub(c, t))
-			client_send_update(c, t);
-	}
+	if (s)
+		subs_publish(&s->subs, t);
 }
 
 unsigned server_send_settings(struct server *s, struct target *t)
 {
-	struct client *c, *next;
-	unsigned n = 0;
-
-	if (!s)
-		return 0;
-	for (c = clients_first(s->clients); c; c = next) {
-		next = c->next; /* sending may drop c */
-		if (client_sub(c, t) && client_send_settings(c, t) == 0)
-			n++;
-	}
-	return n;
+	return s ? subs_send_settings(&s->subs, t) : 0;
 }
 
 /* Draws this run's instance id from the kernel's CSPRNG.  getrandom()
@@ -769,26 +445,9 @@ static int server_new_instance(struct server *s)
 /* c is out of service: its acks are no longer counted. */
 static void server_client_gone(struct client *c, const char *why)
 {
-	struct server *s = server_of(c);
-
 	if (why)
 		metrics_client_gone(why);
-	/* The last straggler leaving may complete a rotation. */
-	for (size_t i = 0; i < c->n_subs; i++) {
-		struct target *t = c->subs[i].target;
-
-		t->n_subscribers--;
-		if (!sub_lags(t, &c->subs[i]) && t->acked_gen == t->generation)
-			t->n_acked--;
-		server_check_acked(s, t);
-	}
-}
-
-static void server_client_reap(struct client *c)
-{
-	for (size_t i = 0; i < c->n_subs; i++)
-		free(c->subs[i].nack_msg);
-	free(c->subs);
+	subs_gone(c);
 }
 
 static void server_clients_changed(void *data)
@@ -802,7 +461,7 @@ static const struct clients_ops server_clients_ops = {
 	.message = client_dispatch,
 	.changed = server_clients_changed,
 	.gone = server_client_gone,
-	.reap = server_client_reap,
+	.reap = subs_free,
 };
 
 int server_new(struct agent *a, const struct server_config *cfg,
@@ -854,6 +513,12 @@ int server_new(struct agent *a, const struct server_config *cfg,
 			&s->clients);
 	if (r < 0)
 		goto err_server;
+	s->subs = (struct subs){
+		.agent = a,
+		.clients = s->clients,
+		.access = &s->access,
+		.instance = s->instance,
+	};
 	s->access.default_gid = clients_socket_gid(s->clients);
 	if (s->access.n_allow == 0 && s->access.default_gid != (gid_t)-1)
 		log_info("access: root, uid %u and group %u may subscribe to "
