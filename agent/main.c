@@ -46,9 +46,9 @@ struct options {
 	size_t n_targets;
 	char **keys;
 	size_t n_keys;
-	struct server_allow *allow;
+	struct access_allow *allow;
 	size_t n_allow;
-	struct server_principal *admin;
+	struct access_principal *admin;
 	size_t n_admin;
 	unsigned max_clients;
 	int hello_timeout_ms;
@@ -167,7 +167,7 @@ static int parse_number_opt(const char *opt, const char *arg, uint64_t min,
  * *list.  Names are resolved now, once: never in the event loop, where a
  * lookup may block on NSS.  Returns 0, or -1 after a message naming opt. */
 static int parse_principals(const char *opt, const char *spec,
-			    struct server_principal **list, size_t *n)
+			    struct access_principal **list, size_t *n)
 {
 	char *copy = strdup(spec), *save = NULL, *item;
 	int r = -1;
@@ -176,7 +176,7 @@ static int parse_principals(const char *opt, const char *spec,
 		return -1;
 	for (item = strtok_r(copy, ",", &save); item;
 	     item = strtok_r(NULL, ",", &save)) {
-		struct server_principal p = { 0 };
+		struct access_principal p = { 0 };
 		char *val = strchr(item, ':');
 		uint64_t id;
 
@@ -186,7 +186,7 @@ static int parse_principals(const char *opt, const char *spec,
 		if (streq(item, "uid") || streq(item, "gid")) {
 			if (parse_uint(val, 0, (uid_t)-1 - 1, &id) < 0)
 				goto err;
-			p = (struct server_principal){ streq(item, "gid"),
+			p = (struct access_principal){ streq(item, "gid"),
 						       (uint32_t)id };
 		} else if (streq(item, "user")) {
 			struct passwd *pw = getpwnam(val);
@@ -195,7 +195,7 @@ static int parse_principals(const char *opt, const char *spec,
 						"%s\n", opt, val);
 				goto out;
 			}
-			p = (struct server_principal){ false, pw->pw_uid };
+			p = (struct access_principal){ false, pw->pw_uid };
 		} else if (streq(item, "group")) {
 			struct group *g = getgrnam(val);
 			if (!g) {
@@ -203,11 +203,11 @@ static int parse_principals(const char *opt, const char *spec,
 						"%s\n", opt, val);
 				goto out;
 			}
-			p = (struct server_principal){ true, g->gr_gid };
+			p = (struct access_principal){ true, g->gr_gid };
 		} else {
 			goto err;
 		}
-		struct server_principal *l =
+		struct access_principal *l =
 			realloc(*list, (*n + 1) * sizeof(**list));
 		if (!l)
 			goto out;
@@ -230,8 +230,8 @@ out:
 static int parse_allow(char *arg, struct options *o)
 {
 	char *eq = strchr(arg, '=');
-	struct server_allow *l;
-	struct server_principal *who = NULL;
+	struct access_allow *l;
+	struct access_principal *who = NULL;
 	size_t n_who = 0;
 
 	if (!eq || eq == arg) {
@@ -249,7 +249,7 @@ static int parse_allow(char *arg, struct options *o)
 		return -1;
 	}
 	*eq = '\0'; /* argv is ours to cut */
-	l[o->n_allow++] = (struct server_allow){ arg, who, n_who };
+	l[o->n_allow++] = (struct access_allow){ arg, who, n_who };
 	o->allow = l;
 	return 0;
 }

@@ -1,860 +1,76 @@
 /*
- * Clients of the agent: accept, read frames, dispatch, write; see server.h
- * and ipc/PROTOCOL.md.
- *
- * Fairness: the loop must stay responsive (other clients, health checks,
- * the watchdog) whatever one client sends.  So a loop round dispatches at
- * most SERVER_FRAMES_PER_ROUND frames of each client and accepts at most
- * SERVER_ACCEPTS_PER_ROUND connections.  A client with frames left over is
- * put on the backlog: a list served round-robin by a zero-delay timer, once
- * per round, because epoll does not report frames already read into the
- * client's buffer.  While on the backlog its socket is not watched for
- * input, so that it is never served twice in one round.  Error replies cost
- * a client tokens of a bucket (SERVER_ERRORS_BURST, refilled at
- * SERVER_ERRORS_PER_S); a client that keeps causing errors once the bucket
- * is empty is sent error "limit" and disconnected.
- *
- * Quotas (server.h): clients, queued output and log lines are counted per
- * peer uid (struct peer_uid, one per uid with a client connected; a uid
- * of a /etc/subuid range counts as the range's owner), and output for
- * every uid but root's and the agent's in total.  When a budget of output
- * is used, the clients holding the most go first (client_make_room), not
- * the one the next message is for.  Log lines a
- * client causes go through client_log(), which lets a uid's clients
- * write SERVER_LOG_BURST lines at once, SERVER_LOG_PER_S a second after
- * that (and all such uids together SERVER_LOG_ALL_*), and says how many
- * it left out, at most once a second per uid.
+ * The agent's side of the protocol: every message a client sends checked
+ * and acted on (client_dispatch), and the requests' handlers; see
+ * server.h and ipc/PROTOCOL.md.  The connections themselves (socket,
+ * accept, quotas, frames, output queues): clients.h.  Who may do what:
+ * access.h.  Who follows which target, acks, and the push of updates and
+ * settings: subs.h.
  *
  * Everything a client sends that may be shown (its name, a nack's
  * message, a target or type name) is made printable UTF-8 as soon as it
- * is decoded (msg_clean), and every string of a status reply is too, so
- * that no peer can forge log lines, reach a terminal with escape
- * sequences or break another client's decoder.
+ * is decoded (msg_clean), and every string of a status reply is too
+ * (status.h), so that no peer can forge log lines, reach a terminal with
+ * escape sequences or break another client's decoder.
  *
- * A status reply shows a client only what it may see (status_view): a
- * target it may not follow appears with its name, generation, validity
- * and state alone; files, keys and the agent's setting errors only to
- * clients that may follow every target or are admins; a lagging client
- * only to admins and to clients of the same uid.  The reply always fits
- * in a frame: it is packed again with tighter limits until it does
- * (server_status_limits), the last of which cuts entries to names and
- * states and lists to what fits.
+ * What a status reply holds and shows to whom: status.h.
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <fcntl.h>
 #include <sys/random.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
-#include <time.h>
-#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "access.h"
 #include "agent.h"
-#include "common/crypto.h"
+#include "clients.h"
 #include "failover.h"
-#include "health.h"
 #include "common/log.h"
-#include "common/loop.h"
-#include "common/mask.h"
 #include "counters.h"
-#include "ipc/frame.h"
 #include "ipc/msg.h"
-#include "layers.h"
 #include "metrics.h"
 #include "model.h"
 #include "server.h"
-#include "state.h"
-#include "subuid.h"
+#include "status.h"
+#include "subs.h"
 #include "target.h"
-
-/* How long accept() pauses after running out of descriptors. */
-#define SERVER_ACCEPT_BACKOFF_MS 100
-/* Groups of a peer looked at before asking for the full list: the
- * supplementary groups of a service account are usually a handful. */
-#define SERVER_PEER_GROUPS_FIRST 32
-/* At most one log line per this interval about clients refused for the
- * client limit: a flood of connections must not flood the log too. */
-#define SERVER_REFUSED_LOG_MS 1000
-/* Extra wait before a sweep for clients without hello, so that one sweep
- * drops a burst of them instead of running once per client. */
-#define SERVER_HELLO_SWEEP_SLACK_MS 100
-
-/* Frames of one client dispatched per loop round.  A status reply, the
- * dearest request, takes tens of microseconds to build: 32 of them keep a
- * round within a few milliseconds even with several clients busy at once,
- * and a round with nothing else to do is a few microseconds, so a client
- * pipelining requests is still answered thousands of times a second. */
-#define SERVER_FRAMES_PER_ROUND 32
-/* Connections accepted per loop round: a storm of connects is taken in
- * steps, with the clients already there served between them.  Large
- * enough that a fleet of apps starting together is not slowed. */
-#define SERVER_ACCEPTS_PER_ROUND 64
-/* Error replies a client may cause (an unknown type, an ack for a target
- * it did not subscribe to, ...): a token bucket of SERVER_ERRORS_BURST,
- * refilled at SERVER_ERRORS_PER_S a second.  A working client causes an
- * error now and then (a typo'd target, a newer message type); one that
- * exhausts the bucket is looping on a mistake or hostile, and is sent
- * error "limit" and disconnected instead of costing a reply each time. */
-#define SERVER_ERRORS_BURST 32
-#define SERVER_ERRORS_PER_S 4
-/* At most one log line per this interval about clients disconnected for
- * too many errors: a burst of such clients must not flood the log. */
-#define SERVER_LIMIT_LOG_MS 1000
-
-/* Log lines the clients of one uid (but root and the agent's) may cause:
- * SERVER_LOG_BURST at once, SERVER_LOG_PER_S a second after that; and
- * those of all such uids together.  A working app causes a few lines
- * when it connects, subscribes and leaves; a flood of them would drown
- * the agent's own lines (journald drops a service's lines past its rate
- * limit, whoever caused them). */
-#define SERVER_LOG_BURST 20
-#define SERVER_LOG_PER_S 5
-#define SERVER_LOG_ALL_BURST 100
-#define SERVER_LOG_ALL_PER_S 20
-/* At most one line per this interval and uid saying how many lines its
- * clients caused that were not logged. */
-#define SERVER_LOG_SUMMARY_MS 1000
-
-/* Clients listed per target in a status reply's "lagging" list: enough to
- * name the stragglers, bounded so the reply stays within a frame. */
-#define SERVER_LAGGING_MAX 16
-
-/* What a status reply may hold, tried in turn until it fits in a frame:
- * status must keep working when many apps fail to switch, or every value
- * fails with a long error, which is when it is needed.  The last one
- * always fits: entries cut to names and states, lists to what fits. */
-struct status_limits {
-	size_t text;      /* longest error or other free text, in bytes */
-	size_t nack;      /* longest nack message */
-	unsigned lagging; /* lagging clients listed per target */
-	bool brief;       /* entries cut down, lists cut to what fits */
-};
-
-static const struct status_limits server_status_limits[] = {
-	{ SIZE_MAX, IPC_NACK_MESSAGE_MAX, SERVER_LAGGING_MAX, false },
-	{ 512, 128, SERVER_LAGGING_MAX, false },
-	{ 128, 16, 4, false },
-	{ 64, 0, 0, true },
-};
-
-/* The clients of one uid, for its quotas. */
-struct peer_uid {
-	struct peer_uid *next;
-	uid_t uid;
-	unsigned n_clients;
-	size_t queued;       /* output queued for them, in bytes */
-	int64_t log_credit;  /* lines they may cause, in thousandths */
-	int64_t log_ms;
-	unsigned suppressed; /* lines not logged since the last summary */
-	int64_t summary_ms;  /* last summary line */
-};
-
-struct subscription {
-	struct target *target;
-	uint64_t acked;  /* last generation acked, 0 for none */
-	uint64_t nacked; /* last generation nacked and not acked since, or 0 */
-	char *nack_msg;  /* its message, from the client: untrusted text */
-};
-
-struct client {
-	struct server *server;
-	struct client *prev, *next;
-	uint64_t serial; /* names it in replies that come later */
-	int fd;
-	struct loop_source *src;
-	uint32_t events; /* epoll interest set on src */
-	struct ipc_reader in;
-	struct ipc_queue out;
-	bool want_out;
-	/* On the server's backlog: frames may wait in `in` or the socket,
-	 * served by the backlog timer instead of epoll. */
-	bool backlog;
-	struct client *bl_prev, *bl_next;
-	/* Error replies it may still cause, in thousandths of a token, as of
-	 * errors_ms (SERVER_ERRORS_BURST). */
-	int64_t error_credit;
-	int64_t errors_ms;
-	struct ucred cred;
-	gid_t *groups; /* supplementary groups at connect (SO_PEERGROUPS) */
-	size_t n_groups;
-	/* Root or the agent's uid: exempt from quotas (server.h). */
-	bool owner;
-	/* Its quotas: those of its uid, or of the owner of the subuid range
-	 * its uid is in (client_quota_uid). */
-	struct peer_uid *peer;
-	char of[SUBUID_DESCRIBE_MAX]; /* "" or " (subuid of NAME)" */
-	size_t charged; /* output charged to peer and the total */
-	int64_t connected_ms;
-	int64_t active_ms; /* its last message */
-	bool hello;
-	uint64_t version; /* of the session: the client's hello's */
-	bool dropped; /* out of service; freed when the loop comes back */
-	/* On the server's dead list.  Not next: a loop over the clients
-	 * that captured a dropped client's next still finds every client
-	 * after it (a send to one client may drop others, client_send). */
-	struct client *dead_next;
-	char *name;
-	struct subscription *subs;
-	size_t n_subs;
-	/* Sent something besides hello, status and ping: its goodbye is
-	 * worth a line at info.  One that only asked how things are
-	 * (dbswapctl status, a monitor polling) leaves at debug. */
-	bool noted;
-};
 
 struct server {
 	struct agent *agent;
 	/* This run of the agent (PROTOCOL.md, "Agent instance"): in hello,
 	 * update and status; acks for another instance are stale. */
 	char instance[IPC_INSTANCE_LEN + 1];
-	int fd;
-	bool owns_path;
-	char *path;
-	struct loop_source *src;
-	struct loop_timer *accept_pause;
-	struct client *clients;
-	unsigned n_clients;
-	uint64_t serials;
-	struct client *dead;      /* dropped, not yet freed */
-	struct loop_timer *reaper;
-	/* Clients with frames left after their round's share, in the order
-	 * they will be served. */
-	struct client *bl_head, *bl_tail;
-	unsigned n_backlog;
-	struct loop_timer *backlog_timer;
-	/* Access control and limits: see server.h. */
-	const struct server_allow *allow;
-	size_t n_allow;
-	const struct server_principal *admin;
-	size_t n_admin;
-	uid_t self_uid;
-	gid_t default_gid; /* the socket's group; (gid_t)-1 if unknown */
-	unsigned max_clients;
-	int hello_timeout_ms;
-	struct loop_timer *sweep; /* hello deadline, idle timeout */
-	int64_t refused_log_ms; /* last log line about the client limit */
-	unsigned refused;       /* clients refused since that line */
-	int64_t limit_log_ms;   /* last log line about too many errors */
-	int64_t oversize_log_ms; /* last log line about an update too long */
-	unsigned limited;       /* clients dropped for it since that line */
-	/* Quotas: see server.h. */
-	struct peer_uid *uids;
-	struct loop_timer *uid_timer; /* server_uid_tick */
-	unsigned max_per_uid;
-	unsigned reserved;
-	size_t output_per_uid;
-	size_t output_total;
-	size_t queued;         /* output queued for non-owners, in bytes */
-	int idle_timeout_ms;   /* -1: none */
-	int64_t log_credit;    /* lines all non-owners may cause */
-	int64_t log_ms;
-	struct subuid_map subuid; /* /etc/subuid, as last read */
+	struct access_rules access;
+	struct clients *clients;
+	struct subs subs;
 };
 
-static int64_t client_due(const struct client *c);
-static void server_arm_sweep(struct server *s, int64_t due);
-
-static struct peer_uid *server_uid(struct server *s, uid_t uid)
+static struct server *server_of(const struct client *c)
 {
-	struct peer_uid *u;
-
-	for (u = s->uids; u && u->uid != uid; u = u->next)
-		;
-	return u;
-}
-
-/* The entry of uid, made if it has none yet; NULL when out of memory. */
-static struct peer_uid *server_uid_get(struct server *s, uid_t uid)
-{
-	struct peer_uid *u = server_uid(s, uid);
-
-	if (u)
-		return u;
-	u = zalloc(sizeof(*u));
-	if (!u)
-		return NULL;
-	u->uid = uid;
-	u->log_credit = SERVER_LOG_BURST * 1000LL;
-	u->log_ms = now_ms();
-	u->next = s->uids;
-	s->uids = u;
-	return u;
-}
-
-static void peer_log_suppressed(struct peer_uid *u, int64_t now)
-{
-	log_warning("uid %u: %u more line(s) about its clients not logged "
-		    "(at most %d at once, %d a second)", (unsigned)u->uid,
-		    u->suppressed, SERVER_LOG_BURST, SERVER_LOG_PER_S);
-	u->suppressed = 0;
-	u->summary_ms = now;
-}
-
-/* Refills u's log bucket as of now. */
-static void peer_log_refill(struct peer_uid *u, int64_t now)
-{
-	u->log_credit = MIN(SERVER_LOG_BURST * 1000LL,
-			    u->log_credit +
-				    (now - u->log_ms) * SERVER_LOG_PER_S);
-	u->log_ms = now;
-}
-
-/* Once a second while there is work: says how many lines each uid's
- * clients caused that were not logged, and forgets uids without clients
- * once their log bucket is full again.  An entry outlives its last client
- * so that a client that reconnects does not start with a full bucket. */
-static void server_uid_tick(struct loop_timer *t, void *data)
-{
-	struct server *s = data;
-	struct peer_uid **p = &s->uids;
-	int64_t now = now_ms();
-	bool again = false;
-
-	while (*p) {
-		struct peer_uid *u = *p;
-
-		peer_log_refill(u, now);
-		if (u->suppressed &&
-		    now - u->summary_ms >= SERVER_LOG_SUMMARY_MS)
-			peer_log_suppressed(u, now);
-		if (u->n_clients == 0 && !u->suppressed &&
-		    u->log_credit == SERVER_LOG_BURST * 1000LL) {
-			*p = u->next;
-			free(u);
-			continue;
-		}
-		again |= u->n_clients == 0 || u->suppressed;
-		p = &u->next;
-	}
-	if (again)
-		loop_timer_arm_in(t, SERVER_LOG_SUMMARY_MS);
-}
-
-static void server_uid_tick_soon(struct server *s)
-{
-	if (!loop_timer_armed(s->uid_timer))
-		loop_timer_arm_in(s->uid_timer, SERVER_LOG_SUMMARY_MS);
-}
-
-/* One client of u fewer; the entry goes later (server_uid_tick). */
-static void server_uid_put(struct server *s, struct peer_uid *u)
-{
-	if (u && --u->n_clients == 0)
-		server_uid_tick_soon(s);
-}
-
-/* Whether a line c caused may go out: always for root and the agent's
- * uid; for others, from the buckets of its uid and of all of them.  A
- * line left out is counted, and said at most once a second per uid. */
-static bool client_log_take(struct client *c)
-{
-	struct server *s = c->server;
-	struct peer_uid *u = c->peer;
-	int64_t now;
-
-	if (c->owner || !u)
-		return true;
-	now = now_ms();
-	peer_log_refill(u, now);
-	s->log_credit = MIN(SERVER_LOG_ALL_BURST * 1000LL,
-			    s->log_credit +
-				    (now - s->log_ms) * SERVER_LOG_ALL_PER_S);
-	s->log_ms = now;
-	if (u->log_credit >= 1000 && s->log_credit >= 1000) {
-		u->log_credit -= 1000;
-		s->log_credit -= 1000;
-		return true;
-	}
-	u->suppressed++;
-	if (now - u->summary_ms >= SERVER_LOG_SUMMARY_MS)
-		peer_log_suppressed(u, now);
-	else
-		server_uid_tick_soon(s);
-	return false;
-}
-
-/* A log line c caused (its requests, its errors, its coming and going). */
-PRINTF(3, 4)
-static void client_log(struct client *c, int level, const char *fmt, ...)
-{
-	char line[2048];
-	va_list ap;
-
-	if (!log_enabled(level) || !client_log_take(c))
-		return;
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	log_msg(level, "%s", line);
-}
-
-/* Charges c's queued output to its uid and to the total, as it is now. */
-static void client_charge(struct client *c)
-{
-	struct server *s = c->server;
-	size_t now = c->dropped ? 0 : ipc_queue_pending(&c->out);
-
-	if (c->owner || !c->peer)
-		return;
-	c->peer->queued = c->peer->queued - c->charged + now;
-	s->queued = s->queued - c->charged + now;
-	c->charged = now;
-}
-
-/* Whether a subscriber has yet to ack t's current value; before the first
- * value nobody lags (and nobody has acked). */
-static bool sub_lags(const struct target *t, const struct subscription *sub)
-{
-	return t->generation > 0 && sub->acked != t->generation;
-}
-
-static void backlog_unlink(struct client *c)
-{
-	struct server *s = c->server;
-
-	if (!c->backlog)
-		return;
-	if (c->bl_prev)
-		c->bl_prev->bl_next = c->bl_next;
-	else
-		s->bl_head = c->bl_next;
-	if (c->bl_next)
-		c->bl_next->bl_prev = c->bl_prev;
-	else
-		s->bl_tail = c->bl_prev;
-	c->bl_prev = c->bl_next = NULL;
-	c->backlog = false;
-	s->n_backlog--;
-}
-
-/* Watches c's socket for input unless it is on the backlog, and for
- * output while its queue holds bytes. */
-static void client_set_events(struct client *c)
-{
-	uint32_t events = (c->backlog ? 0 : EPOLLIN | EPOLLRDHUP) |
-			  (c->want_out ? EPOLLOUT : 0);
-
-	if (c->dropped || events == c->events)
-		return;
-	c->events = events;
-	loop_mod_fd(c->src, events);
-}
-
-/* Takes c out of service at once: unlinked, its fd closed, its acks no
- * longer counted.  Its memory stays until the loop comes back
- * (server_reap): a handler may still hold c after a call that dropped it
- * (a publish or a reload sends to every subscriber, the requester too),
- * and checks c->dropped instead of touching freed memory. */
-static void client_retire(struct client *c)
-{
-	struct server *s = c->server;
-
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		s->clients = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	s->n_clients--;
-	counters_clients(s->n_clients);
-	backlog_unlink(c);
-	loop_remove_fd(c->src);
-	close(c->fd);
-	ipc_reader_fini(&c->in);
-	ipc_queue_fini(&c->out);
-	c->dropped = true;
-	client_charge(c);
-	server_uid_put(s, c->peer);
-	c->peer = NULL;
-	c->dead_next = s->dead;
-	s->dead = c;
-	loop_timer_arm_in(s->reaper, 0);
-	agent_changed(s->agent, CHANGE_STATUS, NULL);
-	/* The last straggler leaving may complete a rotation. */
-	for (size_t i = 0; i < c->n_subs; i++) {
-		target_unsubscribed(c->subs[i].target, c->subs[i].acked);
-	}
-}
-
-static void server_reap(struct loop_timer *t, void *data)
-{
-	struct server *s = data;
-
-	while (s->dead) {
-		struct client *c = s->dead;
-		s->dead = c->dead_next;
-		for (size_t i = 0; i < c->n_subs; i++)
-			free(c->subs[i].nack_msg);
-		free(c->subs);
-		free(c->groups);
-		free(c->name);
-		free(c);
-	}
-}
-
-/* How a client is named in log lines. */
-#define CLIENT_FMT "client pid %d uid %u%s (%s)"
-#define CLIENT_ARGS(c) (int)(c)->cred.pid, (unsigned)(c)->cred.uid, \
-	(c)->of, ((c)->name ? (c)->name : "no hello yet")
-
-static void client_drop(struct client *c, const char *why)
-{
-	if (c->dropped)
-		return;
-	counters_client_gone(why);
-	client_log(c, LOG_INFO, CLIENT_FMT " disconnected: %s", CLIENT_ARGS(c),
-		   why);
-	client_retire(c);
-}
-
-/* Whether c's uid is one of who's uids, or its primary or a supplementary
- * group one of who's groups.  All as the kernel saw them at connect. */
-static bool client_is(const struct client *c,
-		      const struct server_principal *who, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		if (!who[i].group) {
-			if (c->cred.uid == who[i].id)
-				return true;
-			continue;
-		}
-		if (c->cred.gid == who[i].id)
-			return true;
-		for (size_t j = 0; j < c->n_groups; j++)
-			if (c->groups[j] == who[i].id)
-				return true;
-	}
-	return false;
-}
-
-/* Root and the agent's own uid: they can read its memory or its files
- * anyway. */
-static bool client_is_owner(const struct client *c)
-{
-	return c->cred.uid == 0 || c->cred.uid == c->server->self_uid;
+	return client_data(c);
 }
 
 static bool client_may_subscribe(const struct client *c,
 				 const struct target *t)
 {
-	const struct server *s = c->server;
-
-	if (client_is_owner(c))
-		return true;
-	if (s->n_allow == 0) {
-		struct server_principal g = { .group = true,
-					      .id = s->default_gid };
-		return s->default_gid != (gid_t)-1 && client_is(c, &g, 1);
-	}
-	for (size_t i = 0; i < s->n_allow; i++) {
-		const struct server_allow *r = &s->allow[i];
-		if ((streq(r->target, "*") || streq(r->target, t->name)) &&
-		    client_is(c, r->who, r->n_who))
-			return true;
-	}
-	return false;
+	return access_may_subscribe(&server_of(c)->access, &c->cred, t->name);
 }
 
-/* reload, reconnect, failover, failback: they change what every app on
- * the host uses. */
 static bool client_is_admin(const struct client *c)
 {
-	return client_is_owner(c) ||
-	       client_is(c, c->server->admin, c->server->n_admin);
+	return access_is_admin(&server_of(c)->access, &c->cred);
 }
 
-/* Writes what the socket takes and keeps EPOLLOUT interest only while
- * output is queued.  Returns 0, or a negative errno after dropping c. */
-static int client_flush(struct client *c)
-{
-	int r;
-	bool want;
-
-	if (c->dropped)
-		return -EPIPE;
-	r = ipc_queue_flush(&c->out, c->fd);
-	want = r == 1;
-
-	if (r < 0) {
-		client_drop(c, strerror(-r));
-		return r;
-	}
-	c->want_out = want;
-	client_charge(c);
-	client_set_events(c);
-	return 0;
-}
-
-/* Of the clients charged to u (to any uid when u is NULL), the one
- * holding the most output, c counted with the need bytes it is about to
- * be sent: c itself only if it would hold more than every other. */
-static struct client *server_largest(struct server *s,
-				     const struct peer_uid *u,
-				     struct client *c, size_t need)
-{
-	struct client *big = c;
-	size_t most = c->charged + need;
-
-	for (struct client *x = s->clients; x; x = x->next) {
-		if (x == c || !x->peer || x->owner || (u && x->peer != u))
-			continue;
-		if (x->charged >= most) {
-			big = x;
-			most = x->charged;
-		}
-	}
-	return big;
-}
-
-/* Makes room for need more bytes for c within the budgets of its uid
- * and of all clients, by dropping the clients holding the most output
- * (of its uid when that budget is used, of every uid but root's and the
- * agent's for the total): a client that reads keeps little queued, so the
- * largest queues are the clients that stopped reading, and whoever is
- * sent something next, often one that reads, is not the one to pay for
- * them.  Returns 0, or -ENOBUFS after dropping c, the largest itself. */
-static int client_make_room(struct client *c, size_t need)
-{
-	struct server *s = c->server;
-	struct peer_uid *u = c->peer;
-	char why[192];
-
-	for (;;) {
-		bool uid_full = u->queued + need > s->output_per_uid;
-		struct client *big;
-
-		if (!uid_full && s->queued + need <= s->output_total)
-			return 0;
-		big = server_largest(s, uid_full ? u : NULL, c, need);
-		/* Dropping big uncharges its queue: each round frees bytes,
-		 * since big holds at least need. */
-		snprintf(why, sizeof(why), "not reading its messages (the "
-			 "output budget of %s is used), holding the most: "
-			 "%zu bytes", uid_full ? "its uid" : "all clients",
-			 big->charged + (big == c ? need : 0));
-		client_drop(big, why);
-		if (big == c)
-			return -ENOBUFS;
-	}
-}
-
-/* Queues and sends one message.  Returns 0, or a negative errno after
- * dropping c (a stuck peer, or out of memory).  May drop other clients
- * (client_make_room): callers that walk the client list take the next
- * one before sending, which stays valid (client.dead_next). */
-static int client_send(struct client *c, struct ipc_writer *w)
-{
-	int r;
-
-	if (c->dropped) {
-		ipc_writer_fini(w);
-		return -EPIPE;
-	}
-	/* Output for others than root and the agent's uid is bounded per
-	 * uid and in total too: 200 clients that ask for status and never
-	 * read must not make the agent hold 200 full queues. */
-	if (!c->owner && c->peer && !w->failed &&
-	    client_make_room(c, IPC_FRAME_HEADER + w->len) < 0) {
-		ipc_writer_fini(w);
-		return -ENOBUFS;
-	}
-	r = w->failed ? -ENOMEM : ipc_queue_push(&c->out, w->buf, w->len);
-
-	ipc_writer_fini(w);
-	if (r == -ENOBUFS) {
-		client_drop(c, "not reading its messages (output queue full)");
-		return r;
-	}
-	if (r < 0) {
-		client_drop(c, strerror(-r));
-		return r;
-	}
-	return client_flush(c);
-}
-
-static void writer_begin(struct ipc_writer *w, enum ipc_type type, size_t n,
-			 const struct ipc_msg *req)
-{
-	bool id = req && req->has_id;
-
-	ipc_writer_init(w, type, n + 1 + id);
-	if (id)
-		ipc_pack_kv_u64(w, "id", req->id);
-}
-
-PRINTF(4, 5)
-static int client_error(struct client *c, const struct ipc_msg *req,
-			const char *code, const char *fmt, ...)
-{
-	struct ipc_writer w;
-	char msg[1024]; /* a failed switch's reason: a masked URL and libpq's */
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	writer_begin(&w, IPC_ERROR, 2, req);
-	ipc_pack_kv_str(&w, "code", code);
-	ipc_pack_kv_str(&w, "message", msg);
-	return client_send(c, &w);
-}
-
-/* Takes one error reply from c's bucket; false when it is empty. */
-static bool client_take_error(struct client *c)
-{
-	const int64_t full = SERVER_ERRORS_BURST * 1000LL;
-	int64_t now = now_ms();
-
-	c->error_credit = MIN(full, c->error_credit + (now - c->errors_ms) *
-						      SERVER_ERRORS_PER_S);
-	c->errors_ms = now;
-	if (c->error_credit < 1000)
-		return false;
-	c->error_credit -= 1000;
-	return true;
-}
-
-/* An error the client caused, charged to its bucket: the reply, or once
- * the bucket is empty, error "limit" and a disconnect (logged at most once
- * every SERVER_LIMIT_LOG_MS for all such clients).  Returns what
- * client_error does, or -ECONNRESET after dropping c. */
-PRINTF(4, 5)
-static int client_reject(struct client *c, const struct ipc_msg *req,
-			 const char *code, const char *fmt, ...)
-{
-	struct server *s = c->server;
-	char msg[1024];
-	int64_t now;
-	va_list ap;
-
-	if (c->dropped)
-		return -EPIPE;
-	if (client_take_error(c)) {
-		va_start(ap, fmt);
-		vsnprintf(msg, sizeof(msg), fmt, ap);
-		va_end(ap);
-		return client_error(c, req, code, "%s", msg);
-	}
-	(void)client_error(c, req, IPC_ERR_LIMIT,
-			   "too many error replies (more than %d at once, %d "
-			   "a second after that); disconnecting",
-			   SERVER_ERRORS_BURST, SERVER_ERRORS_PER_S);
-	if (c->dropped)
-		return -ECONNRESET;
-	now = now_ms();
-	s->limited++;
-	if (now - s->limit_log_ms >= SERVER_LIMIT_LOG_MS) {
-		log_warning(CLIENT_FMT " disconnected: too many error replies "
-			    "(last: %s); %u client(s) so disconnected since "
-			    "the last such line", CLIENT_ARGS(c), code,
-			    s->limited);
-		s->limit_log_ms = now;
-		s->limited = 0;
-	}
-	client_retire(c);
-	return -ECONNRESET;
-}
-
-/* A protocol violation: say why, then hang up. */
-static void client_violation_code(struct client *c, const char *code,
-				  const char *why)
-{
-	client_log(c, LOG_WARNING, CLIENT_FMT ": protocol violation: %s",
-		   CLIENT_ARGS(c), why);
-	if (client_error(c, NULL, code, "%s", why) < 0)
-		return;
-	client_drop(c, "protocol violation");
-}
-
-static void client_violation(struct client *c, const char *why)
-{
-	client_violation_code(c, IPC_ERR_PROTOCOL, why);
-}
-
-static struct subscription *client_sub(struct client *c,
-				       const struct target *t)
-{
-	for (size_t i = 0; i < c->n_subs; i++)
-		if (c->subs[i].target == t)
-			return &c->subs[i];
-	return NULL;
-}
-
-static int client_send_update(struct client *c, struct target *t)
-{
-	struct ipc_writer w;
-
-	ipc_writer_init(&w, IPC_UPDATE, 8);
-	ipc_pack_kv_str(&w, "target", t->name);
-	ipc_pack_kv_u64(&w, "generation", t->generation);
-	ipc_pack_kv_str(&w, "instance", c->server->instance);
-	ipc_pack_kv_str(&w, "conninfo", t->conninfo);
-	ipc_pack_kv_str(&w, "reason", t->reason ? t->reason : "rotation");
-	ipc_pack_kv_str(&w, "server", target_role_name(t->current));
-	ipc_pack_kv_bool(&w, "standby", t->standby);
-	/* A value too long to frame (the env layer bounds values far below
-	 * this) is not sent, and the client is kept: dropping it would only
-	 * make it reconnect, subscribe and be dropped again, every 20 ms, and
-	 * it keeps the value it has.  Said at most once a second. */
-	if (!w.failed && w.len > IPC_FRAME_MAX) {
-		struct server *s = c->server;
-		int64_t now = now_ms();
-
-		if (now - s->oversize_log_ms >= SERVER_LIMIT_LOG_MS) {
-			log_error("%s generation %llu: the update would be "
-				  "%zu bytes, over the %d byte frame limit: "
-				  "not sent to its subscribers, who keep what "
-				  "they have",
-				  t->name, (unsigned long long)t->generation,
-				  w.len, IPC_FRAME_MAX);
-			s->oversize_log_ms = now;
-		}
-		ipc_writer_fini(&w);
-		return 0;
-	}
-	return client_send(c, &w);
-}
-
-/* The pool settings in force for t; absent ones are left out. */
-static int client_send_settings(struct client *c, struct target *t)
-{
-	struct ipc_writer w;
-	size_t n = 0;
-
-	for (int i = 0; i < SETTING_COUNT; i++)
-		n += t->settings.set[i];
-	ipc_writer_init(&w, IPC_SETTINGS, 2 + n);
-	ipc_pack_kv_str(&w, "target", t->name);
-	for (int i = 0; i < SETTING_COUNT; i++)
-		if (t->settings.set[i])
-			ipc_pack_kv_u64(&w, target_setting_key(i),
-					t->settings.value[i]);
-	return client_send(c, &w);
-}
-
-/* ok, with the generation the request published (0: none). */
-static int client_ok(struct client *c, const struct ipc_msg *req,
-		     uint64_t generation)
-{
-	struct ipc_writer w;
-
-	writer_begin(&w, IPC_OK, generation > 0, req);
-	if (generation > 0)
-		ipc_pack_kv_u64(&w, "generation", generation);
-	return client_send(c, &w);
-}
-
-void server_reply(struct server *s, const struct target_request *req,
-		  const char *error, uint64_t generation)
+/* Answers a request that waited (failover, failback): error NULL sends
+ * ok, with generation if not 0; else an error with code refused and that
+ * message.  Nothing happens if the client has gone. */
+static void server_reply(struct server *s, const struct target_request *req,
+			 const char *error, uint64_t generation)
 {
 	/* The request's id, as the replies above take it. */
 	struct ipc_msg m = { .has_id = req->has_id, .id = req->id };
 	struct client *c;
 
-	for (c = s->clients; c && c->serial != req->client; c = c->next)
+	for (c = clients_first(s->clients); c && c->serial != req->client;
+	     c = c->next)
 		;
 	if (!c)
 		return;
@@ -872,7 +88,7 @@ void server_reply(struct server *s, const struct target_request *req,
 static void handle_switch(struct client *c, const struct ipc_msg *m,
 			  enum target_role role)
 {
-	struct target *t = target_find(c->server->agent, m->target);
+	struct target *t = target_find(server_of(c)->agent, m->target);
 	struct target_request req = {
 		.client = c->serial,
 		.has_id = m->has_id,
@@ -893,7 +109,7 @@ static void handle_switch(struct client *c, const struct ipc_msg *m,
 
 static void handle_reconnect(struct client *c, const struct ipc_msg *m)
 {
-	struct agent *a = c->server->agent;
+	struct agent *a = server_of(c)->agent;
 	struct target *t = NULL;
 	uint64_t generation = 0;
 
@@ -935,685 +151,76 @@ static void handle_hello(struct client *c, const struct ipc_msg *m)
 			client_drop(c, "unsupported protocol version");
 		return;
 	}
-	c->hello = true;
-	c->version = m->version;
-	c->name = strdup(m->name);
-	server_arm_sweep(c->server, client_due(c));
+	client_hello(c, m->name, m->version);
 	client_log(c, LOG_DEBUG, CLIENT_FMT " said hello, protocol version "
 		   "%llu", CLIENT_ARGS(c), (unsigned long long)c->version);
 	/* The session speaks the client's version; the instance goes to a
 	 * version-1 client too, which ignores it like any unknown field. */
-	writer_begin(&w, IPC_HELLO, 4, m);
+	client_reply_init(&w, IPC_HELLO, 4, m);
 	ipc_pack_kv_u64(&w, "version", c->version);
 	ipc_pack_kv_str(&w, "name", "dbswapd " DBSWAP_VERSION);
 	ipc_pack_kv_i64(&w, "pid", getpid());
-	ipc_pack_kv_str(&w, "instance", c->server->instance);
+	ipc_pack_kv_str(&w, "instance", server_of(c)->instance);
 	client_send(c, &w);
-}
-
-static void handle_subscribe(struct client *c, const struct ipc_msg *m)
-{
-	struct agent *a = c->server->agent;
-	struct target *req[IPC_SUBSCRIBE_MAX]; /* named targets, once each */
-	size_t n_req = 0, n_new = 0;
-
-	/* All or nothing: check every name before subscribing to any. */
-	for (size_t i = 0; i < m->n_targets; i++) {
-		struct target *t = target_find(a, m->targets[i]);
-		bool dup = false;
-		if (!t) {
-			client_reject(c, m, IPC_ERR_UNKNOWN_TARGET,
-				      "no target named \"%s\" in this agent",
-				      m->targets[i]);
-			return;
-		}
-		if (!client_may_subscribe(c, t)) {
-			client_log(c, LOG_WARNING, CLIENT_FMT " gid %u may "
-				   "not subscribe to %s: refused",
-				   CLIENT_ARGS(c), (unsigned)c->cred.gid,
-				   t->name);
-			client_reject(c, m, IPC_ERR_FORBIDDEN,
-				      "uid %u may not subscribe to %s",
-				      (unsigned)c->cred.uid, t->name);
-			return;
-		}
-		for (size_t j = 0; j < n_req && !dup; j++)
-			dup = req[j] == t;
-		if (dup)
-			continue;
-		req[n_req++] = t;
-		n_new += client_sub(c, t) == NULL;
-	}
-	if (c->n_subs + n_new > IPC_SUBSCRIBE_MAX) {
-		client_reject(c, m, IPC_ERR_LIMIT,
-			      "at most %d subscriptions per client",
-			      IPC_SUBSCRIBE_MAX);
-		return;
-	}
-	struct subscription *subs =
-		realloc(c->subs, (c->n_subs + n_new + 1) * sizeof(*subs));
-	if (!subs) {
-		client_error(c, m, IPC_ERR_INTERNAL, "out of memory");
-		return;
-	}
-	c->subs = subs;
-	for (size_t i = 0; i < n_req; i++) {
-		if (client_sub(c, req[i]))
-			continue;
-		c->subs[c->n_subs++] = (struct subscription){ .target = req[i] };
-		target_subscribed(req[i]);
-		client_log(c, LOG_INFO, CLIENT_FMT " subscribed to %s",
-			   CLIENT_ARGS(c), req[i]->name);
-	}
-	/* Current values and settings first, then ok: a client that saw ok
-	 * is up to date.  Settings follow their target's update, so a pool
-	 * that opens connections on the update already knows its size. */
-	for (size_t i = 0; i < n_req; i++) {
-		if (req[i]->conninfo && client_send_update(c, req[i]) < 0)
-			return;
-		if (target_has_settings(req[i]) &&
-		    client_send_settings(c, req[i]) < 0)
-			return;
-	}
-	client_ok(c, m, 0);
-}
-
-/* Whether an ack or nack is for another run of the agent: ignored then,
- * before anything else is checked (its generation numbers are not ours:
- * it may name one this run has not reached), and counted on the target.
- * Without an instance (a version-1 session) it cannot be told. */
-static bool client_stale(struct client *c, const struct ipc_msg *m,
-			 struct target *t)
-{
-	if (!m->instance || streq(m->instance, c->server->instance))
-		return false;
-	/* Counted for subscribers only: anyone else could inflate the
-	 * counter of a target it may not even follow. */
-	if (t && client_sub(c, t))
-		t->stale_acks++;
-	client_log(c, LOG_DEBUG, CLIENT_FMT " sent %s for %s generation %llu "
-		   "of agent instance %s, not this one (%s): ignored",
-		   CLIENT_ARGS(c), m->type_name, m->target,
-		   (unsigned long long)m->generation, m->instance,
-		   c->server->instance);
-	return true;
-}
-
-static void handle_ack(struct client *c, const struct ipc_msg *m)
-{
-	struct target *t = target_find(c->server->agent, m->target);
-	struct subscription *sub = t ? client_sub(c, t) : NULL;
-
-	if (client_stale(c, m, t))
-		return;
-	if (!sub) {
-		client_reject(c, m, IPC_ERR_NOT_SUBSCRIBED,
-			      "ack for \"%s\", which this client is not "
-			      "subscribed to",
-			      m->target);
-		return;
-	}
-	if (m->generation > t->generation) {
-		client_reject(c, m, IPC_ERR_PROTOCOL,
-			      "ack for generation %llu of %s, which is only at "
-			      "%llu",
-			      (unsigned long long)m->generation, t->name,
-			      (unsigned long long)t->generation);
-		return;
-	}
-	if (m->generation > sub->acked) {
-		sub->acked = m->generation;
-		target_acked(t, m->generation);
-	}
-	client_log(c, LOG_DEBUG, CLIENT_FMT " acked %s generation %llu",
-		   CLIENT_ARGS(c), t->name, (unsigned long long)m->generation);
-	/* Using that generation or a newer one: whatever failed is over. */
-	if (sub->nacked && m->generation >= sub->nacked) {
-		client_log(c, LOG_INFO, CLIENT_FMT " now uses %s generation "
-			   "%llu, past its nack of generation %llu",
-			   CLIENT_ARGS(c), t->name,
-			   (unsigned long long)m->generation,
-			   (unsigned long long)sub->nacked);
-		sub->nacked = 0;
-		free(sub->nack_msg);
-		sub->nack_msg = NULL;
-	}
-	agent_changed(c->server->agent, CHANGE_STATUS, t);
-}
-
-static void handle_nack(struct client *c, const struct ipc_msg *m)
-{
-	struct target *t = target_find(c->server->agent, m->target);
-	struct subscription *sub = t ? client_sub(c, t) : NULL;
-	char *msg;
-
-	if (client_stale(c, m, t))
-		return;
-	if (!sub) {
-		client_reject(c, m, IPC_ERR_NOT_SUBSCRIBED,
-			      "nack for \"%s\", which this client is not "
-			      "subscribed to",
-			      m->target);
-		return;
-	}
-	if (m->generation == 0 || m->generation > t->generation) {
-		client_reject(c, m, IPC_ERR_PROTOCOL,
-			      "nack for generation %llu of %s, which is at %llu",
-			      (unsigned long long)m->generation, t->name,
-			      (unsigned long long)t->generation);
-		return;
-	}
-	/* Already acked, or older than the nack on record: the client's
-	 * later word stands. */
-	if (m->generation <= sub->acked || m->generation < sub->nacked) {
-		client_log(c, LOG_DEBUG, CLIENT_FMT " nacked %s generation "
-			   "%llu, older than its ack %llu or nack %llu: "
-			   "ignored", CLIENT_ARGS(c), t->name,
-			   (unsigned long long)m->generation,
-			   (unsigned long long)sub->acked,
-			   (unsigned long long)sub->nacked);
-		return;
-	}
-	msg = strdup(m->message);
-	if (!msg) {
-		client_error(c, m, IPC_ERR_INTERNAL, "out of memory");
-		return;
-	}
-	free(sub->nack_msg);
-	sub->nack_msg = msg;
-	/* A client retrying with backoff nacks the same generation again
-	 * and again: one line per generation, the newest message kept. */
-	if (m->generation == sub->nacked)
-		return;
-	sub->nacked = m->generation;
-	client_log(c, LOG_WARNING, CLIENT_FMT " cannot switch to %s "
-		   "generation %llu: %s", CLIENT_ARGS(c), t->name,
-		   (unsigned long long)m->generation, msg);
-}
-
-unsigned server_clients(const struct server *s)
-{
-	return s->n_clients;
-}
-
-/* Packs text the agent shows (nil for NULL) as printable UTF-8
- * (ipc_text_clean), cut on a character boundary to at most max bytes
- * plus "..." when longer.  A libpq error, a server's message, a file name
- * may hold anything; a status reply must decode everywhere and print
- * safely. */
-static void pack_text(struct ipc_writer *w, const char *s, size_t max)
-{
-	size_t n;
-	bool cut = false;
-	char *clean;
-
-	if (!s) {
-		msgpack_pack_nil(&w->pk);
-		return;
-	}
-	n = strlen(s);
-	if (n <= max && ipc_text_is_clean(s, n)) {
-		ipc_pack_str(w, s);
-		return;
-	}
-	clean = ipc_text_clean(s, n, max, &cut);
-	if (!clean) {
-		w->failed = true;
-		return;
-	}
-	n = strlen(clean);
-	msgpack_pack_str(&w->pk, n + (cut ? 3 : 0));
-	msgpack_pack_str_body(&w->pk, clean, n);
-	if (cut)
-		msgpack_pack_str_body(&w->pk, "...", 3);
-	free(clean);
-}
-
-static void pack_kv_text(struct ipc_writer *w, const char *key, const char *s,
-			 size_t max)
-{
-	ipc_pack_key(w, key);
-	pack_text(w, s, max);
-}
-
-/* nil for 0: timestamps and durations not known yet. */
-static void pack_kv_i64_or_nil(struct ipc_writer *w, const char *key,
-			       int64_t v, bool known)
-{
-	ipc_pack_key(w, key);
-	if (known)
-		msgpack_pack_int64(&w->pk, v);
-	else
-		msgpack_pack_nil(&w->pk);
-}
-
-/* What a status reply shows the client that asked (PROTOCOL.md, "Access
- * control"). */
-struct status_view {
-	const struct client *asker;
-	bool all; /* files, keys, the agent's errors: admins, and peers that
-		   * may follow every target */
-	bool peers; /* lagging clients of other uids: admins */
-};
-
-static void status_view_init(struct status_view *v, const struct client *c)
-{
-	struct agent *a = c->server->agent;
-
-	v->asker = c;
-	v->peers = client_is_admin(c);
-	v->all = v->peers;
-	if (v->all)
-		return;
-	v->all = true;
-	for (size_t i = 0; i < a->n_targets && v->all; i++)
-		v->all = client_may_subscribe(c, a->targets[i]);
-}
-
-/* Whether other shows in the asker's lagging lists. */
-static bool status_shows_peer(const struct status_view *v,
-			      const struct client *other)
-{
-	return v->peers || other->cred.uid == v->asker->cred.uid;
-}
-
-static void pack_failover(struct ipc_writer *w, const struct target *t,
-			  const struct status_limits *lim)
-{
-	const struct health *watched = failover_watched(t);
-	char hint[320], when[32];
-	struct tm tm;
-	time_t at = (time_t)t->last_failover_wall;
-
-	snprintf(hint, sizeof(hint), "set %s to enable failover",
-		 t->src[ROLE_SECONDARY].var);
-	if (at)
-		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ",
-			 gmtime_r(&at, &tm));
-	msgpack_pack_map(&w->pk, 14);
-	ipc_pack_kv_bool(w, "enabled", failover_enabled(t));
-	ipc_pack_kv_str(w, "pair", failover_pair_name(t));
-	ipc_pack_kv_str(w, "warning", failover_warning(t));
-	pack_kv_text(w, "hint", failover_enabled(t) ? NULL : hint, lim->text);
-	ipc_pack_kv_str(w, "current", target_role_name(t->current));
-	ipc_pack_kv_bool(w, "standby", t->standby);
-	ipc_pack_kv_bool(w, "failover_available", failover_available(t));
-	ipc_pack_kv_bool(w, "held", t->held);
-	ipc_pack_kv_u64(w, "failure_count", watched ? watched->failures : 0);
-	ipc_pack_kv_u64(w, "failovers", t->failovers);
-	/* Unix seconds like every other time in status; the RFC 3339 form
-	 * is kept for the clients that read it (PROTOCOL.md, "Times"). */
-	ipc_pack_kv_str(w, "last_failover", at ? when : NULL);
-	pack_kv_i64_or_nil(w, "last_failover_unix", at, at != 0);
-	pack_kv_i64_or_nil(w, "seconds_since_failover",
-			   wall_s() - t->last_failover_wall, at != 0);
-	pack_kv_text(w, "last_error", t->failover_error, lim->text);
-}
-
-static void pack_server(struct ipc_writer *w, const struct source *src,
-			const struct status_limits *lim)
-{
-	const struct health *h = src->health;
-	char *masked = src->value ? mask_conninfo(src->value) : NULL;
-
-	msgpack_pack_map(&w->pk, 22);
-	ipc_pack_kv_str(w, "role", target_role_name(src->role));
-	pack_kv_text(w, "var", src->var, SIZE_MAX);
-	pack_kv_text(w, "conninfo", masked, lim->text);
-	ipc_pack_kv_str(w, "source", !src->value ? NULL
-				     : src->from_saved ? "saved" : "files");
-	ipc_pack_kv_str(w, "state", target_state_name(src->state));
-	pack_kv_text(w, "error", src->error, lim->text);
-	ipc_pack_kv_u64(w, "attempts", src->attempts);
-	ipc_pack_kv_bool(w, "gave_up", src->gave_up);
-	ipc_pack_kv_u64(w, "attempts_max", TARGET_AUTH_RETRIES);
-	ipc_pack_kv_u64(w, "value_seq", src->value_seq);
-	ipc_pack_kv_u64(w, "accepted_seq", src->accepted_seq);
-	ipc_pack_kv_str(w, "health", h ? health_state_name(h->state) : "off");
-	ipc_pack_kv_u64(w, "failures", h ? h->failures : 0);
-	ipc_pack_kv_u64(w, "checks", h ? h->checks : 0);
-	/* How long the last good check took, connecting included when it
-	 * had to; rtt_us is its older name, kept for compatibility. */
-	pack_kv_i64_or_nil(w, "check_us", h ? h->rtt_us : 0, h && h->rtt_us >= 0);
-	pack_kv_i64_or_nil(w, "rtt_us", h ? h->rtt_us : 0, h && h->rtt_us >= 0);
-	ipc_pack_key(w, "in_recovery");
-	if (h && h->in_recovery >= 0)
-		h->in_recovery ? msgpack_pack_true(&w->pk)
-			       : msgpack_pack_false(&w->pk);
-	else
-		msgpack_pack_nil(&w->pk);
-	pack_kv_i64_or_nil(w, "last_check", h ? h->last_check_wall : 0,
-			   h && h->last_check_wall);
-	pack_kv_i64_or_nil(w, "down_since", h ? h->down_since_wall : 0,
-			   h && h->down_since_wall);
-	pack_kv_text(w, "health_error", h ? h->error : NULL, lim->text);
-	ipc_pack_kv_u64(w, "flaps", h ? h->flaps : 0);
-	ipc_pack_kv_u64(w, "hold_ms", h ? (uint64_t)health_hold_ms(h) : 0);
-	free_secret(masked);
-}
-
-/* A target as a client that may not follow it sees it, and as any client
- * sees it in the briefest reply: its name, generation, validity and
- * state.  Nothing that derives from its value (conninfo, errors naming
- * hosts, ports, users and databases; its servers' health) or from its
- * subscribers. */
-static void pack_target_brief(struct ipc_writer *w, const struct target *t,
-			      bool redacted)
-{
-	msgpack_pack_map(&w->pk, 5);
-	pack_kv_text(w, "name", t->name, SIZE_MAX);
-	ipc_pack_kv_u64(w, "generation", t->generation);
-	ipc_pack_kv_bool(w, "valid", t->conninfo != NULL);
-	ipc_pack_kv_str(w, "state",
-			target_state_name(t->src[ROLE_PRIMARY].state));
-	ipc_pack_kv_bool(w, "redacted", redacted);
-}
-
-/* Whether c shows in t's lagging list for the asker. */
-static bool status_lags(const struct status_view *v, struct client *c,
-			const struct target *t)
-{
-	struct subscription *sub = client_sub(c, t);
-
-	return sub && sub_lags(t, sub) && status_shows_peer(v, c);
-}
-
-static void pack_target(struct ipc_writer *w, struct server *s,
-			struct target *t, const struct status_view *v,
-			const struct status_limits *lim)
-{
-	const struct source *p = &t->src[ROLE_PRIMARY];
-	unsigned subscribers, acked, n_lag = 0;
-	char *masked;
-
-	if (!client_may_subscribe(v->asker, t)) {
-		pack_target_brief(w, t, true);
-		return;
-	}
-	masked = t->conninfo ? mask_conninfo(t->conninfo) : NULL;
-	target_count(t, &subscribers, &acked);
-	msgpack_pack_map(&w->pk, 23);
-	pack_kv_text(w, "name", t->name, SIZE_MAX);
-	ipc_pack_kv_u64(w, "generation", t->generation);
-	ipc_pack_kv_bool(w, "valid", t->conninfo != NULL);
-	ipc_pack_kv_bool(w, "redacted", false);
-	pack_kv_text(w, "conninfo", masked, lim->text);
-	ipc_pack_kv_str(w, "source", !t->conninfo ? NULL
-				     : t->published_saved ? "saved" : "files");
-	ipc_pack_kv_str(w, "state", target_state_name(p->state));
-	pack_kv_text(w, "error", p->error, lim->text);
-	ipc_pack_key(w, "changed");
-	if (t->changed_wall)
-		msgpack_pack_int64(&w->pk, t->changed_wall);
-	else
-		msgpack_pack_nil(&w->pk);
-	ipc_pack_kv_u64(w, "subscribers", subscribers);
-	ipc_pack_kv_u64(w, "acked", acked);
-	ipc_pack_kv_u64(w, "stale_acks", t->stale_acks);
-	ipc_pack_kv_u64(w, "attempts", p->attempts);
-	ipc_pack_kv_bool(w, "gave_up", p->gave_up);
-	ipc_pack_kv_u64(w, "attempts_max", TARGET_AUTH_RETRIES);
-	ipc_pack_kv_u64(w, "value_seq", p->value_seq);
-	ipc_pack_kv_u64(w, "published_seq", t->published_seq);
-	free_secret(masked);
-
-	ipc_pack_key(w, "failover");
-	pack_failover(w, t, lim);
-	ipc_pack_key(w, "servers");
-	/* The secondary while configured, or while its value is kept after
-	 * it was taken out of the files. */
-	bool secondary = failover_enabled(t) || t->src[ROLE_SECONDARY].value;
-	msgpack_pack_array(&w->pk, 1 + secondary);
-	pack_server(w, p, lim);
-	if (secondary)
-		pack_server(w, &t->src[ROLE_SECONDARY], lim);
-
-	ipc_pack_key(w, "settings");
-	msgpack_pack_map(&w->pk, SETTING_COUNT);
-	for (int i = 0; i < SETTING_COUNT; i++) {
-		ipc_pack_key(w, target_setting_key(i));
-		if (t->settings.set[i])
-			msgpack_pack_uint64(&w->pk, t->settings.value[i]);
-		else
-			msgpack_pack_nil(&w->pk);
-	}
-	pack_kv_text(w, "settings_error", t->settings_error, lim->text);
-
-	ipc_pack_key(w, "lagging");
-	/* Counted with the same predicate as packed below: the array header
-	 * must announce exactly the entries that follow. */
-	for (struct client *c = s->clients; c; c = c->next)
-		n_lag += status_lags(v, c, t);
-	n_lag = MIN(n_lag, lim->lagging);
-	msgpack_pack_array(&w->pk, n_lag);
-	for (struct client *c = s->clients; c && n_lag > 0; c = c->next) {
-		struct subscription *sub = client_sub(c, t);
-		if (!status_lags(v, c, t))
-			continue;
-		msgpack_pack_map(&w->pk, 6);
-		ipc_pack_kv_i64(w, "pid", c->cred.pid);
-		ipc_pack_kv_u64(w, "uid", c->cred.uid);
-		pack_kv_text(w, "name", c->name, SIZE_MAX);
-		ipc_pack_kv_u64(w, "acked", sub->acked);
-		ipc_pack_kv_u64(w, "nacked", sub->nacked);
-		/* Only a nack of the current generation is the reason this
-		 * client lags; an older one is history. */
-		pack_kv_text(w, "error",
-			     sub->nacked && sub->nacked == t->generation
-				     ? sub->nack_msg : NULL,
-			     lim->nack);
-		n_lag--;
-	}
-
-	/* Who follows the target, as far as the asker may see its peers
-	 * and the limit goes: no subscriber counted in "subscribers" is a
-	 * mystery. */
-	unsigned n_sub = 0;
-	for (struct client *c = s->clients; c; c = c->next)
-		n_sub += client_sub(c, t) && status_shows_peer(v, c);
-	n_sub = MIN(n_sub, lim->lagging);
-	ipc_pack_key(w, "subscribed");
-	msgpack_pack_array(&w->pk, n_sub);
-	for (struct client *c = s->clients; c && n_sub > 0; c = c->next) {
-		struct subscription *sub = client_sub(c, t);
-		if (!sub || !status_shows_peer(v, c))
-			continue;
-		msgpack_pack_map(&w->pk, 4);
-		ipc_pack_kv_i64(w, "pid", c->cred.pid);
-		ipc_pack_kv_u64(w, "uid", c->cred.uid);
-		pack_kv_text(w, "name", c->name, SIZE_MAX);
-		ipc_pack_kv_u64(w, "acked", sub->acked);
-		n_sub--;
-	}
-}
-
-/* A file: its path and state for everyone; what it holds (its error, the
- * count of entries, its identity, whose size is the length of what it
- * holds) only for clients that see all (status_view). */
-static void pack_layer(struct ipc_writer *w, const struct layer *f,
-		       const struct status_view *v,
-		       const struct status_limits *lim)
-{
-	static const char *const names[] = {
-		[LAYER_OK] = "ok", [LAYER_ERROR] = "error",
-		[LAYER_MISSING] = "missing", [LAYER_WRITING] = "writing",
-	};
-	static const char *const crypts[] = {
-		[LAYER_PLAIN] = "none", [LAYER_SEALED] = "file",
-		[LAYER_VALUES] = "values",
-	};
-	bool full = v->all && !lim->brief;
-
-	msgpack_pack_map(&w->pk, full ? 8 : 3);
-	pack_kv_text(w, "path", f->path, lim->brief ? IPC_NAME_MAX : SIZE_MAX);
-	ipc_pack_kv_str(w, "state", names[f->state]);
-	ipc_pack_kv_bool(w, "redacted", !v->all);
-	if (!full)
-		return;
-	pack_kv_text(w, "error", f->error, lim->text);
-	ipc_pack_kv_u64(w, "entries", f->parsed.n);
-	ipc_pack_kv_str(w, "encryption", f->ever_good ? crypts[f->crypt] : NULL);
-	ipc_pack_kv_str(w, "identity", f->identity[0] ? f->identity : NULL);
-	ipc_pack_kv_u64(w, "seq", f->read_seq);
-}
-
-/* A key file: its path for everyone, its id and error as for files. */
-static void pack_key(struct ipc_writer *w, const struct key_slot *k,
-		     const struct status_view *v,
-		     const struct status_limits *lim)
-{
-	char id[2 * CRYPT_KEY_ID_LEN + 1];
-	bool full = v->all && !lim->brief;
-
-	msgpack_pack_map(&w->pk, full ? 4 : 2);
-	pack_kv_text(w, "path", k->path, lim->brief ? IPC_NAME_MAX : SIZE_MAX);
-	ipc_pack_kv_bool(w, "redacted", !v->all);
-	if (!full)
-		return;
-	if (k->key)
-		crypt_id_hex(crypt_key_id(k->key), id);
-	ipc_pack_kv_str(w, "id", k->key ? id : NULL);
-	pack_kv_text(w, "error", k->error, lim->text);
-}
-
-/* The three lists of a status reply, each entry packed by one call. */
-enum status_list { LIST_TARGETS, LIST_FILES, LIST_KEYS, LIST_COUNT };
-
-static size_t status_list_len(const struct agent *a, enum status_list l)
-{
-	return l == LIST_TARGETS ? a->n_targets
-	       : l == LIST_FILES ? a->layers.n_files
-				 : a->keys.n_slots;
-}
-
-static void pack_entry(struct ipc_writer *w, struct client *c,
-		       enum status_list l, size_t i,
-		       const struct status_view *v,
-		       const struct status_limits *lim)
-{
-	struct server *s = c->server;
-	struct agent *a = s->agent;
-
-	if (l == LIST_FILES) {
-		pack_layer(w, &a->layers.files[i], v, lim);
-	} else if (l == LIST_KEYS) {
-		pack_key(w, &a->keys.slots[i], v, lim);
-	} else if (lim->brief) {
-		pack_target_brief(w, a->targets[i],
-				  !client_may_subscribe(c, a->targets[i]));
-	} else {
-		pack_target(w, s, a->targets[i], v, lim);
-	}
-}
-
-/* Bytes entry i of list l takes; SIZE_MAX when out of memory. */
-static size_t status_entry_size(struct client *c, enum status_list l,
-				size_t i, const struct status_view *v,
-				const struct status_limits *lim)
-{
-	struct ipc_writer x;
-	size_t n;
-
-	ipc_writer_init_plain(&x);
-	pack_entry(&x, c, l, i, v, lim);
-	n = x.failed ? SIZE_MAX : x.len;
-	ipc_writer_fini(&x);
-	return n;
-}
-
-/* Room kept, in a brief reply, for the lists' keys and array headers. */
-#define STATUS_LISTS_OVERHEAD 64
-
-/* Writes the status reply for c within lim. */
-static void pack_status(struct ipc_writer *w, struct client *c,
-			const struct ipc_msg *m,
-			const struct status_limits *lim)
-{
-	static const char *const keys[LIST_COUNT] = { "targets", "files",
-						      "keys" };
-	struct server *s = c->server;
-	struct agent *a = s->agent;
-	struct status_view v;
-	char state_err[512];
-	size_t shown[LIST_COUNT];
-
-	status_view_init(&v, c);
-	writer_begin(w, IPC_STATUS, 5, m);
-	ipc_pack_kv_bool(w, "truncated", lim != &server_status_limits[0]);
-	ipc_pack_key(w, "agent");
-	msgpack_pack_map(&w->pk, 9);
-	ipc_pack_kv_str(w, "version", DBSWAP_VERSION);
-	ipc_pack_kv_str(w, "instance", s->instance);
-	ipc_pack_kv_i64(w, "pid", getpid());
-	ipc_pack_kv_i64(w, "uptime_ms", now_ms() - a->started_ms);
-	ipc_pack_kv_u64(w, "clients", s->n_clients);
-	ipc_pack_key(w, "failover_settings");
-	msgpack_pack_map(&w->pk, 4);
-	ipc_pack_kv_u64(w, "health_check_interval_ms",
-			(uint64_t)a->failover.interval_ms);
-	ipc_pack_kv_u64(w, "connection_timeout_ms",
-			(uint64_t)a->failover.timeout_ms);
-	ipc_pack_kv_u64(w, "failure_threshold", a->failover.threshold);
-	ipc_pack_kv_u64(w, "primary_retry_interval_ms",
-			(uint64_t)a->failover.retry_ms);
-	pack_kv_text(w, "failover_settings_error",
-		     v.all ? a->failover_error : NULL, lim->text);
-	pack_kv_text(w, "state_dir", state_dir(a->state), lim->text);
-	pack_kv_text(w, "state_error",
-		     v.all && state_error(a->state, state_err,
-					  sizeof(state_err))
-			     ? state_err : NULL,
-		     lim->text);
-
-	/* Every entry, unless brief: then as many of each list, in order,
-	 * as fit in what the frame has left. */
-	size_t used = w->len + STATUS_LISTS_OVERHEAD;
-	for (int l = 0; l < LIST_COUNT; l++) {
-		size_t n = status_list_len(a, l);
-
-		shown[l] = n;
-		if (!lim->brief)
-			continue;
-		for (size_t i = 0; i < n; i++) {
-			size_t e = status_entry_size(c, l, i, &v, lim);
-			if (e > IPC_FRAME_MAX || used + e > IPC_FRAME_MAX) {
-				shown[l] = i;
-				break;
-			}
-			used += e;
-		}
-	}
-	for (int l = 0; l < LIST_COUNT; l++) {
-		ipc_pack_key(w, keys[l]);
-		msgpack_pack_array(&w->pk, shown[l]);
-		for (size_t i = 0; i < shown[l]; i++)
-			pack_entry(w, c, l, i, &v, lim);
-	}
-}
-
-static void handle_status(struct client *c, const struct ipc_msg *m)
-{
-	struct ipc_writer w;
-
-	for (size_t i = 0; i < ARRAY_SIZE(server_status_limits); i++) {
-		pack_status(&w, c, m, &server_status_limits[i]);
-		if (w.failed || w.len <= IPC_FRAME_MAX) {
-			client_send(c, &w);
-			return;
-		}
-		ipc_writer_fini(&w);
-	}
-	/* Not reached: the brief reply fits by construction. */
-	client_error(c, m, IPC_ERR_INTERNAL,
-		     "status reply would exceed the frame limit");
 }
 
 /* Status's rule, not a second one: status shows a target in full only
  * to a client that may follow it (pack_target); an admin who may not
  * gets its brief form there, so no series here. */
-static bool metrics_may_see(const struct target *t, void *data)
+static bool client_may_follow(const struct target *t, void *data)
 {
 	return client_may_subscribe(data, t);
+}
+
+/* The subscribers of t after *cursor, for status (status.h). */
+static bool status_subscriber(const struct target *t, const void **cursor,
+			      struct status_peer *p, void *data)
+{
+	const struct client *asker = data, *c = *cursor;
+
+	for (c = c ? c->next : clients_first(server_of(asker)->clients); c;
+	     c = c->next) {
+		const struct subscription *sub = subs_find(c, t);
+
+		if (!sub)
+			continue;
+		*p = (struct status_peer){
+			.pid = c->cred.pid,
+			.uid = c->cred.uid,
+			.name = c->name,
+			.acked = sub->acked,
+			.nacked = sub->nacked,
+			.nack_msg = sub->nack_msg,
+			.lags = subs_lags(t, sub),
+		};
+		*cursor = c;
+		return true;
+	}
+	return false;
+}
+
+static void handle_status(struct client *c, const struct ipc_msg *m)
+{
+	struct server *s = server_of(c);
+	struct status_source src = {
+		.agent = s->agent,
+		.instance = s->instance,
+		.clients = clients_count(s->clients),
+		.uid = c->cred.uid,
+		.admin = client_is_admin(c),
+		.may_follow = client_may_follow,
+		.subscriber = status_subscriber,
+		.data = c,
+	};
+	struct ipc_writer w;
+
+	if (status_pack(&w, &src, m)) {
+		client_send(c, &w);
+		return;
+	}
+	/* Not reached: the brief reply fits by construction. */
+	client_error(c, m, IPC_ERR_INTERNAL,
+		     "status reply would exceed the frame limit");
 }
 
 /* The metrics text (metrics.h) of the targets c may follow, as status
@@ -1624,12 +231,12 @@ static void handle_metrics(struct client *c, const struct ipc_msg *m)
 	char *text;
 	size_t len;
 
-	if (metrics_render(c->server->agent, metrics_may_see, c, &text,
+	if (metrics_render(server_of(c)->agent, client_may_follow, c, &text,
 			   &len) < 0) {
 		client_error(c, m, IPC_ERR_INTERNAL, "out of memory");
 		return;
 	}
-	writer_begin(&w, IPC_METRICS, 1, m);
+	client_reply_init(&w, IPC_METRICS, 1, m);
 	ipc_pack_kv_str(&w, "text", text);
 	free(text);
 	if (!w.failed && w.len > IPC_FRAME_MAX) {
@@ -1687,7 +294,6 @@ static void client_dispatch(struct client *c, const uint8_t *body, size_t len)
 	char err[256];
 	int r = ipc_msg_decode(&m, body, len, err, sizeof(err));
 
-	c->active_ms = now_ms();
 	if (r == 0)
 		r = msg_clean(&m);
 	if (r == -ENOMEM) {
@@ -1730,13 +336,13 @@ static void client_dispatch(struct client *c, const uint8_t *body, size_t len)
 		handle_hello(c, &m);
 		break;
 	case IPC_SUBSCRIBE:
-		handle_subscribe(c, &m);
+		subs_subscribe(&server_of(c)->subs, c, &m);
 		break;
 	case IPC_ACK:
-		handle_ack(c, &m);
+		subs_ack(&server_of(c)->subs, c, &m);
 		break;
 	case IPC_NACK:
-		handle_nack(c, &m);
+		subs_nack(&server_of(c)->subs, c, &m);
 		break;
 	case IPC_STATUS:
 		handle_status(c, &m);
@@ -1744,7 +350,7 @@ static void client_dispatch(struct client *c, const uint8_t *body, size_t len)
 	case IPC_RELOAD:
 		client_log(c, LOG_INFO, CLIENT_FMT " asked for a reload",
 			   CLIENT_ARGS(c));
-		model_reload(c->server->agent);
+		model_reload(server_of(c)->agent);
 		client_ok(c, &m, 0);
 		break;
 	case IPC_FAILOVER:
@@ -1778,496 +384,25 @@ out:
 	ipc_msg_fini(&m);
 }
 
-/* Dispatches at most SERVER_FRAMES_PER_ROUND frames of c, reading more
- * from its socket as needed.  Returns 1 when that share is used up (more
- * may be waiting), 0 when the socket has nothing more for now, or a
- * negative errno after dropping c. */
-static int client_read(struct client *c)
-{
-	unsigned n = 0;
-
-	for (;;) {
-		const uint8_t *body;
-		size_t len;
-		int r = 0;
-
-		/* Drain complete frames before reading more. */
-		while (n < SERVER_FRAMES_PER_ROUND &&
-		       (r = ipc_reader_next(&c->in, &body, &len)) == 1) {
-			n++;
-			client_dispatch(c, body, len);
-			if (c->dropped)
-				return -ECONNRESET;
-		}
-		if (n == SERVER_FRAMES_PER_ROUND)
-			return 1;
-		if (r == -EMSGSIZE) {
-			client_violation(c, "frame over the 65536 byte limit");
-			return -EMSGSIZE;
-		}
-		r = ipc_reader_fill(&c->in, c->fd);
-		if (r == -EAGAIN)
-			return 0;
-		if (r == 0 && !c->noted && !c->in.len) {
-			client_log(c, LOG_DEBUG, CLIENT_FMT " disconnected: "
-				   "closed the connection", CLIENT_ARGS(c));
-			client_retire(c);
-			return -ECONNRESET;
-		}
-		if (r == 0) {
-			client_drop(c, c->in.len ? "closed mid-frame"
-						 : "closed the connection");
-			return -ECONNRESET;
-		}
-		if (r == -EMSGSIZE) {
-			client_violation(c, "frame over the 65536 byte limit");
-			return r;
-		}
-		if (r < 0) {
-			client_drop(c, strerror(-r));
-			return r;
-		}
-	}
-}
-
-/* Puts c at the end of the backlog and makes sure the backlog is served
- * in the next round. */
-static void backlog_append(struct client *c)
-{
-	struct server *s = c->server;
-
-	if (c->backlog || c->dropped)
-		return;
-	c->backlog = true;
-	c->bl_prev = s->bl_tail;
-	c->bl_next = NULL;
-	if (s->bl_tail)
-		s->bl_tail->bl_next = c;
-	else
-		s->bl_head = c;
-	s->bl_tail = c;
-	s->n_backlog++;
-	client_set_events(c);
-	if (!loop_timer_armed(s->backlog_timer))
-		loop_timer_arm_in(s->backlog_timer, 0);
-}
-
-/* One round's share for each client on the backlog, in turn; those with
- * more left go to the end again.  Clients that join during this round
- * wait for the next. */
-static void server_backlog(struct loop_timer *t, void *data)
+/* What the model publishes goes to the subscribers; a request it held is
+ * answered. */
+static void server_observe(const struct change *ch, void *data)
 {
 	struct server *s = data;
 
-	for (unsigned n = s->n_backlog; n > 0 && s->bl_head; n--) {
-		struct client *c = s->bl_head;
-
-		backlog_unlink(c);
-		if (client_read(c) == 1)
-			backlog_append(c);
-		else
-			client_set_events(c);
+	switch (ch->kind) {
+	case CHANGE_PUBLISHED:
+		subs_publish(&s->subs, ch->t);
+		break;
+	case CHANGE_SETTINGS:
+		subs_send_settings(&s->subs, ch->t);
+		break;
+	case CHANGE_ANSWERED:
+		server_reply(s, ch->req, ch->error, ch->generation);
+		break;
+	default:
+		break;
 	}
-	if (s->bl_head && !loop_timer_armed(t))
-		loop_timer_arm_in(t, 0);
-}
-
-static void client_event(struct loop_source *src, uint32_t events, void *data)
-{
-	struct client *c = data;
-
-	if (c->dropped)
-		return;
-	if (events & EPOLLOUT) {
-		if (client_flush(c) < 0)
-			return;
-	}
-	/* Its turn comes from the backlog (a hangup is seen there too). */
-	if (c->backlog)
-		return;
-	if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)))
-		return;
-	if (client_read(c) == 1)
-		backlog_append(c);
-}
-
-/* The peer's supplementary groups at connect time (SO_PEERGROUPS, Linux
- * 4.13): the kernel's copy, so neither a lookup of the user in the group
- * database (which may block on NSS, and misses groups a process dropped or
- * was given) nor /proc/PID/status (the pid may be reused by the time it
- * is read).  On failure the peer keeps no supplementary group: access
- * then fails closed. */
-static void client_get_groups(struct client *c)
-{
-	gid_t first[SERVER_PEER_GROUPS_FIRST];
-	socklen_t len = sizeof(first);
-	gid_t *g;
-
-	if (getsockopt(c->fd, SOL_SOCKET, SO_PEERGROUPS, first, &len) == 0) {
-		g = len ? malloc(len) : NULL;
-		if (!g)
-			return;
-		memcpy(g, first, len);
-	} else if (errno == ERANGE && len > sizeof(first)) {
-		g = malloc(len);
-		if (!g || getsockopt(c->fd, SOL_SOCKET, SO_PEERGROUPS, g,
-				     &len) < 0) {
-			free(g);
-			return;
-		}
-	} else {
-		return;
-	}
-	c->groups = g;
-	c->n_groups = len / sizeof(gid_t);
-}
-
-/* A connection refused at a limit: an error (code limit) saying why, and
- * close, with a log line at most every SERVER_REFUSED_LOG_MS. */
-static void server_refuse(struct server *s, int fd, const struct client *c,
-			  const char *why)
-{
-	struct ipc_queue q = { 0 };
-	struct ipc_writer w;
-	int64_t now = now_ms();
-
-	ipc_writer_init(&w, IPC_ERROR, 3); /* type, code, message */
-	ipc_pack_kv_str(&w, "code", IPC_ERR_LIMIT);
-	ipc_pack_kv_str(&w, "message", why);
-	/* A fresh socket's buffer takes this small frame whole; whatever
-	 * does not go now is not retried. */
-	if (!w.failed && ipc_queue_push(&q, w.buf, w.len) == 0)
-		(void)ipc_queue_flush(&q, fd);
-	ipc_queue_fini(&q);
-	ipc_writer_fini(&w);
-	s->refused++;
-	if (now - s->refused_log_ms >= SERVER_REFUSED_LOG_MS) {
-		log_warning("client pid %d uid %u%s refused: %s; %u refused "
-			    "since the last such line", (int)c->cred.pid,
-			    (unsigned)c->cred.uid, c->of, why, s->refused);
-		s->refused_log_ms = now;
-		s->refused = 0;
-	}
-	close(fd);
-}
-
-/* The uid whose quotas c uses: its own, or the owner's of the subuid
- * range it is in (then c->of says so, for its log lines). */
-static uid_t client_quota_uid(struct client *c)
-{
-	struct server *s = c->server;
-	const struct subuid_range *r;
-
-	subuid_refresh(&s->subuid);
-	r = subuid_find(&s->subuid, c->cred.uid);
-	if (!r || r->owner == c->cred.uid)
-		return c->cred.uid;
-	subuid_describe(r, c->of, sizeof(c->of));
-	return r->owner;
-}
-
-/* Whether c may take a slot now; false with why set if not.  The last
- * s->reserved slots are for root, the agent's uid and admins; other uids
- * hold at most s->max_per_uid clients each, a subuid range's uids and its
- * owner's together (quota, client_quota_uid). */
-static bool server_admit(struct server *s, const struct client *c,
-			 uid_t quota, char *why, size_t size)
-{
-	const struct peer_uid *u = server_uid(s, quota);
-	unsigned held = u ? u->n_clients : 0;
-
-	if (s->n_clients >= s->max_clients) {
-		snprintf(why, size, "%u clients connected, the limit",
-			 s->n_clients);
-		return false;
-	}
-	if (s->n_clients >= s->max_clients - s->reserved &&
-	    !client_is_admin(c)) {
-		snprintf(why, size, "%u clients connected; the last %u of "
-			 "%u slots are kept for root and admins", s->n_clients,
-			 s->reserved, s->max_clients);
-		return false;
-	}
-	if (!c->owner && held >= s->max_per_uid) {
-		snprintf(why, size, "uid %u has %u clients connected%s, the "
-			 "most one uid may", (unsigned)quota, held,
-			 quota != c->cred.uid ? " with its subordinate uids"
-					      : "");
-		return false;
-	}
-	return true;
-}
-
-/* When the sweep drops c: without a hello, hello_timeout_ms after it
- * connected; subscribed to nothing and silent, idle_timeout_ms after its
- * last message (not root's or the agent's uid's); else never. */
-static int64_t client_due(const struct client *c)
-{
-	const struct server *s = c->server;
-
-	if (!c->hello)
-		return c->connected_ms + s->hello_timeout_ms;
-	if (c->owner || c->n_subs > 0 || s->idle_timeout_ms < 0)
-		return INT64_MAX;
-	return c->active_ms + s->idle_timeout_ms;
-}
-
-/* Makes sure the sweep runs by due. */
-static void server_arm_sweep(struct server *s, int64_t due)
-{
-	if (due == INT64_MAX)
-		return;
-	due += SERVER_HELLO_SWEEP_SLACK_MS;
-	if (!loop_timer_armed(s->sweep) || loop_timer_deadline(s->sweep) > due)
-		loop_timer_arm(s->sweep, due);
-}
-
-/* Drops the clients whose time is up (client_due) and arms the sweep for
- * the next one due.  A client's activity only moves its time later, so a
- * sweep that comes early finds nothing and arms again. */
-static void server_sweep(struct loop_timer *t, void *data)
-{
-	struct server *s = data;
-	int64_t now = now_ms(), next = INT64_MAX;
-	struct client *c, *n;
-
-	for (c = s->clients; c; c = n) {
-		int64_t due = client_due(c);
-		n = c->next; /* dropping c unlinks it */
-		if (due == INT64_MAX)
-			continue;
-		if (due > now) {
-			next = MIN(next, due);
-			continue;
-		}
-		if (!c->hello) {
-			if (client_error(c, NULL, IPC_ERR_LIMIT,
-					 "no hello within %d ms",
-					 s->hello_timeout_ms) == 0)
-				client_drop(c, "no hello in time");
-		} else if (client_error(c, NULL, IPC_ERR_LIMIT,
-					"no subscription and no message for "
-					"%d ms", s->idle_timeout_ms) == 0) {
-			client_drop(c, "idle (no subscription and no message "
-				       "in time)");
-		}
-	}
-	if (next != INT64_MAX)
-		loop_timer_arm(t, next + SERVER_HELLO_SWEEP_SLACK_MS);
-}
-
-static void server_accept(struct loop_source *src, uint32_t events,
-			  void *data)
-{
-	struct server *s = data;
-
-	/* The listener stays readable while connections wait: the rest
-	 * are taken in the next rounds. */
-	for (unsigned n = 0; n < SERVER_ACCEPTS_PER_ROUND; n++) {
-		socklen_t len = sizeof(struct ucred);
-		struct client *c;
-		char why[160];
-		uid_t quota;
-		int fd = accept4(s->fd, NULL, NULL,
-				 SOCK_NONBLOCK | SOCK_CLOEXEC);
-
-		if (fd < 0) {
-			if (errno == EMFILE || errno == ENFILE) {
-				/* Out of descriptors: pause accepting rather
-				 * than spin on a readable listener. */
-				log_warning("cannot accept clients: %s; pausing "
-					    "%d ms", strerror(errno),
-					    SERVER_ACCEPT_BACKOFF_MS);
-				loop_mod_fd(s->src, 0);
-				loop_timer_arm_in(s->accept_pause,
-						  SERVER_ACCEPT_BACKOFF_MS);
-			} else if (errno != EAGAIN && errno != EINTR &&
-				   errno != ECONNABORTED) {
-				log_error("accept on %s: %s", s->path,
-					  strerror(errno));
-			}
-			return;
-		}
-		c = zalloc(sizeof(*c));
-		if (!c) {
-			close(fd);
-			return;
-		}
-		c->server = s;
-		c->fd = fd;
-		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0)
-			c->cred = (struct ucred){ .pid = 0, .uid = (uid_t)-1,
-						  .gid = (gid_t)-1 };
-		c->owner = client_is_owner(c);
-		client_get_groups(c);
-		quota = client_quota_uid(c);
-		if (server_admit(s, c, quota, why, sizeof(why)) &&
-		    !(c->peer = server_uid_get(s, quota)))
-			snprintf(why, sizeof(why), "out of memory");
-		if (!c->peer) {
-			server_refuse(s, fd, c, why);
-			free(c->groups);
-			free(c);
-			continue;
-		}
-		c->serial = ++s->serials;
-		c->connected_ms = c->active_ms = now_ms();
-		c->events = EPOLLIN | EPOLLRDHUP;
-		c->error_credit = SERVER_ERRORS_BURST * 1000LL;
-		c->errors_ms = c->connected_ms;
-		if (loop_add_fd(s->agent->loop, fd, c->events, client_event, c,
-				&c->src) < 0) {
-			close(fd);
-			free(c->groups);
-			free(c);
-			continue;
-		}
-		c->peer->n_clients++;
-		server_arm_sweep(s, client_due(c));
-		c->next = s->clients;
-		if (s->clients)
-			s->clients->prev = c;
-		s->clients = c;
-		s->n_clients++;
-		counters_clients(s->n_clients);
-		agent_changed(s->agent, CHANGE_STATUS, NULL);
-		client_log(c, LOG_DEBUG, CLIENT_FMT " connected",
-			   CLIENT_ARGS(c));
-	}
-}
-
-static void server_accept_resume(struct loop_timer *t, void *data)
-{
-	struct server *s = data;
-
-	loop_mod_fd(s->src, EPOLLIN);
-}
-
-void server_publish(struct server *s, struct target *t)
-{
-	struct client *c, *next;
-
-	if (!s)
-		return;
-	for (c = s->clients; c; c = next) {
-		next = c->next; /* sending may drop c */
-		if (client_sub(c, t))
-			client_send_update(c, t);
-	}
-}
-
-unsigned server_send_settings(struct server *s, struct target *t)
-{
-	struct client *c, *next;
-	unsigned n = 0;
-
-	if (!s)
-		return 0;
-	for (c = s->clients; c; c = next) {
-		next = c->next; /* sending may drop c */
-		if (client_sub(c, t) && client_send_settings(c, t) == 0)
-			n++;
-	}
-	return n;
-}
-
-/* Binds path, replacing a stale socket file left by a dead agent but
- * refusing to steal the path from a live one. */
-static int server_bind(struct server *s, const char *path, mode_t mode,
-		       gid_t gid)
-{
-	struct sockaddr_un addr = { .sun_family = AF_UNIX };
-	struct stat st;
-	int fd, r;
-
-	if (strlen(path) >= sizeof(addr.sun_path)) {
-		log_error("socket path %s is too long", path);
-		return -ENAMETOOLONG;
-	}
-	strcpy(addr.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return neg_errno();
-	if (lstat(path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode)) {
-			log_error("%s exists and is not a socket", path);
-			r = -EEXIST;
-			goto err_fd;
-		}
-		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		r = probe < 0 ? -1 :
-			connect(probe, (struct sockaddr *)&addr, sizeof(addr));
-		if (probe >= 0)
-			close(probe);
-		if (r == 0) {
-			log_error("another agent is listening on %s", path);
-			r = -EADDRINUSE;
-			goto err_fd;
-		}
-		unlink(path);
-	}
-	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-		r = neg_errno();
-		log_error("cannot bind %s: %s", path, strerror(-r));
-		goto err_fd;
-	}
-	/* The group before the mode: the socket is never open to a group
-	 * it was not meant for. */
-	if (gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) < 0) {
-		r = neg_errno();
-		log_error("cannot give %s to group %u: %s", path, (unsigned)gid,
-			  strerror(-r));
-		goto err_path;
-	}
-	if (chmod(path, mode) < 0) {
-		r = neg_errno();
-		log_error("cannot chmod %s: %s", path, strerror(-r));
-		goto err_path;
-	}
-	if (listen(fd, SOMAXCONN) < 0) {
-		r = neg_errno();
-		log_error("cannot listen on %s: %s", path, strerror(-r));
-		goto err_path;
-	}
-	s->fd = fd;
-	s->owns_path = true;
-	return 0;
-
-err_path:
-	unlink(path);
-err_fd:
-	close(fd);
-	return r;
-}
-
-/* The group of the socket file systemd bound: the group it lets connect.
- * fstat() on the descriptor would describe the socket's inode in sockfs,
- * not the file, so the file is looked up by the address it is bound to.
- * (gid_t)-1 if that fails (an abstract socket, a path not visible here):
- * then only root and the agent's uid have access by default. */
-static gid_t server_socket_group(int fd)
-{
-	struct sockaddr_un addr;
-	socklen_t len = sizeof(addr);
-	struct stat st;
-
-	memset(&addr, 0, sizeof(addr));
-	if (getsockname(fd, (struct sockaddr *)&addr, &len) < 0 ||
-	    len <= offsetof(struct sockaddr_un, sun_path) ||
-	    addr.sun_path[0] == '\0' ||
-	    len >= sizeof(addr)) {
-		log_warning("access: cannot tell the path of the socket passed "
-			    "by systemd; only root and the agent's uid have "
-			    "access unless --allow says otherwise");
-		return (gid_t)-1;
-	}
-	if (stat(addr.sun_path, &st) < 0) {
-		log_warning("access: cannot stat %s: %s; only root and the "
-			    "agent's uid have access unless --allow says "
-			    "otherwise", addr.sun_path, strerror(errno));
-		return (gid_t)-1;
-	}
-	return st.st_gid;
 }
 
 /* Draws this run's instance id from the kernel's CSPRNG.  getrandom()
@@ -2300,118 +435,97 @@ static int server_new_instance(struct server *s)
 	return 0;
 }
 
+/* c is out of service: its acks are no longer counted. */
+static void server_client_gone(struct client *c, const char *why)
+{
+	if (why)
+		counters_client_gone(why);
+	subs_gone(c);
+}
 
-/* What the model publishes goes to the subscribers; a request it held is
- * answered. */
-static void server_observe(const struct change *c, void *data)
+/* A client came or went. */
+static void server_clients_changed(void *data)
 {
 	struct server *s = data;
 
-	switch (c->kind) {
-	case CHANGE_PUBLISHED:
-		server_publish(s, c->t);
-		break;
-	case CHANGE_SETTINGS:
-		server_send_settings(s, c->t);
-		break;
-	case CHANGE_ANSWERED:
-		server_reply(s, c->req, c->error, c->generation);
-		break;
-	default:
-		break;
-	}
+	counters_clients(clients_count(s->clients));
+	agent_changed(s->agent, CHANGE_STATUS, NULL);
 }
+
+static const struct clients_ops server_clients_ops = {
+	.message = client_dispatch,
+	.changed = server_clients_changed,
+	.gone = server_client_gone,
+	.reap = subs_free,
+};
+
 int server_new(struct agent *a, const struct server_config *cfg,
 	       struct server **out)
 {
 	struct server *s = zalloc(sizeof(*s));
-	int n, r;
+	struct clients_config cc;
+	int r;
 
 	if (!s)
 		return -ENOMEM;
 	s->agent = a;
-	s->fd = -1;
 	r = server_new_instance(s);
 	if (r < 0) {
 		free(s);
 		return r;
 	}
-	s->path = strdup(cfg->socket_path);
-	s->accept_pause = loop_timer_new(a->loop, server_accept_resume, s);
-	s->reaper = loop_timer_new(a->loop, server_reap, s);
-	s->sweep = loop_timer_new(a->loop, server_sweep, s);
-	s->uid_timer = loop_timer_new(a->loop, server_uid_tick, s);
-	s->backlog_timer = loop_timer_new(a->loop, server_backlog, s);
-	s->allow = cfg->allow;
-	s->n_allow = cfg->n_allow;
-	s->admin = cfg->admin;
-	s->n_admin = cfg->n_admin;
-	s->self_uid = geteuid();
-	s->max_clients = cfg->max_clients ? cfg->max_clients
+	s->access = (struct access_rules){
+		.allow = cfg->allow,
+		.n_allow = cfg->n_allow,
+		.admin = cfg->admin,
+		.n_admin = cfg->n_admin,
+		.self_uid = geteuid(),
+		.default_gid = (gid_t)-1,
+	};
+	cc = (struct clients_config){
+		.socket_path = cfg->socket_path,
+		.socket_mode = cfg->socket_mode,
+		.socket_gid = cfg->socket_gid,
+	};
+	cc.max_clients = cfg->max_clients ? cfg->max_clients
 					  : SERVER_CLIENTS_MAX;
-	s->hello_timeout_ms = cfg->hello_timeout_ms > 0
+	cc.hello_timeout_ms = cfg->hello_timeout_ms > 0
 				      ? cfg->hello_timeout_ms
 				      : SERVER_HELLO_TIMEOUT_MS;
-	s->max_per_uid = cfg->max_clients_per_uid
+	cc.max_per_uid = cfg->max_clients_per_uid
 		? cfg->max_clients_per_uid
-		: MAX(1u, s->max_clients / SERVER_CLIENTS_PER_UID_DIV);
-	s->reserved = MIN(cfg->reserved_clients ? cfg->reserved_clients
+		: MAX(1u, cc.max_clients / SERVER_CLIENTS_PER_UID_DIV);
+	cc.reserved = MIN(cfg->reserved_clients ? cfg->reserved_clients
 						: SERVER_CLIENTS_RESERVED,
-			  s->max_clients / 4);
-	s->output_per_uid = cfg->output_per_uid ? cfg->output_per_uid
+			  cc.max_clients / 4);
+	cc.output_per_uid = cfg->output_per_uid ? cfg->output_per_uid
 						: SERVER_OUTPUT_PER_UID;
-	s->output_total = cfg->output_total ? cfg->output_total
+	cc.output_total = cfg->output_total ? cfg->output_total
 					    : SERVER_OUTPUT_TOTAL;
-	s->idle_timeout_ms = cfg->idle_timeout_ms ? cfg->idle_timeout_ms
+	cc.idle_timeout_ms = cfg->idle_timeout_ms ? cfg->idle_timeout_ms
 						  : SERVER_IDLE_TIMEOUT_MS;
-	s->log_credit = SERVER_LOG_ALL_BURST * 1000LL;
-	s->log_ms = now_ms();
-	subuid_init(&s->subuid, NULL, NULL);
-	if (!s->path || !s->accept_pause || !s->reaper || !s->sweep ||
-	    !s->uid_timer ||
-	    !s->backlog_timer) {
-		r = -ENOMEM;
+	r = clients_new(a->loop, &cc, &s->access, &server_clients_ops, s,
+			&s->clients);
+	if (r < 0)
 		goto err_server;
-	}
-	n = sd_listen_fds(1);
-	if (n > 1) {
-		log_error("systemd passed %d sockets; expected one", n);
-		r = -EINVAL;
-		goto err_server;
-	}
-	if (n == 1) {
-		if (sd_is_socket_unix(SD_LISTEN_FDS_START, SOCK_STREAM, 1, NULL,
-				      0) <= 0) {
-			log_error("the socket systemd passed is not a listening "
-				  "Unix stream socket");
-			r = -EINVAL;
-			goto err_server;
-		}
-		s->fd = SD_LISTEN_FDS_START;
-		(void)!fcntl(s->fd, F_SETFL, O_NONBLOCK);
-		s->default_gid = server_socket_group(s->fd);
-		log_info("listening on the socket passed by systemd");
-	} else {
-		r = server_bind(s, cfg->socket_path, cfg->socket_mode,
-				cfg->socket_gid);
-		if (r < 0)
-			goto err_server;
-		s->default_gid = cfg->socket_gid != (gid_t)-1 ? cfg->socket_gid
-							      : getegid();
-		log_info("listening on %s", s->path);
-	}
-	if (s->n_allow == 0 && s->default_gid != (gid_t)-1)
+	s->subs = (struct subs){
+		.agent = a,
+		.clients = s->clients,
+		.access = &s->access,
+		.instance = s->instance,
+	};
+	s->access.default_gid = clients_socket_gid(s->clients);
+	if (s->access.n_allow == 0 && s->access.default_gid != (gid_t)-1)
 		log_info("access: root, uid %u and group %u may subscribe to "
-			 "every target", (unsigned)s->self_uid,
-			 (unsigned)s->default_gid);
+			 "every target", (unsigned)s->access.self_uid,
+			 (unsigned)s->access.default_gid);
 	log_info("clients: at most %u, %u per uid but root's and the agent's, "
 		 "the last %u for root, the agent's uid and admins; output "
 		 "queued at most %zu MiB per uid, %zu MiB in all; idle "
-		 "timeout %d ms (-1: none)", s->max_clients, s->max_per_uid,
-		 s->reserved, s->output_per_uid >> 20, s->output_total >> 20,
-		 s->idle_timeout_ms);
-	subuid_refresh(&s->subuid);
-	r = loop_add_fd(a->loop, s->fd, EPOLLIN, server_accept, s, &s->src);
+		 "timeout %d ms (-1: none)", cc.max_clients, cc.max_per_uid,
+		 cc.reserved, cc.output_per_uid >> 20, cc.output_total >> 20,
+		 cc.idle_timeout_ms);
+	r = clients_start(s->clients);
 	if (r < 0)
 		goto err_server;
 	r = changes_observe(&a->changes, server_observe, s);
@@ -2430,25 +544,6 @@ void server_free(struct server *s)
 	if (!s)
 		return;
 	changes_forget(&s->agent->changes, server_observe, s);
-	while (s->clients)
-		client_retire(s->clients);
-	server_reap(s->reaper, s);
-	loop_timer_free(s->reaper);
-	loop_timer_free(s->sweep);
-	loop_timer_free(s->uid_timer);
-	while (s->uids) {
-		struct peer_uid *u = s->uids;
-		s->uids = u->next;
-		free(u);
-	}
-	subuid_fini(&s->subuid);
-	loop_timer_free(s->backlog_timer);
-	loop_remove_fd(s->src);
-	loop_timer_free(s->accept_pause);
-	if (s->fd >= 0)
-		close(s->fd);
-	if (s->owns_path)
-		unlink(s->path);
-	free(s->path);
+	clients_free(s->clients);
 	free(s);
 }

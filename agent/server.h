@@ -3,27 +3,8 @@
  * state per connected client, the dispatch of every client message, and
  * the push of updates to subscribers.
  *
- * Each client has a bounded output queue; one that stops reading is
- * dropped when the queue is full instead of blocking the loop.
- *
- * Access control: the peer's uid, gid and supplementary groups are taken
- * from the socket when it connects (SO_PEERCRED, SO_PEERGROUPS), so they
- * are the kernel's word at connect time, with no lookup in the user
- * database and no race on the pid.  Root and the agent's own uid may do
- * everything.  Others may subscribe to a target when a rule allows it, and
- * send reload, reconnect, failover and failback when they are admins; see
- * ipc/PROTOCOL.md, "Access control".
- *
- * Quotas keep one local user from denying the agent to the others: per
- * uid, the clients it may hold, the output queued for them and the log
- * lines they may cause; slots at the top of the client limit kept for
- * root and admins; a total output budget; and an idle timeout for
- * clients that subscribe to nothing.  A uid in a subordinate range of
- * /etc/subuid (which its owner may take on without root, newuidmap(1))
- * uses its owner's per-uid quotas.  Root and the agent's own uid are
- * exempt from the per-uid quotas, the idle timeout and the log limit:
- * they can stop the agent or read its memory anyway (their subuids are
- * not).
+ * The connections (the socket, output queues, quotas): clients.h.
+ * Access control: access.h.  The status reply: status.h.
  */
 #ifndef DBSWAP_AGENT_SERVER_H
 #define DBSWAP_AGENT_SERVER_H
@@ -31,6 +12,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+#include "access.h"
 
 struct agent;
 struct server;
@@ -75,20 +58,6 @@ struct target_request;
  * a slot. */
 #define SERVER_IDLE_TIMEOUT_MS 60000
 
-/* One peer a rule names: a uid, or a gid matched against the peer's
- * primary and supplementary groups. */
-struct server_principal {
-	bool group;
-	uint32_t id;
-};
-
-/* Peers allowed to subscribe to target ("*": every target). */
-struct server_allow {
-	const char *target;
-	const struct server_principal *who;
-	size_t n_who;
-};
-
 /* The arrays (and strings) must outlive the server. */
 struct server_config {
 	const char *socket_path; /* bind here unless systemd passed a socket */
@@ -97,11 +66,11 @@ struct server_config {
 	/* None: root, the agent's uid and the socket's group may subscribe
 	 * to every target.  Any: root, the agent's uid and the peers of the
 	 * rules naming the target or "*", no one else. */
-	const struct server_allow *allow;
+	const struct access_allow *allow;
 	size_t n_allow;
 	/* Besides root and the agent's uid, who may send reload, reconnect,
 	 * failover and failback. */
-	const struct server_principal *admin;
+	const struct access_principal *admin;
 	size_t n_admin;
 	unsigned max_clients;  /* 0: SERVER_CLIENTS_MAX */
 	int hello_timeout_ms;  /* 0: SERVER_HELLO_TIMEOUT_MS */
@@ -120,19 +89,7 @@ int server_new(struct agent *a, const struct server_config *cfg,
 	       struct server **out);
 void server_free(struct server *s);
 
-/* Sends t's current value to every subscriber of t. */
-void server_publish(struct server *s, struct target *t);
-
-/* Sends t's pool settings in force to every subscriber of t; returns how
- * many it was sent to. */
-unsigned server_send_settings(struct server *s, struct target *t);
-
-unsigned server_clients(const struct server *s);
-
-/* Answers a request that waited (failover, failback): error NULL sends
- * ok, with generation if not 0; else an error with code refused and that
- * message.  Nothing happens if the client has gone. */
-void server_reply(struct server *s, const struct target_request *req,
-		  const char *error, uint64_t generation);
+/* Takes the model's publishes, settings and answers to waiting requests
+ * (changes.h) to the clients concerned. */
 
 #endif

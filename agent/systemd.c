@@ -12,7 +12,7 @@
 #include "agent.h"
 #include "common/log.h"
 #include "common/loop.h"
-#include "server.h"
+#include "counters.h"
 #include "systemd.h"
 #include "target.h"
 
@@ -248,7 +248,7 @@ static void systemd_status_line(const struct agent *a, char *buf,
 						      : target_role_name(t->current),
 			      target_standby(t) ? " (standby)" : "", acked, subs);
 	}
-	append_reason(buf, size, "%u client(s)", server_clients(a->server));
+	append_reason(buf, size, "%u client(s)", counters_clients_now());
 }
 
 static void systemd_status_fire(struct loop_timer *timer, void *data)
