@@ -1,10 +1,11 @@
 /*
- * The agent's side of the wire protocol: the listening Unix socket, one
- * state per connected client, the dispatch of every client message, and
- * the push of updates to subscribers.
+ * The agent's side of the wire protocol: the dispatch of every client
+ * message, and what the model publishes (changes.h) taken to the clients
+ * it concerns.
  *
  * The connections (the socket, output queues, quotas): clients.h.
- * Access control: access.h.  The status reply: status.h.
+ * Access control: access.h.  Subscriptions and the push of updates:
+ * subs.h.  The status reply: status.h.
  */
 #ifndef DBSWAP_AGENT_SERVER_H
 #define DBSWAP_AGENT_SERVER_H

@@ -2,8 +2,9 @@
  * Subscriptions: which clients follow which target, the generation each
  * acked or nacked, and the push of a target's value and pool settings to
  * the clients that follow it.  The server hands it the subscribe, ack and
- * nack requests, which it answers (clients.h); it counts the acks, and
- * says once per generation when every subscriber uses it.
+ * nack requests, which it answers (clients.h); it reports subscribers
+ * coming, acking and going to the target (target_subscribed() and the
+ * like), which counts them and completes the rotation.
  *
  * All of it runs on the agent's loop thread.
  */
