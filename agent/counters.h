@@ -81,8 +81,10 @@ void counters_converged(const char *target, double seconds);
 /* A health check of target's role passed, taking seconds. */
 void counters_health_check(const char *target, const char *role,
 			   double seconds);
-/* Clients connected now (a gauge, set by the server as they come and
- * go), and one left or was dropped, why being the log line's reason. */
+/* Clients connected now: a copy of clients.c's count, for the
+ * renderers, which sit below the server; only the server sets it, from
+ * the one callback clients.c makes whenever a client comes or goes.  And
+ * a client left or was dropped, why being the log line's reason. */
 void counters_clients(unsigned n);
 unsigned counters_clients_now(void);
 void counters_client_gone(const char *why);

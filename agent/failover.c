@@ -55,6 +55,11 @@ int failover_start(struct agent *a)
 	return changes_observe(&a->changes, failover_observe, a);
 }
 
+void failover_stop(struct agent *a)
+{
+	changes_forget(&a->changes, failover_observe, a);
+}
+
 void failover_update_settings(struct agent *a)
 {
 	uint64_t v[ARRAY_SIZE(failover_vars)];

@@ -55,6 +55,7 @@ void failover_config_init(struct agent *a);
  * servers do, and its publishes, make failover decide again.  Returns 0
  * or a negative errno. */
 int failover_start(struct agent *a);
+void failover_stop(struct agent *a);
 
 /* Re-reads DB_HEALTH_CHECK_INTERVAL, DB_CONNECTION_TIMEOUT,
  * DB_FAILURE_THRESHOLD and DB_PRIMARY_RETRY_INTERVAL from the layers.  A

@@ -713,6 +713,9 @@ void health_set_conninfo(struct health *h, char *conninfo)
 	secret_unref(h->conninfo);
 	h->conninfo = secret_ref(conninfo);
 	h->auth_logins = 0; /* a new value may try again */
+	/* It may name another server: what the last one said of its
+	 * recovery is not this one's (target_standby()). */
+	h->in_recovery = -1;
 	if (health_set_label(h) < 0)
 		log_error("%s: out of memory", h->name);
 	health_reconnect(h);

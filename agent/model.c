@@ -136,6 +136,7 @@ int model_init(struct agent *a, char *const *targets, size_t n_targets)
 
 void model_fini(struct agent *a)
 {
+	failover_stop(a);
 	for (size_t i = 0; i < a->n_targets; i++) {
 		failover_fini(a->targets[i]);
 		target_free(a->targets[i]);

@@ -174,6 +174,7 @@ void subs_ack(struct subs *ss, struct client *c, const struct ipc_msg *m)
 {
 	struct target *t = target_find(ss->agent, m->target);
 	struct subscription *sub = t ? subs_find(c, t) : NULL;
+	bool newer;
 
 	if (subs_stale(ss, c, m, t))
 		return;
@@ -192,10 +193,9 @@ void subs_ack(struct subs *ss, struct client *c, const struct ipc_msg *m)
 			      (unsigned long long)t->generation);
 		return;
 	}
-	if (m->generation > sub->acked) {
+	newer = m->generation > sub->acked;
+	if (newer)
 		sub->acked = m->generation;
-		target_acked(t, m->generation);
-	}
 	client_log(c, LOG_DEBUG, CLIENT_FMT " acked %s generation %llu",
 		   CLIENT_ARGS(c), t->name, (unsigned long long)m->generation);
 	/* Using that generation or a newer one: whatever failed is over. */
@@ -209,7 +209,11 @@ void subs_ack(struct subs *ss, struct client *c, const struct ipc_msg *m)
 		free(sub->nack_msg);
 		sub->nack_msg = NULL;
 	}
-	agent_changed(ss->agent, CHANGE_STATUS, t);
+	/* Last: it may complete the rotation.  A nack is only ever for a
+	 * generation past the ack, so one cleared above came with a newer
+	 * ack, and status hears of both. */
+	if (newer)
+		target_acked(t, m->generation);
 }
 
 void subs_nack(struct subs *ss, struct client *c, const struct ipc_msg *m)
@@ -273,17 +277,15 @@ void subs_publish(struct subs *ss, struct target *t)
 	}
 }
 
-unsigned subs_send_settings(struct subs *ss, struct target *t)
+void subs_send_settings(struct subs *ss, struct target *t)
 {
 	struct client *c, *next;
-	unsigned n = 0;
 
 	for (c = clients_first(ss->clients); c; c = next) {
 		next = c->next; /* sending may drop c */
-		if (subs_find(c, t) && subs_send_settings_to(c, t) == 0)
-			n++;
+		if (subs_find(c, t))
+			subs_send_settings_to(c, t);
 	}
-	return n;
 }
 
 void subs_gone(struct client *c)

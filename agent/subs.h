@@ -57,9 +57,8 @@ void subs_nack(struct subs *ss, struct client *c, const struct ipc_msg *m);
 
 /* Sends t's current value to every subscriber of t. */
 void subs_publish(struct subs *ss, struct target *t);
-/* Sends t's pool settings in force to every subscriber of t; returns how
- * many it was sent to. */
-unsigned subs_send_settings(struct subs *ss, struct target *t);
+/* Sends t's pool settings in force to every subscriber of t. */
+void subs_send_settings(struct subs *ss, struct target *t);
 
 /* c is out of service: its subscriptions no longer count (the last
  * straggler leaving may complete a rotation). */

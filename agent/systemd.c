@@ -293,14 +293,10 @@ int systemd_init(struct agent *a)
 {
 	struct systemd *sd = zalloc(sizeof(*sd));
 	uint64_t usec = 0;
-	int r;
 
 	if (!sd)
 		return -ENOMEM;
 	a->systemd = sd;
-	r = changes_observe(&a->changes, systemd_observe, a);
-	if (r < 0)
-		return r;
 	if (systemd_stderr_is_journal())
 		systemd_journal_open();
 	sd->notify_fd = -1;
@@ -321,7 +317,7 @@ int systemd_init(struct agent *a)
 		log_info("watchdog: pinging systemd every %lld ms",
 			 (long long)sd->watchdog_ms);
 	}
-	return 0;
+	return changes_observe(&a->changes, systemd_observe, a);
 }
 
 void systemd_fini(struct agent *a)
