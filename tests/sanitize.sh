@@ -44,12 +44,14 @@ asan)
 valgrind)
 	ninja -C "$builddir"
 	status=0
+	# Each test's own bound three times over: the failover suite took
+	# 292 of its 300 s under valgrind, then 300 (killed) with two more
+	# suites beside it.  (A comment inside the command below ended it:
+	# the wrapper was set, not exported, and the suites ran without
+	# valgrind.)
 	DBSWAP_TEST_AGENT_WRAPPER="valgrind -q --error-exitcode=99 \
 --leak-check=full --errors-for-leak-kinds=definite \
 --show-leak-kinds=definite --log-file=$logs/valgrind.%p" \
-	# Each test's own bound three times over: the failover suite took
-	# 292 of its 300 s under valgrind, then 300 (killed) with two more
-	# suites beside it.
 	DBSWAP_TEST_TIMEOUT_SCALE=10 \
 		meson test -C "$builddir" --no-rebuild --print-errorlogs \
 		--timeout-multiplier 3 \

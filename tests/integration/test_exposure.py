@@ -520,9 +520,11 @@ class Exposure(ClusterTest):
         st = peer(outsider, agent.sock, [{'type': 'status', 'id': 1}])[1]
         self.assertEqual(st['type'], 'status')
         (t,) = st['targets']
+        # The failed value is retried (100 ms doubling): by now it may be
+        # under validation again (ASan in CI was slow enough).
+        self.assertIn(t.pop('state'), ('failed', 'validating'))
         self.assertEqual(t, {'name': 'DATABASE_URL', 'generation': gen,
-                             'valid': True, 'state': 'failed',
-                             'redacted': True})
+                             'valid': True, 'redacted': True})
         for f in st['files']:
             self.assertEqual(set(f), {'path', 'state', 'redacted'}, f)
         self.assertIsNone(st['agent']['state_error'])
