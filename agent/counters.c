@@ -80,7 +80,8 @@ static void histogram_observe(struct histogram *h, const struct bounds *b,
 	h->sum += v;
 }
 
-int counters_role(const char *role)
+/* The index of a role's name in struct counted's check. */
+static int counters_role(const char *role)
 {
 	return streq(role, "secondary") ? 1 : 0;
 }

@@ -101,8 +101,6 @@ const struct counted *counters_of(const char *target);
  * error), and hooks by result. */
 const struct series_list *counters_gone(void);
 const struct series_list *counters_hooks(void);
-/* The index of a role's name in struct counted's check. */
-int counters_role(const char *role);
 
 /* Forgets every count (the unit tests, the agent's exit). */
 void counters_reset(void);

@@ -1239,7 +1239,6 @@ void target_update_settings(struct target *t)
 {
 	struct target_settings next;
 	char why[1024], desc[256] = "";
-	unsigned sent;
 
 	target_read_settings(t, &next, why, sizeof(why));
 	if (why[0]) {
@@ -1274,10 +1273,10 @@ void target_update_settings(struct target *t)
 			    (unsigned long long)next.value[i]);
 	}
 	agent_changed(t->agent, CHANGE_SETTINGS, t);
-	sent = t->n_subscribers;
 	if (target_log_ok(t))
 		log_info("%s: pool settings now %s; sent to %u subscriber(s)",
-			 t->name, desc[0] ? desc : "none (the apps' own)", sent);
+			 t->name, desc[0] ? desc : "none (the apps' own)",
+			 t->n_subscribers);
 }
 
 struct target *target_find(struct agent *a, const char *name)
